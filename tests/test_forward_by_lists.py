@@ -22,6 +22,7 @@ from torchmetrics import Metric, MetricCollection
 
 import torchmetrics_ext as tmx
 import torchmetrics_ext.aggregation as agg
+from tests.helpers.forward_paths import assert_forward_skips_round, outcome, torchmetrics_forward
 from torchmetrics_ext.metrics._checkpoints import resets_taken
 from torchmetrics_ext.metrics.base import TaskMetric
 
@@ -107,15 +108,6 @@ CASES: dict[str, tuple[Callable[[], TaskMetric], Callable[[int, int], Batch]]] =
 }
 
 
-def _torchmetrics_forward(metric: Any, *args: Any, **batch: Any) -> Any:
-    """TorchMetrics' own round (``TaskMetric.forward`` with the fast path refused)."""
-    metric.__dict__["_sums_forward"] = lambda: False
-    try:
-        return metric(*args, **batch)
-    finally:
-        del metric.__dict__["_sums_forward"]
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
@@ -130,16 +122,6 @@ def _same(a: Any, b: Any) -> bool:
         and a.is_inference() == b.is_inference()
         and bool(torch.equal(a.detach().nan_to_num(7.0), b.detach().nan_to_num(7.0)))
     )
-
-
-def _outcome(call: Callable[[], Any]) -> tuple[Any, Any, list[str]]:
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        try:
-            value, error = call(), None
-        except (ValueError, TypeError) as err:
-            value, error = None, (type(err), str(err))
-    return value, error, [f"{w.category.__name__}: {w.message}" for w in seen]
 
 
 def _assert_twins(fast: TaskMetric, slow: TaskMetric, where: Any, counts: bool = True) -> None:
@@ -175,8 +157,8 @@ def test_forward_equals_torchmetrics_forward_bit_for_bit(name):
             fast.update(**batch)
             slow.update(**batch)
             continue
-        value, error, seen = _outcome(lambda b=batch: fast(**b))
-        expected, expected_error, expected_seen = _outcome(lambda b=batch: _torchmetrics_forward(slow, **b))
+        value, error, seen = outcome(lambda b=batch: fast(**b))
+        expected, expected_error, expected_seen = outcome(lambda b=batch: torchmetrics_forward(slow, **b))
         assert error == expected_error and seen == expected_seen, (name, seed)
         if error is None:
             assert _same(value, expected), (name, seed, value, expected)
@@ -291,25 +273,25 @@ def test_grad_carrying_inputs():
         for seed in range(3):
             batch = make(seed, 8)
             batch["preds"] = batch["preds"].clone().requires_grad_(True)
-            assert _same(fast(**batch), _torchmetrics_forward(slow, **batch)), name
+            assert _same(fast(**batch), torchmetrics_forward(slow, **batch)), name
             _assert_twins(fast, slow, name)
 
 
 @pytest.mark.filterwarnings("ignore::torchmetrics_ext.utilities.warnings.UndefinedMetricWarning")
 @pytest.mark.parametrize("name", ["AUC", "GroupedAUC", "NDCG(k=3)"])
-def test_inference_mode_as_torchmetrics_forward(name):
+def test_inference_mode_astorchmetrics_forward(name):
     factory, make = CASES[name]
     fast, slow = factory(), factory()
     fast.update(**make(0, 5))
     slow.update(**make(0, 5))
     with torch.inference_mode():
         for seed in (1, 2):
-            assert _same(fast(**make(seed, 6)), _torchmetrics_forward(slow, **make(seed, 6)))
+            assert _same(fast(**make(seed, 6)), torchmetrics_forward(slow, **make(seed, 6)))
             _assert_twins(fast, slow, seed)
     assert not any(s.is_inference() for s in fast.metric_state.values() if isinstance(s, torch.Tensor))
     for metric in (fast, slow):  # outside inference mode again: updates and forwards go on
         metric.update(**make(3, 4))
-    assert _same(fast(**make(4, 4)), _torchmetrics_forward(slow, **make(4, 4)))
+    assert _same(fast(**make(4, 4)), torchmetrics_forward(slow, **make(4, 4)))
     _assert_twins(fast, slow, "after")
     assert _same(fast.compute(), slow.compute())
 
@@ -323,7 +305,7 @@ def test_inference_mode_as_torchmetrics_forward(name):
     ],
     ids=["AUC+AUPRC", "GroupedAUC+GroupedAUPRC"],
 )
-def test_collection_compute_groups_as_torchmetrics_forward(members):
+def test_collection_compute_groups_astorchmetrics_forward(members):
     """Members of a compute group share their list objects after an update; each forward adds the batch to each
     member once, and the sharing after forwards and updates is TorchMetrics' path's."""
     make = _grouped if "gauc" in members else _binary()
@@ -364,36 +346,21 @@ def test_state_dict_round_trip(name):
         metric.persistent(True)
     for seed in range(5):
         fast(**make(seed, 6))
-        _torchmetrics_forward(slow, **make(seed, 6))
+        torchmetrics_forward(slow, **make(seed, 6))
     saved, expected = fast.state_dict(), slow.state_dict()
     assert saved.keys() == expected.keys() and all(_same(saved[k], expected[k]) for k in saved)
     loaded = factory()
     loaded.load_state_dict(saved)
     assert _same(loaded.compute(), slow.compute())
     batch = make(9, 6)
-    assert _same(loaded(**batch), _torchmetrics_forward(slow, **batch))
+    assert _same(loaded(**batch), torchmetrics_forward(slow, **batch))
     _assert_twins(loaded, slow, "loaded", counts=False)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_forward_skips_torchmetrics_round(name, monkeypatch):
     factory, make = CASES[name]
-    calls = []
-    original = Metric._forward_reduce_state_update
-
-    def spy(self, *args, **kwargs):
-        calls.append(type(self).__name__)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Metric, "_forward_reduce_state_update", spy)
-    metric = factory()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        metric.update(**make(0, 6))
-        metric(**make(1, 5))
-        assert calls == []
-        _torchmetrics_forward(metric, **make(2, 5))
-    assert calls == [type(metric).__name__]
+    assert_forward_skips_round(factory, make, monkeypatch)
 
 
 # ----------------------------------------------------------------------------- values against references
@@ -470,7 +437,7 @@ def test_subclass_list_state_of_python_objects():
     for seed in range(3):
         preds = torch.rand(2, generator=_gen(seed)).requires_grad_(True)
         tags = [f"a{seed}", f"b{seed}"]
-        assert _same(fast(preds, tags), _torchmetrics_forward(slow, preds, tags))
+        assert _same(fast(preds, tags), torchmetrics_forward(slow, preds, tags))
         assert fast.tags == slow.tags == [t for s in range(seed + 1) for t in (f"a{s}", f"b{s}")]
         assert _same([c.detach() for c in fast.scores], [c.detach() for c in slow.scores])
         assert not any(c.requires_grad for c in fast.scores)  # the states keep no graph

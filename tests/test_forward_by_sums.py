@@ -22,6 +22,7 @@ from torchmetrics import Metric, MetricCollection
 
 import torchmetrics_ext as tmx
 import torchmetrics_ext.aggregation as agg
+from tests.helpers.forward_paths import assert_forward_skips_round, outcome, torchmetrics_forward
 from torchmetrics_ext.metrics._checkpoints import resets_taken
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
@@ -134,15 +135,6 @@ CASES: dict[str, tuple[Callable[[], TaskMetric], Callable[[int, int], Batch]]] =
 }
 
 
-def _torchmetrics_forward(metric: TaskMetric, **batch: torch.Tensor) -> Any:
-    """TorchMetrics' own round (``TaskMetric.forward`` with the sums path refused)."""
-    metric.__dict__["_sums_forward"] = lambda: False
-    try:
-        return metric(**batch)
-    finally:
-        del metric.__dict__["_sums_forward"]
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, dict):
         return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
@@ -153,16 +145,6 @@ def _same(a: Any, b: Any) -> bool:
         and a.requires_grad == b.requires_grad
         and bool(torch.equal(a.detach().nan_to_num(7.0), b.detach().nan_to_num(7.0)))
     )
-
-
-def _outcome(call: Callable[[], Any]) -> tuple[Any, Any, list[str]]:
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        try:
-            value, error = call(), None
-        except (ValueError, TypeError) as err:
-            value, error = None, (type(err), str(err))
-    return value, error, [f"{w.category.__name__}: {w.message}" for w in seen]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -179,8 +161,8 @@ def test_forward_equals_torchmetrics_forward_bit_for_bit(name):
             fast.update(**batch)
             slow.update(**batch)
             continue
-        value, error, seen = _outcome(lambda b=batch: fast(**b))
-        expected, expected_error, expected_seen = _outcome(lambda b=batch: _torchmetrics_forward(slow, **b))
+        value, error, seen = outcome(lambda b=batch: fast(**b))
+        expected, expected_error, expected_seen = outcome(lambda b=batch: torchmetrics_forward(slow, **b))
         assert error == expected_error and seen == expected_seen, (name, n)
         if error is None:
             assert _same(value, expected), (name, n, value, expected)
@@ -365,10 +347,10 @@ def test_aggregation_sum_and_mean_batch_values_against_numpy():
     np.testing.assert_allclose(mean.compute().item(), np.average(allv, weights=allw), rtol=1e-12)
 
 
-def test_mean_forward_gradient_equals_torchmetrics_forward():
+def test_mean_forward_gradient_equalstorchmetrics_forward():
     """Values requiring grad: the batch value's graph and gradient are those of TorchMetrics' path."""
     grads = []
-    for call in (lambda m, **b: m(**b), _torchmetrics_forward):
+    for call in (lambda m, **b: m(**b), torchmetrics_forward):
         metric = agg.Mean()
         metric.update(torch.tensor([1.0, 2.0], dtype=torch.float64))
         value = torch.tensor([0.5, 3.0, -1.0], dtype=torch.float64, requires_grad=True)
@@ -411,22 +393,7 @@ def test_forward_skips_torchmetrics_round(name, monkeypatch):
     """The cut itself: ``forward`` does not enter TorchMetrics' copy/reset/update/compute/reduce round (the twin of
     the comparisons above does)."""
     factory, make = CASES[name]
-    calls = []
-    original = Metric._forward_reduce_state_update
-
-    def spy(self, *args, **kwargs):
-        calls.append(type(self).__name__)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(Metric, "_forward_reduce_state_update", spy)
-    metric = factory()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        metric.update(**make(0, 6))
-        metric(**make(1, 5))
-        assert calls == []
-        _torchmetrics_forward(metric, **make(2, 5))
-    assert calls == [type(metric).__name__]
+    assert_forward_skips_round(factory, make, monkeypatch)
 
 
 class _MSEWithCount(tmx.WeightedMSE):
@@ -466,7 +433,7 @@ def test_pointwise_subclasses_with_states_of_their_own(cls):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the empty batch's value is nan, with a warning
             value = fast(**batch)
-            expected = _torchmetrics_forward(slow, **batch)
+            expected = torchmetrics_forward(slow, **batch)
         assert _same(value, expected), (value, expected)
         for key, state in slow.metric_state.items():
             assert _same(fast.metric_state[key], state), key

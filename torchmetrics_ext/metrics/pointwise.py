@@ -118,18 +118,7 @@ class _PointwiseMetric(TaskMetric):
 
         Errors call ``preds`` ``preds_name`` (default: this metric's own argument name).
         """
-        return format_pointwise(
-            preds,
-            target,
-            weights,
-            self.num_tasks,
-            preds_domain=self._preds_domain,
-            target_domain=self._target_domain,
-            from_logits=self.from_logits,
-            validate=validate,
-            preds_name=self._preds_name if preds_name is None else preds_name,
-            target_required=self._needs_target,
-        )
+        return self._formatted(preds, target, weights, validate, self._preds_name if preds_name is None else preds_name)
 
     def _format_validating(
         self, preds: Tensor, target: Tensor | None, weights: Tensor | None, preds_bounds: list | None
@@ -139,6 +128,19 @@ class _PointwiseMetric(TaskMetric):
         The predictions' bounds are appended to ``preds_bounds``; with ``None`` the values (ranges,
         NaN/inf) are left unchecked, for ``update`` to check from the batch's sums.
         """
+        return self._formatted(preds, target, weights, True, self._preds_name, preds_bounds is not None, preds_bounds)
+
+    def _formatted(
+        self,
+        preds: Tensor,
+        target: Tensor | None,
+        weights: Tensor | None,
+        validate: bool,
+        preds_name: str,
+        check_values: bool = True,
+        preds_bounds: list | None = None,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """:func:`~torchmetrics_ext.utilities.checks.format_pointwise` with this metric's domains and settings."""
         return format_pointwise(
             preds,
             target,
@@ -147,9 +149,10 @@ class _PointwiseMetric(TaskMetric):
             preds_domain=self._preds_domain,
             target_domain=self._target_domain,
             from_logits=self.from_logits,
-            preds_name=self._preds_name,
+            validate=validate,
+            preds_name=preds_name,
             target_required=self._needs_target,
-            check_values=preds_bounds is not None,
+            check_values=check_values,
             preds_bounds=preds_bounds,
         )
 

@@ -22,6 +22,9 @@ from torchmetrics_ext.utilities.device import on_device_path
 
 __all__ = ["XAUC", "RegressionAUC"]
 
+# label dtypes torch < 2.4 cannot index on the CPU ("index_cpu" not implemented)
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
 # named for this family so that compute groups never merge them with another family's lists
 _STATES = ("pair_preds", "pair_target", "pair_weights")
 
@@ -144,6 +147,8 @@ class _PairwiseMetric(TaskMetric):
             if not on_device_path(p) and not bool(w.min() > 0):
                 keep = w > 0 if w.ndim == 1 else (w > 0).any(0)
                 if not bool(keep.all()):
+                    if t.dtype in _WIDE_UNSIGNED:  # (torch < 2.4 cannot index uint16/32/64; stored as float64 anyway)
+                        t = t.to(dtype=torch.float64)
                     p, t, w = p[..., keep], t[..., keep], w[..., keep]
                     if p.shape[-1] == 0:
                         return None

@@ -10,8 +10,10 @@ from __future__ import annotations
 import atexit
 import importlib
 import shutil
+import statistics
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -26,3 +28,22 @@ def load_checkout(checkout: Path, module: str = "") -> ModuleType:
         source.write_text(source.read_text().replace("torchmetrics_ext", "tmx_baseline"))
     sys.path.insert(0, str(root))
     return importlib.import_module("tmx_baseline" + (f".{module}" if module else ""))
+
+
+def alternate(rounds: int, time_one: Callable[[ModuleType], float], new: ModuleType, old: ModuleType) -> str:
+    """Time both checkouts ``rounds`` times, the order alternating; ``this / other / ratio`` of the best rounds.
+
+    ``time_one(package)`` returns one round's µs with a checkout's package (``new``: this checkout, ``old``:
+    the baseline). The text ends with the median of the per-round ratios (the machine is shared).
+    """
+    best = {"new": float("inf"), "old": float("inf")}
+    ratios = []
+    for r in range(rounds):
+        order = [("new", new), ("old", old)] if r % 2 else [("old", old), ("new", new)]
+        times = {side: time_one(pkg) for side, pkg in order}
+        best = {side: min(best[side], times[side]) for side in best}
+        ratios.append(times["new"] / times["old"])
+    return (
+        f"this {best['new']:7.1f} us  other {best['old']:7.1f} us  ratio {best['new'] / best['old']:.2f}x"
+        f"  (median of round ratios {statistics.median(ratios):.2f}x)"
+    )

@@ -17,7 +17,7 @@ per-round ratios (the machine is shared: a descheduled round moves one side's be
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from _baseline import load_checkout
+from _baseline import alternate, load_checkout
 
 import torchmetrics_ext as new
 
@@ -117,21 +117,9 @@ def main() -> None:
             data = [inputs(n, g) for _ in range(4)]
             reps = 200 if n <= 256 else 20
             for call in args.calls:
-                best = {"new": float("inf"), "old": float("inf")}
-                ratios = []
-                for r in range(args.rounds):
-                    order = [("new", new), ("old", old)] if r % 2 else [("old", old), ("new", new)]
-                    times = {}
-                    for side, pkg in order:
-                        times[side] = per_call(pkg, make, data, call, reps)
-                        best[side] = min(best[side], times[side])
-                    ratios.append(times["new"] / times["old"])
-                print(
-                    f"{call:7s} N={n:<5d} {name:26s} this {best['new']:8.1f} us  other {best['old']:8.1f} us"
-                    f"  ratio {best['new'] / best['old']:.2f}x"
-                    f"  (median of round ratios {statistics.median(ratios):.2f}x)",
-                    flush=True,
-                )
+                time_one = functools.partial(per_call, make=make, data=data, call=call, reps=reps)
+                result = alternate(args.rounds, time_one, new, old)
+                print(f"{call:7s} N={n:<5d} {name:26s} {result}", flush=True)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ every step) instead of ``update``.
 from __future__ import annotations
 
 import argparse
-import statistics
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from _baseline import load_checkout
+from _baseline import alternate, load_checkout
 
 import torchmetrics_ext as new
 
@@ -80,6 +80,13 @@ def batches(n: int) -> list[Batch]:
     return out
 
 
+def _per_package(
+    pkg: ModuleType, make: Callable, validate: bool, data: list[Batch], weighted: bool | str, reps: int, forward: bool
+) -> float:
+    """:func:`per_update` of a metric made with ``pkg`` (one side of :func:`_baseline.alternate`)."""
+    return per_update(make(pkg, validate), data, weighted, reps, forward)
+
+
 def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int, forward: bool = False) -> float:
     """Thread CPU µs per ``update`` (``forward``: per call) over ``reps`` calls (after one untimed update)."""
     args = [b if weighted is True else b[:2] for b in data]
@@ -125,21 +132,17 @@ def main() -> None:
         for validate in (True, False):
             for name in args.cases:
                 make, weighted = CASES[name]
-                best = {"new": float("inf"), "old": float("inf")}
-                ratios = []
-                for r in range(args.rounds):
-                    order = [("new", new), ("old", old)] if r % 2 else [("old", old), ("new", new)]
-                    times = {}
-                    for side, pkg in order:
-                        times[side] = per_update(make(pkg, validate), data, weighted, reps, args.forward)
-                        best[side] = min(best[side], times[side])
-                    ratios.append(times["new"] / times["old"])
-                print(
-                    f"{call} N={n:<5d} validate_args={validate!s:5s} {name:20s} this {best['new']:7.1f} us"
-                    f"  other {best['old']:7.1f} us  ratio {best['new'] / best['old']:.2f}x"
-                    f"  (median of round ratios {statistics.median(ratios):.2f}x)",
-                    flush=True,
+                timed = functools.partial(
+                    _per_package,
+                    make=make,
+                    validate=validate,
+                    data=data,
+                    weighted=weighted,
+                    reps=reps,
+                    forward=args.forward,
                 )
+                result = alternate(args.rounds, timed, new, old)
+                print(f"{call} N={n:<5d} validate_args={validate!s:5s} {name:20s} {result}", flush=True)
 
 
 if __name__ == "__main__":

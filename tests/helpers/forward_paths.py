@@ -52,3 +52,14 @@ def assert_forward_skips_round(factory: Callable[[], Any], make: Callable[[int, 
         assert calls == []
         torchmetrics_forward(metric, **make(2, 5))
     assert calls == [type(metric).__name__]
+
+
+def forward_outcomes(
+    fast: Any, slow: Any, batch: dict
+) -> tuple[tuple[Any, Any, list[str]], tuple[Any, Any, list[str]]]:
+    """:func:`outcome` of ``fast(**batch)`` and of ``slow`` forced through TorchMetrics' round; their errors and
+    warnings asserted equal (the caller compares the values and states with its own strictness)."""
+    got = outcome(lambda: fast(**batch))
+    expected = outcome(lambda: torchmetrics_forward(slow, **batch))
+    assert got[1:] == expected[1:], (got[1:], expected[1:])
+    return got, expected

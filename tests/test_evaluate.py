@@ -4363,6 +4363,15 @@ def test_tasks_as_numpy_or_pandas_collections_are_those_tasks(tasks):
         evaluate(frame, {"click"}, ["auc"])  # a set: no order, as for `by`
 
 
+@pytest.mark.parametrize("tasks", [{}, [], ()], ids=repr)
+def test_no_tasks_is_refused_naming_what_was_given(tasks):
+    """An empty mapping of tasks fell through to the module's "non-empty list of RecTaskInfo ..., got []":
+    it names `tasks` in evaluate's terms and the value given, as an empty list does."""
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})
+    with pytest.raises(ValueError, match=rf"^Expected `tasks` as .* got {re.escape(repr(tasks))}\.$"):
+        evaluate(table, tasks, ["ctr"])
+
+
 @pytest.mark.parametrize("metrics", [3, None, np.array([])], ids=repr)
 def test_metrics_that_are_no_names_are_refused_naming_them(metrics):
     table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})

@@ -2743,7 +2743,33 @@ def test_float16_segment_labels_do_not_depend_on_a_file_without_values(tmp_path,
     assert [r["segment"] for r in result.records[1:]] == list(expected)
     assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(expected.values()), rel=1e-12)
     assert set(result.values) == {"ctr/t", *(f"ctr/t/{label}" for label in expected)}
-    assert result.to_arrow().schema.field("g").type == pa.float32()  # float16 values as read, not promoted
+    assert result.to_arrow().schema.field("g").type == pa.float16()  # float16 values keep their type
+
+
+def test_float16_segment_column_keeps_its_type_in_to_arrow_and_outputs(tmp_path):
+    """A float16 --by column came out as float32 in to_arrow(), the .parquet output and to_pandas()
+    (its values are read as float32, which holds them exactly): it is float16 there, as in the data,
+    each value the float16 written, null on the overall rows; a float32 column stays float32."""
+    g16 = np.array([0.1, 0.1, 0.5, np.nan, 1 / 3, 0.5], dtype=np.float16)
+    y = np.array([0, 1, 1, 0, 1, 1])
+    table = pa.table({"p": np.linspace(0.1, 0.9, 6), "y": y, "g": g16, "h": g16.astype(np.float32)})
+    pq.write_table(table, tmp_path / "a.parquet")
+    for data in (table, tmp_path / "a.parquet"):
+        result = evaluate(data, {"t": ("p", "y")}, ["ctr"], by="g")
+        arrow = result.to_arrow()
+        assert arrow.schema.field("g").type == pa.float16()
+        distinct = np.unique(g16[~np.isnan(g16)])  # numpy's sorted distinct float16 values, NaN last
+        got = arrow.column("g").to_numpy(zero_copy_only=False)
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got[1:], np.append(distinct, np.float16("nan")))
+        assert arrow.column("g").null_count == 1  # the overall row
+        result.write(str(tmp_path / "out.parquet"))
+        written = pq.read_table(tmp_path / "out.parquet")
+        assert written.schema.field("g").type == pa.float16()
+        np.testing.assert_array_equal(written.column("g").to_numpy(zero_copy_only=False), got)  # NaN too
+        assert result.to_pandas()["g"].dtype == np.float16
+        other = evaluate(data, {"t": ("p", "y")}, ["ctr"], by="h")
+        assert other.to_arrow().schema.field("h").type == pa.float32()
 
 
 @pytest.mark.parametrize("row_groups", [0, 1])
@@ -4335,6 +4361,15 @@ def test_tasks_as_numpy_or_pandas_collections_are_those_tasks(tasks):
         assert result.values[f"auc/{task}"] == pytest.approx(roc_auc_score(y, p), rel=1e-9)
     with pytest.raises(ValueError, match=r"^Expected `tasks` as .* got \{'click'\}\.$"):
         evaluate(frame, {"click"}, ["auc"])  # a set: no order, as for `by`
+
+
+@pytest.mark.parametrize("tasks", [{}, [], ()], ids=repr)
+def test_no_tasks_is_refused_naming_what_was_given(tasks):
+    """An empty mapping of tasks fell through to the module's "non-empty list of RecTaskInfo ..., got []":
+    it names `tasks` in evaluate's terms and the value given, as an empty list does."""
+    table = pa.table({"p": [0.1, 0.8], "y": [0, 1]})
+    with pytest.raises(ValueError, match=rf"^Expected `tasks` as .* got {re.escape(repr(tasks))}\.$"):
+        evaluate(table, tasks, ["ctr"])
 
 
 @pytest.mark.parametrize("metrics", [3, None, np.array([])], ids=repr)

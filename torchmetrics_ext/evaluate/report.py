@@ -241,10 +241,13 @@ class EvaluationResult:
 
         ``segment`` and ``task`` are strings, ``rows`` int64, the metrics float64 and each segment
         column has the type of its values in the data (:attr:`by_types`: uint64 ids above ``2**63``
-        stay uint64), null on the overall rows.
+        stay uint64; a float16 column, read as float32, is float16 again: :attr:`label_types`), null
+        on the overall rows.
         """
         types: dict[str, pa.DataType | None] = {"segment": pa.string(), "task": pa.string(), "rows": pa.int64()}
-        types |= {b: self.by_types.get(b) for b in self.by}
+        # label_types differs from by_types only for float16 columns, whose values (read as float32,
+        # which holds each exactly) are float16 values: give them their own type back
+        types |= {b: self.label_types.get(b, self.by_types.get(b)) for b in self.by}
         types |= dict.fromkeys(self.metrics, pa.float64())
         names = list(self.records[0]) if self.records else ["segment", *self.by, "task", "rows", *self.metrics]
         return pa.table({name: pa.array([r[name] for r in self.records], types.get(name)) for name in names})

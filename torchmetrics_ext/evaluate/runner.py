@@ -108,7 +108,7 @@ def parse_task(text: str) -> TaskSpec:
 
 def _tasks(tasks: Any) -> list[TaskSpec]:
     """The tasks of ``evaluate``'s ``tasks`` (and the config file's), checked; see :func:`evaluate`."""
-    if isinstance(tasks, Mapping):
+    if isinstance(tasks, Mapping) and tasks:  # an empty one is refused below, as an empty list is
         out = []
         for name, columns in tasks.items():
             pair = _names_of(columns)  # a tuple, a list, a numpy array...

@@ -2539,3 +2539,66 @@ def test_sync_options_of_each_family_under_ddp(ddp_pool):
             _assert_option(result["local"][name], _options_reference(rows, own[rank])[name], f"rank {rank} local")
         assert result["cpu"]["throughput"] == 16.0
         assert result["local"]["throughput"] == (12.0, 4.0)[rank]
+
+
+_GROUPS = torch.tensor([0, 0, 1, 1])
+_DENSE_FAMILY = {
+    # factory, extra inputs after (preds, target) as keywords, functional twin
+    "ne": (tmx.NormalizedEntropy, {}, tmf.normalized_entropy),
+    "accuracy": (tmx.WeightedAccuracy, {}, tmf.weighted_accuracy),
+    "mse": (tmx.WeightedMSE, {}, tmf.weighted_mse),
+    "auc": (tmx.AUC, {}, tmf.auc),
+    "auc-binned": (lambda: tmx.AUC(num_bins=8), {}, lambda *a, **k: tmf.auc(*a, num_bins=8, **k)),
+    "grouped-auc": (tmx.GroupedAUC, {"groups": _GROUPS}, tmf.grouped_auc),
+    "xauc": (tmx.XAUC, {}, tmf.xauc),
+    "reliability": (tmx.Reliability, {}, tmf.reliability),
+    "hindsight": (tmx.HindsightTargetPR, {}, tmf.hindsight_target_pr),
+    "session": (lambda: tmx.SessionPrecisionAtK(k=1), {"sessions": _GROUPS}, None),
+    "windowed-auc": (lambda: tmx.Windowed(tmx.AUC(), window_size=3), {}, None),
+    "windowed-ne": (lambda: tmx.Windowed(tmx.NormalizedEntropy(), window_size=3), {}, None),
+}
+_SPARSE_CASES = [
+    (family, argument, layout)
+    for family, (_, extra, _) in sorted(_DENSE_FAMILY.items())
+    for argument in ("preds", "target", "weights", *extra)
+    for layout in ("sparse_coo", "sparse_csr")
+]
+
+
+def _same_tree(a: object, b: object) -> bool:
+    """Equal nested states (tensors compared exactly, NaN equal to NaN)."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a.nan_to_num(), b.nan_to_num())
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_tree(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same_tree(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+@pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state:UserWarning")
+@pytest.mark.parametrize(("family", "argument", "layout"), _SPARSE_CASES)
+def test_a_sparse_input_is_a_type_error_naming_it(family, argument, layout):
+    """A sparse tensor (``x.to_sparse()``) raised an internal ``NotImplementedError`` from ``aminmax`` (or a
+    ``RuntimeError`` from ``reshape``) deep in the value checks: a ``TypeError`` naming the argument and its
+    layout instead, from ``update``, ``forward`` and the functional twin, and the state is left as it was."""
+    factory, extra, functional = _DENSE_FAMILY[family]
+    good = {"preds": P, "target": Y, "weights": torch.tensor([1.0, 2.0, 0.5, 1.0]), **extra}
+    value = good[argument]
+    sparse = value.to_sparse() if layout == "sparse_coo" else value.unsqueeze(0).to_sparse_csr()
+    bad = dict(good, **{argument: sparse})
+    match = rf"`{argument}` to be a dense tensor, got layout torch\.{layout}"
+    metric = factory()
+    metric.persistent(True)
+    metric.update(**good)
+    before, saved = metric.compute(), copy.deepcopy(metric.state_dict())
+    count = metric._update_count
+    for call in (metric.update, metric):
+        with pytest.raises(TypeError, match=match):
+            call(**bad)
+        assert metric._update_count == count
+        assert _same_tree(metric.state_dict(), saved), f"{family}: a rejected batch changed the state"
+    assert _same_tree(metric.compute(), before)
+    if functional is not None:
+        with pytest.raises(TypeError, match=match):
+            functional(**bad)

@@ -299,6 +299,8 @@ def check_tensor(name: str, value: object, *, floating: bool = False) -> Tensor:
     """Raise ``TypeError`` unless ``value`` is a real tensor (floating point when ``floating``); return it."""
     if not isinstance(value, Tensor):
         raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
+    if value.layout is not torch.strided:  # sparse (COO, CSR, ...): no min/max, reshape or sort kernels
+        raise TypeError(f"Expected `{name}` to be a dense tensor, got layout {value.layout}: pass `{name}.to_dense()`.")
     if floating and not value.is_floating_point():
         raise TypeError(f"Expected `{name}` to be a floating point tensor, got dtype {value.dtype}.")
     if value.is_complex():
@@ -417,11 +419,14 @@ def check_pointwise(
         same, for fewer passes over the batch).
     """
     # the type checks of check_tensor, called only to raise (each call costs a share of a small update)
-    if not (isinstance(preds, Tensor) and preds.is_floating_point()):
+    dense = torch.strided
+    if not (isinstance(preds, Tensor) and preds.is_floating_point() and preds.layout is dense):
         check_tensor(preds_name, preds, floating=True)
-    if target is not None and not (isinstance(target, Tensor) and not target.is_complex()):
+    if target is not None and not (isinstance(target, Tensor) and not target.is_complex() and target.layout is dense):
         check_tensor("target", target)
-    if weights is not None and not (isinstance(weights, Tensor) and not weights.is_complex()):
+    if weights is not None and not (
+        isinstance(weights, Tensor) and not weights.is_complex() and weights.layout is dense
+    ):
         check_tensor("weights", weights)
     shape = preds.shape
     ndim = len(shape)

@@ -28,7 +28,7 @@ from torchmetrics_ext.functional.auc._kernels import (
     _sort_rows,
 )
 from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
-from torchmetrics_ext.utilities.checks import check_choice, check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import check_choice, check_flag, check_tensor, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import safe_divide
 
@@ -44,8 +44,7 @@ def _check_average_groups(average_groups: object) -> str:
 
 def _check_groups(groups: object, preds: Tensor) -> Tensor:
     """``groups`` must be an integer ``(N,)`` tensor (any int64 ids) on ``preds``' device."""
-    if not isinstance(groups, Tensor):
-        raise TypeError(f"Expected `groups` to be a torch.Tensor, got {type(groups).__name__}.")
+    groups = check_tensor("groups", groups)  # a dense real tensor
     if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
         raise TypeError(f"Expected `groups` to be an integer tensor, got dtype {groups.dtype}.")
     if groups.ndim != 1 or groups.shape[0] != preds.shape[-1]:

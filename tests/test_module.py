@@ -4472,6 +4472,44 @@ def test_clone_copies_every_state_under_its_own_prefix():
         train.clone(prefix=3)
 
 
+def test_a_copy_of_the_module_reads_the_same_state_metrics():
+    """A state metric reads an object outside the module: ``clone`` and ``copy.deepcopy(module)`` (the callback's
+    copy per extra dataloader) read that same object, not a copy frozen when the module was copied: an optimizer's
+    learning rate changed after the copy, a running ``MeanMetric`` updated after it (mean of 3 and 5 is 4). A copy
+    of an object holding the module copies what the state metrics read along with it, as any attribute."""
+    net = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    class Rates:
+        def __init__(self, opt: torch.optim.Optimizer) -> None:
+            self.opt = opt
+
+        def get_metrics(self) -> dict[str, float]:
+            return {"lr": self.opt.param_groups[0]["lr"]}
+
+    loss = torchmetrics.MeanMetric()
+    state = {"opt": Rates(optimizer).get_metrics, "loss": loss, "loss_value": loss.compute}
+    train = tmx.RecMetricModule(["c"], {"ctr": "ctr"}, throughput=False, prefix="train/", state_metrics=state)
+    copies = {"val/": train.clone(prefix="val/"), "train/": copy.deepcopy(train)}
+    optimizer.param_groups[0]["lr"] = 0.5
+    loss.update(torch.tensor([3.0, 5.0]))
+    for prefix, module in [("train/", train), *copies.items()]:
+        module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+        values = {key: value.item() for key, value in module.compute().items()}
+        assert values == {
+            f"{prefix}ctr/c": 1.0,
+            f"{prefix}opt/lr": 0.5,
+            f"{prefix}loss": 4.0,
+            f"{prefix}loss_value": 4.0,
+        }
+        assert module.state_metrics["loss"] is loss
+    holder = torch.nn.Module()
+    holder.loss, holder.metrics = torchmetrics.MeanMetric(), None
+    holder.metrics = tmx.RecMetricModule(["c"], {"ctr": "ctr"}, throughput=False, state_metrics={"loss": holder.loss})
+    twin = copy.deepcopy(holder)
+    assert twin.metrics.state_metrics["loss"] is twin.loss and twin.loss is not holder.loss
+
+
 def test_a_weight_name_missing_from_the_first_step_is_warned_for_once():
     """A task's own ``weight_name`` absent from ``model_out`` means weight 1, said once at the first step (a typo
     would otherwise leave the task unweighted silently); the default ``"weight"`` absent says nothing."""

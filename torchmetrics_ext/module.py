@@ -746,6 +746,25 @@ class RecMetricModule(CheckpointLoading):
         state.pop("_shared_window", None)
         return state
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> RecMetricModule:
+        """A deep copy; one of this module alone (``clone``, ``copy.deepcopy(module)``) shares its state metrics.
+
+        A state metric reads something outside the module (an optimizer's learning rate, a running loss
+        ``MeanMetric`` that ``training_step`` updates), so a copy made for another stage must read the same
+        object: a copy of it would be frozen at the moment of the copy (a bound method of an optimizer
+        wrapper or a ``LightningModule`` copied that whole object, a ``MeanMetric`` copy is never updated).
+        Inside a copy of an object that holds the module (``copy.deepcopy(lightning_module)``, where the
+        objects the state metrics read are copied too) they are copied with it, as any attribute.
+        """
+        if not memo:  # the copy starts here: the state metrics stay the objects they are
+            for fn in self.state_metrics.values():
+                memo[id(fn)] = fn
+        cls = type(self)
+        copied = cls.__new__(cls)
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return copied
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """``nn.Module``'s; a copy (``copy.deepcopy``, pickle) owns its metrics' copies: no other module takes them."""
         plan = state.get("_step_plan")
@@ -1448,7 +1467,8 @@ class RecMetricModule(CheckpointLoading):
 
         As ``MetricCollection.clone``: build one module and copy it for each stage, e.g.
         ``self.val_metrics = self.train_metrics.clone(prefix="val/")`` in a ``LightningModule``.
-        The copy owns its metrics (no state is shared with this module).
+        The copy owns its metrics (no state is shared with this module); its ``state_metrics`` are the same
+        objects (they read what lives outside the module, such as the optimizer's learning rate).
 
         Args:
             prefix: the copy's key prefix; ``None`` keeps this module's.

@@ -1134,6 +1134,12 @@ CONSTRUCTOR_ERRORS = [
     ),
     (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, r"Sum.update\(value.*standalone metric"),
     (dict(metrics={"x": lambda num_tasks: torchmetrics.MeanMetric()}), TypeError, "not one of the package's metrics"),
+    # the package's own wrapper, which the module builds itself: named as such, with the module's option instead
+    (
+        dict(metrics={"ctr": lambda num_tasks: tmx.Windowed(tmx.CTR(num_tasks), window_size=5)}),
+        TypeError,
+        r"Metric 'ctr' is a Windowed \(window_size=5\): RecMetricModule windows its metrics itself.*`window_size=5`",
+    ),
     # a value per task that is not one number: a key per task could not hold it
     (
         dict(metrics={"rel": tmx.Reliability}),
@@ -3010,7 +3016,12 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
         except TypeError as error:
             assert any(
                 part in str(error)
-                for part in ("standalone metric", "not one of the package's", "the module has its own")
+                for part in (
+                    "standalone metric",
+                    "not one of the package's",
+                    "the module has its own",
+                    "windows its metrics itself",
+                )
             ), name
             continue
         module.update(step)

@@ -4521,6 +4521,27 @@ def test_a_copy_of_the_module_reads_the_same_state_metrics():
     assert twin.metrics.state_metrics["loss"] is twin.loss and twin.loss is not holder.loss
 
 
+def test_a_module_with_a_metrics_compute_as_state_metric_pickles():
+    """``state_metrics={"loss": loss.compute}`` (documented next to the metric itself) made the module unpicklable
+    (TorchMetrics' wrapped ``compute`` is a closure): ``ddp_spawn`` and ``torch.save(model)`` pickle it. The copy
+    reads its own copy of the metric, the one its ``"loss"`` entry holds: the mean of 3 and 5, then of 3, 5 and 10."""
+    import pickle
+
+    loss = torchmetrics.MeanMetric()
+    loss.update(torch.tensor([3.0, 5.0]))
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr"}, throughput=False, state_metrics={"loss": loss, "v": loss.compute}
+    )
+    module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+    for copied in (pickle.loads(pickle.dumps(module)), copy.deepcopy(torch.nn.ModuleList([module]))[0]):
+        own = copied.state_metrics["loss"]
+        assert own is not loss
+        assert {key: value.item() for key, value in copied.compute().items()} == {"ctr/c": 1.0, "loss": 4.0, "v": 4.0}
+        own.update(torch.tensor([10.0]))
+        assert {key: value.item() for key, value in copied.compute().items()} == {"ctr/c": 1.0, "loss": 6.0, "v": 6.0}
+    assert module.state_metrics["v"] == loss.compute and loss.compute().item() == 4.0
+
+
 def test_a_weight_name_missing_from_the_first_step_is_warned_for_once():
     """A task's own ``weight_name`` absent from ``model_out`` means weight 1, said once at the first step (a typo
     would otherwise leave the task unweighted silently); the default ``"weight"`` absent says nothing."""

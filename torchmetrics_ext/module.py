@@ -97,6 +97,17 @@ _STATES_OF = "_computed_with_leader"
 _FILLED_AT = "_changes_when_filled"
 
 
+class _ComputeOf(NamedTuple):
+    """A state metric given as a TorchMetrics metric's ``compute``, as a copy or a pickle of the module holds it.
+
+    TorchMetrics wraps ``compute`` in a closure, which pickle cannot find by name: a module holding
+    ``loss.compute`` could not be pickled (``ddp_spawn``, ``torch.save(model)``). The metric itself is
+    pickled instead, and its ``compute`` taken again from its copy (see ``RecMetricModule.__setstate__``).
+    """
+
+    metric: Metric | MetricCollection
+
+
 def _held_by(metric: Metric) -> str | None:
     """Which live wrapper already holds ``metric`` (another module, a ``Windowed``), in words; ``None`` if none."""
     holder = owner_of(metric)
@@ -744,6 +755,8 @@ class RecMetricModule(CheckpointLoading):
             copied_with_source(member)
         state = dict(super().__getstate__())
         state.pop("_shared_window", None)
+        # a metric's wrapped `compute` pickles as its metric (see `_ComputeOf`)
+        state["state_metrics"] = {name: _pickled_state_metric(fn) for name, fn in self.state_metrics.items()}
         return state
 
     def __deepcopy__(self, memo: dict[int, Any]) -> RecMetricModule:
@@ -758,7 +771,9 @@ class RecMetricModule(CheckpointLoading):
         """
         if not memo:  # the copy starts here: the state metrics stay the objects they are
             for fn in self.state_metrics.values():
-                memo[id(fn)] = fn
+                metric = _metric_of(fn)  # a metric's `compute` is copied as its metric (see `_ComputeOf`)
+                for kept in (fn, metric) if metric is not None else (fn,):
+                    memo[id(kept)] = kept
         cls = type(self)
         copied = cls.__new__(cls)
         memo[id(self)] = copied
@@ -770,6 +785,10 @@ class RecMetricModule(CheckpointLoading):
         plan = state.get("_step_plan")
         if not isinstance(plan, _StepPlan) or len(plan.trusted) != len(plan.updated):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
+        state_metrics = state.get("state_metrics") or {}
+        state["state_metrics"] = {
+            name: fn.metric.compute if isinstance(fn, _ComputeOf) else fn for name, fn in state_metrics.items()
+        }
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -1942,6 +1961,12 @@ def _metric_of(fn: Any) -> Metric | MetricCollection | None:
     if isinstance(owner, (Metric, MetricCollection)) and getattr(bound, "__name__", None) == "compute":
         return owner if fn == owner.compute else None
     return None
+
+
+def _pickled_state_metric(fn: Callable[[], Any]) -> Any:
+    """A state metric as a copy or a pickle of the module holds it: a metric's ``compute`` as :class:`_ComputeOf`."""
+    metric = _metric_of(fn)
+    return _ComputeOf(metric) if metric is not None and metric is not fn else fn
 
 
 def _state_metric_value(fn: Callable[[], Any], sync: bool) -> Any:

@@ -1134,6 +1134,12 @@ CONSTRUCTOR_ERRORS = [
     ),
     (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, r"Sum.update\(value.*standalone metric"),
     (dict(metrics={"x": lambda num_tasks: torchmetrics.MeanMetric()}), TypeError, "not one of the package's metrics"),
+    # the package's own wrapper, which the module builds itself: named as such, with the module's option instead
+    (
+        dict(metrics={"ctr": lambda num_tasks: tmx.Windowed(tmx.CTR(num_tasks), window_size=5)}),
+        TypeError,
+        r"Metric 'ctr' is a Windowed \(window_size=5\): RecMetricModule windows its metrics itself.*`window_size=5`",
+    ),
     # a value per task that is not one number: a key per task could not hold it
     (
         dict(metrics={"rel": tmx.Reliability}),
@@ -3010,7 +3016,12 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
         except TypeError as error:
             assert any(
                 part in str(error)
-                for part in ("standalone metric", "not one of the package's", "the module has its own")
+                for part in (
+                    "standalone metric",
+                    "not one of the package's",
+                    "the module has its own",
+                    "windows its metrics itself",
+                )
             ), name
             continue
         module.update(step)
@@ -4470,6 +4481,65 @@ def test_clone_copies_every_state_under_its_own_prefix():
     assert same.prefix == "train/"
     with pytest.raises(ValueError, match=r"Expected `prefix` to be a string or None, got 3"):
         train.clone(prefix=3)
+
+
+def test_a_copy_of_the_module_reads_the_same_state_metrics():
+    """A state metric reads an object outside the module: ``clone`` and ``copy.deepcopy(module)`` (the callback's
+    copy per extra dataloader) read that same object, not a copy frozen when the module was copied: an optimizer's
+    learning rate changed after the copy, a running ``MeanMetric`` updated after it (mean of 3 and 5 is 4). A copy
+    of an object holding the module copies what the state metrics read along with it, as any attribute."""
+    net = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+
+    class Rates:
+        def __init__(self, opt: torch.optim.Optimizer) -> None:
+            self.opt = opt
+
+        def get_metrics(self) -> dict[str, float]:
+            return {"lr": self.opt.param_groups[0]["lr"]}
+
+    loss = torchmetrics.MeanMetric()
+    state = {"opt": Rates(optimizer).get_metrics, "loss": loss, "loss_value": loss.compute}
+    train = tmx.RecMetricModule(["c"], {"ctr": "ctr"}, throughput=False, prefix="train/", state_metrics=state)
+    copies = {"val/": train.clone(prefix="val/"), "train/": copy.deepcopy(train)}
+    optimizer.param_groups[0]["lr"] = 0.5
+    loss.update(torch.tensor([3.0, 5.0]))
+    for prefix, module in [("train/", train), *copies.items()]:
+        module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+        values = {key: value.item() for key, value in module.compute().items()}
+        assert values == {
+            f"{prefix}ctr/c": 1.0,
+            f"{prefix}opt/lr": 0.5,
+            f"{prefix}loss": 4.0,
+            f"{prefix}loss_value": 4.0,
+        }
+        assert module.state_metrics["loss"] is loss
+    holder = torch.nn.Module()
+    holder.loss, holder.metrics = torchmetrics.MeanMetric(), None
+    holder.metrics = tmx.RecMetricModule(["c"], {"ctr": "ctr"}, throughput=False, state_metrics={"loss": holder.loss})
+    twin = copy.deepcopy(holder)
+    assert twin.metrics.state_metrics["loss"] is twin.loss and twin.loss is not holder.loss
+
+
+def test_a_module_with_a_metrics_compute_as_state_metric_pickles():
+    """``state_metrics={"loss": loss.compute}`` (documented next to the metric itself) made the module unpicklable
+    (TorchMetrics' wrapped ``compute`` is a closure): ``ddp_spawn`` and ``torch.save(model)`` pickle it. The copy
+    reads its own copy of the metric, the one its ``"loss"`` entry holds: the mean of 3 and 5, then of 3, 5 and 10."""
+    import pickle
+
+    loss = torchmetrics.MeanMetric()
+    loss.update(torch.tensor([3.0, 5.0]))
+    module = tmx.RecMetricModule(
+        ["c"], {"ctr": "ctr"}, throughput=False, state_metrics={"loss": loss, "v": loss.compute}
+    )
+    module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+    for copied in (pickle.loads(pickle.dumps(module)), copy.deepcopy(torch.nn.ModuleList([module]))[0]):
+        own = copied.state_metrics["loss"]
+        assert own is not loss
+        assert {key: value.item() for key, value in copied.compute().items()} == {"ctr/c": 1.0, "loss": 4.0, "v": 4.0}
+        own.update(torch.tensor([10.0]))
+        assert {key: value.item() for key, value in copied.compute().items()} == {"ctr/c": 1.0, "loss": 6.0, "v": 6.0}
+    assert module.state_metrics["v"] == loss.compute and loss.compute().item() == 4.0
 
 
 def test_a_weight_name_missing_from_the_first_step_is_warned_for_once():

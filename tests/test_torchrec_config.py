@@ -682,6 +682,35 @@ def test_rec_task_indices_that_are_no_integers_are_refused_naming_the_key_and_va
         tmx.RecMetricModule.from_torchrec_config(config)
 
 
+@pytest.mark.parametrize(
+    ("window_size", "match"),
+    [
+        (10.7, r"`window_size` to be a positive integer, got 10\.7\."),  # was truncated to 10
+        (True, r"`window_size` to be a positive integer, got True\."),  # was a window of 1 sample
+        ("100", r"`window_size` to be a positive integer, got '100'\."),  # was read as 100
+        (None, r"`window_size` to be a positive integer, got None\."),  # was int()'s TypeError
+        (0, r"`window_size` to be a positive integer, got 0\."),
+    ],
+    ids=repr,
+)
+def test_a_window_size_that_is_no_positive_integer_is_refused_naming_the_metric(window_size, match):
+    """A RecMetricDef's ``window_size`` goes by the settings' rule, as ``RecMetricModule(window_size=...)``'s:
+    ``int()`` truncated floats and read bools and text; NumPy and 0-dim integers are integers."""
+    config = {"rec_tasks": TASKS[:1], "rec_metrics": {"ne": {"rec_task_indices": [0], "window_size": window_size}}}
+    with pytest.raises(ValueError, match=r"TorchRec metric 'ne': expected " + match):
+        tmx.RecMetricModule.from_torchrec_config(config)
+    for size in (np.int64(7), torch.tensor(7)):
+        config["rec_metrics"]["ne"]["window_size"] = size
+        assert tmx.RecMetricModule.from_torchrec_config(config).window_size == 7
+
+
+def test_arguments_that_are_no_dict_are_refused_naming_them():
+    """``arguments=["include_logloss"]`` raised ``dict()``'s own "dictionary update sequence" error."""
+    config = {"rec_tasks": TASKS[:1], "rec_metrics": {"ne": {"rec_task_indices": [0], "arguments": ["x"]}}}
+    with pytest.raises(ValueError, match=r"TorchRec metric 'ne': expected `arguments` to be a dict .*got \['x'\]"):
+        tmx.RecMetricModule.from_torchrec_config(config)
+
+
 # ----------------------------------------------------------------------------- TorchRec itself
 
 # keys whose values differ from TorchRec's on purpose even with the compatible options on

@@ -28,6 +28,7 @@ from torchmetrics_ext.registry import (
     torchrec_requirements,
 )
 from torchmetrics_ext.utilities.checks import as_bool
+from torchmetrics_ext.wrappers.windowed import Windowed
 
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo
@@ -332,6 +333,12 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
         )
     if isinstance(metric, Throughput):  # what a factory returned
         raise _throughput_refused(name)
+    if isinstance(metric, Windowed):  # one of the package's classes, but a wrapper the module builds itself
+        raise TypeError(
+            f"Metric {name!r} is a Windowed (window_size={metric.window_size}): RecMetricModule windows its metrics "
+            f"itself; give the metric (a registry name, class or factory) and `window_size={metric.window_size}` to "
+            "the module."
+        )
     if not isinstance(metric, TaskMetric):
         raise TypeError(
             f"Metric {name!r} ({type(metric).__name__}) is not one of the package's metrics; "

@@ -97,6 +97,17 @@ _STATES_OF = "_computed_with_leader"
 _FILLED_AT = "_changes_when_filled"
 
 
+class _ComputeOf(NamedTuple):
+    """A state metric given as a TorchMetrics metric's ``compute``, as a copy or a pickle of the module holds it.
+
+    TorchMetrics wraps ``compute`` in a closure, which pickle cannot find by name: a module holding
+    ``loss.compute`` could not be pickled (``ddp_spawn``, ``torch.save(model)``). The metric itself is
+    pickled instead, and its ``compute`` taken again from its copy (see ``RecMetricModule.__setstate__``).
+    """
+
+    metric: Metric | MetricCollection
+
+
 def _held_by(metric: Metric) -> str | None:
     """Which live wrapper already holds ``metric`` (another module, a ``Windowed``), in words; ``None`` if none."""
     holder = owner_of(metric)
@@ -744,13 +755,40 @@ class RecMetricModule(CheckpointLoading):
             copied_with_source(member)
         state = dict(super().__getstate__())
         state.pop("_shared_window", None)
+        # a metric's wrapped `compute` pickles as its metric (see `_ComputeOf`)
+        state["state_metrics"] = {name: _pickled_state_metric(fn) for name, fn in self.state_metrics.items()}
         return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RecMetricModule:
+        """A deep copy; one of this module alone (``clone``, ``copy.deepcopy(module)``) shares its state metrics.
+
+        A state metric reads something outside the module (an optimizer's learning rate, a running loss
+        ``MeanMetric`` that ``training_step`` updates), so a copy made for another stage must read the same
+        object: a copy of it would be frozen at the moment of the copy (a bound method of an optimizer
+        wrapper or a ``LightningModule`` copied that whole object, a ``MeanMetric`` copy is never updated).
+        Inside a copy of an object that holds the module (``copy.deepcopy(lightning_module)``, where the
+        objects the state metrics read are copied too) they are copied with it, as any attribute.
+        """
+        if not memo:  # the copy starts here: the state metrics stay the objects they are
+            for fn in self.state_metrics.values():
+                metric = _metric_of(fn)  # a metric's `compute` is copied as its metric (see `_ComputeOf`)
+                for kept in (fn, metric) if metric is not None else (fn,):
+                    memo[id(kept)] = kept
+        cls = type(self)
+        copied = cls.__new__(cls)
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return copied
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """``nn.Module``'s; a copy (``copy.deepcopy``, pickle) owns its metrics' copies: no other module takes them."""
         plan = state.get("_step_plan")
         if not isinstance(plan, _StepPlan) or len(plan.trusted) != len(plan.updated):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
+        state_metrics = state.get("state_metrics") or {}
+        state["state_metrics"] = {
+            name: fn.metric.compute if isinstance(fn, _ComputeOf) else fn for name, fn in state_metrics.items()
+        }
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -1448,7 +1486,8 @@ class RecMetricModule(CheckpointLoading):
 
         As ``MetricCollection.clone``: build one module and copy it for each stage, e.g.
         ``self.val_metrics = self.train_metrics.clone(prefix="val/")`` in a ``LightningModule``.
-        The copy owns its metrics (no state is shared with this module).
+        The copy owns its metrics (no state is shared with this module); its ``state_metrics`` are the same
+        objects (they read what lives outside the module, such as the optimizer's learning rate).
 
         Args:
             prefix: the copy's key prefix; ``None`` keeps this module's.
@@ -1922,6 +1961,12 @@ def _metric_of(fn: Any) -> Metric | MetricCollection | None:
     if isinstance(owner, (Metric, MetricCollection)) and getattr(bound, "__name__", None) == "compute":
         return owner if fn == owner.compute else None
     return None
+
+
+def _pickled_state_metric(fn: Callable[[], Any]) -> Any:
+    """A state metric as a copy or a pickle of the module holds it: a metric's ``compute`` as :class:`_ComputeOf`."""
+    metric = _metric_of(fn)
+    return _ComputeOf(metric) if metric is not None and metric is not fn else fn
 
 
 def _state_metric_value(fn: Callable[[], Any], sync: bool) -> Any:

@@ -307,7 +307,13 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
                 "(docs/migration_torchrec.md)."
             )
         d = _as_dict(definition, f"rec_metrics[{name!r}]", _DEF_FIELDS)
-        arguments = dict(d.get("arguments") or {})
+        given_arguments = d.get("arguments") or {}
+        if not isinstance(given_arguments, Mapping):
+            raise ValueError(
+                f"TorchRec metric {name!r}: expected `arguments` to be a dict of argument -> value, "
+                f"got {given_arguments!r}."
+            )
+        arguments = dict(given_arguments)
         unknown = sorted(set(arguments) - set(spec.arguments))
         if unknown:
             raise ValueError(
@@ -325,7 +331,7 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
                 raise ValueError(
                     f"Task {task['name']!r} is defined twice with different columns: {tasks[task['name']]} and {task}."
                 )
-        windows[name] = int(d.get("window_size", _DEFAULT_WINDOW))
+        windows[name] = _window_size(name, d.get("window_size", _DEFAULT_WINDOW))
         per_metric.append((name, spec, arguments, [t["name"] for t in metric_tasks]))
         used.update(t["name"] for t in metric_tasks)
     if len(set(windows.values())) > 1:
@@ -465,6 +471,21 @@ def _metric_tasks(name: str, definition: Mapping[str, Any], config_tasks: list[d
             )
         return [config_tasks[i] for i in indices]
     return [_task(t, f"rec_metrics[{name!r}].rec_tasks") for t in listed]
+
+
+def _window_size(name: str, value: Any) -> int:
+    """A RecMetricDef's ``window_size`` as a Python int, by the settings' rule (an integer, not a bool or a float).
+
+    ``int()`` would have truncated ``10.7`` to 10, read ``True`` as 1 and the text ``"100"`` as 100, where
+    ``RecMetricModule(window_size=...)`` refuses each.
+
+    Raises:
+        ValueError: naming the metric and ``window_size``, for anything but a positive integer.
+    """
+    size = as_int(value)
+    if size is None or size < 1:
+        raise ValueError(f"TorchRec metric {name!r}: expected `window_size` to be a positive integer, got {value!r}.")
+    return size
 
 
 def _task_indices(name: str, value: Any) -> list[int]:

@@ -3,9 +3,11 @@
 The join after ``update`` looked at the newest 64 chunks only, and only when all of them were
 small: a large chunk (32,768 elements or more, or an update of 8,192 or more, which skips that
 join) at least once in 63 updates left every small chunk unjoined (``AUC()`` fed 62 batches of 50
-samples then one of 32,768, 100 times, kept 6,300 chunks per list state). Each list must now hold
-at most ``N / 8192 + 96`` entries for ``N`` elements after every update, and values are
-scikit-learn's or numpy's over all the samples.
+samples then one of 32,768, 100 times, kept 6,300 chunks per list state). After every update a
+metric's lists must now hold at most ``4 W + S / 16384 + 96`` entries, ``W`` the chunks of 8,192
+elements or more (never copied) and ``S`` the elements of the smaller ones; a ``Windowed`` lifetime
+(which joins chunks up to 32,767 elements) at most ``N / 8192 + 96`` plus the window's chunks.
+Values are scikit-learn's or numpy's over all the samples.
 """
 
 from __future__ import annotations
@@ -26,8 +28,24 @@ from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 
 def _bound(n: int) -> float:
-    """The stated bound (``join_runs_amortised``): ``N / 8192 + 96`` entries for ``N`` elements."""
+    """The stated bound of a ``Windowed`` lifetime (``join_runs_amortised``): ``N / 8192 + 96`` entries."""
     return n / 8192 + 96
+
+
+class _Bound:
+    """The stated bound of a metric's lists (``TaskMetric._join_small_chunks``): ``4 W + S / 16384 + 96``."""
+
+    def __init__(self, whole: int = 8192, small: int = 1 << 15) -> None:
+        self.whole, self.small, self.large, self.rest = whole, small, 0, 0
+
+    def add(self, n: int) -> None:
+        if n >= self.whole:
+            self.large += 1
+        else:
+            self.rest += n
+
+    def __float__(self) -> float:
+        return 4 * self.large + self.rest / (self.small / 2) + 96
 
 
 PATTERNS = {
@@ -72,7 +90,7 @@ def test_auc_lists_stay_within_the_bound(pattern, call):
     if call == "forward" and len(sizes) > 300:
         sizes = sizes[:300]
     metric = tmx.AUC()
-    preds, target, seen = [], [], 0
+    preds, target, seen, bound = [], [], 0, _Bound()
     for p, y in _batches(sizes, 1):
         if call == "update":
             metric.update(torch.from_numpy(p), torch.from_numpy(y))
@@ -83,8 +101,9 @@ def test_auc_lists_stay_within_the_bound(pattern, call):
         preds.append(p)
         target.append(y)
         seen += len(p)
+        bound.add(len(p))
         lengths = _lengths(metric)
-        assert len(lengths) == 1 and lengths.pop() <= _bound(seen)
+        assert len(lengths) == 1 and lengths.pop() <= float(bound)
     assert sum(c.numel() for c in metric.preds) == seen
     p, y = np.concatenate(preds), np.concatenate(target)
     np.testing.assert_allclose(metric.compute().item(), skm.roc_auc_score(y, p), rtol=1e-9)
@@ -98,8 +117,7 @@ def test_the_reported_pattern_keeps_few_chunks():
         for _ in range(62):
             metric.update(torch.rand(50, generator=g), torch.randint(0, 2, (50,), generator=g))
         metric.update(torch.rand(32_768, generator=g), torch.randint(0, 2, (32_768,), generator=g))
-    n = 100 * (62 * 50 + 32_768)
-    assert len(metric.preds) == len(metric.signed_weights) <= _bound(n) < 600  # was 6,300
+    assert len(metric.preds) == len(metric.signed_weights) <= 4 * 100 + 100 * 62 * 50 / 16_384 + 96 < 600  # was 6,300
 
 
 class _CopyCounter:
@@ -149,8 +167,8 @@ def test_grouped_auc_lists_stay_within_the_bound():
     """``GroupedAUC``, large chunks every 63 updates: bounded lists, the numpy mean of sklearn's per-group AUC."""
     rng = np.random.default_rng(7)
     metric = tmx.GroupedAUC()
-    preds, target, groups, seen = [], [], [], 0
-    for n in ([20] * 62 + [33_000]) * 8:
+    preds, target, groups, bound = [], [], [], _Bound()
+    for n in ([20] * 62 + [33_000] + [9000, 5]) * 8:
         p = rng.random(n).astype(np.float32)
         y = (rng.random(n) < p).astype(np.float32)
         gr = rng.integers(0, 50, n)
@@ -158,9 +176,9 @@ def test_grouped_auc_lists_stay_within_the_bound():
         preds.append(p)
         target.append(y)
         groups.append(gr)
-        seen += n
+        bound.add(n)
         lengths = _lengths(metric)
-        assert len(lengths) == 1 and lengths.pop() <= _bound(seen)
+        assert len(lengths) == 1 and lengths.pop() <= float(bound)
     p, y, gr = np.concatenate(preds), np.concatenate(target), np.concatenate(groups)
     per_group = [skm.roc_auc_score(y[gr == g], p[gr == g]) for g in np.unique(gr) if 0 < y[gr == g].mean() < 1]
     np.testing.assert_allclose(metric.compute().item(), np.mean(per_group), rtol=1e-9)
@@ -175,23 +193,21 @@ def _xauc_reference(p: np.ndarray, y: np.ndarray) -> float:
 
 def test_xauc_lists_stay_within_the_bound_at_scaled_down_sizes(monkeypatch):
     """``XAUC`` with the size thresholds scaled down 128 times (a pairwise numpy reference stays cheap):
-    large chunks every 63 updates and updates at the no-tail-join size, lists bounded, numpy's value."""
+    large chunks every 63 updates and updates at the never-copied size, lists bounded, numpy's value."""
     monkeypatch.setattr(C, "_SMALL", 256)
     monkeypatch.setattr(base, "_WHOLE", 64)
     rng = np.random.default_rng(9)
     metric = tmx.XAUC()
-    preds, target, seen, most = [], [], 0, 0
+    preds, target, bound = [], [], _Bound(whole=64, small=256)
     for n in ([1] * 62 + [300] + [64, 63] * 10) * 6:
         p = rng.integers(0, 50, n).astype(np.float32)
         y = rng.integers(0, 8, n).astype(np.float32)
         metric.update(torch.from_numpy(p), torch.from_numpy(y))
         preds.append(p)
         target.append(y)
-        seen += n
+        bound.add(n)
         lengths = _lengths(metric)
-        assert len(lengths) == 1
-        most = max(most, lengths.pop() - (4 * seen / 256 + 96))
-    assert most <= 0  # the bound at these sizes: 4 N / _SMALL + 96
+        assert len(lengths) == 1 and lengths.pop() <= float(bound)
     np.testing.assert_allclose(
         metric.compute().item(), _xauc_reference(np.concatenate(preds), np.concatenate(target)), rtol=1e-12
     )
@@ -202,7 +218,7 @@ def test_flat_ndcg_rows_stay_within_the_bound():
     sklearn's NDCG over the queries with a relevant row."""
     rng = np.random.default_rng(11)
     metric = tmx.NDCG()
-    scores, rels, seen, q = [], [], 0, 0
+    scores, rels, bound, q = [], [], _Bound(), 0
     for queries in ([3] * 62 + [8500] + [2100] * 5) * 4:
         rows = 4 * queries
         s = rng.random(rows).astype(np.float32)
@@ -211,10 +227,10 @@ def test_flat_ndcg_rows_stay_within_the_bound():
         metric.update(torch.from_numpy(s), torch.from_numpy(r), indexes=torch.from_numpy(idx))
         scores.append(s)
         rels.append(r)
-        seen += rows
+        bound.add(rows)
         q += queries
         lengths = _lengths(metric)
-        assert len(lengths) == 1 and lengths.pop() <= _bound(seen)
+        assert len(lengths) == 1 and lengths.pop() <= float(bound)
     s, r = np.concatenate(scores).reshape(-1, 4), np.concatenate(rels).reshape(-1, 4)
     some = r.sum(1) > 0
     np.testing.assert_allclose(metric.compute().item(), skm.ndcg_score(r[some], s[some]), rtol=1e-9)
@@ -224,7 +240,7 @@ def test_merges_and_updates_stay_within_the_bound_and_round_trip():
     """Updates with large chunks every 63, merges of small and large metrics in between: bounded lists;
     a ``state_dict`` round trip keeps the value (sklearn's) and later updates stay bounded."""
     rng = np.random.default_rng(13)
-    metric, preds, target, seen = tmx.AUC(), [], [], 0
+    metric, preds, target, bound = tmx.AUC(), [], [], _Bound()
 
     def batch(n):
         p = rng.random(n).astype(np.float32)
@@ -235,15 +251,15 @@ def test_merges_and_updates_stay_within_the_bound_and_round_trip():
 
     for step, n in enumerate(([5] * 62 + [33_000]) * 6):
         metric.update(*batch(n))
-        seen += n
+        bound.add(n)
         if step % 3 == 0:
             other = tmx.AUC()
             size = 40_000 if step % 45 == 0 else 2
             other.update(*batch(size))
             metric.merge_state(other)
-            seen += size
+            bound.add(size)
         lengths = _lengths(metric)
-        assert len(lengths) == 1 and lengths.pop() <= _bound(seen)
+        assert len(lengths) == 1 and lengths.pop() <= float(bound)
     p, y = np.concatenate(preds), np.concatenate(target)
     metric.persistent(True)
     assert "preds" in metric.state_dict()
@@ -255,8 +271,8 @@ def test_merges_and_updates_stay_within_the_bound_and_round_trip():
     np.testing.assert_allclose(loaded.compute().item(), want, rtol=1e-9)
     for n in [7] * 62 + [33_000]:
         loaded.update(*batch(n))
-        seen += n
-        assert len(loaded.preds) <= _bound(seen)
+        bound.add(n)
+        assert len(loaded.preds) <= float(bound)
     p, y = np.concatenate(preds), np.concatenate(target)
     np.testing.assert_allclose(loaded.compute().item(), skm.roc_auc_score(y, p), rtol=1e-9)
 

@@ -1002,14 +1002,17 @@ class TaskMetric(GuardedMetric):
         chunks once the lists have doubled (plus 64) since its last join: the runs the first join
         never sees, between large chunks that arrive at least once in 64 updates (62 updates of 50
         samples then one of 32,768, 100 times, kept 6,300 chunks; now 434: about 4 per large chunk
-        at most, plus 64), or of updates of ``_WHOLE`` elements or more.
+        at most, plus 64).
 
-        An update whose newest chunk (of the first list) holds ``_WHOLE`` (8,192) elements or more
-        skips the first join: its chunk's overhead is a few percent of its rows at most, and joining
-        64 of them (2 MB of float32 per list, in fresh memory) cost 32 µs per update of 8,192
-        samples, half of an exact AUC update (``benchmarks/README.md``); the second join copies each
-        element of such chunks at most once (they join into groups of 32,768 elements). Lists then
-        hold at most about ``N / 8192 + 96`` entries for ``N`` elements, whatever the batch sizes.
+        A chunk of ``_WHOLE`` (8,192) elements or more is never copied: its overhead is a few
+        percent of its rows at most, and joining 64 of them (2 MB of float32 per list, in fresh
+        memory) cost 32 µs per update of 8,192 samples, half of an exact AUC update
+        (``benchmarks/README.md``; the amortised run join copying each of their elements once cost
+        as much). An update whose newest chunk (of the first list) is that large skips the first
+        join, and such chunks end the second join's runs. Lists then hold at most 4 entries per
+        such chunk plus ``S / 16384 + 96`` for ``S`` elements in smaller ones: at most about
+        ``N / 2048 + 96`` entries for ``N`` elements whatever the batch sizes, about one per update
+        where updates are all that large, and ``N / 16384 + 96`` where none is.
         """
         names = self._list_state_dtypes
         if not names:
@@ -1025,7 +1028,9 @@ class TaskMetric(GuardedMetric):
             # `join_runs_amortised`'s test, inline (a fixed cost of every update)
             length, joined = len(first), state.get(_RUNS_JOINED, 0)
             if length > 2 * joined + _JOIN or length < joined:
-                join_runs_amortised(lists, state, frozen=state.get("_chunks_in_use", ()), join=self._join_chunks)
+                join_runs_amortised(
+                    lists, state, frozen=state.get("_chunks_in_use", ()), join=self._join_chunks, large=_WHOLE
+                )
 
     def _join_merged_chunks(self) -> None:
         """Join runs of small list-state chunks after ``merge_state`` once the lists doubled in length.
@@ -1035,8 +1040,9 @@ class TaskMetric(GuardedMetric):
         lists' end) never looks: 32,000 merges of one-sample metrics left 32,000 chunks, and
         ``compute`` 70 times slower than after as many updates. The amortised run join of
         :meth:`_join_small_chunks` (:func:`~torchmetrics_ext.utilities.chunks.join_runs_amortised`,
-        the same record of the lists' length) runs after a merge too (each merge costs O(1)
-        amortized; an element merged at the front is copied at most about ``32768 / 64`` times).
+        the same record of the lists' length, chunks of ``_WHOLE`` elements or more never copied)
+        runs after a merge too (each merge costs O(1) amortized; an element merged at the front is
+        copied at most about ``32768 / 64`` times).
         Chunks listed in ``_chunks_in_use`` (a :class:`~torchmetrics_ext.Windowed` window's, shared
         with its lifetime) are never joined.
         """
@@ -1047,7 +1053,7 @@ class TaskMetric(GuardedMetric):
         lists = [state[name] for name in names]
         if not all(isinstance(chunks, list) for chunks in lists):  # not while synced (one tensor each)
             return
-        join_runs_amortised(lists, state, frozen=state.get("_chunks_in_use", ()), join=self._join_chunks)
+        join_runs_amortised(lists, state, frozen=state.get("_chunks_in_use", ()), join=self._join_chunks, large=_WHOLE)
 
     def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
         """One list state's chunks joined into one tensor (:func:`~torchmetrics_ext.utilities.chunks.join_chunks`)."""

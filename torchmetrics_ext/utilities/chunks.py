@@ -27,10 +27,13 @@ heap and make ``compute`` loop over them. Two joins keep a list short, whatever 
   element is copied at most about 15 times more there (``tests/test_chunk_bounds.py`` measures at
   most 16 copies in all under adversarial size patterns).
 
-Together they keep a list at most about ``N / 8192 + 96`` entries long for ``N`` elements after
-every append, whatever the batch sizes (a metric that skips the first join for updates of 8,192
-elements or more, ``TaskMetric._join_small_chunks``, included): about 4
-entries per ``_SMALL`` elements between two run joins, plus 96.
+Together they keep a list at most ``N / 8192 + 96`` entries long for ``N`` elements after every
+append, whatever the batch sizes: about 4 entries per ``_SMALL`` elements between two run joins,
+plus 96. ``TaskMetric._join_small_chunks`` never copies a chunk of 8,192 elements or more (such
+chunks cost a few percent of their rows, and copying each once cost half of an update of 8,192
+samples): its lists hold at most 4 entries per such chunk plus ``S / 16384 + 96`` for ``S``
+elements in smaller ones, at most ``N / 2048 + 96`` (about one entry per update where all
+updates are that large).
 """
 
 from __future__ import annotations
@@ -111,12 +114,12 @@ def join_small_tails(
         chunks[start:end] = [join(window)]
 
 
-def small_runs(sizes: Sequence[int], kept: Sequence[bool] = ()) -> list[tuple[int, int]]:
+def small_runs(sizes: Sequence[int], kept: Sequence[bool] = (), large: int | None = None) -> list[tuple[int, int]]:
     """``[start, end)`` of each group of two or more consecutive small items to join, given their element counts.
 
-    A run of small items (below ``_SMALL`` elements, not ``kept``) is cut into consecutive groups
-    that each reach ``_SMALL`` elements (the last may be smaller); a large or ``kept`` item ends a
-    run and stays on its own, as does a group of one.
+    A run of small items (below ``large`` elements, default ``_SMALL``, and not ``kept``) is cut
+    into consecutive groups that each reach ``_SMALL`` elements (the last may be smaller); a large
+    or ``kept`` item ends a run and stays on its own, as does a group of one.
 
     The last group of a run that a large item ends is final once joined (a small chunk between two
     large ones, or after a group that reached ``_SMALL``: a group of one from then on). The last
@@ -129,6 +132,7 @@ def small_runs(sizes: Sequence[int], kept: Sequence[bool] = ()) -> list[tuple[in
     """
     groups: list[tuple[int, int]] = []
     start, total = 0, 0
+    large = _SMALL if large is None else large
 
     def open_group(end: int) -> None:  # the oldest items that outweigh the newer ones stay as they are
         nonlocal start, total
@@ -140,7 +144,7 @@ def small_runs(sizes: Sequence[int], kept: Sequence[bool] = ()) -> list[tuple[in
 
     for i, size in enumerate(sizes):
         is_kept = bool(kept) and kept[i]
-        if size >= _SMALL or is_kept:
+        if size >= large or is_kept:
             if is_kept:
                 open_group(i)
             elif i - start > 1:
@@ -161,6 +165,7 @@ def join_small_runs(
     frozen: Sequence[Tensor] = (),
     join: Callable[[list[Tensor]], Tensor] | None = None,
     keep: int = 0,
+    large: int | None = None,
 ) -> None:
     """Join every run of consecutive small chunks of the lists into chunks of about ``_SMALL`` elements, in place.
 
@@ -173,11 +178,13 @@ def join_small_runs(
     and end a run, as do the newest ``keep`` chunks (as in :func:`join_small_tails`: a
     :class:`~torchmetrics_ext.Windowed` lifetime's chunks that its window holds, or holds a view
     of). A run's last group is left partly unjoined where newer chunks will follow it (see
-    :func:`small_runs`). Afterwards a list of ``N`` elements holds at most ``2 N / _SMALL + 16``
-    entries (each large chunk or full group holds ``_SMALL`` elements, each large chunk ends at
-    most one smaller group, the open group leaves out at most 15), plus the frozen and kept ones
-    and the groups left alone for their dtypes or devices. Nothing is done unless the lists hold
-    the same number of chunks.
+    :func:`small_runs`). ``large`` (default ``_SMALL``) is the size from which a chunk counts as
+    large: never copied, it ends a run. Afterwards a list holds at most ``2 W + S / _SMALL + 16``
+    entries for ``W`` large chunks and ``S`` elements in small ones (each full group holds
+    ``_SMALL`` elements, each large chunk ends at most one smaller group, the open group leaves
+    out at most 15): ``2 N / _SMALL + 16`` for ``N`` elements with the default ``large``; plus the
+    frozen and kept ones and the groups left alone for their dtypes or devices. Nothing is done
+    unless the lists hold the same number of chunks.
     """
     if not lists:
         return
@@ -187,7 +194,7 @@ def join_small_runs(
         return
     held = {id(chunk) for chunk in frozen}
     older = first[: length - keep] if keep > 0 else first
-    groups = small_runs([chunk.numel() for chunk in older], [id(chunk) in held for chunk in older])
+    groups = small_runs([chunk.numel() for chunk in older], [id(chunk) in held for chunk in older], large)
     groups = [(a, b) for a, b in groups if all(_joinable(chunks[a:b]) for chunks in lists)]
     if not groups:
         return
@@ -206,6 +213,7 @@ def join_runs_amortised(
     keep: int = 0,
     frozen: Sequence[Tensor] = (),
     join: Callable[[list[Tensor]], Tensor] | None = None,
+    large: int | None = None,
 ) -> None:
     """:func:`join_small_runs` once the lists have grown to more than twice (plus ``_JOIN``) their last joined length.
 
@@ -218,15 +226,16 @@ def join_runs_amortised(
     ``compute``) lowers the record. A run join scans the chunks before the newest ``keep`` once,
     and at least as many chunks as the last join left have been appended since: O(1) per append,
     amortised. Between two run joins a list holds at most ``2 L + _JOIN`` entries (plus ``keep``)
-    where ``L <= 2 N / _SMALL + 16`` (see :func:`join_small_runs`): about ``N / 8192 + 96`` for
-    ``N`` elements.
+    where ``L <= 2 W + S / _SMALL + 16`` (see :func:`join_small_runs`; ``large`` is passed on): at
+    most ``N / 8192 + 96`` for ``N`` elements with the default ``large``, ``4 W + S / 16384 + 96``
+    (at most ``N / 2048 + 96``) with ``large=8192``.
     """
     if not lists:
         return
     older = len(lists[0]) - keep
     joined = state.get(_RUNS_JOINED, 0)
     if older > 2 * joined + _JOIN:
-        join_small_runs(lists, frozen=frozen, join=join, keep=keep)
+        join_small_runs(lists, frozen=frozen, join=join, keep=keep, large=large)
         state[_RUNS_JOINED] = len(lists[0]) - keep
     elif older < joined:
         state[_RUNS_JOINED] = older

@@ -29,7 +29,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     held_states,
 )
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
-from torchmetrics_ext.utilities.chunks import _JOIN, join_chunks, join_small_runs, join_small_tails
+from torchmetrics_ext.utilities.chunks import _JOIN, _RUNS_JOINED, join_chunks, join_runs_amortised, join_small_tails
 from torchmetrics_ext.utilities.distributed import outside_group
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
@@ -992,18 +992,27 @@ class TaskMetric(GuardedMetric):
         self._list_state_dtypes[name] = dtype
 
     def _join_small_chunks(self) -> None:
-        """Join the list states' newest small chunks, all lists together (after ``update`` and ``forward``).
+        """Join the list states' small chunks, all lists together (after ``update`` and ``forward``).
 
         One chunk per list and update would cost about 1-2 KB per chunk beyond its rows and make
-        ``compute`` loop over every update's chunk; :func:`~torchmetrics_ext.utilities.chunks.join_small_tails`
-        keeps the lists short and aligned. The lists are joined with :meth:`_join_chunks`.
+        ``compute`` loop over every update's chunk. Two joins keep the lists short and aligned (both
+        with :meth:`_join_chunks`): :func:`~torchmetrics_ext.utilities.chunks.join_small_tails` joins
+        the newest 64 chunks when they are all small (each element is copied a few times), and
+        :func:`~torchmetrics_ext.utilities.chunks.join_runs_amortised` joins every run of small
+        chunks once the lists have doubled (plus 64) since its last join: the runs the first join
+        never sees, between large chunks that arrive at least once in 64 updates (62 updates of 50
+        samples then one of 32,768, 100 times, kept 6,300 chunks; now 434: about 4 per large chunk
+        at most, plus 64).
 
-        An update whose newest chunk (of the first list) holds ``_WHOLE`` (8,192) elements or more
-        joins nothing: its chunk's overhead is a few percent of its rows at most, and joining 64 of
-        them (2 MB of float32 per list, in fresh memory) cost 32 µs per update of 8,192 samples,
-        half of an exact AUC update (``benchmarks/README.md``). Lists then hold at most about
-        ``N / 8192 + 80`` entries for ``N`` elements. (:class:`~torchmetrics_ext.Windowed` joins its
-        lifetime's chunks by :func:`~torchmetrics_ext.utilities.chunks.join_small_tails`'s rule alone.)
+        A chunk of ``_WHOLE`` (8,192) elements or more is never copied: its overhead is a few
+        percent of its rows at most, and joining 64 of them (2 MB of float32 per list, in fresh
+        memory) cost 32 µs per update of 8,192 samples, half of an exact AUC update
+        (``benchmarks/README.md``; the amortised run join copying each of their elements once cost
+        as much). An update whose newest chunk (of the first list) is that large skips the first
+        join, and such chunks end the second join's runs. Lists then hold at most 4 entries per
+        such chunk plus ``S / 16384 + 96`` for ``S`` elements in smaller ones: at most about
+        ``N / 2048 + 96`` entries for ``N`` elements whatever the batch sizes, about one per update
+        where updates are all that large, and ``N / 16384 + 96`` where none is.
         """
         names = self._list_state_dtypes
         if not names:
@@ -1011,23 +1020,31 @@ class TaskMetric(GuardedMetric):
         state = self.__dict__
         lists = [state[name] for name in names]
         if all(isinstance(chunks, list) for chunks in lists):  # not while synced (one tensor each)
-            newest = lists[0][-1] if lists[0] else None
+            first = lists[0]
+            newest = first[-1] if first else None
             # its size from the shape (no torch call: a fixed cost of every update)
-            if isinstance(newest, Tensor) and math.prod(newest.shape) >= _WHOLE:
-                return
-            join_small_tails(lists, join=self._join_chunks)
+            if not (isinstance(newest, Tensor) and math.prod(newest.shape) >= _WHOLE):
+                join_small_tails(lists, join=self._join_chunks)
+            # `join_runs_amortised`'s test, inline (a fixed cost of every update)
+            length, joined = len(first), state.get(_RUNS_JOINED, 0)
+            if length > 2 * joined + _JOIN or length < joined:
+                join_runs_amortised(
+                    lists, state, frozen=state.get("_chunks_in_use", ()), join=self._join_chunks, large=_WHOLE
+                )
 
     def _join_merged_chunks(self) -> None:
         """Join runs of small list-state chunks after ``merge_state`` once the lists doubled in length.
 
         ``merge_state`` puts the other metric's chunks before this one's, where the join after
-        ``update`` (:meth:`_join_small_chunks`, at the lists' end) never looks: 32,000 merges of
-        one-sample metrics left 32,000 chunks, and ``compute`` 70 times slower than after as many
-        updates. Once a list holds more than twice (plus 64) the entries it held after the last
-        such join, :func:`~torchmetrics_ext.utilities.chunks.join_small_runs` joins its runs of
-        small chunks (so each merge costs O(1) amortized, and an element is copied at most about
-        ``32768 / 64`` times). Chunks listed in ``_chunks_in_use`` (a :class:`~torchmetrics_ext.Windowed`
-        window's, shared with its lifetime) are never joined.
+        ``update``'s first rule (:func:`~torchmetrics_ext.utilities.chunks.join_small_tails`, at the
+        lists' end) never looks: 32,000 merges of one-sample metrics left 32,000 chunks, and
+        ``compute`` 70 times slower than after as many updates. The amortised run join of
+        :meth:`_join_small_chunks` (:func:`~torchmetrics_ext.utilities.chunks.join_runs_amortised`,
+        the same record of the lists' length, chunks of ``_WHOLE`` elements or more never copied)
+        runs after a merge too (each merge costs O(1) amortized; an element merged at the front is
+        copied at most about ``32768 / 64`` times).
+        Chunks listed in ``_chunks_in_use`` (a :class:`~torchmetrics_ext.Windowed` window's, shared
+        with its lifetime) are never joined.
         """
         names = self._list_state_dtypes
         if not names:
@@ -1036,10 +1053,7 @@ class TaskMetric(GuardedMetric):
         lists = [state[name] for name in names]
         if not all(isinstance(chunks, list) for chunks in lists):  # not while synced (one tensor each)
             return
-        if len(lists[0]) <= 2 * state.get("_merged_chunks", 0) + _JOIN:
-            return
-        join_small_runs(lists, frozen=state.get("_chunks_in_use", ()), join=self._join_chunks)
-        state["_merged_chunks"] = len(lists[0])
+        join_runs_amortised(lists, state, frozen=state.get("_chunks_in_use", ()), join=self._join_chunks, large=_WHOLE)
 
     def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
         """One list state's chunks joined into one tensor (:func:`~torchmetrics_ext.utilities.chunks.join_chunks`)."""

@@ -3,30 +3,56 @@
 An exact metric (AUC, grouped AUC, pairwise AUC, flat ranking rows) appends one chunk per list
 state at each ``update``. Thousands of small per-update tensors cost far more than their rows
 (a tensor object and an allocation each: about 2 KB per 1-row chunk), fragment the allocator's
-heap and make ``compute`` loop over them; :func:`join_small_tails`, called after every append,
-keeps a list at most about ``N / 32768 + 80`` entries long for ``N`` elements, whatever the batch size.
+heap and make ``compute`` loop over them. Two joins keep a list short, whatever the batch sizes:
 
-The rule: when the newest ``_JOIN`` (64) chunks are all small (under ``_SMALL`` = 32,768
-elements), of joinable dtypes, and the oldest of them holds no more elements than the other 63
-together, they are joined into one. Without the last condition a joined chunk still below
-``_SMALL`` was joined again with the next 63 chunks, and again, so one-sample batches copied
-each element ~260 times on average (up to 520). With it a joined chunk waits until newer ones
-outweigh it, so joined chunks grow geometrically and an element is copied a few times: 9 on
-average and 10 at most for one-sample batches, 3 (at most 4) for batches of 64, once for
-batches of 512 elements or more (measured in ``tests/test_auc.py``). Whatever the batches, a
-join adds at least 63 other chunks, so no element is copied more than ``_SMALL / 63`` times.
-A join is tried once per append: a pass over the newest 64 chunks' sizes while they are small.
+* :func:`join_small_tails`, after every append: when the newest ``_JOIN`` (64) chunks are all
+  small (under ``_SMALL`` = 32,768 elements), of joinable dtypes, and the oldest of them holds no
+  more elements than the other 63 together, they are joined into one. Without the last condition
+  a joined chunk still below ``_SMALL`` was joined again with the next 63 chunks, and again, so
+  one-sample batches copied each element ~260 times on average (up to 520). With it a joined
+  chunk waits until newer ones outweigh it, so joined chunks grow geometrically and an element is
+  copied a few times: 9 on average and 10 at most for one-sample batches, 3 (at most 4) for
+  batches of 64, once for batches of 512 elements or more (measured in ``tests/test_auc.py``).
+  Whatever the batches, a join adds at least 63 other chunks, so no element is copied more than
+  ``_SMALL / 63`` times. A join is tried once per append: a pass over the newest 64 chunks' sizes
+  while they are small. Alone, this rule keeps about ``N / 32768 + 80`` entries for ``N``
+  elements only while large chunks are rare: one among the newest 64 blocks it, so a large chunk
+  at least once every 63 appends left every small chunk unjoined (62 batches of 50 samples then
+  one of 32,768, 100 times: 6,300 entries).
+* :func:`join_runs_amortised`, after every append and merge: once a list has grown to more than
+  twice (plus 64) its length after the last such join, :func:`join_small_runs` joins every run of
+  small chunks between large ones into groups of about ``_SMALL`` elements (O(1) per append,
+  amortised). A run that a large chunk ends is joined whole, once; at the list's open end (where
+  newer chunks follow) a group is joined only while it at least doubles its largest chunk, so an
+  element is copied at most about 15 times more there (``tests/test_chunk_bounds.py`` measures at
+  most 16 copies in all under adversarial size patterns).
+
+Together they keep a list at most ``N / 8192 + 96`` entries long for ``N`` elements after every
+append, whatever the batch sizes: about 4 entries per ``_SMALL`` elements between two run joins,
+plus 96. ``TaskMetric._join_small_chunks`` never copies a chunk of 8,192 elements or more (such
+chunks cost a few percent of their rows, and copying each once cost half of an update of 8,192
+samples): its lists hold at most 4 entries per such chunk plus ``S / 16384 + 96`` for ``S``
+elements in smaller ones, at most ``N / 2048 + 96`` (about one entry per update where all
+updates are that large).
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
-__all__ = ["is_broadcast", "join_chunks", "join_small_runs", "join_small_tails", "small_runs"]
+__all__ = [
+    "is_broadcast",
+    "join_chunks",
+    "join_runs_amortised",
+    "join_small_runs",
+    "join_small_tails",
+    "small_runs",
+]
 
 _JOIN = 64  # this many small chunks at the end of a list state are joined into one
 _SMALL = 1 << 15  # elements: a chunk below this (128 KB of float32) counts as small
@@ -88,18 +114,40 @@ def join_small_tails(
         chunks[start:end] = [join(window)]
 
 
-def small_runs(sizes: Sequence[int], kept: Sequence[bool] = ()) -> list[tuple[int, int]]:
+def small_runs(sizes: Sequence[int], kept: Sequence[bool] = (), large: int | None = None) -> list[tuple[int, int]]:
     """``[start, end)`` of each group of two or more consecutive small items to join, given their element counts.
 
-    A run of small items (below ``_SMALL`` elements, not ``kept``) is cut into consecutive groups
-    that each reach ``_SMALL`` elements (the last may be smaller); a large or ``kept`` item ends a
-    run and stays on its own, as does a group of one.
+    A run of small items (below ``large`` elements, default ``_SMALL``, and not ``kept``) is cut
+    into consecutive groups that each reach ``_SMALL`` elements (the last may be smaller); a large
+    or ``kept`` item ends a run and stays on its own, as does a group of one.
+
+    The last group of a run that a large item ends is final once joined (a small chunk between two
+    large ones, or after a group that reached ``_SMALL``: a group of one from then on). The last
+    group of a run that the end of ``sizes`` or a ``kept`` item ends is *open*: newer items will
+    follow it and it will be joined again. Its oldest items are left out while one holds more
+    elements than the later ones of the group together (the rule of :func:`join_small_tails`), so a
+    joined open group at least doubles the largest chunk it takes in (an element is copied at most
+    about ``log2(_SMALL)`` = 15 times so), and at most 15 items are left out (each more than twice
+    the next one's size).
     """
     groups: list[tuple[int, int]] = []
     start, total = 0, 0
+    large = _SMALL if large is None else large
+
+    def open_group(end: int) -> None:  # the oldest items that outweigh the newer ones stay as they are
+        nonlocal start, total
+        while end - start > 1 and 2 * sizes[start] > total:
+            total -= sizes[start]
+            start += 1
+        if end - start > 1:
+            groups.append((start, end))
+
     for i, size in enumerate(sizes):
-        if size >= _SMALL or (kept and kept[i]):
-            if i - start > 1:
+        is_kept = bool(kept) and kept[i]
+        if size >= large or is_kept:
+            if is_kept:
+                open_group(i)
+            elif i - start > 1:
                 groups.append((start, i))
             start, total = i + 1, 0
             continue
@@ -108,8 +156,7 @@ def small_runs(sizes: Sequence[int], kept: Sequence[bool] = ()) -> list[tuple[in
             if i + 1 - start > 1:
                 groups.append((start, i + 1))
             start, total = i + 1, 0
-    if len(sizes) - start > 1:
-        groups.append((start, len(sizes)))
+    open_group(len(sizes))
     return groups
 
 
@@ -118,6 +165,7 @@ def join_small_runs(
     frozen: Sequence[Tensor] = (),
     join: Callable[[list[Tensor]], Tensor] | None = None,
     keep: int = 0,
+    large: int | None = None,
 ) -> None:
     """Join every run of consecutive small chunks of the lists into chunks of about ``_SMALL`` elements, in place.
 
@@ -129,8 +177,14 @@ def join_small_runs(
     identity, in the first list: a :class:`~torchmetrics_ext.Windowed` window's chunks) are kept
     and end a run, as do the newest ``keep`` chunks (as in :func:`join_small_tails`: a
     :class:`~torchmetrics_ext.Windowed` lifetime's chunks that its window holds, or holds a view
-    of). Afterwards a list holds at most about two entries per ``_SMALL`` elements, plus the
-    frozen and kept ones. Nothing is done unless the lists hold the same number of chunks.
+    of). A run's last group is left partly unjoined where newer chunks will follow it (see
+    :func:`small_runs`). ``large`` (default ``_SMALL``) is the size from which a chunk counts as
+    large: never copied, it ends a run. Afterwards a list holds at most ``2 W + S / _SMALL + 16``
+    entries for ``W`` large chunks and ``S`` elements in small ones (each full group holds
+    ``_SMALL`` elements, each large chunk ends at most one smaller group, the open group leaves
+    out at most 15): ``2 N / _SMALL + 16`` for ``N`` elements with the default ``large``; plus the
+    frozen and kept ones and the groups left alone for their dtypes or devices. Nothing is done
+    unless the lists hold the same number of chunks.
     """
     if not lists:
         return
@@ -140,7 +194,7 @@ def join_small_runs(
         return
     held = {id(chunk) for chunk in frozen}
     older = first[: length - keep] if keep > 0 else first
-    groups = small_runs([chunk.numel() for chunk in older], [id(chunk) in held for chunk in older])
+    groups = small_runs([chunk.numel() for chunk in older], [id(chunk) in held for chunk in older], large)
     groups = [(a, b) for a, b in groups if all(_joinable(chunks[a:b]) for chunks in lists)]
     if not groups:
         return
@@ -148,6 +202,43 @@ def join_small_runs(
     for chunks in lists:
         for a, b in reversed(groups):  # from the end: earlier positions stay valid
             chunks[a:b] = [join(chunks[a:b])]
+
+
+_RUNS_JOINED = "_runs_joined"  # the attribute recording a list's length (less `keep`) after its last run join
+
+
+def join_runs_amortised(
+    lists: Sequence[list[Tensor]],
+    state: dict[str, Any],
+    keep: int = 0,
+    frozen: Sequence[Tensor] = (),
+    join: Callable[[list[Tensor]], Tensor] | None = None,
+    large: int | None = None,
+) -> None:
+    """:func:`join_small_runs` once the lists have grown to more than twice (plus ``_JOIN``) their last joined length.
+
+    The one amortised join of every list-state owner, after ``update``/``forward``, after
+    ``merge_state`` and for a :class:`~torchmetrics_ext.Windowed` lifetime: it catches the small
+    chunks :func:`join_small_tails` never joins (a large chunk among the newest ``_JOIN`` blocks
+    that rule, as does an update of ``_WHOLE`` elements or more, which skips it; merged chunks sit
+    before this metric's). ``state`` (the owner's ``__dict__``) records the length reached after a
+    run join, minus ``keep``; a list shorter than that (a ``reset``, a load, a join by
+    ``compute``) lowers the record. A run join scans the chunks before the newest ``keep`` once,
+    and at least as many chunks as the last join left have been appended since: O(1) per append,
+    amortised. Between two run joins a list holds at most ``2 L + _JOIN`` entries (plus ``keep``)
+    where ``L <= 2 W + S / _SMALL + 16`` (see :func:`join_small_runs`; ``large`` is passed on): at
+    most ``N / 8192 + 96`` for ``N`` elements with the default ``large``, ``4 W + S / 16384 + 96``
+    (at most ``N / 2048 + 96``) with ``large=8192``.
+    """
+    if not lists:
+        return
+    older = len(lists[0]) - keep
+    joined = state.get(_RUNS_JOINED, 0)
+    if older > 2 * joined + _JOIN:
+        join_small_runs(lists, frozen=frozen, join=join, keep=keep, large=large)
+        state[_RUNS_JOINED] = len(lists[0]) - keep
+    elif older < joined:
+        state[_RUNS_JOINED] = older
 
 
 _DEVICE = operator.attrgetter("device")

@@ -13,7 +13,10 @@ layout of the wrapped metric's states (as declared with ``add_state``):
   in *segments* of whole updates: an update's chunks are one segment, and the newest ``_JOIN`` (64)
   small segments are joined into one by the rule of
   :func:`~torchmetrics_ext.utilities.chunks.join_small_tails` (one tensor per state), so the
-  window holds about ``64 + N / 32768`` tensors for ``N`` elements, not one per update. The ring
+  window holds about ``64 + N / 32768`` tensors for ``N`` elements, not one per update, while
+  large segments are rare: one among the newest 64 blocks the join, so updates of 32,768 elements
+  or more at least once in 63 updates leave one segment per update (at most the window's updates:
+  62 updates of 50 samples then one of 32,768, window 1,000,000, hold 1,701 segments). The ring
   keeps each update's rows (a Python int per state): evicting the oldest update of a joined
   segment slices its rows off the front (a view), so eviction stays exact update by update.
 

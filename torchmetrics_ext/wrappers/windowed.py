@@ -42,7 +42,7 @@ from torchmetrics_ext.metrics.base import (
     unexpected_options,
 )
 from torchmetrics_ext.utilities.checks import check_int, check_state_dtype
-from torchmetrics_ext.utilities.chunks import _JOIN, join_small_runs
+from torchmetrics_ext.utilities.chunks import _JOIN, join_runs_amortised
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, outside_group
 from torchmetrics_ext.utilities.load_guard import putting_back_whole
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
@@ -967,16 +967,10 @@ class Windowed(TensorArithmetic, WrapperMetric):
         if len(life_lists[0]) - keep >= _JOIN:  # (fewer chunks before the window's: nothing to join)
             join_small_tails(life_lists, keep=keep, kept_first=kept[0] if kept else None)
         # the join above looks at the 64 chunks just before the window's only: where updates
-        # leave the window many at a time (a large batch), runs of small chunks it stepped
-        # over are joined here, once the chunks before the window's have doubled (plus 128)
-        # since the last such join (amortised O(1) per update)
-        older = len(life_lists[0]) - keep
-        joined = self.__dict__.get("_older_joined", 0)
-        if older > 2 * joined + 2 * _JOIN:
-            join_small_runs(life_lists, frozen=kept, keep=keep)
-            self.__dict__["_older_joined"] = len(life_lists[0]) - keep
-        elif older < joined:  # the lifetime was emptied or joined since (reset, load, compute)
-            self.__dict__["_older_joined"] = older
+        # leave the window many at a time (a large batch), or a large chunk is among those 64,
+        # runs of small chunks are joined by the metrics' amortised run join (once the chunks
+        # before the window's have doubled, plus 64, since the last one: O(1) per update)
+        join_runs_amortised(life_lists, self.__dict__, keep=keep, frozen=kept)
 
     def _count_update(self) -> None:
         """Count one update on the wrapper and both children as TorchMetrics' update wrapper does (plain attributes)."""

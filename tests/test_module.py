@@ -303,7 +303,9 @@ def test_set_dtype_casts_every_metric_as_a_metric_collection(window_size, cast, 
     run(module, parts[:2])
     assert module.set_dtype(cast) is module
     states = {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
-    assert {v.dtype for v in states.values() if v.is_floating_point()} == {dtype}
+    assert {v.dtype for k, v in states.items() if v.is_floating_point() and not k.startswith("throughput.")} == {dtype}
+    # the throughput's counts and seconds are no metric values: they stay float64
+    assert {v.dtype for k, v in states.items() if k.startswith("throughput.")} == {torch.float64}
     values = run(module, parts[2:])
     for task in TASKS:
         for suffix, rows in [("", slice(None)), *([("/window", slice(450, None))] if window_size else [])]:
@@ -322,6 +324,44 @@ def test_set_dtype_casts_every_metric_as_a_metric_collection(window_size, cast, 
                 assert got.dtype == dtype, name
                 np.testing.assert_allclose(got.item(), reference, rtol=2e-5, err_msg=f"{name}/{task.name}{suffix}")
     assert values["throughput/total_examples"].item() == 600
+
+
+class _Clock:
+    """A fake clock: one reading per call."""
+
+    def __init__(self, readings):
+        self.readings = iter(readings)
+
+    def __call__(self):
+        return next(self.readings)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_set_dtype_to_a_half_dtype_keeps_the_throughput_counts_exact(dtype):
+    """``module.set_dtype(torch.float16)`` cast the throughput's counts and seconds too: ``total_examples``
+    saturated at 65,504 (``inf`` past it) and the rates were ``nan`` or rounded. The metrics are cast; the
+    throughput keeps float64 counts and seconds: the exact example count and rates (exact fractions of the
+    fake clock) past 65,504 examples, and bfloat16 metrics' values the formula's (to bfloat16's precision)."""
+    readings = [0.0, 0.5, 1.75, 4.0]
+    sizes = [30000, 20001, 25003, 17]
+    throughput = tmx.Throughput(warmup_steps=1, window_seconds=100.0, clock=_Clock(readings))
+    module = tmx.RecMetricModule(["c"], {"ctr": "ctr"}, throughput=throughput)
+    assert module.set_dtype(dtype) is module
+    g = np.random.default_rng(8)
+    labels = []
+    for n in sizes:
+        y = (g.uniform(size=n) < 0.25).astype(np.float64)
+        labels.append(y)
+        module.update({"prediction": torch.full((n,), 0.5), "label": torch.tensor(y)})
+    assert module.metrics["ctr"].weighted_label_sum.dtype == dtype
+    assert {v.dtype for v in throughput.metric_state.values()} == {torch.float64}
+    values = module.compute()
+    assert values["throughput/total_examples"].item() == sum(sizes) == 75021
+    timed = sum(sizes[1:])  # the first step warms up (starts the clock); the others take 4 s
+    assert values["throughput/lifetime_throughput"].item() == timed / 4.0
+    assert values["throughput/window_throughput"].item() == timed / 4.0
+    if dtype == torch.bfloat16:  # a float16 weight total overflows past 65,504: the cast asked for that
+        np.testing.assert_allclose(values["ctr/c"].item(), np.concatenate(labels).mean(), rtol=2e-2)
 
 
 @pytest.mark.parametrize("bad", [torch.int64, torch.bool, torch.complex64, "torch.IntTensor", "no dtype"])

@@ -1549,8 +1549,9 @@ class RecMetricModule(CheckpointLoading):
     def set_dtype(self, dst_type: str | torch.dtype) -> RecMetricModule:
         """Cast the floating states of every metric to ``dst_type``, as ``MetricCollection.set_dtype``.
 
-        Each metric's own ``set_dtype`` (a windowed metric's casts its lifetime, window and ring; the
-        throughput's too); integer states (ids, counts) keep their dtype. ``module.to(dtype)`` and
+        Each metric's own ``set_dtype`` (a windowed metric's casts its lifetime, window and ring); integer
+        states (ids, counts) keep their dtype, and the throughput its float64 counts and seconds (no metric
+        values: in float16 ``total_examples`` would stop at 65,504). ``module.to(dtype)`` and
         ``module.double()`` cast no state (see :class:`~torchmetrics_ext.GuardedMetric`): this is the
         one cast. The windows that shared one buffer are laid out again, in the new dtype, at the next step.
 

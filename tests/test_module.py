@@ -303,7 +303,9 @@ def test_set_dtype_casts_every_metric_as_a_metric_collection(window_size, cast, 
     run(module, parts[:2])
     assert module.set_dtype(cast) is module
     states = {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
-    assert {v.dtype for v in states.values() if v.is_floating_point()} == {dtype}
+    assert {v.dtype for k, v in states.items() if v.is_floating_point() and not k.startswith("throughput.")} == {dtype}
+    # the throughput's counts and seconds are no metric values: they stay float64
+    assert {v.dtype for k, v in states.items() if k.startswith("throughput.")} == {torch.float64}
     values = run(module, parts[2:])
     for task in TASKS:
         for suffix, rows in [("", slice(None)), *([("/window", slice(450, None))] if window_size else [])]:
@@ -322,6 +324,44 @@ def test_set_dtype_casts_every_metric_as_a_metric_collection(window_size, cast, 
                 assert got.dtype == dtype, name
                 np.testing.assert_allclose(got.item(), reference, rtol=2e-5, err_msg=f"{name}/{task.name}{suffix}")
     assert values["throughput/total_examples"].item() == 600
+
+
+class _Clock:
+    """A fake clock: one reading per call."""
+
+    def __init__(self, readings):
+        self.readings = iter(readings)
+
+    def __call__(self):
+        return next(self.readings)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_set_dtype_to_a_half_dtype_keeps_the_throughput_counts_exact(dtype):
+    """``module.set_dtype(torch.float16)`` cast the throughput's counts and seconds too: ``total_examples``
+    saturated at 65,504 (``inf`` past it) and the rates were ``nan`` or rounded. The metrics are cast; the
+    throughput keeps float64 counts and seconds: the exact example count and rates (exact fractions of the
+    fake clock) past 65,504 examples, and bfloat16 metrics' values the formula's (to bfloat16's precision)."""
+    readings = [0.0, 0.5, 1.75, 4.0]
+    sizes = [30000, 20001, 25003, 17]
+    throughput = tmx.Throughput(warmup_steps=1, window_seconds=100.0, clock=_Clock(readings))
+    module = tmx.RecMetricModule(["c"], {"ctr": "ctr"}, throughput=throughput)
+    assert module.set_dtype(dtype) is module
+    g = np.random.default_rng(8)
+    labels = []
+    for n in sizes:
+        y = (g.uniform(size=n) < 0.25).astype(np.float64)
+        labels.append(y)
+        module.update({"prediction": torch.full((n,), 0.5), "label": torch.tensor(y)})
+    assert module.metrics["ctr"].weighted_label_sum.dtype == dtype
+    assert {v.dtype for v in throughput.metric_state.values()} == {torch.float64}
+    values = module.compute()
+    assert values["throughput/total_examples"].item() == sum(sizes) == 75021
+    timed = sum(sizes[1:])  # the first step warms up (starts the clock); the others take 4 s
+    assert values["throughput/lifetime_throughput"].item() == timed / 4.0
+    assert values["throughput/window_throughput"].item() == timed / 4.0
+    if dtype == torch.bfloat16:  # a float16 weight total overflows past 65,504: the cast asked for that
+        np.testing.assert_allclose(values["ctr/c"].item(), np.concatenate(labels).mean(), rtol=2e-2)
 
 
 @pytest.mark.parametrize("bad", [torch.int64, torch.bool, torch.complex64, "torch.IntTensor", "no dtype"])
@@ -5179,20 +5219,81 @@ def test_a_copy_of_a_module_carries_a_pending_compute_group_warning(pending, cop
         assert {k: v.item() for k, v in again.items()} == {k: v.item() for k, v in values.items()}
 
 
+_GROUP_PAIRS = {  # compute group pairs -> the NumPy / scikit-learn value of each on (p, y)
+    ("ctr", "calibration"): (lambda p, y: y.mean(), lambda p, y: p.sum() / y.sum()),
+    ("ne", "log_loss"): (lambda p, y: _ne_reference(p, y, np.ones_like(p)), lambda p, y: log_loss(y, p)),
+    ("auc", "auprc"): (roc_auc_score.__call__, average_precision_score.__call__),
+}
+
+
+def _pair_reference(name, p, y):
+    for pair, refs in _GROUP_PAIRS.items():
+        if name in pair:
+            fn = refs[pair.index(name)]
+            return fn(p, y) if name not in ("auc", "auprc") else fn(y, p)
+    raise KeyError(name)
+
+
 @pytest.mark.parametrize("window_size", [None, 8])
-def test_a_compute_group_member_given_already_updated_is_warned_for_at_the_first_compute(window_size):
-    """A member instance updated before the module was built holds states the module drops at compute (it
-    reports its group's): said at the first compute, whatever the module's own bookkeeping of its members."""
-    calibration = tmx.Calibration()
-    calibration.update(torch.tensor([0.9, 0.9]), torch.tensor([0.0, 1.0]))
-    module = tmx.RecMetricModule(
-        ["c"], {"ctr": "ctr", "calibration": calibration}, window_size=window_size, throughput=False
-    )
-    p, y = np.array([0.2, 0.7, 0.4]), np.array([0.0, 1.0, 1.0])
+@pytest.mark.parametrize("how", ["update", "merge_state", "load_state_dict"])
+@pytest.mark.parametrize("first", [True, False], ids=["given-first", "given-second"])
+@pytest.mark.parametrize("pair", list(_GROUP_PAIRS), ids="-".join)
+def test_a_compute_group_metric_given_already_updated_starts_empty_whatever_the_order(pair, first, how, window_size):
+    """A metric instance holding samples (updated, merged into or loaded) given to a module where it shares a
+    compute group: as the group's first metric its samples were every member's (``calibration`` computed with
+    ``ctr``'s earlier row, silently), as a later one they were dropped with a warning at compute. Now it is reset
+    when the module is built, with a warning naming it, in both orders: every metric of the group reports the
+    module's steps alone (NumPy / scikit-learn references), and ``compute`` says nothing more."""
+    given_name, other = pair
+    metric = build_metric(given_name)
+    earlier_p, earlier_y = torch.tensor([0.9, 0.15, 0.8]), torch.tensor([0.0, 1.0, 0.0])
+    if how == "update":
+        metric.update(earlier_p, earlier_y)
+    else:
+        source = build_metric(given_name)
+        source.update(earlier_p, earlier_y)
+        if how == "merge_state":
+            metric.merge_state(source)
+        else:
+            source.persistent(True)
+            metric.persistent(True)
+            metric.load_state_dict(source.state_dict())
+    metrics = {given_name: metric, other: other} if first else {other: other, given_name: metric}
+    with pytest.warns(UserWarning, match=rf"metric\(s\) {given_name!r} \(with {other!r}\) were given already updated"):
+        module = tmx.RecMetricModule(["c"], metrics, window_size=window_size, throughput=False)
+    assert module.compute_groups == [list(metrics)]
+    g = np.random.default_rng(5)
+    p, y = g.uniform(0.05, 0.95, 6), np.array([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
     module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
-    with pytest.warns(UserWarning, match=r"metric 'calibration' was changed outside the module"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once, at construction
         values = module.compute()
-    np.testing.assert_allclose(values["calibration/c"].item(), p.sum() / y.sum(), rtol=1e-12)
+    for name in pair:
+        reference = _pair_reference(name, p, y)
+        for suffix in ("", "/window") if window_size else ("",):
+            np.testing.assert_allclose(values[f"{name}/c{suffix}"].item(), reference, rtol=1e-6, err_msg=name + suffix)
+
+
+def test_a_metric_given_already_updated_keeps_its_samples_outside_a_compute_group_or_a_failed_build():
+    """Only a compute group resets a metric given with samples: alone in the module it keeps them (its value is
+    that of all its rows, NumPy's), and a construction refused later (a ``throughput`` another module holds)
+    leaves it as it was, without a warning."""
+    earlier_p, earlier_y = np.array([0.5, 0.25]), np.array([1.0, 1.0])
+    ctr = tmx.CTR()
+    ctr.update(torch.tensor(earlier_p), torch.tensor(earlier_y))
+    taken = tmx.Throughput()
+    holder = tmx.RecMetricModule(["c"], {"ne": "ne"}, throughput=taken)  # noqa: F841 (alive: it holds `taken`)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="`throughput`"):
+            tmx.RecMetricModule(["c"], {"ctr": ctr, "calibration": "calibration"}, throughput=taken)
+        assert ctr._update_count == 1
+        module = tmx.RecMetricModule(["c"], {"ctr": ctr, "auc": "auc"}, throughput=False)
+        p, y = np.array([0.2, 0.6, 0.7]), np.array([0.0, 0.0, 1.0])
+        module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+        values = module.compute()
+    np.testing.assert_allclose(values["ctr/c"].item(), np.concatenate([earlier_y, y]).mean(), rtol=1e-12)
+    np.testing.assert_allclose(values["auc/c"].item(), roc_auc_score(y, p), rtol=1e-6)
 
 
 @pytest.mark.parametrize("device_path", [False, True])

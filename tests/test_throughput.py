@@ -932,3 +932,35 @@ def test_a_merged_metric_merged_again_keeps_each_ranks_newest_update():
     sums = [_window_sums(*runs[name], window) for name in runs]
     expected = sum(n for n, _ in sums) / max(s for _, s in sums)
     np.testing.assert_allclose(_rates(metrics["a"])[1], expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("kind", ["throughput", "qps"])
+def test_set_dtype_keeps_the_float64_counts_and_seconds(kind, dtype):
+    """``set_dtype(torch.float16)`` cast the counts and seconds: ``total_examples`` stopped at 65,504 (``inf``
+    past it, so the rates were ``nan``), a step of 3001 examples added 3000, and the clock's fractions were lost.
+    The states are counts and times, not metric values: ``set_dtype`` checks its argument and keeps them float64,
+    so the counts are the exact integers and the rates the exact fractions past 65,504 examples."""
+    readings = [0.0, 1.25, 3.5, 7.0, 8.0]
+    counts = [40001, 30001, 777, 50003, 3001]
+    if kind == "throughput":
+        metric = tmx.Throughput(warmup_steps=1, window_seconds=1.5, clock=Ticks(readings))
+        # updates 2..5 are timed over 8 s; the window (1.5 s) holds the last one (1 s)
+        expected = {
+            "lifetime_throughput": (30001 + 777 + 50003 + 3001) / 8.0,
+            "window_throughput": 3001 / 1.0,
+            "total_examples": float(sum(counts)),
+        }
+    else:
+        metric = tmx.TowerQPS(warmup_steps=1, clock=Ticks(readings))  # as Throughput: updates 2..5 over 8 s
+        expected = {"qps": (30001 + 777 + 50003 + 3001) / 8.0}
+    assert metric.set_dtype(dtype) is metric
+    with pytest.raises(TypeError, match="dst_type"):
+        metric.set_dtype(torch.int32)
+    for n in counts:
+        metric.update(torch.zeros(n))
+    assert {v.dtype for v in metric.metric_state.values()} == {torch.float64}
+    value = metric.compute()
+    value = value if kind == "throughput" else {"qps": value}
+    assert {k: v.dtype for k, v in value.items()} == dict.fromkeys(expected, torch.float64)
+    assert {k: v.item() for k, v in value.items()} == pytest.approx(expected, rel=1e-15)

@@ -70,7 +70,7 @@ class CheckpointLoading(nn.Module):
     def _all_units(self) -> Iterator[Metric]:  # pragma: no cover - provided by the module
         raise NotImplementedError
 
-    def _mark_members(self, built: bool = False, keep_linked: bool = False) -> None:  # pragma: no cover - module
+    def _mark_members(self, keep_linked: bool = False) -> None:  # pragma: no cover - module
         raise NotImplementedError
 
     def _load_from_state_dict(

@@ -40,6 +40,7 @@ from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics._checkpoints import (
     copied_with_source,
     forget_cleared_states,
+    holds_anything,
     reset_cleared_states,
     reset_left_states,
     resets_taken,
@@ -518,7 +519,14 @@ class RecMetricModule(CheckpointLoading):
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)
-        self._mark_members(built=True)  # a reset of a member's own counts from here
+        # A compute group's metric given already updated (merged, loaded) starts empty, whichever of the group it
+        # is: the first one's samples would otherwise be every member's, a later one's dropped at compute
+        carried = [n for g in self._groups if len(g) > 1 for n in g if holds_anything(stacked[n])]
+        for name in carried:
+            self._unit(name).reset()
+        if carried:
+            _warn_carried_samples(carried, self._groups)
+        self._mark_members()  # a reset of a member's own counts from here
         self._num_copies = len(per_task) * num_tasks
         # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)
         self._reported: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
@@ -1541,8 +1549,9 @@ class RecMetricModule(CheckpointLoading):
     def set_dtype(self, dst_type: str | torch.dtype) -> RecMetricModule:
         """Cast the floating states of every metric to ``dst_type``, as ``MetricCollection.set_dtype``.
 
-        Each metric's own ``set_dtype`` (a windowed metric's casts its lifetime, window and ring; the
-        throughput's too); integer states (ids, counts) keep their dtype. ``module.to(dtype)`` and
+        Each metric's own ``set_dtype`` (a windowed metric's casts its lifetime, window and ring); integer
+        states (ids, counts) keep their dtype, and the throughput its float64 counts and seconds (no metric
+        values: in float16 ``total_examples`` would stop at 65,504). ``module.to(dtype)`` and
         ``module.double()`` cast no state (see :class:`~torchmetrics_ext.GuardedMetric`): this is the
         one cast. The windows that shared one buffer are laid out again, in the new dtype, at the next step.
 
@@ -1573,12 +1582,12 @@ class RecMetricModule(CheckpointLoading):
             joint.release()
         return self
 
-    def _mark_members(self, built: bool = False, keep_linked: bool = False) -> None:
+    def _mark_members(self, keep_linked: bool = False) -> None:
         """Record each compute group member's changes as of now, and the leader whose states it reports.
 
         See :func:`_fill_member`; the leader's part is recorded so that a reset of the member alone notes
-        what of the group's states it cannot clear. ``built``: the module was just built, and a member
-        given already updated, merged or loaded holds a change of its own (its states are dropped).
+        what of the group's states it cannot clear. (A metric of a group given already updated, merged
+        or loaded was reset by the constructor, with a warning: see :func:`_warn_carried_samples`.)
         ``keep_linked``: a member already linked to its leader and marked (a copy made with the module)
         keeps its marks, and so what is pending since the module's last compute.
         """
@@ -1586,8 +1595,7 @@ class RecMetricModule(CheckpointLoading):
             if keep_linked and member.__dict__.get("_states_source") is leader and _FILLED_AT in member.__dict__:
                 continue
             share_states_with(member, leader)
-            own = (0, 0, resets_taken(member)) if built else _changes(member)
-            member.__dict__[_FILLED_AT] = (*own, resets_taken(leader))
+            member.__dict__[_FILLED_AT] = (*_changes(member), resets_taken(leader))
 
     def _member_parts(self) -> Iterator[tuple[TaskMetric, TaskMetric]]:
         """``(member, leader)`` task metrics of every compute group member, lifetime and window parts alike."""
@@ -1662,6 +1670,28 @@ def _warn_changed_member(name: str, lead: str, what: str, cleared: Sequence[str]
             f"group's first metric (`module.metrics[{lead!r}]`), or use a metric outside the module."
         )
     warnings.warn(text, UserWarning, stacklevel=4)
+
+
+def _warn_carried_samples(carried: Sequence[str], groups: Sequence[Sequence[str]]) -> None:
+    """Say that the compute group metrics ``carried``, given already updated (merged, loaded), were reset.
+
+    A group's first metric is the one the module updates and its members report its states, so a first
+    metric's own samples would be lent to every member, and a member's dropped at its first compute (see
+    :func:`_fill_member`): which one depended on the order of ``metrics``. Every such metric starts empty
+    instead, whatever its place in the group; a metric outside any group keeps what it holds.
+    """
+    parts = []
+    for name in carried:
+        others = ", ".join(repr(n) for g in groups if name in g for n in g if n != name)
+        parts.append(f"{name!r} (with {others})")
+    warnings.warn(
+        f"RecMetricModule: metric(s) {', '.join(parts)} were given already updated (or merged into, or loaded) and "
+        "are reset: each shares its states with the other metrics of its compute group (see `compute_groups`), "
+        "which would report its earlier samples as theirs, or drop them. Pass fresh instances (registry names, "
+        "classes), or keep such a metric outside the module for a value of its own.",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _changes(metric: Metric) -> tuple[int, int, int]:

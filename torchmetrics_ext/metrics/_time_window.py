@@ -13,9 +13,10 @@ import math
 from collections import deque
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import as_real
+from torchmetrics_ext.utilities.checks import as_real, check_state_dtype
 
 __all__ = ["TimeWindow", "check_window_seconds", "window_as_one_update"]
 
@@ -58,6 +59,21 @@ class TimeWindow:
     def _fill_window(self) -> None:
         """Write the window's examples and :meth:`_window_time` into the window states."""
         raise NotImplementedError
+
+    def set_dtype(self, dst_type: str | torch.dtype) -> Any:
+        """Check ``dst_type`` as every metric's ``set_dtype`` does, and keep the float64 states: it casts nothing.
+
+        The states are example counts and seconds, not metric values: in float16 a count stops at 65,504 (and
+        adds nothing past 2048 per step), in bfloat16 at 256, and the clock's seconds lose their fractions, so
+        a module or collection cast with ``set_dtype`` keeps its rate metrics exact (``compute`` returns
+        float64 rates, as before). ``.to(dtype)`` and ``.half()`` cast no state of any metric either.
+
+        Raises:
+            TypeError: ``dst_type`` is not a floating dtype the states could sum in
+                (:func:`~torchmetrics_ext.utilities.checks.check_state_dtype`).
+        """
+        check_state_dtype(dst_type)
+        return self
 
     def _window_time(self) -> float:
         """Seconds since the oldest update in the window started (0 without one)."""

@@ -124,6 +124,10 @@ class Throughput(TimeWindow, GuardedMetric):
         next update restarts the clock (its examples count in ``total_examples`` only), since a
         clock reading from another process means nothing here.
 
+        **Dtype.** The states are counts and seconds, float64: :meth:`set_dtype` checks its argument
+        and casts nothing (in float16 ``total_examples`` would stop at 65,504), nor do ``.to(dtype)``
+        and ``.half()``.
+
         **Settings in state names.** A non-default ``warmup_steps`` or ``window_seconds`` is part
         of the names of the states it changes (``examples_warmup3``,
         ``window_elapsed_warmup3_window2``; ``total_examples`` never), so a

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import pickle
 import statistics
+import threading
 import warnings
 from collections import Counter
 from fractions import Fraction
@@ -1160,6 +1161,48 @@ def test_categorical_state_dict_pickle_and_merge_keep_names():
     extra.update(["new", "b"])
     metric.merge_state(extra)
     assert {k: v.item() for k, v in metric.compute().items()} == {"éclair": 1.0, "b": 2.0, 3: 1.0, "new": 1.0}
+
+
+def test_categorical_syncs_through_the_dist_sync_fn_it_is_given():
+    """``CategoricalCount(dist_sync_fn=..., distributed_available_fn=...)`` (TorchMetrics' way to sync over
+    a backend other than ``torch.distributed``) gathered its categories with ``torch.distributed``'s
+    ``all_gather_object`` anyway: "Default process group has not been initialized". Two threads play two
+    ranks through the gather they are given; each computes the counts of both ranks' records."""
+    records = [["éclair", "b", 3, "b"], ["b", "日本", -7]]
+    barrier, slots = threading.Barrier(2), [None, None]
+
+    def gather(rank):
+        def exchange(tensor, group=None):
+            slots[rank] = tensor.clone()
+            barrier.wait()
+            out = list(slots)
+            barrier.wait()
+            return out
+
+        return exchange
+
+    values, errors = [None, None], []
+
+    def run(rank):
+        try:
+            metric = CategoricalCount(dist_sync_fn=gather(rank), distributed_available_fn=lambda: True)
+            metric.update(records[rank])
+            values[rank] = {k: v.item() for k, v in metric.compute().items()}
+        except Exception as error:  # re-raised below, in the test's thread
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    expected = {k: float(v) for k, v in Counter(records[0] + records[1]).items()}
+    for value in values:
+        assert value == expected
+        assert list(value) == ["éclair", "b", 3, "日本", -7]  # rank 0's categories first, then the new ones
 
 
 class _LargestOtherTensor(TorchDispatchMode):

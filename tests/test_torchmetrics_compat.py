@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
+import pickle
 import re
 from collections.abc import Callable
 from fractions import Fraction
@@ -17,7 +19,7 @@ from torchmetrics.metric import CompositionalMetric
 from torchmetrics.wrappers import ClasswiseWrapper, MetricTracker, MinMaxMetric, MultitaskWrapper
 
 import torchmetrics_ext as tmx
-from torchmetrics_ext.aggregation import CategoricalCount, Distribution
+from torchmetrics_ext.aggregation import CategoricalCount, Distribution, Sum
 
 # every metric of the package whose compute() returns a dict, and the entry the error names
 DICT_VALUED: dict[str, tuple[Callable[[], Metric], str]] = {
@@ -112,7 +114,7 @@ def test_non_string_index_of_a_window_is_torchmetrics_indexing(index):
     (a NumPy array raised "The truth value of an array ... is ambiguous" while the entry was looked up)."""
     windowed = tmx.Windowed(tmx.RankingMetrics(ks=(2,)), window_size=3)
     entry = windowed[index]
-    assert type(entry) is CompositionalMetric and entry.metric_a is windowed
+    assert isinstance(entry, CompositionalMetric) and entry.metric_a is windowed
 
 
 def test_per_task_entry_of_a_tensor_value_takes_part_in_arithmetic():
@@ -135,6 +137,89 @@ def test_tensor_valued_metrics_keep_their_arithmetic_and_equality():
     ranking, ne = tmx.RankingMetrics(), tmx.NormalizedEntropy()
     assert ranking in [ne, ranking]
     assert ranking["ndcg@5"] is not None
+
+
+def _ndcg_minus_recall_at_2() -> float:
+    """NDCG@2 - recall@2 (means over two queries) of the rows of ``_ONE_USE_CASES["ranking"]``, written out.
+
+    Query 0: scores 0.9, 0.8, 0.1, labels 0, 1, 1: the top 2 hold one of its 2 relevant rows, at rank 2.
+    Query 1: scores 0.7, 0.2, 0.4, labels 1, 0, 0: its relevant row at rank 1.
+    """
+    ndcg_0 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    return float((ndcg_0 + 1.0) / 2 - (0.5 + 1.0) / 2)
+
+
+_RANKING_ROWS = {
+    "preds": torch.tensor([0.9, 0.8, 0.1, 0.7, 0.2, 0.4]),
+    "target": torch.tensor([0, 1, 1, 1, 0, 0]),
+    "indexes": torch.tensor([0, 0, 0, 1, 1, 1]),
+}
+# an expression using one metric twice: its batches (as keyword dicts) and the expected value
+_ONE_USE_CASES: dict[str, tuple[Callable[[], Metric], list[dict[str, Any]], float]] = {
+    "ranking": (
+        lambda: (lambda r: r["ndcg@2"] - r["recall@2"])(tmx.RankingMetrics(ks=(2,), metrics=("ndcg", "recall"))),
+        [_RANKING_ROWS],
+        _ndcg_minus_recall_at_2(),
+    ),
+    "windowed": (  # window of 4 rows: the last two updates (CTR 1/2); lifetime 3/6
+        lambda: (lambda w: w["window"] - w["lifetime"])(tmx.Windowed(tmx.CTR(), window_size=4)),
+        [{"preds": torch.full((2,), 0.5), "target": torch.tensor(t)} for t in ([1.0, 0.0], [1.0, 1.0], [0.0, 0.0])],
+        0.5 - 0.5,
+    ),
+    "sum": (
+        lambda: (lambda s: s * 1 + s)(Sum()),
+        [{"value": torch.tensor([1.0, 2.0])}, {"value": torch.tensor([4.0])}],
+        2 * 7.0,
+    ),
+    "throughput": (
+        lambda: (lambda t: t["total_examples"] + t["total_examples"])(
+            tmx.Throughput(warmup_steps=0, clock=itertools.count().__next__)  # a clock ticking 1 s per reading
+        ),
+        [{"batch": 5}, {"batch": 3}],
+        2 * 8.0,
+    ),
+}
+
+
+@pytest.mark.parametrize("path", ["update", "forward"])
+@pytest.mark.parametrize("name", list(_ONE_USE_CASES))
+def test_an_expression_gives_each_batch_to_each_of_its_metrics_once(name, path):
+    """``ranking["ndcg@2"] - ranking["recall@2"]`` (the entries the arithmetic error points to) updated
+    ``ranking`` once per operand, so every row came twice to its query (0.27 instead of 0.04 here); a
+    window held each update twice, a ``Sum`` or a throughput counted twice. Now each metric of the
+    expression takes each batch once, through ``update`` and ``forward`` alike."""
+    factory, batches, expected = _ONE_USE_CASES[name]
+    expression = factory()
+    for batch in batches:
+        if path == "update":
+            expression.update(**batch)
+        else:
+            expression(**batch)
+    assert expression.compute().item() == pytest.approx(expected)
+    expression.reset()
+    expression.update(**batches[-1])
+    again = factory()
+    again.update(**batches[-1])
+    assert expression.compute().item() == pytest.approx(again.compute().item())
+
+
+def test_the_forward_value_of_an_expression_is_the_batchs():
+    """``forward`` returns the expression of each metric's value on the batch, each metric called once."""
+    ranking = tmx.RankingMetrics(ks=(2,), metrics=("ndcg", "recall"))
+    gap = ranking["ndcg@2"] - ranking["recall@2"]
+    assert gap(**_RANKING_ROWS).item() == pytest.approx(_ndcg_minus_recall_at_2())
+    assert ranking.update_count == 1
+
+
+def test_an_entry_of_a_metric_pickles_and_prints():
+    """``metric[1]`` held TorchMetrics' lambda, which ``pickle`` (``torch.save``, DDP spawn) refuses."""
+    preds = torch.tensor([[0.2, 0.7], [0.9, 0.4]])
+    target = torch.tensor([[0.0, 1.0], [1.0, 1.0]])
+    scaled = tmx.CTR(num_tasks=2)[1] * 100
+    scaled.update(preds, target)
+    copy = pickle.loads(pickle.dumps(scaled))
+    assert copy.compute().item() == pytest.approx(100.0)
+    assert "getitem" in repr(copy)
 
 
 # ----------------------------------------------------------------------------- wrappers

@@ -10,7 +10,6 @@ from itertools import accumulate
 from typing import Any, ClassVar, NamedTuple
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from torch.nn import Module
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
@@ -96,6 +95,20 @@ def _decode_all(data: Tensor, ends: Tensor) -> list[Category]:
         categories.append(key.decode("utf-8", "surrogatepass") if raw[start] == _STR else int(key))
         start = end
     return categories
+
+
+def _pack_keys(data: Tensor, ends: Tensor) -> Tensor:
+    """The key states as one ``uint8`` tensor to gather: the number of keys, their int64 ends, then the keys."""
+    header = torch.cat([ends.new_full((1,), ends.numel()), ends]).contiguous().view(torch.uint8)
+    return torch.cat([header, data])
+
+
+def _unpack_keys(packed: Tensor) -> tuple[Tensor, Tensor]:
+    """``(data, ends)`` of :func:`_pack_keys`'s tensor."""
+    packed = packed.cpu()
+    num = int(packed[:8].clone().view(torch.int64).item())
+    ends = packed[8 : 8 * (num + 1)].clone().view(torch.int64)
+    return packed[8 * (num + 1) :], ends
 
 
 def _joined_keys(keys: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -580,15 +593,20 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
             self.counts.index_add_(0, index, local_counts)
 
     def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
-        """Agree on the union of categories (keys only), then sum the aligned count vectors."""
+        """Agree on the union of categories (keys only), then sum the aligned count vectors.
+
+        Both go through ``dist_sync_fn`` (TorchMetrics' ``gather_all_tensors`` unless the metric was
+        given one), so a custom gather (``dist_sync_fn=...``, with ``distributed_available_fn=...`` for
+        a backend other than ``torch.distributed``) syncs this metric as it syncs any other: the keys as
+        one ``uint8`` tensor per rank (:func:`_pack_keys`), then the counts.
+        """
         group = process_group or self.process_group
-        gathered: list[Any] = [None] * dist.get_world_size(group)
-        dist.all_gather_object(gathered, self.categories, group=group)
-        self._align(ordered_union(gathered))
         if dist_sync_fn is None:
             from torchmetrics.utilities.distributed import gather_all_tensors
 
             dist_sync_fn = gather_all_tensors
+        packed = dist_sync_fn(_pack_keys(self.category_bytes, self.category_ends), group=group)
+        self._align(ordered_union(_decode_all(*_unpack_keys(keys)) for keys in packed))
         self.counts = torch.stack(dist_sync_fn(self.counts, group=group)).sum(0)
 
     # ------------------------------------------------------------------ checkpoints

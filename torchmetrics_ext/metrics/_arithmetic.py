@@ -13,6 +13,13 @@ An entry that is itself a dict (``Windowed(RankingMetrics(...))["window"]``) is 
 returns such a metric of one entry, which refuses arithmetic and can be indexed again
 (``windowed["window"]["ndcg@10"] * 100``).
 
+The expressions these operators and ``metric[...]`` build are :class:`_Expression`s: TorchMetrics'
+``CompositionalMetric`` that gives each batch to each metric of the expression **once**. TorchMetrics'
+own passes it down both sides, so a metric used twice (``ranking["ndcg@5"] - ranking["recall@5"]``,
+``windowed["window"] - windowed["lifetime"]``, ``m - m``) was updated twice per batch: every row
+twice in the query of a ranking metric, every update twice in a window, every example twice in a
+throughput, which changes their values. Its indexing operator (a lambda) could not be pickled either.
+
 Equality (``==``, ``!=``) keeps TorchMetrics' behaviour: containers compare their items with it.
 A TorchMetrics metric on the left (``torchmetrics.MeanSquaredError() - ranking``) builds the
 expression with its own operator, which this class does not reach.
@@ -23,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from torchmetrics import Metric
 from torchmetrics.metric import CompositionalMetric
 
 # operator method name -> how the user wrote it
@@ -78,17 +86,20 @@ class TensorArithmetic:
         """TorchMetrics' metric of one entry of the value; one that refuses arithmetic where the entry is a dict."""
         example = self._entry_value_example(idx)
         if example is None:
-            return super().__getitem__(idx)  # type: ignore[misc]
+            return _Expression(_Entry(idx), self, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
         return _DictEntry(self, idx, example)
 
 
-def _entry(idx: Any) -> Callable[[Any], Any]:
-    """``value[idx]`` as a function of the value (CompositionalMetric's operator)."""
+class _Entry:
+    """``value[idx]`` as a function of the value (CompositionalMetric's operator); unlike a lambda, it pickles."""
 
-    def entry(value: Any) -> Any:
-        return value[idx]
+    __name__ = "getitem"  # CompositionalMetric's repr names its operator
 
-    return entry
+    def __init__(self, idx: Any) -> None:
+        self.idx = idx
+
+    def __call__(self, value: Any) -> Any:
+        return value[self.idx]
 
 
 def _as_source(idx: Any) -> str:
@@ -112,7 +123,7 @@ def _refuse_dict_values(symbol: str, *operands: Any) -> None:
 def _binary(name: str, symbol: str) -> Callable[..., Any]:
     def operator(self: TensorArithmetic, other: Any) -> Any:
         _refuse_dict_values(symbol, self, other)
-        return getattr(super(TensorArithmetic, self), f"__{name}__")(other)
+        return _Expression.of(getattr(super(TensorArithmetic, self), f"__{name}__")(other))
 
     operator.__name__ = operator.__qualname__ = f"__{name}__"
     operator.__doc__ = f"TorchMetrics' ``{symbol}`` of metrics, refused for a dict-valued operand."
@@ -122,7 +133,7 @@ def _binary(name: str, symbol: str) -> Callable[..., Any]:
 def _unary(name: str, symbol: str) -> Callable[..., Any]:
     def operator(self: TensorArithmetic) -> Any:
         _refuse_dict_values(symbol, self)
-        return getattr(super(TensorArithmetic, self), f"__{name}__")()
+        return _Expression.of(getattr(super(TensorArithmetic, self), f"__{name}__")())
 
     operator.__name__ = operator.__qualname__ = f"__{name}__"
     operator.__doc__ = f"TorchMetrics' ``{symbol}`` of a metric, refused for a dict value."
@@ -135,13 +146,77 @@ for _name, _symbol in _UNARY.items():
     setattr(TensorArithmetic, f"__{_name}__", _unary(_name, _symbol))
 
 
+def _leaves(node: Any, found: dict[int, Metric]) -> dict[int, Metric]:
+    """The metrics (not expressions) under ``node``, each once, in the order TorchMetrics would update them."""
+    if isinstance(node, CompositionalMetric):
+        _leaves(node.metric_a, found)
+        _leaves(node.metric_b, found)
+    elif isinstance(node, Metric):
+        found.setdefault(id(node), node)
+    return found
+
+
+def _evaluate(node: Any, leaf_value: Callable[[Metric], Any], memo: dict[int, Any]) -> Any:
+    """``node``'s value with each metric's value taken once (``leaf_value``, remembered in ``memo``).
+
+    An expression combines its operands as TorchMetrics' ``CompositionalMetric.forward`` does: an
+    operand metric whose value is ``None`` (a metric whose ``forward`` returns nothing) makes it ``None``.
+    """
+    if isinstance(node, CompositionalMetric):
+        a = _evaluate(node.metric_a, leaf_value, memo)
+        b = _evaluate(node.metric_b, leaf_value, memo)
+        if a is None or (b is None and isinstance(node.metric_b, Metric)):
+            return None
+        return node.op(a) if b is None else node.op(a, b)
+    if isinstance(node, Metric):
+        if id(node) not in memo:
+            memo[id(node)] = leaf_value(node)
+        return memo[id(node)]
+    return node
+
+
+class _Expression(TensorArithmetic, CompositionalMetric):
+    """TorchMetrics' ``CompositionalMetric`` whose metrics each take a batch once, however often it uses them.
+
+    ``update``, ``forward`` and ``reset`` reach every metric of the whole expression (nested
+    expressions included) once; ``compute`` computes each once. The value is TorchMetrics'.
+    """
+
+    @classmethod
+    def of(cls, expression: CompositionalMetric) -> _Expression:
+        """TorchMetrics' ``expression`` (its operator and operands) as an :class:`_Expression`."""
+        return cls(expression.op, expression.metric_a, expression.metric_b)
+
+    def _metrics(self) -> list[Metric]:
+        return list(_leaves(self, {}).values())
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Give the batch to each metric of the expression once."""
+        for metric in self._metrics():
+            metric.update(*args, **metric._filter_kwargs(**kwargs))
+
+    def compute(self) -> Any:
+        """The expression of the metrics' values, each computed once."""
+        return _evaluate(self, lambda metric: metric.compute(), {})
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Each metric's ``forward`` once on the batch, combined as TorchMetrics' ``CompositionalMetric`` does."""
+        self._forward_cache = _evaluate(self, lambda metric: metric(*args, **metric._filter_kwargs(**kwargs)), {})
+        return self._forward_cache
+
+    def reset(self) -> None:
+        """Reset each metric of the expression once."""
+        for metric in self._metrics():
+            metric.reset()
+
+
 class _DictEntry(TensorArithmetic, CompositionalMetric):
     """``metric[idx]`` whose value is a dict: TorchMetrics' ``CompositionalMetric`` refusing arithmetic."""
 
     _dict_value_entry = '"entry"'  # replaced by the instance's own example
 
     def __init__(self, metric: TensorArithmetic, idx: Any, example: str) -> None:
-        super().__init__(_entry(idx), metric, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
+        super().__init__(_Entry(idx), metric, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
         self._example = example
         self._name = f"{metric._arithmetic_name()}[{_as_source(idx)}]"
 

@@ -21,6 +21,7 @@ import torch
 from sklearn import metrics as skm
 
 import torchmetrics_ext as tmx
+from tests.helpers.window import kept_samples
 from torchmetrics_ext import Windowed
 from torchmetrics_ext.metrics import base
 from torchmetrics_ext.utilities import chunks as C
@@ -277,16 +278,6 @@ def test_merges_and_updates_stay_within_the_bound_and_round_trip():
     np.testing.assert_allclose(loaded.compute().item(), skm.roc_auc_score(y, p), rtol=1e-9)
 
 
-def _kept_samples(sizes, window):
-    """Samples the window rule keeps: the newest whole updates summing to at most ``window``."""
-    kept = 0
-    for size in reversed(sizes):
-        if kept + size > window:
-            break
-        kept += size
-    return kept
-
-
 @pytest.mark.parametrize("pattern", ["periodic-large", "alternating-8191-8192", "mixed", "one-sample"])
 def test_windowed_lifetime_stays_within_the_bound(pattern):
     """``Windowed(AUC)``: the lifetime holds at most ``N / 8192 + 96`` entries plus the window's chunks,
@@ -312,7 +303,7 @@ def test_windowed_lifetime_stays_within_the_bound(pattern):
         window = max(metric._ring.num_chunks.values())
         assert len(life.preds) == len(life.signed_weights) <= _bound(seen) + window
     p, y = np.concatenate(preds), np.concatenate(target)
-    kept = _kept_samples(updates, 100_000)
+    kept = kept_samples(updates, 100_000)
     value = metric.compute()
     np.testing.assert_allclose(value["lifetime"].item(), skm.roc_auc_score(y, p), rtol=1e-9)
     np.testing.assert_allclose(value["window"].item(), skm.roc_auc_score(y[-kept:], p[-kept:]), rtol=1e-9)

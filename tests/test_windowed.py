@@ -565,16 +565,6 @@ def _one_sample_run(metric, n, seed, sizes=(1,)):
     return torch.cat(preds).numpy(), torch.cat(target).numpy()
 
 
-def _kept_samples(sizes, window):
-    """Samples the window rule keeps: the newest whole updates summing to at most ``window``."""
-    kept = 0
-    for size in reversed(sizes):
-        if kept + size > window:
-            break
-        kept += size
-    return kept
-
-
 def test_exact_window_of_one_sample_updates_holds_few_tensors():
     """5,000 one-sample updates into an exact AUC window of 3,000: the window held one chunk per update
     per list state (3,000 tensors each, ~2 KB apiece, and compute/state_dict walking all of them);
@@ -709,7 +699,7 @@ def test_exact_window_of_joined_updates_evicts_update_by_update_and_resumes(max_
             allp = np.concatenate([p, torch.cat(later_p).numpy()])
             ally = np.concatenate([y, torch.cat(later_y).numpy()])
             kept_updates = updates if max_updates is None else updates[-max_updates:]
-            kept = _kept_samples(kept_updates, 1001)
+            kept = W.kept_samples(kept_updates, 1001)
             want = skm.roc_auc_score(ally[-kept:], allp[-kept:])
             for m in (metric, resumed):
                 assert m.compute()["window"].item() == pytest.approx(want, rel=1e-9)

@@ -46,6 +46,16 @@ def kept_ranges(bounds: Sequence[tuple[int, int]], window: int) -> list[tuple[in
     return out[::-1]
 
 
+def kept_samples(sizes: Sequence[int], window: int) -> int:
+    """Samples the window rule keeps of updates of ``sizes`` (oldest first): the newest whole updates summing to at most ``window``."""
+    kept = 0
+    for size in reversed(sizes):
+        if kept + size > window:
+            break
+        kept += size
+    return kept
+
+
 def window_bounds(n: int, rng: np.random.Generator, window: int, min_batch: int) -> list[tuple[int, int]]:
     """Consecutive batches of random sizes up to half the window, one empty and one larger than the window."""
     sizes: list[int] = []

@@ -365,3 +365,22 @@ def test_forward_keeps_the_run_join_amortised(monkeypatch, name):
     else:
         expected = skm.roc_auc_score(y, p)
     np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("even", "odd"), [(torch.int64, torch.uint32), (torch.uint64, torch.int32)])
+def test_ranking_ids_of_unpromotable_dtypes_are_never_joined_together(even, odd):
+    """Flat ranking rows keep ``indexes`` as given: int64 ids in one update and uint32 in the next counted as
+    joinable integers, but ``torch.cat`` promotes no uint16/32/64 with another integer dtype, so the 64th update
+    raised its ``RuntimeError`` after joining ``preds`` and ``target`` only (lists of 1, 1, 64 and 64 chunks).
+    Every update is taken, the four lists stay aligned, and the value is the MRR by its definition (numpy)."""
+    rng = np.random.default_rng(23)
+    metric = tmx.MRR()
+    ranks = []
+    for step in range(130):
+        p = rng.permutation(3).astype(np.float32)
+        y = np.array([0.0, 1.0, 1.0], dtype=np.float32)
+        ids = torch.full((3,), step).to(even if step % 2 == 0 else odd)
+        metric.update(torch.from_numpy(p), torch.from_numpy(y), indexes=ids)
+        assert len(_lengths(metric)) == 1
+        ranks.append(1 + int(np.argmax(y[np.argsort(-p, kind="stable")] > 0)))
+    np.testing.assert_allclose(metric.compute().item(), np.mean(1.0 / np.array(ranks)), rtol=1e-12)

@@ -307,3 +307,71 @@ def test_windowed_lifetime_stays_within_the_bound(pattern):
     value = metric.compute()
     np.testing.assert_allclose(value["lifetime"].item(), skm.roc_auc_score(y, p), rtol=1e-9)
     np.testing.assert_allclose(value["window"].item(), skm.roc_auc_score(y[-kept:], p[-kept:]), rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["auc", "auc-compute-on-cpu", "grouped-auc"])
+def test_forward_keeps_the_run_join_amortised(monkeypatch, name):
+    """``forward`` updates the reset lists with its batch alone: that update lowered the record of the joined
+    length to 1, so after the batch's chunks were put back with the held ones every ``forward`` of never-copied
+    chunks (8,192 samples or more: nothing to join) ran a run join over all the chunks (O(N) per call, 235 scans
+    of 43,000 chunks in 300 calls; scaled down here). The run joins scan about as many chunks as ``update`` does
+    (a few times the chunks appended in all), the lists stay within the bound and the values are sklearn's."""
+    monkeypatch.setattr(C, "_SMALL", 256)
+    monkeypatch.setattr(base, "_WHOLE", 64)
+    scanned = []
+    join = C.join_small_runs
+
+    def counted(lists, *args, **kwargs):
+        scanned.append(len(lists[0]))
+        return join(lists, *args, **kwargs)
+
+    monkeypatch.setattr(C, "join_small_runs", counted)
+    factory = {
+        "auc": tmx.AUC,
+        "auc-compute-on-cpu": lambda: tmx.AUC(compute_on_cpu=True),
+        "grouped-auc": tmx.GroupedAUC,
+    }[name]
+    metric, bound = factory(), _Bound(whole=64, small=256)
+    rng = np.random.default_rng(17)
+    preds, target, groups = [], [], []
+    for step, n in enumerate([64] * 400 + [1] * 30):
+        p = rng.random(n).astype(np.float32)
+        y = (rng.random(n) < 0.5).astype(np.float32)
+        g = np.full(n, step % 7)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)
+            if name == "grouped-auc":
+                metric(torch.from_numpy(p), torch.from_numpy(y), torch.from_numpy(g))
+            else:
+                metric(torch.from_numpy(p), torch.from_numpy(y))
+        preds.append(p)
+        target.append(y)
+        groups.append(g)
+        bound.add(n)
+        assert max(_lengths(metric)) <= float(bound)
+    assert sum(scanned) <= 3 * 430, f"{len(scanned)} run joins scanned {sum(scanned)} chunks in 430 calls"
+    p, y, g = np.concatenate(preds), np.concatenate(target), np.concatenate(groups)
+    if name == "grouped-auc":
+        expected = np.mean([skm.roc_auc_score(y[g == k], p[g == k]) for k in range(7)])
+    else:
+        expected = skm.roc_auc_score(y, p)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("even", "odd"), [(torch.int64, torch.uint32), (torch.uint64, torch.int32)])
+def test_ranking_ids_of_unpromotable_dtypes_are_never_joined_together(even, odd):
+    """Flat ranking rows keep ``indexes`` as given: int64 ids in one update and uint32 in the next counted as
+    joinable integers, but ``torch.cat`` promotes no uint16/32/64 with another integer dtype, so the 64th update
+    raised its ``RuntimeError`` after joining ``preds`` and ``target`` only (lists of 1, 1, 64 and 64 chunks).
+    Every update is taken, the four lists stay aligned, and the value is the MRR by its definition (numpy)."""
+    rng = np.random.default_rng(23)
+    metric = tmx.MRR()
+    ranks = []
+    for step in range(130):
+        p = rng.permutation(3).astype(np.float32)
+        y = np.array([0.0, 1.0, 1.0], dtype=np.float32)
+        ids = torch.full((3,), step).to(even if step % 2 == 0 else odd)
+        metric.update(torch.from_numpy(p), torch.from_numpy(y), indexes=ids)
+        assert len(_lengths(metric)) == 1
+        ranks.append(1 + int(np.argmax(y[np.argsort(-p, kind="stable")] > 0)))
+    np.testing.assert_allclose(metric.compute().item(), np.mean(1.0 / np.array(ranks)), rtol=1e-12)

@@ -5529,3 +5529,27 @@ def test_small_weight_stack_only_for_own_columns_of_one_floating_dtype():
     assert stack([a]) is None
     assert stack([torch.ones(8, dtype=torch.long), torch.ones(8, dtype=torch.long)]) is None
     assert stack([torch.rand(5000), torch.rand(5000)]) is None  # past 8192 entries
+
+
+@pytest.mark.parametrize("column", ["prediction", "label", "weight", "query"])
+def test_a_sparse_step_column_is_a_type_error_naming_it(column):
+    """A sparse ``model_out`` column (``x.to_sparse()``) reached the value checks' ``aminmax`` (PyTorch's internal
+    ``NotImplementedError``) or, as an id column, ``reshape`` (``RuntimeError``): a ``TypeError`` naming the key and
+    its layout, and the module's values afterwards are those of the good step alone (sklearn's AUC and grouped AUC)."""
+    task = tmx.RecTaskInfo("c", group_id_name="query")
+    module = tmx.RecMetricModule([task], {"auc": "auc", "gauc": "gauc"}, throughput=False, window_size=10)
+    good = {
+        "prediction": torch.tensor([0.1, 0.9, 0.4, 0.6, 0.3, 0.8]),
+        "label": torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0]),
+        "weight": torch.ones(6),
+        "query": torch.tensor([0, 0, 1, 1, 2, 2]),
+    }
+    module.update(good)
+    with pytest.raises(TypeError, match=rf"`model_out\['{column}'\]`: expected a dense tensor, got layout"):
+        module.update(dict(good, **{column: good[column].to_sparse()}))
+    values = {key: value.item() for key, value in module.compute().items()}
+    p, y = good["prediction"].numpy(), good["label"].numpy()
+    auc = roc_auc_score(y, p)
+    gauc = np.mean([roc_auc_score(y[i : i + 2], p[i : i + 2]) for i in (0, 2, 4)])
+    np.testing.assert_allclose([values["auc/c"], values["auc/c/window"]], [auc, auc], rtol=1e-9)
+    np.testing.assert_allclose([values["gauc/c"], values["gauc/c/window"]], [gauc, gauc], rtol=1e-9)

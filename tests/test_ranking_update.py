@@ -240,3 +240,48 @@ def test_flat_update_stays_within_its_call_budget(factory, case):
     assert total <= FLAT_BUDGETS[case], f"{total} calls: {dict(counted.calls)}"
     if case == "bool":
         assert "aminmax" not in counted.calls  # bool relevance cannot be out of range: not read
+
+
+_SPARSE_RANKING = {
+    "ndcg": lambda: tmx.NDCG(k=2),
+    "mrr": tmx.MRR,
+    "map": tmx.MAP,
+    "recall": lambda: tmx.RecallAtK(k=2),
+    "ranking-metrics": lambda: tmx.RankingMetrics(ks=(2,), metrics=("ndcg", "mrr")),
+    "windowed-ndcg": lambda: tmx.Windowed(tmx.NDCG(k=2), window_size=5),
+}
+
+
+@pytest.mark.parametrize("argument", ["preds", "target", "indexes", "weights"])
+@pytest.mark.parametrize("name", sorted(_SPARSE_RANKING))
+def test_a_sparse_flat_ranking_input_is_a_type_error_naming_it(name, argument):
+    """Flat rows (``indexes``) took the exact update's shortcut check, which never looked at the layout: a sparse
+    ``preds``/``target``/``weights`` raised PyTorch's ``NotImplementedError`` (no ``max``/``aminmax`` kernel for the
+    sparse backend) and a sparse ``indexes`` a ``RuntimeError`` ("unsupported memory format option") from the copy.
+    It is the ``TypeError`` naming the argument and its layout that padded rows and the functional twin give, and
+    the state is left as it was: the value afterwards is sklearn's NDCG@2 / MRR of the good batch alone."""
+    good = {
+        "preds": torch.tensor([0.1, 0.9, 0.4, 0.6, 0.3, 0.8]),
+        "target": torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0]),
+        "indexes": torch.tensor([0, 0, 1, 1, 2, 2]),
+        "weights": torch.ones(6),
+    }
+    metric = _SPARSE_RANKING[name]()
+    metric.update(**good)
+    bad = dict(good, **{argument: good[argument].to_sparse()})
+    for call in (metric.update, metric):
+        with pytest.raises(TypeError, match=rf"`{argument}` to be a dense tensor, got layout torch\.sparse_coo"):
+            call(**bad)
+    value = metric.compute()
+    p, y = good["preds"].numpy().reshape(3, 2), good["target"].numpy().reshape(3, 2)
+    ndcg = np.mean([ndcg_score(y[i : i + 1], p[i : i + 1], k=2) for i in range(3)])
+    # first relevant item's reciprocal rank per query: (1 + 1 + 1/2) / 3
+    expected = {"ndcg": ndcg, "windowed-ndcg": ndcg, "recall": 1.0, "mrr": 2.5 / 3, "map": 2.5 / 3}
+    if name == "ranking-metrics":
+        np.testing.assert_allclose(value["ndcg@2"].item(), ndcg, rtol=1e-6)
+        np.testing.assert_allclose(value["mrr@2"].item(), 2.5 / 3, rtol=1e-6)
+    elif name == "windowed-ndcg":
+        np.testing.assert_allclose(value["lifetime"].item(), ndcg, rtol=1e-6)
+        np.testing.assert_allclose(value["window"].item(), ndcg, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(value.item(), expected[name], rtol=1e-6)

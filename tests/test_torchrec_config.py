@@ -704,11 +704,18 @@ def test_a_window_size_that_is_no_positive_integer_is_refused_naming_the_metric(
         assert tmx.RecMetricModule.from_torchrec_config(config).window_size == 7
 
 
-def test_arguments_that_are_no_dict_are_refused_naming_them():
-    """``arguments=["include_logloss"]`` raised ``dict()``'s own "dictionary update sequence" error."""
-    config = {"rec_tasks": TASKS[:1], "rec_metrics": {"ne": {"rec_task_indices": [0], "arguments": ["x"]}}}
-    with pytest.raises(ValueError, match=r"TorchRec metric 'ne': expected `arguments` to be a dict .*got \['x'\]"):
+@pytest.mark.parametrize(
+    ("arguments", "shown"), [(["x"], r"\['x'\]"), ([], r"\[\]"), (0, "0"), (False, "False"), ("", "''")]
+)
+def test_arguments_that_are_no_dict_are_refused_naming_them(arguments, shown):
+    """``arguments=["include_logloss"]`` raised ``dict()``'s own "dictionary update sequence" error, and a falsy
+    non-dict (``[]``, ``0``, ``False``, ``""``) was read as no arguments (TorchRec's ``**arguments`` refuses each);
+    ``None`` is TorchRec's default, no arguments."""
+    config = {"rec_tasks": TASKS[:1], "rec_metrics": {"ne": {"rec_task_indices": [0], "arguments": arguments}}}
+    with pytest.raises(ValueError, match=rf"TorchRec metric 'ne': expected `arguments` to be a dict .*got {shown}\.$"):
         tmx.RecMetricModule.from_torchrec_config(config)
+    config["rec_metrics"]["ne"]["arguments"] = None
+    assert list(tmx.RecMetricModule.from_torchrec_config(config).metrics) == ["ne"]
 
 
 # ----------------------------------------------------------------------------- TorchRec itself

@@ -1180,6 +1180,11 @@ class RecMetricModule(CheckpointLoading):
                 raise TypeError(
                     f"Task {task.name!r}, `model_out[{key!r}]`: expected a real tensor, got dtype {value.dtype}."
                 )
+            if value.layout is not torch.strided:  # sparse (COO, CSR, ...): no min/max, reshape or sort kernels
+                raise TypeError(
+                    f"Task {task.name!r}, `model_out[{key!r}]`: expected a dense tensor, got layout {value.layout}: "
+                    "pass its `.to_dense()`."
+                )
             if value.ndim != 1:
                 raise ValueError(
                     f"Task {task.name!r}: expected `model_out[{key!r}]` of shape (N,), got {tuple(value.shape)}"

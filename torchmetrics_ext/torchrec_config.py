@@ -307,8 +307,10 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
                 "(docs/migration_torchrec.md)."
             )
         d = _as_dict(definition, f"rec_metrics[{name!r}]", _DEF_FIELDS)
-        given_arguments = d.get("arguments") or {}
-        if not isinstance(given_arguments, Mapping):
+        given_arguments = d.get("arguments")
+        if given_arguments is None:  # as TorchRec's default (an empty dict)
+            given_arguments = {}
+        if not isinstance(given_arguments, Mapping):  # `[]`, `0`, `False` too: TorchRec's `**arguments` refuses them
             raise ValueError(
                 f"TorchRec metric {name!r}: expected `arguments` to be a dict of argument -> value, "
                 f"got {given_arguments!r}."

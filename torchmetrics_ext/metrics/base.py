@@ -1295,10 +1295,13 @@ class TaskMetric(GuardedMetric):
         # TorchMetrics' reset rebinds tensor states and clears list states in place: keep both
         states = {k: v if isinstance(v, Tensor) else list(v) for k, v in self.metric_state.items()}
         context = {name: self.__dict__[name] for name in _FORWARD_CONTEXT if name in self.__dict__}
+        # the held lists' record of the amortised run join: the batch's own update (of the reset lists) lowers it
+        runs_joined = self.__dict__.get(_RUNS_JOINED, 0)
         self._inputs_checked = True
         try:
             value = super().forward(*args, **kwargs)
             # TorchMetrics' forward appends the batch's chunks to the lists itself (after the update)
+            self.__dict__[_RUNS_JOINED] = runs_joined
             self._join_small_chunks()
             return value
         except BaseException:
@@ -1309,6 +1312,7 @@ class TaskMetric(GuardedMetric):
                 else:
                     setattr(self, name, value)
             self.__dict__.update(context)
+            self.__dict__[_RUNS_JOINED] = runs_joined
             raise
         finally:
             self._inputs_checked = False
@@ -1374,6 +1378,8 @@ class TaskMetric(GuardedMetric):
         sum_names, list_names = state["_forward_states"]
         names = tuple(defaults)
         kept = [state[name] for name in names]
+        # the kept lists' record of the amortised run join: the batch's own update (of fresh lists) lowers it
+        runs_joined = state.get(_RUNS_JOINED, 0)
         handed: list[tuple[Sequence[str], Sequence[Tensor]]] = []
         if not list_names and _hands_statistics(type(self)):
             state["_forward_batch"] = handed  # update hands its statistics over instead of adding them
@@ -1402,6 +1408,7 @@ class TaskMetric(GuardedMetric):
             raise
         finally:
             state["_inputs_checked"] = state["_enable_grad"] = False
+            state[_RUNS_JOINED] = runs_joined
             self._after_forward()
         if list_names:
             self._add_batch_states(dict(zip(names, kept)), sum_names, list_names)

@@ -67,8 +67,9 @@ def join_small_tails(
     """Join the ``_JOIN`` chunks before the last ``keep`` of every list into one, in place, when the rule allows.
 
     The rule (see the module docstring): the chunks are all small, each list's are of one
-    dtype (or all floating, or all integer: ``torch.cat`` promotes those exactly, where an
-    integer joined with a float would be rounded) and on one device, and the oldest of the
+    dtype (or all floating, or all integer but uint16/32/64: ``torch.cat`` promotes those exactly,
+    where an integer joined with a float would be rounded, and promotes no uint16/32/64 with another
+    dtype) and on one device, and the oldest of the
     first list's chunks holds no more elements than the other ones together. Each element is
     then copied a few times at most (never more than ``_SMALL / 63`` times), and a list stays
     about ``_JOIN`` entries plus one per ``_SMALL`` elements long.
@@ -253,12 +254,18 @@ def _joinable(chunks: list[Tensor]) -> bool:
         return False
     if not all(map(_IS_CPU, chunks)) and len(set(map(_DEVICE, chunks))) > 1:  # (`device` makes an object per read)
         return False
-    if len(set(map(_DTYPE, chunks))) == 1:
+    dtypes = set(map(_DTYPE, chunks))
+    if len(dtypes) == 1:
         return True
     floating = [chunk.is_floating_point() for chunk in chunks]
     if all(floating):
         return True
-    return not any(floating) and not any(chunk.is_complex() for chunk in chunks)
+    # torch.cat promotes no uint16/32/64 with another integer dtype (a RuntimeError): a ranking metric's
+    # `indexes` of int64 in one update and uint32 in the next stay apart
+    return not any(floating) and not any(chunk.is_complex() for chunk in chunks) and not (dtypes & _UNPROMOTED)
+
+
+_UNPROMOTED = frozenset((torch.uint16, torch.uint32, torch.uint64))
 
 
 def is_broadcast(chunk: Tensor) -> bool:

@@ -324,6 +324,7 @@ _SCORE_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.f
 # dtypes whose bounds ``torch.aminmax`` reads on the CPU as they are (float8 and uint16/32/64 have no kernel)
 _DIRECT_DTYPES = _SCORE_DTYPES | {torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8}
 _COMPLEX = frozenset((torch.complex32, torch.complex64, torch.complex128))
+_DENSE = torch.strided  # a sparse layout (COO, CSR, ...) goes to `_ranking_format`, whose checks name it
 _ID_DTYPES = frozenset(
     (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8, torch.uint16, torch.uint32, torch.uint64)
 )
@@ -336,7 +337,7 @@ def _flat_rows_checked(preds: Tensor, target: Tensor, indexes: Tensor, weights: 
     the formatting: the same structural conditions read in one expression (dtypes by set
     membership, shapes compared as ``torch.Size``), then :func:`_check_values` of the tensors as
     given. Anything unusual (a non-tensor, a dtype outside the common ones, uint16/32/64
-    relevance, a shape or device mismatch) goes through :func:`_ranking_format` itself, so every
+    relevance, a shape or device mismatch, a sparse layout) goes through :func:`_ranking_format` itself, so every
     rejection is its message, raised in its order.
     """
     if (
@@ -349,9 +350,17 @@ def _flat_rows_checked(preds: Tensor, target: Tensor, indexes: Tensor, weights: 
         and preds.ndim == 1
         and target.shape == preds.shape
         and indexes.shape == preds.shape
+        and preds.layout is _DENSE
+        and target.layout is _DENSE
+        and indexes.layout is _DENSE
         and (
             weights is None
-            or (isinstance(weights, Tensor) and weights.shape == preds.shape and weights.dtype not in _COMPLEX)
+            or (
+                isinstance(weights, Tensor)
+                and weights.shape == preds.shape
+                and weights.dtype not in _COMPLEX
+                and weights.layout is _DENSE
+            )
         )
         and (
             (preds.is_cpu and target.is_cpu and indexes.is_cpu and (weights is None or weights.is_cpu))

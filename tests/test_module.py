@@ -5296,6 +5296,33 @@ def test_a_metric_given_already_updated_keeps_its_samples_outside_a_compute_grou
     np.testing.assert_allclose(values["auc/c"].item(), roc_auc_score(y, p), rtol=1e-6)
 
 
+@pytest.mark.parametrize("window_size", [None, 8])
+def test_a_build_refused_by_the_carried_samples_warning_as_an_error_leaves_the_metric_as_it_was(window_size):
+    """Under ``-W error`` (pytest's ``filterwarnings = error``) the compute group warning refuses the module: it was
+    raised after the metric had been reset and taken by the half-built module, so the refused construction had
+    wiped the user's samples. It is said before anything changes: the metric keeps its rows (NumPy's mean), is
+    free for the next module, and a module built with the warning allowed resets it as before."""
+    earlier_y = np.array([1.0, 1.0, 0.0])
+    ctr = tmx.CTR()
+    ctr.update(torch.tensor([0.5, 0.25, 0.75]), torch.tensor(earlier_y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(UserWarning, match=r"metric\(s\) 'ctr' \(with 'calibration'\) were given already updated"):
+            tmx.RecMetricModule(["c"], {"ctr": ctr, "calibration": "calibration"}, window_size=window_size)
+    assert ctr.update_count == 1
+    np.testing.assert_allclose(ctr.compute().item(), earlier_y.mean(), rtol=1e-12)
+    with pytest.warns(UserWarning, match="were given already updated"):
+        module = tmx.RecMetricModule(["c"], {"ctr": ctr, "calibration": "calibration"}, window_size=window_size)
+    assert ctr.update_count == 0
+    p, y = np.array([0.2, 0.6, 0.7]), np.array([0.0, 0.0, 1.0])
+    module.update({"prediction": torch.tensor(p), "label": torch.tensor(y)})
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=tmx.UndefinedMetricWarning)  # the throughput before warm-up
+        values = module.compute()
+    np.testing.assert_allclose(values["ctr/c"].item(), y.mean(), rtol=1e-12)
+    np.testing.assert_allclose(values["calibration/c"].item(), p.sum() / y.sum(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("device_path", [False, True])
 def test_a_module_of_unvalidated_metrics_equals_a_validating_one_whatever_its_weight_columns(device_path, monkeypatch):
     """A module whose every metric has ``validate_args=False`` trusts its steps: it looks for all-ones weight

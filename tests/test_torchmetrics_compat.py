@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection, SumMetric
 from torchmetrics.metric import CompositionalMetric
 from torchmetrics.wrappers import ClasswiseWrapper, MetricTracker, MinMaxMetric, MultitaskWrapper
 
@@ -220,6 +220,36 @@ def test_an_entry_of_a_metric_pickles_and_prints():
     copy = pickle.loads(pickle.dumps(scaled))
     assert copy.compute().item() == pytest.approx(100.0)
     assert "getitem" in repr(copy)
+
+
+def test_set_dtype_of_an_expression_casts_each_of_its_metrics_once():
+    """``(ctr * 100).set_dtype(torch.float16)`` (and a ``MetricCollection``'s ``set_dtype`` of such a member) cast
+    nothing: TorchMetrics' ``CompositionalMetric`` only casts its own buffers, so the float64 sums of its metrics
+    stayed as they were while every other metric of the collection was cast. Now each metric of the expression
+    takes the ``set_dtype`` once (a rate metric's keeps its float64 counts, its own rule), and a dtype the states
+    cannot sum in is refused before any metric changes."""
+    ctr, other = tmx.CTR(), tmx.Calibration()
+    collection = MetricCollection({"ctr": (ctr * 100 + ctr) / 101, "calibration": other})
+    collection.set_dtype(torch.float16)
+    assert set(_state_dtypes(ctr).values()) == set(_state_dtypes(other).values()) == {torch.float16}
+    target = np.array([1.0, 0.0, 0.0, 1.0, 1.0])
+    collection.update(torch.full((5,), 0.5), torch.tensor(target))
+    assert collection.compute()["ctr"].item() == pytest.approx(target.mean(), rel=1e-3)
+    kept = tmx.Throughput(warmup_steps=0)
+    examples = kept["total_examples"] * 1
+    examples.set_dtype(torch.float16)
+    assert set(_state_dtypes(kept).values()) == {torch.float64}
+    examples.update(torch.zeros(70_000))  # past float16's 65,504
+    assert examples.compute().item() == 70_000
+    sum_metric = SumMetric()
+    mixed = ctr + sum_metric
+    with pytest.raises(TypeError, match=r"Expected `dst_type` to be a floating dtype"):
+        mixed.set_dtype(torch.int32)
+    assert sum_metric.sum_value.dtype == torch.float32
+    assert set(_state_dtypes(ctr).values()) == {torch.float16}
+    assert mixed.set_dtype(torch.float64) is mixed
+    assert sum_metric.sum_value.dtype == torch.float64
+    assert set(_state_dtypes(ctr).values()) == {torch.float64}
 
 
 # ----------------------------------------------------------------------------- wrappers

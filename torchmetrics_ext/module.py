@@ -488,6 +488,13 @@ class RecMetricModule(CheckpointLoading):
                     f"Metric 'throughput' of task {clash[0]!r} would be logged as {prefix}throughput/{clash[0]}, "
                     "a key of the module's throughput: rename the metric or the task, or pass throughput=False."
                 )
+        # A compute group's metric given already updated (merged, loaded) starts empty, whichever of the group it
+        # is: the first one's samples would otherwise be every member's, a later one's dropped at compute. Said
+        # before anything changes: a warning raised as an error (-W error) refuses the module, and the caller's
+        # metric must then be as it was (the reset comes once the module is built)
+        carried = [n for g in self._groups if len(g) > 1 for n in g if holds_anything(stacked[n])]
+        if carried:
+            _warn_carried_samples(carried, self._groups)
         # Each metric is one unit: the metric itself, or Windowed(metric) with lifetime and window
         # children. MetricCollection shares states by reference only at its top level, where a
         # Windowed wrapper holds none, so group members are fed by the module instead: only
@@ -519,13 +526,8 @@ class RecMetricModule(CheckpointLoading):
         for name, lead in self._leader.items():
             if lead != name:  # a group member's states are its leader's: saved once, with the leader
                 self._unit(name).persistent(False)
-        # A compute group's metric given already updated (merged, loaded) starts empty, whichever of the group it
-        # is: the first one's samples would otherwise be every member's, a later one's dropped at compute
-        carried = [n for g in self._groups if len(g) > 1 for n in g if holds_anything(stacked[n])]
         for name in carried:
             self._unit(name).reset()
-        if carried:
-            _warn_carried_samples(carried, self._groups)
         self._mark_members()  # a reset of a member's own counts from here
         self._num_copies = len(per_task) * num_tasks
         # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)

@@ -30,8 +30,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import torch
 from torchmetrics import Metric
 from torchmetrics.metric import CompositionalMetric
+
+from torchmetrics_ext.utilities.checks import check_state_dtype
 
 # operator method name -> how the user wrote it
 _BINARY = {
@@ -208,6 +211,21 @@ class _Expression(TensorArithmetic, CompositionalMetric):
         """Reset each metric of the expression once."""
         for metric in self._metrics():
             metric.reset()
+
+    def set_dtype(self, dst_type: str | torch.dtype) -> _Expression:
+        """Each metric's own ``set_dtype`` once (TorchMetrics' casts the expression's buffers, no metric's states).
+
+        Each metric keeps its own rule (a rate metric's float64 counts stay); a ``dst_type`` the states cannot
+        sum in is refused before any metric changes.
+
+        Raises:
+            TypeError: ``dst_type`` is not a floating dtype the states could sum in
+                (:func:`~torchmetrics_ext.utilities.checks.check_state_dtype`).
+        """
+        check_state_dtype(dst_type)
+        for metric in self._metrics():
+            metric.set_dtype(dst_type)
+        return self
 
 
 class _DictEntry(TensorArithmetic, CompositionalMetric):

@@ -1374,13 +1374,13 @@ def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
 
 
 def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
-    (tmp_path / "dup.csv").write_text("p,y,p\n0.1,0,0.5\n0.9,1,0.5\n")
-    arrays = [pa.array([0.1, 0.9]), pa.array([0, 1]), pa.array([0.5, 0.5])]
-    pq.write_table(pa.Table.from_arrays(arrays, names=["p", "y", "p"]), tmp_path / "dup.parquet")
+    (tmp_path / "dup.csv").write_text("p,y,p,q\n0.1,0,0.5,0.3\n0.9,1,0.5,0.6\n")
+    arrays = [pa.array([0.1, 0.9]), pa.array([0, 1]), pa.array([0.5, 0.5]), pa.array([0.3, 0.6])]
+    pq.write_table(pa.Table.from_arrays(arrays, names=["p", "y", "p", "q"]), tmp_path / "dup.parquet")
     for name in ("dup.csv", "dup.parquet"):
         path = str(tmp_path / name)
         for by, role in (([], "predictions of task 't'"), (["p"], "--by segment")):
-            task = ("y", "y") if by else ("p", "y")
+            task = ("q", "y") if by else ("p", "y")  # (a task may not read one column as both: RecTaskInfo)
             with pytest.raises(InvalidDataError, match=rf"{re.escape(name)}: column 'p' \({role}\) is duplicated: 2 "):
                 evaluate(path, {"t": task}, ["ctr"], by=by)
         assert cli.main(["evaluate", path, "--predictions", "p", "--labels", "y", "--metrics", "ctr"]) == 2

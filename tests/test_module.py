@@ -1374,6 +1374,40 @@ def test_task_info_rejects_bad_fields(kwargs, match):
         tmx.RecTaskInfo(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(label_name="y", prediction_name="y"),
+            "`RecTaskInfo.label_name` and `RecTaskInfo.prediction_name` are both 'y'",
+        ),
+        (dict(label_name="y", prediction_name="p", group_id_name="y"), "label_name` and `RecTaskInfo.group_id_name`"),
+        (
+            dict(label_name="y", prediction_name="p", session_id_name="p"),
+            "prediction_name` and `RecTaskInfo.session_id",
+        ),
+    ],
+)
+def test_task_info_refuses_one_column_read_as_two_inputs(kwargs, match):
+    """A task whose labels and predictions named one column was accepted: its labels scored against
+    themselves gave NE ~0, AUC 1 and calibration 1 without a word (a copy-paste slip in the config)."""
+    with pytest.raises(ValueError, match=match):
+        tmx.RecTaskInfo("click", **kwargs)
+    # one id column for both grouped and ranking metrics stays allowed, and a weight column may repeat
+    # the labels (evaluate's `weights=` of a label column weighs by it on purpose)
+    tmx.RecTaskInfo("click", "y", "p", weight_name="y")
+    task = tmx.RecTaskInfo("click", "y", "p", group_id_name="user", session_id_name="user")
+    module = tmx.RecMetricModule([task], ["ne", "auc"], throughput=False)
+    module.update(
+        {
+            "p": torch.tensor([0.2, 0.8, 0.6, 0.1]),
+            "y": torch.tensor([0, 1, 0, 1]),
+            "user": torch.zeros(4, dtype=torch.long),
+        }
+    )
+    assert module.compute()["auc/click"].item() == pytest.approx(roc_auc_score([0, 1, 0, 1], [0.2, 0.8, 0.6, 0.1]))
+
+
 # ----------------------------------------------------------------------------- keys
 
 

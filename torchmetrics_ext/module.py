@@ -159,6 +159,24 @@ class RecTaskInfo:
                 "Expected `RecTaskInfo.name` to be printable, without '/', '|' or '.' (they separate key parts), "
                 f"got {self.name!r}."
             )
+        # one column read as two inputs gives a value without a word (NE ~0 and AUC 1 for labels scored
+        # by themselves): a wrong column name, never a task
+        # (a weight column may repeat the labels or predictions: evaluate's `weights=` of a label column
+        # weighs by it on purpose)
+        columns = {"label_name": self.label_name, "prediction_name": self.prediction_name}
+        for f in ("group_id_name", "session_id_name"):
+            if getattr(self, f) is not None:
+                columns[f] = getattr(self, f)
+        names = list(columns)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                if {first, second} == {"group_id_name", "session_id_name"}:
+                    continue  # one id column (user) may serve both grouped and ranking metrics
+                if columns[first] == columns[second]:
+                    raise ValueError(
+                        f"Task {self.name!r}: `RecTaskInfo.{first}` and `RecTaskInfo.{second}` are both "
+                        f"{columns[first]!r}; each must name a column of its own."
+                    )
 
 
 @dataclass(frozen=True)

@@ -1133,6 +1133,19 @@ def test_a_missing_column_names_the_keys_there_are():
         tmx.RecMetricModule([task], {"ne": "ne"}, throughput=False).update(typo)
 
 
+def test_a_missing_column_is_never_guessed_as_a_column_another_task_reads():
+    """A step without `like_label` was told "did you mean 'click_label'?": the click task's labels, which
+    read as the like task's would score one task twice. A real typo of the key is still suggested."""
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred") for t in ("click", "like")]
+    module = tmx.RecMetricModule(tasks, {"ne": "ne"}, throughput=False)
+    step = {"click_pred": torch.rand(4), "click_label": torch.tensor([0, 1, 0, 1]), "like_pred": torch.rand(4)}
+    with pytest.raises(KeyError) as caught:
+        module.update(step)
+    assert "has no label column 'like_label'; its keys are" in str(caught.value)  # no guess
+    with pytest.raises(KeyError, match=re.escape("column 'like_label' (did you mean 'like_labels'?)")):
+        module.update({**step, "like_labels": torch.tensor([1, 0, 0, 1])})
+
+
 def test_an_empty_step_changes_nothing():
     data = make_data(6)
     module = build()

@@ -12,7 +12,7 @@ import copy
 import difflib
 import inspect
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
@@ -1188,7 +1188,8 @@ class RecMetricModule(CheckpointLoading):
 
         def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
             if key is None or key not in model_out:  # the error path only: name what there is
-                raise KeyError(_missing_column(task, field, key, model_out))
+                read = {c for t in self.tasks for c in (t.label_name, t.prediction_name)}  # never another's guess
+                raise KeyError(_missing_column(task, field, key, model_out, taken=read))
             value = model_out[key]
             if not isinstance(value, Tensor):
                 raise TypeError(
@@ -1885,11 +1886,18 @@ def _columns_read(task: RecTaskInfo) -> str:
     )
 
 
-def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: Mapping[str, Any]) -> str:
-    """Why a task's column is not in ``model_out``: the keys it has and the closest one to ``key``."""
+def _missing_column(
+    task: RecTaskInfo, field: str, key: str | None, model_out: Mapping[str, Any], taken: Collection[str] = ()
+) -> str:
+    """Why a task's column is not in ``model_out``: the keys it has and the closest one to ``key``.
+
+    ``taken``: columns that tasks already read as labels or predictions, never suggested (a missing
+    ``like_label`` next to ``click_label`` is not a typo of it: reading it would score one task twice).
+    """
     present = [str(k) for k in model_out]
     shown = present[:20] + ([f"... ({len(present)} in all)"] if len(present) > 20 else [])
-    guess = difflib.get_close_matches(key, present, n=1) if isinstance(key, str) else []
+    free = [k for k in present if k not in taken]
+    guess = difflib.get_close_matches(key, free, n=1) if isinstance(key, str) else []
     hint = f" (did you mean {guess[0]!r}?)" if guess else ""
     text = f"Task {task.name!r}: `model_out` has no {field} column {key!r}{hint}; its keys are {shown}."
     if (field, key) in (("prediction", "prediction"), ("label", "label")):  # RecTaskInfo's defaults

@@ -3138,6 +3138,26 @@ def test_a_missing_column_names_the_one_it_most_likely_meant(tmp_path, given, me
         evaluate(tmp_path / "wide.parquet", {"click": ("zzz", "y_click")}, ["ctr"])  # nothing close: no guess
 
 
+def test_a_missing_column_is_never_guessed_as_a_column_read_in_another_role(tmp_path, capsys):
+    """No `y_like` column was told "did you mean 'y_click'?", the click task's labels: reading them as the
+    like task's would score the click task twice. A column no role reads is still suggested."""
+    pq.write_table(pa.table({"p_click": [0.2, 0.7], "y_click": [0, 1], "p_like": [0.4, 0.1]}), tmp_path / "x.parquet")
+    tasks = {"click": ("p_click", "y_click"), "like": ("p_like", "y_like")}
+    with pytest.raises(
+        InvalidDataError, match=r"column 'y_like' \(labels of task 'like'\) is missing; found columns \[.*\]\.$"
+    ):
+        evaluate(tmp_path / "x.parquet", tasks, ["ctr"], progress=False)
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "click=p_click:y_click", "--task", "like=p_like:y_like"]
+    assert cli.main([*args, "--no-progress"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+    pq.write_table(
+        pa.table({"p_click": [0.2, 0.7], "y_click": [0, 1], "p_like": [0.4, 0.1], "y_likes": [1, 0]}),
+        tmp_path / "x.parquet",
+    )
+    with pytest.raises(InvalidDataError, match=re.escape("] (did you mean 'y_likes'?).")):
+        evaluate(tmp_path / "x.parquet", tasks, ["ctr"], progress=False)
+
+
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):
     with pytest.raises(InvalidDataError, match="no such file, directory or glob match"):
         evaluate(tmp_path / "nope-*.parquet", TASKS)

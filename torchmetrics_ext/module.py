@@ -164,9 +164,9 @@ class RecTaskInfo:
         # (a weight column may repeat the labels or predictions: evaluate's `weights=` of a label column
         # weighs by it on purpose)
         columns = {"label_name": self.label_name, "prediction_name": self.prediction_name}
-        for f in ("group_id_name", "session_id_name"):
-            if getattr(self, f) is not None:
-                columns[f] = getattr(self, f)
+        for id_field in ("group_id_name", "session_id_name"):
+            if getattr(self, id_field) is not None:
+                columns[id_field] = getattr(self, id_field)
         names = list(columns)
         for i, first in enumerate(names):
             for second in names[i + 1 :]:

@@ -1374,13 +1374,13 @@ def test_nan_of_a_pandas_frame_is_its_missing_value_the_null_segment():
 
 
 def test_duplicated_column_names_are_one_clear_error(tmp_path, capsys):
-    (tmp_path / "dup.csv").write_text("p,y,p\n0.1,0,0.5\n0.9,1,0.5\n")
-    arrays = [pa.array([0.1, 0.9]), pa.array([0, 1]), pa.array([0.5, 0.5])]
-    pq.write_table(pa.Table.from_arrays(arrays, names=["p", "y", "p"]), tmp_path / "dup.parquet")
+    (tmp_path / "dup.csv").write_text("p,y,p,q\n0.1,0,0.5,0.3\n0.9,1,0.5,0.6\n")
+    arrays = [pa.array([0.1, 0.9]), pa.array([0, 1]), pa.array([0.5, 0.5]), pa.array([0.3, 0.6])]
+    pq.write_table(pa.Table.from_arrays(arrays, names=["p", "y", "p", "q"]), tmp_path / "dup.parquet")
     for name in ("dup.csv", "dup.parquet"):
         path = str(tmp_path / name)
         for by, role in (([], "predictions of task 't'"), (["p"], "--by segment")):
-            task = ("y", "y") if by else ("p", "y")
+            task = ("q", "y") if by else ("p", "y")  # (a task may not read one column as both: RecTaskInfo)
             with pytest.raises(InvalidDataError, match=rf"{re.escape(name)}: column 'p' \({role}\) is duplicated: 2 "):
                 evaluate(path, {"t": task}, ["ctr"], by=by)
         assert cli.main(["evaluate", path, "--predictions", "p", "--labels", "y", "--metrics", "ctr"]) == 2
@@ -3136,6 +3136,26 @@ def test_a_missing_column_names_the_one_it_most_likely_meant(tmp_path, given, me
         evaluate(tmp_path / "wide.parquet", metrics=["ctr"], progress=False, **call)
     with pytest.raises(InvalidDataError, match=r"column 'zzz' .* is missing; found columns \[.*\]\.$"):
         evaluate(tmp_path / "wide.parquet", {"click": ("zzz", "y_click")}, ["ctr"])  # nothing close: no guess
+
+
+def test_a_missing_column_is_never_guessed_as_a_column_read_in_another_role(tmp_path, capsys):
+    """No `y_like` column was told "did you mean 'y_click'?", the click task's labels: reading them as the
+    like task's would score the click task twice. A column no role reads is still suggested."""
+    pq.write_table(pa.table({"p_click": [0.2, 0.7], "y_click": [0, 1], "p_like": [0.4, 0.1]}), tmp_path / "x.parquet")
+    tasks = {"click": ("p_click", "y_click"), "like": ("p_like", "y_like")}
+    with pytest.raises(
+        InvalidDataError, match=r"column 'y_like' \(labels of task 'like'\) is missing; found columns \[.*\]\.$"
+    ):
+        evaluate(tmp_path / "x.parquet", tasks, ["ctr"], progress=False)
+    args = ["evaluate", str(tmp_path / "x.parquet"), "--task", "click=p_click:y_click", "--task", "like=p_like:y_like"]
+    assert cli.main([*args, "--no-progress"]) == 2
+    assert "did you mean" not in capsys.readouterr().err
+    pq.write_table(
+        pa.table({"p_click": [0.2, 0.7], "y_click": [0, 1], "p_like": [0.4, 0.1], "y_likes": [1, 0]}),
+        tmp_path / "x.parquet",
+    )
+    with pytest.raises(InvalidDataError, match=re.escape("] (did you mean 'y_likes'?).")):
+        evaluate(tmp_path / "x.parquet", tasks, ["ctr"], progress=False)
 
 
 def test_missing_paths_and_bad_arguments(tmp_path, dataset):

@@ -1133,6 +1133,19 @@ def test_a_missing_column_names_the_keys_there_are():
         tmx.RecMetricModule([task], {"ne": "ne"}, throughput=False).update(typo)
 
 
+def test_a_missing_column_is_never_guessed_as_a_column_another_task_reads():
+    """A step without `like_label` was told "did you mean 'click_label'?": the click task's labels, which
+    read as the like task's would score one task twice. A real typo of the key is still suggested."""
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred") for t in ("click", "like")]
+    module = tmx.RecMetricModule(tasks, {"ne": "ne"}, throughput=False)
+    step = {"click_pred": torch.rand(4), "click_label": torch.tensor([0, 1, 0, 1]), "like_pred": torch.rand(4)}
+    with pytest.raises(KeyError) as caught:
+        module.update(step)
+    assert "has no label column 'like_label'; its keys are" in str(caught.value)  # no guess
+    with pytest.raises(KeyError, match=re.escape("column 'like_label' (did you mean 'like_labels'?)")):
+        module.update({**step, "like_labels": torch.tensor([1, 0, 0, 1])})
+
+
 def test_an_empty_step_changes_nothing():
     data = make_data(6)
     module = build()
@@ -1372,6 +1385,40 @@ def test_constructor_rejects_bad_arguments(kwargs, exc, match):
 def test_task_info_rejects_bad_fields(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tmx.RecTaskInfo(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            dict(label_name="y", prediction_name="y"),
+            "`RecTaskInfo.label_name` and `RecTaskInfo.prediction_name` are both 'y'",
+        ),
+        (dict(label_name="y", prediction_name="p", group_id_name="y"), "label_name` and `RecTaskInfo.group_id_name`"),
+        (
+            dict(label_name="y", prediction_name="p", session_id_name="p"),
+            "prediction_name` and `RecTaskInfo.session_id",
+        ),
+    ],
+)
+def test_task_info_refuses_one_column_read_as_two_inputs(kwargs, match):
+    """A task whose labels and predictions named one column was accepted: its labels scored against
+    themselves gave NE ~0, AUC 1 and calibration 1 without a word (a copy-paste slip in the config)."""
+    with pytest.raises(ValueError, match=match):
+        tmx.RecTaskInfo("click", **kwargs)
+    # one id column for both grouped and ranking metrics stays allowed, and a weight column may repeat
+    # the labels (evaluate's `weights=` of a label column weighs by it on purpose)
+    tmx.RecTaskInfo("click", "y", "p", weight_name="y")
+    task = tmx.RecTaskInfo("click", "y", "p", group_id_name="user", session_id_name="user")
+    module = tmx.RecMetricModule([task], ["ne", "auc"], throughput=False)
+    module.update(
+        {
+            "p": torch.tensor([0.2, 0.8, 0.6, 0.1]),
+            "y": torch.tensor([0, 1, 0, 1]),
+            "user": torch.zeros(4, dtype=torch.long),
+        }
+    )
+    assert module.compute()["auc/click"].item() == pytest.approx(roc_auc_score([0, 1, 0, 1], [0.2, 0.8, 0.6, 0.1]))
 
 
 # ----------------------------------------------------------------------------- keys

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 from pathlib import Path
 
 import numpy as np
@@ -226,3 +227,28 @@ def test_map_twin_is_also_named_map_without_shadowing_the_builtin():
     preds, target = torch.tensor([[0.9, 0.8, 0.1]]), torch.tensor([[0, 1, 1]])
     # AP of ranks 2 and 3 relevant: (1/2 + 2/3) / 2
     assert tmx.functional.map(preds, target).item() == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        ("NDCG", " (did you mean 'ndcg'?)."),
+        ("Recall@10", " (did you mean 'recall'?; the cutoff 10 goes in `ks`)."),
+        ("hit-rate", " (did you mean 'hit_rate'?)."),
+        ("hitrate", " (did you mean 'hit_rate'?)."),
+        ("mAP", " (did you mean 'map'?)."),
+        ("xyz", "got 'xyz'."),
+    ],
+)
+def test_an_unknown_ranking_name_suggests_the_one_meant(given, hint):
+    """`RankingMetrics(metrics=("NDCG", "Recall@10"))`, names as TorchMetrics' classes and the Hugging Face
+    adapter's own keys write them, got the list of names alone (the module's registry names a guess)."""
+    for build in (
+        lambda: tmx.RankingMetrics(ks=(1,), metrics=("ndcg", given)),
+        lambda: tmf.ranking_metrics(torch.rand(1, 3), torch.tensor([[0, 1, 0]]), ks=(1,), metrics=(given,)),
+    ):
+        with pytest.raises(
+            ValueError, match=r"^Expected `metrics` entries from \(.*\), got " + re.escape(f"{given!r}")
+        ) as caught:
+            build()
+        assert str(caught.value).endswith(hint)

@@ -12,7 +12,7 @@ import copy
 import difflib
 import inspect
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
@@ -159,6 +159,24 @@ class RecTaskInfo:
                 "Expected `RecTaskInfo.name` to be printable, without '/', '|' or '.' (they separate key parts), "
                 f"got {self.name!r}."
             )
+        # one column read as two inputs gives a value without a word (NE ~0 and AUC 1 for labels scored
+        # by themselves): a wrong column name, never a task
+        # (a weight column may repeat the labels or predictions: evaluate's `weights=` of a label column
+        # weighs by it on purpose)
+        columns = {"label_name": self.label_name, "prediction_name": self.prediction_name}
+        for id_field in ("group_id_name", "session_id_name"):
+            if getattr(self, id_field) is not None:
+                columns[id_field] = getattr(self, id_field)
+        names = list(columns)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                if {first, second} == {"group_id_name", "session_id_name"}:
+                    continue  # one id column (user) may serve both grouped and ranking metrics
+                if columns[first] == columns[second]:
+                    raise ValueError(
+                        f"Task {self.name!r}: `RecTaskInfo.{first}` and `RecTaskInfo.{second}` are both "
+                        f"{columns[first]!r}; each must name a column of its own."
+                    )
 
 
 @dataclass(frozen=True)
@@ -1172,7 +1190,8 @@ class RecMetricModule(CheckpointLoading):
 
         def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
             if key is None or key not in model_out:  # the error path only: name what there is
-                raise KeyError(_missing_column(task, field, key, model_out))
+                read = {c for t in self.tasks for c in (t.label_name, t.prediction_name)}  # never another's guess
+                raise KeyError(_missing_column(task, field, key, model_out, taken=read))
             value = model_out[key]
             if not isinstance(value, Tensor):
                 raise TypeError(
@@ -1874,11 +1893,18 @@ def _columns_read(task: RecTaskInfo) -> str:
     )
 
 
-def _missing_column(task: RecTaskInfo, field: str, key: str | None, model_out: Mapping[str, Any]) -> str:
-    """Why a task's column is not in ``model_out``: the keys it has and the closest one to ``key``."""
+def _missing_column(
+    task: RecTaskInfo, field: str, key: str | None, model_out: Mapping[str, Any], taken: Collection[str] = ()
+) -> str:
+    """Why a task's column is not in ``model_out``: the keys it has and the closest one to ``key``.
+
+    ``taken``: columns that tasks already read as labels or predictions, never suggested (a missing
+    ``like_label`` next to ``click_label`` is not a typo of it: reading it would score one task twice).
+    """
     present = [str(k) for k in model_out]
     shown = present[:20] + ([f"... ({len(present)} in all)"] if len(present) > 20 else [])
-    guess = difflib.get_close_matches(key, present, n=1) if isinstance(key, str) else []
+    free = [k for k in present if k not in taken]
+    guess = difflib.get_close_matches(key, free, n=1) if isinstance(key, str) else []
     hint = f" (did you mean {guess[0]!r}?)" if guess else ""
     text = f"Task {task.name!r}: `model_out` has no {field} column {key!r}{hint}; its keys are {shown}."
     if (field, key) in (("prediction", "prediction"), ("label", "label")):  # RecTaskInfo's defaults

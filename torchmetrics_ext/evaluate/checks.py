@@ -156,19 +156,27 @@ def _partition_hint(source: str, name: str) -> str:
     )
 
 
-def _closest_column(name: str, names: list[str]) -> str:
+def _closest_column(name: str, names: list[str], taken: Collection[str] = ()) -> str:
     """``" (did you mean 'p_click'?)"`` for the column a missing ``name`` most likely meant, or ``""``.
 
     The same name but for case or spaces around it (``--task "click = p_click : y_click"``), else
-    the closest spelling: in a log table of hundreds of columns the list alone hides it.
+    the closest spelling: in a log table of hundreds of columns the list alone hides it. Columns in
+    ``taken`` (read in another role) are never the guess: a missing ``y_like`` next to the ``y_click``
+    another task reads is no typo of it.
     """
+    names = [n for n in names if n not in taken]
     same = [n for n in names if n.strip().casefold() == name.strip().casefold()]
     guess = same or difflib.get_close_matches(name, names, n=1, cutoff=0.75)
     return f" (did you mean {guess[0]!r}?)" if guess else ""
 
 
 def check_column(
-    source: str, schema: pa.Schema, name: str, role: str, hint: Callable[[str], str] | None = None
+    source: str,
+    schema: pa.Schema,
+    name: str,
+    role: str,
+    hint: Callable[[str], str] | None = None,
+    taken: Collection[str] = (),
 ) -> pa.DataType:
     """The type of column ``name``; :class:`InvalidDataError` if it is missing or not the only one of that name.
 
@@ -178,6 +186,7 @@ def check_column(
         name: the column.
         role: what it is for, for the message (``"labels of task 'click'"``).
         hint: where a missing column may be instead (a DataFrame's index), added to the message.
+        taken: the other columns read, never suggested for a missing one.
     """
     found = schema.get_all_field_indices(name)
     if not found:
@@ -188,7 +197,7 @@ def check_column(
                 "text (a file saved as latin-1 or cp1252?); CSV files are read as UTF-8: save the file as UTF-8."
             )
         extra = (hint(name) if hint is not None else "") + _partition_hint(source, name) + delimiter_hint(names)
-        guess = _closest_column(name, names)
+        guess = _closest_column(name, names, taken)
         extra += _separator_hint(name, names, role)
         raise InvalidDataError(f"{source}: column {name!r} ({role}) is missing; found columns {names}{guess}.{extra}")
     if len(found) > 1:
@@ -238,8 +247,9 @@ def check_schema(
             would make a file valid or not with its size).
         hint: where a missing column may be instead (see :func:`check_column`).
     """
+    read = {column.name for column in columns}
     for column in columns:
-        dtype = check_column(source, schema, column.name, column.role, hint)
+        dtype = check_column(source, schema, column.name, column.role, hint, read)
         guessed = inferred if isinstance(inferred, bool) else column.name in inferred
         if not guessed and not _type_ok(column.kind, dtype):
             ids = f" {TEXT_IDS_HINT}" if column.kind == "id" and _is_text(dtype) else ""

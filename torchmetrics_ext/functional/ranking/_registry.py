@@ -14,6 +14,7 @@ then a function in :mod:`~torchmetrics_ext.functional.ranking.single` and a clas
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 
 import torch
@@ -144,8 +145,23 @@ def ranking_spec(name: object) -> RankingSpec:
     text = as_str(name)  # a NumPy string (0-dim array too) is its Python string
     spec = None if text is None else SPECS.get(text)
     if spec is None:
-        raise ValueError(f"Expected `metrics` entries from {tuple(SPECS)}, got {name!r}.")
+        hint = "" if text is None else _closest_name(text)
+        raise ValueError(f"Expected `metrics` entries from {tuple(SPECS)}, got {name!r}{hint}.")
     return spec
+
+
+def _closest_name(text: str) -> str:
+    """`` (did you mean 'ndcg'?)`` for the name ``text`` most likely meant, or ``""`` (the error path only).
+
+    Names as other libraries and the Hugging Face adapter's keys write them (``"NDCG"``, ``"Recall@10"``,
+    ``"hit-rate"``) are this registry's but for case, separators and a cutoff, which goes in ``ks``.
+    """
+    base, at, cutoff = text.strip().casefold().replace("-", "_").partition("@")
+    guess = difflib.get_close_matches(base, list(SPECS), n=1, cutoff=0.75)
+    if not guess:
+        return ""
+    where = f"; the cutoff {cutoff} goes in `ks`" if at and cutoff.isdigit() else ""
+    return f" (did you mean {guess[0]!r}?{where})"
 
 
 def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[Request]:

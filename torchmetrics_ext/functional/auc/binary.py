@@ -496,12 +496,34 @@ def _unit_scaled(hist: Tensor) -> Tensor:
     return hist * power_of_two(half, hist.dtype) * power_of_two(rest, hist.dtype)
 
 
+# tasks per block of the binned compute: as many as keep each of its (T_block, B) temporaries at or
+# below this many elements (one task at least); the default 10k bins fit 104 tasks in one block
+_BINNED_BLOCK_ELEMENTS = 1 << 20
+
+
 def _binned_curve_stats(hist: Tensor) -> CurveStats:
     """``(P, N, auc_num, ap_num)`` per task from a ``(2, T, B)`` histogram (one curve point per bin).
 
     Computed on the histogram scaled per task by a power of two (:func:`_unit_scaled`): ``P`` and
     ``N`` come out scaled alike, which leaves AUC (``auc_num / (P N)``) and AP (``ap_num / P``) as they are.
+
+    Tasks are taken in blocks of at most :data:`_BINNED_BLOCK_ELEMENTS` histogram entries per class
+    (one task at least): a pass holds about eight copies of its slice of the histogram at its peak,
+    so one pass over every task needed four to five times the histogram's own 16 bytes per bin and
+    task (1M bins and 256 tasks: a 4 GB state and 16 GB or more at ``compute``). A block's peak is
+    about 128 MB; the number of blocks grows with ``T B`` (the work), not with ``T``.
     """
+    num_tasks, num_bins = hist.shape[1], hist.shape[2]
+    per_block = max(1, _BINNED_BLOCK_ELEMENTS // max(num_bins, 1))
+    if per_block >= num_tasks:
+        return _binned_block_stats(hist)
+    parts = [_binned_block_stats(hist[:, t0 : t0 + per_block]) for t0 in range(0, num_tasks, per_block)]
+    pos_total, neg_total, auc_num, ap_num = (torch.cat(part) for part in zip(*parts))
+    return pos_total, neg_total, auc_num, ap_num
+
+
+def _binned_block_stats(hist: Tensor) -> CurveStats:
+    """:func:`_binned_curve_stats` of one block of tasks, in one pass."""
     hist = _unit_scaled(hist)
     pos, neg = hist[1].flip(-1), hist[0].flip(-1)
     cp, cn = pos.cumsum(-1), neg.cumsum(-1)

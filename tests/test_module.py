@@ -3960,6 +3960,42 @@ def test_a_step_while_a_windowed_metric_is_synced_by_hand_is_refused_whole(specs
         torch.testing.assert_close(values[f"{key}/window"], value, rtol=1e-12, atol=0, equal_nan=True, msg=key)
 
 
+@pytest.mark.filterwarnings("ignore:throughput is undefined:torchmetrics_ext.utilities.warnings.UndefinedMetricWarning")
+@pytest.mark.parametrize("synced", ["ne", "auc", "mse", "ndcg@3", "throughput"])
+def test_a_step_while_a_plain_metric_or_the_throughput_is_synced_by_hand_is_refused_whole(synced):
+    """The refusal above, without a window. A unit synced by hand took the step into its gathered states,
+    which ``unsync()`` dropped, after the units before it had taken it (NE updated, MSE not: a step half
+    applied), an exact one (AUC, a ranking copy) failed with ``AttributeError: 'Tensor' object has no attribute
+    'append'`` after the others had taken the step, and the throughput refused it after every metric had."""
+    from torchmetrics.utilities.exceptions import TorchMetricsUserError
+
+    specs = {"ne": "ne", "auc": "auc", "mse": "mse", "ndcg@3": "ndcg@3"}
+    steps = [make_data(s, n=12) for s in range(3)]
+    module = tmx.RecMetricModule(TASKS, specs)
+    module.update(steps[0])
+    module.update(steps[1])
+    before = {k: v for k, v in module.local_compute().items() if not k.startswith("throughput")}
+    units = {"throughput": module.throughput, "ndcg@3": module.ranking["ndcg@3"][1]}  # the ranking copy of "buy"
+    unit = units[synced] if synced in units else module.metrics[synced]
+    unit.sync(dist_sync_fn=lambda tensor, group=None: [tensor, tensor], distributed_available=lambda: True)
+    with pytest.raises(TorchMetricsUserError, match=r"synced .*no metric took the step"):
+        module.update(steps[2])
+    unit.unsync()
+    after = module.local_compute()
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+    assert after["throughput/total_examples"].item() == 24
+    module.update(steps[2])  # and the module goes on, each step once
+    values = module.compute()
+    whole = {k: torch.cat([s[k] for s in steps]).numpy() for k in steps[0]}
+    p, y, w = whole["click_pred"].astype(np.float64), whole["click_label"], whole["click_w"]
+    assert values["ne/click"].item() == pytest.approx(ref_ne(p, y, w), rel=1e-9)
+    # the exact AUC keeps float32 weights (docs/auc.md)
+    assert values["auc/click"].item() == pytest.approx(roc_auc_score(y, p, sample_weight=w), rel=1e-6)
+    assert values["mse/click"].item() == pytest.approx(np.average((p - y) ** 2, weights=w), rel=1e-9)
+    assert values["throughput/total_examples"].item() == 36
+
+
 def run_module(module: tmx.RecMetricModule, parts) -> tmx.RecMetricModule:
     for part in parts:
         module.update(part)

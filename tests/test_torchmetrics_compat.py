@@ -437,3 +437,83 @@ def test_windowed_set_dtype_takes_a_tensor_type_name(dst_type, dtype):
     out = metric.compute()
     assert out["lifetime"].item() == pytest.approx(target.mean(), rel=1e-6)
     assert out["window"].item() == pytest.approx(target[3:].mean(), rel=1e-6)  # the second update: 3 rows
+
+
+# a metric per kind of state: float64 sums, exact list states (scores and ids), an aggregation
+_SYNCED_BY_HAND: dict[str, Callable[[], Metric]] = {
+    "ne": lambda: tmx.NormalizedEntropy(),
+    "auc": lambda: tmx.AUC(),
+    "ndcg": lambda: tmx.NDCG(k=2),
+    "sum": lambda: Sum(),
+}
+
+
+def _synced_by_hand_batch(name: str, rank: int, part: int) -> dict[str, torch.Tensor]:
+    rng = np.random.default_rng(10 * rank + part)
+    preds = torch.tensor(rng.random(6))
+    if name == "sum":
+        return {"value": preds}
+    target = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 1.0])
+    queries = {"indexes": torch.tensor([0, 0, 0, 1, 1, 1]) + 2 * (2 * rank + part)} if name == "ndcg" else {}
+    return {"preds": preds, "target": target, **queries}
+
+
+def _update_while_synced_by_hand(rank: int, world_size: int, name: str) -> dict[str, Any]:
+    """Update, ``sync()`` by hand, try to update / merge / fold, ``unsync()``, update again, compute."""
+    metric = _SYNCED_BY_HAND[name]()
+    metric.update(**_synced_by_hand_batch(name, rank, 0))
+    metric.sync()
+    refused = []
+    attempts: list[Callable[[], Any]] = [
+        lambda: metric.update(**_synced_by_hand_batch(name, rank, 1)),
+        lambda: metric.merge_state(_SYNCED_BY_HAND[name]()),
+    ]
+    if name == "sum":
+        attempts.append(lambda: metric.fold(metric.summarize([1.0, 2.0])))
+    for attempt in attempts:
+        try:
+            attempt()
+            refused.append("accepted")
+        except Exception as error:  # the error is the result
+            refused.append(f"{type(error).__name__}: {error}")
+    metric.unsync()
+    metric.update(**_synced_by_hand_batch(name, rank, 1))
+    return {"refused": refused, "value": metric.compute(), "update_count": metric.update_count}
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("name", sorted(_SYNCED_BY_HAND))
+def test_an_update_between_a_manual_sync_and_unsync_is_refused_and_changes_nothing(ddp_pool, name):
+    """Real gloo, 2 ranks. Between ``sync()`` and ``unsync()`` (``sync_on_compute=False``'s manual pattern)
+    the states are every rank's; ``unsync`` puts the local ones back. An ``update`` then was kept in the
+    gathered sums and dropped by ``unsync`` without a word (NE, Sum), or failed inside TorchMetrics with
+    ``AttributeError: 'Tensor' object has no attribute 'append'`` (AUC, NDCG: a gathered list state is one
+    tensor). ``update``, ``merge_state`` and ``fold`` are now refused as TorchMetrics refuses ``forward``
+    (and ``Windowed`` its ``update``), and the value is the numpy/sklearn one over both ranks' batches."""
+    results = ddp_pool.run(_update_while_synced_by_hand, name)
+    batches = [_synced_by_hand_batch(name, rank, part) for rank in (0, 1) for part in (0, 1)]
+    if name == "sum":
+        expected = float(sum(b["value"].sum().item() for b in batches))
+    else:
+        preds = np.concatenate([b["preds"].numpy() for b in batches])
+        target = np.concatenate([b["target"].numpy() for b in batches])
+        if name == "ne":
+            expected = _normalized_entropy(preds, target)
+        elif name == "auc":
+            expected = roc_auc_score(target, preds)
+        else:  # NDCG@2 of the 8 queries (each batch's two queries of 3), binary gains, no ties
+            values = []
+            for query in range(len(preds) // 3):
+                p, y = preds[3 * query : 3 * query + 3], target[3 * query : 3 * query + 3]
+                gains = y[np.argsort(-p, kind="stable")][:2]
+                ideal = np.sort(y)[::-1][:2]
+                discounts = 1 / np.log2(np.arange(2, 4))
+                values.append((gains * discounts).sum() / (ideal * discounts).sum())
+            expected = float(np.mean(values))
+    for rank, result in enumerate(results):
+        assert all("shouldn't be synced" in text and "unsync" in text for text in result["refused"]), (
+            rank,
+            result["refused"],
+        )
+        assert result["update_count"] == 2, rank
+        assert result["value"].item() == pytest.approx(expected, rel=1e-6), rank

@@ -1038,6 +1038,18 @@ class RecMetricModule(CheckpointLoading):
                     "module is synced (its `sync()` was called without `unsync()`); no metric took the step. "
                     "HINT: call its `unsync()` first."
                 )
+        # the same for a plain unit or the throughput: the step would be kept in its gathered states and dropped by
+        # `unsync()` (the units before it having taken it), or fail inside an exact metric's lists
+        synced = None
+        if self.window_size is None:
+            synced = next((unit for unit, *_ in plan.updated if unit.__dict__.get("_is_synced")), None)
+        if synced is None and self.throughput is not None and self.throughput.__dict__.get("_is_synced"):
+            synced = self.throughput
+        if synced is not None:
+            raise TorchMetricsUserError(
+                f"RecMetricModule.update: the {type(synced).__name__} of this module is synced (its `sync()` "
+                "was called without `unsync()`); no metric took the step. HINT: call its `unsync()` first."
+            )
         # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit): the
         # flag `_trust_inputs` sets, written here in the dictionaries it writes (no two method calls per unit)
         states = [metric.__dict__ for metric in plan.trusted]

@@ -6,7 +6,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import TaskMetric, refuse_while_synced
 
 __all__ = ["AggregationMetric"]
 
@@ -77,7 +77,12 @@ class AggregationMetric(TaskMetric, Generic[S]):
         return type(self).compute(self)
 
     def fold(self, summary: S) -> None:
-        """Add a batch summary from :meth:`summarize` to the states; counts as one update."""
+        """Add a batch summary from :meth:`summarize` to the states; counts as one update.
+
+        Raises:
+            TorchMetricsUserError: the metric is synced (between ``sync()`` and ``unsync()``), as ``update``.
+        """
+        refuse_while_synced(self, "fold")
         self._fold(summary)
         state = self.__dict__  # this metric's own counters, set without nn.Module.__setattr__
         state["_update_count"] += 1

@@ -20,6 +20,7 @@ from torch.nn import Module
 from torchmetrics import Metric
 from torchmetrics.utilities.data import _squeeze_if_scalar, apply_to_collection, dim_zero_cat, dim_zero_sum
 from torchmetrics.utilities.distributed import gather_all_tensors
+from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
 from torchmetrics_ext.metrics._checkpoints import (
@@ -182,6 +183,23 @@ def recomputed_after(metric: Metric, change: Callable[[], None]) -> None:
     change()
     if metric._is_synced != was:
         metric.__dict__["_computed"] = None
+
+
+def refuse_while_synced(metric: Metric, method: str) -> None:
+    """TorchMetrics' refusal of ``forward`` on a synced metric, for ``method`` (``update``, ``merge_state``...).
+
+    Between a manual ``sync()`` and ``unsync()`` the states hold every rank's statistics and
+    ``unsync`` puts back the local ones cached before the sync: a batch added in between was
+    dropped without a word (sum states), or failed inside TorchMetrics' list handling (a list state
+    gathered into one tensor has no ``append``).
+
+    Raises:
+        TorchMetricsUserError: ``metric`` is synced; nothing changes.
+    """
+    if metric.__dict__.get("_is_synced"):
+        raise TorchMetricsUserError(
+            f"The Metric shouldn't be synced when performing ``{method}``. HINT: Did you forget to call ``unsync`` ?."
+        )
 
 
 def _one_element(element: Tensor, shape: torch.Size) -> Tensor:
@@ -454,6 +472,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
 
         @functools.wraps(update)
         def guarded(*args: Any, **kwargs: Any) -> None:
+            refuse_while_synced(self, "update")
             self._before_update(args, kwargs)
             state = self.__dict__
             count, computed = state["_update_count"], state["_computed"]
@@ -612,6 +631,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         Under ``torch.inference_mode()`` the merged states are ordinary tensors (as after
         ``reset``): a later update outside it writes into them in place.
         """
+        refuse_while_synced(self, "merge_state")
         if not isinstance(incoming_state, (dict, Metric)):  # TorchMetrics' check, before anything is read
             raise ValueError(
                 f"Expected incoming state to be a dict or an instance of Metric but got {type(incoming_state)}"

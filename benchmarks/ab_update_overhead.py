@@ -13,7 +13,8 @@ batches, and the best round of each side is reported with their ratio (this chec
 below 1 is faster), next to the median of the per-round ratios (the machine is shared: a round that
 one side spends descheduled moves the best round of that side only, the median ratio much less).
 ``--forward`` times ``metric(...)`` (the batch value and the accumulation, what Lightning calls
-every step) instead of ``update``.
+every step) instead of ``update``; ``AUC binned 1M`` and ``AUPRC binned 3 tasks`` (``(3, N)`` weighted)
+are forward's binned cases beside ``AUC binned`` (10,000 bins). ``--reps`` sets the calls per round.
 
     mkdir -p /tmp/base && git archive <rev> torchmetrics_ext | tar -x -C /tmp/base
     python benchmarks/ab_update_overhead.py /tmp/base
@@ -53,6 +54,8 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "Windowed(GroupedAUC, 1000)": (lambda m, va: m.Windowed(m.GroupedAUC(validate_args=va), 1000), "grouped"),
     "Windowed(XAUC, 1000)": (lambda m, va: m.Windowed(m.XAUC(validate_args=va), 1000), True),
     "AUC binned": (lambda m, va: m.AUC(num_bins=10_000, validate_args=va), False),
+    "AUC binned 1M": (lambda m, va: m.AUC(num_bins=1_000_000, validate_args=va), False),
+    "AUPRC binned 3 tasks": (lambda m, va: m.AUPRC(num_tasks=3, num_bins=10_000, validate_args=va), "3 tasks"),
     "AUPRC exact": (lambda m, va: m.AUPRC(validate_args=va), True),
     "GroupedAUC exact": (lambda m, va: m.GroupedAUC(validate_args=va), "grouped"),
     "XAUC": (lambda m, va: m.XAUC(validate_args=va), True),
@@ -104,6 +107,8 @@ def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int, 
         mask[::2, -1] = False
         args = [(b[0][: mask.numel()].reshape(mask.shape), b[1][: mask.numel()].reshape(mask.shape)) for b in data]
         kwargs = [{"mask": mask} for _ in data]
+    elif weighted == "3 tasks":  # (3, N) weighted: the batch's scores, reversed and rolled, as three tasks
+        args = [tuple(torch.stack([x, x.flip(0), x.roll(1)]) for x in b) for b in data]
     elif weighted == "grouped":
         groups = torch.arange(data[0][0].shape[0]) // 4
         args = [(*b[:2], groups, b[2]) for b in data]
@@ -122,13 +127,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[8, 8192])
     parser.add_argument("--cases", nargs="+", default=list(CASES), help="a subset of the metrics")
     parser.add_argument("--forward", action="store_true", help="time forward (metric(...)) instead of update")
+    parser.add_argument("--reps", type=int, default=None, help="calls per round (default 200, 50 above N=1024)")
     args = parser.parse_args()
     old = load_checkout(args.baseline)
     torch.set_num_threads(1)
     call = "forward" if args.forward else "update"
     for n in args.sizes:
         data = batches(n)
-        reps = 200 if n <= 1024 else 50
+        reps = args.reps if args.reps is not None else 200 if n <= 1024 else 50
         for validate in (True, False):
             for name in args.cases:
                 make, weighted = CASES[name]

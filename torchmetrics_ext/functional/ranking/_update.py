@@ -143,6 +143,8 @@ def _update_sums(
         fast = grouped_topk_values(
             rows.preds, rows.target, rows.indexes, rows.weights, requests, options, preds_writable=rows.preds_writable
         )
+        if fast is None and grid is not None and grid.keep is None:  # lists without padding: their rows as given
+            fast = first_hit_values(rows.preds, rows.target, rows.indexes, rows.weights, requests)
     if fast is None and grid is not None:
         # padded lists (or flat rows that are) the top-k merge does not take: each row sorted on its own, the
         # sort path's values bit for bit (first-hit counting's too), at a fraction of the cost of sorting the

@@ -10,8 +10,8 @@ round after round, so a load change hits both alike. Same data and cases as
 ids grouped or shuffled, unequal or equal lengths, with or without weights; one ``update`` +
 ``compute`` per run.
 
-``--padded``: long padded lists instead (``bench_ranking.padded_lists``: 64 lists of 5,000 slots,
-each real up to a random length in [2,500, 5,000], given with ``mask`` or ``padding_value``; one
+``--padded``: long padded lists instead (``bench_ranking.padded_lists``: 64 lists of 5,000 slots, or
+``--shape Q L``, each real up to a random length in [2,500, 5,000], given with ``mask`` or ``padding_value``; one
 ``update`` + ``compute`` per run).
 
 ``--small``: the fixed per-call cost. ``compute()`` of NDCG, MRR, RecallAtK(5), MAP and
@@ -60,6 +60,14 @@ def main() -> None:
     parser.add_argument("--padded", action="store_true", help="long padded lists (mask or padding_value)")
     parser.add_argument("--flat", action="store_true", help="few long queries as flat rows (grouped or shuffled)")
     parser.add_argument("--small", action="store_true", help="compute/forward at 1 to 8,192 rows (fixed cost)")
+    parser.add_argument(
+        "--shape",
+        type=int,
+        nargs=2,
+        default=(64, 5_000),
+        metavar=("Q", "L"),
+        help="--padded: Q lists of L slots (default 64 5000; e.g. 1000000 10 for many short lists)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     sides = {"before": load(args.other), "after": load(HERE)}
@@ -70,7 +78,7 @@ def main() -> None:
     import bench_ranking as bench  # data helpers
 
     if args.padded:
-        padded_cases(sides, bench, args.rounds)
+        padded_cases(sides, bench, args.rounds, tuple(args.shape))
         return
     if args.flat:
         flat_cases(sides, bench, args.rounds)
@@ -110,9 +118,9 @@ def main() -> None:
     )
 
 
-def padded_cases(sides: dict[str, ModuleType], bench: ModuleType, rounds: int) -> None:
-    """``--padded``: one ``update`` + ``compute`` of long padded lists per run, with ``mask`` or ``padding_value``."""
-    grid = bench.padded_lists()
+def padded_cases(sides: dict[str, ModuleType], bench: ModuleType, rounds: int, shape: tuple[int, int]) -> None:
+    """``--padded``: one ``update`` + ``compute`` of ``(Q, L)`` padded lists per run, ``mask`` or ``padding_value``."""
+    grid = bench.padded_lists(*shape)
     keep = grid.pop("mask")
     with_value = {"preds": grid["preds"].masked_fill(~keep, -1.0), "target": grid["target"]}
     cases: dict[str, tuple[Callable[[Any], Any], dict[str, torch.Tensor]]] = {
@@ -125,6 +133,11 @@ def padded_cases(sides: dict[str, ModuleType], bench: ModuleType, rounds: int) -
         ),
         "NDCG@10 padding_value": (lambda t: t.NDCG(k=10, padding_value=-1.0), with_value),
         "NDCG@10 full lists": (lambda t: t.NDCG(k=10), grid),
+        "MRR (no cutoff) mask": (lambda t: t.MRR(), {**grid, "mask": keep}),
+        "NDCG@10 float labels, mask": (
+            lambda t: t.NDCG(k=10),
+            {"preds": grid["preds"], "target": grid["target"] / 4, "mask": keep},
+        ),
     }
     report_single_batches(sides, cases, rounds)
 

@@ -369,6 +369,18 @@ def _assert_reference(data, ref_data, ks, metrics, kwargs):
         np.testing.assert_allclose(got[key].item(), value, rtol=1e-9, atol=1e-12, err_msg=key)
 
 
+def _rank_as_flat_rows(patch):
+    """Within ``patch``, padded lists and equal runs take the kernels of flat rows (the sort path, first-hit counting)."""
+    real = _update._update_sums
+
+    def as_flat(rows, *args):
+        rows.padded = False  # its grid is then never read: the flat rows (gathered by the mask) are ranked
+        return real(rows, *args)
+
+    patch.setattr(_update, "_update_sums", as_flat)
+    patch.setattr(_update, "_equal_runs", lambda rows: None)
+
+
 @pytest.mark.parametrize("form", ROW_BY_ROW_FORMS)
 def test_small_batches_ranked_row_by_row_equal_the_sort_path_bit_for_bit(monkeypatch, form):
     """Ranking in ``update``: padded lists, or flat rows in runs of one length, below the top-k merge's sizes
@@ -387,7 +399,7 @@ def test_small_batches_ranked_row_by_row_equal_the_sort_path_bit_for_bit(monkeyp
             by_grid.update(**data)
             assert len(ranked_by_grid) == calls + any_row  # the row-by-row kernel ran (on any row)
             with monkeypatch.context() as patch:  # the sort path (and first-hit counting) as before
-                patch.setattr(_update, "merge_may_apply", lambda *args: True)
+                _rank_as_flat_rows(patch)
                 by_sort = tmx.RankingMetrics(ks=ks, metrics=metrics, **kwargs)
                 by_sort.update(**data)
             assert len(ranked_by_grid) == calls + any_row
@@ -591,7 +603,7 @@ def test_long_padded_lists_select_their_top_k_bit_for_bit(monkeypatch, form):
             selected.update(**data)
             assert ran == []
             with monkeypatch.context() as patch:  # the path before: each list sorted on its own
-                patch.setattr(_update, "grid_topk_values", lambda *args: None)
+                patch.setattr(_update, "grid_topk_values", lambda *args, **kwargs: None)
                 by_sort = tmx.RankingMetrics(ks=ks, metrics=metrics, **kwargs)
                 by_sort.update(**data)
             assert ran == ["rank_grid"] * any_row
@@ -668,19 +680,102 @@ def test_padded_lists_taking_the_selection_are_never_gathered_by_their_mask(monk
         assert all(torch.equal(a, b) for a, b in zip(before, (metric.value_sum, metric.weight_sum)))
         with pytest.raises(ValueError, match=message):
             tmf.ranking_metrics(**batch, ks=ks, padding_value=pad)
-    # 1,200 short lists go to the top-k merge of flat rows: gathered then, the reference's values
+    # 1,200 short lists (which the top-k merge of flat rows took, gathered by the mask) are selected row by
+    # row too: never gathered, the reference's values
     many, short = 1200, 6
     preds = torch.tensor(rng.integers(0, 8, size=(many, short)) / 8, dtype=torch.float32)
     target = torch.tensor(rng.integers(0, 4, size=(many, short)) * (rng.random((many, short)) < 0.3))
     keep = torch.tensor(rng.random((many, short)) < 0.7)
     with _MaskGathers() as recorded:
         values = tmf.ranking_metrics(preds, target, mask=keep, ks=ks, metrics=("ndcg", "recall", "mrr"))
-    assert recorded.gathers
+    assert recorded.gathers == []
     expected = dict_ref(ks, metrics=("ndcg", "recall", "mrr"))(
         H.to_numpy({"preds": preds.double(), "target": target, "mask": keep})
     )
     for key, value in expected.items():
         np.testing.assert_allclose(values[key].item(), value, rtol=1e-12, err_msg=key)
+
+
+def _many_short_lists(rng, form, width):
+    """1,000-1,400 padded lists of ``width`` slots: ``(update kwargs, reference data, padding value, flat kwargs)``.
+
+    Ties (scores in eighths, ``-0.0`` and ``0.0``), empty lists, graded (int or float, halves
+    included), bool relevance, float32 or float64 scores (some not float32-exact), query
+    weights; garbage in the padded slots of the ``mask`` form. ``flat``: the kept entries as flat
+    rows with ``indexes`` (each list's row number) and each row its query's weight.
+    """
+    num_queries = int(rng.integers(1000, 1400))
+    preds = np.round(rng.normal(size=(num_queries, width)) * 4) / 8 * rng.choice([1.0, -1.0], (num_queries, width))
+    if rng.random() < 0.3:
+        preds = preds + rng.random(preds.shape) * 1e-9  # float64 scores that are not float32
+    p = torch.tensor(preds, dtype=torch.float64 if rng.random() < 0.5 else torch.float32)
+    grades = rng.integers(0, int(rng.choice([2, 4, 70])), (num_queries, width)) * (rng.random(p.shape) < 0.3)
+    target = torch.tensor(grades)
+    kind = rng.choice(["int", "float", "halves", "bool"])
+    if kind != "int":
+        target = target > 0 if kind == "bool" else target.double() * (0.5 if kind == "halves" else 1.0)
+    keep = torch.tensor(rng.random((num_queries, width)) < 0.7)
+    keep[rng.integers(num_queries, size=num_queries // 10)] = False  # lists with no real candidate
+    weights = torch.tensor(rng.uniform(0.0, 3.0, size=num_queries))
+    pad = None
+    if form == "full":
+        keep[:] = True
+    elif form == "mask":
+        p = torch.where(keep, p, torch.tensor(np.nan, dtype=p.dtype))
+    else:
+        pad = -1000.0
+        p = torch.where(keep, p, torch.tensor(pad, dtype=p.dtype))
+    data = {"preds": p, "target": target, "weights": weights}
+    if form == "mask":
+        data["mask"] = keep
+    ids = torch.arange(num_queries).unsqueeze(1).expand(num_queries, width)
+    flat = {
+        "preds": p[keep],
+        "target": target[keep],
+        "indexes": ids[keep],
+        "weights": weights.unsqueeze(1).expand(num_queries, width)[keep],
+    }
+    ref = H.to_numpy({**data, "preds": p.double(), "target": target, "mask": keep})
+    return data, ref, pad, flat
+
+
+@pytest.mark.parametrize("width", [1, 5, 10, 30])
+@pytest.mark.parametrize("form", ["mask", "padding_value", "full"])
+def test_many_short_padded_lists_are_ranked_row_by_row(monkeypatch, form, width):
+    """1,000+ short padded lists are ranked row by row: never gathered by their mask nor sorted as flat rows.
+
+    Lists with padding took the top-k merge of flat rows (their kept entries gathered first, ~60%
+    of an update of 1M x 10) and, where the merge declines (float relevance, float64 scores that
+    are not float32, no cutoff past 64), the sort of every flattened row by (query, score,
+    relevance) keys: 2-4x slower than sorting each row. Now they take the row-wise selection or
+    :func:`~._kernel.rank_grid`; values equal the same rows given flat (bit for bit) and the
+    brute-force reference, for every cutoff (none, 1, past the lists' width, past the merge's 64).
+    """
+    rng = np.random.default_rng(400 + width + 7 * len(form))
+    ran = []
+    real = _update.rank_rows
+    monkeypatch.setattr(_update, "rank_rows", lambda *a, **kw: ran.append("rank_rows") or real(*a, **kw))
+    for _ in range(3):
+        data, ref_data, pad, flat = _many_short_lists(rng, form, width)
+        kwargs = {**_random_options(rng, pad), "remove_single_length_sessions": False}
+        for ks, metrics in (((1, 3, 10), tuple(TOPK_METRICS)), ((2, 70), ("ndcg", "mrr", "map")), ((5,), ALL)):
+            for complete in (True, False):
+                options = {**kwargs, "queries_complete_per_batch": complete}
+                ran.clear()
+                with _MaskGathers() as recorded:
+                    padded = tmx.RankingMetrics(ks=ks, metrics=metrics, **options)
+                    padded.update(**data)
+                assert recorded.gathers == []
+                assert ran == []
+                as_rows = tmx.RankingMetrics(ks=ks, metrics=metrics, **{**options, "padding_value": None})
+                as_rows.update(**flat)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # no counted query: nan on both sides
+                    got, expected = padded.compute(), as_rows.compute()
+                for key, value in expected.items():
+                    assert torch.equal(got[key].view(torch.int64), value.view(torch.int64)), (key, got[key], value)
+        _assert_reference(data, ref_data, (1, 3, 10), tuple(TOPK_METRICS), kwargs)
+        _assert_reference(data, ref_data, (2, 70), ("ndcg", "mrr", "map"), kwargs)
 
 
 # ----------------------------------------------------------------------------- small one-step batches

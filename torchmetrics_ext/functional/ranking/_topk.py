@@ -445,6 +445,7 @@ def grid_topk_values(
     options: RankingOptions,
     keep: Tensor | None = None,
     top_grade: int | None = None,
+    any_width: bool = False,
 ) -> tuple[Columns, Tensor, Ranked] | None:
     """:func:`grouped_topk_values` of ``(G, L)`` padded lists, from one ``torch.topk`` per list.
 
@@ -457,9 +458,11 @@ def grid_topk_values(
     the largest relevance when the caller read it (``target`` then holds integer grades of at
     most :data:`MAX_GRADE`, as :func:`integer_relevance` returns them), not read again. ``None``
     when :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
+    ``any_width``: lists of any width are taken (every request still needs a cutoff of at most
+    :data:`MAX_K`): many short padded lists, which the merge would first gather into flat rows.
     """
     num_groups, width = preds.shape
-    if num_groups == 0 or not grid_topk_applies(width, requests):
+    if num_groups == 0 or not grid_topk_applies(1 << 62 if any_width else width, requests):
         return None
     size = None
     if keep is not None:
@@ -482,7 +485,11 @@ def grid_topk_values(
         key.masked_fill_(~keep.reshape(-1), _bounds(key.dtype)[1])
     cutoffs = [k for _, k in requests if k is not None]
     kmax = min(max(cutoffs), width)
-    top = torch.topk(key.reshape(num_groups, width), kmax, dim=1, largest=False, sorted=True).values.t().contiguous()
+    key = key.reshape(num_groups, width)
+    if kmax == width:  # the whole list: a row-wise sort (cheaper than a selection of every entry)
+        top = torch.sort(key, dim=1).values.t().contiguous()
+    else:
+        top = torch.topk(key, kmax, dim=1, largest=False, sorted=True).values.t().contiguous()
     relevant = grades > 0
     num_rel = relevant.sum(1)
     if size is None:

@@ -124,16 +124,31 @@ def _update_sums(
             if long_lists is not None:
                 whole, top_grade = long_lists
     selected = None
+    # many padded lists with padding: each list's k best by one row-wise selection, whatever their width (the
+    # top-k merge would first gather the kept entries into flat rows, which costs more than the selection)
+    many_padded = (
+        rows.padded and grid is not None and grid.keep is not None and merge_may_apply(grid.preds.shape[0], requests)
+    )
     if whole is not None:
-        selected = grid_topk_values(whole.preds, whole.target, whole.weights, requests, options, whole.keep, top_grade)
+        selected = grid_topk_values(
+            whole.preds, whole.target, whole.weights, requests, options, whole.keep, top_grade, any_width=many_padded
+        )
     if selected is not None:  # long lists (padded or not), small cutoffs: each list's k best rows by torch.topk
         columns, num_rel, ranked = selected
         return reduce_columns(
             columns, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions
         )
-    if grid is not None and not merge_may_apply(grid.preds.shape[0], requests):
-        # padded lists (or flat rows that are) the top-k merge would not take: each row sorted on its
-        # own, the sort path's values bit for bit (first-hit counting's too) at a fraction of its fixed cost
+    fast = None
+    if grid is None or (not many_padded and merge_may_apply(grid.preds.shape[0], requests)):
+        fast = grouped_topk_values(
+            rows.preds, rows.target, rows.indexes, rows.weights, requests, options, preds_writable=rows.preds_writable
+        )
+        if fast is None and grid is not None and grid.keep is None:  # lists without padding: their rows as given
+            fast = first_hit_values(rows.preds, rows.target, rows.indexes, rows.weights, requests)
+    if fast is None and grid is not None:
+        # padded lists (or flat rows that are) the top-k merge does not take: each row sorted on its own, the
+        # sort path's values bit for bit (first-hit counting's too), at a fraction of the cost of sorting the
+        # flattened rows by (query, score, relevance) keys; also for many lists (float relevance, float64 scores)
         queries = GridQueries(*rank_grid(*grid), options, rows.target_max)
         size = queries.query_size if remove_single_length_sessions else None  # read for nothing else
         return reduce_columns(
@@ -144,10 +159,8 @@ def _update_sums(
             empty_target_action,
             remove_single_length_sessions,
         )
-    args = (rows.preds, rows.target, rows.indexes, rows.weights, requests)
-    fast = grouped_topk_values(*args, options, preds_writable=rows.preds_writable)
     if fast is None:
-        fast = first_hit_values(*args)
+        fast = first_hit_values(rows.preds, rows.target, rows.indexes, rows.weights, requests)
     if fast is None:
         ranked = rank_rows(rows.preds, rows.target, rows.indexes, rows.weights)
         sorted_queries = SortedQueries(ranked, options)

@@ -1005,6 +1005,26 @@ class RecMetricModule(CheckpointLoading):
             for unit, *_ in self._plan().updated:
                 unit._local_window()  # type: ignore[operator]
 
+    def _synced_by_hand(self, plan: _StepPlan) -> str | None:
+        """The unit (in words) synced by hand, between its ``sync()`` and ``unsync()``; ``None`` if none is.
+
+        Such a unit refuses the step before any unit takes it, as its own ``update`` does: a windowed unit's
+        shared ring would add the step to its gathered lifetime (dropped by ``unsync()``) and to its window
+        (kept); a plain unit or the throughput would keep it in gathered states that ``unsync()`` drops (the
+        units before it having taken it), or fail inside an exact metric's lists.
+        """
+        if self.window_size is not None:
+            windowed = first_synced(plan.windowed)
+            if windowed is not None:
+                return f"windowed {type(windowed._child('lifetime')).__name__}"
+        else:
+            unit = next((unit for unit, *_ in plan.updated if unit.__dict__.get("_is_synced")), None)
+            if unit is not None:
+                return type(unit).__name__
+        if self.throughput is not None and self.throughput.__dict__.get("_is_synced"):
+            return type(self.throughput).__name__
+        return None
+
     def _update_checked(
         self,
         batch: _Batch,
@@ -1027,28 +1047,11 @@ class RecMetricModule(CheckpointLoading):
         # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
         binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
         plan = self._plan()
-        if self.window_size is not None:
-            # a windowed unit synced by hand (between its `sync()` and `unsync()`) refuses the step, as its own
-            # `update` does, before any unit takes it: the shared ring would otherwise add the step to its
-            # gathered lifetime (dropped by `unsync()`) and to its window (kept), or the step be half applied
-            windowed = first_synced(plan.windowed)
-            if windowed is not None:
-                raise TorchMetricsUserError(
-                    f"RecMetricModule.update: the windowed {type(windowed._child('lifetime')).__name__} of this "
-                    "module is synced (its `sync()` was called without `unsync()`); no metric took the step. "
-                    "HINT: call its `unsync()` first."
-                )
-        # the same for a plain unit or the throughput: the step would be kept in its gathered states and dropped by
-        # `unsync()` (the units before it having taken it), or fail inside an exact metric's lists
-        synced = None
-        if self.window_size is None:
-            synced = next((unit for unit, *_ in plan.updated if unit.__dict__.get("_is_synced")), None)
-        if synced is None and self.throughput is not None and self.throughput.__dict__.get("_is_synced"):
-            synced = self.throughput
+        synced = self._synced_by_hand(plan)
         if synced is not None:
             raise TorchMetricsUserError(
-                f"RecMetricModule.update: the {type(synced).__name__} of this module is synced (its `sync()` "
-                "was called without `unsync()`); no metric took the step. HINT: call its `unsync()` first."
+                f"RecMetricModule.update: the {synced} of this module is synced (its `sync()` was called without "
+                "`unsync()`); no metric took the step. HINT: call its `unsync()` first."
             )
         # every unit trusts this step's inputs (what `inputs_validated()` does, without a context per unit): the
         # flag `_trust_inputs` sets, written here in the dictionaries it writes (no two method calls per unit)

@@ -6,6 +6,7 @@ import itertools
 import operator
 import pickle
 import re
+import warnings
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -14,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from torchmetrics import Metric, MetricCollection, SumMetric
+from torchmetrics import MeanSquaredError, Metric, MetricCollection, SumMetric
 from torchmetrics.metric import CompositionalMetric
 from torchmetrics.wrappers import ClasswiseWrapper, MetricTracker, MinMaxMetric, MultitaskWrapper
 
 import torchmetrics_ext as tmx
 from torchmetrics_ext.aggregation import CategoricalCount, Distribution, Sum
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 # every metric of the package whose compute() returns a dict, and the entry the error names
 DICT_VALUED: dict[str, tuple[Callable[[], Metric], str]] = {
@@ -250,6 +252,115 @@ def test_set_dtype_of_an_expression_casts_each_of_its_metrics_once():
     assert mixed.set_dtype(torch.float64) is mixed
     assert sum_metric.sum_value.dtype == torch.float64
     assert set(_state_dtypes(ctr).values()) == {torch.float64}
+
+
+def _auc(preds: np.ndarray, target: np.ndarray) -> float:
+    return float(roc_auc_score(target, preds))
+
+
+def _window_of_4_ctr_minus_auc(preds: np.ndarray, target: np.ndarray) -> float:
+    """The window of 4 samples holds the newest whole updates that fit: the last batch, its 3 rows."""
+    return float(target[-3:].mean() - roc_auc_score(target, preds))
+
+
+def _two_task_ne_minus_auc(preds: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return np.array([_normalized_entropy(p, t) - roc_auc_score(t, p) for p, t in zip(preds, target)])
+
+
+# an expression one of whose later metrics refuses soft labels, its metrics (in update order) with each one's
+# value written out, and the expression's value written out; labels are (N,) or (T, N)
+_REFUSED_CASES: dict[str, tuple[Callable[[], tuple[Metric, list[Metric]]], list[Callable], Callable, bool]] = {
+    "ctr - auc": (
+        lambda: (lambda a, b: (a - b, [a, b]))(tmx.CTR(), tmx.AUC()),
+        [lambda p, t: t.mean(), _auc],
+        lambda p, t: t.mean() - roc_auc_score(t, p),
+        False,
+    ),
+    "unvalidated auc + ctr + mse - auc": (  # list states, in-place sums, a TorchMetrics metric, then the refusal
+        lambda: (lambda a, b, c, d: ((a + b + c) - d, [a, b, c, d]))(
+            tmx.AUC(validate_args=False), tmx.CTR(validate_args=False), MeanSquaredError(), tmx.AUC()
+        ),
+        [
+            _auc,
+            lambda p, t: t.mean(),
+            lambda p, t: np.mean((p - t) ** 2),
+            _auc,
+        ],
+        lambda p, t: t.mean() + np.mean((p - t) ** 2),
+        False,
+    ),
+    "binned auc - exact auc": (
+        lambda: (lambda a, b: (a - b, [a, b]))(
+            tmx.AUC(num_bins=4, bin_space="probability", validate_args=False), tmx.AUC()
+        ),
+        # predictions in the middle of the 4 bins of [0, 1] (0.125, 0.375, ...) rank the same binned and exact
+        [_auc, _auc],
+        lambda p, t: 0.0,
+        False,
+    ),
+    "windowed ctr - auc": (
+        lambda: (lambda w, b: (w["window"] - b, [w, b]))(tmx.Windowed(tmx.CTR(), window_size=4), tmx.AUC()),
+        [lambda p, t: {"lifetime": t.mean(), "window": t[-3:].mean()}, _auc],
+        _window_of_4_ctr_minus_auc,
+        False,
+    ),
+    "two-task ne - auc": (
+        lambda: (lambda a, b: (a - b, [a, b]))(tmx.NormalizedEntropy(num_tasks=2), tmx.AUC(num_tasks=2)),
+        [
+            lambda p, t: np.array([_normalized_entropy(pp, tt) for pp, tt in zip(p, t)]),
+            lambda p, t: np.array([roc_auc_score(tt, pp) for pp, tt in zip(p, t)]),
+        ],
+        _two_task_ne_minus_auc,
+        True,
+    ),
+}
+
+
+def _refused_case_batches(two_tasks: bool) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], tuple]:
+    """Two accepted batches of 4 and 3 rows (binary labels, predictions on bin midpoints), and one of soft labels."""
+    preds = np.array([0.125, 0.625, 0.375, 0.875, 0.375, 0.875, 0.125])
+    target = np.array([0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    if two_tasks:
+        preds, target = np.stack([preds, preds[::-1]]), np.stack([target, 1 - target])
+    p, t = torch.tensor(preds), torch.tensor(target)
+    good = [(p[..., :4], t[..., :4]), (p[..., 4:], t[..., 4:])]
+    return good, (p[..., :2], torch.full_like(t[..., :2], 0.3))
+
+
+def _operand_values(metric: Metric) -> Any:
+    value = metric.compute()
+    return {k: v.numpy() for k, v in value.items()} if isinstance(value, dict) else value.numpy()
+
+
+@pytest.mark.parametrize("path", ["update", "forward"])
+@pytest.mark.parametrize("name", list(_REFUSED_CASES))
+def test_a_batch_one_metric_refuses_changes_no_metric_of_the_expression(name, path):
+    """``(ctr - auc).update(preds, soft_labels)``: CTR takes soft labels, AUC refuses them. CTR had taken the
+    batch when AUC refused it, so CTR's value and the expression's were wrong for the rest of the run (DESIGN:
+    a rejected batch is never half-applied). Now every metric of the expression is as before the batch, whatever
+    holds it (list states, in-place sums, ``validate_args=False``, a window, a TorchMetrics metric), through
+    ``update`` and ``forward``; each value is the numpy/sklearn one of the accepted batches alone."""
+    factory, operand_refs, expression_ref, two_tasks = _REFUSED_CASES[name]
+    expression, operands = factory()
+    (first, second), bad = _refused_case_batches(two_tasks)
+    step = expression.update if path == "update" else expression
+    step(*first)
+    counts = [operand.update_count for operand in operands] + [expression.update_count]
+    with pytest.raises(ValueError, match="target"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # an unvalidated AUC's forward value of soft labels
+        step(*bad)
+    assert [operand.update_count for operand in operands] + [expression.update_count] == counts
+    step(*second)
+    preds, target = (torch.cat([a, b], dim=-1).numpy() for a, b in zip(first, second))
+    for operand, reference in zip(operands, operand_refs):
+        value, expected = _operand_values(operand), reference(preds, target)
+        if isinstance(expected, dict):
+            assert value.keys() == expected.keys()
+            for key in expected:
+                np.testing.assert_allclose(value[key], expected[key], rtol=1e-6)
+        else:
+            np.testing.assert_allclose(value, expected, rtol=1e-6)  # float32 MSE
+    np.testing.assert_allclose(expression.compute().numpy(), expression_ref(preds, target), rtol=1e-6, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------- wrappers

@@ -27,6 +27,7 @@ expression with its own operator, which this class does not reach.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -178,6 +179,93 @@ def _evaluate(node: Any, leaf_value: Callable[[Metric], Any], memo: dict[int, An
     return node
 
 
+class _Held:
+    """What one metric (and every metric inside it: a window's children) holds, to be put back after its update.
+
+    Its attributes (a shallow copy of ``__dict__`` and of ``_modules``: the update counter, the cached
+    value, the state objects, a window's ring position), the values of its tensor states (which an
+    update may add to in place: copied, in one ``torch.cat`` where they share a dtype and device) and
+    the items of its list states (which an update appends to: the chunks themselves are never written
+    in place, so the list is copied, not the chunks).
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, metric: Metric) -> None:
+        if metric._modules:  # a wrapper: the metrics inside it too
+            self._parts = [_held_module(module) for module in metric.modules() if isinstance(module, Metric)]
+        else:
+            self._parts = [_held_module(metric)]
+
+    def restore(self) -> None:
+        """Put the metric back as it was: the same state objects (a compute group may share them), the same values."""
+        for module, attributes, children, tensors, copies, lists in self._parts:
+            if isinstance(copies, torch.Tensor):  # one copy of them all (1-D states)
+                copies = copies.split([len(t) for t in tensors])
+            for tensor, copy in zip(tensors, copies):
+                if not torch.equal(tensor, copy):  # added to in place
+                    with torch.no_grad():
+                        tensor.copy_(copy)
+            for held, items in lists:
+                held[:] = items
+            current = module.__dict__
+            for name in [name for name in current if name not in attributes]:
+                del current[name]
+            current.update(attributes)
+            module._modules.clear()
+            module._modules.update(children)
+
+
+def _held_module(module: Metric) -> tuple[Any, ...]:
+    """One metric's part of :class:`_Held` (its own states and attributes, not its children's)."""
+    attributes = dict(module.__dict__)
+    tensors, lists = [], []
+    for name in module._defaults:
+        value = attributes.get(name)
+        if isinstance(value, torch.Tensor):
+            tensors.append(value)
+        elif isinstance(value, list):
+            lists.append((value, list(value)))
+    first = tensors[0] if tensors else None
+    copies: Any
+    if first is not None and all(t.ndim == 1 and t.dtype == first.dtype and t.device == first.device for t in tensors):
+        copies = torch.cat(tensors)  # the (T,) sums of most metrics: one copy instead of one per state
+    else:
+        copies = [t.clone() for t in tensors]
+    return module, attributes, dict(module._modules), tensors, copies, lists
+
+
+def _each_once(metrics: list[Metric], step: Callable[[Metric], None]) -> None:
+    """``step`` (an ``update`` or ``forward`` of the batch) of each metric; if one raises, every metric as before.
+
+    DESIGN's "a rejected batch is never half-applied", for the expression as a whole: each metric of
+    the package refuses a bad batch before it changes (its own guarantee), but in ``ctr - auc`` with
+    soft labels ``ctr`` had taken the batch when ``auc`` refused it. Each metric but the last is held
+    (:class:`_Held`) before its step and put back if a later one raises.
+
+    Why hold rather than validate every metric first and then update: holding works for every metric
+    an expression may hold (ours with ``validate_args=False``, ``Windowed``, TorchMetrics' own, whose
+    ``update`` is the only check there is), and it is the cheaper of the two: a clone of a few small
+    sum states (a histogram for binned AUC) and a copy of the list states' item lists (about 1 to 4 us
+    a metric) against a second validation pass over the batch (10 to 35 us a metric: our updates
+    check their inputs as they format them). One metric (``auc * 100``, ``r["ndcg@5"] - r["mrr@5"]``)
+    and the last metric need no holding: nothing after them can refuse the batch.
+    """
+    if len(metrics) == 1:
+        step(metrics[0])
+        return
+    held: list[_Held] = []
+    try:
+        for metric in metrics[:-1]:
+            held.append(_Held(metric))
+            step(metric)
+        step(metrics[-1])
+    except BaseException:
+        for hold in held:  # the one that raised too, if held: with validate_args=False it may have half-changed
+            hold.restore()
+        raise
+
+
 class _Expression(TensorArithmetic, CompositionalMetric):
     """TorchMetrics' ``CompositionalMetric`` whose metrics each take a batch once, however often it uses them.
 
@@ -193,18 +281,41 @@ class _Expression(TensorArithmetic, CompositionalMetric):
     def _metrics(self) -> list[Metric]:
         return list(_leaves(self, {}).values())
 
+    def _wrap_update(self, update: Callable) -> Callable:
+        """TorchMetrics' update wrapper, with the expression's own update counter put back when the batch is refused."""
+        wrapped = super()._wrap_update(update)
+
+        @functools.wraps(update)
+        def counted(*args: Any, **kwargs: Any) -> None:
+            count = self.__dict__["_update_count"]
+            try:
+                wrapped(*args, **kwargs)
+            except Exception:
+                self.__dict__["_update_count"] = count
+                raise
+
+        return counted
+
     def update(self, *args: Any, **kwargs: Any) -> None:
-        """Give the batch to each metric of the expression once."""
-        for metric in self._metrics():
-            metric.update(*args, **metric._filter_kwargs(**kwargs))
+        """Give the batch to each metric of the expression once; a batch one of them refuses changes none of them."""
+        _each_once(self._metrics(), lambda metric: metric.update(*args, **metric._filter_kwargs(**kwargs)))
 
     def compute(self) -> Any:
         """The expression of the metrics' values, each computed once."""
         return _evaluate(self, lambda metric: metric.compute(), {})
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Each metric's ``forward`` once on the batch, combined as TorchMetrics' ``CompositionalMetric`` does."""
-        self._forward_cache = _evaluate(self, lambda metric: metric(*args, **metric._filter_kwargs(**kwargs)), {})
+        """Each metric's ``forward`` once on the batch, combined as TorchMetrics' ``CompositionalMetric`` does.
+
+        A batch one of the metrics refuses changes none of them (see :func:`_each_once`).
+        """
+        values: dict[int, Any] = {}
+
+        def forward(metric: Metric) -> None:
+            values[id(metric)] = metric(*args, **metric._filter_kwargs(**kwargs))
+
+        _each_once(self._metrics(), forward)
+        self._forward_cache = _evaluate(self, lambda metric: values[id(metric)], {})
         return self._forward_cache
 
     def reset(self) -> None:

@@ -212,27 +212,28 @@ class _Held:
             for name in [name for name in current if name not in attributes]:
                 del current[name]
             current.update(attributes)
-            module._modules.clear()
-            module._modules.update(children)
+            if children is not None:
+                module._modules.clear()
+                module._modules.update(children)
 
 
 def _held_module(module: Metric) -> tuple[Any, ...]:
     """One metric's part of :class:`_Held` (its own states and attributes, not its children's)."""
-    attributes = dict(module.__dict__)
+    attributes = module.__dict__.copy()
     tensors, lists = [], []
-    for name in module._defaults:
+    kind = None  # (dtype, device) shared by every tensor state, all 1-D; False if not
+    for name in attributes["_defaults"]:
         value = attributes.get(name)
-        if isinstance(value, torch.Tensor):
+        if type(value) is list:
+            lists.append((value, value.copy()))
+        elif isinstance(value, torch.Tensor):
             tensors.append(value)
-        elif isinstance(value, list):
-            lists.append((value, list(value)))
-    first = tensors[0] if tensors else None
-    copies: Any
-    if first is not None and all(t.ndim == 1 and t.dtype == first.dtype and t.device == first.device for t in tensors):
-        copies = torch.cat(tensors)  # the (T,) sums of most metrics: one copy instead of one per state
-    else:
-        copies = [t.clone() for t in tensors]
-    return module, attributes, dict(module._modules), tensors, copies, lists
+            this = (value.dtype, value.device) if value.ndim == 1 else False
+            kind = this if kind is None or kind == this else False
+    # the (T,) sums of most metrics: one copy of them all instead of one per state
+    copies = torch.cat(tensors) if kind else [t.clone() for t in tensors]
+    children = module._modules
+    return module, attributes, children.copy() if children else None, tensors, copies, lists
 
 
 def _each_once(metrics: list[Metric], step: Callable[[Metric], None]) -> None:

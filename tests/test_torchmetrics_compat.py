@@ -363,6 +363,58 @@ def test_a_batch_one_metric_refuses_changes_no_metric_of_the_expression(name, pa
     np.testing.assert_allclose(expression.compute().numpy(), expression_ref(preds, target), rtol=1e-6, atol=1e-7)
 
 
+# operator -> what it computes of the metrics' values, in numpy (`%` is TorchMetrics' torch.fmod)
+_NUMPY_OPERATORS: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]] = {
+    "+": (operator.add, np.add),
+    "-": (operator.sub, np.subtract),
+    "*": (operator.mul, np.multiply),
+    "/": (operator.truediv, np.divide),
+    "//": (operator.floordiv, np.floor_divide),
+    "%": (operator.mod, np.fmod),
+    "**": (operator.pow, np.power),
+    "<": (operator.lt, np.less),
+    ">=": (operator.ge, np.greater_equal),
+}
+
+
+@pytest.mark.parametrize("other", ["number", "tensor", "metric"])
+@pytest.mark.parametrize("reflected", [False, True], ids=["metric-first", "metric-second"])
+@pytest.mark.parametrize("symbol", list(_NUMPY_OPERATORS))
+def test_binary_arithmetic_is_the_operator_of_the_values(symbol, reflected, other):
+    """Every operator with a number, a 0-dim tensor or another metric on either side, on a two-task CTR whose
+    values are 0.75 and 0.25 (written out). ``2.0 % ctr`` failed in TorchMetrics' ``torch.fmod(2.0, value)``
+    (no number first); it is now an expression like the others."""
+    op, np_op = _NUMPY_OPERATORS[symbol]
+    preds = np.array([[0.5, 0.5, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    target = np.array([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    operand: Any = {"number": 1.5, "tensor": torch.tensor(1.5), "metric": tmx.WeightedMSE(num_tasks=2)}[other]
+    operand_value = np.mean((preds - target) ** 2, axis=1) if other == "metric" else 1.5  # MSE 0.25 and 0.75
+    ctr, ctr_value = tmx.CTR(num_tasks=2), target.mean(1)
+    expression = op(operand, ctr) if reflected else op(ctr, operand)
+    expected = np_op(operand_value, ctr_value) if reflected else np_op(ctr_value, operand_value)
+    expression.update(torch.tensor(preds), torch.tensor(target))
+    np.testing.assert_allclose(expression.compute().numpy().astype(float), expected.astype(float), rtol=1e-12)
+
+
+@pytest.mark.parametrize("symbol", ["unary -", "unary +", "abs()"])
+def test_unary_arithmetic_is_the_operator_of_the_value(symbol):
+    """``-(ctr - auc)`` was ``-|ctr - auc|`` and ``+(ctr - auc)`` ``|ctr - auc|`` (TorchMetrics' "absolute negative"
+    operators); they are Python's minus and plus now, on a value of each sign (numpy/sklearn written out)."""
+    op, np_op = {
+        "unary -": (operator.neg, np.negative),
+        "unary +": (operator.pos, np.positive),
+        "abs()": (abs, np.abs),
+    }[symbol]
+    preds = np.array([[0.2, 0.7, 0.9, 0.4], [0.6, 0.3, 0.8, 0.1]])
+    target = np.array([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]])
+    expression = op(tmx.CTR(num_tasks=2) - tmx.AUC(num_tasks=2))
+    assert expression(torch.tensor(preds), torch.tensor(target)) is not None
+    difference = target.mean(1) - np.array([roc_auc_score(t, p) for p, t in zip(preds, target)])  # -0.5 and 0.25
+    np.testing.assert_allclose(expression.compute().numpy(), np_op(difference), rtol=1e-12)
+    copy = pickle.loads(pickle.dumps(expression))
+    np.testing.assert_allclose(copy.compute().numpy(), np_op(difference), rtol=1e-12)
+
+
 # ----------------------------------------------------------------------------- wrappers
 
 

@@ -20,6 +20,11 @@ own passes it down both sides, so a metric used twice (``ranking["ndcg@5"] - ran
 twice in the query of a ranking metric, every update twice in a window, every example twice in a
 throughput, which changes their values. Its indexing operator (a lambda) could not be pickled either.
 
+Unary minus and plus are Python's: TorchMetrics' ``-metric`` is ``-abs(value)`` and ``+metric``
+``abs(value)``, so ``-(ne_a - ne_b)`` gave ``-|ne_a - ne_b|``. ``number % metric`` works (TorchMetrics'
+called ``torch.fmod`` with the number first, which torch refuses); ``%`` stays TorchMetrics' ``torch.fmod``
+(the sign of the left operand), not Python's floor remainder.
+
 Equality (``==``, ``!=``) keeps TorchMetrics' behaviour: containers compare their items with it.
 A TorchMetrics metric on the left (``torchmetrics.MeanSquaredError() - ranking``) builds the
 expression with its own operator, which this class does not reach.
@@ -124,9 +129,17 @@ def _refuse_dict_values(symbol: str, *operands: Any) -> None:
             )
 
 
+# TorchMetrics' `-metric` is `-abs(value)` and `+metric` is `abs(value)` (its "absolute negative operator"), so
+# `-(ne_a - ne_b)` was `-|ne_a - ne_b|` and `+(a - b)` `|a - b|`; here they are Python's (and torch's) minus and plus
+_OWN_UNARY: dict[str, Callable[[Any], Any]] = {"neg": torch.neg, "pos": torch.positive}
+
+
 def _binary(name: str, symbol: str) -> Callable[..., Any]:
     def operator(self: TensorArithmetic, other: Any) -> Any:
         _refuse_dict_values(symbol, self, other)
+        if name == "rmod" and isinstance(other, (int, float)):
+            # TorchMetrics' `2.0 % metric` computes torch.fmod(2.0, value), which takes no number first: a tensor
+            other = torch.tensor(other)
         return _Expression.of(getattr(super(TensorArithmetic, self), f"__{name}__")(other))
 
     operator.__name__ = operator.__qualname__ = f"__{name}__"
@@ -137,6 +150,8 @@ def _binary(name: str, symbol: str) -> Callable[..., Any]:
 def _unary(name: str, symbol: str) -> Callable[..., Any]:
     def operator(self: TensorArithmetic) -> Any:
         _refuse_dict_values(symbol, self)
+        if name in _OWN_UNARY:
+            return _Expression(_OWN_UNARY[name], self, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
         return _Expression.of(getattr(super(TensorArithmetic, self), f"__{name}__")())
 
     operator.__name__ = operator.__qualname__ = f"__{name}__"

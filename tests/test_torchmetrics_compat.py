@@ -680,3 +680,59 @@ def test_an_update_between_a_manual_sync_and_unsync_is_refused_and_changes_nothi
         )
         assert result["update_count"] == 2, rank
         assert result["value"].item() == pytest.approx(expected, rel=1e-6), rank
+
+
+def _expression_batches(rank: int) -> list[dict[str, torch.Tensor]]:
+    """Rank 0: two batches of 4 rows; rank 1: one batch of 3 (uneven shards)."""
+    preds = torch.tensor([0.1, 0.8, 0.35, 0.6, 0.9, 0.2, 0.45, 0.7, 0.3, 0.55, 0.05])
+    target = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    cuts = [(0, 4), (4, 8)] if rank == 0 else [(8, 11)]
+    return [{"preds": preds[a:b], "target": target[a:b]} for a, b in cuts]
+
+
+def _expressions_on_rank(rank: int, world_size: int) -> dict[str, Any]:
+    """``ctr - auc`` fed by update and by forward, a batch of soft labels refused on rank 1 between its batches;
+    ``ndcg - recall`` of flat rows on rank 0 only (rank 1 has no batch)."""
+    by_update, by_forward = tmx.CTR() - tmx.AUC(), tmx.CTR() - tmx.AUC()
+    refused = []
+    for i, batch in enumerate(_expression_batches(rank)):
+        if rank == 1 and i == 0:
+            soft = {"preds": batch["preds"], "target": torch.full_like(batch["target"], 0.3)}
+            for step in (by_update.update, by_forward):
+                try:
+                    step(**soft)
+                    refused.append(False)
+                except ValueError:
+                    refused.append(True)
+        by_update.update(**batch)
+        by_forward(**batch)
+    ranking = tmx.NDCG(k=2) - tmx.RecallAtK(k=2)
+    if rank == 0:
+        ranking.update(
+            torch.tensor([0.9, 0.8, 0.1, 0.7, 0.2, 0.4]),
+            torch.tensor([0, 1, 1, 1, 0, 0]),
+            indexes=torch.tensor([0, 0, 0, 1, 1, 1]),
+        )
+    return {
+        "refused": refused,
+        "update": by_update.compute().item(),
+        "forward": by_forward.compute().item(),
+        "ranking": ranking.compute().item(),
+    }
+
+
+@pytest.mark.ddp
+def test_an_expression_over_two_ranks_is_the_formula_of_all_their_rows(ddp_pool):
+    """Real gloo, 2 ranks with uneven shards: each metric of ``ctr - auc`` syncs in its own ``compute``, and a
+    batch refused on one rank leaves nothing behind there (CTR had kept it); ``ndcg - recall`` with no batch on
+    one rank. Values are numpy/sklearn of both ranks' accepted rows."""
+    results = ddp_pool.run(_expressions_on_rank)
+    rows = [batch for rank in (0, 1) for batch in _expression_batches(rank)]
+    preds = torch.cat([b["preds"] for b in rows]).numpy()
+    target = torch.cat([b["target"] for b in rows]).numpy()
+    expected = target.mean() - roc_auc_score(target, preds)
+    for rank, result in enumerate(results):
+        assert result["refused"] == ([True, True] if rank == 1 else []), rank
+        assert result["update"] == pytest.approx(expected, rel=1e-6), rank
+        assert result["forward"] == pytest.approx(expected, rel=1e-6), rank
+        assert result["ranking"] == pytest.approx(_ndcg_minus_recall_at_2(), rel=1e-6), rank

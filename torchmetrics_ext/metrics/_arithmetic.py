@@ -215,7 +215,7 @@ class _Held:
     def restore(self) -> None:
         """Put the metric back as it was: the same state objects (a compute group may share them), the same values."""
         for module, attributes, children, tensors, copies, lists in self._parts:
-            if isinstance(copies, torch.Tensor):  # one copy of them all (1-D states)
+            if isinstance(copies, torch.Tensor):  # one copy of them all, joined along their first dimension
                 copies = copies.split([len(t) for t in tensors])
             for tensor, copy in zip(tensors, copies):
                 if not torch.equal(tensor, copy):  # added to in place
@@ -236,17 +236,22 @@ def _held_module(module: Metric) -> tuple[Any, ...]:
     """One metric's part of :class:`_Held` (its own states and attributes, not its children's)."""
     attributes = module.__dict__.copy()
     tensors, lists = [], []
-    kind = None  # (dtype, device) shared by every tensor state, all 1-D; False if not
+    dtype: Any = None
     for name in attributes["_defaults"]:
-        value = attributes.get(name)
+        value = attributes[name]
         if type(value) is list:
             lists.append((value, value.copy()))
         elif isinstance(value, torch.Tensor):
             tensors.append(value)
-            this = (value.dtype, value.device) if value.ndim == 1 else False
-            kind = this if kind is None or kind == this else False
-    # the (T,) sums of most metrics: one copy of them all instead of one per state
-    copies = torch.cat(tensors) if kind else [t.clone() for t in tensors]
+            dtype = value.dtype if dtype is None or dtype is value.dtype else False
+    copies: Any = None
+    if dtype:  # the (T,) sums of most metrics: one copy of them all instead of one per state
+        try:
+            copies = torch.cat(tensors)
+        except RuntimeError:  # 0-dim states, other shapes or devices
+            pass
+    if copies is None:
+        copies = [t.clone() for t in tensors]
     children = module._modules
     return module, attributes, children.copy() if children else None, tensors, copies, lists
 

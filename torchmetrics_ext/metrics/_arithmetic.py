@@ -256,7 +256,25 @@ def _held_module(module: Metric) -> tuple[Any, ...]:
     return module, attributes, children.copy() if children else None, tensors, copies, lists
 
 
-def _each_once(metrics: list[Metric], step: Callable[[Metric], None]) -> None:
+_HANDS_SUMS: dict[type, bool] = {}  # class -> _hands_sums(class)
+
+
+def _hands_sums(cls: type) -> bool:
+    """Whether ``cls.update`` can hand its batch's sums over instead of adding them (``_PointwiseMetric``'s update).
+
+    Asked of the class once. That update, while ``_forward_batch`` is in the metric's ``__dict__``, validates the
+    batch, computes what it would add to each sum state and appends ``(state names, sums)`` there, changing no
+    state (the hand-over ``TaskMetric.forward`` uses; other classes that hand over keep more for their batch value).
+    """
+    known = _HANDS_SUMS.get(cls)
+    if known is None:
+        from torchmetrics_ext.metrics.pointwise import _PointwiseMetric  # pointwise -> base -> this module
+
+        known = _HANDS_SUMS[cls] = issubclass(cls, _PointwiseMetric) and cls._update_hands_statistics()
+    return known
+
+
+def _each_once(metrics: list[Metric], step: Callable[[Metric], None], update: bool = False) -> None:
     """``step`` (an ``update`` or ``forward`` of the batch) of each metric; if one raises, every metric as before.
 
     DESIGN's "a rejected batch is never half-applied", for the expression as a whole: each metric of
@@ -266,25 +284,50 @@ def _each_once(metrics: list[Metric], step: Callable[[Metric], None]) -> None:
 
     Why hold rather than validate every metric first and then update: holding works for every metric
     an expression may hold (ours with ``validate_args=False``, ``Windowed``, TorchMetrics' own, whose
-    ``update`` is the only check there is), and it is the cheaper of the two: a clone of a few small
-    sum states (a histogram for binned AUC) and a copy of the list states' item lists (about 1 to 4 us
-    a metric) against a second validation pass over the batch (10 to 35 us a metric: our updates
-    check their inputs as they format them). One metric (``auc * 100``, ``r["ndcg@5"] - r["mrr@5"]``)
-    and the last metric need no holding: nothing after them can refuse the batch.
+    ``update`` is the only check there is), and it is the cheaper of the two: a copy of a few small
+    sum states (a histogram for binned AUC) and of the list states' item lists (a few us a metric)
+    against a second validation pass over the batch (10 to 35 us a metric: our updates check their
+    inputs as they format them). One metric (``auc * 100``, ``r["ndcg@5"] - r["mrr@5"]``) and the
+    last metric need no holding: nothing after them can refuse the batch.
+
+    ``update`` of the pointwise metrics (NE, CTR, calibration, ...: :func:`_hands_sums`) needs no hold
+    at all: each hands its validated sums over, and they are added once every metric has taken the
+    batch (the same ``_foreach_add_`` its update makes, so the same values); a refused batch then only
+    puts back their update counters. They go first, so that the last, unheld metric is one that would
+    need a hold.
     """
     if len(metrics) == 1:
         step(metrics[0])
         return
+    if update:  # the metrics that hand their sums over first (the order of distinct metrics changes nothing)
+        metrics = sorted(metrics, key=lambda metric: not _hands_sums(type(metric)))
     held: list[_Held] = []
+    handed: list[tuple[Metric, int, Any, list[Any]]] = []
     try:
         for metric in metrics[:-1]:
-            held.append(_Held(metric))
-            step(metric)
+            state = metric.__dict__
+            if update and _hands_sums(type(metric)):
+                sums: list[Any] = []
+                handed.append((metric, state["_update_count"], state["_computed"], sums))
+                state["_forward_batch"] = sums
+                try:
+                    step(metric)
+                finally:
+                    del state["_forward_batch"]
+            else:
+                held.append(_Held(metric))
+                step(metric)
         step(metrics[-1])
     except BaseException:
         for hold in held:  # the one that raised too, if held: with validate_args=False it may have half-changed
             hold.restore()
+        for metric, count, computed, _ in handed:
+            metric.__dict__["_update_count"], metric.__dict__["_computed"] = count, computed
         raise
+    for metric, _, _, sums in handed:
+        if sums:  # nothing for an empty batch
+            (names, values), state = sums[0], metric.__dict__
+            torch._foreach_add_([state[name] for name in names], list(values))
 
 
 class _Expression(TensorArithmetic, CompositionalMetric):
@@ -319,7 +362,7 @@ class _Expression(TensorArithmetic, CompositionalMetric):
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Give the batch to each metric of the expression once; a batch one of them refuses changes none of them."""
-        _each_once(self._metrics(), lambda metric: metric.update(*args, **metric._filter_kwargs(**kwargs)))
+        _each_once(self._metrics(), lambda metric: metric.update(*args, **metric._filter_kwargs(**kwargs)), True)
 
     def compute(self) -> Any:
         """The expression of the metrics' values, each computed once."""

@@ -6,6 +6,7 @@ import itertools
 import operator
 import pickle
 import re
+import warnings
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -14,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
-from torchmetrics import Metric, MetricCollection, SumMetric
+from torchmetrics import MeanSquaredError, Metric, MetricCollection, SumMetric
 from torchmetrics.metric import CompositionalMetric
 from torchmetrics.wrappers import ClasswiseWrapper, MetricTracker, MinMaxMetric, MultitaskWrapper
 
 import torchmetrics_ext as tmx
 from torchmetrics_ext.aggregation import CategoricalCount, Distribution, Sum
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 # every metric of the package whose compute() returns a dict, and the entry the error names
 DICT_VALUED: dict[str, tuple[Callable[[], Metric], str]] = {
@@ -250,6 +252,167 @@ def test_set_dtype_of_an_expression_casts_each_of_its_metrics_once():
     assert mixed.set_dtype(torch.float64) is mixed
     assert sum_metric.sum_value.dtype == torch.float64
     assert set(_state_dtypes(ctr).values()) == {torch.float64}
+
+
+def _auc(preds: np.ndarray, target: np.ndarray) -> float:
+    return float(roc_auc_score(target, preds))
+
+
+def _window_of_4_ctr_minus_auc(preds: np.ndarray, target: np.ndarray) -> float:
+    """The window of 4 samples holds the newest whole updates that fit: the last batch, its 3 rows."""
+    return float(target[-3:].mean() - roc_auc_score(target, preds))
+
+
+def _two_task_ne_minus_auc(preds: np.ndarray, target: np.ndarray) -> np.ndarray:
+    return np.array([_normalized_entropy(p, t) - roc_auc_score(t, p) for p, t in zip(preds, target)])
+
+
+# an expression one of whose later metrics refuses soft labels, its metrics (in update order) with each one's
+# value written out, and the expression's value written out; labels are (N,) or (T, N)
+_REFUSED_CASES: dict[str, tuple[Callable[[], tuple[Metric, list[Metric]]], list[Callable], Callable, bool]] = {
+    "ctr - auc": (
+        lambda: (lambda a, b: (a - b, [a, b]))(tmx.CTR(), tmx.AUC()),
+        [lambda p, t: t.mean(), _auc],
+        lambda p, t: t.mean() - roc_auc_score(t, p),
+        False,
+    ),
+    "unvalidated auc + ctr + mse - auc": (  # list states, in-place sums, a TorchMetrics metric, then the refusal
+        lambda: (lambda a, b, c, d: ((a + b + c) - d, [a, b, c, d]))(
+            tmx.AUC(validate_args=False), tmx.CTR(validate_args=False), MeanSquaredError(), tmx.AUC()
+        ),
+        [
+            _auc,
+            lambda p, t: t.mean(),
+            lambda p, t: np.mean((p - t) ** 2),
+            _auc,
+        ],
+        lambda p, t: t.mean() + np.mean((p - t) ** 2),
+        False,
+    ),
+    "binned auc - exact auc": (
+        lambda: (lambda a, b: (a - b, [a, b]))(
+            tmx.AUC(num_bins=4, bin_space="probability", validate_args=False), tmx.AUC()
+        ),
+        # predictions in the middle of the 4 bins of [0, 1] (0.125, 0.375, ...) rank the same binned and exact
+        [_auc, _auc],
+        lambda p, t: 0.0,
+        False,
+    ),
+    "windowed ctr - auc": (
+        lambda: (lambda w, b: (w["window"] - b, [w, b]))(tmx.Windowed(tmx.CTR(), window_size=4), tmx.AUC()),
+        [lambda p, t: {"lifetime": t.mean(), "window": t[-3:].mean()}, _auc],
+        _window_of_4_ctr_minus_auc,
+        False,
+    ),
+    "two-task ne - auc": (
+        lambda: (lambda a, b: (a - b, [a, b]))(tmx.NormalizedEntropy(num_tasks=2), tmx.AUC(num_tasks=2)),
+        [
+            lambda p, t: np.array([_normalized_entropy(pp, tt) for pp, tt in zip(p, t)]),
+            lambda p, t: np.array([roc_auc_score(tt, pp) for pp, tt in zip(p, t)]),
+        ],
+        _two_task_ne_minus_auc,
+        True,
+    ),
+}
+
+
+def _refused_case_batches(two_tasks: bool) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], tuple]:
+    """Two accepted batches of 4 and 3 rows (binary labels, predictions on bin midpoints), and one of soft labels."""
+    preds = np.array([0.125, 0.625, 0.375, 0.875, 0.375, 0.875, 0.125])
+    target = np.array([0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    if two_tasks:
+        preds, target = np.stack([preds, preds[::-1]]), np.stack([target, 1 - target])
+    p, t = torch.tensor(preds), torch.tensor(target)
+    good = [(p[..., :4], t[..., :4]), (p[..., 4:], t[..., 4:])]
+    return good, (p[..., :2], torch.full_like(t[..., :2], 0.3))
+
+
+def _operand_values(metric: Metric) -> Any:
+    value = metric.compute()
+    return {k: v.numpy() for k, v in value.items()} if isinstance(value, dict) else value.numpy()
+
+
+@pytest.mark.parametrize("path", ["update", "forward"])
+@pytest.mark.parametrize("name", list(_REFUSED_CASES))
+def test_a_batch_one_metric_refuses_changes_no_metric_of_the_expression(name, path):
+    """``(ctr - auc).update(preds, soft_labels)``: CTR takes soft labels, AUC refuses them. CTR had taken the
+    batch when AUC refused it, so CTR's value and the expression's were wrong for the rest of the run (DESIGN:
+    a rejected batch is never half-applied). Now every metric of the expression is as before the batch, whatever
+    holds it (list states, in-place sums, ``validate_args=False``, a window, a TorchMetrics metric), through
+    ``update`` and ``forward``; each value is the numpy/sklearn one of the accepted batches alone."""
+    factory, operand_refs, expression_ref, two_tasks = _REFUSED_CASES[name]
+    expression, operands = factory()
+    (first, second), bad = _refused_case_batches(two_tasks)
+    step = expression.update if path == "update" else expression
+    step(*first)
+    counts = [operand.update_count for operand in operands] + [expression.update_count]
+    with pytest.raises(ValueError, match="target"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # an unvalidated AUC's forward value of soft labels
+        step(*bad)
+    assert [operand.update_count for operand in operands] + [expression.update_count] == counts
+    step(*second)
+    preds, target = (torch.cat([a, b], dim=-1).numpy() for a, b in zip(first, second))
+    for operand, reference in zip(operands, operand_refs):
+        value, expected = _operand_values(operand), reference(preds, target)
+        if isinstance(expected, dict):
+            assert value.keys() == expected.keys()
+            for key in expected:
+                np.testing.assert_allclose(value[key], expected[key], rtol=1e-6)
+        else:
+            np.testing.assert_allclose(value, expected, rtol=1e-6)  # float32 MSE
+    np.testing.assert_allclose(expression.compute().numpy(), expression_ref(preds, target), rtol=1e-6, atol=1e-7)
+
+
+# operator -> what it computes of the metrics' values, in numpy (`%` is TorchMetrics' torch.fmod)
+_NUMPY_OPERATORS: dict[str, tuple[Callable[[Any, Any], Any], Callable[[Any, Any], Any]]] = {
+    "+": (operator.add, np.add),
+    "-": (operator.sub, np.subtract),
+    "*": (operator.mul, np.multiply),
+    "/": (operator.truediv, np.divide),
+    "//": (operator.floordiv, np.floor_divide),
+    "%": (operator.mod, np.fmod),
+    "**": (operator.pow, np.power),
+    "<": (operator.lt, np.less),
+    ">=": (operator.ge, np.greater_equal),
+}
+
+
+@pytest.mark.parametrize("other", ["number", "tensor", "metric"])
+@pytest.mark.parametrize("reflected", [False, True], ids=["metric-first", "metric-second"])
+@pytest.mark.parametrize("symbol", list(_NUMPY_OPERATORS))
+def test_binary_arithmetic_is_the_operator_of_the_values(symbol, reflected, other):
+    """Every operator with a number, a 0-dim tensor or another metric on either side, on a two-task CTR whose
+    values are 0.75 and 0.25 (written out). ``2.0 % ctr`` failed in TorchMetrics' ``torch.fmod(2.0, value)``
+    (no number first); it is now an expression like the others."""
+    op, np_op = _NUMPY_OPERATORS[symbol]
+    preds = np.array([[0.5, 0.5, 0.5, 0.5], [1.0, 1.0, 1.0, 1.0]])
+    target = np.array([[1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.0, 0.0]])
+    operand: Any = {"number": 1.5, "tensor": torch.tensor(1.5), "metric": tmx.WeightedMSE(num_tasks=2)}[other]
+    operand_value = np.mean((preds - target) ** 2, axis=1) if other == "metric" else 1.5  # MSE 0.25 and 0.75
+    ctr, ctr_value = tmx.CTR(num_tasks=2), target.mean(1)
+    expression = op(operand, ctr) if reflected else op(ctr, operand)
+    expected = np_op(operand_value, ctr_value) if reflected else np_op(ctr_value, operand_value)
+    expression.update(torch.tensor(preds), torch.tensor(target))
+    np.testing.assert_allclose(expression.compute().numpy().astype(float), expected.astype(float), rtol=1e-12)
+
+
+@pytest.mark.parametrize("symbol", ["unary -", "unary +", "abs()"])
+def test_unary_arithmetic_is_the_operator_of_the_value(symbol):
+    """``-(ctr - auc)`` was ``-|ctr - auc|`` and ``+(ctr - auc)`` ``|ctr - auc|`` (TorchMetrics' "absolute negative"
+    operators); they are Python's minus and plus now, on a value of each sign (numpy/sklearn written out)."""
+    op, np_op = {
+        "unary -": (operator.neg, np.negative),
+        "unary +": (operator.pos, np.positive),
+        "abs()": (abs, np.abs),
+    }[symbol]
+    preds = np.array([[0.2, 0.7, 0.9, 0.4], [0.6, 0.3, 0.8, 0.1]])
+    target = np.array([[0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 1.0]])
+    expression = op(tmx.CTR(num_tasks=2) - tmx.AUC(num_tasks=2))
+    assert expression(torch.tensor(preds), torch.tensor(target)) is not None
+    difference = target.mean(1) - np.array([roc_auc_score(t, p) for p, t in zip(preds, target)])  # -0.5 and 0.25
+    np.testing.assert_allclose(expression.compute().numpy(), np_op(difference), rtol=1e-12)
+    copy = pickle.loads(pickle.dumps(expression))
+    np.testing.assert_allclose(copy.compute().numpy(), np_op(difference), rtol=1e-12)
 
 
 # ----------------------------------------------------------------------------- wrappers
@@ -517,3 +680,59 @@ def test_an_update_between_a_manual_sync_and_unsync_is_refused_and_changes_nothi
         )
         assert result["update_count"] == 2, rank
         assert result["value"].item() == pytest.approx(expected, rel=1e-6), rank
+
+
+def _expression_batches(rank: int) -> list[dict[str, torch.Tensor]]:
+    """Rank 0: two batches of 4 rows; rank 1: one batch of 3 (uneven shards)."""
+    preds = torch.tensor([0.1, 0.8, 0.35, 0.6, 0.9, 0.2, 0.45, 0.7, 0.3, 0.55, 0.05])
+    target = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    cuts = [(0, 4), (4, 8)] if rank == 0 else [(8, 11)]
+    return [{"preds": preds[a:b], "target": target[a:b]} for a, b in cuts]
+
+
+def _expressions_on_rank(rank: int, world_size: int) -> dict[str, Any]:
+    """``ctr - auc`` fed by update and by forward, a batch of soft labels refused on rank 1 between its batches;
+    ``ndcg - recall`` of flat rows on rank 0 only (rank 1 has no batch)."""
+    by_update, by_forward = tmx.CTR() - tmx.AUC(), tmx.CTR() - tmx.AUC()
+    refused = []
+    for i, batch in enumerate(_expression_batches(rank)):
+        if rank == 1 and i == 0:
+            soft = {"preds": batch["preds"], "target": torch.full_like(batch["target"], 0.3)}
+            for step in (by_update.update, by_forward):
+                try:
+                    step(**soft)
+                    refused.append(False)
+                except ValueError:
+                    refused.append(True)
+        by_update.update(**batch)
+        by_forward(**batch)
+    ranking = tmx.NDCG(k=2) - tmx.RecallAtK(k=2)
+    if rank == 0:
+        ranking.update(
+            torch.tensor([0.9, 0.8, 0.1, 0.7, 0.2, 0.4]),
+            torch.tensor([0, 1, 1, 1, 0, 0]),
+            indexes=torch.tensor([0, 0, 0, 1, 1, 1]),
+        )
+    return {
+        "refused": refused,
+        "update": by_update.compute().item(),
+        "forward": by_forward.compute().item(),
+        "ranking": ranking.compute().item(),
+    }
+
+
+@pytest.mark.ddp
+def test_an_expression_over_two_ranks_is_the_formula_of_all_their_rows(ddp_pool):
+    """Real gloo, 2 ranks with uneven shards: each metric of ``ctr - auc`` syncs in its own ``compute``, and a
+    batch refused on one rank leaves nothing behind there (CTR had kept it); ``ndcg - recall`` with no batch on
+    one rank. Values are numpy/sklearn of both ranks' accepted rows."""
+    results = ddp_pool.run(_expressions_on_rank)
+    rows = [batch for rank in (0, 1) for batch in _expression_batches(rank)]
+    preds = torch.cat([b["preds"] for b in rows]).numpy()
+    target = torch.cat([b["target"] for b in rows]).numpy()
+    expected = target.mean() - roc_auc_score(target, preds)
+    for rank, result in enumerate(results):
+        assert result["refused"] == ([True, True] if rank == 1 else []), rank
+        assert result["update"] == pytest.approx(expected, rel=1e-6), rank
+        assert result["forward"] == pytest.approx(expected, rel=1e-6), rank
+        assert result["ranking"] == pytest.approx(_ndcg_minus_recall_at_2(), rel=1e-6), rank

@@ -20,6 +20,11 @@ own passes it down both sides, so a metric used twice (``ranking["ndcg@5"] - ran
 twice in the query of a ranking metric, every update twice in a window, every example twice in a
 throughput, which changes their values. Its indexing operator (a lambda) could not be pickled either.
 
+Unary minus and plus are Python's: TorchMetrics' ``-metric`` is ``-abs(value)`` and ``+metric``
+``abs(value)``, so ``-(ne_a - ne_b)`` gave ``-|ne_a - ne_b|``. ``number % metric`` works (TorchMetrics'
+called ``torch.fmod`` with the number first, which torch refuses); ``%`` stays TorchMetrics' ``torch.fmod``
+(the sign of the left operand), not Python's floor remainder.
+
 Equality (``==``, ``!=``) keeps TorchMetrics' behaviour: containers compare their items with it.
 A TorchMetrics metric on the left (``torchmetrics.MeanSquaredError() - ranking``) builds the
 expression with its own operator, which this class does not reach.
@@ -27,6 +32,7 @@ expression with its own operator, which this class does not reach.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -123,9 +129,17 @@ def _refuse_dict_values(symbol: str, *operands: Any) -> None:
             )
 
 
+# TorchMetrics' `-metric` is `-abs(value)` and `+metric` is `abs(value)` (its "absolute negative operator"), so
+# `-(ne_a - ne_b)` was `-|ne_a - ne_b|` and `+(a - b)` `|a - b|`; here they are Python's (and torch's) minus and plus
+_OWN_UNARY: dict[str, Callable[[Any], Any]] = {"neg": torch.neg, "pos": torch.positive}
+
+
 def _binary(name: str, symbol: str) -> Callable[..., Any]:
     def operator(self: TensorArithmetic, other: Any) -> Any:
         _refuse_dict_values(symbol, self, other)
+        if name == "rmod" and isinstance(other, (int, float)):
+            # TorchMetrics' `2.0 % metric` computes torch.fmod(2.0, value), which takes no number first: a tensor
+            other = torch.tensor(other)
         return _Expression.of(getattr(super(TensorArithmetic, self), f"__{name}__")(other))
 
     operator.__name__ = operator.__qualname__ = f"__{name}__"
@@ -136,6 +150,8 @@ def _binary(name: str, symbol: str) -> Callable[..., Any]:
 def _unary(name: str, symbol: str) -> Callable[..., Any]:
     def operator(self: TensorArithmetic) -> Any:
         _refuse_dict_values(symbol, self)
+        if name in _OWN_UNARY:
+            return _Expression(_OWN_UNARY[name], self, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
         return _Expression.of(getattr(super(TensorArithmetic, self), f"__{name}__")())
 
     operator.__name__ = operator.__qualname__ = f"__{name}__"
@@ -178,6 +194,142 @@ def _evaluate(node: Any, leaf_value: Callable[[Metric], Any], memo: dict[int, An
     return node
 
 
+class _Held:
+    """What one metric (and every metric inside it: a window's children) holds, to be put back after its update.
+
+    Its attributes (a shallow copy of ``__dict__`` and of ``_modules``: the update counter, the cached
+    value, the state objects, a window's ring position), the values of its tensor states (which an
+    update may add to in place: copied, in one ``torch.cat`` where they share a dtype and device) and
+    the items of its list states (which an update appends to: the chunks themselves are never written
+    in place, so the list is copied, not the chunks).
+    """
+
+    __slots__ = ("_parts",)
+
+    def __init__(self, metric: Metric) -> None:
+        if metric._modules:  # a wrapper: the metrics inside it too
+            self._parts = [_held_module(module) for module in metric.modules() if isinstance(module, Metric)]
+        else:
+            self._parts = [_held_module(metric)]
+
+    def restore(self) -> None:
+        """Put the metric back as it was: the same state objects (a compute group may share them), the same values."""
+        for module, attributes, children, tensors, copies, lists in self._parts:
+            if isinstance(copies, torch.Tensor):  # one copy of them all, joined along their first dimension
+                copies = copies.split([len(t) for t in tensors])
+            for tensor, copy in zip(tensors, copies):
+                if not torch.equal(tensor, copy):  # added to in place
+                    with torch.no_grad():
+                        tensor.copy_(copy)
+            for held, items in lists:
+                held[:] = items
+            current = module.__dict__
+            for name in [name for name in current if name not in attributes]:
+                del current[name]
+            current.update(attributes)
+            if children is not None:
+                module._modules.clear()
+                module._modules.update(children)
+
+
+def _held_module(module: Metric) -> tuple[Any, ...]:
+    """One metric's part of :class:`_Held` (its own states and attributes, not its children's)."""
+    attributes = module.__dict__.copy()
+    tensors, lists = [], []
+    dtype: Any = None
+    for name in attributes["_defaults"]:
+        value = attributes[name]
+        if type(value) is list:
+            lists.append((value, value.copy()))
+        elif isinstance(value, torch.Tensor):
+            tensors.append(value)
+            dtype = value.dtype if dtype is None or dtype is value.dtype else False
+    copies: Any = None
+    if dtype:  # the (T,) sums of most metrics: one copy of them all instead of one per state
+        try:
+            copies = torch.cat(tensors)
+        except RuntimeError:  # 0-dim states, other shapes or devices
+            pass
+    if copies is None:
+        copies = [t.clone() for t in tensors]
+    children = module._modules
+    return module, attributes, children.copy() if children else None, tensors, copies, lists
+
+
+_HANDS_SUMS: dict[type, bool] = {}  # class -> _hands_sums(class)
+
+
+def _hands_sums(cls: type) -> bool:
+    """Whether ``cls.update`` can hand its batch's sums over instead of adding them (``_PointwiseMetric``'s update).
+
+    Asked of the class once. That update, while ``_forward_batch`` is in the metric's ``__dict__``, validates the
+    batch, computes what it would add to each sum state and appends ``(state names, sums)`` there, changing no
+    state (the hand-over ``TaskMetric.forward`` uses; other classes that hand over keep more for their batch value).
+    """
+    known = _HANDS_SUMS.get(cls)
+    if known is None:
+        from torchmetrics_ext.metrics.pointwise import _PointwiseMetric  # pointwise -> base -> this module
+
+        known = _HANDS_SUMS[cls] = issubclass(cls, _PointwiseMetric) and cls._update_hands_statistics()
+    return known
+
+
+def _each_once(metrics: list[Metric], step: Callable[[Metric], None], update: bool = False) -> None:
+    """``step`` (an ``update`` or ``forward`` of the batch) of each metric; if one raises, every metric as before.
+
+    DESIGN's "a rejected batch is never half-applied", for the expression as a whole: each metric of
+    the package refuses a bad batch before it changes (its own guarantee), but in ``ctr - auc`` with
+    soft labels ``ctr`` had taken the batch when ``auc`` refused it. Each metric but the last is held
+    (:class:`_Held`) before its step and put back if a later one raises.
+
+    Why hold rather than validate every metric first and then update: holding works for every metric
+    an expression may hold (ours with ``validate_args=False``, ``Windowed``, TorchMetrics' own, whose
+    ``update`` is the only check there is), and it is the cheaper of the two: a copy of a few small
+    sum states (a histogram for binned AUC) and of the list states' item lists (a few us a metric)
+    against a second validation pass over the batch (10 to 35 us a metric: our updates check their
+    inputs as they format them). One metric (``auc * 100``, ``r["ndcg@5"] - r["mrr@5"]``) and the
+    last metric need no holding: nothing after them can refuse the batch.
+
+    ``update`` of the pointwise metrics (NE, CTR, calibration, ...: :func:`_hands_sums`) needs no hold
+    at all: each hands its validated sums over, and they are added once every metric has taken the
+    batch (the same ``_foreach_add_`` its update makes, so the same values); a refused batch then only
+    puts back their update counters. They go first, so that the last, unheld metric is one that would
+    need a hold.
+    """
+    if len(metrics) == 1:
+        step(metrics[0])
+        return
+    if update:  # the metrics that hand their sums over first (the order of distinct metrics changes nothing)
+        metrics = sorted(metrics, key=lambda metric: not _hands_sums(type(metric)))
+    held: list[_Held] = []
+    handed: list[tuple[Metric, int, Any, list[Any]]] = []
+    try:
+        for metric in metrics[:-1]:
+            state = metric.__dict__
+            if update and _hands_sums(type(metric)):
+                sums: list[Any] = []
+                handed.append((metric, state["_update_count"], state["_computed"], sums))
+                state["_forward_batch"] = sums
+                try:
+                    step(metric)
+                finally:
+                    del state["_forward_batch"]
+            else:
+                held.append(_Held(metric))
+                step(metric)
+        step(metrics[-1])
+    except BaseException:
+        for hold in held:  # the one that raised too, if held: with validate_args=False it may have half-changed
+            hold.restore()
+        for metric, count, computed, _ in handed:
+            metric.__dict__["_update_count"], metric.__dict__["_computed"] = count, computed
+        raise
+    for metric, _, _, sums in handed:
+        if sums:  # nothing for an empty batch
+            (names, values), state = sums[0], metric.__dict__
+            torch._foreach_add_([state[name] for name in names], list(values))
+
+
 class _Expression(TensorArithmetic, CompositionalMetric):
     """TorchMetrics' ``CompositionalMetric`` whose metrics each take a batch once, however often it uses them.
 
@@ -193,18 +345,41 @@ class _Expression(TensorArithmetic, CompositionalMetric):
     def _metrics(self) -> list[Metric]:
         return list(_leaves(self, {}).values())
 
+    def _wrap_update(self, update: Callable) -> Callable:
+        """TorchMetrics' update wrapper, with the expression's own update counter put back when the batch is refused."""
+        wrapped = super()._wrap_update(update)
+
+        @functools.wraps(update)
+        def counted(*args: Any, **kwargs: Any) -> None:
+            count = self.__dict__["_update_count"]
+            try:
+                wrapped(*args, **kwargs)
+            except Exception:
+                self.__dict__["_update_count"] = count
+                raise
+
+        return counted
+
     def update(self, *args: Any, **kwargs: Any) -> None:
-        """Give the batch to each metric of the expression once."""
-        for metric in self._metrics():
-            metric.update(*args, **metric._filter_kwargs(**kwargs))
+        """Give the batch to each metric of the expression once; a batch one of them refuses changes none of them."""
+        _each_once(self._metrics(), lambda metric: metric.update(*args, **metric._filter_kwargs(**kwargs)), True)
 
     def compute(self) -> Any:
         """The expression of the metrics' values, each computed once."""
         return _evaluate(self, lambda metric: metric.compute(), {})
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Each metric's ``forward`` once on the batch, combined as TorchMetrics' ``CompositionalMetric`` does."""
-        self._forward_cache = _evaluate(self, lambda metric: metric(*args, **metric._filter_kwargs(**kwargs)), {})
+        """Each metric's ``forward`` once on the batch, combined as TorchMetrics' ``CompositionalMetric`` does.
+
+        A batch one of the metrics refuses changes none of them (see :func:`_each_once`).
+        """
+        values: dict[int, Any] = {}
+
+        def forward(metric: Metric) -> None:
+            values[id(metric)] = metric(*args, **metric._filter_kwargs(**kwargs))
+
+        _each_once(self._metrics(), forward)
+        self._forward_cache = _evaluate(self, lambda metric: values[id(metric)], {})
         return self._forward_cache
 
     def reset(self) -> None:

@@ -1,6 +1,7 @@
 """Fixed cost of one ``update`` of the cheap pointwise metrics: this checkout against another's package.
 
-Per-update thread CPU time of standalone metrics (WeightedMSE, WeightedMAE, CTR, Calibration, exact
+Per-update thread CPU time of standalone metrics (WeightedMSE, WeightedMAE, CTR, Calibration, NE (also
+with int64 labels), WeightedAverage (also without labels), exact
 AUC and AUPRC, ``Windowed(AUC, 1000)`` and ``(AUC, 100000)``, exact ``GroupedAUC`` on groups of 4 rows, ``XAUC``
 (each also windowed);
 ``NDCG(k=10)``, ``RankingMetrics``, ``MRR``, ``RecallAtK(5)`` and ``Windowed(NDCG(k=10), 1000)`` on
@@ -45,7 +46,9 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "WeightedMAE": (lambda m, va: m.WeightedMAE(validate_args=va), False),
     "CTR": (lambda m, va: m.CTR(validate_args=va), True),
     "NE": (lambda m, va: m.NormalizedEntropy(validate_args=va), False),
+    "NE int64": (lambda m, va: m.NormalizedEntropy(validate_args=va), "int64"),  # unweighted, int64 labels
     "WeightedAverage": (lambda m, va: m.WeightedAverage(validate_args=va), True),
+    "WeightedAverage no labels": (lambda m, va: m.WeightedAverage(validate_args=va), "no labels"),  # (p, None, w)
     "Calibration": (lambda m, va: m.Calibration(validate_args=va), True),
     "AUC exact": (lambda m, va: m.AUC(validate_args=va), False),
     "Windowed(AUC, 1000)": (lambda m, va: m.Windowed(m.AUC(validate_args=va), 1000), False),
@@ -94,7 +97,11 @@ def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int, 
     """Thread CPU µs per ``update`` (``forward``: per call) over ``reps`` calls (after one untimed update)."""
     args = [b if weighted is True else b[:2] for b in data]
     kwargs: list[dict[str, torch.Tensor]] = [{} for _ in data]
-    if weighted == "ranking":
+    if weighted == "int64":
+        args = [(b[0], b[1].long()) for b in data]
+    elif weighted == "no labels":
+        args = [(b[0], None, b[2]) for b in data]
+    elif weighted == "ranking":
         ids = torch.arange(data[0][0].shape[0]) // 4
         kwargs = [{"indexes": ids, "weights": b[2]} for b in data]
     elif weighted == "ranking int64":  # unweighted, int64 labels (kept as int32 after their bounds are read)

@@ -2001,10 +2001,11 @@ def test_update_wrapper_moves_list_states_with_compute_on_cpu():
 
 # (metric, whether update takes weights, at most this many ATen operations and Python function calls per
 # validated update, host reads). The error metrics check an unweighted batch's values from two of its sums
-# (one read, no bounds: `_PointwiseMetric._finite_sums`); they read the four bounds before (20 operations).
+# (no bounds: `_PointwiseMetric._finite_sums`), each read directly (two reads at ~0.15 µs on the CPU, where
+# adding them first was an operation of ~0.9 µs); they read the four bounds before (20 operations).
 _FIXED_COST = [
-    ("WeightedMSE", tmx.WeightedMSE, False, 15, 50, 1),
-    ("WeightedMAE", tmx.WeightedMAE, False, 15, 50, 1),
+    ("WeightedMSE", tmx.WeightedMSE, False, 15, 50, 2),
+    ("WeightedMAE", tmx.WeightedMAE, False, 15, 50, 2),
     ("CTR", tmx.CTR, True, 22, 60, 6),
     ("Calibration", tmx.Calibration, True, 22, 60, 6),
     ("AUC", tmx.AUC, False, 18, 38, 6),

@@ -299,8 +299,11 @@ _UNWEIGHTED_TOTALS: dict[torch.device, tuple[torch.Size, Tensor]] = {}
 _SHARED: ContextVar[BatchSums | None] = ContextVar("torchmetrics_ext_shared_sums", default=None)
 
 
-def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> BatchSums:
+def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None, binary_target: bool = False) -> BatchSums:
     """The shared :class:`BatchSums` of this batch inside :func:`sharing_sums`, else a fresh one without a memo.
+
+    ``binary_target``: the caller validated that every label is 0 or 1 (for a fresh object; a shared
+    one says what its own caller validated).
 
     A kernel asks each intermediate of its own batch once (and the named sums, kept in slots, as
     often as it likes), so a fresh object computes them as asked, with the same operators in the
@@ -309,7 +312,7 @@ def batch_sums(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> 
     shared = _SHARED.get()
     if shared is not None and shared.matches(preds, target, weights):
         return shared
-    return BatchSums(preds, target, weights, memo=False)  # one kernel call's: nothing to look up or keep
+    return BatchSums(preds, target, weights, binary_target, memo=False)  # one kernel call's: nothing to look up or keep
 
 
 def known_pred_range(preds: Tensor) -> tuple[float, ...]:

@@ -162,6 +162,7 @@ def _cross_entropy_update(
     eta: float,
     from_logits: bool,
     pred_range: tuple[float, ...] = (),
+    binary_target: bool = False,
 ) -> Stats:
     """Return ``(sum w·CE, sum w, sum w·y)`` per task; CE in nats.
 
@@ -169,9 +170,11 @@ def _cross_entropy_update(
     overflow-free ``softplus(z) - y·z`` (:func:`_logit_cross_entropy`) and need no clamp. With
     ``eta = 0``, ``0·log 0 = 0``. ``pred_range``: the predictions' ``(min, max)`` if the caller read
     them (as a shared batch's :attr:`~torchmetrics_ext.functional._sums.BatchSums.pred_range`): no
-    clamp where they lie inside ``[eta, 1 - eta]`` (it would change nothing).
+    clamp where they lie inside ``[eta, 1 - eta]`` (it would change nothing). ``binary_target``: the
+    caller validated every label to be 0 or 1 (one log per sample instead of two, the same bits); the
+    out-of-place form is kept where ``preds`` require gradients.
     """
-    sums = batch_sums(preds, target, weights)
+    sums = batch_sums(preds, target, weights, binary_target and not preds.requires_grad)
     if from_logits:
         ce_sum = sums.weighted(("ce_logits",), lambda: _logit_cross_entropy(preds, target))
     else:
@@ -205,7 +208,10 @@ def _cross_entropy_update(
             # tests/test_pointwise_precision.py holds the kernel to this bound against 50-digit references.
             if eta == 0:
                 return _weighed(eta, _unclamped_log_likelihood(p, target), weights)
-            complement = (1 - p).clamp_(min=eta) if floor else 1 - p
+            # `one_like(p) - p`: the bits of `1 - p` without wrapping the Python 1 (~1 µs of a small update)
+            complement = one_like(p) - p
+            if floor:
+                complement = complement.clamp_(min=eta)
             return _weighed(eta, torch.lerp(torch.log(complement), torch.log(p), target), weights)
 
         ce_sum = sums.value(("ce", eta), lambda: sums.weighted(("log_likelihood", eta), cross_entropy).neg())
@@ -376,6 +382,25 @@ def log_loss(
 # ----------------------------------------------------------------------------- weighted sums
 
 
+# per device: the shape of the last batch without labels and its (T,) zero label sum (see `_zero_sums`)
+_ZERO_SUMS: dict[torch.device, tuple[int, Tensor]] = {}
+
+
+def _zero_sums(preds: Tensor) -> Tensor:
+    """A float64 ``(T,)`` zero per task of ``preds``, kept per device and reused by every batch of ``T`` tasks.
+
+    The label sum of a batch without labels: no ``torch.zeros`` per update (an operator call, ~1 µs of
+    a small one). Like every statistic a kernel returns it is never modified in place (updates add it
+    into their states; ``forward`` reads it as a batch state and adds it out of place).
+    """
+    tasks, device = preds.shape[0], preds.device
+    kept = _ZERO_SUMS.get(device)
+    if kept is None or kept[0] != tasks:
+        with torch.inference_mode(False):  # read by later batches outside inference mode too
+            kept = _ZERO_SUMS[device] = (tasks, torch.zeros(tasks, dtype=torch.float64, device=device))
+    return kept[1]
+
+
 def _weighted_sums_update(
     preds: Tensor, target: Tensor | None, weights: Tensor | None, from_logits: bool, unit_target: bool = True
 ) -> Stats:
@@ -391,7 +416,7 @@ def _weighted_sums_update(
     else:
         pred_sum = sums.pred_sum()
     if target is None:
-        return pred_sum, torch.zeros(preds.shape[:1], dtype=torch.float64, device=preds.device), sums.total()
+        return pred_sum, _zero_sums(preds), sums.total()
     return pred_sum, sums.label_sum(), sums.class_total() if unit_target else sums.total()
 
 

@@ -137,12 +137,17 @@ class _ValueAggregation(AggregationMetric[S]):
             self._torchmetrics_names[ours] = theirs
         self.state_name = f"{self.state_name}_{setting}"  # TorchMetrics' compute reads getattr(self, state_name)
 
+    @property
+    def _renames(self) -> dict[str, str]:
+        """This metric's state names -> TorchMetrics' (none for a metric pickled before states were renamed)."""
+        return self.__dict__.get("_torchmetrics_names", {})
+
     def state_dict(  # type: ignore[override]  # TorchMetrics' signature
         self, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
     ) -> dict[str, Any]:
         """TorchMetrics' ``state_dict``, the states under TorchMetrics' names: its aggregators load ours."""
         destination = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
-        for ours, theirs in self._torchmetrics_names.items():
+        for ours, theirs in self._renames.items():
             if prefix + ours in destination:
                 destination[prefix + theirs] = destination.pop(prefix + ours)
         return destination
@@ -150,7 +155,7 @@ class _ValueAggregation(AggregationMetric[S]):
     def _own_state_names(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """``states`` named as TorchMetrics or any setting of this class names them, under this metric's names."""
         mapped = dict(states)
-        for ours, theirs in self._torchmetrics_names.items():
+        for ours, theirs in self._renames.items():
             if ours not in mapped:
                 found = [name for name in mapped if re.fullmatch(_any_setting_of(theirs), name)]
                 if len(found) == 1:
@@ -277,7 +282,7 @@ def saved_state_names(metric: TorchMetric) -> dict[str, str]:
         >>> saved_state_names(Mean(nan_strategy="ignore"))
         {'mean_value_nanignore': 'mean_value', 'weight_nanignore': 'weight'}
     """
-    renamed = metric._torchmetrics_names if isinstance(metric, _ValueAggregation) else {}
+    renamed = metric._renames if isinstance(metric, _ValueAggregation) else {}
     return {name: renamed.get(name, name) for name in metric._defaults}
 
 
@@ -401,7 +406,7 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
 
     @property
     def _weight_state(self) -> str:
-        return next(ours for ours, theirs in self._torchmetrics_names.items() if theirs == "weight")
+        return next((ours for ours, theirs in self._renames.items() if theirs == "weight"), "weight")
 
     def compute(self) -> Tensor:
         """Weighted mean of everything seen (``nan`` if the total weight is 0)."""

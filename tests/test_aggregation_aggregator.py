@@ -724,6 +724,25 @@ def test_load_state_dict_rejects_foreign_checkpoints():
         aggregator.load_state_dict(source.state_dict())
 
 
+def test_checkpoints_keep_torchmetrics_state_names_whatever_the_handlers_nan_strategy():
+    """Sum/Mean name their states after their NaN setting in memory (compute groups); the aggregator's checkpoint
+    keeps TorchMetrics' names, so a handler of another nan_strategy (or TorchMetrics' own MeanMetric) resumes it."""
+    from functools import partial
+
+    source = MetricsAggregator()
+    source.update([Metric("d", "s", 2.5, A.SUM), Metric("d", "m", 1.0, A.MEAN), Metric("d", "m", 4.0, A.MEAN)])
+    state = source.state_dict()
+    assert sorted(state["tensors"]) == ["0/sum_value", "1/mean_value", "1/weight"]
+    for handlers in ({A.SUM: partial(Sum, nan_strategy="ignore")}, {A.MEAN: MeanMetric}):
+        resumed = MetricsAggregator()
+        for agg_type, handler in handlers.items():
+            resumed.register_handler(agg_type, handler)
+        resumed.load_state_dict(state)
+        resumed.update([Metric("d", "s", 0.25, A.SUM), Metric("d", "m", 7.0, A.MEAN)])
+        logged = resumed.get_metrics_for_logging(prefix="train")
+        assert logged == {"train_d/s": 2.75, "train_d/m": float(Fraction(1 + 4 + 7, 3))}
+
+
 def test_load_state_dict_of_an_incomplete_checkpoint_is_a_value_error_and_changes_nothing():
     """A truncated or hand-edited checkpoint raised a bare ``KeyError`` ('0/sum_value', 'tensors')."""
     source = MetricsAggregator()

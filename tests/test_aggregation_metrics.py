@@ -1314,6 +1314,102 @@ def test_categorical_in_collection(compute_groups):
         }
 
 
+_BIG = 2.0**24 + 1  # float32 rounds it to 2**24: a float32 sum of it loses 1 per term
+
+
+@pytest.mark.parametrize("ours_first", [True, False])
+@pytest.mark.parametrize(
+    ("ours", "theirs", "reference"),
+    [
+        (Sum, "SumMetric", lambda rows: math.fsum(v for row in rows for v in row)),
+        (Mean, "MeanMetric", lambda rows: float(sum(Fraction(v) for row in rows for v in row) / sum(map(len, rows)))),
+        (Max, "MaxMetric", lambda rows: max(v for row in rows for v in row)),
+        (Min, "MinMetric", lambda rows: min(v for row in rows for v in row)),
+    ],
+)
+def test_aggregators_never_join_torchmetrics_own_in_a_compute_group(ours, theirs, reference, ours_first):
+    """Sum/Mean/Max/Min kept TorchMetrics' state names, so MetricCollection grouped them with TorchMetrics'
+    float32 SumMetric/...: sorted second, Sum reported 100663296 for 6 x (2**24 + 1) = 100663302."""
+    import torchmetrics.aggregation as tm_aggregation
+
+    members = {"a": ours(), "b": getattr(tm_aggregation, theirs)()}
+    if not ours_first:
+        members = {"a": members["b"], "b": members["a"]}
+    collection = MetricCollection(members, compute_groups=True)
+    rows = [[_BIG] * 3, [_BIG, _BIG + 2, _BIG - 4]]
+    for row in rows:
+        collection.update(torch.tensor(row, dtype=torch.float64))
+    assert sorted(map(sorted, collection.compute_groups.values())) == [["a"], ["b"]]
+    value = collection.compute()["a" if ours_first else "b"]
+    assert value.dtype == torch.float64 and value.item() == reference(rows)
+
+
+@pytest.mark.parametrize("cls", [Sum, Mean, Max, Min])
+def test_nan_settings_keep_compute_groups_apart_and_equal_settings_together(cls):
+    """Settings that take NaN or inf otherwise agree on a batch without them; grouped, every member reported the
+    first member's states (Sum(nan_strategy=5.0) behind Sum(nan_strategy="ignore") gave 1 for [1], [nan], not 6).
+    Members of one setting (and "warn"/"ignore" each with itself) still share one group."""
+    settings = {
+        "ignore": {"nan_strategy": "ignore"},
+        "ignore2": {"nan_strategy": "ignore"},
+        "fill": {"nan_strategy": 5.0},
+        "keep": {"nan_strategy": "disable"},
+        "unchecked": {"nan_strategy": "ignore", "validate_args": False},
+        "unchecked2": {"nan_strategy": "warn", "validate_args": False},  # drops NaN without a word too
+    }
+    collection = MetricCollection({name: cls(**kw) for name, kw in settings.items()}, compute_groups=True)
+    rows = [[1.0, 2.0], [math.nan, 3.0]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for row in rows:
+            collection.update(torch.tensor(row, dtype=torch.float64))
+        values = collection.compute()
+    groups = sorted(map(sorted, collection.compute_groups.values()))
+    assert groups == [["fill"], ["ignore", "ignore2"], ["keep"], ["unchecked", "unchecked2"]]
+    reduce = {
+        Sum: math.fsum,
+        Mean: lambda v: float(sum(map(Fraction, v)) / len(v)),
+        Max: max,
+        Min: min,
+    }[cls]
+    dropped, filled = [1.0, 2.0, 3.0], [1.0, 2.0, 5.0, 3.0]
+    for name, expected in (("ignore", dropped), ("unchecked", dropped), ("fill", filled)):
+        assert values[name].item() == reduce(expected), name
+    assert math.isnan(values["keep"].item())
+
+
+def test_a_member_that_refuses_nan_is_not_grouped_behind_one_that_keeps_it():
+    """Sum() behind Sum(validate_args=False) (or nan_strategy="disable") took the NaN it refuses alone."""
+    collection = MetricCollection({"a": Sum(validate_args=False), "b": Sum()}, compute_groups=True)
+    collection.update(torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="`value` to hold finite numbers"):
+        collection.update(torch.tensor([math.nan]))
+    assert len(collection.compute_groups) == 2
+    assert collection["b"].compute().item() == 3.0
+
+
+@pytest.mark.parametrize("cls", [Sum, Mean, Max, Min])
+def test_checkpoints_and_merges_ignore_the_nan_setting_in_state_names(cls):
+    """The states carry their NaN setting in memory only: state_dict keeps TorchMetrics' names, and any setting's
+    checkpoint, metric or dict of TorchMetrics' states loads and merges into any other's."""
+    import torchmetrics.aggregation as tm_aggregation
+
+    theirs = getattr(tm_aggregation, f"{cls.__name__}Metric")()
+    source = cls(nan_strategy="ignore")
+    source.persistent(True)
+    source.update(torch.tensor([1.0, 4.0]))
+    assert set(source.state_dict()) == set(theirs._defaults)
+    target = cls()
+    target.persistent(True)
+    target.load_state_dict(source.state_dict())
+    target.merge_state(source)
+    target.merge_state({name: getattr(theirs, name) for name in theirs._defaults})  # an empty one: changes nothing
+    target.update(torch.tensor([2.0]))
+    seen = [1.0, 4.0, 1.0, 4.0, 2.0]  # loaded, merged, updated
+    expected = {Sum: math.fsum(seen), Mean: math.fsum(seen) / len(seen), Max: max(seen), Min: min(seen)}[cls]
+    assert target.compute().item() == expected
+
+
 def _counts(value):
     """A ``{category: 0-dim tensor}`` value as ``{category: float}`` (to compare with a Counter)."""
     return {k: v.item() for k, v in value.items()}

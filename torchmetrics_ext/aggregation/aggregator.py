@@ -16,6 +16,7 @@ from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
 from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
+from torchmetrics_ext.aggregation.scalar import saved_state_names
 from torchmetrics_ext.aggregation.sync import (
     CATEGORIES,
     UNSYNCED,
@@ -26,7 +27,7 @@ from torchmetrics_ext.aggregation.sync import (
     synced_values,
 )
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
-from torchmetrics_ext.metrics.base import counted_as_updated
+from torchmetrics_ext.metrics.base import GuardedMetric, counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states, outside_group
 from torchmetrics_ext.utilities.warnings import silencing_undefined
@@ -696,7 +697,9 @@ class MetricsAggregator:
         entries, tensors = [], {}
         for i, ((ds, name), (agg_type, _, metric)) in enumerate(self._keys.items()):
             layout: dict[str, int | None] = {}
-            for state, value in metric.metric_state.items():
+            names = saved_state_names(metric)  # as the metric's own state_dict names them
+            for own, value in metric.metric_state.items():
+                state = names[own]
                 if isinstance(value, Tensor):
                     layout[state] = None
                     tensors[f"{i}/{state}"] = value.detach().cpu().clone()
@@ -762,6 +765,9 @@ class MetricsAggregator:
             # states of an earlier version of the metric, which its load reads as the current ones
             # (CategoricalCount's list of keys, now two tensors)
             former = {old: new for old, new in getattr(metric, "_former_states", {}).items() if old in saved}
+            # states saved under other names, which its load maps (Sum's TorchMetrics' "sum_value")
+            if isinstance(metric, GuardedMetric):
+                former |= {old: (new,) for old, new in metric._former_state_names(saved).items()}
             derived |= {name for names in former.values() for name in names}
             if not saved <= expected | set(former) or expected - saved - derived:
                 raise ValueError(

@@ -24,21 +24,23 @@ makes the value NaN) and ``"warn"`` drops NaN without a warning (like ``"ignore"
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric as TorchMetric
 from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
 from torchmetrics.utilities import rank_zero_warn
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
-from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, one_task, options_error
+from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, _tag, one_task, options_error
 from torchmetrics_ext.utilities.checks import Bounds, as_real, as_str, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
-__all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch"]
+__all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch", "saved_state_names"]
 
 NanStrategy = Literal["error", "warn", "ignore", "disable"] | float
 _NAN_STRATEGIES = ("error", "warn", "ignore", "disable")
@@ -94,6 +96,7 @@ class _ValueAggregation(AggregationMetric[S]):
 
     higher_is_better = None
     nan_strategy: NanStrategy
+    state_name: str  # the main state (TorchMetrics' attribute), renamed after the NaN setting
     # no task dimension (one_task); TorchMetrics' aggregators pass `state_name` themselves
     _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks", "state_name")
 
@@ -108,6 +111,67 @@ class _ValueAggregation(AggregationMetric[S]):
         nan_strategy = _check_nan_strategy(nan_strategy)
         super().__init__(num_tasks, validate_args=validate_args, nan_strategy=nan_strategy, **kwargs)
         self.set_dtype(torch.float64)
+        self._name_states_after_settings()
+
+    def _name_states_after_settings(self) -> None:
+        """Rename TorchMetrics' states (``sum_value``...) to ``<name>_<how NaN and inf are taken>``.
+
+        :class:`~torchmetrics.MetricCollection` puts metrics whose states have the same names and
+        equal values after the first batch into one compute group, whose first member alone
+        updates. Under TorchMetrics' names this metric joined TorchMetrics' own ``SumMetric``
+        (float32 sums, NaN dropped with a warning) and read its states, or another ``nan_strategy``
+        or ``validate_args`` of this class, which takes NaN and inf otherwise; the states carry
+        that setting in their names (:func:`_nan_setting`) so only metrics that update alike share
+        them. Checkpoints keep TorchMetrics' names both ways (:meth:`state_dict`), and any
+        setting's states load and merge into any other's (what the states mean does not depend on it).
+        """
+        setting = _nan_setting(self.nan_strategy, self._check_inputs)
+        self._torchmetrics_names: dict[str, str] = {}  # this metric's state name -> TorchMetrics'
+        for theirs in list(self._defaults):
+            ours = f"{theirs}_{setting}"
+            default, reduce_fx = self._defaults.pop(theirs), self._reductions.pop(theirs)
+            persistent = self._persistent.pop(theirs)
+            delattr(self, theirs)
+            self.add_state(ours, default, reduce_fx, persistent)
+            self._load_former_names(ours, _any_setting_of(theirs))
+            self._torchmetrics_names[ours] = theirs
+        self.state_name = f"{self.state_name}_{setting}"  # TorchMetrics' compute reads getattr(self, state_name)
+
+    @property
+    def _renames(self) -> dict[str, str]:
+        """This metric's state names -> TorchMetrics' (none for a metric pickled before states were renamed)."""
+        return self.__dict__.get("_torchmetrics_names", {})
+
+    def state_dict(  # type: ignore[override]  # TorchMetrics' signature
+        self, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict[str, Any]:
+        """TorchMetrics' ``state_dict``, the states under TorchMetrics' names: its aggregators load ours."""
+        destination = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        for ours, theirs in self._renames.items():
+            if prefix + ours in destination:
+                destination[prefix + theirs] = destination.pop(prefix + ours)
+        return destination
+
+    def _own_state_names(self, states: Mapping[str, Any]) -> dict[str, Any]:
+        """``states`` named as TorchMetrics or any setting of this class names them, under this metric's names."""
+        mapped = dict(states)
+        for ours, theirs in self._renames.items():
+            if ours not in mapped:
+                found = [name for name in mapped if re.fullmatch(_any_setting_of(theirs), name)]
+                if len(found) == 1:
+                    mapped[ours] = mapped.pop(found[0])
+        return mapped
+
+    def merge_state(self, incoming_state: dict[str, Any] | TorchMetric) -> None:
+        """``merge_state`` of a metric of this class of any ``nan_strategy``, or a dict of its or TorchMetrics' states.
+
+        The states' names carry the setting (see :meth:`_name_states_after_settings`); what they hold does not.
+        """
+        if isinstance(incoming_state, _ValueAggregation) and type(incoming_state) is type(self):
+            incoming_state = incoming_state.metric_state
+        if isinstance(incoming_state, dict):
+            incoming_state = self._own_state_names(incoming_state)
+        super().merge_state(incoming_state)
 
     def _prepare(
         self, value: Values, weight: Values | None = None, dropped: float = 0.0
@@ -187,6 +251,41 @@ class _ValueAggregation(AggregationMetric[S]):
             rank_zero_warn("Encountered `nan` values in tensor. Will be removed.", UserWarning)
 
 
+def _nan_setting(strategy: NanStrategy, validated: bool) -> str:
+    """How a metric takes NaN and inf, as a state-name fragment: equal for settings that update alike.
+
+    Validated: ``nanerror``, ``nanwarn``, ``nanignore``, ``nandisable`` or ``nanfill<value>`` (inf refused).
+    Unvalidated (``..._unchecked``, inf taken): ``nankeep`` (``"error"``, ``"disable"``), ``nandrop``
+    (``"warn"``, ``"ignore"``) or ``nanfill<value>``.
+    """
+    if isinstance(strategy, float):
+        mode = f"nanfill{_tag(strategy)}"
+    elif validated:
+        mode = f"nan{strategy}"
+    else:
+        mode = "nankeep" if strategy in ("error", "disable") else "nandrop"
+    return mode if validated else f"{mode}_unchecked"
+
+
+def _any_setting_of(name: str) -> str:
+    """The pattern of TorchMetrics' state ``name`` and of its names under any setting (:func:`_nan_setting`)."""
+    return rf"{re.escape(name)}(_nan\w+)?"
+
+
+def saved_state_names(metric: TorchMetric) -> dict[str, str]:
+    """``{state: the name checkpoints give it}`` for ``metric``'s states, in their order.
+
+    TorchMetrics' names (``sum_value``...) for :class:`Sum`, :class:`Mean`, :class:`Max` and
+    :class:`Min`, whose states carry their NaN setting in memory only; the state's own name otherwise.
+
+    Examples:
+        >>> saved_state_names(Mean(nan_strategy="ignore"))
+        {'mean_value_nanignore': 'mean_value', 'weight_nanignore': 'weight'}
+    """
+    renamed = metric._renames if isinstance(metric, _ValueAggregation) else {}
+    return {name: renamed.get(name, name) for name in metric._defaults}
+
+
 def _check_bounds(name: str, bound: Bounds) -> None:
     """Raise ``ValueError`` unless ``value``'s or ``weight``'s bounds are finite (and a weight's non-negative).
 
@@ -246,7 +345,8 @@ class Sum(_ValueAggregation[SumBatch], SumMetric):
         return SumBatch(exact_sum(values))  # a one-element array becomes its element there
 
     def _fold(self, summary: SumBatch) -> None:
-        self.sum_value.add_(summary.total)
+        state: Tensor = getattr(self, self.state_name)
+        state.add_(summary.total)
 
 
 class Mean(_ValueAggregation[MeanBatch], MeanMetric):
@@ -265,7 +365,7 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
         ValueError: on NaN/inf, negative weights or a ``weight`` not broadcastable to ``value``'s shape.
 
     Note:
-        State: two float64 sums (TorchMetrics' ``mean_value`` and ``weight``). The mean of zero
+        State: two float64 sums (saved as TorchMetrics' ``mean_value`` and ``weight``). The mean of zero
         total weight is ``nan`` with an ``UndefinedMetricWarning``.
 
     Examples:
@@ -296,16 +396,25 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
         return MeanBatch(exact_sum(values), float(len(values)))
 
     def _fold(self, summary: MeanBatch) -> None:
-        self.mean_value.add_(summary.weighted_sum)
-        self.weight.add_(summary.weight)
+        total, weight = self._sums()
+        total.add_(summary.weighted_sum)
+        weight.add_(summary.weight)
+
+    def _sums(self) -> tuple[Tensor, Tensor]:
+        """The weighted sum and the total weight (TorchMetrics' ``mean_value`` and ``weight``, renamed)."""
+        return getattr(self, self.state_name), getattr(self, self._weight_state)
+
+    @property
+    def _weight_state(self) -> str:
+        return next((ours for ours, theirs in self._renames.items() if theirs == "weight"), "weight")
 
     def compute(self) -> Tensor:
         """Weighted mean of everything seen (``nan`` if the total weight is 0)."""
-        return safe_divide(self.mean_value, self.weight, "Mean", "the total weight is zero")
+        return safe_divide(*self._sums(), "Mean", "the total weight is zero")
 
     def _logged_value(self) -> Any:
         """:meth:`compute` as a host float: the same float64 division (and ``nan``), without its tensors."""
-        total, weight = self.mean_value, self.weight
+        total, weight = self._sums()
         if total.dtype != torch.float64 or weight.dtype != torch.float64 or total.ndim or weight.ndim:
             return super()._logged_value()  # states cast with set_dtype divide in their own dtype
         if type(self).compute is not Mean.compute:  # a subclass's own compute is what it logs
@@ -319,10 +428,9 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
 class _Extreme(_ValueAggregation[ExtremeBatch]):
     """Max and Min: one running extreme of the values, a float64 scalar reduced with ``max``/``min``.
 
-    A subclass names its TorchMetrics state and says which extreme it keeps; everything else is here.
+    A subclass says which extreme it keeps; everything else is here.
     """
 
-    _state: ClassVar[str]  # TorchMetrics' state: "max_value" / "min_value"
     _keeps_max: ClassVar[bool]
 
     def _extreme(self, values: Tensor) -> Tensor:
@@ -356,7 +464,7 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
         return ExtremeBatch(max(floats) if self._keeps_max else min(floats))
 
     def _fold(self, summary: ExtremeBatch) -> None:
-        state: Tensor = getattr(self, self._state)
+        state: Tensor = getattr(self, self.state_name)
         if self._keeps_max:
             state.clamp_(min=summary.value)
         else:
@@ -364,14 +472,14 @@ class _Extreme(_ValueAggregation[ExtremeBatch]):
 
     def compute(self) -> Tensor:
         """The extreme of everything seen (``nan`` if nothing was seen)."""
-        value: Tensor = getattr(self, self._state)
+        value: Tensor = getattr(self, self.state_name)
         empty = value == self._empty
         warn_undefined(empty, type(self).__name__, "no value was seen")
         return torch.where(empty, torch.full_like(value, math.nan), value)
 
     def _logged_value(self) -> Any:
         """:meth:`compute` as a host float (``nan`` if nothing was seen), without its tensors."""
-        value: Tensor = getattr(self, self._state)
+        value: Tensor = getattr(self, self.state_name)
         if value.ndim or type(self).compute is not _Extreme.compute:  # a subclass's own compute is what it logs
             return super()._logged_value()
         number = value.item()
@@ -407,12 +515,10 @@ def _extreme_doc(name: str, word: str, op: str, empty: str, example: str) -> str
 class Max(_Extreme, MaxMetric):  # noqa: D101 (the docstring comes from _extreme_doc)
     __doc__ = _extreme_doc("Max", "maximum", "max", "-inf", "7.")
     is_differentiable = True  # type: ignore[assignment]
-    _state = "max_value"
     _keeps_max = True
 
 
 class Min(_Extreme, MinMetric):  # noqa: D101 (the docstring comes from _extreme_doc)
     __doc__ = _extreme_doc("Min", "minimum", "min", "inf", "3.")
     is_differentiable = True  # type: ignore[assignment]
-    _state = "min_value"
     _keeps_max = False

@@ -1410,6 +1410,24 @@ def test_checkpoints_and_merges_ignore_the_nan_setting_in_state_names(cls):
     assert target.compute().item() == expected
 
 
+@pytest.mark.parametrize(
+    ("cls", "names"),
+    [(Sum, ("sum_value",)), (Mean, ("mean_value", "weight")), (Max, ("max_value",)), (Min, ("min_value",))],
+)
+def test_states_read_under_torchmetrics_names(cls, names):
+    """The states are renamed in memory, yet read as on TorchMetrics' aggregators (``Sum().sum_value``)."""
+    import torchmetrics.aggregation as tm_aggregation
+
+    theirs = getattr(tm_aggregation, f"{cls.__name__}Metric")()
+    ours = cls(nan_strategy="ignore")
+    for metric in (ours, theirs):
+        metric.update(torch.tensor([1.0, 4.0]))
+    for name in names:
+        assert getattr(ours, name).item() == getattr(theirs, name).item()
+    with pytest.raises(AttributeError, match="no_such_state"):
+        ours.no_such_state  # noqa: B018
+
+
 def _counts(value):
     """A ``{category: 0-dim tensor}`` value as ``{category: float}`` (to compare with a Counter)."""
     return {k: v.item() for k, v in value.items()}

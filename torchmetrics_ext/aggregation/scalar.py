@@ -142,6 +142,19 @@ class _ValueAggregation(AggregationMetric[S]):
         """This metric's state names -> TorchMetrics' (none for a metric pickled before states were renamed)."""
         return self.__dict__.get("_torchmetrics_names", {})
 
+    def __getattr__(self, name: str) -> Any:
+        """A state read under TorchMetrics' name (``Sum().sum_value``, ``Mean().weight``), as on its aggregators.
+
+        Only reached where ordinary lookup fails (never on the update path); anything else is
+        ``torch.nn.Module``'s lookup.
+        """
+        renames = self.__dict__.get("_torchmetrics_names")
+        if renames:
+            for ours, theirs in renames.items():
+                if theirs == name:
+                    return getattr(self, ours)
+        return super().__getattr__(name)
+
     def state_dict(  # type: ignore[override]  # TorchMetrics' signature
         self, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
     ) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     note_checkpoint,
     note_settings,
     settings_problems,
+    synced_problems,
 )
 from torchmetrics_ext.metrics.base import (
     GuardedMetric,
@@ -1350,7 +1351,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
             if isinstance(life, GuardedMetric)
             else {}
         )
-        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner, shown)
+        problems = synced_problems((life, self._child("window")), prefix, owner)
+        problems = problems or settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner, shown)
         if not problems and self._hist is not None:
             problems = self._histogram_name_problems(state_dict, prefix, version, owner)
         store = self._hist if self._hist is not None else self._ring

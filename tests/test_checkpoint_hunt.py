@@ -1,0 +1,115 @@
+"""Checkpoint edges found by an adversarial hunt: each test fails without its fix.
+
+References are independent of the code under test: scikit-learn's ``roc_auc_score`` and NumPy
+formulas written here.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torchmetrics.regression import MeanSquaredError
+
+import torchmetrics_ext as tmx
+
+
+def _two_equal_ranks(tensor, group=None):
+    """A fake gather over two ranks holding the same states (no process group needed)."""
+    return [tensor, tensor]
+
+
+def _batches(seed: int, count: int = 3, size: int = 40):
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        (torch.rand(size, generator=gen), (torch.rand(size, generator=gen) > 0.5).float()) for _ in range(count)
+    ]
+
+
+def _ne_reference(batches) -> float:
+    p = np.concatenate([b[0].double().numpy() for b in batches])
+    y = np.concatenate([b[1].double().numpy() for b in batches])
+    ce = -(y * np.log(p) + (1 - y) * np.log1p(-p)).mean()
+    q = y.mean()
+    return float(ce / -(q * np.log(q) + (1 - q) * np.log1p(-q)))
+
+
+def _auc_reference(batches) -> float:
+    p = np.concatenate([b[0].numpy() for b in batches])
+    y = np.concatenate([b[1].numpy() for b in batches])
+    return float(roc_auc_score(y, p))
+
+
+def _mse_reference(batches) -> float:
+    p = np.concatenate([b[0].double().numpy() for b in batches])
+    y = np.concatenate([b[1].double().numpy() for b in batches])
+    return float(((p - y) ** 2).mean())
+
+
+def _saved(metric) -> dict:
+    buffer = io.BytesIO()
+    torch.save(metric.state_dict(), buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+_FACTORIES = {
+    "ne": (lambda: tmx.NormalizedEntropy(), _ne_reference),
+    "auc": (lambda: tmx.AUC(), _auc_reference),
+    "binned_auc": (lambda: tmx.AUC(num_bins=1 << 14, bin_space="probability"), _auc_reference),
+    "windowed_ne": (lambda: tmx.Windowed(tmx.NormalizedEntropy(), 1000), _ne_reference),
+    "windowed_auc": (lambda: tmx.Windowed(tmx.AUC(), 1000), _auc_reference),
+    # a TorchMetrics metric in the window: the wrapper's own check (its children do not check)
+    "windowed_torchmetrics_mse": (lambda: tmx.Windowed(MeanSquaredError(), 1000), _mse_reference),
+}
+
+
+def _value(metric) -> float:
+    value = metric.compute()
+    return float(value["lifetime"] if isinstance(value, dict) else value)
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("name", sorted(_FACTORIES))
+def test_a_load_into_a_metric_synced_by_hand_is_refused_and_changes_nothing(name: str, strict: bool) -> None:
+    """``load_state_dict`` between ``sync()`` and ``unsync()`` was taken, then ``unsync()`` put back the
+    states from before the sync: the checkpoint was dropped without a word. It is refused (as
+    ``update`` and ``merge_state`` are), and after ``unsync()`` the same load resumes the checkpoint."""
+    make, reference = _FACTORIES[name]
+    saved_batches, own_batches = _batches(0), _batches(1, count=1)
+    source = make()
+    source.persistent(True)
+    for preds, target in saved_batches:
+        source.update(preds, target)
+    checkpoint = _saved(source)
+
+    metric = make()
+    metric.persistent(True)
+    for preds, target in own_batches:
+        metric.update(preds, target)
+    metric.sync(dist_sync_fn=_two_equal_ranks, distributed_available=lambda: True)
+    with pytest.raises(RuntimeError, match=r"synced.*unsync\(\)"):
+        metric.load_state_dict(checkpoint, strict=strict)
+    metric.unsync()
+    assert _value(metric) == pytest.approx(reference(own_batches), rel=1e-4)  # as it was
+
+    metric.load_state_dict(checkpoint, strict=strict)
+    assert _value(metric) == pytest.approx(reference(saved_batches), rel=1e-4)
+    more = _batches(2, count=1)
+    metric.update(*more[0])
+    assert _value(metric) == pytest.approx(reference(saved_batches + more), rel=1e-4)
+
+
+def test_a_load_of_a_checkpoint_without_the_synced_metrics_states_is_not_refused() -> None:
+    """A checkpoint holding nothing of the synced metric (saved without persistent states) loads nothing
+    into it, so it need not be refused."""
+    metric = tmx.NormalizedEntropy()
+    batches = _batches(3, count=1)
+    metric.update(*batches[0])
+    metric.sync(dist_sync_fn=_two_equal_ranks, distributed_available=lambda: True)
+    assert not metric.load_state_dict(tmx.NormalizedEntropy().state_dict()).missing_keys
+    metric.unsync()
+    assert _value(metric) == pytest.approx(_ne_reference(batches), rel=1e-6)

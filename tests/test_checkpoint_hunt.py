@@ -24,9 +24,7 @@ def _two_equal_ranks(tensor, group=None):
 
 def _batches(seed: int, count: int = 3, size: int = 40):
     gen = torch.Generator().manual_seed(seed)
-    return [
-        (torch.rand(size, generator=gen), (torch.rand(size, generator=gen) > 0.5).float()) for _ in range(count)
-    ]
+    return [(torch.rand(size, generator=gen), (torch.rand(size, generator=gen) > 0.5).float()) for _ in range(count)]
 
 
 def _ne_reference(batches) -> float:

@@ -111,3 +111,38 @@ def test_a_load_of_a_checkpoint_without_the_synced_metrics_states_is_not_refused
     assert not metric.load_state_dict(tmx.NormalizedEntropy().state_dict()).missing_keys
     metric.unsync()
     assert _value(metric) == pytest.approx(_ne_reference(batches), rel=1e-6)
+
+
+@pytest.mark.parametrize("load_before", [3, 5, 8])
+def test_tower_qps_keeps_its_warm_up_and_window_through_a_load_without_its_states(load_before: int) -> None:
+    """A ``TowerQPS`` (not persistent by default) in a model whose weights alone are loaded mid-run
+    (``strict=False``, fine-tuning style) restarted its warm-up and rebuilt its window: the steps after
+    the load went untimed (lifetime 15.0 instead of 14.21 here). A load holding none of its states
+    leaves it as it was, as the checkpoint policy says; the rates are written out by hand below."""
+    ticks = [i + (0.5 if i % 2 else 0.0) for i in range(10)]  # steps of 1.5 s and 0.5 s in turn
+    sizes = [10 + i for i in range(10)]
+    window_seconds = 4.0
+    reading = iter(ticks)
+    model = torch.nn.Module()
+    model.linear = torch.nn.Linear(2, 2)
+    model.qps = tmx.TowerQPS(warmup_steps=1, window_seconds=window_seconds, clock=lambda: next(reading))
+    for step, size in enumerate(sizes):
+        if step == load_before:
+            result = model.load_state_dict(
+                {"linear.weight": torch.zeros(2, 2), "linear.bias": torch.zeros(2)}, strict=False
+            )
+            assert result.missing_keys == []  # TorchMetrics' default: the rate's states are not persistent
+        model.qps.update(preds=torch.rand(size))
+    values = model.qps.compute()
+
+    # the first update starts the clock; every later one is timed from the one before
+    seconds = np.diff(ticks)
+    examples = np.array(sizes[1:], dtype=float)
+    lifetime = examples.sum() / seconds.sum()
+    newest = 1  # the newest updates whose seconds sum to at most the window (at least one)
+    while newest < len(seconds) and seconds[-(newest + 1) :].sum() <= window_seconds:
+        newest += 1
+    window = examples[-newest:].sum() / seconds[-newest:].sum()
+    assert values["lifetime_qps"].item() == pytest.approx(lifetime, rel=1e-12)
+    assert values["window_qps"].item() == pytest.approx(window, rel=1e-12)
+    assert values["total_examples"].item() == sum(sizes)

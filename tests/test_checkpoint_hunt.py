@@ -146,3 +146,28 @@ def test_tower_qps_keeps_its_warm_up_and_window_through_a_load_without_its_state
     assert values["lifetime_qps"].item() == pytest.approx(lifetime, rel=1e-12)
     assert values["window_qps"].item() == pytest.approx(window, rel=1e-12)
     assert values["total_examples"].item() == sum(sizes)
+
+
+@pytest.mark.parametrize(
+    ("part", "value"),
+    [("front", -1), ("front", 3), ("front", "2"), ("sizes", [-5, 40]), ("sizes", [40.0, 40.0]), ("sizes", [True, 40])],
+)
+def test_a_windowed_ring_of_malformed_sizes_or_front_is_refused(part: str, value) -> None:
+    """A hand-edited or foreign ring whose ``front`` lay outside ``0..updates`` (or whose sizes were no
+    whole numbers) loaded, and the window then read stale suffix aggregates: a wrong window value
+    with no error. It is refused naming ``_extra_state``, and the metric keeps its own states."""
+    saved_batches, own_batches = _batches(4, count=2), _batches(5, count=1)
+    source = tmx.Windowed(tmx.NormalizedEntropy(), 100)
+    for preds, target in saved_batches:
+        source.update(preds, target)
+    checkpoint = source.state_dict()
+    assert len(checkpoint["_extra_state"]["sizes"]) == 2  # two updates: a front of 3 is out of range
+    checkpoint["_extra_state"][part] = value
+
+    metric = tmx.Windowed(tmx.NormalizedEntropy(), 100)
+    metric.update(*own_batches[0])
+    with pytest.raises(RuntimeError, match=r"_extra_state.*`sizes`.*`front`"):
+        metric.load_state_dict(checkpoint)
+    values = metric.compute()
+    assert values["lifetime"].item() == pytest.approx(_ne_reference(own_batches), rel=1e-9)
+    assert values["window"].item() == pytest.approx(_ne_reference(own_batches), rel=1e-9)

@@ -171,3 +171,23 @@ def test_a_windowed_ring_of_malformed_sizes_or_front_is_refused(part: str, value
     values = metric.compute()
     assert values["lifetime"].item() == pytest.approx(_ne_reference(own_batches), rel=1e-9)
     assert values["window"].item() == pytest.approx(_ne_reference(own_batches), rel=1e-9)
+
+
+@pytest.mark.parametrize("sizes", [[-5, 40], [40.0, 40.0], [True, 40]])
+def test_a_binned_windowed_ring_of_malformed_sizes_is_refused(sizes) -> None:
+    """A binned AUC's window ring with a negative size loaded, and its next update kept three updates of
+    40 samples in a window of 100 (a wrong window AUC). It is refused and the metric keeps its states."""
+    saved_batches, own_batches = _batches(6, count=2), _batches(7, count=1)
+    source = tmx.Windowed(tmx.AUC(num_bins=1 << 14, bin_space="probability"), 100)
+    for preds, target in saved_batches:
+        source.update(preds, target)
+    checkpoint = source.state_dict()
+    checkpoint["_extra_state"]["sizes"] = sizes
+
+    metric = tmx.Windowed(tmx.AUC(num_bins=1 << 14, bin_space="probability"), 100)
+    metric.update(*own_batches[0])
+    with pytest.raises(RuntimeError, match=r"_extra_state.*whole numbers"):
+        metric.load_state_dict(checkpoint)
+    values = metric.compute()
+    assert values["lifetime"].item() == pytest.approx(_auc_reference(own_batches), abs=1e-3)
+    assert values["window"].item() == pytest.approx(_auc_reference(own_batches), abs=1e-3)

@@ -96,7 +96,7 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
     return kind
 
 
-def _whole(value: Any) -> bool:
+def is_count(value: Any) -> bool:
     """Whether ``value`` is a whole number >= 0 (a Python or NumPy integer, a 0-dim integer tensor; no bool)."""
     if isinstance(value, bool):
         return False
@@ -589,7 +589,7 @@ class StateRing:
             ]
         count = len(state["sizes"])
         sizes, front = list(state["sizes"]), state["front"]
-        if not all(_whole(size) for size in sizes) or not _whole(front) or operator.index(front) > count:
+        if not all(is_count(size) for size in sizes) or not is_count(front) or operator.index(front) > count:
             # a hand-edited or foreign ring: a `front` out of range read stale aggregates as the window
             return [
                 f"The window's `sizes` must be whole numbers >= 0 and its `front` one from 0 to the number of "

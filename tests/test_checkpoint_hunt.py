@@ -191,3 +191,21 @@ def test_a_binned_windowed_ring_of_malformed_sizes_is_refused(sizes) -> None:
     values = metric.compute()
     assert values["lifetime"].item() == pytest.approx(_auc_reference(own_batches), abs=1e-3)
     assert values["window"].item() == pytest.approx(_auc_reference(own_batches), abs=1e-3)
+
+
+def test_a_rec_metric_module_loads_a_checkpoint_whose_extra_state_is_none() -> None:
+    """``_extra_state: None`` is documented as "nothing to restore from it", but ``set_extra_state`` then
+    read ``None["step"]`` and the load failed with a bare ``TypeError``. The metrics' states load and the
+    step counter stays as it was."""
+    batches = _batches(8, count=3, size=16)
+    source = tmx.RecMetricModule(["click"], ["ne"], throughput=False)
+    for preds, target in batches:
+        source.update({"prediction": preds, "label": target})
+    checkpoint = source.state_dict()
+    checkpoint["_extra_state"] = None
+
+    module = tmx.RecMetricModule(["click"], ["ne"], throughput=False)
+    module.update({"prediction": batches[0][0], "label": batches[0][1]})
+    assert not module.load_state_dict(checkpoint).missing_keys
+    assert module.compute()["ne/click"].item() == pytest.approx(_ne_reference(batches), rel=1e-9)
+    assert module.get_extra_state()["step"] == 1  # the module's own count, none being saved

@@ -7,6 +7,7 @@ formulas written here.
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -209,3 +210,30 @@ def test_a_rec_metric_module_loads_a_checkpoint_whose_extra_state_is_none() -> N
     assert not module.load_state_dict(checkpoint).missing_keys
     assert module.compute()["ne/click"].item() == pytest.approx(_ne_reference(batches), rel=1e-9)
     assert module.get_extra_state()["step"] == 1  # the module's own count, none being saved
+
+
+def test_a_windowed_torchmetrics_metric_restored_from_a_checkpoint_computes_without_the_before_update_warning() -> None:
+    """The package's metrics count a checkpoint's states as data (no "compute before update" warning),
+    but a ``Windowed`` over a TorchMetrics metric warned twice (lifetime and window) at the first compute
+    after every resume, the wrapped metric's update count being 0. It computes quietly, with the values
+    of the saved batches; an empty checkpoint still warns, as TorchMetrics does before any update."""
+    batches = _batches(9, count=3)
+    source = tmx.Windowed(MeanSquaredError(), 1000)
+    for preds, target in batches:
+        source.update(preds, target)
+    metric = tmx.Windowed(MeanSquaredError(), 1000)
+    metric.load_state_dict(source.state_dict())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = metric.compute()
+    assert not [w for w in caught if "before the ``update``" in str(w.message)]
+    assert values["lifetime"].item() == pytest.approx(_mse_reference(batches), rel=1e-6)
+    assert values["window"].item() == pytest.approx(_mse_reference(batches), rel=1e-6)
+
+    metric.reset()
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        metric.compute()
+    empty = tmx.Windowed(MeanSquaredError(), 1000)
+    empty.load_state_dict(tmx.Windowed(MeanSquaredError(), 1000).state_dict())
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        empty.compute()

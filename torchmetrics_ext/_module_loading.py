@@ -339,7 +339,8 @@ class CheckpointLoading(nn.Module):
                 "RecMetricModule.set_extra_state: expected what get_extra_state saves, a dict "
                 f"{{'step': <whole number >= 0>, 'tasks': [<task names>]}}, got {malformed}."
             )
-        self._step = int(state["step"])
+        if state is not None:  # none in the checkpoint (see _malformed_extra_state): the counter stays as it is
+            self._step = int(state["step"])
 
 
 def _malformed_extra_state(state: Any) -> str | None:

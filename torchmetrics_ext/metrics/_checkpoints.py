@@ -157,6 +157,20 @@ def load_own_entries(module: nn.Module, prefix: str, error_msgs: list[str], load
         pending.unguard = guard_descendant_loads(module, abort, errors=error_msgs, hooks_before=own_hook)
 
 
+def synced_problems(metrics: Iterable[Metric], prefix: str, owner: str) -> list[str]:
+    """The refusal of a load into ``owner`` while one of ``metrics`` is synced by hand (``sync()``, no ``unsync()``).
+
+    ``unsync()`` puts back the states from before the sync, so a checkpoint loaded between the two
+    was dropped without a word; the load is refused instead, as ``update`` and ``merge_state`` are.
+    """
+    if not any(metric.__dict__.get("_is_synced") for metric in metrics):
+        return []
+    return [
+        f"{prefix[:-1] or owner} is synced (its `sync()` was called without `unsync()`): `unsync()` would put "
+        "back the states from before the sync and drop the loaded ones. Call `unsync()` before `load_state_dict`."
+    ]
+
+
 @dataclass(slots=True)
 class _PendingLoad:
     """A module's load in progress, from its ``_load_from_state_dict`` to its load post-hook (see load_own_entries).
@@ -646,7 +660,10 @@ class CheckpointedStates(Metric):
             # other recorded settings explain any other shape: the states are checked when the settings agree
             saved = [k[len(prefix) :] for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]
             shown = self._settings_shown_by(saved)
-            problems = self._metric_problems(local_metadata, prefix) or settings_problems(
+            problems = synced_problems([self], prefix, type(self).__name__) or self._metric_problems(
+                local_metadata, prefix
+            )
+            problems = problems or settings_problems(
                 local_metadata, self._checkpoint_settings(), prefix, type(self).__name__, shown
             )
             problems = problems or self._state_problems(state_dict, prefix) or self._dtype_problems(state_dict, prefix)

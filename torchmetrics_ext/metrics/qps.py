@@ -36,7 +36,8 @@ class TowerQPS(TimeWindow, TaskMetric):
     of recent seconds instead (``window_seconds``, below). Time is read
     on the host; no device synchronisation happens (except validating an explicit
     ``num_examples``, which must be finite and non-negative). The warm-up count is not part of
-    ``state_dict``: after ``load_state_dict`` the next ``warmup_steps`` updates warm up again.
+    ``state_dict``: after ``load_state_dict`` the next ``warmup_steps`` updates warm up again (a load
+    holding none of its states, such as a model's weights alone, changes nothing).
 
     TorchRec's ``tower_qps`` is meant for multi-task models whose tasks see different numbers
     of examples; pass a per-task ``(T,)`` count to ``update(num_examples=...)`` for that.
@@ -305,8 +306,16 @@ class TowerQPS(TimeWindow, TaskMetric):
         self._window_from_states = False
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
-        """Load the counts; the next ``warmup_steps`` updates warm up again (the time before the load never counts)."""
+        """Load the counts; the next ``warmup_steps`` updates warm up again (the time before the load never counts).
+
+        A checkpoint holding none of the states (the model's weights alone, or a parent's state_dict
+        saved while they were not persistent) loads nothing, so the warm-up and window carry on.
+        """
+        # its own entries, under any name (a former one too): none means nothing of it loads
+        holds_states = any(key.startswith(prefix) and "." not in key[len(prefix) :] for key in state_dict)
         super()._load_from_state_dict(state_dict, prefix, *args)
+        if not holds_states:
+            return
         self._steps = 0
         self._last_tick = None
         if self._window_names is not None:  # the states may be written after this call: read them when needed

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
+from torchmetrics_ext.wrappers._ring import is_count
 
 __all__ = ["HistogramWindow", "add_stacked"]
 
@@ -314,6 +315,12 @@ class HistogramWindow:
                 f"state mismatch for the window's histogram: the checkpoint's bin indices are those of "
                 f"{shown}, this metric's {'histogram is' if self.count == 1 else 'histograms are'} {mine} (the "
                 "metric names it after the settings that place samples in bins: a checkpoint of other settings)."
+            ]
+        parts = [*state["sizes"], *state["blocks"], state["front"], state["open"], state["loose"]]
+        if not all(is_count(part) for part in parts):  # a hand-edited or foreign ring: its eviction would be wrong
+            return [
+                "Window state of a binned histogram must count its updates and samples in whole numbers >= 0 "
+                f"(`sizes`, `blocks`, `front`, `open`, `loose`), got sizes {list(state['sizes'])!r}."
             ]
         sizes, counts = state["sizes"], [int(c) for c in state["blocks"]]
         front, open_count, loose = int(state["front"]), int(state["open"]), int(state["loose"])

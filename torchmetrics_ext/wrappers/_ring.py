@@ -96,6 +96,16 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
     return kind
 
 
+def is_count(value: Any) -> bool:
+    """Whether ``value`` is a whole number >= 0 (a Python or NumPy integer, a 0-dim integer tensor; no bool)."""
+    if isinstance(value, bool):
+        return False
+    try:
+        return operator.index(value) >= 0
+    except TypeError:
+        return False
+
+
 def _rows(chunks: Iterable[Tensor]) -> int:
     """Rows (first axis) of an update's chunks of one list state (a 0-dim chunk is one row)."""
     return sum(chunk.shape[0] if chunk.ndim else 1 for chunk in chunks)
@@ -578,6 +588,13 @@ class StateRing:
                 "other settings (another `from_logits`, `eta`, threshold, ...), whose window this one cannot resume."
             ]
         count = len(state["sizes"])
+        sizes, front = list(state["sizes"]), state["front"]
+        if not all(is_count(size) for size in sizes) or not is_count(front) or operator.index(front) > count:
+            # a hand-edited or foreign ring: a `front` out of range read stale aggregates as the window
+            return [
+                f"The window's `sizes` must be whole numbers >= 0 and its `front` one from 0 to the number of "
+                f"updates ({count}), got sizes {sizes!r} and front {front!r}: not one ring."
+            ]
         out = self._segment_problems(state, count)
         for name in self.tensor_names:
             shape = tuple(self.defaults[name].shape)

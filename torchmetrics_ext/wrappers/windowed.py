@@ -28,12 +28,14 @@ from torchmetrics_ext.metrics._checkpoints import (
     note_checkpoint,
     note_settings,
     settings_problems,
+    synced_problems,
 )
 from torchmetrics_ext.metrics.base import (
     GuardedMetric,
     TaskMetric,
     computed_fresh,
     count_samples,
+    counted_as_updated,
     merge_settings_differ,
     merged_kind,
     move_only,
@@ -1050,10 +1052,14 @@ class Windowed(TensorArithmetic, WrapperMetric):
         """
         self._local_window()  # a window smaller than the world: refused on every rank, before the sync
         life, window = self.lifetime, self.window
-        with naming_part(None):
-            lifetime = computed_fresh(life, life.compute)
-        with naming_part("window"):  # its undefined-value warning says which of the two it is
-            return {"lifetime": lifetime, "window": computed_fresh(window, window.compute)}
+        # a checkpoint's updates are data, not a forgotten update: no TorchMetrics "compute before update"
+        # warning from a wrapped TorchMetrics metric, whose own update count a load leaves at 0
+        restored = [c for c in (life, window) if c._update_count == 0] if self.__dict__.get("_restored") else []
+        with counted_as_updated(restored):
+            with naming_part(None):
+                lifetime = computed_fresh(life, life.compute)
+            with naming_part("window"):  # its undefined-value warning says which of the two it is
+                return {"lifetime": lifetime, "window": computed_fresh(window, window.compute)}
 
     def reset(self) -> None:
         """Clear the lifetime, the window and the ring (ordinary tensors, under ``torch.inference_mode()`` too)."""
@@ -1065,6 +1071,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
             if self._hist is not None:
                 self._hist.clear()
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
+        self.__dict__["_restored"] = False
         self._bind_window_lists()
 
     def drop_lifetime_samples(self) -> None:
@@ -1256,6 +1263,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
             self._hist.load(state, device)
         else:
             self._ring.load(state, device)
+        # updates restored: the wrapped metric holds data its own update count does not show (see compute)
+        self.__dict__["_restored"] = bool((self._hist if self._hist is not None else self._ring).sizes)
         # the children's states are loaded next, and agree with the ring's
         self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
         self._bind_window_lists()  # a window state loaded after this is re-bound at the next update
@@ -1350,7 +1359,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
             if isinstance(life, GuardedMetric)
             else {}
         )
-        problems = settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner, shown)
+        problems = synced_problems((life, self._child("window")), prefix, owner)
+        problems = problems or settings_problems(local_metadata, self._checkpoint_settings(), prefix, owner, shown)
         if not problems and self._hist is not None:
             problems = self._histogram_name_problems(state_dict, prefix, version, owner)
         store = self._hist if self._hist is not None else self._ring

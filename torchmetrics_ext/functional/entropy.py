@@ -59,7 +59,7 @@ def _recalibrate(preds: Tensor, coefficient: float, from_logits: bool) -> Tensor
 
 
 def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool) -> Stats:
-    """Return ``(sum w·y·(-log p), sum w, sum w·y)`` per task; ``p`` clamped to ``[eta, 1 - eta]``."""
+    """Return ``(sum w·y·(-log p), sum w, sum w·y, sum w·(1 - y))`` per task; ``p`` clamped to ``[eta, 1 - eta]``."""
     neg_log_p = _softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
     positive_ce = target * neg_log_p
     if eta == 0 and not from_logits:  # p may be exactly 0: 0·log 0 = 0 for a negative label, not 0·inf = nan
@@ -67,11 +67,11 @@ def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, e
             eta, torch.where(positive_ce.isnan(), torch.xlogy(target, preds).neg_(), positive_ce), weights
         )
     sums = batch_sums(preds, target, weights)  # the class-exact total, as NE's (a single class is undefined)
-    return _weighted_sum(positive_ce, weights), sums.class_total(), sums.label_sum()
+    return _weighted_sum(positive_ce, weights), sums.class_total(), sums.label_sum(), sums.complement_sum()
 
 
-def _ne_positive_compute(ce_positive_sum: Tensor, total: Tensor, pos: Tensor, eta: float) -> Tensor:
-    return _normalized_entropy_compute(ce_positive_sum, total, pos, eta, "NEPositive")
+def _ne_positive_compute(ce_positive_sum: Tensor, total: Tensor, pos: Tensor, neg: Tensor, eta: float) -> Tensor:
+    return _normalized_entropy_compute(ce_positive_sum, total, pos, eta, "NEPositive", neg)
 
 
 def ne_positive(
@@ -115,7 +115,7 @@ def ne_positive(
     check_flag("from_logits", from_logits)
     return _apply(
         lambda p, t, w: _ne_positive_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
-        lambda ce, total, pos: _ne_positive_compute(ce, total, pos, eta),
+        lambda ce, total, pos, neg: _ne_positive_compute(ce, total, pos, neg, eta),
         preds,
         target,
         weights,
@@ -138,7 +138,7 @@ def _calibration_free_update(
     found by a subtraction from 1 (which loses all digits when ``p̄`` is within ``1e-16`` of 0 or
     1). From logits ``1 - p`` is ``sigmoid(-z)``: exact where ``sigmoid(z)`` rounds to 1.
     """
-    ce_sum, total, pos = _cross_entropy_update(preds, target, weights, eta, from_logits)
+    ce_sum, total, pos, _ = _cross_entropy_update(preds, target, weights, eta, from_logits)
     probs, complement = _sigmoid_pair(preds) if from_logits else (preds, 1 - preds)
     return ce_sum, total, pos, _weighted_sum(probs, weights), _weighted_sum(complement, weights)
 
@@ -309,7 +309,7 @@ def recalibrated_ne(
             eta,
             from_logits,
         ),
-        lambda ce, total, pos: _normalized_entropy_compute(ce, total, pos, eta, "RecalibratedNE"),
+        lambda ce, total, pos, neg: _normalized_entropy_compute(ce, total, pos, eta, "RecalibratedNE", neg),
         preds,
         target,
         weights,

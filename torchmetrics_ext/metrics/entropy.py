@@ -17,7 +17,7 @@ from torch import Tensor
 from torchmetrics_ext.functional import entropy as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _cross_entropy_update, _weighted_sums_update
 from torchmetrics_ext.metrics.base import _tag
-from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+from torchmetrics_ext.metrics.pointwise import _derive_neg_labels, _PointwiseMetric
 from torchmetrics_ext.utilities.checks import check_flag
 
 __all__ = ["CalibrationFreeNE", "NEPositive", "RecalibratedCalibration", "RecalibratedNE"]
@@ -70,15 +70,21 @@ class NEPositive(_EntropyVariant):
         tensor(0.5000, dtype=torch.float64)
     """
 
-    _state_names = ("cross_entropy_positive_sum", "weighted_num_samples", "pos_labels")
+    _state_names = ("cross_entropy_positive_sum", "weighted_num_samples", "pos_labels", "neg_labels")
     _setting_dependent = ("cross_entropy_positive_sum",)
     _logit_dependent = ("cross_entropy_positive_sum",)
+
+    def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
+        super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
+        _derive_neg_labels(self)  # checkpoints written before `neg_labels`: total - pos
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._ne_positive_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
-    def _compute_value(self, ce_positive_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
-        return F._ne_positive_compute(ce_positive_sum, total, pos, self.eta)
+    def _compute_value(  # type: ignore[override]
+        self, ce_positive_sum: Tensor, total: Tensor, pos: Tensor, neg: Tensor
+    ) -> Tensor:
+        return F._ne_positive_compute(ce_positive_sum, total, pos, neg, self.eta)
 
 
 class CalibrationFreeNE(_EntropyVariant):
@@ -205,7 +211,7 @@ class RecalibratedNE(_Recalibrated):
         tensor(1.0000, dtype=torch.float64)
     """
 
-    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
+    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels", "neg_labels")
     _setting_dependent = ("cross_entropy_sum",)
     _logit_dependent = ("cross_entropy_sum",)
     higher_is_better = False
@@ -228,12 +234,13 @@ class RecalibratedNE(_Recalibrated):
             **kwargs,
         )
         self.eta = float(eta)
+        _derive_neg_labels(self)  # checkpoints written before `neg_labels`: total - pos
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return _cross_entropy_update(self._recalibrated(preds), target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
-    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
-        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta, "RecalibratedNE")
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor, neg: Tensor) -> Tensor:  # type: ignore[override]
+        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta, "RecalibratedNE", neg)
 
 
 class RecalibratedCalibration(_Recalibrated):

@@ -310,7 +310,41 @@ def test_ne_multi_task_with_an_all_positive_task_and_a_nearly_all_positive_one()
         assert abs((mpmath.mpf(value[1].item()) - ne) / ne) <= 1e-14
 
 
-@pytest.mark.parametrize("cls", [tmx.NormalizedEntropy, tmx.NEPositive, tmx.RecalibratedNE, tmx.LogLoss])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_calibration_free_ne_with_base_rate_and_mean_prediction_within_1e_9_of_1(dtype):
+    """CalibrationFreeNE's constant-prediction cross-entropy weighs the label-0 weight by ``-log(1 - p̄)`` (~20 here):
+    as ``total - pos`` it was off by ``5e-8`` relative; expected now: a few float64 roundings (``1e-14``)."""
+    batches = [
+        tuple(torch.tensor(v, dtype=dtype) for v in vs)
+        for vs in (
+            ((1 - 1e-9, 1 - 2e-9, 0.5), (1.0, 1.0, 0.0), (4.1e8 + 0.3, 6.3e8 + 0.7, 0.1)),
+            ((0.3, 0.99), (0.0, 1.0), (0.2, 1e3 + 0.1)),
+        )
+    ]
+    p, y, w = (np.concatenate([b[i].double().numpy() for b in batches]) for i in range(3))
+    with mpmath.workdps(DIGITS):
+        mpf = mpmath.mpf
+        q = [min(max(mpf(a), mpf(ETA)), mpf(1 - ETA)) for a in p]
+        ce = -mpmath.fsum(
+            mpf(c) * (mpf(b) * mpmath.log(a) + (1 - mpf(b)) * mpmath.log1p(-a)) for a, b, c in zip(q, y, w)
+        )
+        total = mpmath.fsum(mpf(c) for c in w)
+        pos = mpmath.fsum(mpf(c) * mpf(b) for b, c in zip(y, w))
+        mean = mpmath.fsum(mpf(c) * mpf(a) for a, c in zip(p, w)) / total
+        expected = ce / -(pos * mpmath.log(mean) + (total - pos) * mpmath.log1p(-mean))
+    metric = tmx.CalibrationFreeNE()
+    for batch in batches:
+        metric.update(*batch)
+    function = tmf.calibration_free_ne(*(torch.cat([b[i] for b in batches]) for i in range(3)))
+    for name, got in (("class", metric.compute()), ("function", function)):
+        with mpmath.workdps(DIGITS):
+            error = abs((mpmath.mpf(got.item()) - expected) / expected)
+        assert error <= 1e-14, f"{name} {dtype}: relative error {float(error):.3g}"
+
+
+@pytest.mark.parametrize(
+    "cls", [tmx.NormalizedEntropy, tmx.NEPositive, tmx.RecalibratedNE, tmx.LogLoss, tmx.CalibrationFreeNE]
+)
 def test_checkpoint_without_neg_labels_loads_it_as_total_minus_pos(cls):
     """Checkpoints written before ``neg_labels`` existed (three states) load strictly, the state derived."""
     old, new = cls(), cls()

@@ -113,8 +113,9 @@ class CalibrationFreeNE(_EntropyVariant):
         kwargs: TorchMetrics options.
 
     Note:
-        State: five float64 sums per task, among them :math:`\sum w p` and :math:`\sum w (1 - p)`
-        (a checkpoint written without the second one loads it as :math:`\sum w - \sum w p`).
+        State: six float64 sums per task, among them :math:`\sum w p` and :math:`\sum w (1 - p)`
+        (a checkpoint written without the second one loads it as :math:`\sum w - \sum w p`), and
+        :math:`\sum w y` and :math:`\sum w (1 - y)` (without the second: :math:`\sum w - \sum w y`).
         ``nan`` plus ``UndefinedMetricWarning`` where the denominator is not a finite positive
         number: no label weight, or a mean prediction of exactly 0 or 1 (e.g. ``eta=0`` with
         sure predictions).
@@ -133,6 +134,7 @@ class CalibrationFreeNE(_EntropyVariant):
         "pos_labels",
         "weighted_pred_sum",
         "weighted_pred_complement_sum",
+        "neg_labels",
     )
     _setting_dependent = ("cross_entropy_sum",)
     _logit_dependent = ("cross_entropy_sum", "weighted_pred_sum", "weighted_pred_complement_sum")
@@ -152,15 +154,16 @@ class CalibrationFreeNE(_EntropyVariant):
         # checkpoints written before the complement had a state of its own: sum w - sum w·p
         total, pred_sum, complement = self._state_keys[1], self._state_keys[3], self._state_keys[4]
         self._derived_states[complement] = (torch.sub, (total, pred_sum))
+        _derive_neg_labels(self)  # and before `neg_labels`: total - pos
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._calibration_free_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
     def _compute_value(  # type: ignore[override]
-        self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor, complement_sum: Tensor
+        self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor, complement_sum: Tensor, neg: Tensor
     ) -> Tensor:
         return F._calibration_free_compute(
-            ce_sum, total, pos, pred_sum, complement_sum, self.eta, self.torchrec_scaling, self.from_logits
+            ce_sum, total, pos, pred_sum, complement_sum, self.eta, self.torchrec_scaling, self.from_logits, neg
         )
 
 

@@ -363,3 +363,20 @@ def test_checkpoint_without_neg_labels_loads_it_as_total_minus_pos(cls):
     torch.testing.assert_close(new.compute(), old.compute(), rtol=1e-15, atol=0)
     new.update(p, y, w)  # the next updates add to it
     assert new.neg_labels.tolist() == [9.0]
+
+
+def test_ne_base_rate_clamped_within_eta_of_1_as_torchrec():
+    """Where the base rate is above ``1 - eta`` the normaliser is TorchRec's ``-(pos log c + neg log(1 - c))`` with
+    ``c = 1 - eta`` as float64 rounds it (``1 - c = 1.0000889e-12``), as the predictions' clamp: the complement of
+    the base rate, summed on its own, is clamped to that same number."""
+    eta = 1e-12
+    p = torch.tensor([0.9, 0.2], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    w = torch.tensor([1e14, 1.0], dtype=torch.float64)
+    with mpmath.workdps(DIGITS):
+        mpf = mpmath.mpf
+        ce = -(mpf(1e14) * mpmath.log(mpf(0.9)) + mpmath.log1p(-mpf(0.2)))
+        c = mpf(1 - eta)  # the float64 1 - eta, exactly
+        expected = ce / -(mpf(1e14) * mpmath.log(c) + mpmath.log1p(-c))
+        for got in (tmf.normalized_entropy(p, y, w), tmx.NormalizedEntropy()(p, y, w)):
+            assert abs((mpmath.mpf(got.item()) - expected) / expected) <= 1e-14

@@ -262,10 +262,12 @@ def _normalized_entropy_compute(
     undefined = (pos_labels <= 0) | (neg_labels <= 0)
     warn_undefined(undefined, metric, "the labels seen hold a single class (or no weight)")
     safe_total = torch.where(weighted_num_samples > 0, weighted_num_samples, 1.0)
-    # the base rate and its complement each from its own sum (neither as 1 minus the other), clamped to
-    # [eta, 1 - eta]; the log of one above 1/2 is log1p of minus the other, which holds the digits
+    # the base rate and its complement each from its own sum (neither as 1 minus the other); the log of one
+    # above 1/2 is log1p of minus the other, which holds the digits. The base rate is clamped to [eta, 1 - eta],
+    # its complement to [1 - (1 - eta), 1 - eta]: where the clamp binds, the same numbers as 1 - c (TorchRec's,
+    # and the predictions' clamp: 1 - eta rounds in float64, and 1 - (1 - 1e-12) is 1.0000889e-12)
     base_rate = (pos_labels / safe_total).clamp(eta, 1 - eta)
-    complement = (neg_labels / safe_total).clamp(eta, 1 - eta)
+    complement = (neg_labels / safe_total).clamp(1 - (1 - eta), 1 - eta)
     log_base = torch.where(base_rate > 0.5, torch.log1p(-complement), torch.log(base_rate))
     log_complement = torch.where(complement > 0.5, torch.log1p(-base_rate), torch.log(complement))
     # entropy of the base rate times the total weight: the normaliser of sum w·CE

@@ -1,6 +1,6 @@
 """Variants of NE and calibration (TorchRec's NE family) as :class:`torchmetrics.Metric` objects.
 
-Each class holds three to five float64 ``(num_tasks,)`` sums reduced with ``sum`` and delegates
+Each class holds three to six float64 ``(num_tasks,)`` sums reduced with ``sum`` and delegates
 its math to :mod:`torchmetrics_ext.functional.entropy`. States that depend on a setting
 (``eta``, the recalibration coefficient) carry it in their name, so a
 :class:`~torchmetrics.MetricCollection` never merges two metrics that only look alike.

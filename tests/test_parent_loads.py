@@ -371,7 +371,9 @@ def _refused(checkpoint: dict, how: str) -> tuple[dict, str]:
     Also the key refused.
     """
     bad = dict(checkpoint)
-    key = [k for k in bad if not k.endswith("_extra_state") and not k.startswith("head.")][-1]
+    # not NE's `neg_labels`: a checkpoint without it is an older format, loaded with it derived (total - pos)
+    derived = ("neg_labels", ".neg_labels")
+    key = [k for k in bad if not k.endswith(("_extra_state", *derived)) and not k.startswith("head.")][-1]
     if how == "missing":
         del bad[key]
     else:

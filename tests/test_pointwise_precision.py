@@ -222,3 +222,161 @@ def test_gradients_of_float32_leaves_at_tiny_p(dtype):
     expected = np.array([_mp_grad_ce(a, b) / 4 for a, b in zip(p.double().tolist(), y.double().tolist())])
     rtol = 1.2e-7 if dtype == torch.float32 else 4e-15
     np.testing.assert_allclose(grad.double().numpy(), expected, rtol=rtol, atol=0)
+
+
+# ----------------------------------------------------------------------------- base rates within 1e-9 of 1
+
+
+def _near_all_positive(case: str, dtype: torch.dtype) -> list[tuple]:
+    """Batches ``(preds, target, weights)`` whose labels are nearly all 1 and whose weights are not integers.
+
+    ``fractional``: ~1.04e9 of positive weight in fractions, 0.3 of negative weight (base rate 1 - 3e-10);
+    ``huge``: weights of 1e30 beside a negative weight of 3e21 (1 - 1.5e-9); ``soft``: weighted soft labels
+    ``1 - 1e-10`` (``1 - 2**-24`` in float32, where ``1 - 1e-10`` rounds to 1); ``many``: 2,000 updates of
+    positives of weight 12.3 with three negatives of weight 0.1 among 16,000 samples.
+    """
+    t = lambda *v: torch.tensor(v, dtype=dtype)  # noqa: E731
+    if case == "fractional":
+        return [
+            (t(0.999, 0.9, 0.5), t(1.0, 1.0, 0.0), t(4.1e8 + 0.3, 6.3e8 + 0.7, 0.1)),
+            (t(0.3, 0.99), t(0.0, 1.0), t(0.2, 1e3 + 0.1)),
+        ]
+    if case == "huge":
+        return [(t(0.9, 0.5, 0.1), t(1.0, 1.0, 0.0), t(1e30, 1e30, 3e21))]
+    if case == "soft":
+        soft = 1 - 1e-10 if dtype == torch.float64 else 1 - 2**-24
+        return [(t(1 - 1e-10, 0.9, 0.99), t(soft, soft, 1.0), t(3e8 + 0.3, 1.7e7 + 0.1, 2.5))] * 2
+    p, y, w = t(*[0.9] * 8), t(*[1.0] * 8), t(*[12.3] * 8)
+    negative, negative_weights = y.clone(), w.clone()
+    negative[3], negative_weights[3] = 0.0, 0.1
+    return [(p, negative, negative_weights) if i in (10, 1000, 1999) else (p, y, w) for i in range(2000)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["fractional", "huge", "soft", "many"])
+def test_ne_at_base_rates_within_1e_9_of_1_keeps_the_negative_weight(case, dtype):
+    """NE's normaliser from the label-0 weight summed as such, not as ``total - pos``.
+
+    That difference keeps only ``ulp(total)`` of a negative weight of 0.3 beside 1e9 (relative ``1.5e-7`` in
+    NE before; ``3e-9`` at weights of 1e30; ``5e-11`` over 100,000 updates). Expected now: a few float64
+    roundings of sums of a handful of terms and of the logs (``1e-14``); ``many`` adds 2,000 roundings of
+    the accumulated states (``2000 * 2**-53 = 2.2e-13`` at most).
+    """
+    batches = _near_all_positive(case, dtype)
+    as64 = lambda t: t.double().numpy()  # noqa: E731
+    p, y, w = (np.concatenate([as64(b[i]) for b in batches]) for i in range(3))
+    ce, _, _, log_loss, ne = _mp_reference(p, y, w)
+    with mpmath.workdps(DIGITS):  # NE_+ over the same normaliser, p clamped to [eta, 1 - eta] as the metric's
+        q = np.clip(p, ETA, 1 - ETA)
+        positive = -mpmath.fsum(mpmath.mpf(c) * mpmath.mpf(b) * mpmath.log(mpmath.mpf(a)) for a, b, c in zip(q, y, w))
+        ne_positive = positive * ne / ce
+    bound = 3e-13 if case == "many" else 1e-14
+    metrics = {
+        "NormalizedEntropy": (tmx.NormalizedEntropy(), ne),
+        "RecalibratedNE": (tmx.RecalibratedNE(recalibration_coefficient=1.0), ne),
+        "NEPositive": (tmx.NEPositive(), ne_positive),
+        "LogLoss": (tmx.LogLoss(), log_loss),
+    }
+    for name, (metric, expected) in metrics.items():
+        for batch in batches:
+            metric.update(*batch)
+        with mpmath.workdps(DIGITS):
+            error = abs((mpmath.mpf(metric.compute().item()) - expected) / expected)
+        assert error <= bound, f"{name} {case} {dtype}: relative error {float(error):.3g}"
+    if case != "many":
+        preds, target, weights = (torch.cat([b[i] for b in batches]) for i in range(3))
+        for name, fn, expected in (
+            ("normalized_entropy", tmf.normalized_entropy, ne),
+            ("ne_positive", tmf.ne_positive, ne_positive),
+            ("recalibrated_ne", tmf.recalibrated_ne, ne),
+        ):
+            with mpmath.workdps(DIGITS):
+                error = abs((mpmath.mpf(fn(preds, target, weights).item()) - expected) / expected)
+            assert error <= bound, f"{name} {case} {dtype}: relative error {float(error):.3g}"
+
+
+def test_ne_multi_task_with_an_all_positive_task_and_a_nearly_all_positive_one():
+    """One task all positive (undefined: ``nan`` with a warning), one at a base rate of ``1 - 3e-10``."""
+    batches = _near_all_positive("fractional", torch.float64)
+    metric = tmx.NormalizedEntropy(num_tasks=2)
+    for p, y, w in batches:
+        metric.update(torch.stack([p, p]), torch.stack([torch.ones_like(y), y]), w)
+    with pytest.warns(tmx.UndefinedMetricWarning):
+        value = metric.compute()
+    p, y, w = (np.concatenate([b[i].numpy() for b in batches]) for i in range(3))
+    ne = _mp_reference(p, y, w)[4]
+    assert torch.isnan(value[0])
+    with mpmath.workdps(DIGITS):
+        assert abs((mpmath.mpf(value[1].item()) - ne) / ne) <= 1e-14
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_calibration_free_ne_with_base_rate_and_mean_prediction_within_1e_9_of_1(dtype):
+    """CalibrationFreeNE's constant-prediction cross-entropy weighs the label-0 weight by ``-log(1 - p̄)`` (~20 here):
+    as ``total - pos`` it was off by ``5e-8`` relative; expected now: a few float64 roundings (``1e-14``)."""
+    batches = [
+        tuple(torch.tensor(v, dtype=dtype) for v in vs)
+        for vs in (
+            ((1 - 1e-9, 1 - 2e-9, 0.5), (1.0, 1.0, 0.0), (4.1e8 + 0.3, 6.3e8 + 0.7, 0.1)),
+            ((0.3, 0.99), (0.0, 1.0), (0.2, 1e3 + 0.1)),
+        )
+    ]
+    p, y, w = (np.concatenate([b[i].double().numpy() for b in batches]) for i in range(3))
+    with mpmath.workdps(DIGITS):
+        mpf = mpmath.mpf
+        q = [min(max(mpf(a), mpf(ETA)), mpf(1 - ETA)) for a in p]
+        ce = -mpmath.fsum(
+            mpf(c) * (mpf(b) * mpmath.log(a) + (1 - mpf(b)) * mpmath.log1p(-a)) for a, b, c in zip(q, y, w)
+        )
+        total = mpmath.fsum(mpf(c) for c in w)
+        pos = mpmath.fsum(mpf(c) * mpf(b) for b, c in zip(y, w))
+        mean = mpmath.fsum(mpf(c) * mpf(a) for a, c in zip(p, w)) / total
+        expected = ce / -(pos * mpmath.log(mean) + (total - pos) * mpmath.log1p(-mean))
+    metric = tmx.CalibrationFreeNE()
+    for batch in batches:
+        metric.update(*batch)
+    function = tmf.calibration_free_ne(*(torch.cat([b[i] for b in batches]) for i in range(3)))
+    for name, got in (("class", metric.compute()), ("function", function)):
+        with mpmath.workdps(DIGITS):
+            error = abs((mpmath.mpf(got.item()) - expected) / expected)
+        assert error <= 1e-14, f"{name} {dtype}: relative error {float(error):.3g}"
+
+
+@pytest.mark.parametrize(
+    "cls", [tmx.NormalizedEntropy, tmx.NEPositive, tmx.RecalibratedNE, tmx.LogLoss, tmx.CalibrationFreeNE]
+)
+def test_checkpoint_without_neg_labels_loads_it_as_total_minus_pos(cls):
+    """Checkpoints written before ``neg_labels`` existed (three states) load strictly, the state derived."""
+    old, new = cls(), cls()
+    old.persistent(True)
+    new.persistent(True)
+    p = torch.tensor([0.2, 0.7, 0.9, 0.4], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 1.0, 0.25], dtype=torch.float64)
+    w = torch.tensor([1.5, 2.0, 0.5, 4.0], dtype=torch.float64)
+    old.update(p, y, w)
+    checkpoint = old.state_dict()
+    assert "neg_labels" in checkpoint
+    del checkpoint["neg_labels"]
+    new.load_state_dict(checkpoint, strict=True)
+    total, pos = float(w.sum()), float((w * y).sum())  # 8 and 3.5: exact in binary, so is their difference
+    assert new.neg_labels.tolist() == [total - pos] == [4.5]
+    torch.testing.assert_close(new.compute(), old.compute(), rtol=1e-15, atol=0)
+    new.update(p, y, w)  # the next updates add to it
+    assert new.neg_labels.tolist() == [9.0]
+
+
+def test_ne_base_rate_clamped_within_eta_of_1_as_torchrec():
+    """Where the base rate is above ``1 - eta`` the normaliser is TorchRec's ``-(pos log c + neg log(1 - c))`` with
+    ``c = 1 - eta`` as float64 rounds it (``1 - c = 1.0000889e-12``), as the predictions' clamp: the complement of
+    the base rate, summed on its own, is clamped to that same number."""
+    eta = 1e-12
+    p = torch.tensor([0.9, 0.2], dtype=torch.float64)
+    y = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    w = torch.tensor([1e14, 1.0], dtype=torch.float64)
+    with mpmath.workdps(DIGITS):
+        mpf = mpmath.mpf
+        ce = -(mpf(1e14) * mpmath.log(mpf(0.9)) + mpmath.log1p(-mpf(0.2)))
+        c = mpf(1 - eta)  # the float64 1 - eta, exactly
+        expected = ce / -(mpf(1e14) * mpmath.log(c) + mpmath.log1p(-c))
+        for got in (tmf.normalized_entropy(p, y, w), tmx.NormalizedEntropy()(p, y, w)):
+            assert abs((mpmath.mpf(got.item()) - expected) / expected) <= 1e-14

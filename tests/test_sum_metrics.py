@@ -763,7 +763,9 @@ def test_calibration_free_ne_with_an_infinite_denominator_is_undefined(preds, ta
 
 @pytest.mark.parametrize("from_logits", [False, True])
 def test_calibration_free_ne_checkpoint_without_the_complement_state_loads(from_logits):
-    """A checkpoint written before sum w·(1 - p) was a state loads it as sum w - sum w·p (plain and windowed)."""
+    """A checkpoint written before sum w·(1 - p) was a state loads it as sum w - sum w·p (plain and windowed).
+
+    Such a checkpoint lacks ``neg_labels`` (sum w·(1 - y), a state since) too: loaded as sum w - sum w·y."""
     rng = np.random.default_rng(9)
     p = torch.tensor(rng.normal(size=40) if from_logits else rng.uniform(0.05, 0.95, size=40))
     y, w = torch.tensor(rng.integers(0, 2, size=40)), torch.tensor(rng.uniform(0.1, 2.0, size=40))
@@ -772,7 +774,8 @@ def test_calibration_free_ne_checkpoint_without_the_complement_state_loads(from_
     trained.persistent(True)
     trained.update(p, y, w)
     complement = "weighted_pred_complement_sum" + ("_logits" if from_logits else "")
-    old = {k: v for k, v in trained.state_dict().items() if k != complement}
+    added = (complement, "neg_labels")
+    old = {k: v for k, v in trained.state_dict().items() if k not in added}
     assert len(old) == 4
     resumed = tmx.CalibrationFreeNE(from_logits=from_logits)
     resumed.persistent(True)
@@ -783,10 +786,10 @@ def test_calibration_free_ne_checkpoint_without_the_complement_state_loads(from_
     for chunk in torch.arange(40).split(10):
         windowed.update(p[chunk], y[chunk], w[chunk])
     saved = windowed.state_dict()
-    old = {k: v for k, v in saved.items() if not k.endswith(complement)}
+    old = {k: v for k, v in saved.items() if not k.endswith(added)}
     ring = old["_extra_state"] = dict(old["_extra_state"])
     for part in ("rings", "back"):
-        ring[part] = {n: v for n, v in ring[part].items() if n != complement}
+        ring[part] = {n: v for n, v in ring[part].items() if n not in added}
     again = tmx.Windowed(tmx.CalibrationFreeNE(from_logits=from_logits), window_size=30)
     again.load_state_dict(old)
     for part, rows in (("lifetime", slice(0, 40)), ("window", slice(10, 40))):

@@ -61,8 +61,9 @@ BUDGETS = {
     # no zero label sum made per update without labels (one kept per device and task count)
     "WeightedAverage": (("p", None, "w"), 21),
     "CTR": (("p", "y_float", "w"), 31),
-    # no clamp: the validated predictions' bounds lie inside [eta, 1 - eta] (26 with the clamp)
-    "NormalizedEntropy": (("p", "y_float"), 25),
+    # no clamp: the validated predictions' bounds lie inside [eta, 1 - eta] (26 with the clamp); one sub,
+    # N - sum y, for the label-0 weight kept as its own state (NE near base rate 1; weighted, it is free)
+    "NormalizedEntropy": (("p", "y_float"), 26),
     # a float32 copy of the scores, the labels' signs, the bounds
     "AUC": (("p", "y"), 18),
 }

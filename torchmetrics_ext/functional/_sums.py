@@ -97,6 +97,7 @@ class BatchSums:
 
     __slots__ = (
         "_class_total",
+        "_complement_sum",
         "_label_products",
         "_label_sum",
         "_pred_sum",
@@ -136,6 +137,7 @@ class BatchSums:
         self._total: Tensor | None = None
         self._label_sum: Tensor | None = None
         self._class_total: Tensor | None = None
+        self._complement_sum: Tensor | None = None
         self._label_products: Tensor | None = None
 
     def matches(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> bool:
@@ -245,22 +247,36 @@ class BatchSums:
         ones is ``N`` exactly). Not for real-valued targets: the two sums would cancel.
         """
         found = self._class_total
+        if found is None:
+            weighted = self.weights is not None
+            found = self._class_total = self.label_sum() + self.complement_sum() if weighted else self.total()
+        return found
+
+    def complement_sum(self) -> Tensor:
+        """``sum w·(1 - y)`` per task, the label-0 weight of labels in [0, 1], summed as such (not ``total - sum w·y``).
+
+        Weighted, the sum :meth:`class_total` adds to :meth:`label_sum`, taken once for both. It holds
+        its digits where the labels are nearly all 1: ``sum w - sum w·y`` of ``1e9`` positives of
+        fractional weight and a negative weight of ``0.3`` keeps only ``ulp(1e9) / 0.3 ~ 4e-7`` of it.
+        Unweighted, ``N - sum y``: exact for 0/1 labels (counts below ``2**53``), off by the rounding
+        of ``sum y`` (about ``N·2**-53``) for soft ones. Not for real-valued targets.
+        """
+        found = self._complement_sum
         if found is not None:
             return found
         weights, target = self.weights, self.target
+        assert target is not None
         if weights is None:
-            found = self.total()
+            found = self.total() - self.label_sum()
         else:
-            assert target is not None
             row = self._row
             if row is not None and target.ndim == 2 and target.dtype == weights.dtype:  # `_matvec`
-                complement = (one_like(target) - target) @ row
+                found = (one_like(target) - target) @ row
             else:
                 # w - w·y (exactly w·(1 - y) for 0/1 labels, 0 where y = 1 or w = 0) reuses the
                 # products of `label_sum`: a third cheaper than multiplying w by 1 - y afresh
-                complement = (weights - self._weighted_labels()).sum(-1)
-            found = self.label_sum() + complement
-        self._class_total = found
+                found = (weights - self._weighted_labels()).sum(-1)
+        self._complement_sum = found
         return found
 
     def _weighted_labels(self) -> Tensor:

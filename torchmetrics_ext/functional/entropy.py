@@ -59,7 +59,7 @@ def _recalibrate(preds: Tensor, coefficient: float, from_logits: bool) -> Tensor
 
 
 def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool) -> Stats:
-    """Return ``(sum w·y·(-log p), sum w, sum w·y)`` per task; ``p`` clamped to ``[eta, 1 - eta]``."""
+    """Return ``(sum w·y·(-log p), sum w, sum w·y, sum w·(1 - y))`` per task; ``p`` clamped to ``[eta, 1 - eta]``."""
     neg_log_p = _softplus(-preds) if from_logits else -torch.log(preds.clamp(eta, 1 - eta))
     positive_ce = target * neg_log_p
     if eta == 0 and not from_logits:  # p may be exactly 0: 0·log 0 = 0 for a negative label, not 0·inf = nan
@@ -67,11 +67,11 @@ def _ne_positive_update(preds: Tensor, target: Tensor, weights: Tensor | None, e
             eta, torch.where(positive_ce.isnan(), torch.xlogy(target, preds).neg_(), positive_ce), weights
         )
     sums = batch_sums(preds, target, weights)  # the class-exact total, as NE's (a single class is undefined)
-    return _weighted_sum(positive_ce, weights), sums.class_total(), sums.label_sum()
+    return _weighted_sum(positive_ce, weights), sums.class_total(), sums.label_sum(), sums.complement_sum()
 
 
-def _ne_positive_compute(ce_positive_sum: Tensor, total: Tensor, pos: Tensor, eta: float) -> Tensor:
-    return _normalized_entropy_compute(ce_positive_sum, total, pos, eta, "NEPositive")
+def _ne_positive_compute(ce_positive_sum: Tensor, total: Tensor, pos: Tensor, neg: Tensor, eta: float) -> Tensor:
+    return _normalized_entropy_compute(ce_positive_sum, total, pos, eta, "NEPositive", neg)
 
 
 def ne_positive(
@@ -115,7 +115,7 @@ def ne_positive(
     check_flag("from_logits", from_logits)
     return _apply(
         lambda p, t, w: _ne_positive_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
-        lambda ce, total, pos: _ne_positive_compute(ce, total, pos, eta),
+        lambda ce, total, pos, neg: _ne_positive_compute(ce, total, pos, neg, eta),
         preds,
         target,
         weights,
@@ -132,15 +132,16 @@ def ne_positive(
 def _calibration_free_update(
     preds: Tensor, target: Tensor, weights: Tensor | None, eta: float, from_logits: bool
 ) -> Stats:
-    """Return ``(sum w·CE, sum w, sum w·y, sum w·p, sum w·(1 - p))`` per task (CE in nats).
+    """Return ``(sum w·CE, sum w, sum w·y, sum w·p, sum w·(1 - p), sum w·(1 - y))`` per task (CE in nats).
 
     Both ``sum w·p`` and ``sum w·(1 - p)`` are kept so that neither ``p̄`` nor ``1 - p̄`` is
     found by a subtraction from 1 (which loses all digits when ``p̄`` is within ``1e-16`` of 0 or
-    1). From logits ``1 - p`` is ``sigmoid(-z)``: exact where ``sigmoid(z)`` rounds to 1.
+    1). From logits ``1 - p`` is ``sigmoid(-z)``: exact where ``sigmoid(z)`` rounds to 1. The label-0
+    weight is summed as such too (last: it came after checkpoints of the first five), as NE's.
     """
-    ce_sum, total, pos = _cross_entropy_update(preds, target, weights, eta, from_logits)
+    ce_sum, total, pos, neg = _cross_entropy_update(preds, target, weights, eta, from_logits)
     probs, complement = _sigmoid_pair(preds) if from_logits else (preds, 1 - preds)
-    return ce_sum, total, pos, _weighted_sum(probs, weights), _weighted_sum(complement, weights)
+    return ce_sum, total, pos, _weighted_sum(probs, weights), _weighted_sum(complement, weights), neg
 
 
 def _sigmoid_pair(logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -165,6 +166,7 @@ def _calibration_free_compute(
     eta: float,
     torchrec_scaling: bool,
     from_logits: bool = False,
+    neg_labels: Tensor | None = None,
 ) -> Tensor:
     """``sum w·CE / CE of predicting the mean prediction`` (or TorchRec's value, see :func:`calibration_free_ne`).
 
@@ -175,7 +177,7 @@ def _calibration_free_compute(
     not a finite positive number: no label weight, or ``p̄`` exactly 0 or 1 (all labels on one
     side: 0; on the other: infinite, e.g. ``eta = 0``, or logits all below ``-745`` or all above ``745``).
     """
-    neg = total - pos
+    neg = total - pos if neg_labels is None else neg_labels  # the label-0 weight (None: an older checkpoint's)
     safe_total = torch.where(total > 0, total, 1.0)
     mean_pred, mean_complement = pred_sum / safe_total, complement_sum / safe_total
     if not from_logits:
@@ -191,7 +193,7 @@ def _calibration_free_compute(
     overflowed = total.isinf() | (ce_sum.isinf() & (eta > 0 or from_logits))
     undefined = (total <= 0) | ~((constant_ce > 0) & constant_ce.isfinite())
     if torchrec_scaling:
-        ne = _normalized_entropy_compute(ce_sum, total, pos, eta, "CalibrationFreeNE")  # warns where it is nan
+        ne = _normalized_entropy_compute(ce_sum, total, pos, eta, "CalibrationFreeNE", neg)  # warns where nan
         warn_undefined(undefined & ~torch.isnan(ne), "CalibrationFreeNE", "the mean prediction is 0 or 1")
         undefined = undefined | torch.isnan(ne) | overflowed
         value = ne / torch.where(undefined, 1.0, constant_ce / math.log(2))
@@ -248,8 +250,8 @@ def calibration_free_ne(
     check_flag("torchrec_scaling", torchrec_scaling)
     return _apply(
         lambda p, t, w: _calibration_free_update(p, t, w, eta, from_logits),  # type: ignore[arg-type]
-        lambda ce, total, pos, pred, complement: _calibration_free_compute(
-            ce, total, pos, pred, complement, eta, torchrec_scaling, from_logits
+        lambda ce, total, pos, pred, complement, neg: _calibration_free_compute(
+            ce, total, pos, pred, complement, eta, torchrec_scaling, from_logits, neg
         ),
         preds,
         target,
@@ -309,7 +311,7 @@ def recalibrated_ne(
             eta,
             from_logits,
         ),
-        lambda ce, total, pos: _normalized_entropy_compute(ce, total, pos, eta, "RecalibratedNE"),
+        lambda ce, total, pos, neg: _normalized_entropy_compute(ce, total, pos, eta, "RecalibratedNE", neg),
         preds,
         target,
         weights,

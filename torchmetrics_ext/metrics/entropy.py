@@ -1,6 +1,6 @@
 """Variants of NE and calibration (TorchRec's NE family) as :class:`torchmetrics.Metric` objects.
 
-Each class holds three to five float64 ``(num_tasks,)`` sums reduced with ``sum`` and delegates
+Each class holds three to six float64 ``(num_tasks,)`` sums reduced with ``sum`` and delegates
 its math to :mod:`torchmetrics_ext.functional.entropy`. States that depend on a setting
 (``eta``, the recalibration coefficient) carry it in their name, so a
 :class:`~torchmetrics.MetricCollection` never merges two metrics that only look alike.
@@ -17,7 +17,7 @@ from torch import Tensor
 from torchmetrics_ext.functional import entropy as F
 from torchmetrics_ext.functional.pointwise import _check_eta, _cross_entropy_update, _weighted_sums_update
 from torchmetrics_ext.metrics.base import _tag
-from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+from torchmetrics_ext.metrics.pointwise import _derive_neg_labels, _PointwiseMetric
 from torchmetrics_ext.utilities.checks import check_flag
 
 __all__ = ["CalibrationFreeNE", "NEPositive", "RecalibratedCalibration", "RecalibratedNE"]
@@ -70,15 +70,21 @@ class NEPositive(_EntropyVariant):
         tensor(0.5000, dtype=torch.float64)
     """
 
-    _state_names = ("cross_entropy_positive_sum", "weighted_num_samples", "pos_labels")
+    _state_names = ("cross_entropy_positive_sum", "weighted_num_samples", "pos_labels", "neg_labels")
     _setting_dependent = ("cross_entropy_positive_sum",)
     _logit_dependent = ("cross_entropy_positive_sum",)
+
+    def __init__(self, num_tasks: int = 1, *, eta: float = 1e-12, from_logits: bool = False, **kwargs: Any) -> None:
+        super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
+        _derive_neg_labels(self)  # checkpoints written before `neg_labels`: total - pos
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._ne_positive_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
-    def _compute_value(self, ce_positive_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
-        return F._ne_positive_compute(ce_positive_sum, total, pos, self.eta)
+    def _compute_value(  # type: ignore[override]
+        self, ce_positive_sum: Tensor, total: Tensor, pos: Tensor, neg: Tensor
+    ) -> Tensor:
+        return F._ne_positive_compute(ce_positive_sum, total, pos, neg, self.eta)
 
 
 class CalibrationFreeNE(_EntropyVariant):
@@ -107,8 +113,9 @@ class CalibrationFreeNE(_EntropyVariant):
         kwargs: TorchMetrics options.
 
     Note:
-        State: five float64 sums per task, among them :math:`\sum w p` and :math:`\sum w (1 - p)`
-        (a checkpoint written without the second one loads it as :math:`\sum w - \sum w p`).
+        State: six float64 sums per task, among them :math:`\sum w p` and :math:`\sum w (1 - p)`
+        (a checkpoint written without the second one loads it as :math:`\sum w - \sum w p`), and
+        :math:`\sum w y` and :math:`\sum w (1 - y)` (without the second: :math:`\sum w - \sum w y`).
         ``nan`` plus ``UndefinedMetricWarning`` where the denominator is not a finite positive
         number: no label weight, or a mean prediction of exactly 0 or 1 (e.g. ``eta=0`` with
         sure predictions).
@@ -127,6 +134,7 @@ class CalibrationFreeNE(_EntropyVariant):
         "pos_labels",
         "weighted_pred_sum",
         "weighted_pred_complement_sum",
+        "neg_labels",
     )
     _setting_dependent = ("cross_entropy_sum",)
     _logit_dependent = ("cross_entropy_sum", "weighted_pred_sum", "weighted_pred_complement_sum")
@@ -146,15 +154,16 @@ class CalibrationFreeNE(_EntropyVariant):
         # checkpoints written before the complement had a state of its own: sum w - sum w·p
         total, pred_sum, complement = self._state_keys[1], self._state_keys[3], self._state_keys[4]
         self._derived_states[complement] = (torch.sub, (total, pred_sum))
+        _derive_neg_labels(self)  # and before `neg_labels`: total - pos
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return F._calibration_free_update(preds, target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
     def _compute_value(  # type: ignore[override]
-        self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor, complement_sum: Tensor
+        self, ce_sum: Tensor, total: Tensor, pos: Tensor, pred_sum: Tensor, complement_sum: Tensor, neg: Tensor
     ) -> Tensor:
         return F._calibration_free_compute(
-            ce_sum, total, pos, pred_sum, complement_sum, self.eta, self.torchrec_scaling, self.from_logits
+            ce_sum, total, pos, pred_sum, complement_sum, self.eta, self.torchrec_scaling, self.from_logits, neg
         )
 
 
@@ -205,7 +214,7 @@ class RecalibratedNE(_Recalibrated):
         tensor(1.0000, dtype=torch.float64)
     """
 
-    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
+    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels", "neg_labels")
     _setting_dependent = ("cross_entropy_sum",)
     _logit_dependent = ("cross_entropy_sum",)
     higher_is_better = False
@@ -228,12 +237,13 @@ class RecalibratedNE(_Recalibrated):
             **kwargs,
         )
         self.eta = float(eta)
+        _derive_neg_labels(self)  # checkpoints written before `neg_labels`: total - pos
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         return _cross_entropy_update(self._recalibrated(preds), target, weights, self.eta, self.from_logits)  # type: ignore[arg-type]
 
-    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
-        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta, "RecalibratedNE")
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor, neg: Tensor) -> Tensor:  # type: ignore[override]
+        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta, "RecalibratedNE", neg)
 
 
 class RecalibratedCalibration(_Recalibrated):

@@ -341,8 +341,19 @@ def _per_sample_terms(
 # ----------------------------------------------------------------------------- cross entropy
 
 
+def _derive_neg_labels(metric: _PointwiseMetric) -> None:
+    """Load ``neg_labels`` (``sum w·(1 - y)``, the last state) of a checkpoint that lacks it as ``total - pos``.
+
+    Checkpoints written before the state existed hold ``weighted_num_samples`` and ``pos_labels``
+    (the second and third states): their difference is the value NE took from them then.
+    """
+    keys = metric._state_keys
+    metric._derived_states[keys[-1]] = (torch.sub, (keys[1], keys[2]))
+
+
 class _CrossEntropyMetric(_PointwiseMetric):
-    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels")
+    # `neg_labels` (sum w·(1 - y), NE's label-0 weight as summed) came after checkpoints of the first three
+    _state_names = ("cross_entropy_sum", "weighted_num_samples", "pos_labels", "neg_labels")
     _setting_dependent = ("cross_entropy_sum",)
     _logit_dependent = ("cross_entropy_sum",)
     _takes_pred_range = True  # no clamp where the validated predictions lie inside [eta, 1 - eta]
@@ -357,6 +368,7 @@ class _CrossEntropyMetric(_PointwiseMetric):
             num_tasks, _setting="" if eta == 1e-12 else f"eta_{_tag(eta)}", _from_logits=from_logits, **kwargs
         )
         self.eta = float(eta)
+        _derive_neg_labels(self)
 
     def _batch_stats(
         self,
@@ -389,7 +401,7 @@ class NormalizedEntropy(_CrossEntropyMetric):
     rate. Predictions are clamped to ``[eta, 1 - eta]`` as in TorchRec, and so is the base rate
     inside the denominator's logs only (:math:`c`; the denominator is the entropy of
     :math:`\bar y` whenever :math:`\bar y` lies in that interval); labels may be soft. State:
-    three float64 sums per task (constant memory), the same states as :class:`LogLoss`, so both
+    four float64 sums per task (constant memory), the same states as :class:`LogLoss`, so both
     share one compute group.
 
     Args:
@@ -407,12 +419,12 @@ class NormalizedEntropy(_CrossEntropyMetric):
     Note:
         NE is undefined (``nan`` plus ``UndefinedMetricWarning``) until both classes have
         non-zero label weight; TorchRec returns a huge finite number there instead. The states
-        keep the total and the positive label weight, so the negative weight is their
-        difference, with a relative error of about ``1e-16 * total / negative weight``: NE is
-        off by about 2e-5 (relative) when the negative label weight is ``2e-12`` of the total, and
-        a negative weight below about ``1e-16`` of the total rounds away and reads as absent
-        (``nan``). The positive weight is kept exactly, so for base rates within about ``1e-6``
-        of 1 score the flipped task (``1 - p`` against ``1 - y``: the same NE, exactly kept).
+        keep the positive and the negative label weight (:math:`\sum w y` and
+        :math:`\sum w (1 - y)`) each as its own sum, so a base rate within ``1e-9`` of 1 (or of
+        0) keeps its digits: the normaliser is as precise as those sums (unweighted soft labels:
+        each batch's negative weight is ``N - sum y``, off by about ``N * 1e-16``). A checkpoint
+        written before the negative weight had a state loads it as the total less the positive
+        weight, with that difference's rounding (about ``1e-16 * total``).
 
         A label-0 sample's term is computed as ``log(1 - p)``, as scikit-learn's ``log_loss``
         does, not as the twice slower ``log1p(-p)``: ``1 - p`` rounds by up to ``2**-54`` for
@@ -431,8 +443,8 @@ class NormalizedEntropy(_CrossEntropyMetric):
         tensor(1., dtype=torch.float64)
     """
 
-    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
-        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta)
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor, neg: Tensor) -> Tensor:  # type: ignore[override]
+        return F._normalized_entropy_compute(ce_sum, total, pos, self.eta, neg_labels=neg)
 
 
 class LogLoss(_CrossEntropyMetric):
@@ -482,7 +494,7 @@ class LogLoss(_CrossEntropyMetric):
         super().__init__(num_tasks, eta=eta, from_logits=from_logits, **kwargs)
         self.unit: F.LogUnit = unit
 
-    def _compute_value(self, ce_sum: Tensor, total: Tensor, pos: Tensor) -> Tensor:  # type: ignore[override]
+    def _compute_value(self, ce_sum: Tensor, total: Tensor, *_: Tensor) -> Tensor:  # type: ignore[override]
         return F._log_loss_compute(ce_sum, total, self.unit, self.eta > 0 or self.from_logits)
 
 

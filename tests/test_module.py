@@ -4473,7 +4473,8 @@ def test_a_load_refused_for_any_one_key_changes_nothing(data):
     state = _saved_state()
     through_parent = data.draw(st.booleans(), label="through_parent")
     if data.draw(st.booleans(), label="drop"):
-        key = data.draw(st.sampled_from(sorted(state)), label="key")
+        # not NE's `neg_labels`: a checkpoint without it is an older format, loaded with it derived (total - pos)
+        key = data.draw(st.sampled_from(sorted(k for k in state if not k.endswith(".neg_labels"))), label="key")
         del state[key]
         _assert_refused_load_changes_nothing(state, True, RuntimeError, re.escape(key), through_parent)
     else:  # a tensor state of another shape, or an _extra_state that is not the unit's

@@ -749,3 +749,60 @@ def test_undefined_warning_of_a_million_segments_lists_ten():
     message = str(caught[0].message)
     assert "segment(s) [0, 1, 2, 4, 5, 6, 7, 8, 9, 10, ...] (999,999 in all):" in message
     assert len(message) < 200 and value[3] == 1.0 and int(torch.isnan(value).sum()) == 999_999
+
+
+def test_windowed_segmented_per_task_ids_cut_batches_and_forward_match_numpy():
+    """``Windowed(Segmented(CTR(2), 3))`` with ``(T, N)`` ids, weights, batches of 1, of the window's size and larger
+    (cut to their newest rows), ``update`` and ``forward`` mixed, a resume mid-window: numpy per (task, segment) over
+    the rows the window rule keeps (the newest whole updates that fit, or the newest rows of a larger one)."""
+    rng = np.random.default_rng(29)
+    window, num_tasks, num_segments = 7, 2, 3
+
+    def weighted_ctr(target, weights, ids):
+        out = np.full((num_tasks, num_segments), np.nan)
+        for t in range(num_tasks):
+            for s in range(num_segments):
+                rows = ids[t] == s
+                if weights[rows].sum() > 0:
+                    out[t, s] = np.average(target[t, rows], weights=weights[rows])
+        return out
+
+    def kept(batches):
+        if batches[-1][0].shape[1] > window:
+            return [tuple(x[..., -window:] for x in batches[-1])]
+        out, total = [], 0
+        for batch in reversed(batches):
+            if total + batch[0].shape[1] > window:
+                break
+            total += batch[0].shape[1]
+            out.insert(0, batch)
+        return out
+
+    def joined(batches):
+        return weighted_ctr(*(np.concatenate([b[k] for b in batches], axis=-1) for k in range(3)))
+
+    metric = tmx.Windowed(tmx.Segmented(tmx.CTR(num_tasks), num_segments), window_size=window)
+    seen = []
+    for step, n in enumerate([3, 1, 7, 2, 12, 1, 1, 4, 9, 2, 5]):
+        target = (rng.random((num_tasks, n)) < 0.5).astype(np.float64)
+        weights = rng.uniform(0.1, 2.0, n)
+        ids = rng.integers(0, num_segments, (num_tasks, n))
+        seen.append((target, weights, ids))
+        args = (torch.rand(num_tasks, n), torch.tensor(target), torch.tensor(weights))
+        if step % 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+                out = metric(*args, segments=torch.tensor(ids))
+            np.testing.assert_allclose(out["lifetime"].numpy(), joined(seen[-1:]), rtol=1e-12)
+            np.testing.assert_allclose(out["window"].numpy(), joined(kept(seen[-1:])), rtol=1e-12)
+        else:
+            metric.update(*args, segments=torch.tensor(ids))
+        if step == 5:
+            resumed = tmx.Windowed(tmx.Segmented(tmx.CTR(num_tasks), num_segments), window_size=window)
+            resumed.load_state_dict(metric.state_dict())
+            metric = resumed
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+            values = metric.compute()
+        np.testing.assert_allclose(values["lifetime"].numpy(), joined(seen), rtol=1e-12)
+        np.testing.assert_allclose(values["window"].numpy(), joined(kept(seen)), rtol=1e-12)

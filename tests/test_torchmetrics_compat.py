@@ -736,3 +736,35 @@ def test_an_expression_over_two_ranks_is_the_formula_of_all_their_rows(ddp_pool)
         assert result["update"] == pytest.approx(expected, rel=1e-6), rank
         assert result["forward"] == pytest.approx(expected, rel=1e-6), rank
         assert result["ranking"] == pytest.approx(_ndcg_minus_recall_at_2(), rel=1e-6), rank
+
+
+@pytest.mark.parametrize("path", ["update", "forward"])
+@pytest.mark.parametrize("num_bins", [None, 4], ids=["exact", "binned"])
+def test_a_refused_batch_leaves_a_compute_group_shared_by_two_operands_as_it_was(num_bins, path):
+    """``auc - auprc + ndcg`` where AUC and AUPRC are one compute group of a ``MetricCollection`` (one histogram, or
+    one pair of lists, for both) and NDCG refuses the batch: each operand was held before its update, AUPRC's hold
+    after AUC had added the batch to their shared state. Putting the holds back first to last left AUPRC's copy, so
+    the shared state kept the batch once (the histogram's counts, the lists' rows grew). Now the counts and rows are
+    those of the accepted rows alone, counted by numpy."""
+    preds = np.array([0.125, 0.625, 0.375, 0.875, 0.375, 0.875])
+    target = np.array([0, 1, 0, 1, 1, 0])
+    collection = MetricCollection(
+        {"auc": tmx.AUC(num_bins=num_bins), "auprc": tmx.AUPRC(num_bins=num_bins)}, compute_groups=True
+    )
+    collection.update(torch.tensor(preds), torch.tensor(target))
+    collection.compute()  # the group's states are now shared by its two metrics
+    auc, auprc = collection._modules["auc"], collection._modules["auprc"]
+    assert all(getattr(auc, name) is getattr(auprc, name) for name in auc._defaults)
+    expression = auc - auprc + tmx.NDCG()
+    step = expression.update if path == "update" else expression
+    bad_indexes = torch.tensor([0, 0, 1])  # not the shape of preds: NDCG refuses, after AUC and AUPRC took the batch
+    with pytest.raises(ValueError, match="indexes"):
+        step(torch.tensor(preds[:4]), torch.tensor(target[:4]), indexes=bad_indexes)
+    for metric in (auc, auprc):
+        if num_bins is None:
+            kept = torch.cat(metric.signed_weights).numpy()
+            assert (kept.size, (kept > 0).sum()) == (target.size, target.sum())
+        else:  # (class, task, bin) counts: negatives, then positives
+            counts = metric.hist.sum(dim=(1, 2)).numpy()
+            np.testing.assert_array_equal(counts, [(target == 0).sum(), (target == 1).sum()])
+        np.testing.assert_allclose(auc.compute().item(), roc_auc_score(target, preds))

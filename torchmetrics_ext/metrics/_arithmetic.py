@@ -213,8 +213,12 @@ class _Held:
             self._parts = [_held_module(metric)]
 
     def restore(self) -> None:
-        """Put the metric back as it was: the same state objects (a compute group may share them), the same values."""
-        for module, attributes, children, tensors, copies, lists in self._parts:
+        """Put the metric back as it was: the same state objects (a compute group may share them), the same values.
+
+        Last held first: where a later part holds a state object an earlier one holds too (a compute group's
+        metrics share them), the earlier part's copy, from before both updates, is the one left.
+        """
+        for module, attributes, children, tensors, copies, lists in reversed(self._parts):
             if isinstance(copies, torch.Tensor):  # one copy of them all, joined along their first dimension
                 copies = copies.split([len(t) for t in tensors])
             for tensor, copy in zip(tensors, copies):
@@ -319,7 +323,10 @@ def _each_once(metrics: list[Metric], step: Callable[[Metric], None], update: bo
                 step(metric)
         step(metrics[-1])
     except BaseException:
-        for hold in held:  # the one that raised too, if held: with validate_args=False it may have half-changed
+        # the one that raised too, if held: with validate_args=False it may have half-changed. Last held first:
+        # metrics of one compute group share their state objects, and each hold has the values its update found,
+        # so the first hold's (from before the batch) must be the last put back
+        for hold in reversed(held):
             hold.restore()
         for metric, count, computed, _ in handed:
             metric.__dict__["_update_count"], metric.__dict__["_computed"] = count, computed

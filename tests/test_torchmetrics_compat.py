@@ -768,3 +768,58 @@ def test_a_refused_batch_leaves_a_compute_group_shared_by_two_operands_as_it_was
             counts = metric.hist.sum(dim=(1, 2)).numpy()
             np.testing.assert_array_equal(counts, [(target == 0).sum(), (target == 1).sum()])
         np.testing.assert_allclose(auc.compute().item(), roc_auc_score(target, preds))
+
+
+@pytest.mark.parametrize("path", ["update", "forward"])
+def test_the_operand_with_the_largest_state_is_not_copied_and_a_refused_batch_still_changes_nothing(path, monkeypatch):
+    """``auc_binned - ndcg``: each operand but the last was held (its tensor states copied) before its step, so a
+    histogram of many bins written first was copied at every batch, as long as the update itself. Now the operand
+    with the most tensor state goes last and is never copied; a batch NDCG refuses still changes neither, and the
+    values are sklearn's and numpy's of the accepted batches."""
+    from torchmetrics_ext.metrics import _arithmetic
+
+    copied: list[int] = []
+    held = _arithmetic._Held.__init__
+
+    def recording(self: Any, metric: Metric) -> None:
+        copied.append(sum(v.numel() for n, v in vars(metric).items() if n in metric._defaults and torch.is_tensor(v)))
+        held(self, metric)
+
+    monkeypatch.setattr(_arithmetic._Held, "__init__", recording)
+    auc, ndcg = tmx.AUC(num_bins=2**16), tmx.NDCG()
+    expression = auc - ndcg
+    step = expression.update if path == "update" else expression
+    preds = np.array([0.9, 0.2, 0.6, 0.4, 0.8, 0.3])
+    target = np.array([1, 0, 1, 1, 0, 0])
+    indexes = np.array([0, 0, 0, 1, 1, 1])
+    step(torch.tensor(preds[:3]), torch.tensor(target[:3]), indexes=torch.tensor(indexes[:3]))
+    with pytest.raises(ValueError, match="indexes"):
+        step(torch.tensor(preds), torch.tensor(target), indexes=torch.tensor([0, 1]))
+    step(torch.tensor(preds[3:]), torch.tensor(target[3:]), indexes=torch.tensor(indexes[3:]))
+    assert copied and max(copied) < 2**16  # NDCG's few sums held, never AUC's histogram
+    gains = [target[indexes == q][np.argsort(-preds[indexes == q])] for q in (0, 1)]
+    discounts = 1 / np.log2(np.arange(2, 5))
+    ndcgs = [(g * discounts).sum() / (np.sort(g)[::-1] * discounts).sum() for g in gains]
+    np.testing.assert_allclose(auc.compute().item(), roc_auc_score(target, preds))
+    np.testing.assert_allclose(ndcg.compute().item(), np.mean(ndcgs))
+    np.testing.assert_allclose(expression.compute().item(), roc_auc_score(target, preds) - np.mean(ndcgs))
+
+
+def test_an_update_interrupted_by_keyboard_interrupt_leaves_the_expression_and_its_metrics_as_they_were(monkeypatch):
+    """A ``KeyboardInterrupt`` inside the last metric's update: every metric was put back (``_each_once`` catches
+    any exception) but the expression's own update counter kept the call, so it said one more update than its
+    metrics. Now both are as before, and the values are the numpy/sklearn ones of the accepted batch."""
+    ctr, auc = tmx.CTR(), tmx.AUC(num_bins=4)
+    expression = ctr - auc
+    preds, target = np.array([0.125, 0.625, 0.375, 0.875]), np.array([0, 1, 0, 1])
+    expression.update(torch.tensor(preds), torch.tensor(target))
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auc, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        expression.update(torch.tensor(preds), torch.tensor(1 - target))
+    monkeypatch.undo()
+    assert (expression.update_count, ctr.update_count, auc.update_count) == (1, 1, 1)
+    np.testing.assert_allclose(expression.compute().item(), target.mean() - roc_auc_score(target, preds))

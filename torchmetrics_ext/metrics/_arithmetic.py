@@ -260,6 +260,18 @@ def _held_module(module: Metric) -> tuple[Any, ...]:
     return module, attributes, children.copy() if children else None, tensors, copies, lists
 
 
+def _held_size(metric: Metric) -> int:
+    """How many elements :class:`_Held` would copy for ``metric``: its tensor states' (a wrapper's children's too)."""
+    size = 0
+    for module in metric.modules() if metric._modules else (metric,):
+        state = module.__dict__
+        for name in state.get("_defaults", ()):
+            value = state[name]
+            if isinstance(value, torch.Tensor):
+                size += value.numel()
+    return size
+
+
 _HANDS_SUMS: dict[type, bool] = {}  # class -> _hands_sums(class)
 
 
@@ -305,6 +317,13 @@ def _each_once(metrics: list[Metric], step: Callable[[Metric], None], update: bo
         return
     if update:  # the metrics that hand their sums over first (the order of distinct metrics changes nothing)
         metrics = sorted(metrics, key=lambda metric: not _hands_sums(type(metric)))
+    # of those that would be held, the one with the most tensor state goes last, unheld: a binned AUC of 1M bins
+    # before an NDCG copied its 16 MB histogram at every update (as long as the update itself)
+    holdable = [metric for metric in metrics if not (update and _hands_sums(type(metric)))]
+    if len(holdable) > 1:
+        largest = max(holdable, key=_held_size)
+        if largest is not metrics[-1]:
+            metrics = [metric for metric in metrics if metric is not largest] + [largest]
     held: list[_Held] = []
     handed: list[tuple[Metric, int, Any, list[Any]]] = []
     try:
@@ -361,7 +380,7 @@ class _Expression(TensorArithmetic, CompositionalMetric):
             count = self.__dict__["_update_count"]
             try:
                 wrapped(*args, **kwargs)
-            except Exception:
+            except BaseException:  # as its metrics (see `_each_once`): KeyboardInterrupt too
                 self.__dict__["_update_count"] = count
                 raise
 

@@ -166,10 +166,14 @@ class _ValueAggregation(AggregationMetric[S]):
         return destination
 
     def _own_state_names(self, states: Mapping[str, Any]) -> dict[str, Any]:
-        """``states`` named as TorchMetrics or any setting of this class names them, under this metric's names."""
-        mapped = dict(states)
-        for ours, theirs in self._renames.items():
+        """``states`` named as TorchMetrics or any setting of this class names them, under this metric's names.
+
+        This metric's names are TorchMetrics' own where it was pickled before the states were renamed.
+        """
+        mapped, renames = dict(states), self._renames
+        for ours in self._defaults:
             if ours not in mapped:
+                theirs = renames.get(ours, ours)
                 found = [name for name in mapped if re.fullmatch(_any_setting_of(theirs), name)]
                 if len(found) == 1:
                     mapped[ours] = mapped.pop(found[0])

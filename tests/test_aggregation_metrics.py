@@ -1993,3 +1993,29 @@ def test_a_metric_pickled_before_the_rename_merges_one_made_now(cls):
     seen = [1.0, 4.0, 8.0, 2.0, 8.0, 2.0, 3.0]
     expected = {Sum: math.fsum(seen), Mean: math.fsum(seen) / len(seen), Max: max(seen), Min: min(seen)}[cls]
     assert old.compute().item() == expected
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "reference"),
+    [
+        (Sum, "sum_value", lambda seen: math.fsum(seen)),
+        (Max, "max_value", max),
+        (Min, "min_value", min),
+        (Mean, "mean_value", lambda seen: math.fsum(seen) / 2.0),  # the weight stays that of the two values
+    ],
+)
+def test_a_state_written_under_its_torchmetrics_name_is_the_state(cls, name, reference):
+    """``metric.sum_value`` reads the renamed state (``sum_value_nanignore``), but ``metric.sum_value = t`` made a
+    plain attribute that shadowed it: reads gave ``t`` while updates and ``compute`` used the state. Now the write
+    sets the state, as on TorchMetrics' aggregators; later updates add to it (Python's sum/max/min/mean)."""
+    metric = cls(nan_strategy="ignore")
+    metric.update(torch.tensor([2.0, 6.0]))
+    setattr(metric, name, torch.tensor(20.0, dtype=torch.float64))
+    assert name not in metric.__dict__
+    metric.update(torch.tensor([math.nan]))
+    assert getattr(metric, name).item() == 20.0
+    if cls is Mean:
+        assert metric.compute().item() == 20.0 / 2.0
+    else:
+        metric.update(torch.tensor([3.0]))
+        assert metric.compute().item() == reference([20.0, 3.0])

@@ -279,7 +279,7 @@ class _ValueAggregation(AggregationMetric[S]):
             rank_zero_warn("Encountered `nan` values in tensor. Will be removed.", UserWarning)
 
 
-# the states of TorchMetrics' aggregators, which these classes rename (see _ValueAggregation._name_states_after_settings)
+# the states of TorchMetrics' aggregators, renamed here (see _ValueAggregation._name_states_after_settings)
 _TORCHMETRICS_STATE_NAMES = frozenset({"sum_value", "mean_value", "weight", "max_value", "min_value"})
 
 

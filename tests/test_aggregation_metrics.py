@@ -1959,3 +1959,63 @@ def test_update_refuses_numpy_complex(metric_cls, value):
             metric.update(value)
     for name, state in metric.metric_state.items():
         assert torch.equal(state, before[name]), name
+
+
+def _as_pickled_before_the_rename(metric):
+    """``metric`` as a pickle of it made before its states were renamed unpickles: TorchMetrics' state names, no map.
+
+    (What ``torch.save`` of a ``Sum``/``Mean``/``Max``/``Min`` at 4630b3d loads as with today's class.)
+    """
+    state = metric.__dict__
+    for ours, theirs in state.pop("_torchmetrics_names").items():
+        state[theirs] = state.pop(ours)
+        for table in (state["_defaults"], state["_reductions"], state["_persistent"]):
+            table[theirs] = table.pop(ours)
+        if metric.state_name == ours:
+            metric.state_name = theirs
+    return pickle.loads(pickle.dumps(metric))
+
+
+@pytest.mark.parametrize("cls", [Sum, Mean, Max, Min])
+def test_a_metric_pickled_before_the_rename_merges_one_made_now(cls):
+    """A metric pickled before the states were named after the NaN setting keeps TorchMetrics' names in memory;
+    ``old.merge_state(new)`` refused today's metric ("the incoming states ['sum_value_nanignore'] are not this
+    metric's ['sum_value']") while ``new.merge_state(old)`` worked. Both merge now, to Python's sum/mean/max/min."""
+    old = cls()
+    old.update(torch.tensor([1.0, 4.0]))
+    old = _as_pickled_before_the_rename(old)
+    assert "_torchmetrics_names" not in old.__dict__ and old.state_name in old._defaults
+    new = cls(nan_strategy="ignore")
+    new.update(torch.tensor([8.0, math.nan, 2.0]))
+    old.merge_state(new)
+    old.merge_state({name: value for name, value in new.metric_state.items()})
+    old.update(torch.tensor([3.0]))
+    seen = [1.0, 4.0, 8.0, 2.0, 8.0, 2.0, 3.0]
+    expected = {Sum: math.fsum(seen), Mean: math.fsum(seen) / len(seen), Max: max(seen), Min: min(seen)}[cls]
+    assert old.compute().item() == expected
+
+
+@pytest.mark.parametrize(
+    ("cls", "name", "reference"),
+    [
+        (Sum, "sum_value", lambda seen: math.fsum(seen)),
+        (Max, "max_value", max),
+        (Min, "min_value", min),
+        (Mean, "mean_value", lambda seen: math.fsum(seen) / 2.0),  # the weight stays that of the two values
+    ],
+)
+def test_a_state_written_under_its_torchmetrics_name_is_the_state(cls, name, reference):
+    """``metric.sum_value`` reads the renamed state (``sum_value_nanignore``), but ``metric.sum_value = t`` made a
+    plain attribute that shadowed it: reads gave ``t`` while updates and ``compute`` used the state. Now the write
+    sets the state, as on TorchMetrics' aggregators; later updates add to it (Python's sum/max/min/mean)."""
+    metric = cls(nan_strategy="ignore")
+    metric.update(torch.tensor([2.0, 6.0]))
+    setattr(metric, name, torch.tensor(20.0, dtype=torch.float64))
+    assert name not in metric.__dict__
+    metric.update(torch.tensor([math.nan]))
+    assert getattr(metric, name).item() == 20.0
+    if cls is Mean:
+        assert metric.compute().item() == 20.0 / 2.0
+    else:
+        metric.update(torch.tensor([3.0]))
+        assert metric.compute().item() == reference([20.0, 3.0])

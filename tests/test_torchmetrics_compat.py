@@ -736,3 +736,90 @@ def test_an_expression_over_two_ranks_is_the_formula_of_all_their_rows(ddp_pool)
         assert result["update"] == pytest.approx(expected, rel=1e-6), rank
         assert result["forward"] == pytest.approx(expected, rel=1e-6), rank
         assert result["ranking"] == pytest.approx(_ndcg_minus_recall_at_2(), rel=1e-6), rank
+
+
+@pytest.mark.parametrize("path", ["update", "forward"])
+@pytest.mark.parametrize("num_bins", [None, 4], ids=["exact", "binned"])
+def test_a_refused_batch_leaves_a_compute_group_shared_by_two_operands_as_it_was(num_bins, path):
+    """``auc - auprc + ndcg`` where AUC and AUPRC are one compute group of a ``MetricCollection`` (one histogram, or
+    one pair of lists, for both) and NDCG refuses the batch: each operand was held before its update, AUPRC's hold
+    after AUC had added the batch to their shared state. Putting the holds back first to last left AUPRC's copy, so
+    the shared state kept the batch once (the histogram's counts, the lists' rows grew). Now the counts and rows are
+    those of the accepted rows alone, counted by numpy."""
+    preds = np.array([0.125, 0.625, 0.375, 0.875, 0.375, 0.875])
+    target = np.array([0, 1, 0, 1, 1, 0])
+    collection = MetricCollection(
+        {"auc": tmx.AUC(num_bins=num_bins), "auprc": tmx.AUPRC(num_bins=num_bins)}, compute_groups=True
+    )
+    collection.update(torch.tensor(preds), torch.tensor(target))
+    collection.compute()  # the group's states are now shared by its two metrics
+    auc, auprc = collection._modules["auc"], collection._modules["auprc"]
+    assert all(getattr(auc, name) is getattr(auprc, name) for name in auc._defaults)
+    expression = auc - auprc + tmx.NDCG()
+    step = expression.update if path == "update" else expression
+    bad_indexes = torch.tensor([0, 0, 1])  # not the shape of preds: NDCG refuses, after AUC and AUPRC took the batch
+    with pytest.raises(ValueError, match="indexes"):
+        step(torch.tensor(preds[:4]), torch.tensor(target[:4]), indexes=bad_indexes)
+    for metric in (auc, auprc):
+        if num_bins is None:
+            kept = torch.cat(metric.signed_weights).numpy()
+            assert (kept.size, (kept > 0).sum()) == (target.size, target.sum())
+        else:  # (class, task, bin) counts: negatives, then positives
+            counts = metric.hist.sum(dim=(1, 2)).numpy()
+            np.testing.assert_array_equal(counts, [(target == 0).sum(), (target == 1).sum()])
+        np.testing.assert_allclose(auc.compute().item(), roc_auc_score(target, preds))
+
+
+@pytest.mark.parametrize("path", ["update", "forward"])
+def test_the_operand_with_the_largest_state_is_not_copied_and_a_refused_batch_still_changes_nothing(path, monkeypatch):
+    """``auc_binned - ndcg``: each operand but the last was held (its tensor states copied) before its step, so a
+    histogram of many bins written first was copied at every batch, as long as the update itself. Now the operand
+    with the most tensor state goes last and is never copied; a batch NDCG refuses still changes neither, and the
+    values are sklearn's and numpy's of the accepted batches."""
+    from torchmetrics_ext.metrics import _arithmetic
+
+    copied: list[int] = []
+    held = _arithmetic._Held.__init__
+
+    def recording(self: Any, metric: Metric) -> None:
+        copied.append(sum(v.numel() for n, v in vars(metric).items() if n in metric._defaults and torch.is_tensor(v)))
+        held(self, metric)
+
+    monkeypatch.setattr(_arithmetic._Held, "__init__", recording)
+    auc, ndcg = tmx.AUC(num_bins=2**16), tmx.NDCG()
+    expression = auc - ndcg
+    step = expression.update if path == "update" else expression
+    preds = np.array([0.9, 0.2, 0.6, 0.4, 0.8, 0.3])
+    target = np.array([1, 0, 1, 1, 0, 0])
+    indexes = np.array([0, 0, 0, 1, 1, 1])
+    step(torch.tensor(preds[:3]), torch.tensor(target[:3]), indexes=torch.tensor(indexes[:3]))
+    with pytest.raises(ValueError, match="indexes"):
+        step(torch.tensor(preds), torch.tensor(target), indexes=torch.tensor([0, 1]))
+    step(torch.tensor(preds[3:]), torch.tensor(target[3:]), indexes=torch.tensor(indexes[3:]))
+    assert copied and max(copied) < 2**16  # NDCG's few sums held, never AUC's histogram
+    gains = [target[indexes == q][np.argsort(-preds[indexes == q])] for q in (0, 1)]
+    discounts = 1 / np.log2(np.arange(2, 5))
+    ndcgs = [(g * discounts).sum() / (np.sort(g)[::-1] * discounts).sum() for g in gains]
+    np.testing.assert_allclose(auc.compute().item(), roc_auc_score(target, preds))
+    np.testing.assert_allclose(ndcg.compute().item(), np.mean(ndcgs))
+    np.testing.assert_allclose(expression.compute().item(), roc_auc_score(target, preds) - np.mean(ndcgs))
+
+
+def test_an_update_interrupted_by_keyboard_interrupt_leaves_the_expression_and_its_metrics_as_they_were(monkeypatch):
+    """A ``KeyboardInterrupt`` inside the last metric's update: every metric was put back (``_each_once`` catches
+    any exception) but the expression's own update counter kept the call, so it said one more update than its
+    metrics. Now both are as before, and the values are the numpy/sklearn ones of the accepted batch."""
+    ctr, auc = tmx.CTR(), tmx.AUC(num_bins=4)
+    expression = ctr - auc
+    preds, target = np.array([0.125, 0.625, 0.375, 0.875]), np.array([0, 1, 0, 1])
+    expression.update(torch.tensor(preds), torch.tensor(target))
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(auc, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        expression.update(torch.tensor(preds), torch.tensor(1 - target))
+    monkeypatch.undo()
+    assert (expression.update_count, ctr.update_count, auc.update_count) == (1, 1, 1)
+    np.testing.assert_allclose(expression.compute().item(), target.mean() - roc_auc_score(target, preds))

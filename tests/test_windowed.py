@@ -3825,3 +3825,31 @@ def test_an_exact_window_scores_the_rows_it_holds_of_a_query_that_straddles_its_
             got = metric.compute()
         for name, want in values.items():
             np.testing.assert_allclose(got[name].item(), want, rtol=1e-9, err_msg=f"{kind} {name} after update {i}")
+
+
+@pytest.mark.parametrize("given", ["windowed", "dict"])
+@pytest.mark.parametrize("name", ["Sum", "Mean", "Max", "Min"])
+def test_windowed_aggregator_merges_one_of_another_nan_strategy(name, given):
+    """``Sum().merge_state(Sum(nan_strategy="ignore"))`` merges (the states' names carry the NaN setting in memory
+    only), but ``Windowed(Sum())`` refused ``Windowed(Sum(nan_strategy="ignore"))`` ("the incoming states
+    ['sum_value_nanignore'] are not this metric's ['sum_value_nanerror']"), as it refused a dict under TorchMetrics'
+    names. Now the lifetime merges as the wrapped metric does; the window stays this metric's own (Python's
+    sum/mean/max/min of its newest values)."""
+    from torchmetrics_ext import aggregation
+
+    cls = getattr(aggregation, name)
+    reduce = {"Sum": math.fsum, "Mean": statistics.fmean, "Max": max, "Min": min}[name]
+    ours = tmx.Windowed(cls(), window_size=2)
+    theirs = tmx.Windowed(cls(nan_strategy="ignore"), window_size=2)
+    for value in (5.0, 7.0, 11.0):
+        ours.update(torch.tensor([value]))
+    for batch in ([1.0, 2.0], [math.nan, 3.0]):
+        theirs.update(torch.tensor(batch))
+    states = theirs.lifetime.metric_state
+    if given == "dict":  # TorchMetrics' names, as in a checkpoint of the wrapped metric
+        states = {name: value for name, value in theirs.lifetime.state_dict(keep_vars=True).items()}
+        assert not set(states) & set(ours.lifetime._defaults)
+    ours.merge_state(theirs if given == "windowed" else states)
+    value = ours.compute()
+    assert value["lifetime"].item() == reduce([5.0, 7.0, 11.0, 1.0, 2.0, 3.0])
+    assert value["window"].item() == reduce([7.0, 11.0])

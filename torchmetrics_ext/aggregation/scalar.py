@@ -155,6 +155,17 @@ class _ValueAggregation(AggregationMetric[S]):
                     return getattr(self, ours)
         return super().__getattr__(name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A state written under TorchMetrics' name (``metric.sum_value = t``) is written to the renamed state.
+
+        As it is read (:meth:`__getattr__`): a plain attribute of that name would shadow the state for reads
+        while the metric kept updating and computing the state itself.
+        """
+        renames = self.__dict__.get("_torchmetrics_names")
+        if renames and name in _TORCHMETRICS_STATE_NAMES:
+            name = next((ours for ours, theirs in renames.items() if theirs == name), name)
+        super().__setattr__(name, value)
+
     def state_dict(  # type: ignore[override]  # TorchMetrics' signature
         self, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
     ) -> dict[str, Any]:
@@ -166,10 +177,14 @@ class _ValueAggregation(AggregationMetric[S]):
         return destination
 
     def _own_state_names(self, states: Mapping[str, Any]) -> dict[str, Any]:
-        """``states`` named as TorchMetrics or any setting of this class names them, under this metric's names."""
-        mapped = dict(states)
-        for ours, theirs in self._renames.items():
+        """``states`` named as TorchMetrics or any setting of this class names them, under this metric's names.
+
+        This metric's names are TorchMetrics' own where it was pickled before the states were renamed.
+        """
+        mapped, renames = dict(states), self._renames
+        for ours in self._defaults:
             if ours not in mapped:
+                theirs = renames.get(ours, ours)
                 found = [name for name in mapped if re.fullmatch(_any_setting_of(theirs), name)]
                 if len(found) == 1:
                     mapped[ours] = mapped.pop(found[0])
@@ -262,6 +277,10 @@ class _ValueAggregation(AggregationMetric[S]):
             _check_bounds(name, bound)
         if any(with_nan) and self.nan_strategy == "warn":
             rank_zero_warn("Encountered `nan` values in tensor. Will be removed.", UserWarning)
+
+
+# the states of TorchMetrics' aggregators, renamed here (see _ValueAggregation._name_states_after_settings)
+_TORCHMETRICS_STATE_NAMES = frozenset({"sum_value", "mean_value", "weight", "max_value", "min_value"})
 
 
 def _nan_setting(strategy: NanStrategy, validated: bool) -> str:

@@ -213,8 +213,12 @@ class _Held:
             self._parts = [_held_module(metric)]
 
     def restore(self) -> None:
-        """Put the metric back as it was: the same state objects (a compute group may share them), the same values."""
-        for module, attributes, children, tensors, copies, lists in self._parts:
+        """Put the metric back as it was: the same state objects (a compute group may share them), the same values.
+
+        Last held first: where a later part holds a state object an earlier one holds too (a compute group's
+        metrics share them), the earlier part's copy, from before both updates, is the one left.
+        """
+        for module, attributes, children, tensors, copies, lists in reversed(self._parts):
             if isinstance(copies, torch.Tensor):  # one copy of them all, joined along their first dimension
                 copies = copies.split([len(t) for t in tensors])
             for tensor, copy in zip(tensors, copies):
@@ -254,6 +258,18 @@ def _held_module(module: Metric) -> tuple[Any, ...]:
         copies = [t.clone() for t in tensors]
     children = module._modules
     return module, attributes, children.copy() if children else None, tensors, copies, lists
+
+
+def _held_size(metric: Metric) -> int:
+    """How many elements :class:`_Held` would copy for ``metric``: its tensor states' (a wrapper's children's too)."""
+    size = 0
+    for module in metric.modules() if metric._modules else (metric,):
+        state = module.__dict__
+        for name in state.get("_defaults", ()):
+            value = state[name]
+            if isinstance(value, torch.Tensor):
+                size += value.numel()
+    return size
 
 
 _HANDS_SUMS: dict[type, bool] = {}  # class -> _hands_sums(class)
@@ -301,6 +317,13 @@ def _each_once(metrics: list[Metric], step: Callable[[Metric], None], update: bo
         return
     if update:  # the metrics that hand their sums over first (the order of distinct metrics changes nothing)
         metrics = sorted(metrics, key=lambda metric: not _hands_sums(type(metric)))
+    # of those that would be held, the one with the most tensor state goes last, unheld: a binned AUC of 1M bins
+    # before an NDCG copied its 16 MB histogram at every update (as long as the update itself)
+    holdable = [metric for metric in metrics if not (update and _hands_sums(type(metric)))]
+    if len(holdable) > 1:
+        largest = max(holdable, key=_held_size)
+        if largest is not metrics[-1]:
+            metrics = [metric for metric in metrics if metric is not largest] + [largest]
     held: list[_Held] = []
     handed: list[tuple[Metric, int, Any, list[Any]]] = []
     try:
@@ -319,7 +342,10 @@ def _each_once(metrics: list[Metric], step: Callable[[Metric], None], update: bo
                 step(metric)
         step(metrics[-1])
     except BaseException:
-        for hold in held:  # the one that raised too, if held: with validate_args=False it may have half-changed
+        # the one that raised too, if held: with validate_args=False it may have half-changed. Last held first:
+        # metrics of one compute group share their state objects, and each hold has the values its update found,
+        # so the first hold's (from before the batch) must be the last put back
+        for hold in reversed(held):
             hold.restore()
         for metric, count, computed, _ in handed:
             metric.__dict__["_update_count"], metric.__dict__["_computed"] = count, computed
@@ -354,7 +380,7 @@ class _Expression(TensorArithmetic, CompositionalMetric):
             count = self.__dict__["_update_count"]
             try:
                 wrapped(*args, **kwargs)
-            except Exception:
+            except BaseException:  # as its metrics (see `_each_once`): KeyboardInterrupt too
                 self.__dict__["_update_count"] = count
                 raise
 

@@ -1144,6 +1144,11 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 f"got {type(incoming_state).__name__}."
             )
         if isinstance(life, GuardedMetric):
+            # states under a former name of the lifetime's (Sum's of another nan_strategy, TorchMetrics' names):
+            # the names its own merge_state and checkpoint load read them under
+            renamed = life._former_state_names(states)
+            if renamed:
+                states = {renamed.get(name, name): value for name, value in states.items()}
             states = life._as_list_states(states)  # a synced metric's list states are single tensors
             problems = life._merge_problems(states)  # exactly its state names, shapes and kinds
         else:

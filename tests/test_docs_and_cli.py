@@ -419,3 +419,14 @@ def test_docstring_args_sections_match_the_signatures():
                 if extra or missing:
                     wrong.append(f"{module_name}.{label}: documents {extra} not in the signature, leaves out {missing}")
     assert checked > 100 and not wrong, wrong
+
+
+def test_getting_started_lists_every_extra():
+    """Its install line listed the extras without `bench`, which benchmarks/README.md asks for."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    listed = re.search(r"# from a clone; extras: ([\w, ]+)", (ROOT / "docs" / "getting_started.md").read_text())
+    assert listed is not None
+    assert sorted(listed.group(1).split(", ")) == sorted(extras)

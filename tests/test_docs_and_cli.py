@@ -311,11 +311,22 @@ def _documented_commands() -> list[tuple[str, str, str]]:
     sources = [*_USER_DOCS, *sorted((ROOT / "benchmarks").glob("*.py"))]
     commands = []
     for path in sources:
-        text = re.sub(r"\\\n\s*", " ", path.read_text())  # shell line continuations
-        for number, line in enumerate(text.splitlines(), 1):
+        lines, pending, start = [], "", 0
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.endswith("\\"):  # a shell line continuation: the command goes on
+                pending, start = pending + line[:-1] + " ", start if pending else number
+                continue
+            lines.append((start if pending else number, pending + line))
+            pending = ""
+        for number, line in lines:
             where = f"{path.relative_to(ROOT)}:{number}"
-            for match in re.finditer(r"python[0-9.]*\s+(benchmarks/[\w./]+\.py)([^`\n|;&#]*)", line):
-                commands.append((where, match.group(1), match.group(2)))
+            for match in re.finditer(r"python[0-9.]*\s+((?:benchmarks/)?\w+\.py)([^`\n|;&#]*)", line):
+                script = match.group(1)
+                if "/" not in script:  # after `cd benchmarks`; a bare name elsewhere is not ours
+                    if not (ROOT / "benchmarks" / script).is_file():
+                        continue
+                    script = f"benchmarks/{script}"
+                commands.append((where, script, match.group(2)))
             for match in re.finditer(r"(?:torchmetrics-ext|-m torchmetrics_ext\.cli)\s+([^`\n|;&#]*)", line):
                 commands.append((where, "cli", match.group(1)))
     return commands

@@ -441,3 +441,19 @@ def test_getting_started_lists_every_extra():
     listed = re.search(r"# from a clone; extras: ([\w, ]+)", (ROOT / "docs" / "getting_started.md").read_text())
     assert listed is not None
     assert sorted(listed.group(1).split(", ")) == sorted(extras)
+
+
+def test_evaluate_page_names_every_ranking_name_of_the_registry():
+    """docs/evaluate.md's `--metrics` list of names that need `--session` left out `f1@k`, `r_precision`
+    and the cutoff-less `ndcg`, `mrr`, `map`, which the command takes (and refuses without `--session`)."""
+    import re
+
+    from torchmetrics_ext.metrics.ranking._base import _RankingMetric
+    from torchmetrics_ext.registry import lookup, metric_names
+
+    ranking = {n for n in metric_names() if issubclass(lookup(n.replace("@k", "@1"))[0].cls, _RankingMetric)}
+    text = " ".join((ROOT / "docs" / "evaluate.md").read_text().split())
+    paragraph = re.search(r"ranking names \((`ndcg@k`[^()]*(?:\([^()]*\)[^()]*)*)\) need `--session`", text)
+    assert paragraph is not None
+    named = set(re.findall(r"`([a-z][a-z0-9_]*(?:@k)?)`", paragraph.group(1))) - {"k"}  # `k` a positive integer
+    assert ranking == named

@@ -1,4 +1,4 @@
-"""The README example and the CLI demo run, and the public surface is what DESIGN.md names (notebooks: test_notebooks.py)."""
+"""The README example and the CLI demo run, the public surface is what DESIGN.md names, and what the docs show a user (links, command lines, Args sections) is true (notebooks: test_notebooks.py)."""
 
 from __future__ import annotations
 
@@ -256,3 +256,204 @@ def test_bool_labels_and_weights_are_taken_and_bool_ids_refused_as_the_policies_
     for name, call in calls.items():
         with pytest.raises(TypeError, match=rf"`{name}`.*torch\.bool"):
             call()
+
+
+# --- what the docs tell a user, checked without running it: links, command lines, Args sections
+
+_USER_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+
+
+def _heading_anchors(path: Path) -> set[str]:
+    """GitHub's (and mkdocs' toc) slugs of a Markdown file's headings and its ``<a id>`` anchors, fenced code left out."""
+    import re
+
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    anchors: set[str] = set()
+    for heading in re.findall(r"^#{1,6}\s+(.*?)\s*#*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+        suffix, n = slug, 0
+        while suffix in anchors:  # a repeated heading gets -1, -2, ...
+            n += 1
+            suffix = f"{slug}-{n}"
+        anchors.add(suffix)
+    return anchors | set(re.findall(r'<a (?:id|name)="([^"]+)"', text))
+
+
+def test_relative_links_of_the_docs_resolve_to_a_file_and_heading():
+    """README.md and benchmarks/README.md are outside the mkdocs site, whose strict build checks docs/ only."""
+    import json
+    import re
+
+    pages = [(path, path.read_text()) for path in _USER_DOCS]
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        pages.append((notebook, "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")))
+    checked, broken = 0, []
+    for path, text in pages:
+        for url in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", url):
+                continue  # https:, mailto:
+            target, _, anchor = url.partition("#")
+            resolved = (path.parent / target).resolve() if target else path
+            checked += 1
+            if not resolved.exists():
+                broken.append(f"{path.relative_to(ROOT)}: {url} (no such file)")
+            elif anchor and resolved.suffix == ".md" and "." not in anchor:  # api/ anchors are object paths
+                if anchor not in _heading_anchors(resolved):
+                    broken.append(f"{path.relative_to(ROOT)}: {url} (no such heading)")
+    assert checked > 50 and not broken, broken
+
+
+def _documented_commands() -> list[tuple[str, str, str]]:
+    """``(where, script or "cli", arguments)`` of every command line the docs and the benchmarks' docstrings show."""
+    import re
+
+    sources = [*_USER_DOCS, *sorted((ROOT / "benchmarks").glob("*.py"))]
+    commands = []
+    for path in sources:
+        lines, pending, start = [], "", 0
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.endswith("\\"):  # a shell line continuation: the command goes on
+                pending, start = pending + line[:-1] + " ", start if pending else number
+                continue
+            lines.append((start if pending else number, pending + line))
+            pending = ""
+        for number, line in lines:
+            where = f"{path.relative_to(ROOT)}:{number}"
+            for match in re.finditer(r"python[0-9.]*\s+((?:benchmarks/)?\w+\.py)([^`\n|;&#]*)", line):
+                script = match.group(1)
+                if "/" not in script:  # after `cd benchmarks`; a bare name elsewhere is not ours
+                    if not (ROOT / "benchmarks" / script).is_file():
+                        continue
+                    script = f"benchmarks/{script}"
+                commands.append((where, script, match.group(2)))
+            for match in re.finditer(r"(?:torchmetrics-ext|-m torchmetrics_ext\.cli)\s+([^`\n|;&#]*)", line):
+                commands.append((where, "cli", match.group(1)))
+    return commands
+
+
+def _script_flags(script: Path) -> set[str]:
+    """The ``--options`` a benchmark's argparse declares, read from its source (nothing is run)."""
+    import ast
+
+    flags = set()
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
+            flags |= {a.value for a in node.args if isinstance(a, ast.Constant) and str(a.value).startswith("--")}
+    return flags
+
+
+def test_documented_command_lines_name_existing_scripts_and_options(capsys):
+    """Every ``python benchmarks/...`` and ``torchmetrics-ext ...`` line a user may copy takes its options."""
+    import re
+
+    cli_flags = {}
+    for command in ("demo", "evaluate"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        cli_flags[command] = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", capsys.readouterr().out))
+    commands, wrong = _documented_commands(), []
+    for where, script, arguments in commands:
+        flags = set(re.findall(r"(?<![\w-])--[a-z][\w-]*", arguments))
+        if script == "cli":
+            words = arguments.split()
+            if not words or words[0] not in cli_flags:
+                continue  # prose such as "`torchmetrics-ext` command line"
+            known = cli_flags[words[0]]
+        elif not (ROOT / script).is_file():
+            wrong.append(f"{where}: {script} does not exist")
+            continue
+        else:
+            known = _script_flags(ROOT / script) | {"--help"}
+        wrong += [f"{where}: {script} has no option {flag}" for flag in sorted(flags - known)]
+    assert len(commands) > 100 and not wrong, wrong
+
+
+def _args_section(doc: str | None) -> list[str] | None:
+    """The names a Google-style ``Args:`` section documents (``None`` without one)."""
+    import inspect
+    import re
+
+    lines = inspect.cleandoc(doc or "").splitlines()
+    if "Args:" not in [line.strip() for line in lines]:
+        return None
+    start = [line.strip() for line in lines].index("Args:") + 1
+    names, indent = [], None
+    for line in lines[start:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        if depth < indent:
+            break
+        match = re.match(r"\s*\**(\w+)(?: \(.*?\))?:", line)
+        if depth == indent and match:
+            names.append(match.group(1))
+    return names
+
+
+def test_docstring_args_sections_match_the_signatures():
+    """Each public class's and function's ``Args:`` names its parameters, and only those.
+
+    A class may also document the options it forwards through ``**kwargs`` (``validate_args``, the
+    ranking options), which its constructor must then take.
+    """
+    import importlib
+    import inspect
+
+    modules = ["torchmetrics_ext", "torchmetrics_ext.functional", "torchmetrics_ext.aggregation"]
+    modules += ["torchmetrics_ext.wrappers", "torchmetrics_ext.module", "torchmetrics_ext.registry"]
+    modules += ["torchmetrics_ext.evaluate", "torchmetrics_ext.integrations", "torchmetrics_ext.demo"]
+    checked, wrong = 0, []
+    for module_name in modules:
+        module = importlib.import_module(module_name)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            targets = [(name, obj)]
+            if inspect.isclass(obj):
+                targets += [(f"{name}.{m}", f) for m, f in vars(obj).items() if inspect.isfunction(f) and m[0] != "_"]
+            for label, target in targets:
+                documented = _args_section(target.__doc__)
+                if documented is None or not callable(target):
+                    continue
+                try:
+                    parameters = inspect.signature(target).parameters.values()
+                except (TypeError, ValueError):
+                    continue
+                named = [p.name for p in parameters if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+                named = [p for p in named if p not in ("self", "cls")]
+                variadic = {p.name for p in parameters if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+                forwards = any(p.kind == p.VAR_KEYWORD for p in parameters)
+                checked += 1
+                extra = [a for a in documented if a not in named and a not in variadic and not forwards]
+                missing = [p for p in named if p not in documented]
+                if extra or missing:
+                    wrong.append(f"{module_name}.{label}: documents {extra} not in the signature, leaves out {missing}")
+    assert checked > 100 and not wrong, wrong
+
+
+def test_getting_started_lists_every_extra():
+    """Its install line listed the extras without `bench`, which benchmarks/README.md asks for."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    listed = re.search(r"# from a clone; extras: ([\w, ]+)", (ROOT / "docs" / "getting_started.md").read_text())
+    assert listed is not None
+    assert sorted(listed.group(1).split(", ")) == sorted(extras)
+
+
+def test_evaluate_page_names_every_ranking_name_of_the_registry():
+    """docs/evaluate.md's `--metrics` list of names that need `--session` left out `f1@k`, `r_precision`
+    and the cutoff-less `ndcg`, `mrr`, `map`, which the command takes (and refuses without `--session`)."""
+    import re
+
+    from torchmetrics_ext.metrics.ranking._base import _RankingMetric
+    from torchmetrics_ext.registry import lookup, metric_names
+
+    ranking = {n for n in metric_names() if issubclass(lookup(n.replace("@k", "@1"))[0].cls, _RankingMetric)}
+    text = " ".join((ROOT / "docs" / "evaluate.md").read_text().split())
+    paragraph = re.search(r"ranking names \((`ndcg@k`[^()]*(?:\([^()]*\)[^()]*)*)\) need `--session`", text)
+    assert paragraph is not None
+    named = set(re.findall(r"`([a-z][a-z0-9_]*(?:@k)?)`", paragraph.group(1))) - {"k"}  # `k` a positive integer
+    assert ranking == named

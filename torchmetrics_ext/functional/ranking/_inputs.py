@@ -487,13 +487,14 @@ def _listed_top(preds: Tensor, target: Tensor, weights: Tensor | None) -> float 
     """The largest relevance of a small valid 1-D CPU batch read as Python lists; ``None`` if any check fails.
 
     The tests of :func:`_check_cpu_values` (no NaN score; finite relevance and weights >= 0, no
-    NaN), decided from ``tolist()`` with the builtins ``min``/``max`` and ``math.isnan`` (C loops
-    over at most ``_LISTED`` values): one call per tensor, where the reductions cost four calls
-    and five reads. ``min``/``max`` skip NaN depending on its position, so floating values are
-    tested for NaN on their own. The largest relevance is the value ``torch.aminmax`` reads (the
+    NaN), decided from ``tolist()`` with the builtins ``sum``/``min``/``max`` (C loops over at most
+    ``_LISTED`` values): one call per tensor, where the reductions cost four calls and five reads.
+    ``min``/``max`` skip NaN depending on its position, so floating values are tested for NaN by
+    their ``sum`` (NaN whenever one is; also for ``inf`` plus ``-inf``, which only sends such a
+    batch to the reductions). The largest relevance is the value ``torch.aminmax`` reads (the
     same number; of zeros of both signs either may come back from either, equal as numbers).
     """
-    if any(map(math.isnan, preds.tolist())):
+    if math.isnan(sum(preds.tolist())):
         return None
     if target.dtype == torch.bool:
         top: float = 1.0
@@ -502,13 +503,13 @@ def _listed_top(preds: Tensor, target: Tensor, weights: Tensor | None) -> float 
         top = max(values)
         if not (min(values) >= 0 and math.isfinite(top)):
             return None
-        if target.dtype in _SCORE_DTYPES and any(map(math.isnan, values)):
+        if target.dtype in _SCORE_DTYPES and math.isnan(sum(values)):
             return None
     if weights is not None:
         values = weights.tolist()
         if not (min(values) >= 0 and math.isfinite(max(values))):
             return None
-        if weights.dtype in _SCORE_DTYPES and any(map(math.isnan, values)):
+        if weights.dtype in _SCORE_DTYPES and math.isnan(sum(values)):
             return None
     return top
 

@@ -215,11 +215,13 @@ def test_kept_rows_are_copies_even_when_nothing_is_converted():
         assert torch.equal(kept, given), name
 
 
-# most torch calls per update of flat rows (after the first): the grad-mode switch of the update
-# wrapper (2), the checks (scores' max + item; relevance aminmax + 2 items; weights' aminmax + 2 items)
-# and one copy per tensor (int64 relevance by its int32 conversion, unit weights one `expand`).
-# Before the cut: 23 (unweighted int64 relevance), 28 (weighted), 18 (bool relevance).
-FLAT_BUDGETS = {"int64": 11, "weighted": 15, "bool": 8}
+# most torch calls per update of 16 flat rows (after the first): the grad-mode switch of the update
+# wrapper (2), the checks (one `tolist` per tensor: rows up to 16 are read as lists) and one copy per
+# tensor (int64 relevance by its int32 conversion; unit weights a cached view, no call).
+# Before the cuts: 23 (unweighted int64 relevance), 28 (weighted), 18 (bool relevance); then 11, 15, 8
+# (the checks' reductions: scores' max + item, relevance and weights aminmax + 2 items; an `expand` for
+# unit weights).
+FLAT_BUDGETS = {"int64": 7, "weighted": 9, "bool": 6}
 
 
 @pytest.mark.parametrize("case", list(FLAT_BUDGETS))
@@ -285,3 +287,86 @@ def test_a_sparse_flat_ranking_input_is_a_type_error_naming_it(name, argument):
         np.testing.assert_allclose(value["window"].item(), ndcg, rtol=1e-6)
     else:
         np.testing.assert_allclose(value.item(), expected[name], rtol=1e-6)
+
+
+def _valid_numpy(preds, target, weights):
+    """Whether ``_ranking_format`` accepts these values, by NumPy: no NaN score; relevance and weights finite, >= 0."""
+    ok = not np.isnan(preds).any()
+    ok = ok and np.isfinite(target).all() and (target >= 0).all()
+    return bool(ok and (weights is None or (np.isfinite(weights).all() and (weights >= 0).all())))
+
+
+_SPECIALS = [float("nan"), float("inf"), -float("inf"), -1.0, -0.0, 0.0, 2.0]
+
+
+@pytest.mark.parametrize("label", [torch.int64, torch.int8, torch.uint8, torch.float32, torch.float16, torch.bool])
+@pytest.mark.parametrize("score", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_small_batches_read_as_lists_accept_and_refuse_as_numpy_says(score, label):
+    """Up to 16 rows the CPU checks read the values as lists (``_listed_top``), where ``min``/``max`` skip a NaN
+    depending on its place: random batches of 1-17 rows with NaN, ±inf, negatives and signed zeros put anywhere
+    are accepted exactly when NumPy finds them valid. An accepted batch's value is sklearn's NDCG and its int64
+    relevance is kept as int32 (its largest value was read); a refused one raises the functional's message
+    (read by the reductions of the device path) and changes nothing."""
+    rng = np.random.default_rng(11)
+    floating = label.is_floating_point
+    for trial in range(60):
+        n = int(rng.integers(1, 18))
+        preds = rng.random(n)
+        target = rng.integers(0, 3, n).astype(np.float64)
+        weights = rng.random(n) + 0.1 if trial % 2 else None
+        for array, allowed in ((preds, True), (target, floating), (weights, True)):
+            if array is not None and rng.random() < 0.5:
+                specials = _SPECIALS if allowed else [-1.0, 0.0, 5.0]
+                spots = rng.integers(0, n, int(rng.integers(1, 3)))
+                array[spots] = rng.choice(specials, spots.size)
+        if label == torch.bool:
+            target = (target > 0).astype(np.float64)
+        p, t = torch.tensor(preds).to(score), torch.tensor(target).to(label)
+        w = None if weights is None else torch.tensor(weights, dtype=torch.float32)
+        indexes = torch.arange(n) // 4
+        valid = _valid_numpy(p.double().numpy(), t.double().numpy(), None if w is None else w.double().numpy())
+        metric = tmx.NDCG(empty_target_action="zero")
+        if not valid:
+            with force_device_path(), pytest.raises(ValueError) as expected:
+                tmf.ndcg(p, t, indexes=indexes, weights=w)
+            with pytest.raises(ValueError) as got:
+                metric.update(p, t, indexes=indexes, weights=w)
+            assert str(got.value) == str(expected.value)
+            assert metric.update_count == 0 and metric.preds == []
+            continue
+        metric.update(p, t, indexes=indexes, weights=w)
+        if label == torch.int64:
+            assert metric.target[0].dtype == torch.int32
+        q_weights = None if w is None else w.double().numpy()
+        tn, ids = t.double().numpy(), indexes.numpy()
+        pn = np.unique(p.double().numpy(), return_inverse=True)[1].astype(np.float64)  # ±inf by rank (ties kept)
+        values, kept = [], []
+        for q in np.unique(ids):
+            rows = ids == q
+            value = (
+                0.0 if tn[rows].sum() == 0 else 1.0 if rows.sum() == 1 else ndcg_score(tn[rows][None], pn[rows][None])
+            )
+            values.append(value)
+            kept.append(1.0 if q_weights is None else q_weights[rows].max())
+        if sum(kept) == 0:
+            continue
+        expected_value = float(np.average(values, weights=kept))
+        np.testing.assert_allclose(metric.compute().item(), expected_value, rtol=1e-6, atol=1e-12)
+
+
+def test_unit_weight_views_are_cached_per_row_count_and_bounded():
+    """Unweighted batches keep a cached stride-0 view per row count (no ``expand`` per update), at most 8 held;
+    batches of 20 sizes, weighted and not, still give sklearn's query-weighted NDCG."""
+    rng = np.random.default_rng(5)
+    metric, parts = tmx.NDCG(), []
+    for i, n in enumerate(list(range(1, 21)) * 2):
+        preds, target = torch.rand(n, dtype=torch.float64), torch.tensor(rng.integers(0, 3, n))
+        indexes = torch.arange(n) // 3 + 100 * i
+        weights = torch.rand(n, dtype=torch.float64) + 0.5 if i % 3 == 0 else None
+        metric.update(preds, target, indexes=indexes, weights=weights)
+        parts.append((preds, target, indexes, torch.ones(n, dtype=torch.float64) if weights is None else weights))
+    assert 0 < len(metric.__dict__["_unit_views"]) <= 8
+    preds, target, indexes, weights = (torch.cat(column).numpy() for column in zip(*parts))
+    # each row weighs its query's largest weight (one weight per query here)
+    expected = _numpy_ndcg(preds, target, indexes, weights)
+    np.testing.assert_allclose(metric.compute().item(), expected, rtol=1e-9)

@@ -1038,6 +1038,12 @@ class TaskMetric(GuardedMetric):
         if not names:
             return
         state = self.__dict__
+        first = state[next(iter(names))]
+        # most updates, told by the first list alone (no pass over the lists): too short for the
+        # tail join (under `_JOIN` chunks) and for the run join (not over twice its last join's
+        # length, nor under it)
+        if type(first) is list and len(first) < _JOIN and state.get(_RUNS_JOINED, 0) <= len(first):
+            return
         lists = [state[name] for name in names]
         if all(isinstance(chunks, list) for chunks in lists):  # not while synced (one tensor each)
             first = lists[0]

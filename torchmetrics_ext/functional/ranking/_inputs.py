@@ -362,16 +362,19 @@ def _flat_rows_checked(preds: Tensor, target: Tensor, indexes: Tensor, weights: 
                 and weights.layout is _DENSE
             )
         )
-        and (
-            (preds.is_cpu and target.is_cpu and indexes.is_cpu and (weights is None or weights.is_cpu))
-            or (
-                target.device == preds.device
-                and indexes.device == preds.device
-                and (weights is None or weights.device == preds.device)
-            )
-        )
     ):
-        return _check_values(preds, target, weights) if preds.shape[0] else None
+        if preds.is_cpu and target.is_cpu and indexes.is_cpu and (weights is None or weights.is_cpu):
+            if not preds.shape[0]:
+                return None
+            if not on_device_path(preds) and (weights is None or weights.dtype in _DIRECT_DTYPES):
+                return _check_cpu_values(preds, target, weights)  # `_check_values`' test, made here (one call less)
+            return _check_values(preds, target, weights)
+        if (
+            target.device == preds.device
+            and indexes.device == preds.device
+            and (weights is None or weights.device == preds.device)
+        ):
+            return _check_values(preds, target, weights) if preds.shape[0] else None
     return _ranking_format(preds, target, indexes, None, weights).target_max
 
 
@@ -452,7 +455,16 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
 
 
 def _check_cpu_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:
-    """:func:`_check_values` on the CPU path of common dtypes (the caller checked them): each bound read directly."""
+    """:func:`_check_values` on the CPU path of common dtypes (the caller checked them): each bound read directly.
+
+    Flat rows of up to ``_LISTED`` rows are first read as lists (:func:`_listed_top`): at that size a
+    reduction and its reads cost more than the list. A batch the lists accept returns its largest
+    relevance; any other is checked by the reductions below, which raise the messages.
+    """
+    if preds.ndim == 1 and 0 < preds.shape[0] <= _LISTED:
+        top = _listed_top(preds, target, weights)
+        if top is not None:
+            return top
     if math.isnan(preds.max().item()):
         raise ValueError(_NAN_PREDS)
     if target.dtype == torch.bool:
@@ -466,6 +478,40 @@ def _check_cpu_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> 
         low, high = torch.aminmax(weights)
         _check_weight_bounds(low.item(), high.item())
     return tmax
+
+
+_LISTED = 16  # flat rows up to which the CPU checks read the values as lists (see `_listed_top`)
+
+
+def _listed_top(preds: Tensor, target: Tensor, weights: Tensor | None) -> float | None:
+    """The largest relevance of a small valid 1-D CPU batch read as Python lists; ``None`` if any check fails.
+
+    The tests of :func:`_check_cpu_values` (no NaN score; finite relevance and weights >= 0, no
+    NaN), decided from ``tolist()`` with the builtins ``sum``/``min``/``max`` (C loops over at most
+    ``_LISTED`` values): one call per tensor, where the reductions cost four calls and five reads.
+    ``min``/``max`` skip NaN depending on its position, so floating values are tested for NaN by
+    their ``sum`` (NaN whenever one is; also for ``inf`` plus ``-inf``, which only sends such a
+    batch to the reductions). The largest relevance is the value ``torch.aminmax`` reads (the
+    same number; of zeros of both signs either may come back from either, equal as numbers).
+    """
+    if math.isnan(sum(preds.tolist())):
+        return None
+    if target.dtype == torch.bool:
+        top: float = 1.0
+    else:
+        values = target.tolist()
+        top = max(values)
+        if not (min(values) >= 0 and math.isfinite(top)):
+            return None
+        if target.dtype in _SCORE_DTYPES and math.isnan(sum(values)):
+            return None
+    if weights is not None:
+        values = weights.tolist()
+        if not (min(values) >= 0 and math.isfinite(max(values))):
+            return None
+        if weights.dtype in _SCORE_DTYPES and math.isnan(sum(values)):
+            return None
+    return top
 
 
 _NAN_PREDS = "Expected `preds` without NaN (any other real score, ±inf included, is fine), got NaN."

@@ -59,6 +59,7 @@ _ROW_STATES = {
     "weights": torch.float64,
 }
 _INT32_LIMIT = 2**31
+_UNIT_VIEWS = 8  # unit-weight views cached per metric (row count, device): see `_unit_weights`
 
 
 def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
@@ -286,8 +287,11 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         weights: Tensor | None = None,
     ) -> None:
         """Add a batch: flat ``(N,)`` rows with ``indexes``, or padded ``(Q, L)`` lists."""
-        if self._keeps_rows(preds):
-            kept = self._batch_rows(preds, target, indexes, mask, weights)
+        if not self.queries_complete_per_batch and isinstance(preds, Tensor) and preds.ndim == 1:  # `_keeps_rows`
+            if mask is None and indexes is not None and self.padding_value is None:  # `_batch_rows`' first case
+                kept = self._given_rows(preds, target, indexes, weights)
+            else:
+                kept = self._batch_rows(preds, target, indexes, mask, weights)
             if kept is None:
                 return
             state = self.__dict__
@@ -391,12 +395,17 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         if target.dtype in _WIDE_UNSIGNED:  # read as float64, as `_ranking_format` does
             kept_target = target.to(torch.float64)
         elif target.dtype == torch.int64 and top is not None and top < _INT32_LIMIT:
-            kept_target = target.to(torch.int32)  # validated relevance: half the memory kept per row
+            # validated relevance: half the memory kept per row (`int()`: `to(torch.int32)`, parsed faster)
+            kept_target = target.int()
         else:
             kept_target = _own_copy(target, shared)
+        if shared is None and not (preds.requires_grad or indexes.requires_grad):  # `_own_copy`'s copies, inline
+            kept_preds, kept_indexes = _compact_clone(preds), _compact_clone(indexes)
+        else:
+            kept_preds, kept_indexes = _own_copy(preds, shared), _own_copy(indexes, shared)
         # a copy is contiguous: a caller's stride-0 weights never read as unit weights
         kept_weights = self._unit_weights(preds) if weights is None else _own_copy(weights, shared)
-        return _own_copy(preds, shared), kept_target, _own_copy(indexes, shared), kept_weights
+        return kept_preds, kept_target, kept_indexes, kept_weights
 
     def _join_chunks(self, chunks: list[Tensor]) -> Tensor:
         """Small chunks joined into one (after ``update``); inside :class:`sharing_row_copies`, once for every metric.
@@ -416,12 +425,29 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         return joined
 
     def _unit_weights(self, rows: Tensor) -> Tensor:
-        """Weight 1 for each of ``rows``: a stride-0 view of one float32 element on their device (cached)."""
-        cache: dict[torch.device, Tensor] = self.__dict__.setdefault("_ones", {})
+        """Weight 1 for each of ``rows``: a stride-0 view of one float32 element on their device (cached).
+
+        The views of the last few row counts are cached too (an ``expand`` costs a microsecond, a
+        fixed part of every unweighted update): the lists may hold one view object several times,
+        which nothing writes to (a join or a move makes new views).
+        """
+        state = self.__dict__
+        views: dict[tuple[int, torch.device], Tensor] | None = state.get("_unit_views")
+        key = (rows.shape[0], rows.device)
+        if views is not None:
+            view = views.get(key)
+            if view is not None:
+                return view
+        else:
+            views = state["_unit_views"] = {}
+        cache: dict[torch.device, Tensor] = state.setdefault("_ones", {})
         one = cache.get(rows.device)
         if one is None:
             one = cache[rows.device] = torch.ones((), dtype=torch.float32, device=rows.device)
-        return one.expand(rows.shape[0])
+        if len(views) >= _UNIT_VIEWS:
+            views.clear()
+        view = views[key] = one.expand(rows.shape[0])
+        return view
 
     # ------------------------------------------------------------------ sync
 
@@ -517,10 +543,23 @@ def _own_copy(value: Tensor, shared: dict[Hashable, tuple[Any, Tensor]] | None) 
         if hit is not None and hit[0] is value:  # the tensor is held below: its id is not reused in the block
             return hit[1]
     # a tensor without a graph is cloned as it is (its clone holds none): no detached alias made first
-    copy = (value.detach() if value.requires_grad else value).clone(memory_format=torch.contiguous_format)
+    copy = _compact_clone(value.detach() if value.requires_grad else value)
     if shared is not None:
         shared[id(value)] = (value, copy)
     return copy
+
+
+def _compact_clone(value: Tensor) -> Tensor:
+    """A contiguous copy of ``value``: ``clone()`` where it gives one, which parses faster (no keyword).
+
+    ``clone()`` keeps the strides of a dense tensor and makes others contiguous: of a 1-D tensor of
+    two or more elements that is a contiguous copy whatever its stride (unit stride is the only dense
+    one). A one-element tensor may keep any stride, so a caller's one-element stride-0 weights would
+    stay stride 0 and read as unit weights: copied with ``memory_format=torch.contiguous_format``.
+    """
+    if value.ndim == 1 and value.shape[0] > 1:
+        return value.clone()
+    return value.clone(memory_format=torch.contiguous_format)
 
 
 class sharing_row_copies:  # lower case: used as a function, `with sharing_row_copies():`

@@ -377,11 +377,12 @@ def add_later_states(metric: TaskMetric, names: tuple[str, ...], source: TaskMet
     keys = tuple(n for n in metric._defaults if isinstance(metric._defaults[n], Tensor))
     persistent = any(metric._persistent.get(n, False) for n in keys)
     for name in names:
-        if name not in source._derived_states:  # no rule (a state added before pickles were kept): left out
+        if name not in source._derived_states:  # no rule to derive it by: left out (compute fails as before)
             continue
         derive, sources = source._derived_states[name]
         value = derive(*(getattr(metric, s) for s in sources))
-        metric.add_state(name, default=torch.zeros_like(metric._defaults[sources[0]]), dist_reduce_fx="sum")
+        default = derive(*(metric._defaults[s] for s in sources))  # of the defaults (zeros): zeros
+        metric.add_state(name, default=default, dist_reduce_fx="sum")
         metric._persistent[name] = persistent
         setattr(metric, name, value)
 

@@ -470,3 +470,31 @@ def test_metric_pickled_before_neg_labels_computes_updates_and_merges(wrap):
     fresh, restored = (fresh.lifetime, restored.lifetime) if wrap == "windowed" else (fresh, restored)
     fresh.merge_state(restored)  # a metric made now takes the unpickled one's states, neg_labels among them
     torch.testing.assert_close(fresh.compute(), restored.compute(), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "windowed", "calibration_free"])
+def test_merge_state_of_a_dict_without_neg_labels_derives_it_as_a_load_does(wrap):
+    """A dict of states written before ``neg_labels`` (an older checkpoint's, ``torch.load``-ed) merges with the
+    state derived as ``total - pos``, as ``load_state_dict`` takes it: it was refused ("missing ['neg_labels']")."""
+    rng = np.random.default_rng(9)
+    p, y, w = rng.uniform(0.05, 0.95, (2, 80)), (rng.random((2, 80)) < 0.4).astype(float), rng.uniform(0, 2, (2, 80))
+    first, second = (tuple(torch.as_tensor(a[:, s]) for a in (p, y, w)) for s in (slice(0, 30), slice(30, 80)))
+    cls = tmx.CalibrationFreeNE if wrap == "calibration_free" else tmx.NormalizedEntropy
+    other = cls(num_tasks=2)
+    other.update(*second)
+    older = {name: value.clone() for name, value in other.metric_state.items() if name != "neg_labels"}
+    metric = tmx.Windowed(cls(num_tasks=2), window_size=30) if wrap == "windowed" else cls(num_tasks=2)
+    metric.update(*first)
+    metric.merge_state(older)
+    value = metric.compute()
+    value = value["lifetime"] if wrap == "windowed" else value
+    if wrap == "calibration_free":
+        whole = cls(num_tasks=2)
+        whole.update(*(torch.as_tensor(a) for a in (p, y, w)))
+        torch.testing.assert_close(value, whole.compute(), rtol=1e-13, atol=0)
+    else:
+        np.testing.assert_allclose(value.numpy(), _ne_reference(p, y, w), rtol=1e-13)
+    with pytest.raises(ValueError, match="missing"):  # without a source of it, still refused, nothing changed
+        metric.merge_state({k: v for k, v in older.items() if k != "pos_labels"})
+    after = metric.compute()
+    torch.testing.assert_close(after["lifetime"] if wrap == "windowed" else after, value, rtol=0, atol=0)

@@ -1145,7 +1145,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 )
             states = other.metric_state
         elif isinstance(incoming_state, dict):
-            states = incoming_state
+            states = dict(incoming_state)  # one of an earlier version lacks the states added since: derived
+            derive_missing(states, getattr(life, "_derived_states", {}))
         else:
             raise TypeError(
                 "Expected `incoming_state` to be a Windowed or a dict of the wrapped metric's states, "

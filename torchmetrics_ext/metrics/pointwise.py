@@ -109,6 +109,10 @@ class _PointwiseMetric(TaskMetric):
         for name in self._state_keys:
             self._add_task_state(name)
 
+    def _merge_derivations(self) -> dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]]:
+        """The load rules of the states added since (sums derived linearly: ``neg_labels``, ``sum w·(1 - p)``)."""
+        return self._derived_states
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Pickle's; one pickled before its class gained states (NE's ``neg_labels``) gets them, derived.
 

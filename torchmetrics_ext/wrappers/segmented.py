@@ -12,7 +12,7 @@ hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -164,6 +164,10 @@ class Segmented(TaskMetric):
         self._former_patterns.extend(metric._former_patterns)
         self._derived_states.update(metric._derived_states)
         self._default_settings_names.update(metric._default_settings_names)
+
+    def _merge_derivations(self) -> dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]]:
+        """The wrapped metric's (per segment): its sums added since, derived as a load derives them."""
+        return self._derived_states
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Pickle's; one pickled before the wrapped metric's class gained states (NE's ``neg_labels``) gets them.

@@ -1146,7 +1146,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
             states = other.metric_state
         elif isinstance(incoming_state, dict):
             states = dict(incoming_state)  # one of an earlier version lacks the states added since: derived
-            derive_missing(states, getattr(life, "_derived_states", {}))
+            if isinstance(life, GuardedMetric):
+                derive_missing(states, life._merge_derivations())
         else:
             raise TypeError(
                 "Expected `incoming_state` to be a Windowed or a dict of the wrapped metric's states, "

@@ -380,3 +380,121 @@ def test_ne_base_rate_clamped_within_eta_of_1_as_torchrec():
         expected = ce / -(mpf(1e14) * mpmath.log(c) + mpmath.log1p(-c))
         for got in (tmf.normalized_entropy(p, y, w), tmx.NormalizedEntropy()(p, y, w)):
             assert abs((mpmath.mpf(got.item()) - expected) / expected) <= 1e-14
+
+
+def _strip_neg_labels(obj) -> None:
+    """Make a copy's NE-family objects what an earlier version pickled: no ``neg_labels`` state, rule or ring column."""
+    from torchmetrics_ext.wrappers._ring import StateRing
+
+    seen: set[int] = set()
+
+    def visit(o) -> None:
+        if id(o) in seen:
+            return
+        seen.add(id(o))
+        if isinstance(o, StateRing) and "neg_labels" in o.kinds:
+            del o.kinds["neg_labels"]
+            o.groups["sum"].remove("neg_labels")
+            o.tensor_names.remove("neg_labels")
+            for part in (o.defaults, o.rings, o.back):
+                del part["neg_labels"]
+            return
+        if isinstance(o, torch.nn.Module):
+            if "neg_labels" in getattr(o, "_defaults", {}):
+                for part in (o._defaults, o._persistent, o._reductions, o._derived_states):
+                    part.pop("neg_labels", None)
+                del o.__dict__["neg_labels"]
+                o._state_keys = tuple(k for k in o._state_keys if k != "neg_labels")
+                o.__dict__.pop("_forward_states", None)
+            for value in list(o.__dict__.values()) + list(o._modules.values()):
+                visit(value)
+
+    visit(obj)
+
+
+def _ne_reference(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """NE per task (rows) by the formula, in numpy: sum w·CE over the entropy of the weighted base rate."""
+    ce = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum(-1)
+    total, pos = w.sum(-1), (w * y).sum(-1)
+    rate = pos / total
+    return ce / -(pos * np.log(rate) + (total - pos) * np.log(1 - rate))
+
+
+@pytest.mark.parametrize("wrap", ["plain", "windowed", "segmented", "calibration_free"])
+def test_metric_pickled_before_neg_labels_computes_updates_and_merges(wrap):
+    """A metric pickled by the version before ``neg_labels`` (``torch.save(model)``; made here by stripping the
+    state from a copy) gets it on unpickling as ``total - pos``: its ``compute`` raised ``TypeError`` and its
+    ``update`` ``RuntimeError``, and a ``Windowed`` one added later batches to a stale label-0 weight."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(5)
+    batches = [
+        (rng.uniform(0.05, 0.95, (2, 50)), (rng.random((2, 50)) < 0.3).astype(float), rng.uniform(0, 2, (2, 50)))
+        for _ in range(4)
+    ]
+    segments = torch.as_tensor(rng.integers(0, 2, 50))
+
+    def make():
+        if wrap == "windowed":
+            return tmx.Windowed(tmx.NormalizedEntropy(num_tasks=2), window_size=100)
+        if wrap == "segmented":
+            return tmx.Segmented(tmx.NormalizedEntropy(num_tasks=2), num_segments=1)
+        return (tmx.CalibrationFreeNE if wrap == "calibration_free" else tmx.NormalizedEntropy)(num_tasks=2)
+
+    def step(metric, batch):
+        args = [torch.as_tensor(a) for a in batch]
+        metric.update(*args, torch.zeros_like(segments)) if wrap == "segmented" else metric.update(*args)
+
+    metric = make()
+    for batch in batches[:2]:
+        step(metric, batch)
+    old = copy.deepcopy(metric)
+    _strip_neg_labels(old)
+    restored = pickle.loads(pickle.dumps(old))
+    for batch in batches[2:]:
+        step(restored, batch)
+        step(metric, batch)
+    value, expected = restored.compute(), metric.compute()
+    if wrap == "calibration_free":
+        torch.testing.assert_close(value, expected, rtol=1e-13, atol=0)
+        return
+    life = value["lifetime"] if wrap == "windowed" else value.reshape(-1)
+    p, y, w = (np.concatenate([b[i] for b in batches], -1) for i in range(3))
+    np.testing.assert_allclose(life.numpy(), _ne_reference(p, y, w), rtol=1e-13)
+    if wrap == "windowed":  # the window: the last two batches, the pickled updates evicted
+        np.testing.assert_allclose(
+            value["window"].numpy(), _ne_reference(p[:, 100:], y[:, 100:], w[:, 100:]), rtol=1e-13
+        )
+    fresh = make()
+    fresh, restored = (fresh.lifetime, restored.lifetime) if wrap == "windowed" else (fresh, restored)
+    fresh.merge_state(restored)  # a metric made now takes the unpickled one's states, neg_labels among them
+    torch.testing.assert_close(fresh.compute(), restored.compute(), rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("wrap", ["plain", "windowed", "calibration_free"])
+def test_merge_state_of_a_dict_without_neg_labels_derives_it_as_a_load_does(wrap):
+    """A dict of states written before ``neg_labels`` (an older checkpoint's, ``torch.load``-ed) merges with the
+    state derived as ``total - pos``, as ``load_state_dict`` takes it: it was refused ("missing ['neg_labels']")."""
+    rng = np.random.default_rng(9)
+    p, y, w = rng.uniform(0.05, 0.95, (2, 80)), (rng.random((2, 80)) < 0.4).astype(float), rng.uniform(0, 2, (2, 80))
+    first, second = (tuple(torch.as_tensor(a[:, s]) for a in (p, y, w)) for s in (slice(0, 30), slice(30, 80)))
+    cls = tmx.CalibrationFreeNE if wrap == "calibration_free" else tmx.NormalizedEntropy
+    other = cls(num_tasks=2)
+    other.update(*second)
+    older = {name: value.clone() for name, value in other.metric_state.items() if name != "neg_labels"}
+    metric = tmx.Windowed(cls(num_tasks=2), window_size=30) if wrap == "windowed" else cls(num_tasks=2)
+    metric.update(*first)
+    metric.merge_state(older)
+    value = metric.compute()
+    value = value["lifetime"] if wrap == "windowed" else value
+    if wrap == "calibration_free":
+        whole = cls(num_tasks=2)
+        whole.update(*(torch.as_tensor(a) for a in (p, y, w)))
+        torch.testing.assert_close(value, whole.compute(), rtol=1e-13, atol=0)
+    else:
+        np.testing.assert_allclose(value.numpy(), _ne_reference(p, y, w), rtol=1e-13)
+    with pytest.raises(ValueError, match="missing"):  # without a source of it, still refused, nothing changed
+        metric.merge_state({k: v for k, v in older.items() if k != "pos_labels"})
+    after = metric.compute()
+    torch.testing.assert_close(after["lifetime"] if wrap == "windowed" else after, value, rtol=0, atol=0)

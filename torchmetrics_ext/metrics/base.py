@@ -27,6 +27,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     CheckpointedStates,
     _count_reset,
     _count_states_written,
+    derive_missing,
     held_states,
 )
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
@@ -663,6 +664,11 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
                 raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
+            if not isinstance(incoming_state, Metric):
+                # a dict of an earlier version's states (a checkpoint's: NE's without `neg_labels`) lacks the
+                # states added since: derived from the others, as load_state_dict derives them
+                states = dict(states)
+                derive_missing(states, self._merge_derivations())
             states = self._as_list_states(states)
             problems = self._merge_problems(states)
             if problems:
@@ -683,6 +689,14 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         self._join_merged_chunks()
         self._computed = None
         _count_states_written(self)
+
+    def _merge_derivations(self) -> dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]]:
+        """The load rules (``_derived_states``) a dict given to :meth:`merge_state` is completed by: none here.
+
+        Sum states derived linearly from others (NE's ``neg_labels`` as ``total - pos``) merge as they load;
+        the classes holding such rules say so (other metrics' merges read the dict's states themselves).
+        """
+        return {}
 
     def items(self) -> Any:
         """Not a mapping of metrics: raises ``TypeError`` saying what to log instead.

@@ -109,6 +109,25 @@ class _PointwiseMetric(TaskMetric):
         for name in self._state_keys:
             self._add_task_state(name)
 
+    def _merge_derivations(self) -> dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]]:
+        """The load rules of the states added since (sums derived linearly: ``neg_labels``, ``sum w·(1 - p)``)."""
+        return self._derived_states
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Pickle's; one pickled before its class gained states (NE's ``neg_labels``) gets them, derived.
+
+        Such a metric held one state fewer than its class computes from: ``compute`` raised a
+        ``TypeError`` and ``update`` a ``RuntimeError``. States added later are last and named after no
+        setting (see :func:`_derive_neg_labels`).
+        """
+        super().__setstate__(state)
+        added = self._state_names[len(self._state_keys) :]
+        if added:
+            self._state_keys = (*self._state_keys, *added)
+            if added[-1] == "neg_labels":  # the state added last (NE's family): total - pos
+                _derive_neg_labels(self)
+            add_later_states(self, added, self)
+
     def _format(
         self,
         preds: Tensor,
@@ -349,6 +368,27 @@ def _derive_neg_labels(metric: _PointwiseMetric) -> None:
     """
     keys = metric._state_keys
     metric._derived_states[keys[-1]] = (torch.sub, (keys[1], keys[2]))
+
+
+def add_later_states(metric: TaskMetric, names: tuple[str, ...], source: TaskMetric) -> None:
+    """Add the states ``names`` to ``metric`` (unpickled from before its class had them), derived as loads do.
+
+    ``source``'s load rules (``_derived_states``: ``neg_labels`` as ``total - pos``) compute each from
+    ``metric``'s other states, so a metric pickled (``torch.save(model)``) before ``neg_labels`` existed
+    computes, updates and merges as a checkpoint of that time loaded does. Each is sum-reduced and as
+    persistent as the metric's other states.
+    """
+    keys = tuple(n for n in metric._defaults if isinstance(metric._defaults[n], Tensor))
+    persistent = any(metric._persistent.get(n, False) for n in keys)
+    for name in names:
+        if name not in source._derived_states:  # no rule to derive it by: left out (compute fails as before)
+            continue
+        derive, sources = source._derived_states[name]
+        value = derive(*(getattr(metric, s) for s in sources))
+        default = derive(*(metric._defaults[s] for s in sources))  # of the defaults (zeros): zeros
+        metric.add_state(name, default=default, dist_reduce_fx="sum")
+        metric._persistent[name] = persistent
+        setattr(metric, name, value)
 
 
 class _CrossEntropyMetric(_PointwiseMetric):

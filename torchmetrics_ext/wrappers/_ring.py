@@ -283,6 +283,20 @@ class StateRing:
             self.spans = deque([1] * len(self.sizes))
             self.rows = {n: deque(_rows(c) for c in chunks) for n, chunks in self.chunks.items()}
 
+    def add_derived(self, name: str, derive: Callable[..., Tensor], sources: tuple[str, ...]) -> None:
+        """Keep sum state ``name`` too, each slot and aggregate ``derive`` of the ``sources``' (an old pickle's).
+
+        For a linear ``derive`` (NE's ``neg_labels = total - pos``): a slot's suffix aggregate and the
+        back aggregate of the derived state are then what summing it would have kept.
+        """
+        self.kinds[name] = "sum"
+        self.groups.setdefault("sum", []).append(name)
+        self.tensor_names = [n for names in self.groups.values() for n in names]
+        self.defaults[name] = derive(*(self.defaults[s] for s in sources))
+        self.rings[name] = derive(*(self.rings[s] for s in sources))
+        self.back[name] = derive(*(self.back[s] for s in sources))
+        self.shared = None
+
     def _grow(self) -> None:
         with torch.inference_mode(False):  # a step under inference mode must not leave inference buffers
             self._grow_buffers()

@@ -12,7 +12,7 @@ hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -21,7 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.metrics.base import TaskMetric
-from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
+from torchmetrics_ext.metrics.pointwise import _PointwiseMetric, add_later_states
 from torchmetrics_ext.utilities.checks import (
     Bounds,
     check_int,
@@ -164,6 +164,24 @@ class Segmented(TaskMetric):
         self._former_patterns.extend(metric._former_patterns)
         self._derived_states.update(metric._derived_states)
         self._default_settings_names.update(metric._default_settings_names)
+
+    def _merge_derivations(self) -> dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]]:
+        """The wrapped metric's (per segment): its sums added since, derived as a load derives them."""
+        return self._derived_states
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Pickle's; one pickled before the wrapped metric's class gained states (NE's ``neg_labels``) gets them.
+
+        The wrapped metric, unpickled first, has them already; these per-segment ones are derived
+        from this metric's other states by the same rule (see ``metrics.pointwise.add_later_states``).
+        """
+        super().__setstate__(state)
+        keys = self.metric._state_keys
+        if len(self._state_keys) < len(keys):
+            added = keys[len(self._state_keys) :]
+            self._state_keys = keys
+            self._derived_states.update(self.metric._derived_states)
+            add_later_states(self, added, self.metric)
 
     def set_dtype(self, dst_type: str | torch.dtype) -> Segmented:
         """Cast the per-segment states to ``dst_type``, and the wrapped metric with them (as a metric's ``set_dtype``).

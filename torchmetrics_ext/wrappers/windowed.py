@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.nn import Module
 from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_sum
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
@@ -637,6 +638,13 @@ class Windowed(TensorArithmetic, WrapperMetric):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
+        # pickled before the wrapped metric's class gained a state (NE's neg_labels; the lifetime, window
+        # and scratch metric, unpickled first, have it): the ring keeps it too, derived as a load derives it
+        life, ring = self._child("lifetime"), self._ring
+        for name, (derive, sources) in getattr(life, "_derived_states", {}).items():
+            summed = life._reductions.get(name) is dim_zero_sum and isinstance(life._defaults.get(name), Tensor)
+            if summed and name not in ring.kinds and all(s in ring.rings for s in sources):
+                ring.add_derived(name, derive, sources)
         if "_pinned_states" not in state:  # pickled by an earlier version
             life = self._child("lifetime")
             pinned = tuple(getattr(life, "_window_pinned_states", ()))
@@ -1137,7 +1145,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 )
             states = other.metric_state
         elif isinstance(incoming_state, dict):
-            states = incoming_state
+            states = dict(incoming_state)  # one of an earlier version lacks the states added since: derived
+            if isinstance(life, GuardedMetric):
+                derive_missing(states, life._merge_derivations())
         else:
             raise TypeError(
                 "Expected `incoming_state` to be a Windowed or a dict of the wrapped metric's states, "

@@ -375,7 +375,9 @@ def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:
         return state
     for name in ("_source_at_reset", "_cleared_at_reset"):
         state.pop(name, None)
-    states = source.metric_state  # the source's deferred states written first (a window's)
+    # the source's deferred states written first (a window's), under its own state names (``_defaults``'
+    # order: Sum's `metric_state` names them as TorchMetrics does)
+    states = dict(zip(source._defaults, source.metric_state.values(), strict=True))
     for name in metric._defaults:
         value = states.get(name)
         if isinstance(value, Tensor):  # copied: a copy pickled with its source must not share a state updated in place

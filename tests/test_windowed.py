@@ -3901,4 +3901,6 @@ def test_a_torchmetrics_metrics_list_states_load_whatever_their_length():
     metric.update(torch.tensor([0.5, 0.2]), torch.tensor([1, 0]))
     metric.load_state_dict(source.state_dict())
     expected = skm.roc_auc_score(target.numpy(), preds.numpy())
-    assert {k: v.item() for k, v in metric.compute().items()} == pytest.approx({"lifetime": expected, "window": expected})
+    assert {k: v.item() for k, v in metric.compute().items()} == pytest.approx(
+        {"lifetime": expected, "window": expected}
+    )

@@ -1166,7 +1166,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
             missing = sorted(set(life._defaults) - set(states))
             problems = [f"missing states {missing}."] if missing else []
             origin = "merged metric" if isinstance(incoming_state, Windowed) else "merged dict"
-            problems = problems or tensor_state_problems(life, states, "", f"this Windowed({type(life).__name__})", origin)
+            owner = f"this Windowed({type(life).__name__})"
+            problems = problems or tensor_state_problems(life, states, "", owner, origin)
         if problems:
             raise ValueError(f"Cannot merge into Windowed({type(life).__name__}): " + " ".join(problems))
         hist = self._hist

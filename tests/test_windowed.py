@@ -3904,3 +3904,18 @@ def test_a_torchmetrics_metrics_list_states_load_whatever_their_length():
     assert {k: v.item() for k, v in metric.compute().items()} == pytest.approx(
         {"lifetime": expected, "window": expected}
     )
+
+
+def test_a_ring_of_other_update_shapes_names_the_shape_it_holds():
+    """A ring whose per-update rows have another shape (here (2,), the running sum's kept right) was refused with
+    "updates have shape (1,), this metric's (1,)" (the running sum's shape); the message names the rows' shape."""
+    source = Windowed(MeanSquaredError(), window_size=100)
+    source.persistent(True)
+    source.update(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]))
+    saved = source.state_dict()
+    rings = saved["_extra_state"]["rings"]
+    rings["sum_squared_error"] = torch.zeros(rings["sum_squared_error"].shape[0], 2)
+    metric = Windowed(MeanSquaredError(), window_size=100)
+    metric.persistent(True)
+    with pytest.raises(RuntimeError, match=r"`sum_squared_error`: the checkpoint's updates have shape \(2,\), this"):
+        metric.load_state_dict(saved)

@@ -608,6 +608,34 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         unsync = super().unsync
         recomputed_after(self, lambda: unsync(should_unsync))
 
+    @contextmanager
+    def sync_context(
+        self,
+        dist_sync_fn: Callable | None = None,
+        process_group: Any | None = None,
+        should_sync: bool = True,
+        should_unsync: bool = True,
+        distributed_available: Callable | None = None,
+    ) -> Iterator[None]:
+        """TorchMetrics' ``sync_context``, restoring this rank's own states also when the body raises.
+
+        TorchMetrics unsyncs only when the body returns: a ``compute`` that raised under DDP (out of
+        memory on a large exact state, an interrupt) left the metric holding every rank's gathered
+        states, so each later ``update``, ``merge_state`` or load was refused as "synced" and a
+        retried ``compute`` raised too. Here the states are restored as they are after a body that
+        returns (where ``should_unsync`` asks for it and the sync happened).
+        """
+        self.sync(
+            dist_sync_fn=dist_sync_fn,
+            process_group=process_group,
+            should_sync=should_sync,
+            distributed_available=distributed_available,
+        )
+        try:
+            yield
+        finally:
+            self.unsync(should_unsync=self._is_synced and should_unsync)
+
     def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
         """TorchMetrics' ``merge_state``, refusing states of other settings and dropping a cached value.
 

@@ -151,7 +151,17 @@ def test_tower_qps_keeps_its_warm_up_and_window_through_a_load_without_its_state
 
 @pytest.mark.parametrize(
     ("part", "value"),
-    [("front", -1), ("front", 3), ("front", "2"), ("sizes", [-5, 40]), ("sizes", [40.0, 40.0]), ("sizes", [True, 40])],
+    [
+        ("front", -1),
+        ("front", 3),
+        ("front", "2"),
+        ("front", torch.tensor(True)),
+        ("front", torch.tensor([1])),
+        ("sizes", [-5, 40]),
+        ("sizes", [40.0, 40.0]),
+        ("sizes", [True, 40]),
+        ("sizes", [torch.tensor(True), 40]),
+    ],
 )
 def test_a_windowed_ring_of_malformed_sizes_or_front_is_refused(part: str, value) -> None:
     """A hand-edited or foreign ring whose ``front`` lay outside ``0..updates`` (or whose sizes were no
@@ -174,7 +184,7 @@ def test_a_windowed_ring_of_malformed_sizes_or_front_is_refused(part: str, value
     assert values["window"].item() == pytest.approx(_ne_reference(own_batches), rel=1e-9)
 
 
-@pytest.mark.parametrize("sizes", [[-5, 40], [40.0, 40.0], [True, 40]])
+@pytest.mark.parametrize("sizes", [[-5, 40], [40.0, 40.0], [True, 40], [torch.tensor(False), 40], [torch.tensor([20]), 40]])
 def test_a_binned_windowed_ring_of_malformed_sizes_is_refused(sizes) -> None:
     """A binned AUC's window ring with a negative size loaded, and its next update kept three updates of
     40 samples in a window of 100 (a wrong window AUC). It is refused and the metric keeps its states."""

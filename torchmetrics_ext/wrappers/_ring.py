@@ -97,8 +97,11 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
 
 
 def is_count(value: Any) -> bool:
-    """Whether ``value`` is a whole number >= 0 (a Python or NumPy integer, a 0-dim integer tensor; no bool)."""
-    if isinstance(value, bool):
+    """Whether ``value`` is a whole number >= 0 (a Python or NumPy integer, a 0-dim integer tensor; no bool).
+
+    A bool tensor and a one-element tensor of any shape pass ``operator.index`` too: refused here.
+    """
+    if isinstance(value, bool) or (isinstance(value, Tensor) and (value.ndim or value.dtype == torch.bool)):
         return False
     try:
         return operator.index(value) >= 0

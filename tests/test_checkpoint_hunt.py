@@ -184,7 +184,9 @@ def test_a_windowed_ring_of_malformed_sizes_or_front_is_refused(part: str, value
     assert values["window"].item() == pytest.approx(_ne_reference(own_batches), rel=1e-9)
 
 
-@pytest.mark.parametrize("sizes", [[-5, 40], [40.0, 40.0], [True, 40], [torch.tensor(False), 40], [torch.tensor([20]), 40]])
+@pytest.mark.parametrize(
+    "sizes", [[-5, 40], [40.0, 40.0], [True, 40], [torch.tensor(False), 40], [torch.tensor([20]), 40]]
+)
 def test_a_binned_windowed_ring_of_malformed_sizes_is_refused(sizes) -> None:
     """A binned AUC's window ring with a negative size loaded, and its next update kept three updates of
     40 samples in a window of 100 (a wrong window AUC). It is refused and the metric keeps its states."""

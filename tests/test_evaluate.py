@@ -3696,6 +3696,32 @@ def test_cli_rejects_a_bad_output_path_before_reading(dataset, tmp_path, capsys,
         evaluate(dataset, TASKS, ["ctr"]).write(output)
 
 
+def test_cli_writes_the_output_file_when_stdout_is_closed_early(tmp_path):
+    """`torchmetrics-ext evaluate ... --output r.json | head` lost the results: the table was printed
+    before the file was written, and the reader leaving (BrokenPipeError) ended the run with a
+    traceback and no file, after the whole evaluation had run."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    frame = pd.DataFrame({"p": rng.uniform(0.01, 0.99, n), "y": rng.integers(0, 2, n), "g": rng.integers(0, 600, n)})
+    data, output = tmp_path / "data.csv", tmp_path / "result.json"
+    frame.to_csv(data, index=False)
+    command = [sys.executable, "-m", "torchmetrics_ext", "evaluate", str(data), "--predictions", "p"]
+    command += ["--labels", "y", "--metrics", "ctr", "--by", "g", "--no-progress", "--output", str(output)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader is gone before the table (600 lines, past the pipe's buffer) is printed
+    err = process.stderr.read().decode()
+    code = process.wait(timeout=300)
+    process.stderr.close()
+    assert "Traceback" not in err and code == 141, (code, err)  # 128 + SIGPIPE, as a shell reports such a command
+    records = json.loads(output.read_text())["records"]
+    expected = frame.groupby("g")["y"].agg(["size", "mean"])  # pandas, independent of the package
+    assert [r["g"] for r in records[1:]] == expected.index.tolist()
+    assert [r["rows"] for r in records[1:]] == expected["size"].tolist()
+    assert [r["ctr"] for r in records[1:]] == pytest.approx(expected["mean"].tolist(), rel=1e-12)
+    assert records[0]["ctr"] == pytest.approx(frame["y"].mean(), rel=1e-12)
+
+
 # ----------------------------------------------------------------------------- distributed
 
 

@@ -3351,6 +3351,26 @@ def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):
     assert evaluate(["logs/a.csv", "logs/a.csv"], {"t": ("p", "y")}, ["ctr"]).rows_read == len(a)
 
 
+def test_a_file_reached_through_a_link_is_read_once(tmp_path, monkeypatch):
+    """A directory holding ``latest.csv -> part-1.csv`` (a symbolic link, or a hard link) read the file
+    twice, silently: its rows counted twice in every value, as a file named by two paths was before."""
+    (tmp_path / "logs").mkdir()
+    a = pd.DataFrame({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 1], "w": [1.0, 2.0, 0.5, 1.0]})
+    b = pd.DataFrame({"p": [0.2, 0.9, 0.4], "y": [0, 0, 1], "w": [3.0, 1.0, 1.0]})
+    a.to_csv(tmp_path / "logs" / "part-0.csv", index=False)
+    b.to_parquet(tmp_path / "logs" / "part-1.parquet")
+    os.symlink("part-1.parquet", tmp_path / "logs" / "latest.parquet")
+    os.link(tmp_path / "logs" / "part-0.csv", tmp_path / "logs" / "copy.csv")
+    monkeypatch.chdir(tmp_path)
+    both = pd.concat([a, b])
+    expected_auc = roc_auc_score(both.y, both.p, sample_weight=both.w)
+    for paths in ("logs", ["logs/part-1.parquet", "logs/latest.parquet", "logs/part-0.csv"], "logs/*"):
+        result = evaluate(paths, {"t": ("p", "y")}, ["ctr", "auc"], weights="w")
+        assert result.rows_read == len(both), paths
+        assert result.values["ctr/t"] == pytest.approx(np.average(both.y, weights=both.w), rel=1e-12)
+        assert result.values["auc/t"] == pytest.approx(expected_auc, rel=1e-6)
+
+
 def test_by_as_one_column_name_is_that_column(tmp_path):
     """``evaluate(by="country")`` was refused ("one column: by=['country']") while ``by: country`` in
     a config file and ``--by country`` were read as that one column: all three take it now, by one

@@ -4731,6 +4731,23 @@ def test_config_yaml_without_pyyaml_says_how_to_install_it(tmp_path, capsys, mon
     assert "needs PyYAML" in err and "pip install pyyaml" in err
 
 
+def test_a_task_name_that_is_no_string_is_refused_naming_tasks(tmp_path, capsys):
+    """``tasks: {on: [p, y]}`` in a YAML config (YAML reads an unquoted ``on``, ``yes``, ``no`` as a
+    boolean) failed with "Expected `RecTaskInfo.name` to be a non-empty string, got True": neither
+    the config key nor the cause was named. As a dict entry's name already was, it is refused up
+    front, naming `tasks`, with the YAML hint where the name is a boolean."""
+    pytest.importorskip("yaml")
+    table = pa.table({"p": [0.2, 0.7], "y": [0, 1]})
+    for name in (True, 1, ""):
+        with pytest.raises(ValueError, match="task names as non-empty strings") as info:
+            evaluate(table, {name: ("p", "y")}, ["ctr"])
+        assert ("quote" in str(info.value)) == isinstance(name, bool)
+    pq.write_table(table, tmp_path / "d.parquet")
+    (tmp_path / "eval.yaml").write_text(f"paths: [{tmp_path / 'd.parquet'}]\ntasks: {{on: [p, y]}}\nmetrics: [ctr]\n")
+    err = _usage_error(capsys, ["evaluate", "--config", str(tmp_path / "eval.yaml")])
+    assert "key 'tasks'" in err and "True" in err and "quote" in err and "RecTaskInfo" not in err
+
+
 def test_evaluate_metric_options_and_task_dicts_in_the_python_api(tmp_path):
     data = _config_data(tmp_path)
     w, y, p = (pq.read_table(data).column(c).to_numpy() for c in ("w", "y", "p"))

@@ -3351,6 +3351,26 @@ def test_a_file_named_by_several_paths_is_read_once(tmp_path, monkeypatch):
     assert evaluate(["logs/a.csv", "logs/a.csv"], {"t": ("p", "y")}, ["ctr"]).rows_read == len(a)
 
 
+def test_a_file_reached_through_a_link_is_read_once(tmp_path, monkeypatch):
+    """A directory holding ``latest.csv -> part-1.csv`` (a symbolic link, or a hard link) read the file
+    twice, silently: its rows counted twice in every value, as a file named by two paths was before."""
+    (tmp_path / "logs").mkdir()
+    a = pd.DataFrame({"p": [0.1, 0.8, 0.6, 0.3], "y": [0, 1, 1, 1], "w": [1.0, 2.0, 0.5, 1.0]})
+    b = pd.DataFrame({"p": [0.2, 0.9, 0.4], "y": [0, 0, 1], "w": [3.0, 1.0, 1.0]})
+    a.to_csv(tmp_path / "logs" / "part-0.csv", index=False)
+    b.to_parquet(tmp_path / "logs" / "part-1.parquet")
+    os.symlink("part-1.parquet", tmp_path / "logs" / "latest.parquet")
+    os.link(tmp_path / "logs" / "part-0.csv", tmp_path / "logs" / "copy.csv")
+    monkeypatch.chdir(tmp_path)
+    both = pd.concat([a, b])
+    expected_auc = roc_auc_score(both.y, both.p, sample_weight=both.w)
+    for paths in ("logs", ["logs/part-1.parquet", "logs/latest.parquet", "logs/part-0.csv"], "logs/*"):
+        result = evaluate(paths, {"t": ("p", "y")}, ["ctr", "auc"], weights="w")
+        assert result.rows_read == len(both), paths
+        assert result.values["ctr/t"] == pytest.approx(np.average(both.y, weights=both.w), rel=1e-12)
+        assert result.values["auc/t"] == pytest.approx(expected_auc, rel=1e-6)
+
+
 def test_by_as_one_column_name_is_that_column(tmp_path):
     """``evaluate(by="country")`` was refused ("one column: by=['country']") while ``by: country`` in
     a config file and ``--by country`` were read as that one column: all three take it now, by one
@@ -3694,6 +3714,32 @@ def test_cli_rejects_a_bad_output_path_before_reading(dataset, tmp_path, capsys,
     assert re.search(message, err)
     with pytest.raises(ValueError, match=message):
         evaluate(dataset, TASKS, ["ctr"]).write(output)
+
+
+def test_cli_writes_the_output_file_when_stdout_is_closed_early(tmp_path):
+    """`torchmetrics-ext evaluate ... --output r.json | head` lost the results: the table was printed
+    before the file was written, and the reader leaving (BrokenPipeError) ended the run with a
+    traceback and no file, after the whole evaluation had run."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    frame = pd.DataFrame({"p": rng.uniform(0.01, 0.99, n), "y": rng.integers(0, 2, n), "g": rng.integers(0, 600, n)})
+    data, output = tmp_path / "data.csv", tmp_path / "result.json"
+    frame.to_csv(data, index=False)
+    command = [sys.executable, "-m", "torchmetrics_ext", "evaluate", str(data), "--predictions", "p"]
+    command += ["--labels", "y", "--metrics", "ctr", "--by", "g", "--no-progress", "--output", str(output)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader is gone before the table (600 lines, past the pipe's buffer) is printed
+    err = process.stderr.read().decode()
+    code = process.wait(timeout=300)
+    process.stderr.close()
+    assert "Traceback" not in err and code == 141, (code, err)  # 128 + SIGPIPE, as a shell reports such a command
+    records = json.loads(output.read_text())["records"]
+    expected = frame.groupby("g")["y"].agg(["size", "mean"])  # pandas, independent of the package
+    assert [r["g"] for r in records[1:]] == expected.index.tolist()
+    assert [r["rows"] for r in records[1:]] == expected["size"].tolist()
+    assert [r["ctr"] for r in records[1:]] == pytest.approx(expected["mean"].tolist(), rel=1e-12)
+    assert records[0]["ctr"] == pytest.approx(frame["y"].mean(), rel=1e-12)
 
 
 # ----------------------------------------------------------------------------- distributed
@@ -4683,6 +4729,23 @@ def test_config_yaml_without_pyyaml_says_how_to_install_it(tmp_path, capsys, mon
     (tmp_path / "eval.yml").write_text("metrics: [ctr]\n")
     err = _usage_error(capsys, ["evaluate", "x.parquet", "--task", "t=p:y", "--config", str(tmp_path / "eval.yml")])
     assert "needs PyYAML" in err and "pip install pyyaml" in err
+
+
+def test_a_task_name_that_is_no_string_is_refused_naming_tasks(tmp_path, capsys):
+    """``tasks: {on: [p, y]}`` in a YAML config (YAML reads an unquoted ``on``, ``yes``, ``no`` as a
+    boolean) failed with "Expected `RecTaskInfo.name` to be a non-empty string, got True": neither
+    the config key nor the cause was named. As a dict entry's name already was, it is refused up
+    front, naming `tasks`, with the YAML hint where the name is a boolean."""
+    pytest.importorskip("yaml")
+    table = pa.table({"p": [0.2, 0.7], "y": [0, 1]})
+    for name in (True, 1, ""):
+        with pytest.raises(ValueError, match="task names as non-empty strings") as info:
+            evaluate(table, {name: ("p", "y")}, ["ctr"])
+        assert ("quote" in str(info.value)) == isinstance(name, bool)
+    pq.write_table(table, tmp_path / "d.parquet")
+    (tmp_path / "eval.yaml").write_text(f"paths: [{tmp_path / 'd.parquet'}]\ntasks: {{on: [p, y]}}\nmetrics: [ctr]\n")
+    err = _usage_error(capsys, ["evaluate", "--config", str(tmp_path / "eval.yaml")])
+    assert "key 'tasks'" in err and "True" in err and "quote" in err and "RecTaskInfo" not in err
 
 
 def test_evaluate_metric_options_and_task_dicts_in_the_python_api(tmp_path):

@@ -79,6 +79,7 @@ def synthetic_batches(samples: int, batch_size: int, seed: int) -> list[tuple[to
 
 
 RANKING_KS = (1, 5, 10)
+_BROKEN_PIPE = 141  # `evaluate`'s status when stdout's reader left: 128 + SIGPIPE, as a shell reports it
 RANKING_METRICS = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map")
 
 
@@ -333,17 +334,29 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         if rank is not None:
             torch.distributed.destroy_process_group()
     if not rank:  # one process, or rank 0 of a torchrun job
-        print(result.summary())
-        for message in result.warnings:
-            print(f"warning: {message}", file=sys.stderr)
-        print(result.format_table())
+        # the file first: a reader of stdout that leaves early (`| head`) must not cost the results
+        write_error = None
         if output:
             try:
                 result.write(output)
             except (OSError, ValueError) as err:  # e.g. the directory went away or the disk is full
-                print(f"torchmetrics-ext evaluate: error: cannot write --output: {err}", file=sys.stderr)
-                return 2
-            print(f"wrote {output}")
+                write_error = err
+        try:
+            print(result.summary())
+            for message in result.warnings:
+                print(f"warning: {message}", file=sys.stderr)
+            print(result.format_table())
+            if output and write_error is None:
+                print(f"wrote {output}")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # the rest of the table goes nowhere; stdout's pending text is dropped at exit, without a traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            if write_error is None:
+                return _BROKEN_PIPE
+        if write_error is not None:
+            print(f"torchmetrics-ext evaluate: error: cannot write --output: {write_error}", file=sys.stderr)
+            return 2
     return 0
 
 

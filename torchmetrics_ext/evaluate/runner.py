@@ -111,6 +111,13 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     if isinstance(tasks, Mapping) and tasks:  # an empty one is refused below, as an empty list is
         out = []
         for name, columns in tasks.items():
+            if not isinstance(name, str) or not name:
+                # YAML reads an unquoted on/off/yes/no/true/false as a boolean: {on: [p, y]} is {True: ...}
+                hint = " (YAML reads an unquoted on, off, yes or no as a boolean: quote the name)"
+                raise ValueError(
+                    f"Expected `tasks` to hold task names as non-empty strings, got {name!r} "
+                    f"({type(name).__name__}) for the columns {columns!r}{hint if isinstance(name, bool) else ''}."
+                )
             pair = _names_of(columns)  # a tuple, a list, a numpy array...
             if not (pair is not None and len(pair) == 2 and all(isinstance(c, str) for c in pair)):
                 raise ValueError(f"Expected task {name!r} as (predictions column, labels column), got {columns!r}.")

@@ -878,7 +878,8 @@ def open_sources(data: Any) -> list[Source]:
 
     Returns:
         One source per file (sorted within each directory or glob) or one for the frame. A file
-        that several paths name (a directory and a file in it, the same file twice) is read once,
+        that several paths name (a directory and a file in it, the same file twice, a symbolic or hard link
+        to it) is read once,
         where it is first found.
 
     Raises:
@@ -898,19 +899,35 @@ def open_sources(data: Any) -> list[Source]:
             f"got {type(data).__name__}{_data_hint(data)}."
         )
     out: list[Source] = []
-    seen: set[str] = set()  # every file once, whichever paths name it (`logs/ logs/a.csv`, `a.csv a.csv`)
+    # every file once, whichever paths name it (`logs/ logs/a.csv`, `a.csv a.csv`, a link to a file read)
+    seen: set[tuple[Any, ...]] = set()
     for p in paths:
         path = os.fspath(p)
         files = _expand(path)
         keys = _hive_keys(_partition_base(path), files)
         for i, file in enumerate(files):
-            key = os.path.normcase(os.path.abspath(file))
+            key = _file_identity(file)
             if key in seen:
                 continue
             seen.add(key)
             source = _file_source(file)
             out.append(PartitionedSource(source, keys[i]) if keys is not None and keys[i] else source)
     return out
+
+
+def _file_identity(file: str) -> tuple[Any, ...]:
+    """A file's identity: its device and inode, the same for every path that reaches it.
+
+    So a symbolic or hard link to a file read (``latest.parquet -> part-7.parquet``) is that file;
+    where the file system gives no inode number, the file's resolved path.
+    """
+    try:
+        stat = os.stat(file)  # follows symbolic links
+    except OSError:
+        stat = None
+    if stat is not None and stat.st_ino:
+        return (stat.st_dev, stat.st_ino)
+    return (os.path.normcase(os.path.realpath(file)),)
 
 
 def _partition_base(path: str) -> str | None:

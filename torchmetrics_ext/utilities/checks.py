@@ -495,6 +495,7 @@ def format_pointwise(
     missing_labels: bool = False,
     check_values: bool = True,
     preds_bounds: list[Bounds] | None = None,
+    cast_preds: bool = True,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Check pointwise inputs and return them as ``dtype`` tensors with a leading task dimension.
 
@@ -521,6 +522,9 @@ def format_pointwise(
             batch (e.g. :func:`check_pointwise_values` when sums of the batch show a non-finite input).
         preds_bounds: a list the predictions' ``(min, max)`` is appended to when the checks read them
             (validated, values checked, a non-empty batch): kernels may skip a clamp they show changes nothing.
+        cast_preds: ``False`` returns ``preds`` in their own floating dtype (shaped ``(T, N)`` all the
+            same), for a kernel whose first operation with them promotes them to ``dtype`` exactly
+            (``preds - target``): the cast is then one operator call that changes no bit.
 
     Returns:
         ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
@@ -549,7 +553,7 @@ def format_pointwise(
     ):
         weights = None
     # casts by keyword: `.to(dtype)` parses its overloads first, ~0.8 µs more a call on small batches
-    if dtype is not None and preds.dtype != dtype:
+    if dtype is not None and cast_preds and preds.dtype != dtype:
         preds = preds.to(dtype=dtype)
     if preds.ndim == 1:
         preds = preds.unsqueeze(0)

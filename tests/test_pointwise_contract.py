@@ -2002,14 +2002,17 @@ def test_update_wrapper_moves_list_states_with_compute_on_cpu():
 # (metric, whether update takes weights, at most this many ATen operations and Python function calls per
 # validated update, host reads). The error metrics check an unweighted batch's values from two of its sums
 # (no bounds: `_PointwiseMetric._finite_sums`), each read directly (two reads at ~0.15 µs on the CPU, where
-# adding them first was an operation of ~0.9 µs); they read the four bounds before (20 operations).
+# adding them first was an operation of ~0.9 µs); they read the four bounds before (20 operations), and
+# take their predictions uncast (`p - y` promotes them to float64: 15 operations with the cast). Up to 16
+# values a 1-D input's bounds are one `tolist` (no scalar reads; `aminmax` and two reads before: CTR and
+# Calibration 22 operations and 6 reads, AUC 12 and 6, its float labels' fractional parts still reduced).
 _FIXED_COST = [
-    ("WeightedMSE", tmx.WeightedMSE, False, 15, 50, 2),
-    ("WeightedMAE", tmx.WeightedMAE, False, 15, 50, 2),
-    ("CTR", tmx.CTR, True, 22, 60, 6),
-    ("Calibration", tmx.Calibration, True, 22, 60, 6),
-    ("AUC", tmx.AUC, False, 18, 38, 6),
-    ("Windowed(AUC)", lambda: tmx.Windowed(tmx.AUC(), 1000), False, 18, 68, 6),
+    ("WeightedMSE", tmx.WeightedMSE, False, 14, 50, 2),
+    ("WeightedMAE", tmx.WeightedMAE, False, 14, 50, 2),
+    ("CTR", tmx.CTR, True, 13, 60, 0),
+    ("Calibration", tmx.Calibration, True, 13, 60, 0),
+    ("AUC", tmx.AUC, False, 18, 38, 4),
+    ("Windowed(AUC)", lambda: tmx.Windowed(tmx.AUC(), 1000), False, 18, 68, 4),
 ]
 
 
@@ -2040,7 +2043,7 @@ def test_update_fixed_cost_in_operations_and_calls(name, factory, weighted, aten
         metric.update(*args)
     assert "aten.detach" not in counted.ops
     assert counted.ops.get("aten.select", 0) <= 1
-    assert counted.ops["aten._local_scalar_dense"] == reads
+    assert counted.ops.get("aten._local_scalar_dense", 0) == reads
     assert sum(counted.ops.values()) <= aten_budget, counted.ops
     calls = []
     gc.collect()  # no garbage collection inside the count (its callbacks would count as calls)

@@ -11,6 +11,7 @@ formulas and exact fractions; their rejections against the messages of ``docs/po
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from fractions import Fraction
@@ -51,21 +52,24 @@ def _batch(n: int = 16) -> dict[str, torch.Tensor]:
 
 
 # metric -> (arguments from _batch, most calls per update); the budgets after the 2026-12-05 cuts
-# (before them: 27, 27, 25, 32, 27, 19 calls; the error metrics 24 before their values were checked from sums)
+# (before them: 27, 27, 25, 32, 27, 19 calls; the error metrics 24 before their values were checked from sums).
+# A bounds read of up to 16 values is one `tolist` (was `aminmax` and two `item`s): WeightedAverage 21 -> 17,
+# CTR 31 -> 25, NormalizedEntropy 26 -> 22, AUC 17 -> 12 (branch perf-pointwise)
 BUDGETS = {
-    # 2 float64 casts, the (1, N) views; sub, 2 vecdot, abs_, 2 sum; the values' check from sum (p - y)² +
-    # sum y (add, item: no bounds read); the states' add
-    "WeightedMSE": (("p", "t"), 17),
-    "WeightedMAE": (("p", "t"), 17),
+    # the labels' float64 cast (the predictions go uncast: `p - y` promotes them), the (1, N) views; sub,
+    # 2 vecdot, abs_, 2 sum; the values' check from sum (p - y)² and sum y (two item: no bounds read); the
+    # states' add (17 with the predictions' cast)
+    "WeightedMSE": (("p", "t"), 16),
+    "WeightedMAE": (("p", "t"), 16),
     # weights' sum without a copy per task (one task)
     # no zero label sum made per update without labels (one kept per device and task count)
-    "WeightedAverage": (("p", None, "w"), 21),
-    "CTR": (("p", "y_float", "w"), 31),
+    "WeightedAverage": (("p", None, "w"), 17),
+    "CTR": (("p", "y_float", "w"), 25),
     # no clamp: the validated predictions' bounds lie inside [eta, 1 - eta] (26 with the clamp); one sub,
     # N - sum y, for the label-0 weight kept as its own state (NE near base rate 1; weighted, it is free)
-    "NormalizedEntropy": (("p", "y_float"), 26),
+    "NormalizedEntropy": (("p", "y_float"), 22),
     # a float32 copy of the scores, the labels' signs, the bounds
-    "AUC": (("p", "y"), 18),
+    "AUC": (("p", "y"), 12),
 }
 
 
@@ -619,3 +623,116 @@ def test_the_kept_zero_label_sums_are_few():
         assert zero.dtype == torch.float64
         assert len(kernels._ZERO_SUMS) <= 8  # a few
     assert kernels._zero_sums(torch.rand(39, 3)) is zero  # the newest is kept
+
+
+# ----------------------------------------------------------------------------- small batches' bounds as lists
+
+
+@pytest.mark.parametrize("n", [1, 2, 15, 16, 17])
+@pytest.mark.parametrize(
+    "dtype",
+    [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8, torch.bool],
+)
+def test_small_cpu_bounds_read_as_a_list_match_numpy(n, dtype):
+    """Up to 16 values a 1-D CPU tensor's bounds come from ``tolist()``: NumPy's min and max of the same values."""
+    from torchmetrics_ext.utilities.checks import checked_bounds
+
+    g = torch.Generator().manual_seed(n)
+    values = (torch.rand(n, generator=g) * 200 - 100).to(dtype) if dtype != torch.bool else torch.rand(n) < 0.5
+    reference = values.float().numpy() if dtype == torch.bfloat16 else values.numpy()
+    assert checked_bounds([values], labels=[False], device_path=False) == [(reference.min(), reference.max())]
+    # labels of an integer or bool dtype too (their fractional parts are never read)
+    if not dtype.is_floating_point:
+        assert checked_bounds([values], labels=[True], device_path=False) == [(reference.min(), reference.max())]
+
+
+@pytest.mark.parametrize("position", range(16))
+def test_nan_anywhere_in_a_small_batch_is_refused(position):
+    """``min``/``max`` of a list skip NaN depending on where it is: the list's sum finds it at every position."""
+    preds = torch.linspace(0.05, 0.95, 16)
+    preds[position] = float("nan")
+    target = (torch.arange(16) % 2).float()
+    for metric, args in (
+        (tmx.NormalizedEntropy(), (preds, target)),
+        (tmx.CTR(), (preds, target)),
+        (tmx.WeightedAverage(), (preds, None, torch.ones(16))),  # weighted: read by the bounds, not the sums
+    ):
+        with pytest.raises(ValueError, match=re.escape("`preds` to be finite, got values containing NaN")):
+            metric.update(*args)
+        assert metric.update_count == 0
+    weights = torch.ones(16)
+    weights[position] = float("nan")
+    metric = tmx.CTR()
+    with pytest.raises(
+        ValueError, match=re.escape("`weights` to be finite and non-negative, got values containing NaN")
+    ):
+        metric.update(torch.full((16,), 0.5), target, weights)
+    assert all(torch.equal(v, torch.zeros(1, dtype=torch.float64)) for v in metric.metric_state.values())
+
+
+def test_both_infinities_in_a_small_batch_give_the_reductions_message():
+    """``inf`` and ``-inf`` sum to NaN: such a list goes to ``aminmax``, whose bounds name both infinities."""
+    metric = tmx.WeightedAverage()
+    preds = torch.tensor([0.5, float("inf"), float("-inf"), 0.25])
+    with pytest.raises(ValueError, match=re.escape("`preds` to be finite, got values containing inf (in [-inf, inf])")):
+        metric.update(preds, None, torch.ones(4))
+    with pytest.raises(ValueError, match=re.escape("`preds` to be finite, got values containing inf (in [0.25, inf])")):
+        metric.update(torch.tensor([0.5, float("inf"), 0.25]), None, torch.ones(3))
+
+
+# ----------------------------------------------------------------------------- error metrics' uncast predictions
+
+# (dtype, its epsilon, a small value it holds): 1 + eps - tiny is exact in float64, rounded in the dtype
+_LOW_PRECISION = [
+    (torch.float32, 2.0**-23, 2.0**-30),
+    (torch.float16, 2.0**-10, 2.0**-20),
+    (torch.bfloat16, 2.0**-7, 2.0**-20),
+]
+
+
+@pytest.mark.parametrize(("dtype", "eps", "tiny"), _LOW_PRECISION, ids=str)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("validate", [True, False])
+@pytest.mark.parametrize("name", ["WeightedMSE", "WeightedMAE", "WeightedR2"])
+def test_error_of_low_precision_predictions_is_taken_in_float64(dtype, eps, tiny, weighted, validate, name):
+    """Predictions reach the error kernel uncast (its ``preds - target`` promotes them): the error is float64's.
+
+    Against exact fractions: a subtraction in the predictions' own dtype would round ``1 + eps - tiny``.
+    """
+    preds = torch.tensor([1 + eps, 0.5, -2.0], dtype=dtype)
+    target = torch.tensor([tiny, -0.25, 1.0], dtype=dtype)
+    weights = torch.tensor([2.0, 1.0, 0.5]) if weighted else None
+    metric = getattr(tmx, name)(validate_args=validate)
+    metric.update(preds, target, weights)
+    p = [Fraction(v) for v in preds.tolist()]
+    y = [Fraction(v) for v in target.tolist()]
+    w = [Fraction(v) for v in weights.tolist()] if weighted else [Fraction(1)] * 3
+    assert p[0] - y[0] == 1 + Fraction(eps) - Fraction(tiny)  # the values the test means
+    assert Fraction(metric.sum_absolute_error.item()) == sum(c * abs(a - b) for a, b, c in zip(p, y, w))
+    squared = sum(c * (a - b) ** 2 for a, b, c in zip(p, y, w))
+    assert metric.sum_squared_error.item() == pytest.approx(float(squared), rel=2e-16)
+    assert Fraction(metric.label_sum.item()) == sum(c * b for b, c in zip(y, w))
+    assert metric.sum_squared_error.dtype == torch.float64 and metric.sum_squared_error.shape == (1,)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_uncast_predictions_give_the_float64_predictions_bits(dtype):
+    """The same numbers as float64 predictions (which the kernel always took): every state bit for bit, 3 tasks."""
+    g = torch.Generator().manual_seed(7)
+    preds = torch.randn(3, 40, generator=g).to(dtype)
+    target = torch.randn(3, 40, generator=g)
+    for weights in (None, torch.rand(40, generator=g), torch.rand(3, 40, generator=g)):
+        uncast, cast = tmx.WeightedMSE(num_tasks=3), tmx.WeightedMSE(num_tasks=3)
+        uncast.update(preds, target, weights)
+        cast.update(preds.double(), target, weights)
+        for key, value in cast.metric_state.items():
+            assert torch.equal(uncast.metric_state[key], value), key
+
+
+def test_float32_logits_are_still_cast_first():
+    """Logits take the float64 sigmoid error (cast first): a confident logit keeps its tiny error, not float32's 0."""
+    metric = tmx.WeightedMAE(from_logits=True)
+    metric.update(torch.tensor([40.0, -3.0]), torch.tensor([1.0, 0.0]))
+    expected = math.exp(-40) / (1 + math.exp(-40)) + 1 / (1 + math.exp(3))
+    assert metric.sum_absolute_error_logits.item() == pytest.approx(expected, rel=1e-15)
+    assert torch.sigmoid(torch.tensor(-40.0)).item() > 0 and 1 - torch.sigmoid(torch.tensor(40.0)).item() == 0

@@ -79,6 +79,9 @@ class _PointwiseMetric(TaskMetric):
     # `_batch_stats` takes `binary_target` after `pred_range`: whether the validated labels are 0 or 1 (labels
     # of an integer or bool dtype checked to lie in [0, 1]), for a kernel's cheaper form with the same bits
     _takes_binary_target: ClassVar[bool] = False
+    # `_batch_stats` takes predictions of any floating dtype when not from logits (its first operation with them,
+    # `preds - target`, promotes them to float64 exactly): `update` hands them over uncast (one call fewer)
+    _promotes_preds: ClassVar[bool] = False
     from_logits: bool = False
 
     def __init__(self, num_tasks: int = 1, *, _setting: str = "", _from_logits: bool = False, **kwargs: Any) -> None:
@@ -143,14 +146,22 @@ class _PointwiseMetric(TaskMetric):
         return self._formatted(preds, target, weights, validate, self._preds_name if preds_name is None else preds_name)
 
     def _format_validating(
-        self, preds: Tensor, target: Tensor | None, weights: Tensor | None, preds_bounds: list | None
+        self,
+        preds: Tensor,
+        target: Tensor | None,
+        weights: Tensor | None,
+        preds_bounds: list | None,
+        cast_preds: bool = True,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """:meth:`_format`, validating, for ``update``.
 
         The predictions' bounds are appended to ``preds_bounds``; with ``None`` the values (ranges,
-        NaN/inf) are left unchecked, for ``update`` to check from the batch's sums.
+        NaN/inf) are left unchecked, for ``update`` to check from the batch's sums. ``cast_preds=False``:
+        the predictions keep their floating dtype (see :attr:`_promotes_preds`).
         """
-        return self._formatted(preds, target, weights, True, self._preds_name, preds_bounds is not None, preds_bounds)
+        return self._formatted(
+            preds, target, weights, True, self._preds_name, preds_bounds is not None, preds_bounds, cast_preds
+        )
 
     def _formatted(
         self,
@@ -161,6 +172,7 @@ class _PointwiseMetric(TaskMetric):
         preds_name: str,
         check_values: bool = True,
         preds_bounds: list | None = None,
+        cast_preds: bool = True,
     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """:func:`~torchmetrics_ext.utilities.checks.format_pointwise` with this metric's domains and settings."""
         return format_pointwise(
@@ -176,6 +188,7 @@ class _PointwiseMetric(TaskMetric):
             target_required=self._needs_target,
             check_values=check_values,
             preds_bounds=preds_bounds,
+            cast_preds=cast_preds,
         )
 
     @property
@@ -235,13 +248,21 @@ class _PointwiseMetric(TaskMetric):
             and not on_device_path(preds)
         )
         bounds: list | None = None
+        # the kernel casts the predictions itself (exactly, by promotion): no float64 copy of them first
+        cast = (
+            self.from_logits
+            or not _takes_uncast_preds(type(self))
+            or getattr(preds, "dtype", None) not in _PROMOTED_PREDS
+        )
         if by_sums:
-            p, t, w = self._format_validating(preds, target, weights, None)
+            p, t, w = self._format_validating(preds, target, weights, None, cast)
         elif validate and _passes_pred_range(type(self)):
             bounds = []
-            p, t, w = self._format_validating(preds, target, weights, bounds)
-        else:
+            p, t, w = self._format_validating(preds, target, weights, bounds, cast)
+        elif cast:
             p, t, w = self._format(preds, target, weights, validate=validate)
+        else:  # `_format` is `_PointwiseMetric`'s (see `_takes_uncast_preds`)
+            p, t, w = self._formatted(preds, target, weights, validate, self._preds_name, cast_preds=False)
         if p.shape[-1] == 0:
             return
         if not bounds:
@@ -305,6 +326,21 @@ def _checks_finiteness_only(cls: type[_PointwiseMetric]) -> bool:
     for (a subclass with its own sums keeps the bounds read of its inputs).
     """
     return cls._preds_domain == "real" and cls._target_domain == "real" and _stats_of(cls, "_finite_sums")
+
+
+# prediction dtypes that float64 arithmetic promotes (float8 has no such kernels): handed over uncast, see
+# `_PointwiseMetric._promotes_preds` (float64 predictions are never cast)
+_PROMOTED_PREDS = frozenset({torch.float32, torch.float16, torch.bfloat16})
+
+
+@functools.cache
+def _takes_uncast_preds(cls: type[_PointwiseMetric]) -> bool:
+    """Whether ``update`` hands ``cls``'s ``_batch_stats`` predictions in their own dtype (see ``_promotes_preds``).
+
+    Only where that kernel is the one the setting was written for, and ``cls`` formats its inputs as
+    :class:`_PointwiseMetric` does (a subclass with its own ``_format`` keeps its own formatting).
+    """
+    return cls._promotes_preds and _stats_of(cls, "_promotes_preds") and cls._format is _PointwiseMetric._format
 
 
 @functools.cache
@@ -818,6 +854,8 @@ class _ErrorMetric(_PointwiseMetric):
     plot_lower_bound: float | None = 0.0
     # sum (p - y)² and sum y: NaN or ±inf when a label is, and then when a prediction is
     _finite_sums = (0, 3)
+    # the error `preds - target` (float64 labels) is the float64 error of predictions of any floating dtype
+    _promotes_preds = True
 
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, _from_logits=from_logits, **kwargs)

@@ -1,0 +1,82 @@
+"""``validate_args`` keeps metrics apart in MetricCollection compute groups; checkpoints stay the same."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import log_loss
+from torchmetrics import MetricCollection
+
+import torchmetrics_ext as tmx
+
+PREDS, TARGET = torch.tensor([0.1, 0.9, 0.8, 0.2]), torch.tensor([0, 1, 0, 1])
+BAD_PREDS, BAD_TARGET = torch.tensor([1.5, 0.9]), torch.tensor([0, 1])
+
+
+def test_validated_log_loss_behind_unvalidated_ne_refuses_the_batch():
+    """The repro: LogLoss grouped behind an unvalidated NE took preds of 1.5."""
+    collection = MetricCollection(
+        {"a": tmx.NormalizedEntropy(validate_args=False), "b": tmx.LogLoss()}, compute_groups=True
+    )
+    collection.update(PREDS, TARGET)
+    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
+    with pytest.raises(ValueError, match="preds"):
+        collection.update(BAD_PREDS, BAD_TARGET)
+    expected = log_loss(TARGET.numpy(), PREDS.double().numpy())
+    assert collection["b"].compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("unchecked", "checked", "reference", "bad"),
+    [
+        (lambda: tmx.CTR(validate_args=False), tmx.CTR, lambda p, t: t.mean(), 1.5),
+        (lambda: tmx.Calibration(validate_args=False), tmx.CTR, lambda p, t: t.mean(), 1.5),
+        (
+            lambda: tmx.WeightedMSE(validate_args=False),
+            tmx.WeightedMSE,
+            lambda p, t: ((p - t) ** 2).mean(),
+            float("nan"),
+        ),
+    ],
+)
+def test_pointwise_families_never_group_across_validate_args(unchecked, checked, reference, bad):
+    collection = MetricCollection({"a": unchecked(), "b": checked()}, compute_groups=True)
+    collection.update(PREDS, TARGET)
+    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
+    with pytest.raises(ValueError, match="preds"):
+        collection.update(torch.tensor([bad, 0.9]), BAD_TARGET)
+    expected = reference(PREDS.double().numpy(), TARGET.double().numpy())
+    assert collection["b"].compute().item() == pytest.approx(float(np.asarray(expected)), rel=1e-12)
+
+
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_same_setting_still_groups(validate_args):
+    collection = MetricCollection(
+        {"a": tmx.NormalizedEntropy(validate_args=validate_args), "b": tmx.LogLoss(validate_args=validate_args)},
+        compute_groups=True,
+    )
+    collection.update(PREDS, TARGET)
+    assert collection.compute_groups == {0: ["a", "b"]}
+    assert collection["b"].compute().item() == pytest.approx(
+        log_loss(TARGET.numpy(), PREDS.double().numpy()), rel=1e-12
+    )
+
+
+@pytest.mark.parametrize("factory", [tmx.NormalizedEntropy, tmx.LogLoss, tmx.CTR, tmx.Calibration])
+def test_checkpoints_same_keys_and_load_across_validate_args(factory):
+    checked, unchecked = factory(), factory(validate_args=False)
+    checked.persistent(True)
+    unchecked.persistent(True)
+    unchecked.update(PREDS, TARGET)
+    assert list(unchecked.state_dict()) == list(checked.state_dict())
+    checked.load_state_dict(unchecked.state_dict())
+    torch.testing.assert_close(checked.compute(), unchecked.compute())
+    again = factory(validate_args=False)
+    again.persistent(True)
+    again.load_state_dict(checked.state_dict())
+    torch.testing.assert_close(again.compute(), unchecked.compute())
+    merged = factory()
+    merged.merge_state(unchecked)
+    merged.merge_state(again.metric_state)
+    single = factory()
+    single.update(torch.cat([PREDS, PREDS]), torch.cat([TARGET, TARGET]))
+    torch.testing.assert_close(merged.compute(), single.compute())

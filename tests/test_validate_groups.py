@@ -80,3 +80,38 @@ def test_checkpoints_same_keys_and_load_across_validate_args(factory):
     single = factory()
     single.update(torch.cat([PREDS, PREDS]), torch.cat([TARGET, TARGET]))
     torch.testing.assert_close(merged.compute(), single.compute())
+
+
+def test_windowed_and_segmented_keep_checkpoint_names_and_load_across_validate_args():
+    """Windowed's ring (``_extra_state``) and Segmented's per-segment sums keep the names of either setting."""
+    windows = [tmx.Windowed(tmx.LogLoss(validate_args=v), window_size=4) for v in (False, True)]
+    for window in windows:
+        window.persistent(True)
+        window.update(PREDS[:3], TARGET[:3])
+    unchecked, checked = (w.state_dict() for w in windows)
+    assert list(unchecked) == list(checked)
+    assert list(unchecked["_extra_state"]["rings"]) == list(checked["_extra_state"]["rings"])
+    resumed = tmx.Windowed(tmx.LogLoss(), window_size=4)
+    resumed.load_state_dict(unchecked)
+    resumed.update(PREDS[3:], TARGET[3:])  # the window now holds the last 4 samples: all of them
+    expected = log_loss(TARGET.numpy(), PREDS.double().numpy())
+    assert resumed.compute()["window"].item() == pytest.approx(expected, rel=1e-12)
+
+    segments = torch.tensor([0, 1, 0, 1])
+    collection = MetricCollection(
+        {
+            "a": tmx.Segmented(tmx.LogLoss(validate_args=False), num_segments=2),
+            "b": tmx.Segmented(tmx.LogLoss(), num_segments=2),
+        },
+        compute_groups=True,
+    )
+    collection.update(PREDS, TARGET, segments=segments)
+    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
+    with pytest.raises(ValueError, match="preds"):
+        collection.update(BAD_PREDS, BAD_TARGET, segments=torch.tensor([0, 1]))
+    per_segment = [log_loss(TARGET[i::2].numpy(), PREDS[i::2].double().numpy(), labels=[0, 1]) for i in (0, 1)]
+    torch.testing.assert_close(collection["b"].compute(), torch.tensor(per_segment, dtype=torch.float64))
+    a, b = collection["a"], collection["b"]
+    a.persistent(True)
+    b.persistent(True)
+    assert list(a.state_dict()) == list(b.state_dict())

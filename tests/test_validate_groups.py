@@ -115,3 +115,45 @@ def test_windowed_and_segmented_keep_checkpoint_names_and_load_across_validate_a
     a.persistent(True)
     b.persistent(True)
     assert list(a.state_dict()) == list(b.state_dict())
+
+
+@pytest.mark.parametrize(
+    "options", [{}, {"num_bins": 1000}, {"from_logits": True}, {"num_bins": 1000, "from_logits": True}]
+)
+def test_auc_never_groups_across_validate_args(options):
+    """Exact and binned AUC: a validated one behind an unvalidated one refused nothing (binned: IndexError)."""
+    from sklearn.metrics import roc_auc_score
+
+    preds = torch.logit(PREDS) if options.get("from_logits") else PREDS
+    bad = torch.tensor([float("nan"), 0.9]) if options.get("from_logits") else BAD_PREDS
+    unchecked, checked = tmx.AUC(validate_args=False, **options), tmx.AUC(**options)
+    # before the fix the validated one joined the unvalidated one's group whichever sorted first
+    collection = MetricCollection({"a": checked, "b": unchecked}, compute_groups=True)
+    collection.update(preds, TARGET)
+    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
+    with pytest.raises(ValueError, match="preds"):
+        collection.update(bad, BAD_TARGET)
+    # 1,000 bins keep these four scores apart: the binned value is the exact one
+    expected = roc_auc_score(TARGET.numpy(), PREDS.double().numpy())
+    assert checked.compute().item() == pytest.approx(expected, rel=1e-12)
+    # checkpoints under the same names, loading into either setting
+    for metric in (checked, unchecked):
+        metric.persistent(True)
+    assert list(unchecked.state_dict()) == list(checked.state_dict())
+    fresh = tmx.AUC(validate_args=False, **options)
+    fresh.load_state_dict(checked.state_dict())
+    assert fresh.compute().item() == pytest.approx(expected, rel=1e-12)
+    merged = tmx.AUC(**options)
+    merged.merge_state(fresh)
+    assert merged.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_grouped_auc_never_groups_across_validate_args():
+    groups = torch.tensor([0, 0, 1, 1])
+    collection = MetricCollection(
+        {"a": tmx.GroupedAUC(validate_args=False), "b": tmx.GroupedAUC()}, compute_groups=True
+    )
+    collection.update(PREDS, TARGET, groups)
+    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
+    with pytest.raises(ValueError, match="preds"):
+        collection.update(BAD_PREDS, BAD_TARGET, torch.tensor([0, 1]))

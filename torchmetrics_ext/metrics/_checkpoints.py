@@ -475,6 +475,33 @@ class CheckpointedStates(Metric):
         # setting that changes how they update, not what they hold (see TaskMetric._unchecked_state_name)
         self._saved_state_names: dict[str, str] = {}
 
+    def _memory_name(self, name: str) -> str | None:
+        """The in-memory name of the state checkpoints call ``name``, where only memory names it otherwise."""
+        saved_names = self.__dict__.get("_saved_state_names")
+        ours = f"{name}_unchecked"
+        return ours if saved_names and saved_names.get(ours) == name else None
+
+    def __getattr__(self, name: str) -> Any:
+        """A state read under its checkpoint name (``AUC(validate_args=False).preds``), as with either setting.
+
+        Only reached where ordinary lookup fails (never on the update path); anything else is
+        ``torch.nn.Module``'s lookup.
+        """
+        ours = self._memory_name(name)
+        if ours is not None:
+            return self.__dict__[ours]
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A state written under its checkpoint name is written to the state (see :meth:`__getattr__`).
+
+        A plain attribute of that name would shadow the state for reads while the metric kept
+        updating and computing the state itself.
+        """
+        if self.__dict__.get("_saved_state_names"):  # an unvalidated metric's (nothing to map otherwise)
+            name = self._memory_name(name) or name
+        super().__setattr__(name, value)
+
     def __getstate__(self) -> dict[str, Any]:
         """TorchMetrics' state for copies and pickles; a metric reporting another's states copies as its own.
 

@@ -157,3 +157,59 @@ def test_grouped_auc_never_groups_across_validate_args():
     assert collection.compute_groups == {0: ["a"], 1: ["b"]}
     with pytest.raises(ValueError, match="preds"):
         collection.update(BAD_PREDS, BAD_TARGET, torch.tensor([0, 1]))
+
+
+def _ndcg_reference(scores, relevance, k):
+    """NDCG@k of each query (rows), linear gain and log2 discount, in numpy."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    discount = 1.0 / np.log2(np.arange(2, scores.shape[1] + 2))[:k]
+    dcg = (np.take_along_axis(relevance, order, 1)[:, :k] * discount).sum(1)
+    idcg = (-np.sort(-relevance, axis=1)[:, :k] * discount).sum(1)
+    return dcg / idcg
+
+
+@pytest.mark.parametrize("queries_complete_per_batch", [False, True])
+def test_ranking_never_groups_across_validate_args(queries_complete_per_batch):
+    scores = torch.tensor([[0.9, 0.1, 0.5], [0.2, 0.8, 0.4]])
+    relevance = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    checked = tmx.NDCG(k=2, queries_complete_per_batch=queries_complete_per_batch)
+    unchecked = tmx.NDCG(k=2, queries_complete_per_batch=queries_complete_per_batch, validate_args=False)
+    collection = MetricCollection({"a": unchecked, "b": checked}, compute_groups=True)
+    collection.update(scores, relevance)
+    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
+    with pytest.raises(ValueError, match="target"):
+        collection.update(scores, torch.tensor([[0.0, -1.0, 1.0], [1.0, 0.0, 0.0]]))
+    expected = _ndcg_reference(scores.numpy().astype(np.float64), relevance.numpy().astype(np.float64), 2).mean()
+    assert checked.compute().item() == pytest.approx(expected, rel=1e-12)
+    for metric in (checked, unchecked):
+        metric.persistent(True)
+    assert list(unchecked.state_dict()) == list(checked.state_dict())
+    fresh = tmx.NDCG(k=2, queries_complete_per_batch=queries_complete_per_batch, validate_args=False)
+    fresh.load_state_dict(checked.state_dict())
+    assert fresh.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_multiclass_recall_and_reliability_never_group_across_validate_args():
+    logits = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4]])
+    labels = torch.tensor([1, 2])
+    collection = MetricCollection(
+        {
+            "a": tmx.MulticlassRecallAtK(k=1, num_classes=3, validate_args=False),
+            "b": tmx.MulticlassRecallAtK(k=1, num_classes=3),
+        },
+        compute_groups=True,
+    )
+    collection.update(logits, labels)
+    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
+    reliability = MetricCollection(
+        {"a": tmx.Reliability(validate_args=False), "b": tmx.Reliability()}, compute_groups=True
+    )
+    reliability.update(PREDS, TARGET)
+    assert reliability.compute_groups == {0: ["a"], 1: ["b"]}
+    with pytest.raises(ValueError, match="preds"):
+        reliability.update(BAD_PREDS, BAD_TARGET)
+    a, b = reliability["a"], reliability["b"]
+    a.persistent(True)
+    b.persistent(True)
+    assert list(a.state_dict()) == list(b.state_dict())
+    b.load_state_dict(a.state_dict())

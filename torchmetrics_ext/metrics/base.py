@@ -1045,6 +1045,8 @@ class TaskMetric(GuardedMetric):
             return name
         ours = f"{name}_unchecked"
         self._saved_state_names[ours] = name
+        # former names noted for `name` (older checkpoints' spellings) load into it under either setting
+        self._former_patterns[:] = [(p, ours if n == name else n) for p, n in self._former_patterns]
         self._load_former_names(ours, re.escape(name))
         return ours
 

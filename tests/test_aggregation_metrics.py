@@ -23,6 +23,7 @@ from torchmetrics import MetricCollection
 
 from tests.helpers import tester as H
 from torchmetrics_ext.aggregation import CategoricalCount, Distribution, Max, Mean, Min, Sum
+from torchmetrics_ext.aggregation.scalar import saved_state_names
 from torchmetrics_ext.functional import distribution
 from torchmetrics_ext.functional.distribution import SketchSpec
 from torchmetrics_ext.utilities.device import force_device_path
@@ -2019,3 +2020,53 @@ def test_a_state_written_under_its_torchmetrics_name_is_the_state(cls, name, ref
     else:
         metric.update(torch.tensor([3.0]))
         assert metric.compute().item() == reference([20.0, 3.0])
+
+
+@pytest.mark.parametrize("cls", [Sum, Mean])
+@pytest.mark.parametrize("nan_strategy", ["error", "ignore", 0.5])
+def test_torchmetrics_aggregators_merge_ours_and_ours_merge_theirs(cls, nan_strategy):
+    """``MeanMetric().merge_state(Mean())`` raised "Expected state variable mean_value to be present in incoming
+    state {'mean_value_nanerror': ...}": TorchMetrics reads an incoming metric's ``metric_state`` by its own names,
+    which held the names carrying the NaN setting. ``metric_state`` names the states as TorchMetrics (and
+    ``state_dict``) do; both directions merge, to the exact sum/mean (``Fraction``; dyadic values sum exactly).
+    (TorchMetrics' ``MaxMetric``/``MinMetric`` refuse every ``merge_state``: ``full_state_update=True``.)"""
+    import torchmetrics.aggregation as tm_aggregation
+
+    ours_values, theirs_values = [0.5, 1.75, 2.0**40, 3.125], [2.5, 0.25]
+    theirs = getattr(tm_aggregation, f"{cls.__name__}Metric")()
+    theirs.set_dtype(torch.float64)
+    theirs.update(torch.tensor(theirs_values, dtype=torch.float64))
+    ours = cls(nan_strategy=nan_strategy)
+    ours.update(torch.tensor(ours_values, dtype=torch.float64))
+    assert list(ours.metric_state) == {Sum: ["sum_value"], Mean: ["mean_value", "weight"]}[cls]
+
+    def reference(*batches):
+        seen = [Fraction(v) for batch in batches for v in batch]
+        total = sum(seen, Fraction(0))
+        return float(total if cls is Sum else total / len(seen))
+
+    assert reference(ours_values, theirs_values) == (
+        math.fsum(ours_values + theirs_values) / (1 if cls is Sum else len(ours_values + theirs_values))
+    )
+    into_theirs = getattr(tm_aggregation, f"{cls.__name__}Metric")()
+    into_theirs.set_dtype(torch.float64)
+    into_theirs.merge_state(theirs)
+    into_theirs.merge_state(ours)  # TorchMetrics' merge_state of our metric
+    assert into_theirs.compute().item() == reference(ours_values, theirs_values)
+
+    into_ours = cls()
+    into_ours.merge_state(ours)  # ours of another nan_strategy
+    into_ours.merge_state(theirs.metric_state)  # a dict of TorchMetrics' states
+    assert into_ours.compute().item() == reference(ours_values, theirs_values)
+    assert ours.compute().item() == reference(ours_values)  # the merged metric is untouched
+
+
+@pytest.mark.parametrize("cls", [Sum, Mean, Max, Min])
+def test_metric_state_names_are_torchmetrics_and_internal_users_read_them(cls):
+    """``metric_state`` under TorchMetrics' names, each name the state's attribute (``metric.sum_value``)."""
+    metric = cls(nan_strategy="ignore")
+    metric.update(torch.tensor([3.0, math.nan, 5.0]))
+    states = metric.metric_state
+    assert list(states) == list(saved_state_names(metric).values())
+    for name, value in states.items():
+        assert getattr(metric, name) is value

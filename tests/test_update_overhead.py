@@ -567,3 +567,56 @@ def test_integer_labels_with_predictions_that_require_grad_keep_the_graph(name):
         value.backward()
         values.append((value.detach(), leaf.grad))
     assert torch.equal(values[0][0], values[1][0]) and torch.equal(values[0][1], values[1][1])
+
+
+def test_zero_label_sums_are_kept_per_task_count_when_task_counts_alternate():
+    """The kept zero label sum was one per device, keyed by the last call's task count: metrics alternating task
+    counts (two ``WeightedAverage`` of other ``num_tasks``, ``Segmented(WeightedAverage())``, whose sums are per
+    sample, beside them) made a ``torch.zeros`` on every update. One per (device, task count) now, a few kept;
+    the values are numpy's weighted means."""
+    from torchmetrics_ext.functional import pointwise as kernels
+
+    g = torch.Generator().manual_seed(11)
+    two, three = tmx.WeightedAverage(num_tasks=2), tmx.WeightedAverage(num_tasks=3)
+    segmented = tmx.Segmented(tmx.WeightedAverage(), num_segments=3)
+    batches = [
+        (torch.rand(2, 8, generator=g), torch.rand(2, 8, generator=g) + 0.1),
+        (torch.rand(3, 5, generator=g), torch.rand(3, 5, generator=g) + 0.1),
+        (torch.rand(12, generator=g), torch.rand(12, generator=g) + 0.1, torch.arange(12) % 3),
+    ]
+
+    def step() -> None:
+        two.update(batches[0][0], weights=batches[0][1])
+        three.update(batches[1][0], weights=batches[1][1])
+        segmented.update(batches[2][0], weights=batches[2][1], segments=batches[2][2])
+
+    with torch.inference_mode():  # the kept zeros are made outside inference mode all the same
+        step()
+    with _Calls() as counted:
+        for _ in range(3):
+            step()
+    assert "zeros" not in counted.calls, dict(counted.calls)
+    probes = [batches[0][0], batches[1][0], batches[2][0]]  # 2, 3 and 12 (one per sample: Segmented's) tasks
+    kept = [kernels._zero_sums(p) for p in probes]
+    step()
+    assert all(kernels._zero_sums(p) is zero for p, zero in zip(probes, kept, strict=True))
+    assert not any(zero.is_inference() for zero in kept)
+    for metric, (p, w) in ((two, batches[0]), (three, batches[1])):
+        pn, wn = p.double().numpy(), w.double().numpy()
+        np.testing.assert_allclose(metric.compute().numpy(), (pn * wn).sum(-1) / wn.sum(-1), rtol=1e-14)
+        np.testing.assert_array_equal(metric.weighted_label_sum.numpy(), np.zeros(len(pn)))
+    p, w, s = (x.double().numpy() for x in batches[2])
+    expected = [(p * w)[s == k].sum() / w[s == k].sum() for k in range(3)]
+    np.testing.assert_allclose(segmented.compute().numpy(), expected, rtol=1e-14)
+
+
+def test_the_kept_zero_label_sums_are_few():
+    """Any number of task counts keeps a few zeros (the newest), each a float64 zero of its count (numpy's)."""
+    from torchmetrics_ext.functional import pointwise as kernels
+
+    for tasks in range(1, 40):
+        zero = kernels._zero_sums(torch.rand(tasks, 3))
+        np.testing.assert_array_equal(zero.numpy(), np.zeros(tasks))
+        assert zero.dtype == torch.float64
+        assert len(kernels._ZERO_SUMS) <= 8  # a few
+    assert kernels._zero_sums(torch.rand(39, 3)) is zero  # the newest is kept

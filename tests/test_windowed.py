@@ -3853,3 +3853,69 @@ def test_windowed_aggregator_merges_one_of_another_nan_strategy(name, given):
     value = ours.compute()
     assert value["lifetime"].item() == reduce([5.0, 7.0, 11.0, 1.0, 2.0, 3.0])
     assert value["window"].item() == reduce([7.0, 11.0])
+
+
+def test_a_torchmetrics_metrics_checkpoint_of_other_state_shapes_is_refused_state_untouched():
+    """``Windowed(MeanSquaredError())`` loaded a ``lifetime.sum_squared_error`` of shape (2,) (a ``num_outputs=2``
+    metric's, or a malformed one) without a word: TorchMetrics' own load takes any tensor, and the lifetime then
+    computed two values. Refused now (its key, shape and the expected one), ``strict`` or not, nothing loaded; a
+    merge of such states too. The same metric's checkpoint still loads (numpy's mean squared error)."""
+    preds, target = torch.tensor([1.0, 2.0, 4.0]), torch.tensor([0.0, 0.0, 1.0])
+    source = Windowed(MeanSquaredError(), window_size=100)
+    source.persistent(True)
+    source.update(preds, target)
+    mse = float(np.mean((preds.numpy() - target.numpy()) ** 2))
+    for key in ("lifetime.sum_squared_error", "window.sum_squared_error"):
+        for strict in (True, False):
+            saved = source.state_dict()
+            saved[key] = torch.tensor([1.0, 2.0])
+            metric = Windowed(MeanSquaredError(), window_size=100)
+            metric.persistent(True)
+            metric.update(torch.tensor([3.0]), torch.tensor([0.0]))
+            before = copy.deepcopy(metric.state_dict())
+            with pytest.raises(RuntimeError, match=rf"size mismatch for {key}: .*shape \(2,\).* expects \(1,\)"):
+                metric.load_state_dict(saved, strict=strict)
+            after = metric.state_dict()
+            assert all(torch.equal(after[k], v) for k, v in before.items() if isinstance(v, torch.Tensor))
+            assert {k: v.item() for k, v in metric.compute().items()} == {"lifetime": 9.0, "window": 9.0}
+    other = Windowed(MeanSquaredError(num_outputs=2), window_size=100)
+    other.update(torch.rand(3, 2), torch.rand(3, 2))
+    for incoming in (other, {"sum_squared_error": torch.tensor([1.0, 2.0]), "total": torch.tensor(2)}):
+        with pytest.raises(ValueError, match=r"size mismatch for sum_squared_error: .*shape \(2,\).* expects \(1,\)"):
+            metric.merge_state(incoming)
+        assert {k: v.item() for k, v in metric.compute().items()} == {"lifetime": 9.0, "window": 9.0}
+    metric.load_state_dict(source.state_dict())
+    assert {k: v.item() for k, v in metric.compute().items()} == pytest.approx({"lifetime": mse, "window": mse})
+
+
+def test_a_torchmetrics_metrics_list_states_load_whatever_their_length():
+    """List (``cat``) states hold any number of samples: a checkpoint of more samples loads (scikit-learn's AUC)."""
+    from torchmetrics.classification import BinaryAUROC
+
+    preds, target = torch.tensor([0.1, 0.8, 0.4, 0.3, 0.9]), torch.tensor([0, 1, 1, 0, 1])
+    source = Windowed(BinaryAUROC(), window_size=100)
+    source.persistent(True)
+    source.update(preds, target)
+    metric = Windowed(BinaryAUROC(), window_size=100)
+    metric.persistent(True)
+    metric.update(torch.tensor([0.5, 0.2]), torch.tensor([1, 0]))
+    metric.load_state_dict(source.state_dict())
+    expected = skm.roc_auc_score(target.numpy(), preds.numpy())
+    assert {k: v.item() for k, v in metric.compute().items()} == pytest.approx(
+        {"lifetime": expected, "window": expected}
+    )
+
+
+def test_a_ring_of_other_update_shapes_names_the_shape_it_holds():
+    """A ring whose per-update rows have another shape (here (2,), the running sum's kept right) was refused with
+    "updates have shape (1,), this metric's (1,)" (the running sum's shape); the message names the rows' shape."""
+    source = Windowed(MeanSquaredError(), window_size=100)
+    source.persistent(True)
+    source.update(torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0]))
+    saved = source.state_dict()
+    rings = saved["_extra_state"]["rings"]
+    rings["sum_squared_error"] = torch.zeros(rings["sum_squared_error"].shape[0], 2)
+    metric = Windowed(MeanSquaredError(), window_size=100)
+    metric.persistent(True)
+    with pytest.raises(RuntimeError, match=r"`sum_squared_error`: the checkpoint's updates have shape \(2,\), this"):
+        metric.load_state_dict(saved)

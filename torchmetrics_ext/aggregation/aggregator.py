@@ -16,7 +16,6 @@ from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
 from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
-from torchmetrics_ext.aggregation.scalar import saved_state_names
 from torchmetrics_ext.aggregation.sync import (
     CATEGORIES,
     UNSYNCED,
@@ -697,9 +696,7 @@ class MetricsAggregator:
         entries, tensors = [], {}
         for i, ((ds, name), (agg_type, _, metric)) in enumerate(self._keys.items()):
             layout: dict[str, int | None] = {}
-            names = saved_state_names(metric)  # as the metric's own state_dict names them
-            for own, value in metric.metric_state.items():
-                state = names[own]
+            for state, value in metric.metric_state.items():  # named as the metric's own state_dict names them
                 if isinstance(value, Tensor):
                     layout[state] = None
                     tensors[f"{i}/{state}"] = value.detach().cpu().clone()

@@ -176,6 +176,16 @@ class _ValueAggregation(AggregationMetric[S]):
                 destination[prefix + theirs] = destination.pop(prefix + ours)
         return destination
 
+    @property
+    def metric_state(self) -> dict[str, list[Tensor] | Tensor]:
+        """The states under TorchMetrics' names (``sum_value``...), as :meth:`state_dict` saves them.
+
+        TorchMetrics' ``merge_state`` reads an incoming metric's states here by its own names:
+        ``MeanMetric().merge_state(Mean())`` merges this metric's states. In the order of ``_defaults``.
+        """
+        states, renames = super().metric_state, self._renames
+        return {renames.get(name, name): value for name, value in states.items()} if renames else states
+
     def _own_state_names(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """``states`` named as TorchMetrics or any setting of this class names them, under this metric's names.
 

@@ -25,7 +25,6 @@ from torchmetrics.metric import jit_distributed_available
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, Category, _Counted
 from torchmetrics_ext.aggregation.distribution import Distribution
-from torchmetrics_ext.aggregation.scalar import saved_state_names
 from torchmetrics_ext.metrics.base import TaskMetric, _replay
 from torchmetrics_ext.utilities.distributed import fused_gather
 
@@ -56,9 +55,9 @@ def state_layout(metric: TorchMetric) -> Layout:
         >>> state_layout(Sum()), state_layout(SumMetric())
         ((('sum_value', 'torch.float64/0'),), (('sum_value', 'torch.float32/0'),))
     """
-    names = saved_state_names(metric)  # Sum's "sum_value_nanerror" is "sum_value" under any nan_strategy
+    # under the names checkpoints give them: Sum's "sum_value_nanerror" is "sum_value" under any nan_strategy
     layout = tuple(
-        (names[name], "list" if isinstance(value, list) else f"{value.dtype}/{value.ndim}")
+        (name, "list" if isinstance(value, list) else f"{value.dtype}/{value.ndim}")
         for name, value in metric.metric_state.items()
     )
     return _LAYOUTS.setdefault(layout, layout)

@@ -397,23 +397,33 @@ def log_loss(
 # ----------------------------------------------------------------------------- weighted sums
 
 
-# per device: the shape of the last batch without labels and its (T,) zero label sum (see `_zero_sums`)
-_ZERO_SUMS: dict[torch.device, tuple[int, Tensor]] = {}
+# (device, task count) -> its (T,) float64 zero label sum, the few newest kept (see `_zero_sums`)
+_ZERO_SUMS: dict[tuple[torch.device, int], Tensor] = {}
+_ZERO_SUMS_KEPT = 8  # task counts alternating in one process: a few metrics' num_tasks, Segmented's T·S
 
 
 def _zero_sums(preds: Tensor) -> Tensor:
-    """A float64 ``(T,)`` zero per task of ``preds``, kept per device and reused by every batch of ``T`` tasks.
+    """A float64 ``(T,)`` zero per task of ``preds``, kept per (device, ``T``) and reused by every such batch.
 
     The label sum of a batch without labels: no ``torch.zeros`` per update (an operator call, ~1 µs of
-    a small one). Like every statistic a kernel returns it is never modified in place (updates add it
-    into their states; ``forward`` reads it as a batch state and adds it out of place).
+    a small one), also where task counts alternate (two ``WeightedAverage`` of other ``num_tasks``, a
+    ``Segmented(WeightedAverage())`` asking for ``T·S`` tasks): the :data:`_ZERO_SUMS_KEPT` newest
+    counts are kept, the oldest dropped first. Like every statistic a kernel returns it is never
+    modified in place (updates add it into their states; ``forward`` reads it as a batch state and
+    adds it out of place), and it is made outside inference mode (read by later batches outside it).
     """
-    tasks, device = preds.shape[0], preds.device
-    kept = _ZERO_SUMS.get(device)
-    if kept is None or kept[0] != tasks:
+    key = (preds.device, preds.shape[0])
+    kept = _ZERO_SUMS.get(key)
+    if kept is None:
         with torch.inference_mode(False):  # read by later batches outside inference mode too
-            kept = _ZERO_SUMS[device] = (tasks, torch.zeros(tasks, dtype=torch.float64, device=device))
-    return kept[1]
+            kept = torch.zeros(key[1], dtype=torch.float64, device=key[0])
+        while len(_ZERO_SUMS) >= _ZERO_SUMS_KEPT:
+            try:
+                _ZERO_SUMS.pop(next(iter(_ZERO_SUMS)), None)  # the oldest (another thread may drop it first)
+            except (RuntimeError, StopIteration):  # changed or emptied by another thread meanwhile
+                break
+        _ZERO_SUMS[key] = kept
+    return kept
 
 
 def _weighted_sums_update(

@@ -50,6 +50,7 @@ __all__ = [
     "share_states_with",
     "standalone_state",
     "states_written",
+    "tensor_state_problems",
 ]
 
 _T = TypeVar("_T")
@@ -169,6 +170,36 @@ def synced_problems(metrics: Iterable[Metric], prefix: str, owner: str) -> list[
         f"{prefix[:-1] or owner} is synced (its `sync()` was called without `unsync()`): `unsync()` would put "
         "back the states from before the sync and drop the loaded ones. Call `unsync()` before `load_state_dict`."
     ]
+
+
+def tensor_state_problems(
+    metric: Metric, states: Mapping[str, Any], prefix: str, owner: str, origin: str = "checkpoint"
+) -> list[str]:
+    """The tensor states in ``states`` (under ``prefix``) that are no tensor of the shape ``metric`` declares.
+
+    For a TorchMetrics metric in a :class:`~torchmetrics_ext.Windowed`, whose own load takes any
+    tensor as a state: the wrapper keeps fixed-shape tensor states (sum, max, min) in a ring of
+    that shape, so another shape is another setting's state (``num_outputs``) or a malformed one.
+    List states (``cat``) hold any number of samples and are not checked here. ``owner`` and
+    ``origin`` name the metric and where the states come from in the messages.
+    """
+    problems = []
+    for name, default in metric._defaults.items():
+        key = prefix + name
+        if not isinstance(default, Tensor) or key not in states:
+            continue
+        value = states[key]
+        if not isinstance(value, Tensor):
+            problems.append(
+                f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
+                f"{owner} expects a tensor of shape {tuple(default.shape)}."
+            )
+        elif value.shape != default.shape:
+            problems.append(
+                f"size mismatch for {key}: the {origin}'s state has shape {tuple(value.shape)}, "
+                f"{owner} expects {tuple(default.shape)}."
+            )
+    return problems
 
 
 @dataclass(slots=True)
@@ -375,7 +406,9 @@ def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:
         return state
     for name in ("_source_at_reset", "_cleared_at_reset"):
         state.pop(name, None)
-    states = source.metric_state  # the source's deferred states written first (a window's)
+    # the source's deferred states written first (a window's), under its own state names (``_defaults``'
+    # order: Sum's `metric_state` names them as TorchMetrics does)
+    states = dict(zip(source._defaults, source.metric_state.values(), strict=True))
     for name in metric._defaults:
         value = states.get(name)
         if isinstance(value, Tensor):  # copied: a copy pickled with its source must not share a state updated in place

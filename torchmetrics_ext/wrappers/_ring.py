@@ -614,9 +614,11 @@ class StateRing:
             shape = tuple(self.defaults[name].shape)
             ring, back = state["rings"][name], state["back"][name]
             if tuple(ring.shape) != (count, *shape) or tuple(back.shape) != shape:
+                # the shape that differs: the updates' (``ring``'s rows) where they do, else the running sum's
+                saved = tuple(ring.shape[1:]) if tuple(ring.shape) != (count, *shape) else tuple(back.shape)
                 out.append(
                     f"size mismatch for the window's `{name}`: the checkpoint's updates have shape "
-                    f"{tuple(back.shape)}, this metric's {shape}."
+                    f"{saved}, this metric's {shape}."
                 )
             for what, saved in (("updates", ring), ("back", back)):
                 problem = dtype_problem(f"the window's `{name}` ({what})", saved, self.defaults[name].dtype, "window")

@@ -30,6 +30,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     note_settings,
     settings_problems,
     synced_problems,
+    tensor_state_problems,
 )
 from torchmetrics_ext.metrics.base import (
     GuardedMetric,
@@ -1164,6 +1165,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
         else:
             missing = sorted(set(life._defaults) - set(states))
             problems = [f"missing states {missing}."] if missing else []
+            origin = "merged metric" if isinstance(incoming_state, Windowed) else "merged dict"
+            owner = f"this Windowed({type(life).__name__})"
+            problems = problems or tensor_state_problems(life, states, "", owner, origin)
         if problems:
             raise ValueError(f"Cannot merge into Windowed({type(life).__name__}): " + " ".join(problems))
         hist = self._hist
@@ -1423,6 +1427,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
                     if isinstance(s, list)
                 }
                 problems += life._dtype_problems(ring_chunks, f"{key}.chunks.")
+        elif not problems:  # a TorchMetrics metric loads any tensor as a state: its ring's shapes are the defaults'
+            for child in ("lifetime", "window"):
+                problems += tensor_state_problems(life, state_dict, f"{prefix}{child}.", f"this {owner}")
         if problems:
             error_msgs.extend(problems)
             for name in [k for k in state_dict if k.startswith(prefix)]:

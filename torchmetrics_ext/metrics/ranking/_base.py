@@ -289,11 +289,8 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         weights: Tensor | None = None,
     ) -> None:
         """Add a batch: flat ``(N,)`` rows with ``indexes``, or padded ``(Q, L)`` lists."""
-        if not self.queries_complete_per_batch and isinstance(preds, Tensor) and preds.ndim == 1:  # `_keeps_rows`
-            if mask is None and indexes is not None and self.padding_value is None:  # `_batch_rows`' first case
-                kept = self._given_rows(preds, target, indexes, weights)
-            else:
-                kept = self._batch_rows(preds, target, indexes, mask, weights)
+        if self._keeps_rows(preds):
+            kept = self._batch_rows(preds, target, indexes, mask, weights)
             if kept is None:
                 return
             state = self.__dict__

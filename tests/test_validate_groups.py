@@ -1,10 +1,16 @@
 """``validate_args`` keeps metrics apart in MetricCollection compute groups; checkpoints stay the same."""
 
+import inspect
+import itertools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import log_loss
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 
 import torchmetrics_ext as tmx
 
@@ -23,29 +29,6 @@ def test_validated_log_loss_behind_unvalidated_ne_refuses_the_batch():
         collection.update(BAD_PREDS, BAD_TARGET)
     expected = log_loss(TARGET.numpy(), PREDS.double().numpy())
     assert collection["b"].compute().item() == pytest.approx(expected, rel=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("unchecked", "checked", "reference", "bad"),
-    [
-        (lambda: tmx.CTR(validate_args=False), tmx.CTR, lambda p, t: t.mean(), 1.5),
-        (lambda: tmx.Calibration(validate_args=False), tmx.CTR, lambda p, t: t.mean(), 1.5),
-        (
-            lambda: tmx.WeightedMSE(validate_args=False),
-            tmx.WeightedMSE,
-            lambda p, t: ((p - t) ** 2).mean(),
-            float("nan"),
-        ),
-    ],
-)
-def test_pointwise_families_never_group_across_validate_args(unchecked, checked, reference, bad):
-    collection = MetricCollection({"a": unchecked(), "b": checked()}, compute_groups=True)
-    collection.update(PREDS, TARGET)
-    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
-    with pytest.raises(ValueError, match="preds"):
-        collection.update(torch.tensor([bad, 0.9]), BAD_TARGET)
-    expected = reference(PREDS.double().numpy(), TARGET.double().numpy())
-    assert collection["b"].compute().item() == pytest.approx(float(np.asarray(expected)), rel=1e-12)
 
 
 @pytest.mark.parametrize("validate_args", [True, False])
@@ -148,17 +131,6 @@ def test_auc_never_groups_across_validate_args(options):
     assert merged.compute().item() == pytest.approx(expected, rel=1e-12)
 
 
-def test_grouped_auc_never_groups_across_validate_args():
-    groups = torch.tensor([0, 0, 1, 1])
-    collection = MetricCollection(
-        {"a": tmx.GroupedAUC(validate_args=False), "b": tmx.GroupedAUC()}, compute_groups=True
-    )
-    collection.update(PREDS, TARGET, groups)
-    assert collection.compute_groups == {0: ["a"], 1: ["b"]}
-    with pytest.raises(ValueError, match="preds"):
-        collection.update(BAD_PREDS, BAD_TARGET, torch.tensor([0, 1]))
-
-
 def _ndcg_reference(scores, relevance, k):
     """NDCG@k of each query (rows), linear gain and log2 discount, in numpy."""
     order = np.argsort(-scores, axis=1, kind="stable")
@@ -213,3 +185,265 @@ def test_multiclass_recall_and_reliability_never_group_across_validate_args():
     b.persistent(True)
     assert list(a.state_dict()) == list(b.state_dict())
     b.load_state_dict(a.state_dict())
+
+
+# --- every exported metric taking validate_args ------------------------------------------------------------
+# Each case: (factory taking validate_args, a good batch, bad batches). The validated metric alone must
+# refuse at least one bad batch; every batch it refuses alone a MetricCollection(compute_groups=True)
+# must refuse too, whatever shares its group (an unvalidated metric of its class, another class).
+
+_P = torch.tensor([0.1, 0.9, 0.8, 0.2, 0.6, 0.3])
+_T = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+_IDS = torch.tensor([0, 0, 0, 1, 1, 1])
+_FLAT_GOOD = {"preds": _P, "target": _T}
+_GROUPS_GOOD = {"preds": _P, "target": _T, "groups": _IDS}
+_SESSIONS_GOOD = {"preds": _P, "target": _T, "sessions": _IDS}
+_TWO = torch.tensor([0.5, 0.9]), torch.tensor([0.0, 1.0])
+_NAN = float("nan")
+_FLAT_BAD: list[dict[str, torch.Tensor]] = [
+    {"preds": torch.tensor([1.5, 0.9]), "target": _TWO[1]},
+    {"preds": torch.tensor([-0.5, 0.9]), "target": _TWO[1]},
+    {"preds": torch.tensor([_NAN, 0.9]), "target": _TWO[1]},
+    {"preds": torch.tensor([float("inf"), 0.9]), "target": _TWO[1]},
+    {"preds": _TWO[0], "target": torch.tensor([2.0, 1.0])},
+    {"preds": _TWO[0], "target": torch.tensor([-1.0, 1.0])},
+    {"preds": _TWO[0], "target": torch.tensor([0.5, 1.0])},
+    {"preds": _TWO[0], "target": torch.tensor([_NAN, 1.0])},
+    {"preds": _TWO[0], "target": _TWO[1], "weights": torch.tensor([-1.0, 1.0])},
+    {"preds": _TWO[0], "target": _TWO[1], "weights": torch.tensor([_NAN, 1.0])},
+    {"preds": _TWO[0], "target": torch.tensor([0.0, 1.0, 1.0])},
+]
+_RANK_GOOD = {"preds": torch.tensor([[0.1, 0.9, 0.8], [0.2, 0.6, 0.3]]), "target": torch.tensor([[0, 1, 0], [1, 1, 0]])}
+_ROW = torch.tensor([[0.1, 0.9, 0.8]])
+_RANK_BAD: list[dict[str, torch.Tensor]] = [
+    {"preds": torch.tensor([[_NAN, 0.9, 0.8]]), "target": torch.tensor([[0, 1, 0]])},
+    {"preds": _ROW, "target": torch.tensor([[-1, 1, 0]])},
+    {"preds": _ROW, "target": torch.tensor([[0, 1]])},
+    {"preds": _ROW, "target": torch.tensor([[0, 1, 0]]), "weights": torch.tensor([-1.0])},
+    {"preds": _ROW, "target": torch.tensor([[0, 1, 0]]), "weights": torch.tensor([_NAN])},
+]
+
+
+def _with(extra: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    return [bad | extra for bad in _FLAT_BAD]
+
+
+_FLAT_NAMES = (
+    "AUC AUPRC CTR Calibration CalibrationFreeNE HindsightTargetPR LabelAverage LogLoss NEPositive "
+    "NormalizedEntropy NumMissingLabels NumPositiveSamples NumServingExamples RecalibratedCalibration "
+    "RecalibratedNE RegressionAUC Reliability SumWeights WeightedAccuracy WeightedAverage WeightedMAE WeightedMSE "
+    "WeightedNMSE WeightedNRMSE WeightedPrecision WeightedR2 WeightedRMSE WeightedRecall WeightedSumPredictions XAUC"
+).split()
+
+
+def _flat(name: str, **options: Any) -> tuple[Callable[..., Metric], dict[str, torch.Tensor], list[dict]]:
+    return (lambda **kw: getattr(tmx, name)(**options, **kw), _FLAT_GOOD, _FLAT_BAD)
+
+
+_CASES: dict[str, tuple[Callable[..., Metric], dict[str, torch.Tensor], list[dict]]] = {
+    **{name: _flat(name) for name in _FLAT_NAMES},
+    "AUC-binned": _flat("AUC", num_bins=100),
+    **{
+        name: (lambda name=name, **kw: getattr(tmx, name)(k=2, **kw), _RANK_GOOD, _RANK_BAD)
+        for name in ("F1AtK", "HitRate", "MAP", "MRR", "NDCG", "PrecisionAtK", "RecallAtK")
+    },
+    "NDCG-per-batch": (lambda **kw: tmx.NDCG(k=2, queries_complete_per_batch=True, **kw), _RANK_GOOD, _RANK_BAD),
+    "RPrecision": (lambda **kw: tmx.RPrecision(**kw), _RANK_GOOD, _RANK_BAD),
+    "RankingMetrics": (lambda **kw: tmx.RankingMetrics(ks=[2], **kw), _RANK_GOOD, _RANK_BAD),
+    "MulticlassRecallAtK": (
+        lambda **kw: tmx.MulticlassRecallAtK(k=2, num_classes=3, **kw),
+        {"preds": _RANK_GOOD["preds"], "target": torch.tensor([1, 2])},
+        [
+            {"preds": _ROW, "target": torch.tensor([3])},
+            {"preds": torch.tensor([[_NAN, 0.1, 0.2]]), "target": torch.tensor([1])},
+            {"preds": _ROW, "target": torch.tensor([1]), "weights": torch.tensor([-1.0])},
+        ],
+    ),
+    "MultiLabelPrecision": (
+        lambda **kw: tmx.MultiLabelPrecision(num_labels=3, **kw),
+        {"preds": torch.tensor([5, 3, 1]), "target": torch.tensor([1, 3, 4])},
+        [
+            {"preds": torch.tensor([8, 1]), "target": torch.tensor([1, 1])},
+            {"preds": torch.tensor([-1, 1]), "target": torch.tensor([1, 1])},
+            {"preds": torch.tensor([1, 1]), "target": torch.tensor([1, 1]), "weights": torch.tensor([-1.0, 1.0])},
+        ],
+    ),
+    **{
+        name: (
+            lambda name=name, **kw: getattr(tmx, name)(**kw),
+            _GROUPS_GOOD,
+            _with({"groups": torch.tensor([0, 0])}),
+        )
+        for name in ("GroupedAUC", "GroupedAUPRC")
+    },
+    **{
+        name: (
+            lambda name=name, **kw: getattr(tmx, name)(k=2, **kw),
+            _SESSIONS_GOOD,
+            _with({"sessions": torch.tensor([0, 0])}),
+        )
+        for name in ("SessionPrecisionAtK", "SessionRecallAtK")
+    },
+    "TensorWeightedAverage": (
+        lambda **kw: tmx.TensorWeightedAverage(**kw),
+        {"values": _P},
+        [{"values": torch.tensor([_NAN])}, {"values": torch.tensor([1.0]), "weights": torch.tensor([-1.0])}],
+    ),
+    "TowerQPS": (
+        lambda **kw: tmx.TowerQPS(clock=lambda: 1.0, **kw),
+        {"preds": _P},
+        [{"num_examples": torch.tensor(-1.0)}, {"num_examples": torch.tensor(_NAN)}],
+    ),
+    "TowerQPS-window": (
+        lambda **kw: tmx.TowerQPS(clock=lambda: 1.0, window_seconds=10.0, **kw),
+        {"preds": _P},
+        [{"num_examples": torch.tensor(-1.0)}],
+    ),
+    "Windowed": (lambda **kw: tmx.Windowed(tmx.LogLoss(**kw), window_size=4), _FLAT_GOOD, _FLAT_BAD),
+    "Windowed-XAUC": (lambda **kw: tmx.Windowed(tmx.XAUC(**kw), window_size=4), _FLAT_GOOD, _FLAT_BAD),
+    "Segmented": (
+        lambda **kw: tmx.Segmented(tmx.LogLoss(**kw), num_segments=2),
+        {"preds": _P, "target": _T, "segments": _IDS % 2},
+        _with({"segments": torch.tensor([0, 1])}),
+    ),
+    "Segmented-WeightedMSE": (
+        lambda **kw: tmx.Segmented(tmx.WeightedMSE(**kw), num_segments=2),
+        {"preds": _P, "target": _T, "segments": _IDS % 2},
+        _with({"segments": torch.tensor([0, 1])}),
+    ),
+}
+_ABSTRACT = {"GuardedMetric", "TaskMetric"}  # bases, no update of their own
+
+
+def test_every_exported_metric_taking_validate_args_has_a_case():
+    takes = set()
+    for name in tmx.__all__:
+        obj = getattr(tmx, name)
+        if inspect.isclass(obj) and issubclass(obj, Metric) and name not in _ABSTRACT:
+            try:
+                obj.__init__  # noqa: B018
+                params = inspect.signature(obj.__init__).parameters
+            except (TypeError, ValueError):  # pragma: no cover
+                continue
+            if "validate_args" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                takes.add(name)
+    # Throughput takes no validate_args (its kwargs are TorchMetrics' options)
+    takes.discard("Throughput")
+    covered = {name.split("-")[0] for name in _CASES}
+    assert takes <= covered, sorted(takes - covered)
+
+
+def _refused(make: Callable[..., Metric], good: dict, bads: list[dict]) -> list[dict]:
+    """The bad batches a validated metric alone refuses after the good batch (ValueError/TypeError)."""
+    refused = []
+    for bad in bads:
+        metric = make()
+        metric.update(**good)
+        try:
+            metric.update(**bad)
+        except (ValueError, TypeError):
+            refused.append(bad)
+    return refused
+
+
+def _states(metric: Metric) -> dict[str, Any]:
+    """A metric's states under its checkpoint names (list states concatenated), comparable across settings."""
+    metric.persistent(True)
+    out = {}
+    for key, value in metric.state_dict().items():
+        if isinstance(value, list):
+            value = torch.cat(value) if value else torch.zeros(0)
+        out[key] = value
+    return out
+
+
+def _assert_same_states(metric: Metric, expected: Metric) -> None:
+    ours, theirs = _states(metric), _states(expected)
+    assert list(ours) == list(theirs)
+    for key in ours:
+        if isinstance(theirs[key], torch.Tensor):
+            torch.testing.assert_close(ours[key], theirs[key], equal_nan=True, msg=key)
+
+
+@pytest.mark.parametrize("name", list(_CASES))
+@pytest.mark.parametrize("checked_first", [True, False])
+def test_collection_refuses_what_the_validated_member_refuses(name, checked_first):
+    make, good, bads = _CASES[name]
+    refused = _refused(make, good, bads)
+    assert refused, f"{name} refuses none of the bad batches: give it one"
+    for bad in refused:
+        members = {"checked": make(), "unchecked": make(validate_args=False)}
+        if not checked_first:
+            members = dict(reversed(members.items()))
+        collection = MetricCollection(members, compute_groups=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            collection.update(**good)
+        assert not any(len(group) > 1 for group in collection.compute_groups.values()), collection.compute_groups
+        with pytest.raises((ValueError, TypeError)):
+            collection.update(**bad)
+        # the validated member holds the good batch alone, as a fresh metric fed only it
+        fresh = make()
+        fresh.update(**good)
+        _assert_same_states(collection["checked"], fresh)
+
+
+@pytest.mark.parametrize("name", list(_CASES))
+def test_checkpoints_and_merges_across_validate_args(name):
+    """Checkpoints keep their keys and load, and ``metric_state`` merges, across either setting."""
+    make, good, _ = _CASES[name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for source_checked, target_checked in itertools.product((True, False), repeat=2):
+            source = make(validate_args=source_checked)
+            source.update(**good)
+            target = make(validate_args=target_checked)
+            target.persistent(True)
+            source.persistent(True)
+            target.load_state_dict(source.state_dict())
+            reference = make()
+            reference.update(**good)
+            _assert_same_states(target, reference)
+            if isinstance(source, tmx.Windowed):
+                continue  # Windowed merges another Windowed or the wrapped metric's states (test_windowed)
+            merged = make(validate_args=target_checked)
+            merged.merge_state(source.metric_state)
+            merged.merge_state(source)
+            doubled = make()
+            doubled.update(**good)
+            doubled.update(**good)
+            _assert_same_states(merged, doubled)
+
+
+def _pair_cases() -> list[tuple[str, str]]:
+    """Pairs of cases of one input kind whose validated metrics hold states of the same names (may group)."""
+    pairs = []
+    for a, b in itertools.permutations(_CASES, 2):
+        (make_a, good_a, _), (make_b, good_b, _) = _CASES[a], _CASES[b]
+        if good_a is not good_b:
+            continue
+        if set(make_a()._defaults) == set(make_b()._defaults):
+            pairs.append((a, b))
+    return pairs
+
+
+@pytest.mark.parametrize(("first", "second"), _pair_cases())
+@pytest.mark.parametrize("first_checked", [True, False])
+def test_metrics_grouped_together_refuse_what_either_refuses(first, second, first_checked):
+    """A validated metric grouped behind another class's (NE and LogLoss, the regression errors) is refused for."""
+    make_a, good, _ = _CASES[first]
+    make_b, _, bads = _CASES[second]
+    for bad in _refused(make_b, good, bads):
+        collection = MetricCollection({"a": make_a(validate_args=first_checked), "b": make_b()}, compute_groups=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            collection.update(**good)
+        grouped = collection.compute_groups == {0: ["a", "b"]}
+        if not first_checked:
+            assert not grouped, collection.compute_groups
+        # an unvalidated first member may fail on the batch itself first (a shape it cannot view)
+        with pytest.raises((ValueError, TypeError) if first_checked else Exception):
+            collection.update(**bad)
+        fresh = make_b()
+        fresh.update(**good)
+        _assert_same_states(collection["b"], fresh)

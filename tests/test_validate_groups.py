@@ -447,3 +447,50 @@ def test_metrics_grouped_together_refuse_what_either_refuses(first, second, firs
         fresh = make_b()
         fresh.update(**good)
         _assert_same_states(collection["b"], fresh)
+
+
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        {"ne": {"validate_args": False}, "log_loss": {}},
+        {"ne": {}, "log_loss": {"validate_args": False}},
+        {"mse": {"validate_args": False}, "mae": {}, "ctr": {"validate_args": False}, "calibration": {}},
+        {"xauc": {"validate_args": False}, "regression_auc": {}, "auc": {"validate_args": False}},
+    ],
+)
+def test_module_with_mixed_validate_args_refuses_what_a_validated_metric_refuses(metrics):
+    """RecMetricModule groups by shared statistics (either setting): one validated metric checks the step for all."""
+    module = tmx.RecMetricModule.from_config(
+        {"tasks": [{"name": "t", "session_id_name": "session"}], "metrics": metrics, "throughput": False}
+    )
+    good = {"prediction": _P, "label": _T, "session": _IDS}
+    module.update(good)
+    for bad in ({"prediction": torch.tensor([1.5, 0.9])}, {"prediction": torch.tensor([_NAN, 0.9])}):
+        with pytest.raises(ValueError, match=r"prediction|preds"):
+            module.update({"label": _TWO[1], "session": torch.tensor([0, 0])} | bad)
+    fresh = tmx.RecMetricModule.from_config(
+        {"tasks": [{"name": "t", "session_id_name": "session"}], "metrics": list(metrics), "throughput": False}
+    )
+    fresh.update(good)
+    expected, values = fresh.compute(), module.compute()
+    assert list(values) == list(expected)
+    for key in expected:
+        torch.testing.assert_close(values[key], expected[key], equal_nan=True, msg=key)
+    if "log_loss" in metrics:
+        assert values["log_loss/t"].item() == pytest.approx(log_loss(_T.numpy(), _P.double().numpy()), rel=1e-12)
+
+
+def test_cli_demo_collection_refuses_a_batch_any_member_refuses():
+    """The CLI's MetricCollection(compute_groups=True): grouped members (CTR/Calibration, the errors) refuse too."""
+    from torchmetrics_ext.cli import demo_metrics
+
+    collection = demo_metrics(1)
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    collection.update(_P, _T, groups=groups)
+    assert any(len(group) > 1 for group in collection.compute_groups.values())
+    with pytest.raises(ValueError, match="preds"):
+        collection.update(torch.tensor([1.5, 0.9]), _TWO[1], groups=torch.tensor([0, 1]))
+    fresh = demo_metrics(1)
+    fresh.update(_P, _T, groups=groups)
+    for name in fresh:
+        _assert_same_states(collection[name], fresh[name])

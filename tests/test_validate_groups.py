@@ -404,8 +404,16 @@ def test_checkpoints_and_merges_across_validate_args(name):
             reference = make()
             reference.update(**good)
             _assert_same_states(target, reference)
+            # metric_state names the states as checkpoints do, under either setting
+            assert list(source.metric_state) == list(reference.metric_state)
             if isinstance(source, tmx.Windowed):
-                continue  # Windowed merges another Windowed or the wrapped metric's states (test_windowed)
+                # a Windowed merges another Windowed or its lifetime's states
+                merged = make(validate_args=target_checked)
+                merged.merge_state(source.lifetime.metric_state)
+                merged.merge_state(source)
+                reference.update(**good)  # the batch twice
+                torch.testing.assert_close(merged.lifetime.compute(), reference.lifetime.compute())
+                continue
             merged = make(validate_args=target_checked)
             merged.merge_state(source.metric_state)
             merged.merge_state(source)

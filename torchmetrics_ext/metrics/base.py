@@ -730,15 +730,19 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
 
     @property
     def metric_state(self) -> dict[str, list[Tensor] | Tensor]:
-        """TorchMetrics' ``metric_state``, the states an owner writes when read written first.
+        """TorchMetrics' ``metric_state`` named as ``state_dict`` saves them; states an owner writes, written first.
 
         A :class:`~torchmetrics_ext.Windowed`'s window metric (and a binned metric's lifetime) read
         through a reference kept across updates: see
         :func:`~torchmetrics_ext.utilities.ownership.write_deferred_states`. ``merge_state`` of such a
-        metric reads its states here.
+        metric reads its states here. An unvalidated metric names its states ``<name>_unchecked``
+        in memory only (:meth:`TaskMetric._unchecked_state_name`): here they are ``<name>`` under
+        either ``validate_args``, in the order of ``_defaults``, as ``Sum``'s are TorchMetrics' names.
         """
         write_deferred_states(self)
-        return super().metric_state
+        states = super().metric_state
+        saved_names = self.__dict__.get("_saved_state_names")
+        return {saved_names.get(name, name): value for name, value in states.items()} if saved_names else states
 
     def _as_list_states(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """``states`` with a list state given as one tensor (a synced metric's: its chunks joined) as a list of it."""

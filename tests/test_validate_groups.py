@@ -13,6 +13,7 @@ from sklearn.metrics import log_loss
 from torchmetrics import Metric, MetricCollection
 
 import torchmetrics_ext as tmx
+import torchmetrics_ext.aggregation as agg
 
 PREDS, TARGET = torch.tensor([0.1, 0.9, 0.8, 0.2]), torch.tensor([0, 1, 0, 1])
 BAD_PREDS, BAD_TARGET = torch.tensor([1.5, 0.9]), torch.tensor([0, 1])
@@ -196,6 +197,7 @@ _P = torch.tensor([0.1, 0.9, 0.8, 0.2, 0.6, 0.3])
 _T = torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
 _IDS = torch.tensor([0, 0, 0, 1, 1, 1])
 _FLAT_GOOD = {"preds": _P, "target": _T}
+_VALUES_GOOD = {"value": torch.tensor([1.0, 2.0, 0.5])}
 _GROUPS_GOOD = {"preds": _P, "target": _T, "groups": _IDS}
 _SESSIONS_GOOD = {"preds": _P, "target": _T, "sessions": _IDS}
 _TWO = torch.tensor([0.5, 0.9]), torch.tensor([0.0, 1.0])
@@ -311,14 +313,34 @@ _CASES: dict[str, tuple[Callable[..., Metric], dict[str, torch.Tensor], list[dic
         {"preds": _P, "target": _T, "segments": _IDS % 2},
         _with({"segments": torch.tensor([0, 1])}),
     ),
+    **{
+        name: (
+            lambda name=name, **kw: getattr(agg, name)(**kw),
+            _VALUES_GOOD,
+            [{"value": torch.tensor([_NAN])}, {"value": torch.tensor([float("inf")])}, {"value": "x"}],
+        )
+        for name in ("Sum", "Mean", "Max", "Min", "Distribution")
+    },
+    "Mean-weighted": (
+        lambda **kw: agg.Mean(**kw),
+        {"value": torch.tensor([1.0, 2.0]), "weight": torch.tensor([1.0, 3.0])},
+        [{"value": torch.tensor([1.0]), "weight": torch.tensor([-1.0])}],
+    ),
+    "CategoricalCount": (
+        lambda **kw: agg.CategoricalCount(**kw),
+        {"categories": ["a", "b"]},
+        [{"categories": [1.5]}, {"categories": torch.tensor([1.5])}],
+    ),
 }
-_ABSTRACT = {"GuardedMetric", "TaskMetric"}  # bases, no update of their own
+_ABSTRACT = {"GuardedMetric", "TaskMetric", "AggregationMetric"}  # bases, no update of their own
+# known gap: CategoricalCount of either setting shares one group; an unvalidated one first takes a float tensor
+# (its three states are read by name throughout: not renamed yet)
+_KNOWN_GAPS = {"CategoricalCount"}
 
 
 def test_every_exported_metric_taking_validate_args_has_a_case():
     takes = set()
-    for name in tmx.__all__:
-        obj = getattr(tmx, name)
+    for name, obj in [(n, getattr(tmx, n)) for n in tmx.__all__] + [(n, getattr(agg, n)) for n in agg.__all__]:
         if inspect.isclass(obj) and issubclass(obj, Metric) and name not in _ABSTRACT:
             try:
                 obj.__init__  # noqa: B018
@@ -365,8 +387,16 @@ def _assert_same_states(metric: Metric, expected: Metric) -> None:
             torch.testing.assert_close(ours[key], theirs[key], equal_nan=True, msg=key)
 
 
-@pytest.mark.parametrize("name", list(_CASES))
-@pytest.mark.parametrize("checked_first", [True, False])
+@pytest.mark.parametrize(
+    ("name", "checked_first"),
+    [
+        pytest.param(name, first, marks=pytest.mark.xfail(strict=True, reason="_KNOWN_GAPS"))
+        if name in _KNOWN_GAPS
+        else (name, first)
+        for name in _CASES
+        for first in (True, False)
+    ],
+)
 def test_collection_refuses_what_the_validated_member_refuses(name, checked_first):
     make, good, bads = _CASES[name]
     refused = _refused(make, good, bads)

@@ -268,6 +268,7 @@ def test_validated_cross_entropy_skips_only_a_clamp_that_changes_nothing(eta, in
         checked.update(preds, target, weights)
         trusted.update(preds, target, weights)
         for key, value in checked.metric_state.items():
+            # metric_state names the states as checkpoints do under either validate_args
             assert torch.equal(value, trusted.metric_state[key]), key
     p, y = np.clip(preds.numpy(), eta, 1 - eta), target.numpy()
     w = np.ones(n) if weights is None else weights.numpy()

@@ -196,7 +196,9 @@ class Distribution(AggregationMetric[SketchBatch]):
             for name, short in (("relative_accuracy", "acc"), ("min_value", "min"), ("max_value", "max"))
             if getattr(self.spec, name) != getattr(default, name)
         )
-        self._counts_state = self._setting_state_name("bucket_counts", tag)
+        # and validate_args, in memory only (see TaskMetric._unchecked_state_name): an unvalidated one
+        # first in a compute group took the NaN/inf a validated one refuses alone
+        self._counts_state = self._unchecked_state_name(self._setting_state_name("bucket_counts", tag))
         self.add_state(
             self._counts_state, default=torch.zeros(self.spec.size, dtype=torch.float64), dist_reduce_fx="sum"
         )

@@ -504,6 +504,36 @@ class CheckpointedStates(Metric):
         # version-1 checkpoints hold under the plain name for the default setting: not read (see
         # _default_settings_name)
         self._default_settings_names: dict[str, str] = {}
+        # in-memory state name -> the name checkpoints give it, for states named in memory only after a
+        # setting that changes how they update, not what they hold (see TaskMetric._unchecked_state_name)
+        self._saved_state_names: dict[str, str] = {}
+
+    def _memory_name(self, name: str) -> str | None:
+        """The in-memory name of the state checkpoints call ``name``, where only memory names it otherwise."""
+        saved_names = self.__dict__.get("_saved_state_names")
+        ours = f"{name}_unchecked"
+        return ours if saved_names and saved_names.get(ours) == name else None
+
+    def __getattr__(self, name: str) -> Any:
+        """A state read under its checkpoint name (``AUC(validate_args=False).preds``), as with either setting.
+
+        Only reached where ordinary lookup fails (never on the update path); anything else is
+        ``torch.nn.Module``'s lookup.
+        """
+        ours = self._memory_name(name)
+        if ours is not None:
+            return self.__dict__[ours]
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """A state written under its checkpoint name is written to the state (see :meth:`__getattr__`).
+
+        A plain attribute of that name would shadow the state for reads while the metric kept
+        updating and computing the state itself.
+        """
+        if self.__dict__.get("_saved_state_names"):  # an unvalidated metric's (nothing to map otherwise)
+            name = self._memory_name(name) or name
+        super().__setattr__(name, value)
 
     def __getstate__(self) -> dict[str, Any]:
         """TorchMetrics' state for copies and pickles; a metric reporting another's states copies as its own.
@@ -630,6 +660,23 @@ class CheckpointedStates(Metric):
     def _merged_kind(self) -> str:
         """The metric another one must be to merge into this one: its class (a wrapper adds the wrapped metric's)."""
         return type(self).__name__
+
+    def state_dict(  # type: ignore[override]  # TorchMetrics' signature
+        self, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False
+    ) -> dict[str, Any]:
+        """TorchMetrics' ``state_dict``; states named after a setting in memory only keep their checkpoint names.
+
+        See ``_saved_state_names`` (``TaskMetric._unchecked_state_name``): TorchMetrics writes the states
+        last, here renamed in place, in their order.
+        """
+        destination = super().state_dict(destination=destination, prefix=prefix, keep_vars=keep_vars)
+        saved_names = self.__dict__.get("_saved_state_names")
+        if saved_names:
+            own = [name for name in self._defaults if prefix + name in destination]
+            entries = [destination.pop(prefix + name) for name in own]
+            for name, value in zip(own, entries, strict=True):
+                destination[prefix + saved_names.get(name, name)] = value
+        return destination
 
     def _save_to_state_dict(self, destination: dict[str, Any], prefix: str, keep_vars: bool) -> None:
         super()._save_to_state_dict(destination, prefix, keep_vars)

@@ -687,11 +687,15 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         if isinstance(incoming_state, GuardedMetric):
             theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
             if merge_settings_differ(
-                theirs, ours, same_states=incoming_state._defaults.keys() == self._defaults.keys()
+                theirs,
+                ours,
+                same_states=self._states_under_own_names(dict.fromkeys(incoming_state._defaults)).keys()
+                == self._defaults.keys(),
             ):
                 raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
+            states = self._states_under_own_names(states)
             if not isinstance(incoming_state, Metric):
                 # a dict of an earlier version's states (a checkpoint's: NE's without `neg_labels`) lacks the
                 # states added since: derived from the others, as load_state_dict derives them
@@ -718,6 +722,22 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         self._computed = None
         _count_states_written(self)
 
+    def _states_under_own_names(self, states: Mapping[str, Any]) -> dict[str, Any]:
+        """``states`` under this metric's names: those named as checkpoints or the other ``validate_args`` names them.
+
+        See :meth:`TaskMetric._unchecked_state_name`: only the in-memory names differ.
+        """
+        states = dict(states)
+        saved_names = self.__dict__.get("_saved_state_names") or {}
+        for name in list(states):
+            if name in self._defaults:
+                continue
+            plain = name.removesuffix("_unchecked")
+            ours = plain if plain in self._defaults else f"{plain}_unchecked"
+            if ours in self._defaults and ours not in states and saved_names.get(ours, ours) == plain:
+                states[ours] = states.pop(name)
+        return states
+
     def _merge_derivations(self) -> dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]]:
         """The load rules (``_derived_states``) a dict given to :meth:`merge_state` is completed by: none here.
 
@@ -738,15 +758,19 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
 
     @property
     def metric_state(self) -> dict[str, list[Tensor] | Tensor]:
-        """TorchMetrics' ``metric_state``, the states an owner writes when read written first.
+        """TorchMetrics' ``metric_state`` named as ``state_dict`` saves them; states an owner writes, written first.
 
         A :class:`~torchmetrics_ext.Windowed`'s window metric (and a binned metric's lifetime) read
         through a reference kept across updates: see
         :func:`~torchmetrics_ext.utilities.ownership.write_deferred_states`. ``merge_state`` of such a
-        metric reads its states here.
+        metric reads its states here. An unvalidated metric names its states ``<name>_unchecked``
+        in memory only (:meth:`TaskMetric._unchecked_state_name`): here they are ``<name>`` under
+        either ``validate_args``, in the order of ``_defaults``, as ``Sum``'s are TorchMetrics' names.
         """
         write_deferred_states(self)
-        return super().metric_state
+        states = super().metric_state
+        saved_names = self.__dict__.get("_saved_state_names")
+        return {saved_names.get(name, name): value for name, value in states.items()} if saved_names else states
 
     def _as_list_states(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """``states`` with a list state given as one tensor (a synced metric's: its chunks joined) as a list of it."""
@@ -1038,6 +1062,25 @@ class TaskMetric(GuardedMetric):
             default=torch.full((self.num_tasks,), fill, dtype=torch.float64),
             dist_reduce_fx=dist_reduce_fx,
         )
+
+    def _unchecked_state_name(self, name: str) -> str:
+        """``name`` in memory: followed by ``_unchecked`` for an unvalidated metric; checkpoints keep ``name``.
+
+        :class:`~torchmetrics.MetricCollection` puts metrics whose states have the same names and
+        equal values after the first update into one compute group, whose first member alone
+        updates: a validated metric behind an unvalidated one took the batches it refuses alone.
+        ``validate_args`` changes what an update accepts, not what the states hold, so it names the
+        states in memory only: ``state_dict`` saves them under ``name`` and either setting's
+        checkpoint loads (and its ``metric_state`` merges) into the other.
+        """
+        if self.validate_args:
+            return name
+        ours = f"{name}_unchecked"
+        self._saved_state_names[ours] = name
+        # former names noted for `name` (older checkpoints' spellings) load into it under either setting
+        self._former_patterns[:] = [(p, ours if n == name else n) for p, n in self._former_patterns]
+        self._load_former_names(ours, re.escape(name))
+        return ours
 
     def _checkpoint_settings(self) -> dict[str, Any]:
         """``num_tasks``: exact modes keep it in no state shape (their samples are flat, task-major rows)."""

@@ -285,7 +285,7 @@ class RecalibratedCalibration(_Recalibrated):
         super().__init__(num_tasks, recalibration_coefficient=c, from_logits=from_logits, **kwargs)
         # its states were named after an `eta` it accepted without using: checkpoints of any eta load
         logits = "_logits" if from_logits else ""
-        base = self._state_keys[0].removesuffix(logits)
+        base = self._saved_keys[0].removesuffix(logits)  # as checkpoints name it (either validate_args)
         self._load_former_names(self._state_keys[0], f"{re.escape(base)}_eta_[0-9a-z]+{re.escape(logits)}")
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:

@@ -76,7 +76,8 @@ class HindsightTargetPR(TaskMetric):
         self.from_logits = from_logits
         # states depend on the thresholds (and the logit transform), not on the target precision
         suffix = f"_{num_thresholds}" + ("_logits" if from_logits else "")
-        self._names = (f"pos_hist{suffix}", f"neg_hist{suffix}")
+        # and validate_args, in memory only (see TaskMetric._unchecked_state_name)
+        self._names = tuple(self._unchecked_state_name(f"{name}{suffix}") for name in ("pos_hist", "neg_hist"))
         for name in self._names:
             self.add_state(
                 name, default=torch.zeros(num_tasks, num_thresholds + 1, dtype=torch.float64), dist_reduce_fx="sum"

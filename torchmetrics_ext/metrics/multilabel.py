@@ -64,7 +64,9 @@ class MultiLabelPrecision(TaskMetric):
         super().__init__(num_tasks, **kwargs)
         self.num_labels = num_labels
         self.label_names = list(label_names) if label_names is not None else [f"label_{j}" for j in range(num_labels)]
-        for name in ("true_positives", "false_positives"):
+        # validate_args names them in memory only (see TaskMetric._unchecked_state_name)
+        self._names = tuple(self._unchecked_state_name(name) for name in ("true_positives", "false_positives"))
+        for name in self._names:
             self.add_state(name, default=torch.zeros(num_tasks, num_labels, dtype=torch.float64), dist_reduce_fx="sum")
 
     def _validate(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
@@ -73,10 +75,9 @@ class MultiLabelPrecision(TaskMetric):
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch of integer codes, ``(N,)`` or ``(T, N)``, with optional ``weights``."""
         p, t, w = F._format_codes(preds, target, weights, self.num_labels, self.num_tasks, self._check_inputs)
-        tp, fp = F._multi_label_update(p, t, w, self.num_labels)
-        self.true_positives.add_(tp)
-        self.false_positives.add_(fp)
+        for name, value in zip(self._names, F._multi_label_update(p, t, w, self.num_labels)):
+            getattr(self, name).add_(value)
 
     def compute(self) -> Tensor:
         """Per-label precision over everything accumulated."""
-        return self._squeeze_tasks(F._multi_label_compute(self.true_positives, self.false_positives))
+        return self._squeeze_tasks(F._multi_label_compute(*(getattr(self, name) for name in self._names)))

@@ -108,7 +108,9 @@ class _PointwiseMetric(TaskMetric):
                 )
             else:
                 keys.append(self._setting_state_name(former, ""))
-        self._state_keys = tuple(keys)
+        # validate_args names the states in memory only (see TaskMetric._unchecked_state_name)
+        self._saved_keys = tuple(keys)
+        self._state_keys = tuple(self._unchecked_state_name(name) for name in keys)
         for name in self._state_keys:
             self._add_task_state(name)
 
@@ -214,7 +216,8 @@ class _PointwiseMetric(TaskMetric):
     def shared_statistics_key(self) -> Hashable:
         """Metrics of one family (same kernel, same state names and ``from_logits``) hold equal states."""
         kernel = next(c for c in type(self).__mro__ if "_batch_stats" in vars(c))
-        return (kernel.__qualname__, self._state_keys, self.from_logits, self.num_tasks)
+        keys = self.__dict__.get("_saved_keys", self._state_keys)  # the same under either validate_args
+        return (kernel.__qualname__, keys, self.from_logits, self.num_tasks)
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
         raise NotImplementedError

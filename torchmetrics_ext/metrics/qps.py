@@ -125,8 +125,9 @@ class TowerQPS(TimeWindow, TaskMetric):
         # The warm-up decides which steps the states count, and leaves them zero until it ends: a
         # non-default warm-up is part of their names, so a MetricCollection never merges two.
         tag = "" if warmup_steps == _DEFAULT_WARMUP else f"warmup{warmup_steps}"
-        self._examples_state = self._setting_state_name("num_examples", tag)
-        self._seconds_state = self._setting_state_name("seconds", tag)
+        # and validate_args, in memory only (see TaskMetric._unchecked_state_name)
+        self._examples_state = self._unchecked_state_name(self._setting_state_name("num_examples", tag))
+        self._seconds_state = self._unchecked_state_name(self._setting_state_name("seconds", tag))
         self._add_task_state(self._examples_state)
         self._add_task_state(self._seconds_state, dist_reduce_fx="max")
         self.window_seconds = window
@@ -134,9 +135,9 @@ class TowerQPS(TimeWindow, TaskMetric):
             # the window decides which steps the window states keep: it is part of their names
             setting = "_".join(t for t in (tag, f"window{_tag(window)}") if t)
             names = (
-                "total_examples",
-                self._setting_state_name("window_examples", setting),
-                self._setting_state_name("window_elapsed", setting),
+                self._unchecked_state_name("total_examples"),
+                self._unchecked_state_name(self._setting_state_name("window_examples", setting)),
+                self._unchecked_state_name(self._setting_state_name("window_elapsed", setting)),
             )
             self._window_names = names
             for name, reduction in zip(names, ("sum", "sum", "max"), strict=True):
@@ -285,6 +286,7 @@ class TowerQPS(TimeWindow, TaskMetric):
         super().merge_state(incoming_state)  # checks the states first
         if theirs is None:  # the states that were merged: their window as one update
             states: Any = incoming_state if isinstance(incoming_state, dict) else incoming_state.metric_state
+            states = self._states_under_own_names(states)  # either validate_args' names
             examples = torch.as_tensor(states[self._window_names[1]], dtype=torch.float64)
             theirs = _as_one_update(examples, torch.as_tensor(states[self._window_names[2]]))
         device = self._window_states()[1].device

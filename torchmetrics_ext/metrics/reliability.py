@@ -109,7 +109,8 @@ class Reliability(TaskMetric):
             names.append(self._setting_state_name(edged, "logits" if from_logits else ""))
             if edges_tag:
                 self._default_settings_name(plain, names[-1])
-        self._names = tuple(names)
+        # and validate_args names them in memory only (see TaskMetric._unchecked_state_name)
+        self._names = tuple(self._unchecked_state_name(name) for name in names)
         for name in self._names:
             self.add_state(name, torch.zeros(num_tasks, self.num_bins, dtype=torch.float64), dist_reduce_fx="sum")
 

@@ -40,7 +40,8 @@ class _SessionMetric(TaskMetric):
         self.average: F.Average = average
         self.rank_labels = rank_labels = bool(rank_labels)  # checked: a bool or a NumPy bool
         suffix = f"_at_{k}" + ("_ranked_labels" if rank_labels else "")
-        self._names = tuple(name + suffix for name in F.SESSION_STATES)
+        # and validate_args, in memory only (see TaskMetric._unchecked_state_name)
+        self._names = tuple(self._unchecked_state_name(name + suffix) for name in F.SESSION_STATES)
         for name in self._names:
             self._add_task_state(name)
 

@@ -164,6 +164,7 @@ class Segmented(TaskMetric):
         self._former_patterns.extend(metric._former_patterns)
         self._derived_states.update(metric._derived_states)
         self._default_settings_names.update(metric._default_settings_names)
+        self._saved_state_names.update(metric._saved_state_names)  # named after validate_args in memory only
 
     def _merge_derivations(self) -> dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]]:
         """The wrapped metric's (per segment): its sums added since, derived as a load derives them."""

@@ -1266,7 +1266,10 @@ class Windowed(TensorArithmetic, WrapperMetric):
         """
         if not self._saves_window():
             return None
-        return self._ring.state() if self._hist is None else self._hist.state()
+        state = self._ring.state() if self._hist is None else self._hist.state()
+        # states named after `validate_args` in memory only keep their checkpoint names (loaded back
+        # as former names: see TaskMetric._unchecked_state_name)
+        return _renamed(state, self._child("lifetime").__dict__.get("_saved_state_names") or {})
 
     @torch.inference_mode(False)  # the loaded ring is written in place by later updates: never inference tensors
     def set_extra_state(self, state: Any) -> None:

@@ -188,7 +188,9 @@ class _CurveMetric(TaskMetric):
             # MetricCollection never merges the two settings into one compute group, whose members but
             # the first skip their own input checks (probabilities in [0, 1] or any finite logit).
             # Checkpoints written before hold `preds` with either setting (and record from_logits).
-            self._preds_state = self._setting_state_name("preds", "logits" if from_logits else "")
+            # (and after validate_args, in memory only: see TaskMetric._unchecked_state_name)
+            preds = self._setting_state_name("preds", "logits" if from_logits else "")
+            self._preds_state = self._unchecked_state_name(preds)
             if from_logits:
                 self._load_former_names(self._preds_state, "preds")
             self._add_list_state(self._preds_state, torch.float32)
@@ -208,6 +210,8 @@ class _CurveMetric(TaskMetric):
             self._hist_name = self._setting_state_name(bins, "logits" if from_logits else "")
             if bins != "hist":
                 self._default_settings_name("hist", self._hist_name)
+            # and after validate_args, in memory only (see TaskMetric._unchecked_state_name)
+            self._hist_name = self._unchecked_state_name(self._hist_name)
             hist = torch.zeros(2, num_tasks, num_bins, dtype=torch.float64)
             self.add_state(self._hist_name, hist, dist_reduce_fx="sum")
 

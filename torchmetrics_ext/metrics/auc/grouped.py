@@ -71,8 +71,10 @@ class _GroupedCurveMetric(TaskMetric):
         # (probabilities in [0, 1] or any finite logit). Checkpoints written before hold the plain names.
         logits = "logits" if from_logits else ""
         value_sum = f"group_{self._kind}_by_{weighting}_sum"
-        self._sum_states = (self._setting_state_name(value_sum, logits), f"group_{weighting}_sum")
-        self._preds_state = self._setting_state_name("preds", logits)
+        # and validate_args names them in memory only (see TaskMetric._unchecked_state_name)
+        value_state = self._unchecked_state_name(self._setting_state_name(value_sum, logits))
+        self._sum_states = (value_state, f"group_{weighting}_sum")
+        self._preds_state = self._unchecked_state_name(self._setting_state_name("preds", logits))
         if groups_complete_per_batch:
             # the per-group sums are the same for a score and its sigmoid: either setting's load
             other = value_sum if from_logits else f"{value_sum}_logits"

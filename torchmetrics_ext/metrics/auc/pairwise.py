@@ -49,14 +49,16 @@ class _PairwiseMetric(TaskMetric):
 
     def _values_per_sample(self) -> dict[str, int]:
         """One score, label and weight per task for each sample (sample-major rows)."""
-        return dict.fromkeys(_STATES, self.num_tasks)
+        return dict.fromkeys(self._pair_states, self.num_tasks)
 
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, **kwargs)
         # the order of the logits is that of the probabilities: the states (the scores as given)
         # and the value do not depend on it, only what the predictions are declared to be
         self.from_logits = check_flag("from_logits", from_logits)
-        for name in _STATES:
+        # validate_args names them in memory only (see TaskMetric._unchecked_state_name)
+        self._pair_states = tuple(self._unchecked_state_name(name) for name in _STATES)
+        for name in self._pair_states:
             self._add_list_state(name, torch.float64)
 
     def _checkpoint_settings(self) -> dict[str, Any]:
@@ -102,7 +104,7 @@ class _PairwiseMetric(TaskMetric):
         """
         rows = self._rows(preds, target, weights)
         if rows is not None:
-            for name, value in zip(_STATES, rows):
+            for name, value in zip(self._pair_states, rows):
                 getattr(self, name).append(value)
 
     def _list_update(
@@ -119,8 +121,8 @@ class _PairwiseMetric(TaskMetric):
             return None
         rows = appended_by(self, self._rows, preds, target, weights)
         if rows is None:
-            return {name: [] for name in _STATES}
-        return {name: [chunk] for name, chunk in zip(_STATES, rows)}
+            return {name: [] for name in self._pair_states}
+        return {name: [chunk] for name, chunk in zip(self._pair_states, rows)}
 
     def _rows(self, preds: Tensor, target: Tensor, weights: Tensor | None) -> tuple[Tensor, Tensor, Tensor] | None:
         """The batch validated (unless checked already) as the float64 sample-major chunks ``update`` stores.
@@ -172,7 +174,7 @@ class _PairwiseMetric(TaskMetric):
 
     def _pair_counts(self) -> F.PairCounts:
         """Pair totals in units of a per-task power of two (ratios need no more; see ``_pairwise_counts``)."""
-        return F._pairwise_counts(*(self._stacked(name) for name in _STATES), relative=True)
+        return F._pairwise_counts(*(self._stacked(name) for name in self._pair_states), relative=True)
 
 
 class RegressionAUC(_PairwiseMetric):

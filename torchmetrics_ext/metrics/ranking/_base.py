@@ -167,6 +167,8 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
             spelled = plain + "_pad" + repr(float(padding_value)).replace(".", "p").replace("-", "m").replace("+", "")
             if spelled != self._value_state:  # no other value is spelled so by either rule: read at any version
                 self._load_former_names(self._value_state, re.escape(spelled))
+        # and validate_args names it in memory only (see TaskMetric._unchecked_state_name)
+        self._value_state = self._unchecked_state_name(self._value_state)
         self.add_state(self._value_state, torch.zeros(len(self.requests), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if not queries_complete_per_batch:
@@ -187,7 +189,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         """The mode of a checkpoint holding ``saved``: exact with any row state, else per batch with its sums."""
         if any(name in saved for name in _ROW_STATES):
             return {"queries_complete_per_batch": False}
-        if "weight_sum" in saved or self._value_state in saved:
+        if "weight_sum" in saved or self._saved_state_names.get(self._value_state, self._value_state) in saved:
             return {"queries_complete_per_batch": True}
         return {}
 

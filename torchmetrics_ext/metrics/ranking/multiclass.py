@@ -81,6 +81,7 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
         # then never merge two cutoffs whose hits coincide on the first batch (the weight sum is shared).
         self._hit_state = f"hit_sum_k{k}_of{num_classes}"
         self._renamed_states["hit_sum"] = self._hit_state  # checkpoints saved before the rename
+        self._hit_state = self._unchecked_state_name(self._hit_state)  # validate_args, in memory only
         self.add_state(self._hit_state, torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("weight_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 

@@ -1187,6 +1187,18 @@ CONSTRUCTOR_ERRORS = [
     ),
     (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, r"Sum.update\(value.*standalone metric"),
     (dict(metrics={"x": lambda num_tasks: torchmetrics.MeanMetric()}), TypeError, "not one of the package's metrics"),
+    # a TorchMetrics class (or a partial of one), as a MetricCollection takes it: refused by name before the call,
+    # which its **kwargs took and TorchMetrics refused with a bare "Unexpected keyword arguments: `num_tasks`"
+    (
+        dict(metrics={"auroc": torchmetrics.classification.BinaryAUROC}),
+        TypeError,
+        r"Metric 'auroc' \(BinaryAUROC\) is not one of the package's metrics",
+    ),
+    (
+        dict(metrics={"mse": functools.partial(torchmetrics.MeanSquaredError, squared=False)}),
+        TypeError,
+        r"Metric 'mse' \(MeanSquaredError\) is not one of the package's metrics",
+    ),
     # the package's own wrapper, which the module builds itself: named as such, with the module's option instead
     (
         dict(metrics={"ctr": lambda num_tasks: tmx.Windowed(tmx.CTR(num_tasks), window_size=5)}),

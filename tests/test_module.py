@@ -1187,6 +1187,18 @@ CONSTRUCTOR_ERRORS = [
     ),
     (dict(metrics={"sum": lambda num_tasks: Sum()}), TypeError, r"Sum.update\(value.*standalone metric"),
     (dict(metrics={"x": lambda num_tasks: torchmetrics.MeanMetric()}), TypeError, "not one of the package's metrics"),
+    # a TorchMetrics class (or a partial of one), as a MetricCollection takes it: refused by name before the call,
+    # which its **kwargs took and TorchMetrics refused with a bare "Unexpected keyword arguments: `num_tasks`"
+    (
+        dict(metrics={"auroc": torchmetrics.classification.BinaryAUROC}),
+        TypeError,
+        r"Metric 'auroc' \(BinaryAUROC\) is not one of the package's metrics",
+    ),
+    (
+        dict(metrics={"mse": functools.partial(torchmetrics.MeanSquaredError, squared=False)}),
+        TypeError,
+        r"Metric 'mse' \(MeanSquaredError\) is not one of the package's metrics",
+    ),
     # the package's own wrapper, which the module builds itself: named as such, with the module's option instead
     (
         dict(metrics={"ctr": lambda num_tasks: tmx.Windowed(tmx.CTR(num_tasks), window_size=5)}),
@@ -5664,3 +5676,54 @@ def test_a_sparse_step_column_is_a_type_error_naming_it(column):
     gauc = np.mean([roc_auc_score(y[i : i + 2], p[i : i + 2]) for i in (0, 2, 4)])
     np.testing.assert_allclose([values["auc/c"], values["auc/c/window"]], [auc, auc], rtol=1e-9)
     np.testing.assert_allclose([values["gauc/c"], values["gauc/c/window"]], [gauc, gauc], rtol=1e-9)
+
+
+def _plain_mrr(rows: list[tuple[int, float, int]]) -> float:
+    """Mean over queries with a relevant row of 1 / rank of the first one (plain Python; no ties in the scores)."""
+    queries: dict[int, list[tuple[float, int]]] = {}
+    for query, score, label in rows:
+        queries.setdefault(query, []).append((score, label))
+    ranks = []
+    for rows_of_query in queries.values():
+        ordered = sorted(rows_of_query, key=lambda row: -row[0])
+        labels = [label for _, label in ordered]
+        if any(labels):
+            ranks.append(1.0 / (labels.index(1) + 1))
+    return sum(ranks) / len(ranks)
+
+
+def test_a_ranking_metric_given_already_updated_to_several_tasks_is_refused_and_keeps_its_rows():
+    """A ranking metric has no task dimension: the module keeps a copy per task, and the copies of one given with
+    rows had each counted those rows (fed for no task) in every task's value (both tasks' MRR 0.75 instead of
+    the 1.0 of their own rows). Refused by name, the metric unchanged; one task keeps them, as a metric outside a
+    compute group does (its value over all its rows), and the metric reset is taken for any number of tasks."""
+    earlier = [(0, 0.9, 0), (0, 0.1, 1)]  # MRR 0.5
+    mrr = tmx.MRR()
+    mrr.update(
+        torch.tensor([s for _, s, _ in earlier]),
+        torch.tensor([y for *_, y in earlier]),
+        indexes=torch.tensor([q for q, *_ in earlier]),
+    )
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred", session_id_name="query") for t in ("click", "buy")]
+    with pytest.raises(ValueError, match=r"Metric 'mrr' \(MRR\) already holds rows .*every one of the 2 tasks"):
+        tmx.RecMetricModule(tasks, {"mrr": mrr}, throughput=False)
+    assert mrr.update_count == 1
+    assert mrr.compute().item() == pytest.approx(_plain_mrr(earlier), rel=1e-12)
+
+    step = {"query": torch.tensor([7, 7, 7]), "click_pred": torch.tensor([0.9, 0.2, 0.4])}
+    step |= {"click_label": torch.tensor([1, 0, 0]), "buy_pred": torch.tensor([0.3, 0.8, 0.1])}
+    step |= {"buy_label": torch.tensor([0, 0, 1])}
+    single = tmx.RecMetricModule(tasks[:1], {"mrr": mrr}, throughput=False)
+    single.update({k: v for k, v in step.items() if not k.startswith("buy")})
+    click = [(7, s, y) for s, y in zip(step["click_pred"].tolist(), step["click_label"].tolist())]
+    assert single.compute()["mrr/click"].item() == pytest.approx(_plain_mrr(earlier + click), rel=1e-12)
+
+    fresh = tmx.MRR()
+    fresh.update(torch.tensor([0.9, 0.1]), torch.tensor([0, 1]), indexes=torch.tensor([0, 0]))
+    fresh.reset()
+    module = tmx.RecMetricModule(tasks, {"mrr": fresh}, throughput=False)
+    module.update(step)
+    values = module.compute()
+    buy = [(7, s, y) for s, y in zip(step["buy_pred"].tolist(), step["buy_label"].tolist())]
+    assert values["mrr/click"].item() == pytest.approx(_plain_mrr(click), rel=1e-12)
+    assert values["mrr/buy"].item() == pytest.approx(_plain_mrr(buy), rel=1e-12)

@@ -320,6 +320,10 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
         metric: Any = _build_entry(name, *entry, num_tasks, from_logits)
     elif isinstance(spec, Metric):
         metric = spec
+    elif (foreign := _foreign_metric_class(spec)) is not None:
+        # a TorchMetrics class (`BinaryAUROC`): refused before the call, which it would fail with TorchMetrics'
+        # bare "Unexpected keyword arguments: `num_tasks`" (its `**kwargs` takes the keyword)
+        raise _not_ours(name, foreign)
     elif not _has_task_dim(spec):
         # a ranking class, or a partial of one: one copy per task, no `num_tasks`
         metric = spec(**_logit_keywords(spec, from_logits))
@@ -340,10 +344,7 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
             "the module."
         )
     if not isinstance(metric, TaskMetric):
-        raise TypeError(
-            f"Metric {name!r} ({type(metric).__name__}) is not one of the package's metrics; "
-            "RecMetricModule feeds torchmetrics_ext metrics only."
-        )
+        raise _not_ours(name, type(metric))
     cls = type(metric).__name__
     if not _takes_columns(metric):
         raise TypeError(
@@ -359,6 +360,26 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
             "log_dict). Use it as a standalone metric."
         )
     return metric
+
+
+def _foreign_metric_class(spec: Any) -> type | None:
+    """The class of ``spec`` (a class or a ``functools.partial`` of one) when it is a ``Metric`` of another package."""
+    cls = spec.func if isinstance(spec, functools.partial) else spec
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, Metric)
+        and not issubclass(cls, TaskMetric)
+        and not cls.__module__.startswith("torchmetrics_ext.")  # `Windowed`, `Throughput`: refused by name
+    ):
+        return cls
+    return None
+
+
+def _not_ours(name: str, cls: type) -> TypeError:
+    return TypeError(
+        f"Metric {name!r} ({cls.__name__}) is not one of the package's metrics; "
+        "RecMetricModule feeds torchmetrics_ext metrics only."
+    )
 
 
 def _throughput_refused(name: str) -> TypeError:

@@ -451,6 +451,14 @@ class RecMetricModule(CheckpointLoading):
                         "(queries, candidates) input; the module feeds each task's rows flat, grouped by session "
                         "ids, with no padding slots: build it without padding_value."
                     )
+                if num_tasks > 1 and holds_anything(metric):
+                    # its copies, one per task, would each count the rows it holds (fed for no task) in every task
+                    raise ValueError(
+                        f"Metric {name!r} ({type(metric).__name__}) already holds rows (updated, merged or loaded), "
+                        f"which no task's columns gave: the module keeps one copy of it per task, and each copy would "
+                        f"count them in every one of the {num_tasks} tasks. Give it before any update (or `reset()` "
+                        "it), or as a registry name, class or factory."
+                    )
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
         _check_unit_names(list(stacked), list(per_task))
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]

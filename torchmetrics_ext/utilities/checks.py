@@ -471,7 +471,6 @@ def check_pointwise(
             preds_name,
             float32_weights,
             missing_labels,
-            joint=preds_bounds is None,
         )
         if preds_bounds is not None:
             preds_bounds.append(pred_bounds)
@@ -637,8 +636,6 @@ def _check_values_bounds(
     preds_name: str = "preds",
     float32_weights: bool = False,
     missing_labels: bool = False,
-    *,
-    joint: bool = False,
 ) -> tuple[Bounds, list[Bounds]]:
     """Range checks of the inputs as given (any dtype, any shape), from one :func:`checked_bounds` call.
 
@@ -659,10 +656,7 @@ def _check_values_bounds(
     :data:`MISSING`, which the bounds another metric of the step read for them serve when they
     hold no NaN.
 
-    On the CPU, bool labels are not read (every bool is 0 or 1: they pass every label domain). With
-    ``joint`` (a caller that does not use the predictions' bounds), probabilities and labels in [0, 1]
-    of one dtype and 17 to 256 values are read together (:func:`_joint_unit_bounds`); the predictions'
-    bounds returned are then those of both, an interval that holds them.
+    On the CPU, bool labels are not read (every bool is 0 or 1: they pass every label domain).
     """
     device_path = on_device_path(preds)
     integral: Label = MISSING if missing_labels else device_path or target_domain == "binary"
@@ -678,19 +672,7 @@ def _check_values_bounds(
         bounds = checked_bounds(checked, [False, integral, *[False] * (len(checked) - 2)], True)
         bounds, positive_bounds = bounds[: 2 + len(columns)], bounds[2 + len(columns) :]
     else:  # checked_bounds' CPU path (each bound read directly) without its lists: this runs on every update
-        shape = preds.shape  # up to 16 values of one task are read as lists (cheaper): no joint read tried
-        both = (
-            _joint_unit_bounds(preds, target)
-            if joint
-            and not (len(shape) == 1 and shape[0] <= _LISTED_BOUNDS)
-            and target_domain == "unit"
-            and preds_domain == "probability"
-            and not from_logits
-            else None
-        )
-        if both is not None:  # predictions and labels in [0, 1], read together: every check of theirs passes
-            bounds = [both, both]
-        elif target is not None and target.dtype is torch.bool:  # not read: in [0, 1], whole (any domain)
+        if target is not None and target.dtype is torch.bool:  # not read: in [0, 1], whole (any domain)
             bounds = [_cpu_bounds(preds, False), _BOOL_LABEL_BOUNDS]
         else:
             bounds = [_cpu_bounds(preds, False), _cpu_bounds(target, integral)]
@@ -739,39 +721,6 @@ def _check_values_bounds(
 # what the value checks take for bool labels on the CPU, unread: a range holding every bool, whole numbers,
 # which every label domain accepts (only the range checks see it: it is never returned or remembered)
 _BOOL_LABEL_BOUNDS: tuple[float, ...] = (0.0, 1.0)
-# dtypes whose predictions and labels :func:`_joint_unit_bounds` reads together (min/max kernels, no promotion)
-_JOINT_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
-# most values of each tensor read together: one `cat` of both costs less than an `aminmax` and two reads up to
-# about 512 values (~0.4 µs at 17-256), more than it saves at 8,192 (a copy of both)
-_JOINT_MOST = 256
-
-
-def _joint_unit_bounds(preds: Tensor, target: Tensor | None) -> Bounds | None:
-    """``(min, max)`` of probabilities and labels together, when both lie in [0, 1]; ``None`` otherwise.
-
-    For CPU inputs of one floating dtype and the same shape with 17 to :data:`_JOINT_MOST` values
-    (fewer are read as lists, which cost less; more, the copy costs more than it saves): one ``aminmax``
-    of their concatenation and two reads, where each tensor's own bounds cost an ``aminmax`` and two
-    reads. NaN propagates into the bounds and fails the test, as ``inf`` and any value outside [0, 1]
-    do: such a batch is then read tensor by tensor, for the messages that name the tensor. Inputs that
-    require grad are read apart too (no graph made for a check).
-    """
-    if (
-        target is None
-        or preds.dtype is not target.dtype
-        or preds.dtype not in _JOINT_DTYPES
-        or preds.shape != target.shape
-        or preds.requires_grad
-        or target.requires_grad
-    ):
-        return None
-    shape = preds.shape
-    if shape.numel() > _JOINT_MOST or (len(shape) == 1 and shape[0] <= _LISTED_BOUNDS):  # (from the shape: no call)
-        return None
-    low, high = torch.aminmax(torch.cat((preds, target)))
-    bounds = (low.item(), high.item())
-    return bounds if 0 <= bounds[0] and bounds[1] <= 1 else None  # NaN fails both comparisons
-
 
 _FLOAT32 = torch.finfo(torch.float32)
 

@@ -50,6 +50,8 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "WeightedAverage": (lambda m, va: m.WeightedAverage(validate_args=va), True),
     "WeightedAverage no labels": (lambda m, va: m.WeightedAverage(validate_args=va), "no labels"),  # (p, None, w)
     "Calibration": (lambda m, va: m.Calibration(validate_args=va), True),
+    "CTR bool": (lambda m, va: m.CTR(validate_args=va), "bool"),  # weighted, bool labels
+    "NDCG(k=10) unweighted": (lambda m, va: m.NDCG(k=10, validate_args=va), "ranking unweighted"),
     "AUC exact": (lambda m, va: m.AUC(validate_args=va), False),
     "Windowed(AUC, 1000)": (lambda m, va: m.Windowed(m.AUC(validate_args=va), 1000), False),
     # a window larger than the batch at N=8192 too (at 1000 that batch is cut: the general way)
@@ -101,6 +103,11 @@ def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int, 
         args = [(b[0], b[1].long()) for b in data]
     elif weighted == "no labels":
         args = [(b[0], None, b[2]) for b in data]
+    elif weighted == "bool":
+        args = [(b[0], b[1].bool(), b[2]) for b in data]
+    elif weighted == "ranking unweighted":  # float labels, no weights (the rows keep unit weights)
+        ids = torch.arange(data[0][0].shape[0]) // 4
+        kwargs = [{"indexes": ids} for _ in data]
     elif weighted == "ranking":
         ids = torch.arange(data[0][0].shape[0]) // 4
         kwargs = [{"indexes": ids, "weights": b[2]} for b in data]

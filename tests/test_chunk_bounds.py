@@ -375,3 +375,40 @@ def test_ranking_ids_of_unpromotable_dtypes_are_never_joined_together(even, odd)
         assert len(_lengths(metric)) == 1
         ranks.append(1 + int(np.argmax(y[np.argsort(-p, kind="stable")] > 0)))
     np.testing.assert_allclose(metric.compute().item(), np.mean(1.0 / np.array(ranks)), rtol=1e-12)
+
+
+def test_a_repeated_unit_view_joins_into_one_view_and_others_are_read_one_by_one():
+    """A list of one cached stride-0 view (a ranking metric's unit weights) joins into a stride-0 view of their length.
+
+    Views of the same element made apart join the same way; a list mixing a view with a copy of its values,
+    or views of two elements, is concatenated (the values of ``torch.cat`` of the materialised views).
+    """
+    one, other = torch.ones(()), torch.full((), 2.0)
+    view = one.expand(8)
+    for chunks in ([view] * 64, [one.expand(8), one.expand(3), one.expand(5)]):
+        joined = C.join_chunks(chunks)
+        assert joined.stride() == (0,) and joined.data_ptr() == one.data_ptr()
+        assert torch.equal(joined, torch.ones(sum(c.shape[0] for c in chunks)))
+        assert C._joinable(chunks)
+    for chunks in ([view, torch.ones(8)], [view, other.expand(4), view]):
+        joined = C.join_chunks(chunks)
+        assert joined.stride() == (1,)
+        assert torch.equal(joined, torch.cat([c.contiguous() for c in chunks]))
+    assert not C._joinable([torch.zeros(C._SMALL)] * 64)  # a repeated large chunk is still refused
+
+
+def test_flat_ndcg_of_many_small_updates_matches_sklearn():
+    """Hundreds of unweighted flat updates (joined unit weights, repeated views) give sklearn's mean NDCG@10."""
+    g = torch.Generator().manual_seed(11)
+    metric = tmx.NDCG(k=10)
+    scores, gains = [], []
+    for step in range(200):
+        preds = torch.rand(8, generator=g)
+        target = torch.randint(0, 3, (8,), generator=g).float()
+        target[0] = 1.0  # every query has a positive
+        metric.update(preds, target, torch.full((8,), step))
+        scores.append(preds.numpy())
+        gains.append(target.numpy())
+    assert len(metric.weights) < 20  # joined
+    expected = np.mean([skm.ndcg_score([y], [p], k=10) for p, y in zip(scores, gains)])
+    assert metric.compute().item() == pytest.approx(expected, rel=1e-6)

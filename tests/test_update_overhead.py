@@ -59,8 +59,9 @@ BUDGETS = {
     # the labels' float64 cast (the predictions go uncast: `p - y` promotes them), the (1, N) views; sub,
     # 2 vecdot, abs_, 2 sum; the values' check from sum (p - y)² and sum y (two item: no bounds read); the
     # states' add (17 with the predictions' cast)
-    "WeightedMSE": (("p", "t"), 16),
-    "WeightedMAE": (("p", "t"), 16),
+    # (15: one task's uncast predictions keep their (N,) shape, `p - y` broadcasts them; 16 with their view)
+    "WeightedMSE": (("p", "t"), 15),
+    "WeightedMAE": (("p", "t"), 15),
     # weights' sum without a copy per task (one task)
     # no zero label sum made per update without labels (one kept per device and task count)
     "WeightedAverage": (("p", None, "w"), 17),
@@ -737,3 +738,152 @@ def test_float32_logits_are_still_cast_first():
     expected = math.exp(-40) / (1 + math.exp(-40)) + 1 / (1 + math.exp(3))
     assert metric.sum_absolute_error_logits.item() == pytest.approx(expected, rel=1e-15)
     assert torch.sigmoid(torch.tensor(-40.0)).item() > 0 and 1 - torch.sigmoid(torch.tensor(40.0)).item() == 0
+
+
+# ----------------------------------------------------------------------------- bool labels (perf-small-two)
+
+# (metric, labels, samples) -> most calls per validated weighted update. Bool labels are not read at all (every
+# bool is 0 or 1): 23 at 16 samples (was 25: their `tolist`), 27 at 64 (was 31: their `aminmax` and two reads);
+# float labels at 64 stay at 31 (an `aminmax` and two reads per tensor)
+_WIDER_BUDGETS = {
+    ("CTR", "y_float", 64): 31,
+    ("CTR", "y_bool", 64): 27,
+    ("Calibration", "y_bool", 64): 27,
+    ("CTR", "y_bool", 16): 23,
+    ("Calibration", "y_bool", 16): 23,
+}
+
+
+@pytest.mark.parametrize(("name", "labels", "n"), list(_WIDER_BUDGETS), ids=str)
+def test_wider_and_bool_label_updates_stay_within_their_call_budget(name, labels, n):
+    batch = _batch(n)
+    batch["y_float"], batch["y_bool"] = batch["y"].float(), batch["y"].bool()
+    metric = getattr(tmx, name)()
+    metric.update(batch["p"], batch[labels], batch["w"])
+    with _Calls() as counted:
+        metric.update(batch["p"], batch[labels], batch["w"])
+    total, most = sum(counted.calls.values()), _WIDER_BUDGETS[name, labels, n]
+    assert total <= most, f"{name}: {total} calls per update (budget {most}): {dict(counted.calls)}"
+
+
+def _numpy_weighted_sums(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float, float]:
+    p, y, w = (np.asarray(a, dtype=np.float64) for a in (p, y, w))
+    return float((w * p).sum()), float((w * y).sum()), float(w.sum())
+
+
+@pytest.mark.parametrize("n", [16, 17, 64, 256, 257, 1000])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("labels", ["float", "bool", "int64"])
+@pytest.mark.parametrize("shape", ["flat", "tasks"])
+def test_label_reads_keep_the_numpy_sums(n, dtype, labels, shape):
+    """CTR/Calibration sums against NumPy float64: bool labels (unread) and others, lists and reductions."""
+    g = torch.Generator().manual_seed(n)
+    tasks = 1 if shape == "flat" else 2
+    p = torch.rand(tasks, n, generator=g).to(dtype)
+    y = torch.rand(tasks, n, generator=g) < 0.3
+    y = {"float": y.to(dtype), "bool": y, "int64": y.long()}[labels]
+    w = torch.rand(n, generator=g) + 0.25
+    if shape == "flat":
+        p, y = p[0], y[0]
+    for name in ("CTR", "Calibration"):
+        metric = getattr(tmx, name)(num_tasks=tasks)
+        metric.update(p, y, w)
+        pf = p.float().numpy().reshape(tasks, n)  # (bfloat16 has no NumPy dtype; float32 holds it exactly)
+        yf = y.float().numpy().reshape(tasks, n)
+        for task in range(tasks):
+            pred_sum, label_sum, total = _numpy_weighted_sums(pf[task], yf[task], w.numpy())
+            assert metric.weighted_pred_sum[task].item() == pytest.approx(pred_sum, rel=1e-12)
+            assert metric.weighted_label_sum[task].item() == pytest.approx(label_sum, rel=1e-12)
+            assert metric.weighted_num_samples[task].item() == pytest.approx(total, rel=1e-12)
+
+
+_OUT_OF_RANGE = [
+    # (preds value, labels value, message): one bad value among 64 otherwise valid ones (read by reductions,
+    # not lists), anywhere: the message names the input
+    (float("nan"), None, "`preds` to be finite, got values containing NaN"),
+    (float("inf"), None, "`preds` to be finite, got values containing inf"),
+    (1.5, None, "`preds` to be probabilities in [0, 1], got values in [0"),
+    (-0.5, None, "`preds` to be probabilities in [0, 1], got values in [-0.5"),
+    (None, float("nan"), "`target` to hold labels in [0, 1] (soft labels allowed), got values containing NaN"),
+    (None, 2.0, "`target` to hold labels in [0, 1] (soft labels allowed), got values in [0, 2]"),
+    (None, -1.0, "`target` to hold labels in [0, 1] (soft labels allowed), got values in [-1, 1]"),
+    (1.5, 2.0, "`preds` to be probabilities in [0, 1]"),  # the predictions are named first, as before
+]
+
+
+@pytest.mark.parametrize("position", [0, 31, 63])
+@pytest.mark.parametrize(("bad_pred", "bad_label", "message"), _OUT_OF_RANGE, ids=str)
+@pytest.mark.parametrize("name", ["CTR", "Calibration"])
+def test_a_bad_value_among_64_names_the_input_and_changes_nothing(position, bad_pred, bad_label, message, name):
+    preds = torch.linspace(0.0, 1.0, 64)
+    target = (torch.arange(64) % 2).float()
+    if bad_pred is not None:
+        preds[position] = bad_pred
+    if bad_label is not None:
+        target[position] = bad_label
+    metric = getattr(tmx, name)()
+    metric.update(torch.full((64,), 0.5), (torch.arange(64) % 2).float())
+    before = {key: value.clone() for key, value in metric.metric_state.items()}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        metric.update(preds, target, torch.ones(64))
+    assert all(torch.equal(value, before[key]) for key, value in metric.metric_state.items())
+    assert metric.update_count == 1
+
+
+def test_bool_labels_skip_only_the_labels_read():
+    """Bool labels are in [0, 1] whatever they hold; predictions and weights beside them are still read."""
+    labels = torch.tensor([True, False] * 20)
+    for name, args, message in (
+        ("CTR", (torch.full((40,), 1.5), labels), "`preds` to be probabilities in [0, 1], got values in [1.5, 1.5]"),
+        ("NormalizedEntropy", (torch.full((40,), float("nan")), labels), "`preds` to be finite, got values containing NaN"),
+        ("CTR", (torch.full((40,), 0.5), labels, -torch.ones(40)), "`weights` to be finite and non-negative, got values in [-1, -1]"),
+    ):  # fmt: skip
+        metric = getattr(tmx, name)()
+        with pytest.raises(ValueError, match=re.escape(message)):
+            metric.update(*args)
+        assert metric.update_count == 0
+    # every label domain takes bool labels: binary (AUC), unit (NE), with NaN allowed (missing labels)
+    auc, ne = tmx.AUC(), tmx.NormalizedEntropy()
+    scores = torch.linspace(0.1, 0.9, 40)
+    auc.update(scores, labels)
+    ne.update(scores, labels)
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    assert auc.compute().item() == pytest.approx(roc_auc_score(labels.numpy(), scores.numpy()), abs=1e-12)
+    p = float(labels.float().mean())
+    baseline = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+    expected = log_loss(labels.numpy(), scores.double().numpy()) / baseline
+    assert ne.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("validate", [True, False])
+def test_one_task_uncast_predictions_keep_their_shape_and_the_states_theirs(dtype, weighted, validate):
+    """One task's ``(N,)`` predictions reach the error kernel unviewed: the states stay ``(1,)``, the sums NumPy's."""
+    g = torch.Generator().manual_seed(3)
+    preds = torch.randn(50, generator=g).to(dtype)
+    target = torch.randn(50, generator=g)
+    weights = torch.rand(50, generator=g) if weighted else None
+    metric = tmx.WeightedMSE(validate_args=validate)
+    for _ in range(2):
+        metric.update(preds, target, weights)
+    p = preds.double().numpy()
+    y = target.double().numpy()
+    w = np.ones(50) if weights is None else weights.double().numpy()
+    expected = {
+        "sum_squared_error": 2 * (w * (p - y) ** 2).sum(),
+        "sum_absolute_error": 2 * (w * np.abs(p - y)).sum(),
+        "weighted_num_samples": 2 * w.sum(),
+        "label_sum": 2 * (w * y).sum(),
+        "label_squared_sum": 2 * (w * y * y).sum(),
+    }
+    for key, value in expected.items():
+        state = getattr(metric, key)
+        assert state.shape == (1,) and state.dtype == torch.float64, key
+        assert state.item() == pytest.approx(value, rel=1e-12), key
+    # forward's batch value: the same batch alone
+    batch_value = tmx.WeightedMSE(validate_args=validate)(preds, target, weights)
+    assert batch_value.shape == () and batch_value.item() == pytest.approx(
+        expected["sum_squared_error"] / expected["weighted_num_samples"], rel=1e-12
+    )

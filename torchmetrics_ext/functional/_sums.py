@@ -77,7 +77,9 @@ class BatchSums:
     """Weighted sums and intermediates of one ``(T, N)`` float64 batch, each computed on first use.
 
     Args:
-        preds: ``(T, N)`` float64 predictions.
+        preds: ``(T, N)`` float64 predictions (one task's ``(N,)`` uncast ones, given with ``target``, for
+            the kernels that only subtract them from it: :func:`~torchmetrics_ext.utilities.checks.format_pointwise`'s
+            ``cast_preds``).
         target: ``(T, N)`` float64 labels (or ``None``).
         weights: ``(T, N)`` or ``(1, N)`` float64 weights, or ``None`` (all ones).
         binary_target: the caller checked that every label is exactly 0 or 1 (kernels may then
@@ -210,8 +212,9 @@ class BatchSums:
         """``sum w`` per task (``N`` when unweighted)."""
         found = self._total
         if found is None:
-            kept = _UNWEIGHTED_TOTALS.get(self.preds.device) if self.weights is None else None
-            if kept is not None and kept[0] == self.preds.shape:  # `_make_total`'s kept total, without the call
+            rows = self.preds if self.target is None else self.target  # the labels' shape: see `preds`
+            kept = _UNWEIGHTED_TOTALS.get(rows.device) if self.weights is None else None
+            if kept is not None and kept[0] == rows.shape:  # `_make_total`'s kept total, without the call
                 found = self._total = kept[1]
             else:
                 found = self._total = self._make_total()
@@ -224,7 +227,7 @@ class BatchSums:
         step's, mostly): no ``torch.full`` per step. The same values; like every shared value it is
         never modified in place (kernels add it into their states, or take new tensors from it).
         """
-        preds = self.preds
+        preds = self.preds if self.target is None else self.target  # the labels' shape: see `preds`
         if self.weights is not None:
             return weight_total(preds, self.weights)
         shape, device = preds.shape, preds.device

@@ -331,9 +331,10 @@ def _checks_finiteness_only(cls: type[_PointwiseMetric]) -> bool:
     return cls._preds_domain == "real" and cls._target_domain == "real" and _stats_of(cls, "_finite_sums")
 
 
-# prediction dtypes that float64 arithmetic promotes (float8 has no such kernels): handed over uncast, see
-# `_PointwiseMetric._promotes_preds` (float64 predictions are never cast)
-_PROMOTED_PREDS = frozenset({torch.float32, torch.float16, torch.bfloat16})
+# prediction dtypes handed over uncast (see `_PointwiseMetric._promotes_preds`): float64 itself (never cast;
+# formatted uncast, one task's `(N,)` also keeps its shape, which `preds - target` broadcasts) and those that
+# float64 arithmetic promotes (float8 has no such kernels)
+_PROMOTED_PREDS = frozenset({torch.float64, torch.float32, torch.float16, torch.bfloat16})
 
 
 @functools.cache

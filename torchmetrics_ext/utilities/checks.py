@@ -522,13 +522,14 @@ def format_pointwise(
             batch (e.g. :func:`check_pointwise_values` when sums of the batch show a non-finite input).
         preds_bounds: a list the predictions' ``(min, max)`` is appended to when the checks read them
             (validated, values checked, a non-empty batch): kernels may skip a clamp they show changes nothing.
-        cast_preds: ``False`` returns ``preds`` in their own floating dtype (shaped ``(T, N)`` all the
-            same), for a kernel whose first operation with them promotes them to ``dtype`` exactly
-            (``preds - target``): the cast is then one operator call that changes no bit.
+        cast_preds: ``False`` returns ``preds`` in their own floating dtype, for a kernel whose first
+            operation with them promotes them to ``dtype`` exactly (``preds - target``): the cast is then
+            one operator call that changes no bit. One task's ``(N,)`` predictions then also stay
+            ``(N,)`` when ``target`` is given (that operation broadcasts them to the labels' ``(1, N)``).
 
     Returns:
-        ``(preds, target, weights)``; ``preds`` and ``target`` of shape ``(T, N)``, ``weights`` of
-        shape ``(T, N)`` or ``(1, N)`` (or ``None``). Validated weights that are all exactly 1 come
+        ``(preds, target, weights)``; ``preds`` (but see ``cast_preds``) and ``target`` of shape ``(T, N)``,
+        ``weights`` of shape ``(T, N)`` or ``(1, N)`` (or ``None``). Validated weights that are all exactly 1 come
         back as ``None``: every kernel gives the same sums for them without a weight pass.
 
     Raises:
@@ -555,12 +556,17 @@ def format_pointwise(
     # casts by keyword: `.to(dtype)` parses its overloads first, ~0.8 µs more a call on small batches
     if dtype is not None and cast_preds and preds.dtype != dtype:
         preds = preds.to(dtype=dtype)
-    if preds.ndim == 1:
+    # uncast predictions of one task with labels stay (N,): the kernel's first operation with them
+    # (`preds - target`) broadcasts them to the labels' (1, N), so their own view would be one call for nothing
+    flat = preds.ndim == 1 and (cast_preds or target is None)
+    if flat:
         preds = preds.unsqueeze(0)
     if target is not None:
         if dtype is not None and target.dtype != dtype:
             target = target.to(dtype=dtype)
-        if target.shape != preds.shape:
+        if preds.ndim == 1:  # (uncast, see above) the labels carry the task dimension: (1, N)
+            target = target.unsqueeze(0) if target.shape == preds.shape else target.reshape((1, *preds.shape))
+        elif target.shape != preds.shape:
             # one task's (N,) labels: the (1, N) view `reshape` would give, for less (a call per update)
             one_task = preds.shape[0] == 1 and target.shape == preds.shape[1:]
             target = target.unsqueeze(0) if one_task else target.reshape(preds.shape)
@@ -649,24 +655,30 @@ def _check_values_bounds(
     ``missing_labels`` NaN labels are accepted and the others checked: the labels are read as
     :data:`MISSING`, which the bounds another metric of the step read for them serve when they
     hold no NaN.
+
+    On the CPU, bool labels are not read (every bool is 0 or 1: they pass every label domain).
     """
     device_path = on_device_path(preds)
     integral: Label = MISSING if missing_labels else device_path or target_domain == "binary"
-    columns = [] if weights is None else [weights] if isinstance(weights, Tensor) else list(weights)
+    columns: Sequence[Tensor] = () if weights is None else [weights] if isinstance(weights, Tensor) else list(weights)
+    positive_bounds: Sequence[Bounds]
     positive = (
         [torch.where(column > 0, column, math.inf) if column.dtype == torch.float64 else None for column in columns]
         if float32_weights
-        else []
+        else ()  # no list built per update (`float32_weights` is off for all but the exact AUC family)
     )
     if device_path:
         checked = [preds, target, *columns, *positive]
         bounds = checked_bounds(checked, [False, integral, *[False] * (len(checked) - 2)], True)
         bounds, positive_bounds = bounds[: 2 + len(columns)], bounds[2 + len(columns) :]
     else:  # checked_bounds' CPU path (each bound read directly) without its lists: this runs on every update
-        bounds = [_cpu_bounds(preds, False), _cpu_bounds(target, integral)]
+        if target is not None and target.dtype is torch.bool:  # not read: in [0, 1], whole (any domain)
+            bounds = [_cpu_bounds(preds, False), _BOOL_LABEL_BOUNDS]
+        else:
+            bounds = [_cpu_bounds(preds, False), _cpu_bounds(target, integral)]
         for column in columns:
             bounds.append(_cpu_bounds(column, False))
-        positive_bounds = [_cpu_bounds(column, False) for column in positive]
+        positive_bounds = [_cpu_bounds(column, False) for column in positive] if positive else ()
     pmin, pmax = bounds[0]
     if preds_domain == "score":  # ranking scores: any real, ±inf included
         if math.isnan(pmin) or math.isnan(pmax):
@@ -705,6 +717,10 @@ def _check_values_bounds(
             check_float32_range(low[0], bound[1])
     return bounds[0], bounds[2:]
 
+
+# what the value checks take for bool labels on the CPU, unread: a range holding every bool, whole numbers,
+# which every label domain accepts (only the range checks see it: it is never returned or remembered)
+_BOOL_LABEL_BOUNDS: tuple[float, ...] = (0.0, 1.0)
 
 _FLOAT32 = torch.finfo(torch.float32)
 

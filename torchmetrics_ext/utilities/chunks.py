@@ -249,6 +249,9 @@ _IS_CPU = operator.attrgetter("is_cpu")
 
 def _joinable(chunks: list[Tensor]) -> bool:
     """Small chunks on one device whose ``torch.cat`` keeps every value exactly (see :func:`join_small_tails`)."""
+    # one tensor repeated (cached unit weights): one device, one dtype (the ends tell most other lists apart)
+    if chunks[0] is chunks[-1] and len(set(map(id, chunks))) == 1:
+        return chunks[0].numel() < _SMALL
     # attributes read by `map` (no Python frame per chunk: a join checks 64 chunks per list state)
     if max(map(Tensor.numel, chunks)) >= _SMALL:
         return False
@@ -276,6 +279,10 @@ def is_broadcast(chunk: Tensor) -> bool:
 def join_chunks(chunks: list[Tensor]) -> Tensor:
     """``torch.cat`` of the chunks; views of one same element stay one stride-0 view (nothing materialised)."""
     head = chunks[0]
-    if all(is_broadcast(c) and c.dtype == head.dtype and c.data_ptr() == head.data_ptr() for c in chunks):
-        return head.as_strided((sum(c.shape[0] for c in chunks),), (0,))
+    if is_broadcast(head):
+        # one view repeated (a ranking metric's cached unit weights): one look at it
+        if chunks[0] is chunks[-1] and len(set(map(id, chunks))) == 1:
+            return head.as_strided((head.shape[0] * len(chunks),), (0,))
+        if all(is_broadcast(c) and c.dtype == head.dtype and c.data_ptr() == head.data_ptr() for c in chunks):
+            return head.as_strided((sum(c.shape[0] for c in chunks),), (0,))
     return torch.cat(chunks)

@@ -1,7 +1,9 @@
 """``validate_args`` keeps metrics apart in MetricCollection compute groups; checkpoints stay the same."""
 
+import copy
 import inspect
 import itertools
+import pickle
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import log_loss
+from sklearn.metrics import log_loss, mean_absolute_error
 from torchmetrics import Metric, MetricCollection
 
 import torchmetrics_ext as tmx
@@ -532,3 +534,19 @@ def test_cli_demo_collection_refuses_a_batch_any_member_refuses():
     fresh.update(_P, _T, groups=groups)
     for name in fresh:
         _assert_same_states(collection[name], fresh[name])
+
+
+@pytest.mark.parametrize("leader_validates", [True, False])
+@pytest.mark.parametrize("copier", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))], ids=["deepcopy", "pickle"])
+def test_module_member_copy_holds_its_leader_states_across_validate_args(leader_validates, copier):
+    """A copy of a module's compute-group member holds the leader's states when the two differ in validate_args."""
+    first, second = ({}, {"validate_args": False}) if leader_validates else ({"validate_args": False}, {})
+    module = tmx.RecMetricModule.from_config(
+        {"tasks": ["t"], "metrics": {"mse": first, "mae": second}, "throughput": False}
+    )
+    preds, target = torch.tensor([0.2, 0.7, 0.4, 0.9]), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    module.update({"prediction": preds, "label": target})
+    assert module.compute_groups == [["mse", "mae"]]
+    copied = copier(module.metrics["mae"])  # no compute since the update: the copy reads the leader's states
+    expected = mean_absolute_error(target.numpy(), preds.double().numpy())
+    assert copied.compute().item() == pytest.approx(expected, rel=1e-12)

@@ -407,10 +407,14 @@ def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:
     for name in ("_source_at_reset", "_cleared_at_reset"):
         state.pop(name, None)
     # the source's deferred states written first (a window's), under its own state names (``_defaults``'
-    # order: Sum's `metric_state` names them as TorchMetrics does)
-    states = dict(zip(source._defaults, source.metric_state.values(), strict=True))
+    # order: Sum's `metric_state` names them as TorchMetrics does), then their checkpoint names: a member
+    # and its leader may differ in validate_args, which names states in memory only
+    # (TaskMetric._unchecked_state_name)
+    theirs = source.__dict__.get("_saved_state_names") or {}
+    ours = metric.__dict__.get("_saved_state_names") or {}
+    states = {theirs.get(n, n): v for n, v in zip(source._defaults, source.metric_state.values(), strict=True)}
     for name in metric._defaults:
-        value = states.get(name)
+        value = states.get(ours.get(name, name))
         if isinstance(value, Tensor):  # copied: a copy pickled with its source must not share a state updated in place
             state[name] = value.detach().clone()
         elif isinstance(value, list):  # list chunks are never written in place: the copy's list holds them

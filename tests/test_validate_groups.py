@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import log_loss, mean_absolute_error
+from sklearn.metrics import (
+    average_precision_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    roc_auc_score,
+)
 from torchmetrics import Metric, MetricCollection
 
 import torchmetrics_ext as tmx
@@ -550,3 +556,39 @@ def test_module_member_copy_holds_its_leader_states_across_validate_args(leader_
     copied = copier(module.metrics["mae"])  # no compute since the update: the copy reads the leader's states
     expected = mean_absolute_error(target.numpy(), preds.double().numpy())
     assert copied.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+_DDP_PREDS = torch.tensor([[0.12, 0.81, 0.47, 0.95, 0.33, 0.64], [0.71, 0.05, 0.58, 0.26, 0.89, 0.42]])
+_DDP_TARGET = torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]])
+
+
+def _module_values_mixed_validate_args(rank: int, world_size: int, per_rank: bool) -> dict[str, float]:
+    """A module whose compute groups mix validate_args (per rank too with ``per_rank``), computed under DDP."""
+    unvalidated_first = rank == 0 if per_rank else True
+    metrics = {
+        "mse": {"validate_args": not unvalidated_first},
+        "mae": {"validate_args": unvalidated_first},
+        "auc": {"validate_args": unvalidated_first},
+        "auprc": {"validate_args": not unvalidated_first},
+    }
+    module = tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": metrics, "throughput": False})
+    module.update({"prediction": _DDP_PREDS[rank], "label": _DDP_TARGET[rank]})
+    assert module.compute_groups == [["mse", "mae"], ["auc", "auprc"]]
+    return {key: value.item() for key, value in module.compute().items()}
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("per_rank", [False, True])
+def test_ddp_module_groups_mixing_validate_args_compute_every_rank(ddp_pool, per_rank):
+    """The fused gather's states of a leader reach members of the other validate_args (named apart in memory)."""
+    preds, target = _DDP_PREDS.reshape(-1).double().numpy(), _DDP_TARGET.reshape(-1).numpy()
+    expected = {
+        "mse/t": mean_squared_error(target, preds),
+        "mae/t": mean_absolute_error(target, preds),
+        "auc/t": roc_auc_score(target, preds),
+        "auprc/t": average_precision_score(target, preds),
+    }
+    for values in ddp_pool.run(_module_values_mixed_validate_args, per_rank):
+        assert values.keys() == expected.keys()
+        for key, value in expected.items():
+            assert values[key] == pytest.approx(value, rel=1e-12), key

@@ -592,3 +592,39 @@ def test_ddp_module_groups_mixing_validate_args_compute_every_rank(ddp_pool, per
         assert values.keys() == expected.keys()
         for key, value in expected.items():
             assert values[key] == pytest.approx(value, rel=1e-12), key
+
+
+@pytest.mark.parametrize("factory", [tmx.WeightedMSE, tmx.AUC, tmx.NormalizedEntropy])
+def test_load_reports_unvalidated_states_under_their_checkpoint_names(factory):
+    """Missing keys and load errors name the keys a checkpoint holds (never the in-memory ``_unchecked`` names)."""
+    metric = factory(validate_args=False)
+    metric.persistent(True)
+    keys = list(metric.state_dict())  # the checkpoint names
+    assert not any(key.endswith("_unchecked") for key in keys)
+    assert metric.load_state_dict({}, strict=False).missing_keys == keys
+    broken = dict(metric.state_dict())
+    first = keys[0]
+    broken[first] = torch.zeros(7, 7, dtype=torch.float64)  # no state of any metric has this shape
+    with pytest.raises(RuntimeError) as raised:
+        metric.load_state_dict(broken)
+    assert "_unchecked" not in str(raised.value)
+    assert first in str(raised.value)
+
+
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_module_load_restarts_an_unvalidated_metric_the_checkpoint_lacks(validate_args):
+    """A metric added since the module's checkpoint starts afresh at load (strict=False), unvalidated too."""
+    first, second = torch.tensor([0.2, 0.7, 0.4, 0.9]), torch.tensor([0.1, 0.3, 0.6])
+    labels_first, labels_second = torch.tensor([0.0, 1.0, 1.0, 0.0]), torch.tensor([1.0, 1.0, 0.0])
+    options = {"validate_args": validate_args}
+    saved = tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": {"ctr": options}, "throughput": False})
+    saved.update({"prediction": second, "label": labels_second})
+    module = tmx.RecMetricModule.from_config(
+        {"tasks": ["t"], "metrics": {"ctr": options, "mse": options}, "throughput": False}
+    )
+    module.update({"prediction": first, "label": labels_first})  # before the load: not resumed
+    missing = module.load_state_dict(saved.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("metrics.mse.") and "_unchecked" not in key for key in missing)
+    module.update({"prediction": second, "label": labels_second})
+    expected = mean_squared_error(labels_second.numpy(), second.double().numpy())
+    assert module.compute()["mse/t"].item() == pytest.approx(expected, rel=1e-12)

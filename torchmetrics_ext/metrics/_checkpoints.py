@@ -518,6 +518,11 @@ class CheckpointedStates(Metric):
         ours = f"{name}_unchecked"
         return ours if saved_names and saved_names.get(ours) == name else None
 
+    def _checkpoint_name(self, name: str) -> str:
+        """The name checkpoints give the state ``name`` (its in-memory name), for load messages and missing keys."""
+        saved_names = self.__dict__.get("_saved_state_names")
+        return saved_names.get(name, name) if saved_names else name
+
     def __getattr__(self, name: str) -> Any:
         """A state read under its checkpoint name (``AUC(validate_args=False).preds``), as with either setting.
 
@@ -759,11 +764,13 @@ class CheckpointedStates(Metric):
         persistent = [name for name in self._defaults if self._persistent[name]]
         if present and not set(self._required_states()) <= set(present):  # some states only: all of them or none
             self._start_afresh(state_dict, prefix, present)
-            missing_keys.extend(prefix + name for name in persistent)
+            missing_keys.extend(prefix + self._checkpoint_name(name) for name in persistent)
         else:
             # a persistent state (saved by state_dict) absent from the checkpoint is a missing key, as a
             # parameter's would be: TorchMetrics loads only the states it finds and would start it over
-            missing_keys.extend(prefix + name for name in persistent if prefix + name not in state_dict)
+            missing_keys.extend(
+                prefix + self._checkpoint_name(name) for name in persistent if prefix + name not in state_dict
+            )
         # TorchMetrics makes the checkpoint's tensors the states themselves: an update (in place)
         # would then write into the checkpoint and into every metric loaded from it, e.g. the
         # metric whose `state_dict()` it is. Each state is loaded as its own copy, on this
@@ -817,8 +824,9 @@ class CheckpointedStates(Metric):
             "other settings that hold fewer states)"
         )
         note_checkpoint(
-            f"{prefix[:-1] or type(self).__name__}: the checkpoint holds {present} of this "
-            f"{type(self).__name__}{self._settings_text()}'s states {why}; without {absent} they cannot be "
+            f"{prefix[:-1] or type(self).__name__}: the checkpoint holds {[self._checkpoint_name(n) for n in present]} "
+            f"of this {type(self).__name__}{self._settings_text()}'s states {why}; without "
+            f"{[self._checkpoint_name(n) for n in absent]} they cannot be "
             "resumed, so none is read: all of its states are missing keys, which strict=True refuses, leaving the "
             "metric as it was; strict=False resumes the rest of it and the metric starts afresh."
         )
@@ -876,10 +884,10 @@ class CheckpointedStates(Metric):
         """
         problems = []
         for name, default in self._defaults.items():
-            key = prefix + name
-            if key not in state_dict:
+            if prefix + name not in state_dict:
                 continue
-            value = state_dict[key]
+            value = state_dict[prefix + name]
+            key = prefix + self._checkpoint_name(name)  # as the checkpoint names it, for the messages
             if isinstance(default, Tensor):
                 if not isinstance(value, Tensor):
                     problems.append(
@@ -917,7 +925,8 @@ class CheckpointedStates(Metric):
                 expected = default.dtype if isinstance(default, Tensor) else declared.get(name)
                 value = state_dict[prefix + name]
                 chunks = not isinstance(default, Tensor)
-                problem = dtype_problem(prefix + name, value, expected, owner, chunks=chunks, origin=origin)
+                key = prefix + self._checkpoint_name(name)
+                problem = dtype_problem(key, value, expected, owner, chunks=chunks, origin=origin)
                 if problem is not None:
                     problems.append(problem)
         return problems
@@ -950,11 +959,12 @@ class CheckpointedStates(Metric):
             total = sum(chunk.numel() for chunk in value)
             if total % width:
                 return [
-                    f"state mismatch for {prefix}{name}: the {origin} holds {total} values, not whole samples of "
+                    f"state mismatch for {prefix}{self._checkpoint_name(name)}: the {origin} holds {total} values, "
+                    "not whole samples of "
                     f"{width} values each (this {type(self).__name__}{self._settings_text()}): a metric of another "
                     "num_tasks."
                 ]
-            samples[name] = total // width
+            samples[self._checkpoint_name(name)] = total // width
         if len(set(samples.values())) > 1:
             return [
                 f"state mismatch: the {origin}'s states hold different numbers of samples for this "

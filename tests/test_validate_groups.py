@@ -628,3 +628,22 @@ def test_module_load_restarts_an_unvalidated_metric_the_checkpoint_lacks(validat
     module.update({"prediction": second, "label": labels_second})
     expected = mean_squared_error(labels_second.numpy(), second.double().numpy())
     assert module.compute()["mse/t"].item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("first_validates", [True, False])
+def test_explicit_compute_group_across_validate_args_shares_the_states(first_validates):
+    """``compute_groups=[[...]]`` names the group: its members read the first one's states under either setting."""
+    collection = MetricCollection(
+        {
+            "mse": tmx.WeightedMSE(validate_args=first_validates),
+            "mae": tmx.WeightedMAE(validate_args=not first_validates),
+        },
+        compute_groups=[["mse", "mae"]],
+    )
+    preds, target = torch.tensor([0.2, 0.7, 0.4, 0.9]), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    collection.update(preds, target)
+    collection.update(preds[:2], target[:2])
+    all_preds, all_target = torch.cat([preds, preds[:2]]).double().numpy(), torch.cat([target, target[:2]]).numpy()
+    values = collection.compute()
+    assert values["mae"].item() == pytest.approx(mean_absolute_error(all_target, all_preds), rel=1e-12)
+    assert values["mse"].item() == pytest.approx(mean_squared_error(all_target, all_preds), rel=1e-12)

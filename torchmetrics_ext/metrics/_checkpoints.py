@@ -482,6 +482,10 @@ def settings_problems(
     return problems
 
 
+# the suffix of a state named after validate_args=False in memory (TaskMetric._unchecked_state_name)
+_UNCHECKED = "_unchecked"
+
+
 class CheckpointedStates(Metric):
     """The checkpoint side of the package's metrics (see :class:`~torchmetrics_ext.metrics.base.GuardedMetric`)."""
 
@@ -513,10 +517,21 @@ class CheckpointedStates(Metric):
         self._saved_state_names: dict[str, str] = {}
 
     def _memory_name(self, name: str) -> str | None:
-        """The in-memory name of the state checkpoints call ``name``, where only memory names it otherwise."""
+        """The in-memory name of the state checkpoints call ``name``, where only memory names it otherwise.
+
+        A validated metric's state ``x`` is also ``x_unchecked``, as the unvalidated one names it in memory:
+        TorchMetrics' explicit compute groups (``MetricCollection(..., compute_groups=[["a", "b"]])``) write the
+        first member's states into the others under its names.
+        """
         saved_names = self.__dict__.get("_saved_state_names")
-        ours = f"{name}_unchecked"
-        return ours if saved_names and saved_names.get(ours) == name else None
+        if saved_names:
+            ours = f"{name}_unchecked"
+            return ours if saved_names.get(ours) == name else None
+        if name.endswith(_UNCHECKED):
+            defaults = self.__dict__.get("_defaults") or {}
+            plain = name[: -len(_UNCHECKED)]
+            return plain if plain in defaults and name not in defaults else None
+        return None
 
     def _checkpoint_name(self, name: str) -> str:
         """The name checkpoints give the state ``name`` (its in-memory name), for load messages and missing keys."""
@@ -540,7 +555,8 @@ class CheckpointedStates(Metric):
         A plain attribute of that name would shadow the state for reads while the metric kept
         updating and computing the state itself.
         """
-        if self.__dict__.get("_saved_state_names"):  # an unvalidated metric's (nothing to map otherwise)
+        # an unvalidated metric's checkpoint names, or a validated one's states under the unvalidated names
+        if self.__dict__.get("_saved_state_names") or name.endswith(_UNCHECKED):
             name = self._memory_name(name) or name
         super().__setattr__(name, value)
 

@@ -1,7 +1,9 @@
 """``validate_args`` keeps metrics apart in MetricCollection compute groups; checkpoints stay the same."""
 
+import copy
 import inspect
 import itertools
+import pickle
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -9,7 +11,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import log_loss
+from sklearn.metrics import (
+    average_precision_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    roc_auc_score,
+)
 from torchmetrics import Metric, MetricCollection
 
 import torchmetrics_ext as tmx
@@ -532,3 +540,110 @@ def test_cli_demo_collection_refuses_a_batch_any_member_refuses():
     fresh.update(_P, _T, groups=groups)
     for name in fresh:
         _assert_same_states(collection[name], fresh[name])
+
+
+@pytest.mark.parametrize("leader_validates", [True, False])
+@pytest.mark.parametrize("copier", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))], ids=["deepcopy", "pickle"])
+def test_module_member_copy_holds_its_leader_states_across_validate_args(leader_validates, copier):
+    """A copy of a module's compute-group member holds the leader's states when the two differ in validate_args."""
+    first, second = ({}, {"validate_args": False}) if leader_validates else ({"validate_args": False}, {})
+    module = tmx.RecMetricModule.from_config(
+        {"tasks": ["t"], "metrics": {"mse": first, "mae": second}, "throughput": False}
+    )
+    preds, target = torch.tensor([0.2, 0.7, 0.4, 0.9]), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    module.update({"prediction": preds, "label": target})
+    assert module.compute_groups == [["mse", "mae"]]
+    copied = copier(module.metrics["mae"])  # no compute since the update: the copy reads the leader's states
+    expected = mean_absolute_error(target.numpy(), preds.double().numpy())
+    assert copied.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+_DDP_PREDS = torch.tensor([[0.12, 0.81, 0.47, 0.95, 0.33, 0.64], [0.71, 0.05, 0.58, 0.26, 0.89, 0.42]])
+_DDP_TARGET = torch.tensor([[0.0, 1.0, 0.0, 1.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]])
+
+
+def _module_values_mixed_validate_args(rank: int, world_size: int, per_rank: bool) -> dict[str, float]:
+    """A module whose compute groups mix validate_args (per rank too with ``per_rank``), computed under DDP."""
+    unvalidated_first = rank == 0 if per_rank else True
+    metrics = {
+        "mse": {"validate_args": not unvalidated_first},
+        "mae": {"validate_args": unvalidated_first},
+        "auc": {"validate_args": unvalidated_first},
+        "auprc": {"validate_args": not unvalidated_first},
+    }
+    module = tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": metrics, "throughput": False})
+    module.update({"prediction": _DDP_PREDS[rank], "label": _DDP_TARGET[rank]})
+    assert module.compute_groups == [["mse", "mae"], ["auc", "auprc"]]
+    return {key: value.item() for key, value in module.compute().items()}
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("per_rank", [False, True])
+def test_ddp_module_groups_mixing_validate_args_compute_every_rank(ddp_pool, per_rank):
+    """The fused gather's states of a leader reach members of the other validate_args (named apart in memory)."""
+    preds, target = _DDP_PREDS.reshape(-1).double().numpy(), _DDP_TARGET.reshape(-1).numpy()
+    expected = {
+        "mse/t": mean_squared_error(target, preds),
+        "mae/t": mean_absolute_error(target, preds),
+        "auc/t": roc_auc_score(target, preds),
+        "auprc/t": average_precision_score(target, preds),
+    }
+    for values in ddp_pool.run(_module_values_mixed_validate_args, per_rank):
+        assert values.keys() == expected.keys()
+        for key, value in expected.items():
+            assert values[key] == pytest.approx(value, rel=1e-12), key
+
+
+@pytest.mark.parametrize("factory", [tmx.WeightedMSE, tmx.AUC, tmx.NormalizedEntropy])
+def test_load_reports_unvalidated_states_under_their_checkpoint_names(factory):
+    """Missing keys and load errors name the keys a checkpoint holds (never the in-memory ``_unchecked`` names)."""
+    metric = factory(validate_args=False)
+    metric.persistent(True)
+    keys = list(metric.state_dict())  # the checkpoint names
+    assert not any(key.endswith("_unchecked") for key in keys)
+    assert metric.load_state_dict({}, strict=False).missing_keys == keys
+    broken = dict(metric.state_dict())
+    first = keys[0]
+    broken[first] = torch.zeros(7, 7, dtype=torch.float64)  # no state of any metric has this shape
+    with pytest.raises(RuntimeError) as raised:
+        metric.load_state_dict(broken)
+    assert "_unchecked" not in str(raised.value)
+    assert first in str(raised.value)
+
+
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_module_load_restarts_an_unvalidated_metric_the_checkpoint_lacks(validate_args):
+    """A metric added since the module's checkpoint starts afresh at load (strict=False), unvalidated too."""
+    first, second = torch.tensor([0.2, 0.7, 0.4, 0.9]), torch.tensor([0.1, 0.3, 0.6])
+    labels_first, labels_second = torch.tensor([0.0, 1.0, 1.0, 0.0]), torch.tensor([1.0, 1.0, 0.0])
+    options = {"validate_args": validate_args}
+    saved = tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": {"ctr": options}, "throughput": False})
+    saved.update({"prediction": second, "label": labels_second})
+    module = tmx.RecMetricModule.from_config(
+        {"tasks": ["t"], "metrics": {"ctr": options, "mse": options}, "throughput": False}
+    )
+    module.update({"prediction": first, "label": labels_first})  # before the load: not resumed
+    missing = module.load_state_dict(saved.state_dict(), strict=False).missing_keys
+    assert missing and all(key.startswith("metrics.mse.") and "_unchecked" not in key for key in missing)
+    module.update({"prediction": second, "label": labels_second})
+    expected = mean_squared_error(labels_second.numpy(), second.double().numpy())
+    assert module.compute()["mse/t"].item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("first_validates", [True, False])
+def test_explicit_compute_group_across_validate_args_shares_the_states(first_validates):
+    """``compute_groups=[[...]]`` names the group: its members read the first one's states under either setting."""
+    collection = MetricCollection(
+        {
+            "mse": tmx.WeightedMSE(validate_args=first_validates),
+            "mae": tmx.WeightedMAE(validate_args=not first_validates),
+        },
+        compute_groups=[["mse", "mae"]],
+    )
+    preds, target = torch.tensor([0.2, 0.7, 0.4, 0.9]), torch.tensor([0.0, 1.0, 1.0, 0.0])
+    collection.update(preds, target)
+    collection.update(preds[:2], target[:2])
+    all_preds, all_target = torch.cat([preds, preds[:2]]).double().numpy(), torch.cat([target, target[:2]]).numpy()
+    values = collection.compute()
+    assert values["mae"].item() == pytest.approx(mean_absolute_error(all_target, all_preds), rel=1e-12)
+    assert values["mse"].item() == pytest.approx(mean_squared_error(all_target, all_preds), rel=1e-12)

@@ -407,10 +407,14 @@ def standalone_state(metric: Metric, state: dict[str, Any]) -> dict[str, Any]:
     for name in ("_source_at_reset", "_cleared_at_reset"):
         state.pop(name, None)
     # the source's deferred states written first (a window's), under its own state names (``_defaults``'
-    # order: Sum's `metric_state` names them as TorchMetrics does)
-    states = dict(zip(source._defaults, source.metric_state.values(), strict=True))
+    # order: Sum's `metric_state` names them as TorchMetrics does), then their checkpoint names: a member
+    # and its leader may differ in validate_args, which names states in memory only
+    # (TaskMetric._unchecked_state_name)
+    theirs = source.__dict__.get("_saved_state_names") or {}
+    ours = metric.__dict__.get("_saved_state_names") or {}
+    states = {theirs.get(n, n): v for n, v in zip(source._defaults, source.metric_state.values(), strict=True)}
     for name in metric._defaults:
-        value = states.get(name)
+        value = states.get(ours.get(name, name))
         if isinstance(value, Tensor):  # copied: a copy pickled with its source must not share a state updated in place
             state[name] = value.detach().clone()
         elif isinstance(value, list):  # list chunks are never written in place: the copy's list holds them
@@ -478,6 +482,10 @@ def settings_problems(
     return problems
 
 
+# the suffix of a state named after validate_args=False in memory (TaskMetric._unchecked_state_name)
+_UNCHECKED = "_unchecked"
+
+
 class CheckpointedStates(Metric):
     """The checkpoint side of the package's metrics (see :class:`~torchmetrics_ext.metrics.base.GuardedMetric`)."""
 
@@ -509,10 +517,26 @@ class CheckpointedStates(Metric):
         self._saved_state_names: dict[str, str] = {}
 
     def _memory_name(self, name: str) -> str | None:
-        """The in-memory name of the state checkpoints call ``name``, where only memory names it otherwise."""
+        """The in-memory name of the state checkpoints call ``name``, where only memory names it otherwise.
+
+        A validated metric's state ``x`` is also ``x_unchecked``, as the unvalidated one names it in memory:
+        TorchMetrics' explicit compute groups (``MetricCollection(..., compute_groups=[["a", "b"]])``) write the
+        first member's states into the others under its names.
+        """
         saved_names = self.__dict__.get("_saved_state_names")
-        ours = f"{name}_unchecked"
-        return ours if saved_names and saved_names.get(ours) == name else None
+        if saved_names:
+            ours = f"{name}_unchecked"
+            return ours if saved_names.get(ours) == name else None
+        if name.endswith(_UNCHECKED):
+            defaults = self.__dict__.get("_defaults") or {}
+            plain = name[: -len(_UNCHECKED)]
+            return plain if plain in defaults and name not in defaults else None
+        return None
+
+    def _checkpoint_name(self, name: str) -> str:
+        """The name checkpoints give the state ``name`` (its in-memory name), for load messages and missing keys."""
+        saved_names = self.__dict__.get("_saved_state_names")
+        return saved_names.get(name, name) if saved_names else name
 
     def __getattr__(self, name: str) -> Any:
         """A state read under its checkpoint name (``AUC(validate_args=False).preds``), as with either setting.
@@ -531,7 +555,8 @@ class CheckpointedStates(Metric):
         A plain attribute of that name would shadow the state for reads while the metric kept
         updating and computing the state itself.
         """
-        if self.__dict__.get("_saved_state_names"):  # an unvalidated metric's (nothing to map otherwise)
+        # an unvalidated metric's checkpoint names, or a validated one's states under the unvalidated names
+        if self.__dict__.get("_saved_state_names") or name.endswith(_UNCHECKED):
             name = self._memory_name(name) or name
         super().__setattr__(name, value)
 
@@ -755,11 +780,13 @@ class CheckpointedStates(Metric):
         persistent = [name for name in self._defaults if self._persistent[name]]
         if present and not set(self._required_states()) <= set(present):  # some states only: all of them or none
             self._start_afresh(state_dict, prefix, present)
-            missing_keys.extend(prefix + name for name in persistent)
+            missing_keys.extend(prefix + self._checkpoint_name(name) for name in persistent)
         else:
             # a persistent state (saved by state_dict) absent from the checkpoint is a missing key, as a
             # parameter's would be: TorchMetrics loads only the states it finds and would start it over
-            missing_keys.extend(prefix + name for name in persistent if prefix + name not in state_dict)
+            missing_keys.extend(
+                prefix + self._checkpoint_name(name) for name in persistent if prefix + name not in state_dict
+            )
         # TorchMetrics makes the checkpoint's tensors the states themselves: an update (in place)
         # would then write into the checkpoint and into every metric loaded from it, e.g. the
         # metric whose `state_dict()` it is. Each state is loaded as its own copy, on this
@@ -813,8 +840,9 @@ class CheckpointedStates(Metric):
             "other settings that hold fewer states)"
         )
         note_checkpoint(
-            f"{prefix[:-1] or type(self).__name__}: the checkpoint holds {present} of this "
-            f"{type(self).__name__}{self._settings_text()}'s states {why}; without {absent} they cannot be "
+            f"{prefix[:-1] or type(self).__name__}: the checkpoint holds {[self._checkpoint_name(n) for n in present]} "
+            f"of this {type(self).__name__}{self._settings_text()}'s states {why}; without "
+            f"{[self._checkpoint_name(n) for n in absent]} they cannot be "
             "resumed, so none is read: all of its states are missing keys, which strict=True refuses, leaving the "
             "metric as it was; strict=False resumes the rest of it and the metric starts afresh."
         )
@@ -872,10 +900,10 @@ class CheckpointedStates(Metric):
         """
         problems = []
         for name, default in self._defaults.items():
-            key = prefix + name
-            if key not in state_dict:
+            if prefix + name not in state_dict:
                 continue
-            value = state_dict[key]
+            value = state_dict[prefix + name]
+            key = prefix + self._checkpoint_name(name)  # as the checkpoint names it, for the messages
             if isinstance(default, Tensor):
                 if not isinstance(value, Tensor):
                     problems.append(
@@ -913,7 +941,8 @@ class CheckpointedStates(Metric):
                 expected = default.dtype if isinstance(default, Tensor) else declared.get(name)
                 value = state_dict[prefix + name]
                 chunks = not isinstance(default, Tensor)
-                problem = dtype_problem(prefix + name, value, expected, owner, chunks=chunks, origin=origin)
+                key = prefix + self._checkpoint_name(name)
+                problem = dtype_problem(key, value, expected, owner, chunks=chunks, origin=origin)
                 if problem is not None:
                     problems.append(problem)
         return problems
@@ -946,11 +975,12 @@ class CheckpointedStates(Metric):
             total = sum(chunk.numel() for chunk in value)
             if total % width:
                 return [
-                    f"state mismatch for {prefix}{name}: the {origin} holds {total} values, not whole samples of "
+                    f"state mismatch for {prefix}{self._checkpoint_name(name)}: the {origin} holds {total} values, "
+                    "not whole samples of "
                     f"{width} values each (this {type(self).__name__}{self._settings_text()}): a metric of another "
                     "num_tasks."
                 ]
-            samples[name] = total // width
+            samples[self._checkpoint_name(name)] = total // width
         if len(set(samples.values())) > 1:
             return [
                 f"state mismatch: the {origin}'s states hold different numbers of samples for this "

@@ -1273,8 +1273,12 @@ class TaskMetric(GuardedMetric):
                 states (``compute`` without communication).
 
         ``compute`` results cached before or inside the block are dropped, so a local value is
-        never served as the synced one or the other way round.
+        never served as the synced one or the other way round. ``gathered`` may name the states as a
+        metric of the other ``validate_args`` does in memory (a ``RecMetricModule`` compute group's
+        leader's, see :meth:`_unchecked_state_name`): they are read under this metric's names.
         """
+        if gathered is not None and gathered.keys() != self._reductions.keys():
+            gathered = self._states_under_own_names(gathered)
         self._gathered, self._sync_locally, self._computed = gathered, gathered is None, None
         try:
             yield

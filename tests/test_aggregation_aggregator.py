@@ -1276,3 +1276,42 @@ def test_real_numpy_scalars_are_still_taken(agg_type):
     exact = {A.SUM: 9.0, A.MEAN: 9.0 / 5, A.MAX: 4.0, A.MIN: 0.5, A.DISTRIBUTION: 9.0 / 5}[agg_type]
     key = "train_ds/m_stat_mean" if agg_type is A.DISTRIBUTION else "train_ds/m"
     assert logged[key] == exact
+
+
+def test_a_checkpoint_keeps_the_states_of_a_windowed_handler():
+    """A ``Windowed`` handler holds its states in its ``lifetime``/``window`` metrics and its ring (extra state),
+    none of them in its own ``metric_state``: the checkpoint saved nothing of them, and a resumed run logged SUM 0
+    and left MEAN out (``nan``), silently. References: plain Python over the values (window of the last 3 updates)."""
+    from torchmetrics_ext import Windowed
+
+    def aggregator() -> MetricsAggregator:
+        out = MetricsAggregator()
+        out.register_handler(A.SUM, lambda: Windowed(Sum(), window_size=3))
+        out.register_handler(A.MEAN, lambda: Windowed(Mean(), window_size=3))
+        return out
+
+    def expected(values: list[float]) -> dict[str, float]:
+        recent = values[-3:]  # one value per update: the window holds the last three updates
+        return {
+            "train_d/s_lifetime": math.fsum(values),
+            "train_d/s_window": math.fsum(recent),
+            "train_d/m_lifetime": statistics.fmean(values),
+            "train_d/m_window": statistics.fmean(recent),
+        }
+
+    values = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    original = aggregator()
+    for value in values[:5]:
+        original.update([Metric("d", "s", value, A.SUM), Metric("d", "m", value, A.MEAN)])
+    state = original.state_dict()
+    json.dumps(state["metadata"])
+    assert all(isinstance(v, torch.Tensor) for v in state["tensors"].values())
+    buffer = io.BytesIO()
+    torch.save({"metadata": json.loads(json.dumps(state["metadata"])), "tensors": state["tensors"]}, buffer)
+    buffer.seek(0)
+    resumed = aggregator()
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.get_metrics_for_logging() == expected(values[:5])
+    for value in values[5:]:
+        resumed.update([Metric("d", "s", value, A.SUM), Metric("d", "m", value, A.MEAN)])
+    assert resumed.get_metrics_for_logging() == expected(values)

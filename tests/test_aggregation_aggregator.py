@@ -135,6 +135,32 @@ def test_custom_transform_and_pickling():
     ]
 
 
+class _ReturnsWhatItIsGiven(MetricTransform):
+    """A custom transform whose ``_generate_metrics`` returns ``sample["out"]`` as it is."""
+
+    def _generate_metrics(self, sample):
+        return sample["out"]
+
+
+def test_a_transform_that_returns_no_list_of_records_is_a_type_error_naming_it():
+    """A ``_generate_metrics`` without ``return`` (None) or returning one record raised Python's bare
+    "'NoneType' object is not iterable"; a non-record in the list went into ``sample["metrics"]`` silently."""
+    transform = _ReturnsWhatItIsGiven()
+    transform.set_dataset_name("d")
+    record = Metric("d", "x", 1, A.SUM)
+    for out, match in (
+        (None, r"_ReturnsWhatItIsGiven\._generate_metrics.* list of Metric records, got NoneType"),
+        (record, r"list of Metric records, got Metric .*wrap one record in a list"),
+        ([record, "x"], r"list of Metric records, got 'x' \(str\) at position 1"),
+    ):
+        sample = {"out": out, "metrics": [record]}
+        with pytest.raises(TypeError, match=match):
+            transform(sample)
+        assert sample == {"out": out, "metrics": [record]}  # unchanged
+    sample = transform({"out": (record,)})  # a tuple is a sequence of records
+    assert sample["metrics"] == [record]
+
+
 class TokensDataset(Dataset):
     """Applies the transform in ``__getitem__``, i.e. inside the DataLoader worker processes."""
 

@@ -1341,3 +1341,32 @@ def test_a_checkpoint_keeps_the_states_of_a_windowed_handler():
     for value in values[5:]:
         resumed.update([Metric("d", "s", value, A.SUM), Metric("d", "m", value, A.MEAN)])
     assert resumed.get_metrics_for_logging() == expected(values)
+
+
+def test_a_checkpoint_of_a_wrapper_handler_written_before_its_inner_states_were_kept_loads():
+    """TorchMetrics' ``Running`` keeps its window in its own states; a checkpoint written before the states of the
+    metrics inside a handler were kept (no ``base_metric.*``) loads and resumes as before. Reference: the sum of the
+    last three updates' values, in plain Python."""
+    from torchmetrics.aggregation import SumMetric
+    from torchmetrics.wrappers import Running
+
+    def aggregator() -> MetricsAggregator:
+        out = MetricsAggregator()
+        out.register_handler(A.SUM, lambda: Running(SumMetric(), window=3))
+        return out
+
+    values = [1.0, 2.0, 4.0, 8.0, 16.0]
+    source = aggregator()
+    for value in values[:3]:
+        source.update([Metric("d", "s", value, A.SUM)])
+    state = source.state_dict()
+    entry = state["metadata"]["metrics"][0]
+    assert "base_metric.sum_value" in entry["states"]
+    entry["states"] = {k: v for k, v in entry["states"].items() if "." not in k}  # the earlier format
+    state["tensors"] = {k: v for k, v in state["tensors"].items() if "." not in k}
+    resumed = aggregator()
+    resumed.load_state_dict(state)
+    assert resumed.get_metrics_for_logging() == {"train_d/s": math.fsum(values[:3])}
+    for value in values[3:]:
+        resumed.update([Metric("d", "s", value, A.SUM)])
+    assert resumed.get_metrics_for_logging() == {"train_d/s": math.fsum(values[-3:])}

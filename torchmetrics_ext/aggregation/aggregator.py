@@ -826,6 +826,10 @@ class MetricsAggregator:
                 ) from None
             metric = self._make(agg_type, taken)
             saved, expected = set(layout), set(_all_states(metric))
+            if not extra and not any("." in state for state in saved):
+                # written before the states of the metrics inside a handler were kept: its own states only
+                # (a TorchMetrics Running's ring loads as before; the metrics inside keep their defaults)
+                expected = {state for state in expected if "." not in state}
             # states a metric added after the checkpoint was written, which its load derives from
             # saved ones (Distribution's compensations: zeros)
             derived = {n for n, (_, sources) in getattr(metric, "_derived_states", {}).items() if set(sources) <= saved}
@@ -849,7 +853,7 @@ class MetricsAggregator:
                     raise ValueError(f"The checkpoint lacks the tensor {missing[0]!r} (state {state!r} of {key}).")
                 copies = [tensors[name].clone().to(self._device) for name in names]
                 states[state] = copies[0] if length is None else copies
-            if set(extra) != set(_extra_states(metric)):
+            if (extra or any("." in state for state in saved)) and set(extra) != set(_extra_states(metric)):
                 raise ValueError(
                     f"Checkpointed extra states {sorted(extra)} of {key} do not match the "
                     f"{_type_name(agg_type)} handler's {sorted(_extra_states(metric))}."

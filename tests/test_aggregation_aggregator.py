@@ -135,6 +135,32 @@ def test_custom_transform_and_pickling():
     ]
 
 
+class _ReturnsWhatItIsGiven(MetricTransform):
+    """A custom transform whose ``_generate_metrics`` returns ``sample["out"]`` as it is."""
+
+    def _generate_metrics(self, sample):
+        return sample["out"]
+
+
+def test_a_transform_that_returns_no_list_of_records_is_a_type_error_naming_it():
+    """A ``_generate_metrics`` without ``return`` (None) or returning one record raised Python's bare
+    "'NoneType' object is not iterable"; a non-record in the list went into ``sample["metrics"]`` silently."""
+    transform = _ReturnsWhatItIsGiven()
+    transform.set_dataset_name("d")
+    record = Metric("d", "x", 1, A.SUM)
+    for out, match in (
+        (None, r"_ReturnsWhatItIsGiven\._generate_metrics.* list of Metric records, got NoneType"),
+        (record, r"list of Metric records, got Metric .*wrap one record in a list"),
+        ([record, "x"], r"list of Metric records, got 'x' \(str\) at position 1"),
+    ):
+        sample = {"out": out, "metrics": [record]}
+        with pytest.raises(TypeError, match=match):
+            transform(sample)
+        assert sample == {"out": out, "metrics": [record]}  # unchanged
+    sample = transform({"out": (record,)})  # a tuple is a sequence of records
+    assert sample["metrics"] == [record]
+
+
 class TokensDataset(Dataset):
     """Applies the transform in ``__getitem__``, i.e. inside the DataLoader worker processes."""
 
@@ -1276,3 +1302,71 @@ def test_real_numpy_scalars_are_still_taken(agg_type):
     exact = {A.SUM: 9.0, A.MEAN: 9.0 / 5, A.MAX: 4.0, A.MIN: 0.5, A.DISTRIBUTION: 9.0 / 5}[agg_type]
     key = "train_ds/m_stat_mean" if agg_type is A.DISTRIBUTION else "train_ds/m"
     assert logged[key] == exact
+
+
+def test_a_checkpoint_keeps_the_states_of_a_windowed_handler():
+    """A ``Windowed`` handler holds its states in its ``lifetime``/``window`` metrics and its ring (extra state),
+    none of them in its own ``metric_state``: the checkpoint saved nothing of them, and a resumed run logged SUM 0
+    and left MEAN out (``nan``), silently. References: plain Python over the values (window of the last 3 updates)."""
+    from torchmetrics_ext import Windowed
+
+    def aggregator() -> MetricsAggregator:
+        out = MetricsAggregator()
+        out.register_handler(A.SUM, lambda: Windowed(Sum(), window_size=3))
+        out.register_handler(A.MEAN, lambda: Windowed(Mean(), window_size=3))
+        return out
+
+    def expected(values: list[float]) -> dict[str, float]:
+        recent = values[-3:]  # one value per update: the window holds the last three updates
+        return {
+            "train_d/s_lifetime": math.fsum(values),
+            "train_d/s_window": math.fsum(recent),
+            "train_d/m_lifetime": statistics.fmean(values),
+            "train_d/m_window": statistics.fmean(recent),
+        }
+
+    values = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+    original = aggregator()
+    for value in values[:5]:
+        original.update([Metric("d", "s", value, A.SUM), Metric("d", "m", value, A.MEAN)])
+    state = original.state_dict()
+    json.dumps(state["metadata"])
+    assert all(isinstance(v, torch.Tensor) for v in state["tensors"].values())
+    buffer = io.BytesIO()
+    torch.save({"metadata": json.loads(json.dumps(state["metadata"])), "tensors": state["tensors"]}, buffer)
+    buffer.seek(0)
+    resumed = aggregator()
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    assert resumed.get_metrics_for_logging() == expected(values[:5])
+    for value in values[5:]:
+        resumed.update([Metric("d", "s", value, A.SUM), Metric("d", "m", value, A.MEAN)])
+    assert resumed.get_metrics_for_logging() == expected(values)
+
+
+def test_a_checkpoint_of_a_wrapper_handler_written_before_its_inner_states_were_kept_loads():
+    """TorchMetrics' ``Running`` keeps its window in its own states; a checkpoint written before the states of the
+    metrics inside a handler were kept (no ``base_metric.*``) loads and resumes as before. Reference: the sum of the
+    last three updates' values, in plain Python."""
+    from torchmetrics.aggregation import SumMetric
+    from torchmetrics.wrappers import Running
+
+    def aggregator() -> MetricsAggregator:
+        out = MetricsAggregator()
+        out.register_handler(A.SUM, lambda: Running(SumMetric(), window=3))
+        return out
+
+    values = [1.0, 2.0, 4.0, 8.0, 16.0]
+    source = aggregator()
+    for value in values[:3]:
+        source.update([Metric("d", "s", value, A.SUM)])
+    state = source.state_dict()
+    entry = state["metadata"]["metrics"][0]
+    assert "base_metric.sum_value" in entry["states"]
+    entry["states"] = {k: v for k, v in entry["states"].items() if "." not in k}  # the earlier format
+    state["tensors"] = {k: v for k, v in state["tensors"].items() if "." not in k}
+    resumed = aggregator()
+    resumed.load_state_dict(state)
+    assert resumed.get_metrics_for_logging() == {"train_d/s": math.fsum(values[:3])}
+    for value in values[3:]:
+        resumed.update([Metric("d", "s", value, A.SUM)])
+    assert resumed.get_metrics_for_logging() == {"train_d/s": math.fsum(values[-3:])}

@@ -38,6 +38,7 @@ Key = tuple[str, str]
 _Probe = tuple[str | None, Layout | None, str | None]
 _FORMAT = "torchmetrics_ext.MetricsAggregator/1"
 _FIELDS = ("dataset_name", "name", "value", "agg_type")
+_EXTRA = "_extra_state"  # nn.Module's state_dict key of a module's get_extra_state()
 # how a dict-valued metric's entries are logged: "{name}{joiner}{entry}"
 _JOINERS = {AggregationType.DISTRIBUTION: "_stat_", AggregationType.CATEGORICAL_COUNT: "_count_"}
 
@@ -160,6 +161,67 @@ def _numbers(values: list[Any], base: str, agg_type: AggregationType) -> list[fl
             )
         numbers.append(float(tensor))
     return numbers
+
+
+def _all_states(metric: TorchMetric) -> dict[str, Any]:
+    """The states of ``metric`` and of the metrics inside it (a wrapper's, as ``lifetime.count``), by state_dict name.
+
+    A wrapper such as :class:`~torchmetrics_ext.Windowed` holds its states in the metrics it wraps,
+    none in its own ``metric_state``: a checkpoint of that alone held nothing of them.
+    """
+    states: dict[str, Any] = dict(metric.metric_state)
+    for path, part in metric.named_modules():
+        if path and isinstance(part, TorchMetric):
+            states.update((f"{path}.{state}", value) for state, value in part.metric_state.items())
+    return states
+
+
+def _extra_states(metric: TorchMetric) -> dict[str, Any]:
+    """``{state_dict key: value}`` of the extra states (``get_extra_state``) of ``metric`` and its parts (a ring)."""
+    out = {}
+    for path, part in metric.named_modules():
+        if type(part).get_extra_state is not nn.Module.get_extra_state:
+            value = part.get_extra_state()
+            if value is not None:
+                out[f"{path}.{_EXTRA}" if path else _EXTRA] = value
+    return out
+
+
+def _packed(value: Any, path: str, tensors: dict[str, Tensor], key: Key) -> Any:
+    """``value`` (an extra state: dicts, lists, numbers, tensors) as JSON; its tensors go to ``tensors`` at ``path``."""
+    if isinstance(value, Tensor):
+        tensors[path] = value.detach().cpu().clone()
+        return {"tensor": path}
+    if isinstance(value, dict) and all(isinstance(k, (str, int)) and not isinstance(k, bool) for k in value):
+        return {"dict": [[k, _packed(v, f"{path}/{j}", tensors, key)] for j, (k, v) in enumerate(value.items())]}
+    if isinstance(value, (list, tuple)):
+        kind = "list" if isinstance(value, list) else "tuple"
+        return {kind: [_packed(v, f"{path}/{j}", tensors, key) for j, v in enumerate(value)]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    raise TypeError(
+        f"Cannot checkpoint metric {key[1]!r} of dataset {key[0]!r}: its extra state {path!r} holds a "
+        f"{type(value).__name__}, not dicts, lists, numbers, strings or tensors."
+    )
+
+
+def _unpacked(packed: Any, tensors: Mapping[str, Any], device: torch.device, key: Key) -> Any:
+    """The extra state :func:`_packed` wrote (tensors on ``device``); ``ValueError`` on anything else."""
+    if isinstance(packed, dict) and len(packed) == 1:
+        ((kind, body),) = packed.items()
+        if kind == "tensor":
+            tensor = tensors.get(body)
+            if not isinstance(tensor, Tensor):
+                raise ValueError(f"The checkpoint lacks the tensor {body!r} (an extra state of {key}).")
+            return tensor.clone().to(device)
+        if kind == "dict" and isinstance(body, list):
+            return {k: _unpacked(v, tensors, device, key) for k, v in body}
+        if kind in ("list", "tuple") and isinstance(body, list):
+            items = [_unpacked(v, tensors, device, key) for v in body]
+            return items if kind == "list" else tuple(items)
+        if kind == "value":
+            return body
+    raise ValueError(f"Checkpointed extra state of {key} is not one MetricsAggregator.state_dict() writes: {packed!r}.")
 
 
 class MetricsAggregator:
@@ -676,7 +738,10 @@ class MetricsAggregator:
         """A checkpoint: ``{"metadata": <JSON-serialisable>, "tensors": {name: Tensor}}``.
 
         ``metadata`` lists every key (dataset, name, aggregation type, update count, state
-        layout); ``tensors`` holds each metric's states (list states entry by entry).
+        layout); ``tensors`` holds each metric's states (list states entry by entry), those of the metrics
+        inside it (a wrapper's, such as a ``Windowed``'s ``lifetime.sum_value``) included. A module's extra state
+        (``get_extra_state``: a ``Windowed``'s ring) is written in the entry's ``extra_states`` as JSON, its
+        tensors in ``tensors``.
 
         Examples:
             >>> import io
@@ -696,7 +761,7 @@ class MetricsAggregator:
         entries, tensors = [], {}
         for i, ((ds, name), (agg_type, _, metric)) in enumerate(self._keys.items()):
             layout: dict[str, int | None] = {}
-            for state, value in metric.metric_state.items():  # named as the metric's own state_dict names them
+            for state, value in _all_states(metric).items():  # named as the metric's own state_dict names them
                 if isinstance(value, Tensor):
                     layout[state] = None
                     tensors[f"{i}/{state}"] = value.detach().cpu().clone()
@@ -704,15 +769,19 @@ class MetricsAggregator:
                     layout[state] = len(value)
                     for j, item in enumerate(value):
                         tensors[f"{i}/{state}/{j}"] = item.detach().cpu().clone()
-            entries.append(
-                {
-                    "dataset_name": ds,
-                    "name": name,
-                    "agg_type": agg_type.value,
-                    "update_count": self._loaded_updates.get((ds, name), 0) + metric.update_count,
-                    "states": layout,
-                }
-            )
+            entry = {
+                "dataset_name": ds,
+                "name": name,
+                "agg_type": agg_type.value,
+                "update_count": self._loaded_updates.get((ds, name), 0) + metric.update_count,
+                "states": layout,
+            }
+            extra = {
+                key: _packed(value, f"{i}/{key}", tensors, (ds, name)) for key, value in _extra_states(metric).items()
+            }
+            if extra:  # a wrapper's (Windowed's ring): only then, so other checkpoints keep their metadata
+                entry["extra_states"] = extra
+            entries.append(entry)
         return {"metadata": {"format": _FORMAT, "metrics": entries}, "tensors": tensors}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -749,13 +818,18 @@ class MetricsAggregator:
             try:
                 key, agg_type = (entry["dataset_name"], entry["name"]), AggregationType(entry["agg_type"])
                 updates, layout = int(entry["update_count"]), dict(entry["states"])
-            except (KeyError, TypeError, ValueError) as err:
+                extra = dict(entry.get("extra_states", {}))
+            except (KeyError, TypeError, ValueError, AttributeError) as err:
                 raise ValueError(
                     f"Checkpoint entry {i} is not one MetricsAggregator.state_dict() writes "
                     f"({type(err).__name__}: {err}): {entry!r}."
                 ) from None
             metric = self._make(agg_type, taken)
-            saved, expected = set(layout), set(metric.metric_state)
+            saved, expected = set(layout), set(_all_states(metric))
+            if not extra and not any("." in state for state in saved):
+                # written before the states of the metrics inside a handler were kept: its own states only
+                # (a TorchMetrics Running's ring loads as before; the metrics inside keep their defaults)
+                expected = {state for state in expected if "." not in state}
             # states a metric added after the checkpoint was written, which its load derives from
             # saved ones (Distribution's compensations: zeros)
             derived = {n for n, (_, sources) in getattr(metric, "_derived_states", {}).items() if set(sources) <= saved}
@@ -779,9 +853,16 @@ class MetricsAggregator:
                     raise ValueError(f"The checkpoint lacks the tensor {missing[0]!r} (state {state!r} of {key}).")
                 copies = [tensors[name].clone().to(self._device) for name in names]
                 states[state] = copies[0] if length is None else copies
+            if (extra or any("." in state for state in saved)) and set(extra) != set(_extra_states(metric)):
+                raise ValueError(
+                    f"Checkpointed extra states {sorted(extra)} of {key} do not match the "
+                    f"{_type_name(agg_type)} handler's {sorted(_extra_states(metric))}."
+                )
+            for state, packed in extra.items():
+                states[state] = _unpacked(packed, tensors, self._device, key)
             try:
                 metric.load_state_dict(states, strict=False)
-            except RuntimeError as err:  # nn.Module's size mismatch: a handler of other settings
+            except (RuntimeError, ValueError) as err:  # nn.Module's size mismatch, a ring of other states
                 raise ValueError(
                     f"Checkpointed states of {key} do not fit the {_type_name(agg_type)} handler: {err}"
                 ) from None

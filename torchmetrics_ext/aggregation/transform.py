@@ -11,6 +11,29 @@ from torchmetrics_ext.aggregation.types import AggregationType, Metric, MetricVa
 __all__ = ["DefaultTrainingMetricTransform", "MetricTransform"]
 
 
+_RECORD_FIELDS = ("dataset_name", "name", "value", "agg_type")
+
+
+def _checked_records(owner: str, records: object) -> list[Metric]:
+    """``records`` as a new list; a ``TypeError`` naming ``owner._generate_metrics`` unless a list/tuple of records.
+
+    A record is a :class:`Metric` or any object with its four fields (as :class:`MetricsAggregator` takes them).
+    """
+    if not isinstance(records, (list, tuple)):
+        hint = " (wrap one record in a list: return [record])" if hasattr(records, "agg_type") else ""
+        raise TypeError(
+            f"Expected {owner}._generate_metrics to return a list of Metric records, "
+            f"got {type(records).__name__}{hint}."
+        )
+    for i, record in enumerate(records):
+        if not isinstance(record, Metric) and not all(hasattr(record, field) for field in _RECORD_FIELDS):
+            raise TypeError(
+                f"Expected {owner}._generate_metrics to return a list of Metric records, "
+                f"got {record!r} ({type(record).__name__}) at position {i}."
+            )
+    return list(records)
+
+
 class MetricTransform(ABC):
     """Base class of transforms that attach per-sample :class:`Metric` records to a sample.
 
@@ -21,7 +44,9 @@ class MetricTransform(ABC):
 
     Raises:
         RuntimeError: if the transform is called before :meth:`set_dataset_name`.
-        TypeError: if the sample is not a mapping or ``sample["metrics"]`` is not a list.
+        TypeError: if the sample is not a mapping, ``sample["metrics"]`` is not a list, or
+            :meth:`_generate_metrics` returns anything but a list (or tuple) of :class:`Metric` records
+            (the sample is left as it was).
 
     Examples:
         >>> from torchmetrics_ext.aggregation import AggregationType, MetricsAggregator
@@ -74,10 +99,10 @@ class MetricTransform(ABC):
             )
         if not isinstance(sample, Mapping):
             raise TypeError(f"Expected `sample` to be a dict, got {type(sample).__name__}.")
-        records = self._generate_metrics(sample)
+        records = _checked_records(type(self).__name__, self._generate_metrics(sample))
         existing = sample.get("metrics")
         if existing is None:
-            sample["metrics"] = list(records)
+            sample["metrics"] = records  # a new list (_checked_records)
         elif isinstance(existing, list):
             existing.extend(records)
         else:

@@ -161,6 +161,35 @@ def test_a_transform_that_returns_no_list_of_records_is_a_type_error_naming_it()
     assert sample["metrics"] == [record]
 
 
+def test_a_transform_whose_generate_metrics_yields_its_records_still_works():
+    """``_generate_metrics`` written as a generator (``yield`` each record) was taken as its records (``list(...)``)
+    until the return check refused anything but a list or tuple, while ``MetricsAggregator.update`` takes a
+    generator of records too. Reference: the records built here and the token count in plain Python."""
+
+    class YieldingTransform(MetricTransform):
+        def _generate_metrics(self, sample):
+            yield self.new_metric("tokens", len(sample["tokens"]), A.SUM)
+            yield self.new_metric("seen", 1, A.SUM)
+
+    transform = YieldingTransform()
+    transform.set_dataset_name("d")
+    earlier = Metric("d", "x", 1, A.SUM)
+    sample = transform({"tokens": [5, 6, 7], "metrics": [earlier]})
+    assert sample["metrics"] == [earlier, Metric("d", "tokens", 3, A.SUM), Metric("d", "seen", 1, A.SUM)]
+    assert transform({"tokens": []})["metrics"] == [Metric("d", "tokens", 0, A.SUM), Metric("d", "seen", 1, A.SUM)]
+    # a generator yielding a non-record is refused like a list holding one, the sample unchanged
+    bad = _ReturnsWhatItIsGiven()
+    bad.set_dataset_name("d")
+    sample = {"out": (r for r in [earlier, 3]), "metrics": [earlier]}
+    with pytest.raises(TypeError, match=r"got 3 \(int\) at position 1"):
+        bad(sample)
+    assert sample["metrics"] == [earlier]
+    # a string or a mapping is no sequence of records
+    for out in ("abc", {"name": "x"}):
+        with pytest.raises(TypeError, match="list of Metric records"):
+            bad({"out": out})
+
+
 class TokensDataset(Dataset):
     """Applies the transform in ``__getitem__``, i.e. inside the DataLoader worker processes."""
 

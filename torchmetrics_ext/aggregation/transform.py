@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torchmetrics_ext.aggregation.types import AggregationType, Metric, MetricValue
@@ -15,16 +15,21 @@ _RECORD_FIELDS = ("dataset_name", "name", "value", "agg_type")
 
 
 def _checked_records(owner: str, records: object) -> list[Metric]:
-    """``records`` as a new list; a ``TypeError`` naming ``owner._generate_metrics`` unless a list/tuple of records.
+    """``records`` as a new list; a ``TypeError`` naming ``owner._generate_metrics`` unless an iterable of records.
 
     A record is a :class:`Metric` or any object with its four fields (as :class:`MetricsAggregator` takes them).
+    A list, a tuple or another iterable of records (a generator: ``_generate_metrics`` written with ``yield``, as
+    :meth:`MetricsAggregator.update` also takes) is read once; a string, a mapping or one record is none.
     """
     if not isinstance(records, (list, tuple)):
-        hint = " (wrap one record in a list: return [record])" if hasattr(records, "agg_type") else ""
-        raise TypeError(
-            f"Expected {owner}._generate_metrics to return a list of Metric records, "
-            f"got {type(records).__name__}{hint}."
-        )
+        one_record = hasattr(records, "agg_type")
+        if one_record or isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+            hint = " (wrap one record in a list: return [record])" if one_record else ""
+            raise TypeError(
+                f"Expected {owner}._generate_metrics to return a list of Metric records, "
+                f"got {type(records).__name__}{hint}."
+            )
+        records = list(records)  # a generator's records, read once (the checks below and the caller's list)
     for i, record in enumerate(records):
         if not isinstance(record, Metric) and not all(hasattr(record, field) for field in _RECORD_FIELDS):
             raise TypeError(
@@ -45,8 +50,8 @@ class MetricTransform(ABC):
     Raises:
         RuntimeError: if the transform is called before :meth:`set_dataset_name`.
         TypeError: if the sample is not a mapping, ``sample["metrics"]`` is not a list, or
-            :meth:`_generate_metrics` returns anything but a list (or tuple) of :class:`Metric` records
-            (the sample is left as it was).
+            :meth:`_generate_metrics` returns anything but a list, tuple or other iterable (a generator)
+            of :class:`Metric` records (the sample is left as it was).
 
     Examples:
         >>> from torchmetrics_ext.aggregation import AggregationType, MetricsAggregator

@@ -5727,3 +5727,26 @@ def test_a_ranking_metric_given_already_updated_to_several_tasks_is_refused_and_
     buy = [(7, s, y) for s, y in zip(step["buy_pred"].tolist(), step["buy_label"].tolist())]
     assert values["mrr/click"].item() == pytest.approx(_plain_mrr(click), rel=1e-12)
     assert values["mrr/buy"].item() == pytest.approx(_plain_mrr(buy), rel=1e-12)
+
+
+def test_a_ranking_metric_updated_with_no_rows_is_taken_for_several_tasks():
+    """An empty batch (or a fresh metric's checkpoint) leaves a ranking metric's states as built: its copies
+    per task count nothing fed for no task, so the module takes it (it was refused as "already holds rows")."""
+    empty = tmx.MRR()
+    empty.update(torch.tensor([]), torch.tensor([], dtype=torch.long), indexes=torch.tensor([], dtype=torch.long))
+    loaded = tmx.MRR()
+    loaded.persistent(True)
+    source = tmx.MRR()
+    source.persistent(True)
+    loaded.load_state_dict(source.state_dict())
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred", session_id_name="query") for t in ("click", "buy")]
+    step = {"query": torch.tensor([7, 7, 7]), "click_pred": torch.tensor([0.9, 0.2, 0.4])}
+    step |= {"click_label": torch.tensor([0, 0, 1]), "buy_pred": torch.tensor([0.3, 0.8, 0.1])}
+    step |= {"buy_label": torch.tensor([0, 1, 0])}
+    for metric in (empty, loaded):
+        module = tmx.RecMetricModule(tasks, {"mrr": metric}, throughput=False)
+        module.update(step)
+        values = module.compute()
+        for task in ("click", "buy"):
+            rows = [(7, s, y) for s, y in zip(step[f"{task}_pred"].tolist(), step[f"{task}_label"].tolist())]
+            assert values[f"mrr/{task}"].item() == pytest.approx(_plain_mrr(rows), rel=1e-12)

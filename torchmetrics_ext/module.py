@@ -451,7 +451,7 @@ class RecMetricModule(CheckpointLoading):
                         "(queries, candidates) input; the module feeds each task's rows flat, grouped by session "
                         "ids, with no padding slots: build it without padding_value."
                     )
-                if num_tasks > 1 and holds_anything(metric):
+                if num_tasks > 1 and holds_anything(metric) and not _states_as_built(metric):
                     # its copies, one per task, would each count the rows it holds (fed for no task) in every task
                     raise ValueError(
                         f"Metric {name!r} ({type(metric).__name__}) already holds rows (updated, merged or loaded), "
@@ -2233,3 +2233,20 @@ def _scalar(value: Any, name: str) -> Tensor:
     if tensor.numel() != 1 or tensor.is_complex():
         raise error
     return tensor.reshape(()).to(torch.float64) if not tensor.is_floating_point() else tensor.reshape(())
+
+
+def _states_as_built(metric: Metric) -> bool:
+    """Whether every state of ``metric`` equals its default (an update of an empty batch, a fresh metric's load).
+
+    Its copies then hold what fresh ones would: nothing counted for no task. Read once, when a module is built.
+    """
+    # `metric_state` (deferred states written first) names states as checkpoints do, in `_defaults`' order
+    for default, value in zip(metric._defaults.values(), metric.metric_state.values(), strict=True):
+        if isinstance(default, Tensor):
+            if not isinstance(value, Tensor) or value.shape != default.shape:
+                return False
+            if not torch.equal(value, default.to(value.device)):
+                return False
+        elif any(not isinstance(chunk, Tensor) or chunk.numel() for chunk in value):
+            return False
+    return True

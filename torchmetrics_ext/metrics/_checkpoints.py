@@ -31,6 +31,7 @@ from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
 __all__ = [
+    "UNCHECKED_SUFFIX",
     "CheckpointedStates",
     "copied_with_source",
     "derive_missing",
@@ -483,7 +484,7 @@ def settings_problems(
 
 
 # the suffix of a state named after validate_args=False in memory (TaskMetric._unchecked_state_name)
-_UNCHECKED = "_unchecked"
+UNCHECKED_SUFFIX = "_unchecked"
 
 
 class CheckpointedStates(Metric):
@@ -525,11 +526,11 @@ class CheckpointedStates(Metric):
         """
         saved_names = self.__dict__.get("_saved_state_names")
         if saved_names:
-            ours = f"{name}_unchecked"
+            ours = f"{name}{UNCHECKED_SUFFIX}"
             return ours if saved_names.get(ours) == name else None
-        if name.endswith(_UNCHECKED):
+        if name.endswith(UNCHECKED_SUFFIX):
             defaults = self.__dict__.get("_defaults") or {}
-            plain = name[: -len(_UNCHECKED)]
+            plain = name[: -len(UNCHECKED_SUFFIX)]
             return plain if plain in defaults and name not in defaults else None
         return None
 
@@ -556,7 +557,7 @@ class CheckpointedStates(Metric):
         updating and computing the state itself.
         """
         # an unvalidated metric's checkpoint names, or a validated one's states under the unvalidated names
-        if self.__dict__.get("_saved_state_names") or name.endswith(_UNCHECKED):
+        if self.__dict__.get("_saved_state_names") or name.endswith(UNCHECKED_SUFFIX):
             name = self._memory_name(name) or name
         super().__setattr__(name, value)
 

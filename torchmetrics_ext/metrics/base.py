@@ -24,6 +24,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
 from torchmetrics_ext.metrics._checkpoints import (
+    UNCHECKED_SUFFIX,
     CheckpointedStates,
     _count_reset,
     _count_states_written,
@@ -732,8 +733,8 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         for name in list(states):
             if name in self._defaults:
                 continue
-            plain = name.removesuffix("_unchecked")
-            ours = plain if plain in self._defaults else f"{plain}_unchecked"
+            plain = name.removesuffix(UNCHECKED_SUFFIX)
+            ours = plain if plain in self._defaults else f"{plain}{UNCHECKED_SUFFIX}"
             if ours in self._defaults and ours not in states and saved_names.get(ours, ours) == plain:
                 states[ours] = states.pop(name)
         return states
@@ -1075,7 +1076,7 @@ class TaskMetric(GuardedMetric):
         """
         if self.validate_args:
             return name
-        ours = f"{name}_unchecked"
+        ours = f"{name}{UNCHECKED_SUFFIX}"
         self._saved_state_names[ours] = name
         # former names noted for `name` (older checkpoints' spellings) load into it under either setting
         self._former_patterns[:] = [(p, ours if n == name else n) for p, n in self._former_patterns]

@@ -6,10 +6,12 @@ cached value), ``deepcopy`` and ``pickle.dumps`` of a metric right after its ``c
 cached value, if it does), and a ``MetricsAggregator``'s ``get_metrics_for_logging`` of one
 CATEGORICAL_COUNT metric with every category; best of ``--repeats``, one thread, milliseconds.
 With ``--baseline DIR`` another checkout's metric runs the same operations, the two sides taking
-turns operation by operation (so a change of machine load hits both).
+turns operation by operation (so a change of machine load hits both). ``--unvalidated`` times
+``CategoricalCount(validate_args=False)`` (also as the aggregator's handler).
 
     python benchmarks/bench_categorical.py
     python benchmarks/bench_categorical.py --baseline /tmp/base --categories 100000
+    python benchmarks/bench_categorical.py --baseline /tmp/base --categories 100 --unvalidated
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import copy
 import pickle
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +40,15 @@ def best_ms(fn: Callable[[], Any], repeats: int) -> float:
     return 1e3 * best
 
 
-def operations(module: Any, categories: list[str]) -> dict[str, Callable[[], Any]]:
+def operations(module: Any, categories: list[str], validate_args: bool = True) -> dict[str, Callable[[], Any]]:
     """The timed operations on a ``CategoricalCount`` of ``module`` (an ``aggregation``) that saw every category."""
-    cls = module.CategoricalCount
+    cls = partial(module.CategoricalCount, validate_args=validate_args)
     metric, computed = cls(), cls()
     metric.update(categories)
     computed.update(categories)
     computed.compute()
     aggregator = module.MetricsAggregator()
+    aggregator.register_handler(module.AggregationType.CATEGORICAL_COUNT, cls)
     aggregator.update([module.Metric("d", "c", c, module.AggregationType.CATEGORICAL_COUNT) for c in categories])
 
     def compute() -> Any:
@@ -69,12 +73,14 @@ def main() -> None:
     parser.add_argument("--categories", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, default=None, help="another checkout, run in turn with this one")
+    parser.add_argument("--unvalidated", action="store_true", help="time CategoricalCount(validate_args=False)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     categories = [f"c{i}" for i in range(args.categories)]
-    sides = {"ours": operations(aggregation, categories)}
+    checked = not args.unvalidated
+    sides = {"ours": operations(aggregation, categories, checked)}
     if args.baseline is not None:
-        sides["baseline"] = operations(load_checkout(args.baseline, "aggregation"), categories)
+        sides["baseline"] = operations(load_checkout(args.baseline, "aggregation"), categories, checked)
     print(f"{'ms, best of ' + str(args.repeats):44}" + "".join(f"{side:>12}" for side in sides))
     for name in sides["ours"]:
         times = [best_ms(ops[name], args.repeats) for ops in sides.values()]

@@ -1701,6 +1701,80 @@ def test_categorical_unpickles_pickles_of_one_tensor_per_category():
     assert _counts(empty.compute()) == {1: 2.0}
 
 
+def test_categorical_unvalidated_names_its_states_apart_in_memory_only():
+    """``CategoricalCount(validate_args=False)`` holds its states as ``<name>_unchecked`` (a compute group never
+    joins it to a validated one, whose float tensors it took in its place), read and written as ``counts``,
+    ``category_bytes`` and ``category_ends`` and saved, merged and loaded under those names in either direction."""
+    seen = ["web", 7, "7", "web", "é"]
+    unchecked, checked = CategoricalCount(validate_args=False), CategoricalCount()
+    assert sorted(unchecked._defaults) == ["category_bytes_unchecked", "category_ends_unchecked", "counts_unchecked"]
+    unchecked.update(seen)
+    assert unchecked.counts is unchecked.__dict__["counts_unchecked"]
+    assert unchecked.counts.tolist() == [2.0, 1.0, 1.0, 1.0] and unchecked.categories == ["web", 7, "7", "é"]
+    assert [bytes(key.tolist()) for key in unchecked.category_keys] == [b"sweb", b"i7", b"s7", "sé".encode()]
+    assert list(unchecked.metric_state) == list(checked.metric_state) == ["counts", "category_bytes", "category_ends"]
+    for metric in (unchecked, checked):
+        metric.persistent(True)
+    assert list(unchecked.state_dict()) == list(checked.state_dict())
+    checked.load_state_dict(unchecked.state_dict())
+    again = CategoricalCount(validate_args=False)
+    again.load_state_dict(checked.state_dict())
+    expected = Counter(seen)
+    for metric in (checked, again):
+        assert _counts(metric.compute()) == {k: float(c) for k, c in expected.items()}
+    checked.merge_state(again)  # both directions, a metric and a dict of its states
+    again.merge_state(unchecked.metric_state)
+    again.merge_state(checked)
+    assert _counts(again.compute()) == {k: float(c) for k, c in (expected + expected + expected + expected).items()}
+    unchecked.counts = torch.tensor([5.0, 0.0, 0.0, 1.0], dtype=torch.float64)  # the state, not a shadowing attribute
+    assert _counts(unchecked.compute()) == {"web": 5.0, 7: 0.0, "7": 0.0, "é": 1.0}
+
+
+def _pickled_before_the_rename(metric: CategoricalCount) -> CategoricalCount:
+    """``metric`` (unvalidated) as a pickle of a version that named its states alike for either setting unpickles."""
+    state = metric.__getstate__()
+    state.pop("_key_names")
+    for ours, theirs in list(state["_saved_state_names"].items()):
+        state[theirs] = state.pop(ours)
+        for table in ("_defaults", "_reductions", "_persistent"):
+            state[table] = {theirs if k == ours else k: v for k, v in state[table].items()}
+    state["_saved_state_names"], state["_former_patterns"] = {}, []
+    state["_lookup"], state["_lookup_of"] = {}, (None, None, -1)
+    old = CategoricalCount.__new__(CategoricalCount)
+    old.__setstate__(state)
+    return pickle.loads(pickle.dumps(old))
+
+
+def test_categorical_unvalidated_loads_checkpoints_and_pickles_of_earlier_versions():
+    """An unvalidated metric loads a checkpoint of one tensor per category (``category_keys``) strictly, and a
+    pickle of a version that held its states under the plain names works on: updates, copies, merges both ways."""
+    import copy
+
+    def key(raw: bytes) -> torch.Tensor:
+        return torch.tensor(list(raw), dtype=torch.uint8)
+
+    old = {"counts": torch.tensor([2.0, 1.0], dtype=torch.float64), "category_keys": [key(b"sweb"), key(b"i7")]}
+    metric = CategoricalCount(validate_args=False)
+    metric.persistent(True)
+    result = metric.load_state_dict(old, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    metric.update(["web", "new"])
+    assert _counts(metric.compute()) == {"web": 3.0, 7: 1.0, "new": 1.0}
+
+    before = CategoricalCount(validate_args=False)
+    before.update(["a", 3, "a"])
+    pickled = _pickled_before_the_rename(before)
+    assert sorted(pickled._defaults) == ["category_bytes", "category_ends", "counts"]
+    pickled.update(["b", 3])
+    expected = Counter(["a", 3, "a", "b", 3])
+    assert _counts(copy.deepcopy(pickled).compute()) == {k: float(c) for k, c in expected.items()}
+    for into in (CategoricalCount(), CategoricalCount(validate_args=False)):
+        into.merge_state(pickled)
+        pickled_copy = pickle.loads(pickle.dumps(pickled))
+        pickled_copy.merge_state(into)
+        assert _counts(pickled_copy.compute()) == {k: float(2 * c) for k, c in expected.items()}
+
+
 def test_categorical_refuses_keys_that_do_not_match_the_counts():
     """Counts and keys of other lengths (a hand-made or damaged checkpoint) are refused, nothing loaded."""
     metric = CategoricalCount()

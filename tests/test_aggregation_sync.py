@@ -856,3 +856,32 @@ def test_a_categorical_count_subclass_logs_its_value_of_the_pooled_counts_under_
     for key, value in expected.items():
         assert math.isclose(logged[key], value, rel_tol=1e-15), key
     assert counts["all_gather_object"] >= 1  # its own sync (categories' union), after the fused one of the SUM key
+
+
+_MIXED_CATEGORIES = (["web", "app", "web", 7], ["app", "tv", 7])
+
+
+def _categorical_mixed_validate_args(rank: int, world: int) -> list[dict[Any, float]]:
+    """A CategoricalCount validated on rank 0 only: its own sync, the aggregator's fused sync and TorchMetrics'."""
+    seen = _MIXED_CATEGORIES[rank]
+    metric = CategoricalCount(validate_args=rank == 0)
+    metric.update(seen)
+    out = [{k: v.item() for k, v in metric.compute().items()}]
+    for own_sync in (False, True):
+        aggregator = MetricsAggregator()
+        options: dict[str, Any] = {"dist_sync_fn": gather_all_tensors} if own_sync else {}
+        aggregator.register_handler(A.CATEGORICAL_COUNT, partial(CategoricalCount, validate_args=rank == 0, **options))
+        aggregator.update([Metric("d", "src", c, A.CATEGORICAL_COUNT) for c in seen])
+        out.append(aggregator.get_metrics_for_logging())
+    return out
+
+
+@pytest.mark.ddp
+def test_categorical_counts_sync_across_ranks_of_either_validate_args(ddp_pool):
+    """An unvalidated CategoricalCount names its states ``<name>_unchecked`` in memory: beside a validated one on
+    the other rank it still syncs (its own sync, the aggregator's fused one, TorchMetrics' state by state)."""
+    expected = collections.Counter(_MIXED_CATEGORIES[0] + _MIXED_CATEGORIES[1])
+    for own, fused, torchmetrics_sync in ddp_pool.run(_categorical_mixed_validate_args):
+        assert own == {k: float(c) for k, c in expected.items()}
+        logged = {f"train_d/src_count_{k}": float(c) for k, c in expected.items()}
+        assert fused == torchmetrics_sync == logged

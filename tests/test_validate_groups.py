@@ -341,9 +341,8 @@ _CASES: dict[str, tuple[Callable[..., Metric], dict[str, torch.Tensor], list[dic
     ),
 }
 _ABSTRACT = {"GuardedMetric", "TaskMetric", "AggregationMetric"}  # bases, no update of their own
-# known gap: CategoricalCount of either setting shares one group; an unvalidated one first takes a float tensor
-# (its three states are read by name throughout: not renamed yet)
-_KNOWN_GAPS = {"CategoricalCount"}
+# cases a compute group is known to mix across validate_args (strict xfail): none left
+_KNOWN_GAPS: set[str] = set()
 
 
 def test_every_exported_metric_taking_validate_args_has_a_case():
@@ -647,3 +646,57 @@ def test_explicit_compute_group_across_validate_args_shares_the_states(first_val
     values = collection.compute()
     assert values["mae"].item() == pytest.approx(mean_absolute_error(all_target, all_preds), rel=1e-12)
     assert values["mse"].item() == pytest.approx(mean_squared_error(all_target, all_preds), rel=1e-12)
+
+
+def test_merge_maps_state_names_as_attribute_access_does():
+    """One mapping between the two ``validate_args`` spellings (``_memory_name``) for merges and attribute access.
+
+    An unvalidated NDCG names its value sum ``..._unchecked`` in memory and its ``weight_sum`` alike under either
+    setting, so no metric holds a ``weight_sum_unchecked``: its merge took one for ``weight_sum`` while
+    ``metric.weight_sum_unchecked`` raised. Now the merge refuses it as a state of another metric, its states
+    untouched, and the names either setting holds still merge.
+    """
+    scores, relevance = _RANK_GOOD["preds"], _RANK_GOOD["target"]
+    source = tmx.NDCG(k=2)
+    source.update(scores, relevance)
+    target = tmx.NDCG(k=2, validate_args=False)
+    target.update(scores, relevance)
+    before = _states(target)
+    foreign = dict(source.metric_state)
+    foreign["weight_sum_unchecked"] = foreign.pop("weight_sum")
+    with pytest.raises(ValueError, match="weight_sum_unchecked"):
+        target.merge_state(foreign)
+    with pytest.raises(AttributeError, match="weight_sum_unchecked"):
+        target.weight_sum_unchecked  # noqa: B018
+    after = _states(target)
+    assert list(after) == list(before)
+    for key, value in before.items():
+        torch.testing.assert_close(after[key], value, msg=key)
+    # the names metrics hold: the checkpoint names, and the validated metric itself
+    target.merge_state(source.metric_state)
+    target.merge_state(source)
+    target.weight_sum  # noqa: B018  # the unrenamed state, read under its one name
+    rows = np.tile(scores.numpy().astype(np.float64), (3, 1))
+    expected = _ndcg_reference(rows, np.tile(relevance.numpy().astype(np.float64), (3, 1)), 2).mean()
+    assert target.compute().item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", list(_CASES))
+def test_each_setting_reads_the_other_settings_states_as_its_own(name):
+    """Every state name either ``validate_args`` holds in memory maps onto the other setting's (merges, syncs).
+
+    Sum, Mean, Max and Min name their states after the NaN setting, which ``validate_args`` is part of (their own
+    map, through TorchMetrics' names): left out here, their merges across settings are checked above.
+    """
+    make = _CASES[name][0]
+    checked, unchecked = make(), make(validate_args=False)
+    for metric, other in ((checked, unchecked), (unchecked, checked)):
+        for part, other_part in zip(_metrics_in(metric), _metrics_in(other), strict=True):
+            if hasattr(part, "_states_under_own_names") and not part.__dict__.get("_torchmetrics_names"):
+                mapped = part._states_under_own_names(dict.fromkeys(other_part._defaults))
+                assert set(mapped) == set(part._defaults), (type(part).__name__, sorted(mapped))
+
+
+def _metrics_in(metric: Metric) -> list[Metric]:
+    """``metric`` and the metrics inside it (a wrapper's), in a fixed order."""
+    return [part for _, part in metric.named_modules() if isinstance(part, Metric)]

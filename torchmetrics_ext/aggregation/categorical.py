@@ -16,6 +16,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import check_categories
+from torchmetrics_ext.metrics._checkpoints import UNCHECKED_SUFFIX
 from torchmetrics_ext.metrics.base import _FORWARD_CONTEXT, one_task
 from torchmetrics_ext.utilities.data import ordered_union
 
@@ -228,7 +229,9 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     full_state_update: bool = False
     plot_lower_bound = 0.0
     # one count and one key end per category seen, and their keys' bytes
-    _data_sized_states = frozenset({"counts", "category_bytes", "category_ends"})
+    _data_sized_states = frozenset(
+        {*_KEY_STATES, *(f"{name}{UNCHECKED_SUFFIX}" for name in _KEY_STATES)}  # either validate_args' names
+    )
     # states of earlier versions that a load reads, and the states it makes of them (read by MetricsAggregator)
     _former_states: ClassVar[dict[str, tuple[str, ...]]] = {"category_keys": ("category_bytes", "category_ends")}
     # read by Windowed, which refuses this metric with the reason
@@ -237,19 +240,54 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         "per-update counts do not add up slot by slot; for a recent view, keep a second CategoricalCount "
         "and reset it every N steps."
     )
-    counts: Tensor
-    category_bytes: Tensor
-    category_ends: Tensor
+    _key_names: tuple[str, str, str]  # the names of _KEY_STATES in memory: `<name>_unchecked` when unvalidated
     _synced_value: Callable[[], _Counted]  # compute's whole value through the wrappers (see _wrap_compute)
 
     def __init__(self, *, validate_args: bool = True, **kwargs: Any) -> None:
         super().__init__(one_task(self, kwargs), validate_args=validate_args, **kwargs)
-        self.add_state("counts", default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("category_bytes", default=torch.zeros(0, dtype=torch.uint8), dist_reduce_fx=None)
-        self.add_state("category_ends", default=torch.zeros(0, dtype=torch.long), dist_reduce_fx=None)
+        # validate_args names the states in memory only (see TaskMetric._unchecked_state_name): a validated
+        # metric grouped behind an unvalidated one (MetricCollection's compute groups) took a float tensor
+        data, ends, counts = (self._unchecked_state_name(name) for name in _KEY_STATES)
+        self.__dict__["_key_names"] = (data, ends, counts)
+        self.add_state(counts, default=torch.zeros(0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(data, default=torch.zeros(0, dtype=torch.uint8), dist_reduce_fx=None)
+        self.add_state(ends, default=torch.zeros(0, dtype=torch.long), dist_reduce_fx=None)
         self._lookup: dict[Category, int] = {}
         # the key states the lookup was made of, and their number of categories
         self._lookup_of: tuple[Tensor | None, Tensor | None, int] = (None, None, -1)
+
+    # ------------------------------------------------------------------ states
+    # The three states under their checkpoint names, for either validate_args: an unvalidated metric holds
+    # them as `<name>_unchecked` in memory (TaskMetric._unchecked_state_name, so a compute group never joins
+    # it to a validated one). Read here in one dict lookup: `torch.nn.Module`'s `__getattr__` fallback
+    # (CheckpointedStates.__getattr__) would cost an unvalidated metric's every read a failed lookup first.
+
+    @property
+    def category_bytes(self) -> Tensor:
+        """Every category's key, one after the other (``uint8``; see the class's Note)."""
+        return self.__dict__[self._key_names[0]]
+
+    @category_bytes.setter
+    def category_bytes(self, value: Tensor) -> None:
+        self.__dict__[self._key_names[0]] = value
+
+    @property
+    def category_ends(self) -> Tensor:
+        """Where each category's key ends in ``category_bytes`` (int64, one per category)."""
+        return self.__dict__[self._key_names[1]]
+
+    @category_ends.setter
+    def category_ends(self, value: Tensor) -> None:
+        self.__dict__[self._key_names[1]] = value
+
+    @property
+    def counts(self) -> Tensor:
+        """How many times each category was seen (float64, in the order of :attr:`categories`)."""
+        return self.__dict__[self._key_names[2]]
+
+    @counts.setter
+    def counts(self, value: Tensor) -> None:
+        self.__dict__[self._key_names[2]] = value
 
     # ------------------------------------------------------------------ categories
 
@@ -518,12 +556,13 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         # the states without their spare room (a pickle writes a view's whole storage), and the lookup's
         # reference to them kept (so the copy's lookup is still of its states)
         data, ends, length = state.get("_lookup_of", (None, None, -1))
-        same = data is state.get("category_bytes") and ends is state.get("category_ends")
-        for name in _KEY_STATES:
+        data_name, ends_name, _ = names = self._key_names
+        same = data is state.get(data_name) and ends is state.get(ends_name)
+        for name in names:
             if name in state:
                 state[name] = _compact(state[name])
         if same:
-            state["_lookup_of"] = (state["category_bytes"], state["category_ends"], length)
+            state["_lookup_of"] = (state[data_name], state[ends_name], length)
         else:
             state["_lookup"], state["_lookup_of"] = {}, (None, None, -1)  # rebuilt from the key states at the first use
         state["_computed"] = None
@@ -544,10 +583,15 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         return destination
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        """Restore a pickle, one of an earlier version too (``category_keys``, one tensor per category)."""
+        """Restore a pickle, one of an earlier version too (``category_keys``, one tensor per category).
+
+        A pickle of a version that named the states alike under either ``validate_args`` keeps those names.
+        """
         if "category_keys" in state and "category_bytes" not in state:
             state = dict(state)
             _former_layout(state)
+        if "_key_names" not in state:
+            state = {**state, "_key_names": _KEY_STATES}
         super().__setstate__(state)
 
     def _apply(self, fn: Callable, exclude_state: Sequence[str] = "") -> Module:
@@ -584,9 +628,10 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
         """Merge another metric's states (``merge_state``) category by category: its categories, then new ones."""
         local_counts, local = self.counts, self.categories
-        self.category_bytes = incoming_state["category_bytes"].to(self.device, copy=True)
-        self.category_ends = incoming_state["category_ends"].to(self.device, copy=True)
-        self.counts = incoming_state["counts"].to(dtype=local_counts.dtype, device=self.device, copy=True)
+        data, ends, counts = (incoming_state[name] for name in self._key_names)  # under this metric's names
+        self.category_bytes = data.to(self.device, copy=True)
+        self.category_ends = ends.to(self.device, copy=True)
+        self.counts = counts.to(dtype=local_counts.dtype, device=self.device, copy=True)
         lookup = self._add_categories(local)
         if local:
             index = torch.tensor([lookup[c] for c in local], dtype=torch.long, device=self.device)
@@ -645,7 +690,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     def _state_problems(self, state_dict: Mapping[str, Any], prefix: str, origin: str = "checkpoint") -> list[str]:
         """The base class's checks, and that the counts and keys describe the same categories."""
         problems = super()._state_problems(state_dict, prefix, origin)
-        counts, data, ends = (state_dict.get(prefix + name) for name in ("counts", "category_bytes", "category_ends"))
+        data, ends, counts = (state_dict.get(prefix + name) for name in self._key_names)  # loaded under these names
         if problems or not (isinstance(counts, Tensor) and isinstance(data, Tensor) and isinstance(ends, Tensor)):
             return problems
         if data.dtype != torch.uint8 or ends.dtype != torch.long:

@@ -726,16 +726,18 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
     def _states_under_own_names(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """``states`` under this metric's names: those named as checkpoints or the other ``validate_args`` names them.
 
-        See :meth:`TaskMetric._unchecked_state_name`: only the in-memory names differ.
+        See :meth:`TaskMetric._unchecked_state_name`: only the in-memory names differ. A name is mapped
+        as attribute reads and writes map it (:meth:`_memory_name`, the one mapping); any other name is
+        left as it is, for :meth:`_merge_problems` to report: an unvalidated metric whose ``weight_sum``
+        is named alike for either setting takes no ``weight_sum_unchecked``, which no metric holds.
         """
         states = dict(states)
-        saved_names = self.__dict__.get("_saved_state_names") or {}
+        defaults = self._defaults
         for name in list(states):
-            if name in self._defaults:
+            if name in defaults:
                 continue
-            plain = name.removesuffix(UNCHECKED_SUFFIX)
-            ours = plain if plain in self._defaults else f"{plain}{UNCHECKED_SUFFIX}"
-            if ours in self._defaults and ours not in states and saved_names.get(ours, ours) == plain:
+            ours = self._memory_name(name)
+            if ours is not None and ours in defaults and ours not in states:
                 states[ours] = states.pop(name)
         return states
 

@@ -1829,11 +1829,9 @@ def test_from_config_builds_through_the_registry():
             {"tasks": [{"label_name": "y"}], "metrics": ["ne"]},
             r"a 'name' in every task dict .*, got \{'label_name': 'y'\}",
         ),
-        ({"tasks": ["a"], "metrics": {"ne": 3}}, "options of metric 'ne'"),
-        # the constructor's {key: registry name}: said only "to be a dict"
         (
-            {"tasks": ["a"], "metrics": {"click_ne": "ne"}},
-            re.escape("got 'ne'; name the metric in its options, {'click_ne': {'metric': 'ne'}}."),
+            {"tasks": ["a"], "metrics": {"ne": 3}},
+            re.escape("Expected metric 'ne' in config 'metrics' to be a registry name (str) or a dict of its options"),
         ),
         ({"tasks": ["a"], "metrics": ["recall"]}, "recall@k.*weighted_recall"),
         ([], "a dict"),
@@ -1918,6 +1916,33 @@ def test_from_config_says_how_a_key_of_ones_own_names_its_metric(metrics, exampl
         with pytest.raises(ValueError) as info:
             tmx.RecMetricModule.from_config({**config, "metrics": refused})
         assert "A key of your own" not in str(info.value)
+
+
+def test_from_config_takes_a_registry_name_as_a_metrics_value_as_the_constructor_does():
+    """``{"cal": "calibration"}`` was refused by ``from_config`` ("Expected the options of metric 'cal' to be a
+    dict") although the constructor takes it; both forms now build the registry's metric under the key given."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.05, 0.95, 40)
+    y = (rng.random(40) < p).astype(np.float64)
+    w = rng.uniform(0.5, 2.0, 40)
+    data = {"prediction": torch.from_numpy(p), "label": torch.from_numpy(y), "weight": torch.from_numpy(w)}
+    metrics = {"cal": "calibration", "area": "auc", "auc_binned": {"metric": "auc", "num_bins": 10}}
+    module = tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": metrics, "throughput": False})
+    assert module.metric_names == ["cal", "area", "auc_binned"]
+    module.update(data)
+    values = module.compute()
+    np.testing.assert_allclose(values["cal/t"].item(), (p * w).sum() / (y * w).sum(), rtol=1e-7)
+    np.testing.assert_allclose(values["area/t"].item(), roc_auc_score(y, p, sample_weight=w), rtol=1e-7)
+    # the string form is the dict form naming its entry, word for word in values
+    spelled = {"cal": {"metric": "calibration"}, "area": {"metric": "auc"}, "auc_binned": metrics["auc_binned"]}
+    same = tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": spelled, "throughput": False})
+    same.update(data)
+    assert {k: v.item() for k, v in same.compute().items()} == {k: v.item() for k, v in values.items()}
+    # an unknown registry name given as a value is the registry's error, naming the entry
+    with pytest.raises(ValueError, match=r"^Metric 'cal' \(calibraton\): Unknown metric name 'calibraton'"):
+        tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": {"cal": "calibraton"}})
 
 
 def test_from_config_reads_the_yaml_spellings_of_metrics():
@@ -2036,8 +2061,8 @@ def test_the_constructor_refuses_bad_options_with_from_configs_errors(metrics, m
         tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": metrics, "throughput": False})
     assert str(direct.value).replace("`metrics`", "config 'metrics'") == str(configured.value)
     # a config's entries are names or options; the constructor's may be objects too
-    with pytest.raises(ValueError, match=re.escape("name the metric in its options, {'x': {'metric': 'ne'}}")):
-        tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": {"x": "ne"}})
+    with pytest.raises(ValueError, match=re.escape("a registry name (str) or a dict of its options, got AUC()")):
+        tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": {"x": tmx.AUC(2)}})
     assert tmx.RecMetricModule(tasks, {"x": "ne"}, throughput=False).metric_names == ["x"]
 
 

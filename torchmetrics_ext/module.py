@@ -574,7 +574,8 @@ class RecMetricModule(CheckpointLoading):
                 constructor takes); ``metrics`` is a list of registry
                 names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
                 with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``) and
-                ``None`` (YAML's ``ne:`` with nothing after it) is no options. The constructor takes
+                ``None`` (YAML's ``ne:`` with nothing after it) is no options, or ``{key: registry name}``
+                (``{"cal": "calibration"}``, the same as ``{"cal": {"metric": "calibration"}}``). The constructor takes
                 the same ``metrics`` (and builds them): a config adds only the check that its
                 entries are names or options, not metric objects.
 
@@ -601,6 +602,9 @@ class RecMetricModule(CheckpointLoading):
             >>> config = {"tasks": ["click"], "metrics": ["ne", "auc"], "from_logits": True, "throughput": False}
             >>> RecMetricModule.from_config(config).input_domains.from_logits
             True
+            >>> config = {"tasks": ["click"], "metrics": {"cal": "calibration"}, "throughput": False}
+            >>> RecMetricModule.from_config(config).metric_names  # a key of your own naming its registry entry
+            ['cal']
         """
         allowed = (
             "tasks",

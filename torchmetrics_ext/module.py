@@ -128,6 +128,9 @@ class RecTaskInfo:
         weight_name: key of the ``(N,)`` sample weights; a missing key means weight 1 (a name other
             than the default ``"weight"`` that the first step's ``model_out`` lacks is warned for,
             once: a misspelt name would otherwise leave the task unweighted without a word).
+            ``None``: the task has no weight column, every sample weighs 1, whatever ``model_out``
+            holds (a ``"weight"`` column of another task is not read, and nothing is warned); no
+            tensor of ones is made for it unless another task of the module has weights.
         group_id_name: key of the ``(N,)`` integer group ids (user, request...) that grouped
             metrics (``GroupedAUC``) need; every task of a module must name the same column.
         session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need.
@@ -136,19 +139,27 @@ class RecTaskInfo:
         >>> from torchmetrics_ext import RecTaskInfo
         >>> RecTaskInfo("click", label_name="click_label", prediction_name="click_pred").weight_name
         'weight'
+        >>> import torch
+        >>> from torchmetrics_ext import RecMetricModule
+        >>> tasks = [RecTaskInfo("click", "click_label", "click_pred", weight_name=None)]  # unweighted data
+        >>> module = RecMetricModule(tasks, ["ctr"], throughput=False)
+        >>> module.update({"click_pred": torch.tensor([0.3, 0.6]), "click_label": torch.tensor([0, 1]),
+        ...                "weight": torch.tensor([5.0, 1.0])})  # another column named weight: not this task's
+        >>> module.compute()["ctr/click"].item()
+        0.5
     """
 
     name: str
     label_name: str = "label"
     prediction_name: str = "prediction"
-    weight_name: str = "weight"
+    weight_name: str | None = "weight"
     group_id_name: str | None = None
     session_id_name: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            optional = f.name in ("group_id_name", "session_id_name")
+            optional = f.name in ("weight_name", "group_id_name", "session_id_name")
             if as_str(value) is not None:  # a NumPy string (a 0-dim array too) is kept as its Python string
                 object.__setattr__(self, f.name, value := as_str(value))
             if not (isinstance(value, str) and value) and not (optional and value is None):
@@ -1242,7 +1253,10 @@ class RecMetricModule(CheckpointLoading):
 
         preds = [column(t, "prediction", t.prediction_name) for t in self.tasks]
         labels = [column(t, "label", t.label_name) for t in self.tasks]
-        weights = [column(t, "weight", t.weight_name) if t.weight_name in model_out else None for t in self.tasks]
+        weights = [
+            column(t, "weight", t.weight_name) if t.weight_name is not None and t.weight_name in model_out else None
+            for t in self.tasks
+        ]
         first = preds[0]
         shape, device = first.shape, first.device  # read once: `Tensor.device` makes a new object per read
         for task, p, y, w in zip(self.tasks, preds, labels, weights):
@@ -1885,7 +1899,7 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
         raise ValueError(f"Expected distinct task names, got {names}.")
     # one task's data reported under two tasks' keys (the same columns with other weights, or other
     # session ids for the ranking metrics, is another view)
-    by_columns: dict[tuple[str, str, str, str | None], RecTaskInfo] = {}
+    by_columns: dict[tuple[str, str, str | None, str | None], RecTaskInfo] = {}
     for task in out:
         columns = (task.prediction_name, task.label_name, task.weight_name, task.session_id_name)
         first = by_columns.setdefault(columns, task)
@@ -1951,7 +1965,7 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
     (``evaluate``, the Hugging Face adapter: they set the module's ``_weights_optional``).
     """
     for task in tasks:
-        if task.weight_name != "weight" and task.weight_name not in model_out:
+        if task.weight_name not in ("weight", None) and task.weight_name not in model_out:
             text = _missing_column(task, "weight", task.weight_name, model_out)
             warnings.warn(
                 f"{text} Its samples weigh 1 (a missing weight column means weight 1); this is said once, at the "
@@ -2216,8 +2230,10 @@ def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:
         return None
     if len(present) == len(columns) and all(c is present[0] for c in present):
         return present[0].to(torch.float64)  # one column shared by every task
-    like = present[0]
-    return _stack([torch.ones_like(like, dtype=torch.float64) if c is None else c for c in columns])
+    # tasks without weights (no column, or `weight_name=None`) weigh 1: one element expanded to the
+    # batch's shape, no (N,) tensor of ones per task and step
+    ones = present[0].new_ones((), dtype=torch.float64).expand(present[0].shape)
+    return _stack([ones if c is None else c for c in columns])
 
 
 def _scalar(value: Any, name: str) -> Tensor:

@@ -1562,7 +1562,8 @@ def test_dict_valued_metrics_flatten_into_keys():
     module = build({"ranking": tmx.RankingMetrics(ks=(1, 3), metrics=("ndcg", "mrr")), "ndcg@3": "ndcg@3"})
     values = run(module, [make_data(9)])
     entries = ("ndcg@1", "ndcg@3", "mrr@1", "mrr@3")
-    assert list(values) == [f"ranking.{e}/{t}" for t in ("click", "buy") for e in entries] + [
+    # one order for every metric: entry (a quantity of its own), then task
+    assert list(values) == [f"ranking.{e}/{t}" for e in entries for t in ("click", "buy")] + [
         "ndcg@3/click",
         "ndcg@3/buy",
     ]

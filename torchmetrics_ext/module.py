@@ -281,6 +281,9 @@ class RecMetricModule(CheckpointLoading):
       ``LogLoss(unit="bits")``: :func:`~torchmetrics_ext.registry.torchrec_names`), the metric's
       own name otherwise (``recall@10-click|lifetime_recall@10``: TorchRec has no per-query
       recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
+    * Order, the same for every metric and both key styles: the metrics as given, a dict-valued
+      metric's entries, the tasks in order, then each task's lifetime value before its window
+      value (``ne/click``, ``ne/click/window``, ``ne/buy``, ...); then the throughput and state metrics.
 
     Raises:
         ValueError: bad arguments, two tasks reading the same prediction, label and weight columns (e.g. two
@@ -1427,18 +1430,21 @@ class RecMetricModule(CheckpointLoading):
                 reported = self._reported.get(name, ((), None))[1]
                 names = [t.name if reported is None or t.name in reported else None for t in self.tasks]
                 if name in self.ranking:
+                    per_task: list[tuple[int | None, Any]] = []
                     for t, unit in enumerate(self._copies(name)):
                         with naming_metric(self._warned_name(name)), naming_tasks(names[t : t + 1]):
-                            self._emit(out, name, t, unit.compute())
+                            per_task.append((t, unit.compute()))
+                    self._emit(out, name, per_task)
                     continue
                 with naming_metric(self._warned_name(name)), naming_tasks(names):
                     if self._is_window_only(name):
                         with naming_part("window"):
-                            self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
+                            unit_value: Any = {"window": self._parts(self._unit(name))["window"].compute()}
                     elif self._is_lifetime_only(name):  # its window is never reported: not computed (nor warned)
-                        self._emit(out, name, None, {"lifetime": self._parts(self._unit(name))["lifetime"].compute()})
+                        unit_value = {"lifetime": self._parts(self._unit(name))["lifetime"].compute()}
                     else:
-                        self._emit(out, name, None, self._unit(name).compute())
+                        unit_value = self._unit(name).compute()
+                    self._emit(out, name, [(None, unit_value)])
             for leader, metric in members:  # the leader's states they hold, while it keeps its value
                 metric.__dict__[_STATES_OF] = leader.__dict__["_computed"]
         if self.throughput is not None:
@@ -1503,27 +1509,61 @@ class RecMetricModule(CheckpointLoading):
     def _is_lifetime_only(self, name: str) -> bool:
         return self.window_size is not None and name in self._reported and "window" not in self._reported[name][0]
 
-    def _emit(self, out: dict[str, Tensor], name: str, task: int | None, value: Any) -> None:
-        """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window.
+    def _emit(self, out: dict[str, Tensor], name: str, values: list[tuple[int | None, Any]]) -> None:
+        """Add one metric's values: ``(task, value)`` per unit, ``task`` ``None`` for a stacked metric's ``(T,)``.
+
+        A value is ``(T,)`` or a scalar per task, or a dict of them (one per entry), per part (lifetime,
+        window). The keys go in one order for every kind of metric: by entry, then by task (the module's
+        order), then lifetime before window, so a task's lifetime and window values sit side by side
+        (``ne/a``, ``ne/a/window``, ``ne/b``, ...), as a ranking metric's per-task copies give them.
 
         Each value is copied (once per metric value, not per key): the metric keeps the tensor it
         returned as its cached value, which a caller's in-place change of a logged value
         (``out[key] *= 100``) would otherwise alter for every later ``compute()`` until the next update.
         """
-        parts = value if self.window_size is not None else {"lifetime": value}
         reported, tasks = self._reported.get(name, (("lifetime", "window"), None))
         bare = "bare" in reported
-        for part, part_value in parts.items():
-            if part not in reported and not (bare and part == "lifetime"):
-                continue
-            entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
-            for entry, v in entries:
-                v = v.clone()
-                for t in range(len(self.tasks)) if task is None else [task]:
-                    if tasks is not None and self.tasks[t].name not in tasks:
-                        continue
-                    scalar = v if v.ndim == 0 else v[t]
-                    _put(out, self._key(name, entry, self.tasks[t].name, window=part == "window", bare=bare), scalar)
+        if len(values) == 1 and values[0][0] is None:  # a stacked metric: one number per task and part
+            value = values[0][1]
+            parts = value if self.window_size is not None else {"lifetime": value}
+            lifetime, window = parts.get("lifetime"), parts.get("window")
+            if "lifetime" not in reported and not bare:
+                lifetime = None
+            if "window" not in reported:
+                window = None
+            if not isinstance(lifetime, Mapping) and not isinstance(window, Mapping) and len(parts) <= 2:
+                # each value copied once, written task by task, lifetime before window
+                kept = [(is_window, v.clone()) for is_window, v in ((False, lifetime), (True, window)) if v is not None]
+                for t, info in enumerate(self.tasks):
+                    if tasks is None or info.name in tasks:
+                        for is_window, v in kept:
+                            key = self._key(name, None, info.name, window=is_window, bare=bare)
+                            _put(out, key, v if v.ndim == 0 else v[t])
+                return
+        num_tasks = len(self.tasks)
+        cells: dict[str | None, list[list[Tensor | None]]] = {}  # entry -> per task [lifetime, window]
+        for task, value in values:
+            parts = value if self.window_size is not None else {"lifetime": value}
+            for part, part_value in parts.items():
+                if part not in reported and not (bare and part == "lifetime"):
+                    continue
+                window = part == "window"
+                entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
+                for entry, v in entries:
+                    v = v.clone()
+                    per_task = cells.get(entry)
+                    if per_task is None:
+                        per_task = cells[entry] = [[None, None] for _ in range(num_tasks)]
+                    for t in range(num_tasks) if task is None else (task,):
+                        if tasks is None or self.tasks[t].name in tasks:
+                            per_task[t][window] = v if v.ndim == 0 else v[t]
+        for entry, per_task in cells.items():
+            for t, (lifetime, window_value) in enumerate(per_task):
+                task_name = self.tasks[t].name
+                if lifetime is not None:
+                    _put(out, self._key(name, entry, task_name, window=False, bare=bare), lifetime)
+                if window_value is not None:
+                    _put(out, self._key(name, entry, task_name, window=True, bare=bare), window_value)
 
     def _key(self, name: str, entry: str | None, task: str, window: bool, bare: bool = False) -> str:
         if self.key_style == "torchrec":

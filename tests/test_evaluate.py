@@ -4163,6 +4163,31 @@ def test_config_file_matches_the_python_api_the_flags_and_numpy(tmp_path, capsys
         assert record["ctr"] == pytest.approx(got[key]["ctr"], rel=1e-12)
 
 
+def test_config_and_python_metrics_take_a_registry_name_as_a_value(tmp_path, capsys):
+    """``metrics: {cal: calibration}`` was refused ("Expected the options of metric 'cal' to be a dict") by a
+    config file and by ``evaluate(metrics={...})``, as by ``RecMetricModule.from_config``: one path, one rule."""
+    data = _config_data(tmp_path)
+    metrics = {"cal": "calibration", "area": "auc"}
+    config = {
+        "paths": [data.name],
+        "tasks": [{"name": "click", "prediction_name": "p", "label_name": "y"}],
+        "metrics": metrics,
+        "weights": "w",
+        "output": "out.json",
+        "progress": False,
+    }
+    (tmp_path / "eval.json").write_text(json.dumps(config))
+    assert cli.main(["evaluate", "--config", str(tmp_path / "eval.json")]) == 0
+    record = _records(tmp_path / "out.json")[("all", "click")]
+    frame = pq.read_table(data).to_pandas()
+    p, y, w = frame["p"].to_numpy(), frame["y"].to_numpy(), frame["w"].to_numpy()
+    assert record["cal"] == pytest.approx(np.sum(w * p) / np.sum(w * y), rel=1e-12)
+    assert record["area"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), rel=1e-9)
+    api = evaluate(data, {"click": ("p", "y")}, metrics, weights="w")
+    assert api.values["cal/click"] == pytest.approx(record["cal"], rel=1e-12)
+    assert api.values["area/click"] == pytest.approx(record["area"], rel=1e-12)
+
+
 def test_config_command_line_options_override_the_file(tmp_path, capsys):
     data = _config_data(tmp_path)
     config = {
@@ -4210,7 +4235,11 @@ def test_config_command_line_options_override_the_file(tmp_path, capsys):
             {"metrics": {"auc": {"num_binz": 4}}},
             "key 'metrics': Metric 'auc': Unexpected keyword arguments: `num_binz`",
         ),
-        ({"metrics": {"auc": 4}}, "key 'metrics': Expected the options of metric 'auc' to be a dict, got 4."),
+        (
+            {"metrics": {"auc": 4}},
+            "key 'metrics': Expected metric 'auc' in `metrics` to be a registry name (str) or a dict of its options, "
+            "got 4 (int).",
+        ),
         (
             {"metrics": {"ne": {"num_tasks": 2}}},
             "key 'metrics': Metric 'ne': `num_tasks` comes from the tasks, not from its options.",

@@ -975,6 +975,79 @@ def test_unsigned_label_weight_and_group_columns_are_accepted(dtype, device_path
             np.testing.assert_allclose(values[f"{name}/{task}"].item(), value, rtol=1e-9, err_msg=f"{name}/{task}")
 
 
+def _ndcg_at_k(p: np.ndarray, y: np.ndarray, w: np.ndarray, k: int) -> float:
+    """Weighted mean over the rows of ``(queries, candidates)`` of the linear-gain NDCG@k (plain numpy)."""
+    order = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    discount = 1 / np.log2(np.arange(2, k + 2))
+    dcg = (np.take_along_axis(y, order, axis=1) * discount).sum(axis=1)
+    idcg = (-np.sort(-y, axis=1)[:, :k] * discount).sum(axis=1)
+    query_w = w.max(axis=1)  # every row of a query has the same weight here
+    return float((query_w * dcg / idcg).sum() / query_w.sum())
+
+
+@pytest.mark.parametrize("window_size", [None, 1000])
+def test_weight_name_none_means_unit_weights_next_to_weighted_tasks(window_size):
+    """``RecTaskInfo(..., weight_name=None)`` was refused ("non-empty string"); it is a task without a weight
+    column: weight 1, the ``"weight"`` column another task reads ignored, no warning, beside weighted tasks."""
+    rng = np.random.default_rng(21)
+    queries, per_query = 50, 4
+    n = queries * per_query
+    cols = {}
+    for task in ("a", "b", "c"):
+        p = rng.uniform(0.02, 0.98, n)
+        y = (rng.random(n) < p).astype(np.float64)
+        y[::per_query] = 1.0  # every query holds a relevant row
+        cols[task] = (p, y)
+    w_b = np.repeat(rng.uniform(0.5, 2.0, queries), per_query)  # one weight per query: the ranking reference's
+    step = {f"{t}_{c}": torch.from_numpy(v) for t, (p, y) in cols.items() for c, v in (("pred", p), ("label", y))}
+    step |= {"b_w": torch.from_numpy(w_b), "weight": torch.from_numpy(rng.uniform(3.0, 4.0, n)), "q": torch.arange(n)}
+    step["q"] = step["q"] // per_query
+    tasks = [
+        tmx.RecTaskInfo("a", "a_label", "a_pred", weight_name=None, session_id_name="q"),
+        tmx.RecTaskInfo("b", "b_label", "b_pred", "b_w", session_id_name="q"),
+        tmx.RecTaskInfo("c", "c_label", "c_pred", weight_name="weight", session_id_name="q"),
+    ]
+    metrics = {"ne": "ne", "auc": "auc", "calibration": "calibration", "ndcg@3": "ndcg@3"}
+    module = tmx.RecMetricModule(tasks, metrics, window_size=window_size, throughput=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.update(step)
+        values = module.compute()
+    for task, w in (("a", np.ones(n)), ("b", w_b), ("c", step["weight"].numpy())):
+        p, y = cols[task]
+        expected = {
+            "ne": ref_ne(p, y, w),
+            "auc": roc_auc_score(y, p, sample_weight=w),
+            "calibration": (w * p).sum() / (w * y).sum(),
+            "ndcg@3": _ndcg_at_k(*(v.reshape(queries, per_query) for v in (p, y, w)), 3),
+        }
+        for name, value in expected.items():
+            for suffix in ("", "/window") if window_size else ("",):
+                key = f"{name}/{task}{suffix}"
+                np.testing.assert_allclose(values[key].item(), value, rtol=1e-9, err_msg=key)
+    # every task unweighted, a step without any weight column: no word, weights 1
+    alone = tmx.RecMetricModule([tmx.RecTaskInfo("a", "a_label", "a_pred", None)], ["ctr"], throughput=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        alone.update({"a_pred": step["a_pred"], "a_label": step["a_label"]})
+    assert alone.compute()["ctr/a"].item() == pytest.approx(cols["a"][1].mean(), rel=1e-12)
+
+
+def test_weight_name_null_in_a_config_and_bad_weight_names():
+    """``from_config``'s ``weight_name: null`` (YAML) is a task without weights; an empty or non-string name is
+    still refused, naming the field."""
+    config = {"tasks": [{"name": "t", "weight_name": None}], "metrics": {"ctr": "ctr"}, "throughput": False}
+    module = tmx.RecMetricModule.from_config(config)
+    assert module.tasks[0].weight_name is None
+    y = np.array([0.0, 1.0, 1.0, 0.0])
+    module.update({"prediction": torch.tensor([0.1, 0.8, 0.6, 0.3]), "label": torch.from_numpy(y),
+                   "weight": torch.tensor([9.0, 1.0, 1.0, 1.0])})  # fmt: skip
+    assert module.compute()["ctr/t"].item() == pytest.approx(y.mean(), rel=1e-12)
+    for bad in ("", 3):
+        with pytest.raises(ValueError, match=r"`RecTaskInfo.weight_name` to be a non-empty string or None, got"):
+            tmx.RecTaskInfo("t", weight_name=bad)
+
+
 def test_a_task_without_weights_gets_ones_for_ranking_whether_or_not_the_others_are_all_one():
     """Ranking copies keep rows: a task with no weight column gets ones in every step where another
     task has weights, also in a step where those weights are all 1 (the pointwise kernels then run
@@ -1489,7 +1562,8 @@ def test_dict_valued_metrics_flatten_into_keys():
     module = build({"ranking": tmx.RankingMetrics(ks=(1, 3), metrics=("ndcg", "mrr")), "ndcg@3": "ndcg@3"})
     values = run(module, [make_data(9)])
     entries = ("ndcg@1", "ndcg@3", "mrr@1", "mrr@3")
-    assert list(values) == [f"ranking.{e}/{t}" for t in ("click", "buy") for e in entries] + [
+    # one order for every metric: entry (a quantity of its own), then task
+    assert list(values) == [f"ranking.{e}/{t}" for e in entries for t in ("click", "buy")] + [
         "ndcg@3/click",
         "ndcg@3/buy",
     ]
@@ -1829,11 +1903,9 @@ def test_from_config_builds_through_the_registry():
             {"tasks": [{"label_name": "y"}], "metrics": ["ne"]},
             r"a 'name' in every task dict .*, got \{'label_name': 'y'\}",
         ),
-        ({"tasks": ["a"], "metrics": {"ne": 3}}, "options of metric 'ne'"),
-        # the constructor's {key: registry name}: said only "to be a dict"
         (
-            {"tasks": ["a"], "metrics": {"click_ne": "ne"}},
-            re.escape("got 'ne'; name the metric in its options, {'click_ne': {'metric': 'ne'}}."),
+            {"tasks": ["a"], "metrics": {"ne": 3}},
+            re.escape("Expected metric 'ne' in config 'metrics' to be a registry name (str) or a dict of its options"),
         ),
         ({"tasks": ["a"], "metrics": ["recall"]}, "recall@k.*weighted_recall"),
         ([], "a dict"),
@@ -1918,6 +1990,33 @@ def test_from_config_says_how_a_key_of_ones_own_names_its_metric(metrics, exampl
         with pytest.raises(ValueError) as info:
             tmx.RecMetricModule.from_config({**config, "metrics": refused})
         assert "A key of your own" not in str(info.value)
+
+
+def test_from_config_takes_a_registry_name_as_a_metrics_value_as_the_constructor_does():
+    """``{"cal": "calibration"}`` was refused by ``from_config`` ("Expected the options of metric 'cal' to be a
+    dict") although the constructor takes it; both forms now build the registry's metric under the key given."""
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(5)
+    p = rng.uniform(0.05, 0.95, 40)
+    y = (rng.random(40) < p).astype(np.float64)
+    w = rng.uniform(0.5, 2.0, 40)
+    data = {"prediction": torch.from_numpy(p), "label": torch.from_numpy(y), "weight": torch.from_numpy(w)}
+    metrics = {"cal": "calibration", "area": "auc", "auc_binned": {"metric": "auc", "num_bins": 10}}
+    module = tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": metrics, "throughput": False})
+    assert module.metric_names == ["cal", "area", "auc_binned"]
+    module.update(data)
+    values = module.compute()
+    np.testing.assert_allclose(values["cal/t"].item(), (p * w).sum() / (y * w).sum(), rtol=1e-7)
+    np.testing.assert_allclose(values["area/t"].item(), roc_auc_score(y, p, sample_weight=w), rtol=1e-7)
+    # the string form is the dict form naming its entry, word for word in values
+    spelled = {"cal": {"metric": "calibration"}, "area": {"metric": "auc"}, "auc_binned": metrics["auc_binned"]}
+    same = tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": spelled, "throughput": False})
+    same.update(data)
+    assert {k: v.item() for k, v in same.compute().items()} == {k: v.item() for k, v in values.items()}
+    # an unknown registry name given as a value is the registry's error, naming the entry
+    with pytest.raises(ValueError, match=r"^Metric 'cal' \(calibraton\): Unknown metric name 'calibraton'"):
+        tmx.RecMetricModule.from_config({"tasks": ["t"], "metrics": {"cal": "calibraton"}})
 
 
 def test_from_config_reads_the_yaml_spellings_of_metrics():
@@ -2036,8 +2135,8 @@ def test_the_constructor_refuses_bad_options_with_from_configs_errors(metrics, m
         tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": metrics, "throughput": False})
     assert str(direct.value).replace("`metrics`", "config 'metrics'") == str(configured.value)
     # a config's entries are names or options; the constructor's may be objects too
-    with pytest.raises(ValueError, match=re.escape("name the metric in its options, {'x': {'metric': 'ne'}}")):
-        tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": {"x": "ne"}})
+    with pytest.raises(ValueError, match=re.escape("a registry name (str) or a dict of its options, got AUC()")):
+        tmx.RecMetricModule.from_config({"tasks": tasks, "metrics": {"x": tmx.AUC(2)}})
     assert tmx.RecMetricModule(tasks, {"x": "ne"}, throughput=False).metric_names == ["x"]
 
 

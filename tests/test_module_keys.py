@@ -437,3 +437,46 @@ def test_resumed_keys_leave_out_the_throughput_added_since_the_checkpoint():
     module.load_state_dict(saved, strict=False)
     keys = ModuleKeys(module, resumed=True)
     assert "ne/click" in keys and "throughput/total_examples" not in keys
+
+
+@pytest.mark.parametrize("key_style", ["torchmetrics_ext", "torchrec"])
+def test_compute_orders_keys_by_metric_entry_task_then_lifetime_before_window(key_style):
+    """Pointwise metrics listed every task's lifetime value, then every window (``ne/a, ne/b, ne/a/window, ...``),
+    ranking metrics each task's lifetime then window (``ndcg@3/a, ndcg@3/a/window, ndcg@3/b, ...``): one order now,
+    metric by metric, entry, task, lifetime then window, for pointwise, AUC, ranking and dict-valued metrics."""
+    tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred", session_id_name="q") for t in ("click", "buy")]
+    metrics = {
+        "ne": "ne",
+        "auc": "auc",
+        "ndcg@3": "ndcg@3",
+        "rm": tmx.RankingMetrics(ks=[3], metrics=["mrr", "hit_rate"]),
+        "log_loss": "log_loss",
+    }
+    module = tmx.RecMetricModule(tasks, metrics, window_size=100, key_style=key_style, throughput=False)
+    gen = torch.Generator().manual_seed(3)
+    step = {"q": torch.arange(12) // 4}
+    for t in ("click", "buy"):
+        step[f"{t}_pred"] = torch.rand(12, generator=gen)
+        step[f"{t}_label"] = (torch.arange(12) % 3 == 0).float()
+    module.update(step)
+
+    def key(metric: str, entry: str | None, task: str, window: bool) -> str:  # the documented key formats
+        if key_style == "torchrec":
+            namespace, name = {"ne": ("ne", "ne"), "auc": ("auc", "auc")}.get(metric, (metric, entry or metric))
+            return f"{namespace}-{task}|{'window' if window else 'lifetime'}_{name}"
+        return f"{metric}{'' if entry is None else '.' + entry}/{task}" + ("/window" if window else "")
+
+    expected = [
+        key(metric, entry, task, window)
+        for metric, entries in (
+            ("ne", [None]),
+            ("auc", [None]),
+            ("ndcg@3", [None]),
+            ("rm", ["mrr@3", "hit_rate@3"]),
+            ("log_loss", [None]),
+        )
+        for entry in entries
+        for task in ("click", "buy")
+        for window in (False, True)
+    ]
+    assert list(module.compute()) == expected

@@ -107,22 +107,29 @@ def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tupl
     """``{key: (registry name, options)}`` from a config's ``metrics`` (:meth:`RecMetricModule.from_config`'s schema).
 
     Args:
-        raw: a list of registry names, or a dict ``{key: options}`` whose options (a dict, or ``None``
-            for none) may name the registry entry with ``"metric"`` (the key otherwise).
+        raw: a list of registry names, or a dict ``{key: spec}`` whose spec is a registry name
+            (``{"cal": "calibration"}``, as the constructor takes it) or options (a dict, or ``None``
+            for none) that may name the registry entry with ``"metric"`` (the key otherwise).
         where: how messages name ``raw``.
 
     Raises:
         ValueError: ``raw`` neither a list nor a dict, a list entry holding options, a name listed
-            twice, options that are not a dict, or a registry name that is not a string.
+            twice, a spec that is neither a registry name nor a dict of options, or a registry name
+            that is not a string.
+
+    Examples:
+        >>> from torchmetrics_ext._module_config import _metric_entries
+        >>> _metric_entries({"cal": "calibration", "auc_binned": {"metric": "auc", "num_bins": 10}, "ne": None})
+        {'cal': ('calibration', {}), 'auc_binned': ('auc', {'num_bins': 10}), 'ne': ('ne', {})}
     """
     out: dict[str, tuple[str, dict[str, Any]]] = {}
-    for key, kwargs in _metric_specs(raw, where).items():
-        entry = None if isinstance(kwargs, str) else _entry_options(key, kwargs, where)
+    for key, spec in _metric_specs(raw, where).items():
+        entry = _entry_options(key, spec, where)  # a string is the registry name, as the constructor reads it
         if entry is None:
-            hint = ""
-            if isinstance(kwargs, str):  # the constructor's {key: registry name}, given to a config
-                hint = f"; name the metric in its options, {{{key!r}: {{'metric': {kwargs!r}}}}}"
-            raise ValueError(f"Expected the options of metric {key!r} to be a dict, got {kwargs!r}{hint}.")
+            raise ValueError(
+                f"Expected metric {key!r} in {where} to be a registry name (str) or a dict of its options, "
+                f"got {spec!r} ({type(spec).__name__})."
+            )
         out[key] = entry
     return out
 

@@ -128,6 +128,9 @@ class RecTaskInfo:
         weight_name: key of the ``(N,)`` sample weights; a missing key means weight 1 (a name other
             than the default ``"weight"`` that the first step's ``model_out`` lacks is warned for,
             once: a misspelt name would otherwise leave the task unweighted without a word).
+            ``None``: the task has no weight column, every sample weighs 1, whatever ``model_out``
+            holds (a ``"weight"`` column of another task is not read, and nothing is warned); no
+            tensor of ones is made for it unless another task of the module has weights.
         group_id_name: key of the ``(N,)`` integer group ids (user, request...) that grouped
             metrics (``GroupedAUC``) need; every task of a module must name the same column.
         session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need.
@@ -136,19 +139,27 @@ class RecTaskInfo:
         >>> from torchmetrics_ext import RecTaskInfo
         >>> RecTaskInfo("click", label_name="click_label", prediction_name="click_pred").weight_name
         'weight'
+        >>> import torch
+        >>> from torchmetrics_ext import RecMetricModule
+        >>> tasks = [RecTaskInfo("click", "click_label", "click_pred", weight_name=None)]  # unweighted data
+        >>> module = RecMetricModule(tasks, ["ctr"], throughput=False)
+        >>> module.update({"click_pred": torch.tensor([0.3, 0.6]), "click_label": torch.tensor([0, 1]),
+        ...                "weight": torch.tensor([5.0, 1.0])})  # another column named weight: not this task's
+        >>> module.compute()["ctr/click"].item()
+        0.5
     """
 
     name: str
     label_name: str = "label"
     prediction_name: str = "prediction"
-    weight_name: str = "weight"
+    weight_name: str | None = "weight"
     group_id_name: str | None = None
     session_id_name: str | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            optional = f.name in ("group_id_name", "session_id_name")
+            optional = f.name in ("weight_name", "group_id_name", "session_id_name")
             if as_str(value) is not None:  # a NumPy string (a 0-dim array too) is kept as its Python string
                 object.__setattr__(self, f.name, value := as_str(value))
             if not (isinstance(value, str) and value) and not (optional and value is None):
@@ -270,6 +281,9 @@ class RecMetricModule(CheckpointLoading):
       ``LogLoss(unit="bits")``: :func:`~torchmetrics_ext.registry.torchrec_names`), the metric's
       own name otherwise (``recall@10-click|lifetime_recall@10``: TorchRec has no per-query
       recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
+    * Order, the same for every metric and both key styles: the metrics as given, a dict-valued
+      metric's entries, the tasks in order, then each task's lifetime value before its window
+      value (``ne/click``, ``ne/click/window``, ``ne/buy``, ...); then the throughput and state metrics.
 
     Raises:
         ValueError: bad arguments, two tasks reading the same prediction, label and weight columns (e.g. two
@@ -574,7 +588,8 @@ class RecMetricModule(CheckpointLoading):
                 constructor takes); ``metrics`` is a list of registry
                 names, or a dict ``{key: kwargs}`` where ``kwargs`` may name the registry entry
                 with ``"metric"`` (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``) and
-                ``None`` (YAML's ``ne:`` with nothing after it) is no options. The constructor takes
+                ``None`` (YAML's ``ne:`` with nothing after it) is no options, or ``{key: registry name}``
+                (``{"cal": "calibration"}``, the same as ``{"cal": {"metric": "calibration"}}``). The constructor takes
                 the same ``metrics`` (and builds them): a config adds only the check that its
                 entries are names or options, not metric objects.
 
@@ -601,6 +616,9 @@ class RecMetricModule(CheckpointLoading):
             >>> config = {"tasks": ["click"], "metrics": ["ne", "auc"], "from_logits": True, "throughput": False}
             >>> RecMetricModule.from_config(config).input_domains.from_logits
             True
+            >>> config = {"tasks": ["click"], "metrics": {"cal": "calibration"}, "throughput": False}
+            >>> RecMetricModule.from_config(config).metric_names  # a key of your own naming its registry entry
+            ['cal']
         """
         allowed = (
             "tasks",
@@ -1238,7 +1256,10 @@ class RecMetricModule(CheckpointLoading):
 
         preds = [column(t, "prediction", t.prediction_name) for t in self.tasks]
         labels = [column(t, "label", t.label_name) for t in self.tasks]
-        weights = [column(t, "weight", t.weight_name) if t.weight_name in model_out else None for t in self.tasks]
+        weights = [
+            column(t, "weight", t.weight_name) if t.weight_name is not None and t.weight_name in model_out else None
+            for t in self.tasks
+        ]
         first = preds[0]
         shape, device = first.shape, first.device  # read once: `Tensor.device` makes a new object per read
         for task, p, y, w in zip(self.tasks, preds, labels, weights):
@@ -1409,18 +1430,21 @@ class RecMetricModule(CheckpointLoading):
                 reported = self._reported.get(name, ((), None))[1]
                 names = [t.name if reported is None or t.name in reported else None for t in self.tasks]
                 if name in self.ranking:
+                    per_task: list[tuple[int | None, Any]] = []
                     for t, unit in enumerate(self._copies(name)):
                         with naming_metric(self._warned_name(name)), naming_tasks(names[t : t + 1]):
-                            self._emit(out, name, t, unit.compute())
+                            per_task.append((t, unit.compute()))
+                    self._emit(out, name, per_task)
                     continue
                 with naming_metric(self._warned_name(name)), naming_tasks(names):
                     if self._is_window_only(name):
                         with naming_part("window"):
-                            self._emit(out, name, None, {"window": self._parts(self._unit(name))["window"].compute()})
+                            unit_value: Any = {"window": self._parts(self._unit(name))["window"].compute()}
                     elif self._is_lifetime_only(name):  # its window is never reported: not computed (nor warned)
-                        self._emit(out, name, None, {"lifetime": self._parts(self._unit(name))["lifetime"].compute()})
+                        unit_value = {"lifetime": self._parts(self._unit(name))["lifetime"].compute()}
                     else:
-                        self._emit(out, name, None, self._unit(name).compute())
+                        unit_value = self._unit(name).compute()
+                    self._emit(out, name, [(None, unit_value)])
             for leader, metric in members:  # the leader's states they hold, while it keeps its value
                 metric.__dict__[_STATES_OF] = leader.__dict__["_computed"]
         if self.throughput is not None:
@@ -1485,27 +1509,61 @@ class RecMetricModule(CheckpointLoading):
     def _is_lifetime_only(self, name: str) -> bool:
         return self.window_size is not None and name in self._reported and "window" not in self._reported[name][0]
 
-    def _emit(self, out: dict[str, Tensor], name: str, task: int | None, value: Any) -> None:
-        """Add one unit's value(s): ``(T,)`` or a scalar per task, or a dict of them; lifetime and window.
+    def _emit(self, out: dict[str, Tensor], name: str, values: list[tuple[int | None, Any]]) -> None:
+        """Add one metric's values: ``(task, value)`` per unit, ``task`` ``None`` for a stacked metric's ``(T,)``.
+
+        A value is ``(T,)`` or a scalar per task, or a dict of them (one per entry), per part (lifetime,
+        window). The keys go in one order for every kind of metric: by entry, then by task (the module's
+        order), then lifetime before window, so a task's lifetime and window values sit side by side
+        (``ne/a``, ``ne/a/window``, ``ne/b``, ...), as a ranking metric's per-task copies give them.
 
         Each value is copied (once per metric value, not per key): the metric keeps the tensor it
         returned as its cached value, which a caller's in-place change of a logged value
         (``out[key] *= 100``) would otherwise alter for every later ``compute()`` until the next update.
         """
-        parts = value if self.window_size is not None else {"lifetime": value}
         reported, tasks = self._reported.get(name, (("lifetime", "window"), None))
         bare = "bare" in reported
-        for part, part_value in parts.items():
-            if part not in reported and not (bare and part == "lifetime"):
-                continue
-            entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
-            for entry, v in entries:
-                v = v.clone()
-                for t in range(len(self.tasks)) if task is None else [task]:
-                    if tasks is not None and self.tasks[t].name not in tasks:
-                        continue
-                    scalar = v if v.ndim == 0 else v[t]
-                    _put(out, self._key(name, entry, self.tasks[t].name, window=part == "window", bare=bare), scalar)
+        if len(values) == 1 and values[0][0] is None:  # a stacked metric: one number per task and part
+            value = values[0][1]
+            parts = value if self.window_size is not None else {"lifetime": value}
+            lifetime, window = parts.get("lifetime"), parts.get("window")
+            if "lifetime" not in reported and not bare:
+                lifetime = None
+            if "window" not in reported:
+                window = None
+            if not isinstance(lifetime, Mapping) and not isinstance(window, Mapping) and len(parts) <= 2:
+                # each value copied once, written task by task, lifetime before window
+                kept = [(is_window, v.clone()) for is_window, v in ((False, lifetime), (True, window)) if v is not None]
+                for t, info in enumerate(self.tasks):
+                    if tasks is None or info.name in tasks:
+                        for is_window, v in kept:
+                            key = self._key(name, None, info.name, window=is_window, bare=bare)
+                            _put(out, key, v if v.ndim == 0 else v[t])
+                return
+        num_tasks = len(self.tasks)
+        cells: dict[str | None, list[list[Tensor | None]]] = {}  # entry -> per task [lifetime, window]
+        for task, value in values:
+            parts = value if self.window_size is not None else {"lifetime": value}
+            for part, part_value in parts.items():
+                if part not in reported and not (bare and part == "lifetime"):
+                    continue
+                window = part == "window"
+                entries = part_value.items() if isinstance(part_value, Mapping) else [(None, part_value)]
+                for entry, v in entries:
+                    v = v.clone()
+                    per_task = cells.get(entry)
+                    if per_task is None:
+                        per_task = cells[entry] = [[None, None] for _ in range(num_tasks)]
+                    for t in range(num_tasks) if task is None else (task,):
+                        if tasks is None or self.tasks[t].name in tasks:
+                            per_task[t][window] = v if v.ndim == 0 else v[t]
+        for entry, per_task in cells.items():
+            for t, (lifetime, window_value) in enumerate(per_task):
+                task_name = self.tasks[t].name
+                if lifetime is not None:
+                    _put(out, self._key(name, entry, task_name, window=False, bare=bare), lifetime)
+                if window_value is not None:
+                    _put(out, self._key(name, entry, task_name, window=True, bare=bare), window_value)
 
     def _key(self, name: str, entry: str | None, task: str, window: bool, bare: bool = False) -> str:
         if self.key_style == "torchrec":
@@ -1881,7 +1939,7 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
         raise ValueError(f"Expected distinct task names, got {names}.")
     # one task's data reported under two tasks' keys (the same columns with other weights, or other
     # session ids for the ranking metrics, is another view)
-    by_columns: dict[tuple[str, str, str, str | None], RecTaskInfo] = {}
+    by_columns: dict[tuple[str, str, str | None, str | None], RecTaskInfo] = {}
     for task in out:
         columns = (task.prediction_name, task.label_name, task.weight_name, task.session_id_name)
         first = by_columns.setdefault(columns, task)
@@ -1947,7 +2005,7 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
     (``evaluate``, the Hugging Face adapter: they set the module's ``_weights_optional``).
     """
     for task in tasks:
-        if task.weight_name != "weight" and task.weight_name not in model_out:
+        if task.weight_name not in ("weight", None) and task.weight_name not in model_out:
             text = _missing_column(task, "weight", task.weight_name, model_out)
             warnings.warn(
                 f"{text} Its samples weigh 1 (a missing weight column means weight 1); this is said once, at the "
@@ -2212,8 +2270,10 @@ def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:
         return None
     if len(present) == len(columns) and all(c is present[0] for c in present):
         return present[0].to(torch.float64)  # one column shared by every task
-    like = present[0]
-    return _stack([torch.ones_like(like, dtype=torch.float64) if c is None else c for c in columns])
+    # tasks without weights (no column, or `weight_name=None`) weigh 1: one element expanded to the
+    # batch's shape, no (N,) tensor of ones per task and step
+    ones = present[0].new_ones((), dtype=torch.float64).expand(present[0].shape)
+    return _stack([ones if c is None else c for c in columns])
 
 
 def _scalar(value: Any, name: str) -> Tensor:

@@ -231,8 +231,11 @@ _ENTRIES = (
         _auc.GroupedAUPRC,
         _key("auprc", "grouped_auprc", average_groups="all", groups_complete_per_batch=False, **_UNWEIGHTED_GROUPS),
     ),
-    MetricEntry("regression_auc", _auc.RegressionAUC, _key("rauc", "rauc")),
-    MetricEntry("xauc", _auc.XAUC, _key("xauc", "xauc")),
+    # TorchRec's RAUC (label ties in the denominator, weights ignored) and XAUC (pairs within each batch)
+    # compute other quantities, and no option turns those differences off: no TorchRec key, so keyed by
+    # their own names ("xauc", TorchRec's key itself, is refused under key_style="torchrec": rename it)
+    MetricEntry("regression_auc", _auc.RegressionAUC, ()),
+    MetricEntry("xauc", _auc.XAUC, ()),
     # TorchRec counts a session without relevance as NDCG 0 and scores each batch's sessions apart
     MetricEntry(
         "ndcg",

@@ -1083,7 +1083,8 @@ def evaluate(
             Or a dict ``{name: options}``, as in :meth:`~torchmetrics_ext.RecMetricModule.from_config`:
             the metric's keyword options (``{"auc": {"num_bins": 10000}, "ne": {"eta": 1e-6}}``;
             ``None`` is none), ``"metric"`` naming the registry entry when the name is another
-            (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``); ``num_tasks`` comes from
+            (``{"auc_binned": {"metric": "auc", "num_bins": 10000}}``, or the registry name alone:
+            ``{"cal": "calibration"}``); ``num_tasks`` comes from
             ``tasks`` and ``from_logits`` from the argument of that name, for every metric (built as
             :class:`~torchmetrics_ext.RecMetricModule` builds them: an option ``from_logits`` must agree).
         weights: column of sample weights (shared by every task; weight 1 without it, whatever

@@ -944,3 +944,21 @@ def test_sync_on_compute_false_is_the_default():
     pointwise = pointwise_compute_metrics(["auc"], sync_on_compute=np.bool_(False))
     got = pointwise(EvalPrediction(predictions=z, label_ids=y))
     assert got["auc"] == pytest.approx(roc_auc_score(y, z), rel=1e-12)
+
+
+def test_float_index_labels_are_refused_for_their_dtype_not_their_range():
+    """Float index labels inside the range were refused with "got values in [0, 1]" for a range of [0, 3)."""
+    from transformers import EvalPrediction
+
+    compute_metrics = ranking_compute_metrics(ks=(1, 2))
+    scores = np.array([[0.1, 0.5, 0.3], [0.9, 0.2, -10.0]])
+    with pytest.raises(ValueError, match=r"in \[0, 3\), got float64 labels \(values in \[0, 1\]\)") as info:
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([1.0, 0.0])))
+    assert "integer dtype" in str(info.value)
+    # out of range and of an integer dtype: the range alone, as before
+    with pytest.raises(ValueError, match=r"in \[0, 3\), got values in \[0, 3\]\.$"):
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([3, 0])))
+    # the same labels as integers: query 0's relevant candidate (0.5) ranks first, query 1's (0.9) first
+    assert compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([1, 0]))) == seed_reference(
+        scores, np.array([1, 0]), (1, 2)
+    )

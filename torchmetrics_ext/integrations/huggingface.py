@@ -625,9 +625,12 @@ class _Ranking(HFComputeMetrics):
             index = labels.reshape(q).to(torch.int64)
             if labels.is_floating_point() or bool(((index < 0) | (index >= width)).any()):
                 ((low, high),) = checked_bounds([labels], [False])  # any dtype (uint32 has no min kernel)
+                got = observed_range(low, high)
+                if labels.is_floating_point():  # refused for the dtype, whatever the values' range
+                    dtype = str(labels.dtype).removeprefix("torch.")
+                    got = f"{dtype} labels ({got}); give them an integer dtype"
                 raise ValueError(
-                    f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got "
-                    f"{observed_range(low, high)}."
+                    f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got {got}."
                 )
             padded = ~mask.gather(1, index[:, None])[:, 0]
             if bool(padded.any()):  # the relevant candidate would be dropped with the padding
@@ -707,8 +710,8 @@ def ranking_compute_metrics(
     Raises:
         ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
             that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
-            called) scores that are not 2-D, labels of another shape, or NaN relevance (a label is padding when
-            negative, never when NaN).
+            called) scores that are not 2-D, labels of another shape, index labels out of range or of a float dtype,
+            or NaN relevance (a label is padding when negative, never when NaN).
 
     Examples:
         >>> import numpy as np

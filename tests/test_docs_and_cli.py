@@ -457,3 +457,16 @@ def test_evaluate_page_names_every_ranking_name_of_the_registry():
     assert paragraph is not None
     named = set(re.findall(r"`([a-z][a-z0-9_]*(?:@k)?)`", paragraph.group(1))) - {"k"}  # `k` a positive integer
     assert ranking == named
+
+
+def test_quick_demo_piped_into_a_reader_that_leaves_ends_quietly():
+    """`torchmetrics-ext demo --quick | head -5` ended with a BrokenPipeError traceback and status 1
+    (`evaluate` already ended such a run quietly, with a shell's 128 + SIGPIPE)."""
+    command = [sys.executable, "-m", "torchmetrics_ext", "demo", "--quick", "--samples", "2000", "--queries", "100"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    process.stdout.close()  # the reader is gone before the first table is printed
+    err = process.stderr.read().decode()
+    code = process.wait(timeout=300)
+    process.stderr.close()
+    assert "Traceback" not in err and code == 141, (code, err)

@@ -944,3 +944,42 @@ def test_sync_on_compute_false_is_the_default():
     pointwise = pointwise_compute_metrics(["auc"], sync_on_compute=np.bool_(False))
     got = pointwise(EvalPrediction(predictions=z, label_ids=y))
     assert got["auc"] == pytest.approx(roc_auc_score(y, z), rel=1e-12)
+
+
+def test_float_index_labels_are_refused_for_their_dtype_not_their_range():
+    """Float index labels inside the range were refused with "got values in [0, 1]" for a range of [0, 3)."""
+    from transformers import EvalPrediction
+
+    compute_metrics = ranking_compute_metrics(ks=(1, 2))
+    scores = np.array([[0.1, 0.5, 0.3], [0.9, 0.2, -10.0]])
+    with pytest.raises(ValueError, match=r"in \[0, 3\), got float64 labels \(values in \[0, 1\]\)") as info:
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([1.0, 0.0])))
+    assert "integer dtype" in str(info.value)
+    # out of range and of an integer dtype: the range alone, as before
+    with pytest.raises(ValueError, match=r"in \[0, 3\), got values in \[0, 3\]\.$"):
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([3, 0])))
+    # the same labels as integers: query 0's relevant candidate (0.5) ranks first, query 1's (0.9) first
+    assert compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([1, 0]))) == seed_reference(
+        scores, np.array([1, 0]), (1, 2)
+    )
+
+
+def test_an_eval_prediction_unpacked_into_a_tuple_is_scored_and_anything_else_named():
+    """``(predictions, label_ids)`` (EvalPrediction's own tuple form) raised "'tuple' object has no attribute"."""
+    from transformers import EvalPrediction
+
+    rng = np.random.default_rng(3)
+    logits, labels = rng.normal(size=50), (rng.random(50) < 0.4).astype(np.int64)
+    p = _sigmoid(logits)
+    pointwise = pointwise_compute_metrics(["auc", "log_loss"])
+    for eval_pred in [(logits, labels), tuple(EvalPrediction(logits, labels, inputs=rng.normal(size=(50, 3))))]:
+        values = pointwise(eval_pred)
+        assert values["auc"] == pytest.approx(roc_auc_score(labels, p), rel=1e-12)
+        assert values["log_loss"] == pytest.approx(log_loss(labels, p), rel=1e-9)
+    scores = rng.normal(size=(6, 4))
+    relevant = rng.integers(0, 4, 6)
+    ranking = ranking_compute_metrics(ks=(1, 2))
+    assert ranking((scores, relevant)) == pytest.approx(seed_reference(scores, relevant, (1, 2)))
+    for bad in [{"predictions": logits, "label_ids": labels}, (logits,), logits]:
+        with pytest.raises(TypeError, match=r"Expected `eval_pred` to be an EvalPrediction"):
+            pointwise(bad)

@@ -350,14 +350,18 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
                 print(f"wrote {output}")
             sys.stdout.flush()
         except BrokenPipeError:
-            # the rest of the table goes nowhere; stdout's pending text is dropped at exit, without a traceback
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _drop_stdout()
             if write_error is None:
                 return _BROKEN_PIPE
         if write_error is not None:
             print(f"torchmetrics-ext evaluate: error: cannot write --output: {write_error}", file=sys.stderr)
             return 2
     return 0
+
+
+def _drop_stdout() -> None:
+    """Send the rest of stdout nowhere: its reader left (``| head``); pending text is dropped, no traceback."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _given(value: Any, config: dict[str, Any], key: str, default: Any) -> Any:
@@ -500,7 +504,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "evaluate":
         return run_evaluate(args, evaluate)
     if args.command == "demo":
-        return run_demo_command(args, demo)
+        try:
+            code = run_demo_command(args, demo)
+            sys.stdout.flush()  # a reader that left shows here, not at exit
+        except BrokenPipeError:  # `demo --quick | head`: the rest of the tables goes nowhere, as with evaluate
+            _drop_stdout()
+            return _BROKEN_PIPE
+        return code
     return 0
 
 

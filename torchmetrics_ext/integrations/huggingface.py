@@ -110,6 +110,26 @@ def _labels(labels: Any, columns: bool) -> Any:
     return labels
 
 
+def _eval_arrays(eval_pred: Any) -> tuple[Any, Any]:
+    """The predictions and labels of an ``EvalPrediction`` (or any object with those attributes).
+
+    Also of the tuple an ``EvalPrediction`` unpacks into, ``(predictions, label_ids[, inputs][, losses])``,
+    as hand-written ``compute_metrics`` functions take it (``logits, labels = eval_pred``).
+
+    Raises:
+        TypeError: ``eval_pred`` is neither.
+    """
+    if hasattr(eval_pred, "predictions") and hasattr(eval_pred, "label_ids"):
+        return eval_pred.predictions, eval_pred.label_ids
+    if isinstance(eval_pred, tuple) and 2 <= len(eval_pred) <= 4:
+        return eval_pred[0], eval_pred[1]
+    raise TypeError(
+        "Expected `eval_pred` to be an EvalPrediction (with `predictions` and `label_ids`) or its tuple "
+        f"(predictions, label_ids[, inputs][, losses]), got {type(eval_pred).__name__}"
+        + (f" of {len(eval_pred)} item(s)." if isinstance(eval_pred, tuple) else ".")
+    )
+
+
 def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ...]:
     """``value`` as a tuple of names; a single string (which would be read letter by letter) is an error.
 
@@ -227,6 +247,11 @@ class HFComputeMetrics:
         >>> compute_metrics.reset()  # the model stopped that evaluation part-way: drop its batch
         >>> compute_metrics(last, compute_result=True)
         {'ctr': 0.5, 'auc': 0.0}
+
+        The tuple an ``EvalPrediction`` unpacks into, ``(predictions, label_ids)``, is taken too:
+
+        >>> compute_metrics((np.array([2.0, -1.0]), np.array([1, 0])))
+        {'ctr': 0.5, 'auc': 1.0}
     """
 
     # several label arrays (one per `label_names` entry) are the columns of several tasks
@@ -246,7 +271,7 @@ class HFComputeMetrics:
 
     def _update_all(self, eval_pred: Any) -> None:
         """Update with every batch of ``eval_pred`` (one, or a list kept apart by the Trainer)."""
-        predictions, labels = eval_pred.predictions, eval_pred.label_ids
+        predictions, labels = _eval_arrays(eval_pred)
         if labels is None:
             raise ValueError(
                 "compute_metrics needs labels: the eval dataset must provide `labels` (label_ids is None)."
@@ -275,7 +300,8 @@ class HFComputeMetrics:
     def __call__(self, eval_pred: Any, compute_result: bool | None = None) -> dict[str, float]:
         """Update with ``eval_pred``; compute and reset unless more batches follow (``compute_result=False``).
 
-        Every evaluation starts from empty metrics:
+        ``eval_pred`` is the Trainer's ``EvalPrediction`` or the tuple it unpacks into,
+        ``(predictions, label_ids[, inputs][, losses])``. Every evaluation starts from empty metrics:
 
         * a whole-array call (``compute_result`` not given: the Trainer's default mode) is an
           evaluation of its own: batches left pending by earlier ``compute_result=False`` calls (an
@@ -625,9 +651,12 @@ class _Ranking(HFComputeMetrics):
             index = labels.reshape(q).to(torch.int64)
             if labels.is_floating_point() or bool(((index < 0) | (index >= width)).any()):
                 ((low, high),) = checked_bounds([labels], [False])  # any dtype (uint32 has no min kernel)
+                got = observed_range(low, high)
+                if labels.is_floating_point():  # refused for the dtype, whatever the values' range
+                    dtype = str(labels.dtype).removeprefix("torch.")
+                    got = f"{dtype} labels ({got}); give them an integer dtype"
                 raise ValueError(
-                    f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got "
-                    f"{observed_range(low, high)}."
+                    f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got {got}."
                 )
             padded = ~mask.gather(1, index[:, None])[:, 0]
             if bool(padded.any()):  # the relevant candidate would be dropped with the padding
@@ -707,8 +736,8 @@ def ranking_compute_metrics(
     Raises:
         ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
             that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
-            called) scores that are not 2-D, labels of another shape, or NaN relevance (a label is padding when
-            negative, never when NaN).
+            called) scores that are not 2-D, labels of another shape, index labels out of range or of a float dtype,
+            or NaN relevance (a label is padding when negative, never when NaN).
 
     Examples:
         >>> import numpy as np

@@ -8,10 +8,13 @@ the metrics inside a wrapper and its ring included; real 2-process gloo DDP.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 import numpy as np
 import pytest
+import torch
+from torchmetrics import Metric as TorchMetric
 
 from torchmetrics_ext import Windowed
 from torchmetrics_ext.aggregation import (
@@ -152,3 +155,112 @@ def test_windowed_categorical_count_is_refused_at_the_first_update_naming_why():
     with pytest.raises(ValueError, match=r"Windowed cannot wrap CategoricalCount: .*reset it every N steps"):
         aggregator.update([Metric("d", "n", 5, A.SUM), Metric("d", "source", "web", A.CATEGORICAL_COUNT)])
     assert aggregator.get_metrics_for_logging() == {"train_d/n": 1.0}
+
+
+# ----------------------------------------------------------------------------- a batch refused part-way
+
+
+class NonNegativeTotal(TorchMetric):
+    """A registered metric with a check of its own: ``update`` refuses negative values, after changing its states."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, values):
+        self.total += values.sum()  # in place, before the check
+        if bool((values < 0).any()):
+            raise ValueError("NonNegativeTotal takes no negative values")
+
+    def compute(self):
+        return self.total
+
+
+def checkpoint(aggregator: MetricsAggregator) -> tuple[list, dict[str, torch.Tensor]]:
+    state = aggregator.state_dict()
+    return state["metadata"]["metrics"], {k: v.clone() for k, v in state["tensors"].items()}
+
+
+@pytest.mark.parametrize("refusing", ["plain", "windowed"])
+def test_a_batch_refused_after_a_windowed_handler_took_its_values_leaves_it_as_it_was(refusing):
+    """The rollback of a refused batch restored the handler's own states only: a ``Windowed`` holds none (its
+    lifetime and window metrics and its ring do), so the refused batch's values stayed in its lifetime and
+    window, and later windows evicted from a ring that had one update too many. Reference: numpy over the
+    accepted records only (the window as ``Windowed`` defines it)."""
+    window_size = 6
+    aggregator = windowed_aggregator(window_size, (A.SUM, A.MEAN, A.DISTRIBUTION))
+
+    def refusing_handler():
+        return NonNegativeTotal() if refusing == "plain" else Windowed(NonNegativeTotal(), window_size=window_size)
+
+    aggregator.register_handler(A.MAX, refusing_handler)
+    accepted = [
+        [Metric("d", "s", 1.0, A.SUM), Metric("d", "m", 2.0, A.MEAN), Metric("d", "x", 3.0, A.DISTRIBUTION)],
+        [Metric("d", "s", v, A.SUM) for v in (4.0, 8.0)] + [Metric("d", "x", v, A.DISTRIBUTION) for v in (5.0, 9.0)],
+        [Metric("d", "m", 16.0, A.MEAN), Metric("d", "guard", 1.0, A.MAX)],
+    ]
+    for records in accepted:
+        aggregator.update(records)
+    before_logged, before_state = aggregator.get_metrics_for_logging(), checkpoint(aggregator)
+    refused = [
+        *[Metric("d", "s", v, A.SUM) for v in (32.0, 64.0, 128.0)],  # applied first
+        Metric("d", "m", 256.0, A.MEAN),
+        *[Metric("d", "x", v, A.DISTRIBUTION) for v in (1.0, 2.0, 3.0, 4.0)],
+        Metric("d", "guard", -1.0, A.MAX),  # then refused by the registered metric itself
+    ]
+    with pytest.raises(ValueError, match="NonNegativeTotal takes no negative values"):
+        aggregator.update(refused)
+    assert aggregator.get_metrics_for_logging() == before_logged
+    metadata, tensors = checkpoint(aggregator)
+    assert metadata == before_state[0]
+    assert tensors.keys() == before_state[1].keys()
+    assert all(torch.equal(tensors[k], before_state[1][k]) for k in tensors), [
+        k for k in tensors if not torch.equal(tensors[k], before_state[1][k])
+    ]
+    more = [
+        [Metric("d", "s", v, A.SUM) for v in (2.0, 3.0, 5.0)] + [Metric("d", "x", 7.0, A.DISTRIBUTION)],
+        [Metric("d", "s", 11.0, A.SUM), Metric("d", "m", 1.0, A.MEAN), Metric("d", "x", 2.0, A.DISTRIBUTION)],
+    ]
+    for records in more:  # the ring goes on evicting the updates it really holds
+        aggregator.update(records)
+    updates = fed(accepted + more)
+    guard = updates.pop(("d", "guard", A.MAX))
+    expected = expected_logged(updates, lambda key, batches: window_of(batches, window_size))
+    logged = aggregator.get_metrics_for_logging()
+    guard_keys = [k for k in logged if k.startswith("train_d/guard")]
+    assert_logged({k: v for k, v in logged.items() if k not in guard_keys}, expected)
+    assert [logged[k] for k in guard_keys] == [math.fsum(b[0] for b in guard)] * len(guard_keys)
+
+
+@pytest.mark.parametrize("accepted", range(1, 9))
+def test_a_refused_batch_leaves_the_window_ring_as_it_was_whatever_its_turn(accepted):
+    """The refused batch's update may turn the window's ring (its slots rewritten in place as suffix sums, once per
+    turn): after any number of accepted updates, the refused one leaves the ring as it was, and the next updates
+    evict exactly what an uninterrupted run evicts. Reference: numpy over the accepted values."""
+    window_size = 3
+    aggregator = windowed_aggregator(window_size, (A.SUM, A.DISTRIBUTION))
+    aggregator.register_handler(A.MAX, NonNegativeTotal)
+    aggregator.update([Metric("d", "guard", 0.0, A.MAX)])
+    values = [float(2**k) for k in range(accepted + 4)]
+    for value in values[:accepted]:
+        aggregator.update([Metric("d", "s", value, A.SUM), Metric("d", "x", value, A.DISTRIBUTION)])
+    before = checkpoint(aggregator)
+    with pytest.raises(ValueError, match="NonNegativeTotal takes no negative values"):
+        aggregator.update(
+            [Metric("d", "s", 1e6, A.SUM), Metric("d", "x", 1e6, A.DISTRIBUTION), Metric("d", "guard", -1.0, A.MAX)]
+        )
+    after = checkpoint(aggregator)
+    assert after[0] == before[0]
+    assert all(torch.equal(after[1][k], before[1][k]) for k in before[1])
+    for value in values[accepted:]:
+        aggregator.update([Metric("d", "s", value, A.SUM), Metric("d", "x", value, A.DISTRIBUTION)])
+    batches = [[v] for v in values]
+    expected = expected_logged(
+        {("d", "s", A.SUM): batches, ("d", "x", A.DISTRIBUTION): batches},
+        lambda key, batches: window_of(batches, window_size),
+    )
+    logged = aggregator.get_metrics_for_logging()
+    assert logged.pop("train_d/guard") == 0.0
+    assert_logged(logged, expected)

@@ -264,3 +264,46 @@ def test_a_refused_batch_leaves_the_window_ring_as_it_was_whatever_its_turn(acce
     logged = aggregator.get_metrics_for_logging()
     assert logged.pop("train_d/guard") == 0.0
     assert_logged(logged, expected)
+
+
+# ----------------------------------------------------------------------------- DDP (2 gloo ranks)
+
+DDP_WINDOW = 8  # 4 samples kept on each of the 2 ranks
+
+
+def ddp_steps(rank: int) -> list[list[Metric]]:
+    """Each rank its own values, in batches of its own sizes; ``only0`` on rank 0 alone."""
+    rng = np.random.default_rng(40 + rank)
+    steps = []
+    for step in range(6 + 3 * rank):
+        records = []
+        for agg_type, name in ((A.SUM, "tokens"), (A.DISTRIBUTION, "seq_len")):
+            records += [Metric("d", name, float(rng.integers(1, 4096)), agg_type) for _ in range(1 + (step + rank) % 3)]
+        if rank == 0 and step % 2:
+            records.append(Metric("d", "only0", float(step), A.DISTRIBUTION))
+        steps.append(records)
+    return steps
+
+
+def _ddp_windowed(rank: int, world_size: int) -> dict[str, float]:
+    aggregator = windowed_aggregator(DDP_WINDOW, (A.SUM, A.DISTRIBUTION))
+    for records in ddp_steps(rank):
+        aggregator.update(records)
+    return aggregator.get_metrics_for_logging()
+
+
+@pytest.mark.ddp
+def test_ddp_windowed_handlers_log_every_ranks_lifetime_and_window(ddp_pool):
+    """Under DDP each rank keeps its share of the window (``window_size // world_size`` samples by the same rule)
+    and the wrapper syncs both; every rank logs the same flat floats. Reference: numpy over all ranks' values,
+    the window as the union of each rank's own window."""
+    results = ddp_pool.run(_ddp_windowed)
+    assert results[0] == results[1]
+    per_rank = [fed(ddp_steps(rank)) for rank in range(2)]
+    updates = {key: [b for rank in per_rank for b in rank.get(key, [])] for key in {k for r in per_rank for k in r}}
+
+    def window(key, batches):
+        share = DDP_WINDOW // 2
+        return [v for rank in per_rank for v in window_of(rank.get(key, []), share)]
+
+    assert_logged(results[0], expected_logged(updates, window))

@@ -134,6 +134,28 @@ def _entry_names(keys: list[Any], base: str) -> list[str]:
     return names
 
 
+def _leaves(value: Mapping[Any, Any], base: str, joiner: str) -> tuple[list[str], list[Any]]:
+    """The logging-key suffixes and values of a dict-valued ``compute``, nested dicts flattened.
+
+    An entry holding a value is logged as ``{joiner}{key}`` (the aggregation type's joiner:
+    ``_stat_`` for DISTRIBUTION); an entry holding a dict (a wrapper's: ``Windowed``'s
+    ``lifetime`` and ``window``) adds ``_{key}`` in front of its own entries. So a
+    ``Windowed(Sum())`` logs ``{name}_lifetime`` and ``{name}_window`` (as before) and a
+    ``Windowed(Distribution())`` ``{name}_lifetime_stat_mean``, ``{name}_window_stat_p50``, ...
+    """
+    suffixes: list[str] = []
+    values: list[Any] = []
+    for sub, entry in zip(_entry_names(list(value), base), value.values(), strict=True):
+        if isinstance(entry, Mapping):
+            inner, numbers = _leaves(entry, f"{base}_{sub}", joiner)
+            suffixes += [f"_{sub}{suffix}" for suffix in inner]
+            values += numbers
+        else:
+            suffixes.append(f"{joiner}{sub}")
+            values.append(entry)
+    return suffixes, values
+
+
 def _numbers(values: list[Any], base: str, agg_type: AggregationType) -> list[float]:
     """The values of a handler metric's ``compute`` (one-element tensors or numbers) as floats.
 
@@ -326,6 +348,13 @@ class MetricsAggregator:
         ``{name}_count_{key}`` for CATEGORICAL_COUNT); anything else makes
         :meth:`get_metrics_for_logging` raise a ``TypeError`` naming the logging key.
 
+        A wrapper's dict of dicts is flattened, each outer key joined with ``_`` in front of the
+        inner entries: a :class:`~torchmetrics_ext.Windowed` handler (``compute`` returns
+        ``{"lifetime": ..., "window": ...}``) logs ``{name}_lifetime`` and ``{name}_window`` around
+        ``Sum``, ``Mean``, ``Max`` or ``Min``, and ``{name}_lifetime_stat_{key}`` and
+        ``{name}_window_stat_{key}`` around ``Distribution``. ``Windowed`` refuses
+        ``CategoricalCount`` (its first ``update`` raises ``ValueError`` saying why).
+
         Raises:
             TypeError: if ``agg_type`` is not an :class:`AggregationType` or the factory is not callable.
             ValueError: if keys of ``agg_type`` already exist (call :meth:`reset` first).
@@ -351,6 +380,35 @@ class MetricsAggregator:
             >>> aggregator.register_handler(AggregationType.MAX, MaxMetric)
             Traceback (most recent call last):
             ValueError: Cannot replace the MAX handler: 1 metric(s) already use it (...); call reset() first.
+
+            A window of the last two values (one per update here) next to the lifetime value:
+
+            >>> from torchmetrics_ext import Windowed
+            >>> from torchmetrics_ext.aggregation import Sum
+            >>> recent = MetricsAggregator()
+            >>> recent.register_handler(AggregationType.SUM, lambda: Windowed(Sum(), window_size=2))
+            >>> recent.register_handler(
+            ...     AggregationType.DISTRIBUTION, lambda: Windowed(Distribution(percentiles=(50,)), window_size=2)
+            ... )
+            >>> for value in (1, 2, 6):
+            ...     recent.update([
+            ...         Metric("alpaca", "tokens", value, AggregationType.SUM),
+            ...         Metric("alpaca", "seq_len", value, AggregationType.DISTRIBUTION),
+            ...     ])
+            >>> for key, value in recent.get_metrics_for_logging(prefix="train").items():  # p50: a sketch within 1%
+            ...     print(f"{key} {value:.2f}")
+            train_alpaca/tokens_lifetime 9.00
+            train_alpaca/tokens_window 8.00
+            train_alpaca/seq_len_lifetime_stat_mean 3.00
+            train_alpaca/seq_len_lifetime_stat_min 1.00
+            train_alpaca/seq_len_lifetime_stat_max 6.00
+            train_alpaca/seq_len_lifetime_stat_std 2.65
+            train_alpaca/seq_len_lifetime_stat_p50 1.99
+            train_alpaca/seq_len_window_stat_mean 4.00
+            train_alpaca/seq_len_window_stat_min 2.00
+            train_alpaca/seq_len_window_stat_max 6.00
+            train_alpaca/seq_len_window_stat_std 2.83
+            train_alpaca/seq_len_window_stat_p50 4.00
         """
         if not isinstance(agg_type, AggregationType):
             raise TypeError(f"Expected `agg_type` to be an AggregationType, got {agg_type!r}.")
@@ -697,13 +755,14 @@ class MetricsAggregator:
                 if isinstance(value, (dict, _Counted)):
                     joiner = _JOINERS.get(agg_type, "_")
                     if isinstance(value, _Counted):  # a CategoricalCount's: one counts vector, no tensor per category
-                        keys, numbers = value.categories, value.counts.tolist()
+                        names, numbers = _entry_names(value.categories, base), value.counts.tolist()
+                        keys = [f"{joiner}{sub}" for sub in names]
                     else:
-                        keys, numbers = list(value), list(value.values())
+                        keys, numbers = _leaves(value, base, joiner)
                         if not all(type(number) is float for number in numbers):  # tensors (a compute's)
                             numbers = _numbers(numbers, base, agg_type)
-                    for sub, number in zip(_entry_names(keys, base), numbers, strict=True):
-                        put(f"{base}{joiner}{sub}", number, (ds, name))
+                    for sub, number in zip(keys, numbers, strict=True):
+                        put(f"{base}{sub}", number, (ds, name))
                 else:
                     try:
                         number = float(value)

@@ -25,6 +25,7 @@ from torchmetrics import Metric as TorchMetric
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import check_categories, number_tensor
 from torchmetrics_ext.aggregation.types import AggregationType
+from torchmetrics_ext.utilities.snapshot import Restore, snapshot
 
 __all__ = ["Fold", "Step", "Update", "apply_updates", "plan_step"]
 
@@ -54,42 +55,32 @@ class Update(NamedTuple):
 Step = Fold | Update
 
 
-def _snapshot(metric: TorchMetric) -> tuple[dict[str, Any], int, Any]:
-    """A metric's states (tensors cloned, list states copied), update count and cached value."""
-    states = {
-        name: value.clone() if isinstance(value, Tensor) else list(value) for name, value in metric.metric_state.items()
-    }
-    return states, metric._update_count, metric._computed
-
-
-def _restore(metric: TorchMetric, snapshot: tuple[dict[str, Any], int, Any]) -> None:
-    states, count, computed = snapshot
-    for name, value in states.items():
-        setattr(metric, name, value)
-    metric._update_count, metric._computed = count, computed
-
-
 def apply_updates(steps: Sequence[Update], fresh: Sequence[TorchMetric]) -> None:
     """Apply the :class:`Update` steps of a batch, all or nothing.
 
     A registered metric's ``update`` may still refuse values the aggregator accepted (its own
-    checks); then every metric these steps already changed, that one included, gets back its
-    states, update count and cached value, and the error propagates. A metric of ``fresh`` (a
-    key this batch creates, dropped on an error) needs no copy. Only registered metrics that are
-    no :class:`~torchmetrics_ext.aggregation.base.AggregationMetric` take this path: the default
-    handlers' :class:`Fold` steps cannot fail and copy nothing.
+    checks); then every metric these steps already changed, that one included, is put back as it
+    was, and the error propagates. The whole handler is put back
+    (:func:`~torchmetrics_ext.utilities.snapshot.snapshot` with ``writes_in_place``): its states,
+    update count and cached value, and those of the metrics inside it and its helper objects (a
+    ``Windowed``'s lifetime and window metrics and its ring), tensors written in place included. A
+    metric of ``fresh`` (a key this batch creates, dropped on an error) needs no copy. Only
+    registered metrics that are no :class:`~torchmetrics_ext.aggregation.base.AggregationMetric`
+    take this path: the default handlers' :class:`Fold` steps cannot fail and copy nothing.
     """
     new = {id(metric) for metric in fresh}
-    done: list[tuple[TorchMetric, tuple[dict[str, Any], int, Any]]] = []
+    undo: list[Restore] = []
     try:
         for step in steps:
             if id(step.metric) not in new:
-                done.append((step.metric, _snapshot(step.metric)))
+                undo.append(snapshot(step.metric, writes_in_place=True))
             step.apply()
     except BaseException:
-        for metric, snapshot in reversed(done):
-            _restore(metric, snapshot)
+        for restore in reversed(undo):
+            restore()
         raise
+    for restore in undo:
+        restore.release()
 
 
 def plan_step(metric: TorchMetric, agg_type: AggregationType, values: Sequence[Any], device: torch.device) -> Step:

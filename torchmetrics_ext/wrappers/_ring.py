@@ -36,7 +36,7 @@ import operator
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -224,6 +224,9 @@ class StateRing:
     # pickled by an earlier version reads false: its slots are zeroed one by one)
     zero_slots: bool = False
 
+    # the attributes whose tensors an update rewrites in place only through _flip: kept by record_rewrites
+    rewritten_later: ClassVar[tuple[str, ...]] = ("rings",)
+
     def __init__(self, kinds: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
         self.kinds = dict(kinds)
         self.groups = {k: [n for n, kind in self.kinds.items() if kind == k] for k in _REDUCE}
@@ -259,6 +262,43 @@ class StateRing:
         self.spans: deque[int] = deque()
         self.rows: dict[str, deque[int]] = {n: deque() for n in self.list_names}
         self.num_chunks = dict.fromkeys(self.list_names, 0)  # tensors held (the window's list entries)
+
+    # ------------------------------------------------------------------ undoing an update
+
+    def record_rewrites(self) -> None:
+        """Keep a copy of each slot buffer before an update rewrites it in place (:meth:`_flip`), until released.
+
+        With :func:`~torchmetrics_ext.utilities.snapshot.snapshot` (``writes_in_place``): an update
+        that is undone gets its buffers back without a copy of the window at every update. Only a
+        flip rewrites slots that hold updates (a new update writes a free slot; growing makes new
+        buffers), at most once per turn of the window.
+        """
+        self.__dict__["_rewrites"] = ({id(r): [r, None] for r in self.rings.values()}, self.zero_slots)
+
+    def undo_rewrites(self) -> None:
+        """Write back the buffers kept since :meth:`record_rewrites` (all zeros, as they were, while no slot was)."""
+        recorded = self.__dict__.pop("_rewrites", None)
+        if recorded is None:
+            return
+        buffers, zero = recorded
+        with torch.no_grad():
+            for ring, before in buffers.values():
+                if zero:  # the free slot a refused update wrote: the buffers held zeros only
+                    ring.zero_()
+                elif before is not None:
+                    ring.copy_(before)
+
+    def stop_recording(self) -> None:
+        """Drop what :meth:`record_rewrites` kept (the update stays)."""
+        self.__dict__.pop("_rewrites", None)
+
+    def _keep_before_rewrite(self) -> None:
+        """Copy the recorded buffers that a rewrite is about to change, once (see :meth:`record_rewrites`)."""
+        buffers = self.__dict__["_rewrites"][0]
+        for ring in self.rings.values():
+            entry = buffers.get(id(ring))
+            if entry is not None and entry[0] is ring and entry[1] is None:
+                entry[1] = ring.clone()
 
     def _slot(self, i: int) -> int:
         return (self.head + i) % self.capacity
@@ -519,6 +559,8 @@ class StateRing:
         """
         count, head = self.count, self.head
         if count > 1 and not self.zero_slots:  # (slots of zeros: their suffix sums are the same zeros)
+            if "_rewrites" in self.__dict__:  # an update that may be undone (record_rewrites)
+                self._keep_before_rewrite()
             first = min(count, self.capacity - head)  # slots up to the end of the buffer, then from its start
             for kind, names in self.groups.items():
                 for name in names:

@@ -4794,3 +4794,50 @@ def test_a_metric_key_named_ranking_next_to_ranking_metrics(by):
     for record, (_, part) in zip(result.records, parts):
         assert record["ranking"] == pytest.approx(roc_auc_score(part["y"], part["p"]), abs=1e-12)
         assert record["ndcg@10"] == pytest.approx(_ndcg_at(part, 10), abs=1e-12)
+
+
+def _run_end_encoded(values: np.ndarray | list, dtype: pa.DataType | None = None) -> pa.Array:
+    """``values`` as a run-end encoded Arrow array (one run per stretch of equal values)."""
+    plain = pa.array(values, dtype)
+    flat = pd.Series(plain.dictionary_decode() if pa.types.is_dictionary(plain.type) else plain, dtype=object)
+    ends = np.flatnonzero(np.append(flat.iloc[1:].to_numpy() != flat.iloc[:-1].to_numpy(), True)) + 1
+    return pa.RunEndEncodedArray.from_arrays(pa.array(ends, pa.int32()), plain.take(ends - 1))
+
+
+def test_run_end_encoded_columns_are_read_as_their_values():
+    """A ``pyarrow.Table`` whose label, weight, user id or ``by`` column is run-end encoded (``pa.RunEndEncodedArray``,
+    as a table of sorted logs compresses them) was refused for its type; such columns are now read as their decoded
+    values (slices that cut a run included), giving the values of the same table with plain columns: scikit-learn's
+    AUC and pandas' group means over the rows, an ordered dictionary's order kept."""
+    rng = np.random.default_rng(41)
+    n = 500
+    g = np.sort(rng.choice(np.array(["a", "b", "c"], dtype=object), n))
+    user = np.repeat(np.arange(50), 10)
+    y = np.repeat(rng.integers(0, 2, n // 5), 5)
+    w = np.repeat(rng.choice([0.5, 1.0, 2.0], n // 25), 25)
+    p = rng.uniform(size=n)
+    tier = pa.DictionaryArray.from_arrays(pa.array(np.sort(rng.integers(0, 2, n)), pa.int8()), ["z", "a"], ordered=True)
+    table = pa.table(
+        {
+            "p": p,
+            "y": _run_end_encoded(y),
+            "w": _run_end_encoded(w),
+            "user": _run_end_encoded(user),
+            "g": _run_end_encoded(g, pa.string()),
+            "tier": _run_end_encoded(tier),
+        }
+    )
+    assert all(pa.types.is_run_end_encoded(table.schema.field(c).type) for c in ("y", "w", "user", "g", "tier"))
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr", "auc", "gauc"], weights="w", user="user", by="g", batch_size=37)
+    assert result.values["auc/t"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+    frame = pd.DataFrame({"y": y * w, "w": w, "g": g})
+    sums = frame.groupby("g").sum()
+    assert [r["g"] for r in result.records[1:]] == ["a", "b", "c"]
+    assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(sums.y / sums.w))
+    for r in result.records[1:]:
+        rows = g == r["g"]
+        assert r["auc"] == pytest.approx(roc_auc_score(y[rows], p[rows], sample_weight=w[rows]), abs=1e-12)
+    ordered = evaluate(table, {"t": ("p", "y")}, ["ctr"], by="tier", batch_size=37)
+    labels = np.array(["z", "a"])[tier.indices.to_numpy()]
+    assert [r["tier"] for r in ordered.records[1:]] == ["z", "a"]  # the dictionary's declared order
+    assert [r["ctr"] for r in ordered.records[1:]] == pytest.approx([y[labels == name].mean() for name in ("z", "a")])

@@ -4841,3 +4841,29 @@ def test_run_end_encoded_columns_are_read_as_their_values():
     labels = np.array(["z", "a"])[tier.indices.to_numpy()]
     assert [r["tier"] for r in ordered.records[1:]] == ["z", "a"]  # the dictionary's declared order
     assert [r["ctr"] for r in ordered.records[1:]] == pytest.approx([y[labels == name].mean() for name in ("z", "a")])
+
+
+@pytest.mark.parametrize("link_day", ["2026-01-01", "2026-01-09"])
+def test_a_file_linked_into_another_partition_keeps_the_keys_of_where_it_lies(tmp_path, link_day):
+    """A Hive partition holding a symbolic link to another partition's file (``day=2026-01-01/x.parquet ->
+    ../day=2026-01-05/part.parquet``) is read once, but its rows took the keys of whichever path sorted first: the
+    link's day when it sorted before the file's. They now take the keys of the path without a link below the
+    directory named (where the file lies), whatever the names; the reference is pandas over the files' own rows."""
+    root = tmp_path / "logs"
+    days = {"2026-01-03": [0.1, 0.8, 0.6], "2026-01-05": [0.2, 0.9, 0.4, 0.7]}
+    frames = {}
+    for day, p in days.items():
+        (root / f"day={day}").mkdir(parents=True)
+        frames[day] = pd.DataFrame({"p": p, "y": [0, 1] * (len(p) // 2) + [1] * (len(p) % 2)})
+        frames[day].to_parquet(root / f"day={day}" / "part.parquet")
+    (root / f"day={link_day}").mkdir()
+    os.symlink(root / "day=2026-01-05" / "part.parquet", root / f"day={link_day}" / "x.parquet")
+    both = pd.concat([f.assign(day=day) for day, f in frames.items()])
+    expected = both.groupby("day").y.mean()
+    for data in (root, str(root / "day=*" / "*.parquet")):
+        result = evaluate(data, {"t": ("p", "y")}, ["ctr"], by="day")
+        assert result.rows_read == len(both)
+        assert [r["day"] for r in result.records[1:]] == list(expected.index)
+        assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(expected))
+    labels = [source.label for source in open_sources(str(root))]
+    assert sorted(labels) == sorted(str(root / f"day={day}" / "part.parquet") for day in days)

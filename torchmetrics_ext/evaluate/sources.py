@@ -915,8 +915,11 @@ def open_sources(data: Any) -> list[Source]:
     Returns:
         One source per file (sorted within each directory or glob) or one for the frame. A file
         that several paths name (a directory and a file in it, the same file twice, a symbolic or hard link
-        to it) is read once,
-        where it is first found.
+        to it) is read once, in the place where it is first found, by the first path that reaches it
+        through no symbolic link below the directory (or glob) named, if one does: so a file linked
+        into another Hive partition has the partition keys of the directory it lies in, whatever the
+        names sort as. Paths that all go through links, or hard links (no path is the file's own),
+        keep the first.
 
     Raises:
         InvalidDataError: a path matches nothing, a directory or glob no Parquet or CSV file, or a
@@ -935,20 +938,39 @@ def open_sources(data: Any) -> list[Source]:
             f"got {type(data).__name__}{_data_hint(data)}."
         )
     out: list[Source] = []
-    # every file once, whichever paths name it (`logs/ logs/a.csv`, `a.csv a.csv`, a link to a file read)
-    seen: set[tuple[Any, ...]] = set()
+    # every file once, whichever paths name it (`logs/ logs/a.csv`, `a.csv a.csv`, a link to a file read):
+    # identity -> its place in `out`, the path it was read by and that path's base (links looked at only then)
+    seen: dict[tuple[Any, ...], tuple[int, str, str | None]] = {}
     for p in paths:
         path = os.fspath(p)
         files = _expand(path)
-        keys = _hive_keys(_partition_base(path), files)
+        base = _partition_base(path)
+        keys = _hive_keys(base, files)
         for i, file in enumerate(files):
             key = _file_identity(file)
-            if key in seen:
+            held = seen.get(key)
+            # read again only where the path read before is a link and this one is where the file lies
+            if held is not None and (not _through_link(*held[1:]) or _through_link(file, base)):
                 continue
-            seen.add(key)
             source = _file_source(file)
-            out.append(PartitionedSource(source, keys[i]) if keys is not None and keys[i] else source)
+            source = PartitionedSource(source, keys[i]) if keys is not None and keys[i] else source
+            place = len(out) if held is None else held[0]
+            seen[key] = (place, file, base)
+            if held is None:
+                out.append(source)
+            else:  # in the place of the link's source: the order of the sources stays the order found
+                out[place] = source
     return out
+
+
+def _through_link(file: str, base: str | None) -> bool:
+    """Whether ``file`` is reached through a symbolic link below ``base`` (a file named alone: whether it is one).
+
+    A link above ``base`` (the directory named, or a glob's literal part) is the user's way to it.
+    """
+    top = os.path.abspath(base if base is not None else os.path.dirname(file) or os.curdir)
+    below = os.path.relpath(os.path.abspath(file), top)
+    return os.path.realpath(file) != os.path.join(os.path.realpath(top), below)
 
 
 def _file_identity(file: str) -> tuple[Any, ...]:

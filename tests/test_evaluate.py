@@ -1128,6 +1128,8 @@ def test_a_csv_id_of_neither_type_names_the_value_and_its_line(tmp_path, text, l
         r"an integer id from -9223372036854775808 to 18446744073709551615 \(a uint64 id is read as its 64-bit "
         r"pattern\)\.$"
         if re.fullmatch(r"-?[0-9]+", text)
+        else r"an integer id\. Write integer ids as integers \(5, not 5\.0\)"
+        if text == "1.5"
         else r"an integer id\. Number text ids first"
     )
     message = (
@@ -4867,3 +4869,43 @@ def test_a_file_linked_into_another_partition_keeps_the_keys_of_where_it_lies(tm
         assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(expected))
     labels = [source.label for source in open_sources(str(root))]
     assert sorted(labels) == sorted(str(root / f"day={day}" / "part.parquet") for day in days)
+
+
+_FLOAT_IDS = (
+    "expected integer ids. Write integer ids as integers (5, not 5.0): floating-point ids are not read as ids, since "
+    "a float64 holds integers exactly only up to 2**53; convert them first, e.g. pandas "
+    "`df[col] = df[col].astype('Int64')` (missing ids stay null) before writing the file, or pyarrow "
+    "`table[col].cast(pa.int64())`."
+)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "pandas", "arrow"])
+def test_float_ids_are_refused_alike_with_the_conversion_to_make(tmp_path, kind):
+    """User ids written as floats (``5.0``: a pandas integer column that held NaN) were refused in a CSV file with
+    "Number text ids first ... cat.codes" (advice for text ids such as ``u7``) and in a Parquet file or frame with no
+    advice at all. Every format now refuses them with the same words saying what to do; done as it says (pandas'
+    ``astype('Int64')``), every format gives scikit-learn's per-user AUC mean."""
+    rng = np.random.default_rng(5)
+    n = 60
+    users = rng.integers(0, 6, n).astype(np.float64)
+    users[[3, 17]] = np.nan  # why pandas made the column float: missing ids
+    frame = pd.DataFrame({"p": rng.uniform(size=n), "y": rng.integers(0, 2, n), "u": users})
+    paths = {"csv": tmp_path / "a.csv", "parquet": tmp_path / "a.parquet"}
+
+    def data(frame):
+        if kind == "csv":
+            frame.to_csv(paths[kind], index=False)  # pandas writes the float ids as 5.0
+        elif kind == "parquet":
+            frame.to_parquet(paths[kind])
+        return paths.get(kind, pa.Table.from_pandas(frame) if kind == "arrow" else frame)
+
+    with pytest.raises(InvalidDataError) as err:
+        evaluate(data(frame), {"t": ("p", "y")}, ["gauc"], user="u")
+    assert str(err.value).endswith(re.sub(r"^expected integer ids\. ", "", _FLOAT_IDS))
+    if kind != "csv":
+        assert f"has type double; {_FLOAT_IDS}" in str(err.value)
+    fixed = frame.assign(u=frame["u"].astype("Int64"))
+    result = evaluate(data(fixed), {"t": ("p", "y")}, ["gauc"], user="u", on_invalid="skip")
+    kept = fixed["u"].notna().to_numpy()
+    expected = gauc_ref(frame.p.to_numpy()[kept], frame.y.to_numpy()[kept], users[kept], np.ones(kept.sum()))
+    assert result.values["gauc/t"] == pytest.approx(expected, abs=1e-12)

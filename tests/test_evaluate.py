@@ -4832,6 +4832,7 @@ def test_run_end_encoded_columns_are_read_as_their_values():
     assert all(pa.types.is_run_end_encoded(table.schema.field(c).type) for c in ("y", "w", "user", "g", "tier"))
     result = evaluate(table, {"t": ("p", "y")}, ["ctr", "auc", "gauc"], weights="w", user="user", by="g", batch_size=37)
     assert result.values["auc/t"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+    assert result.values["gauc/t"] == pytest.approx(gauc_ref(p, y, user, w), abs=1e-12)
     frame = pd.DataFrame({"y": y * w, "w": w, "g": g})
     sums = frame.groupby("g").sum()
     assert [r["g"] for r in result.records[1:]] == ["a", "b", "c"]

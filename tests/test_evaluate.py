@@ -1128,6 +1128,8 @@ def test_a_csv_id_of_neither_type_names_the_value_and_its_line(tmp_path, text, l
         r"an integer id from -9223372036854775808 to 18446744073709551615 \(a uint64 id is read as its 64-bit "
         r"pattern\)\.$"
         if re.fullmatch(r"-?[0-9]+", text)
+        else r"an integer id\. Write integer ids as integers \(5, not 5\.0\)"
+        if text == "1.5"
         else r"an integer id\. Number text ids first"
     )
     message = (
@@ -4823,3 +4825,117 @@ def test_a_metric_key_named_ranking_next_to_ranking_metrics(by):
     for record, (_, part) in zip(result.records, parts):
         assert record["ranking"] == pytest.approx(roc_auc_score(part["y"], part["p"]), abs=1e-12)
         assert record["ndcg@10"] == pytest.approx(_ndcg_at(part, 10), abs=1e-12)
+
+
+def _run_end_encoded(values: np.ndarray | list, dtype: pa.DataType | None = None) -> pa.Array:
+    """``values`` as a run-end encoded Arrow array (one run per stretch of equal values)."""
+    plain = pa.array(values, dtype)
+    flat = pd.Series(plain.dictionary_decode() if pa.types.is_dictionary(plain.type) else plain, dtype=object)
+    ends = np.flatnonzero(np.append(flat.iloc[1:].to_numpy() != flat.iloc[:-1].to_numpy(), True)) + 1
+    return pa.RunEndEncodedArray.from_arrays(pa.array(ends, pa.int32()), plain.take(ends - 1))
+
+
+def test_run_end_encoded_columns_are_read_as_their_values():
+    """A ``pyarrow.Table`` whose label, weight, user id or ``by`` column is run-end encoded (``pa.RunEndEncodedArray``,
+    as a table of sorted logs compresses them) was refused for its type; such columns are now read as their decoded
+    values (slices that cut a run included), giving the values of the same table with plain columns: scikit-learn's
+    AUC and pandas' group means over the rows, an ordered dictionary's order kept."""
+    rng = np.random.default_rng(41)
+    n = 500
+    g = np.sort(rng.choice(np.array(["a", "b", "c"], dtype=object), n))
+    user = np.repeat(np.arange(50), 10)
+    y = np.repeat(rng.integers(0, 2, n // 5), 5)
+    w = np.repeat(rng.choice([0.5, 1.0, 2.0], n // 25), 25)
+    p = rng.uniform(size=n)
+    tier = pa.DictionaryArray.from_arrays(pa.array(np.sort(rng.integers(0, 2, n)), pa.int8()), ["z", "a"], ordered=True)
+    table = pa.table(
+        {
+            "p": p,
+            "y": _run_end_encoded(y),
+            "w": _run_end_encoded(w),
+            "user": _run_end_encoded(user),
+            "g": _run_end_encoded(g, pa.string()),
+            "tier": _run_end_encoded(tier),
+        }
+    )
+    assert all(pa.types.is_run_end_encoded(table.schema.field(c).type) for c in ("y", "w", "user", "g", "tier"))
+    result = evaluate(table, {"t": ("p", "y")}, ["ctr", "auc", "gauc"], weights="w", user="user", by="g", batch_size=37)
+    assert result.values["auc/t"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), abs=1e-12)
+    assert result.values["gauc/t"] == pytest.approx(gauc_ref(p, y, user, w), abs=1e-12)
+    frame = pd.DataFrame({"y": y * w, "w": w, "g": g})
+    sums = frame.groupby("g").sum()
+    assert [r["g"] for r in result.records[1:]] == ["a", "b", "c"]
+    assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(sums.y / sums.w))
+    for r in result.records[1:]:
+        rows = g == r["g"]
+        assert r["auc"] == pytest.approx(roc_auc_score(y[rows], p[rows], sample_weight=w[rows]), abs=1e-12)
+    ordered = evaluate(table, {"t": ("p", "y")}, ["ctr"], by="tier", batch_size=37)
+    labels = np.array(["z", "a"])[tier.indices.to_numpy()]
+    assert [r["tier"] for r in ordered.records[1:]] == ["z", "a"]  # the dictionary's declared order
+    assert [r["ctr"] for r in ordered.records[1:]] == pytest.approx([y[labels == name].mean() for name in ("z", "a")])
+
+
+@pytest.mark.parametrize("link_day", ["2026-01-01", "2026-01-09"])
+def test_a_file_linked_into_another_partition_keeps_the_keys_of_where_it_lies(tmp_path, link_day):
+    """A Hive partition holding a symbolic link to another partition's file (``day=2026-01-01/x.parquet ->
+    ../day=2026-01-05/part.parquet``) is read once, but its rows took the keys of whichever path sorted first: the
+    link's day when it sorted before the file's. They now take the keys of the path without a link below the
+    directory named (where the file lies), whatever the names; the reference is pandas over the files' own rows."""
+    root = tmp_path / "logs"
+    days = {"2026-01-03": [0.1, 0.8, 0.6], "2026-01-05": [0.2, 0.9, 0.4, 0.7]}
+    frames = {}
+    for day, p in days.items():
+        (root / f"day={day}").mkdir(parents=True)
+        frames[day] = pd.DataFrame({"p": p, "y": [0, 1] * (len(p) // 2) + [1] * (len(p) % 2)})
+        frames[day].to_parquet(root / f"day={day}" / "part.parquet")
+    (root / f"day={link_day}").mkdir()
+    os.symlink(root / "day=2026-01-05" / "part.parquet", root / f"day={link_day}" / "x.parquet")
+    both = pd.concat([f.assign(day=day) for day, f in frames.items()])
+    expected = both.groupby("day").y.mean()
+    for data in (root, str(root / "day=*" / "*.parquet")):
+        result = evaluate(data, {"t": ("p", "y")}, ["ctr"], by="day")
+        assert result.rows_read == len(both)
+        assert [r["day"] for r in result.records[1:]] == list(expected.index)
+        assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(expected))
+    labels = [source.label for source in open_sources(str(root))]
+    assert sorted(labels) == sorted(str(root / f"day={day}" / "part.parquet") for day in days)
+
+
+_FLOAT_IDS = (
+    "expected integer ids. Write integer ids as integers (5, not 5.0): floating-point ids are not read as ids, since "
+    "a float64 holds integers exactly only up to 2**53; convert them first, e.g. pandas "
+    "`df[col] = df[col].astype('Int64')` (missing ids stay null) before writing the file, or pyarrow "
+    "`table[col].cast(pa.int64())`."
+)
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet", "pandas", "arrow"])
+def test_float_ids_are_refused_alike_with_the_conversion_to_make(tmp_path, kind):
+    """User ids written as floats (``5.0``: a pandas integer column that held NaN) were refused in a CSV file with
+    "Number text ids first ... cat.codes" (advice for text ids such as ``u7``) and in a Parquet file or frame with no
+    advice at all. Every format now refuses them with the same words saying what to do; done as it says (pandas'
+    ``astype('Int64')``), every format gives scikit-learn's per-user AUC mean."""
+    rng = np.random.default_rng(5)
+    n = 60
+    users = rng.integers(0, 6, n).astype(np.float64)
+    users[[3, 17]] = np.nan  # why pandas made the column float: missing ids
+    frame = pd.DataFrame({"p": rng.uniform(size=n), "y": rng.integers(0, 2, n), "u": users})
+    paths = {"csv": tmp_path / "a.csv", "parquet": tmp_path / "a.parquet"}
+
+    def data(frame):
+        if kind == "csv":
+            frame.to_csv(paths[kind], index=False)  # pandas writes the float ids as 5.0
+        elif kind == "parquet":
+            frame.to_parquet(paths[kind])
+        return paths.get(kind, pa.Table.from_pandas(frame) if kind == "arrow" else frame)
+
+    with pytest.raises(InvalidDataError) as err:
+        evaluate(data(frame), {"t": ("p", "y")}, ["gauc"], user="u")
+    assert str(err.value).endswith(re.sub(r"^expected integer ids\. ", "", _FLOAT_IDS))
+    if kind != "csv":
+        assert f"has type double; {_FLOAT_IDS}" in str(err.value)
+    fixed = frame.assign(u=frame["u"].astype("Int64"))
+    result = evaluate(data(fixed), {"t": ("p", "y")}, ["gauc"], user="u", on_invalid="skip")
+    kept = fixed["u"].notna().to_numpy()
+    expected = gauc_ref(frame.p.to_numpy()[kept], frame.y.to_numpy()[kept], users[kept], np.ones(kept.sum()))
+    assert result.values["gauc/t"] == pytest.approx(expected, abs=1e-12)

@@ -23,6 +23,7 @@ import pyarrow.csv as pa_csv
 from torchmetrics_ext.evaluate.sources import InvalidDataError, column_names, data_rows, delimiter_hint, read_text_as
 
 __all__ = [
+    "FLOAT_IDS_HINT",
     "TEXT_IDS_HINT",
     "Column",
     "Problem",
@@ -30,6 +31,7 @@ __all__ = [
     "RowChecker",
     "check_column",
     "check_schema",
+    "id_hint",
     "text_types",
     "to_numpy",
 ]
@@ -252,7 +254,9 @@ def check_schema(
         dtype = check_column(source, schema, column.name, column.role, hint, read)
         guessed = inferred if isinstance(inferred, bool) else column.name in inferred
         if not guessed and not _type_ok(column.kind, dtype):
-            ids = f" {TEXT_IDS_HINT}" if column.kind == "id" and _is_text(dtype) else ""
+            ids = ""
+            if column.kind == "id" and (_is_text(dtype) or _is_float(dtype)):
+                ids = f" {TEXT_IDS_HINT if _is_text(dtype) else FLOAT_IDS_HINT}"
             raise InvalidDataError(
                 f"{source}: column {column.name!r} ({column.role}) has type {dtype}; "
                 f"expected {_EXPECTED[column.kind]}.{ids}"
@@ -267,6 +271,37 @@ def _is_text(dtype: pa.DataType) -> bool:
     if pa.types.is_dictionary(dtype):
         dtype = dtype.value_type
     return bool(pa.types.is_string(dtype) or pa.types.is_large_string(dtype))
+
+
+# what to do with ids written as floating-point numbers (5.0: a pandas integer column that held NaN, a CSV
+# written from one): the same in every format, a float column of a Parquet file or frame and a CSV text alike
+FLOAT_IDS_HINT = (
+    "Write integer ids as integers (5, not 5.0): floating-point ids are not read as ids, since a float64 holds "
+    "integers exactly only up to 2**53; convert them first, e.g. pandas `df[col] = df[col].astype('Int64')` "
+    "(missing ids stay null) before writing the file, or pyarrow `table[col].cast(pa.int64())`."
+)
+
+
+def _is_float(dtype: pa.DataType) -> bool:
+    if pa.types.is_dictionary(dtype):
+        dtype = dtype.value_type
+    return bool(pa.types.is_floating(dtype) or pa.types.is_decimal(dtype))
+
+
+def id_hint(text: str) -> str:
+    """What to do with a CSV file's text ``text`` that is no integer id: a number written as a float, or a text id.
+
+    Examples:
+        >>> id_hint("5.0").startswith("Write integer ids as integers")
+        True
+        >>> id_hint("u7").startswith("Number text ids first")
+        True
+    """
+    try:
+        pc.cast(pa.array([text.strip(" \t")]), pa.float64())
+    except pa.ArrowInvalid:
+        return TEXT_IDS_HINT  # a text id ("u7", a hash in hex)
+    return FLOAT_IDS_HINT  # 5.0, 1e3: a float column written out
 
 
 # the types text columns (CSV) are read with, whatever pyarrow would infer from the first block
@@ -400,7 +435,7 @@ def _text_ids(array: pa.Array, first_row: int, where: Callable[[int], str] = dat
     if ints is None or naturals is None:
         row = _first_invalid(signed, pa.int64()) if ints is None else _first_invalid(unsigned, pa.uint64())
         value = array[row].as_py()
-        expected = f"an integer id. {TEXT_IDS_HINT}"  # a text id ("u7", a hash in hex)
+        expected = f"an integer id. {id_hint(value)}"
         if re.fullmatch(r"\s*-?[0-9]+\s*", value):  # an integer beyond both types
             expected = f"an integer id from {-(2**63)} to {2**64 - 1} (a uint64 id is read as its 64-bit pattern)."
         raise InvalidDataError(f"invalid value {value!r} at {where(first_row + row)}; expected {expected}")

@@ -31,13 +31,13 @@ from torchmetrics import Metric
 from torchmetrics_ext._module_config import _build_entry, _close_to, _metric_entries
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, segment_values
 from torchmetrics_ext.evaluate.checks import (
-    TEXT_IDS_HINT,
     Column,
     Kind,
     Problem,
     Problems,
     RowChecker,
     check_schema,
+    id_hint,
     text_types,
     to_numpy,
 )
@@ -618,7 +618,7 @@ class _Run:
         if role is None:  # not a column the plan converts (cannot happen): the reader's own words
             return str(err)
         where = "" if err.row is None else f" at {source.where(err.row)}"
-        expected = f"an integer id. {TEXT_IDS_HINT}" if kind == "id" else "a number"
+        expected = f"an integer id. {id_hint(err.value)}" if kind == "id" else "a number"
         return (
             f"{source.label}: column {err.column!r} ({role}): invalid value {err.value!r}{where}; expected {expected}"
         )

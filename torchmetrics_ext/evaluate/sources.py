@@ -484,14 +484,45 @@ def read_text_as(texts: Any, dtype: pa.DataType) -> Any:
     return table.column(0).combine_chunks()
 
 
+def _run_end_decoded(array: Any) -> Any:
+    """A run-end encoded Arrow array (or chunked array) as its plain values; any other array as it is.
+
+    ``pyarrow.compute.run_end_decode`` (pyarrow 12 and later) has no kernel for dictionary values:
+    their indices are decoded and the dictionary (and its ``ordered`` flag) kept.
+    """
+    if not pa.types.is_run_end_encoded(array.type):
+        return array
+    if isinstance(array, pa.ChunkedArray):
+        return pa.chunked_array([_run_end_decoded(chunk) for chunk in array.chunks], array.type.value_type)
+    values = array.values  # every run's value, with the run ends unsliced: the slice is the offset
+    if pa.types.is_dictionary(values.type):
+        indices = pa.RunEndEncodedArray.from_arrays(array.run_ends, values.indices).slice(array.offset, len(array))
+        return pa.DictionaryArray.from_arrays(
+            pc.run_end_decode(indices), values.dictionary, ordered=values.type.ordered
+        )
+    return pc.run_end_decode(array)
+
+
+def _decoded_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with each run-end encoded column typed as its values (the type it is read as)."""
+    for i, field in enumerate(schema):
+        if pa.types.is_run_end_encoded(field.type):
+            schema = schema.set(i, field.with_type(field.type.value_type))
+    return schema
+
+
 class TableSource(Source):
-    """An in-memory ``pyarrow.Table`` (or anything converted to one slice at a time)."""
+    """An in-memory ``pyarrow.Table`` (or anything converted to one slice at a time).
+
+    A run-end encoded column (``pyarrow.RunEndEncodedArray``) is read as its values: its type is
+    its values' type, and each slice is decoded as it is read (only that slice's rows).
+    """
 
     def __init__(self, table: Any, label: str, num_rows: int, schema: pa.Schema) -> None:
         self.label = label
         self._table = table
         self._rows = num_rows
-        self._schema = schema
+        self._schema = _decoded_schema(schema)
 
     def schema(self) -> pa.Schema:
         """The frame's schema."""
@@ -514,7 +545,10 @@ class TableSource(Source):
         dtype = None if position < 0 else self._schema.field(position).type
         if dtype is None or not pa.types.is_dictionary(dtype) or not dtype.ordered:
             return None
-        dictionaries = [chunk.dictionary for chunk in self._table.column(position).chunks]
+        chunks = self._table.column(position).chunks  # run-end encoded ones: their values hold the dictionary
+        dictionaries = [
+            (chunk.values if pa.types.is_run_end_encoded(chunk.type) else chunk).dictionary for chunk in chunks
+        ]
         if not dictionaries or not all(d.equals(dictionaries[0]) for d in dictionaries[1:]):
             return None
         return dictionaries[0]
@@ -535,6 +569,8 @@ class TableSource(Source):
     ) -> Iterator[pa.RecordBatch]:
         """Convert one slice (never the whole frame at once), with the frame's own types."""
         table = self._slice(chunk.first_row, chunk.rows or 0, columns)
+        if any(pa.types.is_run_end_encoded(dtype) for dtype in table.schema.types):
+            table = pa.table([_run_end_decoded(column) for column in table.columns], names=table.column_names)
         yield from table.combine_chunks().to_batches(max_chunksize=batch_size)
 
 
@@ -879,8 +915,11 @@ def open_sources(data: Any) -> list[Source]:
     Returns:
         One source per file (sorted within each directory or glob) or one for the frame. A file
         that several paths name (a directory and a file in it, the same file twice, a symbolic or hard link
-        to it) is read once,
-        where it is first found.
+        to it) is read once, in the place where it is first found, by the first path that reaches it
+        through no symbolic link below the directory (or glob) named, if one does: so a file linked
+        into another Hive partition has the partition keys of the directory it lies in, whatever the
+        names sort as. Paths that all go through links, or hard links (no path is the file's own),
+        keep the first.
 
     Raises:
         InvalidDataError: a path matches nothing, a directory or glob no Parquet or CSV file, or a
@@ -899,20 +938,39 @@ def open_sources(data: Any) -> list[Source]:
             f"got {type(data).__name__}{_data_hint(data)}."
         )
     out: list[Source] = []
-    # every file once, whichever paths name it (`logs/ logs/a.csv`, `a.csv a.csv`, a link to a file read)
-    seen: set[tuple[Any, ...]] = set()
+    # every file once, whichever paths name it (`logs/ logs/a.csv`, `a.csv a.csv`, a link to a file read):
+    # identity -> its place in `out`, the path it was read by and that path's base (links looked at only then)
+    seen: dict[tuple[Any, ...], tuple[int, str, str | None]] = {}
     for p in paths:
         path = os.fspath(p)
         files = _expand(path)
-        keys = _hive_keys(_partition_base(path), files)
+        base = _partition_base(path)
+        keys = _hive_keys(base, files)
         for i, file in enumerate(files):
             key = _file_identity(file)
-            if key in seen:
+            held = seen.get(key)
+            # read again only where the path read before is a link and this one is where the file lies
+            if held is not None and (not _through_link(*held[1:]) or _through_link(file, base)):
                 continue
-            seen.add(key)
             source = _file_source(file)
-            out.append(PartitionedSource(source, keys[i]) if keys is not None and keys[i] else source)
+            source = PartitionedSource(source, keys[i]) if keys is not None and keys[i] else source
+            place = len(out) if held is None else held[0]
+            seen[key] = (place, file, base)
+            if held is None:
+                out.append(source)
+            else:  # in the place of the link's source: the order of the sources stays the order found
+                out[place] = source
     return out
+
+
+def _through_link(file: str, base: str | None) -> bool:
+    """Whether ``file`` is reached through a symbolic link below ``base`` (a file named alone: whether it is one).
+
+    A link above ``base`` (the directory named, or a glob's literal part) is the user's way to it.
+    """
+    top = os.path.abspath(base if base is not None else os.path.dirname(file) or os.curdir)
+    below = os.path.relpath(os.path.abspath(file), top)
+    return os.path.realpath(file) != os.path.join(os.path.realpath(top), below)
 
 
 def _file_identity(file: str) -> tuple[Any, ...]:

@@ -4823,3 +4823,12 @@ def test_a_metric_key_named_ranking_next_to_ranking_metrics(by):
     for record, (_, part) in zip(result.records, parts):
         assert record["ranking"] == pytest.approx(roc_auc_score(part["y"], part["p"]), abs=1e-12)
         assert record["ndcg@10"] == pytest.approx(_ndcg_at(part, 10), abs=1e-12)
+
+
+def test_without_weights_no_column_is_read_as_weights_whatever_its_name():
+    """Without `weights` the module's tasks have no weight column (`weight_name=None`): evaluate passed a
+    placeholder key, "<no weights>", which a column of that name (here the labels) then filled as weights."""
+    y = [0, 1, 1, 0, 1]
+    table = pa.table({"p": [0.2, 0.8, 0.4, 0.6, 0.9], "<no weights>": y})
+    result = evaluate(table, {"t": ("p", "<no weights>")}, ["ctr"])
+    assert result.values["ctr/t"] == pytest.approx(np.mean(y), rel=1e-12)  # unweighted: 3/5, not sum(y*y)/sum(y)

@@ -4939,3 +4939,12 @@ def test_float_ids_are_refused_alike_with_the_conversion_to_make(tmp_path, kind)
     kept = fixed["u"].notna().to_numpy()
     expected = gauc_ref(frame.p.to_numpy()[kept], frame.y.to_numpy()[kept], users[kept], np.ones(kept.sum()))
     assert result.values["gauc/t"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_without_weights_no_column_is_read_as_weights_whatever_its_name():
+    """Without `weights` the module's tasks have no weight column (`weight_name=None`): evaluate passed a
+    placeholder key, "<no weights>", which a column of that name (here the labels) then filled as weights."""
+    y = [0, 1, 1, 0, 1]
+    table = pa.table({"p": [0.2, 0.8, 0.4, 0.6, 0.9], "<no weights>": y})
+    result = evaluate(table, {"t": ("p", "<no weights>")}, ["ctr"])
+    assert result.values["ctr/t"] == pytest.approx(np.mean(y), rel=1e-12)  # unweighted: 3/5, not sum(y*y)/sum(y)

@@ -2001,8 +2001,9 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
 
     A missing weight column means weight 1 (TorchRec's rule too), so a misspelt ``weight_name`` would
     give unweighted values without a word. The default ``"weight"`` is not warned for: most models
-    have no weights; nor is a module whose builder feeds weight columns only when it has them
-    (``evaluate``, the Hugging Face adapter: they set the module's ``_weights_optional``).
+    have no weights; nor ``weight_name=None`` (no weight column: ``evaluate`` without ``weights``); nor is a
+    module whose builder feeds weight columns only when it has them (the Hugging Face adapter: it sets the
+    module's ``_weights_optional``).
     """
     for task in tasks:
         if task.weight_name not in ("weight", None) and task.weight_name not in model_out:

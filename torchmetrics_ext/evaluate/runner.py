@@ -57,7 +57,6 @@ DEFAULT_METRICS = ("ne", "log_loss", "calibration", "ctr", "auc")
 ON_INVALID = ("error", "skip")
 _RANKING_KEY = "ranking"
 RECORD_FIELDS = ("segment", "task", "rows")  # the fields of a record besides the segment columns and metrics
-_NO_WEIGHTS = "<no weights>"  # a weight key never present in the batches: the module uses weight 1
 _MAX_BATCH_SIZE = 1 << 62  # larger batch sizes read as this one
 
 
@@ -498,7 +497,7 @@ class _Plan:
                 t.name,
                 label_name=t.labels,
                 prediction_name=t.predictions,
-                weight_name=self.weights or _NO_WEIGHTS,
+                weight_name=self.weights,  # None without `weights`: every row weighs 1
                 group_id_name=self.user,
                 session_id_name=self.session,
             )
@@ -507,8 +506,6 @@ class _Plan:
         # the module is told whether the columns hold logits: it builds every metric so, and without a
         # metric that reads them (weighted_sum_predictions alone) feeds the others sigmoid(logits)
         module = RecMetricModule(infos, self._specs(keys), throughput=False, from_logits=self.from_logits)
-        # without `weights` no batch holds the weight key (weight 1): not a misspelt column to warn about
-        module._weights_optional = self.weights is None
         return module
 
     def records(

@@ -239,6 +239,42 @@ def test_the_summary_table_shows_an_undefined_or_infinite_value_instead_of_faili
     assert table.splitlines()[-1].split() == ["ne", "0.5000", shown]
 
 
+def test_the_summary_table_formats_a_whole_ratio_as_a_ratio_and_counts_as_counts():
+    """Any whole value >= 1 printed as a count: a calibration of exactly 1.0 showed as "1", a mean session length of
+    3.0 as "3"; the cells follow what the key is (a count of impressions or clicks, else a ratio or mean)."""
+    from torchmetrics_ext.demo.report import summary_table
+
+    train = {"train/calibration/click": 1.0, "train_feed/impressions": 1200.0, "train_feed/clicks": 48.0}
+    train |= {"train_feed/click_rate": 0.04, "train_feed/session_length_stat_mean": 3.0}
+    table = summary_table(train, {"val/calibration/click": 2.0}, ["click"]).splitlines()
+    assert next(line for line in table if line.startswith("calibration")).split() == [
+        "calibration",
+        f"{1.0:.4f}",
+        f"{2.0:.4f}",
+    ]
+    feed = next(line for line in table if line.startswith("feed")).split()
+    assert feed == ["feed", "1,200", "48", f"{0.04:.4f}", f"{3.0:.4f}"]
+
+
+def test_a_demo_shorter_than_its_warm_up_says_throughput_not_measured_and_validates_as_its_docstring_says(
+    tmp_path, capsys
+):
+    """13 steps with `log_every=40` (a throughput warm-up of 20 steps) printed "training throughput: nan
+    impressions/s"; and the docstring promised five validations where Lightning ran 13 // 2 = 6."""
+    small = {"batch_size": 8, "val_sessions": 16, "num_users": 20, "num_items": 10}
+    config = DemoConfig(steps=13, log_every=40, output_dir=str(tmp_path), report=False, **small)
+    result = run_training_demo(config)
+    assert result is not None and np.isnan(result["train"]["train/throughput/lifetime_throughput"])
+    out = capsys.readouterr().out
+    assert "nan impressions" not in out
+    warmup = max(40 // 2, 1)  # the demo's throughput warm-up: half of log_every
+    assert f"training throughput: not measured: fewer than {warmup + 1} training steps" in out
+    validated = [row["step"] for row in csv.DictReader(open(tmp_path / "logs" / "metrics.csv")) if row["val/ne/click"]]
+    assert len(validated) == 13 // (13 // 5) == 6  # as DemoConfig.validation_every's docstring counts them
+    assert "steps // validation_every" in " ".join(DemoConfig.validation_every.__doc__.split())
+    assert "five" not in run_training_demo.__doc__.splitlines()[0]
+
+
 def test_without_the_report_the_demo_trains_logs_and_returns_no_report_path(tmp_path):
     """``DemoConfig(report=False)``: the same training and logs, no pictures or report files (drawing them took
     most of a short run), ``"report": None``; the examples counted equal the training data redrawn from its seed.

@@ -33,6 +33,39 @@ def test_demo_prints_every_metric(capsys):
     assert all(value.shape == (2,) for value in values.values())
 
 
+def test_the_quick_demos_words_say_how_many_metrics_it_runs(capsys):
+    """The docstring, `demo --help`, README and getting_started said `demo --quick` scores "every metric" ("every
+    pointwise and AUC metric") but it ran 15, without XAUC, RegressionAUC, GroupedAUPRC, WeightedR2, WeightedNMSE."""
+    import inspect
+    import re
+
+    import torchmetrics
+
+    collection = cli.demo_metrics(2)
+    run = {type(metric) for metric in collection.values()}
+    tmx = torchmetrics_ext
+    exported = {getattr(tmx, name) for name in tmx.__all__ if isinstance(getattr(tmx, name), type)}
+    left_out = {cls.__name__ for cls in exported if issubclass(cls, torchmetrics.Metric)} - {c.__name__ for c in run}
+    assert {"XAUC", "RegressionAUC", "GroupedAUPRC", "WeightedR2", "WeightedNMSE"} <= left_out  # so not "every"
+    defaults = inspect.signature(tmx.RankingMetrics).parameters["metrics"].default
+    assert tuple(cli.RANKING_METRICS) == defaults  # the ranking table: RankingMetrics' defaults
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--help"])
+    texts = {
+        "cli docstring": cli.__doc__,
+        "demo --help": capsys.readouterr().out,
+        "README.md": (ROOT / "README.md").read_text(),
+        "getting_started.md": (ROOT / "docs" / "getting_started.md").read_text(),
+    }
+    said = f"{len(collection)} pointwise and AUC metrics"
+    for where, text in texts.items():
+        flat = " ".join(text.split())
+        quick = flat[flat.index("--quick") :]
+        assert said in quick, f"{where}: {said!r} not said of --quick"
+        assert f"{len(cli.RANKING_METRICS)} ranking metrics" in quick, where
+        assert not re.search(r"every (pointwise|ranking )?(and AUC )?metric", quick[:600]), where
+
+
 def test_ranking_demo_prints_every_metric_at_every_k(capsys):
     values = cli.run_ranking_demo(queries=300, batch_size=1000, seed=2)
     assert set(values) == {f"{m}@{k}" for m in cli.RANKING_METRICS for k in cli.RANKING_KS}

@@ -516,6 +516,24 @@ def test_unpadded_sampler_takes_every_sample_once():
         UnpaddedDistributedSampler(range(3), num_replicas=1, rank=0, drop_last=True)
 
 
+def test_an_unpadded_sampler_with_replicas_but_no_rank_and_no_group_refuses_like_pytorchs():
+    """`num_replicas=2` without `rank` and without a process group silently took rank 0's share (3 of 5 samples);
+    PyTorch's DistributedSampler raises a ValueError there."""
+    from torch.utils.data import DistributedSampler
+
+    from torchmetrics_ext.integrations import UnpaddedDistributedSampler
+
+    with pytest.raises(ValueError):  # the reference: PyTorch refuses the same arguments
+        DistributedSampler(range(5), num_replicas=2)
+    sampler = UnpaddedDistributedSampler(range(5), num_replicas=2, shuffle=False)
+    for read in (list, len, lambda s: s.rank):
+        with pytest.raises(ValueError, match=r"no `rank`.*pass `rank=` \(0 to 1\)"):
+            read(sampler)
+    # the other constructions still work without a group
+    assert list(UnpaddedDistributedSampler(range(5), num_replicas=1, shuffle=False)) == [0, 1, 2, 3, 4]
+    assert list(UnpaddedDistributedSampler(range(5), num_replicas=2, rank=1, shuffle=False)) == [1, 3]
+
+
 def _sampled_in_rank(rank, world_size, samplers):
     """What each sampler (built in the test process, without a process group) gives in this rank of the group."""
     return [(sampler.num_replicas, sampler.rank, len(sampler), list(sampler)) for sampler in samplers]

@@ -88,7 +88,8 @@ class DemoRecommender(pl.LightningModule):
             DEMO_TASKS, TRAIN_METRICS, window_size=window_size, compute_interval_steps=log_every, prefix="train/"
         )
         # the clock starts after a few steps (the module's default waits 100, a long time in a demo)
-        self.train_metrics.throughput = Throughput(warmup_steps=max(log_every // 2, 1))
+        self.throughput_warmup = max(log_every // 2, 1)
+        self.train_metrics.throughput = Throughput(warmup_steps=self.throughput_warmup)
         self.val_metrics = RecMetricModule(DEMO_TASKS, DEMO_METRICS, throughput=False, prefix="val/")
         self.sources = MetricsAggregator()
         self.log_every = log_every

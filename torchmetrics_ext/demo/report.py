@@ -33,16 +33,27 @@ __all__ = ["read_logged", "summary_table", "validation_predictions", "write_repo
 
 Series = dict[str, list[tuple[int, float]]]
 _SOURCE_KEYS = ("impressions", "clicks", "click_rate", "session_length_stat_mean")
+_COUNT_KEYS = frozenset({"impressions", "clicks"})  # the rest are ratios and means, shown with decimals
 
 
-def summary_table(train: Mapping[str, float], val: Mapping[str, float], tasks: Sequence[str]) -> str:
+def summary_table(
+    train: Mapping[str, float], val: Mapping[str, float], tasks: Sequence[str], warmup_steps: int | None = None
+) -> str:
     """Train (lifetime) and validation values of every metric and task, then the per-source records.
+
+    The training throughput line says "not measured" when the run ended before the throughput's clock
+    started (no training step after its ``warmup_steps``, given here to name them).
 
     Examples:
         >>> print(summary_table({"train/ne/click": 0.81}, {"val/ne/click": 0.83}, ["click"]))
         metric       click train   click val
         ------------------------------------
         ne                0.8100      0.8300
+        >>> print(summary_table({"train/throughput/lifetime_throughput": float("nan")}, {}, ["click"], 5))
+        metric       click train   click val
+        ------------------------------------
+        <BLANKLINE>
+        training throughput: not measured: fewer than 6 training steps (the clock starts after 5 warm-up steps)
     """
     header = f"{'metric':12s}" + "".join(f"{f'{task} train':>12s}{f'{task} val':>12s}" for task in tasks)
     lines = [header, "-" * len(header)]
@@ -52,21 +63,33 @@ def summary_table(train: Mapping[str, float], val: Mapping[str, float], tasks: S
             continue
         lines.append(f"{name:12s}" + "".join(f"{_cell(a)}{_cell(b)}" for a, b in cells))
     rate = train.get("train/throughput/lifetime_throughput")
-    if rate is not None:
+    if rate is not None and math.isfinite(rate):
         lines.append(f"\ntraining throughput: {rate:,.0f} impressions/s")
+    elif rate is not None:  # NaN: no step after the warm-up, so no time measured
+        if warmup_steps is None:
+            lines.append("\ntraining throughput: not measured: no training step after the warm-up steps")
+        else:
+            lines.append(
+                f"\ntraining throughput: not measured: fewer than {warmup_steps + 1} training steps "
+                f"(the clock starts after {warmup_steps} warm-up steps)"
+            )
     rows = [(source, [train.get(f"train_{source}/{key}") for key in _SOURCE_KEYS]) for source in SOURCES]
     if any(value is not None for _, values in rows for value in values):
         lines.append(f"\n{'source':12s}" + "".join(f"{key.replace('_stat_mean', ''):>16s}" for key in _SOURCE_KEYS))
-        lines += [f"{source:12s}" + "".join(f"{_cell(v, 16)}" for v in values) for source, values in rows]
+        lines += [
+            f"{source:12s}" + "".join(_cell(v, 16, count=key in _COUNT_KEYS) for key, v in zip(_SOURCE_KEYS, values))
+            for source, values in rows
+        ]
     return "\n".join(lines)
 
 
-def _cell(value: float | None, width: int = 12) -> str:
+def _cell(value: float | None, width: int = 12, count: bool = False) -> str:
+    """A count as a whole number; anything else (a ratio, a mean) with 4 decimals, even when whole (1.0000)."""
     if value is None:
         return f"{'-':>{width}s}"
-    if math.isfinite(value) and value == int(value) and abs(value) >= 1:  # counts (NaN/inf shown as such)
+    if count or (math.isfinite(value) and abs(value) >= 1e4):  # NaN/inf shown as such
         return f"{value:{width},.0f}"
-    return f"{value:{width}.4f}" if abs(value) < 1e4 else f"{value:{width},.0f}"
+    return f"{value:{width}.4f}"
 
 
 def read_logged(path: str | Path) -> Series:

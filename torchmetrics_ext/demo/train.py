@@ -56,7 +56,16 @@ class DemoConfig:
 
     @property
     def validation_every(self) -> int:
-        """Training steps between validations (five validations, the last at the end)."""
+        """Training steps between validations: ``max(1, steps // 5)``.
+
+        So ``steps // validation_every`` validations: five when ``steps`` is a multiple of 5 (600: every
+        120 steps, the last at the end), 5 to 9 for other runs of 5 steps or more, and one after every
+        step below 10 steps.
+
+        Examples:
+            >>> [(steps, DemoConfig(steps=steps).validation_every) for steps in (600, 12, 3)]
+            [(600, 120), (12, 2), (3, 1)]
+        """
         return max(1, self.steps // 5)
 
 
@@ -104,7 +113,11 @@ def _loggers(output_dir: Path) -> list[Any]:
 
 
 def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
-    """Train, validate five times, then (on rank 0) print the summary and write the report.
+    """Train, validate every ``config.validation_every`` steps, then (on rank 0) print the summary and write the report.
+
+    Five validations when ``config.steps`` is a multiple of 5 (the default 600), ``steps // validation_every``
+    otherwise (see :attr:`DemoConfig.validation_every`). A run of no more training steps than the throughput's
+    warm-up (``max(log_every // 2, 1)`` steps) prints its throughput as "not measured".
 
     The final model's validation predictions go to ``output_dir/val_predictions.csv`` (``source``
     by name), with or without the report.
@@ -181,7 +194,8 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
     logged = {key: float(value) for key, value in trainer.callback_metrics.items()}
     train = {key: value for key, value in logged.items() if key.startswith("train/") or key.startswith("train_")}
     val = {key: value for key, value in logged.items() if key.startswith("val/")}
-    summary = summary_table(train, val, [task.name for task in model.train_metrics.tasks])
+    tasks = [task.name for task in model.train_metrics.tasks]
+    summary = summary_table(train, val, tasks, model.throughput_warmup)
     print(summary)
     if not config.report:  # the predictions the README's evaluate command reads, without the report
         output_dir.mkdir(parents=True, exist_ok=True)

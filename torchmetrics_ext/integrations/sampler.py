@@ -37,7 +37,9 @@ class UnpaddedDistributedSampler(DistributedSampler):
     used*: a sampler built before the group exists (a loader made at the top of a script that
     ``Trainer(strategy="ddp")`` launches once per rank, or in the main process of ``ddp_spawn``)
     takes its rank's share once the group is up, and every sample where there is no group
-    (one device).
+    (one device). ``num_replicas`` given above 1 without ``rank`` needs the group where the sampler
+    is used: without one, reading its share (iterating, ``len``) raises ``ValueError`` naming ``rank``
+    rather than silently taking rank 0's share (``DistributedSampler`` raises there too).
 
     Args:
         dataset: a sized dataset.
@@ -56,13 +58,15 @@ class UnpaddedDistributedSampler(DistributedSampler):
         if "drop_last" in kwargs:
             raise ValueError("UnpaddedDistributedSampler neither pads nor drops samples: `drop_last` is not accepted.")
         # what is not given is read from the process group where the sampler is used (see above)
-        self._from_group = {name for name in ("num_replicas", "rank") if name not in kwargs}
+        from_group = {name for name in ("num_replicas", "rank") if name not in kwargs}
         if not _grouped():
             kwargs.setdefault("num_replicas", 1)
             kwargs.setdefault("rank", 0)
+        self._from_group: set[str] = set()  # DistributedSampler.__init__ reads the values it is given
         self.total_size = len(dataset)
         super().__init__(dataset, **kwargs)  # type: ignore[arg-type]
         self.total_size = len(dataset)  # DistributedSampler's is padded
+        self._from_group = from_group
 
     @property
     def num_replicas(self) -> int:
@@ -90,9 +94,21 @@ class UnpaddedDistributedSampler(DistributedSampler):
             >>> from torchmetrics_ext.integrations import UnpaddedDistributedSampler
             >>> UnpaddedDistributedSampler(range(5), num_replicas=2, rank=1).rank
             1
+            >>> UnpaddedDistributedSampler(range(5), num_replicas=2).rank  # no process group to read it from
+            Traceback (most recent call last):
+            ...
+            ValueError: UnpaddedDistributedSampler(num_replicas=2) was given no `rank` ...
         """
-        if "rank" in self._from_group and _grouped():
-            return dist.get_rank()
+        if "rank" in self._from_group:
+            if _grouped():
+                return dist.get_rank()
+            if self._num_replicas > 1:  # rank 0's share alone would be taken silently
+                raise ValueError(
+                    f"UnpaddedDistributedSampler(num_replicas={self._num_replicas}) was given no `rank` and no "
+                    "torch.distributed process group is initialized to read it from: pass `rank=` (0 to "
+                    f"{self._num_replicas - 1}), or use the sampler where the process group is up "
+                    "(torch.utils.data.DistributedSampler refuses this case with a ValueError too)."
+                )
         return self._rank
 
     @rank.setter

@@ -307,3 +307,62 @@ def test_ddp_windowed_handlers_log_every_ranks_lifetime_and_window(ddp_pool):
         return [v for rank in per_rank for v in window_of(rank.get(key, []), share)]
 
     assert_logged(results[0], expected_logged(updates, window))
+
+
+class LowerMedian(TorchMetric):
+    """A registered metric with a list state (``cat``): the lower median of the values it took."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+
+    def update(self, values):
+        self.values.append(values.to(torch.float64).reshape(-1))
+
+    def compute(self):
+        values = torch.cat(self.values) if isinstance(self.values, list) else self.values
+        return values.sort().values[(values.numel() - 1) // 2]
+
+
+def test_refused_batches_leave_list_state_and_torchmetrics_wrapper_handlers_as_they_were():
+    """Random batches, about one in three refused part-way (a negative value for the refusing key, anywhere in the
+    batch): a ``Windowed`` handler around a list-state metric and TorchMetrics' ``Running`` wrapper (states of its
+    own per past update) log what the accepted batches alone give. Reference: plain Python over the accepted
+    records (the lower median, the window by ``Windowed``'s rule, ``Running``'s last 3 updates)."""
+    from torchmetrics.aggregation import SumMetric
+    from torchmetrics.wrappers import Running
+
+    window_size = 5
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.MEAN, lambda: Windowed(LowerMedian(), window_size=window_size))
+    aggregator.register_handler(A.SUM, lambda: Running(SumMetric(), window=3))
+    aggregator.register_handler(A.MAX, NonNegativeTotal)
+    rng = np.random.default_rng(11)
+    accepted = [[Metric("d", "med", 50.0, A.MEAN), Metric("d", "run", 1.0, A.SUM)]]
+    aggregator.update(accepted[0])
+    aggregator.update([Metric("d", "guard", 0.0, A.MAX)])  # its key after theirs: refused after they took values
+    for _ in range(40):
+        records = [Metric("d", "med", float(rng.integers(0, 100)), A.MEAN) for _ in range(rng.integers(1, 4))]
+        records += [Metric("d", "run", float(rng.integers(0, 100)), A.SUM) for _ in range(rng.integers(1, 4))]
+        if rng.random() < 0.35:
+            records.insert(int(rng.integers(0, len(records) + 1)), Metric("d", "guard", -1.0, A.MAX))
+            with pytest.raises(ValueError, match="NonNegativeTotal takes no negative values"):
+                aggregator.update(records)
+        else:
+            aggregator.update(records)
+            accepted.append(records)
+    updates = fed(accepted)
+
+    def lower_median(values):
+        return sorted(values)[(len(values) - 1) // 2]
+
+    med = updates["d", "med", A.MEAN]
+    expected = {
+        "train_d/guard": 0.0,
+        "train_d/med_lifetime": lower_median([v for batch in med for v in batch]),
+        "train_d/med_window": lower_median(window_of(med, window_size)),
+        "train_d/run": math.fsum(v for batch in updates["d", "run", A.SUM][-3:] for v in batch),
+    }
+    assert aggregator.get_metrics_for_logging() == pytest.approx(expected, rel=1e-12)

@@ -4875,6 +4875,43 @@ def test_run_end_encoded_columns_are_read_as_their_values():
     assert [r["ctr"] for r in ordered.records[1:]] == pytest.approx([y[labels == name].mean() for name in ("z", "a")])
 
 
+def test_run_end_encoded_columns_chunked_apart_with_nulls_and_chunk_dictionaries():
+    """Run-end encoded columns whose chunks end at other rows than the plain columns' and than each other's, a
+    ``by`` column of dictionaries that differ from chunk to chunk (unordered), and null labels skipped: each slice
+    decodes only its rows, whatever chunk boundaries and runs it cuts. Reference: scikit-learn's AUC and pandas'
+    group means over the rows whose label is not null."""
+    rng = np.random.default_rng(8)
+    n = 120
+    p = rng.uniform(size=n)
+    y = np.repeat(rng.integers(0, 2, n // 4), 4).astype(object)
+    y[[5, 6, 7, 61]] = None  # nulls inside runs and a run of its own
+    g = np.repeat(rng.choice(np.array(["a", "b", "c"], dtype=object), n // 6), 6)
+
+    def chunked(values, cuts, encode):
+        return pa.chunked_array([encode(values[i:j]) for i, j in zip([0, *cuts], [*cuts, n], strict=True)])
+
+    def dictionary_runs(values):  # each chunk its own dictionary, in first-seen order
+        codes, uniques = pd.factorize(values)
+        return _run_end_encoded(pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(list(uniques))))
+
+    table = pa.table(
+        {
+            "p": chunked(p, [50, 51, 100], pa.array),
+            "y": chunked(y, [7, 60, 99], lambda v: _run_end_encoded(list(v), pa.int64())),
+            "g": chunked(g, [30, 80], dictionary_runs),
+        }
+    )
+    assert not table["g"].chunk(0).values.dictionary.equals(table["g"].chunk(1).values.dictionary)
+    kept = np.array([v is not None for v in y])
+    yk, pk, gk = y[kept].astype(int), p[kept], g[kept]
+    means = pd.Series(yk).groupby(gk).mean()
+    for batch_size in (1, 13, 1000):
+        result = evaluate(table, {"t": ("p", "y")}, ["ctr", "auc"], by="g", batch_size=batch_size, on_invalid="skip")
+        assert result.values["auc/t"] == pytest.approx(roc_auc_score(yk, pk), abs=1e-12)
+        assert [r["g"] for r in result.records[1:]] == list(means.index)
+        assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(means))
+
+
 @pytest.mark.parametrize("link_day", ["2026-01-01", "2026-01-09"])
 def test_a_file_linked_into_another_partition_keeps_the_keys_of_where_it_lies(tmp_path, link_day):
     """A Hive partition holding a symbolic link to another partition's file (``day=2026-01-01/x.parquet ->

@@ -470,3 +470,24 @@ def test_a_batch_copies_only_the_handlers_whose_update_may_raise(monkeypatch):
     logged = aggregator.get_metrics_for_logging()
     assert {k: logged[f"train_d/{k}"] for k in ("g1", "g2")} == {"g1": expected["g1"], "g2": expected["g2"]}
     assert logged["train_d/s_lifetime"] == expected["s"]
+
+
+@pytest.mark.parametrize("agg_type", [A.SUM, A.DISTRIBUTION])
+def test_windowed_package_aggregations_take_values_in_and_out_of_inference_mode(agg_type):
+    """The handlers updated without a rollback copy never refuse either when the key was made under
+    ``torch.inference_mode`` (Lightning's validation) and updated outside it, or back: no in-place write into an
+    inference tensor. Reference: plain Python over the values fed."""
+    aggregator = windowed_aggregator(4, (agg_type,))
+    fed_values = []
+    for mode, value in ((True, 1.0), (False, 2.0), (True, 3.0)):
+        with torch.inference_mode(mode):
+            for _ in range(6):
+                aggregator.update([Metric("d", "k", value, agg_type)])
+                fed_values.append(value)
+    logged = aggregator.get_metrics_for_logging()
+    if agg_type is A.SUM:
+        assert logged["train_d/k_lifetime"] == sum(fed_values)
+        assert logged["train_d/k_window"] == sum(fed_values[-4:])
+    else:
+        assert logged["train_d/k_lifetime_stat_max"] == max(fed_values)
+        assert logged["train_d/k_window_stat_min"] == min(fed_values[-4:])

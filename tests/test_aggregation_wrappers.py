@@ -366,3 +366,128 @@ def test_refused_batches_leave_list_state_and_torchmetrics_wrapper_handlers_as_t
         "train_d/run": math.fsum(v for batch in updates["d", "run", A.SUM][-3:] for v in batch),
     }
     assert aggregator.get_metrics_for_logging() == pytest.approx(expected, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- updates that cannot be refused
+
+# every kind of value the aggregator accepts (finite numbers, as float64): extremes, subnormals, signed zeros
+ACCEPTED_VALUES = [
+    0.0,
+    -0.0,
+    1.0,
+    -1.5,
+    1e308,
+    -1e308,
+    1.7976931348623157e308,
+    5e-324,
+    -5e-324,
+    2.2250738585072014e-308,
+]
+ACCEPTED_VALUES += [3, True, np.float32(2.5), np.int64(-7), torch.tensor(4.0), 10**300, 2**53 + 1]
+
+
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.utilities.warnings.UndefinedMetricWarning")  # std of one value
+@pytest.mark.parametrize("agg_type", list(INNER))
+def test_windowed_package_aggregations_take_every_value_the_aggregator_accepts(agg_type):
+    """``apply_updates`` runs a ``Windowed`` around Sum/Mean/Max/Min/Distribution without a rollback copy, after
+    every step that may raise: that needs its update never to refuse what the aggregator accepted. Every accepted
+    value alone, then all of them in one batch and as one batch each, and an empty batch (fed directly): none
+    raises, and what Max/Min/Sum keep is the plain-Python extreme or value (a lone value) of what they were fed."""
+    floats = [float(v) for v in ACCEPTED_VALUES]
+    for value, number in zip(ACCEPTED_VALUES, floats, strict=True):
+        aggregator = windowed_aggregator(4, (agg_type,))
+        aggregator.update([Metric("d", "k", value, agg_type)])
+        (windowed,) = aggregator.metrics.values()
+        lifetime = windowed.compute()["lifetime"]
+        if agg_type is A.DISTRIBUTION:
+            assert lifetime["max"].item() == number and lifetime["min"].item() == number
+        else:
+            assert lifetime.item() == number  # (a sum from 0.0 keeps no sign of zero: 0.0 + -0.0 == 0.0)
+    for window_size in (3, 64):
+        aggregator = windowed_aggregator(window_size, (agg_type,))
+        aggregator.update([Metric("d", "k", v, agg_type) for v in ACCEPTED_VALUES])
+        for value in ACCEPTED_VALUES + ACCEPTED_VALUES[::-1]:
+            aggregator.update([Metric("d", "k", value, agg_type)])
+        (windowed,) = aggregator.metrics.values()
+        lifetime = windowed.compute()["lifetime"]
+        if agg_type is A.MAX:
+            assert lifetime.item() == max(floats)
+        elif agg_type is A.MIN:
+            assert lifetime.item() == min(floats)
+        elif agg_type is A.DISTRIBUTION:
+            assert (lifetime["min"].item(), lifetime["max"].item()) == (min(floats), max(floats))
+    windowed = Windowed(INNER[agg_type](), window_size=4)
+    windowed.update(torch.tensor([2.0], dtype=torch.float64))
+    windowed.update(torch.empty(0, dtype=torch.float64))
+    if agg_type is not A.DISTRIBUTION:
+        assert windowed.compute()["lifetime"].item() == 2.0
+
+
+def test_a_batch_copies_only_the_handlers_whose_update_may_raise(monkeypatch):
+    """A rollback copy per registered handler made a ``Windowed(Sum())`` handler ~4x slower per update. The
+    handlers that cannot refuse (a ``Windowed`` around the package's value aggregations) are copied never, and the
+    last handler that may refuse not when a refused update leaves it as it was (``Windowed``, the package's
+    metrics): only the plain TorchMetrics metrics before it are. A refusal still undoes them all, whatever the
+    order of the keys; the keys are logged in record order."""
+    from torchmetrics_ext.aggregation import plan
+
+    copied = []
+    real = plan.snapshot
+
+    def counting(metric, **kwargs):
+        copied.append(type(metric).__name__)
+        return real(metric, **kwargs)
+
+    monkeypatch.setattr(plan, "snapshot", counting)
+    aggregator = windowed_aggregator(4, (A.SUM, A.DISTRIBUTION))
+    aggregator.register_handler(A.MAX, NonNegativeTotal)
+    aggregator.register_handler(A.MIN, lambda: Windowed(NonNegativeTotal(), window_size=4))
+    first = [
+        Metric("d", "s", 1.0, A.SUM),
+        Metric("d", "g1", 1.0, A.MAX),
+        Metric("d", "x", 2.0, A.DISTRIBUTION),
+        Metric("d", "g2", 1.0, A.MAX),
+        Metric("d", "w", 3.0, A.MIN),
+    ]
+    aggregator.update(first)  # new keys: nothing to copy
+    assert copied == []
+    aggregator.update(first)
+    assert copied == ["NonNegativeTotal", "NonNegativeTotal"]  # not the Windowed(NonNegativeTotal) run last
+    logged = aggregator.get_metrics_for_logging()
+    names = [key.split("/")[1].split("_")[0] for key in logged]
+    assert list(dict.fromkeys(names)) == ["s", "g1", "x", "g2", "w"]
+    before = checkpoint(aggregator)
+    for refused_at in ("g1", "g2", "w"):
+        refused = [Metric("d", r.name, -1.0 if r.name == refused_at else 5.0, r.agg_type) for r in first]
+        with pytest.raises(ValueError, match="NonNegativeTotal takes no negative values"):
+            aggregator.update(refused)
+        after = checkpoint(aggregator)
+        assert after[0] == before[0]
+        assert all(torch.equal(after[1][k], before[1][k]) for k in before[1]), refused_at
+    assert aggregator.get_metrics_for_logging() == logged
+    aggregator.update(first)
+    expected = {"s": 3.0, "g1": 3.0, "g2": 3.0}  # three accepted batches of one value each (plain Python)
+    logged = aggregator.get_metrics_for_logging()
+    assert {k: logged[f"train_d/{k}"] for k in ("g1", "g2")} == {"g1": expected["g1"], "g2": expected["g2"]}
+    assert logged["train_d/s_lifetime"] == expected["s"]
+
+
+@pytest.mark.parametrize("agg_type", [A.SUM, A.DISTRIBUTION])
+def test_windowed_package_aggregations_take_values_in_and_out_of_inference_mode(agg_type):
+    """The handlers updated without a rollback copy never refuse either when the key was made under
+    ``torch.inference_mode`` (Lightning's validation) and updated outside it, or back: no in-place write into an
+    inference tensor. Reference: plain Python over the values fed."""
+    aggregator = windowed_aggregator(4, (agg_type,))
+    fed_values = []
+    for mode, value in ((True, 1.0), (False, 2.0), (True, 3.0)):
+        with torch.inference_mode(mode):
+            for _ in range(6):
+                aggregator.update([Metric("d", "k", value, agg_type)])
+                fed_values.append(value)
+    logged = aggregator.get_metrics_for_logging()
+    if agg_type is A.SUM:
+        assert logged["train_d/k_lifetime"] == sum(fed_values)
+        assert logged["train_d/k_window"] == sum(fed_values[-4:])
+    else:
+        assert logged["train_d/k_lifetime_stat_max"] == max(fed_values)
+        assert logged["train_d/k_window_stat_min"] == min(fed_values[-4:])

@@ -10,7 +10,7 @@ nothing. There is one step type per kind of handler metric:
   ``CATEGORICAL_COUNT``. Its ``update`` may still refuse them (the metric's own checks):
   :func:`apply_updates` applies a batch's :class:`Update` steps first and undoes them all on an
   error, before any :class:`Fold` step (which cannot fail) and before the batch's new keys are
-  registered.
+  registered. It copies only what an error could need back (see :func:`apply_updates`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,12 @@ from torchmetrics import Metric as TorchMetric
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import check_categories, number_tensor
+from torchmetrics_ext.aggregation.distribution import Distribution
+from torchmetrics_ext.aggregation.scalar import Max, Mean, Min, Sum
 from torchmetrics_ext.aggregation.types import AggregationType
+from torchmetrics_ext.metrics.base import GuardedMetric
 from torchmetrics_ext.utilities.snapshot import Restore, snapshot
+from torchmetrics_ext.wrappers.windowed import Windowed
 
 __all__ = ["Fold", "Step", "Update", "apply_updates", "plan_step"]
 
@@ -55,6 +59,51 @@ class Update(NamedTuple):
 Step = Fold | Update
 
 
+# the wrapped metrics whose update takes every float64 1-D tensor of finite values (no other check of
+# theirs applies to it: tests/test_aggregation_wrappers.py feeds them every kind of value the aggregator accepts)
+_TAKE_ANY_FINITE: tuple[type, ...] = (Sum, Mean, Max, Min, Distribution)
+
+
+def _cannot_refuse(step: Update) -> bool:
+    """Whether ``step.apply()`` cannot raise: a ``Windowed`` around one of this package's value aggregations.
+
+    The values of an :class:`Update` that is no ``CATEGORICAL_COUNT`` are a float64 1-D tensor
+    of finite numbers (:func:`~torchmetrics_ext.aggregation.checks.number_tensor`, never empty),
+    which those metrics' ``update`` and the wrapper take as they are. Exact classes only (a
+    subclass may add checks of its own); the wrapper's other refusals are checked here: an
+    ``update`` between a manual ``sync`` and ``unsync``, a window smaller than the world.
+    """
+    metric = step.metric
+    if type(metric) is not Windowed or not isinstance(step.values, Tensor):
+        return False
+    bound = metric.__dict__.get("update")  # a Windowed binds its own `update` (not TorchMetrics' wrapper)
+    if bound is not None and getattr(bound, "__func__", None) is not Windowed.update:
+        return False
+    modules = metric._modules
+    life, window = modules["lifetime"], modules["window"]
+    if type(life) not in _TAKE_ANY_FINITE or metric._is_synced or life._is_synced or window._is_synced:  # type: ignore[union-attr]
+        return False
+    try:
+        metric._local_window()
+    except ValueError:
+        return False
+    return True
+
+
+def _unchanged_when_refused(metric: TorchMetric) -> bool:
+    """Whether ``metric.update`` leaves it as it was when it raises: the package's own metrics promise it.
+
+    :class:`~torchmetrics_ext.wrappers.windowed.Windowed` (its update writes a free slot of its
+    ring and the wrapped metric's scratch copy before it changes anything) and
+    :class:`~torchmetrics_ext.metrics.base.GuardedMetric`, whose ``update`` is the package's own
+    (a subclass defined elsewhere may write its states before its checks).
+    """
+    if not isinstance(metric, (Windowed, GuardedMetric)):
+        return False
+    update = getattr(type(metric), "update", None)
+    return getattr(update, "__module__", "").startswith("torchmetrics_ext.")
+
+
 def apply_updates(steps: Sequence[Update], fresh: Sequence[TorchMetric]) -> None:
     """Apply the :class:`Update` steps of a batch, all or nothing.
 
@@ -63,16 +112,27 @@ def apply_updates(steps: Sequence[Update], fresh: Sequence[TorchMetric]) -> None
     was, and the error propagates. The whole handler is put back
     (:func:`~torchmetrics_ext.utilities.snapshot.snapshot` with ``writes_in_place``): its states,
     update count and cached value, and those of the metrics inside it and its helper objects (a
-    ``Windowed``'s lifetime and window metrics and its ring), tensors written in place included. A
-    metric of ``fresh`` (a key this batch creates, dropped on an error) needs no copy. Only
-    registered metrics that are no :class:`~torchmetrics_ext.aggregation.base.AggregationMetric`
-    take this path: the default handlers' :class:`Fold` steps cannot fail and copy nothing.
+    ``Windowed``'s lifetime and window metrics and its ring), tensors written in place included.
+
+    Each step updates a metric of its own (one per key), so their order is free: the steps that
+    may raise run first, those that cannot (:func:`_cannot_refuse`: a ``Windowed`` around ``Sum``,
+    ``Mean``, ``Max``, ``Min`` or ``Distribution``) after them, with no copy. The last step that
+    may raise needs no copy either when its metric is left as it was by a refused update
+    (:func:`_unchanged_when_refused`), nor does a metric of ``fresh`` (a key this batch creates,
+    dropped on an error). Only registered metrics that are no
+    :class:`~torchmetrics_ext.aggregation.base.AggregationMetric` take this path: the default
+    handlers' :class:`Fold` steps cannot fail and copy nothing.
     """
+    risky: list[Update] = []
+    safe: list[Update] = []
+    for step in steps:
+        (safe if _cannot_refuse(step) else risky).append(step)
     new = {id(metric) for metric in fresh}
     undo: list[Restore] = []
+    last = len(risky) - 1
     try:
-        for step in steps:
-            if id(step.metric) not in new:
+        for i, step in enumerate(risky):
+            if id(step.metric) not in new and not (i == last and _unchanged_when_refused(step.metric)):
                 undo.append(snapshot(step.metric, writes_in_place=True))
             step.apply()
     except BaseException:
@@ -81,6 +141,8 @@ def apply_updates(steps: Sequence[Update], fresh: Sequence[TorchMetric]) -> None
         raise
     for restore in undo:
         restore.release()
+    for step in safe:
+        step.apply()
 
 
 def plan_step(metric: TorchMetric, agg_type: AggregationType, values: Sequence[Any], device: torch.device) -> Step:

@@ -2,7 +2,7 @@
 
 Workload: 20 keys of one handler kind, one record each per update (the shape of a training step's
 records), 50 warm-up updates, then 7 rounds of 100 updates; the median µs per update is printed.
-Kinds: TorchMetrics' ``MaxMetric``, ``Windowed(Sum(), 64)``, ``Windowed(Distribution(), 64)``.
+Kinds: TorchMetrics' ``MaxMetric`` and ``MinMetric``, ``Windowed(Sum(), 64)``, ``Windowed(Distribution(), 64)``.
 Compare checkouts by running the script under each one's ``PYTHONPATH``:
 
     python benchmarks/bench_aggregation_handlers.py
@@ -17,13 +17,13 @@ import time
 from typing import Any
 
 import torch
-from torchmetrics.aggregation import MaxMetric
+from torchmetrics.aggregation import MaxMetric, MinMetric
 
 from torchmetrics_ext import Windowed
 from torchmetrics_ext.aggregation import AggregationType, Distribution, Metric, MetricsAggregator, Sum
 
 A = AggregationType
-KINDS = ("maxmetric", "windowed_sum", "windowed_dist")
+KINDS = ("maxmetric", "minmetric", "windowed_sum", "windowed_dist")
 
 
 def make(kind: str, keys: int) -> tuple[MetricsAggregator, list[Metric]]:
@@ -32,6 +32,8 @@ def make(kind: str, keys: int) -> tuple[MetricsAggregator, list[Metric]]:
     factory: Any
     if kind == "maxmetric":
         agg_type, factory = A.MAX, MaxMetric
+    elif kind == "minmetric":
+        agg_type, factory = A.MIN, MinMetric
     elif kind == "windowed_sum":
         agg_type, factory = A.SUM, lambda: Windowed(Sum(), window_size=64)
     else:

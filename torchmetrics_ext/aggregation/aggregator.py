@@ -15,7 +15,7 @@ from torchmetrics import Metric as TorchMetric
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
 from torchmetrics_ext.aggregation.handlers import DEFAULT_HANDLERS, MetricFactory
-from torchmetrics_ext.aggregation.plan import Fold, Step, Update, apply_updates, plan_step
+from torchmetrics_ext.aggregation.plan import Fold, Step, Update, add_note, apply_updates, plan_step
 from torchmetrics_ext.aggregation.sync import (
     CATEGORIES,
     UNSYNCED,
@@ -469,6 +469,10 @@ class MetricsAggregator:
         own ``update`` refuses the values too: the metrics it and the batch's other registered
         handlers changed get their states back before the error propagates.
 
+        A registered ``metric_factory`` that raises while making a new key's metric (or returns no new
+        ``torchmetrics.Metric``) changes nothing either: its own error propagates, type and traceback
+        kept, with a note naming the key and the aggregation type it was making.
+
         Raises:
             TypeError: if ``records`` is not iterable (a single :class:`Metric` must be put in a
                 list), or see the class.
@@ -539,7 +543,15 @@ class MetricsAggregator:
             )
         if not taken:
             taken.update(map(id, self.metrics.values()))
-        metric = fresh[key] = self._make(agg_type, taken)
+        try:
+            metric = fresh[key] = self._make(agg_type, taken)
+        except Exception as err:  # the user's factory's own error (its type kept), told which key it was making
+            add_note(
+                err,
+                f"Raised while making the metric of {key[1]!r} of dataset {key[0]!r} ({_type_name(agg_type)}), a new "
+                "key, with its registered handler (`metric_factory`); the batch changed nothing.",
+            )
+            raise
         return metric
 
     def _make(self, agg_type: AggregationType, taken: set[int]) -> TorchMetric:

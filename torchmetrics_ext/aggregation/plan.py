@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 from torchmetrics import Metric as TorchMetric
+from torchmetrics.aggregation import MaxMetric, MinMetric
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import check_categories, number_tensor
@@ -58,6 +59,9 @@ class Update(NamedTuple):
 
 Step = Fold | Update
 
+# TorchMetrics' aggregations whose update takes every float64 1-D tensor of finite values (see _cannot_refuse)
+_TORCHMETRICS_EXTREMES: tuple[type, ...] = (MaxMetric, MinMetric)
+
 
 # the wrapped metrics whose update takes every float64 1-D tensor of finite values (no other check of
 # theirs applies to it: tests/test_aggregation_wrappers.py feeds them every kind of value the aggregator accepts)
@@ -65,15 +69,22 @@ _TAKE_ANY_FINITE: tuple[type, ...] = (Sum, Mean, Max, Min, Distribution)
 
 
 def _cannot_refuse(step: Update) -> bool:
-    """Whether ``step.apply()`` cannot raise: a ``Windowed`` around one of this package's value aggregations.
+    """Whether ``step.apply()`` cannot raise: ``MaxMetric``/``MinMetric``, or a ``Windowed`` of the package's.
 
+    That is TorchMetrics' ``MaxMetric`` and ``MinMetric``, or a ``Windowed`` around one of this
+    package's value aggregations.
     The values of an :class:`Update` that is no ``CATEGORICAL_COUNT`` are a float64 1-D tensor
     of finite numbers (:func:`~torchmetrics_ext.aggregation.checks.number_tensor`, never empty),
     which those metrics' ``update`` and the wrapper take as they are. Exact classes only (a
-    subclass may add checks of its own); the wrapper's other refusals are checked here: an
-    ``update`` between a manual ``sync`` and ``unsync``, a window smaller than the world.
+    subclass may add checks of its own). ``MaxMetric``/``MinMetric`` check only for NaN (none
+    here), cast to their dtype and rebind their state (``torch.max``/``torch.min``, no write in
+    place, nothing refused in or out of inference mode); their state's device must be the values'
+    (another device may raise). The wrapper's other refusals are checked here: an ``update``
+    between a manual ``sync`` and ``unsync``, a window smaller than the world.
     """
     metric = step.metric
+    if type(metric) in _TORCHMETRICS_EXTREMES:
+        return _plain_extreme(metric, step.values)
     if type(metric) is not Windowed or not isinstance(step.values, Tensor):
         return False
     bound = metric.__dict__.get("update")  # a Windowed binds its own `update` (not TorchMetrics' wrapper)
@@ -88,6 +99,18 @@ def _cannot_refuse(step: Update) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _plain_extreme(metric: TorchMetric, values: Tensor | list[Any]) -> bool:
+    """Whether ``metric`` (an exact ``MaxMetric``/``MinMetric``) runs its own class's update on ``values``' device."""
+    if not isinstance(values, Tensor):
+        return False
+    bound = metric.__dict__.get("update")  # TorchMetrics' wrapper around the bound update, set in __init__
+    if getattr(getattr(bound, "__wrapped__", None), "__func__", None) is not type(metric).update:
+        return False
+    name = getattr(metric, "state_name", None)
+    state = metric.__dict__.get(name) if isinstance(name, str) else None
+    return isinstance(state, Tensor) and state.device == values.device
 
 
 def _unchanged_when_refused(metric: TorchMetric) -> bool:
@@ -113,10 +136,13 @@ def apply_updates(steps: Sequence[Update], fresh: Sequence[TorchMetric]) -> None
     (:func:`~torchmetrics_ext.utilities.snapshot.snapshot` with ``writes_in_place``): its states,
     update count and cached value, and those of the metrics inside it and its helper objects (a
     ``Windowed``'s lifetime and window metrics and its ring), tensors written in place included.
+    A metric that cannot be put back (its update resized a state in place) does not stop the
+    others: see :func:`_roll_back` (its error propagates, the refusal as its context).
 
     Each step updates a metric of its own (one per key), so their order is free: the steps that
-    may raise run first, those that cannot (:func:`_cannot_refuse`: a ``Windowed`` around ``Sum``,
-    ``Mean``, ``Max``, ``Min`` or ``Distribution``) after them, with no copy. The last step that
+    may raise run first, those that cannot (:func:`_cannot_refuse`: TorchMetrics' ``MaxMetric``
+    and ``MinMetric``, a ``Windowed`` around ``Sum``, ``Mean``, ``Max``, ``Min`` or
+    ``Distribution``) after them, with no copy. The last step that
     may raise needs no copy either when its metric is left as it was by a refused update
     (:func:`_unchanged_when_refused`), nor does a metric of ``fresh`` (a key this batch creates,
     dropped on an error). Only registered metrics that are no
@@ -128,21 +154,67 @@ def apply_updates(steps: Sequence[Update], fresh: Sequence[TorchMetric]) -> None
     for step in steps:
         (safe if _cannot_refuse(step) else risky).append(step)
     new = {id(metric) for metric in fresh}
-    undo: list[Restore] = []
+    undo: list[tuple[TorchMetric, Restore]] = []
     last = len(risky) - 1
     try:
         for i, step in enumerate(risky):
             if id(step.metric) not in new and not (i == last and _unchanged_when_refused(step.metric)):
-                undo.append(snapshot(step.metric, writes_in_place=True))
+                undo.append((step.metric, snapshot(step.metric, writes_in_place=True)))
             step.apply()
     except BaseException:
-        for restore in reversed(undo):
-            restore()
+        _roll_back(undo)
         raise
-    for restore in undo:
+    for _, restore in undo:
         restore.release()
     for step in safe:
         step.apply()
+
+
+def _roll_back(undo: Sequence[tuple[TorchMetric, Restore]]) -> None:
+    """Put back every metric of ``undo`` that can be (last changed first), then release every snapshot.
+
+    A restore that raises (a user's metric that resized a state in place, which the copy no longer
+    fits) does not stop the others: every other metric is put back and every snapshot released
+    (a window ring stops keeping its rewritten buffers) before the first such error propagates, the
+    refusal that started the rollback as its ``__context__``, a note naming the metric that may
+    still hold part of the refused batch, and one note per further failed restore.
+    """
+    failed: list[tuple[TorchMetric, BaseException]] = []
+    for metric, restore in reversed(undo):
+        try:
+            restore()
+        except Exception as err:
+            failed.append((metric, err))
+    for metric, restore in undo:
+        try:
+            restore.release()
+        except Exception as err:  # pragma: no cover - the package's rings only drop a record
+            failed.append((metric, err))
+    if not failed:
+        return
+    metric, first = failed[0]
+    add_note(
+        first,
+        f"While undoing a refused batch, its {type(metric).__name__} handler could not be put back as it was: it "
+        "may hold part of that batch (every handler whose restore did not fail was put back).",
+    )
+    for other, later in failed[1:]:
+        add_note(
+            first, f"The {type(other).__name__} handler could not be put back either: {type(later).__name__}: {later}"
+        )
+    raise first
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """``error.add_note(note)`` (Python 3.11+), or the same ``__notes__`` list on Python 3.10 (not printed there)."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = getattr(error, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            error.__notes__ = notes
+        notes.append(note)
 
 
 def plan_step(metric: TorchMetric, agg_type: AggregationType, values: Sequence[Any], device: torch.device) -> Step:

@@ -62,7 +62,9 @@ def snapshot(root: nn.Module, *, writes_in_place: bool = False) -> Restore:
 
     Returns:
         A function that restores every container recorded to its recorded contents, in place
-        (with ``release()``).
+        (with ``release()``). A tensor that cannot take its copy back (the operation resized it in
+        place) does not stop the others: every other one is written back, then the first such
+        error is raised.
 
     Examples:
         >>> import torch
@@ -150,10 +152,16 @@ def snapshot(root: nn.Module, *, writes_in_place: bool = False) -> Restore:
             else:
                 container.update(contents)
         inference = torch.is_inference_mode_enabled()
+        failed: Exception | None = None
         with torch.no_grad():
             for tensor, value in tensors:
                 if inference or not tensor.is_inference():  # one written in place outside inference mode is not
-                    tensor.copy_(value)
+                    try:
+                        tensor.copy_(value)
+                    except Exception as err:  # resized in place: the copy no longer fits; the others still go back
+                        failed = failed or err
+        if failed is not None:
+            raise failed
 
     def release() -> None:
         for recorder in recorders:

@@ -1093,7 +1093,8 @@ def evaluate(
             :meth:`~torchmetrics_ext.RecMetricModule.from_config`: a name alone, or a dict without
             ``prediction_name``/``label_name``, reads ``RecTaskInfo``'s default columns
             ``"prediction"`` and ``"label"``, so two tasks given by name alone are refused as reading
-            the same columns; a dict's ``weight_name`` may be ``None``, a task without weights; weights, user and session ids are shared by the tasks: ``weights``,
+            the same columns; a dict's ``weight_name`` may be ``None``, a task without weights;
+            weights, user and session ids are shared by the tasks: ``weights``,
             ``user``, ``session``). Unlike a module, which weights a task by its ``weight_name``
             column (``"weight"``) where the step holds one, ``evaluate`` reads only the columns it
             is told: without ``weights`` every row has weight 1, a ``"weight"`` column in the data

@@ -5028,3 +5028,36 @@ def test_a_task_dict_with_weight_name_none_has_unit_weights_next_to_weighted_tas
     assert only.values["ctr/like"] == pytest.approx(frame["y_like"].mean(), rel=1e-12)
     with pytest.raises(ValueError, match="'weight_name' takes only None"):
         evaluate(frame, [{**tasks[1], "weight_name": "w"}], ["ctr"], weights="w")
+
+
+def test_a_directory_follows_linked_subdirectories_once_and_stops_at_cycles(tmp_path):
+    """``logs/day=2026-12-01 -> /mnt/...`` (a partition kept elsewhere) was skipped by the walk, silently.
+    Linked subdirectories are read now, with their Hive keys from the link's name; a directory reached twice
+    (a link to a partition of the tree, a cycle ``loop -> ..``, a link to itself) is read once and ends, and the
+    files come in one sorted order whatever the links. The reference is pandas/numpy over each file's own rows."""
+    if not hasattr(os, "symlink"):
+        pytest.skip("no os.symlink")
+    root, mnt = tmp_path / "logs", tmp_path / "mnt"
+    rng = np.random.default_rng(3)
+    frames = {}
+    for day, where in (("2026-12-01", mnt / "day1"), ("2026-12-02", root / "day=2026-12-02")):
+        where.mkdir(parents=True)
+        frames[day] = pd.DataFrame({"p": rng.uniform(0.05, 0.95, 40), "y": rng.integers(0, 2, 40)})
+        frames[day].to_parquet(where / "part.parquet")
+    try:
+        os.symlink(mnt / "day1", root / "day=2026-12-01", target_is_directory=True)
+    except (OSError, NotImplementedError):
+        pytest.skip("symbolic links unsupported here")
+    os.symlink("..", root / "day=2026-12-02" / "loop", target_is_directory=True)  # a cycle to logs
+    os.symlink(root / "day=2026-12-02", root / "again", target_is_directory=True)  # a partition reached twice
+    os.symlink(".", mnt / "day1" / "self", target_is_directory=True)  # a cycle below the link
+    both = pd.concat([f.assign(day=day) for day, f in frames.items()])
+    expected = both.groupby("day").y.mean()
+    result = evaluate(str(root), {"t": ("p", "y")}, ["ctr"], by="day")
+    assert result.rows_read == len(both)
+    assert result.values["ctr/t"] == pytest.approx(both.y.mean(), rel=1e-12)
+    assert [r["day"] for r in result.records[1:]] == list(expected.index)
+    assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(expected), rel=1e-12)
+    labels = [source.label for source in open_sources(str(root))]
+    assert labels == [str(root / "day=2026-12-01" / "part.parquet"), str(root / "day=2026-12-02" / "part.parquet")]
+    assert [source.label for source in open_sources(str(root))] == labels  # the same order every time

@@ -183,7 +183,7 @@ class _GivenOnce(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def package_version() -> str:
+def _package_version() -> str:
     """The installed distribution's version (``importlib.metadata``), else ``torchmetrics_ext.__version__``.
 
     The second is for a source tree run without installing it (``python -m torchmetrics_ext.cli``).
@@ -205,7 +205,7 @@ class _Version(argparse.Action):
     def __call__(
         self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
     ) -> None:
-        sys.stdout.write(f"{parser.prog} {package_version()}\n")  # on stdout, as argparse's own version action
+        sys.stdout.write(f"{parser.prog} {_package_version()}\n")  # on stdout, as argparse's own version action
         parser.exit()
 
 

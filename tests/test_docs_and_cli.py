@@ -84,6 +84,30 @@ def test_cli_entry_point():
     assert "ne" in result.stdout and "calibration" in result.stdout
 
 
+def test_cli_version_prints_the_package_version_and_exits_0(capsys):
+    """``torchmetrics-ext --version`` was an unknown option (exit 2). The reference is pyproject.toml's version,
+    read here as text (no tomllib on Python 3.10), and the installed distribution's (importlib.metadata) where
+    it is installed."""
+    import importlib.metadata
+    import re
+
+    project = (ROOT / "pyproject.toml").read_text().split("[project]", 1)[1]
+    expected = re.search(r'^version\s*=\s*"([^"]+)"', project, re.MULTILINE).group(1)
+    try:
+        assert importlib.metadata.version("torchmetrics-ext") == expected
+    except importlib.metadata.PackageNotFoundError:
+        pass  # a source tree: the package's __version__ is printed
+    assert torchmetrics_ext.__version__ == expected
+    result = subprocess.run(
+        [sys.executable, "-m", "torchmetrics_ext.cli", "--version"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"torchmetrics-ext {expected}\n", "")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code in (0, None)
+    assert capsys.readouterr().out == f"torchmetrics-ext {expected}\n"
+
+
 def test_cli_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         cli.main(["demo", "--quick", "--samples", "0"])

@@ -4985,3 +4985,79 @@ def test_without_weights_no_column_is_read_as_weights_whatever_its_name():
     table = pa.table({"p": [0.2, 0.8, 0.4, 0.6, 0.9], "<no weights>": y})
     result = evaluate(table, {"t": ("p", "<no weights>")}, ["ctr"])
     assert result.values["ctr/t"] == pytest.approx(np.mean(y), rel=1e-12)  # unweighted: 3/5, not sum(y*y)/sum(y)
+
+
+def test_a_task_dict_with_weight_name_none_has_unit_weights_next_to_weighted_tasks(frame, tmp_path, capsys):
+    """`weight_name: None` in a task dict (Python and config file) is RecTaskInfo's: a task without weights.
+
+    It was refused as an unknown field. One run mixes a task weighted by `weights` with one weighted 1,
+    overall and per segment (the segments' kernels get a (T, N) weight), against sklearn/numpy over the
+    weighted rows for one task and over the unweighted rows for the other; a string is still refused."""
+    tasks = [
+        {"name": "click", "prediction_name": "p_click", "label_name": "y_click"},
+        {"name": "like", "prediction_name": "p_like", "label_name": "y_like", "weight_name": None},
+    ]
+    unit = frame.assign(w=1.0)
+    result = evaluate(frame, tasks, METRICS, by="dataset", **KW)
+    expected = {f"{m}/click": v for m, v in references(frame, "click").items()}
+    expected |= {f"{m}/like": v for m, v in references(unit, "like").items()}
+    for value in ("a", "b"):
+        part = frame[frame["dataset"] == value]
+        expected |= {f"{m}/click/dataset={value}": v for m, v in references(part, "click").items()}
+        expected |= {f"{m}/like/dataset={value}": v for m, v in references(part.assign(w=1.0), "like").items()}
+    assert_close(result.values, expected, rtol=1e-6)
+    assert references(frame, "like")["ne"] != pytest.approx(expected["ne/like"], rel=1e-3)  # weights matter here
+    assert result.warnings == []
+    pairwise = evaluate(frame, tasks, ["xauc"], by="dataset", weights="w")  # the padded pair kernel
+    for task, data in (("click", frame), ("like", unit)):
+        for segment, part in (("", data), ("/dataset=a", data[frame["dataset"] == "a"])):
+            p, y, w = (part[c].to_numpy(np.float64) for c in (f"p_{task}", f"y_{task}", "w"))
+            assert pairwise.values[f"xauc/{task}{segment}"] == pytest.approx(pair_refs(p, y, w)[0], rel=1e-9)
+    # the same from a config file's `weight_name: null`
+    path = tmp_path / "logs.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path)
+    config = tmp_path / "eval.json"
+    config.write_text(json.dumps({"tasks": tasks, "metrics": ["ne", "auc"], "weights": "w"}))
+    out = tmp_path / "out.json"
+    assert cli.main(["evaluate", str(path), "--config", str(config), "--no-progress", "--output", str(out)]) == 0
+    records = _records(out)
+    assert records[("all", "like")]["ne"] == pytest.approx(expected["ne/like"], rel=1e-9)
+    assert records[("all", "click")]["auc"] == pytest.approx(expected["auc/click"], rel=1e-9)
+    # every task without weights: `weights` is not read (a missing column is no error), no note either
+    only = evaluate(frame.drop(columns="w"), tasks[1:], ["ctr"], weights="w")
+    assert only.values["ctr/like"] == pytest.approx(frame["y_like"].mean(), rel=1e-12)
+    with pytest.raises(ValueError, match="'weight_name' takes only None"):
+        evaluate(frame, [{**tasks[1], "weight_name": "w"}], ["ctr"], weights="w")
+
+
+def test_a_directory_follows_linked_subdirectories_once_and_stops_at_cycles(tmp_path):
+    """``logs/day=2026-12-01 -> /mnt/...`` (a partition kept elsewhere) was skipped by the walk, silently.
+    Linked subdirectories are read now, with their Hive keys from the link's name; a directory reached twice
+    (a link to a partition of the tree, a cycle ``loop -> ..``, a link to itself) is read once and ends, and the
+    files come in one sorted order whatever the links. The reference is pandas/numpy over each file's own rows."""
+    if not hasattr(os, "symlink"):
+        pytest.skip("no os.symlink")
+    root, mnt = tmp_path / "logs", tmp_path / "mnt"
+    rng = np.random.default_rng(3)
+    frames = {}
+    for day, where in (("2026-12-01", mnt / "day1"), ("2026-12-02", root / "day=2026-12-02")):
+        where.mkdir(parents=True)
+        frames[day] = pd.DataFrame({"p": rng.uniform(0.05, 0.95, 40), "y": rng.integers(0, 2, 40)})
+        frames[day].to_parquet(where / "part.parquet")
+    try:
+        os.symlink(mnt / "day1", root / "day=2026-12-01", target_is_directory=True)
+    except (OSError, NotImplementedError):
+        pytest.skip("symbolic links unsupported here")
+    os.symlink("..", root / "day=2026-12-02" / "loop", target_is_directory=True)  # a cycle to logs
+    os.symlink(root / "day=2026-12-02", root / "again", target_is_directory=True)  # a partition reached twice
+    os.symlink(".", mnt / "day1" / "self", target_is_directory=True)  # a cycle below the link
+    both = pd.concat([f.assign(day=day) for day, f in frames.items()])
+    expected = both.groupby("day").y.mean()
+    result = evaluate(str(root), {"t": ("p", "y")}, ["ctr"], by="day")
+    assert result.rows_read == len(both)
+    assert result.values["ctr/t"] == pytest.approx(both.y.mean(), rel=1e-12)
+    assert [r["day"] for r in result.records[1:]] == list(expected.index)
+    assert [r["ctr"] for r in result.records[1:]] == pytest.approx(list(expected), rel=1e-12)
+    labels = [source.label for source in open_sources(str(root))]
+    assert labels == [str(root / "day=2026-12-01" / "part.parquet"), str(root / "day=2026-12-02" / "part.parquet")]
+    assert [source.label for source in open_sources(str(root))] == labels  # the same order every time

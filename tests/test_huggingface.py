@@ -983,3 +983,57 @@ def test_an_eval_prediction_unpacked_into_a_tuple_is_scored_and_anything_else_na
     for bad in [{"predictions": logits, "label_ids": labels}, (logits,), logits]:
         with pytest.raises(TypeError, match=r"Expected `eval_pred` to be an EvalPrediction"):
             pointwise(bad)
+
+
+def test_without_ignore_index_the_tasks_have_no_weights_and_no_weight_tensor_is_fed(monkeypatch):
+    """Without ``ignore_index`` the adapter's tasks named a weight column (``weight/<task>``) that it never fed,
+    and set a private flag on the module to silence the module's missing-column warning. The tasks now have
+    ``weight_name=None`` (the module's path for tasks without weights): the module receives prediction and label
+    columns only and stacks no weight tensor; the values are scikit-learn's unweighted ones. With
+    ``ignore_index`` each task's weight column is fed at every step, and no warning is raised either."""
+    import warnings
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(11)
+    n = 120
+    z = rng.normal(size=(n, 2))
+    y = (rng.random((n, 2)) < 0.4).astype(np.int64)
+    p = _sigmoid(z)
+    tasks = ("click", "like")
+    compute = pointwise_compute_metrics(["auc", "log_loss", "ctr"], tasks=tasks)
+    module = compute.module
+    assert [t.weight_name for t in module.tasks] == [None, None]
+    received, weights = [], []
+    update, read = module.update, module._read
+
+    def spy_update(columns):
+        received.append(sorted(columns))
+        return update(columns)
+
+    def spy_read(columns):
+        batch = read(columns)
+        weights.append(batch.columns[2])  # the weight tensors the step stacked, per task
+        return batch
+
+    monkeypatch.setattr(module, "update", spy_update)
+    monkeypatch.setattr(module, "_read", spy_read)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = compute(SimpleNamespace(predictions=z, label_ids=y))
+    expected = {}
+    for i, task in enumerate(tasks):
+        expected[f"auc/{task}"] = roc_auc_score(y[:, i], p[:, i])
+        expected[f"log_loss/{task}"] = log_loss(y[:, i], p[:, i], labels=[0, 1])
+        expected[f"ctr/{task}"] = y[:, i].mean()
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert received == [sorted(f"{kind}/{task}" for task in tasks for kind in ("label", "prediction"))]
+    assert weights == [[None, None]]
+    # with ignore_index: a weight column per task, fed at every step (no private flag, no warning)
+    ignoring = pointwise_compute_metrics(["ctr"], tasks=tasks, ignore_index=-100)
+    assert [t.weight_name for t in ignoring.module.tasks] == ["weight/click", "weight/like"]
+    y_ignored = np.where(rng.random((n, 2)) < 0.3, -100, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = ignoring(SimpleNamespace(predictions=z, label_ids=y_ignored))
+    kept = y_ignored != -100
+    assert got == pytest.approx({f"ctr/{t}": y_ignored[kept[:, i], i].mean() for i, t in enumerate(tasks)}, rel=1e-9)

@@ -282,6 +282,39 @@ def test_an_unknown_metric_name_suggests_the_closest(name, guess):
         tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": {"x": {"metric": name}}})
 
 
+@pytest.mark.parametrize("name", ["qps", "tower_qps", "throughput", "QPS", "TowerQPS", "Throughput", "window_qps"])
+def test_a_rate_name_says_where_examples_per_second_are(tmp_path, capsys, name):
+    """``"qps"``/``"tower_qps"``/``"throughput"`` listed the known names only (nothing close enough to guess), from
+    the registry, ``from_config`` and ``evaluate --metrics`` alike. The error now says where the rates are; what it
+    says is checked here: the module's ``throughput=True`` reports lifetime and window rates, ``TowerQPS`` is an
+    exported metric that no registry name builds."""
+    from torchmetrics_ext import cli
+
+    hint = (
+        "examples per second are no registry metric: RecMetricModule counts them with its `throughput=True` "
+        "option (Throughput, lifetime and window rates), and tmx.TowerQPS is the per-task rate as a standalone "
+        "metric, not built by the registry"
+    )
+    with pytest.raises(ValueError, match=rf"^Unknown metric name {name!r} \({re.escape(hint)}\); known names: "):
+        lookup(name)
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": ["ne", name]})
+    data = tmp_path / "d.csv"
+    data.write_text("p,y\n0.2,0\n0.7,1\n")
+    assert cli.main(["evaluate", str(data), "--predictions", "p", "--labels", "y", "--metrics", f"ne,{name}"]) == 2
+    assert hint in " ".join(capsys.readouterr().err.split())
+    # the hint's claims
+    module = tmx.RecMetricModule([tmx.RecTaskInfo("a")], ["ne"], throughput=True)
+    module.update({"prediction": torch.tensor([0.2, 0.7]), "label": torch.tensor([0.0, 1.0])})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)  # one step: no timed step yet, the keys are there
+        keys = set(module.compute())
+    assert any("lifetime_throughput" in k for k in keys) and any("window_throughput" in k for k in keys), keys
+    assert "TowerQPS" in tmx.__all__ and all(
+        lookup(n)[0].cls is not tmx.TowerQPS for n in metric_names() if "@k" not in n
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "guess"),
     [("AUC", "auc"), ("NE", "ne"), ("NDCG@10", "ndcg@10"), ("MRR@5", "mrr@5"), ("gAUC", "gauc"), ("acu", "auc")],

@@ -12,6 +12,7 @@ lifetime values as tables (no extra needed).
 ``torchmetrics-ext evaluate PATH... --task click=p_click:y_click --metrics ne,auc`` scores logged
 predictions in Parquet/CSV files (see :mod:`torchmetrics_ext.evaluate`); under
 ``torchrun --nproc-per-node N -m torchmetrics_ext.cli evaluate ...`` the ranks split the row groups.
+``torchmetrics-ext --version`` prints the installed package's version.
 """
 
 from __future__ import annotations
@@ -180,6 +181,32 @@ class _GivenOnce(argparse.Action):
         if previous is not None:
             parser.error(f"argument {option}: given twice ({previous!r}, then {values!r}); {self.once_hint}")
         setattr(namespace, self.dest, values)
+
+
+def _package_version() -> str:
+    """The installed distribution's version (``importlib.metadata``), else ``torchmetrics_ext.__version__``.
+
+    The second is for a source tree run without installing it (``python -m torchmetrics_ext.cli``).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torchmetrics-ext")
+    except PackageNotFoundError:
+        return tmx.__version__
+
+
+class _Version(argparse.Action):
+    """``--version``: print ``torchmetrics-ext VERSION`` and exit 0, the version looked up only then."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: str | None = None
+    ) -> None:
+        sys.stdout.write(f"{parser.prog} {_package_version()}\n")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
@@ -481,6 +508,7 @@ def run_demo_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``torchmetrics-ext``."""
     parser = argparse.ArgumentParser(prog="torchmetrics-ext", description=__doc__.splitlines()[0].replace("``", ""))
+    parser.add_argument("--version", action=_Version, help="print the package version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",

@@ -337,6 +337,32 @@ def _closest(stem: str) -> str | None:
 
 _CLASS_SPELLINGS = _class_spellings()
 
+# rates that are no registry entry: where they are (a name that looks like one gets this instead of a guess)
+_RATE_NAMES = frozenset(
+    [
+        "qps",
+        "tower_qps",
+        "towerqps",
+        "lifetime_qps",
+        "window_qps",
+        "throughput",
+        "lifetime_throughput",
+        "window_throughput",
+    ]
+)
+_RATE_HINT = (
+    " (examples per second are no registry metric: RecMetricModule counts them with its `throughput=True` "
+    "option (Throughput, lifetime and window rates), and tmx.TowerQPS is the per-task rate as a standalone "
+    "metric, not built by the registry)"
+)
+
+
+def _unknown_hint(stem: str, guess: str | None, cutoff: str) -> str:
+    """What the error of an unknown name adds: where a rate is, else the closest known name, else nothing."""
+    if re.sub(r"[\s-]", "_", stem.lower()) in _RATE_NAMES:
+        return _RATE_HINT
+    return f" (did you mean {_suggestion(_BY_NAME[guess], cutoff)!r}?)" if guess else ""
+
 
 def lookup(name: str) -> tuple[MetricEntry, int | None]:
     """The registry entry and cutoff a name stands for.
@@ -377,8 +403,7 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
         guess = _closest(glued.group(1)) if glued else None
         cutoff = f"@{glued.group(2)}" if glued and guess else name[len(stem) :]
         guess = guess or _closest(stem)
-        hint = f" (did you mean {_suggestion(_BY_NAME[guess], cutoff)!r}?)" if guess else ""
-        raise ValueError(f"Unknown metric name {name!r}{hint}; known names: {known}.")
+        raise ValueError(f"Unknown metric name {name!r}{_unknown_hint(stem, guess, cutoff)}; known names: {known}.")
     k = None if match.group(2) is None else int(match.group(2))
     if entry.cutoff == "none" and k is not None:
         raise ValueError(f"Metric {entry.name!r} takes no cutoff, got {name!r}; known names: {known}.")

@@ -72,7 +72,8 @@ class SegmentBatch:
     Attributes:
         preds: ``(T, N)`` float64 predictions (as read: logits when they are logits).
         target: ``(T, N)`` float64 labels.
-        weights: ``(N,)`` float64 weights shared by the tasks, or ``None`` (weight 1).
+        weights: ``(N,)`` float64 weights shared by the tasks, ``(T, N)`` where tasks differ (a task
+            without weights has ones), or ``None`` (weight 1).
         groups: ``(N,)`` int64 user ids (``None`` when no metric needs them).
         sessions: ``(N,)`` int64 session ids (``None`` when no metric needs them).
         segment: ``(N,)`` int64 segment ids in ``[0, num_segments)``; every segment has a row.
@@ -254,7 +255,8 @@ def _rankings(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
     per_task = []
     with collecting_undefined() as entries:  # one warning per task: joined into one (T, S) warning below
         for task in range(batch.num_tasks):  # a loop over tasks, as the module's
-            ranked = rank_rows(preds[task], batch.target[task], queries, batch.weights)
+            weights = batch.weights if batch.weights is None or batch.weights.ndim == 1 else batch.weights[task]
+            ranked = rank_rows(preds[task], batch.target[task], queries, weights)
             sorted_queries = SortedQueries(ranked, metric.options)
             value_sum, weight_sum = reduce_columns(  # request by request: no (queries, requests) matrix
                 sorted_columns(sorted_queries, metric.requests),
@@ -290,6 +292,7 @@ def _pairwise(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
     position = torch.arange(segment.numel(), device=segment.device) - (torch.cumsum(sizes, 0) - sizes)[segment]
     width = torch.ones_like(sizes) << torch.ceil(torch.log2(sizes.to(torch.float64))).to(torch.int64)
     weights = torch.ones_like(batch.preds[0]) if batch.weights is None else batch.weights
+    weights = weights.expand(num_tasks, -1)  # (T, N): shared weights or each task's
     totals = torch.zeros(len(PairCounts._fields), num_tasks, num_segments, dtype=torch.float64, device=preds.device)
     for length in torch.unique(width).tolist():  # a loop over bucket sizes, not segments
         members = torch.nonzero(width == length).reshape(-1)
@@ -299,7 +302,7 @@ def _pairwise(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
         rows, row, column = order[picked], slot[segment[picked]], position[picked]
         shape = (num_tasks, members.numel(), length)
         padded = [torch.zeros(shape, dtype=torch.float64, device=preds.device) for _ in range(3)]
-        for out, value in zip(padded, (preds[:, rows], batch.target[:, rows], weights[rows].expand(num_tasks, -1))):
+        for out, value in zip(padded, (preds[:, rows], batch.target[:, rows], weights[:, rows])):
             out[:, row, column] = value
         counts = _pairwise_counts(*(value.reshape(-1, length) for value in padded), relative=True)
         totals[:, :, members] = torch.stack(counts).reshape(len(PairCounts._fields), num_tasks, -1)

@@ -62,7 +62,11 @@ _MAX_BATCH_SIZE = 1 << 62  # larger batch sizes read as this one
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One task: its name and the columns of its predictions and labels.
+    """One task: its name, the columns of its predictions and labels, and whether ``weights`` weights it.
+
+    ``weighted=False`` is a task without weights (a task dict's ``weight_name: None``, as
+    :class:`~torchmetrics_ext.RecTaskInfo`'s ``weight_name=None``): every row weighs 1 for it,
+    while the other tasks of the run are weighted by ``evaluate``'s ``weights`` column.
 
     Examples:
         >>> import pyarrow as pa
@@ -76,6 +80,7 @@ class TaskSpec:
     name: str
     predictions: str
     labels: str
+    weighted: bool = True
 
 
 def parse_task(text: str) -> TaskSpec:
@@ -84,7 +89,7 @@ def parse_task(text: str) -> TaskSpec:
     Examples:
         >>> from torchmetrics_ext.evaluate import parse_task
         >>> parse_task("click=p_click:y_click")
-        TaskSpec(name='click', predictions='p_click', labels='y_click')
+        TaskSpec(name='click', predictions='p_click', labels='y_click', weighted=True)
     """
     name, sep, columns = text.partition("=")
     predictions, sep2, labels = columns.partition(":")
@@ -217,11 +222,18 @@ def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
     """A task given as :class:`~torchmetrics_ext.RecTaskInfo`'s fields (``from_config``'s task dicts).
 
     ``name`` is required; ``prediction_name`` and ``label_name`` default to ``RecTaskInfo``'s.
+    ``weight_name`` may be ``None`` (a config's ``null``): the task has no weights, as in a module;
+    a weight column is ``evaluate``'s ``weights``, shared by the other tasks.
     """
     shared = {"weight_name": "weights", "group_id_name": "user", "session_id_name": "session"}
-    unknown = sorted((key for key in task if key not in _TASK_FIELDS), key=str)
+    unweighted = "weight_name" in task and task["weight_name"] is None
+    unknown = sorted(
+        (key for key in task if key not in _TASK_FIELDS and not (key == "weight_name" and unweighted)), key=str
+    )
     if unknown:
         moved = [f"{key!r} (give `{shared[key]}`, shared by every task)" for key in unknown if key in shared]
+        if "weight_name" in unknown:
+            moved.append("'weight_name' takes only None (null), a task without weights")
         hint = f"; not per task: {', '.join(moved)}" if moved else _close_to(unknown, _TASK_FIELDS)
         raise ValueError(f"Unknown task fields {unknown}{hint}; expected {list(_TASK_FIELDS)}, got {dict(task)!r}.")
     wrong = [key for key in _TASK_FIELDS if key in task and not (isinstance(task[key], str) and task[key])]
@@ -232,7 +244,7 @@ def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
             f"strings, got {dict(task)!r}: {what}."
         )
     info = RecTaskInfo(**{key: task[key] for key in _TASK_FIELDS if key in task})  # the defaults and name rules
-    return TaskSpec(info.name, info.prediction_name, info.label_name)
+    return TaskSpec(info.name, info.prediction_name, info.label_name, weighted=not unweighted)
 
 
 def _segment_columns(by: Any) -> tuple[str, ...]:
@@ -339,10 +351,14 @@ class _Plan:
         self.from_logits = check_flag("from_logits", from_logits)
         self.tasks = _tasks(tasks)
         self.weights = _optional_name("weights", weights)
+        weighted = [t.name for t in self.tasks if t.weighted]  # tasks given `weight_name: None` have none
+        if not weighted:  # no task reads the column: it is neither read nor checked
+            self.weights = None
         # the weight column a module would read for every task (RecTaskInfo's default), left unread
         # without `weights`: the run notes it where a file holds such a column, however the tasks are given
-        self.unread_weight = RecTaskInfo("task").weight_name if self.weights is None else None
-        self.unread_weight_tasks = [t.name for t in self.tasks]
+        # (but for tasks said to have no weights)
+        self.unread_weight = RecTaskInfo("task").weight_name if self.weights is None and weighted else None
+        self.unread_weight_tasks = weighted
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
         by = _segment_columns(by)
@@ -497,7 +513,7 @@ class _Plan:
                 t.name,
                 label_name=t.labels,
                 prediction_name=t.predictions,
-                weight_name=self.weights,  # None without `weights`: every row weighs 1
+                weight_name=self.weights if t.weighted else None,  # None: every row weighs 1
                 group_id_name=self.user,
                 session_id_name=self.session,
             )
@@ -525,12 +541,22 @@ class _Plan:
         return SegmentBatch(
             preds=torch.stack([rows[t.predictions] for t in self.tasks]),
             target=torch.stack([rows[t.labels] for t in self.tasks]),
-            weights=None if self.weights is None else rows[self.weights],
+            weights=self._segment_weights(rows),
             groups=None if self.user is None else rows[self.user],
             sessions=None if self.session is None else rows[self.session],
             segment=segment,
             num_segments=num_segments,
         )
+
+    def _segment_weights(self, rows: Mapping[str, Tensor]) -> Tensor | None:
+        """``(N,)`` weights shared by the tasks, ``(T, N)`` where some tasks have none (1 there), or ``None``."""
+        if self.weights is None:
+            return None
+        weights = rows[self.weights]
+        if all(t.weighted for t in self.tasks):
+            return weights
+        weighted = torch.tensor([t.weighted for t in self.tasks], device=weights.device)
+        return torch.where(weighted.unsqueeze(1), weights, torch.ones((), dtype=weights.dtype, device=weights.device))
 
 
 def _world() -> tuple[int, int]:
@@ -1067,7 +1093,8 @@ def evaluate(
             :meth:`~torchmetrics_ext.RecMetricModule.from_config`: a name alone, or a dict without
             ``prediction_name``/``label_name``, reads ``RecTaskInfo``'s default columns
             ``"prediction"`` and ``"label"``, so two tasks given by name alone are refused as reading
-            the same columns; weights, user and session ids are shared by the tasks: ``weights``,
+            the same columns; a dict's ``weight_name`` may be ``None``, a task without weights;
+            weights, user and session ids are shared by the tasks: ``weights``,
             ``user``, ``session``). Unlike a module, which weights a task by its ``weight_name``
             column (``"weight"``) where the step holds one, ``evaluate`` reads only the columns it
             is told: without ``weights`` every row has weight 1, a ``"weight"`` column in the data
@@ -1085,7 +1112,10 @@ def evaluate(
             ``tasks`` and ``from_logits`` from the argument of that name, for every metric (built as
             :class:`~torchmetrics_ext.RecMetricModule` builds them: an option ``from_logits`` must agree).
         weights: column of sample weights (shared by every task; weight 1 without it, whatever
-            columns the data holds; per-task ``weight_name`` is refused). A column
+            columns the data holds). A task dict's ``weight_name: None`` is a task without weights,
+            as ``RecTaskInfo(weight_name=None)`` in a module: every row weighs 1 for it, next to the
+            tasks weighted by ``weights`` in the same run (the column is not read when no task is
+            weighted); any other per-task ``weight_name`` is refused. A column
             may have several roles (weights that are labels, ``user`` = ``session``): it is read
             once and checked in each.
         user: column of integer user ids (for ``gauc``/``gauprc``).

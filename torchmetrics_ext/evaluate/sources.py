@@ -752,12 +752,32 @@ _HIDDEN = (".", "_")  # hidden, or a writer's metadata or scratch (_SUCCESS, _te
 
 
 def _data_files(directory: str) -> list[str]:
-    """The Parquet and CSV files below ``directory``, recursively, sorted; hidden names skipped below it."""
-    found = []
-    for root, directories, names in os.walk(directory):
-        directories[:] = [d for d in directories if not d.startswith(_HIDDEN)]  # os.walk skips the pruned
-        keep = [n for n in names if n.lower().endswith(_DATA_SUFFIXES) and not n.startswith(_HIDDEN)]
-        found += [os.path.join(root, n) for n in keep]
+    """The Parquet and CSV files below ``directory``, recursively, sorted; hidden names skipped below it.
+
+    Symbolic links to directories are followed (``logs/day=2026-12-01 -> /mnt/...``), each real
+    directory read once: the tree is walked first without following links, then the links found,
+    level by level in sorted order, so a directory that lies in the tree is read where it lies and
+    one reached only through links by the first link in that order. A directory whose real path
+    was read already (a link to it, a link cycle such as ``loop -> ..``) is skipped.
+    """
+    found: list[str] = []
+    walked: set[str] = set()  # real paths of the directories read
+    pending = [directory]
+    while pending:
+        links: list[str] = []
+        for top in pending:
+            for root, directories, names in os.walk(top):  # links to directories are not walked: collected
+                real = os.path.realpath(root)
+                if real in walked:
+                    directories[:] = []
+                    continue
+                walked.add(real)
+                visible = sorted(d for d in directories if not d.startswith(_HIDDEN))
+                links += [os.path.join(root, d) for d in visible if os.path.islink(os.path.join(root, d))]
+                directories[:] = [d for d in visible if not os.path.islink(os.path.join(root, d))]
+                keep = [n for n in names if n.lower().endswith(_DATA_SUFFIXES) and not n.startswith(_HIDDEN)]
+                found += [os.path.join(root, n) for n in keep]
+        pending = sorted(links)
     return sorted(found)
 
 
@@ -787,6 +807,7 @@ def _expand(path: str) -> list[str]:
 
     Below a directory, files and subdirectories whose name starts with ``.`` or ``_`` are skipped
     (``pyarrow.dataset``'s rule: Jupyter checkpoints, Spark's ``_temporary`` partial output, ...);
+    symbolic links to directories are followed, each real directory read once (see :func:`_data_files`);
     the directory named itself may have any name, and a file named is read whatever its name
     (one without a Parquet or CSV suffix is refused by :func:`_file_source`). A glob reads what
     it matches as a directory reads its entries: Parquet and CSV files (by suffix; other files,

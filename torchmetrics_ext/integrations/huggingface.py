@@ -366,15 +366,21 @@ class _Pointwise(HFComputeMetrics):
                     f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
                     f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
                 ) from error
-        # each task its own weight column: 0 where its label is `ignore_index` (none is given without it)
+        # with `ignore_index`, each task its own weight column, fed at every step: 0 where its label is
+        # ignored; without it the tasks have no weights (`weight_name=None`: every example weighs 1, no
+        # weight column is built or looked up)
         infos = [
-            RecTaskInfo(t, label_name=f"label/{t}", prediction_name=f"prediction/{t}", weight_name=f"weight/{t}")
+            RecTaskInfo(
+                t,
+                label_name=f"label/{t}",
+                prediction_name=f"prediction/{t}",
+                weight_name=None if self.ignore_index is None else f"weight/{t}",
+            )
             for t in self.tasks
         ]
         # Metrics without a from_logits option get probabilities: the module, told that the columns
         # hold logits, feeds them sigmoid(logits) whether or not another metric reads logits.
         self.module = RecMetricModule(infos, built, throughput=False, from_logits=from_logits)
-        self.module._weights_optional = True  # weight columns are fed only with `ignore_index`
         _check_ignore_value(self.ignore_index, self.module._domains.target)
 
     def _per_task(self, value: Any) -> bool:
@@ -550,7 +556,8 @@ def pointwise_compute_metrics(
             an absent row for every metric accepted here (``sum_weights`` and ``num_positive_samples``
             count only the task's labelled examples). A task whose every label is ignored gets the
             metrics' undefined value (``nan`` and an ``UndefinedMetricWarning``). ``None`` (the
-            default): every label is scored, and ``-100`` is an error that suggests this option. NaN
+            default): every label is scored, and ``-100`` is an error that suggests this option; the
+            tasks then have no weights (``RecTaskInfo(weight_name=None)``: no weight column is built). NaN
             labels are not ignored (they are an error).
         kwargs: passed to every metric, so only with metrics that all take them (e.g.
             ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves);

@@ -493,9 +493,6 @@ class RecMetricModule(CheckpointLoading):
         # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
         # ranking copies and pairwise concordance (RegressionAUC, XAUC) rank the scores as given.
         self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
-        # set by a builder that feeds weight columns only when it has them (evaluate, the Hugging Face
-        # adapter): a task's weight column missing at the first step is then not warned for
-        self._weights_optional = False
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
@@ -906,8 +903,7 @@ class RecMetricModule(CheckpointLoading):
                 # at the first step that has columns (not `_step == 0`: an empty first step, a `training_step`
                 # that returned None, counts as a step and would have left the names unread)
                 state["_weight_names_read"] = True
-                if not state.get("_weights_optional", False):
-                    _warn_unread_weight_names(self.tasks, model_out)
+                _warn_unread_weight_names(self.tasks, model_out)
             self._update(model_out)
             for unit in self._plan().window_only:  # TorchRec's window-only AUC: no lifetime samples kept
                 unit.drop_lifetime_samples()  # type: ignore[operator]
@@ -2001,9 +1997,8 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
 
     A missing weight column means weight 1 (TorchRec's rule too), so a misspelt ``weight_name`` would
     give unweighted values without a word. The default ``"weight"`` is not warned for: most models
-    have no weights; nor ``weight_name=None`` (no weight column: ``evaluate`` without ``weights``); nor is a
-    module whose builder feeds weight columns only when it has them (the Hugging Face adapter: it sets the
-    module's ``_weights_optional``).
+    have no weights; nor ``weight_name=None`` (no weight column: ``evaluate`` without ``weights``, the
+    Hugging Face adapter without ``ignore_index``).
     """
     for task in tasks:
         if task.weight_name not in ("weight", None) and task.weight_name not in model_out:

@@ -184,6 +184,22 @@ def test_a_failing_metric_factory_names_the_key_it_was_making_and_changes_nothin
     }
 
 
+def test_a_failing_metric_factory_at_load_names_the_checkpoint_entry_and_changes_nothing():
+    """Loading a checkpoint makes each key's metric with the handler registered now: a factory that fails there
+    names the key and its checkpoint entry too, and the aggregator keeps what it held. Reference: plain-Python sums."""
+    saved = MetricsAggregator()
+    saved.update([Metric("alpaca", "tokens", 3.0, A.SUM), Metric("alpaca", "seq_len", 512.0, A.MAX)])
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("dolly", "tokens", 7.0, A.SUM)])
+    aggregator.register_handler(A.MAX, failing_factory)
+    with pytest.raises(HandlerSetupError, match="config file is missing") as excinfo:
+        aggregator.load_state_dict(saved.state_dict())
+    notes = "".join(getattr(excinfo.value, "__notes__", []))
+    assert "'seq_len' of dataset 'alpaca' (MAX), checkpoint entry 1" in notes
+    aggregator.update([Metric("dolly", "tokens", 2.0, A.SUM)])
+    assert aggregator.get_metrics_for_logging() == {"train_dolly/tokens": math.fsum([7.0, 2.0])}
+
+
 def test_torchmetrics_max_and_min_handlers_are_not_copied_and_stay_exact_after_refused_batches(monkeypatch):
     """``MaxMetric``/``MinMetric`` take every value the aggregator accepts (finite float64): their update runs after
     the steps that may refuse, with no rollback copy (~15 us per key). A subclass, which may check more, is still

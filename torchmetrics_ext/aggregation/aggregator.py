@@ -67,6 +67,14 @@ def _bad_record_message(records: list[Any]) -> str:
     return "Expected every record to be a Metric."
 
 
+def _making(key: Key, agg_type: AggregationType, what: str, outcome: str) -> str:
+    """The note a registered handler's error gets: the key (``what`` it is) whose metric it was making."""
+    return (
+        f"Raised while making the metric of {key[1]!r} of dataset {key[0]!r} ({_type_name(agg_type)}), {what}, "
+        f"with its registered handler (`metric_factory`); {outcome}."
+    )
+
+
 def _conflict(key: Key, old: AggregationType, new: AggregationType) -> str:
     return (
         f"Metric {key[1]!r} of dataset {key[0]!r} is aggregated as {_type_name(old)}; "
@@ -546,11 +554,7 @@ class MetricsAggregator:
         try:
             metric = fresh[key] = self._make(agg_type, taken)
         except Exception as err:  # the user's factory's own error (its type kept), told which key it was making
-            add_note(
-                err,
-                f"Raised while making the metric of {key[1]!r} of dataset {key[0]!r} ({_type_name(agg_type)}), a new "
-                "key, with its registered handler (`metric_factory`); the batch changed nothing.",
-            )
+            add_note(err, _making(key, agg_type, "a new key", "the batch changed nothing"))
             raise
         return metric
 
@@ -895,7 +899,11 @@ class MetricsAggregator:
                     f"Checkpoint entry {i} is not one MetricsAggregator.state_dict() writes "
                     f"({type(err).__name__}: {err}): {entry!r}."
                 ) from None
-            metric = self._make(agg_type, taken)
+            try:
+                metric = self._make(agg_type, taken)
+            except Exception as err:  # as in update: the user's factory's error, told which entry it was making
+                add_note(err, _making(key, agg_type, f"checkpoint entry {i}", "the aggregator is as it was"))
+                raise
             saved, expected = set(layout), set(_all_states(metric))
             if not extra and not any("." in state for state in saved):
                 # written before the states of the metrics inside a handler were kept: its own states only

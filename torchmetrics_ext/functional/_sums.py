@@ -191,7 +191,10 @@ class BatchSums:
         Each is a tensor or made when first needed (``left()``; ``right`` the same callable: made
         once, a square). Unweighted, one fused multiply-and-sum (``torch.linalg.vecdot``, which
         gives the bits of ``(a * b).sum(-1)`` without the ``(T, N)`` product: about half the time);
-        weighted, :meth:`weighted` of the product.
+        weighted, the same fused sum of ``w·a`` and ``b``: the weight is applied first, so a row of
+        weight 0 adds an exact 0 wherever ``a`` and ``b`` are finite, even where ``a·b`` overflows
+        (``(p - y)²`` or ``y²`` of values above ``1.3e154``: ``(a·b)·0`` would be ``inf·0 = nan``).
+        One elementwise product either way (``w·a`` instead of ``a·b``).
         """
         values = self._values
         name = None if values is None else ("sum", key)
@@ -200,8 +203,15 @@ class BatchSums:
             a = left if isinstance(left, Tensor) else left()
             b = a if right is left else right if isinstance(right, Tensor) else right()
             dtype = a.dtype
-            if self.weights is None and (b is a or b.dtype == dtype) and not dtype.is_complex:
-                found = torch.linalg.vecdot(a, b)
+            weights, row = self.weights, self._row
+            if (b is a or b.dtype == dtype) and not dtype.is_complex:
+                if weights is None:
+                    found = torch.linalg.vecdot(a, b)
+                elif row is not None and a.shape[0] == 1 and b.shape[0] == 1 and dtype == row.dtype:
+                    # one task: a matrix-vector product, as fast as `(a·b) @ w` and ~1.5x vecdot's time
+                    found = b @ (a[0] * row)
+                else:
+                    found = torch.linalg.vecdot(a * weights, b)
             else:
                 found = self._sum(a * b)
             if values is not None:

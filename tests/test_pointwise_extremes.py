@@ -107,5 +107,7 @@ def test_an_overflow_of_a_weighted_row_is_still_nan():
     p, y = torch.tensor([1e200, 1.0], dtype=torch.float64), torch.tensor([0.0, 0.0], dtype=torch.float64)
     w = torch.tensor([1e-300, 1.0], dtype=torch.float64)  # w·e·e = 1e100: no overflow once weighted first
     expected = (1e-300 * 1e200 * 1e200 + 1.0) / (1e-300 + 1.0)
-    torch.testing.assert_close(tmf.weighted_mse(p, y, w), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        tmf.weighted_mse(p, y, w), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0
+    )
     assert torch.isnan(tmf.weighted_mse(p, y, torch.ones(2, dtype=torch.float64)))

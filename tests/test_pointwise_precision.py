@@ -359,7 +359,10 @@ def test_calibration_free_ne_clamps_a_mean_prediction_within_eta_of_1_as_1_minus
             mpf(c) * (mpf(b) * mpmath.log(a) + (1 - mpf(b)) * mpmath.log1p(-a)) for a, b, c in zip(q, y, w)
         )
         total = mpmath.fsum(mpf(c) for c in w)
-        pos, neg = mpmath.fsum(mpf(c) * mpf(b) for b, c in zip(y, w)), mpmath.fsum(mpf(c) * (1 - mpf(b)) for b, c in zip(y, w))
+        pos, neg = (
+            mpmath.fsum(mpf(c) * mpf(b) for b, c in zip(y, w)),
+            mpmath.fsum(mpf(c) * (1 - mpf(b)) for b, c in zip(y, w)),
+        )
         mean = min(max(mpmath.fsum(mpf(c) * mpf(a) for a, c in zip(p, w)) / total, mpf(ETA)), high)
         constant = -(pos * mpmath.log(mean) + neg * mpmath.log1p(-mean))
         expected = ce / constant

@@ -208,7 +208,7 @@ class BatchSums:
             weights, row = self.weights, self._row
             if weights is None and (b is a or b.dtype == dtype) and not dtype.is_complex:
                 found = torch.linalg.vecdot(a, b)
-            elif b is not a or dtype.is_complex:
+            elif weights is None or b is not a or dtype.is_complex:
                 found = self._sum(a * b)
             elif row is not None and a.shape[0] == 1 and dtype == row.dtype:
                 found = torch.mv(a, (a * weights)[0])  # one task: a matrix-vector product, as `(a·a) @ w` was

@@ -505,7 +505,8 @@ class NormalizedEntropy(_CrossEntropyMetric):
         keep the positive and the negative label weight (:math:`\sum w y` and
         :math:`\sum w (1 - y)`) each as its own sum, so a base rate within ``1e-9`` of 1 (or of
         0) keeps its digits: the normaliser is as precise as those sums (unweighted soft labels:
-        each batch's negative weight is ``N - sum y``, off by about ``N * 1e-16``). A checkpoint
+        each batch's negative weight is ``N - sum y``, off by about ``N * 1e-16``, which is relative
+        ``1e-4`` of it, and of NE, for labels averaging ``1 - 1e-12``). A checkpoint
         written before the negative weight had a state loads it as the total less the positive
         weight, with that difference's rounding (about ``1e-16 * total``).
 

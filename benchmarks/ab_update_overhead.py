@@ -1,6 +1,7 @@
 """Fixed cost of one ``update`` of the cheap pointwise metrics: this checkout against another's package.
 
-Per-update thread CPU time of standalone metrics (WeightedMSE, WeightedMAE, CTR, Calibration, NE (also
+Per-update thread CPU time of standalone metrics (WeightedMSE (also weighted), WeightedMAE, WeightedAccuracy
+(weighted), CTR, Calibration, NE (also
 with int64 labels), WeightedAverage (also without labels), exact
 AUC and AUPRC, ``Windowed(AUC, 1000)`` and ``(AUC, 100000)``, exact ``GroupedAUC`` on groups of 4 rows, ``XAUC``
 (each also windowed);
@@ -44,6 +45,9 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     # or "grouped": groups of 4 rows)
     "WeightedMSE": (lambda m, va: m.WeightedMSE(validate_args=va), False),
     "WeightedMAE": (lambda m, va: m.WeightedMAE(validate_args=va), False),
+    # weighted: the fused sums of w·(p - y)·(p - y) and w·y·y (`BatchSums.product`)
+    "WeightedMSE weighted": (lambda m, va: m.WeightedMSE(validate_args=va), True),
+    "WeightedAccuracy weighted": (lambda m, va: m.WeightedAccuracy(validate_args=va), True),
     "CTR": (lambda m, va: m.CTR(validate_args=va), True),
     "NE": (lambda m, va: m.NormalizedEntropy(validate_args=va), False),
     "NE int64": (lambda m, va: m.NormalizedEntropy(validate_args=va), "int64"),  # unweighted, int64 labels

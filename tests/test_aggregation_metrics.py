@@ -2144,3 +2144,33 @@ def test_metric_state_names_are_torchmetrics_and_internal_users_read_them(cls):
     assert list(states) == list(saved_state_names(metric).values())
     for name, value in states.items():
         assert getattr(metric, name) is value
+
+
+@pytest.mark.parametrize("validate_args", [True, False])
+@pytest.mark.parametrize(
+    "values",
+    [
+        torch.tensor([1.7, 1.2, 2.0]),  # would be float keys that a checkpoint truncates to 1 (twice) and 2
+        torch.tensor([2.0, 3.0], dtype=torch.float64),  # whole numbers are refused too: the dtype is what is read
+        torch.tensor([float("nan"), 1.0]),  # failed halfway through an unvalidated update
+        torch.tensor([True, False]),  # would be True/False keys that a checkpoint turns into 1/0
+        torch.tensor([1 + 2j]),
+    ],
+    ids=["float", "whole floats", "nan", "bool", "complex"],
+)
+def test_categorical_refuses_non_integer_tensors_whatever_validate_args(values, validate_args):
+    """A float, bool or complex tensor is refused (``TypeError`` naming ``categories``) with ``validate_args=False``
+    too, as a list's ``float`` already was, by ``update`` and ``forward``; the counts stay as they were."""
+    metric = CategoricalCount(validate_args=validate_args)
+    metric.update(torch.tensor([3, 1, 3]))
+    before = {k: v.clone() for k, v in metric.metric_state.items()}
+    for call in (metric.update, metric.forward):
+        with pytest.raises(TypeError, match="`categories` to be an integer tensor"):
+            call(values)
+        for key, value in before.items():
+            assert torch.equal(metric.metric_state[key], value), key
+    # integer tensors still count as before, checked against a plain Counter
+    more = torch.tensor([1, 2**40, -5, 1], dtype=torch.int64)
+    metric.update(more)
+    expected = Counter([3, 1, 3, *more.tolist()])
+    assert _counts(metric.compute()) == {k: float(c) for k, c in expected.items()}

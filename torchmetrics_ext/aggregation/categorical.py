@@ -173,6 +173,17 @@ def _former_layout(state: dict[str, Any]) -> None:
     state["_computed"] = None
 
 
+def _check_integer_dtype(categories: Tensor) -> None:
+    """``TypeError`` unless ``categories`` has an integer dtype (read from the dtype: no pass over the values).
+
+    A float, complex or bool tensor has no ``int`` categories: its values would be counted under
+    float or bool keys that a checkpoint or a sync turns into truncated ints (``1.7`` and ``1.2``
+    both ``1``, with two counts), and a NaN would fail halfway through an update.
+    """
+    if categories.is_floating_point() or categories.is_complex() or categories.dtype == torch.bool:
+        raise TypeError(f"Expected `categories` to be an integer tensor, got dtype {categories.dtype}.")
+
+
 class CategoricalCount(AggregationMetric[CategoryBatch]):
     r"""How many times each category was seen: :math:`c_k = |\{i : x_i = k\}|`.
 
@@ -187,6 +198,11 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
     Args:
         validate_args: reject anything but ``str``/``int`` categories before any state changes.
+            A float, complex or bool tensor and a ``float``/``bool`` element of a sequence are
+            refused with ``validate_args=False`` too (a ``TypeError``, nothing counted): the
+            checks read the dtype, or the elements the update converts anyway, never a tensor's
+            values, so skipping them would save nothing (and a ``1.7`` would be counted as a
+            float key that a checkpoint or sync truncates to ``1``).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Returns:
@@ -194,7 +210,8 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
     Raises:
         TypeError: if ``categories`` is not a sequence of ``str``/``int`` (``bool`` and ``float``
-            are rejected) or an integer tensor.
+            are rejected) or an integer tensor (a float tensor is refused even where its values are
+            whole numbers: cast it with ``.long()`` first), whatever ``validate_args``.
 
     Note:
         States: ``counts``, a float64 vector with one entry per category (exact up to 2**53), and
@@ -400,8 +417,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
     def _validate(self, categories: Sequence[Category] | Tensor) -> None:
         if isinstance(categories, Tensor):
-            if categories.is_floating_point() or categories.is_complex() or categories.dtype == torch.bool:
-                raise TypeError(f"Expected `categories` to be an integer tensor, got dtype {categories.dtype}.")
+            _check_integer_dtype(categories)
             return
         if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
             raise TypeError(
@@ -421,6 +437,8 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         if self._check_inputs:
             self._validate(categories)
         if isinstance(categories, Tensor):
+            # refused with `validate_args=False` too, as a list's float is (`summarize`): the dtype alone is read
+            _check_integer_dtype(categories)
             keys, counts = torch.unique(categories.reshape(-1), return_counts=True)
             return CategoryBatch(keys.tolist(), counts)
         return self.summarize(categories)

@@ -170,8 +170,9 @@ def _calibration_free_compute(
 ) -> Tensor:
     """``sum w·CE / CE of predicting the mean prediction`` (or TorchRec's value, see :func:`calibration_free_ne`).
 
-    The constant prediction ``p̄ = sum w·p / sum w`` and its complement ``sum w·(1 - p) / sum w``
-    are clamped to ``[eta, 1 - eta]`` as the probabilities of the numerator are; from logits the
+    The constant prediction ``p̄ = sum w·p / sum w`` is clamped to ``[eta, 1 - eta]`` as the
+    probabilities of the numerator are, and its complement ``sum w·(1 - p) / sum w`` to
+    ``[1 - (1 - eta), 1 - eta]`` (1 minus the clamped ``p̄`` where the clamp binds); from logits the
     numerator is the exact log-sigmoid, and the denominator is not clamped either. Undefined
     (``nan`` with an ``UndefinedMetricWarning``) when that constant prediction's cross-entropy is
     not a finite positive number: no label weight, or ``p̄`` exactly 0 or 1 (all labels on one
@@ -181,7 +182,10 @@ def _calibration_free_compute(
     safe_total = torch.where(total > 0, total, 1.0)
     mean_pred, mean_complement = pred_sum / safe_total, complement_sum / safe_total
     if not from_logits:
-        mean_pred, mean_complement = mean_pred.clamp(eta, 1 - eta), mean_complement.clamp(eta, 1 - eta)
+        # the complement to [1 - (1 - eta), 1 - eta], as NE's base rate: where the clamp binds, the numbers
+        # 1 - c of the clamped mean c (the numerator's 1 - p, TorchRec's 1 - clamp(p̄)), not eta
+        # (1 - eta rounds in float64: 1 - (1 - 1e-12) is 1.0000889e-12)
+        mean_pred, mean_complement = mean_pred.clamp(eta, 1 - eta), mean_complement.clamp(1 - (1 - eta), 1 - eta)
     # cross-entropy (summed, nats) of the constant prediction ``mean_pred`` on the labels seen (a
     # label weight of 0 times the log of a probability of 0 counts 0); the log of a mean above 1/2
     # is log1p of minus its complement, which holds the digits that 1 - 1e-13 has lost

@@ -11,7 +11,10 @@ Shared behaviour:
 * ``update(preds, target, weights=None)`` with ``(N,)`` inputs for one task or ``(T, N)`` for
   ``num_tasks=T``; ``weights`` may also be ``(N,)``, shared by every task.
 * A rejected batch raises ``ValueError``/``TypeError`` and changes nothing. An empty batch and a
-  batch whose weights are all zero change nothing.
+  batch whose weights are all zero change nothing; a row of weight 0 is an absent row, also where its
+  squared error or squared label overflows float64 (values above ``1.3e154``: each is weighed before it
+  is squared, so ``inf · 0`` never reaches a sum). Only an error ``p - y`` that itself overflows
+  (inputs above ~9e307 in size) still makes the regression sums ``nan``.
 * ``compute()`` returns a float64 scalar for one task and ``(T,)`` otherwise; undefined values
   are ``nan`` with an :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`.
 """
@@ -502,7 +505,8 @@ class NormalizedEntropy(_CrossEntropyMetric):
         keep the positive and the negative label weight (:math:`\sum w y` and
         :math:`\sum w (1 - y)`) each as its own sum, so a base rate within ``1e-9`` of 1 (or of
         0) keeps its digits: the normaliser is as precise as those sums (unweighted soft labels:
-        each batch's negative weight is ``N - sum y``, off by about ``N * 1e-16``). A checkpoint
+        each batch's negative weight is ``N - sum y``, off by about ``N * 1e-16``, which is relative
+        ``1e-4`` of it, and of NE, for labels averaging ``1 - 1e-12``). A checkpoint
         written before the negative weight had a state loads it as the total less the positive
         weight, with that difference's rounding (about ``1e-16 * total``).
 

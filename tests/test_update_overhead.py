@@ -11,10 +11,15 @@ formulas and exact fractions; their rejections against the messages of ``docs/po
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -913,16 +918,12 @@ print(json.dumps({"imported": sorted(set(sys.modules) - before), "values": value
 
 def test_first_weighted_update_imports_no_sympy():
     """A weighted multi-task AUC or aggregation ``Mean`` update imported SymPy (``torch.broadcast_shapes``), ~0.5 s."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     from sklearn.metrics import roc_auc_score
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}
+    root = str(Path(__file__).resolve().parents[1])  # the checkout under test, first on the path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     run = subprocess.run(
-        [sys.executable, "-c", _FIRST_WEIGHTED_UPDATES], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-c", _FIRST_WEIGHTED_UPDATES], capture_output=True, text=True, check=True, env=env, cwd=root
     )
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert not [name for name in out["imported"] if name.split(".")[0] == "sympy"]

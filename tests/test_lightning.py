@@ -105,6 +105,36 @@ def test_callback_logs_the_module_in_a_trainer():
     np.testing.assert_allclose(logged["train/ctr/buy"].item(), y[:, 1].double().mean().item(), rtol=1e-12)
 
 
+def test_the_documented_checkpoint_file_name_of_a_key_is_one_file(tmp_path):
+    """docs/module.md: a key's `/` in a ModelCheckpoint file name makes directories unless the name is written out."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=gen)
+    y = (torch.rand(64, 2, generator=gen) < 0.3).long()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+    model = ClickModel()
+    checkpoint = ModelCheckpoint(
+        tmp_path,
+        monitor="val/log_loss/click",
+        filename="epoch={epoch}-val_log_loss_click={val/log_loss/click:.3f}",
+        auto_insert_metric_name=False,
+    )
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[RecMetricCallback(), checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, loader, loader)
+    logits, labels = torch.cat(model.seen, dim=1).double().numpy()
+    expected = log_loss(labels, 1.0 / (1.0 + np.exp(-logits)))
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"epoch=0-val_log_loss_click={expected:.3f}.ckpt"]
+
+
 @pytest.mark.parametrize(("num_batches", "computes"), [(4, 2), (5, 3)])
 def test_callback_logs_each_training_state_once(num_batches, computes):
     """Every 2 steps, and at epoch end only if steps came after the last log (no row logged twice)."""

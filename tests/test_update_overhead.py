@@ -11,10 +11,15 @@ formulas and exact fractions; their rejections against the messages of ``docs/po
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -887,3 +892,72 @@ def test_one_task_uncast_predictions_keep_their_shape_and_the_states_theirs(dtyp
     assert batch_value.shape == () and batch_value.item() == pytest.approx(
         expected["sum_squared_error"] / expected["weighted_num_samples"], rel=1e-12
     )
+
+
+_FIRST_WEIGHTED_UPDATES = """
+import json, sys
+import torch
+import torchmetrics_ext as tmx
+from torchmetrics_ext.aggregation import Mean
+
+before = set(sys.modules)
+tasks = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_pred", weight_name="w") for t in ("click", "like")]
+module = tmx.RecMetricModule(tasks, ["auc"], throughput=False)
+module.update({
+    "click_pred": torch.tensor([0.9, 0.2, 0.6, 0.3]), "click_label": torch.tensor([1, 0, 1, 0]),
+    "like_pred": torch.tensor([0.2, 0.7, 0.4, 0.3]), "like_label": torch.tensor([0, 1, 0, 1]),
+    "w": torch.tensor([1.0, 2.0, 0.5, 3.0]),
+})
+mean = Mean()
+mean.update(torch.tensor([1.0, 4.0]), torch.tensor([3.0, 1.0]))
+values = {key: value.item() for key, value in module.compute().items()}
+values["mean"] = mean.compute().item()
+print(json.dumps({"imported": sorted(set(sys.modules) - before), "values": values}))
+"""
+
+
+def test_first_weighted_update_imports_no_sympy():
+    """A weighted multi-task AUC or aggregation ``Mean`` update imported SymPy (``torch.broadcast_shapes``), ~0.5 s."""
+    from sklearn.metrics import roc_auc_score
+
+    root = str(Path(__file__).resolve().parents[1])  # the checkout under test, first on the path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run(
+        [sys.executable, "-c", _FIRST_WEIGHTED_UPDATES], capture_output=True, text=True, check=True, env=env, cwd=root
+    )
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert not [name for name in out["imported"] if name.split(".")[0] == "sympy"]
+    w = [1.0, 2.0, 0.5, 3.0]
+    assert out["values"]["auc/click"] == pytest.approx(
+        roc_auc_score([1, 0, 1, 0], [0.9, 0.2, 0.6, 0.3], sample_weight=w)
+    )
+    assert out["values"]["auc/like"] == pytest.approx(
+        roc_auc_score([0, 1, 0, 1], [0.2, 0.7, 0.4, 0.3], sample_weight=w)
+    )
+    assert out["values"]["mean"] == pytest.approx((1.0 * 3.0 + 4.0 * 1.0) / 4.0)
+
+
+@pytest.mark.parametrize(
+    "shapes",
+    [((3,), (2, 3)), ((2, 1), (1, 4)), ((2,), (3,)), ((), (5,)), ((0,), (1,)), ((0,), (2,)), ((4, 1, 3), (5, 1))],
+)
+def test_broadcast_shape_matches_numpy(shapes):
+    from torchmetrics_ext.utilities.checks import broadcast_shape
+
+    try:
+        expected = tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        expected = None
+    got = broadcast_shape(*shapes)
+    assert (None if got is None else tuple(got)) == expected
+
+
+def test_weights_that_do_not_broadcast_are_still_refused():
+    mean = tmx.aggregation.Mean()
+    with pytest.raises(ValueError, match=r"`weight` broadcastable to `value` of shape \(3,\), got shape \(2,\)"):
+        mean.update(torch.ones(3), torch.ones(2))
+    mean.update(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 3.0]))  # the refused batch left nothing behind
+    assert mean.compute().item() == pytest.approx((1.0 + 9.0) / 4.0)
+    auc = tmx.AUC(num_tasks=2)
+    with pytest.raises((ValueError, RuntimeError)):
+        auc.update(torch.rand(2, 4), torch.tensor([[1, 0, 1, 0], [0, 1, 0, 1]]), weights=torch.ones(3))

@@ -37,7 +37,7 @@ from torchmetrics.utilities import rank_zero_warn
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
 from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, _tag, one_task, options_error
-from torchmetrics_ext.utilities.checks import Bounds, as_real, as_str, checked_bounds, observed_range
+from torchmetrics_ext.utilities.checks import Bounds, as_real, as_str, broadcast_shape, checked_bounds, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch", "saved_state_names"]
@@ -252,11 +252,7 @@ class _ValueAggregation(AggregationMetric[S]):
         tensors: list[tuple[str, Tensor | None]] = [("value", values if values.is_floating_point() else None)]
         if weight is not None:
             weights = as_values("weight", weight)
-            try:
-                shape = torch.broadcast_shapes(weights.shape, values.shape)
-            except RuntimeError:
-                shape = None
-            if shape != values.shape:
+            if broadcast_shape(weights.shape, values.shape) != values.shape:
                 raise ValueError(
                     f"Expected `weight` broadcastable to `value` of shape {tuple(values.shape)}, "
                     f"got shape {tuple(weights.shape)}."

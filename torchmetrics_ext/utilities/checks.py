@@ -339,6 +339,28 @@ def check_state_dtype(dst_type: object) -> torch.dtype:
     return dtype
 
 
+def broadcast_shape(*shapes: Sequence[int]) -> torch.Size | None:
+    """The shape ``shapes`` broadcast to, or ``None`` where they do not broadcast (NumPy's rules).
+
+    The same answer as ``torch.broadcast_shapes`` in plain Python: that function imports SymPy
+    (through ``torch.fx``) at its first call, about half a second once per process, which the first
+    weighted update of a multi-task AUC or an aggregation ``Mean`` paid.
+
+    Examples:
+        >>> broadcast_shape((3,), (2, 3)), broadcast_shape((2, 1), (1, 4)), broadcast_shape((2,), (3,))
+        (torch.Size([2, 3]), torch.Size([2, 4]), None)
+    """
+    ndim = max((len(shape) for shape in shapes), default=0)
+    out = [1] * ndim
+    for shape in shapes:
+        for i, size in enumerate(shape, start=ndim - len(shape)):
+            if size != 1:
+                if out[i] not in (1, size):
+                    return None
+                out[i] = size
+    return torch.Size(out)
+
+
 def single_task(value: object, name: str = "preds") -> bool:
     """Whether a functional's input is one task's ``(N,)``; a non-tensor raises ``TypeError`` (:func:`check_tensor`)."""
     return check_tensor(name, value).ndim == 1

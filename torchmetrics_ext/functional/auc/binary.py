@@ -35,6 +35,7 @@ from torchmetrics_ext.functional.auc._bin_edges import EDGE_DTYPES, smallest_rea
 from torchmetrics_ext.utilities.checks import (
     as_int,
     as_real,
+    broadcast_shape,
     check_choice,
     check_flag,
     format_pointwise,
@@ -183,7 +184,7 @@ def _signed_weights(
         return signs
     if weights.requires_grad:  # no `detach` op otherwise
         weights = weights.detach()
-    if weights.shape != signs.shape and torch.broadcast_shapes(weights.shape, signs.shape) != signs.shape:
+    if weights.shape != signs.shape and broadcast_shape(weights.shape, signs.shape) != signs.shape:
         return torch.mul(signs, weights).to(dtype=dtype)  # e.g. (T, N) weights of (N,) labels
     return signs.mul_(weights)
 

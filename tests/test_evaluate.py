@@ -5061,3 +5061,16 @@ def test_a_directory_follows_linked_subdirectories_once_and_stops_at_cycles(tmp_
     labels = [source.label for source in open_sources(str(root))]
     assert labels == [str(root / "day=2026-12-01" / "part.parquet"), str(root / "day=2026-12-02" / "part.parquet")]
     assert [source.label for source in open_sources(str(root))] == labels  # the same order every time
+
+
+def test_a_run_refused_before_its_first_row_prints_no_progress_line(tmp_path, capsys):
+    """A missing column is refused before any row is read: stderr holds the error alone, not an
+    ``evaluate: 0 rows, 0 rows/s`` progress line first; a run that reads rows still ends with one."""
+    frame = pd.DataFrame({"p": [0.2, 0.7, 0.6], "y": [0, 1, 1]})
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "x.parquet")
+    assert cli.main(["evaluate", str(tmp_path / "x.parquet"), "--task", "t=p:yy", "--metrics", "ctr"]) == 2
+    err = capsys.readouterr().err
+    assert "rows/s" not in err
+    assert "column 'yy'" in err
+    assert cli.main(["evaluate", str(tmp_path / "x.parquet"), "--task", "t=p:y", "--metrics", "ctr"]) == 0
+    assert "evaluate: 3 / 3 rows (100.0%)" in capsys.readouterr().err

@@ -650,3 +650,37 @@ def test_weighted_accuracy_error_is_rounding_of_the_total(case, dtype):
     assert abs(Fraction(got) - _exact_accuracy(p, t, w)) <= Fraction(2e-13), (got, float(_exact_accuracy(p, t, w)))
     right = (p.double() >= 0.5).to(dtype)
     assert tmf.weighted_accuracy(p, right, w).item() == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [
+        ("ne", None),
+        ("auc", lambda y, p, w: skm.roc_auc_score(y, p, sample_weight=w)),
+        ("log_loss", lambda y, p, w: skm.log_loss(y, p, sample_weight=w)),
+    ],
+)
+def test_labels_of_minus_one_are_refused_with_the_weight_zero_recipe_that_then_gives_the_labelled_rows(name, reference):
+    """A label of -1 ("no label", a common logging convention) is refused naming the fix: weight 0 and a label in
+    [0, 1]; following it gives the values of the labelled rows alone (sklearn; NE as numpy's formula)."""
+    rng = np.random.default_rng(11)
+    p = rng.uniform(0.05, 0.95, 200)
+    y = rng.integers(-1, 2, 200).astype(np.float64)  # -1, 0 or 1
+    module = tmx.RecMetricModule(["click"], [name], throughput=False)
+    step = {"prediction": torch.from_numpy(p), "label": torch.from_numpy(y)}
+    with pytest.raises(ValueError, match=r"got values in \[-1, 1\]\. If -1 marks rows without a label, give them"):
+        module.update(step)
+    # nothing of the refused step stays: the values below are those of the accepted step alone
+    labels = torch.from_numpy(y)
+    module.update({**step, "label": labels.clamp(min=0), "weight": (labels >= 0).double()})
+    got = float(module.compute()[f"{name}/click"])
+    kept = y >= 0
+    yk, pk = y[kept], p[kept]
+    if reference is None:
+        base = yk.mean()
+        want = -np.mean(yk * np.log(pk) + (1 - yk) * np.log(1 - pk)) / -(
+            base * np.log(base) + (1 - base) * np.log(1 - base)
+        )
+    else:
+        want = reference(yk, pk, None)
+    assert got == pytest.approx(want, rel=1e-12)

@@ -388,6 +388,7 @@ class Progress:
         self.stream = stream or sys.stderr
         self.interval = interval
         self.rows = 0
+        self._drawn = False
         self._start = self._last = time.perf_counter()
 
     def advance(self, rows: int) -> None:
@@ -407,10 +408,11 @@ class Progress:
             text += " rows"
         self.stream.write(f"\r{text}, {rate:,.0f} rows/s{end}")
         self.stream.flush()
+        self._drawn = True
 
     def close(self) -> None:
-        """Draw the final line."""
-        if self.enabled:
+        """Draw the final line, unless no row was read and nothing drawn (a run refused before its first row)."""
+        if self.enabled and (self.rows or self._drawn):
             self._draw(time.perf_counter(), "\n")
 
 

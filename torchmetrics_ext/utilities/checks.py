@@ -69,6 +69,12 @@ Label = bool | Literal["missing"]
 floating tensor also the range of its fractional parts) or :data:`MISSING`."""
 TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
 
+# a label of -1 is the usual mark of a row without a label: such rows are given weight 0 here
+_NO_LABEL_HINT = (
+    " If -1 marks rows without a label, give them weight 0 and any label in [0, 1] "
+    "(`weights = (target >= 0)`, `target = target.clamp(min=0)`): they are then absent rows."
+)
+
 _TARGET_TEXT = {
     "unit": "labels in [0, 1] (soft labels allowed)",
     "binary": "binary labels in {0, 1}",
@@ -728,6 +734,7 @@ def _check_values_bounds(
             raise ValueError(
                 f"Expected `target` to hold {_TARGET_TEXT[target_domain]}, got {observed_range(tmin, tmax)}"
                 + (" that are not all 0 or 1." if not_binary and ok_range else ".")
+                + (_NO_LABEL_HINT if tmin == -1 and target_domain in ("unit", "binary") else "")
             )
     for bound in bounds[2:]:  # each on its own: NaN propagates within a tensor's bounds only
         if bound and not (bound[0] >= 0 and math.isfinite(bound[1])):

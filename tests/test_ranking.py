@@ -2325,3 +2325,27 @@ def test_padding_value_not_representable_in_the_scores_dtype_still_marks_the_pad
     for (name, k), value in zip(requests, expected):
         np.testing.assert_allclose(values[f"{name}@{k}"].item(), value, rtol=1e-6, err_msg=name)
     np.testing.assert_allclose(functional.item(), expected[0], rtol=1e-6)
+
+
+def test_relevance_of_minus_one_is_refused_with_the_mask_recipe_that_then_gives_the_labelled_candidates():
+    """A relevance of -1 (a padded or unlabelled slot in many logs) is refused naming the fix; the mask it names
+    gives the values of the labelled candidates alone (numpy NDCG over each query's kept candidates)."""
+    from tests.helpers.ranking_reference import query_value, ranked_relevance
+
+    rng = np.random.default_rng(5)
+    scores = rng.normal(size=(6, 7))
+    relevance = rng.integers(-1, 3, size=(6, 7))
+    relevance[:, 0] = 2  # every query keeps a relevant candidate
+    metric = tmx.NDCG(k=3)
+    for args in [(scores, relevance), (scores.ravel(), relevance.ravel(), np.repeat(np.arange(6), 7))]:
+        with pytest.raises(ValueError, match=r"got values in \[-1, 2\]\. If -1 marks padded or unlabelled"):
+            metric.update(*map(torch.from_numpy, args))
+    target = torch.from_numpy(relevance)
+    metric.update(torch.from_numpy(scores), target, mask=target >= 0)
+    want = np.mean(
+        [
+            query_value("ndcg", 3, ranked_relevance(s[r >= 0], r[r >= 0].astype(np.float64)), False, False)
+            for s, r in zip(scores, relevance)
+        ]
+    )
+    assert float(metric.compute()) == pytest.approx(want, rel=1e-12)

@@ -448,10 +448,21 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
         values[2:2] = [0.0, 1.0]
     tmin, tmax = values[2], values[3]
     if not (tmin >= 0 and math.isfinite(tmax)):
-        raise ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.")
+        raise _relevance_error(tmin, tmax)
     if weights is not None:
         _check_weight_bounds(values[4], values[5])
     return tmax
+
+
+def _relevance_error(tmin: float, tmax: float) -> ValueError:
+    """The error of relevance out of range; a ``-1`` (the usual mark of a padded or unlabelled slot) is told the fix."""
+    hint = (
+        " If -1 marks padded or unlabelled candidates, leave them out: `mask=target >= 0` with (Q, L) rows, or drop"
+        " those rows of flat ones."
+        if tmin == -1
+        else ""
+    )
+    return ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.{hint}")
 
 
 def _check_cpu_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:
@@ -473,7 +484,7 @@ def _check_cpu_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> 
         low, high = torch.aminmax(target)
         tmin, tmax = low.item(), high.item()
         if not (tmin >= 0 and math.isfinite(tmax)):
-            raise ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.")
+            raise _relevance_error(tmin, tmax)
     if weights is not None:
         low, high = torch.aminmax(weights)
         _check_weight_bounds(low.item(), high.item())

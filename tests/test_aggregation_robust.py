@@ -15,34 +15,10 @@ import torch
 from torchmetrics import Metric as TorchMetric
 from torchmetrics.aggregation import MaxMetric, MinMetric
 
+from tests.helpers.handler_metrics import NonNegativeTotal, Total
 from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
 
 A = AggregationType
-
-
-class Total(TorchMetric):
-    """A registered plain metric (no rollback promise): the sum of its values, added in place."""
-
-    full_state_update = False
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, values):
-        self.total += values.sum()
-
-    def compute(self):
-        return self.total
-
-
-class NonNegativeTotal(Total):
-    """``Total`` that refuses negative values, after it changed its state."""
-
-    def update(self, values):
-        super().update(values)
-        if bool((values < 0).any()):
-            raise ValueError("NonNegativeTotal takes no negative values")
 
 
 class GrowingCounts(TorchMetric):

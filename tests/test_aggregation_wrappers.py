@@ -16,6 +16,7 @@ import pytest
 import torch
 from torchmetrics import Metric as TorchMetric
 
+from tests.helpers.handler_metrics import NonNegativeTotal
 from torchmetrics_ext import Windowed
 from torchmetrics_ext.aggregation import (
     AggregationType,
@@ -158,24 +159,6 @@ def test_windowed_categorical_count_is_refused_at_the_first_update_naming_why():
 
 
 # ----------------------------------------------------------------------------- a batch refused part-way
-
-
-class NonNegativeTotal(TorchMetric):
-    """A registered metric with a check of its own: ``update`` refuses negative values, after changing its states."""
-
-    full_state_update = False
-
-    def __init__(self):
-        super().__init__()
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, values):
-        self.total += values.sum()  # in place, before the check
-        if bool((values < 0).any()):
-            raise ValueError("NonNegativeTotal takes no negative values")
-
-    def compute(self):
-        return self.total
 
 
 def checkpoint(aggregator: MetricsAggregator) -> tuple[list, dict[str, torch.Tensor]]:

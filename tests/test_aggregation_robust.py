@@ -15,7 +15,7 @@ import torch
 from torchmetrics import Metric as TorchMetric
 from torchmetrics.aggregation import MaxMetric, MinMetric
 
-from tests.helpers.handler_metrics import NonNegativeTotal, Total
+from tests.helpers.handler_metrics import NonNegativeTotal, Total, count_snapshots
 from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
 
 A = AggregationType
@@ -180,16 +180,7 @@ def test_torchmetrics_max_and_min_handlers_are_not_copied_and_stay_exact_after_r
     """``MaxMetric``/``MinMetric`` take every value the aggregator accepts (finite float64): their update runs after
     the steps that may refuse, with no rollback copy (~15 us per key). A subclass, which may check more, is still
     copied. Random batches, about one in three refused; reference: Python max/min of the accepted records."""
-    from torchmetrics_ext.aggregation import plan
-
-    copied = []
-    real = plan.snapshot
-
-    def counting(metric, **kwargs):
-        copied.append(type(metric).__name__)
-        return real(metric, **kwargs)
-
-    monkeypatch.setattr(plan, "snapshot", counting)
+    copied = count_snapshots(monkeypatch)
 
     class CheckedMax(MaxMetric):
         pass

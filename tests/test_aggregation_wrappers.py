@@ -16,7 +16,7 @@ import pytest
 import torch
 from torchmetrics import Metric as TorchMetric
 
-from tests.helpers.handler_metrics import NonNegativeTotal
+from tests.helpers.handler_metrics import NonNegativeTotal, count_snapshots
 from torchmetrics_ext import Windowed
 from torchmetrics_ext.aggregation import (
     AggregationType,
@@ -412,16 +412,7 @@ def test_a_batch_copies_only_the_handlers_whose_update_may_raise(monkeypatch):
     last handler that may refuse not when a refused update leaves it as it was (``Windowed``, the package's
     metrics): only the plain TorchMetrics metrics before it are. A refusal still undoes them all, whatever the
     order of the keys; the keys are logged in record order."""
-    from torchmetrics_ext.aggregation import plan
-
-    copied = []
-    real = plan.snapshot
-
-    def counting(metric, **kwargs):
-        copied.append(type(metric).__name__)
-        return real(metric, **kwargs)
-
-    monkeypatch.setattr(plan, "snapshot", counting)
+    copied = count_snapshots(monkeypatch)
     aggregator = windowed_aggregator(4, (A.SUM, A.DISTRIBUTION))
     aggregator.register_handler(A.MAX, NonNegativeTotal)
     aggregator.register_handler(A.MIN, lambda: Windowed(NonNegativeTotal(), window_size=4))

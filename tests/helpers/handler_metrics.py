@@ -29,3 +29,18 @@ class NonNegativeTotal(Total):
         super().update(values)
         if bool((values < 0).any()):
             raise ValueError("NonNegativeTotal takes no negative values")
+
+
+def count_snapshots(monkeypatch) -> list[str]:
+    """The class names of the metrics the aggregator copies for its rollback, in order (``plan.snapshot`` spied)."""
+    from torchmetrics_ext.aggregation import plan
+
+    copied: list[str] = []
+    real = plan.snapshot
+
+    def counting(metric, **kwargs):
+        copied.append(type(metric).__name__)
+        return real(metric, **kwargs)
+
+    monkeypatch.setattr(plan, "snapshot", counting)
+    return copied

@@ -3,7 +3,8 @@
 Each scenario builds a module with ``RecMetricModule.from_config`` from a random subset of registry
 names (pointwise sums, exact and binned AUC/AUPRC, GAUC over a user column, ranking metrics over a
 session column), 1 to 3 tasks (own, shared or no weight columns), an optional ``window_size`` and
-either key style, and gives each rank its own random steps: a different number of them (none at
+either key style, logits or probabilities, every metric with ``validate_args=False`` in some, and gives
+each rank its own random steps in column dtypes of its own (int32 ids on one rank, int64 on the other): a different number of them (none at
 all on one rank in some scenarios), single-row and empty steps, tied scores, tiny base rates, groups
 and sessions whose rows come from both ranks, groups with one class, sessions without a relevant
 row. Every rank computes; the checks are:
@@ -19,7 +20,10 @@ row. Every rank computes; the checks are:
    for the ranking metrics (a query weighs its largest row weight);
 4. a ``state_dict`` taken on each rank and loaded into a fresh module gives the same values, and
    after one more step on each rank the resumed module equals the uninterrupted one;
-5. ``reset()`` and new steps equal a fresh module fed those steps.
+5. ``reset()`` and new steps equal a fresh module fed those steps (with ``key_style="torchrec"`` the
+   throughput keeps counting, as documented);
+
+and each rank's ``local_compute()`` lifetime values equal one process fed that rank's steps.
 """
 
 from __future__ import annotations
@@ -98,9 +102,10 @@ def scenario(seed: int) -> dict[str, Any]:
     picked += [CURVES[i] for i in rng.choice(len(CURVES), size=int(rng.integers(1, 4)), replace=False)]
     picked += [RANKING[i] for i in rng.choice(len(RANKING), size=int(rng.integers(1, 3)), replace=False)]
     window = None if rng.random() < 0.4 else int(rng.integers(2, 40))
+    trusted = {"validate_args": False} if rng.random() < 0.2 else {}  # every metric: the module checks nothing
     config = {
         "tasks": tasks,
-        "metrics": {key: dict(options) for key, options in picked},
+        "metrics": {key: {**options, **trusted} for key, options in picked},
         "window_size": window,
         "throughput": bool(rng.random() < 0.5),
         "compute_interval_steps": int(rng.choice([1, 2, 4, 100])),  # the throughput's warm-up: half of it
@@ -188,6 +193,9 @@ def _ddp_job(rank: int, world_size: int, seeds: list[int]) -> list[dict[str, dic
             buffer.seek(0)
             checkpoint = torch.load(buffer, weights_only=False)
         values = _compute(module)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+            local = {key: float(value) for key, value in module.local_compute().items()}
         if not seed % 2:
             checkpoint = module.state_dict()
         resumed = tmx.RecMetricModule.from_config(config)
@@ -202,6 +210,7 @@ def _ddp_job(rank: int, world_size: int, seeds: list[int]) -> list[dict[str, dic
         out.append(
             {
                 "values": values,
+                "local": local,
                 "loaded": loaded,
                 "continued": continued,
                 "resumed_continued": resumed_continued,
@@ -370,6 +379,11 @@ def check(seed: int, per_rank: list[dict[str, dict[str, float]]]) -> None:
     sc = scenario(seed)
     config, (first, second) = sc["config"], sc["phases"]
     where = f"seed {seed}"
+    # local_compute(): the lifetime over this rank's own steps, as one process fed them
+    for rank in range(WORLD):
+        own = {k: v for k, v in _timeless(_one_process(config, first[rank])).items() if not _is_window(k)}
+        _close(per_rank[rank]["local"], own, f"{where} rank {rank} local_compute vs one process")
+    per_rank = [{what: v for what, v in values.items() if what != "local"} for values in per_rank]
     # (1) every rank reports the same keys and values at every compute
     for what in per_rank[0]:
         for rank in range(1, WORLD):

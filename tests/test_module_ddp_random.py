@@ -3,11 +3,11 @@
 Each scenario builds a module with ``RecMetricModule.from_config`` from a random subset of registry
 names (pointwise sums, exact and binned AUC/AUPRC, GAUC over a user column, ranking metrics over a
 session column), 1 to 3 tasks (own, shared or no weight columns), an optional ``window_size`` and
-either key style, logits or probabilities, every metric with ``validate_args=False`` in some, and gives
-each rank its own random steps in column dtypes of its own (int32 ids on one rank, int64 on the other): a different number of them (none at
-all on one rank in some scenarios), single-row and empty steps, tied scores, tiny base rates, groups
-and sessions whose rows come from both ranks, groups with one class, sessions without a relevant
-row. Every rank computes; the checks are:
+either key style, logits or probabilities, every metric with ``validate_args=False`` in some, and
+gives each rank its own random steps, in column dtypes of its own (int32 ids on one rank, int64 on
+the other): a different number of them (none at all on one rank in some scenarios), single-row and
+empty steps, steps without the weight column, tied scores, tiny base rates, groups and sessions
+whose rows come from both ranks, groups with one class, sessions without a relevant row. Every rank computes; the checks are:
 
 1. every rank returns the same keys and values;
 2. the lifetime values equal one process fed every rank's steps, and the window values equal one

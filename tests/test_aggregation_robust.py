@@ -160,6 +160,48 @@ def test_a_failing_metric_factory_names_the_key_it_was_making_and_changes_nothin
     }
 
 
+class NotesTupleError(Exception):
+    """A user's error whose ``__notes__`` is a tuple, which ``BaseException.add_note`` refuses to extend."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.__notes__ = ("set by the handler",)
+
+
+def notes_tuple_factory():
+    raise NotesTupleError("the handler's config file is missing")
+
+
+def test_a_factory_error_whose_notes_are_no_list_propagates_as_itself():
+    """``add_note`` on an error whose ``__notes__`` is no list raised ``TypeError: Cannot add note`` in place of the
+    factory's own error (that error only its context). Now the factory's error propagates, its notes untouched,
+    and the batch changes nothing. Reference: the error's class and notes as raised; plain-Python sums."""
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.MAX, notes_tuple_factory)
+    aggregator.update([Metric("alpaca", "tokens", 10.0, A.SUM)])
+    with pytest.raises(NotesTupleError, match="config file is missing") as excinfo:
+        aggregator.update([Metric("alpaca", "tokens", 20.0, A.SUM), Metric("alpaca", "seq_len", 512.0, A.MAX)])
+    assert excinfo.value.__notes__ == ("set by the handler",)
+    assert aggregator.get_metrics_for_logging() == {"train_alpaca/tokens": 10.0}
+
+
+@pytest.mark.parametrize("notes", [None, [], ["earlier"], ("a tuple",), "a string", 3])
+def test_add_note_never_replaces_the_error(notes):
+    """``plan.add_note`` adds the note where ``__notes__`` is absent or a list and leaves any other value alone,
+    raising nothing (Python's own ``add_note`` raises ``TypeError`` there). Reference: plain lists."""
+    from torchmetrics_ext.aggregation.plan import add_note
+
+    error = ValueError("refused")
+    expected = [*(notes or []), "named"] if notes is None or isinstance(notes, list) else notes
+    if notes is not None:
+        error.__notes__ = notes
+    add_note(error, "named")
+    if notes is None or isinstance(notes, list):
+        assert error.__notes__ == expected
+    else:
+        assert error.__notes__ is notes
+
+
 def test_a_failing_metric_factory_at_load_names_the_checkpoint_entry_and_changes_nothing():
     """Loading a checkpoint makes each key's metric with the handler registered now: a factory that fails there
     names the key and its checkpoint entry too, and the aggregator keeps what it held. Reference: plain-Python sums."""

@@ -5063,6 +5063,34 @@ def test_a_directory_follows_linked_subdirectories_once_and_stops_at_cycles(tmp_
     assert [source.label for source in open_sources(str(root))] == labels  # the same order every time
 
 
+@pytest.mark.parametrize("named", ["day=1", "day=[1]", "day=1/"])
+def test_a_link_to_an_ancestor_of_the_directory_named_reads_nothing_outside_it(tmp_path, named):
+    """``logs/day=1/loop -> ..`` is a cycle, but its target (``logs``) was not read yet when ``logs/day=1`` (or a glob
+    matching it) is named: the walk followed it and read ``logs/day=2`` too, rows the user did not name. A link to
+    the directory holding it or to one of that directory's ancestors is a cycle and is skipped wherever the walk
+    starts; a link to a sibling partition is still read. Reference: pandas over the files named."""
+    if not hasattr(os, "symlink"):
+        pytest.skip("no os.symlink")
+    root = tmp_path / "logs"
+    rng = np.random.default_rng(7)
+    frames = {}
+    for day, n in (("1", 30), ("2", 50), ("3", 20)):
+        (root / f"day={day}").mkdir(parents=True)
+        frames[day] = pd.DataFrame({"p": rng.uniform(0.05, 0.95, n), "y": rng.integers(0, 2, n)})
+        frames[day].to_parquet(root / f"day={day}" / "part.parquet")
+    try:
+        os.symlink("..", root / "day=1" / "loop", target_is_directory=True)  # logs: an ancestor
+    except (OSError, NotImplementedError):
+        pytest.skip("symbolic links unsupported here")
+    os.symlink("../..", root / "day=1" / "up", target_is_directory=True)  # tmp_path: an ancestor too
+    os.symlink(".", root / "day=1" / "self", target_is_directory=True)  # itself
+    os.symlink(root / "day=3", root / "day=1" / "extra", target_is_directory=True)  # a sibling: read
+    expected = pd.concat([frames["1"], frames["3"]])
+    result = evaluate(str(root / named), {"t": ("p", "y")}, ["ctr"])
+    assert result.rows_read == len(expected)
+    assert result.values["ctr/t"] == pytest.approx(expected.y.mean(), rel=1e-12)
+
+
 def test_a_run_refused_before_its_first_row_prints_no_progress_line(tmp_path, capsys):
     """A missing column is refused before any row is read: stderr holds the error alone, not an
     ``evaluate: 0 rows, 0 rows/s`` progress line first; a run that reads rows still ends with one."""

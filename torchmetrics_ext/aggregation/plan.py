@@ -206,14 +206,16 @@ def _roll_back(undo: Sequence[tuple[TorchMetric, Restore]]) -> None:
 
 
 def add_note(error: BaseException, note: str) -> None:
-    """``error.add_note(note)`` (Python 3.11+), or the same ``__notes__`` list on Python 3.10 (not printed there)."""
-    if hasattr(error, "add_note"):
-        error.add_note(note)
-    else:  # pragma: no cover - Python 3.10
-        notes = getattr(error, "__notes__", None)
-        if not isinstance(notes, list):
-            notes = []
-            error.__notes__ = notes
+    """Append ``note`` to ``error.__notes__`` (what ``add_note`` does on Python 3.11+; not printed on 3.10).
+
+    Never raises, so the error it is told about is the one that propagates: where ``__notes__`` is
+    set to something that is no list (a user's error that set it to a tuple), it is left as it is
+    and the note dropped, where Python's ``BaseException.add_note`` raises ``TypeError`` instead.
+    """
+    notes = getattr(error, "__notes__", None)
+    if notes is None:
+        error.__notes__ = [note]
+    elif isinstance(notes, list):
         notes.append(note)
 
 

@@ -751,6 +751,19 @@ _DATA_SUFFIXES = PARQUET_SUFFIXES + CSV_SUFFIXES  # what a directory or a glob r
 _HIDDEN = (".", "_")  # hidden, or a writer's metadata or scratch (_SUCCESS, _temporary, .ipynb_checkpoints)
 
 
+def _links_to_ancestor(link: str, parent: str) -> bool:
+    """Whether ``link`` points to ``parent`` (the real path of the directory holding it) or to an ancestor of it.
+
+    Such a link is a cycle: following it reads the directory it lies in again, and that
+    directory's siblings, which need not be below the directory named.
+    """
+    target = os.path.realpath(link)
+    try:
+        return os.path.commonpath([target, parent]) == target
+    except ValueError:  # different drives (Windows): no ancestor
+        return False
+
+
 def _data_files(directory: str) -> list[str]:
     """The Parquet and CSV files below ``directory``, recursively, sorted; hidden names skipped below it.
 
@@ -758,7 +771,10 @@ def _data_files(directory: str) -> list[str]:
     directory read once: the tree is walked first without following links, then the links found,
     level by level in sorted order, so a directory that lies in the tree is read where it lies and
     one reached only through links by the first link in that order. A directory whose real path
-    was read already (a link to it, a link cycle such as ``loop -> ..``) is skipped.
+    was read already (a link to it) is skipped, and so is a link cycle: a link to the directory
+    holding it or to one of that directory's ancestors (``loop -> ..``, ``self -> .``), whose
+    target may lie outside the directory named (``logs/day=1/loop -> ..`` named as ``logs/day=1``
+    would read every other partition of ``logs``).
     """
     found: list[str] = []
     walked: set[str] = set()  # real paths of the directories read
@@ -773,7 +789,8 @@ def _data_files(directory: str) -> list[str]:
                     continue
                 walked.add(real)
                 visible = sorted(d for d in directories if not d.startswith(_HIDDEN))
-                links += [os.path.join(root, d) for d in visible if os.path.islink(os.path.join(root, d))]
+                linked = [os.path.join(root, d) for d in visible if os.path.islink(os.path.join(root, d))]
+                links += [link for link in linked if not _links_to_ancestor(link, real)]
                 directories[:] = [d for d in visible if not os.path.islink(os.path.join(root, d))]
                 keep = [n for n in names if n.lower().endswith(_DATA_SUFFIXES) and not n.startswith(_HIDDEN)]
                 found += [os.path.join(root, n) for n in keep]

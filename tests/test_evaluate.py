@@ -4477,7 +4477,9 @@ def test_metrics_that_are_no_names_are_refused_naming_them(metrics):
     assert str(caught.value) == f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}."
 
 
-@pytest.mark.parametrize("by", [{"country", "dataset"}, np.array([1, 2]), np.array([["country"]])], ids=str)
+@pytest.mark.parametrize(
+    "by", [{"country", "dataset"}, np.array([1, 2]), np.array([["country"]])], ids=["a-set", "int-array", "2d-array"]
+)
 def test_by_without_an_order_or_names_is_refused(by):
     """A set has no column order, numbers are no names: refused as any other `by` that is no names."""
     table = pa.table({"p": [0.1, 0.8], "y": [0, 1], "country": ["fr", "us"], "dataset": ["a", "b"]})

@@ -416,8 +416,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     # ------------------------------------------------------------------ update / compute
 
     def _validate(self, categories: Sequence[Category] | Tensor) -> None:
-        if isinstance(categories, Tensor):
-            _check_integer_dtype(categories)
+        if isinstance(categories, Tensor):  # its dtype is checked by `_batch`, whatever `validate_args`
             return
         if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
             raise TypeError(

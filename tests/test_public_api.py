@@ -219,3 +219,18 @@ def test_docstring_says_which_state_the_metric_holds(name):
         assert re.search(r"memory", doc, re.IGNORECASE), f"{name}: say the memory of its `cat` states"
     elif name not in _TIME_WINDOWED:
         assert re.search(r"constant[- ]memory", doc, re.IGNORECASE), f"{name}: say it holds constant-memory states"
+
+
+def test_every_name_of_the_warnings_module_has_an_example():
+    """``torchmetrics_ext.utilities.warnings`` is public (its ``__all__``; docs/policies.md and docs/contributing.md
+    send users to ``SamplesFirstWarning``, ``safe_divide`` and ``warn_undefined``): each class and function shows a
+    runnable example, as contributing.md asks of every public docstring.
+    """
+    from torchmetrics_ext.utilities import warnings as module
+
+    missing = [
+        name
+        for name in module.__all__
+        if (inspect.isclass(obj := getattr(module, name)) or callable(obj)) and ">>>" not in (obj.__doc__ or "")
+    ]
+    assert not missing, f"add an `Examples:` section with `>>>` lines to: {missing}"

@@ -221,16 +221,20 @@ def test_docstring_says_which_state_the_metric_holds(name):
         assert re.search(r"constant[- ]memory", doc, re.IGNORECASE), f"{name}: say it holds constant-memory states"
 
 
-def test_every_name_of_the_warnings_module_has_an_example():
+def test_the_helpers_the_docs_send_users_to_have_an_example():
     """``torchmetrics_ext.utilities.warnings`` is public (its ``__all__``; docs/policies.md and docs/contributing.md
-    send users to ``SamplesFirstWarning``, ``safe_divide`` and ``warn_undefined``): each class and function shows a
-    runnable example, as contributing.md asks of every public docstring.
+    send users to ``SamplesFirstWarning``, ``safe_divide`` and ``warn_undefined``), and contributing.md sends metric
+    authors to ``check_flag``/``check_tensor`` (and ``check_int`` beside them): each shows a runnable example, as
+    contributing.md asks of every public docstring.
     """
-    from torchmetrics_ext.utilities import warnings as module
+    from torchmetrics_ext.utilities import checks
+    from torchmetrics_ext.utilities import warnings as warnings_module
 
+    names = [(warnings_module, name) for name in warnings_module.__all__]
+    names += [(checks, name) for name in ("check_flag", "check_int", "check_tensor")]
     missing = [
-        name
-        for name in module.__all__
+        f"{module.__name__}.{name}"
+        for module, name in names
         if (inspect.isclass(obj := getattr(module, name)) or callable(obj)) and ">>>" not in (obj.__doc__ or "")
     ]
     assert not missing, f"add an `Examples:` section with `>>>` lines to: {missing}"

@@ -54,6 +54,8 @@ class _CounterMetric(_PointwiseMetric):
 class SumWeights(_CounterMetric):
     r"""Total sample weight per task, :math:`\sum_i w_i` (TorchRec's ``sum_weights``).
 
+    State: one float64 sum per task (constant memory, ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
         validate_args: check each batch; a rejected batch raises and changes nothing.
@@ -78,6 +80,8 @@ class SumWeights(_CounterMetric):
 
 class NumPositiveSamples(_CounterMetric):
     r"""Weighted number of positive labels per task, :math:`\sum_i w_i y_i` (TorchRec's ``num_positive_samples``).
+
+    State: one float64 sum per task (constant memory, ``sum`` across ranks).
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -108,6 +112,8 @@ class NumPositiveSamples(_CounterMetric):
 class WeightedSumPredictions(_CounterMetric):
     r"""Weighted sum of the predictions per task, :math:`\sum_i w_i p_i` (TorchRec's ``weighted_sum_predictions``).
 
+    State: one float64 sum per task (constant memory, ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``.
         validate_args: check each batch (finite predictions).
@@ -136,6 +142,8 @@ class NumServingExamples(_CounterMetric):
     (:class:`NormalizedEntropy`, :class:`Calibration`) plus this count: rows logged with weight
     0 were not served. Unweighted batches count every row.
 
+    State: one float64 count per task (constant memory, ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``.
         validate_args: check each batch.
@@ -162,6 +170,8 @@ class NumMissingLabels(_CounterMetric):
     ``target`` must be floating point; NaN marks a missing label (inf is rejected). A
     :class:`~torchmetrics_ext.RecMetricModule` rejects NaN labels, so it refuses this metric: use
     it standalone on the label column.
+
+    State: one float64 count per task (constant memory, ``sum`` across ranks).
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -218,6 +228,8 @@ class LabelAverage(_CounterMetric):
     Labels may be any finite value; for click labels this equals :class:`CTR`. TorchRec's
     ``prediction_average`` is :class:`WeightedAverage`.
 
+    State: two float64 sums per task (constant memory, ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``.
         validate_args: check each batch.
@@ -262,6 +274,8 @@ class TensorWeightedAverage(_CounterMetric):
     weight columns, refuses it: update it with ``model_out[metric.tensor_name]`` yourself. A task
     whose ``weighted`` flag is false averages without weights, as TorchRec's
     ``RecTaskInfo.weighted``.
+
+    State: two float64 sums per task (constant memory, ``sum`` across ranks).
 
     Args:
         num_tasks: number of tasks ``T``.

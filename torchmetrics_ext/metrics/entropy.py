@@ -52,6 +52,8 @@ class NEPositive(_EntropyVariant):
     Probabilities are clamped to ``[eta, 1 - eta]``, and so is the base rate inside the
     denominator's logs only (:math:`c`), as in :class:`~torchmetrics_ext.NormalizedEntropy` and TorchRec.
 
+    State: four float64 sums per task (constant memory, ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
         eta: probability clamp, in [0, 0.5).
@@ -96,6 +98,8 @@ class CalibrationFreeNE(_EntropyVariant):
         \qquad \bar p = \frac{\sum_i w_i p_i}{\sum_i w_i}
 
     TorchRec's ``cali_free_ne`` with its normalisation fixed (see ``torchrec_scaling``).
+
+    State: six float64 sums per task (constant memory, ``sum`` across ranks).
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -198,6 +202,8 @@ class RecalibratedNE(_Recalibrated):
     With negatives down-sampled at rate :math:`r` in training, ``recalibration_coefficient=r``
     maps the scores back to the serving distribution before NE.
 
+    State: four float64 sums per task (constant memory, ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``.
         recalibration_coefficient: the odds multiplier :math:`c > 0`.
@@ -248,6 +254,8 @@ class RecalibratedNE(_Recalibrated):
 
 class RecalibratedCalibration(_Recalibrated):
     r"""Calibration of recalibrated predictions, :math:`\sum w p' / \sum w y` (TorchRec's ``recalibrated_calibration``).
+
+    State: three float64 sums per task (constant memory, ``sum`` across ranks).
 
     Args:
         num_tasks: number of tasks ``T``.

@@ -538,6 +538,9 @@ class LogLoss(_CrossEntropyMetric):
 
     Shares its states with :class:`NormalizedEntropy`. Labels may be soft.
 
+    State: :class:`NormalizedEntropy`'s four float64 sums per task (constant memory, ``sum`` across
+    ranks).
+
     Args:
         num_tasks: number of tasks ``T``.
         eta: probability clamp, in [0, 0.5).
@@ -596,6 +599,9 @@ class _WeightedSumMetric(_PointwiseMetric):
 class Calibration(_WeightedSumMetric):
     r"""Calibration: :math:`\sum_i w_i p_i / \sum_i w_i y_i` (1.0 is calibrated on average).
 
+    State: three float64 sums per task (constant memory, ``sum`` across ranks), shared with
+    :class:`CTR`.
+
     Args:
         num_tasks: number of tasks ``T``.
         from_logits: ``preds`` are logits (``sigmoid`` is applied first).
@@ -634,6 +640,9 @@ class CTR(_WeightedSumMetric):
     so a batch ``Calibration`` would refuse is refused here too. (A
     :class:`~torchmetrics_ext.RecMetricModule` checks every metric's inputs at once and feeds CTR
     without reading its predictions: :attr:`input_domains` declares any finite value.)
+
+    State: :class:`Calibration`'s three float64 sums per task (constant memory, ``sum`` across
+    ranks).
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -681,11 +690,11 @@ class CTR(_WeightedSumMetric):
 class WeightedAverage(_WeightedSumMetric):
     r"""Weighted mean of the predictions, :math:`\sum_i w_i p_i / \sum_i w_i` (any finite values).
 
-    State: three float64 sums per task. The total weight is a plain :math:`\sum_i w_i` (targets
-    may be any real number), not :class:`CTR`'s class-exact one, so it is named
-    ``weighted_num_samples_plain`` and a ``MetricCollection`` never puts this metric in one
-    compute group with ``CTR`` or ``Calibration`` (checkpoints holding the former name
-    ``weighted_num_samples`` still load).
+    State: three float64 sums per task (constant memory, ``sum`` across ranks). The total weight is
+    a plain :math:`\sum_i w_i` (targets may be any real number), not :class:`CTR`'s class-exact
+    one, so it is named ``weighted_num_samples_plain`` and a ``MetricCollection`` never puts this
+    metric in one compute group with ``CTR`` or ``Calibration`` (checkpoints holding the former
+    name ``weighted_num_samples`` still load).
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -761,6 +770,9 @@ class _ConfusionMetric(_PointwiseMetric):
 class WeightedAccuracy(_ConfusionMetric):
     r"""Weighted accuracy at a threshold: :math:`\sum_i w_i [\,[p_i \ge t] = y_i\,] / \sum_i w_i`.
 
+    State: four float64 weighted confusion counts per task (constant memory, ``sum`` across ranks),
+    shared with :class:`WeightedPrecision` and :class:`WeightedRecall` at the same threshold.
+
     Args:
         num_tasks: number of tasks ``T``.
         threshold: probability at or above which a prediction is positive (compared in float64:
@@ -799,6 +811,9 @@ class WeightedPrecision(_ConfusionMetric):
     ``p >= threshold`` is a positive prediction; ``p == threshold`` counts once, as a positive
     (TorchRec counts it both as a true positive and a false negative).
 
+    State: :class:`WeightedAccuracy`'s four float64 weighted confusion counts per task (constant
+    memory, ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``.
         threshold: probability at or above which a prediction is positive (compared in float64:
@@ -824,6 +839,9 @@ class WeightedPrecision(_ConfusionMetric):
 
 class WeightedRecall(_ConfusionMetric):
     r"""Weighted recall at a threshold: :math:`TP / (TP + FN)` with weighted counts.
+
+    State: :class:`WeightedAccuracy`'s four float64 weighted confusion counts per task (constant
+    memory, ``sum`` across ranks).
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -879,6 +897,8 @@ class WeightedMSE(_ErrorMetric):
     with :class:`WeightedRMSE`, :class:`WeightedMAE`, :class:`WeightedR2`, :class:`WeightedNMSE`
     and :class:`WeightedNRMSE`.
 
+    State: five float64 sums per task (constant memory, ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``.
         from_logits: ``preds`` are logits :math:`z_i` (any finite value) and the prediction is
@@ -910,6 +930,9 @@ class WeightedMSE(_ErrorMetric):
 class WeightedRMSE(_ErrorMetric):
     r"""Weighted root mean squared error, :math:`\sqrt{\sum_i w_i (p_i - y_i)^2 / \sum_i w_i}`.
 
+    State: :class:`WeightedMSE`'s five float64 sums per task (constant memory, ``sum`` across
+    ranks).
+
     Args:
         num_tasks: number of tasks ``T``.
         from_logits: ``preds`` are logits: the error of the probability :math:`\sigma(z_i)` (see
@@ -935,6 +958,9 @@ class WeightedRMSE(_ErrorMetric):
 
 class WeightedMAE(_ErrorMetric):
     r"""Weighted mean absolute error, :math:`\sum_i w_i |p_i - y_i| / \sum_i w_i`.
+
+    State: :class:`WeightedMSE`'s five float64 sums per task (constant memory, ``sum`` across
+    ranks).
 
     Args:
         num_tasks: number of tasks ``T``.

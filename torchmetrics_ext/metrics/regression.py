@@ -22,6 +22,9 @@ class WeightedR2(_ErrorMetric):
 
     Equal to scikit-learn's ``r2_score(..., sample_weight=w)``.
 
+    State: :class:`~torchmetrics_ext.WeightedMSE`'s five float64 sums per task (constant memory,
+    ``sum`` across ranks).
+
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
         from_logits: ``preds`` are logits: the errors are those of :math:`\sigma(z_i)` (see
@@ -58,6 +61,9 @@ class WeightedNMSE(_ErrorMetric):
 
     TorchRec's baseline is :math:`c = 1`; ``baseline="mean"`` uses the weighted label mean
     (then NMSE is :math:`1 - R^2`).
+
+    State: :class:`~torchmetrics_ext.WeightedMSE`'s five float64 sums per task (constant memory,
+    ``sum`` across ranks).
 
     Args:
         num_tasks: number of tasks ``T``.
@@ -99,6 +105,9 @@ class WeightedNMSE(_ErrorMetric):
 
 class WeightedNRMSE(WeightedNMSE):
     r"""RMSE over the RMSE of a constant baseline (TorchRec's ``nrmse``), :math:`\sqrt{\mathrm{NMSE}}`.
+
+    State: :class:`~torchmetrics_ext.WeightedMSE`'s five float64 sums per task (constant memory,
+    ``sum`` across ranks).
 
     Args:
         num_tasks: number of tasks ``T``.

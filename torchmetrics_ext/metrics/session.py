@@ -90,6 +90,9 @@ class SessionPrecisionAtK(_SessionMetric):
     ``rank_labels``, the same for the labels' ranking); otherwise a weighted row that such a row
     pushes out of TorchRec's top ``k`` is predicted positive here.
 
+    State: seven float64 sums per task (constant memory, ``sum`` across ranks): sessions are scored
+    at ``update``, so none is kept.
+
     Args:
         k: number of top-ranked items of a session predicted positive (TorchRec's ``top_threshold``),
             below ``2**63``; a ``k`` at least a session's length predicts all its items positive.
@@ -120,6 +123,9 @@ class SessionRecallAtK(_SessionMetric):
 
     Ranking and averaging as in :class:`SessionPrecisionAtK`; ``average="session"`` skips
     sessions without a positive label.
+
+    State: :class:`SessionPrecisionAtK`'s seven float64 sums per task (constant memory, ``sum``
+    across ranks).
 
     Args:
         k: number of top-ranked items of a session predicted positive (TorchRec's ``top_threshold``),

@@ -285,6 +285,16 @@ def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
 
     Raises:
         ValueError: naming ``name`` ("a positive integer" for ``minimum=1``, then ``detail``).
+
+    Examples:
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.checks import check_int
+        >>> check_int("k", torch.tensor(3), 1)
+        3
+        >>> check_int("k", 0, 1)
+        Traceback (most recent call last):
+            ...
+        ValueError: Expected `k` to be a positive integer, got 0.
     """
     number = as_int(value)
     if number is None or number < minimum:
@@ -294,7 +304,18 @@ def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
 
 
 def check_flag(name: str, value: object) -> bool:
-    """The option ``name`` as a Python ``bool``; ``ValueError`` unless it is a flag (:func:`as_bool`, not ``1``)."""
+    """The option ``name`` as a Python ``bool``; ``ValueError`` unless it is a flag (:func:`as_bool`, not ``1``).
+
+    Examples:
+        >>> import numpy as np
+        >>> from torchmetrics_ext.utilities.checks import check_flag
+        >>> check_flag("adaptive_k", np.bool_(True))
+        True
+        >>> check_flag("adaptive_k", 1)
+        Traceback (most recent call last):
+            ...
+        ValueError: Expected `adaptive_k` to be a bool, got 1.
+    """
     flag = as_bool(value)
     if flag is None:
         raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
@@ -302,7 +323,18 @@ def check_flag(name: str, value: object) -> bool:
 
 
 def check_tensor(name: str, value: object, *, floating: bool = False) -> Tensor:
-    """Raise ``TypeError`` unless ``value`` is a real tensor (floating point when ``floating``); return it."""
+    """Raise ``TypeError`` unless ``value`` is a real tensor (floating point when ``floating``); return it.
+
+    Examples:
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.checks import check_tensor
+        >>> check_tensor("preds", torch.tensor([0.5]), floating=True)
+        tensor([0.5000])
+        >>> check_tensor("preds", torch.tensor([1]), floating=True)
+        Traceback (most recent call last):
+            ...
+        TypeError: Expected `preds` to be a floating point tensor, got dtype torch.int64.
+    """
     if not isinstance(value, Tensor):
         raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
     if value.layout is not torch.strided:  # sparse (COO, CSR, ...): no min/max, reshape or sort kernels

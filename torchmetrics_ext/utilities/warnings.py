@@ -82,6 +82,20 @@ class SamplesFirstWarning(UserWarning):
     Inputs are ``(T, N)``, tasks first; a model head's ``(N, 1)`` output is one task only after
     ``.squeeze(1)``. A caller who does mean one-sample tasks can silence it with
     ``warnings.filterwarnings("ignore", category=SamplesFirstWarning)``.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext.functional import ctr
+        >>> from torchmetrics_ext.utilities.warnings import SamplesFirstWarning
+        >>> preds, target = torch.tensor([[0.2], [0.7], [0.4]]), torch.tensor([[0.0], [1.0], [1.0]])
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     per_row = ctr(preds, target)  # three tasks of one sample each
+        >>> per_row, caught[0].category is SamplesFirstWarning
+        (tensor([0., 1., 1.], dtype=torch.float64), True)
+        >>> ctr(preds.squeeze(1), target.squeeze(1))  # one task of three samples
+        tensor(0.6667, dtype=torch.float64)
     """
 
 
@@ -96,6 +110,15 @@ class UndefinedEntries:
         undefined: the boolean tensor of flagged entries, shaped as named by ``axes`` (a flat
             value inside :func:`flat_entries_as` already reshaped), before any task filtering.
         axes: what each dimension of ``undefined`` counts (``("task",)``, ``("task", "segment")``).
+
+    Examples:
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.warnings import collecting_undefined, warn_undefined
+        >>> with collecting_undefined() as entries:
+        ...     warn_undefined(torch.tensor([True, False]), "Ratio", "no weight")
+        >>> entry = entries[0]
+        >>> entry.metric, entry.reason, entry.undefined.tolist(), entry.axes
+        ('Ratio', 'no weight', [True, False], ('task',))
     """
 
     metric: str
@@ -120,6 +143,16 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
     (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
     Inside :func:`naming_metric` the metric is named by the name given there instead of ``metric``.
     Inside :func:`collecting_undefined` the entries are recorded instead of warned.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.warnings import warn_undefined
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_undefined(torch.tensor([True, False, True]), "Ratio", "no weight")
+        >>> print(caught[0].message)
+        Ratio is undefined for task(s) [0, 2]: no weight; returning nan.
     """
     if _SILENT.get():
         return
@@ -150,6 +183,16 @@ def warn_undefined_flags(flags: Sequence[bool], metric: str, reason: str, device
     A caller that computed its value from host numbers (a tiny ``compute``) saves making a tensor
     of flags that are all ``False`` (nothing to warn, unless :func:`collecting_undefined` records
     the entries).
+
+    Examples:
+        >>> import warnings
+        >>> from torchmetrics_ext.utilities.warnings import warn_undefined_flags
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_undefined_flags([False, True], "Ratio", "no weight")
+        ...     warn_undefined_flags([False, False], "Ratio", "no weight")  # nothing undefined: no warning
+        >>> len(caught), str(caught[0].message)
+        (1, 'Ratio is undefined for task(s) [1]: no weight; returning nan.')
     """
     if _SILENT.get() or (not any(flags) and _COLLECTED.get() is None):
         return
@@ -262,6 +305,17 @@ def flat_entries_as(shape: Sequence[int], axes: tuple[str, ...]) -> Iterator[Non
     For a wrapper whose inner metric computes one flat value over several axes (``Segmented``:
     ``T·S`` entries, task-major): its warnings then name ``segment(s) [2]`` or
     ``(task, segment) [(1, 0)]``, not flat positions as tasks.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.warnings import flat_entries_as, warn_undefined
+        >>> flat = torch.tensor([False, False, True, False, False, False])  # 2 tasks x 3 segments
+        >>> with warnings.catch_warnings(record=True) as caught, flat_entries_as((2, 3), ("task", "segment")):
+        ...     warnings.simplefilter("always")
+        ...     warn_undefined(flat, "Ratio", "no weight")
+        >>> print(caught[0].message)
+        Ratio is undefined for (task, segment) [(0, 2)]: no weight; returning nan.
     """
     token = _FLAT_AS.set((tuple(shape), axes))
     try:
@@ -302,6 +356,16 @@ def silencing_undefined() -> Iterator[None]:
 
     Unlike ``warnings.catch_warnings`` with a filter, the process's warning filters are not
     touched (a filter change makes Python show every warning it had shown once again).
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.warnings import safe_divide, silencing_undefined
+        >>> with warnings.catch_warnings(record=True) as caught, silencing_undefined():
+        ...     warnings.simplefilter("always")
+        ...     value = safe_divide(torch.tensor([1.0]), torch.tensor([0.0]), "Ratio", "no weight")
+        >>> value, len(caught)
+        (tensor([nan]), 0)
     """
     token = _SILENT.set(True)
     try:
@@ -387,6 +451,19 @@ def safe_divide(
     ``sum w·e²`` over a finite ``sum w``): ``inf / y`` would report ``inf`` where the ratio of the
     true sums is finite. ``finite_terms=False`` where a numerator's term may itself be infinite (a
     sure wrong prediction's log loss with ``eta=0``): an infinite numerator is then the value.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.warnings import safe_divide
+        >>> num, denom = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([0.0, 4.0], dtype=torch.float64)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     value = safe_divide(num, denom, "Ratio", "no weight")
+        >>> value
+        tensor([   nan, 0.5000], dtype=torch.float64)
+        >>> print(caught[0].message)
+        Ratio is undefined for task(s) [0]: no weight; returning nan.
     """
     if (
         num.is_cpu

@@ -249,6 +249,7 @@ def test_a_rejected_first_update_is_not_counted(batch):
         ({"window_seconds": math.nan}, ValueError, r"`window_seconds` .*got nan"),
         ({"window_seconds": "100"}, ValueError, r"`window_seconds` .*got '100'"),
         ({"clock": 3.0}, TypeError, r"`clock` to be callable, got float"),
+        ({"validate_args": "no"}, ValueError, r"`validate_args` to be a bool, got .no."),
         # no task dimension: the same explanation as other such metrics (it said "Unexpected keyword arguments")
         ({"num_tasks": 2}, TypeError, r"Throughput has no task dimension, so it takes no `num_tasks` \(got 2\)"),
         ({"num_tasks": 1}, TypeError, r"Throughput has no task dimension.*once for all tasks"),
@@ -257,6 +258,26 @@ def test_a_rejected_first_update_is_not_counted(batch):
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         tmx.Throughput(**kwargs)
+
+
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_validate_args_is_accepted_like_every_metric(validate_args):
+    """DESIGN: every metric takes `validate_args` (it was an "Unexpected keyword" here only).
+
+    A config building all its metrics unvalidated builds this one too; counts come from sizes and
+    Python ints (no device read), so the checks run either way and the rates are the same.
+    """
+    ticks = iter([0.0, 2.0, 3.0])
+    metric = tmx.Throughput(warmup_steps=1, clock=lambda: next(ticks), validate_args=validate_args)
+    assert metric.validate_args is validate_args
+    for batch in (torch.zeros(10), torch.zeros(30), 50):
+        metric.update(batch)
+    out = metric.compute()
+    assert out["total_examples"].item() == 90.0
+    assert out["lifetime_throughput"].item() == 80.0 / 3.0  # 30 + 50 examples over 3 s after warm-up
+    with pytest.raises(ValueError, match="non-negative"):
+        metric.update(-1)  # still refused unvalidated: a count is a Python int, checked for free
+    assert metric.compute()["total_examples"].item() == 90.0
 
 
 def _run(update, now, counts):

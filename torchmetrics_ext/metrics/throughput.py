@@ -17,7 +17,7 @@ from torchmetrics import Metric
 
 from torchmetrics_ext.metrics._time_window import TimeWindow, check_window_seconds, window_as_one_update
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
-from torchmetrics_ext.utilities.checks import as_int, as_real, check_int
+from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_int
 from torchmetrics_ext.utilities.warnings import naming_part, safe_divide, silencing_undefined, warn_undefined
 
 __all__ = ["Throughput"]
@@ -97,12 +97,16 @@ class Throughput(TimeWindow, GuardedMetric):
             With ``0`` the clock starts at construction (and at ``reset``).
         window_seconds: length of the recent window, in seconds.
         clock: a function returning seconds (default :func:`time.monotonic`); tests inject one.
+        validate_args: accepted as every metric of the package takes it (a configuration that builds
+            all its metrics with ``validate_args=False`` builds this one too). It changes nothing:
+            ``update`` reads only sizes and Python integers, never a device value, so its checks
+            cost no host sync and always run.
         kwargs: TorchMetrics options (``process_group``, ``sync_on_compute``, ...).
 
     Raises:
-        ValueError: ``warmup_steps`` not a non-negative integer, ``window_seconds`` not a positive
-            finite number, a count that is negative or beyond int64 (``2**63 - 1``), a 0-dim
-            tensor, or a container without a tensor of at least one dimension. A rejected
+        ValueError: ``warmup_steps`` not a non-negative integer, ``validate_args`` not a bool,
+            ``window_seconds`` not a positive finite number, a count that is negative or beyond
+            int64 (``2**63 - 1``), a 0-dim tensor, or a container without a tensor of at least one dimension. A rejected
             ``update`` changes nothing (the warm-up steps and the clock included).
         TypeError: ``clock`` not callable, ``num_tasks`` given (it has no task dimension: it counts
             each step's examples once for all tasks), or a ``batch`` of another type.
@@ -176,10 +180,12 @@ class Throughput(TimeWindow, GuardedMetric):
         warmup_steps: int = _DEFAULT_WARMUP,
         window_seconds: float = _DEFAULT_WINDOW,
         clock: Callable[[], float] = time.monotonic,
+        validate_args: bool = True,
         **kwargs: Any,
     ) -> None:
         one_task(self, kwargs, "it counts each step's examples once for all tasks (TowerQPS has a rate per task)")
         super().__init__(**kwargs)
+        self.validate_args = check_flag("validate_args", validate_args)
         warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         seconds = check_window_seconds(window_seconds)
         if not callable(clock):

@@ -543,6 +543,13 @@ class _Plan:
             groups.append((group, reads))
         return groups
 
+    @property
+    def fed_columns(self) -> list[str]:
+        """The value columns this plan's tasks feed their metrics (a group's of :meth:`task_groups`)."""
+        names = [name for t in self.tasks for name in (t.predictions, t.labels)]
+        names += [name for name in (self.weights, self.user, self.session) if name is not None]
+        return [name for name in self.read_kinds if name in names]
+
     def records(
         self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: int
     ) -> list[dict]:
@@ -614,7 +621,8 @@ class _Run:
         if plan.by:
             self.collector = SegmentCollector(sources, plan.by)
             dtypes = {name: torch.int64 if kind == "id" else torch.float64 for name, kind in plan.read_kinds.items()}
-            self.group_rows = [SegmentRows(dtypes) for _ in self.groups]
+            # a group's rows hold its own columns only: split groups keep no column twice but the shared ones
+            self.group_rows = [SegmentRows({n: dtypes[n] for n in group.fed_columns}) for group, _ in self.groups]
             self.rows = self.group_rows[0]
         chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
         # (chunk number among every rank's chunks, chunk): the number orders the segments' messages
@@ -697,7 +705,8 @@ class _Run:
         codes = self.collector.add(source, order, batch) if self.collector is not None else None
         for g, ((_, reads), module) in enumerate(zip(self.groups, self.modules)):
             keep = valid if reads else valid_but_weights
-            kept = values if keep is None else {name: v[keep] for name, v in values.items()}
+            names = self.groups[g][0].fed_columns
+            kept = {name: values[name] if keep is None else values[name][keep] for name in names}
             if keep is not None:
                 self.group_skipped[g] += n - int(keep.sum())
             tensors = {name: _tensor(v) for name, v in kept.items()}

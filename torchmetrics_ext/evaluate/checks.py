@@ -568,7 +568,25 @@ class RowChecker:
         ``null_reason`` says what a null row is in the source's own terms (a CSV file's ``nan`` text
         and a pandas frame's NaN are nulls: :attr:`~torchmetrics_ext.evaluate.sources.Source.null_reason`).
         """
+        return self.check_weights_apart(source, first_row, values, nulls, problems, null_reason)[0]
+
+    def check_weights_apart(
+        self,
+        source: str,
+        first_row: int,
+        values: Mapping[str, np.ndarray],
+        nulls: Mapping[str, np.ndarray | None],
+        problems: Problems,
+        null_reason: str = "that are null",
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """As :meth:`check`, and also the mask of the rows valid in every column but as weights.
+
+        Returns ``(valid, valid_but_weights)`` (``None``: every row): a row whose only fault is its
+        weight is invalid for the tasks that read the weights alone. A column that is also read in
+        another role (``weights`` = a task's labels) makes a row invalid in that role as such.
+        """
         bad_any: np.ndarray | None = None
+        bad_other: np.ndarray | None = None
         seen: set[tuple[str, str]] = set()  # a column of several kinds: a reason they share counts once
         for column in self.columns:
             reasons = self._reasons(column.kind, values[column.name])
@@ -576,13 +594,15 @@ class RowChecker:
             if null is not None:
                 reasons.insert(0, (null_reason, null))
             for reason, bad in reasons:
+                if null is not None and reason != null_reason:
+                    bad = bad & ~null
+                if column.kind != "weight" and np.any(bad):  # in this role, whatever counted it first
+                    bad_other = bad if bad_other is None else bad_other | bad
                 if (column.name, reason) in seen:
                     continue
                 seen.add((column.name, reason))
-                if null is not None and reason != null_reason:
-                    bad = bad & ~null
                 count = int(np.count_nonzero(bad))
                 if count:
                     problems.add(source, column, reason, count, first_row + int(np.argmax(bad)))
                     bad_any = bad if bad_any is None else bad_any | bad
-        return None if bad_any is None else ~bad_any
+        return (None if bad_any is None else ~bad_any), (None if bad_other is None else ~bad_other)

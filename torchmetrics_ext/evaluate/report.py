@@ -139,7 +139,9 @@ class EvaluationResult:
             the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` and
             one float per metric. Overall records come first.
         rows_read: rows read from the input (every rank).
-        rows_skipped: invalid rows dropped (``on_invalid="skip"``).
+        rows_skipped: invalid rows dropped (``on_invalid="skip"``) for at least one task: a row whose weight
+            alone is invalid is dropped only for the tasks that read the weights (each record's ``rows``
+            counts the rows of its task).
         problems: what the invalid rows were (file, column, reason, count, first row).
         warnings: undefined-value warnings raised while computing (their values are ``nan``), from
             every rank: one line per metric over all rows naming the task(s), then one line per

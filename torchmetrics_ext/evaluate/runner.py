@@ -11,6 +11,7 @@ metric without a kernel keyed by segment (none of the registry's) would get a mo
 from __future__ import annotations
 
 import ast
+import copy
 import gc
 import inspect
 import math
@@ -524,6 +525,31 @@ class _Plan:
         module = RecMetricModule(infos, self._specs(keys), throughput=False, from_logits=self.from_logits)
         return module
 
+    def task_groups(self) -> list[tuple[_Plan, bool]]:
+        """The plans of the tasks that read the weights and of those that do not, each with whether it reads them.
+
+        Rows whose weight alone is invalid are dropped (``on_invalid="skip"``) for the tasks that read
+        the weights only: the others are fed apart. One plan (this one) where every task reads the
+        weights or none does.
+        """
+        weighted = [t for t in self.tasks if t.weighted]
+        if self.weights is None or len(weighted) == len(self.tasks):
+            return [(self, self.weights is not None)]
+        groups = []
+        for reads, tasks in ((True, weighted), (False, [t for t in self.tasks if not t.weighted])):
+            group = copy.copy(self)  # the same metrics and columns, for these tasks (their module, records, rows)
+            group.tasks = tasks
+            group.weights = self.weights if reads else None
+            groups.append((group, reads))
+        return groups
+
+    @property
+    def fed_columns(self) -> list[str]:
+        """The value columns this plan's tasks feed their metrics (a group's of :meth:`task_groups`)."""
+        names = [name for t in self.tasks for name in (t.predictions, t.labels)]
+        names += [name for name in (self.weights, self.user, self.session) if name is not None]
+        return [name for name in self.read_kinds if name in names]
+
     def records(
         self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: int
     ) -> list[dict]:
@@ -575,20 +601,29 @@ class _Run:
     def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
         self.rank, self.world = _world()
-        self.module = plan.module()
-        domains = self.module.input_domains  # what every row must satisfy
+        # one module per group of tasks dropping the same rows: those reading the weights and the others
+        # (one group where all tasks read them, or none does): a row whose weight alone is invalid is
+        # skipped for the first only. A group's rows (and with them its modules and segments) are its own.
+        self.groups = plan.task_groups() if on_invalid == "skip" else [(plan, plan.weights is not None)]
+        self.modules = [group.module() for group, _ in self.groups]
+        self.module = self.modules[0]
+        domains = self.module.input_domains  # what every row must satisfy (every group's metrics are the same)
         probabilities = domains.preds == "probability" and not domains.from_logits
         self.checker = RowChecker(plan.columns, probabilities, domains.target, domains.float32_weights)
         self.problems = Problems()
-        self.rows_read = self.rows_skipped = 0
+        self.rows_read = self.rows_skipped = 0  # skipped: rows dropped for at least one task
+        self.group_skipped = [0] * len(self.groups)  # rows dropped for each group's tasks
         self.weight_unread = False  # a file read holds the plan's `unread_weight` column
         self.segments: SegmentIndex | None = None  # known once every rank's rows are read (`finish`)
         self.collector: SegmentCollector | None = None
         self.rows: SegmentRows | None = None
+        self.group_rows: list[SegmentRows | None] = [None] * len(self.groups)
         if plan.by:
             self.collector = SegmentCollector(sources, plan.by)
             dtypes = {name: torch.int64 if kind == "id" else torch.float64 for name, kind in plan.read_kinds.items()}
-            self.rows = SegmentRows(dtypes)
+            # a group's rows hold its own columns only: split groups keep no column twice but the shared ones
+            self.group_rows = [SegmentRows({n: dtypes[n] for n in group.fed_columns}) for group, _ in self.groups]
+            self.rows = self.group_rows[0]
         chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
         # (chunk number among every rank's chunks, chunk): the number orders the segments' messages
         self.chunks = list(enumerate(chunks))[self.rank :: self.world]
@@ -659,27 +694,43 @@ class _Run:
             except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
                 role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
-        keep = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason)
+        valid, valid_but_weights = self.checker.check_weights_apart(
+            source.label, first_row, values, nulls, self.problems, source.null_reason
+        )
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more
-        if keep is not None:
-            self.rows_skipped += n - int(keep.sum())
-            values = {name: v[keep] for name, v in values.items()}
-        tensors = {name: _tensor(v) for name, v in values.items()}
-        try:
-            self.module.update(tensors)  # a rejected batch changes no metric
-        except (ValueError, TypeError) as err:
-            # a value (or dtype) the metrics refuse that the checks do not know: the documented error,
-            # naming the file and the batch's rows, agreed by every rank in `finish` as the others
-            last = first_row + n - 1
-            raise InvalidDataError(f"{source.label}: {source.where(first_row, last)}: {err}") from None
-        if self.collector is not None and self.rows is not None:
-            codes = self.collector.add(source, order, batch)  # local codes: segment ids once every rank has read
-            self.rows.append(tensors, _tensor(codes if keep is None else codes[keep]))
+        if valid is not None:
+            self.rows_skipped += n - int(valid.sum())
+        # local codes: segment ids once every rank has read
+        codes = self.collector.add(source, order, batch) if self.collector is not None else None
+        for g, ((_, reads), module) in enumerate(zip(self.groups, self.modules)):
+            keep = valid if reads else valid_but_weights
+            names = self.groups[g][0].fed_columns
+            kept = {name: values[name] if keep is None else values[name][keep] for name in names}
+            if keep is not None:
+                self.group_skipped[g] += n - int(keep.sum())
+            tensors = {name: _tensor(v) for name, v in kept.items()}
+            try:
+                module.update(tensors)  # a rejected batch changes no metric
+            except (ValueError, TypeError) as err:
+                # a value (or dtype) the metrics refuse that the checks do not know: the documented error,
+                # naming the file and the batch's rows, agreed by every rank in `finish` as the others
+                last = first_row + n - 1
+                raise InvalidDataError(f"{source.label}: {source.where(first_row, last)}: {err}") from None
+            rows = self.group_rows[g]
+            if codes is not None and rows is not None:
+                rows.append(tensors, _tensor(codes if keep is None else codes[keep]))
 
     def finish(self, error: str | None) -> EvaluationResult:
         """Agree on errors and counts across ranks, then compute (overall and per segment)."""
-        summary = (error, self.rows_read, self.rows_skipped, list(self.problems), self.weight_unread)
+        summary = (
+            error,
+            self.rows_read,
+            self.rows_skipped,
+            list(self.problems),
+            self.weight_unread,
+            self.group_skipped,
+        )
         summaries: list[Any] = [summary]
         if self.world > 1:
             summaries = [None] * self.world
@@ -691,19 +742,39 @@ class _Run:
         if problems and self.on_invalid == "error":  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
             raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
-        if self.collector is not None and self.rows is not None:  # every rank's segments, numbered alike
+        if self.collector is not None:  # every rank's segments, numbered alike
             self.segments, ids = self.collector.index()
             self.collector = None
-            self.rows.number_segments(ids)
+            for rows in self.group_rows:
+                if rows is not None:
+                    rows.number_segments(ids)
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
-        overall, caught = self._compute(self.module)
-        if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
-            caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
-        segment_records = self._segments(caught)
         rows_read = sum(s[1] for s in summaries)
         rows_skipped = sum(s[2] for s in summaries)
-        for record in overall:
-            record["rows"] = rows_read - rows_skipped
+        order = {task.name: t for t, task in enumerate(self.plan.tasks)}
+        overall: list[dict] = []
+        caught: list[str] = []
+        by_segment: dict[int, list[dict]] = {}
+        segment_lines: list[str] = []
+        for g, ((plan, _), module, rows) in enumerate(zip(self.groups, self.modules, self.group_rows)):
+            group = self._group(plan, module, rows)  # this run as seen by one group of tasks
+            records, lines = group._compute(module)
+            used = rows_read - sum(s[5][g] for s in summaries)
+            for record in records:
+                record["rows"] = used
+            overall += records
+            caught += lines
+            for index, mine in group._segments(segment_lines):
+                by_segment.setdefault(index, []).extend(mine)
+        overall.sort(key=lambda record: order[record["task"]])
+        segment_records = [
+            record
+            for index in sorted(by_segment)
+            for record in sorted(by_segment[index], key=lambda record: order[record["task"]])
+        ]
+        caught += segment_lines
+        if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
+            caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
         return EvaluationResult(
             tasks=tuple(t.name for t in self.plan.tasks),
             metrics=self.plan.metric_names,
@@ -717,6 +788,14 @@ class _Run:
             label_types=self.segments.label_types if self.segments is not None else {},
             by_categories=self.segments.categories if self.segments is not None else {},
         )
+
+    def _group(self, plan: _Plan, module: RecMetricModule, rows: SegmentRows | None) -> _Run:
+        """This run for one group of tasks (:meth:`_Plan.task_groups`): its plan, module and kept rows."""
+        if plan is self.plan:
+            return self
+        group = copy.copy(self)
+        group.plan, group.module, group.rows = plan, module, rows
+        return group
 
     def _merge(self, problems: list[Problem]) -> list[Problem]:
         """Every rank's tallies as one process's: summed per (file, column, reason), in file and row order.
@@ -750,8 +829,8 @@ class _Run:
         lines = [_warning_line(message, OVERALL, self.plan, records) for message in messages]
         return records, list(dict.fromkeys(lines))  # RankingMetrics warns once per task, each line names all
 
-    def _segments(self, lines: list[str]) -> list[dict]:
-        """Every segment's records, in segment order; appends their warnings to ``lines`` in the same order.
+    def _segments(self, lines: list[str]) -> list[tuple[int, list[dict]]]:
+        """Every segment's number and records, in segment order; appends their warnings to ``lines`` in the same order.
 
         Every metric family the package can key by segment (every registry metric) is computed
         for all segments at once (:mod:`~torchmetrics_ext.evaluate.by_segment`), on every rank
@@ -784,7 +863,7 @@ class _Run:
                     value_key, task = name.rsplit("/", 1)
                     columns.setdefault(value_key, [[math.nan] * num_segments for _ in tasks])
                     columns[value_key][tasks.index(task)][i] = value
-        out: list[dict] = []
+        out: list[tuple[int, list[dict]]] = []
         texts: list[str] = []
         records: list[list[dict]] = []
         labels = self.segments.labels
@@ -798,7 +877,7 @@ class _Run:
                 mine = self.plan.records(values, text, labels[index], counted[i])
                 texts.append(text)
                 records.append(mine)
-                out.extend(mine)
+                out.append((index, mine))
             lines.extend(self._segment_lines(metrics, computed, per_segment, texts, records))
         return out
 
@@ -1150,7 +1229,9 @@ def evaluate(
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
-            ``"skip"`` (drop invalid rows and report them in the result).
+            ``"skip"`` (drop invalid rows and report them in the result; a row whose weight alone is
+            invalid is dropped only for the tasks that read the weights, not for a task given
+            ``weight_name: None``).
         progress: print a progress line on stderr (rank 0 only).
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
             them as such (``mse`` is that of ``sigmoid(logits)``), the others

@@ -12,7 +12,7 @@ import fnmatch
 import glob
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -764,38 +764,144 @@ def _links_to_ancestor(link: str, parent: str) -> bool:
         return False
 
 
-def _data_files(directory: str) -> list[str]:
-    """The Parquet and CSV files below ``directory``, recursively, sorted; hidden names skipped below it.
+def _walk(
+    directory: str, walked: set[str], enter: Callable[[str], bool] | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """Every directory below ``directory`` (itself first) and its other entries, each real directory once.
 
-    Symbolic links to directories are followed (``logs/day=2026-12-01 -> /mnt/...``), each real
-    directory read once: the tree is walked first without following links, then the links found,
-    level by level in sorted order, so a directory that lies in the tree is read where it lies and
-    one reached only through links by the first link in that order. A directory whose real path
-    was read already (a link to it) is skipped, and so is a link cycle: a link to the directory
-    holding it or to one of that directory's ancestors (``loop -> ..``, ``self -> .``), whose
-    target may lie outside the directory named (``logs/day=1/loop -> ..`` named as ``logs/day=1``
-    would read every other partition of ``logs``).
+    Symbolic links to directories are followed (``logs/day=2026-12-01 -> /mnt/...``): the tree is
+    walked first without following links, then the links found, level by level in sorted order,
+    so a directory that lies in the tree is reached where it lies and one reached only through
+    links by the first link in that order. A directory whose real path is in ``walked`` (read
+    already, by this walk or an earlier one given the same set) is skipped, unlisted, and so is
+    a link cycle: a link to the directory holding it or to one of that directory's ancestors
+    (``loop -> ..``, ``self -> .``), whose target may lie outside the directory named
+    (``logs/day=1/loop -> ..`` named as ``logs/day=1`` would read every other partition of
+    ``logs``). So the walk lists each real directory at most once and always ends, whatever the
+    links. ``enter(path)`` says whether to go into a subdirectory (default: every one).
+    Entries that are not directories include broken links and links to files.
     """
-    found: list[str] = []
-    walked: set[str] = set()  # real paths of the directories read
     pending = [directory]
     while pending:
         links: list[str] = []
         for top in pending:
+            if os.path.realpath(top) in walked:  # a link to a directory read already: not listed again
+                continue
             for root, directories, names in os.walk(top):  # links to directories are not walked: collected
                 real = os.path.realpath(root)
                 if real in walked:
                     directories[:] = []
                     continue
                 walked.add(real)
-                visible = sorted(d for d in directories if not d.startswith(_HIDDEN))
-                linked = [os.path.join(root, d) for d in visible if os.path.islink(os.path.join(root, d))]
+                inside = sorted(d for d in directories if enter is None or enter(os.path.join(root, d)))
+                linked = [os.path.join(root, d) for d in inside if os.path.islink(os.path.join(root, d))]
                 links += [link for link in linked if not _links_to_ancestor(link, real)]
-                directories[:] = [d for d in visible if not os.path.islink(os.path.join(root, d))]
-                keep = [n for n in names if n.lower().endswith(_DATA_SUFFIXES) and not n.startswith(_HIDDEN)]
-                found += [os.path.join(root, n) for n in keep]
+                directories[:] = [d for d in inside if not os.path.islink(os.path.join(root, d))]
+                yield root, names
         pending = sorted(links)
+
+
+def _data_files(directory: str, walked: set[str] | None = None) -> list[str]:
+    """The Parquet and CSV files below ``directory``, recursively, sorted; hidden names skipped below it.
+
+    The directories are walked by :func:`_walk` (links followed, each real directory once, link
+    cycles skipped); ``walked`` holds the real paths of directories read already (by an earlier
+    match of the same glob), which are not walked again.
+    """
+    found: list[str] = []
+
+    def visible(path: str) -> bool:
+        return not os.path.basename(path).startswith(_HIDDEN)
+
+    for root, names in _walk(directory, set() if walked is None else walked, visible):
+        keep = [n for n in names if n.lower().endswith(_DATA_SUFFIXES) and not n.startswith(_HIDDEN)]
+        found += [os.path.join(root, n) for n in keep]
     return sorted(found)
+
+
+def _glob_states(states: set[int], parts: Sequence[str]) -> set[int]:
+    """``states`` (positions in ``parts``) with those a ``**`` at them can skip to (it matches no name too)."""
+    out, stack = set(states), list(states)
+    while stack:
+        i = stack.pop()
+        if i < len(parts) and parts[i] == "**" and i + 1 not in out:
+            out.add(i + 1)
+            stack.append(i + 1)
+    return out
+
+
+def _glob_step(states: set[int], name: str, parts: Sequence[str]) -> set[int]:
+    """The positions in ``parts`` reached from ``states`` by one more path name, as Python's glob matches it.
+
+    ``**`` matches any name not starting with ``.``; another part matches as :func:`fnmatch.fnmatch`,
+    a name starting with ``.`` only where the part starts so too.
+    """
+    out: set[int] = set()
+    for i in states:
+        if i == len(parts):
+            continue
+        part = parts[i]
+        if part == "**":
+            if not name.startswith("."):
+                out.add(i)
+        elif fnmatch.fnmatch(name, part) and (part.startswith(".") or not name.startswith(".")):
+            out.add(i + 1)
+    return _glob_states(out, parts)
+
+
+def _glob(pattern: str) -> list[str]:
+    """The paths ``pattern`` matches, sorted: Python's recursive glob, with ``**`` matched over :func:`_walk`.
+
+    Python's glob follows symbolic links into every directory, so a ``**`` over a tree holding
+    link cycles (``loop -> ..``) lists paths through them until the paths grow too long, a number
+    of paths exponential in the number of cycles. A pattern with a ``**`` part is matched over the
+    cycle-safe walk instead, which reaches each real directory once (a directory linked twice is
+    matched by its first path); it goes only into directories the pattern can still match. Other
+    patterns (their depth is bounded) are Python's glob's matches. A match that is a directory
+    ends with the separator where the pattern does.
+    """
+    parts = pattern.split(os.sep)
+    first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    rest = parts[first:]
+    while rest and rest[-1] == "":  # a trailing separator: directories only
+        rest = rest[:-1]
+    if "**" not in rest or any(part in ("", os.curdir, os.pardir) for part in rest):
+        return sorted(glob.glob(pattern, recursive=True))
+    directories_only = pattern.endswith(os.sep)
+    prefix = os.sep.join(parts[:first]) or (os.sep if pattern.startswith(os.sep) else "")
+    start = prefix or os.curdir
+    if not os.path.isdir(start):
+        return []
+
+    def states(path: str) -> set[int]:
+        relative = os.path.relpath(path, start)
+        out = _glob_states({0}, rest)
+        for name in [] if relative == os.curdir else relative.split(os.sep):
+            out = _glob_step(out, name, rest)
+        return out
+
+    def place(path: str) -> str:  # the path as glob writes it: from the pattern's own prefix
+        relative = os.path.relpath(path, start)
+        if relative == os.curdir:
+            return prefix
+        return os.path.join(prefix, relative) if prefix else relative
+
+    matches: list[str] = []
+    for root, names in _walk(start, set(), lambda path: bool(states(path))):
+        reached = states(root)
+        if len(rest) in reached and (prefix or root != start):
+            matches.append(os.path.join(place(root), "") if directories_only or root == start else place(root))
+        if not directories_only:
+            matches += [place(os.path.join(root, n)) for n in names if len(rest) in _glob_step(reached, n, rest)]
+    return sorted(matches)
+
+
+def _broken_link(path: str) -> InvalidDataError:
+    """The error of a data file that is a symbolic link to nothing (a file moved or deleted)."""
+    return InvalidDataError(
+        f"{path}: broken symbolic link (to {os.readlink(path)!r}, which does not exist); "
+        "fix or remove the link, or name the files to read."
+    )
 
 
 def _spelled(pattern: str, match: str) -> bool:
@@ -832,7 +938,11 @@ def _expand(path: str) -> list[str]:
     named is (``logs/2024-06-*/``); a glob that leaves no such file fails. Its wildcards match
     no name starting with ``.`` or ``_`` unless that part of the glob starts so too (``out/*``
     skips ``out/_temporary``, ``out/_*`` reads it). Files found twice (``data/**`` matches
-    directories and the files below them) are read once.
+    directories and the files below them) are read once, and a real directory that several
+    matches reach (``data/*`` matching ``a`` and a link to it) is walked once; a ``**`` is
+    matched over the same cycle-safe walk as a directory (:func:`_glob`), so link cycles end it.
+    A data file that is a broken symbolic link (``x.csv -> moved.csv``) fails naming it, whether
+    a directory, a glob or the path itself reaches it.
     """
     if os.path.isdir(path):
         found = _data_files(path)
@@ -840,20 +950,25 @@ def _expand(path: str) -> list[str]:
             raise InvalidDataError(
                 f"{path}: directory holds no Parquet or CSV file (names starting with '.' or '_' are skipped)."
             )
-        return found
+        return _readable(found)
     if os.path.exists(path):
         return [path]
-    matches = sorted(glob.glob(path, recursive=True))
+    matches = _glob(path)
     if not matches:
         raise InvalidDataError(f"{path}: no such file, directory or glob match.")
     files: dict[str, str] = {}  # normalised path -> the path as found (the label of messages)
+    walked: set[str] = set()  # real directories read: a directory two matches reach is walked once
     for match in matches:
         if not _spelled(path, match):
             continue
+        if _is_cycle(match):  # `data/a/*` matching `data/a/up -> ..`: skipped, as a directory's walk skips it
+            continue
         if os.path.isdir(match):
-            found = _data_files(match)
-        else:  # a file of another format (_SUCCESS, notes.txt) is skipped, as in a directory
-            found = [match] if os.path.isfile(match) and match.lower().endswith(_DATA_SUFFIXES) else []
+            found = _data_files(match, walked)
+        else:  # a file of another format (_SUCCESS, notes.txt) is skipped, as in a directory; a link to nothing
+            # with a data suffix is listed, as a directory lists it (and refused below)
+            data = (os.path.isfile(match) or os.path.islink(match)) and match.lower().endswith(_DATA_SUFFIXES)
+            found = [match] if data else []
         for file in found:
             files.setdefault(os.path.normpath(file), file)
     if not files:
@@ -862,7 +977,23 @@ def _expand(path: str) -> list[str]:
             f"{', '.join(_DATA_SUFFIXES)}; names starting with '.' or '_' are skipped unless the glob's part "
             "starts so too, e.g. '_*')."
         )
-    return [files[key] for key in sorted(files)]
+    return _readable([files[key] for key in sorted(files)])
+
+
+def _is_cycle(path: str) -> bool:
+    """Whether ``path`` is a symbolic link to the directory holding it or to an ancestor of it (``up -> ..``)."""
+    link = path.rstrip(os.sep) or path
+    if not (os.path.islink(link) and os.path.isdir(link)):
+        return False
+    return _links_to_ancestor(link, os.path.realpath(os.path.dirname(link) or os.curdir))
+
+
+def _readable(files: list[str]) -> list[str]:
+    """``files``, refusing a broken symbolic link among them (:func:`_broken_link`), as a file named is."""
+    for file in files:
+        if os.path.islink(file) and not os.path.exists(file):
+            raise _broken_link(file)
+    return files
 
 
 def _file_source(path: str) -> Source:

@@ -1086,6 +1086,32 @@ def test_ranks_spawned_from_one_model_keep_their_own_metric_states():
     assert not any(state.is_shared() for state in states)  # the same tensor objects, now private
 
 
+def _spawned_counts(rank: int, aggregator: Any, expected: dict[str, float]) -> None:
+    """A rank started by ``torch.multiprocessing`` (as ``ddp_spawn`` starts it): the aggregator arrived whole."""
+    got = aggregator.get_metrics_for_logging("train")
+    if got != expected:
+        raise AssertionError(f"{got} != {expected}")
+
+
+@pytest.mark.ddp
+def test_an_aggregator_with_category_counts_spawns_into_ranks():
+    """``ddp_spawn`` pickles the model into its ranks with ``torch.multiprocessing``, which passes each CPU
+    storage as a file descriptor that must stay open until the rank starts. ``CategoricalCount``'s pickle
+    held copies of its states made for the pickle alone, freed (their descriptors closed) before the start:
+    a model holding an aggregator that had counted a category failed to launch with "bad value(s) in
+    fds_to_keep"."""
+    from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
+
+    seen = ["web", "app", "web", 7, "web"]
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("clicks", "source", value, AggregationType.CATEGORICAL_COUNT) for value in seen])
+    expected = {f"train_clicks/source_count_{c}": float(seen.count(c)) for c in dict.fromkeys(seen)}
+    assert aggregator.get_metrics_for_logging("train") == expected
+    torch.multiprocessing.start_processes(_spawned_counts, args=(aggregator, expected), nprocs=1, start_method="spawn")
+    aggregator.update([Metric("clicks", "source", "web", AggregationType.CATEGORICAL_COUNT)])  # the parent goes on
+    assert aggregator.get_metrics_for_logging("train") == {**expected, "train_clicks/source_count_web": 4.0}
+
+
 # ----------------------------------------------------------------------------- DDP, script runs
 
 

@@ -705,6 +705,39 @@ def test_a_misnamed_module_is_reported_before_training_with_the_fix(callback, na
     assert updates == []  # nothing ran
 
 
+class AliasedModel(ClickModel):
+    """``val_metrics`` is ``train_metrics`` itself (not a ``clone``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_metrics = self.train_metrics
+
+
+@pytest.mark.parametrize(
+    ("model", "callback", "named"),
+    [
+        (AliasedModel, RecMetricCallback(), "`AliasedModel.train_metrics` and `AliasedModel.val_metrics` are"),
+        (ClickModel, RecMetricCallback(val="train_metrics"), "`ClickModel.train_metrics` is both"),
+    ],
+    ids=["aliased", "named-twice"],
+)
+def test_one_module_for_training_and_validation_is_refused_before_training(model, callback, named):
+    """The callback resets the validation module at each validation epoch (the sanity check's too) and adds the
+    validation samples to it: one module for both stages lost the training values at every validation and logged
+    validation samples under the training keys, without a word."""
+    model = model()
+    earlier = {"click_logit": torch.tensor([0.5, -1.0, 2.0]), "click_label": torch.tensor([1, 0, 0])}
+    earlier |= {"buy_logit": torch.tensor([0.1, 0.2, 0.3]), "buy_label": torch.tensor([0, 1, 1])}
+    model.train_metrics.update(earlier)  # as restored from a checkpoint
+    with pytest.raises(ValueError, match="one RecMetricModule for training and validation") as info:
+        _fit(model, callback)
+    assert named in str(info.value) and 'clone(prefix="val/")' in str(info.value)
+    values = model.train_metrics.compute()  # left as it was: nothing reset, nothing added
+    assert values["train/ctr/click"].item() == pytest.approx(1 / 3, rel=1e-12)
+    assert values["train/ctr/buy"].item() == pytest.approx(2 / 3, rel=1e-12)
+    assert model.train_metrics._step == 1
+
+
 class EvalModel(L.LightningModule):
     """One task, a module per evaluation stage; records what each dataloader's steps returned."""
 

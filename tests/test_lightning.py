@@ -705,6 +705,39 @@ def test_a_misnamed_module_is_reported_before_training_with_the_fix(callback, na
     assert updates == []  # nothing ran
 
 
+class AliasedModel(ClickModel):
+    """``val_metrics`` is ``train_metrics`` itself (not a ``clone``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_metrics = self.train_metrics
+
+
+@pytest.mark.parametrize(
+    ("model", "callback", "named"),
+    [
+        (AliasedModel, RecMetricCallback(), "`AliasedModel.train_metrics` and `AliasedModel.val_metrics` are"),
+        (ClickModel, RecMetricCallback(val="train_metrics"), "`ClickModel.train_metrics` is both"),
+    ],
+    ids=["aliased", "named-twice"],
+)
+def test_one_module_for_training_and_validation_is_refused_before_training(model, callback, named):
+    """The callback resets the validation module at each validation epoch (the sanity check's too) and adds the
+    validation samples to it: one module for both stages lost the training values at every validation and logged
+    validation samples under the training keys, without a word."""
+    model = model()
+    earlier = {"click_logit": torch.tensor([0.5, -1.0, 2.0]), "click_label": torch.tensor([1, 0, 0])}
+    earlier |= {"buy_logit": torch.tensor([0.1, 0.2, 0.3]), "buy_label": torch.tensor([0, 1, 1])}
+    model.train_metrics.update(earlier)  # as restored from a checkpoint
+    with pytest.raises(ValueError, match="one RecMetricModule for training and validation") as info:
+        _fit(model, callback)
+    assert named in str(info.value) and 'clone(prefix="val/")' in str(info.value)
+    values = model.train_metrics.compute()  # left as it was: nothing reset, nothing added
+    assert values["train/ctr/click"].item() == pytest.approx(1 / 3, rel=1e-12)
+    assert values["train/ctr/buy"].item() == pytest.approx(2 / 3, rel=1e-12)
+    assert model.train_metrics._step == 1
+
+
 class EvalModel(L.LightningModule):
     """One task, a module per evaluation stage; records what each dataloader's steps returned."""
 
@@ -1084,6 +1117,32 @@ def test_ranks_spawned_from_one_model_keep_their_own_metric_states():
         val = model.val_metrics.local_compute()  # no update before the spawn
         assert val["ctr/click"].item() == pytest.approx(y[2:].mean(), rel=1e-12)
     assert not any(state.is_shared() for state in states)  # the same tensor objects, now private
+
+
+def _spawned_counts(rank: int, aggregator: Any, expected: dict[str, float]) -> None:
+    """A rank started by ``torch.multiprocessing`` (as ``ddp_spawn`` starts it): the aggregator arrived whole."""
+    got = aggregator.get_metrics_for_logging("train")
+    if got != expected:
+        raise AssertionError(f"{got} != {expected}")
+
+
+@pytest.mark.ddp
+def test_an_aggregator_with_category_counts_spawns_into_ranks():
+    """``ddp_spawn`` pickles the model into its ranks with ``torch.multiprocessing``, which passes each CPU
+    storage as a file descriptor that must stay open until the rank starts. ``CategoricalCount``'s pickle
+    held copies of its states made for the pickle alone, freed (their descriptors closed) before the start:
+    a model holding an aggregator that had counted a category failed to launch with "bad value(s) in
+    fds_to_keep"."""
+    from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
+
+    seen = ["web", "app", "web", 7, "web"]
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("clicks", "source", value, AggregationType.CATEGORICAL_COUNT) for value in seen])
+    expected = {f"train_clicks/source_count_{c}": float(seen.count(c)) for c in dict.fromkeys(seen)}
+    assert aggregator.get_metrics_for_logging("train") == expected
+    torch.multiprocessing.start_processes(_spawned_counts, args=(aggregator, expected), nprocs=1, start_method="spawn")
+    aggregator.update([Metric("clicks", "source", "web", AggregationType.CATEGORICAL_COUNT)])  # the parent goes on
+    assert aggregator.get_metrics_for_logging("train") == {**expected, "train_clicks/source_count_web": 4.0}
 
 
 # ----------------------------------------------------------------------------- DDP, script runs

@@ -566,24 +566,40 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
 
         It is a cache, and as a dict of one tensor per category it took seconds to copy or pickle
         at 100k categories: a copy computes its value again from the states it carries.
+
+        The growing states lose their spare room first (a pickle writes a view's whole storage), in
+        the metric itself: the pickle holds the metric's own tensors, not copies made for it alone.
+        ``torch.multiprocessing`` (``ddp_spawn``, ``mp.spawn``) passes each CPU storage to the new
+        process as a file descriptor that stays open only while its tensor lives, so a copy freed
+        right after the pickle closed it before the process started ("bad value(s) in fds_to_keep").
+        The next new category then grows the states afresh.
         """
+        self._drop_room()
         state = super().__getstate__()
         state.pop("_synced_value", None)  # rebuilt by __setstate__, around the copy itself
         state.pop("_grown", None)  # weak references to the states: a copy's states are its own, without room
-        # the states without their spare room (a pickle writes a view's whole storage), and the lookup's
-        # reference to them kept (so the copy's lookup is still of its states)
-        data, ends, length = state.get("_lookup_of", (None, None, -1))
-        data_name, ends_name, _ = names = self._key_names
-        same = data is state.get(data_name) and ends is state.get(ends_name)
-        for name in names:
-            if name in state:
-                state[name] = _compact(state[name])
-        if same:
-            state["_lookup_of"] = (state[data_name], state[ends_name], length)
-        else:
+        data, ends, _ = state.get("_lookup_of", (None, None, -1))
+        data_name, ends_name, _ = self._key_names
+        if data is not state.get(data_name) or ends is not state.get(ends_name):
             state["_lookup"], state["_lookup_of"] = {}, (None, None, -1)  # rebuilt from the key states at the first use
         state["_computed"] = None
         return state
+
+    def _drop_room(self) -> None:
+        """Make the growing states tensors of their own size (no spare room), keeping the lookup of them."""
+        names = [name for name in self._key_names if name in self.__dict__]
+        with torch.inference_mode(False):  # a copy made under inference mode could not be added into later
+            compact = {name: _compact(self.__dict__[name]) for name in names}
+        changed = {name: value for name, value in compact.items() if value is not self.__dict__[name]}
+        if not changed:
+            return
+        data, ends, length = self._lookup_of
+        data_name, ends_name, _ = self._key_names
+        lookup_of_states = data is self.__dict__.get(data_name) and ends is self.__dict__.get(ends_name)
+        self.__dict__.update(changed)
+        self.__dict__.pop("_grown", None)  # the next new category grows new buffers, never these
+        if lookup_of_states:
+            self._lookup_of = (self.__dict__[data_name], self.__dict__[ends_name], length)
 
     def state_dict(  # type: ignore[override]  # TorchMetrics' signature
         self, destination: dict[str, Any] | None = None, prefix: str = "", keep_vars: bool = False

@@ -282,6 +282,9 @@ class RecMetricCallback(pl.Callback):
         AttributeError: at ``setup`` (before any step), for every named attribute the stage uses
             that is not a ``RecMetricModule``; the message lists the module's ``RecMetricModule``
             attributes and how to name them (``RecMetricCallback(train=..., val=None)``, ``test=None``).
+        ValueError: at ``setup`` of a fit, where ``train`` and ``val`` are one module (one name twice, or
+            ``self.val_metrics = self.train_metrics``): each validation epoch would reset it and add the
+            validation samples to it. Give validation a copy, ``self.train_metrics.clone(prefix="val/")``.
         TypeError: a step whose output is neither ``None`` nor a dict with the module's columns,
             e.g. a ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
 
@@ -374,6 +377,8 @@ class RecMetricCallback(pl.Callback):
         wrong = [n for n in names if n is not None and not isinstance(getattr(pl_module, n, None), RecMetricModule)]
         if wrong:
             self._missing(pl_module, wrong)
+        if stage == "fit":
+            self._check_distinct(pl_module, val)
         self._barebones = bool(getattr(trainer, "barebones", False))
         used = [name for name in names if name is not None]
         if self._barebones and used:
@@ -395,6 +400,23 @@ class RecMetricCallback(pl.Callback):
         for name in names:
             if name is not None:
                 unshare_memory(getattr(pl_module, name))
+
+    def _check_distinct(self, pl_module: pl.LightningModule, val: str | None) -> None:
+        """Refuse one module for training and validation: each validation epoch would reset it and add to it."""
+        if self.train is None or val is None or getattr(pl_module, self.train) is not getattr(pl_module, val):
+            return
+        owner = type(pl_module).__name__
+        if self.train == val:
+            what = f"`{owner}.{self.train}` is both"
+        else:
+            what = f"`{owner}.{self.train}` and `{owner}.{val}` are"
+        raise ValueError(
+            f"RecMetricCallback(train={self.train!r}, val={val!r}): {what} one RecMetricModule for training and "
+            "validation. The callback resets the validation module at each validation epoch and adds the "
+            "validation samples to it, so the training values would restart at every validation and count "
+            "validation samples. Give validation a module of its own: "
+            f'`self.{val} = self.{self.train}.clone(prefix="val/")` (a copy), or `val=None`.'
+        )
 
     def _check_accumulation(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> None:
         """Warn when ``compute_interval_steps`` is no multiple of an accumulation factor of the fit.

@@ -738,6 +738,52 @@ def test_one_module_for_training_and_validation_is_refused_before_training(model
     assert model.train_metrics._step == 1
 
 
+class SamePrefixModel(ClickModel):
+    """``val_metrics`` a copy of ``train_metrics`` that keeps its prefix (``clone()`` without ``prefix``)."""
+
+    def __init__(self, prefix: str | None = None) -> None:
+        super().__init__()
+        self.val_metrics = self.train_metrics.clone(prefix=prefix)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "warns"),
+    [(None, True), ("", True), ("val/", False)],
+    ids=["clone-keeps-prefix", "both-bare", "own-prefix"],
+)
+def test_training_and_validation_modules_logging_the_same_keys_warn_at_setup(prefix, warns):
+    """Two modules with one prefix log the same keys: Lightning keeps the last value per key in
+    `callback_metrics`, so a monitor read validation values under training keys, without a word."""
+    model = SamePrefixModel(prefix)
+    if prefix == "":
+        model.train_metrics = model.train_metrics.clone(prefix="")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(model, RecMetricCallback())
+    same = [w for w in caught if "log the same keys" in str(w.message)]
+    if not warns:
+        assert same == []
+        return
+    assert len(same) == 1
+    message = str(same[0].message)
+    first = f"{prefix if prefix is not None else 'train/'}ne/click"  # the first metric and task: ClickModel's
+    assert f"e.g. {first!r}" in message
+    assert "`SamePrefixModel.train_metrics` and `SamePrefixModel.val_metrics`" in message
+    assert 'clone(prefix="val/")' in message
+
+
+def test_modules_with_one_prefix_but_no_common_key_do_not_warn():
+    model = ClickModel()
+    model.val_metrics = tmx.RecMetricModule(
+        [tmx.RecTaskInfo("click", "click_label", "click_logit")], {"auc": "auc"}, throughput=False,
+        prefix="train/", from_logits=True,
+    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(model, RecMetricCallback())
+    assert not [w for w in caught if "log the same keys" in str(w.message)]
+
+
 class EvalModel(L.LightningModule):
     """One task, a module per evaluation stage; records what each dataloader's steps returned."""
 

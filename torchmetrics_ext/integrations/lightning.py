@@ -285,6 +285,12 @@ class RecMetricCallback(pl.Callback):
         ValueError: at ``setup`` of a fit, where ``train`` and ``val`` are one module (one name twice, or
             ``self.val_metrics = self.train_metrics``): each validation epoch would reset it and add the
             validation samples to it. Give validation a copy, ``self.train_metrics.clone(prefix="val/")``.
+
+    Warns:
+        UserWarning: at ``setup`` of a fit, where the ``train`` and ``val`` modules have one prefix
+            (``clone()`` without ``prefix``, or none on either) and a metric and a task in common: they
+            log the same keys, and Lightning's ``trainer.callback_metrics`` keeps the last value logged
+            per key, so a monitor of such a key would read validation values for training ones.
         TypeError: a step whose output is neither ``None`` nor a dict with the module's columns,
             e.g. a ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
 
@@ -402,8 +408,12 @@ class RecMetricCallback(pl.Callback):
                 unshare_memory(getattr(pl_module, name))
 
     def _check_distinct(self, pl_module: pl.LightningModule, val: str | None) -> None:
-        """Refuse one module for training and validation: each validation epoch would reset it and add to it."""
-        if self.train is None or val is None or getattr(pl_module, self.train) is not getattr(pl_module, val):
+        """Refuse one module for training and validation; warn when two modules log the same keys."""
+        if self.train is None or val is None:
+            return
+        train_module, val_module = getattr(pl_module, self.train), getattr(pl_module, val)
+        if train_module is not val_module:
+            _warn_same_keys(type(pl_module).__name__, (self.train, train_module), (val, val_module))
             return
         owner = type(pl_module).__name__
         if self.train == val:
@@ -893,3 +903,29 @@ class RecMetricCallback(pl.Callback):
         """
         module.reset()
         self._train_restarted = True
+
+
+def _warn_same_keys(owner: str, train: tuple[str, RecMetricModule], val: tuple[str, RecMetricModule]) -> None:
+    """Warn when the training and validation modules log under the same keys (no prefix, or one prefix).
+
+    Lightning keeps one value per key in ``trainer.callback_metrics``: the validation value would
+    replace the training one there, and ``ModelCheckpoint``/``EarlyStopping`` monitoring that key would
+    read whichever was logged last.
+    """
+    (train_name, train_module), (val_name, val_module) = train, val
+    if train_module.prefix != val_module.prefix or train_module.key_style != val_module.key_style:
+        return
+    metrics = [name for name in train_module.metric_names if name in set(val_module.metric_names)]
+    tasks = [task.name for task in train_module.tasks if task.name in {t.name for t in val_module.tasks}]
+    if not metrics or not tasks:
+        return
+    example = train_module._key(metrics[0], None, tasks[0], window=False)
+    prefix = f"prefix {train_module.prefix!r}" if train_module.prefix else "no prefix"
+    rank_zero_warn(
+        f"RecMetricCallback: `{owner}.{train_name}` and `{owner}.{val_name}` both have {prefix}, so they log the "
+        f"same keys (e.g. {example!r}): the validation values replace the training ones in "
+        "`trainer.callback_metrics`, and a `ModelCheckpoint`/`EarlyStopping` monitoring such a key reads whichever "
+        f"was logged last. Give validation its own prefix: `self.{val_name} = self.{train_name}.clone"
+        '(prefix="val/")`.',
+        category=UserWarning,
+    )

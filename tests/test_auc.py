@@ -2141,3 +2141,53 @@ def test_binned_compute_temporaries_stay_within_a_block_of_tasks_and_match_sklea
         np.testing.assert_allclose(
             ap[t].item(), skm.average_precision_score(labels, scores, sample_weight=w), rtol=1e-12
         )
+
+
+def _clipped_histogram(p, y, num_bins, bin_space):
+    """numpy: ``(2, B)`` counts of unvalidated scores, each clipped into the bin range; NaN counted in the last bin."""
+    p = np.asarray(p, dtype=np.float64)
+    nan = np.isnan(p)
+    if bin_space == "probability":
+        values, low, high = np.clip(p, 0.0, 1.0), 0.0, 1.0
+    else:
+        low, high = FB.DEFAULT_LOGIT_RANGE
+        with np.errstate(divide="ignore"):
+            q = np.clip(p, 0.0, 1.0)
+            values = np.clip(np.log(q) - np.log1p(-q), low, high)  # -inf / inf at 0 / 1: the end bins
+    out = np.zeros((2, num_bins))
+    for label in (0, 1):
+        keep = (np.asarray(y) == label) & ~nan
+        out[label] = np.histogram(values[keep], bins=num_bins, range=(low, high))[0]
+        out[label, -1] += ((np.asarray(y) == label) & nan).sum()
+    return out
+
+
+@pytest.mark.parametrize("bin_space", ["logit", "probability"])
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+def test_unvalidated_binned_scores_outside_0_1_or_nan_land_in_an_end_bin(bin_space, device_path):
+    """With ``validate_args=False`` a probability of 1.5 or -0.5 (NaN after the logit) or a NaN score gave an
+    out-of-range index: ``IndexError`` on the CPU, a device-side assert on CUDA. 1.5 now counts in the last bin,
+    -0.5 in the first, NaN in the last (the device path's search puts it there), checked against numpy."""
+    p = [1.5, -0.5, 0.33, 0.57, math.nan, 2.0, -3.0, 0.91]  # inside [0, 1]: away from every bin edge
+    y = [1, 0, 1, 0, 1, 0, 1, 1]
+    num_bins = 10
+    metric = tmx.AUC(num_bins=num_bins, bin_space=bin_space, validate_args=False)
+    with force_device_path() if device_path else contextlib.nullcontext():
+        metric.update(torch.tensor(p), torch.tensor(y, dtype=torch.float32))
+    np.testing.assert_array_equal(
+        next(iter(metric.metric_state.values()))[:, 0].numpy(), _clipped_histogram(p, y, num_bins, bin_space)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = metric.compute()
+    assert torch.isfinite(value)
+
+
+def test_validated_binned_scores_are_binned_as_before():
+    """``checked`` (validated scores) skips the NaN pass only: the same bins as the unvalidated kernel."""
+    g = torch.Generator().manual_seed(3)
+    p, y = torch.rand(2, 1000, generator=g, dtype=torch.float64), torch.randint(0, 2, (2, 1000), generator=g)
+    p[0, :3] = torch.tensor([0.0, 1.0, 0.5])
+    for bin_space in ("logit", "probability"):
+        rule = (100, FB.DEFAULT_LOGIT_RANGE, False, bin_space)
+        assert torch.equal(FB._binned_index(p, y, *rule, checked=True), FB._binned_index(p, y, *rule))

@@ -287,8 +287,9 @@ class _CurveMetric(TaskMetric):
         if batch is None:
             return None
         assert self.num_bins is not None
+        p, t, w = batch
         rule = (self.num_bins, self.logit_range, self.from_logits, self.bin_space)
-        return F._binned_entries(*batch, *rule, checked=self.validate_args)
+        return F._binned_entries(p, t, w, *rule, checked=self.validate_args)
 
     def _formatted(
         self, preds: Tensor, target: Tensor, weights: Tensor | None

@@ -411,21 +411,3 @@ def test_uniform_bins_are_found_without_a_search(num_bins, monkeypatch):
     metric.update(torch.tensor(p), torch.tensor(y))
     for values in (metric.compute(), tmf.reliability(torch.tensor(p), torch.tensor(y), num_bins=num_bins)):
         H.assert_close(values, expected, 1e-12, 1e-15, "reliability")
-
-
-@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
-@pytest.mark.parametrize("edges", [None, (0.0, 0.1, 0.5, 1.0)], ids=["uniform", "edges"])
-def test_unvalidated_predictions_outside_the_edges_or_nan_land_in_an_end_bin(device_path, edges):
-    """``validate_args=False``: 1.5 counts in the last bin, -0.5 in the first, NaN in the last (numpy reference)."""
-    from torchmetrics_ext.utilities.device import force_device_path
-
-    p = np.array([1.5, -0.5, 0.33, 0.77, math.nan, 0.05])
-    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0])
-    metric = tmx.Reliability(validate_args=False, **({"num_bins": 4} if edges is None else {"edges": edges}))
-    with force_device_path(device_path):
-        metric.update(torch.tensor(p), torch.tensor(y))
-    bounds = np.linspace(0.0, 1.0, 5) if edges is None else np.array(edges)
-    expected = np.histogram(np.clip(p[~np.isnan(p)], 0.0, 1.0), bins=bounds)[0].astype(float)
-    expected[-1] += np.isnan(p).sum()
-    weight = next(value for name, value in metric.metric_state.items() if name.startswith("bin_weight"))
-    np.testing.assert_array_equal(weight[0].numpy(), expected)

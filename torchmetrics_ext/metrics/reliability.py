@@ -45,9 +45,7 @@ class Reliability(TaskMetric):
             holds :math:`e_b \le p < e_{b+1}`; the last bin also holds ``p = 1``; predictions
             outside the edges fall in the end bins.
         from_logits: ``preds`` are logits (binned after the sigmoid).
-        validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
-            predictions outside the edges count in the end bins and NaN in the last bin (its
-            ``mean_prediction`` is then NaN).
+        validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Returns:

@@ -229,8 +229,6 @@ def _binned_index(
     from_logits: bool,
     bin_space: str = "logit",
     int64: bool = False,
-    *,
-    checked: bool = False,
 ) -> Tensor:
     """Flat ``(y, task, bin)`` index of every sample into a ``(2, T, B)`` histogram, as ``(T, N)`` integers.
 
@@ -252,17 +250,12 @@ def _binned_index(
 
     On the device path, floating scores find these same bins in kept edges instead
     (:func:`_looked_up_index`: two launches for one task, not one per pass of the arithmetic).
-
-    Unvalidated scores never index outside the histogram: a probability above 1 falls in the last
-    bin and one below 0 in the first (as the logits ``inf`` and ``-inf``), and a NaN score in the
-    last bin, on every path (``checked``: the caller validated the scores, so none is NaN and the
-    pass that places NaN is skipped).
     """
     num_tasks = preds.shape[0]
     narrow = 2 * num_tasks * num_bins <= _INT32_MAX
     if on_device_path(preds) and preds.dtype in EDGE_DTYPES:
         return _looked_up_index(preds, target, num_bins, logit_range, from_logits, bin_space, narrow and not int64)
-    position = _bin_positions(preds, num_bins, logit_range, from_logits, bin_space, checked=checked)
+    position = _bin_positions(preds, num_bins, logit_range, from_logits, bin_space)
     position.add_(target, alpha=float(num_tasks * num_bins))
     if num_tasks > 1:
         position += _task_offsets(num_tasks, num_bins, preds.device, torch.float64)
@@ -270,48 +263,25 @@ def _binned_index(
 
 
 def _bin_positions(
-    preds: Tensor,
-    num_bins: int,
-    logit_range: tuple[float, float],
-    from_logits: bool,
-    bin_space: str,
-    *,
-    checked: bool = False,
+    preds: Tensor, num_bins: int, logit_range: tuple[float, float], from_logits: bool, bin_space: str
 ) -> Tensor:
-    """The bin of every score by the documented arithmetic, as fresh float64 whole numbers in ``[0, B - 1]``.
-
-    ``checked``: the scores were validated (no NaN), so a NaN position needs no pass of its own.
-    """
+    """The bin of every score by the documented arithmetic, as fresh float64 whole numbers in ``[0, B - 1]``."""
     if bin_space == "probability":
         # a logit's probability: float64 sigmoid rounded to float32 (the same bin on any path)
         p = torch.sigmoid(preds.to(torch.float64)).to(torch.float32) if from_logits else preds.to(torch.float32)
-        position = _clip_positions((p * num_bins).to(torch.float64), num_bins, checked)
+        position = (p * num_bins).to(torch.float64).clamp_(0, num_bins - 1)
     else:
         wide = preds if preds.dtype == torch.float64 else preds.to(torch.float64)  # no call for the module's batch
-        # `eps=0.0`: a probability outside [0, 1] (unvalidated) is read as 0 or 1, a logit of -inf or inf (an
-        # end bin) rather than NaN; the same bits as `torch.logit(wide)` inside [0, 1]
-        z = (wide.clone() if wide is preds else wide) if from_logits else torch.logit(wide, eps=0.0)
+        z = (wide.clone() if wide is preds else wide) if from_logits else torch.logit(wide)  # written in place below
         lo, hi = logit_range
-        position = z.sub_(lo).mul_(num_bins / (hi - lo))  # written in place
+        position = z.sub_(lo).mul_(num_bins / (hi - lo))
         if not _logits_inside(known_pred_range(preds), from_logits, logit_range):
-            _clip_positions(position, num_bins, checked)
+            position.clamp_(0, num_bins - 1)
     # the floor (exact in float64, as are whole offsets below 2**53): one in-place pass, cheaper
     # than casting to an integer type before adding the offsets. `floor_`, not `trunc_` (the same
     # value on the clipped, non-negative position): on the CPU ATen vectorises floor and not
     # trunc, ~15x as fast on float64
     return position.floor_()
-
-
-def _clip_positions(position: Tensor, num_bins: int, checked: bool) -> Tensor:
-    """Clip float64 bin positions into ``[0, B - 1]`` in place, a NaN position (unless ``checked``) to the last bin.
-
-    A NaN score is refused when validated (``checked``); unvalidated, ``clamp`` would keep it NaN and
-    its integer index would fall outside the histogram (an ``IndexError`` on the CPU, a device-side
-    assert on CUDA). It lands in the last bin, where the device path's ``searchsorted`` puts it: one
-    more elementwise pass, no host synchronisation.
-    """
-    position.clamp_(0, num_bins - 1)
-    return position if checked else position.nan_to_num_(nan=num_bins - 1)
 
 
 def _looked_up_index(
@@ -454,8 +424,6 @@ def _binned_update(
     from_logits: bool,
     out: Tensor | None = None,
     bin_space: str = "logit",
-    *,
-    checked: bool = False,
 ) -> Tensor:
     """``(2, T, B)`` float64 histogram (negative, positive label weight per bin) of one ``(T, N)`` batch.
 
@@ -465,10 +433,7 @@ def _binned_update(
     """
     hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device) if out is None else out
     int64 = on_device_path(preds)  # int64 indices at once on a device (int32 converts faster on the CPU)
-    entries = _binned_entries(
-        preds, target, weights, num_bins, logit_range, from_logits, bin_space, int64, checked=checked
-    )
-    _add_entries(hist, *entries)
+    _add_entries(hist, *_binned_entries(preds, target, weights, num_bins, logit_range, from_logits, bin_space, int64))
     return hist
 
 
@@ -501,8 +466,6 @@ def _binned_entries(
     from_logits: bool,
     bin_space: str = "logit",
     int64: bool = False,
-    *,
-    checked: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """What one ``(T, N)`` batch adds to the flattened ``(2, T, B)`` histogram, per sample and task.
 
@@ -513,7 +476,7 @@ def _binned_entries(
         caller may keep the entries (a window's ring) and add them with ``out=`` kernels, which
         refuse tensors that require grad.
     """
-    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space, int64, checked=checked)
+    index = _binned_index(preds, target, num_bins, logit_range, from_logits, bin_space, int64)
     values = None if weights is None else weights.detach().to(torch.float64).expand(preds.shape)
     return index, values
 
@@ -732,8 +695,7 @@ def _curve_stats(
     )
     if num_bins is None:
         return _exact_curve_stats([p.T], [_signed_weights(t, w).T], p.shape[0])
-    hist = _binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space, checked=validate_args)
-    return _binned_curve_stats(hist)
+    return _binned_curve_stats(_binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space))
 
 
 def auc(

@@ -287,9 +287,7 @@ class _CurveMetric(TaskMetric):
         if batch is None:
             return None
         assert self.num_bins is not None
-        p, t, w = batch
-        rule = (self.num_bins, self.logit_range, self.from_logits, self.bin_space)
-        return F._binned_entries(p, t, w, *rule, checked=self.validate_args)
+        return F._binned_entries(*batch, self.num_bins, self.logit_range, self.from_logits, self.bin_space)
 
     def _formatted(
         self, preds: Tensor, target: Tensor, weights: Tensor | None
@@ -331,21 +329,13 @@ class _CurveMetric(TaskMetric):
         handed = self.__dict__.get("_forward_batch")
         if handed is None:
             F._binned_update(
-                p,
-                t,
-                w,
-                self.num_bins,
-                self.logit_range,
-                self.from_logits,
-                out=self._hist,
-                bin_space=self.bin_space,
-                checked=self.validate_args,
+                p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self._hist, bin_space=self.bin_space
             )
             return
         # forward (TaskMetric._update_hands_statistics): the batch's histogram, made as the update of fresh
         # states makes it, handed over; its entries kept for the batch value (_curve_stats)
         rule = (self.num_bins, self.logit_range, self.from_logits, self.bin_space, on_device_path(p))
-        index, values = F._binned_entries(p, t, w, *rule, checked=self.validate_args)
+        index, values = F._binned_entries(p, t, w, *rule)
         fresh = self._defaults[self._hist_name]  # what forward's fresh states would start from
         assert isinstance(fresh, Tensor)
         hist = torch.zeros_like(fresh)
@@ -490,9 +480,7 @@ class AUC(_CurveMetric):
             ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
             of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
-        validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
-            scores are the caller's promise, but never index outside a binned histogram: a
-            probability above 1 counts in the last bin, one below 0 in the first, NaN in the last.
+        validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -605,9 +593,7 @@ class AUPRC(_CurveMetric):
             ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
             of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
-        validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
-            scores are the caller's promise, but never index outside a binned histogram: a
-            probability above 1 counts in the last bin, one below 0 in the first, NaN in the last.
+        validate_args: check each batch; a rejected batch raises and changes nothing.
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:

@@ -2141,3 +2141,27 @@ def test_binned_compute_temporaries_stay_within_a_block_of_tasks_and_match_sklea
         np.testing.assert_allclose(
             ap[t].item(), skm.average_precision_score(labels, scores, sample_weight=w), rtol=1e-12
         )
+
+
+@pytest.mark.parametrize("bin_space", ["logit", "probability"])
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+def test_unvalidated_binned_probabilities_outside_0_1_land_in_an_end_bin(bin_space, device_path):
+    """``validate_args=False``: a probability of 1.5 or -0.5 had a NaN logit and so an index outside the histogram
+    (``IndexError`` on the CPU path). It counts in the last / first bin now, as numpy's histogram of the clipped
+    scores says (logit space: the logits inf / -inf of 1 / 0, clipped into the logit range)."""
+    p = np.array([1.5, -0.5, 0.33, 0.57, 2.0, -3.0, 0.91, 1.0, 0.0])  # inside [0, 1]: away from every bin edge
+    y = np.array([1, 0, 1, 0, 0, 1, 1, 0, 1])
+    num_bins = 10
+    q = np.clip(p, 0.0, 1.0)
+    if bin_space == "probability":
+        values, low, high = q, 0.0, 1.0
+    else:
+        low, high = FB.DEFAULT_LOGIT_RANGE
+        with np.errstate(divide="ignore"):
+            values = np.clip(np.log(q) - np.log1p(-q), low, high)
+    expected = np.stack([np.histogram(values[y == c], bins=num_bins, range=(low, high))[0] for c in (0, 1)])
+    metric = tmx.AUC(num_bins=num_bins, bin_space=bin_space, validate_args=False)
+    with force_device_path(device_path):
+        metric.update(torch.tensor(p), torch.tensor(y, dtype=torch.float32))
+    hist = next(iter(metric.metric_state.values()))[:, 0]
+    np.testing.assert_array_equal(hist.numpy(), expected)

@@ -11,6 +11,7 @@ handler failed alike.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -148,3 +149,39 @@ def _flat(value: Any) -> list[float]:
     if isinstance(value, dict):
         return [x for key in sorted(value) for x in _flat(value[key])]
     return list(np.atleast_1d(np.asarray(value, dtype=np.float64)))
+
+
+def _world(rank: int, world_size: int) -> tuple[int, int]:
+    return dist.get_rank(), dist.get_world_size()
+
+
+@pytest.mark.ddp
+def test_a_pool_whose_port_is_taken_starts_again_on_a_fresh_port(monkeypatch):
+    """Two xdist workers may pick one free port: the pool whose rank 0 cannot listen on it (EADDRINUSE) stops its
+    ranks and starts on another port, instead of waiting out the start timeout. Real gloo: the first port is held
+    by a listening socket of this test."""
+    from tests.helpers import ddp
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        given = iter([port])
+        fresh = ddp._free_port
+        monkeypatch.setattr(ddp, "_free_port", lambda: next(given, None) or fresh())
+        pool = DDPPool()
+    try:
+        assert pool.ports[0] == port and len(pool.ports) == 2 and pool.ports[1] != port
+        assert pool.run(_world) == [(0, 2), (1, 2)]
+    finally:
+        pool.close()
+
+
+@pytest.mark.ddp
+def test_a_pool_that_fails_to_start_otherwise_raises_without_a_retry(monkeypatch):
+    """Only a taken port is retried: another start failure (here a port out of range) raises at once, as before."""
+    from tests.helpers import ddp
+
+    monkeypatch.setattr(ddp, "_free_port", lambda: 70000)
+    with pytest.raises(RuntimeError, match=r"(?s)failed to start the gloo process group:\nrank \d:.*Port out of range"):
+        DDPPool()

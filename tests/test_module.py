@@ -8,6 +8,7 @@ import copy
 import functools
 import gc
 import math
+import pickle
 import re
 import warnings
 
@@ -4813,6 +4814,37 @@ def test_a_weight_name_missing_is_warned_for_after_an_empty_first_step():
         warnings.simplefilter("error")
         module.update(step)  # once only
     assert module.compute()["ctr/c"].item() == pytest.approx(2 / 3)
+
+
+def test_the_weight_name_warning_is_said_once_per_module_object_across_checkpoints():
+    """Whether it was said is a plain attribute of the object, outside ``state_dict``: loading a checkpoint (its own
+    or another module's), ``reset``, ``pickle`` and ``deepcopy`` keep it, so the same object never says it twice; a
+    fresh module (a new process resuming) has not said it yet and says it once at its first step."""
+    task = tmx.RecTaskInfo("c", "y", "p", weight_name="click_w")
+    step = {"p": torch.tensor([0.2, 0.7, 0.4]), "y": torch.tensor([0.0, 1.0, 1.0])}
+    module = tmx.RecMetricModule([task], {"ctr": "ctr", "ne": "ne"}, window_size=4, throughput=False)
+    with pytest.warns(UserWarning, match=r"no weight column 'click_w'"):
+        module.update(step)
+    checkpoint = module.state_dict()
+    other = tmx.RecMetricModule([task], {"ctr": "ctr", "ne": "ne"}, window_size=4, throughput=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        module.load_state_dict(checkpoint)
+        module.update(step)
+        module.load_state_dict(other.state_dict())  # another module's (empty) checkpoint
+        module.update(step)
+        module.reset()
+        module.update(step)
+        for copied in (pickle.loads(pickle.dumps(module)), copy.deepcopy(module)):
+            copied.load_state_dict(checkpoint)
+            copied.update(step)
+    other.load_state_dict(checkpoint)
+    with pytest.warns(UserWarning, match=r"no weight column 'click_w'"):
+        other.update(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        other.update(step)
+    assert other.compute()["ctr/c"].item() == pytest.approx(2 / 3)  # weight 1: (0 + 1 + 1) / 3 on every step
 
 
 # one weighted task; "ne" and "log_loss" share their states (a compute group), "auc" keeps every sample

@@ -282,6 +282,19 @@ def test_an_unknown_metric_name_suggests_the_closest(name, guess):
         tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": {"x": {"metric": name}}})
 
 
+@pytest.mark.parametrize("name", ["throughput ", " qps", "Tower QPS\t", "\nThroughput", "window  qps", "tower-qps "])
+def test_a_rate_name_with_stray_spaces_gets_the_rate_hint(name):
+    """The hint read the name as written, so a config's ``"throughput "`` (a stray space: the command line strips
+    ``--metrics`` names, a Python list or a file does not) listed the known names alone, where ``"throughput"`` got
+    the hint: spaces around the name are dropped and runs of spaces or dashes inside it read as one ``_``."""
+    with pytest.raises(ValueError, match=r"\(examples per second are no registry metric: "):
+        lookup(name)
+    with pytest.raises(ValueError, match=r"\(examples per second are no registry metric: "):
+        tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": ["ne", name]})
+    with pytest.raises(ValueError, match=r"Unknown metric name 'throughput_x'; known names"):
+        lookup("throughput_x")  # not a rate's name: no hint
+
+
 @pytest.mark.parametrize("name", ["qps", "tower_qps", "throughput", "QPS", "TowerQPS", "Throughput", "window_qps"])
 def test_a_rate_name_says_where_examples_per_second_are(tmp_path, capsys, name):
     """``"qps"``/``"tower_qps"``/``"throughput"`` listed the known names only (nothing close enough to guess), from

@@ -728,6 +728,67 @@ def test_ks_given_as_one_tensor_is_refused_with_the_sequence_hint():
     assert tmx.RankingMetrics(ks=torch.tensor([10])).ks == (10,)
 
 
+def _torchrec_window(value: Any) -> Any:
+    from torchmetrics_ext.torchrec_config import read_torchrec_config
+
+    task = {"name": "t", "label_name": "label", "prediction_name": "pred", "weight_name": "weight"}
+    config = {"rec_tasks": [task], "rec_metrics": {"ne": {"rec_tasks": [task], "window_size": value}}}
+    return read_torchrec_config(config)
+
+
+def _evaluate_batch_size(value: Any) -> Any:
+    from torchmetrics_ext.evaluate.config import check_config
+
+    return check_config({"batch_size": value})
+
+
+# every integer setting, built with a whole float (a config's `1e3`); `as_int` refuses floats on purpose
+WHOLE_FLOAT_SETTINGS: dict[str, Callable[[Any], Any]] = {
+    "window_size": lambda v: tmx.RecMetricModule(tasks=["ctr"], metrics=["ne"], window_size=v),
+    "compute_interval_steps": lambda v: tmx.RecMetricModule(tasks=["ctr"], metrics=["ne"], compute_interval_steps=v),
+    "num_tasks": lambda v: tmx.NormalizedEntropy(num_tasks=v),
+    "k": lambda v: tmx.NDCG(k=v),
+    "k-required": lambda v: tmx.RecallAtK(k=v),
+    "k-of-ks": lambda v: tmx.RankingMetrics(ks=(v,)),
+    "num_bins": lambda v: tmx.AUC(num_bins=v),
+    "num_bins-reliability": lambda v: tmx.Reliability(num_bins=v),
+    "warmup_steps": lambda v: tmx.Throughput(warmup_steps=v),
+    "num_classes": lambda v: tmx.MulticlassRecallAtK(k=1, num_classes=v),
+    "num_labels": lambda v: tmx.MultiLabelPrecision(num_labels=v),
+    "num_thresholds": lambda v: tmx.HindsightTargetPR(num_thresholds=v),
+    "window_size-windowed": lambda v: tmx.Windowed(tmx.CTR(), window_size=v),
+    "num_segments": lambda v: tmx.Segmented(tmx.CTR(), num_segments=v),
+    "k-registry": lambda v: __import__("torchmetrics_ext.registry").registry.build_metric("ndcg", k=v),
+    "window_size-torchrec": _torchrec_window,
+    "batch_size-evaluate": _evaluate_batch_size,
+}
+
+
+@pytest.mark.parametrize("setting", list(WHOLE_FLOAT_SETTINGS), ids=str)
+@pytest.mark.parametrize("form", ["python", "numpy", "tensor"])
+def test_an_integer_setting_given_a_whole_float_says_how_to_write_it(setting, form):
+    """``window_size=1e3`` stays refused (no silent truncation of ``10.7``), and the message says to write 1000."""
+    value = {"python": 8.0, "numpy": np.float64(8.0), "tensor": torch.tensor(8.0)}[form]
+    name = setting.split("-")[0]
+    with pytest.raises(ValueError, match=rf"`?{name}`?.*got {re.escape(repr(value))} \(a float: write 8, or int\("):
+        WHOLE_FLOAT_SETTINGS[setting](value)
+    WHOLE_FLOAT_SETTINGS[setting](8)  # the integer it stands for is accepted
+
+
+@pytest.mark.parametrize("value", [2.5, math.inf, math.nan, True, "8"], ids=repr)
+def test_a_float_that_is_not_whole_gets_no_integer_hint(value):
+    """Only a whole float has an integer to suggest: 2.5, inf, NaN, a bool or text are refused as before."""
+    with pytest.raises(ValueError, match=r"`num_bins`") as info:
+        tmx.AUC(num_bins=value)
+    assert "a float: write" not in str(info.value)
+
+
+def test_ks_given_as_one_whole_float_is_told_to_write_a_sequence_of_the_integer():
+    """``ks=10.0`` is one cutoff, as a float: the hint is the sequence of the integer, not ``ks=10``."""
+    with pytest.raises(ValueError, match=r"got 10\.0 \(a float: write ks=\(10,\)\)\.$"):
+        tmx.RankingMetrics(ks=10.0)
+
+
 def test_nan_strategy_as_an_integer_stays_refused_as_torchmetrics_refuses_it():
     """TorchMetrics takes a float fill value only: ``0`` is refused, and so are its tensor and NumPy forms."""
     for value in (0, torch.tensor(0), np.int64(0), "drop"):

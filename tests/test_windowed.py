@@ -3919,3 +3919,40 @@ def test_a_ring_of_other_update_shapes_names_the_shape_it_holds():
     metric.persistent(True)
     with pytest.raises(RuntimeError, match=r"`sum_squared_error`: the checkpoint's updates have shape \(2,\), this"):
         metric.load_state_dict(saved)
+
+
+@pytest.mark.parametrize(
+    "front",
+    [True, np.True_, np.asarray(True), torch.tensor(True), torch.tensor([1]), 1.0, torch.tensor(1, device="meta")],
+    ids=repr,
+)
+def test_a_ring_front_that_is_no_count_is_refused_naming_the_window(front):
+    """A count read from a checkpoint follows the settings' rule (``as_int``): no bool in any form, no one-element
+    tensor with dimensions, no float, and no tensor without data (a meta tensor raised a bare RuntimeError from
+    ``item()``); each is refused with the ring's message and the metric as it was."""
+    saved = Windowed(tmx.CTR(), 10)
+    saved.update(torch.tensor([0.5, 0.2]), torch.tensor([1.0, 0.0]))
+    saved.update(torch.tensor([0.5]), torch.tensor([1.0]))
+    state = saved.state_dict()
+    metric = Windowed(tmx.CTR(), 10)
+    metric.update(torch.tensor([0.25]), torch.tensor([0.0]))
+    before = _snapshot(metric)
+    bad = {**state, "_extra_state": {**state["_extra_state"], "front": front}}
+    with pytest.raises(RuntimeError, match=r"`front` one from 0 to the number of updates \(2\).*not one ring"):
+        metric.load_state_dict(bad)
+    assert _same(before, _snapshot(metric))
+
+
+@pytest.mark.parametrize("front", [0, np.int64(0), np.asarray(0), torch.tensor(0), torch.tensor(0, dtype=torch.uint8)])
+def test_a_ring_front_of_any_integer_form_loads(front):
+    """The integer forms a count may take in a checkpoint load: the window's values are those of its samples."""
+    preds, target = [torch.tensor([0.5, 0.2]), torch.tensor([0.5])], [torch.tensor([1.0, 0.0]), torch.tensor([1.0])]
+    saved = Windowed(tmx.CTR(), 10)
+    for p, y in zip(preds, target):
+        saved.update(p, y)
+    state = saved.state_dict()
+    assert state["_extra_state"]["front"] == 0
+    metric = Windowed(tmx.CTR(), 10)
+    metric.load_state_dict({**state, "_extra_state": {**state["_extra_state"], "front": front}})
+    values = metric.compute()
+    assert values["window"].item() == pytest.approx(np.mean([1.0, 0.0, 1.0]))  # CTR: the mean label

@@ -36,7 +36,7 @@ from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import ranking as _ranking
 from torchmetrics_ext.metrics import regression as _regression
-from torchmetrics_ext.utilities.checks import as_int
+from torchmetrics_ext.utilities.checks import as_int, int_given
 
 __all__ = [
     "TORCHREC_SELF_NAMED",
@@ -359,7 +359,9 @@ _RATE_HINT = (
 
 def _unknown_hint(stem: str, guess: str | None, cutoff: str) -> str:
     """What the error of an unknown name adds: where a rate is, else the closest known name, else nothing."""
-    if re.sub(r"[\s-]", "_", stem.lower()) in _RATE_NAMES:
+    # read as `_closest` reads a name (any case) and as the command line passes it (stripped), a run of
+    # spaces or dashes inside as one "_": "Throughput ", " tower  qps" and "Tower-QPS" are rates too
+    if re.sub(r"[\s-]+", "_", stem.strip().lower()) in _RATE_NAMES:
         return _RATE_HINT
     return f" (did you mean {_suggestion(_BY_NAME[guess], cutoff)!r}?)" if guess else ""
 
@@ -463,7 +465,7 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
     if value is None or value < 1:
         raise ValueError(
             f"Expected `k` of metric {name!r} to be a positive integer (its cutoff) or None (the whole list, for "
-            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {given!r}."
+            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {int_given(given)}."
         )
     entry, k = lookup(name if "@" in name else f"{name}@{value}")
     if "@" in name and value != k:

@@ -22,7 +22,7 @@ from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import regression as _regression
 from torchmetrics_ext.metrics.throughput import Throughput
-from torchmetrics_ext.utilities.checks import as_int
+from torchmetrics_ext.utilities.checks import as_int, int_given
 
 __all__ = ["TORCHREC_METRICS", "TorchRecPlan", "read_torchrec_config"]
 
@@ -379,7 +379,7 @@ def _check_fused_update_limit(value: Any) -> None:
     """``fused_update_limit`` up to 1 (TorchRec: no fusion); above 1 is refused, saying why."""
     limit = as_int(value)
     if limit is None:
-        raise ValueError(f"Expected `fused_update_limit` to be an integer, got {value!r}.")
+        raise ValueError(f"Expected `fused_update_limit` to be an integer, got {int_given(value)}.")
     if limit > 1:
         raise ValueError(
             f"`fused_update_limit={limit}` is not supported: TorchRec then buffers {limit} steps and adds "
@@ -486,7 +486,9 @@ def _window_size(name: str, value: Any) -> int:
     """
     size = as_int(value)
     if size is None or size < 1:
-        raise ValueError(f"TorchRec metric {name!r}: expected `window_size` to be a positive integer, got {value!r}.")
+        raise ValueError(
+            f"TorchRec metric {name!r}: expected `window_size` to be a positive integer, got {int_given(value)}."
+        )
     return size
 
 

@@ -24,12 +24,23 @@ import torch.multiprocessing as mp
 WORLD_SIZE = 2
 _START_TIMEOUT = 180.0
 _JOB_TIMEOUT = 300.0
+_START_ATTEMPTS = 4  # fresh ports tried when the one picked was taken meanwhile
 
 
 def _free_port() -> int:
+    """A port free now: bound to port 0 and released, so another process may take it before rank 0 does."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _port_taken(error: str) -> bool:
+    """Whether a rank's start failed because its port was taken (c10d's TCPStore: ``EADDRINUSE``)."""
+    return "EADDRINUSE" in error or "address already in use" in error.lower()
+
+
+class _PortTaken(Exception):
+    """A rank could not listen on the pool's port: start again on another."""
 
 
 def _worker(rank: int, world_size: int, port: int, jobs: Any, results: Any) -> None:
@@ -64,21 +75,49 @@ class DDPPool:
     """``WORLD_SIZE`` spawned processes joined in one gloo process group."""
 
     def __init__(self, world_size: int = WORLD_SIZE) -> None:
-        ctx = mp.get_context("spawn")
+        """Start the ranks; on a port taken between :func:`_free_port` and rank 0's listen, again on a fresh one.
+
+        Two pytest-xdist workers can pick the same free port; the one whose rank 0 cannot listen
+        (``EADDRINUSE``) stops its ranks and starts over, up to ``_START_ATTEMPTS`` times. Any other
+        failure to start raises as before (not retried, not hidden).
+        """
         self.world_size = world_size
-        self._jobs = [ctx.Queue() for _ in range(world_size)]
-        self._results = ctx.Queue()
-        port = _free_port()
+        self.broken = False
+        self.ports: list[int] = []  # one per attempt
+        for _ in range(_START_ATTEMPTS):
+            self._spawn(_free_port())
+            try:
+                self._collect(_START_TIMEOUT, "start the gloo process group", retry_on=True)
+                return
+            except _PortTaken as taken:
+                self._kill()
+                error = str(taken)
+        self.broken = True
+        raise RuntimeError(f"DDP pool: failed to start the gloo process group: ports {self.ports} taken:\n{error}")
+
+    def _spawn(self, port: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.ports.append(port)
+        self._jobs = [ctx.Queue() for _ in range(self.world_size)]
+        self._results = ctx.Queue()  # fresh: nothing of a stopped attempt is read as this one's
         self._procs = [
-            ctx.Process(target=_worker, args=(rank, world_size, port, self._jobs[rank], self._results), daemon=True)
-            for rank in range(world_size)
+            ctx.Process(
+                target=_worker, args=(rank, self.world_size, port, self._jobs[rank], self._results), daemon=True
+            )
+            for rank in range(self.world_size)
         ]
         for proc in self._procs:
             proc.start()
-        self.broken = False
-        self._collect(_START_TIMEOUT, "start the gloo process group")
 
-    def _collect(self, timeout: float, what: str) -> list[Any]:
+    def _kill(self) -> None:
+        """Stop an attempt's ranks (the other rank may wait on the taken port until its timeout)."""
+        for proc in self._procs:
+            proc.kill()
+        for proc in self._procs:
+            proc.join(timeout=30)
+
+    def _collect(self, timeout: float, what: str, retry_on: bool = False) -> list[Any]:
+        """Each rank's result; ``retry_on``: a rank whose port was taken raises :class:`_PortTaken` at once."""
         out: dict[int, Any] = {}
         errors = []
         for _ in range(self.world_size):
@@ -89,6 +128,8 @@ class DDPPool:
                 raise RuntimeError(f"DDP pool: timed out after {timeout:.0f}s waiting to {what}") from None
             if ok:
                 out[rank] = payload
+            elif retry_on and _port_taken(payload):
+                raise _PortTaken(payload)
             else:
                 errors.append(f"rank {rank}:\n{payload}")
         if errors:

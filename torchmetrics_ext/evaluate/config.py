@@ -23,6 +23,7 @@ from typing import Any
 
 from torchmetrics_ext._module_config import _build_entry, _close_to
 from torchmetrics_ext.evaluate.runner import ON_INVALID, _metric_options, _segment_columns, _tasks
+from torchmetrics_ext.utilities.checks import int_given, whole_float
 
 __all__ = ["CONFIG_KEYS", "load_config"]
 
@@ -150,5 +151,7 @@ def _check(key: str, value: Any, base: str) -> Any:
         return value
     # batch_size
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if whole_float(value) is not None:  # a file's `1e3` is a float: say how to write the integer
+            raise ValueError(f"key {key!r}: expected a positive integer, got {int_given(value)}")
         raise _wrong(key, "a positive integer", value)
     return value

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional._uniform import grid_on, thresholds_reached
-from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, format_pointwise, int_given, single_task
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["hindsight_target_pr"]
@@ -35,7 +35,7 @@ def _check_hindsight_args(target_precision: float, num_thresholds: int) -> tuple
     if tp is None or not 0 <= tp <= 1:
         raise ValueError(f"Expected `target_precision` to be a float in [0, 1], got {target_precision!r}.")
     if n is None or n < 2:
-        raise ValueError(f"Expected `num_thresholds` to be an integer >= 2, got {num_thresholds!r}.")
+        raise ValueError(f"Expected `num_thresholds` to be an integer >= 2, got {int_given(num_thresholds)}.")
     return float(tp), n
 
 

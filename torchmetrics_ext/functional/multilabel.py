@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
-from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, format_pointwise
+from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, format_pointwise, int_given
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import safe_divide
 
@@ -23,7 +23,7 @@ def _check_num_labels(num_labels: int) -> int:
     """``num_labels`` as a Python int (NumPy and 0-dim tensor integers accepted); ``ValueError`` unless in [1, 62]."""
     value = as_int(num_labels)
     if value is None or not 1 <= value <= 62:
-        raise ValueError(f"Expected `num_labels` to be an integer in [1, 62], got {num_labels!r}.")
+        raise ValueError(f"Expected `num_labels` to be an integer in [1, 62], got {int_given(num_labels)}.")
     return value
 
 

@@ -24,7 +24,15 @@ from torch import Tensor
 
 from torchmetrics_ext.functional._uniform import uniform_bins, uniform_grid
 from torchmetrics_ext.functional.auc.binary import _task_offsets
-from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, format_pointwise, sequence_items, single_task
+from torchmetrics_ext.utilities.checks import (
+    as_int,
+    as_real,
+    check_flag,
+    format_pointwise,
+    int_given,
+    sequence_items,
+    single_task,
+)
 from torchmetrics_ext.utilities.device import constant_on
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -46,7 +54,7 @@ def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None)
     if edges is None:
         bins = as_int(num_bins)
         if bins is None or bins < 1:
-            raise ValueError(f"Expected `num_bins` to be a positive integer, got {num_bins!r}.")
+            raise ValueError(f"Expected `num_bins` to be a positive integer, got {int_given(num_bins)}.")
         return _uniform_edges(bins)
     # as every sequence setting (a 1-D tensor or array too), each edge as every number setting: no bools
     values = [as_real(edge) for edge in sequence_items("edges", edges) or ()]

@@ -48,10 +48,12 @@ __all__ = [
     "check_tensor",
     "checked_bounds",
     "format_pointwise",
+    "int_given",
     "observed_range",
     "read_along",
     "sequence_items",
     "single_task",
+    "whole_float",
 ]
 
 PredsDomain = Literal["probability", "real", "score"]
@@ -299,8 +301,35 @@ def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
     number = as_int(value)
     if number is None or number < minimum:
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
-        raise ValueError(f"Expected `{name}` to be {kind}{detail}, got {value!r}.")
+        raise ValueError(f"Expected `{name}` to be {kind}{detail}, got {int_given(value)}.")
     return number
+
+
+def whole_float(value: object) -> int | None:
+    """The ``int`` a whole float stands for (``1e3``, ``np.float64(5.0)``, ``torch.tensor(5.0)``), else ``None``.
+
+    For messages only: :func:`as_int` refuses every float on purpose (``5.0`` as a size is read from
+    a config or a division, and silently truncating ``10.7`` is worse than asking).
+    """
+    number = _plain_scalar(value)
+    if isinstance(number, bool) or not isinstance(number, numbers.Real) or isinstance(number, numbers.Integral):
+        return None
+    whole = float(number)
+    return int(whole) if math.isfinite(whole) and whole.is_integer() else None
+
+
+def int_given(value: object) -> str:
+    """``repr(value)`` for the message of an integer setting, with a hint when it is a whole float.
+
+    The one place every integer setting's "got ..." comes from: a config's ``1e6`` is a float, which
+    :func:`as_int` refuses, and the message then says how to write it.
+
+    Examples:
+        >>> int_given(1e3), int_given(7), int_given(2.5)
+        ('1000.0 (a float: write 1000, or int(1000.0))', '7', '2.5')
+    """
+    whole = whole_float(value)
+    return f"{value!r}" if whole is None else f"{value!r} (a float: write {whole}, or int({value!r}))"
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities.data import dim_zero_cat, dim_zero_max, dim_zero_min, dim_zero_sum
 
+from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.chunks import (
     _JOIN,
     _SMALL,
@@ -99,14 +100,14 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
 def is_count(value: Any) -> bool:
     """Whether ``value`` is a whole number >= 0 (a Python or NumPy integer, a 0-dim integer tensor; no bool).
 
-    A bool tensor and a one-element tensor of any shape pass ``operator.index`` too: refused here.
+    The settings' rule (:func:`~torchmetrics_ext.utilities.checks.as_int`), so a count read from a
+    checkpoint is what a count given as a setting is: a bool in any form (``True``, ``np.True_``,
+    ``torch.tensor(True)``), a one-element tensor with dimensions, a float, a NumPy duration and a
+    tensor without data (``device="meta"``, whose ``operator.index`` raised a bare RuntimeError)
+    are no counts.
     """
-    if isinstance(value, bool) or (isinstance(value, Tensor) and (value.ndim or value.dtype == torch.bool)):
-        return False
-    try:
-        return operator.index(value) >= 0
-    except TypeError:
-        return False
+    count = as_int(value)
+    return count is not None and count >= 0
 
 
 def _rows(chunks: Iterable[Tensor]) -> int:

@@ -39,6 +39,7 @@ from torchmetrics_ext.utilities.checks import (
     check_choice,
     check_flag,
     format_pointwise,
+    int_given,
     sequence_items,
     single_task,
 )
@@ -72,7 +73,7 @@ def _check_bins(
     bin_space = check_choice("bin_space", bin_space, BIN_SPACES)
     bins = None if num_bins is None else as_int(num_bins)
     if num_bins is not None and (bins is None or bins < 2):
-        raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {num_bins!r}.")
+        raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {int_given(num_bins)}.")
     ends = [as_real(v) for v in sequence_items("logit_range", logit_range) or ()]
     low, high = math.nan, math.nan
     if len(ends) == 2 and ends[0] is not None and ends[1] is not None:
@@ -271,7 +272,10 @@ def _bin_positions(
         position = (p * num_bins).to(torch.float64).clamp_(0, num_bins - 1)
     else:
         wide = preds if preds.dtype == torch.float64 else preds.to(torch.float64)  # no call for the module's batch
-        z = (wide.clone() if wide is preds else wide) if from_logits else torch.logit(wide)  # written in place below
+        # `eps=0.0` (the same bits inside [0, 1], no slower): an unvalidated probability above 1 or below 0 is
+        # read as 1 or 0, a logit of inf or -inf clipped into an end bin below, not NaN (an index outside the
+        # histogram: IndexError on the CPU). NaN scores are not placed: validation refuses them.
+        z = (wide.clone() if wide is preds else wide) if from_logits else torch.logit(wide, eps=0.0)  # in place below
         lo, hi = logit_range
         position = z.sub_(lo).mul_(num_bins / (hi - lo))
         if not _logits_inside(known_pred_range(preds), from_logits, logit_range):

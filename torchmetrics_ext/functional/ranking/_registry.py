@@ -25,7 +25,7 @@ from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.functional.ranking._kernel import QueryStats, SortedQueries, discount_column, gain
 from torchmetrics_ext.functional.ranking._spec import RankingSpec, Request
 from torchmetrics_ext.functional.ranking._topk import TopQueries
-from torchmetrics_ext.utilities.checks import as_int, as_str, sequence_items
+from torchmetrics_ext.utilities.checks import as_int, as_str, sequence_items, whole_float
 
 # ----------------------------------------------------------------------------- hit counts (sort path and top-k merge)
 
@@ -186,11 +186,14 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
     given = sequence_items("ks", ks) or []
     if not given:
         # `None` is a cutoff (the whole list) inside the sequence, not a value of `ks` itself
+        whole = whole_float(ks)
         hint = (
             " (for the whole list alone write ks=(None,))"
             if ks is None
             else f" (write ks=({one},))"
             if one is not None
+            else f" (a float: write ks=({whole},))"
+            if whole is not None
             else ""
         )
         raise ValueError(

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
-from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, observed_range
+from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, int_given, observed_range
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["multiclass_recall_at_k"]
@@ -33,7 +33,7 @@ def _multiclass_recall_arg_validation(k: int, num_classes: int) -> tuple[int, in
     """
     classes = as_int(num_classes)
     if classes is None or classes < 2:
-        raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {num_classes!r}.")
+        raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {int_given(num_classes)}.")
     return cast(int, check_cutoff(k, "required")), classes  # "required": never None
 
 

@@ -480,7 +480,9 @@ class AUC(_CurveMetric):
             ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
             of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
-        validate_args: check each batch; a rejected batch raises and changes nothing.
+        validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
+            scores are the caller's promise: binned, a probability above 1 counts in the last bin and
+            one below 0 in the first; a NaN score is placed nowhere (an ``IndexError`` on the CPU).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -593,7 +595,9 @@ class AUPRC(_CurveMetric):
             ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
             of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
-        validate_args: check each batch; a rejected batch raises and changes nothing.
+        validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
+            scores are the caller's promise: binned, a probability above 1 counts in the last bin and
+            one below 0 in the first; a NaN score is placed nowhere (an ``IndexError`` on the CPU).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:

@@ -420,7 +420,8 @@ def grouped_auprc(
         weights: optional non-negative sample weights.
         weight_groups: weight each group by its total sample weight instead of 1.
         average_groups: ``"defined"`` (default) or ``"all"``: every group, one with positive
-            weight only counting 1 and one without positive weight 0 (TorchRec's grouped AUPRC).
+            weight only counting 1 and one without positive weight 0 (TorchRec's grouped AUPRC;
+            a group of zero-weight rows counts too: 0, so zero weights are not removed rows here).
         from_logits: ``preds`` are logits.
         validate_args: check inputs before computing.
 

@@ -280,7 +280,8 @@ class GroupedAUPRC(_GroupedCurveMetric):
         weight_groups: weight each group by its total sample weight instead of 1.
         groups_complete_per_batch: score groups per batch and keep constant-memory sums.
         average_groups: ``"defined"`` (default) or ``"all"``: every group, one with positive
-            weight only counting 1 and one without positive weight 0 (TorchRec's grouped AUPRC).
+            weight only counting 1 and one without positive weight 0 (TorchRec's grouped AUPRC;
+            a group of zero-weight rows counts too: 0, of weight 0 under ``weight_groups``).
         from_logits: ``preds`` are logits.
         validate_args: check each batch.
         kwargs: TorchMetrics options.

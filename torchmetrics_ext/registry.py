@@ -465,7 +465,7 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
     if value is None or value < 1:
         raise ValueError(
             f"Expected `k` of metric {name!r} to be a positive integer (its cutoff) or None (the whole list, for "
-            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {int_given(given)}."
+            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {int_given(given, 1)}."
         )
     entry, k = lookup(name if "@" in name else f"{name}@{value}")
     if "@" in name and value != k:

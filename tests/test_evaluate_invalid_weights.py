@@ -158,3 +158,42 @@ def test_two_ranks_drop_invalid_weights_per_task_as_one_process(ddp_pool, tmp_pa
             kept = kept_a if record["task"] == "a" else kept_b
             rows = kept if record["segment"] == "all" else kept[kept.country == record["country"]]
             _check(record, _reference(rows, record["task"], rows.w.to_numpy() if record["task"] == "a" else None))
+
+
+@pytest.mark.parametrize("bad_weight", [False, True])
+def test_split_tasks_warn_as_one_module(bad_weight):
+    """Fed apart, the weighted and unweighted tasks warned group by group: "auc is undefined for task 'a'",
+    then "... for task 'b'" (and the segments' lines group by group too), even with no invalid row at all,
+    where one module said "auc is undefined for tasks 'a', 'b'". One line per metric and reason, naming
+    every task, in metric order; the segments' lines metric by metric, then task by task."""
+    n = 40
+    frame = pd.DataFrame(
+        {
+            "p_a": np.linspace(0.1, 0.9, n),
+            "y_a": np.ones(n, dtype=np.int64),  # one class: auc and ne undefined for every task
+            "p_b": np.linspace(0.9, 0.1, n),
+            "y_b": np.ones(n, dtype=np.int64),
+            "w": np.full(n, 2.0),
+            "country": ["de", "fr"] * (n // 2),
+        }
+    )
+    if bad_weight:
+        frame.loc[0, "w"] = np.nan
+    result = evaluate(frame, TASKS, ["auc", "ctr", "ne"], weights="w", on_invalid="skip", by="country")
+    single = "the labels seen hold a single class (or no weight); returning nan."
+    assert result.warnings == [
+        f"auc is undefined for tasks 'a', 'b' over all rows: {single}",
+        f"ne is undefined for tasks 'a', 'b' over all rows: {single}",
+        f"auc is undefined for task 'a' in 2 of 2 segments (country=de, country=fr): {single}",
+        f"auc is undefined for task 'b' in 2 of 2 segments (country=de, country=fr): {single}",
+        f"ne is undefined for task 'a' in 2 of 2 segments (country=de, country=fr): {single}",
+        f"ne is undefined for task 'b' in 2 of 2 segments (country=de, country=fr): {single}",
+    ]
+    assert [(r["segment"], r["task"], r["rows"]) for r in result.records] == [
+        ("all", "a", n - bad_weight),
+        ("all", "b", n),
+        ("country=de", "a", n // 2 - bad_weight),
+        ("country=de", "b", n // 2),
+        ("country=fr", "a", n // 2),
+        ("country=fr", "b", n // 2),
+    ]

@@ -141,6 +141,8 @@ def test_a_broken_link_fails_naming_it_whether_a_directory_or_a_glob_reaches_it(
         "d/**/*/",
         "./d/**/*.csv",
         "{root}/d/**/*.csv",
+        "d/*.csv/**",  # a trailing `**` after a file: Python's glob lists nothing (no name after the file)
+        "**/*.csv/**",
     ],
 )
 def test_a_recursive_glob_matches_what_pythons_glob_matches_without_links(tmp_path, monkeypatch, pattern):
@@ -154,3 +156,15 @@ def test_a_recursive_glob_matches_what_pythons_glob_matches_without_links(tmp_pa
     monkeypatch.chdir(tmp_path)
     pattern = pattern.format(root=tmp_path)
     assert sources_module._glob(pattern) == sorted(glob.glob(pattern, recursive=True))
+
+
+def test_a_trailing_recursive_part_after_a_file_reads_no_file(tmp_path, monkeypatch):
+    """``data/*.csv/**`` read ``data/x.csv`` (its ``**`` matched nothing after the file), where Python's glob,
+    which the docs promise, matches nothing: the glob fails as one matching nothing."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text("p,y\n0.2,0\n0.7,1\n")
+    monkeypatch.chdir(tmp_path)
+    assert glob.glob("data/*.csv/**", recursive=True) == []  # the reference
+    with pytest.raises(InvalidDataError, match=r"no such file, directory or glob match"):
+        evaluate("data/*.csv/**", {"t": ("p", "y")}, ["ctr"])
+    assert evaluate("data/**", {"t": ("p", "y")}, ["ctr"]).rows_read == 2  # the file itself still matched

@@ -1884,3 +1884,25 @@ def test_a_model_with_a_validation_step_still_needs_its_validation_module():
     """The default ``val`` name is only skipped for a model without validation: a typo is still caught."""
     with pytest.raises(AttributeError, match=r"`ValidatedWithoutModule\.val_metrics` is missing"):
         _fit(ValidatedWithoutModule(), RecMetricCallback())
+
+
+@pytest.mark.parametrize("val_ks", [[10], [5]])
+def test_same_keys_warning_names_a_key_the_modules_log(val_ks):
+    """The warning's example key was the metric's name alone (``'rk/click'``) for a metric whose value is a dict:
+    no key the modules log. It names one of them now (``'rk.ndcg@10/click'``, the DESIGN key format with its
+    entry); two settings of one metric name with no entry in common (``ks=[10]`` and ``ks=[5]``) log no common
+    key and do not warn."""
+    task = [tmx.RecTaskInfo("click", "y", "p", weight_name=None, session_id_name="s")]
+    model = L.LightningModule()
+    model.train_metrics = tmx.RecMetricModule(task, {"rk": tmx.RankingMetrics(ks=[10])}, throughput=False)
+    model.val_metrics = tmx.RecMetricModule(task, {"rk": tmx.RankingMetrics(ks=val_ks)}, throughput=False)
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        RecMetricCallback().setup(trainer, model, "fit")
+    same = [str(w.message) for w in caught if "log the same keys" in str(w.message)]
+    if val_ks != [10]:
+        assert same == []
+        return
+    assert len(same) == 1
+    assert "(e.g. 'rk.ndcg@10/click')" in same[0]

@@ -282,11 +282,15 @@ def test_an_unknown_metric_name_suggests_the_closest(name, guess):
         tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": {"x": {"metric": name}}})
 
 
-@pytest.mark.parametrize("name", ["throughput ", " qps", "Tower QPS\t", "\nThroughput", "window  qps", "tower-qps "])
+@pytest.mark.parametrize(
+    "name",
+    ["throughput ", " qps", "Tower QPS\t", "\nThroughput", "window  qps", "tower-qps ", "tower_ qps", "tower__qps"],
+)
 def test_a_rate_name_with_stray_spaces_gets_the_rate_hint(name):
     """The hint read the name as written, so a config's ``"throughput "`` (a stray space: the command line strips
     ``--metrics`` names, a Python list or a file does not) listed the known names alone, where ``"throughput"`` got
-    the hint: spaces around the name are dropped and runs of spaces or dashes inside it read as one ``_``."""
+    the hint: spaces around the name are dropped and runs of spaces, dashes or underscores inside it read as one
+    ``_`` (``"tower_ qps"`` and ``"tower__qps"`` had none: a ``_`` beside a space made ``tower__qps``)."""
     with pytest.raises(ValueError, match=r"\(examples per second are no registry metric: "):
         lookup(name)
     with pytest.raises(ValueError, match=r"\(examples per second are no registry metric: "):

@@ -783,6 +783,28 @@ def test_a_float_that_is_not_whole_gets_no_integer_hint(value):
     assert "a float: write" not in str(info.value)
 
 
+@pytest.mark.parametrize("setting", list(WHOLE_FLOAT_SETTINGS), ids=str)
+@pytest.mark.parametrize("value", [-3.0, -0.0, 1e300, np.float64(-3.0), torch.tensor(1e30)], ids=repr)
+def test_a_whole_float_outside_the_settings_range_gets_no_integer_to_try(setting, value):
+    """``k=-3.0`` said "write -3" and ``k=1e300`` "write 1000000000000000052504760...": integers the setting
+    refuses too (the second a 301-digit one). The hint names an integer only where it would be taken."""
+    if setting == "warmup_steps" and value == 0:  # -0.0: 0 warm-up steps is a warm-up setting's integer
+        pytest.skip("0 is a valid warmup_steps")
+    with pytest.raises(ValueError) as info:
+        WHOLE_FLOAT_SETTINGS[setting](value)
+    assert "a float: write" not in str(info.value)
+    assert repr(value) in str(info.value)
+
+
+def test_a_whole_float_above_a_settings_maximum_gets_no_integer_to_try():
+    """``num_labels`` is at most 62: ``100.0`` said "write 100", which is refused too; ``62.0`` still gets it."""
+    with pytest.raises(ValueError) as info:
+        tmx.MultiLabelPrecision(num_labels=100.0)
+    assert "a float: write" not in str(info.value)
+    with pytest.raises(ValueError, match=r"got 62\.0 \(a float: write 62, or int\(62\.0\)\)"):
+        tmx.MultiLabelPrecision(num_labels=62.0)
+
+
 def test_ks_given_as_one_whole_float_is_told_to_write_a_sequence_of_the_integer():
     """``ks=10.0`` is one cutoff, as a float: the hint is the sequence of the integer, not ``ks=10``."""
     with pytest.raises(ValueError, match=r"got 10\.0 \(a float: write ks=\(10,\)\)\.$"):

@@ -360,8 +360,9 @@ _RATE_HINT = (
 def _unknown_hint(stem: str, guess: str | None, cutoff: str) -> str:
     """What the error of an unknown name adds: where a rate is, else the closest known name, else nothing."""
     # read as `_closest` reads a name (any case) and as the command line passes it (stripped), a run of
-    # spaces or dashes inside as one "_": "Throughput ", " tower  qps" and "Tower-QPS" are rates too
-    if re.sub(r"[\s-]+", "_", stem.strip().lower()) in _RATE_NAMES:
+    # spaces, dashes or underscores inside as one "_": "Throughput ", " tower  qps", "tower_ qps" and "Tower-QPS"
+    # are rates too
+    if re.sub(r"[\s_-]+", "_", stem.strip().lower()) in _RATE_NAMES:
         return _RATE_HINT
     return f" (did you mean {_suggestion(_BY_NAME[guess], cutoff)!r}?)" if guess else ""
 
@@ -465,7 +466,7 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
     if value is None or value < 1:
         raise ValueError(
             f"Expected `k` of metric {name!r} to be a positive integer (its cutoff) or None (the whole list, for "
-            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {int_given(given)}."
+            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {int_given(given, 1)}."
         )
     entry, k = lookup(name if "@" in name else f"{name}@{value}")
     if "@" in name and value != k:

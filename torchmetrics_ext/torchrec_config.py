@@ -487,7 +487,7 @@ def _window_size(name: str, value: Any) -> int:
     size = as_int(value)
     if size is None or size < 1:
         raise ValueError(
-            f"TorchRec metric {name!r}: expected `window_size` to be a positive integer, got {int_given(value)}."
+            f"TorchRec metric {name!r}: expected `window_size` to be a positive integer, got {int_given(value, 1)}."
         )
     return size
 

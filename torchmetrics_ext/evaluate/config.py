@@ -152,6 +152,6 @@ def _check(key: str, value: Any, base: str) -> Any:
     # batch_size
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         if whole_float(value) is not None:  # a file's `1e3` is a float: say how to write the integer
-            raise ValueError(f"key {key!r}: expected a positive integer, got {int_given(value)}")
+            raise ValueError(f"key {key!r}: expected a positive integer, got {int_given(value, 1)}")
         raise _wrong(key, "a positive integer", value)
     return value

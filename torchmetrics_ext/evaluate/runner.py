@@ -601,6 +601,7 @@ class _Run:
     def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
         self.rank, self.world = _world()
+        self.task_order = {task.name: t for t, task in enumerate(plan.tasks)}  # every task's, also in a group's run
         # one module per group of tasks dropping the same rows: those reading the weights and the others
         # (one group where all tasks read them, or none does): a row whose weight alone is invalid is
         # skipped for the first only. A group's rows (and with them its modules and segments) are its own.
@@ -751,19 +752,19 @@ class _Run:
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         rows_read = sum(s[1] for s in summaries)
         rows_skipped = sum(s[2] for s in summaries)
-        order = {task.name: t for t, task in enumerate(self.plan.tasks)}
+        order = self.task_order
         overall: list[dict] = []
-        caught: list[str] = []
+        undefined: list[_Undefined] = []
         by_segment: dict[int, list[dict]] = {}
-        segment_lines: list[str] = []
+        segment_lines: list[tuple[tuple[int, int, int], int, str]] = []
         for g, ((plan, _), module, rows) in enumerate(zip(self.groups, self.modules, self.group_rows)):
             group = self._group(plan, module, rows)  # this run as seen by one group of tasks
-            records, lines = group._compute(module)
+            records, found = group._compute(module)
             used = rows_read - sum(s[5][g] for s in summaries)
             for record in records:
                 record["rows"] = used
             overall += records
-            caught += lines
+            undefined += found
             for index, mine in group._segments(segment_lines):
                 by_segment.setdefault(index, []).extend(mine)
         overall.sort(key=lambda record: order[record["task"]])
@@ -772,7 +773,11 @@ class _Run:
             for index in sorted(by_segment)
             for record in sorted(by_segment[index], key=lambda record: order[record["task"]])
         ]
-        caught += segment_lines
+        # the groups' lines as one module's: a metric undefined for tasks of both groups is one line naming
+        # them all, and the lines come metric by metric (then task by task), not group by group
+        caught = self._overall_lines(undefined)
+        segment_lines.sort(key=lambda item: item[:2])
+        caught += [line for *_, line in segment_lines]
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
         return EvaluationResult(
@@ -820,17 +825,51 @@ class _Run:
                 p.line = lines[p.first_row][0] if p.first_row in lines else None
         return sorted(merged.values(), key=lambda p: (files.get(p.source, -1), p.first_row, columns.get(p.column, -1)))
 
-    def _compute(self, module: RecMetricModule) -> tuple[list[dict], list[str]]:
-        """The records over all rows (synced across ranks) and their undefined-value warnings."""
+    def _compute(self, module: RecMetricModule) -> tuple[list[dict], list[_Undefined]]:
+        """The records over all rows (synced across ranks) and their undefined-value warnings, as parts."""
         values, messages = _values_and_warnings(module, local=False)
         names = [task.name for task in self.plan.tasks]
         by_key = {key: [float(values[f"{key}/{name}"]) for name in names] for key in self.plan.renames}
         records = self.plan.records(by_key, OVERALL, dict.fromkeys(self.plan.by), 0)
-        lines = [_warning_line(message, OVERALL, self.plan, records) for message in messages]
-        return records, list(dict.fromkeys(lines))  # RankingMetrics warns once per task, each line names all
+        keys = module.metric_names
+        found: list[_Undefined] = []
+        for j, message in enumerate(messages):
+            match = _UNDEFINED.fullmatch(message)
+            if match is None:  # not the package's words: the message itself (its `reason`)
+                found.append(_Undefined((len(keys), j), (), (), message))
+                continue
+            metrics, tasks = _attribution(match["metric"], _task_list(match["tasks"]), self.plan, records)
+            position = keys.index(match["metric"]) if match["metric"] in keys else len(keys)
+            found.append(_Undefined((position, j), tuple(metrics), tuple(tasks), match["reason"]))
+        return records, found
 
-    def _segments(self, lines: list[str]) -> list[tuple[int, list[dict]]]:
-        """Every segment's number and records, in segment order; appends their warnings to ``lines`` in the same order.
+    def _overall_lines(self, found: Sequence[_Undefined]) -> list[str]:
+        """The lines of the undefined-value warnings over all rows: one per metric(s) and reason, naming its tasks.
+
+        Each group of tasks (:meth:`_Plan.task_groups`) has its own module; a metric undefined for one
+        reason in both is one line naming the tasks of both, as one module's warning names them, and the
+        lines come in the order one module raises them (metric by metric). RankingMetrics warns once per
+        task, each of its lines naming every task: said once.
+        """
+        merged: dict[tuple[tuple[str, ...], str], list[Any]] = {}  # (metrics, reason) -> [order, tasks]
+        for entry in found:
+            item = merged.setdefault((entry.metrics, entry.reason), [entry.order, []])
+            item[0] = min(item[0], entry.order)
+            item[1] += [task for task in entry.tasks if task not in item[1]]
+        lines = []
+        for (metrics, reason), (_, tasks) in sorted(merged.items(), key=lambda item: item[1][0]):
+            if not metrics:
+                lines.append(f"{reason} ({_where(OVERALL)})")
+                continue
+            names = sorted(tasks, key=lambda name: self.task_order.get(name, len(self.task_order)))
+            lines.append(_line_of(metrics, names, reason, OVERALL))
+        return list(dict.fromkeys(lines))
+
+    def _segments(self, lines: list[tuple[tuple[int, int, int], int, str]]) -> list[tuple[int, list[dict]]]:
+        """Every segment's number and records, in segment order; appends their warnings to ``lines``.
+
+        Each line comes with its place (:meth:`_segment_lines`): sorted on it, the lines of every group
+        of tasks (:meth:`_Plan.task_groups`) are in one module's order.
 
         Every metric family the package can key by segment (every registry metric) is computed
         for all segments at once (:mod:`~torchmetrics_ext.evaluate.by_segment`), on every rank
@@ -918,7 +957,7 @@ class _Run:
         per_segment: Mapping[str, Mapping[int, tuple[dict[str, float], list[str]]]],
         texts: list[str],
         records: list[list[dict]],
-    ) -> list[str]:
+    ) -> list[tuple[tuple[int, int, int], int, str]]:
         """One line per metric, task and reason undefined in some segment: how many segments, and the first few.
 
         ``"auc is undefined for task 'click' in 12,345 of 200,000 segments (country=de, country=fr, ...):
@@ -926,9 +965,12 @@ class _Run:
         segment: 187,000 lines for 200,000 segments and three metrics). The values stay ``nan`` in
         the records, which name every segment. Lines come in the order one module over a segment's
         rows would warn (metric by metric, each metric's warnings in the order it raises them), then
-        by task; the segments named are the first ones, in segment order.
+        by task; the segments named are the first ones, in segment order. Each line comes with its place
+        in that order, ``((metric, warning, task), first segment, line)``, the task's place among every
+        task of the run (a group's run has some of them: :meth:`_Plan.task_groups`).
         """
         tasks = [task.name for task in self.plan.tasks]
+        place = [self.task_order[task] for task in tasks]
         # (what, task, reason) -> [(metric position, warning position, task position), segments]
         groups: dict[tuple[str, str | None, str], list[Any]] = {}
 
@@ -950,7 +992,7 @@ class _Run:
                         )
                         for task in task_names:
                             what = _metrics_are(names)
-                            add((position, j, tasks.index(task)), what, task, match["reason"], [i])
+                            add((position, j, place[tasks.index(task)]), what, task, match["reason"], [i])
                 continue
             for j, entry in enumerate(computed.undefined.get(key, ())):
                 # the parts of the message one module over a segment's rows gives
@@ -962,14 +1004,14 @@ class _Run:
                         continue
                     flagged = torch.nonzero(entry.undefined[t]).reshape(-1).numpy()
                     if metric != self.plan.ranking_key or not self.plan.ranking_names:
-                        add((position, j, t), _metrics_are([metric]), task, reason, flagged)
+                        add((position, j, place[t]), _metrics_are([metric]), task, reason, flagged)
                         continue
                     by_names: dict[str, list[int]] = {}  # the ranking names nan for the task: named themselves
                     for i in flagged.tolist():
                         named = [m for m in self.plan.ranking_names if math.isnan(records[i][t][m])] or [metric]
                         by_names.setdefault(_metrics_are(named), []).append(i)
                     for what, ranked in by_names.items():
-                        add((position, j, t), what, task, reason, ranked)
+                        add((position, j, place[t]), what, task, reason, ranked)
         total = len(texts)
         separator = "; " if len(self.plan.by) > 1 else ", "  # a segment of several columns holds ", "
         lines: list[tuple[tuple[int, int, int], int, str]] = []
@@ -983,7 +1025,7 @@ class _Run:
             else:
                 lines.append((order, int(found[0]), f"{what} undefined for task {name!r} {where}: {why}"))
         lines.sort(key=lambda item: item[:2])
-        return [line for *_, line in lines]
+        return lines
 
 
 # the segments an undefined-value line names (then "...": the records name every one)
@@ -1084,28 +1126,22 @@ def _task_list(text: str | None) -> list[Any]:
     return tasks if isinstance(tasks, list) else []
 
 
-def _warning_line(message: str, segment: str, plan: _Plan, records: Sequence[dict]) -> str:
-    """An undefined-value warning of the metrics, with task and metric names and the segment.
-
-    The module's warnings name the undefined tasks ("for task(s) ['click', 'buy']"). The ranking
-    names share one ``RankingMetrics`` per task, which names its keys: its warnings are attributed
-    from the values, naming the ranking names that are ``nan`` and every task they are ``nan`` for.
-    """
-    match = _UNDEFINED.fullmatch(message)
-    if match is None:
-        return f"{message} ({_where(segment)})"
-    return _undefined_line(match["metric"], _task_list(match["tasks"]), match["reason"], segment, plan, records)
-
-
 def _where(segment: str) -> str:
     return "over all rows" if segment == OVERALL else f"in segment {segment}"
 
 
-def _undefined_line(
-    metric: str, named: Sequence[Any], reason: str, segment: str, plan: _Plan, records: Sequence[dict]
-) -> str:
-    """The line of :func:`_warning_line` from the parts of the message: metric, tasks named, reason."""
-    metrics, names = _attribution(metric, named, plan, records)
+@dataclass(frozen=True)
+class _Undefined:
+    """An undefined-value warning over all rows, as parts: its place, metric name(s), tasks and reason."""
+
+    order: tuple[int, int]  # (the metric's place in the module, the warning's among the module's warnings)
+    metrics: tuple[str, ...]  # empty: a message not in the package's words, `reason` holding it
+    tasks: tuple[str, ...]
+    reason: str
+
+
+def _line_of(metrics: Sequence[str], names: Sequence[str], reason: str, segment: str) -> str:
+    """``"auc is undefined for tasks 'a', 'b' over all rows: ..."``, from the metric names, tasks and reason."""
     who = ""
     if names:
         who = f" for task {names[0]!r}" if len(names) == 1 else " for tasks " + ", ".join(repr(n) for n in names)

@@ -849,6 +849,17 @@ def _glob_step(states: set[int], name: str, parts: Sequence[str]) -> set[int]:
     return _glob_states(out, parts)
 
 
+def _last_part_takes(states: set[int], name: str, parts: Sequence[str]) -> bool:
+    """Whether a file ``name`` at ``states`` ends a match: the pattern's last part matches the name itself.
+
+    A ``**`` matches no name only between directories: Python's glob lists no file for ``a/*.csv/**``
+    (the ``**`` would have to match nothing after the file ``a/b.csv``), so a file is matched only where
+    the last part takes its name (``a/**`` and ``a/*.csv`` match ``a/b.csv``).
+    """
+    last = len(parts) - 1
+    return last in states and len(parts) in _glob_step({last}, name, parts)
+
+
 def _glob(pattern: str) -> list[str]:
     """The paths ``pattern`` matches, sorted: Python's recursive glob, with ``**`` matched over :func:`_walk`.
 
@@ -892,7 +903,7 @@ def _glob(pattern: str) -> list[str]:
         if len(rest) in reached and (prefix or root != start):
             matches.append(os.path.join(place(root), "") if directories_only or root == start else place(root))
         if not directories_only:
-            matches += [place(os.path.join(root, n)) for n in names if len(rest) in _glob_step(reached, n, rest)]
+            matches += [place(os.path.join(root, n)) for n in names if _last_part_takes(reached, n, rest)]
     return sorted(matches)
 
 

@@ -35,7 +35,7 @@ def _check_hindsight_args(target_precision: float, num_thresholds: int) -> tuple
     if tp is None or not 0 <= tp <= 1:
         raise ValueError(f"Expected `target_precision` to be a float in [0, 1], got {target_precision!r}.")
     if n is None or n < 2:
-        raise ValueError(f"Expected `num_thresholds` to be an integer >= 2, got {int_given(num_thresholds)}.")
+        raise ValueError(f"Expected `num_thresholds` to be an integer >= 2, got {int_given(num_thresholds, 2)}.")
     return float(tp), n
 
 

@@ -23,7 +23,7 @@ def _check_num_labels(num_labels: int) -> int:
     """``num_labels`` as a Python int (NumPy and 0-dim tensor integers accepted); ``ValueError`` unless in [1, 62]."""
     value = as_int(num_labels)
     if value is None or not 1 <= value <= 62:
-        raise ValueError(f"Expected `num_labels` to be an integer in [1, 62], got {int_given(num_labels)}.")
+        raise ValueError(f"Expected `num_labels` to be an integer in [1, 62], got {int_given(num_labels, 1, 62)}.")
     return value
 
 

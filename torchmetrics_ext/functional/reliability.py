@@ -54,7 +54,7 @@ def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None)
     if edges is None:
         bins = as_int(num_bins)
         if bins is None or bins < 1:
-            raise ValueError(f"Expected `num_bins` to be a positive integer, got {int_given(num_bins)}.")
+            raise ValueError(f"Expected `num_bins` to be a positive integer, got {int_given(num_bins, 1)}.")
         return _uniform_edges(bins)
     # as every sequence setting (a 1-D tensor or array too), each edge as every number setting: no bools
     values = [as_real(edge) for edge in sequence_items("edges", edges) or ()]

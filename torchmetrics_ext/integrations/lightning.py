@@ -48,7 +48,7 @@ except ImportError as err:  # the extra this module needs: say where it comes fr
         "pip install 'torchmetrics-ext[lightning]' (from a clone: pip install -e '.[lightning]')."
     ) from err
 
-from torchmetrics_ext._module_keys import ModuleKeys
+from torchmetrics_ext._module_keys import ModuleKeys, _value_entries
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
@@ -915,11 +915,19 @@ def _warn_same_keys(owner: str, train: tuple[str, RecMetricModule], val: tuple[s
     (train_name, train_module), (val_name, val_module) = train, val
     if train_module.prefix != val_module.prefix or train_module.key_style != val_module.key_style:
         return
-    metrics = [name for name in train_module.metric_names if name in set(val_module.metric_names)]
     tasks = [task.name for task in train_module.tasks if task.name in {t.name for t in val_module.tasks}]
-    if not metrics or not tasks:
+    # a metric of both modules, with an entry of its value both log (`rk.ndcg@10`: a dict-valued metric's key
+    # names its entry, and two settings of one name, `ks=[10]` and `ks=[5]`, log no key in common)
+    common = [
+        (name, entry)
+        for name in train_module.metric_names
+        if name in set(val_module.metric_names)
+        for entry in _value_entries(train_module, name)
+        if entry in _value_entries(val_module, name)
+    ]
+    if not common or not tasks:
         return
-    example = train_module._key(metrics[0], None, tasks[0], window=False)
+    example = train_module._key(*common[0], tasks[0], window=False)
     prefix = f"prefix {train_module.prefix!r}" if train_module.prefix else "no prefix"
     rank_zero_warn(
         f"RecMetricCallback: `{owner}.{train_name}` and `{owner}.{val_name}` both have {prefix}, so they log the "

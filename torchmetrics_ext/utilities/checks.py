@@ -301,7 +301,7 @@ def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
     number = as_int(value)
     if number is None or number < minimum:
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
-        raise ValueError(f"Expected `{name}` to be {kind}{detail}, got {int_given(value)}.")
+        raise ValueError(f"Expected `{name}` to be {kind}{detail}, got {int_given(value, minimum)}.")
     return number
 
 
@@ -318,18 +318,27 @@ def whole_float(value: object) -> int | None:
     return int(whole) if math.isfinite(whole) and whole.is_integer() else None
 
 
-def int_given(value: object) -> str:
+def int_given(value: object, minimum: int | None = None, maximum: int | None = None) -> str:
     """``repr(value)`` for the message of an integer setting, with a hint when it is a whole float.
 
     The one place every integer setting's "got ..." comes from: a config's ``1e6`` is a float, which
-    :func:`as_int` refuses, and the message then says how to write it.
+    :func:`as_int` refuses, and the message then says how to write it. The hint is given only where
+    the integer it names would be taken: inside ``[minimum, maximum]`` (the setting's bounds, where it
+    has them) and within int64 (``1e300`` or ``-5.0`` for a positive integer get no "write ..." to try).
 
     Examples:
-        >>> int_given(1e3), int_given(7), int_given(2.5)
-        ('1000.0 (a float: write 1000, or int(1000.0))', '7', '2.5')
+        >>> int_given(1e3), int_given(7), int_given(2.5), int_given(0.0, minimum=1)
+        ('1000.0 (a float: write 1000, or int(1000.0))', '7', '2.5', '0.0')
     """
     whole = whole_float(value)
-    return f"{value!r}" if whole is None else f"{value!r} (a float: write {whole}, or int({value!r}))"
+    low = -_INT64_LIMIT if minimum is None else minimum
+    high = _INT64_LIMIT - 1 if maximum is None else maximum
+    if whole is None or not low <= whole <= high or not -_INT64_LIMIT <= whole < _INT64_LIMIT:
+        return f"{value!r}"
+    return f"{value!r} (a float: write {whole}, or int({value!r}))"
+
+
+_INT64_LIMIT = 2**63  # an integer setting beyond int64 is no setting: no hint to write it
 
 
 def check_flag(name: str, value: object) -> bool:

@@ -73,7 +73,7 @@ def _check_bins(
     bin_space = check_choice("bin_space", bin_space, BIN_SPACES)
     bins = None if num_bins is None else as_int(num_bins)
     if num_bins is not None and (bins is None or bins < 2):
-        raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {int_given(num_bins)}.")
+        raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {int_given(num_bins, 2)}.")
     ends = [as_real(v) for v in sequence_items("logit_range", logit_range) or ()]
     low, high = math.nan, math.nan
     if len(ends) == 2 and ends[0] is not None and ends[1] is not None:

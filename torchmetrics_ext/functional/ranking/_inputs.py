@@ -155,7 +155,7 @@ def check_cutoff(k: object, cutoff: Cutoff) -> int | None:
     value = as_int(k)
     if value is None or value < 1:
         raise ValueError(
-            f"Expected `k` to be a positive integer{' or None' if cutoff == 'optional' else ''}, got {int_given(k)}."
+            f"Expected `k` to be a positive integer{' or None' if cutoff == 'optional' else ''}, got {int_given(k, 1)}."
         )
     if value >= 2**63:  # compared with int64 positions: a larger Python int would wrap
         whole = " (k=None is the whole list)" if cutoff == "optional" else ""

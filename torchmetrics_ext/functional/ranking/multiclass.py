@@ -33,7 +33,7 @@ def _multiclass_recall_arg_validation(k: int, num_classes: int) -> tuple[int, in
     """
     classes = as_int(num_classes)
     if classes is None or classes < 2:
-        raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {int_given(num_classes)}.")
+        raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {int_given(num_classes, 2)}.")
     return cast(int, check_cutoff(k, "required")), classes  # "required": never None
 
 

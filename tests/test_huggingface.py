@@ -421,6 +421,31 @@ def test_a_label_indexing_a_padded_candidate_is_an_error():
         ranking_compute_metrics(ks=(1,))(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
 
 
+@pytest.mark.parametrize("batch_eval_metrics", [False, True])
+def test_a_relevant_candidate_in_a_padded_slot_is_an_error_as_an_index_label_is(batch_eval_metrics):
+    """A relevance matrix whose relevant candidate has a padding score (a logit clamped to -10) dropped the
+    candidate silently, and with it the query from the mean; the same list with index labels is refused."""
+    from transformers import EvalPrediction
+
+    scores = np.array([[0.9, 0.3, -10.0], [0.1, 0.8, 0.2]], dtype=np.float32)
+    relevance = np.array([[0, 0, 1], [1, 0, 0]])
+    compute_metrics = ranking_compute_metrics(ks=(1, 2))
+    call = {"compute_result": True} if batch_eval_metrics else {}
+    with pytest.raises(ValueError, match=r"query 0 .* candidate 2 .* padded slot"):
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=relevance), **call)
+    # the Trainer's label padding (-100) in a padded slot, or relevance 0 there, is still padding: the
+    # value is that of the first query's two real candidates (relevant one ranked 2nd) and the second's
+    # (ranked 3rd), written from the definitions
+    for padded_label in (-100, 0):
+        relevance = np.array([[0, 1, padded_label], [1, 0, 0]])
+        got = compute_metrics(EvalPrediction(predictions=scores, label_ids=relevance), **call)
+        assert got == {"Recall@1": 0.0, "Recall@2": (1 + 0) / 2, "MRR@1": 0.0, "MRR@2": (1 / 2 + 0) / 2}
+    # validate_args=False skips the check (and its sync), as every input check of the metrics
+    unchecked = ranking_compute_metrics(ks=(1,), validate_args=False)
+    relevance = np.array([[0, 0, 1], [1, 0, 0]])
+    assert unchecked(EvalPrediction(predictions=scores, label_ids=relevance))["Recall@1"] == 0.0
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 def test_a_padding_value_not_exact_in_the_scores_dtype_still_marks_padding(dtype):
     """-10.1 is not a float32 (nor float16) number: compared in float64 the padded slot was kept."""

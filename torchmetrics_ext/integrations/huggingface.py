@@ -652,7 +652,18 @@ class _Ranking(HFComputeMetrics):
             relevance = labels
             # the Trainer pads labels of different widths with -100: negative relevance marks padding.
             # NaN is no padding (`>= 0` is False for it): kept, so that validation rejects it
-            mask &= ~(relevance < 0)
+            padded_label = relevance < 0
+            if self.metric.validate_args:  # a relevant candidate with a padding score, as an index label to it
+                lost = ~mask & ~padded_label & (relevance > 0)
+                if bool(lost.any()):
+                    first, slot = (int(i) for i in lost.nonzero()[0])
+                    raise ValueError(
+                        f"Expected every relevant candidate to have a score, got query {first} whose relevant "
+                        f"candidate {slot} is in a padded slot (score "
+                        "equal to `padding_value` or the Trainer's -100): it would be dropped with the padding. "
+                        "Give padded slots a label of 0 or -100, and real candidates scores other than the padding."
+                    )
+            mask &= ~padded_label
             relevance = relevance.clamp(min=0)
         elif labels.shape == (q,) or labels.shape == (q, 1):
             index = labels.reshape(q).to(torch.int64)
@@ -744,7 +755,8 @@ def ranking_compute_metrics(
         ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
             that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
             called) scores that are not 2-D, labels of another shape, index labels out of range or of a float dtype,
-            or NaN relevance (a label is padding when negative, never when NaN).
+            NaN relevance (a label is padding when negative, never when NaN), or a relevant candidate
+            (index label, or positive relevance) in a padded slot (a score equal to a padding value).
 
     Examples:
         >>> import numpy as np

@@ -66,8 +66,10 @@ def test_relevant_candidate_with_padding_score_is_refused_state_untouched(name, 
     metric = BUILDS[name](padding_value=PAD)
     with _path(device_path):
         metric.update(torch.tensor(GOOD_PREDS), torch.tensor(TARGET))
-        before = {key: [v.clone() for v in value] if isinstance(value, list) else value.clone()
-                  for key, value in metric.metric_state.items()}
+        before = {
+            key: [v.clone() for v in value] if isinstance(value, list) else value.clone()
+            for key, value in metric.metric_state.items()
+        }
         with pytest.raises(ValueError, match=r"query 0 whose candidate 2 is relevant and scores `padding_value`"):
             metric.update(torch.tensor(PREDS), torch.tensor(TARGET))
         after = metric.metric_state

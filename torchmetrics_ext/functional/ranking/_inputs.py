@@ -282,8 +282,10 @@ def _ranking_format(
         not_pad = preds != padding_value
         keep = not_pad if keep is None else keep & not_pad
         if validate:  # slots `mask` drops are the caller's choice: only those padded by the value count
-            by_value = ~not_pad if mask is None else mask ^ keep  # `keep` is `mask & not_pad`
-            lost = by_value & (target if target.dtype == torch.bool else target > 0)
+            relevant = target if target.dtype == torch.bool else target > 0
+            if mask is not None:
+                relevant = relevant & mask
+            lost = relevant > not_pad  # bools: `relevant & ~not_pad`, in one kernel
     valid = grid = None
     if padded:
         num_queries, width = preds.shape

@@ -267,6 +267,8 @@ def test_ranking_in_update_device_path_equals_cpu_path(seed):
         if seed % 6 == 2:
             opts["padding_value"] = 0.0
             batch["preds"] = torch.where(torch.rand(q, length, generator=g) < 0.2, 0.0, preds)
+            # no relevant candidate scored `padding_value` (refused: it would be dropped with the padding)
+            batch["target"] = torch.where(batch["preds"] == 0.0, torch.zeros((), dtype=target.dtype), target)
         if seed % 4 == 2:
             batch["weights"] = torch.rand(q, generator=g)
     else:  # flat rows of complete queries

@@ -80,8 +80,9 @@ def padded_data(rng, num_queries=90, width=10, ties=False, padding_value=None):
     out = {"preds": torch.tensor(preds, dtype=torch.float32), "target": torch.tensor(rel)}
     if padding_value is None:
         out["mask"] = torch.tensor(mask)
-    else:
+    else:  # padded by the value: no relevance there (a relevant candidate scored as padding is refused)
         out["preds"] = torch.where(torch.tensor(mask), out["preds"], padding_value)
+        out["target"] = out["target"] * torch.tensor(mask)
     out["weights"] = torch.tensor(rng.uniform(0.1, 3.0, size=num_queries))
     return out
 
@@ -1203,7 +1204,8 @@ def test_collection_compute_groups_keep_padding_values_apart():
 
     batches = [
         {"preds": torch.tensor([[0.9, 0.1, 0.5]]), "target": torch.tensor([[1, 0, 1]])},  # no slot is padding
-        {"preds": torch.tensor([[-10.0, 0.1, 0.5]]), "target": torch.tensor([[1, 0, 1]])},
+        # the padded slot outranks the relevant candidate unless dropped (a relevant one would be refused)
+        {"preds": torch.tensor([[-10.0, -20.0, 0.5]]), "target": torch.tensor([[0, 1, 0]])},
     ]
     metrics = MetricCollection(
         {
@@ -1241,7 +1243,8 @@ def test_padding_value_with_flat_rows_is_refused_not_ignored(build, validate):
     preds = torch.tensor([-1.0, -1.0, -1.0, 0.5])
     target, indexes = torch.tensor([1, 1, 1, 1]), torch.tensor([0, 0, 0, 0])
     metric = build(validate)
-    metric.update(torch.tensor([[0.9, -1.0]]), torch.tensor([[1, 1]]))  # padded input: the option applies
+    # padded input: the option applies (a relevant padded slot is refused when validating, dropped otherwise)
+    metric.update(torch.tensor([[0.9, -1.0]]), torch.tensor([[1, 0 if validate else 1]]))
     before = {
         key: value.clone() if isinstance(value, torch.Tensor) else list(value)
         for key, value in metric.metric_state.items()
@@ -1267,7 +1270,7 @@ def test_a_version_1_plain_sums_name_is_the_no_padding_state():
     pre-4c295bc checkpoint of this padding value."""
     metric = tmx.NDCG(k=2, padding_value=-1.5)
     metric.persistent(True)
-    metric.update(torch.tensor([[0.9, 0.1, -1.5]]), torch.tensor([[0, 1, 1]]))
+    metric.update(torch.tensor([[0.9, 0.1, -1.5]]), torch.tensor([[0, 1, 0]]))
     state = metric.state_dict()
     old = {key.replace("_padm1p5", ""): value for key, value in state.items()}  # as saved before the tag
     restored = tmx.NDCG(k=2, padding_value=-1.5)
@@ -1278,7 +1281,7 @@ def test_a_version_1_plain_sums_name_is_the_no_padding_state():
     restored.persistent(True)
     restored.load_state_dict(state)  # the key renamed as the note says: the same checkpoint loads
     ref = single_ref("ndcg", 2)(
-        {"preds": np.array([[0.9, 0.1, -1.5]]), "target": np.array([[0, 1, 1]]), "_padding_value": -1.5}
+        {"preds": np.array([[0.9, 0.1, -1.5]]), "target": np.array([[0, 1, 0]]), "_padding_value": -1.5}
     )
     np.testing.assert_allclose(restored.compute().item(), ref, rtol=1e-12)
 
@@ -1304,6 +1307,7 @@ def test_padding_value_checkpoint_of_the_earlier_spelling_loads(windowed):
     preds, target = torch.rand(8, 4, generator=g), torch.randint(0, 3, (8, 4), generator=g)
     preds[::3, -1] = -1.0  # padded slots
     preds[1::3, -2:] = -1.0
+    target[preds == -1.0] = 0  # no relevant candidate in a padded slot (refused)
 
     def build():
         metric = tmx.NDCG(k=3, padding_value=-1.0)
@@ -2312,16 +2316,19 @@ def test_padding_value_not_representable_in_the_scores_dtype_still_marks_the_pad
     mask = torch.arange(width)[None, :] < lengths[:, None]
     # distinct small whole scores per list: exact in both dtypes, no ties
     scores = torch.stack([torch.randperm(width, generator=gen) for _ in range(num_queries)]).to(dtype)
-    # relevant labels in padded slots too: counted, they would change every value
+    # relevant labels in padded slots too: counted, they would change every value (so not validated: a
+    # validating update refuses a relevant candidate scored `padding_value`)
     target = (torch.rand(num_queries, width, generator=gen) < 0.4).long()
     padded = torch.where(mask, scores, torch.tensor(pad, dtype=torch.float64).to(dtype))
     requests = [(m, 3) for m in ALL]
     expected = ref_mean({"preds": scores.double().numpy(), "target": target.numpy(), "mask": mask.numpy()}, requests)
     with force_device_path(device_path):
-        metric = tmx.RankingMetrics(ks=(3,), padding_value=pad)
+        metric = tmx.RankingMetrics(ks=(3,), padding_value=pad, validate_args=False)
         metric.update(padded, target)
         values = metric.compute()
-        functional = tmf.ndcg(padded, target, k=3, padding_value=pad)
+        functional = tmf.ndcg(padded, target, k=3, padding_value=pad, validate_args=False)
+        with pytest.raises(ValueError, match="scores `padding_value`"):
+            tmx.RankingMetrics(ks=(3,), padding_value=pad).update(padded, target)
     for (name, k), value in zip(requests, expected):
         np.testing.assert_allclose(values[f"{name}@{k}"].item(), value, rtol=1e-6, err_msg=name)
     np.testing.assert_allclose(functional.item(), expected[0], rtol=1e-6)

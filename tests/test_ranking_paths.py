@@ -315,8 +315,9 @@ def _small_batch(rng, form):
             keep[0] = False  # a query with no candidate: no query
         if form == "mask":
             data["mask"] = keep
-        else:
+        else:  # relevance 0 in the padded slots (a relevant candidate scored `padding_value` is refused)
             data["preds"] = torch.where(keep, p, -7.0)
+            data["target"] = torch.where(keep, t, torch.zeros((), dtype=t.dtype))
     if form in ("weighted", "mask"):
         data["weights"] = torch.tensor(rng.uniform(0.0, 3.0, size=num_queries))
     if form in ("one_query", "equal_runs", "equal_runs_weighted"):
@@ -564,6 +565,8 @@ def _long_padded_batch(rng, form):
     else:
         pad = float(rng.choice([-np.inf, 4096.0]))  # exact in every dtype: the reference compares float64
         p = torch.where(keep, p, torch.tensor(pad, dtype=p.dtype))
+        # relevance 0 there (a relevant candidate scored `padding_value` is refused)
+        target = torch.where(keep, target, torch.zeros((), dtype=target.dtype))
     if rng.random() < 0.25:
         target = target > 0
     data = {"preds": p, "target": target, "weights": torch.tensor(rng.uniform(0.0, 3.0, size=num_queries))}
@@ -646,6 +649,8 @@ def test_padded_lists_taking_the_selection_are_never_gathered_by_their_mask(monk
     if pad is None:
         data["mask"] = keep
         data["target"] = target.masked_fill(~keep, -1)  # garbage in the padded slots, never validated
+    else:
+        data["target"] = target.masked_fill(~keep, 0)  # a relevant candidate scored `padding_value` is refused
     ref_data = H.to_numpy({"preds": preds.double(), "target": target, "mask": keep, "weights": weights})
     ks = (1, 3, 10)
     expected = dict_ref(ks, metrics=("ndcg", "recall", "mrr"))(ref_data)
@@ -725,6 +730,8 @@ def _many_short_lists(rng, form, width):
     else:
         pad = -1000.0
         p = torch.where(keep, p, torch.tensor(pad, dtype=p.dtype))
+        # relevance 0 there (a relevant candidate scored `padding_value` is refused)
+        target = torch.where(keep, target, torch.zeros((), dtype=target.dtype))
     data = {"preds": p, "target": target, "weights": weights}
     if form == "mask":
         data["mask"] = keep

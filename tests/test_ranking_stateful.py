@@ -330,6 +330,7 @@ def padded_batch(data: st.DataObject, padding_value: float | None) -> Batch:
         lengths = torch.tensor(data.draw(st.lists(st.integers(0, width), min_size=q, max_size=q)))
         slots = torch.arange(width) >= lengths[:, None]
         preds = preds.masked_fill(slots, padding_value)
+        target = target.masked_fill(slots, 0)  # a relevant candidate scored `padding_value` is refused
         keep &= ~slots
     if data.draw(st.booleans(), label="garbage_in_padding"):  # padding is never read: NaN, relevance -1
         if mask is not None:
@@ -468,6 +469,7 @@ class RankingMachine(RuleBasedStateMachine):
             mask = keep
             if self.config["padding_value"] is not None:
                 preds, mask = preds.masked_fill(~keep, self.config["padding_value"]), None
+                target = target.masked_fill(~keep, 0)  # a relevant candidate scored `padding_value` is refused
             queries = [(p[i][keep[i]], y[i][keep[i]], float(w[i])) for i in range(q)]
             batch = Batch({"preds": preds, "target": target, "mask": mask, "weights": weights}, [], queries)
         else:  # flat rows of a few long queries, ids in any order

@@ -103,6 +103,7 @@ def _padded_ranking(rng: np.random.Generator) -> tuple[tuple[Any, ...], ...]:
     batches = []
     for preds, target in _ranking(rng):
         preds[:, -2:] = -1.0  # padded slots, marked by padding_value=-1
+        target[:, -2:] = 0  # no relevant candidate there (refused: it would be dropped with the padding)
         batches.append((preds, target))
     return tuple(batches)
 

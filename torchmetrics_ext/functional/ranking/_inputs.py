@@ -277,16 +277,26 @@ def _ranking_format(
             "drop those rows or pass `mask`, or build the metric without `padding_value`."
         )
     keep = mask
+    lost = None  # (Q, L) bool: relevant candidates that `padding_value` would drop (checked when `validate`)
     if padded and padding_value is not None:
         not_pad = preds != padding_value
         keep = not_pad if keep is None else keep & not_pad
+        if validate:  # slots `mask` drops are the caller's choice: only those padded by the value count
+            relevant = target if target.dtype == torch.bool else target > 0
+            if mask is not None:
+                relevant = relevant & mask
+            lost = relevant > not_pad  # bools: `relevant & ~not_pad`, in one kernel
     valid = grid = None
     if padded:
         num_queries, width = preds.shape
         grid = PaddedGrid(preds, target, keep, weights)
         if keep is not None and compact:  # rows gathered only if a kernel reads them (RankingRows.compacting)
             num_rows = int(keep.sum())
-            top = _check_kept_values(grid, num_rows) if validate and num_rows > 0 else None
+            top = None
+            if validate and num_rows > 0:
+                top = _check_kept_values(grid, num_rows, lost)
+            elif lost is not None and bool(lost.any()):  # all padding: no bounds read to join
+                raise _lost_error(lost)
             return RankingRows.compacting(grid, num_rows, top)
         qid = _padded_ids(num_queries, width, preds.device)
         p, t = preds.reshape(-1), target.reshape(-1)
@@ -317,6 +327,7 @@ def _ranking_format(
                 torch.where(valid, p, 0.0),
                 torch.where(valid, t, torch.zeros((), dtype=t.dtype, device=t.device)),
                 None if w is None else torch.where(valid, w, 0.0),
+                lost,
             )
     return RankingRows(p, t, qid, w, padded, target_max=top, valid=valid, grid=grid)
 
@@ -379,12 +390,12 @@ def _flat_rows_checked(preds: Tensor, target: Tensor, indexes: Tensor, weights: 
     return _ranking_format(preds, target, indexes, None, weights).target_max
 
 
-def _check_kept_values(grid: PaddedGrid, num_rows: int) -> float:
+def _check_kept_values(grid: PaddedGrid, num_rows: int, lost: Tensor | None = None) -> float:
     """:func:`_check_values` of the ``num_rows`` (> 0) kept entries of ``grid``, without gathering them.
 
     Each dropped entry is read as a copy of the first kept one (and each query without a kept
     entry as the first kept entry's query weight), so the bounds, and with them every message and
-    the largest relevance, are those of the compacted rows.
+    the largest relevance, are those of the compacted rows. ``lost`` as in :func:`_check_values`.
     """
     preds, target, keep, weights = grid
     if keep is None:
@@ -397,7 +408,7 @@ def _check_kept_values(grid: PaddedGrid, num_rows: int) -> float:
     if weights is not None:
         w = weights.to(torch.float64)
         w = torch.where(keep.any(1), w, w[first // width])
-    return _check_values(p, t, w)
+    return _check_values(p, t, w, lost)
 
 
 _CACHED_IDS = 1 << 16
@@ -418,10 +429,12 @@ def _cached_ids(num_queries: int, width: int, device: torch.device) -> Tensor:
     return torch.arange(num_queries, device=device).repeat_interleave(width)
 
 
-def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> float:
+def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None, lost: Tensor | None = None) -> float:
     """NaN scores, negative/non-finite relevance and weights, with one host synchronisation.
 
-    Returns the largest relevance.
+    Returns the largest relevance. ``lost`` (padded ``(Q, L)`` input with ``padding_value``): the
+    relevant candidates whose score is the padding value, refused after the other checks; its
+    largest value joins the same read.
 
     ``aminmax`` (and ``max``) propagate NaN. On CPU each bound is read directly (there is nothing to
     synchronise, and stacking them would cost more than reading them); on the device path
@@ -437,8 +450,13 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
         and (target.dtype in _DIRECT_DTYPES or target.dtype == torch.bool)
         and (weights is None or weights.dtype in _DIRECT_DTYPES)
     ):
-        return _check_cpu_values(preds, target, weights)
+        top = _check_cpu_values(preds, target, weights)
+        if lost is not None and bool(lost.any()):
+            raise _lost_error(lost)
+        return top
     checked = [preds] + ([] if target.dtype == torch.bool else [target]) + ([] if weights is None else [weights])
+    if lost is not None:
+        checked.append(lost)  # its largest value, read with the bounds
     # on the device path one read, shared with every other metric of the step that checks the same
     # tensors; any dtype (uint16/32/64 weights have no min/max kernel: checked_bounds widens them)
     bounds = checked_bounds(checked, [False] * len(checked), on_device_path(preds))
@@ -452,7 +470,20 @@ def _check_values(preds: Tensor, target: Tensor, weights: Tensor | None) -> floa
         raise _relevance_error(tmin, tmax)
     if weights is not None:
         _check_weight_bounds(values[4], values[5])
+    if lost is not None and values[-1] > 0:
+        raise _lost_error(lost)
     return tmax
+
+
+def _lost_error(lost: Tensor) -> ValueError:
+    """The error of a relevant candidate in a slot padded by ``padding_value`` (``lost``, ``(Q, L)`` bool, has one)."""
+    query, slot = (int(i) for i in lost.nonzero()[0])  # the error path: reading it costs nothing that matters
+    return ValueError(
+        f"Expected every relevant candidate (`target` > 0) to have a score other than `padding_value`, got query "
+        f"{query} whose candidate {slot} is relevant and scores `padding_value`: it would be dropped with the padding "
+        "and the query would lose a relevant item silently. Give padded slots relevance 0 (and real candidates "
+        "scores other than `padding_value`), or mark the padding with `mask=`."
+    )
 
 
 def _relevance_error(tmin: float, tmax: float) -> ValueError:

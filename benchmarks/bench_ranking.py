@@ -154,12 +154,14 @@ def one_query() -> None:
 
 
 def padded_lists(num_queries: int = 64, width: int = 5_000, seed: int = 0) -> dict[str, torch.Tensor]:
-    """``(Q, L)`` float32 scores and graded relevance, each list padded after a random length in ``[L/2, L]``."""
+    """``(Q, L)`` float32 scores and graded relevance, each list padded (relevance 0) after a length in ``[L/2, L]``."""
     rng = np.random.default_rng(seed)
     preds = torch.from_numpy(rng.random((num_queries, width), dtype=np.float32))
     target = torch.from_numpy(rng.integers(1, 4, size=(num_queries, width)) * (rng.random((num_queries, width)) < 0.2))
     lens = torch.from_numpy(rng.integers(width // 2, width + 1, size=num_queries))
-    return {"preds": preds, "target": target, "mask": torch.arange(width)[None] < lens[:, None]}
+    mask = torch.arange(width)[None] < lens[:, None]
+    # padded slots hold relevance 0: a relevant slot scored `padding_value` is refused (validated)
+    return {"preds": preds, "target": target * mask, "mask": mask}
 
 
 def padded() -> None:

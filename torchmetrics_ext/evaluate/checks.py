@@ -562,28 +562,15 @@ class RowChecker:
         nulls: Mapping[str, np.ndarray | None],
         problems: Problems,
         null_reason: str = "that are null",
-    ) -> np.ndarray | None:
-        """Tally the batch's invalid rows into ``problems``; return the mask of valid rows (``None``: all valid).
-
-        ``null_reason`` says what a null row is in the source's own terms (a CSV file's ``nan`` text
-        and a pandas frame's NaN are nulls: :attr:`~torchmetrics_ext.evaluate.sources.Source.null_reason`).
-        """
-        return self.check_weights_apart(source, first_row, values, nulls, problems, null_reason)[0]
-
-    def check_weights_apart(
-        self,
-        source: str,
-        first_row: int,
-        values: Mapping[str, np.ndarray],
-        nulls: Mapping[str, np.ndarray | None],
-        problems: Problems,
-        null_reason: str = "that are null",
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """As :meth:`check`, and also the mask of the rows valid in every column but as weights.
+        """Tally the batch's invalid rows into ``problems``; return ``(valid, valid_but_weights)`` masks.
 
-        Returns ``(valid, valid_but_weights)`` (``None``: every row): a row whose only fault is its
-        weight is invalid for the tasks that read the weights alone. A column that is also read in
-        another role (``weights`` = a task's labels) makes a row invalid in that role as such.
+        ``valid``: the rows valid in every column; ``valid_but_weights``: those valid in every column
+        but as weights (a row whose only fault is its weight is invalid for the tasks that read the
+        weights alone; a column also read in another role, ``weights`` = a task's labels, makes a row
+        invalid in that role as such). ``None``: every row. ``null_reason`` says what a null row is in
+        the source's own terms (a CSV file's ``nan`` text and a pandas frame's NaN are nulls:
+        :attr:`~torchmetrics_ext.evaluate.sources.Source.null_reason`).
         """
         bad_any: np.ndarray | None = None
         bad_other: np.ndarray | None = None

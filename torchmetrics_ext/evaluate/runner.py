@@ -695,7 +695,7 @@ class _Run:
             except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
                 role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
-        valid, valid_but_weights = self.checker.check_weights_apart(
+        valid, valid_but_weights = self.checker.check(
             source.label, first_row, values, nulls, self.problems, source.null_reason
         )
         if self.problems and self.on_invalid == "error":

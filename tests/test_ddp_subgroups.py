@@ -185,3 +185,45 @@ def test_a_pool_that_fails_to_start_otherwise_raises_without_a_retry(monkeypatch
     monkeypatch.setattr(ddp, "_free_port", lambda: 70000)
     with pytest.raises(RuntimeError, match=r"(?s)failed to start the gloo process group:\nrank \d:.*Port out of range"):
         DDPPool()
+
+
+def _one_rank_fails_to_start(rank: int, world_size: int, port: int, jobs: Any, results: Any) -> None:
+    """A pool worker whose rank 1 fails to start (not on a taken port) while rank 0 starts and waits for jobs."""
+    if rank == 1:
+        results.put((rank, False, "RuntimeError: deliberately failed to start"))
+        return
+    results.put((rank, True, "ready"))
+    while jobs.get() is not None:
+        pass
+
+
+def _no_rank_reports(rank: int, world_size: int, port: int, jobs: Any, results: Any) -> None:
+    """A pool worker that never reports its start (a rank stuck in its rendezvous): the pool's start times out."""
+    while jobs.get() is not None:
+        pass
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize(
+    ("worker", "timeout", "match"),
+    [
+        (_one_rank_fails_to_start, 120.0, r"(?s)failed to start the gloo process group:\nrank 1:.*deliberately failed"),
+        (_no_rank_reports, 2.0, r"timed out after 2s waiting to start the gloo process group"),
+    ],
+    ids=["a-rank-fails", "timeout"],
+)
+def test_a_pool_that_fails_to_start_leaves_no_rank_running(monkeypatch, worker, timeout, match):
+    """Only a taken port stopped the ranks of a failed start: any other failure raised with the started ranks
+    (daemons) still running, rank 0 waiting for jobs for the rest of the session. The original error is raised
+    once they are stopped and joined."""
+    import multiprocessing
+
+    from tests.helpers import ddp
+
+    before = set(multiprocessing.active_children())  # the session's own pools aside
+    monkeypatch.setattr(ddp, "_worker", worker)  # spawned by reference: the ranks import it from this module
+    monkeypatch.setattr(ddp, "_START_TIMEOUT", timeout)
+    with pytest.raises(RuntimeError, match=match):
+        DDPPool()
+    left = [proc for proc in multiprocessing.active_children() if proc not in before]
+    assert left == []

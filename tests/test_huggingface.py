@@ -248,7 +248,7 @@ def test_relevance_matrix_labels_and_bad_shapes():
     with pytest.raises(ValueError, match=r"Expected labels of shape \(2,\)"):
         compute_metrics(SimpleNamespace(predictions=scores, label_ids=np.zeros((2, 3))))
     with pytest.raises(ValueError, match=r"Expected scores of shape \(queries, candidates\)"):
-        compute_metrics(SimpleNamespace(predictions=scores[0], label_ids=np.array([0])))
+        compute_metrics(SimpleNamespace(predictions=scores[None], label_ids=np.array([0])))
     with pytest.raises(ValueError, match="needs labels"):
         compute_metrics(SimpleNamespace(predictions=scores, label_ids=None))
     pointwise = pointwise_compute_metrics(["ctr"], tasks=("a", "b"))
@@ -1062,3 +1062,139 @@ def test_without_ignore_index_the_tasks_have_no_weights_and_no_weight_tensor_is_
         got = ignoring(SimpleNamespace(predictions=z, label_ids=y_ignored))
     kept = y_ignored != -100
     assert got == pytest.approx({f"ctr/{t}": y_ignored[kept[:, i], i].mean() for i, t in enumerate(tasks)}, rel=1e-9)
+
+
+def _one_query_reference(scores: np.ndarray, relevance: np.ndarray) -> dict[str, float]:
+    """scikit-learn's NDCG and MRR written from its definition (1 / rank of the first relevant) for each query."""
+    from sklearn.metrics import ndcg_score
+
+    first = [np.flatnonzero(rel[np.argsort(-row, kind="stable")] > 0)[0] + 1 for row, rel in zip(scores, relevance)]
+    return {
+        "NDCG@2": ndcg_score(relevance, scores, k=2),
+        "NDCG": ndcg_score(relevance, scores),
+        "MRR@2": float(np.mean([1.0 / r if r <= 2 else 0.0 for r in first])),
+        "MRR": float(np.mean([1.0 / r for r in first])),
+    }
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+@pytest.mark.parametrize(
+    "labels",
+    [np.array([3]), np.array(3), np.array([[3]]), np.array([[0, 0, 1, 2, 0]])],
+    ids=["index-(1,)", "index-0-dim", "index-(1,1)", "relevance-(1,W)"],
+)
+def test_scores_of_one_query_squeezed_to_its_candidates_are_that_query(batch_eval_metrics, labels):
+    """A model whose ``scores.squeeze()`` turns the last eval batch of one query into ``(W,)`` scores was refused
+    ("Expected scores of shape (queries, candidates)"); next to labels of one query (an index label, or a relevance
+    row) the scores can only be that query's W candidates. Reference: scikit-learn's ``ndcg_score`` and MRR from
+    its definition, over the earlier batch's queries and the squeezed one."""
+    from transformers import EvalPrediction
+
+    compute_metrics = ranking_compute_metrics(ks=(2, None), metrics=("ndcg", "mrr"))
+    first_scores = np.array([[0.9, 0.3, 0.5, 0.1, 0.7], [0.2, 0.8, 0.4, 0.6, -10.0]])
+    first_labels = np.array([4, 2]) if labels.shape[-1:] != (5,) else np.array([[0, 1, 0, 0, 1], [0, 0, 2, 1, -100]])
+    squeezed = np.array([0.15, 0.95, 0.35, 0.75, 0.55])  # (W,): the batch dim of one query squeezed away
+    if labels.shape[-1:] == (5,):
+        relevance = np.vstack([first_labels.clip(min=0), labels])
+    else:
+        relevance = np.eye(5, dtype=np.int64)[[4, 2, 3]]
+    # the second query's padded slot (-10) is no candidate: its reference row has four candidates
+    scores = np.vstack([first_scores, squeezed])
+    expected = {}
+    for key in ("NDCG@2", "NDCG", "MRR@2", "MRR"):
+        rows = [
+            _one_query_reference(scores[i : i + 1, :w], relevance[i : i + 1, :w])[key] for i, w in enumerate((5, 4, 5))
+        ]
+        expected[key] = float(np.mean(rows))
+    if batch_eval_metrics:
+        compute_metrics(EvalPrediction(predictions=first_scores, label_ids=first_labels), compute_result=False)
+        got = compute_metrics(EvalPrediction(predictions=squeezed, label_ids=labels), compute_result=True)
+        assert got == pytest.approx(expected, rel=1e-12)
+    # the squeezed query alone (a one-query eval set) in whole-array mode
+    alone = compute_metrics(EvalPrediction(predictions=squeezed, label_ids=labels))
+    one = _one_query_reference(squeezed[None], relevance[2:])
+    assert alone == pytest.approx(one, rel=1e-12)
+    assert 0 < one["NDCG@2"] < 1 and one["MRR"] == 0.5  # the cutoff and the rank matter on this data
+    # a query of one candidate, both dims squeezed (0-dim scores), read as (1, 1) scores: (1,) labels index it
+    assert compute_metrics(EvalPrediction(predictions=np.array(0.5), label_ids=np.array([0]))) == {
+        "NDCG@2": 1.0,
+        "NDCG": 1.0,
+        "MRR@2": 1.0,
+        "MRR": 1.0,
+    }
+
+
+class SqueezingScorer(Scorer):
+    """The seed's scorer whose scores are ``squeeze()``d: ``(W,)`` for a batch of one query."""
+
+    def forward(self, features, mask, labels=None):
+        out = super().forward(features, mask, labels)
+        return {"loss": out["loss"], "logits": out["logits"].squeeze()}
+
+
+def test_squeezed_queries_in_trainer_evaluate(tmp_path):
+    """Eval batches of one query from a model that squeezes its scores arrive as ``(W,)`` in
+    ``batch_eval_metrics`` mode (refused before); the values are those of the seed's numpy reference.
+    A last, incomplete batch of one squeezed query is cut by the Trainer (accelerate keeps the batch's
+    first row: the first candidate's score): refused, not scored as a one-candidate query."""
+    dataset = Candidates(queries=17)
+    compute_metrics = ranking_compute_metrics(ks=TOP_K, metrics=("recall", "mrr"))
+    args = eval_args(tmp_path, per_device_eval_batch_size=1, batch_eval_metrics=True)
+    one_by_one = transformers.Trainer(
+        model=SqueezingScorer(), args=args, eval_dataset=dataset, compute_metrics=compute_metrics
+    )
+    metrics = one_by_one.evaluate()
+    prediction = trainer(Scorer(), dataset, None, False, tmp_path).predict(dataset)  # the same scores, unsqueezed
+    expected = seed_reference(prediction.predictions, prediction.label_ids)
+    for key, value in expected.items():
+        assert metrics[f"eval_{key}"] == pytest.approx(value, rel=1e-12, abs=1e-12), key
+    cut = trainer(SqueezingScorer(), dataset, compute_metrics, True, tmp_path)  # batches of 16, then one
+    with pytest.raises(ValueError, match=r"got \(1,\) scores with labels of the same shape: ambiguous"):
+        cut.evaluate()
+
+
+@pytest.mark.parametrize(
+    ("scores", "labels", "match"),
+    [
+        # (W,) labels next to (W,) scores: one query's relevance, or W one-candidate queries (a (W, 1) batch
+        # squeezed) with their index labels: refused, not guessed
+        (np.array([0.1, 0.7, 0.4]), np.array([0, 1, 0]), r"got \(3,\) scores .*ambiguous.*\(1, 3\)"),
+        (np.array([0.5]), np.array([0]), r"got \(1,\) scores .*ambiguous.*\(1, 1\)"),
+        # labels of several queries next to one query's scores
+        (np.array([0.1, 0.7, 0.4]), np.array([0, 1]), r"Expected labels of shape \(1,\) .* or \(1, 3\) .*got \(2,\)"),
+        (np.array([0.1, 0.7, 0.4]), np.zeros((2, 3)), r"Expected labels of shape \(1,\) .* or \(1, 3\) .*got \(2, 3\)"),
+        (np.array(0.5), np.array([0, 0]), r"Expected labels of shape \(1,\) .* or \(1, 1\) .*got \(2,\)"),
+        (np.zeros((1, 2, 3)), np.array([0]), r"Expected scores of shape \(queries, candidates\).*got \(1, 2, 3\)"),
+    ],
+    ids=["relevance-(W,)", "one-candidate", "two-index-labels", "two-relevance-rows", "0-dim-scores", "3-D"],
+)
+def test_squeezed_scores_whose_labels_do_not_say_one_query_are_refused(scores, labels, match):
+    from transformers import EvalPrediction
+
+    compute_metrics = ranking_compute_metrics(ks=(1,))
+    with pytest.raises(ValueError, match=match):
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=labels))
+    # nothing was counted: a valid call afterwards sees its own query only (rank 2 of 3: Recall@1 = 0, MRR@1 = 0)
+    got = compute_metrics(EvalPrediction(predictions=np.array([[0.1, 0.7, 0.4]]), label_ids=np.array([2])))
+    assert got == {"Recall@1": 0.0, "MRR@1": 0.0}
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+def test_an_index_label_in_a_padded_slot_is_checked_only_with_validate_args(batch_eval_metrics):
+    """``validate_args=False`` promises valid input, and every check of the metrics is skipped; the adapter's
+    check (and sync) that an index label points at a real candidate still ran. Unchecked, the query's relevant
+    candidate is dropped with the padding: the query has no relevant candidate and is skipped
+    (``empty_target_action="skip"``). Reference: MRR from its definition over the other queries."""
+    from transformers import EvalPrediction
+
+    scores = np.array([[0.9, 0.1, -10.0], [0.2, 0.8, 0.5], [0.3, 0.6, 0.9]])
+    labels = np.array([2, 0, 1])  # query 0's label indexes its padded slot
+    call = {"compute_result": True} if batch_eval_metrics else {}
+    checked = ranking_compute_metrics(ks=(None,), metrics=("mrr",))
+    with pytest.raises(ValueError, match=r"query 0 whose label 2 indexes a padded slot"):
+        checked(EvalPrediction(predictions=scores, label_ids=labels), **call)
+    unchecked = ranking_compute_metrics(ks=(None,), metrics=("mrr",), validate_args=False)
+    got = unchecked(EvalPrediction(predictions=scores, label_ids=labels), **call)
+    ranks = [1 + int(np.sum(row > row[label])) for row, label in zip(scores[1:], labels[1:])]  # distinct scores
+    assert ranks == [3, 2]
+    assert got == pytest.approx({"MRR": np.mean([1.0 / r for r in ranks])}, rel=1e-12)

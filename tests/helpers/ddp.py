@@ -79,19 +79,26 @@ class DDPPool:
 
         Two pytest-xdist workers can pick the same free port; the one whose rank 0 cannot listen
         (``EADDRINUSE``) stops its ranks and starts over, up to ``_START_ATTEMPTS`` times. Any other
-        failure to start raises as before (not retried, not hidden).
+        failure to start (a rank's error, the start timeout, a rank that could not be spawned) stops
+        and joins every rank already started, then raises its own error (not retried, not hidden): a
+        rank left waiting for jobs would outlive the failed test for the rest of the session.
         """
         self.world_size = world_size
         self.broken = False
         self.ports: list[int] = []  # one per attempt
+        self._procs: list[Any] = []
         for _ in range(_START_ATTEMPTS):
-            self._spawn(_free_port())
             try:
+                self._spawn(_free_port())
                 self._collect(_START_TIMEOUT, "start the gloo process group", retry_on=True)
                 return
             except _PortTaken as taken:
                 self._kill()
                 error = str(taken)
+            except BaseException:
+                self.broken = True
+                self._kill()
+                raise
         self.broken = True
         raise RuntimeError(f"DDP pool: failed to start the gloo process group: ports {self.ports} taken:\n{error}")
 
@@ -110,10 +117,11 @@ class DDPPool:
             proc.start()
 
     def _kill(self) -> None:
-        """Stop an attempt's ranks (the other rank may wait on the taken port until its timeout)."""
-        for proc in self._procs:
+        """Stop and join an attempt's started ranks (the other rank may wait on the taken port until its timeout)."""
+        started = [proc for proc in self._procs if proc.pid is not None]  # a failed spawn leaves some unstarted
+        for proc in started:
             proc.kill()
-        for proc in self._procs:
+        for proc in started:
             proc.join(timeout=30)
 
     def _collect(self, timeout: float, what: str, retry_on: bool = False) -> list[Any]:

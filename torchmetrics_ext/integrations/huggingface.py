@@ -636,8 +636,7 @@ class _Ranking(HFComputeMetrics):
             shown[logged] = key
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
-        if predictions.ndim != 2:
-            raise ValueError(f"Expected scores of shape (queries, candidates), got {tuple(predictions.shape)}.")
+        predictions, labels = self._one_query(predictions, labels)
         q, width = predictions.shape
         # in the scores' own dtype, as RankingMetrics(padding_value=...) compares: a padding of -10.1
         # is float32's -10.1 in float32 scores (it never equals float64's -10.1)
@@ -676,13 +675,14 @@ class _Ranking(HFComputeMetrics):
                 raise ValueError(
                     f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got {got}."
                 )
-            padded = ~mask.gather(1, index[:, None])[:, 0]
-            if bool(padded.any()):  # the relevant candidate would be dropped with the padding
-                first = int(padded.nonzero()[0, 0])
-                raise ValueError(
-                    f"Expected each label to index a candidate, got query {first} whose label {int(index[first])} "
-                    f"indexes a padded slot (score equal to `padding_value`)."
-                )
+            if self.metric.validate_args:  # the relevant candidate would be dropped with the padding
+                padded = ~mask.gather(1, index[:, None])[:, 0]
+                if bool(padded.any()):
+                    first = int(padded.nonzero()[0, 0])
+                    raise ValueError(
+                        f"Expected each label to index a candidate, got query {first} whose label "
+                        f"{int(index[first])} indexes a padded slot (score equal to `padding_value`)."
+                    )
             relevance = torch.zeros((q, width), dtype=torch.int64, device=predictions.device)
             relevance.scatter_(1, index[:, None], 1)
         else:
@@ -701,6 +701,48 @@ class _Ranking(HFComputeMetrics):
                     "score equal to `padding_value`."
                 )
             raise type(error)(text) from None
+
+    @staticmethod
+    def _one_query(predictions: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The scores as ``(queries, candidates)``: ``(W,)`` scores are one query's, if its labels say so.
+
+        A model that squeezes its ``(B, W)`` scores gives ``(W,)`` for an eval batch of one query
+        (``batch_eval_metrics=True`` with batches of one, a one-query eval set), as the pointwise
+        adapter reads a squeezed ``(N, 1)`` or 0-dim logit. The labels decide, never the values: an
+        index label (0-dim, ``(1,)`` or ``(1, 1)``) or a relevance row ``(1, W)`` belong to one query,
+        so the scores are its ``W`` candidates. ``(W,)`` labels are refused: one query's relevance and
+        the index labels of ``W`` one-candidate queries (a ``(W, 1)`` batch squeezed) look alike. So do
+        ``(1,)`` scores next to ``(1,)`` labels, which is also how the Trainer (accelerate's
+        ``gather_for_metrics``) delivers a squeezed query in a last, incomplete eval batch: cut to the
+        batch's number of rows, its first candidate's score alone. 0-dim scores are one query of one
+        candidate, read as ``(1, 1)`` scores are (``(1,)`` labels index it).
+        """
+        labels = labels.reshape(1) if labels.ndim == 0 else labels  # one query's index label, squeezed
+        if predictions.ndim == 0:
+            return predictions.reshape(1, 1), labels
+        if predictions.ndim == 1:
+            width = predictions.shape[0]
+            if labels.shape == predictions.shape:
+                raise ValueError(
+                    f"Expected scores of shape (queries, candidates), got {(width,)} scores with labels of the same "
+                    f"shape: ambiguous (one query's relevance, or {width} one-candidate queries with their index "
+                    f"labels). Give one query's scores as {(1, width)} with labels {(1,)} (index) or {(1, width)} "
+                    "(relevance): a model should return (queries, candidates) scores (`squeeze(-1)`, not "
+                    "`squeeze()`), also because the Trainer cuts a last, incomplete eval batch to its first rows "
+                    "(the squeezed scores of one query arrive as its first candidate's score)."
+                )
+            if labels.shape in ((1,), (1, 1), (1, width)):  # one query's labels: the scores are its candidates
+                return predictions[None], labels
+            raise ValueError(
+                f"Expected labels of shape (1,) (index of the relevant candidate) or {(1, width)} (relevance per "
+                f"candidate) next to {(width,)} scores (one query's candidates, squeezed), got {tuple(labels.shape)}."
+            )
+        if predictions.ndim != 2:
+            raise ValueError(
+                f"Expected scores of shape (queries, candidates) (or (candidates,) for one query), got "
+                f"{tuple(predictions.shape)}."
+            )
+        return predictions, labels
 
     def compute(self) -> dict[str, float]:
         return {self.display[key]: float(value) for key, value in self.metric.compute().items()}
@@ -733,6 +775,18 @@ def ranking_compute_metrics(
     padded to its own longest list, in ``batch_eval_metrics=True`` mode) ``(queries, 1)`` labels are
     relevance (``0``: not relevant), so give index labels as ``(queries,)``.
 
+    One query's scores squeezed to ``(candidates,)`` (a model's ``scores.squeeze()`` on an eval batch
+    of one query) are that query when its labels are one query's: an index label (0-dim, ``(1,)`` or
+    ``(1, 1)``) or a relevance row ``(1, candidates)``; 0-dim scores are one query of one candidate.
+    ``(candidates,)`` labels next to them are refused as ambiguous (one query's relevance, or the index
+    labels of one-candidate queries squeezed alike). Prefer ``squeeze(-1)``: the Trainer cuts a last,
+    incomplete eval batch to its number of rows, which leaves a squeezed query its first score alone.
+
+    With ``validate_args=False`` (passed to the metrics) the caller promises valid labels, and the
+    check that an index label or a positive relevance lies in a real (unpadded) slot is skipped with
+    the metrics' own checks (no host sync for it); such a candidate is then dropped with the padding.
+    Index labels out of ``[0, candidates)`` or of a float dtype are refused either way.
+
     Args:
         ks: cutoffs (``None`` = the whole list).
         metrics: :class:`~torchmetrics_ext.RankingMetrics`' names, from ``("ndcg", "recall",
@@ -744,8 +798,8 @@ def ranking_compute_metrics(
             ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
             ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"`` (``"RPrecision"`` alone).
         kwargs: passed to :class:`~torchmetrics_ext.RankingMetrics` (``empty_target_action``,
-            ``exponential_gain``, ...); ``sync_on_compute`` may only be ``False`` (the Trainer gathers
-            the rows of every process).
+            ``exponential_gain``, ``validate_args``, ...); ``sync_on_compute`` may only be ``False`` (the
+            Trainer gathers the rows of every process).
 
     Returns:
         A callable for ``Trainer(compute_metrics=...)``; with ``batch_eval_metrics=True`` it keeps
@@ -754,9 +808,10 @@ def ranking_compute_metrics(
     Raises:
         ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
             that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
-            called) scores that are not 2-D, labels of another shape, index labels out of range or of a float dtype,
-            NaN relevance (a label is padding when negative, never when NaN), or a relevant candidate
-            (index label, or positive relevance) in a padded slot (a score equal to a padding value).
+            called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
+            next to ``(W,)`` scores among them), index labels out of range or of a float dtype, NaN relevance (a
+            label is padding when negative, never when NaN), or, when validated, a relevant candidate (index
+            label, or positive relevance) in a padded slot (a score equal to a padding value).
 
     Examples:
         >>> import numpy as np

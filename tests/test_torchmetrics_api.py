@@ -375,3 +375,57 @@ def test_arithmetic_values_forward_and_checkpoints():
         metric.update(P[HALVES[1]], Y[HALVES[1]])
     _close([diff.compute(), fresh.compute()], [roc_auc_score(Y, P) - _ne(P, Y)] * 2)
     _close(distance.compute(), abs(float(P.double().sum() / Y.sum()) - 1))
+
+
+def _expression() -> Metric:
+    return 2 * tmx.AUC() - abs(tmx.NormalizedEntropy(num_tasks=1) - 1)
+
+
+def test_merge_state_of_an_expression_merges_each_of_its_metrics():
+    """TorchMetrics' ``merge_state`` refused every expression (``full_state_update``: "Please overwrite the
+    merge_state method"); an expression of the package merges each metric with the other's."""
+    first, second = _expression(), _expression()
+    first.update(P[HALVES[0]], Y[HALVES[0]])
+    first.compute()
+    second.update(P[HALVES[1]], Y[HALVES[1]])
+    first.merge_state(second)
+    _close(first.compute(), 2 * roc_auc_score(Y, P) - abs(_ne(P, Y) - 1))
+
+
+def _two_tasks_expression() -> Metric:
+    auc, ne = tmx.AUC(), tmx.NormalizedEntropy(num_tasks=2)
+    auc.update(P[HALVES[1]], Y[HALVES[1]])
+    ne.update(P3[:2, HALVES[1]], Y3[:2, HALVES[1]])
+    return 2 * auc - abs(ne - 1)
+
+
+def _fed(expression: Metric) -> Metric:
+    expression.update(P[HALVES[1]], Y[HALVES[1]])
+    return expression
+
+
+@pytest.mark.parametrize(
+    ("incoming", "error", "match"),
+    [
+        (
+            lambda: _fed(2 * tmx.AUC() - abs(tmx.LogLoss() - 1)),
+            ValueError,
+            r"\[AUC, NormalizedEntropy\], the other \[AUC, LogLoss\]",
+        ),
+        (lambda: _fed(2 * tmx.AUC(num_bins=100) - abs(tmx.NormalizedEntropy() - 1)), ValueError, "AUC"),
+        (_two_tasks_expression, ValueError, "NormalizedEntropy"),
+        (lambda: _fed(2 * tmx.AUC()), ValueError, r"same metrics.*\[AUC, NormalizedEntropy\].*\[AUC\]"),
+        (lambda: {"preds": []}, TypeError, r"Expected `incoming_state` to be an expression.*got dict"),
+        (lambda: tmx.AUC(), TypeError, r"Expected `incoming_state` to be an expression.*got AUC"),
+    ],
+    ids=["other-class", "other-mode", "other-tasks", "other-count", "dict", "metric"],
+)
+def test_merge_state_of_an_expression_refuses_another_and_changes_nothing(incoming, error, match):
+    """A refusal by the expression or by one of its metrics (the first or a later one) leaves every metric as it was."""
+    first = _expression()
+    first.update(P[HALVES[0]], Y[HALVES[0]])
+    with pytest.raises(error, match=match):
+        first.merge_state(incoming())
+    _close(first.compute(), 2 * roc_auc_score(Y[HALVES[0]], P[HALVES[0]]) - abs(_ne(P[HALVES[0]], Y[HALVES[0]]) - 1))
+    first.update(P[HALVES[1]], Y[HALVES[1]])
+    _close(first.compute(), 2 * roc_auc_score(Y, P) - abs(_ne(P, Y) - 1))

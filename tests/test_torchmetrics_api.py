@@ -429,3 +429,20 @@ def test_merge_state_of_an_expression_refuses_another_and_changes_nothing(incomi
     _close(first.compute(), 2 * roc_auc_score(Y[HALVES[0]], P[HALVES[0]]) - abs(_ne(P[HALVES[0]], Y[HALVES[0]]) - 1))
     first.update(P[HALVES[1]], Y[HALVES[1]])
     _close(first.compute(), 2 * roc_auc_score(Y, P) - abs(_ne(P, Y) - 1))
+
+
+def test_plot_of_an_expression():
+    """TorchMetrics' ``CompositionalMetric.plot`` raised a bare ``NotImplementedError``."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    expression = tmx.AUC(num_tasks=3) - tmx.NormalizedEntropy(num_tasks=3)
+    values = [expression(P3[:, rows], Y3[:, rows]) for rows in HALVES]
+    fig, ax = expression.plot()
+    assert fig is not None
+    fig, ax = expression.plot(values)
+    assert len(ax.lines) >= 1
+    plt.close("all")

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torchmetrics import Metric
 from torchmetrics.metric import CompositionalMetric
+from torchmetrics.utilities.plot import plot_single_or_multi_val
 
 from torchmetrics_ext.utilities.checks import check_state_dtype
 
@@ -453,6 +454,35 @@ class _Expression(TensorArithmetic, CompositionalMetric):
         pairs = {id(mine): other for mine, other in zip(ours, theirs, strict=True)}
         _each_once(ours, lambda metric: metric.merge_state(pairs[id(metric)]))
         self._computed = None
+
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        """Plot one value or a list of values (``compute()`` when ``val`` is None), as ``Metric.plot`` does.
+
+        Needs matplotlib.
+
+        TorchMetrics' ``CompositionalMetric`` has no ``plot`` (a bare ``NotImplementedError``). The axis
+        names the expression's metrics; no direction or bounds are drawn (an expression has neither). A
+        value with more than one dimension (``(T, S)`` of a ``Segmented``) is plotted as its flattened entries.
+
+        Args:
+            val: a value returned by ``compute``/``forward``, or a list of them (plotted over steps).
+            ax: an existing matplotlib axis to draw into.
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics.
+        """
+        if val is None:
+            val = self.compute()
+
+        def flat(value: Any) -> Any:
+            return value.flatten() if isinstance(value, torch.Tensor) and value.ndim > 1 else value
+
+        fig, ax = plot_single_or_multi_val(
+            [flat(v) for v in val] if isinstance(val, (list, tuple)) else flat(val),
+            ax=ax,
+            name="expression of " + ", ".join(type(metric).__name__ for metric in self._metrics()),
+        )
+        return fig, ax
 
     def reset(self) -> None:
         """Reset each metric of the expression once."""

@@ -145,6 +145,41 @@ def test_torchmetrics_options_keep_the_values(name, options):
     _close(metric.compute(), case.reference(EVERYTHING))  # cached or not, the same
 
 
+def _two_equal_ranks(tensor: torch.Tensor, group: Any = None) -> list[torch.Tensor]:
+    """A ``dist_sync_fn`` of two ranks that hold the same rows (TorchMetrics' ``gather_all_tensors`` signature)."""
+    return [tensor, tensor.clone()]
+
+
+@pytest.mark.parametrize("manual", [False, True], ids=["compute", "sync"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_custom_dist_sync_fn_gathers_every_state(name, manual):
+    """TorchMetrics' ``dist_sync_fn`` / ``sync(dist_sync_fn=...)``: two ranks of the same rows are every row twice."""
+    case = CASES[name]
+    if manual:
+        metric = case.make(sync_on_compute=False)
+        _feed(metric, case, HALVES[0])
+        metric.sync(dist_sync_fn=_two_equal_ranks, distributed_available=lambda: True)
+    else:
+        metric = case.make(dist_sync_fn=_two_equal_ranks, distributed_available_fn=lambda: True)
+        _feed(metric, case, HALVES[0])
+    twice = case.make()
+    _feed(twice, case, HALVES[0])
+    _feed(twice, case, HALVES[0])
+    if manual:  # every state gathered (a ratio of sums alone would not tell: the value of rows twice is theirs)
+        for key, value in twice.metric_state.items():
+            gathered = metric.metric_state[key]
+            torch.testing.assert_close(_joined(gathered), _joined(value), msg=key)
+    _close(metric.compute(), twice.compute())
+    _feed(metric, case, HALVES[1])  # unsynced after compute: this rank's own rows again
+    if manual:
+        _close(metric.compute(), case.reference(EVERYTHING))
+
+
+def _joined(state: torch.Tensor | list[torch.Tensor]) -> torch.Tensor | None:
+    joined = (torch.cat(state) if state else None) if isinstance(state, list) else state
+    return None if joined is None or (joined.numel() == 0 and joined.ndim == 1) else joined  # an empty list, synced
+
+
 @pytest.mark.parametrize(
     "resume",
     [

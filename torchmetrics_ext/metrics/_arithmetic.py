@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torchmetrics import Metric
 from torchmetrics.metric import CompositionalMetric
+from torchmetrics.utilities.plot import plot_single_or_multi_val
 
 from torchmetrics_ext.utilities.checks import check_state_dtype
 
@@ -407,6 +408,81 @@ class _Expression(TensorArithmetic, CompositionalMetric):
         _each_once(self._metrics(), forward)
         self._forward_cache = _evaluate(self, lambda metric: values[id(metric)], {})
         return self._forward_cache
+
+    def merge_state(self, incoming_state: dict[str, Any] | Metric) -> None:
+        """Merge each metric of another expression of the same metrics into this one's (``Metric.merge_state``).
+
+        TorchMetrics' ``CompositionalMetric`` refuses ``merge_state`` (its ``full_state_update``). An
+        expression holds no state of its own: its value is its metrics', so merging each metric with
+        the other expression's metric in the same place (each once, in the order :meth:`update` reaches
+        them) gives the expression of one set of metrics fed both streams. Each metric checks what it
+        takes (its own ``merge_state``); if one refuses, none of them changes.
+
+        Args:
+            incoming_state: an expression over metrics of the same classes, in the same order
+                (``auc - ne`` built the same way).
+
+        Raises:
+            TypeError: ``incoming_state`` is not such an expression (a dict or one metric: merge the
+                metrics themselves instead).
+            ValueError: its metrics are not of this expression's classes, or one of them refuses the
+                other's states (its own error); nothing changes.
+
+        Examples:
+            >>> import torch
+            >>> import torchmetrics_ext as tmx
+            >>> first, second = 2 * tmx.CTR() - 1, 2 * tmx.CTR() - 1
+            >>> first.update(torch.tensor([0.9, 0.2]), torch.tensor([1, 1]))
+            >>> second.update(torch.tensor([0.3, 0.6]), torch.tensor([1, 0]))
+            >>> first.merge_state(second)
+            >>> first.compute()  # 2 * CTR 0.75 - 1 over the four rows
+            tensor(0.5000, dtype=torch.float64)
+        """
+        if not isinstance(incoming_state, CompositionalMetric):
+            raise TypeError(
+                "Expected `incoming_state` to be an expression of the same metrics (e.g. `auc - ne` built the "
+                f"same way), got {type(incoming_state).__name__}: an expression has no states of its own; "
+                "merge each of its metrics with `metric.merge_state(...)` instead."
+            )
+        ours, theirs = self._metrics(), list(_leaves(incoming_state, {}).values())
+        if [type(metric) for metric in ours] != [type(metric) for metric in theirs]:
+            names = [", ".join(type(metric).__name__ for metric in metrics) for metrics in (ours, theirs)]
+            raise ValueError(
+                f"Expected an expression of the same metrics to merge: this one has [{names[0]}], "
+                f"the other [{names[1]}]."
+            )
+        pairs = {id(mine): other for mine, other in zip(ours, theirs, strict=True)}
+        _each_once(ours, lambda metric: metric.merge_state(pairs[id(metric)]))
+        self._computed = None
+
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        """Plot one value or a list of values (``compute()`` when ``val`` is None), as ``Metric.plot`` does.
+
+        Needs matplotlib.
+
+        TorchMetrics' ``CompositionalMetric`` has no ``plot`` (a bare ``NotImplementedError``). The axis
+        names the expression's metrics; no direction or bounds are drawn (an expression has neither). A
+        value with more than one dimension (``(T, S)`` of a ``Segmented``) is plotted as its flattened entries.
+
+        Args:
+            val: a value returned by ``compute``/``forward``, or a list of them (plotted over steps).
+            ax: an existing matplotlib axis to draw into.
+
+        Returns:
+            ``(figure, axis)`` as in TorchMetrics.
+        """
+        if val is None:
+            val = self.compute()
+
+        def flat(value: Any) -> Any:
+            return value.flatten() if isinstance(value, torch.Tensor) and value.ndim > 1 else value
+
+        fig, ax = plot_single_or_multi_val(
+            [flat(v) for v in val] if isinstance(val, (list, tuple)) else flat(val),
+            ax=ax,
+            name="expression of " + ", ".join(type(metric).__name__ for metric in self._metrics()),
+        )
+        return fig, ax
 
     def reset(self) -> None:
         """Reset each metric of the expression once."""

@@ -1125,7 +1125,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 ``Segmented``, another wrapped metric: ``Segmented(CTR)`` and ``Segmented(Calibration)``
                 keep sums of the same names and shapes).
             ValueError: the states do not fit this metric's (other state names, e.g. of another mode,
-                other shapes, another ``num_tasks``); nothing changes.
+                other shapes, another ``num_tasks``), or the dict is empty (``other.metric_state`` of a
+                ``Windowed``, whose states are its children's); nothing changes.
         """
         life = self.lifetime  # its deferred states written first
         if isinstance(incoming_state, Windowed):
@@ -1146,6 +1147,12 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 )
             states = other.metric_state
         elif isinstance(incoming_state, dict):
+            if not incoming_state:  # TorchMetrics' `merge_state(other.metric_state)`: a Windowed's is `{}`
+                raise ValueError(
+                    f"Cannot merge into Windowed({type(life).__name__}): got an empty dict. A Windowed's own "
+                    "`metric_state` is empty (its states are its lifetime's and window's): pass "
+                    "`other.lifetime.metric_state` (the wrapped metric's states) or the Windowed itself."
+                )
             states = dict(incoming_state)  # one of an earlier version lacks the states added since: derived
             if isinstance(life, GuardedMetric):
                 derive_missing(states, life._merge_derivations())

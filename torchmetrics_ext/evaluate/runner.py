@@ -976,7 +976,9 @@ class _Run:
         """One line per metric, task and reason undefined in some segment: how many segments, and the first few.
 
         ``"auc is undefined for task 'click' in 12,345 of 200,000 segments (country=de, country=fr, ...):
-        the labels seen hold a single class ..."``: a line per segment made a flood (one per metric and
+        the labels seen hold a single class ..."``, 200,000 being the segments with rows for the task (with
+        ``on_invalid="skip"`` a task's own: a segment whose rows were all dropped for it is not counted): a
+        line per segment made a flood (one per metric and
         segment: 187,000 lines for 200,000 segments and three metrics). The values stay ``nan`` in
         the records, which name every segment. Lines come in the order one module over a segment's
         rows would warn (metric by metric, each metric's warnings in the order it raises them), then
@@ -1280,9 +1282,11 @@ def evaluate(
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
-            ``"skip"`` (drop invalid rows and report them in the result; a row whose weight alone is
-            invalid is dropped only for the tasks that read the weights, not for a task given
-            ``weight_name: None``).
+            ``"skip"`` (drop invalid rows and report them in the result). A row is dropped only for
+            the tasks reading a column it is invalid in: its predictions, its labels, the weights
+            (not for a task given ``weight_name: None``), the user and session ids (every task).
+            Each task's values (and ``rows``, overall and per segment) are those of the task
+            evaluated alone on the rows valid for it.
         progress: print a progress line on stderr (rank 0 only).
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
             them as such (``mse`` is that of ``sigmoid(logits)``), the others

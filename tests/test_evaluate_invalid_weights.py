@@ -38,7 +38,7 @@ def _frame(n: int = 400, seed: int = 11) -> pd.DataFrame:
     frame.loc[bad_weight[20:40], "w"] = -1.0
     frame.loc[bad_weight[40:], "w"] = np.inf
     frame.loc[frame.country == "us", "w"] = np.nan  # a segment whose every weight is invalid
-    frame.loc[[3, 7], "p_a"] = 1.5  # an invalid prediction drops the row for every task (documented)
+    frame.loc[[3, 7], "p_a"] = 1.5  # an invalid prediction of task a drops the row for task a alone
     return frame
 
 
@@ -56,10 +56,10 @@ def _reference(rows: pd.DataFrame, task: str, weights: np.ndarray | None) -> dic
 
 
 def _kept(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The rows task ``a`` keeps (every column valid) and those task ``b`` keeps (valid but for the weights)."""
-    valid_but_weights = frame.p_a.between(0, 1)
-    valid = valid_but_weights & np.isfinite(frame.w) & (frame.w >= 0)
-    return frame[valid], frame[valid_but_weights]
+    """The rows task ``a`` keeps (its columns and the weights valid) and those task ``b`` keeps (every row: its
+    own columns are all valid, and an invalid ``p_a`` or weight is no column of ``b``)."""
+    valid = frame.p_a.between(0, 1) & np.isfinite(frame.w) & (frame.w >= 0)
+    return frame[valid], frame
 
 
 def _check(record: dict, expected: dict[str, float]) -> None:
@@ -72,7 +72,7 @@ def _check(record: dict, expected: dict[str, float]) -> None:
 def test_an_invalid_weight_drops_its_row_only_for_the_tasks_that_read_the_weights():
     """A row with a NaN, negative or infinite weight was dropped for every task, also for a task given
     ``weight_name: None`` (which never reads the weights): its values and row count lacked those rows. It is
-    dropped for the weighted tasks alone now; an invalid prediction still drops its row for every task."""
+    dropped for the weighted tasks alone now (and an invalid prediction of ``a`` for ``a`` alone)."""
     frame = _frame()
     kept_a, kept_b = _kept(frame)
     result = evaluate(pa.Table.from_pandas(frame), TASKS, ["ctr", "ne", "auc"], weights="w", on_invalid="skip")
@@ -113,15 +113,15 @@ def test_an_invalid_weight_drops_its_row_only_for_the_weighted_tasks_of_each_seg
 
 
 def test_every_task_reading_the_weights_drops_the_row_as_before():
-    """Where every task reads the weights, a row with an invalid weight is dropped for all of them (one module)."""
+    """Where every task reads the weights, a row with an invalid weight is dropped for all of them (the invalid
+    predictions of ``a`` for ``a`` alone)."""
     frame = _frame(seed=9)
-    kept_a, _ = _kept(frame)
-    tasks = [{**task, "weight_name": "weights"} if "weight_name" in task else task for task in TASKS]
-    tasks = [{k: v for k, v in task.items() if k != "weight_name"} for task in tasks]
+    kept = {"a": _kept(frame)[0], "b": frame[np.isfinite(frame.w) & (frame.w >= 0)]}
+    tasks = [{k: v for k, v in task.items() if k != "weight_name"} for task in TASKS]
     result = evaluate(frame, tasks, ["ctr", "auc"], weights="w", on_invalid="skip")
     for record in result.records:
         task = record["task"]
-        expected = _reference(kept_a, task, kept_a.w.to_numpy())
+        expected = _reference(kept[task], task, kept[task].w.to_numpy())
         assert record["rows"] == expected["rows"]
         assert record["ctr"] == pytest.approx(expected["ctr"], rel=1e-9)
         assert record["auc"] == pytest.approx(expected["auc"], rel=1e-9)

@@ -241,14 +241,15 @@ def expected(frame: pd.DataFrame, case: dict, by: list[str] | None = None) -> di
     """``{(segment values or "all", task): {metric: value}}`` from the frame's valid rows."""
     tasks, k = case["tasks"], case["k"]
     by = case["by"] if by is None else by
-    frame = frame[case["valid"]]
     out = {}
-    cells = frame[by].astype(object).to_numpy()
-    keys = [tuple(_cell(v) for v in row) for row in cells] if by else [()] * len(frame)
-    groups: dict[tuple, list[int]] = {}
-    for position, key in enumerate(keys):
-        groups.setdefault(key, []).append(position)
-    for task in tasks:
+    everything = frame
+    for task in tasks:  # each task over the rows valid in its own columns (and the weights)
+        frame = everything[case["valid_for"][task]]
+        cells = frame[by].astype(object).to_numpy()
+        keys = [tuple(_cell(v) for v in row) for row in cells] if by else [()] * len(frame)
+        groups: dict[tuple, list[int]] = {}
+        for position, key in enumerate(keys):
+            groups.setdefault(key, []).append(position)
         pred, label = f"p_{task}", f"y_{task}"
         out["all", task] = reference(frame, pred, label, k, case["from_logits"])
         if by:
@@ -358,6 +359,7 @@ def tables(draw):
     )
     bucket_null = rng.uniform(size=n) < 0.15
     valid = np.ones(n, dtype=bool)
+    valid_for = {"click": valid, "like": valid}  # the rows each task keeps: an invalid click cell is no like's
     skip = draw(st.booleans())  # invalid cells, skipped with on_invalid="skip"
     if skip:
         bad = rng.uniform(size=n) < 0.2
@@ -367,6 +369,7 @@ def tables(draw):
         frame.loc[bad & (kind == 2), "y_click"] = 2  # not a binary label
         frame.loc[bad & (kind == 3), "w"] = -1.0  # a negative weight
         valid = ~bad
+        valid_for = {"click": valid, "like": ~(bad & (kind == 3))}
     elif draw(st.booleans()):
         frame["y_click"] = frame["y_click"].astype(bool)  # written True/False in a CSV file
     num_files = draw(st.integers(1, 3))
@@ -379,6 +382,7 @@ def tables(draw):
         "frame": frame,
         "bucket_null": bucket_null,
         "valid": valid,
+        "valid_for": valid_for,
         "from_logits": from_logits,
         "narrow": draw(st.booleans()),
         "hive": hive,

@@ -562,34 +562,45 @@ class RowChecker:
         nulls: Mapping[str, np.ndarray | None],
         problems: Problems,
         null_reason: str = "that are null",
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Tally the batch's invalid rows into ``problems``; return ``(valid, valid_but_weights)`` masks.
+    ) -> dict[tuple[str, Kind], np.ndarray]:
+        """Tally the batch's invalid rows into ``problems``; return the valid rows of each column and kind.
 
-        ``valid``: the rows valid in every column; ``valid_but_weights``: those valid in every column
-        but as weights (a row whose only fault is its weight is invalid for the tasks that read the
-        weights alone; a column also read in another role, ``weights`` = a task's labels, makes a row
-        invalid in that role as such). ``None``: every row. ``null_reason`` says what a null row is in
-        the source's own terms (a CSV file's ``nan`` text and a pandas frame's NaN are nulls:
-        :attr:`~torchmetrics_ext.evaluate.sources.Source.null_reason`).
+        One pass over the batch: ``{(column, kind): valid}`` holds a boolean mask for each column
+        checked in a kind (its role: ``"score"``, ``"label"``, ``"weight"``, ``"id"``) where some row is
+        invalid in that kind, and nothing for those where every row is valid. A task keeps the rows
+        valid in each of its columns (the AND of their masks), so a row invalid in one task's
+        column is dropped for that task alone (``on_invalid="skip"``); a column read in several
+        kinds (``weights`` = a task's labels) makes a row invalid in each kind as that kind's checks
+        say. ``null_reason`` says what a null row is in the source's own terms (a CSV file's ``nan``
+        text and a pandas frame's NaN are nulls: :attr:`~torchmetrics_ext.evaluate.sources.Source.null_reason`).
+
+        Examples:
+            >>> import numpy as np
+            >>> from torchmetrics_ext.evaluate.checks import Column, Problems, RowChecker
+            >>> columns = [Column("p", "predictions", "score"), Column("y", "labels", "label")]
+            >>> checker = RowChecker(columns, probabilities=True, target="binary")
+            >>> values = {"p": np.array([0.2, 1.5, 0.7]), "y": np.array([0.0, 1.0, 1.0])}
+            >>> checker.check("a.parquet", 0, values, {"p": None, "y": None}, Problems())
+            {('p', 'score'): array([ True, False,  True])}
         """
-        bad_any: np.ndarray | None = None
-        bad_other: np.ndarray | None = None
+        valid: dict[tuple[str, Kind], np.ndarray] = {}
         seen: set[tuple[str, str]] = set()  # a column of several kinds: a reason they share counts once
         for column in self.columns:
             reasons = self._reasons(column.kind, values[column.name])
             null = nulls.get(column.name)
             if null is not None:
                 reasons.insert(0, (null_reason, null))
+            invalid: np.ndarray | None = None
             for reason, bad in reasons:
                 if null is not None and reason != null_reason:
                     bad = bad & ~null
-                if column.kind != "weight" and np.any(bad):  # in this role, whatever counted it first
-                    bad_other = bad if bad_other is None else bad_other | bad
-                if (column.name, reason) in seen:
-                    continue
-                seen.add((column.name, reason))
                 count = int(np.count_nonzero(bad))
-                if count:
+                if not count:
+                    continue
+                invalid = bad if invalid is None else invalid | bad  # in this kind, whatever counted it first
+                if (column.name, reason) not in seen:
+                    seen.add((column.name, reason))
                     problems.add(source, column, reason, count, first_row + int(np.argmax(bad)))
-                    bad_any = bad if bad_any is None else bad_any | bad
-        return (None if bad_any is None else ~bad_any), (None if bad_other is None else ~bad_other)
+            if invalid is not None:
+                valid[column.name, column.kind] = ~invalid
+        return valid

@@ -139,14 +139,15 @@ class EvaluationResult:
             the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` and
             one float per metric. Overall records come first.
         rows_read: rows read from the input (every rank).
-        rows_skipped: invalid rows dropped (``on_invalid="skip"``) for at least one task: a row whose weight
-            alone is invalid is dropped only for the tasks that read the weights (each record's ``rows``
-            counts the rows of its task).
+        rows_skipped: invalid rows dropped (``on_invalid="skip"``) for at least one task: a row is dropped
+            only for the tasks reading a column it is invalid in (each record's ``rows`` counts the rows
+            of its task).
         problems: what the invalid rows were (file, column, reason, count, first row).
         warnings: undefined-value warnings raised while computing (their values are ``nan``), from
             every rank: one line per metric over all rows naming the task(s), then one line per
             metric, task and reason counting the segments it is undefined in and naming the first
-            three (``"... in 12 of 40 segments (g=a, g=c, g=d, ...): ..."``); first, where
+            three (``"... in 12 of 40 segments (g=a, g=c, g=d, ...): ..."``, 40 being the task's
+            segments with rows: with ``on_invalid="skip"`` it may differ from task to task); first, where
             the tasks (however given) ran without ``weights`` over data holding a ``weight``
             column, a note that the column was not used as their weights.
         by_types: the Arrow type of each segment column's values, as read (integers keep their

@@ -525,25 +525,40 @@ class _Plan:
         module = RecMetricModule(infos, self._specs(keys), throughput=False, from_logits=self.from_logits)
         return module
 
-    def task_groups(self) -> list[tuple[_Plan, bool]]:
-        """The plans of the tasks that read the weights and of those that do not, each with whether it reads them.
+    def task_columns(self, task: TaskSpec) -> tuple[tuple[str, Kind], ...]:
+        """The ``(column, kind)`` pairs whose invalid rows a task drops: its predictions, labels, weights, ids."""
+        pairs: list[tuple[str, Kind]] = [(task.predictions, "score"), (task.labels, "label")]
+        if task.weighted and self.weights is not None:
+            pairs.append((self.weights, "weight"))
+        pairs += [(name, "id") for name in (self.user, self.session) if name is not None]
+        return tuple(dict.fromkeys(pairs))
 
-        Rows whose weight alone is invalid are dropped (``on_invalid="skip"``) for the tasks that read
-        the weights only: the others are fed apart. One plan (this one) where every task reads the
-        weights or none does.
+    def task_groups(self) -> list[tuple[_Plan, tuple[tuple[str, Kind], ...]]]:
+        """The tasks grouped by the columns whose invalid rows they drop, each group's plan with those columns.
+
+        With ``on_invalid="skip"`` a task keeps the rows valid in each of its columns
+        (:meth:`task_columns`): tasks with the same columns (the same kept rows) share a plan (one
+        module), in the order of their first task; a row invalid in one task's label is dropped for
+        the tasks reading that column alone. One plan (this one) where every task reads the same columns.
+        The groups come from the arguments alone, so every rank of a distributed run has the same ones.
         """
-        weighted = [t for t in self.tasks if t.weighted]
-        if self.weights is None or len(weighted) == len(self.tasks):
-            return [(self, self.weights is not None)]
+        by_columns: dict[frozenset[tuple[str, Kind]], list[TaskSpec]] = {}
+        columns: dict[frozenset[tuple[str, Kind]], tuple[tuple[str, Kind], ...]] = {}
+        for task in self.tasks:
+            pairs = self.task_columns(task)
+            by_columns.setdefault(frozenset(pairs), []).append(task)
+            columns.setdefault(frozenset(pairs), pairs)
+        if len(by_columns) == 1:
+            return [(self, next(iter(columns.values())))]
         groups = []
-        for reads, tasks in ((True, weighted), (False, [t for t in self.tasks if not t.weighted])):
+        for key, tasks in by_columns.items():
             group = copy.copy(self)  # the same metrics and columns, for these tasks (their module, records, rows)
             group.tasks = tasks
-            group.weights = self.weights if reads else None
-            groups.append((group, reads))
+            if not any(t.weighted for t in tasks):
+                group.weights = None
+            groups.append((group, columns[key]))
         return groups
 
-    @property
     def fed_columns(self) -> list[str]:
         """The value columns this plan's tasks feed their metrics (a group's of :meth:`task_groups`)."""
         names = [name for t in self.tasks for name in (t.predictions, t.labels)]
@@ -602,11 +617,13 @@ class _Run:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
         self.rank, self.world = _world()
         self.task_order = {task.name: t for t, task in enumerate(plan.tasks)}  # every task's, also in a group's run
-        # one module per group of tasks dropping the same rows: those reading the weights and the others
-        # (one group where all tasks read them, or none does): a row whose weight alone is invalid is
-        # skipped for the first only. A group's rows (and with them its modules and segments) are its own.
-        self.groups = plan.task_groups() if on_invalid == "skip" else [(plan, plan.weights is not None)]
+        # skipping invalid rows, one module per group of tasks dropping the same rows (those reading the same
+        # columns: a row invalid in one task's label is dropped for the tasks reading that column alone); a
+        # group's rows (and with them its module and segments) are its own. Stopping at the first invalid
+        # row, one module for every task: nothing is dropped.
+        self.groups = plan.task_groups() if on_invalid == "skip" else [(plan, ())]
         self.modules = [group.module() for group, _ in self.groups]
+        self.group_columns = [group.fed_columns() for group, _ in self.groups]  # each group's, once
         self.module = self.modules[0]
         domains = self.module.input_domains  # what every row must satisfy (every group's metrics are the same)
         probabilities = domains.preds == "probability" and not domains.from_logits
@@ -623,7 +640,7 @@ class _Run:
             self.collector = SegmentCollector(sources, plan.by)
             dtypes = {name: torch.int64 if kind == "id" else torch.float64 for name, kind in plan.read_kinds.items()}
             # a group's rows hold its own columns only: split groups keep no column twice but the shared ones
-            self.group_rows = [SegmentRows({n: dtypes[n] for n in group.fed_columns}) for group, _ in self.groups]
+            self.group_rows = [SegmentRows({n: dtypes[n] for n in names}) for names in self.group_columns]
             self.rows = self.group_rows[0]
         chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
         # (chunk number among every rank's chunks, chunk): the number orders the segments' messages
@@ -695,21 +712,19 @@ class _Run:
             except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
                 role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
-        valid, valid_but_weights = self.checker.check(
-            source.label, first_row, values, nulls, self.problems, source.null_reason
-        )
+        valid = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason)
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more
-        if valid is not None:
-            self.rows_skipped += n - int(valid.sum())
+        if valid:  # rows dropped for at least one task: those invalid in some column
+            self.rows_skipped += n - int(np.count_nonzero(np.logical_and.reduce(list(valid.values()))))
         # local codes: segment ids once every rank has read
         codes = self.collector.add(source, order, batch) if self.collector is not None else None
-        for g, ((_, reads), module) in enumerate(zip(self.groups, self.modules)):
-            keep = valid if reads else valid_but_weights
-            names = self.groups[g][0].fed_columns
-            kept = {name: values[name] if keep is None else values[name][keep] for name in names}
+        for g, ((_, columns), module) in enumerate(zip(self.groups, self.modules)):
+            masks = [valid[pair] for pair in columns if pair in valid]  # the group's columns with invalid rows
+            keep = None if not masks else masks[0] if len(masks) == 1 else np.logical_and.reduce(masks)
+            kept = {name: values[name] if keep is None else values[name][keep] for name in self.group_columns[g]}
             if keep is not None:
-                self.group_skipped[g] += n - int(keep.sum())
+                self.group_skipped[g] += n - int(np.count_nonzero(keep))
             tensors = {name: _tensor(v) for name, v in kept.items()}
             try:
                 module.update(tensors)  # a rejected batch changes no metric
@@ -961,7 +976,9 @@ class _Run:
         """One line per metric, task and reason undefined in some segment: how many segments, and the first few.
 
         ``"auc is undefined for task 'click' in 12,345 of 200,000 segments (country=de, country=fr, ...):
-        the labels seen hold a single class ..."``: a line per segment made a flood (one per metric and
+        the labels seen hold a single class ..."``, 200,000 being the segments with rows for the task (with
+        ``on_invalid="skip"`` a task's own: a segment whose rows were all dropped for it is not counted): a
+        line per segment made a flood (one per metric and
         segment: 187,000 lines for 200,000 segments and three metrics). The values stay ``nan`` in
         the records, which name every segment. Lines come in the order one module over a segment's
         rows would warn (metric by metric, each metric's warnings in the order it raises them), then
@@ -1265,9 +1282,11 @@ def evaluate(
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
-            ``"skip"`` (drop invalid rows and report them in the result; a row whose weight alone is
-            invalid is dropped only for the tasks that read the weights, not for a task given
-            ``weight_name: None``).
+            ``"skip"`` (drop invalid rows and report them in the result). A row is dropped only for
+            the tasks reading a column it is invalid in: its predictions, its labels, the weights
+            (not for a task given ``weight_name: None``), the user and session ids (every task).
+            Each task's values (and ``rows``, overall and per segment) are those of the task
+            evaluated alone on the rows valid for it.
         progress: print a progress line on stderr (rank 0 only).
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
             them as such (``mse`` is that of ``sigmoid(logits)``), the others

@@ -7,6 +7,7 @@ the all-zero ones skipped) and computes the value with scikit-learn or NumPy ove
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
@@ -265,3 +266,28 @@ def test_ddp_a_rank_with_an_all_zero_weight_batch_keeps_its_window(ddp_pool):
         for name, reference in (("ne", _ne), ("auc", _auc)):
             np.testing.assert_allclose(out[f"{name}/window"], reference(*_cat(kept)), rtol=RTOL)
             np.testing.assert_allclose(out[f"{name}/lifetime"], reference(*_cat(everything)), rtol=RTOL)
+
+
+@pytest.mark.parametrize("count_zero_weight", [False, True])
+def test_a_metric_counting_zero_weight_rows_keeps_the_batch_in_its_window(count_zero_weight):
+    """NumMissingLabels(count_zero_weight=True) counts NaN labels whatever their weight: an all-zero-weight batch
+    changes its value, so its window keeps the batch; the weighted count skips it like every other metric."""
+    nan = float("nan")
+    batches = [
+        (torch.zeros(3), torch.tensor([nan, 1.0, 0.0]), torch.tensor([1.0, 2.0, 1.0])),
+        (torch.zeros(2), torch.tensor([nan, nan]), torch.tensor([0.5, 1.0])),
+        (torch.zeros(2), torch.tensor([nan, 0.0]), torch.zeros(2)),
+    ]
+    metric = Windowed(tmx.NumMissingLabels(count_zero_weight=count_zero_weight), window_size=4)
+    for b in batches:
+        metric.update(*b)
+    kept = _window_of(batches, 4, skip_zero=not count_zero_weight)
+
+    def count(rows: list) -> float:  # plain Python: NaN labels, each counted once or by its weight
+        return sum(
+            (1.0 if count_zero_weight else float(w)) for _, y, ws in rows for t, w in zip(y, ws) if math.isnan(t)
+        )
+
+    values = metric.compute()
+    assert values["window"].item() == count(kept)
+    assert values["lifetime"].item() == count(batches)

@@ -243,8 +243,9 @@ class RecMetricModule(CheckpointLoading):
             0: read with the step's one validation read, nothing more) is skipped by every metric,
             so it takes no room in the windows (it still counts in the throughput and as a step);
             a step where some task has weight keeps its room (the tasks share one window). When
-            every metric is built with ``validate_args=False`` nothing is read: such a step still
-            takes its window room (see ``docs/windows.md``).
+            every metric is built with ``validate_args=False`` nothing is read, and with ranking
+            metrics (kept per task, whose rows of weight 0 still rank in their sessions) the step
+            is not skipped: such a step then still takes its window room (see ``docs/windows.md``).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
             half the compute interval in updates (at least 1, at most 100), so the
@@ -987,9 +988,10 @@ class RecMetricModule(CheckpointLoading):
             # a step whose weights are all zero (every task's column given and its maximum 0, read from
             # the bounds just checked: no further sync) is skipped by every metric, so it takes no room
             # in the windows (DESIGN: such a batch changes nothing); TorchRec's should_validate_update
-            # asks for the same skip without windows
+            # asks for the same skip without windows and with per-task ranking copies, whose lifetime
+            # rows of weight 0 still rank in sessions other steps weigh (skipping would change them)
             skip = (
-                (self._skip_zero_weight_steps or self.window_size is not None)
+                (self._skip_zero_weight_steps or (self.window_size is not None and not self._num_copies))
                 and len(given) == len(self.tasks)
                 and all(b[1] == 0 for b in weight_bounds)
             )

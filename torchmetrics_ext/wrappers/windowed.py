@@ -612,6 +612,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
             and set(self.__dict__["_ring"].groups) <= {"sum"}
         )
         self.__dict__["_lifetime_stale"] = False
+        # a batch whose weights are all zero changes no value (DESIGN), so the window gives it no room; a metric
+        # that counts rows whatever their weight (NumMissingLabels(count_zero_weight=True)) says so and keeps it
+        self.__dict__["_skips_zero_weights"] = not getattr(metric, "_zero_weight_batches_count", False)
         self._bind_window_lists()
         for child in (metric, window):
             child.register_state_dict_pre_hook(_refresh_before_save)
@@ -832,7 +835,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
         assert hist is not None
         with noting_zero_weights() as note:
             entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]  # validates
-        zero = note.zero is True  # validated weights all zero: the lifetime takes them, the window does not
+        # validated weights all zero: the lifetime takes them, the window does not
+        zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
         size = kept_size = self._count(args, kwargs)
         kept = entries
         if zero:
@@ -846,7 +850,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
         if values:
             lifetime_value = window_value = self._histogram_value(entries)
             # with dist_sync_on_step every rank syncs the kept part too, cut on this rank or not
-            if (kept is not entries and not zero) or self.dist_sync_on_step:
+            # (a zero-weight batch: the window keeps none of it, its value named as a cut batch's would be)
+            if (size > limit if zero else kept is not entries) or self.dist_sync_on_step:
                 with naming_part("window"):  # its undefined-value warning says which of the two it is
                     window_value = self._histogram_value(entries if zero else kept)
         # ---- commit: nothing below raises
@@ -892,22 +897,24 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 # (an empty batch that appends chunks, kept for their dtypes: the general way)
                 if appended is not None and (size > 0 or not any(appended.values())):
                     # all-zero validated weights: to the lifetime only (no room in the window)
-                    self._commit_lists(appended, 0 if note.zero is True else size, limit)
+                    zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
+                    self._commit_lists(appended, 0 if zero else size, limit)
                     return None, None
         slot = ring.next_slot()
         with noting_zero_weights() as note:
             lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
         # validated weights that are all zero (noted from the bounds the checks read): the batch
         # goes to the lifetime (where it adds nothing weighted) and takes no room in the window
-        zero = note.zero is True
+        zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
         size = self._count(args, kwargs)
         lifetime_value = window_value = self._batch_value(values)
         full, full_lists = slot, lists
-        if zero:
-            size = 0
-            if values and self.dist_sync_on_step:  # every rank syncs the kept part too
+        if zero:  # (its value for `forward`: named and synced as the general way names and syncs it)
+            if values and (size > limit or self.dist_sync_on_step):
+                self._scratch.__dict__["_computed"] = None  # computed again, warning under the window's name
                 with naming_part("window"):
                     window_value = self._batch_value(values)
+            size = 0
         elif size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
             full = {name: view.clone() for name, view in slot.items()}
             with self._validated_already():

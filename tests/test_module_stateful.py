@@ -11,7 +11,8 @@ independent references: ``ne``, ``log_loss``, ``calibration``, ``ctr``, ``mse`` 
 candidates rank last among tied scores, a query weighs its largest row weight, queries without a
 relevant row are skipped). Optionally with ``window_size`` (the window rule of ``docs/windows.md``:
 the newest whole updates whose sizes sum to at most the window, the newest ``window_size`` samples
-of a larger update; empty updates take no room, zero-weight ones do), ``compute_interval_steps``
+of a larger update; empty updates take no room, nor do all-zero-weight ones unless a ranking metric is held),
+``compute_interval_steps``
 (``should_compute()`` checked after every rule), the throughput's ``total_examples``, a prefix and
 ``from_logits=True`` (the values of ``sigmoid(logits)``, NE's cross-entropy unclamped).
 
@@ -337,7 +338,8 @@ class ModuleMachine(RuleBasedStateMachine):
     def _changes_values(self, record: dict[str, np.ndarray]) -> bool:
         """Whether a step may change a value (an empty or all-zero-weight step need not: a compute() since may
         return its cached values, whose warnings were given)."""
-        return bool(record["w"].any()) or (int(record["n"]) > 0 and self.config["window_size"] is not None)
+        in_window = int(record["n"]) > 0 and self.config["window_size"] is not None and not self._skipped(record)
+        return bool(record["w"].any()) or in_window
 
     @rule()
     def update_empty(self) -> None:
@@ -532,6 +534,17 @@ class ModuleMachine(RuleBasedStateMachine):
             assert values[f"{self.prefix}throughput/total_examples"].item() == self.examples
         self.changed = False
 
+    def _skipped(self, record: dict[str, np.ndarray]) -> bool:
+        """Whether the module skips the step (takes it into no window): every task has a weight column, all zero,
+        and no ranking metric (whose lifetime rows of weight 0 still rank) is held (docs/windows.md)."""
+        config = self.config
+        return (
+            int(record["n"]) > 0
+            and "none" not in config["weighting"]
+            and not any(name in RANKING for name in config["metrics"])
+            and not record["w"].any()
+        )
+
     def _split(self, key: str) -> tuple[str, str, bool]:
         parts = key.split("/")
         window = parts[-1] == "window"
@@ -545,7 +558,7 @@ class ModuleMachine(RuleBasedStateMachine):
         return {f"{self.prefix}throughput/{n}" for n in ("lifetime_throughput", "window_throughput", "total_examples")}
 
     def expected(self) -> dict[str, float]:
-        sizes = [int(r["n"]) for r in self.history[self.window_start :]]
+        sizes = [0 if self._skipped(r) else int(r["n"]) for r in self.history[self.window_start :]]
         parts = {"": [(i, 0) for i in range(len(self.history))]}
         if self.config["window_size"] is not None:
             rows = window_rows(sizes, self.config["window_size"])

@@ -357,9 +357,11 @@ def test_should_validate_update_skips_steps_whose_weights_are_all_zero(mode):
         np.testing.assert_allclose(values[f"auc-{name}|window_auc"], roc_auc_score(y, p, sample_weight=w), rtol=1e-9)
         for key in (f"ctr-{name}|lifetime_ctr", f"serving_ne-{name}|lifetime_ne", f"serving_ne-{name}|total_examples"):
             torch.testing.assert_close(values[key], unskipped[key], rtol=1e-12, atol=0)  # zero weights add nothing
-    # without the option the zero-weight steps take their room: the window holds steps 9, 10 and 11
-    p, y, w = (_column(steps[-3:], TASKS[0][k]) for k in ("prediction_name", "label_name", "weight_name"))
-    np.testing.assert_allclose(unskipped["ctr-click|window_ctr"], np.average(y, weights=w), rtol=1e-9)
+    # validated, the module's windows skip such a step without the option too (DESIGN: a batch whose weights are
+    # all zero changes nothing), where TorchRec's window would take it: the window is the one above
+    for key, value in values.items():
+        if "window" in key and "throughput" not in key:
+            torch.testing.assert_close(unskipped[key], value, rtol=1e-12, atol=0, equal_nan=True)
     assert values["throughput-throughput|total_examples"].item() == 12 * 4  # a skipped step is still trained on
 
 

@@ -238,7 +238,14 @@ class RecMetricModule(CheckpointLoading):
             tuple or a 1-D array of strings too) names each metric after its entry. Ranking metrics
             have no task dimension: the module keeps one copy per task (a loop over the tasks, not
             over queries).
-        window_size: samples in the recent window (``None``: lifetime values only).
+        window_size: samples in the recent window (``None``: lifetime values only). A validated step
+            whose weights are all zero for every task (each task's weight column given, its maximum
+            0: read with the step's one validation read, nothing more) is skipped by every metric,
+            so it takes no room in the windows (it still counts in the throughput and as a step);
+            a step where some task has weight keeps its room (the tasks share one window). When
+            every metric is built with ``validate_args=False`` nothing is read, and with ranking
+            metrics (kept per task, whose rows of weight 0 still rank in their sessions) the step
+            is not skipped: such a step then still takes its window room (see ``docs/windows.md``).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
             half the compute interval in updates (at least 1, at most 100), so the
@@ -417,7 +424,8 @@ class RecMetricModule(CheckpointLoading):
         self._names = list(metrics)  # keys come out in this order
         # per metric name, further Windowed options (from_torchrec_config: TorchRec's window rules)
         window_options = {name: dict(options) for name, options in (_WINDOW_OPTIONS.get() or {}).items()}
-        # from_torchrec_config with should_validate_update: a step whose weights are all zero is skipped
+        # from_torchrec_config with should_validate_update: a step whose weights are all zero is skipped,
+        # also without windows and when every metric is unvalidated (with windows and validation: always)
         self._skip_zero_weight_steps = False
 
         stacked: dict[str, TaskMetric] = {}
@@ -671,7 +679,9 @@ class RecMetricModule(CheckpointLoading):
                 seconds and ``warmup_steps``), ``state_metrics``, ``compute_interval_steps``,
                 ``should_validate_update`` (a step whose weights are all zero is skipped by every
                 metric, as TorchRec skips it: it takes no room in the windows; supported when
-                TorchRec would skip it for every task at once, see ``docs/module.md``) and
+                TorchRec would skip it for every task at once, see ``docs/module.md``; the module's
+                windows skip such a validated step without it too, so it matters only when every
+                metric is built with ``validate_args=False``, where it keeps the weights' read) and
                 ``fused_update_limit`` (0 or 1: TorchRec's fusion of several steps into one
                 window entry is refused). TorchRec's other execution options
                 (``rec_compute_mode``, ``compute_on_all_ranks``, ...) are accepted and have no
@@ -975,11 +985,15 @@ class RecMetricModule(CheckpointLoading):
             # reuse their memory while it is still in cache (the step's working set is about the size of
             # a core's L2 cache, and a few hundred KB more slow every kernel of the step)
             batch.checked.clear()
-            # TorchRec's should_validate_update: a step whose weights are all zero (every task's
-            # column given and its maximum 0, read from the bounds just checked: no further sync)
-            # is skipped by every metric, so it takes no room in the windows
+            # a step whose weights are all zero (every task's column given and its maximum 0, read from
+            # the bounds just checked: no further sync) is skipped by every metric, so it takes no room
+            # in the windows (DESIGN: such a batch changes nothing); TorchRec's should_validate_update
+            # asks for the same skip without windows and with per-task ranking copies, whose lifetime
+            # rows of weight 0 still rank in sessions other steps weigh (skipping would change them)
             skip = (
-                self._skip_zero_weight_steps and len(given) == len(self.tasks) and all(b[1] == 0 for b in weight_bounds)
+                (self._skip_zero_weight_steps or (self.window_size is not None and not self._num_copies))
+                and len(given) == len(self.tasks)
+                and all(b[1] == 0 for b in weight_bounds)
             )
             if not skip:
                 self._update_checked(batch, domains, unit_weights, pred_bounds, weight_stack)

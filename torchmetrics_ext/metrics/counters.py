@@ -199,6 +199,14 @@ class NumMissingLabels(_CounterMetric):
         super().__init__(num_tasks, _setting="unweighted" if count_zero_weight else "", **kwargs)
         self.count_zero_weight = count_zero_weight
 
+    @property
+    def _zero_weight_batches_count(self) -> bool:
+        """Whether an all-zero-weight batch changes the value: its NaN labels count with ``count_zero_weight``.
+
+        ``Windowed`` then keeps such a batch in the window (it skips it for every other metric).
+        """
+        return self.count_zero_weight
+
     def update(self, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
         """Accumulate one batch: ``target`` floating, NaN where missing; optional ``weights``."""
         super().update(preds, target, weights)

@@ -49,6 +49,8 @@ __all__ = [
     "checked_bounds",
     "format_pointwise",
     "int_given",
+    "note_weight_bounds",
+    "noting_zero_weights",
     "observed_range",
     "read_along",
     "sequence_items",
@@ -712,6 +714,73 @@ def observed_range(low: float, high: float) -> str:
     return f"values in [{low:.6g}, {high:.6g}]"
 
 
+class ZeroWeightNote:
+    """What the weight checks of one update saw: ``zero`` is ``True`` when every weight tensor checked had maximum 0.
+
+    ``None`` while no (non-empty) weights were checked: an unweighted batch, an empty one, or one
+    whose checks were skipped (``validate_args=False``, inputs trusted), which read nothing.
+    """
+
+    __slots__ = ("zero",)
+
+    def __init__(self) -> None:
+        self.zero: bool | None = None
+
+
+class _Noting(threading.local):
+    """The note the weight checks of this thread write to (``None``: none is taken)."""
+
+    def __init__(self) -> None:
+        self.note: ZeroWeightNote | None = None
+
+
+_NOTING = _Noting()
+
+
+@contextlib.contextmanager
+def noting_zero_weights() -> Iterator[ZeroWeightNote]:
+    """Within the block, the weight checks note whether every weight they checked is zero (:func:`note_weight_bounds`).
+
+    ``Windowed`` runs its wrapped metric's validated update in it: a batch whose weights are all
+    zero takes no slot of the window. Nothing is read for it: the checks note the maxima they
+    already read (the one bounds read of the batch). The note stays readable after the block;
+    a nested block takes the checks within it, and the outer one resumes after it.
+
+    Examples:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR
+        >>> with noting_zero_weights() as note:
+        ...     CTR().update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]), torch.zeros(2))
+        >>> note.zero
+        True
+        >>> with noting_zero_weights() as note:  # unvalidated: nothing read, nothing noted
+        ...     CTR(validate_args=False).update(torch.tensor([0.5, 0.5]), torch.tensor([1, 0]), torch.zeros(2))
+        >>> note.zero is None
+        True
+    """
+    note = ZeroWeightNote()
+    outer = _NOTING.note
+    _NOTING.note = note
+    try:
+        yield note
+    finally:
+        _NOTING.note = outer
+
+
+def note_weight_bounds(weight_bounds: Sequence[Bounds]) -> None:
+    """Note weights that passed the checks (one ``(min, max, ...)`` per tensor, ``()`` when empty) while noting.
+
+    Called by every weight check after its bounds passed (non-negative weights: all zero exactly
+    when the maximum is 0); a no-op outside :func:`noting_zero_weights`.
+    """
+    note = _NOTING.note
+    if note is None:
+        return
+    for bounds in weight_bounds:
+        if bounds:
+            note.zero = note.zero is not False and bounds[1] == 0
+
+
 def all_unit_weights(weight_bounds: Sequence[Bounds]) -> bool:
     """Whether weights are given (a non-empty tensor's bounds) and all exactly 1 (minimum and maximum 1)."""
     given = False
@@ -814,6 +883,8 @@ def _check_values_bounds(
     for bound, low in zip(bounds[2:], positive_bounds):  # none unless float32_weights
         if low:
             check_float32_range(low[0], bound[1])
+    if columns and _NOTING.note is not None:
+        note_weight_bounds(bounds[2:])
     return bounds[0], bounds[2:]
 
 

@@ -45,7 +45,7 @@ from torchmetrics_ext.metrics.base import (
     recomputed_after,
     unexpected_options,
 )
-from torchmetrics_ext.utilities.checks import check_int, check_state_dtype
+from torchmetrics_ext.utilities.checks import check_int, check_state_dtype, noting_zero_weights
 from torchmetrics_ext.utilities.chunks import _JOIN, join_runs_amortised
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, outside_group
 from torchmetrics_ext.utilities.load_guard import putting_back_whole
@@ -324,6 +324,10 @@ class Windowed(TensorArithmetic, WrapperMetric):
     the window's states sync across ranks like the lifetime's (summed or gathered).
     With ``max_updates=K`` the window also holds at most the newest ``K`` updates, however few
     samples they hold (TorchRec's sum metrics keep at most 1000 updates in their window).
+    An update whose weights are all zero (every task's) takes no room and evicts nothing (it
+    changes no value): the package's metrics tell it from the bounds their validation reads, no
+    further read; with ``validate_args=False`` nothing is read and it still takes its room. A
+    ``(T, N)`` update with weight in some task takes its room (the tasks share the window).
 
     Args:
         metric: the metric to wrap; it becomes :attr:`lifetime` (any state it already holds stays
@@ -608,6 +612,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
             and set(self.__dict__["_ring"].groups) <= {"sum"}
         )
         self.__dict__["_lifetime_stale"] = False
+        # a batch whose weights are all zero changes no value (DESIGN), so the window gives it no room; a metric
+        # that counts rows whatever their weight (NumMissingLabels(count_zero_weight=True)) says so and keeps it
+        self.__dict__["_skips_zero_weights"] = not getattr(metric, "_zero_weight_batches_count", False)
         self._bind_window_lists()
         for child in (metric, window):
             child.register_state_dict_pre_hook(_refresh_before_save)
@@ -826,10 +833,15 @@ class Windowed(TensorArithmetic, WrapperMetric):
         limit = self._local_window()
         scratch, hist = self._scratch, self._hist
         assert hist is not None
-        entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]  # validates
+        with noting_zero_weights() as note:
+            entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]  # validates
+        # validated weights all zero: the lifetime takes them, the window does not
+        zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
         size = kept_size = self._count(args, kwargs)
         kept = entries
-        if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
+        if zero:
+            kept, kept_size = None, 0
+        elif size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
             cut_args, cut_kwargs = self._newest(limit, args, kwargs)
             with self._validated_already():
                 kept = scratch._histogram_entries(*cut_args, **cut_kwargs)  # type: ignore[operator]
@@ -838,11 +850,15 @@ class Windowed(TensorArithmetic, WrapperMetric):
         if values:
             lifetime_value = window_value = self._histogram_value(entries)
             # with dist_sync_on_step every rank syncs the kept part too, cut on this rank or not
-            if kept is not entries or self.dist_sync_on_step:
+            # (a zero-weight batch: the window keeps none of it, its value named as a cut batch's would be)
+            if (size > limit if zero else kept is not entries) or self.dist_sync_on_step:
                 with naming_part("window"):  # its undefined-value warning says which of the two it is
-                    window_value = self._histogram_value(kept)
+                    window_value = self._histogram_value(entries if zero else kept)
         # ---- commit: nothing below raises
-        if kept is not None and kept_size > 0:
+        if zero and entries is not None:  # (adds zeros to the sums weighted by them, as an update does)
+            hist.add(hist.base, *entries)
+            self.__dict__["_lifetime_stale"] = True
+        elif kept is not None and kept_size > 0:
             if kept is not entries:  # the samples the window does not keep go to the lifetime only
                 assert entries is not None
                 hist.add(hist.base, *_oldest(entries, size - limit))
@@ -876,17 +892,30 @@ class Windowed(TensorArithmetic, WrapperMetric):
             size = self._count(args, kwargs)
             if size <= limit:  # (a batch cut to the window: the general way)
                 # a batch that only appends samples (exact ranking rows, exact AUC chunks): no slot to fill
-                appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
+                with noting_zero_weights() as note:
+                    appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
                 # (an empty batch that appends chunks, kept for their dtypes: the general way)
                 if appended is not None and (size > 0 or not any(appended.values())):
-                    self._commit_lists(appended, size, limit)
+                    # all-zero validated weights: to the lifetime only (no room in the window)
+                    zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
+                    self._commit_lists(appended, 0 if zero else size, limit)
                     return None, None
         slot = ring.next_slot()
-        lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
+        with noting_zero_weights() as note:
+            lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
+        # validated weights that are all zero (noted from the bounds the checks read): the batch
+        # goes to the lifetime (where it adds nothing weighted) and takes no room in the window
+        zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
         size = self._count(args, kwargs)
         lifetime_value = window_value = self._batch_value(values)
         full, full_lists = slot, lists
-        if size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
+        if zero:  # (its value for `forward`: named and synced as the general way names and syncs it)
+            if values and (size > limit or self.dist_sync_on_step):
+                self._scratch.__dict__["_computed"] = None  # computed again, warning under the window's name
+                with naming_part("window"):
+                    window_value = self._batch_value(values)
+            size = 0
+        elif size > limit:  # the window keeps the newest `limit` samples; the lifetime all of them
             full = {name: view.clone() for name, view in slot.items()}
             with self._validated_already():
                 lists = _kept_like(self._batch_into(slot, *self._newest(limit, args, kwargs), full), full_lists)
@@ -912,7 +941,10 @@ class Windowed(TensorArithmetic, WrapperMetric):
         # an empty batch takes no room in the window, but its empty chunks are kept while the
         # window has none: they give a sync the dtype of the states (a TorchMetrics metric's
         # empty list syncs as float32, and a gather of mismatched dtypes aborts the process)
-        carrier = size == 0 and any(lists[n] for n in ring.list_names) and not any(self._window_lists.values())
+        # (not rows of zero weight, which the window does not take: the package's metrics declare their dtypes)
+        carrier = (
+            not zero and size == 0 and any(lists[n] for n in ring.list_names) and not any(self._window_lists.values())
+        )
         if size > 0 or carrier:
             ring.push(slot, lists, size, also=lifetime_fold)
             for name in ring.list_names:

@@ -34,6 +34,7 @@ from torchmetrics_ext.utilities.checks import (
     check_tensor,
     checked_bounds,
     int_given,
+    note_weight_bounds,
     observed_range,
 )
 from torchmetrics_ext.utilities.device import on_device_path
@@ -550,10 +551,12 @@ def _listed_top(preds: Tensor, target: Tensor, weights: Tensor | None) -> float 
             return None
     if weights is not None:
         values = weights.tolist()
-        if not (min(values) >= 0 and math.isfinite(max(values))):
+        low, high = min(values), max(values)
+        if not (low >= 0 and math.isfinite(high)):
             return None
         if weights.dtype in _SCORE_DTYPES and math.isnan(sum(values)):
             return None
+        note_weight_bounds([(low, high)])  # for a window (see `_check_weight_bounds`)
     return top
 
 
@@ -563,3 +566,4 @@ _NAN_PREDS = "Expected `preds` without NaN (any other real score, ±inf included
 def _check_weight_bounds(wmin: float, wmax: float) -> None:
     if not (wmin >= 0 and math.isfinite(wmax)):
         raise ValueError(f"Expected `weights` to be finite and non-negative, got {observed_range(wmin, wmax)}.")
+    note_weight_bounds([(wmin, wmax)])  # for a window: all-zero weights take no slot (no read of its own)

@@ -18,7 +18,14 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
-from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, int_given, observed_range
+from torchmetrics_ext.utilities.checks import (
+    as_int,
+    check_tensor,
+    checked_bounds,
+    int_given,
+    note_weight_bounds,
+    observed_range,
+)
 from torchmetrics_ext.utilities.warnings import safe_divide
 
 __all__ = ["multiclass_recall_at_k"]
@@ -76,6 +83,7 @@ def _multiclass_recall_tensor_validation(
     if weight_bounds[0] and not (weight_bounds[0][0] >= 0 and math.isfinite(weight_bounds[0][1])):
         got = observed_range(*weight_bounds[0])
         raise ValueError(f"Expected `weights` to be finite and non-negative, got {got}.")
+    note_weight_bounds(weight_bounds)  # for a window: all-zero weights take no slot (no read of its own)
 
 
 def _multiclass_recall_update(preds: Tensor, target: Tensor, weights: Tensor | None, k: int) -> tuple[Tensor, Tensor]:

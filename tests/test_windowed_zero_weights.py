@@ -1,0 +1,293 @@
+"""A batch whose weights are all zero takes no room in a window (DESIGN, "Bad input": it changes nothing).
+
+Each reference selects the window in plain Python (the newest whole updates fitting ``window_size``,
+the all-zero ones skipped) and computes the value with scikit-learn or NumPy over those rows.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext import Windowed
+
+WINDOW = 10
+RTOL = 1e-6  # the exact AUC keeps its weights as float32
+
+
+def _batches(seed: int, sizes: list[int], zero: set[int]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Pointwise batches ``(preds, target, weights)``; those at positions ``zero`` weigh 0 everywhere."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i, n in enumerate(sizes):
+        p = torch.rand(n, generator=gen, dtype=torch.float64) * 0.9 + 0.05
+        y = (torch.rand(n, generator=gen) < 0.5).long()
+        y[0], y[-1] = 1, 0  # both classes in every batch
+        w = (
+            torch.zeros(n, dtype=torch.float64)
+            if i in zero
+            else torch.rand(n, generator=gen, dtype=torch.float64) + 0.1
+        )
+        out.append((p, y, w))
+    return out
+
+
+def _window_of(batches: list, window_size: int, skip_zero: bool = True) -> list:
+    """The rule in plain Python: newest whole updates of at most ``window_size`` samples (a larger newest one cut)."""
+    kept = [b for b in batches if not (skip_zero and b[2] is not None and float(b[2].max()) == 0.0)]
+    out: list = []
+    used = 0
+    for batch in reversed(kept):
+        n = len(batch[0])
+        if not out and n > window_size:
+            return [tuple(t[-window_size:] for t in batch)]
+        if used + n > window_size:
+            break
+        out.insert(0, batch)
+        used += n
+    return out
+
+
+def _cat(batches: list) -> tuple[np.ndarray, ...]:
+    return tuple(np.concatenate([b[k].numpy() for b in batches]) for k in range(3))
+
+
+def _ne(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    ctr = np.sum(w * y) / np.sum(w)
+    return log_loss(y, p, sample_weight=w) / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr))
+
+
+def _auc(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    return float(roc_auc_score(y, p, sample_weight=w))
+
+
+SIZES = [4, 3, 5, 2, 4, 3]
+ZERO = {3, 4}  # the two newest but one weigh nothing: counted, they would evict the older ones
+
+
+@pytest.mark.parametrize(
+    ("make", "reference"),
+    [
+        (lambda **kw: tmx.NormalizedEntropy(**kw), _ne),
+        (lambda **kw: tmx.AUC(**kw), _auc),  # exact: the rows themselves
+        (lambda **kw: tmx.CTR(**kw), lambda p, y, w: float(np.average(y, weights=w))),
+    ],
+    ids=["ne", "auc-exact", "ctr"],
+)
+def test_an_all_zero_weight_batch_takes_no_window_slot(make, reference):
+    batches = _batches(0, SIZES, ZERO)
+    metric = Windowed(make(), window_size=WINDOW)
+    for b in batches:
+        metric.update(*b)
+    values = metric.compute()
+    np.testing.assert_allclose(values["window"].item(), reference(*_cat(_window_of(batches, WINDOW))), rtol=RTOL)
+    np.testing.assert_allclose(values["lifetime"].item(), reference(*_cat(batches)), rtol=RTOL)
+    # the window counts 5 + 3 samples (batches 2 and 5): the zero batches took none of its room
+    assert metric._ring.used == 8
+
+
+def test_a_binned_auc_window_skips_an_all_zero_weight_batch():
+    """The histogram window (bin indices per update) follows the same rule; lifetime as a plain binned AUC."""
+    batches = _batches(1, SIZES, ZERO)
+    metric = Windowed(tmx.AUC(num_bins=50, bin_space="probability"), window_size=WINDOW)
+    plain_window = tmx.AUC(num_bins=50, bin_space="probability")
+    plain_life = tmx.AUC(num_bins=50, bin_space="probability")
+    for b in batches:
+        metric.update(*b)
+        plain_life.update(*b)
+    for b in _window_of(batches, WINDOW):
+        plain_window.update(*b)
+    values = metric.compute()
+    # the binned value over the kept rows: a plain binned AUC fed those rows alone (checked against sklearn elsewhere)
+    torch.testing.assert_close(values["window"], plain_window.compute(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(values["lifetime"], plain_life.compute(), rtol=1e-12, atol=0)
+    # and within a bin's width of scikit-learn's exact value over the kept rows
+    assert abs(values["window"].item() - _auc(*_cat(_window_of(batches, WINDOW)))) < 0.1
+
+
+def test_a_padded_ranking_window_skips_an_all_zero_weight_batch():
+    """Recall@2 of padded (Q, L) lists with per-query weights: the window's queries are the kept batches'."""
+    gen = torch.Generator().manual_seed(2)
+    batches = []
+    for i, q in enumerate([3, 2, 2, 2, 2]):
+        p = torch.rand(q, 5, generator=gen, dtype=torch.float64)
+        y = (torch.rand(q, 5, generator=gen) < 0.4).long()
+        y[:, 0] = 1  # every query has a relevant item
+        w = torch.zeros(q, dtype=torch.float64) if i == 3 else torch.rand(q, generator=gen, dtype=torch.float64) + 0.1
+        batches.append((p, y, w))
+    metric = Windowed(tmx.RecallAtK(k=2), window_size=6)
+
+    def recall(kept: list) -> float:  # NumPy: per query, relevant items in the top 2 over relevant items
+        p, y, w = (np.concatenate([b[k].numpy() for b in kept]) for k in range(3))
+        top = np.argsort(-p, axis=1, kind="stable")[:, :2]
+        per_query = np.take_along_axis(y, top, axis=1).sum(1) / y.sum(1)
+        return float(np.sum(w * per_query) / np.sum(w))
+
+    for p, y, w in batches:
+        metric.update(p, y, weights=w)
+    values = metric.compute()
+    np.testing.assert_allclose(values["window"].item(), recall(_window_of(batches, 6)), rtol=RTOL)
+    np.testing.assert_allclose(values["lifetime"].item(), recall(batches), rtol=RTOL)
+
+
+def test_multiclass_recall_window_skips_an_all_zero_weight_batch():
+    gen = torch.Generator().manual_seed(3)
+    batches = []
+    for i, n in enumerate([4, 4, 3, 4]):
+        p = torch.rand(n, 6, generator=gen)
+        y = torch.randint(0, 6, (n,), generator=gen)
+        w = torch.zeros(n) if i == 2 else torch.rand(n, generator=gen) + 0.1
+        batches.append((p, y, w))
+    metric = Windowed(tmx.MulticlassRecallAtK(k=2, num_classes=6), window_size=8)
+
+    def recall(kept: list) -> float:
+        p, y, w = (np.concatenate([b[k].numpy() for b in kept]) for k in range(3))
+        hit = np.array([yi in np.argsort(-pi, kind="stable")[:2] for pi, yi in zip(p, y)])
+        return float(np.sum(w * hit) / np.sum(w))
+
+    for b in batches:
+        metric.update(*b)
+    np.testing.assert_allclose(metric.compute()["window"].item(), recall(_window_of(batches, 8)), rtol=RTOL)
+
+
+def test_with_validate_args_false_an_all_zero_weight_batch_still_takes_a_slot():
+    """Nothing is read back without validation: the documented old behaviour (the batch evicts older updates)."""
+    batches = _batches(4, SIZES, ZERO)
+    metric = Windowed(tmx.CTR(validate_args=False), window_size=WINDOW)
+    for b in batches:
+        metric.update(*b)
+    kept = _window_of(batches, WINDOW, skip_zero=False)  # batches 3, 4, 5: 2 + 4 + 3 samples
+    _, y, w = _cat(kept)
+    np.testing.assert_allclose(metric.compute()["window"].item(), np.average(y, weights=w), rtol=RTOL)
+    assert metric._ring.used == 9
+
+
+def test_a_task_with_nonzero_weights_keeps_the_batch_in_the_shared_window():
+    """(T, N) weights where one task's are all zero: the window is shared by the tasks, so the batch is kept."""
+    gen = torch.Generator().manual_seed(5)
+    batches = []
+    for i in range(3):
+        p = torch.rand(2, 4, generator=gen, dtype=torch.float64)
+        y = (torch.rand(2, 4, generator=gen) < 0.5).long()
+        w = torch.rand(2, 4, generator=gen, dtype=torch.float64) + 0.1
+        if i == 2:
+            w[0] = 0.0  # task 0 weighs nothing in the newest batch; task 1 does
+        batches.append((p, y, w))
+    metric = Windowed(tmx.CTR(num_tasks=2), window_size=8)
+    for b in batches:
+        metric.update(*b)
+    kept = batches[1:]  # the newest two batches, 8 samples
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        window = metric.compute()["window"]
+    for task in range(2):
+        y = np.concatenate([b[1][task].numpy() for b in kept])
+        w = np.concatenate([b[2][task].numpy() for b in kept])
+        np.testing.assert_allclose(window[task].item(), np.average(y, weights=w), rtol=RTOL)
+
+
+def test_state_dict_round_trip_after_an_all_zero_weight_batch():
+    """The resumed window evicts what an uninterrupted run evicts, the zero batch having taken no slot."""
+    batches = _batches(6, [2, 3, 3, 2, 2, 2], {3})  # counted, the zero batch would evict batch 1
+    whole = Windowed(tmx.AUC(), window_size=WINDOW)
+    first = Windowed(tmx.AUC(), window_size=WINDOW)
+    for b in batches[:4]:
+        whole.update(*b)
+        first.update(*b)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed = Windowed(tmx.AUC(), window_size=WINDOW)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    for b in batches[4:]:
+        whole.update(*b)
+        resumed.update(*b)
+    expected = _auc(*_cat(_window_of(batches, WINDOW)))
+    for metric in (whole, resumed):
+        np.testing.assert_allclose(metric.compute()["window"].item(), expected, rtol=RTOL)
+        np.testing.assert_allclose(metric.compute()["lifetime"].item(), _auc(*_cat(batches)), rtol=RTOL)
+
+
+TASKS = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w")]
+
+
+def _module_steps() -> list[dict[str, torch.Tensor]]:
+    return [{"click_pred": p, "click_label": y, "click_w": w} for p, y, w in _batches(7, SIZES, ZERO)]
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_module_window_skips_an_all_zero_weight_step(validate):
+    steps = _module_steps()
+    metrics = {
+        "ne": tmx.NormalizedEntropy(validate_args=validate),
+        "auc": tmx.AUC(validate_args=validate),
+    }
+    module = tmx.RecMetricModule(TASKS, metrics, window_size=WINDOW, throughput=tmx.Throughput(warmup_steps=0))
+    for step in steps:
+        module.update(step)
+    values = module.compute()
+    batches = [(s["click_pred"], s["click_label"], s["click_w"]) for s in steps]
+    kept = _window_of(batches, WINDOW, skip_zero=validate)  # unvalidated: the zero steps still take room
+    np.testing.assert_allclose(values["ne/click/window"].item(), _ne(*_cat(kept)), rtol=RTOL)
+    np.testing.assert_allclose(values["auc/click/window"].item(), _auc(*_cat(kept)), rtol=RTOL)
+    np.testing.assert_allclose(values["ne/click"].item(), _ne(*_cat(batches)), rtol=RTOL)
+    np.testing.assert_allclose(values["auc/click"].item(), _auc(*_cat(batches)), rtol=RTOL)
+    assert module.throughput is not None
+    assert module.throughput.total_examples.item() == sum(SIZES)  # the skipped steps' examples still count
+
+
+def _ddp_zero_batch_job(rank: int, world_size: int) -> dict[str, float]:
+    """Both ranks see weighted batches; rank 1's newest batch weighs nothing (it must not evict rank 1's first)."""
+    batches = _batches(8 + rank, [3, 2, 2] if rank == 0 else [2, 2, 2], {2} if rank == 1 else set())
+    out = {}
+    for name, make in (("ne", tmx.NormalizedEntropy), ("auc", tmx.AUC)):
+        metric = Windowed(make(), window_size=8)  # 4 samples per rank
+        for b in batches:
+            metric.update(*b)
+        out.update({f"{name}/{k}": v.item() for k, v in metric.compute().items()})
+    return out
+
+
+@pytest.mark.ddp
+def test_ddp_a_rank_with_an_all_zero_weight_batch_keeps_its_window(ddp_pool):
+    per_rank = [
+        _batches(8 + rank, [3, 2, 2] if rank == 0 else [2, 2, 2], {2} if rank == 1 else set()) for rank in (0, 1)
+    ]
+    kept = [row for batches in per_rank for row in _window_of(batches, 4)]
+    everything = [row for batches in per_rank for row in batches]
+    for out in ddp_pool.run(_ddp_zero_batch_job):
+        for name, reference in (("ne", _ne), ("auc", _auc)):
+            np.testing.assert_allclose(out[f"{name}/window"], reference(*_cat(kept)), rtol=RTOL)
+            np.testing.assert_allclose(out[f"{name}/lifetime"], reference(*_cat(everything)), rtol=RTOL)
+
+
+@pytest.mark.parametrize("count_zero_weight", [False, True])
+def test_a_metric_counting_zero_weight_rows_keeps_the_batch_in_its_window(count_zero_weight):
+    """NumMissingLabels(count_zero_weight=True) counts NaN labels whatever their weight: an all-zero-weight batch
+    changes its value, so its window keeps the batch; the weighted count skips it like every other metric."""
+    nan = float("nan")
+    batches = [
+        (torch.zeros(3), torch.tensor([nan, 1.0, 0.0]), torch.tensor([1.0, 2.0, 1.0])),
+        (torch.zeros(2), torch.tensor([nan, nan]), torch.tensor([0.5, 1.0])),
+        (torch.zeros(2), torch.tensor([nan, 0.0]), torch.zeros(2)),
+    ]
+    metric = Windowed(tmx.NumMissingLabels(count_zero_weight=count_zero_weight), window_size=4)
+    for b in batches:
+        metric.update(*b)
+    kept = _window_of(batches, 4, skip_zero=not count_zero_weight)
+
+    def count(rows: list) -> float:  # plain Python: NaN labels, each counted once or by its weight
+        return sum(
+            (1.0 if count_zero_weight else float(w)) for _, y, ws in rows for t, w in zip(y, ws) if math.isnan(t)
+        )
+
+    values = metric.compute()
+    assert values["window"].item() == count(kept)
+    assert values["lifetime"].item() == count(batches)

@@ -1198,3 +1198,35 @@ def test_an_index_label_in_a_padded_slot_is_checked_only_with_validate_args(batc
     ranks = [1 + int(np.sum(row > row[label])) for row, label in zip(scores[1:], labels[1:])]  # distinct scores
     assert ranks == [3, 2]
     assert got == pytest.approx({"MRR": np.mean([1.0 / r for r in ranks])}, rel=1e-12)
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+def test_one_candidate_squeezed_next_to_a_0_dim_index_label_is_one_query(batch_eval_metrics):
+    """``(1,)`` scores next to a 0-dim label were refused as "labels of the same shape: ambiguous": the label was
+    reshaped to ``(1,)`` before the check. A 0-dim label is one query's index label (the Trainer never delivers
+    one: its labels keep their batch dimension), so the scores are that query's one candidate, as 0-dim scores
+    next to a ``(1,)`` label are. Reference: NDCG and MRR from their definitions (the earlier queries with
+    scikit-learn's ``ndcg_score``; a query of one relevant candidate ranks it first: 1 each)."""
+    from sklearn.metrics import ndcg_score
+    from transformers import EvalPrediction
+
+    compute_metrics = ranking_compute_metrics(ks=(None,), metrics=("ndcg", "mrr"))
+    scores, labels = np.array([[0.9, 0.3, 0.5], [0.2, 0.8, 0.4]]), np.array([2, 0])
+    relevance = np.eye(3, dtype=np.int64)[labels]
+    ranks = [1 + int(np.sum(row > row[label])) for row, label in zip(scores, labels)]
+    assert ranks == [2, 3]
+    if batch_eval_metrics:
+        compute_metrics(EvalPrediction(predictions=scores, label_ids=labels), compute_result=False)
+        got = compute_metrics(EvalPrediction(predictions=np.array([0.4]), label_ids=np.array(0)), compute_result=True)
+        ndcg = [ndcg_score(relevance[i : i + 1], scores[i : i + 1]) for i in range(2)]
+        assert got == pytest.approx({"NDCG": np.mean([*ndcg, 1.0]), "MRR": np.mean([0.5, 1 / 3, 1.0])}, rel=1e-12)
+    assert compute_metrics(EvalPrediction(predictions=np.array([0.4]), label_ids=np.array(0))) == {
+        "NDCG": 1.0,
+        "MRR": 1.0,
+    }
+    # the label still indexes the one candidate: 1 is out of range, refused and nothing counted
+    with pytest.raises(ValueError, match=r"Expected labels as integer indexes of the relevant candidate in \[0, 1\)"):
+        compute_metrics(EvalPrediction(predictions=np.array([0.4]), label_ids=np.array(1)))
+    # (1,) labels next to (1,) scores stay refused: the Trainer's cut of a squeezed query looks so
+    with pytest.raises(ValueError, match=r"got \(1,\) scores with labels of the same shape: ambiguous"):
+        compute_metrics(EvalPrediction(predictions=np.array([0.4]), label_ids=np.array([0])))

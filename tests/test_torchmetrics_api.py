@@ -441,6 +441,21 @@ def test_merge_state_of_an_expression_merges_each_of_its_metrics():
     _close(first.compute(), 2 * roc_auc_score(Y, P) - abs(_ne(P, Y) - 1))
 
 
+def test_merge_state_of_an_expression_over_a_windowed_merges_its_lifetime_and_keeps_its_window():
+    """An expression merges each metric by its own ``merge_state``: a ``Windowed`` entry's lifetime is that of
+    both streams, its window stays this expression's own newest samples (as a ``Windowed`` alone keeps it)."""
+
+    def expression() -> Metric:
+        windowed = _windowed_auc()
+        return windowed["lifetime"] - windowed["window"]
+
+    first, second = expression(), expression()
+    first.update(P[HALVES[0]], Y[HALVES[0]])
+    second.update(P[HALVES[1]], Y[HALVES[1]])
+    first.merge_state(second)
+    _close(first.compute(), roc_auc_score(Y, P) - roc_auc_score(Y[12:32], P[12:32]))
+
+
 def _two_tasks_expression() -> Metric:
     auc, ne = tmx.AUC(), tmx.NormalizedEntropy(num_tasks=2)
     auc.update(P[HALVES[1]], Y[HALVES[1]])

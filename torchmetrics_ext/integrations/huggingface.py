@@ -715,14 +715,16 @@ class _Ranking(HFComputeMetrics):
         ``(1,)`` scores next to ``(1,)`` labels, which is also how the Trainer (accelerate's
         ``gather_for_metrics``) delivers a squeezed query in a last, incomplete eval batch: cut to the
         batch's number of rows, its first candidate's score alone. 0-dim scores are one query of one
-        candidate, read as ``(1, 1)`` scores are (``(1,)`` labels index it).
+        candidate, read as ``(1, 1)`` scores are (``(1,)`` labels index it); so are ``(1,)`` scores next
+        to a 0-dim label (one query's index label: the Trainer's labels keep their batch dimension).
         """
-        labels = labels.reshape(1) if labels.ndim == 0 else labels  # one query's index label, squeezed
+        squeezed_label = labels.ndim == 0  # one query's index label, whatever the scores' width
+        labels = labels.reshape(1) if squeezed_label else labels
         if predictions.ndim == 0:
             return predictions.reshape(1, 1), labels
         if predictions.ndim == 1:
             width = predictions.shape[0]
-            if labels.shape == predictions.shape:
+            if labels.shape == predictions.shape and not squeezed_label:
                 raise ValueError(
                     f"Expected scores of shape (queries, candidates), got {(width,)} scores with labels of the same "
                     f"shape: ambiguous (one query's relevance, or {width} one-candidate queries with their index "

@@ -415,7 +415,9 @@ class _Expression(TensorArithmetic, CompositionalMetric):
         TorchMetrics' ``CompositionalMetric`` refuses ``merge_state`` (its ``full_state_update``). An
         expression holds no state of its own: its value is its metrics', so merging each metric with
         the other expression's metric in the same place (each once, in the order :meth:`update` reaches
-        them) gives the expression of one set of metrics fed both streams. Each metric checks what it
+        them) gives the expression of one set of metrics fed both streams, as far as each metric's own
+        ``merge_state`` does (a ``Windowed`` merges its lifetime and keeps its own window, so
+        ``w["window"]`` in an expression stays this expression's). Each metric checks what it
         takes (its own ``merge_state``); if one refuses, none of them changes.
 
         Args:

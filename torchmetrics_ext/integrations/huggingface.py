@@ -710,7 +710,8 @@ class _Ranking(HFComputeMetrics):
         (``batch_eval_metrics=True`` with batches of one, a one-query eval set), as the pointwise
         adapter reads a squeezed ``(N, 1)`` or 0-dim logit. The labels decide, never the values: an
         index label (0-dim, ``(1,)`` or ``(1, 1)``) or a relevance row ``(1, W)`` belong to one query,
-        so the scores are its ``W`` candidates. ``(W,)`` labels are refused: one query's relevance and
+        so the scores are its ``W`` candidates (with ``W = 1`` a ``(1, 1)`` label has the scores'
+        shape, so it is relevance, as for unsqueezed scores). ``(W,)`` labels are refused: one query's relevance and
         the index labels of ``W`` one-candidate queries (a ``(W, 1)`` batch squeezed) look alike. So do
         ``(1,)`` scores next to ``(1,)`` labels, which is also how the Trainer (accelerate's
         ``gather_for_metrics``) delivers a squeezed query in a last, incomplete eval batch: cut to the

@@ -291,3 +291,48 @@ def test_a_metric_counting_zero_weight_rows_keeps_the_batch_in_its_window(count_
     values = metric.compute()
     assert values["window"].item() == count(kept)
     assert values["lifetime"].item() == count(batches)
+
+
+@pytest.mark.parametrize("weighted", [False, [True, False], [False, False]])
+def test_tensor_weighted_average_with_an_unweighted_task_keeps_an_all_zero_weight_batch(weighted):
+    """A task of TensorWeightedAverage(weighted=False) averages without weights: an all-zero-weight batch
+    changes its value, so the window keeps the batch (the tasks share it); weighted tasks then weigh it 0."""
+    flags = [weighted] if isinstance(weighted, bool) else weighted
+    num_tasks = len(flags)
+    values = [[1.0, 1.0], [3.0, 3.0], [5.0, 7.0]]
+    weights = [[1.0, 2.0], [0.0, 0.0], [1.0, 1.0]]
+    batches = [(torch.tensor([v] * num_tasks).squeeze(0), torch.tensor(w), None) for v, w in zip(values, weights)]
+    metric = Windowed(tmx.TensorWeightedAverage(num_tasks=num_tasks, weighted=weighted), window_size=4)
+    for v, w, _ in batches:
+        metric.update(v, w)
+    kept = _window_of(batches, 4, skip_zero=False)  # the newest two updates: (3, 3) at weight 0, (5, 7)
+
+    def average(rows: list, flag: bool) -> float:  # plain Python: weighted or plain mean of the values
+        pairs = [(x, w if flag else 1.0) for v, ws, _ in rows for x, w in zip(v.reshape(-1, 2)[0].tolist(), ws)]
+        return sum(x * w for x, w in pairs) / sum(w for _, w in pairs)
+
+    out = metric.compute()
+    expected_window = [average(kept, flag) for flag in flags]
+    expected_lifetime = [average(batches, flag) for flag in flags]
+    np.testing.assert_allclose(out["window"].reshape(-1).numpy(), expected_window)
+    np.testing.assert_allclose(out["lifetime"].reshape(-1).numpy(), expected_lifetime)
+
+
+def test_segmented_counting_zero_weight_rows_keeps_an_all_zero_weight_batch():
+    """Segmented(NumMissingLabels(count_zero_weight=True)) counts like the metric it wraps: the window keeps
+    an all-zero-weight batch (its NaN labels count), as it does for the metric alone."""
+    nan = float("nan")
+    batches = [
+        (torch.zeros(2), torch.tensor([nan, 1.0]), torch.tensor([1.0, 1.0]), torch.tensor([0, 1])),
+        (torch.zeros(2), torch.tensor([nan, nan]), torch.zeros(2), torch.tensor([0, 1])),
+    ]
+    metric = Windowed(tmx.Segmented(tmx.NumMissingLabels(count_zero_weight=True), num_segments=2), window_size=4)
+    for b in batches:
+        metric.update(*b)
+    # plain Python: NaN labels per segment, each once (both updates fit the window of 4)
+    expected = [
+        sum(1.0 for b in batches for y, s in zip(b[1], b[3]) if math.isnan(y) and int(s) == seg) for seg in (0, 1)
+    ]
+    out = metric.compute()
+    assert out["window"].reshape(-1).tolist() == expected
+    assert out["lifetime"].reshape(-1).tolist() == expected

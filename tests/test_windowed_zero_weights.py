@@ -336,3 +336,54 @@ def test_segmented_counting_zero_weight_rows_keeps_an_all_zero_weight_batch():
     out = metric.compute()
     assert out["window"].reshape(-1).tolist() == expected
     assert out["lifetime"].reshape(-1).tolist() == expected
+
+
+def _grouped_all(rows: list) -> float:
+    """GroupedAUC(average_groups="all") in plain Python + sklearn: the mean over every group, a group of
+    zero-weight rows counting 0.5 (docs/policies.md); each group here holds both classes."""
+    p, y, g, w = (np.concatenate([r[k].numpy() for r in rows]) for k in range(4))
+    values = []
+    for group in np.unique(g):
+        at = g == group
+        if w[at].sum() == 0:
+            values.append(0.5)
+        else:
+            values.append(roc_auc_score(y[at], p[at], sample_weight=w[at]))
+    return float(np.mean(values))
+
+
+GROUPED_BATCHES = [
+    (torch.tensor([0.9, 0.2, 0.8, 0.3]), torch.tensor([1, 0, 1, 0]), torch.tensor([0, 0, 1, 1]), torch.ones(4)),
+    (torch.tensor([0.1, 0.9]), torch.tensor([1, 0]), torch.tensor([2, 2]), torch.zeros(2)),
+]
+
+
+def test_grouped_average_all_keeps_an_all_zero_weight_batch_in_its_window():
+    """GroupedAUC(average_groups="all") counts a group of zero-weight rows (TorchRec's grouped AUC): an
+    all-zero-weight batch of new groups changes the value, so the window keeps it; "defined" skips it."""
+    for average in ("all", "defined"):
+        metric = Windowed(tmx.GroupedAUC(average_groups=average), window_size=6)
+        for p, y, g, w in GROUPED_BATCHES:
+            metric.update(p, y, g, w)
+        out = metric.compute()
+        if average == "all":
+            expected = _grouped_all(GROUPED_BATCHES)  # both batches fit the window of 6
+            np.testing.assert_allclose(out["window"].item(), expected, rtol=1e-6)
+            np.testing.assert_allclose(out["lifetime"].item(), expected, rtol=1e-6)
+        else:  # only groups holding weight: the first batch's
+            np.testing.assert_allclose(out["window"].item(), _grouped_all(GROUPED_BATCHES[:1]), rtol=1e-6)
+
+
+def test_module_window_keeps_a_zero_weight_step_for_grouped_average_all():
+    """A module holding GroupedAUC(average_groups="all") keeps an all-zero-weight step (it changes that metric's
+    lifetime and window values) rather than skipping it for every metric."""
+    tasks = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", group_id_name="user")]
+    module = tmx.RecMetricModule(
+        tasks, {"gauc_all": tmx.GroupedAUC(average_groups="all")}, window_size=6, throughput=False
+    )
+    for p, y, g, w in GROUPED_BATCHES:
+        module.update({"click_pred": p, "click_label": y, "click_w": w, "user": g})
+    values = module.compute()
+    expected = _grouped_all(GROUPED_BATCHES)
+    np.testing.assert_allclose(values["gauc_all/click"].item(), expected, rtol=1e-6)
+    np.testing.assert_allclose(values["gauc_all/click/window"].item(), expected, rtol=1e-6)

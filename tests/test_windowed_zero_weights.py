@@ -291,3 +291,99 @@ def test_a_metric_counting_zero_weight_rows_keeps_the_batch_in_its_window(count_
     values = metric.compute()
     assert values["window"].item() == count(kept)
     assert values["lifetime"].item() == count(batches)
+
+
+@pytest.mark.parametrize("weighted", [False, [True, False], [False, False]])
+def test_tensor_weighted_average_with_an_unweighted_task_keeps_an_all_zero_weight_batch(weighted):
+    """A task of TensorWeightedAverage(weighted=False) averages without weights: an all-zero-weight batch
+    changes its value, so the window keeps the batch (the tasks share it); weighted tasks then weigh it 0."""
+    flags = [weighted] if isinstance(weighted, bool) else weighted
+    num_tasks = len(flags)
+    values = [[1.0, 1.0], [3.0, 3.0], [5.0, 7.0]]
+    weights = [[1.0, 2.0], [0.0, 0.0], [1.0, 1.0]]
+    batches = [(torch.tensor([v] * num_tasks).squeeze(0), torch.tensor(w), None) for v, w in zip(values, weights)]
+    metric = Windowed(tmx.TensorWeightedAverage(num_tasks=num_tasks, weighted=weighted), window_size=4)
+    for v, w, _ in batches:
+        metric.update(v, w)
+    kept = _window_of(batches, 4, skip_zero=False)  # the newest two updates: (3, 3) at weight 0, (5, 7)
+
+    def average(rows: list, flag: bool) -> float:  # plain Python: weighted or plain mean of the values
+        pairs = [(x, w if flag else 1.0) for v, ws, _ in rows for x, w in zip(v.reshape(-1, 2)[0].tolist(), ws)]
+        return sum(x * w for x, w in pairs) / sum(w for _, w in pairs)
+
+    out = metric.compute()
+    expected_window = [average(kept, flag) for flag in flags]
+    expected_lifetime = [average(batches, flag) for flag in flags]
+    np.testing.assert_allclose(out["window"].reshape(-1).numpy(), expected_window)
+    np.testing.assert_allclose(out["lifetime"].reshape(-1).numpy(), expected_lifetime)
+
+
+def test_segmented_counting_zero_weight_rows_keeps_an_all_zero_weight_batch():
+    """Segmented(NumMissingLabels(count_zero_weight=True)) counts like the metric it wraps: the window keeps
+    an all-zero-weight batch (its NaN labels count), as it does for the metric alone."""
+    nan = float("nan")
+    batches = [
+        (torch.zeros(2), torch.tensor([nan, 1.0]), torch.tensor([1.0, 1.0]), torch.tensor([0, 1])),
+        (torch.zeros(2), torch.tensor([nan, nan]), torch.zeros(2), torch.tensor([0, 1])),
+    ]
+    metric = Windowed(tmx.Segmented(tmx.NumMissingLabels(count_zero_weight=True), num_segments=2), window_size=4)
+    for b in batches:
+        metric.update(*b)
+    # plain Python: NaN labels per segment, each once (both updates fit the window of 4)
+    expected = [
+        sum(1.0 for b in batches for y, s in zip(b[1], b[3]) if math.isnan(y) and int(s) == seg) for seg in (0, 1)
+    ]
+    out = metric.compute()
+    assert out["window"].reshape(-1).tolist() == expected
+    assert out["lifetime"].reshape(-1).tolist() == expected
+
+
+def _grouped_all(rows: list) -> float:
+    """GroupedAUC(average_groups="all") in plain Python + sklearn: the mean over every group, a group of
+    zero-weight rows counting 0.5 (docs/policies.md); each group here holds both classes."""
+    p, y, g, w = (np.concatenate([r[k].numpy() for r in rows]) for k in range(4))
+    values = []
+    for group in np.unique(g):
+        at = g == group
+        if w[at].sum() == 0:
+            values.append(0.5)
+        else:
+            values.append(roc_auc_score(y[at], p[at], sample_weight=w[at]))
+    return float(np.mean(values))
+
+
+GROUPED_BATCHES = [
+    (torch.tensor([0.9, 0.2, 0.8, 0.3]), torch.tensor([1, 0, 1, 0]), torch.tensor([0, 0, 1, 1]), torch.ones(4)),
+    (torch.tensor([0.1, 0.9]), torch.tensor([1, 0]), torch.tensor([2, 2]), torch.zeros(2)),
+]
+
+
+def test_grouped_average_all_keeps_an_all_zero_weight_batch_in_its_window():
+    """GroupedAUC(average_groups="all") counts a group of zero-weight rows (TorchRec's grouped AUC): an
+    all-zero-weight batch of new groups changes the value, so the window keeps it; "defined" skips it."""
+    for average in ("all", "defined"):
+        metric = Windowed(tmx.GroupedAUC(average_groups=average), window_size=6)
+        for p, y, g, w in GROUPED_BATCHES:
+            metric.update(p, y, g, w)
+        out = metric.compute()
+        if average == "all":
+            expected = _grouped_all(GROUPED_BATCHES)  # both batches fit the window of 6
+            np.testing.assert_allclose(out["window"].item(), expected, rtol=1e-6)
+            np.testing.assert_allclose(out["lifetime"].item(), expected, rtol=1e-6)
+        else:  # only groups holding weight: the first batch's
+            np.testing.assert_allclose(out["window"].item(), _grouped_all(GROUPED_BATCHES[:1]), rtol=1e-6)
+
+
+def test_module_window_keeps_a_zero_weight_step_for_grouped_average_all():
+    """A module holding GroupedAUC(average_groups="all") keeps an all-zero-weight step (it changes that metric's
+    lifetime and window values) rather than skipping it for every metric."""
+    tasks = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", group_id_name="user")]
+    module = tmx.RecMetricModule(
+        tasks, {"gauc_all": tmx.GroupedAUC(average_groups="all")}, window_size=6, throughput=False
+    )
+    for p, y, g, w in GROUPED_BATCHES:
+        module.update({"click_pred": p, "click_label": y, "click_w": w, "user": g})
+    values = module.compute()
+    expected = _grouped_all(GROUPED_BATCHES)
+    np.testing.assert_allclose(values["gauc_all/click"].item(), expected, rtol=1e-6)
+    np.testing.assert_allclose(values["gauc_all/click/window"].item(), expected, rtol=1e-6)

@@ -244,8 +244,10 @@ class RecMetricModule(CheckpointLoading):
             so it takes no room in the windows (it still counts in the throughput and as a step);
             a step where some task has weight keeps its room (the tasks share one window). When
             every metric is built with ``validate_args=False`` nothing is read, and with ranking
-            metrics (kept per task, whose rows of weight 0 still rank in their sessions) the step
-            is not skipped: such a step then still takes its window room (see ``docs/windows.md``).
+            metrics (kept per task, whose rows of weight 0 still rank in their sessions) or a metric
+            whose value the step changes (``GroupedAUC(average_groups="all")`` counts a group of
+            zero-weight rows) the step is not skipped: such a step then still takes its window room
+            (see ``docs/windows.md``).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
             half the compute interval in updates (at least 1, at most 100), so the
@@ -575,6 +577,11 @@ class RecMetricModule(CheckpointLoading):
             self._unit(name).reset()
         self._mark_members()  # a reset of a member's own counts from here
         self._num_copies = len(per_task) * num_tasks
+        # a metric whose value an all-zero-weight step changes (GroupedAUC(average_groups="all") counts its
+        # groups): a windowed module then keeps such a step (DESIGN: only a step that changes nothing is skipped)
+        self._zero_weight_steps_count = any(
+            getattr(unit, "_zero_weight_batches_count", False) for unit in self._owned_metrics()
+        )
         # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)
         self._reported: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
 
@@ -991,7 +998,14 @@ class RecMetricModule(CheckpointLoading):
             # asks for the same skip without windows and with per-task ranking copies, whose lifetime
             # rows of weight 0 still rank in sessions other steps weigh (skipping would change them)
             skip = (
-                (self._skip_zero_weight_steps or (self.window_size is not None and not self._num_copies))
+                (
+                    self._skip_zero_weight_steps
+                    or (
+                        self.window_size is not None
+                        and not self._num_copies
+                        and not self.__dict__.get("_zero_weight_steps_count", False)
+                    )
+                )
                 and len(given) == len(self.tasks)
                 and all(b[1] == 0 for b in weight_bounds)
             )

@@ -328,6 +328,14 @@ class TensorWeightedAverage(_CounterMetric):
         self.tensor_name = tensor_name
         self._flags = flags
 
+    @property
+    def _zero_weight_batches_count(self) -> bool:
+        """Whether an all-zero-weight batch changes the value: a task whose ``weighted`` flag is false averages it.
+
+        ``Windowed`` then keeps such a batch in the window (the tasks share one window).
+        """
+        return self._flags is not None
+
     def update(self, values: Tensor, weights: Tensor | None = None) -> None:  # type: ignore[override]
         """Accumulate one batch of ``values`` (``(N,)`` or ``(T, N)``) with optional ``weights``."""
         super().update(values, None, weights)

@@ -246,6 +246,11 @@ class Segmented(TaskMetric):
             return self._plot([named(v) for v in val], ax)
         return self._plot(named(val), ax)
 
+    @property
+    def _zero_weight_batches_count(self) -> bool:
+        """The wrapped metric's: whether an all-zero-weight batch changes its value (``Windowed`` keeps it then)."""
+        return bool(getattr(self.metric, "_zero_weight_batches_count", False))
+
     def _merged_kind(self) -> str:
         """``Segmented(NormalizedEntropy)``: a Segmented over another metric holds its sums under the same names."""
         return f"Segmented({type(self.metric).__name__})"

@@ -327,7 +327,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
     An update whose weights are all zero (every task's) takes no room and evicts nothing (it
     changes no value): the package's metrics tell it from the bounds their validation reads, no
     further read; with ``validate_args=False`` nothing is read and it still takes its room. A
-    ``(T, N)`` update with weight in some task takes its room (the tasks share the window).
+    ``(T, N)`` update with weight in some task takes its room (the tasks share the window), and so
+    does one of a metric whose value it changes (``TensorWeightedAverage`` with an unweighted task,
+    ``NumMissingLabels(count_zero_weight=True)``, ``GroupedAUC(average_groups="all")``).
 
     Args:
         metric: the metric to wrap; it becomes :attr:`lifetime` (any state it already holds stays

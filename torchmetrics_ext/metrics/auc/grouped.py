@@ -88,6 +88,15 @@ class _GroupedCurveMetric(TaskMetric):
             self._add_list_state("signed_weights", torch.float32)
             self._add_list_state("groups", torch.int64)  # any int64 id (hashed user ids included)
 
+    @property
+    def _zero_weight_batches_count(self) -> bool:
+        """Whether an all-zero-weight batch changes the value: ``average_groups="all"`` counts its groups (unweighted).
+
+        Such a group counts 0.5 (AUC) or 0 (AUPRC) in the mean over groups; ``Windowed`` and a windowed
+        ``RecMetricModule`` then keep the batch (they skip it for the metrics it changes nothing in).
+        """
+        return self.average_groups == "all" and not self.weight_groups
+
     def _values_per_sample(self) -> dict[str, int]:
         """Exact mode: a score and a signed weight per task and one group id for each sample."""
         if self.groups_complete_per_batch:

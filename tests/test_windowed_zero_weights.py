@@ -387,3 +387,38 @@ def test_module_window_keeps_a_zero_weight_step_for_grouped_average_all():
     expected = _grouped_all(GROUPED_BATCHES)
     np.testing.assert_allclose(values["gauc_all/click"].item(), expected, rtol=1e-6)
     np.testing.assert_allclose(values["gauc_all/click/window"].item(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("nan_strategy", ["error", "ignore"])
+def test_aggregation_mean_all_zero_weight_batch_takes_no_window_room(nan_strategy):
+    """``aggregation.Mean``'s ``weight`` follows the rule: a validated all-zero-weight batch evicts nothing.
+
+    Reference: the plain-Python weighted mean over the updates the rule keeps (the zero batch skipped).
+    """
+    from torchmetrics_ext.aggregation import Mean
+
+    metric = Windowed(Mean(nan_strategy=nan_strategy), window_size=4)
+    metric.update(torch.tensor([1.0, 2.0, 6.0]), torch.tensor([1.0, 1.0, 2.0]))
+    zero_values = [10.0, float("nan")] if nan_strategy == "ignore" else [10.0, 20.0]
+    metric.update(torch.tensor(zero_values), torch.zeros(2))  # counted, 3 + 2 > 4 would evict the first
+    expected = (1.0 * 1 + 2.0 * 1 + 6.0 * 2) / (1 + 1 + 2)
+    values = metric.compute()
+    assert values["window"].item() == pytest.approx(expected)
+    assert values["lifetime"].item() == pytest.approx(expected)
+    metric.update(torch.tensor([4.0, 4.0]))  # 3 + 2 > 4: now the first update leaves
+    assert metric.compute()["window"].item() == pytest.approx(4.0)
+
+
+def test_aggregation_mean_keeps_an_all_zero_weight_batch_that_changes_its_value():
+    """A float ``nan_strategy`` fills a NaN row with weight 1 (TorchMetrics' meaning): that batch does count.
+
+    Reference: the plain-Python mean of the second update (the fill 5.0 once, weight 1), which alone fits.
+    """
+    from torchmetrics_ext.aggregation import Mean
+
+    metric = Windowed(Mean(nan_strategy=5.0), window_size=4)
+    metric.update(torch.tensor([1.0, 2.0, 6.0]))
+    metric.update(torch.tensor([float("nan"), 7.0]), torch.zeros(2))  # 3 + 2 > 4: the first update leaves
+    values = metric.compute()
+    assert values["window"].item() == pytest.approx(5.0)
+    assert values["lifetime"].item() == pytest.approx((1.0 + 2.0 + 6.0 + 5.0) / 4)

@@ -688,7 +688,9 @@ class RecMetricModule(CheckpointLoading):
                 metric, as TorchRec skips it: it takes no room in the windows; supported when
                 TorchRec would skip it for every task at once, see ``docs/module.md``; the module's
                 windows skip such a validated step without it too, so it matters only when every
-                metric is built with ``validate_args=False``, where it keeps the weights' read) and
+                metric is built with ``validate_args=False``, where it keeps the weights' read, or
+                with ``grouped_auc``/``grouped_auprc``, whose zero-weight groups count: without it
+                the step is kept) and
                 ``fused_update_limit`` (0 or 1: TorchRec's fusion of several steps into one
                 window entry is refused). TorchRec's other execution options
                 (``rec_compute_mode``, ``compute_on_all_ranks``, ...) are accepted and have no

@@ -220,7 +220,8 @@ class TorchRecPlan:
             share per rank for every metric and ``max_updates=MAX_BUFFER_COUNT`` for the values its
             ``WindowBuffer`` windows (all but its AUC family).
         skip_zero_weight_steps: ``should_validate_update``: a step whose weights are all zero is
-            skipped by every metric (validated windows skip it without the option too).
+            skipped by every metric (validated windows skip it without the option too, unless a
+            metric counts it: ``grouped_auc``'s ``GroupedAUC(average_groups="all")``).
         throughput: a :class:`~torchmetrics_ext.Throughput` or ``None``.
         compute_interval_steps: as in TorchRec.
         state_metrics: ``{namespace: callable}`` for the module's ``state_metrics``.

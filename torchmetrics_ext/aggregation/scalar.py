@@ -37,7 +37,15 @@ from torchmetrics.utilities import rank_zero_warn
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
 from torchmetrics_ext.metrics.base import TORCHMETRICS_OPTIONS, _tag, one_task, options_error
-from torchmetrics_ext.utilities.checks import Bounds, as_real, as_str, broadcast_shape, checked_bounds, observed_range
+from torchmetrics_ext.utilities.checks import (
+    Bounds,
+    as_real,
+    as_str,
+    broadcast_shape,
+    checked_bounds,
+    note_weight_bounds,
+    observed_range,
+)
 from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch", "saved_state_names"]
@@ -281,6 +289,10 @@ class _ValueAggregation(AggregationMetric[S]):
             bounds = [b2 if nan else b for b, b2, nan in zip(bounds, again, with_nan, strict=True)]
         for (name, _), bound in zip(tensors, bounds, strict=True):
             _check_bounds(name, bound)
+        # for a window: weights all zero take no room (no read of their own), unless NaN rows count anyway (a
+        # float strategy fills them with weight 1; "disable" keeps a NaN value, which a zero weight cannot cancel)
+        if weight is not None and not (any(with_nan) and self.nan_strategy not in ("ignore", "warn")):
+            note_weight_bounds(bounds[-1:])
         if any(with_nan) and self.nan_strategy == "warn":
             rank_zero_warn("Encountered `nan` values in tensor. Will be removed.", UserWarning)
 

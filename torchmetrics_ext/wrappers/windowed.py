@@ -329,7 +329,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
     further read; with ``validate_args=False`` nothing is read and it still takes its room. A
     ``(T, N)`` update with weight in some task takes its room (the tasks share the window), and so
     does one of a metric whose value it changes (``TensorWeightedAverage`` with an unweighted task,
-    ``NumMissingLabels(count_zero_weight=True)``, ``GroupedAUC(average_groups="all")``).
+    ``NumMissingLabels(count_zero_weight=True)``, ``GroupedAUC(average_groups="all")`` without
+    ``weight_groups``).
 
     Args:
         metric: the metric to wrap; it becomes :attr:`lifetime` (any state it already holds stays

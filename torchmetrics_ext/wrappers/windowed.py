@@ -45,7 +45,7 @@ from torchmetrics_ext.metrics.base import (
     recomputed_after,
     unexpected_options,
 )
-from torchmetrics_ext.utilities.checks import check_int, check_state_dtype, noting_zero_weights
+from torchmetrics_ext.utilities.checks import ZeroWeightNote, check_int, check_state_dtype, noting_zero_weights
 from torchmetrics_ext.utilities.chunks import _JOIN, join_runs_amortised
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, outside_group
 from torchmetrics_ext.utilities.load_guard import putting_back_whole
@@ -839,7 +839,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
         with noting_zero_weights() as note:
             entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]  # validates
         # validated weights all zero: the lifetime takes them, the window does not
-        zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
+        zero = self._takes_no_room(note)
         size = kept_size = self._count(args, kwargs)
         kept = entries
         if zero:
@@ -900,7 +900,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 # (an empty batch that appends chunks, kept for their dtypes: the general way)
                 if appended is not None and (size > 0 or not any(appended.values())):
                     # all-zero validated weights: to the lifetime only (no room in the window)
-                    zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
+                    zero = self._takes_no_room(note)
                     self._commit_lists(appended, 0 if zero else size, limit)
                     return None, None
         slot = ring.next_slot()
@@ -908,7 +908,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
             lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
         # validated weights that are all zero (noted from the bounds the checks read): the batch
         # goes to the lifetime (where it adds nothing weighted) and takes no room in the window
-        zero = note.zero is True and self.__dict__.get("_skips_zero_weights", True)
+        zero = self._takes_no_room(note)
         size = self._count(args, kwargs)
         lifetime_value = window_value = self._batch_value(values)
         full, full_lists = slot, lists
@@ -969,6 +969,14 @@ class Windowed(TensorArithmetic, WrapperMetric):
             self._join_lifetime_chunks([getattr(life, name) for name in ring.list_names])
         self._count_update()
         return lifetime_value, window_value
+
+    def _takes_no_room(self, note: ZeroWeightNote) -> bool:
+        """Whether the update just validated under ``note`` takes no room in the window: its weights all zero.
+
+        DESIGN: such a batch changes nothing. A metric whose value counts zero-weight rows
+        (``_zero_weight_batches_count``) keeps it; an object pickled before the rule has no flag: it skips.
+        """
+        return note.zero is True and self.__dict__.get("_skips_zero_weights", True)
 
     def _commit_lists(self, lists: dict[str, list[Tensor]], size: int, limit: int) -> None:
         """The commit of :meth:`_step` for an update of ``size`` samples (all kept) that only appended ``lists``.

@@ -118,9 +118,20 @@ def _close(value: Any, expected: Any) -> None:
         for key in expected:
             _close(value[key], expected[key])
         return
-    torch.testing.assert_close(
-        torch.as_tensor(value, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64)
-    )
+    torch.testing.assert_close(_float64(value), _float64(expected))
+
+
+def _float64(value: Any) -> torch.Tensor:
+    """A value, or a list of values (0-dim tensors, numbers, arrays), as one float64 tensor.
+
+    Element by element: in CI ``torch.as_tensor`` of a list of 0-dim tensors failed once inside torch
+    ("len() of a 0-d tensor", after some other test file in the same worker; not reproduced alone).
+    """
+    if isinstance(value, (list, tuple)):
+        return torch.stack([_float64(v) for v in value])
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(torch.float64)
+    return torch.as_tensor(value, dtype=torch.float64)
 
 
 def _feed(metric: Metric, case: Case, rows: slice) -> None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import pytest
+import torch
 from _pytest.doctest import DoctestItem, DoctestModule
 
 # optional top-level module -> the extra that installs it (pyproject's optional-dependencies)
@@ -90,3 +92,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.outcome = "skipped"
             report.longrepr = (str(item.path), None, f"Skipped: {_reason(missing)}")
     return report
+
+
+# ----------------------------------------------------------------------------- process-wide state
+
+
+def _process_state() -> dict[str, Any]:
+    """Process-wide torch settings a test must leave as it found them (each read is cheap)."""
+    try:
+        torch.as_tensor([torch.zeros(()), torch.zeros(())])  # the list-of-0-dim-tensors conversion
+        conversion = "works"
+    except TypeError as error:  # e.g. Tensor.__getitem__ patched on the class, even undone
+        conversion = f"raises {error}"
+    return {
+        "torch.as_tensor([0-dim tensors])": conversion,
+        "default dtype": torch.get_default_dtype(),
+        "default device": torch.empty(0).device,
+        "grad mode": torch.is_grad_enabled(),
+        "inference mode": torch.is_inference_mode_enabled(),
+        "torch function modes": torch._C._len_torch_function_stack(),
+        "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
+        "anomaly detection": torch.is_anomaly_enabled(),
+    }
+
+
+_CLEAN_STATE = _process_state()
+
+
+@pytest.fixture(autouse=True)
+def _leaves_process_state_alone() -> Iterator[None]:
+    """A test (or doctest) that changes process-wide torch state fails here.
+
+    Not the unrelated test run after it in the same worker: CI once failed that way
+    (``Tensor.__getitem__`` patched on the class and restored leaves CPython's sequence slot, and
+    ``torch.as_tensor`` of a list of 0-dim tensors raised "len() of a 0-d tensor" in a later file).
+    """
+    yield
+    now = _process_state()
+    changed = {name: (_CLEAN_STATE[name], now[name]) for name in now if now[name] != _CLEAN_STATE[name]}
+    if changed:
+        pytest.fail(f"the test left process-wide torch state changed (before, after): {changed}", pytrace=False)

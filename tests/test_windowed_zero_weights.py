@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -241,6 +242,50 @@ def test_module_window_skips_an_all_zero_weight_step(validate):
     np.testing.assert_allclose(values["auc/click"].item(), _auc(*_cat(batches)), rtol=RTOL)
     assert module.throughput is not None
     assert module.throughput.total_examples.item() == sum(SIZES)  # the skipped steps' examples still count
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["pickled", "pickled-without-the-flag"])
+def test_module_window_skips_zero_weight_steps_after_unpickling(older):
+    """A module copied mid-run (pickle) still skips an all-zero-weight step; one pickled by a version
+    that found the rule at each step (no ``_window_skips_zero_weight_steps``) finds it on load.
+
+    Reference: the plain-Python window rule (``_window_of``) and scikit-learn over its rows.
+    """
+    steps = _module_steps()
+    module = tmx.RecMetricModule(TASKS, {"ne": tmx.NormalizedEntropy()}, window_size=WINDOW, throughput=False)
+    for step in steps[:3]:
+        module.update(step)
+    state = pickle.loads(pickle.dumps(module.__getstate__()))
+    if older:
+        del state["_window_skips_zero_weight_steps"]
+    copied = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
+    copied.__setstate__(state)
+    for step in steps[3:]:  # the two zero steps come after the copy
+        copied.update(step)
+    batches = [(s["click_pred"], s["click_label"], s["click_w"]) for s in steps]
+    values = copied.compute()
+    np.testing.assert_allclose(values["ne/click/window"].item(), _ne(*_cat(_window_of(batches, WINDOW))), rtol=RTOL)
+    np.testing.assert_allclose(values["ne/click"].item(), _ne(*_cat(batches)), rtol=RTOL)
+
+
+def test_module_unpickled_without_the_flag_keeps_a_zero_weight_step_for_grouped_average_all():
+    """An older pickle of a module holding GroupedAUC(average_groups="all") keeps the zero-weight step.
+
+    Reference: plain Python + scikit-learn (``_grouped_all``) over both batches, which fit the window.
+    """
+    tasks = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", group_id_name="user")]
+    module = tmx.RecMetricModule(
+        tasks, {"gauc_all": tmx.GroupedAUC(average_groups="all")}, window_size=6, throughput=False
+    )
+    state = pickle.loads(pickle.dumps(module.__getstate__()))
+    del state["_window_skips_zero_weight_steps"]
+    copied = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
+    copied.__setstate__(state)
+    for p, y, g, w in GROUPED_BATCHES:
+        copied.update({"click_pred": p, "click_label": y, "click_w": w, "user": g})
+    np.testing.assert_allclose(
+        copied.compute()["gauc_all/click/window"].item(), _grouped_all(GROUPED_BATCHES), rtol=1e-6
+    )
 
 
 def _ddp_zero_batch_job(rank: int, world_size: int) -> dict[str, float]:

@@ -292,9 +292,7 @@ class _ValueAggregation(AggregationMetric[S]):
                 dropped = torch.isnan(values)
                 if weight is not None:
                     dropped = dropped | torch.isnan(weights)
-                filled.append(
-                    (~dropped).to(torch.float64) if weight is None else torch.where(dropped, 0, weights)
-                )
+                filled.append((~dropped).to(torch.float64) if weight is None else torch.where(dropped, 0, weights))
             both = checked_bounds(filled, [False] * len(filled))  # one read for both fills
             kept = both[2 * len(rest) :]
             lows, highs = both[: len(rest)], both[len(rest) : 2 * len(rest)]

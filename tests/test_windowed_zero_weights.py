@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 import warnings
 
 import numpy as np
@@ -243,6 +244,50 @@ def test_module_window_skips_an_all_zero_weight_step(validate):
     assert module.throughput.total_examples.item() == sum(SIZES)  # the skipped steps' examples still count
 
 
+@pytest.mark.parametrize("older", [False, True], ids=["pickled", "pickled-without-the-flag"])
+def test_module_window_skips_zero_weight_steps_after_unpickling(older):
+    """A module copied mid-run (pickle) still skips an all-zero-weight step; one pickled by a version
+    that found the rule at each step (no ``_window_skips_zero_weight_steps``) finds it on load.
+
+    Reference: the plain-Python window rule (``_window_of``) and scikit-learn over its rows.
+    """
+    steps = _module_steps()
+    module = tmx.RecMetricModule(TASKS, {"ne": tmx.NormalizedEntropy()}, window_size=WINDOW, throughput=False)
+    for step in steps[:3]:
+        module.update(step)
+    state = pickle.loads(pickle.dumps(module.__getstate__()))
+    if older:
+        del state["_window_skips_zero_weight_steps"]
+    copied = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
+    copied.__setstate__(state)
+    for step in steps[3:]:  # the two zero steps come after the copy
+        copied.update(step)
+    batches = [(s["click_pred"], s["click_label"], s["click_w"]) for s in steps]
+    values = copied.compute()
+    np.testing.assert_allclose(values["ne/click/window"].item(), _ne(*_cat(_window_of(batches, WINDOW))), rtol=RTOL)
+    np.testing.assert_allclose(values["ne/click"].item(), _ne(*_cat(batches)), rtol=RTOL)
+
+
+def test_module_unpickled_without_the_flag_keeps_a_zero_weight_step_for_grouped_average_all():
+    """An older pickle of a module holding GroupedAUC(average_groups="all") keeps the zero-weight step.
+
+    Reference: plain Python + scikit-learn (``_grouped_all``) over both batches, which fit the window.
+    """
+    tasks = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", group_id_name="user")]
+    module = tmx.RecMetricModule(
+        tasks, {"gauc_all": tmx.GroupedAUC(average_groups="all")}, window_size=6, throughput=False
+    )
+    state = pickle.loads(pickle.dumps(module.__getstate__()))
+    del state["_window_skips_zero_weight_steps"]
+    copied = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
+    copied.__setstate__(state)
+    for p, y, g, w in GROUPED_BATCHES:
+        copied.update({"click_pred": p, "click_label": y, "click_w": w, "user": g})
+    np.testing.assert_allclose(
+        copied.compute()["gauc_all/click/window"].item(), _grouped_all(GROUPED_BATCHES), rtol=1e-6
+    )
+
+
 def _ddp_zero_batch_job(rank: int, world_size: int) -> dict[str, float]:
     """Both ranks see weighted batches; rank 1's newest batch weighs nothing (it must not evict rank 1's first)."""
     batches = _batches(8 + rank, [3, 2, 2] if rank == 0 else [2, 2, 2], {2} if rank == 1 else set())
@@ -422,3 +467,59 @@ def test_aggregation_mean_keeps_an_all_zero_weight_batch_that_changes_its_value(
     values = metric.compute()
     assert values["window"].item() == pytest.approx(5.0)
     assert values["lifetime"].item() == pytest.approx((1.0 + 2.0 + 6.0 + 5.0) / 4)
+
+
+NAN = float("nan")
+# (values, weights or None): updates of Mean(nan_strategy="ignore"/"warn"), some adding nothing once NaN rows drop
+NAN_UPDATES: list[tuple[list[float], list[float] | None]] = [
+    ([1.0, 2.0, 6.0], [1.0, 1.0, 2.0]),
+    ([3.0, 5.0], None),
+    ([10.0, 20.0], [NAN, NAN]),  # every weight NaN: adds nothing
+    ([NAN, NAN, NAN], None),  # every value NaN, unweighted: adds nothing
+    ([NAN, 7.0], [3.0, 0.0]),  # the weighted row's value is NaN, the other weighs 0: adds nothing
+    ([NAN, NAN], [1.0, 2.0]),  # every value NaN, positive weights: adds nothing
+    ([4.0, NAN], [2.0, 1.0]),  # one row kept
+]
+
+
+def _mean_nan_window(updates: list, window_size: int) -> tuple[float, float]:
+    """Plain Python: (window, lifetime) weighted means, rows with a NaN value or weight dropped; an update whose
+    kept rows weigh nothing takes no room; the window is the newest whole updates of at most ``window_size`` rows."""
+    rows = []
+    for values, weights in updates:
+        ws = weights if weights is not None else [1.0] * len(values)
+        rows.append([(v, w) for v, w in zip(values, ws) if not (math.isnan(v) or math.isnan(w))])
+    counted = [(len(u[0]), r) for u, r in zip(updates, rows) if sum(w for _, w in r) > 0]
+    window: list = []
+    used = 0
+    for n, r in reversed(counted):
+        if used + n > window_size:
+            break
+        window += r
+        used += n
+
+    def mean(rs: list) -> float:
+        return sum(v * w for v, w in rs) / sum(w for _, w in rs)
+
+    return mean(window), mean([x for r in rows for x in r])
+
+
+@pytest.mark.parametrize("nan_strategy", ["ignore", "warn"])
+@pytest.mark.parametrize("last", range(3, len(NAN_UPDATES) + 1))
+def test_aggregation_mean_update_adding_nothing_takes_no_window_room(nan_strategy, last):
+    """With NaN dropped, an update whose rows all drop (NaN weights, NaN values) or weigh 0 takes no room.
+
+    Reference: the plain-Python window of the updates that add something (``_mean_nan_window``).
+    """
+    from torchmetrics_ext.aggregation import Mean
+
+    updates = NAN_UPDATES[:last]
+    metric = Windowed(Mean(nan_strategy=nan_strategy), window_size=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "warn": "Encountered `nan` values"
+        for values, weights in updates:
+            metric.update(torch.tensor(values), None if weights is None else torch.tensor(weights))
+        out = metric.compute()
+    window, lifetime = _mean_nan_window(updates, 5)
+    assert out["window"].item() == pytest.approx(window)
+    assert out["lifetime"].item() == pytest.approx(lifetime)

@@ -582,6 +582,7 @@ class RecMetricModule(CheckpointLoading):
         self._zero_weight_steps_count = any(
             getattr(unit, "_zero_weight_batches_count", False) for unit in self._owned_metrics()
         )
+        self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)
         self._reported: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
 
@@ -859,6 +860,8 @@ class RecMetricModule(CheckpointLoading):
         state["state_metrics"] = {
             name: fn.metric.compute if isinstance(fn, _ComputeOf) else fn for name, fn in state_metrics.items()
         }
+        if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
+            state["_window_skips_zero_weight_steps"] = _window_skips_zero_weight_steps(state)
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -1000,14 +1003,7 @@ class RecMetricModule(CheckpointLoading):
             # asks for the same skip without windows and with per-task ranking copies, whose lifetime
             # rows of weight 0 still rank in sessions other steps weigh (skipping would change them)
             skip = (
-                (
-                    self._skip_zero_weight_steps
-                    or (
-                        self.window_size is not None
-                        and not self._num_copies
-                        and not self.__dict__.get("_zero_weight_steps_count", False)
-                    )
-                )
+                (self._skip_zero_weight_steps or self._window_skips_zero_weight_steps)
                 and len(given) == len(self.tasks)
                 and all(b[1] == 0 for b in weight_bounds)
             )
@@ -1886,6 +1882,20 @@ def _in_module(error: ValueError) -> ValueError:
     if advice not in text:
         return error
     return ValueError(text.replace(advice, _MODULE_LOGITS_ADVICE))
+
+
+def _window_skips_zero_weight_steps(attributes: Mapping[str, Any]) -> bool:
+    """Whether a validated all-zero-weight step is skipped for the windows: the module's build decides it.
+
+    With windows, no per-task ranking copies and no metric whose value counts zero-weight rows
+    (``_zero_weight_steps_count``; an object pickled before that flag has none: it skips). ``attributes``:
+    the module's ``__dict__`` (or a pickled state); nothing changes these after the build.
+    """
+    return (
+        attributes.get("window_size") is not None
+        and not attributes.get("_num_copies")
+        and not attributes.get("_zero_weight_steps_count", False)
+    )
 
 
 def _windowed(metric: TaskMetric, window_size: int, options: Mapping[str, Any]) -> Windowed:

@@ -107,6 +107,8 @@ class _ValueAggregation(AggregationMetric[S]):
     state_name: str  # the main state (TorchMetrics' attribute), renamed after the NaN setting
     # no task dimension (one_task); TorchMetrics' aggregators pass `state_name` themselves
     _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks", "state_name")
+    # weighted rows (Mean): a validated batch whose every row adds nothing is noted as all-zero weight
+    _notes_kept_weight: ClassVar[bool] = False
 
     def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
         num_tasks = one_task(self, kwargs)
@@ -268,6 +270,8 @@ class _ValueAggregation(AggregationMetric[S]):
             tensors.append(("weight", weights))
         bounds = checked_bounds([tensor for _, tensor in tensors], [False] * len(tensors))
         with_nan = [bool(b) and (math.isnan(b[0]) or math.isnan(b[1])) for b in bounds]
+        drops_nan = any(with_nan) and self.nan_strategy in ("ignore", "warn")
+        kept: list[Bounds] = []
         if any(with_nan):
             name = tensors[with_nan.index(True)][0]
             if self.nan_strategy == "error":
@@ -283,15 +287,25 @@ class _ValueAggregation(AggregationMetric[S]):
                 for fill in (math.inf, -math.inf)
                 for t in rest
             ]
+            if drops_nan and self._notes_kept_weight:
+                # the weight each row keeps once a NaN value or weight drops it (0): read with the fills
+                dropped = torch.isnan(values)
+                if weight is not None:
+                    dropped = dropped | torch.isnan(weights)
+                filled.append((~dropped).to(torch.float64) if weight is None else torch.where(dropped, 0, weights))
             both = checked_bounds(filled, [False] * len(filled))  # one read for both fills
-            lows, highs = both[: len(rest)], both[len(rest) :]
+            kept = both[2 * len(rest) :]
+            lows, highs = both[: len(rest)], both[len(rest) : 2 * len(rest)]
             again = [(lo[0], hi[1]) if lo and lo[0] <= hi[1] else () for lo, hi in zip(lows, highs, strict=True)]
             bounds = [b2 if nan else b for b, b2, nan in zip(bounds, again, with_nan, strict=True)]
         for (name, _), bound in zip(tensors, bounds, strict=True):
             _check_bounds(name, bound)
         # for a window: weights all zero take no room (no read of their own), unless NaN rows count anyway (a
-        # float strategy fills them with weight 1; "disable" keeps a NaN value, which a zero weight cannot cancel)
-        if weight is not None and not (any(with_nan) and self.nan_strategy not in ("ignore", "warn")):
+        # float strategy fills them with weight 1; "disable" keeps a NaN value, which a zero weight cannot cancel);
+        # with NaN dropped ("ignore"/"warn"), the weights the rows keep: a batch of dropped rows adds nothing
+        if drops_nan:
+            note_weight_bounds(kept)
+        elif weight is not None and not any(with_nan):
             note_weight_bounds(bounds[-1:])
         if any(with_nan) and self.nan_strategy == "warn":
             rank_zero_warn("Encountered `nan` values in tensor. Will be removed.", UserWarning)
@@ -416,7 +430,9 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
 
     Note:
         State: two float64 sums (saved as TorchMetrics' ``mean_value`` and ``weight``). The mean of zero
-        total weight is ``nan`` with an ``UndefinedMetricWarning``.
+        total weight is ``nan`` with an ``UndefinedMetricWarning``. Under ``Windowed``, a validated update
+        that adds nothing (weights all zero; with ``"ignore"``/``"warn"``, every row dropped for NaN or
+        weighing zero) takes no window room.
 
     Examples:
         >>> import torch
@@ -428,6 +444,7 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
     """
 
     is_differentiable = True  # type: ignore[assignment]
+    _notes_kept_weight = True
 
     def update(self, value: Values, weight: Values | None = None) -> None:
         """Add ``value`` with optional ``weight`` (broadcastable to ``value``, default 1)."""

@@ -542,21 +542,20 @@ class _Plan:
         the tasks reading that column alone. One plan (this one) where every task reads the same columns.
         The groups come from the arguments alone, so every rank of a distributed run has the same ones.
         """
-        by_columns: dict[frozenset[tuple[str, Kind]], list[TaskSpec]] = {}
-        columns: dict[frozenset[tuple[str, Kind]], tuple[tuple[str, Kind], ...]] = {}
+        # the columns as a set -> (the first task's pairs in order, the tasks reading that set)
+        by_columns: dict[frozenset[tuple[str, Kind]], tuple[tuple[tuple[str, Kind], ...], list[TaskSpec]]] = {}
         for task in self.tasks:
             pairs = self.task_columns(task)
-            by_columns.setdefault(frozenset(pairs), []).append(task)
-            columns.setdefault(frozenset(pairs), pairs)
+            by_columns.setdefault(frozenset(pairs), (pairs, []))[1].append(task)
         if len(by_columns) == 1:
-            return [(self, next(iter(columns.values())))]
+            return [(self, next(iter(by_columns.values()))[0])]
         groups = []
-        for key, tasks in by_columns.items():
+        for pairs, tasks in by_columns.values():
             group = copy.copy(self)  # the same metrics and columns, for these tasks (their module, records, rows)
             group.tasks = tasks
             if not any(t.weighted for t in tasks):
                 group.weights = None
-            groups.append((group, columns[key]))
+            groups.append((group, pairs))
         return groups
 
     def fed_columns(self) -> list[str]:

@@ -154,3 +154,114 @@ def test_checked_nan_is_still_refused_and_changes_nothing(device_path):
     with force_device_path(device_path), pytest.raises(ValueError, match="preds"):
         metric.update(torch.tensor([0.1, NAN]), torch.tensor([0, 1]))
     torch.testing.assert_close(metric._hist, before, rtol=0, atol=0)
+
+
+# ----------------------------------------------------------------------------- the other unchecked id and bin paths
+
+
+def _states(metric: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.clone() for name, value in metric.metric_state.items()}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("probs", [[0.1, NAN, 0.9, 0.4], [0.1, 1.5, -2.0, 0.4], [INF, -INF, 0.9, 0.4]])
+def test_unchecked_reliability_and_hindsight_bins_exist(probs, device_path):
+    """Reliability's bins and HindsightTargetPR's threshold counts of unchecked NaN/out-of-range scores stay in
+    their histograms: every sample's weight is counted once (a plain count), nothing raises."""
+    preds, target = torch.tensor(probs), torch.tensor([0, 1, 1, 0])
+    reliability = tmx.Reliability(num_bins=4, validate_args=False)
+    hindsight = tmx.HindsightTargetPR(num_thresholds=5, validate_args=False)
+    with force_device_path(device_path):
+        reliability.update(preds, target)
+        hindsight.update(preds, target)
+    assert reliability.bin_weight.sum().item() == len(probs)
+    assert reliability.bin_target_sum.sum().item() == sum([0, 1, 1, 0])
+    assert (hindsight.pos_hist_5.sum() + hindsight.neg_hist_5.sum()).item() == len(probs)
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("cls", [tmx.GroupedAUC, tmx.GroupedAUPRC])
+def test_unchecked_negative_and_huge_group_ids_are_just_ids(cls, device_path):
+    """Group ids are labels, not indices: negative and 2**40 ids group as any others (scikit-learn per group)."""
+    rng = np.random.default_rng(5)
+    ids = np.array([-7, 2**40, 3, -1])
+    groups = np.repeat(ids, 6)
+    y = np.tile([0, 1, 0, 1, 1, 0], 4)
+    p = rng.random(groups.size).astype(np.float32)
+    score = skm.roc_auc_score if cls is tmx.GroupedAUC else skm.average_precision_score
+    expected = np.mean([score(y[groups == g], p[groups == g]) for g in ids])
+    metric = cls(validate_args=False)
+    with force_device_path(device_path):
+        metric.update(torch.tensor(p), torch.tensor(y), torch.tensor(groups))
+    assert metric.compute().item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+def test_unchecked_negative_and_huge_query_ids_are_just_ids(device_path):
+    """Ranking ``indexes`` are labels too: the value equals the validated one of the ids relabelled 0..Q-1."""
+    preds = torch.tensor([0.1, 0.5, 0.9, 0.4, 0.3, 0.8])
+    target = torch.tensor([0, 1, 1, 0, 1, 0])
+    odd, plain = torch.tensor([-3, -3, 2**40, 2**40, -1, -1]), torch.tensor([0, 0, 1, 1, 2, 2])
+    for make in (lambda va: tmx.NDCG(k=2, validate_args=va), lambda va: tmx.MRR(validate_args=va)):
+        unchecked, checked = make(False), make(True)
+        with force_device_path(device_path):
+            unchecked.update(preds, target, indexes=odd)
+        checked.update(preds, target, indexes=plain)
+        torch.testing.assert_close(unchecked.compute(), checked.compute(), rtol=0, atol=0)
+
+
+def test_unchecked_categorical_counts_of_negative_and_huge_ids():
+    """``CategoricalCount`` keys by value: negative and huge integer ids are categories (a plain count)."""
+    values = [0, -1, 2, 2**40, -1]
+    metric = tmx.aggregation.CategoricalCount(validate_args=False)
+    metric.update(torch.tensor(values))
+    counts = {k: v.item() for k, v in metric.compute().items()}
+    assert counts == {k: float(values.count(k)) for k in set(values)}
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("value", [NAN, INF, -INF, -1.0])
+def test_unchecked_distribution_of_non_finite_values_raises_nothing(value, device_path):
+    """The sketch's bucket of an unchecked NaN/inf/negative value exists: the update and compute run."""
+    metric = tmx.aggregation.Distribution(validate_args=False)
+    with force_device_path(device_path), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the std of a non-finite sum of squares: nan, with a warning
+        metric.update(torch.tensor([1.0, value, 3.0]))
+        out = metric.compute()
+    assert set(out) >= {"mean", "min", "max"}
+
+
+@pytest.mark.parametrize("segments", [[0, -1, 1, 1], [0, 3, 1, 1]])
+def test_unchecked_segment_ids_outside_the_segments_raise(segments):
+    """No segment to put them in (no natural answer): on the CPU the indexing raises (documented, with the
+    rows before the bad id possibly added already; on CUDA a device-side assert). Validated: a ValueError."""
+    metric = tmx.Segmented(tmx.CTR(validate_args=False), 3)
+    with pytest.raises((RuntimeError, IndexError)):
+        metric.update(torch.tensor([0.1, 0.5, 0.9, 0.4]), torch.tensor([0, 1, 1, 0]), segments=torch.tensor(segments))
+    checked = tmx.Segmented(tmx.CTR(), 3)
+    with pytest.raises(ValueError, match="segment"):
+        checked.update(torch.tensor([0.1, 0.5, 0.9, 0.4]), torch.tensor([0, 1, 1, 0]), segments=torch.tensor(segments))
+
+
+@pytest.mark.parametrize("target", [[0, -1, 2, 1], [0, 3, 2, 1]])
+def test_unchecked_multiclass_ids_outside_the_classes_raise_and_change_nothing(target):
+    metric = tmx.MulticlassRecallAtK(2, 3, validate_args=False)
+    metric.update(torch.rand(2, 3), torch.tensor([0, 2]))
+    before = _states(metric)
+    with pytest.raises((RuntimeError, IndexError)):
+        metric.update(torch.rand(4, 3), torch.tensor(target))
+    assert _states(metric).keys() == before.keys()
+    for name, value in _states(metric).items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("label", [2, -1])
+@pytest.mark.parametrize("num_bins", [None, 100])
+def test_unchecked_labels_outside_0_1_raise_and_change_nothing(label, num_bins):
+    """Binned and exact: a label with no class raises on the CPU (documented: on CUDA a device-side assert)."""
+    metric = tmx.AUC(num_bins=num_bins, validate_args=False)
+    metric.update(torch.tensor([0.2, 0.6]), torch.tensor([0, 1]))
+    value = metric.compute()
+    with pytest.raises(IndexError):
+        metric.update(torch.tensor([0.1, 0.5, 0.9]), torch.tensor([0, label, 1]))
+    torch.testing.assert_close(metric.compute(), value, rtol=0, atol=0)

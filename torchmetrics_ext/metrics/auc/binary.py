@@ -287,8 +287,9 @@ class _CurveMetric(TaskMetric):
         if batch is None:
             return None
         assert self.num_bins is not None
-        rule = (self.num_bins, self.logit_range, self.from_logits, self.bin_space)
-        return F._binned_entries(*batch, *rule, validated=self.validate_args)
+        return F._binned_entries(
+            *batch, self.num_bins, self.logit_range, self.from_logits, self.bin_space, validated=self.validate_args
+        )
 
     def _formatted(
         self, preds: Tensor, target: Tensor, weights: Tensor | None
@@ -330,8 +331,17 @@ class _CurveMetric(TaskMetric):
         handed = self.__dict__.get("_forward_batch")
         if handed is None:
             # unchecked (validate_args=False) NaN scores count in bin 0; checked ones spend no pass on it
-            rule = (self.num_bins, self.logit_range, self.from_logits)
-            F._binned_update(p, t, w, *rule, out=self._hist, bin_space=self.bin_space, validated=self.validate_args)
+            F._binned_update(
+                p,
+                t,
+                w,
+                self.num_bins,
+                self.logit_range,
+                self.from_logits,
+                out=self._hist,
+                bin_space=self.bin_space,
+                validated=self.validate_args,
+            )
             return
         # forward (TaskMetric._update_hands_statistics): the batch's histogram, made as the update of fresh
         # states makes it, handed over; its entries kept for the batch value (_curve_stats)
@@ -493,6 +503,8 @@ class AUC(_CurveMetric):
             range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
             below 0, ``-inf``) in the first, and NaN in the first, as a thresholded curve counts it
             (``nan >= t`` holds for no threshold; TorchMetrics' ``thresholds=`` curves, too).
+            Unchecked labels must be 0 or 1: another label has no class to count in (an
+            ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -610,6 +622,8 @@ class AUPRC(_CurveMetric):
             range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
             below 0, ``-inf``) in the first, and NaN in the first, as a thresholded curve counts it
             (``nan >= t`` holds for no threshold; TorchMetrics' ``thresholds=`` curves, too).
+            Unchecked labels must be 0 or 1: another label has no class to count in (an
+            ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:

@@ -88,6 +88,12 @@ class Segmented(TaskMetric):
         ``(task, segment) [(0, 1)]`` otherwise);
         counters report 0 there.
 
+        With the wrapped metric's ``validate_args=False`` the ids are not checked and must lie in
+        ``[0, num_segments)``: an id outside has no segment to go to (no natural answer), an error
+        raised by the indexing on the CPU (``RuntimeError``; the rows before it may be added
+        already: ``reset()`` the metric) and a device-side assert on CUDA, which ends the
+        process's CUDA context.
+
         Host reads: none in ``update`` with ``validate_args=False``; with validation one per step,
         the ids' bounds read in the same copy as the wrapped metric's inputs (and remembered for
         the ids tensor on the device path). In a ``MetricCollection`` (which runs its metrics in

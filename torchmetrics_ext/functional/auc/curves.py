@@ -172,7 +172,7 @@ def _curve_points(
         # float64 scores stay float64, so that each threshold is a score as given (compared as float32)
         scores = p.T if preds.dtype == torch.float64 else p.T.to(torch.float32)
         return _exact_points([scores], [_signed_weights(t, w, torch.float64).T], p.shape[0])
-    hist = _binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space)
+    hist = _binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space, validated=validate_args)
     return _binned_points(hist, logit_range, from_logits, bin_space)
 
 

@@ -121,7 +121,8 @@ def multiclass_recall_at_k(
         weights: optional ``(N,)`` non-negative sample weights.
         k: positive cutoff; ``k >= C`` counts every sample as a hit (value 1).
         num_classes: ``C``.
-        validate_args: check inputs first.
+        validate_args: check inputs first. Unchecked ``target`` ids must lie in ``[0, C)`` (one
+            outside: a ``RuntimeError`` on the CPU, a device-side assert on CUDA).
 
     Returns:
         A float64 scalar; ``nan`` with ``UndefinedMetricWarning`` when the total weight is zero.

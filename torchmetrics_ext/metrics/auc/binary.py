@@ -287,7 +287,9 @@ class _CurveMetric(TaskMetric):
         if batch is None:
             return None
         assert self.num_bins is not None
-        return F._binned_entries(*batch, self.num_bins, self.logit_range, self.from_logits, self.bin_space)
+        return F._binned_entries(
+            *batch, self.num_bins, self.logit_range, self.from_logits, self.bin_space, validated=self.validate_args
+        )
 
     def _formatted(
         self, preds: Tensor, target: Tensor, weights: Tensor | None
@@ -328,13 +330,29 @@ class _CurveMetric(TaskMetric):
         p, t, w = self._as_rows(preds, target, weights)
         handed = self.__dict__.get("_forward_batch")
         if handed is None:
+            # unchecked (validate_args=False) NaN scores count in bin 0; checked ones spend no pass on it
             F._binned_update(
-                p, t, w, self.num_bins, self.logit_range, self.from_logits, out=self._hist, bin_space=self.bin_space
+                p,
+                t,
+                w,
+                self.num_bins,
+                self.logit_range,
+                self.from_logits,
+                out=self._hist,
+                bin_space=self.bin_space,
+                validated=self.validate_args,
             )
             return
         # forward (TaskMetric._update_hands_statistics): the batch's histogram, made as the update of fresh
         # states makes it, handed over; its entries kept for the batch value (_curve_stats)
-        rule = (self.num_bins, self.logit_range, self.from_logits, self.bin_space, on_device_path(p))
+        rule = (
+            self.num_bins,
+            self.logit_range,
+            self.from_logits,
+            self.bin_space,
+            on_device_path(p),
+            self.validate_args,
+        )
         index, values = F._binned_entries(p, t, w, *rule)
         fresh = self._defaults[self._hist_name]  # what forward's fresh states would start from
         assert isinstance(fresh, Tensor)
@@ -481,8 +499,12 @@ class AUC(_CurveMetric):
             of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
         validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
-            scores are the caller's promise: binned, a probability above 1 counts in the last bin and
-            one below 0 in the first; a NaN score is placed nowhere (an ``IndexError`` on the CPU).
+            scores are the caller's promise, yet never end the process: binned, a score above the bins'
+            range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
+            below 0, ``-inf``) in the first, and NaN in the first, as a thresholded curve counts it
+            (``nan >= t`` holds for no threshold; TorchMetrics' ``thresholds=`` curves, too).
+            Unchecked labels must be 0 or 1: another label has no class to count in (an
+            ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:
@@ -596,8 +618,12 @@ class AUPRC(_CurveMetric):
             of scores floored to 1000 bins).
         from_logits: ``preds`` are logits (exact mode ranks them as given).
         validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
-            scores are the caller's promise: binned, a probability above 1 counts in the last bin and
-            one below 0 in the first; a NaN score is placed nowhere (an ``IndexError`` on the CPU).
+            scores are the caller's promise, yet never end the process: binned, a score above the bins'
+            range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
+            below 0, ``-inf``) in the first, and NaN in the first, as a thresholded curve counts it
+            (``nan >= t`` holds for no threshold; TorchMetrics' ``thresholds=`` curves, too).
+            Unchecked labels must be 0 or 1: another label has no class to count in (an
+            ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
 
     Raises:

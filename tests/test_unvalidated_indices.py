@@ -2,8 +2,8 @@
 
 An unchecked batch is the caller's promise, but a broken promise must not end the process: an index
 outside a histogram is an ``IndexError`` on the CPU and a device-side assert on CUDA (which poisons
-the whole CUDA context of a training job). Binned ``AUC``/``AUPRC`` give every score a bin: NaN
-and scores below the bins' range in the first bin, scores above it in the last. The references are
+the whole CUDA context of a training job). Binned ``AUC``/``AUPRC`` give every score a bin: scores
+below the bins' range in the first bin, NaN and scores above it in the last. The references are
 NumPy histograms of the scores replaced by their documented bins and scikit-learn's values of
 those bins, written here, or the same metric fed the replaced scores with validation on.
 """
@@ -33,7 +33,7 @@ NUM_BINS = 10
 
 
 def _documented_bins(scores: list[float], bin_space: str, from_logits: bool) -> np.ndarray:
-    """Each score's bin as the docstrings say, computed with NumPy: NaN in bin 0, the rest clipped to the range."""
+    """Each score's bin as the docstrings say, computed with NumPy: NaN in the last bin, the rest clipped to the range."""
     x = np.array(scores, dtype=np.float64)
     nan = np.isnan(x)
     if bin_space == "probability":
@@ -43,7 +43,7 @@ def _documented_bins(scores: list[float], bin_space: str, from_logits: bool) -> 
         low, high = FB.DEFAULT_LOGIT_RANGE
         with np.errstate(divide="ignore", invalid="ignore"):
             q = x if from_logits else np.log(np.clip(x, 0, 1)) - np.log1p(-np.clip(x, 0, 1))
-    q = np.clip(np.where(nan, low, q), low, high)
+    q = np.clip(np.where(nan, high, q), low, high)
     return np.minimum(np.floor((q - low) / (high - low) * NUM_BINS), NUM_BINS - 1).astype(np.int64)
 
 
@@ -63,7 +63,7 @@ CASES = [(space, logits) for space in ("logit", "probability") for logits in (Fa
 @pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_unchecked_nan_and_out_of_range_scores_land_in_the_documented_bins(bin_space, from_logits, device_path, dtype):
-    """NaN (an ``IndexError`` on the CPU path, the last bin on the device path before), ±inf and scores outside
+    """NaN (an ``IndexError`` on the CPU path before), ±inf and scores outside
     the range: the histogram is NumPy's of the documented bins, the values scikit-learn's of those bins."""
     preds, target = _inputs(from_logits)
     bins = _documented_bins(LOGITS if from_logits else PROBS, bin_space, from_logits)
@@ -82,10 +82,10 @@ def test_unchecked_nan_and_out_of_range_scores_land_in_the_documented_bins(bin_s
 def test_unchecked_value_equals_the_checked_value_of_the_replaced_scores(bin_space, from_logits):
     """The same metric, validated, fed the scores replaced by ones of their documented bins: the same states."""
     preds, target = _inputs(from_logits)
-    if from_logits:  # a logit far outside the range is an end bin's; NaN the first
-        replaced = torch.nan_to_num(preds, nan=-1e6, posinf=1e6, neginf=-1e6)
+    if from_logits:  # a logit far outside the range is an end bin's; NaN the last
+        replaced = torch.nan_to_num(preds, nan=1e6, posinf=1e6, neginf=-1e6)
     else:
-        replaced = torch.nan_to_num(preds, nan=0.0).clamp(0.0, 1.0)
+        replaced = torch.nan_to_num(preds, nan=1.0).clamp(0.0, 1.0)
     opts = {"num_bins": NUM_BINS, "bin_space": bin_space, "from_logits": from_logits}
     for cls in (tmx.AUC, tmx.AUPRC):
         unchecked, checked = cls(validate_args=False, **opts), cls(**opts)
@@ -98,7 +98,7 @@ def test_unchecked_value_equals_the_checked_value_of_the_replaced_scores(bin_spa
 @pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
 def test_unchecked_nan_in_forward_windowed_multitask_and_functional(device_path):
     """Every path into the histogram (forward's batch value, a window's kept indices, ``(T, N)`` tasks, weights,
-    the functional twins and curves) places NaN in the first bin: scikit-learn's values of the documented bins."""
+    the functional twins and curves) places NaN in the last bin: scikit-learn's values of the documented bins."""
     p0, target = _inputs(False)
     p1 = p0.flip(0)
     preds, labels = torch.stack([p0, p1]), torch.stack([target, target])
@@ -129,7 +129,7 @@ def test_unchecked_nan_in_forward_windowed_multitask_and_functional(device_path)
 
 
 def test_unchecked_nan_through_a_module():
-    """``RecMetricModule`` whose metrics all skip validation: NaN scores of each task in its first bin."""
+    """``RecMetricModule`` whose metrics all skip validation: NaN scores of each task in its last bin."""
     tasks = [tmx.RecTaskInfo(name, label_name=f"{name}_y", prediction_name=f"{name}_p") for name in "ab"]
     opts = {"num_tasks": 2, "num_bins": NUM_BINS, "validate_args": False}
     module = tmx.RecMetricModule(tasks, {"auc": tmx.AUC(**opts), "auprc": tmx.AUPRC(**opts)}, window_size=100)

@@ -255,15 +255,16 @@ def _binned_index(
     Every score gets a bin that exists, validated or not (an index outside the histogram is an
     ``IndexError`` on the CPU and a device-side assert on CUDA, which ends the process's CUDA
     context). ``validated``: the caller checked the scores (no NaN), so no pass is spent on NaN;
-    otherwise (the default) a NaN score counts in the first bin, as a thresholded curve counts it
-    (``nan >= t`` holds for no threshold ``t``). Out-of-range and infinite scores need no extra
-    pass on either path: they fall in the end bins.
+    otherwise (the default) a NaN score counts in the last bin, where the device path's sorted
+    search puts it for free (NaN orders after every edge; ``Reliability`` and ``HindsightTargetPR``
+    place it alike), at one elementwise pass on this path. Out-of-range and infinite scores need no
+    extra pass on either path: they fall in the end bins.
     """
     num_tasks = preds.shape[0]
     narrow = 2 * num_tasks * num_bins <= _INT32_MAX
     if on_device_path(preds) and preds.dtype in EDGE_DTYPES:
         int32 = narrow and not int64
-        return _looked_up_index(preds, target, num_bins, logit_range, from_logits, bin_space, int32, validated)
+        return _looked_up_index(preds, target, num_bins, logit_range, from_logits, bin_space, int32)
     position = _bin_positions(preds, num_bins, logit_range, from_logits, bin_space, validated)
     position.add_(target, alpha=float(num_tasks * num_bins))
     if num_tasks > 1:
@@ -281,27 +282,27 @@ def _bin_positions(
 ) -> Tensor:
     """The bin of every score by the documented arithmetic, as fresh float64 whole numbers in ``[0, B - 1]``.
 
-    A NaN score is put in bin 0 unless ``validated`` (the scores were checked: no NaN, no pass for it).
+    A NaN score is put in the last bin unless ``validated`` (the scores were checked: no NaN, no pass for it).
     """
     if bin_space == "probability":
         # a logit's probability: float64 sigmoid rounded to float32 (the same bin on any path)
         p = torch.sigmoid(preds.to(torch.float64)).to(torch.float32) if from_logits else preds.to(torch.float32)
         position = (p * num_bins).to(torch.float64).clamp_(0, num_bins - 1)
-        if not validated:  # `clamp_` keeps NaN: an unchecked NaN score counts in bin 0
-            position.nan_to_num_(0.0)  # (nan=0.0; positional: no keyword parse)
+        if not validated:  # `clamp_` keeps NaN: an unchecked NaN score counts in the last bin
+            position.nan_to_num_(num_bins - 1)  # (nan=; positional: no keyword parse)
     else:
         wide = preds if preds.dtype == torch.float64 else preds.to(torch.float64)  # no call for the module's batch
         # `eps=0.0` (the same bits inside [0, 1], no slower): an unvalidated probability above 1 or below 0 is
         # read as 1 or 0, a logit of inf or -inf clipped into an end bin below, not NaN (an index outside the
-        # histogram: IndexError on the CPU). NaN scores (refused by validation) are put in bin 0 below.
+        # histogram: IndexError on the CPU). NaN scores (refused by validation) are put in the last bin below.
         z = (wide.clone() if wide is preds else wide) if from_logits else torch.logit(wide, eps=0.0)  # in place below
         lo, hi = logit_range
         position = z.sub_(lo).mul_(num_bins / (hi - lo))
         # (a known range is a checked batch's: unchecked scores are always clamped)
         if not _logits_inside(known_pred_range(preds) if validated else (), from_logits, logit_range):
             position.clamp_(0, num_bins - 1)
-            if not validated:  # `clamp_` keeps NaN: an unchecked NaN score counts in bin 0
-                position.nan_to_num_(0.0)  # (nan=0.0; positional: no keyword parse)
+            if not validated:  # `clamp_` keeps NaN: an unchecked NaN score counts in the last bin
+                position.nan_to_num_(num_bins - 1)  # (nan=; positional: no keyword parse)
     # the floor (exact in float64, as are whole offsets below 2**53): one in-place pass, cheaper
     # than casting to an integer type before adding the offsets. `floor_`, not `trunc_` (the same
     # value on the clipped, non-negative position): on the CPU ATen vectorises floor and not
@@ -317,21 +318,17 @@ def _looked_up_index(
     from_logits: bool,
     bin_space: str,
     int32: bool,
-    validated: bool = False,
 ) -> Tensor:
     """:func:`_binned_index` on the device path: each score's bin found among kept edges (one ``searchsorted``).
 
     The edges reproduce :func:`_bin_positions` exactly for every value of the scores' dtype
     (:mod:`~torchmetrics_ext.functional.auc._bin_edges`), so the bins are the CPU path's, in two
     launches for one task (the lookup, the label offsets added in place) instead of one per
-    arithmetic pass. The search puts NaN after every edge: unless ``validated`` (no NaN), the scores
-    are read with NaN as ``-inf`` first (one elementwise pass), so that a NaN score counts in bin 0
-    as on the CPU path.
+    arithmetic pass. The search puts NaN after every edge: an unchecked NaN score counts in the
+    last bin, as on the CPU path, with no pass of its own.
     """
     edges = constant_on(_edges(preds.dtype, num_bins, logit_range, from_logits, bin_space), preds.device)
     scores = preds if preds.is_contiguous() else preds.contiguous()  # else searchsorted copies and warns
-    if not validated:  # infinities kept as they are (nan_to_num would clip them to the dtype's range)
-        scores = torch.nan_to_num(scores, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
     index = torch.searchsorted(edges, scores, right=True, out_int32=int32)
     num_tasks = preds.shape[0]
     # labels of a type the integer add takes as they are, others (floating, unsigned past 8 bits) converted
@@ -461,7 +458,7 @@ def _binned_update(
     With ``out`` (a metric's histogram state) the batch is added to it in place and ``out`` is
     returned: one ``scatter_add_``, no per-batch histogram allocated, zeroed and added
     (``bincount`` with ``minlength`` does all three, about four times slower at 10k bins).
-    ``validated``: the batch was checked (see :func:`_binned_index`; unchecked NaN scores count in bin 0).
+    ``validated``: the batch was checked (see :func:`_binned_index`; unchecked NaN scores count in the last bin).
     """
     hist = torch.zeros(2, preds.shape[0], num_bins, dtype=torch.float64, device=preds.device) if out is None else out
     int64 = on_device_path(preds)  # int64 indices at once on a device (int32 converts faster on the CPU)

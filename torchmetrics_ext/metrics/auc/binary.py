@@ -501,8 +501,8 @@ class AUC(_CurveMetric):
         validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
             scores are the caller's promise, yet never end the process: binned, a score above the bins'
             range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
-            below 0, ``-inf``) in the first, and NaN in the first, as a thresholded curve counts it
-            (``nan >= t`` holds for no threshold; TorchMetrics' ``thresholds=`` curves, too).
+            below 0, ``-inf``) in the first, and NaN in the last (where a sorted search puts it, as in
+            ``Reliability``; TorchMetrics' ``thresholds=`` curves count it below every threshold).
             Unchecked labels must be 0 or 1: another label has no class to count in (an
             ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
@@ -620,8 +620,8 @@ class AUPRC(_CurveMetric):
         validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
             scores are the caller's promise, yet never end the process: binned, a score above the bins'
             range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
-            below 0, ``-inf``) in the first, and NaN in the first, as a thresholded curve counts it
-            (``nan >= t`` holds for no threshold; TorchMetrics' ``thresholds=`` curves, too).
+            below 0, ``-inf``) in the first, and NaN in the last (where a sorted search puts it, as in
+            ``Reliability``; TorchMetrics' ``thresholds=`` curves count it below every threshold).
             Unchecked labels must be 0 or 1: another label has no class to count in (an
             ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
         kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).

@@ -298,6 +298,45 @@ class HistogramWindow:
         ring = {"sizes", "front", "rings", "back", "chunks"}
         return isinstance(state, Mapping) and ring <= set(state) and "indices" not in state
 
+    def from_ring(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A ring's window (:meth:`older_format`: one dense slot of every state per update) in this window's layout.
+
+        Each slot becomes an update kept dense, all of them *loose* (in no block, so not in the
+        lifetime's running sums) and ``base`` zeros: the caller sets the base to the lifetime
+        states the checkpoint holds beside the ring (:class:`~torchmetrics_ext.Windowed` does after
+        the load), so the lifetime reads them exactly. The ring's oldest ``front`` slots hold
+        suffix sums (slot ``i``: slots ``i`` to ``front - 1``): each update's own histograms are their
+        differences, exact for whole-number sums (counts, clicks) and within one rounding of the
+        suffix sum otherwise. ``None`` where ``state`` holds other states, shapes, list states or
+        counts that are not whole numbers (``load`` then refuses it, or the wrapper starts afresh).
+        """
+        rings, sizes, front = state["rings"], state["sizes"], state["front"]
+        if not isinstance(rings, Mapping) or set(rings) != set(self.names) or any(state["chunks"] or ()):
+            return None
+        if not isinstance(sizes, (list, tuple)) or not all(is_count(s) for s in [*sizes, front]):
+            return None
+        count, front = len(sizes), int(front)
+        shape = tuple(self.default.shape[1:] if self.count > 1 else self.default.shape)
+        slots = [rings[name] for name in self.names]
+        if front > count or not all(isinstance(t, Tensor) and tuple(t.shape) == (count, *shape) for t in slots):
+            return None
+        stack = slots[0] if self.count == 1 else torch.stack(slots, dim=1)  # (U, K, *shape)
+        raw = stack.clone()
+        if front > 1:
+            raw[: front - 1] -= stack[1:front]
+        names: dict[str, Any] = {"state": self.name} if self.count == 1 else {"states": list(self.names)}
+        return {
+            **names,
+            "sizes": [int(s) for s in sizes],
+            "indices": [None] * count,
+            "values": [update.clone() for update in raw.unbind(0)],  # each its own: evicted one by one
+            "blocks": [],
+            "front": 0,
+            "open": 0,
+            "loose": count,
+            "base": torch.zeros_like(self.default),
+        }
+
     def problems(self, state: Any) -> list[str]:
         """Why :meth:`load` would refuse ``state`` (missing parts, inconsistent counts, another histogram or shape).
 

@@ -350,6 +350,39 @@ class Segmented(TaskMetric):
             state = getattr(self, name)  # float64 unless cast by `set_dtype`
             state.scatter_add_(1, seg, term.to(state.dtype))
 
+    @property
+    def _histogram_states(self) -> tuple[str, ...]:
+        """Every state: each sample adds its terms at one ``(task, segment)`` position of each.
+
+        :class:`~torchmetrics_ext.Windowed` keeps each update's flat positions and terms (the
+        window's samples) instead of a dense ``(T, S)`` copy of every state per update.
+        """
+        return tuple(self._state_keys)
+
+    # Windowed resumes a checkpoint of the ring it kept before (one dense (T, S) slot of every
+    # state per update): each slot becomes an update kept dense (see HistogramWindow.from_ring)
+    _histogram_resumes_rings = True
+
+    def _histogram_entries(self, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor] | None:
+        """What ``update`` would add to the states, validated as ``update`` does, without adding it.
+
+        Returns:
+            ``(flat index (T, N), values)`` with index ``task · S + segment`` and values the
+            per-sample terms in the states' dtype, ``(T, N)`` for one state, else ``(K, T, N)`` in
+            the order of the states; ``None`` for an empty batch.
+        """
+        p, t, w, seg = self._inputs(args, kwargs, validate=self._check_inputs)
+        if p.shape[-1] == 0:
+            return None
+        if self.num_tasks > 1:  # row t's positions start at t·S
+            offsets = torch.arange(0, self.num_tasks * self.num_segments, self.num_segments, device=seg.device)
+            seg = seg + offsets.unsqueeze(1)
+        dtype = getattr(self, self._state_keys[0]).dtype  # float64 unless cast by `set_dtype`
+        terms = self.metric._sample_terms(p, t, w)
+        if len(terms) == 1:
+            return seg, terms[0].to(dtype).expand(seg.shape)
+        return seg, torch.stack([term.to(dtype).expand(seg.shape) for term in terms])
+
     def compute(self) -> Tensor:
         """Per-segment values: ``(S,)`` for one task, ``(T, S)`` otherwise."""
         states = [getattr(self, name).reshape(-1) for name in self._state_keys]

@@ -206,12 +206,16 @@ def _apply_update_limit(module: Module, incompatible_keys: Any) -> None:
     withheld from them: the refusal's own messages say what is wrong.
     """
     refused = module.__dict__.pop("_refused_prefix", None)
+    rebase = module.__dict__.pop("_base_from_lifetime", False)
     if refused is not None:
         incompatible_keys.missing_keys[:] = [k for k in incompatible_keys.missing_keys if not k.startswith(refused)]
         return
     if not isinstance(module, Windowed):
         return
     module._ordinary_children()
+    if rebase and module._hist is not None:  # a ring converted on load: its updates are loose, the lifetime the base
+        life = module._child("lifetime")
+        module._hist.base.copy_(_stacked({n: getattr(life, n) for n in module._hist.names}, module._hist.names))
     window = module._hist if module._hist is not None else module._ring
     try:
         limit = module._local_window()
@@ -370,11 +374,13 @@ class Windowed(TensorArithmetic, WrapperMetric):
         **Memory.** Metrics whose statistics add up (NE, calibration, CTR, MSE, accuracy,
         per-batch grouped or ranking sums, multiclass recall) keep one copy of their states per
         update in the window (about ``window_size / batch size`` copies; preallocated, nothing is
-        allocated per update once the ring has grown). Binned AUC/AUPRC, ``Reliability`` and
-        ``HindsightTargetPR`` (histograms filled at one bin per sample) keep, instead of a dense
-        histogram per update, each window sample's bin index (4 bytes per sample and task, plus
+        allocated per update once the ring has grown). Binned AUC/AUPRC, ``Reliability``,
+        ``HindsightTargetPR`` (histograms filled at one bin per sample) and ``Segmented`` (its
+        ``(T, S)`` sums, filled at one ``(task, segment)`` position per sample) keep, instead of a
+        dense histogram per update, each window sample's bin index (4 bytes per sample and task, plus
         its float64 values: an AUC's weight when weighted, ``Reliability``'s three sums,
-        ``HindsightTargetPR``'s two label weights), or an update's dense histograms where those
+        ``HindsightTargetPR``'s two label weights, a ``Segmented`` metric's terms of each of its
+        states), or an update's dense histograms where those
         are smaller (a batch larger than the bins), and dense block sums of at most a few times
         that; each update then costs one ``scatter_add_`` (that of the metric alone). Exact metrics
         (``cat`` states: exact AUC/AUPRC/GAUC, exact ranking rows, pairwise AUC) keep exactly the
@@ -401,7 +407,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
         or not) before anything of the wrapper loads: a window of another size or layout cannot be
         resumed. After ``persistent(False)`` nothing of the wrapper goes into ``state_dict`` (no
         ring either), and a checkpoint without the lifetime and window states loads nothing into
-        it: the ring loads with them or not at all.
+        it: the ring loads with them or not at all. A ``Windowed(Segmented(...))`` checkpoint of
+        the earlier layout (a dense ``(T, S)`` slot of every state per update) loads and resumes:
+        each slot becomes an update kept whole, leaving the window as that update would.
 
         **Merging.** :meth:`merge_state` merges another ``Windowed``'s *lifetime* into this one
         (exactly: as if one metric had seen both streams); the window stays this metric's own,
@@ -1416,6 +1424,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
         without a window starts afresh with ``strict=False``: a window of other states cannot resume.
         """
         key = prefix + "_extra_state"
+        self.__dict__.pop("_base_from_lifetime", None)  # set below for this load only
         children = (prefix + "lifetime.", prefix + "window.")
         if not any(k.startswith(children) for k in state_dict):  # nothing of the lifetime and window
             state_dict.pop(key, None)  # a ring alone would restore a window the lifetime never saw
@@ -1458,6 +1467,16 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 for part in ("rings", "back"):
                     if isinstance(ring.get(part), dict):
                         derive_missing(ring[part], derived)
+            converted = (
+                self._hist.from_ring(ring)
+                if self._hist is not None
+                and getattr(life, "_histogram_resumes_rings", False)
+                and store.older_format(ring)
+                else None
+            )
+            if converted is not None:  # the ring this metric kept before (Segmented's): its slots, updates kept dense
+                ring = state_dict[key] = converted
+                self.__dict__["_base_from_lifetime"] = True  # the lifetime's loaded states are the base
             if store.older_format(ring):
                 afresh = f"its window is of an older format ({_ring_layout(ring)})"
             else:

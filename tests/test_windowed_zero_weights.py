@@ -523,3 +523,114 @@ def test_aggregation_mean_update_adding_nothing_takes_no_window_room(nan_strateg
     window, lifetime = _mean_nan_window(updates, 5)
     assert out["window"].item() == pytest.approx(window)
     assert out["lifetime"].item() == pytest.approx(lifetime)
+
+
+def _random_nan_updates(seed: int, count: int) -> list[list[float]]:
+    """Batches of 1 to 4 values, each drawn all NaN, partly NaN (at least one value kept) or finite, a third each."""
+    rng = np.random.default_rng(seed)
+    updates = []
+    for _ in range(count):
+        values = [float(v) for v in np.round(rng.normal(0.0, 10.0, int(rng.integers(1, 5))), 3)]
+        kind = int(rng.integers(0, 3))
+        if kind == 0:  # every value NaN: adds nothing
+            values = [NAN] * len(values)
+        elif kind == 1 and len(values) > 1:  # some NaN, at least one value kept
+            values = [NAN if rng.random() < 0.5 else v for v in values[:-1]] + values[-1:]
+        updates.append(values)
+    return updates
+
+
+def _scalar_nan_window(updates: list[list[float]], window_size: int, reduce) -> tuple[float, float]:
+    """Plain Python: (window, lifetime) of ``reduce`` over the values that are not NaN. An update whose every value
+    is NaN adds nothing and takes no room; the window is the newest whole updates (NaN rows counted) of at most
+    ``window_size`` rows among the others. ``nan`` where no value is left (Max/Min of nothing)."""
+    counted = [u for u in updates if any(not math.isnan(v) for v in u)]
+    window: list[float] = []
+    used = 0
+    for update in reversed(counted):
+        if used + len(update) > window_size:
+            break
+        window += [v for v in update if not math.isnan(v)]
+        used += len(update)
+    lifetime = [v for u in updates for v in u if not math.isnan(v)]
+    return reduce(window), reduce(lifetime)
+
+
+def _plain_sum(values: list[float]) -> float:
+    return math.fsum(values)
+
+
+def _plain_max(values: list[float]) -> float:
+    return max(values) if values else NAN
+
+
+def _plain_min(values: list[float]) -> float:
+    return min(values) if values else NAN
+
+
+@pytest.mark.parametrize("name", ["Sum", "Max", "Min"])
+@pytest.mark.parametrize("nan_strategy", ["ignore", "warn"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_aggregation_sum_max_min_update_of_nan_only_takes_no_window_room(name, nan_strategy, seed):
+    """Sum/Max/Min with NaN dropped: a validated update whose every value is NaN adds nothing and took its window
+    room, evicting older updates (a Max window could read nan). Now it takes none, as Mean's. Every prefix of a random
+    sequence of all-NaN, partly-NaN and finite batches, updates and ``forward`` alternating, against the plain-Python
+    window of the newest updates that add something (``_scalar_nan_window``)."""
+    from torchmetrics_ext import aggregation
+
+    reduce = {"Sum": _plain_sum, "Max": _plain_max, "Min": _plain_min}[name]
+    updates = _random_nan_updates(seed, 14)
+    assert any(all(map(math.isnan, u)) for u in updates) and any(not any(map(math.isnan, u)) for u in updates)
+    metric = Windowed(getattr(aggregation, name)(nan_strategy=nan_strategy), window_size=6)
+    for step, values in enumerate(updates):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "warn": "Encountered `nan` values"; Max/Min of nothing: nan
+            if step % 2:
+                metric(torch.tensor(values, dtype=torch.float64))
+            else:
+                metric.update(torch.tensor(values, dtype=torch.float64))
+            out = metric.compute()
+        window, lifetime = _scalar_nan_window(updates[: step + 1], 6, reduce)
+        for key, expected in (("window", window), ("lifetime", lifetime)):
+            got = out[key].item()
+            assert (math.isnan(got) and math.isnan(expected)) or got == pytest.approx(expected, rel=1e-12, abs=1e-12), (
+                step,
+                key,
+            )
+
+
+@pytest.mark.parametrize("name", ["Sum", "Max", "Min"])
+def test_aggregation_sum_max_min_nan_only_update_still_counts_unvalidated_or_filled(name):
+    """What the rule leaves alone: with ``validate_args=False`` nothing is read, so an all-NaN update takes its room
+    (TorchRec's rule); a float ``nan_strategy`` fills NaN, so the update adds its fill values and takes its room."""
+    from torchmetrics_ext import aggregation
+
+    cls = getattr(aggregation, name)
+    unchecked = Windowed(cls(nan_strategy="ignore", validate_args=False), window_size=2)
+    filled = Windowed(cls(nan_strategy=4.0), window_size=2)
+    for metric in (unchecked, filled):
+        metric.update(torch.tensor([1.0, 2.0]))
+        metric.update(torch.tensor([NAN, NAN]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Max/Min of nothing: nan
+        assert math.isnan(unchecked.compute()["window"].item()) or name == "Sum"
+        assert unchecked.compute()["window"].item() == 0.0 or name != "Sum"
+    assert filled.compute()["window"].item() == {"Sum": 8.0, "Max": 4.0, "Min": 4.0}[name]
+
+
+@pytest.mark.parametrize("name", ["Sum", "Max", "Min"])
+def test_aggregation_sum_max_min_window_rule_reads_nothing_more(name, monkeypatch):
+    """The rule rides on the reads validation already takes: one bounds read for a finite update (as before), the
+    NaN path's second one for an update holding NaN (its kept rows read with its fills), no other."""
+    from torchmetrics_ext import aggregation
+    from torchmetrics_ext.aggregation import scalar
+
+    reads: list[int] = []
+    original = scalar.checked_bounds
+    monkeypatch.setattr(scalar, "checked_bounds", lambda *a, **k: reads.append(1) or original(*a, **k))
+    metric = Windowed(getattr(aggregation, name)(nan_strategy="ignore"), window_size=6)
+    metric.update(torch.tensor([1.0, 2.0], dtype=torch.float64))
+    assert len(reads) == 1
+    metric.update(torch.tensor([NAN, NAN], dtype=torch.float64))
+    metric.update(torch.tensor([NAN, 3.0], dtype=torch.float64))
+    assert len(reads) == 5

@@ -107,8 +107,6 @@ class _ValueAggregation(AggregationMetric[S]):
     state_name: str  # the main state (TorchMetrics' attribute), renamed after the NaN setting
     # no task dimension (one_task); TorchMetrics' aggregators pass `state_name` themselves
     _refused_options: ClassVar[tuple[str, ...]] = ("num_tasks", "state_name")
-    # weighted rows (Mean): a validated batch whose every row adds nothing is noted as all-zero weight
-    _notes_kept_weight: ClassVar[bool] = False
 
     def __init__(self, nan_strategy: NanStrategy = "error", *, validate_args: bool = True, **kwargs: Any) -> None:
         num_tasks = one_task(self, kwargs)
@@ -287,8 +285,10 @@ class _ValueAggregation(AggregationMetric[S]):
                 for fill in (math.inf, -math.inf)
                 for t in rest
             ]
-            if drops_nan and self._notes_kept_weight:
-                # the weight each row keeps once a NaN value or weight drops it (0): read with the fills
+            if drops_nan:
+                # the weight each row keeps once a NaN value or weight drops it (0; 1 for a kept row of Sum, Max,
+                # Min): read with the fills, so that a batch adding nothing is noted as all-zero weight (no window
+                # room) without a read of its own
                 dropped = torch.isnan(values)
                 if weight is not None:
                     dropped = dropped | torch.isnan(weights)
@@ -382,7 +382,9 @@ class Sum(_ValueAggregation[SumBatch], SumMetric):
         ValueError: on NaN (with ``nan_strategy="error"``) or inf values.
 
     Note:
-        State: one float64 scalar, ``sum``-reduced across ranks. The sum of nothing is 0.
+        State: one float64 scalar, ``sum``-reduced across ranks. The sum of nothing is 0. Under
+        ``Windowed``, a validated update whose every value is dropped for NaN (``"ignore"``/``"warn"``)
+        adds nothing and takes no window room.
 
     Examples:
         >>> import torch
@@ -444,7 +446,6 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
     """
 
     is_differentiable = True  # type: ignore[assignment]
-    _notes_kept_weight = True
 
     def update(self, value: Values, weight: Values | None = None) -> None:
         """Add ``value`` with optional ``weight`` (broadcastable to ``value``, default 1)."""
@@ -568,7 +569,8 @@ def _extreme_doc(name: str, word: str, op: str, empty: str, example: str) -> str
 
     Note:
         State: one float64 scalar, ``{op}``-reduced across ranks (an empty rank holds ``{empty}``).
-        The {word} of no value is ``nan`` with an ``UndefinedMetricWarning``.
+        The {word} of no value is ``nan`` with an ``UndefinedMetricWarning``. Under ``Windowed``, a
+        validated update whose every value is dropped for NaN (``"ignore"``/``"warn"``) takes no window room.
 
     Examples:
         >>> from torchmetrics_ext.aggregation import {name}

@@ -89,7 +89,7 @@ def test_unchecked_half_scores_signed_zeros_and_subnormals_land_in_the_documente
     tiny = torch.finfo(dtype).smallest_normal / 4  # a subnormal of the dtype
     extra = [-0.0, 0.0, tiny, -tiny, 1 - tiny, NAN, INF, -INF]
     scores = (LOGITS if from_logits else PROBS) + extra
-    labels = np.array(LABELS + [1, 0, 1, 0, 1, 1, 0, 1])
+    labels = np.array([*LABELS, 1, 0, 1, 0, 1, 1, 0, 1])
     preds = torch.tensor(scores, dtype=torch.float64).to(dtype)
     held = preds.to(torch.float64).tolist()  # the values the dtype holds (rounded; -0.0 kept)
     assert math.copysign(1.0, held[len(PROBS)]) == -1.0 and 0 < abs(held[len(PROBS) + 2]) < torch.finfo(dtype).tiny

@@ -14,6 +14,7 @@ from __future__ import annotations
 import doctest
 import importlib.util
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -111,8 +112,11 @@ def _process_state() -> dict[str, Any]:
         "grad mode": torch.is_grad_enabled(),
         "inference mode": torch.is_inference_mode_enabled(),
         "torch function modes": torch._C._len_torch_function_stack(),
+        "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
         "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
         "anomaly detection": torch.is_anomaly_enabled(),
+        # the package's own process-wide flag (`force_device_path`), once a test has imported it
+        "forced device path": getattr(sys.modules.get("torchmetrics_ext.utilities.device"), "_FORCED", [False])[0],
     }
 
 

@@ -79,6 +79,30 @@ def test_unchecked_nan_and_out_of_range_scores_land_in_the_documented_bins(bin_s
 
 
 @pytest.mark.parametrize(("bin_space", "from_logits"), CASES)
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_unchecked_half_scores_signed_zeros_and_subnormals_land_in_the_documented_bins(
+    bin_space, from_logits, device_path, dtype
+):
+    """The half dtypes (their own edges on the device path), ``-0.0`` (on the edge at logit 0 of these bins, as
+    ``+0.0``), subnormals of each dtype and a half ``inf``: NumPy's bins of the scores as the dtype holds them."""
+    tiny = torch.finfo(dtype).smallest_normal / 4  # a subnormal of the dtype
+    extra = [-0.0, 0.0, tiny, -tiny, 1 - tiny, NAN, INF, -INF]
+    scores = (LOGITS if from_logits else PROBS) + extra
+    labels = np.array([*LABELS, 1, 0, 1, 0, 1, 1, 0, 1])
+    preds = torch.tensor(scores, dtype=torch.float64).to(dtype)
+    held = preds.to(torch.float64).tolist()  # the values the dtype holds (rounded; -0.0 kept)
+    assert math.copysign(1.0, held[len(PROBS)]) == -1.0 and 0 < abs(held[len(PROBS) + 2]) < torch.finfo(dtype).tiny
+    bins = _documented_bins(held, bin_space, from_logits)
+    opts = {"num_bins": NUM_BINS, "bin_space": bin_space, "from_logits": from_logits, "validate_args": False}
+    auc = tmx.AUC(**opts)
+    with force_device_path(device_path):
+        auc.update(preds, torch.tensor(labels))
+    np.testing.assert_array_equal(auc._hist[:, 0].numpy(), _histogram(bins, labels))
+    assert auc.compute().item() == pytest.approx(skm.roc_auc_score(labels, bins), rel=1e-12)
+
+
+@pytest.mark.parametrize(("bin_space", "from_logits"), CASES)
 def test_unchecked_value_equals_the_checked_value_of_the_replaced_scores(bin_space, from_logits):
     """The same metric, validated, fed the scores replaced by ones of their documented bins: the same states."""
     preds, target = _inputs(from_logits)

@@ -330,7 +330,7 @@ class _CurveMetric(TaskMetric):
         p, t, w = self._as_rows(preds, target, weights)
         handed = self.__dict__.get("_forward_batch")
         if handed is None:
-            # unchecked (validate_args=False) NaN scores count in bin 0; checked ones spend no pass on it
+            # unchecked (validate_args=False) NaN scores count in the last bin; checked ones spend no pass on it
             F._binned_update(
                 p,
                 t,

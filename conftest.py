@@ -111,8 +111,9 @@ def _process_state() -> dict[str, Any]:
         "default device": torch.empty(0).device,
         "grad mode": torch.is_grad_enabled(),
         "inference mode": torch.is_inference_mode_enabled(),
-        "torch function modes": torch._C._len_torch_function_stack(),
-        "torch dispatch modes": torch._C._len_torch_dispatch_stack(),
+        # (private counters: read where this torch has them, 0 elsewhere)
+        "torch function modes": getattr(torch._C, "_len_torch_function_stack", int)(),
+        "torch dispatch modes": getattr(torch._C, "_len_torch_dispatch_stack", int)(),
         "deterministic algorithms": torch.are_deterministic_algorithms_enabled(),
         "anomaly detection": torch.is_anomaly_enabled(),
         # the package's own process-wide flag (`force_device_path`), once a test has imported it

@@ -268,8 +268,14 @@ def test_module_window_skips_zero_weight_steps_after_unpickling(older):
     np.testing.assert_allclose(values["ne/click"].item(), _ne(*_cat(batches)), rtol=RTOL)
 
 
-def test_module_unpickled_without_the_flag_keeps_a_zero_weight_step_for_grouped_average_all():
-    """An older pickle of a module holding GroupedAUC(average_groups="all") keeps the zero-weight step.
+@pytest.mark.parametrize(
+    "missing",
+    [("_window_skips_zero_weight_steps",), ("_window_skips_zero_weight_steps", "_zero_weight_steps_count")],
+    ids=["without-the-skip-flag", "without-the-count-flag-too"],
+)
+def test_module_unpickled_without_the_flag_keeps_a_zero_weight_step_for_grouped_average_all(missing):
+    """An older pickle of a module holding GroupedAUC(average_groups="all") keeps the zero-weight step, one
+    from before the module knew which metrics count zero-weight rows too (its metrics' flags say it).
 
     Reference: plain Python + scikit-learn (``_grouped_all``) over both batches, which fit the window.
     """
@@ -278,7 +284,8 @@ def test_module_unpickled_without_the_flag_keeps_a_zero_weight_step_for_grouped_
         tasks, {"gauc_all": tmx.GroupedAUC(average_groups="all")}, window_size=6, throughput=False
     )
     state = pickle.loads(pickle.dumps(module.__getstate__()))
-    del state["_window_skips_zero_weight_steps"]
+    for name in missing:
+        del state[name]
     copied = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
     copied.__setstate__(state)
     for p, y, g, w in GROUPED_BATCHES:
@@ -417,6 +424,24 @@ def test_grouped_average_all_keeps_an_all_zero_weight_batch_in_its_window():
             np.testing.assert_allclose(out["lifetime"].item(), expected, rtol=1e-6)
         else:  # only groups holding weight: the first batch's
             np.testing.assert_allclose(out["window"].item(), _grouped_all(GROUPED_BATCHES[:1]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("average", ["all", "defined"])
+def test_windowed_unpickled_without_the_flag_reads_the_metrics_own(average):
+    """A ``Windowed`` pickled before the zero-weight rule (no ``_skips_zero_weights``) reads it from its
+    metric on unpickling: GroupedAUC(average_groups="all") keeps the all-zero-weight batch, "defined" skips it.
+
+    Reference: plain Python + scikit-learn (``_grouped_all``) over the batches the window holds.
+    """
+    metric = Windowed(tmx.GroupedAUC(average_groups=average), window_size=6)
+    state = pickle.loads(pickle.dumps(metric.__getstate__()))
+    del state["_skips_zero_weights"]
+    copied = Windowed.__new__(Windowed)
+    copied.__setstate__(state)
+    for p, y, g, w in GROUPED_BATCHES:
+        copied.update(p, y, g, w)
+    held = GROUPED_BATCHES if average == "all" else GROUPED_BATCHES[:1]
+    np.testing.assert_allclose(copied.compute()["window"].item(), _grouped_all(held), rtol=1e-6)
 
 
 def test_module_window_keeps_a_zero_weight_step_for_grouped_average_all():

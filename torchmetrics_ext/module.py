@@ -860,10 +860,14 @@ class RecMetricModule(CheckpointLoading):
         state["state_metrics"] = {
             name: fn.metric.compute if isinstance(fn, _ComputeOf) else fn for name, fn in state_metrics.items()
         }
-        if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
-            state["_window_skips_zero_weight_steps"] = _window_skips_zero_weight_steps(state)
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
+        if "_zero_weight_steps_count" not in state:  # pickled before the flag: its metrics' flags say it
+            self._zero_weight_steps_count = any(
+                getattr(unit, "_zero_weight_batches_count", False) for unit in self._owned_metrics()
+            )
+        if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
+            self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
         # is pending (a reset of the leader or of a member alone, a member's own change) is said at the copy's
         # first compute, as at the original's; one that came without (an earlier version's standalone copy)
@@ -1888,7 +1892,7 @@ def _window_skips_zero_weight_steps(attributes: Mapping[str, Any]) -> bool:
     """Whether a validated all-zero-weight step is skipped for the windows: the module's build decides it.
 
     With windows, no per-task ranking copies and no metric whose value counts zero-weight rows
-    (``_zero_weight_steps_count``; an object pickled before that flag has none: it skips). ``attributes``:
+    (``_zero_weight_steps_count``). ``attributes``:
     the module's ``__dict__`` (or a pickled state); nothing changes these after the build.
     """
     return (

@@ -664,6 +664,8 @@ class Windowed(TensorArithmetic, WrapperMetric):
             summed = life._reductions.get(name) is dim_zero_sum and isinstance(life._defaults.get(name), Tensor)
             if summed and name not in ring.kinds and all(s in ring.rings for s in sources):
                 ring.add_derived(name, derive, sources)
+        if "_skips_zero_weights" not in state:  # pickled before the zero-weight rule: the metric's flag says it
+            self.__dict__["_skips_zero_weights"] = not getattr(life, "_zero_weight_batches_count", False)
         if "_pinned_states" not in state:  # pickled by an earlier version
             life = self._child("lifetime")
             pinned = tuple(getattr(life, "_window_pinned_states", ()))
@@ -982,7 +984,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
         """Whether the update just validated under ``note`` takes no room in the window: its weights all zero.
 
         DESIGN: such a batch changes nothing. A metric whose value counts zero-weight rows
-        (``_zero_weight_batches_count``) keeps it; an object pickled before the rule has no flag: it skips.
+        (``_zero_weight_batches_count``; an object pickled before the rule reads it on unpickling) keeps it.
         """
         return note.zero is True and self.__dict__.get("_skips_zero_weights", True)
 

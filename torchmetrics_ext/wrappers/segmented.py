@@ -375,13 +375,25 @@ class Segmented(TaskMetric):
         if p.shape[-1] == 0:
             return None
         if self.num_tasks > 1:  # row t's positions start at t·S
-            offsets = torch.arange(0, self.num_tasks * self.num_segments, self.num_segments, device=seg.device)
-            seg = seg + offsets.unsqueeze(1)
+            seg = seg + self._task_offsets(seg.device)
         dtype = getattr(self, self._state_keys[0]).dtype  # float64 unless cast by `set_dtype`
         terms = self.metric._sample_terms(p, t, w)
         if len(terms) == 1:
             return seg, terms[0].to(dtype).expand(seg.shape)
         return seg, torch.stack([term.to(dtype).expand(seg.shape) for term in terms])
+
+    def _task_offsets(self, device: torch.device) -> Tensor:
+        """``(T, 1)`` int64 ``[[0], [S], [2·S], ...]``: each task row's first flat position, kept per device.
+
+        Made once, not per update (an ``arange`` each step cost a small ``Windowed`` update a few percent).
+        """
+        kept = self.__dict__.get("_offsets_kept")
+        if kept is None or kept.device != device:
+            with torch.inference_mode(False):  # added to later updates' ids outside inference mode too
+                step = self.num_segments
+                kept = torch.arange(0, self.num_tasks * step, step, device=device).unsqueeze(1)
+            self.__dict__["_offsets_kept"] = kept
+        return kept
 
     def compute(self) -> Tensor:
         """Per-segment values: ``(S,)`` for one task, ``(T, S)`` otherwise."""

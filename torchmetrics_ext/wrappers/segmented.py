@@ -20,6 +20,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_sum
 
+from torchmetrics_ext.functional.auc.binary import _task_offsets
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric, add_later_states
 from torchmetrics_ext.utilities.checks import (
@@ -375,25 +376,12 @@ class Segmented(TaskMetric):
         if p.shape[-1] == 0:
             return None
         if self.num_tasks > 1:  # row t's positions start at t·S
-            seg = seg + self._task_offsets(seg.device)
+            seg = seg + _task_offsets(self.num_tasks, self.num_segments, seg.device)  # kept per device
         dtype = getattr(self, self._state_keys[0]).dtype  # float64 unless cast by `set_dtype`
         terms = self.metric._sample_terms(p, t, w)
         if len(terms) == 1:
             return seg, terms[0].to(dtype).expand(seg.shape)
         return seg, torch.stack([term.to(dtype).expand(seg.shape) for term in terms])
-
-    def _task_offsets(self, device: torch.device) -> Tensor:
-        """``(T, 1)`` int64 ``[[0], [S], [2·S], ...]``: each task row's first flat position, kept per device.
-
-        Made once, not per update (an ``arange`` each step cost a small ``Windowed`` update a few percent).
-        """
-        kept = self.__dict__.get("_offsets_kept")
-        if kept is None or kept.device != device:
-            with torch.inference_mode(False):  # added to later updates' ids outside inference mode too
-                step = self.num_segments
-                kept = torch.arange(0, self.num_tasks * step, step, device=device).unsqueeze(1)
-            self.__dict__["_offsets_kept"] = kept
-        return kept
 
     def compute(self) -> Tensor:
         """Per-segment values: ``(S,)`` for one task, ``(T, S)`` otherwise."""

@@ -579,9 +579,7 @@ class RecMetricModule(CheckpointLoading):
         self._num_copies = len(per_task) * num_tasks
         # a metric whose value an all-zero-weight step changes (GroupedAUC(average_groups="all") counts its
         # groups): a windowed module then keeps such a step (DESIGN: only a step that changes nothing is skipped)
-        self._zero_weight_steps_count = any(
-            getattr(unit, "_zero_weight_batches_count", False) for unit in self._owned_metrics()
-        )
+        self._zero_weight_steps_count = self._counts_zero_weight_steps()
         self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)
         self._reported: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
@@ -863,9 +861,7 @@ class RecMetricModule(CheckpointLoading):
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
         if "_zero_weight_steps_count" not in state:  # pickled before the flag: its metrics' flags say it
-            self._zero_weight_steps_count = any(
-                getattr(unit, "_zero_weight_batches_count", False) for unit in self._owned_metrics()
-            )
+            self._zero_weight_steps_count = self._counts_zero_weight_steps()
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
             self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -873,6 +869,10 @@ class RecMetricModule(CheckpointLoading):
         # first compute, as at the original's; one that came without (an earlier version's standalone copy)
         # reports its copied leader's states again, nothing of its own
         self._mark_members(keep_linked=True)
+
+    def _counts_zero_weight_steps(self) -> bool:
+        """Whether a metric of the module counts zero-weight rows (an all-zero-weight step changes its value)."""
+        return any(getattr(unit, "_zero_weight_batches_count", False) for unit in self._owned_metrics())
 
     def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
         """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.

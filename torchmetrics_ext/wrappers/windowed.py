@@ -301,6 +301,11 @@ def _lists_told_for_own_update(metric: Metric) -> bool:
     return issubclass(told, runs)
 
 
+def _skips_zero_weights(metric: Metric) -> bool:
+    """Whether a validated all-zero-weight update of ``metric`` takes no window room (unless its value counts them)."""
+    return not getattr(metric, "_zero_weight_batches_count", False)
+
+
 def _never_distributed() -> bool:
     """``distributed_available_fn`` of the scratch metric: batch values are never synced."""
     return False
@@ -625,7 +630,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
         self.__dict__["_lifetime_stale"] = False
         # a batch whose weights are all zero changes no value (DESIGN), so the window gives it no room; a metric
         # that counts rows whatever their weight (NumMissingLabels(count_zero_weight=True)) says so and keeps it
-        self.__dict__["_skips_zero_weights"] = not getattr(metric, "_zero_weight_batches_count", False)
+        self.__dict__["_skips_zero_weights"] = _skips_zero_weights(metric)
         self._bind_window_lists()
         for child in (metric, window):
             child.register_state_dict_pre_hook(_refresh_before_save)
@@ -665,7 +670,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
             if summed and name not in ring.kinds and all(s in ring.rings for s in sources):
                 ring.add_derived(name, derive, sources)
         if "_skips_zero_weights" not in state:  # pickled before the zero-weight rule: the metric's flag says it
-            self.__dict__["_skips_zero_weights"] = not getattr(life, "_zero_weight_batches_count", False)
+            self.__dict__["_skips_zero_weights"] = _skips_zero_weights(life)
         if "_pinned_states" not in state:  # pickled by an earlier version
             life = self._child("lifetime")
             pinned = tuple(getattr(life, "_window_pinned_states", ()))

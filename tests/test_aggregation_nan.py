@@ -101,6 +101,22 @@ def test_disable_keeps_nan_and_logs_it(classes):
     assert all(math.isnan(logged[key]) for key in _expected([0.0]))
 
 
+def test_torchmetrics_classes_registered_without_arguments_take_nan_as_their_default_warn():
+    """TorchMetrics' aggregation classes default to ``nan_strategy="warn"``: registered bare, they warn and drop NaN
+    (as they do outside the aggregator); ``nan_strategy="error"`` keeps NaN refused."""
+    taking = MetricsAggregator()
+    taking.register_handler(A.MEAN, MeanMetric)
+    with pytest.warns(UserWarning, match="nan"):
+        taking.update([Metric("alpaca", "loss", v, A.MEAN) for v in (1.0, NAN, 2.0)])
+    assert taking.get_metrics_for_logging() == {"train_alpaca/loss": 1.5}
+    refusing = MetricsAggregator()
+    refusing.register_handler(A.MEAN, lambda: MeanMetric(nan_strategy="error"))
+    refusing.update([Metric("alpaca", "loss", 1.0, A.MEAN)])
+    with pytest.raises(ValueError, match="is a MEAN: expected a finite number, got nan"):
+        refusing.update([Metric("alpaca", "loss", v, A.MEAN) for v in (3.0, NAN)])
+    assert refusing.get_metrics_for_logging() == {"train_alpaca/loss": 1.0}
+
+
 @pytest.mark.parametrize("strategy", ["error", None])
 def test_default_and_error_handlers_still_refuse_nan_with_state_untouched(strategy):
     aggregator = MetricsAggregator() if strategy is None else _aggregator(OURS, strategy)

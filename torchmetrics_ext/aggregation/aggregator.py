@@ -379,7 +379,8 @@ class MetricsAggregator:
         then on (until :meth:`reset`) and is logged as ``nan`` (other NaN values, undefined ones, are
         left out). A batch without NaN takes the usual path (``fold`` of its summary). DISTRIBUTION and
         CATEGORICAL_COUNT refuse NaN whatever the handler; a wrapper such as ``Windowed`` declares no
-        ``nan_strategy`` of its own, so its key refuses NaN.
+        ``nan_strategy`` of its own, so its key refuses NaN. TorchMetrics' classes default to ``"warn"``:
+        a bare ``MeanMetric`` handler warns and drops NaN (``MeanMetric(nan_strategy="error")`` refuses it).
 
         A wrapper's dict of dicts is flattened, each outer key joined with ``_`` in front of the
         inner entries: a :class:`~torchmetrics_ext.Windowed` handler (``compute`` returns

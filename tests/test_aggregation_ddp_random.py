@@ -168,7 +168,9 @@ def _records(batch: list[tuple[Any, ...]]) -> list[Metric]:
 def _bad_batch(how: str, conflict: tuple[str, str, str] | None) -> tuple[list[Metric], type[Exception]]:
     good = [Metric("shared", "tokens_ok", 1, A.SUM)]  # a valid record next to the bad one: not applied either
     if how == "nan":
-        return [*good, Metric("bad", "x", torch.tensor(float("nan")), A.MEAN)], ValueError
+        # MIN: its only handler here (the default) refuses NaN; a MEAN drawn as TorchMetrics' MeanMetric (whose
+        # default nan_strategy is "warn") would take it (tests/test_aggregation_nan.py)
+        return [*good, Metric("bad", "x", torch.tensor(float("nan")), A.MIN)], ValueError
     if how == "inf":
         return [Metric("bad", "x", np.float64(-np.inf), A.DISTRIBUTION), *good], ValueError
     if how == "string":

@@ -48,6 +48,16 @@ def _not_distributed() -> bool:
     return False
 
 
+def _keeps_nan(metric: TorchMetric) -> bool:
+    """Whether ``metric``'s NaN is a NaN record it kept (``nan_strategy="disable"``), logged as ``nan``.
+
+    Such a metric's value is NaN from its first NaN record on (until :meth:`MetricsAggregator.reset`),
+    and the log shows it; any other NaN is an undefined value (a mean of zero weight), left out.
+    """
+    strategy = getattr(metric, "nan_strategy", None)
+    return isinstance(strategy, str) and strategy == "disable"
+
+
 def _type_name(agg_type: AggregationType) -> str:
     """``SUM`` for a member, else the value's repr and, unless a builtin, its class (another enum)."""
     if isinstance(agg_type, AggregationType):
@@ -294,8 +304,9 @@ class MetricsAggregator:
             ``dataset_name`` or ``name`` that is not a ``str``, a non-number value for
             SUM/MEAN/MAX/MIN/DISTRIBUTION or a value that is not a ``str``/``int`` for
             CATEGORICAL_COUNT.
-        ValueError: from :meth:`update`, on NaN/inf values or a ``(dataset, name)`` reused with
-            another aggregation type (the message names both). A rejected batch changes nothing.
+        ValueError: from :meth:`update`, on NaN/inf values (NaN of a SUM/MEAN/MAX/MIN key whose
+            handler takes NaN excepted: see :meth:`register_handler`) or a ``(dataset, name)`` reused
+            with another aggregation type (the message names both). A rejected batch changes nothing.
 
     Note:
         Memory: one metric per key; a DISTRIBUTION key takes about 60 kB whatever the number of
@@ -355,6 +366,21 @@ class MetricsAggregator:
         dict of them (logged as ``{name}_{key}``, ``{name}_stat_{key}`` for DISTRIBUTION and
         ``{name}_count_{key}`` for CATEGORICAL_COUNT); anything else makes
         :meth:`get_metrics_for_logging` raise a ``TypeError`` naming the logging key.
+
+        NaN records: every default handler refuses them (``nan_strategy="error"``: the batch raises
+        ``ValueError`` and changes nothing). A SUM, MEAN, MAX or MIN handler whose metric declares
+        another ``nan_strategy`` attribute (this package's :class:`Sum`, :class:`Mean`, :class:`Max`,
+        :class:`Min`, TorchMetrics' ``SumMetric``, ``MeanMetric``, ... built with ``"ignore"``,
+        ``"warn"``, ``"disable"`` or a float) takes them: the batch's other values are checked as
+        always (inf, a non-number, an overflowing sum still refuse the whole batch), then its metric's
+        ``update`` gets the key's values, NaN included, as a float64 1-D tensor, and its
+        ``nan_strategy`` decides: ``"ignore"`` drops them, ``"warn"`` drops them with one warning
+        per key and update, a float replaces them, ``"disable"`` keeps them, so the value is NaN from
+        then on (until :meth:`reset`) and is logged as ``nan`` (other NaN values, undefined ones, are
+        left out). A batch without NaN takes the usual path (``fold`` of its summary). DISTRIBUTION and
+        CATEGORICAL_COUNT refuse NaN whatever the handler; a wrapper such as ``Windowed`` declares no
+        ``nan_strategy`` of its own, so its key refuses NaN. TorchMetrics' classes default to ``"warn"``:
+        a bare ``MeanMetric`` handler warns and drops NaN (``MeanMetric(nan_strategy="error")`` refuses it).
 
         A wrapper's dict of dicts is flattened, each outer key joined with ``_`` in front of the
         inner entries: a :class:`~torchmetrics_ext.Windowed` handler (``compute`` returns
@@ -417,6 +443,18 @@ class MetricsAggregator:
             train_alpaca/seq_len_window_stat_max 6.00
             train_alpaca/seq_len_window_stat_std 2.83
             train_alpaca/seq_len_window_stat_p50 4.00
+
+            A loss whose NaN steps are skipped (TorchMetrics' ``nan_strategy``), next to a SUM that refuses NaN:
+
+            >>> from torchmetrics_ext.aggregation import Mean
+            >>> losses = MetricsAggregator()
+            >>> losses.register_handler(AggregationType.MEAN, lambda: Mean(nan_strategy="ignore"))
+            >>> losses.update([Metric("alpaca", "loss", v, AggregationType.MEAN) for v in (2.0, float("nan"), 4.0)])
+            >>> losses.update([Metric("alpaca", "tokens", float("nan"), AggregationType.SUM)])
+            Traceback (most recent call last):
+            ValueError: Metric 'tokens' of dataset 'alpaca' is a SUM: expected a finite number, got nan (float).
+            >>> losses.get_metrics_for_logging(prefix="train")
+            {'train_alpaca/loss': 3.0}
         """
         if not isinstance(agg_type, AggregationType):
             raise TypeError(f"Expected `agg_type` to be an AggregationType, got {agg_type!r}.")
@@ -752,10 +790,10 @@ class MetricsAggregator:
         sources: dict[str, Key] = {}  # logged key -> the (dataset, name) it comes from
         clashes: list[str] = []
 
-        def put(key: str, number: float, source: Key) -> None:
+        def put(key: str, number: float, source: Key, metric: TorchMetric) -> None:
             if sources.setdefault(key, source) != source:
                 clashes.append(f"{key!r} from {sources[key]} and from {source}")
-            elif not math.isnan(number):
+            elif not math.isnan(number) or _keeps_nan(metric):  # a kept NaN record's NaN is no undefined value
                 out[key] = number
 
         # undefined values are not logged (nan dropped below); a rank without updates syncs the others'
@@ -778,13 +816,13 @@ class MetricsAggregator:
                         if not all(type(number) is float for number in numbers):  # tensors (a compute's)
                             numbers = _numbers(numbers, base, agg_type)
                     for sub, number in zip(keys, numbers, strict=True):
-                        put(f"{base}{sub}", number, (ds, name))
+                        put(f"{base}{sub}", number, (ds, name), metric)
                 else:
                     try:
                         number = float(value)
                     except (TypeError, ValueError, RuntimeError):
                         number = _numbers([value], base, agg_type)[0]  # raises, naming the handler and the key
-                    put(base, number, (ds, name))
+                    put(base, number, (ds, name), metric)
         if clashes:  # after every metric was computed: under DDP every rank reaches this point alike
             raise ValueError(
                 "Two metrics would be logged under one key (the second would overwrite the first): "

@@ -7,6 +7,8 @@
   as a ``(str, Enum)`` member, a NumPy integer or a one-element integer tensor plain). A rejected
   value is named in the message (``"Expected a finite number, got nan (float)."``); the aggregator
   prefixes the record's dataset, name and type.
+* **NaN left to a handler**: :func:`nan_flags` finds the NaN of a batch a check refused, for a
+  handler whose ``nan_strategy`` takes NaN (the aggregator then checks the other values alone).
 * **Tensor inputs** of the metrics' ``update``: :func:`as_values`, then
   :func:`~torchmetrics_ext.functional.distribution._check_finite`.
 
@@ -30,6 +32,7 @@ __all__ = [
     "check_categories",
     "check_numbers",
     "exact_sum",
+    "nan_flags",
     "number_error",
     "number_tensor",
     "plain_numbers",
@@ -89,6 +92,24 @@ def _is_finite_number(value: object, as_tensor: bool) -> bool:
         if not math.isfinite(float(value)):  # type: ignore[arg-type]
             return False
         return not as_tensor or torch.tensor([value], dtype=torch.float64).shape == (1,)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        return False
+
+
+def nan_flags(values: Sequence[object]) -> list[bool]:
+    """Whether each value is a NaN number (a Python or NumPy float, a one-element tensor); never raises.
+
+    Anything else (a finite or infinite number, a non-number) is ``False``: the checks judge it.
+    Value by value: only a batch already refused for a NaN is looked at this way.
+    """
+    return [_is_nan(value) for value in values]
+
+
+def _is_nan(value: object) -> bool:
+    if isinstance(value, (str, bytes, *_COMPLEX_TYPES)):
+        return False
+    try:
+        return math.isnan(float(value))  # type: ignore[arg-type]
     except (TypeError, ValueError, RuntimeError, OverflowError):
         return False
 

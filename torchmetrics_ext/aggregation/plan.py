@@ -11,6 +11,11 @@ nothing. There is one step type per kind of handler metric:
   :func:`apply_updates` applies a batch's :class:`Update` steps first and undoes them all on an
   error, before any :class:`Fold` step (which cannot fail) and before the batch's new keys are
   registered. It copies only what an error could need back (see :func:`apply_updates`).
+
+A SUM/MEAN/MAX/MIN batch refused for NaN is an :class:`Update` of the metric's ``update`` too, any
+metric's (an :class:`~torchmetrics_ext.aggregation.base.AggregationMetric` included), where the
+metric declares a ``nan_strategy`` that takes NaN (:func:`takes_nan`); its values are checked
+without their NaN first (:func:`plan_step`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from torchmetrics import Metric as TorchMetric
 from torchmetrics.aggregation import MaxMetric, MinMetric
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
-from torchmetrics_ext.aggregation.checks import check_categories, number_tensor
+from torchmetrics_ext.aggregation.checks import check_categories, nan_flags, number_tensor, plain_numbers
 from torchmetrics_ext.aggregation.distribution import Distribution
 from torchmetrics_ext.aggregation.scalar import Max, Mean, Min, Sum
 from torchmetrics_ext.aggregation.types import AggregationType
@@ -32,7 +37,7 @@ from torchmetrics_ext.metrics.base import GuardedMetric
 from torchmetrics_ext.utilities.snapshot import Restore, snapshot
 from torchmetrics_ext.wrappers.windowed import Windowed
 
-__all__ = ["Fold", "Step", "Update", "apply_updates", "plan_step"]
+__all__ = ["Fold", "Step", "Update", "apply_updates", "plan_step", "takes_nan"]
 
 
 class Fold(NamedTuple):
@@ -47,10 +52,15 @@ class Fold(NamedTuple):
 
 
 class Update(NamedTuple):
-    """Call a registered handler metric's public ``update`` with checked values."""
+    """Call a handler metric's public ``update`` with checked values.
+
+    ``finite`` is ``False`` for values holding NaN that the metric's own ``nan_strategy`` takes
+    (:func:`plan_step`): such an update is never taken for one that cannot refuse.
+    """
 
     metric: TorchMetric
     values: Tensor | list[Any]
+    finite: bool = True
 
     def apply(self) -> None:
         """Update the metric with the values."""
@@ -83,6 +93,8 @@ def _cannot_refuse(step: Update) -> bool:
     between a manual ``sync`` and ``unsync``, a window smaller than the world.
     """
     metric = step.metric
+    if not step.finite:  # NaN left to the metric's nan_strategy: its own checks decide
+        return False
     if type(metric) in _TORCHMETRICS_EXTREMES:
         return _plain_extreme(metric, step.values)
     if type(metric) is not Windowed or not isinstance(step.values, Tensor):
@@ -146,8 +158,9 @@ def apply_updates(steps: Sequence[Update], fresh: Sequence[TorchMetric]) -> None
     may raise needs no copy either when its metric is left as it was by a refused update
     (:func:`_unchanged_when_refused`), nor does a metric of ``fresh`` (a key this batch creates,
     dropped on an error). Only registered metrics that are no
-    :class:`~torchmetrics_ext.aggregation.base.AggregationMetric` take this path: the default
-    handlers' :class:`Fold` steps cannot fail and copy nothing.
+    :class:`~torchmetrics_ext.aggregation.base.AggregationMetric`, or a batch's NaN left to a
+    metric's ``nan_strategy``, take this path: the default handlers' :class:`Fold` steps cannot fail
+    and copy nothing.
     """
     risky: list[Update] = []
     safe: list[Update] = []
@@ -222,12 +235,66 @@ def add_note(error: BaseException, note: str) -> None:
 def plan_step(metric: TorchMetric, agg_type: AggregationType, values: Sequence[Any], device: torch.device) -> Step:
     """Check one key's values for ``metric`` and prepare its update; changes nothing.
 
+    A SUM/MEAN/MAX/MIN batch refused for holding NaN is planned again by :func:`_nan_step` where
+    the metric takes NaN (:func:`takes_nan`): a batch without NaN never takes that second look.
+
     Raises:
         TypeError: on a value of the wrong kind (a non-number, a category that is no ``str``/``int``).
-        ValueError: on NaN/inf values (or what the metric's ``summarize`` rejects).
+        ValueError: on NaN (unless the metric takes NaN) or inf values (or what the metric's ``summarize`` rejects).
     """
+    try:
+        if isinstance(metric, AggregationMetric):
+            return Fold(metric, metric.summarize(values))
+        if agg_type is AggregationType.CATEGORICAL_COUNT:
+            return Update(metric, list(check_categories(values)))
+        return Update(metric, number_tensor(values).to(device))
+    except ValueError:
+        step = _nan_step(metric, agg_type, values, device)
+        if step is None:
+            raise
+        return step
+
+
+# the aggregation types whose records a handler's nan_strategy may take NaN of (DISTRIBUTION and
+# CATEGORICAL_COUNT refuse NaN whatever the handler)
+_NAN_TYPES = frozenset((AggregationType.SUM, AggregationType.MEAN, AggregationType.MAX, AggregationType.MIN))
+_NAN_TAKEN = frozenset(("warn", "ignore", "disable"))
+
+
+def takes_nan(metric: TorchMetric) -> bool:
+    """Whether ``metric`` declares that it takes NaN: its ``nan_strategy`` is not ``"error"``.
+
+    TorchMetrics' aggregation metrics (``MeanMetric``...) and this package's :class:`Sum`,
+    :class:`Mean`, :class:`Max` and :class:`Min` hold their ``nan_strategy`` as that attribute:
+    ``"warn"``, ``"ignore"``, ``"disable"`` or a float fill value take NaN. A metric without the
+    attribute (a wrapper such as ``Windowed``, any other metric) or with ``"error"`` does not.
+    """
+    strategy = getattr(metric, "nan_strategy", "error")
+    if isinstance(strategy, str):
+        return strategy in _NAN_TAKEN
+    return isinstance(strategy, float)
+
+
+def _nan_step(
+    metric: TorchMetric, agg_type: AggregationType, values: Sequence[Any], device: torch.device
+) -> Update | None:
+    """The update of a batch holding NaN for a metric that takes NaN, or ``None`` where NaN stays refused.
+
+    The values that are not NaN are checked as a batch without NaN would be (the metric's
+    ``summarize``, or :func:`number_tensor`: inf, a non-number, an overflowing sum are refused);
+    then the metric's public ``update`` gets every value, NaN included, as a float64 1-D tensor,
+    and its ``nan_strategy`` drops, fills or keeps them (``"warn"``: one warning of the metric's
+    per update).
+    """
+    if agg_type not in _NAN_TYPES or not takes_nan(metric):
+        return None
+    values = plain_numbers(values)
+    nan = nan_flags(values)
+    if not any(nan):
+        return None
+    kept = [value for value, flag in zip(values, nan, strict=True) if not flag]
     if isinstance(metric, AggregationMetric):
-        return Fold(metric, metric.summarize(values))
-    if agg_type is AggregationType.CATEGORICAL_COUNT:
-        return Update(metric, list(check_categories(values)))
-    return Update(metric, number_tensor(values).to(device))
+        metric.summarize(kept)  # its own checks of the rest; changes nothing
+    else:
+        number_tensor(kept)
+    return Update(metric, torch.tensor(values, dtype=torch.float64).to(device), finite=False)

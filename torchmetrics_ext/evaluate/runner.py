@@ -824,6 +824,8 @@ class _Run:
         tasks = [task.name for task in self.plan.tasks]
         empty: dict[str, list[str]] = {}
         labels, types = self.segments.labels, self.segments.label_types
+        if sum(map(len, by_segment.values())) == len(labels) * len(tasks):  # every record there (no row skipped)
+            return []
         for index in range(len(labels)):  # one check per segment; records only where a task has none
             mine = by_segment.get(index)
             if mine is not None and len(mine) == len(tasks):

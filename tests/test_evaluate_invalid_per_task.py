@@ -125,18 +125,21 @@ def _check(record: dict, expected: dict[str, float]) -> None:
 
 
 def _check_all(records: list[dict], frame: pd.DataFrame, by: bool) -> None:
-    """Every record against its task's kept rows; a segment without rows for a task has no record for it."""
+    """Every record against its task's kept rows; a segment without rows for a task has a record of 0 rows, nan."""
     want = []
     for task in WEIGHTED:
-        kept = _kept(frame, task)
         want.append(("all", task))
-        if by:
-            want += [(f"country={c}", task) for c in sorted(set(kept.country))]
+        if by:  # every segment of the data, for every task
+            want += [(f"country={c}", task) for c in sorted(set(frame.country))]
     got = {(r["segment"], r["task"]): r for r in records}
     assert set(got) == set(want)
     for (segment, task), record in got.items():
         kept = _kept(frame, task)
         rows = kept if segment == "all" else kept[kept.country == record["country"]]
+        if len(rows) == 0:
+            assert record["rows"] == 0
+            assert all(math.isnan(record[metric]) for metric in METRICS), record
+            continue
         _check(record, _reference(rows, task))
 
 
@@ -173,13 +176,18 @@ def test_a_row_invalid_for_one_task_is_dropped_for_that_task_alone(as_table):
 
 def test_per_segment_values_rows_and_undefined_lines_use_each_tasks_rows():
     """``--by``: every task's values and rows per segment are those of its kept rows; ``jp`` (no click, so no
-    conversion label) has no record for conv, and conv's "in N of M segments" counts its own 3 segments."""
+    conversion label) has a record of 0 rows and nan values for conv, said in a line of its own, and conv's
+    "in N of M segments" counts its own 3 segments with rows."""
     frame = _frame(seed=8)
     result = evaluate(frame, TASKS, METRICS, on_invalid="skip", by="country", **KW)
     _check_all(result.records, frame, by=True)
     single = "the labels seen hold a single class (or no weight); returning nan."
     assert f"auc is undefined for task 'click' in 1 of 4 segments (country=jp): {single}" in result.warnings
     assert f"auc is undefined for task 'conv' in 1 of 3 segments (country=us): {single}" in result.warnings
+    assert (
+        "task 'conv' has no valid row in 1 of 4 segments (country=jp): every row there was invalid for it and "
+        "skipped; its values there are nan, rows 0."
+    ) in result.warnings
 
 
 def test_clean_data_skipping_gives_the_values_of_stopping_at_errors():

@@ -91,7 +91,8 @@ def test_an_invalid_weight_drops_its_row_only_for_the_tasks_that_read_the_weight
 
 def test_an_invalid_weight_drops_its_row_only_for_the_weighted_tasks_of_each_segment():
     """Per segment too: each task's values and rows over the rows it keeps (pandas groupby); a segment whose
-    every weight is invalid (``us``) has a record for the task without weights alone."""
+    every weight is invalid (``us``) has a record of its rows for the task without weights, and one of 0 rows
+    and nan values for the weighted task (it had none: the segment vanished from that task's report)."""
     frame = _frame(seed=5)
     kept_a, kept_b = _kept(frame)
     result = evaluate(frame, TASKS, ["ctr", "ne", "auc"], weights="w", on_invalid="skip", by="country")
@@ -101,10 +102,14 @@ def test_an_invalid_weight_drops_its_row_only_for_the_weighted_tasks_of_each_seg
         ("de", "b"),
         ("fr", "a"),
         ("fr", "b"),
+        ("us", "a"),
         ("us", "b"),
     ]
     for record in records:
-        if record["task"] == "a":
+        if record["task"] == "a" and record["country"] == "us":
+            assert record["rows"] == 0 == len(kept_a[kept_a.country == "us"])
+            assert all(np.isnan(record[metric]) for metric in ("ctr", "ne", "auc"))
+        elif record["task"] == "a":
             rows = kept_a[kept_a.country == record["country"]]
             _check(record, _reference(rows, "a", rows.w.to_numpy()))
         else:
@@ -152,11 +157,15 @@ def test_two_ranks_drop_invalid_weights_per_task_as_one_process(ddp_pool, tmp_pa
             ("country=de", "b"),
             ("country=fr", "a"),
             ("country=fr", "b"),
+            ("country=us", "a"),
             ("country=us", "b"),
         ]
         for record in records:
             kept = kept_a if record["task"] == "a" else kept_b
             rows = kept if record["segment"] == "all" else kept[kept.country == record["country"]]
+            if rows.empty:  # us: no valid weight, so no row of task a
+                assert record["rows"] == 0 and np.isnan(record["ctr"]), record
+                continue
             _check(record, _reference(rows, record["task"], rows.w.to_numpy() if record["task"] == "a" else None))
 
 

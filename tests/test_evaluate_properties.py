@@ -243,6 +243,8 @@ def expected(frame: pd.DataFrame, case: dict, by: list[str] | None = None) -> di
     by = case["by"] if by is None else by
     out = {}
     everything = frame
+    # every segment of the data has a record for every task: 0 rows and nan where the task kept none of its rows
+    segments = {tuple(_cell(v) for v in row) for row in frame[by].astype(object).to_numpy()} if by else set()
     for task in tasks:  # each task over the rows valid in its own columns (and the weights)
         frame = everything[case["valid_for"][task]]
         cells = frame[by].astype(object).to_numpy()
@@ -255,6 +257,8 @@ def expected(frame: pd.DataFrame, case: dict, by: list[str] | None = None) -> di
         if by:
             for key, rows in groups.items():
                 out[key, task] = reference(frame.iloc[rows], pred, label, k, case["from_logits"])
+            for key in segments - set(groups):
+                out[key, task] = {**dict.fromkeys(out["all", task], math.nan), "rows": 0}
     return out
 
 

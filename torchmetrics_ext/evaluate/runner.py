@@ -782,6 +782,7 @@ class _Run:
             for index, mine in group._segments(segment_lines):
                 by_segment.setdefault(index, []).extend(mine)
         overall.sort(key=lambda record: order[record["task"]])
+        empty_lines = self._empty_segments(by_segment)
         segment_records = [
             record
             for index in sorted(by_segment)
@@ -792,6 +793,7 @@ class _Run:
         caught = self._overall_lines(undefined)
         segment_lines.sort(key=lambda item: item[:2])
         caught += [line for *_, line in segment_lines]
+        caught += empty_lines
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
         return EvaluationResult(
@@ -807,6 +809,46 @@ class _Run:
             label_types=self.segments.label_types if self.segments is not None else {},
             by_categories=self.segments.categories if self.segments is not None else {},
         )
+
+    def _empty_segments(self, by_segment: dict[int, list[dict]]) -> list[str]:
+        """Give every segment found in the data a record for every task; return a line per task lacking rows.
+
+        With ``on_invalid="skip"`` a task may keep no row of a segment (its labels all null there) while
+        other tasks keep some, or no task may keep any: the segment still has a record for each task, with
+        ``rows`` 0 and every value ``nan``, so the records are one per segment and task in every output
+        (the table, ``.values``, ``.json``, ``.csv``, ``.parquet``), as without invalid rows. One warning
+        line per such task names how many segments and the first few.
+        """
+        if self.segments is None:
+            return []
+        tasks = [task.name for task in self.plan.tasks]
+        empty: dict[str, list[str]] = {}
+        labels, types = self.segments.labels, self.segments.label_types
+        if sum(map(len, by_segment.values())) == len(labels) * len(tasks):  # every record there (no row skipped)
+            return []
+        for index in range(len(labels)):  # one check per segment; records only where a task has none
+            mine = by_segment.get(index)
+            if mine is not None and len(mine) == len(tasks):
+                continue
+            text = segment_text(self.plan.by, labels[index], ", ", types)
+            have = {record["task"] for record in mine or ()}
+            for name in tasks:
+                if name not in have:
+                    record: dict[str, Any] = {"segment": text, **labels[index], "task": name, "rows": 0}
+                    record.update(dict.fromkeys(self.plan.metric_names, math.nan))
+                    by_segment.setdefault(index, []).append(record)
+                    empty.setdefault(name, []).append(text)
+        total = len(labels)
+        separator = "; " if len(self.plan.by) > 1 else ", "
+        lines = []
+        for name in sorted(empty, key=tasks.index):
+            found = empty[name]
+            examples = separator.join(found[:_EXAMPLES]) + (f"{separator}..." if len(found) > _EXAMPLES else "")
+            lines.append(
+                f"task {name!r} has no valid row in {len(found):,} of {total:,} segment{'' if total == 1 else 's'} "
+                f"({examples}): every row there was invalid for it and skipped; its values there are nan, rows 0."
+            )
+        return lines
 
     def _group(self, plan: _Plan, module: RecMetricModule, rows: SegmentRows | None) -> _Run:
         """This run for one group of tasks (:meth:`_Plan.task_groups`): its plan, module and kept rows."""
@@ -976,7 +1018,8 @@ class _Run:
 
         ``"auc is undefined for task 'click' in 12,345 of 200,000 segments (country=de, country=fr, ...):
         the labels seen hold a single class ..."``, 200,000 being the segments with rows for the task (with
-        ``on_invalid="skip"`` a task's own: a segment whose rows were all dropped for it is not counted): a
+        ``on_invalid="skip"`` a task's own: a segment whose rows were all dropped for it is not counted, its
+        record of 0 rows said by :meth:`_empty_segments`): a
         line per segment made a flood (one per metric and
         segment: 187,000 lines for 200,000 segments and three metrics). The values stay ``nan`` in
         the records, which name every segment. Lines come in the order one module over a segment's
@@ -1285,7 +1328,8 @@ def evaluate(
             the tasks reading a column it is invalid in: its predictions, its labels, the weights
             (not for a task given ``weight_name: None``), the user and session ids (every task).
             Each task's values (and ``rows``, overall and per segment) are those of the task
-            evaluated alone on the rows valid for it.
+            evaluated alone on the rows valid for it; a segment without a valid row for a task still
+            has its record, ``rows`` 0 and every value ``nan``.
         progress: print a progress line on stderr (rank 0 only).
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
             them as such (``mse`` is that of ``sigmoid(logits)``), the others

@@ -1217,11 +1217,32 @@ def _seen(out: Path, stage: str) -> list[tuple[int, dict[str, torch.Tensor]]]:
     return [entry for rank in (0, 1) for entry in torch.load(out / f"seen_rank{rank}.pt", weights_only=False)[stage]]
 
 
+def _ndcg_at_10(p: np.ndarray, y: np.ndarray, w: np.ndarray, sessions: np.ndarray) -> float:
+    """Mean NDCG@10 (linear gain) over the sessions with a click, each weighted by its largest row weight.
+
+    Rows of one session id are one list wherever (rank, step, epoch) they came from; ties rank the
+    less relevant first (docs/ranking.md), which tie-free float scores never need.
+    """
+    values, weights = [], []
+    for session in np.unique(sessions):
+        rows = sessions == session
+        relevance = y[rows]
+        if relevance.sum() == 0:  # no relevant row: skipped (empty_target_action="skip")
+            continue
+        ranked = relevance[np.lexsort((relevance, -p[rows]))][:10]
+        ideal = np.sort(relevance)[::-1][:10]
+        discount = 1 / np.log2(np.arange(2, 12))
+        values.append((ranked * discount[: len(ranked)]).sum() / (ideal * discount[: len(ideal)]).sum())
+        weights.append(w[rows].max())
+    return float(np.average(values, weights=weights))
+
+
 def _reference(batches: list[dict[str, torch.Tensor]], task: str) -> dict[str, float]:
-    """NE, CTR, calibration and AUC of one task in one process (numpy and scikit-learn)."""
+    """NE, CTR, calibration, AUC and NDCG@10 of one task in one process (numpy and scikit-learn)."""
     p = torch.cat([b[f"{task}_pred"] for b in batches]).double().numpy()
     y = torch.cat([b[f"{task}_label"] for b in batches]).double().numpy()
     w = torch.cat([b["weight"] for b in batches]).double().numpy()
+    sessions = torch.cat([b["session"] for b in batches]).numpy()
     base = (w * y).sum() / w.sum()
     ce = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum()
     return {
@@ -1229,6 +1250,7 @@ def _reference(batches: list[dict[str, torch.Tensor]], task: str) -> dict[str, f
         "ctr": base,
         "calibration": (w * p).sum() / (w * y).sum(),
         "auc": roc_auc_score(y, p, sample_weight=w),
+        "ndcg@10": _ndcg_at_10(p, y, w, sessions),
     }
 
 

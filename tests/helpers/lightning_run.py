@@ -1,7 +1,8 @@
 """A small two-task Lightning run under ``Trainer(strategy="ddp", devices=2, accelerator="cpu")``.
 
 Started as a script by ``tests/test_lightning.py`` (Lightning's DDP launcher re-runs this file for
-rank 1). It trains a linear two-task click model with a :class:`RecMetricModule` per stage and
+rank 1). It trains a linear two-task click model with a :class:`RecMetricModule` per stage (built by
+``from_config``: NE, CTR, AUC, calibration and NDCG@10 over sessions that each rank holds half of) and
 the :class:`RecMetricCallback`, logs to a ``CSVLogger`` and dumps what each rank fed to the
 metrics (predictions, labels, weights per step) so the test can recompute every logged value in
 one process, and the warnings each rank gave (its validation also logs a key of its own with
@@ -29,10 +30,15 @@ import torchmetrics_ext as tmx
 from torchmetrics_ext.integrations.lightning import RecMetricCallback, UnpaddedDistributedSampler
 
 TRAIN, VAL, BATCH = 1200, 1001, 50
-TASKS = [
-    tmx.RecTaskInfo("click", "click_label", "click_pred", "weight"),
-    tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "weight"),
-]
+SESSION = 10  # rows per session (see with_sessions)
+CONFIG = {  # built through from_config, as the docs configure a module from plain data
+    "tasks": [
+        {"name": t, "label_name": f"{t}_label", "prediction_name": f"{t}_pred", "session_id_name": "session"}
+        for t in ("click", "buy")
+    ],
+    "metrics": ["ne", "ctr", "auc", "calibration", "ndcg@10"],
+    "throughput": False,
+}
 
 
 def data(n: int, seed: int, bias: tuple[float, float] = (-1.0, -2.0)) -> tuple[torch.Tensor, ...]:
@@ -43,6 +49,12 @@ def data(n: int, seed: int, bias: tuple[float, float] = (-1.0, -2.0)) -> tuple[t
     y = (torch.rand(n, 2, generator=gen) < torch.sigmoid(logits)).float()
     w = torch.where(torch.rand(n, generator=gen) < 0.2, 2.0, 1.0)
     return x, y, w
+
+
+def with_sessions(tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """``tensors`` and their session ids: ``SESSION`` consecutive rows each, so each rank (rows ``rank::2``)
+    holds half of every session of a step, and the ranking metric's lists are whole only once synced."""
+    return (*tensors, torch.arange(len(tensors[0])) // SESSION)
 
 
 class ResumableShards:
@@ -81,17 +93,16 @@ class ClickModel(L.LightningModule):
         super().__init__()
         torch.manual_seed(0)
         self.linear = torch.nn.Linear(4, 2)
-        metrics = {"ne": "ne", "ctr": "ctr", "auc": "auc", "calibration": "calibration"}
-        self.train_metrics = tmx.RecMetricModule(
-            TASKS, metrics, throughput=False, window_size=window_size, compute_interval_steps=4, prefix="train/"
+        self.train_metrics = tmx.RecMetricModule.from_config(
+            {**CONFIG, "window_size": window_size, "compute_interval_steps": 4, "prefix": "train/"}
         )
-        self.val_metrics = tmx.RecMetricModule(TASKS, metrics, throughput=False, prefix="val/")
+        self.val_metrics = tmx.RecMetricModule.from_config({**CONFIG, "prefix": "val/"})
         self.dump = dump
-        self.train_shards = ResumableShards(data(TRAIN, 1))
+        self.train_shards = ResumableShards(with_sessions(data(TRAIN, 1)))
         self.seen: dict[str, list] = {"train": [], "val": [], "warnings": []}
 
     def _out(self, batch, stage: str) -> dict[str, torch.Tensor]:
-        x, y, w = batch
+        x, y, w, s = batch
         probs = torch.sigmoid(self.linear(x))
         out = {
             "click_pred": probs[:, 0],
@@ -99,6 +110,7 @@ class ClickModel(L.LightningModule):
             "click_label": y[:, 0],
             "buy_label": y[:, 1],
             "weight": w,
+            "session": s,
         }
         self.seen[stage].append((self.global_step, {k: v.detach().clone() for k, v in out.items()}))
         return out
@@ -127,7 +139,7 @@ class ClickModel(L.LightningModule):
         return self.train_shards
 
     def val_dataloader(self):  # built here: the sampler reads the process group's rank and size
-        val_set = TensorDataset(*data(VAL, 2))
+        val_set = TensorDataset(*with_sessions(data(VAL, 2)))
         return DataLoader(val_set, batch_size=BATCH, sampler=UnpaddedDistributedSampler(val_set, shuffle=False))
 
     def configure_optimizers(self):

@@ -799,7 +799,8 @@ def ranking_compute_metrics(
         padding_value: score value(s) that mark padding, next to the Trainer's ``-100`` (always padding).
         key_names: display name per metric (default ``Recall``, ``MRR``, ``NDCG``, ``Precision``,
             ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
-            ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"`` (``"RPrecision"`` alone).
+            ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"``, and the name alone for
+            ``k=None`` (``"Recall"``, not ``"Recall@None"``) and for ``"RPrecision"``.
         kwargs: passed to :class:`~torchmetrics_ext.RankingMetrics` (``empty_target_action``,
             ``exponential_gain``, ``validate_args``, ...); ``sync_on_compute`` may only be ``False`` (the
             Trainer gathers the rows of every process).
@@ -824,5 +825,11 @@ def ranking_compute_metrics(
         >>> scores = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, -10.0]])  # 2nd query: 2 candidates
         >>> compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
         {'Recall@1': 0.0, 'Recall@2': 1.0, 'MRR@1': 0.0, 'MRR@2': 0.5}
+
+        ``k=None`` scores the whole list, under the metric's name alone:
+
+        >>> whole = ranking_compute_metrics(ks=(1, None), metrics=("mrr",))
+        >>> whole(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
+        {'MRR@1': 0.0, 'MRR': 0.5}
     """
     return _Ranking(ks, metrics, padding_value, key_names, kwargs)

@@ -216,7 +216,10 @@ def test_one_task_values_are_one_number_per_segment():
 
 def test_segmented_ne_and_log_loss_of_as_many_segments_update_once():
     module = build()
-    assert module.compute_groups == [["ne", "ll"], ["ctr", "cal"]]  # as NormalizedEntropy and LogLoss, CTR and Calibration
+    assert module.compute_groups == [
+        ["ne", "ll"],
+        ["ctr", "cal"],
+    ]  # as NormalizedEntropy and LogLoss, CTR and Calibration
     other = tmx.RecMetricModule(
         TASKS,
         {

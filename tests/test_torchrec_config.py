@@ -229,15 +229,20 @@ def test_segmented_ne_reads_a_named_column_and_casts_float_keys():
     """`grouping_keys="country"` names the column; `cast_keys_to_int` reads float ids as int64 (TorchRec's
     cast), else float ids are refused; the values equal those of integer ids."""
     arguments = {"num_groups": 2, "grouping_keys": "country", "cast_keys_to_int": True}
-    config = {"rec_tasks": TASKS[:1], "rec_metrics": {"segmented_ne": {"rec_task_indices": [0], "arguments": arguments}}}
+    config = {
+        "rec_tasks": TASKS[:1],
+        "rec_metrics": {"segmented_ne": {"rec_task_indices": [0], "arguments": arguments}},
+    }
     step = {"click_pred": torch.tensor([0.2, 0.7, 0.4, 0.9]), "click_label": torch.tensor([0, 1, 1, 0])}
     cast = tmx.RecMetricModule.from_torchrec_config(config)
     cast.update(step | {"country": torch.tensor([0.0, 1.0, 0.0, 1.0])})
     exact = tmx.RecMetricModule.from_torchrec_config(config)
     exact.update(step | {"country": torch.tensor([0, 1, 0, 1])})
-    assert cast.compute().keys() == exact.compute().keys() == {
-        f"segmented_ne-click|{part}_segmented_ne_{g}" for part in ("lifetime", "window") for g in (0, 1)
-    }
+    assert (
+        cast.compute().keys()
+        == exact.compute().keys()
+        == {f"segmented_ne-click|{part}_segmented_ne_{g}" for part in ("lifetime", "window") for g in (0, 1)}
+    )
     for key, value in exact.compute().items():
         torch.testing.assert_close(cast.compute()[key], value)
     arguments["cast_keys_to_int"] = False

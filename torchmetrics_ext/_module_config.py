@@ -202,10 +202,10 @@ def _with_from_logits(
         ({'num_bins': 10, 'from_logits': True}, {})
     """
     try:
-        entry = lookup(registry_name)[0]
+        found = lookup(registry_name)[0]
     except (TypeError, ValueError):
         return dict(options)
-    cls = entry.wraps or entry.cls  # "segmented_ne": the options other than num_segments are its NE's
+    cls = found.wraps or found.cls  # "segmented_ne": the options other than num_segments are its NE's
     keywords = _logit_keywords(cls, from_logits)
     if not keywords:
         return dict(options)  # ranking metrics rank the scores as given; counters do not read them

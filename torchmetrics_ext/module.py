@@ -134,7 +134,9 @@ class RecTaskInfo:
             holds (a ``"weight"`` column of another task is not read, and nothing is warned); no
             tensor of ones is made for it unless another task of the module has weights.
         group_id_name: key of the ``(N,)`` integer group ids (user, request...) that grouped
-            metrics (``GroupedAUC``) need; every task of a module must name the same column.
+            metrics (``GroupedAUC``) need, and the segment ids (country, surface...) of
+            ``Segmented`` metrics (TorchRec's ``grouping_keys``); every task of a module must name
+            the same column.
         session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need.
 
     Examples:
@@ -284,7 +286,8 @@ class RecMetricModule(CheckpointLoading):
 
     * ``f"{prefix}{metric}/{task}"`` lifetime values, ``f"{prefix}{metric}/{task}/window"``
       window values; a dict-valued metric (``RankingMetrics``, ``HindsightTargetPR``) gives
-      ``f"{metric}.{entry}"``. Every value is one number per task.
+      ``f"{metric}.{entry}"``, and a ``Segmented`` metric ``f"{metric}.{g}"`` for each segment id ``g``
+      (its ids read from the tasks' ``group_id_name`` column). Every value is one number per task.
     * ``f"{prefix}throughput/{name}"`` for ``lifetime_throughput``, ``window_throughput``,
       ``total_examples``; ``f"{prefix}{state}"`` (or ``f"{prefix}{state}/{entry}"``) for state metrics.
     * ``key_style="torchrec"``: ``f"{prefix}{namespace}-{task}|lifetime_{name}"`` and
@@ -292,7 +295,8 @@ class RecMetricModule(CheckpointLoading):
       TorchRec's value (``ne-click|lifetime_ne``; ``ne-click|lifetime_logloss`` for
       ``LogLoss(unit="bits")``: :func:`~torchmetrics_ext.registry.torchrec_names`), the metric's
       own name otherwise (``recall@10-click|lifetime_recall@10``: TorchRec has no per-query
-      recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
+      recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``; a
+      ``Segmented`` metric's segment ``g`` adds ``_{g}`` (``segmented_ne-click|lifetime_segmented_ne_0``).
     * Order, the same for every metric and both key styles: the metrics as given, a dict-valued
       metric's entries, the tasks in order, then each task's lifetime value before its window
       value (``ne/click``, ``ne/click/window``, ``ne/buy``, ...); then the throughput and state metrics.
@@ -317,9 +321,11 @@ class RecMetricModule(CheckpointLoading):
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
             feed: not one of the package's metrics, one whose
             ``update`` takes other inputs than each task's ``(preds, target, weights)`` columns
-            (``TensorWeightedAverage``, ``NumMissingLabels``, ``Segmented``, ``MultiLabelPrecision``,
-            ``MulticlassRecallAtK``, ``TowerQPS``...: ``input_domains`` is ``None``), or one
-            whose value per task is not a number (``Reliability``'s curves: ``value_ndim``).
+            (``TensorWeightedAverage``, ``NumMissingLabels``, ``MultiLabelPrecision``,
+            ``MulticlassRecallAtK``, ``TowerQPS``...: ``input_domains`` is ``None``; a ``Segmented`` of
+            such a metric), or one whose value per task is not a number (``Reliability``'s curves:
+            ``value_ndim``). A ``Segmented`` of a metric that takes the columns is fed, its segment
+            ids read from the tasks' ``group_id_name`` column (a ``ValueError`` above when a task names none).
 
     Note:
         **Compute groups** are formed explicitly: metrics whose
@@ -713,8 +719,9 @@ class RecMetricModule(CheckpointLoading):
             rank keeps ``ceil(window_size / world_size)`` samples. The keys each TorchRec metric
             reports are reported for the tasks its ``RecMetricDef`` names, and nothing else
             (TorchRec's AUC, grouped AUC and RAUC are window-only: their lifetime samples are not
-            kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column. ``reset()`` leaves
-            the throughput running, as TorchRec's does. The throughput counts the rows each step
+            kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column, and so does
+            ``segmented_ne`` (or the column its ``grouping_keys`` argument names) as segment ids.
+            ``reset()`` leaves the throughput running, as TorchRec's does. The throughput counts the rows each step
             holds (summed over ranks), where TorchRec adds its configured ``batch_size *
             world_size`` every step: the two differ on a partial or variable-size batch.
 
@@ -925,10 +932,12 @@ class RecMetricModule(CheckpointLoading):
 
         Raises:
             KeyError: a column a task needs is missing (the message names the task and the key).
-            TypeError: a column is not a tensor, or predictions are not floating point.
+            TypeError: a column is not a tensor, predictions are not floating point, or group or
+                segment ids are not integers.
             ValueError: shapes or devices disagree, or values are outside the metrics' domains
-                (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights);
-                the message names the task and the key. Under DDP, a ``window_size`` smaller than
+                (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights, segment
+                ids of ``Segmented`` metrics outside ``[0, num_segments)``); the message names the
+                task and the key. Under DDP, a ``window_size`` smaller than
                 the world size, on every rank at every step (an empty one too; and at ``compute``).
                 Nothing is updated when a step is rejected. When every metric was built with
                 ``validate_args=False`` the values are not checked (nor read back from the device):
@@ -1018,7 +1027,7 @@ class RecMetricModule(CheckpointLoading):
                 raise self._named_value_error(batch, error) from None
             if ids is not None:
                 fewest = min(self._segments, key=self._segments.__getitem__)
-                bounds = along.bounds[0] if along is not None and along.bounds else None
+                bounds = (along.bounds[0][0], along.bounds[0][1]) if along is not None and along.bounds else None
                 check_segment_ids(ids, bounds, self._segments[fewest], self.tasks[0], fewest)
             unit_weights = all_unit_weights(weight_bounds)
             # the narrow stacks are read by the check only: released now, the step's later temporaries

@@ -179,7 +179,7 @@ class MetricEntry:
                     f"{{'{self.name}': {{'num_segments': 4}}}}); the ids come from the tasks' group_id_name column."
                 )
             num_segments = options.pop("num_segments")
-            return self.cls(self.wraps(num_tasks=num_tasks, **options), num_segments)
+            return Segmented(self.wraps(num_tasks=num_tasks, **options), num_segments)  # type: ignore[arg-type]
         if self.cutoff != "none":
             return self.cls(k=k, **options)
         if not getattr(self.cls, "has_task_dim", True):

@@ -21,6 +21,7 @@ from torchmetrics_ext.metrics import counters as _counters
 from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import regression as _regression
+from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.utilities.checks import as_int, int_given
 from torchmetrics_ext.wrappers.segmented import Segmented
@@ -92,18 +93,21 @@ def _num_groups(arguments: Mapping[str, Any]) -> int:
     groups = as_int(value)
     if groups is None or groups < 1:
         raise ValueError(
-            f"TorchRec metric 'segmented_ne': expected `num_groups` to be a positive integer, got {int_given(value, 1)}."
+            "TorchRec metric 'segmented_ne': expected `num_groups` to be a positive integer, "
+            f"got {int_given(value, 1)}."
         )
     return groups
 
 
-def _segmented(cls: Callable[..., Metric], **options: Any) -> Callable[[int, Mapping[str, Any]], Metric]:
+def _segmented(cls: Callable[..., TaskMetric], **options: Any) -> Callable[[int, Mapping[str, Any]], Metric]:
     """A builder of ``Segmented(cls(num_tasks, **options), num_groups)`` (TorchRec's segmented_ne values)."""
     return lambda num_tasks, arguments: Segmented(cls(num_tasks, **options), _num_groups(arguments))
 
 
 def _segment_column(arguments: Mapping[str, Any]) -> str:
-    """The column of segmented_ne's segment ids: its ``grouping_keys`` argument (TorchRec's default ``"grouping_keys"``).
+    """The column of segmented_ne's segment ids: its ``grouping_keys`` argument.
+
+    TorchRec's default, ``"grouping_keys"``, is the column its grouped AUC reads too.
 
     Raises:
         ValueError: ``grouping_keys`` given as TorchRec's list of keys (several segmentations in one

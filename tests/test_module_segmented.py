@@ -353,10 +353,11 @@ def _shard(steps, rank: int) -> list:
 
 
 def _ddp_values(rank: int, world_size: int) -> dict:
-    module = build()
+    module, windowed = build(), build(window_size=10_000)  # a window holding every rank's samples
     for step in _shard(make_steps([30, 20, 25, 40], seed=8), rank):
         module.update(step)
-    return {"synced": computed(module), "local": computed(module, sync=False)}
+        windowed.update(step)
+    return {"synced": computed(module), "local": computed(module, sync=False), "windowed": computed(windowed)}
 
 
 def _ddp_collectives(rank: int, world_size: int, num_metrics: int) -> int:
@@ -394,6 +395,8 @@ def test_ddp_equals_one_process_over_the_concatenated_data(ddp_pool):
     for rank, result in enumerate(results):
         check_values(result["synced"], reference(steps))
         check_values(result["local"], reference(_shard(steps, rank)))
+        check_values(result["windowed"], reference(steps))
+        check_values(result["windowed"], reference(steps), "/window")
 
 
 @pytest.mark.ddp

@@ -434,3 +434,23 @@ def test_the_device_path_reads_the_ids_with_the_step_or_not_at_all(validated):
                 module.update(bad)
     expected = {k: v for k, v in reference(steps).items() if k[0] in ("ne", "ctr")}
     check_values(computed(module), expected)
+
+
+def test_a_module_pickled_before_segmented_metrics_were_fed_unpickles_and_updates():
+    """A module pickled by the version before (no `_segments`, a step plan of bool id flags) reads none, finds
+    its step plan again and keeps its values."""
+    module = tmx.RecMetricModule(
+        TASKS, {"ctr": "ctr", "gauc": "gauc"}, throughput=False, window_size=50
+    )  # groups read, no segments
+    steps = make_steps([20, 20], seed=12)
+    module.update(steps[0])
+    state = module.__getstate__()
+    del state["_segments"], state["_cast_segment_ids"]
+    plan = state["_step_plan"]
+    state["_step_plan"] = plan._replace(updated=[(u, bool(ids), fed) for u, ids, fed in plan.updated])
+    old = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
+    old.__setstate__(copy.deepcopy(state))
+    assert old._segments == {} and old._cast_segment_ids is False
+    for each in (module, old):
+        each.update(steps[1])
+    torch.testing.assert_close(computed(old), computed(module), equal_nan=True)

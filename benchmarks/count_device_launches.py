@@ -95,6 +95,7 @@ def module_step(n: int, seed: int, device: str = "cpu") -> dict[str, torch.Tenso
     for task in ("click", "like"):
         out[f"{task}_pred"] = torch.rand(n, generator=g).to(device)
         out[f"{task}_label"] = (torch.rand(n, generator=g) < 0.1).float().to(device)
+    out["country"] = torch.randint(0, 4, (n,), generator=g).to(device)  # segment ids (Segmented metrics)
     return out
 
 
@@ -124,6 +125,19 @@ CASES: dict[str, Case] = {
                 "calibration": {"metric": "calibration", "validate_args": va},
                 "ctr": {"metric": "ctr", "validate_args": va},
                 "auc": {"metric": "auc", "num_bins": 10_000, "validate_args": va},
+            },
+        ),
+        "module",
+    ),
+    "module: NE, segmented NE": (
+        lambda m, va, t: m.RecMetricModule(
+            tasks=[
+                m.RecTaskInfo(x, label_name=f"{x}_label", prediction_name=f"{x}_pred", group_id_name="country")
+                for x in ("click", "like")
+            ],
+            metrics={
+                "ne": {"metric": "ne", "validate_args": va},
+                "segmented_ne": {"metric": "segmented_ne", "num_segments": 4, "validate_args": va},
             },
         ),
         "module",

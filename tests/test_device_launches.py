@@ -60,6 +60,10 @@ BUDGETS = {
     # 2 tasks: the columns stacked once, validated once, NE, calibration, CTR and binned AUC
     ("module: NE, calibration, CTR, binned AUC", 2, True): (22, 1),
     ("module: NE, calibration, CTR, binned AUC", 2, False): (19, 0),
+    # NE and segmented NE: the segment ids' bounds come back in the step's one read (none unvalidated); the
+    # per-sample terms of NE's four sums, one scatter_add_ each
+    ("module: NE, segmented NE", 2, True): (32, 1),
+    ("module: NE, segmented NE", 2, False): (28, 0),
 }
 
 

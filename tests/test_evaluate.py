@@ -277,7 +277,8 @@ def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logit
     others (xauc, regression_auc) give each segment the value of an evaluation of its rows alone
     (whose values the other tests check against references), logits or not, and the warning lines
     count the segments whose evaluation alone warns."""
-    names = [name.replace("@k", "@3") for name in metric_names()]
+    # segmented_ne is the module's NE per segment id: evaluate segments every metric with `by` (refused, below)
+    names = [name.replace("@k", "@3") for name in metric_names() if name != "segmented_ne"]
     rng = np.random.default_rng(1)
     n = 240
     scores = rng.uniform(-4, 4, (2, n)) if from_logits else rng.uniform(size=(2, n))
@@ -4164,6 +4165,13 @@ def test_config_file_matches_the_python_api_the_flags_and_numpy(tmp_path, capsys
     for key, record in _records(tmp_path / "flags.json").items():
         assert record["auc"] == pytest.approx(got[key]["auc"], rel=1e-12)
         assert record["ctr"] == pytest.approx(got[key]["ctr"], rel=1e-12)
+
+
+@pytest.mark.parametrize("metrics", [["segmented_ne"], {"seg": {"metric": "segmented_ne", "num_segments": 3}}])
+def test_segmented_ne_is_refused_pointing_at_by(metrics):
+    table = pa.table({"p": np.array([0.2, 0.7]), "y": np.array([0.0, 1.0]), "g": np.array([0, 1])})
+    with pytest.raises(ValueError, match=r"evaluate computes every metric per segment itself: ask for 'ne' with by="):
+        evaluate(table, ["a=p:y"], metrics)
 
 
 def test_config_and_python_metrics_take_a_registry_name_as_a_value(tmp_path, capsys):

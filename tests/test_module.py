@@ -655,7 +655,8 @@ def test_metrics_that_do_not_read_predictions_ignore_them(name):
 
     Unchecked, as the module feeds them (it checks a step once for every metric; CTR alone checks
     probabilities, as Calibration, whose compute group it shares in a MetricCollection)."""
-    metric = build_metric(name, num_tasks=1, validate_args=False)
+    options = {"num_segments": 2} if name == "segmented_ne" else {}  # NE per segment: it reads them
+    metric = build_metric(name, num_tasks=1, validate_args=False, **options)
     if metric.reads_predictions or not metric.has_task_dim:
         return
     gen = torch.Generator().manual_seed(8)
@@ -1285,7 +1286,12 @@ CONSTRUCTOR_ERRORS = [
         TypeError,
         r"'rel' \(Reliability\) reports a 1-D value per task .*one number per key",
     ),
-    (dict(metrics={"seg": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks), 3)}), TypeError, "cannot be fed"),
+    # Segmented: fed the group id column as segment ids, when its wrapped metric takes the columns
+    (
+        dict(metrics={"seg": lambda num_tasks: tmx.Segmented(tmx.TensorWeightedAverage(num_tasks), 3)}),
+        TypeError,
+        r"'seg' \(Segmented\(TensorWeightedAverage\)\) cannot be fed",
+    ),
     # update(values, weights): not the columns the module passes (every update crashed after others took it)
     (dict(metrics={"twa": tmx.TensorWeightedAverage}), TypeError, r"TensorWeightedAverage.update\(values"),
     # NaN labels are its input; the module rejects them: it could only ever count 0
@@ -3229,8 +3235,10 @@ def test_every_metric_the_module_takes_reports_one_number_per_key():
             values = module.compute()
         assert values and all(v.ndim == 0 for v in values.values()), (name, values)
         accepted.append(name)
-    refused = {"Reliability", "TensorWeightedAverage", "NumMissingLabels", "Segmented(CTR)", "TowerQPS"}
-    assert not refused & set(accepted) and {"HindsightTargetPR", "RankingMetrics", "NDCG", "AUC"} <= set(accepted)
+    refused = {"Reliability", "TensorWeightedAverage", "NumMissingLabels", "TowerQPS"}
+    # Segmented(CTR): one key per segment, its ids read from the group id column
+    assert not refused & set(accepted)
+    assert {"HindsightTargetPR", "RankingMetrics", "NDCG", "AUC", "Segmented(CTR)"} <= set(accepted)
 
 
 @pytest.mark.parametrize(

@@ -160,7 +160,7 @@ def _registry_name(draw) -> str:
 
 @st.composite
 def _metric_spec(draw):
-    kind = draw(st.sampled_from(["name", "name", "options", "binned", "ranking", "hindsight"]))
+    kind = draw(st.sampled_from(["name", "name", "options", "binned", "ranking", "hindsight", "segmented"]))
     if kind == "name":
         name = _registry_name(draw)
         return name, name
@@ -174,6 +174,10 @@ def _metric_spec(draw):
         }
     if kind == "hindsight":
         return draw(st.sampled_from(CUSTOM_NAMES)), tmx.HindsightTargetPR
+    if kind == "segmented":  # one key per segment id of the group column `g` (ids in [0, 5))
+        if draw(st.booleans()):
+            return draw(st.sampled_from(CUSTOM_NAMES)), {"metric": "segmented_ne", "num_segments": 5}
+        return draw(st.sampled_from(CUSTOM_NAMES)), lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks), 5)
     ks = draw(st.lists(st.one_of(st.none(), st.integers(1, 12)), min_size=1, max_size=4, unique=True))
     ranked = draw(
         st.lists(
@@ -308,6 +312,8 @@ def torchrec_configs(draw) -> dict:
         definition: dict = {"rec_task_indices": indices, "window_size": window}
         if metric in SWITCHES:
             definition["arguments"] = {SWITCHES[metric]: draw(st.booleans())}
+        if metric == "segmented_ne":  # ids of `grouping_keys` in [0, 5)
+            definition["arguments"] = {"num_groups": 5, "include_logloss": draw(st.booleans())}
         rec_metrics[metric] = definition
     config = {"rec_tasks": tasks, "rec_metrics": rec_metrics}
     if draw(st.booleans()):

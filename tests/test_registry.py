@@ -215,7 +215,7 @@ def test_a_misspelt_option_names_the_metric_and_what_it_takes():
 @pytest.mark.parametrize("cls", sorted({lookup(n.replace("@k", "@3"))[0].cls for n in metric_names()}, key=str))
 def test_every_option_an_unexpected_keyword_error_lists_is_documented(cls):
     """The options listed are the class's documented arguments (never a private or internal base parameter)."""
-    kwargs = {"k": 3} if "k" in inspect.signature(cls).parameters else {}
+    kwargs = _REQUIRED_ARGS.get(cls, {"k": 3} if "k" in inspect.signature(cls).parameters else {})
     with pytest.raises(ValueError, match="Unexpected keyword arguments: `not_an_option`") as info:
         cls(**kwargs, not_an_option=1)
     listed = str(info.value).split(" takes ", 1)[1].split(", and TorchMetrics'")[0].split(", ")
@@ -515,6 +515,10 @@ OWN_KEYS = (
 # registry names defined differently from TorchRec's metric of that key, with no option to match it: refused under
 # their own name (TorchRec's key), keyed by any other name the user gives them
 REFUSED_NO_OPTION = ("xauc",)
+# registry names whose TorchRec keys and values are compared with TorchRec elsewhere: segmented_ne needs segment ids
+# in [0, num_segments), which the session ids here are not (tests/test_torchrec_config.py runs TorchRec's own
+# segmented_ne on a config of its own; test_segmented_ne_reports_torchrecs_keys_per_segment below checks the keys)
+COMPARED_ELSEWHERE = ("segmented_ne",)
 # registry names whose own name is TorchRec's key of the metric they compute differently by default: refused,
 # naming the options that compute TorchRec's value
 REFUSED = {
@@ -637,9 +641,16 @@ def torchrec_style(metrics: Any, window_size: int | None = None) -> dict[str, to
 def test_every_registry_name_is_checked_against_torchrec():
     """A new registry name must say here whether it computes TorchRec's value under TorchRec's key."""
     checked = {options.get("metric", key) for key, options in TORCHREC_OPTIONS.items()} | set(OWN_KEYS) | set(REFUSED)
-    checked |= set(REFUSED_NO_OPTION)
+    checked |= set(REFUSED_NO_OPTION) | set(COMPARED_ELSEWHERE)
     names = {name.replace("@k", "@3") for name in metric_names()}
     assert names <= checked, sorted(names - checked)
+
+
+def test_segmented_ne_reports_torchrecs_keys_per_segment():
+    """TorchRec's segmented_ne key per segment id g: ``segmented_ne-{task}|lifetime_segmented_ne_{g}``."""
+    num_segments = 1 + max(int(step["session"].max()) for step in torchrec_steps())
+    values = torchrec_style({"segmented_ne": {"num_segments": num_segments}})
+    assert list(values) == [f"segmented_ne-t|lifetime_segmented_ne_{g}" for g in range(num_segments)]
 
 
 def test_torchrec_keys_of_registry_names_hold_torchrecs_values():

@@ -64,6 +64,31 @@ MULTI_CONFIG: dict[str, Any] = {
     "compute_interval_steps": 3,
 }
 
+# segmented_ne: NE and log loss per segment id of the `grouping_keys` column, two tasks
+SEGMENTS = 4
+SEGMENTED_CONFIG: dict[str, Any] = {
+    "rec_tasks": TASKS[:2],
+    "rec_metrics": {
+        "segmented_ne": {
+            "rec_task_indices": [0, 1],
+            "window_size": WINDOW,
+            "arguments": {"num_groups": SEGMENTS, "include_logloss": True},
+        },
+        "ne": {"rec_task_indices": [0], "window_size": WINDOW},
+    },
+}
+# as TorchRec 1.9.2 printed them (tests/helpers/torchrec_side.py), segment by segment
+EXPECTED_SEGMENTED_KEYS = sorted(
+    [
+        f"segmented_ne-{task}|{part}_{name}_{g}"
+        for task in ("click", "buy")
+        for part in ("lifetime", "window")
+        for name in ("segmented_ne", "logloss")
+        for g in range(SEGMENTS)
+    ]
+    + ["ne-click|lifetime_ne", "ne-click|window_ne"]
+)
+
 EXPECTED_DEFAULT_KEYS = [
     "ne-DefaultTask|lifetime_ne",
     "ne-DefaultTask|window_ne",
@@ -165,9 +190,16 @@ def make_steps(config: dict[str, Any], num_steps: int | None = None, batch: int 
             out[task["label_name"]] = (torch.rand(batch, generator=g) < out[task["prediction_name"]]).float()
             w = torch.rand(batch, generator=g) * 2
             out[task["weight_name"]] = torch.where(torch.rand(batch, generator=g) < 0.1, 0.0, w)
-        out["grouping_keys"] = torch.randint(0, 40, (batch,), generator=g)  # some groups hold a single class
+        # some groups hold a single class; segmented_ne's ids lie in [0, num_groups)
+        out["grouping_keys"] = torch.randint(0, _id_range(config), (batch,), generator=g)
         steps.append(out)
     return steps
+
+
+def _id_range(config: dict[str, Any]) -> int:
+    """The group ids' range: segmented_ne's ``num_groups`` where the config has it, else 40 groups."""
+    segmented = config["rec_metrics"].get("segmented_ne")
+    return 40 if segmented is None else (segmented.get("arguments") or {}).get("num_groups", 1)
 
 
 def run(module: tmx.RecMetricModule, steps: list) -> dict[str, torch.Tensor]:
@@ -181,6 +213,62 @@ def run(module: tmx.RecMetricModule, steps: list) -> dict[str, torch.Tensor]:
 def ours(config: dict[str, Any], steps: list | None = None) -> dict[str, torch.Tensor]:
     module = tmx.RecMetricModule.from_torchrec_config(config, state_metrics_mapping={"optimizers": Optimizers()})
     return run(module, make_steps(config) if steps is None else steps)
+
+
+def test_segmented_ne_gives_torchrecs_keys_per_segment():
+    """segmented_ne (num_groups, include_logloss) reads the `grouping_keys` column as segment ids; the keys are
+    TorchRec's, ``segmented_ne-{task}|lifetime_segmented_ne_{g}`` (checked live by the test against TorchRec)."""
+    values = ours(SEGMENTED_CONFIG)
+    assert sorted(values) == EXPECTED_SEGMENTED_KEYS
+    module = tmx.RecMetricModule.from_torchrec_config(SEGMENTED_CONFIG)
+    assert {t.group_id_name for t in module.tasks} == {"grouping_keys"}
+    assert module.compute_groups == [["segmented_ne", "segmented_ne_logloss"], ["ne"]]  # one update for both
+
+
+def test_segmented_ne_reads_a_named_column_and_casts_float_keys():
+    """`grouping_keys="country"` names the column; `cast_keys_to_int` reads float ids as int64 (TorchRec's
+    cast), else float ids are refused; the values equal those of integer ids."""
+    arguments = {"num_groups": 2, "grouping_keys": "country", "cast_keys_to_int": True}
+    config = {
+        "rec_tasks": TASKS[:1],
+        "rec_metrics": {"segmented_ne": {"rec_task_indices": [0], "arguments": arguments}},
+    }
+    step = {"click_pred": torch.tensor([0.2, 0.7, 0.4, 0.9]), "click_label": torch.tensor([0, 1, 1, 0])}
+    cast = tmx.RecMetricModule.from_torchrec_config(config)
+    cast.update(step | {"country": torch.tensor([0.0, 1.0, 0.0, 1.0])})
+    exact = tmx.RecMetricModule.from_torchrec_config(config)
+    exact.update(step | {"country": torch.tensor([0, 1, 0, 1])})
+    assert (
+        cast.compute().keys()
+        == exact.compute().keys()
+        == {f"segmented_ne-click|{part}_segmented_ne_{g}" for part in ("lifetime", "window") for g in (0, 1)}
+    )
+    for key, value in exact.compute().items():
+        torch.testing.assert_close(cast.compute()[key], value)
+    arguments["cast_keys_to_int"] = False
+    strict = tmx.RecMetricModule.from_torchrec_config(config)
+    with pytest.raises(TypeError, match=r"`model_out\['country'\]`: expected integer ids"):
+        strict.update(step | {"country": torch.tensor([0.0, 1.0, 0.0, 1.0])})
+
+
+@pytest.mark.parametrize(
+    ("rec_metrics", "match"),
+    [
+        ({"segmented_ne": {"rec_task_indices": [0], "arguments": {"grouping_keys": ["a", "b"]}}}, "only one grouping"),
+        ({"segmented_ne": {"rec_task_indices": [0], "arguments": {"num_groups": 0}}}, "`num_groups` to be a positive"),
+        (
+            {
+                "segmented_ne": {"rec_task_indices": [0], "arguments": {"grouping_keys": "country"}},
+                "auc": {"rec_task_indices": [0], "arguments": {"grouped_auc": True}},
+            },
+            "one id column for every metric",
+        ),
+    ],
+    ids=["list-of-keys", "num-groups", "two-columns"],
+)
+def test_segmented_ne_arguments_beyond_one_column_are_refused_saying_so(rec_metrics, match):
+    with pytest.raises(ValueError, match=match):
+        tmx.RecMetricModule.from_torchrec_config({"rec_tasks": TASKS[:1], "rec_metrics": rec_metrics})
 
 
 def test_the_default_config_gives_torchrecs_keys():
@@ -545,8 +633,9 @@ def test_every_supported_metric_builds_and_reports_its_keys():
         switches = {v.when: True for v in spec.values if v.when}
         config = {"rec_tasks": TASKS[:1], "rec_metrics": {name: {"rec_task_indices": [0], "arguments": switches}}}
         values = ours(config)
+        segment = "_0" if spec.segmented else ""  # segmented_ne: one key per segment id (num_groups=1)
         expected = {
-            (f"{name}-click|{v.name}" if part == "bare" else f"{name}-click|{part}_{v.name}")
+            (f"{name}-click|{v.name}" if part == "bare" else f"{name}-click|{part}_{v.name}{segment}")
             for v in spec.values
             for part in v.parts
         }
@@ -575,8 +664,8 @@ def test_torchrecs_auprc_is_a_binned_lifetime_and_an_exact_window():
     ("change", "match"),
     [
         (
-            {"rec_metrics": {"segmented_ne": {"rec_task_indices": [0]}}},
-            r"'segmented_ne' is not supported.*supported: .*auc",
+            {"rec_metrics": {"multiclass_recall": {"rec_task_indices": [0]}}},
+            r"'multiclass_recall' is not supported.*supported: .*auc",
         ),
         (
             {"rec_metrics": {"ne": {"rec_task_indices": [0], "arguments": {"eta": 1}}}},
@@ -732,7 +821,9 @@ def test_arguments_that_are_no_dict_are_refused_naming_them(arguments, shown):
 NOT_COMPARED = ("lifetime_throughput", "window_throughput", "attempt_throughput")
 
 
-@pytest.mark.parametrize("config", [DEFAULT_CONFIG, MULTI_CONFIG], ids=["default", "multi"])
+@pytest.mark.parametrize(
+    "config", [DEFAULT_CONFIG, MULTI_CONFIG, SEGMENTED_CONFIG], ids=["default", "multi", "segmented"]
+)
 def test_torchrec_itself_reports_the_same_keys_and_values(config, tmp_path):
     if not TORCHREC_PYTHON.exists():
         pytest.skip(

@@ -28,6 +28,7 @@ from torchmetrics_ext.registry import (
     torchrec_requirements,
 )
 from torchmetrics_ext.utilities.checks import as_bool
+from torchmetrics_ext.wrappers.segmented import Segmented
 from torchmetrics_ext.wrappers.windowed import Windowed
 
 if TYPE_CHECKING:
@@ -201,9 +202,10 @@ def _with_from_logits(
         ({'num_bins': 10, 'from_logits': True}, {})
     """
     try:
-        cls = lookup(registry_name)[0].cls
+        found = lookup(registry_name)[0]
     except (TypeError, ValueError):
         return dict(options)
+    cls = found.wraps or found.cls  # "segmented_ne": the options other than num_segments are its NE's
     keywords = _logit_keywords(cls, from_logits)
     if not keywords:
         return dict(options)  # ranking metrics rank the scores as given; counters do not read them
@@ -353,6 +355,9 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
     if not isinstance(metric, TaskMetric):
         raise _not_ours(name, type(metric))
     cls = type(metric).__name__
+    if isinstance(metric, Segmented):
+        _check_segmented(name, metric)
+        return metric
     if not _takes_columns(metric):
         raise TypeError(
             f"Metric {name!r} ({cls}) cannot be fed by RecMetricModule, which passes every metric each task's "
@@ -367,6 +372,27 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
             "log_dict). Use it as a standalone metric."
         )
     return metric
+
+
+def _check_segmented(name: str, metric: Segmented) -> None:
+    """A ``Segmented`` the module feeds: its wrapped metric takes each task's columns and gives one number per task.
+
+    The module passes it the columns its wrapped metric would get and the segment ids of the tasks'
+    ``group_id_name`` column (see ``docs/module.md``, "Per segment").
+
+    Raises:
+        TypeError: the wrapped metric takes other inputs (``TensorWeightedAverage``'s values) or
+            gives more than one number per task and segment.
+    """
+    inner = metric.metric
+    cls = type(inner).__name__
+    if not _takes_columns(inner) or inner.value_ndim or inner._value_entries() is not None:
+        raise TypeError(
+            f"Metric {name!r} (Segmented({cls})) cannot be fed by RecMetricModule: the module passes each task's "
+            f"prediction, label and weight columns and the segment ids of RecTaskInfo.group_id_name, and "
+            f"{cls}.update{inspect.signature(inner.update)} takes other inputs (see its docstring). Use it as a "
+            "standalone metric."
+        )
 
 
 def _foreign_metric_class(spec: Any) -> type | None:
@@ -468,6 +494,7 @@ def _takes_columns(metric: TaskMetric) -> bool:
 
 
 def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], ranking: list[str]) -> None:
+    """Every task names the id columns its metrics read: ``grouped`` (GroupedAUC, Segmented) one column for all."""
     for names, field in ((grouped, "group_id_name"), (ranking, "session_id_name")):
         for task in tasks if names else ():
             if getattr(task, field) is None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from torchmetrics_ext._module_config import _entry_name_ok
 from torchmetrics_ext._module_loading import AFRESH_ON_LOAD
+from torchmetrics_ext._module_segments import segment_entries
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 
@@ -30,7 +31,8 @@ class ModuleKeys:
     The keys are written by the module's own key functions (both key styles), for each metric and
     each task and part (lifetime, window) it reports, as ``compute()`` emits them; a dict-valued
     metric (``RankingMetrics``, ``HindsightTargetPR``) for each entry its settings name
-    (``"{metric}.ndcg@10/{task}"``); the throughput's entries; each state metric's key. A state
+    (``"{metric}.ndcg@10/{task}"``), a ``Segmented`` one for each segment id (``"{metric}.0/{task}"``);
+    the throughput's entries; each state metric's key. A state
     metric names its entries only in the value its callable returns, so a key of the form
     ``"{state}/{entry}"`` is taken for any entry name the module accepts (non-empty printable text
     without ``/``, ``|`` or ``.``).
@@ -97,6 +99,9 @@ def _value_entries(module: RecMetricModule, name: str) -> tuple[str | None, ...]
     A metric class of the user's own that does not name its entries (``_value_entries``) may return
     a dict whose entries only its value shows: any valid entry name is taken for it (``_ENTRY``).
     """
+    segments = module.__dict__.get("_segments", {})
+    if name in segments:  # a Segmented metric: one entry per segment id
+        return segment_entries(segments[name])
     unit = module._copies(name)[0] if name in module.ranking else module._unit(name)
     metric = module._parts(unit)["lifetime"]
     entries = metric._value_entries()

@@ -13,7 +13,7 @@ import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple, cast
@@ -36,6 +36,7 @@ from torchmetrics_ext._module_config import (
     _torchrec_names,
 )
 from torchmetrics_ext._module_loading import CheckpointLoading
+from torchmetrics_ext._module_segments import check_segment_ids, per_segment, segment_counts, segment_ids
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics._checkpoints import (
     copied_with_source,
@@ -67,6 +68,7 @@ from torchmetrics_ext.utilities.checks import (
     check_state_dtype,
     checked_bounds,
     format_pointwise,
+    read_along,
 )
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.distributed import (
@@ -132,7 +134,9 @@ class RecTaskInfo:
             holds (a ``"weight"`` column of another task is not read, and nothing is warned); no
             tensor of ones is made for it unless another task of the module has weights.
         group_id_name: key of the ``(N,)`` integer group ids (user, request...) that grouped
-            metrics (``GroupedAUC``) need; every task of a module must name the same column.
+            metrics (``GroupedAUC``) need, and the segment ids (country, surface...) of
+            ``Segmented`` metrics (TorchRec's ``grouping_keys``); every task of a module must name
+            the same column.
         session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need.
 
     Examples:
@@ -212,9 +216,10 @@ class _Batch:
 class _StepPlan(NamedTuple):
     """What a step of :class:`RecMetricModule` updates, found once (see ``RecMetricModule._plan``)."""
 
-    updated: list[tuple[Metric, bool, bool]]  # (unit, takes groups, fed probabilities): leaders, then copies
+    # (unit, id keyword: "groups", "segments" or "", fed probabilities): leaders, then copies
+    updated: list[tuple[Metric, str, bool]]
     window_only: list[Metric]  # units whose lifetime samples are dropped after each step
-    passes: list[tuple[bool, list[tuple[Metric, bool, bool]]]]  # (fed probabilities, [(leader, grouped, unwrapped)])
+    passes: list[tuple[bool, list[tuple[Metric, str, bool]]]]  # (fed probabilities, [(leader, id keyword, unwrapped)])
     windowed: list[Windowed]  # the updated units that are ``Windowed``
     # per updated unit, the metric whose input trust the step sets (a ``Windowed``'s scratch metric, else the
     # unit); empty in a plan pickled before it was kept (found again on load)
@@ -281,7 +286,8 @@ class RecMetricModule(CheckpointLoading):
 
     * ``f"{prefix}{metric}/{task}"`` lifetime values, ``f"{prefix}{metric}/{task}/window"``
       window values; a dict-valued metric (``RankingMetrics``, ``HindsightTargetPR``) gives
-      ``f"{metric}.{entry}"``. Every value is one number per task.
+      ``f"{metric}.{entry}"``, and a ``Segmented`` metric ``f"{metric}.{g}"`` for each segment id ``g``
+      (its ids read from the tasks' ``group_id_name`` column). Every value is one number per task.
     * ``f"{prefix}throughput/{name}"`` for ``lifetime_throughput``, ``window_throughput``,
       ``total_examples``; ``f"{prefix}{state}"`` (or ``f"{prefix}{state}/{entry}"``) for state metrics.
     * ``key_style="torchrec"``: ``f"{prefix}{namespace}-{task}|lifetime_{name}"`` and
@@ -289,7 +295,8 @@ class RecMetricModule(CheckpointLoading):
       TorchRec's value (``ne-click|lifetime_ne``; ``ne-click|lifetime_logloss`` for
       ``LogLoss(unit="bits")``: :func:`~torchmetrics_ext.registry.torchrec_names`), the metric's
       own name otherwise (``recall@10-click|lifetime_recall@10``: TorchRec has no per-query
-      recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``.
+      recall), ``throughput-throughput|lifetime_throughput`` and ``{state}-{state}|{entry}``; a
+      ``Segmented`` metric's segment ``g`` adds ``_{g}`` (``segmented_ne-click|lifetime_segmented_ne_0``).
     * Order, the same for every metric and both key styles: the metrics as given, a dict-valued
       metric's entries, the tasks in order, then each task's lifetime value before its window
       value (``ne/click``, ``ne/click/window``, ``ne/buy``, ...); then the throughput and state metrics.
@@ -314,9 +321,11 @@ class RecMetricModule(CheckpointLoading):
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
             feed: not one of the package's metrics, one whose
             ``update`` takes other inputs than each task's ``(preds, target, weights)`` columns
-            (``TensorWeightedAverage``, ``NumMissingLabels``, ``Segmented``, ``MultiLabelPrecision``,
-            ``MulticlassRecallAtK``, ``TowerQPS``...: ``input_domains`` is ``None``), or one
-            whose value per task is not a number (``Reliability``'s curves: ``value_ndim``).
+            (``TensorWeightedAverage``, ``NumMissingLabels``, ``MultiLabelPrecision``,
+            ``MulticlassRecallAtK``, ``TowerQPS``...: ``input_domains`` is ``None``; a ``Segmented`` of
+            such a metric), or one whose value per task is not a number (``Reliability``'s curves:
+            ``value_ndim``). A ``Segmented`` of a metric that takes the columns is fed, its segment
+            ids read from the tasks' ``group_id_name`` column (a ``ValueError`` above when a task names none).
 
     Note:
         **Compute groups** are formed explicitly: metrics whose
@@ -486,7 +495,11 @@ class RecMetricModule(CheckpointLoading):
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
         _check_unit_names(list(stacked), list(per_task))
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
-        _check_id_columns(self.tasks, self._needs_groups, list(per_task))
+        # Segmented metrics: their segment ids are the tasks' group_id_name column (TorchRec's grouping_keys)
+        self._segments = segment_counts(stacked)
+        _check_id_columns(self.tasks, self._needs_groups + list(self._segments), list(per_task))
+        # TorchRec's cast_keys_to_int (set by from_torchrec_config): floating segment ids read as int64
+        self._cast_segment_ids = False
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
         all_domains = stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()}
         if from_logits is not None:  # before `strictest`: the message names the module's option
@@ -706,8 +719,9 @@ class RecMetricModule(CheckpointLoading):
             rank keeps ``ceil(window_size / world_size)`` samples. The keys each TorchRec metric
             reports are reported for the tasks its ``RecMetricDef`` names, and nothing else
             (TorchRec's AUC, grouped AUC and RAUC are window-only: their lifetime samples are not
-            kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column. ``reset()`` leaves
-            the throughput running, as TorchRec's does. The throughput counts the rows each step
+            kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column, and so does
+            ``segmented_ne`` (or the column its ``grouping_keys`` argument names) as segment ids.
+            ``reset()`` leaves the throughput running, as TorchRec's does. The throughput counts the rows each step
             holds (summed over ranks), where TorchRec adds its configured ``batch_size *
             world_size`` every step: the two differ on a partial or variable-size batch.
 
@@ -754,6 +768,7 @@ class RecMetricModule(CheckpointLoading):
             _WINDOW_OPTIONS.reset(token)
             _TORCHREC_KEYS.reset(keys_token)
         module._skip_zero_weight_steps = plan.skip_zero_weight_steps
+        module._cast_segment_ids = plan.cast_segment_ids  # segmented_ne's cast_keys_to_int
         for name, (namespace, metric_name, parts, task_names) in plan.keys.items():
             module._torchrec[name] = (namespace, metric_name)  # one TorchRec key may hold two values (auprc)
             module._reported[name] = (parts, task_names)
@@ -852,7 +867,11 @@ class RecMetricModule(CheckpointLoading):
     def __setstate__(self, state: dict[str, Any]) -> None:
         """``nn.Module``'s; a copy (``copy.deepcopy``, pickle) owns its metrics' copies: no other module takes them."""
         plan = state.get("_step_plan")
-        if not isinstance(plan, _StepPlan) or len(plan.trusted) != len(plan.updated):
+        if (
+            not isinstance(plan, _StepPlan)
+            or len(plan.trusted) != len(plan.updated)
+            or any(isinstance(ids, bool) for _, ids, _ in plan.updated)  # a plan from before the id keywords
+        ):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
         state_metrics = state.get("state_metrics") or {}
         state["state_metrics"] = {
@@ -862,6 +881,8 @@ class RecMetricModule(CheckpointLoading):
         take_ownership(self._owned_metrics(), self)
         if "_zero_weight_steps_count" not in state:  # pickled before the flag: its metrics' flags say it
             self._zero_weight_steps_count = self._counts_zero_weight_steps()
+        self.__dict__.setdefault("_segments", {})  # pickled before the module fed Segmented metrics: none
+        self.__dict__.setdefault("_cast_segment_ids", False)
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
             self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -874,16 +895,19 @@ class RecMetricModule(CheckpointLoading):
         """Whether a metric of the module counts zero-weight rows (an all-zero-weight step changes its value)."""
         return any(getattr(unit, "_zero_weight_batches_count", False) for unit in self._owned_metrics())
 
-    def _updated_units(self) -> Iterator[tuple[Metric, bool, bool]]:
-        """``(unit, takes groups, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
+    def _updated_units(self) -> Iterator[tuple[Metric, str, bool]]:
+        """``(unit, id keyword, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
 
-        A group's members share its leader's kernel and ``from_logits``, so the leader's input is theirs.
+        The id keyword names how the unit takes the group id column: ``"groups"`` (grouped AUC),
+        ``"segments"`` (``Segmented``) or ``""`` (not at all). A group's members share its leader's
+        kernel and ``from_logits``, so the leader's input is theirs.
         """
         for lead in dict.fromkeys(self._leader.values()):
-            yield self._unit(lead), lead in self._needs_groups, lead in self._fed_probabilities
+            ids = "groups" if lead in self._needs_groups else "segments" if lead in self._segments else ""
+            yield self._unit(lead), ids, lead in self._fed_probabilities
         for name in self.ranking:
             for unit in self._copies(name):
-                yield unit, False, False
+                yield unit, "", False
 
     def _parts(self, unit: Metric) -> dict[str, TaskMetric]:
         """The task metrics inside a unit: ``{"lifetime": ..., "window": ...}`` or ``{"lifetime": unit}``."""
@@ -908,10 +932,12 @@ class RecMetricModule(CheckpointLoading):
 
         Raises:
             KeyError: a column a task needs is missing (the message names the task and the key).
-            TypeError: a column is not a tensor, or predictions are not floating point.
+            TypeError: a column is not a tensor, predictions are not floating point, or group or
+                segment ids are not integers.
             ValueError: shapes or devices disagree, or values are outside the metrics' domains
-                (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights);
-                the message names the task and the key. Under DDP, a ``window_size`` smaller than
+                (e.g. probabilities outside [0, 1], labels not 0/1 for AUC, negative weights, segment
+                ids of ``Segmented`` metrics outside ``[0, num_segments)``); the message names the
+                task and the key. Under DDP, a ``window_size`` smaller than
                 the world size, on every rank at every step (an empty one too; and at ``compute``).
                 Nothing is updated when a step is rejected. When every metric was built with
                 ``validate_args=False`` the values are not checked (nor read back from the device):
@@ -983,19 +1009,26 @@ class RecMetricModule(CheckpointLoading):
             # exact AUC (`float32_weights`) too: the stack's largest weight and smallest positive one are
             # the columns' extremes, so it passes float32's range exactly when every column does
             weight_stack = _small_weight_stack(batch.columns[2])
+            # Segmented metrics' ids: their bounds come back in the same read (one host sync per step)
+            ids = batch.groups if self._segments else None
             try:
-                pred_bounds, weight_bounds = _check_values_bounds(
-                    batch.checked[0],
-                    batch.checked[1],
-                    given if weight_stack is None else weight_stack,
-                    domains.preds,
-                    domains.target,
-                    domains.from_logits,
-                    batch.target_is_float,
-                    float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
-                )
+                with read_along([ids]) if ids is not None else nullcontext() as along:
+                    pred_bounds, weight_bounds = _check_values_bounds(
+                        batch.checked[0],
+                        batch.checked[1],
+                        given if weight_stack is None else weight_stack,
+                        domains.preds,
+                        domains.target,
+                        domains.from_logits,
+                        batch.target_is_float,
+                        float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
+                    )
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
+            if ids is not None:
+                fewest = min(self._segments, key=self._segments.__getitem__)
+                bounds = (along.bounds[0][0], along.bounds[0][1]) if along is not None and along.bounds else None
+                check_segment_ids(ids, bounds, self._segments[fewest], self.tasks[0], fewest)
             unit_weights = all_unit_weights(weight_bounds)
             # the narrow stacks are read by the check only: released now, the step's later temporaries
             # reuse their memory while it is still in cache (the step's working set is about the size of
@@ -1150,15 +1183,15 @@ class RecMetricModule(CheckpointLoading):
                         update = unit.update_unwrapped  # type: ignore[assignment]
                     elif type(unit) is Windowed:
                         # `Windowed.update` without its synced check, made for every windowed unit above
-                        if grouped:
-                            unit._step((p, y), {"groups": batch.groups, "weights": w}, False)
+                        if grouped:  # the id column as `groups` (grouped AUC) or `segments` (Segmented)
+                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False)
                         else:
                             unit._step((p, y, w), {}, False)
                         continue
                     else:
                         update = unit.update
                     if grouped:
-                        update(p, y, groups=batch.groups, weights=w)
+                        update(p, y, weights=w, **{grouped: batch.groups})
                     else:
                         update(p, y, w)
         if joint is not None:  # one push of the staging row into every joint unit's window and lifetime
@@ -1320,9 +1353,10 @@ class RecMetricModule(CheckpointLoading):
                     f"the columns to {home}."
                 )
         groups = None
-        if self._needs_groups:
+        if self._needs_groups or self._segments:
             task = self.tasks[0]
-            groups = _id_column(column(task, "group id", task.group_id_name), task, task.group_id_name, first)
+            ids = segment_ids(column(task, "group id", task.group_id_name), self._cast_segment_ids)
+            groups = _id_column(ids, task, task.group_id_name, first)
         sessions = None
         if self._num_copies:  # ranking metrics read the session ids
             sessions = [
@@ -1549,6 +1583,8 @@ class RecMetricModule(CheckpointLoading):
         """
         reported, tasks = self._reported.get(name, (("lifetime", "window"), None))
         bare = "bare" in reported
+        if name in self._segments:  # (S,) per task: one entry per segment, as a dict-valued metric's
+            values = [(task, per_segment(value, self._segments[name])) for task, value in values]
         if len(values) == 1 and values[0][0] is None:  # a stacked metric: one number per task and part
             value = values[0][1]
             parts = value if self.window_size is not None else {"lifetime": value}
@@ -1594,7 +1630,9 @@ class RecMetricModule(CheckpointLoading):
     def _key(self, name: str, entry: str | None, task: str, window: bool, bare: bool = False) -> str:
         if self.key_style == "torchrec":
             namespace, metric_name = self._torchrec[name]
-            if entry is not None:
+            if entry is not None and name in self._segments:  # TorchRec's segmented_ne_{g}
+                metric_name = f"{metric_name}_{entry}"
+            elif entry is not None:
                 namespace, metric_name = name, entry
             if namespace == metric_name and (namespace, metric_name) != self._torchrec_own[name]:
                 _check_not_torchrecs(name, namespace)  # a dict entry named like its metric ("precision")

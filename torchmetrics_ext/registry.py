@@ -37,6 +37,7 @@ from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import ranking as _ranking
 from torchmetrics_ext.metrics import regression as _regression
 from torchmetrics_ext.utilities.checks import as_int, int_given
+from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = [
     "TORCHREC_SELF_NAMED",
@@ -145,6 +146,9 @@ class MetricEntry:
             options an instance has applies; empty when TorchRec has no such metric.
         cutoff: ``"none"`` (no ``@k``), ``"optional"`` (``"ndcg"`` or ``"ndcg@k"``) or ``"required"``.
         defaults: keyword arguments the name implies (``{"num_bins": ...}`` for a binned alias).
+        wraps: for a :class:`~torchmetrics_ext.Segmented` entry (``"segmented_ne"``), the class it
+            splits by segment: ``build`` makes ``Segmented(wraps(num_tasks, **options), num_segments)``
+            (``num_segments`` required, every other option the wrapped metric's).
 
     Examples:
         >>> from torchmetrics_ext.registry import lookup
@@ -163,10 +167,19 @@ class MetricEntry:
     torchrec: tuple[TorchRecKey, ...]
     cutoff: str = "none"
     defaults: tuple[tuple[str, Any], ...] = ()
+    wraps: type[Metric] | None = None
 
     def build(self, num_tasks: int, k: int | None, **kwargs: Any) -> Metric:
         """An instance for ``num_tasks`` tasks (ranking metrics have no task dimension: one per task)."""
         options = dict(self.defaults) | kwargs
+        if self.wraps is not None:
+            if "num_segments" not in options:
+                raise ValueError(
+                    f"Metric {self.name!r} needs the option `num_segments` (the number of segment ids, "
+                    f"{{'{self.name}': {{'num_segments': 4}}}}); the ids come from the tasks' group_id_name column."
+                )
+            num_segments = options.pop("num_segments")
+            return Segmented(self.wraps(num_tasks=num_tasks, **options), num_segments)  # type: ignore[arg-type]
         if self.cutoff != "none":
             return self.cls(k=k, **options)
         if not getattr(self.cls, "has_task_dim", True):
@@ -234,6 +247,8 @@ _ENTRIES = (
     # TorchRec's RAUC (label ties in the denominator, weights ignored) and XAUC (pairs within each batch)
     # compute other quantities, and no option turns those differences off: no TorchRec key, so keyed by
     # their own names ("xauc", TorchRec's key itself, is refused under key_style="torchrec": rename it)
+    # TorchRec's segmented_ne: NE per segment id (its `grouping_keys` column: the tasks' group_id_name)
+    MetricEntry("segmented_ne", Segmented, _key("segmented_ne", "segmented_ne"), wraps=_pointwise.NormalizedEntropy),
     MetricEntry("regression_auc", _auc.RegressionAUC, ()),
     MetricEntry("xauc", _auc.XAUC, ()),
     # TorchRec counts a session without relevance as NDCG 0 and scores each batch's sessions apart
@@ -488,7 +503,7 @@ def registry_entry(metric: Metric) -> MetricEntry | None:
         True
     """
     for entry in _ENTRIES:
-        if type(metric) is entry.cls:
+        if type(metric) is entry.cls and (entry.wraps is None or type(getattr(metric, "metric", None)) is entry.wraps):
             return entry
     return None
 

@@ -21,8 +21,10 @@ from torchmetrics_ext.metrics import counters as _counters
 from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import regression as _regression
+from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.utilities.checks import as_int, int_given
+from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["TORCHREC_METRICS", "TorchRecPlan", "read_torchrec_config"]
 
@@ -60,6 +62,7 @@ class _TorchRecMetric:
     values: tuple[_Value, ...]
     arguments: tuple[str, ...] = ()
     grouped: bool = False  # reads TorchRec's ``grouping_keys`` column when a grouped value is on
+    segmented: bool = False  # reads its ``grouping_keys`` argument's column as segment ids (segmented_ne)
 
 
 def _plain(cls: Callable[..., Metric], **options: Any) -> Callable[[int, Mapping[str, Any]], Metric]:
@@ -82,6 +85,43 @@ def _torchrec_binned_auprc(num_tasks: int, arguments: Mapping[str, Any]) -> Metr
             f"TorchRec metric 'auprc': only min_prediction=0, max_prediction=1 are supported, got {bounds}."
         )
     return _auc.AUPRC(num_tasks, num_bins=arguments.get("num_bins", 1000), bin_space="probability")
+
+
+def _num_groups(arguments: Mapping[str, Any]) -> int:
+    """TorchRec's ``num_groups`` (default 1) as a positive int, by the settings' rule."""
+    value = arguments.get("num_groups", 1)
+    groups = as_int(value)
+    if groups is None or groups < 1:
+        raise ValueError(
+            "TorchRec metric 'segmented_ne': expected `num_groups` to be a positive integer, "
+            f"got {int_given(value, 1)}."
+        )
+    return groups
+
+
+def _segmented(cls: Callable[..., TaskMetric], **options: Any) -> Callable[[int, Mapping[str, Any]], Metric]:
+    """A builder of ``Segmented(cls(num_tasks, **options), num_groups)`` (TorchRec's segmented_ne values)."""
+    return lambda num_tasks, arguments: Segmented(cls(num_tasks, **options), _num_groups(arguments))
+
+
+def _segment_column(arguments: Mapping[str, Any]) -> str:
+    """The column of segmented_ne's segment ids: its ``grouping_keys`` argument.
+
+    TorchRec's default, ``"grouping_keys"``, is the column its grouped AUC reads too.
+
+    Raises:
+        ValueError: ``grouping_keys`` given as TorchRec's list of keys (several segmentations in one
+            metric, or per-key ``num_groups``): one column (a string) is supported.
+    """
+    column = arguments.get("grouping_keys", GROUPING_KEYS)
+    if not isinstance(column, str) or not column:
+        raise ValueError(
+            "TorchRec metric 'segmented_ne': only one grouping key column, given as a string, is supported "
+            f"(`grouping_keys='country'`), got {column!r}; TorchRec's list of keys (several segmentations, "
+            "keys suffixed '@{name}') is not: configure one segmented_ne per column in separate modules, or use "
+            "standalone tmx.Segmented metrics."
+        )
+    return column
 
 
 _NE = _Value("ne", _plain(_pointwise.NormalizedEntropy))
@@ -178,6 +218,16 @@ TORCHREC_METRICS: dict[str, _TorchRecMetric] = {
         (_Value("weighted_sum_predictions", _plain(_counters.WeightedSumPredictions)),)
     ),
     "xauc": _TorchRecMetric((_Value("xauc", _plain(_auc.XAUC)),)),
+    # per segment id (keys segmented_ne-{task}|lifetime_segmented_ne_{g}, ..._logloss_{g}): TorchRec's log loss
+    # here is the cross entropy in bits over the weights, LogLoss(unit="bits")'s
+    "segmented_ne": _TorchRecMetric(
+        (
+            _Value("segmented_ne", _segmented(_pointwise.NormalizedEntropy)),
+            _Value("logloss", _segmented(_pointwise.LogLoss, unit="bits"), when="include_logloss"),
+        ),
+        arguments=("include_logloss", "num_groups", "grouping_keys", "cast_keys_to_int"),
+        segmented=True,
+    ),
 }
 
 # Options of a MetricsConfig that choose how TorchRec runs, not what it computes: our module always
@@ -219,6 +269,7 @@ class TorchRecPlan:
         window_options: ``{our metric name: Windowed options}``: TorchRec's window rules, ``ceil``
             share per rank for every metric and ``max_updates=MAX_BUFFER_COUNT`` for the values its
             ``WindowBuffer`` windows (all but its AUC family).
+        cast_segment_ids: segmented_ne's ``cast_keys_to_int``: floating segment ids are read as int64.
         skip_zero_weight_steps: ``should_validate_update``: a step whose weights are all zero is
             skipped by every metric (validated windows skip it without the option too, unless a
             metric counts it: ``grouped_auc``'s ``GroupedAUC(average_groups="all")``).
@@ -255,6 +306,7 @@ class TorchRecPlan:
     window_size: int = _DEFAULT_WINDOW
     window_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     skip_zero_weight_steps: bool = False
+    cast_segment_ids: bool = False
     throughput: Throughput | None = None
     compute_interval_steps: int = 100
     state_metrics: dict[str, Callable[[], Any]] = field(default_factory=dict)
@@ -344,8 +396,11 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
         tasks=[t for name, t in tasks.items() if name in used], window_size=next(iter(windows.values()))
     )
     num_tasks = len(plan.tasks)
-    grouped = False
+    columns: dict[str, str] = {}  # the id column each metric reads: {TorchRec metric: column}
     for name, spec, arguments, task_names in per_metric:
+        if spec.segmented:
+            columns[name] = _segment_column(arguments)
+            plan.cast_segment_ids = bool(arguments.get("cast_keys_to_int", False))
         for value in spec.values:
             if value.when is not None and not arguments.get(value.when):
                 continue
@@ -355,9 +410,16 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
             plan.window_options[key] = {"ceil_share": True}  # TorchRec: ceil(window_size / world_size) per rank
             if value.window_buffer:
                 plan.window_options[key]["max_updates"] = MAX_BUFFER_COUNT
-            grouped |= spec.grouped and value.when is not None
-    if grouped:
-        plan.tasks = [t | {"group_id_name": GROUPING_KEYS} for t in plan.tasks]
+            if spec.grouped and value.when is not None:
+                columns[name] = GROUPING_KEYS
+    if len(set(columns.values())) > 1:
+        raise ValueError(
+            f"The module reads one id column for every metric; the config's metrics read {columns} (grouped AUC/AUPRC "
+            "read 'grouping_keys', segmented_ne its `grouping_keys` argument): give segmented_ne grouping_keys="
+            "'grouping_keys', or build the other metrics in a module of their own."
+        )
+    if columns:
+        plan.tasks = [t | {"group_id_name": next(iter(columns.values()))} for t in plan.tasks]
     _check_fused_update_limit(fields_.get("fused_update_limit", 0))
     mode = _compute_mode(fields_.get("rec_compute_mode"))
     if fields_.get("should_validate_update", False):

@@ -51,6 +51,7 @@ from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabili
 from torchmetrics_ext.registry import lookup
 from torchmetrics_ext.utilities.checks import check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
 
@@ -397,6 +398,11 @@ class _Plan:
             else:
                 entry, k = lookup(name)
                 cls = entry.cls
+            if issubclass(cls, Segmented):  # segmented_ne: the module's per-segment NE; here `by` segments
+                raise ValueError(
+                    f"Metric {key!r} ({name}) is RecMetricModule's NE per segment id; evaluate computes every "
+                    "metric per segment itself: ask for 'ne' with by=<segment column> (--by)."
+                )
             parameters = inspect.signature(cls.update).parameters
             if "groups" in parameters and self.user is None:
                 raise ValueError(f"Metric {key!r} averages over users: name the user id column (--user / user=).")

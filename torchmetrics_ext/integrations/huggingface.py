@@ -348,9 +348,10 @@ class _Pointwise(HFComputeMetrics):
         built = {}
         for name in metrics:
             entry, _ = lookup(name)
-            if _IDS & set(inspect.signature(entry.cls.update).parameters):
+            # segmented_ne (a Segmented) takes segment ids among its update's arguments
+            if _IDS & set(inspect.signature(entry.cls.update).parameters) or entry.wraps is not None:
                 raise ValueError(
-                    f"Metric {name!r} needs group or query ids, which a Trainer's EvalPrediction does not "
+                    f"Metric {name!r} needs group, query or segment ids, which a Trainer's EvalPrediction does not "
                     "carry: use ranking_compute_metrics for query-grouped metrics, or score the logged "
                     "predictions with torchmetrics-ext evaluate (--user/--session)."
                 )

@@ -12,7 +12,7 @@ hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -21,7 +21,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.functional.auc.binary import _task_offsets
-from torchmetrics_ext.metrics.base import TaskMetric
+from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric, add_later_states
 from torchmetrics_ext.utilities.checks import (
     Bounds,
@@ -252,6 +252,25 @@ class Segmented(TaskMetric):
         if isinstance(val, Sequence) and not isinstance(val, (str, bytes)):
             return self._plot([named(v) for v in val], ax)
         return self._plot(named(val), ax)
+
+    @property
+    def input_domains(self) -> InputDomains | None:
+        """The wrapped metric's: what its ``(preds, target, weights)`` must satisfy (the ids are checked apart).
+
+        A :class:`~torchmetrics_ext.RecMetricModule` feeds a Segmented metric each task's columns and the
+        segment ids of the tasks' ``group_id_name`` column, checking them with the step's one read.
+        """
+        return self.metric.input_domains
+
+    @property
+    def shared_statistics_key(self) -> Hashable | None:
+        """Two Segmented metrics whose wrapped metrics share statistics, over as many segments, hold equal states.
+
+        ``Segmented(NormalizedEntropy(), S)`` and ``Segmented(LogLoss(), S)`` add the same per-sample
+        terms at the same ``(task, segment)`` positions: a module updates them once (a compute group).
+        """
+        inner = self.metric.shared_statistics_key
+        return None if inner is None else ("Segmented", inner, self.num_segments)
 
     @property
     def _zero_weight_batches_count(self) -> bool:

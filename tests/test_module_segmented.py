@@ -1,0 +1,456 @@
+"""``RecMetricModule`` feeding ``Segmented`` metrics: segment ids from the tasks' ``group_id_name`` column.
+
+Every value is checked against pandas/NumPy formulas written here, per segment and task (NE = the
+weighted cross entropy over the entropy of the segment's weighted CTR; CTR; calibration), never
+against a value the package computed. Windows are checked against a plain-Python window over the
+same updates, DDP (2 gloo processes) against one process over the concatenated data.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext._module_keys import ModuleKeys
+
+S = 3
+TASKS = [
+    tmx.RecTaskInfo("click", "click_label", "click_pred", "w", group_id_name="country"),
+    tmx.RecTaskInfo("buy", "buy_label", "buy_pred", "buy_w", group_id_name="country"),
+]
+NAMES = [t.name for t in TASKS]
+
+
+def make_steps(sizes, seed: int = 0, zero_weight_at: int | None = None) -> list[dict[str, torch.Tensor]]:
+    """Steps of the given sizes, both classes in every segment of the data overall; one all-zero-weight step."""
+    gen = torch.Generator().manual_seed(seed)
+    steps = []
+    for i, n in enumerate(sizes):
+        out = {"country": torch.randint(0, S, (n,), generator=gen)}
+        for task in TASKS:
+            p = torch.rand(n, generator=gen).clamp(0.02, 0.98)
+            out[task.prediction_name] = p
+            out[task.label_name] = (torch.rand(n, generator=gen) < p).float()
+            w = torch.rand(n, generator=gen) * 2 + 0.1
+            out[task.weight_name] = torch.zeros(n) if i == zero_weight_at else w
+        steps.append(out)
+    return steps
+
+
+def frame(steps) -> pd.DataFrame:
+    """One row per (step row, task): the columns every reference reads."""
+    rows = []
+    for step in steps:
+        for task in TASKS:
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "task": task.name,
+                        "segment": step["country"].numpy(),
+                        "p": step[task.prediction_name].double().numpy(),
+                        "y": step[task.label_name].double().numpy(),
+                        "w": step[task.weight_name].double().numpy(),
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True)
+
+
+def reference(steps) -> dict[tuple[str, str, int], float]:
+    """``{(metric, task, segment): value}`` by pandas groupby and the formulas (natural log)."""
+    df = frame(steps)
+    df["wy"] = df.w * df.y
+    df["wp"] = df.w * df.p
+    df["ce"] = -df.w * (df.y * np.log(df.p) + (1 - df.y) * np.log(1 - df.p))
+    sums = df.groupby(["task", "segment"])[["w", "wy", "wp", "ce"]].sum()
+    out = {}
+    for (task, segment), row in sums.iterrows():
+        ctr = row.wy / row.w
+        with np.errstate(divide="ignore", invalid="ignore"):  # a single-class segment: nan, as the metric's
+            baseline = -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr))
+        out["ne", task, segment] = row.ce / row.w / baseline
+        out["ctr", task, segment] = ctr
+        out["cal", task, segment] = row.wp / row.wy
+        out["ll", task, segment] = row.ce / row.w
+    return out
+
+
+def metrics() -> dict:
+    """The forms the module takes: a factory, an object, the registry name with options, and LogLoss (shares NE's)."""
+    return {
+        "ne": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks=num_tasks), num_segments=S),
+        "ctr": tmx.Segmented(tmx.CTR(num_tasks=2), num_segments=S),
+        "cal": {"metric": "segmented_ne", "num_segments": S},  # replaced below for calibration
+        "ll": lambda num_tasks: tmx.Segmented(tmx.LogLoss(num_tasks=num_tasks), num_segments=S),
+    }
+
+
+def build(window_size: int | None = None, **options) -> tmx.RecMetricModule:
+    specs = metrics()
+    specs["cal"] = lambda num_tasks: tmx.Segmented(tmx.Calibration(num_tasks=num_tasks), S)
+    return tmx.RecMetricModule(TASKS, specs, throughput=False, window_size=window_size, **options)
+
+
+def computed(module: tmx.RecMetricModule, sync: bool = True) -> dict[str, torch.Tensor]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        return module.compute() if sync else module.local_compute()
+
+
+def check_values(values: dict[str, torch.Tensor], expected: dict, suffix: str = "") -> None:
+    for (metric, task, segment), value in expected.items():
+        key = f"{metric}.{segment}/{task}{suffix}"
+        np.testing.assert_allclose(values[key].item(), value, rtol=1e-9, err_msg=key)
+
+
+# ----------------------------------------------------------------------------- values and keys
+
+
+def test_values_per_segment_and_task_equal_groupby_formulas():
+    steps = make_steps([50, 70, 30])
+    module = build()
+    for step in steps:
+        module.update(step)
+    values = computed(module)
+    check_values(values, reference(steps))
+    # keys: one per metric, segment and task, in the order of the metrics, then segments, then tasks
+    expected_keys = [f"{m}.{g}/{t}" for m in ("ne", "ctr", "cal", "ll") for g in range(S) for t in NAMES]
+    assert list(values) == expected_keys
+
+
+def test_the_registry_name_builds_segmented_ne_and_from_config_reports_its_keys():
+    config = {
+        "tasks": [
+            {
+                "name": "click",
+                "label_name": "click_label",
+                "prediction_name": "click_pred",
+                "weight_name": "w",
+                "group_id_name": "country",
+            }
+        ],
+        "metrics": {"segmented_ne": {"num_segments": S}, "ne": None},
+        "throughput": False,
+        "window_size": 1000,
+    }
+    module = tmx.RecMetricModule.from_config(config)
+    assert isinstance(module.metrics["segmented_ne"].lifetime, tmx.Segmented)
+    steps = make_steps([40, 40], seed=3)
+    for step in steps:
+        module.update(step)
+    values = computed(module)
+    expected = {k: v for k, v in reference(steps).items() if k[0] == "ne" and k[1] == "click"}
+    check_values(values, {("segmented_ne", *k[1:]): v for k, v in expected.items()})
+    check_values(values, {("segmented_ne", *k[1:]): v for k, v in expected.items()}, "/window")
+    assert sorted(values) == sorted(
+        [f"segmented_ne.{g}/click{s}" for g in range(S) for s in ("", "/window")] + ["ne/click", "ne/click/window"]
+    )
+
+
+def test_the_registry_name_needs_num_segments_and_takes_the_modules_logits():
+    with pytest.raises(
+        ValueError, match=r"Metric 'segmented_ne': Metric 'segmented_ne' needs the option `num_segments`"
+    ):
+        tmx.RecMetricModule(TASKS, ["segmented_ne"], throughput=False)
+    module = tmx.RecMetricModule(TASKS, {"s": {"metric": "segmented_ne", "num_segments": 2}}, from_logits=True)
+    assert module.metrics["s"].metric.from_logits is True
+
+
+def test_torchrec_key_style_gives_torchrecs_segmented_ne_keys():
+    """A Segmented(NormalizedEntropy) computes TorchRec's segmented_ne: its keys, ``..._segmented_ne_{g}``;
+    another Segmented metric is keyed by its own name and the segment."""
+    module = tmx.RecMetricModule(
+        TASKS,
+        {
+            "sne": {"metric": "segmented_ne", "num_segments": 2},
+            "by_country": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks), 2),
+        },
+        throughput=False,
+        key_style="torchrec",
+        prefix="train/",
+    )
+    step = make_steps([30], seed=1)[0]
+    step["country"] = step["country"] % 2
+    module.update(step)
+    keys = list(computed(module))
+    assert keys == [f"train/segmented_ne-{t}|lifetime_segmented_ne_{g}" for g in (0, 1) for t in NAMES] + [
+        f"train/by_country-{t}|lifetime_by_country_{g}" for g in (0, 1) for t in NAMES
+    ]
+    known = ModuleKeys(module)
+    assert all(key in known for key in keys)
+
+
+def test_module_keys_know_every_segment_key_before_any_update():
+    module = build(window_size=100, prefix="val/")
+    known = ModuleKeys(module)
+    for step in make_steps([20, 20]):
+        module.update(step)
+    keys = computed(module)
+    assert len(keys) == 4 * S * 2 * 2
+    assert all(key in known for key in keys)
+    assert f"val/ne.{S}/click" not in known and "val/ne/click" not in known
+
+
+def test_one_task_values_are_one_number_per_segment():
+    task = TASKS[0]
+    module = tmx.RecMetricModule(
+        [task], {"ctr": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks), S)}, throughput=False
+    )
+    steps = make_steps([60])
+    module.update({k: v for k, v in steps[0].items() if k in ("country", "click_pred", "click_label", "w")})
+    values = computed(module)
+    expected = {k: v for k, v in reference(steps).items() if k[0] == "ctr" and k[1] == "click"}
+    check_values(values, expected)
+    assert all(v.ndim == 0 for v in values.values())
+
+
+# ----------------------------------------------------------------------------- compute groups, refusals
+
+
+def test_segmented_ne_and_log_loss_of_as_many_segments_update_once():
+    module = build()
+    assert module.compute_groups == [
+        ["ne", "ll"],
+        ["ctr", "cal"],
+    ]  # as NormalizedEntropy and LogLoss, CTR and Calibration
+    other = tmx.RecMetricModule(
+        TASKS,
+        {
+            "a": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks), 2),
+            "b": lambda num_tasks: tmx.Segmented(tmx.LogLoss(num_tasks), 3),
+        },
+        throughput=False,
+    )
+    assert other.compute_groups == [["a"], ["b"]]  # other segment counts: other states
+
+
+def test_metrics_the_module_cannot_feed_and_tasks_without_the_column_are_refused():
+    with pytest.raises(TypeError, match=r"Metric 's' \(Segmented\(TensorWeightedAverage\)\) cannot be fed"):
+        tmx.RecMetricModule(["click"], {"s": tmx.Segmented(tmx.TensorWeightedAverage(), 2)}, throughput=False)
+    with pytest.raises(ValueError, match=r"Metric 's' needs ids: task 'click' must set RecTaskInfo.group_id_name"):
+        tmx.RecMetricModule(["click"], {"s": tmx.Segmented(tmx.CTR(), 2)}, throughput=False)
+
+
+def _state(module: tmx.RecMetricModule) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"country": torch.tensor([0, 1, S, 0])}, ValueError, rf"segment ids in \[0, {S}\).*got values in \[0, {S}\]"),
+        ({"country": torch.tensor([0, -1, 2, 0])}, ValueError, r"got values in \[-1, 2\]"),
+        ({"country": torch.tensor([0.0, 1.0, 2.0, 0.0])}, TypeError, r"`model_out\['country'\]`: expected integer ids"),
+        ({"country": torch.tensor([0, 1, 2])}, ValueError, r"`model_out\['country'\]` of shape \(4,\)"),
+        ({"buy_pred": torch.tensor([0.5, 0.5, 1.5, 0.5])}, ValueError, r"buy_pred"),
+    ],
+    ids=["above", "negative", "float", "shape", "bad-pred"],
+)
+@pytest.mark.parametrize("window_size", [None, 10])
+def test_a_bad_step_raises_and_changes_no_metric(change, error, match, window_size):
+    module = build(window_size=window_size)
+    first = make_steps([12])[0]
+    module.update(first)
+    before, values = _state(module), computed(module)
+    step = {k: v[:4] for k, v in make_steps([12], seed=5)[0].items()} | change
+    with pytest.raises(error, match=match):
+        module.update(step)
+    after = _state(module)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    torch.testing.assert_close(computed(module), values, equal_nan=True)
+    with pytest.raises(KeyError, match="no group id column 'country'"):
+        module.update({k: v for k, v in first.items() if k != "country"})
+
+
+def test_unvalidated_metrics_give_the_same_values():
+    """validate_args=False everywhere: nothing checked nor read back, the values are the validated module's."""
+    specs = {
+        "ne": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks, validate_args=False), S),
+        "ctr": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks, validate_args=False), S),
+    }
+    module = tmx.RecMetricModule(TASKS, specs, throughput=False)
+    assert module._trusted
+    steps = make_steps([30, 30], seed=2)
+    for step in steps:
+        module.update(step)
+    expected = {k: v for k, v in reference(steps).items() if k[0] in ("ne", "ctr")}
+    check_values(computed(module), expected)
+
+
+# ----------------------------------------------------------------------------- windows, reset, checkpoints
+
+
+def kept_steps(sizes: list[int], window: int, skipped: set[int]) -> list[int]:
+    """Indices of the steps the window keeps: the newest whole steps whose sizes sum to at most ``window``,
+    an all-zero-weight step taking no room (skipped by the module); written here as a plain loop."""
+    kept, total = [], 0
+    for i in reversed(range(len(sizes))):
+        if i in skipped:
+            continue
+        if total + sizes[i] > window:
+            break
+        total += sizes[i]
+        kept.append(i)
+    return sorted(kept)
+
+
+def test_window_values_per_segment_equal_a_plain_python_window():
+    sizes, window = [40, 30, 25, 35, 20], 80
+    steps = make_steps(sizes, seed=4, zero_weight_at=3)
+    module = build(window_size=window)
+    for step in steps:
+        module.update(step)
+    values = computed(module)
+    check_values(values, reference(steps))
+    kept = kept_steps(sizes, window, skipped={3})
+    assert kept == [1, 2, 4]  # the zero-weight step took no room: three steps fit
+    check_values(values, reference([steps[i] for i in kept]), "/window")
+
+
+def test_reset_clears_every_segment_and_the_step_after_counts_alone():
+    module = build(window_size=50)
+    for step in make_steps([30, 30]):
+        module.update(step)
+    module.reset()
+    steps = make_steps([45], seed=9)
+    module.update(steps[0])
+    values = computed(module)
+    check_values(values, reference(steps))
+    check_values(values, reference(steps), "/window")
+
+
+@pytest.mark.parametrize("window_size", [None, 60])
+def test_a_checkpoint_resumes_every_segment(window_size, tmp_path):
+    steps = make_steps([30, 40, 25], seed=6)
+    module = build(window_size=window_size)
+    for step in steps[:2]:
+        module.update(step)
+    torch.save(module.state_dict(), tmp_path / "ckpt.pt")
+    resumed = build(window_size=window_size)
+    resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt"))
+    resumed.update(steps[2])
+    values = computed(resumed)
+    check_values(values, reference(steps))
+    if window_size is not None:
+        check_values(values, reference([steps[i] for i in kept_steps([30, 40, 25], window_size, set())]), "/window")
+    # a copy and a pickle compute the same values
+    for twin in (copy.deepcopy(resumed), pickle.loads(pickle.dumps(resumed))):
+        torch.testing.assert_close(computed(twin), values, equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _shard(steps, rank: int) -> list:
+    return steps[:3] if rank == 0 else steps[3:]  # uneven: three steps on rank 0, one on rank 1
+
+
+def _ddp_values(rank: int, world_size: int) -> dict:
+    module, windowed = build(), build(window_size=10_000)  # a window holding every rank's samples
+    for step in _shard(make_steps([30, 20, 25, 40], seed=8), rank):
+        module.update(step)
+        windowed.update(step)
+    return {"synced": computed(module), "local": computed(module, sync=False), "windowed": computed(windowed)}
+
+
+def _ddp_collectives(rank: int, world_size: int, num_metrics: int) -> int:
+    import torch.distributed as dist
+
+    specs = {
+        f"m{i}": (lambda num_tasks, i=i: tmx.Segmented(tmx.WeightedAccuracy(num_tasks, threshold=0.1 * i), S))
+        for i in range(num_metrics)
+    }
+    module = tmx.RecMetricModule(TASKS, specs, throughput=False)
+    for step in _shard(make_steps([30, 20, 25, 40], seed=8), rank):
+        module.update(step)
+    count = [0]
+    real = dist.all_gather, dist.all_reduce
+
+    def counted(fn):
+        def wrapper(*args, **kwargs):
+            count[0] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    dist.all_gather, dist.all_reduce = counted(real[0]), counted(real[1])
+    try:
+        computed(module)
+    finally:
+        dist.all_gather, dist.all_reduce = real
+    return count[0]
+
+
+@pytest.mark.ddp
+def test_ddp_equals_one_process_over_the_concatenated_data(ddp_pool):
+    steps = make_steps([30, 20, 25, 40], seed=8)
+    results = ddp_pool.run(_ddp_values)
+    for rank, result in enumerate(results):
+        check_values(result["synced"], reference(steps))
+        check_values(result["local"], reference(_shard(steps, rank)))
+        check_values(result["windowed"], reference(steps))
+        check_values(result["windowed"], reference(steps), "/window")
+
+
+@pytest.mark.ddp
+def test_ddp_sync_is_one_fused_gather_whatever_the_number_of_segmented_metrics(ddp_pool):
+    few = ddp_pool.run(_ddp_collectives, 1)
+    many = ddp_pool.run(_ddp_collectives, 8)
+    assert few == many and 0 < few[0] <= 3
+
+
+# ----------------------------------------------------------------------------- the device path
+
+
+@pytest.mark.parametrize("validated", [True, False])
+def test_the_device_path_reads_the_ids_with_the_step_or_not_at_all(validated):
+    """On the device path (forced on CPU tensors) a validated step waits for the device once, the ids' bounds
+    read in the same copy as the columns'; an unvalidated one never; a bad id is refused from that read."""
+    from tests.test_gpu import count_syncs
+    from torchmetrics_ext.utilities.device import force_device_path
+
+    specs = {
+        "ne": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks, validate_args=validated), S),
+        "ctr": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks, validate_args=validated), S),
+    }
+    module = tmx.RecMetricModule(TASKS, specs, throughput=False)
+    steps = make_steps([64, 64, 64], seed=11)
+    with force_device_path():
+        module.update(steps[0])
+        for step in steps[1:]:
+            with count_syncs() as calls:
+                module.update(step)
+            assert calls == (["Tensor.tolist"] if validated else []), calls
+        if validated:
+            bad = dict(steps[0], country=steps[0]["country"] + 1)  # S among the ids
+            with pytest.raises(ValueError, match=rf"segment ids in \[0, {S}\)"):
+                module.update(bad)
+    expected = {k: v for k, v in reference(steps).items() if k[0] in ("ne", "ctr")}
+    check_values(computed(module), expected)
+
+
+def test_a_module_pickled_before_segmented_metrics_were_fed_unpickles_and_updates():
+    """A module pickled by the version before (no `_segments`, a step plan of bool id flags) reads none, finds
+    its step plan again and keeps its values."""
+    module = tmx.RecMetricModule(
+        TASKS, {"ctr": "ctr", "gauc": "gauc"}, throughput=False, window_size=50
+    )  # groups read, no segments
+    steps = make_steps([20, 20], seed=12)
+    module.update(steps[0])
+    state = module.__getstate__()
+    del state["_segments"], state["_cast_segment_ids"]
+    plan = state["_step_plan"]
+    state["_step_plan"] = plan._replace(updated=[(u, bool(ids), fed) for u, ids, fed in plan.updated])
+    old = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
+    old.__setstate__(copy.deepcopy(state))
+    assert old._segments == {} and old._cast_segment_ids is False
+    for each in (module, old):
+        each.update(steps[1])
+    torch.testing.assert_close(computed(old), computed(module), equal_nan=True)

@@ -322,7 +322,10 @@ def normalized_entropy(
         A scalar for 1-D input, ``(T,)`` for ``(T, N)`` input; ``nan`` (with an
         ``UndefinedMetricWarning``) when all labels are of one class. The negative label weight
         is summed as ``sum w·(1 - y)`` (not found as the total less the positive weight), so base
-        rates within ``1e-9`` of 1 keep their digits.
+        rates within ``1e-9`` of 1 keep their digits. Without weights (or with weights that are all
+        exactly 1, read as none when validated) it is ``N - sum y``: exact for 0/1 labels, off by
+        about ``N * 1e-16`` for soft ones (relative ``1e-7`` of NE for soft labels averaging
+        ``1 - 1e-9``; see :class:`~torchmetrics_ext.NormalizedEntropy`).
 
     Examples:
         >>> import torch

@@ -506,7 +506,9 @@ class NormalizedEntropy(_CrossEntropyMetric):
         :math:`\sum w (1 - y)`) each as its own sum, so a base rate within ``1e-9`` of 1 (or of
         0) keeps its digits: the normaliser is as precise as those sums (unweighted soft labels:
         each batch's negative weight is ``N - sum y``, off by about ``N * 1e-16``, which is relative
-        ``1e-4`` of it, and of NE, for labels averaging ``1 - 1e-12``). A checkpoint
+        ``1e-4`` of it, and of NE, for labels averaging ``1 - 1e-12``; validated weights that are
+        all exactly 1 are read as no weights and take this path too, while other weights, or unit
+        weights with ``validate_args=False``, are summed as ``sum w·(1 - y)``). A checkpoint
         written before the negative weight had a state loads it as the total less the positive
         weight, with that difference's rounding (about ``1e-16 * total``).
 

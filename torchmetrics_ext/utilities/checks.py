@@ -630,7 +630,9 @@ def format_pointwise(
     Returns:
         ``(preds, target, weights)``; ``preds`` (but see ``cast_preds``) and ``target`` of shape ``(T, N)``,
         ``weights`` of shape ``(T, N)`` or ``(1, N)`` (or ``None``). Validated weights that are all exactly 1 come
-        back as ``None``: every kernel gives the same sums for them without a weight pass.
+        back as ``None``: every kernel gives the same sums for them without a weight pass, but for the
+        label-0 weight of soft labels, ``N - sum y`` there instead of ``sum 1·(1 - y)`` (off by about
+        ``N * 1e-16``: ``NormalizedEntropy``'s Note).
 
     Raises:
         TypeError: if an input is not a tensor, or ``preds`` is not floating point.

@@ -1,0 +1,114 @@
+"""Conventions of docs/ranking.md checked against pytrec_eval and ranx where they are said to agree or differ.
+
+* A query whose judgements hold no relevant candidate: pytrec_eval and ranx score it 0 for every measure
+  (our ``empty_target_action="zero"``), and a query missing from their qrels is left out (our ``"skip"``).
+* Ties: trec_eval orders tied scores by document id, descending. Naming each candidate so that the
+  descending id order is the relevance ascending order makes trec_eval apply our tie rule itself, so
+  its values are an independent check on heavily tied data, with no tie broken by the test.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from torchmetrics_ext import functional as tmf
+
+# our key -> pytrec_eval measure, every one at the cutoff 5 or whole-list
+_TREC = {
+    "ndcg@5": "ndcg_cut_5",
+    "ndcg": "ndcg",
+    "recall@5": "recall_5",
+    "precision@5": "P_5",
+    "hit_rate@5": "success_5",
+    "mrr": "recip_rank",
+    "map@5": "map_cut_5",
+    "map": "map",
+    "r_precision": "Rprec",
+}
+_METRICS = ("ndcg", "recall", "precision", "hit_rate", "mrr", "map", "r_precision")
+
+
+def _rows(seed, num_queries=40, max_len=12, levels=3, empty_every=4, tied=True):
+    """Flat rows: ids, float32 scores (few distinct values when ``tied``), graded relevance; every
+    ``empty_every``-th query has no relevant candidate."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, max_len + 1, num_queries)
+    ids = np.repeat(np.arange(num_queries), sizes)
+    scores = rng.integers(0, 3, ids.size) if tied else rng.permutation(ids.size)
+    relevance = rng.integers(0, levels + 1, ids.size)
+    relevance[np.isin(ids, np.arange(0, num_queries, empty_every))] = 0
+    for q in range(1, num_queries):  # the other queries keep a relevant candidate
+        if q % empty_every and not relevance[ids == q].any():
+            relevance[np.flatnonzero(ids == q)[0]] = 1
+    return ids, scores.astype(np.float32), relevance
+
+
+def _trec_dicts(ids, scores, relevance):
+    """qrels/run dicts; a document id sorts descending in relevance ascending order (trec_eval's tie order)."""
+    qrel, run = {}, {}
+    for row, (q, s, y) in enumerate(zip(ids, scores, relevance, strict=True)):
+        doc = f"{9 - int(y)}_{row:06d}"
+        qrel.setdefault(str(q), {})[doc] = int(y)
+        run.setdefault(str(q), {})[doc] = float(s)
+    return qrel, run
+
+
+def _ours(ids, scores, relevance, empty_target_action):
+    out = tmf.ranking_metrics(
+        torch.from_numpy(scores),
+        torch.from_numpy(relevance),
+        torch.from_numpy(ids),
+        ks=(5, None),
+        metrics=_METRICS,
+        empty_target_action=empty_target_action,
+    )
+    return {key: value.item() for key, value in out.items()}
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_pytrec_eval_scores_judged_queries_without_relevant_documents_zero_and_leaves_out_unjudged_ones(tied):
+    """docs/ranking.md's table: trec_eval gives 0 to a query of the qrels with no relevant document (our
+    ``"zero"``) and leaves out a query the qrels lack (our default ``"skip"``). On tied scores trec_eval breaks
+    the ties by document id, named here to follow our rule."""
+    import pytrec_eval
+
+    ids, scores, relevance = _rows(11, tied=tied)
+    assert np.unique(scores).size < 5 if tied else np.unique(scores).size == scores.size
+    qrel, run = _trec_dicts(ids, scores, relevance)
+    per_query = pytrec_eval.RelevanceEvaluator(qrel, set(_TREC.values())).evaluate(run)
+    empty = {str(q) for q in np.unique(ids) if not relevance[ids == q].any()}
+    assert empty and all(v == 0.0 for q in empty for v in per_query[q].values())
+
+    unjudged = {q: docs for q, docs in qrel.items() if q not in empty}
+    skipped = pytrec_eval.RelevanceEvaluator(unjudged, set(_TREC.values())).evaluate(run)
+    assert set(skipped) == set(qrel) - empty  # run queries missing from the qrels are left out
+    for action, scored in (("zero", per_query), ("skip", skipped)):
+        ours = _ours(ids, scores, relevance, action)
+        for key, measure in _TREC.items():
+            want = np.mean([values[measure] for values in scored.values()])
+            np.testing.assert_allclose(ours[key], want, rtol=1e-12, err_msg=f"{action} {key} vs {measure}")
+
+
+def test_ranx_scores_judged_queries_without_relevant_documents_zero():
+    """docs/ranking.md's table: ranx gives 0 to a query of its qrels with no relevant candidate (our ``"zero"``);
+    tie-free scores (ranx's order of ties is unspecified)."""
+    from ranx import Qrels, Run, evaluate
+
+    ids, scores, relevance = _rows(12, tied=False)
+    qrel, run = _trec_dicts(ids, scores, relevance)
+    names = {"ndcg@5": "ndcg@5", "recall@5": "recall@5", "precision@5": "precision@5", "mrr": "mrr"}
+    names |= {"hit_rate@5": "hit_rate@5", "map@5": "map@5", "map": "map", "r_precision": "r-precision"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qrels = Qrels(qrel)
+        theirs = evaluate(qrels, Run(run), list(names.values()), return_mean=False)
+    empty = [i for i, q in enumerate(qrels.keys()) if not any(qrel[q].values())]  # ranx's own query order
+    assert empty
+    ours = _ours(ids, scores, relevance, "zero")
+    for key, name in names.items():
+        assert not np.asarray(theirs[name])[empty].any(), name
+        np.testing.assert_allclose(ours[key], np.mean(theirs[name]), rtol=1e-9, err_msg=f"{key} vs {name}")

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import torchmetrics_ext as tmx
 from torchmetrics_ext import functional as tmf
 
 # our key -> pytrec_eval measure, every one at the cutoff 5 or whole-list
@@ -112,3 +113,60 @@ def test_ranx_scores_judged_queries_without_relevant_documents_zero():
     for key, name in names.items():
         assert not np.asarray(theirs[name])[empty].any(), name
         np.testing.assert_allclose(ours[key], np.mean(theirs[name]), rtol=1e-9, err_msg=f"{key} vs {name}")
+
+
+# ----------------------------------------------------------------------------- weight totals past float64's range
+
+
+def _per_query_ndcg_mrr(scores, relevance):
+    """NumPy NDCG (linear gain, whole list) and reciprocal rank of one query, ties by relevance ascending."""
+    order = np.lexsort((relevance, -scores))
+    ranked = relevance[order].astype(np.float64)
+    discount = 1.0 / np.log2(np.arange(2, ranked.size + 2))
+    ndcg = (ranked * discount).sum() / (np.sort(ranked)[::-1] * discount).sum()
+    return ndcg, 1.0 / (np.flatnonzero(ranked > 0)[0] + 1)
+
+
+_HEAVY_SCORES = np.array([[0.9, 0.1, 0.4], [0.5, 0.6, 0.2]], dtype=np.float32)
+_HEAVY_RELEVANCE = np.array([[0, 1, 2], [1, 0, 0]])
+
+
+def _heavy_inputs(form):
+    scores, relevance = torch.from_numpy(_HEAVY_SCORES), torch.from_numpy(_HEAVY_RELEVANCE)
+    heavy = torch.tensor([1e308, 1e308], dtype=torch.float64)  # finite, valid weights; their sum is not
+    if form == "padded":
+        return (scores, relevance), {"weights": heavy}
+    ids = torch.arange(2).repeat_interleave(3)
+    return (scores.ravel(), relevance.ravel()), {"indexes": ids, "weights": heavy.repeat_interleave(3)}
+
+
+@pytest.mark.parametrize("form", ["flat", "padded"])
+@pytest.mark.parametrize("complete", [False, True])
+def test_a_weight_total_past_float64s_range_gives_nan_never_zero(form, complete):
+    """docs/policies.md ("Numerics"): a weight total that overflows float64 (two queries of weight 1e308) makes a
+    weighted mean ``nan``, never the ``0`` that ``x / inf`` gives. The true mean is finite (exact fractions of
+    the NumPy per-query values) and is what the same weights scaled down give. Bug: ranking metrics returned 0
+    (NDCG's and MRR's value sums stayed finite while the weight sum was inf)."""
+    from fractions import Fraction
+
+    values = [_per_query_ndcg_mrr(s, r) for s, r in zip(_HEAVY_SCORES, _HEAVY_RELEVANCE, strict=True)]
+    exact = {
+        name: float(sum(Fraction(1e308) * Fraction(v[i]) for v in values) / (2 * Fraction(1e308)))
+        for i, name in enumerate(("ndcg", "mrr"))
+    }
+    assert all(0.0 < value < 1.0 for value in exact.values())
+    args, kwargs = _heavy_inputs(form)
+    got = {
+        "ndcg": tmf.ndcg(*args, **kwargs),
+        "mrr": tmf.mrr(*args, **kwargs),
+        **tmf.ranking_metrics(*args, **kwargs, ks=(None,), metrics=("ndcg", "mrr")),
+    }
+    for cls, name in ((tmx.NDCG, "class_ndcg"), (tmx.MRR, "class_mrr")):
+        metric = cls(queries_complete_per_batch=complete)
+        metric.update(*args, **kwargs)
+        got[name] = metric.compute()
+    for name, value in got.items():
+        assert torch.isnan(value), (name, value)
+    scaled = dict(kwargs, weights=kwargs["weights"] / 1e300)  # the same weights in range: the exact means
+    np.testing.assert_allclose(tmf.ndcg(*args, **scaled).item(), exact["ndcg"], rtol=1e-12)
+    np.testing.assert_allclose(tmf.mrr(*args, **scaled).item(), exact["mrr"], rtol=1e-12)

@@ -170,3 +170,56 @@ def test_a_weight_total_past_float64s_range_gives_nan_never_zero(form, complete)
     scaled = dict(kwargs, weights=kwargs["weights"] / 1e300)  # the same weights in range: the exact means
     np.testing.assert_allclose(tmf.ndcg(*args, **scaled).item(), exact["ndcg"], rtol=1e-12)
     np.testing.assert_allclose(tmf.mrr(*args, **scaled).item(), exact["mrr"], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- relevance near float64's smallest values
+
+
+def _exact_ndcg(scores, relevance, k, exponential):
+    """NDCG of one query in 60-digit arithmetic (mpmath), ties by relevance ascending: no gain underflows."""
+    import mpmath
+
+    with mpmath.workdps(60):
+        order = np.lexsort((relevance, -scores))
+
+        def dcg(values):
+            gains = [mpmath.expm1(mpmath.mpf(v) * mpmath.log(2)) if exponential else mpmath.mpf(v) for v in values]
+            return sum(g / mpmath.log(i + 2, 2) for i, g in enumerate(gains[:k]))
+
+        return float(dcg(relevance[order]) / dcg(np.sort(relevance)[::-1]))
+
+
+_TINY_RELEVANCE = np.array([[0.0, 5e-324, 0.0], [0.0, 1e-320, 3e-320], [1e-310, 0.0, 2.5e-310], [0.0, 1.0, 2.0]])
+_TINY_SCORES = np.array([[0.9, 0.1, 0.5], [0.9, 0.1, 0.5], [0.2, 0.7, 0.1], [0.9, 0.1, 0.5]], dtype=np.float32)
+
+
+@pytest.mark.parametrize("exponential", [False, True])
+@pytest.mark.parametrize("k", [2, None])
+@pytest.mark.parametrize("path", ["flat", "padded", "complete", "device"])
+def test_relevance_near_float64s_smallest_value_keeps_its_ndcg(path, k, exponential):
+    """A query whose largest relevance is subnormal (5e-324, 1e-320: finite, > 0, so valid and relevant) has the
+    NDCG of its grades scaled by any power of two: its gains are scaled up as large ones are scaled down
+    (``GAIN_EXPONENT_LIMIT``). Bug: its gains times the discounts underflowed, so a query whose one relevant
+    row ranks 3rd had NDCG 0 (true 0.5), and the others lost up to half their digits."""
+    from torchmetrics_ext.utilities.device import force_device_path
+
+    per_query = [_exact_ndcg(s, r, k or 3, exponential) for s, r in zip(_TINY_SCORES, _TINY_RELEVANCE, strict=True)]
+    assert per_query[0] == (0.5 if k is None else 0.0)  # its one relevant row ranks 3rd
+    scores, relevance = torch.from_numpy(_TINY_SCORES), torch.from_numpy(_TINY_RELEVANCE)
+    kwargs = {"k": k, "exponential_gain": exponential}
+    with force_device_path(path == "device"):
+        for q in range(len(per_query)):  # each query alone, then all together
+            if path == "flat":
+                value = tmf.ndcg(scores[q], relevance[q], torch.zeros(3, dtype=torch.int64), **kwargs)
+            else:
+                metric = tmx.NDCG(queries_complete_per_batch=path == "complete", **kwargs)
+                metric.update(scores[q : q + 1], relevance[q : q + 1])
+                value = metric.compute()
+            np.testing.assert_allclose(value.item(), per_query[q], rtol=1e-13, err_msg=f"query {q}")
+        ids = torch.arange(4).repeat_interleave(3)
+        together = tmf.ndcg(scores.ravel(), relevance.ravel(), ids, **kwargs) if path == "flat" else None
+        if together is None:
+            metric = tmx.NDCG(queries_complete_per_batch=path == "complete", **kwargs)
+            metric.update(scores, relevance)
+            together = metric.compute()
+    np.testing.assert_allclose(together.item(), np.mean(per_query), rtol=1e-13)

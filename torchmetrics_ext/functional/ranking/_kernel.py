@@ -247,6 +247,9 @@ it unchanged. Queries with ``M <= 512`` are not scaled (their gains are exactly 
 the grade-count paths (grades of at most 64) never need it. Linear gains are scaled the same way
 when ``M`` reaches ``2**512`` (float64 relevance only), by ``2**-(e - 512)`` with ``M < 2**e``: a
 query's gains near float64's largest value (1.7e308) summed to ``inf`` in DCG and IDCG alike.
+Both gains of a query whose ``M`` is below ``2**-512`` (subnormal grades such as 1e-320) are scaled
+up the same way, by ``2**-e`` with ``2**(e - 1) <= M < 2**e``: their products with the discounts
+underflowed (an NDCG of 0 where the true value is 0.5, or half the digits lost).
 """
 
 
@@ -261,34 +264,54 @@ def gain(target: Tensor, exponential: bool, shift: Tensor | None = None) -> Tens
     had no ideal DCG and an NDCG of 0). From ``y = 1`` on it is ``2**y - 1`` (integer grades exactly).
     """
     if not exponential:
-        return target if shift is None else target * torch.exp2(-shift)
+        return target if shift is None else _times_exp2(target, -shift)
     small = torch.expm1(target * _LN2)
     if shift is None:
         return torch.where(target < 1, small, torch.exp2(target) - 1.0)
-    return torch.where(target < 1, small * torch.exp2(-shift), torch.exp2(target - shift) - torch.exp2(-shift))
+    # a query scaled up (shift < 0) has every grade below 1: the second branch is not read for it
+    return torch.where(target < 1, _times_exp2(small, -shift), torch.exp2(target - shift) - torch.exp2(-shift))
+
+
+def _times_exp2(value: Tensor, exponent: Tensor) -> Tensor:
+    """``value * 2**exponent`` for integer-valued exponents up to 1074 in size, as two exact powers of two.
+
+    ``2**1073`` (scaling up a grade of 5e-324) is no float64; its halves are.
+    """
+    half = torch.floor(exponent * 0.5)
+    return value * torch.exp2(half) * torch.exp2(exponent - half)
 
 
 def gain_shift(target: Tensor, group: Tensor, num_groups: int, exponential: bool = True) -> Tensor:
-    """``(G,)`` float64 exponent scaling down each query's gains (see :data:`GAIN_EXPONENT_LIMIT`).
+    """``(G,)`` float64 exponent ``s`` scaling each query's gains by ``2**-s`` (see :data:`GAIN_EXPONENT_LIMIT`).
+
+    ``s > 0`` scales large grades down, ``s < 0`` subnormal ones up, ``s = 0`` leaves a query as it is.
 
     ``target``: relevance (>= 0) of rows of queries ``group``; one reduction, no host read.
     """
     top = torch.zeros(num_groups, dtype=torch.float64, device=target.device)
     top.scatter_reduce_(0, group, target.to(torch.float64), "amax")
+    exponent = torch.frexp(top).exponent.to(torch.float64)  # 2**(e - 1) <= top < 2**e (0 for a query of zeros)
+    # a query whose grades are all below 2**-512 is scaled up to a top grade in [0.5, 1)
+    up = exponent.where(exponent < -GAIN_EXPONENT_LIMIT, 0.0)
     if not exponential:  # top < 2**exponent: scaled below 2**512, so no sum of a query's gains overflows
-        top = torch.frexp(top).exponent.to(torch.float64)
-    return top.sub_(GAIN_EXPONENT_LIMIT).clamp_min_(0.0)
+        top = exponent
+    return top.sub_(GAIN_EXPONENT_LIMIT).clamp_min_(0.0).add_(up)
 
 
 def needs_linear_gain_shift(target: Tensor) -> bool:
-    """Whether linear gains of relevance ``target`` may need :func:`gain_shift` (a relevance of ``2**512`` or more).
+    """Whether linear gains of relevance ``target`` (> 0) may need :func:`gain_shift`.
+
+    They do for a relevance of ``2**512`` or more, or one below ``2**-512``.
 
     On the device path the answer is ``True`` without a host read (the shift is then 0 for every
     ordinary query, and scaling by ``2**0`` changes no bit); on the CPU one reduction decides.
     """
     if on_device_path(target):
         return True
-    return target.numel() > 0 and bool(target.max() >= 2.0**GAIN_EXPONENT_LIMIT)
+    if target.numel() == 0:
+        return False
+    low, high = torch.aminmax(target)
+    return bool((high >= 2.0**GAIN_EXPONENT_LIMIT) | (low < 2.0**-GAIN_EXPONENT_LIMIT))
 
 
 def discount(pos: Tensor) -> Tensor:
@@ -589,7 +612,7 @@ class SortedQueries(QueryStats):
 
     @cached_property
     def gain_shift(self) -> Tensor | None:
-        """``(G,)`` exponent scaling each query's gains down (``None`` for linear gains that need none)."""
+        """``(G,)`` exponent scaling each query's gains (``None`` for linear gains that need none)."""
         target, exponential = self.ranked.rel_target, self.options.exponential_gain
         top = self._top_grade()
         if top is not None and top <= GAIN_EXPONENT_LIMIT:

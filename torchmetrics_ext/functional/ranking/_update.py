@@ -334,6 +334,9 @@ def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str, requests
     Every request shares the one weight sum (0-dim) of the counted queries, so they are all
     defined or all undefined: the warning names ``label`` and, for several requests, their keys
     (``"RankingMetrics (ndcg@1, recall@5) is undefined: ..."``), never positions as "tasks".
+    A weight sum that overflowed float64 (query weights near 1e308) is ``nan`` too, without a warning
+    (the package's rule, :func:`~torchmetrics_ext.utilities.warnings.safe_divide`'s): ``x / inf`` would
+    report 0 for a finite value sum.
     """
     undefined = weight_sum == 0
     keys = "" if len(requests) == 1 else f" ({', '.join(request_key(request) for request in requests)})"
@@ -343,7 +346,7 @@ def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str, requests
         "no query counted (no query with a relevant candidate, or all query weights are zero)",
     )
     # entries of zero weight are nan whatever the division gives there (0 / 0, x / 0): no guard on the divisor
-    return torch.where(undefined, math.nan, value_sum / weight_sum)
+    return torch.where(undefined | weight_sum.isinf(), math.nan, value_sum / weight_sum)
 
 
 def _ranking_functional(

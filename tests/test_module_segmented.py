@@ -552,8 +552,12 @@ def test_cast_keys_to_int_truncates_float_ids_toward_zero_as_torchrec(dtype):
                 np.testing.assert_allclose(values[key].item(), value / bits, rtol=1e-6, err_msg=key)
     before = _state(module)
     bad = dict(steps[0], country=torch.full(steps[0]["country"].shape, -1.5, dtype=dtype))
-    with pytest.raises(ValueError, match=r"segment ids in \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"segment ids in \[0, 3\).*got values in \[-1, -1\].*cast_keys_to_int"):
         module.update(bad)
+    with pytest.raises(
+        ValueError, match=r"cast_keys_to_int, floating ids are read as int64, truncated toward zero"
+    ):  # nan: read as -2**63
+        module.update(dict(bad, country=torch.full(bad["country"].shape, float("nan"), dtype=dtype)))
     after = _state(module)
     assert all(torch.equal(before[k], after[k]) for k in before)
 

@@ -1028,7 +1028,7 @@ class RecMetricModule(CheckpointLoading):
             if ids is not None:
                 fewest = min(self._segments, key=self._segments.__getitem__)
                 bounds = (along.bounds[0][0], along.bounds[0][1]) if along is not None and along.bounds else None
-                check_segment_ids(ids, bounds, self._segments[fewest], self.tasks[0], fewest)
+                check_segment_ids(ids, bounds, self._segments[fewest], self.tasks[0], fewest, self._cast_segment_ids)
             unit_weights = all_unit_weights(weight_bounds)
             # the narrow stacks are read by the check only: released now, the step's later temporaries
             # reuse their memory while it is still in cache (the step's working set is about the size of

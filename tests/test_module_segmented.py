@@ -643,3 +643,41 @@ def test_torchrec_segmented_ne_of_some_tasks_reports_those_tasks_and_logged_valu
     again = computed(module)
     for key in segmented:
         np.testing.assert_allclose(again[key].item(), expected[int(key[-1])], rtol=1e-9, err_msg=key)
+
+
+def test_cast_float_ids_in_a_named_column_equal_torchrec_itself(tmp_path):
+    """TorchRec (its parity venv) on float ids (-0.9 to 2.99) in a `country` column with cast_keys_to_int and
+    include_logloss: the same keys and values, lifetime and window."""
+    import json
+    import subprocess
+
+    from tests.test_torchrec_config import SIDE, TORCHREC_PYTHON
+    from tests.test_torchrec_config import TASKS as TORCHREC_TASKS
+    from tests.test_torchrec_config import make_steps as torchrec_steps
+
+    if not TORCHREC_PYTHON.exists():
+        pytest.skip(f"TorchRec's parity virtual environment {TORCHREC_PYTHON} is absent")
+    arguments = {"num_groups": S, "include_logloss": True, "grouping_keys": "country", "cast_keys_to_int": True}
+    config = {
+        "rec_tasks": TORCHREC_TASKS[:2],
+        "rec_metrics": {"segmented_ne": {"rec_task_indices": [0, 1], "window_size": 100, "arguments": arguments}},
+    }
+    steps = torchrec_steps({"rec_tasks": config["rec_tasks"], "rec_metrics": {}}, num_steps=4)
+    gen = torch.Generator().manual_seed(31)
+    for step in steps:
+        ids = step.pop("grouping_keys") % S
+        jitter = torch.rand(ids.shape, generator=gen) * 0.9
+        step["country"] = torch.where(ids == 0, -jitter, ids + jitter)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.save(steps, tmp_path / "steps.pt")
+    side = [str(TORCHREC_PYTHON), str(SIDE), str(tmp_path / "config.json"), str(tmp_path / "steps.pt")]
+    result = subprocess.run(side, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = json.loads(result.stdout.strip().splitlines()[-1])
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    for step in steps:
+        module.update(step)
+    values = computed(module)
+    assert sorted(values) == sorted(theirs["keys"])
+    for key, value in values.items():
+        np.testing.assert_allclose(value.item(), theirs["values"][key], rtol=1e-6, err_msg=key)

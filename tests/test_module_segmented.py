@@ -454,3 +454,230 @@ def test_a_module_pickled_before_segmented_metrics_were_fed_unpickles_and_update
     for each in (module, old):
         each.update(steps[1])
     torch.testing.assert_close(computed(old), computed(module), equal_nan=True)
+
+
+# ----------------------------------------------------------------------------- review: a migrating user's cases
+
+
+def test_segmented_next_to_grouped_auc_and_ranking_metrics_reads_its_own_ids():
+    """One module: Segmented NE and CTR on the group id column grouped AUC reads too, NDCG on the session
+    column; the segments' values are the groupby formulas' (the session ids do not leak into the segments)."""
+    tasks = [
+        tmx.RecTaskInfo(t.name, t.label_name, t.prediction_name, t.weight_name, "country", session_id_name="query")
+        for t in TASKS
+    ]
+    specs = {
+        "ne": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks), S),
+        "gauc": "gauc",
+        "ndcg": "ndcg@3",
+        "ctr": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks), S),
+    }
+    module = tmx.RecMetricModule(tasks, specs, throughput=False, window_size=1000)
+    steps = make_steps([40, 50], seed=21)
+    gen = torch.Generator().manual_seed(22)
+    for step in steps:
+        step["query"] = torch.randint(0, 7, step["country"].shape, generator=gen)
+        module.update(step)
+    values = computed(module)
+    expected = {k: v for k, v in reference(steps).items() if k[0] in ("ne", "ctr")}
+    check_values(values, expected)
+    check_values(values, expected, "/window")
+    assert [k for k in values if k.startswith(("gauc", "ndcg"))] == [
+        f"{m}/{t}{s}" for m in ("gauc", "ndcg") for t in NAMES for s in ("", "/window")
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.int8])
+def test_narrow_integer_ids_give_the_int64_values(dtype):
+    steps = make_steps([30, 30], seed=23)
+    module = build()
+    for step in steps:
+        module.update(dict(step, country=step["country"].to(dtype)))
+    check_values(computed(module), reference(steps))
+
+
+def test_two_segmented_metrics_refuse_ids_the_smaller_cannot_hold_and_update_nothing():
+    specs = {
+        "big": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks), 5),
+        "small": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks, validate_args=False), 2),
+    }
+    module = tmx.RecMetricModule(TASKS, specs, throughput=False, window_size=100)
+    step = make_steps([8], seed=24)[0]
+    module.update(dict(step, country=step["country"] % 2))
+    before = _state(module)
+    with pytest.raises(ValueError, match=r"segment ids in \[0, 2\) \(num_segments=2 of Segmented metric 'small'\)"):
+        module.update(dict(step, country=step["country"] % 2 + 3 * (torch.arange(8) == 5)))  # a 3 or 4: big's only
+    after = _state(module)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_an_empty_step_changes_no_segment():
+    steps = make_steps([30, 0, 20], seed=25)
+    module = build(window_size=45)
+    for step in steps:
+        module.update(step)
+    values = computed(module)
+    check_values(values, reference(steps))
+    check_values(values, reference(steps[1:]), "/window")  # 0 + 20 rows fit; the 30 rows do not
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cast_keys_to_int_truncates_float_ids_toward_zero_as_torchrec(dtype):
+    """TorchRec's cast_keys_to_int reads 2.7 as 2 and -0.5 as 0 (truncation); -1.5 (read -1) is refused."""
+    arguments = {"num_groups": S, "grouping_keys": "country", "cast_keys_to_int": True, "include_logloss": True}
+    tasks = [
+        {"name": t.name, "label_name": t.label_name, "prediction_name": t.prediction_name, "weight_name": t.weight_name}
+        for t in TASKS
+    ]
+    config = {
+        "rec_tasks": tasks,
+        "rec_metrics": {"segmented_ne": {"rec_task_indices": [0, 1], "window_size": 1000, "arguments": arguments}},
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    steps = make_steps([40, 40], seed=26)
+    gen = torch.Generator().manual_seed(27)
+    for step in steps:
+        jitter = torch.rand(step["country"].shape, generator=gen, dtype=torch.float64) * 0.98  # in [0, 0.98)
+        floats = torch.where(step["country"] == 0, -jitter, step["country"] + jitter).to(dtype)
+        module.update(dict(step, country=floats))
+        # the reference reads the ids truncated by NumPy (np.trunc), as TorchRec's int64 cast does
+        step["country"] = torch.from_numpy(np.trunc(floats.double().numpy()).astype(np.int64))
+    values = computed(module)
+    for (metric, task, segment), value in reference(steps).items():
+        name = {"ne": "segmented_ne", "ll": "logloss"}.get(metric)
+        if name is not None:
+            bits = np.log(2) if metric == "ll" else 1.0  # TorchRec's segmented log loss is in bits
+            for part in ("lifetime", "window"):
+                key = f"segmented_ne-{task}|{part}_{name}_{segment}"
+                np.testing.assert_allclose(values[key].item(), value / bits, rtol=1e-6, err_msg=key)
+    before = _state(module)
+    bad = dict(steps[0], country=torch.full(steps[0]["country"].shape, -1.5, dtype=dtype))
+    with pytest.raises(ValueError, match=r"segment ids in \[0, 3\).*got values in \[-1, -1\].*cast_keys_to_int"):
+        module.update(bad)
+    with pytest.raises(
+        ValueError, match=r"cast_keys_to_int, floating ids are read as int64, truncated toward zero"
+    ):  # nan: read as -2**63
+        module.update(dict(bad, country=torch.full(bad["country"].shape, float("nan"), dtype=dtype)))
+    after = _state(module)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_torchrec_window_of_max_updates_holds_the_newest_steps_a_zero_weight_step_taking_no_slot(monkeypatch):
+    """from_torchrec_config windows segmented_ne by TorchRec's buffer count (max_updates); a step whose weights
+    are all zero is skipped (documented: it changes nothing) and so takes no slot."""
+    import torchmetrics_ext.torchrec_config as torchrec_config
+
+    monkeypatch.setattr(torchrec_config, "MAX_BUFFER_COUNT", 2)
+    tasks = [
+        {"name": t.name, "label_name": t.label_name, "prediction_name": t.prediction_name, "weight_name": "w"}
+        for t in TASKS
+    ]
+    arguments = {"num_groups": S, "grouping_keys": "country"}
+    config = {
+        "rec_tasks": tasks,
+        "rec_metrics": {"segmented_ne": {"rec_task_indices": [0, 1], "window_size": 10_000, "arguments": arguments}},
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    steps = make_steps([30, 25, 35, 20, 30], seed=28, zero_weight_at=3)
+    for step in steps:
+        step["buy_w"] = step["w"]
+        module.update(step)
+    values = computed(module)
+    for window, kept in ((False, steps), (True, [steps[2], steps[4]])):  # the newest two with weight
+        for (metric, task, segment), value in reference(kept).items():
+            if metric == "ne":
+                key = f"segmented_ne-{task}|{'window' if window else 'lifetime'}_segmented_ne_{segment}"
+                np.testing.assert_allclose(values[key].item(), value, rtol=1e-9, err_msg=key)
+
+
+def _ddp_one_empty_rank(rank: int, world_size: int) -> dict:
+    """Rank 1 sees only empty steps (and a step of segments rank 0 never sees at the end): values equal
+    one process's over every row."""
+    steps = make_steps([30, 0, 25, 0], seed=29)
+    mine = [steps[0], steps[2]] if rank == 0 else [steps[1], steps[3]]
+    module, windowed = build(), build(window_size=10_000)
+    for step in mine:
+        module.update(step)
+        windowed.update(step)
+    return {"synced": computed(module), "windowed": computed(windowed), "local": computed(module, sync=False)}
+
+
+@pytest.mark.ddp
+def test_ddp_with_a_rank_that_saw_no_row_equals_one_process(ddp_pool):
+    steps = make_steps([30, 0, 25, 0], seed=29)
+    results = ddp_pool.run(_ddp_one_empty_rank)
+    for result in results:
+        check_values(result["synced"], reference(steps))
+        check_values(result["windowed"], reference(steps))
+        check_values(result["windowed"], reference(steps), "/window")
+    assert all(torch.isnan(v) for v in results[1]["local"].values())  # the empty rank alone: no row anywhere
+
+
+def test_torchrec_segmented_ne_of_some_tasks_reports_those_tasks_and_logged_values_are_copies():
+    """segmented_ne on the second task only, NE on both: its keys name that task alone, in TorchRec's order
+    (segment, then lifetime before window); changing a logged value in place changes no later compute()."""
+    tasks = [
+        {"name": t.name, "label_name": t.label_name, "prediction_name": t.prediction_name, "weight_name": "w"}
+        for t in TASKS
+    ]
+    config = {
+        "rec_tasks": tasks,
+        "rec_metrics": {
+            "segmented_ne": {"rec_task_indices": [1], "window_size": 10_000, "arguments": {"num_groups": S}},
+            "ne": {"rec_task_indices": [0, 1], "window_size": 10_000},
+        },
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    steps = make_steps([40, 30], seed=30)
+    for step in steps:
+        step["grouping_keys"], step["buy_w"] = step["country"], step["w"]
+        module.update(step)
+    values = computed(module)
+    segmented = [k for k in values if k.startswith("segmented_ne")]
+    assert segmented == [f"segmented_ne-buy|{p}_segmented_ne_{g}" for g in range(S) for p in ("lifetime", "window")]
+    expected = {k[2]: v for k, v in reference(steps).items() if k[:2] == ("ne", "buy")}
+    for key in segmented:
+        np.testing.assert_allclose(values[key].item(), expected[int(key[-1])], rtol=1e-9, err_msg=key)
+    for key in segmented:
+        values[key] *= 100
+    again = computed(module)
+    for key in segmented:
+        np.testing.assert_allclose(again[key].item(), expected[int(key[-1])], rtol=1e-9, err_msg=key)
+
+
+def test_cast_float_ids_in_a_named_column_equal_torchrec_itself(tmp_path):
+    """TorchRec (its parity venv) on float ids (-0.9 to 2.99) in a `country` column with cast_keys_to_int and
+    include_logloss: the same keys and values, lifetime and window."""
+    import json
+    import subprocess
+
+    from tests.test_torchrec_config import SIDE, TORCHREC_PYTHON
+    from tests.test_torchrec_config import TASKS as TORCHREC_TASKS
+    from tests.test_torchrec_config import make_steps as torchrec_steps
+
+    if not TORCHREC_PYTHON.exists():
+        pytest.skip(f"TorchRec's parity virtual environment {TORCHREC_PYTHON} is absent")
+    arguments = {"num_groups": S, "include_logloss": True, "grouping_keys": "country", "cast_keys_to_int": True}
+    config = {
+        "rec_tasks": TORCHREC_TASKS[:2],
+        "rec_metrics": {"segmented_ne": {"rec_task_indices": [0, 1], "window_size": 100, "arguments": arguments}},
+    }
+    steps = torchrec_steps({"rec_tasks": config["rec_tasks"], "rec_metrics": {}}, num_steps=4)
+    gen = torch.Generator().manual_seed(31)
+    for step in steps:
+        ids = step.pop("grouping_keys") % S
+        jitter = torch.rand(ids.shape, generator=gen) * 0.9
+        step["country"] = torch.where(ids == 0, -jitter, ids + jitter)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    torch.save(steps, tmp_path / "steps.pt")
+    side = [str(TORCHREC_PYTHON), str(SIDE), str(tmp_path / "config.json"), str(tmp_path / "steps.pt")]
+    result = subprocess.run(side, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = json.loads(result.stdout.strip().splitlines()[-1])
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    for step in steps:
+        module.update(step)
+    values = computed(module)
+    assert sorted(values) == sorted(theirs["keys"])
+    for key, value in values.items():
+        np.testing.assert_allclose(value.item(), theirs["values"][key], rtol=1e-6, err_msg=key)

@@ -70,11 +70,18 @@ def segment_ids(column: Tensor, cast_floats: bool) -> Tensor:
 
 
 def check_segment_ids(
-    ids: Tensor, bounds: tuple[float, float] | None, num_segments: int, task: RecTaskInfo, name: str
+    ids: Tensor,
+    bounds: tuple[float, float] | None,
+    num_segments: int,
+    task: RecTaskInfo,
+    name: str,
+    cast: bool = False,
 ) -> None:
     """Refuse segment ids outside ``[0, num_segments)`` (``bounds``: their min and max if read already).
 
     ``num_segments``: the smallest of the module's Segmented metrics (one column feeds them all).
+    ``cast``: the ids were read by :func:`segment_ids` with ``cast_floats``; the message says how (the
+    values it shows are the truncated ones: ``-1.5`` shows as ``-1``, ``nan`` as ``-2**63``).
 
     Raises:
         ValueError: naming the column, the range expected and the values found.
@@ -85,6 +92,11 @@ def check_segment_ids(
     if low < 0 or high >= num_segments:
         raise ValueError(
             f"Task {task.name!r}, `model_out[{task.group_id_name!r}]`: expected segment ids in [0, {num_segments}) "
-            f"(num_segments={num_segments} of Segmented metric {name!r}), got values in [{int(low)}, {int(high)}]. "
-            "A rejected step, nothing was updated."
+            f"(num_segments={num_segments} of Segmented metric {name!r}), got values in [{int(low)}, {int(high)}]"
+            + (
+                " (with TorchRec's cast_keys_to_int, floating ids are read as int64, truncated toward zero)."
+                if cast
+                else "."
+            )
+            + " A rejected step, nothing was updated."
         )

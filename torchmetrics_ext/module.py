@@ -1028,7 +1028,7 @@ class RecMetricModule(CheckpointLoading):
             if ids is not None:
                 fewest = min(self._segments, key=self._segments.__getitem__)
                 bounds = (along.bounds[0][0], along.bounds[0][1]) if along is not None and along.bounds else None
-                check_segment_ids(ids, bounds, self._segments[fewest], self.tasks[0], fewest)
+                check_segment_ids(ids, bounds, self._segments[fewest], self.tasks[0], fewest, self._cast_segment_ids)
             unit_weights = all_unit_weights(weight_bounds)
             # the narrow stacks are read by the check only: released now, the step's later temporaries
             # reuse their memory while it is still in cache (the step's working set is about the size of
@@ -1584,6 +1584,9 @@ class RecMetricModule(CheckpointLoading):
         reported, tasks = self._reported.get(name, (("lifetime", "window"), None))
         bare = "bare" in reported
         if name in self._segments:  # (S,) per task: one entry per segment, as a dict-valued metric's
+            if len(values) == 1 and values[0][0] is None:
+                self._emit_segments(out, name, values[0][1], reported, tasks)
+                return
             values = [(task, per_segment(value, self._segments[name])) for task, value in values]
         if len(values) == 1 and values[0][0] is None:  # a stacked metric: one number per task and part
             value = values[0][1]
@@ -1626,6 +1629,35 @@ class RecMetricModule(CheckpointLoading):
                     _put(out, self._key(name, entry, task_name, window=False, bare=bare), lifetime)
                 if window_value is not None:
                     _put(out, self._key(name, entry, task_name, window=True, bare=bare), window_value)
+
+    def _emit_segments(
+        self, out: dict[str, Tensor], name: str, value: Any, reported: Collection[str], tasks: Collection[str] | None
+    ) -> None:
+        """A Segmented metric's ``(T, S)`` (or ``(S,)``) value per part, one key per segment, task and part.
+
+        The keys and their order are :meth:`_emit`'s for entries ``"0"``, ..., ``"S-1"``; each part is
+        copied once and split into its ``T·S`` numbers by one ``unbind`` (not a copy and an index per
+        segment: with ``num_segments=10_000`` and a few tasks that was most of a ``compute()``).
+        """
+        num_segments = self._segments[name]
+        bare = "bare" in reported
+        parts = value if self.window_size is not None else {"lifetime": value}
+        kept: list[tuple[bool, tuple[Tensor, ...], int]] = []
+        for part, part_value in parts.items():
+            if part not in reported and not (bare and part == "lifetime"):
+                continue
+            rows = part_value.reshape(-1, num_segments)  # (T, S), or (1, S) for a (S,) value
+            # segment-major, contiguous and owned: the logged numbers are views of this copy alone
+            cells = rows.t().clone(memory_format=torch.contiguous_format).view(-1).unbind(0)
+            kept.append((part == "window", cells, rows.shape[0]))
+        kept.sort(key=lambda k: k[0])  # lifetime before window
+        chosen = [(t, info.name) for t, info in enumerate(self.tasks) if tasks is None or info.name in tasks]
+        for g in range(num_segments):
+            entry = str(g)
+            for t, task_name in chosen:
+                for is_window, cells, width in kept:
+                    cell = cells[g * width + (t if width > 1 else 0)]
+                    _put(out, self._key(name, entry, task_name, window=is_window, bare=bare), cell)
 
     def _key(self, name: str, entry: str | None, task: str, window: bool, bare: bool = False) -> str:
         if self.key_style == "torchrec":

@@ -209,3 +209,42 @@ def test_ddp_nan_on_one_rank_equals_one_process_over_all_records(ddp_pool):
     want = _expected([1.0, 2.5, 4.0, -1.0]) | {"train_rank1/only": 3.0}
     assert logged0 == logged1 == single.get_metrics_for_logging()
     _close(logged0, want)
+
+
+def _window_over_kept(updates: list[list[float]], window_size: int) -> list[float]:
+    """docs/windows.md's rule over the records that are not NaN: the newest whole updates of at most
+    ``window_size`` values (an update without any takes no room)."""
+    kept: list[list[float]] = []
+    for update in (u for u in ([v for v in vs if not math.isnan(v)] for vs in updates) if u):
+        kept.append(update)
+        while sum(map(len, kept)) > window_size and len(kept) > 1:
+            kept.pop(0)
+    return [v for update in kept for v in update][-window_size:]
+
+
+@pytest.mark.parametrize("agg_type", list(REDUCE))
+def test_a_windowed_handler_refuses_nan_naming_why_and_changes_nothing(agg_type):
+    """`Windowed(Mean(nan_strategy="ignore"))` drops NaN in its lifetime and window, but its window counts
+    each dropped record as a sample: the window would not be the one over the records kept (TorchMetrics'
+    "ignore": a dropped sample does not count). So the aggregator keeps refusing NaN for a Windowed handler,
+    and now says why (it said only "expected a finite number, got nan", as if the metric's strategy were "error")."""
+    from torchmetrics_ext import Windowed
+
+    cls = OURS[agg_type]
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(agg_type, lambda: Windowed(cls(nan_strategy="ignore"), window_size=3))
+    name = agg_type.name.lower()
+    updates = [[1.0, 2.0], [4.0]]
+    for values in updates:
+        aggregator.update([Metric("alpaca", name, v, agg_type) for v in values])
+    before = aggregator.state_dict()
+    with pytest.raises(ValueError, match=r"expected a finite number, got nan") as caught:
+        aggregator.update([Metric("alpaca", name, v, agg_type) for v in (5.0, NAN)])
+    assert "Windowed handler refuses NaN whatever its metric's nan_strategy ('ignore')" in str(caught.value)
+    after = aggregator.state_dict()
+    assert after["metadata"] == before["metadata"]
+    assert all(torch.equal(after["tensors"][k], v) for k, v in before["tensors"].items())
+    got = aggregator.get_metrics_for_logging()
+    lifetime = [v for values in updates for v in values]
+    assert math.isclose(got[f"train_alpaca/{name}_lifetime"], REDUCE[agg_type](lifetime))
+    assert math.isclose(got[f"train_alpaca/{name}_window"], REDUCE[agg_type](_window_over_kept(updates, 3)))

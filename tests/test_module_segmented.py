@@ -681,3 +681,21 @@ def test_cast_float_ids_in_a_named_column_equal_torchrec_itself(tmp_path):
     assert sorted(values) == sorted(theirs["keys"])
     for key, value in values.items():
         np.testing.assert_allclose(value.item(), theirs["values"][key], rtol=1e-6, err_msg=key)
+
+
+@pytest.mark.parametrize("window_size", [None, 60])
+def test_a_checkpoint_of_another_num_segments_is_refused_naming_it(window_size):
+    """A module's checkpoint of 4 segments into one of 3 said "this Segmented (num_tasks=2) expects (2, 3)"
+    (with a window: only "the window's histogram ... (4, 2, 3)"), not which setting differs."""
+
+    def make(num_segments):
+        segmented = lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks=num_tasks), num_segments)  # noqa: E731
+        return tmx.RecMetricModule(TASKS, {"ne": segmented}, throughput=False, window_size=window_size)
+
+    ours, theirs = make(3), make(4)
+    theirs.update(make_steps([20])[0])
+    with pytest.raises(RuntimeError) as caught:
+        ours.load_state_dict(theirs.state_dict())
+    text = str(caught.value)
+    assert "this Segmented (metric=NormalizedEntropy, num_tasks=2, num_segments=3) expects (2, 3)" in text, text
+    assert "state has shape (2, 4)" in text

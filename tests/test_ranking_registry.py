@@ -252,3 +252,30 @@ def test_an_unknown_ranking_name_suggests_the_one_meant(given, hint):
         ) as caught:
             build()
         assert str(caught.value).endswith(hint)
+
+
+@pytest.mark.parametrize(
+    ("ks", "metrics", "argument", "repeated"),
+    [
+        ((1, 1), ("ndcg",), "ks", "1"),
+        ((10, 5, 10), ("ndcg", "recall"), "ks", "10"),
+        ((None, 3, None), ("mrr",), "ks", "None"),
+        ((np.int64(2), 2), ("mrr",), "ks", "2"),  # the same cutoff however it is written
+        ((1, 5), ("ndcg", "ndcg"), "metrics", "'ndcg'"),
+        ((1,), ("mrr", "map", "mrr", "map"), "metrics", "'mrr', 'map'"),
+    ],
+)
+def test_a_repeated_cutoff_or_metric_name_is_refused(ks, metrics, argument, repeated):
+    """`ks=(10, 5, 10)` or `metrics=("ndcg", "ndcg")` gave one key per distinct value, the typo unseen:
+    refused by name, with the repeated values, in the class, its functional twin and the Hugging Face adapter."""
+    from torchmetrics_ext.integrations.huggingface import ranking_compute_metrics
+
+    data = flat_data(np.random.default_rng(4))
+    for build in (
+        lambda: tmx.RankingMetrics(ks=ks, metrics=metrics),
+        lambda: tmf.ranking_metrics(**data, ks=ks, metrics=metrics),
+        lambda: ranking_compute_metrics(ks=ks, metrics=metrics),
+    ):
+        with pytest.raises(ValueError, match=rf"^Expected `{argument}` without repeats") as caught:
+            build()
+        assert f"repeats {repeated}" in str(caught.value)

@@ -806,3 +806,32 @@ def test_windowed_segmented_per_task_ids_cut_batches_and_forward_match_numpy():
             values = metric.compute()
         np.testing.assert_allclose(values["lifetime"].numpy(), joined(seen), rtol=1e-12)
         np.testing.assert_allclose(values["window"].numpy(), joined(kept(seen)), rtol=1e-12)
+
+
+def _refusal(call) -> str:
+    with pytest.raises((RuntimeError, ValueError)) as caught:
+        call()
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("windowed", [False, True])
+def test_states_of_another_num_segments_are_refused_naming_num_segments(windowed):
+    """A checkpoint or merged metric of 4 segments into one of 3 said "size mismatch ... this Segmented
+    (num_tasks=2) expects (2, 3)": the setting that explains the shapes was not named."""
+
+    def make(num_segments):
+        metric = tmx.Segmented(tmx.NormalizedEntropy(num_tasks=2), num_segments=num_segments)
+        out = tmx.Windowed(metric, window_size=10) if windowed else metric
+        out.persistent(True)
+        return out
+
+    ours, theirs = make(3), make(4)
+    theirs.update(torch.tensor([[0.2, 0.7], [0.4, 0.9]]), torch.tensor([[1, 0], [0, 1]]), segments=torch.tensor([0, 3]))
+    before = {k: v.clone() for k, v in ours.state_dict().items() if isinstance(v, torch.Tensor)}
+    for call in (lambda: ours.load_state_dict(theirs.state_dict()), lambda: ours.merge_state(theirs)):
+        text = _refusal(call)
+        assert "this Segmented (metric=NormalizedEntropy, num_tasks=2, num_segments=3) expects (2, 3)" in text, text
+        assert "state has shape (2, 4)" in text
+        for key, value in ours.state_dict().items():  # nothing of the refused states loaded
+            if key in before:
+                torch.testing.assert_close(value, before[key])

@@ -379,7 +379,10 @@ class MetricsAggregator:
         then on (until :meth:`reset`) and is logged as ``nan`` (other NaN values, undefined ones, are
         left out). A batch without NaN takes the usual path (``fold`` of its summary). DISTRIBUTION and
         CATEGORICAL_COUNT refuse NaN whatever the handler; a wrapper such as ``Windowed`` declares no
-        ``nan_strategy`` of its own, so its key refuses NaN. TorchMetrics' classes default to ``"warn"``:
+        ``nan_strategy`` of its own, so its key refuses NaN, even around a metric that takes NaN
+        (``Windowed(Mean(nan_strategy="ignore"), n)``; the error says so): its window would count
+        each dropped NaN record as a sample, so it would not be the window over the records kept
+        (drop NaN records before ``update`` for such a key). TorchMetrics' classes default to ``"warn"``:
         a bare ``MeanMetric`` handler warns and drops NaN (``MeanMetric(nan_strategy="error")`` refuses it).
 
         A wrapper's dict of dicts is flattened, each outer key joined with ``_`` in front of the

@@ -248,9 +248,12 @@ def plan_step(metric: TorchMetric, agg_type: AggregationType, values: Sequence[A
         if agg_type is AggregationType.CATEGORICAL_COUNT:
             return Update(metric, list(check_categories(values)))
         return Update(metric, number_tensor(values).to(device))
-    except ValueError:
+    except ValueError as error:
         step = _nan_step(metric, agg_type, values, device)
         if step is None:
+            hint = _windowed_nan_hint(metric, agg_type, values)
+            if hint:
+                raise ValueError(f"{str(error).rstrip('.')}{hint}") from None
             raise
         return step
 
@@ -273,6 +276,25 @@ def takes_nan(metric: TorchMetric) -> bool:
     if isinstance(strategy, str):
         return strategy in _NAN_TAKEN
     return isinstance(strategy, float)
+
+
+def _windowed_nan_hint(metric: TorchMetric, agg_type: AggregationType, values: Sequence[Any]) -> str:
+    """Why a ``Windowed`` handler around a metric that takes NaN refuses a batch holding NaN (else ``""``).
+
+    Its wrapped metric would drop the NaN records from the lifetime and window values, but the
+    window would count each of them as a sample (the update's size), so the window would not be
+    the one over the records kept: NaN stays refused rather than giving that window.
+    """
+    wrapped = metric.lifetime if isinstance(metric, Windowed) else None
+    if wrapped is None or agg_type not in _NAN_TYPES or not takes_nan(wrapped):
+        return ""
+    if not any(nan_flags(plain_numbers(values))):
+        return ""
+    return (
+        f" (a Windowed handler refuses NaN whatever its metric's nan_strategy "
+        f"({getattr(wrapped, 'nan_strategy', None)!r}): its window would count each dropped record as a sample; "
+        "drop NaN records before the aggregator, or register the metric without Windowed)."
+    )
 
 
 def _nan_step(

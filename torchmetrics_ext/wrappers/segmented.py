@@ -173,6 +173,16 @@ class Segmented(TaskMetric):
         self._default_settings_names.update(metric._default_settings_names)
         self._saved_state_names.update(metric._saved_state_names)  # named after validate_args in memory only
 
+    def _settings_text(self) -> str:
+        """`` (metric=CTR, num_tasks=1, num_segments=3)``: the settings a state of another shape is told against.
+
+        ``num_segments`` sizes every state but is no recorded setting (the shapes show it): messages
+        name it, and the wrapped metric, so a checkpoint of another segment count says so.
+        """
+        settings = {**self._checkpoint_settings(), "num_segments": self.num_segments}
+        shown = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        return f" (metric={type(self.metric).__name__}, {shown})"
+
     def _merge_derivations(self) -> dict[str, tuple[Callable[..., Tensor], tuple[str, ...]]]:
         """The wrapped metric's (per segment): its sums added since, derived as a load derives them."""
         return self._derived_states

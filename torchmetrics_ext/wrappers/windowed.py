@@ -1488,6 +1488,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 afresh = f"its window is of an older format ({_ring_layout(ring)})"
             else:
                 problems = [f"{key}: {problem}" for problem in store.problems(ring)]
+                if problems and isinstance(life, GuardedMetric):
+                    # states of another shape name the settings behind the ring's (Segmented's num_segments)
+                    problems = life._state_problems(state_dict, f"{prefix}lifetime.") + problems
                 afresh = None if problems else self._incomplete(state_dict, prefix, version)
         # states of another shape (other settings), or malformed: checked before the ring loads, so a
         # refused lifetime or window leaves the ring as it was too (the children check them again)

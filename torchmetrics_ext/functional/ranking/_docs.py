@@ -28,7 +28,7 @@ ARGUMENTS = {
     "indexes": "``(N,)`` integer query ids (flat input only; rows with the same id are one query).",
     "mask": "optional bool tensor of the shape of ``preds``; ``False`` drops a row / marks a padded slot.",
     "weights": "optional non-negative query weights: ``(N,)`` rows (a query takes its largest) or ``(Q,)``.",
-    "ks": "cutoffs: positive integers, or ``None`` for the whole list (key without ``@``).",
+    "ks": "cutoffs: positive integers, or ``None`` for the whole list (key without ``@``); each at most once.",
     "exponential_gain": "NDCG gain :math:`2^y - 1` (Burges) instead of :math:`y` (Järvelin and Kekäläinen); "
     "in float64, a query's gains scaled by :math:`2^{512 - M}` when its largest relevance :math:`M` exceeds "
     "512 (its NDCG unchanged: no overflow for any finite relevance), and grades below 1 given "

@@ -15,6 +15,7 @@ then a function in :mod:`~torchmetrics_ext.functional.ranking.single` and a clas
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -167,6 +168,9 @@ def _closest_name(text: str) -> str:
 def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[Request]:
     """Validate ``metrics`` and ``ks`` and return every ``(spec, k)`` request, metric by metric.
 
+    A value given twice in either (``ks=(10, 5, 10)``, ``metrics=("ndcg", "ndcg")``) is refused: it
+    would name a key twice, so it is most likely a typo for another value.
+
     A metric without cutoff (R-precision) gives one request whatever ``ks`` holds. ``None`` in
     ``ks`` is the whole list for every metric with a cutoff (recall is then 1, precision
     ``|R_q| / n_q``).
@@ -180,7 +184,8 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
         raise ValueError(
             f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}{hint}."
         )
-    specs = list(dict.fromkeys(ranking_spec(name) for name in names))
+    specs = [ranking_spec(name) for name in names]
+    _refuse_repeats("metrics", metrics, [spec.name for spec in specs])
     # a 0-dim tensor or array is one cutoff, as a bare int: no sequence (sequence_items)
     one = as_int(ks)
     given = sequence_items("ks", ks) or []
@@ -201,7 +206,19 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
             f"list, got {ks!r}{hint}."
         )
     try:
-        cutoffs = list(dict.fromkeys(check_cutoff(k, "optional") for k in given))
+        cutoffs = [check_cutoff(k, "optional") for k in given]
     except ValueError as error:  # which setting: `k` is each of its items
         raise ValueError(f"{str(error).rstrip('.')}, an item of `ks` ({ks!r}).") from None
+    _refuse_repeats("ks", ks, cutoffs)
     return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]
+
+
+def _refuse_repeats(argument: str, given: object, values: Sequence[object]) -> None:
+    """``ValueError`` naming ``argument`` and each value that ``values`` (its items, read) holds more than once."""
+    counts = Counter(values)
+    repeats = [value for value in counts if counts[value] > 1]  # in the order given
+    if repeats:
+        listed = ", ".join(map(repr, repeats))
+        raise ValueError(
+            f"Expected `{argument}` without repeats (each gives one key), got {given!r}: it repeats {listed}."
+        )

@@ -19,7 +19,8 @@ from torchmetrics_ext.functional.ranking._update import _ranking_functional
 __all__ = ["ranking_metrics"]
 
 METRICS_DOC = (
-    f"names of registered metrics, any of {tuple(SPECS)}; the default is the six classic ones {DEFAULT_METRICS}."
+    f"names of registered metrics, any of {tuple(SPECS)}, each at most once; the default is the six classic ones "
+    f"{DEFAULT_METRICS}."
 )
 RETURNS_DOC = (
     'A dict of float64 scalars keyed ``"<metric>@<k>"`` (``"ndcg@10"``), or ``"<metric>"`` for ``k=None`` '

@@ -164,6 +164,11 @@ def _adversarial() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]
         "one-class": (rng.random(_N), np.ones(_N), None),
         "weights-0-and-1e30": (rng.random(_N), y, huge),
         "tiny-weights": (rng.random(_N), y, rng.random(_N) * 1e-30),
+        "signed-zeros": (
+            np.where(rng.random(_N) < 0.5, 0.0, -0.0) + (np.arange(_N) % 10 == 0) * 0.5,
+            y,
+            rng.random(_N),
+        ),
     }
 
 
@@ -471,6 +476,56 @@ def test_ranking_empty_queries_ties_and_k_past_the_list(layout, case, path):
                     metric.update(scores[rows].to(d), relevance[rows].to(d), mask=mask[rows].to(d))
             got = metric.compute()
         got = next(iter(got.values())) if isinstance(got, dict) else got
+        assert got.device.type == d
+        assert_close(float(got), want, msg=f"{name}@{k}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("layout", ["flat", "padded", "padded-complete"])
+def test_ranking_query_weights(layout, path):
+    """Weighted mean over queries: a flat query weighs its largest row weight, a padded one its own; zeros included."""
+    queries = _queries("ties", np.random.default_rng(3))
+    weights = np.random.default_rng(4).random(len(queries))
+    weights[[2, 9]] = 0.0
+    weights[7] = 50.0
+    size = max(len(s) for s, _ in queries)
+    d = dev(path)
+    for name, k in itertools.product(_RANKING, (1, 3, 50)):
+        per_query = [_ranking_reference([q], k, name) for q in queries]
+        kept = [i for i, v in enumerate(per_query) if not math.isnan(v)]
+        want = np.dot([per_query[i] for i in kept], weights[kept]) / weights[kept].sum()
+        metric = _RANKING[name](k=k, queries_complete_per_batch=layout == "padded-complete").to(d)
+        with on(path):
+            if layout == "flat":  # query 7's rows: one of weight 50, the others 25; a query split across the batches
+                rows = [(q, j) for q, (s, _) in enumerate(queries) for j in range(len(s))]
+                preds = torch.tensor([queries[q][0][j] for q, j in rows])
+                target = torch.tensor([queries[q][1][j] for q, j in rows])
+                index = torch.tensor([q for q, _ in rows])
+                row_weights = torch.tensor([weights[q] / (2 if j else 1) for q, j in rows])
+                for part in (slice(0, 20), slice(20, None)):
+                    metric.update(
+                        preds[part].to(d),
+                        target[part].to(d),
+                        indexes=index[part].to(d),
+                        weights=row_weights[part].to(d),
+                    )
+            else:
+                scores, relevance = torch.zeros(len(queries), size), torch.zeros(len(queries), size)
+                mask = torch.zeros(len(queries), size, dtype=torch.bool)
+                for q, (s, r) in enumerate(queries):
+                    scores[q, : len(s)], relevance[q, : len(r)], mask[q, : len(s)] = (
+                        torch.tensor(s),
+                        torch.tensor(r),
+                        True,
+                    )
+                for rows in (slice(0, 10), slice(10, None)):
+                    metric.update(
+                        scores[rows].to(d),
+                        relevance[rows].to(d),
+                        mask=mask[rows].to(d),
+                        weights=torch.as_tensor(weights[rows]).to(d),
+                    )
+            got = metric.compute()
         assert got.device.type == d
         assert_close(float(got), want, msg=f"{name}@{k}")
 

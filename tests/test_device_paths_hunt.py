@@ -348,7 +348,7 @@ def _grouped_reference(fn, p, y, w, g, cuts, complete_per_batch) -> float:
     return np.mean(values) if values else math.nan
 
 
-_GROUPED_WANT: dict[tuple[object, bool], list[float]] = {}
+_GROUPED_WANT: dict[tuple[object, object], list[float]] = {}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -387,6 +387,38 @@ def test_grouped_one_sample_groups_groups_across_batches_and_id_dtypes(complete,
         if key not in _GROUPED_WANT:  # the same data for every path and branch
             _GROUPED_WANT[key] = [_grouped_reference(fn, p[k], y[k], w, g, cuts, complete) for k in range(t)]
         assert_close(value(metric, path), _GROUPED_WANT[key], msg=cls.__name__)
+
+
+def _big_group_data() -> tuple[np.ndarray, ...]:
+    rng = np.random.default_rng(12)
+    n = 20_000
+    g = np.concatenate([np.zeros(17_000, np.int64), rng.integers(10, 70, n - 17_000)])
+    rng.shuffle(g)
+    p = f32(np.round(rng.random(n) * 100) / 100)
+    y = rng.integers(0, 2, n).astype(np.float64)
+    w = f32(rng.random(n))
+    w[::5] = 0.0
+    w[7] = f32(1e30)
+    return p, y, w, g
+
+
+_BIG_GROUP = _big_group_data()
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_grouped_group_longer_than_the_scan_rows_of_rows(path):
+    """A group of 17,000 samples: the device kernel's segmented scan carries sums across rows of rows (two levels)."""
+    p, y, w, g = _BIG_GROUP
+    cuts = [0, 9_000, len(g)]
+    for cls, fn in ((tmx.GroupedAUC, roc_auc_score), (tmx.GroupedAUPRC, average_precision_score)):
+        key = (fn, "big")
+        if key not in _GROUPED_WANT:
+            _GROUPED_WANT[key] = [_grouped_reference(fn, p, y, w, g, cuts, False)]
+        metric = cls().to(dev(path))
+        with on(path):
+            for a, b in itertools.pairwise(cuts):
+                metric.update(*tensors(path, p[a:b], y[a:b], g[a:b], w[a:b], dtype=torch.float32))
+        assert_close(value(metric, path), _GROUPED_WANT[key][0], msg=cls.__name__)
 
 
 # ----------------------------------------------------------------------------- RegressionAUC / XAUC

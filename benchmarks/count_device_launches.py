@@ -17,6 +17,7 @@ both are counted side by side.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, installed or not (gpu_check.sh)
 import torchmetrics_ext as new
 
 # operators that launch nothing (views, metadata, aliases)

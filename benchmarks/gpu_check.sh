@@ -26,6 +26,8 @@ cat "$out/env.txt"
 step cuda_tests 180 "$python" -m pytest -q -m cuda tests/test_gpu.py tests/test_bin_edges.py -p no:cacheprovider
 # apart: a module that fails to collect there (a reference library missing) stops only its own step
 step windowed_cuda 60 "$python" -m pytest -q -k cuda tests/test_windowed.py -p no:cacheprovider
+# the device-path hunt's CUDA twins (adversarial data, checkpoints across devices) against sklearn/NumPy references
+step hunt_cuda 90 "$python" -m pytest -q -m cuda tests/test_device_paths_hunt.py -p no:cacheprovider
 step launches 60 "$python" benchmarks/count_device_launches.py --device cuda
 step update 90 "$python" benchmarks/bench_gpu_update.py
 step auc_100m 150 "$python" benchmarks/bench_gpu.py --sections 2

@@ -95,6 +95,14 @@ def _gpu_check_scripts() -> list[str]:
     return sorted(set(re.findall(r"benchmarks/(\w+\.py)", text)))
 
 
+def test_gpu_check_fits_one_device_call():
+    """The device tool stops a command after 600 s: the steps' own timeouts must leave room for start-up."""
+    text = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    seconds = [int(s) for s in re.findall(r"^step \w+ (\d+) ", text, flags=re.MULTILINE)]
+    assert len(seconds) >= 6
+    assert sum(seconds) <= 580
+
+
 _BARE = """
 import os, runpy, sys
 # as on a machine where this checkout is not installed (the GPU machines): no editable finder, no checkout on the path

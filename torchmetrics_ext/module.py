@@ -505,6 +505,8 @@ class RecMetricModule(CheckpointLoading):
         if from_logits is not None:  # before `strictest`: the message names the module's option
             _check_module_logits(all_domains, from_logits)
         self._domains = InputDomains.strictest(all_domains)
+        # which metrics ask for the strictest labels, for the message refusing a task's labels
+        self._label_owners = [n for n, d in all_domains.items() if d is not None and d.target == self._domains.target]
         # every metric built with validate_args=False: the module trusts each step as they would (no
         # value check, so no host read of the batch per step; see `_update`)
         firsts = [*stacked.values(), *(ms[0] for ms in per_task.values())]
@@ -883,6 +885,7 @@ class RecMetricModule(CheckpointLoading):
             self._zero_weight_steps_count = self._counts_zero_weight_steps()
         self.__dict__.setdefault("_segments", {})  # pickled before the module fed Segmented metrics: none
         self.__dict__.setdefault("_cast_segment_ids", False)
+        self.__dict__.setdefault("_label_owners", [])  # pickled before the labels' message named them
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
             self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -1028,7 +1031,15 @@ class RecMetricModule(CheckpointLoading):
             if ids is not None:
                 fewest = min(self._segments, key=self._segments.__getitem__)
                 bounds = (along.bounds[0][0], along.bounds[0][1]) if along is not None and along.bounds else None
-                check_segment_ids(ids, bounds, self._segments[fewest], self.tasks[0], fewest, self._cast_segment_ids)
+                check_segment_ids(
+                    ids,
+                    bounds,
+                    self._segments[fewest],
+                    self.tasks[0],
+                    fewest,
+                    self._cast_segment_ids,
+                    grouped=[n for n in self._needs_groups if n not in self._segments],
+                )
             unit_weights = all_unit_weights(weight_bounds)
             # the narrow stacks are read by the check only: released now, the step's later temporaries
             # reuse their memory while it is still in cache (the step's working set is about the size of
@@ -1281,6 +1292,8 @@ class RecMetricModule(CheckpointLoading):
                     # column, not the message: the error path only, so the read costs no step anything)
                     nan = column.is_floating_point() and bool(column.isnan().any())
                     read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
+                    if field == "target" and not nan:
+                        read += _labels_hint(self._label_owners, domains.target)
                     return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
         return _in_module(error)
 
@@ -2081,6 +2094,28 @@ def _columns_read(task: RecTaskInfo) -> str:
     return (
         f"Task {task.name!r} reads labels from {task.label_name!r} and predictions from {task.prediction_name!r} "
         "(RecTaskInfo(name, label_name, prediction_name, ...))."
+    )
+
+
+_LABEL_DOMAINS = {"binary": "0/1 labels", "unit": "labels in [0, 1]", "nonnegative": "labels >= 0"}
+
+
+def _labels_hint(owners: Sequence[str], target: str) -> str:
+    """Why a task's labels must be in the module's label domain: the metrics that ask for it score every task.
+
+    Said on the error path only, so a regression task next to AUC tells its user to give it a module of
+    its own rather than look for a bad value in the column.
+
+    Examples:
+        >>> _labels_hint(["ne", "auc"], "binary")[:80]
+        " Every metric of the module scores every task, and metric(s) ['ne', 'auc'] take "
+    """
+    if not owners or target not in _LABEL_DOMAINS:
+        return ""
+    return (
+        f" Every metric of the module scores every task, and metric(s) {list(owners)} take {_LABEL_DOMAINS[target]}:"
+        " a task of other labels (a regression target for 'mse' or 'r_squared', say) needs a RecMetricModule of"
+        " its own."
     )
 
 

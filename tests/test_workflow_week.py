@@ -404,8 +404,16 @@ def test_ddp_two_ranks_equal_one_process_and_references(ddp_pool):
     results = ddp_pool.run(_ddp_job, timeout=240)
     per_rank = [_rank_steps(rank) for rank in range(2)]
     every = per_rank[0] + per_rank[1]
-    assert timeless(results[0]["final"]) == timeless(results[1]["final"])
+    assert_close(results[0]["final"], results[1]["final"], "rank 0 vs rank 1", rtol=0.0)
     assert len(results[0]["logged"]) == len(results[1]["logged"]) == 3
+    for count, logged in zip((2, 4, 6), results[0]["logged"]):  # each interval's flat keys, synced
+        seen = [steps[:count] for steps in per_rank]
+        rows = concat(kept(seen[0], WINDOW // 2) + kept(seen[1], WINDOW // 2))
+        assert_close(logged, all_refs(concat(seen[0] + seen[1]), rows), f"DDP at update {count}")
+        assert logged["train/throughput/total_examples"] == sum(len(s["click"]) for s in seen[0] + seen[1])
+    for first, second in zip(results[0]["logged"], results[1]["logged"]):  # every rank logs the same values
+        assert list(first) == list(second)
+        assert_close(first, second, "rank 0 vs rank 1", rtol=0.0)
     window_rows = concat(kept(per_rank[0], WINDOW // 2) + kept(per_rank[1], WINDOW // 2))
     final = results[0]["final"]
     assert_close(final, all_refs(concat(every), window_rows), "DDP vs references")
@@ -487,8 +495,20 @@ def test_offline_evaluate_equals_the_module_and_the_references(tmp_path):
                 )
             if task == "watch_time":
                 continue
-            for country in range(COUNTRIES):  # --by country: the module's segmented_ne
-                value = records[f"country={COUNTRY_NAMES[country]}"]["ne"]
+            for country in range(COUNTRIES):  # --by country: the module's segmented_ne, every metric a groupby's
+                record = records[f"country={COUNTRY_NAMES[country]}"]
                 want = online[f"sne.{country}/{task}"]
-                assert (value is None and math.isnan(want)) or math.isclose(value, want, rel_tol=1e-9)
+                assert (record["ne"] is None and math.isnan(want)) or math.isclose(record["ne"], want, rel_tol=1e-9)
+                part = {key: value[rows["country"] == country] for key, value in rows.items()}
+                refs = binary_refs(part, prefix="")
+                for name in metrics.split(","):
+                    value, want = record[name], refs[f"{name}/{task}"]
+                    assert (value is None and math.isnan(want)) or math.isclose(value, want, rel_tol=1e-9), (
+                        source,
+                        task,
+                        country,
+                        name,
+                        value,
+                        want,
+                    )
     assert_close(online, all_refs(rows, concat(kept(steps, WINDOW))), "online vs references")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -50,6 +51,9 @@ TASK_COLUMNS = {  # task -> (prediction, label, weight or None)
     "watch_time": ("watch_pred", "watch", None),
 }
 BINARY_TASKS = ("click", "conversion")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the child processes import this checkout's package and tests, whatever is installed
+CHILD_ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -371,6 +375,36 @@ def test_checkpoint_mid_epoch_resumes_lifetime_and_window_exactly(tmp_path):
     assert_close(got, all_refs(concat(steps), concat(kept(steps, WINDOW))), "resumed vs references")
 
 
+def _resume_in_this_process(path: str, out: str) -> None:
+    """A fresh process's side of the checkpoint: build from the config, load, finish the epoch, log."""
+    resumed = build()
+    saved = torch.load(path, weights_only=False)
+    for name, module in resumed.items():
+        module.load_state_dict(saved[name])
+    for step in make_steps(SIZES, seed=3)[5:]:
+        feed(resumed, step)
+    with open(out, "w") as file:
+        json.dump(log_dict(resumed), file)
+
+
+def test_checkpoint_resumed_in_a_fresh_process(tmp_path):
+    steps = make_steps(SIZES, seed=3)
+    half, straight = build(), build()
+    for index, step in enumerate(steps):
+        feed(straight, step)
+        if index < 5:
+            feed(half, step)
+    path, out = tmp_path / "metrics.pt", tmp_path / "values.json"
+    torch.save({name: module.state_dict() for name, module in half.items()}, path)
+    code = f"from tests.test_workflow_week import _resume_in_this_process as r; r({str(path)!r}, {str(out)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=CHILD_ENV)
+    assert done.returncode == 0, done.stderr
+    got = {k: float(v) for k, v in json.loads(out.read_text()).items()}
+    want = log_dict(straight)
+    assert list(got) == list(want)
+    assert_close(timeless(got), timeless(want), "fresh process vs uninterrupted", rtol=0.0)
+
+
 # ------------------------------------------------------------------------------------------ DDP
 RANK_SIZES = ([12, 17, 9, 23, 15, 11], [14, 8, 30, 10, 6, 0])  # uneven; rank 1's last step is empty
 
@@ -436,7 +470,7 @@ def _evaluate_cli(path: Any, task: str, metrics: str, *extra: str, out: Any) -> 
     pred, label, _ = TASK_COLUMNS[task]
     command = [sys.executable, "-m", "torchmetrics_ext", "evaluate", str(path), "--task", f"{task}={pred}:{label}"]
     command += ["--metrics", metrics, "--by", "country", "--output", str(out), "--no-progress", *extra]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=CHILD_ENV)
     assert done.returncode == 0, done.stderr
     return json.loads(out.read_text())
 

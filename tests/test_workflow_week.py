@@ -319,6 +319,21 @@ def test_one_module_cannot_score_a_regression_task_next_to_binary_metrics():
         assert "needs a RecMetricModule of its own" in str(error.value)
         after = module.state_dict()
         assert all(torch.equal(after[k], v) for k, v in before.items()), "a refused step changed a state"
+    # predictions of another scale (seconds watched) are told the same way
+    seconds = {**step, "watch": step["watch"] * 60, "watch_pred": step["watch_pred"] * 60}
+    module = tmx.RecMetricModule.from_config(
+        {"tasks": [_task(t, "user") for t in TASK_COLUMNS], "metrics": ["auc", "mse"], "throughput": False}
+    )
+    with pytest.raises(ValueError, match=r"`model_out\['watch_pred'\]`.*\['auc'\] take predictions in \[0, 1\]"):
+        module.update(seconds)
+    # TorchRec's per-metric tasks choose the keys reported, not the tasks a metric reads: the same advice
+    config = {
+        "rec_tasks": [{**_task("click", ""), "weight_name": "w"}, {**_task("watch_time", ""), "weight_name": "w"}],
+        "rec_metrics": {"auc": {"rec_task_indices": [0]}, "mse": {"rec_task_indices": [1]}},
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    with pytest.raises(ValueError, match=r"\['auc'\] take 0/1 labels.*`rec_task_indices` choose the keys reported"):
+        module.update({**step, "w": torch.ones(10)})
     # the same module without the regression task takes the step; the regression task alone too
     for tasks, metrics in ((BINARY_TASKS, ["ne", "auc", "mse"]), (("watch_time",), ["mse", "r_squared"])):
         module = tmx.RecMetricModule.from_config(

@@ -42,7 +42,6 @@ from torchmetrics_ext.module import (
     RecMetricModule,
     RecTaskInfo,
     _columns_read,
-    _labels_hint,
 )
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import (
@@ -497,7 +496,8 @@ class _Pointwise(HFComputeMetrics):
         for info in self.module.tasks:  # the module's own columns, which this adapter names for the user
             text = text.replace(f" {_columns_read(info)}", "")
         # the module's advice on its tasks (a regression task in a module of its own) is not this adapter's
-        text = text.replace(_labels_hint(self.module._label_owners, self.module.input_domains.target), "")
+        for field in ("preds", "target"):
+            text = text.replace(self.module._domain_hint(field), "")  # "" for a field it says nothing of
         single = len(self.tasks) == 1
         for i, task in enumerate(self.tasks):
             column = "" if single else f"[:, {i}]"

@@ -481,10 +481,8 @@ def test_ddp_two_ranks_equal_one_process_and_references(ddp_pool):
 
 
 # -------------------------------------------------------------------------------------- offline
-def _evaluate_cli(path: Any, task: str, metrics: str, *extra: str, out: Any) -> dict[str, Any]:
-    pred, label, _ = TASK_COLUMNS[task]
-    command = [sys.executable, "-m", "torchmetrics_ext", "evaluate", str(path), "--task", f"{task}={pred}:{label}"]
-    command += ["--metrics", metrics, "--by", "country", "--output", str(out), "--no-progress", *extra]
+def _evaluate_cli(out: Any, *arguments: str) -> dict[str, Any]:
+    command = [sys.executable, "-m", "torchmetrics_ext", "evaluate", *arguments, "--output", str(out), "--no-progress"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=CHILD_ENV)
     assert done.returncode == 0, done.stderr
     return json.loads(out.read_text())
@@ -505,35 +503,43 @@ def test_offline_evaluate_equals_the_module_and_the_references(tmp_path):
     frame.astype({c: "float64" for c in frame.columns if frame[c].dtype == np.float32}).to_csv(
         tmp_path / "preds.csv", index=False
     )
-    binary = ",".join(BINARY_METRICS)
-    runs = {  # the command line's --weights column is shared by its --task flags: conversion runs on its own
-        "click": (binary, ()),
-        "conversion": (binary, ("--weights", "conv_w")),
-        "watch_time": ("mse,r_squared", ()),
-    }
+    task_metrics = {"click": BINARY_METRICS, "conversion": BINARY_METRICS, "watch_time": ["mse", "r_squared"]}
     by_task: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for task, (metrics, extra) in runs.items():
-        ids = ("--user", "user", "--session", "session") if task != "watch_time" else ()
-        result = _evaluate_cli(tmp_path / "preds.parquet", task, metrics, *extra, *ids, out=tmp_path / f"{task}.json")
-        by_task["preds.parquet", task] = result["records"]
-    # the Python API (docs/evaluate.md's config schema): one run for both binary tasks, click unweighted
-    # (`weight_name: None`) next to conversion weighted by the shared `weights`; the regression task apart
+    # docs/evaluate.md's config schema: click unweighted (`weight_name: None`) next to conversion weighted by
+    # the shared `weights` in one run; the regression task in a run of its own
     binary_tasks = [{**_task("click", ""), "weight_name": None}, {"name": "conversion", **_task("conversion", "")}]
     del binary_tasks[1]["weight_name"]  # weighted by the shared `weights`: a per-task weight column is refused
-    for tasks, metrics, ids in (
-        (binary_tasks, BINARY_METRICS, {"user": "user", "session": "session", "weights": "conv_w"}),
-        ([_task("watch_time", "")], ["mse", "r_squared"], {}),
-    ):
+    config = {
+        "tasks": binary_tasks,
+        "metrics": BINARY_METRICS,
+        "weights": "conv_w",
+        "user": "user",
+        "session": "session",
+    }
+    (tmp_path / "eval.json").write_text(json.dumps({**config, "paths": ["preds.parquet"], "by": "country"}))
+    # the command line: the binary tasks from --config, the regression task from --task flags
+    result = _evaluate_cli(tmp_path / "binary.json", "--config", str(tmp_path / "eval.json"))
+    for task in BINARY_TASKS:
+        by_task["preds.parquet", task] = [r for r in result["records"] if r["task"] == task]
+    flags = ["--task", "watch_time=watch_pred:watch", "--metrics", "mse,r_squared", "--by", "country"]
+    result = _evaluate_cli(tmp_path / "watch.json", str(tmp_path / "preds.parquet"), *flags)
+    by_task["preds.parquet", "watch_time"] = result["records"]
+    # the Python API, the same way over the CSV copy
+    regression = {"tasks": [_task("watch_time", "")], "metrics": task_metrics["watch_time"]}
+    for options in (config, regression):
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = evaluate(tmp_path / "preds.csv", tasks, metrics, by="country", progress=False, **ids)
+            warnings.simplefilter("ignore")  # undefined segments are nan with a warning
+            result = evaluate(tmp_path / "preds.csv", by="country", progress=False, **options)
         for record in result.records:
             record = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in record.items()}
             by_task.setdefault(("preds.csv", record["task"]), []).append(record)
     for (source, task), task_records in by_task.items():
-        metrics = runs[task][0]
+        metrics = task_metrics[task]
         records = {record["segment"]: record for record in task_records if record["task"] == task}
-        for name in metrics.split(","):
+        assert records["all"]["rows"] == len(rows["click"])  # zero-weight rows are rows too
+        counts = np.bincount(rows["country"], minlength=COUNTRIES)
+        assert [records[f"country={name}"]["rows"] for name in COUNTRY_NAMES] == counts.tolist()
+        for name in metrics:
             offline = records["all"][name]
             key = f"train/{name}/{task}" if task != "watch_time" else f"{name}/{task}"
             want = online[key]
@@ -552,7 +558,7 @@ def test_offline_evaluate_equals_the_module_and_the_references(tmp_path):
             assert (record["ne"] is None and math.isnan(want)) or math.isclose(record["ne"], want, rel_tol=1e-9)
             part = {key: value[rows["country"] == country] for key, value in rows.items()}
             refs = binary_refs(part, prefix="")
-            for name in metrics.split(","):
+            for name in metrics:
                 value, want = record[name], refs[f"{name}/{task}"]
                 assert (value is None and math.isnan(want)) or math.isclose(value, want, rel_tol=1e-9), (
                     source,

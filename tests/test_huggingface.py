@@ -658,8 +658,9 @@ def test_errors_name_the_arrays_passed_and_this_adapters_options():
     two = pointwise_compute_metrics(["ne", "auc"], tasks=("click", "like"))
     with pytest.raises(
         ValueError, match=r"^Task 'like': Expected `label_ids\[:, 1\]` to hold binary labels in \{0, 1\}"
-    ):
+    ) as info:
         two(EvalPrediction(predictions=np.stack([logits, logits], 1), label_ids=np.stack([labels, 2 * labels - 1], 1)))
+    assert "module" not in str(info.value)  # the module's advice (a task in a module of its own) is not the adapter's
     padded = labels.copy()
     padded[3] = -100
     with pytest.raises(ValueError, match=r"^Expected `label_ids` to hold .* -100 \(the Trainer's label padding"):

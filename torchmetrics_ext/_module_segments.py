@@ -10,7 +10,7 @@ its own: ``"{prefix}{metric}.{g}/{task}"`` (and ``.../window``), as a dict-value
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -76,12 +76,15 @@ def check_segment_ids(
     task: RecTaskInfo,
     name: str,
     cast: bool = False,
+    grouped: Sequence[str] = (),
 ) -> None:
     """Refuse segment ids outside ``[0, num_segments)`` (``bounds``: their min and max if read already).
 
     ``num_segments``: the smallest of the module's Segmented metrics (one column feeds them all).
     ``cast``: the ids were read by :func:`segment_ids` with ``cast_floats``; the message says how (the
     values it shows are the truncated ones: ``-1.5`` shows as ``-1``, ``nan`` as ``-2**63``).
+    ``grouped``: the module's grouped metrics (``"gauc"``), which read the same column: the message says
+    so, since segments by another column (a country next to grouped AUC by user) need a module of their own.
 
     Raises:
         ValueError: naming the column, the range expected and the values found.
@@ -97,6 +100,13 @@ def check_segment_ids(
                 " (with TorchRec's cast_keys_to_int, floating ids are read as int64, truncated toward zero)."
                 if cast
                 else "."
+            )
+            + (
+                f" The segment ids are the tasks' group_id_name column, which grouped metric(s) {list(grouped)} read"
+                " as their group ids too: to segment by another column, give the Segmented metrics a"
+                " RecMetricModule of their own."
+                if grouped
+                else ""
             )
             + " A rejected step, nothing was updated."
         )

@@ -505,6 +505,15 @@ class RecMetricModule(CheckpointLoading):
         if from_logits is not None:  # before `strictest`: the message names the module's option
             _check_module_logits(all_domains, from_logits)
         self._domains = InputDomains.strictest(all_domains)
+        # which metrics ask for the strictest predictions and labels, for the message refusing a task's column
+        self._domain_owners = {
+            field: [
+                n
+                for n, d in all_domains.items()
+                if d is not None and getattr(d, field) == getattr(self._domains, field)
+            ]
+            for field in ("preds", "target")
+        }
         # every metric built with validate_args=False: the module trusts each step as they would (no
         # value check, so no host read of the batch per step; see `_update`)
         firsts = [*stacked.values(), *(ms[0] for ms in per_task.values())]
@@ -883,6 +892,7 @@ class RecMetricModule(CheckpointLoading):
             self._zero_weight_steps_count = self._counts_zero_weight_steps()
         self.__dict__.setdefault("_segments", {})  # pickled before the module fed Segmented metrics: none
         self.__dict__.setdefault("_cast_segment_ids", False)
+        self.__dict__.setdefault("_domain_owners", {})  # pickled before the column's message named them
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
             self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -1028,7 +1038,15 @@ class RecMetricModule(CheckpointLoading):
             if ids is not None:
                 fewest = min(self._segments, key=self._segments.__getitem__)
                 bounds = (along.bounds[0][0], along.bounds[0][1]) if along is not None and along.bounds else None
-                check_segment_ids(ids, bounds, self._segments[fewest], self.tasks[0], fewest, self._cast_segment_ids)
+                check_segment_ids(
+                    ids,
+                    bounds,
+                    self._segments[fewest],
+                    self.tasks[0],
+                    fewest,
+                    self._cast_segment_ids,
+                    grouped=[n for n in self._needs_groups if n not in self._segments],
+                )
             unit_weights = all_unit_weights(weight_bounds)
             # the narrow stacks are read by the check only: released now, the step's later temporaries
             # reuse their memory while it is still in cache (the step's working set is about the size of
@@ -1255,6 +1273,13 @@ class RecMetricModule(CheckpointLoading):
         limit = joint.units[0]._local_window()
         return joint if n <= limit and joint.ready(limit) else None
 
+    def _domain_hint(self, field: str) -> str:
+        """:func:`_domain_hint` for this module's ``field`` (``"preds"`` or ``"target"``); "" where it says nothing."""
+        domain = getattr(self._domains, field)
+        if field == "preds" and self._domains.from_logits:  # any finite logit: a real value passes as one
+            return ""
+        return _domain_hint(self._domain_owners.get(field, []), field, domain, bool(self._reported))
+
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""
         domains = self._domains
@@ -1281,6 +1306,8 @@ class RecMetricModule(CheckpointLoading):
                     # column, not the message: the error path only, so the read costs no step anything)
                     nan = column.is_floating_point() and bool(column.isnan().any())
                     read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
+                    if field != "weights" and not nan:
+                        read += self._domain_hint(field)
                     return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
         return _in_module(error)
 
@@ -2081,6 +2108,44 @@ def _columns_read(task: RecTaskInfo) -> str:
     return (
         f"Task {task.name!r} reads labels from {task.label_name!r} and predictions from {task.prediction_name!r} "
         "(RecTaskInfo(name, label_name, prediction_name, ...))."
+    )
+
+
+_DOMAINS_SAID = {
+    ("target", "binary"): "0/1 labels",
+    ("target", "unit"): "labels in [0, 1]",
+    ("target", "nonnegative"): "labels >= 0",
+    ("preds", "probability"): "predictions in [0, 1] (probabilities)",
+}
+
+
+def _domain_hint(owners: Sequence[str], field: str, domain: str, torchrec: bool = False) -> str:
+    """Why a task's labels (or predictions) must be in the module's domain: the metrics asking for it score every task.
+
+    Said on the error path only, so a regression task next to AUC tells its user to give it a module of
+    its own rather than look for a bad value in the column. ``torchrec``: a module of
+    :meth:`RecMetricModule.from_torchrec_config`, whose ``rec_task_indices`` choose the keys reported,
+    not the tasks a metric reads (TorchRec's own module feeds each metric its tasks alone).
+
+    Examples:
+        >>> _domain_hint(["ne", "auc"], "target", "binary")[:80]
+        " Every metric of the module scores every task, and metric(s) ['ne', 'auc'] take "
+        >>> _domain_hint(["mse"], "preds", "real")
+        ''
+    """
+    said = _DOMAINS_SAID.get((field, domain))
+    if not owners or said is None:
+        return ""
+    return (
+        f" Every metric of the module scores every task, and metric(s) {list(owners)} take {said}:"
+        " a task of other values (a regression target for 'mse' or 'r_squared', say) needs a RecMetricModule of"
+        " its own"
+        + (
+            " (`rec_task_indices` choose the keys reported, not the tasks a metric reads: build it from a"
+            " MetricsConfig of that task and its metrics alone)."
+            if torchrec
+            else "."
+        )
     )
 
 

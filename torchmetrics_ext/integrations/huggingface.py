@@ -37,7 +37,12 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import _MODULE_LOGITS_ADVICE, RecMetricModule, RecTaskInfo, _columns_read
+from torchmetrics_ext.module import (
+    _MODULE_LOGITS_ADVICE,
+    RecMetricModule,
+    RecTaskInfo,
+    _columns_read,
+)
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import (
     as_real,
@@ -490,6 +495,9 @@ class _Pointwise(HFComputeMetrics):
         )
         for info in self.module.tasks:  # the module's own columns, which this adapter names for the user
             text = text.replace(f" {_columns_read(info)}", "")
+        # the module's advice on its tasks (a regression task in a module of its own) is not this adapter's
+        for field in ("preds", "target"):
+            text = text.replace(self.module._domain_hint(field), "")  # "" for a field it says nothing of
         single = len(self.tasks) == 1
         for i, task in enumerate(self.tasks):
             column = "" if single else f"[:, {i}]"

@@ -5037,8 +5037,10 @@ def test_a_task_dict_with_weight_name_none_has_unit_weights_next_to_weighted_tas
     # every task without weights: `weights` is not read (a missing column is no error), no note either
     only = evaluate(frame.drop(columns="w"), tasks[1:], ["ctr"], weights="w")
     assert only.values["ctr/like"] == pytest.approx(frame["y_like"].mean(), rel=1e-12)
-    with pytest.raises(ValueError, match="'weight_name' takes only None"):
+    with pytest.raises(ValueError, match="'weight_name' takes only None") as refused:
         evaluate(frame, [{**tasks[1], "weight_name": "w"}], ["ctr"], weights="w")
+    # a field RecTaskInfo knows is not called unknown (it sent users looking for a typo)
+    assert str(refused.value).startswith("Task fields ['weight_name']; not per task")
 
 
 def test_a_directory_follows_linked_subdirectories_once_and_stops_at_cycles(tmp_path):

@@ -237,7 +237,10 @@ def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
         if "weight_name" in unknown:
             moved.append("'weight_name' takes only None (null), a task without weights")
         hint = f"; not per task: {', '.join(moved)}" if moved else _close_to(unknown, _TASK_FIELDS)
-        raise ValueError(f"Unknown task fields {unknown}{hint}; expected {list(_TASK_FIELDS)}, got {dict(task)!r}.")
+        # RecTaskInfo's column fields are known, only not set per task here: "unknown" would send the user
+        # looking for a typo
+        lead = "Task fields" if all(key in shared for key in unknown) else "Unknown task fields"
+        raise ValueError(f"{lead} {unknown}{hint}; expected {list(_TASK_FIELDS)}, got {dict(task)!r}.")
     wrong = [key for key in _TASK_FIELDS if key in task and not (isinstance(task[key], str) and task[key])]
     if "name" not in task or wrong:
         what = "missing 'name'" if "name" not in task else f"{wrong[0]!r} is {task[wrong[0]]!r}"

@@ -36,13 +36,33 @@ from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
 from torchmetrics_ext.wrappers.windowed import Windowed
 
-__all__ = ["Segmented"]
+__all__ = ["Segmented", "unchecked_ids_fit"]
 
 
 def _update_inputs(cls: type[Metric]) -> tuple[str, ...]:
     """Names of the positional parameters of ``cls.update`` (``self`` not counted), in order."""
     parameters = list(inspect.signature(cls.update).parameters.values())[1:]
     return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def unchecked_ids_fit(ids: Tensor, num_segments: int) -> bool:
+    """Whether unchecked integer ``ids`` on the CPU all lie in ``[0, num_segments)``, read without a value read.
+
+    An ``index_select`` from a zero-stride probe of ``num_segments`` entries raises on the CPU for
+    an id outside (and writes nothing): the check ``validate_args=False`` skips, at the cost of one
+    pass over the ids and no host read on the happy path. On another device ``True`` (a device-side
+    assert of the scatter cannot be caught; nothing is checked there).
+    """
+    if ids.device.type != "cpu" or ids.numel() == 0:
+        return True
+    flat = ids.reshape(-1)
+    if flat.dtype not in (torch.int32, torch.int64):  # index_select's index dtypes
+        flat = flat.to(torch.int64)
+    try:
+        torch.zeros((), dtype=torch.bool).expand(num_segments).index_select(0, flat)
+    except (IndexError, RuntimeError):
+        return False
+    return True
 
 
 class Segmented(TaskMetric):
@@ -76,8 +96,9 @@ class Segmented(TaskMetric):
         TypeError: if ``metric`` does not hold per-task sum statistics (AUC's sorted scores,
             ranking rows, binned histograms and quantile sketches are not per-task sums).
         ValueError: for a bad ``num_segments``, two different process groups (``metric``'s and
-            ``process_group``), or (in ``update``) segment ids outside ``[0, num_segments)``, not
-            of shape ``(N,)`` or ``(T, N)``, or not on ``preds``' device.
+            ``process_group``), or (in ``update``) segment ids outside ``[0, num_segments)`` (with
+            ``validate_args=False`` too, on the CPU: see the note), not of shape ``(N,)`` or
+            ``(T, N)``, or not on ``preds``' device.
         TypeError: ``num_tasks`` or ``validate_args`` given to Segmented (they are the wrapped
             metric's), or (in ``update``) segment ids that are not integers, an argument the
             wrapped metric's ``update`` does not take (a ``target`` for
@@ -89,11 +110,12 @@ class Segmented(TaskMetric):
         ``(task, segment) [(0, 1)]`` otherwise);
         counters report 0 there.
 
-        With the wrapped metric's ``validate_args=False`` the ids are not checked and must lie in
-        ``[0, num_segments)``: an id outside has no segment to go to (no natural answer), an error
-        raised by the indexing on the CPU (``RuntimeError``; the rows before it may be added
-        already: ``reset()`` the metric) and a device-side assert on CUDA, which ends the
-        process's CUDA context.
+        With the wrapped metric's ``validate_args=False`` the ids are not validated and must lie in
+        ``[0, num_segments)``: an id outside has no segment to go to (no natural answer). On the
+        CPU such a batch is still refused with a ``ValueError`` naming ``segments`` and
+        ``num_segments``, before anything is added (one pass over the ids, no value read unless
+        refused); on CUDA it is a device-side assert of the scatter, which cannot be caught and
+        ends the process's CUDA context (validate the ids there, or keep ``validate_args=True``).
 
         Host reads: none in ``update`` with ``validate_args=False``; with validation one per step,
         the ids' bounds read in the same copy as the wrapped metric's inputs (and remembered for
@@ -323,7 +345,15 @@ class Segmented(TaskMetric):
                         f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), "
                         f"got values in [{low_v}, {high_v}]."
                     )
-        return (segments if segments.ndim == 2 else segments.unsqueeze(0)).to(torch.int64).expand(shape)
+        ids = segments.to(torch.int64)
+        if not validate and not unchecked_ids_fit(ids, self.num_segments):
+            # CPU only: the scatter would raise a bare RuntimeError after adding part of the batch
+            low, high = checked_bounds([segments], [False])[0]  # as given: uint64 past 2**63 stays positive
+            raise ValueError(
+                f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), got values in "
+                f"[{int(low)}, {int(high)}] (not validated: validate_args=False); nothing was added."
+            )
+        return (ids if ids.ndim == 2 else ids.unsqueeze(0)).expand(shape)
 
     def _inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], validate: bool) -> tuple[Tensor, ...]:
         """``(preds, target, weights, segments)`` formatted from ``update``'s arguments in the metric's layout."""

@@ -659,3 +659,39 @@ def test_aggregation_sum_max_min_window_rule_reads_nothing_more(name, monkeypatc
     metric.update(torch.tensor([NAN, NAN], dtype=torch.float64))
     metric.update(torch.tensor([NAN, 3.0], dtype=torch.float64))
     assert len(reads) == 5
+
+
+def test_torchmetrics_mean_metric_gives_an_all_zero_weight_update_its_room_as_documented():
+    """A wrapped TorchMetrics ``MeanMetric`` is not told an all-zero ``weight`` (nothing notes it; reading it would
+    be a host sync per GPU step): the update takes its room and the oldest leaves (docs/windows.md), while the
+    package's ``aggregation.Mean`` (same ``update(value, weight)``) takes none.
+
+    Reference: plain-Python weighted means over the updates each rule keeps in a window of 4 rows.
+    """
+    import torchmetrics
+
+    from torchmetrics_ext.aggregation import Mean
+
+    updates = [
+        ([1.0, 2.0], [1.0, 1.0]),
+        ([3.0, 4.0], [1.0, 3.0]),
+        ([100.0, 100.0], [0.0, 0.0]),
+        ([5.0, 6.0], [2.0, 1.0]),
+    ]
+
+    def mean(kept: list) -> float:
+        rows = [(v, w) for values, weights in kept for v, w in zip(values, weights)]
+        return sum(v * w for v, w in rows) / sum(w for _, w in rows)
+
+    theirs = Windowed(torchmetrics.MeanMetric(nan_strategy="error"), window_size=4)
+    ours = Windowed(Mean(), window_size=4)
+    for i, (values, weights) in enumerate(updates):
+        for metric in (theirs, ours):
+            metric.update(torch.tensor(values), torch.tensor(weights))
+        if i == 2:  # the zero update: theirs took its room (the first update left), ours none
+            assert theirs.compute()["window"].item() == pytest.approx(mean(updates[1:3]))
+            assert ours.compute()["window"].item() == pytest.approx(mean(updates[:2]))
+    assert theirs.compute()["window"].item() == pytest.approx(mean(updates[2:]))
+    assert ours.compute()["window"].item() == pytest.approx(mean(updates[1:2] + updates[3:]))
+    for metric in (theirs, ours):  # the lifetime is the same either way
+        assert metric.compute()["lifetime"].item() == pytest.approx(mean(updates))

@@ -31,6 +31,7 @@ from torchmetrics_ext.utilities.checks import (
     checked_bounds,
     read_along,
 )
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.plot import indexed_series
 from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
@@ -50,10 +51,11 @@ def unchecked_ids_fit(ids: Tensor, num_segments: int) -> bool:
 
     An ``index_select`` from a zero-stride probe of ``num_segments`` entries raises on the CPU for
     an id outside (and writes nothing): the check ``validate_args=False`` skips, at the cost of one
-    pass over the ids and no host read on the happy path. On another device ``True`` (a device-side
-    assert of the scatter cannot be caught; nothing is checked there).
+    pass over the ids and no host read on the happy path. On the device path (another device, or
+    forced: :func:`~torchmetrics_ext.utilities.device.on_device_path`) ``True``: a device-side assert
+    of the scatter cannot be caught, nothing is checked there.
     """
-    if ids.device.type != "cpu" or ids.numel() == 0:
+    if on_device_path(ids) or ids.numel() == 0:
         return True
     flat = ids.reshape(-1)
     if flat.dtype not in (torch.int32, torch.int64):  # index_select's index dtypes
@@ -346,8 +348,9 @@ class Segmented(TaskMetric):
                         f"got values in [{low_v}, {high_v}]."
                     )
         ids = segments.to(torch.int64)
-        if not validate and not unchecked_ids_fit(ids, self.num_segments):
-            # CPU only: the scatter would raise a bare RuntimeError after adding part of the batch
+        # validate_args=False: on the CPU, refused before anything is added (the scatter would raise a bare
+        # RuntimeError after adding part of the batch); a validating metric's ids were checked by it or its caller
+        if not validate and not self.validate_args and not unchecked_ids_fit(ids, self.num_segments):
             low, high = checked_bounds([segments], [False])[0]  # as given: uint64 past 2**63 stays positive
             raise ValueError(
                 f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), got values in "

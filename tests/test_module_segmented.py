@@ -314,6 +314,30 @@ def test_unvalidated_module_refuses_ids_outside_the_segments_and_changes_no_metr
         np.testing.assert_allclose(computed(module)[f"a_ctr/{task}"].item(), (rows.w * rows.y).sum() / rows.w.sum())
 
 
+@pytest.mark.parametrize("window_size", [None, 50])
+def test_unvalidated_module_checks_the_ids_once_per_step(window_size, monkeypatch):
+    """One pass over the step's ids (the module's, before any metric), not one more per Segmented metric."""
+    import torchmetrics_ext.module as module_mod
+    from torchmetrics_ext.wrappers import segmented
+
+    calls: list[int] = []
+    real = segmented.unchecked_ids_fit
+
+    def counted(ids: torch.Tensor, num_segments: int) -> bool:
+        calls.append(num_segments)
+        return real(ids, num_segments)
+
+    monkeypatch.setattr(segmented, "unchecked_ids_fit", counted)
+    monkeypatch.setattr(module_mod, "unchecked_ids_fit", counted)
+    specs = {
+        "ne": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks, validate_args=False), S),
+        "ctr": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks, validate_args=False), S + 2),
+    }
+    module = tmx.RecMetricModule(TASKS, specs, throughput=False, window_size=window_size)
+    module.update(make_steps([20])[0])
+    assert calls == [S]  # against the smallest num_segments
+
+
 # ----------------------------------------------------------------------------- windows, reset, checkpoints
 
 

@@ -12,7 +12,9 @@ hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import torch
@@ -37,13 +39,32 @@ from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
 from torchmetrics_ext.wrappers.windowed import Windowed
 
-__all__ = ["Segmented", "unchecked_ids_fit"]
+__all__ = ["Segmented", "ids_known_to_fit", "unchecked_ids_fit"]
 
 
 def _update_inputs(cls: type[Metric]) -> tuple[str, ...]:
     """Names of the positional parameters of ``cls.update`` (``self`` not counted), in order."""
     parameters = list(inspect.signature(cls.update).parameters.values())[1:]
     return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+# the ids tensor a caller has just checked with unchecked_ids_fit for every Segmented metric it feeds (a module's
+# step): those metrics skip their own pass over it
+_IDS_FIT: ContextVar[Tensor | None] = ContextVar("segment_ids_fit", default=None)
+
+
+@contextmanager
+def ids_known_to_fit(ids: Tensor) -> Iterator[None]:
+    """Within the block, unvalidated Segmented metrics fed this very ``ids`` tensor do not check it again.
+
+    For a caller that checked it (:func:`unchecked_ids_fit`) against the smallest ``num_segments`` of
+    the metrics it feeds: :class:`~torchmetrics_ext.RecMetricModule`, once per step.
+    """
+    token = _IDS_FIT.set(ids)
+    try:
+        yield
+    finally:
+        _IDS_FIT.reset(token)
 
 
 def unchecked_ids_fit(ids: Tensor, num_segments: int) -> bool:
@@ -350,7 +371,8 @@ class Segmented(TaskMetric):
         ids = segments.to(torch.int64)
         # validate_args=False: on the CPU, refused before anything is added (the scatter would raise a bare
         # RuntimeError after adding part of the batch); a validating metric's ids were checked by it or its caller
-        if not validate and not self.validate_args and not unchecked_ids_fit(ids, self.num_segments):
+        unchecked = not validate and not self.validate_args and segments is not _IDS_FIT.get()
+        if unchecked and not unchecked_ids_fit(ids, self.num_segments):
             low, high = checked_bounds([segments], [False])[0]  # as given: uint64 past 2**63 stays positive
             raise ValueError(
                 f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), got values in "

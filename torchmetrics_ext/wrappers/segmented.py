@@ -59,6 +59,18 @@ def ids_known_to_fit(ids: Tensor) -> Iterator[None]:
 
     For a caller that checked it (:func:`unchecked_ids_fit`) against the smallest ``num_segments`` of
     the metrics it feeds: :class:`~torchmetrics_ext.RecMetricModule`, once per step.
+
+    Examples:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR, Segmented
+        >>> ids = torch.tensor([0, 1, 1])
+        >>> metrics = [Segmented(CTR(validate_args=False), 2), Segmented(CTR(validate_args=False), 3)]
+        >>> assert unchecked_ids_fit(ids, 2)  # against the smallest num_segments, once
+        >>> with ids_known_to_fit(ids):
+        ...     for metric in metrics:
+        ...         metric.update(torch.tensor([0.2, 0.6, 0.9]), torch.tensor([1, 0, 1]), segments=ids)
+        >>> metrics[0].compute()
+        tensor([1.0000, 0.5000], dtype=torch.float64)
     """
     token = _IDS_FIT.set(ids)
     try:
@@ -75,6 +87,13 @@ def unchecked_ids_fit(ids: Tensor, num_segments: int) -> bool:
     pass over the ids and no host read on the happy path. On the device path (another device, or
     forced: :func:`~torchmetrics_ext.utilities.device.on_device_path`) ``True``: a device-side assert
     of the scatter cannot be caught, nothing is checked there.
+
+    Examples:
+        >>> import torch
+        >>> unchecked_ids_fit(torch.tensor([0, 2, 1]), 3), unchecked_ids_fit(torch.tensor([0, 3]), 3)
+        (True, False)
+        >>> unchecked_ids_fit(torch.tensor([-1]), 3)
+        False
     """
     if on_device_path(ids) or ids.numel() == 0:
         return True

@@ -80,6 +80,11 @@ CASES: dict[str, tuple[Callable[[ModuleType, bool], Any], bool | str]] = {
     "NDCG(k=10) int64": (lambda m, va: m.NDCG(k=10, validate_args=va), "ranking int64"),
     "NDCG(k=10) padded": (lambda m, va: m.NDCG(k=10, validate_args=va), "padded"),
     "RankingMetrics padded": (lambda m, va: m.RankingMetrics(ks=(1, 5, 10), validate_args=va), "padded"),
+    "Segmented(NE, 100)": (lambda m, va: m.Segmented(m.NormalizedEntropy(validate_args=va), 100), "segmented"),
+    "Windowed(Segmented(NE, 100), 1000)": (
+        lambda m, va: m.Windowed(m.Segmented(m.NormalizedEntropy(validate_args=va), 100), 1000),
+        "segmented",
+    ),
 }
 
 
@@ -127,6 +132,10 @@ def per_update(metric: Any, data: list[Batch], weighted: bool | str, reps: int, 
         kwargs = [{"mask": mask} for _ in data]
     elif weighted == "3 tasks":  # (3, N) weighted: the batch's scores, reversed and rolled, as three tasks
         args = [tuple(torch.stack([x, x.flip(0), x.roll(1)]) for x in b) for b in data]
+    elif weighted == "segmented":  # unweighted, 100 segment ids
+        ids = torch.arange(data[0][0].shape[0]) % 100
+        args = [b[:2] for b in data]
+        kwargs = [{"segments": ids} for _ in data]
     elif weighted == "grouped":
         groups = torch.arange(data[0][0].shape[0]) // 4
         args = [(*b[:2], groups, b[2]) for b in data]

@@ -284,6 +284,60 @@ def test_unvalidated_metrics_give_the_same_values():
     check_values(computed(module), expected)
 
 
+@pytest.mark.parametrize("window_size", [None, 50])
+@pytest.mark.parametrize("bad_ids", [[0, 1, 3, 0], [0, -1, 1, 2]], ids=["above", "negative"])
+def test_unvalidated_module_refuses_ids_outside_the_segments_and_changes_no_metric(bad_ids, window_size):
+    """validate_args=False everywhere: an id outside [0, S) raised torch's bare RuntimeError from the scatter
+    after the metrics before the Segmented one (sorted keys: "a_ctr") took the step; now the module's
+    ValueError naming the column and num_segments, before any metric changes (CPU)."""
+    specs = {
+        "a_ctr": {"metric": "ctr", "validate_args": False},
+        "ne": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks, validate_args=False), S),
+    }
+    module = tmx.RecMetricModule(TASKS, specs, throughput=False, window_size=window_size)
+    assert module._trusted
+    steps = make_steps([20, 20], seed=4)
+    module.update(steps[0])
+    before = _state(module)
+    bad = {k: v[:4] for k, v in steps[1].items()} | {"country": torch.tensor(bad_ids)}
+    with pytest.raises(
+        ValueError, match=r"`model_out\['country'\]`: expected segment ids in \[0, 3\) \(num_segments=3"
+    ):
+        module.update(bad)
+    after = _state(module)
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    module.update(steps[1])
+    expected = {k: v for k, v in reference(steps).items() if k[0] == "ne"}
+    check_values(computed(module), expected)
+    df = frame(steps)  # the plain CTR per task, by pandas
+    for task, rows in df.groupby("task"):
+        np.testing.assert_allclose(computed(module)[f"a_ctr/{task}"].item(), (rows.w * rows.y).sum() / rows.w.sum())
+
+
+@pytest.mark.parametrize("window_size", [None, 50])
+def test_unvalidated_module_checks_the_ids_once_per_step(window_size, monkeypatch):
+    """One pass over the step's ids (the module's, before any metric), not one more per Segmented metric."""
+    import torchmetrics_ext.module as module_mod
+    from torchmetrics_ext.wrappers import segmented
+
+    calls: list[int] = []
+    real = segmented.unchecked_ids_fit
+
+    def counted(ids: torch.Tensor, num_segments: int) -> bool:
+        calls.append(num_segments)
+        return real(ids, num_segments)
+
+    monkeypatch.setattr(segmented, "unchecked_ids_fit", counted)
+    monkeypatch.setattr(module_mod, "unchecked_ids_fit", counted)
+    specs = {
+        "ne": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks, validate_args=False), S),
+        "ctr": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks, validate_args=False), S + 2),
+    }
+    module = tmx.RecMetricModule(TASKS, specs, throughput=False, window_size=window_size)
+    module.update(make_steps([20])[0])
+    assert calls == [S]  # against the smallest num_segments
+
+
 # ----------------------------------------------------------------------------- windows, reset, checkpoints
 
 

@@ -163,6 +163,48 @@ def test_bad_input_rejected_and_state_untouched(bad, exc, match):
     H.check_rejects(CASES["ne-w"], {**batch, "segments": torch.tensor([0, 1]), **bad}, exc, match)
 
 
+UNCHECKED_BAD_IDS = [
+    (torch.tensor([0, 5]), r"got values in \[0, 5\]"),
+    (torch.tensor([-1, 0]), r"got values in \[-1, 0\]"),
+    (torch.tensor([[0, 1], [0, 1], [7, 0]]), r"got values in \[0, 7\]"),  # one task's row of (T, N) ids
+    (torch.tensor([0, 2**63], dtype=torch.uint64), r"got values in \[0, 9223372036854775808\]"),
+]
+
+
+@pytest.mark.parametrize(("segments", "match"), UNCHECKED_BAD_IDS, ids=["above", "negative", "one-task", "uint64"])
+def test_unvalidated_ids_outside_the_segments_are_refused_before_anything_is_added(segments, match):
+    """validate_args=False: an id outside [0, S) raised torch's bare RuntimeError from the scatter after
+    adding part of the batch to the first state; now a ValueError naming them, nothing added (CPU)."""
+    case = H.MetricCase(
+        id="ne-3task-w-unchecked",
+        metric=lambda: tmx.Segmented(tmx.NormalizedEntropy(3, validate_args=False), SEGMENTS),
+        data=partial(segmented_data, num_tasks=3, weights="task"),
+        reference=per_segment(ref_ne),
+    )
+    batch = {"preds": torch.full((3, 2), 0.3), "target": torch.ones(3, 2), "weights": None, "segments": segments}
+    H.check_rejects(case, batch, ValueError, r"`segments` in \[0, 5\) \(num_segments=5\).*" + match)
+
+
+def test_unvalidated_windowed_segmented_refuses_ids_outside_and_keeps_its_window():
+    """Windowed(Segmented) with validate_args=False: a bad id is refused with nothing pushed; the next good
+    update's lifetime and window equal a NumPy per-segment NE of the rows each holds."""
+    rng = np.random.default_rng(3)
+    first, last = segmented_data(rng, weights="task"), segmented_data(rng, weights="task")
+    n = first["preds"].shape[-1]
+    metric = tmx.Windowed(tmx.Segmented(tmx.NormalizedEntropy(validate_args=False), SEGMENTS), window_size=n)
+    metric.update(**first)
+    before = {k: v.clone() for k, v in metric.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(ValueError, match=r"`segments` in \[0, 5\) \(num_segments=5\), got values in \[9, 9\]"):
+        metric.update(**{**first, "segments": first["segments"].clone().fill_(9)})
+    after = metric.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    metric.update(**last)
+    joined = {k: np.concatenate([H.to_numpy(first)[k], H.to_numpy(last)[k]], axis=-1) for k in first}
+    out = metric.compute()
+    np.testing.assert_allclose(out["lifetime"].numpy(), per_segment(ref_ne)(joined), rtol=1e-9)
+    np.testing.assert_allclose(out["window"].numpy(), per_segment(ref_ne)(H.to_numpy(last)), rtol=1e-9)
+
+
 @pytest.mark.parametrize("device_path", [False, True])
 @pytest.mark.parametrize("dtype", H.UNSIGNED)
 def test_unsigned_segment_ids_labels_and_weights_are_accepted(dtype, device_path):

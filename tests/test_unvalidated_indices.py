@@ -257,11 +257,13 @@ def test_unchecked_distribution_of_non_finite_values_raises_nothing(value, devic
 
 @pytest.mark.parametrize("segments", [[0, -1, 1, 1], [0, 3, 1, 1]])
 def test_unchecked_segment_ids_outside_the_segments_raise(segments):
-    """No segment to put them in (no natural answer): on the CPU the indexing raises (documented, with the
-    rows before the bad id possibly added already; on CUDA a device-side assert). Validated: a ValueError."""
+    """No segment to put them in (no natural answer): on the CPU a ValueError naming num_segments before anything
+    is added (the scatter's bare RuntimeError came after part of the batch was; on CUDA a device-side assert,
+    documented). Validated: a ValueError."""
     metric = tmx.Segmented(tmx.CTR(validate_args=False), 3)
-    with pytest.raises((RuntimeError, IndexError)):
+    with pytest.raises(ValueError, match=r"`segments` in \[0, 3\) \(num_segments=3\)"):
         metric.update(torch.tensor([0.1, 0.5, 0.9, 0.4]), torch.tensor([0, 1, 1, 0]), segments=torch.tensor(segments))
+    assert all(not getattr(metric, name).any() for name in metric._state_keys)  # nothing of the batch added
     checked = tmx.Segmented(tmx.CTR(), 3)
     with pytest.raises(ValueError, match="segment"):
         checked.update(torch.tensor([0.1, 0.5, 0.9, 0.4]), torch.tensor([0, 1, 1, 0]), segments=torch.tensor(segments))

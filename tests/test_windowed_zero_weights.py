@@ -659,3 +659,114 @@ def test_aggregation_sum_max_min_window_rule_reads_nothing_more(name, monkeypatc
     metric.update(torch.tensor([NAN, NAN], dtype=torch.float64))
     metric.update(torch.tensor([NAN, 3.0], dtype=torch.float64))
     assert len(reads) == 5
+
+
+def test_torchmetrics_mean_metric_gives_an_all_zero_weight_update_its_room_as_documented():
+    """A wrapped TorchMetrics ``MeanMetric`` is not told an all-zero ``weight`` (nothing notes it; reading it would
+    be a host sync per GPU step): the update takes its room and the oldest leaves (docs/windows.md), while the
+    package's ``aggregation.Mean`` (same ``update(value, weight)``) takes none.
+
+    Reference: plain-Python weighted means over the updates each rule keeps in a window of 4 rows.
+    """
+    import torchmetrics
+
+    from torchmetrics_ext.aggregation import Mean
+
+    updates = [
+        ([1.0, 2.0], [1.0, 1.0]),
+        ([3.0, 4.0], [1.0, 3.0]),
+        ([100.0, 100.0], [0.0, 0.0]),
+        ([5.0, 6.0], [2.0, 1.0]),
+    ]
+
+    def mean(kept: list) -> float:
+        rows = [(v, w) for values, weights in kept for v, w in zip(values, weights)]
+        return sum(v * w for v, w in rows) / sum(w for _, w in rows)
+
+    theirs = Windowed(torchmetrics.MeanMetric(nan_strategy="error"), window_size=4)
+    ours = Windowed(Mean(), window_size=4)
+    for i, (values, weights) in enumerate(updates):
+        for metric in (theirs, ours):
+            metric.update(torch.tensor(values), torch.tensor(weights))
+        if i == 2:  # the zero update: theirs took its room (the first update left), ours none
+            assert theirs.compute()["window"].item() == pytest.approx(mean(updates[1:3]))
+            assert ours.compute()["window"].item() == pytest.approx(mean(updates[:2]))
+    assert theirs.compute()["window"].item() == pytest.approx(mean(updates[2:]))
+    assert ours.compute()["window"].item() == pytest.approx(mean(updates[1:2] + updates[3:]))
+    for metric in (theirs, ours):  # the lifetime is the same either way
+        assert metric.compute()["lifetime"].item() == pytest.approx(mean(updates))
+
+
+def _ranking_reference(rows: list[tuple[float, int, int, float]], k: int) -> tuple[float, float]:
+    """Plain Python NDCG@k (linear gain) and MRR@k of flat ``(score, relevance, query, weight)`` rows: per query,
+    ties by relevance ascending, a query's weight the largest of its rows', queries without a relevant row
+    skipped; the weighted mean over queries (``nan`` when they weigh nothing), as docs/ranking.md writes them."""
+    queries: dict[int, list[tuple[float, int, float]]] = {}
+    for score, relevance, query, weight in rows:
+        queries.setdefault(query, []).append((score, relevance, weight))
+    ndcg = mrr = total = 0.0
+    for candidates in queries.values():
+        ranked = [r for _, r, _ in sorted(candidates, key=lambda c: (-c[0], c[1]))]
+        if not any(ranked):
+            continue
+        weight = max(w for *_, w in candidates)
+        dcg = sum(r / math.log2(i + 2) for i, r in enumerate(ranked[:k]))
+        ideal = sum(r / math.log2(i + 2) for i, r in enumerate(sorted(ranked, reverse=True)[:k]))
+        first = next(i for i, r in enumerate(ranked) if r) + 1
+        ndcg += weight * dcg / ideal
+        mrr += weight * (1.0 / first if first <= k else 0.0)
+        total += weight
+    return (ndcg / total, mrr / total) if total > 0 else (NAN, NAN)
+
+
+def _ranking_window(updates: list[list[tuple]], window_size: int, skip_zero: bool) -> list[tuple]:
+    """The window rule over flat rows: newest whole updates of at most ``window_size`` rows (zero-weight rows
+    counted), a larger newest one cut to its newest rows; an update whose rows all weigh 0 skipped (validated)."""
+    kept: list[tuple] = []
+    used = 0
+    for update in reversed(updates):
+        if skip_zero and all(row[3] == 0 for row in update):
+            continue
+        if used == 0 and len(update) > window_size:
+            return update[-window_size:]
+        if used + len(update) > window_size:
+            break
+        kept = update + kept
+        used += len(update)
+    return kept
+
+
+@pytest.mark.parametrize("how", ["update", "forward", "unvalidated"])
+@pytest.mark.parametrize("seed", range(6))
+def test_flat_ranking_window_with_zero_weight_rows_follows_the_window_rule(seed, how):
+    """Flat ranking rows (``indexes``) of weight 0 beside weighted ones, all-zero-weight updates (adding rows to
+    queries other updates weigh) and an update larger than the window: lifetime and window NDCG@3/MRR@3 equal the
+    plain-Python reference over every row and over the rows the documented rule keeps (docs/windows.md: a
+    validated all-zero update takes no room, its rows the lifetime's only; with validate_args=False it takes room).
+    """
+    rng = np.random.default_rng(seed)
+    window, k = 12, 3
+    updates = []
+    for i in range(8):
+        n = 15 if i == 5 else int(rng.integers(2, 9))
+        scores = rng.permutation(1000)[:n] / 1000 + i  # distinct: no tie to break
+        relevance, queries = rng.integers(0, 3, n), rng.integers(0, 4, n)
+        kind = int(rng.integers(0, 3))
+        weights = np.zeros(n) if kind == 0 else np.where(rng.random(n) < 0.4, 0.0, rng.random(n) + 0.5)
+        updates.append(
+            [(float(s), int(r), int(q), float(w)) for s, r, q, w in zip(scores, relevance, queries, weights)]
+        )
+    ranking = tmx.RankingMetrics(ks=(k,), metrics=("ndcg", "mrr"), validate_args=how != "unvalidated")
+    metric = Windowed(ranking, window_size=window)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)  # a batch or window without a relevant row
+        for update in updates:
+            s, w = (torch.tensor([row[j] for row in update], dtype=torch.float64) for j in (0, 3))
+            y, q = (torch.tensor([row[j] for row in update]) for j in (1, 2))
+            (metric if how == "forward" else metric.update)(s, y, indexes=q, weights=w)
+        values = metric.compute()
+    kept = _ranking_window(updates, window, skip_zero=how != "unvalidated")
+    for part, rows in (("lifetime", [row for update in updates for row in update]), ("window", kept)):
+        expected = _ranking_reference(rows, k)
+        got = (values[part][f"ndcg@{k}"].item(), values[part][f"mrr@{k}"].item())
+        np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=part)

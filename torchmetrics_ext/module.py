@@ -13,7 +13,7 @@ import difflib
 import inspect
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple, cast
@@ -81,6 +81,7 @@ from torchmetrics_ext.utilities.distributed import (
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
+from torchmetrics_ext.wrappers.segmented import ids_known_to_fit, unchecked_ids_fit
 from torchmetrics_ext.wrappers.windowed import Windowed, first_synced
 
 __all__ = ["RecMetricModule", "RecTaskInfo"]
@@ -1007,9 +1008,21 @@ class RecMetricModule(CheckpointLoading):
         if n > 0 and self.__dict__.get("_trusted", False) and not self._skip_zero_weight_steps:
             # every metric was built with validate_args=False: no value check and nothing read back
             # from a device (the zero-weight skip needs the weights' bounds: it keeps the check)
+            ids_fit: AbstractContextManager[None] = nullcontext()
+            if self._segments and batch.groups is not None:
+                # segment ids outside [0, S) on the CPU: refused before any metric changes (no value read
+                # unless refused), and not checked again by each Segmented metric; on a device the scatter's
+                # device-side assert cannot be caught
+                fewest = min(self._segments, key=self._segments.__getitem__)
+                if not unchecked_ids_fit(batch.groups, self._segments[fewest]):
+                    check_segment_ids(
+                        batch.groups, None, self._segments[fewest], self.tasks[0], fewest, self._cast_segment_ids
+                    )
+                ids_fit = ids_known_to_fit(batch.groups)
             weight_stack = _small_weight_stack(batch.columns[2])
             unit_weights = self._trusted_unit_weights(batch, weight_stack)
-            self._update_checked(batch, self._domains, unit_weights, weight_stack=weight_stack)
+            with ids_fit:
+                self._update_checked(batch, self._domains, unit_weights, weight_stack=weight_stack)
             self._count_step(n)
             return
         if n > 0:

@@ -12,7 +12,9 @@ hands the ``(T·S,)`` sums back to the metric's own compute. Nothing loops over 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import torch
@@ -31,18 +33,78 @@ from torchmetrics_ext.utilities.checks import (
     checked_bounds,
     read_along,
 )
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.plot import indexed_series
 from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
 from torchmetrics_ext.wrappers.windowed import Windowed
 
-__all__ = ["Segmented"]
+__all__ = ["Segmented", "ids_known_to_fit", "unchecked_ids_fit"]
 
 
 def _update_inputs(cls: type[Metric]) -> tuple[str, ...]:
     """Names of the positional parameters of ``cls.update`` (``self`` not counted), in order."""
     parameters = list(inspect.signature(cls.update).parameters.values())[1:]
     return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+# the ids tensor a caller has just checked with unchecked_ids_fit for every Segmented metric it feeds (a module's
+# step): those metrics skip their own pass over it
+_IDS_FIT: ContextVar[Tensor | None] = ContextVar("segment_ids_fit", default=None)
+
+
+@contextmanager
+def ids_known_to_fit(ids: Tensor) -> Iterator[None]:
+    """Within the block, unvalidated Segmented metrics fed this very ``ids`` tensor do not check it again.
+
+    For a caller that checked it (:func:`unchecked_ids_fit`) against the smallest ``num_segments`` of
+    the metrics it feeds: :class:`~torchmetrics_ext.RecMetricModule`, once per step.
+
+    Examples:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR, Segmented
+        >>> ids = torch.tensor([0, 1, 1])
+        >>> metrics = [Segmented(CTR(validate_args=False), 2), Segmented(CTR(validate_args=False), 3)]
+        >>> assert unchecked_ids_fit(ids, 2)  # against the smallest num_segments, once
+        >>> with ids_known_to_fit(ids):
+        ...     for metric in metrics:
+        ...         metric.update(torch.tensor([0.2, 0.6, 0.9]), torch.tensor([1, 0, 1]), segments=ids)
+        >>> metrics[0].compute()
+        tensor([1.0000, 0.5000], dtype=torch.float64)
+    """
+    token = _IDS_FIT.set(ids)
+    try:
+        yield
+    finally:
+        _IDS_FIT.reset(token)
+
+
+def unchecked_ids_fit(ids: Tensor, num_segments: int) -> bool:
+    """Whether unchecked integer ``ids`` on the CPU all lie in ``[0, num_segments)``, read without a value read.
+
+    An ``index_select`` from a zero-stride probe of ``num_segments`` entries raises on the CPU for
+    an id outside (and writes nothing): the check ``validate_args=False`` skips, at the cost of one
+    pass over the ids and no host read on the happy path. On the device path (another device, or
+    forced: :func:`~torchmetrics_ext.utilities.device.on_device_path`) ``True``: a device-side assert
+    of the scatter cannot be caught, nothing is checked there.
+
+    Examples:
+        >>> import torch
+        >>> unchecked_ids_fit(torch.tensor([0, 2, 1]), 3), unchecked_ids_fit(torch.tensor([0, 3]), 3)
+        (True, False)
+        >>> unchecked_ids_fit(torch.tensor([-1]), 3)
+        False
+    """
+    if on_device_path(ids) or ids.numel() == 0:
+        return True
+    flat = ids.reshape(-1)
+    if flat.dtype not in (torch.int32, torch.int64):  # index_select's index dtypes
+        flat = flat.to(torch.int64)
+    try:
+        torch.zeros((), dtype=torch.bool).expand(num_segments).index_select(0, flat)
+    except (IndexError, RuntimeError):
+        return False
+    return True
 
 
 class Segmented(TaskMetric):
@@ -76,8 +138,9 @@ class Segmented(TaskMetric):
         TypeError: if ``metric`` does not hold per-task sum statistics (AUC's sorted scores,
             ranking rows, binned histograms and quantile sketches are not per-task sums).
         ValueError: for a bad ``num_segments``, two different process groups (``metric``'s and
-            ``process_group``), or (in ``update``) segment ids outside ``[0, num_segments)``, not
-            of shape ``(N,)`` or ``(T, N)``, or not on ``preds``' device.
+            ``process_group``), or (in ``update``) segment ids outside ``[0, num_segments)`` (with
+            ``validate_args=False`` too, on the CPU: see the note), not of shape ``(N,)`` or
+            ``(T, N)``, or not on ``preds``' device.
         TypeError: ``num_tasks`` or ``validate_args`` given to Segmented (they are the wrapped
             metric's), or (in ``update``) segment ids that are not integers, an argument the
             wrapped metric's ``update`` does not take (a ``target`` for
@@ -89,11 +152,12 @@ class Segmented(TaskMetric):
         ``(task, segment) [(0, 1)]`` otherwise);
         counters report 0 there.
 
-        With the wrapped metric's ``validate_args=False`` the ids are not checked and must lie in
-        ``[0, num_segments)``: an id outside has no segment to go to (no natural answer), an error
-        raised by the indexing on the CPU (``RuntimeError``; the rows before it may be added
-        already: ``reset()`` the metric) and a device-side assert on CUDA, which ends the
-        process's CUDA context.
+        With the wrapped metric's ``validate_args=False`` the ids are not validated and must lie in
+        ``[0, num_segments)``: an id outside has no segment to go to (no natural answer). On the
+        CPU such a batch is still refused with a ``ValueError`` naming ``segments`` and
+        ``num_segments``, before anything is added (one pass over the ids, no value read unless
+        refused); on CUDA it is a device-side assert of the scatter, which cannot be caught and
+        ends the process's CUDA context (validate the ids there, or keep ``validate_args=True``).
 
         Host reads: none in ``update`` with ``validate_args=False``; with validation one per step,
         the ids' bounds read in the same copy as the wrapped metric's inputs (and remembered for
@@ -323,7 +387,17 @@ class Segmented(TaskMetric):
                         f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), "
                         f"got values in [{low_v}, {high_v}]."
                     )
-        return (segments if segments.ndim == 2 else segments.unsqueeze(0)).to(torch.int64).expand(shape)
+        ids = segments.to(torch.int64)
+        # validate_args=False: on the CPU, refused before anything is added (the scatter would raise a bare
+        # RuntimeError after adding part of the batch); a validating metric's ids were checked by it or its caller
+        unchecked = not validate and not self.validate_args and segments is not _IDS_FIT.get()
+        if unchecked and not unchecked_ids_fit(ids, self.num_segments):
+            low, high = checked_bounds([segments], [False])[0]  # as given: uint64 past 2**63 stays positive
+            raise ValueError(
+                f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), got values in "
+                f"[{int(low)}, {int(high)}] (not validated: validate_args=False); nothing was added."
+            )
+        return (ids if ids.ndim == 2 else ids.unsqueeze(0)).expand(shape)
 
     def _inputs(self, args: tuple[Any, ...], kwargs: dict[str, Any], validate: bool) -> tuple[Tensor, ...]:
         """``(preds, target, weights, segments)`` formatted from ``update``'s arguments in the metric's layout."""

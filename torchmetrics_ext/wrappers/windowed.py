@@ -339,7 +339,10 @@ class Windowed(TensorArithmetic, WrapperMetric):
     ``(T, N)`` update with weight in some task takes its room (the tasks share the window), and so
     does one of a metric whose value it changes (``TensorWeightedAverage`` with an unweighted task,
     ``NumMissingLabels(count_zero_weight=True)``, ``GroupedAUC(average_groups="all")`` without
-    ``weight_groups``).
+    ``weight_groups``). A wrapped TorchMetrics metric is not told either (nothing notes its
+    weights, and reading them would be a host sync per step on a GPU): ``torchmetrics.MeanMetric``
+    fed an all-zero ``weight`` takes its room, older updates may leave; wrap the package's
+    ``torchmetrics_ext.aggregation.Mean`` (a ``MeanMetric`` subclass) for one whose such updates take none.
 
     Args:
         metric: the metric to wrap; it becomes :attr:`lifetime` (any state it already holds stays

@@ -321,14 +321,14 @@ def test_unvalidated_module_checks_the_ids_once_per_step(window_size, monkeypatc
     from torchmetrics_ext.wrappers import segmented
 
     calls: list[int] = []
-    real = segmented.unchecked_ids_fit
+    real = segmented._unchecked_ids_fit
 
     def counted(ids: torch.Tensor, num_segments: int) -> bool:
         calls.append(num_segments)
         return real(ids, num_segments)
 
-    monkeypatch.setattr(segmented, "unchecked_ids_fit", counted)
-    monkeypatch.setattr(module_mod, "unchecked_ids_fit", counted)
+    monkeypatch.setattr(segmented, "_unchecked_ids_fit", counted)
+    monkeypatch.setattr(module_mod, "_unchecked_ids_fit", counted)
     specs = {
         "ne": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks, validate_args=False), S),
         "ctr": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks, validate_args=False), S + 2),

@@ -81,7 +81,7 @@ from torchmetrics_ext.utilities.distributed import (
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
-from torchmetrics_ext.wrappers.segmented import ids_known_to_fit, unchecked_ids_fit
+from torchmetrics_ext.wrappers.segmented import _ids_known_to_fit, _unchecked_ids_fit
 from torchmetrics_ext.wrappers.windowed import Windowed, first_synced
 
 __all__ = ["RecMetricModule", "RecTaskInfo"]
@@ -1014,11 +1014,11 @@ class RecMetricModule(CheckpointLoading):
                 # unless refused), and not checked again by each Segmented metric; on a device the scatter's
                 # device-side assert cannot be caught
                 fewest = min(self._segments, key=self._segments.__getitem__)
-                if not unchecked_ids_fit(batch.groups, self._segments[fewest]):
+                if not _unchecked_ids_fit(batch.groups, self._segments[fewest]):
                     check_segment_ids(
                         batch.groups, None, self._segments[fewest], self.tasks[0], fewest, self._cast_segment_ids
                     )
-                ids_fit = ids_known_to_fit(batch.groups)
+                ids_fit = _ids_known_to_fit(batch.groups)
             weight_stack = _small_weight_stack(batch.columns[2])
             unit_weights = self._trusted_unit_weights(batch, weight_stack)
             with ids_fit:

@@ -39,7 +39,7 @@ from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
 from torchmetrics_ext.wrappers.windowed import Windowed
 
-__all__ = ["Segmented", "ids_known_to_fit", "unchecked_ids_fit"]
+__all__ = ["Segmented"]
 
 
 def _update_inputs(cls: type[Metric]) -> tuple[str, ...]:
@@ -48,16 +48,16 @@ def _update_inputs(cls: type[Metric]) -> tuple[str, ...]:
     return tuple(p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-# the ids tensor a caller has just checked with unchecked_ids_fit for every Segmented metric it feeds (a module's
+# the ids tensor a caller has just checked with _unchecked_ids_fit for every Segmented metric it feeds (a module's
 # step): those metrics skip their own pass over it
 _IDS_FIT: ContextVar[Tensor | None] = ContextVar("segment_ids_fit", default=None)
 
 
 @contextmanager
-def ids_known_to_fit(ids: Tensor) -> Iterator[None]:
+def _ids_known_to_fit(ids: Tensor) -> Iterator[None]:
     """Within the block, unvalidated Segmented metrics fed this very ``ids`` tensor do not check it again.
 
-    For a caller that checked it (:func:`unchecked_ids_fit`) against the smallest ``num_segments`` of
+    For a caller that checked it (:func:`_unchecked_ids_fit`) against the smallest ``num_segments`` of
     the metrics it feeds: :class:`~torchmetrics_ext.RecMetricModule`, once per step.
 
     Examples:
@@ -65,8 +65,8 @@ def ids_known_to_fit(ids: Tensor) -> Iterator[None]:
         >>> from torchmetrics_ext import CTR, Segmented
         >>> ids = torch.tensor([0, 1, 1])
         >>> metrics = [Segmented(CTR(validate_args=False), 2), Segmented(CTR(validate_args=False), 3)]
-        >>> assert unchecked_ids_fit(ids, 2)  # against the smallest num_segments, once
-        >>> with ids_known_to_fit(ids):
+        >>> assert _unchecked_ids_fit(ids, 2)  # against the smallest num_segments, once
+        >>> with _ids_known_to_fit(ids):
         ...     for metric in metrics:
         ...         metric.update(torch.tensor([0.2, 0.6, 0.9]), torch.tensor([1, 0, 1]), segments=ids)
         >>> metrics[0].compute()
@@ -79,7 +79,7 @@ def ids_known_to_fit(ids: Tensor) -> Iterator[None]:
         _IDS_FIT.reset(token)
 
 
-def unchecked_ids_fit(ids: Tensor, num_segments: int) -> bool:
+def _unchecked_ids_fit(ids: Tensor, num_segments: int) -> bool:
     """Whether unchecked integer ``ids`` on the CPU all lie in ``[0, num_segments)``, read without a value read.
 
     An ``index_select`` from a zero-stride probe of ``num_segments`` entries raises on the CPU for
@@ -90,9 +90,9 @@ def unchecked_ids_fit(ids: Tensor, num_segments: int) -> bool:
 
     Examples:
         >>> import torch
-        >>> unchecked_ids_fit(torch.tensor([0, 2, 1]), 3), unchecked_ids_fit(torch.tensor([0, 3]), 3)
+        >>> _unchecked_ids_fit(torch.tensor([0, 2, 1]), 3), _unchecked_ids_fit(torch.tensor([0, 3]), 3)
         (True, False)
-        >>> unchecked_ids_fit(torch.tensor([-1]), 3)
+        >>> _unchecked_ids_fit(torch.tensor([-1]), 3)
         False
     """
     if on_device_path(ids) or ids.numel() == 0:
@@ -391,7 +391,7 @@ class Segmented(TaskMetric):
         # validate_args=False: on the CPU, refused before anything is added (the scatter would raise a bare
         # RuntimeError after adding part of the batch); a validating metric's ids were checked by it or its caller
         unchecked = not validate and not self.validate_args and segments is not _IDS_FIT.get()
-        if unchecked and not unchecked_ids_fit(ids, self.num_segments):
+        if unchecked and not _unchecked_ids_fit(ids, self.num_segments):
             low, high = checked_bounds([segments], [False])[0]  # as given: uint64 past 2**63 stays positive
             raise ValueError(
                 f"Expected `segments` in [0, {self.num_segments}) (num_segments={self.num_segments}), got values in "

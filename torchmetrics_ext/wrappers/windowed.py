@@ -850,7 +850,20 @@ class Windowed(TensorArithmetic, WrapperMetric):
         return self._batch_value(True)
 
     def _histogram_step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
-        """:meth:`_step` for a binned metric: the batch's bin indices go to the lifetime and the window."""
+        """:meth:`_step` for a binned metric: the batch's bin indices go to the lifetime and the window.
+
+        Run with gradients off, as TorchMetrics runs an ``update``: ``Windowed.update`` is not wrapped
+        by TorchMetrics, and a ``Segmented`` metric's entries are its per-sample terms, computed from
+        ``preds``: raw model outputs (``requires_grad=True``) left the histograms holding the step's
+        graph, and the next read of the lifetime failed (``add(): functions with out=... arguments
+        don't support automatic differentiation``).
+        """
+        if torch.is_grad_enabled():  # (the switch without its context-manager objects: a per-step cost)
+            torch._C._set_grad_enabled(False)
+            try:
+                return self._histogram_step(args, kwargs, values)
+            finally:
+                torch._C._set_grad_enabled(True)
         limit = self._local_window()
         scratch, hist = self._scratch, self._hist
         assert hist is not None

@@ -23,6 +23,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 from torch import Tensor
+from torchmetrics import MetricTracker
 
 import torchmetrics_ext as tmx
 from torchmetrics_ext.aggregation import AggregationType, Metric, MetricsAggregator
@@ -335,6 +336,23 @@ def test_copy_made_under_inference_mode_updates_outside_it(name, windowed, how):
     assert_matches(copied.compute(), name, [b2], windowed)
     feed(metric, tensors(b2))  # the original is its own
     assert_matches(metric.compute(), name, [b1, b2], windowed)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metric_tracker_incremented_in_a_validation_hook(name):
+    """TorchMetrics' ``MetricTracker.increment()`` deep-copies its metric; Lightning calls hooks such as
+    ``on_validation_epoch_start`` under inference mode, and the copy is then updated in training steps."""
+    b1, b2 = make_batch(name, 1), make_batch(name, 2)
+    tracker = MetricTracker(build(name), maximize=True)
+    with torch.inference_mode():
+        tracker.increment()
+    feed(tracker, tensors(b1))
+    feed(tracker, tensors(b2))
+    assert_matches(tracker.compute(), name, [b1, b2])
+    with torch.inference_mode():
+        tracker.increment()
+    feed(tracker, tensors(b2))
+    assert_matches(tracker.compute(), name, [b2])
 
 
 @pytest.mark.parametrize("windowed", KINDS)

@@ -433,6 +433,34 @@ def test_input_layouts_give_the_values_of_contiguous_inputs(name, layout):
         assert_matches(metric.compute(), name, [b1, b2], windowed)
 
 
+@pytest.mark.parametrize("layout", ["transposed", "every_other", "storage_offset", "fortran"])
+@pytest.mark.parametrize("name", [n for n in NAMES if _ranking(n)])
+def test_padded_ranking_rows_in_other_layouts(name, layout):
+    """``(queries, candidates)`` scores, labels and padding mask as a model gives them: a ``(C, Q)`` output
+    transposed, strided or offset views, Fortran order; each row's unmasked candidates are its query."""
+    rng = np.random.default_rng(7)
+    rows, cols = 5, 7
+    preds = rng.permutation(rows * cols).reshape(rows, cols).astype(np.float32) / (rows * cols)
+    target = np.zeros((rows, cols), dtype=np.int64)
+    target[:, 0], target[:, 1] = 1, 0  # a relevant and an irrelevant candidate per row, never padding
+    target[:, 2:] = rng.uniform(size=(rows, cols - 2)) < 0.4
+    mask = np.ones((rows, cols), dtype=bool)
+    mask[:, 2:] = rng.uniform(size=(rows, cols - 2)) < 0.7  # padding
+    flat = [
+        {
+            "preds": preds[mask],
+            "target": target[mask],
+            "indexes": np.repeat(np.arange(rows), mask.sum(1)),
+        }
+    ]
+    metric = build(name)
+    feed(
+        metric,
+        {"preds": _laid_out(preds, layout), "target": _laid_out(target, layout), "mask": _laid_out(mask, layout)},
+    )
+    assert_matches(metric.compute(), name, flat)
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if not _ranking(n)])
 def test_expanded_weights_of_stride_zero(name):
     b1, b2 = make_batch(name, 1), make_batch(name, 2)

@@ -740,3 +740,29 @@ def test_aggregator_values_with_graphs_and_overwritten_afterwards():
 
 def test_registry_covers_every_name():
     assert {lookup(name)[0].name for name in NAMES} == {lookup(n.replace("@k", "@1"))[0].name for n in metric_names()}
+
+
+def test_unpickled_state_views_of_one_buffer_stay_views_of_one_ordinary_buffer():
+    """``ordinary_tensors`` (what every class's ``__setstate__`` calls) under inference mode: each inference
+    tensor becomes an ordinary one, views of one storage keep sharing one copy of it, lists are left
+    unless asked, and nothing is touched outside inference mode."""
+    from torchmetrics_ext.utilities.inference import ordinary_tensors
+
+    with torch.inference_mode():
+        buffer = torch.arange(12.0).reshape(3, 4)
+        chunk = torch.ones(2)
+        state = {"rows": {"a": buffer[0], "b": buffer[1:]}, "pair": (buffer.T, 3), "chunks": [chunk]}
+        ordinary_tensors(state)
+        listed = {"chunks": [chunk]}
+        ordinary_tensors(listed, lists=True)
+    a, b, t = state["rows"]["a"], state["rows"]["b"], state["pair"][0]
+    assert not any(x.is_inference() for x in (a, b, t, listed["chunks"][0]))
+    assert state["chunks"][0] is chunk  # list states are never written in place: left as read
+    assert a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()
+    np.testing.assert_array_equal(t.numpy(), np.arange(12.0).reshape(3, 4).T)
+    b.add_(100.0)  # in place outside inference mode, seen through the other views of the buffer
+    assert t[0, 1].item() == 104.0 and a.sum().item() == 6.0
+    with torch.inference_mode():
+        kept = {"x": torch.zeros(1)}
+    ordinary_tensors(kept)  # outside inference mode nothing is read
+    assert kept["x"].is_inference()

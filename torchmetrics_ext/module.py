@@ -78,6 +78,7 @@ from torchmetrics_ext.utilities.distributed import (
     has_untyped_list_states,
     outside_group,
 )
+from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
@@ -868,11 +869,8 @@ class RecMetricModule(CheckpointLoading):
                 metric = _metric_of(fn)  # a metric's `compute` is copied as its metric (see `_ComputeOf`)
                 for kept in (fn, metric) if metric is not None else (fn,):
                     memo[id(kept)] = kept
-        cls = type(self)
-        copied = cls.__new__(cls)
-        memo[id(self)] = copied
-        copied.__setstate__(copy.deepcopy(self.__getstate__(), memo))
-        return copied
+        # under torch.inference_mode() (a Lightning validation hook) too: the copy's tensors are ordinary
+        return deepcopy_ordinary(self, memo)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """``nn.Module``'s; a copy (``copy.deepcopy``, pickle) owns its metrics' copies: no other module takes them."""
@@ -883,6 +881,7 @@ class RecMetricModule(CheckpointLoading):
             or any(isinstance(ids, bool) for _, ids, _ in plan.updated)  # a plan from before the id keywords
         ):
             state.pop("_step_plan", None)  # pickled by a version with another plan: found again
+        ordinary_tensors(state)  # unpickled under inference mode: tensors written in place are ordinary
         state_metrics = state.get("state_metrics") or {}
         state["state_metrics"] = {
             name: fn.metric.compute if isinstance(fn, _ComputeOf) else fn for name, fn in state_metrics.items()

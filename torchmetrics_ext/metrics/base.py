@@ -35,6 +35,7 @@ from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_f
 from torchmetrics_ext.utilities.chunks import _JOIN, _RUNS_JOINED, join_chunks, join_runs_amortised, join_small_tails
 from torchmetrics_ext.utilities.distributed import outside_group
 from torchmetrics_ext.utilities.formatting import exact_text
+from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import write_deferred_states
 from torchmetrics_ext.utilities.plot import named_series
@@ -595,6 +596,24 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         if torch.is_inference_mode_enabled():
             self._ordinary_states()
         return value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """``copy.deepcopy`` (``clone``); under ``torch.inference_mode()`` too, the copy's tensors are ordinary.
+
+        A copy made in a Lightning validation hook (``metric.clone()``, TorchMetrics'
+        ``MetricTracker.increment()``) held inference tensors, and its first ``update`` outside
+        inference mode failed ("Inplace update to inference tensor outside InferenceMode").
+        """
+        return deepcopy_ordinary(self, memo)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """TorchMetrics' ``__setstate__``; unpickled under ``torch.inference_mode()`` the tensor states are ordinary.
+
+        ``pickle.loads`` or ``torch.load`` under inference mode rebuild every tensor as an inference
+        tensor, which the next ``update`` outside it could not add to (see :meth:`__deepcopy__`).
+        """
+        ordinary_tensors(state)
+        super().__setstate__(state)
 
     def _ordinary_states(self) -> None:
         """Replace tensor states that are inference tensors by ordinary copies (list chunks are never written)."""

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
+from torchmetrics_ext.utilities.inference import ordinary_tensors
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 from torchmetrics_ext.wrappers._ring import is_count
 
@@ -99,6 +100,7 @@ class HistogramWindow:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.setdefault("names", (state["name"],))  # pickled before a window held several histograms
+        ordinary_tensors(state, lists=True)  # unpickled under inference mode: its blocks are written in place
         self.__dict__.update(state)
 
     # both fixed once built (a move keeps the default's shape): read at every update, kept after the first read

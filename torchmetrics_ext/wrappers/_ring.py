@@ -52,6 +52,7 @@ from torchmetrics_ext.utilities.chunks import (
     join_small_tails,
     small_runs,
 )
+from torchmetrics_ext.utilities.inference import ordinary_tensors
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
 __all__ = ["StateRing", "join_small_tails", "state_kind"]
@@ -322,6 +323,7 @@ class StateRing:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.pop("slots", None)  # pickled by an earlier version: per-slot views, no longer kept
         state["shared"] = None  # a copy's buffers are its own
+        ordinary_tensors(state)  # unpickled under inference mode: the buffers written in place are ordinary
         self.__dict__.update(state)
         if "spans" not in state:  # pickled by an earlier version: one segment per update
             self.spans = deque([1] * len(self.sizes))

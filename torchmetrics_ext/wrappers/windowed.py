@@ -48,6 +48,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.utilities.checks import ZeroWeightNote, check_int, check_state_dtype, noting_zero_weights
 from torchmetrics_ext.utilities.chunks import _JOIN, join_runs_amortised
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, outside_group
+from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.load_guard import putting_back_whole
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import defer_state_writes, owner_of, take_ownership, write_deferred_states
@@ -663,7 +664,15 @@ class Windowed(TensorArithmetic, WrapperMetric):
         """TorchMetrics' state for copies and pickles, without what a load ended midway kept (``drop_pending_load``)."""
         return drop_pending_load(super().__getstate__())
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """``copy.deepcopy`` (``clone``); under ``torch.inference_mode()`` too, the copy's tensors are ordinary.
+
+        See :meth:`GuardedMetric.__deepcopy__ <torchmetrics_ext.metrics.base.GuardedMetric.__deepcopy__>`.
+        """
+        return deepcopy_ordinary(self, memo)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        ordinary_tensors(state)  # unpickled under inference mode: tensors written in place are ordinary
         super().__setstate__(state)
         # pickled before the wrapped metric's class gained a state (NE's neg_labels; the lifetime, window
         # and scratch metric, unpickled first, have it): the ring keeps it too, derived as a load derives it
@@ -850,7 +859,20 @@ class Windowed(TensorArithmetic, WrapperMetric):
         return self._batch_value(True)
 
     def _histogram_step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
-        """:meth:`_step` for a binned metric: the batch's bin indices go to the lifetime and the window."""
+        """:meth:`_step` for a binned metric: the batch's bin indices go to the lifetime and the window.
+
+        Run with gradients off, as TorchMetrics runs an ``update``: ``Windowed.update`` is not wrapped
+        by TorchMetrics, and a ``Segmented`` metric's entries are its per-sample terms, computed from
+        ``preds``: raw model outputs (``requires_grad=True``) left the histograms holding the step's
+        graph, and the next read of the lifetime failed (``add(): functions with out=... arguments
+        don't support automatic differentiation``).
+        """
+        if torch.is_grad_enabled():  # (the switch without its context-manager objects: a per-step cost)
+            torch._C._set_grad_enabled(False)
+            try:
+                return self._histogram_step(args, kwargs, values)
+            finally:
+                torch._C._set_grad_enabled(True)
         limit = self._local_window()
         scratch, hist = self._scratch, self._hist
         assert hist is not None

@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
 import warnings
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
@@ -26,6 +27,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics_ext._module_config import (
     _check_id_columns,
     _check_metric_name,
+    _check_metric_tasks,
     _check_not_torchrecs,
     _check_unit_names,
     _close_to,
@@ -226,6 +228,9 @@ class _StepPlan(NamedTuple):
     # per updated unit, the metric whose input trust the step sets (a ``Windowed``'s scratch metric, else the
     # unit); empty in a plan pickled before it was kept (found again on load)
     trusted: Sequence[Metric] = ()
+    # the leaders of metrics that read some tasks only (`metric_tasks`), left out of `passes`: (fed probabilities,
+    # task positions, [(leader, id keyword, unwrapped)]), one entry per distinct subset
+    subsets: Sequence[tuple[bool, tuple[int, ...], list[tuple[Metric, str, bool]]]] = ()
 
 
 class RecMetricModule(CheckpointLoading):
@@ -392,6 +397,7 @@ class RecMetricModule(CheckpointLoading):
         prefix: str = "",
         key_style: str = "torchmetrics_ext",
         from_logits: bool | None = None,
+        metric_tasks: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         self.tasks = _check_tasks(tasks)
@@ -435,6 +441,8 @@ class RecMetricModule(CheckpointLoading):
         self.key_style = key_style
         self._step = 0
         self._names = list(metrics)  # keys come out in this order
+        # per metric reading fewer than every task, the positions of the tasks it reads (module order)
+        self._subsets = _check_metric_tasks(metric_tasks, self._names, [t.name for t in self.tasks])
         # per metric name, further Windowed options (from_torchrec_config: TorchRec's window rules)
         window_options = {name: dict(options) for name, options in (_WINDOW_OPTIONS.get() or {}).items()}
         # from_torchrec_config with should_validate_update: a step whose weights are all zero is skipped,
@@ -446,7 +454,8 @@ class RecMetricModule(CheckpointLoading):
         seen: dict[int, str] = {}  # id of each metric object -> its name
         for name, spec in metrics.items():
             # built first: a key that names its registry entry gets the registry's error ("ne\n": did you mean 'ne'?)
-            metric = _instantiate(name, spec, num_tasks, from_logits)
+            subset = self._subsets.get(name)
+            metric = _instantiate(name, spec, num_tasks if subset is None else len(subset), from_logits)
             _check_metric_name(name)
             first = seen.setdefault(id(metric), name)
             if first != name:  # one object cannot hold two metrics' states (nor be reset for one of them)
@@ -464,13 +473,24 @@ class RecMetricModule(CheckpointLoading):
                     "or `copy.deepcopy` of the instances."
                 )
             if metric.has_task_dim:
-                if metric.num_tasks != num_tasks:
+                if subset is not None and metric.num_tasks != len(subset):
+                    raise ValueError(
+                        f"Metric {name!r} is built for {metric.num_tasks} task(s), `metric_tasks` gives it "
+                        f"{len(subset)}: build it with num_tasks={len(subset)} (or pass its class)."
+                    )
+                if subset is None and metric.num_tasks != num_tasks:
                     raise ValueError(
                         f"Metric {name!r} is built for {metric.num_tasks} task(s), the module has {num_tasks}: "
                         f"build it with num_tasks={num_tasks} (or pass its class)."
                     )
                 stacked[name] = metric
             else:
+                if subset is not None:
+                    raise ValueError(
+                        f"Metric {name!r} ({type(metric).__name__}) ranks each task with a copy of its own, which "
+                        "`metric_tasks` does not support yet: leave it out of `metric_tasks` (it reads every "
+                        "task), or build a module of its tasks for it."
+                    )
                 if getattr(metric, "queries_complete_per_batch", False) and metric.empty_target_action == "error":
                     # it would raise inside its own update, after other metrics took the step
                     raise ValueError(
@@ -526,7 +546,23 @@ class RecMetricModule(CheckpointLoading):
         # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
         # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
         # ranking copies and pairwise concordance (RegressionAUC, XAUC) rank the scores as given.
-        self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
+        # each task's domain: the strictest of the metrics that read it (without `metric_tasks`: the module's)
+        self._task_domains = _task_domains(self.tasks, all_domains, self._subsets, self._domains, from_logits)
+        # tasks checked together, per distinct domain; `None`: every task has the module's domain (one check)
+        self._domain_groups = _domain_groups(self._task_domains)
+        if not self._subsets:
+            self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
+        else:  # a metric reads logits where a task it reads holds them (a regression head's values stay values)
+            self._fed_probabilities = frozenset().union(
+                *(
+                    _fed_probabilities(
+                        {n: m},
+                        {n: stacked_domains[n]},
+                        any(self._task_domains[t].from_logits for t in self._subsets.get(n, range(num_tasks))),
+                    )
+                    for n, m in stacked.items()
+                )
+            )
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
@@ -535,7 +571,9 @@ class RecMetricModule(CheckpointLoading):
             shared = metric.shared_statistics_key
             rule = tuple(sorted(window_options.get(name, {}).items()))  # one window rule per group
             key = (
-                ("alone", name) if shared is None else (shared, metric.sync_on_compute, id(metric.process_group), rule)
+                ("alone", name)
+                if shared is None
+                else (shared, metric.sync_on_compute, id(metric.process_group), rule, self._subsets.get(name))
             )
             self._leader[name] = leaders.setdefault(key, name)
         self._groups = [
@@ -664,6 +702,7 @@ class RecMetricModule(CheckpointLoading):
             "prefix",
             "key_style",
             "from_logits",
+            "metric_tasks",
         )
         if not isinstance(config, Mapping):
             raise ValueError(f"Expected the config to be a dict, got {type(config).__name__}.")
@@ -774,6 +813,7 @@ class RecMetricModule(CheckpointLoading):
                 state_metrics=plan.state_metrics,
                 prefix=prefix,
                 key_style="torchrec",
+                metric_tasks=plan.metric_tasks or None,
             )
         finally:
             _WINDOW_OPTIONS.reset(token)
@@ -893,6 +933,9 @@ class RecMetricModule(CheckpointLoading):
         self.__dict__.setdefault("_segments", {})  # pickled before the module fed Segmented metrics: none
         self.__dict__.setdefault("_cast_segment_ids", False)
         self.__dict__.setdefault("_domain_owners", {})  # pickled before the column's message named them
+        self.__dict__.setdefault("_subsets", {})  # pickled before `metric_tasks`: every metric reads every task
+        self.__dict__.setdefault("_task_domains", [self._domains] * len(self.tasks))
+        self.__dict__.setdefault("_domain_groups", None)
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
             self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -988,16 +1031,30 @@ class RecMetricModule(CheckpointLoading):
             # a TaskMetric's `update_unwrapped` skips TorchMetrics' per-call wrapper; looked up on the class: an
             # `nn.Module` without the attribute would raise and catch an `AttributeError` in its `__getattr__`
             unwrapped = [hasattr(type(unit), "update_unwrapped") for unit, *_ in stacked]
+            # the leaders in `_updated_units`' order, and the tasks each reads (`None`: all)
+            subsets = [self._subsets.get(lead) for lead in dict.fromkeys(self._leader.values())]
             passes = [
-                (fed, [(unit, grouped, u) for (unit, grouped, f), u in zip(stacked, unwrapped) if f == fed])
+                (
+                    fed,
+                    [
+                        (unit, grouped, u)
+                        for (unit, grouped, f), u, sub in zip(stacked, unwrapped, subsets)
+                        if f == fed and sub is None
+                    ],
+                )
                 for fed in (False, True)
             ]
+            by_subset: dict[tuple[bool, tuple[int, ...]], list[tuple[Metric, str, bool]]] = {}
+            for (unit, grouped, fed), u, sub in zip(stacked, unwrapped, subsets):
+                if sub is not None:
+                    by_subset.setdefault((fed, sub), []).append((unit, grouped, u))
             plan = self.__dict__["_step_plan"] = _StepPlan(
                 updated,
                 self._window_only(),
                 [(fed, units) for fed, units in passes if units],
                 [unit for unit, *_ in updated if isinstance(unit, Windowed)],
                 [unit._scratch if isinstance(unit, Windowed) else unit for unit, *_ in updated],
+                [(fed, sub, units) for (fed, sub), units in by_subset.items()],
             )
         return plan
 
@@ -1035,16 +1092,19 @@ class RecMetricModule(CheckpointLoading):
             ids = batch.groups if self._segments else None
             try:
                 with read_along([ids]) if ids is not None else nullcontext() as along:
-                    pred_bounds, weight_bounds = _check_values_bounds(
-                        batch.checked[0],
-                        batch.checked[1],
-                        given if weight_stack is None else weight_stack,
-                        domains.preds,
-                        domains.target,
-                        domains.from_logits,
-                        batch.target_is_float,
-                        float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
-                    )
+                    if self._domain_groups is None:
+                        pred_bounds, weight_bounds = _check_values_bounds(
+                            batch.checked[0],
+                            batch.checked[1],
+                            given if weight_stack is None else weight_stack,
+                            domains.preds,
+                            domains.target,
+                            domains.from_logits,
+                            batch.target_is_float,
+                            float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
+                        )
+                    else:  # `metric_tasks`: each task against the domain of the metrics that read it
+                        pred_bounds, weight_bounds = _check_domain_groups(batch, self._domain_groups)
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
             if ids is not None:
@@ -1161,6 +1221,8 @@ class RecMetricModule(CheckpointLoading):
         shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
         # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
         binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
+        if self._domain_groups is not None:  # tasks of several domains: binary when every task's labels were checked so
+            binary = _binary_labels(self._task_domains, range(len(self.tasks)), batch.target_is_float)
         plan = self._plan()
         synced = self._synced_by_hand(plan)
         if synced is not None:
@@ -1226,6 +1288,28 @@ class RecMetricModule(CheckpointLoading):
                         update(p, y, w)
         if joint is not None:  # one push of the staging row into every joint unit's window and lifetime
             joint.commit(batch.preds.shape[-1])
+        for as_probabilities, positions, units in plan.subsets:
+            # the rows of the tasks these metrics read: a view when contiguous, else one index_select per input
+            p, y, w = shared
+            p = _rows(p, positions)
+            if as_probabilities:
+                p = torch.sigmoid(p)
+            y = _rows(y, positions)  # type: ignore[arg-type]
+            w = w if w is None or w.shape[0] == 1 else _rows(w, positions)
+            binary_rows = _binary_labels(self._task_domains, positions, batch.target_is_float)
+            with sharing_sums(p, y, w, binary_target=binary_rows):
+                for unit, grouped, unwrapped in units:
+                    if type(unit) is Windowed:
+                        if grouped:
+                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False)
+                        else:
+                            unit._step((p, y, w), {}, False)
+                        continue
+                    update = unit.update_unwrapped if unwrapped else unit.update  # type: ignore[assignment]
+                    if grouped:
+                        update(p, y, weights=w, **{grouped: batch.groups})
+                    else:
+                        update(p, y, w)
         # Ranking rows are kept per sample: they get the columns as given and keep copies of them
         # in their own dtypes (float32 scores, int8 labels stay narrow in their states; they are
         # validated above all the same); a column several tasks share (the session ids, a weight
@@ -1269,10 +1353,12 @@ class RecMetricModule(CheckpointLoading):
         joint = self.__dict__.get("_shared_window", False)
         if joint is False:
             plan = self._plan().updated
+            # metrics of some tasks only (`metric_tasks`) are updated on their own, with their rows
+            apart = {id(unit) for *_, units in self._plan().subsets for unit, *_ in units}
             candidates = [
                 unit
                 for unit, grouped, _ in plan[: len(plan) - self._num_copies]
-                if isinstance(unit, Windowed) and not grouped and shareable(unit)
+                if isinstance(unit, Windowed) and not grouped and shareable(unit) and id(unit) not in apart
             ]
 
             def rule(unit: Any) -> tuple[Any, ...]:
@@ -1294,9 +1380,8 @@ class RecMetricModule(CheckpointLoading):
 
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""
-        domains = self._domains
         fields = ("preds", "target", "weights")
-        for task, columns in zip(self.tasks, zip(*batch.columns)):
+        for task, domains, columns in zip(self.tasks, self._task_domains, zip(*batch.columns)):
             for field, column in zip(fields, columns):
                 if column is None:
                     continue
@@ -1527,7 +1612,7 @@ class RecMetricModule(CheckpointLoading):
                 # undefined-value warnings name the metric by its key (two AUCs apart) and the tasks
                 # (not their positions), only tasks reported
                 reported = self._reported.get(name, ((), None))[1]
-                names = [t.name if reported is None or t.name in reported else None for t in self.tasks]
+                names = [t.name if reported is None or t.name in reported else None for t in self._tasks_of(name)]
                 if name in self.ranking:
                     per_task: list[tuple[int | None, Any]] = []
                     for t, unit in enumerate(self._copies(name)):
@@ -1638,13 +1723,14 @@ class RecMetricModule(CheckpointLoading):
             if not isinstance(lifetime, Mapping) and not isinstance(window, Mapping) and len(parts) <= 2:
                 # each value copied once, written task by task, lifetime before window
                 kept = [(is_window, v.clone()) for is_window, v in ((False, lifetime), (True, window)) if v is not None]
-                for t, info in enumerate(self.tasks):
+                for t, info in enumerate(self._tasks_of(name)):
                     if tasks is None or info.name in tasks:
                         for is_window, v in kept:
                             key = self._key(name, None, info.name, window=is_window, bare=bare)
                             _put(out, key, v if v.ndim == 0 else v[t])
                 return
-        num_tasks = len(self.tasks)
+        infos = self._tasks_of(name)
+        num_tasks = len(infos)
         cells: dict[str | None, list[list[Tensor | None]]] = {}  # entry -> per task [lifetime, window]
         for task, value in values:
             parts = value if self.window_size is not None else {"lifetime": value}
@@ -1659,11 +1745,11 @@ class RecMetricModule(CheckpointLoading):
                     if per_task is None:
                         per_task = cells[entry] = [[None, None] for _ in range(num_tasks)]
                     for t in range(num_tasks) if task is None else (task,):
-                        if tasks is None or self.tasks[t].name in tasks:
+                        if tasks is None or infos[t].name in tasks:
                             per_task[t][window] = v if v.ndim == 0 else v[t]
         for entry, per_task in cells.items():
             for t, (lifetime, window_value) in enumerate(per_task):
-                task_name = self.tasks[t].name
+                task_name = infos[t].name
                 if lifetime is not None:
                     _put(out, self._key(name, entry, task_name, window=False, bare=bare), lifetime)
                 if window_value is not None:
@@ -1690,13 +1776,18 @@ class RecMetricModule(CheckpointLoading):
             cells = rows.t().clone(memory_format=torch.contiguous_format).view(-1).unbind(0)
             kept.append((part == "window", cells, rows.shape[0]))
         kept.sort(key=lambda k: k[0])  # lifetime before window
-        chosen = [(t, info.name) for t, info in enumerate(self.tasks) if tasks is None or info.name in tasks]
+        chosen = [(t, info.name) for t, info in enumerate(self._tasks_of(name)) if tasks is None or info.name in tasks]
         for g in range(num_segments):
             entry = str(g)
             for t, task_name in chosen:
                 for is_window, cells, width in kept:
                     cell = cells[g * width + (t if width > 1 else 0)]
                     _put(out, self._key(name, entry, task_name, window=is_window, bare=bare), cell)
+
+    def _tasks_of(self, name: str) -> tuple[RecTaskInfo, ...]:
+        """The tasks metric ``name`` reads, in the module's order: its ``metric_tasks``, else every task."""
+        subset = self._subsets.get(name)
+        return self.tasks if subset is None else tuple(self.tasks[t] for t in subset)
 
     def _key(self, name: str, entry: str | None, task: str, window: bool, bare: bool = False) -> str:
         if self.key_style == "torchrec":
@@ -2040,6 +2131,91 @@ def _fed_probabilities(
         and getattr(metrics[n], "reads_predictions", True)
         and not getattr(metrics[n], "ranks_predictions", False)
     )
+
+
+def _task_domains(
+    tasks: Sequence[RecTaskInfo],
+    domains: Mapping[str, InputDomains | None],
+    subsets: Mapping[str, tuple[int, ...]],
+    module_domains: InputDomains,
+    from_logits: bool | None,
+) -> list[InputDomains]:
+    """Per task, the strictest domain of the metrics that read it (``metric_tasks``); the module's without subsets.
+
+    Raises:
+        ValueError: a task that no metric reads (its columns would be read and checked for nothing).
+    """
+    if not subsets:
+        return [module_domains] * len(tasks)
+    found = []
+    for t, task in enumerate(tasks):
+        readers = {n: d for n, d in domains.items() if n not in subsets or t in subsets[n]}
+        if not readers:
+            raise ValueError(
+                f"Task {task.name!r} is read by no metric: every metric's `metric_tasks` leaves it out. Leave the "
+                "task out of `tasks`, or name it for a metric."
+            )
+        domain = InputDomains.strictest(readers)
+        found.append(replace(domain, from_logits=True) if from_logits else domain)
+    return found
+
+
+def _check_domain_groups(
+    batch: _Batch, groups: Sequence[tuple[InputDomains, tuple[int, ...]]]
+) -> tuple[tuple[float, ...], list[Any]]:
+    """The step's check when tasks have different domains (``metric_tasks``): the rows of each domain's tasks.
+
+    Returns the predictions' bounds over every task and each checked weight column's bounds, as
+    :func:`~torchmetrics_ext.utilities.checks._check_values_bounds` does for one domain. One check per
+    distinct domain (a few), never per task.
+    """
+    preds, labels = batch.checked
+    weights = batch.columns[2]
+    low, high, found = math.inf, -math.inf, False
+    weight_bounds: list[Any] = []
+    for domains, positions in groups:
+        rows = [column for t in positions if (column := weights[t]) is not None]
+        pred_bounds, bounds = _check_values_bounds(
+            _rows(preds, positions),
+            _rows(labels, positions),
+            rows,
+            domains.preds,
+            domains.target,
+            domains.from_logits,
+            batch.target_is_float,
+            float32_weights=domains.float32_weights,
+        )
+        weight_bounds += bounds
+        if pred_bounds:
+            found = True
+            low, high = min(low, pred_bounds[0]), max(high, pred_bounds[1])
+    return ((low, high) if found else ()), weight_bounds
+
+
+def _binary_labels(task_domains: Sequence[InputDomains], positions: Iterable[int], target_is_float: bool) -> bool:
+    """Whether the labels of these tasks are known 0/1: the binary domain checked, or integral labels in [0, 1]."""
+    return all(
+        task_domains[t].target == "binary" or (task_domains[t].target == "unit" and not target_is_float)
+        for t in positions
+    )
+
+
+def _domain_groups(task_domains: Sequence[InputDomains]) -> list[tuple[InputDomains, tuple[int, ...]]] | None:
+    """The tasks of each distinct domain, ``(domain, task positions)``; ``None`` when every task has one domain."""
+    groups: dict[InputDomains, list[int]] = {}
+    for t, domain in enumerate(task_domains):
+        groups.setdefault(domain, []).append(t)
+    if len(groups) <= 1:
+        return None
+    return [(domain, tuple(positions)) for domain, positions in groups.items()]
+
+
+def _rows(x: Tensor, positions: tuple[int, ...]) -> Tensor:
+    """The rows ``positions`` (increasing) of a ``(T, ...)`` tensor: a view if contiguous, else one ``index_select``."""
+    first = positions[0]
+    if positions[-1] - first == len(positions) - 1:
+        return x.narrow(0, first, len(positions))
+    return x.index_select(0, torch.tensor(positions, device=x.device))
 
 
 def _default_warmup_steps(compute_interval_steps: int) -> int:

@@ -405,3 +405,15 @@ def test_keys_name_only_the_tasks_a_metric_reads_in_torchrec_style() -> None:
     keys = list(module.compute())
     assert all(re.match(r"(ne|auc|calibration)-(click|conversion)\||(mse|r_squared)-watch_time\|", k) for k in keys)
     assert len(keys) == 2 * (3 * 2 + 2)
+
+
+@pytest.mark.parametrize("key_style", ["torchmetrics_ext", "torchrec"])
+def test_module_keys_are_the_keys_compute_returns(key_style: str) -> None:
+    from torchmetrics_ext._module_keys import ModuleKeys
+
+    module = _module(window_size=50, key_style=key_style)
+    keys = ModuleKeys(module)  # before any update, as RecMetricCallback's resume reads them
+    values = _feed(module, _steps(13, count=1)).compute()
+    assert all(key in keys for key in values)
+    unread = "mse/click" if key_style == "torchmetrics_ext" else "mse-click|lifetime_mse"
+    assert unread not in keys and unread not in values

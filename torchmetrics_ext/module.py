@@ -1,4 +1,4 @@
-"""``RecMetricModule``: every metric for every task in one object, and ``RecTaskInfo``.
+"""``RecMetricModule``: every metric for every task (or the tasks ``metric_tasks`` names) in one object.
 
 A training step produces a flat dict of tensors (one prediction, label and weight column per
 task, plus id columns); :class:`RecMetricModule` reads it by name, stacks the tasks into one
@@ -288,6 +288,13 @@ class RecMetricModule(CheckpointLoading):
             gets ``from_logits=False``. An option dict's own ``from_logits``, a factory's bound one and
             a metric object's must agree with it. ``None`` (the default): the metrics say, as they
             are built (a metric built with ``from_logits=True`` makes the predictions logits).
+        metric_tasks: ``{metric name: [task names]}``, the tasks a metric reads (a regression head
+            next to binary ones: ``{"auc": ["click"], "mse": ["watch_time"]}``); a metric not named
+            reads every task, and ``None`` (the default) changes nothing. Such a metric is built for
+            its own tasks (``num_tasks=len(...)``), fed their rows of the stacked batch and reported
+            for them alone (in the module's task order); each task is checked against the strictest
+            domain of the metrics that read it. Ranking metrics (one copy per task) are refused with
+            a task list for now.
 
     Keys (stable; documented in ``docs/module.md``):
 
@@ -322,7 +329,9 @@ class RecMetricModule(CheckpointLoading):
             a metric whose own name is a TorchRec key (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`:
             ``"ndcg"``, ``"recall"``) while it does not compute that TorchRec value (the message names the
             options that would), or a metric named like an attribute of the container that holds it
-            (``"reset"``, ``"values"``, ``"training"``).
+            (``"reset"``, ``"values"``, ``"training"``); ``metric_tasks`` naming an unknown metric or
+            task, an empty list, a task twice, leaving a task that no metric reads, or giving a ranking
+            metric a task list (all before anything is built).
         TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
             ``lambda T: ...``, or ``functools.partial(tmx.AUC, 2)``, whose bound first argument is
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
@@ -348,9 +357,10 @@ class RecMetricModule(CheckpointLoading):
         metric of its own.
         **Validation** checks the strictest domain of all metrics
         (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
-        host synchronisation; a rejected step changes no metric. **Sync**: ``compute()`` gathers
-        every state of every metric with a number of collectives that depends on the state
-        dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
+        host synchronisation (with ``metric_tasks``, each task against the strictest domain of the
+        metrics that read it, one pass per distinct domain); a rejected step changes no metric.
+        **Sync**: ``compute()`` gathers every state of every metric with a number of collectives that
+        depends on the state dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
         reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
         every metric state and the task names in order: ``load_state_dict`` refuses a checkpoint of
         other tasks or another order (a ``RuntimeError``, ``strict`` or not), whose states would
@@ -842,6 +852,9 @@ class RecMetricModule(CheckpointLoading):
     @property
     def input_domains(self) -> InputDomains:
         """What every step's columns must satisfy: the strictest domains over all metrics (checked once per step).
+
+        With ``metric_tasks`` this is the strictest over all metrics still; each task is checked against
+        the strictest domain of the metrics that read it.
 
         Examples:
             >>> from torchmetrics_ext import RecMetricModule

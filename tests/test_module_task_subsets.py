@@ -272,10 +272,39 @@ def test_gauc_of_a_subset_equals_a_module_of_those_tasks() -> None:
     assert {k: v for k, v in values.items() if k.startswith("gauc")} == expected
 
 
-def test_ranking_metric_with_metric_tasks_is_refused_naming_it() -> None:
+def test_ranking_metric_reads_its_tasks_one_copy_each() -> None:
+    from tests.helpers.ranking_reference import group_rows, reference_values
+
     tasks = [tmx.RecTaskInfo(t.name, t.label_name, t.prediction_name, "w", session_id_name="q") for t in TASKS]
-    with pytest.raises(ValueError, match=r"Metric 'ndcg@5'.*`metric_tasks` does not support"):
-        tmx.RecMetricModule(tasks, ["ne", "ndcg@5"], throughput=False, metric_tasks={"ndcg@5": BINARY})
+    metrics = {"ndcg@5": "ndcg@5", "mse": "mse"}
+    module = tmx.RecMetricModule(
+        tasks, metrics, throughput=False, window_size=50, metric_tasks={"ndcg@5": BINARY, "mse": ["watch_time"]}
+    )
+    assert len(module.ranking["ndcg@5"]) == 2  # click and conversion (positions 0 and 2), not watch_time
+    steps = _steps(15)
+    for i, step in enumerate(steps):
+        step["q"] = torch.arange(25) // 5 + 10 * i  # five sessions of five rows per step
+    values = _floats(_feed(module, steps).compute())
+    assert list(values) == [
+        "ndcg@5/click",
+        "ndcg@5/click/window",
+        "ndcg@5/conversion",
+        "ndcg@5/conversion/window",
+        "mse/watch_time",
+        "mse/watch_time/window",
+    ]
+    data = _joined(steps)
+    for task in BINARY:
+        p, y = (data[c] for c in COLUMNS[task])
+        (expected,) = reference_values(group_rows(list(data["q"]), p, y, data["w"]), [("ndcg", 5)])
+        assert values[f"ndcg@5/{task}"] == pytest.approx(expected, rel=1e-9)
+    p, y = (data[c] for c in COLUMNS["watch_time"])
+    assert values["mse/watch_time"] == pytest.approx(mean_squared_error(y, p, sample_weight=data["w"]), rel=1e-9)
+    resumed = tmx.RecMetricModule(
+        tasks, metrics, throughput=False, window_size=50, metric_tasks={"ndcg@5": BINARY, "mse": ["watch_time"]}
+    )
+    resumed.load_state_dict(module.state_dict())
+    assert _floats(resumed.compute()) == values
 
 
 @pytest.mark.parametrize(
@@ -417,3 +446,36 @@ def test_module_keys_are_the_keys_compute_returns(key_style: str) -> None:
     assert all(key in keys for key in values)
     unread = "mse/click" if key_style == "torchmetrics_ext" else "mse-click|lifetime_mse"
     assert unread not in keys and unread not in values
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_own_weight_columns_a_task_without_weights_and_unvalidated_metrics(validate: bool) -> None:
+    # click and conversion (positions 0 and 2: rows taken by index_select) weigh by columns of their own,
+    # watch_time has no weight column
+    tasks = [
+        tmx.RecTaskInfo("click", "click_label", "click_pred", weight_name="w_click"),
+        tmx.RecTaskInfo("watch_time", "wt_label", "wt_pred", weight_name=None),
+        tmx.RecTaskInfo("conversion", "conv_label", "conv_pred", weight_name="w_conv"),
+    ]
+    options = {"validate_args": False} if not validate else {}
+    metrics = {name: dict(options) for name in METRICS}
+    module = tmx.RecMetricModule(tasks, metrics, throughput=False, window_size=50, metric_tasks=SUBSETS)
+    steps = _steps(14)
+    g = torch.Generator().manual_seed(140)
+    for step in steps:
+        step["w_click"] = torch.rand(25, generator=g) * 2
+        step["w_conv"] = torch.randint(0, 3, (25,), generator=g).double()
+        step["w"] = torch.full((25,), 7.0)  # read by no task
+    values = _floats(_feed(module, steps).compute())
+    data = _joined(steps)
+    for task, column in (("click", "w_click"), ("conversion", "w_conv")):
+        w = data[column]
+        p, y = (data[c] for c in COLUMNS[task])
+        assert values[f"auc/{task}"] == pytest.approx(roc_auc_score(y, p, sample_weight=w), rel=1e-9)
+        assert values[f"calibration/{task}"] == pytest.approx(np.sum(w * p) / np.sum(w * y), rel=1e-9)
+        rate = np.sum(w * y) / np.sum(w)
+        entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+        assert values[f"ne/{task}"] == pytest.approx(log_loss(y, p, sample_weight=w) / entropy, rel=1e-9)
+    p, y = (data[c] for c in COLUMNS["watch_time"])
+    assert values["mse/watch_time"] == pytest.approx(np.mean((p - y) ** 2), rel=1e-9)
+    assert values["r_squared/watch_time"] == pytest.approx(r2_score(y, p), rel=1e-9)

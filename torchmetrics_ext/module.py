@@ -293,8 +293,7 @@ class RecMetricModule(CheckpointLoading):
             reads every task, and ``None`` (the default) changes nothing. Such a metric is built for
             its own tasks (``num_tasks=len(...)``), fed their rows of the stacked batch and reported
             for them alone (in the module's task order); each task is checked against the strictest
-            domain of the metrics that read it. Ranking metrics (one copy per task) are refused with
-            a task list for now.
+            domain of the metrics that read it. A ranking metric keeps one copy per task it reads.
 
     Keys (stable; documented in ``docs/module.md``):
 
@@ -330,8 +329,8 @@ class RecMetricModule(CheckpointLoading):
             ``"ndcg"``, ``"recall"``) while it does not compute that TorchRec value (the message names the
             options that would), or a metric named like an attribute of the container that holds it
             (``"reset"``, ``"values"``, ``"training"``); ``metric_tasks`` naming an unknown metric or
-            task, an empty list, a task twice, leaving a task that no metric reads, or giving a ranking
-            metric a task list (all before anything is built).
+            task, an empty list, a task twice, or leaving a task that no metric reads (all before
+            anything is built).
         TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
             ``lambda T: ...``, or ``functools.partial(tmx.AUC, 2)``, whose bound first argument is
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
@@ -495,12 +494,7 @@ class RecMetricModule(CheckpointLoading):
                     )
                 stacked[name] = metric
             else:
-                if subset is not None:
-                    raise ValueError(
-                        f"Metric {name!r} ({type(metric).__name__}) ranks each task with a copy of its own, which "
-                        "`metric_tasks` does not support yet: leave it out of `metric_tasks` (it reads every "
-                        "task), or build a module of its tasks for it."
-                    )
+                copies = num_tasks if subset is None else len(subset)  # one per task it reads
                 if getattr(metric, "queries_complete_per_batch", False) and metric.empty_target_action == "error":
                     # it would raise inside its own update, after other metrics took the step
                     raise ValueError(
@@ -516,15 +510,15 @@ class RecMetricModule(CheckpointLoading):
                         "(queries, candidates) input; the module feeds each task's rows flat, grouped by session "
                         "ids, with no padding slots: build it without padding_value."
                     )
-                if num_tasks > 1 and holds_anything(metric) and not _states_as_built(metric):
+                if copies > 1 and holds_anything(metric) and not _states_as_built(metric):
                     # its copies, one per task, would each count the rows it holds (fed for no task) in every task
                     raise ValueError(
                         f"Metric {name!r} ({type(metric).__name__}) already holds rows (updated, merged or loaded), "
                         f"which no task's columns gave: the module keeps one copy of it per task, and each copy would "
-                        f"count them in every one of the {num_tasks} tasks. Give it before any update (or `reset()` "
+                        f"count them in every one of the {copies} tasks. Give it before any update (or `reset()` "
                         "it), or as a registry name, class or factory."
                     )
-                per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
+                per_task[name] = [metric] + [copy_metric(metric) for _ in range(copies - 1)]
         _check_unit_names(list(stacked), list(per_task))
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         # Segmented metrics: their segment ids are the tasks' group_id_name column (TorchRec's grouping_keys)
@@ -648,7 +642,9 @@ class RecMetricModule(CheckpointLoading):
         for name in carried:
             self._unit(name).reset()
         self._mark_members()  # a reset of a member's own counts from here
-        self._num_copies = len(per_task) * num_tasks
+        self._num_copies = sum(len(ms) for ms in per_task.values())
+        # per ranking copy, in `_updated_units`' order: (the task it reads, the first copy of its metric)
+        self._copy_tasks = _copy_tasks(list(per_task), self._subsets, num_tasks)
         # a metric whose value an all-zero-weight step changes (GroupedAUC(average_groups="all") counts its
         # groups): a windowed module then keeps such a step (DESIGN: only a step that changes nothing is skipped)
         self._zero_weight_steps_count = self._counts_zero_weight_steps()
@@ -949,6 +945,8 @@ class RecMetricModule(CheckpointLoading):
         self.__dict__.setdefault("_subsets", {})  # pickled before `metric_tasks`: every metric reads every task
         self.__dict__.setdefault("_task_domains", [self._domains] * len(self.tasks))
         self.__dict__.setdefault("_domain_groups", None)
+        if "_copy_tasks" not in state:  # pickled before `metric_tasks`: one copy per task of each ranking metric
+            self._copy_tasks = _copy_tasks(list(self.ranking), {}, len(self.tasks))
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
             self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -1334,17 +1332,17 @@ class RecMetricModule(CheckpointLoading):
         preds, labels, weights = batch.columns
         updated = plan.updated
         sessions = batch.sessions
-        tasks = len(self.tasks)
+        copy_tasks = self._copy_tasks
         limit = 0
         with sharing_row_copies():
             for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
-                task = t % tasks
+                task, first = copy_tasks[t]
                 target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
                 inputs = {"indexes": sessions[task], "weights": weights[task]}  # type: ignore[index]
                 if isinstance(unit, Windowed):
                     # the step's share of the window read once per metric (its copies share the window rule),
                     # and `Windowed.update`'s check of a synced window made for every unit above (`first_synced`)
-                    if task == 0:
+                    if first:
                         limit = unit._local_window()
                     unit._step((preds[task], target), inputs, False, limit)
                 elif hasattr(type(unit), "update_unwrapped"):  # gradients are off: no TorchMetrics wrapper needed
@@ -2203,6 +2201,13 @@ def _check_domain_groups(
             found = True
             low, high = min(low, pred_bounds[0]), max(high, pred_bounds[1])
     return ((low, high) if found else ()), weight_bounds
+
+
+def _copy_tasks(
+    names: Sequence[str], subsets: Mapping[str, tuple[int, ...]], num_tasks: int
+) -> tuple[tuple[int, bool], ...]:
+    """Per ranking copy (metrics in order, then their tasks): ``(task position, first copy of its metric)``."""
+    return tuple((t, i == 0) for name in names for i, t in enumerate(subsets.get(name, tuple(range(num_tasks)))))
 
 
 def _binary_labels(task_domains: Sequence[InputDomains], positions: Iterable[int], target_is_float: bool) -> bool:

@@ -479,3 +479,42 @@ def test_own_weight_columns_a_task_without_weights_and_unvalidated_metrics(valid
     p, y = (data[c] for c in COLUMNS["watch_time"])
     assert values["mse/watch_time"] == pytest.approx(np.mean((p - y) ** 2), rel=1e-9)
     assert values["r_squared/watch_time"] == pytest.approx(r2_score(y, p), rel=1e-9)
+
+
+def _count_collectives(rank: int, world_size: int, extra: int) -> int:
+    import torch.distributed as dist
+
+    names = ["all_gather", "all_reduce", "barrier", "broadcast", "all_gather_object", "all_gather_into_tensor"]
+    metrics: dict[str, Any] = {name: name for name in METRICS}
+    subsets = dict(SUBSETS)
+    for i in range(extra):  # more metrics of other task lists and settings: statistics that are not shared
+        metrics[f"acc{i}"] = {"metric": "accuracy", "threshold": 0.05 * (i + 1)}
+        subsets[f"acc{i}"] = [BINARY[i % 2]] if i % 3 else BINARY
+    module = tmx.RecMetricModule(TASKS, metrics, throughput=False, window_size=50, metric_tasks=subsets)
+    _feed(module, _steps(16 + rank, count=2))
+    count = [0]
+    saved = {name: getattr(dist, name) for name in names if hasattr(dist, name)}
+
+    def counting(fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            count[0] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    try:
+        for name, fn in saved.items():
+            setattr(dist, name, counting(fn))
+        module.compute()
+    finally:
+        for name, fn in saved.items():
+            setattr(dist, name, fn)
+    return count[0]
+
+
+@pytest.mark.ddp
+def test_one_fused_sync_whatever_the_number_of_metrics_and_task_lists(ddp_pool: Any) -> None:
+    few = ddp_pool.run(_count_collectives, 0)
+    many = ddp_pool.run(_count_collectives, 9)
+    assert few == many
+    assert 0 < few[0] <= 4  # shapes + one per state dtype

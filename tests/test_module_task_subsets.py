@@ -518,3 +518,13 @@ def test_one_fused_sync_whatever_the_number_of_metrics_and_task_lists(ddp_pool: 
     many = ddp_pool.run(_count_collectives, 9)
     assert few == many
     assert 0 < few[0] <= 4  # shapes + one per state dtype
+
+
+def test_the_refusal_names_only_the_metrics_that_read_the_task() -> None:
+    # AUC reads watch_time by mistake; NE (0/1 labels too, in [0, 1]) does not read it and is not named
+    module = tmx.RecMetricModule(
+        TASKS, ["ne", "auc", "mse"], throughput=False, metric_tasks={"ne": BINARY, "auc": ["click", "watch_time"]}
+    )
+    with pytest.raises(ValueError, match=r"Task 'watch_time'.*Metric\(s\) \['auc'\] read this task") as error:
+        module.update(_steps(17, count=1)[0])
+    assert "'ne'" not in str(error.value)

@@ -554,6 +554,8 @@ class RecMetricModule(CheckpointLoading):
         self._task_domains = _task_domains(self.tasks, all_domains, self._subsets, self._domains, from_logits)
         # tasks checked together, per distinct domain; `None`: every task has the module's domain (one check)
         self._domain_groups = _domain_groups(self._task_domains)
+        # with `metric_tasks`: per task, the metrics that read it asking for its domain (for the refusal's message)
+        self._task_owners = _task_owners(all_domains, self._subsets, self._task_domains) if self._subsets else None
         if not self._subsets:
             self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
         else:  # a metric reads logits where a task it reads holds them (a regression head's values stay values)
@@ -945,6 +947,7 @@ class RecMetricModule(CheckpointLoading):
         self.__dict__.setdefault("_subsets", {})  # pickled before `metric_tasks`: every metric reads every task
         self.__dict__.setdefault("_task_domains", [self._domains] * len(self.tasks))
         self.__dict__.setdefault("_domain_groups", None)
+        self.__dict__.setdefault("_task_owners", None)
         if "_copy_tasks" not in state:  # pickled before `metric_tasks`: one copy per task of each ranking metric
             self._copy_tasks = _copy_tasks(list(self.ranking), {}, len(self.tasks))
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
@@ -1382,17 +1385,19 @@ class RecMetricModule(CheckpointLoading):
         limit = joint.units[0]._local_window()
         return joint if n <= limit and joint.ready(limit) else None
 
-    def _domain_hint(self, field: str) -> str:
-        """:func:`_domain_hint` for this module's ``field`` (``"preds"`` or ``"target"``); "" where it says nothing."""
-        domain = getattr(self._domains, field)
-        if field == "preds" and self._domains.from_logits:  # any finite logit: a real value passes as one
+    def _domain_hint(self, field: str, task: int) -> str:
+        """:func:`_domain_hint` for ``field`` (``"preds"`` or ``"target"``) of a task; "" where it says nothing."""
+        domains = self._task_domains[task]
+        if field == "preds" and domains.from_logits:  # any finite logit: a real value passes as one
             return ""
-        return _domain_hint(self._domain_owners.get(field, []), field, domain, bool(self._reported))
+        per_task = self._task_owners
+        owners = self._domain_owners.get(field, []) if per_task is None else per_task[task].get(field, [])
+        return _domain_hint(owners, field, getattr(domains, field), bool(self._reported))
 
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""
         fields = ("preds", "target", "weights")
-        for task, domains, columns in zip(self.tasks, self._task_domains, zip(*batch.columns)):
+        for t, (task, domains, columns) in enumerate(zip(self.tasks, self._task_domains, zip(*batch.columns))):
             for field, column in zip(fields, columns):
                 if column is None:
                     continue
@@ -1415,7 +1420,7 @@ class RecMetricModule(CheckpointLoading):
                     nan = column.is_floating_point() and bool(column.isnan().any())
                     read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
                     if field != "weights" and not nan:
-                        read += self._domain_hint(field)
+                        read += self._domain_hint(field, t)
                     return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
         return _in_module(error)
 
@@ -2210,6 +2215,27 @@ def _copy_tasks(
     return tuple((t, i == 0) for name in names for i, t in enumerate(subsets.get(name, tuple(range(num_tasks)))))
 
 
+def _task_owners(
+    domains: Mapping[str, InputDomains | None],
+    subsets: Mapping[str, tuple[int, ...]],
+    task_domains: Sequence[InputDomains],
+) -> list[dict[str, list[str]]]:
+    """Per task, ``{field: the metrics reading it whose domain of field is the task's}`` (``"preds"``, ``"target"``)."""
+    return [
+        {
+            field: [
+                n
+                for n, d in domains.items()
+                if d is not None
+                and (n not in subsets or t in subsets[n])
+                and getattr(d, field) == getattr(task_domains[t], field)
+            ]
+            for field in ("preds", "target")
+        }
+        for t in range(len(task_domains))
+    ]
+
+
 def _binary_labels(task_domains: Sequence[InputDomains], positions: Iterable[int], target_is_float: bool) -> bool:
     """Whether the labels of these tasks are known 0/1: the binary domain checked, or integral labels in [0, 1]."""
     return all(
@@ -2326,16 +2352,16 @@ _DOMAINS_SAID = {
 
 
 def _domain_hint(owners: Sequence[str], field: str, domain: str, torchrec: bool = False) -> str:
-    """Why a task's labels (or predictions) must be in the module's domain: the metrics asking for it score every task.
+    """Why a task's labels (or predictions) must be in this domain: the metrics asking for it read the task.
 
-    Said on the error path only, so a regression task next to AUC tells its user to give it a module of
-    its own rather than look for a bad value in the column. ``torchrec``: a module of
-    :meth:`RecMetricModule.from_torchrec_config`, whose ``rec_task_indices`` choose the keys reported,
-    not the tasks a metric reads (TorchRec's own module feeds each metric its tasks alone).
+    Said on the error path only, so a regression task next to AUC tells its user to leave it out of
+    those metrics' tasks (``metric_tasks``; a metric not named reads every task) rather than look for a
+    bad value in the column. ``torchrec``: a module of :meth:`RecMetricModule.from_torchrec_config`,
+    whose ``RecMetricDef``'s ``rec_tasks``/``rec_task_indices`` are the tasks a metric reads.
 
     Examples:
         >>> _domain_hint(["ne", "auc"], "target", "binary")[:80]
-        " Every metric of the module scores every task, and metric(s) ['ne', 'auc'] take "
+        " Metric(s) ['ne', 'auc'] read this task and take 0/1 labels: a task of other val"
         >>> _domain_hint(["mse"], "preds", "real")
         ''
     """
@@ -2343,12 +2369,14 @@ def _domain_hint(owners: Sequence[str], field: str, domain: str, torchrec: bool 
     if not owners or said is None:
         return ""
     return (
-        f" Every metric of the module scores every task, and metric(s) {list(owners)} take {said}:"
-        " a task of other values (a regression target for 'mse' or 'r_squared', say) needs a RecMetricModule of"
-        " its own"
+        f" Metric(s) {list(owners)} read this task and take {said}: a task of other values (a regression target"
+        " for 'mse' or 'r_squared', say) is left out of their tasks with `metric_tasks` (every metric it does"
+        " not name reads every task), e.g. `metric_tasks={"
+        + f"{owners[0]!r}: [<their other tasks>]"
+        + "}`"
         + (
-            " (`rec_task_indices` choose the keys reported, not the tasks a metric reads: build it from a"
-            " MetricsConfig of that task and its metrics alone)."
+            " (from a TorchRec config: list only their other tasks in the RecMetricDef's `rec_tasks` or"
+            " `rec_task_indices`)."
             if torchrec
             else "."
         )

@@ -1955,7 +1955,10 @@ def test_from_config_rejects_bad_configs(config, match):
             "Unknown config keys ['window'] (did you mean 'window_size'?)",
         ),
         ({"tasks": ["a"], "metrics": ["ne"], "interval": 5}, "['interval'] (did you mean 'compute_interval_steps'?)"),
-        ({"tasks": ["a"], "metric": ["ne"]}, "Unknown config keys ['metric'] (did you mean 'metrics'?)"),
+        (
+            {"tasks": ["a"], "metric": ["ne"]},
+            "Unknown config keys ['metric'] (did you mean 'metrics', 'metric_tasks'?)",
+        ),
         (
             {"tasks": [{"name": "a", "label": "y", "pred": "p"}], "metrics": ["ne"]},
             "Unknown task fields ['label', 'pred'] (did you mean 'label_name', 'prediction_name'?)",

@@ -15,9 +15,10 @@ calibration, CTR, MSE and R², a numpy NDCG/recall written from ``docs/ranking.m
 pandas groupby for grouped AUC and the country segments, and the docs' window rule (the newest
 whole updates whose sizes sum to at most the window, each DDP rank keeping ``window_size // 2``).
 
-What the docs say one module cannot hold (every metric scores every task, and a module reads one
-group id column) is checked too: the regression task and the country segments need modules of their
-own (``docs/module.md``, "Tasks and inputs").
+What the docs say one module cannot hold (every metric scores every task unless ``metric_tasks`` says
+otherwise, and a module reads one group id column) is checked too: without ``metric_tasks`` the regression
+task is refused next to binary metrics, and the country segments need a module of their own
+(``docs/module.md``, "Tasks and inputs").
 """
 
 from __future__ import annotations
@@ -301,14 +302,14 @@ def test_one_process_every_step_equals_the_references():
 
 
 def test_one_module_cannot_score_a_regression_task_next_to_binary_metrics():
-    """Every metric scores every task: real-valued labels next to AUC/NE are refused, and the message says
-    which metrics ask for such labels and that the task needs a module of its own (it said only that the
-    labels were not 0/1, as if the column held a bad value)."""
+    """Without `metric_tasks` every metric scores every task: real-valued labels next to AUC/NE are refused, and
+    the message says which metrics ask for such labels and that `metric_tasks` leaves the task out of theirs (it
+    said only that the labels were not 0/1, as if the column held a bad value)."""
     step = tensors(make_steps([10], seed=2)[0])
     step["watch"][3] = 2.5  # watch time: any non-negative value
     for metrics, said in (
-        (["ne", "auc", "mse"], r"\['auc'\] take 0/1 labels"),
-        (["ne", "mse"], r"\['ne'\] take labels in \[0, 1\]"),
+        (["ne", "auc", "mse"], r"\['auc'\] read this task and take 0/1 labels"),
+        (["ne", "mse"], r"\['ne'\] read this task and take labels in \[0, 1\]"),
     ):
         config = {"tasks": [_task(t, "user") for t in TASK_COLUMNS], "metrics": metrics, "throughput": False}
         module = tmx.RecMetricModule.from_config(config)
@@ -316,7 +317,7 @@ def test_one_module_cannot_score_a_regression_task_next_to_binary_metrics():
         with pytest.raises(ValueError, match=r"Task 'watch_time', `model_out\['watch'\]`") as error:
             module.update(step)
         assert re.search(said, str(error.value)), str(error.value)
-        assert "needs a RecMetricModule of its own" in str(error.value)
+        assert "is left out of their tasks with `metric_tasks`" in str(error.value)
         after = module.state_dict()
         assert all(torch.equal(after[k], v) for k, v in before.items()), "a refused step changed a state"
     # predictions of another scale (seconds watched) are told the same way
@@ -324,15 +325,22 @@ def test_one_module_cannot_score_a_regression_task_next_to_binary_metrics():
     module = tmx.RecMetricModule.from_config(
         {"tasks": [_task(t, "user") for t in TASK_COLUMNS], "metrics": ["auc", "mse"], "throughput": False}
     )
-    with pytest.raises(ValueError, match=r"`model_out\['watch_pred'\]`.*\['auc'\] take predictions in \[0, 1\]"):
+    with pytest.raises(
+        ValueError, match=r"`model_out\['watch_pred'\]`.*\['auc'\] read this task and take predictions in \[0, 1\]"
+    ):
         module.update(seconds)
-    # TorchRec's per-metric tasks choose the keys reported, not the tasks a metric reads: the same advice
+    # TorchRec's per-metric tasks are the tasks a metric reads (`metric_tasks`), as in TorchRec: AUC on click
+    # and MSE on watch time take the step; AUC also on watch time is refused with TorchRec's advice
     config = {
         "rec_tasks": [{**_task("click", ""), "weight_name": "w"}, {**_task("watch_time", ""), "weight_name": "w"}],
         "rec_metrics": {"auc": {"rec_task_indices": [0]}, "mse": {"rec_task_indices": [1]}},
     }
     module = tmx.RecMetricModule.from_torchrec_config(config)
-    with pytest.raises(ValueError, match=r"\['auc'\] take 0/1 labels.*`rec_task_indices` choose the keys reported"):
+    module.update({**step, "w": torch.ones(10)})
+    assert {"auc-click|window_auc", "mse-watch_time|lifetime_mse"} <= set(module.compute())
+    config["rec_metrics"]["auc"] = {"rec_task_indices": [0, 1]}
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    with pytest.raises(ValueError, match=r"\['auc'\] read this task and take 0/1 labels.*`rec_task_indices`"):
         module.update({**step, "w": torch.ones(10)})
     # the same module without the regression task takes the step; the regression task alone too
     for tasks, metrics in ((BINARY_TASKS, ["ne", "auc", "mse"]), (("watch_time",), ["mse", "r_squared"])):

@@ -561,3 +561,45 @@ def _check_not_torchrecs(name: str, key_name: str, metric: Metric | None = None)
         f"With key_style='torchrec', metric {name!r} would be logged as {key_name}-{{task}}|lifetime_{key_name}, "
         f"TorchRec's key for its {key_name!r} metric, whose value it does not compute: {fix}."
     )
+
+
+def _check_metric_tasks(
+    metric_tasks: Any, metric_names: Sequence[str], task_names: Sequence[str]
+) -> dict[str, tuple[int, ...]]:
+    """``metric_tasks`` read: ``{metric name: positions of the tasks it reads}``, in the module's task order.
+
+    Only metrics that read fewer than every task are kept (a metric named with every task reads
+    them all, as one not named). Raises before anything is built.
+
+    Raises:
+        ValueError: ``metric_tasks`` not a dict, a key that names no metric (with the closest one), a list
+            of tasks that is a string, empty, names an unknown task (with the closest one) or one twice.
+    """
+    if metric_tasks is None:
+        return {}
+    if not isinstance(metric_tasks, Mapping):
+        raise ValueError(
+            f"Expected `metric_tasks` to be a dict of metric name -> list of task names, got {metric_tasks!r}."
+        )
+    positions = {name: t for t, name in enumerate(task_names)}
+    subsets: dict[str, tuple[int, ...]] = {}
+    for metric, listed in metric_tasks.items():
+        if metric not in metric_names:
+            raise ValueError(
+                f"`metric_tasks` names metric {metric!r}, which the module does not have"
+                f"{_close_to([metric], list(metric_names))}; its metrics are {list(metric_names)}."
+            )
+        if isinstance(listed, (str, bytes)) or not isinstance(listed, Sequence) or not listed:
+            raise ValueError(f"`metric_tasks[{metric!r}]`: expected a non-empty list of task names, got {listed!r}.")
+        unknown = [task for task in listed if task not in positions]
+        if unknown:
+            raise ValueError(
+                f"`metric_tasks[{metric!r}]` names task {unknown[0]!r}, which the module does not have"
+                f"{_close_to(unknown, list(task_names))}; its tasks are {list(task_names)}."
+            )
+        repeated = [task for task, count in Counter(listed).items() if count > 1]
+        if repeated:
+            raise ValueError(f"`metric_tasks[{metric!r}]` names task {repeated[0]!r} more than once.")
+        if len(listed) < len(task_names):
+            subsets[metric] = tuple(sorted(positions[task] for task in listed))
+    return subsets

@@ -67,7 +67,7 @@ class ModuleKeys:
                     continue
                 if part in afresh.get(name, ()):
                     continue
-                for task in module.tasks:
+                for task in module._tasks_of(name):  # the tasks it reads (`metric_tasks`)
                     if tasks is None or task.name in tasks:
                         templates += _written(module, name, entries, task.name, part == "window", bare)
         if module.throughput is not None and None not in afresh:

@@ -55,6 +55,7 @@ class CheckpointLoading(nn.Module):
     _groups: list[list[str]]
     _leader: dict[str, str]
     _step: int
+    _subsets: dict[str, tuple[int, ...]]
     throughput: Metric | None
 
     def __init__(self) -> None:
@@ -266,6 +267,17 @@ class CheckpointLoading(nn.Module):
         saved = extra_state.get("tasks") if isinstance(extra_state, Mapping) else None
         names = [task.name for task in self.tasks]
         if saved is None or list(saved) == names:
+            if isinstance(extra_state, Mapping):
+                # the tasks each metric reads (`metric_tasks`): a metric's states are kept by its tasks' positions
+                saved_subsets = {k: list(v) for k, v in (extra_state.get("metric_tasks") or {}).items()}
+                if saved_subsets != self._metric_task_names():
+                    return (
+                        f"metric_tasks mismatch for {prefix[:-1] or 'RecMetricModule'}: the checkpoint was saved with "
+                        f"metric_tasks {saved_subsets or None}, this RecMetricModule has "
+                        f"{self._metric_task_names() or None}. A metric's states are kept by the position of the tasks "
+                        "it reads, so a metric would resume another task's values: build the module with the "
+                        "checkpoint's metric_tasks. Nothing of the module was loaded."
+                    )
             return None
         return (
             f"task mismatch for {prefix[:-1] or 'RecMetricModule'}: the checkpoint was saved with tasks "
@@ -325,7 +337,16 @@ class CheckpointLoading(nn.Module):
 
         ``load_state_dict`` refuses a checkpoint of other task names or order (see ``_load_from_state_dict``).
         """
-        return {"step": self._step, "tasks": [task.name for task in self.tasks]}
+        state: dict[str, Any] = {"step": self._step, "tasks": [task.name for task in self.tasks]}
+        subsets = self._metric_task_names()
+        if subsets:  # only with `metric_tasks`: the checkpoints of other modules stay as they were
+            state["metric_tasks"] = subsets
+        return state
+
+    def _metric_task_names(self) -> dict[str, list[str]]:
+        """``{metric: the task names it reads}`` for the metrics of ``metric_tasks`` that read some tasks only."""
+        subsets = self.__dict__.get("_subsets") or {}
+        return {name: [self.tasks[t].name for t in positions] for name, positions in subsets.items()}
 
     def set_extra_state(self, state: Any) -> None:
         """Restore the step counter saved by :meth:`get_extra_state` (the tasks were checked before).

@@ -1,4 +1,4 @@
-"""``RecMetricModule``: every metric for every task in one object, and ``RecTaskInfo``.
+"""``RecMetricModule``: every metric for every task (or the tasks ``metric_tasks`` names) in one object.
 
 A training step produces a flat dict of tensors (one prediction, label and weight column per
 task, plus id columns); :class:`RecMetricModule` reads it by name, stacks the tasks into one
@@ -11,8 +11,9 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import math
 import warnings
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
@@ -26,6 +27,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics_ext._module_config import (
     _check_id_columns,
     _check_metric_name,
+    _check_metric_tasks,
     _check_not_torchrecs,
     _check_unit_names,
     _close_to,
@@ -226,6 +228,9 @@ class _StepPlan(NamedTuple):
     # per updated unit, the metric whose input trust the step sets (a ``Windowed``'s scratch metric, else the
     # unit); empty in a plan pickled before it was kept (found again on load)
     trusted: Sequence[Metric] = ()
+    # the leaders of metrics that read some tasks only (`metric_tasks`), left out of `passes`: (fed probabilities,
+    # task positions, [(leader, id keyword, unwrapped)]), one entry per distinct subset
+    subsets: Sequence[tuple[bool, tuple[int, ...], list[tuple[Metric, str, bool]]]] = ()
 
 
 class RecMetricModule(CheckpointLoading):
@@ -283,6 +288,12 @@ class RecMetricModule(CheckpointLoading):
             gets ``from_logits=False``. An option dict's own ``from_logits``, a factory's bound one and
             a metric object's must agree with it. ``None`` (the default): the metrics say, as they
             are built (a metric built with ``from_logits=True`` makes the predictions logits).
+        metric_tasks: ``{metric name: [task names]}``, the tasks a metric reads (a regression head
+            next to binary ones: ``{"auc": ["click"], "mse": ["watch_time"]}``); a metric not named
+            reads every task, and ``None`` (the default) changes nothing. Such a metric is built for
+            its own tasks (``num_tasks=len(...)``), fed their rows of the stacked batch and reported
+            for them alone (in the module's task order); each task is checked against the strictest
+            domain of the metrics that read it. A ranking metric keeps one copy per task it reads.
 
     Keys (stable; documented in ``docs/module.md``):
 
@@ -317,7 +328,9 @@ class RecMetricModule(CheckpointLoading):
             a metric whose own name is a TorchRec key (:data:`~torchmetrics_ext.registry.TORCHREC_SELF_NAMED`:
             ``"ndcg"``, ``"recall"``) while it does not compute that TorchRec value (the message names the
             options that would), or a metric named like an attribute of the container that holds it
-            (``"reset"``, ``"values"``, ``"training"``).
+            (``"reset"``, ``"values"``, ``"training"``); ``metric_tasks`` naming an unknown metric or
+            task, an empty list, a task twice, or leaving a task that no metric reads (all before
+            anything is built).
         TypeError: a factory whose signature cannot take the call ``factory(num_tasks=T)`` (e.g.
             ``lambda T: ...``, or ``functools.partial(tmx.AUC, 2)``, whose bound first argument is
             ``num_tasks``: named with the metric, before the call), or a metric the module cannot
@@ -343,9 +356,10 @@ class RecMetricModule(CheckpointLoading):
         metric of its own.
         **Validation** checks the strictest domain of all metrics
         (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
-        host synchronisation; a rejected step changes no metric. **Sync**: ``compute()`` gathers
-        every state of every metric with a number of collectives that depends on the state
-        dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
+        host synchronisation (with ``metric_tasks``, each task against the strictest domain of the
+        metrics that read it, one pass per distinct domain); a rejected step changes no metric.
+        **Sync**: ``compute()`` gathers every state of every metric with a number of collectives that
+        depends on the state dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
         reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
         every metric state and the task names in order: ``load_state_dict`` refuses a checkpoint of
         other tasks or another order (a ``RuntimeError``, ``strict`` or not), whose states would
@@ -392,6 +406,7 @@ class RecMetricModule(CheckpointLoading):
         prefix: str = "",
         key_style: str = "torchmetrics_ext",
         from_logits: bool | None = None,
+        metric_tasks: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         super().__init__()
         self.tasks = _check_tasks(tasks)
@@ -435,6 +450,8 @@ class RecMetricModule(CheckpointLoading):
         self.key_style = key_style
         self._step = 0
         self._names = list(metrics)  # keys come out in this order
+        # per metric reading fewer than every task, the positions of the tasks it reads (module order)
+        self._subsets = _check_metric_tasks(metric_tasks, self._names, [t.name for t in self.tasks])
         # per metric name, further Windowed options (from_torchrec_config: TorchRec's window rules)
         window_options = {name: dict(options) for name, options in (_WINDOW_OPTIONS.get() or {}).items()}
         # from_torchrec_config with should_validate_update: a step whose weights are all zero is skipped,
@@ -446,7 +463,8 @@ class RecMetricModule(CheckpointLoading):
         seen: dict[int, str] = {}  # id of each metric object -> its name
         for name, spec in metrics.items():
             # built first: a key that names its registry entry gets the registry's error ("ne\n": did you mean 'ne'?)
-            metric = _instantiate(name, spec, num_tasks, from_logits)
+            subset = self._subsets.get(name)
+            metric = _instantiate(name, spec, num_tasks if subset is None else len(subset), from_logits)
             _check_metric_name(name)
             first = seen.setdefault(id(metric), name)
             if first != name:  # one object cannot hold two metrics' states (nor be reset for one of them)
@@ -464,13 +482,19 @@ class RecMetricModule(CheckpointLoading):
                     "or `copy.deepcopy` of the instances."
                 )
             if metric.has_task_dim:
-                if metric.num_tasks != num_tasks:
+                if subset is not None and metric.num_tasks != len(subset):
+                    raise ValueError(
+                        f"Metric {name!r} is built for {metric.num_tasks} task(s), `metric_tasks` gives it "
+                        f"{len(subset)}: build it with num_tasks={len(subset)} (or pass its class)."
+                    )
+                if subset is None and metric.num_tasks != num_tasks:
                     raise ValueError(
                         f"Metric {name!r} is built for {metric.num_tasks} task(s), the module has {num_tasks}: "
                         f"build it with num_tasks={num_tasks} (or pass its class)."
                     )
                 stacked[name] = metric
             else:
+                copies = num_tasks if subset is None else len(subset)  # one per task it reads
                 if getattr(metric, "queries_complete_per_batch", False) and metric.empty_target_action == "error":
                     # it would raise inside its own update, after other metrics took the step
                     raise ValueError(
@@ -486,15 +510,15 @@ class RecMetricModule(CheckpointLoading):
                         "(queries, candidates) input; the module feeds each task's rows flat, grouped by session "
                         "ids, with no padding slots: build it without padding_value."
                     )
-                if num_tasks > 1 and holds_anything(metric) and not _states_as_built(metric):
+                if copies > 1 and holds_anything(metric) and not _states_as_built(metric):
                     # its copies, one per task, would each count the rows it holds (fed for no task) in every task
                     raise ValueError(
                         f"Metric {name!r} ({type(metric).__name__}) already holds rows (updated, merged or loaded), "
                         f"which no task's columns gave: the module keeps one copy of it per task, and each copy would "
-                        f"count them in every one of the {num_tasks} tasks. Give it before any update (or `reset()` "
+                        f"count them in every one of the {copies} tasks. Give it before any update (or `reset()` "
                         "it), or as a registry name, class or factory."
                     )
-                per_task[name] = [metric] + [copy_metric(metric) for _ in range(num_tasks - 1)]
+                per_task[name] = [metric] + [copy_metric(metric) for _ in range(copies - 1)]
         _check_unit_names(list(stacked), list(per_task))
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         # Segmented metrics: their segment ids are the tasks' group_id_name column (TorchRec's grouping_keys)
@@ -526,7 +550,25 @@ class RecMetricModule(CheckpointLoading):
         # that option (MSE, WeightedAverage, ...) would read raw logits as values, so they are fed
         # sigmoid(logits) instead; those that do not read predictions (CTR) keep the logits, and
         # ranking copies and pairwise concordance (RegressionAUC, XAUC) rank the scores as given.
-        self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
+        # each task's domain: the strictest of the metrics that read it (without `metric_tasks`: the module's)
+        self._task_domains = _task_domains(self.tasks, all_domains, self._subsets, self._domains, from_logits)
+        # tasks checked together, per distinct domain; `None`: every task has the module's domain (one check)
+        self._domain_groups = _domain_groups(self._task_domains)
+        # with `metric_tasks`: per task, the metrics that read it asking for its domain (for the refusal's message)
+        self._task_owners = _task_owners(all_domains, self._subsets, self._task_domains) if self._subsets else None
+        if not self._subsets:
+            self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
+        else:  # a metric reads logits where a task it reads holds them (a regression head's values stay values)
+            self._fed_probabilities = frozenset().union(
+                *(
+                    _fed_probabilities(
+                        {n: m},
+                        {n: stacked_domains[n]},
+                        any(self._task_domains[t].from_logits for t in self._subsets.get(n, range(num_tasks))),
+                    )
+                    for n, m in stacked.items()
+                )
+            )
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}
@@ -535,7 +577,9 @@ class RecMetricModule(CheckpointLoading):
             shared = metric.shared_statistics_key
             rule = tuple(sorted(window_options.get(name, {}).items()))  # one window rule per group
             key = (
-                ("alone", name) if shared is None else (shared, metric.sync_on_compute, id(metric.process_group), rule)
+                ("alone", name)
+                if shared is None
+                else (shared, metric.sync_on_compute, id(metric.process_group), rule, self._subsets.get(name))
             )
             self._leader[name] = leaders.setdefault(key, name)
         self._groups = [
@@ -600,7 +644,9 @@ class RecMetricModule(CheckpointLoading):
         for name in carried:
             self._unit(name).reset()
         self._mark_members()  # a reset of a member's own counts from here
-        self._num_copies = len(per_task) * num_tasks
+        self._num_copies = sum(len(ms) for ms in per_task.values())
+        # per ranking copy, in `_updated_units`' order: (the task it reads, the first copy of its metric)
+        self._copy_tasks = _copy_tasks(list(per_task), self._subsets, num_tasks)
         # a metric whose value an all-zero-weight step changes (GroupedAUC(average_groups="all") counts its
         # groups): a windowed module then keeps such a step (DESIGN: only a step that changes nothing is skipped)
         self._zero_weight_steps_count = self._counts_zero_weight_steps()
@@ -664,6 +710,7 @@ class RecMetricModule(CheckpointLoading):
             "prefix",
             "key_style",
             "from_logits",
+            "metric_tasks",
         )
         if not isinstance(config, Mapping):
             raise ValueError(f"Expected the config to be a dict, got {type(config).__name__}.")
@@ -774,6 +821,7 @@ class RecMetricModule(CheckpointLoading):
                 state_metrics=plan.state_metrics,
                 prefix=prefix,
                 key_style="torchrec",
+                metric_tasks=plan.metric_tasks or None,
             )
         finally:
             _WINDOW_OPTIONS.reset(token)
@@ -802,6 +850,9 @@ class RecMetricModule(CheckpointLoading):
     @property
     def input_domains(self) -> InputDomains:
         """What every step's columns must satisfy: the strictest domains over all metrics (checked once per step).
+
+        With ``metric_tasks`` this is the strictest over all metrics still; each task is checked against
+        the strictest domain of the metrics that read it.
 
         Examples:
             >>> from torchmetrics_ext import RecMetricModule
@@ -893,6 +944,12 @@ class RecMetricModule(CheckpointLoading):
         self.__dict__.setdefault("_segments", {})  # pickled before the module fed Segmented metrics: none
         self.__dict__.setdefault("_cast_segment_ids", False)
         self.__dict__.setdefault("_domain_owners", {})  # pickled before the column's message named them
+        self.__dict__.setdefault("_subsets", {})  # pickled before `metric_tasks`: every metric reads every task
+        self.__dict__.setdefault("_task_domains", [self._domains] * len(self.tasks))
+        self.__dict__.setdefault("_domain_groups", None)
+        self.__dict__.setdefault("_task_owners", None)
+        if "_copy_tasks" not in state:  # pickled before `metric_tasks`: one copy per task of each ranking metric
+            self._copy_tasks = _copy_tasks(list(self.ranking), {}, len(self.tasks))
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
             self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -988,16 +1045,30 @@ class RecMetricModule(CheckpointLoading):
             # a TaskMetric's `update_unwrapped` skips TorchMetrics' per-call wrapper; looked up on the class: an
             # `nn.Module` without the attribute would raise and catch an `AttributeError` in its `__getattr__`
             unwrapped = [hasattr(type(unit), "update_unwrapped") for unit, *_ in stacked]
+            # the leaders in `_updated_units`' order, and the tasks each reads (`None`: all)
+            subsets = [self._subsets.get(lead) for lead in dict.fromkeys(self._leader.values())]
             passes = [
-                (fed, [(unit, grouped, u) for (unit, grouped, f), u in zip(stacked, unwrapped) if f == fed])
+                (
+                    fed,
+                    [
+                        (unit, grouped, u)
+                        for (unit, grouped, f), u, sub in zip(stacked, unwrapped, subsets)
+                        if f == fed and sub is None
+                    ],
+                )
                 for fed in (False, True)
             ]
+            by_subset: dict[tuple[bool, tuple[int, ...]], list[tuple[Metric, str, bool]]] = {}
+            for (unit, grouped, fed), u, sub in zip(stacked, unwrapped, subsets):
+                if sub is not None:
+                    by_subset.setdefault((fed, sub), []).append((unit, grouped, u))
             plan = self.__dict__["_step_plan"] = _StepPlan(
                 updated,
                 self._window_only(),
                 [(fed, units) for fed, units in passes if units],
                 [unit for unit, *_ in updated if isinstance(unit, Windowed)],
                 [unit._scratch if isinstance(unit, Windowed) else unit for unit, *_ in updated],
+                [(fed, sub, units) for (fed, sub), units in by_subset.items()],
             )
         return plan
 
@@ -1035,16 +1106,19 @@ class RecMetricModule(CheckpointLoading):
             ids = batch.groups if self._segments else None
             try:
                 with read_along([ids]) if ids is not None else nullcontext() as along:
-                    pred_bounds, weight_bounds = _check_values_bounds(
-                        batch.checked[0],
-                        batch.checked[1],
-                        given if weight_stack is None else weight_stack,
-                        domains.preds,
-                        domains.target,
-                        domains.from_logits,
-                        batch.target_is_float,
-                        float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
-                    )
+                    if self._domain_groups is None:
+                        pred_bounds, weight_bounds = _check_values_bounds(
+                            batch.checked[0],
+                            batch.checked[1],
+                            given if weight_stack is None else weight_stack,
+                            domains.preds,
+                            domains.target,
+                            domains.from_logits,
+                            batch.target_is_float,
+                            float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
+                        )
+                    else:  # `metric_tasks`: each task against the domain of the metrics that read it
+                        pred_bounds, weight_bounds = _check_domain_groups(batch, self._domain_groups)
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
             if ids is not None:
@@ -1161,6 +1235,8 @@ class RecMetricModule(CheckpointLoading):
         shared = format_pointwise(batch.preds, batch.target, w, len(self.tasks), validate=False)
         # labels known to be 0/1: the binary domain was checked, or integral labels in [0, 1]
         binary = domains.target == "binary" or (domains.target == "unit" and not batch.target_is_float)
+        if self._domain_groups is not None:  # tasks of several domains: binary when every task's labels were checked so
+            binary = _binary_labels(self._task_domains, range(len(self.tasks)), batch.target_is_float)
         plan = self._plan()
         synced = self._synced_by_hand(plan)
         if synced is not None:
@@ -1226,6 +1302,28 @@ class RecMetricModule(CheckpointLoading):
                         update(p, y, w)
         if joint is not None:  # one push of the staging row into every joint unit's window and lifetime
             joint.commit(batch.preds.shape[-1])
+        for as_probabilities, positions, units in plan.subsets:
+            # the rows of the tasks these metrics read: a view when contiguous, else one index_select per input
+            p, y, w = shared
+            p = _rows(p, positions)
+            if as_probabilities:
+                p = torch.sigmoid(p)
+            y = _rows(y, positions)  # type: ignore[arg-type]
+            w = w if w is None or w.shape[0] == 1 else _rows(w, positions)
+            binary_rows = _binary_labels(self._task_domains, positions, batch.target_is_float)
+            with sharing_sums(p, y, w, binary_target=binary_rows):
+                for unit, grouped, unwrapped in units:
+                    if type(unit) is Windowed:
+                        if grouped:
+                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False)
+                        else:
+                            unit._step((p, y, w), {}, False)
+                        continue
+                    update = unit.update_unwrapped if unwrapped else unit.update  # type: ignore[assignment]
+                    if grouped:
+                        update(p, y, weights=w, **{grouped: batch.groups})
+                    else:
+                        update(p, y, w)
         # Ranking rows are kept per sample: they get the columns as given and keep copies of them
         # in their own dtypes (float32 scores, int8 labels stay narrow in their states; they are
         # validated above all the same); a column several tasks share (the session ids, a weight
@@ -1237,17 +1335,17 @@ class RecMetricModule(CheckpointLoading):
         preds, labels, weights = batch.columns
         updated = plan.updated
         sessions = batch.sessions
-        tasks = len(self.tasks)
+        copy_tasks = self._copy_tasks
         limit = 0
         with sharing_row_copies():
             for t, (unit, *_) in enumerate(updated[len(updated) - self._num_copies :]):
-                task = t % tasks
+                task, first = copy_tasks[t]
                 target = labels[task] if labels[task].dtype != torch.bool else batch.target[task]
                 inputs = {"indexes": sessions[task], "weights": weights[task]}  # type: ignore[index]
                 if isinstance(unit, Windowed):
                     # the step's share of the window read once per metric (its copies share the window rule),
                     # and `Windowed.update`'s check of a synced window made for every unit above (`first_synced`)
-                    if task == 0:
+                    if first:
                         limit = unit._local_window()
                     unit._step((preds[task], target), inputs, False, limit)
                 elif hasattr(type(unit), "update_unwrapped"):  # gradients are off: no TorchMetrics wrapper needed
@@ -1269,10 +1367,12 @@ class RecMetricModule(CheckpointLoading):
         joint = self.__dict__.get("_shared_window", False)
         if joint is False:
             plan = self._plan().updated
+            # metrics of some tasks only (`metric_tasks`) are updated on their own, with their rows
+            apart = {id(unit) for *_, units in self._plan().subsets for unit, *_ in units}
             candidates = [
                 unit
                 for unit, grouped, _ in plan[: len(plan) - self._num_copies]
-                if isinstance(unit, Windowed) and not grouped and shareable(unit)
+                if isinstance(unit, Windowed) and not grouped and shareable(unit) and id(unit) not in apart
             ]
 
             def rule(unit: Any) -> tuple[Any, ...]:
@@ -1285,18 +1385,19 @@ class RecMetricModule(CheckpointLoading):
         limit = joint.units[0]._local_window()
         return joint if n <= limit and joint.ready(limit) else None
 
-    def _domain_hint(self, field: str) -> str:
-        """:func:`_domain_hint` for this module's ``field`` (``"preds"`` or ``"target"``); "" where it says nothing."""
-        domain = getattr(self._domains, field)
-        if field == "preds" and self._domains.from_logits:  # any finite logit: a real value passes as one
+    def _domain_hint(self, field: str, task: int) -> str:
+        """:func:`_domain_hint` for ``field`` (``"preds"`` or ``"target"``) of a task; "" where it says nothing."""
+        domains = self._task_domains[task]
+        if field == "preds" and domains.from_logits:  # any finite logit: a real value passes as one
             return ""
-        return _domain_hint(self._domain_owners.get(field, []), field, domain, bool(self._reported))
+        per_task = self._task_owners
+        owners = self._domain_owners.get(field, []) if per_task is None else per_task[task].get(field, [])
+        return _domain_hint(owners, field, getattr(domains, field), bool(self._reported))
 
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""
-        domains = self._domains
         fields = ("preds", "target", "weights")
-        for task, columns in zip(self.tasks, zip(*batch.columns)):
+        for t, (task, domains, columns) in enumerate(zip(self.tasks, self._task_domains, zip(*batch.columns))):
             for field, column in zip(fields, columns):
                 if column is None:
                     continue
@@ -1319,7 +1420,7 @@ class RecMetricModule(CheckpointLoading):
                     nan = column.is_floating_point() and bool(column.isnan().any())
                     read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
                     if field != "weights" and not nan:
-                        read += self._domain_hint(field)
+                        read += self._domain_hint(field, t)
                     return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
         return _in_module(error)
 
@@ -1527,7 +1628,7 @@ class RecMetricModule(CheckpointLoading):
                 # undefined-value warnings name the metric by its key (two AUCs apart) and the tasks
                 # (not their positions), only tasks reported
                 reported = self._reported.get(name, ((), None))[1]
-                names = [t.name if reported is None or t.name in reported else None for t in self.tasks]
+                names = [t.name if reported is None or t.name in reported else None for t in self._tasks_of(name)]
                 if name in self.ranking:
                     per_task: list[tuple[int | None, Any]] = []
                     for t, unit in enumerate(self._copies(name)):
@@ -1638,13 +1739,14 @@ class RecMetricModule(CheckpointLoading):
             if not isinstance(lifetime, Mapping) and not isinstance(window, Mapping) and len(parts) <= 2:
                 # each value copied once, written task by task, lifetime before window
                 kept = [(is_window, v.clone()) for is_window, v in ((False, lifetime), (True, window)) if v is not None]
-                for t, info in enumerate(self.tasks):
+                for t, info in enumerate(self._tasks_of(name)):
                     if tasks is None or info.name in tasks:
                         for is_window, v in kept:
                             key = self._key(name, None, info.name, window=is_window, bare=bare)
                             _put(out, key, v if v.ndim == 0 else v[t])
                 return
-        num_tasks = len(self.tasks)
+        infos = self._tasks_of(name)
+        num_tasks = len(infos)
         cells: dict[str | None, list[list[Tensor | None]]] = {}  # entry -> per task [lifetime, window]
         for task, value in values:
             parts = value if self.window_size is not None else {"lifetime": value}
@@ -1659,11 +1761,11 @@ class RecMetricModule(CheckpointLoading):
                     if per_task is None:
                         per_task = cells[entry] = [[None, None] for _ in range(num_tasks)]
                     for t in range(num_tasks) if task is None else (task,):
-                        if tasks is None or self.tasks[t].name in tasks:
+                        if tasks is None or infos[t].name in tasks:
                             per_task[t][window] = v if v.ndim == 0 else v[t]
         for entry, per_task in cells.items():
             for t, (lifetime, window_value) in enumerate(per_task):
-                task_name = self.tasks[t].name
+                task_name = infos[t].name
                 if lifetime is not None:
                     _put(out, self._key(name, entry, task_name, window=False, bare=bare), lifetime)
                 if window_value is not None:
@@ -1690,13 +1792,18 @@ class RecMetricModule(CheckpointLoading):
             cells = rows.t().clone(memory_format=torch.contiguous_format).view(-1).unbind(0)
             kept.append((part == "window", cells, rows.shape[0]))
         kept.sort(key=lambda k: k[0])  # lifetime before window
-        chosen = [(t, info.name) for t, info in enumerate(self.tasks) if tasks is None or info.name in tasks]
+        chosen = [(t, info.name) for t, info in enumerate(self._tasks_of(name)) if tasks is None or info.name in tasks]
         for g in range(num_segments):
             entry = str(g)
             for t, task_name in chosen:
                 for is_window, cells, width in kept:
                     cell = cells[g * width + (t if width > 1 else 0)]
                     _put(out, self._key(name, entry, task_name, window=is_window, bare=bare), cell)
+
+    def _tasks_of(self, name: str) -> tuple[RecTaskInfo, ...]:
+        """The tasks metric ``name`` reads, in the module's order: its ``metric_tasks``, else every task."""
+        subset = self._subsets.get(name)
+        return self.tasks if subset is None else tuple(self.tasks[t] for t in subset)
 
     def _key(self, name: str, entry: str | None, task: str, window: bool, bare: bool = False) -> str:
         if self.key_style == "torchrec":
@@ -2042,6 +2149,119 @@ def _fed_probabilities(
     )
 
 
+def _task_domains(
+    tasks: Sequence[RecTaskInfo],
+    domains: Mapping[str, InputDomains | None],
+    subsets: Mapping[str, tuple[int, ...]],
+    module_domains: InputDomains,
+    from_logits: bool | None,
+) -> list[InputDomains]:
+    """Per task, the strictest domain of the metrics that read it (``metric_tasks``); the module's without subsets.
+
+    Raises:
+        ValueError: a task that no metric reads (its columns would be read and checked for nothing).
+    """
+    if not subsets:
+        return [module_domains] * len(tasks)
+    found = []
+    for t, task in enumerate(tasks):
+        readers = {n: d for n, d in domains.items() if n not in subsets or t in subsets[n]}
+        if not readers:
+            raise ValueError(
+                f"Task {task.name!r} is read by no metric: every metric's `metric_tasks` leaves it out. Leave the "
+                "task out of `tasks`, or name it for a metric."
+            )
+        domain = InputDomains.strictest(readers)
+        found.append(replace(domain, from_logits=True) if from_logits else domain)
+    return found
+
+
+def _check_domain_groups(
+    batch: _Batch, groups: Sequence[tuple[InputDomains, tuple[int, ...]]]
+) -> tuple[tuple[float, ...], list[Any]]:
+    """The step's check when tasks have different domains (``metric_tasks``): the rows of each domain's tasks.
+
+    Returns the predictions' bounds over every task and each checked weight column's bounds, as
+    :func:`~torchmetrics_ext.utilities.checks._check_values_bounds` does for one domain. One check per
+    distinct domain (a few), never per task.
+    """
+    preds, labels = batch.checked
+    weights = batch.columns[2]
+    low, high, found = math.inf, -math.inf, False
+    weight_bounds: list[Any] = []
+    for domains, positions in groups:
+        rows = [column for t in positions if (column := weights[t]) is not None]
+        pred_bounds, bounds = _check_values_bounds(
+            _rows(preds, positions),
+            _rows(labels, positions),
+            rows,
+            domains.preds,
+            domains.target,
+            domains.from_logits,
+            batch.target_is_float,
+            float32_weights=domains.float32_weights,
+        )
+        weight_bounds += bounds
+        if pred_bounds:
+            found = True
+            low, high = min(low, pred_bounds[0]), max(high, pred_bounds[1])
+    return ((low, high) if found else ()), weight_bounds
+
+
+def _copy_tasks(
+    names: Sequence[str], subsets: Mapping[str, tuple[int, ...]], num_tasks: int
+) -> tuple[tuple[int, bool], ...]:
+    """Per ranking copy (metrics in order, then their tasks): ``(task position, first copy of its metric)``."""
+    return tuple((t, i == 0) for name in names for i, t in enumerate(subsets.get(name, tuple(range(num_tasks)))))
+
+
+def _task_owners(
+    domains: Mapping[str, InputDomains | None],
+    subsets: Mapping[str, tuple[int, ...]],
+    task_domains: Sequence[InputDomains],
+) -> list[dict[str, list[str]]]:
+    """Per task, ``{field: the metrics reading it whose domain of field is the task's}`` (``"preds"``, ``"target"``)."""
+    return [
+        {
+            field: [
+                n
+                for n, d in domains.items()
+                if d is not None
+                and (n not in subsets or t in subsets[n])
+                and getattr(d, field) == getattr(task_domains[t], field)
+            ]
+            for field in ("preds", "target")
+        }
+        for t in range(len(task_domains))
+    ]
+
+
+def _binary_labels(task_domains: Sequence[InputDomains], positions: Iterable[int], target_is_float: bool) -> bool:
+    """Whether the labels of these tasks are known 0/1: the binary domain checked, or integral labels in [0, 1]."""
+    return all(
+        task_domains[t].target == "binary" or (task_domains[t].target == "unit" and not target_is_float)
+        for t in positions
+    )
+
+
+def _domain_groups(task_domains: Sequence[InputDomains]) -> list[tuple[InputDomains, tuple[int, ...]]] | None:
+    """The tasks of each distinct domain, ``(domain, task positions)``; ``None`` when every task has one domain."""
+    groups: dict[InputDomains, list[int]] = {}
+    for t, domain in enumerate(task_domains):
+        groups.setdefault(domain, []).append(t)
+    if len(groups) <= 1:
+        return None
+    return [(domain, tuple(positions)) for domain, positions in groups.items()]
+
+
+def _rows(x: Tensor, positions: tuple[int, ...]) -> Tensor:
+    """The rows ``positions`` (increasing) of a ``(T, ...)`` tensor: a view if contiguous, else one ``index_select``."""
+    first = positions[0]
+    if positions[-1] - first == len(positions) - 1:
+        return x.narrow(0, first, len(positions))
+    return x.index_select(0, torch.tensor(positions, device=x.device))
+
+
 def _default_warmup_steps(compute_interval_steps: int) -> int:
     """The warm-up of a module's own ``Throughput``: half the compute interval, between 1 and 100.
 
@@ -2132,16 +2352,16 @@ _DOMAINS_SAID = {
 
 
 def _domain_hint(owners: Sequence[str], field: str, domain: str, torchrec: bool = False) -> str:
-    """Why a task's labels (or predictions) must be in the module's domain: the metrics asking for it score every task.
+    """Why a task's labels (or predictions) must be in this domain: the metrics asking for it read the task.
 
-    Said on the error path only, so a regression task next to AUC tells its user to give it a module of
-    its own rather than look for a bad value in the column. ``torchrec``: a module of
-    :meth:`RecMetricModule.from_torchrec_config`, whose ``rec_task_indices`` choose the keys reported,
-    not the tasks a metric reads (TorchRec's own module feeds each metric its tasks alone).
+    Said on the error path only, so a regression task next to AUC tells its user to leave it out of
+    those metrics' tasks (``metric_tasks``; a metric not named reads every task) rather than look for a
+    bad value in the column. ``torchrec``: a module of :meth:`RecMetricModule.from_torchrec_config`,
+    whose ``RecMetricDef``'s ``rec_tasks``/``rec_task_indices`` are the tasks a metric reads.
 
     Examples:
         >>> _domain_hint(["ne", "auc"], "target", "binary")[:80]
-        " Every metric of the module scores every task, and metric(s) ['ne', 'auc'] take "
+        " Metric(s) ['ne', 'auc'] read this task and take 0/1 labels: a task of other val"
         >>> _domain_hint(["mse"], "preds", "real")
         ''
     """
@@ -2149,12 +2369,14 @@ def _domain_hint(owners: Sequence[str], field: str, domain: str, torchrec: bool 
     if not owners or said is None:
         return ""
     return (
-        f" Every metric of the module scores every task, and metric(s) {list(owners)} take {said}:"
-        " a task of other values (a regression target for 'mse' or 'r_squared', say) needs a RecMetricModule of"
-        " its own"
+        f" Metric(s) {list(owners)} read this task and take {said}: a task of other values (a regression target"
+        " for 'mse' or 'r_squared', say) is left out of their tasks with `metric_tasks` (every metric it does"
+        " not name reads every task), e.g. `metric_tasks={"
+        + f"{owners[0]!r}: [<their other tasks>]"
+        + "}`"
         + (
-            " (`rec_task_indices` choose the keys reported, not the tasks a metric reads: build it from a"
-            " MetricsConfig of that task and its metrics alone)."
+            " (from a TorchRec config: list only their other tasks in the RecMetricDef's `rec_tasks` or"
+            " `rec_task_indices`)."
             if torchrec
             else "."
         )

@@ -263,7 +263,9 @@ class TorchRecPlan:
     Attributes:
         tasks: every task some metric names (a config task no metric names is left out, as TorchRec
             never reads it), in ``rec_tasks`` order, then first-seen, as ``RecTaskInfo`` field dicts.
-        metrics: ``{our metric name: metric}`` built for ``len(tasks)`` tasks.
+        metrics: ``{our metric name: metric}`` built for the tasks its ``RecMetricDef`` names.
+        metric_tasks: ``{our metric name: task names}`` for the metrics that read some of ``tasks`` only
+            (``RecMetricModule``'s ``metric_tasks``).
         keys: ``{our metric name: (TorchRec namespace, TorchRec name, parts, task names)}``.
         window_size: the metrics' common window.
         window_options: ``{our metric name: Windowed options}``: TorchRec's window rules, ``ceil``
@@ -307,6 +309,7 @@ class TorchRecPlan:
     window_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     skip_zero_weight_steps: bool = False
     cast_segment_ids: bool = False
+    metric_tasks: dict[str, list[str]] = field(default_factory=dict)
     throughput: Throughput | None = None
     compute_interval_steps: int = 100
     state_metrics: dict[str, Callable[[], Any]] = field(default_factory=dict)
@@ -405,7 +408,11 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
             if value.when is not None and not arguments.get(value.when):
                 continue
             key = value.key or (name if value.name == name else f"{name}_{value.name}")
-            plan.metrics[key] = value.build(num_tasks, arguments)
+            # as in TorchRec, a metric reads the tasks its RecMetricDef names (and is checked on them alone)
+            reads = [t["name"] for t in plan.tasks if t["name"] in task_names]
+            if len(reads) < num_tasks:
+                plan.metric_tasks[key] = reads
+            plan.metrics[key] = value.build(len(reads), arguments)
             plan.keys[key] = (name, value.name, value.parts, frozenset(task_names))
             plan.window_options[key] = {"ceil_share": True}  # TorchRec: ceil(window_size / world_size) per rank
             if value.window_buffer:

@@ -496,8 +496,9 @@ class _Pointwise(HFComputeMetrics):
         for info in self.module.tasks:  # the module's own columns, which this adapter names for the user
             text = text.replace(f" {_columns_read(info)}", "")
         # the module's advice on its tasks (a regression task in a module of its own) is not this adapter's
-        for field in ("preds", "target"):
-            text = text.replace(self.module._domain_hint(field), "")  # "" for a field it says nothing of
+        for t in range(len(self.module.tasks)):
+            for field in ("preds", "target"):
+                text = text.replace(self.module._domain_hint(field, t), "")  # "" for a field it says nothing of
         single = len(self.tasks) == 1
         for i, task in enumerate(self.tasks):
             column = "" if single else f"[:, {i}]"

@@ -1284,3 +1284,92 @@ def test_cuda_module_refuses_a_step_on_the_other_device_and_changes_nothing(modu
     assert module._step == 1
     values = module.compute()
     assert math.isclose(float(values["auc/click"]), roc_auc_score(y.numpy(), p.numpy()), rel_tol=1e-12)
+
+
+# ----------------------------------------------------------------------------- metric_tasks: tasks of several domains
+
+
+def _two_domain_module(validated: bool, segmented: bool, device: str = "cpu") -> Any:
+    """NE and AUC read click (probabilities, 0/1 labels), MSE reads watch_time (seconds): two domains;
+    with ``segmented``, a Segmented NE on click reads segment ids along."""
+    tasks = [
+        tmx.RecTaskInfo("click", "click_label", "click_pred", "w", group_id_name="country" if segmented else None),
+        tmx.RecTaskInfo("watch_time", "wt_label", "wt_pred", "w", group_id_name="country" if segmented else None),
+    ]
+    options = {} if validated else {"validate_args": False}
+    metrics: dict[str, Any] = {name: dict(options) for name in ("ne", "auc", "mse")}
+    subsets = {"ne": ["click"], "auc": ["click"], "mse": ["watch_time"]}
+    if segmented:
+        metrics["sne"] = {"metric": "segmented_ne", "num_segments": 3, **options}
+        subsets["sne"] = ["click"]
+    module = tmx.RecMetricModule(tasks, metrics, throughput=False, window_size=100, metric_tasks=subsets)
+    return module.to(device)
+
+
+def _two_domain_steps(count: int, device: str = "cpu", n: int = 40) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(21)
+    steps = []
+    for _ in range(count):
+        p = torch.rand(n, generator=g) * 0.9 + 0.05
+        step = {
+            "click_pred": p,
+            "click_label": (torch.rand(n, generator=g) < p).float(),
+            "wt_pred": torch.rand(n, generator=g) * 300.0,
+            "wt_label": (torch.rand(n, generator=g) * 600.0).round(),
+            "w": torch.randint(1, 4, (n,), generator=g).float(),
+            "country": torch.randint(0, 3, (n,), generator=g),
+        }
+        steps.append({key: value.to(device) for key, value in step.items()})
+    return steps
+
+
+@pytest.mark.parametrize("segmented", [False, True])
+@pytest.mark.parametrize("validated", [True, False])
+def test_module_of_tasks_of_two_domains_reads_the_host_once_per_step(validated, segmented):
+    """``metric_tasks`` with a regression head next to a binary one: the validated step read each domain's
+    bounds in a read of its own (two host syncs); now one read for every domain (and the segment ids), none
+    unvalidated. A bad value of either domain is still refused from that read, and nothing changes."""
+    module = _two_domain_module(validated, segmented)
+    steps = _two_domain_steps(4)
+    with force_device_path():
+        module.update(steps[0])
+        for step in steps[1:]:
+            with count_syncs() as calls:
+                module.update(step)
+            assert calls == (["Tensor.tolist"] if validated else []), calls
+        if validated:
+            before = {key: float(value) for key, value in module.compute().items()}
+            for key, value, match in (
+                ("click_label", 2.0, r"Task 'click', `model_out\['click_label'\]`: Expected `target` to hold"),
+                ("wt_pred", math.nan, r"Task 'watch_time', `model_out\['wt_pred'\]`: Expected `preds` to be finite"),
+            ):
+                bad = dict(steps[0], **{key: torch.full_like(steps[0][key], value)})
+                with pytest.raises(ValueError, match=match):
+                    module.update(bad)
+            if segmented:
+                with pytest.raises(ValueError, match=r"segment ids in \[0, 3\)"):
+                    module.update(dict(steps[0], country=steps[0]["country"] + 1))
+            assert {key: float(value) for key, value in module.compute().items()} == before
+            assert module._step == len(steps)
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize("segmented", [False, True])
+@pytest.mark.parametrize("validated", [True, False])
+def test_cuda_module_of_tasks_of_two_domains_reads_the_host_once_per_step(validated, segmented):
+    """On CUDA: one host read per validated ``metric_tasks`` step of two domains, none unvalidated; values
+    equal the CPU's."""
+    module = _two_domain_module(validated, segmented, "cuda")
+    steps = _two_domain_steps(4, "cuda")
+    module.update(steps[0])
+    for step in steps[1:]:
+        with count_syncs() as calls:
+            module.update(step)
+        assert calls == (["Tensor.tolist"] if validated else []), calls
+    on_cpu = _two_domain_module(validated, segmented)
+    for step in _two_domain_steps(4):
+        on_cpu.update(step)
+    _assert_same_values(
+        {k: float(v) for k, v in module.compute().items()}, {k: float(v) for k, v in on_cpu.compute().items()}
+    )

@@ -62,6 +62,8 @@ from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.utilities.checks import (
     _check_values_bounds,
+    _check_values_bounds_together,
+    _ValueCheck,
     all_unit_weights,
     as_bool,
     as_str,
@@ -357,7 +359,8 @@ class RecMetricModule(CheckpointLoading):
         **Validation** checks the strictest domain of all metrics
         (e.g. probabilities and binary labels when ``AUC`` is present) in one pass with one
         host synchronisation (with ``metric_tasks``, each task against the strictest domain of the
-        metrics that read it, one pass per distinct domain); a rejected step changes no metric.
+        metrics that read it: the rows of each distinct domain, all read back in the same one host
+        synchronisation per step); a rejected step changes no metric.
         **Sync**: ``compute()`` gathers every state of every metric with a number of collectives that
         depends on the state dtypes only (:func:`~torchmetrics_ext.utilities.distributed.fused_gather`); TorchMetrics
         reduces them as in its own sync, so the values are identical. The ``state_dict`` holds
@@ -552,7 +555,7 @@ class RecMetricModule(CheckpointLoading):
         # ranking copies and pairwise concordance (RegressionAUC, XAUC) rank the scores as given.
         # each task's domain: the strictest of the metrics that read it (without `metric_tasks`: the module's)
         self._task_domains = _task_domains(self.tasks, all_domains, self._subsets, self._domains, from_logits)
-        # tasks checked together, per distinct domain; `None`: every task has the module's domain (one check)
+        # tasks checked per distinct domain, one host read for all; `None`: every task has the module's domain
         self._domain_groups = _domain_groups(self._task_domains)
         # with `metric_tasks`: per task, the metrics that read it asking for its domain (for the refusal's message)
         self._task_owners = _task_owners(all_domains, self._subsets, self._task_domains) if self._subsets else None
@@ -2182,25 +2185,32 @@ def _check_domain_groups(
     """The step's check when tasks have different domains (``metric_tasks``): the rows of each domain's tasks.
 
     Returns the predictions' bounds over every task and each checked weight column's bounds, as
-    :func:`~torchmetrics_ext.utilities.checks._check_values_bounds` does for one domain. One check per
-    distinct domain (a few), never per task.
+    :func:`~torchmetrics_ext.utilities.checks._check_values_bounds` does for one domain. On the device
+    path every group's bounds (and those of an open ``read_along`` block: segment ids) come back in one
+    host read, then each domain's rules are applied to its rows' bounds, in the groups' order
+    (:func:`~torchmetrics_ext.utilities.checks._check_values_bounds_together`). One check per distinct
+    domain (a few), never per task.
     """
     preds, labels = batch.checked
     weights = batch.columns[2]
+    checked = _check_values_bounds_together(
+        [
+            _ValueCheck(
+                _rows(preds, positions),
+                _rows(labels, positions),
+                [column for t in positions if (column := weights[t]) is not None],
+                domains.preds,
+                domains.target,
+                domains.from_logits,
+                domains.float32_weights,
+            )
+            for domains, positions in groups
+        ],
+        batch.target_is_float,
+    )
     low, high, found = math.inf, -math.inf, False
     weight_bounds: list[Any] = []
-    for domains, positions in groups:
-        rows = [column for t in positions if (column := weights[t]) is not None]
-        pred_bounds, bounds = _check_values_bounds(
-            _rows(preds, positions),
-            _rows(labels, positions),
-            rows,
-            domains.preds,
-            domains.target,
-            domains.from_logits,
-            batch.target_is_float,
-            float32_weights=domains.float32_weights,
-        )
+    for pred_bounds, bounds in checked:
         weight_bounds += bounds
         if pred_bounds:
             found = True

@@ -26,7 +26,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -835,11 +835,8 @@ def _check_values_bounds(
     integral: Label = MISSING if missing_labels else device_path or target_domain == "binary"
     columns: Sequence[Tensor] = () if weights is None else [weights] if isinstance(weights, Tensor) else list(weights)
     positive_bounds: Sequence[Bounds]
-    positive = (
-        [torch.where(column > 0, column, math.inf) if column.dtype == torch.float64 else None for column in columns]
-        if float32_weights
-        else ()  # no list built per update (`float32_weights` is off for all but the exact AUC family)
-    )
+    # no list built per update (`float32_weights` is off for all but the exact AUC family)
+    positive = _positive_weights(columns) if float32_weights else ()
     if device_path:
         checked = [preds, target, *columns, *positive]
         bounds = checked_bounds(checked, [False, integral, *[False] * (len(checked) - 2)], True)
@@ -852,6 +849,39 @@ def _check_values_bounds(
         for column in columns:
             bounds.append(_cpu_bounds(column, False))
         positive_bounds = [_cpu_bounds(column, False) for column in positive] if positive else ()
+    return _value_rules(
+        bounds,
+        positive_bounds,
+        preds_domain,
+        target_domain,
+        from_logits,
+        target is not None,
+        preds_name,
+        missing_labels,
+    )
+
+
+def _positive_weights(columns: Sequence[Tensor]) -> list[Tensor | None]:
+    """Each float64 weight column, its non-positive values read as ``inf`` (its min: the smallest positive weight)."""
+    return [torch.where(column > 0, column, math.inf) if column.dtype == torch.float64 else None for column in columns]
+
+
+def _value_rules(
+    bounds: list[Bounds],
+    positive_bounds: Sequence[Bounds],
+    preds_domain: PredsDomain,
+    target_domain: TargetDomain,
+    from_logits: bool,
+    has_target: bool,
+    preds_name: str,
+    missing_labels: bool,
+) -> tuple[Bounds, list[Bounds]]:
+    """The range rules of :func:`_check_values_bounds`, applied to bounds already read on the host.
+
+    ``bounds`` holds the predictions', the labels' and each weight column's bounds, in that order;
+    ``positive_bounds`` the bounds of :func:`_positive_weights` of the columns (empty unless
+    ``float32_weights``). Returns what :func:`_check_values_bounds` returns.
+    """
     pmin, pmax = bounds[0]
     if preds_domain == "score":  # ranking scores: any real, ±inf included
         if math.isnan(pmin) or math.isnan(pmax):
@@ -865,7 +895,7 @@ def _check_values_bounds(
             f"Expected `{preds_name}` to be probabilities in [0, 1], got values in [{pmin:.6g}, {pmax:.6g}]. "
             "Pass `from_logits=True` if they are logits."
         )
-    if target is not None:
+    if has_target:
         tmin, tmax, *frac = bounds[1]
         if missing_labels:  # the bounds of the labels that are not NaN (integers cannot be NaN)
             tmin, tmax = (tmin, tmax) if len(frac) < 4 else frac[2:]
@@ -889,9 +919,74 @@ def _check_values_bounds(
     for bound, low in zip(bounds[2:], positive_bounds):  # none unless float32_weights
         if low:
             check_float32_range(low[0], bound[1])
-    if columns and _NOTING.note is not None:
+    if len(bounds) > 2 and _NOTING.note is not None:
         note_weight_bounds(bounds[2:])
     return bounds[0], bounds[2:]
+
+
+class _ValueCheck(NamedTuple):
+    """The arguments of one :func:`_check_values_bounds` call, for :func:`_check_values_bounds_together`."""
+
+    preds: Tensor
+    target: Tensor | None
+    weights: Sequence[Tensor]
+    preds_domain: PredsDomain
+    target_domain: TargetDomain
+    from_logits: bool
+    float32_weights: bool = False
+
+
+def _check_values_bounds_together(
+    checks: Sequence[_ValueCheck], target_is_float: bool | None = None
+) -> list[tuple[Bounds, list[Bounds]]]:
+    """:func:`_check_values_bounds` of several inputs (one device) with one :func:`checked_bounds` call.
+
+    On the device path the bounds of every input come back in one copy, one host read (with the
+    tensors of an open :func:`read_along` block), and each input's rules are then applied to its
+    own bounds, in order: the first input that breaks its rules raises, with the message its own
+    :func:`_check_values_bounds` call gives. On the CPU path (where reading costs nothing) each
+    input is checked by its own call. Returns what each call returns, in order.
+    """
+    if not checks:
+        return []
+    if not on_device_path(checks[0].preds):
+        return [
+            _check_values_bounds(
+                c.preds,
+                c.target,
+                c.weights,
+                c.preds_domain,
+                c.target_domain,
+                c.from_logits,
+                target_is_float,
+                float32_weights=c.float32_weights,
+            )
+            for c in checks
+        ]
+    tensors: list[Tensor | None] = []
+    spans: list[tuple[int, int, int]] = []  # (first position, weight columns, positive columns)
+    for c in checks:
+        positive = _positive_weights(c.weights) if c.float32_weights else []
+        spans.append((len(tensors), len(c.weights), len(positive)))
+        tensors += [c.preds, c.target, *c.weights, *positive]
+    # on the device path labels always get their fractional range (see `_check_values_bounds`)
+    labels: list[Label] = [False] * len(tensors)
+    for first, _, _ in spans:
+        labels[first + 1] = True
+    bounds = checked_bounds(tensors, labels, True)
+    return [
+        _value_rules(
+            bounds[first : first + 2 + columns],
+            bounds[first + 2 + columns : first + 2 + columns + positive],
+            c.preds_domain,
+            c.target_domain,
+            c.from_logits,
+            c.target is not None,
+            "preds",
+            False,
+        )
+        for c, (first, columns, positive) in zip(checks, spans)
+    ]
 
 
 # what the value checks take for bool labels on the CPU, unread: a range holding every bool, whole numbers,

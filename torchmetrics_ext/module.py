@@ -533,7 +533,9 @@ class RecMetricModule(CheckpointLoading):
         all_domains = stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()}
         if from_logits is not None:  # before `strictest`: the message names the module's option
             _check_module_logits(all_domains, from_logits)
-        self._domains = InputDomains.strictest(all_domains)
+        # with `metric_tasks`, metrics of different tasks may disagree on `from_logits` (binary heads of logits
+        # next to heads of probabilities): the readers of each task must agree (`_task_domains` checks that)
+        self._domains = _strictest_over_tasks(all_domains) if self._subsets else InputDomains.strictest(all_domains)
         # which metrics ask for the strictest predictions and labels, for the message refusing a task's column
         self._domain_owners = {
             field: [
@@ -1259,6 +1261,20 @@ class RecMetricModule(CheckpointLoading):
             for state, trusted in zip(states, previous):
                 state["_inputs_checked"] = trusted
 
+    def _probabilities(self, preds: Tensor, positions: Sequence[int]) -> Tensor:
+        """``preds`` (the rows of the tasks at ``positions``) as a metric of real values reads them.
+
+        ``sigmoid`` of the rows of tasks that hold logits; the rows of the other tasks (a regression
+        head next to binary heads of logits, ``metric_tasks``) as given, so its errors stay in its units.
+        """
+        logits = [self._task_domains[t].from_logits for t in positions]
+        if all(logits):
+            return torch.sigmoid(preds)
+        if not any(logits):
+            return preds
+        rows = torch.tensor(logits, device=preds.device).unsqueeze(-1)  # (T, 1): no host read
+        return torch.where(rows, torch.sigmoid(preds), preds)
+
     def _update_units(
         self,
         plan: _StepPlan,
@@ -1277,10 +1293,11 @@ class RecMetricModule(CheckpointLoading):
         joint_updates: dict[int, Callable[..., Any]] = {}
         if joint is not None:
             joint_updates.update(zip(map(id, joint.units), joint.begin()))
+        every_task = range(len(self._task_domains))
         for as_probabilities, units in plan.passes:
             p, y, w = shared
             if as_probabilities:
-                p = torch.sigmoid(p)
+                p = self._probabilities(p, every_task)
             # the kernels may skip a clamp the predictions' bounds show to change nothing (not for sigmoid(p))
             with sharing_sums(p, y, w, binary_target=binary, pred_range=() if as_probabilities else pred_bounds):
                 for unit, grouped, unwrapped in units:
@@ -1310,7 +1327,7 @@ class RecMetricModule(CheckpointLoading):
             p, y, w = shared
             p = _rows(p, positions)
             if as_probabilities:
-                p = torch.sigmoid(p)
+                p = self._probabilities(p, positions)
             y = _rows(y, positions)  # type: ignore[arg-type]
             w = w if w is None or w.shape[0] == 1 else _rows(w, positions)
             binary_rows = _binary_labels(self._task_domains, positions, batch.target_is_float)
@@ -2152,6 +2169,18 @@ def _fed_probabilities(
     )
 
 
+def _strictest_over_tasks(domains: Mapping[str, InputDomains | None]) -> InputDomains:
+    """:meth:`InputDomains.strictest` over metrics that may read different tasks (``metric_tasks``).
+
+    Metrics of probabilities may disagree on ``from_logits`` here: one task's predictions may be
+    logits and another's probabilities. The module's domain holds logits if any metric reads logits;
+    each task's own domain (:func:`_task_domains`) says which, and refuses readers of one task that disagree.
+    """
+    given = {n: d for n, d in domains.items() if d is not None}
+    strictest = InputDomains.strictest({n: replace(d, from_logits=False) for n, d in given.items()})
+    return replace(strictest, from_logits=any(d.from_logits for d in given.values() if d.preds == "probability"))
+
+
 def _task_domains(
     tasks: Sequence[RecTaskInfo],
     domains: Mapping[str, InputDomains | None],
@@ -2174,7 +2203,10 @@ def _task_domains(
                 f"Task {task.name!r} is read by no metric: every metric's `metric_tasks` leaves it out. Leave the "
                 "task out of `tasks`, or name it for a metric."
             )
-        domain = InputDomains.strictest(readers)
+        try:
+            domain = InputDomains.strictest(readers)
+        except ValueError as error:  # metrics that read this task disagree on `from_logits`
+            raise ValueError(f"Task {task.name!r}: {error}") from None
         found.append(replace(domain, from_logits=True) if from_logits else domain)
     return found
 

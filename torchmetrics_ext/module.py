@@ -295,7 +295,8 @@ class RecMetricModule(CheckpointLoading):
             reads every task, and ``None`` (the default) changes nothing. Such a metric is built for
             its own tasks (``num_tasks=len(...)``), fed their rows of the stacked batch and reported
             for them alone (in the module's task order); each task is checked against the strictest
-            domain of the metrics that read it. A ranking metric keeps one copy per task it reads.
+            domain of the metrics that read it, and metrics of values are fed ``sigmoid`` only of the
+            tasks that hold logits. A ranking metric keeps one copy per task it reads.
 
     Keys (stable; documented in ``docs/module.md``):
 
@@ -322,8 +323,9 @@ class RecMetricModule(CheckpointLoading):
             first, ``Metric 'auc_binned' (auc): ...``, an unknown name with the closest known one, ``num_tasks``
             among the options: it comes from the tasks), metrics built for another number of tasks, metrics
             needing an id column a task does not name, metrics that disagree on ``from_logits`` (with each
-            other, or with the module's ``from_logits``: a metric object, a factory's result or an option
-            dict's ``from_logits`` of the other value, naming them), one metric
+            other, with ``metric_tasks`` those that read one task, named with it; or with the module's
+            ``from_logits``: a metric object, a factory's result or an option dict's ``from_logits`` of the
+            other value, naming them), one metric
             object given under two names, a ranking metric built with ``padding_value`` (the module feeds flat
             rows, which have no padding slots), or a metric named ``throughput`` whose key for a task named like
             a throughput entry (``total_examples``) would be the throughput's, or with ``key_style="torchrec"``

@@ -222,13 +222,18 @@ def references(sc: dict[str, Any], steps: list[dict[str, np.ndarray]], suffix: s
     return out
 
 
-def expected(sc: dict[str, Any], steps: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Every key: the lifetime over ``steps`` and, with a window, the window over the rows it keeps."""
+def expected(
+    sc: dict[str, Any], steps: list[dict[str, np.ndarray]], rows: list[dict[str, np.ndarray]] | None = None
+) -> dict[str, Any]:
+    """Every key: the lifetime over ``steps`` and, with a window, the window over the rows it keeps (``rows``:
+    those given, else the rows one process keeps)."""
     out = references(sc, steps)
     window = sc["config"]["window_size"]
     if window is None:
         return out
-    kept = references(sc, _kept_rows([dict(s, user=s["grp"]) for s in steps], window), "/window")
+    if rows is None:
+        rows = _kept_rows([dict(s, user=s["grp"]) for s in steps], window)
+    kept = references(sc, rows, "/window")
     merged = {}
     for key, value in out.items():  # each window key stands after its lifetime key
         merged[key] = value
@@ -317,7 +322,7 @@ def test_scenarios_cover_the_cases() -> None:
 
 # ----------------------------------------------------------------------------- DDP
 
-DDP_SEEDS = [0, 3, 7, 12]
+DDP_SEEDS = [0, 3, 7, 12, 16, 30]
 
 
 def _ddp_job(rank: int, world_size: int, seeds: list[int]) -> list[dict[str, float]]:
@@ -341,7 +346,12 @@ def test_two_process_ddp_random_metric_tasks(ddp_pool: Any) -> None:
             got = per_rank[rank][i]
             assert list(got) == list(one), f"seed {seed} rank {rank}"
             _close({k: v for k, v in got.items() if k in lifetime}, lifetime, f"seed {seed} rank {rank}")
-        want = references(sc, everything)
+        kept = None
+        window = sc["config"]["window_size"]
+        if window is not None:  # each rank keeps its share, window_size // world_size (docs/windows.md)
+            mine = [sc["steps"][rank::2] for rank in range(2)]
+            kept = [row for steps in mine for row in _kept_rows([dict(s, user=s["grp"]) for s in steps], window // 2)]
+        want = expected(sc, everything, kept)
         if sc["config"]["key_style"] == "torchrec":
             names = _torchrec_names(sc["config"])
             want = {names[key]: value for key, value in want.items()}
@@ -363,9 +373,13 @@ def test_from_torchrec_config_rec_task_indices(seed: int) -> None:
     for metric in ("ne", "ctr", "calibration", "mse"):
         size = int(rng.integers(1, num_tasks + 1))
         chosen[metric] = sorted(rng.choice(num_tasks, size=size, replace=False).tolist())
+    window = int(rng.choice([12, 20]))  # no step is larger: TorchRec's window keeps the newest whole steps within it
     config = {
         "rec_tasks": tasks,
-        "rec_metrics": {m: {"rec_task_indices": list(rng.permutation(idx).tolist())} for m, idx in chosen.items()},
+        "rec_metrics": {
+            m: {"rec_task_indices": list(rng.permutation(idx).tolist()), "window_size": window}
+            for m, idx in chosen.items()
+        },
     }
     steps = []
     for _ in range(3):
@@ -378,13 +392,16 @@ def test_from_torchrec_config_rec_task_indices(seed: int) -> None:
         step["grp"] = np.zeros(n, dtype=np.int64)
         steps.append(step)
     module = tmx.RecMetricModule.from_torchrec_config(config)
-    got = {k: v for k, v in _compute(_feed(module, steps)).items() if "lifetime" in k}
-    want = {}
+    got = _compute(_feed(module, steps))
+    kept = _kept_rows([dict(s, user=s["grp"]) for s in steps], window)
+    want: dict[str, float] = {}
     for metric, idx in chosen.items():
-        for t in idx:
-            p, y, w = (_column(steps, f"{c}{t}") for c in ("p", "y", "w"))
-            want[f"{metric}-t{t}|lifetime_{metric}"] = _pointwise_reference(metric, p, y, w)
-    # TorchRec's mse also reports rmse
-    for t in chosen["mse"]:
-        want[f"mse-t{t}|lifetime_rmse"] = math.sqrt(want[f"mse-t{t}|lifetime_mse"])
-    _close(got, want, f"seed {seed}")
+        for t in idx:  # the module's task order, whatever the order of rec_task_indices
+            for when, rows in (("lifetime", steps), ("window", kept)):
+                p, y, w = (_column(rows, f"{c}{t}") for c in ("p", "y", "w"))
+                want[f"{metric}-t{t}|{when}_{metric}"] = _pointwise_reference(metric, p, y, w)
+            if metric == "mse":  # TorchRec's mse also reports rmse
+                for when in ("lifetime", "window"):
+                    want[f"mse-t{t}|{when}_rmse"] = math.sqrt(want[f"mse-t{t}|{when}_mse"])
+    assert sorted(got) == sorted(want), f"seed {seed}"
+    _close({k: got[k] for k in want}, want, f"seed {seed}")

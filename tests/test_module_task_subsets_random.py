@@ -130,8 +130,9 @@ def scenario(seed: int) -> dict[str, Any]:
             else:
                 out[f"p{t}"] = rng.uniform(0.0, 300.0, size=n).astype(np.float32)  # seconds
                 out[f"y{t}"] = np.round(rng.uniform(0.0, 600.0, size=n)).astype(np.float32)
-            out[f"w{t}"] = rng.choice(WEIGHTS, size=n)
-        out["w_shared"] = rng.choice(WEIGHTS, size=n)
+            out[f"w{t}"] = rng.choice(WEIGHTS, size=n) if rng.random() < 0.8 else np.ones(n)
+        # all ones at times (TorchRec's default): such weight columns are not stacked (docs/module.md)
+        out["w_shared"] = rng.choice(WEIGHTS, size=n) if rng.random() < 0.7 else np.ones(n)
         out["grp"] = rng.integers(0, NUM_SEGMENTS, size=n)
         out["sess"] = rng.integers(0, 5, size=n)
         return out

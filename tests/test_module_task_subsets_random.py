@@ -139,7 +139,18 @@ def scenario(seed: int) -> dict[str, Any]:
 
     steps = [step(int(rng.choice([0, 1, 4, 9, 17]))) for _ in range(int(rng.integers(1, 6)))]
     extra = [step(int(rng.choice([0, 3, 8]))) for _ in range(int(rng.integers(1, 3)))]
-    return {"config": config, "kinds": kinds, "logit_tasks": logit_tasks, "steps": steps, "extra": extra}
+    bad = step(5)  # a NaN prediction in one task's column: refused whatever the metrics that read it
+    bad_task = int(rng.integers(0, num_tasks))
+    bad[f"p{bad_task}"][int(rng.integers(0, 5))] = np.nan
+    return {
+        "config": config,
+        "kinds": kinds,
+        "logit_tasks": logit_tasks,
+        "steps": steps,
+        "extra": extra,
+        "bad": (f"t{bad_task}", bad),
+        "trusted": trusted,
+    }
 
 
 def _module(config: dict[str, Any]) -> tmx.RecMetricModule:
@@ -280,6 +291,11 @@ def test_random_metric_tasks_match_references(seed: int) -> None:
     check_values(sc, before, [], f"{where} before any step")
     _feed(module, steps)
     check_values(sc, _compute(module), steps, where)
+    if not sc["trusted"]:  # a rejected step names the task and changes nothing
+        task, bad = sc["bad"]
+        with pytest.raises(ValueError, match=f"Task '{task}'"):
+            _feed(module, [bad])
+        check_values(sc, _compute(module), steps, f"{where} after a rejected step")
     # a state_dict round trip into a fresh module, pickling and clone resume exactly
     state = module.state_dict()
     resumed = _module(config)

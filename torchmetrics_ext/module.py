@@ -1274,8 +1274,15 @@ class RecMetricModule(CheckpointLoading):
             return torch.sigmoid(preds)
         if not any(logits):
             return preds
-        rows = torch.tensor(logits, device=preds.device).unsqueeze(-1)  # (T, 1): no host read
-        return torch.where(rows, torch.sigmoid(preds), preds)
+        if len(logits) < 63:
+            # the rows' flags as the bits of one integer, unpacked on the device: no copy from the host (a
+            # blocking copy would wait for the device's queued work, a sync per step)
+            bits = sum(1 << t for t, flag in enumerate(logits) if flag)
+            shifts = torch.arange(len(logits), device=preds.device)
+            rows = torch.full_like(shifts, bits).bitwise_right_shift_(shifts).bitwise_and_(1).bool()
+        else:
+            rows = torch.tensor(logits, device=preds.device)
+        return torch.where(rows.unsqueeze(-1), torch.sigmoid(preds), preds)  # (T, 1) flags
 
     def _update_units(
         self,

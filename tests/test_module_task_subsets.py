@@ -482,9 +482,8 @@ def test_own_weight_columns_a_task_without_weights_and_unvalidated_metrics(valid
 
 
 def _count_collectives(rank: int, world_size: int, extra: int) -> int:
-    import torch.distributed as dist
+    from tests.helpers.ddp import count_collectives
 
-    names = ["all_gather", "all_reduce", "barrier", "broadcast", "all_gather_object", "all_gather_into_tensor"]
     metrics: dict[str, Any] = {name: name for name in METRICS}
     subsets = dict(SUBSETS)
     for i in range(extra):  # more metrics of other task lists and settings: statistics that are not shared
@@ -492,24 +491,7 @@ def _count_collectives(rank: int, world_size: int, extra: int) -> int:
         subsets[f"acc{i}"] = [BINARY[i % 2]] if i % 3 else BINARY
     module = tmx.RecMetricModule(TASKS, metrics, throughput=False, window_size=50, metric_tasks=subsets)
     _feed(module, _steps(16 + rank, count=2))
-    count = [0]
-    saved = {name: getattr(dist, name) for name in names if hasattr(dist, name)}
-
-    def counting(fn: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            count[0] += 1
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    try:
-        for name, fn in saved.items():
-            setattr(dist, name, counting(fn))
-        module.compute()
-    finally:
-        for name, fn in saved.items():
-            setattr(dist, name, fn)
-    return count[0]
+    return count_collectives(module.compute)
 
 
 @pytest.mark.ddp

@@ -1928,3 +1928,96 @@ def test_same_keys_warning_names_a_key_the_modules_log(val_ks):
         return
     assert len(same) == 1
     assert "(e.g. 'rk.ndcg@10/click')" in same[0]
+
+
+SUBSET_TASKS = ("click", "conversion", "watch_time")
+
+
+class SubsetModel(L.LightningModule):
+    """Two binary heads and a regression head; each metric reads its tasks (``metric_tasks``), GroupedAUC the
+    binary heads' user ids (the regression head names no group id column)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        binary = [tmx.RecTaskInfo(t, f"{t}_label", f"{t}_prob", group_id_name="user") for t in SUBSET_TASKS[:2]]
+        tasks = [*binary, tmx.RecTaskInfo("watch_time", "watch_time_label", "watch_time_pred")]
+        self.train_metrics = tmx.RecMetricModule(
+            tasks,
+            ["ne", "gauc", "mse"],
+            throughput=False,
+            window_size=24,
+            compute_interval_steps=2,
+            prefix="train/",
+            metric_tasks={"ne": ["click", "conversion"], "gauc": ["click", "conversion"], "mse": ["watch_time"]},
+        )
+
+    def training_step(self, batch, batch_idx):
+        x, y, wt, user = batch
+        out = self.linear(x)
+        probs = torch.sigmoid(out[:, :2])
+        loss = torch.nn.functional.binary_cross_entropy(probs, y.float()) + (out[:, 2] - wt).pow(2).mean()
+        return {
+            "loss": loss,
+            "click_prob": probs[:, 0],
+            "conversion_prob": probs[:, 1],
+            "click_label": y[:, 0],
+            "conversion_label": y[:, 1],
+            "watch_time_pred": out[:, 2],
+            "watch_time_label": wt,
+            "user": user,
+        }
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _subset_fit(tmp_path: Path, ckpt_path: Path | None = None) -> tuple[L.Trainer, list[dict[str, str]]]:
+    from tests.helpers.lightning_run import ResumableShards  # a resume continues at the next batch
+
+    gen = torch.Generator().manual_seed(5)
+    n = 64  # 8 batches of 8 in one epoch
+    data = ResumableShards(
+        (
+            torch.randn(n, 4, generator=gen),
+            (torch.rand(n, 2, generator=gen) < 0.4).long(),
+            torch.rand(n, generator=gen) * 3.0,
+            torch.randint(0, 3, (n,), generator=gen),
+        ),
+        batch=8,
+    )
+    checkpoints = L.pytorch.callbacks.ModelCheckpoint(tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=L.pytorch.loggers.CSVLogger(tmp_path, name="logs", version=0),
+        callbacks=[RecMetricCallback(val=None), checkpoints],
+        max_epochs=1,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    torch.manual_seed(0)
+    trainer.fit(SubsetModel(), data, ckpt_path=ckpt_path)
+    return trainer, _csv_rows(tmp_path, "train/ne/click")
+
+
+def test_a_module_with_metric_tasks_resumes_mid_epoch_as_an_uninterrupted_run(tmp_path):
+    """Resumed from a checkpoint after step 3 of 8, the callback logs what the uninterrupted run logged from
+    there on (lifetime and window of every metric's subset), and only the keys of the tasks each metric reads."""
+    whole, whole_rows = _subset_fit(tmp_path / "whole")
+    resumed, resumed_rows = _subset_fit(tmp_path / "resumed", tmp_path / "whole" / "ckpt" / "epoch=0-step=3.ckpt")
+    keys = {key for key in whole.callback_metrics if key.startswith("train/")}
+    assert keys == {
+        f"train/{metric}/{task}{suffix}"
+        for metric, tasks in (("ne", SUBSET_TASKS[:2]), ("gauc", SUBSET_TASKS[:2]), ("mse", SUBSET_TASKS[2:]))
+        for task in tasks
+        for suffix in ("", "/window")
+    }
+    assert {key for key in resumed.callback_metrics if key.startswith("train/")} == keys
+    later = {row["step"]: row for row in whole_rows if int(row["step"]) >= 3}  # the 4th batch on
+    assert [row["step"] for row in resumed_rows] == list(later)
+    for row in resumed_rows:
+        for key in keys:
+            assert float(row[key]) == pytest.approx(float(later[row["step"]][key]), rel=1e-12, abs=0), (row, key)
+    for key in keys:
+        assert resumed.callback_metrics[key].item() == pytest.approx(whole.callback_metrics[key].item(), rel=1e-12)

@@ -2413,23 +2413,8 @@ def test_should_compute_agrees_across_ranks_when_every_rank_updates_each_step(dd
 
 
 def _count_collectives(rank: int, world_size: int, num_metrics: int, throughput: bool = False) -> int:
-    import torch.distributed as dist
+    from tests.helpers.ddp import count_collectives
 
-    names = [
-        "all_gather",
-        "all_reduce",
-        "barrier",
-        "broadcast",
-        "all_gather_object",
-        "all_gather_into_tensor",
-        "reduce_scatter",
-        "gather",
-        "scatter",
-        "send",
-        "recv",
-        "broadcast_object_list",
-        "all_to_all",
-    ]
     # both sets hold float64 sums, float32 samples and int64 ids (the dtypes decide the count)
     pool = ["ne", "gauc", "ctr", "mse", "auc", "accuracy", "calibration", "log_loss", "rmse", "auprc", "ndcg@3"]
     metrics = {f"m{i}": pool[i] for i in range(min(num_metrics, len(pool)))}
@@ -2438,26 +2423,13 @@ def _count_collectives(rank: int, world_size: int, num_metrics: int, throughput:
     module = tmx.RecMetricModule(TASKS, metrics, throughput=throughput)
     for part in _shard(make_data(21), rank, "uneven"):
         module.update(part)
-    count = [0]
-    saved = {name: getattr(dist, name) for name in names if hasattr(dist, name)}
 
-    def counting(fn):
-        def wrapper(*args, **kwargs):
-            count[0] += 1
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    try:
-        for name, fn in saved.items():
-            setattr(dist, name, counting(fn))
+    def compute() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             module.compute()
-    finally:
-        for name, fn in saved.items():
-            setattr(dist, name, fn)
-    return count[0]
+
+    return count_collectives(compute)
 
 
 @pytest.mark.ddp

@@ -251,7 +251,10 @@ def test_segmented_ne_and_grouped_auc_read_their_subset() -> None:
             entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
             expected = log_loss(y[rows], p[rows], sample_weight=w[rows], labels=[0, 1]) / entropy
             assert values[f"sne.{user}/{task}"] == pytest.approx(expected, rel=1e-9)
-        assert f"gauc/{task}" in values and f"gauc/{task}/window" in values
+        # GroupedAUC of the subset: sklearn per user, averaged as docs/auc.md defines it (float32 scores kept)
+        expected = _grouped_auc(y, p.astype(np.float32).astype(np.float64), w, users)
+        assert values[f"gauc/{task}"] == pytest.approx(expected, rel=1e-6)
+        assert f"gauc/{task}/window" in values
     assert not any("watch_time" in key for key in values if not key.startswith("mse"))
 
 
@@ -482,9 +485,8 @@ def test_own_weight_columns_a_task_without_weights_and_unvalidated_metrics(valid
 
 
 def _count_collectives(rank: int, world_size: int, extra: int) -> int:
-    import torch.distributed as dist
+    from tests.helpers.ddp import count_collectives
 
-    names = ["all_gather", "all_reduce", "barrier", "broadcast", "all_gather_object", "all_gather_into_tensor"]
     metrics: dict[str, Any] = {name: name for name in METRICS}
     subsets = dict(SUBSETS)
     for i in range(extra):  # more metrics of other task lists and settings: statistics that are not shared
@@ -492,24 +494,7 @@ def _count_collectives(rank: int, world_size: int, extra: int) -> int:
         subsets[f"acc{i}"] = [BINARY[i % 2]] if i % 3 else BINARY
     module = tmx.RecMetricModule(TASKS, metrics, throughput=False, window_size=50, metric_tasks=subsets)
     _feed(module, _steps(16 + rank, count=2))
-    count = [0]
-    saved = {name: getattr(dist, name) for name in names if hasattr(dist, name)}
-
-    def counting(fn: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            count[0] += 1
-            return fn(*args, **kwargs)
-
-        return wrapper
-
-    try:
-        for name, fn in saved.items():
-            setattr(dist, name, counting(fn))
-        module.compute()
-    finally:
-        for name, fn in saved.items():
-            setattr(dist, name, fn)
-    return count[0]
+    return count_collectives(module.compute)
 
 
 @pytest.mark.ddp
@@ -562,3 +547,153 @@ def test_metrics_of_different_tasks_may_disagree_on_from_logits() -> None:
     # the metrics that read one task still agree, and the refusal names the task
     with pytest.raises(ValueError, match=r"Task 'click': Metrics disagree on `from_logits`.*ne_logits=True, ne=False"):
         tmx.RecMetricModule(TASKS, metrics, metric_tasks={**subsets, "ne": ["click", "conversion"]}, throughput=False)
+
+
+def _grouped_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray, groups: np.ndarray) -> float:
+    """docs/auc.md's GroupedAUC: the plain mean of sklearn's per-group AUC over groups holding both classes."""
+    values = [
+        roc_auc_score(y[groups == g], p[groups == g], sample_weight=w[groups == g])
+        for g in np.unique(groups)
+        if 0 < y[groups == g].sum() < len(y[groups == g])
+    ]
+    return float(np.mean(values))
+
+
+def _tasks_with_ids(**ids: str) -> list[tmx.RecTaskInfo]:
+    """TASKS with weights "w"; the binary tasks name the id columns ``ids``, watch_time names none."""
+    return [
+        tmx.RecTaskInfo(t.name, t.label_name, t.prediction_name, "w", **(ids if t.name in BINARY else {}))
+        for t in TASKS
+    ]
+
+
+def test_grouped_metrics_need_the_group_ids_of_the_tasks_they_read_only() -> None:
+    # watch_time, which no grouped metric reads, names no group id column
+    tasks = _tasks_with_ids(group_id_name="user")
+    metrics = {"gauc": "gauc", "sne": {"metric": "segmented_ne", "num_segments": 4}, "mse": "mse"}
+    subsets = {"gauc": BINARY, "sne": BINARY, "mse": ["watch_time"]}
+    module = tmx.RecMetricModule(tasks, metrics, throughput=False, window_size=50, metric_tasks=subsets)
+    steps = _steps(21)
+    g = torch.Generator().manual_seed(210)
+    for step in steps:
+        step["user"] = torch.randint(0, 4, (25,), generator=g)
+    values = _floats(_feed(module, steps).compute())
+    for data, suffix in ((_joined(steps), ""), (_joined(steps[-2:]), "/window")):
+        w, users = data["w"], data["user"]
+        for task in BINARY:
+            p, y = (data[c] for c in COLUMNS[task])
+            p = p.astype(np.float32).astype(np.float64)  # the exact GroupedAUC keeps float32 scores
+            expected = _grouped_auc(y, p, w, users)
+            assert values[f"gauc/{task}{suffix}"] == pytest.approx(expected, rel=1e-6), (task, suffix)
+        p, y = (data[c] for c in COLUMNS["watch_time"])
+        assert values[f"mse/watch_time{suffix}"] == pytest.approx(mean_squared_error(y, p, sample_weight=w), rel=1e-9)
+    assert sorted({key.split("/")[1] for key in values}) == ["click", "conversion", "watch_time"]
+    assert not any("watch_time" in key for key in values if not key.startswith("mse"))
+
+
+def test_a_task_no_grouped_metric_reads_may_name_another_group_column_missing_from_model_out() -> None:
+    tasks = _tasks_with_ids(group_id_name="user")
+    tasks[1] = tmx.RecTaskInfo("watch_time", "wt_label", "wt_pred", "w", group_id_name="device")
+    module = tmx.RecMetricModule(
+        tasks, {"gauc": "gauc", "mse": "mse"}, throughput=False, metric_tasks={"gauc": BINARY, "mse": ["watch_time"]}
+    )
+    steps = _steps(22)
+    g = torch.Generator().manual_seed(220)
+    for step in steps:
+        step["user"] = torch.randint(0, 3, (25,), generator=g)  # no "device" column
+    values = _floats(_feed(module, steps).compute())
+    data = _joined(steps)
+    for task in BINARY:
+        p, y = (data[c] for c in COLUMNS[task])
+        expected = _grouped_auc(y, p.astype(np.float32).astype(np.float64), data["w"], data["user"])
+        assert values[f"gauc/{task}"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_ranking_metrics_need_the_session_ids_of_the_tasks_they_read_only() -> None:
+    from tests.helpers.ranking_reference import group_rows, reference_values
+
+    tasks = _tasks_with_ids(session_id_name="q")  # watch_time names no session column
+    metrics = {"ndcg@5": "ndcg@5", "mse": "mse"}
+    module = tmx.RecMetricModule(
+        tasks, metrics, throughput=False, metric_tasks={"ndcg@5": BINARY, "mse": ["watch_time"]}
+    )
+    steps = _steps(23)
+    for i, step in enumerate(steps):
+        step["q"] = torch.arange(25) // 5 + 10 * i
+    values = _floats(_feed(module, steps).compute())
+    assert list(values) == ["ndcg@5/click", "ndcg@5/conversion", "mse/watch_time"]
+    data = _joined(steps)
+    for task in BINARY:
+        p, y = (data[c] for c in COLUMNS[task])
+        (expected,) = reference_values(group_rows(list(data["q"]), p, y, data["w"]), [("ndcg", 5)])
+        assert values[f"ndcg@5/{task}"] == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "field"),
+    [
+        ({"gauc": "gauc", "mse": "mse"}, "group_id_name"),
+        ({"sne": {"metric": "segmented_ne", "num_segments": 2}, "mse": "mse"}, "group_id_name"),
+        ({"mrr": "mrr", "mse": "mse"}, "session_id_name"),
+    ],
+)
+def test_a_task_a_grouped_or_ranking_metric_reads_still_needs_its_ids(metrics: dict[str, Any], field: str) -> None:
+    name = next(iter(metrics))
+    # conversion, which the metric reads, names no id column; click does
+    tasks = [tmx.RecTaskInfo(t.name, t.label_name, t.prediction_name, "w", **{field: "ids"}) for t in TASKS[:2]]
+    tasks.append(TASKS[2])
+    with pytest.raises(ValueError, match=rf"Metric '{name}' needs ids: task 'conversion' must set RecTaskInfo.{field}"):
+        tmx.RecMetricModule(tasks, metrics, throughput=False, metric_tasks={name: BINARY, "mse": ["watch_time"]})
+    # and the tasks a grouped metric reads share one group id column
+    if field == "group_id_name":
+        tasks[2] = tmx.RecTaskInfo("conversion", "conv_label", "conv_pred", "w", group_id_name="other")
+        with pytest.raises(ValueError, match=r"shares one group id column across the tasks it reads"):
+            tmx.RecMetricModule(tasks, metrics, throughput=False, metric_tasks={name: BINARY, "mse": ["watch_time"]})
+
+
+@pytest.mark.parametrize("validate", [True, False])
+def test_bad_segment_ids_name_the_task_the_segmented_metric_reads_and_change_nothing(validate: bool) -> None:
+    # only conversion names the segment column; click (read by ne alone) names none
+    tasks = [TASKS[0], tmx.RecTaskInfo("conversion", "conv_label", "conv_pred", "w", group_id_name="seg")]
+    sne = {"metric": "segmented_ne", "num_segments": 2, "validate_args": validate}
+    module = tmx.RecMetricModule(
+        tasks, {"ne": "ne", "sne": sne}, throughput=False, metric_tasks={"sne": ["conversion"]}
+    )
+    steps = _steps(24, count=2)
+    for step in steps:
+        step["seg"] = torch.arange(25) % 2
+    module.update(steps[0])
+    before = _floats(module.compute())
+    bad = dict(steps[1], seg=torch.full((25,), 5))
+    with pytest.raises(ValueError, match=r"Task 'conversion', `model_out\['seg'\]`: expected segment ids in \[0, 2\)"):
+        module.update(bad)
+    assert _floats(module.compute()) == before
+    data = _joined(steps[:1])
+    assert before["ne/click"] == pytest.approx(_reference(data)["ne/click"], rel=1e-9)
+    p, y = (data[c] for c in COLUMNS["conversion"])
+    for segment in range(2):
+        rows = data["seg"] == segment
+        w = data["w"][rows]
+        rate = np.sum(w * y[rows]) / np.sum(w)
+        entropy = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+        expected = log_loss(y[rows], p[rows], sample_weight=w, labels=[0, 1]) / entropy
+        assert before[f"sne.{segment}/conversion"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_module_pickled_before_the_id_columns_were_read_per_task_reads_every_task_s() -> None:
+    import pickle
+
+    tasks = [tmx.RecTaskInfo(t.name, t.label_name, t.prediction_name, "w", session_id_name="q") for t in TASKS[::2]]
+    module = tmx.RecMetricModule(tasks, {"mrr": "mrr"}, throughput=False)
+    steps = _steps(25, count=2)
+    for i, step in enumerate(steps):
+        step["q"] = torch.arange(25) // 5 + 10 * i
+    module.update(steps[0])
+    state = module.__getstate__()
+    for key in ("_group_tasks", "_session_tasks"):
+        del state[key]  # as an earlier version pickled it
+    old = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    old.update(steps[1])
+    module.update(steps[1])
+    assert _floats(old.compute()) == _floats(module.compute())

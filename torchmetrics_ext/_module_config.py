@@ -493,16 +493,36 @@ def _takes_columns(metric: TaskMetric) -> bool:
     return True
 
 
-def _check_id_columns(tasks: tuple[RecTaskInfo, ...], grouped: list[str], ranking: list[str]) -> None:
-    """Every task names the id columns its metrics read: ``grouped`` (GroupedAUC, Segmented) one column for all."""
+def _check_id_columns(
+    tasks: tuple[RecTaskInfo, ...],
+    grouped: list[str],
+    ranking: list[str],
+    subsets: Mapping[str, tuple[int, ...]] | None = None,
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The positions of the tasks whose group ids and session ids are read, each checked to name its column.
+
+    A task names the id column of every metric reading it (``subsets``: the tasks a metric of
+    ``metric_tasks`` reads; any other reads every task): ``grouped`` (GroupedAUC, Segmented) read the
+    ``group_id_name`` column, one column for all the tasks they read, ``ranking`` metrics each
+    task's ``session_id_name`` column. A task none of them reads may leave its column unset.
+    """
+    every = tuple(range(len(tasks)))
+    subsets = subsets or {}
+    read: list[tuple[int, ...]] = []
     for names, field in ((grouped, "group_id_name"), (ranking, "session_id_name")):
-        for task in tasks if names else ():
-            if getattr(task, field) is None:
-                raise ValueError(f"Metric {names[0]!r} needs ids: task {task.name!r} must set RecTaskInfo.{field}.")
-    if grouped and len({t.group_id_name for t in tasks}) > 1:
+        positions = tuple(sorted({t for name in names for t in subsets.get(name, every)}))
+        for t in positions:
+            if getattr(tasks[t], field) is None:
+                reader = next(name for name in names if t in subsets.get(name, every))
+                raise ValueError(f"Metric {reader!r} needs ids: task {tasks[t].name!r} must set RecTaskInfo.{field}.")
+        read.append(positions)
+    columns = {tasks[t].group_id_name: tasks[t].name for t in read[0]}
+    if len(columns) > 1:
         raise ValueError(
-            f"Metric {grouped[0]!r} shares one group id column across tasks; got {[t.group_id_name for t in tasks]}."
+            f"Metric {grouped[0]!r} shares one group id column across the tasks it reads; got "
+            f"{ {tasks[t].name: tasks[t].group_id_name for t in read[0]} }."
         )
+    return read[0], read[1]
 
 
 def _torchrec_names(

@@ -141,9 +141,10 @@ class RecTaskInfo:
             tensor of ones is made for it unless another task of the module has weights.
         group_id_name: key of the ``(N,)`` integer group ids (user, request...) that grouped
             metrics (``GroupedAUC``) need, and the segment ids (country, surface...) of
-            ``Segmented`` metrics (TorchRec's ``grouping_keys``); every task of a module must name
-            the same column.
-        session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need.
+            ``Segmented`` metrics (TorchRec's ``grouping_keys``); every task such a metric reads must
+            name the same column (a task none reads, with ``metric_tasks``, may name none).
+        session_id_name: key of the ``(N,)`` integer query/session ids ranking metrics need (of the
+            tasks they read: with ``metric_tasks``, another task may name none).
 
     Examples:
         >>> from torchmetrics_ext import RecTaskInfo
@@ -205,7 +206,7 @@ class _Batch:
     preds: Tensor  # (T, N) float64
     target: Tensor  # (T, N) float64
     groups: Tensor | None  # (N,) int
-    sessions: list[Tensor] | None  # per task (N,) int
+    sessions: list[Tensor | None] | None  # per task (N,) int (None: a task no ranking metric reads)
     target_is_float: bool
     columns: tuple[list[Tensor], list[Tensor], list[Tensor | None]]  # as given: predictions, labels, weights
     # the (T, N) predictions and labels as validated: stacked in their own floating dtype when it
@@ -297,6 +298,8 @@ class RecMetricModule(CheckpointLoading):
             for them alone (in the module's task order); each task is checked against the strictest
             domain of the metrics that read it, and metrics of values are fed ``sigmoid`` only of the
             tasks that hold logits. A ranking metric keeps one copy per task it reads.
+            Only the tasks grouped, ``Segmented`` and ranking metrics read need (and have read) their
+            id columns (``group_id_name``, ``session_id_name``).
 
     Keys (stable; documented in ``docs/module.md``):
 
@@ -322,10 +325,10 @@ class RecMetricModule(CheckpointLoading):
             plain task names), a registry name or option the registry or the metric's class refuses (named
             first, ``Metric 'auc_binned' (auc): ...``, an unknown name with the closest known one, ``num_tasks``
             among the options: it comes from the tasks), metrics built for another number of tasks, metrics
-            needing an id column a task does not name, metrics that disagree on ``from_logits`` (with each
-            other, with ``metric_tasks`` those that read one task, named with it; or with the module's
-            ``from_logits``: a metric object, a factory's result or an option dict's ``from_logits`` of the
-            other value, naming them), one metric
+            needing an id column a task they read does not name, metrics that disagree on ``from_logits``
+            (with each other, with ``metric_tasks`` those that read one task, named with it; or with the
+            module's ``from_logits``: a metric object, a factory's result or an option dict's ``from_logits``
+            of the other value, naming them), one metric
             object given under two names, a ranking metric built with ``padding_value`` (the module feeds flat
             rows, which have no padding slots), or a metric named ``throughput`` whose key for a task named like
             a throughput entry (``total_examples``) would be the throughput's, or with ``key_style="torchrec"``
@@ -344,7 +347,7 @@ class RecMetricModule(CheckpointLoading):
             ``MulticlassRecallAtK``, ``TowerQPS``...: ``input_domains`` is ``None``; a ``Segmented`` of
             such a metric), or one whose value per task is not a number (``Reliability``'s curves:
             ``value_ndim``). A ``Segmented`` of a metric that takes the columns is fed, its segment
-            ids read from the tasks' ``group_id_name`` column (a ``ValueError`` above when a task names none).
+            ids read from the tasks' ``group_id_name`` column (a ``ValueError`` above when a task it reads names none).
 
     Note:
         **Compute groups** are formed explicitly: metrics whose
@@ -528,7 +531,11 @@ class RecMetricModule(CheckpointLoading):
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
         # Segmented metrics: their segment ids are the tasks' group_id_name column (TorchRec's grouping_keys)
         self._segments = segment_counts(stacked)
-        _check_id_columns(self.tasks, self._needs_groups + list(self._segments), list(per_task))
+        # the tasks whose group ids (one column for all) and session ids the module reads: those its grouped
+        # and ranking metrics read (with `metric_tasks`, a task none of them reads may name no id column)
+        self._group_tasks, self._session_tasks = _check_id_columns(
+            self.tasks, self._needs_groups + list(self._segments), list(per_task), self._subsets
+        )
         # TorchRec's cast_keys_to_int (set by from_torchrec_config): floating segment ids read as int64
         self._cast_segment_ids = False
         stacked_domains = {n: m.input_domains for n, m in stacked.items()}
@@ -955,6 +962,9 @@ class RecMetricModule(CheckpointLoading):
         self.__dict__.setdefault("_task_domains", [self._domains] * len(self.tasks))
         self.__dict__.setdefault("_domain_groups", None)
         self.__dict__.setdefault("_task_owners", None)
+        # pickled before the id columns were read per reading task: every task's (each named one then)
+        self.__dict__.setdefault("_group_tasks", tuple(range(len(self.tasks))))
+        self.__dict__.setdefault("_session_tasks", tuple(range(len(self.tasks))))
         if "_copy_tasks" not in state:  # pickled before `metric_tasks`: one copy per task of each ranking metric
             self._copy_tasks = _copy_tasks(list(self.ranking), {}, len(self.tasks))
         if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
@@ -1093,7 +1103,12 @@ class RecMetricModule(CheckpointLoading):
                 fewest = min(self._segments, key=self._segments.__getitem__)
                 if not _unchecked_ids_fit(batch.groups, self._segments[fewest]):
                     check_segment_ids(
-                        batch.groups, None, self._segments[fewest], self.tasks[0], fewest, self._cast_segment_ids
+                        batch.groups,
+                        None,
+                        self._segments[fewest],
+                        self.tasks[self._group_tasks[0]],
+                        fewest,
+                        self._cast_segment_ids,
                     )
                 ids_fit = _ids_known_to_fit(batch.groups)
             weight_stack = _small_weight_stack(batch.columns[2])
@@ -1135,7 +1150,7 @@ class RecMetricModule(CheckpointLoading):
                     ids,
                     bounds,
                     self._segments[fewest],
-                    self.tasks[0],
+                    self.tasks[self._group_tasks[0]],
                     fewest,
                     self._cast_segment_ids,
                     grouped=[n for n in self._needs_groups if n not in self._segments],
@@ -1523,13 +1538,17 @@ class RecMetricModule(CheckpointLoading):
                 )
         groups = None
         if self._needs_groups or self._segments:
-            task = self.tasks[0]
+            task = self.tasks[self._group_tasks[0]]
             ids = segment_ids(column(task, "group id", task.group_id_name), self._cast_segment_ids)
             groups = _id_column(ids, task, task.group_id_name, first)
         sessions = None
         if self._num_copies:  # ranking metrics read the session ids
+            read = self._session_tasks  # a task no ranking metric reads has none
             sessions = [
-                _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first) for t in self.tasks
+                _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first)
+                if i in read
+                else None
+                for i, t in enumerate(self.tasks)
             ]
         wide_preds, wide_labels, checked_preds, checked_labels = _stack_and_widen(preds, labels)
         return _Batch(

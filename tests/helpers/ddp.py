@@ -161,3 +161,43 @@ class DDPPool:
             proc.join(timeout=30)
             if proc.is_alive():
                 proc.kill()
+
+
+# every torch.distributed call that talks to the other ranks
+COLLECTIVES = (
+    "all_gather",
+    "all_reduce",
+    "barrier",
+    "broadcast",
+    "all_gather_object",
+    "all_gather_into_tensor",
+    "reduce_scatter",
+    "gather",
+    "scatter",
+    "send",
+    "recv",
+    "broadcast_object_list",
+    "all_to_all",
+)
+
+
+def count_collectives(fn: Callable[[], Any]) -> int:
+    """How many ``torch.distributed`` collectives ``fn()`` calls (each name of :data:`COLLECTIVES` counted)."""
+    count = [0]
+    saved = {name: getattr(dist, name) for name in COLLECTIVES if hasattr(dist, name)}
+
+    def counting(call: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            count[0] += 1
+            return call(*args, **kwargs)
+
+        return wrapper
+
+    try:
+        for name, call in saved.items():
+            setattr(dist, name, counting(call))
+        fn()
+    finally:
+        for name, call in saved.items():
+            setattr(dist, name, call)
+    return count[0]

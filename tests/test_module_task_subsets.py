@@ -515,6 +515,40 @@ def test_the_refusal_names_only_the_metrics_that_read_the_task() -> None:
     assert "'ne'" not in str(error.value)
 
 
+def test_a_metric_of_values_reads_sigmoid_only_of_the_tasks_that_hold_logits() -> None:
+    """MSE over every task, NE of logits on click: the watch time's errors stay in seconds."""
+    steps = _steps(21)
+    logit_steps = [{**s, "click_pred": torch.logit(s["click_pred"])} for s in steps]
+    module = tmx.RecMetricModule(
+        TASKS, {"ne": {"from_logits": True}, "mse": "mse"}, metric_tasks={"ne": ["click"]}, throughput=False
+    )
+    values = _floats(_feed(module, logit_steps).compute())
+    data = _joined(steps)  # the probabilities the logits stand for
+    for task, (pred, label) in COLUMNS.items():
+        assert values[f"mse/{task}"] == pytest.approx(
+            mean_squared_error(data[label], data[pred], sample_weight=data["w"]), rel=1e-6
+        ), task
+    assert values["ne/click"] == pytest.approx(_reference(data)["ne/click"], rel=1e-6)
+
+
+def test_metrics_of_different_tasks_may_disagree_on_from_logits() -> None:
+    """Click's head gives logits, conversion's probabilities: each read by metrics that say so."""
+    steps = _steps(22)
+    logit_steps = [{**s, "click_pred": torch.logit(s["click_pred"])} for s in steps]
+    metrics = {"ne_logits": {"metric": "ne", "from_logits": True}, "ne": "ne", "mse": "mse"}
+    subsets = {"ne_logits": ["click"], "ne": ["conversion"], "mse": ["watch_time"]}
+    module = tmx.RecMetricModule(TASKS, metrics, metric_tasks=subsets, throughput=False)
+    values = _floats(_feed(module, logit_steps).compute())
+    want = _reference(_joined(steps))
+    assert list(values) == ["ne_logits/click", "ne/conversion", "mse/watch_time"]
+    assert values["ne_logits/click"] == pytest.approx(want["ne/click"], rel=1e-6)
+    assert values["ne/conversion"] == pytest.approx(want["ne/conversion"], rel=1e-9)
+    assert values["mse/watch_time"] == pytest.approx(want["mse/watch_time"], rel=1e-9)
+    # the metrics that read one task still agree, and the refusal names the task
+    with pytest.raises(ValueError, match=r"Task 'click': Metrics disagree on `from_logits`.*ne_logits=True, ne=False"):
+        tmx.RecMetricModule(TASKS, metrics, metric_tasks={**subsets, "ne": ["click", "conversion"]}, throughput=False)
+
+
 def _grouped_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray, groups: np.ndarray) -> float:
     """docs/auc.md's GroupedAUC: the plain mean of sklearn's per-group AUC over groups holding both classes."""
     values = [

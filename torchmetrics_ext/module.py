@@ -296,7 +296,8 @@ class RecMetricModule(CheckpointLoading):
             reads every task, and ``None`` (the default) changes nothing. Such a metric is built for
             its own tasks (``num_tasks=len(...)``), fed their rows of the stacked batch and reported
             for them alone (in the module's task order); each task is checked against the strictest
-            domain of the metrics that read it. A ranking metric keeps one copy per task it reads.
+            domain of the metrics that read it, and metrics of values are fed ``sigmoid`` only of the
+            tasks that hold logits. A ranking metric keeps one copy per task it reads.
             Only the tasks grouped, ``Segmented`` and ranking metrics read need (and have read) their
             id columns (``group_id_name``, ``session_id_name``).
 
@@ -324,9 +325,10 @@ class RecMetricModule(CheckpointLoading):
             plain task names), a registry name or option the registry or the metric's class refuses (named
             first, ``Metric 'auc_binned' (auc): ...``, an unknown name with the closest known one, ``num_tasks``
             among the options: it comes from the tasks), metrics built for another number of tasks, metrics
-            needing an id column a task they read does not name, metrics that disagree on ``from_logits`` (with each
-            other, or with the module's ``from_logits``: a metric object, a factory's result or an option
-            dict's ``from_logits`` of the other value, naming them), one metric
+            needing an id column a task they read does not name, metrics that disagree on ``from_logits``
+            (with each other, with ``metric_tasks`` those that read one task, named with it; or with the
+            module's ``from_logits``: a metric object, a factory's result or an option dict's ``from_logits``
+            of the other value, naming them), one metric
             object given under two names, a ranking metric built with ``padding_value`` (the module feeds flat
             rows, which have no padding slots), or a metric named ``throughput`` whose key for a task named like
             a throughput entry (``total_examples``) would be the throughput's, or with ``key_style="torchrec"``
@@ -540,7 +542,9 @@ class RecMetricModule(CheckpointLoading):
         all_domains = stacked_domains | {n: ms[0].input_domains for n, ms in per_task.items()}
         if from_logits is not None:  # before `strictest`: the message names the module's option
             _check_module_logits(all_domains, from_logits)
-        self._domains = InputDomains.strictest(all_domains)
+        # with `metric_tasks`, metrics of different tasks may disagree on `from_logits` (binary heads of logits
+        # next to heads of probabilities): the readers of each task must agree (`_task_domains` checks that)
+        self._domains = _strictest_over_tasks(all_domains) if self._subsets else InputDomains.strictest(all_domains)
         # which metrics ask for the strictest predictions and labels, for the message refusing a task's column
         self._domain_owners = {
             field: [
@@ -1274,6 +1278,27 @@ class RecMetricModule(CheckpointLoading):
             for state, trusted in zip(states, previous):
                 state["_inputs_checked"] = trusted
 
+    def _probabilities(self, preds: Tensor, positions: Sequence[int]) -> Tensor:
+        """``preds`` (the rows of the tasks at ``positions``) as a metric of real values reads them.
+
+        ``sigmoid`` of the rows of tasks that hold logits; the rows of the other tasks (a regression
+        head next to binary heads of logits, ``metric_tasks``) as given, so its errors stay in its units.
+        """
+        logits = [self._task_domains[t].from_logits for t in positions]
+        if all(logits):
+            return torch.sigmoid(preds)
+        if not any(logits):
+            return preds
+        if len(logits) < 63:
+            # the rows' flags as the bits of one integer, unpacked on the device: no copy from the host (a
+            # blocking copy would wait for the device's queued work, a sync per step)
+            bits = sum(1 << t for t, flag in enumerate(logits) if flag)
+            shifts = torch.arange(len(logits), device=preds.device)
+            rows = torch.full_like(shifts, bits).bitwise_right_shift_(shifts).bitwise_and_(1).bool()
+        else:
+            rows = torch.tensor(logits, device=preds.device)
+        return torch.where(rows.unsqueeze(-1), torch.sigmoid(preds), preds)  # (T, 1) flags
+
     def _update_units(
         self,
         plan: _StepPlan,
@@ -1292,10 +1317,11 @@ class RecMetricModule(CheckpointLoading):
         joint_updates: dict[int, Callable[..., Any]] = {}
         if joint is not None:
             joint_updates.update(zip(map(id, joint.units), joint.begin()))
+        every_task = range(len(self._task_domains))
         for as_probabilities, units in plan.passes:
             p, y, w = shared
             if as_probabilities:
-                p = torch.sigmoid(p)
+                p = self._probabilities(p, every_task)
             # the kernels may skip a clamp the predictions' bounds show to change nothing (not for sigmoid(p))
             with sharing_sums(p, y, w, binary_target=binary, pred_range=() if as_probabilities else pred_bounds):
                 for unit, grouped, unwrapped in units:
@@ -1325,7 +1351,7 @@ class RecMetricModule(CheckpointLoading):
             p, y, w = shared
             p = _rows(p, positions)
             if as_probabilities:
-                p = torch.sigmoid(p)
+                p = self._probabilities(p, positions)
             y = _rows(y, positions)  # type: ignore[arg-type]
             w = w if w is None or w.shape[0] == 1 else _rows(w, positions)
             binary_rows = _binary_labels(self._task_domains, positions, batch.target_is_float)
@@ -2171,6 +2197,18 @@ def _fed_probabilities(
     )
 
 
+def _strictest_over_tasks(domains: Mapping[str, InputDomains | None]) -> InputDomains:
+    """:meth:`InputDomains.strictest` over metrics that may read different tasks (``metric_tasks``).
+
+    Metrics of probabilities may disagree on ``from_logits`` here: one task's predictions may be
+    logits and another's probabilities. The module's domain holds logits if any metric reads logits;
+    each task's own domain (:func:`_task_domains`) says which, and refuses readers of one task that disagree.
+    """
+    given = {n: d for n, d in domains.items() if d is not None}
+    strictest = InputDomains.strictest({n: replace(d, from_logits=False) for n, d in given.items()})
+    return replace(strictest, from_logits=any(d.from_logits for d in given.values() if d.preds == "probability"))
+
+
 def _task_domains(
     tasks: Sequence[RecTaskInfo],
     domains: Mapping[str, InputDomains | None],
@@ -2193,7 +2231,10 @@ def _task_domains(
                 f"Task {task.name!r} is read by no metric: every metric's `metric_tasks` leaves it out. Leave the "
                 "task out of `tasks`, or name it for a metric."
             )
-        domain = InputDomains.strictest(readers)
+        try:
+            domain = InputDomains.strictest(readers)
+        except ValueError as error:  # metrics that read this task disagree on `from_logits`
+            raise ValueError(f"Task {task.name!r}: {error}") from None
         found.append(replace(domain, from_logits=True) if from_logits else domain)
     return found
 

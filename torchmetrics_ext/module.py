@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import inspect
 import math
 import warnings
@@ -2329,7 +2330,17 @@ def _rows(x: Tensor, positions: tuple[int, ...]) -> Tensor:
     first = positions[0]
     if positions[-1] - first == len(positions) - 1:
         return x.narrow(0, first, len(positions))
-    return x.index_select(0, torch.tensor(positions, device=x.device))
+    return x.index_select(0, _row_index(positions, x.device))
+
+
+@functools.lru_cache(maxsize=256)
+def _row_index(positions: tuple[int, ...], device: torch.device) -> Tensor:
+    """``positions`` as an int64 tensor on ``device``, made once: no copy from the host at each step.
+
+    An ordinary tensor (made outside inference mode), so a step in either mode may read it.
+    """
+    with torch.inference_mode(False):
+        return torch.tensor(positions, device=device)
 
 
 def _default_warmup_steps(compute_interval_steps: int) -> int:

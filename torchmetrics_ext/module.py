@@ -546,15 +546,6 @@ class RecMetricModule(CheckpointLoading):
         # with `metric_tasks`, metrics of different tasks may disagree on `from_logits` (binary heads of logits
         # next to heads of probabilities): the readers of each task must agree (`_task_domains` checks that)
         self._domains = _strictest_over_tasks(all_domains) if self._subsets else InputDomains.strictest(all_domains)
-        # which metrics ask for the strictest predictions and labels, for the message refusing a task's column
-        self._domain_owners = {
-            field: [
-                n
-                for n, d in all_domains.items()
-                if d is not None and getattr(d, field) == getattr(self._domains, field)
-            ]
-            for field in ("preds", "target")
-        }
         # every metric built with validate_args=False: the module trusts each step as they would (no
         # value check, so no host read of the batch per step; see `_update`)
         firsts = [*stacked.values(), *(ms[0] for ms in per_task.values())]
@@ -569,8 +560,8 @@ class RecMetricModule(CheckpointLoading):
         self._task_domains = _task_domains(self.tasks, all_domains, self._subsets, self._domains, from_logits)
         # tasks checked per distinct domain, one host read for all; `None`: every task has the module's domain
         self._domain_groups = _domain_groups(self._task_domains)
-        # with `metric_tasks`: per task, the metrics that read it asking for its domain (for the refusal's message)
-        self._task_owners = _task_owners(all_domains, self._subsets, self._task_domains) if self._subsets else None
+        # per task, the metrics that read it asking for its domain (for the message refusing a task's column)
+        self._task_owners = _task_owners(all_domains, self._subsets, self._task_domains)
         if not self._subsets:
             self._fed_probabilities = _fed_probabilities(stacked, stacked_domains, self._domains.from_logits)
         else:  # a metric reads logits where a task it reads holds them (a regression head's values stay values)
@@ -958,11 +949,10 @@ class RecMetricModule(CheckpointLoading):
             self._zero_weight_steps_count = self._counts_zero_weight_steps()
         self.__dict__.setdefault("_segments", {})  # pickled before the module fed Segmented metrics: none
         self.__dict__.setdefault("_cast_segment_ids", False)
-        self.__dict__.setdefault("_domain_owners", {})  # pickled before the column's message named them
         self.__dict__.setdefault("_subsets", {})  # pickled before `metric_tasks`: every metric reads every task
         self.__dict__.setdefault("_task_domains", [self._domains] * len(self.tasks))
         self.__dict__.setdefault("_domain_groups", None)
-        self.__dict__.setdefault("_task_owners", None)
+        self.__dict__.setdefault("_task_owners", None)  # pickled before the column's message named them
         # pickled before the id columns were read per reading task: every task's (each named one then)
         self.__dict__.setdefault("_group_tasks", tuple(range(len(self.tasks))))
         self.__dict__.setdefault("_session_tasks", tuple(range(len(self.tasks))))
@@ -1435,8 +1425,7 @@ class RecMetricModule(CheckpointLoading):
         domains = self._task_domains[task]
         if field == "preds" and domains.from_logits:  # any finite logit: a real value passes as one
             return ""
-        per_task = self._task_owners
-        owners = self._domain_owners.get(field, []) if per_task is None else per_task[task].get(field, [])
+        owners = [] if self._task_owners is None else self._task_owners[task].get(field, [])
         return _domain_hint(owners, field, getattr(domains, field), bool(self._reported))
 
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:

@@ -64,6 +64,19 @@ MULTI_CONFIG: dict[str, Any] = {
     "compute_interval_steps": 3,
 }
 
+# a regression head (watch time in seconds) next to a binary one: each metric reads its own tasks
+# (`rec_task_indices`), as TorchRec feeds them; values checked against TorchRec itself
+WATCH_TIME = {"name": "watch_time", "label_name": "wt_label", "prediction_name": "wt_pred", "weight_name": "wt_w"}
+REGRESSION_CONFIG: dict[str, Any] = {
+    "rec_tasks": [TASKS[0], WATCH_TIME],
+    "rec_metrics": {
+        "ne": {"rec_task_indices": [0], "window_size": 100},
+        "calibration": {"rec_task_indices": [0], "window_size": 100},
+        "mse": {"rec_task_indices": [1], "window_size": 100, "arguments": {"include_r_squared": True}},
+    },
+    "compute_interval_steps": 1,
+}
+
 # segmented_ne: NE and log loss per segment id of the `grouping_keys` column, two tasks
 SEGMENTS = 4
 SEGMENTED_CONFIG: dict[str, Any] = {
@@ -190,6 +203,9 @@ def make_steps(config: dict[str, Any], num_steps: int | None = None, batch: int 
             out[task["label_name"]] = (torch.rand(batch, generator=g) < out[task["prediction_name"]]).float()
             w = torch.rand(batch, generator=g) * 2
             out[task["weight_name"]] = torch.where(torch.rand(batch, generator=g) < 0.1, 0.0, w)
+            if task["name"] == "watch_time":  # a regression head: seconds, far outside [0, 1]
+                out[task["prediction_name"]] = out[task["prediction_name"]] * 300.0
+                out[task["label_name"]] = (torch.rand(batch, generator=g) * 600.0).round()
         # some groups hold a single class; segmented_ne's ids lie in [0, num_groups)
         out["grouping_keys"] = torch.randint(0, _id_range(config), (batch,), generator=g)
         steps.append(out)
@@ -822,7 +838,9 @@ NOT_COMPARED = ("lifetime_throughput", "window_throughput", "attempt_throughput"
 
 
 @pytest.mark.parametrize(
-    "config", [DEFAULT_CONFIG, MULTI_CONFIG, SEGMENTED_CONFIG], ids=["default", "multi", "segmented"]
+    "config",
+    [DEFAULT_CONFIG, MULTI_CONFIG, SEGMENTED_CONFIG, REGRESSION_CONFIG],
+    ids=["default", "multi", "segmented", "regression_head"],
 )
 def test_torchrec_itself_reports_the_same_keys_and_values(config, tmp_path):
     if not TORCHREC_PYTHON.exists():

@@ -1275,19 +1275,12 @@ class RecMetricModule(CheckpointLoading):
         ``sigmoid`` of the rows of tasks that hold logits; the rows of the other tasks (a regression
         head next to binary heads of logits, ``metric_tasks``) as given, so its errors stay in its units.
         """
-        logits = [self._task_domains[t].from_logits for t in positions]
+        logits = tuple(self._task_domains[t].from_logits for t in positions)
         if all(logits):
             return torch.sigmoid(preds)
         if not any(logits):
             return preds
-        if len(logits) < 63:
-            # the rows' flags as the bits of one integer, unpacked on the device: no copy from the host (a
-            # blocking copy would wait for the device's queued work, a sync per step)
-            bits = sum(1 << t for t, flag in enumerate(logits) if flag)
-            shifts = torch.arange(len(logits), device=preds.device)
-            rows = torch.full_like(shifts, bits).bitwise_right_shift_(shifts).bitwise_and_(1).bool()
-        else:
-            rows = torch.tensor(logits, device=preds.device)
+        rows = _row_flags(logits, preds.device)  # made once per flags and device: no copy from the host per step
         return torch.where(rows.unsqueeze(-1), torch.sigmoid(preds), preds)  # (T, 1) flags
 
     def _update_units(
@@ -2320,6 +2313,13 @@ def _rows(x: Tensor, positions: tuple[int, ...]) -> Tensor:
     if positions[-1] - first == len(positions) - 1:
         return x.narrow(0, first, len(positions))
     return x.index_select(0, _row_index(positions, x.device))
+
+
+@functools.lru_cache(maxsize=256)
+def _row_flags(flags: tuple[bool, ...], device: torch.device) -> Tensor:
+    """``flags`` as a bool tensor on ``device``, made once (an ordinary tensor, as :func:`_row_index`'s)."""
+    with torch.inference_mode(False):
+        return torch.tensor(flags, device=device)
 
 
 @functools.lru_cache(maxsize=256)

@@ -186,6 +186,11 @@ def main() -> None:
         predictions, labels = joined(prediction.predictions), joined(prediction.label_ids)
         np.savez(out / f"rank{rank}-{name}.npz", predictions=predictions, labels=labels)
     (out / f"rank{rank}.json").write_text(json.dumps(report))
+    if dist.is_initialized():
+        # Leave the group before the interpreter exits: a rank that exits with the group's threads
+        # still running may die in C++ ("terminate called without an active exception", SIGABRT).
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -440,10 +440,12 @@ def test_a_relevant_candidate_in_a_padded_slot_is_an_error_as_an_index_label_is(
         relevance = np.array([[0, 1, padded_label], [1, 0, 0]])
         got = compute_metrics(EvalPrediction(predictions=scores, label_ids=relevance), **call)
         assert got == {"Recall@1": 0.0, "Recall@2": (1 + 0) / 2, "MRR@1": 0.0, "MRR@2": (1 / 2 + 0) / 2}
-    # validate_args=False skips the check (and its sync), as every input check of the metrics
+    # validate_args=False (the metrics' checks skipped) still refuses it: the candidate was dropped silently,
+    # Recall@1 0.0 where the lists as given have 0.5 (query 1 ranks its relevant candidate first)
     unchecked = ranking_compute_metrics(ks=(1,), validate_args=False)
     relevance = np.array([[0, 0, 1], [1, 0, 0]])
-    assert unchecked(EvalPrediction(predictions=scores, label_ids=relevance))["Recall@1"] == 0.0
+    with pytest.raises(ValueError, match=r"query 0 .* candidate 2 .* padded slot"):
+        unchecked(EvalPrediction(predictions=scores, label_ids=relevance), **call)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
@@ -893,6 +895,53 @@ def test_an_ignore_index_is_any_value_for_real_valued_labels():
     assert got["mse"] == pytest.approx(np.mean((p[kept] - y[kept]) ** 2), rel=1e-12)
 
 
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_the_trainers_minus_100_label_is_refused_with_validate_args_false_too(num_tasks):
+    """Without ``ignore_index``, a label of -100 (the Trainer's label padding, the usual ignore index) is an
+    error that suggests ``ignore_index=-100``: with ``validate_args=False`` (the metrics' checks skipped) it
+    was scored as a label of -100, silently (CTR -33 for labels [1, -100, 0]). The adapter refuses it either way
+    (one host read per call, of the evaluation); with ``ignore_index=-100`` the unchecked values are those of
+    the kept rows (numpy). Other unchecked invalid labels (2, NaN) stay the caller's promise."""
+    from transformers import EvalPrediction
+
+    z = np.array([[0.5, -1.0], [-1.0, 0.3], [2.0, 1.5], [0.1, 0.2]])[:, :num_tasks]
+    y = np.array([[1, 0], [-100, 1], [0, -100], [1, 1]])[:, :num_tasks]
+    tasks = ("click", "like")[:num_tasks]
+    single = num_tasks == 1
+    call = EvalPrediction(predictions=z[:, 0] if single else z, label_ids=y[:, 0] if single else y)
+    column = r"Expected `label_ids`" if single else r"Task 'click': Expected `label_ids\[:, 0\]`"  # the first one
+    for validate_args in (True, False):
+        compute = pointwise_compute_metrics(["ctr"], tasks=tasks, validate_args=validate_args)
+        with pytest.raises(ValueError, match=column + r".*-100 \(the Trainer's label padding.*ignore_index=-100"):
+            compute(call)
+        kept = pointwise_compute_metrics(["ctr"], tasks=tasks, validate_args=validate_args, ignore_index=-100)
+        got = kept(call)
+        for i, task in enumerate(tasks):
+            labels = y[:, i][y[:, i] != -100]
+            assert got["ctr" if single else f"ctr/{task}"] == pytest.approx(labels.mean(), rel=1e-12)
+    # a real-valued label of -100 is a label of regression metrics, unchecked too (numpy)
+    mse = pointwise_compute_metrics(["mse"], from_logits=False, validate_args=False)
+    got = mse(EvalPrediction(predictions=np.array([0.5, -90.0]), label_ids=np.array([1.0, -100.0])))
+    assert got == pytest.approx({"mse": np.mean([(0.5 - 1.0) ** 2, (-90.0 + 100.0) ** 2])}, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.bool])
+def test_ignore_index_matches_no_label_of_a_dtype_that_cannot_hold_it(dtype):
+    """``labels == -100`` on uint8 labels wraps -100 to 156: a uint8 label 156 (no valid binary label) was taken
+    for an ignored one, weighted 0 and scored as label 0, silently. A dtype that cannot hold the ignore value has
+    no ignored label: 156 is refused as any label outside [0, 1]; valid labels score as numpy's mean."""
+    from transformers import EvalPrediction
+
+    compute = pointwise_compute_metrics(["ctr", "sum_weights"], ignore_index=-100)
+    z = torch.tensor([0.5, -1.0, 2.0, 0.1])
+    y = torch.tensor([1, 0, 1, 1], dtype=dtype)
+    got = compute(EvalPrediction(predictions=z, label_ids=y))
+    assert got == pytest.approx({"ctr": np.mean([1, 0, 1, 1]), "sum_weights": 4.0}, rel=1e-12)
+    if dtype == torch.uint8:
+        with pytest.raises(ValueError, match=r"`label_ids` to hold labels in \[0, 1\].*got values in \[0, 156\]"):
+            compute(EvalPrediction(predictions=z, label_ids=torch.tensor([1, 156, 0, 1], dtype=dtype)))
+
+
 class ConversionOfClicks(Clicks):
     """Two tasks, click and conversion; the conversion label exists only for clicked examples (-100 elsewhere)."""
 
@@ -1182,24 +1231,31 @@ def test_squeezed_scores_whose_labels_do_not_say_one_query_are_refused(scores, l
 
 
 @pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
-def test_an_index_label_in_a_padded_slot_is_checked_only_with_validate_args(batch_eval_metrics):
-    """``validate_args=False`` promises valid input, and every check of the metrics is skipped; the adapter's
-    check (and sync) that an index label points at a real candidate still ran. Unchecked, the query's relevant
-    candidate is dropped with the padding: the query has no relevant candidate and is skipped
-    (``empty_target_action="skip"``). Reference: MRR from its definition over the other queries."""
+def test_an_index_label_in_a_padded_slot_is_refused_with_or_without_validate_args(batch_eval_metrics):
+    """``validate_args=False`` skips the metrics' checks, but the adapter's reading of padding is no check of
+    theirs: a label that indexes a slot whose score equals a padding value (a real candidate whose logit was
+    clamped to -10, say) was dropped with the padding, silently: the query had no relevant candidate and was
+    skipped, MRR 0.5 over the other two queries where the refused call's first query is wrong either way. It is
+    refused in both modes now, in the same host read as the index range check (no sync added), and the next
+    call starts afresh. Reference: MRR from its definition (rank = 1 + the number of higher scores)."""
     from transformers import EvalPrediction
 
     scores = np.array([[0.9, 0.1, -10.0], [0.2, 0.8, 0.5], [0.3, 0.6, 0.9]])
     labels = np.array([2, 0, 1])  # query 0's label indexes its padded slot
     call = {"compute_result": True} if batch_eval_metrics else {}
-    checked = ranking_compute_metrics(ks=(None,), metrics=("mrr",))
-    with pytest.raises(ValueError, match=r"query 0 whose label 2 indexes a padded slot"):
-        checked(EvalPrediction(predictions=scores, label_ids=labels), **call)
-    unchecked = ranking_compute_metrics(ks=(None,), metrics=("mrr",), validate_args=False)
-    got = unchecked(EvalPrediction(predictions=scores, label_ids=labels), **call)
-    ranks = [1 + int(np.sum(row > row[label])) for row, label in zip(scores[1:], labels[1:])]  # distinct scores
-    assert ranks == [3, 2]
-    assert got == pytest.approx({"MRR": np.mean([1.0 / r for r in ranks])}, rel=1e-12)
+    for validate_args in (True, False):
+        compute_metrics = ranking_compute_metrics(ks=(None,), metrics=("mrr",), validate_args=validate_args)
+        with pytest.raises(ValueError, match=r"query 0 whose label 2 indexes a padded slot"):
+            compute_metrics(EvalPrediction(predictions=scores, label_ids=labels), **call)
+        # an out-of-range label is still named as such, also next to a padded one
+        out_of_range = r"integer indexes of the relevant candidate in \[0, 3\), got values in \[1, 3\]"
+        with pytest.raises(ValueError, match=out_of_range):
+            compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 3, 1])), **call)
+        valid = np.array([0, 0, 1])
+        got = compute_metrics(EvalPrediction(predictions=scores, label_ids=valid), **call)
+        ranks = [1 + int(np.sum(row > row[label])) for row, label in zip(scores, valid)]  # distinct scores
+        assert ranks == [1, 3, 2]
+        assert got == pytest.approx({"MRR": np.mean([1.0 / r for r in ranks])}, rel=1e-12)
 
 
 @pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])

@@ -111,3 +111,51 @@ def test_an_overflow_of_a_weighted_row_is_still_nan():
         tmf.weighted_mse(p, y, w), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0
     )
     assert torch.isnan(tmf.weighted_mse(p, y, torch.ones(2, dtype=torch.float64)))
+
+
+# (input dtype, size of the values): their squares overflow the input dtype (float16 above ~256, bfloat16 and
+# float32 above ~1.8e19), and a total weight of 2**20 rows of weight 1200 or 0.5 (~1.08e9) is no float32 integer
+SMALL_FLOATS = [(torch.float16, 6e4), (torch.bfloat16, 1e30), (torch.float32, 1e30)]
+
+
+@pytest.mark.parametrize(("dtype", "size"), SMALL_FLOATS)
+def test_half_and_single_precision_inputs_are_summed_in_float64(dtype, size):
+    """DESIGN "accumulate sums in float64": the regression family's five sums (``BatchSums``' weighted squares
+    among them) of float16/bfloat16/float32 inputs are formed in float64, never in the input dtype first (which
+    would overflow the squares to inf and round a total of ~1e9 to float32's 64 ulp). States of the class (one and
+    three tasks, a shared and a per-task weight row), the functional twin and a ``RecMetricModule``'s shared sums,
+    validated or not, against NumPy float64 sums of the values as the dtype rounds them."""
+    rng = np.random.default_rng(23)
+    n = 2**20
+    p_t = torch.tensor(rng.uniform(-size, size, (3, n)), dtype=dtype)
+    y_t = torch.tensor(rng.uniform(-size, size, (3, n)), dtype=dtype)
+    w_t = torch.full((n,), 1200.0, dtype=dtype)
+    w_t[::7] = 0.5  # not all equal: no unit-weight shortcut
+    p, y, w = (x.double().numpy() for x in (p_t, y_t, w_t))
+    assert not torch.isfinite((p_t * p_t)[0]).all()  # squared in the input dtype, they overflow
+    expected = np.stack(
+        [
+            np.sum(w * (p - y) ** 2, -1),
+            np.sum(w * np.abs(p - y), -1),
+            np.full(3, np.sum(w)),
+            np.sum(w * y, -1),
+            np.sum(w * y * y, -1),
+        ]
+    )
+    assert expected[2, 0] > 1e9 and float(np.float32(expected[2, 0])) != expected[2, 0]
+    for validate_args in (True, False):
+        for tasks, weights in ((1, w_t), (3, w_t), (3, w_t.expand(3, -1).contiguous())):
+            metric = tmx.WeightedMSE(num_tasks=tasks, validate_args=validate_args)
+            metric.update(p_t[0] if tasks == 1 else p_t, y_t[0] if tasks == 1 else y_t, weights)
+            states = torch.stack([getattr(metric, name).reshape(-1) for name in metric.metric_state])
+            assert states.dtype == torch.float64
+            np.testing.assert_allclose(states.numpy(), expected[:, :tasks], rtol=1e-12, atol=0)
+    mse = (expected[0] / expected[2])[0]
+    np.testing.assert_allclose(tmf.weighted_mse(p_t[0], y_t[0], w_t).item(), mse, rtol=1e-12)
+    module = tmx.RecMetricModule(["t"], ["mse", "mae", "r_squared"], throughput=False)
+    module.update({"prediction": p_t[0], "label": y_t[0], "weight": w_t})
+    values = module.compute()
+    r2 = 1 - expected[0, 0] / (expected[4, 0] - expected[3, 0] ** 2 / expected[2, 0])
+    np.testing.assert_allclose(values["mse/t"].item(), mse, rtol=1e-12)
+    np.testing.assert_allclose(values["mae/t"].item(), expected[1, 0] / expected[2, 0], rtol=1e-12)
+    np.testing.assert_allclose(values["r_squared/t"].item(), r2, rtol=1e-9)

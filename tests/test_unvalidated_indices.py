@@ -204,6 +204,48 @@ def test_unchecked_reliability_and_hindsight_bins_exist(probs, device_path):
 
 
 @pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
+@pytest.mark.parametrize(
+    "settings", [{"num_bins": 4}, {"edges": (0.0, 0.1, 0.5, 1.0)}, {"num_bins": 4, "from_logits": True}]
+)
+def test_an_unchecked_nan_score_lands_in_reliabilitys_last_bin(settings, device_path):
+    """Documented (``Reliability``'s Note, policies.md): an unchecked NaN score goes to the last bin, whose weight
+    and label rate count it and whose mean prediction is ``nan`` from then on (until ``reset``); every other bin
+    is that of the other rows. The same in the class, the functional twin and a ``Windowed`` window. Reference:
+    NumPy's ``digitize`` and weighted sums of the finite rows, written here."""
+    from torchmetrics_ext.functional import reliability
+
+    scores = [0.1, NAN, 0.9, 0.3, 0.45, NAN] if not settings.get("from_logits") else [-2.0, NAN, 2.5, -0.4, 0.2, NAN]
+    y = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 0.0])
+    w = np.array([1.0, 2.0, 3.0, 4.0, 0.5, 1.5])
+    x = np.array(scores)
+    q = 1.0 / (1.0 + np.exp(-x)) if settings.get("from_logits") else x
+    edges = np.array(settings.get("edges", np.arange(5) / 4))
+    nan = np.isnan(q)
+    bins = np.where(nan, len(edges) - 2, np.clip(np.digitize(np.nan_to_num(q), edges[1:-1]), 0, len(edges) - 2))
+    count = len(edges) - 1
+    weight = np.bincount(bins, weights=w, minlength=count)
+    label_rate = np.where(
+        weight > 0, np.bincount(bins, weights=w * y, minlength=count) / np.maximum(weight, 1e-300), NAN
+    )
+    finite_pred = np.bincount(bins[~nan], weights=(w * q)[~nan], minlength=count)
+    mean_prediction = np.where(weight > 0, finite_pred / np.maximum(weight, 1e-300), NAN)
+    mean_prediction[-1] = NAN  # the NaN rows' bin
+    assert weight[-1] > w[nan].sum()  # the last bin holds a finite row too, whose mean the NaN spoils
+
+    args = (torch.tensor(scores, dtype=torch.float64), torch.tensor(y), torch.tensor(w))
+    metric = tmx.Reliability(validate_args=False, **settings)
+    window = tmx.Windowed(tmx.Reliability(validate_args=False, **settings), window_size=16)
+    with force_device_path(device_path):
+        metric.update(*args)
+        window.update(*args)
+    outs = [metric.compute(), reliability(*args, validate_args=False, **settings), window.compute()["window"]]
+    for out in outs:
+        np.testing.assert_allclose(out["weight"].numpy(), weight, rtol=0, atol=0)
+        np.testing.assert_allclose(out["label_rate"].numpy(), label_rate, rtol=1e-15)
+        np.testing.assert_allclose(out["mean_prediction"].numpy(), mean_prediction, rtol=1e-15)
+
+
+@pytest.mark.parametrize("device_path", [False, True], ids=["cpu-path", "device-path"])
 @pytest.mark.parametrize("cls", [tmx.GroupedAUC, tmx.GroupedAUPRC])
 def test_unchecked_negative_and_huge_group_ids_are_just_ids(cls, device_path):
     """Group ids are labels, not indices: negative and 2**40 ids group as any others (scikit-learn per group)."""

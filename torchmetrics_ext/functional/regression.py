@@ -203,7 +203,8 @@ def weighted_nmse(
         :math:`10^{-16}\,(\text{label size}/\text{distance to the baseline})^2`, and it counts
         as zero (``nan``) below ~1e-6 of the label size. For ``baseline="mean"`` subtract a large
         common label offset from ``preds`` and ``target`` first (NMSE does not change); for the
-        constant-1 baseline with labels very close to 1, divide
+        constant-1 baseline with labels very close to 1 (1 ± 1e-5: ~1e-5 relative; 1 ± 1e-6 or
+        closer: ``nan``), where TorchRec's per-sample :math:`\sum w (1 - y)^2` keeps every digit, divide
         :func:`~torchmetrics_ext.functional.weighted_mse` by ``weighted_mse(ones, target)``.
 
     Examples:

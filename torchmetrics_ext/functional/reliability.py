@@ -176,7 +176,9 @@ def reliability(
     Returns:
         ``{"mean_prediction", "label_rate", "weight"}``, each ``(B,)`` for 1-D input and
         ``(T, B)`` otherwise; the weight is the sample count without ``weights``. A bin without
-        weight has ``nan`` mean prediction and label rate (no warning: the weight says why).
+        weight has ``nan`` mean prediction and label rate (no warning: the weight says why). With
+        ``validate_args=False`` a NaN score is counted in the last bin (its weight and label), whose
+        mean prediction is then ``nan``.
 
     Raises:
         ValueError: on bad shapes, NaN/inf or out-of-range ``preds``, labels outside [0, 1],

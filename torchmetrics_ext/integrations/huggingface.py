@@ -206,6 +206,20 @@ def _check_ignore_value(ignore_index: int | float | None, target_domain: str) ->
         )
 
 
+def _equal(labels: Tensor, value: float) -> Tensor:
+    """``labels == value``, exactly: all ``False`` where the labels' dtype cannot hold ``value``.
+
+    ``uint8_labels == -100`` compares with -100 wrapped to 156 (and ``== 300`` with 44), so a uint8
+    label 156, no label of the metrics, read as an ignored one and was scored as a label 0, silently.
+    """
+    dtype = labels.dtype
+    if not dtype.is_floating_point and not dtype.is_complex:
+        low, high = (0, 1) if dtype == torch.bool else (torch.iinfo(dtype).min, torch.iinfo(dtype).max)
+        if not (float(value).is_integer() and low <= value <= high):
+            return torch.zeros(labels.shape, dtype=torch.bool, device=labels.device)
+    return labels == value
+
+
 def _padding_values(padding_value: Any) -> Tensor:
     """``padding_value`` (a number, a sequence or an array of numbers) as a float64 1-D tensor, else a clear error.
 
@@ -388,6 +402,13 @@ class _Pointwise(HFComputeMetrics):
         # hold logits, feeds them sigmoid(logits) whether or not another metric reads logits.
         self.module = RecMetricModule(infos, built, throughput=False, from_logits=from_logits)
         _check_ignore_value(self.ignore_index, self.module._domains.target)
+        # every metric unchecked (validate_args=False), labels where -100 is none and it is no ignore_index: the
+        # Trainer's -100 would be scored as a label; refused by the adapter (see `_refuse_trainer_padding`)
+        self._unchecked_padding = (
+            self.module._trusted
+            and self.module._domains.target in _LABEL_DOMAINS
+            and self.ignore_index != _TRAINER_PADDING
+        )
 
     def _per_task(self, value: Any) -> bool:
         """A list of one ``(N,)``/``(N, 1)`` array per task (never a batch of several tasks, which is 2-D)."""
@@ -464,11 +485,13 @@ class _Pointwise(HFComputeMetrics):
                 f"{tuple(labels.shape)}: {hint}."
             )
         self.module.to(predictions.device)
+        if self._unchecked_padding:
+            self._refuse_trainer_padding(labels)
         weights = None
         if self.ignore_index is not None:
             # an ignored label is a zero-weight row of its task only (the same as an absent row for
             # every pointwise metric), with a valid label 0 in its place
-            ignored = labels == self.ignore_index
+            ignored = _equal(labels, self.ignore_index)
             weights = (~ignored).to(torch.float32)
             labels = labels.masked_fill(ignored, 0)
         columns = {}
@@ -481,6 +504,28 @@ class _Pointwise(HFComputeMetrics):
             self.module.update(columns)
         except (TypeError, ValueError) as error:
             raise self._in_adapter(error, columns) from None
+
+    def _refuse_trainer_padding(self, labels: Tensor) -> None:
+        """Refuse a label of -100 (no ``ignore_index``) where the metrics check nothing (``validate_args=False``).
+
+        It is the Trainer's label padding and the usual ignore index, never a label these metrics
+        take: unchecked it was scored as a label of -100 (CTR -33), silently. Validated, the metrics'
+        own check refuses it (with the same advice). One host read per call: per evaluation (or eval
+        batch), never per training step.
+        """
+        padded = _equal(labels, _TRAINER_PADDING)
+        if not bool(padded.any()):
+            return
+        single = len(self.tasks) == 1
+        i = 0 if single else int(padded.reshape(-1, len(self.tasks)).any(0).nonzero()[0, 0])
+        column = "" if single else f"[:, {i}]"
+        raise ValueError(
+            ("" if single else f"Task {self.tasks[i]!r}: ")
+            + f"Expected `label_ids{column}` to hold labels the metrics take, got -100 (the Trainer's label "
+            "padding, the usual ignore index), which `validate_args=False` leaves unchecked: it would be scored "
+            "as a label of -100. To leave the examples labelled -100 out of their task, build the callable with "
+            "`pointwise_compute_metrics(..., ignore_index=-100)`."
+        )
 
     def _in_adapter(self, error: TypeError | ValueError, columns: Mapping[str, Tensor]) -> TypeError | ValueError:
         """The module's error about one column told in this adapter's terms.
@@ -566,9 +611,12 @@ def pointwise_compute_metrics(
             an absent row for every metric accepted here (``sum_weights`` and ``num_positive_samples``
             count only the task's labelled examples). A task whose every label is ignored gets the
             metrics' undefined value (``nan`` and an ``UndefinedMetricWarning``). ``None`` (the
-            default): every label is scored, and ``-100`` is an error that suggests this option; the
-            tasks then have no weights (``RecTaskInfo(weight_name=None)``: no weight column is built). NaN
-            labels are not ignored (they are an error).
+            default): every label is scored, and ``-100`` is an error that suggests this option, also with
+            ``validate_args=False`` (which skips the metrics' checks, not this one: unchecked, -100 was scored
+            as a label, CTR -33; regression metrics, whose labels are any real number, take it as a label);
+            the tasks then have no weights (``RecTaskInfo(weight_name=None)``: no weight column is built).
+            NaN labels are not ignored (they are an error). A label dtype that cannot hold the value
+            (uint8 or bool labels and ``-100``) has no ignored label.
         kwargs: passed to every metric, so only with metrics that all take them (e.g.
             ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves);
             ``sync_on_compute`` may only be ``False`` (the Trainer gathers the rows of every process).
@@ -662,37 +710,42 @@ class _Ranking(HFComputeMetrics):
             # the Trainer pads labels of different widths with -100: negative relevance marks padding.
             # NaN is no padding (`>= 0` is False for it): kept, so that validation rejects it
             padded_label = relevance < 0
-            if self.metric.validate_args:  # a relevant candidate with a padding score, as an index label to it
-                lost = ~mask & ~padded_label & (relevance > 0)
-                if bool(lost.any()):
-                    first, slot = (int(i) for i in lost.nonzero()[0])
-                    raise ValueError(
-                        f"Expected every relevant candidate to have a score, got query {first} whose relevant "
-                        f"candidate {slot} is in a padded slot (score "
-                        "equal to `padding_value` or the Trainer's -100): it would be dropped with the padding. "
-                        "Give padded slots a label of 0 or -100, and real candidates scores other than the padding."
-                    )
+            # a relevant candidate with a padding score (a logit clamped to -10), as an index label to it: refused
+            # with or without `validate_args`, which skips the metrics' checks, not this reading of the padding
+            # (the candidate was dropped with the padding, silently); one host read per call: per evaluation (or
+            # eval batch), never per training step
+            lost = ~mask & ~padded_label & (relevance > 0)
+            if bool(lost.any()):
+                first, slot = (int(i) for i in lost.nonzero()[0])
+                raise ValueError(
+                    f"Expected every relevant candidate to have a score, got query {first} whose relevant "
+                    f"candidate {slot} is in a padded slot (score "
+                    "equal to `padding_value` or the Trainer's -100): it would be dropped with the padding. "
+                    "Give padded slots a label of 0 or -100, and real candidates scores other than the padding."
+                )
             mask &= ~padded_label
             relevance = relevance.clamp(min=0)
         elif labels.shape == (q,) or labels.shape == (q, 1):
             index = labels.reshape(q).to(torch.int64)
-            if labels.is_floating_point() or bool(((index < 0) | (index >= width)).any()):
-                ((low, high),) = checked_bounds([labels], [False])  # any dtype (uint32 has no min kernel)
-                got = observed_range(low, high)
-                if labels.is_floating_point():  # refused for the dtype, whatever the values' range
-                    dtype = str(labels.dtype).removeprefix("torch.")
-                    got = f"{dtype} labels ({got}); give them an integer dtype"
-                raise ValueError(
-                    f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got {got}."
-                )
-            if self.metric.validate_args:  # the relevant candidate would be dropped with the padding
-                padded = ~mask.gather(1, index[:, None])[:, 0]
-                if bool(padded.any()):
-                    first = int(padded.nonzero()[0, 0])
+            outside = (index < 0) | (index >= width)
+            # a label indexing a padded slot (its candidate would be dropped with the padding, silently): refused
+            # with or without `validate_args` (the metrics' checks), in the one host read of the range check
+            padded = outside if width == 0 else ~mask.gather(1, index.clamp(0, width - 1)[:, None])[:, 0] & ~outside
+            if labels.is_floating_point() or bool((outside | padded).any()):
+                if labels.is_floating_point() or bool(outside.any()):  # on the error path only
+                    ((low, high),) = checked_bounds([labels], [False])  # any dtype (uint32 has no min kernel)
+                    got = observed_range(low, high)
+                    if labels.is_floating_point():  # refused for the dtype, whatever the values' range
+                        dtype = str(labels.dtype).removeprefix("torch.")
+                        got = f"{dtype} labels ({got}); give them an integer dtype"
                     raise ValueError(
-                        f"Expected each label to index a candidate, got query {first} whose label "
-                        f"{int(index[first])} indexes a padded slot (score equal to `padding_value`)."
+                        f"Expected labels as integer indexes of the relevant candidate in [0, {width}), got {got}."
                     )
+                first = int(padded.nonzero()[0, 0])
+                raise ValueError(
+                    f"Expected each label to index a candidate, got query {first} whose label "
+                    f"{int(index[first])} indexes a padded slot (score equal to `padding_value`)."
+                )
             relevance = torch.zeros((q, width), dtype=torch.int64, device=predictions.device)
             relevance.scatter_(1, index[:, None], 1)
         else:
@@ -795,10 +848,13 @@ def ranking_compute_metrics(
     labels of one-candidate queries squeezed alike). Prefer ``squeeze(-1)``: the Trainer cuts a last,
     incomplete eval batch to its number of rows, which leaves a squeezed query its first score alone.
 
-    With ``validate_args=False`` (passed to the metrics) the caller promises valid labels, and the
-    check that an index label or a positive relevance lies in a real (unpadded) slot is skipped with
-    the metrics' own checks (no host sync for it); such a candidate is then dropped with the padding.
-    Index labels out of ``[0, candidates)`` or of a float dtype are refused either way.
+    With ``validate_args=False`` (passed to the metrics) the metrics' own input checks are skipped,
+    but not this adapter's reading of the padding: an index label or a positive relevance in a padded
+    slot (a real candidate whose score equals a padding value, e.g. a logit clamped to ``-10``) is
+    refused either way, as are index labels out of ``[0, candidates)`` or of a float dtype (unchecked,
+    such a candidate was dropped with the padding, silently, and its query with it). Index labels are
+    checked in the one host read of their range check; a relevance matrix costs one read per call
+    (per evaluation, or per eval batch with ``batch_eval_metrics=True``: never per training step).
 
     Args:
         ks: cutoffs (``None`` = the whole list).
@@ -824,8 +880,8 @@ def ranking_compute_metrics(
             that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
             called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
             next to ``(W,)`` scores among them), index labels out of range or of a float dtype, NaN relevance (a
-            label is padding when negative, never when NaN), or, when validated, a relevant candidate (index
-            label, or positive relevance) in a padded slot (a score equal to a padding value).
+            label is padding when negative, never when NaN), or a relevant candidate (index label, or positive
+            relevance) in a padded slot (a score equal to a padding value), validated or not.
 
     Examples:
         >>> import numpy as np

@@ -74,11 +74,18 @@ class WeightedNMSE(_ErrorMetric):
         kwargs: TorchMetrics options.
 
     Note:
-        The baseline's error comes from float64 label sums, as in :class:`WeightedR2`:
-        relative error about
-        :math:`10^{-16}\,(\text{label size}/\text{distance to the baseline})^2`, ``nan`` with a
-        warning below ~1e-6. With ``baseline="mean"`` subtract a large common
-        label offset from ``preds`` and ``target`` first (NMSE does not change).
+        The baseline's error comes from the float64 label sums shared with
+        :class:`~torchmetrics_ext.WeightedMSE`, :math:`\sum w y^2 - 2c \sum w y + c^2 \sum w`, as in
+        :class:`WeightedR2`: relative error about
+        :math:`10^{-16}\,(\text{label size}/\text{distance to the baseline})^2` (RMS values), and
+        ``nan`` with an ``UndefinedMetricWarning`` once the distance is below ~1e-6 of the size. With
+        the baseline 1 that is labels close to 1: within ~1e-5 relative for labels 1 ± 1e-5,
+        ``nan`` for 1 ± 1e-6 or closer. TorchRec sums its baseline error
+        :math:`\sum w (1 - y)^2` per sample (``const_pred_error_sum``) and keeps those digits;
+        for such labels divide a :class:`~torchmetrics_ext.WeightedMSE` by one fed predictions of
+        all ones. A sixth state doing the same would cost every update of the family. With
+        ``baseline="mean"`` subtract a large common label offset from ``preds`` and ``target``
+        first (NMSE does not change).
 
     Examples:
         >>> import torch

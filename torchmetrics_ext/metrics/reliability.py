@@ -66,6 +66,11 @@ class Reliability(TaskMetric):
         not one number per key: :class:`~torchmetrics_ext.RecMetricModule` refuses it
         (``value_ndim = 1``); log :class:`~torchmetrics_ext.Calibration` there and plot this one.
 
+        Unchecked (``validate_args=False``), a NaN score is counted in the last bin, where a sorted
+        search puts it (its weight and label count there, in the window too), and that bin's
+        ``mean_prediction`` is ``nan`` until :meth:`reset`; other bins keep their values. Scores
+        outside the edges fall in the end bins. Nothing is read back from the device for it.
+
     Examples:
         >>> import torch
         >>> from torchmetrics_ext import Reliability

@@ -458,6 +458,7 @@ class _Plan:
                 self.grouped_keys.append(module_key)
             if "indexes" in parameters:
                 self.session_keys.append(module_key)
+        self._renames_cache: dict[str, list[tuple[str, list[str]]]] = {}  # see `_renames_of`
         # per shared RankingMetrics, the requested names it answers (named in its undefined-value warnings)
         self.ranking_groups: dict[str, list[str]] = {
             shared: [name for key, names in self.renames.items() if key.startswith(f"{shared}.") for name in names]
@@ -776,11 +777,22 @@ class _Plan:
         out = []
         for t, task in enumerate(self.tasks):
             record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows}
-            for key, names in self.renames.items():
-                if self.read_by(self.module_keys[key], task.name):  # metric_tasks: only the metrics reading the task
-                    record.update(dict.fromkeys(names, values[key][t]))
+            for key, names in self._renames_of(task.name):
+                record.update(dict.fromkeys(names, values[key][t]))
             out.append(record)
         return out
+
+    def _renames_of(self, task: str) -> list[tuple[str, list[str]]]:
+        """The ``renames`` items of the metrics reading ``task`` (``metric_tasks``; else all), found once per task.
+
+        :meth:`records` runs once per segment (millions of times): the lookup is made on the first.
+        """
+        found = self._renames_cache.get(task)  # shared by a group's copy: the same metrics
+        if found is None:
+            found = self._renames_cache[task] = [
+                (key, names) for key, names in self.renames.items() if self.read_by(self.module_keys[key], task)
+            ]
+        return found
 
     def segment_batch(self, rows: Mapping[str, Tensor], segment: Tensor, num_segments: int) -> SegmentBatch:
         """The kept rows (a tensor per column) as stacked tasks with their dense segment ids."""

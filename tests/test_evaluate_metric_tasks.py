@@ -170,14 +170,18 @@ def test_regression_labels_are_valid_where_no_binary_metric_reads_them():
 
 
 def test_logits_only_in_the_rows_of_the_heads_that_hold_them():
-    """``mse`` on click and watch time with logits: sigmoid in click's rows, the watch time's seconds as given."""
+    """``mse`` (left out of metric_tasks: every task) on click and watch time with logits: sigmoid in click's rows,
+    the watch time's seconds as given, overall and per segment."""
     frame = _frame(seed=5)
-    mapping = {"auc": ["click"], "mse": ["click", "watch_time"]}
-    result = evaluate(frame, TASKS[::2], ["auc", "mse"], metric_tasks=mapping, from_logits=True)
-    p_click = 1.0 / (1.0 + np.exp(-frame.logit_click))
-    assert result.values["mse/click"] == pytest.approx(mean_squared_error(frame.y_click, p_click), rel=1e-9)
-    want = mean_squared_error(frame.watch_seconds, frame.pred_watch)
-    assert result.values["mse/watch_time"] == pytest.approx(want, rel=1e-9)
+    mapping = {"auc": ["click"]}  # click holds logits (auc reads it); watch time is read by mse alone
+    result = evaluate(frame, TASKS[::2], ["auc", "mse"], metric_tasks=mapping, from_logits=True, by="country")
+    frame["p_click"] = 1.0 / (1.0 + np.exp(-frame.logit_click))
+    for suffix, rows in [("", frame), *((f"/country={c}", g) for c, g in frame.groupby("country"))]:
+        want = mean_squared_error(rows.y_click, rows.p_click)
+        assert result.values[f"mse/click{suffix}"] == pytest.approx(want, rel=1e-9)
+        want = mean_squared_error(rows.watch_seconds, rows.pred_watch)
+        assert result.values[f"mse/watch_time{suffix}"] == pytest.approx(want, rel=1e-9)
+        assert f"auc/watch_time{suffix}" not in result.values
 
 
 def _gauc(rows: pd.DataFrame) -> float:

@@ -1212,10 +1212,12 @@ class _Run:
         for key, metric in metrics.items():
             positions = [t for t, task in enumerate(self.plan.tasks) if self.plan.read_by(key, task.name)]
             index = torch.tensor(positions)
-            weights = batch.weights
-            if weights is not None and weights.dim() == 2:
-                weights = weights[index]
-            part = replace(batch, preds=batch.preds[index], target=batch.target[index], weights=weights)
+            part = batch
+            if len(positions) < batch.num_tasks:  # its tasks' rows: a copy while it is computed
+                weights = batch.weights
+                if weights is not None and weights.dim() == 2:
+                    weights = weights[index]
+                part = replace(batch, preds=batch.preds[index], target=batch.target[index], weights=weights)
             mask = fed.get(key)
             if mask is not None:  # sigmoid in the rows of its tasks that hold logits, the others as given
                 part = replace(part, preds=torch.where(mask, torch.sigmoid(part.preds), part.preds))

@@ -4222,7 +4222,7 @@ def test_config_command_line_options_override_the_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"metric": ["ne"]}, "unknown keys ['metric'] (did you mean 'metrics'?)"),
+        ({"metric": ["ne"]}, "unknown keys ['metric'] (did you mean 'metrics', 'metric_tasks'?)"),
         ({"batchsize": 10}, "unknown keys ['batchsize'] (did you mean 'batch_size'?)"),
         ({"batch_size": "100"}, "key 'batch_size': expected a positive integer, got '100' (str)"),
         ({"by": ""}, "key 'by': expected a segment column name or a list of them, got '' (str)"),

@@ -338,6 +338,61 @@ def test_config_tasks_no_metric_names_are_never_read():
     )
 
 
+@pytest.mark.parametrize(
+    ("definition", "match"),
+    [
+        (
+            {"rec_task_indices": [0, 0]},
+            r"`rec_task_indices` \[0, 0\] names task 'click' more than once \(indices \[0, 0\]\)",
+        ),
+        (
+            {"rec_task_indices": [1, 0, 1]},
+            r"`rec_task_indices` \[1, 0, 1\] names task 'buy' more than once \(indices \[1, 1\]\)",
+        ),
+        ({"rec_tasks": [TASKS[0], TASKS[1], TASKS[0]]}, r"`rec_tasks` names task 'click' more than once"),
+    ],
+    ids=["indices", "indices-apart", "rec_tasks"],
+)
+def test_a_rec_task_repeated_in_one_metric_is_refused_as_metric_tasks_refuses_it(definition, match):
+    """``metric_tasks`` refuses a task listed twice; ``rec_task_indices: [0, 0]`` was read as ``[0]`` in silence.
+
+    TorchRec takes the repeat and computes the task twice, both under one key (no second value: see
+    ``test_torchrec_reports_a_repeated_index_once``), so the config holds a mistake: refused, naming TorchRec's field.
+    """
+    config = {"rec_tasks": TASKS, "rec_metrics": {"ne": {**definition, "window_size": WINDOW}}}
+    with pytest.raises(ValueError, match=rf"TorchRec metric 'ne': {match}; .*list each task once"):
+        tmx.RecMetricModule.from_torchrec_config(config)
+    with pytest.raises(ValueError, match="names task 'click' more than once"):  # the module's own rule, for comparison
+        tasks = [tmx.RecTaskInfo(**task) for task in TASKS[:2]]
+        tmx.RecMetricModule(tasks, ["ne", "ctr"], metric_tasks={"ne": ["click", "click"]}, throughput=False)
+
+
+def test_torchrec_reports_a_repeated_index_once(tmp_path):
+    """TorchRec 1.9.2 itself: ``rec_task_indices: [0, 0]`` gives the keys and values of ``[0]``, nothing more."""
+    if not TORCHREC_PYTHON.exists():
+        pytest.skip(
+            f"TorchRec's parity virtual environment {TORCHREC_PYTHON} is absent (see benchmarks/compare_torchrec.py)"
+        )
+    once = {"rec_tasks": TASKS[:1], "rec_metrics": {"ne": {"rec_task_indices": [0], "window_size": WINDOW}}}
+    twice = {"rec_tasks": TASKS[:1], "rec_metrics": {"ne": {"rec_task_indices": [0, 0], "window_size": WINDOW}}}
+    steps = make_steps(once, num_steps=3)
+    torch.save(steps, tmp_path / "steps.pt")
+    results = []
+    for name, config in (("once", once), ("twice", twice)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(config))
+        result = subprocess.run(
+            [str(TORCHREC_PYTHON), str(SIDE), str(tmp_path / f"{name}.json"), str(tmp_path / "steps.pt")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        results.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert results[0] == results[1]
+    assert sorted(results[0]["keys"]) == ["ne-click|lifetime_ne", "ne-click|window_ne"]
+
+
 def _accuracy(steps: list, task: dict, threshold: float) -> float:
     p, y, w = (_column(steps, task[k]) for k in ("prediction_name", "label_name", "weight_name"))
     return float(np.average((p >= threshold) == (y == 1), weights=w))

@@ -255,6 +255,14 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         help="comma-separated registry names (default: ne,log_loss,calibration,ctr,auc); with --config, the "
         "metrics to run, each one the file configures keeping the file's options",
     )
+    ev.add_argument(
+        "--metric-tasks",
+        action="append",
+        default=None,
+        metavar="METRIC=TASK[,TASK...]",
+        help="the tasks a metric reads (repeatable: --metric-tasks mse=watch_time --metric-tasks auc=click,like); "
+        "a metric not named reads every task; replaces the --config file's `metric_tasks` as a whole",
+    )
     ev.add_argument("--weights", help="sample weight column (shared by every task)")
     ev.add_argument(
         "--user",
@@ -338,6 +346,11 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     metrics: Any = config.get("metrics", DEFAULT_METRICS)
     if args.metrics is not None:
         metrics = _selected_metrics(_names(parser, "--metrics", args.metrics, "metric names"), metrics)
+    metric_tasks: Any = config.get("metric_tasks")
+    if args.metric_tasks is not None:
+        metric_tasks = _metric_tasks(parser, args.metric_tasks)
+    elif metric_tasks is not None and args.metrics is not None:  # the file's, for the metrics --metrics runs
+        metric_tasks = {name: tasks for name, tasks in metric_tasks.items() if name in metrics} or None
     by: Any = config.get("by", [])
     if args.by is not None:  # checked here, then given as written: evaluate reads it against the data's columns
         _names(parser, "--by", args.by, "column names")
@@ -359,6 +372,7 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             on_invalid=_given(args.on_invalid, config, "on_invalid", "error"),
             progress=not args.no_progress and config.get("progress", True),
             from_logits=bool(_given(args.from_logits, config, "from_logits", False)),
+            metric_tasks=metric_tasks,
         )
     except (InvalidDataError, ValueError, TypeError) as err:
         print(f"torchmetrics-ext evaluate: error: {err}", file=sys.stderr)
@@ -418,6 +432,29 @@ def _selected_metrics(names: list[str], configured: Any) -> Any:
     if not isinstance(configured, Mapping):
         return names
     return {name: configured.get(name) for name in names}
+
+
+def _metric_tasks(parser: argparse.ArgumentParser, given: list[str]) -> dict[str, list[str]]:
+    """``--metric-tasks METRIC=TASK[,TASK...]`` (repeated) as ``evaluate``'s ``metric_tasks``.
+
+    A form that does not parse, or a metric given twice, is the parser's error, naming the flag and the
+    expected form; the names themselves are checked by ``evaluate`` (unknown metric or task, a task twice).
+    """
+    form = "METRIC=TASK[,TASK...] (e.g. --metric-tasks mse=watch_time --metric-tasks auc=click,like)"
+    out: dict[str, list[str]] = {}
+    for text in given:
+        metric, sep, tasks = text.partition("=")
+        metric = metric.strip()
+        if not sep or not metric or not tasks.strip():
+            what = "no '='" if not sep else "no metric before '='" if not metric else "no task after '='"
+            parser.error(f"argument --metric-tasks: expected {form}, got {text!r}: {what}")
+        if metric in out:
+            parser.error(
+                f"argument --metric-tasks: metric {metric!r} given twice ({','.join(out[metric])!r}, then "
+                f"{tasks!r}); list its tasks once, comma-separated: {form}"
+            )
+        out[metric] = _names(parser, "--metric-tasks", tasks, "task names")
+    return out
 
 
 def _names(parser: argparse.ArgumentParser, option: str, text: str, what: str) -> list[str]:

@@ -10,6 +10,7 @@ the metric of this package that computes it, with the TorchRec-compatible option
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -541,8 +542,36 @@ def _metric_tasks(name: str, definition: Mapping[str, Any], config_tasks: list[d
             raise ValueError(
                 f"TorchRec metric {name!r}: `rec_task_indices` {bad} out of range for {len(config_tasks)} rec_tasks."
             )
-        return [config_tasks[i] for i in indices]
-    return [_task(t, f"rec_metrics[{name!r}].rec_tasks") for t in listed]
+        tasks = [config_tasks[i] for i in indices]
+    else:
+        tasks = [_task(t, f"rec_metrics[{name!r}].rec_tasks") for t in listed]
+    _check_repeated_tasks(name, tasks, indices)
+    return tasks
+
+
+def _check_repeated_tasks(name: str, tasks: list[dict[str, Any]], indices: list[int]) -> None:
+    """Refuse a RecMetricDef naming one task twice, as ``RecMetricModule``'s ``metric_tasks`` refuses it.
+
+    TorchRec takes ``rec_task_indices: [0, 0]`` (or a task listed twice in ``rec_tasks``) and computes
+    the task twice, both copies reporting under one key (``ne-click|lifetime_ne``): no second value, so a
+    repeat is a mistake in the config rather than a request; it was silently read as one task here.
+
+    Raises:
+        ValueError: naming the metric, TorchRec's field and the repeated task.
+    """
+    names = [task["name"] for task in tasks]
+    repeated = next((task for task, count in Counter(names).items() if count > 1), None)
+    if repeated is None:
+        return
+    if indices:
+        where = [i for i, task in zip(indices, names) if task == repeated]
+        what = f"`rec_task_indices` {indices} names task {repeated!r} more than once (indices {where})"
+    else:
+        what = f"`rec_tasks` names task {repeated!r} more than once"
+    raise ValueError(
+        f"TorchRec metric {name!r}: {what}; TorchRec would compute it twice under one key "
+        f"({name}-{repeated}|...): list each task once."
+    )
 
 
 def _window_size(name: str, value: Any) -> int:

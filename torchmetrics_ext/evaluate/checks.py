@@ -48,11 +48,27 @@ _EXPECTED = {
 
 @dataclass(frozen=True)
 class Column:
-    """A column the evaluation reads: its name, what it is for (for messages) and its kind."""
+    """A column the evaluation reads: its name, what it is for (for messages) and its kind.
+
+    ``domain``: the rules its rows are checked by, where they are its tasks' own rather than the
+    checker's (``evaluate(metric_tasks=...)``: each task against the metrics that read it):
+    ``(probabilities, target, float32_weights)`` as :class:`RowChecker` takes them. A column read in
+    one kind under two domains (a weight column of a task that exact AUC reads and of one it does
+    not) is two columns, each with its own :attr:`key`.
+    """
 
     name: str
     role: str
     kind: Kind
+    domain: tuple[bool, str, bool] | None = None
+
+    @property
+    def key(self) -> tuple[str, Kind] | tuple[str, Kind, tuple[bool, str, bool]]:
+        """The key of its valid rows in :meth:`RowChecker.check`: ``(name, kind)``, with its domain if it has one."""
+        return (self.name, self.kind) if self.domain is None else (self.name, self.kind, self.domain)
+
+
+CheckKey = tuple[str, Kind] | tuple[str, Kind, tuple[bool, str, bool]]
 
 
 @dataclass
@@ -529,23 +545,29 @@ class RowChecker:
         self.target = target
         self.float32_weights = float32_weights
 
-    def _reasons(self, kind: Kind, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    def _reasons(self, column: Column, values: np.ndarray) -> list[tuple[str, np.ndarray]]:
         out: list[tuple[str, np.ndarray]] = []
+        kind = column.kind
         floating = values.dtype.kind == "f"
         if kind == "id":
             return out
+        probabilities, target, float32_weights = column.domain or (
+            self.probabilities,
+            self.target,
+            self.float32_weights,
+        )
         finite = np.isfinite(values) if floating else None
         if finite is not None:
             out.append(("that are NaN or infinite", ~finite))
-        if kind == "score" and self.probabilities:
+        if kind == "score" and probabilities:
             out.append((_OUTSIDE_PROBABILITIES, (values < 0) | (values > 1)))
-        elif kind == "weight" or (kind == "label" and self.target == "nonnegative"):
+        elif kind == "weight" or (kind == "label" and target == "nonnegative"):
             out.append(("that are negative", values < 0))
-        elif kind == "label" and self.target == "unit":
+        elif kind == "label" and target == "unit":
             out.append(("outside [0, 1]", (values < 0) | (values > 1)))
-        elif kind == "label" and self.target == "binary":
+        elif kind == "label" and target == "binary":
             out.append(("that are not 0 or 1", (values != 0) & (values != 1)))
-        if kind == "weight" and self.float32_weights and values.dtype == np.float64:
+        if kind == "weight" and float32_weights and values.dtype == np.float64:
             # as the module's check (utilities.checks.check_float32_range): float64 columns only
             outside = (values > _FLOAT32.max) | ((values > 0) & (values < _FLOAT32.tiny))
             out.append((_FLOAT32_REASON, outside))
@@ -562,10 +584,11 @@ class RowChecker:
         nulls: Mapping[str, np.ndarray | None],
         problems: Problems,
         null_reason: str = "that are null",
-    ) -> dict[tuple[str, Kind], np.ndarray]:
+    ) -> dict[CheckKey, np.ndarray]:
         """Tally the batch's invalid rows into ``problems``; return the valid rows of each column and kind.
 
-        One pass over the batch: ``{(column, kind): valid}`` holds a boolean mask for each column
+        One pass over the batch: ``{(column, kind): valid}`` (:attr:`Column.key`: with the column's domain
+        when it has one) holds a boolean mask for each column
         checked in a kind (its role: ``"score"``, ``"label"``, ``"weight"``, ``"id"``) where some row is
         invalid in that kind, and nothing for those where every row is valid. A task keeps the rows
         valid in each of its columns (the AND of their masks), so a row invalid in one task's
@@ -583,10 +606,10 @@ class RowChecker:
             >>> checker.check("a.parquet", 0, values, {"p": None, "y": None}, Problems())
             {('p', 'score'): array([ True, False,  True])}
         """
-        valid: dict[tuple[str, Kind], np.ndarray] = {}
+        valid: dict[CheckKey, np.ndarray] = {}
         seen: set[tuple[str, str]] = set()  # a column of several kinds: a reason they share counts once
         for column in self.columns:
-            reasons = self._reasons(column.kind, values[column.name])
+            reasons = self._reasons(column, values[column.name])
             null = nulls.get(column.name)
             if null is not None:
                 reasons.insert(0, (null_reason, null))
@@ -602,5 +625,5 @@ class RowChecker:
                     seen.add((column.name, reason))
                     problems.add(source, column, reason, count, first_row + int(np.argmax(bad)))
             if invalid is not None:
-                valid[column.name, column.kind] = ~invalid
+                valid[column.key] = ~invalid
         return valid

@@ -31,6 +31,7 @@ CONFIG_KEYS = (
     "paths",
     "tasks",
     "metrics",
+    "metric_tasks",
     "weights",
     "user",
     "session",
@@ -109,6 +110,27 @@ def _names(value: Any) -> bool:
     return all(isinstance(name, str) and name for name in value)
 
 
+def _metric_tasks(value: Any) -> dict[str, list[str]]:
+    """The file's ``metric_tasks``: ``{metric: task or [tasks]}``, each list of task names as the file writes it.
+
+    Its form is checked here (a mapping of metric names to a task name or a non-empty list of them); which
+    metrics and tasks it names, and a task listed twice, are checked by ``evaluate`` against the run's
+    metrics and tasks (the command line may select other metrics), with the module's messages.
+    """
+    if not isinstance(value, Mapping) or not value:
+        raise _wrong("metric_tasks", "a mapping of metric names to a task name or a list of task names", value)
+    out = {}
+    for metric, tasks in value.items():
+        listed = [tasks] if isinstance(tasks, str) else tasks
+        if not isinstance(metric, str) or not metric or not _names(listed):
+            raise ValueError(
+                f"key 'metric_tasks': expected a metric name -> a task name or a non-empty list of task names "
+                f"(e.g. {{mse: watch_time, auc: [click, like]}}), got {metric!r}: {tasks!r}"
+            )
+        out[metric] = list(listed)
+    return out
+
+
 def _check(key: str, value: Any, base: str) -> Any:
     """``value`` of ``key`` checked (``None``: the key's default, as if it were left out)."""
     if value is None and key not in ("tasks", "metrics", "paths"):
@@ -129,6 +151,8 @@ def _check(key: str, value: Any, base: str) -> Any:
             return value
         except (TypeError, ValueError) as err:
             raise ValueError(f"key {key!r}: {err}") from None
+    if key == "metric_tasks":
+        return _metric_tasks(value)
     if key in ("weights", "user", "session", "output"):
         if not (isinstance(value, str) and value):
             raise _wrong(key, "a column name" if key != "output" else "a .json, .csv or .parquet path", value)

@@ -137,7 +137,9 @@ class EvaluationResult:
         records: one dict per (segment, task): ``segment`` (``"all"`` or ``"country=US, ..."``, see
             :func:`segment_text`),
             the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` and
-            one float per metric. Overall records come first.
+            one float per metric reading the task (every metric, unless ``metric_tasks`` leaves the task
+            out of some: those are not in its records, nor in :attr:`values`; null in :meth:`to_arrow` and
+            the ``.csv`` and ``.parquet`` files, ``-`` in :meth:`format_table`). Overall records come first.
         rows_read: rows read from the input (every rank).
         rows_skipped: invalid rows dropped (``on_invalid="skip"``) for at least one task: a row is dropped
             only for the tasks reading a column it is invalid in (each record's ``rows`` counts the rows
@@ -228,7 +230,8 @@ class EvaluationResult:
             for record in records:
                 suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", types)
                 for metric in self.metrics:
-                    out[f"{metric}/{record['task']}{suffix}"] = record[metric]
+                    if metric in record:  # a metric of some tasks (metric_tasks) has none for the others
+                        out[f"{metric}/{record['task']}{suffix}"] = record[metric]
             cached = (records, state, out)
             self.__dict__["_values"] = cached  # not a field: ==, repr and asdict ignore it
         return cached[2]
@@ -252,8 +255,11 @@ class EvaluationResult:
         # which holds each exactly) are float16 values: give them their own type back
         types |= {b: self.label_types.get(b, self.by_types.get(b)) for b in self.by}
         types |= dict.fromkeys(self.metrics, pa.float64())
-        names = list(self.records[0]) if self.records else ["segment", *self.by, "task", "rows", *self.metrics]
-        return pa.table({name: pa.array([r[name] for r in self.records], types.get(name)) for name in names})
+        names = ["segment", *self.by, "task", "rows", *self.metrics]
+        if self.records:  # a field a caller added to the records stays, after these
+            names += [name for name in self.records[0] if name not in names]
+        # a metric that does not read a record's task (metric_tasks) is null there
+        return pa.table({name: pa.array([r.get(name) for r in self.records], types.get(name)) for name in names})
 
     def to_pandas(self) -> Any:
         """The records as a pandas DataFrame (needs pandas).
@@ -288,10 +294,13 @@ class EvaluationResult:
         return frame
 
     def format_table(self) -> str:
-        """A fixed-width text table: one line per segment and task, one column per metric."""
+        """A fixed-width text table: one line per segment and task, one column per metric.
+
+        A metric that does not read a task (``metric_tasks``) shows ``-`` on its lines; an undefined value ``nan``.
+        """
         head = ["segment", "task", "rows", *self.metrics]
         cells = [
-            [str(r["segment"]), str(r["task"]), f"{r['rows']:,}", *(_number(r[m]) for m in self.metrics)]
+            [str(r["segment"]), str(r["task"]), f"{r['rows']:,}", *(_number(r.get(m)) for m in self.metrics)]
             for r in self.records
         ]
         widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(head)]
@@ -371,7 +380,9 @@ def _binary_as_text(table: pa.Table) -> pa.Table:
     return table
 
 
-def _number(value: float) -> str:
+def _number(value: float | None) -> str:
+    if value is None:  # the metric does not read the task
+        return "-"
     return "nan" if math.isnan(value) else f"{value:.6f}"
 
 

@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -29,9 +29,16 @@ import torch.distributed as dist
 from torch import Tensor
 from torchmetrics import Metric
 
-from torchmetrics_ext._module_config import _build_entry, _close_to, _metric_entries
-from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, segment_values
+from torchmetrics_ext._module_config import (
+    _build_entry,
+    _check_metric_tasks,
+    _close_to,
+    _metric_entries,
+    _with_from_logits,
+)
+from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, Undefined, segment_values
 from torchmetrics_ext.evaluate.checks import (
+    CheckKey,
     Column,
     Kind,
     Problem,
@@ -334,6 +341,16 @@ def _files(labels: Sequence[str]) -> str:
     return f"{len(labels)} files ({', '.join(labels[:3])}{more})"
 
 
+def _task_lists(metric_tasks: Any) -> Any:
+    """``metric_tasks`` with a task named alone as a list of it (``{"mse": "watch_time"}``); the rest as given.
+
+    What remains is checked by the module's own rule (``_check_metric_tasks``), with its messages.
+    """
+    if not isinstance(metric_tasks, Mapping):
+        return metric_tasks
+    return {metric: [tasks] if isinstance(tasks, str) and tasks else tasks for metric, tasks in metric_tasks.items()}
+
+
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
         raise ValueError(f"Expected `{name}` to be a column name or None, got {value!r}.")
@@ -352,6 +369,7 @@ class _Plan:
         session: Any,
         by: str | Sequence[str] | None,
         from_logits: bool = False,
+        metric_tasks: Any = None,
     ) -> None:
         self.from_logits = check_flag("from_logits", from_logits)
         self.tasks = _tasks(tasks)
@@ -383,17 +401,27 @@ class _Plan:
                 )
         self.specs: list[str] = []  # module keys of the metrics built one by one (not in RankingMetrics)
         self.options: dict[str, tuple[str, dict[str, Any]]] = {}  # module key -> (registry name, options)
-        self._ranking: list[tuple[str, int | None]] = []
-        # the module key of the shared RankingMetrics: not one of the requested keys (a user's "ranking")
-        self.ranking_key = next(
-            key
-            for key in (_RANKING_KEY, *(f"{_RANKING_KEY}_{i}" for i in range(len(entries) + 1)))
-            if key not in entries
-        )
+        # per shared RankingMetrics (one per distinct list of tasks its names read), its (stem, cutoff) pairs;
+        # its module key is not one of the requested keys (a user's "ranking")
+        self._ranking: dict[str, list[tuple[str, int | None]]] = {}
         # module key -> the requested names it answers: two spellings of one cutoff (ndcg@10, ndcg@010)
         # share one key, and each name gets its value
         self.renames: dict[str, list[str]] = {}
         _check_names([name for key, (name, options) in entries.items() if not options])  # every unknown one at once
+        # `metric_tasks`: the tasks each requested metric reads, checked by the module's own rule (its messages);
+        # only metrics reading fewer than every task are kept, by the names of the tasks they read
+        positions = _check_metric_tasks(_task_lists(metric_tasks), list(entries), [t.name for t in self.tasks])
+        self.subsets: dict[str, frozenset[str]] = {
+            key: frozenset(self.tasks[t].name for t in read) for key, read in positions.items()
+        }
+        # module key -> the names of the tasks it reads (absent: every task), the requested keys' and the
+        # RankingMetrics' (each reading the tasks of its names)
+        self.reads: dict[str, frozenset[str]] = dict(self.subsets)
+        self.module_keys: dict[
+            str, str
+        ] = {}  # key of `renames` -> its metric's module key ("ranking.ndcg@10": "ranking")
+        self.grouped_keys: list[str] = []  # module keys of the metrics reading user ids (gauc) or sessions (ranking)
+        self.session_keys: list[str] = []
         for key, (name, options) in entries.items():
             if options:  # built once here, as the module builds it: refused options fail before any data is read
                 cls: type[Metric] = type(self._build(key, name, options))
@@ -414,21 +442,126 @@ class _Plan:
                     f"Metric {key!r} ranks within sessions: name the session id column (--session / session=)."
                 )
             if entry is not None and "indexes" in parameters and not entry.defaults:
-                # every ranking name without options shares one RankingMetrics per task: one sort and one copy
-                self._ranking.append((entry.name, k))
-                ranking_key = f"{self.ranking_key}.{entry.name if k is None else f'{entry.name}@{k}'}"
+                # every ranking name without options (of one list of tasks) shares one RankingMetrics per task:
+                # one sort and one copy
+                shared = self._ranking_key(self.subsets.get(key), entries)
+                self._ranking.setdefault(shared, []).append((entry.name, k))
+                ranking_key = f"{shared}.{entry.name if k is None else f'{entry.name}@{k}'}"
                 self.renames.setdefault(ranking_key, []).append(key)
+                self.module_keys[ranking_key] = module_key = shared
             else:
                 self.specs.append(key)
-                self.options[key] = (name, options)
+                self.options[key] = (name, self._logit_options(key, name, options))
                 self.renames[key] = [key]
-        self.ranking_names = [
-            name for key, names in self.renames.items() if key.startswith(f"{self.ranking_key}.") for name in names
-        ]
+                self.module_keys[key] = module_key = key
+            if "groups" in parameters:
+                self.grouped_keys.append(module_key)
+            if "indexes" in parameters:
+                self.session_keys.append(module_key)
+        self._renames_cache: dict[str, list[tuple[str, list[str]]]] = {}  # see `_renames_of`
+        # per shared RankingMetrics, the requested names it answers (named in its undefined-value warnings)
+        self.ranking_groups: dict[str, list[str]] = {
+            shared: [name for key, names in self.renames.items() if key.startswith(f"{shared}.") for name in names]
+            for shared in self._ranking
+        }
+        # with `metric_tasks`, each task's columns are checked against the metrics that read it: a probe module
+        # (no data) gives every task's domain, and refuses what the module refuses (a task no metric reads, readers
+        # of one task disagreeing on from_logits), before any data is read
+        self.task_domains: dict[str, Any] = {}
+        if self.subsets:
+            probe = self.module()
+            self.task_domains = {t.name: d for t, d in zip(self.tasks, probe._task_domains)}
+        # the column keys each task's invalid rows are dropped for (see `task_columns`), set by `_columns`
+        self._task_keys: dict[str, tuple[CheckKey, ...]] = {}
         self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
         if any(c.name == self.unread_weight for c in self.columns):  # read in a role of its own
             self.unread_weight = None
         self.read_kinds = self._read_kinds()  # name -> the kind its values are converted as, once
+
+    def _ranking_key(self, subset: frozenset[str] | None, entries: Collection[str]) -> str:
+        """The module key of the ``RankingMetrics`` shared by the ranking names reading ``subset`` (``None``: all).
+
+        ``"ranking"`` for the first, then ``"ranking_0"``, ... (never one of the requested keys).
+        """
+        for shared in self._ranking:
+            if self.reads.get(shared) == subset:
+                return shared
+        candidates = (_RANKING_KEY, *(f"{_RANKING_KEY}_{i}" for i in range(len(entries) + len(self._ranking) + 1)))
+        shared = next(key for key in candidates if key not in entries and key not in self._ranking)
+        if subset is not None:
+            self.reads[shared] = subset
+        return shared
+
+    def _logit_options(self, key: str, name: str, options: dict[str, Any]) -> dict[str, Any]:
+        """A metric's options, with ``from_logits`` where ``metric_tasks`` makes it the metric's own.
+
+        Without ``metric_tasks`` (or with ``from_logits=False``) every metric is built with evaluate's
+        ``from_logits`` (the module's ``from_logits``). With both, the prediction columns that hold logits
+        are those of the tasks a metric of probabilities reads (NE, AUC, calibration, ``gauc``...): such
+        metrics are built with ``from_logits=True`` and the others (``mse``, ``r_squared``...) as their
+        options say, so a regression head that only metrics of values read keeps its values, as in a
+        module whose metrics set ``from_logits`` each (the module feeds metrics of values
+        ``sigmoid(logits)`` in the rows of the tasks that hold logits).
+        """
+        if not (self.subsets and self.from_logits):
+            return options
+        if "from_logits" in options:  # the user's own: agrees with evaluate's, as without metric_tasks
+            return _with_from_logits(key, name, options, True, "evaluate")
+        domains = getattr(_build_entry(key, name, options, 1, None, "evaluate"), "input_domains", None)
+        if domains is not None and domains.preds == "probability":
+            return {**options, "from_logits": True}
+        return options
+
+    def _module_logits(self) -> bool | None:
+        """The module's ``from_logits``: evaluate's, or ``None`` where each metric's options say it.
+
+        See :meth:`_logit_options`.
+        """
+        return None if self.subsets and self.from_logits else self.from_logits
+
+    def tasks_of(self, key: str) -> list[TaskSpec]:
+        """The tasks of this plan that module key ``key`` reads, in order (``metric_tasks``; else every task)."""
+        read = self.reads.get(key)
+        return list(self.tasks) if read is None else [t for t in self.tasks if t.name in read]
+
+    def read_by(self, key: str, task: str) -> bool:
+        """Whether module key ``key`` reads task ``task``."""
+        read = self.reads.get(key)
+        return read is None or task in read
+
+    def metrics_of(self, task: str) -> list[str]:
+        """The requested metric names whose values task ``task`` has (those reading it), in order."""
+        return [
+            name for key, names in self.renames.items() if self.read_by(self.module_keys[key], task) for name in names
+        ]
+
+    def _module_keys(self) -> list[str]:
+        """The module keys of this plan, those reading one of its tasks (a group of tasks may leave some out)."""
+        keys = [*self.specs, *self._ranking]
+        return [key for key in keys if any(self.read_by(key, t.name) for t in self.tasks)]
+
+    def needs_user(self, task: TaskSpec) -> bool:
+        """Whether the task reads the user ids: every task without ``metric_tasks``, else those ``gauc`` reads."""
+        if self.user is None:
+            return False
+        return not self.subsets or any(self.read_by(key, task.name) for key in self.grouped_keys)
+
+    def needs_session(self, task: TaskSpec) -> bool:
+        """Whether the task reads the session ids: every task without ``metric_tasks``, else those ranked."""
+        if self.session is None:
+            return False
+        return not self.subsets or any(self.read_by(key, task.name) for key in self.session_keys)
+
+    def _domain(self, task: TaskSpec, kind: str) -> tuple[bool, str, bool] | None:
+        """The rules the task's column of ``kind`` is checked by (``metric_tasks``); ``None``: the checker's own."""
+        domains = self.task_domains.get(task.name)
+        if domains is None:
+            return None
+        if kind == "score":
+            return (domains.preds == "probability" and not domains.from_logits, "real", False)
+        if kind == "label":
+            return (False, domains.target, False)
+        return (False, "real", bool(domains.float32_weights))  # weights
 
     def _columns(self) -> list[Column]:
         """Every (column, kind) read, each with the role first given to it (for messages).
@@ -438,11 +571,11 @@ class _Plan:
         integers and every other role as numbers, so a column that is both an id and a value is
         refused here, as is a segment column that has any other role.
         """
-        columns: dict[tuple[str, str], Column] = {}
+        columns: dict[CheckKey, Column] = {}
 
-        def add(name: str | None, role: str, kind: Any) -> None:
+        def add(name: str | None, role: str, kind: Any, domain: tuple[bool, str, bool] | None = None) -> CheckKey:
             if name is None:
-                return
+                return ("", "id")
             first = next((c for c in columns.values() if c.name == name), None)
             if first is not None and (first.kind == "id") != (kind == "id"):
                 ids, other = (first.role, role) if first.kind == "id" else (role, first.role)
@@ -450,14 +583,31 @@ class _Plan:
                     f"Column {name!r} cannot be both {ids} and {other}: ids are read as integers and "
                     "predictions, labels and weights as numbers; name another column for one of them."
                 )
-            columns.setdefault((name, kind), Column(name, role, kind))  # the same checks: the first role names it
+            column = Column(name, role, kind, domain)
+            columns.setdefault(column.key, column)  # the same checks: the first role names it
+            return column.key
 
+        keys: dict[str, list[CheckKey]] = {}
         for task in self.tasks:
-            add(task.predictions, f"predictions of task {task.name!r}", "score")
-            add(task.labels, f"labels of task {task.name!r}", "label")
-        add(self.weights, "weights", "weight")
-        add(self.user, "user ids", "id")
-        add(self.session, "session ids", "id")
+            keys[task.name] = [
+                add(task.predictions, f"predictions of task {task.name!r}", "score", self._domain(task, "score")),
+                add(task.labels, f"labels of task {task.name!r}", "label", self._domain(task, "label")),
+            ]
+        for task in self.tasks:  # the weights after every task's predictions and labels, as the messages name them
+            if task.weighted and self.weights is not None:
+                keys[task.name].append(add(self.weights, "weights", "weight", self._domain(task, "weight")))
+        # the ids: read by every task without metric_tasks, else by those a grouped (ranking) metric reads
+        users = [task for task in self.tasks if self.needs_user(task)]
+        sessions = [task for task in self.tasks if self.needs_session(task)]
+        if users:
+            user = add(self.user, "user ids", "id")
+            for task in users:
+                keys[task.name].append(user)
+        if sessions:
+            session = add(self.session, "session ids", "id")
+            for task in sessions:
+                keys[task.name].append(session)
+        self._task_keys = {name: tuple(dict.fromkeys(mine)) for name, mine in keys.items()}
         for name in self.by:
             first = next((c for c in columns.values() if c.name == name), None)
             if first is not None:
@@ -484,21 +634,33 @@ class _Plan:
 
     def _build(self, key: str, name: str, options: Mapping[str, Any]) -> Metric:
         """One metric as the module builds a registry entry: its rule for ``from_logits``, its errors."""
-        return _build_entry(key, name, options, len(self.tasks), self.from_logits, "evaluate")
+        num_tasks = len(self.tasks_of(key)) if key in self.reads else len(self.tasks)
+        return _build_entry(key, name, options, num_tasks, self._module_logits(), "evaluate")
 
     def _specs(self, keys: Collection[str] | None) -> dict[str, Any]:
-        """The module's ``metrics`` argument: each metric's options by key, and one ``RankingMetrics``."""
+        """The module's ``metrics`` argument: each metric's options by key, and the ``RankingMetrics``."""
         specs: dict[str, Any] = {}
+        active = self._module_keys()
         for key in self.specs:
-            if keys is None or key in keys:
+            if (keys is None or key in keys) and key in active:
                 name, options = self.options[key]
                 specs[key] = {"metric": name, **options}
-        if self._ranking and (keys is None or self.ranking_key in keys):
-            # every ranking name without options: one sort per task (RankingMetrics takes no from_logits)
-            stems = tuple(dict.fromkeys(stem for stem, _ in self._ranking))
-            ks = tuple(dict.fromkeys(k for _, k in self._ranking))
-            specs[self.ranking_key] = RankingMetrics(ks=ks, metrics=stems)
+        for shared, pairs in self._ranking.items():
+            if (keys is None or shared in keys) and shared in active:
+                # every ranking name without options: one sort per task (RankingMetrics takes no from_logits)
+                stems = tuple(dict.fromkeys(stem for stem, _ in pairs))
+                ks = tuple(dict.fromkeys(k for _, k in pairs))
+                specs[shared] = RankingMetrics(ks=ks, metrics=stems)
         return specs
+
+    def metric_tasks(self, keys: Collection[str], tasks: Sequence[TaskSpec]) -> dict[str, list[str]] | None:
+        """The module's ``metric_tasks`` for ``keys`` over ``tasks``: those each reads, where not every one."""
+        out = {}
+        for key in keys:
+            read = [t.name for t in tasks if self.read_by(key, t.name)]
+            if len(read) < len(tasks):
+                out[key] = read
+        return out or None
 
     def metrics(self, keys: Collection[str] | None = None) -> dict[str, Any]:
         """Fresh metrics by module key, built as :meth:`module` has them built (for the segments' kernels).
@@ -512,37 +674,66 @@ class _Plan:
                 built[key] = self._build(key, *self.options[key])
         return built
 
+    def fed_probabilities(self, metrics: Mapping[str, Any], logits: bool) -> dict[str, Tensor | None]:
+        """The metrics a module feeds ``sigmoid(logits)``, each with the rows of its tasks that hold logits.
+
+        As :class:`~torchmetrics_ext.RecMetricModule` decides it: without ``metric_tasks``, ``logits``
+        (the module's ``from_logits``) for every task, the value ``None`` (every row); with it, a metric of
+        values is fed ``sigmoid`` only in the rows of its tasks whose domain holds logits, a ``(T_key, 1)``
+        bool mask (``None`` when they all do).
+        """
+        domains = {key: m.input_domains for key, m in metrics.items()}
+        if not self.subsets:
+            return dict.fromkeys(_fed_probabilities(metrics, domains, logits))
+        out: dict[str, Tensor | None] = {}
+        for key in metrics:
+            rows = [bool(self.task_domains[t.name].from_logits) for t in self.tasks_of(key)]
+            if _fed_probabilities({key: metrics[key]}, {key: domains[key]}, any(rows)):
+                out[key] = None if all(rows) else torch.tensor(rows).unsqueeze(1)
+        return out
+
     def module(self, keys: Collection[str] | None = None) -> RecMetricModule:
-        """A fresh module with every requested metric (or those of ``keys``) for every task.
+        """A fresh module with every requested metric (or those of ``keys``) for every task (that they read).
 
         The module builds them from their registry names and options with evaluate's ``from_logits``
-        (its one rule: ``from_logits=True`` where a metric's class takes the option).
+        (its one rule: ``from_logits=True`` where a metric's class takes the option). With
+        ``metric_tasks``, a module of some keys (a metric computed segment by segment) has the tasks
+        they read alone, as the module refuses a task no metric reads.
         """
+        specs = self._specs(keys)
+        tasks = self.tasks if keys is None else [t for t in self.tasks if any(self.read_by(k, t.name) for k in specs)]
         infos = [
             RecTaskInfo(
                 t.name,
                 label_name=t.labels,
                 prediction_name=t.predictions,
                 weight_name=self.weights if t.weighted else None,  # None: every row weighs 1
-                group_id_name=self.user,
-                session_id_name=self.session,
+                group_id_name=self.user if self.needs_user(t) else None,  # metric_tasks: the tasks gauc reads
+                session_id_name=self.session if self.needs_session(t) else None,
             )
-            for t in self.tasks
+            for t in tasks
         ]
         # the module is told whether the columns hold logits: it builds every metric so, and without a
-        # metric that reads them (weighted_sum_predictions alone) feeds the others sigmoid(logits)
-        module = RecMetricModule(infos, self._specs(keys), throughput=False, from_logits=self.from_logits)
-        return module
+        # metric that reads them (weighted_sum_predictions alone) feeds the others sigmoid(logits); with
+        # `metric_tasks` and logits, each metric's options say it (see `_logit_options`)
+        return RecMetricModule(
+            infos,
+            specs,
+            throughput=False,
+            from_logits=self._module_logits(),
+            metric_tasks=self.metric_tasks(specs, tasks),
+        )
 
-    def task_columns(self, task: TaskSpec) -> tuple[tuple[str, Kind], ...]:
-        """The ``(column, kind)`` pairs whose invalid rows a task drops: its predictions, labels, weights, ids."""
-        pairs: list[tuple[str, Kind]] = [(task.predictions, "score"), (task.labels, "label")]
-        if task.weighted and self.weights is not None:
-            pairs.append((self.weights, "weight"))
-        pairs += [(name, "id") for name in (self.user, self.session) if name is not None]
-        return tuple(dict.fromkeys(pairs))
+    def task_columns(self, task: TaskSpec) -> tuple[CheckKey, ...]:
+        """The ``(column, kind)`` keys whose invalid rows a task drops: its predictions, labels, weights, ids.
 
-    def task_groups(self) -> list[tuple[_Plan, tuple[tuple[str, Kind], ...]]]:
+        With ``metric_tasks`` each key holds the rules the column is checked by for this task (those of
+        the metrics reading it: :attr:`Column.key`), and only the tasks a grouped (ranking) metric reads
+        read the user (session) ids.
+        """
+        return self._task_keys[task.name]
+
+    def task_groups(self) -> list[tuple[_Plan, tuple[CheckKey, ...]]]:
         """The tasks grouped by the columns whose invalid rows they drop, each group's plan with those columns.
 
         With ``on_invalid="skip"`` a task keeps the rows valid in each of its columns
@@ -552,7 +743,7 @@ class _Plan:
         The groups come from the arguments alone, so every rank of a distributed run has the same ones.
         """
         # the columns as a set -> (the first task's pairs in order, the tasks reading that set)
-        by_columns: dict[frozenset[tuple[str, Kind]], tuple[tuple[tuple[str, Kind], ...], list[TaskSpec]]] = {}
+        by_columns: dict[frozenset[CheckKey], tuple[tuple[CheckKey, ...], list[TaskSpec]]] = {}
         for task in self.tasks:
             pairs = self.task_columns(task)
             by_columns.setdefault(frozenset(pairs), (pairs, []))[1].append(task)
@@ -570,8 +761,14 @@ class _Plan:
     def fed_columns(self) -> list[str]:
         """The value columns this plan's tasks feed their metrics (a group's of :meth:`task_groups`)."""
         names = [name for t in self.tasks for name in (t.predictions, t.labels)]
-        names += [name for name in (self.weights, self.user, self.session) if name is not None]
+        names += [name for name in (self.weights, *self._ids()) if name is not None]
         return [name for name in self.read_kinds if name in names]
+
+    def _ids(self) -> tuple[str | None, str | None]:
+        """The user and session id columns this plan's tasks read (``None`` where none does)."""
+        user = self.user if any(self.needs_user(t) for t in self.tasks) else None
+        session = self.session if any(self.needs_session(t) for t in self.tasks) else None
+        return user, session
 
     def records(
         self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: int
@@ -580,19 +777,32 @@ class _Plan:
         out = []
         for t, task in enumerate(self.tasks):
             record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows}
-            for key, names in self.renames.items():
+            for key, names in self._renames_of(task.name):
                 record.update(dict.fromkeys(names, values[key][t]))
             out.append(record)
         return out
 
+    def _renames_of(self, task: str) -> list[tuple[str, list[str]]]:
+        """The ``renames`` items of the metrics reading ``task`` (``metric_tasks``; else all), found once per task.
+
+        :meth:`records` runs once per segment (millions of times): the lookup is made on the first.
+        """
+        found = self._renames_cache.get(task)  # shared by a group's copy: the same metrics
+        if found is None:
+            found = self._renames_cache[task] = [
+                (key, names) for key, names in self.renames.items() if self.read_by(self.module_keys[key], task)
+            ]
+        return found
+
     def segment_batch(self, rows: Mapping[str, Tensor], segment: Tensor, num_segments: int) -> SegmentBatch:
         """The kept rows (a tensor per column) as stacked tasks with their dense segment ids."""
+        user, session = self._ids()
         return SegmentBatch(
             preds=torch.stack([rows[t.predictions] for t in self.tasks]),
             target=torch.stack([rows[t.labels] for t in self.tasks]),
             weights=self._segment_weights(rows),
-            groups=None if self.user is None else rows[self.user],
-            sessions=None if self.session is None else rows[self.session],
+            groups=None if user is None else rows[user],
+            sessions=None if session is None else rows[session],
             segment=segment,
             num_segments=num_segments,
         )
@@ -844,7 +1054,8 @@ class _Run:
             for name in tasks:
                 if name not in have:
                     record: dict[str, Any] = {"segment": text, **labels[index], "task": name, "rows": 0}
-                    record.update(dict.fromkeys(self.plan.metric_names, math.nan))
+                    read = set(self.plan.metrics_of(name))  # metric_tasks: the metrics reading the task
+                    record.update(dict.fromkeys((m for m in self.plan.metric_names if m in read), math.nan))
                     by_segment.setdefault(index, []).append(record)
                     empty.setdefault(name, []).append(text)
         total = len(labels)
@@ -894,7 +1105,8 @@ class _Run:
         """The records over all rows (synced across ranks) and their undefined-value warnings, as parts."""
         values, messages = _values_and_warnings(module, local=False)
         names = [task.name for task in self.plan.tasks]
-        by_key = {key: [float(values[f"{key}/{name}"]) for name in names] for key in self.plan.renames}
+        # a metric of some tasks (metric_tasks) has no value for the others: records leave it out
+        by_key = {key: [float(values.get(f"{key}/{name}", math.nan)) for name in names] for key in self.plan.renames}
         records = self.plan.records(by_key, OVERALL, dict.fromkeys(self.plan.by), 0)
         keys = module.metric_names
         found: list[_Undefined] = []
@@ -953,9 +1165,7 @@ class _Run:
         dense = torch.cumsum(counts > 0, 0).sub_(1)[segment]
         del segment
         metrics = self.plan.metrics()
-        logits = self.module.input_domains.from_logits
-        fed = _fed_probabilities(metrics, {key: m.input_domains for key, m in metrics.items()}, logits)
-        computed = segment_values(metrics, fed, self.plan.segment_batch(rows, dense, num_segments))
+        computed = self._segment_values(metrics, self.plan.segment_batch(rows, dense, num_segments))
         per_segment = self._per_segment(computed.per_segment, rows, dense, num_segments)
         del rows, dense
         # every value as Python floats, (T, S) per key: one host copy each, turned (S, T) below
@@ -983,6 +1193,45 @@ class _Run:
                 records.append(mine)
                 out.append((index, mine))
             lines.extend(self._segment_lines(metrics, computed, per_segment, texts, records))
+        return out
+
+    def _segment_values(self, metrics: Mapping[str, Any], batch: SegmentBatch) -> SegmentValues:
+        """Every segment's values of ``metrics`` (:func:`segment_values`), each metric fed the rows of its tasks.
+
+        Without ``metric_tasks`` every metric reads every task in one call. With it, each metric is given
+        the rows of the tasks it reads (``sigmoid`` in the rows of those holding logits, where the module
+        feeds it so) and its ``(T_key, S)`` values and undefined entries are put back in the run's
+        ``(T, S)`` places: ``nan`` and never undefined for the tasks it does not read (their records leave
+        the metric out).
+        """
+        fed = self.plan.fed_probabilities(metrics, self.module.input_domains.from_logits)
+        if not self.plan.subsets:
+            return segment_values(metrics, list(fed), batch)
+        out = SegmentValues()
+        shape = (batch.num_tasks, batch.num_segments)
+        for key, metric in metrics.items():
+            positions = [t for t, task in enumerate(self.plan.tasks) if self.plan.read_by(key, task.name)]
+            index = torch.tensor(positions)
+            part = batch
+            if len(positions) < batch.num_tasks:  # its tasks' rows: a copy while it is computed
+                weights = batch.weights
+                if weights is not None and weights.dim() == 2:
+                    weights = weights[index]
+                part = replace(batch, preds=batch.preds[index], target=batch.target[index], weights=weights)
+            mask = fed.get(key)
+            if mask is not None:  # sigmoid in the rows of its tasks that hold logits, the others as given
+                part = replace(part, preds=torch.where(mask, torch.sigmoid(part.preds), part.preds))
+            found = segment_values({key: metric}, [key] if key in fed and mask is None else [], part)
+            for name, value in found.values.items():
+                out.values[name] = value.new_full(shape, math.nan)
+                out.values[name][index] = value
+            if key in found.undefined:
+                out.undefined[key] = []
+                for entry in found.undefined[key]:
+                    flagged = torch.zeros(shape, dtype=torch.bool)
+                    flagged[index] = entry.undefined
+                    out.undefined[key].append(Undefined(entry.metric, entry.reason, flagged))
+            out.per_segment += found.per_segment
         return out
 
     def _per_segment(
@@ -1071,12 +1320,13 @@ class _Run:
                     if not counts[t]:
                         continue
                     flagged = torch.nonzero(entry.undefined[t]).reshape(-1).numpy()
-                    if metric != self.plan.ranking_key or not self.plan.ranking_names:
+                    ranking_names = self.plan.ranking_groups.get(metric)
+                    if not ranking_names:
                         add((position, j, place[t]), _metrics_are([metric]), task, reason, flagged)
                         continue
                     by_names: dict[str, list[int]] = {}  # the ranking names nan for the task: named themselves
                     for i in flagged.tolist():
-                        named = [m for m in self.plan.ranking_names if math.isnan(records[i][t][m])] or [metric]
+                        named = [m for m in ranking_names if math.isnan(records[i][t].get(m, 0.0))] or [metric]
                         by_names.setdefault(_metrics_are(named), []).append(i)
                     for what, ranked in by_names.items():
                         add((position, j, place[t]), what, task, reason, ranked)
@@ -1227,10 +1477,11 @@ def _attribution(
     """
     tasks = plan.tasks
     known = {task.name for task in tasks}
-    if metric == plan.ranking_key and plan.ranking_names:
-        undefined = [r for r in records if any(math.isnan(r[m]) for m in plan.ranking_names)]
+    ranking_names = plan.ranking_groups.get(metric)
+    if ranking_names:
+        undefined = [r for r in records if any(math.isnan(r.get(m, 0.0)) for m in ranking_names)]
         names = [r["task"] for r in undefined]
-        metrics = [m for m in plan.ranking_names if any(math.isnan(r[m]) for r in undefined)] or [metric]
+        metrics = [m for m in ranking_names if any(math.isnan(r.get(m, 0.0)) for r in undefined)] or [metric]
     elif named and all(isinstance(n, str) and n in known for n in named):
         names, metrics = list(named), [metric]
     elif len(tasks) == 1:
@@ -1259,6 +1510,7 @@ def evaluate(
     on_invalid: str = "error",
     progress: bool = False,
     from_logits: bool = False,
+    metric_tasks: Mapping[str, str | Sequence[str]] | None = None,
 ) -> EvaluationResult:
     """Score logged predictions with the package's metrics, streaming the data in record batches.
 
@@ -1344,7 +1596,26 @@ def evaluate(
             them as such (``mse`` is that of ``sigmoid(logits)``), the others
             (``weighted_sum_predictions``, ...) read ``sigmoid(logits)`` whether or not a metric
             with the option is asked for, ranking and pairwise metrics rank them as given and
-            ``ctr`` ignores them (the module's rule, ``docs/module.md``).
+            ``ctr`` ignores them (the module's rule, ``docs/module.md``). With ``metric_tasks``, the
+            columns holding logits are those of the tasks a metric of probabilities reads (NE, AUC,
+            calibration, ``gauc``...), built with ``from_logits=True``; a task only metrics of values
+            read (``mse`` and ``r_squared`` on watch time) keeps its values, and a metric of values
+            reading both kinds reads ``sigmoid`` in the rows of the logits alone, as in a module whose
+            metrics each set ``from_logits``.
+        metric_tasks: ``{metric: task or [tasks]}``, the tasks a metric reads (a regression head next to
+            binary heads: ``{"auc": ["click", "like"], "ne": "click", "mse": "watch_time"}``), as
+            :class:`~torchmetrics_ext.RecMetricModule`'s ``metric_tasks`` (``docs/module.md``, "Metrics of
+            some tasks"). Keys are the metric names as given in ``metrics`` (a registry name such as
+            ``"ndcg@10"``, or a key of the ``metrics`` mapping); a metric left out reads every task
+            (``None``: every metric reads every task). Each task's rows are checked against the metrics
+            that read it (watch-time labels in seconds are valid where AUC does not read them), so with
+            ``on_invalid="skip"`` a row is dropped for the tasks whose metrics refuse it; the user (session)
+            ids are read by the tasks a grouped (ranking) metric reads only. The records of a task hold
+            the metrics reading it alone, and :attr:`~torchmetrics_ext.evaluate.EvaluationResult.values`
+            the pairs that are read (the table shows ``-``, ``.csv``/``.parquet`` a null, elsewhere).
+            Refused with the module's ``ValueError`` before any data is read: an unknown metric or task
+            (naming the closest), an empty list, a task listed twice, a task no metric reads, a value that
+            is no dict, a list that holds no task names.
 
     Returns:
         An :class:`~torchmetrics_ext.evaluate.EvaluationResult` (``.values`` dict, ``.to_pandas()``).
@@ -1358,7 +1629,8 @@ def evaluate(
             the batch's rows, whatever ``on_invalid``, on every rank.
         ValueError: bad arguments (unknown metric names list the known ones, a name that is no string;
             a repeated or reserved ``by`` column; two tasks over the same columns; a column given as an id,
-            ``user``/``session``, and as predictions, labels or weights, or as ``by`` and another role).
+            ``user``/``session``, and as predictions, labels or weights, or as ``by`` and another role;
+            a ``metric_tasks`` the module refuses).
 
     Under ``torch.distributed`` every rank calls it with the same arguments: ranks split the row
     groups (files for CSV), stream their share (``by`` columns included: every file is read once,
@@ -1386,6 +1658,6 @@ def evaluate(
     if isinstance(by, str) and [name.strip() for name in by.split(",")] != [by]:  # read against the data's columns
         sources = open_sources(data)
         by = _comma_columns(by, sources)
-    plan = _Plan(tasks, metrics, weights, user, session, by, from_logits)
+    plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks)
     run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
     return run.finish(run.stream())

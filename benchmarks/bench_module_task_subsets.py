@@ -20,8 +20,9 @@ then ``--rounds`` rounds of ``--steps`` steps: at each step every in-process con
 the same batch, one after another, the order turning at each step (so each goes first as often),
 each update timed on its own. A round's figure is a contender's median microseconds per update; the
 script prints the median over rounds, the best round and the median (and range) of the per-round
-ratios to ``two modules``. ``compute()`` is timed after each round (no cached values: the round
-added steps), medians over rounds. Before timing, the contenders' ``compute()`` values are checked
+ratios to ``two modules``. ``compute()`` is timed after each round, three times per contender (each
+after one more step of its own: no cached values; the order turning), medians over rounds of each
+round's median. Before timing, the contenders' ``compute()`` values are checked
 to agree (they do the same work). ``--launches``: ATen operators and host reads of one update on the
 device path forced on CPU tensors (``count_device_launches.py``'s counter), per contender.
 
@@ -158,20 +159,23 @@ def check_same(one: dict[str, torch.Tensor], two: dict[str, torch.Tensor]) -> No
             raise AssertionError(f"{key}: one module {a.item()!r}, two modules {b.item()!r}")
 
 
-def launches(contenders: dict[str, Callable], steps: list[dict[str, torch.Tensor]]) -> dict[str, tuple[int, int]]:
-    """ATen operators that launch a kernel, and host reads, of one update per contender on the forced device path."""
+def launches(
+    contenders: dict[str, tuple[Callable, ModuleType]], steps: list[dict[str, torch.Tensor]]
+) -> dict[str, tuple[int, int]]:
+    """ATen operators that launch a kernel, and host reads, of one update per contender on the forced device path.
+
+    ``contenders``: ``{name: (update, the package it comes from)}``: each package's own switch forces its path.
+    """
     from count_device_launches import NO_KERNEL, Counted
 
-    from torchmetrics_ext.utilities.device import force_device_path
-
     out = {}
-    with force_device_path(True):
-        for name, update in contenders.items():
+    for name, (update, package) in contenders.items():
+        with package.utilities.device.force_device_path(True):
             update(steps[0])  # one untimed update on the device path first
             with Counted() as counted:
                 update(steps[1])
-            ops = sum(k for op, k in counted.ops.items() if op not in NO_KERNEL and op != "_local_scalar_dense")
-            out[name] = (ops, counted.reads)
+        ops = sum(k for op, k in counted.ops.items() if op not in NO_KERNEL and op != "_local_scalar_dense")
+        out[name] = (ops, counted.reads)
     return out
 
 
@@ -183,17 +187,19 @@ def run_case(args: argparse.Namespace, batch: int, window: int | None) -> None:
         "one module": (one.update, one.compute),
         "two modules": (two.update, two.compute),
     }
+    packages = {"one module": tmx, "two modules": tmx}
     if args.baseline is not None:
         from _baseline import load_checkout
 
-        base = build_one(load_checkout(args.baseline.resolve()), window, args.logits, args.auc)
+        packages["baseline"] = load_checkout(args.baseline.resolve())
+        base = build_one(packages["baseline"], window, args.logits, args.auc)
         contenders["baseline"] = (base.update, base.compute)
     label = (
         f"batch {batch}, window {window}, {'logits' if args.logits else 'probabilities'}, weights {args.weights}, "
         f"{args.auc} AUC/AUPRC, {args.threads} thread(s)"
     )
     if args.launches:
-        counts = launches({name: update for name, (update, _) in contenders.items()}, steps)
+        counts = launches({name: (update, packages[name]) for name, (update, _) in contenders.items()}, steps)
         print(f"{label}: operators per update on the forced device path (+ host reads)")
         for name, (ops, reads) in counts.items():
             print(f"  {name:12s} {ops:5d} (+{reads} reads)")
@@ -237,9 +243,17 @@ def run_case(args: argparse.Namespace, batch: int, window: int | None) -> None:
                 times[name].append(time.perf_counter() - start)
         for name in names:
             rounds[name].append(1e6 * statistics.median(times[name]))
-            start = time.perf_counter()
-            contenders[name][1]()
-            computes[name].append(1e6 * (time.perf_counter() - start))
+        # computes after the round: each contender's in turn, each after one more step of its own (no cached
+        # values), the order turning; a round's figure is the median of three
+        spent: dict[str, list[float]] = {name: [] for name in names}
+        for j in range(3):
+            for name in names if j % 2 == 0 else names[::-1]:
+                contenders[name][0](steps[j])
+                start = time.perf_counter()
+                contenders[name][1]()
+                spent[name].append(time.perf_counter() - start)
+        for name in names:
+            computes[name].append(1e6 * statistics.median(spent[name]))
         if rec is not None:
             rec_rounds.append(rec.ask("round")["update_us"])
             rec_computes.append(rec.ask("compute")["compute_us"])

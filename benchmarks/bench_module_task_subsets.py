@@ -24,7 +24,8 @@ ratios to ``two modules``. ``compute()`` is timed after each round, three times 
 after one more step of its own: no cached values; the order turning), medians over rounds of each
 round's median. Before timing, the contenders' ``compute()`` values are checked
 to agree (they do the same work). ``--launches``: ATen operators and host reads of one update on the
-device path forced on CPU tensors (``count_device_launches.py``'s counter), per contender.
+device path forced on CPU tensors (``count_device_launches.py``'s counter), and the operators of the
+``compute()`` after it, per contender.
 
     python benchmarks/bench_module_task_subsets.py                  # batch 8192 and 256, window 1M and none
     python benchmarks/bench_module_task_subsets.py --logits --no-torchrec
@@ -160,16 +161,21 @@ def check_same(one: dict[str, torch.Tensor], two: dict[str, torch.Tensor]) -> No
 
 
 def launches(
-    contenders: dict[str, tuple[Callable, ModuleType]], steps: list[dict[str, torch.Tensor]]
-) -> dict[str, tuple[int, int]]:
-    """ATen operators that launch a kernel, and host reads, of one update per contender on the forced device path.
+    contenders: dict[str, tuple[Callable, Callable, ModuleType]], steps: list[dict[str, torch.Tensor]]
+) -> dict[str, tuple[int, int, int]]:
+    """ATen operators that launch a kernel, and host reads, of one update per contender on the forced device path;
+    and the operators of the ``compute()`` after it (which reads its values back: its reads are not counted).
 
-    ``contenders``: ``{name: (update, the package it comes from)}``: each package's own switch forces its path.
+    ``contenders``: ``{name: (update, compute, the package it comes from)}``: each package's own switch forces
+    its path.
     """
     from count_device_launches import NO_KERNEL, Counted
 
+    def launched(counted: Counted) -> int:
+        return sum(k for op, k in counted.ops.items() if op not in NO_KERNEL and op != "_local_scalar_dense")
+
     out = {}
-    for name, (update, package) in contenders.items():
+    for name, (update, compute, package) in contenders.items():
         # fresh tensors for each contender: the device path remembers the bounds of the tensors it checked, and
         # would not reduce again the columns a contender counted before had checked
         first, second = ({key: value.clone() for key, value in step.items()} for step in steps[:2])
@@ -177,8 +183,9 @@ def launches(
             update(first)  # one untimed update on the device path first
             with Counted() as counted:
                 update(second)
-        ops = sum(k for op, k in counted.ops.items() if op not in NO_KERNEL and op != "_local_scalar_dense")
-        out[name] = (ops, counted.reads)
+            with Counted() as computed:
+                compute()
+        out[name] = (launched(counted), counted.reads, launched(computed))
     return out
 
 
@@ -202,10 +209,10 @@ def run_case(args: argparse.Namespace, batch: int, window: int | None) -> None:
         f"{args.auc} AUC/AUPRC, {args.threads} thread(s)"
     )
     if args.launches:
-        counts = launches({name: (update, packages[name]) for name, (update, _) in contenders.items()}, steps)
-        print(f"{label}: operators per update on the forced device path (+ host reads)")
-        for name, (ops, reads) in counts.items():
-            print(f"  {name:12s} {ops:5d} (+{reads} reads)")
+        counts = launches({name: (*pair, packages[name]) for name, pair in contenders.items()}, steps)
+        print(f"{label}: operators per update on the forced device path (+ host reads), per compute after it")
+        for name, (ops, reads, computed) in counts.items():
+            print(f"  {name:12s} {ops:5d} (+{reads} reads) {computed:6d}")
         return
     rec = None
     if args.torchrec and not args.logits:

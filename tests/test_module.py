@@ -3887,6 +3887,33 @@ def test_the_shared_ring_is_used_only_by_additive_units_with_one_window_rule():
     assert build({"ne": "ne", "auc": "auc"}, window_size=100)._joint_window(10) is None  # one additive unit
 
 
+@pytest.mark.parametrize("order", [("mse", "ne"), ("ne", "mse")])
+def test_the_shared_ring_keeps_each_metrics_statistics_whatever_order_the_step_feeds_them(order):
+    """MSE of probabilities (fed ``sigmoid(logits)``, after the metrics of logits) listed before NE of logits:
+    both share the ring, and each window and lifetime holds its own statistics (they were written into each
+    other's columns, in the order the step called the metrics, when that order was not the layout's)."""
+    specs = {"mse": "mse", "ne": {"from_logits": True}}
+    module = build({name: specs[name] for name in order}, window_size=10_000)
+    steps = []
+    for seed in range(4):
+        step = make_data(seed, n=50)
+        step["click_pred"] = torch.logit(step["click_pred"].clamp(0.01, 0.99))
+        step["buy_pred"] = torch.logit(step["buy_pred"].clamp(0.01, 0.99))
+        steps.append(step)
+    assert module._joint_window(50) is not None and len(module._joint_window(50).units) == 2
+    values = run(module, steps)
+    for task in ("click", "buy"):
+        z = np.concatenate([s[f"{task}_pred"].double().numpy() for s in steps])
+        y = np.concatenate([s[f"{task}_label"].double().numpy() for s in steps])
+        w = np.concatenate([s[f"{task}_w"].numpy() for s in steps])
+        p = 1 / (1 + np.exp(-z))
+        mse = mean_squared_error(y, p, sample_weight=w)
+        ne = log_loss(y, p, sample_weight=w) / log_loss(y, np.full_like(p, np.average(y, weights=w)), sample_weight=w)
+        for suffix in ("", "/window"):  # the window holds every step
+            assert values[f"mse/{task}{suffix}"].item() == pytest.approx(mse, rel=1e-9)
+            assert values[f"ne/{task}{suffix}"].item() == pytest.approx(ne, rel=1e-9)
+
+
 def test_the_step_costs_the_same_operations_for_two_or_four_additive_windows():
     """The windows' bookkeeping is one push for all of them: adding windowed metrics to the module
     adds no more operations than adding the same metrics without a window (their statistics)."""

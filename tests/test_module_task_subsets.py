@@ -715,3 +715,53 @@ def test_rows_of_non_adjacent_tasks_take_an_index_made_once() -> None:
     values = _floats(module.compute())
     expected = _reference(_joined(steps))
     assert values == pytest.approx(expected, rel=1e-9)
+
+
+def test_windows_of_metrics_of_some_tasks_share_one_ring_and_keep_their_own_values() -> None:
+    """The additive windowed metrics of both task lists (NE, calibration of click and conversion; MSE and R² of
+    watch_time) take their windows through the module's shared ring, as metrics of every task do (they were
+    each pushed on their own); a window that cuts the steps holds the newest whole steps, as sklearn says."""
+    steps = _steps(17, count=6)
+    module = _module(window_size=60)  # steps of 25: the window keeps the newest two
+    joint = module._joint_window(25)
+    assert joint is not None
+    assert {type(unit.lifetime).__name__ for unit in joint.units} == {
+        "NormalizedEntropy",
+        "Calibration",
+        "WeightedMSE",
+    }  # R² is in MSE's compute group; exact AUC keeps samples
+    values = _floats(_feed(module, steps).compute())
+    lifetime, window = _reference(_joined(steps)), _reference(_joined(steps[-2:]))
+    for key, expected in lifetime.items():
+        assert values[key] == pytest.approx(expected, rel=1e-9), key
+        assert values[f"{key}/window"] == pytest.approx(window[key], rel=1e-9), key
+
+
+def test_metrics_of_some_tasks_skip_the_clamps_their_rows_bounds_make_useless() -> None:
+    """The step's check reads each domain's predictions' bounds; the binary heads' rows (probabilities in
+    [0.05, 0.95]) are fed with their own, so NE and the binned AUC skip their clamps, as a module of those
+    tasks alone does (they were given none, and clamped: every task's bounds hold watch time in seconds)."""
+    from tests.helpers.tester import AtenOps
+
+    module = tmx.RecMetricModule(
+        TASKS,
+        {"ne": "ne", "auc": {"num_bins": 1000}, "mse": "mse"},
+        throughput=False,
+        metric_tasks={"ne": BINARY, "auc": BINARY, "mse": ["watch_time"]},
+    )
+    steps = _steps(23)
+    module.update(steps[0])
+    with AtenOps() as counted:
+        module.update(steps[1])
+    assert not {op for op in counted.ops if "clamp" in op}
+    _feed(module, steps[2:])
+    values = _floats(module.compute())
+    data = _joined(steps)
+    w = data["w"]
+    for task in BINARY:
+        p, y = (data[c] for c in COLUMNS[task])
+        rate = np.average(y, weights=w)
+        ne = log_loss(y, p, sample_weight=w) / log_loss(y, np.full_like(p, rate), sample_weight=w)
+        assert values[f"ne/{task}"] == pytest.approx(ne, rel=1e-9)
+    p, y = (data[c] for c in COLUMNS["watch_time"])
+    assert values["mse/watch_time"] == pytest.approx(mean_squared_error(y, p, sample_weight=w), rel=1e-9)

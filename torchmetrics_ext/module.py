@@ -235,6 +235,9 @@ class _StepPlan(NamedTuple):
     # the leaders of metrics that read some tasks only (`metric_tasks`), left out of `passes`: (fed probabilities,
     # task positions, [(leader, id keyword, unwrapped)]), one entry per distinct subset
     subsets: Sequence[tuple[bool, tuple[int, ...], list[tuple[Metric, str, bool]]]] = ()
+    # per entry of `subsets`, the domain groups (`_domain_groups` positions) holding its tasks: their predictions'
+    # bounds are the rows' (empty in a plan pickled before it was kept: every task's bounds are used then)
+    subset_groups: Sequence[tuple[int, ...]] = ()
 
 
 class RecMetricModule(CheckpointLoading):
@@ -1077,6 +1080,10 @@ class RecMetricModule(CheckpointLoading):
                 [unit for unit, *_ in updated if isinstance(unit, Windowed)],
                 [unit._scratch if isinstance(unit, Windowed) else unit for unit, *_ in updated],
                 [(fed, sub, units) for (fed, sub), units in by_subset.items()],
+                [
+                    tuple(g for g, (_, held) in enumerate(self._domain_groups or ()) if set(held) & set(sub))
+                    for _, sub in by_subset
+                ],
             )
         return plan
 
@@ -1111,6 +1118,7 @@ class RecMetricModule(CheckpointLoading):
         if n > 0:
             domains = self._domains
             given = batch.given_weights
+            group_bounds: list[tuple[float, ...]] = []  # `metric_tasks`: each domain group's predictions' bounds
             # small CPU steps read their weight columns as one stack, reused by the weighted kernels; with an
             # exact AUC (`float32_weights`) too: the stack's largest weight and smallest positive one are
             # the columns' extremes, so it passes float32's range exactly when every column does
@@ -1131,7 +1139,7 @@ class RecMetricModule(CheckpointLoading):
                             float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
                         )
                     else:  # `metric_tasks`: each task against the domain of the metrics that read it
-                        pred_bounds, weight_bounds = _check_domain_groups(batch, self._domain_groups)
+                        pred_bounds, weight_bounds, group_bounds = _check_domain_groups(batch, self._domain_groups)
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
             if ids is not None:
@@ -1162,7 +1170,7 @@ class RecMetricModule(CheckpointLoading):
                 and all(b[1] == 0 for b in weight_bounds)
             )
             if not skip:
-                self._update_checked(batch, domains, unit_weights, pred_bounds, weight_stack)
+                self._update_checked(batch, domains, unit_weights, pred_bounds, weight_stack, group_bounds)
                 self._count_step(n)
                 return
         self._empty_step(n)
@@ -1234,10 +1242,12 @@ class RecMetricModule(CheckpointLoading):
         unit_weights: bool,
         pred_bounds: tuple[float, ...] = (),
         weight_stack: Tensor | None = None,
+        group_bounds: Sequence[tuple[float, ...]] = (),
     ) -> None:
         """Feed a step whose values passed the checks (``pred_bounds``: the predictions' min and max) to every unit.
 
-        ``weight_stack``: the weight columns as :func:`_small_weight_stack` stacked them for the check, if it did.
+        ``weight_stack``: the weight columns as :func:`_small_weight_stack` stacked them for the check, if it did;
+        ``group_bounds``: with ``metric_tasks``, each domain group's predictions' min and max, as checked.
         """
         # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
         if unit_weights:
@@ -1264,7 +1274,7 @@ class RecMetricModule(CheckpointLoading):
         for state in states:
             state["_inputs_checked"] = True
         try:
-            self._update_units(plan, batch, shared, binary, pred_bounds)
+            self._update_units(plan, batch, shared, binary, pred_bounds, group_bounds)
         finally:
             for state, trusted in zip(states, previous):
                 state["_inputs_checked"] = trusted
@@ -1275,7 +1285,12 @@ class RecMetricModule(CheckpointLoading):
         ``sigmoid`` of the rows of tasks that hold logits; the rows of the other tasks (a regression
         head next to binary heads of logits, ``metric_tasks``) as given, so its errors stay in its units.
         """
-        logits = tuple(self._task_domains[t].from_logits for t in positions)
+        known = self.__dict__.get("_logit_rows")
+        if known is None:  # per list of positions, which of its tasks hold logits (the domains never change)
+            known = self.__dict__["_logit_rows"] = {}
+        logits = known.get(positions)
+        if logits is None:
+            logits = known[positions] = tuple(self._task_domains[t].from_logits for t in positions)
         if all(logits):
             return torch.sigmoid(preds)
         if not any(logits):
@@ -1290,6 +1305,7 @@ class RecMetricModule(CheckpointLoading):
         shared: tuple[Tensor, Tensor | None, Tensor | None],
         binary: bool,
         pred_bounds: tuple[float, ...] = (),
+        group_bounds: Sequence[tuple[float, ...]] = (),
     ) -> None:
         """Feed one validated step to every updated unit (group leaders, then the per-task copies).
 
@@ -1328,19 +1344,24 @@ class RecMetricModule(CheckpointLoading):
                         update(p, y, weights=w, **{grouped: batch.groups})
                     else:
                         update(p, y, w)
-        if joint is not None:  # one push of the staging row into every joint unit's window and lifetime
-            joint.commit(batch.preds.shape[-1])
-        for as_probabilities, positions, units in plan.subsets:
+        for k, (as_probabilities, positions, units) in enumerate(plan.subsets):
             # the rows of the tasks these metrics read: a view when contiguous, else one index_select per input
             p, y, w = shared
             p = _rows(p, positions)
             if as_probabilities:
                 p = self._probabilities(p, positions)
+                rows_range: tuple[float, ...] = ()
+            else:  # the bounds of the domain groups holding these rows: the kernels skip the clamps they show useless
+                rows_range = _rows_range(pred_bounds, group_bounds, plan.subset_groups[k] if plan.subset_groups else ())
             y = _rows(y, positions)  # type: ignore[arg-type]
             w = w if w is None or w.shape[0] == 1 else _rows(w, positions)
             binary_rows = _binary_labels(self._task_domains, positions, batch.target_is_float)
-            with sharing_sums(p, y, w, binary_target=binary_rows):
+            with sharing_sums(p, y, w, binary_target=binary_rows, pred_range=rows_range):
                 for unit, grouped, unwrapped in units:
+                    key = id(unit)
+                    if key in joint_updates:  # its window in the shared ring, as the others' (its own columns)
+                        joint_updates[key](p, y, w)
+                        continue
                     if type(unit) is Windowed:
                         if grouped:
                             unit._step((p, y), {grouped: batch.groups, "weights": w}, False)
@@ -1352,6 +1373,8 @@ class RecMetricModule(CheckpointLoading):
                         update(p, y, weights=w, **{grouped: batch.groups})
                     else:
                         update(p, y, w)
+        if joint is not None:  # one push of the staging row into every joint unit's window and lifetime
+            joint.commit(batch.preds.shape[-1])
         # Ranking rows are kept per sample: they get the columns as given and keep copies of them
         # in their own dtypes (float32 scores, int8 labels stay narrow in their states; they are
         # validated above all the same); a column several tasks share (the session ids, a weight
@@ -1395,12 +1418,12 @@ class RecMetricModule(CheckpointLoading):
         joint = self.__dict__.get("_shared_window", False)
         if joint is False:
             plan = self._plan().updated
-            # metrics of some tasks only (`metric_tasks`) are updated on their own, with their rows
-            apart = {id(unit) for *_, units in self._plan().subsets for unit, *_ in units}
+            # metrics of some tasks only (`metric_tasks`) too: fed their tasks' rows, they count the step's samples
+            # as the others do, and each unit's states have their own columns (of its own number of tasks)
             candidates = [
                 unit
                 for unit, grouped, _ in plan[: len(plan) - self._num_copies]
-                if isinstance(unit, Windowed) and not grouped and shareable(unit) and id(unit) not in apart
+                if isinstance(unit, Windowed) and not grouped and shareable(unit)
             ]
 
             def rule(unit: Any) -> tuple[Any, ...]:
@@ -2224,11 +2247,12 @@ def _task_domains(
 
 def _check_domain_groups(
     batch: _Batch, groups: Sequence[tuple[InputDomains, tuple[int, ...]]]
-) -> tuple[tuple[float, ...], list[Any]]:
+) -> tuple[tuple[float, ...], list[Any], list[tuple[float, ...]]]:
     """The step's check when tasks have different domains (``metric_tasks``): the rows of each domain's tasks.
 
     Returns the predictions' bounds over every task and each checked weight column's bounds, as
-    :func:`~torchmetrics_ext.utilities.checks._check_values_bounds` does for one domain. On the device
+    :func:`~torchmetrics_ext.utilities.checks._check_values_bounds` does for one domain, and each group's
+    predictions' bounds (``()`` where its check read none). On the device
     path every group's bounds (and those of an open ``read_along`` block: segment ids) come back in one
     host read, then each domain's rules are applied to its rows' bounds, in the groups' order
     (:func:`~torchmetrics_ext.utilities.checks._check_values_bounds_together`). One check per distinct
@@ -2253,12 +2277,30 @@ def _check_domain_groups(
     )
     low, high, found = math.inf, -math.inf, False
     weight_bounds: list[Any] = []
+    group_bounds: list[tuple[float, ...]] = []
     for pred_bounds, bounds in checked:
         weight_bounds += bounds
+        group_bounds.append(tuple(pred_bounds[:2]))
         if pred_bounds:
             found = True
             low, high = min(low, pred_bounds[0]), max(high, pred_bounds[1])
-    return ((low, high) if found else ()), weight_bounds
+    return ((low, high) if found else ()), weight_bounds, group_bounds
+
+
+def _rows_range(
+    pred_bounds: tuple[float, ...], group_bounds: Sequence[tuple[float, ...]], covering: tuple[int, ...]
+) -> tuple[float, ...]:
+    """The predictions' ``(min, max)`` over some tasks' rows: over the domain groups ``covering`` them, if known.
+
+    Without domain groups (every task of one domain) every task's bounds (``pred_bounds``) hold the rows too;
+    ``()`` where a group's check read no bounds (nothing is then skipped).
+    """
+    if not pred_bounds or not group_bounds or not covering:
+        return pred_bounds
+    chosen = [group_bounds[g] for g in covering]
+    if not all(chosen):
+        return ()
+    return (min(b[0] for b in chosen), max(b[1] for b in chosen))
 
 
 def _copy_tasks(

@@ -120,8 +120,12 @@ class SharedRing:
         # the ring's order): their statistics are collected and written into the staging row with
         # one `cat`, not added one metric at a time into its zeroed columns
         self.direct = all(_plain_pointwise(unit) for unit in self.units)
-        self.stats: list[Tensor] = []
-        self.collectors: list[Callable[..., Any]] = [functools.partial(self._collect, u._scratch) for u in self.units]
+        # per unit, in the order of `units` (the layout's), its statistics of the step: the module may call the
+        # units in another order (metrics fed `sigmoid(preds)` after the others, those of some tasks last)
+        self.stats: list[Sequence[Tensor]] = [()] * len(self.units)
+        self.collectors: list[Callable[..., Any]] = [
+            functools.partial(self._collect, k, u._scratch) for k, u in enumerate(self.units)
+        ]
 
     # ------------------------------------------------------------------ layout
 
@@ -237,15 +241,16 @@ class SharedRing:
 
     # ------------------------------------------------------------------ per step
 
-    def _collect(self, scratch: Any, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
-        """A pointwise metric's ``update`` into the staging row: its batch statistics, kept for :meth:`commit`.
+    def _collect(self, k: int, scratch: Any, preds: Tensor, target: Tensor, weights: Tensor | None = None) -> None:
+        """Unit ``k``'s pointwise ``update`` into the staging row: its batch statistics, kept for :meth:`commit`.
 
         Inside the module's step the inputs are its validated ``(T, N)`` float64 batch (the metric
         trusts them), which ``_format`` would return as they are: the statistics are taken directly.
+        Kept at the unit's place, so the units may be called in any order.
         """
         if scratch._check_inputs:
             preds, target, weights = scratch._format(preds, target, weights, True)
-        self.stats.extend(scratch._batch_stats(preds, target, weights))
+        self.stats[k] = scratch._batch_stats(preds, target, weights)
 
     def begin(self) -> list[Callable[..., Any]]:
         """Ready the staging row for the step; each unit's ``update`` into it (called with the unit's inputs).
@@ -255,7 +260,7 @@ class SharedRing:
         """
         assert self.staging is not None  # after `ready()`
         if self.direct:
-            self.stats.clear()
+            self.stats = [()] * len(self.units)  # a unit not called leaves its columns short: `commit`'s cat refuses
             return self.collectors
         self.staging.zero_()
         updates = []
@@ -274,9 +279,8 @@ class SharedRing:
         assert self.buffer is not None and self.back is not None and self.staging is not None and self.zero is not None
         first = self.rings[0]
         slot = (first.head + first.count) % first.capacity
-        if self.direct:
-            torch.cat(self.stats, out=self.staging)
-            self.stats.clear()
+        if self.direct:  # the units' statistics in the layout's order, whatever order they were called in
+            torch.cat([stat for stats in self.stats for stat in stats], out=self.staging)
         else:  # a metric that rebinds a state instead of updating it in place (as Windowed._batch_into allows)
             for unit, views in zip(self.units, self.views):
                 state = unit._scratch.__dict__

@@ -39,6 +39,7 @@ LAYOUTS = {  # batch sizes of each rank
 }
 WINDOW = 100  # 25 samples per rank
 TORCHREC_WINDOW = 102  # TorchRec's ceil(102 / 4) = 26 per rank (ours would keep 25)
+SMALL_WINDOW = 3  # smaller than the world: TorchRec's share is 1 sample, ours is refused
 SEGMENTS = 6  # ids 0..3 on every rank, 4 on rank 3 only, 5 on none
 CLICK = {"name": "click", "label_name": "y", "prediction_name": "p", "weight_name": "w"}
 CONFIG: dict[str, Any] = {
@@ -59,12 +60,17 @@ CONFIG: dict[str, Any] = {
         "mse": {},
     },
     "metric_tasks": {
-        **{key: ["click"] for key in ("ne", "auc", "auprc", "calibration", "ctr", "gauc", "sne", "ndcg@10", "recall@5")},
+        **{
+            key: ["click"] for key in ("ne", "auc", "auprc", "calibration", "ctr", "gauc", "sne", "ndcg@10", "recall@5")
+        },
         "mse": ["watch"],
     },
     "throughput": False,
 }
-TORCHREC_CONFIG = {"rec_tasks": [CLICK], "rec_metrics": {"ne": {"rec_task_indices": [0], "window_size": TORCHREC_WINDOW}}}
+TORCHREC_CONFIG = {
+    "rec_tasks": [CLICK],
+    "rec_metrics": {name: {"rec_task_indices": [0], "window_size": TORCHREC_WINDOW} for name in ("ne", "auc")},
+}
 
 
 def batches(layout: str, rank: int) -> list[dict[str, np.ndarray]]:
@@ -241,10 +247,23 @@ def _module_job(rank: int, world_size: int) -> dict[str, Any]:
             count_collectives(lambda f=few: _quiet(f.compute)),  # type: ignore[misc]
             count_collectives(lambda m=module: _quiet(m.compute)),  # type: ignore[misc]
         )
-    torchrec = tmx.RecMetricModule.from_torchrec_config(TORCHREC_CONFIG)
-    for step in steps:
-        torchrec.update(step)
-    out["torchrec"] = _values(_quiet(torchrec.compute))
+    for window in (TORCHREC_WINDOW, SMALL_WINDOW):
+        rec_metrics = {
+            name: {**options, "window_size": window} for name, options in TORCHREC_CONFIG["rec_metrics"].items()
+        }
+        torchrec = tmx.RecMetricModule.from_torchrec_config({**TORCHREC_CONFIG, "rec_metrics": rec_metrics})
+        for step in steps:
+            torchrec.update(step)
+        out[f"torchrec{window}"] = _values(_quiet(torchrec.compute))
+    # ours refuses a window smaller than the world on every rank (at the first update, or at compute on a
+    # rank without one), before any collective: no rank is left waiting
+    small = tmx.RecMetricModule.from_config({**CONFIG, "window_size": SMALL_WINDOW})
+    try:
+        for step in steps:
+            small.update(step)
+        small.compute()
+    except ValueError as error:
+        out["small_window"] = str(error)
     return out
 
 
@@ -258,7 +277,7 @@ def _standalone_job(rank: int, world_size: int, layout: str) -> dict[str, Any]:
         "windowed": tmx.Windowed(tmx.NormalizedEntropy(), window_size=WINDOW),
     }
     now = [0.0]
-    throughput = tmx.Throughput(warmup_steps=0, clock=lambda: now[0])
+    throughput = tmx.Throughput(warmup_steps=0, window_seconds=5.0, clock=lambda: now[0])
     qps = tmx.TowerQPS(num_tasks=1, warmup_steps=1, clock=lambda: now[0])
     for step in steps:
         metrics["auc3"].update(step["p3"], step["y3"], step["w"])
@@ -274,8 +293,13 @@ def _standalone_job(rank: int, world_size: int, layout: str) -> dict[str, Any]:
     out["qps"] = _values(_quiet(qps.compute))
     aggregator = MetricsAggregator()
     records = [Metric("all", "loss", float(len(s["p"])), AggregationType.MEAN) for s in steps]
+    records += [Metric("all", "source", f"r{rank}", AggregationType.CATEGORICAL_COUNT) for _ in steps]
     if rank == 2:  # a dataset one rank of four sees
-        records += [Metric("rare", "tokens", 5.0, AggregationType.SUM), Metric("rare", "peak", 7.5, AggregationType.MAX)]
+        records += [
+            Metric("rare", "tokens", 5.0, AggregationType.SUM),
+            Metric("rare", "peak", 7.5, AggregationType.MAX),
+        ]
+        records += [Metric("rare", "len", v, AggregationType.DISTRIBUTION) for v in (1.0, 2.0, 6.0)]
     aggregator.update(records)
     out["aggregator"] = aggregator.get_metrics_for_logging(prefix="train")
     return out
@@ -315,17 +339,17 @@ def test_module_over_four_uneven_ranks_matches_one_process_and_references(pool4)
             kept = _cat([s for r in range(WORLD) for s in _kept(batches("uneven", r), window // WORLD)])
             windowed = {f"{k}/window": v for k, v in module_ref(kept).items()}
             _close(got["first"], windowed, "window vs reference over the kept rows")
-    # from_torchrec_config: each rank keeps ceil(102 / 4) = 26 samples (TorchRec's share)
-    kept = _cat([s for r in range(WORLD) for s in _kept(batches("uneven", r), -(-TORCHREC_WINDOW // WORLD))])
+    # from_torchrec_config: each rank keeps ceil(window_size / 4) samples (TorchRec's share: 26, and 1 of 3)
     rows = _cat(everything)
-    _close(
-        result["torchrec"],
-        {
+    for window in (TORCHREC_WINDOW, SMALL_WINDOW):
+        kept = _cat([s for r in range(WORLD) for s in _kept(batches("uneven", r), -(-window // WORLD))])
+        want = {
             "ne-click|lifetime_ne": ne_ref(rows["p"], rows["y"], rows["w"]),
             "ne-click|window_ne": ne_ref(kept["p"], kept["y"], kept["w"]),
-        },
-        "torchrec keys",
-    )
+            "auc-click|window_auc": _auc(kept["y"], kept["p"], kept["w"]),
+        }
+        _close(result[f"torchrec{window}"], want, f"torchrec keys, window {window}")
+    assert "window_size` (3) to be at least the world size (4)" in result["small_window"]
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
@@ -349,11 +373,24 @@ def test_standalone_metrics_over_four_ranks(pool4, layout):
     seconds = max([(r + 1.0) * len(steps) for r, steps in enumerate(per_rank)])
     assert got["throughput"]["total_examples"] == len(p)
     assert got["throughput"]["lifetime_throughput"] == pytest.approx(len(p) / seconds, rel=1e-12)
+    # window: each rank's updates that started within its last 5 seconds (and its newest); examples
+    # summed, seconds the longest rank's
+    recent = [
+        [i for i in range(len(steps)) if i == len(steps) - 1 or (r + 1.0) * i >= (r + 1.0) * len(steps) - 5.0]
+        for r, steps in enumerate(per_rank)
+    ]
+    window_examples = sum(len(per_rank[r][i]["p"]) for r in range(WORLD) for i in recent[r])
+    window_seconds = max((r + 1.0) * len(recent[r]) for r in range(WORLD))
+    assert got["throughput"]["window_throughput"] == pytest.approx(window_examples / window_seconds, rel=1e-12)
     # TowerQPS: each rank's first update starts its clock and counts nothing
     counted = sum(sum(len(s["p"]) for s in steps[1:]) for steps in per_rank)
     timed = max([(r + 1.0) * (len(steps) - 1) for r, steps in enumerate(per_rank) if steps])
     assert got["qps"] == pytest.approx(counted / timed if timed else 0.0, rel=1e-12)  # 0 untimed (documented)
     sizes = [len(s["p"]) for steps in per_rank for s in steps]
-    assert got["aggregator"] == pytest.approx(
-        {"train_all/loss": sum(sizes) / len(sizes), "train_rare/tokens": 5.0, "train_rare/peak": 7.5}
+    sources = {f"train_all/source_count_r{r}": float(len(steps)) for r, steps in enumerate(per_rank) if steps}
+    rare = {f"train_rare/len_stat_{stat}": value for stat, value in (("mean", 3.0), ("min", 1.0), ("max", 6.0))}
+    want_logged = {"train_all/loss": sum(sizes) / len(sizes), "train_rare/tokens": 5.0, "train_rare/peak": 7.5}
+    assert {k: v for k, v in got["aggregator"].items() if "_stat_" not in k or k in rare} == pytest.approx(
+        {**want_logged, **sources, **rare}
     )
+    assert got["aggregator"]["train_rare/len_stat_std"] == pytest.approx(np.std([1.0, 2.0, 6.0], ddof=1))

@@ -76,7 +76,7 @@ TORCHREC_CONFIG = {
 def batches(layout: str, rank: int) -> list[dict[str, np.ndarray]]:
     """Rank ``rank``'s batches (seeded per layout, so every rank and the test build the same ones)."""
     rng = np.random.default_rng([4, list(LAYOUTS).index(layout)])
-    out = [[] for _ in range(WORLD)]  # type: list[list[dict[str, np.ndarray]]]
+    out: list[list[dict[str, np.ndarray]]] = [[] for _ in range(WORLD)]
     for r, sizes in enumerate(LAYOUTS[layout]):
         for n in sizes:
             tied = rng.random(n) < 0.3  # some scores on a grid: ties within and across ranks
@@ -105,6 +105,7 @@ def _kept(steps: list[dict[str, np.ndarray]], share: int) -> list[dict[str, np.n
     """The rows a rank's window keeps (docs/windows.md): the newest whole updates within ``share``
     samples, or the newest ``share`` samples of a newest update at least that large; empty ones take no room."""
     steps = [s for s in steps if len(s["p"])]
+    assert all(s["w"].any() for s in steps), "a step of zero weights takes no room in a metric's window: not modelled"
     if steps and len(steps[-1]["p"]) >= share:
         return [{k: v[..., len(steps[-1]["p"]) - share :] for k, v in steps[-1].items()}]
     kept: list[dict[str, np.ndarray]] = []
@@ -116,8 +117,8 @@ def _kept(steps: list[dict[str, np.ndarray]], share: int) -> list[dict[str, np.n
 
 
 def _cat(steps: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    keys = batches("uneven", 3)[0].keys()
-    return {k: np.concatenate([s[k] for s in steps], axis=-1) for k in keys} if steps else {}
+    """The steps' rows as one batch (along the sample axis, the last)."""
+    return {k: np.concatenate([s[k] for s in steps], axis=-1) for k in steps[0]} if steps else {}
 
 
 def _values(out: Any) -> Any:
@@ -158,19 +159,19 @@ def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
 def gauc_ref(p: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray) -> float:
     """The mean AUC of the groups holding both classes with positive weight (pandas groupby)."""
     frame = pd.DataFrame({"p": p.astype(np.float64), "y": y.astype(np.float64), "w": w, "g": groups})
-    per_group = frame.groupby("g").apply(lambda d: _auc(d.y.to_numpy(), d.p.to_numpy(), d.w.to_numpy()))
+    per_group = frame.groupby("g")[["p", "y", "w"]].apply(
+        lambda d: _auc(d.y.to_numpy(), d.p.to_numpy(), d.w.to_numpy())
+    )
     return float(per_group.dropna().mean()) if per_group.notna().any() else math.nan
 
 
 def module_ref(rows: dict[str, np.ndarray]) -> dict[str, float]:
     """The module's values over ``rows`` (one process's view) by the formulas written here."""
     nan = math.nan
-    if not rows:
-        return {"mse/watch": nan, **{f"sne.{g}/click": nan for g in range(SEGMENTS)}}
     p, y, w = rows["p"].astype(np.float64), rows["y"].astype(np.float64), rows["w"]
     ndcg, recall = reference_values(group_rows(list(rows["sess"]), p, y, w), [("ndcg", 10), ("recall", 5)])
     frame = pd.DataFrame({"p": p, "y": y, "w": w, "g": rows["grp"]})
-    sne = frame.groupby("g").apply(lambda d: ne_ref(d.p.to_numpy(), d.y.to_numpy(), d.w.to_numpy()))
+    sne = frame.groupby("g")[["p", "y", "w"]].apply(lambda d: ne_ref(d.p.to_numpy(), d.y.to_numpy(), d.w.to_numpy()))
     both = (w * y).sum() > 0 and (w * (1 - y)).sum() > 0
     return {
         "ne/click": ne_ref(p, y, w),

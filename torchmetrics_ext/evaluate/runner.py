@@ -414,6 +414,10 @@ class _Plan:
         self.subsets: dict[str, frozenset[str]] = {
             key: frozenset(self.tasks[t].name for t in read) for key, read in positions.items()
         }
+        # whether `metric_tasks` was given (an entry at least), even one whose lists all name every task (no
+        # subset): its rules for logits and ids (each head by the metrics reading it) hold then too, so one more
+        # task in a list never changes how another task's columns are read
+        self.per_task = bool(metric_tasks)
         # module key -> the names of the tasks it reads (absent: every task), the requested keys' and the
         # RankingMetrics' (each reading the tasks of its names)
         self.reads: dict[str, frozenset[str]] = dict(self.subsets)
@@ -468,7 +472,7 @@ class _Plan:
         # (no data) gives every task's domain, and refuses what the module refuses (a task no metric reads, readers
         # of one task disagreeing on from_logits), before any data is read
         self.task_domains: dict[str, Any] = {}
-        if self.subsets:
+        if self.per_task:
             probe = self.module()
             self.task_domains = {t.name: d for t, d in zip(self.tasks, probe._task_domains)}
         # the column keys each task's invalid rows are dropped for (see `task_columns`), set by `_columns`
@@ -503,7 +507,7 @@ class _Plan:
         module whose metrics set ``from_logits`` each (the module feeds metrics of values
         ``sigmoid(logits)`` in the rows of the tasks that hold logits).
         """
-        if not (self.subsets and self.from_logits):
+        if not (self.per_task and self.from_logits):
             return options
         if "from_logits" in options:  # the user's own: agrees with evaluate's, as without metric_tasks
             return _with_from_logits(key, name, options, True, "evaluate")
@@ -517,7 +521,7 @@ class _Plan:
 
         See :meth:`_logit_options`.
         """
-        return None if self.subsets and self.from_logits else self.from_logits
+        return None if self.per_task and self.from_logits else self.from_logits
 
     def tasks_of(self, key: str) -> list[TaskSpec]:
         """The tasks of this plan that module key ``key`` reads, in order (``metric_tasks``; else every task)."""
@@ -544,13 +548,13 @@ class _Plan:
         """Whether the task reads the user ids: every task without ``metric_tasks``, else those ``gauc`` reads."""
         if self.user is None:
             return False
-        return not self.subsets or any(self.read_by(key, task.name) for key in self.grouped_keys)
+        return not self.per_task or any(self.read_by(key, task.name) for key in self.grouped_keys)
 
     def needs_session(self, task: TaskSpec) -> bool:
         """Whether the task reads the session ids: every task without ``metric_tasks``, else those ranked."""
         if self.session is None:
             return False
-        return not self.subsets or any(self.read_by(key, task.name) for key in self.session_keys)
+        return not self.per_task or any(self.read_by(key, task.name) for key in self.session_keys)
 
     def _domain(self, task: TaskSpec, kind: str) -> tuple[bool, str, bool] | None:
         """The rules the task's column of ``kind`` is checked by (``metric_tasks``); ``None``: the checker's own."""

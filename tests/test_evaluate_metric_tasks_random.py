@@ -63,7 +63,13 @@ class Case:
     batch_size: int
     fmt: str
     nulls: bool
+    spec: Any = None  # evaluate's `metrics`: the list of names, or the mapping name -> options
+    entries: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # key -> (registry name, options)
     readers: dict[str, list[str]] = field(default_factory=dict)  # task -> the metrics reading it, in order
+
+    def name(self, key: str) -> str:
+        """The registry name of metric key ``key``."""
+        return self.entries[key][0]
 
     def reads(self, metric: str, task: str) -> bool:
         return task in self.metric_tasks.get(metric, list(self.kinds))
@@ -118,33 +124,54 @@ def _draw(seed: int) -> Case:
     columns["hour"] = pd.array(rng.integers(0, 4, n), dtype="Int64")
     frame = pd.DataFrame(columns)
     weighted = {task: (not use_weights) or rng.random() < 0.8 for task in kinds}
-    # metrics and the tasks each reads
+    # metrics and the tasks each reads; some under keys of their own, with options (a config's mapping)
     k = int(rng.integers(1, 6))
-    pool = ["ne", "auc", "auprc", "calibration", "ctr", "mse", "mae", "r_squared", "gauc", f"ndcg@{k}", f"recall@{k}"]
-    metrics = [str(m) for m in rng.choice(pool, int(rng.integers(2, 7)), replace=False)]
+    pool: dict[str, tuple[str, dict[str, Any]]] = {
+        name: (name, {}) for name in ("ne", "auc", "auprc", "calibration", "ctr", "mse", "mae", "r_squared", "gauc")
+    }
+    pool |= {f"ndcg@{k}": ("ndcg@k", {}), f"recall@{k}": ("recall@k", {})}
+    pool |= {
+        "ne_eta": ("ne", {"eta": float(rng.choice([1e-3, 0.05]))}),
+        "auc_bins": ("auc", {"num_bins": int(rng.choice([7, 50, 1000]))}),
+        "cal": ("calibration", {}),
+    }
+    keys = [str(m) for m in rng.choice(list(pool), int(rng.integers(2, 7)), replace=False)]
+    entries = {key: (key if pool[key][0].endswith("@k") else pool[key][0], pool[key][1]) for key in keys}
+    plain = all(key == name and not options for key, (name, options) in entries.items())
     binary = [task for task, kind in kinds.items() if kind == "binary"]
+
+    def allowed(key: str) -> list[str]:
+        return binary if entries[key][0] in BINARY_ONLY else list(kinds)
+
     metric_tasks: dict[str, list[str]] = {}
-    for metric in list(metrics):
-        allowed = binary if metric in BINARY_ONLY else list(kinds)
-        if allowed == list(kinds) and rng.random() < 0.4:
+    for key in keys:
+        if allowed(key) == list(kinds) and rng.random() < 0.4:
             continue  # left out: every task
-        size = int(rng.integers(1, len(allowed) + 1))
-        metric_tasks[metric] = sorted(map(str, rng.choice(allowed, size, replace=False)), key=list(kinds).index)
+        size = int(rng.integers(1, len(allowed(key)) + 1))
+        metric_tasks[key] = sorted(map(str, rng.choice(allowed(key), size, replace=False)), key=list(kinds).index)
+    if not metric_tasks or rng.random() < 0.7:  # most cases: a metric of some tasks
+        key = str(rng.choice(keys))
+        metric_tasks[key] = [allowed(key)[0]]
     for task in kinds:  # a task no metric reads is refused: let a metric of values read it
-        if not any(task in metric_tasks.get(m, list(kinds)) for m in metrics):
-            metric = next((m for m in metrics if m in VALUES), None)
-            if metric is None:
-                metric = str(rng.choice(VALUES))
-                metrics.append(metric)
-                metric_tasks[metric] = [task]
+        if not any(task in metric_tasks.get(m, list(kinds)) for m in keys):
+            key = next((m for m in keys if entries[m][0] in VALUES), None)
+            if key is None:
+                key = str(rng.choice(VALUES))
+                keys.append(key)
+                entries[key] = (key, {})
+                metric_tasks[key] = [task]
             else:
-                metric_tasks[metric] = sorted({*metric_tasks[metric], task}, key=list(kinds).index)
-    if len(metric_tasks) == 0:  # at least one metric of some tasks
-        metric = str(rng.choice(metrics))
-        allowed = binary if metric in BINARY_ONLY else list(kinds)
-        metric_tasks[metric] = [allowed[0]]
-        if not all(any(task in metric_tasks.get(m, list(kinds)) for m in metrics) for task in kinds):
-            metrics.append("mse")
+                metric_tasks[key] = sorted({*metric_tasks[key], task}, key=list(kinds).index)
+    metrics = keys
+    if plain and rng.random() < 0.6:
+        spec: Any = list(keys)
+    else:  # the mapping: None (no options), a registry name, or options naming their entry
+        spec = {}
+        for key, (name, options) in entries.items():
+            if options or key != name:
+                spec[key] = {"metric": name, **options} if options or rng.random() < 0.5 else name
+            else:
+                spec[key] = None
     by = [str(b) for b in rng.choice(["country", "hour"], int(rng.integers(0, 3)), replace=False)]
     fmt = str(rng.choice(["parquet", "csv", "frame"]))
     if fmt != "csv":
@@ -172,6 +199,8 @@ def _draw(seed: int) -> Case:
         batch_size=int(rng.integers(7, 60)),
         fmt=fmt,
         nulls=nulls,
+        spec=spec,
+        entries=entries,
     )
     case.readers = {task: [m for m in metrics if case.reads(m, task)] for task in kinds}
     return case
@@ -200,14 +229,16 @@ def _ne(y: np.ndarray, p: np.ndarray, w: np.ndarray, logits: bool, eta: float = 
     return float(np.sum(w * ce) / denominator) if denominator > 0 else math.nan
 
 
-def _auc(y: np.ndarray, s: np.ndarray, w: np.ndarray, average_precision: bool = False) -> float:
+def _auc(y: np.ndarray, s: np.ndarray, w: np.ndarray, average_precision: bool = False, float32: bool = True) -> float:
     positive, negative = np.sum(w * y), np.sum(w * (1 - y))
     if average_precision and positive > 0 and negative <= 0:
         return 1.0  # docs/auc.md: positives only, precision 1 everywhere (as scikit-learn)
     if positive <= 0 or negative <= 0:
         return math.nan  # AUC of one class; AP without positive label weight
     keep = w > 0  # zero-weight rows are absent rows (docs/auc.md)
-    y, s, w = y[keep], s[keep], w[keep].astype(np.float32).astype(np.float64)  # float32 weights kept
+    y, s, w = y[keep], s[keep], w[keep]
+    if float32:  # the exact modes keep float32 weights (docs/auc.md)
+        w = w.astype(np.float32).astype(np.float64)
     if average_precision:
         return float(average_precision_score(y, s, sample_weight=w))
     return float(roc_auc_score(y, s, sample_weight=w))
@@ -228,7 +259,15 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den != 0 else math.nan
 
 
-def _value(case: Case, metric: str, task: str, rows: pd.DataFrame) -> float:
+def _bins(scores: np.ndarray, logits: bool, num_bins: int) -> np.ndarray:
+    """docs/auc.md: ``num_bins`` bins uniform in the logit over (-16, 16), scores outside in the end bins."""
+    with np.errstate(divide="ignore"):
+        z = scores if logits else np.log(scores) - np.log1p(-scores)
+    return np.clip(np.floor((z + 16.0) / 32.0 * num_bins), 0, num_bins - 1)
+
+
+def _value(case: Case, key: str, task: str, rows: pd.DataFrame) -> float:
+    metric, options = case.entries[key]
     t = list(case.kinds).index(task)
     s = rows[f"p{t}"].to_numpy(np.float64)
     y = rows[f"y{t}"].to_numpy(np.float64)
@@ -236,10 +275,12 @@ def _value(case: Case, metric: str, task: str, rows: pd.DataFrame) -> float:
     w = rows["w"].to_numpy(np.float64) if weighted else np.ones(len(rows))
     if len(rows) == 0:
         return math.nan
-    logits = case.from_logits and any(case.reads(m, task) for m in case.metrics if m in PROBABILITY)
+    logits = case.from_logits and any(case.reads(m, task) for m in case.metrics if case.name(m) in PROBABILITY)
     p = _sigmoid(s) if logits else s  # a head read by a metric of probabilities holds logits
     if metric == "ne":
-        return _ne(y, s, w, logits)
+        return _ne(y, s, w, logits, options.get("eta", 1e-12))
+    if "num_bins" in options:  # ties within a bin: scikit-learn's trapezoid over the bins
+        return _auc(y, _bins(s, logits, options["num_bins"]), w, float32=False)
     if metric in ("auc", "auprc"):
         return _auc(y, s, w, metric == "auprc")  # rank-based: logits rank as their probabilities
     if metric == "gauc":
@@ -257,7 +298,7 @@ def _value(case: Case, metric: str, task: str, rows: pd.DataFrame) -> float:
     if metric == "r_squared":  # constant labels: nan (docs/torchrec_parity.md), where scikit-learn gives 0
         constant = np.ptp(y[w > 0]) == 0
         return math.nan if constant else float(r2_score(y, p, sample_weight=w))
-    name, k = metric.split("@")
+    name, k = key.split("@")
     queries = group_rows(rows["session"].to_numpy(np.int64).tolist(), s, y, w)
     return reference_values(queries, [(name, int(k))])[0]
 
@@ -269,9 +310,9 @@ def _kept(case: Case, task: str) -> pd.Series:
     keep = frame[f"p{t}"].notna() & frame[f"y{t}"].notna()
     if case.use_weights and case.weighted[task]:
         keep &= frame["w"].notna()
-    if any(case.reads(m, task) for m in case.metrics if m == "gauc"):
+    if any(case.reads(m, task) for m in case.metrics if case.name(m) == "gauc"):
         keep &= frame["user"].notna()
-    if any(case.reads(m, task) for m in case.metrics if "@" in m):
+    if any(case.reads(m, task) for m in case.metrics if "@" in m):  # the ranking names
         keep &= frame["session"].notna()
     return keep
 
@@ -328,7 +369,7 @@ def _data(case: Case, tmp_path) -> Any:
 def _close(got: Any, want: float, metric: str) -> bool:
     if want is None or (isinstance(want, float) and math.isnan(want)):
         return got is None or (isinstance(got, float) and math.isnan(got))
-    rel = 1e-6 if metric in EXACT_AUC else 1e-9
+    rel = 1e-6 if metric in EXACT_AUC else 1e-9  # by key: the exact AUCs keep float32 weights
     return got is not None and got == pytest.approx(want, rel=rel, abs=1e-12)
 
 
@@ -377,9 +418,9 @@ def test_random_configuration_against_references(seed, tmp_path):
     invalid = case.nulls and not all(_kept(case, task).all() for task in case.kinds)
     if invalid and case.on_invalid == "error":
         with pytest.raises(InvalidDataError):
-            evaluate(data, tasks, case.metrics, **case.kwargs())
+            evaluate(data, tasks, case.spec, **case.kwargs())
         case.on_invalid = "skip"
-    result = evaluate(data, tasks, case.metrics, **case.kwargs())
+    result = evaluate(data, tasks, case.spec, **case.kwargs())
     expected = _expected(case)
     _check_records(case, result.records, expected, "records")
     # rows dropped for at least one task
@@ -416,13 +457,20 @@ def _check_module(case: Case, values: dict[str, float]) -> None:
                 label_name=f"y{t}",
                 prediction_name=f"p{t}",
                 weight_name="w" if case.use_weights and case.weighted[task] else None,
-                group_id_name="user" if any(case.reads(m, task) for m in case.metrics if m == "gauc") else None,
+                group_id_name="user"
+                if any(case.reads(m, task) for m in case.metrics if case.name(m) == "gauc")
+                else None,
                 session_id_name="session" if any(case.reads(m, task) for m in case.metrics if "@" in m) else None,
             )
         )
-    metrics = {
-        m: ({"metric": m, "from_logits": True} if case.from_logits and m in PROBABILITY else m) for m in case.metrics
-    }
+    metrics = {}
+    for key, (name, options) in case.entries.items():
+        logits = case.from_logits and name in PROBABILITY  # each metric of probabilities says its heads hold logits
+        metrics[key] = {
+            "metric": name if "@" not in key else key,
+            **options,
+            **({"from_logits": True} if logits else {}),
+        }
     module = tmx.RecMetricModule(infos, metrics, metric_tasks=case.metric_tasks, throughput=False)
     step = {f"p{t}": torch.tensor(frame[f"p{t}"].to_numpy(np.float64)) for t in range(len(case.kinds))}
     step |= {f"y{t}": torch.tensor(frame[f"y{t}"].to_numpy(np.float64)) for t in range(len(case.kinds))}
@@ -497,3 +545,150 @@ def test_unread_ids_drop_no_row_whatever_the_lists(mapping):
     )
     assert result.rows_skipped == 0
     assert [r["rows"] for r in result.records] == [len(frame)] * 2
+
+
+def test_mse_reading_logits_probabilities_and_seconds():
+    """The documented rule on one run: ``mse`` reads a click head of logits (``auc`` reads it: ``sigmoid``), a like
+    head of probabilities and a watch-time head of seconds (only metrics of values read them: as given), overall
+    and per segment; a module whose metrics each set ``from_logits`` agrees."""
+    rng = np.random.default_rng(21)
+    n = 300
+    y_click = rng.integers(0, 2, n).astype(np.float64)
+    y_like = rng.integers(0, 2, n).astype(np.float64)
+    watch = rng.exponential(5000.0, n)
+    frame = pd.DataFrame(
+        {
+            "logit": rng.normal(0.0, 2.0, n) + y_click,
+            "y_click": y_click,
+            "p_like": rng.uniform(0.0, 1.0, n),
+            "y_like": y_like,
+            "pred_watch": watch * rng.uniform(0.5, 1.5, n),
+            "watch": watch,
+            "w": rng.uniform(0.1, 4.0, n),
+            "country": rng.choice(["de", "fr", "us"], n),
+        }
+    )
+    tasks = ["click=logit:y_click", "like=p_like:y_like", "watch_time=pred_watch:watch"]
+    mapping = {"auc": ["click"], "mae": ["like", "watch_time"]}  # mse (left out) reads all three
+    result = evaluate(
+        frame,
+        tasks,
+        ["auc", "mse", "mae"],
+        metric_tasks=mapping,
+        weights="w",
+        from_logits=True,
+        by="country",
+        batch_size=32,
+    )
+    frame["p_click"] = _sigmoid(frame["logit"].to_numpy())
+    columns = {"click": ("p_click", "y_click"), "like": ("p_like", "y_like"), "watch_time": ("pred_watch", "watch")}
+    for suffix, rows in [("", frame), *((f"/country={c}", g) for c, g in frame.groupby("country"))]:
+        for task, (pred, label) in columns.items():
+            want = mean_squared_error(rows[label], rows[pred], sample_weight=rows.w)
+            assert result.values[f"mse/{task}{suffix}"] == pytest.approx(want, rel=1e-10), (task, suffix)
+        for task in ("like", "watch_time"):
+            pred, label = columns[task]
+            want = mean_absolute_error(rows[label], rows[pred], sample_weight=rows.w)
+            assert result.values[f"mae/{task}{suffix}"] == pytest.approx(want, rel=1e-10), (task, suffix)
+        want = roc_auc_score(rows.y_click, rows.logit, sample_weight=rows.w.astype(np.float32))
+        assert result.values[f"auc/click{suffix}"] == pytest.approx(want, rel=1e-6)
+    infos = [
+        tmx.RecTaskInfo(t, label_name=y, prediction_name=p, weight_name="w")
+        for t, (p, y) in {
+            "click": ("logit", "y_click"),
+            "like": ("p_like", "y_like"),
+            "watch_time": ("pred_watch", "watch"),
+        }.items()
+    ]
+    module = tmx.RecMetricModule(
+        infos, {"auc": {"from_logits": True}, "mse": None, "mae": None}, metric_tasks=mapping, throughput=False
+    )
+    module.update({c: torch.tensor(frame[c].to_numpy(np.float64)) for c in frame if c != "country"})
+    for key, value in module.compute().items():
+        assert result.values[key] == pytest.approx(value.item(), rel=1e-10), key
+
+
+def _strict(records: list[dict]) -> list[dict]:
+    """Records as strict JSON writes them: an undefined value (``nan``) is ``null``."""
+    return [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.items()} for r in records]
+
+
+def test_command_line_and_config_file_give_the_python_values_on_a_random_case(tmp_path, capsys):
+    """One random configuration (a mapping of metrics with options, some tasks unweighted, skip, segments)
+    as a ``--config`` file and as flags: the records of the Python call."""
+    case = next(
+        c
+        for c in map(_draw, range(1000))
+        if c.fmt == "parquet"
+        and isinstance(c.spec, dict)
+        and c.by
+        and c.use_weights
+        and not all(c.weighted.values())
+        and c.nulls
+    )
+    case.on_invalid = "skip"
+    path = _data(case, tmp_path)
+    python = evaluate(path, case.task_dicts(), case.spec, **case.kwargs())
+    _check_records(case, python.records, _expected(case), "python")
+    kwargs = case.kwargs()
+    config = {"paths": [path], "tasks": case.task_dicts(), "metrics": case.spec, "no": None} | kwargs
+    config.pop("no")
+    (tmp_path / "eval.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    code = cli.main(
+        ["evaluate", "--no-progress", "--config", str(tmp_path / "eval.json"), "--output", str(tmp_path / "c.json")]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "c.json").read_text())["records"] == _strict(python.records)
+    # the flags, with the file giving the tasks (per-task weights) and the metrics' options alone
+    (tmp_path / "base.json").write_text(json.dumps({"tasks": case.task_dicts(), "metrics": case.spec}))
+    flags = [f"--metric-tasks={m}={','.join(t)}" for m, t in case.metric_tasks.items()]
+    flags += ["--weights", "w", "--user", "user", "--session", "session", "--by", ",".join(case.by)]
+    flags += ["--on-invalid", "skip", "--batch-size", str(case.batch_size)]
+    flags += ["--from-logits"] if case.from_logits else []
+    code = cli.main(
+        [
+            "evaluate",
+            "--no-progress",
+            "--config",
+            str(tmp_path / "base.json"),
+            path,
+            *flags,
+            "--output",
+            str(tmp_path / "f.json"),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "f.json").read_text())["records"] == _strict(python.records)
+
+
+def _ddp_random(rank: int, world_size: int, path: str, seed: int) -> dict[str, float]:
+    import torch.distributed as dist
+
+    case = _draw(seed)
+    case.on_invalid = "skip"
+    result = evaluate(path, case.task_dicts(), case.spec, **case.kwargs())
+    assert dist.is_initialized()
+    return result.values | {"rows_skipped": float(result.rows_skipped)}
+
+
+def _ddp_case(case: Case) -> bool:
+    """A Parquet case with segments, invalid rows, a grouped or ranking metric and several metrics."""
+    grouped = any(case.name(m) == "gauc" or "@" in m for m in case.metrics)
+    return case.fmt == "parquet" and bool(case.by) and case.nulls and grouped and len(case.metrics) >= 4
+
+
+@pytest.mark.ddp
+def test_two_ranks_on_a_random_case_equal_the_references(ddp_pool, tmp_path):
+    seed = next(s for s in range(1000) if _ddp_case(_draw(s)))
+    case = _draw(seed)
+    case.on_invalid = "skip"
+    path = _data(case, tmp_path)
+    single = evaluate(path, case.task_dicts(), case.spec, **case.kwargs())
+    expected = _expected(case)
+    _check_records(case, single.records, expected, "one process")
+    for values in ddp_pool.run(_ddp_random, path, seed):
+        assert values.pop("rows_skipped") == single.rows_skipped
+        assert values.keys() == single.values.keys()
+        for key, value in single.values.items():
+            assert values[key] == pytest.approx(value, rel=1e-10, nan_ok=True), key

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +106,7 @@ def _draw(seed: int) -> Case:
     for t in range(1, num_tasks):
         kinds[f"t{t}"] = "regression" if rng.random() < 0.5 else "binary"
     columns: dict[str, Any] = {}
-    for t, (task, kind) in enumerate(kinds.items()):
+    for t, kind in enumerate(kinds.values()):
         if kind == "binary":
             y = rng.integers(0, 2, n).astype(np.float64)
             p = rng.normal(0.0, 1.5, n) + y if from_logits else np.clip(rng.beta(2, 3, n) + 0.2 * y, 0.0, 1.0)
@@ -395,6 +396,39 @@ def _check_records(case: Case, records: list[dict], expected: dict, where: str) 
             )
 
 
+_UNDEFINED = re.compile(
+    r"^(.+?) (?:is|are) undefined for task '(\w+)' (?:in ([\d,]+) of ([\d,]+) segments|over all rows)"
+)
+
+
+def _check_warnings(case: Case, warnings: list[str], expected: dict) -> None:
+    """docs/evaluate.md "Undefined values": one line per metric and task undefined somewhere, counting the
+    segments where it is (out of the task's segments with rows), and a line of its own over all rows; none
+    for a metric that does not read the task."""
+    want: dict[tuple[str, str, bool], tuple[int, int]] = {}
+    for (key, task), values in expected.items():
+        for metric in case.readers[task]:
+            if values["rows"] and math.isnan(values[metric]):
+                where = (metric, task, key is None)
+                count, _ = want.get(where, (0, 0))
+                want[where] = (count + 1, 0)
+    for (metric, task, overall), (count, _) in list(want.items()):
+        if not overall:
+            with_rows = sum(1 for (key, t), v in expected.items() if key is not None and t == task and v["rows"])
+            want[(metric, task, overall)] = (count, with_rows)
+    got: dict[tuple[str, str, bool], tuple[int, int]] = {}
+    for line in warnings:
+        found = _UNDEFINED.match(line)
+        if found is None:
+            continue
+        names, task, count, total = found.groups()
+        for metric in re.split(r", | and ", names):
+            where = (metric, task, count is None)
+            got[where] = (0, 0) if count is None else (int(count.replace(",", "")), int(total.replace(",", "")))
+    want = {where: (0, 0) if where[2] else value for where, value in want.items()}
+    assert got == want, warnings
+
+
 def _rows_of(table: pa.Table, case: Case) -> list[dict]:
     """An output table's rows as records: a metric not reading the line's task is a null there."""
     out = []
@@ -407,7 +441,7 @@ def _rows_of(table: pa.Table, case: Case) -> list[dict]:
 # ---------------------------------------------------------------- the tests
 
 
-SEEDS = range(200)
+SEEDS = range(100)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -423,6 +457,7 @@ def test_random_configuration_against_references(seed, tmp_path):
     result = evaluate(data, tasks, case.spec, **case.kwargs())
     expected = _expected(case)
     _check_records(case, result.records, expected, "records")
+    _check_warnings(case, result.warnings, expected)
     # rows dropped for at least one task
     dropped = ~np.logical_and.reduce([_kept(case, task).to_numpy() for task in case.kinds])
     assert result.rows_skipped == int(dropped.sum())

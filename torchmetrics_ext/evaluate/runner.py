@@ -1611,7 +1611,8 @@ def evaluate(
             :class:`~torchmetrics_ext.RecMetricModule`'s ``metric_tasks`` (``docs/module.md``, "Metrics of
             some tasks"). Keys are the metric names as given in ``metrics`` (a registry name such as
             ``"ndcg@10"``, or a key of the ``metrics`` mapping); a metric left out reads every task
-            (``None``: every metric reads every task). Each task's rows are checked against the metrics
+            (``None`` or ``{}``: every metric reads every task; a mapping whose lists all name every task
+            keeps its rules for logits and ids below). Each task's rows are checked against the metrics
             that read it (watch-time labels in seconds are valid where AUC does not read them), so with
             ``on_invalid="skip"`` a row is dropped for the tasks whose metrics refuse it; the user (session)
             ids are read by the tasks a grouped (ranking) metric reads only. The records of a task hold

@@ -729,3 +729,26 @@ def test_two_ranks_on_a_random_case_equal_the_references(ddp_pool, tmp_path):
         assert values.keys() == single.values.keys()
         for key, value in single.values.items():
             assert values[key] == pytest.approx(value, rel=1e-10, nan_ok=True), key
+
+
+def test_one_head_weighted_and_unweighted_as_two_tasks():
+    """The same predictions and labels, one task weighted and one given ``weight_name: None``, are two views (as
+    ``RecMetricModule`` has them: another weight column): accepted, each against scikit-learn; refused where no
+    task is weighted (``weights`` not given), since both would report the same values."""
+    frame = _two_heads()
+    frame["w"] = np.random.default_rng(5).uniform(0.1, 3.0, len(frame))
+    tasks = [
+        {"name": "click", "prediction_name": "logit", "label_name": "y"},
+        {"name": "click_unweighted", "prediction_name": "logit", "label_name": "y", "weight_name": None},
+        {"name": "watch_time", "prediction_name": "pred_watch", "label_name": "watch"},
+    ]
+    mapping = {"auc": ["click", "click_unweighted"], "mse": ["watch_time"]}
+    result = evaluate(frame, tasks, ["auc", "mse"], metric_tasks=mapping, weights="w", from_logits=True)
+    weights = frame.w.astype(np.float32)  # the exact AUC keeps float32 weights
+    assert result.values["auc/click"] == pytest.approx(roc_auc_score(frame.y, frame.logit, sample_weight=weights))
+    assert result.values["auc/click_unweighted"] == pytest.approx(roc_auc_score(frame.y, frame.logit))
+    assert result.values["auc/click"] != pytest.approx(result.values["auc/click_unweighted"])
+    want = mean_squared_error(frame.watch, frame.pred_watch, sample_weight=frame.w)
+    assert result.values["mse/watch_time"] == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="Tasks 'click' and 'click_unweighted' read the same columns"):
+        evaluate(frame, tasks, ["auc", "mse"], metric_tasks=mapping, from_logits=True)

@@ -155,16 +155,26 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
-    seen: dict[tuple[str, str], TaskSpec] = {}
-    for task in out:
-        first = seen.setdefault((task.predictions, task.labels), task)
+    _check_distinct_views(out, tasks, weighted=True)
+    return out
+
+
+def _check_distinct_views(tasks: Sequence[TaskSpec], given: Any, weighted: bool) -> None:
+    """Refuse two tasks over the same predictions and labels that would report the same values.
+
+    As ``RecMetricModule`` has it, the same columns under another weighting are another view: a task weighted
+    by ``weights`` next to one given ``weight_name: None``. Where no task is weighted (``weighted=False``:
+    ``weights`` not given) the two are one view again.
+    """
+    seen: dict[tuple[str, str, bool], TaskSpec] = {}
+    for task in tasks:
+        first = seen.setdefault((task.predictions, task.labels, weighted and task.weighted), task)
         if first is not task:
             raise ValueError(
                 f"Tasks {first.name!r} and {task.name!r} read the same columns (predictions {task.predictions!r}, "
                 f"labels {task.labels!r}), so they would report the same values; give each task its own "
-                f"prediction or label column (--task NAME=PREDICTIONS:LABELS){_plain_names_hint(tasks)}."
+                f"prediction or label column (--task NAME=PREDICTIONS:LABELS){_plain_names_hint(given)}."
             )
-    return out
 
 
 def _names_of(value: Any) -> list[Any] | None:
@@ -377,6 +387,8 @@ class _Plan:
         weighted = [t.name for t in self.tasks if t.weighted]  # tasks given `weight_name: None` have none
         if not weighted:  # no task reads the column: it is neither read nor checked
             self.weights = None
+        if self.weights is None:  # a weighted and an unweighted task over the same columns: one view without weights
+            _check_distinct_views(self.tasks, tasks, weighted=False)
         # the weight column a module would read for every task (RecTaskInfo's default), left unread
         # without `weights`: the run notes it where a file holds such a column, however the tasks are given
         # (but for tasks said to have no weights)

@@ -760,3 +760,20 @@ def test_one_head_weighted_and_unweighted_as_two_tasks():
     assert result.values["mse/watch_time"] == pytest.approx(want, rel=1e-12)
     with pytest.raises(ValueError, match="Tasks 'click' and 'click_unweighted' read the same columns"):
         evaluate(frame, tasks, ["auc", "mse"], metric_tasks=mapping, from_logits=True)
+
+
+def test_a_metric_of_values_may_say_from_logits_false_with_metric_tasks():
+    """With ``metric_tasks`` and ``from_logits=True`` evaluate builds a metric of values without ``from_logits``
+    (the heads a metric of probabilities reads hold logits, and it reads ``sigmoid`` there): an option
+    ``from_logits: false`` on it says the same and is taken (it was refused, the message saying evaluate sets the
+    option on every metric it builds, which it does not there). On a metric of probabilities it is still refused."""
+    frame = _two_heads()
+    mapping = {"auc": ["click"], "mse": ["click", "watch_time"]}
+    metrics = {"auc": None, "mse": {"from_logits": False}}
+    result = evaluate(frame, TWO_HEADS, metrics, metric_tasks=mapping, from_logits=True)
+    want = mean_squared_error(frame.y, _sigmoid(frame.logit.to_numpy()))  # click holds logits: auc reads it
+    assert result.values["mse/click"] == pytest.approx(want, rel=1e-12)
+    want = mean_squared_error(frame.watch, frame.pred_watch)  # watch time: as given
+    assert result.values["mse/watch_time"] == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="Metric 'auc': its option from_logits=False disagrees"):
+        evaluate(frame, TWO_HEADS, {"auc": {"from_logits": False}, "mse": None}, metric_tasks=mapping, from_logits=True)

@@ -56,7 +56,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDat
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import lookup
-from torchmetrics_ext.utilities.checks import check_flag, check_int
+from torchmetrics_ext.utilities.checks import as_bool, check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 from torchmetrics_ext.wrappers.segmented import Segmented
 
@@ -521,12 +521,14 @@ class _Plan:
         """
         if not (self.per_task and self.from_logits):
             return options
+        own = {option: value for option, value in options.items() if option != "from_logits"}
+        domains = getattr(_build_entry(key, name, own, 1, None, "evaluate"), "input_domains", None)
+        probabilities = domains is not None and domains.preds == "probability"
         if "from_logits" in options:  # the user's own: agrees with evaluate's, as without metric_tasks
+            if not probabilities and as_bool(options["from_logits"]) is False:
+                return options  # a metric of values built as evaluate builds it here (sigmoid where heads hold logits)
             return _with_from_logits(key, name, options, True, "evaluate")
-        domains = getattr(_build_entry(key, name, options, 1, None, "evaluate"), "input_domains", None)
-        if domains is not None and domains.preds == "probability":
-            return {**options, "from_logits": True}
-        return options
+        return {**options, "from_logits": True} if probabilities else options
 
     def _module_logits(self) -> bool | None:
         """The module's ``from_logits``: evaluate's, or ``None`` where each metric's options say it.

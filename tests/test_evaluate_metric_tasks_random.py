@@ -565,12 +565,14 @@ def test_heads_read_by_no_probability_metric_keep_their_values_whatever_the_list
     ``mse/click`` changed (to that of ``sigmoid``) when ``mae`` was given one more task.
     """
     frame = _two_heads()
+    frame["country"] = np.random.default_rng(2).choice(["de", "fr"], len(frame))
     metrics = list(mapping)
-    result = evaluate(frame, TWO_HEADS, metrics, metric_tasks=mapping, from_logits=True)
-    assert result.values["mse/click"] == pytest.approx(mean_squared_error(frame.y, frame.logit), rel=1e-12)
-    assert result.values["mse/watch_time"] == pytest.approx(
-        mean_squared_error(frame.watch, frame.pred_watch), rel=1e-12
-    )
+    result = evaluate(frame, TWO_HEADS, metrics, metric_tasks=mapping, from_logits=True, by="country")
+    for suffix, rows in [("", frame), *((f"/country={c}", g) for c, g in frame.groupby("country"))]:
+        want = mean_squared_error(rows.y, rows.logit)
+        assert result.values[f"mse/click{suffix}"] == pytest.approx(want, rel=1e-12), suffix
+        want = mean_squared_error(rows.watch, rows.pred_watch)
+        assert result.values[f"mse/watch_time{suffix}"] == pytest.approx(want, rel=1e-12), suffix
 
 
 @pytest.mark.parametrize("mapping", [{"mse": ["click", "watch_time"]}, {"mse": ["watch_time"], "mae": ["click"]}])

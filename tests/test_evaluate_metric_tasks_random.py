@@ -42,9 +42,16 @@ from tests.helpers.ranking_reference import group_rows, reference_values
 from torchmetrics_ext import cli
 from torchmetrics_ext.evaluate import InvalidDataError, evaluate
 
-PROBABILITY = ("ne", "auc", "auprc", "calibration", "gauc")  # metrics of probabilities: their heads hold logits
+PROBABILITY = (
+    "ne",
+    "log_loss",
+    "auc",
+    "auprc",
+    "calibration",
+    "gauc",
+)  # metrics of probabilities: their heads hold logits
 BINARY_ONLY = (*PROBABILITY, "ctr")  # 0/1 (or [0, 1]) labels
-VALUES = ("mse", "mae", "r_squared")  # any finite value
+VALUES = ("mse", "mae", "r_squared", "weighted_average")  # any finite value
 EXACT_AUC = ("auc", "auprc", "gauc")  # float32 scores and weights kept (docs/auc.md)
 
 
@@ -127,9 +134,7 @@ def _draw(seed: int) -> Case:
     weighted = {task: (not use_weights) or rng.random() < 0.8 for task in kinds}
     # metrics and the tasks each reads; some under keys of their own, with options (a config's mapping)
     k = int(rng.integers(1, 6))
-    pool: dict[str, tuple[str, dict[str, Any]]] = {
-        name: (name, {}) for name in ("ne", "auc", "auprc", "calibration", "ctr", "mse", "mae", "r_squared", "gauc")
-    }
+    pool: dict[str, tuple[str, dict[str, Any]]] = {name: (name, {}) for name in (*PROBABILITY, "ctr", *VALUES)}
     pool |= {f"ndcg@{k}": ("ndcg@k", {}), f"recall@{k}": ("recall@k", {})}
     pool |= {
         "ne_eta": ("ne", {"eta": float(rng.choice([1e-3, 0.05]))}),
@@ -219,13 +224,17 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def _cross_entropy(y: np.ndarray, p: np.ndarray, logits: bool, eta: float) -> np.ndarray:
+    """Each row's cross-entropy: from the logit unclamped, else of the probability clamped to [eta, 1 - eta]."""
+    if logits:
+        return y * np.logaddexp(0.0, -p) + (1 - y) * np.logaddexp(0.0, p)
+    q = np.clip(p, eta, 1 - eta)
+    return -(y * np.log(q) + (1 - y) * np.log(1 - q))
+
+
 def _ne(y: np.ndarray, p: np.ndarray, w: np.ndarray, logits: bool, eta: float = 1e-12) -> float:
     """docs/pointwise.md: sum w*CE over -W[ybar log c + (1 - ybar) log(1 - c)], c the clamped base rate."""
-    if logits:  # the predictions' cross-entropy unclamped, from the logit
-        ce = y * np.logaddexp(0.0, -p) + (1 - y) * np.logaddexp(0.0, p)
-    else:
-        q = np.clip(p, eta, 1 - eta)
-        ce = -(y * np.log(q) + (1 - y) * np.log(1 - q))
+    ce = _cross_entropy(y, p, logits, eta)
     total = w.sum()
     if np.sum(w * y) <= 0 or np.sum(w * (1 - y)) <= 0:
         return math.nan  # docs/policies.md: NE while all label weight is on one class
@@ -285,6 +294,8 @@ def _value(case: Case, key: str, task: str, rows: pd.DataFrame) -> float:
     p = _sigmoid(s) if logits else s  # a head read by a metric of probabilities holds logits
     if metric == "ne":
         return _ne(y, s, w, logits, options.get("eta", 1e-12))
+    if metric == "log_loss":  # docs/pointwise.md: sum w*CE / W
+        return float(_cross_entropy(y, s, logits, 1e-12) @ w / w.sum()) if w.sum() > 0 else math.nan
     if "num_bins" in options:  # ties within a bin: scikit-learn's trapezoid over the bins
         return _auc(y, _bins(s, logits, options["num_bins"]), w, float32=False)
     if metric in ("auc", "auprc"):
@@ -297,6 +308,8 @@ def _value(case: Case, key: str, task: str, rows: pd.DataFrame) -> float:
         return _ratio(np.sum(w * y), np.sum(w))
     if w.sum() == 0:
         return math.nan
+    if metric == "weighted_average":
+        return float(np.sum(w * p) / w.sum())
     if metric == "mse":
         return float(mean_squared_error(y, p, sample_weight=w))
     if metric == "mae":
@@ -407,7 +420,7 @@ _UNDEFINED = re.compile(
 
 
 def _check_warnings(case: Case, warnings: list[str], expected: dict) -> None:
-    """docs/evaluate.md "Undefined values": one line per metric and task undefined somewhere, counting the
+    """docs/evaluate.md "Undefined values": one line per metric, task and reason undefined somewhere, counting the
     segments where it is (out of the task's segments with rows), and a line of its own over all rows; none
     for a metric that does not read the task."""
     want: dict[tuple[str, str, bool], tuple[int, int]] = {}
@@ -429,7 +442,11 @@ def _check_warnings(case: Case, warnings: list[str], expected: dict) -> None:
         names, task, count, total = found.groups()
         for metric in re.split(r", | and ", names):
             where = (metric, task, count is None)
-            got[where] = (0, 0) if count is None else (int(count.replace(",", "")), int(total.replace(",", "")))
+            if count is None:
+                got[where] = (0, 0)
+            else:  # one line per metric, task and reason: the counts of its reasons add up
+                before = got.get(where, (0, 0))[0]
+                got[where] = (before + int(count.replace(",", "")), int(total.replace(",", "")))
     want = {where: (0, 0) if where[2] else value for where, value in want.items()}
     assert got == want, warnings
 

@@ -56,7 +56,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDat
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import lookup
-from torchmetrics_ext.utilities.checks import check_flag, check_int
+from torchmetrics_ext.utilities.checks import as_bool, check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 from torchmetrics_ext.wrappers.segmented import Segmented
 
@@ -155,16 +155,26 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
-    seen: dict[tuple[str, str], TaskSpec] = {}
-    for task in out:
-        first = seen.setdefault((task.predictions, task.labels), task)
+    _check_distinct_views(out, tasks, weighted=True)
+    return out
+
+
+def _check_distinct_views(tasks: Sequence[TaskSpec], given: Any, weighted: bool) -> None:
+    """Refuse two tasks over the same predictions and labels that would report the same values.
+
+    As ``RecMetricModule`` has it, the same columns under another weighting are another view: a task weighted
+    by ``weights`` next to one given ``weight_name: None``. Where no task is weighted (``weighted=False``:
+    ``weights`` not given) the two are one view again.
+    """
+    seen: dict[tuple[str, str, bool], TaskSpec] = {}
+    for task in tasks:
+        first = seen.setdefault((task.predictions, task.labels, weighted and task.weighted), task)
         if first is not task:
             raise ValueError(
                 f"Tasks {first.name!r} and {task.name!r} read the same columns (predictions {task.predictions!r}, "
                 f"labels {task.labels!r}), so they would report the same values; give each task its own "
-                f"prediction or label column (--task NAME=PREDICTIONS:LABELS){_plain_names_hint(tasks)}."
+                f"prediction or label column (--task NAME=PREDICTIONS:LABELS){_plain_names_hint(given)}."
             )
-    return out
 
 
 def _names_of(value: Any) -> list[Any] | None:
@@ -377,6 +387,8 @@ class _Plan:
         weighted = [t.name for t in self.tasks if t.weighted]  # tasks given `weight_name: None` have none
         if not weighted:  # no task reads the column: it is neither read nor checked
             self.weights = None
+        if self.weights is None:  # a weighted and an unweighted task over the same columns: one view without weights
+            _check_distinct_views(self.tasks, tasks, weighted=False)
         # the weight column a module would read for every task (RecTaskInfo's default), left unread
         # without `weights`: the run notes it where a file holds such a column, however the tasks are given
         # (but for tasks said to have no weights)
@@ -414,6 +426,10 @@ class _Plan:
         self.subsets: dict[str, frozenset[str]] = {
             key: frozenset(self.tasks[t].name for t in read) for key, read in positions.items()
         }
+        # whether `metric_tasks` was given (an entry at least), even one whose lists all name every task (no
+        # subset): its rules for logits and ids (each head by the metrics reading it) hold then too, so one more
+        # task in a list never changes how another task's columns are read
+        self.per_task = bool(metric_tasks)
         # module key -> the names of the tasks it reads (absent: every task), the requested keys' and the
         # RankingMetrics' (each reading the tasks of its names)
         self.reads: dict[str, frozenset[str]] = dict(self.subsets)
@@ -468,7 +484,7 @@ class _Plan:
         # (no data) gives every task's domain, and refuses what the module refuses (a task no metric reads, readers
         # of one task disagreeing on from_logits), before any data is read
         self.task_domains: dict[str, Any] = {}
-        if self.subsets:
+        if self.per_task:
             probe = self.module()
             self.task_domains = {t.name: d for t, d in zip(self.tasks, probe._task_domains)}
         # the column keys each task's invalid rows are dropped for (see `task_columns`), set by `_columns`
@@ -503,21 +519,23 @@ class _Plan:
         module whose metrics set ``from_logits`` each (the module feeds metrics of values
         ``sigmoid(logits)`` in the rows of the tasks that hold logits).
         """
-        if not (self.subsets and self.from_logits):
+        if not (self.per_task and self.from_logits):
             return options
+        own = {option: value for option, value in options.items() if option != "from_logits"}
+        domains = getattr(_build_entry(key, name, own, 1, None, "evaluate"), "input_domains", None)
+        probabilities = domains is not None and domains.preds == "probability"
         if "from_logits" in options:  # the user's own: agrees with evaluate's, as without metric_tasks
+            if not probabilities and as_bool(options["from_logits"]) is False:
+                return options  # a metric of values built as evaluate builds it here (sigmoid where heads hold logits)
             return _with_from_logits(key, name, options, True, "evaluate")
-        domains = getattr(_build_entry(key, name, options, 1, None, "evaluate"), "input_domains", None)
-        if domains is not None and domains.preds == "probability":
-            return {**options, "from_logits": True}
-        return options
+        return {**options, "from_logits": True} if probabilities else options
 
     def _module_logits(self) -> bool | None:
         """The module's ``from_logits``: evaluate's, or ``None`` where each metric's options say it.
 
         See :meth:`_logit_options`.
         """
-        return None if self.subsets and self.from_logits else self.from_logits
+        return None if self.per_task and self.from_logits else self.from_logits
 
     def tasks_of(self, key: str) -> list[TaskSpec]:
         """The tasks of this plan that module key ``key`` reads, in order (``metric_tasks``; else every task)."""
@@ -544,13 +562,13 @@ class _Plan:
         """Whether the task reads the user ids: every task without ``metric_tasks``, else those ``gauc`` reads."""
         if self.user is None:
             return False
-        return not self.subsets or any(self.read_by(key, task.name) for key in self.grouped_keys)
+        return not self.per_task or any(self.read_by(key, task.name) for key in self.grouped_keys)
 
     def needs_session(self, task: TaskSpec) -> bool:
         """Whether the task reads the session ids: every task without ``metric_tasks``, else those ranked."""
         if self.session is None:
             return False
-        return not self.subsets or any(self.read_by(key, task.name) for key in self.session_keys)
+        return not self.per_task or any(self.read_by(key, task.name) for key in self.session_keys)
 
     def _domain(self, task: TaskSpec, kind: str) -> tuple[bool, str, bool] | None:
         """The rules the task's column of ``kind`` is checked by (``metric_tasks``); ``None``: the checker's own."""
@@ -1607,7 +1625,8 @@ def evaluate(
             :class:`~torchmetrics_ext.RecMetricModule`'s ``metric_tasks`` (``docs/module.md``, "Metrics of
             some tasks"). Keys are the metric names as given in ``metrics`` (a registry name such as
             ``"ndcg@10"``, or a key of the ``metrics`` mapping); a metric left out reads every task
-            (``None``: every metric reads every task). Each task's rows are checked against the metrics
+            (``None`` or ``{}``: every metric reads every task; a mapping whose lists all name every task
+            keeps its rules for logits and ids below). Each task's rows are checked against the metrics
             that read it (watch-time labels in seconds are valid where AUC does not read them), so with
             ``on_invalid="skip"`` a row is dropped for the tasks whose metrics refuse it; the user (session)
             ids are read by the tasks a grouped (ranking) metric reads only. The records of a task hold

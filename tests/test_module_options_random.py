@@ -119,7 +119,7 @@ def scenario(seed: int) -> dict[str, Any]:
         drawn.append((f"{twin}_twin", _options(rng, twin)))
         if twin in ("auc", "auprc"):  # one exact, one binned
             drawn[-1][1]["num_bins"] = 100
-            for n, o in drawn[:-1]:
+            for _, o in drawn[:-1]:
                 if o["metric"] == twin:
                     o.pop("num_bins", None)
     metrics: dict[str, dict[str, Any]] = {}

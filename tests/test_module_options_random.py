@@ -84,6 +84,8 @@ def _options(rng: np.random.Generator, name: str) -> dict[str, Any]:
         options["threshold"] = float(rng.choice([0.25, 0.5, 0.75]))
     if name == "log_loss" and rng.random() < 0.5:
         options["unit"] = "bits"
+    if name in ("ne", "log_loss", "segmented_ne") and rng.random() < 0.3:
+        options["eta"] = float(rng.choice([1e-3, 1e-6]))
     if name == "gauc":
         if rng.random() < 0.4:
             options["weight_groups"] = True
@@ -355,21 +357,23 @@ def _bins(logit: np.ndarray, num_bins: int) -> np.ndarray:
     return np.clip(np.floor((logit + 16.0) / 32.0 * num_bins), 0, num_bins - 1)
 
 
-def _cross_entropy(raw: np.ndarray, logits: bool, y: np.ndarray, w: np.ndarray) -> float:
+def _cross_entropy(raw: np.ndarray, logits: bool, y: np.ndarray, w: np.ndarray, eta: float) -> float:
     """The mean weighted cross-entropy in nats (``docs/pointwise.md``): of logits in the exact softplus form,
-    of probabilities clamped to ``[eta, 1 - eta]`` (``eta = 1e-12``) as scikit-learn scores them."""
+    of probabilities clamped to ``[eta, 1 - eta]`` as scikit-learn scores them."""
     if logits:
         return float((w * (np.logaddexp(0.0, raw) - y * raw)).sum() / w.sum())
-    return float(log_loss(y, np.clip(raw, 1e-12, 1.0 - 1e-12), sample_weight=w, labels=[0, 1]))
+    return float(log_loss(y, np.clip(raw, eta, 1.0 - eta), sample_weight=w, labels=[0, 1]))
 
 
-def _ne(raw: np.ndarray, logits: bool, y: np.ndarray, w: np.ndarray) -> float:
+def _ne(raw: np.ndarray, logits: bool, y: np.ndarray, w: np.ndarray, eta: float) -> float:
+    """Cross-entropy over that of the base rate, clamped to ``[eta, 1 - eta]`` inside the logs; one class: nan."""
     if w.sum() == 0:
         return math.nan
     ctr = (w * y).sum() / w.sum()
     if not 0 < ctr < 1:
         return math.nan
-    return _cross_entropy(raw, logits, y, w) / -(ctr * np.log(ctr) + (1 - ctr) * np.log(1 - ctr))
+    c = min(max(ctr, eta), 1.0 - eta)
+    return _cross_entropy(raw, logits, y, w, eta) / -(ctr * np.log(c) + (1 - ctr) * np.log(1 - c))
 
 
 def _threshold(stem: str, p: np.ndarray, y: np.ndarray, w: np.ndarray, t: float) -> float:
@@ -412,6 +416,7 @@ def _value(options: dict[str, Any], raw: np.ndarray, logits: bool, y: np.ndarray
     """One task's reference value; ``raw``: its predictions as given, logits when ``logits``."""
     stem, _, k = options["metric"].partition("@")
     p = _sigmoid(raw) if logits else raw  # what metrics of probabilities and real values read
+    eta = options.get("eta", 1e-12)
     if stem in ("ndcg", "recall"):  # ranked as given (the logits' order is the probabilities')
         queries = group_rows(list(ids["sess"]), raw, y, w)
         return reference_values(queries, [(stem, int(k))], exponential_gain=options.get("exponential_gain", False))[0]
@@ -427,15 +432,15 @@ def _value(options: dict[str, Any], raw: np.ndarray, logits: bool, y: np.ndarray
         return _gauc(exact_scores, y, w, ids["grp"], options)
     if stem == "segmented_ne":
         g = ids["grp"]
-        return {s: _ne(raw[g == s], logits, y[g == s], w[g == s]) for s in range(NUM_SEGMENTS)}
+        return {s: _ne(raw[g == s], logits, y[g == s], w[g == s], eta) for s in range(NUM_SEGMENTS)}
     if stem in ("accuracy", "weighted_precision", "weighted_recall"):
         return _threshold(stem, p, y, w, options.get("threshold", 0.5))
     if w.sum() == 0:
         return math.nan
     if stem == "ne":
-        return _ne(raw, logits, y, w)
+        return _ne(raw, logits, y, w, eta)
     if stem == "log_loss":
-        loss = _cross_entropy(raw, logits, y, w)
+        loss = _cross_entropy(raw, logits, y, w, eta)
         return loss / math.log(2.0) if options.get("unit") == "bits" else loss
     if stem == "calibration":
         return float((w * p).sum() / (w * y).sum()) if (w * y).sum() > 0 else math.nan
@@ -455,26 +460,32 @@ def _value(options: dict[str, Any], raw: np.ndarray, logits: bool, y: np.ndarray
 
 
 def references(config: dict[str, Any], steps: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Every key of the module over ``steps``: lifetime, and with a window the rows it keeps."""
+    """Every key of the module over ``steps``, in its order (``docs/module.md``): the metrics as given, a
+    Segmented metric's segments, the tasks in the module's order, each lifetime value and then its window's."""
     spans = [("", steps)]
     if config["window_size"] is not None:
         spans.append(("/window", _window_rows(config, steps)))
-    out: dict[str, Any] = {}
+    values: dict[tuple[str, int, int, str], Any] = {}  # (metric, segment, task, suffix) -> value
     for suffix, rows in spans:
         ids = {"grp": _column(rows, "grp"), "sess": _column(rows, "sess")}
         for key, options in config["metrics"].items():
-            for task in _tasks_of(config, key):
+            for t, task in enumerate(_tasks_of(config, key)):
                 raw, y, w = (_column(rows, task[c]) for c in ("prediction_name", "label_name", "weight_name"))
                 value = _value(options, raw, _holds_logits(config, task["name"]), y, w, ids)
-                if isinstance(value, dict):
-                    out.update({f"{key}.{g}/{task['name']}{suffix}": v for g, v in value.items()})
-                else:
-                    out[f"{key}/{task['name']}{suffix}"] = value
+                for g, v in value.items() if isinstance(value, dict) else [(-1, value)]:
+                    values[key, g, t, suffix] = v
+    out: dict[str, Any] = {}
+    for key in config["metrics"]:
+        tasks = _tasks_of(config, key)
+        ordered = sorted((g, t, suffix) for k, g, t, suffix in values if k == key)
+        for g, t, suffix in ordered:  # "" sorts before "/window"
+            name = key if g < 0 else f"{key}.{g}"
+            out[f"{name}/{tasks[t]['name']}{suffix}"] = values[key, g, t, suffix]
     return out
 
 
 def _close(got: dict[str, float], want: dict[str, Any], where: str) -> None:
-    assert sorted(got) == sorted(want), f"{where}: keys {sorted(got)} != {sorted(want)}"
+    assert list(got) == list(want), f"{where}: keys {list(got)} != {list(want)}"
     for key, value in want.items():
         if math.isnan(value):
             assert math.isnan(got[key]), f"{where} {key}: {got[key]!r}, expected nan"
@@ -557,8 +568,9 @@ def test_random_options_and_order_match_references_and_each_metric_alone(seed: i
     # a checkpoint into a fresh module of the same config with the metrics in another order
     resumed = _module(_reordered(config, sc["other_order"]))
     resumed.load_state_dict(module.state_dict())
-    _close(_compute(resumed), references(config, steps), f"{where} loaded in another order")
-    _close(_compute(_feed(resumed, extra)), references(config, steps + extra), f"{where} loaded and continued")
+    other = _reordered(config, sc["other_order"])  # (its keys in its own order)
+    _close(_compute(resumed), references(other, steps), f"{where} loaded in another order")
+    _close(_compute(_feed(resumed, extra)), references(other, steps + extra), f"{where} loaded and continued")
     _close(_compute(_feed(module, extra)), references(config, steps + extra), f"{where} continued")
     module.reset()
     _close(_compute(_feed(module, extra)), references(config, extra), f"{where} after reset")
@@ -572,7 +584,7 @@ def test_scenarios_cover_the_cases() -> None:
     stems = {o["metric"].partition("@")[0] for c in configs for o in c["metrics"].values()}
     assert set(PROBABILITY + REAL + RANKING) <= stems
     options = [o for c in configs for o in c["metrics"].values()]
-    for option in ("num_bins", "threshold", "unit", "exponential_gain", "weight_groups", "average_groups"):
+    for option in ("num_bins", "threshold", "unit", "eta", "exponential_gain", "weight_groups", "average_groups"):
         assert any(option in o for o in options), option
     # a metric of logits and one fed sigmoid(logits) in one module, in both orders
     fed_first = [False, False]

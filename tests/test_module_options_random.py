@@ -171,7 +171,7 @@ def scenario(seed: int) -> dict[str, Any]:
         module_logits = False
     order = [str(k) for k in rng.permutation(list(metrics))]
     metrics = {k: metrics[k] for k in order}
-    weight_names = [str(rng.choice(["w_shared", f"w{t}", "none"])) for t in range(num_tasks)]
+    weight_names = [str(rng.choice(["w_shared", f"w{t}", "none"], p=[0.4, 0.45, 0.15])) for t in range(num_tasks)]
     tasks = [
         {
             "name": f"t{t}",
@@ -197,7 +197,7 @@ def scenario(seed: int) -> dict[str, Any]:
 
     def step(n: int) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
-        zero = rng.random() < 0.12  # every weight column all zero
+        zero = rng.random() < 0.2  # every weight column all zero
         for t, kind in enumerate(kinds):
             if kind == "regression":
                 out[f"p{t}"] = rng.uniform(0.0, 5.0, size=n).astype(np.float32)

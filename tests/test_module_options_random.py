@@ -76,6 +76,8 @@ def _options(rng: np.random.Generator, name: str) -> dict[str, Any]:
         options: dict[str, Any] = {"metric": f"{name}@{k}"}
         if name == "ndcg" and rng.random() < 0.5:
             options["exponential_gain"] = True
+        if rng.random() < 0.25:  # a session id in two steps is two queries
+            options["queries_complete_per_batch"] = True
         return options
     options = {"metric": name}
     if name in ("auc", "auprc") and rng.random() < 0.5:
@@ -91,6 +93,8 @@ def _options(rng: np.random.Generator, name: str) -> dict[str, Any]:
             options["weight_groups"] = True
         if rng.random() < 0.3:
             options["average_groups"] = "all"
+        if rng.random() < 0.3:  # a group id in two steps is two groups
+            options["groups_complete_per_batch"] = True
     if name == "segmented_ne":
         options["num_segments"] = NUM_SEGMENTS
     return options
@@ -195,6 +199,8 @@ def scenario(seed: int) -> dict[str, Any]:
     pred_dtype = [str(rng.choice(["float32", "float64"])) for _ in range(num_tasks)]
     label_dtype = [str(rng.choice(["int64", "bool", "float32"])) for _ in range(num_tasks)]
 
+    count = iter(range(1000))
+
     def step(n: int) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
         zero = rng.random() < 0.2  # every weight column all zero
@@ -220,6 +226,7 @@ def scenario(seed: int) -> dict[str, Any]:
                 out[key] = np.zeros(n)
         out["grp"] = rng.integers(0, NUM_SEGMENTS, size=n)
         out["sess"] = rng.integers(0, 4, size=n)
+        out["batch"] = np.full(n, next(count))  # which step a row came from (read by the references only)
         return out
 
     steps = [step(int(rng.choice([0, 1, 3, 6, 10, 17]))) for _ in range(int(rng.integers(2, 7)))]
@@ -396,10 +403,12 @@ def _xauc(s: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
     return float((pair_w * agree).sum() / pair_w.sum()) if pair_w.sum() > 0 else math.nan
 
 
-def _gauc(s: np.ndarray, y: np.ndarray, w: np.ndarray, grp: np.ndarray, options: dict[str, Any]) -> float:
-    frame = pd.DataFrame({"s": s, "y": y, "w": w, "g": grp})
+def _gauc(
+    s: np.ndarray, y: np.ndarray, w: np.ndarray, grp: np.ndarray, batch: np.ndarray, options: dict[str, Any]
+) -> float:
+    frame = pd.DataFrame({"s": s, "y": y, "w": w, "g": grp, "b": batch})
     values, weights = [], []
-    for _, rows in frame.groupby("g"):
+    for _, rows in frame.groupby(["b", "g"] if options.get("groups_complete_per_batch") else "g"):
         value = _auc(rows.y.to_numpy(), rows.s.to_numpy(), rows.w.to_numpy())
         if math.isnan(value):
             if options.get("average_groups") != "all":
@@ -418,7 +427,8 @@ def _value(options: dict[str, Any], raw: np.ndarray, logits: bool, y: np.ndarray
     p = _sigmoid(raw) if logits else raw  # what metrics of probabilities and real values read
     eta = options.get("eta", 1e-12)
     if stem in ("ndcg", "recall"):  # ranked as given (the logits' order is the probabilities')
-        queries = group_rows(list(ids["sess"]), raw, y, w)
+        per_batch = options.get("queries_complete_per_batch", False)
+        queries = group_rows(list(zip(ids["batch"], ids["sess"]) if per_batch else ids["sess"]), raw, y, w)
         return reference_values(queries, [(stem, int(k))], exponential_gain=options.get("exponential_gain", False))[0]
     if stem == "xauc":
         return _xauc(raw, y, w)
@@ -429,7 +439,7 @@ def _value(options: dict[str, Any], raw: np.ndarray, logits: bool, y: np.ndarray
             scores = exact_scores if bins is None else _bins(raw if logits else np.log(raw) - np.log(1.0 - raw), bins)
         return (_auc if stem == "auc" else _auprc)(y, scores, w)
     if stem == "gauc":
-        return _gauc(exact_scores, y, w, ids["grp"], options)
+        return _gauc(exact_scores, y, w, ids["grp"], ids["batch"], options)
     if stem == "segmented_ne":
         g = ids["grp"]
         return {s: _ne(raw[g == s], logits, y[g == s], w[g == s], eta) for s in range(NUM_SEGMENTS)}
@@ -467,7 +477,7 @@ def references(config: dict[str, Any], steps: list[dict[str, np.ndarray]]) -> di
         spans.append(("/window", _window_rows(config, steps)))
     values: dict[tuple[str, int, int, str], Any] = {}  # (metric, segment, task, suffix) -> value
     for suffix, rows in spans:
-        ids = {"grp": _column(rows, "grp"), "sess": _column(rows, "sess")}
+        ids = {key: _column(rows, key) for key in ("grp", "sess", "batch")}
         for key, options in config["metrics"].items():
             for t, task in enumerate(_tasks_of(config, key)):
                 raw, y, w = (_column(rows, task[c]) for c in ("prediction_name", "label_name", "weight_name"))
@@ -584,7 +594,17 @@ def test_scenarios_cover_the_cases() -> None:
     stems = {o["metric"].partition("@")[0] for c in configs for o in c["metrics"].values()}
     assert set(PROBABILITY + REAL + RANKING) <= stems
     options = [o for c in configs for o in c["metrics"].values()]
-    for option in ("num_bins", "threshold", "unit", "eta", "exponential_gain", "weight_groups", "average_groups"):
+    for option in (
+        "num_bins",
+        "threshold",
+        "unit",
+        "eta",
+        "exponential_gain",
+        "queries_complete_per_batch",
+        "weight_groups",
+        "average_groups",
+        "groups_complete_per_batch",
+    ):
         assert any(option in o for o in options), option
     # a metric of logits and one fed sigmoid(logits) in one module, in both orders
     fed_first = [False, False]

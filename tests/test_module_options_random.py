@@ -196,7 +196,7 @@ def scenario(seed: int) -> dict[str, Any]:
     }
     if module_logits is not None:
         config["from_logits"] = module_logits
-    pred_dtype = [str(rng.choice(["float32", "float64"])) for _ in range(num_tasks)]
+    pred_dtype = [str(rng.choice(["float32", "float64", "float16"], p=[0.5, 0.3, 0.2])) for _ in range(num_tasks)]
     label_dtype = [str(rng.choice(["int64", "bool", "float32"])) for _ in range(num_tasks)]
 
     count = iter(range(1000))

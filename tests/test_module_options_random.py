@@ -26,9 +26,7 @@ from the same config in another metric order, and after ``reset()``.
 
 from __future__ import annotations
 
-import copy
 import math
-import warnings
 from typing import Any
 
 import numpy as np
@@ -44,7 +42,9 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-import torchmetrics_ext as tmx
+from tests.helpers.module_steps import build as _module
+from tests.helpers.module_steps import feed as _feed
+from tests.helpers.module_steps import values as _compute
 from tests.helpers.ranking_reference import group_rows, reference_values
 
 SEEDS = list(range(60))
@@ -253,22 +253,6 @@ def scenario(seed: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the module
-
-
-def _module(config: dict[str, Any]) -> tmx.RecMetricModule:
-    return tmx.RecMetricModule.from_config(copy.deepcopy(config))
-
-
-def _feed(module: tmx.RecMetricModule, steps: list[dict[str, np.ndarray]]) -> tmx.RecMetricModule:
-    for step in steps:
-        module.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in step.items()})
-    return module
-
-
-def _compute(module: tmx.RecMetricModule) -> dict[str, float]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
-        return {key: float(value) for key, value in module.compute().items()}
 
 
 def _reordered(config: dict[str, Any], order: list[str]) -> dict[str, Any]:

@@ -12,18 +12,18 @@ a ``state_dict`` round trip into a fresh module, pickling and ``clone``, 2-proce
 
 from __future__ import annotations
 
-import copy
 import math
 import pickle
-import warnings
 from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import average_precision_score, r2_score, roc_auc_score
 
 import torchmetrics_ext as tmx
+from tests.helpers.module_steps import build as _module
+from tests.helpers.module_steps import feed as _feed
+from tests.helpers.module_steps import values as _compute
 from tests.helpers.ranking_reference import group_rows, reference_values
 from tests.test_module_ddp_random import _gauc_reference, _kept_rows, _pointwise_reference, _two_classes
 
@@ -151,22 +151,6 @@ def scenario(seed: int) -> dict[str, Any]:
         "bad": (f"t{bad_task}", bad),
         "trusted": trusted,
     }
-
-
-def _module(config: dict[str, Any]) -> tmx.RecMetricModule:
-    return tmx.RecMetricModule.from_config(copy.deepcopy(config))
-
-
-def _feed(module: tmx.RecMetricModule, steps: list[dict[str, np.ndarray]]) -> tmx.RecMetricModule:
-    for step in steps:
-        module.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in step.items()})
-    return module
-
-
-def _compute(module: tmx.RecMetricModule) -> dict[str, float]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
-        return {key: float(value) for key, value in module.compute().items()}
 
 
 def _column(steps: list[dict[str, np.ndarray]], key: str | None) -> np.ndarray:

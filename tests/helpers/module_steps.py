@@ -1,0 +1,31 @@
+"""Seeded random module tests' shared steps: a module from a config, numpy steps fed, values as floats."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+import torchmetrics_ext as tmx
+
+
+def build(config: dict[str, Any]) -> tmx.RecMetricModule:
+    """``RecMetricModule.from_config`` of a copy (the config is reused by the references)."""
+    return tmx.RecMetricModule.from_config(copy.deepcopy(config))
+
+
+def feed(module: tmx.RecMetricModule, steps: list[dict[str, np.ndarray]]) -> tmx.RecMetricModule:
+    """Update ``module`` with each step's columns as tensors; return it."""
+    for step in steps:
+        module.update({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in step.items()})
+    return module
+
+
+def values(module: tmx.RecMetricModule) -> dict[str, float]:
+    """``compute()`` as plain floats, undefined values (``nan``) without their warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        return {key: float(value) for key, value in module.compute().items()}

@@ -327,20 +327,16 @@ def test_config_file_refuses_a_malformed_metric_tasks(tmp_path, capsys, value, m
     assert code == 2 and message in err, err
 
 
+# the runs compared across 2 ranks and 1 process: skipped rows, segments, logits and weights together
+_DDP_OPTIONS: dict[str, object] = dict(
+    metric_tasks=METRIC_TASKS, weights="w", by="country", from_logits=True, on_invalid="skip", batch_size=64
+)
+
+
 def _ddp_metric_tasks(rank: int, world_size: int, path: str) -> dict[str, float]:
     import torch.distributed as dist
 
-    result = evaluate(
-        path,
-        TASKS,
-        METRICS,
-        metric_tasks=METRIC_TASKS,
-        weights="w",
-        by="country",
-        from_logits=True,
-        on_invalid="skip",
-        batch_size=64,
-    )
+    result = evaluate(path, TASKS, METRICS, **_DDP_OPTIONS)
     assert dist.is_initialized()
     return result.values | {"rows_skipped": float(result.rows_skipped)}
 
@@ -351,17 +347,7 @@ def test_two_ranks_equal_one_process(ddp_pool, tmp_path):
     frame.loc[[7, 300], "pred_watch"] = np.nan  # dropped for watch_time alone, on each rank's share
     path = tmp_path / "x.parquet"
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=100)
-    single = evaluate(
-        str(path),
-        TASKS,
-        METRICS,
-        metric_tasks=METRIC_TASKS,
-        weights="w",
-        by="country",
-        from_logits=True,
-        on_invalid="skip",
-        batch_size=64,
-    ).values
+    single = evaluate(str(path), TASKS, METRICS, **_DDP_OPTIONS).values
     for values in ddp_pool.run(_ddp_metric_tasks, str(path)):
         assert values.pop("rows_skipped") == 2
         assert values.keys() == single.keys()

@@ -125,6 +125,26 @@ def test_unweighted_values_and_a_single_task_name(tmp_path):
         _check(record, _reference(frame, record["task"], weighted=False))
 
 
+@pytest.mark.parametrize("kind", ["numpy", "index", "series", "columns"])
+def test_task_lists_as_numpy_arrays_or_pandas_columns(kind):
+    """A list of tasks may be a NumPy array, a pandas ``Index`` or ``Series`` (``df.columns[...]``), as ``tasks``,
+    ``metrics`` and ``by`` may; a NumPy string alone is one task, as a string is."""
+    frame = _frame(seed=10)
+    names = pd.DataFrame(columns=["click", "like", "watch_time"]).columns  # a table whose columns name the tasks
+    make = {
+        "numpy": np.array,
+        "index": pd.Index,
+        "series": pd.Series,
+        "columns": lambda listed: names[names.isin(listed)],
+    }[kind]
+    mapping = {metric: make(listed) for metric, listed in METRIC_TASKS.items()}
+    mapping["r_squared"] = np.str_("watch_time")
+    result = evaluate(frame, TASKS, METRICS, metric_tasks=mapping, weights="w", from_logits=True)
+    assert sorted(result.values) == sorted(f"{m}/{t}" for t, ms in READS.items() for m in ms)
+    for record in result.records:
+        _check(record, _reference(frame, record["task"]))
+
+
 def test_segments_against_pandas_groupby(tmp_path):
     frame = _frame(seed=2)
     path = _write(frame, tmp_path, "parquet")
@@ -286,6 +306,12 @@ REFUSALS = [
     (["auc"], "Expected `metric_tasks` to be a dict of metric name -> list of task names"),
     ({**METRIC_TASKS, "auc": 3}, "expected a non-empty list of task names, got 3"),
     ({**METRIC_TASKS, "auc": ["click"]}, "Task 'like' is read by no metric"),
+    # the same refusals for a NumPy array (or pandas Index) of names
+    ({**METRIC_TASKS, "auc": np.array([], dtype=str)}, "`metric_tasks\\['auc'\\]`: expected a non-empty list"),
+    ({**METRIC_TASKS, "auc": np.array(["click", "like", "click"])}, "names task 'click' more than once"),
+    ({**METRIC_TASKS, "auc": pd.Index(["click", "lik"])}, "names task 'lik', which the module does not have"),
+    ({**METRIC_TASKS, "auc": np.array([["click", "like"]])}, "`metric_tasks\\['auc'\\]`: expected a non-empty list"),
+    ({**METRIC_TASKS, "auc": np.array(["click"])}, "Task 'like' is read by no metric"),
 ]
 
 

@@ -56,7 +56,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDat
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import lookup
-from torchmetrics_ext.utilities.checks import as_bool, check_flag, check_int
+from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 from torchmetrics_ext.wrappers.segmented import Segmented
 
@@ -354,11 +354,12 @@ def _files(labels: Sequence[str]) -> str:
 def _task_lists(metric_tasks: Any) -> Any:
     """``metric_tasks`` with a task named alone as a list of it (``{"mse": "watch_time"}``); the rest as given.
 
-    What remains is checked by the module's own rule (``_check_metric_tasks``), with its messages.
+    A NumPy string is a name too. What remains (a list, a tuple, a NumPy array or pandas ``Index`` of
+    names...) is checked by the module's own rule (``_check_metric_tasks``), with its messages.
     """
     if not isinstance(metric_tasks, Mapping):
         return metric_tasks
-    return {metric: [tasks] if isinstance(tasks, str) and tasks else tasks for metric, tasks in metric_tasks.items()}
+    return {metric: [name] if (name := as_str(tasks)) else tasks for metric, tasks in metric_tasks.items()}
 
 
 def _optional_name(name: str, value: Any) -> str | None:
@@ -1621,7 +1622,8 @@ def evaluate(
             reading both kinds reads ``sigmoid`` in the rows of the logits alone, as in a module whose
             metrics each set ``from_logits``.
         metric_tasks: ``{metric: task or [tasks]}``, the tasks a metric reads (a regression head next to
-            binary heads: ``{"auc": ["click", "like"], "ne": "click", "mse": "watch_time"}``), as
+            binary heads: ``{"auc": ["click", "like"], "ne": "click", "mse": "watch_time"}``; a list may be
+            a tuple, a NumPy array or a pandas ``Index``/``Series`` of names, as ``tasks`` may), as
             :class:`~torchmetrics_ext.RecMetricModule`'s ``metric_tasks`` (``docs/module.md``, "Metrics of
             some tasks"). Keys are the metric names as given in ``metrics`` (a registry name such as
             ``"ndcg@10"``, or a key of the ``metrics`` mapping); a metric left out reads every task

@@ -204,6 +204,35 @@ def test_logits_only_in_the_rows_of_the_heads_that_hold_them():
         assert f"auc/watch_time{suffix}" not in result.values
 
 
+def test_from_logits_that_changes_nothing_is_said_once(tmp_path, capsys):
+    """With ``metric_tasks`` only heads a metric of probabilities reads hold logits: with none such, the flag does
+    nothing, and the result's warnings say so once (the values are those of the columns as given)."""
+    frame = _frame(seed=11)
+    tasks = TASKS[::2]  # click (logits) and watch time
+    mapping = {"mse": ["click", "watch_time"]}  # names every task: the per-task logits rule holds, no sigmoid
+    result = evaluate(frame, tasks, ["mse"], metric_tasks=mapping, from_logits=True, by="country")
+    notes = [line for line in result.warnings if "from_logits=True (--from-logits) changed nothing" in line]
+    assert len(notes) == 1 and "['mse']" in notes[0] and "metric of probabilities" in notes[0], result.warnings
+    for suffix, rows in [("", frame), *((f"/country={c}", g) for c, g in frame.groupby("country"))]:
+        want = mean_squared_error(rows.y_click, rows.logit_click)  # the logits as given, no sigmoid
+        assert result.values[f"mse/click{suffix}"] == pytest.approx(want, rel=1e-9)
+    # a metric of probabilities reading a head (auc on click): the flag says click holds logits, no note
+    mapping = {"auc": ["click"], "mse": ["watch_time"]}
+    result = evaluate(frame, tasks, ["auc", "mse"], metric_tasks=mapping, from_logits=True)
+    assert not any("from_logits" in line for line in result.warnings), result.warnings
+    # without the flag, or without metric_tasks: nothing to say
+    assert evaluate(frame, tasks, ["mse"], metric_tasks={"mse": ["click", "watch_time"]}).warnings == []
+    assert evaluate(frame, tasks, ["mse"], from_logits=True).warnings == []
+    # the command line prints it on stderr and writes it in the .json output
+    path = _write(frame, tmp_path, "parquet")
+    flags = ["--task", tasks[0], "--task", tasks[1], "--metrics", "mse", "--from-logits"]
+    code, err = _cli(
+        capsys, path, *flags, "--metric-tasks", "mse=click,watch_time", "--output", str(tmp_path / "r.json")
+    )
+    assert code == 0 and err.count("warning: from_logits=True (--from-logits) changed nothing") == 1, err
+    assert json.loads((tmp_path / "r.json").read_text())["warnings"] == notes
+
+
 def _gauc(rows: pd.DataFrame) -> float:
     """The mean over users holding both classes of each user's AUC (no weights)."""
     values = [

@@ -327,6 +327,63 @@ def test_config_file_and_command_line_give_the_python_values(tmp_path, capsys, s
     assert [{k: v for k, v in r.items() if k != "r_squared"} for r in python.records] == some
 
 
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_config_tasks_no_selected_metric_reads_are_left_out_and_said(tmp_path, capsys, suffix):
+    """``--metrics auc,ne`` with a file whose ``metric_tasks`` gives watch time to ``mse`` and ``r_squared`` alone:
+    the user asked for AUC and NE, so watch time is left out of the run (it was refused as read by no metric), and
+    the warnings name it; the values are sklearn's on the tasks that stay."""
+    frame = _frame(seed=12)
+    path = _write(frame, tmp_path, "parquet")
+    config = _config(tmp_path, path, suffix)
+    out = tmp_path / "some.json"
+    code, err = _cli(capsys, "--config", config, "--metrics", "auc,ne", "--output", str(out))
+    assert code == 0, err
+    note = (
+        "task 'watch_time' of the config file left out: its metric_tasks gives it to no metric --metrics selects "
+        "(auc, ne); add such a metric to --metrics to score it"
+    )
+    assert err.count(f"warning: {note}") == 1, err
+    written = json.loads(out.read_text())
+    assert written["tasks"] == ["click", "like"] and written["warnings"][0] == note
+    segments = [r for r in written["records"] if r["segment"] != "all"]
+    expected = [
+        {"segment": f"country={country}", "task": task, **_reference(rows, task)}
+        for country, rows in frame.groupby("country")
+        for task in ("click", "like")
+    ]
+    assert [(r["segment"], r["task"]) for r in segments] == [(e["segment"], e["task"]) for e in expected]
+    for record, want in zip(segments, expected):
+        _check(record, want)
+    for record in [r for r in written["records"] if r["segment"] == "all"]:
+        _check(record, _reference(frame, record["task"]))
+    # two tasks left out: both named
+    code, err = _cli(capsys, "--config", config, "--metrics", "ne")
+    assert code == 0 and "warning: tasks 'like', 'watch_time' of the config file left out" in err, err
+    # a selected metric the file's metric_tasks leaves out reads every task: nothing is left out (and AUC refuses the
+    # watch-time seconds, as without --metrics)
+    code, err = _cli(capsys, "--config", config, "--metrics", "auc,ne,calibration")
+    assert code == 2 and "left out" not in err and "labels of task 'watch_time'" in err, err
+    # tasks given on the command line are the user's: one no metric reads is still refused, as from Python
+    tasks = [a for task in TASKS for a in ("--task", task)]
+    code, err = _cli(capsys, "--config", config, "--metrics", "auc,ne", *tasks)
+    assert code == 2 and "Task 'watch_time' is read by no metric" in err, err
+    # so is a file's task once --metric-tasks gives the mapping
+    code, err = _cli(capsys, "--config", config, "--metrics", "auc", "--metric-tasks", "auc=click")
+    assert code == 2 and "is read by no metric" in err, err
+
+
+def test_config_tasks_left_out_only_where_every_task_named_is_known(tmp_path, capsys):
+    """A misspelt task in the file's ``metric_tasks`` leaves nothing out: evaluate names it, with the closest."""
+    frame = _frame(seed=13)
+    path = _write(frame, tmp_path, "parquet")
+    config = tmp_path / "eval.json"
+    tasks = [{"name": t, "prediction_name": p, "label_name": y} for t, (p, y) in COLUMNS.items()]
+    mapping = {"auc": ["click", "lik"], "mse": ["watch_time"]}
+    config.write_text(json.dumps({"paths": [path], "tasks": tasks, "metrics": METRICS, "metric_tasks": mapping}))
+    code, err = _cli(capsys, "--config", str(config), "--metrics", "auc")
+    assert code == 2 and "names task 'lik', which the module does not have" in err and "left out" not in err, err
+
+
 REFUSALS = [
     ({"aucc": ["click"]}, "`metric_tasks` names metric 'aucc', which the module does not have \\(did you mean 'auc'"),
     ({"auc": ["clik"]}, "`metric_tasks\\['auc'\\]` names task 'clik', which the module does not have"),

@@ -125,6 +125,26 @@ def test_unweighted_values_and_a_single_task_name(tmp_path):
         _check(record, _reference(frame, record["task"], weighted=False))
 
 
+@pytest.mark.parametrize("kind", ["numpy", "index", "series", "columns"])
+def test_task_lists_as_numpy_arrays_or_pandas_columns(kind):
+    """A list of tasks may be a NumPy array, a pandas ``Index`` or ``Series`` (``df.columns[...]``), as ``tasks``,
+    ``metrics`` and ``by`` may; a NumPy string alone is one task, as a string is."""
+    frame = _frame(seed=10)
+    names = pd.DataFrame(columns=["click", "like", "watch_time"]).columns  # a table whose columns name the tasks
+    make = {
+        "numpy": np.array,
+        "index": pd.Index,
+        "series": pd.Series,
+        "columns": lambda listed: names[names.isin(listed)],
+    }[kind]
+    mapping = {metric: make(listed) for metric, listed in METRIC_TASKS.items()}
+    mapping["r_squared"] = np.str_("watch_time")
+    result = evaluate(frame, TASKS, METRICS, metric_tasks=mapping, weights="w", from_logits=True)
+    assert sorted(result.values) == sorted(f"{m}/{t}" for t, ms in READS.items() for m in ms)
+    for record in result.records:
+        _check(record, _reference(frame, record["task"]))
+
+
 def test_segments_against_pandas_groupby(tmp_path):
     frame = _frame(seed=2)
     path = _write(frame, tmp_path, "parquet")
@@ -182,6 +202,35 @@ def test_logits_only_in_the_rows_of_the_heads_that_hold_them():
         want = mean_squared_error(rows.watch_seconds, rows.pred_watch)
         assert result.values[f"mse/watch_time{suffix}"] == pytest.approx(want, rel=1e-9)
         assert f"auc/watch_time{suffix}" not in result.values
+
+
+def test_from_logits_that_changes_nothing_is_said_once(tmp_path, capsys):
+    """With ``metric_tasks`` only heads a metric of probabilities reads hold logits: with none such, the flag does
+    nothing, and the result's warnings say so once (the values are those of the columns as given)."""
+    frame = _frame(seed=11)
+    tasks = TASKS[::2]  # click (logits) and watch time
+    mapping = {"mse": ["click", "watch_time"]}  # names every task: the per-task logits rule holds, no sigmoid
+    result = evaluate(frame, tasks, ["mse"], metric_tasks=mapping, from_logits=True, by="country")
+    notes = [line for line in result.warnings if "from_logits=True (--from-logits) changed nothing" in line]
+    assert len(notes) == 1 and "['mse']" in notes[0] and "metric of probabilities" in notes[0], result.warnings
+    for suffix, rows in [("", frame), *((f"/country={c}", g) for c, g in frame.groupby("country"))]:
+        want = mean_squared_error(rows.y_click, rows.logit_click)  # the logits as given, no sigmoid
+        assert result.values[f"mse/click{suffix}"] == pytest.approx(want, rel=1e-9)
+    # a metric of probabilities reading a head (auc on click): the flag says click holds logits, no note
+    mapping = {"auc": ["click"], "mse": ["watch_time"]}
+    result = evaluate(frame, tasks, ["auc", "mse"], metric_tasks=mapping, from_logits=True)
+    assert not any("from_logits" in line for line in result.warnings), result.warnings
+    # without the flag, or without metric_tasks: nothing to say
+    assert evaluate(frame, tasks, ["mse"], metric_tasks={"mse": ["click", "watch_time"]}).warnings == []
+    assert evaluate(frame, tasks, ["mse"], from_logits=True).warnings == []
+    # the command line prints it on stderr and writes it in the .json output
+    path = _write(frame, tmp_path, "parquet")
+    flags = ["--task", tasks[0], "--task", tasks[1], "--metrics", "mse", "--from-logits"]
+    code, err = _cli(
+        capsys, path, *flags, "--metric-tasks", "mse=click,watch_time", "--output", str(tmp_path / "r.json")
+    )
+    assert code == 0 and err.count("warning: from_logits=True (--from-logits) changed nothing") == 1, err
+    assert json.loads((tmp_path / "r.json").read_text())["warnings"] == notes
 
 
 def _gauc(rows: pd.DataFrame) -> float:
@@ -278,6 +327,63 @@ def test_config_file_and_command_line_give_the_python_values(tmp_path, capsys, s
     assert [{k: v for k, v in r.items() if k != "r_squared"} for r in python.records] == some
 
 
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_config_tasks_no_selected_metric_reads_are_left_out_and_said(tmp_path, capsys, suffix):
+    """``--metrics auc,ne`` with a file whose ``metric_tasks`` gives watch time to ``mse`` and ``r_squared`` alone:
+    the user asked for AUC and NE, so watch time is left out of the run (it was refused as read by no metric), and
+    the warnings name it; the values are sklearn's on the tasks that stay."""
+    frame = _frame(seed=12)
+    path = _write(frame, tmp_path, "parquet")
+    config = _config(tmp_path, path, suffix)
+    out = tmp_path / "some.json"
+    code, err = _cli(capsys, "--config", config, "--metrics", "auc,ne", "--output", str(out))
+    assert code == 0, err
+    note = (
+        "task 'watch_time' of the config file left out: its metric_tasks gives it to no metric --metrics selects "
+        "(auc, ne); add such a metric to --metrics to score it"
+    )
+    assert err.count(f"warning: {note}") == 1, err
+    written = json.loads(out.read_text())
+    assert written["tasks"] == ["click", "like"] and written["warnings"][0] == note
+    segments = [r for r in written["records"] if r["segment"] != "all"]
+    expected = [
+        {"segment": f"country={country}", "task": task, **_reference(rows, task)}
+        for country, rows in frame.groupby("country")
+        for task in ("click", "like")
+    ]
+    assert [(r["segment"], r["task"]) for r in segments] == [(e["segment"], e["task"]) for e in expected]
+    for record, want in zip(segments, expected):
+        _check(record, want)
+    for record in [r for r in written["records"] if r["segment"] == "all"]:
+        _check(record, _reference(frame, record["task"]))
+    # two tasks left out: both named
+    code, err = _cli(capsys, "--config", config, "--metrics", "ne")
+    assert code == 0 and "warning: tasks 'like', 'watch_time' of the config file left out" in err, err
+    # a selected metric the file's metric_tasks leaves out reads every task: nothing is left out (and AUC refuses the
+    # watch-time seconds, as without --metrics)
+    code, err = _cli(capsys, "--config", config, "--metrics", "auc,ne,calibration")
+    assert code == 2 and "left out" not in err and "labels of task 'watch_time'" in err, err
+    # tasks given on the command line are the user's: one no metric reads is still refused, as from Python
+    tasks = [a for task in TASKS for a in ("--task", task)]
+    code, err = _cli(capsys, "--config", config, "--metrics", "auc,ne", *tasks)
+    assert code == 2 and "Task 'watch_time' is read by no metric" in err, err
+    # so is a file's task once --metric-tasks gives the mapping
+    code, err = _cli(capsys, "--config", config, "--metrics", "auc", "--metric-tasks", "auc=click")
+    assert code == 2 and "is read by no metric" in err, err
+
+
+def test_config_tasks_left_out_only_where_every_task_named_is_known(tmp_path, capsys):
+    """A misspelt task in the file's ``metric_tasks`` leaves nothing out: evaluate names it, with the closest."""
+    frame = _frame(seed=13)
+    path = _write(frame, tmp_path, "parquet")
+    config = tmp_path / "eval.json"
+    tasks = [{"name": t, "prediction_name": p, "label_name": y} for t, (p, y) in COLUMNS.items()]
+    mapping = {"auc": ["click", "lik"], "mse": ["watch_time"]}
+    config.write_text(json.dumps({"paths": [path], "tasks": tasks, "metrics": METRICS, "metric_tasks": mapping}))
+    code, err = _cli(capsys, "--config", str(config), "--metrics", "auc")
+    assert code == 2 and "names task 'lik', which the module does not have" in err and "left out" not in err, err
+
+
 REFUSALS = [
     ({"aucc": ["click"]}, "`metric_tasks` names metric 'aucc', which the module does not have \\(did you mean 'auc'"),
     ({"auc": ["clik"]}, "`metric_tasks\\['auc'\\]` names task 'clik', which the module does not have"),
@@ -286,6 +392,12 @@ REFUSALS = [
     (["auc"], "Expected `metric_tasks` to be a dict of metric name -> list of task names"),
     ({**METRIC_TASKS, "auc": 3}, "expected a non-empty list of task names, got 3"),
     ({**METRIC_TASKS, "auc": ["click"]}, "Task 'like' is read by no metric"),
+    # the same refusals for a NumPy array (or pandas Index) of names
+    ({**METRIC_TASKS, "auc": np.array([], dtype=str)}, "`metric_tasks\\['auc'\\]`: expected a non-empty list"),
+    ({**METRIC_TASKS, "auc": np.array(["click", "like", "click"])}, "names task 'click' more than once"),
+    ({**METRIC_TASKS, "auc": pd.Index(["click", "lik"])}, "names task 'lik', which the module does not have"),
+    ({**METRIC_TASKS, "auc": np.array([["click", "like"]])}, "`metric_tasks\\['auc'\\]`: expected a non-empty list"),
+    ({**METRIC_TASKS, "auc": np.array(["click"])}, "Task 'like' is read by no metric"),
 ]
 
 

@@ -330,6 +330,38 @@ def test_bad_metric_tasks_are_refused_before_anything_is_built(metric_tasks: Any
     tmx.RecMetricModule(TASKS, {"ne": "ne", "auc": auc}, throughput=False, metric_tasks={"auc": BINARY})
 
 
+@pytest.mark.parametrize("kind", ["numpy", "index", "series", "tuple"])
+def test_task_lists_as_numpy_arrays_or_pandas_columns_read_as_lists(kind: str) -> None:
+    """A list of tasks may be a NumPy array or a pandas ``Index``/``Series`` (as ``tasks`` and ``metrics`` may)."""
+    pd = pytest.importorskip("pandas")
+    make = {"numpy": np.array, "index": pd.Index, "series": pd.Series, "tuple": tuple}[kind]
+    steps = _steps(11)
+    module = tmx.RecMetricModule(
+        TASKS, METRICS, throughput=False, metric_tasks={name: make(listed) for name, listed in SUBSETS.items()}
+    )
+    values = _floats(_feed(module, steps).compute())
+    assert list(values) == _expected_keys(window=False)  # keys name plain task names
+    for key, expected in _reference(_joined(steps)).items():
+        assert values[key] == pytest.approx(expected, rel=1e-9), key
+
+
+@pytest.mark.parametrize(
+    ("listed", "match"),
+    [
+        (np.array([], dtype=str), r"`metric_tasks\['ne'\]`: expected a non-empty list of task names"),
+        (np.array(["click", "click"]), r"`metric_tasks\['ne'\]` names task 'click' more than once"),
+        (np.array(["click", "clik"]), r"`metric_tasks\['ne'\]` names task 'clik'.*did you mean 'click'"),
+        (np.array([["click"], ["conversion"]]), r"`metric_tasks\['ne'\]`: expected a non-empty list of task names"),
+        (np.array("click"), r"`metric_tasks\['ne'\]`: expected a non-empty list of task names"),  # one name, 0-D
+        ({"click", "conversion"}, r"`metric_tasks\['ne'\]`: expected a non-empty list of task names"),
+        ([["click"]], r"`metric_tasks\['ne'\]`: expected a non-empty list of task names"),
+    ],
+)
+def test_task_lists_as_arrays_keep_the_refusals(listed: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        tmx.RecMetricModule(TASKS, METRICS, throughput=False, metric_tasks={**SUBSETS, "ne": listed})
+
+
 def test_an_instance_built_for_another_number_of_tasks_is_refused() -> None:
     with pytest.raises(ValueError, match=r"Metric 'auc' is built for 3 task\(s\), `metric_tasks` gives it 2"):
         tmx.RecMetricModule(

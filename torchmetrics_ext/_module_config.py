@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 
 from torchmetrics_ext.metrics.base import TaskMetric
@@ -27,7 +27,7 @@ from torchmetrics_ext.registry import (
     torchrec_names,
     torchrec_requirements,
 )
-from torchmetrics_ext.utilities.checks import as_bool
+from torchmetrics_ext.utilities.checks import as_bool, as_str
 from torchmetrics_ext.wrappers.segmented import Segmented
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -583,17 +583,58 @@ def _check_not_torchrecs(name: str, key_name: str, metric: Metric | None = None)
     )
 
 
+def _listed(value: object) -> list[Any] | None:
+    """The items of a list or tuple, or of a 1-D NumPy array or pandas ``Index``/``Series``; else ``None``.
+
+    How :class:`RecMetricModule` reads ``tasks`` and a ``metrics`` list of registry names: a column of
+    a table (``np.array(["ne", "auc"])``, ``frame["task"].unique()``) is taken as the list it holds.
+    Not a string, a mapping, a set (no order) or a ``MetricCollection`` (iterating one gives its keys).
+    """
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    tolist = getattr(value, "tolist", None)
+    if getattr(value, "ndim", None) == 1 and callable(tolist) and not isinstance(value, Tensor):
+        items = tolist()
+        return items if isinstance(items, list) else None
+    return None
+
+
+def _task_names(listed: object) -> list[Any] | None:
+    """The task names of one ``metric_tasks`` entry as a list, or ``None`` where it is no list of names.
+
+    One rule for the module and ``evaluate``, the one their ``tasks`` and ``metrics`` follow: a list,
+    a tuple (any sequence), a 1-D NumPy array or a pandas ``Index``/``Series`` (``df.columns[1:]``,
+    ``np.array(["watch_time"])``) gives its items, NumPy strings as Python strings. ``None`` for a
+    string (one name is no list: ``evaluate`` reads it as one task before this), a set (no order),
+    a mapping, or an item that is not a name (a string).
+
+    Examples:
+        >>> import numpy as np
+        >>> _task_names(np.array(["click", "like"])), _task_names(("click",)), _task_names("click")
+        (['click', 'like'], ['click'], None)
+    """
+    if isinstance(listed, (str, bytes)) or as_str(listed) is not None or isinstance(listed, Mapping):
+        return None
+    items = list(listed) if isinstance(listed, Sequence) else _listed(listed)
+    if items is None:
+        return None
+    names = [as_str(item) for item in items]
+    return None if any(name is None for name in names) else names
+
+
 def _check_metric_tasks(
     metric_tasks: Any, metric_names: Sequence[str], task_names: Sequence[str]
 ) -> dict[str, tuple[int, ...]]:
     """``metric_tasks`` read: ``{metric name: positions of the tasks it reads}``, in the module's task order.
 
     Only metrics that read fewer than every task are kept (a metric named with every task reads
-    them all, as one not named). Raises before anything is built.
+    them all, as one not named). A list of tasks may be any sequence or 1-D array of names
+    (:func:`_task_names`). Raises before anything is built.
 
     Raises:
         ValueError: ``metric_tasks`` not a dict, a key that names no metric (with the closest one), a list
-            of tasks that is a string, empty, names an unknown task (with the closest one) or one twice.
+            of tasks that is a string, empty, holds an item that is no name, names an unknown task (with
+            the closest one) or one twice.
     """
     if metric_tasks is None:
         return {}
@@ -609,8 +650,10 @@ def _check_metric_tasks(
                 f"`metric_tasks` names metric {metric!r}, which the module does not have"
                 f"{_close_to([metric], list(metric_names))}; its metrics are {list(metric_names)}."
             )
-        if isinstance(listed, (str, bytes)) or not isinstance(listed, Sequence) or not listed:
-            raise ValueError(f"`metric_tasks[{metric!r}]`: expected a non-empty list of task names, got {listed!r}.")
+        given = listed
+        listed = _task_names(given)
+        if not listed:
+            raise ValueError(f"`metric_tasks[{metric!r}]`: expected a non-empty list of task names, got {given!r}.")
         unknown = [task for task in listed if task not in positions]
         if unknown:
             raise ValueError(

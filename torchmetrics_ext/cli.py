@@ -253,7 +253,8 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         action=_GivenOnce,
         once_hint="give the metrics once, comma-separated (--metrics ne,auc)",
         help="comma-separated registry names (default: ne,log_loss,calibration,ctr,auc); with --config, the "
-        "metrics to run, each one the file configures keeping the file's options",
+        "metrics to run, each one the file configures keeping the file's options (a task of the file that its "
+        "`metric_tasks` gives to other metrics alone is left out, with a warning)",
     )
     ev.add_argument(
         "--metric-tasks",
@@ -351,6 +352,14 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         metric_tasks = _metric_tasks(parser, args.metric_tasks)
     elif metric_tasks is not None and args.metrics is not None:  # the file's, for the metrics --metrics runs
         metric_tasks = {name: tasks for name, tasks in metric_tasks.items() if name in metrics} or None
+    left_out = None  # the file's tasks that only metrics --metrics leaves out read: left out of the run, said so
+    if args.metrics is not None and args.metric_tasks is None and tasks is config.get("tasks"):
+        from torchmetrics_ext.evaluate.config import tasks_read_by
+
+        read = tasks_read_by(tasks, metrics, metric_tasks)
+        if read is not None:
+            kept, left_out = read
+            tasks = [*kept]
     by: Any = config.get("by", [])
     if args.by is not None:  # checked here, then given as written: evaluate reads it against the data's columns
         _names(parser, "--by", args.by, "column names")
@@ -380,6 +389,8 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     finally:
         if rank is not None:
             torch.distributed.destroy_process_group()
+    if left_out is not None:
+        result.warnings.insert(0, left_out)
     if not rank:  # one process, or rank 0 of a torchrun job
         # the file first: a reader of stdout that leaves early (`| head`) must not cost the results
         write_error = None

@@ -34,6 +34,7 @@ from torchmetrics_ext._module_config import (
     _close_to,
     _entry_name_ok,
     _instantiate,
+    _listed,
     _metric_entries,
     _metric_specs,
     _torchrec_names,
@@ -296,14 +297,15 @@ class RecMetricModule(CheckpointLoading):
             a metric object's must agree with it. ``None`` (the default): the metrics say, as they
             are built (a metric built with ``from_logits=True`` makes the predictions logits).
         metric_tasks: ``{metric name: [task names]}``, the tasks a metric reads (a regression head
-            next to binary ones: ``{"auc": ["click"], "mse": ["watch_time"]}``); a metric not named
-            reads every task, and ``None`` (the default) changes nothing. Such a metric is built for
-            its own tasks (``num_tasks=len(...)``), fed their rows of the stacked batch and reported
-            for them alone (in the module's task order); each task is checked against the strictest
-            domain of the metrics that read it, and metrics of values are fed ``sigmoid`` only of the
-            tasks that hold logits. A ranking metric keeps one copy per task it reads.
-            Only the tasks grouped, ``Segmented`` and ranking metrics read need (and have read) their
-            id columns (``group_id_name``, ``session_id_name``).
+            next to binary ones: ``{"auc": ["click"], "mse": ["watch_time"]}``; a list, a tuple, a
+            1-D NumPy array or a pandas ``Index``/``Series`` of names, as ``tasks`` takes; a string
+            alone is refused); a metric not named reads every task, and ``None`` (the default)
+            changes nothing. Such a metric is built for its own tasks (``num_tasks=len(...)``), fed
+            their rows of the stacked batch and reported for them alone (in the module's task order);
+            each task is checked against the strictest domain of the metrics that read it, and metrics
+            of values are fed ``sigmoid`` only of the tasks that hold logits. A ranking metric keeps
+            one copy per task it reads. Only the tasks grouped, ``Segmented`` and ranking metrics
+            read need (and have read) their id columns (``group_id_name``, ``session_id_name``).
 
     Keys (stable; documented in ``docs/module.md``):
 
@@ -2388,22 +2390,6 @@ def _default_warmup_steps(compute_interval_steps: int) -> int:
         (50, 5, 100, 1)
     """
     return min(100, max(1, compute_interval_steps // 2))
-
-
-def _listed(value: object) -> list[Any] | None:
-    """The items of a list or tuple, or of a 1-D NumPy array or pandas ``Index``/``Series``; else ``None``.
-
-    How :class:`RecMetricModule` reads ``tasks`` and a ``metrics`` list of registry names: a column of
-    a table (``np.array(["ne", "auc"])``, ``frame["task"].unique()``) is taken as the list it holds.
-    Not a string, a mapping, a set (no order) or a ``MetricCollection`` (iterating one gives its keys).
-    """
-    if isinstance(value, (list, tuple)):
-        return list(value)
-    tolist = getattr(value, "tolist", None)
-    if getattr(value, "ndim", None) == 1 and callable(tolist) and not isinstance(value, Tensor):
-        items = tolist()
-        return items if isinstance(items, list) else None
-    return None
 
 
 def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:

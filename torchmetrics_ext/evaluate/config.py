@@ -11,7 +11,9 @@ command line (:data:`CONFIG_KEYS`; ``paths`` and ``by`` take one name or a list)
 read; YAML (``.yaml``/``.yml``) needs PyYAML, imported only for such a file.
 
 Options on the command line override the file's, each as a whole, but for ``--metrics``: it
-selects which metrics run, and a metric the file's mapping configures keeps the file's options.
+selects which metrics run, and a metric the file's mapping configures keeps the file's options;
+the file's tasks that its ``metric_tasks`` gives to unselected metrics alone are left out
+(:func:`tasks_read_by`), with a warning line naming them.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchmetrics_ext._module_config import _build_entry, _close_to
-from torchmetrics_ext.evaluate.runner import ON_INVALID, _metric_options, _segment_columns, _tasks
+from torchmetrics_ext.evaluate.runner import ON_INVALID, TaskSpec, _metric_options, _segment_columns, _tasks
 from torchmetrics_ext.utilities.checks import int_given, whole_float
 
-__all__ = ["CONFIG_KEYS", "load_config"]
+__all__ = ["CONFIG_KEYS", "load_config", "tasks_read_by"]
 
 CONFIG_KEYS = (
     "paths",
@@ -129,6 +131,49 @@ def _metric_tasks(value: Any) -> dict[str, list[str]]:
             )
         out[metric] = list(listed)
     return out
+
+
+def tasks_read_by(
+    tasks: Any, metrics: Any, metric_tasks: Mapping[str, Sequence[str]] | None
+) -> tuple[list[TaskSpec], str] | None:
+    """The file's tasks that the metrics ``--metrics`` selects read, and a note naming those left out.
+
+    With ``--metrics`` selecting some of a file's metrics, the file's ``metric_tasks`` may give a task
+    to unselected metrics alone (``{mse: watch_time, auc: click}`` with ``--metrics auc``): the user
+    asked for those metrics, so such a task is left out of the run, and the note says which (the
+    Python API, given its tasks explicitly, still refuses a task no metric reads, as the module does).
+
+    Args:
+        tasks: the file's ``tasks``, as written.
+        metrics: the metrics to run (names, or a mapping ``name -> options``).
+        metric_tasks: the file's ``metric_tasks``, kept for the selected metrics.
+
+    Returns:
+        ``None`` when every task is read (a selected metric without an entry reads every task), or when
+        the entries name a task the file does not have (``evaluate`` refuses it, naming the closest);
+        else the tasks read, in the file's order, and the note.
+    """
+    if not metric_tasks:
+        return None
+    try:
+        specs = _tasks(tasks)
+    except (TypeError, ValueError):  # evaluate says what is wrong with them
+        return None
+    selected = list(dict.fromkeys(metrics))
+    if any(name not in metric_tasks for name in selected):
+        return None
+    read = {task for name in selected for task in metric_tasks[name]}
+    names = [spec.name for spec in specs]
+    left = [name for name in names if name not in read]
+    if not left or not read <= set(names):
+        return None
+    listed = ", ".join(repr(name) for name in left)
+    note = (
+        f"task{'s' if len(left) > 1 else ''} {listed} of the config file left out: its metric_tasks gives "
+        f"{'them' if len(left) > 1 else 'it'} to no metric --metrics selects ({', '.join(selected)}); add such a "
+        f"metric to --metrics to score {'them' if len(left) > 1 else 'it'}"
+    )
+    return [spec for spec in specs if spec.name in read], note
 
 
 def _check(key: str, value: Any, base: str) -> Any:

@@ -56,7 +56,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDat
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import lookup
-from torchmetrics_ext.utilities.checks import as_bool, check_flag, check_int
+from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 from torchmetrics_ext.wrappers.segmented import Segmented
 
@@ -354,11 +354,26 @@ def _files(labels: Sequence[str]) -> str:
 def _task_lists(metric_tasks: Any) -> Any:
     """``metric_tasks`` with a task named alone as a list of it (``{"mse": "watch_time"}``); the rest as given.
 
-    What remains is checked by the module's own rule (``_check_metric_tasks``), with its messages.
+    A NumPy string is a name too. What remains (a list, a tuple, a NumPy array or pandas ``Index`` of
+    names...) is checked by the module's own rule (``_check_metric_tasks``), with its messages.
     """
     if not isinstance(metric_tasks, Mapping):
         return metric_tasks
-    return {metric: [tasks] if isinstance(tasks, str) and tasks else tasks for metric, tasks in metric_tasks.items()}
+    return {metric: [name] if (name := as_str(tasks)) else tasks for metric, tasks in metric_tasks.items()}
+
+
+def _logits_unused_note(metrics: Sequence[str]) -> str:
+    """The note of ``from_logits=True`` with ``metric_tasks`` where no metric of probabilities reads any task.
+
+    With ``metric_tasks`` the heads holding logits are those a metric of probabilities (NE, AUC, ...) reads;
+    with none among ``metrics`` every head keeps its values, so the flag changes nothing: said, not silent.
+    """
+    return (
+        f"from_logits=True (--from-logits) changed nothing: with metric_tasks, the prediction columns holding "
+        f"logits are those of the tasks a metric of probabilities (ne, auc, calibration, gauc...) reads, and none "
+        f"of the metrics {list(metrics)} is one, so every task's predictions were read as given (no sigmoid); "
+        f"leave the flag out, or give a metric of values the option from_logits: true to read sigmoid(logits)"
+    )
 
 
 def _optional_name(name: str, value: Any) -> str | None:
@@ -487,6 +502,13 @@ class _Plan:
         if self.per_task:
             probe = self.module()
             self.task_domains = {t.name: d for t, d in zip(self.tasks, probe._task_domains)}
+        # from_logits=True with metric_tasks where no task holds logits (no metric of probabilities reads one): the
+        # flag changes nothing, which the result's warnings say (see `_logits_unused_note`)
+        self.logits_note = (
+            _logits_unused_note(self.metric_names)
+            if self.per_task and self.from_logits and not any(d.from_logits for d in self.task_domains.values())
+            else None
+        )
         # the column keys each task's invalid rows are dropped for (see `task_columns`), set by `_columns`
         self._task_keys: dict[str, tuple[CheckKey, ...]] = {}
         self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
@@ -1031,6 +1053,8 @@ class _Run:
         segment_lines.sort(key=lambda item: item[:2])
         caught += [line for *_, line in segment_lines]
         caught += empty_lines
+        if self.plan.logits_note is not None:  # the arguments', the same on every rank
+            caught.insert(0, self.plan.logits_note)
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
         return EvaluationResult(
@@ -1619,9 +1643,11 @@ def evaluate(
             calibration, ``gauc``...), built with ``from_logits=True``; a task only metrics of values
             read (``mse`` and ``r_squared`` on watch time) keeps its values, and a metric of values
             reading both kinds reads ``sigmoid`` in the rows of the logits alone, as in a module whose
-            metrics each set ``from_logits``.
+            metrics each set ``from_logits``. Where no metric of probabilities reads any task, the flag
+            changes nothing, and the result's ``warnings`` say so in a line.
         metric_tasks: ``{metric: task or [tasks]}``, the tasks a metric reads (a regression head next to
-            binary heads: ``{"auc": ["click", "like"], "ne": "click", "mse": "watch_time"}``), as
+            binary heads: ``{"auc": ["click", "like"], "ne": "click", "mse": "watch_time"}``; a list may be
+            a tuple, a NumPy array or a pandas ``Index``/``Series`` of names, as ``tasks`` may), as
             :class:`~torchmetrics_ext.RecMetricModule`'s ``metric_tasks`` (``docs/module.md``, "Metrics of
             some tasks"). Keys are the metric names as given in ``metrics`` (a registry name such as
             ``"ndcg@10"``, or a key of the ``metrics`` mapping); a metric left out reads every task

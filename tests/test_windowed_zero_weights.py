@@ -791,7 +791,7 @@ def _ids_step(batch: tuple[torch.Tensor, ...], step: int) -> dict[str, torch.Ten
     }
 
 
-@pytest.mark.parametrize("neighbour", [None, "ndcg@3", "gauc_all", "gauc_weighted_all"])
+@pytest.mark.parametrize("neighbour", [None, "ndcg@3", "gauc_all", "gauc_weighted_all", "gauc_weighted_all+ndcg@3"])
 def test_module_window_of_a_metric_does_not_depend_on_its_neighbours(neighbour):
     """An all-zero-weight step takes no room in NE's window whatever else the module holds: a ranking metric
     (whose lifetime keeps the step's rows) or a GAUC counting groups of zero weight (whose window keeps the step)
@@ -804,12 +804,15 @@ def test_module_window_of_a_metric_does_not_depend_on_its_neighbours(neighbour):
         tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", group_id_name="user", session_id_name="query")
     ]
     metrics: dict[str, object] = {"ne": "ne"}
+    neighbour = neighbour or ""
     if neighbour == "ndcg@3":
         metrics[neighbour] = "ndcg@3"
     elif neighbour == "gauc_all":
         metrics[neighbour] = tmx.GroupedAUC(average_groups="all")
-    elif neighbour == "gauc_weighted_all":
-        metrics[neighbour] = tmx.GroupedAUC(average_groups="all", weight_groups=True)
+    elif neighbour.startswith("gauc_weighted_all"):
+        metrics["gauc_weighted_all"] = tmx.GroupedAUC(average_groups="all", weight_groups=True)
+        if neighbour.endswith("ndcg@3"):
+            metrics["ndcg@3"] = "ndcg@3"
     module = tmx.RecMetricModule(tasks, metrics, window_size=WINDOW, throughput=False)
     batches = _batches(7, SIZES, ZERO)
     for step, batch in enumerate(batches):
@@ -831,8 +834,13 @@ def test_module_window_of_a_metric_does_not_depend_on_its_neighbours(neighbour):
         kept_steps = _window_of(batches, WINDOW, skip_zero=False)
         held = rows[len(batches) - len(kept_steps) :]
         np.testing.assert_allclose(values["gauc_all/click/window"].item(), _grouped_all(held), rtol=RTOL)
-    if neighbour == "gauc_weighted_all":  # groups weighted by their weight: the zero steps' count for nothing
-        assert not math.isnan(values["gauc_weighted_all/click/window"].item())
+    if neighbour.startswith("gauc_weighted_all"):  # groups (one per step) weighted by their weight: as NE's window
+        kept = _window_of(batches, WINDOW)
+        weights = [float(b[2].sum()) for b in kept]
+        aucs = [_auc(*(t.numpy() for t in b)) for b in kept]
+        np.testing.assert_allclose(
+            values["gauc_weighted_all/click/window"].item(), np.average(aucs, weights=weights), rtol=RTOL
+        )
 
 
 def _two_task_steps(dtypes: tuple[torch.dtype, torch.dtype]) -> list[dict[str, torch.Tensor]]:
@@ -924,3 +932,39 @@ def test_module_shared_window_stays_laid_out_across_an_all_zero_weight_step():
     np.testing.assert_allclose(values["ne/click/window"].item(), _ne(p, y, w), rtol=RTOL)
     np.testing.assert_allclose(values["ctr/click/window"].item(), np.average(y, weights=w), rtol=1e-12)
     np.testing.assert_allclose(values["mse/click/window"].item(), np.average((p - y) ** 2, weights=w), rtol=1e-12)
+
+
+def _ddp_module_job(rank: int, world_size: int) -> dict[str, float]:
+    """Rank 1's third step weighs nothing: NE's window there keeps rank 1's first step, next to an NDCG."""
+    batches = _batches(8 + rank, [3, 2, 2] if rank == 0 else [2, 2, 2], {2} if rank == 1 else set())
+    tasks = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", session_id_name="query")]
+    module = tmx.RecMetricModule(tasks, {"ne": "ne", "ndcg@3": "ndcg@3"}, window_size=8, throughput=False)
+    for step, batch in enumerate(batches):
+        module.update(_ids_step(batch, step + 10 * rank))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        return {key: value.item() for key, value in module.compute().items()}
+
+
+@pytest.mark.ddp
+def test_ddp_module_metric_window_does_not_depend_on_its_neighbours(ddp_pool):
+    """Under DDP each rank's share of NE's window (4 samples) skips that rank's all-zero-weight step next to a
+    ranking metric, as NE's window alone does; the ranking window follows the same rule over its rows.
+
+    Reference: the plain-Python window rule per rank, scikit-learn NE and plain-Python NDCG over the kept rows.
+    """
+    per_rank = [
+        _batches(8 + rank, [3, 2, 2] if rank == 0 else [2, 2, 2], {2} if rank == 1 else set()) for rank in (0, 1)
+    ]
+    kept = [row for batches in per_rank for row in _window_of(batches, 4)]
+    updates = [
+        [(float(p), int(y), int(q), float(w)) for p, y, q, w in zip(*b[:2], _ids_step(b, i + 10 * rank)["query"], b[2])]
+        for rank, batches in enumerate(per_rank)
+        for i, b in enumerate(batches)
+    ]
+    ranked = [row for rank in (0, 1) for row in _ranking_window(updates[3 * rank : 3 * rank + 3], 4, skip_zero=True)]
+    for out in ddp_pool.run(_ddp_module_job):
+        np.testing.assert_allclose(out["ne/click/window"], _ne(*_cat(kept)), rtol=RTOL)
+        np.testing.assert_allclose(out["ndcg@3/click/window"], _ranking_reference(ranked, 3)[0], rtol=1e-12)
+        everything = [row for update in updates for row in update]
+        np.testing.assert_allclose(out["ndcg@3/click"], _ranking_reference(everything, 3)[0], rtol=1e-12)

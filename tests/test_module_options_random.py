@@ -8,7 +8,7 @@ dict decide which of these it takes part in. Each seeded scenario draws registry
 order with random options (the same metric under two keys with other options too), random
 ``metric_tasks``, 1 to 3 tasks (binary heads of probabilities or logits, a regression head), a
 random small ``window_size`` (windows wrap), weights with zeros (whole steps of zero weight at
-times), random step sizes (empty ones too), and checks every lifetime and window value:
+times, or one task's column all zero), random step sizes (empty ones too), and checks every lifetime and window value:
 
 * against references written here: scikit-learn with ``sample_weight`` (``roc_auc_score``,
   ``average_precision_score``, ``log_loss``, ``mean_squared_error``, ``mean_absolute_error``,
@@ -16,7 +16,7 @@ times), random step sizes (empty ones too), and checks every lifetime and window
   the threshold metrics), the binned AUC/AUPRC as the exact curve of the scores' bins
   (``docs/auc.md``), pandas ``groupby`` for GAUC and the segments, ``tests/helpers/ranking_reference``
   for ranking, the pairwise definition of XAUC (``docs/pairwise_auc.md``), and the window rule of
-  ``docs/windows.md`` (the module's skip of all-zero-weight steps included);
+  ``docs/windows.md`` (each metric's skip of a step whose weights are all zero for its tasks included);
 * against the same metric alone in a module of its own (its tasks only, the columns it is fed):
   a metric's value does not depend on the others or on its place among them;
 
@@ -224,6 +224,8 @@ def scenario(seed: int) -> dict[str, Any]:
         if zero:
             for key in [k for k in out if k.startswith("w")]:
                 out[key] = np.zeros(n)
+        elif rng.random() < 0.25:  # one weight column all zero: the metrics reading only its tasks skip the step
+            out[str(rng.choice([k for k in out if k.startswith("w")]))] = np.zeros(n)
         out["grp"] = rng.integers(0, NUM_SEGMENTS, size=n)
         out["sess"] = rng.integers(0, 4, size=n)
         out["batch"] = np.full(n, next(count))  # which step a row came from (read by the references only)
@@ -278,32 +280,37 @@ def _holds_logits(config: dict[str, Any], task: str) -> bool:
     )
 
 
-def _counts_zero_weight_steps(config: dict[str, Any]) -> bool:
-    """Ranking copies, and GAUC counting groups of zero weight: an all-zero-weight step keeps its window room."""
-    return any(
-        _family(o) == "ranking"
-        or (o["metric"] == "gauc" and o.get("average_groups") == "all" and not o.get("weight_groups"))
-        for o in config["metrics"].values()
-    )
+def _counts_zero_weight_rows(options: dict[str, Any]) -> bool:
+    """GAUC counting groups of zero weight: an all-zero-weight step changes it, so its window keeps the step."""
+    return options["metric"] == "gauc" and options.get("average_groups") == "all" and not options.get("weight_groups")
 
 
-def _skipped(config: dict[str, Any], step: dict[str, np.ndarray]) -> bool:
-    """Whether the module skips a step (``docs/windows.md``): no rows, or with a window every task's weights 0."""
+def _skipped(config: dict[str, Any], step: dict[str, np.ndarray], key: str, tasks: list[dict[str, Any]]) -> bool:
+    """Whether metric ``key``'s window over ``tasks`` skips a step (``docs/windows.md``): no rows, or with a window
+    every one of those tasks' weights 0 (the metric's own tasks; one task for a ranking metric's per-task copy)."""
     n = len(step["grp"])
     if n == 0:
         return True
-    if config["window_size"] is None or _counts_zero_weight_steps(config):
+    if config["window_size"] is None or _counts_zero_weight_rows(config["metrics"][key]):
         return False
     if all(o.get("validate_args") is False for o in config["metrics"].values()):
         return False  # the module reads no weight back: the step takes its room
-    columns = [task["weight_name"] for task in config["tasks"]]
+    columns = [task["weight_name"] for task in tasks]
     return all(c is not None for c in columns) and all(not step[c].any() for c in columns)
 
 
-def _window_rows(config: dict[str, Any], steps: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+def _window_groups(config: dict[str, Any], key: str) -> list[list[dict[str, Any]]]:
+    """The task lists whose windows metric ``key`` keeps: one per task for a ranking metric, else all its tasks."""
+    tasks = _tasks_of(config, key)
+    return [[task] for task in tasks] if _family(config["metrics"][key]) == "ranking" else [tasks]
+
+
+def _window_rows(
+    config: dict[str, Any], steps: list[dict[str, np.ndarray]], key: str, tasks: list[dict[str, Any]]
+) -> list[dict[str, np.ndarray]]:
     """The newest whole steps within ``window_size`` samples, or the newest ``window_size`` rows of a larger one."""
     size = config["window_size"]
-    taken = [s for s in steps if not _skipped(config, s)]
+    taken = [s for s in steps if not _skipped(config, s, key, tasks)]
     if not taken:
         return []
     if len(taken[-1]["grp"]) >= size:
@@ -456,18 +463,21 @@ def _value(options: dict[str, Any], raw: np.ndarray, logits: bool, y: np.ndarray
 def references(config: dict[str, Any], steps: list[dict[str, np.ndarray]]) -> dict[str, Any]:
     """Every key of the module over ``steps``, in its order (``docs/module.md``): the metrics as given, a
     Segmented metric's segments, the tasks in the module's order, each lifetime value and then its window's."""
-    spans = [("", steps)]
-    if config["window_size"] is not None:
-        spans.append(("/window", _window_rows(config, steps)))
     values: dict[tuple[str, int, int, str], Any] = {}  # (metric, segment, task, suffix) -> value
-    for suffix, rows in spans:
-        ids = {key: _column(rows, key) for key in ("grp", "sess", "batch")}
-        for key, options in config["metrics"].items():
-            for t, task in enumerate(_tasks_of(config, key)):
-                raw, y, w = (_column(rows, task[c]) for c in ("prediction_name", "label_name", "weight_name"))
-                value = _value(options, raw, _holds_logits(config, task["name"]), y, w, ids)
-                for g, v in value.items() if isinstance(value, dict) else [(-1, value)]:
-                    values[key, g, t, suffix] = v
+    for key, options in config["metrics"].items():
+        tasks = _tasks_of(config, key)
+        for group in _window_groups(config, key):
+            spans = [("", steps)]
+            if config["window_size"] is not None:  # each metric's own window (docs/windows.md: per metric)
+                spans.append(("/window", _window_rows(config, steps, key, group)))
+            for suffix, rows in spans:
+                ids = {column: _column(rows, column) for column in ("grp", "sess", "batch")}
+                for task in group:
+                    t = tasks.index(task)
+                    raw, y, w = (_column(rows, task[c]) for c in ("prediction_name", "label_name", "weight_name"))
+                    value = _value(options, raw, _holds_logits(config, task["name"]), y, w, ids)
+                    for g, v in value.items() if isinstance(value, dict) else [(-1, value)]:
+                        values[key, g, t, suffix] = v
     out: dict[str, Any] = {}
     for key in config["metrics"]:
         tasks = _tasks_of(config, key)
@@ -523,7 +533,10 @@ def check_alone(config: dict[str, Any], got: dict[str, float], steps: list[dict[
     for key in config["metrics"]:
         alone, columns = _alone(config, key)
         values = _compute(_feed(_module(alone), [columns(s) for s in steps]))
-        same_window = [_skipped(alone, s) for s in steps] == [_skipped(config, s) for s in steps]
+        same_window = all(
+            [_skipped(alone, s, key, group) for s in steps] == [_skipped(config, s, key, group) for s in steps]
+            for group in _window_groups(config, key)
+        )
         for name, value in values.items():
             if name.endswith("/window") and not same_window:
                 continue  # the full module's other tasks' weights keep a step its module alone skips
@@ -613,4 +626,10 @@ def test_scenarios_cover_the_cases() -> None:
     assert any({tuple(g) for g in a if len(g) > 1} != {tuple(g) for g in b if len(g) > 1} for a, b in led)
     steps = [s for sc in scenarios for s in sc["steps"]]
     assert any(len(s["grp"]) == 0 for s in steps)
-    assert any(_skipped(c, s) and len(s["grp"]) for sc, c in zip(scenarios, configs) for s in sc["steps"])
+    assert any(
+        _skipped(c, s, key, group) and len(s["grp"])
+        for sc, c in zip(scenarios, configs)
+        for s in sc["steps"]
+        for key in c["metrics"]
+        for group in _window_groups(c, key)
+    )

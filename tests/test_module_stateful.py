@@ -338,7 +338,15 @@ class ModuleMachine(RuleBasedStateMachine):
     def _changes_values(self, record: dict[str, np.ndarray]) -> bool:
         """Whether a step may change a value (an empty or all-zero-weight step need not: a compute() since may
         return its cached values, whose warnings were given)."""
-        in_window = int(record["n"]) > 0 and self.config["window_size"] is not None and not self._skipped(record)
+        config = self.config
+        in_window = (
+            int(record["n"]) > 0
+            and config["window_size"] is not None
+            and (
+                any(name in RANKING for name in config["metrics"])  # (rows of weight 0 still rank in the lifetime)
+                or any(not self._skipped(record, g) for name in config["metrics"] for g in self._window_groups(name))
+            )
+        )
         return bool(record["w"].any()) or in_window
 
     @rule()
@@ -534,16 +542,17 @@ class ModuleMachine(RuleBasedStateMachine):
             assert values[f"{self.prefix}throughput/total_examples"].item() == self.examples
         self.changed = False
 
-    def _skipped(self, record: dict[str, np.ndarray]) -> bool:
-        """Whether the module skips the step (takes it into no window): every task has a weight column, all zero,
-        and no ranking metric (whose lifetime rows of weight 0 still rank) is held (docs/windows.md)."""
-        config = self.config
-        return (
-            int(record["n"]) > 0
-            and "none" not in config["weighting"]
-            and not any(name in RANKING for name in config["metrics"])
-            and not record["w"].any()
-        )
+    def _skipped(self, record: dict[str, np.ndarray], tasks: list[int]) -> bool:
+        """Whether a metric's window over ``tasks`` skips the step (docs/windows.md, per metric): each of those tasks
+        has a weight column, all zero."""
+        weighting = self.config["weighting"]
+        return int(record["n"]) > 0 and all(weighting[t] != "none" for t in tasks) and not record["w"][tasks].any()
+
+    def _window_groups(self, name: str) -> list[list[int]]:
+        """The task lists whose windows metric ``name`` keeps: one per task for a ranking metric (a copy per
+        task), else every task (one window)."""
+        num_tasks = len(self.config["weighting"])
+        return [[t] for t in range(num_tasks)] if name in RANKING else [list(range(num_tasks))]
 
     def _split(self, key: str) -> tuple[str, str, bool]:
         parts = key.split("/")
@@ -557,22 +566,26 @@ class ModuleMachine(RuleBasedStateMachine):
             return set()
         return {f"{self.prefix}throughput/{n}" for n in ("lifetime_throughput", "window_throughput", "total_examples")}
 
-    def expected(self) -> dict[str, float]:
-        sizes = [0 if self._skipped(r) else int(r["n"]) for r in self.history[self.window_start :]]
+    def _parts(self, name: str, tasks: list[int]) -> dict[str, list[tuple[int, int]]]:
+        """The (step, first row) spans of a metric's lifetime and, with a window, of its window over ``tasks``."""
         parts = {"": [(i, 0) for i in range(len(self.history))]}
         if self.config["window_size"] is not None:
+            sizes = [0 if self._skipped(r, tasks) else int(r["n"]) for r in self.history[self.window_start :]]
             rows = window_rows(sizes, self.config["window_size"])
             parts["/window"] = [(self.window_start + i, start) for i, start in rows]
+        return parts
+
+    def expected(self) -> dict[str, float]:
         expected: dict[str, float] = {}
-        for name in self.config["metrics"]:
-            for suffix, rows in parts.items():
+        for name, group in ((n, g) for n in self.config["metrics"] for g in self._window_groups(n)):
+            for suffix, rows in self._parts(name, group).items():
                 chosen = [self.history[i] for i, _ in rows]
                 starts = [start for _, start in rows]
                 p = np.concatenate([self._empty_record()["p"], *(r["p"][:, s:] for r, s in zip(chosen, starts))], 1)
                 y = np.concatenate([self._empty_record()["y"], *(r["y"][:, s:] for r, s in zip(chosen, starts))], 1)
                 w = np.concatenate([self._empty_record()["w"], *(r["w"][:, s:] for r, s in zip(chosen, starts))], 1)
                 s = np.concatenate([np.zeros(0, dtype=np.int64), *(r["s"][st_:] for r, st_ in zip(chosen, starts))])
-                for t in range(len(self.config["weighting"])):
+                for t in group:
                     if name in RANKING:
                         value = ref_ranking(name, p[t], y[t], w[t], s)
                     else:

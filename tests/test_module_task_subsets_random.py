@@ -218,18 +218,52 @@ def references(sc: dict[str, Any], steps: list[dict[str, np.ndarray]], suffix: s
     return out
 
 
+def _window_groups(sc: dict[str, Any], name: str) -> list[list[dict[str, Any]]]:
+    """The task lists whose windows metric ``name`` keeps: one per task for a ranking metric (a copy per task),
+    else the tasks it reads (one window)."""
+    config = sc["config"]
+    every = [task["name"] for task in config["tasks"]]
+    read = [task for task in config["tasks"] if task["name"] in config["metric_tasks"].get(name, every)]
+    return [[task] for task in read] if config["metrics"][name]["metric"] in ("ndcg@3", "recall@2") else [read]
+
+
+def _window_rows(
+    sc: dict[str, Any], per_rank: list[list[dict[str, np.ndarray]]], share: int, tasks: list[dict[str, Any]]
+) -> list[dict[str, np.ndarray]]:
+    """The rows a metric's window over ``tasks`` keeps on each rank (docs/windows.md): a validated step whose
+    weights are all zero for every one of those tasks takes no room in it."""
+    columns = [task["weight_name"] for task in tasks]
+
+    def skipped(step: dict[str, np.ndarray]) -> bool:
+        weighs_nothing = all(c is not None for c in columns) and all(not step[c].any() for c in columns)
+        return not sc["trusted"] and len(step["grp"]) > 0 and weighs_nothing
+
+    return [
+        row
+        for steps in per_rank
+        for row in _kept_rows([dict(s, user=s["grp"]) for s in steps if not skipped(s)], share)
+    ]
+
+
 def expected(
-    sc: dict[str, Any], steps: list[dict[str, np.ndarray]], rows: list[dict[str, np.ndarray]] | None = None
+    sc: dict[str, Any], steps: list[dict[str, np.ndarray]], per_rank: list[list[dict[str, np.ndarray]]] | None = None
 ) -> dict[str, Any]:
-    """Every key: the lifetime over ``steps`` and, with a window, the window over the rows it keeps (``rows``:
-    those given, else the rows one process keeps)."""
+    """Every key: the lifetime over ``steps`` and, with a window, each metric's window over the rows it keeps
+    (``per_rank``: the steps of each rank, each keeping ``window_size // world_size``; else one process)."""
     out = references(sc, steps)
     window = sc["config"]["window_size"]
     if window is None:
         return out
-    if rows is None:
-        rows = _kept_rows([dict(s, user=s["grp"]) for s in steps], window)
-    kept = references(sc, rows, "/window")
+    per_rank = per_rank or [steps]
+    kept: dict[str, Any] = {}
+    for name in sc["config"]["metrics"]:
+        for group in _window_groups(sc, name):
+            names = {task["name"] for task in group}
+            rows = _window_rows(sc, per_rank, window // len(per_rank), group)
+            for key, value in references(sc, rows, "/window").items():
+                metric, task = key[: -len("/window")].rsplit("/", 1)
+                if metric.split(".")[0] == name and task in names:
+                    kept[key] = value
     merged = {}
     for key, value in out.items():  # each window key stands after its lifetime key
         merged[key] = value
@@ -347,12 +381,8 @@ def test_two_process_ddp_random_metric_tasks(ddp_pool: Any) -> None:
             got = per_rank[rank][i]
             assert list(got) == list(one), f"seed {seed} rank {rank}"
             _close({k: v for k, v in got.items() if k in lifetime}, lifetime, f"seed {seed} rank {rank}")
-        kept = None
-        window = sc["config"]["window_size"]
-        if window is not None:  # each rank keeps its share, window_size // world_size (docs/windows.md)
-            mine = [sc["steps"][rank::2] for rank in range(2)]
-            kept = [row for steps in mine for row in _kept_rows([dict(s, user=s["grp"]) for s in steps], window // 2)]
-        want = expected(sc, everything, kept)
+        # each rank keeps its share, window_size // world_size (docs/windows.md)
+        want = expected(sc, everything, [sc["steps"][rank::2] for rank in range(2)])
         if sc["config"]["key_style"] == "torchrec":
             names = _torchrec_names(sc["config"])
             want = {names[key]: value for key, value in want.items()}

@@ -244,10 +244,11 @@ def test_module_window_skips_an_all_zero_weight_step(validate):
     assert module.throughput.total_examples.item() == sum(SIZES)  # the skipped steps' examples still count
 
 
-@pytest.mark.parametrize("older", [False, True], ids=["pickled", "pickled-without-the-flag"])
+@pytest.mark.parametrize("older", [False, True], ids=["pickled", "pickled-with-the-module-wide-flags"])
 def test_module_window_skips_zero_weight_steps_after_unpickling(older):
     """A module copied mid-run (pickle) still skips an all-zero-weight step; one pickled by a version
-    that found the rule at each step (no ``_window_skips_zero_weight_steps``) finds it on load.
+    that decided it for the whole module (its ``_window_skips_zero_weight_steps`` and
+    ``_zero_weight_steps_count`` flags) follows each metric's rule after the load.
 
     Reference: the plain-Python window rule (``_window_of``) and scikit-learn over its rows.
     """
@@ -257,7 +258,7 @@ def test_module_window_skips_zero_weight_steps_after_unpickling(older):
         module.update(step)
     state = pickle.loads(pickle.dumps(module.__getstate__()))
     if older:
-        del state["_window_skips_zero_weight_steps"]
+        state.update(_window_skips_zero_weight_steps=False, _zero_weight_steps_count=True)  # stale flags: unread
     copied = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
     copied.__setstate__(state)
     for step in steps[3:]:  # the two zero steps come after the copy
@@ -269,13 +270,17 @@ def test_module_window_skips_zero_weight_steps_after_unpickling(older):
 
 
 @pytest.mark.parametrize(
-    "missing",
-    [("_window_skips_zero_weight_steps",), ("_window_skips_zero_weight_steps", "_zero_weight_steps_count")],
-    ids=["without-the-skip-flag", "without-the-count-flag-too"],
+    "flags",
+    [
+        {},
+        {"_window_skips_zero_weight_steps": True},
+        {"_window_skips_zero_weight_steps": True, "_zero_weight_steps_count": False},
+    ],
+    ids=["pickled", "with-a-stale-skip-flag", "with-stale-flags"],
 )
-def test_module_unpickled_without_the_flag_keeps_a_zero_weight_step_for_grouped_average_all(missing):
-    """An older pickle of a module holding GroupedAUC(average_groups="all") keeps the zero-weight step, one
-    from before the module knew which metrics count zero-weight rows too (its metrics' flags say it).
+def test_module_unpickled_keeps_a_zero_weight_step_for_grouped_average_all(flags):
+    """A pickle of a module holding GroupedAUC(average_groups="all") keeps the zero-weight step in its window,
+    also one of an earlier version carrying module-wide flags that said otherwise (its metric's flag decides).
 
     Reference: plain Python + scikit-learn (``_grouped_all``) over both batches, which fit the window.
     """
@@ -284,8 +289,7 @@ def test_module_unpickled_without_the_flag_keeps_a_zero_weight_step_for_grouped_
         tasks, {"gauc_all": tmx.GroupedAUC(average_groups="all")}, window_size=6, throughput=False
     )
     state = pickle.loads(pickle.dumps(module.__getstate__()))
-    for name in missing:
-        del state[name]
+    state.update(flags)
     copied = tmx.RecMetricModule.__new__(tmx.RecMetricModule)
     copied.__setstate__(state)
     for p, y, g, w in GROUPED_BATCHES:
@@ -770,3 +774,197 @@ def test_flat_ranking_window_with_zero_weight_rows_follows_the_window_rule(seed,
         expected = _ranking_reference(rows, k)
         got = (values[part][f"ndcg@{k}"].item(), values[part][f"mrr@{k}"].item())
         np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=part)
+
+
+# ----------------------------------------------------------------------------- each metric of a module alone
+
+
+def _ids_step(batch: tuple[torch.Tensor, ...], step: int) -> dict[str, torch.Tensor]:
+    p, y, w = batch
+    n = len(p)
+    return {
+        "click_pred": p,
+        "click_label": y,
+        "click_w": w,
+        "query": torch.arange(n) % 2 + 2 * step,  # two queries per step, none shared between steps
+        "user": torch.full((n,), step),  # a group per step: both classes in each (see `_batches`)
+    }
+
+
+@pytest.mark.parametrize("neighbour", [None, "ndcg@3", "gauc_all", "gauc_weighted_all", "gauc_weighted_all+ndcg@3"])
+def test_module_window_of_a_metric_does_not_depend_on_its_neighbours(neighbour):
+    """An all-zero-weight step takes no room in NE's window whatever else the module holds: a ranking metric
+    (whose lifetime keeps the step's rows) or a GAUC counting groups of zero weight (whose window keeps the step)
+    leaves NE's window as NE alone has it (the step used to take room in every window next to them).
+
+    Reference: the plain-Python window rule and scikit-learn over its rows; the neighbours' windows by their own
+    rule (plain-Python NDCG over the rows the ranking window keeps, GAUC over every step's groups).
+    """
+    tasks = [
+        tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", group_id_name="user", session_id_name="query")
+    ]
+    metrics: dict[str, object] = {"ne": "ne"}
+    neighbour = neighbour or ""
+    if neighbour == "ndcg@3":
+        metrics[neighbour] = "ndcg@3"
+    elif neighbour == "gauc_all":
+        metrics[neighbour] = tmx.GroupedAUC(average_groups="all")
+    elif neighbour.startswith("gauc_weighted_all"):
+        metrics["gauc_weighted_all"] = tmx.GroupedAUC(average_groups="all", weight_groups=True)
+        if neighbour.endswith("ndcg@3"):
+            metrics["ndcg@3"] = "ndcg@3"
+    module = tmx.RecMetricModule(tasks, metrics, window_size=WINDOW, throughput=False)
+    batches = _batches(7, SIZES, ZERO)
+    for step, batch in enumerate(batches):
+        module.update(_ids_step(batch, step))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        values = module.compute()
+    np.testing.assert_allclose(values["ne/click/window"].item(), _ne(*_cat(_window_of(batches, WINDOW))), rtol=RTOL)
+    np.testing.assert_allclose(values["ne/click"].item(), _ne(*_cat(batches)), rtol=RTOL)
+    if neighbour == "ndcg@3":
+        updates = [
+            [(float(p), int(y), int(q), float(w)) for p, y, q, w in zip(b[0], b[1], _ids_step(b, i)["query"], b[2])]
+            for i, b in enumerate(batches)
+        ]
+        kept = _ranking_window(updates, WINDOW, skip_zero=True)
+        np.testing.assert_allclose(values["ndcg@3/click/window"].item(), _ranking_reference(kept, 3)[0], rtol=1e-12)
+    if neighbour == "gauc_all":  # counts the zero steps' groups (0.5 each): its window keeps them
+        rows = [(*b[:2], _ids_step(b, i)["user"], b[2]) for i, b in enumerate(batches)]
+        kept_steps = _window_of(batches, WINDOW, skip_zero=False)
+        held = rows[len(batches) - len(kept_steps) :]
+        np.testing.assert_allclose(values["gauc_all/click/window"].item(), _grouped_all(held), rtol=RTOL)
+    if neighbour.startswith("gauc_weighted_all"):  # groups (one per step) weighted by their weight: as NE's window
+        kept = _window_of(batches, WINDOW)
+        weights = [float(b[2].sum()) for b in kept]
+        aucs = [_auc(*(t.numpy() for t in b)) for b in kept]
+        np.testing.assert_allclose(
+            values["gauc_weighted_all/click/window"].item(), np.average(aucs, weights=weights), rtol=RTOL
+        )
+
+
+def _two_task_steps(dtypes: tuple[torch.dtype, torch.dtype]) -> list[dict[str, torch.Tensor]]:
+    """Steps of tasks a and b; task a weighs nothing in steps 3 and 4, task b nothing in step 5."""
+    a = _batches(11, SIZES, {3, 4})
+    b = _batches(12, SIZES, {5})
+    return [
+        {
+            "a_pred": pa,
+            "a_label": ya,
+            "a_w": wa.to(dtypes[0]),
+            "b_pred": pb,
+            "b_label": yb,
+            "b_w": wb.to(dtypes[1]),
+            "query": torch.arange(len(pa)) % 2 + 2 * step,
+        }
+        for step, ((pa, ya, wa), (pb, yb, wb)) in enumerate(zip(a, b))
+    ]
+
+
+TWO_TASKS = [
+    tmx.RecTaskInfo("a", "a_label", "a_pred", "a_w", session_id_name="query"),
+    tmx.RecTaskInfo("b", "b_label", "b_pred", "b_w", session_id_name="query"),
+]
+
+
+def _task_batches(steps: list[dict[str, torch.Tensor]], task: str) -> list[tuple[torch.Tensor, ...]]:
+    return [(s[f"{task}_pred"], s[f"{task}_label"], s[f"{task}_w"].double()) for s in steps]
+
+
+@pytest.mark.parametrize(
+    "dtypes", [(torch.float64, torch.float64), (torch.float32, torch.float64)], ids=["stacked", "per-column"]
+)
+def test_module_metric_of_some_tasks_skips_a_step_where_its_tasks_weigh_nothing(dtypes):
+    """``metric_tasks``: an AUC reading task a alone gives no room to a step where a weighs nothing and b does (as
+    the AUC alone over a would), while NE over both tasks keeps that step (one window for its tasks), and skips
+    the step where neither does not occur; a ranking metric's per-task copies each follow their own task.
+
+    Reference: the plain-Python window rule per metric and scikit-learn / plain-Python NDCG over its rows.
+    """
+    steps = _two_task_steps(dtypes)
+    module = tmx.RecMetricModule(
+        TWO_TASKS,
+        {"auc_a": {"metric": "auc"}, "ne": "ne", "calibration": "calibration", "ndcg@3": "ndcg@3"},
+        metric_tasks={"auc_a": ["a"]},
+        window_size=WINDOW,
+        throughput=False,
+    )
+    for step in steps:
+        module.update(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        values = module.compute()
+    a, b = _task_batches(steps, "a"), _task_batches(steps, "b")
+    np.testing.assert_allclose(values["auc_a/a/window"].item(), _auc(*_cat(_window_of(a, WINDOW))), rtol=RTOL)
+    # NE reads both tasks: no step weighs nothing for both, so every step takes its room
+    both = _window_of(a, WINDOW, skip_zero=False)
+    kept = len(both)
+    for task, batches in (("a", a), ("b", b)):
+        window = batches[len(batches) - kept :]
+        np.testing.assert_allclose(values[f"ne/{task}/window"].item(), _ne(*_cat(window)), rtol=RTOL)
+        p, y, w = _cat(window)
+        np.testing.assert_allclose(values[f"calibration/{task}/window"].item(), (w * p).sum() / (w * y).sum())
+        updates = [
+            [(float(p), int(y), int(q), float(w)) for p, y, q, w in zip(*batch[:2], s["query"], batch[2])]
+            for batch, s in zip(batches, steps)
+        ]
+        rows = _ranking_window(updates, WINDOW, skip_zero=True)  # the task's own zero steps skipped
+        np.testing.assert_allclose(values[f"ndcg@3/{task}/window"].item(), _ranking_reference(rows, 3)[0], rtol=1e-12)
+        everything = [row for update in updates for row in update]
+        np.testing.assert_allclose(values[f"ndcg@3/{task}"].item(), _ranking_reference(everything, 3)[0], rtol=1e-12)
+
+
+def test_module_shared_window_stays_laid_out_across_an_all_zero_weight_step():
+    """The module's additive windows share one ring; a step whose weights are all zero goes through each metric's
+    own window (taking no room in any) and leaves that layout in place for the next step, values as references."""
+    steps = _module_steps()
+    metrics = {"ne": "ne", "calibration": "calibration", "ctr": "ctr", "mse": "mse"}
+    module = tmx.RecMetricModule(TASKS, metrics, window_size=WINDOW, throughput=False)
+    shared = []
+    for step in steps:
+        module.update(step)
+        shared.append(module.__dict__.get("_shared_window"))
+    assert shared[0] is not None and all(s is shared[0] for s in shared)
+    assert shared[0].intact()
+    batches = [(s["click_pred"], s["click_label"], s["click_w"]) for s in steps]
+    p, y, w = _cat(_window_of(batches, WINDOW))
+    values = module.compute()
+    np.testing.assert_allclose(values["ne/click/window"].item(), _ne(p, y, w), rtol=RTOL)
+    np.testing.assert_allclose(values["ctr/click/window"].item(), np.average(y, weights=w), rtol=1e-12)
+    np.testing.assert_allclose(values["mse/click/window"].item(), np.average((p - y) ** 2, weights=w), rtol=1e-12)
+
+
+def _ddp_module_job(rank: int, world_size: int) -> dict[str, float]:
+    """Rank 1's third step weighs nothing: NE's window there keeps rank 1's first step, next to an NDCG."""
+    batches = _batches(8 + rank, [3, 2, 2] if rank == 0 else [2, 2, 2], {2} if rank == 1 else set())
+    tasks = [tmx.RecTaskInfo("click", "click_label", "click_pred", "click_w", session_id_name="query")]
+    module = tmx.RecMetricModule(tasks, {"ne": "ne", "ndcg@3": "ndcg@3"}, window_size=8, throughput=False)
+    for step, batch in enumerate(batches):
+        module.update(_ids_step(batch, step + 10 * rank))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        return {key: value.item() for key, value in module.compute().items()}
+
+
+@pytest.mark.ddp
+def test_ddp_module_metric_window_does_not_depend_on_its_neighbours(ddp_pool):
+    """Under DDP each rank's share of NE's window (4 samples) skips that rank's all-zero-weight step next to a
+    ranking metric, as NE's window alone does; the ranking window follows the same rule over its rows.
+
+    Reference: the plain-Python window rule per rank, scikit-learn NE and plain-Python NDCG over the kept rows.
+    """
+    per_rank = [
+        _batches(8 + rank, [3, 2, 2] if rank == 0 else [2, 2, 2], {2} if rank == 1 else set()) for rank in (0, 1)
+    ]
+    kept = [row for batches in per_rank for row in _window_of(batches, 4)]
+    updates = [
+        [(float(p), int(y), int(q), float(w)) for p, y, q, w in zip(*b[:2], _ids_step(b, i + 10 * rank)["query"], b[2])]
+        for rank, batches in enumerate(per_rank)
+        for i, b in enumerate(batches)
+    ]
+    ranked = [row for rank in (0, 1) for row in _ranking_window(updates[3 * rank : 3 * rank + 3], 4, skip_zero=True)]
+    for out in ddp_pool.run(_ddp_module_job):
+        np.testing.assert_allclose(out["ne/click/window"], _ne(*_cat(kept)), rtol=RTOL)
+        np.testing.assert_allclose(out["ndcg@3/click/window"], _ranking_reference(ranked, 3)[0], rtol=1e-12)
+        everything = [row for update in updates for row in update]
+        np.testing.assert_allclose(out["ndcg@3/click"], _ranking_reference(everything, 3)[0], rtol=1e-12)

@@ -93,12 +93,13 @@ def concat(steps: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {key: np.concatenate([step[key] for step in steps]) for key in steps[0]}
 
 
-def kept(steps: list[dict[str, np.ndarray]], share: int) -> list[dict[str, np.ndarray]]:
+def kept(steps: list[dict[str, np.ndarray]], share: int, weight: str | None = None) -> list[dict[str, np.ndarray]]:
     """The window rule of docs/windows.md: the newest whole updates within ``share`` samples, or the
-    newest ``share`` samples of a newest update larger than that; empty updates take no room."""
+    newest ``share`` samples of a newest update larger than that; empty updates take no room, nor (for a
+    metric of the one task weighted by column ``weight``) updates whose ``weight`` is all zero."""
     out: list[dict[str, np.ndarray]] = []
     room = share
-    for step in reversed([s for s in steps if len(s["click"])]):
+    for step in reversed([s for s in steps if len(s["click"]) and (weight is None or s[weight].any())]):
         n = len(step["click"])
         if not out and n > share:
             return [{key: value[-share:] for key, value in step.items()}]
@@ -200,8 +201,23 @@ def regression_refs(rows: dict[str, np.ndarray], suffix: str = "") -> dict[str, 
     }
 
 
-def all_refs(lifetime_rows: dict[str, np.ndarray], window_rows: dict[str, np.ndarray]) -> dict[str, float]:
+def conversion_window(per_rank: list[list[dict[str, np.ndarray]]], share: int) -> dict[str, np.ndarray]:
+    """The rows of the ranking metrics' conversion windows: each ranking metric keeps a copy per task, whose
+    window skips the steps where that task's weights are all zero (docs/windows.md: each metric as alone)."""
+    steps = [step for steps in per_rank for step in kept(steps, share, weight="conv_w")]
+    return concat(steps) if steps else {key: value[:0] for key, value in per_rank[0][0].items()}
+
+
+def all_refs(
+    lifetime_rows: dict[str, np.ndarray],
+    window_rows: dict[str, np.ndarray],
+    conversion_rows: dict[str, np.ndarray] | None = None,
+) -> dict[str, float]:
+    """Every key's reference; ``conversion_rows``: the conversion ranking copies' window (see ``conversion_window``)."""
     out = {**binary_refs(lifetime_rows), **binary_refs(window_rows, "/window")}
+    if conversion_rows is not None:
+        ranked = binary_refs(conversion_rows, "/window")
+        out.update({k: ranked[k] for k in ("train/ndcg@10/conversion/window", "train/recall@5/conversion/window")})
     out.update({**country_refs(lifetime_rows), **country_refs(window_rows, "/window")})
     out.update({**regression_refs(lifetime_rows), **regression_refs(window_rows, "/window")})
     return out
@@ -294,7 +310,11 @@ def test_one_process_every_step_equals_the_references():
         keys = keys or list(values)
         assert list(values) == keys, "the flat keys change from step to step"
         seen = steps[: index + 1]
-        assert_close(values, all_refs(concat(seen), concat(kept(seen, WINDOW))), f"step {index}")
+        assert_close(
+            values,
+            all_refs(concat(seen), concat(kept(seen, WINDOW)), conversion_window([seen], WINDOW)),
+            f"step {index}",
+        )
         assert values["train/throughput/total_examples"] == sum(len(s["click"]) for s in seen)
     assert keys is not None
     assert {"train/throughput/lifetime_throughput", "train/throughput/window_throughput"} <= set(keys)
@@ -395,7 +415,11 @@ def test_checkpoint_mid_epoch_resumes_lifetime_and_window_exactly(tmp_path):
     got, want = log_dict(resumed), log_dict(straight)
     assert list(got) == list(want)
     assert_close(timeless(got), timeless(want), "resumed vs uninterrupted", rtol=0.0)
-    assert_close(got, all_refs(concat(steps), concat(kept(steps, WINDOW))), "resumed vs references")
+    assert_close(
+        got,
+        all_refs(concat(steps), concat(kept(steps, WINDOW)), conversion_window([steps], WINDOW)),
+        "resumed vs references",
+    )
 
 
 def _resume_in_this_process(path: str, out: str) -> None:
@@ -466,14 +490,17 @@ def test_ddp_two_ranks_equal_one_process_and_references(ddp_pool):
     for count, logged in zip((2, 4, 6), results[0]["logged"]):  # each interval's flat keys, synced
         seen = [steps[:count] for steps in per_rank]
         rows = concat(kept(seen[0], WINDOW // 2) + kept(seen[1], WINDOW // 2))
-        assert_close(logged, all_refs(concat(seen[0] + seen[1]), rows), f"DDP at update {count}")
+        want = all_refs(concat(seen[0] + seen[1]), rows, conversion_window(seen, WINDOW // 2))
+        assert_close(logged, want, f"DDP at update {count}")
         assert logged["train/throughput/total_examples"] == sum(len(s["click"]) for s in seen[0] + seen[1])
     for first, second in zip(results[0]["logged"], results[1]["logged"]):  # every rank logs the same values
         assert list(first) == list(second)
         assert_close(first, second, "rank 0 vs rank 1", rtol=0.0)
     window_rows = concat(kept(per_rank[0], WINDOW // 2) + kept(per_rank[1], WINDOW // 2))
     final = results[0]["final"]
-    assert_close(final, all_refs(concat(every), window_rows), "DDP vs references")
+    assert_close(
+        final, all_refs(concat(every), window_rows, conversion_window(per_rank, WINDOW // 2)), "DDP vs references"
+    )
     assert final["train/throughput/total_examples"] == sum(map(sum, RANK_SIZES))
     # the lifetime values equal one process fed the concatenated data
     one = build()
@@ -484,7 +511,11 @@ def test_ddp_two_ranks_equal_one_process_and_references(ddp_pool):
     assert_close({k: final[k] for k in lifetime}, {k: single[k] for k in lifetime}, "DDP vs one process")
     # each rank's local values are its own rows'
     for rank in range(2):
-        local_want = all_refs(concat(per_rank[rank]), concat(kept(per_rank[rank], WINDOW // 2)))
+        local_want = all_refs(
+            concat(per_rank[rank]),
+            concat(kept(per_rank[rank], WINDOW // 2)),
+            conversion_window([per_rank[rank]], WINDOW // 2),
+        )
         assert_close(results[rank]["local"], local_want, f"rank {rank} local")
 
 
@@ -576,4 +607,6 @@ def test_offline_evaluate_equals_the_module_and_the_references(tmp_path):
                     value,
                     want,
                 )
-    assert_close(online, all_refs(rows, concat(kept(steps, WINDOW))), "online vs references")
+    assert_close(
+        online, all_refs(rows, concat(kept(steps, WINDOW)), conversion_window([steps], WINDOW)), "online vs references"
+    )

@@ -258,16 +258,18 @@ class RecMetricModule(CheckpointLoading):
             tuple or a 1-D array of strings too) names each metric after its entry. Ranking metrics
             have no task dimension: the module keeps one copy per task (a loop over the tasks, not
             over queries).
-        window_size: samples in the recent window (``None``: lifetime values only). A validated step
-            whose weights are all zero for every task (each task's weight column given, its maximum
-            0: read with the step's one validation read, nothing more) is skipped by every metric,
-            so it takes no room in the windows (it still counts in the throughput and as a step);
-            a step where some task has weight keeps its room (the tasks share one window). When
-            every metric is built with ``validate_args=False`` nothing is read, and with ranking
-            metrics (kept per task, whose rows of weight 0 still rank in their sessions) or a metric
-            whose value the step changes (``GroupedAUC(average_groups="all")`` counts a group of
-            zero-weight rows) the step is not skipped: such a step then still takes its window room
-            (see ``docs/windows.md``).
+        window_size: samples in the recent window (``None``: lifetime values only). Each metric
+            takes a validated step as it would alone: where the weights of every task it reads are
+            all zero (each such task's weight column given, its maximum 0: read with the step's one
+            validation read, nothing more), the step takes no room in its window (its lifetime takes
+            the rows, which change nothing there but a ranking metric's, whose rows of weight 0
+            still rank in their sessions), whatever the module's other metrics read; a step where
+            one of its tasks has weight keeps its room (its tasks share one window). A ranking
+            metric's per-task copies each follow their own task, and a metric whose value such a
+            step changes (``GroupedAUC(average_groups="all")`` counts a group of zero-weight rows)
+            keeps it in its window. Such a step still counts in the throughput and as a step. When
+            every metric is built with ``validate_args=False`` nothing is read, and the step takes
+            its room in every window (see ``docs/windows.md``).
         throughput: add a :class:`~torchmetrics_ext.Throughput` counting the examples of each step
             (or this one, e.g. with other ``warmup_steps``). The module's own starts its clock after
             half the compute interval in updates (at least 1, at most 100), so the
@@ -468,8 +470,9 @@ class RecMetricModule(CheckpointLoading):
         self._subsets = _check_metric_tasks(metric_tasks, self._names, [t.name for t in self.tasks])
         # per metric name, further Windowed options (from_torchrec_config: TorchRec's window rules)
         window_options = {name: dict(options) for name, options in (_WINDOW_OPTIONS.get() or {}).items()}
-        # from_torchrec_config with should_validate_update: a step whose weights are all zero is skipped,
-        # also without windows and when every metric is unvalidated (with windows and validation: always)
+        # from_torchrec_config with should_validate_update: a step whose weights are all zero is skipped by
+        # every metric, also without windows and when every metric is unvalidated (with windows and validation,
+        # each metric gives such a step no room in its window without it: see `_update_units`)
         self._skip_zero_weight_steps = False
 
         stacked: dict[str, TaskMetric] = {}
@@ -658,10 +661,6 @@ class RecMetricModule(CheckpointLoading):
         self._num_copies = sum(len(ms) for ms in per_task.values())
         # per ranking copy, in `_updated_units`' order: (the task it reads, the first copy of its metric)
         self._copy_tasks = _copy_tasks(list(per_task), self._subsets, num_tasks)
-        # a metric whose value an all-zero-weight step changes (GroupedAUC(average_groups="all") counts its
-        # groups): a windowed module then keeps such a step (DESIGN: only a step that changes nothing is skipped)
-        self._zero_weight_steps_count = self._counts_zero_weight_steps()
-        self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # set by from_torchrec_config: which keys TorchRec reports per metric (window-only AUC, task subsets)
         self._reported: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {}
 
@@ -770,8 +769,8 @@ class RecMetricModule(CheckpointLoading):
                 TorchRec would skip it for every task at once, see ``docs/module.md``; the module's
                 windows skip such a validated step without it too, so it matters only when every
                 metric is built with ``validate_args=False``, where it keeps the weights' read, or
-                with ``grouped_auc``/``grouped_auprc``, whose zero-weight groups count: without it
-                the step is kept) and
+                for ``grouped_auc``/``grouped_auprc``, whose zero-weight groups count: without it
+                their lifetime and window keep the step) and
                 ``fused_update_limit`` (0 or 1: TorchRec's fusion of several steps into one
                 window entry is refused). TorchRec's other execution options
                 (``rec_compute_mode``, ``compute_on_all_ranks``, ...) are accepted and have no
@@ -950,8 +949,6 @@ class RecMetricModule(CheckpointLoading):
         }
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
-        if "_zero_weight_steps_count" not in state:  # pickled before the flag: its metrics' flags say it
-            self._zero_weight_steps_count = self._counts_zero_weight_steps()
         self.__dict__.setdefault("_segments", {})  # pickled before the module fed Segmented metrics: none
         self.__dict__.setdefault("_cast_segment_ids", False)
         self.__dict__.setdefault("_subsets", {})  # pickled before `metric_tasks`: every metric reads every task
@@ -963,17 +960,11 @@ class RecMetricModule(CheckpointLoading):
         self.__dict__.setdefault("_session_tasks", tuple(range(len(self.tasks))))
         if "_copy_tasks" not in state:  # pickled before `metric_tasks`: one copy per task of each ranking metric
             self._copy_tasks = _copy_tasks(list(self.ranking), {}, len(self.tasks))
-        if "_window_skips_zero_weight_steps" not in state:  # pickled by a version that found it at each step
-            self._window_skips_zero_weight_steps = _window_skips_zero_weight_steps(self.__dict__)
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
         # is pending (a reset of the leader or of a member alone, a member's own change) is said at the copy's
         # first compute, as at the original's; one that came without (an earlier version's standalone copy)
         # reports its copied leader's states again, nothing of its own
         self._mark_members(keep_linked=True)
-
-    def _counts_zero_weight_steps(self) -> bool:
-        """Whether a metric of the module counts zero-weight rows (an all-zero-weight step changes its value)."""
-        return any(getattr(unit, "_zero_weight_batches_count", False) for unit in self._owned_metrics())
 
     def _updated_units(self) -> Iterator[tuple[Metric, str, bool]]:
         """``(unit, id keyword, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
@@ -1161,18 +1152,30 @@ class RecMetricModule(CheckpointLoading):
             # reuse their memory while it is still in cache (the step's working set is about the size of
             # a core's L2 cache, and a few hundred KB more slow every kernel of the step)
             batch.checked.clear()
-            # a step whose weights are all zero (every task's column given and its maximum 0, read from
-            # the bounds just checked: no further sync) is skipped by every metric, so it takes no room
-            # in the windows (DESIGN: such a batch changes nothing); TorchRec's should_validate_update
-            # asks for the same skip without windows and with per-task ranking copies, whose lifetime
-            # rows of weight 0 still rank in sessions other steps weigh (skipping would change them)
-            skip = (
-                (self._skip_zero_weight_steps or self._window_skips_zero_weight_steps)
-                and len(given) == len(self.tasks)
-                and all(b[1] == 0 for b in weight_bounds)
-            )
-            if not skip:
-                self._update_checked(batch, domains, unit_weights, pred_bounds, weight_stack, group_bounds)
+            # the tasks whose weights are all zero in this step (their column given and its maximum 0, read
+            # from the bounds just checked: no further sync). TorchRec's should_validate_update skips a step
+            # where every task's are, for every metric; with windows, each metric takes it as it would alone
+            # (DESIGN: such a batch changes nothing): one whose tasks all weigh nothing gives it no room in
+            # its window, whatever the other metrics of the module read or count
+            zero = None
+            if self._skip_zero_weight_steps or self.window_size is not None:
+                zero = _zero_weight_tasks(
+                    batch.columns[2],
+                    weight_bounds,
+                    weight_stack,
+                    self._domain_groups,
+                    per_task=self.window_size is not None and bool(self._num_copies or self._subsets),
+                )
+            if not (self._skip_zero_weight_steps and zero is not None and all(zero)):
+                self._update_checked(
+                    batch,
+                    domains,
+                    unit_weights,
+                    pred_bounds,
+                    weight_stack,
+                    group_bounds,
+                    zero if self.window_size is not None else None,
+                )
                 self._count_step(n)
                 return
         self._empty_step(n)
@@ -1245,11 +1248,13 @@ class RecMetricModule(CheckpointLoading):
         pred_bounds: tuple[float, ...] = (),
         weight_stack: Tensor | None = None,
         group_bounds: Sequence[tuple[float, ...]] = (),
+        zero_tasks: tuple[bool, ...] | None = None,
     ) -> None:
         """Feed a step whose values passed the checks (``pred_bounds``: the predictions' min and max) to every unit.
 
         ``weight_stack``: the weight columns as :func:`_small_weight_stack` stacked them for the check, if it did;
-        ``group_bounds``: with ``metric_tasks``, each domain group's predictions' min and max, as checked.
+        ``group_bounds``: with ``metric_tasks``, each domain group's predictions' min and max, as checked;
+        ``zero_tasks``: per task, whether its weights are all zero (``None``: none is, or not known).
         """
         # weights that are all exactly 1 change no sum: the unweighted kernels skip their passes
         if unit_weights:
@@ -1276,7 +1281,7 @@ class RecMetricModule(CheckpointLoading):
         for state in states:
             state["_inputs_checked"] = True
         try:
-            self._update_units(plan, batch, shared, binary, pred_bounds, group_bounds)
+            self._update_units(plan, batch, shared, binary, pred_bounds, group_bounds, zero_tasks)
         finally:
             for state, trusted in zip(states, previous):
                 state["_inputs_checked"] = trusted
@@ -1308,13 +1313,21 @@ class RecMetricModule(CheckpointLoading):
         binary: bool,
         pred_bounds: tuple[float, ...] = (),
         group_bounds: Sequence[tuple[float, ...]] = (),
+        zero_tasks: tuple[bool, ...] | None = None,
     ) -> None:
         """Feed one validated step to every updated unit (group leaders, then the per-task copies).
 
         Units fed probabilities (see ``_fed_probabilities``) get ``sigmoid(preds)``, computed once
-        and shared by them as the logits are by the others.
+        and shared by them as the logits are by the others. ``zero_tasks`` (windowed units only): per
+        task, whether its weights are all zero; a unit whose every task's are takes the step as
+        ``Windowed`` takes such a batch alone (no room in its window, unless its metric counts
+        zero-weight rows), without the shared ring.
         """
-        joint = self._joint_window(batch.preds.shape[-1])
+        every_zero, zero_subsets = False, [False] * len(plan.subsets)
+        if zero_tasks is not None:  # (a step of weights: none all zero, nothing to find)
+            every_zero = all(zero_tasks)
+            zero_subsets = [all(zero_tasks[t] for t in positions) for _, positions, _ in plan.subsets]
+        joint = None if every_zero or any(zero_subsets) else self._joint_window(batch.preds.shape[-1])
         # the additive windowed units' scratch updates write into one staging row (see _shared.py)
         joint_updates: dict[int, Callable[..., Any]] = {}
         if joint is not None:
@@ -1336,9 +1349,9 @@ class RecMetricModule(CheckpointLoading):
                     elif type(unit) is Windowed:
                         # `Windowed.update` without its synced check, made for every windowed unit above
                         if grouped:  # the id column as `groups` (grouped AUC) or `segments` (Segmented)
-                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False)
+                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False, known_zero=every_zero)
                         else:
-                            unit._step((p, y, w), {}, False)
+                            unit._step((p, y, w), {}, False, known_zero=every_zero)
                         continue
                     else:
                         update = unit.update
@@ -1366,9 +1379,9 @@ class RecMetricModule(CheckpointLoading):
                         continue
                     if type(unit) is Windowed:
                         if grouped:
-                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False)
+                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False, known_zero=zero_subsets[k])
                         else:
-                            unit._step((p, y, w), {}, False)
+                            unit._step((p, y, w), {}, False, known_zero=zero_subsets[k])
                         continue
                     update = unit.update_unwrapped if unwrapped else unit.update  # type: ignore[assignment]
                     if grouped:
@@ -1400,7 +1413,7 @@ class RecMetricModule(CheckpointLoading):
                     # and `Windowed.update`'s check of a synced window made for every unit above (`first_synced`)
                     if first:
                         limit = unit._local_window()
-                    unit._step((preds[task], target), inputs, False, limit)
+                    unit._step((preds[task], target), inputs, False, limit, zero_tasks is not None and zero_tasks[task])
                 elif hasattr(type(unit), "update_unwrapped"):  # gradients are off: no TorchMetrics wrapper needed
                     unit.update_unwrapped(preds[task], target, **inputs)  # type: ignore[operator]
                 else:
@@ -1422,10 +1435,15 @@ class RecMetricModule(CheckpointLoading):
             plan = self._plan().updated
             # metrics of some tasks only (`metric_tasks`) too: fed their tasks' rows, they count the step's samples
             # as the others do, and each unit's states have their own columns (of its own number of tasks)
+            # (not a metric that counts zero-weight rows: a step whose weights are all zero takes room in its
+            # window only, see `_update_units`)
             candidates = [
                 unit
                 for unit, grouped, _ in plan[: len(plan) - self._num_copies]
-                if isinstance(unit, Windowed) and not grouped and shareable(unit)
+                if isinstance(unit, Windowed)
+                and not grouped
+                and shareable(unit)
+                and unit.__dict__.get("_skips_zero_weights", True)
             ]
 
             def rule(unit: Any) -> tuple[Any, ...]:
@@ -2160,20 +2178,6 @@ def _in_module(error: ValueError) -> ValueError:
     return ValueError(text.replace(advice, _MODULE_LOGITS_ADVICE))
 
 
-def _window_skips_zero_weight_steps(attributes: Mapping[str, Any]) -> bool:
-    """Whether a validated all-zero-weight step is skipped for the windows: the module's build decides it.
-
-    With windows, no per-task ranking copies and no metric whose value counts zero-weight rows
-    (``_zero_weight_steps_count``). ``attributes``:
-    the module's ``__dict__`` (or a pickled state); nothing changes these after the build.
-    """
-    return (
-        attributes.get("window_size") is not None
-        and not attributes.get("_num_copies")
-        and not attributes.get("_zero_weight_steps_count", False)
-    )
-
-
 def _windowed(metric: TaskMetric, window_size: int, options: Mapping[str, Any]) -> Windowed:
     """``Windowed(metric, window_size, **options)``; option ``ceil_share``: TorchRec's per-rank share."""
     options = dict(options)
@@ -2745,6 +2749,43 @@ def _stack(columns: list[Tensor]) -> Tensor:
 
 
 _SMALL_WEIGHT_STACK = 8192  # weight entries per step up to which the columns are checked as one stack
+
+
+def _zero_weight_tasks(
+    columns: Sequence[Tensor | None],
+    weight_bounds: Sequence[Any],
+    weight_stack: Tensor | None,
+    domain_groups: Sequence[tuple[InputDomains, tuple[int, ...]]] | None,
+    per_task: bool,
+) -> tuple[bool, ...] | None:
+    """Per task, whether its weights are all zero in a checked step; ``None`` where no task's are.
+
+    From the bounds the step's check read (checked non-negative: a column is all zero when its maximum
+    is 0), nothing more read back: ``weight_bounds`` holds each given column's, in the order the check
+    took them (the tasks' order, or each domain group's tasks in turn), or the bounds of ``weight_stack``
+    when the check read the stacked columns (every task's given, one domain). A task without a column weighs 1.
+    Where only a stack's bounds are known and some of its weights are 0, its rows' maxima are read
+    (a small CPU stack: no device sync) when ``per_task`` (a unit reads some tasks only), else only
+    "every task's weights are zero" is told.
+    """
+    num_tasks = len(columns)
+    if weight_stack is not None and domain_groups is None:  # (the domain groups' check reads the columns)
+        low, high = weight_bounds[0][0], weight_bounds[0][1]
+        if high == 0:
+            return (True,) * num_tasks
+        if low > 0 or not per_task:
+            return None
+        flags = tuple(value == 0 for value in weight_stack.amax(dim=1).tolist())
+        return flags if any(flags) else None
+    order = range(num_tasks) if domain_groups is None else [t for _, positions in domain_groups for t in positions]
+    zero = [False] * num_tasks
+    given = 0
+    for t in order:
+        if columns[t] is not None:
+            bounds = weight_bounds[given]
+            given += 1
+            zero[t] = bool(bounds) and bounds[1] == 0
+    return tuple(zero) if any(zero) else None
 
 
 def _small_weight_stack(columns: list[Tensor | None]) -> Tensor | None:

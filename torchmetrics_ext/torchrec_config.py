@@ -274,8 +274,8 @@ class TorchRecPlan:
             ``WindowBuffer`` windows (all but its AUC family).
         cast_segment_ids: segmented_ne's ``cast_keys_to_int``: floating segment ids are read as int64.
         skip_zero_weight_steps: ``should_validate_update``: a step whose weights are all zero is
-            skipped by every metric (validated windows skip it without the option too, unless a
-            metric counts it: ``grouped_auc``'s ``GroupedAUC(average_groups="all")``).
+            skipped by every metric (validated windows skip it without the option too, but for a
+            metric that counts it: ``grouped_auc``'s ``GroupedAUC(average_groups="all")``).
         throughput: a :class:`~torchmetrics_ext.Throughput` or ``None``.
         compute_interval_steps: as in TorchRec.
         state_metrics: ``{namespace: callable}`` for the module's ``state_metrics``.

@@ -858,7 +858,9 @@ class Windowed(TensorArithmetic, WrapperMetric):
         scratch.__dict__["_computed"] = None
         return self._batch_value(True)
 
-    def _histogram_step(self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool) -> tuple[Any, Any]:
+    def _histogram_step(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool, known_zero: bool = False
+    ) -> tuple[Any, Any]:
         """:meth:`_step` for a binned metric: the batch's bin indices go to the lifetime and the window.
 
         Run with gradients off, as TorchMetrics runs an ``update``: ``Windowed.update`` is not wrapped
@@ -870,7 +872,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
         if torch.is_grad_enabled():  # (the switch without its context-manager objects: a per-step cost)
             torch._C._set_grad_enabled(False)
             try:
-                return self._histogram_step(args, kwargs, values)
+                return self._histogram_step(args, kwargs, values, known_zero)
             finally:
                 torch._C._set_grad_enabled(True)
         limit = self._local_window()
@@ -879,7 +881,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
         with noting_zero_weights() as note:
             entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]  # validates
         # validated weights all zero: the lifetime takes them, the window does not
-        zero = self._takes_no_room(note)
+        zero = self._takes_no_room(note, known_zero)
         size = kept_size = self._count(args, kwargs)
         kept = entries
         if zero:
@@ -912,15 +914,22 @@ class Windowed(TensorArithmetic, WrapperMetric):
         return lifetime_value, window_value
 
     def _step(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool, limit: int | None = None
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        values: bool,
+        limit: int | None = None,
+        known_zero: bool = False,
     ) -> tuple[Any, Any]:
         """One batch into lifetime and window; batch values when ``values``. Nothing changes if it raises.
 
         ``limit``: this rank's share of the window when the caller has read it for this step
-        (``RecMetricModule``, once for all its units), else read here.
+        (``RecMetricModule``, once for all its units), else read here. ``known_zero``: the caller
+        checked the batch's weights and found them all zero (``RecMetricModule``, whose units take
+        inputs it validated and note nothing themselves): the batch is taken as such a batch is.
         """
         if self._hist is not None:
-            return self._histogram_step(args, kwargs, values)
+            return self._histogram_step(args, kwargs, values, known_zero)
         if limit is None:
             limit = self._local_window()
         ring = self._ring
@@ -940,7 +949,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
                 # (an empty batch that appends chunks, kept for their dtypes: the general way)
                 if appended is not None and (size > 0 or not any(appended.values())):
                     # all-zero validated weights: to the lifetime only (no room in the window)
-                    zero = self._takes_no_room(note)
+                    zero = self._takes_no_room(note, known_zero)
                     self._commit_lists(appended, 0 if zero else size, limit)
                     return None, None
         slot = ring.next_slot()
@@ -948,7 +957,7 @@ class Windowed(TensorArithmetic, WrapperMetric):
             lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
         # validated weights that are all zero (noted from the bounds the checks read): the batch
         # goes to the lifetime (where it adds nothing weighted) and takes no room in the window
-        zero = self._takes_no_room(note)
+        zero = self._takes_no_room(note, known_zero)
         size = self._count(args, kwargs)
         lifetime_value = window_value = self._batch_value(values)
         full, full_lists = slot, lists
@@ -1010,13 +1019,14 @@ class Windowed(TensorArithmetic, WrapperMetric):
         self._count_update()
         return lifetime_value, window_value
 
-    def _takes_no_room(self, note: ZeroWeightNote) -> bool:
+    def _takes_no_room(self, note: ZeroWeightNote, known_zero: bool = False) -> bool:
         """Whether the update just validated under ``note`` takes no room in the window: its weights all zero.
 
         DESIGN: such a batch changes nothing. A metric whose value counts zero-weight rows
         (``_zero_weight_batches_count``; an object pickled before the rule reads it on unpickling) keeps it.
+        ``known_zero``: the caller's own check found the weights all zero (see :meth:`_step`).
         """
-        return note.zero is True and self.__dict__.get("_skips_zero_weights", True)
+        return (known_zero or note.zero is True) and self.__dict__.get("_skips_zero_weights", True)
 
     def _commit_lists(self, lists: dict[str, list[Tensor]], size: int, limit: int) -> None:
         """The commit of :meth:`_step` for an update of ``size`` samples (all kept) that only appended ``lists``.

@@ -376,6 +376,19 @@ def _logits_unused_note(metrics: Sequence[str]) -> str:
     )
 
 
+def _unused_ids_note(role: str, column: str, metrics: Sequence[str]) -> str:
+    """The note of a ``user``/``session`` id column that no metric of the run reads (so it was not read)."""
+    readers = (
+        "gauc, gauprc (which average over users)"
+        if role == "user"
+        else "ndcg@k, mrr, recall@k... (which rank within sessions)"
+    )
+    return (
+        f"{role} ids {column!r} (--{role}) were not read: none of the metrics {list(metrics)} reads them, only "
+        f"{readers} do; rows with a null {role} id were kept"
+    )
+
+
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
         raise ValueError(f"Expected `{name}` to be a column name or None, got {value!r}.")
@@ -509,6 +522,16 @@ class _Plan:
             if self.per_task and self.from_logits and not any(d.from_logits for d in self.task_domains.values())
             else None
         )
+        # an id column no metric reads (`--user` next to ne and auc alone) is not read: its nulls drop no row and
+        # fail no run; the result's warnings say so (see `_unused_ids_note`)
+        self.ids_notes = [
+            _unused_ids_note(role, column, self.metric_names)
+            for role, column, readers in (
+                ("user", self.user, self.grouped_keys),
+                ("session", self.session, self.session_keys),
+            )
+            if column is not None and not readers
+        ]
         # the column keys each task's invalid rows are dropped for (see `task_columns`), set by `_columns`
         self._task_keys: dict[str, tuple[CheckKey, ...]] = {}
         self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
@@ -581,14 +604,20 @@ class _Plan:
         return [key for key in keys if any(self.read_by(key, t.name) for t in self.tasks)]
 
     def needs_user(self, task: TaskSpec) -> bool:
-        """Whether the task reads the user ids: every task without ``metric_tasks``, else those ``gauc`` reads."""
-        if self.user is None:
+        """Whether the task reads the user ids: every task without ``metric_tasks``, else those ``gauc`` reads.
+
+        None does where no metric averages over users (see ``ids_notes``): the column is not read.
+        """
+        if self.user is None or not self.grouped_keys:
             return False
         return not self.per_task or any(self.read_by(key, task.name) for key in self.grouped_keys)
 
     def needs_session(self, task: TaskSpec) -> bool:
-        """Whether the task reads the session ids: every task without ``metric_tasks``, else those ranked."""
-        if self.session is None:
+        """Whether the task reads the session ids: every task without ``metric_tasks``, else those ranked.
+
+        None does where no metric ranks within sessions (see ``ids_notes``): the column is not read.
+        """
+        if self.session is None or not self.session_keys:
             return False
         return not self.per_task or any(self.read_by(key, task.name) for key in self.session_keys)
 
@@ -1055,6 +1084,7 @@ class _Run:
         caught += empty_lines
         if self.plan.logits_note is not None:  # the arguments', the same on every rank
             caught.insert(0, self.plan.logits_note)
+        caught[:0] = self.plan.ids_notes  # the arguments', the same on every rank
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
         return EvaluationResult(
@@ -1595,7 +1625,8 @@ def evaluate(
             weighted); any other per-task ``weight_name`` is refused. A column
             may have several roles (weights that are labels, ``user`` = ``session``): it is read
             once and checked in each.
-        user: column of integer user ids (for ``gauc``/``gauprc``).
+        user: column of integer user ids (for ``gauc``/``gauprc``; not read when no metric of
+            the run averages over users, nor ``session`` when none ranks: ``warnings`` say so).
         session: column of integer query/session ids (for ranking metrics). User and session ids
             are keys, never reported, so two ids are one user (session) when their 64-bit patterns
             are equal: any integer type, and a uint64 id ``u >= 2**63`` is the int64 id
@@ -1629,7 +1660,8 @@ def evaluate(
         on_invalid: ``"error"`` (raise, naming file, column, reason, count and first row) or
             ``"skip"`` (drop invalid rows and report them in the result). A row is dropped only for
             the tasks reading a column it is invalid in: its predictions, its labels, the weights
-            (not for a task given ``weight_name: None``), the user and session ids (every task).
+            (not for a task given ``weight_name: None``), the user and session ids (every task, where
+            a metric reads them: ids no metric reads are not read, and ``warnings`` say so).
             Each task's values (and ``rows``, overall and per segment) are those of the task
             evaluated alone on the rows valid for it; a segment without a valid row for a task still
             has its record, ``rows`` 0 and every value ``nan``.

@@ -484,7 +484,7 @@ def fit(cfg: Config, tmp_path: Path | None = None, ckpt_path: Path | None = None
             if cfg.validate_after:
                 returned["val"] = trainer.validate(model, vals, verbose=False)
     files = sorted(tmp_path.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns) if tmp_path is not None else []
-    told = [str(w.message) for w in caught if "compute_interval_steps" in str(w.message)]
+    told = [str(w.message) for w in caught if str(w.message).startswith("RecMetricCallback: `train_metrics.compute_")]
     return Run(model, logger.rows, saves.marks, files, after_fit, returned, saves.seen, told)
 
 

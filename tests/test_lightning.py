@@ -1765,8 +1765,13 @@ VALIDATE_SCRIPT = ROOT / "tests" / "helpers" / "lightning_validate.py"
 @pytest.mark.ddp
 @pytest.mark.parametrize(
     ("sizes", "own_dicts", "options"),
-    [("101,30", True, []), ("101,1,20", False, []), ("101,30", True, ["--rank1-skips-last"])],
-    ids=["uneven-batches", "a-rank-without-batches", "rank1-returns-none-at-last-batches"],
+    [
+        ("101,30", True, []),
+        ("101,1,20", False, []),
+        ("101,30", True, ["--rank1-skips-last"]),
+        ("101,120", False, ["--unsized-limit", "6"]),
+    ],
+    ids=["uneven-batches", "a-rank-without-batches", "rank1-returns-none-at-last-batches", "unsized-under-a-limit"],
 )
 def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, sizes, own_dicts, options):
     """Two ranks, several dataloaders: each dataloader's values are numpy/sklearn over its samples of both ranks.
@@ -1775,6 +1780,10 @@ def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, siz
     after its own last batch); a dataloader of 1 sample has no batch on rank 1 (every dataloader then
     computed at the epoch end, and each returned dict holds them all). A step that returns None (rank 1,
     at each dataloader's last batch) adds nothing, and rank 1 still computes with rank 0 after it.
+    Dataloaders without length under ``limit_val_batches=6`` (Lightning's count for each, 6, is the
+    last batch of the first dataloader on rank 0 alone, which has 5 on rank 1, and of the second on
+    both) are computed at the epoch end: taken for last batches, the counts made rank 0 compute the
+    first dataloader while rank 1 computed the second, and the ranks logged each other's mixed values.
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore")
     env.pop("LOCAL_RANK", None)
@@ -1792,7 +1801,7 @@ def test_ddp_several_validation_dataloaders_each_equal_one_process(tmp_path, siz
     for i, n in enumerate(counts):
         p, y = torch.cat([batch for dump in dumps for batch in dump["seen"][i]], dim=1).numpy()
         rank1 = n // 2  # samples 1, 3, 5, ... in batches of 10: the last batch holds the rest
-        skipped = rank1 - 10 * ((rank1 - 1) // 10) if options else 0
+        skipped = rank1 - 10 * ((rank1 - 1) // 10) if "--rank1-skips-last" in options else 0
         assert len(y) == n - skipped  # every sample once, but those of the steps that returned None
         base = y.mean()
         entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base)) if 0 < base < 1 else np.nan

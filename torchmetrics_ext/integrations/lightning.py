@@ -36,6 +36,7 @@ from torch import Tensor
 
 try:
     import lightning.pytorch as pl
+    from lightning.fabric.utilities.data import sized_len
     from lightning.pytorch.callbacks import GradientAccumulationScheduler
     from lightning.pytorch.strategies import Strategy
     from lightning.pytorch.trainer.states import TrainerFn
@@ -81,6 +82,33 @@ def _batch_counts_over_ranks(counts: Sequence[float], device: torch.device) -> t
         dist.all_reduce(local, op=dist.ReduceOp.MIN)
     values = local.tolist()
     return values[: len(counts)], [-v for v in values[len(counts) :]]
+
+
+def _stage_dataloaders(trainer: pl.Trainer) -> list[Any] | None:
+    """The dataloaders of the evaluation under way, in order (``None`` where Lightning holds none).
+
+    Read from the running loop: ``trainer.val_dataloaders`` still gives a finished fit's during a later
+    ``trainer.validate``.
+    """
+    if trainer.testing:
+        loop: Any = trainer.test_loop
+    elif trainer.state.fn == TrainerFn.VALIDATING:
+        loop = trainer.validate_loop
+    else:
+        loop = trainer.fit_loop.epoch_loop.val_loop
+    combined = getattr(loop, "_combined_loader", None)
+    return None if combined is None else list(combined.flattened)
+
+
+def _known_counts(counts: list[float], loaders: list[Any] | None) -> list[float]:
+    """Each dataloader's batch count, ``inf`` for one without a length (its last batch is not known).
+
+    Lightning counts such a dataloader as ``limit_*_batches`` when that is a whole number: at most that
+    many batches, maybe fewer (and not as many on every rank), so that count tells no last batch.
+    """
+    if loaders is None or len(loaders) != len(counts):  # not the dataloaders counted: keep Lightning's counts
+        return counts
+    return [n if sized_len(loader) is not None else float("inf") for n, loader in zip(counts, loaders, strict=True)]
 
 
 def _model_state_is_rank_zeros(trainer: pl.Trainer | None) -> bool:
@@ -207,10 +235,11 @@ class RecMetricCallback(pl.Callback):
     computes the metrics logged in a step; under DDP every rank must then reach that batch, so the
     callback checks once per epoch (one ``all_reduce`` of the batch counts) that every rank has a
     batch of every dataloader. Where some rank has none (``UnpaddedDistributedSampler`` over fewer
-    samples than ranks), or a dataloader has no length, every dataloader is computed at the epoch
-    end instead: same keys and values, but Lightning then puts all of them in every dataloader's
-    dict (and its printed table, which drops the suffix, shows one value per key). A dataloader
-    with no batch on any rank logs nothing. With one dataloader the keys have no suffix.
+    samples than ranks), or a dataloader has no length (whatever count a whole-number
+    ``limit_val_batches`` gives it), every dataloader is computed at the epoch end instead: same
+    keys and values, but Lightning then puts all of them in every dataloader's dict (and its printed
+    table, which drops the suffix, shows one value per key). A dataloader with no batch on any rank
+    logs nothing. With one dataloader the keys have no suffix.
 
     Values are synced by the module itself (one fused gather), so they are logged with
     ``sync_dist=False``, and Lightning's advice to log them with ``sync_dist=True`` is silenced for
@@ -625,6 +654,7 @@ class RecMetricCallback(pl.Callback):
         counts = list(trainer.num_test_batches if trainer.testing else trainer.num_val_batches)
         modules = {0: module}
         if len(counts) > 1:
+            counts = _known_counts(counts, _stage_dataloaders(trainer))
             modules.update({i: copy.deepcopy(module) for i in range(1, len(counts))})
             fewest, most = _batch_counts_over_ranks(counts, pl_module.device)
             # every rank reaches the last batch of every dataloader: compute each there (in order)

@@ -21,7 +21,9 @@ More seeds than the suite runs: ``SEGMENTED_RANDOM_SEEDS=400 pytest tests/test_s
 from __future__ import annotations
 
 import copy
+import io
 import os
+import pickle
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -337,6 +339,26 @@ def bad_inputs(cfg: Config, batch: Batch) -> list[tuple[dict[str, Any], type[Exc
     return out
 
 
+RESUMES = ["state_dict", "torch.save", "deepcopy", "pickle"]
+
+
+def resumed(metric: Any, fresh: Callable[[], Any], how: str) -> Any:
+    """``metric`` carried on: its ``state_dict`` loaded into ``fresh()`` (directly or through ``torch.save``), or a copy."""
+    if how == "deepcopy":
+        return copy.deepcopy(metric)
+    if how == "pickle":
+        return pickle.loads(pickle.dumps(metric))
+    state = copy.deepcopy(metric.state_dict())
+    if how == "torch.save":
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        buffer.seek(0)
+        state = torch.load(buffer)
+    out = fresh()
+    out.load_state_dict(state)
+    return out
+
+
 def run_standalone(seed: int) -> None:
     cfg = draw_config(seed)
     rng = np.random.default_rng(10_000 + seed)
@@ -346,21 +368,19 @@ def run_standalone(seed: int) -> None:
     reload_at, reset_at = int(rng.integers(len(batches) + 1)), int(rng.integers(-len(batches), len(batches)))
     for i, batch in enumerate(batches):
         what = f"seed {seed} {cfg} batch {i}"
-        if i == reload_at:  # a fresh object resumes from the state_dict
-            fresh = make_metric(cfg)
-            fresh.load_state_dict(copy.deepcopy(metric.state_dict()))
-            metric = fresh
+        if i == reload_at:  # a fresh object resumes from the state_dict, or a copy goes on
+            metric = resumed(metric, lambda: make_metric(cfg), str(rng.choice(RESUMES)))
         if i == reset_at:
             metric.reset()
             history = []
         for bad, error in bad_inputs(cfg, batch):
             before = snapshot(metric)
             with pytest.raises(error, match="segments"):
-                metric.update(**bad)
+                metric(**bad) if rng.random() < 0.5 else metric.update(**bad)
             assert same_state(before, snapshot(metric)), f"{what}: a refused batch changed the state"
         history.append(batch)
         if rng.random() < 0.5:
-            out = quiet(lambda b=batch: metric(**b.args))
+            out = quiet(lambda m=metric, b=batch: m(**b.args))
             if cfg.window is None:
                 close(out, expect(cfg, [batch]), f"{what} forward")
             else:
@@ -401,19 +421,33 @@ def test_unvalidated_ids_outside_the_segments_are_refused_and_change_nothing(see
 def test_a_collection_with_compute_groups_gives_each_metric_its_formula(seed):
     cfg = draw_config(seed)
     rng = np.random.default_rng(30_000 + seed)
-    kinds = list(rng.choice(KINDS, size=4, replace=False)) + ["ne", "log_loss"]  # NE/log loss share states
+    kinds = [*rng.choice(KINDS, size=4, replace=False), "ne", "log_loss"]  # NE/log loss share states
 
     def member(kind: str) -> tmx.Metric:
         return make_metric(Config(**{**cfg.__dict__, "kind": kind}))  # from_logits, threshold alike
 
-    collection = MetricCollection({kind: member(kind) for kind in dict.fromkeys(kinds)}, compute_groups=True)
+    def build() -> MetricCollection:
+        collection = MetricCollection({kind: member(kind) for kind in dict.fromkeys(kinds)}, compute_groups=True)
+        collection.persistent(True)  # the Segmented members' states in its state_dict
+        return collection
+
+    collection = build()
     history: list[Batch] = []
-    for batch in draw_batches(cfg, rng, cfg.updates, all_zero_ok=True):
+    batches = draw_batches(cfg, rng, cfg.updates, all_zero_ok=True)
+    reload_at = int(rng.integers(len(batches) + 1))
+    for i, batch in enumerate(batches):
+        if i == reload_at:
+            collection = resumed(collection, build, str(rng.choice(RESUMES)))
+        for bad, error in bad_inputs(cfg, batch)[:2]:
+            before = snapshot(collection)
+            with pytest.raises(error, match="segments"):
+                collection(**bad) if rng.random() < 0.5 else collection.update(**bad)
+            assert same_state(before, snapshot(collection)), f"seed {seed} batch {i}: a refused batch changed it"
         history.append(batch)
         if rng.random() < 0.5:
             collection.update(**batch.args)
         else:
-            quiet(lambda b=batch: collection(**b.args))
+            quiet(lambda c=collection, b=batch: c(**b.args))
         values = quiet(collection.compute)
         for kind in dict.fromkeys(kinds):
             if cfg.window is None:
@@ -443,12 +477,17 @@ def run_module(seed: int) -> None:
         for i, name in enumerate(TASK_NAMES[:t])
     ]
 
+    options = {} if rng.random() < 0.75 else {"validate_args": False}  # unvalidated: the module checks the ids
+    registry = kind_a == "ne" and not options and bool(rng.random() < 0.5)  # "segmented_ne" by name
+
     def build() -> tmx.RecMetricModule:
-        specs = {
-            "a": lambda num_tasks: tmx.Segmented(make_inner(cfg, kind_a, num_tasks), s_small),
-            "b": lambda num_tasks: tmx.Segmented(make_inner(cfg, kind_b, num_tasks), s_large),
-            "plain": lambda num_tasks: make_inner(cfg, plain, num_tasks),
+        specs: dict[str, Any] = {
+            "a": lambda num_tasks: tmx.Segmented(make_inner(cfg, kind_a, num_tasks, **options), s_small),
+            "b": lambda num_tasks: tmx.Segmented(make_inner(cfg, kind_b, num_tasks, **options), s_large),
+            "plain": lambda num_tasks: make_inner(cfg, plain, num_tasks, **options),
         }
+        if registry:
+            specs["a"] = {"metric": "segmented_ne", "num_segments": s_small, "from_logits": cfg.logits}
         return tmx.RecMetricModule(tasks, specs, throughput=False, window_size=cfg.window)
 
     shared = Config(**{**cfg.__dict__, "per_task_ids": False})
@@ -471,21 +510,24 @@ def run_module(seed: int) -> None:
             if weighted[j]:
                 step[f"{task.name}_w"] = torch.tensor(batch.w[j])
         if i == reload_at:
-            fresh = build()
-            fresh.load_state_dict(copy.deepcopy(module.state_dict()))
-            module = fresh
+            module = resumed(module, build, str(rng.choice(RESUMES)))
         if i == reset_at:
             module.reset()
             history = []
         if batch.size:
-            before = quiet(module.compute) if history else None
-            bad = dict(step, seg=step["seg"].clone())
-            bad["seg"][-1] = s_small  # outside the smaller metric's segments
-            with pytest.raises(ValueError, match="segments|seg"):
-                module.update(bad)
-            if before is not None:
-                after = quiet(module.compute)
-                assert all(torch.equal(before[k].nan_to_num(), after[k].nan_to_num()) for k in before), what
+            ids = step["seg"]
+            bad_steps: list[tuple[dict[str, torch.Tensor], type[Exception], str]] = [
+                (dict(step, seg=_with_last(ids, s_small)), ValueError, r"`model_out\['seg'\]`: expected segment ids"),
+                (dict(step, seg=ids.double()), TypeError, "seg"),
+                (dict(step, seg=torch.cat([ids, ids[:1]])), ValueError, "seg"),
+            ]
+            if ids.dtype != torch.uint8:
+                bad_steps.append((dict(step, seg=_with_last(ids, -1)), ValueError, "expected segment ids"))
+            for bad, error, match in bad_steps:
+                before = snapshot(module)
+                with pytest.raises(error, match=match):
+                    module.update(bad)
+                assert same_state(before, snapshot(module)), f"{what}: a refused step changed the module"
         module.update(step)
         history.append(batch)
         values = quiet(module.compute)
@@ -502,6 +544,12 @@ def run_module(seed: int) -> None:
                         close(values[key], expected[j, g], f"{what} {key}")
 
 
+def _with_last(ids: torch.Tensor, value: int) -> torch.Tensor:
+    out = ids.clone()
+    out[-1] = value
+    return out
+
+
 def _one_segment(batch: Batch) -> Batch:
     return Batch(batch.p, batch.y, batch.w, np.zeros_like(batch.seg))
 
@@ -509,3 +557,84 @@ def _one_segment(batch: Batch) -> Batch:
 @pytest.mark.parametrize("seed", SEEDS[::2])
 def test_module_with_two_segmented_metrics_and_a_plain_one_equals_the_formulas(seed):
     run_module(seed)
+
+
+# ----------------------------------------------------------------------------- DDP (2 gloo ranks)
+
+DDP_CONFIG = Config(
+    seed=7,
+    kind="ne",
+    num_tasks=2,
+    num_segments=5,
+    id_dtype=torch.int16,
+    per_task_ids=False,
+    weights="zeros",
+    per_task_weights=True,
+    window=25,
+    float32=False,
+    logits=False,
+    threshold=0.5,
+    row_ids=False,
+    updates=9,
+    max_batch=12,
+)
+
+
+def _ddp_batches() -> list[list[Batch]]:
+    """Each rank's batches: rank 0 the first six (empty and single-row ones among them), rank 1 the other three."""
+    batches = draw_batches(DDP_CONFIG, np.random.default_rng(50_000), DDP_CONFIG.updates, all_zero_ok=False)
+    return [batches[:6], batches[6:]]
+
+
+def _ddp_job(rank: int, world_size: int) -> dict[str, Any]:
+    cfg = DDP_CONFIG
+    windowed = make_metric(cfg)
+    collection = MetricCollection(
+        {kind: make_metric(Config(**{**cfg.__dict__, "kind": kind})) for kind in ("ne", "log_loss", "calibration")}
+    )
+    tasks = [
+        tmx.RecTaskInfo(name, f"{name}_y", f"{name}_p", f"{name}_w", group_id_name="seg") for name in TASK_NAMES[:2]
+    ]
+    module = tmx.RecMetricModule(
+        tasks,
+        {
+            "a": lambda num_tasks: tmx.Segmented(tmx.CTR(num_tasks), cfg.num_segments),
+            "b": lambda num_tasks: tmx.Segmented(tmx.NormalizedEntropy(num_tasks), cfg.num_segments + 1),
+            "plain": "calibration",
+        },
+        throughput=False,
+        window_size=cfg.window,
+    )
+    for batch in _ddp_batches()[rank]:
+        windowed.update(**batch.args)
+        collection.update(**batch.args)
+        step = {"seg": batch.args["segments"]}
+        for j, task in enumerate(tasks):
+            step |= {task.prediction_name: batch.preds[j], task.label_name: torch.tensor(batch.y[j])}
+            step[task.weight_name] = torch.tensor(batch.w[j])
+        module.update(step)
+    out = {f"windowed_{k}": v for k, v in quiet(windowed.compute).items()}
+    out |= {f"collection_{k}": v for k, v in quiet(collection.compute).items()}
+    return out | {f"module_{k}": v for k, v in quiet(module.compute).items()}
+
+
+@pytest.mark.ddp
+def test_ddp_ranks_sync_to_the_formulas_over_every_ranks_rows(ddp_pool):
+    cfg, shards = DDP_CONFIG, _ddp_batches()
+    every = shards[0] + shards[1]
+    share = cfg.window // 2  # each rank keeps window_size // world_size samples (docs/windows.md)
+    window = window_of(shards[0], share) + window_of(shards[1], share)
+    for result in ddp_pool.run(_ddp_job):
+        close(result["windowed_lifetime"], expect(cfg, every), "lifetime")
+        close(result["windowed_window"], expect(cfg, window), "window")
+        for kind in ("ne", "log_loss", "calibration"):
+            close(result[f"collection_{kind}_lifetime"], expect(cfg, every, kind), kind)
+            close(result[f"collection_{kind}_window"], expect(cfg, window, kind), f"{kind} window")
+        for suffix, rows in (("", every), ("/window", window)):
+            for name, kind, segments in (("a", "ctr", 5), ("b", "ne", 6), ("plain", "calibration", 1)):
+                fed = [_one_segment(b) for b in rows] if name == "plain" else rows
+                expected = expect(cfg, fed, kind, segments).reshape(2, segments)
+                for j, task in enumerate(TASK_NAMES[:2]):
+                    for g in range(segments):
+                        key = f"{name}/{task}{suffix}" if name == "plain" else f"{name}.{g}/{task}{suffix}"
+                        close(result[f"module_{key}"], expected[j, g], key)

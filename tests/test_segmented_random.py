@@ -146,16 +146,16 @@ def reference(kind: str, batches: list[Batch], num_tasks: int, num_segments: int
     return out[0] if num_tasks == 1 else out
 
 
-def window_of(batches: list[Batch], window: int, validated: bool = True) -> list[Batch]:
+def window_of(batches: list[Batch], window: int, validated: bool = True, max_updates: int | None = None) -> list[Batch]:
     """The window rule (docs/windows.md): newest whole updates within ``window`` samples, a newest update larger
     than the window cut to its newest samples; empty updates take no room, nor do all-zero-weight ones when
-    validated (``validate_args=False`` reads nothing: they take their room)."""
+    validated (``validate_args=False`` reads nothing: they take their room); at most ``max_updates`` updates."""
     kept: list[Batch] = []
     used = 0
     for batch in reversed([b for b in batches if b.size > 0 and not (validated and b.all_zero_weight)]):
         if not kept and batch.size > window:
             return [batch.tail(window)]
-        if used + batch.size > window:
+        if used + batch.size > window or len(kept) == max_updates:
             break
         kept.insert(0, batch)
         used += batch.size
@@ -192,6 +192,7 @@ class Config:
     row_ids: bool  # shared ids given as (1, N)
     updates: int  # batches fed: a few, or many small ones (the window's blocks of updates close and leave)
     max_batch: int
+    max_updates: int | None = None  # Windowed's limit on the updates its window holds
 
 
 def draw_config(seed: int) -> Config:
@@ -215,6 +216,7 @@ def draw_config(seed: int) -> Config:
             else {"updates": int(rng.integers(10, 41)), "max_batch": 8}
         ),
         window=None if rng.random() < 0.3 else int(rng.integers(1, 60)),
+        max_updates=None if rng.random() < 0.7 else int(rng.integers(1, 6)),
     )
 
 
@@ -290,16 +292,19 @@ def make_metric(cfg: Config, validate_args: bool = True) -> tmx.Metric:
     if cfg.window is None:
         metric.persistent(True)  # TorchMetrics leaves states out of state_dict by default (a Windowed saves them)
         return metric
-    return tmx.Windowed(metric, cfg.window)
+    return tmx.Windowed(metric, cfg.window, max_updates=cfg.max_updates)
 
 
-def check_values(cfg: Config, value: Any, history: list[Batch], what: str, validated: bool = True) -> None:
-    lifetime = expect(cfg, history)
+def check_values(
+    cfg: Config, value: Any, history: list[Batch], what: str, validated: bool = True, merged: list[Batch] | None = None
+) -> None:
+    """``value`` of ``make_metric(cfg)`` after ``history`` (and ``merged``: another metric's, in its lifetime only)."""
+    lifetime = expect(cfg, history + (merged or []))
     if cfg.window is None:
         close(value, lifetime, what)
         return
     close(value["lifetime"], lifetime, f"{what} lifetime")
-    window = expect(cfg, window_of(history, cfg.window, validated))
+    window = expect(cfg, window_of(history, cfg.window, validated, cfg.max_updates))
     close(value["window"], window, f"{what} window")
 
 
@@ -323,7 +328,9 @@ def bad_inputs(cfg: Config, batch: Batch) -> list[tuple[dict[str, Any], type[Exc
     args, n = batch.args, batch.size
     ids = args["segments"]
     out: list[tuple[dict[str, Any], type[Exception]]] = []
-    if n == 0:
+    if n == 0:  # an empty batch's ids are checked too
+        out.append(({**args, "segments": ids.float()}, TypeError))
+        out.append(({**args, "segments": torch.zeros((*ids.shape[:-1], 1), dtype=ids.dtype)}, ValueError))
         return out
     high = ids.clone()
     high[..., -1] = cfg.num_segments
@@ -365,14 +372,22 @@ def run_standalone(seed: int) -> None:
     batches = draw_batches(cfg, rng, cfg.updates, all_zero_ok=True)
     metric = make_metric(cfg)
     history: list[Batch] = []
+    merged: list[Batch] = []  # another metric's batches, merged in (its lifetime only: docs/windows.md)
     reload_at, reset_at = int(rng.integers(len(batches) + 1)), int(rng.integers(-len(batches), len(batches)))
+    merge_at = int(rng.integers(-len(batches), len(batches)))
     for i, batch in enumerate(batches):
         what = f"seed {seed} {cfg} batch {i}"
         if i == reload_at:  # a fresh object resumes from the state_dict, or a copy goes on
             metric = resumed(metric, lambda: make_metric(cfg), str(rng.choice(RESUMES)))
         if i == reset_at:
             metric.reset()
-            history = []
+            history, merged = [], []
+        if i == merge_at:
+            other, others = make_metric(cfg), draw_batches(cfg, rng, int(rng.integers(1, 4)), all_zero_ok=True)
+            for extra in others:
+                other.update(**extra.args)
+            metric.merge_state(other)
+            merged += others
         for bad, error in bad_inputs(cfg, batch):
             before = snapshot(metric)
             with pytest.raises(error, match="segments"):
@@ -385,11 +400,11 @@ def run_standalone(seed: int) -> None:
                 close(out, expect(cfg, [batch]), f"{what} forward")
             else:
                 close(out["lifetime"], expect(cfg, [batch]), what)
-                kept = window_of([batch], cfg.window)
+                kept = window_of([batch], cfg.window, max_updates=cfg.max_updates)
                 close(out["window"], expect(cfg, kept), f"{what} fw")
         else:
             metric.update(**batch.args)
-        check_values(cfg, quiet(metric.compute), history, what)
+        check_values(cfg, quiet(metric.compute), history, what, merged=merged)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -453,7 +468,7 @@ def test_a_collection_with_compute_groups_gives_each_metric_its_formula(seed):
             if cfg.window is None:
                 close(values[kind], expect(cfg, history, kind), f"{seed} {kind}")
             else:
-                expected = expect(cfg, window_of(history, cfg.window), kind)
+                expected = expect(cfg, window_of(history, cfg.window, max_updates=cfg.max_updates), kind)
                 close(values[f"{kind}_window"], expected, f"{seed} {kind} window")
                 close(values[f"{kind}_lifetime"], expect(cfg, history, kind), kind)
 
@@ -472,10 +487,25 @@ def run_module(seed: int) -> None:
     s_large = s_small + int(rng.integers(0, 3))
     kind_a, kind_b, plain = (str(k) for k in rng.choice(KINDS, size=3))
     weighted = [cfg.weights != "none" and bool(rng.random() < 0.8) for _ in range(t)]
+    # metric_tasks: each metric reads some tasks, in any order (the plain one the tasks no other reads)
+    reads = {name: list(range(t)) for name in ("a", "b", "plain")}
+    if t > 1 and rng.random() < 0.4:
+        reads = {name: [int(j) for j in rng.permutation(t)[: rng.integers(1, t + 1)]] for name in reads}
+        reads["plain"] += [j for j in range(t) if all(j not in reads[m] for m in reads)]
+    read_by_segmented = set(reads["a"]) | set(reads["b"])
+    # a task no Segmented metric reads may name no id column, or one the steps lack (docs/module.md)
+    id_columns = ["seg" if j in read_by_segmented else [None, "seg", "other"][int(rng.integers(3))] for j in range(t)]
     tasks = [
-        tmx.RecTaskInfo(name, f"{name}_y", f"{name}_p", f"{name}_w" if weighted[i] else None, group_id_name="seg")
+        tmx.RecTaskInfo(
+            name, f"{name}_y", f"{name}_p", f"{name}_w" if weighted[i] else None, group_id_name=id_columns[i]
+        )
         for i, name in enumerate(TASK_NAMES[:t])
     ]
+    metric_tasks = (
+        {name: [TASK_NAMES[j] for j in reads[name]] for name in reads}
+        if any(listed != list(range(t)) for listed in reads.values())
+        else None
+    )
 
     options = {} if rng.random() < 0.75 else {"validate_args": False}  # unvalidated: the module checks the ids
     registry = kind_a == "ne" and not options and bool(rng.random() < 0.5)  # "segmented_ne" by name
@@ -488,7 +518,7 @@ def run_module(seed: int) -> None:
         }
         if registry:
             specs["a"] = {"metric": "segmented_ne", "num_segments": s_small, "from_logits": cfg.logits}
-        return tmx.RecMetricModule(tasks, specs, throughput=False, window_size=cfg.window)
+        return tmx.RecMetricModule(tasks, specs, throughput=False, window_size=cfg.window, metric_tasks=metric_tasks)
 
     shared = Config(**{**cfg.__dict__, "per_task_ids": False})
     batches = draw_batches(shared, rng, cfg.updates, all_zero_ok=False)
@@ -498,11 +528,13 @@ def run_module(seed: int) -> None:
                 batch.w[i] = 1.0
         if batch.size and not (batch.w > 0).any():
             batch.w[0, -1] = 1.0  # never a whole step of zero weight (the lead's change, see the brief)
+        if batch.size and metric_tasks is not None:
+            batch.w[:, -1] = np.maximum(batch.w[:, -1], 1.0)  # nor of a metric's tasks (a skip per metric to come)
     module = build()
     history: list[Batch] = []
     reload_at, reset_at = int(rng.integers(len(batches) + 1)), int(rng.integers(-len(batches), len(batches)))
     for i, batch in enumerate(batches):
-        what = f"seed {seed} module {cfg} a={kind_a} b={kind_b} plain={plain} batch {i}"
+        what = f"seed {seed} module {cfg} a={kind_a} b={kind_b} plain={plain} reads={metric_tasks} batch {i}"
         step = {"seg": batch.args["segments"].reshape(-1)}
         for j, task in enumerate(tasks):
             step[task.prediction_name] = batch.preds[j]
@@ -541,7 +573,12 @@ def run_module(seed: int) -> None:
                 for j, task in enumerate(tasks):
                     for g in range(segments):
                         key = f"{name}/{task.name}{suffix}" if name == "plain" else f"{name}.{g}/{task.name}{suffix}"
-                        close(values[key], expected[j, g], f"{what} {key}")
+                        if j in reads[name]:
+                            close(values[key], expected[j, g], f"{what} {key}")
+                        else:
+                            assert key not in values, f"{what}: {key} of a task the metric does not read"
+        expected_keys = sum(len(reads[m]) * n for m, n in (("a", s_small), ("b", s_large), ("plain", 1)))
+        assert len(values) == expected_keys * len(parts), what
 
 
 def _with_last(ids: torch.Tensor, value: int) -> torch.Tensor:

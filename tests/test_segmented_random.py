@@ -507,6 +507,7 @@ def run_module(seed: int) -> None:
         else None
     )
 
+    prefix = str(rng.choice(["", "val_"]))
     options = {} if rng.random() < 0.75 else {"validate_args": False}  # unvalidated: the module checks the ids
     registry = kind_a == "ne" and not options and bool(rng.random() < 0.5)  # "segmented_ne" by name
 
@@ -518,7 +519,9 @@ def run_module(seed: int) -> None:
         }
         if registry:
             specs["a"] = {"metric": "segmented_ne", "num_segments": s_small, "from_logits": cfg.logits}
-        return tmx.RecMetricModule(tasks, specs, throughput=False, window_size=cfg.window, metric_tasks=metric_tasks)
+        return tmx.RecMetricModule(
+            tasks, specs, throughput=False, window_size=cfg.window, metric_tasks=metric_tasks, prefix=prefix
+        )
 
     shared = Config(**{**cfg.__dict__, "per_task_ids": False})
     batches = draw_batches(shared, rng, cfg.updates, all_zero_ok=False)
@@ -572,7 +575,8 @@ def run_module(seed: int) -> None:
                 expected = expect(cfg, fed, kind, segments).reshape(t, segments)
                 for j, task in enumerate(tasks):
                     for g in range(segments):
-                        key = f"{name}/{task.name}{suffix}" if name == "plain" else f"{name}.{g}/{task.name}{suffix}"
+                        entry = name if name == "plain" else f"{name}.{g}"
+                        key = f"{prefix}{entry}/{task.name}{suffix}"
                         if j in reads[name]:
                             close(values[key], expected[j, g], f"{what} {key}")
                         else:

@@ -429,6 +429,48 @@ def test_unvalidated_ids_outside_the_segments_are_refused_and_change_nothing(see
     check_values(cfg, quiet(metric.compute), batches, f"seed {seed} {cfg}", validated=False)
 
 
+@pytest.mark.parametrize("seed", SEEDS[::2])
+def test_windowed_segmented_tensor_weighted_average_keeps_zero_weight_updates_its_unweighted_tasks_average(seed):
+    """``update(values, weights, segments=)``: a task whose ``weighted`` flag is false averages every row, so an
+    all-zero-weight update changes its value and keeps its room in the window (docs/windows.md); with every
+    task weighted such an update takes no room."""
+    rng = np.random.default_rng(60_000 + seed)
+    t, s, window = int(rng.integers(1, 4)), int(rng.integers(1, 6)), int(rng.integers(1, 40))
+    flags = [bool(rng.random() < 0.5) for _ in range(t)]
+    metric = tmx.Windowed(tmx.Segmented(tmx.TensorWeightedAverage(num_tasks=t, weighted=flags), s), window)
+    history: list[Batch] = []
+    for _ in range(int(rng.integers(1, 12))):
+        n = int(rng.choice([0, 1, int(rng.integers(2, 20))]))
+        values = rng.normal(size=(t, n))
+        w = rng.uniform(0.1, 2.0, size=n) * (rng.random(n) < 0.7) * (rng.random() >= 0.2)  # some all-zero updates
+        seg = rng.integers(0, s, n)
+        args = (torch.tensor(values[0] if t == 1 else values), torch.tensor(w))
+        ids = torch.tensor(seg)
+        if rng.random() < 0.5:
+            metric.update(*args, segments=ids)
+        else:
+            quiet(lambda a=args, g=ids: metric(*a, segments=g))
+        unweighted = np.ones(n)
+        rows_w = np.stack([w if flag else unweighted for flag in flags])  # the weights each task averages with
+        history.append(Batch(values, np.zeros((t, n)), rows_w, np.broadcast_to(seg, (t, n)).copy()))
+
+    def averages(rows: list[Batch]) -> np.ndarray:
+        out = []
+        for j in range(t):
+            v = np.concatenate([b.p[j] for b in rows]) if rows else np.zeros(0)
+            w = np.concatenate([b.w[j] for b in rows]) if rows else np.zeros(0)
+            seg = np.concatenate([b.seg[j] for b in rows]).astype(np.int64) if rows else np.zeros(0, np.int64)
+            out.append(_ratio(np.bincount(seg, w * v, s), np.bincount(seg, w, s)))
+        return np.stack(out)[0] if t == 1 else np.stack(out)
+
+    values = quiet(metric.compute)
+    close(values["lifetime"], averages(history), f"seed {seed} flags {flags} lifetime")
+    # an all-zero-weight update takes its room when a task averages without weights (validated=False: the rule
+    # under which such updates count)
+    kept = window_of(history, window, validated=all(flags))
+    close(values["window"], averages(kept), f"seed {seed} flags {flags} window")
+
+
 # ----------------------------------------------------------------------------- MetricCollection
 
 

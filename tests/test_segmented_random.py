@@ -1,19 +1,25 @@
 """Seeded random configurations of per-segment metrics against per-segment formulas written here.
 
 Each seed draws a wrapped metric (NE, log loss, calibration, CTR, MSE, MAE, accuracy, precision,
-recall), a number of segments (1 to 6, some never seen, some seen with zero weight only), 1 to 3
-tasks, weights (none, random, some zeros, per task or shared), id dtypes (int8 ... int64, uint8),
-shared ``(N,)`` or per-task ``(T, N)`` ids, batches of random sizes (empty ones and single rows
-among them), ``forward`` or ``update`` per batch, a window or none, a ``state_dict`` round trip into a
-fresh object mid-stream and a ``reset``. Three shapes are checked: ``Segmented`` / ``Windowed(Segmented)``
-alone, a ``MetricCollection`` of segmented metrics (compute groups), and a ``RecMetricModule`` with two
-segmented metrics and a plain one (ids from the tasks' ``group_id_name`` column).
+recall; probabilities or logits, a threshold), a number of segments (1 to 6, some never seen, some
+seen with zero weight only), 1 to 3 tasks, weights (none, random, some zeros, per task or shared),
+id dtypes (int8 ... int64, uint8), shared ``(N,)``/``(1, N)`` or per-task ``(T, N)`` ids, batches of
+random sizes (empty ones and single rows among them; a few or many small ones), ``forward`` or
+``update`` per batch, a window or none (``max_updates`` too), a resume mid-stream (``state_dict`` into a
+fresh object, through ``torch.save`` or not, ``deepcopy``, pickle), a ``reset`` and a ``merge_state``.
+Checked: ``Segmented`` / ``Windowed(Segmented)`` alone, ``Windowed(Segmented(TensorWeightedAverage))``
+with per-task ``weighted`` flags, a ``MetricCollection`` of segmented metrics (compute groups), a
+``RecMetricModule`` with two segmented metrics (of different segment counts) and a plain one (ids from
+the tasks' ``group_id_name`` column; ``metric_tasks`` subsets, unvalidated metrics, the registry's
+``segmented_ne``), and one configuration on 2 gloo ranks.
 
 References: NumPy sums per ``(task, segment)`` (``np.bincount``) and the metrics' formulas, with the
 documented ``nan`` where a segment's value is undefined; the window is the newest whole updates whose
 sizes sum to at most ``window_size`` (an update larger than the window alone: its newest samples; an
-empty or all-zero-weight update takes no room; docs/windows.md), written again here. Bad input (ids out
-of range, float ids, mismatched shapes) must raise naming ``segments`` and leave every state as it was.
+empty or all-zero-weight update takes no room unless unvalidated or averaged unweighted; each DDP rank
+keeps ``window_size // world_size``; docs/windows.md), written again here. Bad input (ids out of range,
+float ids, mismatched shapes, also of an empty batch) must raise naming ``segments`` (the module: the id
+column) and leave every state as it was. Module steps never have all-zero weights for every task.
 
 More seeds than the suite runs: ``SEGMENTED_RANDOM_SEEDS=400 pytest tests/test_segmented_random.py``.
 """

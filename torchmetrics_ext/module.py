@@ -1116,6 +1116,9 @@ class RecMetricModule(CheckpointLoading):
             # exact AUC (`float32_weights`) too: the stack's largest weight and smallest positive one are
             # the columns' extremes, so it passes float32's range exactly when every column does
             weight_stack = _small_weight_stack(batch.columns[2])
+            # a windowed metric or ranking copy that reads some tasks only needs each task's bounds (whether its
+            # weights are all zero, see `_zero_weight_tasks`): the columns are then read one by one, not stacked
+            per_task = self.window_size is not None and bool(self._num_copies or self._subsets)
             # Segmented metrics' ids: their bounds come back in the same read (one host sync per step)
             ids = batch.groups if self._segments else None
             try:
@@ -1124,7 +1127,7 @@ class RecMetricModule(CheckpointLoading):
                         pred_bounds, weight_bounds = _check_values_bounds(
                             batch.checked[0],
                             batch.checked[1],
-                            given if weight_stack is None else weight_stack,
+                            given if weight_stack is None or per_task else weight_stack,
                             domains.preds,
                             domains.target,
                             domains.from_logits,
@@ -1160,11 +1163,7 @@ class RecMetricModule(CheckpointLoading):
             zero = None
             if self._skip_zero_weight_steps or self.window_size is not None:
                 zero = _zero_weight_tasks(
-                    batch.columns[2],
-                    weight_bounds,
-                    weight_stack,
-                    self._domain_groups,
-                    per_task=self.window_size is not None and bool(self._num_copies or self._subsets),
+                    batch.columns[2], weight_bounds, None if per_task else weight_stack, self._domain_groups
                 )
             if not (self._skip_zero_weight_steps and zero is not None and all(zero)):
                 self._update_checked(
@@ -2756,27 +2755,19 @@ def _zero_weight_tasks(
     weight_bounds: Sequence[Any],
     weight_stack: Tensor | None,
     domain_groups: Sequence[tuple[InputDomains, tuple[int, ...]]] | None,
-    per_task: bool,
 ) -> tuple[bool, ...] | None:
     """Per task, whether its weights are all zero in a checked step; ``None`` where no task's are.
 
     From the bounds the step's check read (checked non-negative: a column is all zero when its maximum
     is 0), nothing more read back: ``weight_bounds`` holds each given column's, in the order the check
     took them (the tasks' order, or each domain group's tasks in turn), or the bounds of ``weight_stack``
-    when the check read the stacked columns (every task's given, one domain). A task without a column weighs 1.
-    Where only a stack's bounds are known and some of its weights are 0, its rows' maxima are read
-    (a small CPU stack: no device sync) when ``per_task`` (a unit reads some tasks only), else only
-    "every task's weights are zero" is told.
+    when the check read the stacked columns (every task's given, one domain: then only "every task's
+    weights are zero" is told, all a module whose metrics all read every task needs). A task without a
+    column weighs 1.
     """
     num_tasks = len(columns)
     if weight_stack is not None and domain_groups is None:  # (the domain groups' check reads the columns)
-        low, high = weight_bounds[0][0], weight_bounds[0][1]
-        if high == 0:
-            return (True,) * num_tasks
-        if low > 0 or not per_task:
-            return None
-        flags = tuple(value == 0 for value in weight_stack.amax(dim=1).tolist())
-        return flags if any(flags) else None
+        return (True,) * num_tasks if weight_bounds[0][1] == 0 else None
     order = range(num_tasks) if domain_groups is None else [t for _, positions in domain_groups for t in positions]
     zero = [False] * num_tasks
     given = 0

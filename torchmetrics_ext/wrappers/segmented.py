@@ -114,7 +114,7 @@ class Segmented(TaskMetric):
     names, plus ``segments`` (by keyword, or positionally after them): ``update(preds, target,
     weights, segments=...)`` for most metrics, ``update(values, weights, segments=...)`` for
     :class:`~torchmetrics_ext.TensorWeightedAverage`. ``segments`` are integer ids in
-    ``[0, num_segments)``, shape ``(N,)`` (shared by every task) or ``(T, N)``. ``compute()``
+    ``[0, num_segments)``, shape ``(N,)`` or ``(1, N)`` (shared by every task) or ``(T, N)``. ``compute()``
     returns ``(S,)`` for a one-task metric and ``(T, S)`` otherwise.
 
     State: every state of the wrapped metric with a trailing segment dimension, float64

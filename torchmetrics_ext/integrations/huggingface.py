@@ -300,8 +300,13 @@ class HFComputeMetrics:
         labels = tuple(labels) if self._per_task(labels) else labels
         if isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels):
             # batches kept apart (eval_do_concat_batches=False): one update each, as they may not
-            # share a width (padded candidate lists of each batch's longest)
-            batches = list(zip(predictions, labels))
+            # share a width (padded candidate lists of each batch's longest). A batch may itself be a list
+            # of per-task heads (a model whose heads are a ModuleList returns a list, kept per batch by the
+            # Trainer): the tasks' columns, as a whole-array list is, never rows to concatenate
+            batches = [
+                (tuple(p) if self._per_task(p) else p, tuple(y) if self._per_task(y) else y)
+                for p, y in zip(predictions, labels)
+            ]
         else:
             batches = [(predictions, labels)]
         for batch_predictions, batch_labels in batches:

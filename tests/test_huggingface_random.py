@@ -1,0 +1,242 @@
+"""Seeded random checks of the Hugging Face ``compute_metrics`` adapters against independent references.
+
+Each seed draws one configuration: predictions as numpy arrays or torch tensors, logits or
+probabilities, float16/bfloat16/float32/float64, shapes ``(N,)``, ``(N, 1)`` or ``(N, T)``,
+labels as int/bool/float with ``-100`` padding under ``ignore_index``, whole-array calls or
+``batch_eval_metrics`` sequences (``compute_result=False`` ... ``True``) over random batch splits
+with empty batches, and a rejected batch in the middle. Pointwise values are checked against
+scikit-learn (``roc_auc_score``, ``log_loss``) and numpy formulas written here (NE, calibration,
+CTR, MSE); ranking values against ``tests/helpers/ranking_reference.py``.
+
+``HF_RANDOM_SEEDS=500`` (environment) runs more seeds than the suite's few.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import log_loss, roc_auc_score
+
+from tests.helpers.ranking_reference import reference_values
+from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
+
+SEEDS = range(int(os.environ.get("HF_RANDOM_SEEDS", "12")))
+POINTWISE = ("ne", "log_loss", "calibration", "ctr", "mse", "auc", "label_average", "num_positive_samples")
+FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _pointwise_reference(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """The metrics by their formulas on probabilities ``p`` and 0/1 labels ``y`` (float64, rows kept)."""
+    if len(y) == 0:
+        return dict.fromkeys(POINTWISE, math.nan) | {"num_positive_samples": 0.0}
+    ctr = y.mean()
+    loss = log_loss(y, p, labels=[0, 1])
+    base = -(ctr * math.log(ctr) + (1 - ctr) * math.log(1 - ctr)) if 0 < ctr < 1 else math.nan
+    return {
+        "ne": loss / base,
+        "log_loss": loss,
+        "calibration": p.sum() / y.sum() if y.sum() > 0 else math.nan,
+        "ctr": ctr,
+        "mse": float(np.mean((p - y) ** 2)),
+        "auc": roc_auc_score(y, p) if 0 < ctr < 1 else math.nan,
+        "label_average": ctr,
+        "num_positive_samples": float(y.sum()),
+    }
+
+
+def _splits(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
+    """Random contiguous batches over ``n`` rows, some of them empty."""
+    cuts = np.sort(rng.integers(0, n + 1, rng.integers(0, 5)))
+    edges = [0, *cuts.tolist(), n]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _as_given(rng: np.random.Generator, array: torch.Tensor):
+    return array.numpy() if array.dtype not in (torch.bfloat16,) and rng.random() < 0.5 else array
+
+
+def _close(got: float, want: float, tol: float) -> bool:
+    if math.isnan(want):
+        return math.isnan(got)
+    return abs(got - want) <= tol * max(1.0, abs(want))
+
+
+def _pointwise_config(seed: int):
+    rng = np.random.default_rng(seed)
+    t = int(rng.integers(1, 4))
+    tasks = tuple(f"t{i}" for i in range(t))
+    n = int(rng.integers(1, 60))
+    from_logits = bool(rng.random() < 0.6)
+    dtype = FLOATS[rng.integers(0, 4)]
+    ignore = rng.random() < 0.5
+    z = rng.normal(0, 2, size=(n, t))
+    scores = z if from_logits else _sigmoid(z)
+    y = (rng.random((n, t)) < rng.uniform(0.1, 0.9)).astype(np.int64)
+    keep = np.ones((n, t), dtype=bool)
+    if ignore:
+        keep = rng.random((n, t)) < 0.8
+    preds = torch.tensor(scores).to(dtype)
+    if not from_logits:  # a probability rounded to 0 or 1 in half precision has an infinite log loss
+        preds = preds.clamp(1e-2, 1 - 1e-2)
+    label_dtype = (torch.int64, torch.int32, torch.float32, torch.bool)[rng.integers(0, 4)]
+    labels = torch.tensor(y)
+    if ignore:
+        label_dtype = label_dtype if label_dtype != torch.bool else torch.int64
+        labels = labels.masked_fill(torch.tensor(~keep), -100)
+    labels = labels.to(label_dtype)
+    shape = "flat" if t == 1 and rng.random() < 0.5 else "column"
+    if shape == "flat":
+        preds, labels = preds[:, 0], labels[:, 0]
+    metrics = tuple(rng.choice(POINTWISE, size=int(rng.integers(1, len(POINTWISE) + 1)), replace=False))
+    return rng, tasks, from_logits, ignore, preds, labels, y, keep, metrics
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pointwise_equals_sklearn_and_numpy_formulas(seed):
+    rng, tasks, from_logits, ignore, preds, labels, y, keep, metrics = _pointwise_config(seed)
+    compute_metrics = pointwise_compute_metrics(
+        list(metrics), tasks=tasks, from_logits=from_logits, ignore_index=-100 if ignore else None
+    )
+    p64 = preds.to(torch.float64).numpy().reshape(len(y), len(tasks))
+    p64 = _sigmoid(p64) if from_logits else p64
+    tol = 1e-6 if preds.dtype in (torch.float32, torch.float64) else 1e-3  # the module's sigmoid in low precision
+    expected = {}
+    for i, task in enumerate(tasks):
+        ref = _pointwise_reference(p64[keep[:, i], i], y[keep[:, i], i].astype(np.float64))
+        for name in metrics:
+            expected[name if len(tasks) == 1 else f"{name}/{task}"] = ref[name]
+    mode = ("whole", "batched", "kept_apart")[rng.integers(0, 3)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = _pointwise_values(rng, compute_metrics, mode, preds, labels, reject=True)
+        if values is None:  # a batch was rejected mid-way: that evaluation stopped; the next one starts afresh
+            values = _pointwise_values(rng, compute_metrics, mode, preds, labels, reject=False)
+    assert set(values) == set(expected)
+    for key, want in expected.items():
+        assert _close(values[key], want, tol), (key, values[key], want)
+    if any(math.isnan(v) for v in values.values()):  # undefined: nan and a warning (the package's policy)
+        assert caught
+
+
+def _heads(rng: np.random.Generator, array: torch.Tensor, num_tasks: int):
+    """An ``(N, T)`` array as it is, or as a multi-head model's tuple/list of ``T`` heads ``(N,)``/``(N, 1)``."""
+    if num_tasks == 1 or array.ndim != 2 or rng.random() < 0.5:
+        return _as_given(rng, array)
+    heads = [array[:, i] if rng.random() < 0.5 else array[:, i : i + 1] for i in range(num_tasks)]
+    return (tuple if rng.random() < 0.5 else list)(_as_given(rng, head) for head in heads)
+
+
+def _pointwise_values(rng, compute_metrics, mode, preds, labels, reject):
+    """Values of one evaluation (``None`` when a rejected batch stopped it)."""
+    t = preds.shape[1] if preds.ndim == 2 else 1
+    if mode == "whole":
+        return compute_metrics((_heads(rng, preds, t), _heads(rng, labels, t)))
+    splits = _splits(rng, len(preds))
+    if mode == "kept_apart":  # eval_do_concat_batches=False: one whole-array call with the list of batches
+        batches = [(preds[a:b], labels[a:b]) for a, b in splits]
+        eval_pred = SimpleNamespace(
+            predictions=[_heads(rng, p, t) for p, _ in batches], label_ids=[_as_given(rng, y) for _, y in batches]
+        )
+        return compute_metrics(eval_pred)
+    for j, (a, b) in enumerate(splits):
+        last = j == len(splits) - 1
+        out = compute_metrics(
+            SimpleNamespace(predictions=_heads(rng, preds[a:b], t), label_ids=_heads(rng, labels[a:b], t)),
+            compute_result=last,
+        )
+        if not last:
+            assert out == {}
+            if reject and rng.random() < 0.3:
+                _reject(compute_metrics, preds[a:b], labels[a:b])
+                return None
+    return out
+
+
+def _reject(compute_metrics, preds, labels):
+    """A batch with a NaN label is refused, naming the labels (every metric here refuses NaN labels)."""
+    if len(labels) == 0:
+        bad = torch.full((1, *labels.shape[1:]), math.nan, dtype=torch.float64)
+        bad_preds = torch.zeros((1, *preds.shape[1:]), dtype=preds.dtype)
+    else:
+        bad = labels.reshape(len(labels), -1).to(torch.float64)
+        bad[0, 0] = math.nan
+        bad = bad.reshape((len(labels), *labels.shape[1:]))
+        bad_preds = preds
+    with pytest.raises(ValueError, match="label_ids"):
+        compute_metrics(SimpleNamespace(predictions=bad_preds, label_ids=bad), compute_result=False)
+
+
+def _ranking_config(seed: int):
+    rng = np.random.default_rng(10_000 + seed)
+    q = int(rng.integers(1, 25))
+    width = int(rng.integers(1, 12))
+    sizes = rng.integers(1, width + 1, q)
+    dtype = FLOATS[rng.integers(0, 4)]
+    scores = torch.tensor(rng.normal(size=(q, width))).to(dtype)
+    if rng.random() < 0.3:  # ties
+        scores = scores.to(torch.float64).round(decimals=0).to(dtype)
+    pad = float(rng.choice([-10.0, -100.0, -1e4]))
+    padded = torch.arange(width)[None] >= torch.tensor(sizes)[:, None]
+    scores = scores.masked_fill(padded, pad)
+    index_labels = rng.random() < 0.5
+    if index_labels:
+        index = torch.tensor([int(rng.integers(0, s)) for s in sizes])
+        # (q, 1) labels next to one-candidate-wide scores are relevance (documented): index labels as (q,) there
+        labels = index if width == 1 or rng.random() < 0.7 else index[:, None]
+        relevance = torch.zeros((q, width)).scatter_(1, index[:, None], 1.0)
+    else:
+        relevance = torch.tensor(rng.integers(0, 3, (q, width))).to(torch.float64)
+        relevance = relevance.masked_fill(padded, 0)
+        label_pad = rng.random() < 0.5
+        labels = relevance.masked_fill(padded, -100) if label_pad else relevance.clone()
+        labels = labels.to((torch.int64, torch.float32, torch.float64)[rng.integers(0, 3)])
+    ks = tuple(sorted({int(k) for k in rng.integers(1, 15, rng.integers(1, 4))})) + ((None,) if rng.random() < 0.4 else ())
+    names = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map", "f1")
+    metrics = tuple(rng.choice(names, size=int(rng.integers(1, 4)), replace=False))
+    exponential = bool(rng.random() < 0.3)
+    return rng, scores, labels, relevance, sizes, pad, ks, metrics, exponential
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_ranking_equals_the_reference(seed):
+    rng, scores, labels, relevance, sizes, pad, ks, metrics, exponential = _ranking_config(seed)
+    compute_metrics = ranking_compute_metrics(
+        ks=ks, metrics=metrics, padding_value=(pad,), key_names={}, exponential_gain=exponential
+    )
+    s64, r64 = scores.to(torch.float64).numpy(), relevance.numpy()
+    queries = [(s64[i, : sizes[i]], r64[i, : sizes[i]], 1.0) for i in range(len(sizes))]
+    requests = [(name, k) for name in metrics for k in ks]
+    want = reference_values(queries, requests, exponential_gain=exponential)
+    expected = {name if k is None else f"{name}@{k}": w for (name, k), w in zip(requests, want)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = _ranking_values(rng, compute_metrics, scores, labels, len(sizes))
+    assert set(values) == set(expected)
+    for key, w in expected.items():
+        assert _close(values[key], w, 1e-9), (key, values[key], w)
+    if any(math.isnan(v) for v in values.values()):  # no query with a relevant candidate: nan and a warning
+        assert caught
+
+
+def _ranking_values(rng, compute_metrics, scores, labels, q):
+    if rng.random() < 0.5:
+        splits = [(a, b) for a, b in _splits(rng, q) if b > a]  # a ranking batch has a query
+        for j, (a, b) in enumerate(splits):
+            last = j == len(splits) - 1
+            values = compute_metrics(
+                SimpleNamespace(predictions=_as_given(rng, scores[a:b]), label_ids=_as_given(rng, labels[a:b])),
+                compute_result=last,
+            )
+    else:
+        values = compute_metrics(SimpleNamespace(predictions=_as_given(rng, scores), label_ids=_as_given(rng, labels)))
+    return values

@@ -35,12 +35,19 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def _pointwise_reference(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """The metrics by their formulas on probabilities ``p`` and 0/1 labels ``y`` (float64, rows kept)."""
+def _pointwise_reference(p: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> dict[str, float]:
+    """The metrics by their formulas on probabilities ``p`` (logits ``z`` if given) and 0/1 labels ``y`` (float64).
+
+    The log loss of logits is ``softplus`` written here (sklearn's on ``sigmoid(z)`` clips a saturated ``p == 1.0``);
+    sklearn's ``log_loss`` on probabilities.
+    """
     if len(y) == 0:
         return dict.fromkeys(POINTWISE, math.nan) | {"num_positive_samples": 0.0}
     ctr = y.mean()
-    loss = log_loss(y, p, labels=[0, 1])
+    if z is None:
+        loss = log_loss(y, p, labels=[0, 1])
+    else:
+        loss = float(np.mean(y * np.logaddexp(0.0, -z) + (1 - y) * np.logaddexp(0.0, z)))
     base = -(ctr * math.log(ctr) + (1 - ctr) * math.log(1 - ctr)) if 0 < ctr < 1 else math.nan
     return {
         "ne": loss / base,
@@ -48,7 +55,7 @@ def _pointwise_reference(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
         "calibration": p.sum() / y.sum() if y.sum() > 0 else math.nan,
         "ctr": ctr,
         "mse": float(np.mean((p - y) ** 2)),
-        "auc": roc_auc_score(y, p) if 0 < ctr < 1 else math.nan,
+        "auc": roc_auc_score(y, p if z is None else z) if 0 < ctr < 1 else math.nan,  # logits: no saturated ties
         "label_average": ctr,
         "num_positive_samples": float(y.sum()),
     }
@@ -79,7 +86,8 @@ def _pointwise_config(seed: int):
     from_logits = bool(rng.random() < 0.6)
     dtype = FLOATS[rng.integers(0, 4)]
     ignore = rng.random() < 0.5
-    z = rng.normal(0, 2, size=(n, t))
+    ignore_value = int(rng.choice([-100, -1, 7]))
+    z = rng.normal(0, float(rng.choice([2.0, 20.0])), size=(n, t))  # 20: saturated sigmoids (p == 1.0 in float64)
     scores = z if from_logits else _sigmoid(z)
     y = (rng.random((n, t)) < rng.uniform(0.1, 0.9)).astype(np.int64)
     keep = np.ones((n, t), dtype=bool)
@@ -88,37 +96,50 @@ def _pointwise_config(seed: int):
     preds = torch.tensor(scores).to(dtype)
     if not from_logits:  # a probability rounded to 0 or 1 in half precision has an infinite log loss
         preds = preds.clamp(1e-2, 1 - 1e-2)
-    label_dtype = (torch.int64, torch.int32, torch.float32, torch.bool)[rng.integers(0, 4)]
+    kinds = (
+        torch.int64,
+        torch.int32,
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+        torch.float64,
+        torch.bool,
+        torch.uint8,
+    )
+    label_dtype = kinds[rng.integers(0, len(kinds))]
     labels = torch.tensor(y)
-    if ignore:
-        label_dtype = label_dtype if label_dtype != torch.bool else torch.int64
-        labels = labels.masked_fill(torch.tensor(~keep), -100)
+    if ignore:  # a dtype that holds the ignored value
+        label_dtype = label_dtype if label_dtype not in (torch.bool, torch.uint8) else torch.int16
+        labels = labels.masked_fill(torch.tensor(~keep), ignore_value)
     labels = labels.to(label_dtype)
     shape = "flat" if t == 1 and rng.random() < 0.5 else "column"
     if shape == "flat":
         preds, labels = preds[:, 0], labels[:, 0]
     metrics = tuple(rng.choice(POINTWISE, size=int(rng.integers(1, len(POINTWISE) + 1)), replace=False))
-    return rng, tasks, from_logits, ignore, preds, labels, y, keep, metrics
+    options = {"validate_args": False} if rng.random() < 0.3 else {}
+    build = {"tasks": tasks, "from_logits": from_logits, "ignore_index": ignore_value if ignore else None, **options}
+    return rng, build, preds, labels, y, keep, metrics
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pointwise_equals_sklearn_and_numpy_formulas(seed):
-    rng, tasks, from_logits, ignore, preds, labels, y, keep, metrics = _pointwise_config(seed)
-    compute_metrics = pointwise_compute_metrics(
-        list(metrics), tasks=tasks, from_logits=from_logits, ignore_index=-100 if ignore else None
-    )
-    p64 = preds.to(torch.float64).numpy().reshape(len(y), len(tasks))
-    p64 = _sigmoid(p64) if from_logits else p64
-    tol = 1e-6 if preds.dtype in (torch.float32, torch.float64) else 1e-3  # the module's sigmoid in low precision
+    rng, build, preds, labels, y, keep, metrics = _pointwise_config(seed)
+    compute_metrics = pointwise_compute_metrics(list(metrics), **build)
+    tasks = build["tasks"]
+    z64 = preds.to(torch.float64).numpy().reshape(len(y), len(tasks))
+    p64 = _sigmoid(z64) if build["from_logits"] else z64
+    tol = 1e-9  # every dtype: the metrics compute in float64 from the values given
     expected = {}
     for i, task in enumerate(tasks):
-        ref = _pointwise_reference(p64[keep[:, i], i], y[keep[:, i], i].astype(np.float64))
+        rows = keep[:, i]
+        logits = z64[rows, i] if build["from_logits"] else None
+        ref = _pointwise_reference(p64[rows, i], y[rows, i].astype(np.float64), logits)
         for name in metrics:
             expected[name if len(tasks) == 1 else f"{name}/{task}"] = ref[name]
     mode = ("whole", "batched", "kept_apart")[rng.integers(0, 3)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        values = _pointwise_values(rng, compute_metrics, mode, preds, labels, reject=True)
+        values = _pointwise_values(rng, compute_metrics, mode, preds, labels, reject="validate_args" not in build)
         if values is None:  # a batch was rejected mid-way: that evaluation stopped; the next one starts afresh
             values = _pointwise_values(rng, compute_metrics, mode, preds, labels, reject=False)
     assert set(values) == set(expected)
@@ -150,10 +171,10 @@ def _pointwise_values(rng, compute_metrics, mode, preds, labels, reject):
         return compute_metrics(eval_pred)
     for j, (a, b) in enumerate(splits):
         last = j == len(splits) - 1
-        out = compute_metrics(
-            SimpleNamespace(predictions=_heads(rng, preds[a:b], t), label_ids=_heads(rng, labels[a:b], t)),
-            compute_result=last,
-        )
+        p, y = _heads(rng, preds[a:b], t), _heads(rng, labels[a:b], t)
+        if b - a == 1 and preds.ndim == 1 and rng.random() < 0.5:  # a squeezed logit of a batch of one: 0-dim
+            p = preds[a]
+        out = compute_metrics(SimpleNamespace(predictions=p, label_ids=y), compute_result=last)
         if not last:
             assert out == {}
             if reject and rng.random() < 0.3:
@@ -168,7 +189,7 @@ def _reject(compute_metrics, preds, labels):
         bad = torch.full((1, *labels.shape[1:]), math.nan, dtype=torch.float64)
         bad_preds = torch.zeros((1, *preds.shape[1:]), dtype=preds.dtype)
     else:
-        bad = labels.reshape(len(labels), -1).to(torch.float64)
+        bad = labels.reshape(len(labels), -1).to(torch.float64, copy=True)
         bad[0, 0] = math.nan
         bad = bad.reshape((len(labels), *labels.shape[1:]))
         bad_preds = preds
@@ -200,7 +221,9 @@ def _ranking_config(seed: int):
         label_pad = rng.random() < 0.5
         labels = relevance.masked_fill(padded, -100) if label_pad else relevance.clone()
         labels = labels.to((torch.int64, torch.float32, torch.float64)[rng.integers(0, 3)])
-    ks = tuple(sorted({int(k) for k in rng.integers(1, 15, rng.integers(1, 4))})) + ((None,) if rng.random() < 0.4 else ())
+    ks = tuple(sorted({int(k) for k in rng.integers(1, 15, rng.integers(1, 4))})) + (
+        (None,) if rng.random() < 0.4 else ()
+    )
     names = ("ndcg", "recall", "precision", "mrr", "hit_rate", "map", "f1")
     metrics = tuple(rng.choice(names, size=int(rng.integers(1, 4)), replace=False))
     exponential = bool(rng.random() < 0.3)
@@ -220,7 +243,7 @@ def test_ranking_equals_the_reference(seed):
     expected = {name if k is None else f"{name}@{k}": w for (name, k), w in zip(requests, want)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        values = _ranking_values(rng, compute_metrics, scores, labels, len(sizes))
+        values = _ranking_values(rng, compute_metrics, scores, labels, len(sizes), pad)
     assert set(values) == set(expected)
     for key, w in expected.items():
         assert _close(values[key], w, 1e-9), (key, values[key], w)
@@ -228,15 +251,49 @@ def test_ranking_equals_the_reference(seed):
         assert caught
 
 
-def _ranking_values(rng, compute_metrics, scores, labels, q):
-    if rng.random() < 0.5:
-        splits = [(a, b) for a, b in _splits(rng, q) if b > a]  # a ranking batch has a query
-        for j, (a, b) in enumerate(splits):
-            last = j == len(splits) - 1
-            values = compute_metrics(
-                SimpleNamespace(predictions=_as_given(rng, scores[a:b]), label_ids=_as_given(rng, labels[a:b])),
-                compute_result=last,
-            )
+def _cropped(scores, labels, a, b, pad):
+    """Rows ``a:b`` as a collator padding to the batch's longest list gives them (at least one slot)."""
+    s, y = scores[a:b], labels[a:b]
+    real = (s != pad).sum(1)
+    width = max(1, int(real.max()) if len(real) else 1)
+    return s[:, :width], (y[:, :width] if y.shape == scores[a:b].shape else y)
+
+
+def _trainer_concat(batches, dtype):
+    """Batches of other widths concatenated as the Trainer does: narrower ones padded with -100."""
+    width = max(s.shape[1] for s, _ in batches)
+    scores = torch.cat(
+        [torch.nn.functional.pad(s.to(torch.float64), (0, width - s.shape[1]), value=-100.0) for s, _ in batches]
+    )
+    labels = [y for _, y in batches]
+    if labels[0].ndim == 2 and labels[0].shape == batches[0][0].shape:
+        labels = [
+            torch.nn.functional.pad(y.to(torch.float64), (0, width - y.shape[1]), value=-100.0).to(y.dtype)
+            for y in labels
+        ]
+    return scores.to(dtype), torch.cat(labels)
+
+
+def _ranking_values(rng, compute_metrics, scores, labels, q, pad):
+    mode = ("whole", "batched", "kept_apart", "concat")[rng.integers(0, 4)]
+    if mode == "whole":
+        return compute_metrics(SimpleNamespace(predictions=_as_given(rng, scores), label_ids=_as_given(rng, labels)))
+    splits = [(a, b) for a, b in _splits(rng, q) if b > a]  # a ranking batch has a query
+    if rng.random() < 0.5:  # each batch padded to its own longest list
+        batches = [_cropped(scores, labels, a, b, pad) for a, b in splits]
     else:
-        values = compute_metrics(SimpleNamespace(predictions=_as_given(rng, scores), label_ids=_as_given(rng, labels)))
+        batches = [(scores[a:b], labels[a:b]) for a, b in splits]
+    if mode == "kept_apart":
+        eval_pred = SimpleNamespace(
+            predictions=[_as_given(rng, s) for s, _ in batches], label_ids=[_as_given(rng, y) for _, y in batches]
+        )
+        return compute_metrics(eval_pred)
+    if mode == "concat":
+        s, y = _trainer_concat(batches, scores.dtype)
+        return compute_metrics(SimpleNamespace(predictions=_as_given(rng, s), label_ids=_as_given(rng, y)))
+    for j, (s, y) in enumerate(batches):
+        last = j == len(batches) - 1
+        values = compute_metrics(
+            SimpleNamespace(predictions=_as_given(rng, s), label_ids=_as_given(rng, y)), compute_result=last
+        )
     return values

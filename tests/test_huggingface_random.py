@@ -28,6 +28,10 @@ from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics,
 
 SEEDS = range(int(os.environ.get("HF_RANDOM_SEEDS", "12")))
 POINTWISE = ("ne", "log_loss", "calibration", "ctr", "mse", "auc", "label_average", "num_positive_samples")
+POINTWISE += ("accuracy", "weighted_precision", "weighted_recall", "rmse", "mae", "sum_weights")
+POINTWISE += ("weighted_sum_predictions", "weighted_average")
+DISPLAY = {"recall": "Recall", "mrr": "MRR", "ndcg": "NDCG", "precision": "Precision", "hit_rate": "HitRate"}
+DISPLAY |= {"map": "MAP", "f1": "F1", "r_precision": "RPrecision"}  # the documented default key_names
 FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -42,7 +46,11 @@ def _pointwise_reference(p: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> 
     sklearn's ``log_loss`` on probabilities.
     """
     if len(y) == 0:
-        return dict.fromkeys(POINTWISE, math.nan) | {"num_positive_samples": 0.0}
+        return dict.fromkeys(POINTWISE, math.nan) | {
+            "num_positive_samples": 0.0,
+            "sum_weights": 0.0,
+            "weighted_sum_predictions": 0.0,
+        }
     ctr = y.mean()
     if z is None:
         loss = log_loss(y, p, labels=[0, 1])
@@ -58,6 +66,14 @@ def _pointwise_reference(p: np.ndarray, y: np.ndarray, z: np.ndarray | None) -> 
         "auc": roc_auc_score(y, p if z is None else z) if 0 < ctr < 1 else math.nan,  # logits: no saturated ties
         "label_average": ctr,
         "num_positive_samples": float(y.sum()),
+        "accuracy": float(np.mean((p >= 0.5) == (y == 1))),
+        "weighted_precision": float(np.sum((p >= 0.5) & (y == 1)) / np.sum(p >= 0.5)) if (p >= 0.5).any() else math.nan,
+        "weighted_recall": float(np.sum((p >= 0.5) & (y == 1)) / np.sum(y == 1)) if (y == 1).any() else math.nan,
+        "rmse": math.sqrt(np.mean((p - y) ** 2)),
+        "mae": float(np.mean(np.abs(p - y))),
+        "sum_weights": float(len(y)),
+        "weighted_sum_predictions": float(p.sum()),
+        "weighted_average": float(p.mean()),
     }
 
 
@@ -233,17 +249,33 @@ def _ranking_config(seed: int):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_ranking_equals_the_reference(seed):
     rng, scores, labels, relevance, sizes, pad, ks, metrics, exponential = _ranking_config(seed)
+    options = {
+        "exponential_gain": exponential,
+        "adaptive_k": bool(rng.random() < 0.3),
+        "empty_target_action": str(rng.choice(["skip", "zero", "one"])),
+        "remove_single_length_sessions": bool(rng.random() < 0.2),
+    }
+    if rng.random() < 0.3:
+        options["validate_args"] = False
+    if "r_precision" not in metrics and rng.random() < 0.2:
+        metrics = (*metrics, "r_precision")
+    default_names = rng.random() < 0.5  # the seed's display names (Recall@k, MRR, ...) or the metrics' own
+    pads = (pad, -10.0) if rng.random() < 0.3 else (pad,)  # several padding values
     compute_metrics = ranking_compute_metrics(
-        ks=ks, metrics=metrics, padding_value=(pad,), key_names={}, exponential_gain=exponential
+        ks=ks, metrics=metrics, padding_value=pads, **({} if default_names else {"key_names": {}}), **options
     )
     s64, r64 = scores.to(torch.float64).numpy(), relevance.numpy()
     queries = [(s64[i, : sizes[i]], r64[i, : sizes[i]], 1.0) for i in range(len(sizes))]
-    requests = [(name, k) for name in metrics for k in ks]
-    want = reference_values(queries, requests, exponential_gain=exponential)
-    expected = {name if k is None else f"{name}@{k}": w for (name, k), w in zip(requests, want)}
+    requests = [(name, k) for name in metrics for k in (ks if name != "r_precision" else (None,))]
+    reference_options = {key: value for key, value in options.items() if key != "validate_args"}
+    want = reference_values(queries, requests, **reference_options)
+    shown = DISPLAY if default_names else {}
+    expected = {shown.get(name, name) + ("" if k is None else f"@{k}"): w for (name, k), w in zip(requests, want)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        values = _ranking_values(rng, compute_metrics, scores, labels, len(sizes), pad)
+        values = _ranking_values(rng, compute_metrics, scores, labels, len(sizes), pad, "validate_args" not in options)
+        if values is None:  # a rejected batch stopped that evaluation: the next one starts afresh
+            values = _ranking_values(rng, compute_metrics, scores, labels, len(sizes), pad, False)
     assert set(values) == set(expected)
     for key, w in expected.items():
         assert _close(values[key], w, 1e-9), (key, values[key], w)
@@ -256,7 +288,10 @@ def _cropped(scores, labels, a, b, pad):
     s, y = scores[a:b], labels[a:b]
     real = (s != pad).sum(1)
     width = max(1, int(real.max()) if len(real) else 1)
-    return s[:, :width], (y[:, :width] if y.shape == scores[a:b].shape else y)
+    if y.shape == s.shape:
+        return s[:, :width], y[:, :width]
+    # index labels as (b,): (b, 1) ones next to one-candidate-wide scores would be relevance (documented)
+    return s[:, :width], y.reshape(len(y))
 
 
 def _trainer_concat(batches, dtype):
@@ -274,7 +309,7 @@ def _trainer_concat(batches, dtype):
     return scores.to(dtype), torch.cat(labels)
 
 
-def _ranking_values(rng, compute_metrics, scores, labels, q, pad):
+def _ranking_values(rng, compute_metrics, scores, labels, q, pad, reject):
     mode = ("whole", "batched", "kept_apart", "concat")[rng.integers(0, 4)]
     if mode == "whole":
         return compute_metrics(SimpleNamespace(predictions=_as_given(rng, scores), label_ids=_as_given(rng, labels)))
@@ -296,4 +331,16 @@ def _ranking_values(rng, compute_metrics, scores, labels, q, pad):
         values = compute_metrics(
             SimpleNamespace(predictions=_as_given(rng, s), label_ids=_as_given(rng, y)), compute_result=last
         )
+        if not last and reject and rng.random() < 0.3:  # an index out of range, or a relevant padded slot
+            bad = y.clone()
+            if bad.shape == s.shape:
+                s = s.clone()
+                s[0, 0], bad[0, 0] = pad, 1
+                match = "relevant candidate"
+            else:
+                bad[0] = s.shape[1]
+                match = "integer indexes"
+            with pytest.raises(ValueError, match=match):
+                compute_metrics(SimpleNamespace(predictions=s, label_ids=bad), compute_result=False)
+            return None
     return values

@@ -176,6 +176,10 @@ def _heads(rng: np.random.Generator, array: torch.Tensor, num_tasks: int):
 def _pointwise_values(rng, compute_metrics, mode, preds, labels, reject):
     """Values of one evaluation (``None`` when a rejected batch stopped it)."""
     t = preds.shape[1] if preds.ndim == 2 else 1
+    if rng.random() < 0.3:  # batches of an evaluation stopped part-way: a whole-array call (or reset()) drops them
+        assert compute_metrics(SimpleNamespace(predictions=preds[:3], label_ids=labels[:3]), compute_result=False) == {}
+        if mode == "batched":
+            compute_metrics.reset()
     if mode == "whole":
         return compute_metrics((_heads(rng, preds, t), _heads(rng, labels, t)))
     splits = _splits(rng, len(preds))
@@ -311,6 +315,12 @@ def _trainer_concat(batches, dtype):
 
 def _ranking_values(rng, compute_metrics, scores, labels, q, pad, reject):
     mode = ("whole", "batched", "kept_apart", "concat")[rng.integers(0, 4)]
+    if rng.random() < 0.3:  # batches of an evaluation stopped part-way: a whole-array call (or reset()) drops them
+        assert (
+            compute_metrics(SimpleNamespace(predictions=scores[:2], label_ids=labels[:2]), compute_result=False) == {}
+        )
+        if mode == "batched":
+            compute_metrics.reset()
     if mode == "whole":
         return compute_metrics(SimpleNamespace(predictions=_as_given(rng, scores), label_ids=_as_given(rng, labels)))
     splits = [(a, b) for a, b in _splits(rng, q) if b > a]  # a ranking batch has a query
@@ -344,3 +354,66 @@ def _ranking_values(rng, compute_metrics, scores, labels, q, pad, reject):
                 compute_metrics(SimpleNamespace(predictions=s, label_ids=bad), compute_result=False)
             return None
     return values
+
+
+class _Heads(torch.nn.Module):
+    """A multi-task model whose logits are one ``(N, T)`` array, a tuple of heads, or a list of heads."""
+
+    def __init__(self, num_tasks: int, form: str) -> None:
+        super().__init__()
+        torch.manual_seed(num_tasks)
+        self.linear = torch.nn.Linear(4, num_tasks)
+        self.form = form
+
+    def forward(self, x, labels=None):
+        logits = self.linear(x)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.clamp(min=0).float())
+        if self.form == "array":
+            return {"loss": loss, "logits": logits}
+        heads = [logits[:, i] if i % 2 else logits[:, i : i + 1] for i in range(logits.shape[1])]
+        return {"loss": loss, "logits": tuple(heads) if self.form == "tuple" else heads}
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x, self.y = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_pointwise_in_a_real_trainer_evaluate(seed, tmp_path):
+    """A tiny ``Trainer.evaluate`` per mode (whole arrays, batches kept apart, ``batch_eval_metrics=True``):
+    scikit-learn and the formulas here on the model's own logits, with ``-100`` labels left out of their task."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    rng = np.random.default_rng(20_000 + seed)
+    t, n = int(rng.integers(2, 4)), int(rng.integers(20, 70))
+    x, y = rng.normal(size=(n, 4)), (rng.random((n, t)) < 0.4).astype(np.int64)
+    keep = rng.random((n, t)) < 0.85
+    model = _Heads(t, ("list", "tuple", "array")[seed % 3])
+    dataset = _Rows(x, np.where(keep, y, -100))
+    with torch.no_grad():
+        z = model.linear(torch.tensor(x, dtype=torch.float32)).double().numpy()
+    tasks = tuple(f"task{i}" for i in range(t))
+    expected = {}
+    for i, task in enumerate(tasks):
+        rows = keep[:, i]
+        ref = _pointwise_reference(_sigmoid(z[rows, i]), y[rows, i].astype(np.float64), z[rows, i])
+        expected |= {f"eval_{name}/{task}": ref[name] for name in ("ne", "auc", "ctr", "calibration")}
+    batch = int(rng.integers(3, 17))
+    for options in ({}, {"eval_do_concat_batches": False}, {"batch_eval_metrics": True}):
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path), report_to=[], use_cpu=True, disable_tqdm=True,
+            per_device_eval_batch_size=batch, **options,
+        )  # fmt: skip
+        compute_metrics = pointwise_compute_metrics(["ne", "auc", "ctr", "calibration"], tasks=tasks, ignore_index=-100)
+        metrics = transformers.Trainer(
+            model=model, args=args, eval_dataset=dataset, compute_metrics=compute_metrics
+        ).evaluate()
+        for key, want in expected.items():
+            assert metrics[key] == pytest.approx(want, rel=1e-6), (options, key)

@@ -26,7 +26,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from tests.helpers.ranking_reference import reference_values
 from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
 
-SEEDS = range(int(os.environ.get("HF_RANDOM_SEEDS", "12")))
+SEEDS = range(int(os.environ.get("HF_RANDOM_SEEDS", "40")))
 POINTWISE = ("ne", "log_loss", "calibration", "ctr", "mse", "auc", "label_average", "num_positive_samples")
 POINTWISE += ("accuracy", "weighted_precision", "weighted_recall", "rmse", "mae", "sum_weights")
 POINTWISE += ("weighted_sum_predictions", "weighted_average")

@@ -770,6 +770,23 @@ def test_padding_values_as_arrays_or_numpy_numbers_mark_padding(padding):
     assert values == {"Recall@2": 1.0, "MRR@2": 0.5}  # both relevant candidates ranked 2nd
 
 
+@pytest.mark.parametrize(
+    "padding", [float("nan"), (float("nan"), -10.0), np.array([np.nan]), torch.tensor(np.nan)], ids=str
+)
+def test_a_nan_padding_value_is_refused_at_build(padding):
+    """A NaN equals no score, so it marked nothing: NaN-padded slots were candidates, refused only by the metrics'
+    NaN check, and with ``validate_args=False`` ranked and counted (precision and MRR of 0 instead of 0.5),
+    silently. ``RankingMetrics(padding_value=nan)`` refuses it; so does the adapter, naming the argument."""
+    with pytest.raises(ValueError, match=r"`padding_value` .*NaN"):
+        ranking_compute_metrics(ks=(2,), padding_value=padding, validate_args=False)
+    # the padding it was meant to be, as a number: the values by hand (each relevant candidate ranked 2nd of 2)
+    scores = np.array([[0.2, 0.9, -1.0, -1.0], [0.5, 0.1, 0.3, -1.0]])
+    got = ranking_compute_metrics(ks=(2,), metrics=("precision", "mrr"), padding_value=-1.0, validate_args=False)(
+        (scores, np.array([0, 2]))
+    )
+    assert got == pytest.approx({"Precision@2": 0.5, "MRR@2": 0.5})
+
+
 @pytest.mark.parametrize("as_array", [np.array, list], ids=["numpy", "list"])
 def test_ks_and_metrics_as_arrays_are_those_cutoffs_and_names(as_array):
     """`ranking_compute_metrics(ks=np.arange(1, 4))` failed with numpy's "truth value of an array is

@@ -221,7 +221,7 @@ def _equal(labels: Tensor, value: float) -> Tensor:
 
 
 def _padding_values(padding_value: Any) -> Tensor:
-    """``padding_value`` (a number, a sequence or an array of numbers) as a float64 1-D tensor, else a clear error.
+    """``padding_value`` (a number, a sequence or an array of numbers, no NaN) as a float64 1-D tensor, else a clear error.
 
     One number as every number setting takes it (:func:`as_real`), several as every sequence
     setting takes them (:func:`~torchmetrics_ext.utilities.checks.sequence_items`): a 1-D tensor or
@@ -234,6 +234,11 @@ def _padding_values(padding_value: Any) -> Tensor:
         raise ValueError(
             "Expected `padding_value` to be a number or a sequence of numbers (scores that mark padded candidates), "
             f"got {padding_value!r}."
+        )
+    if any(value != value for value in values):  # NaN equals no score: it would mark nothing, silently
+        raise ValueError(
+            f"Expected `padding_value` to hold numbers other than NaN, got {padding_value!r}: NaN equals no score, "
+            "so NaN-padded slots would be scored as candidates. Pad with a number (e.g. -10) and give it here."
         )
     return torch.tensor([float(value) for value in values], dtype=torch.float64)  # type: ignore[arg-type]
 
@@ -881,7 +886,7 @@ def ranking_compute_metrics(
         only per-request sums between batches.
 
     Raises:
-        ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
+        ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, or holds NaN, ``key_names``
             that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
             called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
             next to ``(W,)`` scores among them), index labels out of range or of a float dtype, NaN relevance (a

@@ -221,7 +221,7 @@ def _equal(labels: Tensor, value: float) -> Tensor:
 
 
 def _padding_values(padding_value: Any) -> Tensor:
-    """``padding_value`` (a number, a sequence or an array of numbers, no NaN) as a float64 1-D tensor, else a clear error.
+    """``padding_value`` (a number, a sequence or an array of numbers, no NaN) as a float64 1-D tensor, else an error.
 
     One number as every number setting takes it (:func:`as_real`), several as every sequence
     setting takes them (:func:`~torchmetrics_ext.utilities.checks.sequence_items`): a 1-D tensor or
@@ -886,9 +886,9 @@ def ranking_compute_metrics(
         only per-request sums between batches.
 
     Raises:
-        ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, or holds NaN, ``key_names``
-            that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
-            called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
+        ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, or holds NaN,
+            ``key_names`` that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or
+            (when called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
             next to ``(W,)`` scores among them), index labels out of range or of a float dtype, NaN relevance (a
             label is padding when negative, never when NaN), or a relevant candidate (index label, or positive
             relevance) in a padded slot (a score equal to a padding value), validated or not.

@@ -186,7 +186,7 @@ def _pointwise_values(rng, compute_metrics, mode, preds, labels, reject):
     if mode == "kept_apart":  # eval_do_concat_batches=False: one whole-array call with the list of batches
         batches = [(preds[a:b], labels[a:b]) for a, b in splits]
         eval_pred = SimpleNamespace(
-            predictions=[_heads(rng, p, t) for p, _ in batches], label_ids=[_as_given(rng, y) for _, y in batches]
+            predictions=[_heads(rng, p, t) for p, _ in batches], label_ids=[_heads(rng, y, t) for _, y in batches]
         )
         return compute_metrics(eval_pred)
     for j, (a, b) in enumerate(splits):

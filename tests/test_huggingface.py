@@ -194,6 +194,54 @@ def test_per_task_heads_as_tuple_list_batches_and_tensors():
     assert got == pytest.approx(expected, rel=1e-6)
 
 
+class ListOfHeads(nn.Module):
+    """A multi-head model whose heads are a ``ModuleList``: its ``logits`` output is a **list** of per-task heads."""
+
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.heads = nn.ModuleList([nn.Linear(dim, 1), nn.Linear(dim, 1)])
+
+    def forward(self, x, labels=None):
+        logits = [self.heads[0](x).squeeze(-1), self.heads[1](x)]  # (N,) and (N, 1)
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            torch.cat([logits[0][:, None], logits[1]], 1), labels.float()
+        )
+        return {"loss": loss, "logits": logits}
+
+
+def test_a_list_of_heads_in_batches_kept_apart_is_each_batch_s_task_columns(tmp_path):
+    """``eval_do_concat_batches=False`` with a model whose heads are a list: the Trainer passes a list (batches)
+    of lists (heads). Each batch's list was concatenated as rows (an error about an (2N,) array) instead of
+    being read as the tasks' heads, as the same list is in the other two modes. Reference: scikit-learn on the
+    Trainer's own head outputs."""
+    from types import SimpleNamespace
+
+    dataset = Clicks()
+    args = eval_args(tmp_path, per_device_eval_batch_size=16, eval_do_concat_batches=False)
+    compute_metrics = pointwise_compute_metrics(["log_loss", "auc"], tasks=("click", "like"))
+    run = transformers.Trainer(model=ListOfHeads(), args=args, eval_dataset=dataset, compute_metrics=compute_metrics)
+    metrics = run.evaluate()
+    batches = run.predict(dataset).predictions
+    assert isinstance(batches, list) and isinstance(batches[0], list)  # what the Trainer passes: lists of heads
+    click = np.concatenate([b[0] for b in batches]).astype(np.float64)
+    like = np.concatenate([b[1][:, 0] for b in batches]).astype(np.float64)
+    y = dataset.y.numpy()
+    for i, (task, z) in enumerate((("click", click), ("like", like))):
+        p = 1 / (1 + np.exp(-z))
+        assert metrics[f"eval_log_loss/{task}"] == pytest.approx(log_loss(y[:, i], p), rel=1e-6)
+        assert metrics[f"eval_auc/{task}"] == pytest.approx(roc_auc_score(y[:, i], p), rel=1e-9)
+    # per-task label arrays as a list in each kept-apart batch, as a list of them is read whole
+    rng = np.random.default_rng(4)
+    z, y = rng.normal(size=(30, 2)), rng.integers(0, 2, (30, 2))
+    expected = {f"auc/{t}": roc_auc_score(y[:, i], z[:, i]) for i, t in enumerate(("a", "b"))}
+    compute = pointwise_compute_metrics(["auc"], tasks=("a", "b"))
+    kept_apart = SimpleNamespace(
+        predictions=[z[:12], z[12:]], label_ids=[[y[:12, 0], y[:12, 1]], [y[12:, 0], y[12:, 1]]]
+    )
+    assert compute(kept_apart) == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize(
     ("heads", "message"),
     [
@@ -720,6 +768,23 @@ def test_padding_values_as_arrays_or_numpy_numbers_mark_padding(padding):
         compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 2])))
     values = compute_metrics(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
     assert values == {"Recall@2": 1.0, "MRR@2": 0.5}  # both relevant candidates ranked 2nd
+
+
+@pytest.mark.parametrize(
+    "padding", [float("nan"), (float("nan"), -10.0), np.array([np.nan]), torch.tensor(np.nan)], ids=str
+)
+def test_a_nan_padding_value_is_refused_at_build(padding):
+    """A NaN equals no score, so it marked nothing: NaN-padded slots were candidates, refused only by the metrics'
+    NaN check, and with ``validate_args=False`` ranked and counted (precision and MRR of 0 instead of 0.5),
+    silently. ``RankingMetrics(padding_value=nan)`` refuses it; so does the adapter, naming the argument."""
+    with pytest.raises(ValueError, match=r"`padding_value` .*NaN"):
+        ranking_compute_metrics(ks=(2,), padding_value=padding, validate_args=False)
+    # the padding it was meant to be, as a number: the values by hand (each relevant candidate ranked 2nd of 2)
+    scores = np.array([[0.2, 0.9, -1.0, -1.0], [0.5, 0.1, 0.3, -1.0]])
+    got = ranking_compute_metrics(ks=(2,), metrics=("precision", "mrr"), padding_value=-1.0, validate_args=False)(
+        (scores, np.array([0, 2]))
+    )
+    assert got == pytest.approx({"Precision@2": 0.5, "MRR@2": 0.5})
 
 
 @pytest.mark.parametrize("as_array", [np.array, list], ids=["numpy", "list"])

@@ -221,7 +221,7 @@ def _equal(labels: Tensor, value: float) -> Tensor:
 
 
 def _padding_values(padding_value: Any) -> Tensor:
-    """``padding_value`` (a number, a sequence or an array of numbers) as a float64 1-D tensor, else a clear error.
+    """``padding_value`` (a number, a sequence or an array of numbers, no NaN) as a float64 1-D tensor, else an error.
 
     One number as every number setting takes it (:func:`as_real`), several as every sequence
     setting takes them (:func:`~torchmetrics_ext.utilities.checks.sequence_items`): a 1-D tensor or
@@ -234,6 +234,11 @@ def _padding_values(padding_value: Any) -> Tensor:
         raise ValueError(
             "Expected `padding_value` to be a number or a sequence of numbers (scores that mark padded candidates), "
             f"got {padding_value!r}."
+        )
+    if any(value != value for value in values):  # NaN equals no score: it would mark nothing, silently
+        raise ValueError(
+            f"Expected `padding_value` to hold numbers other than NaN, got {padding_value!r}: NaN equals no score, "
+            "so NaN-padded slots would be scored as candidates. Pad with a number (e.g. -10) and give it here."
         )
     return torch.tensor([float(value) for value in values], dtype=torch.float64)  # type: ignore[arg-type]
 
@@ -300,8 +305,13 @@ class HFComputeMetrics:
         labels = tuple(labels) if self._per_task(labels) else labels
         if isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels):
             # batches kept apart (eval_do_concat_batches=False): one update each, as they may not
-            # share a width (padded candidate lists of each batch's longest)
-            batches = list(zip(predictions, labels))
+            # share a width (padded candidate lists of each batch's longest). A batch may itself be a list
+            # of per-task heads (a model whose heads are a ModuleList returns a list, kept per batch by the
+            # Trainer): the tasks' columns, as a whole-array list is, never rows to concatenate
+            batches = [
+                (tuple(p) if self._per_task(p) else p, tuple(y) if self._per_task(y) else y)
+                for p, y in zip(predictions, labels)
+            ]
         else:
             batches = [(predictions, labels)]
         for batch_predictions, batch_labels in batches:
@@ -876,9 +886,9 @@ def ranking_compute_metrics(
         only per-request sums between batches.
 
     Raises:
-        ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, ``key_names``
-            that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or (when
-            called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
+        ValueError: bad arguments (a ``padding_value`` that is no number or sequence of numbers, or holds NaN,
+            ``key_names`` that is no mapping of names or logs two values under one key, ``sync_on_compute=True``), or
+            (when called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
             next to ``(W,)`` scores among them), index labels out of range or of a float dtype, NaN relevance (a
             label is padding when negative, never when NaN), or a relevant candidate (index label, or positive
             relevance) in a padded slot (a score equal to a padding value), validated or not.

@@ -151,8 +151,10 @@ class EvaluationResult:
             three (``"... in 12 of 40 segments (g=a, g=c, g=d, ...): ..."``, 40 being the task's
             segments with rows: with ``on_invalid="skip"`` it may differ from task to task); first, where
             the tasks (however given) ran without ``weights`` over data holding a ``weight``
-            column, a note that the column was not used as their weights, then, where ``from_logits=True``
-            with ``metric_tasks`` changed nothing (no metric of probabilities reads a task), a note saying so.
+            column, a note that the column was not used as their weights, then, where ``user``/``session``
+            ids were given that no metric reads (so they were not read), a note for each, then, where
+            ``from_logits=True`` with ``metric_tasks`` changed nothing (no metric of probabilities reads a task),
+            a note saying so.
         by_types: the Arrow type of each segment column's values, as read (integers keep their
             width and sign in :meth:`to_arrow`; a column missing here is inferred from the values).
         label_types: the Arrow type each segment column's labels are written for, where it is not

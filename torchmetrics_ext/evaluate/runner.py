@@ -515,16 +515,11 @@ class _Plan:
         if self.per_task:
             probe = self.module()
             self.task_domains = {t.name: d for t, d in zip(self.tasks, probe._task_domains)}
-        # from_logits=True with metric_tasks where no task holds logits (no metric of probabilities reads one): the
-        # flag changes nothing, which the result's warnings say (see `_logits_unused_note`)
-        self.logits_note = (
-            _logits_unused_note(self.metric_names)
-            if self.per_task and self.from_logits and not any(d.from_logits for d in self.task_domains.values())
-            else None
-        )
-        # an id column no metric reads (`--user` next to ne and auc alone) is not read: its nulls drop no row and
-        # fail no run; the result's warnings say so (see `_unused_ids_note`)
-        self.ids_notes = [
+        # what the arguments leave unused, said first in the result's warnings (the same on every rank): an id
+        # column no metric reads (`--user` next to ne and auc alone), which is not read, so its nulls drop no row
+        # and fail no run (see `_unused_ids_note`); from_logits=True with metric_tasks where no task holds logits
+        # (no metric of probabilities reads one), which changes nothing (see `_logits_unused_note`)
+        self.notes = [
             _unused_ids_note(role, column, self.metric_names)
             for role, column, readers in (
                 ("user", self.user, self.grouped_keys),
@@ -532,6 +527,8 @@ class _Plan:
             )
             if column is not None and not readers
         ]
+        if self.per_task and self.from_logits and not any(d.from_logits for d in self.task_domains.values()):
+            self.notes.append(_logits_unused_note(self.metric_names))
         # the column keys each task's invalid rows are dropped for (see `task_columns`), set by `_columns`
         self._task_keys: dict[str, tuple[CheckKey, ...]] = {}
         self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
@@ -606,7 +603,7 @@ class _Plan:
     def needs_user(self, task: TaskSpec) -> bool:
         """Whether the task reads the user ids: every task without ``metric_tasks``, else those ``gauc`` reads.
 
-        None does where no metric averages over users (see ``ids_notes``): the column is not read.
+        None does where no metric averages over users (see ``notes``): the column is not read.
         """
         if self.user is None or not self.grouped_keys:
             return False
@@ -615,7 +612,7 @@ class _Plan:
     def needs_session(self, task: TaskSpec) -> bool:
         """Whether the task reads the session ids: every task without ``metric_tasks``, else those ranked.
 
-        None does where no metric ranks within sessions (see ``ids_notes``): the column is not read.
+        None does where no metric ranks within sessions (see ``notes``): the column is not read.
         """
         if self.session is None or not self.session_keys:
             return False
@@ -1082,9 +1079,7 @@ class _Run:
         segment_lines.sort(key=lambda item: item[:2])
         caught += [line for *_, line in segment_lines]
         caught += empty_lines
-        if self.plan.logits_note is not None:  # the arguments', the same on every rank
-            caught.insert(0, self.plan.logits_note)
-        caught[:0] = self.plan.ids_notes  # the arguments', the same on every rank
+        caught[:0] = self.plan.notes  # the arguments', the same on every rank
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
         return EvaluationResult(

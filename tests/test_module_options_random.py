@@ -45,6 +45,7 @@ from sklearn.metrics import (
 from tests.helpers.module_steps import build as _module
 from tests.helpers.module_steps import feed as _feed
 from tests.helpers.module_steps import values as _compute
+from tests.helpers.module_steps import weighs_nothing, window_groups
 from tests.helpers.ranking_reference import group_rows, reference_values
 
 SEEDS = list(range(60))
@@ -295,14 +296,12 @@ def _skipped(config: dict[str, Any], step: dict[str, np.ndarray], key: str, task
         return False
     if all(o.get("validate_args") is False for o in config["metrics"].values()):
         return False  # the module reads no weight back: the step takes its room
-    columns = [task["weight_name"] for task in tasks]
-    return all(c is not None for c in columns) and all(not step[c].any() for c in columns)
+    return weighs_nothing(step, tasks)
 
 
 def _window_groups(config: dict[str, Any], key: str) -> list[list[dict[str, Any]]]:
-    """The task lists whose windows metric ``key`` keeps: one per task for a ranking metric, else all its tasks."""
-    tasks = _tasks_of(config, key)
-    return [[task] for task in tasks] if _family(config["metrics"][key]) == "ranking" else [tasks]
+    """The task lists whose windows metric ``key`` keeps (:func:`window_groups`)."""
+    return window_groups(_tasks_of(config, key), _family(config["metrics"][key]) == "ranking")
 
 
 def _window_rows(

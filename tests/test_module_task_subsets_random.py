@@ -24,6 +24,7 @@ import torchmetrics_ext as tmx
 from tests.helpers.module_steps import build as _module
 from tests.helpers.module_steps import feed as _feed
 from tests.helpers.module_steps import values as _compute
+from tests.helpers.module_steps import weighs_nothing, window_groups
 from tests.helpers.ranking_reference import group_rows, reference_values
 from tests.test_module_ddp_random import _gauc_reference, _kept_rows, _pointwise_reference, _two_classes
 
@@ -219,12 +220,11 @@ def references(sc: dict[str, Any], steps: list[dict[str, np.ndarray]], suffix: s
 
 
 def _window_groups(sc: dict[str, Any], name: str) -> list[list[dict[str, Any]]]:
-    """The task lists whose windows metric ``name`` keeps: one per task for a ranking metric (a copy per task),
-    else the tasks it reads (one window)."""
+    """The task lists whose windows metric ``name`` keeps (:func:`window_groups`) over the tasks it reads."""
     config = sc["config"]
     every = [task["name"] for task in config["tasks"]]
     read = [task for task in config["tasks"] if task["name"] in config["metric_tasks"].get(name, every)]
-    return [[task] for task in read] if config["metrics"][name]["metric"] in ("ndcg@3", "recall@2") else [read]
+    return window_groups(read, config["metrics"][name]["metric"] in ("ndcg@3", "recall@2"))
 
 
 def _window_rows(
@@ -232,11 +232,9 @@ def _window_rows(
 ) -> list[dict[str, np.ndarray]]:
     """The rows a metric's window over ``tasks`` keeps on each rank (docs/windows.md): a validated step whose
     weights are all zero for every one of those tasks takes no room in it."""
-    columns = [task["weight_name"] for task in tasks]
 
     def skipped(step: dict[str, np.ndarray]) -> bool:
-        weighs_nothing = all(c is not None for c in columns) and all(not step[c].any() for c in columns)
-        return not sc["trusted"] and len(step["grp"]) > 0 and weighs_nothing
+        return not sc["trusted"] and len(step["grp"]) > 0 and weighs_nothing(step, tasks)
 
     return [
         row

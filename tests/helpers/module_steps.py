@@ -29,3 +29,19 @@ def values(module: tmx.RecMetricModule) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
         return {key: float(value) for key, value in module.compute().items()}
+
+
+def weighs_nothing(step: dict[str, np.ndarray], tasks: list[dict[str, Any]]) -> bool:
+    """Whether each of ``tasks`` has a weight column and all its weights in ``step`` are zero.
+
+    docs/windows.md: a validated step where the tasks a metric reads weigh nothing takes no room in
+    that metric's window (a task without a weight column weighs 1).
+    """
+    columns = [task["weight_name"] for task in tasks]
+    return all(c is not None for c in columns) and all(not step[c].any() for c in columns)
+
+
+def window_groups(tasks: list[dict[str, Any]], ranking: bool) -> list[list[dict[str, Any]]]:
+    """The task lists whose windows a metric reading ``tasks`` keeps: one per task for a ranking metric (the
+    module keeps a copy per task), else all of them (one window for its tasks)."""
+    return [[task] for task in tasks] if ranking else [tasks]

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._registry import _refuse_repeats
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import (
@@ -148,11 +149,39 @@ def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ..
             f"Expected `{argument}` to be a sequence of names, got the string {value!r} (read letter by letter): "
             f"write {argument}=({one!r},), as in {example}."
         )
+    if isinstance(value, Mapping):  # iterated, it is its keys: the values would be dropped, silently
+        raise ValueError(
+            f"Expected `{argument}` to be a sequence of names, got a mapping {value!r}: its values would be dropped. "
+            f"Give the names alone, as in {example}."
+        )
     items = sequence_items(argument, value)
     if items is None:
         raise ValueError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
     names = [as_str(item) for item in items]  # NumPy strings as Python strings; anything else left to be refused
     return tuple(item if name is None else name for item, name in zip(items, names, strict=True))
+
+
+def _registry_names(metrics: Any) -> tuple[str, ...]:
+    """``pointwise_compute_metrics``' ``metrics`` as registry names; a mapping or an item that is no name is an error.
+
+    A mapping ``{name: options}`` (:class:`~torchmetrics_ext.RecMetricModule`'s form) was read as its
+    keys, its options dropped, silently; a metric object (or ``None``) was refused by the registry
+    without naming the argument.
+    """
+    if isinstance(metrics, Mapping):
+        raise ValueError(
+            f"Expected `metrics` to be a sequence of registry names, got a mapping {metrics!r}: its values (options) "
+            "would be dropped. Give the names, and options as keyword arguments, passed to every metric "
+            "(pointwise_compute_metrics(['auc', 'auprc'], num_bins=10_000))."
+        )
+    names = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(
+                f"Expected `metrics` to hold registry names (str), got {name!r} (item {i}): the metrics are built "
+                "from their names (see torchmetrics_ext.registry.metric_names())."
+            )
+    return names
 
 
 def _unsynced(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -371,12 +400,16 @@ class _Pointwise(HFComputeMetrics):
         kwargs: Mapping[str, Any],
     ):
         self.ignore_index = _ignore_value(ignore_index)
-        metrics = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
+        given = metrics
+        metrics = _registry_names(metrics)
         self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
+        entries = [lookup(name)[0] for name in metrics]
+        # a name given twice (one registry entry twice, whatever its spelling): one key, so most likely a typo for
+        # another metric; refused with the ranking builder's message (its `metrics` and `ks`)
+        _refuse_repeats("metrics", given, [entry.name for entry in entries])
         unsynced = _unsynced(kwargs)
         built = {}
-        for name in metrics:
-            entry, _ = lookup(name)
+        for name, entry in zip(metrics, entries, strict=True):
             # segmented_ne (a Segmented) takes segment ids among its update's arguments
             if _IDS & set(inspect.signature(entry.cls.update).parameters) or entry.wraps is not None:
                 raise ValueError(
@@ -598,8 +631,11 @@ def pointwise_compute_metrics(
     """``compute_metrics`` for binary (click-like) predictions: NE, AUC, calibration, ... by registry name.
 
     Args:
-        metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`); metrics that
-            need ids (``gauc``, ranking) are not available here.
+        metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`), each once (a
+            name given twice is refused, as ``ranking_compute_metrics`` refuses it); metrics that need ids
+            (``gauc``, ranking) are not available here. Options go in ``kwargs`` (a mapping
+            ``{name: options}``, :class:`~torchmetrics_ext.RecMetricModule`'s form, is refused: its
+            options would be dropped).
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
             ``(N, T)`` for ``T`` tasks (column ``i`` is task ``tasks[i]``); a 0-dim array is one example
             (a squeezed logit of a batch of one). For several tasks, predictions may also be a
@@ -636,8 +672,10 @@ def pointwise_compute_metrics(
         (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several.
 
     Raises:
-        ValueError: unknown metric names (the message lists the known ones), ``metrics`` or ``tasks`` given
-            as one string (``"auc"`` instead of ``("auc",)``), an ``ignore_index`` that is no number (or NaN)
+        TypeError: an entry of ``metrics`` that is no name (a metric object, ``None``), naming it.
+        ValueError: unknown metric names (the message lists the known ones), a metric named twice
+            (``["ctr", "ctr"]``: ``Expected `metrics` without repeats``), ``metrics`` or ``tasks`` given as one string
+            (``"auc"`` instead of ``("auc",)``) or as a mapping, an ``ignore_index`` that is no number (or NaN)
             or is itself a label the metrics take (``0`` or ``1`` for binary metrics), ``sync_on_compute=True``
             (or one that is no bool); when called, predictions or labels of another shape (e.g. an ``(N, 2)``
             two-class head for one task), per-task heads whose number is not the number of tasks, or heads of

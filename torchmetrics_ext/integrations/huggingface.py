@@ -329,9 +329,13 @@ class HFComputeMetrics:
             raise ValueError(
                 "compute_metrics needs labels: the eval dataset must provide `labels` (label_ids is None)."
             )
-        # a list of per-task arrays (built by hand) is the tasks' heads or label columns, as a tuple is
-        predictions = tuple(predictions) if self._per_task(predictions) else predictions
+        # a list of per-task arrays (built by hand) is the tasks' heads or label columns, as a tuple is.
+        # The labels decide first: next to a list of batches of labels (the Trainer's label arrays are never a list
+        # of per-task columns), a list of predictions is as many batches, even one of per-task-looking arrays (the
+        # squeezed (T,) scores of T batches of one row were read as T heads: the tasks transposed, silently)
         labels = tuple(labels) if self._per_task(labels) else labels
+        if not (isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels)):
+            predictions = tuple(predictions) if self._per_task(predictions) else predictions
         if isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels):
             # batches kept apart (eval_do_concat_batches=False): one update each, as they may not
             # share a width (padded candidate lists of each batch's longest). A batch may itself be a list
@@ -454,12 +458,18 @@ class _Pointwise(HFComputeMetrics):
         )
 
     def _per_task(self, value: Any) -> bool:
-        """A list of one ``(N,)``/``(N, 1)`` array per task (never a batch of several tasks, which is 2-D)."""
+        """A list of one ``(N,)``/``(N, 1)`` array per task (never a batch of several tasks, which is 2-D).
+
+        Or of one 0-dim array (or tensor) per task: heads squeezed on a batch of one row (an
+        ``nn.ModuleList``'s heads, each ``(B, 1)`` squeezed); Python numbers are no heads.
+        """
         if len(self.tasks) < 2 or not isinstance(value, list) or len(value) != len(self.tasks):
             return False
         if any(isinstance(item, (tuple, list)) for item in value):
             return False
         shapes = [tuple(_tensor(item).shape) for item in value]
+        if all(len(s) == 0 and hasattr(item, "shape") for s, item in zip(shapes, value)):
+            return True
         return all(len(s) == 1 or (len(s) == 2 and s[1] == 1) for s in shapes)
 
     def _outputs(self, predictions: Any) -> Any:
@@ -503,6 +513,8 @@ class _Pointwise(HFComputeMetrics):
             predictions = predictions[:, 0]
         if labels.ndim == 2 and labels.shape[-1] == 1 and t == 1:
             labels = labels[:, 0]
+        if t > 1:
+            predictions, labels = self._one_example(predictions, labels)
         expected = (predictions.shape[0],) if t == 1 else (predictions.shape[0], t)
         if predictions.shape != expected or labels.shape != expected:
             if t == 1:
@@ -521,8 +533,16 @@ class _Pointwise(HFComputeMetrics):
                             "Trainer's `preprocess_logits_for_metrics`)"
                         )
             else:
-                accepted = f"(N, {t}) predictions and labels, one column per task of {list(self.tasks)}"
+                accepted = self._accepted()
                 hint = "`tasks=` must name one task per prediction column"
+                if predictions.ndim == 1 and labels.ndim == 2 and labels.shape[1] == t:
+                    hint = (
+                        f"one score per example, or {t} per example flattened; a model that squeezes its (B, {t}) "
+                        f"scores (`logits.squeeze()`) gives ({t},) for a batch of one row, which the Trainer cuts to "
+                        f"(1,) (the first task's score alone) in a last, incomplete eval batch and concatenates into "
+                        f"(N * {t},) when every batch has one row: return (B, {t}) scores (`squeeze(-1)` at most) or "
+                        "one head per task"
+                    )
             raise ValueError(
                 f"Expected {accepted}; got predictions of shape {tuple(predictions.shape)} and labels of shape "
                 f"{tuple(labels.shape)}: {hint}."
@@ -547,6 +567,38 @@ class _Pointwise(HFComputeMetrics):
             self.module.update(columns)
         except (TypeError, ValueError) as error:
             raise self._in_adapter(error, columns) from None
+
+    def _accepted(self) -> str:
+        """The shapes several tasks take, for the errors."""
+        t = len(self.tasks)
+        return (
+            f"(N, {t}) predictions (or {t} per-task heads, each (N,) or (N, 1)) and (N, {t}) labels (or one label "
+            f"array per task, as `label_names` gives them), one column per task of {list(self.tasks)}; one example "
+            f"also as ({t},) predictions next to (1, {t}) labels, or (1, {t}) predictions next to ({t},) labels"
+        )
+
+    def _one_example(self, predictions: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One example of several tasks squeezed on one side, ``(T,)``, read as ``(1, T)`` where the other side says so.
+
+        A model that squeezes its ``(B, T)`` scores gives ``(T,)`` for an eval batch of one row
+        (``batch_eval_metrics=True``, ``eval_do_concat_batches=False``, a one-row eval set); its labels are
+        ``(1, T)`` (or one ``(1,)`` array per ``label_names`` entry, stacked). The other side decides, never
+        the values: ``(T,)`` next to ``(1, T)`` is one example (``(N,)`` is no shape of ``T > 1`` tasks).
+        ``(T,)`` on both sides is refused: one example's tasks, or ``T`` examples of one task (``tasks=``
+        naming too many), look alike.
+        """
+        t = len(self.tasks)
+        if predictions.shape == (t,) and labels.shape == (t,):
+            raise ValueError(
+                f"Expected {self._accepted()}; got predictions of shape {(t,)} and labels of shape {(t,)}: ambiguous "
+                f"(one example's {t} tasks, or {t} examples of one task). Give one example's scores or labels as "
+                f"{(1, t)}."
+            )
+        if predictions.shape == (t,) and labels.shape == (1, t):
+            return predictions[None], labels
+        if labels.shape == (t,) and predictions.shape == (1, t):
+            return predictions, labels[None]
+        return predictions, labels
 
     def _refuse_trainer_padding(self, labels: Tensor) -> None:
         """Refuse a label of -100 (no ``ignore_index``) where the metrics check nothing (``validate_args=False``).
@@ -643,7 +695,16 @@ def pointwise_compute_metrics(
             the order of ``tasks``: they are stacked as the columns of ``(N, T)`` (no need to stack them in
             ``preprocess_logits_for_metrics``), as a tuple (or list) of per-task label arrays is. A tuple
             whose first output is already ``(N, T)`` is read as that output (the others are not scores);
-            for one task, a tuple's first output is the scores.
+            for one task, a tuple's first output is the scores. One example of several tasks may arrive
+            squeezed on one side (a model's ``logits.squeeze()`` on an eval batch of one row): ``(T,)``
+            predictions next to ``(1, T)`` labels (or one ``(1,)`` label array per task), or ``(1, T)``
+            predictions next to ``(T,)`` labels, are that example, and so are ``T`` 0-dim heads (squeezed
+            per-task heads, in a tuple or a list); ``(T,)`` on both sides is refused as ambiguous (one
+            example's tasks, or ``T`` examples of one task). Prefer ``squeeze(-1)``: the Trainer cuts a
+            last, incomplete eval batch to its number of rows, so the squeezed ``(T,)`` scores of a last
+            batch of one row arrive as ``(1,)``, the first task's score alone, and batches of one row
+            concatenated arrive as ``(N * T,)``: both are refused (with batches concatenated and a last
+            batch of one the Trainer itself fails first).
         from_logits: the model outputs logits (the usual case); ``False`` for probabilities. Metrics
             with a ``from_logits`` option (NE, AUC, calibration, accuracy, ``mse``, ...) read the
             logits; the values of ``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``...
@@ -678,7 +739,8 @@ def pointwise_compute_metrics(
             (``"auc"`` instead of ``("auc",)``) or as a mapping, an ``ignore_index`` that is no number (or NaN)
             or is itself a label the metrics take (``0`` or ``1`` for binary metrics), ``sync_on_compute=True``
             (or one that is no bool); when called, predictions or labels of another shape (e.g. an ``(N, 2)``
-            two-class head for one task), per-task heads whose number is not the number of tasks, or heads of
+            two-class head for one task; for ``T`` tasks ``(T,)`` next to ``(T,)``, or one score per example:
+            the message lists the shapes taken), per-task heads whose number is not the number of tasks, or heads of
             another shape or length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them:
             the message suggests ``ignore_index=-100``).
 

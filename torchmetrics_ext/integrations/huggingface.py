@@ -149,12 +149,7 @@ def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ..
             f"Expected `{argument}` to be a sequence of names, got the string {value!r} (read letter by letter): "
             f"write {argument}=({one!r},), as in {example}."
         )
-    if isinstance(value, Mapping):  # iterated, it is its keys: the values would be dropped, silently
-        raise ValueError(
-            f"Expected `{argument}` to be a sequence of names, got a mapping {value!r}: its values would be dropped. "
-            f"Give the names alone, as in {example}."
-        )
-    items = sequence_items(argument, value)
+    items = sequence_items(argument, value)  # a mapping (its keys, iterated) is refused there
     if items is None:
         raise ValueError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
     names = [as_str(item) for item in items]  # NumPy strings as Python strings; anything else left to be refused

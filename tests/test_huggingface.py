@@ -301,7 +301,7 @@ def test_relevance_matrix_labels_and_bad_shapes():
         compute_metrics(SimpleNamespace(predictions=scores, label_ids=None))
     pointwise = pointwise_compute_metrics(["ctr"], tasks=("a", "b"))
     with pytest.raises(
-        ValueError, match=r"Expected \(N, 2\) predictions and labels, one column per task of \['a', 'b'\]"
+        ValueError, match=r"Expected \(N, 2\) predictions .* and \(N, 2\) labels .*one column per task of \['a', 'b'\]"
     ):
         pointwise(SimpleNamespace(predictions=np.zeros(3), label_ids=np.zeros(3)))
     with pytest.raises(ValueError, match="Unknown metric name"):
@@ -1353,3 +1353,64 @@ def test_one_candidate_squeezed_next_to_a_0_dim_index_label_is_one_query(batch_e
     # (1,) labels next to (1,) scores stay refused: the Trainer's cut of a squeezed query looks so
     with pytest.raises(ValueError, match=r"got \(1,\) scores with labels of the same shape: ambiguous"):
         compute_metrics(EvalPrediction(predictions=np.array([0.4]), label_ids=np.array([0])))
+
+
+@pytest.mark.parametrize(
+    ("metrics", "repeated"),
+    [
+        (["ctr", "ctr"], "'ctr'"),
+        (("ne", "auc", "ne", "auc", "ctr"), "'ne', 'auc'"),
+        (np.array(["auc", "auc"]), "'auc'"),
+        (["ne", np.str_("ne")], "'ne'"),  # a NumPy string is the name it spells
+    ],
+    ids=["list", "two-repeats", "numpy-array", "numpy-str"],
+)
+@pytest.mark.parametrize("tasks", [("task",), ("click", "like")], ids=["one-task", "two-tasks"])
+def test_a_metric_named_twice_is_refused_at_build_as_the_ranking_builder_does(metrics, repeated, tasks):
+    """``pointwise_compute_metrics(["ctr", "ctr"])`` built one CTR and logged it once, silently, where
+    ``ranking_compute_metrics(metrics=("mrr", "mrr"))`` refuses the repeat: a repeated name is a typo for another
+    metric (two differently-configured copies would need names of their own). Both refuse it with one message."""
+    expected = rf"^Expected `metrics` without repeats \(each gives one key\), got .*: it repeats {repeated}\.$"
+    with pytest.raises(ValueError, match=expected):
+        pointwise_compute_metrics(metrics, tasks=tasks)
+    with pytest.raises(ValueError, match=r"^Expected `metrics` without repeats \(each gives one key\), got .*'mrr'\.$"):
+        ranking_compute_metrics(metrics=("mrr", "recall", "mrr"))
+    # each name once: one key per metric, the values of numpy on the labels (CTR) and scikit-learn (AUC)
+    logits, labels = np.array([2.0, -1.0, 0.5, 0.0]), np.array([1, 0, 0, 1])
+    once = pointwise_compute_metrics(["ctr", "auc"])((logits, labels))
+    assert once == pytest.approx({"ctr": labels.mean(), "auc": roc_auc_score(labels, logits)}, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("metrics", "error", "match"),
+    [
+        (
+            {"auc": {"num_bins": 10}},
+            ValueError,
+            r"^Expected `metrics` to be a sequence of registry names, got a mapping \{'auc': \{'num_bins': 10\}\}: its "
+            r"values \(options\) would be dropped\. .*keyword arguments.*num_bins=",
+        ),
+        (
+            {"ne": None, "auc": None},
+            ValueError,
+            r"^Expected `metrics` to be a sequence of registry names, got a mapping",
+        ),
+        (["ne", None], TypeError, r"^Expected `metrics` to hold registry names \(str\), got None \(item 1\)"),
+    ],
+    ids=["options-mapping", "names-mapping", "none-item"],
+)
+def test_metrics_of_another_kind_are_named_at_build(metrics, error, match):
+    """A mapping ``{name: options}`` (``RecMetricModule``'s form) was read as its keys: the options were dropped,
+    silently (an exact AUC where 10 bins were asked for). A metric object or ``None`` among the names was refused
+    by the registry without naming ``metrics``."""
+    with pytest.raises(error, match=match):
+        pointwise_compute_metrics(metrics)
+
+
+def test_a_metric_object_among_the_names_is_named():
+    import torchmetrics_ext as tmx
+
+    with pytest.raises(TypeError, match=r"^Expected `metrics` to hold registry names \(str\), got AUC\(\) \(item 0\)"):
+        pointwise_compute_metrics([tmx.AUC(), "ne"])
+    with pytest.raises(ValueError, match=r"^Expected `tasks` to be a flat sequence .*got a mapping"):
+        pointwise_compute_metrics(["ne"], tasks={"click": 0, "like": 1})

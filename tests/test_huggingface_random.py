@@ -2,7 +2,8 @@
 
 Each seed draws one configuration: predictions as numpy arrays or torch tensors, logits or
 probabilities, float16/bfloat16/float32/float64, shapes ``(N,)``, ``(N, 1)`` or ``(N, T)``,
-labels as int/bool/float with ``-100`` padding under ``ignore_index``, whole-array calls or
+labels as int/bool/float with ``-100`` padding under ``ignore_index``, a batch of one row of several
+tasks squeezed on one side (``(T,)``, or 0-dim heads), whole-array calls or
 ``batch_eval_metrics`` sequences (``compute_result=False`` ... ``True``) over random batch splits
 with empty batches, and a rejected batch in the middle. Pointwise values are checked against
 scikit-learn (``roc_auc_score``, ``log_loss``) and numpy formulas written here (NE, calibration,
@@ -173,6 +174,24 @@ def _heads(rng: np.random.Generator, array: torch.Tensor, num_tasks: int):
     return (tuple if rng.random() < 0.5 else list)(_as_given(rng, head) for head in heads)
 
 
+def _one_row(rng: np.random.Generator, preds: torch.Tensor, labels: torch.Tensor, num_tasks: int):
+    """One batch as ``_heads`` gives it; a batch of one row of several tasks squeezed as models squeeze it.
+
+    ``(T,)`` scores (``logits.squeeze()``) next to ``(1, T)`` labels, ``T`` 0-dim heads in a tuple or a
+    list, or ``(1, T)`` scores next to ``(T,)`` labels: one example each.
+    """
+    p, y = _heads(rng, preds, num_tasks), _heads(rng, labels, num_tasks)
+    if num_tasks == 1 or len(preds) != 1 or rng.random() < 0.5:
+        return p, y
+    form = rng.integers(0, 3)
+    if form == 0:
+        return _as_given(rng, preds[0]), _as_given(rng, labels)
+    if form == 1:
+        heads = [_as_given(rng, preds[0, i]) for i in range(num_tasks)]
+        return (tuple if rng.random() < 0.5 else list)(heads), _as_given(rng, labels)
+    return _as_given(rng, preds), _as_given(rng, labels[0])
+
+
 def _pointwise_values(rng, compute_metrics, mode, preds, labels, reject):
     """Values of one evaluation (``None`` when a rejected batch stopped it)."""
     t = preds.shape[1] if preds.ndim == 2 else 1
@@ -184,14 +203,12 @@ def _pointwise_values(rng, compute_metrics, mode, preds, labels, reject):
         return compute_metrics((_heads(rng, preds, t), _heads(rng, labels, t)))
     splits = _splits(rng, len(preds))
     if mode == "kept_apart":  # eval_do_concat_batches=False: one whole-array call with the list of batches
-        batches = [(preds[a:b], labels[a:b]) for a, b in splits]
-        eval_pred = SimpleNamespace(
-            predictions=[_heads(rng, p, t) for p, _ in batches], label_ids=[_heads(rng, y, t) for _, y in batches]
-        )
+        batches = [_one_row(rng, preds[a:b], labels[a:b], t) for a, b in splits]
+        eval_pred = SimpleNamespace(predictions=[p for p, _ in batches], label_ids=[y for _, y in batches])
         return compute_metrics(eval_pred)
     for j, (a, b) in enumerate(splits):
         last = j == len(splits) - 1
-        p, y = _heads(rng, preds[a:b], t), _heads(rng, labels[a:b], t)
+        p, y = _one_row(rng, preds[a:b], labels[a:b], t)
         if b - a == 1 and preds.ndim == 1 and rng.random() < 0.5:  # a squeezed logit of a batch of one: 0-dim
             p = preds[a]
         out = compute_metrics(SimpleNamespace(predictions=p, label_ids=y), compute_result=last)

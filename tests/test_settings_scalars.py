@@ -1273,3 +1273,19 @@ def test_a_set_is_taken_sorted_so_every_process_agrees():
     assert tmx.RankingMetrics(metrics={"ndcg", "mrr"}).metrics == tmx.RankingMetrics(metrics=("mrr", "ndcg")).metrics
     with pytest.raises(ValueError, match=r"Expected `x` to be a tuple or a list \(a set has no order"):
         sequence_items("x", {1, "a"})
+
+
+def test_a_mapping_is_no_sequence_setting_its_values_would_be_dropped():
+    """A mapping iterates as its keys: ``RankingMetrics(metrics={"ndcg": {"exponential_gain": True}})`` built NDCG
+    with linear gains and ``ranking_compute_metrics(metrics={"recall": "Recall"})`` dropped the display name, silently.
+    Every sequence setting refuses it, naming the setting."""
+    from torchmetrics_ext.integrations.huggingface import ranking_compute_metrics
+
+    with pytest.raises(ValueError, match=r"^Expected `x` to be a flat sequence .*got a mapping \{1: 2\}: its values"):
+        sequence_items("x", {1: 2})
+    with pytest.raises(ValueError, match=r"^Expected `metrics` to be a flat sequence .*got a mapping"):
+        tmx.RankingMetrics(ks=(1,), metrics={"ndcg": {"exponential_gain": True}})
+    with pytest.raises(ValueError, match=r"^Expected `ks` to be a flat sequence .*got a mapping"):
+        tmx.RankingMetrics(ks={5: "top 5"}, metrics=("ndcg",))
+    with pytest.raises(ValueError, match=r"^Expected `metrics` to be a flat sequence .*got a mapping"):
+        ranking_compute_metrics(metrics={"recall": "Recall"})

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._registry import _refuse_repeats
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import (
@@ -148,11 +149,34 @@ def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ..
             f"Expected `{argument}` to be a sequence of names, got the string {value!r} (read letter by letter): "
             f"write {argument}=({one!r},), as in {example}."
         )
-    items = sequence_items(argument, value)
+    items = sequence_items(argument, value)  # a mapping (its keys, iterated) is refused there
     if items is None:
         raise ValueError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
     names = [as_str(item) for item in items]  # NumPy strings as Python strings; anything else left to be refused
     return tuple(item if name is None else name for item, name in zip(items, names, strict=True))
+
+
+def _registry_names(metrics: Any) -> tuple[str, ...]:
+    """``pointwise_compute_metrics``' ``metrics`` as registry names; a mapping or an item that is no name is an error.
+
+    A mapping ``{name: options}`` (:class:`~torchmetrics_ext.RecMetricModule`'s form) was read as its
+    keys, its options dropped, silently; a metric object (or ``None``) was refused by the registry
+    without naming the argument.
+    """
+    if isinstance(metrics, Mapping):
+        raise ValueError(
+            f"Expected `metrics` to be a sequence of registry names, got a mapping {metrics!r}: its values (options) "
+            "would be dropped. Give the names, and options as keyword arguments, passed to every metric "
+            "(pointwise_compute_metrics(['auc', 'auprc'], num_bins=10_000))."
+        )
+    names = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise TypeError(
+                f"Expected `metrics` to hold registry names (str), got {name!r} (item {i}): the metrics are built "
+                "from their names (see torchmetrics_ext.registry.metric_names())."
+            )
+    return names
 
 
 def _unsynced(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -300,9 +324,13 @@ class HFComputeMetrics:
             raise ValueError(
                 "compute_metrics needs labels: the eval dataset must provide `labels` (label_ids is None)."
             )
-        # a list of per-task arrays (built by hand) is the tasks' heads or label columns, as a tuple is
-        predictions = tuple(predictions) if self._per_task(predictions) else predictions
+        # a list of per-task arrays (built by hand) is the tasks' heads or label columns, as a tuple is.
+        # The labels decide first: next to a list of batches of labels (the Trainer's label arrays are never a list
+        # of per-task columns), a list of predictions is as many batches, even one of per-task-looking arrays (the
+        # squeezed (T,) scores of T batches of one row were read as T heads: the tasks transposed, silently)
         labels = tuple(labels) if self._per_task(labels) else labels
+        if not (isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels)):
+            predictions = tuple(predictions) if self._per_task(predictions) else predictions
         if isinstance(predictions, list) and isinstance(labels, list) and len(predictions) == len(labels):
             # batches kept apart (eval_do_concat_batches=False): one update each, as they may not
             # share a width (padded candidate lists of each batch's longest). A batch may itself be a list
@@ -371,12 +399,16 @@ class _Pointwise(HFComputeMetrics):
         kwargs: Mapping[str, Any],
     ):
         self.ignore_index = _ignore_value(ignore_index)
-        metrics = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
+        given = metrics
+        metrics = _registry_names(metrics)
         self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
+        entries = [lookup(name)[0] for name in metrics]
+        # a name given twice (one registry entry twice, whatever its spelling): one key, so most likely a typo for
+        # another metric; refused with the ranking builder's message (its `metrics` and `ks`)
+        _refuse_repeats("metrics", given, [entry.name for entry in entries])
         unsynced = _unsynced(kwargs)
         built = {}
-        for name in metrics:
-            entry, _ = lookup(name)
+        for name, entry in zip(metrics, entries, strict=True):
             # segmented_ne (a Segmented) takes segment ids among its update's arguments
             if _IDS & set(inspect.signature(entry.cls.update).parameters) or entry.wraps is not None:
                 raise ValueError(
@@ -421,12 +453,18 @@ class _Pointwise(HFComputeMetrics):
         )
 
     def _per_task(self, value: Any) -> bool:
-        """A list of one ``(N,)``/``(N, 1)`` array per task (never a batch of several tasks, which is 2-D)."""
+        """A list of one ``(N,)``/``(N, 1)`` array per task (never a batch of several tasks, which is 2-D).
+
+        Or of one 0-dim array (or tensor) per task: heads squeezed on a batch of one row (an
+        ``nn.ModuleList``'s heads, each ``(B, 1)`` squeezed); Python numbers are no heads.
+        """
         if len(self.tasks) < 2 or not isinstance(value, list) or len(value) != len(self.tasks):
             return False
         if any(isinstance(item, (tuple, list)) for item in value):
             return False
         shapes = [tuple(_tensor(item).shape) for item in value]
+        if all(len(s) == 0 and hasattr(item, "shape") for s, item in zip(shapes, value)):
+            return True
         return all(len(s) == 1 or (len(s) == 2 and s[1] == 1) for s in shapes)
 
     def _outputs(self, predictions: Any) -> Any:
@@ -470,6 +508,8 @@ class _Pointwise(HFComputeMetrics):
             predictions = predictions[:, 0]
         if labels.ndim == 2 and labels.shape[-1] == 1 and t == 1:
             labels = labels[:, 0]
+        if t > 1:
+            predictions, labels = self._one_example(predictions, labels)
         expected = (predictions.shape[0],) if t == 1 else (predictions.shape[0], t)
         if predictions.shape != expected or labels.shape != expected:
             if t == 1:
@@ -488,8 +528,16 @@ class _Pointwise(HFComputeMetrics):
                             "Trainer's `preprocess_logits_for_metrics`)"
                         )
             else:
-                accepted = f"(N, {t}) predictions and labels, one column per task of {list(self.tasks)}"
+                accepted = self._accepted()
                 hint = "`tasks=` must name one task per prediction column"
+                if predictions.ndim == 1 and labels.ndim == 2 and labels.shape[1] == t:
+                    hint = (
+                        f"one score per example, or {t} per example flattened; a model that squeezes its (B, {t}) "
+                        f"scores (`logits.squeeze()`) gives ({t},) for a batch of one row, which the Trainer cuts to "
+                        f"(1,) (the first task's score alone) in a last, incomplete eval batch and concatenates into "
+                        f"(N * {t},) when every batch has one row: return (B, {t}) scores (`squeeze(-1)` at most) or "
+                        "one head per task"
+                    )
             raise ValueError(
                 f"Expected {accepted}; got predictions of shape {tuple(predictions.shape)} and labels of shape "
                 f"{tuple(labels.shape)}: {hint}."
@@ -514,6 +562,38 @@ class _Pointwise(HFComputeMetrics):
             self.module.update(columns)
         except (TypeError, ValueError) as error:
             raise self._in_adapter(error, columns) from None
+
+    def _accepted(self) -> str:
+        """The shapes several tasks take, for the errors."""
+        t = len(self.tasks)
+        return (
+            f"(N, {t}) predictions (or {t} per-task heads, each (N,) or (N, 1)) and (N, {t}) labels (or one label "
+            f"array per task, as `label_names` gives them), one column per task of {list(self.tasks)}; one example "
+            f"also as ({t},) predictions next to (1, {t}) labels, or (1, {t}) predictions next to ({t},) labels"
+        )
+
+    def _one_example(self, predictions: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """One example of several tasks squeezed on one side, ``(T,)``, read as ``(1, T)`` where the other side says so.
+
+        A model that squeezes its ``(B, T)`` scores gives ``(T,)`` for an eval batch of one row
+        (``batch_eval_metrics=True``, ``eval_do_concat_batches=False``, a one-row eval set); its labels are
+        ``(1, T)`` (or one ``(1,)`` array per ``label_names`` entry, stacked). The other side decides, never
+        the values: ``(T,)`` next to ``(1, T)`` is one example (``(N,)`` is no shape of ``T > 1`` tasks).
+        ``(T,)`` on both sides is refused: one example's tasks, or ``T`` examples of one task (``tasks=``
+        naming too many), look alike.
+        """
+        t = len(self.tasks)
+        if predictions.shape == (t,) and labels.shape == (t,):
+            raise ValueError(
+                f"Expected {self._accepted()}; got predictions of shape {(t,)} and labels of shape {(t,)}: ambiguous "
+                f"(one example's {t} tasks, or {t} examples of one task). Give one example's scores or labels as "
+                f"{(1, t)}."
+            )
+        if predictions.shape == (t,) and labels.shape == (1, t):
+            return predictions[None], labels
+        if labels.shape == (t,) and predictions.shape == (1, t):
+            return predictions, labels[None]
+        return predictions, labels
 
     def _refuse_trainer_padding(self, labels: Tensor) -> None:
         """Refuse a label of -100 (no ``ignore_index``) where the metrics check nothing (``validate_args=False``).
@@ -598,8 +678,11 @@ def pointwise_compute_metrics(
     """``compute_metrics`` for binary (click-like) predictions: NE, AUC, calibration, ... by registry name.
 
     Args:
-        metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`); metrics that
-            need ids (``gauc``, ranking) are not available here.
+        metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`), each once (a
+            name given twice is refused, as ``ranking_compute_metrics`` refuses it); metrics that need ids
+            (``gauc``, ranking) are not available here. Options go in ``kwargs`` (a mapping
+            ``{name: options}``, :class:`~torchmetrics_ext.RecMetricModule`'s form, is refused: its
+            options would be dropped).
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
             ``(N, T)`` for ``T`` tasks (column ``i`` is task ``tasks[i]``); a 0-dim array is one example
             (a squeezed logit of a batch of one). For several tasks, predictions may also be a
@@ -607,7 +690,16 @@ def pointwise_compute_metrics(
             the order of ``tasks``: they are stacked as the columns of ``(N, T)`` (no need to stack them in
             ``preprocess_logits_for_metrics``), as a tuple (or list) of per-task label arrays is. A tuple
             whose first output is already ``(N, T)`` is read as that output (the others are not scores);
-            for one task, a tuple's first output is the scores.
+            for one task, a tuple's first output is the scores. One example of several tasks may arrive
+            squeezed on one side (a model's ``logits.squeeze()`` on an eval batch of one row): ``(T,)``
+            predictions next to ``(1, T)`` labels (or one ``(1,)`` label array per task), or ``(1, T)``
+            predictions next to ``(T,)`` labels, are that example, and so are ``T`` 0-dim heads (squeezed
+            per-task heads, in a tuple or a list); ``(T,)`` on both sides is refused as ambiguous (one
+            example's tasks, or ``T`` examples of one task). Prefer ``squeeze(-1)``: the Trainer cuts a
+            last, incomplete eval batch to its number of rows, so the squeezed ``(T,)`` scores of a last
+            batch of one row arrive as ``(1,)``, the first task's score alone, and batches of one row
+            concatenated arrive as ``(N * T,)``: both are refused (with batches concatenated and a last
+            batch of one the Trainer itself fails first).
         from_logits: the model outputs logits (the usual case); ``False`` for probabilities. Metrics
             with a ``from_logits`` option (NE, AUC, calibration, accuracy, ``mse``, ...) read the
             logits; the values of ``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``...
@@ -636,11 +728,14 @@ def pointwise_compute_metrics(
         (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several.
 
     Raises:
-        ValueError: unknown metric names (the message lists the known ones), ``metrics`` or ``tasks`` given
-            as one string (``"auc"`` instead of ``("auc",)``), an ``ignore_index`` that is no number (or NaN)
+        TypeError: an entry of ``metrics`` that is no name (a metric object, ``None``), naming it.
+        ValueError: unknown metric names (the message lists the known ones), a metric named twice
+            (``["ctr", "ctr"]``: ``Expected `metrics` without repeats``), ``metrics`` or ``tasks`` given as one string
+            (``"auc"`` instead of ``("auc",)``) or as a mapping, an ``ignore_index`` that is no number (or NaN)
             or is itself a label the metrics take (``0`` or ``1`` for binary metrics), ``sync_on_compute=True``
             (or one that is no bool); when called, predictions or labels of another shape (e.g. an ``(N, 2)``
-            two-class head for one task), per-task heads whose number is not the number of tasks, or heads of
+            two-class head for one task; for ``T`` tasks ``(T,)`` next to ``(T,)``, or one score per example:
+            the message lists the shapes taken), per-task heads whose number is not the number of tasks, or heads of
             another shape or length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them:
             the message suggests ``ignore_index=-100``).
 

@@ -25,7 +25,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -242,7 +242,8 @@ def sequence_items(name: str, value: object) -> list[object] | None:
 
     Raises:
         ValueError: naming ``name``, for a tensor or array of two or more dimensions (a setting is a
-            flat sequence) or a tensor without data (``device="meta"``).
+            flat sequence), a tensor without data (``device="meta"``), or a mapping (iterated, it is
+            its keys: ``metrics={"ndcg": {"exponential_gain": True}}`` would drop the options).
 
     Examples:
         >>> import numpy as np
@@ -273,6 +274,11 @@ def sequence_items(name: str, value: object) -> list[object] | None:
         return items
     if isinstance(value, (str, bytes)) or as_str(value) is not None or not isinstance(value, Iterable):
         return None
+    if isinstance(value, Mapping):  # iterated, it is its keys: its values (options, names) were dropped, silently
+        raise ValueError(
+            f"Expected `{name}` to be a flat sequence (a tuple, a list, or a 1-D tensor or array), got a mapping "
+            f"{value!r}: its values would be dropped. Give the items alone."
+        )
     if isinstance(value, (set, frozenset)):  # no order of its own: sorted, so every process (and run) agrees
         try:
             return sorted(value)

@@ -500,6 +500,16 @@ def test_merge_state_random_runs_side_by_side(kind, seed):
         ours.merge_state(theirs.metric_state if as_states else theirs)
         side.merge(their_side, as_states)
         check(ours, side, f"seed {seed}: merge {merge} (states: {as_states})")
+        if rng.random() < 0.3:  # the merged metric checkpointed, resumed in a fresh one: the clock restarts
+            fresh = build()
+            fresh.persistent(True)
+            ours.persistent(True)
+            fresh.load_state_dict(ours.state_dict())
+            ours, last = fresh, None
+            if kind == "qps":  # its window resumes as one update of its examples over its seconds
+                seconds, examples = side.window()
+                side.updates = [[side.now - seconds, side.now, examples, True]] if seconds or examples.any() else []
+            check(ours, side, f"seed {seed}: merge {merge}, loaded")
         for step in range(int(rng.integers(0, 6))):
             _tick(rng)
             kwargs, n = counts_of(rng)
@@ -509,3 +519,250 @@ def test_merge_state_random_runs_side_by_side(kind, seed):
                 side.timed(_NOW[0] - last, n)
             last = _NOW[0]
             check(ours, side, f"seed {seed}: merge {merge}, update {step}")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _snapshot(metric):
+    host = {k: copy.deepcopy(v) for k, v in vars(metric).items() if k in ("_steps", "_last", "_last_tick", "_now")}
+    recent = [(s, e, n.tolist() if torch.is_tensor(n) else n) for s, e, n in metric._recent]
+    states = {name: getattr(metric, name) for name in metric._defaults}
+    return host, recent, {k: v.clone() for k, v in states.items()}, states
+
+
+def _assert_untouched(metric, before, what):
+    host, recent, values, objects = _snapshot(metric)
+    assert (host, recent) == before[:2], what
+    assert all(torch.equal(values[k], v) for k, v in before[2].items()), what
+    assert all(objects[k] is v for k, v in before[3].items()), f"{what}: a state object was replaced"
+
+
+_BAD_THROUGHPUT = [
+    (-1, ValueError, "non-negative int64"),
+    (2**63, ValueError, "non-negative int64"),
+    (2.0, TypeError, "got float"),
+    (math.nan, TypeError, "got float"),
+    (True, TypeError, "got bool"),
+    (None, TypeError, "got NoneType"),
+    ("64", TypeError, "got str"),
+    (torch.tensor(3), ValueError, "0-dim tensor"),
+    ({"loss": torch.tensor(0.1)}, ValueError, "hold a tensor with a leading batch dimension"),
+    ([], ValueError, "hold a tensor with a leading batch dimension"),
+]
+
+
+@pytest.mark.parametrize("how", ["update", "forward"])
+@pytest.mark.parametrize(("batch", "error", "match"), _BAD_THROUGHPUT)
+def test_throughput_refuses_bad_counts_and_changes_nothing(batch, error, match, how):
+    """Mid-run (warm-up over, a window held): a refused batch leaves the states (the same objects), the clock's
+    start, the steps and the window as they were; the run then goes on as a twin's that never saw it."""
+    _NOW[0] = 0.0
+    metric, twin = (tmx.Throughput(warmup_steps=2, window_seconds=1.5, clock=SharedClock()) for _ in "ab")
+    for n in (5, 6, 7, 8):
+        _NOW[0] += 0.75
+        metric.update(n)
+        twin.update(n)
+    _NOW[0] += 0.5
+    before = _snapshot(metric)
+    with pytest.raises(error, match=match):
+        metric(batch) if how == "forward" else metric.update(batch)
+    _assert_untouched(metric, before, repr(batch))
+    metric.update(9)
+    twin.update(9)
+    assert _thr_values(metric) == _thr_values(twin) == ((7 + 8 + 9) / 2.0, (8 + 9) / 1.25, 35)
+
+
+_BAD_QPS = [
+    ({"num_examples": torch.tensor([1.0, -1.0])}, ValueError, "finite and non-negative"),
+    ({"num_examples": torch.tensor([1.0, math.nan])}, ValueError, "finite and non-negative"),
+    ({"num_examples": torch.tensor([math.inf, 1.0])}, ValueError, "finite and non-negative"),
+    ({"num_examples": torch.tensor(-2)}, ValueError, "finite and non-negative"),
+    ({"num_examples": torch.tensor([1, 2, 3])}, ValueError, r"`num_examples` of shape \(2,\) or \(\)"),
+    ({"num_examples": torch.tensor([[1, 2]])}, ValueError, r"`num_examples` of shape \(2,\) or \(\)"),
+    ({"num_examples": [1, 2]}, TypeError, "`num_examples` to be a torch.Tensor"),
+    ({"num_examples": 3}, TypeError, "`num_examples` to be a torch.Tensor"),
+    ({"preds": torch.zeros(3, 4)}, ValueError, r"`preds` of shape \(N,\) or \(2, N\)"),
+    ({"preds": torch.zeros(2, 3, 4)}, ValueError, r"`preds` of shape \(N,\) or \(2, N\)"),
+    ({"preds": torch.zeros(())}, ValueError, r"`preds` of shape \(N,\) or \(2, N\)"),
+    ({"preds": [0.5, 0.5]}, TypeError, "`preds` to be a torch.Tensor"),
+    ({}, TypeError, "requires `preds` or `num_examples`"),
+]
+
+
+@pytest.mark.parametrize("how", ["update", "forward"])
+@pytest.mark.parametrize(("kwargs", "error", "match"), _BAD_QPS)
+def test_tower_qps_refuses_bad_counts_and_changes_nothing(kwargs, error, match, how):
+    _NOW[0] = 0.0
+    metric, twin = (tmx.TowerQPS(2, warmup_steps=2, window_seconds=1.5, clock=SharedClock()) for _ in "ab")
+    for n in (5, 6, 7, 8):
+        _NOW[0] += 0.75
+        metric.update(num_examples=torch.tensor([n, 2 * n]))
+        twin.update(num_examples=torch.tensor([n, 2 * n]))
+    _NOW[0] += 0.5
+    before = _snapshot(metric)
+    with pytest.raises(error, match=match):
+        metric(**kwargs) if how == "forward" else metric.update(**kwargs)
+    _assert_untouched(metric, before, repr(kwargs))
+    metric.update(num_examples=torch.tensor([9, 18]))
+    twin.update(num_examples=torch.tensor([9, 18]))
+    expected = {"lifetime_qps": [12.0, 24.0], "window_qps": [17 / 1.25, 34 / 1.25], "total_examples": [35.0, 70.0]}
+    assert _qps_values(metric) == _qps_values(twin) == expected
+
+
+# ----------------------------------------------------------------------------- DDP
+
+
+def _ddp_plan(seed: int) -> dict:
+    """Both ranks' steps: phases of a few updates each (a rank may have none), a compute after each, resets."""
+    rng = np.random.default_rng(3000 + seed)
+    phases = []
+    for _ in range(int(rng.integers(2, 5))):
+        steps = {}
+        for rank in range(2):
+            count = int(rng.choice([0, 0, 1, 2, 4, 6]))
+            steps[rank] = [
+                (float(rng.choice([0, 1, 2, 3, 5, 8])) / 4, rng.choice([0, 1, 7, 30], size=2).tolist())
+                for _ in range(count)
+            ]
+        phases.append({"steps": steps, "reset": bool(rng.random() < 0.3)})
+    return {
+        "warmup": int(rng.choice([0, 1, 3])),
+        "window": float(rng.choice([0.5, 1.5, 4.0])),
+        "start": [float(rng.integers(0, 100)), float(rng.integers(1000, 2000))],  # each rank its own clock
+        "phases": phases,
+    }
+
+
+def _ddp_random_job(rank: int, world_size: int, seeds: list[int]) -> list:
+    return [_ddp_random_run(rank, seed) for seed in seeds]
+
+
+def _ddp_random_run(rank: int, seed: int) -> list:
+    plan = _ddp_plan(seed)
+    _NOW[0] = plan["start"][rank]
+    thr = tmx.Throughput(warmup_steps=plan["warmup"], window_seconds=plan["window"], clock=SharedClock())
+    qps = tmx.TowerQPS(2, warmup_steps=plan["warmup"], window_seconds=plan["window"], clock=SharedClock())
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nan rates (0 s) and TorchMetrics' compute-before-update on an idle rank
+        for phase in plan["phases"]:
+            for seconds, counts in phase["steps"][rank]:
+                _NOW[0] += seconds
+                thr.update(counts[0])
+                qps.update(num_examples=torch.tensor(counts))
+            out.append((_thr_values(thr), _qps_values(qps)))
+            if phase["reset"]:
+                _NOW[0] += 0.25
+                thr.reset()
+                qps.reset()
+    return out
+
+
+def _ddp_expected(plan: dict) -> list:
+    """Each rank's models; examples (and window examples) summed over ranks, seconds the longest rank's."""
+    _NOW[:] = [0.0]
+    thr = [ThroughputModel(plan["warmup"], plan["window"]) for _ in range(2)]
+    qps = [TowerQPSModel(2, plan["warmup"], plan["window"]) for _ in range(2)]
+    now = list(plan["start"])
+    for rank in range(2):  # the readings at construction (warm-up 0: the clock starts there)
+        _NOW[0] = now[rank]
+        thr[rank].restart()
+    out = []
+    for phase in plan["phases"]:
+        for rank in range(2):
+            for seconds, counts in phase["steps"][rank]:
+                now[rank] += seconds
+                _NOW[0] = now[rank]
+                thr[rank].update(counts[0])
+                qps[rank].update(np.asarray(counts, dtype=np.float64))
+        w_thr = [m.window_state() for m in thr]
+        examples, elapsed = sum(m.examples for m in thr), max(m.elapsed for m in thr)
+        w_seconds, w_examples = max(s for s, _ in w_thr), sum(n for _, n in w_thr)
+        total = sum(m.total for m in thr)
+        thr_values = (
+            examples / elapsed if elapsed else math.nan,
+            w_examples / w_seconds if w_seconds else math.nan,
+            total,
+        )
+        w_qps = [m.window_state() for m in qps]
+        q_examples, q_elapsed = sum(m.examples for m in qps), max(m.elapsed for m in qps)
+        q_wsec, q_wex = max(s for s, _ in w_qps), sum(n for _, n in w_qps)
+        qps_values = {
+            "lifetime_qps": (q_examples / q_elapsed if q_elapsed else np.zeros(2)).tolist(),
+            "window_qps": (q_wex / q_wsec if q_wsec else np.zeros(2)).tolist(),
+            "total_examples": sum(m.total for m in qps).tolist(),
+        }
+        out.append((thr_values, qps_values))
+        if phase["reset"]:
+            counted = total > 0  # the compute before the reset counted some rank's examples: warm-up over on all
+            for rank in range(2):
+                now[rank] += 0.25
+                _NOW[0] = now[rank]
+                steps = thr[rank].steps
+                thr[rank].reset()
+                if counted and not steps:
+                    thr[rank].steps = plan["warmup"]
+                qps[rank].reset()
+    return out
+
+
+@pytest.mark.ddp
+def test_ddp_random_runs_sum_examples_and_take_the_slowest_rank(ddp_pool):
+    """Two gloo ranks with their own clocks and numbers of updates (none, at times), compute after each phase."""
+    seeds = list(range(max(_SEEDS // 4, 3)))
+    results = ddp_pool.run(_ddp_random_job, seeds)  # each rank's runs, seed by seed
+    for seed, *ranks in zip(seeds, *results, strict=True):
+        plan = _ddp_plan(seed)
+        expected = _ddp_expected(plan)
+        for rank, got in enumerate(ranks):
+            for phase, ((thr_got, qps_got), (thr_want, qps_want)) in enumerate(zip(got, expected, strict=True)):
+                what = f"seed {seed}, rank {rank}, phase {phase}: {plan}"
+                assert all(_nan_equal(a, e) for a, e in zip(thr_got, thr_want, strict=True)), (
+                    f"{what}\nThroughput {thr_got} != {thr_want}"
+                )
+                for key, want in qps_want.items():
+                    np.testing.assert_allclose(qps_got[key], want, rtol=1e-12, atol=0, err_msg=f"{what} {key}")
+
+
+# ----------------------------------------------------------------------------- RecMetricModule
+
+
+@pytest.mark.parametrize("seed", range(max(_SEEDS // 3, 3)))
+def test_a_modules_throughput_follows_the_rule(seed):
+    """``RecMetricModule(throughput=Throughput(clock=...))``: its ``throughput/...`` keys are the rule's, through
+    steps of several sizes (0 rows too), computes, resets (which clear the throughput but keep the warm-up
+    behind it) and checkpoints into a fresh module."""
+    rng = np.random.default_rng(4000 + seed)
+    _NOW[0] = 50.0
+    warmup, window_seconds = int(rng.choice([0, 1, 3])), float(rng.choice([1.0, 2.5, 100.0]))
+
+    def build():
+        throughput = tmx.Throughput(warmup_steps=warmup, window_seconds=window_seconds, clock=SharedClock())
+        return tmx.RecMetricModule(["click"], {"ctr": "ctr"}, throughput=throughput)
+
+    module, model = build(), ThroughputModel(warmup, window_seconds)
+    for step in range(int(rng.integers(8, 25))):
+        op = rng.choice(["update", "update", "update", "reset", "load"])
+        if op == "update":
+            _tick(rng)
+            n = int(rng.choice([0, 1, 16, 100]))
+            module.update({"prediction": torch.full((n,), 0.5), "label": torch.ones(n)})
+            model.update(n)
+        elif op == "reset":
+            module.reset()
+            model.reset()
+        else:
+            fresh = build()
+            fresh.load_state_dict(module.state_dict())
+            module, model = fresh, model.loaded_into(warmup, window_seconds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = module.compute()
+        actual = tuple(
+            values[f"throughput/{k}"].item() for k in ("lifetime_throughput", "window_throughput", "total_examples")
+        )
+        expected = model.values()
+        assert all(_nan_equal(a, e) for a, e in zip(actual, expected, strict=True)), (
+            f"seed {seed} step {step} ({op}): {actual} != {expected}"
+        )

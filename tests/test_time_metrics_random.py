@@ -766,3 +766,89 @@ def test_a_modules_throughput_follows_the_rule(seed):
         assert all(_nan_equal(a, e) for a, e in zip(actual, expected, strict=True)), (
             f"seed {seed} step {step} ({op}): {actual} != {expected}"
         )
+
+
+# ----------------------------------------------------------------------------- Lightning
+
+
+def test_lightning_logs_the_rules_rates_and_resumes_them(tmp_path):
+    """A ``LightningModule`` holding both metrics logs ``forward``'s values each step (``log_dict``); a module
+    restored from the Trainer's checkpoint continues the counts (the clock restarting at its first update and
+    TowerQPS warming up again, as the docstrings say)."""
+    L = pytest.importorskip("lightning")
+    rng = np.random.default_rng(5)
+    sizes = rng.choice([1, 4, 16], size=12).tolist()
+    ticks = (rng.choice([1, 2, 3, 5], size=12) / 4).tolist()
+
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(2, 1)
+            self.thr = tmx.Throughput(warmup_steps=2, window_seconds=1.0, clock=SharedClock())
+            self.qps = tmx.TowerQPS(2, warmup_steps=2, window_seconds=1.0, clock=SharedClock())
+            self.qps.persistent(True)
+            self.logged = []
+
+        def training_step(self, batch, batch_idx):
+            (x,) = batch
+            _NOW[0] += ticks[self.global_step]
+            rates = self.thr(x)
+            qps = self.qps(preds=torch.zeros(2, x.shape[0]))
+            self.log_dict({f"thr/{k}": v for k, v in rates.items()}, on_step=True, batch_size=x.shape[0])
+            self.log("qps/window_click", qps["window_qps"][0], on_step=True, batch_size=x.shape[0])
+            self.logged.append((tuple(v.item() for v in rates.values()), qps["window_qps"][0].item()))
+            return self.linear(x).sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def loader(counts):
+        batches = [torch.zeros(n, 2) for n in counts]
+        return [(b,) for b in batches]  # one batch per step, of its own size
+
+    def trainer(steps):
+        return L.Trainer(
+            max_steps=steps,
+            max_epochs=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,
+            accelerator="cpu",
+        )
+
+    _NOW[0] = 0.0
+    thr, qps = ThroughputModel(2, 1.0), TowerQPSModel(2, 2, 1.0)
+    first = Model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = trainer(6)
+        run.fit(first, train_dataloaders=torch.utils.data.DataLoader(loader(sizes[:6]), batch_size=None))
+    for step, n in enumerate(sizes[:6]):
+        _NOW[0] = sum(ticks[: step + 1])
+        thr.update(n)
+        qps.update(np.full(2, n))
+        got_thr, got_qps = first.logged[step]
+        assert all(_nan_equal(a, e) for a, e in zip(got_thr, thr.values(), strict=True)), (step, got_thr)
+        assert got_qps == pytest.approx(qps.values()["window_qps"][0], rel=1e-12)
+    logged = {k: v.item() for k, v in run.logged_metrics.items()}  # what Lightning kept of the last step
+    last_thr, last_qps = thr.values(), qps.values()["window_qps"][0]
+    expected = {f"thr/{k}": v for k, v in zip(("lifetime_throughput", "window_throughput", "total_examples"), last_thr)}
+    assert logged == pytest.approx({**expected, "qps/window_click": last_qps}, rel=1e-6, nan_ok=True)
+    path = tmp_path / "run.ckpt"
+    run.save_checkpoint(path)
+    resumed = Model()
+    resumed.load_state_dict(torch.load(path, weights_only=False)["state_dict"])
+    thr, qps = thr.loaded_into(2, 1.0), qps.loaded()
+    _NOW[0] = sum(ticks[:6])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for step in range(6, 12):  # the resumed module's steps
+            _NOW[0] += ticks[step]
+            resumed.thr(torch.zeros(sizes[step], 2))
+            resumed.qps(preds=torch.zeros(2, sizes[step]))
+            thr.update(sizes[step])
+            qps.update(np.full(2, sizes[step]))
+            _assert_thr(resumed.thr, thr, f"resumed step {step}")
+            _assert_qps(resumed.qps, qps, f"resumed step {step}")

@@ -18,6 +18,13 @@ with a plain-Python model written from the docstrings:
   or a load restarts the warm-up; a loaded window is one update of its examples over its seconds;
   a rate over 0 s is 0 (TorchRec's).
 
+Also against the same models: ``merge_state`` of several runs (as metrics or as dicts of states,
+then resumed from a checkpoint), a ``MetricCollection`` whose compute groups share the states of two
+metrics of one setting, two gloo ranks with their own clocks and uneven (or no) updates (examples
+summed, seconds the slowest rank's, windows likewise), a ``RecMetricModule``'s throughput, a
+``LightningModule`` logging ``forward``'s values, and refused inputs (the states, their objects, the
+steps, the clock and the window untouched).
+
 More seeds: ``TMX_TIME_SEEDS=200 pytest tests/test_time_metrics_random.py``.
 """
 

@@ -81,7 +81,7 @@ class TimeWindow:
         A :class:`~torchmetrics.MetricCollection` links the members of a compute group (two rate
         metrics of one setting) to its first member's state tensors and calls every member's
         ``forward``: written in place, the shared tensors took the batch once per member, the first
-        member's counts included. Each ``forward`` now rebinds its states to ``held + batch`` as
+        member's counts included. Each ``forward`` rebinds its states to ``held + batch`` instead, as
         TorchMetrics' own ``forward`` does (a few float64 scalars or ``(T,)`` tensors copied). A
         rejected batch puts the held objects back.
         """

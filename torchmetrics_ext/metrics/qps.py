@@ -295,8 +295,12 @@ class TowerQPS(TimeWindow, TaskMetric):
         self._join_window(theirs, theirs[-1][1] if theirs else 0.0)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        """Count and time one step like ``update``, and return this rank's QPS so far (a rate has no batch value)."""
-        self.update(*args, **kwargs)
+        """Count and time one step like ``update``, and return this rank's QPS so far (a rate has no batch value).
+
+        The states are rebound, never written in place: the members of a ``MetricCollection``'s
+        compute group, which share them, each count the batch once.
+        """
+        self._update_own_states(*args, **kwargs)
         return self._value()
 
     def reset(self) -> None:

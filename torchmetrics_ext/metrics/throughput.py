@@ -348,8 +348,12 @@ class Throughput(TimeWindow, GuardedMetric):
         return self._rates()
 
     def forward(self, batch: Tensor | int | Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Tensor]:
-        """``update`` and return this rank's values (no sync: a step's throughput is local)."""
-        self.update(batch)
+        """``update`` and return this rank's values (no sync: a step's throughput is local).
+
+        The states are rebound, never written in place: the members of a ``MetricCollection``'s
+        compute group, which share them, each count the batch once (see ``TimeWindow._update_own_states``).
+        """
+        self._update_own_states(batch)
         return self._rates()
 
     def plot(self, val: Mapping[str, Tensor] | Sequence[Mapping[str, Tensor]] | None = None, ax: Any = None) -> Any:

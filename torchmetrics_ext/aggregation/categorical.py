@@ -227,7 +227,9 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         grows with the number of distinct categories: the three states are views of buffers with
         room for as many categories again (doubling when full; checkpoints, copies and pickles
         carry no room). An update and ``forward`` cost the batch's categories, not those seen so
-        far, also when the batch brings new ones (amortised). :class:`~torchmetrics_ext.Windowed` refuses it (its
+        far, in Python steps and ATen operations, also when the batch brings new ones (amortised);
+        ``forward`` also copies the counts vector once (one device copy: the held one may be shared by a
+        ``MetricCollection`` compute group's members). :class:`~torchmetrics_ext.Windowed` refuses it (its
         counts do not add up per update).
 
     Examples:

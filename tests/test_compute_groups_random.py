@@ -11,7 +11,8 @@ classes that share their statistics (NE and log loss, MSE and RMSE: a group acro
 weights, float16/bfloat16/float64 inputs; it runs random ``forward`` (under ``no_grad`` and
 ``inference_mode`` too) and ``update`` steps with ``compute``, ``reset``, rejected batches (every member's
 states unchanged), ``state_dict`` into a fresh collection (``persistent(True)``), ``deepcopy``, pickle,
-``clone``, ``.to``, ``set_dtype``, ``.half()`` and the collection's state-copying ``__getitem__`` in between,
+``clone``, ``.to``, ``set_dtype``, ``.half()`` and the collection's state-copying ``__getitem__`` in between
+(groups found by TorchMetrics, or named with ``compute_groups=[[...]]``),
 and compares every member's ``forward`` value and ``compute`` with the same metric run alone on the same
 steps (which its own tests check against references). The focused tests check the collection against
 references written here (``collections.Counter``, NumPy, scikit-learn).
@@ -300,8 +301,17 @@ def _run(seed: int, steps: int = 12) -> None:
     weighted = bool(rng.uniform() < 0.5) and family not in ("ranking", "ranking_dict")
     cast: list[torch.dtype] = []
 
+    # explicit groups of the members of one class and setting, for members with states of their own (TorchMetrics
+    # links a group by the first member's own states: a wrapper's, in its submodules, are not linked)
+    groups: bool | list[list[str]] = True
+    if rng.uniform() < 0.3 and family != "window" and not any(name in ("ne*100", "ctr-calibration") for name in names):
+        by_name: dict[str, list[str]] = {}
+        for key, name in zip(keys, names):
+            by_name.setdefault(name, []).append(key)
+        groups = list(by_name.values())
+
     def fresh() -> MetricCollection:
-        collection = MetricCollection({k: f() for k, f in factories.items()}, compute_groups=True)
+        collection = MetricCollection({k: f() for k, f in factories.items()}, compute_groups=groups)
         if cast:
             collection.set_dtype(cast[-1])
         return collection
@@ -317,7 +327,7 @@ def _run(seed: int, steps: int = 12) -> None:
         return {k: v for k, v in batch.items() if k in wrapped[family]} if family in wrapped else batch
 
     rtol = 1e-9
-    trail = [f"seed {seed}: {family}, {tasks} task(s), {dtype}, weighted={weighted}, members {names}"]
+    trail = [f"seed {seed}: {family}, {tasks} task(s), {dtype}, weighted={weighted}, members {names}, groups {groups}"]
     unvalidated = any(name.endswith("/unvalidated") for name in names)
     ops = ["forward", "update", "compute", "reset", "bad", "checkpoint", "deepcopy", "pickle", "getitem", "clone",
            "to", "dtype"]  # fmt: skip
@@ -540,3 +550,96 @@ def test_a_collection_of_groups_against_numpy_and_sklearn():
         if step % 2:
             everything = [np.concatenate(column) for column in zip(*seen)]
             check(collection.compute(), expected(*everything), f"compute {step}")
+
+
+# ----------------------------------------------------------------------------- RecMetricModule
+
+MODULE_METRICS: dict[str, Any] = {
+    "ne": "ne", "log_loss": "log_loss", "ctr": "ctr", "calibration": "calibration", "mse": "mse", "rmse": "rmse",
+    "mae": "mae", "auc": "auc", "auprc": "auprc", "nmse": "nmse", "r_squared": "r_squared", "accuracy": "accuracy",
+    "ne_positive": "ne_positive", "label_average": "label_average", "gauc": "gauc", "ndcg@3": "ndcg@3", "mrr": "mrr",
+    "auc_binned": {"name": "auc", "num_bins": 64}, "auprc_binned": {"name": "auprc", "num_bins": 64},
+    "ne_eta": {"name": "ne", "eta": 1e-3}, "segmented_ne": {"name": "segmented_ne", "num_segments": 3},
+}  # fmt: skip
+
+
+def _module_spec(spec: Any) -> Any:
+    if isinstance(spec, str):
+        return spec
+    options = dict(spec)
+    name = options.pop("name")
+    return lambda num_tasks: build_metric(name, num_tasks=num_tasks, **options)
+
+
+def _module_step(rng: np.random.Generator, tasks: int, n: int) -> dict[str, Tensor]:
+    step = {
+        "user": torch.tensor(rng.integers(0, 3, size=n)),
+        "query": torch.tensor(np.sort(rng.integers(0, 4, size=n))),
+    }
+    for i in range(tasks):
+        step[f"p{i}"] = torch.tensor(rng.uniform(0.01, 0.99, size=n), dtype=torch.float32)
+        step[f"y{i}"] = torch.tensor((rng.uniform(size=n) < 0.4).astype(np.int64))
+        step[f"w{i}"] = torch.tensor(rng.uniform(0, 2, size=n))
+    return step
+
+
+@pytest.mark.parametrize("seed", range(int(os.environ.get("TMX_CG_MODULE_SEEDS", "16"))))
+def test_random_module_compute_groups_equal_each_metric_in_a_module_of_its_own(seed):
+    """``RecMetricModule``'s compute groups (NE with log loss, CTR with calibration, MSE with RMSE, AUC with
+    AUPRC...), with or without windows, through updates (empty ones too), ``compute``, ``reset``, rejected steps,
+    ``state_dict`` into a module built in another metric order, copies, pickles and ``clone``: every key equals the
+    same metric in a module of its own fed the same steps."""
+    rng = np.random.default_rng(seed)
+    tasks = int(rng.integers(1, 4))
+    names = list(dict.fromkeys(str(n) for n in rng.choice(list(MODULE_METRICS), size=int(rng.integers(2, 7)))))
+    window = None if rng.uniform() < 0.4 else int(rng.integers(5, 80))
+    infos = [tmx.RecTaskInfo(f"t{i}", f"y{i}", f"p{i}", f"w{i}", group_id_name="user", session_id_name="query")
+             for i in range(tasks)]  # fmt: skip
+
+    def module_of(order: list[str]) -> tmx.RecMetricModule:
+        specs = {name: _module_spec(MODULE_METRICS[name]) for name in order}
+        return tmx.RecMetricModule(infos, specs, window_size=window, throughput=False)
+
+    module = module_of(names)
+    alone = {name: module_of([name]) for name in names}
+    trail = [f"seed {seed}: {tasks} task(s), window {window}, groups {module.compute_groups}"]
+
+    def check(what: str) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = module.compute()
+            for metric in alone.values():
+                for key, value in metric.compute().items():
+                    torch.testing.assert_close(got[key], value, rtol=1e-9, atol=1e-12, equal_nan=True, msg=what)
+
+    ops = ["update", "compute", "reset", "checkpoint", "deepcopy", "pickle", "clone", "bad"]
+    odds = np.array([0.5, 0.15, 0.05, 0.08, 0.04, 0.04, 0.04, 0.1])
+    for op in rng.choice(ops, size=14, p=odds / odds.sum()):
+        trail.append(str(op))
+        if op == "update":
+            step = _module_step(rng, tasks, int(rng.integers(0, 40)))
+            module.update(step)
+            for metric in alone.values():
+                metric.update(step)
+        elif op == "compute":
+            check(" -> ".join(trail))
+        elif op == "reset":
+            module.reset()
+            for metric in alone.values():
+                metric.reset()
+        elif op == "checkpoint":
+            resumed = module_of(list(rng.permutation(names)))
+            resumed.load_state_dict(module.state_dict())
+            module = resumed
+        elif op == "deepcopy":
+            module = copy.deepcopy(module)
+        elif op == "pickle":
+            module = pickle.loads(pickle.dumps(module))
+        elif op == "clone":
+            module = module.clone()
+        else:
+            step = _module_step(rng, tasks, 6)
+            step["p0"][0] = float("nan")
+            with pytest.raises(ValueError):
+                module.update(step)
+    check(" -> ".join(trail))

@@ -227,7 +227,9 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         grows with the number of distinct categories: the three states are views of buffers with
         room for as many categories again (doubling when full; checkpoints, copies and pickles
         carry no room). An update and ``forward`` cost the batch's categories, not those seen so
-        far, also when the batch brings new ones (amortised). :class:`~torchmetrics_ext.Windowed` refuses it (its
+        far, in Python steps and ATen operations, also when the batch brings new ones (amortised);
+        ``forward`` also copies the counts vector once (one device copy: the held one may be shared by a
+        ``MetricCollection`` compute group's members). :class:`~torchmetrics_ext.Windowed` refuses it (its
         counts do not add up per update).
 
     Examples:
@@ -486,7 +488,9 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
             for name, kept in accumulated.items():
                 setattr(self, name, kept)
             self._lookup, self._lookup_of = lookup
-            self._fold(summary)
+            # into a new counts vector: the held one may be shared (a MetricCollection compute group links its
+            # members' states to the first member's, and each member's forward adds the batch)
+            self._fold(summary, in_place=False)
         except BaseException:
             for name, kept in accumulated.items():
                 setattr(self, name, kept)
@@ -515,7 +519,13 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         tally = Counter(check_categories(values))
         return CategoryBatch(list(tally), list(tally.values()))
 
-    def _fold(self, summary: CategoryBatch) -> None:
+    def _fold(self, summary: CategoryBatch, in_place: bool = True) -> None:
+        """Add the batch's counts: into the held ``counts`` (``update``), or else into a copy of it (``forward``).
+
+        ``forward`` never writes the held states, as TorchMetrics' ``forward`` (whose reduction rebinds them):
+        a ``MetricCollection`` compute group's members share them, and each member's ``forward`` adds the
+        batch. The copy is one device copy of the counts, with room for new categories (see :meth:`_append`).
+        """
         if not summary.categories:
             return
         lookup = self._add_categories(summary.categories)
@@ -527,6 +537,13 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
             counts = counts.to(device=self.device, dtype=self.counts.dtype)
         else:
             counts = torch.tensor(counts, dtype=self.counts.dtype, device=self.device)
+        if not in_place:
+            with torch.inference_mode(False):
+                own = _with_room(self.counts, 0, in_place=False)  # a new buffer: nothing else holds it
+            made = self.__dict__.get("_grown")
+            if made is not None and made[2]() is self.counts:  # the keys keep their room; the counts have new room
+                self.__dict__["_grown"] = (made[0], made[1], weakref.ref(own))
+            self.counts = own
         self.counts.index_add_(0, index, counts)
 
     def compute(self) -> dict[Category, Tensor]:

@@ -1490,7 +1490,8 @@ class TaskMetric(GuardedMetric):
         ``(state names, tensors)`` (what it would add to each state, distinct names) instead of adding
         them. Its states start at zero and its statistics are sums, never -0.0 (a sum starts from
         +0.0): they are then the batch states bit for bit (``0 + s`` is ``s``), which ``forward`` takes
-        as they are, saving a copy and an add of every state.
+        as they are, saving a copy and an add of every state; after a ``set_dtype`` cast they are cast to
+        the states' dtype first (``0 + s`` in that dtype), so the states keep it.
         """
         return False
 
@@ -1532,6 +1533,8 @@ class TaskMetric(GuardedMetric):
                 # the states TorchMetrics' update of the reset metric makes: 0 + statistics, the statistics
                 keys, stats = handed[0] if handed else ((), ())
                 if len(keys) == len(names):
+                    if "_cast_dtype" in state:  # after set_dtype: in the states' dtype, as added to a reset state
+                        stats = [stat.to(defaults[key].dtype) for key, stat in zip(keys, stats)]
                     state.update(zip(keys, stats))
                 else:  # an empty batch, or statistics of some states only: added to fresh states
                     state.update(zip(names, _fresh(defaults)))

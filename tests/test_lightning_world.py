@@ -1,0 +1,275 @@
+"""RecMetricCallback and UnpaddedDistributedSampler in real Lightning fits of 3 and 4 CPU ranks.
+
+Production runs 8 to 64 GPUs; the other Lightning DDP tests run 2 ranks, where shares always
+divide by two and "the other rank" is one rank. Each case here starts
+``tests/helpers/lightning_world.py`` (``Trainer(devices=3 or 4, accelerator="cpu")``, gloo) and
+reads what every rank fed the metrics and logged: the training rows are dealt out ``rank::world``
+so the last ranks' last batch is shorter; validation sets of sizes no multiple of the world,
+smaller than it (a rank with no sample, one with one), with several dataloaders and
+``limit_val_batches``. Every value logged on every rank (training lifetime and window keys at each
+interval compute and epoch end, each validation dataloader) must be the same on all ranks and equal
+numpy / scikit-learn / pandas formulas written here over the concatenated rows, and each rank's
+validation rows must be its documented share of the sampler's order (every sample once).
+
+``TMX_W3_SEEDS=N`` adds ``N`` drawn configurations (world, strategy, sizes, limit) to the hunt.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch.utils.data import DistributedSampler
+
+from tests.helpers.ranking_reference import group_rows, reference_values
+
+pytest.importorskip("lightning")
+
+pytestmark = pytest.mark.ddp
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "tests" / "helpers" / "lightning_world.py"
+TASKS = ("click", "buy")
+INTERVAL = 2  # the script's training compute interval
+METRICS = ("ne", "ctr", "calibration", "auc", "gauc", "ndcg@10")
+
+
+def _launch(out: Path, args: list[str]) -> list[dict[str, Any]]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+        env.pop(name, None)
+    command = [sys.executable, str(SCRIPT), "--out", str(out), *args]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    world = int(args[args.index("--devices") + 1])
+    dumps = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(world)]
+    for dump in dumps:  # never silently one process
+        assert (dump["world"], dump["group"]) == (world, world)
+    return dumps
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def _auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
+    if (w * y).sum() == 0 or (w * (1 - y)).sum() == 0:
+        return math.nan
+    return float(roc_auc_score(y, p, sample_weight=w))
+
+
+def reference(rows: dict[str, np.ndarray], task: str) -> dict[str, float]:
+    """Every metric of one task over ``rows`` in one process (docs/pointwise.md's formulas, sklearn, pandas)."""
+    p, y, w = rows[f"{task}_pred"], rows[f"{task}_label"], rows["weight"]
+    base, positive = (w * y).sum() / w.sum(), (w * y).sum()
+    # undefined (docs/policies.md: nan): NE with every label on one class, calibration without a positive
+    both = 0 < base < 1
+    entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base)) if both else math.nan
+    frame = pd.DataFrame({"p": p, "y": y, "w": w, "g": rows["group"]})
+    per_group = frame.groupby("g")[["p", "y", "w"]].apply(
+        lambda d: _auc(d.y.to_numpy(), d.p.to_numpy(), d.w.to_numpy())
+    )
+    (ndcg,) = reference_values(group_rows(list(rows["session"]), p, y, w), [("ndcg", 10)])
+    return {
+        "ne": float(-(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum() / entropy),
+        "ctr": float(base),
+        "calibration": float((w * p).sum() / positive) if positive > 0 else math.nan,
+        "auc": _auc(y, p, w),
+        "gauc": float(per_group.dropna().mean()) if per_group.notna().any() else math.nan,
+        "ndcg@10": ndcg,
+    }
+
+
+def _joined(batches: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    return {key: torch.cat([b["rows"][key] for b in batches]).numpy() for key in batches[0]["rows"]}
+
+
+def _close(got: dict[str, float], expected: dict[str, float], what: str) -> None:
+    assert set(got) == set(expected), (what, sorted(set(got) ^ set(expected)))
+    for key, value in expected.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-9, atol=1e-12, err_msg=f"{what}: {key}")
+
+
+def _window_rows(fed: list[dict[str, Any]], rank_of: list[int], upto: int, share: int) -> dict[str, np.ndarray]:
+    """The rows each rank's window holds after update ``upto``: its newest whole updates of at most ``share`` rows."""
+    kept = []
+    for rank in sorted(set(rank_of)):
+        mine = [b for b, r in zip(fed, rank_of) if r == rank and b["update"] <= upto]
+        room = share
+        for batch in sorted(mine, key=lambda b: -b["update"]):
+            size = len(batch["rows"]["weight"])
+            if size > room:
+                break
+            kept.append(batch)
+            room -= size
+    return _joined(kept)
+
+
+def _train_expected(dumps: list[dict[str, Any]], upto: int, window: int | None) -> dict[str, float]:
+    fed = [b for d in dumps for b in d["fed"] if b["stage"] == "train"]
+    rank_of = [r for r, d in enumerate(dumps) for b in d["fed"] if b["stage"] == "train"]
+    lifetime = _joined([b for b in fed if b["update"] <= upto])
+    expected = {f"train/{n}/{t}": v for t in TASKS for n, v in reference(lifetime, t).items()}
+    if window is not None:
+        rows = _window_rows(fed, rank_of, upto, window // len(dumps))
+        expected.update({f"train/{n}/{t}/window": v for t in TASKS for n, v in reference(rows, t).items()})
+    return expected
+
+
+def _order(n: int, shuffle: bool, seed: int, epoch: int) -> list[int]:
+    """The sampler's documented order: ``DistributedSampler``'s of one rank (the dataset's, or its permutation)."""
+    sampler = DistributedSampler(range(n), num_replicas=1, rank=0, shuffle=shuffle, seed=seed)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+# ----------------------------------------------------------------------------- the check
+
+
+def check(dumps: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
+    world, sizes, batch = cfg["devices"], cfg["val_sizes"], cfg["val_batch"]
+    epochs, limit = cfg["epochs"], cfg["limit_val"]
+    # every rank logged the same values (synced by the module), in the same hooks
+    for rank, dump in enumerate(dumps[1:], 1):  # (nan where undefined, as on rank 0)
+        for part in ("logged", "computed", "validated", "final"):
+            np.testing.assert_equal(dump[part], dumps[0][part], err_msg=f"rank {rank}: {part}")
+    # each rank took as many training steps; the last ranks' last batch is shorter
+    train = [[b for b in d["fed"] if b["stage"] == "train"] for d in dumps]
+    assert len({len(t) for t in train}) == 1
+    rows = [torch.cat([b["rows"]["row"] for b in t if b["epoch"] == 0]).long().tolist() for t in train]
+    assert [r for t in rows for r in t] and sorted(r for t in rows for r in t) == list(range(cfg["train"]))
+    checked = 0
+    for entry in dumps[0]["computed"]:  # every interval compute: lifetime and window keys
+        _close(entry["values"], _train_expected(dumps, entry["update"], cfg["window"]), f"train at {entry['update']}")
+        checked += 1
+    steps = len(train[0]) // epochs
+    assert [e["update"] for e in dumps[0]["computed"]] == list(range(INTERVAL, len(train[0]) + 1, INTERVAL))
+    ends = [e for e in dumps[0]["logged"] if e["hook"] == "on_train_epoch_end"]
+    # the epoch end logs unless its last batch just computed
+    assert [e["update"] for e in ends] == [steps * (i + 1) for i in range(epochs) if steps * (i + 1) % INTERVAL]
+    for entry in ends:
+        _close(entry["values"], _train_expected(dumps, entry["update"], cfg["window"]), f"epoch end {entry['epoch']}")
+        checked += 1
+    # validation: each dataloader's rows on each rank are its share of the sampler's order, each once
+    val = [[b for b in d["fed"] if b["stage"] == "val"] for d in dumps]
+    several = len(sizes) > 1
+    assert [e["epoch"] for e in dumps[0]["validated"]] == list(range(epochs))
+    for epoch in range(epochs):
+        values = dumps[0]["validated"][epoch]["values"]  # what Lightning holds after the run, as every rank
+        expected: dict[str, float] = {}
+        for i, n in enumerate(sizes):
+            order = _order(n, shuffle=i > 0, seed=i, epoch=epoch)
+            mine = []
+            for rank in range(world):
+                batches = sorted(
+                    (b for b in val[rank] if b["epoch"] == epoch and b["dataloader"] == i), key=lambda b: b["batch"]
+                )
+                share = order[rank::world][: _batches(n, world, batch, limit)[rank] * batch]
+                got = [int(r) for b in batches for r in b["rows"]["row"].tolist()]
+                assert got == share, (epoch, i, rank)
+                mine.extend(batches)
+            if not mine:  # no batch on any rank: nothing logged
+                continue
+            suffix = f"/dataloader_idx_{i}" if several else ""
+            joined = _joined(mine)
+            for task in TASKS:
+                for name, value in reference(joined, task).items():
+                    expected[f"val/{name}/{task}{suffix}"] = value
+        _close(values, expected, f"validation epoch {epoch}")
+        checked += 1
+    # the fit's last values stay in callback_metrics on every rank
+    last = dumps[0]["validated"][-1]["values"]
+    np.testing.assert_equal({key: dumps[0]["final"][key] for key in last}, last)
+    assert checked >= 3
+
+
+def _args(cfg: dict[str, Any]) -> list[str]:
+    args = ["--devices", str(cfg["devices"]), "--strategy", cfg["strategy"], "--train", str(cfg["train"])]
+    args += ["--batch", str(cfg["batch"]), "--val-sizes", ",".join(map(str, cfg["val_sizes"]))]
+    args += ["--val-batch", str(cfg["val_batch"]), "--epochs", str(cfg["epochs"])]
+    if cfg["window"] is not None:
+        args += ["--window", str(cfg["window"])]
+    if cfg["limit_val"] is not None:
+        args += ["--limit-val", str(cfg["limit_val"])]
+    return args
+
+
+BASE = {"strategy": "ddp", "train": 299, "val_batch": 10, "epochs": 2, "window": None, "limit_val": None}
+CASES = {
+    # 3 ranks: 100/100/99 training rows in 5 batches of 20 (rank 2 ends on 19), an epoch end between
+    # interval computes; dataloaders of 101 (34/34/33 rows, 4 batches each), 2 (rank 2 has none) and 31
+    # (rank 0 has one more batch), a window of 452 (150 rows per rank: the newest 7 or 8 updates)
+    "w3-ddp": {**BASE, "devices": 3, "batch": 20, "val_sizes": [101, 2, 31], "window": 452},
+    # 4 ranks under ddp_spawn: 75/75/75/74 rows in 3 batches of 30 (a window of 50 rows per rank: one
+    # update, two after the short one); one dataloader of 5 samples (2/1/1/1: three ranks of one sample)
+    "w4-spawn": {**BASE, "devices": 4, "strategy": "ddp_spawn", "batch": 30, "val_sizes": [5], "window": 200},
+    # 4 ranks, 2 dataloaders of 41 and 5 under limit_val_batches=2 (11/10/10/10 and 2/1/1/1 rows)
+    "w4-limit": {**BASE, "devices": 4, "batch": 30, "val_sizes": [41, 5], "val_batch": 4, "limit_val": 2},
+}
+
+
+def _batches(n: int, world: int, batch: int, limit: int | float | None) -> list[int]:
+    """Each rank's number of batches of ``n`` samples shared out by the sampler, under ``limit_val_batches``."""
+    counts = [math.ceil(len(range(rank, n, world)) / batch) for rank in range(world)]
+    if limit is None:
+        return counts
+    return [min(c, limit) if isinstance(limit, int) else int(c * limit) for c in counts]
+
+
+def _runnable(cfg: dict[str, Any]) -> bool:
+    """Whether Lightning itself can run ``cfg`` on every rank (see ``docs/module.md``).
+
+    Every rank takes as many training batches (else DDP's gradient all-reduce waits); every rank has a
+    batch of some validation dataloader (Lightning runs no validation hook on a rank without one);
+    a fractional ``limit_val_batches`` leaves a rank with batches at least one (Lightning refuses it).
+    """
+    world, limit = cfg["devices"], cfg["limit_val"]
+    if len(set(_batches(cfg["train"], world, cfg["batch"], None))) != 1:
+        return False
+    loaders = [_batches(n, world, cfg["val_batch"], limit) for n in cfg["val_sizes"]]
+    if not all(any(counts[rank] for counts in loaders) for rank in range(world)):
+        return False
+    plain = [_batches(n, world, cfg["val_batch"], None) for n in cfg["val_sizes"]]
+    return not isinstance(limit, float) or all(c > 0 for p, q in zip(plain, loaders) for c, d in zip(p, q) if d or c)
+
+
+def _drawn(seed: int) -> dict[str, Any]:
+    """A configuration drawn from ``seed`` among those Lightning can run (``_runnable``)."""
+    rng = random.Random(seed)
+    while True:
+        world = rng.choice([3, 4])
+        batch = rng.choice([7, 13, 20, 30])
+        sizes = [rng.choice([1, 2, world - 1, world, world + 1, rng.randint(5, 120)]) for _ in range(rng.randint(1, 3))]
+        cfg = {
+            **BASE,
+            "devices": world,
+            "strategy": rng.choice(["ddp", "ddp_spawn"]),
+            "train": rng.randint(world * batch, 4 * world * batch),
+            "batch": batch,
+            "val_sizes": sizes,
+            "val_batch": rng.choice([1, 3, 10]),
+            "limit_val": rng.choice([None, None, 1, 2, 3, 0.5]),
+            "window": rng.choice([None, world * rng.randint(batch, 3 * batch) + rng.randint(0, world - 1)]),
+            "epochs": rng.choice([1, 2]),
+        }
+        if _runnable(cfg):
+            return cfg
+
+
+SEEDS = int(os.environ.get("TMX_W3_SEEDS", "0"))
+ALL = {**CASES, **{f"seed{s}": _drawn(s) for s in range(SEEDS)}}
+
+
+@pytest.mark.parametrize("name", list(ALL))
+def test_lightning_fit_on_3_and_4_ranks_logs_one_process_values_on_every_rank(name, tmp_path):
+    cfg = ALL[name]
+    check(_launch(tmp_path, _args(cfg)), cfg)

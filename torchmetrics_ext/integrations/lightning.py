@@ -239,7 +239,10 @@ class RecMetricCallback(pl.Callback):
     ``limit_val_batches`` gives it), every dataloader is computed at the epoch end instead: same
     keys and values, but Lightning then puts all of them in every dataloader's dict (and its printed
     table, which drops the suffix, shows one value per key). A dataloader with no batch on any rank
-    logs nothing. With one dataloader the keys have no suffix.
+    logs nothing. With one dataloader the keys have no suffix. A rank with no batch of any dataloader
+    of the stage (a validation set smaller than the world) runs no evaluation hook in Lightning, so
+    the other ranks' sync finds no partner there: the run hangs or aborts (``docs/module.md``); give
+    every rank a sample.
 
     Values are synced by the module itself (one fused gather), so they are logged with
     ``sync_dist=False``, and Lightning's advice to log them with ``sync_dist=True`` is silenced for

@@ -8,7 +8,8 @@ lifetime and window keys for training, computed every 2 batches) and :class:`Rec
 The training rows are dealt out ``rank::world`` and cut in batches of ``--batch``, so every rank
 takes as many steps but the last ranks' last batch is shorter; the validation dataloaders
 (``--val-sizes``) are shared out by :class:`UnpaddedDistributedSampler`, so ranks may have
-different numbers of batches, one sample, or none (a size smaller than the world).
+different numbers of batches, one sample, or none (a size smaller than the world);
+``--limit-val`` is ``limit_val_batches``, ``--val-every K`` validates every ``K`` training batches.
 
 Each rank dumps ``rank{r}.pt``: every batch it fed the metrics (stage, epoch, dataloader, batch
 index, the module's update count), every ``log_dict`` the callback made on it (the hook and its
@@ -168,7 +169,8 @@ class Recorder(L.Callback):
     def on_validation_end(self, trainer, pl_module):  # Lightning has reduced the epoch's logs (dataloader suffixes)
         if not trainer.sanity_checking:
             values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-            pl_module.validated.append({"epoch": pl_module.val_epoch, "values": values})
+            run = {"epoch": pl_module.val_epoch, "train_epoch": trainer.current_epoch, "values": values}
+            pl_module.validated.append(run)
 
     def on_fit_end(self, trainer, pl_module):
         final = {k: float(v) for k, v in trainer.callback_metrics.items()}
@@ -197,6 +199,7 @@ def main() -> None:
     parser.add_argument("--limit-val", default=None, help="limit_val_batches: a whole number or a fraction")
     parser.add_argument("--window", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--val-every", type=int, default=None, help="val_check_interval: every K training batches")
     args = parser.parse_args()
     torch.set_num_threads(1)
     limit: int | float = 1.0
@@ -214,6 +217,7 @@ def main() -> None:
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=limit,
+        val_check_interval=args.val_every,
     )
     trainer.fit(Model(args))
 

@@ -162,12 +162,15 @@ def check(dumps: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
     # validation: each dataloader's rows on each rank are its share of the sampler's order, each once
     val = [[b for b in d["fed"] if b["stage"] == "val"] for d in dumps]
     several = len(sizes) > 1
-    assert [e["epoch"] for e in dumps[0]["validated"]] == list(range(epochs))
-    for epoch in range(epochs):
-        values = dumps[0]["validated"][epoch]["values"]  # what Lightning holds after the run, as every rank
+    runs = dumps[0]["validated"]  # a run per epoch, or every val_every training batches
+    per_epoch = 1 if cfg.get("val_every") is None else steps // cfg["val_every"]
+    assert [(e["epoch"], e["train_epoch"]) for e in runs] == [(i, i // per_epoch) for i in range(epochs * per_epoch)]
+    for epoch, run in enumerate(runs):
+        values = run["values"]  # what Lightning holds after the run, as every rank
         expected: dict[str, float] = {}
         for i, n in enumerate(sizes):
-            order = _order(n, shuffle=i > 0, seed=i, epoch=epoch)
+            # the sampler's epoch is the training epoch (Lightning's set_epoch before each run)
+            order = _order(n, shuffle=i > 0, seed=i, epoch=run["train_epoch"])
             mine = []
             for rank in range(world):
                 batches = sorted(
@@ -189,7 +192,7 @@ def check(dumps: list[dict[str, Any]], cfg: dict[str, Any]) -> None:
     # the fit's last values stay in callback_metrics on every rank
     last = dumps[0]["validated"][-1]["values"]
     np.testing.assert_equal({key: dumps[0]["final"][key] for key in last}, last)
-    assert checked >= 3
+    assert checked >= 1 + len(runs)  # a training compute at least, and every validation run
 
 
 def _args(cfg: dict[str, Any]) -> list[str]:
@@ -200,6 +203,8 @@ def _args(cfg: dict[str, Any]) -> list[str]:
         args += ["--window", str(cfg["window"])]
     if cfg["limit_val"] is not None:
         args += ["--limit-val", str(cfg["limit_val"])]
+    if cfg.get("val_every") is not None:
+        args += ["--val-every", str(cfg["val_every"])]
     return args
 
 
@@ -261,6 +266,8 @@ def _drawn(seed: int) -> dict[str, Any]:
             "window": rng.choice([None, world * rng.randint(batch, 3 * batch) + rng.randint(0, world - 1)]),
             "epochs": rng.choice([1, 2]),
         }
+        steps = _batches(cfg["train"], world, batch, None)[0]
+        cfg["val_every"] = rng.choice([None, None, *range(1, steps + 1)])
         if _runnable(cfg):
             return cfg
 
@@ -273,3 +280,57 @@ ALL = {**CASES, **{f"seed{s}": _drawn(s) for s in range(SEEDS)}}
 def test_lightning_fit_on_3_and_4_ranks_logs_one_process_values_on_every_rank(name, tmp_path):
     cfg = ALL[name]
     check(_launch(tmp_path, _args(cfg)), cfg)
+
+
+# ----------------------------------------------------------------------------- trainer.validate
+
+VALIDATE_SCRIPT = ROOT / "tests" / "helpers" / "lightning_validate.py"
+VALIDATE_BATCH = 10  # the script's batch size
+VALIDATE_CASES = {  # (world, sizes, options)
+    # 81 samples on 4 ranks are 21/20/20/20 rows, 3/2/2/2 batches: a whole-number limit of 3 over
+    # dataloaders without length is rank 0's last batch alone; 120 are 3 batches on every rank, and
+    # rank 1 returns None at the third (the batch Lightning counts as last)
+    "w4-unsized-limit-rank1-skips": (4, "81,7,120", ["--unsized-limit", "3", "--rank1-skips-last"]),
+    # 3 ranks, one sized dataloader of one sample (ranks 1 and 2 have none) between two others
+    "w3-one-sample": (3, "101,1,20", []),
+}
+VALIDATE_RUN = ["w4-unsized-limit-rank1-skips"] + (["w3-one-sample"] if SEEDS else [])
+
+
+@pytest.mark.parametrize("name", VALIDATE_RUN)
+def test_trainer_validate_on_3_and_4_ranks_gives_every_rank_each_dataloaders_one_process_values(name, tmp_path):
+    """``trainer.validate`` with several dataloaders: every rank's returned dicts hold numpy/sklearn values.
+
+    Each dataloader's rows are its samples shared out by the sampler (each once), cut to the limit's
+    first batches of each rank, less rank 1's last batch of each dataloader where its step returns None.
+    """
+    world, sizes, options = VALIDATE_CASES[name]
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.pop("LOCAL_RANK", None)
+    command = [sys.executable, str(VALIDATE_SCRIPT), "--out", str(tmp_path), "--sizes", sizes, "--devices", str(world)]
+    done = subprocess.run([*command, *options], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    dumps = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(world)]
+    limit = int(options[options.index("--unsized-limit") + 1]) if "--unsized-limit" in options else None
+    for i, n in enumerate(int(s) for s in sizes.split(",")):
+        p, y = torch.cat([batch for dump in dumps for batch in dump["seen"][i]], dim=1).numpy()
+        counts = _batches(n, world, VALIDATE_BATCH, limit)
+        rows = [min(len(range(rank, n, world)), count * VALIDATE_BATCH) for rank, count in enumerate(counts)]
+        if "--rank1-skips-last" in options and counts[1]:  # its last batch (Lightning's count) adds nothing
+            last = limit if limit is not None else counts[1]
+            if counts[1] == last:  # the batch Lightning counts as last is reached on rank 1
+                rows[1] = (last - 1) * VALIDATE_BATCH
+        assert len(y) == sum(rows), (i, len(y), rows)
+        base = y.mean()
+        expected = {"ctr": base}
+        if 0 < base < 1:
+            entropy = -(base * np.log(base) + (1 - base) * np.log(1 - base))
+            expected["ne"] = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean() / entropy
+            expected["auc"] = roc_auc_score(y, p)
+        # every rank returns the synced values, in every dataloader's dict: each case has a dataloader that
+        # some rank has no batch of, or none has a length, so every dataloader is computed at the epoch end
+        for rank, dump in enumerate(dumps):
+            for result in dump["results"]:
+                for metric, value in expected.items():
+                    key = f"val/{metric}/click/dataloader_idx_{i}"
+                    np.testing.assert_allclose(result[key], value, rtol=1e-9, err_msg=f"rank {rank}: {key}")

@@ -10,6 +10,8 @@ takes as many steps but the last ranks' last batch is shorter; the validation da
 (``--val-sizes``) are shared out by :class:`UnpaddedDistributedSampler`, so ranks may have
 different numbers of batches, one sample, or none (a size smaller than the world);
 ``--limit-val`` is ``limit_val_batches``, ``--val-every K`` validates every ``K`` training batches.
+``--save-dir D`` saves a checkpoint at every epoch end (``ModelCheckpoint``, in the ranks), ``--resume
+CKPT`` continues a fit from one (each rank's training module states restored by the callback).
 
 Each rank dumps ``rank{r}.pt``: every batch it fed the metrics (stage, epoch, dataloader, batch
 index, the module's update count), every ``log_dict`` the callback made on it (the hook and its
@@ -28,6 +30,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 import torchmetrics_ext as tmx
@@ -200,26 +203,31 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--val-every", type=int, default=None, help="val_check_interval: every K training batches")
+    parser.add_argument("--save-dir", default=None, help="save a checkpoint at every epoch end there")
+    parser.add_argument("--resume", default=None, help="a checkpoint to continue the fit from")
     args = parser.parse_args()
     torch.set_num_threads(1)
     limit: int | float = 1.0
     if args.limit_val is not None:
         limit = float(args.limit_val) if "." in args.limit_val else int(args.limit_val)
+    saves = []
+    if args.save_dir is not None:
+        saves.append(ModelCheckpoint(dirpath=args.save_dir, filename="{epoch}", save_top_k=-1, every_n_epochs=1))
     trainer = L.Trainer(
         strategy=args.strategy,
         devices=args.devices,
         accelerator="cpu",
         max_epochs=args.epochs,
         logger=False,
-        callbacks=[RecMetricCallback(), Recorder()],
-        enable_checkpointing=False,
+        callbacks=[RecMetricCallback(), Recorder(), *saves],
+        enable_checkpointing=bool(saves),
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=limit,
         val_check_interval=args.val_every,
     )
-    trainer.fit(Model(args))
+    trainer.fit(Model(args), ckpt_path=args.resume)
 
 
 if __name__ == "__main__":

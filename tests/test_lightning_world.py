@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -249,7 +250,7 @@ def _runnable(cfg: dict[str, Any]) -> bool:
     if not all(any(counts[rank] for counts in loaders) for rank in range(world)):
         return False
     plain = [_batches(n, world, cfg["val_batch"], None) for n in cfg["val_sizes"]]
-    return not isinstance(limit, float) or all(c > 0 for p, q in zip(plain, loaders) for c, d in zip(p, q) if d or c)
+    return not isinstance(limit, float) or all(d > 0 for p, q in zip(plain, loaders) for c, d in zip(p, q) if c > 0)
 
 
 def _drawn(seed: int) -> dict[str, Any]:
@@ -369,3 +370,28 @@ def test_trainer_validate_on_3_and_4_ranks_gives_every_rank_each_dataloaders_one
                 for metric, value in expected.items():
                     key = f"val/{metric}/click/dataloader_idx_{i}"
                     np.testing.assert_allclose(result[key], value, rtol=1e-9, err_msg=f"rank {rank}: {key}")
+
+
+def test_a_fit_where_a_rank_has_no_validation_batch_is_refused_before_its_first_step(tmp_path):
+    """2 validation samples on 3 ranks: rank 2 has none, and Lightning runs no validation hook on a rank whose
+    dataloaders are all empty. The other ranks' sync at the validation epoch end found no partner there: rank 2
+    went on to its next training step, whose gradient all-reduce met their gather, and gloo aborted every rank
+    ("Received data size doesn't match expected size"). The callback now refuses such a fit at its start, on
+    every rank (one all-gather of whether each rank has a batch), naming the ranks and the fix."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.pop("LOCAL_RANK", None)
+    cfg = {**BASE, "devices": 3, "batch": 20, "val_sizes": [2], "epochs": 2}
+    command = [sys.executable, str(SCRIPT), "--out", str(tmp_path), *_args(cfg)]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        output, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # every rank: Lightning started them in this session
+        output, _ = proc.communicate()
+        pytest.fail("the fit hung (a rank without validation batches): " + output[-3000:])
+    assert proc.returncode != 0
+    assert "rank(s) [2] of 3 have no batch of any validation dataloader" in output, output[-4000:]
+    assert "doesn't match expected size" not in output
+    assert not list(tmp_path.glob("rank*.pt"))  # no fit ended

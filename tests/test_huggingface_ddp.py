@@ -45,15 +45,14 @@ def _killed_by_a_signal(stderr: str) -> bool:
     return any(code < 0 and code != -signal.SIGTERM for code in codes)
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Each rank's ``evaluate()`` values and ``predict()`` output, from one torchrun of 2 gloo ranks."""
+def launch(tmp_path_factory: pytest.TempPathFactory, world: int) -> list[dict[str, Any]]:
+    """Each rank's ``evaluate()`` values and ``predict()`` output, from one torchrun of ``world`` gloo ranks."""
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("SKIPPED LOUDLY: torch.distributed with the gloo backend is not available in this build")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
     for attempt in range(2):
         out = tmp_path_factory.mktemp("hf-ddp")  # a fresh folder: nothing of a failed run is read
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORLD)]
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(world)]
         command += [str(SCRIPT), "--out", str(out)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, cwd=out, env=env, timeout=300)
@@ -62,18 +61,18 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         if attempt or done.returncode == 0 or not _killed_by_a_signal(done.stderr):
             break
         # A rank that died by a signal (a C++ abort, not a Python error: those exit with 1) is run again
-        # once, loudly; values are read only from a run whose ranks both finished.
+        # once, loudly; values are read only from a run whose ranks all finished.
         warnings.warn(f"torchrun's ranks died by a signal; running them again:\n{done.stderr[-2000:]}", stacklevel=1)
     no_group = sorted(out.glob("no-group*"))
     if done.returncode != 0 and (no_group or "ChildFailedError" not in done.stderr):
         # the launcher failed before running the ranks, or the ranks could not start their process group
         why = no_group[0].read_text() if no_group else done.stderr
-        pytest.skip(f"SKIPPED LOUDLY: torchrun could not start 2 gloo ranks:\n{why[-3000:]}")
+        pytest.skip(f"SKIPPED LOUDLY: torchrun could not start {world} gloo ranks:\n{why[-3000:]}")
     assert done.returncode == 0, done.stderr[-6000:]
     reports = []
-    for rank in range(WORLD):
+    for rank in range(world):
         report = json.loads((out / f"rank{rank}.json").read_text())
-        assert (report["world_size"], report["backend"]) == (WORLD, "gloo"), report  # never silently one process
+        assert (report["world_size"], report["backend"]) == (world, "gloo"), report  # never silently one process
         for name in CASES:
             with np.load(out / f"rank{rank}-{name}.npz") as arrays:
                 report[name] = {"predictions": arrays["predictions"], "labels": arrays["labels"]}
@@ -82,8 +81,19 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """Each rank's ``evaluate()`` values and ``predict()`` output, from one torchrun of 2 gloo ranks."""
+    return launch(tmp_path_factory, WORLD)
+
+
+@pytest.fixture(scope="module")
 def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """The same cases in this process: one Trainer, no process group."""
+    return evaluate_in_one_process(tmp_path_factory)
+
+
+def evaluate_in_one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Each case's ``evaluate()`` values and gathered ``predict()`` output in this process (no process group)."""
     out = tmp_path_factory.mktemp("hf-one")
     results = {}
     for name, case in hf_ddp_run.cases().items():
@@ -123,10 +133,15 @@ def _rows(name: str, labels: np.ndarray) -> np.ndarray:
 @pytest.mark.ddp
 @pytest.mark.parametrize("name", CASES)
 def test_trainer_evaluate_on_two_ranks_equals_one_process_and_the_references(ranks, one_process, name):
+    check_case(ranks, one_process, name)
+
+
+def check_case(ranks: list[dict[str, Any]], one_process: dict[str, dict[str, Any]], name: str) -> None:
+    """Every rank's values of case ``name`` equal the one-process Trainer's and the references."""
     single = one_process[name]
     dataset = single["data"]
     truth = (dataset.y if name.startswith("pointwise") else dataset.labels).numpy()
-    assert len(truth) % (WORLD * hf_ddp_run.BATCH) != 0  # the last step is uneven: duplicates to drop
+    assert len(truth) % (len(ranks) * hf_ddp_run.BATCH) != 0  # the last step is uneven: duplicates to drop
     reference = _reference(name, single["predictions"], single["labels"])
     np.testing.assert_array_equal(_rows(name, single["labels"]), truth)
     for rank, report in enumerate(ranks):

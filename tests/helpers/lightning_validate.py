@@ -1,7 +1,7 @@
 """``trainer.validate`` over several dataloaders under ``Trainer(strategy="ddp", devices=2, accelerator="cpu")``.
 
 Started as a script by ``tests/test_lightning.py`` (Lightning's DDP launcher re-runs this file for
-rank 1). Each validation dataloader (``--sizes``: samples per dataloader, shared out by
+rank 1; ``--devices N`` for ``N`` ranks, as ``tests/test_lightning_world.py`` runs it). Each validation dataloader (``--sizes``: samples per dataloader, shared out by
 :class:`UnpaddedDistributedSampler`, so ranks may have different numbers of batches, or none) feeds
 :class:`RecMetricCallback`; every rank dumps what it fed per dataloader and what ``validate``
 returned, so the test can recompute each dataloader's values in one process. ``--rank1-skips-last``:
@@ -78,12 +78,13 @@ def main() -> None:
     parser.add_argument("--sizes", required=True, help="samples per validation dataloader, e.g. 101,30")
     parser.add_argument("--rank1-skips-last", action="store_true")
     parser.add_argument("--unsized-limit", type=int, default=None)
+    parser.add_argument("--devices", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = Model([int(n) for n in args.sizes.split(",")], args.rank1_skips_last, args.unsized_limit is not None)
     trainer = L.Trainer(
         strategy="ddp",
-        devices=2,
+        devices=args.devices,
         accelerator="cpu",
         logger=False,
         callbacks=[RecMetricCallback(train=None)],

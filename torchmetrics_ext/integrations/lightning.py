@@ -239,7 +239,11 @@ class RecMetricCallback(pl.Callback):
     ``limit_val_batches`` gives it), every dataloader is computed at the epoch end instead: same
     keys and values, but Lightning then puts all of them in every dataloader's dict (and its printed
     table, which drops the suffix, shows one value per key). A dataloader with no batch on any rank
-    logs nothing. With one dataloader the keys have no suffix.
+    logs nothing. With one dataloader the keys have no suffix. A rank with no batch of any dataloader
+    of the stage (a validation set smaller than the world) runs no evaluation hook in Lightning, so
+    the other ranks' sync would find no partner there: a fit is refused at its start, on every rank
+    (``ValueError``, below); ``trainer.validate``/``test`` cannot be checked and wait until the process
+    group's timeout (``docs/module.md``). Give every rank a sample.
 
     Values are synced by the module itself (one fused gather), so they are logged with
     ``sync_dist=False``, and Lightning's advice to log them with ``sync_dist=True`` is silenced for
@@ -314,6 +318,8 @@ class RecMetricCallback(pl.Callback):
         ValueError: at ``setup`` of a fit, where ``train`` and ``val`` are one module (one name twice, or
             ``self.val_metrics = self.train_metrics``): each validation epoch would reset it and add the
             validation samples to it. Give validation a copy, ``self.train_metrics.clone(prefix="val/")``.
+            At the start of a DDP fit (``on_train_start``, on every rank), where some rank has no batch of
+            any validation dataloader and another has some (see above): the message names those ranks.
 
     Warns:
         UserWarning: at ``setup`` of a fit, where the ``train`` and ``val`` modules have one prefix
@@ -522,6 +528,7 @@ class RecMetricCallback(pl.Callback):
         The logged-at count tells that no batch has come since the module was last logged: it
         holds only where the module's count is that one (such a module logs its first epoch end).
         """
+        self._check_every_rank_validates(trainer, pl_module)
         module = self._module(pl_module, self.train)
         restored, self._train_values = self._train_values, None
         restarted, self._train_restarted = self._train_restarted, False
@@ -536,6 +543,44 @@ class RecMetricCallback(pl.Callback):
                 )
         if module is None or module._step != self._train_logged_at:
             self._train_logged_at = None
+
+    def _check_every_rank_validates(self, trainer: pl.Trainer | None, pl_module: pl.LightningModule) -> None:
+        """Refuse a fit in which some rank has no validation batch at all and another has some (every rank raises).
+
+        Lightning runs no validation hook on a rank whose validation dataloaders are all empty (a
+        validation set smaller than the world under ``UnpaddedDistributedSampler``), so the other ranks'
+        sync of the validation module at the epoch end would find no partner there: the run hangs, or
+        that rank's next training step's gradient all-reduce meets their gather and gloo aborts. Lightning
+        loads the validation dataloaders before ``on_train_start`` (where the first epoch validates), so
+        each rank's count is known there: one ``all_gather`` of whether each rank has a batch. Dataloaders
+        loaded later (``reload_dataloaders_every_n_epochs``, a first validation in a later epoch) and
+        ``trainer.validate``/``test``, whose dataloaders are loaded inside the loop that skips such a rank,
+        are not checked.
+        """
+        if trainer is None or self._barebones or not (dist.is_available() and dist.is_initialized()):
+            return
+        world = dist.get_world_size()
+        val = self._val_name(pl_module)
+        loop: Any = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "val_loop", None)
+        # every condition is the same on every rank: all of them gather, or none
+        if world < 2 or val is None or getattr(loop, "_combined_loader", None) is None:
+            return
+        has = torch.tensor([float(sum(loop.max_batches) > 0)], dtype=torch.float64, device=pl_module.device)
+        gathered = [torch.zeros_like(has) for _ in range(world)]
+        dist.all_gather(gathered, has)
+        flags = torch.cat(gathered).tolist()
+        empty = [rank for rank, flag in enumerate(flags) if flag == 0]
+        if not empty or len(empty) == world:  # every rank validates, or none does (Lightning skips it everywhere)
+            return
+        raise ValueError(
+            f"RecMetricCallback: rank(s) {empty} of {world} have no batch of any validation dataloader (e.g. "
+            f"fewer validation samples than ranks under UnpaddedDistributedSampler, or a limit_val_batches "
+            f"that leaves them none). Lightning runs no validation hook on such a rank, so "
+            f"`{type(pl_module).__name__}.{val}`'s sync at each validation epoch end would find no partner "
+            f"there: the fit would hang, or abort on a collective mismatch. Give every rank a validation sample "
+            f"(at least {world} samples; UnpaddedDistributedSampler gives rank r the samples r, r + {world}, ...), "
+            f"or fit with `RecMetricCallback(val=None)`."
+        )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Check the epoch's accumulation factor against the interval (see ``_check_accumulation``)."""

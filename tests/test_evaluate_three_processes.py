@@ -1,0 +1,517 @@
+"""``evaluate`` split between 3 processes (gloo), on seeded random datasets, against one process and references.
+
+The ranks split the Parquet row groups (whole CSV files) round-robin (docs/evaluate.md, "Many processes"), so
+with 3 processes one rank often reads a single small row group or none, a row group of one row lands next to one
+of hundreds, a 0-row file and a file of one row group sit between files of many small ones, and the ids of one
+user (one session) lie in row groups read by different processes ("a session's rows may be anywhere in the
+files"). Each seed draws such a layout (Parquet, CSV, or both), 1 to 3 binary tasks with or without shared
+weights (some tasks given ``weight_name: None``), ``metric_tasks`` or none, 0 to 2 ``by`` columns among a text
+column (a value present in the last file alone, so on one process), a float column (NaN and null segments) and an
+integer column (null segments), and ``on_invalid="skip"`` with invalid rows in one file only (so on one process).
+
+Every rank's result must be one process's (records in the same segment order, row counts, skipped rows, invalid
+row tallies and warnings; values up to the last digit of float64 sums added in another order), and one process's
+records must be the references written here from the docs alone: scikit-learn's ``roc_auc_score`` and
+``average_precision_score``, NE/CTR/calibration in numpy (docs/pointwise.md), GAUC as the mean of the users' AUCs
+(docs/auc.md), the ranking names from ``tests/helpers/ranking_reference.py``, segments by a pandas groupby over
+the data as written. Refusals (a column of another type, or missing, in one rank's file only) must fail every
+rank with one process's message, within a timeout.
+
+``TMX_EV3_SEEDS=N`` runs N more seeds (a longer hunt); the committed run checks a few chosen ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from tests.helpers.ranking_reference import group_rows, reference_values
+from torchmetrics_ext.evaluate import evaluate
+
+WORLD = 3
+ROOT = Path(__file__).resolve().parents[1]
+METRICS = ("ne", "auc", "auprc", "ctr", "calibration", "gauc", "ndcg@k", "recall@k", "mrr")
+GROUPED = ("gauc",)  # read the user ids
+RANKED = ("ndcg", "recall", "mrr")  # read the session ids
+EXTRA_SEEDS = int(os.environ.get("TMX_EV3_SEEDS", "0"))
+TIMEOUT = 120.0  # a job that hangs (a rank left in a collective) fails the test instead
+
+
+@dataclass
+class Case:
+    """One random dataset (as written: ``frame``, in file order) and the arguments of its run."""
+
+    frame: pd.DataFrame
+    files: list[tuple[str, int, int]]  # (name, rows, row group size; 0: CSV)
+    styles: list[dict[str, Any]]  # each Parquet file's column types (Arrow unifies them across files)
+    tasks: list[str]
+    weights: bool
+    unweighted: list[str]  # tasks given weight_name None
+    metrics: list[str]
+    metric_tasks: dict[str, list[str]]
+    by: list[str]
+    on_invalid: str
+    batch_size: int
+
+    def reads(self, metric: str, task: str) -> bool:
+        return task in self.metric_tasks.get(metric, self.tasks)
+
+    def task_dicts(self) -> list[dict[str, Any]]:
+        out = []
+        for t, task in enumerate(self.tasks):
+            spec: dict[str, Any] = {"name": task, "prediction_name": f"p{t}", "label_name": f"y{t}"}
+            if task in self.unweighted:
+                spec["weight_name"] = None
+            out.append(spec)
+        return out
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "metric_tasks": self.metric_tasks or None,
+            "weights": "w" if self.weights else None,
+            "user": "user",
+            "session": "session",
+            "by": self.by or None,
+            "on_invalid": self.on_invalid,
+            "batch_size": self.batch_size,
+        }
+
+
+def _layout(rng: np.random.Generator, n: int) -> list[tuple[int, int, str]]:
+    """Files as (rows, row group size, format): a 0-row file, one of one row group, many small ones, CSV."""
+    kinds = str(rng.choice(["parquet", "csv", "mixed"], p=[0.5, 0.2, 0.3]))
+    num_files = int(rng.integers(1, 6))
+    cuts = np.sort(rng.choice(np.arange(1, n), num_files - 1, replace=False)) if num_files > 1 else np.array([])
+    sizes = np.diff(np.concatenate([[0], cuts, [n]])).astype(int).tolist()
+    out = []
+    for size in sizes:
+        fmt = "csv" if kinds == "csv" or (kinds == "mixed" and rng.random() < 0.5) else "parquet"
+        shape = rng.random()
+        group = size if shape < 0.3 else int(rng.integers(1, 8)) if shape < 0.6 else int(rng.integers(10, 60))
+        out.append((size, max(group, 1), fmt))
+    if rng.random() < 0.5:  # a file of no row at all, somewhere
+        out.insert(int(rng.integers(0, len(out) + 1)), (0, 1, "parquet"))
+    if not any(fmt == "parquet" for *_, fmt in out) and rng.random() < 0.5:
+        out.append((0, 1, "parquet"))
+    return out
+
+
+def _draw(seed: int) -> Case:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(40, 260))
+    num_tasks = int(rng.integers(1, 4))
+    tasks = [f"t{t}" for t in range(num_tasks)]
+    columns: dict[str, Any] = {}
+    for t in range(num_tasks):
+        y = (rng.random(n) < rng.uniform(0.15, 0.6)).astype(np.float64)
+        columns[f"p{t}"] = np.clip(rng.beta(2, 3, n) + 0.25 * y, 0.0, 1.0)
+        columns[f"y{t}"] = y
+    w = rng.uniform(0.1, 3.0, n)
+    w[rng.random(n) < 0.05] = 0.0
+    columns["w"] = w
+    num_users = int(rng.integers(2, 20))
+    sessions = int(rng.integers(3, 40))
+    # ids anywhere in the rows (so in row groups of several processes), or sorted (contiguous runs)
+    users = rng.integers(0, num_users, n)
+    session = rng.integers(0, sessions, n)
+    if rng.random() < 0.3:
+        session = np.sort(session)
+    columns["user"] = pd.array(users, dtype="Int64")
+    columns["session"] = pd.array(session, dtype="Int64")
+    columns["g"] = pd.array(rng.choice(["a", "b", "c"], n), dtype=object)
+    columns["f"] = rng.choice([0.5, 1.5, -2.0, np.nan], n)
+    columns["h"] = pd.array(rng.integers(0, 4, n), dtype="Int64")
+    frame = pd.DataFrame(columns)
+    files = _layout(rng, n)
+    # where each row lands: its file's format; the text value "z" in the last non-empty file alone
+    formats = np.concatenate([np.full(size, fmt) for size, _, fmt in files]) if n else np.array([])
+    last = max(i for i, (size, *_) in enumerate(files) if size)
+    start = sum(size for size, *_ in files[:last])
+    frame.loc[start : start + files[last][0] - 1, "g"] = "z"
+    if rng.random() < 0.7:  # nulls: a null segment of each column (CSV: the float's only, see below)
+        frame.loc[rng.random(n) < 0.08, "g"] = None
+        frame.loc[rng.random(n) < 0.08, "f"] = None
+        frame.loc[rng.random(n) < 0.08, "h"] = pd.NA
+    csv = formats == "csv"
+    frame["f"] = frame["f"].astype(object)
+    # a CSV file reads NaN text as null and an empty text field as text "": write neither there
+    frame.loc[csv & frame["f"].isna(), "f"] = None
+    frame.loc[~csv & frame["f"].isna() & (rng.random(n) < 0.5), "f"] = math.nan
+    frame.loc[csv & frame["g"].isna(), "g"] = "a"
+    # values every stored type holds exactly (float32 scores and weights, as models log them)
+    for column in [*(f"p{t}" for t in range(num_tasks)), "w"]:
+        frame[column] = frame[column].astype(np.float32).astype(np.float64)
+    # the types each file stores (another generator: the layouts above do not depend on it)
+    types = np.random.default_rng([seed, 1])
+    styles = [
+        {
+            "score": types.choice(["float64", "float32"]),
+            "label": types.choice(["float64", "int8", "bool"]),
+            "id": types.choice(["int64", "uint64", "int32"]),
+            "h": types.choice(["int64", "int32"]),
+            "g": types.choice(["string", "large_string", "dictionary"]),
+        }
+        for _ in files
+    ]
+    names = []
+    for i, (size, group, fmt) in enumerate(files):
+        if size == 0 and types.random() < 0.3:
+            fmt = "csv"  # a header-only CSV file
+        names.append((f"part-{i:02d}.{fmt}", size, 0 if fmt == "csv" else group))
+    weights = bool(rng.integers(2))
+    unweighted = [t for t in tasks if weights and rng.random() < 0.25]
+    k = int(rng.integers(1, 6))
+    pool = [m.replace("@k", f"@{k}") for m in METRICS]
+    metrics = [str(m) for m in rng.choice(pool, int(rng.integers(3, 7)), replace=False)]
+    metric_tasks: dict[str, list[str]] = {}
+    if num_tasks > 1 and rng.random() < 0.4:
+        for m in metrics:
+            if rng.random() < 0.5:
+                metric_tasks[m] = sorted(map(str, rng.choice(tasks, int(rng.integers(1, num_tasks + 1)), False)))
+        for task in tasks:  # every task read by some metric
+            if not any(task in metric_tasks.get(m, tasks) for m in metrics):
+                metric_tasks[metrics[0]] = sorted({*metric_tasks[metrics[0]], task})
+    by = [str(b) for b in rng.choice(["g", "f", "h"], int(rng.integers(0, 3)), replace=False)]
+    on_invalid = "skip" if rng.random() < 0.6 else "error"
+    if on_invalid == "skip":  # invalid rows in one file only: one process reads them
+        bad = int(rng.choice([i for i, (size, *_) in enumerate(files) if size]))
+        first = sum(size for size, *_ in files[:bad])
+        rows = np.arange(first, first + files[bad][0])
+        for col in ("p0", f"y{num_tasks - 1}", "w", "user", "session"):
+            picked = rows[rng.random(len(rows)) < 0.15]
+            frame.loc[picked, col] = pd.NA if col in ("user", "session") else np.nan
+    return Case(
+        frame=frame,
+        files=names,
+        styles=styles,
+        tasks=tasks,
+        weights=weights,
+        unweighted=unweighted,
+        metrics=metrics,
+        metric_tasks=metric_tasks,
+        by=by,
+        on_invalid=on_invalid,
+        batch_size=int(rng.integers(3, 50)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the files
+
+
+def _arrow(frame: pd.DataFrame, style: dict[str, Any]) -> pa.Table:
+    """The rows as Arrow columns of the file's types: None is null, a float NaN of ``f`` stays NaN (a segment)."""
+    arrays = {}
+    for name in frame.columns:
+        values = frame[name]
+        if name in ("user", "session"):  # ids: one 64-bit pattern whatever the integer type
+            arrays[name] = pa.array(values.astype("Int64"), type=pa.int64()).cast(style["id"])
+        elif name == "h":
+            arrays[name] = pa.array(values.astype("Int64"), type=pa.int64()).cast(style["h"])
+        elif name == "g":
+            text = pa.array([v if isinstance(v, str) else None for v in values], type=pa.string())
+            arrays[name] = text.dictionary_encode() if style["g"] == "dictionary" else text.cast(style["g"])
+        elif name == "f":
+            arrays[name] = pa.array(values.tolist(), type=pa.float64(), from_pandas=False)
+        else:  # predictions, labels, weights: NaN is an invalid (null) row
+            column = pa.array(values.to_numpy(np.float64), type=pa.float64(), from_pandas=True)
+            kind = style["label"] if name.startswith("y") else style["score"]
+            arrays[name] = column.cast(kind) if kind != "bool" else pc.not_equal(column, 0.0)
+    return pa.table(arrays)
+
+
+def _write(case: Case, directory: Path) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    start = 0
+    for (name, size, group), style in zip(case.files, case.styles):
+        part = case.frame.iloc[start : start + size]
+        start += size
+        if name.endswith(".csv"):
+            part.to_csv(directory / name, index=False)
+        else:
+            pq.write_table(_arrow(part, style), directory / name, row_group_size=group)
+    return str(directory)
+
+
+# ---------------------------------------------------------------------------------------------- references
+
+
+def _auc(y: np.ndarray, s: np.ndarray, w: np.ndarray, precision: bool = False) -> float:
+    positive, negative = np.sum(w * y), np.sum(w * (1 - y))
+    if precision and positive > 0 and negative <= 0:
+        return 1.0  # docs/auc.md: positives only, precision 1 everywhere (as scikit-learn)
+    if positive <= 0 or negative <= 0:
+        return math.nan
+    keep = w > 0  # zero-weight rows are absent rows
+    y, s, w = y[keep], s[keep], w[keep].astype(np.float32).astype(np.float64)  # exact AUC: float32 weights
+    score = average_precision_score if precision else roc_auc_score
+    return float(score(y, s, sample_weight=w))
+
+
+def _ne(y: np.ndarray, p: np.ndarray, w: np.ndarray, eta: float = 1e-12) -> float:
+    positive, total = np.sum(w * y), np.sum(w)
+    if positive <= 0 or np.sum(w * (1 - y)) <= 0:
+        return math.nan
+    q = np.clip(p, eta, 1 - eta)
+    ce = -(y * np.log(q) + (1 - y) * np.log(1 - q))
+    base = positive / total
+    return float(np.sum(w * ce) / (-total * (base * math.log(base) + (1 - base) * math.log(1 - base))))
+
+
+def _value(metric: str, rows: pd.DataFrame, t: int, weighted: bool) -> float:
+    if len(rows) == 0:
+        return math.nan
+    p = rows[f"p{t}"].to_numpy(np.float64)
+    y = rows[f"y{t}"].to_numpy(np.float64)
+    w = rows["w"].to_numpy(np.float64) if weighted else np.ones(len(rows))
+    if metric == "ne":
+        return _ne(y, p, w)
+    if metric in ("auc", "auprc"):
+        return _auc(y, p, w, metric == "auprc")
+    if metric == "ctr":
+        return float(np.sum(w * y) / np.sum(w)) if np.sum(w) > 0 else math.nan
+    if metric == "calibration":
+        return float(np.sum(w * p) / np.sum(w * y)) if np.sum(w * y) != 0 else math.nan
+    if metric == "gauc":  # the mean of the AUCs of the users holding both classes
+        users = rows["user"].to_numpy(np.int64)
+        values = [_auc(y[users == u], p[users == u], w[users == u]) for u in np.unique(users)]
+        values = [v for v in values if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+    name, _, k = metric.partition("@")
+    queries = group_rows(rows["session"].to_numpy(np.int64).tolist(), p, y, w)
+    return reference_values(queries, [(name, int(k) if k else None)])[0]
+
+
+def _kept(case: Case, task: str) -> pd.Series:
+    """The rows a task keeps (docs/evaluate.md, "Invalid rows"): valid in every column it reads."""
+    t = case.tasks.index(task)
+    frame = case.frame
+    keep = frame[f"p{t}"].notna() & frame[f"y{t}"].notna()
+    if case.weights and task not in case.unweighted:
+        keep &= frame["w"].notna()
+    # the ids: without metric_tasks by every task where a metric reads them, else by the tasks it reads
+    for column, readers in (("user", GROUPED), ("session", RANKED)):
+        mine = [m for m in case.metrics if m.partition("@")[0] in readers]
+        if mine and (not case.metric_tasks or any(case.reads(m, task) for m in mine)):
+            keep &= frame[column].notna()
+    return keep
+
+
+def _segment_sort_key(value: Any) -> tuple:
+    """docs/evaluate.md: numbers in order, text by code point, NaN after the numbers, null last."""
+    if value is None or value is pd.NA:
+        return (2, 0)
+    if isinstance(value, float) and math.isnan(value):
+        return (1, 0)
+    return (0, value)
+
+
+def _segments(case: Case) -> list[tuple[tuple[Any, ...], np.ndarray]]:
+    """Every segment of the data (pandas' groups, NaN and null apart) in the documented order, with its rows."""
+    if not case.by:
+        return []
+    keys = []
+    for name in case.by:
+        column = case.frame[name].astype(object).tolist()
+        if name == "g":  # text: pandas may hold its nulls as NaN
+            keys.append([v if isinstance(v, str) else None for v in column])
+            continue
+        keys.append(
+            [
+                "<nan>" if isinstance(v, float) and math.isnan(v) else None if v is None or v is pd.NA else v
+                for v in column
+            ]
+        )
+    marked = pd.DataFrame({name: pd.array(values, dtype=object) for name, values in zip(case.by, keys)})
+    groups = marked.fillna("<null>").groupby(case.by, sort=False).indices  # pandas keeps NaN and null apart so
+    out = []
+    for key, rows in groups.items():
+        key = key if isinstance(key, tuple) else (key,)
+        values = tuple(None if v == "<null>" else math.nan if v == "<nan>" else v for v in key)
+        out.append((values, rows))
+    return sorted(out, key=lambda item: tuple(_segment_sort_key(v) for v in item[0]))
+
+
+def _check_against_references(case: Case, records: list[dict]) -> None:
+    keeps = {task: _kept(case, task).to_numpy() for task in case.tasks}
+    parts = [(None, np.arange(len(case.frame))), *_segments(case)]
+    expected = [(key, rows, task) for key, rows in parts for task in case.tasks]
+    assert len(records) == len(expected), ([r["segment"] for r in records], [key for key, _ in parts])
+    for record, (key, rows, task) in zip(records, expected):
+        where = (record["segment"], task, case.files, case.by)
+        assert record["task"] == task, where
+        if key is None:
+            assert record["segment"] == "all", where
+        else:
+            got = tuple(record[name] for name in case.by)
+            assert all(
+                (a is None and b is None) or (a == b) or (isinstance(a, float) and math.isnan(a) and b != b)
+                for a, b in zip(got, key)
+            ), (where, key)
+        t = case.tasks.index(task)
+        mine = case.frame.iloc[rows][keeps[task][rows]]
+        assert record["rows"] == len(mine), where
+        weighted = case.weights and task not in case.unweighted
+        for metric in case.metrics:
+            if not case.reads(metric, task):
+                assert metric not in record, where
+                continue
+            want, got = _value(metric, mine, t, weighted), record[metric]
+            if math.isnan(want):
+                assert got is None or math.isnan(got), (where, metric, got)
+            else:
+                rel = 1e-6 if metric in ("auc", "auprc", "gauc") else 1e-9  # float32 scores and weights
+                assert got == pytest.approx(want, rel=rel, abs=1e-12), (where, metric)
+
+
+# ---------------------------------------------------------------------------------------------- one process's
+
+
+def _run(case: Case, path: str) -> Any:
+    return evaluate(path, case.task_dicts(), case.metrics, **case.kwargs())
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    return {
+        "records": result.records,
+        "rows_read": result.rows_read,
+        "rows_skipped": result.rows_skipped,
+        "problems": [str(p) for p in result.problems],
+        "warnings": result.warnings,
+        "values": list(result.values),  # the keys, in order
+        "schema": str(result.to_arrow().schema),  # the segment columns' types
+    }
+
+
+def _table(case: Case) -> pa.Table:
+    """The rows as one in-memory ``pyarrow.Table`` (of the first file's types), split by ``batch_size`` slices."""
+    return _arrow(case.frame, case.styles[0])
+
+
+def _ddp_run(rank: int, world_size: int, path: str | None, seed: int) -> dict[str, Any]:
+    import torch.distributed as dist
+
+    assert dist.is_initialized() and world_size == WORLD
+    case = _draw(seed)
+    return _summary(_run(case, path if path is not None else _table(case)))
+
+
+def _same(got: Any, want: Any, where: str) -> None:
+    """Equal, floats up to the last digits of float64 sums added in another order (nan equal to nan)."""
+    if isinstance(want, float) and isinstance(got, float):
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-10, abs=1e-14), where
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and list(got) == list(want), (where, got, want)
+        for key in want:
+            _same(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), (where, got, want)
+        for i, (a, b) in enumerate(zip(got, want)):
+            _same(a, b, f"{where}[{i}]")
+    else:
+        assert type(got) is type(want) and got == want, (where, got, want)
+
+
+@pytest.fixture(scope="module")
+def pool3():
+    from tests.helpers.ddp import DDPPool
+
+    pool = DDPPool(world_size=WORLD)
+    yield pool
+    pool.close()
+
+
+def _check_seed(pool3: Any, tmp_path: Path, seed: int, in_memory: bool) -> None:
+    case = _draw(seed)
+    path = _write(case, tmp_path / f"seed{seed}")
+    single = _run(case, path)
+    _check_against_references(case, single.records)
+    want = _summary(single)
+    for rank, got in enumerate(pool3.run(_ddp_run, path, seed, timeout=TIMEOUT)):
+        _same(got, want, f"seed {seed} rank {rank}")
+    if in_memory:  # a table in memory: the ranks split its slices of batch_size rows
+        single = _run(case, _table(case))
+        _check_against_references(case, single.records)
+        want = _summary(single)
+        for rank, got in enumerate(pool3.run(_ddp_run, None, seed, timeout=TIMEOUT)):
+            _same(got, want, f"seed {seed} (table) rank {rank}")
+
+
+# seeds chosen for their layouts (see test_the_chosen_seeds_cover_the_layouts)
+CHOSEN = (4, 5, 16, 23, 34)
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("seed", CHOSEN)
+def test_three_processes_equal_one_process_and_the_references(pool3, tmp_path, seed):
+    _check_seed(pool3, tmp_path, seed, in_memory=seed == CHOSEN[0])
+
+
+@pytest.mark.ddp
+@pytest.mark.skipif(not EXTRA_SEEDS, reason="TMX_EV3_SEEDS=N runs N more seeds")
+def test_more_seeds(pool3, tmp_path):
+    for seed in range(100, 100 + EXTRA_SEEDS):
+        _check_seed(pool3, tmp_path, seed, in_memory=seed % 2 == 0)
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def _strict(value: Any) -> Any:
+    """A value as strict JSON holds it (docs/evaluate.md, "Output"): nan is null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
+
+
+@pytest.mark.ddp
+def test_torchrun_with_three_processes_equals_one_process(tmp_path):
+    """``torchrun --nproc-per-node 3``: per-task weights, ``--metric-tasks``, two ``--by`` columns (a NaN and a null
+    segment), ``--on-invalid skip`` with invalid rows in one file, ids spanning every rank's row groups: the output
+    file holds one process's records and warnings, and rank 0 alone prints."""
+    seed = 5
+    case = _draw(seed)
+    assert case.unweighted and case.metric_tasks and len(case.by) == 2 and case.on_invalid == "skip"
+    path = _write(case, tmp_path / "data")
+    single = _run(case, path)
+    _check_against_references(case, single.records)
+    config = tmp_path / "eval.json"
+    config.write_text(json.dumps({"tasks": case.task_dicts(), "metrics": case.metrics}))
+    out = tmp_path / "ddp.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORLD)]
+    command += ["-m", "torchmetrics_ext.cli", "evaluate", path, "--config", str(config), "--no-progress"]
+    command += [f"--metric-tasks={metric}={','.join(tasks)}" for metric, tasks in case.metric_tasks.items()]
+    command += ["--weights", "w", "--user", "user", "--session", "session", "--by", ",".join(case.by)]
+    command += ["--on-invalid", "skip", "--batch-size", str(case.batch_size), "--output", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(f"{len(case.frame):,} rows read") == 1, done.stdout  # rank 0 prints
+    written = json.loads(out.read_text())
+    assert written["warnings"] == single.warnings
+    got, want = written["records"], _strict(single.records)
+    assert [(r["segment"], r["task"], r["rows"]) for r in got] == [(r["segment"], r["task"], r["rows"]) for r in want]
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys()
+        for key, value in b.items():
+            if isinstance(value, float):
+                assert a[key] == pytest.approx(value, rel=1e-10), (a["segment"], a["task"], key)
+            else:
+                assert a[key] == value, (a["segment"], a["task"], key)

@@ -40,7 +40,7 @@ import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tests.helpers.ranking_reference import group_rows, reference_values
-from torchmetrics_ext.evaluate import evaluate
+from torchmetrics_ext.evaluate import InvalidDataError, evaluate
 
 WORLD = 3
 ROOT = Path(__file__).resolve().parents[1]
@@ -465,6 +465,78 @@ def test_three_processes_equal_one_process_and_the_references(pool3, tmp_path, s
 def test_more_seeds(pool3, tmp_path):
     for seed in range(100, 100 + EXTRA_SEEDS):
         _check_seed(pool3, tmp_path, seed, in_memory=seed % 2 == 0)
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+
+
+def _refused_files(directory: Path, kinds: tuple[str, ...]) -> str:
+    """One file per kind, each read by one rank (one row group each; files go round-robin to 3 ranks)."""
+    directory.mkdir()
+    for i, kind in enumerate(kinds):
+        rng = np.random.default_rng(i)
+        frame = pd.DataFrame(
+            {"p": rng.uniform(0.05, 0.95, 12), "y": np.arange(12) % 2, "g": rng.choice(["a", "b"], 12)}
+        )
+        if kind == "nan":  # invalid rows
+            frame.loc[[3, 7], "p"] = np.nan
+        elif kind == "missing":  # a column missing from this file alone
+            frame = frame.drop(columns="y")
+        elif kind == "string":  # predictions of another type in this file alone
+            frame["p"] = frame["p"].astype(str)
+        elif kind == "int_g":  # a segment column of another type in this file alone
+            frame["g"] = rng.integers(0, 3, 12)
+        elif kind == "no_g":
+            frame = frame.drop(columns="g")
+        if kind == "csv_text":  # a CSV value that is no number, in this file alone
+            frame["p"] = frame["p"].astype(object)
+            frame.loc[5, "p"] = "0.3x"
+        if kind.startswith("csv"):
+            frame.to_csv(directory / f"part-{i}.csv", index=False)
+        else:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), directory / f"part-{i}.parquet")
+    return str(directory)
+
+
+def _ddp_refusal(rank: int, world_size: int, path: str, by: list[str] | None) -> str:
+    try:
+        evaluate(path, {"t": ("p", "y")}, ["ne", "auc"], by=by)
+    except InvalidDataError as err:
+        return str(err)
+    return "no error"
+
+
+REFUSALS = [
+    # (each file's kind, by, the files the message names: the first one a process reading in order meets)
+    (("ok", "missing", "ok"), None, (1,)),
+    (("ok", "ok", "string"), None, (2,)),
+    (("ok", "missing", "string"), None, (1,)),  # named both files, rank 1's then rank 2's
+    (("ok", "missing", "ok", "string"), None, (1,)),  # named part-3 (rank 0's) before part-1 (rank 1's)
+    (("nan", "ok", "missing"), None, (0,)),  # named part-2's missing column, not part-0's invalid rows
+    (("ok", "missing", "nan"), None, (1,)),
+    (("ok", "nan", "ok", "nan"), None, (1,)),
+    (("csv", "csv", "csv_text"), None, (2,)),
+    (("csv", "csv_text", "csv", "csv_text"), None, (1,)),
+    (("ok", "ok", "no_g"), ["g"], (2,)),
+    (("ok", "ok", "int_g"), ["g"], (2, 0)),  # both types named
+]
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize(("kinds", "by", "named"), REFUSALS)
+def test_a_refusal_on_some_processes_fails_every_process_with_one_process_s_message(pool3, tmp_path, kinds, by, named):
+    """Every rank fails, in time, with the message one process gives: the first error met in the read order.
+
+    Each rank stops at its own first error; the ranks' messages were joined in rank order (two files named,
+    a later file first), and a reading error in a later file beat the invalid rows of an earlier one.
+    """
+    path = _refused_files(tmp_path / "data", kinds)
+    with pytest.raises(InvalidDataError) as single:
+        evaluate(path, {"t": ("p", "y")}, ["ne", "auc"], by=by)
+    message = str(single.value)
+    named_files = {f"part-{i}" for i in range(len(kinds)) if f"part-{i}." in message}
+    assert named_files == {f"part-{i}" for i in named}, message  # the first file of the read order with a problem
+    assert pool3.run(_ddp_refusal, path, by, timeout=TIMEOUT) == [message] * WORLD
 
 
 # ---------------------------------------------------------------------------------------------- the command

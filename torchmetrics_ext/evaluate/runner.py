@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -884,6 +884,14 @@ class _Plan:
         return torch.where(weighted.unsqueeze(1), weights, torch.ones((), dtype=weights.dtype, device=weights.device))
 
 
+class _Error(NamedTuple):
+    """A reading error and where a rank met it: the file's place in the read order, the chunk's among every rank's."""
+
+    file: int
+    chunk: int
+    message: str
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -943,11 +951,18 @@ class _Run:
         if current:
             yield current[0][1].source, current
 
-    def stream(self) -> str | None:
-        """Feed this rank's chunks; return an error message instead of raising (ranks agree first)."""
+    def stream(self) -> _Error | None:
+        """Feed this rank's chunks; return the error met instead of raising (ranks agree first, in ``finish``).
+
+        The error comes with where it was met (:class:`_Error`), so that ``finish`` reports the one a
+        single process reading every chunk in order would have stopped at, whichever rank met it.
+        """
         names = list(dict.fromkeys(c.name for c in self.plan.columns))  # a column of several roles: read once
+        files = {id(source): i for i, source in enumerate(self.sources)}
+        at = (0, 0)
         try:
             for source, chunks in self._by_source():
+                at = (files[id(source)], chunks[0][0])  # a schema error: at the rank's first chunk of the file
                 schema = source.schema()
                 inferred = {c.name for c in self.plan.columns if source.inferred(c.name)}
                 check_schema(source.label, schema, self.plan.columns, inferred, source.missing_hint)
@@ -956,6 +971,7 @@ class _Run:
                 # a text file's columns with fixed types; its --by columns as text, typed over every file at the end
                 types = {n: t for n, t in text_types(self.plan.columns).items() if n in inferred} or None
                 for number, chunk in chunks:
+                    at = (at[0], number)
                     first = chunk.first_row
                     for batch in source.read(chunk, names, self.batch_size, types):
                         self._batch(source, (number, first), batch)
@@ -964,9 +980,9 @@ class _Run:
                 if self.problems and self.on_invalid == "error":
                     return None  # invalid rows: finish() reports every rank's counts for the file at once
         except ConversionError as err:  # a text file's value that is no number: named as an invalid label is
-            return self._conversion_message(source, err)
+            return _Error(*at, self._conversion_message(source, err))
         except InvalidDataError as err:
-            return str(err)
+            return _Error(*at, str(err))
         finally:
             self.progress.close()
         return None
@@ -1021,8 +1037,14 @@ class _Run:
             if codes is not None and rows is not None:
                 rows.append(tensors, _tensor(codes if keep is None else codes[keep]))
 
-    def finish(self, error: str | None) -> EvaluationResult:
-        """Agree on errors and counts across ranks, then compute (overall and per segment)."""
+    def finish(self, error: _Error | None) -> EvaluationResult:
+        """Agree on errors and counts across ranks, then compute (overall and per segment).
+
+        Every rank raises one process's error: the first met in the read order (file, then chunk), where
+        each rank stopped at its own first one (a rank reading row groups of later files met none of the
+        earlier ones). Invalid rows (``on_invalid="error"``) are an error at the end of their file: a
+        reading error in an earlier file, or in that file, comes first, as one process would meet it.
+        """
         summary = (
             error,
             self.rows_read,
@@ -1036,10 +1058,14 @@ class _Run:
             summaries = [None] * self.world
             dist.all_gather_object(summaries, summary)
         problems = self._merge([p for s in summaries for p in s[3]])
-        errors = [s[0] for s in summaries if s[0]]  # reading and schema errors
+        errors = sorted(s[0] for s in summaries if s[0])  # reading and schema errors, each rank's first
+        invalid = bool(problems) and self.on_invalid == "error"
+        if invalid:  # the first file with invalid rows: it ends before a later file's error is met
+            files = {source.label: i for i, source in enumerate(self.sources)}
+            errors = [e for e in errors if e.file <= files.get(problems[0].source, len(files))]
         if errors:
-            raise InvalidDataError("\n".join(dict.fromkeys(errors)))
-        if problems and self.on_invalid == "error":  # the first file with invalid rows, all ranks' counts
+            raise InvalidDataError(errors[0].message)
+        if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
             raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
         if self.collector is not None:  # every rank's segments, numbered alike

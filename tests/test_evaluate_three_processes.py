@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -587,3 +588,69 @@ def test_torchrun_with_three_processes_equals_one_process(tmp_path):
                 assert a[key] == pytest.approx(value, rel=1e-10), (a["segment"], a["task"], key)
             else:
                 assert a[key] == value, (a["segment"], a["task"], key)
+
+
+# ---------------------------------------------------------------------------------------------- object columns
+
+
+def _object_frame(column: str, late: list[Any]) -> pd.DataFrame:
+    """40 rows; ``column`` a pandas object column whose last ``len(late)`` values are of another kind."""
+    frame = pd.DataFrame(
+        {
+            "p": np.linspace(0.05, 0.95, 40),
+            "y": np.arange(40) % 2,
+            "w": np.linspace(0.5, 2.0, 40),
+            "u": np.arange(40) // 4,
+        }
+    )
+    values = frame[column].tolist()
+    values[len(values) - len(late) :] = late
+    frame[column] = pd.array(values, dtype=object)
+    return frame
+
+
+OBJECT_SLICES = [
+    # (column, its later values, the role named)
+    ("p", [str(v) for v in np.linspace(0.1, 0.9, 20)], "predictions of task 't'"),
+    ("y", ["1", "0"] * 10, "labels of task 't'"),
+    ("w", ["2.0"] * 20, "weights"),
+    ("u", ["12"] * 20, "user ids"),
+]
+
+
+def _object_run(frame: pd.DataFrame) -> Any:
+    return evaluate(frame, {"t": ("p", "y")}, ["ne", "gauc"], weights="w", user="u", batch_size=10)
+
+
+def _ddp_object(rank: int, world_size: int, column: str, late: list[Any]) -> str:
+    try:
+        _object_run(_object_frame(column, late))
+    except InvalidDataError as err:
+        return str(err)
+    return "no error"
+
+
+@pytest.mark.parametrize(("column", "late", "role"), OBJECT_SLICES)
+def test_a_pandas_object_column_whose_later_slices_read_as_another_type_is_named(column, late, role):
+    """The frame's type of an object column is its first values' (``double``); a later slice of text read as
+    text: predictions and weights failed with a bare ``TypeError`` ('<' not supported between 'str' and 'int'),
+    and text labels and ids were read as numbers where a column of text is refused."""
+    frame = _object_frame(column, late)
+    expected = (
+        f"<pandas.DataFrame>: column {column!r} ({role}) has type string in 0-based data rows 20 to 29, where its "
+        "first values read as another type"
+    )
+    with pytest.raises(InvalidDataError, match=re.escape(expected)):
+        _object_run(frame)
+    converted = frame.assign(**{column: frame[column].astype(np.float64 if column != "u" else np.int64)})
+    _object_run(converted)  # as the message says: once converted, the column is read
+
+
+@pytest.mark.ddp
+def test_a_pandas_object_slice_of_another_type_on_one_process_fails_every_process(pool3):
+    """Batches of 10 rows go round-robin: rank 1 reads rows 10 to 19 (numbers) alone, while ranks 0 and 2 met
+    text and raised a bare TypeError; rank 1 waited for them in the ranks' gather until the timeout."""
+    column, late, _ = OBJECT_SLICES[0]
+    with pytest.raises(InvalidDataError) as single:
+        _object_run(_object_frame(column, late))
+    assert pool3.run(_ddp_object, column, late, timeout=TIMEOUT) == [str(single.value)] * WORLD

@@ -45,6 +45,7 @@ from torchmetrics_ext.evaluate.checks import (
     Problems,
     RowChecker,
     check_schema,
+    check_slice,
     id_hint,
     text_types,
     to_numpy,
@@ -1003,6 +1004,8 @@ class _Run:
         """Check and feed one batch; ``order``: (its chunk's number among every rank's chunks, its first row)."""
         first_row = order[1]
         n = batch.num_rows
+        if source.slices_typed:  # a pandas object column's later slice may read as another type
+            check_slice(source.label, source.where(first_row, first_row + n - 1), batch.schema, self.plan.value_columns)
         self.rows_read += n
         self.progress.advance(n)
         values, nulls = {}, {}

@@ -654,3 +654,36 @@ def test_a_pandas_object_slice_of_another_type_on_one_process_fails_every_proces
     with pytest.raises(InvalidDataError) as single:
         _object_run(_object_frame(column, late))
     assert pool3.run(_ddp_object, column, late, timeout=TIMEOUT) == [str(single.value)] * WORLD
+
+
+# ---------------------------------------------------------------------------------------------- last: no hang
+
+
+def _ddp_unexpected(rank: int, world_size: int, path: str) -> str:
+    from torchmetrics_ext.evaluate.checks import RowChecker
+
+    check = RowChecker.check
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if rank == 1:
+            raise RuntimeError("injected")
+        return check(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(RowChecker, "check", failing)
+        try:
+            evaluate(path, {"t": ("p", "y")}, ["ne", "auc"])
+        except Exception as err:
+            return f"{type(err).__name__}: {err}"
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_an_unexpected_error_on_one_process_fails_every_process_instead_of_a_hang(pool3, tmp_path):
+    """An error that is not the data's (a bug, memory) on rank 1 alone: rank 1 raised it at once, and ranks 0
+    and 2 waited in their gather for it until the process group's timeout. Rank 1 now raises its own error
+    after the ranks agree, and the others an error naming rank 1, the file and what it raised."""
+    path = _refused_files(tmp_path / "data", ("ok", "ok", "ok"))
+    got = pool3.run(_ddp_unexpected, path, timeout=TIMEOUT)
+    named = f"InvalidDataError: rank 1 failed reading {path}/part-1.parquet: RuntimeError: injected"
+    assert got == [named, "RuntimeError: injected", named]

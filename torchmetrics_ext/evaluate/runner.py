@@ -925,6 +925,7 @@ class _Run:
         self.rows_read = self.rows_skipped = 0  # skipped: rows dropped for at least one task
         self.group_skipped = [0] * len(self.groups)  # rows dropped for each group's tasks
         self.weight_unread = False  # a file read holds the plan's `unread_weight` column
+        self.unexpected: Exception | None = None  # an error of this rank that is not the data's (see `stream`)
         self.segments: SegmentIndex | None = None  # known once every rank's rows are read (`finish`)
         self.collector: SegmentCollector | None = None
         self.rows: SegmentRows | None = None
@@ -984,6 +985,12 @@ class _Run:
             return _Error(*at, self._conversion_message(source, err))
         except InvalidDataError as err:
             return _Error(*at, str(err))
+        except Exception as err:  # not the data's fault (a bug, memory): raised here, but after the ranks agree
+            if self.world == 1:
+                raise
+            self.unexpected = err  # re-raised by finish() on this rank; the others must not wait for it forever
+            where = self.sources[at[0]].label if self.sources else "its data"
+            return _Error(*at, f"rank {self.rank} failed reading {where}: {type(err).__name__}: {err}")
         finally:
             self.progress.close()
         return None
@@ -1067,6 +1074,8 @@ class _Run:
             files = {source.label: i for i, source in enumerate(self.sources)}
             errors = [e for e in errors if e.file <= files.get(problems[0].source, len(files))]
         if errors:
+            if error is not None and errors[0] == error and self.unexpected is not None:
+                raise self.unexpected  # this rank's own failure, with its traceback
             raise InvalidDataError(errors[0].message)
         if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source

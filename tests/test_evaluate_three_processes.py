@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
@@ -451,8 +452,84 @@ def _check_seed(pool3: Any, tmp_path: Path, seed: int, in_memory: bool) -> None:
             _same(got, want, f"seed {seed} (table) rank {rank}")
 
 
+def _spoil(case: Case, path: str, seed: int) -> int:
+    """Make 1 or 2 non-empty files bad (NaN predictions, or a missing label column); the first one's index."""
+    rng = np.random.default_rng([seed, 2])
+    filled = [i for i, (_, size, _) in enumerate(case.files) if size]
+    bad = sorted(map(int, rng.choice(filled, min(len(filled), int(rng.integers(1, 3))), replace=False)))
+    for i in bad:
+        name, size, group = case.files[i]
+        file = Path(path) / name
+        table = pacsv.read_csv(file) if name.endswith(".csv") else pq.read_table(file)
+        if rng.random() < 0.5:
+            table = table.drop_columns(["y0"])
+        else:
+            p0 = table.column("p0").to_numpy(zero_copy_only=False).astype(np.float64)
+            p0[int(rng.integers(0, size))] = np.nan
+            table = table.set_column(table.schema.get_field_index("p0"), "p0", pa.array(p0, from_pandas=False))
+        if name.endswith(".csv"):
+            table.to_pandas().to_csv(file, index=False)
+        else:
+            pq.write_table(table, file, row_group_size=group)
+    return bad[0]
+
+
+def _ddp_refused(rank: int, world_size: int, path: str, seed: int) -> str:
+    case = _draw(seed)
+    try:
+        _run(case, path)
+    except InvalidDataError as err:
+        return str(err)
+    return "no error"
+
+
+@pytest.mark.ddp
+@pytest.mark.skipif(not EXTRA_SEEDS, reason="TMX_EV3_SEEDS=N runs N more seeds")
+def test_more_refusal_seeds(pool3, tmp_path):
+    """Random layouts with 1 or 2 bad files (``on_invalid="error"``): every rank gives one process's message,
+    which names the first bad file of the read order."""
+    for seed in range(100, 100 + EXTRA_SEEDS):
+        case = _draw(seed)
+        if case.on_invalid != "error":
+            continue  # its invalid rows are meant to be skipped
+        path = _write(case, tmp_path / f"refused{seed}")
+        first = _spoil(case, path, seed)
+        with pytest.raises(InvalidDataError) as single:
+            _run(case, path)
+        message = str(single.value)
+        assert message.startswith(str(Path(path) / case.files[first][0])), (seed, message)
+        assert pool3.run(_ddp_refused, path, seed, timeout=TIMEOUT) == [message] * WORLD, seed
+
+
 # seeds chosen for their layouts (see test_the_chosen_seeds_cover_the_layouts)
 CHOSEN = (4, 5, 16, 23, 34)
+
+
+def _features(case: Case) -> set[str]:
+    """What a case exercises, for the choice of the committed seeds."""
+    chunks = sum(-(-size // group) if group and size else 1 for _, size, group in case.files)
+    out = {m.partition("@")[0] for m in case.metrics}
+    out |= {"csv" for name, *_ in case.files if name.endswith(".csv")}
+    out |= {"parquet" for name, *_ in case.files if name.endswith(".parquet")}
+    out |= {"empty file" for _, size, _ in case.files if size == 0}
+    out |= {"one row group" for _, size, group in case.files if group >= size > 0}
+    out |= {"many row groups" for _, size, group in case.files if group and size >= 5 * group}
+    out |= {"a rank reads nothing"} if chunks < WORLD else set()
+    out |= {"skip"} if case.on_invalid == "skip" else set()
+    out |= {"metric_tasks"} if case.metric_tasks else set()
+    out |= {"unweighted task"} if case.unweighted else set()
+    out |= {f"by {name}" for name in case.by}
+    if "f" in case.by and any(isinstance(v, float) and math.isnan(v) for v in case.frame["f"]):
+        out.add("NaN segment")
+    return out
+
+
+def test_the_chosen_seeds_cover_the_layouts():
+    covered = set().union(*(_features(_draw(seed)) for seed in CHOSEN))
+    wanted = {m.partition("@")[0] for m in METRICS} | {"csv", "parquet", "empty file", "one row group"}
+    wanted |= {"many row groups", "a rank reads nothing", "skip", "metric_tasks", "unweighted task", "NaN segment"}
+    wanted |= {"by g", "by f", "by h"}
+    assert wanted <= covered, wanted - covered
 
 
 @pytest.mark.ddp

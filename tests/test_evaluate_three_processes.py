@@ -7,17 +7,21 @@ user (one session) lie in row groups read by different processes ("a session's r
 files"). Each seed draws such a layout (Parquet, CSV, or both), 1 to 3 binary tasks with or without shared
 weights (some tasks given ``weight_name: None``), ``metric_tasks`` or none, 0 to 2 ``by`` columns among a text
 column (a value present in the last file alone, so on one process), a float column (NaN and null segments) and an
-integer column (null segments), and ``on_invalid="skip"`` with invalid rows in one file only (so on one process).
+integer column (null segments), ``on_invalid="skip"`` with invalid rows in one file only (so on one process),
+and per-file column types that Arrow unifies (float32 or float64 scores, int8/bool/float labels, int32/int64/uint64
+ids, dictionary-encoded text); some seeds also pass the rows as one in-memory ``pyarrow.Table``.
 
 Every rank's result must be one process's (records in the same segment order, row counts, skipped rows, invalid
 row tallies and warnings; values up to the last digit of float64 sums added in another order), and one process's
 records must be the references written here from the docs alone: scikit-learn's ``roc_auc_score`` and
 ``average_precision_score``, NE/CTR/calibration in numpy (docs/pointwise.md), GAUC as the mean of the users' AUCs
 (docs/auc.md), the ranking names from ``tests/helpers/ranking_reference.py``, segments by a pandas groupby over
-the data as written. Refusals (a column of another type, or missing, in one rank's file only) must fail every
-rank with one process's message, within a timeout.
+the data as written. Refusals (a column of another type, or missing, or invalid rows, in one rank's file only; a
+pandas object column whose later slices hold text; an error that is not the data's on one rank) must fail every
+rank with one process's message, within a timeout; one ``torchrun --nproc-per-node 3`` run checks the command.
 
-``TMX_EV3_SEEDS=N`` runs N more seeds (a longer hunt); the committed run checks a few chosen ones.
+``TMX_EV3_SEEDS=N`` runs N more seeds (a longer hunt, refusals of 1 or 2 spoiled files too); the committed run
+checks a few chosen ones (``test_the_chosen_seeds_cover_the_layouts``).
 """
 
 from __future__ import annotations

@@ -737,6 +737,35 @@ def test_a_pandas_object_slice_of_another_type_on_one_process_fails_every_proces
     assert pool3.run(_ddp_object, column, late, timeout=TIMEOUT) == [str(single.value)] * WORLD
 
 
+# ---------------------------------------------------------------------------------------------- other data per rank
+
+
+def _ddp_other_files(rank: int, world_size: int, paths: list[str]) -> str:
+    mine = paths if rank == 2 else paths[:-1]  # rank 2 found a file the others did not (written meanwhile)
+    try:
+        evaluate(mine, {"t": ("p", "y")}, ["ne", "auc"])
+    except InvalidDataError as err:
+        return str(err)
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_processes_that_find_other_files_fail_together_instead_of_a_wrong_result(pool3, tmp_path):
+    """The ranks split the chunks of the files each one found: a glob listed while a writer adds a file (or
+    arguments that differ) gave rank 2 a fourth file, and the row groups were dealt from other lists, some read
+    twice and some never, with no word. Every rank now refuses, saying what differs."""
+    path = _refused_files(tmp_path / "data", ("ok", "ok", "ok", "ok"))
+    paths = [str(Path(path) / f"part-{i}.parquet") for i in range(4)]
+    got = pool3.run(_ddp_other_files, paths, timeout=TIMEOUT)
+    assert got[0] == got[1] == got[2], got
+    rows = len(pq.read_table(paths[0]))  # every file's
+    expected = (
+        f"The processes do not read the same data: rank 0 found 3 files (3 chunks, {3 * rows} rows), "
+        f"rank 2 found 4 files (4 chunks, {4 * rows} rows). "
+    )
+    assert got[0].startswith(expected), got[0]
+
+
 # ---------------------------------------------------------------------------------------------- last: no hang
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import copy
 import gc
+import hashlib
 import inspect
 import math
 import re
@@ -893,6 +894,42 @@ class _Error(NamedTuple):
     message: str
 
 
+class _Layout(NamedTuple):
+    """What one rank found to read, compared across ranks: a digest of every chunk and of the arguments."""
+
+    digest: str
+    files: int
+    chunks: int
+    rows: int | None  # None: a CSV file's rows are known once read
+
+    def text(self) -> str:
+        rows = "" if self.rows is None else f", {self.rows:,} rows"
+        return f"{self.files:,} file{'' if self.files == 1 else 's'} ({self.chunks:,} chunks{rows})"
+
+
+def _layout(plan: _Plan, sources: Sequence[Source], chunks: Sequence[Chunk]) -> _Layout:
+    """The chunks a rank deals (every rank lists them itself) and the arguments that shape its metrics."""
+    listed = [(c.source.label, c.part, c.first_row, c.rows) for c in chunks]
+    arguments = (plan.metric_names, [repr(t) for t in plan.tasks], plan.by)
+    digest = hashlib.sha256(repr((listed, arguments)).encode()).hexdigest()
+    known = [c.rows for c in chunks]
+    rows = None if any(r is None for r in known) else sum(r or 0 for r in known)
+    return _Layout(digest, len(sources), len(chunks), rows)
+
+
+def _other_layouts(layouts: Sequence[_Layout]) -> str:
+    """The message when the ranks found other files (or were given other arguments): each distinct one's first rank."""
+    first: dict[_Layout, int] = {}
+    for rank, layout in enumerate(layouts):
+        first.setdefault(layout, rank)
+    found = ", ".join(f"rank {rank} found {layout.text()}" for layout, rank in first.items())
+    return (
+        f"The processes do not read the same data: {found}. Each process lists the files itself and reads its share "
+        "of their chunks (Parquet row groups, CSV files), so every process must be given the same data and arguments, "
+        "over files that do not change while evaluate runs (a file written meanwhile, a glob listed at another time)."
+    )
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -939,6 +976,7 @@ class _Run:
         chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
         # (chunk number among every rank's chunks, chunk): the number orders the segments' messages
         self.chunks = list(enumerate(chunks))[self.rank :: self.world]
+        self.layout = _layout(plan, sources, chunks)  # every rank must deal the same chunks: checked in `finish`
         known = [c.rows for _, c in self.chunks]
         total = None if any(r is None for r in known) else sum(r or 0 for r in known)
         self.progress = Progress(total, enabled=progress and self.rank == 0)
@@ -1062,11 +1100,15 @@ class _Run:
             list(self.problems),
             self.weight_unread,
             self.group_skipped,
+            self.layout,
         )
         summaries: list[Any] = [summary]
         if self.world > 1:
             summaries = [None] * self.world
             dist.all_gather_object(summaries, summary)
+        layouts = [s[6] for s in summaries]
+        if any(layout != layouts[0] for layout in layouts[1:]):
+            raise InvalidDataError(_other_layouts(layouts))
         problems = self._merge([p for s in summaries for p in s[3]])
         errors = sorted(s[0] for s in summaries if s[0])  # reading and schema errors, each rank's first
         invalid = bool(problems) and self.on_invalid == "error"

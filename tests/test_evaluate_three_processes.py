@@ -766,6 +766,28 @@ def test_processes_that_find_other_files_fail_together_instead_of_a_wrong_result
     assert got[0].startswith(expected), got[0]
 
 
+def _ddp_missing_file(rank: int, world_size: int, path: str) -> str:
+    mine = path if rank != 2 else str(Path(path) / "gone.parquet")  # not there on rank 2's machine
+    try:
+        evaluate(mine, {"t": ("p", "y")}, ["ne", "auc"])
+    except (InvalidDataError, ValueError) as err:
+        return f"{type(err).__name__}: {err}"
+    return "no error"
+
+
+@pytest.mark.ddp
+def test_a_process_that_cannot_open_its_data_fails_every_process_instead_of_a_hang(pool3, tmp_path):
+    """A path missing on rank 2 alone (another machine's disk, a file removed meanwhile): rank 2 raised at once,
+    before any gather, and ranks 0 and 1 waited for it in theirs until the process group's timeout."""
+    path = _refused_files(tmp_path / "data", ("ok", "ok", "ok"))
+    with pytest.raises(ValueError) as single:
+        evaluate(str(Path(path) / "gone.parquet"), {"t": ("p", "y")}, ["ne", "auc"])
+    got = pool3.run(_ddp_missing_file, path, timeout=TIMEOUT)
+    own = f"{type(single.value).__name__}: {single.value}"
+    named = f"InvalidDataError: rank 2 failed to open its data: {own}"
+    assert got == [named, named, own], got
+
+
 # ---------------------------------------------------------------------------------------------- last: no hang
 
 

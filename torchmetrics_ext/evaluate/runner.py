@@ -1106,6 +1106,9 @@ class _Run:
         if self.world > 1:
             summaries = [None] * self.world
             dist.all_gather_object(summaries, summary)
+        failed = [s for s in summaries if isinstance(s, _Failed)]
+        if failed:  # a rank that could not open its data: each names it (itself raises its own error)
+            raise InvalidDataError(f"rank {failed[0].rank} failed to open its data: {failed[0].message}")
         layouts = [s[6] for s in summaries]
         if any(layout != layouts[0] for layout in layouts[1:]):
             raise InvalidDataError(_other_layouts(layouts))
@@ -1811,5 +1814,29 @@ def evaluate(
         sources = open_sources(data)
         by = _comma_columns(by, sources)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks)
-    run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
+    try:  # the data, as this rank finds it (its files, their footers)
+        run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
+    except Exception as err:
+        _fail_with_the_others(err)
+        raise
     return run.finish(run.stream())
+
+
+class _Failed(NamedTuple):
+    """What a rank that could not open its data sends to the others' gather in ``_Run.finish``."""
+
+    rank: int
+    message: str
+
+
+def _fail_with_the_others(err: Exception) -> None:
+    """Under a process group, join the gather the other ranks wait in (``_Run.finish``), saying why, then raise.
+
+    A path missing on one rank alone (another machine's disk, a file removed meanwhile), or a footer
+    that reads on one rank alone, failed that rank before any collective while the others waited for it
+    until the process group's timeout.
+    """
+    rank, world = _world()
+    if world > 1:
+        summaries: list[Any] = [None] * world
+        dist.all_gather_object(summaries, _Failed(rank, f"{type(err).__name__}: {err}"))

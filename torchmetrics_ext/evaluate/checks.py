@@ -279,6 +279,34 @@ def check_schema(
             )
 
 
+def check_slice(source: str, rows: str, schema: pa.Schema, columns: Sequence[Column]) -> None:
+    """Raise :class:`InvalidDataError` for a column one slice of a pandas frame reads as a type its role refuses.
+
+    A pandas object column is typed slice by slice from its values, and the frame's schema holds the
+    type of its first values, checked by :func:`check_schema`; a later slice holding another kind of
+    values (text after numbers) is refused here, naming its rows, as a whole column of that type is.
+
+    Args:
+        source: the frame's name used in the message.
+        rows: the slice's rows, as messages name them (``"0-based data rows 20 to 29"``).
+        schema: the slice's schema (holding every column of ``columns``).
+        columns: the columns the evaluation reads but the segments (their types are agreed at the end).
+    """
+    for column in columns:
+        dtype = schema.field(column.name).type
+        if _type_ok(column.kind, dtype):
+            continue
+        if column.kind == "id":
+            fix = TEXT_IDS_HINT if _is_text(dtype) else FLOAT_IDS_HINT
+        else:
+            fix = f"Convert the column first, e.g. pandas `df[{column.name!r}] = pd.to_numeric(df[{column.name!r}])`."
+        raise InvalidDataError(
+            f"{source}: column {column.name!r} ({column.role}) has type {dtype} in {rows}, where its first values "
+            f"read as another type (a pandas object column is typed from the values of each slice read); expected "
+            f"{_EXPECTED[column.kind]}. {fix}"
+        )
+
+
 # what to do with user or session ids written as text (hashes, "u123"): the metrics group by integers
 TEXT_IDS_HINT = "Number text ids first, e.g. pandas `df[col] = df[col].astype('category').cat.codes`."
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import copy
 import gc
+import hashlib
 import inspect
 import math
 import re
@@ -21,7 +22,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ from torchmetrics_ext.evaluate.checks import (
     Problems,
     RowChecker,
     check_schema,
+    check_slice,
     id_hint,
     text_types,
     to_numpy,
@@ -884,6 +886,50 @@ class _Plan:
         return torch.where(weighted.unsqueeze(1), weights, torch.ones((), dtype=weights.dtype, device=weights.device))
 
 
+class _Error(NamedTuple):
+    """A reading error and where a rank met it: the file's place in the read order, the chunk's among every rank's."""
+
+    file: int
+    chunk: int
+    message: str
+
+
+class _Layout(NamedTuple):
+    """What one rank found to read, compared across ranks: a digest of every chunk and of the arguments."""
+
+    digest: str
+    files: int
+    chunks: int
+    rows: int | None  # None: a CSV file's rows are known once read
+
+    def text(self) -> str:
+        rows = "" if self.rows is None else f", {self.rows:,} rows"
+        return f"{self.files:,} file{'' if self.files == 1 else 's'} ({self.chunks:,} chunks{rows})"
+
+
+def _layout(plan: _Plan, sources: Sequence[Source], chunks: Sequence[Chunk]) -> _Layout:
+    """The chunks a rank deals (every rank lists them itself) and the arguments that shape its metrics."""
+    listed = [(c.source.label, c.part, c.first_row, c.rows) for c in chunks]
+    arguments = (plan.metric_names, [repr(t) for t in plan.tasks], plan.by)
+    digest = hashlib.sha256(repr((listed, arguments)).encode()).hexdigest()
+    known = [c.rows for c in chunks]
+    rows = None if any(r is None for r in known) else sum(r or 0 for r in known)
+    return _Layout(digest, len(sources), len(chunks), rows)
+
+
+def _other_layouts(layouts: Sequence[_Layout]) -> str:
+    """The message when the ranks found other files (or were given other arguments): each distinct one's first rank."""
+    first: dict[_Layout, int] = {}
+    for rank, layout in enumerate(layouts):
+        first.setdefault(layout, rank)
+    found = ", ".join(f"rank {rank} found {layout.text()}" for layout, rank in first.items())
+    return (
+        f"The processes do not read the same data: {found}. Each process lists the files itself and reads its share "
+        "of their chunks (Parquet row groups, CSV files), so every process must be given the same data and arguments, "
+        "over files that do not change while evaluate runs (a file written meanwhile, a glob listed at another time)."
+    )
+
+
 def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -916,6 +962,7 @@ class _Run:
         self.rows_read = self.rows_skipped = 0  # skipped: rows dropped for at least one task
         self.group_skipped = [0] * len(self.groups)  # rows dropped for each group's tasks
         self.weight_unread = False  # a file read holds the plan's `unread_weight` column
+        self.unexpected: Exception | None = None  # an error of this rank that is not the data's (see `stream`)
         self.segments: SegmentIndex | None = None  # known once every rank's rows are read (`finish`)
         self.collector: SegmentCollector | None = None
         self.rows: SegmentRows | None = None
@@ -929,6 +976,7 @@ class _Run:
         chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
         # (chunk number among every rank's chunks, chunk): the number orders the segments' messages
         self.chunks = list(enumerate(chunks))[self.rank :: self.world]
+        self.layout = _layout(plan, sources, chunks)  # every rank must deal the same chunks: checked in `finish`
         known = [c.rows for _, c in self.chunks]
         total = None if any(r is None for r in known) else sum(r or 0 for r in known)
         self.progress = Progress(total, enabled=progress and self.rank == 0)
@@ -943,11 +991,18 @@ class _Run:
         if current:
             yield current[0][1].source, current
 
-    def stream(self) -> str | None:
-        """Feed this rank's chunks; return an error message instead of raising (ranks agree first)."""
+    def stream(self) -> _Error | None:
+        """Feed this rank's chunks; return the error met instead of raising (ranks agree first, in ``finish``).
+
+        The error comes with where it was met (:class:`_Error`), so that ``finish`` reports the one a
+        single process reading every chunk in order would have stopped at, whichever rank met it.
+        """
         names = list(dict.fromkeys(c.name for c in self.plan.columns))  # a column of several roles: read once
+        files = {id(source): i for i, source in enumerate(self.sources)}
+        at = (0, 0)
         try:
             for source, chunks in self._by_source():
+                at = (files[id(source)], chunks[0][0])  # a schema error: at the rank's first chunk of the file
                 schema = source.schema()
                 inferred = {c.name for c in self.plan.columns if source.inferred(c.name)}
                 check_schema(source.label, schema, self.plan.columns, inferred, source.missing_hint)
@@ -956,6 +1011,7 @@ class _Run:
                 # a text file's columns with fixed types; its --by columns as text, typed over every file at the end
                 types = {n: t for n, t in text_types(self.plan.columns).items() if n in inferred} or None
                 for number, chunk in chunks:
+                    at = (at[0], number)
                     first = chunk.first_row
                     for batch in source.read(chunk, names, self.batch_size, types):
                         self._batch(source, (number, first), batch)
@@ -964,9 +1020,15 @@ class _Run:
                 if self.problems and self.on_invalid == "error":
                     return None  # invalid rows: finish() reports every rank's counts for the file at once
         except ConversionError as err:  # a text file's value that is no number: named as an invalid label is
-            return self._conversion_message(source, err)
+            return _Error(*at, self._conversion_message(source, err))
         except InvalidDataError as err:
-            return str(err)
+            return _Error(*at, str(err))
+        except Exception as err:  # not the data's fault (a bug, memory): raised here, but after the ranks agree
+            if self.world == 1:
+                raise
+            self.unexpected = err  # re-raised by finish() on this rank; the others must not wait for it forever
+            where = self.sources[at[0]].label if self.sources else "its data"
+            return _Error(*at, f"rank {self.rank} failed reading {where}: {type(err).__name__}: {err}")
         finally:
             self.progress.close()
         return None
@@ -987,6 +1049,8 @@ class _Run:
         """Check and feed one batch; ``order``: (its chunk's number among every rank's chunks, its first row)."""
         first_row = order[1]
         n = batch.num_rows
+        if source.slices_typed:  # a pandas object column's later slice may read as another type
+            check_slice(source.label, source.where(first_row, first_row + n - 1), batch.schema, self.plan.value_columns)
         self.rows_read += n
         self.progress.advance(n)
         values, nulls = {}, {}
@@ -1021,8 +1085,14 @@ class _Run:
             if codes is not None and rows is not None:
                 rows.append(tensors, _tensor(codes if keep is None else codes[keep]))
 
-    def finish(self, error: str | None) -> EvaluationResult:
-        """Agree on errors and counts across ranks, then compute (overall and per segment)."""
+    def finish(self, error: _Error | None) -> EvaluationResult:
+        """Agree on errors and counts across ranks, then compute (overall and per segment).
+
+        Every rank raises one process's error: the first met in the read order (file, then chunk), where
+        each rank stopped at its own first one (a rank reading row groups of later files met none of the
+        earlier ones). Invalid rows (``on_invalid="error"``) are an error at the end of their file: a
+        reading error in an earlier file, or in that file, comes first, as one process would meet it.
+        """
         summary = (
             error,
             self.rows_read,
@@ -1030,16 +1100,29 @@ class _Run:
             list(self.problems),
             self.weight_unread,
             self.group_skipped,
+            self.layout,
         )
         summaries: list[Any] = [summary]
         if self.world > 1:
             summaries = [None] * self.world
             dist.all_gather_object(summaries, summary)
+        failed = [s for s in summaries if isinstance(s, _Failed)]
+        if failed:  # a rank that could not open its data: each names it (itself raises its own error)
+            raise InvalidDataError(f"rank {failed[0].rank} failed to open its data: {failed[0].message}")
+        layouts = [s[6] for s in summaries]
+        if any(layout != layouts[0] for layout in layouts[1:]):
+            raise InvalidDataError(_other_layouts(layouts))
         problems = self._merge([p for s in summaries for p in s[3]])
-        errors = [s[0] for s in summaries if s[0]]  # reading and schema errors
+        errors = sorted(s[0] for s in summaries if s[0])  # reading and schema errors, each rank's first
+        invalid = bool(problems) and self.on_invalid == "error"
+        if invalid:  # the first file with invalid rows: it ends before a later file's error is met
+            files = {source.label: i for i, source in enumerate(self.sources)}
+            errors = [e for e in errors if e.file <= files.get(problems[0].source, len(files))]
         if errors:
-            raise InvalidDataError("\n".join(dict.fromkeys(errors)))
-        if problems and self.on_invalid == "error":  # the first file with invalid rows, all ranks' counts
+            if error is not None and errors[0] == error and self.unexpected is not None:
+                raise self.unexpected  # this rank's own failure, with its traceback
+            raise InvalidDataError(errors[0].message)
+        if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
             raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
         if self.collector is not None:  # every rank's segments, numbered alike
@@ -1731,5 +1814,29 @@ def evaluate(
         sources = open_sources(data)
         by = _comma_columns(by, sources)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks)
-    run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
+    try:  # the data, as this rank finds it (its files, their footers)
+        run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
+    except Exception as err:
+        _fail_with_the_others(err)
+        raise
     return run.finish(run.stream())
+
+
+class _Failed(NamedTuple):
+    """What a rank that could not open its data sends to the others' gather in ``_Run.finish``."""
+
+    rank: int
+    message: str
+
+
+def _fail_with_the_others(err: Exception) -> None:
+    """Under a process group, join the gather the other ranks wait in (``_Run.finish``), saying why, then raise.
+
+    A path missing on one rank alone (another machine's disk, a file removed meanwhile), or a footer
+    that reads on one rank alone, failed that rank before any collective while the others waited for it
+    until the process group's timeout.
+    """
+    rank, world = _world()
+    if world > 1:
+        summaries: list[Any] = [None] * world
+        dist.all_gather_object(summaries, _Failed(rank, f"{type(err).__name__}: {err}"))

@@ -149,10 +149,13 @@ class Source:
             stored types; :meth:`read` of such a source takes the types to read columns with.
         null_reason: what its null rows are, as the invalid-rows message says it: where NaN (or a
             text) reads as null, the message says so, since the user wrote no null.
+        slices_typed: whether each slice :meth:`read` gives is typed from its own values (a pandas
+            object column), so that a slice may hold another type than :meth:`schema` says.
     """
 
     label: str
     infers_types: bool = False
+    slices_typed: bool = False
     null_reason: str = "that are null"
 
     def schema(self) -> pa.Schema:
@@ -588,6 +591,7 @@ class PandasSource(TableSource):
     """
 
     null_reason = "that are null or NaN"  # pandas' missing value, None and NaN alike
+    slices_typed = True  # an object column: each slice typed from its values
 
     def __init__(self, table: Any, label: str, num_rows: int, schema: pa.Schema) -> None:
         super().__init__(table, label, num_rows, schema)

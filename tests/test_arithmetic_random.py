@@ -106,9 +106,10 @@ def _batch(rng: np.random.Generator, family: str, size: int) -> dict[str, Tensor
     return batch
 
 
-def _bad_batch(rng: np.random.Generator, family: str, size: int) -> dict[str, Tensor]:
+def _bad_batch(rng: np.random.Generator, family: str, size: int, every_metric_refuses: bool) -> dict[str, Tensor]:
+    """A batch some metrics refuse (soft labels, a probability above 1) or every metric does (a shorter target)."""
     batch = _batch(rng, family, size)
-    kind = rng.integers(0, 3)
+    kind = 2 if every_metric_refuses else rng.integers(0, 3)
     if kind == 0:  # soft labels: AUC refuses them, CTR/NE take them
         batch["target"] = torch.full_like(batch["target"], 0.5)
     elif kind == 1:  # a probability above 1
@@ -130,21 +131,23 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
 _UNARY: dict[str, Callable[[Any], Any]] = {"abs": abs, "neg": operator.neg, "pos": operator.pos}
 
 
-def _random_tree(rnd: random.Random, num_leaves: int, depth: int) -> Any:
-    """A tree of ("leaf", i), ("num", x), ("tensor", x), ("bin", op, a, b), ("un", op, a)."""
+def _random_tree(rnd: random.Random, num_leaves: int, depth: int, vector: bool = False) -> Any:
+    """A tree of ("leaf", i), ("num", x), ("tensor", x), ("bin", op, a, b), ("un", op, a), ("idx", i, a)."""
     if depth == 0 or rnd.random() < 0.3:
         return ("leaf", rnd.randrange(num_leaves))
     if rnd.random() < 0.25:
-        return ("un", rnd.choice(list(_UNARY)), _random_tree(rnd, num_leaves, depth - 1))
+        return ("un", rnd.choice(list(_UNARY)), _random_tree(rnd, num_leaves, depth - 1, vector))
+    if vector and rnd.random() < 0.2:  # one entry of a (T,) or (S,) value: (ne - ctr)[1]
+        return ("idx", rnd.randrange(3), _random_tree(rnd, num_leaves, depth - 1, vector))
     op = rnd.choice(list(_BINARY))
-    left = _random_tree(rnd, num_leaves, depth - 1)
+    left = _random_tree(rnd, num_leaves, depth - 1, vector)
     kind = rnd.random()
     if kind < 0.25:
         right: Any = ("num", rnd.choice([2, 0.5, 100, -3.0]))
     elif kind < 0.4:
         right = ("tensor", rnd.choice([2.0, 0.25, -1.5]))
     else:
-        right = _random_tree(rnd, num_leaves, depth - 1)
+        right = _random_tree(rnd, num_leaves, depth - 1, vector)
     if right[0] in ("num", "tensor") and rnd.random() < 0.5:
         left, right = right, left  # reflected: 2 - metric
     if op == "/" and right[0] == "leaf":
@@ -155,7 +158,7 @@ def _random_tree(rnd: random.Random, num_leaves: int, depth: int) -> Any:
 def _leaves_of(tree: Any) -> set[int]:
     if tree[0] == "leaf":
         return {tree[1]}
-    if tree[0] == "un":
+    if tree[0] in ("un", "idx"):
         return _leaves_of(tree[2])
     if tree[0] == "bin":
         return _leaves_of(tree[2]) | _leaves_of(tree[3])
@@ -165,8 +168,8 @@ def _leaves_of(tree: Any) -> set[int]:
 def _renumbered(tree: Any, numbers: dict[int, int]) -> Any:
     if tree[0] == "leaf":
         return ("leaf", numbers[tree[1]])
-    if tree[0] == "un":
-        return ("un", tree[1], _renumbered(tree[2], numbers))
+    if tree[0] in ("un", "idx"):
+        return (tree[0], tree[1], _renumbered(tree[2], numbers))
     if tree[0] == "bin":
         return ("bin", tree[1], _renumbered(tree[2], numbers), _renumbered(tree[3], numbers))
     return tree
@@ -183,6 +186,8 @@ def _evaluate(tree: Any, leaf: Callable[[int], Any]) -> Any:
         return torch.tensor(tree[1], dtype=torch.float64)
     if kind == "un":
         return _UNARY[tree[1]](_evaluate(tree[2], leaf))
+    if kind == "idx":
+        return _evaluate(tree[2], leaf)[tree[1]]
     return _BINARY[tree[1]](_evaluate(tree[2], leaf), _evaluate(tree[3], leaf))
 
 
@@ -196,8 +201,8 @@ class _Case:
         self.leaves = [rnd.choice(entries) for _ in range(rnd.randint(1, 3))]
         trees = []
         while len(trees) < rnd.randint(1, 2):
-            tree = _random_tree(rnd, len(self.leaves), rnd.randint(1, 3))
-            if tree[0] != "leaf" and _leaves_of(tree):
+            tree = _random_tree(rnd, len(self.leaves), rnd.randint(1, 3), self.family != "single")
+            if tree[0] != "leaf" and _leaves_of(tree) and self._indexes_vectors(tree):
                 trees.append(tree)
         if rnd.random() < 0.3:  # one metric used twice: ne - ne
             trees.append(("bin", "-", ("leaf", 0), ("leaf", 0)))
@@ -207,6 +212,21 @@ class _Case:
         # one tree whose metrics are shared by the others: `first + second` of the same metric objects
         self.joined = rnd.random() < 0.3 and len(trees) > 1
         self.in_collection = rnd.random() < 0.4 and not self.joined
+
+    def _indexes_vectors(self, tree: Any) -> bool:
+        """Whether every ``[i]`` of the tree picks from a (3,) value (not from a scalar metric's value)."""
+
+        def shape(i: int) -> Tensor:
+            name, _, entry = self.leaves[i]
+            family = self.family
+            scalar = family == "single" or isinstance(entry, int) or (family == "segmented" and name == "ne")
+            return torch.ones(()) if scalar else torch.ones(3)
+
+        try:
+            _evaluate(tree, shape)
+        except IndexError:
+            return False
+        return True
 
     def build(self) -> tuple[list[Metric], list[Metric], Any]:
         """(the metrics, the leaves' metric or entry metric, the expression driven)."""
@@ -350,7 +370,9 @@ def _run_case(seed: int) -> None:
         elif action in ("copy", "pickle"):
             driven = copy.deepcopy(driven) if action == "copy" else pickle.loads(pickle.dumps(driven))
         elif action == "bad":
-            batch = _bad_batch(rng, case.family, size)
+            # a MetricCollection updates its members one after another (TorchMetrics'): one refused by a later member
+            # stays in the earlier ones, as for any metrics; each expression is checked alone here
+            batch = _bad_batch(rng, case.family, size, isinstance(driven, MetricCollection))
             before = _states(driven)
             path = driven.update if rng.random() < 0.5 else driven
             try:

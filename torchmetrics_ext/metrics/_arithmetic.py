@@ -126,10 +126,10 @@ def _refuse_explicit_group(metric: Any, caller: Any) -> None:
     if caller.f_code is not _COLLECTION_UPDATE:
         return
     collection = caller.f_locals.get("self")
-    groups = getattr(collection, "_groups", None)
-    if not groups:
+    named = getattr(collection, "_enable_compute_groups", None)
+    if not isinstance(named, list):  # automatic groups (or none) never join a metric without states of its own
         return
-    for members in groups.values():
+    for members in named:
         if len(members) > 1 and any(getattr(collection, str(key), None) is metric for key in members):
             name = next(str(key) for key in members if getattr(collection, str(key), None) is metric)
             kind = "a metric expression" if isinstance(metric, CompositionalMetric) else type(metric).__name__

@@ -112,18 +112,32 @@ class StatesInChildren:
     (``compute_groups=True``) never put these metrics in a group (they compare declared states only).
     """
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "_computed":  # MetricCollection.update clears each member's cache before it updates any
+    # a property for this one attribute (its value kept in the instance's __dict__, where the package also
+    # writes it directly): other attributes are set without an extra call
+    @property
+    def _computed(self) -> Any:
+        return self.__dict__.get("_computed")
+
+    @_computed.setter
+    def _computed(self, value: Any) -> None:
+        if value is None:  # MetricCollection.update clears each member's cache before it updates any
             _refuse_explicit_group(self, sys._getframe(1))
-        super().__setattr__(name, value)
+        self.__dict__["_computed"] = value
 
 
 _COLLECTION_UPDATE = MetricCollection.update.__code__
 
 
 def _refuse_explicit_group(metric: Any, caller: Any) -> None:
-    """Raise a ``ValueError`` where ``caller`` is ``MetricCollection.update`` with ``metric`` in a group of several."""
-    if caller.f_code is not _COLLECTION_UPDATE:
+    """Raise a ``ValueError`` where ``MetricCollection.update`` set the cache and ``metric`` is in a named group.
+
+    ``caller`` is the setter's caller; the collection's frame is found within the next few above it.
+    """
+    for _ in range(4):  # the setter is reached through Metric's and nn.Module's __setattr__
+        if caller is None or caller.f_code is _COLLECTION_UPDATE:
+            break
+        caller = caller.f_back
+    if caller is None or caller.f_code is not _COLLECTION_UPDATE:
         return
     collection = caller.f_locals.get("self")
     named = getattr(collection, "_enable_compute_groups", None)

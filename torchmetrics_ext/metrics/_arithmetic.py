@@ -33,11 +33,12 @@ expression with its own operator, which this class does not reach.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-from torchmetrics import Metric
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.metric import CompositionalMetric
 from torchmetrics.utilities.plot import plot_single_or_multi_val
 
@@ -98,6 +99,62 @@ class TensorArithmetic:
         if example is None:
             return _Expression(_Entry(idx), self, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
         return _DictEntry(self, idx, example)
+
+
+class StatesInChildren:
+    """Mixin of metrics whose states are their wrapped metrics' (``Windowed``, expressions): no explicit compute group.
+
+    TorchMetrics' explicit compute groups (``MetricCollection(..., compute_groups=[["a", "b"]])``) update only
+    a group's first member and give the others the states that member declares itself (its ``_defaults``).
+    Such a metric declares none (its states live in the metrics it wraps), so the others of its group were
+    never fed and reported ``nan`` (``b_lifetime``), or a member next to it got nothing from it. The
+    collection's ``update`` refuses such a group before it changes any member, naming it. Automatic groups
+    (``compute_groups=True``) never put these metrics in a group (they compare declared states only).
+    """
+
+    # a property for this one attribute (its value kept in the instance's __dict__, where the package also
+    # writes it directly): other attributes are set without an extra call
+    @property
+    def _computed(self) -> Any:
+        return self.__dict__.get("_computed")
+
+    @_computed.setter
+    def _computed(self, value: Any) -> None:
+        if value is None:  # MetricCollection.update clears each member's cache before it updates any
+            _refuse_explicit_group(self, sys._getframe(1))
+        self.__dict__["_computed"] = value
+
+
+_COLLECTION_UPDATE = MetricCollection.update.__code__
+
+
+def _refuse_explicit_group(metric: Any, caller: Any) -> None:
+    """Raise a ``ValueError`` where ``MetricCollection.update`` set the cache and ``metric`` is in a named group.
+
+    ``caller`` is the setter's caller; the collection's frame is found within the next few above it.
+    """
+    for _ in range(4):  # the setter is reached through Metric's and nn.Module's __setattr__
+        if caller is None or caller.f_code is _COLLECTION_UPDATE:
+            break
+        caller = caller.f_back
+    if caller is None or caller.f_code is not _COLLECTION_UPDATE:
+        return
+    collection = caller.f_locals.get("self")
+    named = getattr(collection, "_enable_compute_groups", None)
+    if not isinstance(named, list):  # automatic groups (or none) never join a metric without states of its own
+        return
+    for members in named:
+        if len(members) > 1 and any(getattr(collection, str(key), None) is metric for key in members):
+            name = next(str(key) for key in members if getattr(collection, str(key), None) is metric)
+            kind = "a metric expression" if isinstance(metric, CompositionalMetric) else type(metric).__name__
+            raise ValueError(
+                f"Expected `compute_groups` of the MetricCollection to leave {name!r} "
+                f"({kind}) in a group of its own, but it is in {list(members)}: TorchMetrics "
+                f"updates only the group's first member ({members[0]!r}) and shares with the others the states "
+                f"that member declares itself, while {kind} keeps its states in the metrics it "
+                f"wraps, so the other members would never see a batch (nan). Leave {name!r} out of "
+                "`compute_groups`, or use `compute_groups=True` (which never groups it); no member was updated."
+            )
 
 
 class _Entry:
@@ -357,7 +414,7 @@ def _each_once(metrics: list[Metric], step: Callable[[Metric], None], update: bo
             torch._foreach_add_([state[name] for name in names], list(values))
 
 
-class _Expression(TensorArithmetic, CompositionalMetric):
+class _Expression(StatesInChildren, TensorArithmetic, CompositionalMetric):
     """TorchMetrics' ``CompositionalMetric`` whose metrics each take a batch once, however often it uses them.
 
     ``update``, ``forward`` and ``reset`` reach every metric of the whole expression (nested
@@ -507,7 +564,7 @@ class _Expression(TensorArithmetic, CompositionalMetric):
         return self
 
 
-class _DictEntry(TensorArithmetic, CompositionalMetric):
+class _DictEntry(StatesInChildren, TensorArithmetic, CompositionalMetric):
     """``metric[idx]`` whose value is a dict: TorchMetrics' ``CompositionalMetric`` refusing arithmetic."""
 
     _dict_value_entry = '"entry"'  # replaced by the instance's own example

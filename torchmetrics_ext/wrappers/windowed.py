@@ -18,7 +18,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
-from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
+from torchmetrics_ext.metrics._arithmetic import StatesInChildren, TensorArithmetic
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
     derive_missing,
@@ -312,7 +312,7 @@ def _never_distributed() -> bool:
     return False
 
 
-class Windowed(TensorArithmetic, WrapperMetric):
+class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
     r"""A metric's lifetime value and its value over the most recent ``window_size`` samples.
 
     One ``update`` feeds both: the batch's statistics are computed once (by the wrapped metric's

@@ -12,8 +12,11 @@ every key against numpy / scikit-learn over the samples seen since the resume al
 from __future__ import annotations
 
 import math
-import warnings
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,66 +24,14 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-import torchmetrics_ext as tmx
 from tests.helpers.ddp import DDPPool
-from torchmetrics_ext.integrations.lightning import RecMetricCallback
+from tests.helpers.resume_world import RESUMED_STEPS, SAVED_STEPS, _resume_job, _save_job, _step
 
 pytest.importorskip("lightning")
 
 pytestmark = pytest.mark.ddp
 
-WINDOW = 60  # room for every step after the resume on every rank (the window restarts with the module)
-SAVED_STEPS, RESUMED_STEPS, BATCH = 3, 2, 10
-
-
-def _step(seed: int) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    p = torch.rand(BATCH, generator=gen) * 0.98 + 0.01
-    y = (torch.rand(BATCH, generator=gen) < p).float()
-    return {"prediction": p, "label": y}
-
-
-def _module(key_style: str) -> tmx.RecMetricModule:
-    metrics = {"ne": "ne", "auc": "auc", "ctr": "ctr", "calibration": "calibration"}
-    return tmx.RecMetricModule(["c"], metrics, window_size=WINDOW, key_style=key_style, throughput=True)
-
-
-def _values(module: tmx.RecMetricModule) -> dict[str, float]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # rates of steps too close together
-        return {key: float(value) for key, value in module.compute().items()}
-
-
-def _save_job(rank: int, world: int, key_style: str) -> dict[str, Any]:
-    """This rank's training module ``state_dict`` after its steps (what the callback saves for it)."""
-    module = _module(key_style)
-    for i in range(SAVED_STEPS):
-        module.update(_step(1000 * world + 100 * rank + i))
-    _values(module)  # a compute before the save, as the callback's interval computes
-    return module.state_dict()
-
-
-def _resume_job(rank: int, world: int, key_style: str, saved: list[dict[str, Any]]) -> dict[str, Any]:
-    """Restore as Lightning does: rank 0's states from the model's ``state_dict``, then the callback's hook."""
-
-    class Model(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.train_metrics = _module(key_style)
-
-    model = Model()
-    model.train_metrics.load_state_dict(saved[0])  # the model's state_dict in the checkpoint is rank 0's
-    checkpoint = {"rec_metric_modules": [None] + [{"train_metrics": states} for states in saved[1:]]}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        RecMetricCallback(val=None, test=None).on_load_checkpoint(None, model, checkpoint)  # type: ignore[arg-type]
-    for i in range(RESUMED_STEPS):
-        model.train_metrics.update(_step(7 + 1000 * world + 100 * rank + i))
-    return {
-        "values": _values(model.train_metrics),
-        "warnings": [str(w.message) for w in caught],
-        "step": model.train_metrics._step,
-    }
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _reference(world: int) -> dict[str, float]:
@@ -139,8 +90,12 @@ def _resumed(pools: dict[int, Any], world: int, key_style: str, saved: list[dict
     return pools[world].run(_resume_job, key_style, saved)
 
 
-@pytest.mark.parametrize("key_style", ["torchmetrics_ext", "torchrec"])
-@pytest.mark.parametrize(("saved_world", "world"), [(2, 1), (1, 2), (2, 3), (3, 2)])
+# TorchRec's key style at every change of world (its throughput is the case found), ours at two
+CASES = [(2, 1, "torchrec"), (1, 2, "torchrec"), (2, 3, "torchrec"), (3, 2, "torchrec")]
+CASES += [(3, 2, "torchmetrics_ext"), (1, 2, "torchmetrics_ext")]
+
+
+@pytest.mark.parametrize(("saved_world", "world", "key_style"), CASES)
 def test_a_module_resumed_on_another_number_of_ranks_starts_afresh_on_every_rank(
     saved_world, world, key_style, ddp_pool, pool3
 ):
@@ -154,3 +109,42 @@ def test_a_module_resumed_on_another_number_of_ranks_starts_afresh_on_every_rank
     pools = {2: ddp_pool, 3: pool3}
     saved = _saved(pools, saved_world, key_style)
     _check(_resumed(pools, world, key_style, saved), key_style, saved_world)
+
+
+FITS = bool(os.environ.get("TMX_RESUME_FITS"))  # about 70 s on a quiet 2-core box: two Lightning fits
+
+
+def _fit(out: Path, devices: int, extra: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """``tests/helpers/lightning_world.py`` on ``devices`` CPU ranks: each rank's dump and the output."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+        env.pop(name, None)
+    args = ["--out", str(out), "--devices", str(devices), "--batch", "20", "--val-sizes", "101", "--window", "452"]
+    command = [sys.executable, str(ROOT / "tests" / "helpers" / "lightning_world.py"), *args, *extra]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(devices)], done.stderr
+
+
+@pytest.mark.skipif(not FITS, reason="two Lightning fits: set TMX_RESUME_FITS=1")
+def test_a_lightning_fit_of_3_ranks_resumed_on_2_logs_the_samples_since_the_resume(tmp_path):
+    """A real ``Trainer(devices=3)`` fit checkpointed at its first epoch end, resumed with ``devices=2``.
+
+    Every rank warns, restarts the training module (lifetime and window) and logs at every interval
+    compute and epoch end the values of the rows fed since the resume alone (numpy / scikit-learn /
+    pandas over them; each rank's window its newest updates within ``452 // 2`` rows), the same on both.
+    """
+    from tests.test_lightning_world import _close, _joined, _train_expected, reference
+
+    _fit(tmp_path / "saved", 3, ["--save-dir", str(tmp_path / "ckpt")])
+    dumps, err = _fit(tmp_path / "resumed", 2, ["--resume", str(tmp_path / "ckpt" / "epoch=0.ckpt")])
+    assert err.count("holds metric states of 3 rank(s), this run has 2; `train_metrics` starts afresh") == 2
+    np.testing.assert_equal(dumps[1]["logged"], dumps[0]["logged"])
+    computed = dumps[0]["computed"]
+    assert [e["update"] for e in computed] == [6, 8, 10, 12]  # epoch 0 was 5 updates; the count carries on
+    ends = [e for e in dumps[0]["logged"] if e["hook"] == "on_train_epoch_end"]
+    for entry in [*computed, *ends]:
+        _close(entry["values"], _train_expected(dumps, entry["update"], 452), f"after the resume at {entry['update']}")
+    val = [b for d in dumps for b in d["fed"] if b["stage"] == "val"]
+    expected = {f"val/{n}/{t}": v for t in ("click", "buy") for n, v in reference(_joined(val), t).items()}
+    _close(dumps[0]["validated"][0]["values"], expected, "validation after the resume")

@@ -24,7 +24,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+import torchmetrics_ext as tmx
 from tests.helpers.ddp import DDPPool
+from tests.helpers.ranking_reference import group_rows, reference_values
 from tests.helpers.resume_world import RESUMED_STEPS, SAVED_STEPS, _resume_job, _save_job, _step
 
 pytest.importorskip("lightning")
@@ -116,6 +118,7 @@ FITS = bool(os.environ.get("TMX_RESUME_FITS"))  # about 70 s on a quiet 2-core b
 
 def _fit(out: Path, devices: int, extra: list[str]) -> tuple[list[dict[str, Any]], str]:
     """``tests/helpers/lightning_world.py`` on ``devices`` CPU ranks: each rank's dump and the output."""
+    out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
     for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
         env.pop(name, None)
@@ -148,3 +151,61 @@ def test_a_lightning_fit_of_3_ranks_resumed_on_2_logs_the_samples_since_the_resu
     val = [b for d in dumps for b in d["fed"] if b["stage"] == "val"]
     expected = {f"val/{n}/{t}": v for t in ("click", "buy") for n, v in reference(_joined(val), t).items()}
     _close(dumps[0]["validated"][0]["values"], expected, "validation after the resume")
+
+
+def _shards(world: int) -> list[list[torch.Tensor]]:
+    """Rows 0..299 in batches of 10 dealt out to ``world`` ranks (sessions of 6 rows span batches and ranks)."""
+    batches = [torch.arange(i, i + 10) for i in range(0, 300, 10)]
+    return [batches[rank::world] for rank in range(world)]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("name", ["ne", "auc", "gauc", "ndcg"])
+@pytest.mark.parametrize("windowed", [False, True])
+def test_merging_the_saved_states_of_every_rank_resumes_the_lifetime_in_one_process(world, name, windowed):
+    """docs/windows.md: each rank's saved ``state_dict`` loaded into a metric and merged into rank 0's gives
+    the lifetime over every rank's samples (the window stays rank 0's own), for sums, exact rows, groups
+    spread over ranks and sessions split across ranks."""
+    gen = torch.Generator().manual_seed(5)
+    p = torch.rand(300, generator=gen) * 0.98 + 0.01
+    y = (torch.rand(300, generator=gen) < p).long()
+    groups, sessions = torch.arange(300) % 7, torch.arange(300) // 6
+    make = {"ne": tmx.NormalizedEntropy, "auc": tmx.AUC, "gauc": tmx.GroupedAUC, "ndcg": lambda: tmx.NDCG(k=5)}[name]
+
+    def metric() -> Any:
+        built = tmx.Windowed(make(), window_size=40) if windowed else make()
+        return built.persistent(True) or built  # plain TorchMetrics states are saved only when persistent
+
+    def update(m: Any, rows: torch.Tensor) -> None:
+        extra = {"gauc": (groups[rows],), "ndcg": ()}.get(name, ())
+        kwargs = {"indexes": sessions[rows]} if name == "ndcg" else {}
+        m.update(p[rows], y[rows], *extra, **kwargs)
+
+    saved = []
+    for shard in _shards(world):
+        m = metric()
+        for rows in shard:
+            update(m, rows)
+        saved.append(m.state_dict())
+    resumed = metric()
+    resumed.load_state_dict(saved[0])
+    for states in saved[1:]:
+        other = metric()
+        other.load_state_dict(states)
+        resumed.merge_state(other)
+    value = resumed.compute()
+    got = float(value["lifetime"] if windowed else value)
+    pn, yn = p.double().numpy(), y.double().numpy()
+    if name == "ne":
+        base = yn.mean()
+        expected = -(yn * np.log(pn) + (1 - yn) * np.log(1 - pn)).mean() / -(
+            base * math.log(base) + (1 - base) * math.log(1 - base)
+        )
+    elif name == "auc":
+        expected = roc_auc_score(yn, pn)
+    elif name == "gauc":
+        expected = np.mean([roc_auc_score(yn[groups == g], pn[groups == g]) for g in range(7)])
+    else:
+        queries = group_rows(sessions.tolist(), pn, yn, np.ones(300))  # queries without a positive skipped
+        (expected,) = reference_values(queries, [("ndcg", 5)])
+    np.testing.assert_allclose(got, expected, rtol=1e-9)

@@ -974,9 +974,14 @@ class RecMetricCallback(pl.Callback):
         """Start the training module afresh on load; its values last logged are then not put back (``on_train_start``).
 
         ``reset()`` keeps the update count Lightning restored from the model's ``state_dict`` (so
-        the compute cadence carries on), which alone would let those values through.
+        the compute cadence carries on), which alone would let those values through. The throughput is
+        reset too: with ``key_style="torchrec"`` the module's ``reset()`` keeps it counting (as
+        TorchRec's does), and it holds what Lightning loaded into every rank, rank 0's examples, which
+        the synced ``total_examples`` would count once per rank.
         """
         module.reset()
+        if module.throughput is not None:  # reset() keeps it with key_style="torchrec"
+            module.throughput.reset()
         self._train_restarted = True
 
 

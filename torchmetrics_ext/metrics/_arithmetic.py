@@ -133,19 +133,21 @@ def _refuse_explicit_group(metric: Any, caller: Any) -> None:
 
     ``caller`` is the setter's caller; the collection's frame is found within the next few above it.
     """
-    for _ in range(4):  # the setter is reached through Metric's and nn.Module's __setattr__
-        if caller is None or caller.f_code is _COLLECTION_UPDATE:
+    for _ in range(5):  # the setter is reached through Metric's and nn.Module's __setattr__
+        if caller is None:
+            return
+        if caller.f_code is _COLLECTION_UPDATE:
             break
         caller = caller.f_back
-    if caller is None or caller.f_code is not _COLLECTION_UPDATE:
+    else:
         return
     collection = caller.f_locals.get("self")
     named = getattr(collection, "_enable_compute_groups", None)
     if not isinstance(named, list):  # automatic groups (or none) never join a metric without states of its own
         return
     for members in named:
-        if len(members) > 1 and any(getattr(collection, str(key), None) is metric for key in members):
-            name = next(str(key) for key in members if getattr(collection, str(key), None) is metric)
+        name = next((str(key) for key in members if getattr(collection, str(key), None) is metric), None)
+        if len(members) > 1 and name is not None:
             kind = "a metric expression" if isinstance(metric, CompositionalMetric) else type(metric).__name__
             raise ValueError(
                 f"Expected `compute_groups` of the MetricCollection to leave {name!r} "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -90,10 +91,9 @@ class TimeWindow:
         # without nn.Module's __setattr__ (about 2 us each on this per-step path)
         attributes = metric.__dict__
         held = {name: attributes[name] for name in metric._defaults}
-        if torch.is_inference_mode_enabled():  # ordinary copies: a later update outside it writes them
-            with torch.inference_mode(False):
-                attributes.update({name: value.clone() for name, value in held.items()})
-        else:
+        # ordinary copies under inference mode: a later update outside it writes them (the context entered only
+        # there, off this per-step path otherwise)
+        with torch.inference_mode(False) if torch.is_inference_mode_enabled() else nullcontext():
             attributes.update({name: value.clone() for name, value in held.items()})
         try:
             metric.update(*args, **kwargs)

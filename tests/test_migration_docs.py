@@ -525,3 +525,34 @@ def test_the_aggregator_logs_torchtunes_keys_and_values(seed):
         ("tokens_seen", 5, A.SUM),
         ("seq_len", 5, A.DISTRIBUTION),
     ]
+
+
+# --- TorchRec (migration_torchrec.md) ----------------------------------------------------------------------
+
+
+def test_a_torchrec_config_with_a_click_and_a_regression_task_builds_and_runs():
+    """The guide said such a config (`auc` on task 0, `mse` on task 1) is refused at the first step, every metric
+    reading every task; each metric reads the tasks its RecMetricDef names, and only a metric listing both is."""
+    from sklearn.metrics import mean_squared_error, roc_auc_score
+
+    gen = torch.Generator().manual_seed(0)
+    click = (torch.rand(64, generator=gen) < 0.3).double()
+    click_pred = torch.rand(64, generator=gen, dtype=torch.float64)
+    watch = 60 * torch.rand(64, generator=gen, dtype=torch.float64)
+    watch_pred = watch + torch.randn(64, generator=gen, dtype=torch.float64)
+    batch = {"cl": click, "cp": click_pred, "wl": watch, "wp": watch_pred, "w": torch.ones(64)}
+    tasks = [
+        {"name": "click", "label_name": "cl", "prediction_name": "cp", "weight_name": "w"},
+        {"name": "watch", "label_name": "wl", "prediction_name": "wp", "weight_name": "w"},
+    ]
+    config = {"rec_tasks": tasks, "rec_metrics": {"auc": {"rec_task_indices": [0]}, "mse": {"rec_task_indices": [1]}}}
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    module.update(batch)
+    values = module.compute()
+    assert values["auc-click|window_auc"].item() == pytest.approx(roc_auc_score(click, click_pred), abs=1e-12)
+    assert values["mse-watch|lifetime_mse"].item() == pytest.approx(mean_squared_error(watch, watch_pred), rel=1e-12)
+    assert not [key for key in values if key.startswith("auc-watch") or key.startswith("mse-click")]
+    config["rec_metrics"]["auc"] = {"rec_task_indices": [0, 1]}
+    both = tmx.RecMetricModule.from_torchrec_config(config)
+    with pytest.raises(ValueError, match=r"(?s)Task 'watch'.*\['auc'\]"):
+        both.update(batch)

@@ -326,6 +326,16 @@ def test_grouped_auc_over_query_ids_is_retrieval_auroc(seed):
     target[first], target[first + 1] = 1, 0
     reference = RetrievalAUROC(empty_target_action="skip")(preds, target, indexes)
     assert tmx.GroupedAUC()(preds, target, indexes).item() == pytest.approx(reference.item(), abs=1e-6)
+    # single-class queries: left out here; RetrievalAUROC scores one without negatives 0 (and skips, here, the
+    # one without positives)
+    extra = torch.tensor([0.9, 0.4, 0.7, 0.2]), torch.tensor([1, 1, 0, 0]), torch.tensor([100, 100, 101, 101])
+    preds, target, indexes = (torch.cat([a, b]) for a, b in zip((preds, target, indexes), extra))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchMetrics warns about the query without negatives
+        theirs = RetrievalAUROC(empty_target_action="skip")(preds, target, indexes).item()
+    per_query = reference.item() * 20  # the 20 queries holding both classes, then 0 for query 100
+    assert theirs == pytest.approx(per_query / 21, abs=1e-6)
+    assert tmx.GroupedAUC()(preds, target, indexes).item() == pytest.approx(reference.item(), abs=1e-6)
 
 
 # --- what the pages quote: argument names and defaults ---------------------------------------------------

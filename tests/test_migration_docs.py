@@ -46,7 +46,7 @@ _MARKER = re.compile(r"<!--\s*snippet:\s*(needs|skip)\s+(.*?)\s*-->\s*\n$")
 _OPTIONAL = ("lightning", "transformers", "accelerate", "matplotlib", "pandas", "pyarrow")
 
 
-def _blocks(guide: str) -> list[tuple[int, str, str, str]]:
+def _blocks(guide: str) -> list[tuple[int, str, str, tuple[str, str] | None]]:
     """``(line, kind, body, marker)`` of each python block; kind is ``doctest`` or ``plain``."""
     text = (ROOT / "docs" / guide).read_text()
     out = []

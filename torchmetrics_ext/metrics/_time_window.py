@@ -10,7 +10,9 @@ window syncs, checkpoints and merges like the lifetime states.
 from __future__ import annotations
 
 import math
+import re
 from collections import deque
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from typing import Any
 
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_real, check_state_dtype
 
-__all__ = ["TimeWindow", "check_window_seconds", "window_as_one_update"]
+__all__ = ["TimeWindow", "adopt_other_settings", "check_window_seconds", "read_clock", "window_as_one_update"]
 
 
 def check_window_seconds(window_seconds: Any) -> float:
@@ -32,6 +34,47 @@ def check_window_seconds(window_seconds: Any) -> float:
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
     return float(seconds)
+
+
+def read_clock(clock: Callable[[], Any], last: float | None) -> float:
+    """One reading of ``clock`` in seconds, checked on the host before the metric changes.
+
+    Args:
+        clock: the metric's clock.
+        last: the previous reading the metric holds (``None``: none to compare with).
+
+    Raises:
+        ValueError: naming ``clock``, for a reading that is NaN or infinite, or earlier than ``last``
+            (a clock that goes backwards would add negative seconds); a reading that is no number
+            raises as ``float()`` does.
+    """
+    now = float(clock())
+    if not math.isfinite(now):
+        raise ValueError(f"Expected `clock` to return a finite number of seconds, got {now}.")
+    if last is not None and now < last:
+        raise ValueError(
+            f"Expected `clock` never to go backwards (a monotonic clock such as time.monotonic), got {now} after "
+            f"{last}."
+        )
+    return now
+
+
+def adopt_other_settings(state_dict: dict[str, Any], prefix: str, own: Mapping[str, str]) -> None:
+    """Rename in ``state_dict`` the states saved under another ``warmup_steps`` or window to this metric's names.
+
+    The rate metrics name a state after a non-default warm-up or window (``examples_warmup3``,
+    ``window_elapsed_warmup3_window2``) so that a ``MetricCollection`` never groups two settings;
+    those settings only decide which later steps are timed, so a job resumed with another one keeps
+    its counts and times. ``own`` maps each state's plain name to this metric's saved name; a state
+    already saved under that name, or matched by no or several saved names, is left to the load.
+    """
+    for plain, name in own.items():
+        if prefix + name in state_dict:
+            continue
+        pattern = re.compile(re.escape(prefix + plain) + r"(_warmup\d+)?(_?window[0-9A-Za-z]+)?")
+        saved = [key for key in state_dict if pattern.fullmatch(key)]
+        if len(saved) == 1:
+            state_dict[prefix + name] = state_dict.pop(saved[0])
 
 
 class TimeWindow:

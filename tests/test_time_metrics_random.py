@@ -390,7 +390,7 @@ def test_a_compute_group_counts_each_forward_once(seed):
                 collection.update(preds)
             else:
                 collection(preds)
-        members = ("a", "b", "q", "q2") if how == "update" else ("a", "q")
+        members = ("a", "b", "q", "q2")  # the later members too: they take the first's record with its states
         assert collection.compute_groups == {0: ["a", "b"], 1: ["q", "q2"]}
         held = dict(collection.items(keep_base=True, copy_state=False))  # `collection[name]` unlinks the states
         for name in members:
@@ -399,6 +399,76 @@ def test_a_compute_group_counts_each_forward_once(seed):
                 _assert_thr(metric, thr, f"seed {seed} step {step} ({how}) {name}")
             else:
                 _assert_qps(metric, qps, f"seed {seed} step {step} ({how}) {name}")
+
+
+def _member_values(out: dict, name: str) -> dict:
+    """One member's entries of a ``MetricCollection``'s flat forward/compute dict (keys ``{name}_{entry}``)."""
+    return {key[len(name) + 1 :]: value for key, value in out.items() if key.startswith(f"{name}_")}
+
+
+def _collection(warmup, window_seconds, tasks):
+    def qps():
+        return tmx.TowerQPS(tasks, warmup_steps=warmup, window_seconds=window_seconds, clock=SharedClock())
+
+    def thr():
+        return tmx.Throughput(warmup_steps=warmup, window_seconds=window_seconds, clock=SharedClock())
+
+    members = {"a": thr(), "b": thr(), "c": thr(), "q": qps(), "q2": qps()}
+    for metric in members.values():
+        metric.persistent(True)
+    return MetricCollection(members, compute_groups=True)
+
+
+@pytest.mark.parametrize("seed", range(max(_SEEDS // 2, 4)))
+def test_every_member_of_a_compute_group_forwards_and_saves_as_a_lone_metric(seed):
+    """A compute group's ``update`` feeds its first member alone and links the others to its states, not to its
+    host record (steps, clock reading, window timeline): a later member's ``forward`` then timed its step from a
+    stale reading and kept a stale window (a forward after updates returned another rate than a lone metric's),
+    and a collection checkpoint saved that member's stale steps and window. Every member now takes the first
+    member's record with its states: each member's forward and compute values equal the documented rule's for the
+    calls the collection took, through checkpoints of the collection too."""
+    rng = np.random.default_rng(5000 + seed)
+    _NOW[0] = 10.0
+    warmup, window_seconds, tasks = int(rng.choice([0, 1, 3])), float(rng.choice([1.0, 2.5])), 2
+    collection = _collection(warmup, window_seconds, tasks)
+    thr, qps = ThroughputModel(warmup, window_seconds), TowerQPSModel(tasks, warmup, window_seconds)
+    log = [f"seed {seed}: warmup {warmup}, window {window_seconds}"]
+    for step in range(24):
+        how = "update" if step == 0 else str(rng.choice(["update", "update", "forward", "forward", "load"]))
+        if how == "load":  # the collection's checkpoint into a fresh one: every member's record as saved
+            saved = collection.state_dict()
+            assert saved["b._extra_state"] == saved["c._extra_state"] == saved["a._extra_state"], "\n".join(log)
+            collection = _collection(warmup, window_seconds, tasks)
+            collection.load_state_dict(copy.deepcopy(saved))
+            thr, qps = thr.loaded_into(warmup, window_seconds), qps.loaded()
+            log.append("load")
+        else:
+            _tick(rng)
+            n = int(rng.choice([0, 3, 50]))
+            preds = torch.zeros(tasks, n)
+            thr.update(tasks)  # a task-first (T, N) tensor counts T (see Throughput's docstring)
+            qps.update(np.full(tasks, n))
+            log.append(f"{how} {n} at {_NOW[0]}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a rate over 0 s warns (nan): the values are compared below
+                out = collection.update(preds) if how == "update" else collection(preds)
+            if how == "forward":
+                for name, model in (("a", thr), ("b", thr), ("c", thr), ("q", qps), ("q2", qps)):
+                    got = _member_values(out, name)
+                    assert got, f"{name}: {sorted(out)}"
+                    if name.startswith("q"):
+                        _assert_qps(None, model, "\n".join([*log, f"forward of {name}"]), value=got)
+                    else:
+                        _assert_thr(None, model, "\n".join([*log, f"forward of {name}"]), forward_value=got)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = collection.compute()
+        for name, model in (("a", thr), ("b", thr), ("c", thr), ("q", qps), ("q2", qps)):
+            got = _member_values(values, name)
+            if name.startswith("q"):
+                _assert_qps(None, model, "\n".join([*log, f"compute of {name}"]), value=got)
+            else:
+                _assert_thr(None, model, "\n".join([*log, f"compute of {name}"]), forward_value=got)
 
 
 # ----------------------------------------------------------------------------- merge_state

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torchmetrics import MetricCollection
 
 from torchmetrics_ext.utilities.checks import as_real, check_state_dtype
 
@@ -93,6 +95,38 @@ class TimeWindow:
     _recent: deque[tuple[float, float, Any]]
     _now: float
     _recent_examples: Any
+    # the host-side record that goes with the states (the window's timeline here; steps and clock readings in the
+    # host classes): what a compute group's later member takes from its first with the states (see _update_count)
+    _host_record: ClassVar[tuple[str, ...]] = ("_recent", "_now", "_recent_examples")
+
+    # A property for this one attribute (its value kept in the instance's __dict__, where the update wrapper writes
+    # it directly, off this path): TorchMetrics sets it on each later member of a compute group right after linking
+    # that member to the first member's states, in `MetricCollection._compute_groups_create_state_ref`.
+    @property
+    def _update_count(self) -> int:
+        return self.__dict__.get("_update_count", 0)
+
+    @_update_count.setter
+    def _update_count(self, value: int) -> None:
+        self.__dict__["_update_count"] = value
+        first = _group_first_member(self, sys._getframe(1))
+        if first is not None:
+            self._take_host_record(first)
+
+    def _take_host_record(self, first: Any) -> None:
+        """Take ``first``'s host record with its states (a compute group's link): steps, clock readings, window.
+
+        A :class:`~torchmetrics.MetricCollection` updates a compute group's first member alone and links the
+        others to its state tensors; this metric's own record (steps seen, the last clock reading, the window's
+        updates) would stay as it was, so its next ``forward`` timed the step from a stale reading and its
+        checkpoint saved a stale window. The window's timeline is copied (``forward`` and ``update`` change it
+        in place); the rest are numbers.
+        """
+        theirs, mine = first.__dict__, self.__dict__
+        for name in self._host_record:
+            if name in theirs:
+                value = theirs[name]
+                mine[name] = deque(value) if isinstance(value, deque) else value
 
     def _clear_window(self, zero: Any = 0) -> None:
         """No update in the window; ``zero``: an empty sum of examples."""
@@ -187,6 +221,26 @@ class TimeWindow:
             total = total + n
         self._recent_examples = total
         self._fill_window()
+
+
+_LINK_STATES = MetricCollection._compute_groups_create_state_ref.__code__
+
+
+def _group_first_member(metric: Any, caller: Any) -> Any:
+    """The first member of ``metric``'s compute group where the collection is linking ``metric`` to its states.
+
+    ``caller`` is the ``_update_count`` setter's caller (``nn.Module.__setattr__`` under ``Metric``'s); the
+    collection's frame is within the next few. ``None`` anywhere else (``__init__``, ``reset``, ...).
+    """
+    for _ in range(4):
+        if caller is None:
+            return None
+        if caller.f_code is _LINK_STATES:
+            local = caller.f_locals
+            first = local.get("m0")
+            return first if local.get("mi") is metric and type(first) is type(metric) else None
+        caller = caller.f_back
+    return None
 
 
 def window_as_one_update(examples: Any, seconds: float) -> list[tuple[float, float, Any]]:

@@ -71,6 +71,10 @@ class TowerQPS(TimeWindow, TaskMetric):
     counted examples (the warm-up's were never kept) and the window empty. Without
     ``window_seconds`` (the default) ``compute()`` returns the lifetime rate alone, as before.
 
+    In a ``MetricCollection`` compute group (two ``TowerQPS`` of one setting) every member takes the
+    first member's steps, clock reading and window with its states, as ``Throughput``'s do: each
+    member's ``forward``, ``compute`` and checkpoint are a lone metric's.
+
     Args:
         num_tasks: number of tasks ``T``.
         warmup_steps: updates before timing starts (TorchRec: 100).
@@ -133,6 +137,8 @@ class TowerQPS(TimeWindow, TaskMetric):
     window_seconds: float | None = None  # type: ignore[assignment]  # TimeWindow's is a float, set with a window
     _window_names: tuple[str, str, str] | None = None
     _window_from_states: bool = False
+    # what goes with the states (see TimeWindow._take_host_record)
+    _host_record: ClassVar[tuple[str, ...]] = (*TimeWindow._host_record, "_steps", "_last_tick", "_window_from_states")
 
     # elapsed seconds add up within a rank and take the maximum across ranks: no per-update statistic
     window_unsupported: ClassVar[str] = (

@@ -150,6 +150,11 @@ class Throughput(TimeWindow, GuardedMetric):
         a job resumed with another compute interval keeps its counts), as do checkpoints saved
         before, with the plain names.
 
+        **Compute groups.** Two metrics of one setting in a ``MetricCollection`` share their states:
+        the collection's ``update`` feeds the group's first member and links the others to its states,
+        and each of them takes that member's host record with them (steps, clock readings, the window's
+        updates), so every member's ``forward``, ``compute`` and checkpoint are a lone metric's.
+
         **Plot.** :meth:`plot` draws the two rates (``total_examples`` is a count, not a rate).
 
     Examples:
@@ -184,6 +189,14 @@ class Throughput(TimeWindow, GuardedMetric):
     total_examples: Tensor
     # the newest clock reading (None: none to compare the next with); a class default for metrics pickled before it
     _reading: float | None = None
+    # what goes with the states (see TimeWindow._take_host_record)
+    _host_record: ClassVar[tuple[str, ...]] = (
+        *TimeWindow._host_record,
+        "_steps",
+        "_last",
+        "_reading",
+        "_computed_examples",
+    )
 
     def __init__(
         self,

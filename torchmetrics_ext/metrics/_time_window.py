@@ -232,7 +232,7 @@ def _group_first_member(metric: Any, caller: Any) -> Any:
     ``caller`` is the ``_update_count`` setter's caller (``nn.Module.__setattr__`` under ``Metric``'s); the
     collection's frame is within the next few. ``None`` anywhere else (``__init__``, ``reset``, ...).
     """
-    for _ in range(4):
+    for _ in range(6):  # the setter is reached through nn.Module's, Metric's and the package's __setattr__
         if caller is None:
             return None
         if caller.f_code is _LINK_STATES:

@@ -682,7 +682,7 @@ def ndcg_ref(p, y, sessions, k):
 def test_two_spellings_of_one_cutoff_each_get_the_value(dataset, frame, capsys):
     """ndcg@10 and ndcg@010 (recall@5, recall@05) are one metric: computed once, each name reports it."""
     p, y, sessions = (frame[c].to_numpy(np.float64) for c in ("p_click", "y_click", "session"))
-    names = ["ndcg@10", "ndcg@010", "recall@05", "recall@5", "ndcg@10"]
+    names = ["ndcg@10", "ndcg@010", "recall@05", "recall@5"]  # a name given twice as written is refused
     table = pa.Table.from_pandas(frame, preserve_index=False)
     result = evaluate(table, {"click": ("p_click", "y_click")}, names, session="session", by=["dataset"])
     assert result.metrics == ("ndcg@10", "ndcg@010", "recall@05", "recall@5")
@@ -4662,6 +4662,51 @@ def test_metric_name_that_is_no_string_is_a_value_error_as_in_from_config(metric
     assert str(caught.value) == message.format(where="config 'metrics'")
 
 
+@pytest.mark.parametrize(
+    ("metrics", "repeated"),
+    [
+        (["ne", "ne"], ["ne"]),
+        (("auc", "ne", "auc", "ctr"), ["auc"]),
+        (np.array(["ndcg@10", "ctr", "ctr", "ndcg@10"]), ["ctr", "ndcg@10"]),
+        (pd.Index(["ctr", "ctr"]), ["ctr"]),
+    ],
+)
+def test_a_repeated_metric_name_is_refused_as_the_module_refuses_it(tmp_path, capsys, metrics, repeated):
+    """`evaluate(metrics=["ne", "ne"])` (and `--metrics ne,ne`) reported the name once without a word, where
+    `RecMetricModule` and the HF builders refuse a repeat (most likely a typo for another metric): refused now
+    with the module's message, before any data is read (the file below is no CSV a reader accepts)."""
+    from torchmetrics_ext import RecMetricModule, RecTaskInfo
+
+    message = f"Expected distinct metric names in `metrics`, got {repeated} more than once."
+    with pytest.raises(ValueError) as caught:
+        RecMetricModule([RecTaskInfo("t", "y", "p")], [str(m) for m in metrics])
+    assert str(caught.value) == message  # the reference: the module's own refusal
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"p,y\n0.5\n\x00\xff,,,\n")
+    for data in (broken, pa.table({"p": [0.1, 0.8], "y": [0, 1]})):
+        with pytest.raises(ValueError) as caught:
+            evaluate(data, {"t": ("p", "y")}, metrics)
+        assert str(caught.value) == message
+    # a config file's list: the config key named, as for its other refusals
+    config = tmp_path / "eval.json"
+    config.write_text(json.dumps({"paths": str(broken), "tasks": ["t=p:y"], "metrics": [str(m) for m in metrics]}))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["evaluate", "--config", str(config), "--no-progress"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.endswith(f"error: --config {config}: key 'metrics': {message}\n")
+    # the command line: the parser's error naming --metrics, with or without a config file giving options
+    listed = ",".join(str(m) for m in metrics)
+    config.write_text(json.dumps({"paths": str(broken), "tasks": ["t=p:y"], "metrics": {"ne": {"eta": 0.1}}}))
+    for args in ([str(broken), "--task", "t=p:y"], ["--config", str(config)]):
+        with pytest.raises(SystemExit) as exited:
+            cli.main(["evaluate", *args, "--metrics", listed, "--no-progress"])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.endswith(
+            f"error: argument --metrics: Expected distinct metric names in --metrics, got {repeated} more than once.\n"
+        )
+
+
 @pytest.mark.parametrize("by", ["country dataset", "country;dataset", "country | dataset"])
 def test_by_columns_separated_otherwise_than_by_commas_get_the_comma_form(tmp_path, capsys, by):
     """`--by "country dataset"` failed as a missing column with no hint: the message now gives the comma form."""
@@ -4728,7 +4773,7 @@ def test_config_command_line_metrics_keep_the_files_options(tmp_path, capsys):
     (tmp_path / "eval.json").write_text(json.dumps(config))
     out = tmp_path / "o.json"
     args = ["evaluate", "--config", str(tmp_path / "eval.json"), "--output", str(out)]
-    assert cli.main([*args, "--metrics", "ctr,ne,ne_raw,ne"]) == 0
+    assert cli.main([*args, "--metrics", "ctr,ne,ne_raw"]) == 0
     record = _records(out)[("all", "t")]
     assert json.loads(out.read_text())["metrics"] == ["ctr", "ne", "ne_raw"]  # as selected; `auc` not run
     assert record["ne"] == pytest.approx(_ne_eta(p, y, w, 0.1), rel=1e-9)  # the file's eta, not the default

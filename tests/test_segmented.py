@@ -185,6 +185,35 @@ def test_unvalidated_ids_outside_the_segments_are_refused_before_anything_is_add
     H.check_rejects(case, batch, ValueError, r"`segments` in \[0, 5\) \(num_segments=5\).*" + match)
 
 
+UNCHECKED_BAD_ID_TYPES = [
+    (torch.tensor([0.0, 2.7]), TypeError, r"`segments` to hold integer ids, got dtype torch\.float32"),
+    (torch.tensor([1.0, 2.0], dtype=torch.float64), TypeError, r"integer ids, got dtype torch\.float64"),
+    (torch.tensor([True, False]), TypeError, r"integer ids, got dtype torch\.bool"),
+    (torch.tensor([1 + 0j, 0j]), TypeError, r"`segments` to be a real tensor"),
+    ([0, 1], TypeError, r"`segments` to be a torch\.Tensor, got list"),
+]
+
+
+@pytest.mark.parametrize("device_path", [False, True])
+@pytest.mark.parametrize(
+    ("segments", "exc", "match"), UNCHECKED_BAD_ID_TYPES, ids=["f32", "f64", "bool", "c64", "list"]
+)
+def test_unvalidated_ids_that_are_no_integers_are_refused_as_validated_ones_are(segments, exc, match, device_path):
+    """The docstring promises a TypeError for segment ids that are not integers, with the range check the only
+    one `validate_args=False` skips on the device; such ids were cast silently instead (2.7 went to segment 2,
+    True to segment 1; a list raised AttributeError). The dtype is host metadata: refused in both modes, no
+    value read, nothing added."""
+    case = H.MetricCase(
+        id="ne-3task-w-unchecked",
+        metric=lambda: tmx.Segmented(tmx.NormalizedEntropy(3, validate_args=False), SEGMENTS),
+        data=partial(segmented_data, num_tasks=3, weights="task"),
+        reference=per_segment(ref_ne),
+    )
+    batch = {"preds": torch.full((3, 2), 0.3), "target": torch.ones(3, 2), "weights": None, "segments": segments}
+    with force_device_path(device_path):
+        H.check_rejects(case, batch, exc, match)
+
+
 def test_unvalidated_windowed_segmented_refuses_ids_outside_and_keeps_its_window():
     """Windowed(Segmented) with validate_args=False: a bad id is refused with nothing pushed; the next good
     update's lifetime and window equal a NumPy per-segment NE of the rows each holds."""

@@ -257,9 +257,12 @@ class TowerQPSModel:
         window = examples / seconds if seconds else np.zeros(self.tasks)
         return {"lifetime_qps": lifetime.tolist(), "window_qps": window.tolist(), "total_examples": self.total.tolist()}
 
-    def loaded(self) -> TowerQPSModel:
-        """A fresh metric of the same settings after ``load_state_dict``: the warm-up again, the window one update."""
-        out = TowerQPSModel(self.tasks, self.warmup, self.window_seconds)
+    def loaded(self, warmup: int | None = None, window_seconds: float | None = None) -> TowerQPSModel:
+        """A fresh metric (of another warm-up or window, given) after ``load_state_dict``: the warm-up again, the
+        window saved as one update."""
+        out = TowerQPSModel(
+            self.tasks, self.warmup if warmup is None else warmup, window_seconds or self.window_seconds
+        )
         out.total, out.examples, out.elapsed = self.total.copy(), self.examples.copy(), self.elapsed
         if self.window_seconds is not None:
             seconds, examples = self.window_state()
@@ -284,7 +287,7 @@ def _assert_qps(metric, model, what, value=None):
 
 def _qps_batch(rng: np.random.Generator, tasks: int):
     """``(kwargs for update, counts per task)`` in one of the accepted forms."""
-    form = int(rng.integers(0, 5))
+    form = int(rng.integers(0, 6))
     n = int(rng.choice([0, 1, 5, 64]))
     if form == 0:
         return {"preds": torch.zeros(n)} if tasks == 1 else {"preds": torch.zeros(tasks, n)}, np.full(tasks, n)
@@ -292,6 +295,8 @@ def _qps_batch(rng: np.random.Generator, tasks: int):
         return {"preds": torch.rand(tasks, n), "target": torch.zeros(tasks, n)}, np.full(tasks, n)
     if form == 2:
         return {"num_examples": torch.tensor(n)}, np.full(tasks, n)
+    if form == 5:  # a Python or NumPy int: every task's count
+        return {"num_examples": n if rng.random() < 0.5 else np.int64(n)}, np.full(tasks, n)
     counts = rng.choice([0, 1, 3, 40, 1000], size=tasks)
     dtype = torch.int64 if form == 3 else torch.float32
     return {"num_examples": torch.tensor(counts, dtype=dtype)}, counts.astype(np.float64)
@@ -327,10 +332,14 @@ def _run_qps_scenario(seed: int) -> None:
             metric.reset()
             model.reset()
         elif op == "load":
-            log.append("load")
+            # another warm-up or window only decides which later steps are timed: the counts load (as Throughput's)
+            warmup = int(rng.choice([warmup, warmup, 0, 3]))
+            if window_seconds is not None:
+                window_seconds = float(rng.choice([window_seconds, window_seconds, 1.0, 50.0]))
+            log.append(f"load into warmup {warmup}, window {window_seconds}")
             fresh = build()
-            fresh.load_state_dict(copy.deepcopy(metric.state_dict()))
-            metric, model = fresh, model.loaded()
+            fresh.load_state_dict(copy.deepcopy(metric.state_dict()))  # strict: every key matched
+            metric, model = fresh, model.loaded(warmup, window_seconds)
         elif op == "copy":
             log.append("copy")
             metric = copy.deepcopy(metric) if rng.random() < 0.5 else pickle.loads(pickle.dumps(metric))
@@ -381,7 +390,7 @@ def test_a_compute_group_counts_each_forward_once(seed):
                 collection.update(preds)
             else:
                 collection(preds)
-        members = ("a", "b", "q", "q2") if how == "update" else ("a", "q")
+        members = ("a", "b", "q", "q2")  # the later members too: they take the first's record with its states
         assert collection.compute_groups == {0: ["a", "b"], 1: ["q", "q2"]}
         held = dict(collection.items(keep_base=True, copy_state=False))  # `collection[name]` unlinks the states
         for name in members:
@@ -390,6 +399,76 @@ def test_a_compute_group_counts_each_forward_once(seed):
                 _assert_thr(metric, thr, f"seed {seed} step {step} ({how}) {name}")
             else:
                 _assert_qps(metric, qps, f"seed {seed} step {step} ({how}) {name}")
+
+
+def _member_values(out: dict, name: str) -> dict:
+    """One member's entries of a ``MetricCollection``'s flat forward/compute dict (keys ``{name}_{entry}``)."""
+    return {key[len(name) + 1 :]: value for key, value in out.items() if key.startswith(f"{name}_")}
+
+
+def _collection(warmup, window_seconds, tasks):
+    def qps():
+        return tmx.TowerQPS(tasks, warmup_steps=warmup, window_seconds=window_seconds, clock=SharedClock())
+
+    def thr():
+        return tmx.Throughput(warmup_steps=warmup, window_seconds=window_seconds, clock=SharedClock())
+
+    members = {"a": thr(), "b": thr(), "c": thr(), "q": qps(), "q2": qps()}
+    for metric in members.values():
+        metric.persistent(True)
+    return MetricCollection(members, compute_groups=True)
+
+
+@pytest.mark.parametrize("seed", range(max(_SEEDS // 2, 4)))
+def test_every_member_of_a_compute_group_forwards_and_saves_as_a_lone_metric(seed):
+    """A compute group's ``update`` feeds its first member alone and links the others to its states, not to its
+    host record (steps, clock reading, window timeline): a later member's ``forward`` then timed its step from a
+    stale reading and kept a stale window (a forward after updates returned another rate than a lone metric's),
+    and a collection checkpoint saved that member's stale steps and window. Every member now takes the first
+    member's record with its states: each member's forward and compute values equal the documented rule's for the
+    calls the collection took, through checkpoints of the collection too."""
+    rng = np.random.default_rng(5000 + seed)
+    _NOW[0] = 10.0
+    warmup, window_seconds, tasks = int(rng.choice([0, 1, 3])), float(rng.choice([1.0, 2.5])), 2
+    collection = _collection(warmup, window_seconds, tasks)
+    thr, qps = ThroughputModel(warmup, window_seconds), TowerQPSModel(tasks, warmup, window_seconds)
+    log = [f"seed {seed}: warmup {warmup}, window {window_seconds}"]
+    for step in range(24):
+        how = "update" if step == 0 else str(rng.choice(["update", "update", "forward", "forward", "load"]))
+        if how == "load":  # the collection's checkpoint into a fresh one: every member's record as saved
+            saved = collection.state_dict()
+            assert saved["b._extra_state"] == saved["c._extra_state"] == saved["a._extra_state"], "\n".join(log)
+            collection = _collection(warmup, window_seconds, tasks)
+            collection.load_state_dict(copy.deepcopy(saved))
+            thr, qps = thr.loaded_into(warmup, window_seconds), qps.loaded()
+            log.append("load")
+        else:
+            _tick(rng)
+            n = int(rng.choice([0, 3, 50]))
+            preds = torch.zeros(tasks, n)
+            thr.update(tasks)  # a task-first (T, N) tensor counts T (see Throughput's docstring)
+            qps.update(np.full(tasks, n))
+            log.append(f"{how} {n} at {_NOW[0]}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a rate over 0 s warns (nan): the values are compared below
+                out = collection.update(preds) if how == "update" else collection(preds)
+            if how == "forward":
+                for name, model in (("a", thr), ("b", thr), ("c", thr), ("q", qps), ("q2", qps)):
+                    got = _member_values(out, name)
+                    assert got, f"{name}: {sorted(out)}"
+                    if name.startswith("q"):
+                        _assert_qps(None, model, "\n".join([*log, f"forward of {name}"]), value=got)
+                    else:
+                        _assert_thr(None, model, "\n".join([*log, f"forward of {name}"]), forward_value=got)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = collection.compute()
+        for name, model in (("a", thr), ("b", thr), ("c", thr), ("q", qps), ("q2", qps)):
+            got = _member_values(values, name)
+            if name.startswith("q"):
+                _assert_qps(None, model, "\n".join([*log, f"compute of {name}"]), value=got)
+            else:
+                _assert_thr(None, model, "\n".join([*log, f"compute of {name}"]), forward_value=got)
 
 
 # ----------------------------------------------------------------------------- merge_state
@@ -532,7 +611,8 @@ def test_merge_state_random_runs_side_by_side(kind, seed):
 
 
 def _snapshot(metric):
-    host = {k: copy.deepcopy(v) for k, v in vars(metric).items() if k in ("_steps", "_last", "_last_tick", "_now")}
+    kept = ("_steps", "_last", "_last_tick", "_now", "_reading")
+    host = {k: copy.deepcopy(v) for k, v in vars(metric).items() if k in kept}
     recent = [(s, e, n.tolist() if torch.is_tensor(n) else n) for s, e, n in metric._recent]
     states = {name: getattr(metric, name) for name in metric._defaults}
     return host, recent, {k: v.clone() for k, v in states.items()}, states
@@ -587,8 +667,18 @@ _BAD_QPS = [
     ({"num_examples": torch.tensor(-2)}, ValueError, "finite and non-negative"),
     ({"num_examples": torch.tensor([1, 2, 3])}, ValueError, r"`num_examples` of shape \(2,\) or \(\)"),
     ({"num_examples": torch.tensor([[1, 2]])}, ValueError, r"`num_examples` of shape \(2,\) or \(\)"),
-    ({"num_examples": [1, 2]}, TypeError, "`num_examples` to be a torch.Tensor"),
-    ({"num_examples": 3}, TypeError, "`num_examples` to be a torch.Tensor"),
+    ({"num_examples": [1, 2]}, TypeError, r"`num_examples` to be an int or a tensor of counts .*, got list"),
+    # counts are whole, non-negative and no bools, as Throughput's (a bool tensor was read as 0/1, 2.5 as 2.5)
+    ({"num_examples": True}, TypeError, "`num_examples` to be an int or a tensor of counts .*, got bool"),
+    ({"num_examples": np.bool_(True)}, TypeError, "got bool"),
+    ({"num_examples": torch.tensor([True, False])}, TypeError, "`num_examples` to be counts .* torch.bool"),
+    ({"num_examples": torch.tensor(True)}, TypeError, "torch.bool"),
+    ({"num_examples": 2.0}, TypeError, "got float"),
+    ({"num_examples": torch.tensor(2.5)}, ValueError, "non-negative whole counts, got 2.5"),
+    ({"num_examples": torch.tensor([1.0, 0.5])}, ValueError, "non-negative whole counts"),
+    ({"num_examples": -1}, ValueError, r"`num_examples` as an int to be a non-negative int64 .*, got -1"),
+    ({"num_examples": np.int64(-3)}, ValueError, "non-negative int64"),
+    ({"num_examples": 2**63}, ValueError, "non-negative int64"),
     ({"preds": torch.zeros(3, 4)}, ValueError, r"`preds` of shape \(N,\) or \(2, N\)"),
     ({"preds": torch.zeros(2, 3, 4)}, ValueError, r"`preds` of shape \(N,\) or \(2, N\)"),
     ({"preds": torch.zeros(())}, ValueError, r"`preds` of shape \(N,\) or \(2, N\)"),
@@ -615,6 +705,174 @@ def test_tower_qps_refuses_bad_counts_and_changes_nothing(kwargs, error, match, 
     twin.update(num_examples=torch.tensor([9, 18]))
     expected = {"lifetime_qps": [12.0, 24.0], "window_qps": [17 / 1.25, 34 / 1.25], "total_examples": [35.0, 70.0]}
     assert _qps_values(metric) == _qps_values(twin) == expected
+
+
+def test_tower_qps_bool_counts_are_refused_without_validate_args_too():
+    """A bool tensor's dtype is host metadata: refused for free with ``validate_args=False`` (no value read)."""
+    metric = tmx.TowerQPS(2, warmup_steps=0, validate_args=False, clock=SharedClock())
+    before = _snapshot(metric)
+    with pytest.raises(TypeError, match=r"torch\.bool"):
+        metric.update(num_examples=torch.tensor([True, True]))
+    _assert_untouched(metric, before, "bool")
+    with pytest.raises(TypeError, match="got bool"):
+        metric.update(num_examples=False)
+    _assert_untouched(metric, before, "bool")
+
+
+@pytest.mark.parametrize("form", ["int", "numpy", "tensor", "int tensor per task", "float tensor"])
+def test_tower_qps_takes_a_count_as_an_int_as_throughput_does(form):
+    """``num_examples=64`` was a TypeError (a tensor only) where Throughput counts an int: both take it now,
+    the same count for every task, as a 0-dim tensor gives."""
+    _NOW[0] = 0.0
+    metric = tmx.TowerQPS(2, warmup_steps=1, window_seconds=2.0, clock=SharedClock())
+    for n in (10, 20, 30, 40):
+        given = {
+            "int": n,
+            "numpy": np.int32(n),
+            "tensor": torch.tensor(n),
+            "int tensor per task": torch.tensor([n, n], dtype=torch.int16),
+            "float tensor": torch.tensor([float(n), float(n)]),
+        }[form]
+        _NOW[0] += 1.5
+        metric.update(num_examples=given)
+    # by hand: the first update starts the clock; then 20, 30, 40 examples in 1.5 s each; the window (2 s)
+    # holds the newest update alone
+    expected = {"lifetime_qps": [90 / 4.5] * 2, "window_qps": [40 / 1.5] * 2, "total_examples": [100.0] * 2}
+    for key, values in _qps_values(metric).items():
+        assert values == pytest.approx(expected[key], rel=1e-12), key
+
+
+def _bad_clock(kind: str):
+    return {"nan": lambda: math.nan, "inf": lambda: math.inf, "-inf": lambda: -math.inf, "str": lambda: "soon"}[kind]
+
+
+_BAD_CLOCKS = [
+    ("nan", ValueError, "`clock` to return a finite number of seconds, got nan"),
+    ("inf", ValueError, "`clock` to return a finite number of seconds, got inf"),
+    ("-inf", ValueError, "`clock` to return a finite number of seconds"),
+    ("backwards", ValueError, r"`clock` never to go backwards .*, got 3.5 after 3.75"),
+    ("str", ValueError, "could not convert string to float"),
+]
+
+
+@pytest.mark.parametrize("when", ["timed", "warm-up"])
+@pytest.mark.parametrize("how", ["update", "forward"])
+@pytest.mark.parametrize("kind", ["throughput", "qps"])
+@pytest.mark.parametrize(("reading", "error", "match"), _BAD_CLOCKS)
+def test_a_clock_reading_nan_or_going_backwards_is_refused_and_changes_nothing(reading, error, match, kind, how, when):
+    """A user clock that read NaN made every later rate NaN (Throughput) or 0 (TowerQPS) without a word, and one
+    that went backwards subtracted seconds (12 examples over 3 s read 5 s then 3 s: 2.67/s reported, not 4/s). Both
+    metrics now refuse the reading naming `clock`, before anything changes; the run then goes on as a twin's."""
+    _NOW[0] = 0.0
+    warmup = 2 if when == "timed" else 9
+
+    def build():
+        if kind == "throughput":
+            return tmx.Throughput(warmup_steps=warmup, window_seconds=1.5, clock=SharedClock())
+        return tmx.TowerQPS(2, warmup_steps=warmup, window_seconds=1.5, clock=SharedClock())
+
+    metric, twin = build(), build()
+    for n in (5, 6, 7, 8, 9):
+        _NOW[0] += 0.75
+        metric.update(torch.zeros(n))
+        twin.update(torch.zeros(n))
+    before = _snapshot(metric)
+    if reading == "backwards":
+        _NOW[0] -= 0.25
+    else:
+        metric.clock = _bad_clock(reading)
+    with pytest.raises(error, match=match), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a forward's rate over 0 s would warn (nan)
+        metric(torch.zeros(4)) if how == "forward" else metric.update(torch.zeros(4))
+    _assert_untouched(metric, before, reading)
+    metric.clock = twin.clock
+    _NOW[0] = 4.5
+    metric.update(torch.zeros(10))
+    twin.update(torch.zeros(10))
+    if kind == "throughput":
+        assert all(_nan_equal(a, e) for a, e in zip(_thr_values(metric), _thr_values(twin), strict=True))
+        expected = ((7 + 8 + 9 + 10) / 3.0, (9 + 10) / 1.5, 45) if when == "timed" else (math.nan, math.nan, 45)
+        assert all(_nan_equal(a, e) for a, e in zip(_thr_values(metric), expected, strict=True))
+    else:
+        assert _qps_values(metric) == _qps_values(twin)
+        lifetime, window = ((7 + 8 + 9 + 10) / 3.0, (9 + 10) / 1.5) if when == "timed" else (0.0, 0.0)
+        assert _qps_values(metric) == {
+            "lifetime_qps": [lifetime] * 2,
+            "window_qps": [window] * 2,
+            "total_examples": [45.0] * 2,
+        }
+
+
+@pytest.mark.parametrize("reading", ["nan", "backwards"])
+def test_throughput_started_at_construction_or_reset_refuses_a_bad_reading(reading):
+    """With ``warmup_steps=0`` the clock is read at construction and at ``reset``: a NaN there is refused too (the
+    reset leaves the metric as it was), and a later reading earlier than that start is refused."""
+    _NOW[0] = 5.0
+    with pytest.raises(ValueError, match="`clock` to return a finite number of seconds, got nan"):
+        tmx.Throughput(warmup_steps=0, clock=_bad_clock("nan"))
+    metric = tmx.Throughput(warmup_steps=0, window_seconds=10.0, clock=SharedClock())
+    _NOW[0] = 6.0
+    metric.update(12)
+    before = _snapshot(metric)
+    if reading == "nan":
+        metric.clock = _bad_clock("nan")
+        with pytest.raises(ValueError, match="`clock` to return a finite number"):
+            metric.reset()
+        _assert_untouched(metric, before, reading)
+        metric.clock = SharedClock()
+    else:
+        metric.reset()  # the clock restarts at 6 s
+        before = _snapshot(metric)
+        _NOW[0] = 5.5
+        with pytest.raises(ValueError, match=r"never to go backwards .*, got 5\.5 after 6\.0"):
+            metric.update(3)
+        _assert_untouched(metric, before, reading)
+    _NOW[0] = 8.0
+    metric.update(20)
+    if reading == "nan":
+        assert _thr_values(metric) == ((12 + 20) / 3.0, (12 + 20) / 3.0, 32)  # by hand: 5 s -> 8 s
+    else:
+        assert _thr_values(metric) == (20 / 2.0, 20 / 2.0, 20)  # by hand: restarted at 6 s
+
+
+@pytest.mark.parametrize("validate_args", [True, False])
+def test_tower_qps_loads_a_checkpoint_of_another_warm_up_or_window_as_throughput_does(validate_args):
+    """A checkpoint saved with another ``warmup_steps`` (or ``window_seconds``) failed to load (missing and
+    unexpected keys: the settings name the states) where Throughput loads it: both keep the counts now, since
+    those settings only decide which later steps are timed (a job resumed with another warm-up)."""
+    _NOW[0] = 0.0
+    source = tmx.TowerQPS(2, warmup_steps=1, window_seconds=2.0, clock=SharedClock(), validate_args=validate_args)
+    source.persistent(True)
+    for n in (10, 20, 30, 40):
+        source.update(num_examples=torch.tensor([n, 2 * n]))
+        _NOW[0] += 1.5
+    plain = tmx.TowerQPS(2, warmup_steps=100, clock=SharedClock())  # the default names, no window
+    plain.persistent(True)
+    plain.update(num_examples=5)
+    for warmup, window in ((2, 5.0), (100, 2.0), (0, None), (1, None)):
+        resumed = tmx.TowerQPS(2, warmup_steps=warmup, window_seconds=window, clock=SharedClock())
+        resumed.persistent(True)
+        saved = source.state_dict() if window is not None else plain.state_dict()
+        resumed.load_state_dict(copy.deepcopy(saved))  # strict: every key matched
+        if window is None:  # the plain checkpoint: no timed step, so no rate
+            assert _qps_values(resumed) == {"value": [0.0, 0.0]}
+            continue
+        # by hand: the source timed 20+30+40 (and twice that) over 3 x 1.5 s; its window (2 s) held the newest
+        # update, loaded as one update of 1.5 s; then the warm-up again, then 1 s for 60 examples
+        for _ in range(max(warmup, 1)):
+            _NOW[0] += 7.0
+            resumed.update(num_examples=1)
+        _NOW[0] += 1.0
+        resumed.update(num_examples=torch.tensor([60, 120]))
+        total = 10 + 20 + 30 + 40 + max(warmup, 1) + 60
+        window_rate = (40 + 60) / 2.5 if window >= 2.5 else 60 / 1.0
+        expected = {
+            "lifetime_qps": [(20 + 30 + 40 + 60) / 5.5, 2 * (20 + 30 + 40 + 60) / 5.5],
+            "window_qps": [window_rate, 2 * window_rate],
+            "total_examples": [total, 2 * total - max(warmup, 1)],
+        }
+        for key, values in _qps_values(resumed).items():
+            assert values == pytest.approx(expected[key], rel=1e-12), (warmup, window, key)
 
 
 # ----------------------------------------------------------------------------- DDP

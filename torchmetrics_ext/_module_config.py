@@ -27,7 +27,7 @@ from torchmetrics_ext.registry import (
     torchrec_names,
     torchrec_requirements,
 )
-from torchmetrics_ext.utilities.checks import as_bool, as_str
+from torchmetrics_ext.utilities.checks import as_bool, as_str, refuse_repeats
 from torchmetrics_ext.wrappers.segmented import Segmented
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -72,9 +72,7 @@ def _metric_specs(raw: Any, where: str) -> dict[Any, Any]:
                     f"Expected a metric name in {where} to be a registry name (str), got {name!r} "
                     f"({type(name).__name__}){hint if isinstance(name, Metric) or callable(name) else ''}."
                 )
-        repeated = sorted({name for name in raw if list(raw).count(name) > 1}, key=str)
-        if repeated:
-            raise ValueError(f"Expected distinct metric names in {where}, got {repeated} more than once.")
+        refuse_repeats(where, raw, raw, what="metric names")
         return {name: None for name in raw}
     if isinstance(raw, Mapping):
         return dict(raw)

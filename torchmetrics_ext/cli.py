@@ -30,6 +30,7 @@ import torch
 from torchmetrics import MetricCollection
 
 import torchmetrics_ext as tmx
+from torchmetrics_ext.utilities.checks import refuse_repeats
 
 TASKS = ("click", "conversion")
 
@@ -346,7 +347,12 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             parser.error(f"--output: {err}")
     metrics: Any = config.get("metrics", DEFAULT_METRICS)
     if args.metrics is not None:
-        metrics = _selected_metrics(_names(parser, "--metrics", args.metrics, "metric names"), metrics)
+        names = _names(parser, "--metrics", args.metrics, "metric names")
+        try:  # as evaluate refuses it, here too where a config file's options would keep the name once
+            refuse_repeats("--metrics", args.metrics, names, what="metric names")
+        except ValueError as err:
+            parser.error(f"argument --metrics: {err}")
+        metrics = _selected_metrics(names, metrics)
     metric_tasks: Any = config.get("metric_tasks")
     if args.metric_tasks is not None:
         metric_tasks = _metric_tasks(parser, args.metric_tasks)

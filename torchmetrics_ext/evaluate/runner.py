@@ -58,7 +58,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDat
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
 from torchmetrics_ext.registry import lookup
-from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int
+from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 from torchmetrics_ext.wrappers.segmented import Segmented
 
@@ -1504,7 +1504,8 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
     """``{key: (registry name, options)}`` of ``evaluate``'s ``metrics``: names, or ``{key: options}``.
 
     The dict form is :meth:`~torchmetrics_ext.RecMetricModule.from_config`'s (options may name the
-    registry entry with ``"metric"``; ``None`` is no options); a name listed twice is reported once.
+    registry entry with ``"metric"``; ``None`` is no options); a name listed twice is refused, as the module
+    refuses it.
     The options themselves (``num_tasks``, a ``from_logits`` that disagrees with evaluate's, what the
     class refuses) are checked where they are built, by the module's ``_build_entry``.
     """
@@ -1528,6 +1529,8 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
             raise ValueError(
                 f"Expected {what} in `metrics` to be a registry name (str), got {wrong!r} ({type(wrong).__name__})."
             )
+    if not isinstance(metrics, Mapping):  # a name listed twice: one key, most likely a typo for another metric
+        refuse_repeats("`metrics`", metrics, given, what="metric names")
     return entries
 
 
@@ -1687,8 +1690,9 @@ def evaluate(
             ``warnings`` then note that column (``weights="weight"`` weights by it).
         metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...;
             a list, tuple, numpy array or pandas ``Index`` of them), each reported under the name given;
-            a name given twice is reported once, and two
-            spellings of one cutoff (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
+            a name given twice is refused (one key: most likely a typo for another metric), as
+            :class:`~torchmetrics_ext.RecMetricModule` refuses it, while two spellings of one cutoff
+            (``"ndcg@10"``, ``"ndcg@010"``) are computed once, each reported.
             Or a dict ``{name: options}``, as in :meth:`~torchmetrics_ext.RecMetricModule.from_config`:
             the metric's keyword options (``{"auc": {"num_bins": 10000}, "ne": {"eta": 1e-6}}``;
             ``None`` is none), ``"metric"`` naming the registry entry when the name is another

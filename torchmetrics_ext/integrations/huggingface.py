@@ -35,7 +35,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.functional.ranking._registry import _refuse_repeats
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import (
@@ -51,6 +50,7 @@ from torchmetrics_ext.utilities.checks import (
     check_flag,
     checked_bounds,
     observed_range,
+    refuse_repeats,
     sequence_items,
 )
 
@@ -405,7 +405,7 @@ class _Pointwise(HFComputeMetrics):
         entries = [lookup(name)[0] for name in metrics]
         # a name given twice (one registry entry twice, whatever its spelling): one key, so most likely a typo for
         # another metric; refused with the ranking builder's message (its `metrics` and `ks`)
-        _refuse_repeats("metrics", given, [entry.name for entry in entries])
+        refuse_repeats("metrics", given, [entry.name for entry in entries])
         unsynced = _unsynced(kwargs)
         built = {}
         for name, entry in zip(metrics, entries, strict=True):

@@ -10,16 +10,20 @@ window syncs, checkpoints and merges like the lifetime states.
 from __future__ import annotations
 
 import math
+import re
+import sys
 from collections import deque
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torchmetrics import MetricCollection
 
 from torchmetrics_ext.utilities.checks import as_real, check_state_dtype
 
-__all__ = ["TimeWindow", "check_window_seconds", "window_as_one_update"]
+__all__ = ["TimeWindow", "adopt_other_settings", "check_window_seconds", "read_clock", "window_as_one_update"]
 
 
 def check_window_seconds(window_seconds: Any) -> float:
@@ -32,6 +36,47 @@ def check_window_seconds(window_seconds: Any) -> float:
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
     return float(seconds)
+
+
+def read_clock(clock: Callable[[], Any], last: float | None) -> float:
+    """One reading of ``clock`` in seconds, checked on the host before the metric changes.
+
+    Args:
+        clock: the metric's clock.
+        last: the previous reading the metric holds (``None``: none to compare with).
+
+    Raises:
+        ValueError: naming ``clock``, for a reading that is NaN or infinite, or earlier than ``last``
+            (a clock that goes backwards would add negative seconds); a reading that is no number
+            raises as ``float()`` does.
+    """
+    now = float(clock())
+    if not math.isfinite(now):
+        raise ValueError(f"Expected `clock` to return a finite number of seconds, got {now}.")
+    if last is not None and now < last:
+        raise ValueError(
+            f"Expected `clock` never to go backwards (a monotonic clock such as time.monotonic), got {now} after "
+            f"{last}."
+        )
+    return now
+
+
+def adopt_other_settings(state_dict: dict[str, Any], prefix: str, own: Mapping[str, str]) -> None:
+    """Rename in ``state_dict`` the states saved under another ``warmup_steps`` or window to this metric's names.
+
+    The rate metrics name a state after a non-default warm-up or window (``examples_warmup3``,
+    ``window_elapsed_warmup3_window2``) so that a ``MetricCollection`` never groups two settings;
+    those settings only decide which later steps are timed, so a job resumed with another one keeps
+    its counts and times. ``own`` maps each state's plain name to this metric's saved name; a state
+    already saved under that name, or matched by no or several saved names, is left to the load.
+    """
+    for plain, name in own.items():
+        if prefix + name in state_dict:
+            continue
+        pattern = re.compile(re.escape(prefix + plain) + r"(_warmup\d+)?(_?window[0-9A-Za-z]+)?")
+        saved = [key for key in state_dict if pattern.fullmatch(key)]
+        if len(saved) == 1:
+            state_dict[prefix + name] = state_dict.pop(saved[0])
 
 
 class TimeWindow:
@@ -50,6 +95,38 @@ class TimeWindow:
     _recent: deque[tuple[float, float, Any]]
     _now: float
     _recent_examples: Any
+    # the host-side record that goes with the states (the window's timeline here; steps and clock readings in the
+    # host classes): what a compute group's later member takes from its first with the states (see _update_count)
+    _host_record: ClassVar[tuple[str, ...]] = ("_recent", "_now", "_recent_examples")
+
+    # A property for this one attribute (its value kept in the instance's __dict__, where the update wrapper writes
+    # it directly, off this path): TorchMetrics sets it on each later member of a compute group right after linking
+    # that member to the first member's states, in `MetricCollection._compute_groups_create_state_ref`.
+    @property
+    def _update_count(self) -> int:
+        return self.__dict__.get("_update_count", 0)
+
+    @_update_count.setter
+    def _update_count(self, value: int) -> None:
+        self.__dict__["_update_count"] = value
+        first = _group_first_member(self, sys._getframe(1))
+        if first is not None:
+            self._take_host_record(first)
+
+    def _take_host_record(self, first: Any) -> None:
+        """Take ``first``'s host record with its states (a compute group's link): steps, clock readings, window.
+
+        A :class:`~torchmetrics.MetricCollection` updates a compute group's first member alone and links the
+        others to its state tensors; this metric's own record (steps seen, the last clock reading, the window's
+        updates) would stay as it was, so its next ``forward`` timed the step from a stale reading and its
+        checkpoint saved a stale window. The window's timeline is copied (``forward`` and ``update`` change it
+        in place); the rest are numbers.
+        """
+        theirs, mine = first.__dict__, self.__dict__
+        for name in self._host_record:
+            if name in theirs:
+                value = theirs[name]
+                mine[name] = deque(value) if isinstance(value, deque) else value
 
     def _clear_window(self, zero: Any = 0) -> None:
         """No update in the window; ``zero``: an empty sum of examples."""
@@ -144,6 +221,26 @@ class TimeWindow:
             total = total + n
         self._recent_examples = total
         self._fill_window()
+
+
+_LINK_STATES = MetricCollection._compute_groups_create_state_ref.__code__
+
+
+def _group_first_member(metric: Any, caller: Any) -> Any:
+    """The first member of ``metric``'s compute group where the collection is linking ``metric`` to its states.
+
+    ``caller`` is the ``_update_count`` setter's caller (``nn.Module.__setattr__`` under ``Metric``'s); the
+    collection's frame is within the next few. ``None`` anywhere else (``__init__``, ``reset``, ...).
+    """
+    for _ in range(6):  # the setter is reached through nn.Module's, Metric's and the package's __setattr__
+        if caller is None:
+            return None
+        if caller.f_code is _LINK_STATES:
+            local = caller.f_locals
+            first = local.get("m0")
+            return first if local.get("mi") is metric and type(first) is type(metric) else None
+        caller = caller.f_back
+    return None
 
 
 def window_as_one_update(examples: Any, seconds: float) -> list[tuple[float, float, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections import deque
 from collections.abc import Callable
@@ -11,11 +12,18 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from torchmetrics_ext.metrics._time_window import TimeWindow, check_window_seconds, window_as_one_update
+from torchmetrics_ext.metrics._time_window import (
+    TimeWindow,
+    adopt_other_settings,
+    check_window_seconds,
+    read_clock,
+    window_as_one_update,
+)
 from torchmetrics_ext.metrics.base import TaskMetric, _tag
 from torchmetrics_ext.utilities.checks import check_int, check_tensor
 
 _DEFAULT_WARMUP = 100  # TorchRec's
+_MAX_COUNT = 2**63 - 1  # an int64, as Throughput's counts
 # compute()'s keys with a window: TorchRec's names (``qps-{task}|lifetime_qps``, ...)
 _ENTRIES = ("lifetime_qps", "window_qps", "total_examples")
 
@@ -35,12 +43,19 @@ class TowerQPS(TimeWindow, TaskMetric):
     they are no per-update statistic: ``Windowed`` refuses this metric, which keeps its own window
     of recent seconds instead (``window_seconds``, below). Time is read
     on the host; no device synchronisation happens (except validating an explicit
-    ``num_examples``, which must be finite and non-negative). The warm-up count is not part of
+    ``num_examples`` tensor, which must hold finite, non-negative whole counts). The warm-up count is not part of
     ``state_dict``: after ``load_state_dict`` the next ``warmup_steps`` updates warm up again (a load
-    holding none of its states, such as a model's weights alone, changes nothing).
+    holding none of its states, such as a model's weights alone, changes nothing). A checkpoint saved
+    with another ``warmup_steps`` or ``window_seconds`` loads too, as ``Throughput``'s does: those
+    settings only decide which later steps are timed, so a job resumed with another one keeps its
+    counts and times (the settings name the states only so that a ``MetricCollection`` never groups two).
 
     TorchRec's ``tower_qps`` is meant for multi-task models whose tasks see different numbers
-    of examples; pass a per-task ``(T,)`` count to ``update(num_examples=...)`` for that.
+    of examples; pass a per-task ``(T,)`` count to ``update(num_examples=...)`` for that. A count is
+    given as ``Throughput`` takes one: a Python (or NumPy) ``int``, every task's, or an integer tensor
+    of shape ``()`` or ``(T,)`` (a floating tensor of whole values too); ``bool`` counts (a mask: pass
+    ``mask.sum(-1)``), fractional and negative ones are refused. ``clock`` must read finite seconds that
+    never go backwards.
 
     **Window.** With ``window_seconds`` set, ``compute()`` (and ``forward``) return TorchRec's three
     values as a dict of float64 scalars (``(T,)`` tensors for several tasks): ``"lifetime_qps"``
@@ -56,6 +71,10 @@ class TowerQPS(TimeWindow, TaskMetric):
     counted examples (the warm-up's were never kept) and the window empty. Without
     ``window_seconds`` (the default) ``compute()`` returns the lifetime rate alone, as before.
 
+    In a ``MetricCollection`` compute group (two ``TowerQPS`` of one setting) every member takes the
+    first member's steps, clock reading and window with its states, as ``Throughput``'s do: each
+    member's ``forward``, ``compute`` and checkpoint are a lone metric's.
+
     Args:
         num_tasks: number of tasks ``T``.
         warmup_steps: updates before timing starts (TorchRec: 100).
@@ -63,6 +82,17 @@ class TowerQPS(TimeWindow, TaskMetric):
             for no window.
         clock: seconds as a float (``time.monotonic``); replaceable for tests.
         kwargs: TorchMetrics options.
+
+    Raises:
+        ValueError: ``warmup_steps`` not a non-negative integer, ``window_seconds`` not a positive finite
+            number, ``clock`` not callable; in ``update``: ``preds`` or ``num_examples`` of another shape, a
+            count that is negative, fractional or not finite (an ``int`` beyond int64), a ``clock`` reading
+            that is NaN, infinite or earlier than the previous one. With ``validate_args=False`` the values
+            of a ``num_examples`` tensor and the shapes are not checked (no device read); the rest always is.
+        TypeError: ``update`` without ``preds`` and ``num_examples``, or with a ``num_examples`` that is a
+            ``bool``, a bool tensor, a ``float`` or no count at all.
+
+        A refused ``update`` changes nothing: states, warm-up steps, clock and window stay as they were.
 
     Examples:
         >>> import torch
@@ -83,6 +113,15 @@ class TowerQPS(TimeWindow, TaskMetric):
         >>> values = qps.compute()  # lifetime: 5 s after warm-up; window: the last two updates, 3 s
         >>> {name: value.tolist() for name, value in values.items()}
         {'lifetime_qps': [38.0, 22.0], 'window_qps': [30.0, 20.0], 'total_examples': [200.0, 120.0]}
+
+        A count as an ``int`` (every task's), as ``Throughput`` takes it:
+
+        >>> ticks = iter([0.0, 2.0])
+        >>> qps = TowerQPS(warmup_steps=1, clock=lambda: next(ticks))
+        >>> qps.update(num_examples=64)
+        >>> qps.update(num_examples=64)
+        >>> qps.compute()
+        tensor(32., dtype=torch.float64)
     """
 
     # True although `forward` is one `update` (it is overridden): TorchMetrics' `Running` would
@@ -98,6 +137,8 @@ class TowerQPS(TimeWindow, TaskMetric):
     window_seconds: float | None = None  # type: ignore[assignment]  # TimeWindow's is a float, set with a window
     _window_names: tuple[str, str, str] | None = None
     _window_from_states: bool = False
+    # what goes with the states (see TimeWindow._take_host_record)
+    _host_record: ClassVar[tuple[str, ...]] = (*TimeWindow._host_record, "_steps", "_last_tick", "_window_from_states")
 
     # elapsed seconds add up within a rank and take the maximum across ranks: no per-update statistic
     window_unsupported: ClassVar[str] = (
@@ -200,8 +241,15 @@ class TowerQPS(TimeWindow, TaskMetric):
             self._window_from_states = False
             self._join_window(theirs, theirs[-1][1] if theirs else 0.0)
 
-    def _counts(self, preds: Tensor | None, num_examples: Tensor | None, validate: bool) -> Tensor | float:
+    def _counts(self, preds: Tensor | None, num_examples: Tensor | int | None, validate: bool) -> Tensor | float:
         if num_examples is not None:
+            if not isinstance(num_examples, Tensor):  # a Python or NumPy int: checked on the host, always
+                return float(_count(num_examples))
+            if num_examples.dtype == torch.bool:  # the dtype is host metadata: refused with or without validate_args
+                raise TypeError(
+                    "Expected `num_examples` to be counts (an int, or an integer tensor), got a tensor of dtype "
+                    "torch.bool: pass `mask.sum(-1)` to count the True entries."
+                )
             if validate:
                 check_tensor("num_examples", num_examples)
                 if num_examples.shape not in ((self.num_tasks,), ()):
@@ -209,8 +257,14 @@ class TowerQPS(TimeWindow, TaskMetric):
                         f"Expected `num_examples` of shape ({self.num_tasks},) or (), got {tuple(num_examples.shape)}."
                     )
             counts = num_examples.to(torch.float64)  # any real dtype; uint16/32/64 have no comparison kernel on the CPU
-            if validate and counts.numel() and not bool(torch.isfinite(counts).all() & (counts >= 0).all()):
-                raise ValueError(f"Expected `num_examples` to be finite and non-negative, got {num_examples}.")
+            if validate and counts.numel():
+                valid = torch.isfinite(counts).all() & (counts >= 0).all()
+                if num_examples.is_floating_point():  # whole numbers of examples, read with the same host sync
+                    valid &= (counts == counts.trunc()).all()
+                if not bool(valid):
+                    raise ValueError(
+                        f"Expected `num_examples` to be finite and non-negative whole counts, got {num_examples}."
+                    )
             return counts.expand(self.num_tasks)
         if preds is None:
             raise TypeError("TowerQPS.update() requires `preds` or `num_examples`.")
@@ -223,19 +277,20 @@ class TowerQPS(TimeWindow, TaskMetric):
         return float(preds.shape[-1])  # every task's count: a number, added without a host-to-device copy
 
     def _validate(
-        self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | None = None
+        self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | int | None = None
     ) -> None:
         self._counts(preds, num_examples, validate=True)
 
     def update(
-        self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | None = None
+        self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | int | None = None
     ) -> None:
         """Count one step's examples (``preds.shape[-1]`` per task, or ``num_examples``) and time it."""
         examples, seconds = self._states()
         counts = self._counts(preds, num_examples, validate=self._check_inputs)
         if isinstance(counts, Tensor):
             counts = counts.to(examples.device)
-        now = float(self.clock())  # a reading that is no number raises here, before anything changes
+        # a reading that is no number, NaN, or earlier than the last one raises here, before anything changes
+        now = read_clock(self.clock, self._last_tick)
         self._steps += 1
         if self._window_names is not None:
             self._window_states()[0].add_(counts)
@@ -319,6 +374,11 @@ class TowerQPS(TimeWindow, TaskMetric):
         """
         # its own entries, under any name (a former one too): none means nothing of it loads
         holds_states = any(key.startswith(prefix) and "." not in key[len(prefix) :] for key in state_dict)
+        # states saved under another warm-up or window load as this metric's (as Throughput's do)
+        saved = getattr(self, "_saved_state_names", {})
+        names = [self._examples_state, self._seconds_state, *(self._window_names or ())]
+        plain = ["num_examples", "seconds", "total_examples", "window_examples", "window_elapsed"]
+        adopt_other_settings(state_dict, prefix, {p: saved.get(n, n) for p, n in zip(plain, names, strict=False)})
         super()._load_from_state_dict(state_dict, prefix, *args)
         if not holds_states:
             return
@@ -332,3 +392,16 @@ class TowerQPS(TimeWindow, TaskMetric):
 def _as_one_update(examples: Tensor, elapsed: Tensor) -> list[tuple[float, float, Any]]:
     """Window states (per-task examples, seconds) as one update: every task has the seconds of the one clock."""
     return window_as_one_update(examples, float(elapsed.max()))
+
+
+def _count(value: object) -> int:
+    """``num_examples`` given as a number: a non-negative int64 (a Python or NumPy int, never a bool)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(
+            f"Expected `num_examples` to be an int or a tensor of counts (shape (num_tasks,) or ()), "
+            f"got {type(value).__name__}."
+        )
+    count = int(value)
+    if not 0 <= count <= _MAX_COUNT:
+        raise ValueError(f"Expected `num_examples` as an int to be a non-negative int64 (0 to 2**63 - 1), got {count}.")
+    return count

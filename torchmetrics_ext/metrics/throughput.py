@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -15,7 +14,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from torchmetrics_ext.metrics._time_window import TimeWindow, check_window_seconds, window_as_one_update
+from torchmetrics_ext.metrics._time_window import (
+    TimeWindow,
+    adopt_other_settings,
+    check_window_seconds,
+    read_clock,
+    window_as_one_update,
+)
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_int
 from torchmetrics_ext.utilities.warnings import naming_part, safe_divide, silencing_undefined, warn_undefined
@@ -106,10 +111,14 @@ class Throughput(TimeWindow, GuardedMetric):
     Raises:
         ValueError: ``warmup_steps`` not a non-negative integer, ``validate_args`` not a bool,
             ``window_seconds`` not a positive finite number, a count that is negative or beyond
-            int64 (``2**63 - 1``), a 0-dim tensor, or a container without a tensor of at least one dimension. A rejected
-            ``update`` changes nothing (the warm-up steps and the clock included).
+            int64 (``2**63 - 1``), a 0-dim tensor, or a container without a tensor of at least one dimension;
+            a ``clock`` reading (in ``update``, and at construction and ``reset`` with ``warmup_steps=0``) that
+            is NaN, infinite, or earlier than the previous one since the last reset or load (a clock going
+            backwards would subtract seconds). A rejected ``update`` or ``reset`` changes nothing (the warm-up
+            steps and the clock included).
         TypeError: ``clock`` not callable, ``num_tasks`` given (it has no task dimension: it counts
-            each step's examples once for all tasks), or a ``batch`` of another type.
+            each step's examples once for all tasks), or a ``batch`` of another type (a ``bool`` or a
+            ``float`` is no count: ``TowerQPS``'s ``num_examples`` refuses them alike).
 
     Note:
         **DDP.** Examples are summed across ranks and time is the slowest rank's (``max``): the
@@ -140,6 +149,11 @@ class Throughput(TimeWindow, GuardedMetric):
         another warm-up or window still loads (those settings only decide which steps are timed:
         a job resumed with another compute interval keeps its counts), as do checkpoints saved
         before, with the plain names.
+
+        **Compute groups.** Two metrics of one setting in a ``MetricCollection`` share their states:
+        the collection's ``update`` feeds the group's first member and links the others to its states,
+        and each of them takes that member's host record with them (steps, clock readings, the window's
+        updates), so every member's ``forward``, ``compute`` and checkpoint are a lone metric's.
 
         **Plot.** :meth:`plot` draws the two rates (``total_examples`` is a count, not a rate).
 
@@ -173,6 +187,16 @@ class Throughput(TimeWindow, GuardedMetric):
     plot_lower_bound: float = 0.0
 
     total_examples: Tensor
+    # the newest clock reading (None: none to compare the next with); a class default for metrics pickled before it
+    _reading: float | None = None
+    # what goes with the states (see TimeWindow._take_host_record)
+    _host_record: ClassVar[tuple[str, ...]] = (
+        *TimeWindow._host_record,
+        "_steps",
+        "_last",
+        "_reading",
+        "_computed_examples",
+    )
 
     def __init__(
         self,
@@ -204,7 +228,7 @@ class Throughput(TimeWindow, GuardedMetric):
             state = self._setting_state_name(name, "_".join(tags[s] for s in settings if tags[s]))
             self._state_names[name] = state
             self.add_state(state, torch.zeros((), dtype=torch.float64), dist_reduce_fx=reduction, persistent=True)
-        self._restart()
+        self._restart(self._start())
 
     def _load_from_state_dict(
         self,
@@ -233,13 +257,7 @@ class Throughput(TimeWindow, GuardedMetric):
                 for key in [k for k in state_dict if k.startswith(prefix) and "." not in k[len(prefix) :]]:
                     del state_dict[key]  # nothing loads (reported above, not as unexpected keys as well)
                 return
-        for name, own in self._state_names.items():
-            if prefix + own in state_dict:
-                continue
-            pattern = re.compile(re.escape(prefix + name) + r"(_warmup\d+)?(_?window[0-9A-Za-z]+)?")
-            saved = [key for key in state_dict if pattern.fullmatch(key)]
-            if len(saved) == 1:
-                state_dict[prefix + own] = state_dict.pop(saved[0])
+        adopt_other_settings(state_dict, prefix, self._state_names)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
@@ -248,19 +266,25 @@ class Throughput(TimeWindow, GuardedMetric):
         """State ``name`` (``"examples"``, ...) under its name for this metric's settings."""
         return getattr(self, self._state_names[name])
 
-    def _restart(self) -> None:
+    def _start(self) -> float | None:
+        """Where the clock starts at construction and reset: a reading with ``warmup_steps=0``, else none yet."""
+        return read_clock(self.clock, None) if self.warmup_steps == 0 else None
+
+    def _restart(self, start: float | None) -> None:
         """Host-side bookkeeping of this rank: steps seen, the last clock reading, the recent updates."""
         self._steps = 0
         # examples of any rank seen by the last compute (synced): a reset then ends the warm-up on every rank
         self._computed_examples = False
-        self._last: float | None = self.clock() if self.warmup_steps == 0 else None
+        self._last: float | None = start  # where the timed seconds are counted from
+        self._reading = start  # the newest reading (a warm-up step's too): the next one may not be earlier
         # the updates in the window (see TimeWindow); merged updates are placed on it too (see merge_state)
         self._clear_window(0)
 
     def update(self, batch: Tensor | int | Mapping[str, Tensor] | Sequence[Tensor]) -> None:
         """Count one step's examples (from ``batch`` itself) and read the clock."""
         count = _count_examples(batch)
-        now = float(self.clock())
+        now = read_clock(self.clock, self._reading)  # NaN, or earlier than the last reading: refused here
+        self._reading = now
         self._steps += 1
         self.total_examples.add_(count)
         state = self._state
@@ -407,13 +431,14 @@ class Throughput(TimeWindow, GuardedMetric):
         is still warming up while the others time their steps (the rates, summed over ranks, would
         miss its examples). A reset with no compute since the updates decides on each rank's own updates.
         """
+        start = self._start()  # a clock reading refused before anything is reset
         super().reset()
         # the warm-up ends with the first reset after an update on this rank, or after a compute that
         # counted any rank's examples (see update: past it, an update with the clock not started only starts it)
         # (a metric pickled by a version before that flag has none: no compute counted since it was loaded)
         seen = self._steps or self.__dict__.get("_computed_examples", False)
         steps = max(self._steps, self.warmup_steps) if seen else 0
-        self._restart()
+        self._restart(start)
         self._steps = steps
 
     def get_extra_state(self) -> dict[str, Any] | None:
@@ -435,8 +460,7 @@ class Throughput(TimeWindow, GuardedMetric):
             steps, recent = _read_extra_state(state)
         except ValueError as error:
             raise ValueError(f"Throughput.set_extra_state: {error}") from None
-        self._restart()
-        self._last = None
+        self._restart(None)  # the next update restarts the clock
         self._steps = steps
         self._recent = recent
         self._now = recent[-1][1] if recent else 0.0

@@ -25,6 +25,7 @@ import sys
 import threading
 import warnings
 import weakref
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -53,6 +54,7 @@ __all__ = [
     "noting_zero_weights",
     "observed_range",
     "read_along",
+    "refuse_repeats",
     "sequence_items",
     "single_task",
     "whole_float",
@@ -219,6 +221,44 @@ def check_choice(name: str, value: object, choices: Sequence[str], expected: str
     if text is None or text not in choices:
         raise ValueError(f"Expected `{name}` to be {expected or f'one of {tuple(choices)}'}, got {value!r}.")
     return text
+
+
+def refuse_repeats(argument: str, given: object, values: Sequence[object], *, what: str | None = None) -> None:
+    """``ValueError`` naming ``argument`` and each value that ``values`` holds more than once.
+
+    The one check of a repeated metric name or cutoff: :class:`~torchmetrics_ext.RecMetricModule`
+    (its constructor and ``from_config``), ``evaluate``, the Hugging Face builders and
+    :class:`~torchmetrics_ext.RankingMetrics` all refuse a repeat through it, since a repeat would
+    name one key twice and is most likely a typo for another value.
+
+    Args:
+        argument: how the message names the argument; as written with ``what`` (``"`metrics`"``,
+            ``"config 'metrics'"``), in backquotes without it (``"metrics"``, ``"ks"``).
+        given: the argument as received, quoted in the message without ``what``.
+        values: its items as read (hashable): two spellings of one value (a registry entry, a cutoff)
+            read alike are a repeat.
+        what: the kind of the items (``"metric names"``): the message then lists the repeats sorted,
+            in the module's words; without it they are listed in the order given.
+
+    Examples:
+        >>> refuse_repeats("ks", (10, 5), [10, 5])
+        >>> refuse_repeats("ks", (10, 5, 10), [10, 5, 10])
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected `ks` without repeats (each gives one key), got (10, 5, 10): it repeats 10.
+        >>> refuse_repeats("`metrics`", ["ne", "auc", "ne"], ["ne", "auc", "ne"], what="metric names")
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected distinct metric names in `metrics`, got ['ne'] more than once.
+    """
+    counts = Counter(values)
+    repeats = [value for value in counts if counts[value] > 1]  # in the order given
+    if not repeats:
+        return
+    if what is not None:
+        raise ValueError(f"Expected distinct {what} in {argument}, got {sorted(repeats, key=str)} more than once.")
+    listed = ", ".join(map(repr, repeats))
+    raise ValueError(f"Expected `{argument}` without repeats (each gives one key), got {given!r}: it repeats {listed}.")
 
 
 def sequence_items(name: str, value: object) -> list[object] | None:

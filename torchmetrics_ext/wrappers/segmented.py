@@ -142,7 +142,8 @@ class Segmented(TaskMetric):
             ``validate_args=False`` too, on the CPU: see the note), not of shape ``(N,)`` or
             ``(T, N)``, or not on ``preds``' device.
         TypeError: ``num_tasks`` or ``validate_args`` given to Segmented (they are the wrapped
-            metric's), or (in ``update``) segment ids that are not integers, an argument the
+            metric's), or (in ``update``) segment ids that are not an integer tensor (with
+            ``validate_args=False`` too: the dtype is host metadata, no value is read), an argument the
             wrapped metric's ``update`` does not take (a ``target`` for
             ``TensorWeightedAverage``), or missing ``segments``.
 
@@ -152,7 +153,8 @@ class Segmented(TaskMetric):
         ``(task, segment) [(0, 1)]`` otherwise);
         counters report 0 there.
 
-        With the wrapped metric's ``validate_args=False`` the ids are not validated and must lie in
+        With the wrapped metric's ``validate_args=False`` the ids' values are not validated (their
+        type and dtype are: a float or bool tensor is refused, never cast) and must lie in
         ``[0, num_segments)``: an id outside has no segment to go to (no natural answer). On the
         CPU such a batch is still refused with a ``ValueError`` naming ``segments`` and
         ``num_segments``, before anything is added (one pass over the ids, no value read unless
@@ -365,10 +367,18 @@ class Segmented(TaskMetric):
         shape = preds.shape
         if segments is None:
             raise TypeError("Segmented.update() requires `segments` (integer ids, shape (N,) or (T, N)).")
+        # the type and dtype are host metadata: checked whatever validate_args (no value read); a float or bool
+        # id was cast to int64 in silence (2.7 to segment 2, True to 1)
+        if (
+            not isinstance(segments, Tensor)
+            or segments.is_floating_point()
+            or segments.is_complex()
+            or segments.dtype == torch.bool
+        ):
+            check_tensor("segments", segments)  # names what arrived: no tensor, or a complex one
+            raise TypeError(f"Expected `segments` to hold integer ids, got dtype {segments.dtype}.")
         if validate:
             check_tensor("segments", segments)
-            if segments.is_floating_point() or segments.dtype == torch.bool:
-                raise TypeError(f"Expected `segments` to hold integer ids, got dtype {segments.dtype}.")
             if segments.shape not in (shape, shape[-1:], (1, shape[-1])):
                 raise ValueError(
                     f"Expected `segments` of shape {tuple(shape[-1:])} or {tuple(shape)}, got {tuple(segments.shape)}."

@@ -15,7 +15,6 @@ then a function in :mod:`~torchmetrics_ext.functional.ranking.single` and a clas
 from __future__ import annotations
 
 import difflib
-from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -26,7 +25,7 @@ from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.functional.ranking._kernel import QueryStats, SortedQueries, discount_column, gain
 from torchmetrics_ext.functional.ranking._spec import RankingSpec, Request
 from torchmetrics_ext.functional.ranking._topk import TopQueries
-from torchmetrics_ext.utilities.checks import as_int, as_str, sequence_items, whole_float
+from torchmetrics_ext.utilities.checks import as_int, as_str, refuse_repeats, sequence_items, whole_float
 
 # ----------------------------------------------------------------------------- hit counts (sort path and top-k merge)
 
@@ -185,7 +184,7 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
             f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}{hint}."
         )
     specs = [ranking_spec(name) for name in names]
-    _refuse_repeats("metrics", metrics, [spec.name for spec in specs])
+    refuse_repeats("metrics", metrics, [spec.name for spec in specs])
     # a 0-dim tensor or array is one cutoff, as a bare int: no sequence (sequence_items)
     one = as_int(ks)
     given = sequence_items("ks", ks) or []
@@ -209,16 +208,5 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
         cutoffs = [check_cutoff(k, "optional") for k in given]
     except ValueError as error:  # which setting: `k` is each of its items
         raise ValueError(f"{str(error).rstrip('.')}, an item of `ks` ({ks!r}).") from None
-    _refuse_repeats("ks", ks, cutoffs)
+    refuse_repeats("ks", ks, cutoffs)
     return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]
-
-
-def _refuse_repeats(argument: str, given: object, values: Sequence[object]) -> None:
-    """``ValueError`` naming ``argument`` and each value that ``values`` (its items, read) holds more than once."""
-    counts = Counter(values)
-    repeats = [value for value in counts if counts[value] > 1]  # in the order given
-    if repeats:
-        listed = ", ".join(map(repr, repeats))
-        raise ValueError(
-            f"Expected `{argument}` without repeats (each gives one key), got {given!r}: it repeats {listed}."
-        )

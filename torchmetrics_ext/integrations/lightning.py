@@ -943,6 +943,9 @@ class RecMetricCallback(pl.Callback):
             return
         rank = dist.get_rank() if world > 1 else 0
         strict = getattr(pl_module, "strict_loading", True)
+        if len(per_rank) != world and all(entry is not None for entry in per_rank[1:]):
+            self._load_other_world(pl_module, per_rank, world, rank, strict)
+            return
         complete = len(per_rank) == world and all(entry is not None for entry in per_rank)
         for name, module in self._resumed(pl_module).items():
             if not complete:
@@ -969,6 +972,64 @@ class RecMetricCallback(pl.Callback):
             elif per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
                 # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
                 module.load_state_dict(per_rank[rank][name], strict=strict)
+
+    def _load_other_world(
+        self, pl_module: pl.LightningModule, per_rank: Sequence[Any], world: int, rank: int, strict: bool
+    ) -> None:
+        """Resume the training module's lifetime from a complete checkpoint of another number of ranks.
+
+        Every saved rank's entry is there (rank 0's ``None``, or its module's ``None``: the model's
+        ``state_dict``, which Lightning has loaded into every rank). Rank 0 merges every saved rank's
+        lifetime states into its module (``RecMetricModule._fold_saved_ranks``: each metric's own
+        ``merge_state``), every other rank starts its module empty: the synced lifetime values then
+        cover every sample of the saved fit and of this one. Windows restart on every rank. Rank 0
+        says whether the merge succeeded (one object broadcast): where it did not, every rank starts
+        the module afresh, with a warning naming the reason.
+        """
+        saved = len(per_rank)
+        for name, module in self._resumed(pl_module).items():
+            entries = [None if entry is None and r == 0 else entry for r, entry in enumerate(per_rank)]
+            if any(entry is not None and name not in entry for entry in entries):
+                lacking = next(sorted(entry) for entry in entries if entry is not None and name not in entry)
+                if strict:
+                    raise RuntimeError(
+                        f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}` (saved while the "
+                        f"callback did not manage it, or added since; it holds {lacking}). To resume "
+                        "without them, set `self.strict_loading = False` in the LightningModule."
+                    )
+                warnings.warn(
+                    f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}`: what Lightning "
+                    f"loaded into it is rank 0's alone; `{name}` starts afresh.",
+                    stacklevel=3,
+                )
+                self._restart(module)
+                continue
+            problem = None
+            if rank == 0:
+                states = [None if entry is None else entry[name] for entry in entries]
+                try:
+                    module._fold_saved_ranks(states, strict=strict)
+                except (ValueError, TypeError, RuntimeError) as error:
+                    problem = f"{type(error).__name__}: {error}"
+            if world > 1:
+                box = [problem]
+                dist.broadcast_object_list(box, src=0)
+                problem = box[0]
+            if problem is not None:
+                warnings.warn(
+                    f"RecMetricCallback: the checkpoint holds metric states of {saved} rank(s), this run has "
+                    f"{world}, and they cannot be merged ({problem}); `{name}` starts afresh.",
+                    stacklevel=3,
+                )
+                self._restart(module)
+                continue
+            if rank != 0:  # empty lifetimes (and windows), marked as rank 0's: the lifetimes resumed, the windows not
+                module._fold_saved_ranks([])
+            warnings.warn(
+                f"RecMetricCallback: lifetime values carried from {saved} ranks onto {world}; windows restart "
+                f"(`{name}`: the throughput's total_examples carries, its rates start again).",
+                stacklevel=3,
+            )
 
     def _restart(self, module: RecMetricModule) -> None:
         """Start the training module afresh on load; its values last logged are then not put back (``on_train_start``).

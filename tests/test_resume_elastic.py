@@ -6,21 +6,23 @@ ranks merges every saved rank's lifetime states into the new rank 0 (each metric
 over every sample seen before and after the resume. Windows, and the throughput's rates, restart;
 its ``total_examples`` carries.
 
-Unit level (no Lightning, real gloo groups of 2 and 3 spawned ranks): a module holding every metric of
-the registry, saved at W and restored at W' as Lightning does, for W -> W' in 1 -> 2, 2 -> 3, 3 -> 2,
-2 -> 1, 1 -> 3; compared, key by key on every rank, with one process fed every saved and resumed step
-(the lifetime) and one fed the resumed steps alone (the window), and NE / AUC / CTR with numpy and
-scikit-learn. A checkpoint that cannot be merged, an incomplete one and one lacking the module keep the
-restart. Lightning level: real fits of 2 ranks resumed on 3 and of 3 ranks resumed on 2, every
-training value logged after the resume against numpy / scikit-learn / pandas over the rows fed before
-the checkpoint and since.
+Unit level (no Lightning): a module holding every metric of the registry, saved at W ranks and
+restored at W' as Lightning does, in a real gloo group of 2 spawned ranks or in one process, for
+W -> W' in 1 -> 2, 2 -> 1, 3 -> 2, 4 -> 2; compared, key by key on every rank, with one process
+fed every saved and resumed step (the lifetime) and one fed the resumed steps alone (the window), and
+NE / AUC / CTR with numpy and scikit-learn. A checkpoint that cannot be merged, an incomplete one and one
+lacking the module keep the restart. Lightning level: a real fit of 2 ranks resumed on 3, and that one
+resumed on 2, every training value logged after each resume against numpy / scikit-learn / pandas over
+the rows fed before the checkpoint and since.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,6 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from tests.helpers import resume_elastic as job
-from tests.helpers.ddp import DDPPool
 from torchmetrics_ext.integrations.lightning import RecMetricCallback
 
 pytest.importorskip("lightning")
@@ -40,18 +41,26 @@ pytestmark = pytest.mark.ddp
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def pool3() -> Iterator[DDPPool]:
-    """Three spawned gloo ranks for this file's tests."""
-    pool = DDPPool(world_size=3)
-    yield pool
-    pool.close()
+def _saved(world: int) -> list[dict[str, Any]]:
+    """Each rank's saved training module ``state_dict`` of a fit of ``world`` ranks.
+
+    Built in this process, one rank after the other: a rank's states before a save are its own (no sync
+    happens in ``update``; the interval compute's sync leaves them as they were), so they are those a
+    rank of a real group saves. The resumed side runs in real gloo groups.
+    """
+    if world not in _SAVED:
+        _SAVED[world] = [job.save_job(rank, world) for rank in range(world)]
+    return _SAVED[world]
 
 
-def _run(pools: dict[int, Any], world: int, fn: Any, *args: Any) -> list[Any]:
+_SAVED: dict[int, list[dict[str, Any]]] = {}
+
+
+def _resume(pool: Any, world: int, checkpoint: dict[str, Any], model_state: dict[str, Any]) -> list[dict[str, Any]]:
     if world == 1:
-        return [fn(0, 1, *args)]
-    return pools[world].run(fn, *args)
+        return [job.resume_job(0, 1, checkpoint, model_state)]
+    assert world == 2
+    return pool.run(job.resume_job, checkpoint, model_state)
 
 
 def _checkpoint(saved: list[dict[str, Any]]) -> dict[str, Any]:
@@ -106,14 +115,14 @@ def _check(out: list[dict[str, Any]], saved_world: int) -> None:
         assert [w for w in result["warnings"] if carried in w], (rank, result["warnings"])
 
 
-CASES = [(1, 2), (2, 3), (3, 2), (2, 1), (1, 3)]
+# grows (1 -> 2) and shrinks (2 -> 1, 3 -> 2, 4 -> 2); the Lightning fits below grow 2 -> 3 and shrink 3 -> 2
+CASES = [(1, 2), (2, 1), (3, 2), (4, 2)]
 
 
 @pytest.mark.parametrize(("saved_world", "world"), CASES)
-def test_every_registry_metric_resumes_its_lifetime_on_another_number_of_ranks(saved_world, world, ddp_pool, pool3):
-    pools = {2: ddp_pool, 3: pool3}
-    saved = _run(pools, saved_world, job.save_job)
-    _check(_run(pools, world, job.resume_job, _checkpoint(saved), saved[0]), saved_world)
+def test_every_registry_metric_resumes_its_lifetime_on_another_number_of_ranks(saved_world, world, ddp_pool):
+    saved = _saved(saved_world)
+    _check(_resume(ddp_pool, world, _checkpoint(saved), saved[0]), saved_world)
 
 
 def _check_restarted(out: list[dict[str, Any]], why: str) -> None:
@@ -129,26 +138,26 @@ def _check_restarted(out: list[dict[str, Any]], why: str) -> None:
         assert not [w for w in result["warnings"] if "carried" in w], (rank, result["warnings"])
 
 
-def test_a_checkpoint_that_cannot_be_merged_starts_the_module_afresh_on_every_rank(ddp_pool, pool3):
+def test_a_checkpoint_that_cannot_be_merged_starts_the_module_afresh_on_every_rank(ddp_pool):
     """A saved rank's entry that does not load (a state of another shape): rank 0 says so, every rank restarts."""
-    saved = ddp_pool.run(job.save_job)
-    broken = dict(saved[1])
+    saved = _saved(3)
+    broken = dict(saved[2])
     broken["metrics.ne.lifetime.cross_entropy_sum"] = torch.zeros(5, dtype=torch.float64)
-    out = pool3.run(job.resume_job, _checkpoint([saved[0], broken]), saved[0])
-    _check_restarted(out, "holds metric states of 2 rank(s), this run has 3, and they cannot be merged")
+    out = ddp_pool.run(job.resume_job, _checkpoint([*saved[:2], broken]), saved[0])
+    _check_restarted(out, "holds metric states of 3 rank(s), this run has 2, and they cannot be merged")
 
 
 def test_an_incomplete_checkpoint_of_another_world_starts_the_module_afresh(ddp_pool):
     """Saved in ddp_spawn's main process (``None`` for every rank but 0), resumed on 2 ranks: as before."""
-    saved = ddp_pool.run(job.save_job)
+    saved = _saved(3)
     checkpoint = {"rec_metric_modules": [{"train_metrics": None}, None, None]}
     out = ddp_pool.run(job.resume_job, checkpoint, saved[0])
     _check_restarted(out, "holds metric states of 3 rank(s), this run has 2; `train_metrics` starts afresh")
 
 
 @pytest.mark.parametrize("strict", [True, False])
-def test_a_checkpoint_of_another_world_without_the_module_follows_strict_loading(strict, ddp_pool):
-    saved = ddp_pool.run(job.save_job)
+def test_a_checkpoint_of_another_world_without_the_module_follows_strict_loading(strict):
+    saved = _saved(2)
     model = job.Model()
     model.train_metrics.load_state_dict(saved[0])
     model.strict_loading = strict
@@ -170,7 +179,7 @@ def test_a_checkpoint_of_another_world_without_the_module_follows_strict_loading
 
 def test_rank_zeros_own_entry_is_merged_where_the_model_state_is_not_its_own():
     """A strategy saving the model its own way: rank 0's entry holds its states, the model's may be another rank's."""
-    saved = [job.save_job(rank, 2) for rank in range(2)]
+    saved = _saved(2)
     model = job.Model()
     model.train_metrics.load_state_dict(saved[1])  # not rank 0's
     checkpoint = {"rec_metric_modules": [{"train_metrics": s} for s in saved]}
@@ -187,7 +196,7 @@ def test_rank_zeros_own_entry_is_merged_where_the_model_state_is_not_its_own():
 
 def test_the_lifetime_values_logged_before_go_back_but_not_the_windows_or_the_throughput():
     """``on_train_start`` puts back the values last logged that the carried states still stand for."""
-    saved = [job.save_job(rank, 2) for rank in range(2)]
+    saved = _saved(2)
     model = job.Model()
     model.train_metrics.load_state_dict(saved[0])
     callback = RecMetricCallback(val=None, test=None)
@@ -198,3 +207,64 @@ def test_the_lifetime_values_logged_before_go_back_but_not_the_windows_or_the_th
         callback.on_load_checkpoint(None, model, _checkpoint(saved))  # type: ignore[arg-type]
         callback.on_train_start(None, model)  # type: ignore[arg-type]
     assert callback.state_dict()["train_values"] == {"ne/a": 0.9}
+
+
+# ----------------------------------------------------------------------------- real Lightning fits
+
+
+def _fit(out: Path, devices: int, extra: list[str]) -> tuple[list[dict[str, Any]], str]:
+    """``tests/helpers/lightning_world.py`` on ``devices`` CPU ranks (gloo): each rank's dump and the output."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+        env.pop(name, None)
+    args = ["--out", str(out), "--devices", str(devices), "--batch", "20", "--val-sizes", "31", "--window", "452"]
+    command = [sys.executable, str(ROOT / "tests" / "helpers" / "lightning_world.py"), *args, *extra]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    dumps = [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(devices)]
+    for dump in dumps:  # never silently one process
+        assert (dump["world"], dump["group"]) == (devices, devices)
+    return dumps, done.stderr
+
+
+def _train_rows(dumps: list[dict[str, Any]], epoch: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """The training batches every rank fed in ``epoch``, and the rank of each."""
+    fed = [(r, b) for r, d in enumerate(dumps) for b in d["fed"] if b["stage"] == "train" and b["epoch"] == epoch]
+    return [b for _, b in fed], [r for r, _ in fed]
+
+
+def _check_resumed_fit(dumps: list[dict[str, Any]], before: list[dict[str, Any]], epoch: int) -> None:
+    """Every training value logged after the resume: lifetime over ``before`` and the rows since, windows since alone."""
+    from tests.test_lightning_world import TASKS, _close, _joined, _window_rows, reference
+
+    since, rank_of = _train_rows(dumps, epoch)
+    logged = [*dumps[0]["computed"], *(e for e in dumps[0]["logged"] if e["hook"] == "on_train_epoch_end")]
+    assert logged and all(e["update"] > before[-1]["update"] for e in logged)
+    for entry in logged:
+        upto = entry["update"]
+        lifetime = _joined(before + [b for b in since if b["update"] <= upto])
+        window = _window_rows(since, rank_of, upto, 452 // len(dumps))
+        expected = {f"train/{n}/{t}": v for t in TASKS for n, v in reference(lifetime, t).items()}
+        expected.update({f"train/{n}/{t}/window": v for t in TASKS for n, v in reference(window, t).items()})
+        _close(entry["values"], expected, f"at update {upto}")
+    for dump in dumps[1:]:  # the same on every rank
+        np.testing.assert_equal(dump["logged"], dumps[0]["logged"])
+
+
+def test_lightning_fits_resumed_on_more_and_on_fewer_ranks_carry_the_lifetime(tmp_path):
+    """A 2-rank fit checkpointed at its first epoch end, resumed on 3 ranks (checkpointed again at its epoch
+    end), that resumed on 2: every training value logged after each resume against numpy / scikit-learn /
+    pandas over every row fed before the checkpoint and since (the windows: each rank's newest rows since)."""
+    saved, _ = _fit(tmp_path / "a", 2, ["--save-dir", str(tmp_path / "ckpt_a"), "--epochs", "1"])
+    grown, err = _fit(
+        tmp_path / "b",
+        3,
+        ["--resume", str(tmp_path / "ckpt_a" / "epoch=0.ckpt"), "--save-dir", str(tmp_path / "ckpt_b")],
+    )
+    assert err.count("lifetime values carried from 2 ranks onto 3; windows restart") == 3
+    before, _ = _train_rows(saved, 0)
+    _check_resumed_fit(grown, before, 1)
+    shrunk, err = _fit(tmp_path / "c", 2, ["--resume", str(tmp_path / "ckpt_b" / "epoch=1.ckpt"), "--epochs", "3"])
+    assert err.count("lifetime values carried from 3 ranks onto 2; windows restart") == 2
+    _check_resumed_fit(shrunk, before + _train_rows(grown, 1)[0], 2)

@@ -12,11 +12,7 @@ and ``total_examples`` over every sample saved and fed since, the windows over t
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,8 +28,6 @@ from tests.helpers.resume_world import RESUMED_STEPS, SAVED_STEPS, _resume_job, 
 pytest.importorskip("lightning")
 
 pytestmark = pytest.mark.ddp
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _reference(world: int, saved_world: int | None = None) -> dict[str, float]:
@@ -117,46 +111,6 @@ def test_a_module_resumed_on_another_number_of_ranks_carries_the_lifetime_and_re
     pools = {2: ddp_pool, 3: pool3}
     saved = _saved(pools, saved_world, key_style)
     _check(_resumed(pools, world, key_style, saved), key_style, saved_world)
-
-
-FITS = bool(os.environ.get("TMX_RESUME_FITS"))  # about 70 s on a quiet 2-core box: two Lightning fits
-
-
-def _fit(out: Path, devices: int, extra: list[str]) -> tuple[list[dict[str, Any]], str]:
-    """``tests/helpers/lightning_world.py`` on ``devices`` CPU ranks: each rank's dump and the output."""
-    out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
-    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
-        env.pop(name, None)
-    args = ["--out", str(out), "--devices", str(devices), "--batch", "20", "--val-sizes", "101", "--window", "452"]
-    command = [sys.executable, str(ROOT / "tests" / "helpers" / "lightning_world.py"), *args, *extra]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(devices)], done.stderr
-
-
-@pytest.mark.skipif(not FITS, reason="two Lightning fits: set TMX_RESUME_FITS=1")
-def test_a_lightning_fit_of_3_ranks_resumed_on_2_logs_the_samples_since_the_resume(tmp_path):
-    """A real ``Trainer(devices=3)`` fit checkpointed at its first epoch end, resumed with ``devices=2``.
-
-    Every rank warns, restarts the training module (lifetime and window) and logs at every interval
-    compute and epoch end the values of the rows fed since the resume alone (numpy / scikit-learn /
-    pandas over them; each rank's window its newest updates within ``452 // 2`` rows), the same on both.
-    """
-    from tests.test_lightning_world import _close, _joined, _train_expected, reference
-
-    _fit(tmp_path / "saved", 3, ["--save-dir", str(tmp_path / "ckpt")])
-    dumps, err = _fit(tmp_path / "resumed", 2, ["--resume", str(tmp_path / "ckpt" / "epoch=0.ckpt")])
-    assert err.count("holds metric states of 3 rank(s), this run has 2; `train_metrics` starts afresh") == 2
-    np.testing.assert_equal(dumps[1]["logged"], dumps[0]["logged"])
-    computed = dumps[0]["computed"]
-    assert [e["update"] for e in computed] == [6, 8, 10, 12]  # epoch 0 was 5 updates; the count carries on
-    ends = [e for e in dumps[0]["logged"] if e["hook"] == "on_train_epoch_end"]
-    for entry in [*computed, *ends]:
-        _close(entry["values"], _train_expected(dumps, entry["update"], 452), f"after the resume at {entry['update']}")
-    val = [b for d in dumps for b in d["fed"] if b["stage"] == "val"]
-    expected = {f"val/{n}/{t}": v for t in ("click", "buy") for n, v in reference(_joined(val), t).items()}
-    _close(dumps[0]["validated"][0]["values"], expected, "validation after the resume")
 
 
 def _shards(world: int) -> list[list[torch.Tensor]]:

@@ -523,8 +523,10 @@ class RecMetricCallback(pl.Callback):
         The keys are read from the module's configuration (no compute, no sync); a dict-valued
         metric's entries are taken whatever their names. A module restored without its count
         (added since the checkpoint: it starts from 0) gets none, and so does one that this callback
-        started afresh on load (a checkpoint of another number of ranks, or one without this rank's
-        states: see :meth:`on_load_checkpoint`), whose count was restored but whose states were not.
+        started afresh on load (one without this rank's states, one of another number of ranks that
+        could not be merged: see :meth:`on_load_checkpoint`), whose count was restored but whose states
+        were not. One whose lifetime was merged from another number of ranks gets its lifetime keys
+        back, not its window or throughput keys (those restarted).
         The logged-at count tells that no batch has come since the module was last logged: it
         holds only where the module's count is that one (such a module logs its first epoch end).
         """
@@ -859,6 +861,9 @@ class RecMetricCallback(pl.Callback):
         training module afresh, with a warning, rather than take rank 0's share for the whole; the
         save warns too.
 
+        A checkpoint saved during the fit holds every rank's states, so a resume on another number of
+        ranks carries the lifetime values: see :meth:`on_load_checkpoint`.
+
         Several callbacks (one per training module, of other attribute names) add their modules to
         the same entry: each rank's dict holds every callback's modules.
         """
@@ -918,9 +923,28 @@ class RecMetricCallback(pl.Callback):
         ``state_dict`` in one process (the only rank's states, or the module as built when the
         checkpoint has none) and starts it afresh, with a warning, under DDP (rank 0's alone).
 
-        A checkpoint of another number of ranks, or one saved in the main process after a
-        ``ddp_spawn`` fit (rank 0's states alone; see :meth:`on_save_checkpoint`), starts the
-        training module afresh, with a warning.
+        **Another number of ranks** (a checkpoint of 8 ranks resumed on 4: elastic jobs, preempted
+        clusters): where the checkpoint holds every saved rank's states of the module, the new rank 0
+        loads each saved rank's states into a scratch copy of the module (as :meth:`load_state_dict`
+        loads them, ``strict_loading`` included) and merges every metric's lifetime into its own with
+        the metric's ``merge_state`` (each state's reduction: sums added, ``max``/``min``, samples
+        joined); every other rank starts empty. The synced lifetime values then equal one process fed
+        every sample before the checkpoint and since, and the values last logged before it go back
+        (their lifetime keys, see :meth:`on_train_start`). Every window restarts, on every rank (a
+        window of another world's steps has no meaning here), with a warning ("lifetime values carried
+        from 8 ranks onto 4; windows restart"). The throughput's ``total_examples`` carries (summed onto
+        rank 0); its rates and window restart, so the rates are approximate around the resume: they time
+        the steps since it (after a new warm-up) while ``total_examples`` counts the whole run. The
+        update count is the one Lightning restored (saved rank 0's), so the compute cadence carries on.
+        Rank 0 holds every saved rank's states during the merge (the checkpoint dict, which every rank
+        loaded, holds them already). Rank 0 says whether the merge succeeded (one object broadcast);
+        where it did not (an entry that does not load, a metric whose states cannot be merged), every
+        rank starts the module afresh, with a warning naming the reason. A module lacking from any saved
+        rank's entry follows ``strict_loading`` as above (``True`` raises; ``False``: afresh, with a warning).
+
+        A checkpoint saved in the main process after a ``ddp_spawn`` fit (rank 0's states alone; see
+        :meth:`on_save_checkpoint`), at this number of ranks or another, starts the training module
+        afresh, with a warning.
 
         A training module started afresh here keeps the update count restored with the model (its
         compute cadence carries on), but not the values last logged before the checkpoint: they do

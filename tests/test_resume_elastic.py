@@ -218,7 +218,7 @@ def _fit(out: Path, devices: int, extra: list[str]) -> tuple[list[dict[str, Any]
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
     for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
         env.pop(name, None)
-    args = ["--out", str(out), "--devices", str(devices), "--batch", "20", "--val-sizes", "31", "--window", "452"]
+    args = ["--out", str(out), "--devices", str(devices), "--batch", "20", "--limit-val", "0", "--window", "452"]
     command = [sys.executable, str(ROOT / "tests" / "helpers" / "lightning_world.py"), *args, *extra]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -268,3 +268,17 @@ def test_lightning_fits_resumed_on_more_and_on_fewer_ranks_carry_the_lifetime(tm
     shrunk, err = _fit(tmp_path / "c", 2, ["--resume", str(tmp_path / "ckpt_b" / "epoch=1.ckpt"), "--epochs", "3"])
     assert err.count("lifetime values carried from 3 ranks onto 2; windows restart") == 2
     _check_resumed_fit(shrunk, before + _train_rows(grown, 1)[0], 2)
+
+
+def test_a_rank_other_than_0_without_states_of_the_module_starts_it_afresh():
+    """Only rank 0 saves ``None`` (its states are the model's): another rank's ``None`` leaves nothing to merge."""
+    saved = _saved(2)
+    model = job.Model()
+    model.train_metrics.load_state_dict(saved[0])
+    checkpoint = {"rec_metric_modules": [{"train_metrics": None}, {"train_metrics": None}, {"train_metrics": saved[1]}]}
+    with pytest.warns(UserWarning, match="a rank other than 0 saved no states of it.*`train_metrics` starts afresh"):
+        RecMetricCallback(val=None, test=None).on_load_checkpoint(None, model, checkpoint)  # type: ignore[arg-type]
+    model.train_metrics.update(job.step(1, 0, 0, resumed=True))
+    got = job.values(model.train_metrics)
+    for name, value in _numpy([job.step(1, 0, 0, resumed=True)], "a").items():
+        np.testing.assert_allclose(got[f"{name}/a"], value, rtol=1e-9)

@@ -1012,7 +1012,7 @@ class RecMetricCallback(pl.Callback):
         """
         saved = len(per_rank)
         for name, module in self._resumed(pl_module).items():
-            entries = [None if entry is None and r == 0 else entry for r, entry in enumerate(per_rank)]
+            entries = list(per_rank)  # rank 0's entry may be None: the model's state_dict, as its module's None
             if any(entry is not None and name not in entry for entry in entries):
                 lacking = next(sorted(entry) for entry in entries if entry is not None and name not in entry)
                 if strict:
@@ -1028,12 +1028,14 @@ class RecMetricCallback(pl.Callback):
                 )
                 self._restart(module)
                 continue
+            states = [None if entry is None else entry[name] for entry in entries]
             problem = None
-            if rank == 0:
-                states = [None if entry is None else entry[name] for entry in entries]
+            if any(s is None for s in states[1:]):  # only rank 0 saves None (its states are the model's)
+                problem = "a rank other than 0 saved no states of it"
+            elif rank == 0:
                 try:
                     module._fold_saved_ranks(states, strict=strict)
-                except (ValueError, TypeError, RuntimeError) as error:
+                except Exception as error:  # said to every rank below: none may wait in the broadcast alone
                     problem = f"{type(error).__name__}: {error}"
             if world > 1:
                 box = [problem]
@@ -1049,9 +1051,14 @@ class RecMetricCallback(pl.Callback):
                 continue
             if rank != 0:  # empty lifetimes (and windows), marked as rank 0's: the lifetimes resumed, the windows not
                 module._fold_saved_ranks([])
+            throughput = (
+                "; its throughput's total_examples carries, its rates start again"
+                if module.throughput is not None
+                else ""
+            )
             warnings.warn(
                 f"RecMetricCallback: lifetime values carried from {saved} ranks onto {world}; windows restart "
-                f"(`{name}`: the throughput's total_examples carries, its rates start again).",
+                f"(`{name}`{throughput}).",
                 stacklevel=3,
             )
 

@@ -967,7 +967,7 @@ class RecMetricCallback(pl.Callback):
             return
         rank = dist.get_rank() if world > 1 else 0
         strict = getattr(pl_module, "strict_loading", True)
-        if len(per_rank) != world and all(entry is not None for entry in per_rank[1:]):
+        if 0 < len(per_rank) != world and all(entry is not None for entry in per_rank[1:]):
             self._load_other_world(pl_module, per_rank, world, rank, strict)
             return
         complete = len(per_rank) == world and all(entry is not None for entry in per_rank)

@@ -121,6 +121,7 @@ CASES = [(1, 2), (2, 1), (3, 2), (4, 2)]
 
 @pytest.mark.parametrize(("saved_world", "world"), CASES)
 def test_every_registry_metric_resumes_its_lifetime_on_another_number_of_ranks(saved_world, world, ddp_pool):
+    """Found before the change: every lifetime key covered the resumed steps alone (the module restarted)."""
     saved = _saved(saved_world)
     _check(_resume(ddp_pool, world, _checkpoint(saved), saved[0]), saved_world)
 

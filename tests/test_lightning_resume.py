@@ -662,23 +662,27 @@ def test_a_metric_started_afresh_by_a_resume_with_other_settings_gets_no_value_b
 
 
 @pytest.mark.ddp
-def test_a_module_started_afresh_on_load_gets_no_values_back(ddp_runs):
-    """A 2-rank checkpoint resumed in one process: the module starts afresh, its update count carries on.
+def test_a_2_rank_checkpoint_resumed_in_one_process_carries_the_lifetime_and_its_values(ddp_runs):
+    """A 2-rank checkpoint resumed in one process: both ranks' lifetime states merged, the windows restart.
 
-    Before, the values logged at 9 under DDP went back in ``callback_metrics`` although the module's
-    states were not those (``reset()`` keeps the restored count, which the values' count was checked
-    against). Now no training key is there at the start, and the first compute (12, the cadence kept)
-    covers the resumed fit's samples alone (numpy).
+    The values logged at 9 under DDP go back in ``callback_metrics`` (numpy over both ranks' batches up to
+    9: the merged states are those), but not the window or throughput keys, whose states restarted. The
+    first compute (12, the cadence kept) covers both ranks' batches before the checkpoint and the resumed
+    fit's (numpy). Before, the module started afresh and lost the lifetime.
     """
     ckpt = ddp_runs["root"] / "whole" / "ckpt" / "step" / "step=10.ckpt"
     model = _AtStart()
-    with pytest.warns(UserWarning, match=r"holds metric states of 2 rank\(s\), this run has 1; `train_metrics` starts"):
+    with pytest.warns(UserWarning, match=r"lifetime values carried from 2 ranks onto 1; windows restart"):
         _, recorder = _resume(model, ckpt, max_steps=12)
-    assert not any(key.startswith("train/") for key in model.at_start)
+    _, seen = ddp_runs["whole"]
+    logged = [b for s, b in seen if s < 9]
+    lifetime_keys = {f"train/{n}/{t}" for n in run.METRICS for t in TASKS}  # no window, no throughput key
+    assert {k for k in model.at_start if k.startswith("train/")} == lifetime_keys
     [(step, row)] = _train_values(recorder.rows)
     assert step == 11 and [s for s, _ in model.seen] == [10, 11]
-    batches = [b for _, b in model.seen]
+    batches = [b for s, b in seen if s < 10] + [b for _, b in model.seen]
     for task in TASKS:
+        np.testing.assert_allclose(model.at_start[f"train/ne/{task}"], _ne(logged, task), rtol=1e-10)
         np.testing.assert_allclose(row[f"train/ne/{task}"], _ne(batches, task), rtol=1e-10)
         np.testing.assert_allclose(row[f"train/ctr/{task}"], _weighted(batches, task)["ctr"], rtol=1e-12)
 

@@ -1,22 +1,18 @@
 """A training module checkpointed under W ranks and resumed under W' != W (2 -> 1, 1 -> 2, 2 -> 3, 3 -> 2).
 
 ``RecMetricCallback`` saves every rank's training module states (``rec_metric_modules``) and, resumed
-with another number of ranks, starts the training module afresh on every rank (docs/module.md):
-Lightning has loaded rank 0's states from the model's ``state_dict`` into every rank, and keeping
-them would count rank 0's samples once per new rank. These tests save real per-rank states in gloo
-process groups of W ranks, restore them as Lightning does (rank 0's model ``state_dict`` into every
-rank, then the callback's ``on_load_checkpoint``) in a group of W' ranks, feed new steps and check
-every key against numpy / scikit-learn over the samples seen since the resume alone, on every rank.
+with another number of ranks, merges every saved rank's lifetime states into the new rank 0 and
+starts the other ranks empty (docs/module.md); every window restarts. These tests save real per-rank
+states in gloo process groups of W ranks, restore them as Lightning does (rank 0's model
+``state_dict`` into every rank, then the callback's ``on_load_checkpoint``) in a group of W' ranks,
+feed new steps and check every key against numpy / scikit-learn, on every rank: the lifetime values
+and ``total_examples`` over every sample saved and fed since, the windows over those since the resume.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,12 +29,14 @@ pytest.importorskip("lightning")
 
 pytestmark = pytest.mark.ddp
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
-def _reference(world: int) -> dict[str, float]:
-    """Every value over the steps of the ``world`` resumed ranks alone (sklearn, numpy formulas)."""
+def _reference(world: int, saved_world: int | None = None) -> dict[str, float]:
+    """Every value over the steps of the ``world`` resumed ranks (sklearn, numpy formulas), and over the
+    ``saved_world`` ranks' steps before the checkpoint where given (the lifetime)."""
     steps = [_step(7 + 1000 * world + 100 * rank + i) for rank in range(world) for i in range(RESUMED_STEPS)]
+    if saved_world is not None:
+        saved = range(SAVED_STEPS)
+        steps = [_step(1000 * saved_world + 100 * rank + i) for rank in range(saved_world) for i in saved] + steps
     p = torch.cat([s["prediction"] for s in steps]).double().numpy()
     y = torch.cat([s["label"] for s in steps]).double().numpy()
     base = y.mean()
@@ -54,21 +52,22 @@ def _reference(world: int) -> dict[str, float]:
 
 def _check(out: list[dict[str, Any]], key_style: str, saved_world: int) -> None:
     world = len(out)
-    expected = _reference(world)
+    lifetime, window = _reference(world, saved_world), _reference(world)
     for rank, result in enumerate(out):
         values = result["values"]
         for name in ("ne", "auc", "ctr", "calibration"):
             keys = (f"{name}/c", f"{name}/c/window")
             if key_style == "torchrec":
                 keys = (f"{name}-c|lifetime_{name}", f"{name}-c|window_{name}")
-            for key in keys:  # the window restarts too, and holds every step since the resume
+            # the lifetime carries every saved rank's samples; the window restarts, holding every step since
+            for key, expected in zip(keys, (lifetime, window), strict=True):
                 np.testing.assert_allclose(values[key], expected[name], rtol=1e-9, err_msg=f"rank {rank}: {key}")
         total = "throughput-throughput|total_examples" if key_style == "torchrec" else "throughput/total_examples"
-        assert values[total] == expected["total_examples"], (rank, values[total], expected["total_examples"])
+        assert values[total] == lifetime["total_examples"], (rank, values[total], lifetime["total_examples"])
         if key_style == "torchrec":
-            assert values["throughput-throughput|attempt_examples"] == expected["total_examples"], rank
+            assert values["throughput-throughput|attempt_examples"] == lifetime["total_examples"], rank
         assert result["step"] == SAVED_STEPS + RESUMED_STEPS  # the update count carries on (compute cadence)
-        why = f"holds metric states of {saved_world} rank(s), this run has {world}; `train_metrics` starts afresh"
+        why = f"lifetime values carried from {saved_world} ranks onto {world}; windows restart"
         assert any(why in message for message in result["warnings"]), (rank, result["warnings"])
 
 
@@ -98,59 +97,20 @@ CASES += [(3, 2, "torchmetrics_ext"), (1, 2, "torchmetrics_ext")]
 
 
 @pytest.mark.parametrize(("saved_world", "world", "key_style"), CASES)
-def test_a_module_resumed_on_another_number_of_ranks_starts_afresh_on_every_rank(
+def test_a_module_resumed_on_another_number_of_ranks_carries_the_lifetime_and_restarts_the_windows(
     saved_world, world, key_style, ddp_pool, pool3
 ):
-    """Every value after the resume covers the samples since the resume alone, on every rank.
+    """Every lifetime value after the resume covers every saved rank's samples and those since; every window
+    those since the resume alone, on every rank.
 
-    Found here: with ``key_style="torchrec"`` (and so ``from_torchrec_config``) ``reset()`` keeps the
-    throughput counting, as TorchRec's does, so the restart kept the throughput states Lightning had
-    loaded from rank 0 on every rank: ``total_examples`` counted rank 0's samples once per new rank
-    (100 for 40 samples since a 3 -> 2 resume, 3 x 10 of rank 0 twice; rank 0's share alone after 2 -> 1).
+    Found here, when the module started afresh: with ``key_style="torchrec"`` (and so ``from_torchrec_config``)
+    ``reset()`` keeps the throughput counting, as TorchRec's does, so the restart kept the throughput states
+    Lightning had loaded from rank 0 on every rank: ``total_examples`` counted rank 0's samples once per new
+    rank. It now counts every saved rank's examples once (summed onto the new rank 0).
     """
     pools = {2: ddp_pool, 3: pool3}
     saved = _saved(pools, saved_world, key_style)
     _check(_resumed(pools, world, key_style, saved), key_style, saved_world)
-
-
-FITS = bool(os.environ.get("TMX_RESUME_FITS"))  # about 70 s on a quiet 2-core box: two Lightning fits
-
-
-def _fit(out: Path, devices: int, extra: list[str]) -> tuple[list[dict[str, Any]], str]:
-    """``tests/helpers/lightning_world.py`` on ``devices`` CPU ranks: each rank's dump and the output."""
-    out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="default", OMP_NUM_THREADS="1")
-    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
-        env.pop(name, None)
-    args = ["--out", str(out), "--devices", str(devices), "--batch", "20", "--val-sizes", "101", "--window", "452"]
-    command = [sys.executable, str(ROOT / "tests" / "helpers" / "lightning_world.py"), *args, *extra]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return [torch.load(out / f"rank{rank}.pt", weights_only=False) for rank in range(devices)], done.stderr
-
-
-@pytest.mark.skipif(not FITS, reason="two Lightning fits: set TMX_RESUME_FITS=1")
-def test_a_lightning_fit_of_3_ranks_resumed_on_2_logs_the_samples_since_the_resume(tmp_path):
-    """A real ``Trainer(devices=3)`` fit checkpointed at its first epoch end, resumed with ``devices=2``.
-
-    Every rank warns, restarts the training module (lifetime and window) and logs at every interval
-    compute and epoch end the values of the rows fed since the resume alone (numpy / scikit-learn /
-    pandas over them; each rank's window its newest updates within ``452 // 2`` rows), the same on both.
-    """
-    from tests.test_lightning_world import _close, _joined, _train_expected, reference
-
-    _fit(tmp_path / "saved", 3, ["--save-dir", str(tmp_path / "ckpt")])
-    dumps, err = _fit(tmp_path / "resumed", 2, ["--resume", str(tmp_path / "ckpt" / "epoch=0.ckpt")])
-    assert err.count("holds metric states of 3 rank(s), this run has 2; `train_metrics` starts afresh") == 2
-    np.testing.assert_equal(dumps[1]["logged"], dumps[0]["logged"])
-    computed = dumps[0]["computed"]
-    assert [e["update"] for e in computed] == [6, 8, 10, 12]  # epoch 0 was 5 updates; the count carries on
-    ends = [e for e in dumps[0]["logged"] if e["hook"] == "on_train_epoch_end"]
-    for entry in [*computed, *ends]:
-        _close(entry["values"], _train_expected(dumps, entry["update"], 452), f"after the resume at {entry['update']}")
-    val = [b for d in dumps for b in d["fed"] if b["stage"] == "val"]
-    expected = {f"val/{n}/{t}": v for t in ("click", "buy") for n, v in reference(_joined(val), t).items()}
-    _close(dumps[0]["validated"][0]["values"], expected, "validation after the resume")
 
 
 def _shards(world: int) -> list[list[torch.Tensor]]:

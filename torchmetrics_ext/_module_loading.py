@@ -8,10 +8,12 @@ entries, also when a parent module (Lightning's checkpoint restore) loads it.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
@@ -56,7 +58,9 @@ class CheckpointLoading(nn.Module):
     _leader: dict[str, str]
     _step: int
     _subsets: dict[str, tuple[int, ...]]
+    _names: list[str]
     throughput: Metric | None
+    window_size: int | None
 
     def __init__(self) -> None:
         super().__init__()
@@ -72,6 +76,12 @@ class CheckpointLoading(nn.Module):
         raise NotImplementedError
 
     def _mark_members(self, keep_linked: bool = False) -> None:  # pragma: no cover - module
+        raise NotImplementedError
+
+    def _updated_units(self) -> Iterator[tuple[Metric, str, bool]]:  # pragma: no cover - provided by the module
+        raise NotImplementedError
+
+    def reset(self) -> None:  # pragma: no cover - provided by the module
         raise NotImplementedError
 
     def _load_from_state_dict(
@@ -332,6 +342,68 @@ class CheckpointLoading(nn.Module):
             if put_back:
                 guard[1]()
 
+    def _fold_saved_ranks(self, saved: Sequence[Mapping[str, Any] | None], strict: bool = True) -> None:
+        """Hold the lifetime states of every saved rank at once, merged: a resume on another number of ranks.
+
+        ``saved`` holds one ``state_dict`` of this module per rank of the run that saved them;
+        ``None`` (at most one) stands for the states this module holds now (in Lightning, the model's
+        ``state_dict``: saved rank 0's). Each is loaded into a scratch copy of the module (the same
+        loading rules as :meth:`load_state_dict`, ``strict`` included) and every updated unit's
+        lifetime is merged into this module's with the metric's own ``merge_state`` (each state's
+        reduction: sums added, ``max``/``min``, samples joined), so that this module then holds
+        what one process fed every saved rank's steps would. The windows start empty (a window of
+        another world's steps has no meaning here), and so do the throughput's rates and window;
+        its ``total_examples`` carries, summed. The step counter stays as it is.
+
+        What was not resumed is recorded as a load records it (``AFRESH_ON_LOAD``): every window,
+        the throughput, and each metric one of the loads started afresh.
+
+        Raises:
+            ValueError: more than one ``None``; or an entry that does not load, or a metric whose
+                states cannot be merged (also ``TypeError``/``RuntimeError`` from its
+                ``merge_state``). The module is then left partly merged: the caller starts it afresh.
+        """
+        if sum(states is None for states in saved) > 1:
+            raise ValueError("Expected at most one `None` (this module's own states) among the saved states.")
+        keep_own = any(states is None for states in saved)
+        throughput = self.throughput
+        everything, window = frozenset(("lifetime", "window")), frozenset(("window",))
+        afresh: dict[str | None, frozenset[str]] = dict(self.__dict__.get(AFRESH_ON_LOAD, {})) if keep_own else {}
+        total = torch.zeros((), dtype=torch.float64)
+        if throughput is not None and keep_own:
+            total = total + _total_examples(throughput)
+        loaded = [states for states in saved if states is not None]
+        # an empty copy to load the other ranks' states into (made before this module's own are merged into)
+        scratch = copy.deepcopy(self) if loaded else None
+        if keep_own:  # its lifetimes are saved rank 0's: kept, each window started empty over them
+            for unit, _, _ in self._updated_units():
+                if isinstance(unit, Windowed):
+                    _restart_window(unit)
+        else:
+            self.reset()
+        if throughput is not None:
+            throughput.reset()  # reset() keeps it with key_style="torchrec"
+        for states in loaded:
+            assert scratch is not None
+            scratch.reset()
+            scratch.load_state_dict(states, strict=strict)
+            for name, parts in scratch.__dict__.get(AFRESH_ON_LOAD, {}).items():
+                afresh[name] = afresh.get(name, frozenset()) | parts
+            for (ours, _, _), (theirs, _, _) in zip(self._updated_units(), scratch._updated_units(), strict=True):
+                ours.merge_state(theirs)
+            if throughput is not None and scratch.throughput is not None:
+                total = total + _total_examples(scratch.throughput)
+        if throughput is not None:
+            states_now = {k: torch.zeros_like(v) for k, v in throughput.metric_state.items() if isinstance(v, Tensor)}
+            states_now["total_examples"] = total.to(states_now["total_examples"].device)
+            throughput.merge_state(states_now)
+            afresh[None] = everything
+        if self.window_size is not None:
+            for name in [*self._names]:
+                afresh[name] = afresh.get(name, frozenset()) | window
+        self.__dict__[AFRESH_ON_LOAD] = afresh
+        self._mark_members()  # the groups' states were replaced through their leaders: nothing to say at compute
+
     def get_extra_state(self) -> Any:
         """The step counter (so ``should_compute`` keeps its cadence after a restore) and the task names, in order.
 
@@ -362,6 +434,13 @@ class CheckpointLoading(nn.Module):
             )
         if state is not None:  # none in the checkpoint (see _malformed_extra_state): the counter stays as it is
             self._step = int(state["step"])
+
+
+def _total_examples(throughput: Metric) -> Tensor:
+    """The throughput's ``total_examples`` (every example it counted, warm-up included), a float64 on the CPU."""
+    value = throughput.total_examples
+    assert isinstance(value, Tensor)
+    return value.detach().double().cpu()
 
 
 def _malformed_extra_state(state: Any) -> str | None:

@@ -523,8 +523,10 @@ class RecMetricCallback(pl.Callback):
         The keys are read from the module's configuration (no compute, no sync); a dict-valued
         metric's entries are taken whatever their names. A module restored without its count
         (added since the checkpoint: it starts from 0) gets none, and so does one that this callback
-        started afresh on load (a checkpoint of another number of ranks, or one without this rank's
-        states: see :meth:`on_load_checkpoint`), whose count was restored but whose states were not.
+        started afresh on load (one without this rank's states, one of another number of ranks that
+        could not be merged: see :meth:`on_load_checkpoint`), whose count was restored but whose states
+        were not. One whose lifetime was merged from another number of ranks gets its lifetime keys
+        back, not its window or throughput keys (those restarted).
         The logged-at count tells that no batch has come since the module was last logged: it
         holds only where the module's count is that one (such a module logs its first epoch end).
         """
@@ -859,6 +861,9 @@ class RecMetricCallback(pl.Callback):
         training module afresh, with a warning, rather than take rank 0's share for the whole; the
         save warns too.
 
+        A checkpoint saved during the fit holds every rank's states, so a resume on another number of
+        ranks carries the lifetime values: see :meth:`on_load_checkpoint`.
+
         Several callbacks (one per training module, of other attribute names) add their modules to
         the same entry: each rank's dict holds every callback's modules.
         """
@@ -918,9 +923,28 @@ class RecMetricCallback(pl.Callback):
         ``state_dict`` in one process (the only rank's states, or the module as built when the
         checkpoint has none) and starts it afresh, with a warning, under DDP (rank 0's alone).
 
-        A checkpoint of another number of ranks, or one saved in the main process after a
-        ``ddp_spawn`` fit (rank 0's states alone; see :meth:`on_save_checkpoint`), starts the
-        training module afresh, with a warning.
+        **Another number of ranks** (a checkpoint of 8 ranks resumed on 4: elastic jobs, preempted
+        clusters): where the checkpoint holds every saved rank's states of the module, the new rank 0
+        loads each saved rank's states into a scratch copy of the module (as :meth:`load_state_dict`
+        loads them, ``strict_loading`` included) and merges every metric's lifetime into its own with
+        the metric's ``merge_state`` (each state's reduction: sums added, ``max``/``min``, samples
+        joined); every other rank starts empty. The synced lifetime values then equal one process fed
+        every sample before the checkpoint and since, and the values last logged before it go back
+        (their lifetime keys, see :meth:`on_train_start`). Every window restarts, on every rank (a
+        window of another world's steps has no meaning here), with a warning ("lifetime values carried
+        from 8 ranks onto 4; windows restart"). The throughput's ``total_examples`` carries (summed onto
+        rank 0); its rates and window restart, so the rates are approximate around the resume: they time
+        the steps since it (after a new warm-up) while ``total_examples`` counts the whole run. The
+        update count is the one Lightning restored (saved rank 0's), so the compute cadence carries on.
+        Rank 0 holds every saved rank's states during the merge (the checkpoint dict, which every rank
+        loaded, holds them already). Rank 0 says whether the merge succeeded (one object broadcast);
+        where it did not (an entry that does not load, a metric whose states cannot be merged), every
+        rank starts the module afresh, with a warning naming the reason. A module lacking from any saved
+        rank's entry follows ``strict_loading`` as above (``True`` raises; ``False``: afresh, with a warning).
+
+        A checkpoint saved in the main process after a ``ddp_spawn`` fit (rank 0's states alone; see
+        :meth:`on_save_checkpoint`), at this number of ranks or another, starts the training module
+        afresh, with a warning.
 
         A training module started afresh here keeps the update count restored with the model (its
         compute cadence carries on), but not the values last logged before the checkpoint: they do
@@ -943,6 +967,9 @@ class RecMetricCallback(pl.Callback):
             return
         rank = dist.get_rank() if world > 1 else 0
         strict = getattr(pl_module, "strict_loading", True)
+        if 0 < len(per_rank) != world and all(entry is not None for entry in per_rank[1:]):
+            self._load_other_world(pl_module, per_rank, world, rank, strict)
+            return
         complete = len(per_rank) == world and all(entry is not None for entry in per_rank)
         for name, module in self._resumed(pl_module).items():
             if not complete:
@@ -969,6 +996,71 @@ class RecMetricCallback(pl.Callback):
             elif per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
                 # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
                 module.load_state_dict(per_rank[rank][name], strict=strict)
+
+    def _load_other_world(
+        self, pl_module: pl.LightningModule, per_rank: Sequence[Any], world: int, rank: int, strict: bool
+    ) -> None:
+        """Resume the training module's lifetime from a complete checkpoint of another number of ranks.
+
+        Every saved rank's entry is there (rank 0's ``None``, or its module's ``None``: the model's
+        ``state_dict``, which Lightning has loaded into every rank). Rank 0 merges every saved rank's
+        lifetime states into its module (``RecMetricModule._fold_saved_ranks``: each metric's own
+        ``merge_state``), every other rank starts its module empty: the synced lifetime values then
+        cover every sample of the saved fit and of this one. Windows restart on every rank. Rank 0
+        says whether the merge succeeded (one object broadcast): where it did not, every rank starts
+        the module afresh, with a warning naming the reason.
+        """
+        saved = len(per_rank)
+        for name, module in self._resumed(pl_module).items():
+            entries = list(per_rank)  # rank 0's entry may be None: the model's state_dict, as its module's None
+            if any(entry is not None and name not in entry for entry in entries):
+                lacking = next(sorted(entry) for entry in entries if entry is not None and name not in entry)
+                if strict:
+                    raise RuntimeError(
+                        f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}` (saved while the "
+                        f"callback did not manage it, or added since; it holds {lacking}). To resume "
+                        "without them, set `self.strict_loading = False` in the LightningModule."
+                    )
+                warnings.warn(
+                    f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}`: what Lightning "
+                    f"loaded into it is rank 0's alone; `{name}` starts afresh.",
+                    stacklevel=3,
+                )
+                self._restart(module)
+                continue
+            states = [None if entry is None else entry[name] for entry in entries]
+            problem = None
+            if any(s is None for s in states[1:]):  # only rank 0 saves None (its states are the model's)
+                problem = "a rank other than 0 saved no states of it"
+            elif rank == 0:
+                try:
+                    module._fold_saved_ranks(states, strict=strict)
+                except Exception as error:  # said to every rank below: none may wait in the broadcast alone
+                    problem = f"{type(error).__name__}: {error}"
+            if world > 1:
+                box = [problem]
+                dist.broadcast_object_list(box, src=0)
+                problem = box[0]
+            if problem is not None:
+                warnings.warn(
+                    f"RecMetricCallback: the checkpoint holds metric states of {saved} rank(s), this run has "
+                    f"{world}, and they cannot be merged ({problem}); `{name}` starts afresh.",
+                    stacklevel=3,
+                )
+                self._restart(module)
+                continue
+            if rank != 0:  # empty lifetimes (and windows), marked as rank 0's: the lifetimes resumed, the windows not
+                module._fold_saved_ranks([])
+            throughput = (
+                "; its throughput's total_examples carries, its rates start again"
+                if module.throughput is not None
+                else ""
+            )
+            warnings.warn(
+                f"RecMetricCallback: lifetime values carried from {saved} ranks onto {world}; windows restart "
+                f"(`{name}`{throughput}).",
+                stacklevel=3,
+            )
 
     def _restart(self, module: RecMetricModule) -> None:
         """Start the training module afresh on load; its values last logged are then not put back (``on_train_start``).

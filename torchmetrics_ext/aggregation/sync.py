@@ -28,7 +28,18 @@ from torchmetrics_ext.aggregation.distribution import Distribution
 from torchmetrics_ext.metrics.base import TaskMetric, _replay
 from torchmetrics_ext.utilities.distributed import fused_gather
 
-__all__ = ["CATEGORIES", "STATES", "UNSYNCED", "Layout", "SyncEntry", "state_layout", "sync_kind", "synced_values"]
+__all__ = [
+    "CATEGORIES",
+    "STATES",
+    "UNSYNCED",
+    "Layout",
+    "Reported",
+    "SyncEntry",
+    "reported_percentiles",
+    "state_layout",
+    "sync_kind",
+    "synced_values",
+]
 
 STATES = "states"  # gathered state by state, reduced by TorchMetrics' dist_reduce_fx
 CATEGORIES = "categories"  # a CategoricalCount: its counts laid out by the ranks' union of categories, summed
@@ -40,6 +51,8 @@ _STATE_SYNCS = (TaskMetric._sync_dist, Distribution._sync_dist)
 SyncEntry = tuple[TorchMetric, str, Sequence[Category] | None]  # (metric, kind, union of categories)
 Layout = tuple[tuple[str, str], ...]  # (state name, "dtype/ndim" or "list") per state, in sync order
 _LAYOUTS: dict[Layout, Layout] = {}  # one object per layout: a keys' exchange pickles each layout once
+Reported = tuple[tuple[float, ...], ...]  # the sorted percentiles of each Distribution in a metric, once each
+_REPORTED: dict[Reported, Reported] = {}  # as _LAYOUTS
 
 
 def state_layout(metric: TorchMetric) -> Layout:
@@ -61,6 +74,36 @@ def state_layout(metric: TorchMetric) -> Layout:
         for name, value in metric.metric_state.items()
     )
     return _LAYOUTS.setdefault(layout, layout)
+
+
+def reported_percentiles(metric: TorchMetric) -> Reported | None:
+    """The percentiles ``metric`` logs, sorted, of each :class:`Distribution` in it (a wrapper's too); ``None``: none.
+
+    They are no state, so :func:`state_layout` cannot tell them apart; yet ranks whose metrics of one
+    key report other percentiles would each log other keys of the pooled sketch (``p95`` on one
+    rank, ``p99.9`` on another). The aggregator's keys' exchange carries them, at no extra
+    collective, and refuses a mismatch on every rank. The order is left out: ``(95, 5, 50)`` logs
+    the keys ``(5, 50, 95)`` does.
+
+    Examples:
+        >>> from torchmetrics_ext import Windowed
+        >>> from torchmetrics_ext.aggregation import Distribution, Sum
+        >>> reported_percentiles(Distribution(percentiles=(95, 5, 50))), reported_percentiles(Sum())
+        (((5.0, 50.0, 95.0),), None)
+        >>> reported_percentiles(Windowed(Distribution(percentiles=(50,)), window_size=10))  # lifetime and window
+        ((50.0,),)
+    """
+    if isinstance(metric, Distribution):
+        found: Reported = (tuple(sorted(metric.percentiles)),)
+    elif not metric._modules:  # no child metric (every other aggregation metric): nothing to walk
+        return None
+    else:
+        found = tuple(
+            dict.fromkeys(tuple(sorted(m.percentiles)) for m in metric.modules() if isinstance(m, Distribution))
+        )
+        if not found:
+            return None
+    return _REPORTED.setdefault(found, found)
 
 
 def sync_kind(metric: TorchMetric, group: Any) -> str | None:

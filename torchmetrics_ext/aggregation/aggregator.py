@@ -32,7 +32,7 @@ from torchmetrics_ext.metrics.base import GuardedMetric, counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states, outside_group
 from torchmetrics_ext.utilities.formatting import exact_text
-from torchmetrics_ext.utilities.warnings import silencing_undefined
+from torchmetrics_ext.utilities.warnings import naming_metric, silencing_undefined
 
 __all__ = ["MetricsAggregator"]
 
@@ -838,12 +838,20 @@ class MetricsAggregator:
         # states: neither warns (without touching the process's warning filters)
         with silencing_undefined(), counted_as_updated(metric for _, _, metric in self._keys.values()):
             # the aggregator's own metrics from one fused gather; the others through TorchMetrics, key by key
+            # warnings (a Distribution's values beyond its sketch's range) name the logged key
+            named = [f"{prefix}_{ds}/{name}" for ds, name in fused]
             synced = (
-                dict(zip(fused, synced_values(list(fused.values()), self.process_group), strict=True)) if fused else {}
+                dict(zip(fused, synced_values(list(fused.values()), self.process_group, named), strict=True))
+                if fused
+                else {}
             )
             for (ds, name), (agg_type, _, metric) in self._keys.items():
-                value = synced[ds, name] if (ds, name) in synced else self._compute(metric, distributed)
                 base = f"{prefix}_{ds}/{name}"
+                if (ds, name) in synced:
+                    value = synced[ds, name]
+                else:
+                    with naming_metric(base):
+                        value = self._compute(metric, distributed)
                 if isinstance(value, (dict, _Counted)):
                     joiner = _JOINERS.get(agg_type, "_")
                     if isinstance(value, _Counted):  # a CategoricalCount's: one counts vector, no tensor per category

@@ -27,6 +27,7 @@ from torchmetrics_ext.aggregation.categorical import CategoricalCount, Category,
 from torchmetrics_ext.aggregation.distribution import Distribution
 from torchmetrics_ext.metrics.base import TaskMetric, _replay
 from torchmetrics_ext.utilities.distributed import fused_gather
+from torchmetrics_ext.utilities.warnings import naming_metric
 
 __all__ = [
     "CATEGORIES",
@@ -142,11 +143,12 @@ def sync_kind(metric: TorchMetric, group: Any) -> str | None:
     return None
 
 
-def synced_values(entries: Sequence[SyncEntry], group: Any) -> list[Any]:
+def synced_values(entries: Sequence[SyncEntry], group: Any, names: Sequence[str | None] | None = None) -> list[Any]:
     """Every entry's value synced over ``group``, from one fused gather; every rank must call it alike.
 
     A ``STATES`` metric's value is its ``compute()`` over the gathered states; a ``CATEGORIES``
-    one's is the whole value (categories and summed counts) its own sync would give.
+    one's is the whole value (categories and summed counts) its own sync would give. ``names``: the
+    name each entry's warnings give its metric (:func:`~torchmetrics_ext.utilities.warnings.naming_metric`).
     """
     payloads: list[dict[str, Tensor]] = []
     for metric, kind, union in entries:
@@ -160,16 +162,17 @@ def synced_values(entries: Sequence[SyncEntry], group: Any) -> list[Any]:
             raise TypeError(f"{type(metric).__name__} cannot join the fused sync as {kind!r}.")
     gathered = fused_gather(payloads, group, max_bytes=GATHER_BYTES)
     values: list[Any] = []
-    for (metric, _, union), states in zip(entries, gathered, strict=True):
-        if isinstance(metric, CategoricalCount) and union is not None:
-            values.append(_Counted(list(union), torch.stack(states["counts"]).sum(0)))
-        elif isinstance(metric, AggregationMetric):
-            values.append(_logged_from(metric, states))
-        elif isinstance(metric, TaskMetric):
-            with metric.synced_from(states):
-                values.append(metric.compute())
-        else:
-            values.append(_computed_from(metric, states))
+    for (metric, _, union), states, name in zip(entries, gathered, names or [None] * len(entries), strict=True):
+        with naming_metric(name):
+            if isinstance(metric, CategoricalCount) and union is not None:
+                values.append(_Counted(list(union), torch.stack(states["counts"]).sum(0)))
+            elif isinstance(metric, AggregationMetric):
+                values.append(_logged_from(metric, states))
+            elif isinstance(metric, TaskMetric):
+                with metric.synced_from(states):
+                    values.append(metric.compute())
+            else:
+                values.append(_computed_from(metric, states))
     return values
 
 

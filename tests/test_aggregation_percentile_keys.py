@@ -106,3 +106,15 @@ def test_the_same_percentiles_in_another_order_log_the_same_keys_and_values(pool
     assert logged[0] is not None and logged[0] == logged[1] == logged[2], [r.get("error") for r in results]
     for p, want in _reference_percentiles(3).items():
         assert logged[0][f"train_d/len_stat_p{p:02d}"] == pytest.approx(want, rel=ALPHA)
+
+
+def test_handler_probes_kept_by_an_earlier_version_are_probed_again_with_their_percentiles():
+    """An aggregator pickled before the probes carried percentiles holds ``(kind, layout, error)`` probes: they are
+    made again at the next keys' exchange instead of failing to unpack (single process: the probe alone)."""
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.DISTRIBUTION, partial(Distribution, percentiles=OTHER))
+    probes = aggregator._handler_kinds()
+    aggregator._probed = {agg_type: probe[:3] for agg_type, probe in aggregator._probed.items()}  # the old form
+    again = aggregator._handler_kinds()
+    assert again == probes
+    assert again[A.DISTRIBUTION.value][3] == ((50.0, 99.9),) and again[A.SUM.value][3] is None

@@ -838,8 +838,11 @@ class MetricsAggregator:
         # states: neither warns (without touching the process's warning filters)
         with silencing_undefined(), counted_as_updated(metric for _, _, metric in self._keys.values()):
             # the aggregator's own metrics from one fused gather; the others through TorchMetrics, key by key
-            # warnings (a Distribution's values beyond its sketch's range) name the logged key
-            named = [f"{prefix}_{ds}/{name}" for ds, name in fused]
+            # a DISTRIBUTION's warning (values beyond its sketch's range) names the logged key
+            named = [
+                f"{prefix}_{ds}/{name}" if self._keys[ds, name][0] is AggregationType.DISTRIBUTION else None
+                for ds, name in fused
+            ]
             synced = (
                 dict(zip(fused, synced_values(list(fused.values()), self.process_group, named), strict=True))
                 if fused
@@ -849,9 +852,11 @@ class MetricsAggregator:
                 base = f"{prefix}_{ds}/{name}"
                 if (ds, name) in synced:
                     value = synced[ds, name]
-                else:
+                elif agg_type is AggregationType.DISTRIBUTION:
                     with naming_metric(base):
                         value = self._compute(metric, distributed)
+                else:
+                    value = self._compute(metric, distributed)
                 if isinstance(value, (dict, _Counted)):
                     joiner = _JOINERS.get(agg_type, "_")
                     if isinstance(value, _Counted):  # a CategoricalCount's: one counts vector, no tensor per category

@@ -15,6 +15,7 @@ fused gather, in the agreed key order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -54,6 +55,7 @@ Layout = tuple[tuple[str, str], ...]  # (state name, "dtype/ndim" or "list") per
 _LAYOUTS: dict[Layout, Layout] = {}  # one object per layout: a keys' exchange pickles each layout once
 Reported = tuple[tuple[float, ...], ...]  # the sorted percentiles of each Distribution in a metric, once each
 _REPORTED: dict[Reported, Reported] = {}  # as _LAYOUTS
+_UNNAMED = nullcontext()  # an entry without a name: its metric's warnings name it as they do
 
 
 def state_layout(metric: TorchMetric) -> Layout:
@@ -163,7 +165,7 @@ def synced_values(entries: Sequence[SyncEntry], group: Any, names: Sequence[str 
     gathered = fused_gather(payloads, group, max_bytes=GATHER_BYTES)
     values: list[Any] = []
     for (metric, _, union), states, name in zip(entries, gathered, names or [None] * len(entries), strict=True):
-        with naming_metric(name):
+        with _UNNAMED if name is None else naming_metric(name):
             if isinstance(metric, CategoricalCount) and union is not None:
                 values.append(_Counted(list(union), torch.stack(states["counts"]).sum(0)))
             elif isinstance(metric, AggregationMetric):

@@ -33,6 +33,7 @@ from torchmetrics_ext.aggregation import (
     MetricTransform,
     Sum,
 )
+from torchmetrics_ext.utilities.warnings import SketchRangeWarning
 
 A = AggregationType
 ALPHA = 0.01  # Distribution's default relative accuracy
@@ -1152,6 +1153,8 @@ def test_distribution_tensor_whose_squares_overflow_float64_gives_the_std():
     metric.update(torch.tensor([1e200, -1e200, 0.0], dtype=torch.float64))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # the percentiles of values beyond the sketch's range say so (the std is what this is about)
+        warnings.filterwarnings("ignore", category=SketchRangeWarning)
         std = metric.compute()["std"].item()
     np.testing.assert_allclose(std, np.std([1.0, -1.0, 0.0], ddof=1) * 1e200, rtol=1e-15)
 

@@ -20,7 +20,9 @@ from torchmetrics_ext.aggregation.sync import (
     CATEGORIES,
     UNSYNCED,
     Layout,
+    Reported,
     SyncEntry,
+    reported_percentiles,
     state_layout,
     sync_kind,
     synced_values,
@@ -29,13 +31,16 @@ from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import GuardedMetric, counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states, outside_group
-from torchmetrics_ext.utilities.warnings import silencing_undefined
+from torchmetrics_ext.utilities.formatting import exact_text
+from torchmetrics_ext.utilities.warnings import naming_metric, silencing_undefined
 
 __all__ = ["MetricsAggregator"]
 
 Key = tuple[str, str]
-# a metric's sync kind, its state layout and, for a handler that failed to make one, the error: (None, None, text)
-_Probe = tuple[str | None, Layout | None, str | None]
+# a metric's sync kind, its state layout, for a handler that failed to make one the error (None, None, text, None),
+# and the percentiles it reports (reported_percentiles)
+_Probe = tuple[str | None, Layout | None, str | None, Reported | None]
+_NO_PROBE: _Probe = (None, None, None, None)
 _FORMAT = "torchmetrics_ext.MetricsAggregator/1"
 _FIELDS = ("dataset_name", "name", "value", "agg_type")
 _EXTRA = "_extra_state"  # nn.Module's state_dict key of a module's get_extra_state()
@@ -102,6 +107,27 @@ def _unlike(key: Key, one: Layout, other: Layout) -> str:
         f"Metric {key[1]!r} of dataset {key[0]!r} has the states {states(one, other)} on one rank and "
         f"{states(other, one)} "
         "on another, which cannot sync together: register the same handlers on every rank (the ranks disagree)."
+    )
+
+
+def _other_percentiles(key: Key, agg_type: AggregationType, group: Any, reported: list[Reported | None]) -> str:
+    """The error of one key whose metrics report other percentiles on other ranks, naming every rank's."""
+
+    def text(found: Reported | None) -> str:
+        if found is None:
+            return "no percentiles"
+        return " and ".join("(" + ", ".join(map(exact_text, percentiles)) + ")" for percentiles in found)
+
+    ranks: dict[Reported | None, list[int]] = {}
+    for rank, found in enumerate(reported):
+        ranks.setdefault(found, []).append(_global(group, rank))
+    each = "; ".join(
+        f"rank{'s' * (len(held) > 1)} {', '.join(map(str, held))}: {text(found)}" for found, held in ranks.items()
+    )
+    return (
+        f"Metric {key[1]!r} of dataset {key[0]!r} ({_type_name(agg_type)}) reports other percentiles on other ranks, "
+        f"so the ranks would log different keys: {each}. Register the same handlers on every rank "
+        "(the ranks agree: every rank raises this)."
     )
 
 
@@ -666,42 +692,45 @@ class MetricsAggregator:
 
         Raises:
             ValueError: on every rank, if ranks give one key two types, or metrics (or handlers, on the
-                ranks that lack the key) whose states differ, which no sync can join, or if a rank that
-                lacks a key has a handler that cannot make its metric.
+                ranks that lack the key) whose states differ, which no sync can join, or that report other
+                percentiles (each rank would log other keys), or if a rank that lacks a key has a handler that
+                cannot make its metric.
         """
         group = self.process_group
         local = []
         for (ds, name), (agg_type, _, metric) in self._keys.items():
             kind = sync_kind(metric, group)
             names = metric.categories if kind == CATEGORIES and isinstance(metric, CategoricalCount) else None
-            local.append((ds, name, agg_type.value, kind, names, state_layout(metric)))
+            local.append((ds, name, agg_type.value, kind, names, state_layout(metric), reported_percentiles(metric)))
         gathered: list[Any] = [None] * dist.get_world_size(group)
         dist.all_gather_object(gathered, (local, self._handler_kinds()), group=group)
         union: dict[Key, AggregationType] = {}
         kinds: defaultdict[Key, dict[int, _Probe]] = defaultdict(dict)  # key -> {rank holding it: its metric's probe}
         categories: defaultdict[Key, list[Any]] = defaultdict(list)
         for rank, (entries, _) in enumerate(gathered):
-            for ds, name, agg_value, kind, names, layout in entries:
+            for ds, name, agg_value, kind, names, layout, reported in entries:
                 key, agg_type = (ds, name), AggregationType(agg_value)
                 if union.setdefault(key, agg_type) is not agg_type:
                     raise ValueError(_conflict(key, union[key], agg_type) + " (the ranks disagree)")
-                kinds[key][rank] = (kind, layout, None)
+                kinds[key][rank] = (kind, layout, None, reported)
                 categories[key].append(names or [])
         fused: dict[Key, str] = {}
         for key, agg_type in union.items():
             held = kinds[key]  # a rank without the key makes its metric with its handler
-            none: _Probe = (None, None, None)
-            every = [held.get(r) or made.get(agg_type.value, none) for r, (_, made) in enumerate(gathered)]
-            failed = [(r, error) for r, (_, _, error) in enumerate(every) if error is not None]
+            every = [held.get(r) or made.get(agg_type.value, _NO_PROBE) for r, (_, made) in enumerate(gathered)]
+            failed = [(r, error) for r, (_, _, error, _) in enumerate(every) if error is not None]
             if failed:  # that rank would raise alone while creating the key, the others waiting in the sync
                 raise ValueError(_unmade(key, agg_type, group, *failed[0]))
-            layouts = list(dict.fromkeys(layout for _, layout, _ in every if layout is not None))
+            layouts = list(dict.fromkeys(layout for _, layout, _, _ in every if layout is not None))
             if len(layouts) > 1:  # positional gathers of other states: wrong values, or gloo aborts the process
                 raise ValueError(_unlike(key, layouts[0], layouts[1]))
-            synced = [kind != UNSYNCED for kind, _, _ in every]
+            reported = [found for _, _, _, found in every]
+            if any(found != reported[0] for found in reported):  # one sketch, but each rank would log other keys
+                raise ValueError(_other_percentiles(key, agg_type, group, reported))
+            synced = [kind != UNSYNCED for kind, _, _, _ in every]
             if any(synced) and not all(synced):  # the syncing ranks would wait in their sync for the others
                 raise ValueError(_half_synced(key, group, synced.index(False), synced.index(True)))
-            if every[0][0] not in (None, UNSYNCED) and all(kind == every[0][0] for kind, _, _ in every):
+            if every[0][0] not in (None, UNSYNCED) and all(kind == every[0][0] for kind, _, _, _ in every):
                 fused[key] = every[0][0]
         self._make_missing(union, [len(kinds[key]) < len(gathered) for key in union])
         self._keys = {key: self._keys[key] for key in union}
@@ -732,11 +761,16 @@ class MetricsAggregator:
                 metric = self._make(agg_type, taken)
                 # this rank's probe, as every rank saw it in the keys' exchange (kept: its probe succeeded,
                 # or the exchange raised on every rank); a key left to TorchMetrics is checked too
-                probe = self._probed.get(agg_type, (None, None, None))
+                probe = self._probed.get(agg_type, _NO_PROBE)
                 if (sync_kind(metric, self.process_group), state_layout(metric)) != probe[:2]:
                     raise RuntimeError(
                         f"it made a {type(metric).__name__}, which syncs unlike the metric it made before (a handler "
                         "must make the same kind of metric at each call)"
+                    )
+                if reported_percentiles(metric) != probe[3]:
+                    raise RuntimeError(
+                        f"it made a {type(metric).__name__} reporting other percentiles than the metric it made "
+                        "before (a handler must make the same kind of metric at each call)"
                     )
             except Exception as err:  # any error of the user's factory, told to every rank
                 failure = (key, agg_type, f"{type(err).__name__}: {err}")
@@ -755,20 +789,21 @@ class MetricsAggregator:
     def _handler_kinds(self) -> dict[str, _Probe]:
         """How a new metric of each aggregation type would sync and its states, from one probe per handler, kept.
 
-        ``(sync_kind, state_layout, None)`` of the probe; ``(None, None, error)`` for a handler that
-        fails to make a metric (not kept: it is tried again at the next call). A key that a rank lacks
+        ``(sync_kind, state_layout, None, reported_percentiles)`` of the probe; ``(None, None, error, None)`` for a
+        handler that fails to make a metric (not kept: it is tried again at the next call). A key that a rank lacks
         and its handler cannot make is then refused on every rank (:meth:`_agree_on_keys`), instead of
         raising on that rank alone while the others wait in the sync.
         """
         probed: dict[AggregationType, _Probe] = self.__dict__.setdefault("_probed", {})  # older pickles lack it
         out: dict[str, _Probe] = {}
         for agg_type in self._factories:
-            if agg_type not in probed:
+            if len(probed.get(agg_type, ())) != len(_NO_PROBE):  # not probed yet (or by a version without percentiles)
                 try:
                     probe = self._prepared(self._new_metric(agg_type))
-                    probed[agg_type] = (sync_kind(probe, self.process_group), state_layout(probe), None)
+                    kind, layout = sync_kind(probe, self.process_group), state_layout(probe)
+                    probed[agg_type] = (kind, layout, None, reported_percentiles(probe))
                 except Exception as err:  # any error of the user's factory, told to every rank
-                    out[agg_type.value] = (None, None, f"{type(err).__name__}: {err}")
+                    out[agg_type.value] = (None, None, f"{type(err).__name__}: {err}", None)
                     continue
             out[agg_type.value] = probed[agg_type]
         return out
@@ -803,12 +838,25 @@ class MetricsAggregator:
         # states: neither warns (without touching the process's warning filters)
         with silencing_undefined(), counted_as_updated(metric for _, _, metric in self._keys.values()):
             # the aggregator's own metrics from one fused gather; the others through TorchMetrics, key by key
+            # a DISTRIBUTION's warning (values beyond its sketch's range) names the logged key
+            named = [
+                f"{prefix}_{ds}/{name}" if self._keys[ds, name][0] is AggregationType.DISTRIBUTION else None
+                for ds, name in fused
+            ]
             synced = (
-                dict(zip(fused, synced_values(list(fused.values()), self.process_group), strict=True)) if fused else {}
+                dict(zip(fused, synced_values(list(fused.values()), self.process_group, named), strict=True))
+                if fused
+                else {}
             )
             for (ds, name), (agg_type, _, metric) in self._keys.items():
-                value = synced[ds, name] if (ds, name) in synced else self._compute(metric, distributed)
                 base = f"{prefix}_{ds}/{name}"
+                if (ds, name) in synced:
+                    value = synced[ds, name]
+                elif agg_type is AggregationType.DISTRIBUTION:
+                    with naming_metric(base):
+                        value = self._compute(metric, distributed)
+                else:
+                    value = self._compute(metric, distributed)
                 if isinstance(value, (dict, _Counted)):
                     joiner = _JOINERS.get(agg_type, "_")
                     if isinstance(value, _Counted):  # a CategoricalCount's: one counts vector, no tensor per category

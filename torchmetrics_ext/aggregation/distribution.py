@@ -33,6 +33,7 @@ from torchmetrics_ext.functional.distribution import (
     _SketchStates,
     _stat_names,
     _state_parts,
+    _warn_range,
 )
 from torchmetrics_ext.metrics.base import _tag, one_task
 from torchmetrics_ext.utilities.summation import compensated_add_
@@ -63,7 +64,9 @@ class Distribution(AggregationMetric[SketchBatch]):
         relative_accuracy: relative error bound :math:`\alpha` of the percentiles (default 1%).
         min_value: magnitudes below this count as 0 (absolute error below ``min_value``).
         max_value: magnitudes above this fall in the last bucket (no relative bound; estimates
-            are still clipped to the exact max).
+            are still clipped to the exact max). Values beyond either end that a percentile may read
+            warn at ``compute`` (:class:`~torchmetrics_ext.utilities.warnings.SketchRangeWarning`,
+            once until ``reset``), naming the ``min_value``/``max_value`` that cover them.
         validate_args: reject non-numbers and NaN/inf before any state changes.
         kwargs: TorchMetrics options.
 
@@ -373,15 +376,35 @@ class Distribution(AggregationMetric[SketchBatch]):
             setattr(self, total, value)
 
     def compute(self) -> dict[str, Tensor]:
-        """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen."""
-        return _distribution_compute(self._all_states(), self.percentiles, self.spec)
+        """``{"mean", "min", "max", "std", "p05", "p50", "p95"}`` (per ``percentiles``) of everything seen.
+
+        Warns (:class:`~torchmetrics_ext.utilities.warnings.SketchRangeWarning`, once until ``reset``)
+        where values outside ``[min_value, max_value]`` may make the percentiles far off.
+        """
+        return _distribution_compute(self._all_states(), self.percentiles, self.spec, on_range=self._range_warning())
 
     def _logged_value(self) -> dict[str, float]:
         """:meth:`compute`'s values as host floats (the aggregator's logging: no tensor per value)."""
         if type(self).compute is not Distribution.compute:  # a subclass's own compute is what it logs
             return super()._logged_value()
-        values = _distribution_values(self._all_states(), self.percentiles, self.spec)
+        values = _distribution_values(self._all_states(), self.percentiles, self.spec, on_range=self._range_warning())
         return dict(zip(_stat_names(self.percentiles), values, strict=True))
+
+    def _range_warning(self) -> Callable[[str, str], None] | None:
+        """What :func:`_distribution_values` calls for values outside the range: a warning, once until ``reset``."""
+        if self.__dict__.get("_range_warned", False):
+            return None
+
+        def warn_once(metric: str, note: str) -> None:
+            self.__dict__["_range_warned"] = True
+            _warn_range(metric, note)
+
+        return warn_once
+
+    def reset(self) -> None:
+        """TorchMetrics' ``reset``; the next values outside the sketch's range warn again."""
+        self.__dict__.pop("_range_warned", None)
+        super().reset()
 
     def _all_states(self) -> _SketchStates:
         """The sketch's states with the compensations and the shift (what compute reads)."""

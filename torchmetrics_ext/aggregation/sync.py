@@ -15,6 +15,7 @@ fused gather, in the agreed key order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -27,8 +28,20 @@ from torchmetrics_ext.aggregation.categorical import CategoricalCount, Category,
 from torchmetrics_ext.aggregation.distribution import Distribution
 from torchmetrics_ext.metrics.base import TaskMetric, _replay
 from torchmetrics_ext.utilities.distributed import fused_gather
+from torchmetrics_ext.utilities.warnings import naming_metric
 
-__all__ = ["CATEGORIES", "STATES", "UNSYNCED", "Layout", "SyncEntry", "state_layout", "sync_kind", "synced_values"]
+__all__ = [
+    "CATEGORIES",
+    "STATES",
+    "UNSYNCED",
+    "Layout",
+    "Reported",
+    "SyncEntry",
+    "reported_percentiles",
+    "state_layout",
+    "sync_kind",
+    "synced_values",
+]
 
 STATES = "states"  # gathered state by state, reduced by TorchMetrics' dist_reduce_fx
 CATEGORIES = "categories"  # a CategoricalCount: its counts laid out by the ranks' union of categories, summed
@@ -40,6 +53,9 @@ _STATE_SYNCS = (TaskMetric._sync_dist, Distribution._sync_dist)
 SyncEntry = tuple[TorchMetric, str, Sequence[Category] | None]  # (metric, kind, union of categories)
 Layout = tuple[tuple[str, str], ...]  # (state name, "dtype/ndim" or "list") per state, in sync order
 _LAYOUTS: dict[Layout, Layout] = {}  # one object per layout: a keys' exchange pickles each layout once
+Reported = tuple[tuple[float, ...], ...]  # the sorted percentiles of each Distribution in a metric, once each
+_REPORTED: dict[Reported, Reported] = {}  # as _LAYOUTS
+_UNNAMED = nullcontext()  # an entry without a name: its metric's warnings name it as they do
 
 
 def state_layout(metric: TorchMetric) -> Layout:
@@ -61,6 +77,36 @@ def state_layout(metric: TorchMetric) -> Layout:
         for name, value in metric.metric_state.items()
     )
     return _LAYOUTS.setdefault(layout, layout)
+
+
+def reported_percentiles(metric: TorchMetric) -> Reported | None:
+    """The percentiles ``metric`` logs, sorted, of each :class:`Distribution` in it (a wrapper's too); ``None``: none.
+
+    They are no state, so :func:`state_layout` cannot tell them apart; yet ranks whose metrics of one
+    key report other percentiles would each log other keys of the pooled sketch (``p95`` on one
+    rank, ``p99.9`` on another). The aggregator's keys' exchange carries them, at no extra
+    collective, and refuses a mismatch on every rank. The order is left out: ``(95, 5, 50)`` logs
+    the keys ``(5, 50, 95)`` does.
+
+    Examples:
+        >>> from torchmetrics_ext import Windowed
+        >>> from torchmetrics_ext.aggregation import Distribution, Sum
+        >>> reported_percentiles(Distribution(percentiles=(95, 5, 50))), reported_percentiles(Sum())
+        (((5.0, 50.0, 95.0),), None)
+        >>> reported_percentiles(Windowed(Distribution(percentiles=(50,)), window_size=10))  # lifetime and window
+        ((50.0,),)
+    """
+    if isinstance(metric, Distribution):
+        found: Reported = (tuple(sorted(metric.percentiles)),)
+    elif not metric._modules:  # no child metric (every other aggregation metric): nothing to walk
+        return None
+    else:
+        found = tuple(
+            dict.fromkeys(tuple(sorted(m.percentiles)) for m in metric.modules() if isinstance(m, Distribution))
+        )
+        if not found:
+            return None
+    return _REPORTED.setdefault(found, found)
 
 
 def sync_kind(metric: TorchMetric, group: Any) -> str | None:
@@ -99,11 +145,12 @@ def sync_kind(metric: TorchMetric, group: Any) -> str | None:
     return None
 
 
-def synced_values(entries: Sequence[SyncEntry], group: Any) -> list[Any]:
+def synced_values(entries: Sequence[SyncEntry], group: Any, names: Sequence[str | None] | None = None) -> list[Any]:
     """Every entry's value synced over ``group``, from one fused gather; every rank must call it alike.
 
     A ``STATES`` metric's value is its ``compute()`` over the gathered states; a ``CATEGORIES``
-    one's is the whole value (categories and summed counts) its own sync would give.
+    one's is the whole value (categories and summed counts) its own sync would give. ``names``: the
+    name each entry's warnings give its metric (:func:`~torchmetrics_ext.utilities.warnings.naming_metric`).
     """
     payloads: list[dict[str, Tensor]] = []
     for metric, kind, union in entries:
@@ -117,16 +164,17 @@ def synced_values(entries: Sequence[SyncEntry], group: Any) -> list[Any]:
             raise TypeError(f"{type(metric).__name__} cannot join the fused sync as {kind!r}.")
     gathered = fused_gather(payloads, group, max_bytes=GATHER_BYTES)
     values: list[Any] = []
-    for (metric, _, union), states in zip(entries, gathered, strict=True):
-        if isinstance(metric, CategoricalCount) and union is not None:
-            values.append(_Counted(list(union), torch.stack(states["counts"]).sum(0)))
-        elif isinstance(metric, AggregationMetric):
-            values.append(_logged_from(metric, states))
-        elif isinstance(metric, TaskMetric):
-            with metric.synced_from(states):
-                values.append(metric.compute())
-        else:
-            values.append(_computed_from(metric, states))
+    for (metric, _, union), states, name in zip(entries, gathered, names or [None] * len(entries), strict=True):
+        with _UNNAMED if name is None else naming_metric(name):
+            if isinstance(metric, CategoricalCount) and union is not None:
+                values.append(_Counted(list(union), torch.stack(states["counts"]).sum(0)))
+            elif isinstance(metric, AggregationMetric):
+                values.append(_logged_from(metric, states))
+            elif isinstance(metric, TaskMetric):
+                with metric.synced_from(states):
+                    values.append(metric.compute())
+            else:
+                values.append(_computed_from(metric, states))
     return values
 
 

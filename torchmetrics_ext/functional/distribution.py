@@ -48,7 +48,9 @@ mean (equal values give exactly 0).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import sys
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property, lru_cache
@@ -62,7 +64,7 @@ from torchmetrics_ext.utilities.checks import as_real, check_tensor, sequence_it
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.summation import compensated_add_
-from torchmetrics_ext.utilities.warnings import warn_undefined
+from torchmetrics_ext.utilities.warnings import SketchRangeWarning, _named, warn_undefined
 
 __all__ = ["LARGEST_MAGNITUDE", "SketchBatch", "SketchSpec", "distribution", "percentile_key"]
 
@@ -182,6 +184,9 @@ def _sketch_representatives(spec: SketchSpec, device: torch.device) -> Tensor:
     keys = torch.arange(spec.buckets_per_sign, dtype=torch.float64) + spec.first_key
     gamma = math.exp(spec.log_gamma)
     pos = 2.0 * torch.exp(keys * spec.log_gamma) / (gamma + 1.0)
+    # gamma**k overflows for the top buckets of a max_value near float64's largest (1e308): their
+    # representatives, below it, in one exponential (the others keep their values bit for bit)
+    pos = torch.where(pos.isinf(), torch.exp(keys * spec.log_gamma + math.log(2.0 / (gamma + 1.0))), pos)
     return torch.cat([-pos.flip(0), pos.new_zeros(1), pos]).to(device)
 
 
@@ -752,8 +757,50 @@ class _SketchStates(NamedTuple):
     shift: Tensor | float = 0.0
 
 
+def _range_note(n: float, lo: float, hi: float, spec: SketchSpec) -> str | None:
+    """Why the percentiles of ``n`` values from ``lo`` to ``hi`` may be far off, or ``None`` (see :func:`_warn_range`).
+
+    They may where a percentile reads a rank other than the exact min and max (``n > 2``, ``lo < hi``) and
+    an extreme lies beyond ``max_value`` or is a magnitude in ``(0, min_value)``: the zero bucket and the
+    last buckets hold such values with no relative bound. Values of magnitude below ``min_value`` between
+    a min and a max in the range are not seen (they read as 0 within ``min_value``, as documented).
+    """
+    if not (n > 2 and lo < hi and math.isfinite(lo) and math.isfinite(hi)):  # inf: unchecked values, no sketch
+        return None
+    beyond = [x for x in (lo, hi) if abs(x) > spec.max_value]
+    tiny = [x for x in (lo, hi) if 0 < abs(x) < spec.min_value]
+    if not (beyond or tiny):
+        return None
+    settings = []
+    if tiny:
+        smallest = min(abs(x) for x in tiny)
+        power = 10.0 ** math.floor(math.log10(smallest))
+        # smaller nonzero magnitudes than the extremes' may be among the values (a min of 0)
+        settings.append(f"min_value={power if power <= smallest else power / 10:g} (or less, down to the smallest)")
+    if beyond:
+        largest = max(abs(x) for x in beyond)
+        exponent = math.ceil(math.log10(largest))
+        settings.append(f"max_value={exact_text(10.0**exponent if exponent <= 308 else sys.float_info.max)}")
+    return (
+        f"its percentiles may be far off: the values seen (min {lo!r}, max {hi!r}) lie outside the sketch's range "
+        f"[min_value, max_value] = [{spec.min_value:g}, {spec.max_value:g}], where the relative error bound holds "
+        "(smaller magnitudes count as 0, larger ones share the last bucket; estimates are only clipped to the exact "
+        f"min and max). Pass {' and '.join(settings)} (e.g. through register_handler) to cover them; the mean, min, "
+        "max and std are unaffected."
+    )
+
+
+def _warn_range(metric: str, note: str) -> None:
+    """Emit :class:`~torchmetrics_ext.utilities.warnings.SketchRangeWarning` for ``metric`` with ``note``."""
+    warnings.warn(f"{_named(metric)}: {note}", SketchRangeWarning, stacklevel=4)
+
+
 def _distribution_compute(
-    states: _SketchStates, percentiles: Sequence[float], spec: SketchSpec, metric: str = "Distribution"
+    states: _SketchStates,
+    percentiles: Sequence[float],
+    spec: SketchSpec,
+    metric: str = "Distribution",
+    on_range: Callable[[str, str], None] | None = _warn_range,
 ) -> dict[str, Tensor]:
     """``{"mean", "min", "max", "std", "p05", ...}`` from the sufficient statistics.
 
@@ -769,7 +816,7 @@ def _distribution_compute(
     sums exactly (:func:`_exact_mean`), so a small sum left by cancelled large ones survives.
     The handful of scalars is finished on the host after one synchronisation.
     """
-    values = _distribution_values(states, percentiles, spec, metric)
+    values = _distribution_values(states, percentiles, spec, metric, on_range)
     out = torch.tensor(values, dtype=torch.float64, device=states.num_values.device)
     return dict(zip(_stat_names(tuple(percentiles)), out.unbind(0), strict=True))
 
@@ -802,9 +849,17 @@ def _read_states(states: _SketchStates) -> list[float]:
 
 
 def _distribution_values(
-    states: _SketchStates, percentiles: Sequence[float], spec: SketchSpec, metric: str = "Distribution"
+    states: _SketchStates,
+    percentiles: Sequence[float],
+    spec: SketchSpec,
+    metric: str = "Distribution",
+    on_range: Callable[[str, str], None] | None = _warn_range,
 ) -> list[float]:
-    """:func:`_distribution_compute`'s values as host floats, in the order of :func:`_stat_names` (no tensor built)."""
+    """:func:`_distribution_compute`'s values as host floats, in the order of :func:`_stat_names` (no tensor built).
+
+    ``on_range(metric, note)`` is called where values outside the sketch's range may make the
+    percentiles far off (:func:`_range_note`); by default it warns (``None``: nothing).
+    """
     flat = _read_states(states)
     n, s1, s2, lo, hi, e1, e2, origin = flat[:8]
     s1 += e1 if math.isfinite(e1) else 0.0
@@ -825,6 +880,9 @@ def _distribution_values(
         mean = mean if exact_mean is None else exact_mean
         pct = _sketch_quantiles(states.bucket_counts, n, lo, hi, [p / 100.0 for p in percentiles], spec)
         values = [mean, lo, hi, std, *pct]
+        note = None if on_range is None else _range_note(n, lo, hi, spec)
+        if note is not None and on_range is not None:
+            on_range(metric, note)
     return values
 
 

@@ -23,6 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "SamplesFirstWarning",
+    "SketchRangeWarning",
     "UndefinedEntries",
     "UndefinedMetricWarning",
     "collecting_undefined",
@@ -96,6 +97,40 @@ class SamplesFirstWarning(UserWarning):
         (tensor([0., 1., 1.], dtype=torch.float64), True)
         >>> ctr(preds.squeeze(1), target.squeeze(1))  # one task of three samples
         tensor(0.6667, dtype=torch.float64)
+    """
+
+
+class SketchRangeWarning(UserWarning):
+    """A distribution sketch's percentiles lost their relative error bound: values lie outside its range.
+
+    A :class:`~torchmetrics_ext.aggregation.Distribution` (and the functional ``distribution``)
+    estimates percentiles within ``relative_accuracy`` for magnitudes in ``[min_value, max_value]``
+    (``[1e-9, 1e12]`` by default); smaller magnitudes count as 0 and larger ones share the last
+    bucket, so a percentile of losses near ``1e-12`` or of token counts above ``1e12`` can be off
+    by most of its value. It is emitted at ``compute`` (once per metric until ``reset``) when the
+    exact min or max shows such values and a percentile may read them; the message says which
+    ``min_value``/``max_value`` would cover the values seen. The mean, min, max and std are not
+    affected.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext.aggregation import Distribution
+        >>> from torchmetrics_ext.utilities.warnings import SketchRangeWarning
+        >>> losses = torch.tensor([2e-12, 5e-12, 8e-12], dtype=torch.float64)
+        >>> metric = Distribution(percentiles=(50,))
+        >>> metric.update(losses)
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     far_off = metric.compute()["p50"]  # 2e-12: every value counted as 0, clipped to the min
+        >>> caught[0].category is SketchRangeWarning, far_off.item()
+        (True, 2e-12)
+        >>> "Pass min_value=1e-12" in str(caught[0].message)
+        True
+        >>> covered = Distribution(percentiles=(50,), min_value=1e-12)  # what the message suggests
+        >>> covered.update(losses)
+        >>> abs(covered.compute()["p50"].item() - 5e-12) <= 0.01 * 5e-12  # within 1% of np.percentile's 5e-12
+        True
     """
 
 

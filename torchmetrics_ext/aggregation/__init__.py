@@ -16,6 +16,7 @@ from torchmetrics_ext.aggregation.distribution import Distribution
 from torchmetrics_ext.aggregation.scalar import Max, Mean, Min, Sum
 from torchmetrics_ext.aggregation.transform import DefaultTrainingMetricTransform, MetricTransform
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
+from torchmetrics_ext.utilities.warnings import SketchRangeWarning
 
 __all__ = [
     "AggregationMetric",
@@ -29,5 +30,6 @@ __all__ = [
     "MetricTransform",
     "MetricsAggregator",
     "Min",
+    "SketchRangeWarning",
     "Sum",
 ]

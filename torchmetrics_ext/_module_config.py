@@ -159,13 +159,23 @@ def _build_entry(
     name as setting them.
 
     Raises:
-        ValueError: ``num_tasks`` among the options (it comes from the tasks), an option ``from_logits``
+        ValueError: ``num_tasks`` or ``name`` among the options (the tasks give the one; the option ``"metric"``
+            names the registry entry, not ``"name"``), an option ``from_logits``
             that disagrees with ``from_logits``, or a name or option the registry or the metric's class
             refuses (``TypeError`` where the class raises one).
     """
     if "num_tasks" in options:
         where = _BUILDERS[builder][0].format(num_tasks=num_tasks)
         raise ValueError(f"Metric {key!r}: `num_tasks` comes from {where}, not from its options.")
+    if "name" in options:  # no metric takes it, and it would reach `build_metric`'s own `name` as a second value
+        named = options["name"]
+        # the entry the option 'metric' named already, else the one 'name' most likely meant
+        example = named if registry_name == key and isinstance(named, str) else registry_name
+        raise ValueError(
+            f"Metric {key!r}: got the option 'name' ({named!r}), which no metric takes. The key ({key!r}) names the "
+            f"metric in the output keys, and the option 'metric' names its registry entry: "
+            f"{{{key!r}: {{'metric': {example!r}, ...}}}}."
+        )
     if from_logits is not None:
         options = _with_from_logits(key, registry_name, options, from_logits, builder)
     try:

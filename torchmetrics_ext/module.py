@@ -2529,7 +2529,8 @@ def _flat_column_hint(value: Tensor, key: str) -> str:
     """The end of the message for a column that is not ``(N,)``: how to pass the shapes users meet.
 
     A model head of one output gives ``(N, 1)`` (``(1, N)`` transposed), a single sample ``()``, a
-    head of several tasks' outputs ``(N, T)``; each task reads its own ``(N,)`` column.
+    head of several tasks' outputs ``(N, T)`` (or tasks first, ``(T, N)``); each task reads its own
+    ``(N,)`` column.
 
     Examples:
         >>> import torch
@@ -2544,9 +2545,10 @@ def _flat_column_hint(value: Tensor, key: str) -> str:
     if value.ndim == 0:
         return f": one sample is a column of shape (1,): pass `model_out[{key!r}].reshape(1)`."
     if value.ndim == 2:
+        # the shape alone cannot say which side is the tasks': both ways of taking task t's column
         return (
-            f": one column per task; give each task its own (N,) column (e.g. `model_out[{key!r}][:, t]` under the "
-            "key of the task's RecTaskInfo)."
+            f": one column per task; give each task its own (N,) column, under the key of the task's RecTaskInfo: "
+            f"`model_out[{key!r}][:, t]` of an (N, T) head, `model_out[{key!r}][t]` of a (T, N) one."
         )
     return "."
 

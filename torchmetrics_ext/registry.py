@@ -340,6 +340,13 @@ def _closest(stem: str) -> str | None:
             return bare
         if bare in _CLASS_SPELLINGS:
             return _CLASS_SPELLINGS[bare]
+    # another library's name for one of ours, before any spelling guess: by spelling, "auroc" is nearest to
+    # "auprc" and "average_precision" to "r_precision", other metrics than the ones those names stand for
+    squashed = re.sub(r"[^a-z0-9]", "", _snake_case(stem))
+    for bare in (squashed, squashed.removeprefix("binary"), squashed.removeprefix("retrieval")):
+        known = _OTHER_NAMES.get(bare) or _BY_NAME.get(bare) or _CLASS_SPELLINGS.get(bare)
+        if known is not None and bare:
+            return known.name if isinstance(known, MetricEntry) else known
     swapped = [known for known in _BY_NAME if sorted(known) == sorted(low)]
     if swapped:
         return swapped[0]
@@ -351,6 +358,23 @@ def _closest(stem: str) -> str | None:
 
 
 _CLASS_SPELLINGS = _class_spellings()
+
+# names of our metrics in other libraries (scikit-learn, TorchMetrics' classes without their `Binary`/`Retrieval`
+# prefix, papers), written without separators: what an unknown name that is one of them suggests
+_OTHER_NAMES = {
+    **dict.fromkeys(("auroc", "rocauc", "aucroc", "roc"), "auc"),
+    **dict.fromkeys(("prauc", "aucpr", "averageprecision", "averageprecisionscore"), "auprc"),
+    **dict.fromkeys(("gauroc", "groupauc", "groupedauroc", "userauc", "uauc"), "gauc"),
+    **dict.fromkeys(("hit", "hits", "hr", "hitratio"), "hit_rate"),
+    **dict.fromkeys(("bce", "bceloss", "binarycrossentropy", "crossentropy", "logisticloss"), "log_loss"),
+    **dict.fromkeys(("normalizeddcg", "dcg"), "ndcg"),
+    "meanreciprocalrank": "mrr",
+    "meanaverageprecision": "map",
+    **dict.fromkeys(("r2", "r2score"), "r_squared"),
+    "meansquarederror": "mse",
+    "meanabsoluteerror": "mae",
+    "rootmeansquarederror": "rmse",
+}
 
 # rates that are no registry entry: where they are (a name that looks like one gets this instead of a guess)
 _RATE_NAMES = frozenset(

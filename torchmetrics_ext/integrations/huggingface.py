@@ -28,6 +28,7 @@ in both modes. So the metrics here never sync themselves (``sync_on_compute=Fals
 
 from __future__ import annotations
 
+import difflib
 import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -177,6 +178,28 @@ def _registry_names(metrics: Any) -> tuple[str, ...]:
                 "from their names (see torchmetrics_ext.registry.metric_names())."
             )
     return names
+
+
+def _own_argument_hint(builder: str, own: Sequence[str], kwargs: Mapping[str, Any]) -> str:
+    """The start of the message of a metric option that is a misspelt argument of the builder itself ("" if none).
+
+    The builder passes every keyword it does not take to its metrics, so ``tasks`` written ``task=``
+    reached them as an option and was refused there, with the closest option of a metric (``num_tasks``).
+
+    Examples:
+        >>> from torchmetrics_ext.integrations.huggingface import _own_argument_hint
+        >>> hint = _own_argument_hint("pointwise_compute_metrics", ("metrics", "tasks"), {"task": ("click",)})
+        >>> hint.split(", so")[0]
+        'pointwise_compute_metrics() has no argument `task` (did you mean `tasks=`?)'
+    """
+    for key in kwargs:
+        close = difflib.get_close_matches(key, list(own), n=1, cutoff=0.75)
+        if close:
+            return (
+                f"{builder}() has no argument `{key}` (did you mean `{close[0]}=`?), so it was passed to the metrics "
+                "as an option: "
+            )
+    return ""
 
 
 def _unsynced(kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -406,6 +429,11 @@ class _Pointwise(HFComputeMetrics):
         # a name given twice (one registry entry twice, whatever its spelling): one key, so most likely a typo for
         # another metric; refused with the ranking builder's message (its `metrics` and `ks`)
         refuse_repeats("metrics", given, [entry.name for entry in entries])
+        if "num_tasks" in kwargs:  # it would reach `build_metric`'s own `num_tasks` as a second value
+            raise ValueError(
+                f"`num_tasks` comes from `tasks=` (one task per prediction column, {len(self.tasks)} now), not from "
+                "the options: pass the task names, pointwise_compute_metrics(..., tasks=('click', 'like'))."
+            )
         unsynced = _unsynced(kwargs)
         built = {}
         for name, entry in zip(metrics, entries, strict=True):
@@ -424,8 +452,10 @@ class _Pointwise(HFComputeMetrics):
             except (TypeError, ValueError) as error:
                 if not kwargs:
                     raise
+                own = ("metrics", "tasks", "from_logits", "ignore_index")
                 raise type(error)(
-                    f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
+                    _own_argument_hint("pointwise_compute_metrics", own, kwargs)
+                    + f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
                     f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
                 ) from error
         # with `ignore_index`, each task its own weight column, fed at every step: 0 where its label is
@@ -731,7 +761,9 @@ def pointwise_compute_metrics(
         TypeError: an entry of ``metrics`` that is no name (a metric object, ``None``), naming it.
         ValueError: unknown metric names (the message lists the known ones), a metric named twice
             (``["ctr", "ctr"]``: ``Expected `metrics` without repeats``), ``metrics`` or ``tasks`` given as one string
-            (``"auc"`` instead of ``("auc",)``) or as a mapping, an ``ignore_index`` that is no number (or NaN)
+            (``"auc"`` instead of ``("auc",)``) or as a mapping, ``num_tasks`` among the options (``tasks``
+            gives it), an option the metrics refuse (led by the builder's own argument it is closest to,
+            ``task=``: ``tasks=``), an ``ignore_index`` that is no number (or NaN)
             or is itself a label the metrics take (``0`` or ``1`` for binary metrics), ``sync_on_compute=True``
             (or one that is no bool); when called, predictions or labels of another shape (e.g. an ``(N, 2)``
             two-class head for one task; for ``T`` tasks ``(T,)`` next to ``(T,)``, or one score per example:
@@ -773,7 +805,15 @@ class _Ranking(HFComputeMetrics):
         key_names: Mapping[str, str],
         kwargs: Mapping[str, Any],
     ) -> None:
-        self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
+        try:
+            self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
+        except (TypeError, ValueError) as error:
+            hint = _own_argument_hint(
+                "ranking_compute_metrics", ("ks", "metrics", "padding_value", "key_names"), kwargs
+            )
+            if not hint:
+                raise
+            raise type(error)(hint + str(error)) from error
         # -100, the Trainer's own padding (it pads batches and processes of other widths with it), marks
         # padding whatever `padding_value` says: kept, its slots were candidates that could outrank real ones
         trainer_padding = torch.tensor([_TRAINER_PADDING], dtype=torch.float64)

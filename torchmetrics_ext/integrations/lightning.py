@@ -25,6 +25,7 @@ never does.
 from __future__ import annotations
 
 import copy
+import difflib
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -73,6 +74,10 @@ class _EvalEpoch:
         self.most = list(most)  # the most batches any rank has, per dataloader
         self.at_last_batch = at_last_batch  # log each dataloader after its last batch
         self.logged: set[int] = set()
+        self.owner = ""  # `Model.val_metrics` and its stage, for the warning of an epoch whose steps all returned None
+        self.stage = "validation"
+        self.steps = 0  # this rank's steps of the epoch, and those that returned columns
+        self.returned = 0
 
 
 def _batch_counts_over_ranks(counts: Sequence[float], device: torch.device) -> tuple[list[float], list[float]]:
@@ -326,8 +331,12 @@ class RecMetricCallback(pl.Callback):
             (``clone()`` without ``prefix``, or none on either) and a metric and a task in common: they
             log the same keys, and Lightning's ``trainer.callback_metrics`` keeps the last value logged
             per key, so a monitor of such a key would read validation values for training ones.
+        UserWarning: at the end of a validation or test epoch in which every step on the rank returned ``None``
+            (a ``validation_step`` without its ``return``): the module saw no sample, and its values are ``nan``.
         TypeError: a step whose output is neither ``None`` nor a dict with the module's columns,
-            e.g. a ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``).
+            e.g. a ``training_step`` that returns only the loss (Lightning passes it as ``{"loss": loss}``);
+            the message names ``output_key`` where a dict of the output holds the columns, and lists the
+            output's keys where ``output_key`` is not one of them.
 
     Examples:
         >>> from torchmetrics_ext.integrations.lightning import RecMetricCallback
@@ -596,7 +605,21 @@ class RecMetricCallback(pl.Callback):
         returns = "{'loss': loss, **model_out}" if training else "model_out"
         if not isinstance(out, Mapping) or not any(key in out for key in wanted):
             got = f"a dict with keys {sorted(out)}" if isinstance(out, Mapping) else type(out).__name__
+            if self.output_key is not None and isinstance(outputs, Mapping) and self.output_key not in outputs:
+                # the step returned a dict, without the key the callback was told to read it under
+                close = difflib.get_close_matches(str(self.output_key), [str(k) for k in outputs], n=1)
+                got = f"a dict without that key: its keys are {sorted(outputs, key=str)}" + (
+                    f" (did you mean RecMetricCallback(output_key={close[0]!r})?)" if close else ""
+                )
             columns = ", ".join(repr(k) for k in wanted[:4]) + (", ..." if len(wanted) > 4 else "")
+            # the columns one level down, in a dict of the output: that key is the `output_key` to give
+            nested = [
+                k
+                for k, v in (out.items() if isinstance(out, Mapping) else ())
+                if isinstance(v, Mapping) and any(key in v for key in wanted)
+            ]
+            if nested:
+                got += f"; `outputs[{nested[0]!r}]` holds them: RecMetricCallback(output_key={nested[0]!r}) reads it"
             raise TypeError(
                 f"RecMetricCallback: the {stage} step must return the model output dict{where} with the columns "
                 f"the module reads ({columns}), e.g. `return {returns}`; got {got}"
@@ -709,6 +732,8 @@ class RecMetricCallback(pl.Callback):
             self._eval = _EvalEpoch(modules, counts, most, at_last_batch)
         else:
             self._eval = _EvalEpoch(modules, counts)
+        self._eval.owner = f"`{type(pl_module).__name__}.{name}`"
+        self._eval.stage = "test" if trainer.testing else "validation"
 
     def _eval_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch_idx: int, dataloader_idx: int
@@ -717,11 +742,13 @@ class RecMetricCallback(pl.Callback):
         module = self._eval.modules.get(dataloader_idx)
         if module is None:
             return
+        eval_ = self._eval
+        eval_.steps += 1
         if outputs is None or (isinstance(outputs, Mapping) and not outputs):
             module._empty_step()  # a step that returned None (Lightning allows it): no sample, as in training
         else:
             module.update(self._model_out(outputs, module, "test" if trainer.testing else "validation"))
-        eval_ = self._eval
+            eval_.returned += 1
         if eval_.at_last_batch and batch_idx + 1 == eval_.counts[dataloader_idx]:
             # logged in the step, Lightning adds the dataloader's suffix and keeps the values in its dict
             self._log(pl_module, module, on_step=False, on_epoch=True, batch_size=1)
@@ -730,6 +757,18 @@ class RecMetricCallback(pl.Callback):
     def _eval_epoch_end(self, pl_module: pl.LightningModule) -> None:
         """Log the values of every dataloader not logged yet; free the copies."""
         eval_, self._eval = self._eval, _EvalEpoch()
+        if eval_.steps and not eval_.returned and not self._barebones:
+            # a `validation_step` without its `return`: every value is nan, and the metrics' own warning
+            # (labels of one class, or no weight) does not say why
+            stage = eval_.stage
+            warnings.warn(
+                f"RecMetricCallback: every {stage} step of this epoch ({eval_.steps} on this rank) returned None (or "
+                f"an empty dict), so {eval_.owner} saw no sample and its values are nan. Return the model output "
+                f"dict from the `{stage}_step` (`return model_out`), or build the callback with "
+                f"{'test' if stage == 'test' else 'val'}=None for a model without {stage} metrics.",
+                UserWarning,
+                stacklevel=2,
+            )
         if len(eval_.counts) == 1:
             self._log(pl_module, eval_.modules[0])
             return

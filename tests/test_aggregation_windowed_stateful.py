@@ -180,14 +180,10 @@ WindowedMachine.TestCase.settings = settings(
 test_windowed_handlers_in_random_sequences = WindowedMachine.TestCase
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known, not fixed: a Windowed(Distribution)'s window sums are about the "
-    "lifetime's first value, so a window far from it loses its std (nan, left out by the aggregator)",
-)
 def test_a_windowed_distributions_window_far_from_its_first_value_keeps_its_std():
-    """A first record that is an outlier (1e9), then values near 100: the window's std is ``nan`` (the aggregator
-    leaves it out) and its mean is 7e-10 off, against ``statistics``' over the window's values."""
+    """Bug: a first record that is an outlier (1e9), then values near 100: the window's sums were about the
+    lifetime's first value, its std was ``nan`` (the aggregator left it out) and its mean 7e-10 off. Each update's
+    sums are about its own first value now. Reference: ``statistics``' over the window's values."""
     rng = np.random.default_rng(0)
     batches = [[1e9], *([float(v) for v in rng.normal(100, 10, 10)] for _ in range(30))]
     aggregator = MetricsAggregator()

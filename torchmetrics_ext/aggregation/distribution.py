@@ -28,12 +28,14 @@ from torchmetrics_ext.functional.distribution import (
     _host_shift,
     _magnitude_band,
     _no_scaled_sums,
+    _rebased,
     _reshift_parts,
     _sketch_index,
     _SketchStates,
     _stat_names,
     _state_parts,
     _warn_range,
+    _window_moments,
 )
 from torchmetrics_ext.metrics.base import _tag, one_task
 from torchmetrics_ext.utilities.summation import compensated_add_
@@ -103,11 +105,14 @@ class Distribution(AggregationMetric[SketchBatch]):
         :meth:`summarize`); min and max are exact. ``merge_state``, ``forward`` and a DDP sync
         bring parts about different shifts to one exactly (fractions, one rounding; a rank without
         values takes it as it is). Equal values give exactly 0. Inside a
-        :class:`~torchmetrics_ext.Windowed` (whose ring adds per-update sums as they are) the shift
-        is kept for good once chosen, ``-inf`` until then, and every update's sums are taken about
-        the lifetime's: the lifetime's and the window's std have the same bound; the lifetime is
-        compensated too; the window is a fresh sum over the updates it holds (its error grows with
-        their number, not with the run's length). A checkpoint written before the compensations,
+        :class:`~torchmetrics_ext.Windowed` the lifetime's shift is kept for good once chosen,
+        ``-inf`` until then, and the lifetime folds every batch about it (compensated); the ring
+        keeps every update's count, shift and sums, each update's about its own first value, and
+        the window joins them about its oldest update's shift when it is read
+        (:meth:`_window_states`): the window's std has the bound of sums about one of its own
+        values, whatever the lifetime's first value (an outlier first record of 1e9, then values
+        near 100: ``statistics.stdev``'s). The window is a fresh sum over the updates it holds (its
+        error grows with their number, not with the run's length). A checkpoint written before the compensations,
         the scaled sums or the shift were kept loads them as zeros (the error it had collected
         stays; its sums stay about 0 and give exactly the values they gave; so do a ``Windowed``'s
         written before it kept a shift, checkpoint or pickle; one saved without values, or once
@@ -149,10 +154,23 @@ class Distribution(AggregationMetric[SketchBatch]):
     scaled_sums_compensation: Tensor
     shift: Tensor
     # whether the shift, once chosen, is kept whatever the count (-inf until then): a Windowed's lifetime,
-    # window and per-update states (its ring adds per-update sums as they are: one shift for all of them)
+    # window and per-update states (each update's shift its own, chosen from -inf; the lifetime's for good)
     _pinned: bool = False
-    # the states each update of a Windowed starts from the lifetime's values of (read by Windowed)
+    # the states whose ring identity is the metric's default (-inf: no shift yet); a Windowed of an
+    # earlier version's ring (no raw states) starts each update from the lifetime's values of them
     _window_pinned_states: ClassVar[tuple[str, ...]] = ("shift",)
+    # the states a Windowed's ring keeps as each update's own, about the update's own shift, joined by
+    # `_window_states` when the window is read (plain addition would join sums about different shifts)
+    _window_raw_states: ClassVar[tuple[str, ...]] = (
+        "count",
+        "shift",
+        "total",
+        "total_sq",
+        "scaled_sums",
+        "total_compensation",
+        "total_sq_compensation",
+        "scaled_sums_compensation",
+    )
     # compensation state -> the running sum whose rounding errors it keeps (Windowed folds the
     # lifetime's sums through compensated_add_ when the wrapped metric declares them)
     _compensated_sums: ClassVar[dict[str, str]] = {
@@ -229,7 +247,21 @@ class Distribution(AggregationMetric[SketchBatch]):
             self._validate(value)
         values = torch.as_tensor(value, dtype=torch.float64, device=self.device).reshape(-1)
         if values.numel():
-            self._fold(_distribution_update(values, self.spec, self.count, self.shift, pinned=self._pinned))
+            batch = _distribution_update(values, self.spec, self.count, self.shift, pinned=self._pinned)
+            lifetime = self.__dict__.get("_window_lifetime")
+            if lifetime is not None:  # a Windowed's update: the batch about its lifetime's shift too
+                self.__dict__["_lifetime_batch"] = _rebased(values, batch, lifetime.count, lifetime.shift)
+            self._fold(batch)
+
+    def _window_states(self, rows: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The window's shift and sums from a ``Windowed`` ring's rows of :attr:`_window_raw_states`.
+
+        Each update's sums are about its own shift (its first value); they are brought to the shift of
+        the oldest one and added (:func:`~torchmetrics_ext.functional.distribution._window_moments`),
+        so the window's std has the bound of sums about one of its values, not about the lifetime's
+        first value (a first record of 1e9, then values near 100, had lost the window's std).
+        """
+        return {name: value.to(getattr(self, name).dtype) for name, value in _window_moments(rows).items()}
 
     def summarize(self, values: Sequence[Any]) -> SketchBatch:
         """Exact (``math.fsum``) moments, extremes and the sketch's bucket index of a batch of plain numbers.
@@ -292,11 +324,11 @@ class Distribution(AggregationMetric[SketchBatch]):
     def _enter_window(self) -> None:
         """Called by :class:`~torchmetrics_ext.Windowed` on the metric it wraps: keep one shift for good.
 
-        Its ring adds per-update sums as they are, which holds for sums about one value: the shift
-        is the first value seen (the first batch's rule), kept until ``reset`` whatever the count,
-        and ``-inf`` (the default, the ring's identity under ``max``) until then; every update
-        starts from the lifetime's (:attr:`_window_pinned_states`). A metric wrapped with values
-        keeps its shift (and its sums).
+        The lifetime's shift is the first value seen (the first batch's rule), kept until ``reset``
+        whatever the count, and ``-inf`` (the default, the ring's identity) until then; each update
+        of the ring starts from ``-inf`` and so takes its own first value (:attr:`_window_raw_states`),
+        and the lifetime folds the batch about its own shift. A metric wrapped with values keeps its
+        shift (and its sums).
         """
         self.__dict__["_pinned"] = True
         self._defaults["shift"] = torch.full_like(self.shift, -math.inf)

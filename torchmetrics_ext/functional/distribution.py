@@ -337,6 +337,104 @@ def _distribution_update(
     return SketchBatch(float(values.numel()), total, total_sq, *ends, index, band, batch_shift)
 
 
+def _rebased(values: Tensor, batch: SketchBatch, count: Tensor, shift: Tensor) -> SketchBatch:
+    """``batch`` (of ``values``, summed about its own shift) with its sums about the shift of pinned states.
+
+    The shift is the states' once it is finite (``count`` aside: a ``Windowed``'s lifetime), else the
+    batch's own; the sums are those :func:`_distribution_update` gives for these states (the same
+    operations), the extremes and bucket indices are the batch's.
+    """
+    if on_device_path(values):
+        own = torch.as_tensor(batch.shift, dtype=values.dtype, device=values.device)
+        new = torch.where(torch.isfinite(shift), shift.to(values.dtype), own)
+        edges, scales, _ = _band_constants(values.device)
+        band = torch.bucketize(torch.maximum(batch.vmax - new, new - batch.vmin), edges) - 1
+        scale = scales.index_select(0, (band + 1).reshape(1))
+        scaled = torch.where(band > 0, values * scale - new * scale, (values - new) * scale)
+        return batch._replace(total=scaled.sum(), total_sq=scaled.dot(scaled), band=band, shift=new)
+    held = shift.item()
+    if not math.isfinite(held) or held == batch.shift:
+        return batch
+    low, high = float(batch.vmin), float(batch.vmax)
+    host_band = _magnitude_band(max(high - held, held - low))
+    if held and values.numel() <= _HOST_MOMENTS:
+        host_total, host_sq = _host_moments(values.tolist(), held, host_band)
+        return batch._replace(total=host_total, total_sq=host_sq, band=host_band, shift=held)
+    shifted = _shifted(values, held, host_band)
+    return batch._replace(total=shifted.sum(), total_sq=shifted.dot(shifted), band=host_band, shift=held)
+
+
+def _window_moments(rows: dict[str, Tensor]) -> dict[str, Tensor]:
+    r"""One sketch's shift and sums from the rows of updates each summed about its own shift (a window's).
+
+    Rows (oldest first) of ``count``, ``shift``, the sums and their compensations; every update's sums
+    are brought to the shift :math:`r` of the oldest update holding values (a value of the window, or
+    0 for a batch of both signs, between its min and max) with :math:`\sum(x-r) = \sum(x-c) + n\delta`,
+    :math:`\sum(x-r)^2 = \sum(x-c)^2 + \delta(2\sum(x-c) + n\delta)`, :math:`\delta = c - r`, and added:
+    every term is at most about :math:`n` times the window's squared range, so the std keeps the
+    bound of sums about a value of the window, whatever the lifetime's first value. Where a scaled
+    sum (magnitudes beyond :math:`2^{\pm 485}`) is in the window the same is done in fractions
+    (:func:`_reshift_parts`, one host read per update held).
+    """
+    n, c = rows["count"], rows["shift"]
+    held = n > 0
+    zero = n.new_zeros(())
+    if n.numel() == 0:  # no update: the identity
+        sums = {name: rows[name].new_zeros(rows[name].shape[1:]) for name in _ROW_PARTS}
+        return {"count": zero, "shift": torch.full_like(zero, -math.inf), **sums}
+    first = held.to(torch.int8).argmax()
+    r = c[first]
+    scaled = rows["scaled_sums"] + rows["scaled_sums_compensation"]
+    out = {"count": n.sum(), "shift": torch.where(held.any(), r, c.max())}
+    exact = _exact_window_moments(rows, r) if bool(scaled.ne(0).any()) else None
+    if exact is not None:
+        encoded = _encoded_parts(*exact)
+        dtype, device = n.dtype, n.device
+        out["total"] = torch.tensor(encoded[0], dtype=dtype, device=device)
+        out["total_sq"] = torch.tensor(encoded[1], dtype=dtype, device=device)
+        out["scaled_sums"] = torch.tensor(encoded[2:6], dtype=dtype, device=device)
+        out["total_compensation"] = torch.tensor(encoded[6], dtype=dtype, device=device)
+        out["total_sq_compensation"] = torch.tensor(encoded[7], dtype=dtype, device=device)
+        out["scaled_sums_compensation"] = torch.tensor(encoded[8:], dtype=dtype, device=device)
+        return out
+    s1 = rows["total"] + rows["total_compensation"]
+    s2 = rows["total_sq"] + rows["total_sq_compensation"]
+    delta = torch.where(held, c - r, 0.0)
+    out["total"] = (s1 + n * delta).sum()
+    out["total_sq"] = (s2 + delta * (2.0 * s1 + n * delta)).sum()
+    out["scaled_sums"] = torch.zeros_like(rows["scaled_sums"][0])
+    out["total_compensation"] = torch.zeros_like(out["total"])
+    out["total_sq_compensation"] = torch.zeros_like(out["total"])
+    out["scaled_sums_compensation"] = torch.zeros_like(out["scaled_sums"])
+    return out
+
+
+def _exact_window_moments(rows: dict[str, Tensor], r: Tensor) -> tuple[Fraction, Fraction] | None:
+    """The exact sum and sum of squares about ``r`` of the rows' updates (``None`` where a sum is not finite)."""
+    n, c = rows["count"], rows["shift"]
+    parts = torch.cat([rows[name].reshape(n.shape[0], -1).to(torch.float64) for name in _ROW_PARTS], dim=1)
+    target = r.item()
+    s1 = s2 = Fraction(0)
+    for part, size, at in zip(parts.tolist(), n.tolist(), c.tolist(), strict=True):  # rare: scaled sums only
+        if size > 0:
+            moments = _exact_moments(_reshift_parts(part, size, at, target))
+            if moments is None:
+                return None
+            s1, s2 = s1 + moments[0], s2 + moments[1]
+    return s1, s2
+
+
+# the states whose rows hold a sketch's parts (see _state_parts), in the parts' order
+_ROW_PARTS = (
+    "total",
+    "total_sq",
+    "scaled_sums",
+    "total_compensation",
+    "total_sq_compensation",
+    "scaled_sums_compensation",
+)
+
+
 # the largest CPU batch whose shifted sums are taken in Python floats (math.fsum, exactly rounded):
 # below it one tolist and two fsums cost less than the three kernels (subtract, sum, dot)
 _HOST_MOMENTS = 32

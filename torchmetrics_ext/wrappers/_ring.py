@@ -216,7 +216,15 @@ class StateRing:
     Args:
         kinds: state name -> ``"sum"``, ``"max"``, ``"min"`` or ``"cat"`` (see :func:`state_kind`).
         defaults: state name -> the metric's default value (the identity each slot starts from).
+        raw: tensor states kept as each update's own statistics, never aggregated by the ring (no
+            running sum, no suffix aggregates): the wrapped metric reads the window of them from
+            :meth:`raw_rows` (a ``Distribution``'s sums, each update's about its own shift, which
+            plain addition cannot join). Their ``back`` stays the identity.
     """
+
+    # oldest rows whose raw states hold suffix aggregates (a ring saved before it kept raw states:
+    # the first of them stands for all of them), left as the window evicts them
+    legacy: int = 0
 
     # the SharedRing whose buffer holds this ring's slots (see _shared.py); dropped whenever this
     # ring's buffers are replaced (cleared, loaded, grown by its own update, moved, copied)
@@ -229,8 +237,9 @@ class StateRing:
     # the attributes whose tensors an update rewrites in place only through _flip: kept by record_rewrites
     rewritten_later: ClassVar[tuple[str, ...]] = ("rings",)
 
-    def __init__(self, kinds: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
+    def __init__(self, kinds: Mapping[str, str], defaults: Mapping[str, Any], raw: Iterable[str] = ()) -> None:
         self.kinds = dict(kinds)
+        self.raw = frozenset(raw)
         self.groups = {k: [n for n, kind in self.kinds.items() if kind == k] for k in _REDUCE}
         self.groups = {k: names for k, names in self.groups.items() if names}
         self.tensor_names = [n for names in self.groups.values() for n in names]
@@ -250,6 +259,7 @@ class StateRing:
         self.zero_slots = True  # no slot yet: the buffers grow as zeros while it holds
         self.capacity = 0
         self.head = 0  # slot of the oldest update
+        self.legacy = 0
         self.count = 0  # updates in the window
         self.front = 0  # oldest updates whose slots hold suffix aggregates
         self.used = 0  # samples in the window
@@ -323,6 +333,7 @@ class StateRing:
     def __setstate__(self, state: dict[str, Any]) -> None:
         state.pop("slots", None)  # pickled by an earlier version: per-slot views, no longer kept
         state["shared"] = None  # a copy's buffers are its own
+        state.setdefault("raw", frozenset())  # pickled by an earlier version: every state aggregated
         ordinary_tensors(state)  # unpickled under inference mode: the buffers written in place are ordinary
         self.__dict__.update(state)
         if "spans" not in state:  # pickled by an earlier version: one segment per update
@@ -400,7 +411,10 @@ class StateRing:
 
         ``also`` are further ``(targets, sources)`` pairs folded in the same fused calls.
         """
-        self.fold([(self.back, views), *also])
+        back = self.back
+        if self.raw:  # the raw states' back stays the identity
+            back = {n: b for n, b in back.items() if n not in self.raw}
+        self.fold([(back, views), *also])
         self._push_lists(lists, size)
 
     def push_zero(self, lists: Mapping[str, list[Tensor]], size: int) -> None:
@@ -467,6 +481,7 @@ class StateRing:
             self.head = self._slot(1)
             self.count -= 1
             self.front -= 1
+            self.legacy = max(self.legacy - 1, 0)
 
     def join_newest(
         self, flat: Mapping[str, list[Tensor]] | None = None, base: Mapping[str, list[Tensor]] | None = None
@@ -567,6 +582,8 @@ class StateRing:
             first = min(count, self.capacity - head)  # slots up to the end of the buffer, then from its start
             for kind, names in self.groups.items():
                 for name in names:
+                    if name in self.raw:  # each update's own statistics: kept as they are
+                        continue
                     ring = self.rings[name]
                     if kind == "sum" and ring.dtype not in _SCAN_DTYPES:
                         for i in range(count - 2, -1, -1):
@@ -584,14 +601,28 @@ class StateRing:
 
     def window_into(self, targets: Mapping[str, Tensor]) -> None:
         """Write the window's aggregate of every tensor state into ``targets`` (in place, one pass each)."""
-        if not self.tensor_names:
+        names = [n for n in self.tensor_names if n not in self.raw] if self.raw else self.tensor_names
+        if not names:
             return
         if not self.front:
-            torch._foreach_copy_([targets[n] for n in self.tensor_names], [self.back[n] for n in self.tensor_names])
+            torch._foreach_copy_([targets[n] for n in names], [self.back[n] for n in names])
             return
-        for kind, names in self.groups.items():
-            for name in names:
-                _COMBINE[kind](self.rings[name][self.head], self.back[name], out=targets[name])
+        for kind, group in self.groups.items():
+            for name in group:
+                if name not in self.raw:
+                    _COMBINE[kind](self.rings[name][self.head], self.back[name], out=targets[name])
+
+    def raw_rows(self) -> dict[str, Tensor]:
+        """Each raw state's rows of the window's updates, oldest first (``(updates, *shape)``, a copy).
+
+        The rows a ring saved before it kept raw states holds as suffix aggregates (:attr:`legacy`)
+        come as one row: the first, which aggregates them all.
+        """
+        out = {}
+        for name in self.raw:
+            rows = torch.cat(self._in_order(self.rings[name]))
+            out[name] = torch.cat([rows[:1], rows[self.legacy :]]) if self.legacy > 1 else rows
+        return out
 
     def window_chunks(self, name: str) -> list[Tensor]:
         """The window's chunks of list state ``name``, oldest first."""
@@ -620,6 +651,8 @@ class StateRing:
             },
             "spans": list(self.spans),
             "rows": {n: list(r) for n, r in self.rows.items()},
+            # the states whose rows are each update's own (see `raw`), and the oldest rows that are not
+            **({"raw": sorted(self.raw), "legacy": self.legacy} if self.raw else {}),
         }
 
     def older_format(self, state: Any) -> bool:
@@ -733,6 +766,9 @@ class StateRing:
             self.rows[name] = deque(rows)
         self.sizes, self.count, self.used = deque(sizes), count, sum(sizes)
         self.front = int(state["front"])
+        # a ring saved before it kept raw states holds their suffix aggregates in its front rows
+        self.legacy = int(state.get("legacy", 0)) if "raw" in state else self.front if self.raw else 0
+        self.legacy = min(self.legacy, self.front)
         # the free slots grew as zeros; the loaded ones are read once here (a load, not a step)
         self.zero_slots = not any(bool(ring[:count].any()) for ring in self.rings.values())
         if "spans" not in state:  # an earlier version's ring, one segment per update: joined as it would be now

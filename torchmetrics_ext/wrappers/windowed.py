@@ -582,9 +582,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         # (floor): set by RecMetricModule.from_torchrec_config only
         # TorchRec's per-rank share, ceil(window_size / world_size): set by RecMetricModule.from_torchrec_config
         self._ceil_share = False
-        # a metric whose sums are taken about a shift (Distribution) keeps one for good: the ring adds
-        # per-update states as they are, which holds only for sums about one fixed value; each
-        # update's states start from the lifetime's values of its pinned states (the shift)
+        # a metric whose sums are taken about a shift (Distribution): its lifetime keeps one for good, each
+        # update its own (the ring keeps them raw, see below; a ring of an earlier version without raw
+        # states starts each update from the lifetime's values of its pinned states, the shift)
         enter_window = getattr(metric, "_enter_window", None)
         if enter_window is not None:
             enter_window()
@@ -611,7 +611,11 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             kinds = {}
         else:
             self.__dict__["_hist"] = None
-        self.__dict__["_ring"] = StateRing(kinds, metric._defaults)
+        # states the ring keeps as each update's own statistics, read by the metric (`_window_states`): a
+        # Distribution's sums, each update's about its own first value (see `_batch_into`)
+        raw = tuple(n for n in getattr(metric, "_window_raw_states", ()) if kinds.get(n) in ("sum", "max"))
+        self.__dict__["_raw_states"] = raw
+        self.__dict__["_ring"] = StateRing(kinds, metric._defaults, raw)
         # running sums the metric keeps compensated (Distribution's, next to their rounding errors):
         # the lifetime adds each update to them with compensated_add_, not the plain fused fold,
         # whose roundings would add up over the run
@@ -683,6 +687,10 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
                 ring.add_derived(name, derive, sources)
         if "_skips_zero_weights" not in state:  # pickled before the zero-weight rule: the metric's flag says it
             self.__dict__["_skips_zero_weights"] = _skips_zero_weights(life)
+        if "_raw_states" not in state:  # pickled before the ring kept raw states: its front rows hold their suffix sums
+            raw = tuple(n for n in getattr(life, "_window_raw_states", ()) if ring.kinds.get(n) in ("sum", "max"))
+            self.__dict__["_raw_states"] = raw
+            ring.raw, ring.legacy = frozenset(raw), ring.front if raw else 0
         if "_pinned_states" not in state:  # pickled by an earlier version
             life = self._child("lifetime")
             pinned = tuple(getattr(life, "_window_pinned_states", ()))
@@ -719,6 +727,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         hist = self._hist
         if name == "window":
             self._ring.window_into({n: getattr(child, n) for n in self._ring.tensor_names})
+            if self._ring.raw:  # each update's own statistics, joined by the metric
+                for state, value in child._window_states(self._ring.raw_rows()).items():  # type: ignore[union-attr,operator]
+                    getattr(child, state).copy_(value)
             if hist is not None:
                 hist.window_into([getattr(child, n) for n in hist.names])
         elif hist is not None:
@@ -809,6 +820,11 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         scratch, ring = self._scratch, self._ring
         ring.reset(slot)
         pinned = self.__dict__.get("_pinned_states", ())
+        if ring.raw:
+            # each update's statistics are its own (about its own shift); the metric gives the lifetime's
+            # too (`_lifetime_batch`) for the whole batch, not for the part of it the window keeps
+            pinned = ()
+            scratch.__dict__["_window_lifetime"] = self._modules["lifetime"] if start is None else None
         if pinned:
             life = self._modules["lifetime"]
             for name in pinned:
@@ -819,7 +835,13 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         for name in ring.list_names:
             getattr(scratch, name).clear()  # its chunks were handed over as copies of the list
         # TorchMetrics' update wrapper adds nothing for the scratch metric when gradients are off
-        getattr(scratch, "update_unwrapped", scratch.update)(*args, **kwargs)
+        if ring.raw:
+            try:
+                getattr(scratch, "update_unwrapped", scratch.update)(*args, **kwargs)
+            finally:
+                scratch.__dict__.pop("_window_lifetime", None)
+        else:
+            getattr(scratch, "update_unwrapped", scratch.update)(*args, **kwargs)
         for name, view in slot.items():  # a metric that rebinds a state instead of updating it in place
             value = getattr(scratch, name)
             if value is not view:
@@ -955,6 +977,8 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         slot = ring.next_slot()
         with noting_zero_weights() as note:
             lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
+        # the whole batch's statistics as the lifetime takes them (a metric of raw states: its own fold)
+        life_batch = self._scratch.__dict__.pop("_lifetime_batch", None)
         # validated weights that are all zero (noted from the bounds the checks read): the batch
         # goes to the lifetime (where it adds nothing weighted) and takes no room in the window
         zero = self._takes_no_room(note, known_zero)
@@ -981,6 +1005,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         life = self._modules["lifetime"]
         compensated = self.__dict__.get("_compensated", ())
         targets = {name: getattr(life, name) for name in ring.tensor_names}
+        if life_batch is not None:  # the lifetime folds the batch itself (its sums about its own shift)
+            life._fold(life_batch)  # type: ignore[union-attr,operator]
+            targets, compensated = {}, ()
         if compensated:  # the batch's sums are added to the lifetime's with their rounding errors kept
             sums = [targets.pop(total) for total, _ in compensated]
             compensated_add_(sums, [targets[error] for _, error in compensated], [full[t] for t, _ in compensated])

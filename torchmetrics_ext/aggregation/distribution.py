@@ -16,6 +16,7 @@ from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
 from torchmetrics_ext.functional.distribution import (
     _BAND_SHIFT,
+    _ROW_PARTS,
     DEFAULT_PERCENTILES,
     SketchBatch,
     SketchSpec,
@@ -43,6 +44,8 @@ from torchmetrics_ext.utilities.summation import compensated_add_
 __all__ = ["Distribution"]
 
 Values = float | int | Tensor | Sequence[float]
+# the states of the sums about a shift, with it and the count (the parts a sketch row holds: _ROW_PARTS)
+_SHIFTED_STATES = ("count", "shift", *_ROW_PARTS)
 
 
 class Distribution(AggregationMetric[SketchBatch]):
@@ -161,16 +164,7 @@ class Distribution(AggregationMetric[SketchBatch]):
     _window_pinned_states: ClassVar[tuple[str, ...]] = ("shift",)
     # the states a Windowed's ring keeps as each update's own, about the update's own shift, joined by
     # `_window_states` when the window is read (plain addition would join sums about different shifts)
-    _window_raw_states: ClassVar[tuple[str, ...]] = (
-        "count",
-        "shift",
-        "total",
-        "total_sq",
-        "scaled_sums",
-        "total_compensation",
-        "total_sq_compensation",
-        "scaled_sums_compensation",
-    )
+    _window_raw_states: ClassVar[tuple[str, ...]] = _SHIFTED_STATES
     # compensation state -> the running sum whose rounding errors it keeps (Windowed folds the
     # lifetime's sums through compensated_add_ when the wrapped metric declares them)
     _compensated_sums: ClassVar[dict[str, str]] = {
@@ -463,18 +457,6 @@ class Distribution(AggregationMetric[SketchBatch]):
             if len(pending) == len(_SHIFTED_STATES):
                 _common_shift(pending)
         return per_rank
-
-
-_SHIFTED_STATES = (
-    "count",
-    "shift",
-    "total",
-    "total_sq",
-    "scaled_sums",
-    "total_compensation",
-    "total_sq_compensation",
-    "scaled_sums_compensation",
-)
 
 
 def _write_parts(sums: Sequence[Tensor], errors: Sequence[Tensor], parts: Sequence[float]) -> None:

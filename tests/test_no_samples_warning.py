@@ -117,3 +117,23 @@ def test_module_compute_before_any_update_says_no_samples():
     assert len(ours) == 4, messages
     for name, message in zip(["ne", "auc", "calibration", "ctr"], ours, strict=True):
         assert message == f"{name} is undefined for task(s) ['click']: {NO_SAMPLES}; returning nan."
+
+
+@pytest.mark.parametrize("make", [tmx.AUC, tmx.AUPRC, tmx.NormalizedEntropy], ids=lambda f: f.__name__)
+def test_many_tasks_tell_the_unseen_ones_apart(make):
+    # 20 tasks (more than AUC's host path takes): tasks 3 and 11 have no weight, task 5 one class only
+    num_tasks, n = 20, 6
+    preds = torch.linspace(0.1, 0.9, num_tasks * n).reshape(num_tasks, n)
+    target = torch.tensor([0.0, 1.0] * (n // 2)).repeat(num_tasks, 1)
+    target[5] = 0.0
+    weights = torch.ones(num_tasks, n)
+    weights[[3, 11]] = 0.0
+    unseen = [t for t in range(num_tasks) if sum(weights[t].tolist()) == 0]
+    one_class = [t for t in range(num_tasks) if t not in unseen and len(set(target[t].tolist())) == 1]
+    metric = make(num_tasks=num_tasks)
+    metric.update(preds, target, weights)
+    value, messages = _messages(metric.compute)
+    assert torch.isnan(value).nonzero().reshape(-1).tolist() == sorted(unseen + one_class)
+    assert len(messages) == 2, messages
+    assert f"task(s) {unseen}: {NO_SAMPLES}" in messages[0]
+    assert f"task(s) {one_class}: " in messages[1] and NO_SAMPLES not in messages[1]

@@ -265,8 +265,13 @@ def _normalized_entropy_compute(
     if neg_labels is None:
         neg_labels = weighted_num_samples - pos_labels
     undefined = (pos_labels <= 0) | (neg_labels <= 0)
-    unseen = (pos_labels <= 0) & (neg_labels <= 0)
-    warn_undefined(undefined, metric, "the labels seen hold a single class (or no weight)", unseen=unseen)
+    seen = (pos_labels, neg_labels)  # the class totals (neg_labels is set above): nothing seen where both are 0
+    warn_undefined(
+        undefined,
+        metric,
+        "the labels seen hold a single class (or no weight)",
+        unseen=lambda: (seen[0] <= 0) & (seen[1] <= 0),
+    )
     safe_total = torch.where(weighted_num_samples > 0, weighted_num_samples, 1.0)
     # the base rate and its complement each from its own sum (neither as 1 minus the other); the log of one
     # above 1/2 is log1p of minus the other, which holds the digits. The base rate is clamped to [eta, 1 - eta],
@@ -458,7 +463,8 @@ def _calibration_compute(
 
     ``weighted_num_samples`` (the total weight) tells a task that saw no weight at all (:data:`NO_SAMPLES`).
     """
-    unseen = None if weighted_num_samples is None else weighted_num_samples == 0
+    total = weighted_num_samples
+    unseen = None if total is None else lambda: total == 0
     return safe_divide(weighted_pred_sum, weighted_label_sum, name, "no positive label weight", unseen=unseen)
 
 
@@ -620,11 +626,13 @@ def _accuracy_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
 
 
 def _precision_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
-    return safe_divide(tp, tp + fp, "WeightedPrecision", "no positive prediction", unseen=tp + fp + tn + fn == 0)
+    return safe_divide(
+        tp, tp + fp, "WeightedPrecision", "no positive prediction", unseen=lambda: tp + fp + tn + fn == 0
+    )
 
 
 def _recall_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
-    return safe_divide(tp, tp + fn, "WeightedRecall", "no positive label", unseen=tp + fp + tn + fn == 0)
+    return safe_divide(tp, tp + fn, "WeightedRecall", "no positive label", unseen=lambda: tp + fp + tn + fn == 0)
 
 
 def _thresholded(

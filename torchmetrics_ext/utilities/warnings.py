@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -168,7 +168,12 @@ class UndefinedEntries:
 
 
 def warn_undefined(
-    undefined: Tensor, metric: str, reason: str, axes: tuple[str, ...] = ("task",), *, unseen: Tensor | None = None
+    undefined: Tensor,
+    metric: str,
+    reason: str,
+    axes: tuple[str, ...] = ("task",),
+    *,
+    unseen: Tensor | Callable[[], Tensor] | None = None,
 ) -> None:
     """Warn once for the entries flagged in the boolean tensor ``undefined``.
 
@@ -184,7 +189,8 @@ def warn_undefined(
             all (its count or total weight is 0: no update, or only empty / zero-weight batches).
             Those entries are warned for with :data:`NO_SAMPLES` as the reason, the others with
             ``reason``: two warnings where both kinds are flagged. Read at compute only, from the
-            states the metric has.
+            states the metric has; a callable making it is called only where some entry is undefined
+            (a defined value, ``forward``'s batch value at every step, pays nothing for it).
 
     Inside :func:`naming_tasks` (a ``RecMetricModule`` computing), tasks are named by their names
     (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
@@ -211,6 +217,10 @@ def warn_undefined(
     if _SILENT.get():
         return
     if unseen is not None:
+        if _COLLECTED.get() is None and not bool(undefined.any()):  # the host read the warning makes anyway
+            return
+        if callable(unseen):
+            unseen = unseen()
         _warn_entries(undefined & unseen, metric, NO_SAMPLES, axes)
         undefined = undefined & ~unseen
     _warn_entries(undefined, metric, reason, axes)
@@ -511,7 +521,7 @@ def safe_divide(
     axes: tuple[str, ...] = ("task",),
     *,
     finite_terms: bool = True,
-    unseen: Tensor | None = None,
+    unseen: Tensor | Callable[[], Tensor] | None = None,
 ) -> Tensor:
     """``num / denom``; ``nan`` where ``denom == 0``, with one :class:`UndefinedMetricWarning`.
 

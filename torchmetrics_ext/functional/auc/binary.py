@@ -648,7 +648,8 @@ def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: st
         num_tasks = pos_total.shape[0]
         values = torch.cat([pos_total, neg_total, auc_num]).tolist()
         flags = [p <= 0 or n <= 0 for p, n in zip(values[:num_tasks], values[num_tasks : 2 * num_tasks])]
-        unseen = [p <= 0 and n <= 0 for p, n in zip(values[:num_tasks], values[num_tasks : 2 * num_tasks])]
+        totals = zip(values[:num_tasks], values[num_tasks : 2 * num_tasks])
+        unseen = [p <= 0 and n <= 0 for p, n in totals] if any(flags) else None  # only to tell the reasons apart
         warn_undefined_flags(flags, name, _ONE_CLASS, pos_total.device, unseen=unseen)
         out = [
             math.nan if bad else _clamped_ratio(a, p * n)
@@ -658,7 +659,7 @@ def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: st
         ]
         return torch.tensor(out, dtype=torch.float64, device=pos_total.device)  # not the default device
     undefined = (pos_total <= 0) | (neg_total <= 0)
-    warn_undefined(undefined, name, _ONE_CLASS, unseen=(pos_total <= 0) & (neg_total <= 0))
+    warn_undefined(undefined, name, _ONE_CLASS, unseen=lambda: (pos_total <= 0) & (neg_total <= 0))
     value = (auc_num / torch.where(undefined, 1.0, pos_total * neg_total)).clamp_(0.0, 1.0)
     return torch.where(undefined, math.nan, value)
 
@@ -677,7 +678,7 @@ def _auprc_compute(pos_total: Tensor, ap_num: Tensor, name: str = "AUPRC", neg_t
         out = [math.nan if bad else _clamped_ratio(a, p) for bad, p, a in zip(flags, values, values[num_tasks:])]
         return torch.tensor(out, dtype=torch.float64, device=pos_total.device)  # not the default device
     undefined = pos_total <= 0
-    unseen = None if neg_total is None else undefined & (neg_total <= 0)
+    unseen = None if neg_total is None else lambda: neg_total <= 0
     warn_undefined(undefined, name, "no positive label weight", unseen=unseen)
     return torch.where(undefined, math.nan, (ap_num / torch.where(undefined, 1.0, pos_total)).clamp_(0.0, 1.0))
 

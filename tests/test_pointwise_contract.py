@@ -205,7 +205,7 @@ def test_empty_and_zero_weight_batches_change_nothing():
 UNDEFINED = [
     (tmx.NormalizedEntropy, P, torch.zeros(4), "single class"),
     (tmx.NormalizedEntropy, P, torch.ones(4), "single class"),
-    (tmx.LogLoss, P, Y, "total weight"),  # with zero weights below
+    (tmx.LogLoss, P, Y, "no samples seen"),  # with zero weights below
     (tmx.Calibration, P, torch.zeros(4), "no positive label"),
     (tmx.WeightedPrecision, P * 0.1, Y, "no positive prediction"),
     (tmx.WeightedRecall, P, torch.zeros(4, dtype=torch.long), "no positive label"),
@@ -215,7 +215,7 @@ UNDEFINED = [
 @pytest.mark.parametrize(("cls", "preds", "target", "match"), UNDEFINED)
 def test_undefined_is_nan_with_warning(cls, preds, target, match):
     metric = cls()
-    weights = torch.zeros(4) if match == "total weight" else None
+    weights = torch.zeros(4) if match == "no samples seen" else None
     metric.update(preds, target, weights)
     with pytest.warns(UndefinedMetricWarning, match=match):
         assert torch.isnan(metric.compute())

@@ -194,7 +194,10 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     ``torch.tensor(3)`` are the category ``3``), so keys are the same before and after a checkpoint
     or a sync. Ranks may see different categories: when the metric syncs, ranks first exchange
     their category lists (``all_gather_object`` of the keys only, never the counts) and align
-    their counts to the union, in rank order, then sum the counts.
+    their counts to the union, in rank order, then sum the counts. So the order is always one
+    process's over the records taken in turn: after ``merge_state`` this metric's categories, then
+    the incoming ones it lacked (in their order); after a sync, rank 0's, then rank 1's new ones,
+    and so on, the same on every rank.
 
     Args:
         validate_args: reject anything but ``str``/``int`` categories before any state changes.
@@ -239,6 +242,11 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         >>> metric.fold(metric.summarize([7]))  # the same, in the aggregator's two steps
         >>> {k: v.item() for k, v in metric.compute().items()}
         {'code': 2.0, 'math': 1.0, 7: 1.0}
+        >>> other = CategoricalCount()
+        >>> other.update(["poem", "code"])
+        >>> metric.merge_state(other)  # this metric's categories first, then the new ones
+        >>> {k: v.item() for k, v in metric.compute().items()}
+        {'code': 3.0, 'math': 1.0, 7: 1.0, 'poem': 1.0}
     """
 
     is_differentiable = False
@@ -676,16 +684,22 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
     # ------------------------------------------------------------------ merging
 
     def _reduce_states(self, incoming_state: dict[str, Any]) -> None:
-        """Merge another metric's states (``merge_state``) category by category: its categories, then new ones."""
-        local_counts, local = self.counts, self.categories
+        """Merge another metric's states (``merge_state``) category by category: this metric's, then the new ones.
+
+        The order is one process's over this metric's records, then the incoming ones (as a sync lays
+        out the ranks' categories in rank order), so merging rank 1's states into rank 0's gives the
+        synced order. The states are new tensors: a compute group's members sharing the former ones
+        keep them.
+        """
         data, ends, counts = (incoming_state[name] for name in self._key_names)  # under this metric's names
-        self.category_bytes = data.to(self.device, copy=True)
-        self.category_ends = ends.to(self.device, copy=True)
-        self.counts = counts.to(dtype=local_counts.dtype, device=self.device, copy=True)
-        lookup = self._add_categories(local)
-        if local:
-            index = torch.tensor([lookup[c] for c in local], dtype=torch.long, device=self.device)
-            self.counts.index_add_(0, index, local_counts)
+        incoming = _decode_all(data, ends)
+        union = ordered_union([self.categories, incoming])
+        merged = self._counts_in(union)
+        if incoming:
+            where = {c: i for i, c in enumerate(union)}
+            index = torch.tensor([where[c] for c in incoming], dtype=torch.long, device=self.device)
+            merged.index_add_(0, index, counts.to(dtype=merged.dtype, device=self.device))
+        self._set_categories(union, merged)
 
     def _sync_dist(self, dist_sync_fn: Callable | None = None, process_group: Any | None = None) -> None:
         """Agree on the union of categories (keys only), then sum the aligned count vectors.

@@ -46,7 +46,7 @@ from torchmetrics_ext.utilities.checks import (
     note_weight_bounds,
     observed_range,
 )
-from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch", "saved_state_names"]
 
@@ -478,7 +478,7 @@ class Mean(_ValueAggregation[MeanBatch], MeanMetric):
 
     def compute(self) -> Tensor:
         """Weighted mean of everything seen (``nan`` if the total weight is 0)."""
-        return safe_divide(*self._sums(), "Mean", "the total weight is zero")
+        return safe_divide(*self._sums(), "Mean", NO_SAMPLES)
 
     def _logged_value(self) -> Any:
         """:meth:`compute` as a host float: the same float64 division (and ``nan``), without its tensors."""

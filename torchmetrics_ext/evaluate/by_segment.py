@@ -215,7 +215,7 @@ def _curves(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | No
     signed = _signed_weights(batch.target, batch.weights)  # float32 scores and weights, as the class keeps them
     pos, neg, auc_num, ap_num = (s[:, : batch.num_segments] for s in _grouped_curve_stats(preds, signed, batch.segment))
     if isinstance(metric, AUPRC):
-        return {None: _auprc_compute(pos, ap_num)}
+        return {None: _auprc_compute(pos, ap_num, neg_total=neg)}
     return {None: _auc_compute(pos, neg, auc_num)}
 
 

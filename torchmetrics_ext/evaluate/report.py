@@ -397,11 +397,33 @@ class Progress:
         enabled: print at all.
         stream: where to print (default ``sys.stderr``).
         interval: seconds between redraws.
+        label: the line's first words; under ``torchrun`` rank 0's line counts its own rows only, and
+            says so (``"evaluate (rank 0 of 4)"``), until :meth:`all_ranks` prints every rank's total.
+
+    Examples:
+        >>> import io
+        >>> out = io.StringIO()
+        >>> progress = Progress(3, stream=out, label="evaluate (rank 0 of 2)")
+        >>> progress.advance(3)
+        >>> progress.close()
+        >>> progress.all_ranks(10, 2)
+        >>> print(out.getvalue().replace(chr(13), "").split(",")[0])
+        evaluate (rank 0 of 2): 3 / 3 rows (100.0%)
+        >>> out.getvalue().splitlines()[-1].split(",")[0]
+        'evaluate: 10 rows read by 2 ranks'
     """
 
-    def __init__(self, total: int | None, enabled: bool = True, stream: IO[str] | None = None, interval: float = 0.5):
+    def __init__(
+        self,
+        total: int | None,
+        enabled: bool = True,
+        stream: IO[str] | None = None,
+        interval: float = 0.5,
+        label: str = "evaluate",
+    ):
         self.total = total
         self.enabled = enabled
+        self.label = label
         self.stream = stream or sys.stderr
         self.interval = interval
         self.rows = 0
@@ -418,7 +440,7 @@ class Progress:
 
     def _draw(self, now: float, end: str) -> None:
         rate = self.rows / max(now - self._start, 1e-9)
-        text = f"evaluate: {self.rows:,}"
+        text = f"{self.label}: {self.rows:,}"
         if self.total:
             text += f" / {self.total:,} rows ({100.0 * self.rows / self.total:5.1f}%)"
         else:
@@ -431,6 +453,13 @@ class Progress:
         """Draw the final line, unless no row was read and nothing drawn (a run refused before its first row)."""
         if self.enabled and (self.rows or self._drawn):
             self._draw(time.perf_counter(), "\n")
+
+    def all_ranks(self, rows: int, ranks: int) -> None:
+        """Print every rank's rows, once known where the ranks synchronise anyway (no collective of its own)."""
+        if self.enabled and ranks > 1:
+            rate = rows / max(time.perf_counter() - self._start, 1e-9)
+            self.stream.write(f"evaluate: {rows:,} rows read by {ranks} ranks, {rate:,.0f} rows/s\n")
+            self.stream.flush()
 
 
 def _strict_json(value: Any) -> Any:

@@ -979,7 +979,10 @@ class _Run:
         self.layout = _layout(plan, sources, chunks)  # every rank must deal the same chunks: checked in `finish`
         known = [c.rows for _, c in self.chunks]
         total = None if any(r is None for r in known) else sum(r or 0 for r in known)
-        self.progress = Progress(total, enabled=progress and self.rank == 0)
+        # rank 0's line counts its own rows (a collective per chunk would cost every rank a wait): it says so,
+        # and every rank's total is printed once the ranks gather their counts in `finish`
+        label = "evaluate" if self.world == 1 else f"evaluate (rank 0 of {self.world})"
+        self.progress = Progress(total, enabled=progress and self.rank == 0, label=label)
 
     def _by_source(self) -> Iterator[tuple[Source, list[tuple[int, Chunk]]]]:
         current: list[tuple[int, Chunk]] = []
@@ -1097,7 +1100,7 @@ class _Run:
             error,
             self.rows_read,
             self.rows_skipped,
-            list(self.problems),
+            self._with_lines(list(self.problems)),
             self.weight_unread,
             self.group_skipped,
             self.layout,
@@ -1133,6 +1136,7 @@ class _Run:
                     rows.number_segments(ids)
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         rows_read = sum(s[1] for s in summaries)
+        self.progress.all_ranks(rows_read, self.world)
         rows_skipped = sum(s[2] for s in summaries)
         order = self.task_order
         overall: list[dict] = []
@@ -1228,27 +1232,37 @@ class _Run:
         group.plan, group.module, group.rows = plan, module, rows
         return group
 
+    def _with_lines(self, problems: list[Problem]) -> list[Problem]:
+        """This rank's tallies, each with its first invalid row's line in a text file (one pass over the file).
+
+        Only the rank that read a file's invalid rows reads the file again for their lines (a text file
+        is read whole by one rank), before the ranks gather: the others never open it a second time.
+        """
+        for source in self.sources:
+            own = [p for p in problems if p.source == source.label]
+            lines = source.lines([p.first_row for p in own]) if own else {}
+            for p in own:
+                p.line = lines[p.first_row][0] if p.first_row in lines else None
+        return problems
+
     def _merge(self, problems: list[Problem]) -> list[Problem]:
         """Every rank's tallies as one process's: summed per (file, column, reason), in file and row order.
 
-        A file's row groups may be split between ranks; each rank counts its own rows.
+        A file's row groups may be split between ranks; each rank counts its own rows. The line kept
+        is that of the first invalid row (found by the rank that read it, :meth:`_with_lines`).
         """
         merged: dict[tuple[str, str, str], Problem] = {}
         for p in problems:
             key = (p.source, p.column, p.reason)
             if key not in merged:
-                merged[key] = Problem(p.source, p.column, p.role, p.reason, 0, p.first_row)
+                merged[key] = Problem(p.source, p.column, p.role, p.reason, 0, p.first_row, p.line)
+            elif p.first_row < merged[key].first_row:
+                merged[key].first_row, merged[key].line = p.first_row, p.line
             merged[key].count += p.count
-            merged[key].first_row = min(merged[key].first_row, p.first_row)
         files = {source.label: i for i, source in enumerate(self.sources)}
         columns: dict[str, int] = {}
         for c in self.plan.columns:
             columns.setdefault(c.name, len(columns))
-        for source in self.sources:  # a text file's first invalid rows by their lines (one pass over the file)
-            own = [p for p in merged.values() if p.source == source.label]
-            lines = source.lines([p.first_row for p in own]) if own else {}
-            for p in own:
-                p.line = lines[p.first_row][0] if p.first_row in lines else None
         return sorted(merged.values(), key=lambda p: (files.get(p.source, -1), p.first_row, columns.get(p.column, -1)))
 
     def _compute(self, module: RecMetricModule) -> tuple[list[dict], list[_Undefined]]:

@@ -27,7 +27,7 @@ from torchmetrics_ext.utilities.checks import (
     single_task,
 )
 from torchmetrics_ext.utilities.device import constant_on
-from torchmetrics_ext.utilities.warnings import safe_divide
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide
 
 __all__ = [
     "label_average",
@@ -110,7 +110,7 @@ def _label_average_update(preds: Tensor, target: Tensor | None, weights: Tensor 
 
 
 def _label_average_compute(weighted_label_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
-    return safe_divide(weighted_label_sum, weighted_num_samples, "LabelAverage", "total weight is zero")
+    return safe_divide(weighted_label_sum, weighted_num_samples, "LabelAverage", NO_SAMPLES)
 
 
 def _flagged_weights(weights: Tensor | None, weighted: Tensor | None) -> Tensor | None:
@@ -127,7 +127,7 @@ def _tensor_average_update(values: Tensor, weights: Tensor | None, weighted: Ten
 
 
 def _tensor_average_compute(weighted_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
-    return safe_divide(weighted_sum, weighted_num_samples, "TensorWeightedAverage", "total weight is zero")
+    return safe_divide(weighted_sum, weighted_num_samples, "TensorWeightedAverage", NO_SAMPLES)
 
 
 def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor | None:

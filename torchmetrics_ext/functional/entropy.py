@@ -362,7 +362,7 @@ def recalibrated_calibration(
         lambda p, t, w: _weighted_sums_update(
             _recalibrate(p, recalibration_coefficient, from_logits), t, w, from_logits
         ),
-        lambda pred_sum, label_sum, _: _calibration_compute(pred_sum, label_sum, "RecalibratedCalibration"),
+        lambda pred_sum, label_sum, total: _calibration_compute(pred_sum, label_sum, "RecalibratedCalibration", total),
         preds,
         target,
         weights,

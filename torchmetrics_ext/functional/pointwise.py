@@ -25,7 +25,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums, one_like, weight_total, weighted_sum
 from torchmetrics_ext.utilities.checks import as_real, check_choice, check_flag, format_pointwise, single_task
-from torchmetrics_ext.utilities.warnings import safe_divide, warn_undefined
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, warn_undefined
 
 __all__ = [
     "calibration",
@@ -236,8 +236,7 @@ def _log_loss_compute(
     Then an infinite sum is an overflow of finite terms (``nan``, see :func:`safe_divide`); with
     ``eta = 0`` a sure wrong probability has an infinite cross-entropy, and the value is ``inf``.
     """
-    reason = "total weight is zero"
-    nats = safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", reason, finite_terms=finite_terms)
+    nats = safe_divide(cross_entropy_sum, weighted_num_samples, "LogLoss", NO_SAMPLES, finite_terms=finite_terms)
     # + 0.0 turns -0.0 into +0.0: with eta = 0 perfect predictions' sum is -(sum of 0·log...) = -0.0
     return (nats / math.log(2) if unit == "bits" else nats) + 0.0
 
@@ -266,7 +265,13 @@ def _normalized_entropy_compute(
     if neg_labels is None:
         neg_labels = weighted_num_samples - pos_labels
     undefined = (pos_labels <= 0) | (neg_labels <= 0)
-    warn_undefined(undefined, metric, "the labels seen hold a single class (or no weight)")
+    seen = (pos_labels, neg_labels)  # the class totals (neg_labels is set above): nothing seen where both are 0
+    warn_undefined(
+        undefined,
+        metric,
+        "the labels seen hold a single class (or no weight)",
+        unseen=lambda: (seen[0] <= 0) & (seen[1] <= 0),
+    )
     safe_total = torch.where(weighted_num_samples > 0, weighted_num_samples, 1.0)
     # the base rate and its complement each from its own sum (neither as 1 minus the other); the log of one
     # above 1/2 is log1p of minus the other, which holds the digits. The base rate is clamped to [eta, 1 - eta],
@@ -448,17 +453,27 @@ def _weighted_sums_update(
     return pred_sum, sums.label_sum(), sums.class_total() if unit_target else sums.total()
 
 
-def _calibration_compute(weighted_pred_sum: Tensor, weighted_label_sum: Tensor, name: str = "Calibration") -> Tensor:
-    """``sum w·p / sum w·y``; ``nan`` and an ``UndefinedMetricWarning`` naming ``name`` without positive labels."""
-    return safe_divide(weighted_pred_sum, weighted_label_sum, name, "no positive label weight")
+def _calibration_compute(
+    weighted_pred_sum: Tensor,
+    weighted_label_sum: Tensor,
+    name: str = "Calibration",
+    weighted_num_samples: Tensor | None = None,
+) -> Tensor:
+    """``sum w·p / sum w·y``; ``nan`` and an ``UndefinedMetricWarning`` naming ``name`` without positive labels.
+
+    ``weighted_num_samples`` (the total weight) tells a task that saw no weight at all (:data:`NO_SAMPLES`).
+    """
+    total = weighted_num_samples
+    unseen = None if total is None else lambda: total == 0
+    return safe_divide(weighted_pred_sum, weighted_label_sum, name, "no positive label weight", unseen=unseen)
 
 
 def _ctr_compute(weighted_label_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
-    return safe_divide(weighted_label_sum, weighted_num_samples, "CTR", "total weight is zero")
+    return safe_divide(weighted_label_sum, weighted_num_samples, "CTR", NO_SAMPLES)
 
 
 def _weighted_average_compute(weighted_pred_sum: Tensor, weighted_num_samples: Tensor) -> Tensor:
-    return safe_divide(weighted_pred_sum, weighted_num_samples, "WeightedAverage", "total weight is zero")
+    return safe_divide(weighted_pred_sum, weighted_num_samples, "WeightedAverage", NO_SAMPLES)
 
 
 def calibration(
@@ -494,8 +509,8 @@ def calibration(
     p, t, w = format_pointwise(
         preds, target, weights, None, from_logits=from_logits, validate=validate_args, target_required=True
     )
-    pred_sum, label_sum, _ = _weighted_sums_update(p, t, w, from_logits)
-    return _finish(_calibration_compute(pred_sum, label_sum), single)
+    pred_sum, label_sum, total = _weighted_sums_update(p, t, w, from_logits)
+    return _finish(_calibration_compute(pred_sum, label_sum, weighted_num_samples=total), single)
 
 
 def ctr(
@@ -607,15 +622,17 @@ def _confusion_update(
 
 
 def _accuracy_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
-    return safe_divide(tp + tn, tp + fp + tn + fn, "WeightedAccuracy", "total weight is zero")
+    return safe_divide(tp + tn, tp + fp + tn + fn, "WeightedAccuracy", NO_SAMPLES)
 
 
 def _precision_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
-    return safe_divide(tp, tp + fp, "WeightedPrecision", "no positive prediction")
+    return safe_divide(
+        tp, tp + fp, "WeightedPrecision", "no positive prediction", unseen=lambda: tp + fp + tn + fn == 0
+    )
 
 
 def _recall_compute(tp: Tensor, fp: Tensor, tn: Tensor, fn: Tensor) -> Tensor:
-    return safe_divide(tp, tp + fn, "WeightedRecall", "no positive label")
+    return safe_divide(tp, tp + fn, "WeightedRecall", "no positive label", unseen=lambda: tp + fp + tn + fn == 0)
 
 
 def _thresholded(
@@ -796,19 +813,19 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
 def _mse_compute(
     sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
 ) -> Tensor:
-    return safe_divide(sum_squared_error, weighted_num_samples, "WeightedMSE", "total weight is zero")
+    return safe_divide(sum_squared_error, weighted_num_samples, "WeightedMSE", NO_SAMPLES)
 
 
 def _rmse_compute(
     sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
 ) -> Tensor:
-    return safe_divide(sum_squared_error, weighted_num_samples, "WeightedRMSE", "total weight is zero").sqrt()
+    return safe_divide(sum_squared_error, weighted_num_samples, "WeightedRMSE", NO_SAMPLES).sqrt()
 
 
 def _mae_compute(
     sum_squared_error: Tensor, sum_absolute_error: Tensor, weighted_num_samples: Tensor, *_: Tensor
 ) -> Tensor:
-    return safe_divide(sum_absolute_error, weighted_num_samples, "WeightedMAE", "total weight is zero")
+    return safe_divide(sum_absolute_error, weighted_num_samples, "WeightedMAE", NO_SAMPLES)
 
 
 def _format_real(

@@ -18,7 +18,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.counters import _apply
 from torchmetrics_ext.functional.pointwise import Stats, _error_update
 from torchmetrics_ext.utilities.checks import check_choice, check_flag
-from torchmetrics_ext.utilities.warnings import warn_undefined
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, warn_undefined
 
 __all__ = ["weighted_nmse", "weighted_nrmse", "weighted_r2"]
 
@@ -80,7 +80,7 @@ def _over_baseline(
     base = _label_sse(total, label_sum, label_sq_sum, baseline)
     overflowed = ~torch.stack([sse, total, label_sum, label_sq_sum, base]).isfinite().all(0)
     undefined = (base == 0) & ~overflowed
-    warn_undefined(undefined & (total == 0), name, "no label has weight")
+    warn_undefined(undefined & (total == 0), name, NO_SAMPLES)
     warn_undefined(undefined & (total != 0), name, _NO_SPREAD[baseline])
     unknown = undefined | overflowed
     return torch.where(unknown, torch.nan, sse / torch.where(unknown, 1.0, base))

@@ -34,7 +34,7 @@ from torchmetrics_ext.utilities.checks import (
     single_task,
 )
 from torchmetrics_ext.utilities.device import constant_on
-from torchmetrics_ext.utilities.warnings import warn_undefined
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, warn_undefined
 
 __all__ = ["reliability"]
 
@@ -133,7 +133,7 @@ def _reliability_compute(weight: Tensor, pred_sum: Tensor, target_sum: Tensor) -
     A bin whose float64 sums overflowed (``inf``: weights near 1e308) has ``nan`` rates too, without
     a warning (``x / inf`` read 0), as the ratio metrics (:func:`~torchmetrics_ext.utilities.warnings.safe_divide`).
     """
-    warn_undefined(weight.sum(-1) <= 0, "Reliability", "no sample weight seen")
+    warn_undefined(weight.sum(-1) <= 0, "Reliability", NO_SAMPLES)
     empty = (weight <= 0) | weight.isinf()
     denom = torch.where(empty, 1.0, weight)
     return {

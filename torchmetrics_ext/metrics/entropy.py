@@ -300,4 +300,4 @@ class RecalibratedCalibration(_Recalibrated):
         return _weighted_sums_update(self._recalibrated(preds), target, weights, self.from_logits)
 
     def _compute_value(self, *states: Tensor) -> Tensor:
-        return F._calibration_compute(states[0], states[1], "RecalibratedCalibration")
+        return F._calibration_compute(states[0], states[1], "RecalibratedCalibration", states[2])

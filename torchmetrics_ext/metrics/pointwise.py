@@ -629,7 +629,7 @@ class Calibration(_WeightedSumMetric):
         super().__init__(num_tasks, _from_logits=from_logits, **kwargs)
 
     def _compute_value(self, pred_sum: Tensor, label_sum: Tensor, total: Tensor) -> Tensor:  # type: ignore[override]
-        return F._calibration_compute(pred_sum, label_sum)
+        return F._calibration_compute(pred_sum, label_sum, weighted_num_samples=total)
 
 
 class CTR(_WeightedSumMetric):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "NO_SAMPLES",
     "SamplesFirstWarning",
     "SketchRangeWarning",
     "UndefinedEntries",
@@ -36,6 +37,10 @@ __all__ = [
     "warn_undefined",
     "warn_undefined_flags",
 ]
+
+# the reason given for an entry that saw nothing (its count or total weight is 0), whatever the metric's own
+# reason: "a single class" would send a user who called `compute()` before feeding data the wrong way
+NO_SAMPLES = "no samples seen (no update, or only empty / zero-weight batches)"
 
 # set by a caller that drops undefined values itself (the aggregator logs no nan)
 _SILENT: ContextVar[bool] = ContextVar("silent_undefined", default=False)
@@ -162,7 +167,14 @@ class UndefinedEntries:
     axes: tuple[str, ...]
 
 
-def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str, ...] = ("task",)) -> None:
+def warn_undefined(
+    undefined: Tensor,
+    metric: str,
+    reason: str,
+    axes: tuple[str, ...] = ("task",),
+    *,
+    unseen: Tensor | Callable[[], Tensor] | None = None,
+) -> None:
     """Warn once for the entries flagged in the boolean tensor ``undefined``.
 
     Args:
@@ -173,6 +185,12 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
             (``("task", "label")`` for a ``(T, L)`` value): the message names the flagged entries
             by the axes longer than one (``label(s) [1]`` for one task, ``(task, label) [(2, 0)]``
             for several). Otherwise entries are named by their flat position as tasks.
+        unseen: boolean tensor shaped as ``undefined``, ``True`` where the metric saw no sample at
+            all (its count or total weight is 0: no update, or only empty / zero-weight batches).
+            Those entries are warned for with :data:`NO_SAMPLES` as the reason, the others with
+            ``reason``: two warnings where both kinds are flagged. Read at compute only, from the
+            states the metric has; a callable making it is called only where some entry is undefined
+            (a defined value, ``forward``'s batch value at every step, pays nothing for it).
 
     Inside :func:`naming_tasks` (a ``RecMetricModule`` computing), tasks are named by their names
     (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
@@ -188,9 +206,28 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
         ...     warn_undefined(torch.tensor([True, False, True]), "Ratio", "no weight")
         >>> print(caught[0].message)
         Ratio is undefined for task(s) [0, 2]: no weight; returning nan.
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_undefined(torch.tensor([True, True]), "AUC", "a single class", unseen=torch.tensor([False, True]))
+        >>> for warning in caught:
+        ...     print(str(warning.message).split(" (")[0])
+        AUC is undefined for task(s) [1]: no samples seen
+        AUC is undefined for task(s) [0]: a single class; returning nan.
     """
     if _SILENT.get():
         return
+    if unseen is not None:
+        if _COLLECTED.get() is None and not bool(undefined.any()):  # the host read the warning makes anyway
+            return
+        if callable(unseen):
+            unseen = unseen()
+        _warn_entries(undefined & unseen, metric, NO_SAMPLES, axes)
+        undefined = undefined & ~unseen
+    _warn_entries(undefined, metric, reason, axes)
+
+
+def _warn_entries(undefined: Tensor, metric: str, reason: str, axes: tuple[str, ...]) -> None:
+    """:func:`warn_undefined` for one reason (the warning points at the caller of its caller)."""
     metric = _named(metric)
     flat_as = _FLAT_AS.get()
     if flat_as is not None and undefined.ndim <= 1 and len(axes) == 1 and undefined.numel() == math.prod(flat_as[0]):
@@ -208,16 +245,23 @@ def warn_undefined(undefined: Tensor, metric: str, reason: str, axes: tuple[str,
     warnings.warn(
         f"{metric}{'' if part is None else f' ({part})'} is undefined{where}: {reason}; returning nan.",
         UndefinedMetricWarning,
-        stacklevel=3,
+        stacklevel=4,
     )
 
 
-def warn_undefined_flags(flags: Sequence[bool], metric: str, reason: str, device: torch.device | None = None) -> None:
+def warn_undefined_flags(
+    flags: Sequence[bool],
+    metric: str,
+    reason: str,
+    device: torch.device | None = None,
+    *,
+    unseen: Sequence[bool] | None = None,
+) -> None:
     """:func:`warn_undefined` of flags read on the host: their tensor is made only when something reads it.
 
     A caller that computed its value from host numbers (a tiny ``compute``) saves making a tensor
     of flags that are all ``False`` (nothing to warn, unless :func:`collecting_undefined` records
-    the entries).
+    the entries). ``unseen``: host flags of the entries that saw no sample (see :func:`warn_undefined`).
 
     Examples:
         >>> import warnings
@@ -231,7 +275,8 @@ def warn_undefined_flags(flags: Sequence[bool], metric: str, reason: str, device
     """
     if _SILENT.get() or (not any(flags) and _COLLECTED.get() is None):
         return
-    warn_undefined(torch.tensor(flags, dtype=torch.bool, device=device), metric, reason)
+    unseen_flags = None if unseen is None else torch.tensor(unseen, dtype=torch.bool, device=device)
+    warn_undefined(torch.tensor(flags, dtype=torch.bool, device=device), metric, reason, unseen=unseen_flags)
 
 
 @contextmanager
@@ -476,10 +521,13 @@ def safe_divide(
     axes: tuple[str, ...] = ("task",),
     *,
     finite_terms: bool = True,
+    unseen: Tensor | Callable[[], Tensor] | None = None,
 ) -> Tensor:
     """``num / denom``; ``nan`` where ``denom == 0``, with one :class:`UndefinedMetricWarning`.
 
-    ``axes`` names the dimensions of the value in the warning (see :func:`warn_undefined`).
+    ``axes`` names the dimensions of the value in the warning, ``unseen`` the entries that saw no
+    sample, warned for with :data:`NO_SAMPLES` (see :func:`warn_undefined`); a ``denom`` that is the
+    total weight passes :data:`NO_SAMPLES` as ``reason`` instead.
     A denominator that overflowed to ``inf`` (float64 sums of weights past 1.8e308) is ``nan`` too,
     without a warning (no further host read): ``x / inf`` would report 0 for any finite ``x``. So is
     a numerator that overflowed (``sum w·p`` of weights near 1e308 over a finite ``sum w·y``, or
@@ -521,7 +569,7 @@ def safe_divide(
             undefined_value = math.isinf(d) or (finite_terms and math.isinf(n))
             return torch.full_like(num, math.nan if undefined_value else n / d)
     undefined = denom == 0
-    warn_undefined(undefined, metric, reason, axes)
+    warn_undefined(undefined, metric, reason, axes, unseen=unseen)
     unknown = undefined | denom.isinf() if denom.is_floating_point() else undefined
     if finite_terms and num.is_floating_point():
         unknown = unknown | num.isinf()

@@ -632,6 +632,10 @@ def _clamped_ratio(num: float, den: float) -> float:
     return min(max(ratio, 0.0), 1.0)  # nan stays nan, as with `clamp_`
 
 
+# why AUC is undefined where some weight was seen (none seen at all: NO_SAMPLES)
+_ONE_CLASS = "the labels seen hold a single class (or no weight)"
+
+
 def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: str = "AUC") -> Tensor:
     """``auc_num / (P N)`` clamped to [0, 1]; ``nan`` plus a warning for tasks without both classes.
 
@@ -644,7 +648,9 @@ def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: st
         num_tasks = pos_total.shape[0]
         values = torch.cat([pos_total, neg_total, auc_num]).tolist()
         flags = [p <= 0 or n <= 0 for p, n in zip(values[:num_tasks], values[num_tasks : 2 * num_tasks])]
-        warn_undefined_flags(flags, name, "the labels seen hold a single class (or no weight)", pos_total.device)
+        totals = zip(values[:num_tasks], values[num_tasks : 2 * num_tasks])
+        unseen = [p <= 0 and n <= 0 for p, n in totals] if any(flags) else None  # only to tell the reasons apart
+        warn_undefined_flags(flags, name, _ONE_CLASS, pos_total.device, unseen=unseen)
         out = [
             math.nan if bad else _clamped_ratio(a, p * n)
             for bad, p, n, a in zip(
@@ -653,22 +659,27 @@ def _auc_compute(pos_total: Tensor, neg_total: Tensor, auc_num: Tensor, name: st
         ]
         return torch.tensor(out, dtype=torch.float64, device=pos_total.device)  # not the default device
     undefined = (pos_total <= 0) | (neg_total <= 0)
-    warn_undefined(undefined, name, "the labels seen hold a single class (or no weight)")
+    warn_undefined(undefined, name, _ONE_CLASS, unseen=lambda: (pos_total <= 0) & (neg_total <= 0))
     value = (auc_num / torch.where(undefined, 1.0, pos_total * neg_total)).clamp_(0.0, 1.0)
     return torch.where(undefined, math.nan, value)
 
 
-def _auprc_compute(pos_total: Tensor, ap_num: Tensor, name: str = "AUPRC") -> Tensor:
-    """``ap_num / P`` clamped to [0, 1] (see :func:`_auc_compute`); ``nan`` plus a warning without positive weight."""
+def _auprc_compute(pos_total: Tensor, ap_num: Tensor, name: str = "AUPRC", neg_total: Tensor | None = None) -> Tensor:
+    """``ap_num / P`` clamped to [0, 1] (see :func:`_auc_compute`); ``nan`` plus a warning without positive weight.
+
+    ``neg_total`` (the label-0 weight) tells a task that saw no weight at all (:data:`NO_SAMPLES`).
+    """
     if _on_host(pos_total, ap_num):
         num_tasks = pos_total.shape[0]
         values = torch.cat([pos_total, ap_num]).tolist()
         flags = [p <= 0 for p in values[:num_tasks]]
-        warn_undefined_flags(flags, name, "no positive label weight", pos_total.device)
+        unseen_flags = None if neg_total is None or not any(flags) else (neg_total <= 0).tolist()
+        warn_undefined_flags(flags, name, "no positive label weight", pos_total.device, unseen=unseen_flags)
         out = [math.nan if bad else _clamped_ratio(a, p) for bad, p, a in zip(flags, values, values[num_tasks:])]
         return torch.tensor(out, dtype=torch.float64, device=pos_total.device)  # not the default device
     undefined = pos_total <= 0
-    warn_undefined(undefined, name, "no positive label weight")
+    unseen = None if neg_total is None else lambda: neg_total <= 0
+    warn_undefined(undefined, name, "no positive label weight", unseen=unseen)
     return torch.where(undefined, math.nan, (ap_num / torch.where(undefined, 1.0, pos_total)).clamp_(0.0, 1.0))
 
 
@@ -841,8 +852,8 @@ def auprc(
         tensor(0.8333, dtype=torch.float64)
     """
     single = single_task(preds)
-    pos, _, _, ap_num = _curve_stats(
+    pos, neg, _, ap_num = _curve_stats(
         preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space
     )
-    value = _auprc_compute(pos, ap_num)
+    value = _auprc_compute(pos, ap_num, neg_total=neg)
     return value.squeeze(0) if single else value

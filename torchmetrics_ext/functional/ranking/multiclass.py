@@ -26,7 +26,7 @@ from torchmetrics_ext.utilities.checks import (
     note_weight_bounds,
     observed_range,
 )
-from torchmetrics_ext.utilities.warnings import safe_divide
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide
 
 __all__ = ["multiclass_recall_at_k"]
 
@@ -96,7 +96,7 @@ def _multiclass_recall_update(preds: Tensor, target: Tensor, weights: Tensor | N
 
 
 def _multiclass_recall_compute(hits: Tensor, total: Tensor) -> Tensor:
-    return safe_divide(hits, total, "MulticlassRecallAtK", "total weight is zero")
+    return safe_divide(hits, total, "MulticlassRecallAtK", NO_SAMPLES)
 
 
 def multiclass_recall_at_k(

@@ -648,8 +648,8 @@ class AUPRC(_CurveMetric):
 
     def compute(self) -> Tensor:
         """Average precision over everything accumulated (and synced across ranks)."""
-        pos, _, _, ap_num = self._curve_stats()
-        return self._squeeze_tasks(F._auprc_compute(pos, ap_num))
+        pos, neg, _, ap_num = self._curve_stats()
+        return self._squeeze_tasks(F._auprc_compute(pos, ap_num, neg_total=neg))
 
     def curve(self) -> C.Curve:
         r"""The precision-recall curve over everything accumulated (and synced): ``(precision, recall, thresholds)``.

@@ -122,3 +122,27 @@ def test_only_the_rank_that_read_a_csv_s_invalid_rows_reads_it_again(ddp_pool, t
     assert [(p[1], p[2], p[3], p[4]) for p in problems0] == [("p", 2, 4, line)]
     one = evaluate(paths, TASKS, ["ne"], on_invalid="skip", progress=False).problems  # one process: the same
     assert [(p.source, p.column, p.count, p.first_row, p.line) for p in one] == problems0
+
+
+def _ddp_lines_failing(rank: int, world_size: int, paths: list[str]) -> list[tuple[Any, ...]]:
+    original = CsvSource.lines
+
+    def failing(self: CsvSource, rows: Any) -> Any:
+        raise RuntimeError("the file went away")
+
+    CsvSource.lines = failing  # type: ignore[method-assign]
+    try:
+        result = evaluate(paths, TASKS, ["ne"], on_invalid="skip", progress=False)
+    finally:
+        CsvSource.lines = original  # type: ignore[method-assign]
+    return [(p.source, p.column, p.count, p.first_row, p.line) for p in result.problems]
+
+
+@pytest.mark.ddp
+def test_a_csv_that_cannot_be_read_again_leaves_its_line_unknown_on_every_rank(ddp_pool, tmp_path):
+    """The line lookup runs on the one rank that read the file, before the ranks gather: raising there alone
+    would leave the other rank waiting in the gather. Best effort: the rows are reported without their line."""
+    paths, _ = _csvs(tmp_path)
+    problems0, problems1 = ddp_pool.run(_ddp_lines_failing, paths)
+    assert problems0 == problems1
+    assert [(p[1], p[2], p[3], p[4]) for p in problems0] == [("p", 2, 4, None)]

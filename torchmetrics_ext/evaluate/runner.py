@@ -1236,11 +1236,15 @@ class _Run:
         """This rank's tallies, each with its first invalid row's line in a text file (one pass over the file).
 
         Only the rank that read a file's invalid rows reads the file again for their lines (a text file
-        is read whole by one rank), before the ranks gather: the others never open it a second time.
+        is read whole by one rank), before the ranks gather: the others never open it a second time. Best
+        effort: a file that cannot be read again gives no lines rather than an error on this rank alone.
         """
         for source in self.sources:
             own = [p for p in problems if p.source == source.label]
-            lines = source.lines([p.first_row for p in own]) if own else {}
+            try:
+                lines = source.lines([p.first_row for p in own]) if own else {}
+            except Exception:  # before the gather no rank may raise alone (the others would wait)
+                lines = {}  # messages then name the rows without their lines
             for p in own:
                 p.line = lines[p.first_row][0] if p.first_row in lines else None
         return problems

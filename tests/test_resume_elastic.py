@@ -283,3 +283,14 @@ def test_a_rank_other_than_0_without_states_of_the_module_starts_it_afresh():
     got = job.values(model.train_metrics)
     for name, value in _numpy([job.step(1, 0, 0, resumed=True)], "a").items():
         np.testing.assert_allclose(got[f"{name}/a"], value, rtol=1e-9)
+
+
+def test_every_rank_leaves_out_the_logged_value_of_a_metric_its_load_started_afresh(ddp_pool):
+    """NE rebuilt with another ``eta`` (its states named after it) and ``strict_loading = False``, 3 ranks onto 2.
+
+    Found before the fix: rank 1, started empty, forgot what the model's load had started afresh and put
+    NE's old value back in ``trainer.callback_metrics`` (rank 0 did not): only CTR's, whose states carried, goes back.
+    """
+    saved = [job.settings_save_job(rank, 3) for rank in range(3)]
+    out = ddp_pool.run(job.put_back_job, _checkpoint(saved), saved[0])
+    assert out == [{"ctr/a": 0.4}, {"ctr/a": 0.4}]

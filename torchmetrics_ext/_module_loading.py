@@ -356,7 +356,10 @@ class CheckpointLoading(nn.Module):
         its ``total_examples`` carries, summed. The step counter stays as it is.
 
         What was not resumed is recorded as a load records it (``AFRESH_ON_LOAD``): every window,
-        the throughput, and each metric one of the loads started afresh.
+        the throughput, and each metric one of the loads started afresh. With ``saved`` empty (a
+        rank other than 0 of such a resume: it starts empty, its lifetime is rank 0's) the metrics
+        this module's own last load started afresh stay recorded: every rank loaded the same model
+        states, so they are those rank 0 records, and no rank puts back their last logged values.
 
         Raises:
             ValueError: more than one ``None``; or an entry that does not load, or a metric whose
@@ -368,7 +371,8 @@ class CheckpointLoading(nn.Module):
         keep_own = any(states is None for states in saved)
         throughput = self.throughput
         everything, window = frozenset(("lifetime", "window")), frozenset(("window",))
-        afresh: dict[str | None, frozenset[str]] = dict(self.__dict__.get(AFRESH_ON_LOAD, {})) if keep_own else {}
+        own = dict(self.__dict__.get(AFRESH_ON_LOAD, {}))
+        afresh: dict[str | None, frozenset[str]] = own if keep_own or not saved else {}
         total = torch.zeros((), dtype=torch.float64)
         if throughput is not None and keep_own:
             total = total + _total_examples(throughput)

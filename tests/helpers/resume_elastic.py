@@ -85,3 +85,33 @@ def resume_job(rank: int, world: int, checkpoint: dict[str, Any], model_state: d
         "warnings": [str(w.message) for w in caught if "RecMetricCallback" in str(w.message)],
         "step": model.train_metrics._step,
     }
+
+
+def settings_module(eta: float | None) -> tmx.RecMetricModule:
+    """NE (with ``eta`` if given: its states are named after it) and CTR, no window, no throughput."""
+    tasks = [tmx.RecTaskInfo(t, f"{t}_l", f"{t}_p", f"{t}_w") for t in TASKS]
+    ne: Any = "ne" if eta is None else {"metric": "ne", "eta": eta}
+    return tmx.RecMetricModule(tasks, {"ne": ne, "ctr": "ctr"}, window_size=None, throughput=False)
+
+
+def settings_save_job(rank: int, world: int) -> dict[str, Any]:
+    m = settings_module(None)
+    for i in range(SAVED_STEPS):
+        m.update(step(world, rank, i, resumed=False))
+    return m.state_dict()
+
+
+def put_back_job(rank: int, world: int, checkpoint: dict[str, Any], model_state: dict[str, Any]) -> dict[str, float]:
+    """Resumed with NE's ``eta`` changed since (``strict_loading = False``): the values put back at ``on_train_start``."""
+    model = torch.nn.Module()
+    model.train_metrics = settings_module(1e-6)
+    model.strict_loading = False
+    model.train_metrics.load_state_dict(model_state, strict=False)  # as Lightning loads the model
+    callback = RecMetricCallback(val=None, test=None)
+    logged = {"ne/a": 0.9, "ctr/a": 0.4}
+    callback.load_state_dict({"train_logged_at": SAVED_STEPS, "train_values_at": SAVED_STEPS, "train_values": logged})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        callback.on_load_checkpoint(None, model, checkpoint)  # type: ignore[arg-type]
+        callback.on_train_start(None, model)  # type: ignore[arg-type]
+    return dict(callback.state_dict()["train_values"] or {})

@@ -54,7 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property, lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -317,24 +317,40 @@ def _distribution_update(
         else:
             held = torch.isfinite(shift) if pinned else count > 0
             batch_shift = torch.where(held, shift.to(values.dtype), first)
-        edges, scales, _ = _band_constants(values.device)
-        # the largest |x - shift|: inf where it overflows (band 1, whose sums subtract the scaled shift)
-        band = torch.bucketize(torch.maximum(vmax - batch_shift, batch_shift - vmin), edges) - 1
-        scale = scales.index_select(0, (band + 1).reshape(1))  # a look-up, never read on the host
-        scaled = torch.where(band > 0, values * scale - batch_shift * scale, (values - batch_shift) * scale)
     else:
         low, high = vmin.item(), vmax.item()
         batch_shift = _host_shift(values, count, shift, low, high, pinned=pinned)
-        band = _magnitude_band(max(high - batch_shift, batch_shift - low))
         ends = (low, high)  # read already: folded on the host (_fold_extremes)
-        if batch_shift and values.numel() <= _HOST_MOMENTS:  # a few values: exact sums on the host, fewer kernels
-            host_total, host_sq = _host_moments(values.tolist(), batch_shift, band)
-            index = _sketch_index(values, spec)
-            return SketchBatch(float(values.numel()), host_total, host_sq, *ends, index, band, batch_shift)
-        scaled = _shifted(values, batch_shift, band)
-    total, total_sq = scaled.sum(), scaled.dot(scaled)
+    total, total_sq, band = _sums_about(values, ends, batch_shift)
     index = _sketch_index(values, spec)
     return SketchBatch(float(values.numel()), total, total_sq, *ends, index, band, batch_shift)
+
+
+def _sums_about(
+    values: Tensor, ends: tuple[Tensor | float, Tensor | float], shift: Tensor | float
+) -> tuple[Tensor | float, Tensor | float, Tensor | int]:
+    """The sum and sum of squares of ``values`` minus ``shift``, scaled to their band, and the band.
+
+    ``ends``: the values' min and max, tensors on the device path (the band by table look-ups, never
+    read on the host), host floats on the CPU path (a band-0 batch summed as it is; a few values
+    summed exactly on the host, fewer kernels).
+    """
+    if on_device_path(values):
+        vmin, vmax = cast(tuple[Tensor, Tensor], ends)
+        edges, scales, _ = _band_constants(values.device)
+        # the largest |x - shift|: inf where it overflows (band 1, whose sums subtract the scaled shift)
+        band = torch.bucketize(torch.maximum(vmax - shift, shift - vmin), edges) - 1
+        scale = scales.index_select(0, (band + 1).reshape(1))  # a look-up, never read on the host
+        scaled = torch.where(band > 0, values * scale - shift * scale, (values - shift) * scale)
+        return scaled.sum(), scaled.dot(scaled), band
+    low, high = cast(tuple[float, float], ends)
+    shift = cast(float, shift)
+    host_band = _magnitude_band(max(high - shift, shift - low))
+    if shift and values.numel() <= _HOST_MOMENTS:
+        host_total, host_sq = _host_moments(values.tolist(), shift, host_band)
+        return host_total, host_sq, host_band
+    shifted = _shifted(values, shift, host_band)
+    return shifted.sum(), shifted.dot(shifted), host_band
 
 
 def _rebased(values: Tensor, batch: SketchBatch, count: Tensor, shift: Tensor) -> SketchBatch:
@@ -346,22 +362,15 @@ def _rebased(values: Tensor, batch: SketchBatch, count: Tensor, shift: Tensor) -
     """
     if on_device_path(values):
         own = torch.as_tensor(batch.shift, dtype=values.dtype, device=values.device)
-        new = torch.where(torch.isfinite(shift), shift.to(values.dtype), own)
-        edges, scales, _ = _band_constants(values.device)
-        band = torch.bucketize(torch.maximum(batch.vmax - new, new - batch.vmin), edges) - 1
-        scale = scales.index_select(0, (band + 1).reshape(1))
-        scaled = torch.where(band > 0, values * scale - new * scale, (values - new) * scale)
-        return batch._replace(total=scaled.sum(), total_sq=scaled.dot(scaled), band=band, shift=new)
-    held = shift.item()
-    if not math.isfinite(held) or held == batch.shift:
-        return batch
-    low, high = float(batch.vmin), float(batch.vmax)
-    host_band = _magnitude_band(max(high - held, held - low))
-    if held and values.numel() <= _HOST_MOMENTS:
-        host_total, host_sq = _host_moments(values.tolist(), held, host_band)
-        return batch._replace(total=host_total, total_sq=host_sq, band=host_band, shift=held)
-    shifted = _shifted(values, held, host_band)
-    return batch._replace(total=shifted.sum(), total_sq=shifted.dot(shifted), band=host_band, shift=held)
+        new: Tensor | float = torch.where(torch.isfinite(shift), shift.to(values.dtype), own)
+        ends: tuple[Tensor | float, Tensor | float] = (batch.vmin, batch.vmax)
+    else:
+        new = shift.item()
+        if not math.isfinite(new) or new == batch.shift:
+            return batch
+        ends = (float(batch.vmin), float(batch.vmax))
+    total, total_sq, band = _sums_about(values, ends, new)
+    return batch._replace(total=total, total_sq=total_sq, band=band, shift=new)
 
 
 def _window_moments(rows: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -19,6 +19,7 @@ from torchmetrics import Metric
 
 from torchmetrics_ext.metrics._checkpoints import load_explained
 from torchmetrics_ext.utilities.checks import as_int
+from torchmetrics_ext.utilities.frames import running_locals
 from torchmetrics_ext.utilities.load_guard import guard_descendant_loads, loading_strictly
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.window_resume import (
@@ -578,12 +579,9 @@ def _load_metadata(state_dict: Mapping[str, Any]) -> MutableMapping[str, Any] | 
     ``strict``): a parent module's load hands this module a plain dict of its entries, without the
     checkpoint's ``_metadata``. Else the ``_metadata`` of ``state_dict``, else ``None``.
     """
-    code = nn.Module.load_state_dict.__code__
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_code is code:
-            found = frame.f_locals.get("metadata")
-            return found if isinstance(found, MutableMapping) else None
-        frame = frame.f_back
+    local = running_locals(nn.Module.load_state_dict.__code__, inspect.currentframe())
+    if local is not None:
+        found = local.get("metadata")
+        return found if isinstance(found, MutableMapping) else None
     found = getattr(state_dict, "_metadata", None)
     return found if isinstance(found, MutableMapping) else None

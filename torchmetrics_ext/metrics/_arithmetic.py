@@ -43,6 +43,7 @@ from torchmetrics.metric import CompositionalMetric
 from torchmetrics.utilities.plot import plot_single_or_multi_val
 
 from torchmetrics_ext.utilities.checks import check_state_dtype
+from torchmetrics_ext.utilities.frames import running_locals
 
 # operator method name -> how the user wrote it
 _BINARY = {
@@ -133,15 +134,11 @@ def _refuse_explicit_group(metric: Any, caller: Any) -> None:
 
     ``caller`` is the setter's caller; the collection's frame is found within the next few above it.
     """
-    for _ in range(5):  # the setter is reached through Metric's and nn.Module's __setattr__
-        if caller is None:
-            return
-        if caller.f_code is _COLLECTION_UPDATE:
-            break
-        caller = caller.f_back
-    else:
+    # the setter is reached through Metric's and nn.Module's __setattr__
+    local = running_locals(_COLLECTION_UPDATE, caller, depth=5)
+    if local is None:
         return
-    collection = caller.f_locals.get("self")
+    collection = local.get("self")
     named = getattr(collection, "_enable_compute_groups", None)
     if not isinstance(named, list):  # automatic groups (or none) never join a metric without states of its own
         return

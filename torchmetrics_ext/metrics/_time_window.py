@@ -22,6 +22,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from torchmetrics_ext.utilities.checks import as_real, check_state_dtype
+from torchmetrics_ext.utilities.frames import running_locals
 
 __all__ = ["TimeWindow", "adopt_other_settings", "check_window_seconds", "read_clock", "window_as_one_update"]
 
@@ -232,15 +233,12 @@ def _group_first_member(metric: Any, caller: Any) -> Any:
     ``caller`` is the ``_update_count`` setter's caller (``nn.Module.__setattr__`` under ``Metric``'s); the
     collection's frame is within the next few. ``None`` anywhere else (``__init__``, ``reset``, ...).
     """
-    for _ in range(6):  # the setter is reached through nn.Module's, Metric's and the package's __setattr__
-        if caller is None:
-            return None
-        if caller.f_code is _LINK_STATES:
-            local = caller.f_locals
-            first = local.get("m0")
-            return first if local.get("mi") is metric and type(first) is type(metric) else None
-        caller = caller.f_back
-    return None
+    # the setter is reached through nn.Module's, Metric's and the package's __setattr__
+    local = running_locals(_LINK_STATES, caller, depth=6)
+    if local is None:
+        return None
+    first = local.get("m0")
+    return first if local.get("mi") is metric and type(first) is type(metric) else None
 
 
 def window_as_one_update(examples: Any, seconds: float) -> list[tuple[float, float, Any]]:

@@ -44,6 +44,8 @@ from typing import Any
 
 from torch import nn
 
+from torchmetrics_ext.utilities.frames import running_locals
+
 __all__ = [
     "guard_descendant_loads",
     "loading_strictly",
@@ -282,10 +284,5 @@ def loading_strictly() -> bool:
         >>> seen, loading_strictly()
         ([False], False)
     """
-    code = nn.Module.load_state_dict.__code__
-    frame = inspect.currentframe()
-    while frame is not None:
-        if frame.f_code is code:
-            return bool(frame.f_locals.get("strict", False))
-        frame = frame.f_back
-    return False
+    local = running_locals(nn.Module.load_state_dict.__code__, inspect.currentframe())
+    return bool(local.get("strict", False)) if local is not None else False

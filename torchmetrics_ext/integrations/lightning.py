@@ -1019,19 +1019,7 @@ class RecMetricCallback(pl.Callback):
                 warnings.warn(f"RecMetricCallback: the checkpoint {why}; `{name}` starts afresh.", stacklevel=2)
                 self._restart(module)
             elif name not in per_rank[rank]:
-                if strict:
-                    raise RuntimeError(
-                        f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}` (saved while the "
-                        f"callback did not manage it, or added since; it holds {sorted(per_rank[rank])}). To resume "
-                        "without them, set `self.strict_loading = False` in the LightningModule."
-                    )
-                if world > 1:
-                    warnings.warn(
-                        f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}`: what Lightning "
-                        f"loaded into it is rank 0's alone; `{name}` starts afresh.",
-                        stacklevel=2,
-                    )
-                    self._restart(module)
+                self._without_saved_states(name, module, sorted(per_rank[rank]), strict, restart=world > 1)
             elif per_rank[rank][name] is not None:  # None: the model's state_dict, which Lightning loaded
                 # as Lightning loads the model: `strict_loading = False` lets a metric added since start afresh
                 module.load_state_dict(per_rank[rank][name], strict=strict)
@@ -1054,18 +1042,7 @@ class RecMetricCallback(pl.Callback):
             entries = list(per_rank)  # rank 0's entry may be None: the model's state_dict, as its module's None
             if any(entry is not None and name not in entry for entry in entries):
                 lacking = next(sorted(entry) for entry in entries if entry is not None and name not in entry)
-                if strict:
-                    raise RuntimeError(
-                        f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}` (saved while the "
-                        f"callback did not manage it, or added since; it holds {lacking}). To resume "
-                        "without them, set `self.strict_loading = False` in the LightningModule."
-                    )
-                warnings.warn(
-                    f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}`: what Lightning "
-                    f"loaded into it is rank 0's alone; `{name}` starts afresh.",
-                    stacklevel=3,
-                )
-                self._restart(module)
+                self._without_saved_states(name, module, lacking, strict, restart=True, stacklevel=4)
                 continue
             states = [None if entry is None else entry[name] for entry in entries]
             problem = None
@@ -1100,6 +1077,35 @@ class RecMetricCallback(pl.Callback):
                 f"(`{name}`{throughput}).",
                 stacklevel=3,
             )
+
+    def _without_saved_states(
+        self,
+        name: str,
+        module: RecMetricModule,
+        held: list[str],
+        strict: bool,
+        restart: bool,
+        stacklevel: int = 3,
+    ) -> None:
+        """A checkpoint whose per-rank entry lacks ``name`` (``held``: the names it holds).
+
+        ``strict_loading`` (``strict``) raises a ``RuntimeError``; otherwise, where what Lightning loaded
+        into the module is rank 0's alone (``restart``: several ranks saved or resume), it starts afresh,
+        with a warning.
+        """
+        if strict:
+            raise RuntimeError(
+                f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}` (saved while the "
+                f"callback did not manage it, or added since; it holds {held}). To resume "
+                "without them, set `self.strict_loading = False` in the LightningModule."
+            )
+        if restart:
+            warnings.warn(
+                f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}`: what Lightning "
+                f"loaded into it is rank 0's alone; `{name}` starts afresh.",
+                stacklevel=stacklevel,
+            )
+            self._restart(module)
 
     def _restart(self, module: RecMetricModule) -> None:
         """Start the training module afresh on load; its values last logged are then not put back (``on_train_start``).

@@ -6,6 +6,7 @@ import inspect
 import itertools
 import warnings
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,17 +172,22 @@ UNCHECKED_BAD_IDS = [
 ]
 
 
-@pytest.mark.parametrize(("segments", "match"), UNCHECKED_BAD_IDS, ids=["above", "negative", "one-task", "uint64"])
-def test_unvalidated_ids_outside_the_segments_are_refused_before_anything_is_added(segments, match):
-    """validate_args=False: an id outside [0, S) raised torch's bare RuntimeError from the scatter after
-    adding part of the batch to the first state; now a ValueError naming them, nothing added (CPU)."""
+def _unchecked_case(segments: Any) -> tuple[H.MetricCase, dict[str, Any]]:
+    """Segmented NE of 3 tasks with ``validate_args=False``, and a batch of those ``segments``."""
     case = H.MetricCase(
         id="ne-3task-w-unchecked",
         metric=lambda: tmx.Segmented(tmx.NormalizedEntropy(3, validate_args=False), SEGMENTS),
         data=partial(segmented_data, num_tasks=3, weights="task"),
         reference=per_segment(ref_ne),
     )
-    batch = {"preds": torch.full((3, 2), 0.3), "target": torch.ones(3, 2), "weights": None, "segments": segments}
+    return case, {"preds": torch.full((3, 2), 0.3), "target": torch.ones(3, 2), "weights": None, "segments": segments}
+
+
+@pytest.mark.parametrize(("segments", "match"), UNCHECKED_BAD_IDS, ids=["above", "negative", "one-task", "uint64"])
+def test_unvalidated_ids_outside_the_segments_are_refused_before_anything_is_added(segments, match):
+    """validate_args=False: an id outside [0, S) raised torch's bare RuntimeError from the scatter after
+    adding part of the batch to the first state; now a ValueError naming them, nothing added (CPU)."""
+    case, batch = _unchecked_case(segments)
     H.check_rejects(case, batch, ValueError, r"`segments` in \[0, 5\) \(num_segments=5\).*" + match)
 
 
@@ -203,13 +209,7 @@ def test_unvalidated_ids_that_are_no_integers_are_refused_as_validated_ones_are(
     one `validate_args=False` skips on the device; such ids were cast silently instead (2.7 went to segment 2,
     True to segment 1; a list raised AttributeError). The dtype is host metadata: refused in both modes, no
     value read, nothing added."""
-    case = H.MetricCase(
-        id="ne-3task-w-unchecked",
-        metric=lambda: tmx.Segmented(tmx.NormalizedEntropy(3, validate_args=False), SEGMENTS),
-        data=partial(segmented_data, num_tasks=3, weights="task"),
-        reference=per_segment(ref_ne),
-    )
-    batch = {"preds": torch.full((3, 2), 0.3), "target": torch.ones(3, 2), "weights": None, "segments": segments}
+    case, batch = _unchecked_case(segments)
     with force_device_path(device_path):
         H.check_rejects(case, batch, exc, match)
 

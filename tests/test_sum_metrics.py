@@ -437,31 +437,37 @@ def test_r2_of_labels_with_a_large_offset_matches_sklearn():
 
 
 def test_r2_offset_below_the_precision_of_the_sums_says_so_not_constant_labels():
-    """Labels 1e7 + N(0, 1) are not constant: the nan says the spread is below the rounding of the sums.
+    """Labels 1e7 + N(0, 1) are not constant: the class's nan says the spread is below the rounding of its sums.
 
-    Subtracting the offset (the documented workaround) gives scikit-learn's value.
+    Subtracting the offset (the documented workaround) gives scikit-learn's value. The functions take their one
+    batch's label sums about the baseline (two passes) and give scikit-learn's value without it.
     """
     rng = np.random.default_rng(0)
     y = 1e7 + rng.normal(0, 1, 10000)
     p = y + rng.normal(0, 0.5, 10000)
-    for compute in (
+    offset = 1e7
+    compute = lambda p, y: tmx.WeightedR2()(torch.from_numpy(p), torch.from_numpy(y))  # noqa: E731
+    with pytest.warns(UndefinedMetricWarning, match=r"spread below ~1e-6 of their common offset") as record:
+        assert torch.isnan(compute(p, y))
+    assert not any("are constant" in str(w.message) for w in record)
+    assert compute(p - offset, y - offset).item() == pytest.approx(skm.r2_score(y, p), rel=1e-9)
+    for function in (
         lambda p, y: tmf.weighted_r2(torch.from_numpy(p), torch.from_numpy(y)),
-        lambda p, y: tmx.WeightedR2()(torch.from_numpy(p), torch.from_numpy(y)),
         lambda p, y: 1 - tmf.weighted_nmse(torch.from_numpy(p), torch.from_numpy(y), baseline="mean"),
     ):
-        with pytest.warns(UndefinedMetricWarning, match=r"spread below ~1e-6 of their common offset") as record:
-            assert torch.isnan(compute(p, y))
-        assert not any("are constant" in str(w.message) for w in record)
-        offset = 1e7
-        assert compute(p - offset, y - offset).item() == pytest.approx(skm.r2_score(y, p), rel=1e-9)
-    # TorchRec's baseline 1 with labels within 1e-6 of 1
+        for shift in (0.0, offset):
+            assert function(p - shift, y - shift).item() == pytest.approx(skm.r2_score(y, p), rel=1e-9)
+    # TorchRec's baseline 1 with labels within 1e-6 of 1: the class's sums cancel, the function's do not
     y = 1 + rng.normal(0, 1e-6, 1000)
     p = y + rng.normal(0, 1e-6, 1000)
+    metric = tmx.WeightedNMSE()
+    metric.update(torch.from_numpy(p), torch.from_numpy(y))
     with pytest.warns(UndefinedMetricWarning, match=r"distance to the baseline 1 is zero or below the rounding"):
-        assert torch.isnan(tmf.weighted_nmse(torch.from_numpy(p), torch.from_numpy(y)))
+        assert torch.isnan(metric.compute())
     mse = lambda p, y: tmf.weighted_mse(torch.from_numpy(p), torch.from_numpy(y))  # noqa: E731
     expected = ((p - y) ** 2).sum() / ((y - 1) ** 2).sum()
     assert (mse(p, y) / mse(np.ones_like(y), y)).item() == pytest.approx(expected, rel=1e-9)
+    assert tmf.weighted_nmse(torch.from_numpy(p), torch.from_numpy(y)).item() == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("offset", [1e2, 1e4])
@@ -482,7 +488,8 @@ def test_nmse_baseline_one_with_labels_near_1_is_within_its_documented_limit(dis
     """Labels 1 ± ``distance`` (uniform, weighted, 5 batches): TorchRec sums its baseline error
     ``const_pred_error_sum = sum w·(y - 1)²`` per sample, which keeps every digit; ours comes from the shared label
     sums, ``sum w·y² - 2·sum w·y + sum w``, which cancel (documented, not fixed: a sixth state would cost every
-    update of the MSE family a weighted square and change its states). Against exact fractions: relative error
+    update of the MSE family a weighted square and change its states; the functions, one batch, sum it per sample
+    and keep every digit). Against exact fractions: the class's relative error
     within 1e-15·(label size / distance)² while the distance is above ~1e-6 of the labels' size (the formula of
     the Note, a factor 10 for the sums' rounding over batches), ``nan`` with the warning naming the cause below
     it; the documented workaround (MSE over the MSE of a prediction of all ones) within 1e-14 at every distance."""
@@ -504,13 +511,14 @@ def test_nmse_baseline_one_with_labels_near_1_is_within_its_documented_limit(dis
         for chunk in np.array_split(np.arange(n), 5):
             metric.update(*(t[torch.from_numpy(chunk)] for t in tensors))
         expected = math.sqrt(want) if root else want
-        for value in (metric.compute, lambda fn=fn: fn(*tensors)):
-            if rms_distance > 2e-6:
-                rel = 1e-15 * (1 / rms_distance) ** 2 * (0.5 if root else 1)
-                assert value().item() == pytest.approx(expected, rel=rel), (root, distance)
-            else:
-                with pytest.warns(UndefinedMetricWarning, match=r"distance to the baseline 1 is zero or below"):
-                    assert math.isnan(value().item())
+        if rms_distance > 2e-6:
+            rel = 1e-15 * (1 / rms_distance) ** 2 * (0.5 if root else 1)
+            assert metric.compute().item() == pytest.approx(expected, rel=rel), (root, distance)
+        else:
+            with pytest.warns(UndefinedMetricWarning, match=r"distance to the baseline 1 is zero or below"):
+                assert math.isnan(metric.compute().item())
+        # the function sums its one batch's baseline error per sample: every digit, at every distance
+        assert fn(*tensors).item() == pytest.approx(expected, rel=1e-14), (root, distance)
     ones = torch.ones(n, dtype=torch.float64)
     workaround = tmf.weighted_mse(*tensors) / tmf.weighted_mse(ones, tensors[1], tensors[2])
     assert workaround.item() == pytest.approx(want, rel=1e-14)

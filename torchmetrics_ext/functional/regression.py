@@ -3,8 +3,10 @@ r"""R² and normalised (R)MSE as pure tensor functions, over the same statistics
 The five per-task float64 sums of :func:`~torchmetrics_ext.functional.pointwise._error_update`
 (:math:`\sum w (p-y)^2`, :math:`\sum w |p-y|`, :math:`\sum w`, :math:`\sum w y`,
 :math:`\sum w y^2`) give every value here, so the classes share one compute group with
-``WeightedMSE``/``WeightedRMSE``/``WeightedMAE``. A baseline's squared error comes from the label
-moments: :math:`\sum w (y - c)^2 = \sum w y^2 - 2c \sum w y + c^2 \sum w`.
+``WeightedMSE``/``WeightedRMSE``/``WeightedMAE``. A class's baseline squared error comes from the
+label moments: :math:`\sum w (y - c)^2 = \sum w y^2 - 2c \sum w y + c^2 \sum w`; the functions,
+which see one batch, take the label moments about the baseline itself (two passes), which keep
+their digits for labels with a large common offset.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional._sums import batch_sums
 from torchmetrics_ext.functional.counters import _apply
 from torchmetrics_ext.functional.pointwise import Stats, _error_update
 from torchmetrics_ext.utilities.checks import check_choice, check_flag
@@ -48,20 +51,32 @@ _NO_SPREAD = {
 }
 
 
-def _label_sse(total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline) -> Tensor:
+def _label_sse(
+    total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline, shift: Tensor | None = None
+) -> Tensor:
     """Weighted squared error of a constant prediction: 1 (TorchRec's baseline) or the weighted label mean.
 
-    From the running sums in one pass (``sum w y^2 - 2 c sum w y + c^2 sum w``), so a result within
-    rounding of the sums (labels all equal to the baseline) is zero, never a tiny positive value
-    that would turn R^2 or NMSE into ~1e17. The sums are float64 and merge by addition (batches,
-    ranks, windows), so their rounding is about 1e-16 of ``sum w y^2``: the result's relative
-    error is about 1e-16 times (RMS label size / RMS distance to the baseline)^2, and it is zero
-    once that ratio passes ~1e6 (labels with a large common offset: subtract it first).
+    ``label_sum`` and ``label_sq_sum`` are the sums of :math:`w (y - s)` and :math:`w (y - s)^2`
+    about ``shift`` :math:`s` (per task; ``None``: about 0, the classes' running sums), and the
+    error about the baseline :math:`c` is ``sum w (y-s)^2 - 2 (c-s) sum w (y-s) + (c-s)^2 sum w``,
+    so a result within rounding of the sums (labels all equal to the baseline) is zero, never a
+    tiny positive value that would turn R^2 or NMSE into ~1e17. Sums about 0 are float64 and
+    merge by addition (batches, ranks, windows), so their rounding is about 1e-16 of
+    ``sum w y^2``: the result's relative error is about 1e-16 times (RMS label size / RMS
+    distance to the baseline)^2, and it is zero once that ratio passes ~1e6 (labels with a large
+    common offset: subtract it first). Sums about a shift within the labels' spread of the
+    baseline (the functions' one batch: the label mean, or 1) keep every digit.
     """
     if baseline == "one":
-        sse = label_sq_sum - 2 * label_sum + total
-        scale = label_sq_sum + 2 * label_sum.abs() + total
+        if shift is None:
+            sse = label_sq_sum - 2 * label_sum + total
+            scale = label_sq_sum + 2 * label_sum.abs() + total
+        else:
+            gap = 1 - shift  # the baseline 1 about the shift
+            sse = label_sq_sum - 2 * gap * label_sum + gap * gap * total
+            scale = label_sq_sum + 2 * (gap * label_sum).abs() + gap * gap * total
     else:
+        # the mean about the shift is label_sum / total: the same formula whatever the shift
         mean = label_sum / torch.where(total > 0, total, 1.0)
         sse = label_sq_sum - mean * label_sum
         scale = label_sq_sum
@@ -69,15 +84,23 @@ def _label_sse(total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline:
 
 
 def _over_baseline(
-    sse: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline, name: str
+    sse: Tensor,
+    total: Tensor,
+    label_sum: Tensor,
+    label_sq_sum: Tensor,
+    baseline: Baseline,
+    name: str,
+    shift: Tensor | None = None,
 ) -> Tensor:
     """``sse`` over the baseline's squared error; ``nan`` with a warning naming the reason where that is zero.
+
+    The label sums are about ``shift`` (``None``: about 0), see :func:`_label_sse`.
 
     A sum that overflowed float64 (``inf``: weights or labels near float64's range) is ``nan`` too,
     without a warning, as in :func:`~torchmetrics_ext.utilities.warnings.safe_divide`: the label
     mean ``x / inf`` read 0 there (R² 0.5 for equal weights of 1e308 where it is 0).
     """
-    base = _label_sse(total, label_sum, label_sq_sum, baseline)
+    base = _label_sse(total, label_sum, label_sq_sum, baseline, shift)
     overflowed = ~torch.stack([sse, total, label_sum, label_sq_sum, base]).isfinite().all(0)
     undefined = (base == 0) & ~overflowed
     warn_undefined(undefined & (total == 0), name, NO_SAMPLES)
@@ -86,22 +109,53 @@ def _over_baseline(
     return torch.where(unknown, torch.nan, sse / torch.where(unknown, 1.0, base))
 
 
-def _r2_compute(sse: Tensor, sae: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor) -> Tensor:
-    return 1 - _over_baseline(sse, total, label_sum, label_sq_sum, "mean", "WeightedR2")
+def _r2_compute(
+    sse: Tensor, sae: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, shift: Tensor | None = None
+) -> Tensor:
+    return 1 - _over_baseline(sse, total, label_sum, label_sq_sum, "mean", "WeightedR2", shift)
 
 
 def _nmse_compute(
-    sse: Tensor, sae: Tensor, total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline, root: bool
+    sse: Tensor,
+    sae: Tensor,
+    total: Tensor,
+    label_sum: Tensor,
+    label_sq_sum: Tensor,
+    baseline: Baseline,
+    root: bool,
+    shift: Tensor | None = None,
 ) -> Tensor:
     name = "WeightedNRMSE" if root else "WeightedNMSE"
-    ratio = _over_baseline(sse, total, label_sum, label_sq_sum, baseline, name)
+    ratio = _over_baseline(sse, total, label_sum, label_sq_sum, baseline, name, shift)
     return ratio.sqrt() if root else ratio
 
 
-def _errors(from_logits: bool) -> Callable[[Tensor, Tensor | None, Tensor | None], Stats]:
-    """The error kernel reading ``preds`` as values, or as logits (``from_logits``; the flag checked)."""
+def _centred_errors(from_logits: bool, baseline: Baseline) -> Callable[[Tensor, Tensor | None, Tensor | None], Stats]:
+    r"""The error kernel (``preds`` as values or logits; the flag checked) with the label sums of one batch centred.
+
+    Returns the kernel's sums with :math:`\sum w (y - s)` and :math:`\sum w (y - s)^2` in place of the
+    label sums, and the shift :math:`s` last: the baseline itself (1, or the batch's weighted label
+    mean), so the baseline's squared error is summed per sample, two passes as scikit-learn's, and
+    keeps its digits for labels with a large common offset (``1e9 + N(0, 1)``), which the sums
+    about 0 lose (see :func:`_label_sse`). For the functions only: a class's running sums merge by
+    addition, which needs one shift for every batch and rank.
+    """
     from_logits = check_flag("from_logits", from_logits)
-    return lambda p, t, w: _error_update(p, t, w, from_logits)  # type: ignore[arg-type]
+
+    def stats(preds: Tensor, target: Tensor | None, weights: Tensor | None) -> Stats:
+        assert target is not None  # the regression functions require it
+        sse, sae, total, label_sum, _ = _error_update(preds, target, weights, from_logits)
+        if baseline == "one":
+            shift = torch.ones_like(total)
+        else:
+            shift = label_sum / torch.where(total > 0, total, 1.0)
+        centred = target - shift.unsqueeze(-1)
+        # the batch's own sums (its square weighted first: a zero-weight row adds 0 where its square overflows)
+        sums = batch_sums(preds, target, weights)
+        centred_sum = sums.weighted(("centred_target", baseline), centred)
+        return sse, sae, total, centred_sum, sums.product(("centred_target_squared", baseline), centred, centred), shift
+
+    return stats
 
 
 def _normalised(
@@ -115,8 +169,8 @@ def _normalised(
 ) -> Tensor:
     baseline = _check_baseline(baseline)
     return _apply(
-        _errors(from_logits),
-        lambda sse, sae, total, ls, lsq: _nmse_compute(sse, sae, total, ls, lsq, baseline, root),
+        _centred_errors(from_logits, baseline),
+        lambda sse, sae, total, ls, lsq, shift: _nmse_compute(sse, sae, total, ls, lsq, baseline, root, shift),
         preds,
         target,
         weights,
@@ -150,15 +204,11 @@ def weighted_r2(
         constant (TorchRec and scikit-learn return 1.0 there).
 
     Note:
-        Precision: the label variance comes from float64 sums of :math:`w y` and :math:`w y^2`
-        (so that batches, ranks and windows merge by addition), which cancel for labels with a
-        large common offset. The relative error is about
-        :math:`10^{-16}\,(\text{offset}/\text{spread})^2` per update (1e-8 at an offset 1e4 times
-        the spread); the sums collect the rounding of every update, so over many small updates it
-        grows (by ~100x over 5,000 two-sample updates, measured), and the value is ``nan`` with a
-        warning saying so only once the spread is below ~1e-6 of the offset (scikit-learn, two
-        pass, has no such limit). Subtract the offset (e.g. a
-        label mean known in advance) from ``preds`` and ``target`` first: R² does not change.
+        Precision: the label variance of the one batch is summed about the weighted label mean
+        (two passes, as scikit-learn's), so labels with a large common offset (``1e9 + N(0, 1)``)
+        keep their digits. :class:`~torchmetrics_ext.WeightedR2` accumulates float64 sums of
+        :math:`w y` and :math:`w y^2` instead (they merge by addition across batches, ranks and
+        windows), which cancel there: see its Note.
 
     Examples:
         >>> import torch
@@ -166,7 +216,8 @@ def weighted_r2(
         >>> weighted_r2(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 4.0]))
         tensor(0.7857, dtype=torch.float64)
     """
-    return _apply(_errors(from_logits), _r2_compute, preds, target, weights, validate_args=validate_args)
+    centred = _centred_errors(from_logits, "mean")
+    return _apply(centred, _r2_compute, preds, target, weights, validate_args=validate_args)
 
 
 def weighted_nmse(
@@ -198,14 +249,11 @@ def weighted_nmse(
         A scalar or ``(T,)``; ``nan`` when the baseline's error is zero (TorchRec: 0).
 
     Note:
-        The baseline's error comes from float64 label sums, as in :func:`weighted_r2`: its
-        relative error is about
-        :math:`10^{-16}\,(\text{label size}/\text{distance to the baseline})^2`, and it counts
-        as zero (``nan``) below ~1e-6 of the label size. For ``baseline="mean"`` subtract a large
-        common label offset from ``preds`` and ``target`` first (NMSE does not change); for the
-        constant-1 baseline with labels very close to 1 (1 ± 1e-5: ~1e-5 relative; 1 ± 1e-6 or
-        closer: ``nan``), where TorchRec's per-sample :math:`\sum w (1 - y)^2` keeps every digit, divide
-        :func:`~torchmetrics_ext.functional.weighted_mse` by ``weighted_mse(ones, target)``.
+        The baseline's error of the one batch is summed per sample about the baseline (1, or the
+        weighted label mean: two passes), so labels with a large common offset, or labels very
+        close to the baseline 1 (``1 ± 1e-7``), keep their digits. The classes
+        (:class:`~torchmetrics_ext.WeightedNMSE`) derive it from float64 label sums that merge by
+        addition, which cancel there: see their Note.
 
     Examples:
         >>> import torch

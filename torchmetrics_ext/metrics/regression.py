@@ -38,7 +38,8 @@ class WeightedR2(_ErrorMetric):
         (sum-reducible across batches, ranks and windows), which cancel for labels with a large
         common offset: relative error about :math:`10^{-16}\,(\text{offset}/\text{spread})^2`,
         and ``nan`` (with a warning saying so) once the spread is below ~1e-6 of the offset.
-        Subtract the offset from ``preds`` and ``target`` first; R² does not change.
+        Subtract the offset from ``preds`` and ``target`` first; R² does not change. The function
+        :func:`~torchmetrics_ext.functional.weighted_r2` (one batch, two passes) has no such limit.
 
     Examples:
         >>> import torch
@@ -85,7 +86,8 @@ class WeightedNMSE(_ErrorMetric):
         for such labels divide a :class:`~torchmetrics_ext.WeightedMSE` by one fed predictions of
         all ones. A sixth state doing the same would cost every update of the family. With
         ``baseline="mean"`` subtract a large common label offset from ``preds`` and ``target``
-        first (NMSE does not change).
+        first (NMSE does not change). The functions (:func:`~torchmetrics_ext.functional.weighted_nmse`,
+        one batch) sum the baseline's error about the baseline and have neither limit.
 
     Examples:
         >>> import torch

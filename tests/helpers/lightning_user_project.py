@@ -7,7 +7,7 @@ trained with one training ``RecMetricModule`` built by ``from_config`` (NE, AUC,
 grouped AUC by user on click and like, MSE on watch through ``metric_tasks``, a window) and validated
 over per-user candidate lists (NE, AUC, grouped AUC, NDCG@5, recall@3, MRR) through
 ``RecMetricCallback``; then ``trainer.test`` runs on a set that Lightning's padding
-``DistributedSampler`` must repeat a sample of. Each rank dumps what it fed the metrics, the rows its
+``DistributedSampler`` must repeat a sample of (first under ``limit_test_batches=1``, then whole). Each rank dumps what it fed the metrics, the rows its
 logger got (with how many training and evaluation batches it had seen) and its warnings.
 """
 
@@ -97,6 +97,13 @@ class Project(L.LightningModule):
         self.test_metrics = self.val_metrics.clone(prefix="test/")
         self.dump = dump
         self.seen: dict[str, list] = {"train": [], "val": [], "test": [], "logged": [], "warnings": []}
+        self.test_runs = 0
+
+    def on_test_epoch_start(self) -> None:
+        self.test_runs += 1
+
+    def on_test_epoch_end(self) -> None:  # the warnings given up to each test run's end
+        self.seen.setdefault("warnings_by_test_run", []).append(len(self.caught))
 
     def _out(self, batch, stage: str) -> dict[str, torch.Tensor]:
         x, users, click, like, watch, w_click, w_like, w_watch = batch
@@ -113,7 +120,8 @@ class Project(L.LightningModule):
             "w_watch": w_watch,
             "user": users,
         }
-        self.seen[stage].append((self.current_epoch, {k: v.detach().clone() for k, v in columns.items()}))
+        run = self.current_epoch if stage != "test" else self.test_runs  # each trainer.test call apart
+        self.seen[stage].append((run, {k: v.detach().clone() for k, v in columns.items()}))
         return columns
 
     def training_step(self, batch, batch_idx):
@@ -191,8 +199,13 @@ def main() -> None:
         DataLoader(train_set(), batch_size=BATCH, shuffle=True, generator=torch.Generator().manual_seed(4)),
         DataLoader(val_set, batch_size=50, sampler=UnpaddedDistributedSampler(val_set, shuffle=False)),
     )
-    # left to Lightning's padding DistributedSampler: an odd number of rows, one of them counted twice
-    trainer.test(model, DataLoader(candidate_set(5, drop_last_row=True), batch_size=50))
+    # left to Lightning's padding DistributedSampler: an odd number of rows, one of them counted twice; first
+    # under limit_test_batches=1, which stops before the repeated row (no warning), then whole
+    test_loader = DataLoader(candidate_set(5, drop_last_row=True), batch_size=50)
+    trainer.limit_test_batches = 1
+    trainer.test(model, test_loader)
+    trainer.limit_test_batches = 1.0
+    trainer.test(model, test_loader)
     model.save()
 
 

@@ -773,7 +773,12 @@ class RecMetricCallback(pl.Callback):
         if trainer.world_size < 2 or not trainer.is_global_zero:
             return
         stage = "test" if trainer.testing else "validation"
-        for i, size, total in _padded_samplers(_stage_dataloaders(trainer)):
+        loaders = _stage_dataloaders(trainer)
+        counts = list(trainer.num_test_batches if trainer.testing else trainer.num_val_batches)
+        for i, size, total in _padded_samplers(loaders):
+            batches = sized_len(loaders[i]) if loaders is not None else None
+            if i < len(counts) and batches is not None and counts[i] < batches:
+                continue  # `limit_*_batches` stops before the last batches, where the repeated samples are
             if (stage, i) in self._padding_warned:
                 continue
             self._padding_warned.add((stage, i))

@@ -40,6 +40,7 @@ from torchmetrics_ext._module_config import (
     _torchrec_names,
 )
 from torchmetrics_ext._module_loading import CheckpointLoading
+from torchmetrics_ext._module_logits import warn_value_heads_read_as_logits
 from torchmetrics_ext._module_segments import check_segment_ids, per_segment, segment_counts, segment_ids
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics._checkpoints import (
@@ -583,6 +584,9 @@ class RecMetricModule(CheckpointLoading):
                     for n, m in stacked.items()
                 )
             )
+        if from_logits:  # a regression head among them is read as logits too: say so (see `_module_logits`)
+            firsts_by_name = {**stacked, **{n: ms[0] for n, ms in per_task.items()}}
+            warn_value_heads_read_as_logits(self.tasks, firsts_by_name, all_domains, self._subsets)
 
         # explicit compute groups: only metrics that provably share statistics
         leaders: dict[Any, str] = {}

@@ -34,6 +34,7 @@ from typing import Any, cast
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from torch.utils.data import DistributedSampler
 
 try:
     import lightning.pytorch as pl
@@ -103,6 +104,29 @@ def _stage_dataloaders(trainer: pl.Trainer) -> list[Any] | None:
         loop = trainer.fit_loop.epoch_loop.val_loop
     combined = getattr(loop, "_combined_loader", None)
     return None if combined is None else list(combined.flattened)
+
+
+def _padded_samplers(loaders: list[Any] | None) -> list[tuple[int, int, int]]:
+    """``(dataloader, samples, padded to)`` of each dataloader whose ``DistributedSampler`` repeats samples.
+
+    PyTorch's ``DistributedSampler`` (the one Lightning gives an evaluation dataloader under DDP, or wraps a
+    sampler of the user's in) pads its last round with samples from the start of the order so that every
+    rank takes as many: with ``drop_last=False`` and a dataset whose length is not a multiple of the number of
+    ranks, ``total_size - len(dataset)`` samples are counted twice by a metric synced over the ranks.
+    ``UnpaddedDistributedSampler`` gives each sample once and is never reported.
+    """
+    found = []
+    for i, loader in enumerate(loaders or []):
+        sampler = getattr(loader, "sampler", None)
+        if not isinstance(sampler, DistributedSampler):
+            sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+        if not isinstance(sampler, DistributedSampler) or isinstance(sampler, UnpaddedDistributedSampler):
+            continue
+        size = sized_len(sampler.dataset)
+        total = getattr(sampler, "total_size", None)
+        if not sampler.drop_last and size is not None and isinstance(total, int) and total > size:
+            found.append((i, size, total))
+    return found
 
 
 def _known_counts(counts: list[float], loaders: list[Any] | None) -> list[float]:
@@ -331,6 +355,9 @@ class RecMetricCallback(pl.Callback):
             (``clone()`` without ``prefix``, or none on either) and a metric and a task in common: they
             log the same keys, and Lightning's ``trainer.callback_metrics`` keeps the last value logged
             per key, so a monitor of such a key would read validation values for training ones.
+        UserWarning: on rank 0 under DDP, at the first validation or test epoch of a dataloader whose sampler is a
+            padding ``DistributedSampler`` (Lightning's default) over a set the ranks do not divide: the synced
+            values would count the repeated samples twice. Use ``UnpaddedDistributedSampler``.
         UserWarning: at the end of a validation or test epoch in which every step on the rank returned ``None``
             (a ``validation_step`` without its ``return``): the module saw no sample, and its values are ``nan``.
         TypeError: a step whose output is neither ``None`` nor a dict with the module's columns,
@@ -361,6 +388,7 @@ class RecMetricCallback(pl.Callback):
         self._train_restarted = False
         self._eval = _EvalEpoch()  # the validation or test epoch under way
         self._accumulation_warned: set[tuple[int, int]] = set()  # (interval, factor) pairs warned of in this fit
+        self._padding_warned: set[tuple[str, int]] = set()  # (stage, dataloader) whose padded sampler was warned of
         self._barebones = False  # the trainer of the run forbids logging: update, never compute (see `setup`)
 
     def _test_name(self, pl_module: pl.LightningModule) -> str | None:
@@ -721,6 +749,7 @@ class RecMetricCallback(pl.Callback):
         module.reset()
         if trainer.sanity_checking:
             return
+        self._check_padding(trainer, pl_module, name)
         counts = list(trainer.num_test_batches if trainer.testing else trainer.num_val_batches)
         modules = {0: module}
         if len(counts) > 1:
@@ -734,6 +763,35 @@ class RecMetricCallback(pl.Callback):
             self._eval = _EvalEpoch(modules, counts)
         self._eval.owner = f"`{type(pl_module).__name__}.{name}`"
         self._eval.stage = "test" if trainer.testing else "validation"
+
+    def _check_padding(self, trainer: pl.Trainer, pl_module: pl.LightningModule, name: str | None) -> None:
+        """Warn (rank 0, once per stage and dataloader) of an evaluation dataloader whose sampler repeats samples.
+
+        Under DDP Lightning gives an evaluation dataloader PyTorch's ``DistributedSampler``, which pads
+        the last round with repeated samples: the synced values would count them twice, without a word.
+        """
+        if trainer.world_size < 2 or not trainer.is_global_zero:
+            return
+        stage = "test" if trainer.testing else "validation"
+        loaders = _stage_dataloaders(trainer)
+        counts = list(trainer.num_test_batches if trainer.testing else trainer.num_val_batches)
+        for i, size, total in _padded_samplers(loaders):
+            batches = sized_len(loaders[i]) if loaders is not None else None
+            if i < len(counts) and batches is not None and counts[i] < batches:
+                continue  # `limit_*_batches` stops before the last batches, where the repeated samples are
+            if (stage, i) in self._padding_warned:
+                continue
+            self._padding_warned.add((stage, i))
+            repeated = total - size
+            warnings.warn(
+                f"RecMetricCallback: {stage} dataloader {i} has a DistributedSampler that pads its {size} samples to "
+                f"{total} over {trainer.world_size} ranks, so `{type(pl_module).__name__}.{name}` counts {repeated} "
+                f"sample(s) twice and its values are not those of the {stage} set. Give the dataloader "
+                f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
+                f"sample to exactly one rank.",
+                UserWarning,
+                stacklevel=2,
+            )
 
     def _eval_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch_idx: int, dataloader_idx: int

@@ -775,7 +775,8 @@ def auc(
             over [0, 1] instead, TorchRec's lifetime AUPRC binning (binned mode only).
         from_logits: ``preds`` are logits (the exact value does not depend on it).
         validate_args: check inputs before computing. Unchecked binned scores above the bins' range
-            count in the last bin, those below it and NaN in the first (see :class:`~torchmetrics_ext.AUC`).
+            count in the last bin, those below it in the first, and NaN in the last (see
+            :class:`~torchmetrics_ext.AUC`).
 
     Returns:
         A float64 scalar for 1-D input, ``(T,)`` otherwise; ``nan`` (with an

@@ -48,6 +48,10 @@ def with_sections(sections: str, *, before: str) -> Callable[[T], T]:
         <BLANKLINE>
             Returns:
                 ``2 * x``.
+        >>> with_sections("Raises:\n    TypeError: not a number.", before="Note")(double)
+        Traceback (most recent call last):
+        ...
+        ValueError: Expected the docstring of double to hold a `Note:` section, got none.
     """
     block = sections.strip("\n")
 
@@ -57,7 +61,8 @@ def with_sections(sections: str, *, before: str) -> Callable[[T], T]:
             return obj
         header = re.search(rf"^([ \t]*){re.escape(before)}:$", doc, re.MULTILINE)
         if header is None:
-            raise ValueError(f"Expected the docstring of {obj!r} to hold a `{before}:` section.")
+            name = getattr(obj, "__qualname__", repr(obj))
+            raise ValueError(f"Expected the docstring of {name} to hold a `{before}:` section, got none.")
         start = header.start()
         obj.__doc__ = doc[:start] + textwrap.indent(block, header.group(1)) + "\n\n" + doc[start:]
         return obj

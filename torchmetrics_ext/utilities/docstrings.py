@@ -15,6 +15,8 @@ import textwrap
 from collections.abc import Callable
 from typing import TypeVar
 
+__all__ = ["with_sections"]
+
 T = TypeVar("T")
 
 

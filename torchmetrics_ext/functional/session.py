@@ -33,6 +33,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.utilities.checks import TargetDomain, check_choice, check_flag, check_tensor, format_pointwise
+from torchmetrics_ext.utilities.docstrings import with_sections
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["session_precision_at_k", "session_recall_at_k"]
@@ -185,6 +186,21 @@ def _session_states(
     return _session_update(p, t, _format_sessions(sessions, p, validate_args), w, k, rank_labels)  # type: ignore[arg-type]
 
 
+# The arguments of both session metrics, which take the same ones (see utilities/docstrings.py)
+_SESSION_ARGS = """
+Args:
+    preds: ``(N,)`` or ``(T, N)`` scores (any finite values; only their order counts).
+    target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
+    sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
+    weights: optional non-negative sample weights; a zero-weight row takes no top-``k`` place.
+    k: the number of top-ranked items of a session predicted positive, below ``2**63``.
+    average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).
+    rank_labels: the top-``k`` labels of each session are the positives.
+    validate_args: check inputs before computing.
+"""
+
+
+@with_sections(_SESSION_ARGS, before="Returns")
 def session_precision_at_k(
     preds: Tensor,
     target: Tensor,
@@ -197,16 +213,6 @@ def session_precision_at_k(
     validate_args: bool = True,
 ) -> Tensor:
     r"""Precision of the top-``k`` items of each session taken as positive.
-
-    Args:
-        preds: ``(N,)`` or ``(T, N)`` scores (any finite values; only their order counts).
-        target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
-        sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
-        weights: optional non-negative sample weights; a zero-weight row takes no top-``k`` place.
-        k: the number of top-ranked items of a session predicted positive, below ``2**63``.
-        average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).
-        rank_labels: the top-``k`` labels of each session are the positives.
-        validate_args: check inputs before computing.
 
     Returns:
         A scalar or ``(T,)``; ``nan`` with an ``UndefinedMetricWarning`` when no session has a
@@ -227,6 +233,7 @@ def session_precision_at_k(
     return _finish(_session_precision_compute(states, average), preds.ndim == 1)
 
 
+@with_sections(_SESSION_ARGS, before="Returns")
 def session_recall_at_k(
     preds: Tensor,
     target: Tensor,
@@ -239,16 +246,6 @@ def session_recall_at_k(
     validate_args: bool = True,
 ) -> Tensor:
     r"""Recall of the top-``k`` items of each session taken as positive.
-
-    Args:
-        preds: ``(N,)`` or ``(T, N)`` scores (any finite values; only their order counts).
-        target: labels in [0, 1] (any finite values with ``rank_labels``), same shape.
-        sessions: integer session ids on ``preds``' device, ``(N,)`` (shared by all tasks) or ``(T, N)``.
-        weights: optional non-negative sample weights; a zero-weight row takes no top-``k`` place.
-        k: the number of top-ranked items of a session predicted positive, below ``2**63``.
-        average: ``"session"`` (mean over sessions) or ``"micro"`` (TorchRec's pooled counts).
-        rank_labels: the top-``k`` labels of each session are the positives.
-        validate_args: check inputs before computing.
 
     Returns:
         A scalar or ``(T,)``; ``nan`` with an ``UndefinedMetricWarning`` when no session has a

@@ -687,11 +687,8 @@ def _format_curve_inputs(
     preds: Tensor,
     target: Tensor,
     weights: Tensor | None,
-    num_bins: int | None,
-    logit_range: tuple[float, float],
     from_logits: bool,
     validate_args: bool,
-    bin_space: str,
     dtype: torch.dtype,
     float32_weights: bool,
 ) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -732,9 +729,7 @@ def _curve_stats(
     num_bins, logit_range, bin_space = _check_bins(num_bins, logit_range, bin_space)
     dtype = torch.float32 if num_bins is None else torch.float64
     exact = num_bins is None  # exact mode keeps float32 weights
-    p, t, w = _format_curve_inputs(
-        preds, target, weights, num_bins, logit_range, from_logits, validate_args, bin_space, dtype, exact
-    )
+    p, t, w = _format_curve_inputs(preds, target, weights, from_logits, validate_args, dtype, exact)
     if num_bins is None:
         return _exact_curve_stats([p.T], [_signed_weights(t, w).T], p.shape[0])
     hist = _binned_update(p, t, w, num_bins, logit_range, from_logits, bin_space=bin_space, validated=validate_args)
@@ -775,7 +770,8 @@ def auc(
             over [0, 1] instead, TorchRec's lifetime AUPRC binning (binned mode only).
         from_logits: ``preds`` are logits (the exact value does not depend on it).
         validate_args: check inputs before computing. Unchecked binned scores above the bins' range
-            count in the last bin, those below it and NaN in the first (see :class:`~torchmetrics_ext.AUC`).
+            count in the last bin, those below it in the first, and NaN in the last (see
+            :class:`~torchmetrics_ext.AUC`).
 
     Returns:
         A float64 scalar for 1-D input, ``(T,)`` otherwise; ``nan`` (with an

@@ -166,8 +166,7 @@ def _curve_points(
 ) -> Points:
     num_bins, logit_range, bin_space = _check_bins(num_bins, logit_range, bin_space)
     # float64 weights in both modes: no float32 range to check (exact AUC's states keep float32)
-    args = (num_bins, logit_range, from_logits, validate_args, bin_space, torch.float64, False)
-    p, t, w = _format_curve_inputs(preds, target, weights, *args)
+    p, t, w = _format_curve_inputs(preds, target, weights, from_logits, validate_args, torch.float64, False)
     if num_bins is None:  # float64 weights here (the metric's states keep float32)
         # float64 scores stay float64, so that each threshold is a score as given (compared as float32)
         scores = p.T if preds.dtype == torch.float64 else p.T.to(torch.float32)

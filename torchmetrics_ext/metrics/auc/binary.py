@@ -21,6 +21,7 @@ from torchmetrics_ext.functional.auc import curves as C
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag
 from torchmetrics_ext.utilities.checks import check_flag, check_pointwise, format_pointwise
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.docstrings import with_sections
 
 __all__ = ["AUC", "AUPRC"]
 
@@ -475,6 +476,39 @@ class _CurveMetric(TaskMetric):
         return plot_roc_or_pr(curve, kind, score=score, ax=ax, labels=labels)
 
 
+# The Args and Raises of AUC and AUPRC, which take the same arguments (see utilities/docstrings.py)
+_CURVE_METRIC_SECTIONS = """
+Args:
+    num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
+    num_bins: ``None`` (default) for the exact value; ``B`` for a constant-memory histogram of
+        ``B`` bins uniform in logit space over ``logit_range``.
+    logit_range: ``(low, high)`` logits covered by the bins (default ``(-16, 16)``, i.e.
+        probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins. Binned
+        ``"logit"`` bins only: another value without ``num_bins`` or with
+        ``bin_space="probability"`` is a ``ValueError`` (it would be ignored).
+    bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
+        over [0, 1] (binned mode only: without ``num_bins`` it is a ``ValueError``).
+        ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
+        of scores floored to 1000 bins).
+    from_logits: ``preds`` are logits (exact mode ranks them as given).
+    validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
+        scores are the caller's promise, yet never end the process: binned, a score above the bins'
+        range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
+        below 0, ``-inf``) in the first, and NaN in the last (where a sorted search puts it, as in
+        ``Reliability``; TorchMetrics' ``thresholds=`` curves count it below every threshold).
+        Unchecked labels must be 0 or 1: another label has no class to count in (an
+        ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
+    kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
+
+Raises:
+    ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels not in {0, 1},
+        negative weights, mismatched shapes/devices, a wrong task dimension, or a bad
+        ``num_bins``/``logit_range``/``bin_space`` (or one that would be ignored).
+    TypeError: non-tensor inputs or non-floating ``preds``.
+"""
+
+
+@with_sections(_CURVE_METRIC_SECTIONS, before="Note")
 class AUC(_CurveMetric):
     r"""Area under the ROC curve: weighted, tie-aware, equal to scikit-learn's ``roc_auc_score``.
 
@@ -484,34 +518,6 @@ class AUC(_CurveMetric):
 
     with :math:`P`, :math:`N` the positive and negative label weight, i.e. the trapezoidal area
     under the ROC curve with one point per distinct score. ``update(preds, target, weights=None)``.
-
-    Args:
-        num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
-        num_bins: ``None`` (default) for the exact value; ``B`` for a constant-memory histogram of
-            ``B`` bins uniform in logit space over ``logit_range``.
-        logit_range: ``(low, high)`` logits covered by the bins (default ``(-16, 16)``, i.e.
-            probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins. Binned
-            ``"logit"`` bins only: another value without ``num_bins`` or with
-            ``bin_space="probability"`` is a ``ValueError`` (it would be ignored).
-        bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
-            over [0, 1] (binned mode only: without ``num_bins`` it is a ``ValueError``).
-            ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
-            of scores floored to 1000 bins).
-        from_logits: ``preds`` are logits (exact mode ranks them as given).
-        validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
-            scores are the caller's promise, yet never end the process: binned, a score above the bins'
-            range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
-            below 0, ``-inf``) in the first, and NaN in the last (where a sorted search puts it, as in
-            ``Reliability``; TorchMetrics' ``thresholds=`` curves count it below every threshold).
-            Unchecked labels must be 0 or 1: another label has no class to count in (an
-            ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
-        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
-
-    Raises:
-        ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels not in {0, 1},
-            negative weights, mismatched shapes/devices, a wrong task dimension, or a bad
-            ``num_bins``/``logit_range``/``bin_space`` (or one that would be ignored).
-        TypeError: non-tensor inputs or non-floating ``preds``.
 
     Note:
         **Exact mode** (default) stores each sample's float32 score and float32 signed weight in
@@ -593,6 +599,7 @@ class AUC(_CurveMetric):
         return self._draw("roc", val, ax, labels)
 
 
+@with_sections(_CURVE_METRIC_SECTIONS, before="Note")
 class AUPRC(_CurveMetric):
     r"""Average precision, equal to scikit-learn's ``average_precision_score`` (weighted, tie-aware).
 
@@ -603,34 +610,6 @@ class AUPRC(_CurveMetric):
     over one curve point per distinct score in decreasing order (no interpolation).
     ``update(preds, target, weights=None)``. Holds the same states as :class:`AUC`, so both
     share one compute group in a :class:`~torchmetrics.MetricCollection`.
-
-    Args:
-        num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
-        num_bins: ``None`` (default) for the exact value; ``B`` for a constant-memory histogram of
-            ``B`` bins uniform in logit space over ``logit_range``.
-        logit_range: ``(low, high)`` logits covered by the bins (default ``(-16, 16)``, i.e.
-            probabilities 1.1e-7 to 1 - 1.1e-7); scores outside fall in the end bins. Binned
-            ``"logit"`` bins only: another value without ``num_bins`` or with
-            ``bin_space="probability"`` is a ``ValueError`` (it would be ignored).
-        bin_space: ``"logit"`` (default) or ``"probability"``: ``B`` bins uniform in probability
-            over [0, 1] (binned mode only: without ``num_bins`` it is a ``ValueError``).
-            ``AUPRC(num_bins=1000, bin_space="probability")`` is TorchRec's lifetime AUPRC (the AP
-            of scores floored to 1000 bins).
-        from_logits: ``preds`` are logits (exact mode ranks them as given).
-        validate_args: check each batch; a rejected batch raises and changes nothing. Unchecked
-            scores are the caller's promise, yet never end the process: binned, a score above the bins'
-            range (a probability above 1, ``inf``) counts in the last bin, one below it (a probability
-            below 0, ``-inf``) in the first, and NaN in the last (where a sorted search puts it, as in
-            ``Reliability``; TorchMetrics' ``thresholds=`` curves count it below every threshold).
-            Unchecked labels must be 0 or 1: another label has no class to count in (an
-            ``IndexError`` on the CPU, nothing stored; a device-side assert on CUDA).
-        kwargs: TorchMetrics options (``sync_on_compute``, ``process_group``, ...).
-
-    Raises:
-        ValueError: NaN/inf ``preds``, probabilities outside [0, 1], labels not in {0, 1},
-            negative weights, mismatched shapes/devices, a wrong task dimension, or a bad
-            ``num_bins``/``logit_range``/``bin_space`` (or one that would be ignored).
-        TypeError: non-tensor inputs or non-floating ``preds``.
 
     Note:
         Memory, ties and DDP as for :class:`AUC`. In binned mode the value is the exact AP of the

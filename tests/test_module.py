@@ -24,7 +24,7 @@ import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from tests.test_auc import ref_grouped
 from tests.test_pointwise import ref_ne
-from torchmetrics_ext import _module_stack
+from torchmetrics_ext import _module_columns, _module_stack
 from torchmetrics_ext import module as module_mod
 from torchmetrics_ext.aggregation import Sum
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
@@ -3512,9 +3512,9 @@ def test_a_step_on_another_device_than_the_module_names_the_move_and_changes_not
     values = module.compute()
     assert np.isclose(float(values["auc/click"]), roc_auc_score(y, p), rtol=1e-12, atol=0)
     assert np.isclose(float(values["auc/click/window"]), roc_auc_score(y[32:], p[32:]), rtol=1e-12, atol=0)
-    assert module_mod._same_device(torch.device("cuda"), torch.device("cuda", 1))
-    assert not module_mod._same_device(torch.device("cuda", 0), torch.device("cuda", 1))
-    assert not module_mod._same_device(torch.device("cpu"), torch.device("cuda", 0))
+    assert _module_columns._same_device(torch.device("cuda"), torch.device("cuda", 1))
+    assert not _module_columns._same_device(torch.device("cuda", 0), torch.device("cuda", 1))
+    assert not _module_columns._same_device(torch.device("cpu"), torch.device("cuda", 0))
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ import torchmetrics_ext as tmx
 from tests.helpers import tester as H
 from tests.test_auc import ref_grouped
 from tests.test_pointwise import ref_ne
+from torchmetrics_ext import _module_columns, _module_stack
 from torchmetrics_ext import module as module_mod
 from torchmetrics_ext.aggregation import Sum
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
@@ -3511,9 +3512,9 @@ def test_a_step_on_another_device_than_the_module_names_the_move_and_changes_not
     values = module.compute()
     assert np.isclose(float(values["auc/click"]), roc_auc_score(y, p), rtol=1e-12, atol=0)
     assert np.isclose(float(values["auc/click/window"]), roc_auc_score(y[32:], p[32:]), rtol=1e-12, atol=0)
-    assert module_mod._same_device(torch.device("cuda"), torch.device("cuda", 1))
-    assert not module_mod._same_device(torch.device("cuda", 0), torch.device("cuda", 1))
-    assert not module_mod._same_device(torch.device("cpu"), torch.device("cuda", 0))
+    assert _module_columns._same_device(torch.device("cuda"), torch.device("cuda", 1))
+    assert not _module_columns._same_device(torch.device("cuda", 0), torch.device("cuda", 1))
+    assert not _module_columns._same_device(torch.device("cpu"), torch.device("cuda", 0))
 
 
 @pytest.mark.parametrize(
@@ -5735,7 +5736,7 @@ def test_stacked_columns_are_checked_in_float64_when_small_and_in_their_own_dtyp
     gen = torch.Generator().manual_seed(3)
     preds = [torch.rand(n, generator=gen) for _ in range(3)]
     labels = [(torch.rand(n, generator=gen) < 0.5).float() for _ in range(3)]
-    wide_p, wide_y, check_p, check_y = module_mod._stack_and_widen(preds, labels)
+    wide_p, wide_y, check_p, check_y = _module_stack._stack_and_widen(preds, labels)
     assert torch.equal(wide_p, torch.stack(preds).double()) and torch.equal(wide_y, torch.stack(labels).double())
     assert wide_p.dtype == wide_y.dtype == torch.float64
     small = 2 * 3 * n <= 8192
@@ -5744,9 +5745,9 @@ def test_stacked_columns_are_checked_in_float64_when_small_and_in_their_own_dtyp
     assert [t.aminmax() for t in (check_p.double(), check_y.double())] == [t.aminmax() for t in (wide_p, wide_y)]
     # float64 columns: one stack read by both; int64 labels next to float32 predictions: float32 and float64
     doubles = [p.double() for p in preds]
-    out = module_mod._stack_and_widen(doubles, [y.double() for y in labels])
+    out = _module_stack._stack_and_widen(doubles, [y.double() for y in labels])
     assert out[2] is out[0] and out[3] is out[1]
-    out = module_mod._stack_and_widen(preds, [y.long() for y in labels])
+    out = _module_stack._stack_and_widen(preds, [y.long() for y in labels])
     assert (out[2].dtype, out[3].dtype) == (torch.float32, torch.float64)
     assert torch.equal(out[2], torch.stack(preds)) and torch.equal(out[3], wide_y)
 
@@ -5784,7 +5785,7 @@ def test_a_refused_value_of_a_small_or_large_narrow_step_is_named_and_changes_no
 
 def test_small_weight_stack_only_for_own_columns_of_one_floating_dtype():
     """The one-read check of a small step's weights takes distinct columns of one floating dtype, nothing else."""
-    stack = module_mod._small_weight_stack
+    stack = _module_stack._small_weight_stack
     a, b = torch.rand(8), torch.rand(8)
     assert torch.equal(stack([a, b]), torch.stack([a, b]))
     assert stack([a, a]) is None  # one column shared by every task

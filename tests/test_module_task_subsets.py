@@ -735,14 +735,14 @@ def test_rows_of_non_adjacent_tasks_take_an_index_made_once() -> None:
     """click and conversion are not adjacent (watch_time between): their rows come from an ``index_select``
     whose index tensor was built from the host at every step (on a GPU, a copy to the device per step);
     it is made once per task list and device now. Values as sklearn's all the same."""
-    from torchmetrics_ext import module as module_mod
+    from torchmetrics_ext import _module_stack
 
     steps = _steps(91, count=5)
     module = _module()
     module.update(steps[0])
-    before = module_mod._row_index.cache_info()
+    before = _module_stack._row_index.cache_info()
     _feed(module, steps[1:])
-    after = module_mod._row_index.cache_info()
+    after = _module_stack._row_index.cache_info()
     assert after.misses == before.misses and after.hits > before.hits
     values = _floats(module.compute())
     expected = _reference(_joined(steps))

@@ -9,12 +9,8 @@ returns a flat dict of scalar tensors ready for ``LightningModule.log_dict``.
 from __future__ import annotations
 
 import copy
-import difflib
-import functools
 import inspect
-import math
-import warnings
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
@@ -25,6 +21,15 @@ from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
+from torchmetrics_ext._module_columns import (
+    _columns_read,
+    _flat_column_hint,
+    _id_column,
+    _missing_column,
+    _same_device,
+    _warn_unread_weight_names,
+)
+from torchmetrics_ext._module_compute import _metric_of, _payload, _put, _scalar, _state_metric_value, _throughput_rates
 from torchmetrics_ext._module_config import (
     _check_id_columns,
     _check_metric_name,
@@ -39,25 +44,51 @@ from torchmetrics_ext._module_config import (
     _metric_specs,
     _torchrec_names,
 )
+from torchmetrics_ext._module_domains import (
+    _binary_labels,
+    _check_domain_groups,
+    _check_module_logits,
+    _domain_groups,
+    _domain_hint,
+    _fed_probabilities,
+    _in_module,
+    _rows_range,
+    _strictest_over_tasks,
+    _task_domains,
+    _task_owners,
+)
 from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext._module_logits import warn_value_heads_read_as_logits
+from torchmetrics_ext._module_members import (
+    _FILLED_AT,
+    _STATES_OF,
+    _changes,
+    _fill_member,
+    _holds_states_of,
+    _states_as_built,
+    _warn_carried_samples,
+    _warn_changed_member,
+)
 from torchmetrics_ext._module_segments import check_segment_ids, per_segment, segment_counts, segment_ids
+from torchmetrics_ext._module_stack import (
+    _row_flags,
+    _rows,
+    _small_weight_stack,
+    _stack_and_widen,
+    _stack_weights,
+    _zero_weight_tasks,
+)
 from torchmetrics_ext.functional._sums import sharing_sums
 from torchmetrics_ext.metrics._checkpoints import (
     copied_with_source,
     forget_cleared_states,
     holds_anything,
-    reset_cleared_states,
-    reset_left_states,
     resets_taken,
     share_states_with,
-    states_written,
 )
 from torchmetrics_ext.metrics.base import (
     InputDomains,
     TaskMetric,
-    _replay,
-    computed_fresh,
     counted_as_updated,
     syncs_on_compute,
 )
@@ -65,8 +96,6 @@ from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.utilities.checks import (
     _check_values_bounds,
-    _check_values_bounds_together,
-    _ValueCheck,
     all_unit_weights,
     as_bool,
     as_str,
@@ -79,10 +108,8 @@ from torchmetrics_ext.utilities.checks import (
 )
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.distributed import (
-    TypedGather,
     copy_metric,
     fused_gather,
-    has_untyped_list_states,
     outside_group,
 )
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
@@ -102,11 +129,6 @@ _WINDOW_OPTIONS: ContextVar[Mapping[str, Mapping[str, Any]] | None] = ContextVar
 # names each metric's TorchRec key (the registry knows the classes, the plan which value of a metric)
 _TORCHREC_KEYS: ContextVar[Mapping[str, tuple[str, str]] | None] = ContextVar("tmx_torchrec_keys", default=None)
 _THROUGHPUT = ("\0throughput", "lifetime")  # the throughput's entry in the fused gather
-# where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
-_STATES_OF = "_computed_with_leader"
-# a compute group member's changes and its leader's resets when the module last filled it with its leader's states,
-# or reset it with the group (see _fill_member)
-_FILLED_AT = "_changes_when_filled"
 
 
 class _ComputeOf(NamedTuple):
@@ -2035,152 +2057,6 @@ class RecMetricModule(CheckpointLoading):
 # ----------------------------------------------------------------------------- helpers
 
 
-def _fill_member(member: Metric, leader: Metric) -> str | None:
-    """Give a compute group's ``member`` its ``leader``'s states; say what of its own that replaced.
-
-    The module updates only the leader; a member's own ``update``, ``merge_state`` or load (made through
-    ``module.metrics[name]``) cannot count, since its states are its leader's: it is replaced here
-    (``"changed"``). So is a ``reset`` of the member alone while the leader held something (``"reset"``):
-    the leader, not reset since, still holds the group's updates from before it. The mirror case, a
-    reset of the leader alone while it held something (``"leader reset"``), cleared the states the
-    member reports (one mechanism for both: the notes each reset takes, see
-    :func:`~torchmetrics_ext.metrics._checkpoints.reset_cleared_states`). A reset of the whole group
-    (``module.reset()``, ``module.metrics.reset()``, or each of its metrics in any order) is neither,
-    nor a reset before the group held anything: the member reports what the group has seen since.
-    ``None``: nothing of its own, and no reset of one without the other since the last fill.
-    """
-    own: tuple[int, ...] = member.__dict__.get(_FILLED_AT) or (0, 0, resets_taken(member))
-    seen = own[3] if len(own) > 3 else resets_taken(leader)  # recorded without the leader's resets: all seen
-    updates, written, resets = _changes(member)
-    what = None
-    if (updates, written) != own[:2]:
-        what = "changed"
-    elif resets != own[2] and reset_left_states(member):
-        what = "reset"
-    elif reset_cleared_states(member, seen):
-        what = "leader reset"
-    member.reset()
-    member.__dict__.pop("_source_at_reset", None)  # the module's own reset, not one that asked to clear the group
-    member.merge_state(leader.metric_state)
-    member.__dict__[_FILLED_AT] = (*_changes(member), resets_taken(leader))
-    return what
-
-
-def _warn_changed_member(name: str, lead: str, what: str, cleared: Sequence[str] = ()) -> None:
-    """Say that what was put into compute group member ``name`` directly is dropped (see :func:`_fill_member`).
-
-    TorchMetrics' compute groups drop such a change silently at the collection's next ``update``. ``what``:
-    ``"changed"`` (its own update, merge or load), ``"reset"`` (a reset of it alone) or ``"leader reset"``
-    (``name`` is the group's leader, reset alone: ``cleared`` are the members whose states it cleared).
-    """
-    if what == "leader reset":
-        names = ", ".join(repr(n) for n in cleared)
-        text = (
-            f"RecMetricModule: metric {name!r} was reset on its own, and that reset also cleared the states of "
-            f"{names}: they read its states (a compute group, see `compute_groups`), were not reset, and lost the "
-            "updates from before the reset. Reset the module (`module.reset()`) or every metric of the group "
-            "together, or use a metric outside the module for a value of its own."
-        )
-    elif what == "reset":
-        text = (
-            f"RecMetricModule: metric {name!r} was reset on its own and that reset is dropped: it shares its states "
-            f"with {lead!r} (a compute group, see `compute_groups`), which was not reset, and reports them, the "
-            "updates from before the reset included. Reset the module (`module.reset()`) or every metric of the "
-            "group together, or use a metric outside the module for a value of its own."
-        )
-    else:
-        text = (
-            f"RecMetricModule: metric {name!r} was changed outside the module (its own update, merge_state or "
-            f"load_state_dict) and that change is dropped: it shares its states with {lead!r} (a compute group, see "
-            "`compute_groups`), whose states it reports. Feed the module's `update(model_out)`, merge into the "
-            f"group's first metric (`module.metrics[{lead!r}]`), or use a metric outside the module."
-        )
-    warnings.warn(text, UserWarning, stacklevel=4)
-
-
-def _warn_carried_samples(carried: Sequence[str], groups: Sequence[Sequence[str]]) -> None:
-    """Say that the compute group metrics ``carried``, given already updated (merged, loaded), were reset.
-
-    A group's first metric is the one the module updates and its members report its states, so a first
-    metric's own samples would be lent to every member, and a member's dropped at its first compute (see
-    :func:`_fill_member`): which one depended on the order of ``metrics``. Every such metric starts empty
-    instead, whatever its place in the group; a metric outside any group keeps what it holds.
-    """
-    parts = []
-    for name in carried:
-        others = ", ".join(repr(n) for g in groups if name in g for n in g if n != name)
-        parts.append(f"{name!r} (with {others})")
-    warnings.warn(
-        f"RecMetricModule: metric(s) {', '.join(parts)} were given already updated (or merged into, or loaded) and "
-        "are reset: each shares its states with the other metrics of its compute group (see `compute_groups`), "
-        "which would report its earlier samples as theirs, or drop them. Pass fresh instances (registry names, "
-        "classes), or keep such a metric outside the module for a value of its own.",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
-def _changes(metric: Metric) -> tuple[int, int, int]:
-    """How many updates ``metric`` has taken since its last reset, how many merges and loads ever, and resets."""
-    return metric._update_count, states_written(metric), resets_taken(metric)
-
-
-def _holds_states_of(member: Metric, leader: Metric) -> bool:
-    """Whether a compute group's ``member`` still holds its ``leader``'s states and their value.
-
-    After a compute, a member records the leader's cached value (:data:`_STATES_OF`): every change
-    of the leader's states (update, reset, merge, load, sync, move) drops or replaces that object,
-    and every change of the member's drops the member's own cached value.
-    """
-    cached = leader.__dict__["_computed"]
-    return cached is not None and member.__dict__.get(_STATES_OF) is cached and member.__dict__["_computed"] is not None
-
-
-def _check_module_logits(domains: Mapping[str, InputDomains | None], from_logits: bool) -> None:
-    """Refuse metrics of probabilities whose ``from_logits`` is not the module's.
-
-    The check :meth:`InputDomains.strictest` makes between metrics, made against the module's
-    ``from_logits``: metrics of finite real values built without the option (``WeightedMSE()``)
-    agree with either (fed ``sigmoid(logits)`` under logits), ranking metrics too.
-
-    Raises:
-        ValueError: naming the metrics that disagree and how to build them.
-    """
-    refused = [
-        n for n, d in domains.items() if d is not None and d.preds == "probability" and d.from_logits != from_logits
-    ]
-    if not refused:
-        return
-    if from_logits:
-        raise ValueError(
-            f"The module is built with from_logits=True (the predictions are logits), but metric(s) {refused} "
-            "read probabilities (built with from_logits=False): build them with from_logits=True, or give them "
-            "as registry names, options or classes, which the module builds with its from_logits."
-        )
-    raise ValueError(
-        f"The module is built with from_logits=False (the predictions are probabilities), but metric(s) "
-        f"{refused} read logits (built with from_logits=True): build them without it, or build the module with "
-        "from_logits=True."
-    )
-
-
-_MODULE_LOGITS_ADVICE = (
-    "If they are logits, build the module's metrics with from_logits=True (`RecMetricModule(..., "
-    "from_logits=True)` builds every metric it is given by name, options or class so); see the module docs, "
-    "'Logits'."
-)
-"""What the module says of probabilities out of range; its wrappers (the Trainer adapter) give their own option."""
-
-
-def _in_module(error: ValueError) -> ValueError:
-    """``error`` with its advice for a standalone metric (``from_logits=True``) made the module's."""
-    text = str(error)
-    advice = "Pass `from_logits=True` if they are logits."
-    if advice not in text:
-        return error
-    return ValueError(text.replace(advice, _MODULE_LOGITS_ADVICE))
-
-
 def _windowed(metric: TaskMetric, window_size: int, options: Mapping[str, Any]) -> Windowed:
     """``Windowed(metric, window_size, **options)``; option ``ceil_share``: TorchRec's per-rank share."""
     options = dict(options)
@@ -2190,197 +2066,11 @@ def _windowed(metric: TaskMetric, window_size: int, options: Mapping[str, Any]) 
     return wrapped
 
 
-def _fed_probabilities(
-    metrics: Mapping[str, Metric], domains: Mapping[str, InputDomains | None], logits: bool
-) -> frozenset[str]:
-    """Names of the metrics fed ``sigmoid(preds)`` when the predictions are logits.
-
-    Those that read predictions as values and were built without ``from_logits`` (their domain is
-    ``"real"``; with it, it is ``"probability"`` and they take the sigmoid themselves): MSE,
-    WeightedAverage, R²... Not those that ignore the predictions (CTR) or depend on their order
-    alone (RegressionAUC, XAUC: the logits' order is the probabilities').
-    """
-    if not logits:
-        return frozenset()
-    return frozenset(
-        n
-        for n, d in domains.items()
-        if d is not None
-        and d.preds == "real"
-        and getattr(metrics[n], "reads_predictions", True)
-        and not getattr(metrics[n], "ranks_predictions", False)
-    )
-
-
-def _strictest_over_tasks(domains: Mapping[str, InputDomains | None]) -> InputDomains:
-    """:meth:`InputDomains.strictest` over metrics that may read different tasks (``metric_tasks``).
-
-    Metrics of probabilities may disagree on ``from_logits`` here: one task's predictions may be
-    logits and another's probabilities. The module's domain holds logits if any metric reads logits;
-    each task's own domain (:func:`_task_domains`) says which, and refuses readers of one task that disagree.
-    """
-    given = {n: d for n, d in domains.items() if d is not None}
-    strictest = InputDomains.strictest({n: replace(d, from_logits=False) for n, d in given.items()})
-    return replace(strictest, from_logits=any(d.from_logits for d in given.values() if d.preds == "probability"))
-
-
-def _task_domains(
-    tasks: Sequence[RecTaskInfo],
-    domains: Mapping[str, InputDomains | None],
-    subsets: Mapping[str, tuple[int, ...]],
-    module_domains: InputDomains,
-    from_logits: bool | None,
-) -> list[InputDomains]:
-    """Per task, the strictest domain of the metrics that read it (``metric_tasks``); the module's without subsets.
-
-    Raises:
-        ValueError: a task that no metric reads (its columns would be read and checked for nothing).
-    """
-    if not subsets:
-        return [module_domains] * len(tasks)
-    found = []
-    for t, task in enumerate(tasks):
-        readers = {n: d for n, d in domains.items() if n not in subsets or t in subsets[n]}
-        if not readers:
-            raise ValueError(
-                f"Task {task.name!r} is read by no metric: every metric's `metric_tasks` leaves it out. Leave the "
-                "task out of `tasks`, or name it for a metric."
-            )
-        try:
-            domain = InputDomains.strictest(readers)
-        except ValueError as error:  # metrics that read this task disagree on `from_logits`
-            raise ValueError(f"Task {task.name!r}: {error}") from None
-        found.append(replace(domain, from_logits=True) if from_logits else domain)
-    return found
-
-
-def _check_domain_groups(
-    batch: _Batch, groups: Sequence[tuple[InputDomains, tuple[int, ...]]]
-) -> tuple[tuple[float, ...], list[Any], list[tuple[float, ...]]]:
-    """The step's check when tasks have different domains (``metric_tasks``): the rows of each domain's tasks.
-
-    Returns the predictions' bounds over every task and each checked weight column's bounds, as
-    :func:`~torchmetrics_ext.utilities.checks._check_values_bounds` does for one domain, and each group's
-    predictions' bounds (``()`` where its check read none). On the device
-    path every group's bounds (and those of an open ``read_along`` block: segment ids) come back in one
-    host read, then each domain's rules are applied to its rows' bounds, in the groups' order
-    (:func:`~torchmetrics_ext.utilities.checks._check_values_bounds_together`). One check per distinct
-    domain (a few), never per task.
-    """
-    preds, labels = batch.checked
-    weights = batch.columns[2]
-    checked = _check_values_bounds_together(
-        [
-            _ValueCheck(
-                _rows(preds, positions),
-                _rows(labels, positions),
-                [column for t in positions if (column := weights[t]) is not None],
-                domains.preds,
-                domains.target,
-                domains.from_logits,
-                domains.float32_weights,
-            )
-            for domains, positions in groups
-        ],
-        batch.target_is_float,
-    )
-    low, high, found = math.inf, -math.inf, False
-    weight_bounds: list[Any] = []
-    group_bounds: list[tuple[float, ...]] = []
-    for pred_bounds, bounds in checked:
-        weight_bounds += bounds
-        group_bounds.append(tuple(pred_bounds[:2]))
-        if pred_bounds:
-            found = True
-            low, high = min(low, pred_bounds[0]), max(high, pred_bounds[1])
-    return ((low, high) if found else ()), weight_bounds, group_bounds
-
-
-def _rows_range(
-    pred_bounds: tuple[float, ...], group_bounds: Sequence[tuple[float, ...]], covering: tuple[int, ...]
-) -> tuple[float, ...]:
-    """The predictions' ``(min, max)`` over some tasks' rows: over the domain groups ``covering`` them, if known.
-
-    Without domain groups (every task of one domain) every task's bounds (``pred_bounds``) hold the rows too;
-    ``()`` where a group's check read no bounds (nothing is then skipped).
-    """
-    if not pred_bounds or not group_bounds or not covering:
-        return pred_bounds
-    chosen = [group_bounds[g] for g in covering]
-    if not all(chosen):
-        return ()
-    return (min(b[0] for b in chosen), max(b[1] for b in chosen))
-
-
 def _copy_tasks(
     names: Sequence[str], subsets: Mapping[str, tuple[int, ...]], num_tasks: int
 ) -> tuple[tuple[int, bool], ...]:
     """Per ranking copy (metrics in order, then their tasks): ``(task position, first copy of its metric)``."""
     return tuple((t, i == 0) for name in names for i, t in enumerate(subsets.get(name, tuple(range(num_tasks)))))
-
-
-def _task_owners(
-    domains: Mapping[str, InputDomains | None],
-    subsets: Mapping[str, tuple[int, ...]],
-    task_domains: Sequence[InputDomains],
-) -> list[dict[str, list[str]]]:
-    """Per task, ``{field: the metrics reading it whose domain of field is the task's}`` (``"preds"``, ``"target"``)."""
-    return [
-        {
-            field: [
-                n
-                for n, d in domains.items()
-                if d is not None
-                and (n not in subsets or t in subsets[n])
-                and getattr(d, field) == getattr(task_domains[t], field)
-            ]
-            for field in ("preds", "target")
-        }
-        for t in range(len(task_domains))
-    ]
-
-
-def _binary_labels(task_domains: Sequence[InputDomains], positions: Iterable[int], target_is_float: bool) -> bool:
-    """Whether the labels of these tasks are known 0/1: the binary domain checked, or integral labels in [0, 1]."""
-    return all(
-        task_domains[t].target == "binary" or (task_domains[t].target == "unit" and not target_is_float)
-        for t in positions
-    )
-
-
-def _domain_groups(task_domains: Sequence[InputDomains]) -> list[tuple[InputDomains, tuple[int, ...]]] | None:
-    """The tasks of each distinct domain, ``(domain, task positions)``; ``None`` when every task has one domain."""
-    groups: dict[InputDomains, list[int]] = {}
-    for t, domain in enumerate(task_domains):
-        groups.setdefault(domain, []).append(t)
-    if len(groups) <= 1:
-        return None
-    return [(domain, tuple(positions)) for domain, positions in groups.items()]
-
-
-def _rows(x: Tensor, positions: tuple[int, ...]) -> Tensor:
-    """The rows ``positions`` (increasing) of a ``(T, ...)`` tensor: a view if contiguous, else one ``index_select``."""
-    first = positions[0]
-    if positions[-1] - first == len(positions) - 1:
-        return x.narrow(0, first, len(positions))
-    return x.index_select(0, _row_index(positions, x.device))
-
-
-@functools.lru_cache(maxsize=256)
-def _row_flags(flags: tuple[bool, ...], device: torch.device) -> Tensor:
-    """``flags`` as a bool tensor on ``device``, made once (an ordinary tensor, as :func:`_row_index`'s)."""
-    with torch.inference_mode(False):
-        return torch.tensor(flags, device=device)
-
-
-@functools.lru_cache(maxsize=256)
-def _row_index(positions: tuple[int, ...], device: torch.device) -> Tensor:
-    """``positions`` as an int64 tensor on ``device``, made once: no copy from the host at each step.
-
-    An ordinary tensor (made outside inference mode), so a step in either mode may read it.
-    """
-    with torch.inference_mode(False):
-        return torch.tensor(positions, device=device)
 
 
 def _default_warmup_steps(compute_interval_steps: int) -> int:
@@ -2428,135 +2118,6 @@ def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     return out
 
 
-def _columns_read(task: RecTaskInfo) -> str:
-    """Which columns ``task`` reads its labels and predictions from, for the messages refusing them.
-
-    Said on the error path only: labels and predictions given in the wrong order
-    (``RecTaskInfo("click", "click_pred", "click_label")``) fail as a dtype or range error.
-
-    Examples:
-        >>> from torchmetrics_ext.module import RecTaskInfo, _columns_read
-        >>> said = _columns_read(RecTaskInfo("click", "click_pred", "click_label"))
-        >>> said.split(" (")[0]
-        "Task 'click' reads labels from 'click_pred' and predictions from 'click_label'"
-        >>> said.split(" (")[1]
-        'RecTaskInfo(name, label_name, prediction_name, ...)).'
-    """
-    return (
-        f"Task {task.name!r} reads labels from {task.label_name!r} and predictions from {task.prediction_name!r} "
-        "(RecTaskInfo(name, label_name, prediction_name, ...))."
-    )
-
-
-_DOMAINS_SAID = {
-    ("target", "binary"): "0/1 labels",
-    ("target", "unit"): "labels in [0, 1]",
-    ("target", "nonnegative"): "labels >= 0",
-    ("preds", "probability"): "predictions in [0, 1] (probabilities)",
-}
-
-
-def _domain_hint(owners: Sequence[str], field: str, domain: str, torchrec: bool = False) -> str:
-    """Why a task's labels (or predictions) must be in this domain: the metrics asking for it read the task.
-
-    Said on the error path only, so a regression task next to AUC tells its user to leave it out of
-    those metrics' tasks (``metric_tasks``; a metric not named reads every task) rather than look for a
-    bad value in the column. ``torchrec``: a module of :meth:`RecMetricModule.from_torchrec_config`,
-    whose ``RecMetricDef``'s ``rec_tasks``/``rec_task_indices`` are the tasks a metric reads.
-
-    Examples:
-        >>> _domain_hint(["ne", "auc"], "target", "binary")[:80]
-        " Metric(s) ['ne', 'auc'] read this task and take 0/1 labels: a task of other val"
-        >>> _domain_hint(["mse"], "preds", "real")
-        ''
-    """
-    said = _DOMAINS_SAID.get((field, domain))
-    if not owners or said is None:
-        return ""
-    return (
-        f" Metric(s) {list(owners)} read this task and take {said}: a task of other values (a regression target"
-        " for 'mse' or 'r_squared', say) is left out of their tasks with `metric_tasks` (every metric it does"
-        " not name reads every task), e.g. `metric_tasks={"
-        + f"{owners[0]!r}: [<their other tasks>]"
-        + "}`"
-        + (
-            " (from a TorchRec config: list only their other tasks in the RecMetricDef's `rec_tasks` or"
-            " `rec_task_indices`)."
-            if torchrec
-            else "."
-        )
-    )
-
-
-def _missing_column(
-    task: RecTaskInfo, field: str, key: str | None, model_out: Mapping[str, Any], taken: Collection[str] = ()
-) -> str:
-    """Why a task's column is not in ``model_out``: the keys it has and the closest one to ``key``.
-
-    ``taken``: columns that tasks already read as labels or predictions, never suggested (a missing
-    ``like_label`` next to ``click_label`` is not a typo of it: reading it would score one task twice).
-    """
-    present = [str(k) for k in model_out]
-    shown = present[:20] + ([f"... ({len(present)} in all)"] if len(present) > 20 else [])
-    free = [k for k in present if k not in taken]
-    guess = difflib.get_close_matches(key, free, n=1) if isinstance(key, str) else []
-    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-    text = f"Task {task.name!r}: `model_out` has no {field} column {key!r}{hint}; its keys are {shown}."
-    if (field, key) in (("prediction", "prediction"), ("label", "label")):  # RecTaskInfo's defaults
-        text += (
-            " A task given by its name alone reads the columns 'prediction' and 'label': name its columns, "
-            f"RecTaskInfo({task.name!r}, label_name=..., prediction_name=...)."
-        )
-    return text
-
-
-def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[str, Any]) -> None:
-    """Warn (at the first step with columns) for tasks naming a weight column of their own that ``model_out`` lacks.
-
-    A missing weight column means weight 1 (TorchRec's rule too), so a misspelt ``weight_name`` would
-    give unweighted values without a word. The default ``"weight"`` is not warned for: most models
-    have no weights; nor ``weight_name=None`` (no weight column: ``evaluate`` without ``weights``, the
-    Hugging Face adapter without ``ignore_index``).
-    """
-    for task in tasks:
-        if task.weight_name not in ("weight", None) and task.weight_name not in model_out:
-            text = _missing_column(task, "weight", task.weight_name, model_out)
-            warnings.warn(
-                f"{text} Its samples weigh 1 (a missing weight column means weight 1); this is said once, at the "
-                "first step.",
-                UserWarning,
-                stacklevel=3,
-            )
-
-
-def _flat_column_hint(value: Tensor, key: str) -> str:
-    """The end of the message for a column that is not ``(N,)``: how to pass the shapes users meet.
-
-    A model head of one output gives ``(N, 1)`` (``(1, N)`` transposed), a single sample ``()``, a
-    head of several tasks' outputs ``(N, T)`` (or tasks first, ``(T, N)``); each task reads its own
-    ``(N,)`` column.
-
-    Examples:
-        >>> import torch
-        >>> from torchmetrics_ext.module import _flat_column_hint
-        >>> _flat_column_hint(torch.zeros(4, 1), "click_pred")
-        ": a model head of one output; pass `model_out['click_pred'].squeeze(-1)`, shape (4,)."
-    """
-    shape = tuple(value.shape)
-    if value.ndim == 2 and 1 in shape:
-        dim = -1 if shape[-1] == 1 else 0
-        return f": a model head of one output; pass `model_out[{key!r}].squeeze({dim})`, shape ({value.numel()},)."
-    if value.ndim == 0:
-        return f": one sample is a column of shape (1,): pass `model_out[{key!r}].reshape(1)`."
-    if value.ndim == 2:
-        # the shape alone cannot say which side is the tasks': both ways of taking task t's column
-        return (
-            f": one column per task; give each task its own (N,) column, under the key of the task's RecTaskInfo: "
-            f"`model_out[{key!r}][:, t]` of an (N, T) head, `model_out[{key!r}][t]` of a (T, N) one."
-        )
-    return "."
-
-
 def _task_from_config(task: Any) -> RecTaskInfo:
     """One entry of a config's ``tasks``: a name, a dict of :class:`RecTaskInfo` fields or a ``RecTaskInfo``."""
     if isinstance(task, RecTaskInfo):  # what the constructor takes
@@ -2577,281 +2138,7 @@ def _task_from_config(task: Any) -> RecTaskInfo:
     return RecTaskInfo(**task)
 
 
-def _payload(metric: Metric) -> dict[str, Tensor]:
-    """What a metric sends in the fused gather: a task metric's sync states, the throughput's tensor states."""
-    if isinstance(metric, TaskMetric):
-        return metric.sync_states()
-    return {name: getattr(metric, name) for name in metric._reductions}
-
-
-def _throughput_rates(throughput: Metric, gathered: Mapping[str, list[Tensor]] | None) -> dict[str, Tensor]:
-    """The throughput's values from its states in the module's fused gather, or (``None``) this rank's own.
-
-    Every rank computes from the gather it took part in, never from TorchMetrics' cached value
-    (a rank with no update since the last ``compute`` would serve its cache and skip the
-    collective the others wait in); the metric's own cache is left as it was found. As for the
-    module's metrics, no "compute before update" warning: a rank without a step of its own reports
-    the others' synced steps, and rates without a timed step are ``nan`` with their own warning.
-    """
-    state = throughput.__dict__
-    to_sync, cached = state["_to_sync"], state["_computed"]
-    state["_to_sync"], state["_computed"] = False, None
-    try:
-        with counted_as_updated([throughput]):
-            if gathered is None:
-                return throughput.compute()
-            replay = _replay(gathered, list(throughput._reductions))
-            with throughput.sync_context(dist_sync_fn=replay, distributed_available=lambda: True):
-                return throughput.compute()
-    finally:
-        state["_to_sync"], state["_computed"] = to_sync, cached
-
-
-def _same_device(a: torch.device, b: torch.device) -> bool:
-    """Whether ``a`` and ``b`` name one device (``cuda`` without an index matches any ``cuda:i``)."""
-    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
-
-
-def _metric_of(fn: Any) -> Metric | MetricCollection | None:
-    """The TorchMetrics metric or collection a state metric is (itself, or its ``compute``); ``None`` if neither."""
-    if isinstance(fn, (Metric, MetricCollection)):
-        return fn
-    bound = inspect.unwrap(fn)  # TorchMetrics' compute wrapper (and ours) keep the bound method as `__wrapped__`
-    owner = getattr(bound, "__self__", None)
-    if isinstance(owner, (Metric, MetricCollection)) and getattr(bound, "__name__", None) == "compute":
-        return owner if fn == owner.compute else None
-    return None
-
-
 def _pickled_state_metric(fn: Callable[[], Any]) -> Any:
     """A state metric as a copy or a pickle of the module holds it: a metric's ``compute`` as :class:`_ComputeOf`."""
     metric = _metric_of(fn)
     return _ComputeOf(metric) if metric is not None and metric is not fn else fn
-
-
-def _state_metric_value(fn: Callable[[], Any], sync: bool) -> Any:
-    """A state metric's value: ``fn()``, or a TorchMetrics metric's (collection's) ``compute()`` afresh on every rank.
-
-    TorchMetrics' ``compute()`` returns the value it cached at the last one, without syncing, on a
-    rank that has not updated since; a rank that has syncs and waits for it in a collective it never
-    joins (a hang), and the idle rank reports a value without the others' new samples. Every rank
-    computes such a metric (and each metric it wraps) afresh instead, so all join its sync; list
-    states of no declared dtype (``BinaryAUROC``'s) sync through
-    :class:`~torchmetrics_ext.utilities.distributed.TypedGather`, so a rank that never updated
-    (whose empty list TorchMetrics sends as float32) joins the gather of the others' samples. With
-    ``sync=False`` (``local_compute``) the metric computes this rank's states, without communication.
-    The metrics' own settings and cached values are put back as they were found.
-    """
-    metric = _metric_of(fn)
-    if metric is None:
-        return fn()
-    tree = [m for m in metric.modules() if isinstance(m, Metric)]  # a wrapper's metrics compute in its compute
-    saved = [(m, m.__dict__["_to_sync"], m.__dict__["dist_sync_fn"], m.__dict__["_computed"]) for m in tree]
-    try:
-        if not sync:  # this rank's own value, whether or not the metrics sync on compute
-            for m in tree:
-                m.__dict__["_to_sync"], m.__dict__["_computed"] = False, None
-            return metric.compute()
-        syncing = [m for m in tree if syncs_on_compute(m)]
-        for m in syncing:
-            m.__dict__["_computed"] = None
-            if has_untyped_list_states(m):
-                m.__dict__["dist_sync_fn"] = TypedGather(m.dist_sync_fn)
-        # a rank without an update of its own computes the others' synced states: no "compute before update"
-        with counted_as_updated(syncing):
-            return computed_fresh(metric, metric.compute) if isinstance(metric, Metric) else metric.compute()
-    finally:
-        for m, to_sync, sync_fn, cached in saved:
-            m.__dict__["_to_sync"], m.__dict__["dist_sync_fn"] = to_sync, sync_fn
-            if not sync:
-                m.__dict__["_computed"] = cached
-
-
-def _put(out: dict[str, Tensor], key: str, value: Tensor) -> None:
-    """``out[key] = value`` for a key not given yet: two values under one key would lose one silently."""
-    if key in out:
-        raise ValueError(
-            f"Two values map to the key {key!r}: rename a metric, state metric or task (or use the other key_style)."
-        )
-    out[key] = value
-
-
-def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:
-    if value.is_floating_point() or value.dtype == torch.bool:
-        raise TypeError(f"Task {task.name!r}, `model_out[{key!r}]`: expected integer ids, got dtype {value.dtype}.")
-    if value.shape != like.shape or value.device != like.device:
-        raise ValueError(
-            f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(like.shape)} on {like.device}, "
-            f"got {tuple(value.shape)} on {value.device}."
-        )
-    return value
-
-
-def _stack_columns(columns: list[Tensor]) -> Tensor:
-    """``(T, N)`` in the columns' dtype when they share one (a view of a single column), else in float64.
-
-    Tasks' columns of different dtypes are each cast to float64 before the stack: ``torch.stack``'s
-    type promotion would round them to the narrowest float among them (int64 weights next to a
-    float16 column: 2049 read as 2048; int64 labels next to bfloat16 ones: 257 as 256) or refuse the
-    pair (int64 next to uint64), where float64 holds every value the metrics read.
-    """
-    first = columns[0]
-    if len(columns) == 1:
-        return first.unsqueeze(0)
-    dtype = first.dtype
-    for column in columns:  # one loop, no generator per step
-        if column.dtype != dtype:
-            return torch.stack([c.to(torch.float64) for c in columns])
-    return torch.stack(columns)
-
-
-_SMALL_CHECK = 8192  # stacked entries up to which a narrow floating step is checked in its float64 stack
-
-
-def _stack_and_widen(preds: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The ``(T, N)`` predictions and labels in float64, then in the form their check reads (``_checked_form``).
-
-    Columns of one dtype (float32 scores and labels, the usual case) are stacked and cast together,
-    as halves of one ``(2T, N)`` tensor: one copy and one cast for both instead of two of each.
-    Their check reads the float64 halves when the stack is float64 or small (the same numbers: narrow
-    floats convert exactly; no narrow views to make, a few microseconds a step at small batches), the
-    narrow halves otherwise (half the bytes read or fewer).
-    """
-    t = len(preds)
-    dtype = preds[0].dtype
-    same = t > 1
-    if same:
-        for column in (*preds, *labels):  # one loop, no generator per step
-            if column.dtype != dtype:
-                same = False
-                break
-    if same:
-        both = torch.stack([*preds, *labels])
-        wide = both.double()  # `.to(torch.float64)` without its argument parsing (~0.7 us a call)
-        wide_preds, wide_labels = wide[:t], wide[t:]
-        if wide is both or both.numel() <= _SMALL_CHECK:
-            return wide_preds, wide_labels, wide_preds, wide_labels
-        return wide_preds, wide_labels, both[:t], both[t:]
-    stacked_preds, stacked_labels = _stack_columns(preds), _stack_columns(labels)
-    wide_preds, wide_labels = stacked_preds.to(torch.float64), stacked_labels.to(torch.float64)
-    return wide_preds, wide_labels, _checked_form(stacked_preds, wide_preds), _checked_form(stacked_labels, wide_labels)
-
-
-def _checked_form(stacked: Tensor, wide: Tensor) -> Tensor:
-    """What the step validates: the stack in its own floating dtype when narrower than float64, else the float64 one.
-
-    Narrow floats convert to float64 exactly, so their bounds are the same numbers, read from half
-    the bytes or fewer; integer and bool stacks are read in float64 (bool has no min/max kernel).
-    """
-    return stacked if stacked.is_floating_point() and stacked.dtype != torch.float64 else wide
-
-
-def _stack(columns: list[Tensor]) -> Tensor:
-    """``(T, N)`` float64 with one cast per column."""
-    # stacked, then cast: cheaper than a stack cast into a float64 `out` (which ATen does in a
-    # slower loop), at one sample per task as at thousands; no copy when they are float64 already
-    return _stack_columns(columns).to(torch.float64)
-
-
-_SMALL_WEIGHT_STACK = 8192  # weight entries per step up to which the columns are checked as one stack
-
-
-def _zero_weight_tasks(
-    columns: Sequence[Tensor | None],
-    weight_bounds: Sequence[Any],
-    weight_stack: Tensor | None,
-    domain_groups: Sequence[tuple[InputDomains, tuple[int, ...]]] | None,
-) -> tuple[bool, ...] | None:
-    """Per task, whether its weights are all zero in a checked step; ``None`` where no task's are.
-
-    From the bounds the step's check read (checked non-negative: a column is all zero when its maximum
-    is 0), nothing more read back: ``weight_bounds`` holds each given column's, in the order the check
-    took them (the tasks' order, or each domain group's tasks in turn), or the bounds of ``weight_stack``
-    when the check read the stacked columns (every task's given, one domain: then only "every task's
-    weights are zero" is told, all a module whose metrics all read every task needs). A task without a
-    column weighs 1.
-    """
-    num_tasks = len(columns)
-    if weight_stack is not None and domain_groups is None:  # (the domain groups' check reads the columns)
-        return (True,) * num_tasks if weight_bounds[0][1] == 0 else None
-    order = range(num_tasks) if domain_groups is None else [t for _, positions in domain_groups for t in positions]
-    zero = [False] * num_tasks
-    given = 0
-    for t in order:
-        if columns[t] is not None:
-            bounds = weight_bounds[given]
-            given += 1
-            zero[t] = bool(bounds) and bounds[1] == 0
-    return tuple(zero) if any(zero) else None
-
-
-def _small_weight_stack(columns: list[Tensor | None]) -> Tensor | None:
-    """The ``(T, N)`` stack of a small CPU step's weight columns, in their floating dtype, or ``None``.
-
-    Every task must give its own column (``T >= 2``), all of one floating dtype, with at most
-    :data:`_SMALL_WEIGHT_STACK` entries. Their check reads the stack's bounds in one reduction instead
-    of one per column (a few microseconds a step at small batches): the stack passes exactly when
-    every column does, and a step it refuses is named column by column as before. Larger steps
-    and other forms keep the per-column reads (a stack of unit weights would be one more copy).
-    """
-    first = columns[0]
-    if first is None or len(columns) < 2 or not first.is_floating_point() or on_device_path(first):
-        return None
-    if first.numel() * len(columns) > _SMALL_WEIGHT_STACK:
-        return None
-    dtype, shared = first.dtype, True
-    for column in columns:  # one loop, no generator per step
-        if column is None or column.dtype != dtype:
-            return None
-        shared = shared and column is first
-    if shared:
-        return None  # one column shared by every task: `_stack_weights` takes it as it is
-    return torch.stack(columns)  # type: ignore[arg-type]
-
-
-def _stack_weights(columns: list[Tensor | None]) -> Tensor | None:
-    present = [c for c in columns if c is not None]
-    if not present:
-        return None
-    if len(present) == len(columns) and all(c is present[0] for c in present):
-        return present[0].to(torch.float64)  # one column shared by every task
-    # tasks without weights (no column, or `weight_name=None`) weigh 1: one element expanded to the
-    # batch's shape, no (N,) tensor of ones per task and step
-    ones = present[0].new_ones((), dtype=torch.float64).expand(present[0].shape)
-    return _stack([ones if c is None else c for c in columns])
-
-
-def _scalar(value: Any, name: str) -> Tensor:
-    """A 0-dim tensor: a floating tensor keeps its dtype; Python numbers and integer tensors become float64.
-
-    (``torch.as_tensor(1e-4)`` alone would round a learning rate to float32.) A tensor is copied and
-    detached: the value at this ``compute`` (a scheduler updates a tensor learning rate in place, and
-    a parameter's norm would carry its autograd graph into the logged dict).
-    """
-    error = ValueError(f"State metric {name!r} must return a real scalar (or a dict of them), got {value!r}.")
-    if isinstance(value, (bool, str, bytes)) or value is None or isinstance(value, Mapping):
-        raise error
-    try:
-        tensor = value.detach().clone() if isinstance(value, Tensor) else torch.as_tensor(value, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError):
-        raise error from None
-    if tensor.numel() != 1 or tensor.is_complex():
-        raise error
-    return tensor.reshape(()).to(torch.float64) if not tensor.is_floating_point() else tensor.reshape(())
-
-
-def _states_as_built(metric: Metric) -> bool:
-    """Whether every state of ``metric`` equals its default (an update of an empty batch, a fresh metric's load).
-
-    Its copies then hold what fresh ones would: nothing counted for no task. Read once, when a module is built.
-    """
-    # `metric_state` (deferred states written first) names states as checkpoints do, in `_defaults`' order
-    for default, value in zip(metric._defaults.values(), metric.metric_state.values(), strict=True):
-        if isinstance(default, Tensor):
-            if not isinstance(value, Tensor) or value.shape != default.shape:
-                return False
-            if not torch.equal(value, default.to(value.device)):
-                return False
-        elif any(not isinstance(chunk, Tensor) or chunk.numel() for chunk in value):
-            return False
-    return True

@@ -37,6 +37,7 @@ from torchmetrics_ext._module_config import (
     _metric_entries,
     _with_from_logits,
 )
+from torchmetrics_ext._module_domains import _fed_probabilities
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, Undefined, segment_values
 from torchmetrics_ext.evaluate.checks import (
     CheckKey,
@@ -56,7 +57,7 @@ from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
 from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import RecMetricModule, RecTaskInfo, _fed_probabilities
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import lookup
 from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning

@@ -36,14 +36,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext._module_columns import _columns_read
+from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.module import (
-    _MODULE_LOGITS_ADVICE,
-    RecMetricModule,
-    RecTaskInfo,
-    _columns_read,
-)
+from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import (
     as_real,

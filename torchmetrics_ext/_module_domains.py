@@ -4,12 +4,14 @@ The module checks a step once against the strictest input domain of its metrics 
 ``metric_tasks``, each task against the strictest domain of the metrics that read it: the rows of
 each distinct domain, read back together), refuses metrics whose ``from_logits`` is not its own,
 finds the metrics it feeds ``sigmoid(logits)``, and, when a column is refused, says which metrics
-ask for that column's domain.
+ask for that column's domain, and warns of a regression head a ``from_logits=True`` module would read as
+logits (``metric_tasks`` giving it metrics of values alone).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -82,13 +84,17 @@ def _fed_probabilities(
     if not logits:
         return frozenset()
     return frozenset(
-        n
-        for n, d in domains.items()
-        if d is not None
-        and d.preds == "real"
-        and getattr(metrics[n], "reads_predictions", True)
-        and not getattr(metrics[n], "ranks_predictions", False)
+        n for n, d in domains.items() if d is not None and d.preds == "real" and _scores_values(metrics[n])
     )
+
+
+def _scores_values(metric: Any) -> bool:
+    """Whether a metric's value depends on its predictions' values, not only on their order (or on none).
+
+    CTR reads no prediction; ranking metrics and pairwise concordance (RegressionAUC, XAUC) only order
+    them, which a sigmoid does not change.
+    """
+    return getattr(metric, "reads_predictions", True) and not getattr(metric, "ranks_predictions", False)
 
 
 def _strictest_over_tasks(domains: Mapping[str, InputDomains | None]) -> InputDomains:
@@ -267,4 +273,43 @@ def _domain_hint(owners: Sequence[str], field: str, domain: str, torchrec: bool 
             if torchrec
             else "."
         )
+    )
+
+
+def warn_value_heads_read_as_logits(
+    tasks: Sequence[RecTaskInfo],
+    metrics: Mapping[str, Any],
+    domains: Mapping[str, InputDomains | None],
+    subsets: Mapping[str, tuple[int, ...]],
+) -> None:
+    """Warn of the tasks of a ``from_logits=True`` module that only metrics of values read (``metric_tasks``).
+
+    A task some metric of probabilities reads (NE, AUC, calibration, CTR: 0/1 or [0, 1] labels) is a
+    binary head, rightly read as logits; one read by metrics of values alone (and ranking metrics,
+    whose order the sigmoid keeps) is a regression head, whose MSE would be that of ``sigmoid`` of its
+    predictions. Nothing changes: the module reads it as its docs say; the warning says how to keep it.
+    """
+    if not subsets:
+        return
+    known = {n: d for n, d in domains.items() if d is not None}
+    found: dict[str, list[str]] = {}
+    for t, task in enumerate(tasks):
+        readers = [n for n in known if n not in subsets or t in subsets[n]]
+        values = [n for n in readers if known[n].target == "real" and _scores_values(metrics[n])]
+        probabilities = [n for n in readers if known[n].target in ("binary", "unit")]
+        if values and not probabilities:
+            found[task.name] = values
+    if not found:
+        return
+    heads = "; ".join(f"task {name!r} by {readers}" for name, readers in found.items())
+    columns = ", ".join(f"sigmoid({task.prediction_name})" for task in tasks if task.name in found)
+    warnings.warn(
+        f"RecMetricModule(from_logits=True) reads every prediction column as logits, and metric_tasks gives some "
+        f"tasks metrics of values alone ({heads}): they score {columns}. If those columns hold values (a "
+        "regression head), give `from_logits=True` to the metrics of the heads that give logits instead of to the "
+        "module (`{'ne': {'from_logits': True}, ...}`), so the other heads keep their values, as "
+        "`evaluate(..., from_logits=True, metric_tasks=...)` reads them. If they do hold logits, say so per metric "
+        "the same way (`{'mse': {'from_logits': True}}`): nothing is warned then.",
+        UserWarning,
+        stacklevel=3,
     )

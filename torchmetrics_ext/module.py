@@ -56,9 +56,9 @@ from torchmetrics_ext._module_domains import (
     _strictest_over_tasks,
     _task_domains,
     _task_owners,
+    warn_value_heads_read_as_logits,
 )
 from torchmetrics_ext._module_loading import CheckpointLoading
-from torchmetrics_ext._module_logits import warn_value_heads_read_as_logits
 from torchmetrics_ext._module_members import (
     _FILLED_AT,
     _STATES_OF,
@@ -606,7 +606,7 @@ class RecMetricModule(CheckpointLoading):
                     for n, m in stacked.items()
                 )
             )
-        if from_logits:  # a regression head among them is read as logits too: say so (see `_module_logits`)
+        if from_logits:  # a regression head among them is read as logits too: say so (see `_module_domains`)
             firsts_by_name = {**stacked, **{n: ms[0] for n, ms in per_task.items()}}
             warn_value_heads_read_as_logits(self.tasks, firsts_by_name, all_domains, self._subsets)
 

@@ -260,6 +260,14 @@ def test_bad_arguments(kwargs, exc, match):
         tmx.Throughput(**kwargs)
 
 
+@pytest.mark.parametrize("make", [tmx.Throughput, tmx.TowerQPS], ids=["Throughput", "TowerQPS"])
+@pytest.mark.parametrize("clock", [3.0, "monotonic", None])
+def test_a_clock_that_is_not_callable_is_a_type_error_in_both_rate_metrics(make, clock):
+    """One rule for the two rate metrics (TowerQPS raised a ValueError, Throughput a TypeError)."""
+    with pytest.raises(TypeError, match=rf"`clock` to be callable, got {type(clock).__name__}"):
+        make(clock=clock)
+
+
 @pytest.mark.parametrize("validate_args", [True, False])
 def test_validate_args_is_accepted_like_every_metric(validate_args):
     """DESIGN: every metric takes `validate_args` (it was an "Unexpected keyword" here only).

@@ -17,6 +17,7 @@ from torchmetrics import Metric
 from torchmetrics_ext.metrics._time_window import (
     TimeWindow,
     adopt_other_settings,
+    check_clock,
     check_window_seconds,
     read_clock,
     window_as_one_update,
@@ -212,8 +213,7 @@ class Throughput(TimeWindow, GuardedMetric):
         self.validate_args = check_flag("validate_args", validate_args)
         warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         seconds = check_window_seconds(window_seconds)
-        if not callable(clock):
-            raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
+        check_clock(clock)
         self.warmup_steps = warmup_steps
         self.window_seconds = seconds
         self.clock = clock

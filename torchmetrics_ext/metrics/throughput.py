@@ -24,7 +24,13 @@ from torchmetrics_ext.metrics._time_window import (
 )
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_int
-from torchmetrics_ext.utilities.warnings import naming_part, safe_divide, silencing_undefined, warn_undefined
+from torchmetrics_ext.utilities.warnings import (
+    NO_SAMPLES,
+    naming_part,
+    safe_divide,
+    silencing_undefined,
+    warn_undefined,
+)
 
 __all__ = ["Throughput"]
 
@@ -357,6 +363,8 @@ class Throughput(TimeWindow, GuardedMetric):
             [undefined, elapsed != 0, self.total_examples > 0]
         ).tolist()
         self._computed_examples = examples  # compute's states are every rank's (see reset)
+        if not examples and not self._recent:  # no example on any rank, no timed step here: nothing seen
+            reason = NO_SAMPLES
         if undefined_h:  # the flag read above: no second read
             with naming_part("window" if lifetime_defined else None):
                 warn_undefined(torch.ones((), dtype=torch.bool), "Throughput", reason)

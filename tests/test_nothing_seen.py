@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 import torchmetrics_ext as tmx
-from tests.test_contexts import K, MODULE_METRICS, NAMES, TASKS, make_batch, module_batch, module_reference, reference
+from tests.test_contexts import MODULE_METRICS, NAMES, TASKS, K, make_batch, module_batch, module_reference, reference
 from torchmetrics_ext.registry import build_metric, metric_names
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 

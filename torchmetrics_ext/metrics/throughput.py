@@ -102,7 +102,9 @@ class Throughput(TimeWindow, GuardedMetric):
     ``{"lifetime_throughput", "window_throughput", "total_examples"}``; a rate is ``nan`` (with
     :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`) until an update after
     warm-up has been timed, and while the timed updates took 0 seconds on the clock (steps
-    shorter than a coarse clock's resolution: the warning says so).
+    shorter than a coarse clock's resolution: the warning says so). While no rank has counted an
+    example and no step was timed on this one (no update, a reset, only empty batches) the warning
+    says "no samples seen", the package's answer for a metric that saw nothing.
 
     Args:
         warmup_steps: updates before the clock starts (first steps are slow: compilation, caches).

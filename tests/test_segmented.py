@@ -492,9 +492,15 @@ def test_qps_reads_checkpoints_of_the_former_state_names():
     assert qps.compute().item() == 3.0
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [({"warmup_steps": -1}, "warmup_steps"), ({"clock": 3}, "clock")])
-def test_qps_bad_constructor_args(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"warmup_steps": -1}, ValueError, "warmup_steps"),
+        ({"clock": 3}, TypeError, "`clock` to be callable, got int"),  # the wrong kind of object, as in Throughput
+    ],
+)
+def test_qps_bad_constructor_args(kwargs, error, match):
+    with pytest.raises(error, match=match):
         tmx.TowerQPS(**kwargs)
 
 

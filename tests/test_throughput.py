@@ -119,8 +119,8 @@ def test_steps_that_took_zero_seconds_are_undefined_and_say_so():
     """A coarse clock reads the same before and after a step: the rate over 0 s is nan, and the warning
     says the timed steps took 0 seconds (not that no step was timed)."""
     metric = tmx.Throughput(warmup_steps=0, clock=Ticks([0.0, 0.0]))
-    with pytest.warns(UndefinedMetricWarning, match="no timed step after warm-up"):
-        metric.compute()  # nothing timed yet
+    with pytest.warns(UndefinedMetricWarning, match=r"no samples seen \(no update"):
+        metric.compute()  # nothing seen yet: the package's one answer for it (docs/policies.md)
     metric.update(10)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -258,6 +258,14 @@ def test_a_rejected_first_update_is_not_counted(batch):
 def test_bad_arguments(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         tmx.Throughput(**kwargs)
+
+
+@pytest.mark.parametrize("make", [tmx.Throughput, tmx.TowerQPS], ids=["Throughput", "TowerQPS"])
+@pytest.mark.parametrize("clock", [3.0, "monotonic", None])
+def test_a_clock_that_is_not_callable_is_a_type_error_in_both_rate_metrics(make, clock):
+    """One rule for the two rate metrics (TowerQPS raised a ValueError, Throughput a TypeError)."""
+    with pytest.raises(TypeError, match=rf"`clock` to be callable, got {type(clock).__name__}"):
+        make(clock=clock)
 
 
 @pytest.mark.parametrize("validate_args", [True, False])

@@ -240,7 +240,8 @@ def _grouped_curves(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[
     shape = (batch.num_tasks, batch.num_segments)
     value_sum = values.new_zeros(shape).index_add_(1, segment_of, values * group_weight)
     weight_sum = values.new_zeros(shape).index_add_(1, segment_of, group_weight)
-    return {None: _grouped_compute(value_sum, weight_sum, metric._name)}
+    seen = values.new_zeros(shape).index_add_(1, segment_of, stats[0] + stats[1])  # each segment's label weight
+    return {None: _grouped_compute(value_sum, weight_sum, metric._name, lambda: seen == 0)}
 
 
 def _rankings(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | None, Tensor]:

@@ -101,8 +101,11 @@ def _hindsight_compute(pos_hist: Tensor, neg_hist: Tensor, target_precision: flo
     # the last threshold)
     overflowed = (tp[:, 0] + fp[:, 0]).isinf()
     no_pred, no_pos = tp_at + fp_at <= 0, total_pos <= 0
-    warn_undefined(no_pred & ~overflowed, "HindsightTargetPR.precision", "no prediction reaches the chosen threshold")
-    warn_undefined(no_pos & ~overflowed, "HindsightTargetPR.recall", "no positive label")
+    # a task without label weight at all saw nothing: NO_SAMPLES, not the reason of one that saw negatives only
+    unseen = lambda: total_pos + neg_hist.sum(-1) <= 0  # noqa: E731 (made only where a value is undefined)
+    reason = "no prediction reaches the chosen threshold"
+    warn_undefined(no_pred & ~overflowed, "HindsightTargetPR.precision", reason, unseen=unseen)
+    warn_undefined(no_pos & ~overflowed, "HindsightTargetPR.recall", "no positive label", unseen=unseen)
     values = {
         "threshold": _thresholds(num_thresholds, tp.device)[idx.squeeze(-1)],
         "precision": torch.where(no_pred, math.nan, tp_at / torch.where(no_pred, 1.0, tp_at + fp_at)),

@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, format_pointwise, int_given
 from torchmetrics_ext.utilities.device import on_device_path
-from torchmetrics_ext.utilities.warnings import safe_divide
+from torchmetrics_ext.utilities.warnings import or_no_samples, safe_divide
 
 __all__ = ["multi_label_precision"]
 
@@ -120,7 +120,21 @@ def _multi_label_update(
 
 
 def _multi_label_compute(tp: Tensor, fp: Tensor) -> Tensor:
-    return safe_divide(tp, tp + fp, "MultiLabelPrecision", "no positive prediction for the label", ("task", "label"))
+    """Per-label precision, ``(T, L)``; ``nan`` with a warning for a label without a positive prediction.
+
+    The sums hold predicted positives only: a task whose labels all lack one may have seen no sample
+    at all, and its warning says both causes (a task with one predicted label saw samples).
+    """
+    reason = "no positive prediction for the label"
+    return safe_divide(
+        tp,
+        tp + fp,
+        "MultiLabelPrecision",
+        reason,
+        ("task", "label"),
+        unseen=lambda: (tp + fp <= 0).all(-1, keepdim=True).expand_as(tp),
+        unseen_reason=or_no_samples(reason),
+    )
 
 
 def multi_label_precision(

@@ -34,7 +34,7 @@ from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.utilities.checks import TargetDomain, check_choice, check_flag, check_tensor, format_pointwise
 from torchmetrics_ext.utilities.docstrings import with_sections
-from torchmetrics_ext.utilities.warnings import warn_undefined
+from torchmetrics_ext.utilities.warnings import or_no_samples, warn_undefined
 
 __all__ = ["session_precision_at_k", "session_recall_at_k"]
 
@@ -149,7 +149,14 @@ def _session_precision_compute(states: tuple[Tensor, ...], average: Average) -> 
     tp, fp, _, p_sum, p_count, _, _ = states
     num, den = (tp, tp + fp) if average == "micro" else (p_sum, p_count)
     undefined = den <= 0
-    warn_undefined(undefined, "SessionPrecisionAtK", "no session has a predicted positive with weight")
+    reason = "no session has a predicted positive with weight"
+    warn_undefined(
+        undefined,
+        "SessionPrecisionAtK",
+        reason,
+        unseen=lambda: tp + fp + states[2] <= 0,
+        unseen_reason=or_no_samples(reason),
+    )
     return torch.where(undefined, math.nan, num / torch.where(undefined, 1.0, den))
 
 
@@ -157,7 +164,14 @@ def _session_recall_compute(states: tuple[Tensor, ...], average: Average) -> Ten
     tp, _, fn, _, _, r_sum, r_count = states
     num, den = (tp, tp + fn) if average == "micro" else (r_sum, r_count)
     undefined = den <= 0
-    warn_undefined(undefined, "SessionRecallAtK", "no session has a positive label with weight")
+    reason = "no session has a positive label with weight"
+    warn_undefined(
+        undefined,
+        "SessionRecallAtK",
+        reason,
+        unseen=lambda: tp + states[1] + fn <= 0,
+        unseen_reason=or_no_samples(reason),
+    )
     return torch.where(undefined, math.nan, num / torch.where(undefined, 1.0, den))
 
 

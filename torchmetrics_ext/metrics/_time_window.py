@@ -24,7 +24,25 @@ from torchmetrics import MetricCollection
 from torchmetrics_ext.utilities.checks import as_real, check_state_dtype
 from torchmetrics_ext.utilities.frames import running_locals
 
-__all__ = ["TimeWindow", "adopt_other_settings", "check_window_seconds", "read_clock", "window_as_one_update"]
+__all__ = [
+    "TimeWindow",
+    "adopt_other_settings",
+    "check_clock",
+    "check_window_seconds",
+    "read_clock",
+    "window_as_one_update",
+]
+
+
+def check_clock(clock: Any) -> Callable[[], Any]:
+    """``clock`` as given, once it is callable.
+
+    Raises:
+        TypeError: ``clock`` is not callable (Python's error for an object of the wrong kind).
+    """
+    if not callable(clock):
+        raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
+    return clock
 
 
 def check_window_seconds(window_seconds: Any) -> float:

@@ -450,16 +450,20 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         wrapped = fresh_when_syncing(self, keep_value_shapes(self, compute, super()._wrap_compute))
 
         @functools.wraps(wrapped)
-        def restored_counts_as_updated(*args: Any, **kwargs: Any) -> Any:
-            # states loaded from a checkpoint or merged in since the last reset are data, not a forgotten
-            # update: no TorchMetrics "compute before update" warning for a resumed metric's first compute
-            state = self.__dict__
-            if state["_update_count"] == 0 and state.get("_states_written", 0) > state.get("_written_at_reset", 0):
-                with counted_as_updated([self]):
-                    return wrapped(*args, **kwargs)
-            return wrapped(*args, **kwargs)
+        def counts_as_updated(*args: Any, **kwargs: Any) -> Any:
+            # No TorchMetrics "compute before update" warning: the package answers "nothing seen" itself,
+            # from the states that compute reads (synced across ranks), the same way for no update, a
+            # reset, only empty or zero-weight batches, and a rank without a batch whose peers saw data
+            # (docs/policies.md, "Nothing seen"). TorchMetrics' warning counts this rank's update calls
+            # only: it fired on such a rank (when rank 0) though the value was every rank's, never after
+            # zero-weight batches, and for states loaded from a checkpoint or merged in (data, not a
+            # forgotten update).
+            if self.__dict__["_update_count"]:
+                return wrapped(*args, **kwargs)
+            with counted_as_updated([self]):
+                return wrapped(*args, **kwargs)
 
-        return restored_counts_as_updated
+        return counts_as_updated
 
     def _wrap_update(self, update: Callable) -> Callable:
         """TorchMetrics' update wrapper, written out, with the bookkeeping put back when ``update`` raises.

@@ -15,6 +15,7 @@ from torchmetrics import Metric
 from torchmetrics_ext.metrics._time_window import (
     TimeWindow,
     adopt_other_settings,
+    check_clock,
     check_window_seconds,
     read_clock,
     window_as_one_update,
@@ -85,12 +86,12 @@ class TowerQPS(TimeWindow, TaskMetric):
 
     Raises:
         ValueError: ``warmup_steps`` not a non-negative integer, ``window_seconds`` not a positive finite
-            number, ``clock`` not callable; in ``update``: ``preds`` or ``num_examples`` of another shape, a
+            number; in ``update``: ``preds`` or ``num_examples`` of another shape, a
             count that is negative, fractional or not finite (an ``int`` beyond int64), a ``clock`` reading
             that is NaN, infinite or earlier than the previous one. With ``validate_args=False`` the values
             of a ``num_examples`` tensor and the shapes are not checked (no device read); the rest always is.
-        TypeError: ``update`` without ``preds`` and ``num_examples``, or with a ``num_examples`` that is a
-            ``bool``, a bool tensor, a ``float`` or no count at all.
+        TypeError: ``clock`` not callable; ``update`` without ``preds`` and ``num_examples``, or with a
+            ``num_examples`` that is a ``bool``, a bool tensor, a ``float`` or no count at all.
 
         A refused ``update`` changes nothing: states, warm-up steps, clock and window stay as they were.
 
@@ -158,8 +159,7 @@ class TowerQPS(TimeWindow, TaskMetric):
     ) -> None:
         warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         window = None if window_seconds is None else check_window_seconds(window_seconds)
-        if not callable(clock):
-            raise ValueError(f"Expected `clock` to be a callable returning seconds, got {clock!r}.")
+        check_clock(clock)
         super().__init__(num_tasks, **kwargs)
         self.warmup_steps = warmup_steps
         self.clock = clock

@@ -17,13 +17,20 @@ from torchmetrics import Metric
 from torchmetrics_ext.metrics._time_window import (
     TimeWindow,
     adopt_other_settings,
+    check_clock,
     check_window_seconds,
     read_clock,
     window_as_one_update,
 )
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_int
-from torchmetrics_ext.utilities.warnings import naming_part, safe_divide, silencing_undefined, warn_undefined
+from torchmetrics_ext.utilities.warnings import (
+    NO_SAMPLES,
+    naming_part,
+    safe_divide,
+    silencing_undefined,
+    warn_undefined,
+)
 
 __all__ = ["Throughput"]
 
@@ -95,7 +102,9 @@ class Throughput(TimeWindow, GuardedMetric):
     ``{"lifetime_throughput", "window_throughput", "total_examples"}``; a rate is ``nan`` (with
     :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`) until an update after
     warm-up has been timed, and while the timed updates took 0 seconds on the clock (steps
-    shorter than a coarse clock's resolution: the warning says so).
+    shorter than a coarse clock's resolution: the warning says so). While no rank has counted an
+    example and no step was timed on this one (no update, a reset, only empty batches) the warning
+    says "no samples seen", the package's answer for a metric that saw nothing.
 
     Args:
         warmup_steps: updates before the clock starts (first steps are slow: compilation, caches).
@@ -212,8 +221,7 @@ class Throughput(TimeWindow, GuardedMetric):
         self.validate_args = check_flag("validate_args", validate_args)
         warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         seconds = check_window_seconds(window_seconds)
-        if not callable(clock):
-            raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
+        check_clock(clock)
         self.warmup_steps = warmup_steps
         self.window_seconds = seconds
         self.clock = clock
@@ -357,6 +365,8 @@ class Throughput(TimeWindow, GuardedMetric):
             [undefined, elapsed != 0, self.total_examples > 0]
         ).tolist()
         self._computed_examples = examples  # compute's states are every rank's (see reset)
+        if not examples and not self._recent:  # no example on any rank, no timed step here: nothing seen
+            reason = NO_SAMPLES
         if undefined_h:  # the flag read above: no second read
             with naming_part("window" if lifetime_defined else None):
                 warn_undefined(torch.ones((), dtype=torch.bool), "Throughput", reason)

@@ -32,6 +32,7 @@ __all__ = [
     "naming_metric",
     "naming_part",
     "naming_tasks",
+    "or_no_samples",
     "safe_divide",
     "silencing_undefined",
     "warn_undefined",
@@ -41,6 +42,22 @@ __all__ = [
 # the reason given for an entry that saw nothing (its count or total weight is 0), whatever the metric's own
 # reason: "a single class" would send a user who called `compute()` before feeding data the wrong way
 NO_SAMPLES = "no samples seen (no update, or only empty / zero-weight batches)"
+
+
+def or_no_samples(reason: str) -> str:
+    """``reason``, or :data:`NO_SAMPLES`: for a metric whose states cannot tell the two apart.
+
+    A metric that keeps only the sums its value needs (TorchRec's per-batch sessions, a per-label
+    true/false positive count) holds the same zeros after no sample as after samples of one kind:
+    its warning names both causes, the "nothing seen" one included, and never only the other.
+
+    Examples:
+        >>> from torchmetrics_ext.utilities.warnings import or_no_samples
+        >>> or_no_samples("no group holds both classes")
+        'no group holds both classes, or no samples seen (no update, or only empty / zero-weight batches)'
+    """
+    return f"{reason}, or {NO_SAMPLES}"
+
 
 # set by a caller that drops undefined values itself (the aggregator logs no nan)
 _SILENT: ContextVar[bool] = ContextVar("silent_undefined", default=False)
@@ -174,6 +191,7 @@ def warn_undefined(
     axes: tuple[str, ...] = ("task",),
     *,
     unseen: Tensor | Callable[[], Tensor] | None = None,
+    unseen_reason: str = NO_SAMPLES,
 ) -> None:
     """Warn once for the entries flagged in the boolean tensor ``undefined``.
 
@@ -191,6 +209,9 @@ def warn_undefined(
             ``reason``: two warnings where both kinds are flagged. Read at compute only, from the
             states the metric has; a callable making it is called only where some entry is undefined
             (a defined value, ``forward``'s batch value at every step, pays nothing for it).
+        unseen_reason: the reason given for the ``unseen`` entries. A metric whose states can only
+            tell the entries that *may* have seen nothing (zero sums, the same after samples of one
+            kind) flags those and passes :func:`or_no_samples` of its reason.
 
     Inside :func:`naming_tasks` (a ``RecMetricModule`` computing), tasks are named by their names
     (``task(s) ['click']``), also where the value has one task, when the names fit the task axis.
@@ -221,7 +242,7 @@ def warn_undefined(
             return
         if callable(unseen):
             unseen = unseen()
-        _warn_entries(undefined & unseen, metric, NO_SAMPLES, axes)
+        _warn_entries(undefined & unseen, metric, unseen_reason, axes)
         undefined = undefined & ~unseen
     _warn_entries(undefined, metric, reason, axes)
 
@@ -522,12 +543,13 @@ def safe_divide(
     *,
     finite_terms: bool = True,
     unseen: Tensor | Callable[[], Tensor] | None = None,
+    unseen_reason: str = NO_SAMPLES,
 ) -> Tensor:
     """``num / denom``; ``nan`` where ``denom == 0``, with one :class:`UndefinedMetricWarning`.
 
     ``axes`` names the dimensions of the value in the warning, ``unseen`` the entries that saw no
-    sample, warned for with :data:`NO_SAMPLES` (see :func:`warn_undefined`); a ``denom`` that is the
-    total weight passes :data:`NO_SAMPLES` as ``reason`` instead.
+    sample, warned for with :data:`NO_SAMPLES` (or ``unseen_reason``, see :func:`warn_undefined`);
+    a ``denom`` that is the total weight passes :data:`NO_SAMPLES` as ``reason`` instead.
     A denominator that overflowed to ``inf`` (float64 sums of weights past 1.8e308) is ``nan`` too,
     without a warning (no further host read): ``x / inf`` would report 0 for any finite ``x``. So is
     a numerator that overflowed (``sum w·p`` of weights near 1e308 over a finite ``sum w·y``, or
@@ -569,7 +591,7 @@ def safe_divide(
             undefined_value = math.isinf(d) or (finite_terms and math.isinf(n))
             return torch.full_like(num, math.nan if undefined_value else n / d)
     undefined = denom == 0
-    warn_undefined(undefined, metric, reason, axes, unseen=unseen)
+    warn_undefined(undefined, metric, reason, axes, unseen=unseen, unseen_reason=unseen_reason)
     unknown = undefined | denom.isinf() if denom.is_floating_point() else undefined
     if finite_terms and num.is_floating_point():
         unknown = unknown | num.isinf()

@@ -14,6 +14,8 @@ weighted by each group's total sample weight.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -30,7 +32,7 @@ from torchmetrics_ext.functional.auc._kernels import (
 from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
 from torchmetrics_ext.utilities.checks import check_choice, check_flag, check_tensor, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
-from torchmetrics_ext.utilities.warnings import safe_divide
+from torchmetrics_ext.utilities.warnings import or_no_samples, safe_divide
 
 __all__ = ["grouped_auc", "grouped_auprc"]
 
@@ -316,8 +318,28 @@ def _grouped_update(
     return (values * group_weight).sum(-1), group_weight.sum(-1)
 
 
-def _grouped_compute(value_sum: Tensor, weight_sum: Tensor, name: str) -> Tensor:
-    return safe_divide(value_sum, weight_sum, name, "no group holds both classes")
+# why a grouped value is undefined where it saw weight (a task with none: NO_SAMPLES, where the caller can tell)
+_NO_GROUP = "no group holds both classes"
+
+
+def _grouped_compute(
+    value_sum: Tensor, weight_sum: Tensor, name: str, unseen: Tensor | Callable[[], Tensor] | None = None
+) -> Tensor:
+    """The mean over groups; ``nan`` with a warning for an entry where no group counts.
+
+    ``unseen`` (as :func:`~torchmetrics_ext.utilities.warnings.safe_divide` takes it) tells the
+    entries that saw no weight at all, warned for with ``NO_SAMPLES``. Without it (the sums of
+    ``groups_complete_per_batch``, which cannot tell such a task from one whose groups each hold one
+    class) the one reason says both.
+    """
+    if unseen is None:
+        return safe_divide(value_sum, weight_sum, name, or_no_samples(_NO_GROUP))
+    return safe_divide(value_sum, weight_sum, name, _NO_GROUP, unseen=unseen)
+
+
+def _no_weight(signed: Tensor) -> Callable[[], Tensor]:
+    """The tasks of ``(T, N)`` signed weights that hold no weight at all (made only where a value is undefined)."""
+    return lambda: (signed == 0).all(-1)
 
 
 def _grouped(
@@ -337,8 +359,9 @@ def _grouped(
     average_groups = _check_average_groups(average_groups)
     single = single_task(preds)
     p, t, g, w = _format_grouped(preds, target, groups, weights, None, from_logits, validate_args)
-    sums = _grouped_update(p, _signed_weights(t, w), g, kind, weight_groups, average_groups)
-    value = _grouped_compute(*sums, name)
+    signed = _signed_weights(t, w)
+    sums = _grouped_update(p, signed, g, kind, weight_groups, average_groups)
+    value = _grouped_compute(*sums, name, _no_weight(signed))
     return value.squeeze(0) if single else value
 
 

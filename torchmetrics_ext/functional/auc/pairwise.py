@@ -36,6 +36,7 @@ in one task go beyond; the lightest decisive weights may then count as 0.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -290,19 +291,33 @@ def _pairwise_counts(preds: Tensor, target: Tensor, weights: Tensor | None, *, r
     return PairCounts(*(value * scale for value in counts))
 
 
-def _regression_auc_compute(counts: PairCounts) -> Tensor:
-    """``(C + T_p / 2) / (C + D + T_p)``; ``nan`` with a warning where no pair has different labels."""
+def _no_weight(preds: Tensor, weights: Tensor | None) -> Callable[[], Tensor]:
+    """The tasks of ``(T, N)`` inputs without a sample of non-zero weight (made only where a value is undefined)."""
+    if weights is None:
+        return lambda: torch.full(preds.shape[:1], preds.shape[-1] == 0, dtype=torch.bool, device=preds.device)
+    return lambda: ~(weights > 0).any(-1)
+
+
+def _regression_auc_compute(counts: PairCounts, unseen: Callable[[], Tensor] | None = None) -> Tensor:
+    """``(C + T_p / 2) / (C + D + T_p)``; ``nan`` with a warning where no pair has different labels.
+
+    ``unseen`` tells the tasks that saw no weight at all (:func:`_no_weight`), warned for with ``NO_SAMPLES``.
+    """
     undefined = counts.different_labels <= 0  # exact (run sums), unlike the sum of the parts
     denom = counts.concordant + counts.discordant + counts.tied_preds
-    warn_undefined(undefined, "RegressionAUC", "no pair of samples with different labels (and non-zero weight)")
+    reason = "no pair of samples with different labels (and non-zero weight)"
+    warn_undefined(undefined, "RegressionAUC", reason, unseen=unseen)
     value = (counts.concordant + 0.5 * counts.tied_preds) / torch.where(undefined, 1.0, denom)
     return torch.where(undefined, torch.nan, value)
 
 
-def _xauc_compute(counts: PairCounts) -> Tensor:
-    """``(C + T_py) / P``; ``nan`` with a warning where there is no pair of non-zero weight."""
+def _xauc_compute(counts: PairCounts, unseen: Callable[[], Tensor] | None = None) -> Tensor:
+    """``(C + T_py) / P``; ``nan`` with a warning where there is no pair of non-zero weight.
+
+    ``unseen`` tells the tasks that saw no weight at all (:func:`_no_weight`), warned for with ``NO_SAMPLES``.
+    """
     undefined = counts.total <= 0  # exact (run sums), unlike the sum of the parts
-    warn_undefined(undefined, "XAUC", "fewer than two samples with non-zero weight")
+    warn_undefined(undefined, "XAUC", "fewer than two samples with non-zero weight", unseen=unseen)
     parts = counts.concordant + counts.discordant + counts.tied_preds + counts.tied_target + counts.tied_both
     value = (counts.concordant + counts.tied_both) / torch.where(undefined, 1.0, parts)
     return torch.where(undefined, torch.nan, value)
@@ -360,7 +375,7 @@ def regression_auc(
     check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = _format_real(preds, target, weights, validate_args)
-    value = _regression_auc_compute(_pairwise_counts(p, t, w, relative=True))
+    value = _regression_auc_compute(_pairwise_counts(p, t, w, relative=True), _no_weight(p, w))
     return value.squeeze(0) if single else value
 
 
@@ -418,5 +433,5 @@ def xauc(
     check_flag("from_logits", from_logits)
     single = single_task(preds)
     p, t, w = _format_real(preds, target, weights, validate_args)
-    value = _xauc_compute(_pairwise_counts(p, t, w, relative=True))
+    value = _xauc_compute(_pairwise_counts(p, t, w, relative=True), _no_weight(p, w))
     return value.squeeze(0) if single else value

@@ -48,7 +48,7 @@ from torchmetrics_ext.functional.ranking._topk import (
     grouped_topk_values,
     merge_may_apply,
 )
-from torchmetrics_ext.utilities.warnings import warn_undefined
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, warn_undefined
 
 
 def _ranking_update(
@@ -328,7 +328,18 @@ def _grid_columns(queries: GridQueries, requests: Sequence[Request]) -> Columns:
     return Columns(requests, value, queries.forget)
 
 
-def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str, requests: Sequence[Request]) -> Tensor:
+# why a ranking value is undefined where samples were seen
+_NO_QUERY = "no query counted (no query with a relevant candidate, or all query weights are zero)"
+
+
+def _ranking_compute(
+    value_sum: Tensor,
+    weight_sum: Tensor,
+    label: str,
+    requests: Sequence[Request],
+    unseen: Callable[[], Tensor] | None = None,
+    unseen_reason: str = NO_SAMPLES,
+) -> Tensor:
     """Weighted mean over queries, ``(len(requests),)``; ``nan`` and one ``UndefinedMetricWarning`` if no query counted.
 
     Every request shares the one weight sum (0-dim) of the counted queries, so they are all
@@ -336,15 +347,13 @@ def _ranking_compute(value_sum: Tensor, weight_sum: Tensor, label: str, requests
     (``"RankingMetrics (ndcg@1, recall@5) is undefined: ..."``), never positions as "tasks".
     A weight sum that overflowed float64 (query weights near 1e308) is ``nan`` too, without a warning
     (the package's rule, :func:`~torchmetrics_ext.utilities.warnings.safe_divide`'s): ``x / inf`` would
-    report 0 for a finite value sum.
+    report 0 for a finite value sum. ``unseen`` (called only where the value is undefined) tells
+    whether no sample of non-zero weight was seen, said with ``unseen_reason`` (see
+    :func:`~torchmetrics_ext.utilities.warnings.warn_undefined`).
     """
     undefined = weight_sum == 0
     keys = "" if len(requests) == 1 else f" ({', '.join(request_key(request) for request in requests)})"
-    warn_undefined(
-        undefined,
-        label + keys,
-        "no query counted (no query with a relevant candidate, or all query weights are zero)",
-    )
+    warn_undefined(undefined, label + keys, _NO_QUERY, unseen=unseen, unseen_reason=unseen_reason)
     # entries of zero weight are nan whatever the division gives there (0 / 0, x / 0): no guard on the divisor
     return torch.where(undefined | weight_sum.isinf(), math.nan, value_sum / weight_sum)
 
@@ -378,7 +387,17 @@ def _ranking_functional(
         empty_target_action=empty_target_action,
         remove_single_length_sessions=remove_single_length_sessions,
     )
-    return _ranking_compute(value_sum, weight_sum, label, requests)
+    return _ranking_compute(value_sum, weight_sum, label, requests, lambda: _no_weighted_row(rows))
+
+
+def _no_weighted_row(rows: RankingRows | None) -> Tensor:
+    """Whether ``rows`` (all rows given, or ``None`` for none) hold no row of non-zero weight, as a 0-dim tensor."""
+    if rows is None or rows.num_rows == 0:
+        return torch.tensor(True)
+    weights = rows.weights
+    if weights is None:
+        return torch.tensor(False, device=rows.preds.device)
+    return ~(weights > 0).any()
 
 
 def reduce_columns(

@@ -208,6 +208,7 @@ class _GroupedCurveMetric(TaskMetric):
 
     def compute(self) -> Tensor:
         """Mean per-group value over everything accumulated (and synced across ranks)."""
+        unseen = None  # the sums cannot tell a task that saw no weight (see F._grouped_compute)
         if self.groups_complete_per_batch:
             value_sum, weight_sum = (getattr(self, name) for name in self._sum_states)
         else:
@@ -217,7 +218,8 @@ class _GroupedCurveMetric(TaskMetric):
             value_sum, weight_sum = F._grouped_update(
                 scores, signed, groups, self._kind, self.weight_groups, self.average_groups
             )
-        return self._squeeze_tasks(F._grouped_compute(value_sum, weight_sum, self._name))
+            unseen = F._no_weight(signed)
+        return self._squeeze_tasks(F._grouped_compute(value_sum, weight_sum, self._name, unseen))
 
 
 class GroupedAUC(_GroupedCurveMetric):

@@ -8,6 +8,7 @@ the accumulated data in O(N log N) with the kernels of
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -172,9 +173,13 @@ class _PairwiseMetric(TaskMetric):
             value = dim_zero_cat(value) if value else torch.zeros(0, dtype=torch.float64, device=self.device)
         return value.to(torch.float64).reshape(-1, self.num_tasks).T
 
-    def _pair_counts(self) -> F.PairCounts:
-        """Pair totals in units of a per-task power of two (ratios need no more; see ``_pairwise_counts``)."""
-        return F._pairwise_counts(*(self._stacked(name) for name in self._pair_states), relative=True)
+    def _pair_counts(self) -> tuple[F.PairCounts, Callable[[], Tensor]]:
+        """Pair totals in units of a per-task power of two (ratios need no more; see ``_pairwise_counts``).
+
+        And the tasks that saw no weight at all, read from the same ``(T, N)`` states only where a value is undefined.
+        """
+        preds, target, weights = (self._stacked(name) for name in self._pair_states)
+        return F._pairwise_counts(preds, target, weights, relative=True), F._no_weight(preds, weights)
 
 
 class RegressionAUC(_PairwiseMetric):
@@ -225,7 +230,7 @@ class RegressionAUC(_PairwiseMetric):
 
     def compute(self) -> Tensor:
         """RAUC over every sample accumulated (and synced across ranks)."""
-        return self._squeeze_tasks(F._regression_auc_compute(self._pair_counts()))
+        return self._squeeze_tasks(F._regression_auc_compute(*self._pair_counts()))
 
 
 class XAUC(_PairwiseMetric):
@@ -278,4 +283,4 @@ class XAUC(_PairwiseMetric):
 
     def compute(self) -> Tensor:
         """XAUC over every sample accumulated (and synced across ranks)."""
-        return self._squeeze_tasks(F._xauc_compute(self._pair_counts()))
+        return self._squeeze_tasks(F._xauc_compute(*self._pair_counts()))

@@ -46,11 +46,12 @@ from torchmetrics_ext.functional.ranking._inputs import (
     _ranking_format,
 )
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
-from torchmetrics_ext.functional.ranking._update import _ranking_compute, _ranking_update
+from torchmetrics_ext.functional.ranking._update import _NO_QUERY, _no_weighted_row, _ranking_compute, _ranking_update
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks, one_task
 from torchmetrics_ext.metrics.ranking._rows import row_state_problems
 from torchmetrics_ext.utilities.chunks import is_broadcast, join_chunks
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.warnings import or_no_samples
 
 _ROW_STATES = {
     "preds": torch.float64,
@@ -488,12 +489,23 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
 
     def _compute_values(self) -> Tensor:
         value_sum, weight_sum = self.value_sum, self.weight_sum
+        rows = None
         if not self.queries_complete_per_batch:
             rows = self._cat_rows()
             if rows is not None and rows.preds.numel() > 0:
                 batch_value, batch_weight = self._sums(rows)
                 value_sum, weight_sum = value_sum + batch_value, weight_sum + batch_weight
-        return _ranking_compute(value_sum, weight_sum, self._label, self.requests)
+        # Without a kept row of non-zero weight the metric may have seen nothing, or only queries summed
+        # (padded lists, complete queries) of which none counted: the sums read the same, so the warning
+        # names both causes (a kept row with weight is a sample seen: the reason alone).
+        return _ranking_compute(
+            value_sum,
+            weight_sum,
+            self._label,
+            self.requests,
+            unseen=lambda: _no_weighted_row(rows),
+            unseen_reason=or_no_samples(_NO_QUERY),
+        )
 
     def _cat_rows(self) -> RankingRows | None:
         states = {name: getattr(self, name) for name in _ROW_STATES}

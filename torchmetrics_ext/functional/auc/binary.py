@@ -761,7 +761,8 @@ def auc(
         target: binary labels in {0, 1}, same shape as ``preds``.
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``. The exact
             mode keeps them as float32: non-zero float64 weights must lie in float32's normal
-            range ``[1.18e-38, 3.4e38]`` (rescale them; the value does not depend on their scale).
+            range ``[1.18e-38, 3.4e38]`` (rescale them: the value depends on their scale only through
+            that rounding, about 6e-8 relative).
         num_bins: ``None`` for the exact value; ``B`` to round scores to ``B`` bins uniform in
             logit space over ``logit_range`` (see :class:`~torchmetrics_ext.AUC`).
         logit_range: ``(low, high)`` logits covered by the bins; scores outside fall in the end bins
@@ -825,7 +826,8 @@ def auprc(
         target: binary labels in {0, 1}, same shape as ``preds``.
         weights: optional non-negative sample weights, shape of ``preds`` or ``(N,)``. The exact
             mode keeps them as float32: non-zero float64 weights must lie in float32's normal
-            range ``[1.18e-38, 3.4e38]`` (rescale them; the value does not depend on their scale).
+            range ``[1.18e-38, 3.4e38]`` (rescale them: the value depends on their scale only through
+            that rounding, about 6e-8 relative).
         num_bins: ``None`` for the exact value; ``B`` for the binned value (see ``auc``).
         logit_range: ``(low, high)`` logits covered by the bins.
         bin_space: ``"logit"`` or ``"probability"`` (see ``auc``).

@@ -769,7 +769,9 @@ def pointwise_compute_metrics(
             (a squeezed logit of a batch of one). For several tasks, predictions may also be a
             multi-head model's tuple (or list) of ``T`` per-task heads, each ``(N,)`` or ``(N, 1)``, in
             the order of ``tasks``: they are stacked as the columns of ``(N, T)`` (no need to stack them in
-            ``preprocess_logits_for_metrics``), as a tuple (or list) of per-task label arrays is. A tuple
+            ``preprocess_logits_for_metrics``), as a tuple (or list) of per-task label arrays is (the
+            Trainer gives one per ``label_names`` entry, in that order: list ``label_names`` in the order of
+            ``tasks``, as nothing else tells the tasks apart). A tuple
             whose first output is already ``(N, T)`` is read as that output (the others are not scores);
             for one task, a tuple's first output is the scores. One example of several tasks may arrive
             squeezed on one side (a model's ``logits.squeeze()`` on an eval batch of one row): ``(T,)``
@@ -809,7 +811,10 @@ def pointwise_compute_metrics(
 
     Returns:
         A callable for ``Trainer(compute_metrics=...)``; keys are the metric names for one task
-        (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several.
+        (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several. Naming one in
+        ``TrainingArguments(metric_for_best_model=...)``, give ``greater_is_better=False`` for NE and log
+        loss: the Trainer's guess (lower is better only for a name ending in ``loss``) misses
+        ``"ne"`` and every ``"log_loss/{task}"``.
 
     Raises:
         TypeError: an entry of ``metrics`` that is no name (a metric object, ``None``), naming it.

@@ -587,6 +587,15 @@ class _Pointwise(HFComputeMetrics):
                         f"(N * {t},) when every batch has one row: return (B, {t}) scores (`squeeze(-1)` at most) or "
                         "one head per task"
                     )
+            width = labels.shape[1] if labels.ndim == 2 and labels.shape[0] == predictions.shape[0] else 0
+            if width > t and predictions.shape == expected:  # the tasks' scores, with more label columns than tasks
+                hint = (
+                    f"{width} label columns for {t} task(s) {list(self.tasks)}: the Trainer passes one label array "
+                    "per `label_names` entry, and each is read as a task's labels; list only the tasks' labels in "
+                    "`label_names` (in the order of `tasks`). Sample weights and group or session ids are not read "
+                    "here: for weighted or grouped metrics, log the predictions and score them with "
+                    "`torchmetrics-ext evaluate --weights ... --user ...` (or `evaluate()`)"
+                )
             raise ValueError(
                 f"Expected {accepted}; got predictions of shape {tuple(predictions.shape)} and labels of shape "
                 f"{tuple(labels.shape)}: {hint}."
@@ -761,7 +770,9 @@ def pointwise_compute_metrics(
     Args:
         metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`), each once (a
             name given twice is refused, as ``ranking_compute_metrics`` refuses it); metrics that need ids
-            (``gauc``, ranking) are not available here. Options go in ``kwargs`` (a mapping
+            (``gauc``, ranking) are not available here, and no sample weights are read (every example weighs 1,
+            but for ``ignore_index``; a weight array among ``label_names`` is refused as a label column too
+            many). Options go in ``kwargs`` (a mapping
             ``{name: options}``, :class:`~torchmetrics_ext.RecMetricModule`'s form, is refused: its
             options would be dropped).
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and

@@ -1,10 +1,12 @@
-"""Probabilities given to ``pointwise_compute_metrics`` built for logits (its default) are warned of.
+"""What a Trainer user's model and ``label_names`` give ``pointwise_compute_metrics`` by mistake, told apart.
 
-A Trainer model that ends in a sigmoid (trained with ``BCELoss``) returns probabilities; the
-builder's default ``from_logits=True`` reads them as logits and scores ``sigmoid(p)`` (in [0.5,
-0.73]): AUC is unchanged, NE, log loss and calibration are not. The values stay those the docs
-promise (checked against scikit-learn on ``sigmoid(p)``); a ``UserWarning`` naming the tasks whose
-scores of the whole evaluation lie in [0, 1] says to build with ``from_logits=False``.
+Probabilities given to the builder built for logits (its default): a model that ends in a sigmoid
+(trained with ``BCELoss``) returns probabilities, which ``from_logits=True`` reads as logits and scores as
+``sigmoid(p)`` (in [0.5, 0.73]): AUC is unchanged, NE, log loss and calibration are not. The values stay
+those the docs promise (checked against scikit-learn on ``sigmoid(p)``); a ``UserWarning`` naming the
+tasks whose scores of the whole evaluation lie in [0, 1] says to build with ``from_logits=False``.
+
+A sample-weight array listed in ``label_names`` next to the tasks' labels: an error that says so.
 """
 
 from __future__ import annotations
@@ -153,3 +155,20 @@ def test_warned_only_where_a_metric_changes_under_the_sigmoid(metrics, options, 
     assert len(messages) == int(warned)
     if "auc" in metrics and not options:
         assert values["auc"] == pytest.approx(roc_auc_score(labels[:, 0], probabilities[:, 0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("tasks", [("click",), ("click", "like")])
+def test_a_weight_array_among_label_names_is_explained(tasks):
+    """A weight (or id) array listed in ``label_names`` next to the tasks' labels: one label column too many.
+
+    The error said "`tasks=` must name one task per prediction column" (or "give predictions and labels one
+    shape"), pointing at `tasks=`; it now says what the extra column is taken for and where weights are read."""
+    probabilities, labels = _data(5)
+    t = len(tasks)
+    weights = np.random.default_rng(5).uniform(0.5, 2.0, N)
+    label_ids = (*(labels[:, i] for i in range(t)), weights)  # the Trainer's tuple: one array per label_names entry
+    compute_metrics = pointwise_compute_metrics(["ne"], tasks=tasks, from_logits=False)
+    predictions = probabilities[:, 0] if t == 1 else probabilities
+    with pytest.raises(ValueError, match=rf"{t + 1} label columns for {t} task") as error:
+        compute_metrics(EvalPrediction(predictions=predictions, label_ids=label_ids))
+    assert "--weights" in str(error.value) and "label_names" in str(error.value)

@@ -1112,5 +1112,17 @@ def ranking_compute_metrics(
         >>> whole = ranking_compute_metrics(ks=(1, None), metrics=("mrr",))
         >>> whole(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
         {'MRR@1': 0.0, 'MRR': 0.5}
+
+        A query without a relevant candidate (a relevance row of zeros) is left out of the mean by default
+        (``empty_target_action="skip"``); ``"zero"`` counts it as 0, as scikit-learn's ``ndcg_score`` and
+        TorchMetrics' retrieval metrics (``"neg"``) do:
+
+        >>> relevance = np.array([[1, 0, 0], [0, 0, 0]])  # the 2nd query has no relevant candidate
+        >>> skipped = ranking_compute_metrics(ks=(1,), metrics=("hit_rate",))
+        >>> skipped(EvalPrediction(predictions=scores, label_ids=relevance))
+        {'HitRate@1': 1.0}
+        >>> counted = ranking_compute_metrics(ks=(1,), metrics=("hit_rate",), empty_target_action="zero")
+        >>> counted(EvalPrediction(predictions=scores, label_ids=relevance))
+        {'HitRate@1': 0.5}
     """
     return _Ranking(ks, metrics, padding_value, key_names, kwargs)

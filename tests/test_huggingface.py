@@ -818,6 +818,7 @@ class Squeezer(nn.Module):
 
 @pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
 @pytest.mark.parametrize("n", [17, 1], ids=["last-batch-of-one", "one-example"])
+@pytest.mark.filterwarnings("ignore:pointwise_compute_metrics reads the predictions as logits:UserWarning")
 def test_a_squeezed_logit_of_a_batch_of_one_is_one_example(tmp_path, batch_eval_metrics, n):
     """The last eval batch of one example gives a 0-dim logit: it failed with an IndexError in batch mode."""
     dataset = Clicks(n=n)

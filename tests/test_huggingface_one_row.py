@@ -30,6 +30,8 @@ from sklearn.metrics import log_loss
 from torch import nn
 
 transformers = pytest.importorskip("transformers")
+# one example's logits, often in [0, 1]: the warning of probabilities read as logits is no concern here
+pytestmark = pytest.mark.filterwarnings("ignore:pointwise_compute_metrics reads the predictions as logits:UserWarning")
 pytest.importorskip("accelerate")
 
 from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics  # noqa: E402

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,10 @@ from torch import Tensor
 from torchmetrics_ext._module_columns import _columns_read
 from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE
 from torchmetrics_ext.functional.ranking._spec import request_key
+from torchmetrics_ext.metrics.auc.binary import AUC, AUPRC
+from torchmetrics_ext.metrics.auc.pairwise import XAUC, RegressionAUC
+from torchmetrics_ext.metrics.counters import LabelAverage, NumPositiveSamples, SumWeights
+from torchmetrics_ext.metrics.pointwise import CTR
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import build_metric, lookup
@@ -407,6 +412,17 @@ class HFComputeMetrics:
             self.reset()
 
 
+def _order_or_labels_only(metric: Any) -> bool:
+    """Whether ``metric`` is the same on probabilities and on their ``sigmoid``.
+
+    It reads the scores' order alone (exact AUC/AUPRC, the pairwise AUCs), or no score at all (CTR, label
+    average, sums of weights and positives).
+    """
+    if isinstance(metric, (AUC, AUPRC)):
+        return metric.num_bins is None  # a histogram's bins are not those of sigmoid(p)
+    return isinstance(metric, (CTR, LabelAverage, SumWeights, NumPositiveSamples, RegressionAUC, XAUC))
+
+
 class _Pointwise(HFComputeMetrics):
     _label_columns = True
 
@@ -470,6 +486,12 @@ class _Pointwise(HFComputeMetrics):
         # Metrics without a from_logits option get probabilities: the module, told that the columns
         # hold logits, feeds them sigmoid(logits) whether or not another metric reads logits.
         self.module = RecMetricModule(infos, built, throughput=False, from_logits=from_logits)
+        # warned of only where some metric's value changes when probabilities are read as logits: not exact
+        # AUC/AUPRC or the pairwise ones (the sigmoid keeps the order), nor the metrics of labels and weights alone
+        self._warn_of_probabilities = from_logits and not all(map(_order_or_labels_only, built.values()))
+        # per task, the lowest and highest score of this evaluation (device tensors, read once in `compute`):
+        # scores all in [0, 1] under `from_logits=True` are most likely a sigmoid model's probabilities
+        self._score_range: tuple[Tensor, Tensor] | None = None
         _check_ignore_value(self.ignore_index, self.module._domains.target)
         # every metric unchecked (validate_args=False), labels where -100 is none and it is no ignore_index: the
         # Trainer's -100 would be scored as a label; refused by the adapter (see `_refuse_trainer_padding`)
@@ -565,6 +587,15 @@ class _Pointwise(HFComputeMetrics):
                         f"(N * {t},) when every batch has one row: return (B, {t}) scores (`squeeze(-1)` at most) or "
                         "one head per task"
                     )
+            width = labels.shape[1] if labels.ndim == 2 and labels.shape[0] == predictions.shape[0] else 0
+            if width > t and predictions.shape == expected:  # the tasks' scores, with more label columns than tasks
+                hint = (
+                    f"{width} label columns for {t} task(s) {list(self.tasks)}: the Trainer passes one label array "
+                    "per `label_names` entry, and each is read as a task's labels; list only the tasks' labels in "
+                    "`label_names` (in the order of `tasks`). Sample weights and group or session ids are not read "
+                    "here: for weighted or grouped metrics, log the predictions and score them with "
+                    "`torchmetrics-ext evaluate --weights ... --user ...` (or `evaluate()`)"
+                )
             raise ValueError(
                 f"Expected {accepted}; got predictions of shape {tuple(predictions.shape)} and labels of shape "
                 f"{tuple(labels.shape)}: {hint}."
@@ -589,6 +620,11 @@ class _Pointwise(HFComputeMetrics):
             self.module.update(columns)
         except (TypeError, ValueError) as error:
             raise self._in_adapter(error, columns) from None
+        if self._warn_of_probabilities and predictions.shape[0] > 0:  # after the update: a rejected batch counts not
+            low, high = torch.aminmax(predictions.detach().reshape(predictions.shape[0], t), dim=0)
+            if self._score_range is not None:
+                low, high = torch.minimum(low, self._score_range[0]), torch.maximum(high, self._score_range[1])
+            self._score_range = (low, high)
 
     def _accepted(self) -> str:
         """The shapes several tasks take, for the errors."""
@@ -684,7 +720,33 @@ class _Pointwise(HFComputeMetrics):
                 return type(error)(detail if single else f"Task {task!r}: {detail}")
         return type(error)(text)
 
+    def _warn_probabilities(self) -> None:
+        """Warn of the tasks whose every score of this evaluation lies in [0, 1], read as logits.
+
+        A model that ends in a sigmoid (trained with ``BCELoss``) gives probabilities; read as logits
+        they are scored as ``sigmoid(p)``, all in [0.5, 0.73]: AUC is the same, NE, log loss and
+        calibration are not. A model's logits rarely all lie in [0, 1], so this is said once per
+        evaluation (one host read, in ``compute``); the values stay as documented.
+        """
+        if self._score_range is None:
+            return
+        low, high = self._score_range
+        inside = ((low >= 0) & (high <= 1)).tolist()
+        tasks = [task for task, flag in zip(self.tasks, inside) if flag]
+        if not tasks:
+            return
+        warnings.warn(
+            f"pointwise_compute_metrics reads the predictions as logits (`from_logits=True`, the default), and every "
+            f"score of task(s) {tasks} lies in [0, 1] this evaluation: if the model gives probabilities (a "
+            "sigmoid head), they are scored as sigmoid(probability), which leaves AUC as it is but not NE, log loss "
+            "or calibration; build the callable with `pointwise_compute_metrics(..., from_logits=False)`. If they "
+            "are logits, the values are right.",
+            UserWarning,
+            stacklevel=4,
+        )
+
     def compute(self) -> dict[str, float]:
+        self._warn_probabilities()
         values = self.module.local_compute()  # the Trainer gathered the rows already
         if len(self.tasks) == 1:
             return {key.rsplit("/", 1)[0]: float(v) for key, v in values.items()}
@@ -692,6 +754,7 @@ class _Pointwise(HFComputeMetrics):
 
     def reset(self) -> None:
         self.module.reset()
+        self._score_range = None
 
 
 def pointwise_compute_metrics(
@@ -707,7 +770,9 @@ def pointwise_compute_metrics(
     Args:
         metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`), each once (a
             name given twice is refused, as ``ranking_compute_metrics`` refuses it); metrics that need ids
-            (``gauc``, ranking) are not available here. Options go in ``kwargs`` (a mapping
+            (``gauc``, ranking) are not available here, and no sample weights are read (every example weighs 1,
+            but for ``ignore_index``; a weight array among ``label_names`` is refused as a label column too
+            many). Options go in ``kwargs`` (a mapping
             ``{name: options}``, :class:`~torchmetrics_ext.RecMetricModule`'s form, is refused: its
             options would be dropped).
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
@@ -715,7 +780,9 @@ def pointwise_compute_metrics(
             (a squeezed logit of a batch of one). For several tasks, predictions may also be a
             multi-head model's tuple (or list) of ``T`` per-task heads, each ``(N,)`` or ``(N, 1)``, in
             the order of ``tasks``: they are stacked as the columns of ``(N, T)`` (no need to stack them in
-            ``preprocess_logits_for_metrics``), as a tuple (or list) of per-task label arrays is. A tuple
+            ``preprocess_logits_for_metrics``), as a tuple (or list) of per-task label arrays is (the
+            Trainer gives one per ``label_names`` entry, in that order: list ``label_names`` in the order of
+            ``tasks``, as nothing else tells the tasks apart). A tuple
             whose first output is already ``(N, T)`` is read as that output (the others are not scores);
             for one task, a tuple's first output is the scores. One example of several tasks may arrive
             squeezed on one side (a model's ``logits.squeeze()`` on an eval batch of one row): ``(T,)``
@@ -731,7 +798,10 @@ def pointwise_compute_metrics(
             with a ``from_logits`` option (NE, AUC, calibration, accuracy, ``mse``, ...) read the
             logits; the values of ``mse``, ``rmse``, ``mae``, ``weighted_average``, ``r_squared``...
             and of the metrics without the option are those of the probabilities ``sigmoid(logits)``
-            (``mse`` is then the Brier score).
+            (``mse`` is then the Brier score). Probabilities given with ``from_logits=True`` are read as
+            logits (scored as ``sigmoid(p)``, all in [0.5, 0.73]: NE, log loss and calibration change, exact AUC
+            does not); a ``UserWarning`` names the tasks whose every score of an evaluation lies in [0, 1]
+            (once per evaluation, and only with a metric that the sigmoid changes).
         ignore_index: a label value (``-100``: the Trainer's label padding, the usual ignore index) that
             leaves an example out of that task only: the other tasks still count it, so a multi-task
             model whose examples lack some tasks' labels (a conversion label only for clicked examples)
@@ -752,7 +822,10 @@ def pointwise_compute_metrics(
 
     Returns:
         A callable for ``Trainer(compute_metrics=...)``; keys are the metric names for one task
-        (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several.
+        (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several. Naming one in
+        ``TrainingArguments(metric_for_best_model=...)``, give ``greater_is_better=False`` for NE and log
+        loss: the Trainer's guess (lower is better only for a name ending in ``loss``) misses
+        ``"ne"`` and every ``"log_loss/{task}"``.
 
     Raises:
         TypeError: an entry of ``metrics`` that is no name (a metric object, ``None``), naming it.
@@ -1039,5 +1112,17 @@ def ranking_compute_metrics(
         >>> whole = ranking_compute_metrics(ks=(1, None), metrics=("mrr",))
         >>> whole(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
         {'MRR@1': 0.0, 'MRR': 0.5}
+
+        A query without a relevant candidate (a relevance row of zeros) is left out of the mean by default
+        (``empty_target_action="skip"``); ``"zero"`` counts it as 0, as scikit-learn's ``ndcg_score`` and
+        TorchMetrics' retrieval metrics (``"neg"``) do:
+
+        >>> relevance = np.array([[1, 0, 0], [0, 0, 0]])  # the 2nd query has no relevant candidate
+        >>> skipped = ranking_compute_metrics(ks=(1,), metrics=("hit_rate",))
+        >>> skipped(EvalPrediction(predictions=scores, label_ids=relevance))
+        {'HitRate@1': 1.0}
+        >>> counted = ranking_compute_metrics(ks=(1,), metrics=("hit_rate",), empty_target_action="zero")
+        >>> counted(EvalPrediction(predictions=scores, label_ids=relevance))
+        {'HitRate@1': 0.5}
     """
     return _Ranking(ks, metrics, padding_value, key_names, kwargs)

@@ -982,3 +982,41 @@ def test_a_window_only_compute_group_gives_no_leader_reset_warning():
                 values["auc-click|window_auc"].item(), roc_auc_score(y, p, sample_weight=w), rtol=1e-9
             )
     assert not [str(r.message) for r in record if "reset on its own" in str(r.message)]
+
+
+@pytest.mark.parametrize(
+    ("bounds", "warns"),
+    [
+        ({}, False),
+        ({"min_compute_interval": 0.0, "max_compute_interval": math.inf}, False),
+        ({"min_compute_interval": 60.0}, True),
+        ({"max_compute_interval": 300.0}, True),
+        ({"min_compute_interval": 30.0, "max_compute_interval": 90.0}, True),
+    ],
+)
+def test_compute_interval_bounds_in_seconds_are_warned_of_as_not_applied(bounds, warns):
+    """TorchRec's RecMetricModule, given min/max_compute_interval (seconds), changes compute_interval_steps at run
+    time so that the time between computes falls within them (once, from its first two computes); the module took the fields without a word and kept
+    the config's steps, so a migrated job logged at another cadence. Now it warns, at the user's call, and still
+    keeps the steps (should_compute() fires every compute_interval_steps updates)."""
+    config = {
+        "rec_tasks": [{"name": "click", "label_name": "y", "prediction_name": "p", "weight_name": "w"}],
+        "rec_metrics": {"ctr": {"rec_task_indices": [0], "window_size": 100}},
+        "compute_interval_steps": 3,
+        **bounds,
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = tmx.RecMetricModule.from_torchrec_config(config)
+    ours = [w for w in caught if "compute_interval" in str(w.message)]
+    assert len(ours) == int(warns)
+    if warns:
+        assert "not applied" in str(ours[0].message)
+        assert "compute_interval_steps=3" in str(ours[0].message)
+        assert ours[0].filename == __file__
+    step = {"p": torch.tensor([0.2, 0.7]), "y": torch.tensor([0.0, 1.0]), "w": torch.tensor([1.0, 1.0])}
+    fired = []
+    for _ in range(7):
+        module.update(step)
+        fired.append(module.should_compute())
+    assert fired == [False, False, True, False, False, True, False]

@@ -800,7 +800,11 @@ class RecMetricModule(CheckpointLoading):
                 ``fused_update_limit`` (0 or 1: TorchRec's fusion of several steps into one
                 window entry is refused). TorchRec's other execution options
                 (``rec_compute_mode``, ``compute_on_all_ranks``, ...) are accepted and have no
-                counterpart: the module always fuses tasks and states and syncs once per compute.
+                counterpart: the module always fuses tasks and states and syncs once per compute,
+                returning the synced values on every rank (TorchRec's default computes on rank 0
+                alone); ``min/max_compute_interval``, with which TorchRec resets
+                ``compute_interval_steps`` from the time between its first two computes, are not
+                applied, with a warning.
             state_metrics_mapping: ``{StateMetricEnum or its value: object}`` for the configured
                 ``state_metrics``; each object has ``get_metrics()`` (as in TorchRec) or is a
                 callable returning the same dict.

@@ -1020,3 +1020,93 @@ def test_compute_interval_bounds_in_seconds_are_warned_of_as_not_applied(bounds,
         module.update(step)
         fired.append(module.should_compute())
     assert fired == [False, False, True, False, False, True, False]
+
+
+# a migrated production config: three tasks, a weight column each, fused tasks, validated steps, one window
+_PROD_TASKS = ["click", "like", "share"]
+_PROD_WINDOW = 47  # ceil(47 / 2) = 24 samples per rank (TorchRec), 47 // 2 = 23 (the plain constructor)
+_PROD_BATCH = (8, 4)  # rows per step on rank 0 and rank 1
+_PROD_STEPS = 12
+_PROD_ZERO_STEP = 10  # rank 1's weights are all zero here, for every task: a validated step TorchRec skips
+_PROD_CONFIG: dict[str, Any] = {
+    "rec_tasks": [
+        {"name": t, "label_name": f"{t}_y", "prediction_name": f"{t}_p", "weight_name": f"{t}_w"} for t in _PROD_TASKS
+    ],
+    "rec_metrics": {
+        name: {"rec_task_indices": [0, 1, 2], "window_size": _PROD_WINDOW, **extra}
+        for name, extra in [
+            ("ne", {"arguments": {"include_logloss": True}}),
+            ("calibration", {}),
+            ("ctr", {}),
+            ("auc", {}),
+        ]
+    },
+    "throughput_metric": None,
+    "compute_interval_steps": 4,
+    "should_validate_update": True,
+    "rec_compute_mode": "FUSED_TASKS_COMPUTATION",
+}
+
+
+def _prod_steps(rank: int) -> list[dict[str, torch.Tensor]]:
+    g = np.random.default_rng(1234 + rank)
+    steps = []
+    for i in range(_PROD_STEPS):
+        step = {}
+        for j, t in enumerate(_PROD_TASKS):
+            p = g.uniform(0.05, 0.95, _PROD_BATCH[rank])
+            step[f"{t}_p"] = torch.tensor(p)
+            step[f"{t}_y"] = torch.tensor((g.uniform(size=p.size) < p * (0.6 + 0.2 * j)).astype(np.float64))
+            w = g.choice([0.0, 0.5, 1.0, 3.0], size=p.size)
+            step[f"{t}_w"] = torch.tensor(np.zeros_like(w) if (rank, i) == (1, _PROD_ZERO_STEP) else w)
+        steps.append(step)
+    return steps
+
+
+def _prod_run(rank: int, world_size: int) -> dict[str, float]:
+    module = tmx.RecMetricModule.from_torchrec_config(_PROD_CONFIG)
+    computed = []
+    for step in _prod_steps(rank):
+        module.update(step)
+        if module.should_compute():
+            computed.append({k: v.item() for k, v in module.compute().items()})
+    assert len(computed) == _PROD_STEPS // 4
+    return computed[-1]
+
+
+def _prod_reference(steps: list[dict[str, torch.Tensor]], task: str) -> dict[str, float]:
+    """NE, log loss (bits), calibration, CTR and AUC over ``steps`` with numpy and scikit-learn."""
+    p, y, w = (np.concatenate([s[f"{task}_{c}"].numpy() for s in steps]) for c in "pyw")
+    ce_bits = -(y * np.log2(p) + (1 - y) * np.log2(1 - p))
+    ctr = (w * y).sum() / w.sum()
+    entropy_bits = -(ctr * np.log2(ctr) + (1 - ctr) * np.log2(1 - ctr))
+    kept = w > 0
+    return {
+        "ne": (w * ce_bits).sum() / w.sum() / entropy_bits,
+        "logloss": (w * ce_bits).sum() / w.sum(),
+        "calibration": (w * p).sum() / (w * y).sum(),
+        "ctr": ctr,
+        "auc": roc_auc_score(y[kept], p[kept], sample_weight=w[kept]),
+    }
+
+
+@pytest.mark.ddp
+def test_a_migrated_production_config_under_ddp_equals_numpy_over_torchrecs_windows(ddp_pool):
+    """Three tasks with their own weight columns, fused and validated, ranks with batches of 8 and 4 rows: every
+    lifetime and window value on every rank equals numpy/scikit-learn over the samples TorchRec's rules keep: per
+    rank the newest whole updates within ceil(47 / 2) = 24 samples (3 of rank 0's, 6 of rank 1's; 47 // 2 would keep
+    2 and 5), rank 1's all-zero-weight step skipped (it takes no room), the AUC's window too (24 being a multiple of
+    both batch sizes, its sample cut is at an update's edge)."""
+    share = -(-_PROD_WINDOW // 2)
+    every = [_prod_steps(rank) for rank in range(2)]
+    kept = [[s for i, s in enumerate(steps) if (rank, i) != (1, _PROD_ZERO_STEP)] for rank, steps in enumerate(every)]
+    window = [s for rank in range(2) for s in kept[rank][-(share // _PROD_BATCH[rank]) :]]
+    for values in ddp_pool.run(_prod_run):
+        assert len(values) == 3 * 9  # ne, logloss, calibration, ctr: lifetime and window; auc: window only
+        for task in _PROD_TASKS:
+            lifetime, recent = _prod_reference(every[0] + every[1], task), _prod_reference(window, task)
+            for metric, names in [("ne", ("ne", "logloss")), ("calibration", ("calibration",)), ("ctr", ("ctr",))]:
+                for name in names:
+                    np.testing.assert_allclose(values[f"{metric}-{task}|lifetime_{name}"], lifetime[name], rtol=1e-12)
+                    np.testing.assert_allclose(values[f"{metric}-{task}|window_{name}"], recent[name], rtol=1e-12)
+            np.testing.assert_allclose(values[f"auc-{task}|window_auc"], recent["auc"], rtol=1e-12)

@@ -281,7 +281,9 @@ class RecMetricModule(CheckpointLoading):
             tuple or a 1-D array of strings too) names each metric after its entry. Ranking metrics
             have no task dimension: the module keeps one copy per task (a loop over the tasks, not
             over queries).
-        window_size: samples in the recent window (``None``: lifetime values only). Each metric
+        window_size: samples in the recent window (``None``: lifetime values only), over all ranks:
+            under DDP each rank keeps its newest ``window_size // world_size`` (TorchRec's
+            ``ceil(window_size / world_size)`` with :meth:`from_torchrec_config`). Each metric
             takes a validated step as it would alone: where the weights of every task it reads are
             all zero (each such task's weight column given, its maximum 0: read with the step's one
             validation read, nothing more), the step takes no room in its window (its lifetime takes

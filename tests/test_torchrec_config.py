@@ -1063,7 +1063,7 @@ def _prod_steps(rank: int) -> list[dict[str, torch.Tensor]]:
     return steps
 
 
-def _prod_run(rank: int, world_size: int) -> dict[str, float]:
+def _prod_run(rank: int, world_size: int) -> tuple[dict[str, float], dict[str, float]]:
     module = tmx.RecMetricModule.from_torchrec_config(_PROD_CONFIG)
     computed = []
     for step in _prod_steps(rank):
@@ -1071,7 +1071,7 @@ def _prod_run(rank: int, world_size: int) -> dict[str, float]:
         if module.should_compute():
             computed.append({k: v.item() for k, v in module.compute().items()})
     assert len(computed) == _PROD_STEPS // 4
-    return computed[-1]
+    return computed[-1], {k: v.item() for k, v in module.local_compute().items()}
 
 
 def _prod_reference(steps: list[dict[str, torch.Tensor]], task: str) -> dict[str, float]:
@@ -1096,17 +1096,74 @@ def test_a_migrated_production_config_under_ddp_equals_numpy_over_torchrecs_wind
     lifetime and window value on every rank equals numpy/scikit-learn over the samples TorchRec's rules keep: per
     rank the newest whole updates within ceil(47 / 2) = 24 samples (3 of rank 0's, 6 of rank 1's; 47 // 2 would keep
     2 and 5), rank 1's all-zero-weight step skipped (it takes no room), the AUC's window too (24 being a multiple of
-    both batch sizes, its sample cut is at an update's edge)."""
+    both batch sizes, its sample cut is at an update's edge). local_compute() gives each rank's own values under
+    TorchRec's `local_` keys (`ne-click|local_lifetime_ne`); it used the synced values' keys, so a dict holding both
+    (`{**module.compute(), **module.local_compute()}`) showed a rank's values under the global keys."""
     share = -(-_PROD_WINDOW // 2)
     every = [_prod_steps(rank) for rank in range(2)]
     kept = [[s for i, s in enumerate(steps) if (rank, i) != (1, _PROD_ZERO_STEP)] for rank, steps in enumerate(every)]
     window = [s for rank in range(2) for s in kept[rank][-(share // _PROD_BATCH[rank]) :]]
-    for values in ddp_pool.run(_prod_run):
+    for rank, (values, local) in enumerate(ddp_pool.run(_prod_run)):
         assert len(values) == 3 * 9  # ne, logloss, calibration, ctr: lifetime and window; auc: window only
+        # local_compute(): this rank's samples, under TorchRec's `local_` keys (never the synced values' keys)
+        assert sorted(local) == sorted("|local_".join(key.rsplit("|", 1)) for key in values)
+        local_window = kept[rank][-(share // _PROD_BATCH[rank]) :]
         for task in _PROD_TASKS:
             lifetime, recent = _prod_reference(every[0] + every[1], task), _prod_reference(window, task)
+            mine, mine_recent = _prod_reference(every[rank], task), _prod_reference(local_window, task)
             for metric, names in [("ne", ("ne", "logloss")), ("calibration", ("calibration",)), ("ctr", ("ctr",))]:
                 for name in names:
                     np.testing.assert_allclose(values[f"{metric}-{task}|lifetime_{name}"], lifetime[name], rtol=1e-12)
                     np.testing.assert_allclose(values[f"{metric}-{task}|window_{name}"], recent[name], rtol=1e-12)
+                    np.testing.assert_allclose(local[f"{metric}-{task}|local_lifetime_{name}"], mine[name], rtol=1e-12)
+                    np.testing.assert_allclose(
+                        local[f"{metric}-{task}|local_window_{name}"], mine_recent[name], rtol=1e-12
+                    )
             np.testing.assert_allclose(values[f"auc-{task}|window_auc"], recent["auc"], rtol=1e-12)
+            np.testing.assert_allclose(local[f"auc-{task}|local_window_auc"], mine_recent["auc"], rtol=1e-12)
+
+
+def test_local_compute_keys_carry_torchrecs_local_scope():
+    """TorchRec's RecMetric.local_compute() names its keys `{namespace}-{task}|local_{lifetime_|window_}{name}`
+    (rec_metric.py: the compute scope "local_" before the metric prefix); ours gave local values the keys of the
+    synced ones (`ne-click|lifetime_ne`), so logging both, as a TorchRec job debugging one rank does, overwrote the
+    global value with this rank's without a word. Every key of the module's local_compute() now has the scope
+    (the bare serving count, the throughput and state metrics too), in one process with compute()'s values."""
+    config = {
+        "rec_tasks": TASKS[:2],
+        "rec_metrics": {
+            "ne": {"rec_task_indices": [0, 1], "window_size": 100, "arguments": {"include_logloss": True}},
+            "auc": {"rec_task_indices": [0], "window_size": 100},
+            "serving_ne": {"rec_task_indices": [1], "window_size": 100},
+        },
+        "throughput_metric": {"window_size": 100, "warmup_steps": 1},
+        "state_metrics": ["optimizers"],
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config, state_metrics_mapping={"optimizers": Optimizers()})
+    steps = make_steps(config, num_steps=3)
+    for step in steps:
+        module.update(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        synced, local = module.compute(), module.local_compute()
+    expected = {
+        "ne-click|local_lifetime_ne",
+        "ne-click|local_window_ne",
+        "ne-click|local_lifetime_logloss",
+        "auc-click|local_window_auc",
+        "serving_ne-buy|local_total_examples",
+        "throughput-throughput|local_total_examples",
+        "optimizers-optimizers|local_lr",
+    }
+    assert expected <= set(local)
+    assert sorted(local) == sorted("|local_".join(key.rsplit("|", 1)) for key in synced)
+    assert not set(local) & set(synced)
+    for key, value in synced.items():
+        if "throughput" not in key:
+            torch.testing.assert_close(local["|local_".join(key.rsplit("|", 1))], value, equal_nan=True, msg=key)
+    w, y, p = (torch.cat([s[c] for s in steps]).double().numpy() for c in ("w", "click_label", "click_pred"))
+    ce = -(y * np.log2(p) + (1 - y) * np.log2(1 - p))
+    base = (w * y).sum() / w.sum()
+    ne = (w * ce).sum() / w.sum() / -(base * np.log2(base) + (1 - base) * np.log2(1 - base))
+    np.testing.assert_allclose(local["ne-click|local_lifetime_ne"].item(), ne, rtol=1e-9)
+    assert local["throughput-throughput|local_total_examples"].item() == sum(len(s["w"]) for s in steps)

@@ -1687,6 +1687,11 @@ class RecMetricModule(CheckpointLoading):
     def local_compute(self) -> dict[str, Tensor]:
         """Like :meth:`compute` for this rank's states only (no communication).
 
+        With ``key_style="torchrec"`` the keys carry TorchRec's ``local_`` scope after the ``|``
+        (``ne-click|local_lifetime_ne``, ``throughput-throughput|local_total_examples``), as
+        TorchRec's ``local_compute()`` names them, so this rank's values never take the keys of the
+        synced ones in a dict or a dashboard that holds both.
+
         Examples:
             >>> import torch
             >>> from torchmetrics_ext import RecMetricModule
@@ -1695,8 +1700,16 @@ class RecMetricModule(CheckpointLoading):
             >>> values = module.local_compute()  # log loss: -(ln 0.8 + ln 0.7 + ln 0.4 + ln 0.2) / 4
             >>> {key: round(value.item(), 4) for key, value in values.items()}
             {'log_loss/click': 0.7764, 'auc/click': 0.5}
+            >>> torchrec = RecMetricModule(["click"], {"ne": "ne"}, throughput=False, key_style="torchrec")
+            >>> torchrec.update({"prediction": torch.tensor([0.8, 0.3]), "label": torch.tensor([1, 0])})
+            >>> list(torchrec.compute()), list(torchrec.local_compute())
+            (['ne-click|lifetime_ne'], ['ne-click|local_lifetime_ne'])
         """
-        return self._compute(sync=False)
+        values = self._compute(sync=False)
+        if self.key_style != "torchrec":
+            return values
+        # TorchRec's local scope, `{namespace}-{task}|local_{lifetime_|window_}{name}` (every key holds one `|`)
+        return {"|local_".join(key.rsplit("|", 1)): value for key, value in values.items()}
 
     def _compute(self, sync: bool) -> dict[str, Tensor]:
         self._check_window_shares()  # on every rank before the gather, one that never updated too

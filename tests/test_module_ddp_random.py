@@ -196,6 +196,9 @@ def _ddp_job(rank: int, world_size: int, seeds: list[int]) -> list[dict[str, dic
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
             local = {key: float(value) for key, value in module.local_compute().items()}
+        if config["key_style"] == "torchrec":  # TorchRec's local scope: `ne-click|local_lifetime_ne`
+            assert all("|local_" in key for key in local), sorted(local)
+            local = {key.replace("|local_", "|", 1): value for key, value in local.items()}
         if not seed % 2:
             checkpoint = module.state_dict()
         resumed = tmx.RecMetricModule.from_config(config)

@@ -784,3 +784,31 @@ def test_pairwise_concordance_is_never_under_torchrecs_keys_without_an_option_to
             tmx.RecMetricModule(["t"], [name], key_style="torchrec", throughput=False)
         assert torchrec_names(build_metric(name)) is None
     assert torchrec_names(build_metric("regression_auc")) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("multiclass_recall", "MulticlassRecallAtK"),
+        ("MulticlassRecallAtK", "MulticlassRecallAtK"),
+        ("precision_session_level", "SessionPrecisionAtK"),
+        ("recall_session_level", "SessionRecallAtK"),
+        ("multi_label_precision", "MultiLabelPrecision"),
+        ("num_missing_labels", "NumMissingLabels"),
+        ("tensor_weighted_avg", "TensorWeightedAverage"),
+        ("hindsight_target_pr", "HindsightTargetPR"),
+    ],
+)
+def test_a_torchrec_name_of_a_standalone_metric_names_our_class(name, cls):
+    """A TorchRec user writing ``"multiclass_recall"`` in a config got "Unknown metric name" and the list of known
+    names only (with ``{"k": 2}`` as its options, under a name never written: ``'multiclass_recall@2'``). The
+    registry builds none of these metrics (they read inputs the module's columns do not give), so the error now
+    names the class that computes TorchRec's metric."""
+    hint = f"(no registry metric; TorchRec's metric of that name is tmx.{cls}"
+    with pytest.raises(ValueError, match=rf"^Unknown metric name {name!r} {re.escape(hint)}"):
+        lookup(name)
+    assert hasattr(tmx, cls)
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        tmx.RecMetricModule.from_config({"tasks": ["a"], "metrics": {name: {"k": 2}}, "throughput": False})
+    with pytest.raises(ValueError, match=r"Unknown metric name 'multiclass_x'; known names"):
+        lookup("multiclass_x")  # no such TorchRec metric: no hint

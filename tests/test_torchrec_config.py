@@ -982,3 +982,188 @@ def test_a_window_only_compute_group_gives_no_leader_reset_warning():
                 values["auc-click|window_auc"].item(), roc_auc_score(y, p, sample_weight=w), rtol=1e-9
             )
     assert not [str(r.message) for r in record if "reset on its own" in str(r.message)]
+
+
+@pytest.mark.parametrize(
+    ("bounds", "warns"),
+    [
+        ({}, False),
+        ({"min_compute_interval": 0.0, "max_compute_interval": math.inf}, False),
+        ({"min_compute_interval": 60.0}, True),
+        ({"max_compute_interval": 300.0}, True),
+        ({"min_compute_interval": 30.0, "max_compute_interval": 90.0}, True),
+    ],
+)
+def test_compute_interval_bounds_in_seconds_are_warned_of_as_not_applied(bounds, warns):
+    """TorchRec's RecMetricModule, given min/max_compute_interval (seconds), changes compute_interval_steps at run
+    time so that the time between computes falls within them (once, from its first two computes); the module took the fields without a word and kept
+    the config's steps, so a migrated job logged at another cadence. Now it warns, at the user's call, and still
+    keeps the steps (should_compute() fires every compute_interval_steps updates)."""
+    config = {
+        "rec_tasks": [{"name": "click", "label_name": "y", "prediction_name": "p", "weight_name": "w"}],
+        "rec_metrics": {"ctr": {"rec_task_indices": [0], "window_size": 100}},
+        "compute_interval_steps": 3,
+        **bounds,
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = tmx.RecMetricModule.from_torchrec_config(config)
+    ours = [w for w in caught if "compute_interval" in str(w.message)]
+    assert len(ours) == int(warns)
+    if warns:
+        assert "not applied" in str(ours[0].message)
+        assert "compute_interval_steps=3" in str(ours[0].message)
+        assert ours[0].filename == __file__
+    step = {"p": torch.tensor([0.2, 0.7]), "y": torch.tensor([0.0, 1.0]), "w": torch.tensor([1.0, 1.0])}
+    fired = []
+    for _ in range(7):
+        module.update(step)
+        fired.append(module.should_compute())
+    assert fired == [False, False, True, False, False, True, False]
+
+
+# a migrated production config: three tasks, a weight column each, fused tasks, validated steps, one window
+_PROD_TASKS = ["click", "like", "share"]
+_PROD_WINDOW = 47  # ceil(47 / 2) = 24 samples per rank (TorchRec), 47 // 2 = 23 (the plain constructor)
+_PROD_BATCH = (8, 4)  # rows per step on rank 0 and rank 1
+_PROD_STEPS = 12
+_PROD_ZERO_STEP = 10  # rank 1's weights are all zero here, for every task: a validated step TorchRec skips
+_PROD_CONFIG: dict[str, Any] = {
+    "rec_tasks": [
+        {"name": t, "label_name": f"{t}_y", "prediction_name": f"{t}_p", "weight_name": f"{t}_w"} for t in _PROD_TASKS
+    ],
+    "rec_metrics": {
+        name: {"rec_task_indices": [0, 1, 2], "window_size": _PROD_WINDOW, **extra}
+        for name, extra in [
+            ("ne", {"arguments": {"include_logloss": True}}),
+            ("calibration", {}),
+            ("ctr", {}),
+            ("auc", {}),
+        ]
+    },
+    "throughput_metric": None,
+    "compute_interval_steps": 4,
+    "should_validate_update": True,
+    "rec_compute_mode": "FUSED_TASKS_COMPUTATION",
+}
+
+
+def _prod_steps(rank: int) -> list[dict[str, torch.Tensor]]:
+    g = np.random.default_rng(1234 + rank)
+    steps = []
+    for i in range(_PROD_STEPS):
+        step = {}
+        for j, t in enumerate(_PROD_TASKS):
+            p = g.uniform(0.05, 0.95, _PROD_BATCH[rank])
+            step[f"{t}_p"] = torch.tensor(p)
+            step[f"{t}_y"] = torch.tensor((g.uniform(size=p.size) < p * (0.6 + 0.2 * j)).astype(np.float64))
+            w = g.choice([0.0, 0.5, 1.0, 3.0], size=p.size)
+            step[f"{t}_w"] = torch.tensor(np.zeros_like(w) if (rank, i) == (1, _PROD_ZERO_STEP) else w)
+        steps.append(step)
+    return steps
+
+
+def _prod_run(rank: int, world_size: int) -> tuple[dict[str, float], dict[str, float]]:
+    module = tmx.RecMetricModule.from_torchrec_config(_PROD_CONFIG)
+    computed = []
+    for step in _prod_steps(rank):
+        module.update(step)
+        if module.should_compute():
+            computed.append({k: v.item() for k, v in module.compute().items()})
+    assert len(computed) == _PROD_STEPS // 4
+    return computed[-1], {k: v.item() for k, v in module.local_compute().items()}
+
+
+def _prod_reference(steps: list[dict[str, torch.Tensor]], task: str) -> dict[str, float]:
+    """NE, log loss (bits), calibration, CTR and AUC over ``steps`` with numpy and scikit-learn."""
+    p, y, w = (np.concatenate([s[f"{task}_{c}"].numpy() for s in steps]) for c in "pyw")
+    ce_bits = -(y * np.log2(p) + (1 - y) * np.log2(1 - p))
+    ctr = (w * y).sum() / w.sum()
+    entropy_bits = -(ctr * np.log2(ctr) + (1 - ctr) * np.log2(1 - ctr))
+    kept = w > 0
+    return {
+        "ne": (w * ce_bits).sum() / w.sum() / entropy_bits,
+        "logloss": (w * ce_bits).sum() / w.sum(),
+        "calibration": (w * p).sum() / (w * y).sum(),
+        "ctr": ctr,
+        "auc": roc_auc_score(y[kept], p[kept], sample_weight=w[kept]),
+    }
+
+
+@pytest.mark.ddp
+def test_a_migrated_production_config_under_ddp_equals_numpy_over_torchrecs_windows(ddp_pool):
+    """Three tasks with their own weight columns, fused and validated, ranks with batches of 8 and 4 rows: every
+    lifetime and window value on every rank equals numpy/scikit-learn over the samples TorchRec's rules keep: per
+    rank the newest whole updates within ceil(47 / 2) = 24 samples (3 of rank 0's, 6 of rank 1's; 47 // 2 would keep
+    2 and 5), rank 1's all-zero-weight step skipped (it takes no room), the AUC's window too (24 being a multiple of
+    both batch sizes, its sample cut is at an update's edge). local_compute() gives each rank's own values under
+    TorchRec's `local_` keys (`ne-click|local_lifetime_ne`); it used the synced values' keys, so a dict holding both
+    (`{**module.compute(), **module.local_compute()}`) showed a rank's values under the global keys."""
+    share = -(-_PROD_WINDOW // 2)
+    every = [_prod_steps(rank) for rank in range(2)]
+    kept = [[s for i, s in enumerate(steps) if (rank, i) != (1, _PROD_ZERO_STEP)] for rank, steps in enumerate(every)]
+    window = [s for rank in range(2) for s in kept[rank][-(share // _PROD_BATCH[rank]) :]]
+    for rank, (values, local) in enumerate(ddp_pool.run(_prod_run)):
+        assert len(values) == 3 * 9  # ne, logloss, calibration, ctr: lifetime and window; auc: window only
+        # local_compute(): this rank's samples, under TorchRec's `local_` keys (never the synced values' keys)
+        assert sorted(local) == sorted("|local_".join(key.rsplit("|", 1)) for key in values)
+        local_window = kept[rank][-(share // _PROD_BATCH[rank]) :]
+        for task in _PROD_TASKS:
+            lifetime, recent = _prod_reference(every[0] + every[1], task), _prod_reference(window, task)
+            mine, mine_recent = _prod_reference(every[rank], task), _prod_reference(local_window, task)
+            for metric, names in [("ne", ("ne", "logloss")), ("calibration", ("calibration",)), ("ctr", ("ctr",))]:
+                for name in names:
+                    np.testing.assert_allclose(values[f"{metric}-{task}|lifetime_{name}"], lifetime[name], rtol=1e-12)
+                    np.testing.assert_allclose(values[f"{metric}-{task}|window_{name}"], recent[name], rtol=1e-12)
+                    np.testing.assert_allclose(local[f"{metric}-{task}|local_lifetime_{name}"], mine[name], rtol=1e-12)
+                    np.testing.assert_allclose(
+                        local[f"{metric}-{task}|local_window_{name}"], mine_recent[name], rtol=1e-12
+                    )
+            np.testing.assert_allclose(values[f"auc-{task}|window_auc"], recent["auc"], rtol=1e-12)
+            np.testing.assert_allclose(local[f"auc-{task}|local_window_auc"], mine_recent["auc"], rtol=1e-12)
+
+
+def test_local_compute_keys_carry_torchrecs_local_scope():
+    """TorchRec's RecMetric.local_compute() names its keys `{namespace}-{task}|local_{lifetime_|window_}{name}`
+    (rec_metric.py: the compute scope "local_" before the metric prefix); ours gave local values the keys of the
+    synced ones (`ne-click|lifetime_ne`), so logging both, as a TorchRec job debugging one rank does, overwrote the
+    global value with this rank's without a word. Every key of the module's local_compute() now has the scope
+    (the bare serving count, the throughput and state metrics too), in one process with compute()'s values."""
+    config = {
+        "rec_tasks": TASKS[:2],
+        "rec_metrics": {
+            "ne": {"rec_task_indices": [0, 1], "window_size": 100, "arguments": {"include_logloss": True}},
+            "auc": {"rec_task_indices": [0], "window_size": 100},
+            "serving_ne": {"rec_task_indices": [1], "window_size": 100},
+        },
+        "throughput_metric": {"window_size": 100, "warmup_steps": 1},
+        "state_metrics": ["optimizers"],
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config, state_metrics_mapping={"optimizers": Optimizers()})
+    steps = make_steps(config, num_steps=3)
+    for step in steps:
+        module.update(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        synced, local = module.compute(), module.local_compute()
+    expected = {
+        "ne-click|local_lifetime_ne",
+        "ne-click|local_window_ne",
+        "ne-click|local_lifetime_logloss",
+        "auc-click|local_window_auc",
+        "serving_ne-buy|local_total_examples",
+        "throughput-throughput|local_total_examples",
+        "optimizers-optimizers|local_lr",
+    }
+    assert expected <= set(local)
+    assert sorted(local) == sorted("|local_".join(key.rsplit("|", 1)) for key in synced)
+    assert not set(local) & set(synced)
+    for key, value in synced.items():
+        if "throughput" not in key:
+            torch.testing.assert_close(local["|local_".join(key.rsplit("|", 1))], value, equal_nan=True, msg=key)
+    w, y, p = (torch.cat([s[c] for s in steps]).double().numpy() for c in ("w", "click_label", "click_pred"))
+    ce = -(y * np.log2(p) + (1 - y) * np.log2(1 - p))
+    base = (w * y).sum() / w.sum()
+    ne = (w * ce).sum() / w.sum() / -(base * np.log2(base) + (1 - base) * np.log2(1 - base))
+    np.testing.assert_allclose(local["ne-click|local_lifetime_ne"].item(), ne, rtol=1e-9)
+    assert local["throughput-throughput|local_total_examples"].item() == sum(len(s["w"]) for s in steps)

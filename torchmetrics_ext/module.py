@@ -281,7 +281,9 @@ class RecMetricModule(CheckpointLoading):
             tuple or a 1-D array of strings too) names each metric after its entry. Ranking metrics
             have no task dimension: the module keeps one copy per task (a loop over the tasks, not
             over queries).
-        window_size: samples in the recent window (``None``: lifetime values only). Each metric
+        window_size: samples in the recent window (``None``: lifetime values only), over all ranks:
+            under DDP each rank keeps its newest ``window_size // world_size`` (TorchRec's
+            ``ceil(window_size / world_size)`` with :meth:`from_torchrec_config`). Each metric
             takes a validated step as it would alone: where the weights of every task it reads are
             all zero (each such task's weight column given, its maximum 0: read with the step's one
             validation read, nothing more), the step takes no room in its window (its lifetime takes
@@ -800,7 +802,11 @@ class RecMetricModule(CheckpointLoading):
                 ``fused_update_limit`` (0 or 1: TorchRec's fusion of several steps into one
                 window entry is refused). TorchRec's other execution options
                 (``rec_compute_mode``, ``compute_on_all_ranks``, ...) are accepted and have no
-                counterpart: the module always fuses tasks and states and syncs once per compute.
+                counterpart: the module always fuses tasks and states and syncs once per compute,
+                returning the synced values on every rank (TorchRec's default computes on rank 0
+                alone); ``min/max_compute_interval``, with which TorchRec resets
+                ``compute_interval_steps`` from the time between its first two computes, are not
+                applied, with a warning.
             state_metrics_mapping: ``{StateMetricEnum or its value: object}`` for the configured
                 ``state_metrics``; each object has ``get_metrics()`` (as in TorchRec) or is a
                 callable returning the same dict.
@@ -1681,6 +1687,11 @@ class RecMetricModule(CheckpointLoading):
     def local_compute(self) -> dict[str, Tensor]:
         """Like :meth:`compute` for this rank's states only (no communication).
 
+        With ``key_style="torchrec"`` the keys carry TorchRec's ``local_`` scope after the ``|``
+        (``ne-click|local_lifetime_ne``, ``throughput-throughput|local_total_examples``), as
+        TorchRec's ``local_compute()`` names them, so this rank's values never take the keys of the
+        synced ones in a dict or a dashboard that holds both.
+
         Examples:
             >>> import torch
             >>> from torchmetrics_ext import RecMetricModule
@@ -1689,8 +1700,16 @@ class RecMetricModule(CheckpointLoading):
             >>> values = module.local_compute()  # log loss: -(ln 0.8 + ln 0.7 + ln 0.4 + ln 0.2) / 4
             >>> {key: round(value.item(), 4) for key, value in values.items()}
             {'log_loss/click': 0.7764, 'auc/click': 0.5}
+            >>> torchrec = RecMetricModule(["click"], {"ne": "ne"}, throughput=False, key_style="torchrec")
+            >>> torchrec.update({"prediction": torch.tensor([0.8, 0.3]), "label": torch.tensor([1, 0])})
+            >>> list(torchrec.compute()), list(torchrec.local_compute())
+            (['ne-click|lifetime_ne'], ['ne-click|local_lifetime_ne'])
         """
-        return self._compute(sync=False)
+        values = self._compute(sync=False)
+        if self.key_style != "torchrec":
+            return values
+        # TorchRec's local scope, `{namespace}-{task}|local_{lifetime_|window_}{name}` (every key holds one `|`)
+        return {"|local_".join(key.rsplit("|", 1)): value for key, value in values.items()}
 
     def _compute(self, sync: bool) -> dict[str, Tensor]:
         self._check_window_shares()  # on every rank before the gather, one that never updated too

@@ -396,13 +396,42 @@ _RATE_HINT = (
 )
 
 
+# TorchRec metrics (and our classes for them) that read inputs the module's prediction, label and weight
+# columns do not give: no registry entry builds them, so their names would only get the list of known names.
+# Keyed by the name without separators, in lower case; the value: our class and the input it needs.
+_STANDALONE = "; use it as a standalone metric (docs/migration_torchrec.md)"
+_STANDALONE_NAMES = {
+    **dict.fromkeys(
+        ("multiclassrecall", "multiclassrecallatk"),
+        "tmx.MulticlassRecallAtK, which reads (N, C) class scores" + _STANDALONE,
+    ),
+    **dict.fromkeys(
+        ("precisionsessionlevel", "sessionprecisionatk"),
+        "tmx.SessionPrecisionAtK, which reads session ids" + _STANDALONE,
+    ),
+    **dict.fromkeys(
+        ("recallsessionlevel", "sessionrecallatk"), "tmx.SessionRecallAtK, which reads session ids" + _STANDALONE
+    ),
+    "multilabelprecision": "tmx.MultiLabelPrecision, which reads bit-encoded label sets" + _STANDALONE,
+    "nummissinglabels": "tmx.NumMissingLabels, which counts NaN labels (the module rejects them)" + _STANDALONE,
+    **dict.fromkeys(
+        ("tensorweightedavg", "tensorweightedaverage"),
+        "tmx.TensorWeightedAverage, which reads a named model output" + _STANDALONE,
+    ),
+    "hindsighttargetpr": "tmx.HindsightTargetPR: build it and give the object to RecMetricModule's `metrics`",
+}
+
+
 def _unknown_hint(stem: str, guess: str | None, cutoff: str) -> str:
-    """What the error of an unknown name adds: where a rate is, else the closest known name, else nothing."""
+    """What an unknown name's error adds: where a rate or a standalone TorchRec metric is, else the closest name."""
     # read as `_closest` reads a name (any case) and as the command line passes it (stripped), a run of
     # spaces, dashes or underscores inside as one "_": "Throughput ", " tower  qps", "tower_ qps" and "Tower-QPS"
     # are rates too
     if re.sub(r"[\s_-]+", "_", stem.strip().lower()) in _RATE_NAMES:
         return _RATE_HINT
+    standalone = _STANDALONE_NAMES.get(re.sub(r"[^a-z0-9]", "", stem.lower()))
+    if standalone is not None:
+        return f" (no registry metric; TorchRec's metric of that name is {standalone})"
     return f" (did you mean {_suggestion(_BY_NAME[guess], cutoff)!r}?)" if guess else ""
 
 

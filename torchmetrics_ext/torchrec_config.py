@@ -10,6 +10,8 @@ the metric of this package that computes it, with the TorchRec-compatible option
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -439,11 +441,35 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
         t = _as_dict(throughput, "throughput_metric", ("window_size", "warmup_steps"))
         plan.throughput = Throughput(warmup_steps=t.get("warmup_steps", 100), window_seconds=t.get("window_size", 100))
     plan.compute_interval_steps = fields_.get("compute_interval_steps", 100)
+    _warn_compute_interval_bounds(fields_, plan.compute_interval_steps)
     plan.state_metrics = _state_metrics(fields_.get("state_metrics") or [], state_metrics_mapping or {})
     return plan
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _warn_compute_interval_bounds(fields_: Mapping[str, Any], steps: Any) -> None:
+    """Warn that TorchRec's ``min/max_compute_interval`` (seconds) are not applied, when the config sets them.
+
+    With either set away from its default (0 and infinity), TorchRec's ``RecMetricModule`` resets its
+    ``compute_interval_steps`` once, from the seconds between its first two computes, so that the time
+    between computes falls within the two bounds, and so ``should_compute()`` fires at other steps than
+    the config's; ours keeps the config's steps. The values of a compute are the same; when they are logged is not.
+    """
+    low, high = fields_.get("min_compute_interval"), fields_.get("max_compute_interval")
+    low_set = low is not None and low != 0
+    high_set = high is not None and high != math.inf
+    if low_set or high_set:
+        warnings.warn(
+            f"`min_compute_interval={low}`, `max_compute_interval={high}` (seconds) are not applied: TorchRec "
+            "resets compute_interval_steps once, from the time between its first two computes, to fall within them; "
+            f"this module keeps compute_interval_steps={steps}, so should_compute() (and your logging) fires on "
+            "the config's step count. Set compute_interval_steps to the cadence you want, and leave the two "
+            "at their defaults (0 and inf) to silence this.",
+            UserWarning,
+            stacklevel=4,  # the caller of RecMetricModule.from_torchrec_config
+        )
 
 
 def _check_fused_update_limit(value: Any) -> None:

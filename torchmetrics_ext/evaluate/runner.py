@@ -943,6 +943,27 @@ def _tensor(values: np.ndarray) -> Tensor:
         return torch.from_numpy(values)
 
 
+def _spaced_lines(segments: SegmentIndex | None) -> list[str]:
+    """A warning line per ``by`` text column holding values with spaces around them (every rank alike).
+
+    ``"fr "`` is a segment apart from ``"fr"`` (as pandas ``groupby`` has it), but labels write text
+    unquoted, so the printed table showed two lines ``country=fr`` and nothing said why.
+    """
+    if segments is None:
+        return []
+    lines = []
+    for name, values in segments.spaced_text().items():
+        n = len(values)
+        shown = ", ".join(map(repr, values[:_EXAMPLES])) + (", ..." if n > _EXAMPLES else "")
+        lines.append(
+            f"--by column {name!r} holds {n:,} text value{'' if n == 1 else 's'} with spaces around "
+            f"{'it' if n == 1 else 'them'} ({shown}): each is a segment of its own, apart from the text without the "
+            "spaces, though labels, keys and the table write it unquoted, so it looks like that text; "
+            f"strip the column first if they are one value (pandas `df[{name!r}] = df[{name!r}].str.strip()`)."
+        )
+    return lines
+
+
 class _Run:
     def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
@@ -1167,6 +1188,7 @@ class _Run:
         segment_lines.sort(key=lambda item: item[:2])
         caught += [line for *_, line in segment_lines]
         caught += empty_lines
+        caught += _spaced_lines(self.segments)
         caught[:0] = self.plan.notes  # the arguments', the same on every rank
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))

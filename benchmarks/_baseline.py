@@ -18,16 +18,19 @@ from pathlib import Path
 from types import ModuleType
 
 
-def load_checkout(checkout: Path, module: str = "") -> ModuleType:
-    """``torchmetrics_ext[.module]`` of the checkout at ``checkout``, imported as ``tmx_baseline[.module]``."""
+def load_checkout(checkout: Path, module: str = "", name: str = "tmx_baseline") -> ModuleType:
+    """``torchmetrics_ext[.module]`` of the checkout at ``checkout``, imported as ``name[.module]``.
+
+    ``name`` (default ``tmx_baseline``) lets one process hold two baselines (``ab_module.py --also``).
+    """
     root = Path(tempfile.mkdtemp(prefix="bench_baseline_"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
-    package = root / "tmx_baseline"
+    package = root / name
     shutil.copytree(checkout / "torchmetrics_ext", package)
     for source in package.rglob("*.py"):
-        source.write_text(source.read_text().replace("torchmetrics_ext", "tmx_baseline"))
+        source.write_text(source.read_text().replace("torchmetrics_ext", name))
     sys.path.insert(0, str(root))
-    return importlib.import_module("tmx_baseline" + (f".{module}" if module else ""))
+    return importlib.import_module(name + (f".{module}" if module else ""))
 
 
 def alternate(rounds: int, time_one: Callable[[ModuleType], float], new: ModuleType, old: ModuleType) -> str:

@@ -132,6 +132,11 @@ def _zero_weight_tasks(
     num_tasks = len(columns)
     if weight_stack is not None and domain_groups is None:  # (the domain groups' check reads the columns)
         return (True,) * num_tasks if weight_bounds[0][1] == 0 else None
+    for bounds in weight_bounds:  # the usual step, no column all zero: told in one short loop
+        if bounds and bounds[1] == 0:
+            break
+    else:
+        return None
     order = range(num_tasks) if domain_groups is None else [t for _, positions in domain_groups for t in positions]
     zero = [False] * num_tasks
     given = 0

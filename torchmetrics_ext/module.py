@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, replace
 from typing import Any, NamedTuple, cast
@@ -1118,7 +1118,7 @@ class RecMetricModule(CheckpointLoading):
         if n > 0 and self.__dict__.get("_trusted", False) and not self._skip_zero_weight_steps:
             # every metric was built with validate_args=False: no value check and nothing read back
             # from a device (the zero-weight skip needs the weights' bounds: it keeps the check)
-            ids_fit: AbstractContextManager[None] = nullcontext()
+            ids_fit: AbstractContextManager[None] | None = None  # (no `nullcontext()` per step)
             if self._segments and batch.groups is not None:
                 # segment ids outside [0, S) on the CPU: refused before any metric changes (no value read
                 # unless refused), and not checked again by each Segmented metric; on a device the scatter's
@@ -1136,14 +1136,16 @@ class RecMetricModule(CheckpointLoading):
                 ids_fit = _ids_known_to_fit(batch.groups)
             weight_stack = _small_weight_stack(batch.columns[2])
             unit_weights = self._trusted_unit_weights(batch, weight_stack)
-            with ids_fit:
+            if ids_fit is None:
                 self._update_checked(batch, self._domains, unit_weights, weight_stack=weight_stack)
+            else:
+                with ids_fit:
+                    self._update_checked(batch, self._domains, unit_weights, weight_stack=weight_stack)
             self._count_step(n)
             return
         if n > 0:
             domains = self._domains
             given = batch.given_weights
-            group_bounds: list[tuple[float, ...]] = []  # `metric_tasks`: each domain group's predictions' bounds
             # small CPU steps read their weight columns as one stack, reused by the weighted kernels; with an
             # exact AUC (`float32_weights`) too: the stack's largest weight and smallest positive one are
             # the columns' extremes, so it passes float32's range exactly when every column does
@@ -1153,26 +1155,18 @@ class RecMetricModule(CheckpointLoading):
             per_task = self.window_size is not None and bool(self._num_copies or self._subsets)
             # Segmented metrics' ids: their bounds come back in the same read (one host sync per step)
             ids = batch.groups if self._segments else None
+            checked = given if weight_stack is None or per_task else weight_stack
             try:
-                with read_along([ids]) if ids is not None else nullcontext() as along:
-                    if self._domain_groups is None:
-                        pred_bounds, weight_bounds = _check_values_bounds(
-                            batch.checked[0],
-                            batch.checked[1],
-                            given if weight_stack is None or per_task else weight_stack,
-                            domains.preds,
-                            domains.target,
-                            domains.from_logits,
-                            batch.target_is_float,
-                            float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
-                        )
-                    else:  # `metric_tasks`: each task against the domain of the metrics that read it
-                        pred_bounds, weight_bounds, group_bounds = _check_domain_groups(batch, self._domain_groups)
+                if ids is None:  # (no `nullcontext()` per step)
+                    pred_bounds, weight_bounds, group_bounds = self._value_bounds(batch, checked)
+                else:
+                    with read_along([ids]) as along:
+                        pred_bounds, weight_bounds, group_bounds = self._value_bounds(batch, checked)
             except ValueError as error:
                 raise self._named_value_error(batch, error) from None
             if ids is not None:
                 fewest = min(self._segments, key=self._segments.__getitem__)
-                bounds = (along.bounds[0][0], along.bounds[0][1]) if along is not None and along.bounds else None
+                bounds = (along.bounds[0][0], along.bounds[0][1]) if along.bounds else None
                 check_segment_ids(
                     ids,
                     bounds,
@@ -1210,6 +1204,30 @@ class RecMetricModule(CheckpointLoading):
                 self._count_step(n)
                 return
         self._empty_step(n)
+
+    def _value_bounds(
+        self, batch: _Batch, weights: Tensor | Sequence[Tensor]
+    ) -> tuple[tuple[float, ...], list[tuple[float, ...]], list[tuple[float, ...]]]:
+        """The step's one value check; raises its ``ValueError``.
+
+        Returns the predictions' bounds, those of ``weights`` (the columns or their stack) and, with
+        ``metric_tasks``, each domain group's predictions' bounds (``[]`` without).
+        """
+        domains = self._domains
+        if self._domain_groups is None:
+            pred_bounds, weight_bounds = _check_values_bounds(
+                batch.checked[0],
+                batch.checked[1],
+                weights,
+                domains.preds,
+                domains.target,
+                domains.from_logits,
+                batch.target_is_float,
+                float32_weights=domains.float32_weights,  # an exact AUC keeps float32 weights
+            )
+            return pred_bounds, weight_bounds, []
+        # `metric_tasks`: each task against the domain of the metrics that read it
+        return _check_domain_groups(batch, self._domain_groups)
 
     @staticmethod
     def _trusted_unit_weights(batch: _Batch, weight_stack: Tensor | None = None) -> bool:
@@ -1354,11 +1372,13 @@ class RecMetricModule(CheckpointLoading):
         ``Windowed`` takes such a batch alone (no room in its window, unless its metric counts
         zero-weight rows), without the shared ring.
         """
-        every_zero, zero_subsets = False, [False] * len(plan.subsets)
-        if zero_tasks is not None:  # (a step of weights: none all zero, nothing to find)
+        every_zero, zero_subsets = False, None
+        if zero_tasks is None:  # (a step of weights: none all zero, nothing to find)
+            joint = self._joint_window(batch.preds.shape[-1])
+        else:
             every_zero = all(zero_tasks)
             zero_subsets = [all(zero_tasks[t] for t in positions) for _, positions, _ in plan.subsets]
-        joint = None if every_zero or any(zero_subsets) else self._joint_window(batch.preds.shape[-1])
+            joint = None if every_zero or any(zero_subsets) else self._joint_window(batch.preds.shape[-1])
         # the additive windowed units' scratch updates write into one staging row (see _shared.py)
         joint_updates: dict[int, Callable[..., Any]] = {}
         if joint is not None:
@@ -1409,10 +1429,11 @@ class RecMetricModule(CheckpointLoading):
                         joint_updates[key](p, y, w)
                         continue
                     if type(unit) is Windowed:
+                        zero = zero_subsets is not None and zero_subsets[k]
                         if grouped:
-                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False, known_zero=zero_subsets[k])
+                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False, known_zero=zero)
                         else:
-                            unit._step((p, y, w), {}, False, known_zero=zero_subsets[k])
+                            unit._step((p, y, w), {}, False, known_zero=zero)
                         continue
                     update = unit.update_unwrapped if unwrapped else unit.update  # type: ignore[assignment]
                     if grouped:

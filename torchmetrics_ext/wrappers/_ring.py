@@ -481,7 +481,8 @@ class StateRing:
             self.head = self._slot(1)
             self.count -= 1
             self.front -= 1
-            self.legacy = max(self.legacy - 1, 0)
+            if self.legacy:  # (almost always 0: no `max` call per evicted update)
+                self.legacy = max(self.legacy - 1, 0)
 
     def join_newest(
         self, flat: Mapping[str, list[Tensor]] | None = None, base: Mapping[str, list[Tensor]] | None = None

@@ -28,6 +28,7 @@ metric alone has left its window, or a reset).
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -280,7 +281,8 @@ class SharedRing:
         first = self.rings[0]
         slot = (first.head + first.count) % first.capacity
         if self.direct:  # the units' statistics in the layout's order, whatever order they were called in
-            torch.cat([stat for stats in self.stats for stat in stats], out=self.staging)
+            # (joined in C: a comprehension over every unit's statistics cost ~100 bytecodes a step)
+            torch.cat(list(itertools.chain.from_iterable(self.stats)), out=self.staging)
         else:  # a metric that rebinds a state instead of updating it in place (as Windowed._batch_into allows)
             for unit, views in zip(self.units, self.views):
                 state = unit._scratch.__dict__

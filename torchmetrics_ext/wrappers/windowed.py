@@ -881,7 +881,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         return self._batch_value(True)
 
     def _histogram_step(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool, known_zero: bool = False
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], values: bool, known_zero: bool | None = None
     ) -> tuple[Any, Any]:
         """:meth:`_step` for a binned metric: the batch's bin indices go to the lifetime and the window.
 
@@ -900,10 +900,14 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         limit = self._local_window()
         scratch, hist = self._scratch, self._hist
         assert hist is not None
-        with noting_zero_weights() as note:
-            entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]  # validates
-        # validated weights all zero: the lifetime takes them, the window does not
-        zero = self._takes_no_room(note, known_zero)
+        if known_zero is None:
+            with noting_zero_weights() as note:
+                entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]  # validates
+            # validated weights all zero: the lifetime takes them, the window does not
+            zero = self._takes_no_room(note)
+        else:  # the caller checked the batch (its inputs trusted: nothing to note, see `_step`)
+            entries = scratch._histogram_entries(*args, **kwargs)  # type: ignore[operator]
+            zero = self._skips_zero(known_zero)
         size = kept_size = self._count(args, kwargs)
         kept = entries
         if zero:
@@ -941,14 +945,15 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         kwargs: dict[str, Any],
         values: bool,
         limit: int | None = None,
-        known_zero: bool = False,
+        known_zero: bool | None = None,
     ) -> tuple[Any, Any]:
         """One batch into lifetime and window; batch values when ``values``. Nothing changes if it raises.
 
         ``limit``: this rank's share of the window when the caller has read it for this step
-        (``RecMetricModule``, once for all its units), else read here. ``known_zero``: the caller
-        checked the batch's weights and found them all zero (``RecMetricModule``, whose units take
-        inputs it validated and note nothing themselves): the batch is taken as such a batch is.
+        (``RecMetricModule``, once for all its units), else read here. ``known_zero``: whether the
+        batch's weights are all zero, when the caller checked them (``RecMetricModule``, whose units
+        take inputs it validated and note nothing themselves: no note is taken, a per-step cost per
+        unit); ``None``: the wrapped metric's own checks note it.
         """
         if self._hist is not None:
             return self._histogram_step(args, kwargs, values, known_zero)
@@ -966,22 +971,28 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             size = self._count(args, kwargs)
             if size <= limit:  # (a batch cut to the window: the general way)
                 # a batch that only appends samples (exact ranking rows, exact AUC chunks): no slot to fill
-                with noting_zero_weights() as note:
-                    appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
+                if known_zero is None:
+                    with noting_zero_weights() as note:
+                        appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]  # validates
+                else:  # the caller checked the batch (see the docstring)
+                    appended = self._scratch._list_update(*args, **kwargs)  # type: ignore[operator]
                 # (an empty batch that appends chunks, kept for their dtypes: the general way)
                 if appended is not None and (size > 0 or not any(appended.values())):
                     # all-zero validated weights: to the lifetime only (no room in the window)
-                    zero = self._takes_no_room(note, known_zero)
+                    zero = self._takes_no_room(note) if known_zero is None else self._skips_zero(known_zero)
                     self._commit_lists(appended, 0 if zero else size, limit)
                     return None, None
         slot = ring.next_slot()
-        with noting_zero_weights() as note:
-            lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
+        if known_zero is None:
+            with noting_zero_weights() as note:
+                lists = self._batch_into(slot, args, kwargs)  # validates: a rejected batch stops here
+        else:  # the caller checked the batch (see the docstring)
+            lists = self._batch_into(slot, args, kwargs)
         # the whole batch's statistics as the lifetime takes them (a metric of raw states: its own fold)
         life_batch = self._scratch.__dict__.pop("_lifetime_batch", None)
-        # validated weights that are all zero (noted from the bounds the checks read): the batch
-        # goes to the lifetime (where it adds nothing weighted) and takes no room in the window
-        zero = self._takes_no_room(note, known_zero)
+        # validated weights that are all zero (noted from the bounds the checks read, or known to the
+        # caller): the batch goes to the lifetime (where it adds nothing weighted) and takes no room in the window
+        zero = self._takes_no_room(note) if known_zero is None else self._skips_zero(known_zero)
         size = self._count(args, kwargs)
         lifetime_value = window_value = self._batch_value(values)
         full, full_lists = slot, lists
@@ -1046,14 +1057,17 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         self._count_update()
         return lifetime_value, window_value
 
-    def _takes_no_room(self, note: ZeroWeightNote, known_zero: bool = False) -> bool:
+    def _takes_no_room(self, note: ZeroWeightNote) -> bool:
         """Whether the update just validated under ``note`` takes no room in the window: its weights all zero.
 
         DESIGN: such a batch changes nothing. A metric whose value counts zero-weight rows
         (``_zero_weight_batches_count``; an object pickled before the rule reads it on unpickling) keeps it.
-        ``known_zero``: the caller's own check found the weights all zero (see :meth:`_step`).
         """
-        return (known_zero or note.zero is True) and self.__dict__.get("_skips_zero_weights", True)
+        return note.zero is True and self.__dict__.get("_skips_zero_weights", True)
+
+    def _skips_zero(self, known_zero: bool) -> bool:
+        """:meth:`_takes_no_room` of a batch whose caller checked its weights (``known_zero``: all zero)."""
+        return known_zero and self.__dict__.get("_skips_zero_weights", True)
 
     def _commit_lists(self, lists: dict[str, list[Tensor]], size: int, limit: int) -> None:
         """The commit of :meth:`_step` for an update of ``size`` samples (all kept) that only appended ``lists``.

@@ -991,11 +991,14 @@ class SegmentRows:
 
         Every rank must call it (it gathers when distributed), and every rank gets every row.
         """
-        local = {
-            name: torch.cat(chunks) if chunks else torch.zeros(0, dtype=self.dtypes[name])
-            for name, chunks in self._chunks.items()
-        }
-        self._chunks = {name: [] for name in self.dtypes}
+        local = {}
+        for (
+            name
+        ) in self.dtypes:  # column by column, each column's chunks freed once joined: one column's copy at a time
+            chunks = self._chunks[name]
+            self._chunks[name] = []
+            local[name] = torch.cat(chunks) if chunks else torch.zeros(0, dtype=self.dtypes[name])
+            del chunks
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered = fused_gather([local])[0]
             rows = {name: torch.cat(parts) for name, parts in gathered.items()}

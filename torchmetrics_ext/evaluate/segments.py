@@ -992,9 +992,8 @@ class SegmentRows:
         Every rank must call it (it gathers when distributed), and every rank gets every row.
         """
         local = {}
-        for (
-            name
-        ) in self.dtypes:  # column by column, each column's chunks freed once joined: one column's copy at a time
+        # column by column, each column's chunks freed once joined: one column's copy at a time, not every column's
+        for name in self.dtypes:
             chunks = self._chunks[name]
             self._chunks[name] = []
             local[name] = torch.cat(chunks) if chunks else torch.zeros(0, dtype=self.dtypes[name])

@@ -240,6 +240,7 @@ def _grouped_curves(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[
     assert isinstance(metric, (GroupedAUC, GroupedAUPRC))
     users = torch.unique(batch.groups, return_inverse=True)[1]
     groups, group_segment = _pairs(batch.segment, batch.num_segments, users)
+    del users  # 8 bytes a row, not needed by the kernel below (which makes its own temporaries)
     signed = _signed_weights(batch.target, batch.weights)
     stats, present = _grouped_stats_and_slots(preds, signed, groups)
     slots = stats[0].shape[-1]  # the number of groups (more on the device path: empty slots at the end)

@@ -984,7 +984,9 @@ class SegmentRows:
     def number_segments(self, ids: np.ndarray) -> None:
         """Replace every kept row's local code (:meth:`SegmentCollector.add`) with its segment, ``ids[code]``."""
         lookup = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
-        self._chunks["\0segment"] = [lookup[codes] for codes in self._chunks["\0segment"]]
+        chunks = self._chunks["\0segment"]
+        for i, codes in enumerate(chunks):  # each chunk replaced in turn: one chunk's copy at a time, not every chunk's
+            chunks[i] = lookup[codes]
 
     def gathered(self) -> tuple[dict[str, Tensor], Tensor]:
         """Every kept row (from every rank when distributed) and its segment id; this rank's copy is released.

@@ -87,3 +87,23 @@ def test_one_task_rows_are_not_copied(monkeypatch: pytest.MonkeyPatch) -> None:
     result = evaluate(table, {"t": ("p", "y")}, ["ctr"], by=["seg"])
     assert seen["shared"] == [True, True]
     assert np.isfinite(result.values["ctr/t/seg=0"])
+
+
+SEGMENT_UNSEEN = "no samples seen in this segment (every row of weight 0 or skipped)"
+
+
+def test_zero_weight_segment_says_so() -> None:
+    """A segment whose rows all weigh 0 is named with the segment's reason, not "no update" (said of a metric never fed)."""
+    table = pa.table(
+        {
+            "p": [0.2, 0.7, 0.4, 0.6, 0.3],
+            "y": [0.0, 1.0, 1.0, 0.0, 1.0],
+            "w": [1.0, 2.0, 0.0, 0.0, 1.0],
+            "seg": ["a", "a", "b", "b", "a"],
+        }
+    )
+    result = evaluate(table, {"t": ("p", "y")}, ["ne", "auc"], weights="w", by=["seg"])
+    lines = [line for line in result.warnings if "segment" in line and "seg=b" in line]
+    assert len(lines) == 2 and all(f": {SEGMENT_UNSEEN}; returning nan." in line for line in lines), result.warnings
+    assert not any("no update" in line for line in result.warnings)
+    assert np.isnan(result.values["ne/t/seg=b"]) and np.isfinite(result.values["ne/t/seg=a"])

@@ -60,7 +60,7 @@ from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import lookup
 from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
-from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, NO_SAMPLES_IN_SEGMENT, UndefinedMetricWarning
 from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
@@ -1488,6 +1488,7 @@ class _Run:
         groups: dict[tuple[str, str | None, str], list[Any]] = {}
 
         def add(order: tuple[int, int, int], what: str, task: str | None, reason: str, segments: Any) -> None:
+            reason = reason.replace(NO_SAMPLES, NO_SAMPLES_IN_SEGMENT)  # said of segments, not of a metric never fed
             group = groups.setdefault((what, task, reason), [order, []])
             group[0] = min(group[0], order)
             group[1].append(np.asarray(segments, dtype=np.int64).reshape(-1))

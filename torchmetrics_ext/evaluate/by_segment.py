@@ -62,7 +62,7 @@ from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["SegmentBatch", "SegmentValues", "Undefined", "segment_values"]
 
-_SUM_ROWS = 1 << 20  # rows per piece of the sum statistics' update (their per-row terms: ~40 MB a piece)
+_SUM_ROWS = 1 << 18  # rows per piece of the sum statistics' update (their per-row terms: ~10 MB a piece)
 _INT64_IDS = 1 << 62  # composite ids stay below this (one multiplication and one addition)
 
 

@@ -62,6 +62,7 @@ from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["SegmentBatch", "SegmentValues", "Undefined", "segment_values"]
 
+_SUM_ROWS = 1 << 18  # rows per piece of the sum statistics' update (their per-row terms: ~10 MB a piece)
 _INT64_IDS = 1 << 62  # composite ids stay below this (one multiplication and one addition)
 
 
@@ -205,8 +206,18 @@ def _sums(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | None
     predictions it never reads (``ctr`` alone accepts any finite prediction, with ``by`` as without).
     """
     segmented = Segmented(metric, batch.num_segments, sync_on_compute=False)  # type: ignore[arg-type]
+    weights = batch.weights
     with segmented.inputs_validated():
-        segmented.update(preds, batch.target, batch.weights, segments=batch.segment)
+        # in pieces of rows (views): the per-row terms are temporaries of one piece, not of every row;
+        # each piece is added after the one before, as one call adds its rows, so the sums are the same
+        for start in range(0, max(preds.shape[-1], 1), _SUM_ROWS):
+            piece = slice(start, start + _SUM_ROWS)
+            segmented.update(
+                preds[:, piece],
+                batch.target[:, piece],
+                None if weights is None else weights[..., piece],
+                segments=batch.segment[piece],
+            )
     return {None: segmented.compute().reshape(batch.num_tasks, batch.num_segments)}
 
 
@@ -229,6 +240,7 @@ def _grouped_curves(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[
     assert isinstance(metric, (GroupedAUC, GroupedAUPRC))
     users = torch.unique(batch.groups, return_inverse=True)[1]
     groups, group_segment = _pairs(batch.segment, batch.num_segments, users)
+    del users  # 8 bytes a row, not needed by the kernel below (which makes its own temporaries)
     signed = _signed_weights(batch.target, batch.weights)
     stats, present = _grouped_stats_and_slots(preds, signed, groups)
     slots = stats[0].shape[-1]  # the number of groups (more on the device path: empty slots at the end)

@@ -60,7 +60,7 @@ from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import lookup
 from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
-from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, NO_SAMPLES_IN_SEGMENT, UndefinedMetricWarning
 from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
@@ -867,8 +867,8 @@ class _Plan:
         """The kept rows (a tensor per column) as stacked tasks with their dense segment ids."""
         user, session = self._ids()
         return SegmentBatch(
-            preds=torch.stack([rows[t.predictions] for t in self.tasks]),
-            target=torch.stack([rows[t.labels] for t in self.tasks]),
+            preds=_stacked([rows[t.predictions] for t in self.tasks]),
+            target=_stacked([rows[t.labels] for t in self.tasks]),
             weights=self._segment_weights(rows),
             groups=None if user is None else rows[user],
             sessions=None if session is None else rows[session],
@@ -885,6 +885,11 @@ class _Plan:
             return weights
         weighted = torch.tensor([t.weighted for t in self.tasks], device=weights.device)
         return torch.where(weighted.unsqueeze(1), weights, torch.ones((), dtype=weights.dtype, device=weights.device))
+
+
+def _stacked(columns: Sequence[Tensor]) -> Tensor:
+    """``(T, N)`` rows of ``columns``: one task's column itself (a view, no copy of every row), else stacked."""
+    return columns[0].unsqueeze(0) if len(columns) == 1 else torch.stack(list(columns))
 
 
 class _Error(NamedTuple):
@@ -1483,6 +1488,7 @@ class _Run:
         groups: dict[tuple[str, str | None, str], list[Any]] = {}
 
         def add(order: tuple[int, int, int], what: str, task: str | None, reason: str, segments: Any) -> None:
+            reason = reason.replace(NO_SAMPLES, NO_SAMPLES_IN_SEGMENT)  # said of segments, not of a metric never fed
             group = groups.setdefault((what, task, reason), [order, []])
             group[0] = min(group[0], order)
             group[1].append(np.asarray(segments, dtype=np.int64).reshape(-1))

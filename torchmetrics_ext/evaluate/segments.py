@@ -984,18 +984,22 @@ class SegmentRows:
     def number_segments(self, ids: np.ndarray) -> None:
         """Replace every kept row's local code (:meth:`SegmentCollector.add`) with its segment, ``ids[code]``."""
         lookup = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
-        self._chunks["\0segment"] = [lookup[codes] for codes in self._chunks["\0segment"]]
+        chunks = self._chunks["\0segment"]
+        for i, codes in enumerate(chunks):  # each chunk replaced in turn: one chunk's copy at a time, not every chunk's
+            chunks[i] = lookup[codes]
 
     def gathered(self) -> tuple[dict[str, Tensor], Tensor]:
         """Every kept row (from every rank when distributed) and its segment id; this rank's copy is released.
 
         Every rank must call it (it gathers when distributed), and every rank gets every row.
         """
-        local = {
-            name: torch.cat(chunks) if chunks else torch.zeros(0, dtype=self.dtypes[name])
-            for name, chunks in self._chunks.items()
-        }
-        self._chunks = {name: [] for name in self.dtypes}
+        local = {}
+        # column by column, each column's chunks freed once joined: one column's copy at a time, not every column's
+        for name in self.dtypes:
+            chunks = self._chunks[name]
+            self._chunks[name] = []
+            local[name] = torch.cat(chunks) if chunks else torch.zeros(0, dtype=self.dtypes[name])
+            del chunks
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             gathered = fused_gather([local])[0]
             rows = {name: torch.cat(parts) for name, parts in gathered.items()}

@@ -23,6 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "NO_SAMPLES",
+    "NO_SAMPLES_IN_SEGMENT",
     "SamplesFirstWarning",
     "SketchRangeWarning",
     "UndefinedEntries",
@@ -42,6 +43,8 @@ __all__ = [
 # the reason given for an entry that saw nothing (its count or total weight is 0), whatever the metric's own
 # reason: "a single class" would send a user who called `compute()` before feeding data the wrong way
 NO_SAMPLES = "no samples seen (no update, or only empty / zero-weight batches)"
+# the same said of one segment of `evaluate(by=...)`: its metric was fed, but none of the segment's rows counted
+NO_SAMPLES_IN_SEGMENT = "no samples seen in this segment (every row of weight 0 or skipped)"
 
 
 def or_no_samples(reason: str) -> str:

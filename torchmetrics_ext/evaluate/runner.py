@@ -38,6 +38,7 @@ from torchmetrics_ext._module_config import (
     _with_from_logits,
 )
 from torchmetrics_ext._module_domains import _fed_probabilities
+from torchmetrics_ext._module_stack import _stack_columns
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, Undefined, segment_values
 from torchmetrics_ext.evaluate.checks import (
     CheckKey,
@@ -867,8 +868,8 @@ class _Plan:
         """The kept rows (a tensor per column) as stacked tasks with their dense segment ids."""
         user, session = self._ids()
         return SegmentBatch(
-            preds=_stacked([rows[t.predictions] for t in self.tasks]),
-            target=_stacked([rows[t.labels] for t in self.tasks]),
+            preds=_stack_columns([rows[t.predictions] for t in self.tasks]),
+            target=_stack_columns([rows[t.labels] for t in self.tasks]),
             weights=self._segment_weights(rows),
             groups=None if user is None else rows[user],
             sessions=None if session is None else rows[session],
@@ -885,11 +886,6 @@ class _Plan:
             return weights
         weighted = torch.tensor([t.weighted for t in self.tasks], device=weights.device)
         return torch.where(weighted.unsqueeze(1), weights, torch.ones((), dtype=weights.dtype, device=weights.device))
-
-
-def _stacked(columns: Sequence[Tensor]) -> Tensor:
-    """``(T, N)`` rows of ``columns``: one task's column itself (a view, no copy of every row), else stacked."""
-    return columns[0].unsqueeze(0) if len(columns) == 1 else torch.stack(list(columns))
 
 
 class _Error(NamedTuple):

@@ -70,7 +70,7 @@ def load_config(path: str) -> dict[str, Any]:
         raw = _parse_yaml(text)
     else:
         try:
-            raw = json.loads(text)
+            raw = json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise ValueError(f"not valid JSON ({err}); YAML files need a .yaml or .yml name") from None
     return check_config(raw, os.path.dirname(path))
@@ -84,10 +84,47 @@ def _parse_yaml(text: str) -> Any:
             "reading a YAML config needs PyYAML, which is not installed: pip install pyyaml "
             "(or write the config as JSON)"
         ) from None
+
+    class _UniqueKeyLoader(yaml.SafeLoader):
+        """PyYAML's safe loader, but a key given twice in one mapping is refused (it keeps the last)."""
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` overrides on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+                if first is not None:
+                    raise ValueError(_duplicate(key, f" (first on line {first}, again on line {line})"))
+                seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:
         raise ValueError(f"not valid YAML ({err})") from None
+
+
+def _duplicate(key: Any, where: str) -> str:
+    return (
+        f"key {key!r} is given twice in one mapping{where}: the file would keep only its last value, "
+        "so give each key once (merge the two values into one)"
+    )
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object hook: the mapping of ``pairs``, refusing a key given twice (JSON keeps the last)."""
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise ValueError(_duplicate(key, ""))
+        mapping[key] = value
+    return mapping
 
 
 def check_config(raw: Any, base: str = "") -> dict[str, Any]:

@@ -1,0 +1,109 @@
+"""The fallback values of "nothing seen" that are not ``nan`` (docs/policies.md, "Nothing seen"), and the reasons.
+
+* ``HindsightTargetPR``'s threshold follows TorchRec's ``compute_threshold_idx`` (written below in plain
+  Python from TorchRec's source: the first threshold whose precision, 0 where no prediction reaches it, is
+  at least the target, else the last one), also when nothing was seen;
+* ``CalibrationFreeNE`` says "no samples seen" for a task that saw no weight, as every other ratio;
+* ``evaluate(by=...)``'s per-segment ``xauc``/``regression_auc`` name a segment whose rows all weigh 0
+  with the segment's reason, as the other families do;
+* ``TowerQPS`` gives TorchRec's 0 before a timed step (no warning), ``Throughput`` ``nan`` with the
+  reason; both return float64 scalars (``(T,)`` for a multi-task ``TowerQPS``) before warm-up, after
+  a step, after ``reset`` and after ``load_state_dict``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import torchmetrics_ext as tmx
+
+NO_SAMPLES = "no samples seen (no update, or only empty / zero-weight batches)"  # as documented
+SEGMENT_UNSEEN = "no samples seen in this segment (every row of weight 0 or skipped)"
+SEEDS = range(int(os.environ.get("TMX_FALLBACK_SEEDS", "40")))
+
+
+def caught(compute: Any) -> tuple[Any, list[str]]:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        value = compute()
+    return value, [str(w.message) for w in record if issubclass(w.category, UserWarning)]
+
+
+# ----------------------------------------------------------------------------- HindsightTargetPR
+
+
+def torchrec_threshold(p: list[float], y: list[float], w: list[float], target_precision: float, b: int) -> float:
+    """TorchRec's ``compute_threshold_idx`` over our thresholds ``j / (b - 1)``, as the threshold's value.
+
+    TorchRec: ``precision = 0.0 if tp + fp == 0 else tp / (tp + fp)``; the first index whose precision is
+    ``>= target_precision``; else ``THRESHOLD_GRANULARITY - 1``. A prediction reaches a threshold iff ``p >= t``.
+    """
+    for j in range(b):
+        t = j / (b - 1)
+        tp = sum(wi * yi for pi, yi, wi in zip(p, y, w, strict=True) if pi >= t)
+        fp = sum(wi * (1 - yi) for pi, yi, wi in zip(p, y, w, strict=True) if pi >= t)
+        precision = 0.0 if tp + fp == 0 else tp / (tp + fp)
+        if precision >= target_precision:
+            return t
+    return 1.0
+
+
+@pytest.mark.parametrize("target_precision", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("how", ["no update", "zero-weight batch", "empty batch", "after reset"])
+def test_hindsight_threshold_when_nothing_was_seen_is_torchrecs(target_precision, how):
+    """Nothing seen: every threshold's precision is TorchRec's 0, so the threshold is the first (target 0) or the last."""
+    metric = tmx.HindsightTargetPR(target_precision=target_precision, num_thresholds=11)
+    if how == "zero-weight batch":
+        metric.update(torch.tensor([0.2, 0.9]), torch.tensor([0.0, 1.0]), torch.zeros(2))
+    elif how == "empty batch":
+        metric.update(torch.zeros(0), torch.zeros(0))
+    elif how == "after reset":
+        metric.update(torch.tensor([0.2, 0.9]), torch.tensor([0.0, 1.0]))
+        caught(metric.compute)
+        metric.reset()
+    value, messages = caught(metric.compute)
+    assert float(value["threshold"]) == torchrec_threshold([], [], [], target_precision, 11)
+    assert math.isnan(float(value["precision"])) and math.isnan(float(value["recall"]))
+    assert messages == [
+        f"HindsightTargetPR.precision is undefined: {NO_SAMPLES}; returning nan.",
+        f"HindsightTargetPR.recall is undefined: {NO_SAMPLES}; returning nan.",
+    ]
+    out, _ = caught(
+        lambda: tmx.functional.hindsight_target_pr(
+            torch.zeros(0), torch.zeros(0), target_precision=target_precision, num_thresholds=11
+        )
+    )
+    assert float(out["threshold"]) == float(value["threshold"])
+
+
+def test_hindsight_task_that_saw_nothing_beside_one_that_did():
+    """Two tasks, target 0: task 1's zero weights give TorchRec's first threshold, task 0's data its own."""
+    p, y = [0.1, 0.45, 0.6, 0.8], [0.0, 1.0, 0.0, 1.0]
+    metric = tmx.HindsightTargetPR(num_tasks=2, target_precision=0.0, num_thresholds=11)
+    metric.update(torch.tensor([p, p]), torch.tensor([y, y]), torch.tensor([[1.0] * 4, [0.0] * 4]))
+    value, messages = caught(metric.compute)
+    assert value["threshold"].tolist() == [torchrec_threshold(p, y, [1.0] * 4, 0.0, 11), 0.0]
+    assert value["precision"][0].item() == 0.5 and math.isnan(value["precision"][1].item())
+    assert len(messages) == 2 and all("task(s) [1]" in m and NO_SAMPLES in m for m in messages), messages
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_hindsight_threshold_follows_torchrecs_rule(seed):
+    """Random batches (integer weights, zeros among them, scores on the thresholds): TorchRec's index rule."""
+    rng = np.random.default_rng(seed)
+    b, n = int(rng.choice([2, 5, 11])), int(rng.integers(0, 9))
+    p = (rng.integers(0, b, n) / (b - 1) if seed % 2 else rng.random(n)).tolist()
+    y = rng.integers(0, 2, n).astype(float).tolist()
+    w = (rng.integers(0, 3, n) * (seed % 3 != 0)).astype(float).tolist()  # every third seed: all weights 0
+    for target_precision in (0.0, 0.25, 0.5, 2 / 3, 1.0):
+        metric = tmx.HindsightTargetPR(target_precision=target_precision, num_thresholds=b)
+        metric.update(torch.tensor(p, dtype=torch.float64), torch.tensor(y), torch.tensor(w))
+        value, _ = caught(metric.compute)
+        assert float(value["threshold"]) == torchrec_threshold(p, y, w, target_precision, b), (p, y, w)

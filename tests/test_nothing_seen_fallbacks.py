@@ -107,3 +107,24 @@ def test_hindsight_threshold_follows_torchrecs_rule(seed):
         metric.update(torch.tensor(p, dtype=torch.float64), torch.tensor(y), torch.tensor(w))
         value, _ = caught(metric.compute)
         assert float(value["threshold"]) == torchrec_threshold(p, y, w, target_precision, b), (p, y, w)
+
+
+# ----------------------------------------------------------------------------- CalibrationFreeNE
+
+
+@pytest.mark.parametrize("torchrec_scaling", [False, True])
+def test_calibration_free_ne_says_no_samples_seen_apart_from_its_own_reason(torchrec_scaling):
+    """Task 1 saw only zero weight (NO_SAMPLES); with eta=0, task 0's constant prediction 0 on labels 0 has
+    cross-entropy 0 (the mean prediction is 0): its own reason."""
+    metric = tmx.CalibrationFreeNE(num_tasks=2, eta=0.0, torchrec_scaling=torchrec_scaling)
+    preds, target = torch.zeros(2, 3), torch.zeros(2, 3)
+    metric.update(preds, target, torch.tensor([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]))
+    value, messages = caught(metric.compute)
+    assert all(math.isnan(x) for x in value.tolist())
+    unseen = [m for m in messages if "task(s) [1]" in m]
+    assert unseen == [f"CalibrationFreeNE is undefined for task(s) [1]: {NO_SAMPLES}; returning nan."], messages
+    own = [m for m in messages if "task(s) [0]" in m]
+    assert len(own) == 1 and NO_SAMPLES not in own[0], messages
+    functional, messages = caught(lambda: tmx.functional.calibration_free_ne(torch.zeros(0), torch.zeros(0)))
+    assert math.isnan(float(functional))
+    assert messages == [f"CalibrationFreeNE is undefined: {NO_SAMPLES}; returning nan."]

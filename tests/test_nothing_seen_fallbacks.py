@@ -19,10 +19,12 @@ import warnings
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 import torchmetrics_ext as tmx
+from torchmetrics_ext.evaluate import evaluate
 
 NO_SAMPLES = "no samples seen (no update, or only empty / zero-weight batches)"  # as documented
 SEGMENT_UNSEEN = "no samples seen in this segment (every row of weight 0 or skipped)"
@@ -128,3 +130,33 @@ def test_calibration_free_ne_says_no_samples_seen_apart_from_its_own_reason(torc
     functional, messages = caught(lambda: tmx.functional.calibration_free_ne(torch.zeros(0), torch.zeros(0)))
     assert math.isnan(float(functional))
     assert messages == [f"CalibrationFreeNE is undefined: {NO_SAMPLES}; returning nan."]
+
+
+# ----------------------------------------------------------------------------- evaluate's per-segment pairwise AUCs
+
+
+@pytest.mark.parametrize("metric", ["xauc", "regression_auc"])
+def test_evaluate_pairwise_segment_of_zero_weight_says_so(metric):
+    """Segment b's rows all weigh 0: the segment's "no samples seen" line, as NE's and AUC's (not the pair reason).
+
+    Segment c holds weight but one label value (regression_auc: no pair of different labels; xauc: one row of
+    weight, no pair): the metric's own reason, as the class gives on those rows.
+    """
+    table = pa.table(
+        {
+            "p": [0.2, 0.7, 0.4, 0.6, 0.3, 0.5, 0.9],
+            "y": [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0],
+            "w": [1.0, 2.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+            "seg": ["a", "a", "b", "b", "a", "c", "c"],
+        }
+    )
+    result = evaluate(table, {"t": ("p", "y")}, [metric], weights="w", by=["seg"])
+    lines = [line for line in result.warnings if "seg=b" in line]
+    assert len(lines) == 1 and f": {SEGMENT_UNSEEN}; returning nan." in lines[0], result.warnings
+    own = [line for line in result.warnings if "seg=c" in line]
+    cls = tmx.XAUC() if metric == "xauc" else tmx.RegressionAUC()
+    cls.update(torch.tensor([0.5, 0.9]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0]))
+    _, messages = caught(cls.compute)
+    reason = messages[0].split(": ", 1)[1]
+    assert len(own) == 1 and own[0].endswith(f": {reason}") and NO_SAMPLES not in reason, (result.warnings, reason)
+    assert np.isnan(result.values[f"{metric}/t/seg=b"]) and np.isfinite(result.values[f"{metric}/t/seg=a"])

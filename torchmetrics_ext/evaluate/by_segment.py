@@ -320,7 +320,12 @@ def _pairwise(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
         counts = _pairwise_counts(*(value.reshape(-1, length) for value in padded), relative=True)
         totals[:, :, members] = torch.stack(counts).reshape(len(PairCounts._fields), num_tasks, -1)
     compute = _xauc_compute if isinstance(metric, XAUC) else _regression_auc_compute
-    return {None: compute(PairCounts(*totals))}
+
+    def unseen() -> Tensor:  # the (task, segment) entries without a row of weight (made only where undefined)
+        weighted = (weights > 0).to(torch.float64)
+        return totals.new_zeros(num_tasks, num_segments).index_add_(1, batch.segment, weighted) == 0
+
+    return {None: compute(PairCounts(*totals), unseen)}
 
 
 def _pairs(segment: Tensor, num_segments: int, ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -160,3 +160,20 @@ def test_evaluate_pairwise_segment_of_zero_weight_says_so(metric):
     reason = messages[0].split(": ", 1)[1]
     assert len(own) == 1 and own[0].endswith(f": {reason}") and NO_SAMPLES not in reason, (result.warnings, reason)
     assert np.isnan(result.values[f"{metric}/t/seg=b"]) and np.isfinite(result.values[f"{metric}/t/seg=a"])
+
+
+# ----------------------------------------------------------------------------- the rate metrics
+
+
+@pytest.mark.parametrize("count", [-1, 2**63, np.int64(-3)])
+def test_the_rate_metrics_refuse_a_count_in_the_same_words(count):
+    """One check for an int count serves both: the messages differ by the argument's name only, nothing changes."""
+    throughput, qps = tmx.Throughput(warmup_steps=0), tmx.TowerQPS(warmup_steps=0)
+    with pytest.raises(ValueError) as by_throughput:
+        throughput.update(count)
+    with pytest.raises(ValueError) as by_qps:
+        qps.update(num_examples=count)
+    expected = f"Expected `{{}}` as an int to be a non-negative int64 (0 to 2**63 - 1), got {int(count)}."
+    assert str(by_throughput.value) == expected.format("batch")
+    assert str(by_qps.value) == expected.format("num_examples")
+    assert float(throughput.total_examples) == 0.0 and throughput._steps == 0 and qps._steps == 0

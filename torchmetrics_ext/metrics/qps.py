@@ -16,6 +16,7 @@ from torchmetrics_ext.metrics._time_window import (
     TimeWindow,
     adopt_other_settings,
     check_clock,
+    check_count,
     check_window_seconds,
     read_clock,
     window_as_one_update,
@@ -24,7 +25,6 @@ from torchmetrics_ext.metrics.base import TaskMetric, _tag
 from torchmetrics_ext.utilities.checks import check_int, check_tensor
 
 _DEFAULT_WARMUP = 100  # TorchRec's
-_MAX_COUNT = 2**63 - 1  # an int64, as Throughput's counts
 # compute()'s keys with a window: TorchRec's names (``qps-{task}|lifetime_qps``, ...)
 _ENTRIES = ("lifetime_qps", "window_qps", "total_examples")
 
@@ -401,7 +401,4 @@ def _count(value: object) -> int:
             f"Expected `num_examples` to be an int or a tensor of counts (shape (num_tasks,) or ()), "
             f"got {type(value).__name__}."
         )
-    count = int(value)
-    if not 0 <= count <= _MAX_COUNT:
-        raise ValueError(f"Expected `num_examples` as an int to be a non-negative int64 (0 to 2**63 - 1), got {count}.")
-    return count
+    return check_count("num_examples", value)

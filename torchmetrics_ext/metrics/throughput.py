@@ -18,6 +18,7 @@ from torchmetrics_ext.metrics._time_window import (
     TimeWindow,
     adopt_other_settings,
     check_clock,
+    check_count,
     check_window_seconds,
     read_clock,
     window_as_one_update,
@@ -36,7 +37,6 @@ __all__ = ["Throughput"]
 
 _DEFAULT_WARMUP = 100
 _DEFAULT_WINDOW = 100.0
-_MAX_COUNT = 2**63 - 1  # an int64: a count beyond it is no number of examples (and torch cannot add it)
 # state -> (reduction, the settings its values depend on)
 _STATES = {
     "total_examples": ("sum", ()),  # every example, warm-up included
@@ -54,10 +54,7 @@ def _count_examples(batch: Any) -> int:
     dimension and are skipped.
     """
     if isinstance(batch, numbers.Integral) and not isinstance(batch, bool):
-        count = int(batch)
-        if not 0 <= count <= _MAX_COUNT:
-            raise ValueError(f"Expected `batch` as a count to be a non-negative int64 (0 to 2**63 - 1), got {count}.")
-        return count
+        return check_count("batch", batch)
     tensor = batch
     if isinstance(batch, Mapping) or (isinstance(batch, Sequence) and not isinstance(batch, (str, bytes))):
         values = batch.values() if isinstance(batch, Mapping) else batch

@@ -177,3 +177,136 @@ def test_the_rate_metrics_refuse_a_count_in_the_same_words(count):
     assert str(by_throughput.value) == expected.format("batch")
     assert str(by_qps.value) == expected.format("num_examples")
     assert float(throughput.total_examples) == 0.0 and throughput._steps == 0 and qps._steps == 0
+
+
+class Ticks:
+    """A clock reading 0, 1, 2, ... seconds."""
+
+    def __init__(self) -> None:
+        self.now = -1.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def _scalars(value: Any, shape: tuple[int, ...] = ()) -> dict[str, float | list[float]]:
+    """Each entry's value, once it is a float64 tensor of ``shape`` (what the docs say a user gets back)."""
+    entries = value if isinstance(value, dict) else {"value": value}
+    for key, tensor in entries.items():
+        assert tensor.dtype == torch.float64 and tuple(tensor.shape) == shape, (key, tensor)
+    return {key: tensor.tolist() for key, tensor in entries.items()}
+
+
+def _nan_rates(values: dict[str, Any]) -> bool:
+    return all(math.isnan(values[k]) for k in ("lifetime_throughput", "window_throughput"))
+
+
+@pytest.mark.parametrize("num_tasks", [1, 2])
+def test_the_rate_metrics_before_a_timed_step_after_one_after_reset_and_after_a_load(num_tasks):
+    """Warm-up of 2, a clock of 1 s per update, 5 examples per step: Throughput ``nan`` (the warning says why) and
+    TowerQPS 0 without a warning until a step after warm-up is timed, then 5 per second; float64 scalars
+    (``(T,)`` for TowerQPS's tasks) at every stage; a checkpoint brings its rates, or its 0 / ``nan``."""
+    shape = () if num_tasks == 1 else (num_tasks,)
+    throughput = tmx.Throughput(warmup_steps=2, window_seconds=10.0, clock=Ticks())
+    qps = tmx.TowerQPS(num_tasks, warmup_steps=2, window_seconds=10.0, clock=Ticks())
+    bare = tmx.TowerQPS(num_tasks, warmup_steps=2, clock=Ticks())  # the lifetime rate alone
+    preds = torch.zeros(num_tasks, 5) if num_tasks > 1 else torch.zeros(5)
+    for metric in (throughput, qps, bare):
+        metric.persistent(True)
+
+    def step() -> None:
+        throughput.update(5)
+        qps.update(preds)
+        bare.update(preds)
+
+    def check(stage: str, examples: float, rate: float | None, why: str | None) -> None:
+        """``rate`` None: before a timed step (Throughput nan with ``why``, TowerQPS 0)."""
+        value, messages = caught(throughput.compute)
+        got = _scalars(value)
+        assert got["total_examples"] == examples, (stage, got)
+        if rate is None:
+            assert _nan_rates(got) and len(messages) == 1 and why in messages[0], (stage, got, messages)
+        else:
+            assert got["lifetime_throughput"] == rate and messages == [], (stage, got, messages)
+        zero = [0.0] * num_tasks if shape else 0.0
+        per_task = (lambda x: [x] * num_tasks) if shape else (lambda x: x)
+        want = zero if rate is None else per_task(rate)
+        value, messages = caught(qps.compute)
+        got = _scalars(value, shape)
+        assert got == {"lifetime_qps": want, "window_qps": want, "total_examples": per_task(examples)}, (stage, got)
+        assert messages == [], (stage, messages)
+        value, messages = caught(bare.compute)
+        assert _scalars(value, shape) == {"value": want} and messages == [], (stage, value, messages)
+
+    check("no update", 0.0, None, NO_SAMPLES)
+    step()
+    check("one step", 5.0, None, "1 of its 2 warm-up updates")
+    saved_early = [m.state_dict() for m in (throughput, qps, bare)]
+    step()
+    check("warmed up", 10.0, None, "no timed step after warm-up")
+    step()
+    step()  # two updates after the warm-up's last reading: 10 examples in 2 seconds
+    check("two timed steps", 20.0, 5.0, None)
+    saved = [m.state_dict() for m in (throughput, qps, bare)]
+    for metric in (throughput, qps, bare):
+        metric.reset()
+    check("after reset", 0.0, None, NO_SAMPLES)
+    for metric, state in zip((throughput, qps, bare), saved, strict=True):
+        metric.load_state_dict(state)
+    check("loaded after timed steps", 20.0, 5.0, None)
+    step()  # TowerQPS warms up again, Throughput restarts its clock: neither rate changes
+    check("one step after the load", 25.0, 5.0, None)
+    for metric, state in zip((throughput, qps, bare), saved_early, strict=True):
+        metric.load_state_dict(state)
+    check("loaded from before a timed step", 5.0, None, "1 of its 2 warm-up updates")
+
+
+def test_a_torchrec_module_reports_both_rates_before_a_timed_step_and_after_a_load():
+    """``key_style="torchrec"``: the module's Throughput keys are ``nan`` (TorchRec leaves them out; documented),
+    a TowerQPS given as a state metric reports TorchRec's 0; a module checkpoint brings the throughput's rates."""
+
+    def build() -> tuple[tmx.RecMetricModule, tmx.TowerQPS]:
+        qps = tmx.TowerQPS(warmup_steps=2, window_seconds=10.0, clock=Ticks())
+        module = tmx.RecMetricModule(
+            ["click"],
+            {"ctr": "ctr"},
+            key_style="torchrec",
+            throughput=tmx.Throughput(warmup_steps=2, window_seconds=10.0, clock=Ticks()),
+            state_metrics={"tower_qps": qps},
+        )
+        return module, qps
+
+    module, qps = build()
+    rates = ("lifetime_throughput", "window_throughput", "attempt_throughput")
+    values, messages = caught(module.compute)
+    assert all(math.isnan(float(values[f"throughput-throughput|{k}"])) for k in rates), values
+    assert float(values["throughput-throughput|total_examples"]) == 0.0
+    assert [float(values[f"tower_qps-tower_qps|{k}"]) for k in ("lifetime_qps", "window_qps")] == [0.0, 0.0]
+    assert [m for m in messages if m.startswith("throughput")] == [
+        f"throughput is undefined: {NO_SAMPLES}; returning nan."
+    ]
+    assert not [m for m in messages if "qps" in m], messages
+    batch = {"prediction": torch.full((4,), 0.5), "label": torch.tensor([0.0, 1.0, 1.0, 0.0])}
+    for _ in range(4):  # 2 warm-up steps, then 2 timed ones of 1 s and 4 rows each
+        module.update(batch)
+        qps.update(batch["prediction"])
+    values, _ = caught(module.compute)
+    assert float(values["throughput-throughput|lifetime_throughput"]) == 4.0
+    assert float(values["tower_qps-tower_qps|lifetime_qps"]) == 4.0
+    restored, _ = build()
+    restored.load_state_dict(module.state_dict())
+    values, messages = caught(restored.compute)
+    assert float(values["throughput-throughput|lifetime_throughput"]) == 4.0, values
+    assert float(values["throughput-throughput|total_examples"]) == 16.0 and not messages, messages
+
+
+def test_both_rate_metrics_describe_the_time_before_a_timed_step_in_the_same_words():
+    """The docstrings and the docs page say "until an update after warm-up has been timed" for both."""
+    from pathlib import Path
+
+    phrase = "until an update after warm-up has been timed"
+    flat = [" ".join((cls.__doc__ or "").lower().split()) for cls in (tmx.Throughput, tmx.TowerQPS)]
+    assert all(phrase in doc for doc in flat)
+    page = " ".join(Path(__file__).resolve().parents[1].joinpath("docs", "windows.md").read_text().lower().split())
+    assert page.count(phrase) >= 2

@@ -51,6 +51,13 @@ class TowerQPS(TimeWindow, TaskMetric):
     settings only decide which later steps are timed, so a job resumed with another one keeps its
     counts and times (the settings name the states only so that a ``MetricCollection`` never groups two).
 
+    **Before a timed step.** Until an update after warm-up has been timed (and while the timed
+    updates took 0 seconds on the clock), a rate is 0, without a warning: TorchRec's ``tower_qps``
+    value, kept for parity (:class:`~torchmetrics_ext.Throughput` gives ``nan`` with an
+    ``UndefinedMetricWarning`` there). So is it after a ``reset``, and after loading a checkpoint
+    saved before a timed step (a checkpoint's timed steps give their rate until the next timed
+    update). With a window, ``total_examples`` counts from the first update.
+
     TorchRec's ``tower_qps`` is meant for multi-task models whose tasks see different numbers
     of examples; pass a per-task ``(T,)`` count to ``update(num_examples=...)`` for that. A count is
     given as ``Throughput`` takes one: a Python (or NumPy) ``int``, every task's, or an integer tensor
@@ -317,7 +324,7 @@ class TowerQPS(TimeWindow, TaskMetric):
         return dict(zip(_ENTRIES, values, strict=True))
 
     def compute(self) -> Any:
-        """Examples per second after warm-up; 0 before any timed step (as TorchRec).
+        """Examples per second after warm-up; 0, without a warning, until an update after warm-up has been timed.
 
         With ``window_seconds``: ``{"lifetime_qps", "window_qps", "total_examples"}``.
         """

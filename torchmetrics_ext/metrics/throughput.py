@@ -96,12 +96,17 @@ class Throughput(TimeWindow, GuardedMetric):
 
     ``window_throughput`` is the same ratio over the newest updates whose time sums to at most
     ``window_seconds`` (at least the newest update). ``compute`` returns float64 scalars
-    ``{"lifetime_throughput", "window_throughput", "total_examples"}``; a rate is ``nan`` (with
-    :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`) until an update after
-    warm-up has been timed, and while the timed updates took 0 seconds on the clock (steps
-    shorter than a coarse clock's resolution: the warning says so). While no rank has counted an
-    example and no step was timed on this one (no update, a reset, only empty batches) the warning
-    says "no samples seen", the package's answer for a metric that saw nothing.
+    ``{"lifetime_throughput", "window_throughput", "total_examples"}``.
+
+    **Before a timed step.** Until an update after warm-up has been timed (and while the timed
+    updates took 0 seconds on the clock), a rate is ``nan`` with an
+    :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning` (TorchRec's
+    ``ThroughputMetric`` leaves the rate out; :class:`~torchmetrics_ext.TowerQPS` gives TorchRec's
+    ``tower_qps`` value, 0, without a warning). The warning says why: "no samples seen" while no
+    rank has counted an example and no step was timed on this one (no update, a reset, only empty
+    batches), the package's answer for a metric that saw nothing; how many of the ``warmup_steps``
+    updates it has seen during the warm-up; the clock's resolution for steps of 0 seconds.
+    ``total_examples`` counts from the first update.
 
     Args:
         warmup_steps: updates before the clock starts (first steps are slow: compilation, caches).

@@ -4,8 +4,8 @@
   Python from TorchRec's source: the first threshold whose precision, 0 where no prediction reaches it, is
   at least the target, else the last one), also when nothing was seen;
 * ``CalibrationFreeNE`` says "no samples seen" for a task that saw no weight, as every other ratio;
-* ``evaluate(by=...)``'s per-segment ``xauc``/``regression_auc`` name a segment whose rows all weigh 0
-  with the segment's reason, as the other families do;
+* ``evaluate(by=...)``'s per-segment ``xauc``/``regression_auc`` and ranking metrics name a segment whose rows
+  all weigh 0 with the segment's reason, as the other families do (the reason of that segment's rows alone);
 * ``TowerQPS`` gives TorchRec's 0 before a timed step (no warning), ``Throughput`` ``nan`` with the
   reason; both return float64 scalars (``(T,)`` for a multi-task ``TowerQPS``) before warm-up, after
   a step, after ``reset`` and after ``load_state_dict``.
@@ -132,34 +132,39 @@ def test_calibration_free_ne_says_no_samples_seen_apart_from_its_own_reason(torc
     assert messages == [f"CalibrationFreeNE is undefined: {NO_SAMPLES}; returning nan."]
 
 
-# ----------------------------------------------------------------------------- evaluate's per-segment pairwise AUCs
+# ----------------------------------------------------------------------------- evaluate's per-segment reasons
+
+_SEGMENTED = pa.table(
+    {
+        "p": [0.2, 0.7, 0.4, 0.6, 0.3, 0.5, 0.9, 0.8, 0.1],
+        "y": [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0],
+        "y2": [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0],
+        "w": [1.0, 2.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0],
+        "seg": ["a", "a", "b", "b", "a", "c", "c", "b", "b"],
+        "sess": [0, 0, 1, 1, 0, 2, 2, 1, 3],
+    }
+)
 
 
-@pytest.mark.parametrize("metric", ["xauc", "regression_auc"])
-def test_evaluate_pairwise_segment_of_zero_weight_says_so(metric):
-    """Segment b's rows all weigh 0: the segment's "no samples seen" line, as NE's and AUC's (not the pair reason).
+def _reasons(result: Any, where: str) -> list[str]:
+    return [line.split(": ", 1)[1] for line in result.warnings if where in line]
 
-    Segment c holds weight but one label value (regression_auc: no pair of different labels; xauc: one row of
-    weight, no pair): the metric's own reason, as the class gives on those rows.
-    """
-    table = pa.table(
-        {
-            "p": [0.2, 0.7, 0.4, 0.6, 0.3, 0.5, 0.9],
-            "y": [0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0],
-            "w": [1.0, 2.0, 0.0, 0.0, 1.0, 1.0, 0.0],
-            "seg": ["a", "a", "b", "b", "a", "c", "c"],
-        }
-    )
-    result = evaluate(table, {"t": ("p", "y")}, [metric], weights="w", by=["seg"])
-    lines = [line for line in result.warnings if "seg=b" in line]
-    assert len(lines) == 1 and f": {SEGMENT_UNSEEN}; returning nan." in lines[0], result.warnings
-    own = [line for line in result.warnings if "seg=c" in line]
-    cls = tmx.XAUC() if metric == "xauc" else tmx.RegressionAUC()
-    cls.update(torch.tensor([0.5, 0.9]), torch.tensor([1.0, 1.0]), torch.tensor([1.0, 0.0]))
-    _, messages = caught(cls.compute)
-    reason = messages[0].split(": ", 1)[1]
-    assert len(own) == 1 and own[0].endswith(f": {reason}") and NO_SAMPLES not in reason, (result.warnings, reason)
-    assert np.isnan(result.values[f"{metric}/t/seg=b"]) and np.isfinite(result.values[f"{metric}/t/seg=a"])
+
+@pytest.mark.parametrize("tasks", [1, 2])
+@pytest.mark.parametrize("metric", ["xauc", "regression_auc", "ndcg", "mrr@2", "ne", "auc", "gauc"])
+def test_evaluate_segment_reasons_are_those_of_the_segments_rows_alone(metric, tasks):
+    """Each segment's line gives the reason one evaluation of that segment's rows alone gives, "no samples seen"
+    said of the segment: b's rows all weigh 0, c's hold weight on one label value (the metric's own reason)."""
+    options = {"weights": "w", "session": "sess", **({"user": "sess"} if metric == "gauc" else {})}
+    heads = {"t": ("p", "y"), "u": ("p", "y2")} if tasks == 2 else {"t": ("p", "y")}
+    result = evaluate(_SEGMENTED, heads, [metric], by=["seg"], **options)
+    for segment in ("b", "c"):
+        rows = _SEGMENTED.filter(pa.compute.equal(_SEGMENTED["seg"], segment))
+        alone = evaluate(rows, heads, [metric], **options)
+        # (a segment's lines are per task, the lines over all rows join the tasks of one reason)
+        expected = {reason.replace(NO_SAMPLES, SEGMENT_UNSEEN) for reason in _reasons(alone, "over all rows")}
+        assert set(_reasons(result, f"seg={segment}")) == expected, (segment, result.warnings, alone.warnings)
+    assert _reasons(result, "seg=b") and all(SEGMENT_UNSEEN in r for r in _reasons(result, "seg=b"))
 
 
 # ----------------------------------------------------------------------------- the rate metrics

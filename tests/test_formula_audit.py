@@ -177,7 +177,7 @@ def ref_hindsight(p, y, w, target_precision, num_thresholds) -> tuple[float, flo
     for j, t in enumerate(thresholds):
         on = p >= t
         tp, fp = float(np.sum(w * y * on)), float(np.sum(w * (1 - y) * on))
-        if tp + fp > 0 and tp / (tp + fp) >= target_precision:
+        if (tp / (tp + fp) if tp + fp > 0 else 0.0) >= target_precision:  # TorchRec: precision 0 where none reaches t
             chosen = j
             break
     j = num_thresholds - 1 if chosen is None else chosen

@@ -48,8 +48,6 @@ def rule_of(name: str) -> str:
         return "zero"
     if _stem(name) in RANKING:
         return "nan_or"  # the sums of queries summed per batch read as those of no sample
-    if name == "cali_free_ne":
-        return "own"  # its kernel keeps its one reason (see docs/policies.md)
     return "nan"
 
 
@@ -195,9 +193,6 @@ def assert_nothing_seen(value: Any, messages: list[str], rule: str) -> None:
     if rule == "zero":
         assert all(x == 0.0 for x in _entries(value)) and messages == [], (value, messages)
         return
-    if rule == "own":
-        assert all(math.isnan(x) for x in _entries(value)) and len(messages) == 1, (value, messages)
-        return
     if rule == "hindsight":  # precision and recall nan, each with its warning; threshold: TorchRec's last one
         assert all(math.isnan(x) for key in ("precision", "recall") for x in _entries(value[key]))
         assert all(x == 1.0 for x in _entries(value["threshold"]))
@@ -294,7 +289,7 @@ def test_only_the_task_that_saw_nothing_says_so(name, key):
     if rule not in ("hindsight", "reliability"):
         assert all(math.isnan(x) for x in per_task[1]), value
     flagged = [m for m in messages if "task(s) [1]" in m or "(1, " in m]
-    assert flagged and all(_reason_ok(m, rule) for m in flagged if rule != "own"), messages
+    assert flagged and all(_reason_ok(m, rule) for m in flagged), messages
 
 
 def _per_task(value: Any) -> list[list[float]]:
@@ -338,7 +333,7 @@ def test_a_module_task_column_of_zero_weight_says_so_for_that_task_only():
             continue
         assert all(math.isnan(x) for x in got), (metric_key, got)
         assert len(mine) == 1 and "'b'" in mine[0] and "'a'" not in mine[0], (metric_key, mine)
-        assert rule == "own" or _reason_ok(mine[0], rule), mine
+        assert _reason_ok(mine[0], rule), mine
     assert len(messages) == sum(
         rule_of(s if isinstance(s, str) else s["metric"]) != "zero" for s in MODULE_METRICS.values()
     )

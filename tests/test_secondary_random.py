@@ -574,7 +574,7 @@ def ref_hindsight(q: np.ndarray, y: np.ndarray, w: np.ndarray, target_precision:
     chosen = b - 1
     for j in range(b):
         tp, fp = counts(j)
-        if tp + fp > 0 and tp / (tp + fp) >= target_precision:
+        if (tp / (tp + fp) if tp + fp > 0 else 0.0) >= target_precision:  # TorchRec: precision 0 where none reaches t
             chosen = j
             break
     tp, fp = counts(chosen)

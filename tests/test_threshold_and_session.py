@@ -37,7 +37,7 @@ def ref_hindsight(p, y, w, target_precision=0.5, num_thresholds=1000, logits=Fal
     chosen = num_thresholds - 1
     for i, t in enumerate(thresholds):
         tp, fp = (w * y * (q >= t)).sum(), (w * (1 - y) * (q >= t)).sum()
-        if tp + fp > 0 and tp / (tp + fp) >= target_precision:
+        if (tp / (tp + fp) if tp + fp > 0 else 0.0) >= target_precision:  # TorchRec: precision 0 where none reaches t
             chosen = i
             break
     t = thresholds[chosen]

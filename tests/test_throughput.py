@@ -166,10 +166,10 @@ def test_forward_reset_state_dict_pickle():
 @pytest.mark.parametrize(
     "batch, exc, match",
     [
-        (-3, ValueError, r"`batch` as a count to be a non-negative int64 \(0 to 2\*\*63 - 1\), got -3"),
-        (2**63, ValueError, rf"`batch` as a count to be a non-negative int64 .*, got {2**63}\."),
-        (2**70, ValueError, rf"`batch` as a count to be a non-negative int64 .*, got {2**70}\."),
-        (np.uint64(2**64 - 1), ValueError, rf"`batch` as a count to be a non-negative int64 .*, got {2**64 - 1}\."),
+        (-3, ValueError, r"`batch` as an int to be a non-negative int64 \(0 to 2\*\*63 - 1\), got -3"),
+        (2**63, ValueError, rf"`batch` as an int to be a non-negative int64 .*, got {2**63}\."),
+        (2**70, ValueError, rf"`batch` as an int to be a non-negative int64 .*, got {2**70}\."),
+        (np.uint64(2**64 - 1), ValueError, rf"`batch` as an int to be a non-negative int64 .*, got {2**64 - 1}\."),
         (torch.tensor(5), ValueError, r"leading batch dimension, got a 0-dim tensor"),
         ({"a": 1, "b": [2]}, ValueError, r"`batch` \(dict\) to hold a tensor"),
         ([], ValueError, r"`batch` \(list\) to hold a tensor"),
@@ -203,7 +203,7 @@ def test_a_rejected_count_keeps_the_warmup():
         metric = tmx.Throughput(warmup_steps=3, clock=Ticks([float(i) for i in range(5)]))
         metric.update(10)
         if rejected:
-            with pytest.raises(ValueError, match=r"`batch` as a count to be a non-negative int64"):
+            with pytest.raises(ValueError, match=r"`batch` as an int to be a non-negative int64"):
                 metric.update(rejected)
         for count in (20, 30, 40):
             metric.update(count)

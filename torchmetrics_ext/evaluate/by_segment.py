@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -53,11 +54,17 @@ from torchmetrics_ext.functional.auc.pairwise import (
 )
 from torchmetrics_ext.functional.ranking._kernel import SortedQueries, rank_rows, sorted_columns
 from torchmetrics_ext.functional.ranking._spec import request_key
-from torchmetrics_ext.functional.ranking._update import _ranking_compute, reduce_columns
+from torchmetrics_ext.functional.ranking._update import _NO_QUERY, _ranking_compute, reduce_columns
 from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.utilities.warnings import UndefinedEntries, collecting_undefined, naming_metric, warn_undefined
+from torchmetrics_ext.utilities.warnings import (
+    UndefinedEntries,
+    collecting_undefined,
+    naming_metric,
+    or_no_samples,
+    warn_undefined,
+)
 from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["SegmentBatch", "SegmentValues", "Undefined", "segment_values"]
@@ -280,11 +287,26 @@ def _rankings(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
                 metric.remove_single_length_sessions,
                 segments=(query_segment, batch.num_segments),
             )
-            per_task.append(_ranking_compute(value_sum, weight_sum.unsqueeze(1), metric._label, metric.requests))
-    if entries:
-        flagged = torch.stack([entry.undefined.reshape(-1) for entry in entries])
+            # as the class's: a segment without a row of weight says both causes (no query counted, or nothing seen)
+            unseen = partial(_no_weighted_row, batch.segment, weights, batch.num_segments)
+            per_task.append(
+                _ranking_compute(
+                    value_sum,
+                    weight_sum.unsqueeze(1),
+                    metric._label,
+                    metric.requests,
+                    unseen=unseen,
+                    unseen_reason=or_no_samples(_NO_QUERY),
+                )
+            )
+    # each task's warnings, one per reason (the segments that saw nothing, the others), in the order given:
+    # each reason's (S,) flags of every task joined into one (T, S) warning
+    by_reason: dict[str, list[Tensor]] = {}
+    for entry in entries:
+        by_reason.setdefault(entry.reason, []).append(entry.undefined.reshape(-1))
+    for reason, flags in by_reason.items():
         with naming_metric(None):  # the entries' metric is named already
-            warn_undefined(flagged, entries[0].metric, entries[0].reason)
+            warn_undefined(torch.stack(flags), entries[0].metric, reason)
     stacked = torch.stack(per_task)  # (T, S, R)
     return {request_key(request): stacked[:, :, i] for i, request in enumerate(metric.requests)}
 
@@ -320,7 +342,18 @@ def _pairwise(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
         counts = _pairwise_counts(*(value.reshape(-1, length) for value in padded), relative=True)
         totals[:, :, members] = torch.stack(counts).reshape(len(PairCounts._fields), num_tasks, -1)
     compute = _xauc_compute if isinstance(metric, XAUC) else _regression_auc_compute
-    return {None: compute(PairCounts(*totals))}
+
+    def unseen() -> Tensor:  # the (task, segment) entries without a row of weight (made only where undefined)
+        weighted = (weights > 0).to(torch.float64)
+        return totals.new_zeros(num_tasks, num_segments).index_add_(1, batch.segment, weighted) == 0
+
+    return {None: compute(PairCounts(*totals), unseen)}
+
+
+def _no_weighted_row(segment: Tensor, weights: Tensor | None, num_segments: int) -> Tensor:
+    """``(S, 1)``: the segments without a row of non-zero weight (``None`` weights: without a row)."""
+    weighted = torch.ones_like(segment, dtype=torch.float64) if weights is None else (weights > 0).to(torch.float64)
+    return weighted.new_zeros(num_segments).index_add_(0, segment, weighted).eq(0).unsqueeze(1)
 
 
 def _pairs(segment: Tensor, num_segments: int, ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -202,8 +202,9 @@ def _calibration_free_compute(
         undefined = undefined | torch.isnan(ne) | overflowed
         value = ne / torch.where(undefined, 1.0, constant_ce / math.log(2))
     else:
-        reason = "no label weight, or the mean prediction is 0 or 1"
-        warn_undefined(undefined & ~overflowed, "CalibrationFreeNE", reason)
+        # a task without label weight saw nothing: NO_SAMPLES, as NE's (the class totals, read where undefined)
+        unseen = lambda: (pos <= 0) & (neg <= 0)  # noqa: E731
+        warn_undefined(undefined & ~overflowed, "CalibrationFreeNE", "the mean prediction is 0 or 1", unseen=unseen)
         undefined = undefined | overflowed
         value = ce_sum / torch.where(undefined, 1.0, constant_ce)
     return torch.where(undefined, math.nan, value)

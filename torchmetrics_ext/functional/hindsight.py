@@ -1,6 +1,6 @@
 r"""Hindsight target precision/recall (TorchRec's ``hindsight_target_pr``) as pure tensor functions.
 
-Given a target precision, find in hindsight the lowest of ``B`` uniform thresholds
+Given a target precision, find in hindsight (by TorchRec's rule) the lowest of ``B`` uniform thresholds
 :math:`t_i = i / (B - 1)` (each the correctly rounded float64 quotient, so a score of exactly 0.3
 reaches 3/10) whose precision reaches it, and report that threshold with the precision and recall
 there. All thresholds are evaluated at once from two per-task weight histograms (positive and
@@ -90,9 +90,11 @@ def _hindsight_compute(pos_hist: Tensor, neg_hist: Tensor, target_precision: flo
     tp = pos_hist.flip(-1).cumsum(-1).flip(-1)[:, 1:]
     fp = neg_hist.flip(-1).cumsum(-1).flip(-1)[:, 1:]
     num_thresholds = tp.shape[-1]
+    # TorchRec's rule (compute_threshold_idx): a threshold that no prediction reaches has precision 0
+    # (tp = 0 there), so it is chosen only for a target of 0; the lowest threshold whose precision is at
+    # least the target, else the last one. With nothing seen: the first threshold for a target of 0, else 1.0
     precision = tp / torch.where(tp + fp > 0, tp + fp, 1.0)
-    reaches = (precision >= target_precision) & (tp + fp > 0)
-    # the lowest such threshold; TorchRec falls back to the last one when none reaches the target
+    reaches = precision >= target_precision
     idx = torch.where(reaches.any(-1), reaches.to(torch.int8).argmax(-1), num_thresholds - 1).unsqueeze(-1)
     tp_at, fp_at = tp.gather(1, idx).squeeze(-1), fp.gather(1, idx).squeeze(-1)
     total_pos = pos_hist.sum(-1)
@@ -127,8 +129,10 @@ def hindsight_target_pr(
     r"""The lowest uniform threshold reaching ``target_precision``, with the precision and recall there.
 
     A prediction is positive at threshold :math:`t` iff :math:`p \ge t`. The lowest threshold
-    that reaches the target keeps the most recall; when none does, the last threshold (1.0) is
-    reported, as in TorchRec.
+    that reaches the target keeps the most recall. The threshold follows TorchRec's rule: one that no
+    prediction reaches counts precision 0 (so it is chosen only for ``target_precision=0``), and when
+    none reaches the target the last threshold (1.0) is reported. With no sample of non-zero weight
+    that is 1.0, or 0.0 for ``target_precision=0``, with precision and recall ``nan``.
 
     Args:
         preds: ``(N,)`` or ``(T, N)`` probabilities (logits with ``from_logits=True``).

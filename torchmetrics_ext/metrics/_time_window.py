@@ -10,6 +10,7 @@ window syncs, checkpoints and merges like the lifetime states.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import sys
 from collections import deque
@@ -28,10 +29,27 @@ __all__ = [
     "TimeWindow",
     "adopt_other_settings",
     "check_clock",
+    "check_count",
     "check_window_seconds",
     "read_clock",
     "window_as_one_update",
 ]
+
+
+# the largest count of examples: an int64 (a count beyond it is no number of examples, and torch cannot add it)
+MAX_COUNT = 2**63 - 1
+
+
+def check_count(name: str, value: numbers.Integral) -> int:
+    """An int count of examples given to a rate metric (``Throughput``'s ``batch``, ``TowerQPS``'s ``num_examples``).
+
+    Raises:
+        ValueError: ``value`` is negative or beyond int64 (``2**63 - 1``), naming ``name``.
+    """
+    count = int(value)
+    if not 0 <= count <= MAX_COUNT:
+        raise ValueError(f"Expected `{name}` as an int to be a non-negative int64 (0 to 2**63 - 1), got {count}.")
+    return count
 
 
 def check_clock(clock: Any) -> Callable[[], Any]:

@@ -24,7 +24,12 @@ class HindsightTargetPR(TaskMetric):
     A prediction is positive iff :math:`p \ge t`.
 
     ``compute()`` returns ``{"threshold", "precision", "recall"}`` (scalars for one task,
-    ``(T,)`` otherwise). TorchRec's keys: ``hindsight_target_pr`` (the threshold),
+    ``(T,)`` otherwise). The threshold follows TorchRec's rule: a threshold that no prediction
+    reaches has precision 0 (chosen only for ``target_precision=0``), and when none reaches the
+    target the last one (1.0) is reported. A task that saw nothing (no update, a reset, only
+    empty or zero-weight batches) reports 1.0, or 0.0 with ``target_precision=0``, and ``nan``
+    precision and recall, each with an ``UndefinedMetricWarning`` saying "no samples seen"
+    (TorchRec reports 0 for both). TorchRec's keys: ``hindsight_target_pr`` (the threshold),
     ``hindsight_target_precision``, ``hindsight_target_recall``. In a
     :class:`~torchmetrics_ext.RecMetricModule` the keys are ``"{name}.threshold/{task}"``, ... (a
     dict-valued metric's); ``from_torchrec_config`` does not build it.

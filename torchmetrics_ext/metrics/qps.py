@@ -16,6 +16,7 @@ from torchmetrics_ext.metrics._time_window import (
     TimeWindow,
     adopt_other_settings,
     check_clock,
+    check_count,
     check_window_seconds,
     read_clock,
     window_as_one_update,
@@ -24,7 +25,6 @@ from torchmetrics_ext.metrics.base import TaskMetric, _tag
 from torchmetrics_ext.utilities.checks import check_int, check_tensor
 
 _DEFAULT_WARMUP = 100  # TorchRec's
-_MAX_COUNT = 2**63 - 1  # an int64, as Throughput's counts
 # compute()'s keys with a window: TorchRec's names (``qps-{task}|lifetime_qps``, ...)
 _ENTRIES = ("lifetime_qps", "window_qps", "total_examples")
 
@@ -50,6 +50,13 @@ class TowerQPS(TimeWindow, TaskMetric):
     with another ``warmup_steps`` or ``window_seconds`` loads too, as ``Throughput``'s does: those
     settings only decide which later steps are timed, so a job resumed with another one keeps its
     counts and times (the settings name the states only so that a ``MetricCollection`` never groups two).
+
+    **Before a timed step.** Until an update after warm-up has been timed (and while the timed
+    updates took 0 seconds on the clock), a rate is 0, without a warning: TorchRec's ``tower_qps``
+    value, kept for parity (:class:`~torchmetrics_ext.Throughput` gives ``nan`` with an
+    ``UndefinedMetricWarning`` there). So is it after a ``reset``, and after loading a checkpoint
+    saved before a timed step (a checkpoint's timed steps give their rate until the next timed
+    update). With a window, ``total_examples`` counts from the first update.
 
     TorchRec's ``tower_qps`` is meant for multi-task models whose tasks see different numbers
     of examples; pass a per-task ``(T,)`` count to ``update(num_examples=...)`` for that. A count is
@@ -317,7 +324,7 @@ class TowerQPS(TimeWindow, TaskMetric):
         return dict(zip(_ENTRIES, values, strict=True))
 
     def compute(self) -> Any:
-        """Examples per second after warm-up; 0 before any timed step (as TorchRec).
+        """Examples per second after warm-up; 0, without a warning, until an update after warm-up has been timed.
 
         With ``window_seconds``: ``{"lifetime_qps", "window_qps", "total_examples"}``.
         """
@@ -401,7 +408,4 @@ def _count(value: object) -> int:
             f"Expected `num_examples` to be an int or a tensor of counts (shape (num_tasks,) or ()), "
             f"got {type(value).__name__}."
         )
-    count = int(value)
-    if not 0 <= count <= _MAX_COUNT:
-        raise ValueError(f"Expected `num_examples` as an int to be a non-negative int64 (0 to 2**63 - 1), got {count}.")
-    return count
+    return check_count("num_examples", value)

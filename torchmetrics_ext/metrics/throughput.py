@@ -18,6 +18,7 @@ from torchmetrics_ext.metrics._time_window import (
     TimeWindow,
     adopt_other_settings,
     check_clock,
+    check_count,
     check_window_seconds,
     read_clock,
     window_as_one_update,
@@ -36,7 +37,6 @@ __all__ = ["Throughput"]
 
 _DEFAULT_WARMUP = 100
 _DEFAULT_WINDOW = 100.0
-_MAX_COUNT = 2**63 - 1  # an int64: a count beyond it is no number of examples (and torch cannot add it)
 # state -> (reduction, the settings its values depend on)
 _STATES = {
     "total_examples": ("sum", ()),  # every example, warm-up included
@@ -54,10 +54,7 @@ def _count_examples(batch: Any) -> int:
     dimension and are skipped.
     """
     if isinstance(batch, numbers.Integral) and not isinstance(batch, bool):
-        count = int(batch)
-        if not 0 <= count <= _MAX_COUNT:
-            raise ValueError(f"Expected `batch` as a count to be a non-negative int64 (0 to 2**63 - 1), got {count}.")
-        return count
+        return check_count("batch", batch)
     tensor = batch
     if isinstance(batch, Mapping) or (isinstance(batch, Sequence) and not isinstance(batch, (str, bytes))):
         values = batch.values() if isinstance(batch, Mapping) else batch
@@ -99,12 +96,17 @@ class Throughput(TimeWindow, GuardedMetric):
 
     ``window_throughput`` is the same ratio over the newest updates whose time sums to at most
     ``window_seconds`` (at least the newest update). ``compute`` returns float64 scalars
-    ``{"lifetime_throughput", "window_throughput", "total_examples"}``; a rate is ``nan`` (with
-    :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`) until an update after
-    warm-up has been timed, and while the timed updates took 0 seconds on the clock (steps
-    shorter than a coarse clock's resolution: the warning says so). While no rank has counted an
-    example and no step was timed on this one (no update, a reset, only empty batches) the warning
-    says "no samples seen", the package's answer for a metric that saw nothing.
+    ``{"lifetime_throughput", "window_throughput", "total_examples"}``.
+
+    **Before a timed step.** Until an update after warm-up has been timed (and while the timed
+    updates took 0 seconds on the clock), a rate is ``nan`` with an
+    :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning` (TorchRec's
+    ``ThroughputMetric`` leaves the rate out; :class:`~torchmetrics_ext.TowerQPS` gives TorchRec's
+    ``tower_qps`` value, 0, without a warning). The warning says why: "no samples seen" while no
+    rank has counted an example and no step was timed on this one (no update, a reset, only empty
+    batches), the package's answer for a metric that saw nothing; how many of the ``warmup_steps``
+    updates it has seen during the warm-up; the clock's resolution for steps of 0 seconds.
+    ``total_examples`` counts from the first update.
 
     Args:
         warmup_steps: updates before the clock starts (first steps are slow: compilation, caches).

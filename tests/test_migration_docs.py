@@ -31,6 +31,7 @@ import torch
 import torchmetrics_ext as tmx
 from torchmetrics_ext import aggregation as tma
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = [
@@ -336,6 +337,119 @@ def test_grouped_auc_over_query_ids_is_retrieval_auroc(seed):
     per_query = reference.item() * 20  # the 20 queries holding both classes, then 0 for query 100
     assert theirs == pytest.approx(per_query / 21, abs=1e-6)
     assert tmx.GroupedAUC()(preds, target, indexes).item() == pytest.approx(reference.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_torchmetrics_ndcg_averages_ties_where_ours_ranks_the_relevant_candidates_last(seed):
+    """The guide's "Ties": TorchMetrics' NDCG is scikit-learn's tie-averaged ``ndcg_score``, never below ours."""
+    from sklearn.metrics import ndcg_score
+    from torchmetrics.retrieval import RetrievalNormalizedDCG
+
+    from tests.helpers.ranking_reference import query_value, ranked_relevance
+
+    preds, target, indexes = _retrieval_data(seed, graded=True, empty_queries=False)
+    preds = (preds * 4).round() / 4 + 0.25  # ties, every score positive
+    for k in (1, 3, None):
+        theirs = RetrievalNormalizedDCG(top_k=k)(preds, target, indexes).item()
+        averaged, pessimistic = [], []
+        for q in indexes.unique():
+            rows = indexes == q
+            s, y = preds[rows].numpy(), target[rows].numpy().astype(np.float64)
+            averaged.append(1.0 if len(s) == 1 else ndcg_score(y[None], s[None], k=k))
+            pessimistic.append(query_value("ndcg", k, ranked_relevance(s, y), False, False))
+        ours = tmx.NDCG(k=k)(preds, target, indexes=indexes).item()
+        assert theirs == pytest.approx(np.mean(averaged), abs=1e-6), k
+        assert ours == pytest.approx(np.mean(pessimistic), abs=1e-12), k
+        assert ours < theirs - 1e-3, k  # this data's ties hold candidates of different relevance in the top k
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_which_torchmetrics_retrieval_metrics_cut_scores_at_or_below_zero(seed):
+    """The guide's "Scores at or below zero": recall, precision, MRR and MAP cut them; NDCG, hit rate and
+    R-precision rank them, and agree with ours."""
+    import torchmetrics
+    from packaging.version import Version
+    from torchmetrics import retrieval as R
+
+    if Version(torchmetrics.__version__) < Version("1.7.4"):
+        pytest.skip("TorchMetrics ranks scores <= 0 before 1.7.4")
+    preds, target, indexes = _retrieval_data(seed, graded=False, empty_queries=False, nonpositive=True)
+    ranked = [
+        (R.RetrievalNormalizedDCG(top_k=3), tmx.NDCG(k=3)),
+        (R.RetrievalHitRate(top_k=3), tmx.HitRate(k=3)),
+        (R.RetrievalRPrecision(), tmx.RPrecision()),
+    ]
+    cut = [
+        (R.RetrievalRecall(top_k=3), tmx.RecallAtK(k=3)),
+        (R.RetrievalPrecision(top_k=3), tmx.PrecisionAtK(k=3)),
+        (R.RetrievalMRR(top_k=3), tmx.MRR(k=3)),
+        (R.RetrievalMAP(), tmx.MAP()),
+    ]
+    for position, (reference, metric) in enumerate(ranked + cut):
+        theirs = reference(preds, target, indexes).item()
+        ours = metric(preds, target, indexes=indexes).item()
+        shifted = reference(preds + 1.0, target, indexes).item()  # every score positive: the cut changes nothing
+        assert ours == pytest.approx(shifted, abs=1e-6), type(reference).__name__
+        if position < len(ranked):
+            assert theirs == pytest.approx(ours, abs=1e-6), type(reference).__name__
+        else:
+            assert theirs < ours - 1e-3, type(reference).__name__
+
+
+def test_torchmetrics_gives_zero_where_every_query_is_skipped_and_we_give_nan():
+    from torchmetrics.retrieval import RetrievalNormalizedDCG
+
+    preds, target, indexes = torch.rand(6), torch.zeros(6, dtype=torch.long), torch.arange(6) // 2
+    assert RetrievalNormalizedDCG(empty_target_action="skip")(preds, target, indexes).item() == 0.0
+    with pytest.warns(UndefinedMetricWarning, match="no query counted"):
+        assert np.isnan(tmx.NDCG(empty_target_action="skip")(preds, target, indexes=indexes).item())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_torchmetrics_macro_default_is_the_mean_of_per_class_recalls_not_ours(seed):
+    """The guide's MulticlassRecallAtK row: TorchMetrics' default ``average="macro"`` is another number."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
+
+    gen = torch.Generator().manual_seed(seed)
+    scores, labels = torch.rand(300, 6, generator=gen), torch.randint(0, 6, (300,), generator=gen)
+    labels[:100] = 0  # uneven classes, the largest one easy: micro and macro differ
+    scores[labels == 0, 0] += 0.5
+    k = 2
+    hit = (torch.argsort(scores, dim=1, descending=True)[:, :k] == labels[:, None]).any(1).double().numpy()
+    macro = np.mean([hit[labels.numpy() == c].mean() for c in range(6)])
+    ours = tmx.MulticlassRecallAtK(num_classes=6, k=k)(scores, labels).item()
+    assert ours == pytest.approx(hit.mean(), abs=1e-12)
+    for reference in (MulticlassAccuracy(num_classes=6, top_k=k), MulticlassRecall(num_classes=6, top_k=k)):
+        assert reference(scores, labels).item() == pytest.approx(macro, abs=1e-6)
+    assert abs(ours - macro) > 1e-3
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_grouped_auc_with_from_logits_ranks_retrieval_scores_as_given(seed):
+    """Retrieval scores outside [0, 1]: the guide's ``from_logits=True``. The exact AUC ranks the scores as given
+    (scikit-learn's per-query AUC); ``RetrievalAUROC`` takes a float32 sigmoid first, which ties large logits."""
+    from sklearn.metrics import roc_auc_score
+    from torchmetrics.retrieval import RetrievalAUROC
+
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(2, 15, (20,), generator=gen)
+    indexes = torch.repeat_interleave(torch.arange(20), sizes)
+    logits = torch.randn(len(indexes), generator=gen)
+    target = torch.randint(0, 2, (len(indexes),), generator=gen)
+    first = torch.cumsum(sizes, 0) - sizes
+    target[first], target[first + 1] = 1, 0
+    with pytest.raises(ValueError, match="from_logits=True"):
+        tmx.GroupedAUC()(logits, target, indexes)
+    for scale in (1.0, 40.0):  # at 40, many logits saturate a float32 sigmoid to 0 or 1
+        preds = logits * scale
+        per_query = [roc_auc_score(target[indexes == q].numpy(), preds[indexes == q].numpy()) for q in range(20)]
+        ours = tmx.GroupedAUC(from_logits=True)(preds, target, indexes).item()
+        theirs = RetrievalAUROC(empty_target_action="skip")(preds, target, indexes).item()
+        assert ours == pytest.approx(np.mean(per_query), abs=1e-12), scale
+        if scale == 1.0:
+            assert ours == pytest.approx(theirs, abs=1e-6)
+        else:
+            assert abs(ours - theirs) > 1e-3
 
 
 # --- what the pages quote: argument names and defaults ---------------------------------------------------

@@ -101,7 +101,7 @@ def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
 def _ignore_index_hint(value: object) -> str:
     return (
         f"TorchMetrics' `ignore_index={value!r}` is `mask=(target != {value!r})` in `update` (flat or padded rows: "
-        "a `False` entry drops the row)."
+        "a `False` entry drops the row); a `RecMetricModule` or `evaluate` takes no mask: leave those rows out."
     )
 
 

@@ -74,3 +74,55 @@ def test_negative_relevance_marks_are_refused_with_the_mask_recipe_for_flat_rows
     assert metric.compute().item() == pytest.approx(reference.item(), abs=1e-6)
     kept = (target >= 0).numpy()
     assert metric.update_count == 1 and np.count_nonzero(kept) == 32
+
+
+def _run_missing_relevant(seed: int, length: int | None):
+    """A run of 12 queries (of ``length`` documents, else 5-14) and qrels holding 0-2 relevant documents more."""
+    rng = np.random.default_rng(seed)
+    qrels: dict[str, dict[str, int]] = {}
+    run: dict[str, dict[str, float]] = {}
+    rows, missing = [], []
+    for q in range(12):
+        n = length or int(rng.integers(5, 15))
+        scores = rng.permutation(n) / n + 0.01  # tie-free
+        relevance = rng.integers(0, 3, n) * (rng.random(n) < 0.4)
+        relevance[q % n] = max(relevance[q % n], 1)  # every query retrieves a relevant document
+        qrels[f"q{q}"] = {f"d{i}": int(relevance[i]) for i in range(n)}
+        run[f"q{q}"] = {f"d{i}": float(scores[i]) for i in range(n)}
+        rows += [(q, scores[i], relevance[i]) for i in range(n)]
+        for j in range(q % 3):  # relevant documents the run does not hold
+            qrels[f"q{q}"][f"m{j}"] = 1 + (j + q) % 2
+            missing.append((q, -np.inf, qrels[f"q{q}"][f"m{j}"]))
+    return qrels, run, np.array(rows), np.array(missing)
+
+
+def _ours(rows: np.ndarray, ks: tuple[int | None, ...]) -> dict[str, float]:
+    metric = tmx.RankingMetrics(ks=ks, metrics=("ndcg", "recall", "map", "precision", "mrr"))
+    metric.update(torch.tensor(rows[:, 1]), torch.tensor(rows[:, 2]), indexes=torch.tensor(rows[:, 0]).long())
+    return {key: value.item() for key, value in metric.compute().items()}
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_relevant_documents_missing_from_the_run_as_rows_scored_minus_inf_give_ranx_and_trec_eval(seed):
+    """docs/ranking.md: ranx and trec_eval count qrels the run missed; rows of score -inf give their values at
+    every cutoff no longer than each run, and at the run's length when every run has one length."""
+    ranx = pytest.importorskip("ranx")
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+
+    qrels, run, rows, missing = _run_missing_relevant(seed, None)
+    ks = (1, 3, 5)  # at most the shortest run
+    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), [f"{m}@{k}" for m in ("ndcg", "recall", "map") for k in ks])
+    trec = pytrec_eval.RelevanceEvaluator(qrels, {"recall.1,3,5", "ndcg_cut.1,3,5"}).evaluate(run)
+    without, ours = _ours(rows, ks), _ours(np.concatenate([rows, missing]), ks)
+    for key, value in theirs.items():
+        assert ours[key] == pytest.approx(value, abs=1e-9), key
+    for k in ks:
+        assert ours[f"recall@{k}"] == pytest.approx(np.mean([q[f"recall_{k}"] for q in trec.values()]), abs=1e-9)
+        assert ours[f"ndcg@{k}"] == pytest.approx(np.mean([q[f"ndcg_cut_{k}"] for q in trec.values()]), abs=1e-9)
+    assert without["recall@5"] > theirs["recall@5"] + 0.05  # the rows of the run alone: higher recall
+
+    qrels, run, rows, missing = _run_missing_relevant(seed, 8)  # every run holds its top 8
+    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), ["ndcg", "map", "recall@8"])
+    ours = _ours(np.concatenate([rows, missing]), (8,))
+    for name, key in (("ndcg", "ndcg@8"), ("map", "map@8"), ("recall@8", "recall@8")):
+        assert ours[key] == pytest.approx(theirs[name], abs=1e-9), name

@@ -111,7 +111,9 @@ def test_relevant_documents_missing_from_the_run_as_rows_scored_minus_inf_give_r
 
     qrels, run, rows, missing = _run_missing_relevant(seed, None)
     ks = (1, 3, 5)  # at most the shortest run
-    theirs = ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), [f"{m}@{k}" for m in ("ndcg", "recall", "map") for k in ks])
+    theirs = ranx.evaluate(
+        ranx.Qrels(qrels), ranx.Run(run), [f"{m}@{k}" for m in ("ndcg", "recall", "map") for k in ks]
+    )
     trec = pytrec_eval.RelevanceEvaluator(qrels, {"recall.1,3,5", "ndcg_cut.1,3,5"}).evaluate(run)
     without, ours = _ours(rows, ks), _ours(np.concatenate([rows, missing]), ks)
     for key, value in theirs.items():

@@ -680,3 +680,26 @@ def test_a_torchrec_config_with_a_click_and_a_regression_task_builds_and_runs():
     both = tmx.RecMetricModule.from_torchrec_config(config)
     with pytest.raises(ValueError, match=r"(?s)Task 'watch'.*\['auc'\]"):
         both.update(batch)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_torcheval_hit_rate_and_reciprocal_rank_rows_of_the_guide(seed):
+    """torcheval's per-sample formulas (written out in numpy: rank = classes scored strictly higher): the guide's
+    MulticlassRecallAtK and MRR over one-hot padded rows give their mean on tie-free scores; ties count against."""
+    gen = torch.Generator().manual_seed(seed)
+    scores, labels = torch.randn(150, 6, generator=gen), torch.randint(0, 6, (150,), generator=gen)
+    relevance = torch.nn.functional.one_hot(labels, 6)
+    for tied in (False, True):
+        s = (scores * 2).round() / 2 if tied else scores
+        x = s.numpy()
+        above = (x > x[np.arange(150), labels.numpy()][:, None]).sum(1)  # torcheval's rank (0-based)
+        for k in (1, 3, None):
+            rr = np.where(above < (k or 6), 1.0 / (above + 1), 0.0)
+            hit = (above < (k or 6)).astype(float)
+            ours_rr = tmx.MRR(k=k)(s, relevance).item()
+            ours_hit = tmx.MulticlassRecallAtK(num_classes=6, k=k or 6)(s, labels).item()
+            if tied:
+                assert ours_rr < rr.mean() and (k == 6 or k is None or ours_hit < hit.mean())
+            else:
+                assert ours_rr == pytest.approx(rr.mean(), abs=1e-12)
+                assert ours_hit == pytest.approx(hit.mean(), abs=1e-12)

@@ -128,3 +128,27 @@ def test_relevant_documents_missing_from_the_run_as_rows_scored_minus_inf_give_r
     ours = _ours(np.concatenate([rows, missing]), (8,))
     for name, key in (("ndcg", "ndcg@8"), ("map", "map@8"), ("recall@8", "recall@8")):
         assert ours[key] == pytest.approx(theirs[name], abs=1e-9), name
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("RetrievalNormalizedDCG", "ndcg"),
+        ("RetrievalMRR", "mrr"),
+        ("RetrievalMAP", "map"),
+        ("RetrievalHitRate", "hit_rate"),
+        ("RetrievalRPrecision", "r_precision"),
+        ("RetrievalPrecision", "precision"),
+        ("hit@10", "hit_rate"),
+        ("hr@10", "hit_rate"),
+        ("reciprocal_rank", "mrr"),
+        ("average_precision", "map"),
+        ("recall_at_k", "recall"),
+        ("F1Score", "f1"),
+    ],
+)
+def test_ranking_metrics_names_of_torchmetrics_torcheval_and_ranx_suggest_ours(name, meant):
+    """``RankingMetrics(metrics=...)`` takes its own short names; TorchMetrics' class names, torcheval's and ranx's
+    get the name they stand for (``average_precision`` is MAP here, not R-precision, its nearest spelling)."""
+    with pytest.raises(ValueError, match=rf"got {name!r} \(did you mean {meant!r}\?"):
+        tmx.RankingMetrics(ks=(5,), metrics=(name,))

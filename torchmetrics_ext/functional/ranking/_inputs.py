@@ -505,7 +505,7 @@ def _relevance_error(tmin: float, tmax: float) -> ValueError:
     slots: ``mask`` leaves them out, for flat rows as for padded ones.
     """
     hint = ""
-    if tmin < 0 and float(tmin).is_integer():
+    if -(2**31) <= tmin < 0 and float(tmin).is_integer():  # a mark, not a huge value
         mark = int(tmin)
         hint = (
             f" If {mark} marks padded or unlabelled candidates (TorchMetrics' `ignore_index={mark}`), leave them out:"

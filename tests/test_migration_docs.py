@@ -31,6 +31,7 @@ import torch
 import torchmetrics_ext as tmx
 from torchmetrics_ext import aggregation as tma
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDES = [
@@ -338,6 +339,119 @@ def test_grouped_auc_over_query_ids_is_retrieval_auroc(seed):
     assert tmx.GroupedAUC()(preds, target, indexes).item() == pytest.approx(reference.item(), abs=1e-6)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_torchmetrics_ndcg_averages_ties_where_ours_ranks_the_relevant_candidates_last(seed):
+    """The guide's "Ties": TorchMetrics' NDCG is scikit-learn's tie-averaged ``ndcg_score``, never below ours."""
+    from sklearn.metrics import ndcg_score
+    from torchmetrics.retrieval import RetrievalNormalizedDCG
+
+    from tests.helpers.ranking_reference import query_value, ranked_relevance
+
+    preds, target, indexes = _retrieval_data(seed, graded=True, empty_queries=False)
+    preds = (preds * 4).round() / 4 + 0.25  # ties, every score positive
+    for k in (1, 3, None):
+        theirs = RetrievalNormalizedDCG(top_k=k)(preds, target, indexes).item()
+        averaged, pessimistic = [], []
+        for q in indexes.unique():
+            rows = indexes == q
+            s, y = preds[rows].numpy(), target[rows].numpy().astype(np.float64)
+            averaged.append(1.0 if len(s) == 1 else ndcg_score(y[None], s[None], k=k))
+            pessimistic.append(query_value("ndcg", k, ranked_relevance(s, y), False, False))
+        ours = tmx.NDCG(k=k)(preds, target, indexes=indexes).item()
+        assert theirs == pytest.approx(np.mean(averaged), abs=1e-6), k
+        assert ours == pytest.approx(np.mean(pessimistic), abs=1e-12), k
+        assert ours < theirs - 1e-3, k  # this data's ties hold candidates of different relevance in the top k
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_which_torchmetrics_retrieval_metrics_cut_scores_at_or_below_zero(seed):
+    """The guide's "Scores at or below zero": recall, precision, MRR and MAP cut them; NDCG, hit rate and
+    R-precision rank them, and agree with ours."""
+    import torchmetrics
+    from packaging.version import Version
+    from torchmetrics import retrieval as R
+
+    if Version(torchmetrics.__version__) < Version("1.7.4"):
+        pytest.skip("TorchMetrics ranks scores <= 0 before 1.7.4")
+    preds, target, indexes = _retrieval_data(seed, graded=False, empty_queries=False, nonpositive=True)
+    ranked = [
+        (R.RetrievalNormalizedDCG(top_k=3), tmx.NDCG(k=3)),
+        (R.RetrievalHitRate(top_k=3), tmx.HitRate(k=3)),
+        (R.RetrievalRPrecision(), tmx.RPrecision()),
+    ]
+    cut = [
+        (R.RetrievalRecall(top_k=3), tmx.RecallAtK(k=3)),
+        (R.RetrievalPrecision(top_k=3), tmx.PrecisionAtK(k=3)),
+        (R.RetrievalMRR(top_k=3), tmx.MRR(k=3)),
+        (R.RetrievalMAP(), tmx.MAP()),
+    ]
+    for position, (reference, metric) in enumerate(ranked + cut):
+        theirs = reference(preds, target, indexes).item()
+        ours = metric(preds, target, indexes=indexes).item()
+        shifted = reference(preds + 1.0, target, indexes).item()  # every score positive: the cut changes nothing
+        assert ours == pytest.approx(shifted, abs=1e-6), type(reference).__name__
+        if position < len(ranked):
+            assert theirs == pytest.approx(ours, abs=1e-6), type(reference).__name__
+        else:
+            assert theirs < ours - 1e-3, type(reference).__name__
+
+
+def test_torchmetrics_gives_zero_where_every_query_is_skipped_and_we_give_nan():
+    from torchmetrics.retrieval import RetrievalNormalizedDCG
+
+    preds, target, indexes = torch.rand(6), torch.zeros(6, dtype=torch.long), torch.arange(6) // 2
+    assert RetrievalNormalizedDCG(empty_target_action="skip")(preds, target, indexes).item() == 0.0
+    with pytest.warns(UndefinedMetricWarning, match="no query counted"):
+        assert np.isnan(tmx.NDCG(empty_target_action="skip")(preds, target, indexes=indexes).item())
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_torchmetrics_macro_default_is_the_mean_of_per_class_recalls_not_ours(seed):
+    """The guide's MulticlassRecallAtK row: TorchMetrics' default ``average="macro"`` is another number."""
+    from torchmetrics.classification import MulticlassAccuracy, MulticlassRecall
+
+    gen = torch.Generator().manual_seed(seed)
+    scores, labels = torch.rand(300, 6, generator=gen), torch.randint(0, 6, (300,), generator=gen)
+    labels[:100] = 0  # uneven classes, the largest one easy: micro and macro differ
+    scores[labels == 0, 0] += 0.5
+    k = 2
+    hit = (torch.argsort(scores, dim=1, descending=True)[:, :k] == labels[:, None]).any(1).double().numpy()
+    macro = np.mean([hit[labels.numpy() == c].mean() for c in range(6)])
+    ours = tmx.MulticlassRecallAtK(num_classes=6, k=k)(scores, labels).item()
+    assert ours == pytest.approx(hit.mean(), abs=1e-12)
+    for reference in (MulticlassAccuracy(num_classes=6, top_k=k), MulticlassRecall(num_classes=6, top_k=k)):
+        assert reference(scores, labels).item() == pytest.approx(macro, abs=1e-6)
+    assert abs(ours - macro) > 1e-3
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_grouped_auc_with_from_logits_ranks_retrieval_scores_as_given(seed):
+    """Retrieval scores outside [0, 1]: the guide's ``from_logits=True``. The exact AUC ranks the scores as given
+    (scikit-learn's per-query AUC); ``RetrievalAUROC`` takes a float32 sigmoid first, which ties large logits."""
+    from sklearn.metrics import roc_auc_score
+    from torchmetrics.retrieval import RetrievalAUROC
+
+    gen = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(2, 15, (20,), generator=gen)
+    indexes = torch.repeat_interleave(torch.arange(20), sizes)
+    logits = torch.randn(len(indexes), generator=gen)
+    target = torch.randint(0, 2, (len(indexes),), generator=gen)
+    first = torch.cumsum(sizes, 0) - sizes
+    target[first], target[first + 1] = 1, 0
+    with pytest.raises(ValueError, match="from_logits=True"):
+        tmx.GroupedAUC()(logits, target, indexes)
+    for scale in (1.0, 40.0):  # at 40, many logits saturate a float32 sigmoid to 0 or 1
+        preds = logits * scale
+        per_query = [roc_auc_score(target[indexes == q].numpy(), preds[indexes == q].numpy()) for q in range(20)]
+        ours = tmx.GroupedAUC(from_logits=True)(preds, target, indexes).item()
+        theirs = RetrievalAUROC(empty_target_action="skip")(preds, target, indexes).item()
+        assert ours == pytest.approx(np.mean(per_query), abs=1e-12), scale
+        if scale == 1.0:
+            assert ours == pytest.approx(theirs, abs=1e-6)
+        else:
+            assert abs(ours - theirs) > 1e-3
+
+
 # --- what the pages quote: argument names and defaults ---------------------------------------------------
 
 
@@ -566,3 +680,26 @@ def test_a_torchrec_config_with_a_click_and_a_regression_task_builds_and_runs():
     both = tmx.RecMetricModule.from_torchrec_config(config)
     with pytest.raises(ValueError, match=r"(?s)Task 'watch'.*\['auc'\]"):
         both.update(batch)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_torcheval_hit_rate_and_reciprocal_rank_rows_of_the_guide(seed):
+    """torcheval's per-sample formulas (written out in numpy: rank = classes scored strictly higher): the guide's
+    MulticlassRecallAtK and MRR over one-hot padded rows give their mean on tie-free scores; ties count against."""
+    gen = torch.Generator().manual_seed(seed)
+    scores, labels = torch.randn(150, 6, generator=gen), torch.randint(0, 6, (150,), generator=gen)
+    relevance = torch.nn.functional.one_hot(labels, 6)
+    for tied in (False, True):
+        s = (scores * 2).round() / 2 if tied else scores
+        x = s.numpy()
+        above = (x > x[np.arange(150), labels.numpy()][:, None]).sum(1)  # torcheval's rank (0-based)
+        for k in (1, 3, None):
+            rr = np.where(above < (k or 6), 1.0 / (above + 1), 0.0)
+            hit = (above < (k or 6)).astype(float)
+            ours_rr = tmx.MRR(k=k)(s, relevance).item()
+            ours_hit = tmx.MulticlassRecallAtK(num_classes=6, k=k or 6)(s, labels).item()
+            if tied:
+                assert ours_rr < rr.mean() and (k == 6 or k is None or ours_hit < hit.mean())
+            else:
+                assert ours_rr == pytest.approx(rr.mean(), abs=1e-12)
+                assert ours_hit == pytest.approx(hit.mean(), abs=1e-12)

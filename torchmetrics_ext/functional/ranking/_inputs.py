@@ -29,6 +29,7 @@ from torchmetrics_ext.functional.ranking._spec import Cutoff
 from torchmetrics_ext.utilities.checks import (
     as_int,
     as_real,
+    as_str,
     check_choice,
     check_flag,
     check_tensor,
@@ -164,6 +165,10 @@ def check_cutoff(k: object, cutoff: Cutoff) -> int | None:
     return value
 
 
+# TorchMetrics' retrieval `empty_target_action` values whose name differs here
+_TORCHMETRICS_ACTIONS = {"neg": "zero", "pos": "one"}
+
+
 def _ranking_arg_validation(
     empty_target_action: str, padding_value: float | None, **flags: bool
 ) -> tuple[str, int | float | None]:
@@ -172,6 +177,12 @@ def _ranking_arg_validation(
     Returns ``empty_target_action`` as a Python string (a 0-dim NumPy string accepted) and
     ``padding_value`` as a Python number (NumPy scalars and 0-dim tensors accepted) or ``None``.
     """
+    theirs = as_str(empty_target_action)
+    if theirs in _TORCHMETRICS_ACTIONS:  # TorchMetrics' names for two of ours: say which
+        raise ValueError(
+            f"Expected `empty_target_action` to be one of {ACTIONS}, got {empty_target_action!r}: TorchMetrics' "
+            f"{theirs!r} is {_TORCHMETRICS_ACTIONS[theirs]!r} here."
+        )
     action = check_choice("empty_target_action", empty_target_action, ACTIONS)
     padding = None if padding_value is None else as_real(padding_value)
     if padding_value is not None and (padding is None or math.isnan(padding)):
@@ -488,13 +499,18 @@ def _lost_error(lost: Tensor) -> ValueError:
 
 
 def _relevance_error(tmin: float, tmax: float) -> ValueError:
-    """The error of relevance out of range; a ``-1`` (the usual mark of a padded or unlabelled slot) is told the fix."""
-    hint = (
-        " If -1 marks padded or unlabelled candidates, leave them out: `mask=target >= 0` with (Q, L) rows, or drop"
-        " those rows of flat ones."
-        if tmin == -1
-        else ""
-    )
+    """The error of relevance out of range, telling the fix for a negative integer mark.
+
+    -1, or TorchMetrics' and Hugging Face's usual ``ignore_index`` -100, marks padded or unlabelled
+    slots: ``mask`` leaves them out, for flat rows as for padded ones.
+    """
+    hint = ""
+    if -(2**31) <= tmin < 0 and float(tmin).is_integer():  # a mark, not a huge value
+        mark = int(tmin)
+        hint = (
+            f" If {mark} marks padded or unlabelled candidates (TorchMetrics' `ignore_index={mark}`), leave them out:"
+            " `mask=target >= 0` in `update`, for flat rows as for (Q, L) rows."
+        )
     return ValueError(f"Expected `target` to hold finite relevance >= 0, got {observed_range(tmin, tmax)}.{hint}")
 
 

@@ -150,14 +150,30 @@ def ranking_spec(name: object) -> RankingSpec:
     return spec
 
 
+# other libraries' names for these metrics (TorchMetrics' classes without `Retrieval`, torcheval's, ranx's,
+# papers'), written without separators or case: what such a name suggests before any spelling guess (by
+# spelling, "average_precision" is nearest to "r_precision" and "reciprocal_rank" to none)
+_OTHER_NAMES = {
+    **dict.fromkeys(("normalizeddcg", "dcg"), "ndcg"),
+    **dict.fromkeys(("reciprocalrank", "meanreciprocalrank"), "mrr"),
+    **dict.fromkeys(("averageprecision", "meanaverageprecision"), "map"),
+    **dict.fromkeys(("hit", "hits", "hr", "hitratio", "hitrate"), "hit_rate"),
+    **dict.fromkeys(("rprecision", "rprec"), "r_precision"),
+    **dict.fromkeys(("f1score", "fscore", "f1"), "f1"),
+}
+
+
 def _closest_name(text: str) -> str:
     """`` (did you mean 'ndcg'?)`` for the name ``text`` most likely meant, or ``""`` (the error path only).
 
     Names as other libraries and the Hugging Face adapter's keys write them (``"NDCG"``, ``"Recall@10"``,
-    ``"hit-rate"``) are this registry's but for case, separators and a cutoff, which goes in ``ks``.
+    ``"hit-rate"``, ``"RetrievalMRR"``, ``"recall_at_k"``, ``"reciprocal_rank"``) are this registry's but for
+    case, separators, a prefix or suffix and a cutoff, which goes in ``ks``.
     """
     base, at, cutoff = text.strip().casefold().replace("-", "_").partition("@")
-    guess = difflib.get_close_matches(base, list(SPECS), n=1, cutoff=0.75)
+    squashed = "".join(c for c in base if c.isalnum()).removeprefix("retrieval").removesuffix("atk")
+    known = _OTHER_NAMES.get(squashed) or next((name for name in SPECS if name.replace("_", "") == squashed), None)
+    guess = [known] if known else difflib.get_close_matches(base, list(SPECS), n=1, cutoff=0.75)
     if not guess:
         return ""
     where = f"; the cutoff {cutoff} goes in `ks`" if at and cutoff.isdigit() else ""

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Collection, Hashable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -47,7 +47,15 @@ from torchmetrics_ext.functional.ranking._inputs import (
 )
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _NO_QUERY, _no_weighted_row, _ranking_compute, _ranking_update
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric, _tag, cat_chunks, one_task
+from torchmetrics_ext.metrics.base import (
+    InputDomains,
+    TaskMetric,
+    _tag,
+    accepted_options,
+    cat_chunks,
+    one_task,
+    options_error,
+)
 from torchmetrics_ext.metrics.ranking._rows import row_state_problems
 from torchmetrics_ext.utilities.chunks import is_broadcast, join_chunks
 from torchmetrics_ext.utilities.device import on_device_path
@@ -68,7 +76,16 @@ def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
 
     Called from ``__new__``, before Python's own "missing argument 'k'" (which never mentions
     ``top_k``) or TorchMetrics' "unexpected keyword arguments" for a class whose ``k`` has a default.
+    TorchMetrics' other options that have no option of that name here (``cls._torchmetrics_options``:
+    ``ignore_index``, ``aggregation``, ``average``) are refused there too, as TorchMetrics' own
+    "Unexpected keyword arguments" error (:func:`options_error`) followed by what replaces them.
     """
+    hints = {name: hint(kwargs[name]) for name, hint in cls._torchmetrics_options.items() if name in kwargs}
+    if hints and "top_k" not in kwargs:
+        taken = accepted_options(cls)
+        unknown = [name for name in kwargs if name not in taken]
+        error = options_error(cls, unknown)
+        raise ValueError(f"{error} {' '.join(hints.values())}")
     if "top_k" not in kwargs:
         return
     value, parameters = kwargs["top_k"], inspect.signature(cls.__init__).parameters
@@ -81,6 +98,20 @@ def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
     raise TypeError(f"{cls.__name__} has no `top_k` argument (TorchMetrics' name for the cutoff): it {fix}.")
 
 
+def _ignore_index_hint(value: object) -> str:
+    return (
+        f"TorchMetrics' `ignore_index={value!r}` is `mask=(target != {value!r})` in `update` (flat or padded rows: "
+        "a `False` entry drops the row); a `RecMetricModule` or `evaluate` takes no mask: leave those rows out."
+    )
+
+
+def _aggregation_hint(value: object) -> str:
+    return (
+        f"TorchMetrics' `aggregation={value!r}` has no counterpart: the value is the (weighted) mean over queries "
+        "only (per-query weights: `update(..., weights=w)`)."
+    )
+
+
 class _RejectsTopK:
     """A base whose ``__new__`` rejects TorchMetrics' ``top_k`` by name (see :func:`_reject_top_k`).
 
@@ -89,8 +120,11 @@ class _RejectsTopK:
     ``__init__`` would show ``(*args, **kwargs)`` instead of the constructor's parameters.
     """
 
+    # TorchMetrics' options with no option of that name here, each with what replaces it (given the value)
+    _torchmetrics_options: ClassVar[Mapping[str, Callable[[object], str]]] = {}
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        """Reject TorchMetrics' ``top_k`` by name."""
+        """Reject TorchMetrics' ``top_k`` (and its options of other names) by name."""
         _reject_top_k(cls, kwargs)
         return super().__new__(cls)
 
@@ -105,6 +139,11 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
     has_task_dim = False
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
+
+    _torchmetrics_options: ClassVar[Mapping[str, Callable[[object], str]]] = {
+        "ignore_index": _ignore_index_hint,
+        "aggregation": _aggregation_hint,
+    }
 
     weight_sum: Tensor
     preds: list[Tensor]

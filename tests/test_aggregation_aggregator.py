@@ -104,6 +104,29 @@ def test_transform_bad_samples(sample, exc, match):
         transform(sample)
 
 
+@pytest.mark.parametrize(
+    ("tokens", "shape"),
+    [
+        (torch.arange(512).reshape(1, 512), r"shape \(1, 512\)"),  # a tokenizer's return_tensors="pt" row
+        (np.arange(6).reshape(2, 3), r"shape \(2, 3\)"),
+        ([[1, 2, 3, 4]], r"a list of 1 sequences"),
+        (([1, 2], [3]), r"a tuple of 2 sequences"),
+    ],
+)
+@pytest.mark.parametrize("field", ["tokens", "input_ids"])
+def test_transform_refuses_a_tokens_field_of_more_than_one_dimension(tokens, shape, field):
+    """len() of a (1, 512) tensor is 1: the sample was counted as 1 token (tokens_seen 1, seq_len 1), not 512."""
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    sample = {field: tokens}
+    with pytest.raises(ValueError, match=rf"sample\[{field!r}\] to be one sequence of tokens .*got {shape}"):
+        transform(sample)
+    assert "metrics" not in sample  # the sample is left as it was
+    flat = transform({field: [token for row in tokens for token in row]})  # what a user meant: every token once
+    n = sum(len(row) for row in tokens)
+    assert [record.value for record in flat["metrics"]] == [1, n, n]  # samples_seen, tokens_seen, seq_len
+
+
 def test_transform_requires_dataset_name():
     transform = DefaultTrainingMetricTransform()
     with pytest.raises(RuntimeError, match="set_dataset_name"):

@@ -97,13 +97,13 @@ def _assert_logged(row: dict[str, float], expected: dict[str, float]) -> None:
         assert abs(row[key] - value) <= tolerance, (key, row[key], value)
 
 
-def _fit(model, tmp_path: Path, max_epochs: int, ckpt_path: str | None = None, name: str = "run"):
+def _fit(model, tmp_path: Path, max_epochs: int, ckpt_path: str | None = None, name: str = "run", every: int = 1):
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
         max_epochs=max_epochs,
         logger=L.pytorch.loggers.CSVLogger(tmp_path, name=name, version=""),
-        log_every_n_steps=1,
+        log_every_n_steps=every,
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -128,9 +128,13 @@ def doc_model():
 
 
 def test_the_documented_model_logs_torchtunes_keys_and_the_exact_totals(doc_model, tmp_path):
-    """Two epochs (a sanity check first): training totals at the last step, validation once per epoch."""
-    _, rows = _fit(doc_model(), tmp_path, max_epochs=2)
-    last = _last(rows, "train_alpaca/tokens_seen")
+    """Two epochs of 6 steps (a sanity check first), written every 3 steps: training totals at steps 2, 5, 8
+    and 11, validation once per epoch."""
+    _, rows = _fit(doc_model(), tmp_path, max_epochs=2, every=3)
+    train_rows = [row for row in rows if "train_alpaca/tokens_seen" in row]
+    assert [row["step"] for row in train_rows] == [2, 5, 8, 11]
+    _assert_logged(train_rows[0], _expected(TRAIN[:12], "train"))  # the first three batches
+    last = train_rows[-1]
     _assert_logged(last, _expected(TRAIN, "train", times=2))
     tokens = sum(len(s["tokens"]) for s in TRAIN if s["metrics"][0].dataset_name == TRAIN[0]["metrics"][0].dataset_name)
     assert last[f"train_{TRAIN[0]['metrics'][0].dataset_name}/tokens_seen"] == 2 * tokens  # past 2**24, exact

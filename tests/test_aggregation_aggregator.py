@@ -8,6 +8,7 @@ import io
 import json
 import math
 import pickle
+import re
 import statistics
 import sys
 import warnings
@@ -125,6 +126,30 @@ def test_transform_refuses_a_tokens_field_of_more_than_one_dimension(tokens, sha
     flat = transform({field: [token for row in tokens for token in row]})  # what a user meant: every token once
     n = sum(len(row) for row in tokens)
     assert [record.value for record in flat["metrics"]] == [1, n, n]  # samples_seen, tokens_seen, seq_len
+
+
+@pytest.mark.parametrize("group", [1000, 2.5, True, "gloo"])
+def test_a_process_group_that_is_no_group_is_a_type_error_at_construction(group):
+    """torchtune's ``MetricsAggregator(1000)`` is its ``dist_window_size``: here it became the process group, taken
+    without a word, and every rank's ``get_metrics_for_logging`` under DDP died in the sync with "'int' object has
+    no attribute 'size'"."""
+    with pytest.raises(
+        TypeError,
+        match=rf"`process_group` to be a torch.distributed process group or None, got {re.escape(repr(group))}",
+    ):
+        MetricsAggregator(group)
+    if group == 1000:
+        with pytest.raises(TypeError, match="dist_window_size"):
+            MetricsAggregator(group)
+
+
+def test_a_process_group_placeholder_or_none_is_taken():
+    import torch.distributed as dist
+
+    for group in (None, dist.GroupMember.NON_GROUP_MEMBER):  # the placeholder: this rank logs its own records
+        aggregator = MetricsAggregator(group)
+        aggregator.update([Metric("alpaca", "tokens_seen", 3, A.SUM)])
+        assert aggregator.get_metrics_for_logging() == {"train_alpaca/tokens_seen": 3.0}
 
 
 def test_transform_requires_dataset_name():

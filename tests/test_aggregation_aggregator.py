@@ -152,6 +152,25 @@ def test_a_process_group_placeholder_or_none_is_taken():
         assert aggregator.get_metrics_for_logging() == {"train_alpaca/tokens_seen": 3.0}
 
 
+def test_register_handler_names_the_enum_of_a_foreign_aggregation_type():
+    """A migrating recipe's torchtune ``AggregationType.MEAN`` was refused as "Expected `agg_type` to be an
+    AggregationType, got <AggregationType.MEAN: 'mean'>": an AggregationType, by its printed name."""
+
+    class AggregationType(enum.Enum):  # torchtune's, as a recipe half-migrated would import it
+        MEAN = "mean"
+
+    aggregator = MetricsAggregator()
+    with pytest.raises(
+        TypeError,
+        match=r"member of torchmetrics_ext\.aggregation\.AggregationType, got <AggregationType\.MEAN: 'mean'> \(a .*AggregationType\)",
+    ):
+        aggregator.register_handler(AggregationType.MEAN, Mean)
+    with pytest.raises(TypeError, match=r"got 'mean'\.$"):
+        aggregator.register_handler("mean", Mean)
+    aggregator.update([Metric("alpaca", "loss", 2.0, A.MEAN)])  # the default handler is still there
+    assert aggregator.get_metrics_for_logging() == {"train_alpaca/loss": 2.0}
+
+
 def test_transform_requires_dataset_name():
     transform = DefaultTrainingMetricTransform()
     with pytest.raises(RuntimeError, match="set_dataset_name"):

@@ -499,7 +499,10 @@ class MetricsAggregator:
             {'train_alpaca/loss': 3.0}
         """
         if not isinstance(agg_type, AggregationType):
-            raise TypeError(f"Expected `agg_type` to be an AggregationType, got {agg_type!r}.")
+            raise TypeError(
+                "Expected `agg_type` to be a member of torchmetrics_ext.aggregation.AggregationType, "
+                f"got {_type_name(agg_type)}."
+            )
         if not callable(metric_factory) or isinstance(metric_factory, nn.Module):
             raise TypeError(
                 "Expected `metric_factory` to be a callable returning a new torchmetrics.Metric "

@@ -181,7 +181,8 @@ class DefaultTrainingMetricTransform(MetricTransform):
                 f"Expected sample[{field!r}] to be a sequence of tokens (a list or a 1-D tensor), "
                 f"got {type(tokens).__name__}: {tokens!r}."
             ) from None
-        _check_one_sequence(field, tokens)
+        if type(tokens) is not list or (n and type(tokens[0]) is not int):  # a list of ints needs no more look
+            _check_one_sequence(field, tokens)
         return [
             self.new_metric("samples_seen", 1, AggregationType.SUM),
             self.new_metric("tokens_seen", n, AggregationType.SUM),

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import pickle
+import re
 import statistics
 import sys
 import warnings
@@ -102,6 +103,72 @@ def test_transform_bad_samples(sample, exc, match):
     transform.set_dataset_name("alpaca")
     with pytest.raises(exc, match=match):
         transform(sample)
+
+
+@pytest.mark.parametrize(
+    ("tokens", "shape"),
+    [
+        (torch.arange(512).reshape(1, 512), r"shape \(1, 512\)"),  # a tokenizer's return_tensors="pt" row
+        (np.arange(6).reshape(2, 3), r"shape \(2, 3\)"),
+        ([[1, 2, 3, 4]], r"a list of 1 sequences"),
+        (([1, 2], [3]), r"a tuple of 2 sequences"),
+    ],
+)
+@pytest.mark.parametrize("field", ["tokens", "input_ids"])
+def test_transform_refuses_a_tokens_field_of_more_than_one_dimension(tokens, shape, field):
+    """len() of a (1, 512) tensor is 1: the sample was counted as 1 token (tokens_seen 1, seq_len 1), not 512."""
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    sample = {field: tokens}
+    with pytest.raises(ValueError, match=rf"sample\[{field!r}\] to be one sequence of tokens .*got {shape}"):
+        transform(sample)
+    assert "metrics" not in sample  # the sample is left as it was
+    flat = transform({field: [token for row in tokens for token in row]})  # what a user meant: every token once
+    n = sum(len(row) for row in tokens)
+    assert [record.value for record in flat["metrics"]] == [1, n, n]  # samples_seen, tokens_seen, seq_len
+
+
+@pytest.mark.parametrize("group", [1000, 2.5, True, "gloo"])
+def test_a_process_group_that_is_no_group_is_a_type_error_at_construction(group):
+    """torchtune's ``MetricsAggregator(1000)`` is its ``dist_window_size``: here it became the process group, taken
+    without a word, and every rank's ``get_metrics_for_logging`` under DDP died in the sync with "'int' object has
+    no attribute 'size'"."""
+    with pytest.raises(
+        TypeError,
+        match=rf"`process_group` to be a torch.distributed process group or None, got {re.escape(repr(group))}",
+    ):
+        MetricsAggregator(group)
+    if group == 1000:
+        with pytest.raises(TypeError, match="dist_window_size"):
+            MetricsAggregator(group)
+
+
+def test_a_process_group_placeholder_or_none_is_taken():
+    import torch.distributed as dist
+
+    for group in (None, dist.GroupMember.NON_GROUP_MEMBER):  # the placeholder: this rank logs its own records
+        aggregator = MetricsAggregator(group)
+        aggregator.update([Metric("alpaca", "tokens_seen", 3, A.SUM)])
+        assert aggregator.get_metrics_for_logging() == {"train_alpaca/tokens_seen": 3.0}
+
+
+def test_register_handler_names_the_enum_of_a_foreign_aggregation_type():
+    """A migrating recipe's torchtune ``AggregationType.MEAN`` was refused as "Expected `agg_type` to be an
+    AggregationType, got <AggregationType.MEAN: 'mean'>": an AggregationType, by its printed name."""
+
+    class AggregationType(enum.Enum):  # torchtune's, as a recipe half-migrated would import it
+        MEAN = "mean"
+
+    aggregator = MetricsAggregator()
+    with pytest.raises(
+        TypeError,
+        match=r"member of torchmetrics_ext\.aggregation\.AggregationType, got <AggregationType\.MEAN: 'mean'> \(a .*AggregationType\)",
+    ):
+        aggregator.register_handler(AggregationType.MEAN, Mean)
+    with pytest.raises(TypeError, match=r"got 'mean'\.$"):
+        aggregator.register_handler("mean", Mean)
+    aggregator.update([Metric("alpaca", "loss", 2.0, A.MEAN)])  # the default handler is still there
+    assert aggregator.get_metrics_for_logging() == {"train_alpaca/loss": 2.0}
 
 
 def test_transform_requires_dataset_name():

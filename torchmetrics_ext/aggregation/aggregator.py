@@ -326,6 +326,8 @@ class MetricsAggregator:
             it (``dist.new_group`` of other ranks) the aggregator logs this rank's own records.
 
     Raises:
+        TypeError: if ``process_group`` is a number or a string (torchtune's positional ``dist_window_size``
+            among them), not a group.
         TypeError: from :meth:`update`, on a record that is not a :class:`Metric`, a
             ``dataset_name`` or ``name`` that is not a ``str``, a non-number value for
             SUM/MEAN/MAX/MIN/DISTRIBUTION or a value that is not a ``str``/``int`` for
@@ -364,6 +366,17 @@ class MetricsAggregator:
     """
 
     def __init__(self, process_group: Any | None = None) -> None:
+        if isinstance(process_group, (int, float, complex, str, bytes)) and not outside_group(process_group):
+            hint = ""
+            if isinstance(process_group, int) and not isinstance(process_group, bool):
+                hint = (
+                    " (torchtune's `MetricsAggregator(dist_window_size)` has no counterpart here: a DISTRIBUTION"
+                    " keeps every value in a fixed-size sketch; see docs/migration_torchtune.md)"
+                )
+            raise TypeError(
+                "Expected `process_group` to be a torch.distributed process group or None, "
+                f"got {process_group!r} ({type(process_group).__name__}){hint}."
+            )
         self.process_group = process_group
         self.metrics = nn.ModuleDict()
         self._factories: dict[AggregationType, MetricFactory] = dict(DEFAULT_HANDLERS)
@@ -486,7 +499,10 @@ class MetricsAggregator:
             {'train_alpaca/loss': 3.0}
         """
         if not isinstance(agg_type, AggregationType):
-            raise TypeError(f"Expected `agg_type` to be an AggregationType, got {agg_type!r}.")
+            raise TypeError(
+                "Expected `agg_type` to be a member of torchmetrics_ext.aggregation.AggregationType, "
+                f"got {_type_name(agg_type)}."
+            )
         if not callable(metric_factory) or isinstance(metric_factory, nn.Module):
             raise TypeError(
                 "Expected `metric_factory` to be a callable returning a new torchmetrics.Metric "

@@ -39,6 +39,31 @@ def _checked_records(owner: str, records: object) -> list[Metric]:
     return list(records)
 
 
+def _is_a_sequence(item: object) -> bool:
+    """A list, a tuple, or a tensor/array of at least one dimension (a 0-dim tensor or NumPy scalar is a token)."""
+    ndim = getattr(item, "ndim", None)
+    return isinstance(item, (list, tuple)) or (isinstance(ndim, int) and ndim >= 1)
+
+
+def _check_one_sequence(field: str, tokens: Any) -> None:
+    """A ``ValueError`` if ``tokens`` (which has a length) is a batch of sequences rather than one.
+
+    ``len`` of a ``(1, 512)`` tensor (a tokenizer's ``return_tensors="pt"`` row) or of ``[[1, 2, 3]]`` is 1, so such a
+    sample was counted as one token. Reads the array's ``ndim`` or a list's first item only: no pass over the tokens.
+    """
+    ndim = getattr(tokens, "ndim", None)
+    if isinstance(ndim, int) and ndim > 1:
+        got = f"shape {tuple(tokens.shape)}"
+    elif isinstance(tokens, (list, tuple)) and tokens and _is_a_sequence(tokens[0]):
+        got = f"a {type(tokens).__name__} of {len(tokens)} sequences"
+    else:
+        return
+    raise ValueError(
+        f"Expected sample[{field!r}] to be one sequence of tokens (a list or a 1-D tensor, counted with len()), "
+        f"got {got}: its len() would count rows, not tokens. Flatten it (or squeeze a leading dimension of 1)."
+    )
+
+
 class MetricTransform(ABC):
     """Base class of transforms that attach per-sample :class:`Metric` records to a sample.
 
@@ -128,6 +153,8 @@ class DefaultTrainingMetricTransform(MetricTransform):
     Raises:
         KeyError: if the sample has neither ``"tokens"`` nor ``"input_ids"``.
         TypeError: if that field has no length (``None``, a number, a 0-dim tensor).
+        ValueError: if that field holds several sequences (a tensor or array of more than one dimension, such as
+            a tokenizer's ``(1, L)`` row, or a list of lists), whose ``len()`` counts rows, not tokens.
 
     Examples:
         >>> transform = DefaultTrainingMetricTransform()
@@ -154,6 +181,8 @@ class DefaultTrainingMetricTransform(MetricTransform):
                 f"Expected sample[{field!r}] to be a sequence of tokens (a list or a 1-D tensor), "
                 f"got {type(tokens).__name__}: {tokens!r}."
             ) from None
+        if type(tokens) is not list or (n and type(tokens[0]) is not int):  # a list of ints needs no more look
+            _check_one_sequence(field, tokens)
         return [
             self.new_metric("samples_seen", 1, AggregationType.SUM),
             self.new_metric("tokens_seen", n, AggregationType.SUM),

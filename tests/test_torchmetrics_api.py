@@ -377,19 +377,8 @@ def test_bootstrapper_of_one_task_resamples_its_rows():
     assert not torch.allclose(raw, raw[0].expand(8))  # resampled, not 8 copies
 
 
-@pytest.mark.xfail(strict=True, reason="known issue: BootStrapper resamples dimension 0, the task dimension")
-def test_bootstrapper_of_a_multi_task_metric_keeps_each_task_apart():
-    """TorchMetrics' ``BootStrapper`` resamples dimension 0 of every input: for ``(T, N)`` inputs, the tasks.
-    With ``sampling_strategy="multinomial"`` each bootstrap is a reshuffle of the tasks' values (silently
-    wrong); with ``"poisson"`` most batches are refused for their task count. Documented in
-    ``docs/getting_started.md`` with the workaround (one single-task metric per task)."""
-    torch.manual_seed(0)
-    boot = BootStrapper(tmx.AUC(num_tasks=3), num_bootstraps=4, sampling_strategy="multinomial", raw=True)
-    boot.update(P3, Y3)
-    raw = boot.compute()["raw"]
-    exact = torch.tensor([roc_auc_score(Y3[t], P3[t]) for t in range(3)], dtype=torch.float64)
-    # resampled rows almost never give a task's exact AUC again; resampled tasks give nothing else
-    assert not all(torch.isclose(value, exact).any() for value in raw.flatten())
+# a multi-task metric inside BootStrapper (which resamples dimension 0, the tasks of a (T, N) input) is refused:
+# tests/test_bootstrapper.py
 
 
 def test_metric_collection_compute_groups_with_torchmetrics_metrics_prefix_postfix_and_add_metrics():

@@ -19,6 +19,7 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics._arithmetic import StatesInChildren, TensorArithmetic
+from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
     derive_missing,
@@ -1128,7 +1129,18 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
         self._refuse_while_synced("update")
+        self._refuse_bootstrapped_tasks(args, kwargs)
         self._step(args, kwargs, values=False)
+
+    def _refuse_bootstrapped_tasks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A task-first batch that TorchMetrics' ``BootStrapper`` resampled along its tasks is a ``ValueError``.
+
+        As the wrapped metric's own ``update`` refuses it (:func:`refuse_bootstrapped_tasks`), checked here
+        since the wrapper feeds its children without their update wrappers.
+        """
+        scratch = self._scratch
+        if getattr(scratch, "sample_axis", 0) == -1 and scratch.validate_args and not scratch._inputs_checked:
+            refuse_bootstrapped_tasks(scratch, args, kwargs)
 
     def _refuse_while_synced(self, method: str) -> None:
         """TorchMetrics' refusal of ``forward`` on a synced metric, for ``update`` too.
@@ -1151,6 +1163,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
         self._refuse_while_synced("forward")
+        self._refuse_bootstrapped_tasks(args, kwargs)
         lifetime_value, window_value = self._step(args, kwargs, values=True)
         return {"lifetime": lifetime_value, "window": window_value}
 

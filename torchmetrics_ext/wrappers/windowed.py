@@ -18,7 +18,7 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
-from torchmetrics_ext.metrics._arithmetic import StatesInChildren, TensorArithmetic
+from torchmetrics_ext.metrics._arithmetic import StatesInChildren, TensorArithmetic, keep_direction_and_bounds
 from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
@@ -542,8 +542,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             super().__init__(**wrapper_options(metric, kwargs, "Windowed"))
         except ValueError as error:  # an unknown option: named with the options Windowed takes
             raise unexpected_options(type(self), error) from None
-        # lifetime and window values are better higher where the metric's are (MetricTracker reads it)
-        object.__setattr__(self, "higher_is_better", metric.higher_is_better)
+        # lifetime and window values are better higher where the metric's are (MetricTracker reads it), and
+        # lie within its bounds (plot)
+        keep_direction_and_bounds(self, metric)
         window_size = check_int("window_size", window_size, 1, " (samples)")
         if max_updates is not None:
             max_updates = check_int("max_updates", max_updates, 1, " (updates) or None")

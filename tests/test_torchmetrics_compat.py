@@ -483,6 +483,56 @@ def test_metric_tracker_picks_the_best_epoch_in_each_metrics_direction():
     assert (best, step) == (pytest.approx(auc_values.max(), rel=1e-9), int(auc_values.argmax()))
 
 
+@pytest.mark.parametrize(
+    ("factory", "expected", "bounds"),
+    [
+        (lambda: tmx.Windowed(tmx.NormalizedEntropy(), 100)["window"], False, (0.0, None)),
+        (lambda: tmx.Windowed(tmx.AUC(), 100)["lifetime"], True, (0.0, 1.0)),
+        (lambda: tmx.NormalizedEntropy(num_tasks=2)[1], False, (0.0, None)),
+        (lambda: tmx.AUC(num_tasks=2)[0], True, (0.0, 1.0)),
+        (lambda: tmx.RankingMetrics(ks=(2,), metrics=("ndcg",))["ndcg@2"], True, (0.0, 1.0)),
+        (lambda: tmx.NDCG(k=2, report_as_loss=True)[...], False, (0.0, 1.0)),
+        (lambda: tmx.Calibration(num_tasks=2)[0], None, (0.0, None)),
+        (lambda: tmx.Windowed(tmx.AUC(), 100), True, (0.0, 1.0)),  # the wrappers take the metric's bounds too
+        (lambda: tmx.Segmented(tmx.WeightedR2(), 3), True, (None, 1.0)),
+        (lambda: tmx.AUC() * 100, None, (None, None)),  # an expression's direction is TorchMetrics' (none)
+        (lambda: tmx.NormalizedEntropy() - tmx.LogLoss(), None, (None, None)),
+    ],
+    ids=[
+        "window-ne",
+        "lifetime-auc",
+        "task-ne",
+        "task-auc",
+        "ranking-entry",
+        "loss-entry",
+        "task-cal",
+        "windowed-auc",
+        "segmented-r2",
+        "auc*100",
+        "ne-ll",
+    ],
+)
+def test_an_entry_keeps_the_direction_and_plot_bounds_of_its_metric(factory, expected, bounds):
+    """``metric[key]`` picks one number of the value, so it is better in the same direction (``MetricTracker``
+    refused ``windowed["window"]``: "The metric '_Expression' does not have a 'higher_is_better' attribute")."""
+    entry = factory()
+    assert entry.higher_is_better is expected
+    assert (entry.plot_lower_bound, entry.plot_upper_bound) == bounds
+
+
+def test_metric_tracker_of_a_window_entry_picks_the_lowest_window_ne():
+    epochs = _epochs(seed=2, num=3, size=200)
+    tracker = MetricTracker(tmx.Windowed(tmx.NormalizedEntropy(), window_size=100)["window"])
+    for preds, target in epochs:
+        tracker.increment()
+        tracker.update(torch.tensor(preds), torch.tensor(target))
+    window_values = np.array([_normalized_entropy(p[-100:], y[-100:]) for p, y in epochs])
+    np.testing.assert_allclose(tracker.compute_all().numpy(), window_values, rtol=1e-9)
+    best, step = tracker.best_metric(return_step=True)
+    assert tracker.maximize is False
+    assert (best, step) == (pytest.approx(window_values.min(), rel=1e-9), int(window_values.argmin()))
+
+
 def test_min_max_metric_keeps_the_extremes_of_the_lifetime_values():
     """``MinMaxMetric(AUC())``: ``raw`` is the AUC over every batch so far, ``min``/``max`` the extremes of the
     values computed after each batch (sklearn)."""

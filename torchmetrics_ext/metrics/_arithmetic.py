@@ -97,9 +97,15 @@ class TensorArithmetic:
     def __getitem__(self, idx: Any) -> CompositionalMetric:
         """TorchMetrics' metric of one entry of the value; one that refuses arithmetic where the entry is a dict."""
         example = self._entry_value_example(idx)
+        entry: CompositionalMetric
         if example is None:
-            return _Expression(_Entry(idx), self, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
-        return _DictEntry(self, idx, example)
+            entry = _Expression(_Entry(idx), self, None)  # type: ignore[arg-type]  # a Metric (the mixin's host)
+        else:
+            entry = _DictEntry(self, idx, example)
+        # one number of the value is better in the same direction and lies within the same bounds (TorchMetrics'
+        # entries have no direction: MetricTracker(windowed["window"]) asked for `maximize`)
+        keep_direction_and_bounds(entry, self)
+        return entry
 
 
 class StatesInChildren:
@@ -154,6 +160,15 @@ def _refuse_explicit_group(metric: Any, caller: Any) -> None:
                 f"wraps, so the other members would never see a batch (nan). Leave {name!r} out of "
                 "`compute_groups`, or use `compute_groups=True` (which never groups it); no member was updated."
             )
+
+
+def keep_direction_and_bounds(metric: Any, source: Any) -> None:
+    """Give ``metric`` the ``higher_is_better`` and plot bounds of ``source``, whose values (or one of them) it reports.
+
+    Per instance, as TorchMetrics guards the class constants against ``setattr``.
+    """
+    for name in ("higher_is_better", "plot_lower_bound", "plot_upper_bound"):
+        object.__setattr__(metric, name, getattr(source, name, None))
 
 
 class _Entry:

@@ -23,6 +23,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
+from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     UNCHECKED_SUFFIX,
     CheckpointedStates,
@@ -1003,7 +1004,8 @@ class TaskMetric(GuardedMetric):
     inherited together everywhere and only add an MRO to reason about.
 
     Inputs put tasks first, ``(T, N)``: TorchMetrics' ``BootStrapper``, which resamples dimension
-    0, would resample tasks; bootstrap single-task metrics fed ``(N,)`` inputs instead.
+    0, would resample tasks, so ``update`` refuses a 2-D batch that it hands over (``ValueError``);
+    bootstrap single-task metrics fed ``(N,)`` inputs instead.
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.
@@ -1644,9 +1646,16 @@ class TaskMetric(GuardedMetric):
         self._join_small_chunks()
 
     def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """A required argument given as ``None`` is a ``TypeError`` naming it (before the call is counted)."""
+        """Checks made before the call is counted.
+
+        A required argument given as ``None`` is a ``TypeError`` naming it; a task-first batch resampled by
+        TorchMetrics' ``BootStrapper`` along its tasks is a ``ValueError``
+        (:func:`~torchmetrics_ext.metrics._bootstrap.refuse_bootstrapped_tasks`).
+        """
         if self.validate_args and not self._inputs_checked:
             self._require_arguments(args, kwargs)
+            if self.sample_axis == -1:
+                refuse_bootstrapped_tasks(self, args, kwargs)
 
     # ------------------------------------------------------------------ samples (the unit of windows)
 

@@ -23,6 +23,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_sum
 
 from torchmetrics_ext.functional.auc.binary import _task_offsets
+from torchmetrics_ext.metrics._arithmetic import keep_direction_and_bounds
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric, add_later_states
 from torchmetrics_ext.utilities.checks import (
@@ -222,8 +223,9 @@ class Segmented(TaskMetric):
         self.num_segments = num_segments
         # the metric's kernels: gradients flow where its do (TorchMetrics guards the class constant)
         object.__setattr__(self, "is_differentiable", metric.is_differentiable)
-        # and a value is better higher where the metric's is (MetricTracker infers `maximize` from it)
-        object.__setattr__(self, "higher_is_better", metric.higher_is_better)
+        # and a value is better higher where the metric's is (MetricTracker infers `maximize` from it), within its
+        # plot bounds
+        keep_direction_and_bounds(self, metric)
         # update's inputs: the wrapped metric's own (names and order), then the segment ids
         self._input_names = (*_update_inputs(type(metric)), "segments")
         self._state_keys = metric._state_keys

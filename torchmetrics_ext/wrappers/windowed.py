@@ -18,7 +18,8 @@ from torchmetrics.utilities.exceptions import TorchMetricsUserError
 from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
-from torchmetrics_ext.metrics._arithmetic import StatesInChildren, TensorArithmetic
+from torchmetrics_ext.metrics._arithmetic import StatesInChildren, TensorArithmetic, keep_direction_and_bounds
+from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
     derive_missing,
@@ -541,8 +542,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             super().__init__(**wrapper_options(metric, kwargs, "Windowed"))
         except ValueError as error:  # an unknown option: named with the options Windowed takes
             raise unexpected_options(type(self), error) from None
-        # lifetime and window values are better higher where the metric's are (MetricTracker reads it)
-        object.__setattr__(self, "higher_is_better", metric.higher_is_better)
+        # lifetime and window values are better higher where the metric's are (MetricTracker reads it), and
+        # lie within its bounds (plot)
+        keep_direction_and_bounds(self, metric)
         window_size = check_int("window_size", window_size, 1, " (samples)")
         if max_updates is not None:
             max_updates = check_int("max_updates", max_updates, 1, " (updates) or None")
@@ -1128,7 +1130,18 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
         self._refuse_while_synced("update")
+        self._refuse_bootstrapped_tasks(args, kwargs)
         self._step(args, kwargs, values=False)
+
+    def _refuse_bootstrapped_tasks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """A task-first batch that TorchMetrics' ``BootStrapper`` resampled along its tasks is a ``ValueError``.
+
+        As the wrapped metric's own ``update`` refuses it (:func:`refuse_bootstrapped_tasks`), checked here
+        since the wrapper feeds its children without their update wrappers.
+        """
+        scratch = self._scratch
+        if getattr(scratch, "sample_axis", 0) == -1 and scratch.validate_args and not scratch._inputs_checked:
+            refuse_bootstrapped_tasks(scratch, args, kwargs)
 
     def _refuse_while_synced(self, method: str) -> None:
         """TorchMetrics' refusal of ``forward`` on a synced metric, for ``update`` too.
@@ -1151,6 +1164,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
         self._refuse_while_synced("forward")
+        self._refuse_bootstrapped_tasks(args, kwargs)
         lifetime_value, window_value = self._step(args, kwargs, values=True)
         return {"lifetime": lifetime_value, "window": window_value}
 

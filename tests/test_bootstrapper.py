@@ -1,0 +1,143 @@
+"""TorchMetrics' ``BootStrapper`` around the package's metrics.
+
+``BootStrapper`` resamples dimension 0 of every input tensor. For the package's single-task inputs
+``(N,)`` that is the samples, and each bootstrap must be the metric of the resampled rows, checked
+here against scikit-learn and a NumPy NE on rows drawn with the same generator calls. For a
+multi-task ``(T, N)`` input dimension 0 is the tasks: each "bootstrap" would be a reshuffle of the
+task rows (``multinomial``) or a batch with another task count (``poisson``), so the package
+refuses such an update with a ``ValueError`` that names the input and the per-task workaround,
+and leaves the metric as it was.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torchmetrics.wrappers import BootStrapper, MultitaskWrapper
+
+import torchmetrics_ext as tmx
+
+_gen = torch.Generator().manual_seed(11)
+N = 80
+P = torch.rand(N, generator=_gen).clamp(0.02, 0.98)
+Y = (torch.rand(N, generator=_gen) < P).long()
+P2 = torch.rand(2, N, generator=_gen).clamp(0.02, 0.98)
+Y2 = (torch.rand(2, N, generator=_gen) < P2).long()
+
+
+def _ne(p: np.ndarray, y: np.ndarray) -> float:
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    cross_entropy = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    c = y.mean()
+    return float(cross_entropy / -(c * np.log(c) + (1 - c) * np.log(1 - c)))
+
+
+def _multinomial_rows(seed: int, size: int, count: int) -> list[np.ndarray]:
+    """The rows ``BootStrapper(sampling_strategy="multinomial")`` draws after ``torch.manual_seed(seed)``:
+    one ``torch.multinomial`` of ``size`` uniform draws with replacement per bootstrap, in order."""
+    torch.manual_seed(seed)
+    return [torch.multinomial(torch.ones(size), num_samples=size, replacement=True).numpy() for _ in range(count)]
+
+
+@pytest.mark.parametrize(
+    ("make", "reference"),
+    [(tmx.AUC, lambda p, y: roc_auc_score(y, p)), (tmx.NormalizedEntropy, _ne)],
+    ids=["auc", "ne"],
+)
+def test_each_bootstrap_of_a_single_task_metric_is_the_metric_of_its_resampled_rows(make, reference):
+    torch.manual_seed(3)
+    boot = BootStrapper(make(), num_bootstraps=6, sampling_strategy="multinomial", raw=True)
+    boot.update(P, Y)
+    raw = boot.compute()["raw"]
+    p, y = P.numpy(), Y.numpy()
+    expected = [reference(p[rows], y[rows]) for rows in _multinomial_rows(3, N, 6)]
+    torch.testing.assert_close(raw, torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(boot.compute()["mean"], torch.tensor(np.mean(expected), dtype=torch.float64))
+
+
+def test_the_documented_per_task_workaround_resamples_each_tasks_rows():
+    """``MultitaskWrapper`` of one single-task ``BootStrapper`` per task (docs/getting_started.md)."""
+    torch.manual_seed(5)
+    boot = MultitaskWrapper(
+        {task: BootStrapper(tmx.AUC(), num_bootstraps=4, sampling_strategy="multinomial", raw=True) for task in "ab"}
+    )
+    boot.update({"a": P2[0], "b": P2[1]}, {"a": Y2[0], "b": Y2[1]})
+    value = boot.compute()
+    rows = _multinomial_rows(5, N, 8)  # task a's 4 draws, then task b's 4
+    for t, task in enumerate("ab"):
+        p, y = P2[t].numpy(), Y2[t].numpy()
+        expected = [roc_auc_score(y[r], p[r]) for r in rows[4 * t : 4 * t + 4]]
+        torch.testing.assert_close(value[task]["raw"], torch.tensor(expected, dtype=torch.float64))
+
+
+def _states(metric: BootStrapper) -> list[dict[str, list[torch.Tensor]]]:
+    """Every bootstrap's states, list states as their chunks (a ``Windowed``'s: its lifetime's and window's)."""
+    metric.persistent(True)
+    return [
+        {
+            k: [c.clone() for c in v] if isinstance(v, list) else [v.clone()]
+            for k, v in m.state_dict(keep_vars=True).items()
+            if isinstance(v, (torch.Tensor, list))
+        }
+        for m in metric.metrics
+    ]
+
+
+def _same(first: list[dict[str, list[torch.Tensor]]], second: list[dict[str, list[torch.Tensor]]]) -> bool:
+    return len(first) == len(second) and all(
+        a.keys() == b.keys() and all(len(a[k]) == len(b[k]) and all(map(torch.equal, a[k], b[k])) for k in a)
+        for a, b in zip(first, second)
+    )
+
+
+_MULTI_TASK = {
+    "ne": (lambda: tmx.NormalizedEntropy(num_tasks=2), (P2, Y2)),
+    "auc": (lambda: tmx.AUC(num_tasks=2), (P2, Y2)),
+    "auc_binned": (lambda: tmx.AUC(num_tasks=2, num_bins=100), (P2, Y2)),
+    "gauc": (lambda: tmx.GroupedAUC(num_tasks=2), (P2, Y2, torch.arange(N) % 5)),
+    "xauc": (lambda: tmx.XAUC(num_tasks=2), (P2, Y2.double())),
+    "ctr_one_task_as_1_by_n": (tmx.CTR, (P[None], Y[None])),  # (1, N): every bootstrap the same one row
+    "windowed": (lambda: tmx.Windowed(tmx.NormalizedEntropy(num_tasks=2), window_size=50), (P2, Y2)),
+    "windowed_entry": (lambda: tmx.Windowed(tmx.AUC(num_tasks=2), window_size=50)["window"], (P2, Y2)),
+}
+
+
+@pytest.mark.parametrize("path", ["update", "forward"])
+@pytest.mark.parametrize("strategy", ["multinomial", "poisson"])
+@pytest.mark.parametrize("name", list(_MULTI_TASK))
+def test_a_task_first_input_is_refused_and_changes_nothing(name, strategy, path):
+    make, batch = _MULTI_TASK[name]
+    boot = BootStrapper(make(), num_bootstraps=3, sampling_strategy=strategy)
+    before = _states(boot)
+    with pytest.raises(
+        ValueError, match=r"BootStrapper resamples dimension 0.*`preds` \(here of shape \(\d+, 80\).*is its tasks"
+    ):
+        boot.update(*batch) if path == "update" else boot(*batch)
+    assert _same(_states(boot), before)
+    assert all(metric.update_count == 0 for metric in boot.metrics)
+
+
+def test_a_task_first_input_is_refused_inside_an_expression():
+    """``BootStrapper(ne[0])``: the entry's metric is updated by the expression, still inside the bootstrap."""
+    boot = BootStrapper(tmx.NormalizedEntropy(num_tasks=2)[0], num_bootstraps=2, sampling_strategy="multinomial")
+    with pytest.raises(ValueError, match="BootStrapper resamples dimension 0"):
+        boot.update(P2, Y2)
+
+
+def test_a_metric_updated_before_it_is_bootstrapped_is_still_refused():
+    """The check is skipped for an object once updated outside a bootstrap; BootStrapper's copies check again."""
+    metric = tmx.AUC(num_tasks=2)
+    metric.update(P2, Y2)
+    boot = BootStrapper(metric, num_bootstraps=2, sampling_strategy="multinomial")
+    with pytest.raises(ValueError, match="BootStrapper resamples dimension 0"):
+        boot.update(P2, Y2)
+
+
+def test_task_first_inputs_outside_a_bootstrapper_are_unaffected():
+    metric = tmx.NormalizedEntropy(num_tasks=2)
+    metric.update(P2[:, :40], Y2[:, :40])
+    metric.update(P2[:, 40:], Y2[:, 40:])
+    expected = [_ne(P2[t].numpy(), Y2[t].numpy()) for t in range(2)]
+    torch.testing.assert_close(metric.compute(), torch.tensor(expected, dtype=torch.float64))

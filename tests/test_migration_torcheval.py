@@ -313,3 +313,37 @@ def test_the_guide_is_linked_from_the_index_and_the_nav():
     root = Path(__file__).resolve().parents[1]
     assert "migration_torcheval.md" in (root / "docs" / "index.md").read_text()
     assert "migration_torcheval.md" in (root / "mkdocs.yml").read_text()
+
+
+# --- windows under DDP: torcheval's per-process windows joined by sync_and_compute --------------------------
+
+
+def _windows_job(rank: int, world_size: int, seed: int) -> dict[str, object]:
+    rng = np.random.default_rng([seed, rank])
+    updates, samples = 2, 8  # torcheval's max_num_updates and max_num_samples, each rank's
+    ne = tmx.Windowed(tmx.NormalizedEntropy(from_logits=True), window_size=2**62, max_updates=updates)
+    auc = tmx.Windowed(tmx.AUC(), window_size=samples * world_size)
+    seen = []
+    for size in [3, 5, 2, 4] if rank == 0 else [4, 4, 4]:
+        z, y = rng.normal(size=size), (rng.random(size) < 0.5).astype(np.float64)
+        y[0], y[-1] = 1.0, 0.0
+        seen.append((z.tolist(), y.tolist()))
+        ne.update(torch.tensor(z), torch.tensor(y))
+        auc.update(torch.tensor(1 / (1 + np.exp(-z))), torch.tensor(y))
+    return {"ne": ne.compute()["window"].item(), "auc": auc.compute()["window"].item(), "seen": seen}
+
+
+@pytest.mark.ddp
+def test_under_ddp_max_updates_is_torchevals_per_rank_window_and_the_sample_window_scales(ddp_pool):
+    results = ddp_pool.run(_windows_job, 0)
+    assert results[0]["ne"] == results[1]["ne"] and results[0]["auc"] == results[1]["auc"]
+    newest_updates = [update for out in results for update in out["seen"][-2:]]  # each rank's newest 2
+    z = np.concatenate([np.array(u[0]) for u in newest_updates])
+    y = np.concatenate([np.array(u[1]) for u in newest_updates])
+    assert results[0]["ne"] == pytest.approx(tev_ne(z, y, logits=True)[0], rel=1e-12)
+    # rank 1's batches of 4 divide its share of 8: its newest 8 samples, as torcheval's max_num_samples=8;
+    # rank 0 (3, 5, 2, 4) keeps its newest whole updates within 8: 2 + 4 = 6 samples (torcheval: 8)
+    kept = [out["seen"][-2:] for out in results]
+    scores = np.concatenate([1 / (1 + np.exp(-np.array(u[0]))) for rows in kept for u in rows])
+    labels = np.concatenate([np.array(u[1]) for rows in kept for u in rows])
+    assert results[0]["auc"] == pytest.approx(tev_auroc(scores, labels), abs=1e-6)

@@ -156,6 +156,20 @@ def test_auc_of_one_class_is_nan_here_and_nan_to_num_gives_torchevals_half():
     np.testing.assert_allclose(torch.nan_to_num(value, nan=0.5).numpy(), expected, rtol=1e-12)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_soft_labels_split_into_two_weighted_rows_give_torchevals_auroc(seed):
+    rng = np.random.default_rng(seed)
+    preds, soft, w = rng.random(200), rng.random(200), rng.random(200) + 0.1
+    soft[:20] = np.round(soft[:20])
+    with pytest.raises(ValueError, match="target"):
+        tmx.AUC()(torch.tensor(preds), torch.tensor(soft))
+    p, t, weights = torch.tensor(preds), torch.tensor(soft), torch.tensor(w)
+    ours = tmx.AUC()(
+        p.repeat(2), torch.cat([torch.ones_like(t), torch.zeros_like(t)]), torch.cat([weights * t, weights * (1 - t)])
+    )
+    assert ours.item() == pytest.approx(tev_auroc(preds, soft, w), abs=1e-6)  # weights kept as float32 here
+
+
 # --- windows ----------------------------------------------------------------------------------------------
 
 

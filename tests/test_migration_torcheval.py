@@ -284,6 +284,14 @@ def test_mean_sum_and_merge_state_one_metric_at_a_time():
     assert metrics[0].compute().item() == pytest.approx(expected, rel=1e-12)
 
 
+def test_update_returns_none_and_a_number_weight_is_refused_naming_it():
+    ctr = tmx.CTR()
+    assert ctr.update(torch.tensor([0.2, 0.6]), torch.tensor([0, 1])) is None
+    for metric in (tmx.CTR(), tmx.Calibration(), tmx.WeightedAverage()):
+        with pytest.raises(TypeError, match="`weights`"):
+            metric.update(torch.tensor([0.2, 0.6]), torch.tensor([0.0, 1.0]), 2.0)
+
+
 # --- the guide's printed numbers are torcheval's ----------------------------------------------------------
 
 

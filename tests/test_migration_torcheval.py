@@ -191,6 +191,18 @@ def test_windowed_ne_with_max_updates_is_torchevals_update_window(seed):
             np.testing.assert_allclose(values[name].numpy(), tev_ne(z_all, y_all, logits=True), rtol=1e-12)
 
 
+def test_an_update_of_zero_weights_takes_no_window_slot_here_and_one_there():
+    first, second = (np.array([0.2, 0.7]), np.array([0.0, 1.0])), (np.array([0.6, 0.4]), np.array([1.0, 0.0]))
+    metric = tmx.Windowed(tmx.NormalizedEntropy(), window_size=2**62, max_updates=2)
+    for p, y in (first, second):
+        metric.update(torch.tensor(p), torch.tensor(y))
+    metric.update(torch.tensor([0.6, 0.4]), torch.tensor([1.0, 0.0]), torch.zeros(2))
+    both = tev_ne(np.r_[first[0], second[0]], np.r_[first[1], second[1]])[0]
+    torcheval_window = tev_ne(*second)[0]  # its two slots: the second update and the zero-weight one
+    assert metric.compute()["window"].item() == pytest.approx(both, rel=1e-12)
+    assert abs(both - torcheval_window) > 1e-3
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_windowed_auc_is_torchevals_sample_window_only_for_a_batch_size_dividing_it(seed):
     rng = np.random.default_rng(seed)

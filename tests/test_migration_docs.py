@@ -38,6 +38,7 @@ GUIDES = [
     "migration_torchmetrics.md",
     "migration_torchrec.md",
     "migration_torchtune.md",
+    "migration_torcheval.md",
     "migration_trainer.md",
     "getting_started.md",
 ]

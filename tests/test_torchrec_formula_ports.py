@@ -559,32 +559,34 @@ def test_ndcg_session_weight_scaling_is_torchrecs_no_mean_as_documented():
 
 
 def _tr_session_counts(
-    y: np.ndarray, p: np.ndarray, w: np.ndarray, sessions: np.ndarray, k: int
+    y: np.ndarray, p: np.ndarray, w: np.ndarray, sessions: np.ndarray, k: int, rank_labels: bool
 ) -> tuple[float, float, float]:
     """TP, FP, FN of one batch: rank = rows of the session scoring strictly higher; top-k predicted positive."""
     same = sessions[:, None] == sessions[None, :]
-    rank = (same & (p[None, :] > p[:, None])).sum(-1)
-    hit = rank < k
+    hit = (same & (p[None, :] > p[:, None])).sum(-1) < k
+    if rank_labels:  # `run_ranking_of_labels`: the session's top-k labels are its positives
+        y = ((same & (y[None, :] > y[:, None])).sum(-1) < k).astype(np.float64)
     return (w * y * hit).sum(), (w * (1 - y) * hit).sum(), (w * y * ~hit).sum()
 
 
+@pytest.mark.parametrize("rank_labels", [False, True])
 @pytest.mark.parametrize("k", [1, 2, 3])
-def test_session_precision_and_recall_micro_equal_torchrecs_pooled_counts_with_positive_weights(k):
+def test_session_precision_and_recall_micro_equal_torchrecs_pooled_counts_with_positive_weights(k, rank_labels):
     rng = np.random.default_rng(k)
-    precision = tmx.SessionPrecisionAtK(k, average="micro")
-    recall = tmx.SessionRecallAtK(k, average="micro")
+    precision = tmx.SessionPrecisionAtK(k, average="micro", rank_labels=rank_labels)
+    recall = tmx.SessionRecallAtK(k, average="micro", rank_labels=rank_labels)
     tp = fp = fn = 0.0
     for _ in range(3):
         sessions = np.repeat(np.arange(5), rng.integers(1, 7, 5))
         n = sessions.size
         y, p, w = (
-            (rng.random(n) < 0.4).astype(float),
+            rng.choice([0.0, 0.0, 1.0, 3.0], n) if rank_labels else (rng.random(n) < 0.4).astype(float),
             rng.choice([0.2, 0.5, 0.5, 0.8], n),
             rng.choice([0.5, 1.0, 2.0], n),
         )
         for metric in (precision, recall):
             metric.update(torch.tensor(p), torch.tensor(y), torch.tensor(sessions), torch.tensor(w))
-        a, b, c = _tr_session_counts(y, p, w, sessions, k)
+        a, b, c = _tr_session_counts(y, p, w, sessions, k, rank_labels)
         tp, fp, fn = tp + a, fp + b, fn + c
     assert precision.compute().item() == pytest.approx(tp / (tp + fp), rel=1e-12)
     assert recall.compute().item() == pytest.approx(tp / (tp + fn), rel=1e-12)
@@ -663,3 +665,10 @@ def test_ndcg_scale_by_weights_tensor_is_an_update_of_the_weighted_scores_and_la
     metric = tmx.NDCG(report_as_loss=True, empty_target_action="zero", queries_complete_per_batch=True)
     metric.update(torch.tensor(w * p), torch.tensor(w * y), indexes=torch.tensor(sessions))
     assert metric.compute().item() == pytest.approx(total / count, rel=1e-9)
+
+
+def test_num_missing_labels_is_torchrecs_weighted_nan_count():
+    rng = np.random.default_rng(4)
+    y, p, w = rng.choice([0.0, 1.0, np.nan], (2, 30)), rng.random((2, 30)), rng.choice([0.0, 1.0, 2.5], (2, 30))
+    expected = np.where(np.isnan(y), w, 0.0).sum(-1)
+    np.testing.assert_allclose(_run(tmx.NumMissingLabels(2), y, p, w).numpy(), expected, rtol=1e-12)

@@ -672,3 +672,10 @@ def test_num_missing_labels_is_torchrecs_weighted_nan_count():
     y, p, w = rng.choice([0.0, 1.0, np.nan], (2, 30)), rng.random((2, 30)), rng.choice([0.0, 1.0, 2.5], (2, 30))
     expected = np.where(np.isnan(y), w, 0.0).sum(-1)
     np.testing.assert_allclose(_run(tmx.NumMissingLabels(2), y, p, w).numpy(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["log_loss", "serving_ae_loss"])
+def test_the_two_recmetricenum_members_torchrec_registers_no_class_for_are_refused(name):
+    config = {"rec_tasks": [{"name": "t"}], "rec_metrics": {name: {"rec_task_indices": [0]}}}
+    with pytest.raises(ValueError, match=f"TorchRec metric '{name}' is not supported"):
+        tmx.RecMetricModule.from_torchrec_config(config)

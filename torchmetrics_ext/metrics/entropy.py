@@ -122,7 +122,9 @@ class CalibrationFreeNE(_EntropyVariant):
         :math:`\sum w y` and :math:`\sum w (1 - y)` (without the second: :math:`\sum w - \sum w y`).
         ``nan`` plus ``UndefinedMetricWarning`` where the denominator is not a finite positive
         number: no label weight, or a mean prediction of exactly 0 or 1 (e.g. ``eta=0`` with
-        sure predictions).
+        sure predictions). With ``torchrec_scaling=True`` labels of a single class are ``nan`` too:
+        TorchRec's value there is its one-class NE (about 1e11 and more) over the summed bits, a
+        finite number that measures nothing; the default definition is defined for them.
 
     Examples:
         >>> import torch

@@ -3667,11 +3667,6 @@ def test_cli_refuses_empty_option_values_naming_the_option(dataset, capsys, flag
             "(--metrics ne,auc)",
         ),
         (
-            ["--metrics", "ctr", "--by", "country", "--by", "dataset"],
-            "argument --by: given twice ('country', then 'dataset'); give the segment columns once, "
-            "comma-separated (--by country,device)",
-        ),
-        (
             ["--predictions", "p_click", "--labels", "y_click", "--predictions", "p_like", "--labels", "y_like"],
             "argument --predictions: given twice ('p_click', then 'p_like'); use --task NAME=PRED:LABEL "
             "(repeatable) for several tasks",
@@ -3679,10 +3674,11 @@ def test_cli_refuses_empty_option_values_naming_the_option(dataset, capsys, flag
     ],
 )
 def test_cli_refuses_a_repeated_list_option(dataset, capsys, flags, message):
-    """``--task`` repeats to add a task; ``--metrics``/``--by`` repeated silently kept the last value only.
+    """``--task`` repeats to add a task; ``--metrics`` repeated silently kept the last value only.
 
-    ``--metrics ndcg@10 --metrics ctr`` printed a table of ``ctr`` alone and ``--by country --by device``
-    one segmented by ``device`` alone (argparse's last-one-wins), with nothing saying the first was dropped.
+    ``--metrics ndcg@10 --metrics ctr`` printed a table of ``ctr`` alone (argparse's last-one-wins), with
+    nothing saying the first was dropped. (``--by`` repeated is several segmentations now:
+    tests/test_evaluate_several_by.py.)
     """
     task = [] if flags[0] == "--predictions" else ["--task", "click=p_click:y_click"]
     with pytest.raises(SystemExit) as exited:
@@ -3696,6 +3692,9 @@ def test_cli_refuses_a_repeated_list_option(dataset, capsys, flags, message):
     assert cli.main(["evaluate", str(dataset), *TASK_FLAGS, "--metrics", "ctr,mse", "--no-progress"]) == 0
     header = capsys.readouterr().out.splitlines()[1].split()
     assert header[-2:] == ["ctr", "mse"]
+
+
+BY_EXPECTED = "expected a segment column name, a list of them, or a list of such lists (several segmentations), got"
 
 
 @pytest.mark.parametrize(
@@ -4227,11 +4226,11 @@ def test_config_command_line_options_override_the_file(tmp_path, capsys):
         ({"metric": ["ne"]}, "unknown keys ['metric'] (did you mean 'metrics', 'metric_tasks'?)"),
         ({"batchsize": 10}, "unknown keys ['batchsize'] (did you mean 'batch_size'?)"),
         ({"batch_size": "100"}, "key 'batch_size': expected a positive integer, got '100' (str)"),
-        ({"by": ""}, "key 'by': expected a segment column name or a list of them, got '' (str)"),
-        ({"by": 3}, "key 'by': expected a segment column name or a list of them, got 3 (int)"),
-        ({"by": ["c", 1]}, "key 'by': expected a segment column name or a list of them, got ['c', 1] (list)"),
-        ({"by": {"c": 1}}, "key 'by': expected a segment column name or a list of them, got {'c': 1} (dict)"),
-        ({"by": []}, "key 'by': expected a segment column name or a list of them, got [] (list)"),
+        ({"by": ""}, f"key 'by': {BY_EXPECTED} '' (str)"),
+        ({"by": 3}, f"key 'by': {BY_EXPECTED} 3 (int)"),
+        ({"by": ["c", 1]}, f"key 'by': {BY_EXPECTED} ['c', 1] (list)"),
+        ({"by": {"c": 1}}, f"key 'by': {BY_EXPECTED} {{'c': 1}} (dict)"),
+        ({"by": []}, f"key 'by': {BY_EXPECTED} [] (list)"),
         (
             {"tasks": ["click", "buy"]},
             "key 'tasks': Tasks 'click' and 'buy' read the same columns (predictions 'prediction', labels 'label')",

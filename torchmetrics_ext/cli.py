@@ -284,9 +284,9 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     )
     ev.add_argument(
         "--by",
-        action=_GivenOnce,
-        once_hint="give the segment columns once, comma-separated (--by country,device)",
-        help="comma-separated segment columns (values per segment + overall), spaces around each dropped; a "
+        action="append",
+        help="comma-separated segment columns (values per segment + overall), spaces around each dropped; "
+        "repeat for several segmentations in one read (--by country --by device --by country,device); a "
         "column whose whole name is the value (commas and spaces included) is taken whole when a file has it "
         "(as evaluate(by='a,b') and a config's `by: a,b`); segments compare by value (each value is "
         "reported), so a column needs one type holding all its values in every file (ids compare by bit pattern)",
@@ -302,6 +302,7 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     """Run ``evaluate``: print the table on rank 0 and write ``--output``; 2 on bad input."""
     try:
         from torchmetrics_ext.evaluate import DEFAULT_METRICS, InvalidDataError, TaskSpec, evaluate, parse_task
+        from torchmetrics_ext.evaluate.runner import SeveralBy
     except ImportError as err:
         parser.error(str(err))
     for option in ("predictions", "labels", "weights", "user", "session"):
@@ -368,8 +369,10 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             tasks = [*kept]
     by: Any = config.get("by", [])
     if args.by is not None:  # checked here, then given as written: evaluate reads it against the data's columns
-        _names(parser, "--by", args.by, "column names")
-        by = args.by
+        for text in args.by:
+            _names(parser, "--by", text, "column names")
+        # repeated: several segmentations, each value read as one --by reads it
+        by = args.by[0] if len(args.by) == 1 else SeveralBy(args.by)
     from torchmetrics_ext.evaluate.memory import map_large_buffers
 
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use

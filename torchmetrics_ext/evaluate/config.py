@@ -24,7 +24,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from torchmetrics_ext._module_config import _build_entry, _close_to
-from torchmetrics_ext.evaluate.runner import ON_INVALID, TaskSpec, _metric_options, _segment_columns, _tasks
+from torchmetrics_ext.evaluate.runner import (
+    ON_INVALID,
+    TaskSpec,
+    _metric_options,
+    _segment_columns,
+    _segmentations,
+    _several,
+    _tasks,
+)
 from torchmetrics_ext.utilities.checks import int_given, whole_float
 
 __all__ = ["CONFIG_KEYS", "load_config", "tasks_read_by"]
@@ -240,12 +248,18 @@ def _check(key: str, value: Any, base: str) -> Any:
             raise _wrong(key, "a column name" if key != "output" else "a .json, .csv or .parquet path", value)
         return os.path.join(base, value) if key == "output" else value
     if key == "by":
+        expected = "a segment column name, a list of them, or a list of such lists (several segmentations)"
+        if _several(value):  # several segmentations: each a list of columns, as written
+            try:
+                return [list(columns) for columns in _segmentations(value)]
+            except ValueError as err:
+                raise ValueError(f"{_wrong(key, expected, value)}: {err}") from None
         try:
             by = _segment_columns(value)  # evaluate's rule: one column as a string, as `--by country`
         except ValueError:
             by = ()
         if not by:  # an empty list in the file is a mistake: leave the key out for no segments
-            raise _wrong(key, "a segment column name or a list of them", value)
+            raise _wrong(key, expected, value)
         return value if isinstance(value, str) else list(by)  # a string's commas: evaluate's rule, as --by's
     if key in ("from_logits", "progress"):
         if not isinstance(value, bool):

@@ -133,7 +133,8 @@ class EvaluationResult:
     Attributes:
         tasks: task names, in order.
         metrics: metric names (registry names), in order.
-        by: the segment columns (empty without ``by``).
+        by: the segment columns (empty without ``by``); with several segmentations every one's columns,
+            each once, in the order first given.
         records: one dict per (segment, task): ``segment`` (``"all"`` or ``"country=US, ..."``, see
             :func:`segment_text`),
             the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` and
@@ -164,6 +165,11 @@ class EvaluationResult:
             categorical, an ordered Arrow dictionary, a polars ``Enum``): its categories in that
             order (unused ones too), as :attr:`by_types`, and whether they are ordered;
             :meth:`to_pandas` gives the column as a pandas Categorical of them.
+        segmentations: with several segmentations in one run (``by=[["country"], ["device"]]``,
+            ``--by country --by device``), each one's columns; empty otherwise (:attr:`by` is then the
+            one segmentation). The records come overall first, then each segmentation's as a run
+            with that ``by`` alone gives them; a record holds its own segmentation's columns only
+            (the others are null in :meth:`to_arrow` and the files written).
 
     Examples:
         >>> import json, os, tempfile
@@ -200,6 +206,7 @@ class EvaluationResult:
     by_types: dict[str, pa.DataType] = field(default_factory=dict)
     label_types: dict[str, pa.DataType] = field(default_factory=dict)
     by_categories: dict[str, tuple[pa.Array, bool]] = field(default_factory=dict)
+    segmentations: tuple[tuple[str, ...], ...] = ()
 
     @property
     def values(self) -> dict[str, float]:
@@ -223,6 +230,7 @@ class EvaluationResult:
             records.changes if isinstance(records, _Records) else None,
             self.metrics,
             self.by,
+            self.segmentations,
             tuple(self.by_types.items()),
             tuple(self.label_types.items()),
         )
@@ -230,8 +238,14 @@ class EvaluationResult:
         if cached is None or cached[0] is not records or cached[1] != state or not isinstance(records, _Records):
             types = {**self.by_types, **self.label_types}
             out: dict[str, float] = {}
+            columns = set(self.by)
             for record in records:
-                suffix = "" if record["segment"] == OVERALL else segment_text(self.by, record, "/", types)
+                if record["segment"] == OVERALL:
+                    suffix = ""
+                elif self.segmentations:  # a record holds its segmentation's columns, in its order
+                    suffix = segment_text([name for name in record if name in columns], record, "/", types)
+                else:
+                    suffix = segment_text(self.by, record, "/", types)
                 for metric in self.metrics:
                     if metric in record:  # a metric of some tasks (metric_tasks) has none for the others
                         out[f"{metric}/{record['task']}{suffix}"] = record[metric]
@@ -350,7 +364,7 @@ class EvaluationResult:
             payload = {
                 "tasks": list(self.tasks),
                 "metrics": list(self.metrics),
-                "by": list(self.by),
+                "by": [list(columns) for columns in self.segmentations] if self.segmentations else list(self.by),
                 "rows_read": self.rows_read,
                 "rows_skipped": self.rows_skipped,
                 "problems": [vars(p) for p in self.problems],

@@ -297,6 +297,51 @@ def _segment_columns(by: Any) -> tuple[str, ...]:
     return tuple(str(b) for b in columns)  # numpy's str_ items as plain str
 
 
+class SeveralBy(list):
+    """Several segmentations given as ``--by`` values are: each item a string read as ``--by`` reads it.
+
+    The command line's repeated ``--by`` (``--by country --by device``) gives one; a list of strings
+    (``by=["country", "device"]``) is one segmentation by both columns, a list of lists
+    (``by=[["country"], ["device"]]``) several, each item's columns as written.
+    """
+
+
+def _several(by: Any) -> bool:
+    """Whether ``by`` gives several segmentations: :class:`SeveralBy`, or a non-empty list (tuple) of lists (tuples)."""
+    if isinstance(by, SeveralBy):
+        return True
+    return isinstance(by, (list, tuple)) and bool(by) and all(isinstance(item, (list, tuple)) for item in by)
+
+
+def _segmentations(by: Any) -> tuple[tuple[str, ...], ...]:
+    """The segmentations of ``by``: one (:func:`_segment_columns`' columns), none, or several (:func:`_several`).
+
+    Raises:
+        ValueError: as :func:`_segment_columns`, for ``by`` or one of its segmentations; a segmentation
+            without columns, or one given twice.
+    """
+    if not _several(by):
+        columns = _segment_columns(by)
+        return (columns,) if columns else ()
+    out: list[tuple[str, ...]] = []
+    for item in by:
+        columns = _segment_columns(item)
+        if not columns:
+            raise ValueError(
+                f"Expected every segmentation of `by` to name a column, got {list(item)!r} in {by!r}: "
+                "leave it out for no segments of its own (the overall rows are always there)."
+            )
+        if columns in out:
+            raise ValueError(f"Expected distinct segmentations (by), got {list(columns)!r} twice in {by!r}.")
+        out.append(columns)
+    return tuple(out)
+
+
+def _reads_commas(by: Any) -> bool:
+    """Whether ``by`` is a string :func:`_comma_columns` reads against the data (commas, or spaces around it)."""
+    return isinstance(by, str) and [name.strip() for name in by.split(",")] != [by]
+
+
 def _comma_columns(by: Any, sources: Sequence[Source]) -> Any:
     """``by`` as a string is read against the data: one rule for Python, a config file and ``--by``.
 
@@ -428,11 +473,15 @@ class _Plan:
         self.unread_weight_tasks = weighted
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
-        by = _segment_columns(by)
-        repeated = [b for b in dict.fromkeys(by) if list(by).count(b) > 1]
-        if repeated:
-            raise ValueError(f"Expected distinct segment columns (by), got {list(by)}: {repeated[0]!r} is repeated.")
-        self.by = tuple(by)
+        # each segmentation is a `by` of its own (one, without several); `self.by`: every column, read once
+        self.segmentations = _segmentations(by)
+        for columns in self.segmentations:
+            repeated = [b for b in dict.fromkeys(columns) if columns.count(b) > 1]
+            if repeated:
+                raise ValueError(
+                    f"Expected distinct segment columns (by), got {list(columns)}: {repeated[0]!r} is repeated."
+                )
+        self.by = tuple(dict.fromkeys(name for columns in self.segmentations for name in columns))
         entries = _metric_options(metrics)
         self.metric_names = tuple(entries)
         reserved = (*RECORD_FIELDS, *self.metric_names)
@@ -986,15 +1035,20 @@ class _Run:
         self.group_skipped = [0] * len(self.groups)  # rows dropped for each group's tasks
         self.weight_unread = False  # a file read holds the plan's `unread_weight` column
         self.unexpected: Exception | None = None  # an error of this rank that is not the data's (see `stream`)
+        # the segmentation this run computes (one `by`; a view per segmentation of several: `_segmentation`)
+        self.by: tuple[str, ...] = plan.segmentations[0] if plan.segmentations else ()
         self.segments: SegmentIndex | None = None  # known once every rank's rows are read (`finish`)
-        self.collector: SegmentCollector | None = None
+        self.indexes: list[SegmentIndex] = []  # every segmentation's, in `finish`
+        # one collector per segmentation: each finds its own combinations in the same batches
+        self.collectors = [SegmentCollector(sources, columns) for columns in plan.segmentations]
         self.rows: SegmentRows | None = None
         self.group_rows: list[SegmentRows | None] = [None] * len(self.groups)
-        if plan.by:
-            self.collector = SegmentCollector(sources, plan.by)
+        if plan.segmentations:
             dtypes = {name: torch.int64 if kind == "id" else torch.float64 for name, kind in plan.read_kinds.items()}
-            # a group's rows hold its own columns only: split groups keep no column twice but the shared ones
-            self.group_rows = [SegmentRows({n: dtypes[n] for n in names}) for names in self.group_columns]
+            # a group's rows hold its own columns only: split groups keep no column twice but the shared ones;
+            # each segmentation adds its segment id per row, not a copy of the rows
+            count = len(plan.segmentations)
+            self.group_rows = [SegmentRows({n: dtypes[n] for n in names}, count) for names in self.group_columns]
             self.rows = self.group_rows[0]
         chunks = [chunk for source in sources for chunk in source.chunks(batch_size)]
         # (chunk number among every rank's chunks, chunk): the number orders the segments' messages
@@ -1092,7 +1146,7 @@ class _Run:
         if valid:  # rows dropped for at least one task: those invalid in some column
             self.rows_skipped += n - int(np.count_nonzero(np.logical_and.reduce(list(valid.values()))))
         # local codes: segment ids once every rank has read
-        codes = self.collector.add(source, order, batch) if self.collector is not None else None
+        codes = [collector.add(source, order, batch) for collector in self.collectors]  # one per segmentation
         for g, ((_, columns), module) in enumerate(zip(self.groups, self.modules)):
             masks = [valid[pair] for pair in columns if pair in valid]  # the group's columns with invalid rows
             keep = None if not masks else masks[0] if len(masks) == 1 else np.logical_and.reduce(masks)
@@ -1108,8 +1162,8 @@ class _Run:
                 last = first_row + n - 1
                 raise InvalidDataError(f"{source.label}: {source.where(first_row, last)}: {err}") from None
             rows = self.group_rows[g]
-            if codes is not None and rows is not None:
-                rows.append(tensors, _tensor(codes if keep is None else codes[keep]))
+            if codes and rows is not None:
+                rows.append(tensors, [_tensor(c if keep is None else c[keep]) for c in codes])
 
     def finish(self, error: _Error | None) -> EvaluationResult:
         """Agree on errors and counts across ranks, then compute (overall and per segment).
@@ -1151,12 +1205,14 @@ class _Run:
         if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
             raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
-        if self.collector is not None:  # every rank's segments, numbered alike
-            self.segments, ids = self.collector.index()
-            self.collector = None
+        for s, collector in enumerate(self.collectors):  # every rank's segments, numbered alike
+            index, ids = collector.index()
+            self.indexes.append(index)
             for rows in self.group_rows:
                 if rows is not None:
-                    rows.number_segments(ids)
+                    rows.number_segments(ids, s)
+        self.collectors = []
+        self.segments = self.indexes[0] if self.indexes else None
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         rows_read = sum(s[1] for s in summaries)
         self.progress.all_ranks(rows_read, self.world)
@@ -1164,8 +1220,10 @@ class _Run:
         order = self.task_order
         overall: list[dict] = []
         undefined: list[_Undefined] = []
-        by_segment: dict[int, list[dict]] = {}
-        segment_lines: list[tuple[tuple[int, int, int], int, str]] = []
+        views = [self._segmentation(columns, index) for columns, index in zip(self.plan.segmentations, self.indexes)]
+        # each segmentation's records and warning lines, as a run with that `by` alone gives them
+        by_segment: list[dict[int, list[dict]]] = [{} for _ in views]
+        segment_lines: list[list[tuple[tuple[int, int, int], int, str]]] = [[] for _ in views]
         for g, ((plan, _), module, rows) in enumerate(zip(self.groups, self.modules, self.group_rows)):
             group = self._group(plan, module, rows)  # this run as seen by one group of tasks
             records, found = group._compute(module)
@@ -1174,22 +1232,26 @@ class _Run:
                 record["rows"] = used
             overall += records
             undefined += found
-            for index, mine in group._segments(segment_lines):
-                by_segment.setdefault(index, []).extend(mine)
+            if rows is None or not views:
+                continue
+            kept, segment_ids = rows.gathered()  # every rank's rows, once for every segmentation
+            for s, view in enumerate(views):
+                for number, mine in view._group(plan, module, rows)._segments(segment_lines[s], kept, segment_ids[s]):
+                    by_segment[s].setdefault(number, []).extend(mine)
+            del kept, segment_ids
         overall.sort(key=lambda record: order[record["task"]])
-        empty_lines = self._empty_segments(by_segment)
-        segment_records = [
-            record
-            for index in sorted(by_segment)
-            for record in sorted(by_segment[index], key=lambda record: order[record["task"]])
-        ]
         # the groups' lines as one module's: a metric undefined for tasks of both groups is one line naming
         # them all, and the lines come metric by metric (then task by task), not group by group
         caught = self._overall_lines(undefined)
-        segment_lines.sort(key=lambda item: item[:2])
-        caught += [line for *_, line in segment_lines]
-        caught += empty_lines
-        caught += _spaced_lines(self.segments)
+        segment_records: list[dict] = []
+        for view, per_index, lines in zip(views, by_segment, segment_lines):
+            empty_lines = view._empty_segments(per_index)
+            for number in sorted(per_index):
+                segment_records += sorted(per_index[number], key=lambda record: order[record["task"]])
+            lines.sort(key=lambda item: item[:2])
+            caught += [line for *_, line in lines]
+            caught += empty_lines
+            caught += _spaced_lines(view.segments)
         caught[:0] = self.plan.notes  # the arguments', the same on every rank
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
@@ -1197,14 +1259,16 @@ class _Run:
             tasks=tuple(t.name for t in self.plan.tasks),
             metrics=self.plan.metric_names,
             by=self.plan.by,
+            segmentations=self.plan.segmentations if len(self.plan.segmentations) > 1 else (),
             records=overall + segment_records,
             rows_read=rows_read,
             rows_skipped=rows_skipped,
             problems=problems,
             warnings=list(dict.fromkeys(caught)),
-            by_types=self.segments.types if self.segments is not None else {},
-            label_types=self.segments.label_types if self.segments is not None else {},
-            by_categories=self.segments.categories if self.segments is not None else {},
+            # a column of several segmentations has the same values (and types) in each
+            by_types={k: v for index in self.indexes for k, v in index.types.items()},
+            label_types={k: v for index in self.indexes for k, v in index.label_types.items()},
+            by_categories={k: v for index in self.indexes for k, v in index.categories.items()},
         )
 
     def _empty_segments(self, by_segment: dict[int, list[dict]]) -> list[str]:
@@ -1227,7 +1291,7 @@ class _Run:
             mine = by_segment.get(index)
             if mine is not None and len(mine) == len(tasks):
                 continue
-            text = segment_text(self.plan.by, labels[index], ", ", types)
+            text = segment_text(self.by, labels[index], ", ", types)
             have = {record["task"] for record in mine or ()}
             for name in tasks:
                 if name not in have:
@@ -1237,7 +1301,7 @@ class _Run:
                     by_segment.setdefault(index, []).append(record)
                     empty.setdefault(name, []).append(text)
         total = len(labels)
-        separator = "; " if len(self.plan.by) > 1 else ", "
+        separator = "; " if len(self.by) > 1 else ", "
         lines = []
         for name in sorted(empty, key=tasks.index):
             found = empty[name]
@@ -1247,6 +1311,14 @@ class _Run:
                 f"({examples}): every row there was invalid for it and skipped; its values there are nan, rows 0."
             )
         return lines
+
+    def _segmentation(self, by: tuple[str, ...], index: SegmentIndex) -> _Run:
+        """This run for one segmentation: its columns and segments (the run itself where it has one)."""
+        if by == self.by and index is self.segments:
+            return self
+        view = copy.copy(self)
+        view.by, view.segments = by, index
+        return view
 
     def _group(self, plan: _Plan, module: RecMetricModule, rows: SegmentRows | None) -> _Run:
         """This run for one group of tasks (:meth:`_Plan.task_groups`): its plan, module and kept rows."""
@@ -1334,8 +1406,13 @@ class _Run:
             lines.append(_line_of(metrics, names, reason, OVERALL))
         return list(dict.fromkeys(lines))
 
-    def _segments(self, lines: list[tuple[tuple[int, int, int], int, str]]) -> list[tuple[int, list[dict]]]:
+    def _segments(
+        self, lines: list[tuple[tuple[int, int, int], int, str]], rows: dict[str, Tensor], segment: Tensor
+    ) -> list[tuple[int, list[dict]]]:
         """Every segment's number and records, in segment order; appends their warnings to ``lines``.
+
+        ``rows``: every rank's kept rows of this group of tasks (:meth:`SegmentRows.gathered`), and
+        ``segment`` their segment ids in this run's segmentation (:attr:`by`).
 
         Each line comes with its place (:meth:`_segment_lines`): sorted on it, the lines of every group
         of tasks (:meth:`_Plan.task_groups`) are in one module's order.
@@ -1346,16 +1423,14 @@ class _Run:
         be computed segment by segment, each rank a share, gathered so that every rank has the
         values and warnings of one process.
         """
-        if self.segments is None or self.rows is None:
+        if self.segments is None:
             return []
-        rows, segment = self.rows.gathered()
         counts = torch.bincount(segment, minlength=len(self.segments))
         present = torch.nonzero(counts).reshape(-1)  # segments without rows (all skipped) are left out
         num_segments = present.numel()
         if num_segments == 0:
             return []
         dense = torch.cumsum(counts > 0, 0).sub_(1)[segment]
-        del segment
         metrics = self.plan.metrics()
         computed = self._segment_values(metrics, self.plan.segment_batch(rows, dense, num_segments))
         per_segment = self._per_segment(computed.per_segment, rows, dense, num_segments)
@@ -1378,7 +1453,7 @@ class _Run:
             by_segment = {key: list(zip(*value)) for key, value in columns.items()}  # key -> S tuples of T
             del columns
             for i, index in enumerate(present.numpy().tolist()):
-                text = segment_text(self.plan.by, labels[index], ", ", self.segments.label_types)
+                text = segment_text(self.by, labels[index], ", ", self.segments.label_types)
                 values = {key: value[i] for key, value in by_segment.items()}
                 mine = self.plan.records(values, text, labels[index], counted[i])
                 texts.append(text)
@@ -1524,7 +1599,7 @@ class _Run:
                     for what, ranked in by_names.items():
                         add((position, j, place[t]), what, task, reason, ranked)
         total = len(texts)
-        separator = "; " if len(self.plan.by) > 1 else ", "  # a segment of several columns holds ", "
+        separator = "; " if len(self.by) > 1 else ", "  # a segment of several columns holds ", "
         lines: list[tuple[tuple[int, int, int], int, str]] = []
         for (what, name, why), (order, parts) in groups.items():
             found = np.unique(np.concatenate(parts))  # sorted; a segment named by several warnings once
@@ -1777,8 +1852,15 @@ def evaluate(
             rows) and types. Segments compare by value, not by bit pattern as ``user`` and
             ``session`` ids do, because each segment's value is reported: uint64 ``2**64 - 1`` and
             int64 ``-1`` are two values no one type holds, refused rather than reported as one.
-            ``None`` or ``()``: no segments. Anything else (a number, a dict, a set, a list holding
-            a non-string or an empty name) is a ``ValueError``.
+            ``None`` or ``()``: no segments. Several segmentations in one read: a list (tuple) of
+            lists (tuples), each one segmentation's columns as written (``by=[["country"],
+            ["device"], ["country", "device"]]``, as ``--by country --by device --by
+            country,device`` and a config's ``by: [[country], [device], [country, device]]``):
+            the overall records once, then each segmentation's records and warning lines as a run
+            with that ``by`` alone gives them, from one read of the data (each more segmentation
+            keeps one int64 segment id per row, not another copy of the rows). Anything else (a
+            number, a dict, a set, a list holding a non-string or an empty name, a list mixing
+            names and lists, a segmentation given twice) is a ``ValueError``.
         batch_size: rows per record batch (memory per batch, not a result setting; any positive
             size, those above ``2**62`` read as ``2**62``; CSV files are parsed in blocks of at
             most 1 GiB, each cut into batches).
@@ -1857,9 +1939,12 @@ def evaluate(
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
     batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
     sources = None
-    if isinstance(by, str) and [name.strip() for name in by.split(",")] != [by]:  # read against the data's columns
+    if _reads_commas(by):  # read against the data's columns
         sources = open_sources(data)
         by = _comma_columns(by, sources)
+    elif isinstance(by, SeveralBy) and any(_reads_commas(item) for item in by):
+        sources = open_sources(data)
+        by = SeveralBy(_comma_columns(item, sources) if isinstance(item, str) else item for item in by)
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks)
     try:  # the data, as this rank finds it (its files, their footers)
         run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)

@@ -968,30 +968,36 @@ def _clash_text(
 class SegmentRows:
     """Rows (equally long 1-D tensors, one per column) kept with their segment ids until the end.
 
+    Each segmentation (a ``by`` of its own: ``--by country --by device``) adds one int64 segment id
+    per row, not another copy of the rows: every segmentation is computed from the same kept rows.
+
     Args:
         dtypes: every column's dtype (float64 or int64), the same on every rank.
+        segmentations: how many segment ids each row has.
     """
 
-    def __init__(self, dtypes: Mapping[str, torch.dtype]) -> None:
-        self.dtypes = {**dtypes, "\0segment": torch.int64}
+    def __init__(self, dtypes: Mapping[str, torch.dtype], segmentations: int = 1) -> None:
+        self._segments = [f"\0segment{i}" for i in range(segmentations)]
+        self.dtypes = {**dtypes, **dict.fromkeys(self._segments, torch.int64)}
         self._chunks: dict[str, list[Tensor]] = {name: [] for name in self.dtypes}
 
-    def append(self, columns: Mapping[str, Tensor], segments: Tensor) -> None:
-        """Keep one batch."""
-        for name, value in {**columns, "\0segment": segments}.items():
+    def append(self, columns: Mapping[str, Tensor], segments: Sequence[Tensor]) -> None:
+        """Keep one batch, with each segmentation's ids of its rows (local codes, :meth:`SegmentCollector.add`)."""
+        for name, value in {**columns, **dict(zip(self._segments, segments))}.items():
             self._chunks[name].append(value.to(self.dtypes[name]))
 
-    def number_segments(self, ids: np.ndarray) -> None:
-        """Replace every kept row's local code (:meth:`SegmentCollector.add`) with its segment, ``ids[code]``."""
+    def number_segments(self, ids: np.ndarray, segmentation: int = 0) -> None:
+        """Replace every kept row's local code of a segmentation with its segment, ``ids[code]``."""
         lookup = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
-        chunks = self._chunks["\0segment"]
+        chunks = self._chunks[self._segments[segmentation]]
         for i, codes in enumerate(chunks):  # each chunk replaced in turn: one chunk's copy at a time, not every chunk's
             chunks[i] = lookup[codes]
 
-    def gathered(self) -> tuple[dict[str, Tensor], Tensor]:
-        """Every kept row (from every rank when distributed) and its segment id; this rank's copy is released.
+    def gathered(self) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """Every kept row (from every rank when distributed) and its segment id of each segmentation.
 
-        Every rank must call it (it gathers when distributed), and every rank gets every row.
+        This rank's copy is released. Every rank must call it (it gathers when distributed), and every
+        rank gets every row.
         """
         local = {}
         # column by column, each column's chunks freed once joined: one column's copy at a time, not every column's
@@ -1005,5 +1011,5 @@ class SegmentRows:
             rows = {name: torch.cat(parts) for name, parts in gathered.items()}
         else:
             rows = local
-        segment = rows.pop("\0segment")
-        return rows, segment
+        segments = [rows.pop(name) for name in self._segments]
+        return rows, segments

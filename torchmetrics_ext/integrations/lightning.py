@@ -34,7 +34,7 @@ from typing import Any, cast
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 try:
     import lightning.pytorch as pl
@@ -126,6 +126,30 @@ def _padded_samplers(loaders: list[Any] | None) -> list[tuple[int, int, int]]:
         total = getattr(sampler, "total_size", None)
         if not sampler.drop_last and size is not None and isinstance(total, int) and total > size:
             found.append((i, size, total))
+    return found
+
+
+def _unsharded_samplers(loaders: list[Any] | None) -> list[tuple[int, int, str]]:
+    """``(dataloader, samples, sampler name)`` of each dataloader that reads its whole dataset on this rank.
+
+    Under DDP Lightning replaces a dataloader's ``SequentialSampler`` or ``RandomSampler`` with a
+    ``DistributedSampler``; ``Trainer(use_distributed_sampler=False)`` keeps it, so every rank reads every
+    sample of its dataset. Where the ranks' datasets are the same (the usual case: one dataset object built
+    by the same code), a metric synced over the ranks counts each sample once per rank. A sampler of the
+    user's own (which may shard), a ``DistributedSampler`` and an ``IterableDataset`` are never reported.
+    """
+    found = []
+    for i, loader in enumerate(loaders or []):
+        if isinstance(getattr(loader, "dataset", None), IterableDataset):
+            continue
+        sampler = getattr(loader, "sampler", None)
+        if sampler is None or type(sampler) not in (SequentialSampler, RandomSampler):
+            sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+        if type(sampler) not in (SequentialSampler, RandomSampler):
+            continue
+        size = sized_len(getattr(sampler, "data_source", None))
+        if size is not None and size > 0:
+            found.append((i, size, type(sampler).__name__))
     return found
 
 
@@ -769,6 +793,9 @@ class RecMetricCallback(pl.Callback):
 
         Under DDP Lightning gives an evaluation dataloader PyTorch's ``DistributedSampler``, which pads
         the last round with repeated samples: the synced values would count them twice, without a word.
+        With ``use_distributed_sampler=False`` a plain ``SequentialSampler``/``RandomSampler`` stays, and
+        every rank reads the whole dataset: each sample counted once per rank (unless each rank's dataset
+        holds other samples, which the callback cannot see: the warning says so).
         """
         if trainer.world_size < 2 or not trainer.is_global_zero:
             return
@@ -787,6 +814,23 @@ class RecMetricCallback(pl.Callback):
                 f"RecMetricCallback: {stage} dataloader {i} has a DistributedSampler that pads its {size} samples to "
                 f"{total} over {trainer.world_size} ranks, so `{type(pl_module).__name__}.{name}` counts {repeated} "
                 f"sample(s) twice and its values are not those of the {stage} set. Give the dataloader "
+                f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
+                f"sample to exactly one rank.",
+                UserWarning,
+                stacklevel=2,
+            )
+        world = trainer.world_size
+        for i, size, sampler in _unsharded_samplers(loaders):
+            if (stage, i) in self._padding_warned:
+                continue
+            self._padding_warned.add((stage, i))
+            warnings.warn(
+                f"RecMetricCallback: {stage} dataloader {i} reads its {size} samples with a {sampler}, not a "
+                f"DistributedSampler (`Trainer(use_distributed_sampler=False)`), so each of the {world} ranks "
+                f"reads all of them: unless each rank's dataset holds other samples, "
+                f"`{type(pl_module).__name__}.{name}` counts every sample {world} times (its counts and sums "
+                f"of weights are {world} times the {stage} set's; ratios such as NE, AUC or CTR are not changed) "
+                f"and every rank does the whole set's work. Give the dataloader "
                 f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
                 f"sample to exactly one rank.",
                 UserWarning,
@@ -1031,7 +1075,8 @@ class RecMetricCallback(pl.Callback):
         window of another world's steps has no meaning here), with a warning ("lifetime values carried
         from 8 ranks onto 4; windows restart"). The throughput's ``total_examples`` carries (summed onto
         rank 0); its rates and window restart, so the rates are approximate around the resume: they time
-        the steps since it (after a new warm-up) while ``total_examples`` counts the whole run. The
+        the steps since it (the first step after the resume restarts the clock, as after any load; the
+        warm-up is not repeated) while ``total_examples`` counts the whole run. The
         update count is the one Lightning restored (saved rank 0's), so the compute cadence carries on.
         Rank 0 holds every saved rank's states during the merge (the checkpoint dict, which every rank
         loaded, holds them already). Rank 0 says whether the merge succeeded (one object broadcast);

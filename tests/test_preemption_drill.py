@@ -171,3 +171,101 @@ def test_a_resume_on_fewer_ranks_restarts_the_throughput_clock_without_a_second_
         assert values["t/throughput/total_examples"].item() == 120 + sum(rows[: i + 1])
     torch.testing.assert_close(torch.tensor(got), torch.tensor(expected), equal_nan=True)
     assert expected[1] == 11.0  # a rate at the second step: the 3 warm-up steps are not repeated
+
+
+# ----------------------------------------------------------------------------- a resume into another configuration
+
+
+def _saved_module(metrics: dict[str, Any]) -> tmx.RecMetricModule:
+    module = tmx.RecMetricModule(["c"], metrics, throughput=False, window_size=4)
+    module.update({"prediction": torch.tensor([0.2, 0.7, 0.4]), "label": torch.tensor([0.0, 1.0, 1.0])})
+    return module
+
+
+class _Parent(torch.nn.Module):
+    def __init__(self, metrics: dict[str, Any]) -> None:
+        super().__init__()
+        self.train_metrics = tmx.RecMetricModule(["c"], metrics, throughput=False, window_size=4)
+
+
+SAVED = {"ne": "ne", "mse": "mse"}
+CONFIGS = {  # resumed with: the note names the metrics
+    "removed": ({"ne": "ne"}, "it holds the states of ['mse'], which this module does not have (removed since"),
+    "added": ({**SAVED, "auc": "auc"}, "the checkpoint has no states, or not all of them, for ['auc']: added since"),
+    "both": (
+        {"ne": "ne", "auc": "auc"},
+        "for ['auc']: added since it was saved, built with other settings, or saved in",
+    ),
+}
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_a_strict_load_through_a_parent_names_the_metrics_added_or_removed_and_strict_loading(config) -> None:
+    """Lightning's restore loads the LightningModule, whose child the module is: torch's bare "Missing key(s)" or
+    "Unexpected key(s)" said nothing of a metric added or removed since the checkpoint, nor of ``strict_loading``."""
+    metrics, said = CONFIGS[config]
+    saved = {f"train_metrics.{k}": v for k, v in _saved_module(SAVED).state_dict().items()}
+    parent = _Parent(metrics)
+    before = {k: v.clone() for k, v in parent.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(RuntimeError) as caught:
+        parent.load_state_dict(saved)
+    message = str(caught.value)
+    assert "train_metrics: " in message and said in message
+    assert "load with strict=False (in Lightning: set `self.strict_loading = False` in the LightningModule)" in message
+    after = {k: v for k, v in parent.state_dict().items() if isinstance(v, torch.Tensor)}
+    assert all(torch.equal(before[k], after[k]) for k in before)  # refused: nothing loaded
+    parent.load_state_dict(saved, strict=False)  # the way on the note gives
+    parent.train_metrics.update({"prediction": torch.tensor([0.9]), "label": torch.tensor([1.0])})
+    p, y = torch.tensor([0.2, 0.7, 0.4, 0.9], dtype=torch.float64), torch.tensor([0.0, 1.0, 1.0, 1.0])
+    ne = -(y * p.log() + (1 - y) * (1 - p).log()).mean() / -(
+        0.75 * torch.tensor(0.75).log() + 0.25 * torch.tensor(0.25).log()
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an AUC added since has one label class
+        values = parent.train_metrics.compute()
+    torch.testing.assert_close(values["ne/c"], ne.double())  # resumed lifetime
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_a_strict_load_of_the_module_itself_names_them_after_the_metrics_notes(config) -> None:
+    metrics, said = CONFIGS[config]
+    module = tmx.RecMetricModule(["c"], metrics, throughput=False, window_size=4)
+    with pytest.raises(RuntimeError) as caught:
+        module.load_state_dict(_saved_module(SAVED).state_dict())
+    last = str(caught.value).splitlines()[-1]
+    assert last.startswith("RecMetricModule: "), last
+    assert said in last and "load with strict=False" in last
+    assert "_strict_keys_hint" not in module.__dict__
+
+
+def test_a_lightning_resume_with_a_metric_removed_says_strict_loading(tmp_path) -> None:
+    class Fit(L.LightningModule):
+        def __init__(self, metrics: dict[str, Any]) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(1, 1)
+            self.train_metrics = tmx.RecMetricModule(["c"], metrics, throughput=False)
+
+        def training_step(self, batch, batch_idx):
+            (x,) = batch
+            p = torch.sigmoid(self.net(x)).squeeze(-1)
+            return {"loss": p.mean(), "prediction": p.detach(), "label": (x[:, 0] > 0).float()}
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def trainer() -> Any:
+        return L.Trainer(
+            max_steps=2,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            callbacks=[RecMetricCallback(val=None, test=None)],
+        )
+
+    loader = DataLoader(TensorDataset(torch.randn(8, 1)), batch_size=4)
+    first = trainer()
+    first.fit(Fit(SAVED), loader)
+    first.save_checkpoint(tmp_path / "a.ckpt")
+    with pytest.raises(RuntimeError, match=r"(?s)Unexpected key.*train_metrics: it holds the states of \['mse'\].*"):
+        trainer().fit(Fit({"ne": "ne"}), loader, ckpt_path=tmp_path / "a.ckpt")

@@ -33,6 +33,7 @@ from typing import Any, cast
 
 import torch
 import torch.distributed as dist
+import torchmetrics
 from torch import Tensor
 from torch.utils.data import DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
@@ -1092,11 +1093,18 @@ class RecMetricCallback(pl.Callback):
         compute cadence carries on), but not the values last logged before the checkpoint: they do
         not go back in ``trainer.callback_metrics`` (see :meth:`on_train_start`), whose training keys
         then wait for the module's first compute over the resumed fit's samples.
+
+        Under DDP, rank 0 warns of every other metric of the ``LightningModule`` (outside its
+        ``RecMetricModule`` s) that the checkpoint holds states of (a ``Windowed`` or ``Throughput``, whose
+        states are saved by default, a metric after ``persistent(True)``): Lightning has loaded rank 0's
+        states into it on every rank, so its synced values count rank 0's earlier samples once per rank.
         """
         if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
             return
         per_rank = checkpoint.get("rec_metric_modules")
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world > 1 and dist.get_rank() == 0:
+            _warn_restored_from_rank_zero(pl_module, checkpoint, world)
         if per_rank is None:
             if world > 1:
                 for name, module in self._resumed(pl_module).items():
@@ -1223,6 +1231,44 @@ class RecMetricCallback(pl.Callback):
         if module.throughput is not None:  # reset() keeps it with key_style="torchrec"
             module.throughput.reset()
         self._train_restarted = True
+
+
+def _warn_restored_from_rank_zero(pl_module: pl.LightningModule, checkpoint: Mapping[str, Any], world: int) -> None:
+    """Warn of the metrics outside every ``RecMetricModule`` whose states Lightning restored from rank 0's checkpoint.
+
+    Lightning writes the checkpoint from rank 0 and loads its ``state_dict`` into every rank: a metric
+    whose states are saved (a ``Windowed``, a ``Throughput``, any metric after ``persistent(True)``) then
+    holds rank 0's states on every rank, and its synced values count rank 0's samples before the
+    checkpoint once per rank and none of the other ranks'. The callback saves and gives back each
+    rank's own states only for the training module; such a metric cannot tell another rank's states
+    from its own, so it is said here (rank 0, at each resume), never changed.
+    """
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, Mapping) or not state:
+        return
+    keys = [key for key in state if not key.endswith("._extra_state")]  # settings, not samples
+    modules = [name for name, m in pl_module.named_modules() if isinstance(m, RecMetricModule)]
+    found: list[str] = []
+    for name, metric in pl_module.named_modules():
+        if not name or not isinstance(metric, torchmetrics.Metric):
+            continue
+        if any(name == owner or name.startswith(f"{owner}.") for owner in [*modules, *found]):
+            continue  # a module's metric (the callback's concern), or inside one already named (a wrapped metric)
+        if any(key.startswith(f"{name}.") for key in keys):
+            found.append(name)
+    if found:
+        owner = type(pl_module).__name__
+        named = ", ".join(f"`{owner}.{name}`" for name in found)
+        warnings.warn(
+            f"RecMetricCallback: {named} {'was' if len(found) == 1 else 'were'} restored from the checkpoint's "
+            f"states on every rank: Lightning saves the checkpoint on rank 0, so those states are rank 0's alone, and "
+            f"the synced values count rank 0's samples before the checkpoint {world} times and none of the other "
+            f"ranks'. Hold such metrics in a RecMetricModule "
+            f"that the callback updates (it saves every rank's states and gives each its own back), or leave them "
+            f"out of the checkpoint with `persistent(False)` (a resume then starts them afresh).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _warn_same_keys(owner: str, train: tuple[str, RecMetricModule], val: tuple[str, RecMetricModule]) -> None:

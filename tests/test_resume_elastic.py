@@ -294,3 +294,25 @@ def test_every_rank_leaves_out_the_logged_value_of_a_metric_its_load_started_afr
     saved = [job.settings_save_job(rank, 3) for rank in range(3)]
     out = ddp_pool.run(job.put_back_job, _checkpoint(saved), saved[0])
     assert out == [{"ctr/a": 0.4}, {"ctr/a": 0.4}]
+
+
+HELD = {
+    "windowed": ["`Held.ctr` was restored from the checkpoint's states on every rank"],
+    "torchmetrics": ["`Held.seen` was restored from the checkpoint's states on every rank"],
+    "not-persistent": [],
+    "module-only": [],
+}
+
+
+@pytest.mark.parametrize("held", sorted(HELD))
+def test_a_ddp_resume_warns_of_the_metrics_restored_from_rank_zeros_states(ddp_pool, held):
+    """Lightning writes rank 0's ``state_dict`` and loads it into every rank: a ``Windowed`` (saved by default) held by
+    the model then counts rank 0's samples once per rank (a 2-rank ``ddp_spawn`` fit resumed at its first epoch's end
+    logged CTR 0.26 where the uninterrupted fit logs 0.25, over the same 400 samples). Rank 0 says so, naming it; the
+    callback's own module, a metric left out of the checkpoint, and the other ranks say nothing."""
+    out = ddp_pool.run(job.held_resume_job, held)
+    assert out[1] == []
+    assert len(out[0]) == len(HELD[held]), out[0]
+    for message, said in zip(out[0], HELD[held], strict=True):
+        assert message.startswith(f"RecMetricCallback: {said}"), message
+        assert "rank 0's samples before the checkpoint 2 times" in message and "persistent(False)" in message

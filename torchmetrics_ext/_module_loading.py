@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AFRESH_ON_LOAD", "CheckpointLoading"]
 
+# the note of a strict load of the module's own, refused for its keys (see _after_load, load_state_dict)
+_STRICT_HINT = "_strict_keys_hint"
 # where a load keeps, from the module's `_load_from_state_dict` to its end, what puts it back (see _after_load):
 # (prefix, restore, error_msgs, errors before, end it: remove the descendants' load wrappers and put back
 # the checkpoint metadata moved with a window change, the units whose window restarts after a window change)
@@ -315,6 +317,7 @@ class CheckpointLoading(nn.Module):
         is raised as it was.
         """
         load = super().load_state_dict
+        self.__dict__.pop(_STRICT_HINT, None)
         try:
             return load_explained(lambda: load(state_dict, strict=strict, assign=assign))
         except BaseException as error:
@@ -322,6 +325,9 @@ class CheckpointLoading(nn.Module):
             # raised in by that load's wrapper; what else ended the load before either (an exception
             # between two loads, a hook registered during the load) is put back here
             self._end_load(put_back=True)
+            hint = self.__dict__.pop(_STRICT_HINT, None)
+            if isinstance(error, RuntimeError) and strict and hint is not None:
+                raise RuntimeError(f"{error}\n{hint}") from None
             if not (isinstance(error, RuntimeError) and strict and "Missing key(s)" in str(error)):
                 raise
             raise RuntimeError(
@@ -491,7 +497,13 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
     finish()  # every descendant has loaded
     keys = [*incompatible_keys.missing_keys, *incompatible_keys.unexpected_keys]
     if len(error_msgs) > errors_before or (any(k.startswith(prefix) for k in keys) and loading_strictly()):
+        # refused for its keys alone: say what they mean, and the way on
+        hint = _strict_keys_hint(module, prefix, incompatible_keys) if len(error_msgs) == errors_before else None
         restore()
+        if hint is not None and prefix:  # a parent's load: in torch's error
+            error_msgs.append(hint)
+        elif hint is not None:  # the module's own load: after the metrics' notes (`load_state_dict`)
+            module.__dict__[_STRICT_HINT] = hint
         return
     for unit in emptied:
         _restart_window(unit)
@@ -501,6 +513,47 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
         # the load replaced every group's states, through resets of its own (a window change empties each
         # unit's window): neither those nor a reset of one metric alone before the load is said at `compute`
         module._mark_members()
+
+
+def _strict_keys_hint(module: nn.Module, prefix: str, incompatible_keys: Any) -> str | None:
+    """The note a strict load refused for the module's keys adds to torch's error: which metrics, and ``strict=False``.
+
+    Added to ``error_msgs``, so it reaches the error however the load was called: the module's own
+    ``load_state_dict`` or a parent's (Lightning's checkpoint restore, where torch's bare "Missing
+    key(s)" / "Unexpected key(s)" listed the states and said nothing of a metric added or removed since
+    the checkpoint, nor of ``strict_loading``).
+    """
+    head = f"{prefix}metrics."
+    metrics = getattr(module, "metrics", None)
+    have = {name for name, _ in metrics.named_children()} if isinstance(metrics, nn.Module) else set()
+
+    def names(keys: Sequence[str]) -> list[str]:
+        return sorted({key[len(head) :].split(".")[0] for key in keys if key.startswith(head)})
+
+    lacking = names(incompatible_keys.missing_keys)
+    if any(key.startswith(f"{prefix}throughput.") for key in incompatible_keys.missing_keys):
+        lacking.append("throughput")
+    removed = [name for name in names(incompatible_keys.unexpected_keys) if name not in have]
+    if not lacking and not removed:
+        return None
+    where = prefix[:-1] if prefix.endswith(".") else (prefix or type(module).__name__)
+    parts = []
+    if lacking:
+        parts.append(
+            f"the checkpoint has no states, or not all of them, for {lacking}: added since it was saved, built "
+            "with other settings, or saved in an older format of the metric"
+        )
+    if removed:
+        parts.append(f"it holds the states of {removed}, which this module does not have (removed since it was saved)")
+    todo = []
+    if lacking:
+        todo.append("start those metrics afresh (all of their states at their defaults)")
+    if removed:
+        todo.append("leave out the states of the metrics removed")
+    return (
+        f"{where}: {'; '.join(parts)}. To resume the rest and {' and '.join(todo)}, load with strict=False (in "
+        "Lightning: set `self.strict_loading = False` in the LightningModule)."
+    )
 
 
 def _afresh(

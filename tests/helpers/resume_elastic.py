@@ -115,3 +115,39 @@ def put_back_job(rank: int, world: int, checkpoint: dict[str, Any], model_state:
         callback.on_load_checkpoint(None, model, checkpoint)  # type: ignore[arg-type]
         callback.on_train_start(None, model)  # type: ignore[arg-type]
     return dict(callback.state_dict()["train_values"] or {})
+
+
+class Held(torch.nn.Module):
+    """A model holding metrics of its own next to the callback's training module (``held``: which)."""
+
+    def __init__(self, held: str) -> None:
+        super().__init__()
+        self.train_metrics = tmx.RecMetricModule(["c"], ["ctr"], window_size=10, prefix="train/")
+        if held in ("windowed", "not-persistent"):
+            self.ctr = tmx.Windowed(tmx.CTR(), 100)
+            if held == "not-persistent":
+                self.ctr.persistent(False)
+        elif held == "torchmetrics":
+            from torchmetrics.aggregation import SumMetric
+
+            self.seen = SumMetric()
+            self.seen.persistent(True)
+            self.plain = tmx.CTR()  # not persistent: not in the checkpoint
+
+
+def held_resume_job(rank: int, world: int, held: str) -> list[str]:
+    """Each rank's model ``state_dict`` as Lightning saves it on rank 0; the callback's hook; its warnings."""
+    model = Held(held)
+    if held in ("windowed", "not-persistent"):
+        model.ctr.update(torch.full((4,), 0.5), torch.tensor([1.0, 0.0, 0.0, float(rank)]))
+    if held == "torchmetrics":
+        model.seen.update(torch.tensor(float(rank + 1)))
+    model.train_metrics.update({"prediction": torch.full((4,), 0.5), "label": torch.ones(4)})
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "rec_metric_modules": [{"train_metrics": None}, {"train_metrics": model.train_metrics.state_dict()}],
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        RecMetricCallback(val=None, test=None).on_load_checkpoint(None, model, checkpoint)  # type: ignore[arg-type]
+    return [str(w.message) for w in caught if "restored from the checkpoint's states" in str(w.message)]

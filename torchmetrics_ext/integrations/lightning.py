@@ -33,8 +33,9 @@ from typing import Any, cast
 
 import torch
 import torch.distributed as dist
+import torchmetrics
 from torch import Tensor
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 try:
     import lightning.pytorch as pl
@@ -126,6 +127,30 @@ def _padded_samplers(loaders: list[Any] | None) -> list[tuple[int, int, int]]:
         total = getattr(sampler, "total_size", None)
         if not sampler.drop_last and size is not None and isinstance(total, int) and total > size:
             found.append((i, size, total))
+    return found
+
+
+def _unsharded_samplers(loaders: list[Any] | None) -> list[tuple[int, int, str]]:
+    """``(dataloader, samples, sampler name)`` of each dataloader that reads its whole dataset on this rank.
+
+    Under DDP Lightning replaces a dataloader's ``SequentialSampler`` or ``RandomSampler`` with a
+    ``DistributedSampler``; ``Trainer(use_distributed_sampler=False)`` keeps it, so every rank reads every
+    sample of its dataset. Where the ranks' datasets are the same (the usual case: one dataset object built
+    by the same code), a metric synced over the ranks counts each sample once per rank. A sampler of the
+    user's own (which may shard), a ``DistributedSampler`` and an ``IterableDataset`` are never reported.
+    """
+    found = []
+    for i, loader in enumerate(loaders or []):
+        if isinstance(getattr(loader, "dataset", None), IterableDataset):
+            continue
+        sampler = getattr(loader, "sampler", None)
+        if sampler is None or type(sampler) not in (SequentialSampler, RandomSampler):
+            sampler = getattr(getattr(loader, "batch_sampler", None), "sampler", None)
+        if type(sampler) not in (SequentialSampler, RandomSampler):
+            continue
+        size = sized_len(getattr(sampler, "data_source", None))
+        if size is not None and size > 0:
+            found.append((i, size, type(sampler).__name__))
     return found
 
 
@@ -769,6 +794,9 @@ class RecMetricCallback(pl.Callback):
 
         Under DDP Lightning gives an evaluation dataloader PyTorch's ``DistributedSampler``, which pads
         the last round with repeated samples: the synced values would count them twice, without a word.
+        With ``use_distributed_sampler=False`` a plain ``SequentialSampler``/``RandomSampler`` stays, and
+        every rank reads the whole dataset: each sample counted once per rank (unless each rank's dataset
+        holds other samples, which the callback cannot see: the warning says so).
         """
         if trainer.world_size < 2 or not trainer.is_global_zero:
             return
@@ -787,6 +815,23 @@ class RecMetricCallback(pl.Callback):
                 f"RecMetricCallback: {stage} dataloader {i} has a DistributedSampler that pads its {size} samples to "
                 f"{total} over {trainer.world_size} ranks, so `{type(pl_module).__name__}.{name}` counts {repeated} "
                 f"sample(s) twice and its values are not those of the {stage} set. Give the dataloader "
+                f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
+                f"sample to exactly one rank.",
+                UserWarning,
+                stacklevel=2,
+            )
+        world = trainer.world_size
+        for i, size, sampler in _unsharded_samplers(loaders):
+            if (stage, i) in self._padding_warned:
+                continue
+            self._padding_warned.add((stage, i))
+            warnings.warn(
+                f"RecMetricCallback: {stage} dataloader {i} reads its {size} samples with a {sampler}, not a "
+                f"DistributedSampler (`Trainer(use_distributed_sampler=False)`), so each of the {world} ranks "
+                f"reads all of them: unless each rank's dataset holds other samples, "
+                f"`{type(pl_module).__name__}.{name}` counts every sample {world} times (its counts and sums "
+                f"of weights are {world} times the {stage} set's; ratios such as NE, AUC or CTR are not changed) "
+                f"and every rank does the whole set's work. Give the dataloader "
                 f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
                 f"sample to exactly one rank.",
                 UserWarning,
@@ -1031,7 +1076,8 @@ class RecMetricCallback(pl.Callback):
         window of another world's steps has no meaning here), with a warning ("lifetime values carried
         from 8 ranks onto 4; windows restart"). The throughput's ``total_examples`` carries (summed onto
         rank 0); its rates and window restart, so the rates are approximate around the resume: they time
-        the steps since it (after a new warm-up) while ``total_examples`` counts the whole run. The
+        the steps since it (the first step after the resume restarts the clock, as after any load; the
+        warm-up is not repeated) while ``total_examples`` counts the whole run. The
         update count is the one Lightning restored (saved rank 0's), so the compute cadence carries on.
         Rank 0 holds every saved rank's states during the merge (the checkpoint dict, which every rank
         loaded, holds them already). Rank 0 says whether the merge succeeded (one object broadcast);
@@ -1047,11 +1093,18 @@ class RecMetricCallback(pl.Callback):
         compute cadence carries on), but not the values last logged before the checkpoint: they do
         not go back in ``trainer.callback_metrics`` (see :meth:`on_train_start`), whose training keys
         then wait for the module's first compute over the resumed fit's samples.
+
+        Under DDP, rank 0 warns of every other metric of the ``LightningModule`` (outside its
+        ``RecMetricModule`` s) that the checkpoint holds states of (a ``Windowed`` or ``Throughput``, whose
+        states are saved by default, a metric after ``persistent(True)``): Lightning has loaded rank 0's
+        states into it on every rank, so its synced values count rank 0's earlier samples once per rank.
         """
         if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
             return
         per_rank = checkpoint.get("rec_metric_modules")
         world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if world > 1 and dist.get_rank() == 0:
+            _warn_restored_from_rank_zero(pl_module, checkpoint, world)
         if per_rank is None:
             if world > 1:
                 for name, module in self._resumed(pl_module).items():
@@ -1178,6 +1231,44 @@ class RecMetricCallback(pl.Callback):
         if module.throughput is not None:  # reset() keeps it with key_style="torchrec"
             module.throughput.reset()
         self._train_restarted = True
+
+
+def _warn_restored_from_rank_zero(pl_module: pl.LightningModule, checkpoint: Mapping[str, Any], world: int) -> None:
+    """Warn of the metrics outside every ``RecMetricModule`` whose states Lightning restored from rank 0's checkpoint.
+
+    Lightning writes the checkpoint from rank 0 and loads its ``state_dict`` into every rank: a metric
+    whose states are saved (a ``Windowed``, a ``Throughput``, any metric after ``persistent(True)``) then
+    holds rank 0's states on every rank, and its synced values count rank 0's samples before the
+    checkpoint once per rank and none of the other ranks'. The callback saves and gives back each
+    rank's own states only for the training module; such a metric cannot tell another rank's states
+    from its own, so it is said here (rank 0, at each resume), never changed.
+    """
+    state = checkpoint.get("state_dict")
+    if not isinstance(state, Mapping) or not state:
+        return
+    keys = [key for key in state if not key.endswith("._extra_state")]  # settings, not samples
+    modules = [name for name, m in pl_module.named_modules() if isinstance(m, RecMetricModule)]
+    found: list[str] = []
+    for name, metric in pl_module.named_modules():
+        if not name or not isinstance(metric, torchmetrics.Metric):
+            continue
+        if any(name == owner or name.startswith(f"{owner}.") for owner in [*modules, *found]):
+            continue  # a module's metric (the callback's concern), or inside one already named (a wrapped metric)
+        if any(key.startswith(f"{name}.") for key in keys):
+            found.append(name)
+    if found:
+        owner = type(pl_module).__name__
+        named = ", ".join(f"`{owner}.{name}`" for name in found)
+        warnings.warn(
+            f"RecMetricCallback: {named} {'was' if len(found) == 1 else 'were'} restored from the checkpoint's "
+            f"states on every rank: Lightning saves the checkpoint on rank 0, so those states are rank 0's alone, and "
+            f"the synced values count rank 0's samples before the checkpoint {world} times and none of the other "
+            f"ranks'. Hold such metrics in a RecMetricModule "
+            f"that the callback updates (it saves every rank's states and gives each its own back), or leave them "
+            f"out of the checkpoint with `persistent(False)` (a resume then starts them afresh).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _warn_same_keys(owner: str, train: tuple[str, RecMetricModule], val: tuple[str, RecMetricModule]) -> None:

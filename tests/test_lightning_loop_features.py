@@ -124,3 +124,27 @@ def test_bf16_mixed_mid_epoch_validation_over_two_loaders(tmp_path):
             for name in METRICS:
                 key = f"val/{name}/click/dataloader_idx_{loader}"
                 assert row[key] == pytest.approx(expected[name], rel=1e-9, abs=1e-12), (run, key)
+
+
+def test_interval_rows_carry_the_epoch_as_lightnings_rows_do(tmp_path):
+    """Lightning writes ``epoch`` in every row it logs; the callback's interval rows (written to the loggers at
+    their own step) had none, so a CSV's rows of the interval values showed no epoch."""
+    model = _Model()
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=logger,
+        callbacks=[RecMetricCallback()],
+        limit_train_batches=7,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(model, DataLoader(_data(112, 1), batch_size=BATCH))
+    rows = pd.read_csv(f"{logger.log_dir}/metrics.csv")
+    rows = rows[rows["train/ne/click"].notna()]
+    batches = (rows["train/throughput/total_examples"] // BATCH).astype(int).tolist()
+    assert batches == [3, 6, 7, 9, 12, 14]  # every 3 batches, and each epoch's end
+    assert rows["epoch"].tolist() == [(n - 1) // 7 for n in batches]

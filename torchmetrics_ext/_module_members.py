@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from torchmetrics_ext.metrics._checkpoints import (
+    _FILL_ALONE,
     reset_cleared_states,
     reset_left_states,
     resets_taken,
@@ -59,6 +61,36 @@ def _fill_member(member: Metric, leader: Metric) -> str | None:
     member.merge_state(leader.metric_state)
     member.__dict__[_FILLED_AT] = (*_changes(member), resets_taken(leader))
     return what
+
+
+# a compute group member's (name, leader's name) in its module, for the warnings of a compute of its own
+_NAMES = "_member_names"
+# true inside a module's compute, which fills its members itself (with the synced states under DDP)
+IN_MODULE_COMPUTE: ContextVar[bool] = ContextVar("IN_MODULE_COMPUTE", default=False)
+
+
+def _fill_alone(member: Metric, leader: Metric) -> None:
+    """Fill ``member`` with ``leader``'s states for a ``compute()`` of its own (outside its module's).
+
+    TorchMetrics' compute groups let a member be computed on its own (its states are its leader's,
+    by reference); Lightning does so for ``self.log("ctr", module.metrics["ctr"], on_epoch=True)``.
+    A module's member holds its leader's states as of the module's last compute: filled here, it
+    reports what its group has seen now (nothing to do when it still holds them), and what was put
+    into it directly is dropped with the module's warning.
+    """
+    if IN_MODULE_COMPUTE.get() or _holds_states_of(member, leader):
+        return
+    what = _fill_member(member, leader)
+    names = member.__dict__.get(_NAMES)
+    if what is not None and names is not None:
+        name, lead = names
+        if what == "leader reset":
+            _warn_changed_member(lead, lead, what, [name])
+        else:
+            _warn_changed_member(name, lead, what)
+
+
+_FILL_ALONE[:] = [_fill_alone]
 
 
 def _warn_changed_member(name: str, lead: str, what: str, cleared: Sequence[str] = ()) -> None:

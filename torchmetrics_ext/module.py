@@ -61,7 +61,9 @@ from torchmetrics_ext._module_domains import (
 from torchmetrics_ext._module_loading import CheckpointLoading
 from torchmetrics_ext._module_members import (
     _FILLED_AT,
+    _NAMES,
     _STATES_OF,
+    IN_MODULE_COMPUTE,
     _changes,
     _fill_member,
     _holds_states_of,
@@ -1739,6 +1741,7 @@ class RecMetricModule(CheckpointLoading):
         members: list[tuple[TaskMetric, TaskMetric]] = []  # (leader, member) task metrics of compute groups
         cleared: dict[str, list[str]] = {}  # a leader reset alone -> the members whose states it cleared
         with ExitStack() as stack:
+            stack.callback(IN_MODULE_COMPUTE.reset, IN_MODULE_COMPUTE.set(True))  # members are filled below
             for (name, part), metric in self._leaves():
                 source = gathered.get((self._leader.get(name, name), part))
                 if source is not None or syncs_on_compute(metric):
@@ -2079,6 +2082,10 @@ class RecMetricModule(CheckpointLoading):
         ``keep_linked``: a member already linked to its leader and marked (a copy made with the module)
         keeps its marks, and so what is pending since the module's last compute.
         """
+        for name, lead in self._leader.items():
+            if lead != name:
+                for member in self._parts(self._unit(name)).values():
+                    member.__dict__[_NAMES] = (name, lead)  # for the warnings of a compute of its own
         for member, leader in self._member_parts():
             if keep_linked and member.__dict__.get("_states_source") is leader and _FILLED_AT in member.__dict__:
                 continue

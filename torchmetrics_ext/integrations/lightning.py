@@ -249,7 +249,8 @@ class RecMetricCallback(pl.Callback):
     * after each training step: ``train`` module ``update(outputs)`` (a step that returned
       ``None`` counts as a step without samples, on its rank alone or on all); when its
       ``should_compute()`` is true, its ``compute()`` values are written to the trainer's loggers
-      at that step, and only there (as Lightning's ``LearningRateMonitor`` writes its values;
+      at that step with the ``epoch`` (as every row Lightning writes), and only there (as Lightning's
+      ``LearningRateMonitor`` writes its values;
       ``log_dict`` from a step hook would repeat the last values at every later logging step of
       the epoch, under steps where nothing was computed), whatever ``log_every_n_steps`` is; they
       also go to ``trainer.callback_metrics`` (e.g. for ``ModelCheckpoint(monitor=...)``). The
@@ -750,8 +751,9 @@ class RecMetricCallback(pl.Callback):
             trainer.callback_metrics.update(values)
             scalars = {key: float(value) for key, value in values.items()}
             step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step Lightning logs this batch at
+            row = {**scalars, "epoch": trainer.current_epoch}  # as every row Lightning writes holds it
             for logger in trainer.loggers:  # rank-zero only, as Lightning's loggers are
-                logger.log_metrics(scalars, step=step)
+                logger.log_metrics(dict(row), step=step)  # a copy each: a logger may edit its dict
             self._train_logged_at = module._step
             self._train_values = (module._step, dict(scalars))  # a copy: a logger may edit its dict
 

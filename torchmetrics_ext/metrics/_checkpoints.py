@@ -327,6 +327,24 @@ def held_states(metric: Metric) -> tuple[int, int, int] | None:
     return resets_taken(metric), metric._update_count, states_written(metric)
 
 
+# set by ``torchmetrics_ext._module_members``: what gives a compute group member its source's states before
+# a ``compute()`` of its own (the metrics layer knows members by their ``_states_source`` alone)
+_FILL_ALONE: list[Callable[[Metric, Metric], None]] = []
+
+
+def fill_from_source(member: Metric) -> None:
+    """Give ``member`` its source's states now, when it reports another's (see :func:`share_states_with`).
+
+    A compute group member of a ``RecMetricModule`` is never updated: the module fills it with its
+    leader's states at its own ``compute()``. Computed on its own (``module.metrics["ctr"].compute()``,
+    or by Lightning for ``self.log("ctr", module.metrics["ctr"])``), it is filled here first, so its
+    value is that of the samples its group has seen, not ``nan`` or the module's last compute.
+    """
+    source = member.__dict__.get("_states_source")
+    if source is not None and _FILL_ALONE:
+        _FILL_ALONE[0](member, source)
+
+
 def share_states_with(member: Metric, source: Metric) -> None:
     """Record that ``member`` reports ``source``'s states (a compute group's member and its leader).
 

@@ -30,6 +30,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     _count_reset,
     _count_states_written,
     derive_missing,
+    fill_from_source,
     held_states,
 )
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
@@ -459,6 +460,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
             # only: it fired on such a rank (when rank 0) though the value was every rank's, never after
             # zero-weight batches, and for states loaded from a checkpoint or merged in (data, not a
             # forgotten update).
+            fill_from_source(self)  # a compute group member computed on its own: its leader's states now
             if self.__dict__["_update_count"]:
                 return wrapped(*args, **kwargs)
             with counted_as_updated([self]):

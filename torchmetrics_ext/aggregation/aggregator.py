@@ -339,8 +339,10 @@ class MetricsAggregator:
             SUM/MEAN/MAX/MIN/DISTRIBUTION or a value that is not a ``str``/``int`` for
             CATEGORICAL_COUNT.
         ValueError: from :meth:`update`, on NaN/inf values (NaN of a SUM/MEAN/MAX/MIN key whose
-            handler takes NaN excepted: see :meth:`register_handler`) or a ``(dataset, name)`` reused
-            with another aggregation type (the message names both). A rejected batch changes nothing.
+            handler takes NaN excepted: see :meth:`register_handler`), an empty ``dataset_name`` or
+            ``name`` (logged as ``train_/x``; torchtune takes it, :class:`MetricTransform` refuses it) or a
+            ``(dataset, name)`` reused with another aggregation type (the message names both). A rejected
+            batch changes nothing.
 
     Note:
         Memory: one metric per key; a DISTRIBUTION key takes about 60 kB whatever the number of
@@ -643,6 +645,12 @@ class MetricsAggregator:
         if not (isinstance(key[0], str) and isinstance(key[1], str)):  # checked once, when the key is new
             raise TypeError(
                 f"Expected a record's `dataset_name` and `name` to be strings, got {key[0]!r} and {key[1]!r}."
+            )
+        if not (key[0] and key[1]):  # logged as "train_/x" or "train_alpaca/": refused, as the transform does
+            field = "dataset_name" if not key[0] else "name"
+            raise ValueError(
+                f"Metric {key[1]!r} of dataset {key[0]!r}: expected a non-empty `{field}` (it would be logged as "
+                f"'{{prefix}}_{key[0]}/{key[1]}'); `MetricTransform.set_dataset_name` refuses an empty name alike."
             )
         if not taken:
             taken.update(map(id, self.metrics.values()))

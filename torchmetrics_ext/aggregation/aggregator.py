@@ -32,7 +32,7 @@ from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import GuardedMetric, counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states, outside_group
-from torchmetrics_ext.utilities.formatting import exact_text
+from torchmetrics_ext.utilities.formatting import article, exact_text
 from torchmetrics_ext.utilities.warnings import (
     UndefinedMetricWarning,
     naming_metric,
@@ -74,7 +74,9 @@ def _type_name(agg_type: AggregationType) -> str:
     if isinstance(agg_type, AggregationType):
         return agg_type.name
     kind = type(agg_type)
-    return repr(agg_type) + ("" if kind.__module__ == "builtins" else f" (a {kind.__module__}.{kind.__qualname__})")
+    return repr(agg_type) + (
+        "" if kind.__module__ == "builtins" else f" ({article(f'{kind.__module__}.{kind.__qualname__}')})"
+    )
 
 
 def _bad_record_message(records: list[Any]) -> str:
@@ -166,7 +168,7 @@ def _rejected(key: Key, agg_type: AggregationType, err: Exception) -> TypeError 
     message = str(err)
     clause = message[:1].lower() + message[1:]
     error = TypeError if isinstance(err, TypeError) else ValueError
-    return error(f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: {clause}")
+    return error(f"Metric {key[1]!r} of dataset {key[0]!r} is {article(_type_name(agg_type))}: {clause}")
 
 
 def _entry_names(keys: list[Any], base: str) -> list[str]:
@@ -272,8 +274,8 @@ def _packed(value: Any, path: str, tensors: dict[str, Tensor], key: Key) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"value": value}
     raise TypeError(
-        f"Cannot checkpoint metric {key[1]!r} of dataset {key[0]!r}: its extra state {path!r} holds a "
-        f"{type(value).__name__}, not dicts, lists, numbers, strings or tensors."
+        f"Cannot checkpoint metric {key[1]!r} of dataset {key[0]!r}: its extra state {path!r} holds "
+        f"{article(type(value).__name__)}, not dicts, lists, numbers, strings or tensors."
     )
 
 
@@ -671,7 +673,7 @@ class MetricsAggregator:
         metric = self._new_metric(agg_type)
         if id(metric) in taken:
             raise ValueError(
-                f"The {_type_name(agg_type)} handler returned a {type(metric).__name__} that is already in use: "
+                f"The {_type_name(agg_type)} handler returned {article(type(metric).__name__)} that is already in use: "
                 "two metrics would share one state. `metric_factory` must return a new metric at each call "
                 "(e.g. the class, or `lambda: Sum()`), not one instance."
             )
@@ -800,12 +802,12 @@ class MetricsAggregator:
                 probe = self._probed.get(agg_type, _NO_PROBE)
                 if (sync_kind(metric, self.process_group), state_layout(metric)) != probe[:2]:
                     raise RuntimeError(
-                        f"it made a {type(metric).__name__}, which syncs unlike the metric it made before (a handler "
-                        "must make the same kind of metric at each call)"
+                        f"it made {article(type(metric).__name__)}, which syncs unlike the metric it made before "
+                        "(a handler must make the same kind of metric at each call)"
                     )
                 if reported_percentiles(metric) != probe[3]:
                     raise RuntimeError(
-                        f"it made a {type(metric).__name__} reporting other percentiles than the metric it made "
+                        f"it made {article(type(metric).__name__)} reporting other percentiles than the metric it made "
                         "before (a handler must make the same kind of metric at each call)"
                     )
             except Exception as err:  # any error of the user's factory, told to every rank

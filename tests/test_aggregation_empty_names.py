@@ -36,3 +36,15 @@ def test_an_empty_name_is_refused_and_the_batch_changes_nothing(dataset: str, na
 def test_the_transform_refuses_the_same_empty_dataset_name() -> None:
     with pytest.raises(ValueError, match="non-empty"):
         DefaultTrainingMetricTransform().set_dataset_name("")
+
+
+@pytest.mark.parametrize("bad", [None, 1, b"alpaca"])
+def test_set_dataset_name_of_a_wrong_type_is_a_type_error_and_keeps_the_name(bad: object) -> None:
+    """The aggregation family's convention (a record's non-str dataset_name is a TypeError in update)."""
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    with pytest.raises(TypeError, match=r"Expected `dataset_name` to be a non-empty string, got"):
+        transform.set_dataset_name(bad)  # type: ignore[arg-type]
+    assert transform.dataset_name == "alpaca"
+    with pytest.raises(TypeError, match=r"`dataset_name` and `name` to be strings"):
+        MetricsAggregator().update([Metric(bad, "x", 1, SUM)])  # type: ignore[arg-type]

@@ -419,10 +419,10 @@ def test_one_element_numpy_arrays_are_numbers_like_one_element_tensors(agg_type)
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
-        (np.array([1.0, 2.0]), r"one-element tensor or array is one\), got a ndarray of shape \(2,\)"),
+        (np.array([1.0, 2.0]), r"one-element tensor or array is one\), got an ndarray of shape \(2,\)"),
         (torch.tensor([1.0, 2.0]), r"one-element tensor or array is one\), got a Tensor of shape \(2,\)"),
-        (np.array([], dtype=np.float64), r"got a ndarray of shape \(0,\)"),
-        (np.array(["a"]), r"got a ndarray of shape \(1,\)"),
+        (np.array([], dtype=np.float64), r"got an ndarray of shape \(0,\)"),
+        (np.array(["a"]), r"got an ndarray of shape \(1,\)"),
     ],
     ids=["two-element-array", "two-element-tensor", "empty-array", "str-array"],
 )

@@ -4493,9 +4493,7 @@ def _refused(kind: str) -> tuple[dict, bool, type, str]:
         return _saved_state(num_bins=50), False, RuntimeError, match
     if kind == "metric_class":
         state._metadata["metrics.auc_binned.lifetime"]["torchmetrics_ext_metric"] = "AUPRC"
-        match = (
-            r"metric mismatch for (metrics\.)?metrics\.auc_binned\.lifetime: the checkpoint holds the states of a AUPRC"
-        )
+        match = r"metric mismatch for (metrics\.)?metrics\.auc_binned\.lifetime: the checkpoint holds the states of an AUPRC"
         return state, False, RuntimeError, match
     if kind == "num_tasks":  # a one-task module's, saved by a version that recorded no task names
         state = _saved_state(tasks=TASKS[:1])

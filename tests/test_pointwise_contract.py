@@ -2110,7 +2110,11 @@ def test_merge_state_refuses_every_metric_of_another_class_and_changes_nothing()
 @pytest.mark.parametrize(
     ("ours", "theirs", "match"),
     [
-        (tmx.AUC, tmx.AUPRC, r"Cannot merge a AUPRC into a AUC: merge_state takes a AUC \(or a dict of its states\)"),
+        (
+            tmx.AUC,
+            tmx.AUPRC,
+            r"Cannot merge an AUPRC into an AUC: merge_state takes an AUC \(or a dict of its states\)",
+        ),
         (tmx.NormalizedEntropy, tmx.RecalibratedNE, r"Cannot merge a RecalibratedNE into a NormalizedEntropy"),
         (tmx.WeightedNMSE, tmx.WeightedNRMSE, r"Cannot merge a WeightedNRMSE into a WeightedNMSE"),  # a subclass
         (
@@ -2173,7 +2177,7 @@ def test_load_state_dict_refuses_another_metrics_checkpoint_and_changes_nothing(
     auc.persistent(True)
     auprc.persistent(True)
     auc.update(P, Y)
-    with pytest.raises(RuntimeError, match=r"metric mismatch for AUPRC: the checkpoint holds the states of a AUC"):
+    with pytest.raises(RuntimeError, match=r"metric mismatch for AUPRC: the checkpoint holds the states of an AUC"):
         auprc.load_state_dict(auc.state_dict())
     auprc.load_state_dict(dict(auc.state_dict()))  # no metadata: checked by its state names and shapes only
     np.testing.assert_allclose(auprc.compute().item(), skm.average_precision_score(Y.numpy(), P.numpy()))

@@ -986,7 +986,7 @@ def test_merge_state_refuses_the_other_mode_and_changes_nothing(name, session_in
     source = incoming.lifetime if name.startswith("Windowed") else incoming
     for given in (incoming, dict(source.metric_state)):
         refused = (
-            r"Cannot merge (into .*(unexpected|missing) \[.*another mode or setting|a .*queries_complete_per_batch)"
+            r"Cannot merge (into .*(unexpected|missing) \[.*another mode or setting|an? .*queries_complete_per_batch)"
         )
         with pytest.raises(ValueError, match=refused):
             receiver.merge_state(given)

@@ -28,6 +28,7 @@ from torchmetrics_ext.registry import (
     torchrec_requirements,
 )
 from torchmetrics_ext.utilities.checks import as_bool, as_str, refuse_repeats
+from torchmetrics_ext.utilities.formatting import article
 from torchmetrics_ext.wrappers.segmented import Segmented
 from torchmetrics_ext.wrappers.windowed import Windowed
 
@@ -375,7 +376,8 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
         )
     if metric.value_ndim:
         raise TypeError(
-            f"Metric {name!r} ({cls}) reports a {metric.value_ndim}-D value per task (value_ndim={metric.value_ndim}: "
+            f"Metric {name!r} ({cls}) reports {article(f'{metric.value_ndim}-D')} value per task "
+            f"(value_ndim={metric.value_ndim}: "
             "a curve over bins, labels or segments), and RecMetricModule reports one number per key (for "
             "log_dict). Use it as a standalone metric."
         )

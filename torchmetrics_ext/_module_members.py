@@ -24,6 +24,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     resets_taken,
     states_written,
 )
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
@@ -122,7 +123,7 @@ def _warn_changed_member(name: str, lead: str, what: str, cleared: Sequence[str]
             "`compute_groups`), whose states it reports. Feed the module's `update(model_out)`, merge into the "
             f"group's first metric (`module.metrics[{lead!r}]`), or use a metric outside the module."
         )
-    warnings.warn(text, UserWarning, stacklevel=4)
+    warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
 
 
 def _warn_carried_samples(carried: Sequence[str], groups: Sequence[Sequence[str]]) -> None:
@@ -143,7 +144,7 @@ def _warn_carried_samples(carried: Sequence[str], groups: Sequence[Sequence[str]
         "which would report its earlier samples as theirs, or drop them. Pass fresh instances (registry names, "
         "classes), or keep such a metric outside the module for a value of its own.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,8 +32,13 @@ from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import GuardedMetric, counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states, outside_group
-from torchmetrics_ext.utilities.formatting import exact_text
-from torchmetrics_ext.utilities.warnings import naming_metric, silencing_undefined
+from torchmetrics_ext.utilities.formatting import article, exact_text
+from torchmetrics_ext.utilities.warnings import (
+    UndefinedMetricWarning,
+    naming_metric,
+    silencing_undefined,
+    user_stacklevel,
+)
 
 __all__ = ["MetricsAggregator"]
 
@@ -68,7 +74,9 @@ def _type_name(agg_type: AggregationType) -> str:
     if isinstance(agg_type, AggregationType):
         return agg_type.name
     kind = type(agg_type)
-    return repr(agg_type) + ("" if kind.__module__ == "builtins" else f" (a {kind.__module__}.{kind.__qualname__})")
+    return repr(agg_type) + (
+        "" if kind.__module__ == "builtins" else f" ({article(f'{kind.__module__}.{kind.__qualname__}')})"
+    )
 
 
 def _bad_record_message(records: list[Any]) -> str:
@@ -160,7 +168,7 @@ def _rejected(key: Key, agg_type: AggregationType, err: Exception) -> TypeError 
     message = str(err)
     clause = message[:1].lower() + message[1:]
     error = TypeError if isinstance(err, TypeError) else ValueError
-    return error(f"Metric {key[1]!r} of dataset {key[0]!r} is a {_type_name(agg_type)}: {clause}")
+    return error(f"Metric {key[1]!r} of dataset {key[0]!r} is {article(_type_name(agg_type))}: {clause}")
 
 
 def _entry_names(keys: list[Any], base: str) -> list[str]:
@@ -266,8 +274,8 @@ def _packed(value: Any, path: str, tensors: dict[str, Tensor], key: Key) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"value": value}
     raise TypeError(
-        f"Cannot checkpoint metric {key[1]!r} of dataset {key[0]!r}: its extra state {path!r} holds a "
-        f"{type(value).__name__}, not dicts, lists, numbers, strings or tensors."
+        f"Cannot checkpoint metric {key[1]!r} of dataset {key[0]!r}: its extra state {path!r} holds "
+        f"{article(type(value).__name__)}, not dicts, lists, numbers, strings or tensors."
     )
 
 
@@ -333,8 +341,10 @@ class MetricsAggregator:
             SUM/MEAN/MAX/MIN/DISTRIBUTION or a value that is not a ``str``/``int`` for
             CATEGORICAL_COUNT.
         ValueError: from :meth:`update`, on NaN/inf values (NaN of a SUM/MEAN/MAX/MIN key whose
-            handler takes NaN excepted: see :meth:`register_handler`) or a ``(dataset, name)`` reused
-            with another aggregation type (the message names both). A rejected batch changes nothing.
+            handler takes NaN excepted: see :meth:`register_handler`), an empty ``dataset_name`` or
+            ``name`` (logged as ``train_/x``; torchtune takes it, :class:`MetricTransform` refuses it) or a
+            ``(dataset, name)`` reused with another aggregation type (the message names both). A rejected
+            batch changes nothing.
 
     Note:
         Memory: one metric per key; a DISTRIBUTION key takes about 60 kB whatever the number of
@@ -342,7 +352,9 @@ class MetricsAggregator:
         default for ``reset`` is kept as one element), a CATEGORICAL_COUNT one float64 per
         category. Values that are undefined (the ``std`` of a single value; the sums kept about a
         shift give the ``std`` of values far from 0 to full precision, see :class:`Distribution`)
-        are left out of the logging dict, as torchtune does. Nothing here is a ``MetricCollection``, so compute
+        are left out of the logging dict, as torchtune does; any other key left out for ``nan`` (a
+        mean of no value, a registered handler's ``nan``) gets one ``UndefinedMetricWarning`` naming
+        it, once per key until :meth:`reset`. Nothing here is a ``MetricCollection``, so compute
         groups can never merge two datasets' metrics.
 
     Examples:
@@ -388,6 +400,8 @@ class MetricsAggregator:
         self._loaded_updates: dict[Key, int] = {}
         # how a new metric of each type would sync and its states (see _handler_kinds), probed once per handler
         self._probed: dict[AggregationType, _Probe] = {}
+        # logged keys already said to be left out for nan (see _warn_left_out)
+        self._left_out: set[str] = set()
 
     # ------------------------------------------------------------------ configuration
 
@@ -416,7 +430,8 @@ class MetricsAggregator:
         ``nan_strategy`` decides: ``"ignore"`` drops them, ``"warn"`` drops them with one warning
         per key and update, a float replaces them, ``"disable"`` keeps them, so the value is NaN from
         then on (until :meth:`reset`) and is logged as ``nan`` (other NaN values, undefined ones, are
-        left out). A batch without NaN takes the usual path (``fold`` of its summary). DISTRIBUTION and
+        left out, with one ``UndefinedMetricWarning`` per key: see :meth:`get_metrics_for_logging`).
+        A batch without NaN takes the usual path (``fold`` of its summary). DISTRIBUTION and
         CATEGORICAL_COUNT refuse NaN whatever the handler; a wrapper such as ``Windowed`` declares no
         ``nan_strategy`` of its own, so its key refuses NaN, even around a metric that takes NaN
         (``Windowed(Mean(nan_strategy="ignore"), n)``; the error says so): its window would count
@@ -549,6 +564,7 @@ class MetricsAggregator:
         self._keys = {}
         self._next_id = 0
         self._loaded_updates = {}
+        self._left_out = set()
 
     # ------------------------------------------------------------------ update
 
@@ -632,6 +648,12 @@ class MetricsAggregator:
             raise TypeError(
                 f"Expected a record's `dataset_name` and `name` to be strings, got {key[0]!r} and {key[1]!r}."
             )
+        if not (key[0] and key[1]):  # logged as "train_/x" or "train_alpaca/": refused, as the transform does
+            field = "dataset_name" if not key[0] else "name"
+            raise ValueError(
+                f"Metric {key[1]!r} of dataset {key[0]!r}: expected a non-empty `{field}` (it would be logged as "
+                f"'{{prefix}}_{key[0]}/{key[1]}'); `MetricTransform.set_dataset_name` refuses an empty name alike."
+            )
         if not taken:
             taken.update(map(id, self.metrics.values()))
         try:
@@ -651,7 +673,7 @@ class MetricsAggregator:
         metric = self._new_metric(agg_type)
         if id(metric) in taken:
             raise ValueError(
-                f"The {_type_name(agg_type)} handler returned a {type(metric).__name__} that is already in use: "
+                f"The {_type_name(agg_type)} handler returned {article(type(metric).__name__)} that is already in use: "
                 "two metrics would share one state. `metric_factory` must return a new metric at each call "
                 "(e.g. the class, or `lambda: Sum()`), not one instance."
             )
@@ -780,12 +802,12 @@ class MetricsAggregator:
                 probe = self._probed.get(agg_type, _NO_PROBE)
                 if (sync_kind(metric, self.process_group), state_layout(metric)) != probe[:2]:
                     raise RuntimeError(
-                        f"it made a {type(metric).__name__}, which syncs unlike the metric it made before (a handler "
-                        "must make the same kind of metric at each call)"
+                        f"it made {article(type(metric).__name__)}, which syncs unlike the metric it made before "
+                        "(a handler must make the same kind of metric at each call)"
                     )
                 if reported_percentiles(metric) != probe[3]:
                     raise RuntimeError(
-                        f"it made a {type(metric).__name__} reporting other percentiles than the metric it made "
+                        f"it made {article(type(metric).__name__)} reporting other percentiles than the metric it made "
                         "before (a handler must make the same kind of metric at each call)"
                     )
             except Exception as err:  # any error of the user's factory, told to every rank
@@ -824,11 +846,48 @@ class MetricsAggregator:
             out[agg_type.value] = probed[agg_type]
         return out
 
+    def _warn_left_out(self, key: str, metric: TorchMetric) -> None:
+        """Say once per logged ``key`` (until :meth:`reset`) that its ``nan`` is left out of the logged dict."""
+        warned: set[str] = self.__dict__.setdefault("_left_out", set())  # older pickles lack it
+        if key in warned:
+            return
+        warned.add(key)
+        warnings.warn(
+            f"MetricsAggregator: {key!r} is undefined ({type(metric).__name__}.compute() gave nan) and is left out of "
+            "the logged dict (said once per key until reset()). A mean of no value (every record NaN under a "
+            "handler whose nan_strategy drops them), a window or a handler's own nan do this; a nan_strategy="
+            '"disable" handler logs its NaN.',
+            UndefinedMetricWarning,
+            stacklevel=user_stacklevel(),
+        )
+
     def get_metrics_for_logging(self, prefix: str = "train") -> dict[str, float]:
         """``{f"{prefix}_{dataset}/{name}": value}`` over everything seen on every rank.
 
         A collective under ``torch.distributed``: every rank must call it, and every rank gets
         the same dict.
+
+        A value that is ``nan`` is undefined and left out (a ``nan_strategy="disable"`` handler's kept
+        NaN record excepted: logged as ``nan``). A DISTRIBUTION's std of one value is left out without
+        a word, as torchtune does; any other key left out gets one ``UndefinedMetricWarning`` naming
+        it, the first time (once per key until :meth:`reset`), pointing at this call.
+
+        Examples:
+            >>> import warnings
+            >>> from torchmetrics_ext.aggregation import AggregationType, Mean, Metric, MetricsAggregator
+            >>> aggregator = MetricsAggregator()
+            >>> aggregator.register_handler(AggregationType.MEAN, lambda: Mean(nan_strategy="ignore"))
+            >>> aggregator.update([Metric("alpaca", "loss", float("nan"), AggregationType.MEAN)])
+            >>> aggregator.update([Metric("alpaca", "seq_len", 7, AggregationType.DISTRIBUTION)])
+            >>> with warnings.catch_warnings(record=True) as caught:
+            ...     warnings.simplefilter("always")
+            ...     logged = aggregator.get_metrics_for_logging(prefix="train")
+            >>> "train_alpaca/loss" in logged, "train_alpaca/seq_len_stat_std" in logged  # of no value, of one
+            (False, False)
+            >>> logged["train_alpaca/seq_len_stat_mean"]
+            7.0
+            >>> [str(w.message).split(" (")[0] for w in caught]  # only the loss is said
+            ["MetricsAggregator: 'train_alpaca/loss' is undefined"]
 
         Raises:
             ValueError: two metrics would be logged under one key (``Metric("a/b", "c")`` and
@@ -844,11 +903,13 @@ class MetricsAggregator:
         sources: dict[str, Key] = {}  # logged key -> the (dataset, name) it comes from
         clashes: list[str] = []
 
-        def put(key: str, number: float, source: Key, metric: TorchMetric) -> None:
+        def put(key: str, number: float, source: Key, metric: TorchMetric, quiet: bool = False) -> None:
             if sources.setdefault(key, source) != source:
                 clashes.append(f"{key!r} from {sources[key]} and from {source}")
             elif not math.isnan(number) or _keeps_nan(metric):  # a kept NaN record's NaN is no undefined value
                 out[key] = number
+            elif not quiet:
+                self._warn_left_out(key, metric)
 
         # undefined values are not logged (nan dropped below); a rank without updates syncs the others'
         # states: neither warns (without touching the process's warning filters)
@@ -883,7 +944,9 @@ class MetricsAggregator:
                         if not all(type(number) is float for number in numbers):  # tensors (a compute's)
                             numbers = _numbers(numbers, base, agg_type)
                     for sub, number in zip(keys, numbers, strict=True):
-                        put(f"{base}{sub}", number, (ds, name), metric)
+                        # a DISTRIBUTION's std of one value is left out without a word, as torchtune does
+                        quiet = agg_type is AggregationType.DISTRIBUTION and sub.endswith(f"{joiner}std")
+                        put(f"{base}{sub}", number, (ds, name), metric, quiet)
                 else:
                     try:
                         number = float(value)

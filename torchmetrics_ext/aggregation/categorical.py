@@ -19,6 +19,7 @@ from torchmetrics_ext.aggregation.checks import check_categories
 from torchmetrics_ext.metrics._checkpoints import UNCHECKED_SUFFIX
 from torchmetrics_ext.metrics.base import _FORWARD_CONTEXT, one_task
 from torchmetrics_ext.utilities.data import ordered_union
+from torchmetrics_ext.utilities.formatting import article
 
 __all__ = ["CategoricalCount", "Category", "CategoryBatch"]
 
@@ -743,8 +744,8 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
                 state_dict[prefix + "category_bytes"], state_dict[prefix + "category_ends"] = _joined_keys(former)
             else:
                 error_msgs.append(
-                    f"state mismatch for {prefix}category_keys: the checkpoint holds a {type(former).__name__}, "
-                    f"a {type(self).__name__} of an earlier version a list of tensors."
+                    f"state mismatch for {prefix}category_keys: the checkpoint holds {article(type(former).__name__)}, "
+                    f"{article(type(self).__name__)} of an earlier version a list of tensors."
                 )
                 return
         super()._load_from_state_dict(

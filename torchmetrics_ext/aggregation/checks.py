@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_int, check_tensor
+from torchmetrics_ext.utilities.formatting import article
 
 __all__ = [
     "as_values",
@@ -140,8 +141,8 @@ def _bad_value(values: Sequence[object], as_tensor: bool = False) -> TypeError |
             shape = getattr(value, "shape", None)
             if isinstance(shape, tuple) and not isinstance(value, (str, bytes, np.generic)):  # a NumPy scalar has one
                 return TypeError(
-                    "Expected a finite number (a one-element tensor or array is one), got a "
-                    f"{type(value).__name__} of shape {tuple(shape)}: {value!r}."
+                    "Expected a finite number (a one-element tensor or array is one), got "
+                    f"{article(type(value).__name__)} of shape {tuple(shape)}: {value!r}."
                 )
             kind = "a number" if isinstance(value, (str, bytes)) else "a finite number"
             return TypeError(f"Expected {kind}, got {value!r} ({type(value).__name__}).")

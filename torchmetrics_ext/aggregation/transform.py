@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torchmetrics_ext.aggregation.types import AggregationType, Metric, MetricValue
+from torchmetrics_ext.utilities.formatting import article
 
 __all__ = ["DefaultTrainingMetricTransform", "MetricTransform"]
 
@@ -55,7 +56,7 @@ def _check_one_sequence(field: str, tokens: Any) -> None:
     if isinstance(ndim, int) and ndim > 1:
         got = f"shape {tuple(tokens.shape)}"
     elif isinstance(tokens, (list, tuple)) and tokens and _is_a_sequence(tokens[0]):
-        got = f"a {type(tokens).__name__} of {len(tokens)} sequences"
+        got = f"{article(type(tokens).__name__)} of {len(tokens)} sequences"
     else:
         return
     raise ValueError(
@@ -102,10 +103,29 @@ class MetricTransform(ABC):
     def set_dataset_name(self, dataset_name: str) -> None:
         """Set the dataset namespace of every record this transform creates.
 
+        A wrong type is a ``TypeError`` and a wrong value a ``ValueError``, as everywhere in the
+        aggregation family (a record's ``dataset_name`` that is not a ``str`` is a ``TypeError`` in
+        :meth:`MetricsAggregator.update`, an empty one a ``ValueError``). A refused name leaves the
+        one set before.
+
         Raises:
-            ValueError: if ``dataset_name`` is not a non-empty string.
+            TypeError: if ``dataset_name`` is not a ``str`` (``None`` included).
+            ValueError: if ``dataset_name`` is empty (it would be logged as ``train_/x``).
+
+        Examples:
+            >>> from torchmetrics_ext.aggregation import DefaultTrainingMetricTransform
+            >>> transform = DefaultTrainingMetricTransform()
+            >>> transform.set_dataset_name(None)
+            Traceback (most recent call last):
+            TypeError: Expected `dataset_name` to be a non-empty string, got None (NoneType).
+            >>> transform.set_dataset_name("")
+            Traceback (most recent call last):
+            ValueError: Expected `dataset_name` to be a non-empty string, got ''.
         """
-        if not isinstance(dataset_name, str) or not dataset_name:
+        if not isinstance(dataset_name, str):
+            kind = type(dataset_name).__name__
+            raise TypeError(f"Expected `dataset_name` to be a non-empty string, got {dataset_name!r} ({kind}).")
+        if not dataset_name:
             raise ValueError(f"Expected `dataset_name` to be a non-empty string, got {dataset_name!r}.")
         self.dataset_name = dataset_name
 

@@ -51,7 +51,9 @@ class Metric:
 
     Attributes:
         dataset_name: the dataset namespace, e.g. ``"alpaca"``; logged as ``{prefix}_{dataset_name}``.
-        name: the metric's name within the dataset, e.g. ``"tokens_seen"``.
+            A non-empty string (:meth:`MetricsAggregator.update` refuses ``""``, as
+            :meth:`MetricTransform.set_dataset_name` does).
+        name: the metric's name within the dataset, e.g. ``"tokens_seen"``; a non-empty string.
         value: a number for SUM/MEAN/MAX/MIN/DISTRIBUTION: a real Python or NumPy number (``bool`` as
             0/1; a complex one is refused), or a one-element real tensor or NumPy array of any shape
             (``torch.tensor([3.0])``, ``np.array([2.0])``); a ``str`` or ``int`` category for

@@ -64,7 +64,7 @@ from torchmetrics_ext.utilities.checks import as_real, check_tensor, sequence_it
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.summation import compensated_add_
-from torchmetrics_ext.utilities.warnings import SketchRangeWarning, _named, warn_undefined
+from torchmetrics_ext.utilities.warnings import SketchRangeWarning, _named, user_stacklevel, warn_undefined
 
 __all__ = ["LARGEST_MAGNITUDE", "SketchBatch", "SketchSpec", "distribution", "percentile_key"]
 
@@ -899,7 +899,7 @@ def _range_note(n: float, lo: float, hi: float, spec: SketchSpec) -> str | None:
 
 def _warn_range(metric: str, note: str) -> None:
     """Emit :class:`~torchmetrics_ext.utilities.warnings.SketchRangeWarning` for ``metric`` with ``note``."""
-    warnings.warn(f"{_named(metric)}: {note}", SketchRangeWarning, stacklevel=4)
+    warnings.warn(f"{_named(metric)}: {note}", SketchRangeWarning, stacklevel=user_stacklevel())
 
 
 def _distribution_compute(

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from torchmetrics_ext.utilities.formatting import article
 from torchmetrics_ext.utilities.load_guard import (
     guard_descendant_loads,
     loading_strictly,
@@ -192,7 +193,7 @@ def tensor_state_problems(
         value = states[key]
         if not isinstance(value, Tensor):
             problems.append(
-                f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
+                f"state mismatch for {key}: the {origin} holds {article(type(value).__name__)}, "
                 f"{owner} expects a tensor of shape {tuple(default.shape)}."
             )
         elif value.shape != default.shape:
@@ -833,8 +834,8 @@ class CheckpointedStates(Metric):
         if not isinstance(saved, str) or saved == ours:
             return []
         return [
-            f"metric mismatch for {prefix[:-1] or ours}: the checkpoint holds the states of a {saved}, this is a "
-            f"{ours}: states of the same names may hold other data or compute another value."
+            f"metric mismatch for {prefix[:-1] or ours}: the checkpoint holds the states of {article(saved)}, this is "
+            f"{article(ours)}: states of the same names may hold other data or compute another value."
         ]
 
     def _start_afresh(self, state_dict: dict[str, Any], prefix: str, present: list[str]) -> None:
@@ -926,7 +927,7 @@ class CheckpointedStates(Metric):
             if isinstance(default, Tensor):
                 if not isinstance(value, Tensor):
                     problems.append(
-                        f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
+                        f"state mismatch for {key}: the {origin} holds {article(type(value).__name__)}, "
                         f"this {type(self).__name__} expects a tensor of shape {tuple(default.shape)}."
                     )
                 elif value.shape != default.shape and not (
@@ -940,7 +941,7 @@ class CheckpointedStates(Metric):
                 isinstance(value, Tensor) or (isinstance(value, list) and all(isinstance(v, Tensor) for v in value))
             ):
                 problems.append(
-                    f"state mismatch for {key}: the {origin} holds a {type(value).__name__}, "
+                    f"state mismatch for {key}: the {origin} holds {article(type(value).__name__)}, "
                     f"this {type(self).__name__} expects a list of tensors."
                 )
         return problems or self._sample_row_problems(state_dict, prefix, origin)

@@ -36,7 +36,7 @@ from torchmetrics_ext.metrics._checkpoints import (
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, _RUNS_JOINED, join_chunks, join_runs_amortised, join_small_tails
 from torchmetrics_ext.utilities.distributed import outside_group
-from torchmetrics_ext.utilities.formatting import exact_text
+from torchmetrics_ext.utilities.formatting import article, exact_text
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
 from torchmetrics_ext.utilities.ownership import write_deferred_states
@@ -698,8 +698,8 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         )
         if isinstance(getattr(other, "lifetime", None), Metric):
             raise ValueError(
-                f"Cannot merge a {type(incoming_state).__name__} into {type(self).__name__}: it holds no states of its "
-                "own; merge its lifetime (`metric.merge_state(other.lifetime)`)."
+                f"Cannot merge {article(type(incoming_state).__name__)} into {type(self).__name__}: it holds no "
+                "states of its own; merge its lifetime (`metric.merge_state(other.lifetime)`)."
             )
         if isinstance(incoming_state, Metric):
             # another class's states may share these names (AUC and AUPRC both keep the scored samples, the
@@ -708,8 +708,9 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
             theirs_kind, ours_kind = merged_kind(incoming_state), merged_kind(self)
             if theirs_kind != ours_kind:
                 raise ValueError(
-                    f"Cannot merge a {theirs_kind} into a {ours_kind}: merge_state takes a {ours_kind} (or a dict of "
-                    f"its states); a {theirs_kind}'s states are not this metric's, even where their names are."
+                    f"Cannot merge {article(theirs_kind)} into {article(ours_kind)}: merge_state takes "
+                    f"{article(ours_kind)} (or a dict of its states); {article(theirs_kind)}'s states are not this "
+                    "metric's, even where their names are."
                 )
         if isinstance(incoming_state, GuardedMetric):
             theirs, ours = incoming_state._checkpoint_settings(), self._checkpoint_settings()
@@ -719,7 +720,9 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
                 same_states=self._states_under_own_names(dict.fromkeys(incoming_state._defaults)).keys()
                 == self._defaults.keys(),
             ):
-                raise ValueError(f"Cannot merge a {type(self).__name__} with settings {theirs} into one with {ours}.")
+                raise ValueError(
+                    f"Cannot merge {article(type(self).__name__)} with settings {theirs} into one with {ours}."
+                )
         states = incoming_state.metric_state if isinstance(incoming_state, Metric) else incoming_state
         if isinstance(states, dict):
             states = self._states_under_own_names(states)

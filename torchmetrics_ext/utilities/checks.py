@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.formatting import article
 from torchmetrics_ext.utilities.warnings import SamplesFirstWarning
 
 __all__ = [
@@ -305,8 +306,8 @@ def sequence_items(name: str, value: object) -> list[object] | None:
         kind = "tensor" if isinstance(array, Tensor) else "array"
         if array.ndim > 1:
             raise ValueError(
-                f"Expected `{name}` to be a flat sequence (a tuple, a list, or a 1-D tensor or array), got a "
-                f"{array.ndim}-D {kind} of shape {tuple(array.shape)}."
+                f"Expected `{name}` to be a flat sequence (a tuple, a list, or a 1-D tensor or array), got "
+                f"{article(f'{array.ndim}-D')} {kind} of shape {tuple(array.shape)}."
             )
         if isinstance(array, Tensor) and array.device.type == "meta":
             raise ValueError(f"Expected `{name}` to hold values, got a tensor on the meta device (it has none).")

@@ -12,6 +12,8 @@ undefined value cannot be mistaken for a real one in a dashboard. Silence the wa
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +21,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
+import torchmetrics
 from torch import Tensor
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "or_no_samples",
     "safe_divide",
     "silencing_undefined",
+    "user_stacklevel",
     "warn_undefined",
     "warn_undefined_flags",
 ]
@@ -77,6 +81,41 @@ _functorch_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
 _PART: ContextVar[str | None] = ContextVar("metric_part", default=None)
 # the name the user gave the metric being computed (a RecMetricModule's key): said instead of its class name
 _NAME: ContextVar[str | None] = ContextVar("metric_name", default=None)
+
+
+# the folders whose frames a warning passes over to reach the user's line: this package's, TorchMetrics'
+# (the `Metric.compute` / `forward` wrappers around ours) and torch's (`nn.Module.__call__` of `metric(...)`)
+_LIBRARY_DIRS = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep
+    for path in (os.path.dirname(__file__), torchmetrics.__file__ or "", torch.__file__ or "")
+)
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning raised by the caller at the first frame outside the libraries.
+
+    What Python 3.12's ``warnings.warn(..., skip_file_prefixes=...)`` does, for every Python the package
+    supports (3.10+) and with one code path: frames of this package, TorchMetrics and torch are passed
+    over, so a warning raised while ``compute()`` runs names the user's ``compute()`` (or ``log_dict``,
+    ``metric(...)``) line however deep the call sits (a wrapper, a module's fused compute, a compute
+    group). Where nothing outside them is on the stack (the command line), the outermost frame is named.
+    The stack is walked only when a warning is actually raised.
+
+    Examples:
+        >>> import warnings
+        >>> from torchmetrics_ext.utilities.warnings import user_stacklevel
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warnings.warn("from here", UserWarning, stacklevel=user_stacklevel())
+        >>> caught[0].filename.startswith("<doctest")  # this line, not a file of the package
+        True
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -251,7 +290,7 @@ def warn_undefined(
 
 
 def _warn_entries(undefined: Tensor, metric: str, reason: str, axes: tuple[str, ...]) -> None:
-    """:func:`warn_undefined` for one reason (the warning points at the caller of its caller)."""
+    """:func:`warn_undefined` for one reason (the warning points at the user's line, see :func:`user_stacklevel`)."""
     metric = _named(metric)
     flat_as = _FLAT_AS.get()
     if flat_as is not None and undefined.ndim <= 1 and len(axes) == 1 and undefined.numel() == math.prod(flat_as[0]):
@@ -269,7 +308,7 @@ def _warn_entries(undefined: Tensor, metric: str, reason: str, axes: tuple[str, 
     warnings.warn(
         f"{metric}{'' if part is None else f' ({part})'} is undefined{where}: {reason}; returning nan.",
         UndefinedMetricWarning,
-        stacklevel=4,
+        stacklevel=user_stacklevel(),
     )
 
 

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
+from torchmetrics_ext.utilities.formatting import article
 from torchmetrics_ext.utilities.inference import ordinary_tensors
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 from torchmetrics_ext.wrappers._ring import is_count
@@ -375,7 +376,7 @@ class HistogramWindow:
         shape = tuple(self.default.shape)
         if not isinstance(state["base"], Tensor):
             base = type(state["base"]).__name__
-            return [f"Window state of a binned histogram holds a {base} as its base, not a tensor."]
+            return [f"Window state of a binned histogram holds {article(str(base))} as its base, not a tensor."]
         if tuple(state["base"].shape) != shape:
             return [
                 f"size mismatch for the window's histogram: the checkpoint's has shape "

@@ -52,6 +52,7 @@ from torchmetrics_ext.utilities.chunks import (
     join_small_tails,
     small_runs,
 )
+from torchmetrics_ext.utilities.formatting import article
 from torchmetrics_ext.utilities.inference import ordinary_tensors
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
 
@@ -90,7 +91,7 @@ def state_kind(name: str, reduction: Any, default: Any) -> str:
             f"reduces with {label}, so its window cannot be built from per-update statistics."
         )
     if kind == "cat" and not isinstance(default, list):
-        raise ValueError(f"Expected the cat state `{name}` to be a list state, got a {type(default).__name__}.")
+        raise ValueError(f"Expected the cat state `{name}` to be a list state, got {article(type(default).__name__)}.")
     if kind != "cat" and not isinstance(default, Tensor):
         raise ValueError(f"Expected state `{name}` to be a tensor, got {type(default).__name__}.")
     if kind == "sum" and not default.is_meta and bool(default.any()):  # meta (a model built there): no values

@@ -21,7 +21,7 @@ pytest.importorskip("accelerate")
 
 from transformers import EvalPrediction  # noqa: E402
 
-from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics  # noqa: E402
+from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics  # noqa: E402
 
 LABEL_NAMES = ("labels", "weight", "user_id")
 
@@ -214,3 +214,110 @@ def test_bad_weights_and_ids_are_named_by_their_label_names_entry(arrays, error,
         compute(EvalPrediction(predictions=z, label_ids=arrays(y, w, u)), compute_result=False)
     # the failed evaluation left nothing behind (documented: a call that raises resets the metrics)
     assert compute(good, compute_result=True)["auc"] == pytest.approx(roc_auc_score(y, z))
+
+
+def _ndcg(scores: np.ndarray, relevance: np.ndarray, sessions: np.ndarray, k: int | None) -> float:
+    """Mean NDCG@k over the sessions with a relevant row (linear gain, log2 discount), in numpy."""
+    values = []
+    for session in np.unique(sessions):
+        rows = sessions == session
+        rel, score = relevance[rows].astype(np.float64), scores[rows]
+        if rel.sum() == 0:
+            continue
+        ranked, ideal = rel[np.argsort(-score, kind="stable")][:k], np.sort(rel)[::-1][:k]
+        discount = 1 / np.log2(np.arange(2, len(ranked) + 2))
+        values.append((ranked * discount).sum() / (ideal * discount).sum())
+    return float(np.mean(values))
+
+
+class RowScorer(nn.Module):
+    def __init__(self, dim: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(dim, 1)
+
+    def forward(self, x, labels=None, session_id=None):
+        scores = self.linear(x).squeeze(-1)
+        return {"loss": nn.functional.mse_loss(scores, labels.float()), "logits": scores}
+
+
+class SessionRows(torch.utils.data.Dataset):
+    """Rows of 23 sessions, shuffled: a session's rows fall in several eval batches."""
+
+    def __init__(self, n: int = 211) -> None:
+        rng = np.random.default_rng(6)
+        self.x = torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32)
+        self.y = torch.tensor(rng.integers(0, 3, n))
+        self.sessions = torch.tensor(rng.integers(0, 23, n))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i], "session_id": self.sessions[i]}
+
+
+@pytest.mark.parametrize("batch_eval_metrics", [False, True], ids=["whole-arrays", "batch-eval-metrics"])
+def test_flat_rows_grouped_by_session_in_trainer_evaluate(tmp_path, batch_eval_metrics):
+    dataset = SessionRows()
+    compute_metrics = ranking_compute_metrics(
+        ks=(3, None), metrics=("ndcg",), label_names=("labels", "session_id"), sessions="session_id"
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        use_cpu=True,
+        disable_tqdm=True,
+        per_device_eval_batch_size=16,
+        batch_eval_metrics=batch_eval_metrics,
+        label_names=["labels", "session_id"],
+    )
+    run = transformers.Trainer(model=RowScorer(), args=args, eval_dataset=dataset, compute_metrics=compute_metrics)
+    metrics = run.evaluate()
+    prediction = run.predict(dataset)
+    relevance, sessions = (np.asarray(a) for a in prediction.label_ids)
+    np.testing.assert_array_equal(sessions, dataset.sessions.numpy())
+    scores = prediction.predictions.astype(np.float64)
+    assert metrics["eval_NDCG@3"] == pytest.approx(_ndcg(scores, relevance, sessions, 3), rel=1e-6)
+    assert metrics["eval_NDCG"] == pytest.approx(_ndcg(scores, relevance, sessions, None), rel=1e-6)
+
+
+def test_ranking_padded_lists_unchanged_without_sessions():
+    scores = np.array([[0.9, 0.3, 0.5], [0.1, 0.8, -10.0]])
+    plain = ranking_compute_metrics(ks=(1, 2))(EvalPrediction(predictions=scores, label_ids=np.array([2, 0])))
+    assert plain == {"Recall@1": 0.0, "Recall@2": 1.0, "MRR@1": 0.0, "MRR@2": 0.5}  # rank 2, then 2: by hand
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        ({"sessions": "s"}, ValueError, r"`label_names` .* and `sessions` .* together"),
+        ({"label_names": ("y", "s")}, ValueError, r"`label_names` .* and `sessions` .* together"),
+        ({"label_names": ("y", "s"), "sessions": "q"}, ValueError, r"`sessions` to be an entry of `label_names`"),
+        ({"label_names": ("y", "s", "z"), "sessions": "s"}, ValueError, r"two in all"),
+        ({"label_names": ("s", "s"), "sessions": "s"}, ValueError, r"without repeats"),
+    ],
+)
+def test_bad_ranking_label_names_are_refused_at_build(options, error, match):
+    with pytest.raises(error, match=match):
+        ranking_compute_metrics(ks=(1,), **options)
+
+
+@pytest.mark.parametrize(
+    ("predictions", "arrays", "error", "match"),
+    [
+        (np.zeros(4), lambda y, s: (y,), ValueError, r"one label array per `label_names` entry \['y', 's'\], got 1"),
+        (np.zeros(4), lambda y, s: (y, s[:3]), ValueError, r"entry 's' \(session ids\).*\(4,\), got \(3,\)"),
+        (np.zeros(4), lambda y, s: (y[:3], s), ValueError, r"entry 'y' \(relevance labels\).*\(4,\), got \(3,\)"),
+        (np.zeros(4), lambda y, s: (y, s.astype(np.float64)), TypeError, r"entry 's' \(session ids\).*integer dtype"),
+        (np.zeros((4, 2)), lambda y, s: (y, s), ValueError, r"one score per row.*got predictions of shape \(4, 2\)"),
+        (np.zeros(4), lambda y, s: (np.array([1, -1, 0, 1]), s), ValueError, r"label_names entry 'y'"),
+    ],
+)
+def test_bad_flat_rows_are_named_by_their_label_names_entry(predictions, arrays, error, match):
+    y, s = np.array([1, 0, 0, 1]), np.array([3, 3, 5, 5])
+    compute = ranking_compute_metrics(ks=(1,), label_names=("y", "s"), sessions="s")
+    with pytest.raises(error, match=match):
+        compute(EvalPrediction(predictions=predictions, label_ids=arrays(y, s)))
+    got = compute(EvalPrediction(predictions=np.array([0.9, 0.1, 0.2, 0.8]), label_ids=(y, s)))
+    assert got == {"Recall@1": 1.0, "MRR@1": 1.0}  # both relevant rows ranked first in their session

@@ -334,6 +334,35 @@ def _extra_label_names(
     return names, extras[0], extras[1]
 
 
+def _session_label_names(label_names: Any, sessions: Any) -> tuple[tuple[str, ...] | None, str | None]:
+    """``ranking_compute_metrics``' ``label_names`` and ``sessions``: the relevance labels' entry and the ids' entry.
+
+    ``None`` for both: padded ``(queries, candidates)`` scores, as before these arguments existed.
+    """
+    if label_names is None and sessions is None:
+        return None, None
+    if label_names is None or sessions is None:
+        raise ValueError(
+            "Expected `label_names` (the Trainer's TrainingArguments.label_names, in order) and `sessions` (the entry "
+            "holding the session/query ids of flat rows) together, e.g. label_names=('labels', 'session_id'), "
+            f"sessions='session_id'; got label_names={label_names!r}, sessions={sessions!r}."
+        )
+    names = _sequence_of_names("label_names", label_names, "label_names=('labels', 'session_id')")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
+    refuse_repeats("label_names", label_names, list(names))
+    entry = as_str(sessions)
+    if entry not in names:
+        raise ValueError(f"Expected `sessions` to be an entry of `label_names` {list(names)}, got {sessions!r}.")
+    if len(names) != 2:
+        raise ValueError(
+            f"Expected `label_names` to hold the relevance labels' entry and the `sessions` entry, two in all, got "
+            f"{list(names)}."
+        )
+    return names, entry
+
+
 def _flat(entry: str, what: str, value: Tensor, n: int) -> Tensor:
     """One label array read as a ``(N,)`` column (``(N, 1)`` and 0-dim taken), else an error naming ``entry``."""
     value = value.reshape(1) if value.ndim == 0 else value
@@ -364,15 +393,15 @@ def _weight_column(entry: str, value: Tensor, n: int) -> Tensor:
     return value
 
 
-def _group_column(entry: str, value: Tensor, n: int) -> Tensor:
+def _group_column(entry: str, value: Tensor, n: int, what: str = "group ids") -> Tensor:
     """The ``groups`` entry as int64 ``(N,)`` ids: an integer dtype, else an error naming ``entry``.
 
     Float ids are refused whatever their values: ids past 2**24 (float32) or 2**53 (float64) merge, silently.
     """
-    value = _flat(entry, "group ids", value, n)
+    value = _flat(entry, what, value, n)
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
         raise TypeError(
-            f"Expected label_names entry {entry!r} (group ids) to have an integer dtype, got {value.dtype}: "
+            f"Expected label_names entry {entry!r} ({what}) to have an integer dtype, got {value.dtype}: "
             "float ids merge past 2**24 (float32); give the dataset integer ids."
         )
     return value.to(torch.int64)
@@ -1050,7 +1079,10 @@ class _Ranking(HFComputeMetrics):
         padding_value: float | Sequence[float],
         key_names: Mapping[str, str],
         kwargs: Mapping[str, Any],
+        label_names: Sequence[str] | None = None,
+        sessions: str | None = None,
     ) -> None:
+        self.label_names, self.sessions = _session_label_names(label_names, sessions)
         try:
             self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
         except (TypeError, ValueError) as error:
@@ -1083,6 +1115,42 @@ class _Ranking(HFComputeMetrics):
                     f"logged as {logged!r} (key_names={self.key_names!r})."
                 )
             shown[logged] = key
+
+    def _update_batch(self, predictions: Any, labels: Any) -> None:
+        """Flat rows grouped by the ``sessions`` entry's ids, or (without it) padded candidate lists."""
+        if self.label_names is None:
+            super()._update_batch(predictions, labels)
+            return
+        arrays = _joined(labels)
+        arrays = arrays if isinstance(arrays, tuple) else (arrays,)
+        if len(arrays) != len(self.label_names):
+            raise ValueError(
+                f"Expected one label array per `label_names` entry {list(self.label_names)}, got {len(arrays)}: "
+                "give the builder the Trainer's `TrainingArguments.label_names`, in their order."
+            )
+        named = dict(zip(self.label_names, arrays, strict=True))
+        (label_entry,) = (name for name in self.label_names if name != self.sessions)
+        scores = _tensor(self._outputs(predictions))
+        scores = scores.reshape(1) if scores.ndim == 0 else scores
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        if scores.ndim != 1:
+            raise ValueError(
+                f"Expected one score per row, shape (N,) or (N, 1), with `sessions={self.sessions!r}` (flat rows "
+                f"grouped by session id), got predictions of shape {tuple(scores.shape)}."
+            )
+        n = scores.shape[0]
+        relevance = _flat(label_entry, "relevance labels", _tensor(named[label_entry]), n)
+        entry = str(self.sessions)  # set with label_names
+        session_ids = _group_column(entry, _tensor(named[entry]), n, "session ids")
+        self.metric.to(scores.device)
+        try:
+            self.metric.update(scores, relevance.to(scores.device), indexes=session_ids.to(scores.device))
+        except (TypeError, ValueError) as error:  # named as the user passed them, not as update's arguments
+            text = (
+                str(error).replace("`preds`", "`predictions`").replace("`target`", f"label_names entry {label_entry!r}")
+            )
+            raise type(error)(text.replace("`indexes`", f"label_names entry {self.sessions!r}")) from None
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         predictions, labels = self._one_query(predictions, labels)
@@ -1214,6 +1282,8 @@ def ranking_compute_metrics(
     *,
     padding_value: float | Sequence[float] = (-10.0, -100.0),
     key_names: Mapping[str, str] = SEED_KEYS,
+    label_names: Sequence[str] | None = None,
+    sessions: str | None = None,
     **kwargs: Any,
 ) -> HFComputeMetrics:
     """``compute_metrics`` for padded candidate lists: ``Recall@k``, ``MRR@k``, ... for every ``k`` in one pass.
@@ -1258,6 +1328,13 @@ def ranking_compute_metrics(
             ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
             ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"``, and the name alone for
             ``k=None`` (``"Recall"``, not ``"Recall@None"``) and for ``"RPrecision"``.
+        label_names: the Trainer's ``TrainingArguments.label_names``, in their order, with ``sessions``: two
+            entries, the relevance labels' and the session ids'. ``None`` (the default): padded lists, as above.
+        sessions: the ``label_names`` entry holding integer session (query) ids of **flat rows**: predictions
+            are then one score per row, ``(N,)`` or ``(N, 1)``, labels one relevance per row (non-negative),
+            and the rows of one session are one query wherever they fall (a session split across eval batches
+            stays one query: the rows are kept, O(N) memory, also with ``batch_eval_metrics=True``); padding
+            values play no part. Float ids are refused (they merge past 2**24 in float32).
         kwargs: passed to :class:`~torchmetrics_ext.RankingMetrics` (``empty_target_action``,
             ``exponential_gain``, ``validate_args``, ...); ``sync_on_compute`` may only be ``False`` (the
             Trainer gathers the rows of every process).
@@ -1272,7 +1349,11 @@ def ranking_compute_metrics(
             (when called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
             next to ``(W,)`` scores among them), index labels out of range or of a float dtype, NaN relevance (a
             label is padding when negative, never when NaN), or a relevant candidate (index label, or positive
-            relevance) in a padded slot (a score equal to a padding value), validated or not.
+            relevance) in a padded slot (a score equal to a padding value), validated or not; ``sessions`` without
+            ``label_names`` (or the reverse), naming no entry of it, or ``label_names`` of other than two entries;
+            with ``sessions``, when called: a number of label arrays other than two, scores that are not one per row,
+            labels or ids of another length, negative relevance, each naming its ``label_names`` entry.
+        TypeError: with ``sessions``, float (or bool) session ids, naming the entry.
 
     Examples:
         >>> import numpy as np
@@ -1300,5 +1381,15 @@ def ranking_compute_metrics(
         >>> counted = ranking_compute_metrics(ks=(1,), metrics=("hit_rate",), empty_target_action="zero")
         >>> counted(EvalPrediction(predictions=scores, label_ids=relevance))
         {'HitRate@1': 0.5}
+
+        Flat rows grouped by session id (``TrainingArguments(label_names=["labels", "session_id"])``): two
+        sessions of two rows, the relevant row ranked first in the first session and second in the other:
+
+        >>> flat = ranking_compute_metrics(
+        ...     ks=(1,), metrics=("recall", "mrr"), label_names=("labels", "session_id"), sessions="session_id"
+        ... )
+        >>> label_ids = (np.array([1, 0, 1, 0]), np.array([4, 4, 9, 9]))
+        >>> flat(EvalPrediction(predictions=np.array([0.9, 0.2, 0.1, 0.3]), label_ids=label_ids))
+        {'Recall@1': 0.5, 'MRR@1': 0.5}
     """
-    return _Ranking(ks, metrics, padding_value, key_names, kwargs)
+    return _Ranking(ks, metrics, padding_value, key_names, kwargs, label_names, sessions)

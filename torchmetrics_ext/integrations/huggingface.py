@@ -949,7 +949,7 @@ def pointwise_compute_metrics(
     Args:
         metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`), each once (a
             name given twice is refused, as ``ranking_compute_metrics`` refuses it); grouped metrics (``gauc``,
-            ``grouped_auprc``) need ``groups``; ranking and segmented metrics are not available here. Every example
+            ``gauprc``) need ``groups``; ranking and segmented metrics are not available here. Every example
             weighs 1 unless ``weights`` names its weight array (and but for ``ignore_index``). Options go in
             ``kwargs`` (a mapping
             ``{name: options}``, :class:`~torchmetrics_ext.RecMetricModule`'s form, is refused: its

@@ -30,8 +30,11 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
+from sklearn.metrics import log_loss, roc_auc_score
+
 from tests.helpers import hf_ddp_run
 from tests.test_huggingface import _ignored_reference, _sigmoid, seed_reference
+from tests.test_huggingface_label_names import _gauc, _ne
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "helpers" / "hf_ddp_run.py"
@@ -110,6 +113,16 @@ def evaluate_in_one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 def _reference(name: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The independent references on the Trainer's gathered predictions (``eval_`` keys)."""
+    if name.startswith("weighted"):  # columns: label, weight, user id
+        y, w, users = labels[:, 0].astype(np.int64), labels[:, 1], labels[:, 2].astype(np.int64)
+        p = _sigmoid(predictions.reshape(-1).astype(np.float64))
+        return {
+            "eval_ne": _ne(y, p, w),
+            "eval_log_loss": log_loss(y, p, sample_weight=w),
+            "eval_auc": roc_auc_score(y, p, sample_weight=w),
+            "eval_gauc": _gauc(y, p, users, w),
+            "eval_sum_weights": float(w.sum()),
+        }
     if not name.startswith("pointwise"):
         if name.startswith("relevance"):  # the relevance row's 1 is the relevant candidate
             labels = np.argmax(labels == 1, axis=1)
@@ -127,6 +140,8 @@ def _reference(name: str, predictions: np.ndarray, labels: np.ndarray) -> dict[s
 
 def _rows(name: str, labels: np.ndarray) -> np.ndarray:
     """The eval set's own labels in the gathered ones: a relevance row as the index of its relevant candidate."""
+    if name.startswith("weighted"):
+        return labels[:, 0]
     return np.argmax(labels == 1, axis=1) if name.startswith("relevance") else labels
 
 
@@ -140,7 +155,7 @@ def check_case(ranks: list[dict[str, Any]], one_process: dict[str, dict[str, Any
     """Every rank's values of case ``name`` equal the one-process Trainer's and the references."""
     single = one_process[name]
     dataset = single["data"]
-    truth = (dataset.y if name.startswith("pointwise") else dataset.labels).numpy()
+    truth = (dataset.labels if name.split("-")[0] in ("ranking", "relevance") else dataset.y).numpy()
     assert len(truth) % (len(ranks) * hf_ddp_run.BATCH) != 0  # the last step is uneven: duplicates to drop
     reference = _reference(name, single["predictions"], single["labels"])
     np.testing.assert_array_equal(_rows(name, single["labels"]), truth)
@@ -157,7 +172,9 @@ def check_case(ranks: list[dict[str, Any]], one_process: dict[str, dict[str, Any
         # (a) the one-process Trainer, and a second evaluation (nothing carried over)
         assert got == pytest.approx(single["metrics"], rel=1e-9, abs=1e-12), rank
         assert report["metrics"][name + "/again"] == got, rank
-    if not name.startswith("pointwise"):
+    if name.startswith("weighted"):
+        assert reference["eval_sum_weights"] == pytest.approx(dataset.w.double().sum().item(), rel=1e-6)  # rows once
+    elif not name.startswith("pointwise"):
         assert 0 < reference["eval_Recall@5"] < reference["eval_Recall@100"]  # the cutoffs matter on this data
         if "streamed" not in name:  # (streamed lists keep one width: accelerate dispatches them from rank 0)
             assert (ranks[0][name]["predictions"] == -100).any()  # the Trainer padded batches of other widths

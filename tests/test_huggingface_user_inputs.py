@@ -162,7 +162,7 @@ def test_a_weight_array_among_label_names_is_explained(tasks):
     """A weight (or id) array listed in ``label_names`` next to the tasks' labels: one label column too many.
 
     The error said "`tasks=` must name one task per prediction column" (or "give predictions and labels one
-    shape"), pointing at `tasks=`; it now says what the extra column is taken for and where weights are read."""
+    shape"), pointing at `tasks=`; it now says what the extra column is taken for and how to name it as weights."""
     probabilities, labels = _data(5)
     t = len(tasks)
     weights = np.random.default_rng(5).uniform(0.5, 2.0, N)
@@ -171,4 +171,4 @@ def test_a_weight_array_among_label_names_is_explained(tasks):
     predictions = probabilities[:, 0] if t == 1 else probabilities
     with pytest.raises(ValueError, match=rf"{t + 1} label columns for {t} task") as error:
         compute_metrics(EvalPrediction(predictions=predictions, label_ids=label_ids))
-    assert "--weights" in str(error.value) and "label_names" in str(error.value)
+    assert "weights='weight'" in str(error.value) and "label_names" in str(error.value)

@@ -27,12 +27,15 @@ import transformers
 from torch import nn
 
 from tests.test_huggingface import TOP_K, Candidates, ConversionOfClicks, MaskedClicker, Scorer
+from tests.test_huggingface_label_names import WeightedClicker, WeightedClicks
 from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
 
 BATCH = 4  # per device: 2 ranks x 4 = 8 rows a step
 QUERIES = 19  # 5 batches of 4 (the last of 3): rank 1's third batch is all duplicates, 19 % 8 = 3 rows kept
 CLICKS = 43  # 11 batches (the last of 3): 43 % 8 = 3
 POINTWISE = ("ne", "log_loss", "auc", "ctr", "sum_weights")
+WEIGHTED = ("ne", "log_loss", "auc", "gauc", "sum_weights")
+WEIGHTED_LABELS = ("labels", "weight", "user_id")
 TRAINER_KEYS = {  # evaluate()'s own values, next to the adapter's
     "epoch",
     "eval_loss",
@@ -127,6 +130,17 @@ def cases() -> dict[str, dict[str, Any]]:
             "compute_metrics": pointwise_compute_metrics(POINTWISE, tasks=("click", "conversion"), ignore_index=-100),
             **options,
         }
+        # sample weights and user ids gathered as extra label_names entries
+        out[f"weighted-{mode}"] = {
+            "model": WeightedClicker(),
+            "data": WeightedClicks(n=CLICKS),
+            "collator": None,
+            "compute_metrics": pointwise_compute_metrics(
+                WEIGHTED, label_names=WEIGHTED_LABELS, weights="weight", groups="user_id"
+            ),
+            "label_names": list(WEIGHTED_LABELS),
+            **options,
+        }
     return out
 
 
@@ -140,6 +154,7 @@ def trainer(case: dict[str, Any], output_dir: str, ddp: bool) -> transformers.Tr
         use_cpu=True,
         disable_tqdm=True,
         **({"ddp_backend": "gloo"} if ddp else {}),
+        **({"label_names": case["label_names"]} if "label_names" in case else {}),
     )
     return transformers.Trainer(
         model=case["model"],
@@ -156,7 +171,14 @@ def ours(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def joined(batches: Any) -> np.ndarray:
-    """``predict()``'s batches kept apart (``eval_do_concat_batches=False``) padded with -100 and joined."""
+    """``predict()``'s batches kept apart (``eval_do_concat_batches=False``) padded with -100 and joined.
+
+    Several label arrays (one per ``label_names`` entry, a tuple, per batch too) are joined as float64 columns.
+    """
+    if isinstance(batches, list) and isinstance(batches[0], tuple):
+        return np.concatenate([joined(batch) for batch in batches])
+    if isinstance(batches, tuple):
+        return np.stack([np.asarray(a, dtype=np.float64).reshape(-1) for a in batches], 1)
     if not isinstance(batches, list):
         return np.asarray(batches)
     if batches[0].ndim == 1:

@@ -292,6 +292,121 @@ def _padding_values(padding_value: Any) -> Tensor:
     return torch.tensor([float(value) for value in values], dtype=torch.float64)  # type: ignore[arg-type]
 
 
+def _extra_label_names(
+    label_names: Any, weights: Any, groups: Any, num_tasks: int
+) -> tuple[tuple[str, ...] | None, str | None, str | None]:
+    """``label_names`` (the Trainer's, in order) and the entries among them that are no task's labels, checked.
+
+    ``None`` everywhere: every label array is a task's labels, as before these arguments existed.
+    """
+    if label_names is None:
+        for argument, value in (("weights", weights), ("groups", groups)):
+            if value is not None:
+                raise ValueError(
+                    f"Expected `label_names` (the Trainer's TrainingArguments.label_names, in order) with "
+                    f"`{argument}={value!r}`: the Trainer passes one label array per entry, told apart by position "
+                    f"alone, e.g. label_names=('labels', {value!r}), {argument}={value!r}."
+                )
+        return None, None, None
+    names = _sequence_of_names("label_names", label_names, "label_names=('labels', 'weight')")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
+    refuse_repeats("label_names", label_names, list(names))
+    extras: list[str | None] = []
+    for argument, value in (("weights", weights), ("groups", groups)):
+        name = None if value is None else as_str(value)
+        if value is not None and name not in names:
+            raise ValueError(f"Expected `{argument}` to be an entry of `label_names` {list(names)}, got {value!r}.")
+        extras.append(name)
+    if extras[0] is not None and extras[0] == extras[1]:
+        raise ValueError(
+            f"Expected `weights` and `groups` to name two entries of `label_names`, got {weights!r} twice."
+        )
+    task_labels = [name for name in names if name not in extras]
+    if len(task_labels) not in ({1, num_tasks}):
+        raise ValueError(
+            f"Expected `label_names` to hold one label entry (its labels (N, {num_tasks})) or one per task "
+            f"({num_tasks}), besides `weights` and `groups`, got {task_labels}."
+        )
+    if not task_labels:
+        raise ValueError(f"Expected `label_names` {list(names)} to hold the tasks' labels besides `weights`/`groups`.")
+    return names, extras[0], extras[1]
+
+
+def _session_label_names(label_names: Any, sessions: Any) -> tuple[tuple[str, ...] | None, str | None]:
+    """``ranking_compute_metrics``' ``label_names`` and ``sessions``: the relevance labels' entry and the ids' entry.
+
+    ``None`` for both: padded ``(queries, candidates)`` scores, as before these arguments existed.
+    """
+    if label_names is None and sessions is None:
+        return None, None
+    if label_names is None or sessions is None:
+        raise ValueError(
+            "Expected `label_names` (the Trainer's TrainingArguments.label_names, in order) and `sessions` (the entry "
+            "holding the session/query ids of flat rows) together, e.g. label_names=('labels', 'session_id'), "
+            f"sessions='session_id'; got label_names={label_names!r}, sessions={sessions!r}."
+        )
+    names = _sequence_of_names("label_names", label_names, "label_names=('labels', 'session_id')")
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
+    refuse_repeats("label_names", label_names, list(names))
+    entry = as_str(sessions)
+    if entry not in names:
+        raise ValueError(f"Expected `sessions` to be an entry of `label_names` {list(names)}, got {sessions!r}.")
+    if len(names) != 2:
+        raise ValueError(
+            f"Expected `label_names` to hold the relevance labels' entry and the `sessions` entry, two in all, got "
+            f"{list(names)}."
+        )
+    return names, entry
+
+
+def _flat(entry: str, what: str, value: Tensor, n: int) -> Tensor:
+    """One label array read as a ``(N,)`` column (``(N, 1)`` and 0-dim taken), else an error naming ``entry``."""
+    value = value.reshape(1) if value.ndim == 0 else value
+    if value.ndim == 2 and value.shape[1] == 1:
+        value = value[:, 0]
+    if value.shape != (n,):
+        raise ValueError(
+            f"Expected label_names entry {entry!r} ({what}) to hold one value per example, shape ({n},), got "
+            f"{tuple(value.shape)}."
+        )
+    return value
+
+
+def _weight_column(entry: str, value: Tensor, n: int) -> Tensor:
+    """The ``weights`` entry as float64 ``(N,)`` weights: finite and non-negative, else an error naming ``entry``.
+
+    One host read per call (per evaluation, or per eval batch): never per training step.
+    """
+    value = _flat(entry, "sample weights", value, n)
+    if value.dtype == torch.bool or value.is_complex():
+        raise TypeError(f"Expected label_names entry {entry!r} (sample weights) to be real numbers, got {value.dtype}.")
+    value = value.to(torch.float64)
+    if n and not bool(torch.isfinite(value).all() & (value >= 0).all()):
+        bad = value[~(torch.isfinite(value) & (value >= 0))][0].item()
+        raise ValueError(
+            f"Expected label_names entry {entry!r} (sample weights) to be finite and non-negative, got {bad}."
+        )
+    return value
+
+
+def _group_column(entry: str, value: Tensor, n: int, what: str = "group ids") -> Tensor:
+    """The ``groups`` entry as int64 ``(N,)`` ids: an integer dtype, else an error naming ``entry``.
+
+    Float ids are refused whatever their values: ids past 2**24 (float32) or 2**53 (float64) merge, silently.
+    """
+    value = _flat(entry, what, value, n)
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(
+            f"Expected label_names entry {entry!r} ({what}) to have an integer dtype, got {value.dtype}: "
+            "float ids merge past 2**24 (float32); give the dataset integer ids."
+        )
+    return value.to(torch.int64)
+
+
 class HFComputeMetrics:
     """A ``compute_metrics(eval_pred, compute_result=None)`` callable for ``transformers.Trainer``.
 
@@ -368,8 +483,11 @@ class HFComputeMetrics:
         else:
             batches = [(predictions, labels)]
         for batch_predictions, batch_labels in batches:
-            scores, targets = self._outputs(batch_predictions), _labels(batch_labels, self._label_columns)
-            self.update(_tensor(scores), _tensor(targets))
+            self._update_batch(batch_predictions, batch_labels)
+
+    def _update_batch(self, predictions: Any, labels: Any) -> None:
+        """Update with one batch's (or the whole eval set's) outputs and label arrays."""
+        self.update(_tensor(self._outputs(predictions)), _tensor(_labels(labels, self._label_columns)))
 
     def compute(self) -> dict[str, float]:
         """The values since the last reset."""
@@ -433,11 +551,15 @@ class _Pointwise(HFComputeMetrics):
         from_logits: bool,
         ignore_index: int | float | None,
         kwargs: Mapping[str, Any],
+        label_names: Sequence[str] | None = None,
+        weights: str | None = None,
+        groups: str | None = None,
     ):
         self.ignore_index = _ignore_value(ignore_index)
         given = metrics
         metrics = _registry_names(metrics)
         self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
+        self.label_names, self.weights, self.groups = _extra_label_names(label_names, weights, groups, len(self.tasks))
         entries = [lookup(name)[0] for name in metrics]
         # a name given twice (one registry entry twice, whatever its spelling): one key, so most likely a typo for
         # another metric; refused with the ranking builder's message (its `metrics` and `ks`)
@@ -451,11 +573,20 @@ class _Pointwise(HFComputeMetrics):
         built = {}
         for name, entry in zip(metrics, entries, strict=True):
             # segmented_ne (a Segmented) takes segment ids among its update's arguments
-            if _IDS & set(inspect.signature(entry.cls.update).parameters) or entry.wraps is not None:
+            ids = _IDS & set(inspect.signature(entry.cls.update).parameters)
+            if entry.wraps is not None or (ids and (ids != {"groups"} or self.groups is None)):
+                grouped = ids == {"groups"} and entry.wraps is None
                 raise ValueError(
                     f"Metric {name!r} needs group, query or segment ids, which a Trainer's EvalPrediction does not "
-                    "carry: use ranking_compute_metrics for query-grouped metrics, or score the logged "
-                    "predictions with torchmetrics-ext evaluate (--user/--session)."
+                    "carry "
+                    + (
+                        "unless the eval dataset provides them: add the group ids' key to `label_names` and name it "
+                        "here, pointwise_compute_metrics(..., label_names=('labels', 'user_id'), groups='user_id')"
+                        if grouped
+                        else "here: use ranking_compute_metrics for query-grouped metrics, or score the logged "
+                        "predictions with torchmetrics-ext evaluate (--user/--session)"
+                    )
+                    + "."
                 )
             options = dict(unsynced)
             if "from_logits" in inspect.signature(entry.cls.__init__).parameters:
@@ -474,12 +605,16 @@ class _Pointwise(HFComputeMetrics):
         # with `ignore_index`, each task its own weight column, fed at every step: 0 where its label is
         # ignored; without it the tasks have no weights (`weight_name=None`: every example weighs 1, no
         # weight column is built or looked up)
+        # with `groups`, one id column read by every task's grouped metrics (GAUC: per-user AUC)
+        self._reads_groups = any("groups" in inspect.signature(metric.update).parameters for metric in built.values())
+        weighted = self.ignore_index is not None or self.weights is not None
         infos = [
             RecTaskInfo(
                 t,
                 label_name=f"label/{t}",
                 prediction_name=f"prediction/{t}",
-                weight_name=None if self.ignore_index is None else f"weight/{t}",
+                weight_name=f"weight/{t}" if weighted else None,
+                group_id_name="group" if self._reads_groups else None,
             )
             for t in self.tasks
         ]
@@ -547,7 +682,33 @@ class _Pointwise(HFComputeMetrics):
             dtype = torch.promote_types(dtype, head.dtype)
         return torch.stack([head.reshape(shape[0]).to(dtype) for head, shape in zip(heads, shapes)], -1)
 
+    def _update_batch(self, predictions: Any, labels: Any) -> None:
+        """Split the ``weights``/``groups`` arrays off the label arrays (one per ``label_names`` entry)."""
+        if self.label_names is None:
+            super()._update_batch(predictions, labels)
+            return
+        arrays = _joined(labels)
+        arrays = arrays if isinstance(arrays, tuple) else (arrays,)
+        if len(arrays) != len(self.label_names):
+            raise ValueError(
+                f"Expected one label array per `label_names` entry {list(self.label_names)}, got {len(arrays)}: "
+                "give the builder the Trainer's `TrainingArguments.label_names`, in their order."
+            )
+        named = dict(zip(self.label_names, arrays, strict=True))
+        task_labels = tuple(a for name, a in named.items() if name not in (self.weights, self.groups))
+        scores = _tensor(self._outputs(predictions))
+        targets = _tensor(_labels(task_labels if len(task_labels) > 1 else task_labels[0], True))
+        n = 1 if scores.ndim == 0 or (scores.ndim == 1 and len(self.tasks) > 1) else scores.shape[0]  # (T,): one row
+        weights = None if self.weights is None else _weight_column(self.weights, _tensor(named[self.weights]), n)
+        groups = None if self.groups is None else _group_column(self.groups, _tensor(named[self.groups]), n)
+        self._update(scores, targets, weights, groups)
+
     def update(self, predictions: Tensor, labels: Tensor) -> None:
+        self._update(predictions, labels, None, None)
+
+    def _update(
+        self, predictions: Tensor, labels: Tensor, sample_weights: Tensor | None, groups: Tensor | None
+    ) -> None:
         t = len(self.tasks)
         # a 0-dim array is one example (a model that squeezes its (B, 1) logits, on a batch of one), as
         # the Trainer itself reads it when it concatenates batches (atleast_1d)
@@ -592,9 +753,9 @@ class _Pointwise(HFComputeMetrics):
                 hint = (
                     f"{width} label columns for {t} task(s) {list(self.tasks)}: the Trainer passes one label array "
                     "per `label_names` entry, and each is read as a task's labels; list only the tasks' labels in "
-                    "`label_names` (in the order of `tasks`). Sample weights and group or session ids are not read "
-                    "here: for weighted or grouped metrics, log the predictions and score them with "
-                    "`torchmetrics-ext evaluate --weights ... --user ...` (or `evaluate()`)"
+                    "`label_names` (in the order of `tasks`). For sample weights or group ids among them, name "
+                    "those entries: pointwise_compute_metrics(..., label_names=('labels', 'weight', 'user_id'), "
+                    "weights='weight', groups='user_id')"
                 )
             raise ValueError(
                 f"Expected {accepted}; got predictions of shape {tuple(predictions.shape)} and labels of shape "
@@ -610,12 +771,27 @@ class _Pointwise(HFComputeMetrics):
             ignored = _equal(labels, self.ignore_index)
             weights = (~ignored).to(torch.float32)
             labels = labels.masked_fill(ignored, 0)
+        if sample_weights is not None:  # the sample's weight, for every task (0 where a task's label is ignored)
+            sample_weights = sample_weights.to(predictions.device)
+            column = sample_weights if t == 1 else sample_weights[:, None]
+            weights = column if weights is None else weights.to(column.dtype) * column
+            if weights.shape != labels.shape:
+                weights = weights.expand(labels.shape)
+        elif self.weights is not None and weights is None:  # `update` called directly: every example weighs 1
+            weights = torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
         columns = {}
         for i, task in enumerate(self.tasks):
             columns[f"prediction/{task}"] = predictions if t == 1 else predictions[:, i]
             columns[f"label/{task}"] = labels if t == 1 else labels[:, i]
             if weights is not None:
                 columns[f"weight/{task}"] = weights if t == 1 else weights[:, i]
+        if self._reads_groups:
+            if groups is None:
+                raise ValueError(
+                    f"Expected the group ids of label_names entry {self.groups!r}: call the builder's result with the "
+                    "Trainer's EvalPrediction (one label array per `label_names` entry)."
+                )
+            columns["group"] = groups.to(predictions.device)
         try:
             self.module.update(columns)
         except (TypeError, ValueError) as error:
@@ -763,16 +939,19 @@ def pointwise_compute_metrics(
     tasks: Sequence[str] = ("task",),
     from_logits: bool = True,
     ignore_index: int | float | None = None,
+    label_names: Sequence[str] | None = None,
+    weights: str | None = None,
+    groups: str | None = None,
     **kwargs: Any,
 ) -> HFComputeMetrics:
     """``compute_metrics`` for binary (click-like) predictions: NE, AUC, calibration, ... by registry name.
 
     Args:
         metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`), each once (a
-            name given twice is refused, as ``ranking_compute_metrics`` refuses it); metrics that need ids
-            (``gauc``, ranking) are not available here, and no sample weights are read (every example weighs 1,
-            but for ``ignore_index``; a weight array among ``label_names`` is refused as a label column too
-            many). Options go in ``kwargs`` (a mapping
+            name given twice is refused, as ``ranking_compute_metrics`` refuses it); grouped metrics (``gauc``,
+            ``gauprc``) need ``groups``; ranking and segmented metrics are not available here. Every example
+            weighs 1 unless ``weights`` names its weight array (and but for ``ignore_index``). Options go in
+            ``kwargs`` (a mapping
             ``{name: options}``, :class:`~torchmetrics_ext.RecMetricModule`'s form, is refused: its
             options would be dropped).
         tasks: task names; predictions and labels are ``(N,)`` (or ``(N, 1)``) for one task and
@@ -816,6 +995,17 @@ def pointwise_compute_metrics(
             the tasks then have no weights (``RecTaskInfo(weight_name=None)``: no weight column is built).
             NaN labels are not ignored (they are an error). A label dtype that cannot hold the value
             (uint8 or bool labels and ``-100``) has no ignored label.
+        label_names: the Trainer's ``TrainingArguments.label_names``, in their order (the Trainer passes one label
+            array per entry, told apart by position alone); needed with ``weights`` or ``groups``. The entries
+            other than those two are the tasks' labels: one per task, in the order of ``tasks``, or one entry of
+            ``(N, T)`` labels. ``None`` (the default): every label array is a task's labels, as before.
+        weights: the ``label_names`` entry holding sample weights, ``(N,)`` (or ``(N, 1)``), finite and
+            non-negative; every task's metrics read them (with ``ignore_index``, times 0 where a task's label is
+            ignored). A zero weight is the same as an absent row.
+        groups: the ``label_names`` entry holding integer group ids (user, session...), ``(N,)`` (or
+            ``(N, 1)``), read by the grouped metrics (``gauc``: the mean of the per-group AUCs); float ids are
+            refused (they merge past 2**24 in float32). The model's ``forward`` receives these keys too, as
+            every ``label_names`` entry: let it take them (``weight=None, user_id=None``) or ``**kwargs``.
         kwargs: passed to every metric, so only with metrics that all take them (e.g.
             ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves);
             ``sync_on_compute`` may only be ``False`` (the Trainer gathers the rows of every process).
@@ -839,7 +1029,12 @@ def pointwise_compute_metrics(
             two-class head for one task; for ``T`` tasks ``(T,)`` next to ``(T,)``, or one score per example:
             the message lists the shapes taken), per-task heads whose number is not the number of tasks, or heads of
             another shape or length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them:
-            the message suggests ``ignore_index=-100``).
+            the message suggests ``ignore_index=-100``); ``weights`` or ``groups`` without ``label_names``, or
+            naming no entry of it (or one entry twice), ``label_names`` whose remaining entries are neither one
+            nor one per task; when called, a number of label arrays other than ``len(label_names)``, weights or
+            ids of another length, NaN, infinite or negative weights, each naming its ``label_names`` entry.
+        TypeError: ``label_names`` holding something other than names; when called, bool weights or float
+            (or bool) group ids, naming the entry.
 
     Examples:
         >>> import numpy as np
@@ -862,8 +1057,18 @@ def pointwise_compute_metrics(
         >>> logits = np.array([[2.0, 0.3], [-1.0, 5.0], [0.5, 1.0]])
         >>> sparse(EvalPrediction(predictions=logits, label_ids=np.array([[1, 0], [0, -100], [0, 1]])))
         {'ctr/click': 0.333..., 'ctr/like': 0.5, 'auc/click': 1.0, 'auc/like': 1.0}
+
+        Sample weights and user ids from the Trainer's ``label_names`` (``label_names=["labels", "weight",
+        "user_id"]`` in ``TrainingArguments``): weighted CTR, and GAUC, the mean of the two users' AUCs:
+
+        >>> weighted = pointwise_compute_metrics(
+        ...     ["ctr", "gauc"], label_names=("labels", "weight", "user_id"), weights="weight", groups="user_id"
+        ... )
+        >>> label_ids = (np.array([1, 0, 0, 1]), np.array([3.0, 1.0, 1.0, 1.0]), np.array([7, 7, 8, 8]))
+        >>> weighted(EvalPrediction(predictions=np.array([2.0, -1.0, 0.5, 0.1]), label_ids=label_ids))
+        {'ctr': 0.666..., 'gauc': 0.5}
     """
-    return _Pointwise(metrics, tasks, from_logits, ignore_index, kwargs)
+    return _Pointwise(metrics, tasks, from_logits, ignore_index, kwargs, label_names, weights, groups)
 
 
 class _Ranking(HFComputeMetrics):
@@ -874,7 +1079,10 @@ class _Ranking(HFComputeMetrics):
         padding_value: float | Sequence[float],
         key_names: Mapping[str, str],
         kwargs: Mapping[str, Any],
+        label_names: Sequence[str] | None = None,
+        sessions: str | None = None,
     ) -> None:
+        self.label_names, self.sessions = _session_label_names(label_names, sessions)
         try:
             self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
         except (TypeError, ValueError) as error:
@@ -907,6 +1115,42 @@ class _Ranking(HFComputeMetrics):
                     f"logged as {logged!r} (key_names={self.key_names!r})."
                 )
             shown[logged] = key
+
+    def _update_batch(self, predictions: Any, labels: Any) -> None:
+        """Flat rows grouped by the ``sessions`` entry's ids, or (without it) padded candidate lists."""
+        if self.label_names is None:
+            super()._update_batch(predictions, labels)
+            return
+        arrays = _joined(labels)
+        arrays = arrays if isinstance(arrays, tuple) else (arrays,)
+        if len(arrays) != len(self.label_names):
+            raise ValueError(
+                f"Expected one label array per `label_names` entry {list(self.label_names)}, got {len(arrays)}: "
+                "give the builder the Trainer's `TrainingArguments.label_names`, in their order."
+            )
+        named = dict(zip(self.label_names, arrays, strict=True))
+        (label_entry,) = (name for name in self.label_names if name != self.sessions)
+        scores = _tensor(self._outputs(predictions))
+        scores = scores.reshape(1) if scores.ndim == 0 else scores
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        if scores.ndim != 1:
+            raise ValueError(
+                f"Expected one score per row, shape (N,) or (N, 1), with `sessions={self.sessions!r}` (flat rows "
+                f"grouped by session id), got predictions of shape {tuple(scores.shape)}."
+            )
+        n = scores.shape[0]
+        relevance = _flat(label_entry, "relevance labels", _tensor(named[label_entry]), n)
+        entry = str(self.sessions)  # set with label_names
+        session_ids = _group_column(entry, _tensor(named[entry]), n, "session ids")
+        self.metric.to(scores.device)
+        try:
+            self.metric.update(scores, relevance.to(scores.device), indexes=session_ids.to(scores.device))
+        except (TypeError, ValueError) as error:  # named as the user passed them, not as update's arguments
+            text = (
+                str(error).replace("`preds`", "`predictions`").replace("`target`", f"label_names entry {label_entry!r}")
+            )
+            raise type(error)(text.replace("`indexes`", f"label_names entry {self.sessions!r}")) from None
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         predictions, labels = self._one_query(predictions, labels)
@@ -1038,6 +1282,8 @@ def ranking_compute_metrics(
     *,
     padding_value: float | Sequence[float] = (-10.0, -100.0),
     key_names: Mapping[str, str] = SEED_KEYS,
+    label_names: Sequence[str] | None = None,
+    sessions: str | None = None,
     **kwargs: Any,
 ) -> HFComputeMetrics:
     """``compute_metrics`` for padded candidate lists: ``Recall@k``, ``MRR@k``, ... for every ``k`` in one pass.
@@ -1082,6 +1328,13 @@ def ranking_compute_metrics(
             ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
             ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"``, and the name alone for
             ``k=None`` (``"Recall"``, not ``"Recall@None"``) and for ``"RPrecision"``.
+        label_names: the Trainer's ``TrainingArguments.label_names``, in their order, with ``sessions``: two
+            entries, the relevance labels' and the session ids'. ``None`` (the default): padded lists, as above.
+        sessions: the ``label_names`` entry holding integer session (query) ids of **flat rows**: predictions
+            are then one score per row, ``(N,)`` or ``(N, 1)``, labels one relevance per row (non-negative),
+            and the rows of one session are one query wherever they fall (a session split across eval batches
+            stays one query: the rows are kept, O(N) memory, also with ``batch_eval_metrics=True``); padding
+            values play no part. Float ids are refused (they merge past 2**24 in float32).
         kwargs: passed to :class:`~torchmetrics_ext.RankingMetrics` (``empty_target_action``,
             ``exponential_gain``, ``validate_args``, ...); ``sync_on_compute`` may only be ``False`` (the
             Trainer gathers the rows of every process).
@@ -1096,7 +1349,11 @@ def ranking_compute_metrics(
             (when called) scores that are not 2-D (nor one query's, squeezed), labels of another shape (``(W,)`` labels
             next to ``(W,)`` scores among them), index labels out of range or of a float dtype, NaN relevance (a
             label is padding when negative, never when NaN), or a relevant candidate (index label, or positive
-            relevance) in a padded slot (a score equal to a padding value), validated or not.
+            relevance) in a padded slot (a score equal to a padding value), validated or not; ``sessions`` without
+            ``label_names`` (or the reverse), naming no entry of it, or ``label_names`` of other than two entries;
+            with ``sessions``, when called: a number of label arrays other than two, scores that are not one per row,
+            labels or ids of another length, negative relevance, each naming its ``label_names`` entry.
+        TypeError: with ``sessions``, float (or bool) session ids, naming the entry.
 
     Examples:
         >>> import numpy as np
@@ -1124,5 +1381,15 @@ def ranking_compute_metrics(
         >>> counted = ranking_compute_metrics(ks=(1,), metrics=("hit_rate",), empty_target_action="zero")
         >>> counted(EvalPrediction(predictions=scores, label_ids=relevance))
         {'HitRate@1': 0.5}
+
+        Flat rows grouped by session id (``TrainingArguments(label_names=["labels", "session_id"])``): two
+        sessions of two rows, the relevant row ranked first in the first session and second in the other:
+
+        >>> flat = ranking_compute_metrics(
+        ...     ks=(1,), metrics=("recall", "mrr"), label_names=("labels", "session_id"), sessions="session_id"
+        ... )
+        >>> label_ids = (np.array([1, 0, 1, 0]), np.array([4, 4, 9, 9]))
+        >>> flat(EvalPrediction(predictions=np.array([0.9, 0.2, 0.1, 0.3]), label_ids=label_ids))
+        {'Recall@1': 0.5, 'MRR@1': 0.5}
     """
-    return _Ranking(ks, metrics, padding_value, key_names, kwargs)
+    return _Ranking(ks, metrics, padding_value, key_names, kwargs, label_names, sessions)

@@ -19,6 +19,7 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics._arithmetic import StatesInChildren, TensorArithmetic, keep_direction_and_bounds
+from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
 from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
@@ -1140,7 +1141,12 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         since the wrapper feeds its children without their update wrappers.
         """
         scratch = self._scratch
-        if getattr(scratch, "sample_axis", 0) == -1 and scratch.validate_args and not scratch._inputs_checked:
+        if (
+            scratch.__dict__.get(_OUTSIDE_BOOTSTRAP) != id(scratch)
+            and getattr(scratch, "sample_axis", 0) == -1
+            and scratch.validate_args
+            and not scratch._inputs_checked
+        ):
             refuse_bootstrapped_tasks(scratch, args, kwargs)
 
     def _refuse_while_synced(self, method: str) -> None:

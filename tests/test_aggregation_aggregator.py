@@ -1469,3 +1469,52 @@ def test_a_checkpoint_of_a_wrapper_handler_written_before_its_inner_states_were_
     for value in values[3:]:
         resumed.update([Metric("d", "s", value, A.SUM)])
     assert resumed.get_metrics_for_logging() == {"train_d/s": math.fsum(values[-3:])}
+
+
+class _ListOfInts(list):
+    pass
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        [5, 6, 7],
+        (5, 6, 7),
+        [np.int64(5), 6, 7],
+        _ListOfInts([5, 6, 7]),
+        range(3),
+        "abc",
+        torch.tensor([5, 6, 7]),
+        np.array([5, 6, 7]),
+    ],
+    ids=["list", "tuple", "list_numpy_int", "list_subclass", "range", "str", "tensor", "ndarray"],
+)
+def test_transform_counts_one_sequence_of_any_kind_by_its_length(tokens):
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    assert [record.value for record in transform({"tokens": tokens})["metrics"]] == [1, 3, 3]
+
+
+def test_transform_refuses_a_list_subclass_of_sequences():
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    with pytest.raises(ValueError, match=r"one sequence of tokens .*got a _ListOfInts of 1 sequences"):
+        transform({"tokens": _ListOfInts([[1, 2, 3]])})
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [[5, 6, 7], (5, 6, 7), torch.tensor([5, 6, 7]), np.array([5, 6, 7])],
+    ids=["list", "tuple", "tensor", "ndarray"],
+)
+def test_transform_reads_a_plain_sequence_without_calling_the_several_sequences_check(tokens, monkeypatch):
+    """Per-sample cost: a list or tuple of ints and a 1-D tensor or array are told apart inline (a call of the check
+    cost a 1-D tensor sample ~7% of the transform's ~2.4 us; fails before for the tuple, tensor and array)."""
+    from torchmetrics_ext.aggregation import transform as module
+
+    calls = []
+    monkeypatch.setattr(module, "_check_one_sequence", lambda *args: calls.append(args))
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    transform({"tokens": tokens})
+    assert calls == []

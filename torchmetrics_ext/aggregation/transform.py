@@ -201,7 +201,12 @@ class DefaultTrainingMetricTransform(MetricTransform):
                 f"Expected sample[{field!r}] to be a sequence of tokens (a list or a 1-D tensor), "
                 f"got {type(tokens).__name__}: {tokens!r}."
             ) from None
-        if type(tokens) is not list or (n and type(tokens[0]) is not int):  # a list of ints needs no more look
+        # a list or tuple of ints, a 1-D tensor or array need no more look (no call: this runs per sample)
+        kind = type(tokens)
+        if kind is list or kind is tuple:
+            if n and type(tokens[0]) is not int:
+                _check_one_sequence(field, tokens)
+        elif getattr(tokens, "ndim", None) != 1:
             _check_one_sequence(field, tokens)
         return [
             self.new_metric("samples_seen", 1, AggregationType.SUM),

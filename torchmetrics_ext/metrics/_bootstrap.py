@@ -5,9 +5,9 @@ convention; it has no axis option). The package's task-first inputs ``(T, N)`` h
 in the last dimension, so each bootstrap got a reshuffle of the task rows (``multinomial``: every
 value a copy of some task's whole-data value, a silent wrong confidence interval) or another
 number of task rows (``poisson``: a task-count error that did not say why). A resampled batch
-cannot be told from a valid one, so the check looks for ``BootStrapper.update`` among the callers,
-and only for inputs with a leading dimension that is not the samples (a single-task ``(N,)`` batch
-is resampled correctly and never walks the stack).
+cannot be told from a valid one, so the check looks for ``BootStrapper.update`` among the callers
+once per object (a single-task ``(N,)`` batch is resampled correctly, but its first update tells that
+the object lives outside a bootstrap: a mark the per-step path reads inline, no call after that).
 """
 
 from __future__ import annotations
@@ -26,24 +26,40 @@ _BOOTSTRAP_UPDATE = BootStrapper.update.__code__
 _DEPTH = 12
 
 
+# `metric.__dict__[OUTSIDE] == id(metric)`: updated outside a BootStrapper once, so never inside one (callers on a
+# per-step path test it inline before calling); `[INSIDE] == id(metric)`: a copy that BootStrapper updates
+OUTSIDE = "_outside_bootstrap"
+INSIDE = "_inside_bootstrap"
+
+
 def refuse_bootstrapped_tasks(metric: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-    """Raise ``ValueError`` when ``BootStrapper`` called this update with a task-first ``preds`` (2-D or more)."""
+    """Raise ``ValueError`` when ``BootStrapper`` called this update with a task-first ``preds`` (2-D or more).
+
+    The callers are walked on an object's first checked update (whatever ``preds``' shape) and for every
+    task-first batch of a copy that ``BootStrapper`` updates; once an update is seen outside a bootstrap the
+    object is marked and later calls return at the mark (a dict lookup the per-step callers make inline).
+    """
     state = metric.__dict__
-    if state.get("_outside_bootstrap") == id(metric):
+    ident = id(metric)
+    if state.get(OUTSIDE) == ident:
         return
     preds = args[0] if args else kwargs.get("preds")
-    if not isinstance(preds, Tensor) or preds.ndim < 2:
-        return
+    tasks_first = preds if isinstance(preds, Tensor) and preds.ndim >= 2 else None
+    if tasks_first is None and state.get(INSIDE) == ident:
+        return  # a copy inside a BootStrapper fed (N,) rows: resampled correctly
     frame: FrameType | None = sys._getframe(1)
     for _ in range(_DEPTH):
         if frame is None:
             break
         if frame.f_code is _BOOTSTRAP_UPDATE:
-            _refuse(metric, preds)
+            if tasks_first is not None:
+                _refuse(metric, tasks_first)
+            state[INSIDE] = ident
+            return
         frame = frame.f_back
     # Updated outside a BootStrapper, this object never runs inside one: BootStrapper updates deep copies of
     # the metric it was given. A copy (deepcopy, pickle, clone) has another id, so it checks again.
-    state["_outside_bootstrap"] = id(metric)
+    state[OUTSIDE] = ident
 
 
 def _refuse(metric: Any, preds: Tensor) -> NoReturn:

@@ -23,6 +23,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
+from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
 from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     UNCHECKED_SUFFIX,
@@ -1659,7 +1660,8 @@ class TaskMetric(GuardedMetric):
         """
         if self.validate_args and not self._inputs_checked:
             self._require_arguments(args, kwargs)
-            if self.sample_axis == -1:
+            # the bootstrap check's mark read here: no call once this object was updated outside a bootstrap
+            if self.__dict__.get(_OUTSIDE_BOOTSTRAP) != id(self) and self.sample_axis == -1:
                 refuse_bootstrapped_tasks(self, args, kwargs)
 
     # ------------------------------------------------------------------ samples (the unit of windows)

@@ -19,6 +19,7 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 
 from torchmetrics_ext.functional.auc.binary import _add_entries as add_entries
 from torchmetrics_ext.metrics._arithmetic import StatesInChildren, TensorArithmetic, keep_direction_and_bounds
+from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
 from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
@@ -1130,7 +1131,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
     def update(self, *args: Any, **kwargs: Any) -> None:
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
         self._refuse_while_synced("update")
-        self._refuse_bootstrapped_tasks(args, kwargs)
+        scratch = self._scratch.__dict__  # the bootstrap check's gate read inline: no call on an unvalidated step
+        if scratch.get("validate_args") and scratch.get(_OUTSIDE_BOOTSTRAP) != id(self._scratch):
+            self._refuse_bootstrapped_tasks(args, kwargs)
         self._step(args, kwargs, values=False)
 
     def _refuse_bootstrapped_tasks(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -1138,6 +1141,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
 
         As the wrapped metric's own ``update`` refuses it (:func:`refuse_bootstrapped_tasks`), checked here
         since the wrapper feeds its children without their update wrappers.
+
+        ``update`` and ``forward`` call it only while the wrapped metric validates and has no mark of an update
+        outside a bootstrap (read inline there).
         """
         scratch = self._scratch
         if getattr(scratch, "sample_axis", 0) == -1 and scratch.validate_args and not scratch._inputs_checked:
@@ -1164,7 +1170,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
         self._refuse_while_synced("forward")
-        self._refuse_bootstrapped_tasks(args, kwargs)
+        scratch = self._scratch.__dict__  # the bootstrap check's gate read inline: no call on an unvalidated step
+        if scratch.get("validate_args") and scratch.get(_OUTSIDE_BOOTSTRAP) != id(self._scratch):
+            self._refuse_bootstrapped_tasks(args, kwargs)
         lifetime_value, window_value = self._step(args, kwargs, values=True)
         return {"lifetime": lifetime_value, "window": window_value}
 

@@ -119,6 +119,22 @@ def _labels(labels: Any, columns: bool) -> Any:
     return labels
 
 
+def _named_arrays(labels: Any, label_names: Sequence[str]) -> dict[str, Any]:
+    """The label arrays of an evaluation (one per ``label_names`` entry, in that order) by their entry's name.
+
+    Raises:
+        ValueError: the Trainer gave another number of arrays than ``label_names`` has entries.
+    """
+    arrays = _joined(labels)
+    arrays = arrays if isinstance(arrays, tuple) else (arrays,)
+    if len(arrays) != len(label_names):
+        raise ValueError(
+            f"Expected one label array per `label_names` entry {list(label_names)}, got {len(arrays)}: "
+            "give the builder the Trainer's `TrainingArguments.label_names`, in their order."
+        )
+    return dict(zip(label_names, arrays, strict=True))
+
+
 def _eval_arrays(eval_pred: Any) -> tuple[Any, Any]:
     """The predictions and labels of an ``EvalPrediction`` (or any object with those attributes).
 
@@ -687,14 +703,7 @@ class _Pointwise(HFComputeMetrics):
         if self.label_names is None:
             super()._update_batch(predictions, labels)
             return
-        arrays = _joined(labels)
-        arrays = arrays if isinstance(arrays, tuple) else (arrays,)
-        if len(arrays) != len(self.label_names):
-            raise ValueError(
-                f"Expected one label array per `label_names` entry {list(self.label_names)}, got {len(arrays)}: "
-                "give the builder the Trainer's `TrainingArguments.label_names`, in their order."
-            )
-        named = dict(zip(self.label_names, arrays, strict=True))
+        named = _named_arrays(labels, self.label_names)
         task_labels = tuple(a for name, a in named.items() if name not in (self.weights, self.groups))
         scores = _tensor(self._outputs(predictions))
         targets = _tensor(_labels(task_labels if len(task_labels) > 1 else task_labels[0], True))
@@ -1121,14 +1130,7 @@ class _Ranking(HFComputeMetrics):
         if self.label_names is None:
             super()._update_batch(predictions, labels)
             return
-        arrays = _joined(labels)
-        arrays = arrays if isinstance(arrays, tuple) else (arrays,)
-        if len(arrays) != len(self.label_names):
-            raise ValueError(
-                f"Expected one label array per `label_names` entry {list(self.label_names)}, got {len(arrays)}: "
-                "give the builder the Trainer's `TrainingArguments.label_names`, in their order."
-            )
-        named = dict(zip(self.label_names, arrays, strict=True))
+        named = _named_arrays(labels, self.label_names)
         (label_entry,) = (name for name in self.label_names if name != self.sessions)
         scores = _tensor(self._outputs(predictions))
         scores = scores.reshape(1) if scores.ndim == 0 else scores

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.helpers.ddp import count_collectives
 from torchmetrics_ext import cli
 from torchmetrics_ext.evaluate import evaluate
 from torchmetrics_ext.evaluate.config import load_config
@@ -334,6 +335,10 @@ def _ddp_several(rank: int, world_size: int, path: str) -> tuple[list[dict], lis
 
     result = evaluate(path, TASKS, ["ne", "auc", "gauc"], user="user", by=SEGMENTATIONS, batch_size=64)
     assert dist.is_initialized()
+    # the segmentations' value combinations travel in one collective, however many segmentations
+    one = count_collectives(lambda: evaluate(path, TASKS, ["ne", "auc", "gauc"], user="user", by=SEGMENTATIONS[0]))
+    three = count_collectives(lambda: evaluate(path, TASKS, ["ne", "auc", "gauc"], user="user", by=SEGMENTATIONS))
+    assert three == one, (one, three)
     return result.records, result.warnings
 
 

@@ -1247,8 +1247,13 @@ class _Run:
         if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
             raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
+        # every rank's value combinations of every segmentation, in one collective
+        shares: list[Any] = [[collector.share() for collector in self.collectors]]
+        if self.world > 1 and self.collectors:
+            shares = [None] * self.world
+            dist.all_gather_object(shares, [collector.share() for collector in self.collectors])
         for s, collector in enumerate(self.collectors):  # every rank's segments, numbered alike
-            index, ids = collector.index()
+            index, ids = collector.index([rank_shares[s] for rank_shares in shares])
             self.indexes.append(index)
             for rows in self.group_rows:
                 if rows is not None:

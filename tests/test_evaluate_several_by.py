@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tests.helpers.ddp import count_collectives
 from torchmetrics_ext import cli
 from torchmetrics_ext.evaluate import evaluate
 from torchmetrics_ext.evaluate.config import load_config
@@ -251,7 +252,7 @@ def test_python_forms():
 @pytest.mark.parametrize(
     ("by", "match"),
     [
-        ([["country"], ["country"]], r"distinct segmentations \(by\), got \['country'\] twice"),
+        ([["country"], ["country"]], r"distinct segmentations in `by`, got \['country'\] twice"),
         ([["country"], []], "Expected every segmentation of `by` to name a column"),
         ([["country", "country"], ["device"]], r"'country' is repeated"),
         (["country", ["device"]], "Expected `by` to be a column name or a list of column names"),
@@ -276,6 +277,46 @@ def test_cli_refuses_an_empty_repeated_by(tmp_path, capsys):
     assert "argument --by: expected comma-separated column names, got ''" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--by", "country", "--by", "country"], "--by country is given twice: each --by is one segmentation"),
+        (
+            ["--by", "country, device", "--by", "device", "--by", "country,device"],
+            "--by 'country, device' and --by country,device are the same segmentation (country, device)",
+        ),
+        (["--by", "country", "--by", " country "], "--by country and --by ' country ' are the same segmentation"),
+        (["--by", "country", "--by", "device,device"], "--by device,device names column 'device' twice"),
+        (["--by", "device, device"], "--by 'device, device' names column 'device' twice"),
+    ],
+)
+def test_cli_segmentation_errors_name_the_by_options(tmp_path, capsys, flags, message):
+    """A refused segmentation is named as the --by option typed, not as the Python list it became."""
+    data = _write(_frame(9, n=60), tmp_path, "parquet")
+    assert cli.main(["evaluate", data, "--task", "click=p_click:y_click", *flags, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "[" not in err  # no list repr
+
+
+@pytest.mark.parametrize(
+    ("by", "message"),
+    [
+        ("[[country], [country]]", "key 'by': Expected distinct segmentations in `by`, got ['country'] twice"),
+        ("[[country], [device, device]]", "key 'by': Expected distinct segment columns (by), got ['device', 'device']"),
+        ("[country, country]", "key 'by': Expected distinct segment columns (by), got ['country', 'country']"),
+        ("[[country], []]", "key 'by': Expected every segmentation of `by` to name a column, got []"),
+    ],
+)
+def test_config_segmentation_errors_name_the_by_key(tmp_path, by, message):
+    """A config file's segmentations are refused when it is loaded, in terms of its `by` key."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"by: {by}\n")
+    with pytest.raises(ValueError) as refused:
+        load_config(str(config))
+    assert message in str(refused.value)
+
+
 def test_one_more_segmentation_keeps_one_int64_per_row():
     """The rows kept for the segments are stored once; each segmentation adds its int64 ids, no other copy."""
     rows = SegmentRows({"p": torch.float64, "y": torch.float64}, segmentations=3)
@@ -294,6 +335,10 @@ def _ddp_several(rank: int, world_size: int, path: str) -> tuple[list[dict], lis
 
     result = evaluate(path, TASKS, ["ne", "auc", "gauc"], user="user", by=SEGMENTATIONS, batch_size=64)
     assert dist.is_initialized()
+    # the segmentations' value combinations travel in one collective, however many segmentations
+    one = count_collectives(lambda: evaluate(path, TASKS, ["ne", "auc", "gauc"], user="user", by=SEGMENTATIONS[0]))
+    three = count_collectives(lambda: evaluate(path, TASKS, ["ne", "auc", "gauc"], user="user", by=SEGMENTATIONS))
+    assert three == one, (one, three)
     return result.records, result.warnings
 
 

@@ -371,8 +371,9 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.by is not None:  # checked here, then given as written: evaluate reads it against the data's columns
         for text in args.by:
             _names(parser, "--by", text, "column names")
-        # repeated: several segmentations, each value read as one --by reads it
-        by = args.by[0] if len(args.by) == 1 else SeveralBy(args.by)
+        # repeated: several segmentations, each value read as one --by reads it; one is the run with that `by`,
+        # and a refusal names the --by options as typed
+        by = SeveralBy(args.by)
     from torchmetrics_ext.evaluate.memory import map_large_buffers
 
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use

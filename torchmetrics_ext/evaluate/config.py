@@ -251,15 +251,19 @@ def _check(key: str, value: Any, base: str) -> Any:
         expected = "a segment column name, a list of them, or a list of such lists (several segmentations)"
         if _several(value):  # several segmentations: each a list of columns, as written
             try:
-                return [list(columns) for columns in _segmentations(value)]
+                return [list(columns) for columns in _segmentations(value, key="by")]
             except ValueError as err:
-                raise ValueError(f"{_wrong(key, expected, value)}: {err}") from None
+                raise ValueError(f"key {key!r}: {err}") from None
         try:
             by = _segment_columns(value)  # evaluate's rule: one column as a string, as `--by country`
         except ValueError:
             by = ()
         if not by:  # an empty list in the file is a mistake: leave the key out for no segments
             raise _wrong(key, expected, value)
+        try:  # a column listed twice: up front, as for several segmentations
+            _segmentations(list(by), key="by")
+        except ValueError as err:
+            raise ValueError(f"key {key!r}: {err}") from None
         return value if isinstance(value, str) else list(by)  # a string's commas: evaluate's rule, as --by's
     if key in ("from_logits", "progress"):
         if not isinstance(value, bool):

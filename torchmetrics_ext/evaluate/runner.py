@@ -17,6 +17,7 @@ import hashlib
 import inspect
 import math
 import re
+import shlex
 import warnings
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -302,8 +303,25 @@ class SeveralBy(list):
 
     The command line's repeated ``--by`` (``--by country --by device``) gives one; a list of strings
     (``by=["country", "device"]``) is one segmentation by both columns, a list of lists
-    (``by=[["country"], ["device"]]``) several, each item's columns as written.
+    (``by=[["country"], ["device"]]``) several, each item's columns as written. ``written`` keeps
+    each ``--by`` value as the user typed it (items read against the data may become lists), so
+    that a refusal names the ``--by`` options, not the lists they became.
     """
+
+    def __init__(self, items: Iterable[Any] = (), written: Sequence[str] | None = None) -> None:
+        super().__init__(items)
+        self.written = list(written) if written is not None else [_as_typed(item) for item in self]
+
+
+def _as_typed(item: Any) -> str:
+    """A segmentation as one ``--by`` value: a string as is, columns joined by commas."""
+    return item if isinstance(item, str) else ",".join(str(name) for name in item)
+
+
+def _flag(by: SeveralBy, i: int) -> str:
+    """The ``i``-th segmentation of ``by`` as the command line gave it: ``--by 'country, device'``."""
+    text = by.written[i] if i < len(by.written) else _as_typed(by[i])
+    return f"--by {shlex.quote(text)}"
 
 
 def _several(by: Any) -> bool:
@@ -313,28 +331,58 @@ def _several(by: Any) -> bool:
     return isinstance(by, (list, tuple)) and bool(by) and all(isinstance(item, (list, tuple)) for item in by)
 
 
-def _segmentations(by: Any) -> tuple[tuple[str, ...], ...]:
+def _segmentations(by: Any, key: str | None = None) -> tuple[tuple[str, ...], ...]:
     """The segmentations of ``by``: one (:func:`_segment_columns`' columns), none, or several (:func:`_several`).
+
+    A refusal speaks as the user wrote ``by``: ``--by`` options for :class:`SeveralBy` (the command
+    line), the config file's ``key`` where one is given, else the ``by`` argument.
 
     Raises:
         ValueError: as :func:`_segment_columns`, for ``by`` or one of its segmentations; a segmentation
-            without columns, or one given twice.
+            without columns, one given twice, or one naming a column twice.
     """
+    cli = isinstance(by, SeveralBy)
     if not _several(by):
         columns = _segment_columns(by)
+        _refuse_repeated_columns(columns, _flag(by, 0) if cli else None, key)
         return (columns,) if columns else ()
     out: list[tuple[str, ...]] = []
-    for item in by:
+    for i, item in enumerate(by):
         columns = _segment_columns(item)
         if not columns:
+            what = _flag(by, i) if cli else f"{list(item)!r} in {by!r}"
             raise ValueError(
-                f"Expected every segmentation of `by` to name a column, got {list(item)!r} in {by!r}: "
+                f"Expected every segmentation of `{key or 'by'}` to name a column, got {what}: "
                 "leave it out for no segments of its own (the overall rows are always there)."
             )
+        _refuse_repeated_columns(columns, _flag(by, i) if cli else None, key)
         if columns in out:
-            raise ValueError(f"Expected distinct segmentations (by), got {list(columns)!r} twice in {by!r}.")
+            first = out.index(columns)
+            if cli:
+                same = (
+                    f"{_flag(by, first)} is given twice"
+                    if by.written[first] == by.written[i]
+                    else f"{_flag(by, first)} and {_flag(by, i)} are the same segmentation ({', '.join(columns)})"
+                )
+                raise ValueError(f"{same}: each --by is one segmentation of its own; give each once.")
+            raise ValueError(
+                f"Expected distinct segmentations in `{key or 'by'}`, got {list(columns)!r} twice in {by!r}: "
+                "list each once."
+            )
         out.append(columns)
     return tuple(out)
+
+
+def _refuse_repeated_columns(columns: tuple[str, ...], flag: str | None, key: str | None) -> None:
+    """Refuse a segmentation naming a column twice, naming it as given: its ``--by`` ``flag``, or the columns."""
+    repeated = [b for b in dict.fromkeys(columns) if columns.count(b) > 1]
+    if not repeated:
+        return
+    if flag is not None:
+        raise ValueError(f"{flag} names column {repeated[0]!r} twice: expected distinct columns in one --by.")
+    raise ValueError(
+        f"Expected distinct segment columns ({key or 'by'}), got {list(columns)}: {repeated[0]!r} is repeated."
+    )
 
 
 def _reads_commas(by: Any) -> bool:
@@ -474,13 +522,7 @@ class _Plan:
         self.user = _optional_name("user", user)
         self.session = _optional_name("session", session)
         # each segmentation is a `by` of its own (one, without several); `self.by`: every column, read once
-        self.segmentations = _segmentations(by)
-        for columns in self.segmentations:
-            repeated = [b for b in dict.fromkeys(columns) if columns.count(b) > 1]
-            if repeated:
-                raise ValueError(
-                    f"Expected distinct segment columns (by), got {list(columns)}: {repeated[0]!r} is repeated."
-                )
+        self.segmentations = _segmentations(by)  # refuses a segmentation twice, a column twice in one
         self.by = tuple(dict.fromkeys(name for columns in self.segmentations for name in columns))
         entries = _metric_options(metrics)
         self.metric_names = tuple(entries)
@@ -1205,8 +1247,13 @@ class _Run:
         if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
             raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
+        # every rank's value combinations of every segmentation, in one collective
+        shares: list[Any] = [[collector.share() for collector in self.collectors]]
+        if self.world > 1 and self.collectors:
+            shares = [None] * self.world
+            dist.all_gather_object(shares, [collector.share() for collector in self.collectors])
         for s, collector in enumerate(self.collectors):  # every rank's segments, numbered alike
-            index, ids = collector.index()
+            index, ids = collector.index([rank_shares[s] for rank_shares in shares])
             self.indexes.append(index)
             for rows in self.group_rows:
                 if rows is not None:
@@ -1944,7 +1991,9 @@ def evaluate(
         by = _comma_columns(by, sources)
     elif isinstance(by, SeveralBy) and any(_reads_commas(item) for item in by):
         sources = open_sources(data)
-        by = SeveralBy(_comma_columns(item, sources) if isinstance(item, str) else item for item in by)
+        by = SeveralBy(
+            (_comma_columns(item, sources) if isinstance(item, str) else item for item in by), written=by.written
+        )
     plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks)
     try:  # the data, as this rank finds it (its files, their footers)
         run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)

@@ -580,10 +580,16 @@ class SegmentCollector:
         self._size += table.num_rows
         return codes
 
-    def index(self) -> tuple[SegmentIndex, np.ndarray]:
+    def share(self) -> list[Any]:
+        """What this rank gives the others for :meth:`index`: its value combinations, batch by batch (picklable)."""
+        return list(self._parts)
+
+    def index(self, shares: Sequence[Sequence[Any]] | None = None) -> tuple[SegmentIndex, np.ndarray]:
         """The segments of every rank's rows and the segment of each local code.
 
-        Every rank must call it (it gathers when distributed); every rank numbers the segments alike.
+        Every rank must call it; every rank numbers the segments alike. ``shares`` is every rank's
+        :meth:`share` in rank order, gathered by the caller (one collective for several collectors);
+        without it, it gathers them itself when distributed.
 
         Raises:
             InvalidDataError: a column's values have types that cannot be one (naming the files
@@ -591,9 +597,11 @@ class SegmentCollector:
         """
         mine = self._parts
         gathered, offset = mine, 0  # every rank's parts; this rank's are gathered[offset:offset + len(mine)]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            shares: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(shares, mine)
+        if shares is None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            received: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(received, self.share())
+            shares = received
+        if shares is not None and len(shares) > 1:
             gathered = [part for share in shares for part in share]
             offset = sum(len(share) for share in shares[: dist.get_rank()])
         order = sorted(range(len(gathered)), key=lambda i: gathered[i].order)  # one process's order (for messages)

@@ -56,7 +56,11 @@ def _peak_kib(path: str, metrics: str, by: str | None) -> int:
         args += ["--user", "user"]
     if by:
         args += ["--by", by]
-    done = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, check=True)
+    # run in the data's folder: `python -c` puts the working directory first on sys.path, so from a
+    # checkout's root the child would import that checkout's package whatever PYTHONPATH names
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], capture_output=True, text=True, check=True, cwd=os.path.dirname(path)
+    )
     return int(done.stderr.strip().splitlines()[-1])
 
 

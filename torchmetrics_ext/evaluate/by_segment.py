@@ -45,6 +45,7 @@ from torchmetrics_ext.functional.auc.grouped import (
     _grouped_compute,
     _grouped_curve_stats,
     _grouped_stats_and_slots,
+    _id_order,
 )
 from torchmetrics_ext.functional.auc.pairwise import (
     PairCounts,
@@ -58,6 +59,7 @@ from torchmetrics_ext.functional.ranking._update import _NO_QUERY, _ranking_comp
 from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.metrics.ranking import RankingMetrics
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import (
     UndefinedEntries,
     collecting_undefined,
@@ -245,13 +247,24 @@ def _grouped_curves(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[
     """
     assert batch.groups is not None
     assert isinstance(metric, (GroupedAUC, GroupedAUPRC))
-    users = torch.unique(batch.groups, return_inverse=True)[1]
-    groups, group_segment = _pairs(batch.segment, batch.num_segments, users)
-    del users  # 8 bytes a row, not needed by the kernel below (which makes its own temporaries)
+    # on the CPU: the rows in (segment, user) order from one sort, handed to the kernel (no pair id
+    # per row, no sort of them again); the device kernel sorts the pair ids itself
+    order = None if on_device_path(preds) else _pair_order(batch.segment, batch.num_segments, batch.groups)
+    sorted_rows: tuple[Tensor, Tensor] | None = None
+    if order is None:
+        users = torch.unique(batch.groups, return_inverse=True)[1]
+        groups, group_segment = _pairs(batch.segment, batch.num_segments, users)
+        del users  # 8 bytes a row, not needed by the kernel below (which makes its own temporaries)
+    else:
+        groups, opens, group_segment = order  # `groups` (the order) is not read by the kernel given it
+        sorted_rows = (groups, opens)
+        del opens
+    del order
     signed = _signed_weights(batch.target, batch.weights)
-    stats, present = _grouped_stats_and_slots(preds, signed, groups)
+    stats, present = _grouped_stats_and_slots(preds, signed, groups, sorted_rows)
+    del groups, sorted_rows
     slots = stats[0].shape[-1]  # the number of groups (more on the device path: empty slots at the end)
-    segment_of = torch.zeros(slots, dtype=torch.int64, device=groups.device)
+    segment_of = torch.zeros(slots, dtype=torch.int64, device=preds.device)
     segment_of[: group_segment.numel()] = group_segment
     values, averaged = _group_values(stats, metric._kind, present if metric.average_groups == "all" else None)
     group_weight = (stats[0] + stats[1]) if metric.weight_groups else torch.ones_like(values)
@@ -354,6 +367,34 @@ def _no_weighted_row(segment: Tensor, weights: Tensor | None, num_segments: int)
     """``(S, 1)``: the segments without a row of non-zero weight (``None`` weights: without a row)."""
     weighted = torch.ones_like(segment, dtype=torch.float64) if weights is None else (weights > 0).to(torch.float64)
     return weighted.new_zeros(num_segments).index_add_(0, segment, weighted).eq(0).unsqueeze(1)
+
+
+def _pair_order(segment: Tensor, num_segments: int, users: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The rows in ``(segment, user)`` order from one sort: ``(perm, opens, pair_segment)``.
+
+    ``perm`` and ``opens`` are what :func:`~torchmetrics_ext.functional.auc.grouped._id_order` gives
+    for the dense pair ids of :func:`_pairs` (the same stable order: pairs by segment, then user id;
+    a pair's rows as given), and ``pair_segment`` is each pair's segment. The composite key
+    ``segment * span + (user - min)`` is sorted directly where it stays below ``2**62``; otherwise
+    the users are made dense first (a second sort). ``None`` for no rows, or pairs too many to key
+    (the caller numbers them with :func:`_pairs` then).
+    """
+    if users.numel() == 0:
+        return None
+    low, high = (int(v) for v in torch.aminmax(users))
+    span = high - low + 1  # exact as Python ints, whatever the ids
+    if num_segments * span < _INT64_IDS:
+        key = segment * span + (users - low)
+    else:
+        dense = torch.unique(users, return_inverse=True)[1]
+        span = int(dense.max()) + 1
+        if num_segments * span >= _INT64_IDS:
+            return None
+        key = dense.add_(segment * span)
+        del dense
+    perm, opens = _id_order(key)
+    del key
+    return perm, opens, segment[perm[torch.nonzero(opens).squeeze(1)]]
 
 
 def _pairs(segment: Tensor, num_segments: int, ids: Tensor) -> tuple[Tensor, Tensor]:

@@ -101,12 +101,18 @@ def _grouped_curve_stats(scores: Tensor, signed: Tensor, groups: Tensor) -> Curv
     return _grouped_stats_and_slots(scores, signed, groups)[0]
 
 
-def _grouped_stats_and_slots(scores: Tensor, signed: Tensor, groups: Tensor) -> tuple[CurveStats, Tensor]:
+def _grouped_stats_and_slots(
+    scores: Tensor, signed: Tensor, groups: Tensor, order: tuple[Tensor, Tensor] | None = None
+) -> tuple[CurveStats, Tensor]:
     """:func:`_grouped_curve_stats` and the ``(G,)`` mask of its slots that hold a group.
 
     The mask comes from the sort of the ids that the statistics take (every slot on the CPU path,
     the first ``K`` of the device path's ``N`` for ``K`` distinct ids, counted on the device): a
     group holding only zero-weight rows counts too, as TorchRec's averaging over every group needs.
+
+    ``order``: on the CPU path, ``(perm, opens)`` as :func:`_id_order` of ``groups`` gives them (a
+    caller that sorted its rows by group already), so the ids are not sorted again; ``groups`` is
+    then not read there. The device path ignores it and sorts ``groups`` itself.
     """
     num_tasks, n = scores.shape
     if n > 0 and on_device_path(scores):
@@ -115,7 +121,7 @@ def _grouped_stats_and_slots(scores: Tensor, signed: Tensor, groups: Tensor) -> 
     # One sort of the ids puts every group's samples side by side: group g (the g-th smallest id)
     # is perm[firsts[g]:firsts[g + 1]], so a block of whole groups is a slice of `perm`, never a
     # scan of every sample (a mask over all N samples per block made compute O(N * blocks)).
-    perm, opens = _id_order(groups)
+    perm, opens = _id_order(groups) if order is None else order
     firsts = torch.nonzero(opens).squeeze(1)
     num_groups = firsts.numel()
     stats = torch.zeros(4, num_tasks, num_groups, dtype=torch.float64, device=scores.device)
@@ -140,7 +146,7 @@ def _grouped_stats_and_slots(scores: Tensor, signed: Tensor, groups: Tensor) -> 
                 chunk = _segment_stats(chunk_scores, chunk_signed, seg, (t1 - t0) * (hi - lo))
             stats[:, t0:t1, lo:hi] = chunk.view(4, t1 - t0, hi - lo)
     pos, neg, auc, ap = stats
-    return (pos, neg, auc, ap), torch.ones(num_groups, dtype=torch.bool, device=groups.device)
+    return (pos, neg, auc, ap), torch.ones(num_groups, dtype=torch.bool, device=scores.device)
 
 
 # offset key types of the id sort, narrowest first, with the largest offset each holds

@@ -177,8 +177,10 @@ def test_transform_requires_dataset_name():
         transform({"tokens": [1]})
     with pytest.raises(RuntimeError, match="set_dataset_name"):
         transform.new_metric("x", 1, A.SUM)
-    for bad in ("", None, 3):
-        with pytest.raises(ValueError, match="dataset_name"):
+    with pytest.raises(ValueError, match="dataset_name"):
+        transform.set_dataset_name("")
+    for bad in (None, 3):  # a wrong type: TypeError, as the aggregator's record checks
+        with pytest.raises(TypeError, match="dataset_name"):
             transform.set_dataset_name(bad)
 
 

@@ -308,6 +308,24 @@ def _padding_values(padding_value: Any) -> Tensor:
     return torch.tensor([float(value) for value in values], dtype=torch.float64)  # type: ignore[arg-type]
 
 
+def _label_name_entries(label_names: Any, example: str) -> tuple[str, ...]:
+    """``label_names`` checked: a sequence of distinct names (``str``)."""
+    names = _sequence_of_names("label_names", label_names, example)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
+    refuse_repeats("label_names", label_names, list(names))
+    return names
+
+
+def _entry_of(argument: str, value: Any, names: tuple[str, ...]) -> str:
+    """``value`` (given as ``argument``) as the name of one of the entries ``names`` of ``label_names``."""
+    name = as_str(value)
+    if name not in names:
+        raise ValueError(f"Expected `{argument}` to be an entry of `label_names` {list(names)}, got {value!r}.")
+    return name
+
+
 def _extra_label_names(
     label_names: Any, weights: Any, groups: Any, num_tasks: int
 ) -> tuple[tuple[str, ...] | None, str | None, str | None]:
@@ -324,17 +342,11 @@ def _extra_label_names(
                     f"alone, e.g. label_names=('labels', {value!r}), {argument}={value!r}."
                 )
         return None, None, None
-    names = _sequence_of_names("label_names", label_names, "label_names=('labels', 'weight')")
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
-    refuse_repeats("label_names", label_names, list(names))
-    extras: list[str | None] = []
-    for argument, value in (("weights", weights), ("groups", groups)):
-        name = None if value is None else as_str(value)
-        if value is not None and name not in names:
-            raise ValueError(f"Expected `{argument}` to be an entry of `label_names` {list(names)}, got {value!r}.")
-        extras.append(name)
+    names = _label_name_entries(label_names, "label_names=('labels', 'weight')")
+    extras = [
+        None if value is None else _entry_of(argument, value, names)
+        for argument, value in (("weights", weights), ("groups", groups))
+    ]
     if extras[0] is not None and extras[0] == extras[1]:
         raise ValueError(
             f"Expected `weights` and `groups` to name two entries of `label_names`, got {weights!r} twice."
@@ -345,8 +357,6 @@ def _extra_label_names(
             f"Expected `label_names` to hold one label entry (its labels (N, {num_tasks})) or one per task "
             f"({num_tasks}), besides `weights` and `groups`, got {task_labels}."
         )
-    if not task_labels:
-        raise ValueError(f"Expected `label_names` {list(names)} to hold the tasks' labels besides `weights`/`groups`.")
     return names, extras[0], extras[1]
 
 
@@ -363,14 +373,8 @@ def _session_label_names(label_names: Any, sessions: Any) -> tuple[tuple[str, ..
             "holding the session/query ids of flat rows) together, e.g. label_names=('labels', 'session_id'), "
             f"sessions='session_id'; got label_names={label_names!r}, sessions={sessions!r}."
         )
-    names = _sequence_of_names("label_names", label_names, "label_names=('labels', 'session_id')")
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
-    refuse_repeats("label_names", label_names, list(names))
-    entry = as_str(sessions)
-    if entry not in names:
-        raise ValueError(f"Expected `sessions` to be an entry of `label_names` {list(names)}, got {sessions!r}.")
+    names = _label_name_entries(label_names, "label_names=('labels', 'session_id')")
+    entry = _entry_of("sessions", sessions, names)
     if len(names) != 2:
         raise ValueError(
             f"Expected `label_names` to hold the relevance labels' entry and the `sessions` entry, two in all, got "

@@ -301,7 +301,7 @@ def _rankings(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
                 segments=(query_segment, batch.num_segments),
             )
             # as the class's: a segment without a row of weight says both causes (no query counted, or nothing seen)
-            unseen = partial(_no_weighted_row, batch.segment, weights, batch.num_segments)
+            unseen = lambda w=weights: _no_weighted_row(batch.segment, w, batch.num_segments).unsqueeze(1)  # noqa: E731
             per_task.append(
                 _ranking_compute(
                     value_sum,
@@ -355,18 +355,15 @@ def _pairwise(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
         counts = _pairwise_counts(*(value.reshape(-1, length) for value in padded), relative=True)
         totals[:, :, members] = torch.stack(counts).reshape(len(PairCounts._fields), num_tasks, -1)
     compute = _xauc_compute if isinstance(metric, XAUC) else _regression_auc_compute
-
-    def unseen() -> Tensor:  # the (task, segment) entries without a row of weight (made only where undefined)
-        weighted = (weights > 0).to(torch.float64)
-        return totals.new_zeros(num_tasks, num_segments).index_add_(1, batch.segment, weighted) == 0
-
+    # the (task, segment) entries without a row of weight (made only where undefined)
+    unseen = partial(_no_weighted_row, batch.segment, weights, num_segments)
     return {None: compute(PairCounts(*totals), unseen)}
 
 
 def _no_weighted_row(segment: Tensor, weights: Tensor | None, num_segments: int) -> Tensor:
-    """``(S, 1)``: the segments without a row of non-zero weight (``None`` weights: without a row)."""
+    """``(..., S)``: the segments without a row of non-zero weight, of weights ``(..., N)`` (``None``: no row)."""
     weighted = torch.ones_like(segment, dtype=torch.float64) if weights is None else (weights > 0).to(torch.float64)
-    return weighted.new_zeros(num_segments).index_add_(0, segment, weighted).eq(0).unsqueeze(1)
+    return weighted.new_zeros(*weighted.shape[:-1], num_segments).index_add_(-1, segment, weighted).eq(0)
 
 
 def _pair_order(segment: Tensor, num_segments: int, users: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:

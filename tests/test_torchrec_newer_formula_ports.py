@@ -268,8 +268,8 @@ def test_uauc_without_a_user_of_both_classes_is_zero_there_and_undefined_here():
 def test_uauc_loses_the_score_order_of_users_far_down_a_batch():
     """Its sort key ``user * 1e12 + score`` is float64: score differences below its step are lost.
 
-    The step is 2**-13 for the second (task, user) group of a batch, 1/64 from the 71st, 1/8 from the
-    563rd and 1 from the 4504th: scores closer than it tie and count in row order (here, positives last
+    The step is 2**-13 for (task, user) group 1 of a batch, 1/64 from group 71, 1/8 from group 563 and
+    1 from group 4504 (numbered from 0): scores closer than it tie and count in row order (here, positives last
     in each user's rows, random scores score 0.61 instead of 0.50). Ours, and the reference (each
     user's share of positive-negative pairs ordered right, in numpy), do not depend on the batch.
     """
@@ -324,8 +324,8 @@ def test_variance_in_batches_of_one_row_is_the_sample_variance_of_distribution_a
         assert out["std"].item() ** 2 == pytest.approx(variance[task], rel=1e-10)
         assert out["mean"].item() == pytest.approx(mean[task], rel=1e-12)
     average = tmx.LabelAverage(2)  # TorchRec's `scalar` key of this metric: the unweighted label mean
-    average.update(torch.zeros(2, 40), torch.tensor(labels / labels.max()))
-    np.testing.assert_allclose(average.compute().numpy() * labels.max(), mean, rtol=1e-12)
+    average.update(torch.zeros(2, 40), torch.tensor(labels))
+    np.testing.assert_allclose(average.compute().numpy(), mean, rtol=1e-12)
 
 
 def test_variance_in_larger_batches_falls_short_there_and_not_here():

@@ -12,6 +12,7 @@ test below that shows it.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from typing import Any
@@ -24,6 +25,9 @@ from sklearn.metrics import roc_auc_score
 import torchmetrics_ext as tmx
 from torchmetrics_ext.aggregation import Distribution
 from torchmetrics_ext.registry import lookup
+
+# seeds of the randomised comparisons; TMX_TRNEW_SEEDS=50 runs more
+SEEDS = range(int(os.environ.get("TMX_TRNEW_SEEDS", "3")))
 
 
 def _quiet_compute(metric: Any) -> Any:
@@ -78,20 +82,26 @@ def _session_batch(rng: np.random.Generator, n: int, num_sessions: int, tasks: i
     return sessions, y, p
 
 
-def test_session_pairwise_auc_of_one_session_in_one_batch_is_regression_auc_unweighted():
-    """One session, one batch, no weights: TorchRec's within-session pairs are all pairs, as ours."""
-    rng = np.random.default_rng(101)
+@pytest.mark.parametrize("rank_order_label", [False, True])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_session_pairwise_auc_of_one_session_in_one_batch_is_regression_auc_unweighted(seed, rank_order_label):
+    """One session, one batch, no weights: TorchRec's within-session pairs are all pairs, as ours.
+
+    ``rank_order_label=True`` (a lower label ranks higher) is ours on ``-target``.
+    """
+    rng = np.random.default_rng([101, seed])
     sessions, y, p = _session_batch(rng, 40, 1)
     ones = np.ones_like(p)
-    theirs = _tr_pairwise_auc(*_tr_session_pairwise_states(p, y, ones, sessions))
+    theirs = _tr_pairwise_auc(*_tr_session_pairwise_states(p, y, ones, sessions, rank_order_label=rank_order_label))
     metric = tmx.RegressionAUC(2)
-    metric.update(torch.tensor(p), torch.tensor(y))
+    metric.update(torch.tensor(p), torch.tensor(-y if rank_order_label else y))
     np.testing.assert_allclose(metric.compute().numpy(), theirs, rtol=1e-12)
 
 
-def test_session_pairwise_auc_unit_pair_weights_are_regression_auc_of_the_nonzero_indicator():
+@pytest.mark.parametrize("seed", SEEDS)
+def test_session_pairwise_auc_unit_pair_weights_are_regression_auc_of_the_nonzero_indicator(seed):
     """``weight_pairs=False`` (or 0/1 weights): every pair of non-zero rows counts 1, ours with ``w > 0``."""
-    rng = np.random.default_rng(102)
+    rng = np.random.default_rng([102, seed])
     sessions, y, p = _session_batch(rng, 48, 1)
     w = rng.choice([0.0, 0.5, 1.0, 3.0], p.shape)
     theirs = _tr_pairwise_auc(*_tr_session_pairwise_states(p, y, w, sessions, weight_pairs=False))
@@ -209,9 +219,10 @@ def _user_batches(rng: np.random.Generator, num_batches: int = 3, tasks: int = 2
 
 
 @pytest.mark.parametrize("weight_groups", [False, True], ids=["uauc", "wuauc"])
-def test_uauc_is_grouped_auc_scored_per_batch(weight_groups):
+@pytest.mark.parametrize("seed", SEEDS)
+def test_uauc_is_grouped_auc_scored_per_batch(seed, weight_groups):
     """``uauc`` = GroupedAUC(groups_complete_per_batch=True); ``wuauc`` also weight_groups=True."""
-    rng = np.random.default_rng(201)
+    rng = np.random.default_rng([201, seed])
     batches = _user_batches(rng)
     theirs = _tr_uauc(batches)
     metric = tmx.GroupedAUC(2, groups_complete_per_batch=True, weight_groups=weight_groups)
@@ -314,8 +325,9 @@ def _distributions(batches: list[np.ndarray]) -> list[Distribution]:
     return out
 
 
-def test_variance_in_batches_of_one_row_is_the_sample_variance_of_distribution_and_numpy():
-    rng = np.random.default_rng(301)
+@pytest.mark.parametrize("seed", SEEDS)
+def test_variance_in_batches_of_one_row_is_the_sample_variance_of_distribution_and_numpy(seed):
+    rng = np.random.default_rng([301, seed])
     labels = rng.gamma(2.0, 30.0, (2, 40))
     variance, mean = _tr_variance([labels[:, i : i + 1] for i in range(40)])
     np.testing.assert_allclose(variance, labels.var(-1, ddof=1), rtol=1e-10)

@@ -6,8 +6,9 @@ Each ``_tr_*`` function is written for this test from reading TorchRec's newer m
 ``num_missing_labels``, ``ne_positive`` and ``unweighted_ne`` keep 1.9.2's formulas and are ported in
 ``tests/test_torchrec_formula_ports.py``). Nothing here calls the package's kernels: the references
 are the ports, scikit-learn and plain numpy. docs/migration_torchrec.md ("TorchRec after 1.9.2") says
-which of our metrics gives each value and why the others differ; every difference it lists has a
-test below that shows it.
+which of our metrics gives each value and why the others differ; each difference it lists that one
+process can show has a test below (not the DDP and window remarks on ``variance``, nor the 1e-10 in
+``uauc``'s denominators).
 """
 
 from __future__ import annotations
@@ -147,6 +148,14 @@ def test_session_pairwise_auc_without_a_pair_is_half_there_and_undefined_here():
     assert np.isnan(_quiet_compute(metric).item())
 
 
+def test_session_pairwise_auc_takes_labels_closer_than_1e_6_as_equal_where_ours_pairs_them():
+    p, y, sessions = np.array([[0.2, 0.9]]), np.array([[0.5, 0.5000001]]), np.zeros(2, dtype=np.int64)
+    assert _tr_session_pairwise_states(p, y, np.ones_like(p), sessions)[1][0] == 0.0  # no pair: 0.5 reported
+    metric = tmx.RegressionAUC()
+    metric.update(torch.tensor(p[0]), torch.tensor(y[0]))
+    assert metric.compute().item() == 1.0
+
+
 # ----------------------------------------------------------------------------- uauc
 
 
@@ -170,8 +179,9 @@ def _tr_uauc_states(p: np.ndarray, y: np.ndarray, w: np.ndarray, users: np.ndarr
     count = np.bincount(group, minlength=num_groups)
     masked = np.where(flat_p == 0, np.nan, flat_p)
     high, low = np.full(num_groups, -np.inf), np.full(num_groups, np.inf)
-    np.maximum.at(high, group, masked)  # NaN propagates, as torch's scatter_reduce does
-    np.minimum.at(low, group, masked)
+    with np.errstate(invalid="ignore"):
+        np.maximum.at(high, group, masked)  # NaN propagates, as torch's scatter_reduce does
+        np.minimum.at(low, group, masked)
     identical = (high <= low) | (high == -np.inf)
     valid = (w_pos > 0) & (w_neg > 0) & (count >= 2) & ~identical
     order = np.argsort(group.astype(np.float64) * 1e12 + flat_p, kind="stable")
@@ -266,6 +276,18 @@ def test_uauc_skips_a_user_whose_scores_are_all_equal_where_ours_counts_half():
     metric = tmx.GroupedAUC(groups_complete_per_batch=True)
     metric.update(torch.tensor(p[0]), torch.tensor(y[0]), torch.tensor(users))
     assert metric.compute().item() == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_uauc_counts_a_user_whose_equal_scores_are_zero_in_row_order():
+    """Its equal-score check skips zeros by making them NaN, which its max/min then propagate: never equal."""
+    users, w = np.zeros(2, dtype=np.int64), np.ones((1, 2))
+    zeros, y = np.zeros((1, 2)), np.array([[1.0, 0.0]])
+    theirs = _tr_uauc([(zeros, y, w, users)])
+    assert theirs["num_users"][0] == 1 and theirs["uauc"][0] == pytest.approx(0.0)  # the positive comes first
+    assert _tr_uauc([(zeros + 0.3, y, w, users)])["num_users"][0] == 0  # equal non-zero scores: skipped
+    metric = tmx.GroupedAUC(groups_complete_per_batch=True)
+    metric.update(torch.tensor(zeros[0]), torch.tensor(y[0]), torch.tensor(users))
+    assert metric.compute().item() == pytest.approx(0.5)
 
 
 def test_uauc_without_a_user_of_both_classes_is_zero_there_and_undefined_here():

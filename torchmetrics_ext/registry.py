@@ -47,6 +47,7 @@ __all__ = [
     "lookup",
     "metric_names",
     "registry_entry",
+    "torchrec_name_hint",
     "torchrec_names",
     "torchrec_requirements",
 ]
@@ -421,17 +422,65 @@ _STANDALONE_NAMES = {
     "hindsighttargetpr": "tmx.HindsightTargetPR: build it and give the object to RecMetricModule's `metrics`",
 }
 
+# TorchRec metrics that no registry entry of that name computes, newer than 1.9.2 (and 1.9.2's unweighted_ne):
+# what gives their value here, or that nothing does (docs/migration_torchrec.md, "TorchRec after 1.9.2"). Keyed
+# as _STANDALONE_NAMES; the value follows "TorchRec's metric of that name".
+_TORCHREC_NAMES = {
+    "uauc": (
+        "is the registry's 'gauc' with the option groups_complete_per_batch=True (each batch's users scored apart, "
+        "as TorchRec does): {'gauc': {'groups_complete_per_batch': True}}"
+    ),
+    "wuauc": (
+        "is the registry's 'gauc' with the options groups_complete_per_batch=True and weight_groups=True: "
+        "{'gauc': {'groups_complete_per_batch': True, 'weight_groups': True}}"
+    ),
+    "sessionpairwiseauc": (
+        "pools the pairs within each batch's sessions, which no metric here computes; 'regression_auc' pools "
+        "every pair of the data, the same value only with one session per batch and 0/1 weights"
+    ),
+    "unweightedne": "is 'ne' on a task whose weight_name is None (a second task on the same label and prediction)",
+    "variance": (
+        "is tmx.aggregation.Distribution over a task's labels (its std squared is their sample variance, its mean "
+        "TorchRec's `scalar` key); use it as a standalone metric"
+    ),
+}
+
+
+def torchrec_name_hint(name: str) -> str | None:
+    """What computes the TorchRec metric ``name`` when no registry entry of that name does, or ``None``.
+
+    Read without case or separators (``"session_pairwise_auc"``, ``"SessionPairwiseAUC"``). The metrics
+    that read inputs no module column gives name our class; TorchRec's metrics newer than 1.9.2 name
+    the registry entry and options that compute them, or say that nothing here does.
+
+    Examples:
+        >>> from torchmetrics_ext.registry import torchrec_name_hint
+        >>> "tmx.NumMissingLabels" in torchrec_name_hint("num_missing_labels")
+        True
+        >>> "groups_complete_per_batch=True" in torchrec_name_hint("uauc")
+        True
+        >>> torchrec_name_hint("ne") is None
+        True
+    """
+    key = re.sub(r"[^a-z0-9]", "", name.lower())
+    standalone = _STANDALONE_NAMES.get(key)
+    if standalone is not None:
+        return f"TorchRec's metric of that name is {standalone}"
+    newer = _TORCHREC_NAMES.get(key)
+    return None if newer is None else f"TorchRec's metric of that name {newer}"
+
 
 def _unknown_hint(stem: str, guess: str | None, cutoff: str) -> str:
-    """What an unknown name's error adds: where a rate or a standalone TorchRec metric is, else the closest name."""
+    """What an unknown name's error adds: where a rate or a TorchRec metric of that name is, else the closest name."""
     # read as `_closest` reads a name (any case) and as the command line passes it (stripped), a run of
     # spaces, dashes or underscores inside as one "_": "Throughput ", " tower  qps", "tower_ qps" and "Tower-QPS"
     # are rates too
     if re.sub(r"[\s_-]+", "_", stem.strip().lower()) in _RATE_NAMES:
         return _RATE_HINT
-    standalone = _STANDALONE_NAMES.get(re.sub(r"[^a-z0-9]", "", stem.lower()))
-    if standalone is not None:
-        return f" (no registry metric; TorchRec's metric of that name is {standalone})"
+    torchrec = torchrec_name_hint(stem)
+    if torchrec is not None:
+        standalone = re.sub(r"[^a-z0-9]", "", stem.lower()) in _STANDALONE_NAMES
+        return f" (no registry metric{'' if standalone else ' of that name'}; {torchrec})"
     return f" (did you mean {_suggestion(_BY_NAME[guess], cutoff)!r}?)" if guess else ""
 
 

@@ -26,6 +26,7 @@ from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import regression as _regression
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
+from torchmetrics_ext.registry import torchrec_name_hint
 from torchmetrics_ext.utilities.checks import as_int, int_given
 from torchmetrics_ext.wrappers.segmented import Segmented
 
@@ -360,8 +361,11 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
         name = _enum_value(enum)
         spec = TORCHREC_METRICS.get(name)
         if spec is None:
+            hint = torchrec_name_hint(name)
             raise ValueError(
-                f"TorchRec metric {name!r} is not supported by from_torchrec_config; supported: "
+                f"TorchRec metric {name!r} is not supported by from_torchrec_config"
+                + (f" ({hint})" if hint else "")
+                + "; supported: "
                 f"{', '.join(sorted(TORCHREC_METRICS))}. Build the others as standalone metrics "
                 "(docs/migration_torchrec.md)."
             )

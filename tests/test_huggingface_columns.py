@@ -349,3 +349,15 @@ def test_callback_is_silent_when_compute_metrics_ran(tmp_path):
     run.predict(ColumnClicks())
     with pytest.warns(UserWarning, match="not called"):
         run.evaluate(eval_dataset=NoSessionClicks())
+
+
+def test_a_misspelt_column_argument_is_named():
+    """``segment=`` (for ``segments=``) left its entry among the labels and reached the metrics as an option: both
+    errors say which argument was meant."""
+    meant = r"no argument `{}` \(did you mean `{}=`\?\)"
+    with pytest.raises(ValueError, match=meant.format("segment", "segments") + r".*hold one label entry"):
+        pointwise_compute_metrics(["ne"], label_names=("labels", "country"), segment="country")
+    with pytest.raises(ValueError, match=meant.format("segment", "segments") + r".*rejected the options"):
+        pointwise_compute_metrics(["ne"], label_names=("labels", "country"), segments="country", segment="country")
+    with pytest.raises(ValueError, match=meant.format("weight", "weights") + r".*hold one label entry"):
+        ranking_compute_metrics(ks=(1,), label_names=("labels", "s", "w"), sessions="s", weight="w")

@@ -388,14 +388,15 @@ class _LabelColumns:
 
 
 def _label_columns(
-    label_names: Any, given: Mapping[str, Any], example: str, counts: set[int], labels: str
+    label_names: Any, given: Mapping[str, Any], example: str, counts: set[int], labels: str, hint: str = ""
 ) -> _LabelColumns | None:
     """``label_names`` and the builder arguments ``given`` (argument -> entry or ``None``) naming columns, checked.
 
     ``counts``: the numbers of labels' entries the builder takes (the entries no argument names),
     ``labels`` says what they are, for the error. ``None``: no ``label_names``, every label array is
     labels, as before these arguments existed. Id columns may share an entry (one user id for GAUC and
-    for ranking); the weights' entry is its own.
+    for ranking); the weights' entry is its own. ``hint`` leads the error of a wrong number of labels'
+    entries: a column argument misspelt (``segment=``) leaves its entry among the labels.
     """
     if label_names is None:
         for argument, value in given.items():
@@ -417,7 +418,7 @@ def _label_columns(
     split = _LabelColumns(names, columns)
     if len(split.labels) not in counts:
         besides = ", ".join(f"`{argument}`" for argument in columns) or "no column"
-        raise ValueError(f"Expected `label_names` to hold {labels}, besides {besides}, got {list(split.labels)}.")
+        raise ValueError(f"{hint}Expected `label_names` to hold {labels}, besides {besides}, got {list(split.labels)}.")
     return split
 
 
@@ -749,8 +750,10 @@ class _Pointwise(HFComputeMetrics):
         self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
         num_tasks = len(self.tasks)
         labels = f"one label entry (its labels (N, {num_tasks})) or one per task ({num_tasks})"
+        own = ("metrics", "tasks", "from_logits", "ignore_index", "label_names", *_COLUMNS)
+        hint = _own_argument_hint("pointwise_compute_metrics", own, kwargs)
         self.columns = _label_columns(
-            label_names, columns or {}, "label_names=('labels', 'weight')", {1, num_tasks}, labels
+            label_names, columns or {}, "label_names=('labels', 'weight')", {1, num_tasks}, labels, hint
         )
         named = {} if self.columns is None else self.columns.columns
         if "groups" in named and "segments" in named and named["groups"] != named["segments"]:
@@ -801,10 +804,8 @@ class _Pointwise(HFComputeMetrics):
             except (TypeError, ValueError) as error:
                 if not kwargs:
                     raise
-                own = ("metrics", "tasks", "from_logits", "ignore_index")
                 raise type(error)(
-                    _own_argument_hint("pointwise_compute_metrics", own, kwargs)
-                    + f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
+                    hint + f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
                     f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
                 ) from error
         self._reads = set(reading.values())
@@ -1340,19 +1341,19 @@ class _Ranking(HFComputeMetrics):
                 "entry holding the session/query ids of flat rows) together, e.g. label_names=('labels', "
                 f"'session_id'), sessions='session_id'; got label_names={label_names!r}, sessions={sessions!r}."
             )
+        own = ("ks", "metrics", "padding_value", "key_names", "label_names", "sessions", "weights")
+        hint = _own_argument_hint("ranking_compute_metrics", own, kwargs)
         self.columns = _label_columns(
             label_names,
             {"sessions": sessions, "weights": weights},
             "label_names=('labels', 'session_id')",
             {1},
             "one label entry (the relevance labels)",
+            hint,
         )
         try:
             self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
         except (TypeError, ValueError) as error:
-            hint = _own_argument_hint(
-                "ranking_compute_metrics", ("ks", "metrics", "padding_value", "key_names"), kwargs
-            )
             if not hint:
                 raise
             raise type(error)(hint + str(error)) from error

@@ -390,9 +390,11 @@ def test_tied_logits_stay_tied_whatever_the_eval_batches(metrics):
 def test_options_and_id_metrics_are_explained():
     with pytest.raises(ValueError, match=r"Metric 'ne' rejected the options \['num_bins'\] \(passed to every metric\)"):
         pointwise_compute_metrics(num_bins=10_000)  # the defaults include NE, which has no bins
-    for name in ("ndcg@3", "segmented_ne"):
-        with pytest.raises(ValueError, match=rf"Metric '{name}' needs group, query or segment ids.*ranking_compute"):
-            pointwise_compute_metrics([name])
+    # id metrics read their ids from a label_names entry, named by `sessions=` / `segments=` (as `groups=`)
+    with pytest.raises(ValueError, match=r"Metric 'ndcg@3' needs session ids.*sessions=.*ranking_compute_metrics"):
+        pointwise_compute_metrics(["ndcg@3"])
+    with pytest.raises(ValueError, match=r"Metric 'segmented_ne' needs segment ids.*label_names=.*segments="):
+        pointwise_compute_metrics(["segmented_ne"], num_segments=4)
     with pytest.raises(ValueError, match=r"Metric 'gauc' needs group.*label_names=.*groups="):  # read from label_names
         pointwise_compute_metrics(["gauc"])
     from transformers import EvalPrediction

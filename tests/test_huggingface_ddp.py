@@ -34,6 +34,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from tests.helpers import hf_ddp_run
 from tests.test_huggingface import _ignored_reference, _sigmoid, seed_reference
+from tests.test_huggingface_columns import COUNTRIES, column_reference
 from tests.test_huggingface_label_names import _gauc, _ne
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,6 +114,8 @@ def evaluate_in_one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[st
 
 def _reference(name: str, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """The independent references on the Trainer's gathered predictions (``eval_`` keys)."""
+    if name.startswith("columns"):  # columns: label, weight, country, session id
+        return column_reference(predictions, labels)
     if name.startswith("weighted"):  # columns: label, weight, user id
         y, w, users = labels[:, 0].astype(np.int64), labels[:, 1], labels[:, 2].astype(np.int64)
         p = _sigmoid(predictions.reshape(-1).astype(np.float64))
@@ -140,7 +143,7 @@ def _reference(name: str, predictions: np.ndarray, labels: np.ndarray) -> dict[s
 
 def _rows(name: str, labels: np.ndarray) -> np.ndarray:
     """The eval set's own labels in the gathered ones: a relevance row as the index of its relevant candidate."""
-    if name.startswith("weighted"):
+    if name.startswith(("weighted", "columns")):
         return labels[:, 0]
     return np.argmax(labels == 1, axis=1) if name.startswith("relevance") else labels
 
@@ -172,7 +175,9 @@ def check_case(ranks: list[dict[str, Any]], one_process: dict[str, dict[str, Any
         # (a) the one-process Trainer, and a second evaluation (nothing carried over)
         assert got == pytest.approx(single["metrics"], rel=1e-9, abs=1e-12), rank
         assert report["metrics"][name + "/again"] == got, rank
-    if name.startswith("weighted"):
+    if name.startswith("columns"):
+        assert len([key for key in reference if key.startswith("eval_segmented_ne.")]) == COUNTRIES
+    elif name.startswith("weighted"):
         assert reference["eval_sum_weights"] == pytest.approx(dataset.w.double().sum().item(), rel=1e-6)  # rows once
     elif not name.startswith("pointwise"):
         assert 0 < reference["eval_Recall@5"] < reference["eval_Recall@100"]  # the cutoffs matter on this data

@@ -294,7 +294,11 @@ def test_ranking_padded_lists_unchanged_without_sessions():
         ({"sessions": "s"}, ValueError, r"`label_names` .* and `sessions` .* together"),
         ({"label_names": ("y", "s")}, ValueError, r"`label_names` .* and `sessions` .* together"),
         ({"label_names": ("y", "s"), "sessions": "q"}, ValueError, r"`sessions` to be an entry of `label_names`"),
-        ({"label_names": ("y", "s", "z"), "sessions": "s"}, ValueError, r"two in all"),
+        (
+            {"label_names": ("y", "s", "z"), "sessions": "s"},
+            ValueError,
+            r"one label entry \(the relevance labels\), besides `sessions`",
+        ),
         ({"label_names": ("s", "s"), "sessions": "s"}, ValueError, r"without repeats"),
     ],
 )

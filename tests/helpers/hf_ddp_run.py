@@ -2,7 +2,7 @@
 
 Started by ``tests/test_huggingface_ddp.py`` under ``python -m torch.distributed.run --nproc-per-node 2``.
 Every rank runs the same cases (the ranking adapter with index or relevance labels, over an
-``IterableDataset`` too, the pointwise adapter; the Trainer's whole-array mode, its batches kept apart with ``eval_do_concat_batches=False``,
+``IterableDataset`` too, the pointwise adapter, with weight, group, segment and session columns too; the Trainer's whole-array mode, its batches kept apart with ``eval_do_concat_batches=False``,
 and ``batch_eval_metrics=True``), each over an eval set whose size is no multiple of
 ``world_size x per_device_eval_batch_size``: the last step's batches are completed with duplicated
 samples (accelerate's ``even_batches``), which ``gather_for_metrics`` drops. Each rank writes
@@ -27,6 +27,7 @@ import transformers
 from torch import nn
 
 from tests.test_huggingface import TOP_K, Candidates, ConversionOfClicks, MaskedClicker, Scorer
+from tests.test_huggingface_columns import COLUMNS, ColumnClicker, ColumnClicks, column_metrics
 from tests.test_huggingface_label_names import WeightedClicker, WeightedClicks
 from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
 
@@ -139,6 +140,15 @@ def cases() -> dict[str, dict[str, Any]]:
                 WEIGHTED, label_names=WEIGHTED_LABELS, weights="weight", groups="user_id"
             ),
             "label_names": list(WEIGHTED_LABELS),
+            **options,
+        }
+        # segment ids (segmented_ne) and session ids (ranking metrics over flat rows) gathered the same way
+        out[f"columns-{mode}"] = {
+            "model": ColumnClicker(),
+            "data": ColumnClicks(n=CLICKS),
+            "collator": None,
+            "compute_metrics": column_metrics(),
+            "label_names": list(COLUMNS),
             **options,
         }
     return out

@@ -23,7 +23,27 @@ in both modes. So the metrics here never sync themselves (``sync_on_compute=Fals
 * :func:`ranking_compute_metrics`: padded candidate lists (``(queries, candidates)`` scores,
   ``padding_value`` where there is no candidate, labels as the index of the relevant candidate
   or a relevance matrix) scored by one :class:`~torchmetrics_ext.RankingMetrics`, which gives
-  ``Recall@k``/``MRR@k`` (and NDCG, precision, hit rate, MAP) for many ``k`` from one sort.
+  ``Recall@k``/``MRR@k`` (and NDCG, precision, hit rate, MAP) for many ``k`` from one sort; or
+  flat rows, one score each, grouped into queries by session ids.
+
+Per-row columns come from the Trainer's label arrays. The Trainer passes one label array per
+``TrainingArguments(label_names=...)`` entry, in that order (in both modes, gathered across
+processes with the predictions). Give the builder the same ``label_names`` and name the entries
+that are not labels:
+
+* ``weights=``: sample weights, finite and non-negative (both builders; a ranking query weighs its
+  rows' largest weight);
+* ``groups=``: integer group (user) ids, for ``gauc``/``gauprc``;
+* ``segments=``: integer segment ids in ``[0, num_segments)``, for ``segmented_ne`` (one value per
+  segment, ``"segmented_ne.{s}"``); ``groups`` and ``segments`` name one entry when both are given;
+* ``sessions=``: integer session (query) ids of flat rows: for the registry's ranking metrics
+  (``"ndcg@10"``, ``"mrr"``, ...) in :func:`pointwise_compute_metrics`, and for
+  :func:`ranking_compute_metrics`'s flat rows.
+
+Both builders split the label arrays with one reader, so a bad column (another length, float
+ids, negative weights) is an error naming its entry wherever it is read. The Trainer skips
+``compute_metrics`` without a word when an eval batch lacks a ``label_names`` entry:
+``HFComputeMetrics.callback()`` gives a ``TrainerCallback`` that warns when it happens.
 """
 
 from __future__ import annotations
@@ -40,6 +60,15 @@ from torch import Tensor
 from torchmetrics_ext._module_columns import _columns_read
 from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE
 from torchmetrics_ext.functional.ranking._spec import request_key
+from torchmetrics_ext.integrations._hf_label_names import (
+    _COLUMNS,
+    _flat,
+    _joined,
+    _label_columns,
+    _sequence_of_names,
+    _skipped_metrics_callback,
+    _tensor,
+)
 from torchmetrics_ext.metrics.auc.binary import AUC, AUPRC
 from torchmetrics_ext.metrics.auc.pairwise import XAUC, RegressionAUC
 from torchmetrics_ext.metrics.counters import LabelAverage, NumPositiveSamples, SumWeights
@@ -49,7 +78,6 @@ from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import build_metric, lookup
 from torchmetrics_ext.utilities.checks import (
     as_real,
-    as_str,
     check_flag,
     checked_bounds,
     observed_range,
@@ -74,29 +102,6 @@ SEED_KEYS = {
 }
 
 
-def _tensor(value: Any) -> Tensor:
-    tensor = value if isinstance(value, Tensor) else torch.as_tensor(value)
-    return tensor.detach()
-
-
-def _joined(value: Any) -> Any:
-    """The Trainer's eval output with its per-batch list (``eval_do_concat_batches=False``) joined.
-
-    The Trainer keeps a **list** of per-batch outputs when it does not concatenate batches, and
-    gives a **tuple** for several outputs (the model's outputs, or one label array per
-    ``label_names`` entry); a batch may itself be such a tuple. Batches are concatenated along
-    the example axis, position by position for tuples.
-    """
-    if not isinstance(value, list):
-        return value
-    batches = [_joined(batch) for batch in value]
-    if not batches:
-        raise ValueError("Expected at least one eval batch, got an empty list.")
-    if isinstance(batches[0], tuple):
-        return tuple(torch.cat([_tensor(batch[i]) for batch in batches]) for i in range(len(batches[0])))
-    return torch.cat([_tensor(batch) for batch in batches])
-
-
 def _scores(predictions: Any) -> Any:
     """The scores of the eval output: the first output when the model returns several (a tuple)."""
     predictions = _joined(predictions)
@@ -119,22 +124,6 @@ def _labels(labels: Any, columns: bool) -> Any:
     return labels
 
 
-def _named_arrays(labels: Any, label_names: Sequence[str]) -> dict[str, Any]:
-    """The label arrays of an evaluation (one per ``label_names`` entry, in that order) by their entry's name.
-
-    Raises:
-        ValueError: the Trainer gave another number of arrays than ``label_names`` has entries.
-    """
-    arrays = _joined(labels)
-    arrays = arrays if isinstance(arrays, tuple) else (arrays,)
-    if len(arrays) != len(label_names):
-        raise ValueError(
-            f"Expected one label array per `label_names` entry {list(label_names)}, got {len(arrays)}: "
-            "give the builder the Trainer's `TrainingArguments.label_names`, in their order."
-        )
-    return dict(zip(label_names, arrays, strict=True))
-
-
 def _eval_arrays(eval_pred: Any) -> tuple[Any, Any]:
     """The predictions and labels of an ``EvalPrediction`` (or any object with those attributes).
 
@@ -153,26 +142,6 @@ def _eval_arrays(eval_pred: Any) -> tuple[Any, Any]:
         f"(predictions, label_ids[, inputs][, losses]), got {type(eval_pred).__name__}"
         + (f" of {len(eval_pred)} item(s)." if isinstance(eval_pred, tuple) else ".")
     )
-
-
-def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ...]:
-    """``value`` as a tuple of names; a single string (which would be read letter by letter) is an error.
-
-    Any sequence, a 1-D NumPy string array too (:func:`~torchmetrics_ext.utilities.checks.sequence_items`);
-    a name given as a NumPy string (a 0-dim array too) is its Python string (:func:`as_str`), and
-    one such string alone is the single string.
-    """
-    one = as_str(value)
-    if one is not None:
-        raise ValueError(
-            f"Expected `{argument}` to be a sequence of names, got the string {value!r} (read letter by letter): "
-            f"write {argument}=({one!r},), as in {example}."
-        )
-    items = sequence_items(argument, value)  # a mapping (its keys, iterated) is refused there
-    if items is None:
-        raise ValueError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
-    names = [as_str(item) for item in items]  # NumPy strings as Python strings; anything else left to be refused
-    return tuple(item if name is None else name for item, name in zip(items, names, strict=True))
 
 
 def _registry_names(metrics: Any) -> tuple[str, ...]:
@@ -308,125 +277,6 @@ def _padding_values(padding_value: Any) -> Tensor:
     return torch.tensor([float(value) for value in values], dtype=torch.float64)  # type: ignore[arg-type]
 
 
-def _label_name_entries(label_names: Any, example: str) -> tuple[str, ...]:
-    """``label_names`` checked: a sequence of distinct names (``str``)."""
-    names = _sequence_of_names("label_names", label_names, example)
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
-    refuse_repeats("label_names", label_names, list(names))
-    return names
-
-
-def _entry_of(argument: str, value: Any, names: tuple[str, ...]) -> str:
-    """``value`` (given as ``argument``) as the name of one of the entries ``names`` of ``label_names``."""
-    name = as_str(value)
-    if name not in names:
-        raise ValueError(f"Expected `{argument}` to be an entry of `label_names` {list(names)}, got {value!r}.")
-    return name
-
-
-def _extra_label_names(
-    label_names: Any, weights: Any, groups: Any, num_tasks: int
-) -> tuple[tuple[str, ...] | None, str | None, str | None]:
-    """``label_names`` (the Trainer's, in order) and the entries among them that are no task's labels, checked.
-
-    ``None`` everywhere: every label array is a task's labels, as before these arguments existed.
-    """
-    if label_names is None:
-        for argument, value in (("weights", weights), ("groups", groups)):
-            if value is not None:
-                raise ValueError(
-                    f"Expected `label_names` (the Trainer's TrainingArguments.label_names, in order) with "
-                    f"`{argument}={value!r}`: the Trainer passes one label array per entry, told apart by position "
-                    f"alone, e.g. label_names=('labels', {value!r}), {argument}={value!r}."
-                )
-        return None, None, None
-    names = _label_name_entries(label_names, "label_names=('labels', 'weight')")
-    extras = [
-        None if value is None else _entry_of(argument, value, names)
-        for argument, value in (("weights", weights), ("groups", groups))
-    ]
-    if extras[0] is not None and extras[0] == extras[1]:
-        raise ValueError(
-            f"Expected `weights` and `groups` to name two entries of `label_names`, got {weights!r} twice."
-        )
-    task_labels = [name for name in names if name not in extras]
-    if len(task_labels) not in ({1, num_tasks}):
-        raise ValueError(
-            f"Expected `label_names` to hold one label entry (its labels (N, {num_tasks})) or one per task "
-            f"({num_tasks}), besides `weights` and `groups`, got {task_labels}."
-        )
-    return names, extras[0], extras[1]
-
-
-def _session_label_names(label_names: Any, sessions: Any) -> tuple[tuple[str, ...] | None, str | None]:
-    """``ranking_compute_metrics``' ``label_names`` and ``sessions``: the relevance labels' entry and the ids' entry.
-
-    ``None`` for both: padded ``(queries, candidates)`` scores, as before these arguments existed.
-    """
-    if label_names is None and sessions is None:
-        return None, None
-    if label_names is None or sessions is None:
-        raise ValueError(
-            "Expected `label_names` (the Trainer's TrainingArguments.label_names, in order) and `sessions` (the entry "
-            "holding the session/query ids of flat rows) together, e.g. label_names=('labels', 'session_id'), "
-            f"sessions='session_id'; got label_names={label_names!r}, sessions={sessions!r}."
-        )
-    names = _label_name_entries(label_names, "label_names=('labels', 'session_id')")
-    entry = _entry_of("sessions", sessions, names)
-    if len(names) != 2:
-        raise ValueError(
-            f"Expected `label_names` to hold the relevance labels' entry and the `sessions` entry, two in all, got "
-            f"{list(names)}."
-        )
-    return names, entry
-
-
-def _flat(entry: str, what: str, value: Tensor, n: int) -> Tensor:
-    """One label array read as a ``(N,)`` column (``(N, 1)`` and 0-dim taken), else an error naming ``entry``."""
-    value = value.reshape(1) if value.ndim == 0 else value
-    if value.ndim == 2 and value.shape[1] == 1:
-        value = value[:, 0]
-    if value.shape != (n,):
-        raise ValueError(
-            f"Expected label_names entry {entry!r} ({what}) to hold one value per example, shape ({n},), got "
-            f"{tuple(value.shape)}."
-        )
-    return value
-
-
-def _weight_column(entry: str, value: Tensor, n: int) -> Tensor:
-    """The ``weights`` entry as float64 ``(N,)`` weights: finite and non-negative, else an error naming ``entry``.
-
-    One host read per call (per evaluation, or per eval batch): never per training step.
-    """
-    value = _flat(entry, "sample weights", value, n)
-    if value.dtype == torch.bool or value.is_complex():
-        raise TypeError(f"Expected label_names entry {entry!r} (sample weights) to be real numbers, got {value.dtype}.")
-    value = value.to(torch.float64)
-    if n and not bool(torch.isfinite(value).all() & (value >= 0).all()):
-        bad = value[~(torch.isfinite(value) & (value >= 0))][0].item()
-        raise ValueError(
-            f"Expected label_names entry {entry!r} (sample weights) to be finite and non-negative, got {bad}."
-        )
-    return value
-
-
-def _group_column(entry: str, value: Tensor, n: int, what: str = "group ids") -> Tensor:
-    """The ``groups`` entry as int64 ``(N,)`` ids: an integer dtype, else an error naming ``entry``.
-
-    Float ids are refused whatever their values: ids past 2**24 (float32) or 2**53 (float64) merge, silently.
-    """
-    value = _flat(entry, what, value, n)
-    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(
-            f"Expected label_names entry {entry!r} ({what}) to have an integer dtype, got {value.dtype}: "
-            "float ids merge past 2**24 (float32); give the dataset integer ids."
-        )
-    return value.to(torch.int64)
-
-
 class HFComputeMetrics:
     """A ``compute_metrics(eval_pred, compute_result=None)`` callable for ``transformers.Trainer``.
 
@@ -464,6 +314,7 @@ class HFComputeMetrics:
 
     # several label arrays (one per `label_names` entry) are the columns of several tasks
     _label_columns: bool = False
+    _computed: bool = False  # values computed since `callback()`'s callback last looked
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         """Add one batch (or the whole eval set)."""
@@ -545,9 +396,58 @@ class HFComputeMetrics:
         if compute_result is False:
             return {}
         try:
-            return self.compute()
+            values = self.compute()
         finally:
             self.reset()
+        self._computed = True  # for `callback()`: this evaluation reached compute_metrics
+        return values
+
+    def callback(self) -> Any:
+        """A ``transformers.TrainerCallback`` that warns after an evaluation whose metrics this callable never computed.
+
+        The Trainer calls ``compute_metrics`` only when every eval batch holds every
+        ``TrainingArguments.label_names`` entry (and the model returns predictions); otherwise it
+        logs ``eval_loss`` at most and no metric of this callable, and says nothing. Given to the
+        same Trainer (``Trainer(..., compute_metrics=compute_metrics, callbacks=[compute_metrics.callback()])``),
+        the callback warns at ``on_evaluate`` (a ``UserWarning``) when this callable computed nothing
+        since the last evaluation or ``predict()``, naming the ``label_names`` entries the eval set's
+        first row lacks (a map-style eval set; a dataset column dropped by the Trainer's
+        ``remove_unused_columns`` counts as lacking). It reads nothing on the path where metrics are
+        computed.
+
+        Returns:
+            A fresh ``transformers.TrainerCallback`` (the ``huggingface`` extra) watching this callable.
+
+        Examples:
+            The callback's ``on_evaluate`` as the Trainer calls it, after an evaluation that skipped
+            ``compute_metrics``, then after one that called it:
+
+            >>> import warnings
+            >>> import numpy as np
+            >>> from transformers import TrainerCallback, TrainingArguments
+            >>> from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics
+            >>> compute_metrics = pointwise_compute_metrics(["ctr"])
+            >>> callback = compute_metrics.callback()
+            >>> isinstance(callback, TrainerCallback)
+            True
+            >>> args = TrainingArguments("out", label_names=["labels"], report_to=[])
+            >>> with warnings.catch_warnings(record=True) as caught:
+            ...     warnings.simplefilter("always")
+            ...     callback.on_evaluate(args, None, None, metrics={"eval_loss": 0.7, "eval_runtime": 0.1})
+            >>> print(caught[0].message)
+            compute_metrics was not called in evaluation 'eval': the Trainer found no labels or no predictions, ...
+            >>> compute_metrics((np.array([2.0, -1.0]), np.array([1, 0])))
+            {'ctr': 0.5}
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("error")  # nothing to say: compute_metrics ran
+            ...     callback.on_evaluate(args, None, None, metrics={"eval_ctr": 0.5, "eval_runtime": 0.1})
+        """
+        return _skipped_metrics_callback(self)
+
+    def _take_computed(self) -> bool:
+        """Whether this callable computed values since the last call of this method (which resets it)."""
+        computed, self._computed = self._computed, False
+        return computed
 
 
 def _order_or_labels_only(metric: Any) -> bool:
@@ -561,6 +461,43 @@ def _order_or_labels_only(metric: Any) -> bool:
     return isinstance(metric, (CTR, LabelAverage, SumWeights, NumPositiveSamples, RegressionAUC, XAUC))
 
 
+# an update argument of ids -> the builder argument naming their label_names entry
+_ID_ARGUMENTS = {"groups": "groups", "indexes": "sessions"}
+_ID_EXAMPLES = {"groups": "user_id", "segments": "country", "sessions": "session_id"}
+
+
+def _ids_read(name: str, entry: Any) -> str | None:
+    """The builder argument (``groups``, ``segments``, ``sessions``) whose ids metric ``name`` reads, if any.
+
+    Raises:
+        ValueError: the metric reads ids no builder argument gives (a wrapper other than ``Segmented``).
+    """
+    if entry.wraps is not None:  # segmented_ne: a Segmented, which takes segment ids
+        return "segments"
+    ids = _IDS & set(inspect.signature(entry.cls.update).parameters)
+    if not ids:
+        return None
+    if len(ids) == 1 and next(iter(ids)) in _ID_ARGUMENTS:
+        return _ID_ARGUMENTS[next(iter(ids))]
+    raise ValueError(  # no registry metric today; said rather than fed nothing
+        f"Metric {name!r} needs ids ({sorted(ids)}) that pointwise_compute_metrics cannot give it: score the logged "
+        "predictions with torchmetrics-ext evaluate."
+    )
+
+
+def _missing_ids_message(name: str, argument: str) -> str:
+    """The build error of metric ``name``, whose ids (``argument``: ``groups``, ...) no ``label_names`` entry gives."""
+    example = _ID_EXAMPLES[argument]
+    text = (
+        f"Metric {name!r} needs {_COLUMNS[argument]}, which a Trainer's EvalPrediction does not carry unless the eval "
+        f"dataset provides them: add the ids' key to `label_names` and name it here, pointwise_compute_metrics(..., "
+        f"label_names=('labels', {example!r}), {argument}={example!r})"
+    )
+    if argument == "sessions":
+        text += " (flat rows, one score each; ranking_compute_metrics scores padded candidate lists)"
+    return text + "."
+
+
 class _Pointwise(HFComputeMetrics):
     _label_columns = True
 
@@ -572,14 +509,26 @@ class _Pointwise(HFComputeMetrics):
         ignore_index: int | float | None,
         kwargs: Mapping[str, Any],
         label_names: Sequence[str] | None = None,
-        weights: str | None = None,
-        groups: str | None = None,
+        columns: Mapping[str, Any] | None = None,
     ):
         self.ignore_index = _ignore_value(ignore_index)
         given = metrics
         metrics = _registry_names(metrics)
         self.tasks = _sequence_of_names("tasks", tasks, "tasks=('click', 'like')")
-        self.label_names, self.weights, self.groups = _extra_label_names(label_names, weights, groups, len(self.tasks))
+        num_tasks = len(self.tasks)
+        labels = f"one label entry (its labels (N, {num_tasks})) or one per task ({num_tasks})"
+        own = ("metrics", "tasks", "from_logits", "ignore_index", "label_names", *_COLUMNS)
+        hint = _own_argument_hint("pointwise_compute_metrics", own, kwargs)
+        self.columns = _label_columns(
+            label_names, columns or {}, "label_names=('labels', 'weight')", {1, num_tasks}, labels, hint
+        )
+        named = {} if self.columns is None else self.columns.columns
+        if "groups" in named and "segments" in named and named["groups"] != named["segments"]:
+            raise ValueError(
+                f"Expected `groups` and `segments` to name one entry of `label_names`, got {named['groups']!r} and "
+                f"{named['segments']!r}: the grouped and the segmented metrics read one id column (RecTaskInfo's "
+                "group_id_name); score the other ids in a second compute_metrics, or with torchmetrics-ext evaluate."
+            )
         entries = [lookup(name)[0] for name in metrics]
         # a name given twice (one registry entry twice, whatever its spelling): one key, so most likely a typo for
         # another metric; refused with the ranking builder's message (its `metrics` and `ks`)
@@ -590,51 +539,64 @@ class _Pointwise(HFComputeMetrics):
                 "the options: pass the task names, pointwise_compute_metrics(..., tasks=('click', 'like'))."
             )
         unsynced = _unsynced(kwargs)
+        # `num_segments` is the segmented metrics' alone (the others refuse it): given to them only
+        num_segments = unsynced.pop("num_segments", None)
+        segmented = [name for name, entry in zip(metrics, entries, strict=True) if entry.wraps is not None]
+        if num_segments is not None and not segmented:
+            raise ValueError(
+                f"`num_segments` is an option of the segmented metrics (segmented_ne) only, and `metrics` "
+                f"{list(metrics)} holds none: drop it, or add 'segmented_ne'."
+            )
+        if segmented and num_segments is None:
+            raise ValueError(
+                f"Metric {segmented[0]!r} needs `num_segments` (its segment ids lie in [0, num_segments)), e.g. "
+                f"pointwise_compute_metrics([..., {segmented[0]!r}], label_names=('labels', 'country'), "
+                "segments='country', num_segments=4)."
+            )
         built = {}
+        reading = {}  # metric name -> the id column it reads: "groups", "segments" or "sessions"
         for name, entry in zip(metrics, entries, strict=True):
-            # segmented_ne (a Segmented) takes segment ids among its update's arguments
-            ids = _IDS & set(inspect.signature(entry.cls.update).parameters)
-            if entry.wraps is not None or (ids and (ids != {"groups"} or self.groups is None)):
-                grouped = ids == {"groups"} and entry.wraps is None
-                raise ValueError(
-                    f"Metric {name!r} needs group, query or segment ids, which a Trainer's EvalPrediction does not "
-                    "carry "
-                    + (
-                        "unless the eval dataset provides them: add the group ids' key to `label_names` and name it "
-                        "here, pointwise_compute_metrics(..., label_names=('labels', 'user_id'), groups='user_id')"
-                        if grouped
-                        else "here: use ranking_compute_metrics for query-grouped metrics, or score the logged "
-                        "predictions with torchmetrics-ext evaluate (--user/--session)"
-                    )
-                    + "."
-                )
+            reads = _ids_read(name, entry)
+            if reads is not None and reads not in named:
+                raise ValueError(_missing_ids_message(name, reads))
+            if reads is not None:
+                reading[name] = reads
             options = dict(unsynced)
-            if "from_logits" in inspect.signature(entry.cls.__init__).parameters:
+            if entry.wraps is not None:
+                options["num_segments"] = num_segments
+            if "from_logits" in inspect.signature((entry.wraps or entry.cls).__init__).parameters:
                 options["from_logits"] = from_logits
             try:
                 built[name] = build_metric(name, num_tasks=len(self.tasks), **options)
             except (TypeError, ValueError) as error:
                 if not kwargs:
                     raise
-                own = ("metrics", "tasks", "from_logits", "ignore_index")
                 raise type(error)(
-                    _own_argument_hint("pointwise_compute_metrics", own, kwargs)
-                    + f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
+                    hint + f"Metric {name!r} rejected the options {sorted(kwargs)} (passed to every metric): "
                     f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
                 ) from error
+        self._reads = set(reading.values())
+        ranked = [name for name, reads in reading.items() if reads == "sessions"]
+        if ranked and self.ignore_index is not None:
+            raise ValueError(
+                f"Expected `ignore_index=None` with ranking metrics {ranked}: they rank every row of a session, so a "
+                "row whose label is ignored would still rank, as a non-relevant candidate. Score them in a "
+                "compute_metrics of their own, without `ignore_index`."
+            )
         # with `ignore_index`, each task its own weight column, fed at every step: 0 where its label is
         # ignored; without it the tasks have no weights (`weight_name=None`: every example weighs 1, no
         # weight column is built or looked up)
-        # with `groups`, one id column read by every task's grouped metrics (GAUC: per-user AUC)
-        self._reads_groups = any("groups" in inspect.signature(metric.update).parameters for metric in built.values())
-        weighted = self.ignore_index is not None or self.weights is not None
+        # with `groups` or `segments`, one id column read by every task's grouped and segmented metrics (GAUC: per-user
+        # AUC, segmented_ne: NE per country); with `sessions`, one session id column read by the ranking metrics
+        weighted = self.ignore_index is not None or "weights" in named
         infos = [
             RecTaskInfo(
                 t,
                 label_name=f"label/{t}",
                 prediction_name=f"prediction/{t}",
                 weight_name=f"weight/{t}" if weighted else None,
-                group_id_name="group" if self._reads_groups else None,
+                group_id_name="group" if self._reads & {"groups", "segments"} else None,
+                session_id_name="session" if "sessions" in self._reads else None,
             )
             for t in self.tasks
         ]
@@ -703,25 +665,21 @@ class _Pointwise(HFComputeMetrics):
         return torch.stack([head.reshape(shape[0]).to(dtype) for head, shape in zip(heads, shapes)], -1)
 
     def _update_batch(self, predictions: Any, labels: Any) -> None:
-        """Split the ``weights``/``groups`` arrays off the label arrays (one per ``label_names`` entry)."""
-        if self.label_names is None:
+        """Split the per-row columns (``weights``, ids) off the label arrays (one per ``label_names`` entry)."""
+        if self.columns is None:
             super()._update_batch(predictions, labels)
             return
-        named = _named_arrays(labels, self.label_names)
-        task_labels = tuple(a for name, a in named.items() if name not in (self.weights, self.groups))
         scores = _tensor(self._outputs(predictions))
-        targets = _tensor(_labels(task_labels if len(task_labels) > 1 else task_labels[0], True))
         n = 1 if scores.ndim == 0 or (scores.ndim == 1 and len(self.tasks) > 1) else scores.shape[0]  # (T,): one row
-        weights = None if self.weights is None else _weight_column(self.weights, _tensor(named[self.weights]), n)
-        groups = None if self.groups is None else _group_column(self.groups, _tensor(named[self.groups]), n)
-        self._update(scores, targets, weights, groups)
+        task_labels, columns = self.columns.split(labels, n)
+        targets = _tensor(_labels(task_labels if len(task_labels) > 1 else task_labels[0], True))
+        self._update(scores, targets, columns)
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
-        self._update(predictions, labels, None, None)
+        self._update(predictions, labels, {})
 
-    def _update(
-        self, predictions: Tensor, labels: Tensor, sample_weights: Tensor | None, groups: Tensor | None
-    ) -> None:
+    def _update(self, predictions: Tensor, labels: Tensor, given: Mapping[str, Tensor]) -> None:
+        """Update with the scores, the labels and the per-row columns read from ``label_names`` (by argument)."""
         t = len(self.tasks)
         # a 0-dim array is one example (a model that squeezes its (B, 1) logits, on a batch of one), as
         # the Trainer itself reads it when it concatenates batches (atleast_1d)
@@ -784,13 +742,15 @@ class _Pointwise(HFComputeMetrics):
             ignored = _equal(labels, self.ignore_index)
             weights = (~ignored).to(torch.float32)
             labels = labels.masked_fill(ignored, 0)
+        sample_weights = given.get("weights")
         if sample_weights is not None:  # the sample's weight, for every task (0 where a task's label is ignored)
             sample_weights = sample_weights.to(predictions.device)
             column = sample_weights if t == 1 else sample_weights[:, None]
             weights = column if weights is None else weights.to(column.dtype) * column
             if weights.shape != labels.shape:
                 weights = weights.expand(labels.shape)
-        elif self.weights is not None and weights is None:  # `update` called directly: every example weighs 1
+        elif self.columns is not None and "weights" in self.columns.columns and weights is None:
+            # `update` called directly: every example weighs 1
             weights = torch.ones(labels.shape, dtype=torch.float32, device=labels.device)
         columns = {}
         for i, task in enumerate(self.tasks):
@@ -798,13 +758,16 @@ class _Pointwise(HFComputeMetrics):
             columns[f"label/{task}"] = labels if t == 1 else labels[:, i]
             if weights is not None:
                 columns[f"weight/{task}"] = weights if t == 1 else weights[:, i]
-        if self._reads_groups:
-            if groups is None:
+        for argument, key in (("groups", "group"), ("segments", "group"), ("sessions", "session")):
+            if argument not in self._reads:
+                continue
+            if argument not in given:
+                entry = self.columns.columns[argument] if self.columns is not None else argument
                 raise ValueError(
-                    f"Expected the group ids of label_names entry {self.groups!r}: call the builder's result with the "
-                    "Trainer's EvalPrediction (one label array per `label_names` entry)."
+                    f"Expected the {_COLUMNS[argument]} of label_names entry {entry!r}: call the builder's result with "
+                    "the Trainer's EvalPrediction (one label array per `label_names` entry)."
                 )
-            columns["group"] = groups.to(predictions.device)
+            columns[key] = given[argument].to(predictions.device)  # `groups` and `segments`: one entry, one column
         try:
             self.module.update(columns)
         except (TypeError, ValueError) as error:
@@ -882,6 +845,10 @@ class _Pointwise(HFComputeMetrics):
         )
         for info in self.module.tasks:  # the module's own columns, which this adapter names for the user
             text = text.replace(f" {_columns_read(info)}", "")
+        for argument, entry in ({} if self.columns is None else self.columns.columns).items():  # ids, as given
+            key = {"groups": "group", "segments": "group", "sessions": "session"}.get(argument)
+            if key is not None:
+                text = text.replace(f"`model_out[{key!r}]`", f"label_names entry {entry!r}")
         # the module's advice on its tasks (a regression task in a module of its own) is not this adapter's
         for t in range(len(self.module.tasks)):
             for field in ("preds", "target"):
@@ -955,6 +922,8 @@ def pointwise_compute_metrics(
     label_names: Sequence[str] | None = None,
     weights: str | None = None,
     groups: str | None = None,
+    segments: str | None = None,
+    sessions: str | None = None,
     **kwargs: Any,
 ) -> HFComputeMetrics:
     """``compute_metrics`` for binary (click-like) predictions: NE, AUC, calibration, ... by registry name.
@@ -962,7 +931,8 @@ def pointwise_compute_metrics(
     Args:
         metrics: registry names (see :func:`torchmetrics_ext.registry.metric_names`), each once (a
             name given twice is refused, as ``ranking_compute_metrics`` refuses it); grouped metrics (``gauc``,
-            ``gauprc``) need ``groups``; ranking and segmented metrics are not available here. Every example
+            ``gauprc``) need ``groups``, ``segmented_ne`` needs ``segments`` (and ``num_segments``), ranking metrics
+            over flat rows (``"ndcg@10"``, ``"mrr"``) need ``sessions``. Every example
             weighs 1 unless ``weights`` names its weight array (and but for ``ignore_index``). Options go in
             ``kwargs`` (a mapping
             ``{name: options}``, :class:`~torchmetrics_ext.RecMetricModule`'s form, is refused: its
@@ -1009,9 +979,10 @@ def pointwise_compute_metrics(
             NaN labels are not ignored (they are an error). A label dtype that cannot hold the value
             (uint8 or bool labels and ``-100``) has no ignored label.
         label_names: the Trainer's ``TrainingArguments.label_names``, in their order (the Trainer passes one label
-            array per entry, told apart by position alone); needed with ``weights`` or ``groups``. The entries
-            other than those two are the tasks' labels: one per task, in the order of ``tasks``, or one entry of
-            ``(N, T)`` labels. ``None`` (the default): every label array is a task's labels, as before.
+            array per entry, told apart by position alone); needed with ``weights``, ``groups``, ``segments`` or
+            ``sessions``. The entries those name are per-row columns, the others the tasks' labels: one per task,
+            in the order of ``tasks``, or one entry of ``(N, T)`` labels. ``None`` (the default): every label array
+            is a task's labels, as before.
         weights: the ``label_names`` entry holding sample weights, ``(N,)`` (or ``(N, 1)``), finite and
             non-negative; every task's metrics read them (with ``ignore_index``, times 0 where a task's label is
             ignored). A zero weight is the same as an absent row.
@@ -1019,9 +990,22 @@ def pointwise_compute_metrics(
             ``(N, 1)``), read by the grouped metrics (``gauc``: the mean of the per-group AUCs); float ids are
             refused (they merge past 2**24 in float32). The model's ``forward`` receives these keys too, as
             every ``label_names`` entry: let it take them (``weight=None, user_id=None``) or ``**kwargs``.
+        segments: the ``label_names`` entry holding integer segment ids (country, surface...) in
+            ``[0, num_segments)``, ``(N,)`` (or ``(N, 1)``), read by ``segmented_ne`` (NE per segment, keys
+            ``"segmented_ne.{s}"``, ``"segmented_ne.{s}/{task}"`` for several tasks; a constant-memory sum per
+            segment, so batches and processes add up). Give ``num_segments=`` with it: it goes to the segmented
+            metrics only (the others would refuse it). With ``groups`` too, both name one entry (the module
+            reads one id column for both).
+        sessions: the ``label_names`` entry holding integer session (query) ids of the rows, ``(N,)`` (or
+            ``(N, 1)``), read by the registry's ranking metrics (``"ndcg@10"``, ``"mrr"``, ``"recall@5"``...): the
+            rows of one session are one query, ranked by their scores, wherever they fall (across eval batches
+            too: the rows are kept, O(N) memory), and its weight is its rows' largest ``weights``. Not with
+            ``ignore_index`` (an ignored row would still rank, as a non-relevant candidate). Padded candidate
+            lists are :func:`ranking_compute_metrics`' input.
         kwargs: passed to every metric, so only with metrics that all take them (e.g.
-            ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves);
-            ``sync_on_compute`` may only be ``False`` (the Trainer gathers the rows of every process).
+            ``pointwise_compute_metrics(["auc", "auprc"], num_bins=10_000)`` for constant-memory curves), but
+            ``num_segments``, given to the segmented metrics alone; ``sync_on_compute`` may only be ``False`` (the
+            Trainer gathers the rows of every process).
 
     Returns:
         A callable for ``Trainer(compute_metrics=...)``; keys are the metric names for one task
@@ -1042,12 +1026,16 @@ def pointwise_compute_metrics(
             two-class head for one task; for ``T`` tasks ``(T,)`` next to ``(T,)``, or one score per example:
             the message lists the shapes taken), per-task heads whose number is not the number of tasks, or heads of
             another shape or length, labels outside [0, 1] that are not ``ignore_index`` (``-100`` among them:
-            the message suggests ``ignore_index=-100``); ``weights`` or ``groups`` without ``label_names``, or
-            naming no entry of it (or one entry twice), ``label_names`` whose remaining entries are neither one
-            nor one per task; when called, a number of label arrays other than ``len(label_names)``, weights or
-            ids of another length, NaN, infinite or negative weights, each naming its ``label_names`` entry.
+            the message suggests ``ignore_index=-100``); ``weights``, ``groups``, ``segments`` or ``sessions``
+            without ``label_names``, or naming no entry of it, ``weights`` naming an id entry, ``groups`` and
+            ``segments`` naming two entries, ``label_names`` whose remaining entries are neither one nor one per
+            task; a metric whose ids no argument names (``gauc`` without ``groups``, ``segmented_ne`` without
+            ``segments``, ``"ndcg@10"`` without ``sessions``), ``segmented_ne`` without ``num_segments`` (or
+            ``num_segments`` without it), ranking metrics with ``ignore_index``; when called, a number of label
+            arrays other than ``len(label_names)``, weights or ids of another length, NaN, infinite or negative
+            weights, segment ids outside ``[0, num_segments)``, each naming its ``label_names`` entry.
         TypeError: ``label_names`` holding something other than names; when called, bool weights or float
-            (or bool) group ids, naming the entry.
+            (or bool) group, segment or session ids, naming the entry.
 
     Examples:
         >>> import numpy as np
@@ -1080,8 +1068,26 @@ def pointwise_compute_metrics(
         >>> label_ids = (np.array([1, 0, 0, 1]), np.array([3.0, 1.0, 1.0, 1.0]), np.array([7, 7, 8, 8]))
         >>> weighted(EvalPrediction(predictions=np.array([2.0, -1.0, 0.5, 0.1]), label_ids=label_ids))
         {'ctr': 0.666..., 'gauc': 0.5}
+
+        NE per country (``segments``) and MRR over flat rows grouped by session (``sessions``), with
+        ``label_names=["labels", "country", "session_id"]``: the logits of country 0 rank its click above its
+        non-click by a wide margin, those of country 1 the wrong way round, by a little; the first session ranks
+        its click first, the second second:
+
+        >>> columns = pointwise_compute_metrics(
+        ...     ["segmented_ne", "mrr"],
+        ...     label_names=("labels", "country", "session_id"),
+        ...     segments="country",
+        ...     sessions="session_id",
+        ...     num_segments=2,
+        ... )
+        >>> label_ids = (np.array([1, 0, 0, 1]), np.array([0, 0, 1, 1]), np.array([4, 4, 9, 9]))
+        >>> values = columns(EvalPrediction(predictions=np.array([2.0, -1.0, 0.5, 0.1]), label_ids=label_ids))
+        >>> {key: round(value, 4) for key, value in values.items()}
+        {'segmented_ne.0': 0.3175, 'segmented_ne.1': 1.1675, 'mrr': 0.75}
     """
-    return _Pointwise(metrics, tasks, from_logits, ignore_index, kwargs, label_names, weights, groups)
+    columns = {"weights": weights, "groups": groups, "segments": segments, "sessions": sessions}
+    return _Pointwise(metrics, tasks, from_logits, ignore_index, kwargs, label_names, columns)
 
 
 class _Ranking(HFComputeMetrics):
@@ -1094,14 +1100,27 @@ class _Ranking(HFComputeMetrics):
         kwargs: Mapping[str, Any],
         label_names: Sequence[str] | None = None,
         sessions: str | None = None,
+        weights: str | None = None,
     ) -> None:
-        self.label_names, self.sessions = _session_label_names(label_names, sessions)
+        if (label_names is None) != (sessions is None):  # flat rows need both; padded lists neither
+            raise ValueError(
+                "Expected `label_names` (the Trainer's TrainingArguments.label_names, in order) and `sessions` (the "
+                "entry holding the session/query ids of flat rows) together, e.g. label_names=('labels', "
+                f"'session_id'), sessions='session_id'; got label_names={label_names!r}, sessions={sessions!r}."
+            )
+        own = ("ks", "metrics", "padding_value", "key_names", "label_names", "sessions", "weights")
+        hint = _own_argument_hint("ranking_compute_metrics", own, kwargs)
+        self.columns = _label_columns(
+            label_names,
+            {"sessions": sessions, "weights": weights},
+            "label_names=('labels', 'session_id')",
+            {1},
+            "one label entry (the relevance labels)",
+            hint,
+        )
         try:
             self.metric = RankingMetrics(ks=ks, metrics=metrics, **_unsynced(kwargs))
         except (TypeError, ValueError) as error:
-            hint = _own_argument_hint(
-                "ranking_compute_metrics", ("ks", "metrics", "padding_value", "key_names"), kwargs
-            )
             if not hint:
                 raise
             raise type(error)(hint + str(error)) from error
@@ -1131,32 +1150,40 @@ class _Ranking(HFComputeMetrics):
 
     def _update_batch(self, predictions: Any, labels: Any) -> None:
         """Flat rows grouped by the ``sessions`` entry's ids, or (without it) padded candidate lists."""
-        if self.label_names is None:
+        if self.columns is None:
             super()._update_batch(predictions, labels)
             return
-        named = _named_arrays(labels, self.label_names)
-        (label_entry,) = (name for name in self.label_names if name != self.sessions)
         scores = _tensor(self._outputs(predictions))
         scores = scores.reshape(1) if scores.ndim == 0 else scores
         if scores.ndim == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]
+        sessions = self.columns.columns["sessions"]
         if scores.ndim != 1:
             raise ValueError(
-                f"Expected one score per row, shape (N,) or (N, 1), with `sessions={self.sessions!r}` (flat rows "
+                f"Expected one score per row, shape (N,) or (N, 1), with `sessions={sessions!r}` (flat rows "
                 f"grouped by session id), got predictions of shape {tuple(scores.shape)}."
             )
         n = scores.shape[0]
-        relevance = _flat(label_entry, "relevance labels", _tensor(named[label_entry]), n)
-        entry = str(self.sessions)  # set with label_names
-        session_ids = _group_column(entry, _tensor(named[entry]), n, "session ids")
+        (relevance,), columns = self.columns.split(labels, n)
+        (label_entry,) = self.columns.labels
+        relevance = _flat(label_entry, "relevance labels", _tensor(relevance), n).to(scores.device)
+        weights = columns.get("weights")
         self.metric.to(scores.device)
         try:
-            self.metric.update(scores, relevance.to(scores.device), indexes=session_ids.to(scores.device))
+            self.metric.update(
+                scores,
+                relevance,
+                indexes=columns["sessions"].to(scores.device),
+                weights=None if weights is None else weights.to(scores.device),
+            )
         except (TypeError, ValueError) as error:  # named as the user passed them, not as update's arguments
             text = (
                 str(error).replace("`preds`", "`predictions`").replace("`target`", f"label_names entry {label_entry!r}")
             )
-            raise type(error)(text.replace("`indexes`", f"label_names entry {self.sessions!r}")) from None
+            text = text.replace("`indexes`", f"label_names entry {sessions!r}")
+            if weights is not None:
+                text = text.replace("`weights`", f"label_names entry {self.columns.columns['weights']!r}")
+            raise type(error)(text) from None
 
     def update(self, predictions: Tensor, labels: Tensor) -> None:
         predictions, labels = self._one_query(predictions, labels)
@@ -1290,6 +1317,7 @@ def ranking_compute_metrics(
     key_names: Mapping[str, str] = SEED_KEYS,
     label_names: Sequence[str] | None = None,
     sessions: str | None = None,
+    weights: str | None = None,
     **kwargs: Any,
 ) -> HFComputeMetrics:
     """``compute_metrics`` for padded candidate lists: ``Recall@k``, ``MRR@k``, ... for every ``k`` in one pass.
@@ -1334,13 +1362,18 @@ def ranking_compute_metrics(
             ``HitRate``, ``MAP``, ``F1``, ``RPrecision``: the keys of the hand-written
             ``compute_metrics`` this replaces); keys are ``f"{name}@{k}"``, and the name alone for
             ``k=None`` (``"Recall"``, not ``"Recall@None"``) and for ``"RPrecision"``.
-        label_names: the Trainer's ``TrainingArguments.label_names``, in their order, with ``sessions``: two
-            entries, the relevance labels' and the session ids'. ``None`` (the default): padded lists, as above.
+        label_names: the Trainer's ``TrainingArguments.label_names``, in their order, with ``sessions``: the
+            relevance labels' entry, the session ids' and (with ``weights``) the weights'. ``None`` (the default):
+            padded lists, as above.
         sessions: the ``label_names`` entry holding integer session (query) ids of **flat rows**: predictions
             are then one score per row, ``(N,)`` or ``(N, 1)``, labels one relevance per row (non-negative),
             and the rows of one session are one query wherever they fall (a session split across eval batches
             stays one query: the rows are kept, O(N) memory, also with ``batch_eval_metrics=True``); padding
             values play no part. Float ids are refused (they merge past 2**24 in float32).
+        weights: with ``sessions``, the ``label_names`` entry holding the rows' weights, finite and
+            non-negative: a session weighs its rows' largest weight (TorchRec's rule, as
+            :class:`~torchmetrics_ext.RankingMetrics` reads row weights), and the values are the weighted means
+            over sessions. A zero weight does not drop a row from its session's ranking.
         kwargs: passed to :class:`~torchmetrics_ext.RankingMetrics` (``empty_target_action``,
             ``exponential_gain``, ``validate_args``, ...); ``sync_on_compute`` may only be ``False`` (the
             Trainer gathers the rows of every process).
@@ -1356,10 +1389,12 @@ def ranking_compute_metrics(
             next to ``(W,)`` scores among them), index labels out of range or of a float dtype, NaN relevance (a
             label is padding when negative, never when NaN), or a relevant candidate (index label, or positive
             relevance) in a padded slot (a score equal to a padding value), validated or not; ``sessions`` without
-            ``label_names`` (or the reverse), naming no entry of it, or ``label_names`` of other than two entries;
-            with ``sessions``, when called: a number of label arrays other than two, scores that are not one per row,
-            labels or ids of another length, negative relevance, each naming its ``label_names`` entry.
-        TypeError: with ``sessions``, float (or bool) session ids, naming the entry.
+            ``label_names`` (or the reverse), ``sessions`` or ``weights`` naming no entry of it (or one entry for
+            both), ``weights`` without ``label_names``, ``label_names`` with other than one entry besides them;
+            with ``sessions``, when called: another number of label arrays than ``label_names`` entries, scores
+            that are not one per row, labels, ids or weights of another length, negative relevance, NaN, infinite
+            or negative weights, each naming its ``label_names`` entry.
+        TypeError: with ``sessions``, float (or bool) session ids or bool weights, naming the entry.
 
     Examples:
         >>> import numpy as np
@@ -1397,5 +1432,16 @@ def ranking_compute_metrics(
         >>> label_ids = (np.array([1, 0, 1, 0]), np.array([4, 4, 9, 9]))
         >>> flat(EvalPrediction(predictions=np.array([0.9, 0.2, 0.1, 0.3]), label_ids=label_ids))
         {'Recall@1': 0.5, 'MRR@1': 0.5}
+
+        With weights (``label_names=["labels", "session_id", "weight"]``), the first session weighs 3 (its rows'
+        largest weight), the second 1:
+
+        >>> weighted = ranking_compute_metrics(
+        ...     ks=(1,), metrics=("mrr",), label_names=("labels", "session_id", "weight"), sessions="session_id",
+        ...     weights="weight",
+        ... )
+        >>> label_ids = (np.array([1, 0, 1, 0]), np.array([4, 4, 9, 9]), np.array([3.0, 1.0, 1.0, 1.0]))
+        >>> weighted(EvalPrediction(predictions=np.array([0.9, 0.2, 0.1, 0.3]), label_ids=label_ids))
+        {'MRR@1': 0.75}
     """
-    return _Ranking(ks, metrics, padding_value, key_names, kwargs, label_names, sessions)
+    return _Ranking(ks, metrics, padding_value, key_names, kwargs, label_names, sessions, weights)

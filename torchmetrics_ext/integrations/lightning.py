@@ -1,5 +1,8 @@
 """Lightning glue: :class:`RecMetricCallback` updates and logs :class:`~torchmetrics_ext.RecMetricModule` s.
 
+:class:`AggregatorCheckpoint` keeps every rank's :class:`~torchmetrics_ext.aggregation.MetricsAggregator`
+states in Lightning's checkpoints (an aggregator is no ``nn.Module``; see ``docs/aggregation.md``).
+
 The pattern (see ``docs/module.md``): keep one module per stage as attributes of the
 ``LightningModule`` (so checkpoints save and restore every metric state), return the model
 output dict from ``training_step`` (with ``"loss"``) and ``validation_step``, and add the callback:
@@ -53,12 +56,13 @@ except ImportError as err:  # the extra this module needs: say where it comes fr
     ) from err
 
 from torchmetrics_ext._module_keys import ModuleKeys, _value_entries
+from torchmetrics_ext.integrations._lightning_aggregator import AggregatorCheckpoint
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.distributed import unshare_memory
 
-__all__ = ["RecMetricCallback", "UnpaddedDistributedSampler"]
+__all__ = ["AggregatorCheckpoint", "RecMetricCallback", "UnpaddedDistributedSampler"]
 
 
 class _EvalEpoch:

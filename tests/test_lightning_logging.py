@@ -12,6 +12,7 @@ sent to the loggers), with numpy's NE of the samples seen so far; not in ``train
 from __future__ import annotations
 
 import csv
+import re
 import warnings
 from pathlib import Path
 
@@ -161,3 +162,35 @@ def test_log_from_a_batch_end_hook_repeats_the_value_at_later_logging_steps(tmp_
     with open(tmp_path / "plain" / "metrics.csv") as f:
         written = [float(row["v"]) for row in csv.DictReader(f) if row.get("v")]
     assert written == [1.0, 1.0, 3.0]  # batch 1's value written at steps 1 and 2 (batch 2 logged nothing)
+
+
+def test_self_log_of_a_whole_module_names_what_to_log_instead(tmp_path):
+    """``self.log("v", module)``: Lightning's own error printed the module's whole repr; ours names the way."""
+
+    class LogsTheModule(_Model):
+        def training_step(self, batch, batch_idx):
+            self.log("v", self.train_metrics)
+            return super().training_step(batch, batch_idx)
+
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as caught:
+            trainer.fit(LogsTheModule(), _loader())
+    message = str(caught.value)
+    assert re.search(r"self\.log\('v', \.\.\.\)", message)
+    assert "self.log_dict(module.compute())" in message and "RecMetricCallback" in message
+    assert "NormalizedEntropy" not in message and len(message) < 600
+
+
+def test_the_module_formats_as_before_anywhere_else():
+    module = tmx.RecMetricModule(TASKS, {"ne": "ne"}, prefix="train/")
+    assert f"{module}" == format(module, "") == str(module) == repr(module)
+    with pytest.raises(TypeError):  # as any nn.Module: object.__format__ takes no spec
+        format(module, ">10")

@@ -29,13 +29,15 @@ BIG = 2**24 + 1  # tokens of the first training sample: float32 rounds it to 2**
 
 
 def _doc_namespace() -> dict:
-    """The python block under docs/aggregation.md's "### In Lightning", executed as a reader would paste it."""
+    """The python blocks under docs/aggregation.md's "### In Lightning" (the class with its callback, then the
+    class with the checkpoint hooks instead), executed as a reader would paste them."""
     text = (ROOT / "docs" / "aggregation.md").read_text()
-    section = text[text.index("### In Lightning") :]
-    block = re.search(r"^```python\n(.*?)^```", section, re.S | re.M)
-    assert block is not None
+    section = text[text.index("### In Lightning") : text.index("### Compute groups")]
+    blocks = re.findall(r"^```python\n(.*?)^```", section, re.S | re.M)
+    assert len(blocks) == 2
     namespace: dict = {"__name__": "__aggregation_lightning__"}
-    exec(compile(block.group(1), "docs/aggregation.md", "exec"), namespace)
+    for block in blocks:
+        exec(compile(block, "docs/aggregation.md", "exec"), namespace)
     return namespace
 
 
@@ -97,8 +99,17 @@ def _assert_logged(row: dict[str, float], expected: dict[str, float]) -> None:
         assert abs(row[key] - value) <= tolerance, (key, row[key], value)
 
 
-def _fit(model, tmp_path: Path, max_epochs: int, ckpt_path: str | None = None, name: str = "run", every: int = 1):
+def _fit(
+    model,
+    tmp_path: Path,
+    max_epochs: int,
+    ckpt_path: str | None = None,
+    name: str = "run",
+    every: int = 1,
+    callbacks: list | None = None,
+):
     trainer = L.Trainer(
+        callbacks=callbacks,
         accelerator="cpu",
         devices=1,
         max_epochs=max_epochs,
@@ -123,8 +134,13 @@ def _last(rows: list[dict], key: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def doc_model():
-    return _doc_namespace()["DataMetricsModel"]
+def doc_namespace():
+    return _doc_namespace()
+
+
+@pytest.fixture(scope="module")
+def doc_model(doc_namespace):
+    return doc_namespace["DataMetricsModel"]
 
 
 def test_the_documented_model_logs_torchtunes_keys_and_the_exact_totals(doc_model, tmp_path):
@@ -144,11 +160,18 @@ def test_the_documented_model_logs_torchtunes_keys_and_the_exact_totals(doc_mode
         _assert_logged(row, _expected(VAL, "val"))
 
 
-def test_a_lightning_checkpoint_resumes_the_totals(doc_model, tmp_path):
-    """One epoch, a checkpoint, a fresh model resumed to two epochs: the uninterrupted run's totals."""
-    trainer, _ = _fit(doc_model(), tmp_path, max_epochs=1, name="first")
+@pytest.mark.parametrize("way", ["callback", "hooks"])
+def test_a_lightning_checkpoint_resumes_the_totals(doc_namespace, tmp_path, way):
+    """One epoch, a checkpoint, a fresh model resumed to two epochs: the uninterrupted run's totals, with the
+    page's callback (its recommended way) and with its hooks."""
+    if way == "callback":
+        model, callbacks = doc_namespace["DataMetricsModel"], doc_namespace["callbacks"]
+    else:
+        model, callbacks = doc_namespace["DataMetricsModelWithHooks"], []
+    trainer, _ = _fit(model(), tmp_path, max_epochs=1, name="first", callbacks=callbacks)
     trainer.save_checkpoint(tmp_path / "epoch1.ckpt")
-    _, rows = _fit(doc_model(), tmp_path, max_epochs=2, ckpt_path=str(tmp_path / "epoch1.ckpt"), name="resumed")
+    resumed = str(tmp_path / "epoch1.ckpt")
+    _, rows = _fit(model(), tmp_path, max_epochs=2, ckpt_path=resumed, name="resumed", callbacks=callbacks)
     _assert_logged(_last(rows, "train_alpaca/tokens_seen"), _expected(TRAIN, "train", times=2))
 
 

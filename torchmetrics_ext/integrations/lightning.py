@@ -1,5 +1,8 @@
 """Lightning glue: :class:`RecMetricCallback` updates and logs :class:`~torchmetrics_ext.RecMetricModule` s.
 
+:class:`AggregatorCheckpoint` keeps every rank's :class:`~torchmetrics_ext.aggregation.MetricsAggregator`
+states in Lightning's checkpoints (an aggregator is no ``nn.Module``; see ``docs/aggregation.md``).
+
 The pattern (see ``docs/module.md``): keep one module per stage as attributes of the
 ``LightningModule`` (so checkpoints save and restore every metric state), return the model
 output dict from ``training_step`` (with ``"loss"``) and ``validation_step``, and add the callback:
@@ -53,12 +56,13 @@ except ImportError as err:  # the extra this module needs: say where it comes fr
     ) from err
 
 from torchmetrics_ext._module_keys import ModuleKeys, _value_entries
+from torchmetrics_ext.integrations._lightning_aggregator import AggregatorCheckpoint
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.distributed import unshare_memory
 
-__all__ = ["RecMetricCallback", "UnpaddedDistributedSampler"]
+__all__ = ["AggregatorCheckpoint", "RecMetricCallback", "UnpaddedDistributedSampler"]
 
 
 class _EvalEpoch:
@@ -253,7 +257,10 @@ class RecMetricCallback(pl.Callback):
       ``LearningRateMonitor`` writes its values;
       ``log_dict`` from a step hook would repeat the last values at every later logging step of
       the epoch, under steps where nothing was computed), whatever ``log_every_n_steps`` is; they
-      also go to ``trainer.callback_metrics`` (e.g. for ``ModelCheckpoint(monitor=...)``). The
+      also go to ``trainer.callback_metrics`` (what ``ModelCheckpoint(monitor=...)`` and ``EarlyStopping``
+      read) and ``trainer.logged_metrics`` (Lightning's list of what went to the loggers), as a value
+      ``self.log`` writes does (not to ``trainer.progress_bar_metrics``: ``self.log`` puts a value there
+      only with ``prog_bar=True``). The
       interval counts training batches, not optimizer steps: under ``accumulate_grad_batches=A``
       make it a multiple of ``A`` (``compute_interval_steps=n * A`` computes at the last batch of
       every ``n``-th optimizer step, where each epoch has a multiple of ``A`` batches: Lightning
@@ -748,7 +755,9 @@ class RecMetricCallback(pl.Callback):
             module.update(self._model_out(outputs, module, "training"))
         if module.should_compute() and not self._barebones:
             values = module.compute()  # on every rank: the module syncs
+            # Lightning's own lists of a value `self.log` would write: for monitors, and of what went to the loggers
             trainer.callback_metrics.update(values)
+            trainer.logged_metrics.update(values)
             scalars = {key: float(value) for key, value in values.items()}
             step = trainer.fit_loop.epoch_loop._batches_that_stepped  # the step Lightning logs this batch at
             row = {**scalars, "epoch": trainer.current_epoch}  # as every row Lightning writes holds it

@@ -1,8 +1,9 @@
-"""The error for a metric object used where a dict of metrics goes (``LightningModule.log_dict(metric)``)."""
+"""The errors for a metric object used where a dict of metrics or a scalar goes (``log_dict(metric)``, ``log``)."""
 
 from __future__ import annotations
 
 import inspect
+from types import FrameType
 
 from torchmetrics import Metric
 
@@ -40,3 +41,24 @@ def not_a_dict_of_metrics(metric: Metric) -> TypeError:
     return TypeError(
         f"{head}: log it with `self.log(name, metric)`, or give `self.log_dict` a `torchmetrics.MetricCollection`."
     )
+
+
+# Lightning's modules whose `LightningModule.log` refuses a value of another type (`__check_allowed`)
+_LIGHTNING_LOG_MODULES = ("lightning.pytorch.core.module", "pytorch_lightning.core.module")
+
+
+def lightning_log_name(frame: FrameType | None) -> str | None:
+    """The name given to ``LightningModule.log`` when ``frame`` is its refusal of a value of another type.
+
+    ``self.log(name, value)`` refuses a value that is no number, ``Tensor`` or ``Metric`` with a
+    ``ValueError`` whose message formats the value (``f"{value}"``, in its private ``__check_allowed``):
+    for a module holding many metrics that is its whole ``nn.Module`` tree, and nothing says what to log
+    instead. A class whose ``__format__`` asks this with its caller's frame can raise a message of its own
+    there; anywhere else (``None``) it formats as usual. Only called while formatting: nothing per step.
+    """
+    if frame is None or frame.f_code.co_name != "__check_allowed":
+        return None
+    if frame.f_globals.get("__name__") not in _LIGHTNING_LOG_MODULES:
+        return None
+    name = frame.f_locals.get("name")
+    return name if isinstance(name, str) else None

@@ -1235,7 +1235,8 @@ class _Run:
 
     def _graded_hint(self, problem: Problem) -> str:
         """The reason a label column's invalid rows may be grades (see :mod:`~torchmetrics_ext.evaluate.graded`)."""
-        return "".join(graded.hint(problem.column, problem.reason) for graded in self.graded)
+        # the first task of that label column (two tasks of one label column read it alike)
+        return next((hint for graded in self.graded if (hint := graded.hint(problem.column, problem.reason))), "")
 
     def _graded_skipped(self, problems: list[Problem]) -> list[str]:
         """A warning per task whose possible grades were skipped for its ranking names too (``on_invalid="skip"``)."""

@@ -152,3 +152,100 @@ def test_ranking_metrics_names_of_torchmetrics_torcheval_and_ranx_suggest_ours(n
     get the name they stand for (``average_precision`` is MAP here, not R-precision, its nearest spelling)."""
     with pytest.raises(ValueError, match=rf"got {name!r} \(did you mean {meant!r}\?"):
         tmx.RankingMetrics(ks=(5,), metrics=(name,))
+
+
+# The functional twins: TorchMetrics' options are refused as the classes refuse them, as Python's TypeError for an
+# unknown keyword told with what replaces them (docs/migration_torchmetrics.md's Arguments table).
+_FUNCTIONS = {
+    "ndcg": (tmf.ndcg, "k"),
+    "recall_at_k": (tmf.recall_at_k, "k"),
+    "precision_at_k": (tmf.precision_at_k, "k"),
+    "mrr": (tmf.mrr, "k"),
+    "hit_rate": (tmf.hit_rate, "k"),
+    "map_at_k": (tmf.map_at_k, "k"),
+    "f1_at_k": (tmf.f1_at_k, "k"),
+    "r_precision": (tmf.r_precision, None),
+    "ranking_metrics": (tmf.ranking_metrics, "ks"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_FUNCTIONS))
+def test_functional_top_k_is_refused_naming_the_cutoff_argument(name):
+    function, cutoff = _FUNCTIONS[name]
+    fix = {"k": r"takes the cutoff as `k`: \w+\(preds, target, \.\.\., k=3\)", "ks": r"as `ks`: .*ks=\(3,\)"}
+    hint = fix.get(cutoff, "has no cutoff")
+    match = rf"^{name}\(\) got an unexpected keyword argument 'top_k' \(TorchMetrics' name for the cutoff\): .*{hint}"
+    with pytest.raises(TypeError, match=match):
+        function(torch.rand(2, 4), torch.ones(2, 4), top_k=3)
+
+
+@pytest.mark.parametrize("name", sorted(_FUNCTIONS))
+@pytest.mark.parametrize(
+    ("option", "value", "hint"),
+    [
+        ("ignore_index", -100, r"`mask=\(target != -100\)` drops those rows"),
+        ("aggregation", "median", r"the \(weighted\) mean over queries only \(per-query weights: `weights=`\)"),
+    ],
+)
+def test_functional_torchmetrics_options_are_refused_naming_their_counterpart(name, option, value, hint):
+    function, cutoff = _FUNCTIONS[name]
+    given = {} if cutoff is None else {cutoff: (3,) if cutoff == "ks" else 3}
+    with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument '{option}' .*{hint}"):
+        function(torch.rand(2, 4), torch.ones(2, 4), **given, **{option: value})
+
+
+def test_functional_multiclass_options_name_k_and_the_micro_average_and_the_rows_to_drop():
+    preds, target = torch.rand(6, 4), torch.tensor([0, 1, 2, 3, 1, 0])
+    with pytest.raises(TypeError, match=r"'top_k' .*multiclass_recall_at_k\(preds, target, \.\.\., k=2\)"):
+        tmf.multiclass_recall_at_k(preds, target, top_k=2, num_classes=4)
+    with pytest.raises(
+        TypeError, match=r"unexpected keyword arguments 'ignore_index' .*`keep = target != -1`.*; 'average' .*micro"
+    ):
+        tmf.multiclass_recall_at_k(preds, target, k=2, num_classes=4, ignore_index=-1, average="macro")
+
+
+def test_functional_misspelt_option_gets_a_did_you_mean_and_the_body_errors_stay_as_they_were():
+    preds, target = torch.rand(2, 4), torch.ones(2, 4)
+    with pytest.raises(
+        TypeError,
+        match=r"^ndcg\(\) got an unexpected keyword argument 'exponential_gains' "
+        r"\(did you mean 'exponential_gain'\?\)\.$",
+    ):
+        tmf.ndcg(preds, target, exponential_gains=True)
+    with pytest.raises(TypeError, match=r"Expected `target` to be a torch\.Tensor, got NoneType"):
+        tmf.ndcg(preds, None)  # the function's own TypeError, every keyword known: not rewritten
+    with pytest.raises(TypeError, match=r"takes from 2 to 5 positional arguments but 6"):
+        tmf.ndcg(preds, target, None, None, None, 3)  # a positional `k`: Python's own message
+
+
+def test_functional_wrappers_keep_name_signature_and_doc():
+    import inspect
+
+    for name, (function, _) in _FUNCTIONS.items():
+        assert function.__name__ == name and function.__doc__ and "Examples:" in function.__doc__
+        assert inspect.signature(function) == inspect.signature(function.__wrapped__)
+    assert tmf.map is tmf.map_at_k
+
+
+def test_functional_recipes_give_torchmetrics_values():
+    """The replacements the refusals name: ``k=`` for ``top_k=`` (one query per call there) and
+    ``mask=(target != -100)`` for ``ignore_index=-100`` (TorchMetrics' class; its functions take no ignore_index)."""
+    from torchmetrics.functional.retrieval import retrieval_normalized_dcg, retrieval_recall
+    from torchmetrics.retrieval import RetrievalRecall
+
+    gen = torch.Generator().manual_seed(3)
+    preds = torch.rand(10, generator=gen) + 0.01  # positive, tie-free
+    target = torch.tensor([0, 1, 0, 2, 1, 0, 0, 1, 0, 0])
+    ours = tmf.ndcg(preds, target, torch.zeros(10, dtype=torch.long), k=4)
+    assert ours.item() == pytest.approx(retrieval_normalized_dcg(preds, target, top_k=4).item(), abs=1e-6)
+    ours = tmf.recall_at_k(preds, target, torch.zeros(10, dtype=torch.long), k=3)
+    assert ours.item() == pytest.approx(retrieval_recall(preds, target > 0, top_k=3).item(), abs=1e-6)
+
+    indexes = torch.arange(40) // 8
+    preds = torch.rand(40, generator=gen) + 0.01
+    labels = torch.randint(0, 2, (40,), generator=gen)
+    labels[indexes * 8] = 1
+    labels[torch.arange(40) % 5 == 2] = -100
+    theirs = RetrievalRecall(top_k=3, ignore_index=-100)(preds, labels, indexes)
+    ours = tmf.recall_at_k(preds, labels, indexes, mask=labels != -100, k=3)
+    assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)

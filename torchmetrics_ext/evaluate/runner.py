@@ -54,6 +54,7 @@ from torchmetrics_ext.evaluate.checks import (
     text_types,
     to_numpy,
 )
+from torchmetrics_ext.evaluate.graded import graded_label_checks
 from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
@@ -690,6 +691,27 @@ class _Plan:
             name for key, names in self.renames.items() if self.read_by(self.module_keys[key], task) for name in names
         ]
 
+    def label_domains(self, task: str) -> list[tuple[str, str]]:
+        """``(requested name, the labels it takes)`` for the metrics reading ``task``: ``InputDomains.target``.
+
+        A ranking name shared in a ``RankingMetrics`` takes graded relevance (``"nonnegative"``); a metric
+        built on its own is asked (built once more, without data); one without domains is left out.
+        """
+        out: list[tuple[str, str]] = []
+        for key, names in self.renames.items():
+            module_key = self.module_keys[key]
+            if not self.read_by(module_key, task):
+                continue
+            if module_key in self._ranking:
+                target = "nonnegative"
+            else:
+                domains = getattr(self._build(key, *self.options[key]), "input_domains", None)
+                if domains is None:
+                    continue
+                target = domains.target
+            out += [(name, target) for name in names]
+        return out
+
     def _module_keys(self) -> list[str]:
         """The module keys of this plan, those reading one of its tasks (a group of tasks may leave some out)."""
         keys = [*self.specs, *self._ranking]
@@ -1072,6 +1094,10 @@ class _Run:
         domains = self.module.input_domains  # what every row must satisfy (every group's metrics are the same)
         probabilities = domains.preds == "probability" and not domains.from_logits
         self.checker = RowChecker(plan.columns, probabilities, domains.target, domains.float32_weights)
+        # tasks whose labels ranking names read as grades and other metrics as 0/1: their invalid rows say so
+        self.graded = graded_label_checks(
+            [(t.name, t.labels, plan.label_domains(t.name)) for t in plan.tasks] if plan.session_keys else []
+        )
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0  # skipped: rows dropped for at least one task
         self.group_skipped = [0] * len(self.groups)  # rows dropped for each group's tasks
@@ -1207,6 +1233,21 @@ class _Run:
             if codes and rows is not None:
                 rows.append(tensors, [_tensor(c if keep is None else c[keep]) for c in codes])
 
+    def _graded_hint(self, problem: Problem) -> str:
+        """The reason a label column's invalid rows may be grades (see :mod:`~torchmetrics_ext.evaluate.graded`)."""
+        # the first task of that label column (two tasks of one label column read it alike)
+        return next((hint for graded in self.graded if (hint := graded.hint(problem.column, problem.reason))), "")
+
+    def _graded_skipped(self, problems: list[Problem]) -> list[str]:
+        """A warning per task whose possible grades were skipped for its ranking names too (``on_invalid="skip"``)."""
+        lines = []
+        for graded in self.graded:
+            counts: dict[str, int] = {}
+            for p in problems:
+                counts[p.reason] = counts.get(p.reason, 0) + (p.count if p.column == graded.column else 0)
+            lines += [line for reason, n in counts.items() if (line := graded.skipped(graded.column, reason, n))]
+        return lines
+
     def finish(self, error: _Error | None) -> EvaluationResult:
         """Agree on errors and counts across ranks, then compute (overall and per segment).
 
@@ -1246,7 +1287,7 @@ class _Run:
             raise InvalidDataError(errors[0].message)
         if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
-            raise InvalidDataError("\n".join(str(p) for p in problems if p.source == first))
+            raise InvalidDataError("\n".join(f"{p}{self._graded_hint(p)}" for p in problems if p.source == first))
         # every rank's value combinations of every segmentation, in one collective
         shares: list[Any] = [[collector.share() for collector in self.collectors]]
         if self.world > 1 and self.collectors:
@@ -1299,7 +1340,7 @@ class _Run:
             caught += [line for *_, line in lines]
             caught += empty_lines
             caught += _spaced_lines(view.segments)
-        caught[:0] = self.plan.notes  # the arguments', the same on every rank
+        caught[:0] = self.plan.notes + self._graded_skipped(problems)  # the arguments' and the data's, on every rank
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
         return EvaluationResult(

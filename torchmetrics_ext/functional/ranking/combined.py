@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._docs import ranking_doc
+from torchmetrics_ext.functional.ranking._hints import torchmetrics_hints
 from torchmetrics_ext.functional.ranking._registry import DEFAULT_METRICS, SPECS, ranking_requests
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, request_key
 from torchmetrics_ext.functional.ranking._update import _ranking_functional
@@ -28,6 +29,7 @@ RETURNS_DOC = (
 )
 
 
+@torchmetrics_hints
 @ranking_doc(extra={"metrics": METRICS_DOC}, returns=RETURNS_DOC)
 def ranking_metrics(
     preds: Tensor,

@@ -17,6 +17,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._hints import torchmetrics_hints
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.utilities.checks import (
     as_int,
@@ -99,6 +100,7 @@ def _multiclass_recall_compute(hits: Tensor, total: Tensor) -> Tensor:
     return safe_divide(hits, total, "MulticlassRecallAtK", NO_SAMPLES)
 
 
+@torchmetrics_hints
 def multiclass_recall_at_k(
     preds: Tensor,
     target: Tensor,

@@ -34,6 +34,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.ranking import _registry as specs
 from torchmetrics_ext.functional.ranking._docs import ranking_doc
+from torchmetrics_ext.functional.ranking._hints import torchmetrics_hints
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.functional.ranking._spec import RankingSpec
 from torchmetrics_ext.functional.ranking._update import _ranking_functional
@@ -76,6 +77,7 @@ def _single(
     return 1.0 - value if options.get("report_as_loss", False) else value
 
 
+@torchmetrics_hints
 @ranking_doc(specs.NDCG)
 def ndcg(
     preds: Tensor,
@@ -112,6 +114,7 @@ def ndcg(
     return _single(specs.NDCG, **locals())
 
 
+@torchmetrics_hints
 @ranking_doc(specs.RECALL)
 def recall_at_k(
     preds: Tensor,
@@ -142,6 +145,7 @@ def recall_at_k(
     return _single(specs.RECALL, **locals())
 
 
+@torchmetrics_hints
 @ranking_doc(specs.PRECISION)
 def precision_at_k(
     preds: Tensor,
@@ -175,6 +179,7 @@ def precision_at_k(
     return _single(specs.PRECISION, **locals())
 
 
+@torchmetrics_hints
 @ranking_doc(specs.MRR)
 def mrr(
     preds: Tensor,
@@ -203,6 +208,7 @@ def mrr(
     return _single(specs.MRR, **locals())
 
 
+@torchmetrics_hints
 @ranking_doc(specs.HIT_RATE)
 def hit_rate(
     preds: Tensor,
@@ -231,6 +237,7 @@ def hit_rate(
     return _single(specs.HIT_RATE, **locals())
 
 
+@torchmetrics_hints
 @ranking_doc(specs.MAP)
 def map_at_k(
     preds: Tensor,
@@ -259,6 +266,7 @@ def map_at_k(
     return _single(specs.MAP, **locals())
 
 
+@torchmetrics_hints
 @ranking_doc(specs.R_PRECISION)
 def r_precision(
     preds: Tensor,
@@ -289,6 +297,7 @@ def r_precision(
     return _single(specs.R_PRECISION, **locals())
 
 
+@torchmetrics_hints
 @ranking_doc(specs.F1)
 def f1_at_k(
     preds: Tensor,

@@ -101,7 +101,8 @@ def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
 def _ignore_index_hint(value: object) -> str:
     return (
         f"TorchMetrics' `ignore_index={value!r}` is `mask=(target != {value!r})` in `update` (flat or padded rows: "
-        "a `False` entry drops the row); a `RecMetricModule` or `evaluate` takes no mask: leave those rows out."
+        "a `False` entry drops the row); a `RecMetricModule` or `evaluate` takes no mask: leave those rows out "
+        "(docs/ranking.md, 'Padding in a module and in evaluate')."
     )
 
 

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.warnings import user_stacklevel
+
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo
 
@@ -78,7 +80,7 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
                 f"{text} Its samples weigh 1 (a missing weight column means weight 1); this is said once, at the "
                 "first step.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
 
 

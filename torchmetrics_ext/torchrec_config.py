@@ -27,6 +27,7 @@ from torchmetrics_ext.metrics import regression as _regression
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.utilities.checks import as_int, int_given
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["TORCHREC_METRICS", "TorchRecPlan", "read_torchrec_config"]
@@ -468,7 +469,7 @@ def _warn_compute_interval_bounds(fields_: Mapping[str, Any], steps: Any) -> Non
             "the config's step count. Set compute_interval_steps to the cadence you want, and leave the two "
             "at their defaults (0 and inf) to silence this.",
             UserWarning,
-            stacklevel=4,  # the caller of RecMetricModule.from_torchrec_config
+            stacklevel=user_stacklevel(),
         )
 
 

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.formatting import article
-from torchmetrics_ext.utilities.warnings import SamplesFirstWarning
+from torchmetrics_ext.utilities.warnings import SamplesFirstWarning, user_stacklevel
 
 __all__ = [
     "as_bool",
@@ -586,7 +586,7 @@ def check_pointwise(
             f" {n} samples pass `{preds_name}.squeeze(1)` (and the other inputs alike), shape ({n},), or the"
             f" transpose, shape (1, {n}).",
             SamplesFirstWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     if ndim == 1 and num_tasks not in (None, 1):
         raise _task_shape_error(preds_name, shape, num_tasks)

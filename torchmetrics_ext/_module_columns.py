@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 if TYPE_CHECKING:
@@ -119,7 +120,9 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:
     if value.is_floating_point() or value.dtype == torch.bool:
-        raise TypeError(f"Task {task.name!r}, `model_out[{key!r}]`: expected integer ids, got dtype {value.dtype}.")
+        raise WrongTypeError(
+            f"Task {task.name!r}, `model_out[{key!r}]`: expected integer ids, got dtype {value.dtype}."
+        )
     if value.shape != like.shape or value.device != like.device:
         raise ValueError(
             f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(like.shape)} on {like.device}, "

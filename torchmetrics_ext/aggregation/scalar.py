@@ -47,6 +47,7 @@ from torchmetrics_ext.utilities.checks import (
     note_weight_bounds,
     observed_range,
 )
+from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, user_stacklevel, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch", "saved_state_names"]
@@ -89,9 +90,10 @@ def _check_nan_strategy(nan_strategy: object) -> NanStrategy:
         return cast(NanStrategy, name)
     fill = None if name is not None else as_real(nan_strategy)
     if not isinstance(fill, float):
-        raise ValueError(
+        raise refusal(
             f"Expected `nan_strategy` to be a float (the value that replaces NaN) or one of {_NAN_STRATEGIES}, "
-            f"got {nan_strategy!r}."
+            f"got {nan_strategy!r}.",
+            wrong_type=name is None,
         )
     return fill
 

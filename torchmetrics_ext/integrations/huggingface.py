@@ -56,6 +56,7 @@ from torchmetrics_ext.utilities.checks import (
     refuse_repeats,
     sequence_items,
 )
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -148,7 +149,7 @@ def _eval_arrays(eval_pred: Any) -> tuple[Any, Any]:
         return eval_pred.predictions, eval_pred.label_ids
     if isinstance(eval_pred, tuple) and 2 <= len(eval_pred) <= 4:
         return eval_pred[0], eval_pred[1]
-    raise TypeError(
+    raise WrongTypeError(
         "Expected `eval_pred` to be an EvalPrediction (with `predictions` and `label_ids`) or its tuple "
         f"(predictions, label_ids[, inputs][, losses]), got {type(eval_pred).__name__}"
         + (f" of {len(eval_pred)} item(s)." if isinstance(eval_pred, tuple) else ".")
@@ -164,13 +165,13 @@ def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ..
     """
     one = as_str(value)
     if one is not None:
-        raise ValueError(
+        raise WrongTypeError(
             f"Expected `{argument}` to be a sequence of names, got the string {value!r} (read letter by letter): "
             f"write {argument}=({one!r},), as in {example}."
         )
     items = sequence_items(argument, value)  # a mapping (its keys, iterated) is refused there
     if items is None:
-        raise ValueError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
+        raise WrongTypeError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
     names = [as_str(item) for item in items]  # NumPy strings as Python strings; anything else left to be refused
     return tuple(item if name is None else name for item, name in zip(items, names, strict=True))
 
@@ -183,7 +184,7 @@ def _registry_names(metrics: Any) -> tuple[str, ...]:
     without naming the argument.
     """
     if isinstance(metrics, Mapping):
-        raise ValueError(
+        raise WrongTypeError(
             f"Expected `metrics` to be a sequence of registry names, got a mapping {metrics!r}: its values (options) "
             "would be dropped. Give the names, and options as keyword arguments, passed to every metric "
             "(pointwise_compute_metrics(['auc', 'auprc'], num_bins=10_000))."
@@ -191,7 +192,7 @@ def _registry_names(metrics: Any) -> tuple[str, ...]:
     names = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
     for i, name in enumerate(names):
         if not isinstance(name, str):
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected `metrics` to hold registry names (str), got {name!r} (item {i}): the metrics are built "
                 "from their names (see torchmetrics_ext.registry.metric_names())."
             )
@@ -243,9 +244,10 @@ def _ignore_value(ignore_index: Any) -> int | float | None:
         return None
     value = as_real(ignore_index)  # NumPy scalars and 0-dim tensors too, as every setting
     if value is None or value != value:
-        raise ValueError(
+        raise refusal(
             "Expected `ignore_index` to be None or a number (the label that leaves an example out of its task, "
-            f"e.g. -100), got {ignore_index!r}."
+            f"e.g. -100), got {ignore_index!r}.",
+            wrong_type=value is None,
         )
     if isinstance(value, int) and -(2**63) <= value < 2**63:
         return value
@@ -296,9 +298,10 @@ def _padding_values(padding_value: Any) -> Tensor:
     items = [padding_value] if one is not None else sequence_items("padding_value", padding_value)
     values = [as_real(item) for item in items or ()]
     if not values or any(value is None for value in values):
-        raise ValueError(
+        raise refusal(
             "Expected `padding_value` to be a number or a sequence of numbers (scores that mark padded candidates), "
-            f"got {padding_value!r}."
+            f"got {padding_value!r}.",
+            wrong_type=items is None or any(value is None for value in values),
         )
     if any(value != value for value in values):  # NaN equals no score: it would mark nothing, silently
         raise ValueError(
@@ -313,7 +316,7 @@ def _label_name_entries(label_names: Any, example: str) -> tuple[str, ...]:
     names = _sequence_of_names("label_names", label_names, example)
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
+            raise WrongTypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
     refuse_repeats("label_names", label_names, list(names))
     return names
 
@@ -322,7 +325,10 @@ def _entry_of(argument: str, value: Any, names: tuple[str, ...]) -> str:
     """``value`` (given as ``argument``) as the name of one of the entries ``names`` of ``label_names``."""
     name = as_str(value)
     if name not in names:
-        raise ValueError(f"Expected `{argument}` to be an entry of `label_names` {list(names)}, got {value!r}.")
+        raise refusal(
+            f"Expected `{argument}` to be an entry of `label_names` {list(names)}, got {value!r}.",
+            wrong_type=name is None,
+        )
     return name
 
 
@@ -403,7 +409,9 @@ def _weight_column(entry: str, value: Tensor, n: int) -> Tensor:
     """
     value = _flat(entry, "sample weights", value, n)
     if value.dtype == torch.bool or value.is_complex():
-        raise TypeError(f"Expected label_names entry {entry!r} (sample weights) to be real numbers, got {value.dtype}.")
+        raise WrongTypeError(
+            f"Expected label_names entry {entry!r} (sample weights) to be real numbers, got {value.dtype}."
+        )
     value = value.to(torch.float64)
     if n and not bool(torch.isfinite(value).all() & (value >= 0).all()):
         bad = value[~(torch.isfinite(value) & (value >= 0))][0].item()
@@ -420,7 +428,7 @@ def _group_column(entry: str, value: Tensor, n: int, what: str = "group ids") ->
     """
     value = _flat(entry, what, value, n)
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected label_names entry {entry!r} ({what}) to have an integer dtype, got {value.dtype}: "
             "float ids merge past 2**24 (float32); give the dataset integer ids."
         )

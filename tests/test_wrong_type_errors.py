@@ -32,7 +32,7 @@ from torchmetrics_ext.aggregation import (
     MetricsAggregator,
 )
 from torchmetrics_ext.evaluate import evaluate
-from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics
+from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics, ranking_compute_metrics
 
 FRAME = pd.DataFrame({"p": [0.2, 0.7, 0.4], "y": [0, 1, 1]})
 HEADS = [tmx.RecTaskInfo("click", "y_click", "p_click"), tmx.RecTaskInfo("like", "y_like", "p_like")]
@@ -82,6 +82,7 @@ CASES: dict[str, tuple[Callable[[], Any], str, str]] = {
         "`groups`",
         "type",
     ),
+    "merge_state_str": (lambda: tmx.AUC().merge_state("auc"), "incoming state", "type"),
     # RecMetricModule: its settings, configs and steps
     "prefix_int": (lambda: tmx.RecMetricModule(["click"], ["ne"], prefix=3), "`prefix`", "type"),
     "key_style_unknown": (lambda: tmx.RecMetricModule(["click"], ["ne"], key_style="x"), "`key_style`", "value"),
@@ -134,6 +135,7 @@ CASES: dict[str, tuple[Callable[[], Any], str, str]] = {
     "evaluate_by_int": (lambda: evaluate(FRAME, {"click": ("p", "y")}, ["ctr"], by=3), "`by`", "type"),
     # the Hugging Face builders
     "hf_metrics_mapping": (lambda: pointwise_compute_metrics(metrics={"auc": {}}), "`metrics`", "type"),
+    "hf_key_names_list": (lambda: ranking_compute_metrics(key_names=["Recall"]), "`key_names`", "type"),
     "hf_label_names_str": (lambda: pointwise_compute_metrics(["auc"], label_names="labels"), "`label_names`", "type"),
 }
 

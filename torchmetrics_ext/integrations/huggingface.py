@@ -1118,7 +1118,7 @@ class _Ranking(HFComputeMetrics):
         trainer_padding = torch.tensor([_TRAINER_PADDING], dtype=torch.float64)
         self.padding = torch.cat([_padding_values(padding_value), trainer_padding])
         if not isinstance(key_names, Mapping) or not all(isinstance(v, str) for v in key_names.values()):
-            raise ValueError(
+            raise WrongTypeError(
                 "Expected `key_names` to be a mapping of metric name to display name (e.g. {'recall': 'Recall'}), "
                 f"got {key_names!r}."
             )

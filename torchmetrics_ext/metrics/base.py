@@ -691,7 +691,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         """
         refuse_while_synced(self, "merge_state")
         if not isinstance(incoming_state, (dict, Metric)):  # TorchMetrics' check, before anything is read
-            raise ValueError(
+            raise WrongTypeError(
                 f"Expected incoming state to be a dict or an instance of Metric but got {type(incoming_state)}"
             )
         # a Windowed holds no states of its own (they are its lifetime's and window's)
@@ -742,7 +742,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
             if self._merges_by_reductions and not self.dist_sync_on_step:
                 if isinstance(incoming_state, Metric):
                     if not isinstance(incoming_state, type(self)):
-                        raise ValueError(
+                        raise WrongTypeError(
                             f"Expected incoming state to be an instance of {type(self).__name__}, "
                             f"got {type(incoming_state).__name__}."
                         )

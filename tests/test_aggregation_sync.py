@@ -614,7 +614,7 @@ def test_a_handler_that_cannot_make_a_missing_keys_metric_on_one_rank_is_an_erro
     assert first == second
     assert "Metric 'sum' of dataset 'd' (SUM) is held by another rank, and rank 1" in first[0]
     assert "RuntimeError: no such device on this node" in first[0]
-    assert "TypeError: The MAX handler returned str, not a torchmetrics.Metric." in first[1]
+    assert "WrongTypeError: The MAX handler returned str, not a torchmetrics.Metric." in first[1]  # a TypeError
     assert first[2] == repr({"train_d/mean": 2.5})
 
 

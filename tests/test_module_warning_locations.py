@@ -1,8 +1,9 @@
 """RecMetricModule's own warnings point at the user's line (its helpers live in other files than module.py).
 
-Each warning is raised inside a helper of ``torchmetrics_ext/_module_*.py`` with a fixed ``stacklevel``; a
-frame added between the helper and the user's call (a helper moved into a wrapper, a method split in two)
-would point the warning at the package instead, without failing anything else. The reference is the line
+Each warning is raised inside a helper of ``torchmetrics_ext/_module_*.py``; a fixed ``stacklevel`` there would
+point the warning at the package as soon as a frame came between the helper and the user's call (a helper
+moved into a wrapper, a method split in two, ``from_config`` around the constructor), without failing anything
+else (``test_update_warning_locations.py`` covers those paths). The reference is the line
 of the call in this file (a one-line lambda's).
 """
 

@@ -26,12 +26,13 @@ from torchmetrics_ext.metrics.reliability import *  # noqa: F403
 from torchmetrics_ext.metrics.session import *  # noqa: F403
 from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 from torchmetrics_ext.module import *  # noqa: F403
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import UndefinedMetricWarning
 from torchmetrics_ext.wrappers import *  # noqa: F403
 
 __version__ = "0.1.0"
 
-__all__ = ["UndefinedMetricWarning"]
+__all__ = ["UndefinedMetricWarning", "WrongTypeError"]
 __all__ += metrics.__all__
 __all__ += module.__all__
 __all__ += wrappers.__all__

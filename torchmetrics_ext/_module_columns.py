@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.errors import WrongTypeError
+from torchmetrics_ext.utilities.warnings import user_stacklevel
+
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo
 
@@ -78,7 +81,7 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
                 f"{text} Its samples weigh 1 (a missing weight column means weight 1); this is said once, at the "
                 "first step.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
 
 
@@ -117,7 +120,9 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 def _id_column(value: Tensor, task: RecTaskInfo, key: str | None, like: Tensor) -> Tensor:
     if value.is_floating_point() or value.dtype == torch.bool:
-        raise TypeError(f"Task {task.name!r}, `model_out[{key!r}]`: expected integer ids, got dtype {value.dtype}.")
+        raise WrongTypeError(
+            f"Task {task.name!r}, `model_out[{key!r}]`: expected integer ids, got dtype {value.dtype}."
+        )
     if value.shape != like.shape or value.device != like.device:
         raise ValueError(
             f"Task {task.name!r}: expected `model_out[{key!r}]` of shape {tuple(like.shape)} on {like.device}, "

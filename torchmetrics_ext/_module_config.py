@@ -28,6 +28,7 @@ from torchmetrics_ext.registry import (
     torchrec_requirements,
 )
 from torchmetrics_ext.utilities.checks import as_bool, as_str, refuse_repeats
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.formatting import article
 from torchmetrics_ext.wrappers.segmented import Segmented
 from torchmetrics_ext.wrappers.windowed import Windowed
@@ -61,7 +62,7 @@ def _metric_specs(raw: Any, where: str) -> dict[Any, Any]:
     if isinstance(raw, (list, tuple)):
         nested = next((name for name in raw if isinstance(name, (Mapping, list, tuple, set))), None)
         if nested is not None:  # YAML's "- auc: {num_bins: 10}": options belong to the dict form
-            raise ValueError(
+            raise WrongTypeError(
                 f"Expected {where} to be a list of registry names or a dict {{key: options}}, got the "
                 f"list entry {nested!r}; give options in the dict form, {{'ne': {{}}, 'auc': {{'num_bins': 10}}}} "
                 "(YAML: `metrics: {ne: {}, auc: {num_bins: 10}}`)."
@@ -69,7 +70,7 @@ def _metric_specs(raw: Any, where: str) -> dict[Any, Any]:
         for name in raw:  # before counting them: a metric object's `==` builds a metric
             if not isinstance(name, str):
                 hint = "; give metric objects, classes and factories in the dict form {name: metric}"
-                raise ValueError(
+                raise WrongTypeError(
                     f"Expected a metric name in {where} to be a registry name (str), got {name!r} "
                     f"({type(name).__name__}){hint if isinstance(name, Metric) or callable(name) else ''}."
                 )
@@ -77,7 +78,7 @@ def _metric_specs(raw: Any, where: str) -> dict[Any, Any]:
         return {name: None for name in raw}
     if isinstance(raw, Mapping):
         return dict(raw)
-    raise ValueError(f"Expected {where} to be a list of registry names or a dict, got {raw!r}.")
+    raise WrongTypeError(f"Expected {where} to be a list of registry names or a dict, got {raw!r}.")
 
 
 def _entry_options(key: Any, spec: Any, where: str) -> tuple[str, dict[str, Any]] | None:
@@ -95,9 +96,9 @@ def _entry_options(key: Any, spec: Any, where: str) -> tuple[str, dict[str, Any]
         return None
     options = dict(spec or {})
     name = options.pop("metric", key)
-    if not isinstance(name, str):  # a wrong type in a config: a ValueError, as the others
+    if not isinstance(name, str):  # a wrong type in a config: a WrongTypeError (a ValueError too), as the others
         what = f"the option 'metric' of metric {key!r}" if name is not key else "a metric name"
-        raise ValueError(
+        raise WrongTypeError(
             f"Expected {what} in {where} to be a registry name (str), got {name!r} ({type(name).__name__})."
         )
     return name, options
@@ -126,7 +127,7 @@ def _metric_entries(raw: Any, where: str = "config 'metrics'") -> dict[str, tupl
     for key, spec in _metric_specs(raw, where).items():
         entry = _entry_options(key, spec, where)  # a string is the registry name, as the constructor reads it
         if entry is None:
-            raise ValueError(
+            raise WrongTypeError(
                 f"Expected metric {key!r} in {where} to be a registry name (str) or a dict of its options, "
                 f"got {spec!r} ({type(spec).__name__})."
             )
@@ -349,14 +350,14 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
         _check_factory(name, spec)
         metric = spec(num_tasks=num_tasks, **_logit_keywords(spec, from_logits))
     else:
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected metric {name!r} to be a metric, a class, a factory or a registry name (or a dict of "
             f"its options), got {spec!r}."
         )
     if isinstance(metric, Throughput):  # what a factory returned
         raise _throughput_refused(name)
     if isinstance(metric, Windowed):  # one of the package's classes, but a wrapper the module builds itself
-        raise TypeError(
+        raise WrongTypeError(
             f"Metric {name!r} is a Windowed (window_size={metric.window_size}): RecMetricModule windows its metrics "
             f"itself; give the metric (a registry name, class or factory) and `window_size={metric.window_size}` to "
             "the module."
@@ -368,14 +369,14 @@ def _instantiate(name: str, spec: Any, num_tasks: int, from_logits: bool | None 
         _check_segmented(name, metric)
         return metric
     if not _takes_columns(metric):
-        raise TypeError(
+        raise WrongTypeError(
             f"Metric {name!r} ({cls}) cannot be fed by RecMetricModule, which passes every metric each task's "
             f"prediction, label and weight columns (probabilities or finite values): {cls}.update"
             f"{inspect.signature(metric.update)} takes other inputs or values (see its docstring). Use it as a "
             "standalone metric."
         )
     if metric.value_ndim:
-        raise TypeError(
+        raise WrongTypeError(
             f"Metric {name!r} ({cls}) reports {article(f'{metric.value_ndim}-D')} value per task "
             f"(value_ndim={metric.value_ndim}: "
             "a curve over bins, labels or segments), and RecMetricModule reports one number per key (for "
@@ -397,7 +398,7 @@ def _check_segmented(name: str, metric: Segmented) -> None:
     inner = metric.metric
     cls = type(inner).__name__
     if not _takes_columns(inner) or inner.value_ndim or inner._value_entries() is not None:
-        raise TypeError(
+        raise WrongTypeError(
             f"Metric {name!r} (Segmented({cls})) cannot be fed by RecMetricModule: the module passes each task's "
             f"prediction, label and weight columns and the segment ids of RecTaskInfo.group_id_name, and "
             f"{cls}.update{inspect.signature(inner.update)} takes other inputs (see its docstring). Use it as a "
@@ -419,14 +420,14 @@ def _foreign_metric_class(spec: Any) -> type | None:
 
 
 def _not_ours(name: str, cls: type) -> TypeError:
-    return TypeError(
+    return WrongTypeError(
         f"Metric {name!r} ({cls.__name__}) is not one of the package's metrics; "
         "RecMetricModule feeds torchmetrics_ext metrics only."
     )
 
 
 def _throughput_refused(name: str) -> TypeError:
-    return TypeError(
+    return WrongTypeError(
         f"Metric {name!r} is a Throughput: the module has its own, counted from every step's columns "
         "(`throughput=True`, the default, or `throughput=Throughput(...)` for other settings)."
     )
@@ -453,7 +454,7 @@ def _check_factory(name: str, spec: Any) -> None:
         label = f"functools.partial({getattr(spec.func, '__name__', 'factory')}, ...)"
         bound = _bound(spec)
         if "num_tasks" in bound and "num_tasks" not in spec.keywords:
-            raise TypeError(
+            raise WrongTypeError(
                 f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, but the partial already "
                 f"binds `num_tasks` positionally ({bound['num_tasks']!r}); the module sets it from its tasks, so "
                 "leave it out of the partial and give the other settings by keyword, e.g. "
@@ -466,7 +467,7 @@ def _check_factory(name: str, spec: Any) -> None:
     try:
         signature.bind(num_tasks=1)
     except TypeError as error:
-        raise TypeError(
+        raise WrongTypeError(
             f"Metric {name!r}: the module calls its factory as `{label}(num_tasks=T)`, "
             f"which its signature {signature} cannot take ({error}); write it with a `num_tasks` parameter, e.g. "
             "`lambda num_tasks: tmx.AUC(num_tasks=num_tasks, from_logits=True)`."
@@ -649,7 +650,7 @@ def _check_metric_tasks(
     if metric_tasks is None:
         return {}
     if not isinstance(metric_tasks, Mapping):
-        raise ValueError(
+        raise WrongTypeError(
             f"Expected `metric_tasks` to be a dict of metric name -> list of task names, got {metric_tasks!r}."
         )
     positions = {name: t for t, name in enumerate(task_names)}
@@ -663,7 +664,10 @@ def _check_metric_tasks(
         given = listed
         listed = _task_names(given)
         if not listed:
-            raise ValueError(f"`metric_tasks[{metric!r}]`: expected a non-empty list of task names, got {given!r}.")
+            raise refusal(
+                f"`metric_tasks[{metric!r}]`: expected a non-empty list of task names, got {given!r}.",
+                wrong_type=listed is None,
+            )
         unknown = [task for task in listed if task not in positions]
         if unknown:
             raise ValueError(

@@ -21,6 +21,7 @@ from torchmetrics import Metric
 from torchmetrics_ext._module_stack import _rows
 from torchmetrics_ext.metrics.base import InputDomains
 from torchmetrics_ext.utilities.checks import _check_values_bounds_together, _ValueCheck
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo, _Batch
@@ -311,5 +312,5 @@ def warn_value_heads_read_as_logits(
         "`evaluate(..., from_logits=True, metric_tasks=...)` reads them. If they do hold logits, say so per metric "
         "the same way (`{'mse': {'from_logits': True}}`): nothing is warned then.",
         UserWarning,
-        stacklevel=3,
+        stacklevel=user_stacklevel(),
     )

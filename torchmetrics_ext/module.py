@@ -114,6 +114,7 @@ from torchmetrics_ext.utilities.distributed import (
     fused_gather,
     outside_group,
 )
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.mapping import lightning_log_name
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
@@ -468,18 +469,18 @@ class RecMetricModule(CheckpointLoading):
         compute_interval_steps = check_int("compute_interval_steps", compute_interval_steps, 1)
         text = as_str(prefix)  # a NumPy string (a 0-dim array too) as its Python string
         if text is None:
-            raise ValueError(f"Expected `prefix` to be a string, got {prefix!r}.")
+            raise WrongTypeError(f"Expected `prefix` to be a string, got {prefix!r}.")
         prefix = text
         key_style = check_choice("key_style", key_style, KEY_STYLES)
         if not isinstance(throughput, Throughput):
             flag = as_bool(throughput)  # NumPy bools too, as every flag
             if flag is None:
-                raise ValueError(f"Expected `throughput` to be a bool or a Throughput, got {throughput!r}.")
+                raise WrongTypeError(f"Expected `throughput` to be a bool or a Throughput, got {throughput!r}.")
             throughput = flag
         if from_logits is not None:
             logits_flag = as_bool(from_logits)  # NumPy bools too, as every flag
             if logits_flag is None:
-                raise ValueError(f"Expected `from_logits` to be a bool or None, got {from_logits!r}.")
+                raise WrongTypeError(f"Expected `from_logits` to be a bool or None, got {from_logits!r}.")
             from_logits = logits_flag
         self.state_metrics = dict(state_metrics or {})
         for name, fn in self.state_metrics.items():
@@ -754,7 +755,7 @@ class RecMetricModule(CheckpointLoading):
             "metric_tasks",
         )
         if not isinstance(config, Mapping):
-            raise ValueError(f"Expected the config to be a dict, got {type(config).__name__}.")
+            raise WrongTypeError(f"Expected the config to be a dict, got {type(config).__name__}.")
         unknown = sorted((key for key in config if key not in allowed), key=str)
         if unknown or "tasks" not in config or "metrics" not in config:
             which = f"Unknown config keys {unknown}{_close_to(unknown, allowed)}; e" if unknown else "E"
@@ -763,7 +764,7 @@ class RecMetricModule(CheckpointLoading):
             )
         raw_tasks = config["tasks"]
         if isinstance(raw_tasks, (str, Mapping)) or not isinstance(raw_tasks, Sequence):
-            raise ValueError(
+            raise WrongTypeError(
                 f"Expected config 'tasks' to be a list of task names, dicts or RecTaskInfo, got {raw_tasks!r}."
             )
         tasks = _check_tasks([_task_from_config(task) for task in raw_tasks])
@@ -1546,12 +1547,13 @@ class RecMetricModule(CheckpointLoading):
                     read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
                     if field != "weights" and not nan:
                         read += self._domain_hint(field, t)
-                    return ValueError(f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}")
+                    named = f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}"
+                    return refusal(named, wrong_type=isinstance(own, TypeError))
         return _in_module(error)
 
     def _read(self, model_out: Mapping[str, Tensor]) -> _Batch:
         if type(model_out) is not dict and not isinstance(model_out, Mapping):  # a dict skips the ABC's check
-            raise TypeError(f"Expected `model_out` to be a dict of tensors, got {type(model_out).__name__}.")
+            raise WrongTypeError(f"Expected `model_out` to be a dict of tensors, got {type(model_out).__name__}.")
 
         def column(task: RecTaskInfo, field: str, key: str | None) -> Tensor:
             if key is None or key not in model_out:  # the error path only: name what there is
@@ -1559,15 +1561,15 @@ class RecMetricModule(CheckpointLoading):
                 raise KeyError(_missing_column(task, field, key, model_out, taken=read))
             value = model_out[key]
             if not isinstance(value, Tensor):
-                raise TypeError(
+                raise WrongTypeError(
                     f"Task {task.name!r}, `model_out[{key!r}]`: expected a torch.Tensor, got {type(value).__name__}."
                 )
             if value.is_complex():
-                raise TypeError(
+                raise WrongTypeError(
                     f"Task {task.name!r}, `model_out[{key!r}]`: expected a real tensor, got dtype {value.dtype}."
                 )
             if value.layout is not torch.strided:  # sparse (COO, CSR, ...): no min/max, reshape or sort kernels
-                raise TypeError(
+                raise WrongTypeError(
                     f"Task {task.name!r}, `model_out[{key!r}]`: expected a dense tensor, got layout {value.layout}: "
                     "pass its `.to_dense()`."
                 )
@@ -1588,7 +1590,7 @@ class RecMetricModule(CheckpointLoading):
         shape, device = first.shape, first.device  # read once: `Tensor.device` makes a new object per read
         for task, p, y, w in zip(self.tasks, preds, labels, weights):
             if not p.is_floating_point():
-                raise TypeError(
+                raise WrongTypeError(
                     f"Task {task.name!r}, `model_out[{task.prediction_name!r}]`: expected floating point predictions "
                     f"(probabilities, or logits with from_logits=True), got dtype {p.dtype}. {_columns_read(task)}"
                 )
@@ -2025,7 +2027,7 @@ class RecMetricModule(CheckpointLoading):
             ('val/', False)
         """
         if prefix is not None and not isinstance(prefix, str):
-            raise ValueError(f"Expected `prefix` to be a string or None, got {prefix!r}.")
+            raise WrongTypeError(f"Expected `prefix` to be a string or None, got {prefix!r}.")
         copied = copy.deepcopy(self)
         if prefix is not None:
             copied.prefix = prefix

@@ -37,6 +37,7 @@ from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import ranking as _ranking
 from torchmetrics_ext.metrics import regression as _regression
 from torchmetrics_ext.utilities.checks import as_int, int_given
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = [
@@ -505,7 +506,7 @@ def lookup(name: str) -> tuple[MetricEntry, int | None]:
         ('NDCG', 10)
     """
     if not isinstance(name, str):
-        raise TypeError(f"Expected a metric name (str), got {type(name).__name__}.")
+        raise WrongTypeError(f"Expected a metric name (str), got {type(name).__name__}.")
     match = _NAME.fullmatch(name)
     entry = _BY_NAME.get(match.group(1)) if match else None
     known = f"{', '.join(metric_names())} (k: a positive integer cutoff, as in ndcg@10)"
@@ -581,9 +582,10 @@ def build_metric(name: str, num_tasks: int = 1, **kwargs: Any) -> Metric:
         return entry.build(num_tasks, None, **kwargs)
     value = as_int(given)
     if value is None or value < 1:
-        raise ValueError(
+        raise refusal(
             f"Expected `k` of metric {name!r} to be a positive integer (its cutoff) or None (the whole list, for "
-            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {int_given(given, 1)}."
+            f"{', '.join(e.name for e in _ENTRIES if e.cutoff == 'optional')}), got {int_given(given, 1)}.",
+            wrong_type=value is None,
         )
     entry, k = lookup(name if "@" in name else f"{name}@{value}")
     if "@" in name and value != k:

@@ -28,6 +28,8 @@ from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import torchrec_name_hint
 from torchmetrics_ext.utilities.checks import as_int, int_given
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["TORCHREC_METRICS", "TorchRecPlan", "read_torchrec_config"]
@@ -96,9 +98,10 @@ def _num_groups(arguments: Mapping[str, Any]) -> int:
     value = arguments.get("num_groups", 1)
     groups = as_int(value)
     if groups is None or groups < 1:
-        raise ValueError(
+        raise refusal(
             "TorchRec metric 'segmented_ne': expected `num_groups` to be a positive integer, "
-            f"got {int_given(value, 1)}."
+            f"got {int_given(value, 1)}.",
+            wrong_type=groups is None,
         )
     return groups
 
@@ -374,7 +377,7 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
         if given_arguments is None:  # as TorchRec's default (an empty dict)
             given_arguments = {}
         if not isinstance(given_arguments, Mapping):  # `[]`, `0`, `False` too: TorchRec's `**arguments` refuses them
-            raise ValueError(
+            raise WrongTypeError(
                 f"TorchRec metric {name!r}: expected `arguments` to be a dict of argument -> value, "
                 f"got {given_arguments!r}."
             )
@@ -472,7 +475,7 @@ def _warn_compute_interval_bounds(fields_: Mapping[str, Any], steps: Any) -> Non
             "the config's step count. Set compute_interval_steps to the cadence you want, and leave the two "
             "at their defaults (0 and inf) to silence this.",
             UserWarning,
-            stacklevel=4,  # the caller of RecMetricModule.from_torchrec_config
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -480,7 +483,7 @@ def _check_fused_update_limit(value: Any) -> None:
     """``fused_update_limit`` up to 1 (TorchRec: no fusion); above 1 is refused, saying why."""
     limit = as_int(value)
     if limit is None:
-        raise ValueError(f"Expected `fused_update_limit` to be an integer, got {int_given(value)}.")
+        raise WrongTypeError(f"Expected `fused_update_limit` to be an integer, got {int_given(value)}.")
     if limit > 1:
         raise ValueError(
             f"`fused_update_limit={limit}` is not supported: TorchRec then buffers {limit} steps and adds "
@@ -534,7 +537,7 @@ def _as_dict(value: Any, what: str, allowed: Sequence[str]) -> dict[str, Any]:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if not isinstance(value, Mapping):
-        raise ValueError(f"Expected `{what}` to be a TorchRec dataclass or a dict, got {type(value).__name__}.")
+        raise WrongTypeError(f"Expected `{what}` to be a TorchRec dataclass or a dict, got {type(value).__name__}.")
     unknown = sorted(set(value) - set(allowed))
     if unknown:
         raise ValueError(f"Unknown fields {unknown} in `{what}`; expected fields among {list(allowed)}.")
@@ -615,8 +618,9 @@ def _window_size(name: str, value: Any) -> int:
     """
     size = as_int(value)
     if size is None or size < 1:
-        raise ValueError(
-            f"TorchRec metric {name!r}: expected `window_size` to be a positive integer, got {int_given(value, 1)}."
+        raise refusal(
+            f"TorchRec metric {name!r}: expected `window_size` to be a positive integer, got {int_given(value, 1)}.",
+            wrong_type=size is None,
         )
     return size
 
@@ -634,7 +638,7 @@ def _task_indices(name: str, value: Any) -> list[int]:
     if value is None:
         return []
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable) or getattr(value, "ndim", 1) == 0:
-        raise ValueError(
+        raise WrongTypeError(
             f"TorchRec metric {name!r}: expected `rec_task_indices` to be a list of integers (positions in "
             f"`rec_tasks`), got {value!r}."
         )
@@ -642,7 +646,7 @@ def _task_indices(name: str, value: Any) -> list[int]:
     indices = [as_int(i) for i in items]
     bad = [item for item, index in zip(items, indices) if index is None]
     if bad:
-        raise ValueError(
+        raise WrongTypeError(
             f"TorchRec metric {name!r}: expected `rec_task_indices` to hold integers (positions in `rec_tasks`; "
             f"a bool is no index), got {bad[0]!r} in {value!r}."
         )

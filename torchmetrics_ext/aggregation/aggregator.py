@@ -32,6 +32,7 @@ from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import GuardedMetric, counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
 from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states, outside_group
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.formatting import article, exact_text
 from torchmetrics_ext.utilities.warnings import (
     UndefinedMetricWarning,
@@ -163,12 +164,12 @@ def _unmade(key: Key, agg_type: AggregationType, group: Any, rank: int, error: s
     )
 
 
-def _rejected(key: Key, agg_type: AggregationType, err: Exception) -> TypeError | ValueError:
+def _rejected(key: Key, agg_type: AggregationType, err: Exception) -> ValueError:
     """The error of a rejected value, with the record's dataset, name and type in front of the check's message."""
     message = str(err)
     clause = message[:1].lower() + message[1:]
-    error = TypeError if isinstance(err, TypeError) else ValueError
-    return error(f"Metric {key[1]!r} of dataset {key[0]!r} is {article(_type_name(agg_type))}: {clause}")
+    text = f"Metric {key[1]!r} of dataset {key[0]!r} is {article(_type_name(agg_type))}: {clause}"
+    return refusal(text, wrong_type=isinstance(err, TypeError))
 
 
 def _entry_names(keys: list[Any], base: str) -> list[str]:
@@ -229,7 +230,7 @@ def _numbers(values: list[Any], base: str, agg_type: AggregationType) -> list[fl
             tensor = None
         if tensor is None or tensor.numel() != 1 or tensor.is_complex():
             shape = f" of shape {tuple(value.shape)}" if isinstance(value, Tensor) else ""
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected the compute() of the {_type_name(agg_type)} handler's metric for {base!r} to return a "
                 f"number or a one-element tensor (or a dict of them), got {type(value).__name__}{shape}: {value!r}."
             )
@@ -273,7 +274,7 @@ def _packed(value: Any, path: str, tensors: dict[str, Tensor], key: Key) -> Any:
         return {kind: [_packed(v, f"{path}/{j}", tensors, key) for j, v in enumerate(value)]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return {"value": value}
-    raise TypeError(
+    raise WrongTypeError(
         f"Cannot checkpoint metric {key[1]!r} of dataset {key[0]!r}: its extra state {path!r} holds "
         f"{article(type(value).__name__)}, not dicts, lists, numbers, strings or tensors."
     )
@@ -385,7 +386,7 @@ class MetricsAggregator:
                     " (torchtune's `MetricsAggregator(dist_window_size)` has no counterpart here: a DISTRIBUTION"
                     " keeps every value in a fixed-size sketch; see docs/migration_torchtune.md)"
                 )
-            raise TypeError(
+            raise WrongTypeError(
                 "Expected `process_group` to be a torch.distributed process group or None, "
                 f"got {process_group!r} ({type(process_group).__name__}){hint}."
             )
@@ -514,12 +515,12 @@ class MetricsAggregator:
             {'train_alpaca/loss': 3.0}
         """
         if not isinstance(agg_type, AggregationType):
-            raise TypeError(
+            raise WrongTypeError(
                 "Expected `agg_type` to be a member of torchmetrics_ext.aggregation.AggregationType, "
                 f"got {_type_name(agg_type)}."
             )
         if not callable(metric_factory) or isinstance(metric_factory, nn.Module):
-            raise TypeError(
+            raise WrongTypeError(
                 "Expected `metric_factory` to be a callable returning a new torchmetrics.Metric "
                 f"(e.g. the class or a lambda), got {type(metric_factory).__name__}."
             )
@@ -589,7 +590,7 @@ class MetricsAggregator:
                 iterator = iter(records)
             except TypeError:
                 hint = " (wrap one record in a list: update([record]))" if hasattr(records, "agg_type") else ""
-                raise TypeError(
+                raise WrongTypeError(
                     f"Expected `records` to be a list (or iterable) of Metric records{hint}, "
                     f"got {type(records).__name__}."
                 ) from None
@@ -599,7 +600,7 @@ class MetricsAggregator:
             for record in records:
                 grouped[record.dataset_name, record.name, record.agg_type].append(record.value)
         except (AttributeError, TypeError):
-            raise TypeError(_bad_record_message(records)) from None
+            raise WrongTypeError(_bad_record_message(records)) from None
         if not grouped:
             return
         types: dict[Key, AggregationType] = {}
@@ -645,7 +646,7 @@ class MetricsAggregator:
                 raise ValueError(_conflict(key, known[0], agg_type))
             return known[2]
         if not (isinstance(key[0], str) and isinstance(key[1], str)):  # checked once, when the key is new
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected a record's `dataset_name` and `name` to be strings, got {key[0]!r} and {key[1]!r}."
             )
         if not (key[0] and key[1]):  # logged as "train_/x" or "train_alpaca/": refused, as the transform does
@@ -684,7 +685,7 @@ class MetricsAggregator:
         """``metric_factory()`` of ``agg_type``'s handler, checked to be a ``torchmetrics.Metric`` (``TypeError``)."""
         metric = self._factories[agg_type]()
         if not isinstance(metric, TorchMetric):
-            raise TypeError(
+            raise WrongTypeError(
                 f"The {_type_name(agg_type)} handler returned {type(metric).__name__}, not a torchmetrics.Metric."
             )
         return metric
@@ -896,7 +897,7 @@ class MetricsAggregator:
             TypeError: if ``prefix`` is not a string (checked before any collective).
         """
         if not isinstance(prefix, str):
-            raise TypeError(f"Expected `prefix` to be a string such as 'train' or 'val', got {prefix!r}.")
+            raise WrongTypeError(f"Expected `prefix` to be a string such as 'train' or 'val', got {prefix!r}.")
         distributed = self._distributed()
         fused = self._agree_on_keys() if distributed else {}
         out: dict[str, float] = {}

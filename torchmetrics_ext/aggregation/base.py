@@ -48,7 +48,7 @@ class AggregationMetric(TaskMetric, Generic[S]):
         (MeanBatch(weighted_sum=7.5, weight=3.0), 0)
         >>> metric.summarize([1, "a"])  # a bad batch raises before anything is folded
         Traceback (most recent call last):
-        TypeError: Expected a number, got 'a' (str).
+        torchmetrics_ext.WrongTypeError: Expected a number, got 'a' (str).
         >>> metric.fold(summary)
         >>> metric.update(torch.tensor([0.5]))  # tensors take TorchMetrics' update
         >>> metric.update_count, metric.compute()  # (1 + 2 + 4.5 + 0.5) / 4

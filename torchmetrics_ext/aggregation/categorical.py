@@ -19,6 +19,7 @@ from torchmetrics_ext.aggregation.checks import check_categories
 from torchmetrics_ext.metrics._checkpoints import UNCHECKED_SUFFIX
 from torchmetrics_ext.metrics.base import _FORWARD_CONTEXT, one_task
 from torchmetrics_ext.utilities.data import ordered_union
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.formatting import article
 
 __all__ = ["CategoricalCount", "Category", "CategoryBatch"]
@@ -182,7 +183,7 @@ def _check_integer_dtype(categories: Tensor) -> None:
     both ``1``, with two counts), and a NaN would fail halfway through an update.
     """
     if categories.is_floating_point() or categories.is_complex() or categories.dtype == torch.bool:
-        raise TypeError(f"Expected `categories` to be an integer tensor, got dtype {categories.dtype}.")
+        raise WrongTypeError(f"Expected `categories` to be an integer tensor, got dtype {categories.dtype}.")
 
 
 class CategoricalCount(AggregationMetric[CategoryBatch]):
@@ -430,7 +431,7 @@ class CategoricalCount(AggregationMetric[CategoryBatch]):
         if isinstance(categories, Tensor):  # its dtype is checked by `_batch`, whatever `validate_args`
             return
         if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
-            raise TypeError(
+            raise WrongTypeError(
                 "Expected `categories` to be a sequence of str/int categories, an integer tensor or a NumPy array, "
                 f"got {type(categories).__name__}."
             )

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_int, check_tensor
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.formatting import article
 
 __all__ = [
@@ -140,12 +141,12 @@ def _bad_value(values: Sequence[object], as_tensor: bool = False) -> TypeError |
                 return ValueError(f"Expected a finite number, got {_text(value)} ({type(value).__name__}).")
             shape = getattr(value, "shape", None)
             if isinstance(shape, tuple) and not isinstance(value, (str, bytes, np.generic)):  # a NumPy scalar has one
-                return TypeError(
+                return WrongTypeError(
                     "Expected a finite number (a one-element tensor or array is one), got "
                     f"{article(type(value).__name__)} of shape {tuple(shape)}: {value!r}."
                 )
             kind = "a number" if isinstance(value, (str, bytes)) else "a finite number"
-            return TypeError(f"Expected {kind}, got {value!r} ({type(value).__name__}).")
+            return WrongTypeError(f"Expected {kind}, got {value!r} ({type(value).__name__}).")
     return None
 
 
@@ -277,7 +278,7 @@ def check_categories(values: Sequence[object]) -> Sequence[str | int]:
         for value in values:
             category = _as_category(value)
             if category is None:
-                raise TypeError(f"Expected str or int categories, got {_text(value)} ({type(value).__name__}).")
+                raise WrongTypeError(f"Expected str or int categories, got {_text(value)} ({type(value).__name__}).")
             out.append(category)
     ints = out if kinds == {int} else [c for c in out if type(c) is int]
     if ints and (max(ints) > _SHORT_INT or min(ints) < -_SHORT_INT):  # type: ignore[operator]
@@ -312,20 +313,20 @@ def as_values(name: str, value: object) -> Tensor:
     if isinstance(value, Tensor):
         return check_tensor(name, value)
     if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {value!r}.")
+        raise WrongTypeError(f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {value!r}.")
     # torch takes a NumPy complex (a scalar, an array, or one in a list) as its real part
     if (
         isinstance(value, _COMPLEX_TYPES)
         or (isinstance(value, np.ndarray) and value.dtype.kind == "c")
         or (isinstance(value, (list, tuple)) and _has_complex(value))
     ):
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected `{name}` to be a real number, a sequence of real numbers or a real tensor, got "
             f"{type(value).__name__}: {value!r}."
         )
     try:
         return torch.as_tensor(value, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected `{name}` to be a number, a sequence of numbers or a tensor, got {type(value).__name__}: {err}"
         ) from None

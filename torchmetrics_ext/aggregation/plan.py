@@ -249,6 +249,8 @@ def plan_step(metric: TorchMetric, agg_type: AggregationType, values: Sequence[A
             return Update(metric, list(check_categories(values)))
         return Update(metric, number_tensor(values).to(device))
     except ValueError as error:
+        if isinstance(error, TypeError):  # a value of the wrong type (WrongTypeError): no NaN to take
+            raise
         step = _nan_step(metric, agg_type, values, device)
         if step is None:
             hint = _windowed_nan_hint(metric, agg_type, values)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric as TorchMetric
 from torchmetrics.aggregation import MaxMetric, MeanMetric, MinMetric, SumMetric
-from torchmetrics.utilities import rank_zero_warn
+from torchmetrics.utilities.prints import rank_zero_only
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.checks import as_values, check_numbers, exact_sum, plain_numbers
@@ -46,7 +47,8 @@ from torchmetrics_ext.utilities.checks import (
     note_weight_bounds,
     observed_range,
 )
-from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, warn_undefined
+from torchmetrics_ext.utilities.errors import refusal
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, user_stacklevel, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch", "saved_state_names"]
 
@@ -88,9 +90,10 @@ def _check_nan_strategy(nan_strategy: object) -> NanStrategy:
         return cast(NanStrategy, name)
     fill = None if name is not None else as_real(nan_strategy)
     if not isinstance(fill, float):
-        raise ValueError(
+        raise refusal(
             f"Expected `nan_strategy` to be a float (the value that replaces NaN) or one of {_NAN_STRATEGIES}, "
-            f"got {nan_strategy!r}."
+            f"got {nan_strategy!r}.",
+            wrong_type=name is None,
         )
     return fill
 
@@ -307,8 +310,10 @@ class _ValueAggregation(AggregationMetric[S]):
             note_weight_bounds(kept)
         elif weight is not None and not any(with_nan):
             note_weight_bounds(bounds[-1:])
-        if any(with_nan) and self.nan_strategy == "warn":
-            rank_zero_warn("Encountered `nan` values in tensor. Will be removed.", UserWarning)
+        if any(with_nan) and self.nan_strategy == "warn" and getattr(rank_zero_only, "rank", 0) == 0:
+            # TorchMetrics' text and rank-0 rule, at the user's line (its `rank_zero_warn` names its own file)
+            text = "Encountered `nan` values in tensor. Will be removed."
+            warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
 
 
 # the states of TorchMetrics' aggregators, renamed here (see _ValueAggregation._name_states_after_settings)

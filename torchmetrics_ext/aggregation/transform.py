@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torchmetrics_ext.aggregation.types import AggregationType, Metric, MetricValue
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.formatting import article
 
 __all__ = ["DefaultTrainingMetricTransform", "MetricTransform"]
@@ -26,14 +27,14 @@ def _checked_records(owner: str, records: object) -> list[Metric]:
         one_record = hasattr(records, "agg_type")
         if one_record or isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
             hint = " (wrap one record in a list: return [record])" if one_record else ""
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected {owner}._generate_metrics to return a list of Metric records, "
                 f"got {type(records).__name__}{hint}."
             )
         records = list(records)  # a generator's records, read once (the checks below and the caller's list)
     for i, record in enumerate(records):
         if not isinstance(record, Metric) and not all(hasattr(record, field) for field in _RECORD_FIELDS):
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected {owner}._generate_metrics to return a list of Metric records, "
                 f"got {record!r} ({type(record).__name__}) at position {i}."
             )
@@ -117,14 +118,14 @@ class MetricTransform(ABC):
             >>> transform = DefaultTrainingMetricTransform()
             >>> transform.set_dataset_name(None)
             Traceback (most recent call last):
-            TypeError: Expected `dataset_name` to be a non-empty string, got None (NoneType).
+            torchmetrics_ext.WrongTypeError: Expected `dataset_name` to be a non-empty string, got None (NoneType).
             >>> transform.set_dataset_name("")
             Traceback (most recent call last):
             ValueError: Expected `dataset_name` to be a non-empty string, got ''.
         """
         if not isinstance(dataset_name, str):
             kind = type(dataset_name).__name__
-            raise TypeError(f"Expected `dataset_name` to be a non-empty string, got {dataset_name!r} ({kind}).")
+            raise WrongTypeError(f"Expected `dataset_name` to be a non-empty string, got {dataset_name!r} ({kind}).")
         if not dataset_name:
             raise ValueError(f"Expected `dataset_name` to be a non-empty string, got {dataset_name!r}.")
         self.dataset_name = dataset_name
@@ -148,7 +149,7 @@ class MetricTransform(ABC):
                 f"{type(self).__name__} has no dataset name: call `set_dataset_name(...)` before using it."
             )
         if not isinstance(sample, Mapping):
-            raise TypeError(f"Expected `sample` to be a dict, got {type(sample).__name__}.")
+            raise WrongTypeError(f"Expected `sample` to be a dict, got {type(sample).__name__}.")
         records = _checked_records(type(self).__name__, self._generate_metrics(sample))
         existing = sample.get("metrics")
         if existing is None:
@@ -156,7 +157,7 @@ class MetricTransform(ABC):
         elif isinstance(existing, list):
             existing.extend(records)
         else:
-            raise TypeError(f"Expected `sample['metrics']` to be a list, got {type(existing).__name__}.")
+            raise WrongTypeError(f"Expected `sample['metrics']` to be a list, got {type(existing).__name__}.")
         return sample
 
 
@@ -197,7 +198,7 @@ class DefaultTrainingMetricTransform(MetricTransform):
         try:
             n = len(tokens)
         except TypeError:  # None, a number, a 0-dim tensor
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected sample[{field!r}] to be a sequence of tokens (a list or a 1-D tensor), "
                 f"got {type(tokens).__name__}: {tokens!r}."
             ) from None

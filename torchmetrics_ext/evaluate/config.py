@@ -34,6 +34,7 @@ from torchmetrics_ext.evaluate.runner import (
     _tasks,
 )
 from torchmetrics_ext.utilities.checks import int_given, whole_float
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 __all__ = ["CONFIG_KEYS", "load_config", "tasks_read_by"]
 
@@ -138,7 +139,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def check_config(raw: Any, base: str = "") -> dict[str, Any]:
     """The checked keys of a parsed config (see :func:`load_config`); ``base``: the directory of relative paths."""
     if not isinstance(raw, Mapping):
-        raise ValueError(f"expected a mapping of keys {list(CONFIG_KEYS)}, got {type(raw).__name__}")
+        raise WrongTypeError(f"expected a mapping of keys {list(CONFIG_KEYS)}, got {type(raw).__name__}")
     unknown = sorted((key for key in raw if key not in CONFIG_KEYS), key=str)
     if unknown:
         raise ValueError(f"unknown keys {unknown}{_close_to(unknown, CONFIG_KEYS)}; valid keys: {list(CONFIG_KEYS)}")

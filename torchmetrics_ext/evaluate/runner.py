@@ -63,6 +63,7 @@ from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import lookup
 from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.warnings import NO_SAMPLES, NO_SAMPLES_IN_SEGMENT, UndefinedMetricWarning
 from torchmetrics_ext.wrappers.segmented import Segmented
 
@@ -133,9 +134,10 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
             if not isinstance(name, str) or not name:
                 # YAML reads an unquoted on/off/yes/no/true/false as a boolean: {on: [p, y]} is {True: ...}
                 hint = " (YAML reads an unquoted on, off, yes or no as a boolean: quote the name)"
-                raise ValueError(
+                raise refusal(
                     f"Expected `tasks` to hold task names as non-empty strings, got {name!r} "
-                    f"({type(name).__name__}) for the columns {columns!r}{hint if isinstance(name, bool) else ''}."
+                    f"({type(name).__name__}) for the columns {columns!r}{hint if isinstance(name, bool) else ''}.",
+                    wrong_type=not isinstance(name, str),
                 )
             pair = _names_of(columns)  # a tuple, a list, a numpy array...
             if not (pair is not None and len(pair) == 2 and all(isinstance(c, str) for c in pair)):
@@ -148,7 +150,7 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
     elif isinstance(tasks, Sequence) and tasks:
         for task in tasks:
             if not isinstance(task, (str, TaskSpec, Mapping)):
-                raise TypeError(
+                raise WrongTypeError(
                     f"Expected `tasks` as {{name: (predictions, labels)}} or a list of 'name=predictions:labels' "
                     f"strings, task names or task dicts (or TaskSpec), got a list holding {task!r} "
                     f"({type(task).__name__}); e.g. {{'click': ('p_click', 'y_click')}} or ['click=p_click:y_click']."
@@ -292,9 +294,10 @@ def _segment_columns(by: Any) -> tuple[str, ...]:
         return ()
     columns = [by] if isinstance(by, str) else _names_of(by)
     if columns is None or not all(isinstance(b, str) and b for b in columns):
-        raise ValueError(
+        raise refusal(
             f"Expected `by` to be a column name or a list of column names (non-empty strings), got {by!r} "
-            f"({type(by).__name__})."
+            f"({type(by).__name__}).",
+            wrong_type=columns is None or not all(isinstance(b, str) for b in columns),
         )
     return tuple(str(b) for b in columns)  # numpy's str_ items as plain str
 
@@ -1725,14 +1728,17 @@ def _metric_options(metrics: Any) -> dict[str, tuple[str, dict[str, Any]]]:
         if not given:
             names = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else []
             hint = f" (as a list: {names!r})" if names else ""
-            raise ValueError(f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.")
+            raise refusal(
+                f"Expected `metrics` to be a non-empty list of metric names, got {metrics!r}{hint}.",
+                wrong_type=not isinstance(metrics, Iterable) or isinstance(metrics, (str, bytes)),
+            )
         given = [str(name) if isinstance(name, str) else name for name in given]
         entries = {name: (name, {}) for name in dict.fromkeys(given)}
     for key, (name, _) in entries.items():
-        if not isinstance(key, str) or not isinstance(name, str):  # a ValueError, as from_config's
+        if not isinstance(key, str) or not isinstance(name, str):  # a WrongTypeError, as from_config's
             wrong = key if not isinstance(key, str) else name
             what = f"the option 'metric' of metric {key!r}" if wrong is not key else "a metric name"
-            raise ValueError(
+            raise WrongTypeError(
                 f"Expected {what} in `metrics` to be a registry name (str), got {wrong!r} ({type(wrong).__name__})."
             )
     if not isinstance(metrics, Mapping):  # a name listed twice: one key, most likely a typo for another metric

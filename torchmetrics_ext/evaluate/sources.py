@@ -27,6 +27,7 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     ) from err
 
 from torchmetrics_ext.evaluate.lines import first_record_line, record_lines
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 __all__ = [
     "Chunk",
@@ -1115,9 +1116,9 @@ def open_sources(data: Any) -> list[Source]:
         return [frame]
     paths = [data] if isinstance(data, (str, os.PathLike)) else data
     if isinstance(paths, Sequence) and not paths:
-        raise TypeError("Expected `data` to be a path or a non-empty list of paths, got an empty list.")
+        raise WrongTypeError("Expected `data` to be a path or a non-empty list of paths, got an empty list.")
     if not isinstance(paths, Sequence) or not all(isinstance(p, (str, os.PathLike)) for p in paths):
-        raise TypeError(
+        raise WrongTypeError(
             "Expected `data` to be a path, a list of paths, a pyarrow.Table or a pandas/polars DataFrame, "
             f"got {type(data).__name__}{_data_hint(data)}."
         )

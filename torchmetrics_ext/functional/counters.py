@@ -27,6 +27,7 @@ from torchmetrics_ext.utilities.checks import (
     single_task,
 )
 from torchmetrics_ext.utilities.device import constant_on
+from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide
 
 __all__ = [
@@ -147,7 +148,10 @@ def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor |
     flags = None if items is None else [as_bool(item) for item in items]
     if flags is None or len(flags) != num_tasks or any(flag is None for flag in flags):
         bools = "1 bool" if num_tasks == 1 else f"{num_tasks} bools"
-        raise ValueError(f"Expected `weighted` to be a bool or a sequence of {bools} (one per task), got {weighted!r}.")
+        raise refusal(
+            f"Expected `weighted` to be a bool or a sequence of {bools} (one per task), got {weighted!r}.",
+            wrong_type=flags is None or any(flag is None for flag in flags),
+        )
     return None if all(flags) else torch.tensor(flags)
 
 

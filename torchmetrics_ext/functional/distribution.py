@@ -62,6 +62,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_real, check_tensor, sequence_items
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.summation import compensated_add_
 from torchmetrics_ext.utilities.warnings import SketchRangeWarning, _named, user_stacklevel, warn_undefined
@@ -113,11 +114,14 @@ class SketchSpec:
     def __post_init__(self) -> None:
         a, lo, hi = (as_real(v) for v in (self.relative_accuracy, self.min_value, self.max_value))
         if not (a is not None and 0 < a < 1):
-            raise ValueError(f"Expected `relative_accuracy` in (0, 1), got {self.relative_accuracy!r}.")
+            raise refusal(
+                f"Expected `relative_accuracy` in (0, 1), got {self.relative_accuracy!r}.", wrong_type=a is None
+            )
         if not (lo is not None and hi is not None and 0 < lo < hi < math.inf):
-            raise ValueError(
+            raise refusal(
                 f"Expected 0 < `min_value` < `max_value` < inf, got min_value={self.min_value!r}, "
-                f"max_value={self.max_value!r}."
+                f"max_value={self.max_value!r}.",
+                wrong_type=lo is None or hi is None,
             )
         for name, value in (("relative_accuracy", a), ("min_value", lo), ("max_value", hi)):
             object.__setattr__(self, name, float(value))  # plain floats (NumPy scalars and 0-dim tensors accepted)
@@ -170,8 +174,9 @@ def percentile_key(p: float) -> str:
 def _check_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
     values = [as_real(p) for p in sequence_items("percentiles", percentiles) or ()]
     if not values or not all(p is not None and 0 <= p <= 100 for p in values):
-        raise ValueError(
-            f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}."
+        raise refusal(
+            f"Expected `percentiles` to be a non-empty sequence of numbers in [0, 100], got {percentiles!r}.",
+            wrong_type=sequence_items("percentiles", percentiles) is None or None in values,
         )
     floats = tuple(float(p) for p in values)  # type: ignore[arg-type]
     if len({percentile_key(p) for p in floats}) != len(floats):

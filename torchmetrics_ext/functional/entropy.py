@@ -33,6 +33,7 @@ from torchmetrics_ext.functional.pointwise import (
     _weighted_sums_update,
 )
 from torchmetrics_ext.utilities.checks import as_real, check_flag
+from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["calibration_free_ne", "ne_positive", "recalibrated_calibration", "recalibrated_ne"]
@@ -42,8 +43,9 @@ def _check_coefficient(recalibration_coefficient: float) -> float:
     """The coefficient as a Python number (NumPy or 0-dim tensor ones too); ``ValueError`` unless finite and > 0."""
     c = as_real(recalibration_coefficient)
     if c is None or not (math.isfinite(c) and c > 0):
-        raise ValueError(
-            f"Expected `recalibration_coefficient` to be a positive finite float, got {recalibration_coefficient!r}."
+        raise refusal(
+            f"Expected `recalibration_coefficient` to be a positive finite float, got {recalibration_coefficient!r}.",
+            wrong_type=c is None,
         )
     return c
 

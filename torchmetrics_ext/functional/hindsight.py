@@ -24,6 +24,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional._uniform import grid_on, thresholds_reached
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, format_pointwise, int_given, single_task
+from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["hindsight_target_pr"]
@@ -33,9 +34,14 @@ def _check_hindsight_args(target_precision: float, num_thresholds: int) -> tuple
     """Both options as Python numbers (NumPy scalars and 0-dim tensors accepted); ``ValueError`` if invalid."""
     tp, n = as_real(target_precision), as_int(num_thresholds)
     if tp is None or not 0 <= tp <= 1:
-        raise ValueError(f"Expected `target_precision` to be a float in [0, 1], got {target_precision!r}.")
+        raise refusal(
+            f"Expected `target_precision` to be a float in [0, 1], got {target_precision!r}.", wrong_type=tp is None
+        )
     if n is None or n < 2:
-        raise ValueError(f"Expected `num_thresholds` to be an integer >= 2, got {int_given(num_thresholds, 2)}.")
+        raise refusal(
+            f"Expected `num_thresholds` to be an integer >= 2, got {int_given(num_thresholds, 2)}.",
+            wrong_type=n is None,
+        )
     return float(tp), n
 
 

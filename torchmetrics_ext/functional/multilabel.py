@@ -14,6 +14,7 @@ from torch import Tensor
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, format_pointwise, int_given
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.warnings import or_no_samples, safe_divide
 
 __all__ = ["multi_label_precision"]
@@ -23,7 +24,10 @@ def _check_num_labels(num_labels: int) -> int:
     """``num_labels`` as a Python int (NumPy and 0-dim tensor integers accepted); ``ValueError`` unless in [1, 62]."""
     value = as_int(num_labels)
     if value is None or not 1 <= value <= 62:
-        raise ValueError(f"Expected `num_labels` to be an integer in [1, 62], got {int_given(num_labels, 1, 62)}.")
+        raise refusal(
+            f"Expected `num_labels` to be an integer in [1, 62], got {int_given(num_labels, 1, 62)}.",
+            wrong_type=value is None,
+        )
     return value
 
 
@@ -38,7 +42,7 @@ def _format_codes(
         for name, codes in (("preds", preds), ("target", target)):
             check_tensor(name, codes)
             if codes.is_floating_point() or codes.dtype == torch.bool:
-                raise TypeError(f"Expected `{name}` to hold integer-encoded label sets, got dtype {codes.dtype}.")
+                raise WrongTypeError(f"Expected `{name}` to hold integer-encoded label sets, got dtype {codes.dtype}.")
         if target.shape != preds.shape:
             raise ValueError(
                 f"Expected `target` of the same shape as `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."

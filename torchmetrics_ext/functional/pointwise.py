@@ -25,6 +25,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums, one_like, weight_total, weighted_sum
 from torchmetrics_ext.utilities.checks import as_real, check_choice, check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, warn_undefined
 
 __all__ = [
@@ -55,7 +56,7 @@ def _check_eta(eta: float) -> float:
     """``eta`` as a Python number (NumPy scalars and 0-dim tensors accepted); ``ValueError`` unless in [0, 0.5)."""
     value = as_real(eta)
     if value is None or not 0 <= value < 0.5:
-        raise ValueError(f"Expected `eta` to be a float in [0, 0.5), got {eta!r}.")
+        raise refusal(f"Expected `eta` to be a float in [0, 0.5), got {eta!r}.", wrong_type=value is None)
     return value
 
 
@@ -63,7 +64,9 @@ def _check_threshold(threshold: float) -> float:
     """``threshold`` as a Python number (NumPy scalars and 0-dim tensors accepted); ``ValueError`` unless in [0, 1]."""
     value = as_real(threshold)
     if value is None or not 0 <= value <= 1:
-        raise ValueError(f"Expected `threshold` to be a probability in [0, 1], got {threshold!r}.")
+        raise refusal(
+            f"Expected `threshold` to be a probability in [0, 1], got {threshold!r}.", wrong_type=value is None
+        )
     return value
 
 

@@ -34,6 +34,7 @@ from torchmetrics_ext.utilities.checks import (
     single_task,
 )
 from torchmetrics_ext.utilities.device import constant_on
+from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import NO_SAMPLES, warn_undefined
 
 __all__ = ["reliability"]
@@ -54,14 +55,17 @@ def _reliability_edges(num_bins: object, edges: Sequence[float] | Tensor | None)
     if edges is None:
         bins = as_int(num_bins)
         if bins is None or bins < 1:
-            raise ValueError(f"Expected `num_bins` to be a positive integer, got {int_given(num_bins, 1)}.")
+            raise refusal(
+                f"Expected `num_bins` to be a positive integer, got {int_given(num_bins, 1)}.", wrong_type=bins is None
+            )
         return _uniform_edges(bins)
     # as every sequence setting (a 1-D tensor or array too), each edge as every number setting: no bools
     values = [as_real(edge) for edge in sequence_items("edges", edges) or ()]
     out = torch.tensor([math.nan if value is None else value for value in values], dtype=torch.float64)  # a copy
     if out.numel() < 2 or not bool(torch.isfinite(out).all()) or not bool((out.diff() > 0).all()):
-        raise ValueError(
-            f"Expected `edges` to be a 1-D strictly increasing sequence of at least 2 finite floats, got {edges!r}."
+        raise refusal(
+            f"Expected `edges` to be a 1-D strictly increasing sequence of at least 2 finite floats, got {edges!r}.",
+            wrong_type=sequence_items("edges", edges) is None or None in values,
         )
     return out
 

@@ -34,6 +34,7 @@ from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.utilities.checks import TargetDomain, check_choice, check_flag, check_tensor, format_pointwise
 from torchmetrics_ext.utilities.docstrings import with_sections
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import or_no_samples, warn_undefined
 
 __all__ = ["session_precision_at_k", "session_recall_at_k"]
@@ -73,7 +74,7 @@ def _format_sessions(sessions: Tensor, preds: Tensor, validate: bool) -> Tensor:
     if validate:
         check_tensor("sessions", sessions)
         if sessions.is_floating_point() or sessions.dtype == torch.bool:
-            raise TypeError(f"Expected `sessions` to hold integer ids, got dtype {sessions.dtype}.")
+            raise WrongTypeError(f"Expected `sessions` to hold integer ids, got dtype {sessions.dtype}.")
         if sessions.shape not in (shape, shape[-1:]):
             raise ValueError(
                 f"Expected `sessions` of shape {tuple(shape[-1:])} or {tuple(shape)}, got {tuple(sessions.shape)}."

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_str, refuse_repeats, sequence_items
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 
 
 def _tensor(value: Any) -> Tensor:
@@ -69,13 +70,13 @@ def _sequence_of_names(argument: str, value: Any, example: str) -> tuple[Any, ..
     """
     one = as_str(value)
     if one is not None:
-        raise ValueError(
+        raise WrongTypeError(
             f"Expected `{argument}` to be a sequence of names, got the string {value!r} (read letter by letter): "
             f"write {argument}=({one!r},), as in {example}."
         )
     items = sequence_items(argument, value)  # a mapping (its keys, iterated) is refused there
     if items is None:
-        raise ValueError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
+        raise WrongTypeError(f"Expected `{argument}` to be a sequence of names, as in {example}, got {value!r}.")
     names = [as_str(item) for item in items]  # NumPy strings as Python strings; anything else left to be refused
     return tuple(item if name is None else name for item, name in zip(items, names, strict=True))
 
@@ -85,7 +86,7 @@ def _label_name_entries(label_names: Any, example: str) -> tuple[str, ...]:
     names = _sequence_of_names("label_names", label_names, example)
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
+            raise WrongTypeError(f"Expected `label_names` to hold names (str), got {name!r}.")
     refuse_repeats("label_names", label_names, list(names))
     return names
 
@@ -94,7 +95,10 @@ def _entry_of(argument: str, value: Any, names: tuple[str, ...]) -> str:
     """``value`` (given as ``argument``) as the name of one of the entries ``names`` of ``label_names``."""
     name = as_str(value)
     if name not in names:
-        raise ValueError(f"Expected `{argument}` to be an entry of `label_names` {list(names)}, got {value!r}.")
+        raise refusal(
+            f"Expected `{argument}` to be an entry of `label_names` {list(names)}, got {value!r}.",
+            wrong_type=name is None,
+        )
     return name
 
 
@@ -194,7 +198,9 @@ def _weight_column(entry: str, value: Tensor, n: int) -> Tensor:
     """
     value = _flat(entry, "sample weights", value, n)
     if value.dtype == torch.bool or value.is_complex():
-        raise TypeError(f"Expected label_names entry {entry!r} (sample weights) to be real numbers, got {value.dtype}.")
+        raise WrongTypeError(
+            f"Expected label_names entry {entry!r} (sample weights) to be real numbers, got {value.dtype}."
+        )
     value = value.to(torch.float64)
     if n and not bool(torch.isfinite(value).all() & (value >= 0).all()):
         bad = value[~(torch.isfinite(value) & (value >= 0))][0].item()
@@ -211,7 +217,7 @@ def _id_column(entry: str, value: Tensor, n: int, what: str) -> Tensor:
     """
     value = _flat(entry, what, value, n)
     if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected label_names entry {entry!r} ({what}) to have an integer dtype, got {value.dtype}: "
             "float ids merge past 2**24 (float32); give the dataset integer ids."
         )

@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch.distributed as dist
 
 from torchmetrics_ext.aggregation import MetricsAggregator
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 CHECKPOINT_KEY = "metrics_aggregators"  # checkpoint[CHECKPOINT_KEY][rank] = {entry name: aggregator.state_dict()}
 
@@ -38,7 +39,7 @@ def _held(pl_module: pl.LightningModule, attribute: str) -> dict[str, MetricsAgg
         return {attribute: value}
     if isinstance(value, Mapping) and value and all(isinstance(v, MetricsAggregator) for v in value.values()):
         return {f"{attribute}[{key!r}]": aggregator for key, aggregator in value.items()}
-    raise TypeError(
+    raise WrongTypeError(
         f"AggregatorCheckpoint({attribute!r}): `{owner}.{attribute}` is {type(value).__name__}, expected a "
         "MetricsAggregator or a non-empty dict of them (`{'train': MetricsAggregator(), 'val': MetricsAggregator()}`)."
     )
@@ -101,7 +102,7 @@ class AggregatorCheckpoint(pl.Callback):
         super().__init__()
         names = (attributes,) if isinstance(attributes, str) else attributes
         if not isinstance(names, Sequence) or not all(isinstance(name, str) for name in names):
-            raise TypeError(
+            raise WrongTypeError(
                 f"AggregatorCheckpoint: expected `attributes` to be an attribute name or a sequence of them, got "
                 f"{attributes!r}."
             )

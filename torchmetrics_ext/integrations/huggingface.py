@@ -84,6 +84,7 @@ from torchmetrics_ext.utilities.checks import (
     refuse_repeats,
     sequence_items,
 )
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -137,7 +138,7 @@ def _eval_arrays(eval_pred: Any) -> tuple[Any, Any]:
         return eval_pred.predictions, eval_pred.label_ids
     if isinstance(eval_pred, tuple) and 2 <= len(eval_pred) <= 4:
         return eval_pred[0], eval_pred[1]
-    raise TypeError(
+    raise WrongTypeError(
         "Expected `eval_pred` to be an EvalPrediction (with `predictions` and `label_ids`) or its tuple "
         f"(predictions, label_ids[, inputs][, losses]), got {type(eval_pred).__name__}"
         + (f" of {len(eval_pred)} item(s)." if isinstance(eval_pred, tuple) else ".")
@@ -152,7 +153,7 @@ def _registry_names(metrics: Any) -> tuple[str, ...]:
     without naming the argument.
     """
     if isinstance(metrics, Mapping):
-        raise ValueError(
+        raise WrongTypeError(
             f"Expected `metrics` to be a sequence of registry names, got a mapping {metrics!r}: its values (options) "
             "would be dropped. Give the names, and options as keyword arguments, passed to every metric "
             "(pointwise_compute_metrics(['auc', 'auprc'], num_bins=10_000))."
@@ -160,7 +161,7 @@ def _registry_names(metrics: Any) -> tuple[str, ...]:
     names = _sequence_of_names("metrics", metrics, "metrics=('ne', 'auc')")
     for i, name in enumerate(names):
         if not isinstance(name, str):
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected `metrics` to hold registry names (str), got {name!r} (item {i}): the metrics are built "
                 "from their names (see torchmetrics_ext.registry.metric_names())."
             )
@@ -212,9 +213,10 @@ def _ignore_value(ignore_index: Any) -> int | float | None:
         return None
     value = as_real(ignore_index)  # NumPy scalars and 0-dim tensors too, as every setting
     if value is None or value != value:
-        raise ValueError(
+        raise refusal(
             "Expected `ignore_index` to be None or a number (the label that leaves an example out of its task, "
-            f"e.g. -100), got {ignore_index!r}."
+            f"e.g. -100), got {ignore_index!r}.",
+            wrong_type=value is None,
         )
     if isinstance(value, int) and -(2**63) <= value < 2**63:
         return value
@@ -265,9 +267,10 @@ def _padding_values(padding_value: Any) -> Tensor:
     items = [padding_value] if one is not None else sequence_items("padding_value", padding_value)
     values = [as_real(item) for item in items or ()]
     if not values or any(value is None for value in values):
-        raise ValueError(
+        raise refusal(
             "Expected `padding_value` to be a number or a sequence of numbers (scores that mark padded candidates), "
-            f"got {padding_value!r}."
+            f"got {padding_value!r}.",
+            wrong_type=items is None or any(value is None for value in values),
         )
     if any(value != value for value in values):  # NaN equals no score: it would mark nothing, silently
         raise ValueError(
@@ -1129,7 +1132,7 @@ class _Ranking(HFComputeMetrics):
         trainer_padding = torch.tensor([_TRAINER_PADDING], dtype=torch.float64)
         self.padding = torch.cat([_padding_values(padding_value), trainer_padding])
         if not isinstance(key_names, Mapping) or not all(isinstance(v, str) for v in key_names.values()):
-            raise ValueError(
+            raise WrongTypeError(
                 "Expected `key_names` to be a mapping of metric name to display name (e.g. {'recall': 'Recall'}), "
                 f"got {key_names!r}."
             )

@@ -61,6 +61,7 @@ from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.distributed import unshare_memory
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 __all__ = ["AggregatorCheckpoint", "RecMetricCallback", "UnpaddedDistributedSampler"]
 
@@ -681,7 +682,7 @@ class RecMetricCallback(pl.Callback):
             ]
             if nested:
                 got += f"; `outputs[{nested[0]!r}]` holds them: RecMetricCallback(output_key={nested[0]!r}) reads it"
-            raise TypeError(
+            raise WrongTypeError(
                 f"RecMetricCallback: the {stage} step must return the model output dict{where} with the columns "
                 f"the module reads ({columns}), e.g. `return {returns}`; got {got}"
                 + (" (Lightning passes a step that returns only the loss as {'loss': loss})." if training else ".")

@@ -43,6 +43,7 @@ from torchmetrics.metric import CompositionalMetric
 from torchmetrics.utilities.plot import plot_single_or_multi_val
 
 from torchmetrics_ext.utilities.checks import check_state_dtype
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.frames import running_locals
 
 # operator method name -> how the user wrote it
@@ -512,7 +513,7 @@ class _Expression(StatesInChildren, TensorArithmetic, CompositionalMetric):
             tensor(0.5000, dtype=torch.float64)
         """
         if not isinstance(incoming_state, CompositionalMetric):
-            raise TypeError(
+            raise WrongTypeError(
                 "Expected `incoming_state` to be an expression of the same metrics (e.g. `auc - ne` built the "
                 f"same way), got {type(incoming_state).__name__}: an expression has no states of its own; "
                 "merge each of its metrics with `metric.merge_state(...)` instead."

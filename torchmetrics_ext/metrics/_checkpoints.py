@@ -30,6 +30,7 @@ from torchmetrics_ext.utilities.load_guard import (
 )
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 __all__ = [
     "UNCHECKED_SUFFIX",
@@ -81,7 +82,7 @@ def note_checkpoint(text: str) -> None:
     """
     notes = _LOAD_NOTES.get()
     if notes is None:
-        warnings.warn(text, UserWarning, stacklevel=3)
+        warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
     elif text not in notes:
         notes.append(text)
 
@@ -99,7 +100,7 @@ def load_explained(load: Callable[[], _T]) -> _T:
     finally:
         _LOAD_NOTES.reset(token)
     for text in notes:
-        warnings.warn(text, UserWarning, stacklevel=3)
+        warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
     return result
 
 
@@ -271,7 +272,7 @@ def _end_own_load(module: nn.Module, incompatible_keys: Any) -> None:
         pending.error_msgs.extend(text for text in pending.notes if text not in pending.error_msgs)
         return
     for text in pending.notes:
-        warnings.warn(text, UserWarning, stacklevel=2)
+        warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
 
 
 def _count_states_written(metric: Metric) -> None:

@@ -23,6 +23,7 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 
 from torchmetrics_ext.utilities.checks import as_real, check_state_dtype
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.frames import running_locals
 
 __all__ = [
@@ -59,7 +60,7 @@ def check_clock(clock: Any) -> Callable[[], Any]:
         TypeError: ``clock`` is not callable (Python's error for an object of the wrong kind).
     """
     if not callable(clock):
-        raise TypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
+        raise WrongTypeError(f"Expected `clock` to be callable, got {type(clock).__name__}.")
     return clock
 
 
@@ -71,7 +72,10 @@ def check_window_seconds(window_seconds: Any) -> float:
     """
     seconds = as_real(window_seconds)
     if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.")
+        raise refusal(
+            f"Expected `window_seconds` to be a positive finite number, got {window_seconds!r}.",
+            wrong_type=seconds is None,
+        )
     return float(seconds)
 
 

@@ -37,6 +37,7 @@ from torchmetrics_ext.metrics._checkpoints import (
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, _RUNS_JOINED, join_chunks, join_runs_amortised, join_small_tails
 from torchmetrics_ext.utilities.distributed import outside_group
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.formatting import article, exact_text
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
@@ -690,7 +691,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         """
         refuse_while_synced(self, "merge_state")
         if not isinstance(incoming_state, (dict, Metric)):  # TorchMetrics' check, before anything is read
-            raise ValueError(
+            raise WrongTypeError(
                 f"Expected incoming state to be a dict or an instance of Metric but got {type(incoming_state)}"
             )
         # a Windowed holds no states of its own (they are its lifetime's and window's)
@@ -741,7 +742,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
             if self._merges_by_reductions and not self.dist_sync_on_step:
                 if isinstance(incoming_state, Metric):
                     if not isinstance(incoming_state, type(self)):
-                        raise ValueError(
+                        raise WrongTypeError(
                             f"Expected incoming state to be an instance of {type(self).__name__}, "
                             f"got {type(incoming_state).__name__}."
                         )
@@ -1613,7 +1614,7 @@ class TaskMetric(GuardedMetric):
         """Raise ``TypeError`` naming an argument ``update`` requires that is given as ``None``."""
         for index, name in _required_parameters(type(self)):
             if (args[index] if index < len(args) else kwargs.get(name, _ABSENT)) is None:
-                raise TypeError(f"{type(self).__name__}.update() requires `{name}`, got None.")
+                raise WrongTypeError(f"{type(self).__name__}.update() requires `{name}`, got None.")
 
     def update_unwrapped(self, *args: Any, **kwargs: Any) -> None:
         """``update`` without TorchMetrics' per-call wrapper, for a caller that drives many metrics per step.
@@ -1807,7 +1808,7 @@ def count_samples(args: Sequence[Any], kwargs: Mapping[str, Any], axis: int = -1
             return length
     if any(_is_scalar(v) for v in values):
         return 1
-    raise TypeError("Cannot count the samples of a batch without an array (tensor, list) or number argument.")
+    raise WrongTypeError("Cannot count the samples of a batch without an array (tensor, list) or number argument.")
 
 
 def _array_length(value: Any, axis: int) -> int | None:

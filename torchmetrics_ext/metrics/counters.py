@@ -17,6 +17,7 @@ from torchmetrics_ext.functional import counters as F
 from torchmetrics_ext.metrics.base import InputDomains
 from torchmetrics_ext.metrics.pointwise import _per_sample_terms, _PointwiseMetric
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, as_str, check_flag, check_int
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 __all__ = [
     "LabelAverage",
@@ -319,7 +320,7 @@ class TensorWeightedAverage(_CounterMetric):
         num_tasks = check_int("num_tasks", num_tasks, 1)
         flags = F._weighted_flags(weighted, num_tasks)
         if tensor_name is not None and as_str(tensor_name) is None:
-            raise ValueError(f"Expected `tensor_name` to be a string or None, got {tensor_name!r}.")
+            raise WrongTypeError(f"Expected `tensor_name` to be a string or None, got {tensor_name!r}.")
         tensor_name = None if tensor_name is None else as_str(tensor_name)  # a NumPy string as its Python string
         setting = (
             "" if flags is None else "unweighted_" + "_".join(str(i) for i in (~flags).nonzero().flatten().tolist())

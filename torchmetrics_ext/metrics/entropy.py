@@ -19,6 +19,7 @@ from torchmetrics_ext.functional.pointwise import _check_eta, _cross_entropy_upd
 from torchmetrics_ext.metrics.base import _tag
 from torchmetrics_ext.metrics.pointwise import _derive_neg_labels, _PointwiseMetric
 from torchmetrics_ext.utilities.checks import check_flag
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 __all__ = ["CalibrationFreeNE", "NEPositive", "RecalibratedCalibration", "RecalibratedNE"]
 
@@ -287,7 +288,7 @@ class RecalibratedCalibration(_Recalibrated):
         self, num_tasks: int = 1, *, recalibration_coefficient: float = 1.0, from_logits: bool = False, **kwargs: Any
     ) -> None:
         if "eta" in kwargs:
-            raise TypeError(
+            raise WrongTypeError(
                 "RecalibratedCalibration has no `eta`: calibration is a ratio of sums and clamps nothing "
                 "(RecalibratedNE takes one)."
             )

@@ -10,6 +10,7 @@ from torch import Tensor
 from torchmetrics_ext.functional import multilabel as F
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.utilities.checks import as_str, sequence_items
+from torchmetrics_ext.utilities.errors import refusal
 
 __all__ = ["MultiLabelPrecision"]
 
@@ -59,7 +60,11 @@ class MultiLabelPrecision(TaskMetric):
         if label_names is not None:  # any sequence of strings (NumPy ones too), kept as Python strings
             names = [as_str(name) for name in sequence_items("label_names", label_names) or ()]
             if len(names) != num_labels or any(name is None for name in names):
-                raise ValueError(f"Expected `label_names` to be {num_labels} strings, got {given!r}.")
+                raise refusal(
+                    f"Expected `label_names` to be {num_labels} strings, got {given!r}.",
+                    wrong_type=any(name is None for name in names)
+                    or sequence_items("label_names", label_names) is None,
+                )
             label_names = names  # type: ignore[assignment]
         super().__init__(num_tasks, **kwargs)
         self.num_labels = num_labels

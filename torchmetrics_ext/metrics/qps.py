@@ -23,6 +23,7 @@ from torchmetrics_ext.metrics._time_window import (
 )
 from torchmetrics_ext.metrics.base import TaskMetric, _tag
 from torchmetrics_ext.utilities.checks import check_int, check_tensor
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 _DEFAULT_WARMUP = 100  # TorchRec's
 # compute()'s keys with a window: TorchRec's names (``qps-{task}|lifetime_qps``, ...)
@@ -253,7 +254,7 @@ class TowerQPS(TimeWindow, TaskMetric):
             if not isinstance(num_examples, Tensor):  # a Python or NumPy int: checked on the host, always
                 return float(_count(num_examples))
             if num_examples.dtype == torch.bool:  # the dtype is host metadata: refused with or without validate_args
-                raise TypeError(
+                raise WrongTypeError(
                     "Expected `num_examples` to be counts (an int, or an integer tensor), got a tensor of dtype "
                     "torch.bool: pass `mask.sum(-1)` to count the True entries."
                 )
@@ -274,7 +275,7 @@ class TowerQPS(TimeWindow, TaskMetric):
                     )
             return counts.expand(self.num_tasks)
         if preds is None:
-            raise TypeError("TowerQPS.update() requires `preds` or `num_examples`.")
+            raise WrongTypeError("TowerQPS.update() requires `preds` or `num_examples`.")
         if validate:
             check_tensor("preds", preds)
             if preds.ndim not in (1, 2) or (preds.ndim == 2 and preds.shape[0] != self.num_tasks):
@@ -404,7 +405,7 @@ def _as_one_update(examples: Tensor, elapsed: Tensor) -> list[tuple[float, float
 def _count(value: object) -> int:
     """``num_examples`` given as a number: a non-negative int64 (a Python or NumPy int, never a bool)."""
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected `num_examples` to be an int or a tensor of counts (shape (num_tasks,) or ()), "
             f"got {type(value).__name__}."
         )

@@ -22,6 +22,7 @@ from torchmetrics_ext.functional.reliability import (
 )
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 __all__ = ["Reliability"]
 
@@ -206,7 +207,7 @@ class Reliability(TaskMetric):
         from torchmetrics_ext.utilities.plot import plot_reliability
 
         if val is not None and not isinstance(val, Mapping):
-            raise TypeError(
+            raise WrongTypeError(
                 "Expected `val` to be one dict returned by Reliability.compute(): a reliability diagram draws one "
                 f"value, got {type(val).__name__}. For values over steps, plot each into one axis: "
                 "`fig, ax = metric.plot(values[0], labels=['step 0'])`, then `metric.plot(v, ax=ax, labels=[...])`."

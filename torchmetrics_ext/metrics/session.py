@@ -15,6 +15,7 @@ from torch import Tensor
 from torchmetrics_ext.functional import session as F
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.utilities.checks import format_pointwise
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 __all__ = ["SessionPrecisionAtK", "SessionRecallAtK"]
 
@@ -49,7 +50,7 @@ class _SessionMetric(TaskMetric):
         self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         if validate and sessions is None:
-            raise TypeError(f"{type(self).__name__}.update() requires `sessions`.")
+            raise WrongTypeError(f"{type(self).__name__}.update() requires `sessions`.")
         p, t, w = format_pointwise(
             preds,
             target,

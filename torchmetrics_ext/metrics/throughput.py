@@ -25,6 +25,7 @@ from torchmetrics_ext.metrics._time_window import (
 )
 from torchmetrics_ext.metrics.base import GuardedMetric, _tag, one_task
 from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, check_int
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import (
     NO_SAMPLES,
     naming_part,
@@ -66,7 +67,7 @@ def _count_examples(batch: Any) -> int:
                 "to count examples from (0-dim tensors, such as a loss, are skipped)."
             )
     if not isinstance(tensor, Tensor):
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected `batch` to be a tensor, an int, or a dict or sequence of tensors, got {type(batch).__name__}."
         )
     if tensor.ndim == 0:
@@ -422,7 +423,7 @@ class Throughput(TimeWindow, GuardedMetric):
             return self._plot(_rates_of(val), ax)
         if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and val:
             return self._plot([_rates_of(v) for v in val], ax)
-        raise TypeError(
+        raise WrongTypeError(
             "Expected `val` to be a dict returned by Throughput.compute()/forward() or a non-empty list of them, "
             f"got {type(val).__name__}."
         )
@@ -560,7 +561,7 @@ _RATES = ("lifetime_throughput", "window_throughput")
 def _rates_of(value: Any) -> dict[str, Tensor]:
     """The two rates of one ``compute()`` value (a dict), for plotting."""
     if not isinstance(value, Mapping) or not all(isinstance(value.get(k), Tensor) for k in _RATES):
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected a dict with tensors {list(_RATES)} (as Throughput.compute() returns), "
             f"got {type(value).__name__}."
         )

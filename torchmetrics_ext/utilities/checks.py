@@ -33,8 +33,9 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.formatting import article
-from torchmetrics_ext.utilities.warnings import SamplesFirstWarning
+from torchmetrics_ext.utilities.warnings import SamplesFirstWarning, user_stacklevel
 
 __all__ = [
     "as_bool",
@@ -220,7 +221,8 @@ def check_choice(name: str, value: object, choices: Sequence[str], expected: str
     """
     text = as_str(value)
     if text is None or text not in choices:
-        raise ValueError(f"Expected `{name}` to be {expected or f'one of {tuple(choices)}'}, got {value!r}.")
+        message = f"Expected `{name}` to be {expected or f'one of {tuple(choices)}'}, got {value!r}."
+        raise refusal(message, wrong_type=text is None)
     return text
 
 
@@ -316,7 +318,7 @@ def sequence_items(name: str, value: object) -> list[object] | None:
     if isinstance(value, (str, bytes)) or as_str(value) is not None or not isinstance(value, Iterable):
         return None
     if isinstance(value, Mapping):  # iterated, it is its keys: its values (options, names) were dropped, silently
-        raise ValueError(
+        raise WrongTypeError(
             f"Expected `{name}` to be a flat sequence (a tuple, a list, or a 1-D tensor or array), got a mapping "
             f"{value!r}: its values would be dropped. Give the items alone."
         )
@@ -324,7 +326,7 @@ def sequence_items(name: str, value: object) -> list[object] | None:
         try:
             return sorted(value)
         except TypeError:
-            raise ValueError(
+            raise WrongTypeError(
                 f"Expected `{name}` to be a tuple or a list (a set has no order, and its items do not sort), "
                 f"got {value!r}."
             ) from None
@@ -335,7 +337,8 @@ def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
     """``value`` as a Python ``int`` (NumPy and 0-dim tensor integers accepted: :func:`as_int`), at least ``minimum``.
 
     Raises:
-        ValueError: naming ``name`` ("a positive integer" for ``minimum=1``, then ``detail``).
+        ValueError: naming ``name`` ("a positive integer" for ``minimum=1``, then ``detail``); a
+            :class:`~torchmetrics_ext.WrongTypeError` (a ``TypeError`` too) for a value that is no integer.
 
     Examples:
         >>> import torch
@@ -350,7 +353,9 @@ def check_int(name: str, value: object, minimum: int, detail: str = "") -> int:
     number = as_int(value)
     if number is None or number < minimum:
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
-        raise ValueError(f"Expected `{name}` to be {kind}{detail}, got {int_given(value, minimum)}.")
+        raise refusal(
+            f"Expected `{name}` to be {kind}{detail}, got {int_given(value, minimum)}.", wrong_type=number is None
+        )
     return number
 
 
@@ -391,7 +396,7 @@ _INT64_LIMIT = 2**63  # an integer setting beyond int64 is no setting: no hint t
 
 
 def check_flag(name: str, value: object) -> bool:
-    """The option ``name`` as a Python ``bool``; ``ValueError`` unless it is a flag (:func:`as_bool`, not ``1``).
+    """The option ``name`` as a Python ``bool``; ``WrongTypeError`` unless it is a flag (:func:`as_bool`, not ``1``).
 
     Examples:
         >>> import numpy as np
@@ -401,11 +406,11 @@ def check_flag(name: str, value: object) -> bool:
         >>> check_flag("adaptive_k", 1)
         Traceback (most recent call last):
             ...
-        ValueError: Expected `adaptive_k` to be a bool, got 1.
+        torchmetrics_ext.WrongTypeError: Expected `adaptive_k` to be a bool, got 1.
     """
     flag = as_bool(value)
     if flag is None:
-        raise ValueError(f"Expected `{name}` to be a bool, got {value!r}.")
+        raise WrongTypeError(f"Expected `{name}` to be a bool, got {value!r}.")
     return flag
 
 
@@ -420,16 +425,18 @@ def check_tensor(name: str, value: object, *, floating: bool = False) -> Tensor:
         >>> check_tensor("preds", torch.tensor([1]), floating=True)
         Traceback (most recent call last):
             ...
-        TypeError: Expected `preds` to be a floating point tensor, got dtype torch.int64.
+        torchmetrics_ext.WrongTypeError: Expected `preds` to be a floating point tensor, got dtype torch.int64.
     """
     if not isinstance(value, Tensor):
-        raise TypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
+        raise WrongTypeError(f"Expected `{name}` to be a torch.Tensor, got {type(value).__name__}.")
     if value.layout is not torch.strided:  # sparse (COO, CSR, ...): no min/max, reshape or sort kernels
-        raise TypeError(f"Expected `{name}` to be a dense tensor, got layout {value.layout}: pass `{name}.to_dense()`.")
+        raise WrongTypeError(
+            f"Expected `{name}` to be a dense tensor, got layout {value.layout}: pass `{name}.to_dense()`."
+        )
     if floating and not value.is_floating_point():
-        raise TypeError(f"Expected `{name}` to be a floating point tensor, got dtype {value.dtype}.")
+        raise WrongTypeError(f"Expected `{name}` to be a floating point tensor, got dtype {value.dtype}.")
     if value.is_complex():
-        raise TypeError(f"Expected `{name}` to be a real tensor, got dtype {value.dtype}.")
+        raise WrongTypeError(f"Expected `{name}` to be a real tensor, got dtype {value.dtype}.")
     return value
 
 
@@ -454,7 +461,7 @@ def check_state_dtype(dst_type: object) -> torch.dtype:
         except (TypeError, ValueError, RuntimeError):
             dtype = None
     if dtype not in STATE_DTYPES:
-        raise TypeError(
+        raise WrongTypeError(
             "Expected `dst_type` to be a floating dtype the states can sum in (torch.float16, torch.bfloat16, "
             f"torch.float32, torch.float64, or a tensor type name such as 'torch.DoubleTensor'), got {dst_type!r}: "
             "`set_dtype` casts the floating states, whose sums an integer, bool, complex or float8 dtype would "
@@ -586,7 +593,7 @@ def check_pointwise(
             f" {n} samples pass `{preds_name}.squeeze(1)` (and the other inputs alike), shape ({n},), or the"
             f" transpose, shape (1, {n}).",
             SamplesFirstWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     if ndim == 1 and num_tasks not in (None, 1):
         raise _task_shape_error(preds_name, shape, num_tasks)
@@ -686,7 +693,7 @@ def format_pointwise(
         ValueError: on a shape, device, task-dimension or value-range mismatch.
     """
     if validate and target is None and target_required:
-        raise TypeError("Expected `target` (labels of the shape of `preds`), got None: this metric needs labels.")
+        raise WrongTypeError("Expected `target` (labels of the shape of `preds`), got None: this metric needs labels.")
     if validate and check_pointwise(
         preds,
         target,

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.utilities.errors import WrongTypeError
+
 __all__ = ["indexed_series", "named_series", "plot_reliability", "plot_roc_or_pr"]
 
 Curve = tuple[Tensor, Tensor, Tensor] | tuple[list[Tensor], list[Tensor], list[Tensor]]
@@ -175,7 +177,7 @@ def plot_reliability(
         >>> fig, ax = plot_reliability(reliability(torch.rand(200), torch.randint(0, 2, (200,)), num_bins=5))
     """
     if not isinstance(values, Mapping):
-        raise TypeError(
+        raise WrongTypeError(
             f"Expected `values` to be one dict returned by Reliability.compute(), got {type(values).__name__}."
         )
     missing = [key for key in ("mean_prediction", "label_rate", "weight") if key not in values]

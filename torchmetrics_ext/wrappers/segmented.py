@@ -35,6 +35,7 @@ from torchmetrics_ext.utilities.checks import (
     read_along,
 )
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.plot import indexed_series
 from torchmetrics_ext.utilities.warnings import flat_entries_as
 from torchmetrics_ext.wrappers._options import wrapper_options
@@ -188,7 +189,7 @@ class Segmented(TaskMetric):
 
     def __init__(self, metric: TaskMetric, num_segments: int, **kwargs: Any) -> None:
         if isinstance(metric, type):
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected `metric` to be a metric instance, got the class {metric.__name__}: "
                 f"Segmented({metric.__name__}(...), num_segments)."
             )
@@ -198,20 +199,20 @@ class Segmented(TaskMetric):
                 if isinstance(metric, (Segmented, Windowed))
                 else "its states are not per-task sums of the pointwise kind Segmented splits by segment id"
             )
-            raise TypeError(
+            raise WrongTypeError(
                 "Expected `metric` to hold per-task sum statistics (a pointwise, counter, NE-variant or "
                 f"regression metric), got {type(metric).__name__}: {why}."
             )
         not_sums = [name for name in metric._state_keys if metric._reductions[name] is not dim_zero_sum]
         if not_sums:
-            raise TypeError(
+            raise WrongTypeError(
                 f"Expected `metric` states reduced with 'sum', got {type(metric).__name__} with {not_sums} reduced "
                 "otherwise."
             )
         num_segments = check_int("num_segments", num_segments, 1)
         own = sorted(set(kwargs) & {"num_tasks", "validate_args"})
         if own:
-            raise TypeError(
+            raise WrongTypeError(
                 f"Segmented takes {own} from the wrapped metric: set them there, e.g. "
                 f"Segmented({type(metric).__name__}({own[0]}=...), num_segments)."
             )
@@ -368,7 +369,7 @@ class Segmented(TaskMetric):
         """
         shape = preds.shape
         if segments is None:
-            raise TypeError("Segmented.update() requires `segments` (integer ids, shape (N,) or (T, N)).")
+            raise WrongTypeError("Segmented.update() requires `segments` (integer ids, shape (N,) or (T, N)).")
         # the type and dtype are host metadata: checked whatever validate_args (no value read); a float or bool
         # id was cast to int64 in silence (2.7 to segment 2, True to 1)
         if (
@@ -378,7 +379,7 @@ class Segmented(TaskMetric):
             or segments.dtype == torch.bool
         ):
             check_tensor("segments", segments)  # names what arrived: no tensor, or a complex one
-            raise TypeError(f"Expected `segments` to hold integer ids, got dtype {segments.dtype}.")
+            raise WrongTypeError(f"Expected `segments` to hold integer ids, got dtype {segments.dtype}.")
         if validate:
             check_tensor("segments", segments)
             if segments.shape not in (shape, shape[-1:], (1, shape[-1])):
@@ -415,7 +416,7 @@ class Segmented(TaskMetric):
         """``(preds, target, weights, segments)`` formatted from ``update``'s arguments in the metric's layout."""
         names = self._input_names
         if len(args) > len(names):
-            raise TypeError(
+            raise WrongTypeError(
                 f"Segmented({type(self.metric).__name__}).update() takes {len(names)} positional arguments "
                 f"({', '.join(names)}), got {len(args)}."
             )
@@ -423,7 +424,7 @@ class Segmented(TaskMetric):
         for key, value in kwargs.items():
             if key not in names or key in bound:
                 problem = "got multiple values for" if key in bound else "got an unexpected keyword argument"
-                raise TypeError(
+                raise WrongTypeError(
                     f"Segmented({type(self.metric).__name__}).update() {problem} `{key}`; it takes "
                     f"{', '.join(names)} (the wrapped metric's inputs, then the segment ids)."
                 )

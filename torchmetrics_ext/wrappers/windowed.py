@@ -50,6 +50,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.utilities.checks import ZeroWeightNote, check_int, check_state_dtype, noting_zero_weights
 from torchmetrics_ext.utilities.chunks import _JOIN, join_runs_amortised
 from torchmetrics_ext.utilities.distributed import TypedGather, copy_metric, outside_group
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.load_guard import putting_back_whole
 from torchmetrics_ext.utilities.mapping import not_a_dict_of_metrics
@@ -529,7 +530,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
     ) -> None:
         if not isinstance(metric, Metric):
             got = f"the class {metric.__name__}" if isinstance(metric, type) else type(metric).__name__
-            raise TypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
+            raise WrongTypeError(f"Expected `metric` to be a torchmetrics.Metric instance, got {got}.")
         holder = owner_of(metric)
         if holder is not None:  # two wrappers would update (and reset) one object
             raise ValueError(
@@ -1291,7 +1292,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             # sums have the names and shapes of a Segmented(CTR)'s and mean something else
             theirs_kind, ours_kind = merged_kind(other), merged_kind(life)
             if type(other) is not type(life) or theirs_kind != ours_kind:
-                raise TypeError(f"Expected a Windowed over {ours_kind} to merge, got one over {theirs_kind}.")
+                raise WrongTypeError(f"Expected a Windowed over {ours_kind} to merge, got one over {theirs_kind}.")
             if isinstance(life, GuardedMetric) and merge_settings_differ(
                 other._checkpoint_settings(),  # type: ignore[operator]
                 life._checkpoint_settings(),
@@ -1313,7 +1314,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             if isinstance(life, GuardedMetric):
                 derive_missing(states, life._merge_derivations())
         else:
-            raise TypeError(
+            raise WrongTypeError(
                 "Expected `incoming_state` to be a Windowed or a dict of the wrapped metric's states, "
                 f"got {type(incoming_state).__name__}."
             )
@@ -1769,7 +1770,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             return self._plot(named_series(val, axes=axes), ax)
         if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and val:
             return self._plot([named_series(v, axes=axes) for v in val], ax)
-        raise TypeError(
+        raise WrongTypeError(
             "Expected `val` to be a dict returned by Windowed.compute()/forward() or a non-empty list of them, "
             f"got {type(val).__name__}."
         )

@@ -44,6 +44,7 @@ from torchmetrics_ext.utilities.checks import (
     single_task,
 )
 from torchmetrics_ext.utilities.device import constant_on, on_device_path
+from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.summation import power_of_two
 from torchmetrics_ext.utilities.warnings import warn_undefined, warn_undefined_flags
 
@@ -73,14 +74,18 @@ def _check_bins(
     bin_space = check_choice("bin_space", bin_space, BIN_SPACES)
     bins = None if num_bins is None else as_int(num_bins)
     if num_bins is not None and (bins is None or bins < 2):
-        raise ValueError(f"Expected `num_bins` to be None (exact) or an integer >= 2, got {int_given(num_bins, 2)}.")
+        raise refusal(
+            f"Expected `num_bins` to be None (exact) or an integer >= 2, got {int_given(num_bins, 2)}.",
+            wrong_type=bins is None,
+        )
     ends = [as_real(v) for v in sequence_items("logit_range", logit_range) or ()]
     low, high = math.nan, math.nan
     if len(ends) == 2 and ends[0] is not None and ends[1] is not None:
         low, high = float(ends[0]), float(ends[1])
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise ValueError(
-            f"Expected `logit_range` to be a pair of finite floats (low, high), low < high, got {logit_range!r}."
+        raise refusal(
+            f"Expected `logit_range` to be a pair of finite floats (low, high), low < high, got {logit_range!r}.",
+            wrong_type=sequence_items("logit_range", logit_range) is None or None in ends,
         )
     custom_range = (low, high) != DEFAULT_LOGIT_RANGE
     if bins is None and (bin_space != "logit" or custom_range):

@@ -32,6 +32,7 @@ from torchmetrics_ext.functional.auc._kernels import (
 from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
 from torchmetrics_ext.utilities.checks import check_choice, check_flag, check_tensor, format_pointwise, single_task
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import or_no_samples, safe_divide
 
 __all__ = ["grouped_auc", "grouped_auprc"]
@@ -48,7 +49,7 @@ def _check_groups(groups: object, preds: Tensor) -> Tensor:
     """``groups`` must be an integer ``(N,)`` tensor (any int64 ids) on ``preds``' device."""
     groups = check_tensor("groups", groups)  # a dense real tensor
     if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
-        raise TypeError(f"Expected `groups` to be an integer tensor, got dtype {groups.dtype}.")
+        raise WrongTypeError(f"Expected `groups` to be an integer tensor, got dtype {groups.dtype}.")
     if groups.ndim != 1 or groups.shape[0] != preds.shape[-1]:
         raise ValueError(
             f"Expected `groups` of shape ({preds.shape[-1]},) (one id per sample, shared by all tasks), "

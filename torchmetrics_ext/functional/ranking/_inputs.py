@@ -39,6 +39,7 @@ from torchmetrics_ext.utilities.checks import (
     observed_range,
 )
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 
 ACTIONS = ("skip", "zero", "one", "error")
 _WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
@@ -152,13 +153,13 @@ def check_cutoff(k: object, cutoff: Cutoff) -> int | None:
         return None
     if k is None:
         if cutoff == "required":
-            raise ValueError("Expected `k` to be a positive integer, got None.")
+            raise WrongTypeError("Expected `k` to be a positive integer, got None.")
         return None
     value = as_int(k)
     if value is None or value < 1:
-        raise ValueError(
-            f"Expected `k` to be a positive integer{' or None' if cutoff == 'optional' else ''}, got {int_given(k, 1)}."
-        )
+        or_none = " or None" if cutoff == "optional" else ""
+        message = f"Expected `k` to be a positive integer{or_none}, got {int_given(k, 1)}."
+        raise refusal(message, wrong_type=value is None)
     if value >= 2**63:  # compared with int64 positions: a larger Python int would wrap
         whole = " (k=None is the whole list)" if cutoff == "optional" else ""
         raise ValueError(f"Expected `k` below 2**63{whole}, got {k!r}.")
@@ -186,7 +187,10 @@ def _ranking_arg_validation(
     action = check_choice("empty_target_action", empty_target_action, ACTIONS)
     padding = None if padding_value is None else as_real(padding_value)
     if padding_value is not None and (padding is None or math.isnan(padding)):
-        raise ValueError(f"Expected `padding_value` to be a number (not NaN) or None, got {padding_value!r}.")
+        raise refusal(
+            f"Expected `padding_value` to be a number (not NaN) or None, got {padding_value!r}.",
+            wrong_type=padding is None,
+        )
     for name, flag in flags.items():
         check_flag(name, flag)
     return action, padding
@@ -240,7 +244,7 @@ def _ranking_format(
         check_tensor("preds", preds)
         check_tensor("target", target)
         if not preds.is_floating_point():
-            raise TypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
+            raise WrongTypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
         if preds.ndim not in (1, 2):
             raise ValueError(
                 "Expected `preds` of shape (N,) with `indexes` or (queries, candidates), "
@@ -250,7 +254,7 @@ def _ranking_format(
         if mask is not None:
             check_tensor("mask", mask)
             if mask.dtype != torch.bool:
-                raise TypeError(f"Expected `mask` to be a bool tensor, got dtype {mask.dtype}.")
+                raise WrongTypeError(f"Expected `mask` to be a bool tensor, got dtype {mask.dtype}.")
             _check_shape("mask", mask, preds.shape, preds.device)
         if preds.ndim == 1:
             if indexes is None:
@@ -262,7 +266,7 @@ def _ranking_format(
                 )
             check_tensor("indexes", indexes)
             if indexes.is_floating_point() or indexes.dtype == torch.bool:
-                raise TypeError(f"Expected `indexes` to be an integer tensor, got dtype {indexes.dtype}.")
+                raise WrongTypeError(f"Expected `indexes` to be an integer tensor, got dtype {indexes.dtype}.")
             _check_shape("indexes", indexes, preds.shape, preds.device)
         elif indexes is not None:
             column = ""

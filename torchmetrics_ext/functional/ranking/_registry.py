@@ -26,6 +26,7 @@ from torchmetrics_ext.functional.ranking._kernel import QueryStats, SortedQuerie
 from torchmetrics_ext.functional.ranking._spec import RankingSpec, Request
 from torchmetrics_ext.functional.ranking._topk import TopQueries
 from torchmetrics_ext.utilities.checks import as_int, as_str, refuse_repeats, sequence_items, whole_float
+from torchmetrics_ext.utilities.errors import refusal
 
 # ----------------------------------------------------------------------------- hit counts (sort path and top-k merge)
 
@@ -146,7 +147,7 @@ def ranking_spec(name: object) -> RankingSpec:
     spec = None if text is None else SPECS.get(text)
     if spec is None:
         hint = "" if text is None else _closest_name(text)
-        raise ValueError(f"Expected `metrics` entries from {tuple(SPECS)}, got {name!r}{hint}.")
+        raise refusal(f"Expected `metrics` entries from {tuple(SPECS)}, got {name!r}{hint}.", wrong_type=text is None)
     return spec
 
 
@@ -196,8 +197,9 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
         # one name as a bare string (or a 0-dim NumPy string) is a sequence of letters: say how to write it
         text = as_str(metrics)
         hint = f" (a sequence of them: metrics=({text!r},))" if text else ""
-        raise ValueError(
-            f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}{hint}."
+        raise refusal(
+            f"Expected `metrics` to be a non-empty sequence of names from {tuple(SPECS)}, got {metrics!r}{hint}.",
+            wrong_type=sequence_items("metrics", metrics) is None,
         )
     specs = [ranking_spec(name) for name in names]
     refuse_repeats("metrics", metrics, [spec.name for spec in specs])
@@ -216,13 +218,16 @@ def ranking_requests(metrics: Sequence[str], ks: Sequence[int | None]) -> list[R
             if whole is not None
             else ""
         )
-        raise ValueError(
+        raise refusal(
             f"Expected `ks` to be a non-empty sequence of cutoffs, each a positive integer or None for the whole "
-            f"list, got {ks!r}{hint}."
+            f"list, got {ks!r}{hint}.",
+            wrong_type=sequence_items("ks", ks) is None,
         )
     try:
         cutoffs = [check_cutoff(k, "optional") for k in given]
     except ValueError as error:  # which setting: `k` is each of its items
-        raise ValueError(f"{str(error).rstrip('.')}, an item of `ks` ({ks!r}).") from None
+        raise refusal(
+            f"{str(error).rstrip('.')}, an item of `ks` ({ks!r}).", wrong_type=isinstance(error, TypeError)
+        ) from None
     refuse_repeats("ks", ks, cutoffs)
     return [(spec, k) for spec in specs for k in ([None] if spec.cutoff == "none" else cutoffs)]

@@ -27,6 +27,7 @@ from torchmetrics_ext.utilities.checks import (
     note_weight_bounds,
     observed_range,
 )
+from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide
 
 __all__ = ["multiclass_recall_at_k"]
@@ -41,7 +42,10 @@ def _multiclass_recall_arg_validation(k: int, num_classes: int) -> tuple[int, in
     """
     classes = as_int(num_classes)
     if classes is None or classes < 2:
-        raise ValueError(f"Expected `num_classes` to be an integer >= 2, got {int_given(num_classes, 2)}.")
+        raise refusal(
+            f"Expected `num_classes` to be an integer >= 2, got {int_given(num_classes, 2)}.",
+            wrong_type=classes is None,
+        )
     return cast(int, check_cutoff(k, "required")), classes  # "required": never None
 
 
@@ -58,11 +62,11 @@ def _multiclass_recall_tensor_validation(
     if weights is not None:
         check_tensor("weights", weights)
     if not preds.is_floating_point():
-        raise TypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
+        raise WrongTypeError(f"Expected `preds` to be a floating point tensor, got dtype {preds.dtype}.")
     if preds.ndim != 2 or preds.shape[1] != num_classes:
         raise ValueError(f"Expected `preds` of shape (N, num_classes={num_classes}), got {tuple(preds.shape)}.")
     if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise TypeError(f"Expected `target` to be an integer tensor of class ids, got dtype {target.dtype}.")
+        raise WrongTypeError(f"Expected `target` to be an integer tensor of class ids, got dtype {target.dtype}.")
     if target.shape != preds.shape[:1]:
         raise ValueError(f"Expected `target` of shape {tuple(preds.shape[:1])}, got {tuple(target.shape)}.")
     if weights is not None and weights.shape != preds.shape[:1]:

@@ -20,6 +20,7 @@ from torchmetrics_ext.functional.ranking._inputs import check_cutoff
 from torchmetrics_ext.functional.ranking._spec import RankingSpec
 from torchmetrics_ext.metrics.ranking._base import SHARED_OPTIONS, _RankingMetric
 from torchmetrics_ext.utilities.checks import check_flag
+from torchmetrics_ext.utilities.errors import WrongTypeError
 
 __all__ = ["MAP", "MRR", "NDCG", "F1AtK", "HitRate", "PrecisionAtK", "RPrecision", "RecallAtK"]
 
@@ -213,7 +214,7 @@ class RPrecision(_SingleRankingMetric):
 
     def __init__(self, **kwargs: Any) -> None:
         if "k" in kwargs:  # the cutoff is each query's number of relevant candidates
-            raise TypeError(
+            raise WrongTypeError(
                 f"RPrecision takes no `k` (got k={kwargs['k']!r}): its cutoff is each query's number of relevant"
                 " candidates. For a fixed cutoff use PrecisionAtK(k)."
             )

@@ -45,7 +45,7 @@ def _save(module: tmx.RecMetricModule) -> bytes:
 
 def _load(data: bytes) -> tmx.RecMetricModule:
     module = _module()
-    module.load_state_dict(torch.load(io.BytesIO(data), weights_only=False))
+    module.load_state_dict(torch.load(io.BytesIO(data)))  # torch.load's default weights_only=True
     return module
 
 

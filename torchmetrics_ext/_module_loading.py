@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric
 
@@ -46,6 +48,8 @@ _STRICT_HINT = "_strict_keys_hint"
 _LOAD_GUARD = "_load_guard"
 # what the module's last successful load did not resume, {metric name (None: the throughput): parts}: see _afresh
 AFRESH_ON_LOAD = "_afresh_on_load"
+# (rank, world size) of the process that saved the states last loaded, when saved under DDP; see `_warn_other_rank`
+SAVED_BY = "_saved_by"
 
 
 class CheckpointLoading(nn.Module):
@@ -419,11 +423,16 @@ class CheckpointLoading(nn.Module):
         """The step counter (so ``should_compute`` keeps its cadence after a restore) and the task names, in order.
 
         ``load_state_dict`` refuses a checkpoint of other task names or order (see ``_load_from_state_dict``).
+        Under DDP also the ``rank`` and ``world_size`` of the process that saves it: the states are that
+        rank's alone, and a rank that loads another's is warned of at its next compute (``_warn_other_rank``).
         """
         state: dict[str, Any] = {"step": self._step, "tasks": [task.name for task in self.tasks]}
         subsets = self._metric_task_names()
         if subsets:  # only with `metric_tasks`: the checkpoints of other modules stay as they were
             state["metric_tasks"] = subsets
+        world = _world()
+        if world is not None:  # under DDP: which rank's states these are (see `_warn_other_rank`)
+            state["rank"], state["world_size"] = world
         return state
 
     def _metric_task_names(self) -> dict[str, list[str]]:
@@ -445,6 +454,34 @@ class CheckpointLoading(nn.Module):
             )
         if state is not None:  # none in the checkpoint (see _malformed_extra_state): the counter stays as it is
             self._step = int(state["step"])
+        saved_by = None
+        if state is not None and state.get("rank") is not None and state.get("world_size") is not None:
+            saved_by = (as_int(state["rank"]), as_int(state["world_size"]))
+        self.__dict__[SAVED_BY] = saved_by
+
+    def _warn_other_rank(self) -> None:
+        """Warn, once per load, where this rank holds the states another rank saved (a rank-0-only checkpoint).
+
+        A training loop without Lightning that saves on rank 0 alone (``if rank == 0: torch.save(...)``)
+        and loads that file on every rank gives every rank rank 0's states: the synced values count its
+        samples once per rank, without an error anywhere. The module records the rank that saved its
+        states (:meth:`get_extra_state`, under DDP) and says so at the first ``compute()`` or
+        ``local_compute()`` on another rank; a ``reset()`` or a load of this rank's own states clears it.
+        Nothing is communicated (each rank reads its own record), so no rank waits for another.
+        """
+        saved_by = self.__dict__.pop(SAVED_BY, None)
+        world = _world()
+        if saved_by is None or world is None or saved_by[0] == world[0]:
+            return
+        (saved_rank, saved_world), (rank, size) = saved_by, world
+        warnings.warn(
+            f"RecMetricModule: its states were saved by rank {saved_rank} of {saved_world}, and this is rank {rank} "
+            f"of {size}: the synced values count rank {saved_rank}'s samples once more for every rank that loaded "
+            "them (a checkpoint saved on rank 0 alone and loaded on every rank counts them once per rank). Save "
+            "each rank's own `state_dict()` and load it on that rank, or `reset()` the module after loading to "
+            "start its values over (docs/module.md, Checkpoints).",
+            stacklevel=4,  # the user's compute() or local_compute(), through `_compute`
+        )
 
 
 def _total_examples(throughput: Metric) -> Tensor:
@@ -473,7 +510,20 @@ def _malformed_extra_state(state: Any) -> str | None:
     tasks = state.get("tasks")
     if tasks is not None and (isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence)):
         return f"'tasks': {tasks!r}"
+    for key in ("rank", "world_size"):  # recorded under DDP only
+        value = state.get(key)
+        number = as_int(value)
+        if value is not None and (number is None or number < 0):
+            return f"{key!r}: {value!r}"
     return None
+
+
+def _world() -> tuple[int, int] | None:
+    """``(rank, world size)`` of this process under DDP (a process group of more than one rank), else ``None``."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    size = dist.get_world_size()
+    return (dist.get_rank(), size) if size > 1 else None
 
 
 def _after_load(module: nn.Module, incompatible_keys: Any) -> None:

@@ -58,7 +58,7 @@ from torchmetrics_ext._module_domains import (
     _task_owners,
     warn_value_heads_read_as_logits,
 )
-from torchmetrics_ext._module_loading import CheckpointLoading
+from torchmetrics_ext._module_loading import SAVED_BY, CheckpointLoading
 from torchmetrics_ext._module_members import (
     _FILLED_AT,
     _NAMES,
@@ -1761,6 +1761,7 @@ class RecMetricModule(CheckpointLoading):
 
     def _compute(self, sync: bool) -> dict[str, Tensor]:
         self._check_window_shares()  # on every rank before the gather, one that never updated too
+        self._warn_other_rank()  # states another rank saved, loaded here (a rank-0-only checkpoint)
         gathered = self._gather() if sync else {}
         out: dict[str, Tensor] = {}
         members: list[tuple[TaskMetric, TaskMetric]] = []  # (leader, member) task metrics of compute groups
@@ -2057,6 +2058,7 @@ class RecMetricModule(CheckpointLoading):
         for unit in self._all_units():
             if unit is not keep:
                 unit.reset()
+        self.__dict__.pop(SAVED_BY, None)  # no other rank's states left to warn of
         self._mark_members()  # emptied with their groups: nothing of their own, no reset of their own
         joint = self.__dict__.get("_shared_window")
         if joint:  # the emptied windows' shared buffer is not kept until the next step

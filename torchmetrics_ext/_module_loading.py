@@ -24,6 +24,7 @@ from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.frames import running_locals
 from torchmetrics_ext.utilities.load_guard import guard_descendant_loads, loading_strictly
 from torchmetrics_ext.utilities.snapshot import snapshot
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 from torchmetrics_ext.utilities.window_resume import (
     Saved,
     as_plain,
@@ -480,7 +481,7 @@ class CheckpointLoading(nn.Module):
             "them (a checkpoint saved on rank 0 alone and loaded on every rank counts them once per rank). Save "
             "each rank's own `state_dict()` and load it on that rank, or `reset()` the module after loading to "
             "start its values over (docs/module.md, Checkpoints).",
-            stacklevel=4,  # the user's compute() or local_compute(), through `_compute`
+            stacklevel=user_stacklevel(),  # the user's compute()/local_compute() (or log_dict, a wrapper's)
         )
 
 

@@ -1110,6 +1110,26 @@ def _spaced_lines(segments: SegmentIndex | None) -> list[str]:
     return lines
 
 
+def _empty_text_lines(columns: Iterable[str]) -> list[str]:
+    """A warning line per ``by`` text column holding the empty text (every rank alike), in the order given.
+
+    The empty text (``country=``) is a segment of its own, sorted first and apart from null
+    (``country=None``): what a CSV file's empty field in a text column reads as, where the same rows
+    from Parquet, a frame or ``pandas.read_csv`` are null, so one log in two formats gave two keys.
+    The lines follow every segmentation's (a column is named once, however many read it), so each
+    segmentation's lines stay in the order a run with that ``by`` alone gives them.
+    """
+    lines = []
+    for name in dict.fromkeys(columns):
+        lines.append(
+            f"--by column {name!r} holds the empty text '' (the segment {name}=): a value of its own, apart from "
+            f"null ({name}=None) and sorted first; a CSV file's empty field in a text column reads so, where "
+            f"Parquet, a DataFrame and pandas.read_csv have null (a missing value). If it means a missing value, "
+            f"make it null first (pandas `df[{name!r}] = df[{name!r}].replace('', None)`, then Parquet)."
+        )
+    return lines
+
+
 class _Run:
     def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
@@ -1372,6 +1392,10 @@ class _Run:
             caught += [line for *_, line in lines]
             caught += empty_lines
             caught += _spaced_lines(view.segments)
+        # after every segmentation's lines, each column once
+        caught += _empty_text_lines(
+            name for view in views if view.segments is not None for name in view.segments.empty_text()
+        )
         caught[:0] = self.plan.notes + self._graded_skipped(problems)  # the arguments' and the data's, on every rank
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             note = _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks)

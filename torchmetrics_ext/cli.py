@@ -301,7 +301,14 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
 def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run ``evaluate``: print the table on rank 0 and write ``--output``; 2 on bad input."""
     try:
-        from torchmetrics_ext.evaluate import DEFAULT_METRICS, InvalidDataError, TaskSpec, evaluate, parse_task
+        from torchmetrics_ext.evaluate import (
+            DEFAULT_METRICS,
+            InvalidDataError,
+            TaskSpec,
+            UnreadWeightsWarning,
+            evaluate,
+            parse_task,
+        )
         from torchmetrics_ext.evaluate.runner import SeveralBy
     except ImportError as err:
         parser.error(str(err))
@@ -379,20 +386,22 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use
     rank = _init_distributed()
     try:
-        result = evaluate(
-            paths,
-            tasks,
-            metrics,
-            weights=_given(args.weights, config, "weights", None),
-            user=_given(args.user, config, "user", None),
-            session=_given(args.session, config, "session", None),
-            by=by,
-            batch_size=batch_size,
-            on_invalid=_given(args.on_invalid, config, "on_invalid", "error"),
-            progress=not args.no_progress and config.get("progress", True),
-            from_logits=bool(_given(args.from_logits, config, "from_logits", False)),
-            metric_tasks=metric_tasks,
-        )
+        with warnings.catch_warnings():  # its note is printed below as a `warning:` line, once, by rank 0
+            warnings.simplefilter("ignore", UnreadWeightsWarning)
+            result = evaluate(
+                paths,
+                tasks,
+                metrics,
+                weights=_given(args.weights, config, "weights", None),
+                user=_given(args.user, config, "user", None),
+                session=_given(args.session, config, "session", None),
+                by=by,
+                batch_size=batch_size,
+                on_invalid=_given(args.on_invalid, config, "on_invalid", "error"),
+                progress=not args.no_progress and config.get("progress", True),
+                from_logits=bool(_given(args.from_logits, config, "from_logits", False)),
+                metric_tasks=metric_tasks,
+            )
     except (InvalidDataError, ValueError, TypeError) as err:
         print(f"torchmetrics-ext evaluate: error: {err}", file=sys.stderr)
         return 2

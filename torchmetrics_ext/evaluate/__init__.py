@@ -15,7 +15,16 @@ except ImportError as err:  # the one dependency the core install lacks: say whe
 
 from torchmetrics_ext.evaluate.checks import Problem
 from torchmetrics_ext.evaluate.report import EvaluationResult
-from torchmetrics_ext.evaluate.runner import DEFAULT_METRICS, TaskSpec, evaluate, parse_task
+from torchmetrics_ext.evaluate.runner import DEFAULT_METRICS, TaskSpec, UnreadWeightsWarning, evaluate, parse_task
 from torchmetrics_ext.evaluate.sources import InvalidDataError
 
-__all__ = ["DEFAULT_METRICS", "EvaluationResult", "InvalidDataError", "Problem", "TaskSpec", "evaluate", "parse_task"]
+__all__ = [
+    "DEFAULT_METRICS",
+    "EvaluationResult",
+    "InvalidDataError",
+    "Problem",
+    "TaskSpec",
+    "UnreadWeightsWarning",
+    "evaluate",
+    "parse_task",
+]

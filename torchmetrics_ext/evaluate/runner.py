@@ -64,10 +64,15 @@ from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import lookup
 from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
-from torchmetrics_ext.utilities.warnings import NO_SAMPLES, NO_SAMPLES_IN_SEGMENT, UndefinedMetricWarning
+from torchmetrics_ext.utilities.warnings import (
+    NO_SAMPLES,
+    NO_SAMPLES_IN_SEGMENT,
+    UndefinedMetricWarning,
+    user_stacklevel,
+)
 from torchmetrics_ext.wrappers.segmented import Segmented
 
-__all__ = ["DEFAULT_METRICS", "TaskSpec", "evaluate", "parse_task"]
+__all__ = ["DEFAULT_METRICS", "TaskSpec", "UnreadWeightsWarning", "evaluate", "parse_task"]
 
 DEFAULT_METRICS = ("ne", "log_loss", "calibration", "ctr", "auc")
 ON_INVALID = ("error", "skip")
@@ -208,6 +213,30 @@ def _plain_names_hint(tasks: Any) -> str:
     if len(tasks) == 2 and len(plain) == 2:  # ("p_click", "y_click"): one task's columns?
         hint += f"; for one task reading columns {tuple(tasks)!r}: {{'task': {tuple(tasks)!r}}}"
     return hint
+
+
+class UnreadWeightsWarning(UserWarning):
+    """The data holds a ``weight`` column that ``evaluate`` did not read: every row weighed 1.
+
+    ``evaluate`` takes weights from its ``weights`` argument alone (a column added to the logs never
+    changes past numbers), where a :class:`~torchmetrics_ext.RecMetricModule` weights a task by its
+    ``weight`` column. From Python the note is this warning as well as a line of the result's
+    ``warnings``, so a call that forgot ``weights=`` does not report unweighted values without a word;
+    ``torchmetrics-ext evaluate`` prints it as its ``warning:`` line instead.
+
+    Examples:
+        >>> import warnings
+        >>> import pyarrow as pa
+        >>> from torchmetrics_ext.evaluate import UnreadWeightsWarning, evaluate
+        >>> table = pa.table({"p": [0.2, 0.9, 0.6], "y": [0, 1, 0], "weight": [1.0, 1.0, 3.0]})
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     result = evaluate(table, {"click": ("p", "y")}, ["ctr"])
+        >>> caught[0].category is UnreadWeightsWarning, round(result.values["ctr/click"], 4)
+        (True, 0.3333)
+        >>> round(evaluate(table, {"click": ("p", "y")}, ["ctr"], weights="weight").values["ctr/click"], 4)
+        0.2
+    """
 
 
 def _unread_weight_note(column: str, tasks: Sequence[str]) -> str:
@@ -1081,6 +1110,26 @@ def _spaced_lines(segments: SegmentIndex | None) -> list[str]:
     return lines
 
 
+def _empty_text_lines(columns: Iterable[str]) -> list[str]:
+    """A warning line per ``by`` text column holding the empty text (every rank alike), in the order given.
+
+    The empty text (``country=``) is a segment of its own, sorted first and apart from null
+    (``country=None``): what a CSV file's empty field in a text column reads as, where the same rows
+    from Parquet, a frame or ``pandas.read_csv`` are null, so one log in two formats gave two keys.
+    The lines follow every segmentation's (a column is named once, however many read it), so each
+    segmentation's lines stay in the order a run with that ``by`` alone gives them.
+    """
+    lines = []
+    for name in dict.fromkeys(columns):
+        lines.append(
+            f"--by column {name!r} holds the empty text '' (the segment {name}=): a value of its own, apart from "
+            f"null ({name}=None) and sorted first; a CSV file's empty field in a text column reads so, where "
+            f"Parquet, a DataFrame and pandas.read_csv have null (a missing value). If it means a missing value, "
+            f"make it null first (pandas `df[{name!r}] = df[{name!r}].replace('', None)`, then Parquet)."
+        )
+    return lines
+
+
 class _Run:
     def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
@@ -1343,9 +1392,16 @@ class _Run:
             caught += [line for *_, line in lines]
             caught += empty_lines
             caught += _spaced_lines(view.segments)
+        # after every segmentation's lines, each column once
+        caught += _empty_text_lines(
+            name for view in views if view.segments is not None for name in view.segments.empty_text()
+        )
         caught[:0] = self.plan.notes + self._graded_skipped(problems)  # the arguments' and the data's, on every rank
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
-            caught.insert(0, _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks))
+            note = _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks)
+            caught.insert(0, note)
+            # the numbers are unweighted: say so where a Python caller looks, not in `warnings` alone
+            warnings.warn(note, UnreadWeightsWarning, stacklevel=user_stacklevel())
         return EvaluationResult(
             tasks=tuple(t.name for t in self.plan.tasks),
             metrics=self.plan.metric_names,
@@ -1899,7 +1955,8 @@ def evaluate(
             column (``"weight"``) where the step holds one, ``evaluate`` reads only the columns it
             is told: without ``weights`` every row has weight 1, a ``"weight"`` column in the data
             too, so that a column added to the logs never changes past numbers; the result's
-            ``warnings`` then note that column (``weights="weight"`` weights by it).
+            ``warnings`` then note that column, and the note is raised as an :class:`UnreadWeightsWarning`
+            (``weights="weight"`` weights by it).
         metrics: registry names (``"ne"``, ``"auc"``, ``"gauc"``, ``"ndcg@10"``, ``"recall@20"``, ...;
             a list, tuple, numpy array or pandas ``Index`` of them), each reported under the name given;
             a name given twice is refused (one key: most likely a typo for another metric), as

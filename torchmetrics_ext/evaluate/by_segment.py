@@ -59,7 +59,6 @@ from torchmetrics_ext.functional.ranking._update import _NO_QUERY, _ranking_comp
 from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import (
     UndefinedEntries,
     collecting_undefined,
@@ -247,9 +246,9 @@ def _grouped_curves(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[
     """
     assert batch.groups is not None
     assert isinstance(metric, (GroupedAUC, GroupedAUPRC))
-    # on the CPU: the rows in (segment, user) order from one sort, handed to the kernel (no pair id
-    # per row, no sort of them again); the device kernel sorts the pair ids itself
-    order = None if on_device_path(preds) else _pair_order(batch.segment, batch.num_segments, batch.groups)
+    # the rows in (segment, user) order from one sort, handed to the kernel (no pair id per row, no
+    # sort of them again), on either path: the device kernel numbers the groups from it as from its own sort
+    order = _pair_order(batch.segment, batch.num_segments, batch.groups)
     sorted_rows: tuple[Tensor, Tensor] | None = None
     if order is None:
         users = torch.unique(batch.groups, return_inverse=True)[1]

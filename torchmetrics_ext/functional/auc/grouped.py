@@ -110,13 +110,13 @@ def _grouped_stats_and_slots(
     the first ``K`` of the device path's ``N`` for ``K`` distinct ids, counted on the device): a
     group holding only zero-weight rows counts too, as TorchRec's averaging over every group needs.
 
-    ``order``: on the CPU path, ``(perm, opens)`` as :func:`_id_order` of ``groups`` gives them (a
-    caller that sorted its rows by group already), so the ids are not sorted again; ``groups`` is
-    then not read there. The device path ignores it and sorts ``groups`` itself.
+    ``order``: ``(perm, opens)`` as :func:`_id_order` of ``groups`` gives them (a caller that sorted
+    its rows by group already), so the ids are not sorted again (on either path); ``groups`` is then
+    not read.
     """
     num_tasks, n = scores.shape
     if n > 0 and on_device_path(scores):
-        pos, neg, auc, ap, distinct = _grouped_curve_sums(scores, signed, groups)
+        pos, neg, auc, ap, distinct = _grouped_curve_sums(scores, signed, groups, order)
         return (pos, neg, auc, ap), torch.arange(n, device=groups.device) < distinct
     # One sort of the ids puts every group's samples side by side: group g (the g-th smallest id)
     # is perm[firsts[g]:firsts[g + 1]], so a block of whole groups is a slice of `perm`, never a

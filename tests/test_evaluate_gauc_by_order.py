@@ -133,20 +133,21 @@ def test_blocks_of_groups_same_bits(monkeypatch: pytest.MonkeyPatch, block: int)
 def test_one_sort_of_rows(monkeypatch: pytest.MonkeyPatch, device_path: bool) -> None:
     """The rows are sorted by id once (no ``torch.unique`` of users or pairs, no second id sort in the kernel).
 
-    The device kernel's one other sort is of its ``(group, score)`` keys; the CPU kernel's are NumPy's.
+    Every id sort of the package goes through ``_sorted_keys_order``; the device kernel's one other
+    sort is of its ``(group, score)`` keys (the CPU kernel's are NumPy's).
     """
     data = _data(1)
     batch = _batch(data, False)
-    calls = {"unique": 0, "id_order": 0, "sort": 0}
-    unique, id_order, sort = torch.unique, grouped._id_order, torch.sort
+    calls = {"unique": 0, "sorted_keys": 0, "sort": 0}
+    unique, sorted_keys, sort = torch.unique, grouped._sorted_keys_order, torch.sort
 
     def counting_unique(*args: object, **kwargs: object) -> object:
         calls["unique"] += 1
         return unique(*args, **kwargs)
 
-    def counting_id_order(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        calls["id_order"] += 1
-        return id_order(ids)
+    def counting_sorted_keys(key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        calls["sorted_keys"] += 1
+        return sorted_keys(key)
 
     def counting_sort(*args: object, **kwargs: object) -> object:
         calls["sort"] += 1
@@ -154,12 +155,12 @@ def test_one_sort_of_rows(monkeypatch: pytest.MonkeyPatch, device_path: bool) ->
 
     monkeypatch.setattr(torch, "unique", counting_unique)
     monkeypatch.setattr(torch, "sort", counting_sort)
-    monkeypatch.setattr(grouped, "_id_order", counting_id_order)
-    monkeypatch.setattr(by_segment, "_id_order", counting_id_order)
+    monkeypatch.setattr(grouped, "_sorted_keys_order", counting_sorted_keys)
+    monkeypatch.setattr(by_segment, "_sorted_keys_order", counting_sorted_keys)
     with force_device_path(device_path):
         by_segment._grouped_curves(GroupedAUC(), batch, batch.preds.to(torch.float32))
     # the id order's one torch.sort, and on the device path the kernel's sort of (group, score) keys
-    assert calls == {"unique": 0, "id_order": 1, "sort": 2 if device_path else 1}
+    assert calls == {"unique": 0, "sorted_keys": 1, "sort": 2 if device_path else 1}
 
 
 def test_evaluate_by_two_columns_is_pandas() -> None:

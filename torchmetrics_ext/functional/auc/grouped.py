@@ -171,12 +171,22 @@ def _id_order(groups: Tensor) -> tuple[Tensor, Tensor]:
         span = int(high) - int(low)
         # `groups - low` is exact in the ids' own dtype when the span fits it (not so for int8 ids -100 and 100)
         if span <= torch.iinfo(groups.dtype).max:
-            dtype = next((d for d, top in _ID_KEYS if span <= top), None)
+            dtype = _key_type(span)
             if dtype is not None:
                 key = torch.sub(groups, low, out=torch.empty(n, dtype=dtype, device=groups.device))
     if key is None:
         key = groups.clone()
-    perm = torch.empty(n, dtype=torch.int64, device=groups.device)
+    return _sorted_keys_order(key)
+
+
+def _key_type(top: int) -> torch.dtype | None:
+    """The narrowest of :data:`_ID_KEYS` that holds offsets ``0 .. top`` (``None``: none does)."""
+    return next((d for d, largest in _ID_KEYS if top <= largest), None)
+
+
+def _sorted_keys_order(key: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_id_order` of ``key`` (a tensor the caller gives up: sorted in place), keys already offsets or ids."""
+    perm = torch.empty(key.numel(), dtype=torch.int64, device=key.device)
     torch.sort(key, stable=True, out=(key, perm))  # in place: no second copy of the keys
     return perm, _starts(key)
 

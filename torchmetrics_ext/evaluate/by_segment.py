@@ -46,6 +46,8 @@ from torchmetrics_ext.functional.auc.grouped import (
     _grouped_curve_stats,
     _grouped_stats_and_slots,
     _id_order,
+    _key_type,
+    _sorted_keys_order,
 )
 from torchmetrics_ext.functional.auc.pairwise import (
     PairCounts,
@@ -59,7 +61,6 @@ from torchmetrics_ext.functional.ranking._update import _NO_QUERY, _ranking_comp
 from torchmetrics_ext.metrics.auc import AUC, AUPRC, XAUC, GroupedAUC, GroupedAUPRC, RegressionAUC
 from torchmetrics_ext.metrics.pointwise import _PointwiseMetric
 from torchmetrics_ext.metrics.ranking import RankingMetrics
-from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.warnings import (
     UndefinedEntries,
     collecting_undefined,
@@ -247,9 +248,9 @@ def _grouped_curves(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[
     """
     assert batch.groups is not None
     assert isinstance(metric, (GroupedAUC, GroupedAUPRC))
-    # on the CPU: the rows in (segment, user) order from one sort, handed to the kernel (no pair id
-    # per row, no sort of them again); the device kernel sorts the pair ids itself
-    order = None if on_device_path(preds) else _pair_order(batch.segment, batch.num_segments, batch.groups)
+    # the rows in (segment, user) order from one sort, handed to the kernel (no pair id per row, no
+    # sort of them again), on either path: the device kernel numbers the groups from it as from its own sort
+    order = _pair_order(batch.segment, batch.num_segments, batch.groups)
     sorted_rows: tuple[Tensor, Tensor] | None = None
     if order is None:
         users = torch.unique(batch.groups, return_inverse=True)[1]
@@ -376,12 +377,21 @@ def _pair_order(segment: Tensor, num_segments: int, users: Tensor) -> tuple[Tens
     the users are made dense first (a second sort). ``None`` for no rows, or pairs too many to key
     (the caller numbers them with :func:`_pairs` then).
     """
-    if users.numel() == 0:
+    n = users.numel()
+    if n == 0:
         return None
     low, high = (int(v) for v in torch.aminmax(users))
     span = high - low + 1  # exact as Python ints, whatever the ids
     if num_segments * span < _INT64_IDS:
-        key = segment * span + (users - low)
+        # written piece by piece into the narrowest key type that holds them (int32 for 2**31 pairs or
+        # fewer): no int64 key and no products of every row beside it; the same stable order as `_id_order`
+        # of the int64 keys, which sorts their offsets from the smallest
+        dtype = _key_type(num_segments * span - 1) or torch.int64
+        key = torch.empty(n, dtype=dtype, device=users.device)
+        for start in range(0, n, _SUM_ROWS):
+            piece = slice(start, start + _SUM_ROWS)
+            key[piece] = users[piece].to(torch.int64).sub(low).add_(segment[piece], alpha=span)
+        perm, opens = _sorted_keys_order(key)
     else:
         dense = torch.unique(users, return_inverse=True)[1]
         span = int(dense.max()) + 1
@@ -389,7 +399,7 @@ def _pair_order(segment: Tensor, num_segments: int, users: Tensor) -> tuple[Tens
             return None
         key = dense.add_(segment * span)
         del dense
-    perm, opens = _id_order(key)
+        perm, opens = _id_order(key)
     del key
     return perm, opens, segment[perm[torch.nonzero(opens).squeeze(1)]]
 

@@ -1372,6 +1372,13 @@ class _Run:
                 record["rows"] = used
             overall += records
             undefined += found
+        if views:
+            # every module's values are records now and its states are read no more: cleared before the
+            # segments' compute, which would otherwise hold them (GAUC's and AUC's every row) beside the kept rows
+            for module in self.modules:
+                module.reset()
+            release_free_memory()
+        for (plan, _), module, rows in zip(self.groups, self.modules, self.group_rows):
             if rows is None or not views:
                 continue
             kept, segment_ids = rows.gathered()  # every rank's rows, once for every segmentation

@@ -172,7 +172,7 @@ def _sortable_ids(groups: Tensor) -> Tensor:
 
 
 def _grouped_curve_sums(
-    scores: Tensor, signed: Tensor, groups: Tensor
+    scores: Tensor, signed: Tensor, groups: Tensor, id_order: tuple[Tensor, Tensor] | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(P, N, auc_num, ap_num, K)``: ``(T, N)`` float64 sums, one slot per possible dense group id.
 
@@ -181,7 +181,11 @@ def _grouped_curve_sums(
     Args:
         scores: ``(T, N)`` scores.
         signed: ``(T, N)`` signed weights.
-        groups: ``(N,)`` int64 group ids shared by every task.
+        groups: ``(N,)`` int64 group ids shared by every task (not read when ``id_order`` is given).
+        id_order: ``(perm, opens)``, the samples in order of id and ``True`` at each group's first
+            (:func:`~torchmetrics_ext.functional.auc.grouped._id_order`'s), from a caller that sorted
+            the ids already: the ids are then not sorted again. Any order of a group's samples gives
+            the same dense ids, so the same sums as without it.
 
     Slot ``g`` of a task belongs to the ``g``-th smallest distinct id; slots past the number of
     distinct ids hold zeros (no weight, so never a group with both classes). The number of
@@ -190,11 +194,16 @@ def _grouped_curve_sums(
     num_tasks, n = scores.shape
     device = scores.device
     size = num_tasks * n
-    sorted_ids, perm = torch.sort(_sortable_ids(groups))
-    dense_sorted = torch.cumsum(_starts(sorted_ids), 0).sub_(1)
+    if id_order is None:
+        sorted_ids, perm = torch.sort(_sortable_ids(groups))
+        opens = _starts(sorted_ids)
+        del sorted_ids
+    else:
+        perm, opens = id_order
+    dense_sorted = torch.cumsum(opens, 0).sub_(1)
     distinct = dense_sorted[-1] + 1  # the samples hold groups 0 .. distinct - 1 (n > 0 here)
     dense = torch.empty_like(perm).scatter_(0, perm, dense_sorted)
-    del sorted_ids, perm, dense_sorted
+    del opens, perm, dense_sorted
     seg = (torch.arange(num_tasks, device=device).unsqueeze(1) * n + dense.unsqueeze(0)).reshape(-1)
     score_key = _descending_keys(scores).reshape(-1)
     if size <= _PACKED_SEGMENTS:  # one sort of (segment << 32 | score key)

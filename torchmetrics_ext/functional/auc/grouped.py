@@ -111,13 +111,13 @@ def _grouped_stats_and_slots(
     the first ``K`` of the device path's ``N`` for ``K`` distinct ids, counted on the device): a
     group holding only zero-weight rows counts too, as TorchRec's averaging over every group needs.
 
-    ``order``: on the CPU path, ``(perm, opens)`` as :func:`_id_order` of ``groups`` gives them (a
-    caller that sorted its rows by group already), so the ids are not sorted again; ``groups`` is
-    then not read there. The device path ignores it and sorts ``groups`` itself.
+    ``order``: ``(perm, opens)`` as :func:`_id_order` of ``groups`` gives them (a caller that sorted
+    its rows by group already), so the ids are not sorted again (on either path); ``groups`` is then
+    not read.
     """
     num_tasks, n = scores.shape
     if n > 0 and on_device_path(scores):
-        pos, neg, auc, ap, distinct = _grouped_curve_sums(scores, signed, groups)
+        pos, neg, auc, ap, distinct = _grouped_curve_sums(scores, signed, groups, order)
         return (pos, neg, auc, ap), torch.arange(n, device=groups.device) < distinct
     # One sort of the ids puts every group's samples side by side: group g (the g-th smallest id)
     # is perm[firsts[g]:firsts[g + 1]], so a block of whole groups is a slice of `perm`, never a
@@ -172,12 +172,22 @@ def _id_order(groups: Tensor) -> tuple[Tensor, Tensor]:
         span = int(high) - int(low)
         # `groups - low` is exact in the ids' own dtype when the span fits it (not so for int8 ids -100 and 100)
         if span <= torch.iinfo(groups.dtype).max:
-            dtype = next((d for d, top in _ID_KEYS if span <= top), None)
+            dtype = _key_type(span)
             if dtype is not None:
                 key = torch.sub(groups, low, out=torch.empty(n, dtype=dtype, device=groups.device))
     if key is None:
         key = groups.clone()
-    perm = torch.empty(n, dtype=torch.int64, device=groups.device)
+    return _sorted_keys_order(key)
+
+
+def _key_type(top: int) -> torch.dtype | None:
+    """The narrowest of :data:`_ID_KEYS` that holds offsets ``0 .. top`` (``None``: none does)."""
+    return next((d for d, largest in _ID_KEYS if top <= largest), None)
+
+
+def _sorted_keys_order(key: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`_id_order` of ``key`` (a tensor the caller gives up: sorted in place), keys already offsets or ids."""
+    perm = torch.empty(key.numel(), dtype=torch.int64, device=key.device)
     torch.sort(key, stable=True, out=(key, perm))  # in place: no second copy of the keys
     return perm, _starts(key)
 

@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext._module_columns import _columns_read
-from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE
+from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE, _PADDING_MARKS, _padding_pointer
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.integrations._hf_label_names import (
     _COLUMNS,
@@ -856,6 +856,8 @@ class _Pointwise(HFComputeMetrics):
         for t in range(len(self.module.tasks)):
             for field in ("preds", "target"):
                 text = text.replace(self.module._domain_hint(field, t), "")  # "" for a field it says nothing of
+            for mark in _PADDING_MARKS:  # the module's step recipe for padding: this adapter's is `ignore_index`
+                text = text.replace(_padding_pointer(mark, self.module.tasks[t].label_name), "")
         single = len(self.tasks) == 1
         for i, task in enumerate(self.tasks):
             column = "" if single else f"[:, {i}]"

@@ -11,6 +11,7 @@ weighs its rows' largest weight, TorchRec's rule that ``RankingMetrics`` documen
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -361,3 +362,48 @@ def test_a_misspelt_column_argument_is_named():
         pointwise_compute_metrics(["ne"], label_names=("labels", "country"), segments="country", segment="country")
     with pytest.raises(ValueError, match=meant.format("weight", "weights") + r".*hold one label entry"):
         ranking_compute_metrics(ks=(1,), label_names=("labels", "s", "w"), sessions="s", weight="w")
+
+
+@pytest.mark.parametrize(
+    ("metrics", "options", "argument", "readers"),
+    [
+        (["ne", "auc"], {"label_names": ("y", "c"), "segments": "c"}, "segments", r"\['segmented_ne'\]"),
+        (["ne"], {"label_names": ("y", "u"), "groups": "u"}, "groups", r"\['gauc', 'gauprc'\]"),
+        (["ne", "gauc"], {"label_names": ("y", "u", "s"), "groups": "u", "sessions": "s"}, "sessions", r"\['ndcg'.*"),
+        (["gauc"], {"label_names": ("y", "u"), "groups": "u", "segments": "u"}, "segments", r"\['segmented_ne'\]"),
+        (
+            ["mrr@3"],
+            {"label_names": ("y", "s", "u"), "sessions": "s", "groups": "u"},
+            "groups",
+            r"\['gauc', 'gauprc'\]",
+        ),
+        (
+            ["segmented_ne"],
+            {"label_names": ("y", "c", "s"), "segments": "c", "sessions": "s", "num_segments": 2},
+            "sessions",
+            r"\[.*'recall@k'.*\]",
+        ),
+    ],
+)
+def test_a_column_no_chosen_metric_reads_is_refused_at_build(metrics, options, argument, readers):
+    """`segments=` without segmented_ne (and the like) was checked and never read: refused as `num_segments` is."""
+    entry = options[argument]
+    said = re.escape(f" read, and `metrics` {metrics!r} holds none of them")
+    match = rf"^`{argument}='{entry}'` names the \w+ ids that {readers}{said}.*: drop `{argument}`, or add '"
+    with pytest.raises(ValueError, match=match):
+        pointwise_compute_metrics(metrics, **options)
+
+
+def test_columns_every_metric_reads_still_build_and_one_entry_may_serve_groups_and_segments():
+    """`groups` and `segments` naming one entry, read by gauc and segmented_ne: accepted (checked against sklearn)."""
+    y, u = np.array([1, 0, 1, 0, 0, 1, 1, 0]), np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    z = np.array([0.3, -0.2, 0.9, 0.1, -0.5, 0.4, -0.1, 0.2])
+    compute = pointwise_compute_metrics(
+        ["gauc", "segmented_ne"], label_names=("y", "u"), groups="u", segments="u", num_segments=2
+    )
+    got = compute(EvalPrediction(predictions=z, label_ids=(y, u)))
+    per_user = [roc_auc_score(y[u == g], z[u == g]) for g in (0, 1)]
+    assert got["gauc"] == pytest.approx(np.mean(per_user), abs=1e-9)
+    assert got["segmented_ne.1"] == pytest.approx(
+        segmented_ne_reference(y, _sigmoid(z), np.ones(8), u)["segmented_ne.1"], rel=1e-9
+    )

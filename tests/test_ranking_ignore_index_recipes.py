@@ -117,3 +117,57 @@ def test_evaluate_pandas_frame_filtered_first_gives_ranx():
     for name in NAMES:
         assert result.values[f"{name}/click"] == pytest.approx(theirs[name], abs=1e-9), name
     assert np.count_nonzero(frame["label"] == PAD) == int((~mask).sum())
+
+
+@pytest.mark.parametrize("mark", [-100, -1])
+@pytest.mark.parametrize("metrics", [NAMES, [*NAMES, "ne"]])
+def test_module_refusing_a_padding_mark_points_to_leaving_the_rows_out_before_metric_tasks(mark, metrics):
+    """A label of exactly -100 or -1 is padding far more often than a task of other values: the refusal names the
+    step recipe and docs/ranking.md's section first (it named only `metric_tasks`), and that recipe gives ranx."""
+    scores, labels, mask = _padded(0)
+    labels[~mask] = mark
+    sessions = torch.arange(scores.shape[0]).unsqueeze(1).expand_as(scores)
+    step = {"prediction": scores.flatten(), "label": labels.flatten().double(), "session": sessions.flatten()}
+    module = tmx.RecMetricModule([tmx.RecTaskInfo("click", session_id_name="session")], metrics, throughput=False)
+    with pytest.raises(ValueError) as refused:
+        module.update(step)
+    message = str(refused.value)
+    pointer = (
+        f"If {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), leave them out of the step before "
+        f"`update`: `keep = model_out['label'] != {mark}`, then "
+        "`module.update({name: column[keep] for name, column in model_out.items()})` "
+        "(docs/ranking.md, 'Padding in a module and in evaluate')."
+    )
+    assert pointer in message and message.index(pointer) < message.index("metric_tasks")
+    keep = step["label"] != mark
+    if "ne" in metrics:  # NE reads 0/1 labels: the graded labels become clicks for it, ranking reads them as they are
+        step["label"] = step["label"].clamp(max=1)
+        labels = labels.clamp(max=1)
+    module.update({name: column[keep] for name, column in step.items()})
+    ours = {key.split("/")[0]: value.item() for key, value in module.compute().items()}
+    theirs = _ranx(scores, labels, mask)
+    for name in NAMES:
+        assert ours[name] == pytest.approx(theirs[name], abs=1e-9), name
+
+
+@pytest.mark.parametrize("marks", [(-3,), (-100, -1), (-2, -100)])
+def test_module_refusing_other_negative_labels_says_nothing_of_padding(marks):
+    """Only a column whose negative labels are all one usual mark (-100 or -1) gets the padding pointer."""
+    labels = torch.tensor([1.0, 0.0, *marks, 2.0])
+    step = {"prediction": torch.rand(labels.numel()), "label": labels, "session": torch.zeros(labels.numel()).long()}
+    with pytest.raises(ValueError, match=r"finite values >= 0, got values in .*metric_tasks") as refused:
+        _module().update(step)
+    assert "padded rows" not in str(refused.value)
+
+
+def test_hugging_face_adapter_keeps_its_own_padding_advice():
+    """The Trainer's callable names `ignore_index`, never the module's step recipe (it builds the step itself)."""
+    pytest.importorskip("transformers")
+    from transformers import EvalPrediction
+
+    from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics
+
+    call = EvalPrediction(predictions=np.array([0.5, -1.0, 2.0, 0.1]), label_ids=np.array([1, -1, 0, 1]))
+    with pytest.raises(ValueError, match=r"got values in \[-1, 1\]") as refused:
+        pointwise_compute_metrics(["ne"], ignore_index=None)(call)
+    assert "padded rows" not in str(refused.value) and "module.update" not in str(refused.value)

@@ -31,7 +31,7 @@ _RANKING_CLASSES = [
 @pytest.mark.parametrize(
     ("option", "value", "hint"),
     [
-        ("ignore_index", -100, r"`ignore_index=-100` is `mask=\(target != -100\)` in `update`"),
+        ("ignore_index", -100, r"`ignore_index=-100` .*: `update\(\.\.\., mask=\(target != -100\)\)` drops those rows"),
         ("aggregation", "median", r"the \(weighted\) mean over queries only"),
     ],
 )
@@ -183,13 +183,14 @@ def test_functional_top_k_is_refused_naming_the_cutoff_argument(name):
 @pytest.mark.parametrize(
     ("option", "value", "hint"),
     [
-        ("ignore_index", -100, r"`mask=\(target != -100\)` drops those rows"),
-        ("aggregation", "median", r"the \(weighted\) mean over queries only \(per-query weights: `weights=`\)"),
+        ("ignore_index", -100, r"`{name}\(\.\.\., mask=\(target != -100\)\)` drops those rows"),
+        ("aggregation", "median", r"mean over queries only \(per-query weights: `{name}\(\.\.\., weights=w\)`\)"),
     ],
 )
 def test_functional_torchmetrics_options_are_refused_naming_their_counterpart(name, option, value, hint):
     function, cutoff = _FUNCTIONS[name]
     given = {} if cutoff is None else {cutoff: (3,) if cutoff == "ks" else 3}
+    hint = hint.replace("{name}", name)  # the fix is told as a call of the function itself
     with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument '{option}' .*{hint}"):
         function(torch.rand(2, 4), torch.ones(2, 4), **given, **{option: value})
 
@@ -249,3 +250,55 @@ def test_functional_recipes_give_torchmetrics_values():
     theirs = RetrievalRecall(top_k=3, ignore_index=-100)(preds, labels, indexes)
     ours = tmf.recall_at_k(preds, labels, indexes, mask=labels != -100, k=3)
     assert ours.item() == pytest.approx(theirs.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("build", "function", "option", "value"),
+    [
+        (lambda **kw: tmx.NDCG(k=3, **kw), tmf.ndcg, "ignore_index", -100),
+        (lambda **kw: tmx.NDCG(k=3, **kw), tmf.ndcg, "aggregation", "max"),
+        (
+            lambda **kw: tmx.MulticlassRecallAtK(k=2, num_classes=4, **kw),
+            tmf.multiclass_recall_at_k,
+            "average",
+            "macro",
+        ),
+        (
+            lambda **kw: tmx.MulticlassRecallAtK(k=2, num_classes=4, **kw),
+            tmf.multiclass_recall_at_k,
+            "average",
+            "micro",
+        ),
+        (
+            lambda **kw: tmx.MulticlassRecallAtK(k=2, num_classes=4, **kw),
+            tmf.multiclass_recall_at_k,
+            "ignore_index",
+            -1,
+        ),
+    ],
+)
+def test_a_class_and_its_function_tell_one_fix(build, function, option, value):
+    """The class's refusal is the function's, told as a call of ``update`` instead of the function (the ranking
+    classes' aggregation fix named ``update(..., weights=w)``, the function's only ``weights=``)."""
+    preds, target = torch.rand(4, 4), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(TypeError) as theirs:
+        function(preds, target, **{"k": 2, "num_classes": 4} if "num" in function.__name__ else {}, **{option: value})
+    fix = str(theirs.value).split("): ", 1)[1].removesuffix(".").replace(f"{function.__name__}(", "update(")
+    with pytest.raises(ValueError) as ours:
+        build(**{option: value})
+    assert f"`{option}={value!r}` " in str(ours.value) and fix in str(ours.value)
+
+
+@pytest.mark.parametrize(("cls", "function"), [(tmx.NDCG, tmf.ndcg), (tmx.RankingMetrics, tmf.ranking_metrics)])
+def test_a_class_and_its_function_tell_one_cutoff_fix(cls, function):
+    with pytest.raises(TypeError) as theirs:
+        function(torch.rand(2, 4), torch.ones(2, 4), top_k=5)
+    fix = (
+        str(theirs.value)
+        .split("): ", 1)[1]
+        .replace(function.__name__, cls.__name__)
+        .replace("preds, target, ..., ", "")
+    )
+    with pytest.raises(TypeError, match=r"has no `top_k` argument \(TorchMetrics' name for the cutoff\)") as ours:
+        cls(top_k=5)
+    assert str(ours.value).endswith(fix)

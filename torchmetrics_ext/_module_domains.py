@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from torch import Tensor
 from torchmetrics import Metric
 
 from torchmetrics_ext._module_stack import _rows
@@ -275,6 +276,42 @@ def _domain_hint(owners: Sequence[str], field: str, domain: str, torchrec: bool 
             else "."
         )
     )
+
+
+# TorchMetrics' and Hugging Face's usual `ignore_index`, and the usual mark of a row without a label
+_PADDING_MARKS = (-100, -1)
+
+
+def _padding_pointer(mark: int, key: str) -> str:
+    """Where padded rows marked ``mark`` in label column ``key`` go: out of the step, not out of a metric's tasks."""
+    return (
+        f" If {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), leave them out of the step before"
+        f" `update`: `keep = model_out[{key!r}] != {mark}`, then"
+        " `module.update({name: column[keep] for name, column in model_out.items()})`"
+        " (docs/ranking.md, 'Padding in a module and in evaluate')."
+    )
+
+
+def _padding_hint(labels: Tensor, key: str) -> str:
+    """:func:`_padding_pointer` where every negative label of the column is one padding mark (-100 or -1).
+
+    Said on the error path only (the column is read), before the advice on ``metric_tasks``, which is for a task of
+    other values, not for padding.
+
+    Examples:
+        >>> import torch
+        >>> print(_padding_hint(torch.tensor([1.0, -100.0, 0.0, -100.0]), "label")[:62])
+         If -100 marks padded rows (TorchMetrics' `ignore_index=-100`)
+        >>> _padding_hint(torch.tensor([1.0, -100.0, -1.0]), "label"), _padding_hint(torch.tensor([-2, 1]), "label")
+        ('', '')
+    """
+    negative = labels[labels < 0]
+    if negative.numel() == 0:
+        return ""
+    mark = negative.amin().item()
+    if mark not in _PADDING_MARKS or not bool((negative == mark).all()):
+        return ""
+    return _padding_pointer(int(mark), key)
 
 
 def warn_value_heads_read_as_logits(

@@ -52,6 +52,7 @@ from torchmetrics_ext._module_domains import (
     _domain_hint,
     _fed_probabilities,
     _in_module,
+    _padding_hint,
     _rows_range,
     _strictest_over_tasks,
     _task_domains,
@@ -1547,6 +1548,8 @@ class RecMetricModule(CheckpointLoading):
                     read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
                     if field != "weights" and not nan:
                         read += self._domain_hint(field, t)
+                    if field == "target" and not nan:  # padding: leave the rows out (before the metric_tasks advice)
+                        read = _padding_hint(column, key) + read
                     named = f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}"
                     return refusal(named, wrong_type=isinstance(own, TypeError))
         return _in_module(error)

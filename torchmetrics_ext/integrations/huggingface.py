@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext._module_columns import _columns_read
-from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE
+from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE, _PADDING_MARKS, _padding_pointer
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.integrations._hf_label_names import (
     _COLUMNS,
@@ -75,7 +75,7 @@ from torchmetrics_ext.metrics.counters import LabelAverage, NumPositiveSamples, 
 from torchmetrics_ext.metrics.pointwise import CTR
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
-from torchmetrics_ext.registry import build_metric, lookup
+from torchmetrics_ext.registry import build_metric, lookup, metric_names
 from torchmetrics_ext.utilities.checks import (
     as_real,
     check_flag,
@@ -501,6 +501,29 @@ def _missing_ids_message(name: str, argument: str) -> str:
     return text + "."
 
 
+def _readers(argument: str) -> list[str]:
+    """The registry's metrics (``"ndcg@k"`` for every cutoff) that read the ids of builder ``argument``."""
+    readers = []
+    for name in metric_names():
+        probe = name.replace("@k", "@10")  # a cutoff family reads what its members read
+        try:
+            if _ids_read(probe, lookup(probe)[0]) == argument:
+                readers.append(name)
+        except ValueError:  # ids no builder argument gives: read by no argument here
+            continue
+    return readers
+
+
+def _unread_ids_message(argument: str, entry: str, metrics: Sequence[str]) -> str:
+    """The build error of ``argument`` (``groups``, ...) naming ids that no metric of ``metrics`` reads."""
+    readers = _readers(argument)
+    return (
+        f"`{argument}={entry!r}` names the {_COLUMNS[argument]} that {readers} read, and `metrics` {list(metrics)} "
+        f"holds none of them, so the column would be checked and never read: drop `{argument}`, or add "
+        f"{readers[0]!r}."
+    )
+
+
 class _Pointwise(HFComputeMetrics):
     _label_columns = True
 
@@ -579,6 +602,10 @@ class _Pointwise(HFComputeMetrics):
                     f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
                 ) from error
         self._reads = set(reading.values())
+        unread = [argument for argument in ("groups", "segments", "sessions") if argument in named]
+        for argument in unread:  # ids no chosen metric reads: refused as `num_segments` without segmented_ne
+            if argument not in self._reads:
+                raise ValueError(_unread_ids_message(argument, named[argument], metrics))
         ranked = [name for name, reads in reading.items() if reads == "sessions"]
         if ranked and self.ignore_index is not None:
             raise ValueError(
@@ -856,6 +883,8 @@ class _Pointwise(HFComputeMetrics):
         for t in range(len(self.module.tasks)):
             for field in ("preds", "target"):
                 text = text.replace(self.module._domain_hint(field, t), "")  # "" for a field it says nothing of
+            for mark in _PADDING_MARKS:  # the module's step recipe for padding: this adapter's is `ignore_index`
+                text = text.replace(_padding_pointer(mark, self.module.tasks[t].label_name), "")
         single = len(self.tasks) == 1
         for i, task in enumerate(self.tasks):
             column = "" if single else f"[:, {i}]"
@@ -1034,7 +1063,9 @@ def pointwise_compute_metrics(
             ``segments`` naming two entries, ``label_names`` whose remaining entries are neither one nor one per
             task; a metric whose ids no argument names (``gauc`` without ``groups``, ``segmented_ne`` without
             ``segments``, ``"ndcg@10"`` without ``sessions``), ``segmented_ne`` without ``num_segments`` (or
-            ``num_segments`` without it), ranking metrics with ``ignore_index``; when called, a number of label
+            ``num_segments`` without it), ids no chosen metric reads (``segments`` without ``segmented_ne``,
+            ``groups`` without ``gauc``/``gauprc``, ``sessions`` without a ranking metric: the message names the
+            metrics that read them), ranking metrics with ``ignore_index``; when called, a number of label
             arrays other than ``len(label_names)``, weights or ids of another length, NaN, infinite or negative
             weights, segment ids outside ``[0, num_segments)``, each naming its ``label_names`` entry.
         TypeError: ``label_names`` holding something other than names; when called, bool weights or float

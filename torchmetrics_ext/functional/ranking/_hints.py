@@ -23,34 +23,40 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _cutoff_fix(name: str, parameters: Collection[str], value: object) -> str:
-    """What replaces TorchMetrics' ``top_k=value`` in function ``name``."""
+def _cutoff_fix(name: str, parameters: Collection[str], value: object, *, inputs: str = "preds, target, ..., ") -> str:
+    """What replaces TorchMetrics' ``top_k=value`` in ``name`` (a function, or a class with ``inputs=""``)."""
     if "k" in parameters:
-        return f"{name} takes the cutoff as `k`: {name}(preds, target, ..., k={value!r})"
+        return f"{name} takes the cutoff as `k`: {name}({inputs}k={value!r})"
     if "ks" in parameters:
-        return f"{name} takes its cutoffs as `ks`: {name}(preds, target, ..., ks=({value!r},))"
+        return f"{name} takes its cutoffs as `ks`: {name}({inputs}ks=({value!r},))"
     return f"{name} has no cutoff"
 
 
 def _ignore_index_fix(name: str, parameters: Collection[str], value: object) -> str:
-    """What replaces TorchMetrics' ``ignore_index=value``: ``mask`` where the function takes one."""
+    """What replaces TorchMetrics' ``ignore_index=value``: ``mask`` where ``name`` takes one."""
     if "mask" in parameters:
-        return f"`mask=(target != {value!r})` drops those rows (flat or padded: a `False` entry drops the row)"
+        rows = "(flat or padded: a `False` entry drops the row)"
+        return f"`{name}(..., mask=(target != {value!r}))` drops those rows {rows}"
     return f"leave those samples out: `keep = target != {value!r}`, then {name}(preds[keep], target[keep], ...)"
 
 
 def _aggregation_fix(name: str, parameters: Collection[str], value: object) -> str:
     """What replaces TorchMetrics' ``aggregation=value``: nothing, the mean over queries (weighted)."""
-    weights = " (per-query weights: `weights=`)" if "weights" in parameters else ""
+    weights = f" (per-query weights: `{name}(..., weights=w)`)" if "weights" in parameters else ""
     return f"no counterpart: the value is the (weighted) mean over queries only{weights}"
 
 
 def _average_fix(name: str, parameters: Collection[str], value: object) -> str:
     """What replaces TorchMetrics' ``average=value`` of ``MulticlassAccuracy(top_k=...)``: the micro average."""
-    micro = 'TorchMetrics\' `average="micro"`'
+    micro = (
+        'TorchMetrics\' `MulticlassAccuracy(top_k=k, average="micro")` and `MulticlassRecall(top_k=k, average="micro")`'
+    )
     if value == "micro":
         return f"the value is always over samples (weighted), {micro}: drop `average`"
-    return f'no counterpart: the value is over samples (weighted), {micro}, where `"macro"` averages per-class values'
+    return (
+        f"no counterpart: the value is over samples (weighted), {micro}, "
+        'where their default `average="macro"` averages per-class values'
+    )
 
 
 # TorchMetrics' options (retrieval, and the `top_k` classification metrics), each with what replaces it
@@ -60,6 +66,21 @@ _TORCHMETRICS = {
     "aggregation": ("TorchMetrics' reduction over queries", _aggregation_fix),
     "average": ("TorchMetrics' class averaging", _average_fix),
 }
+
+
+def option_hint(option: str, name: str, parameters: Collection[str], value: object) -> str:
+    """TorchMetrics' ``option=value`` and what replaces it in ``name`` (of ``parameters``), as the classes say it.
+
+    The classes (:mod:`torchmetrics_ext.metrics.ranking._base`) refuse ``ignore_index``, ``aggregation`` and
+    ``average`` in their constructor naming this, with ``name="update"`` and ``update``'s parameters: one text
+    for a class and its function.
+
+    Examples:
+        >>> print(option_hint("aggregation", "update", ["preds", "target", "weights"], "max"))
+        `aggregation='max'` (TorchMetrics' reduction over queries): no counterpart: ... `update(..., weights=w)`)
+    """
+    what, fix = _TORCHMETRICS[option]
+    return f"`{option}={value!r}` ({what}): {fix(name, parameters, value)}"
 
 
 def unexpected_keywords_message(name: str, parameters: Collection[str], kwargs: dict[str, object]) -> str | None:

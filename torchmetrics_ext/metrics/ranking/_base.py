@@ -31,13 +31,14 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional.ranking._hints import _TORCHMETRICS, _cutoff_fix, option_hint
 from torchmetrics_ext.functional.ranking._inputs import (
     _WIDE_UNSIGNED,
     RankingRows,
@@ -78,39 +79,33 @@ def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
     ``top_k``) or TorchMetrics' "unexpected keyword arguments" for a class whose ``k`` has a default.
     TorchMetrics' other options that have no option of that name here (``cls._torchmetrics_options``:
     ``ignore_index``, ``aggregation``, ``average``) are refused there too, as TorchMetrics' own
-    "Unexpected keyword arguments" error (:func:`options_error`) followed by what replaces them.
+    "Unexpected keyword arguments" error (:func:`options_error`) followed by what replaces them. The
+    replacements are the functional twins' (:mod:`torchmetrics_ext.functional.ranking._hints`), told with
+    the class's name and ``__init__`` parameters (the cutoff) or ``update``'s (the rest).
     """
-    hints = {name: hint(kwargs[name]) for name, hint in cls._torchmetrics_options.items() if name in kwargs}
-    if hints and "top_k" not in kwargs:
+    given = [option for option in cls._torchmetrics_options if option in kwargs]
+    if given and "top_k" not in kwargs:
+        update = tuple(inspect.signature(cls.update).parameters)
+        hints = [
+            f"{option_hint(option, 'update', update, kwargs[option])}{cls._torchmetrics_options[option]}."
+            for option in given
+        ]
         taken = accepted_options(cls)
         unknown = [name for name in kwargs if name not in taken]
         error = options_error(cls, unknown)
-        raise ValueError(f"{error} {' '.join(hints.values())}")
+        raise ValueError(f"{error} {' '.join(hints)}")
     if "top_k" not in kwargs:
         return
-    value, parameters = kwargs["top_k"], inspect.signature(cls.__init__).parameters
-    if "k" in parameters:
-        fix = f"takes the cutoff as `k`: {cls.__name__}(k={value!r})"
-    elif "ks" in parameters:
-        fix = f"takes its cutoffs as `ks`: {cls.__name__}(ks=({value!r},))"
-    else:
-        fix = "has no cutoff"
-    raise TypeError(f"{cls.__name__} has no `top_k` argument (TorchMetrics' name for the cutoff): it {fix}.")
+    value, parameters = kwargs["top_k"], tuple(inspect.signature(cls.__init__).parameters)
+    fix = _cutoff_fix(cls.__name__, parameters, value, inputs="")
+    raise TypeError(f"{cls.__name__} has no `top_k` argument ({_TORCHMETRICS['top_k'][0]}): {fix}.")
 
 
-def _ignore_index_hint(value: object) -> str:
-    return (
-        f"TorchMetrics' `ignore_index={value!r}` is `mask=(target != {value!r})` in `update` (flat or padded rows: "
-        "a `False` entry drops the row); a `RecMetricModule` or `evaluate` takes no mask: leave those rows out "
-        "(docs/ranking.md, 'Padding in a module and in evaluate')."
-    )
-
-
-def _aggregation_hint(value: object) -> str:
-    return (
-        f"TorchMetrics' `aggregation={value!r}` has no counterpart: the value is the (weighted) mean over queries "
-        "only (per-query weights: `update(..., weights=w)`)."
-    )
+# What a ranking class adds to the functions' `ignore_index` fix: a module and `evaluate` take no mask
+_NO_MASK_THERE = (
+    "; a `RecMetricModule` or `evaluate` takes no mask: leave those rows out "
+    "(docs/ranking.md, 'Padding in a module and in evaluate')"
+)
 
 
 class _RejectsTopK:
@@ -121,8 +116,8 @@ class _RejectsTopK:
     ``__init__`` would show ``(*args, **kwargs)`` instead of the constructor's parameters.
     """
 
-    # TorchMetrics' options with no option of that name here, each with what replaces it (given the value)
-    _torchmetrics_options: ClassVar[Mapping[str, Callable[[object], str]]] = {}
+    # TorchMetrics' options with no option of that name here, each with a pointer added to what replaces it
+    _torchmetrics_options: ClassVar[Mapping[str, str]] = {}
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         """Reject TorchMetrics' ``top_k`` (and its options of other names) by name."""
@@ -141,10 +136,7 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 
-    _torchmetrics_options: ClassVar[Mapping[str, Callable[[object], str]]] = {
-        "ignore_index": _ignore_index_hint,
-        "aggregation": _aggregation_hint,
-    }
+    _torchmetrics_options: ClassVar[Mapping[str, str]] = {"ignore_index": _NO_MASK_THERE, "aggregation": ""}
 
     weight_sum: Tensor
     preds: list[Tensor]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -19,25 +19,6 @@ from torchmetrics_ext.metrics.base import TaskMetric, one_task
 from torchmetrics_ext.metrics.ranking._base import _RejectsTopK
 
 __all__ = ["MulticlassRecallAtK"]
-
-
-def _average_hint(value: object) -> str:
-    micro = (
-        'TorchMetrics\' `MulticlassAccuracy(top_k=k, average="micro")` and `MulticlassRecall(top_k=k, average="micro")`'
-    )
-    if value == "micro":
-        return f"The value is always over samples (weighted), {micro}: drop `average`."
-    return (
-        f"TorchMetrics' `average={value!r}` has no counterpart: the value is over samples (weighted), {micro}, "
-        'where their default `average="macro"` averages per-class values.'
-    )
-
-
-def _multiclass_ignore_index_hint(value: object) -> str:
-    return (
-        f"TorchMetrics' `ignore_index={value!r}`: leave those samples out, `keep = target != {value!r}` and "
-        "`update(preds[keep], target[keep])`."
-    )
 
 
 _HIT_STATE = re.compile(r"hit_sum_k(?P<k>\d+)_of(?P<num_classes>\d+)")  # the hit sum's name (see __init__)
@@ -93,10 +74,7 @@ class MulticlassRecallAtK(_RejectsTopK, TaskMetric):
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
 
-    _torchmetrics_options: ClassVar[Mapping[str, Callable[[object], str]]] = {
-        "average": _average_hint,
-        "ignore_index": _multiclass_ignore_index_hint,
-    }
+    _torchmetrics_options: ClassVar[Mapping[str, str]] = {"average": "", "ignore_index": ""}
 
     weight_sum: Tensor
 

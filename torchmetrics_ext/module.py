@@ -461,9 +461,10 @@ class RecMetricModule(CheckpointLoading):
         if names:  # registry names, as `from_config` takes them (a list, a tuple, a 1-D array of strings)
             metrics = _metric_specs(names, "`metrics`")
         if not isinstance(metrics, Mapping) or not metrics:
-            raise ValueError(
+            raise refusal(  # a str or an int is a wrong type, an empty dict or list a wrong value
                 f"Expected `metrics` to be a non-empty dict of name -> metric (or a list of registry names), "
-                f"got {metrics!r}."
+                f"got {metrics!r}.",
+                wrong_type=names is None and not isinstance(metrics, Mapping),
             )
         if window_size is not None:
             window_size = check_int("window_size", window_size, 1, " or None")
@@ -2168,13 +2169,16 @@ def _default_warmup_steps(compute_interval_steps: int) -> int:
 
 def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     listed = _listed(tasks)
-    if not listed:
-        raise ValueError(f"Expected `tasks` to be a non-empty list of RecTaskInfo (or names), got {tasks!r}.")
+    if not listed:  # a str or a mapping is a wrong type, an empty list a wrong value
+        raise refusal(
+            f"Expected `tasks` to be a non-empty list of RecTaskInfo (or names), got {tasks!r}.",
+            wrong_type=listed is None,
+        )
     # a name (a NumPy string too) is a RecTaskInfo of that name; anything else is checked below
     out = tuple(RecTaskInfo(name) if (name := as_str(t)) is not None else cast(RecTaskInfo, t) for t in listed)
     for task in out:
         if not isinstance(task, RecTaskInfo):
-            raise ValueError(f"Expected `tasks` to hold RecTaskInfo or names, got {task!r}.")
+            raise WrongTypeError(f"Expected `tasks` to hold RecTaskInfo or names, got {task!r}.")
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
@@ -2203,7 +2207,9 @@ def _task_from_config(task: Any) -> RecTaskInfo:
         return RecTaskInfo(task)
     known = [f.name for f in fields(RecTaskInfo)]
     if not isinstance(task, Mapping):
-        raise ValueError(f"Expected a task name, a dict of RecTaskInfo fields {known} or a RecTaskInfo, got {task!r}.")
+        raise WrongTypeError(
+            f"Expected a task name, a dict of RecTaskInfo fields {known} or a RecTaskInfo, got {task!r}."
+        )
     unknown = sorted((key for key in task if key not in known), key=str)
     if unknown:
         raise ValueError(

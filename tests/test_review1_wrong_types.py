@@ -1,0 +1,60 @@
+"""Wrong types found in review: each raised a plain ``ValueError`` (or no argument error) where docs/policies.md
+("Wrong types") asks for ``tmx.WrongTypeError`` (a ``TypeError`` and a ``ValueError``).
+
+The reference is Python's convention as the policy spells it: a string where a list goes (``metrics="ndcg"``),
+a mapping where a list goes, an int where a name goes, an int where a tensor goes are wrong types; an empty
+list is a wrong value (plain ``ValueError``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+import torchmetrics_ext as tmx
+from torchmetrics_ext.functional import ndcg, recall_at_k
+
+P = torch.tensor([[0.9, 0.2, 0.4], [0.1, 0.8, 0.3]])
+Y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+
+# name -> (call, text the message names, "type" or "value")
+CASES: dict[str, tuple[Callable[[], Any], str, str]] = {
+    "module_tasks_str": (lambda: tmx.RecMetricModule("click", ["ne"]), "`tasks`", "type"),
+    "module_tasks_mapping": (lambda: tmx.RecMetricModule({"click": 1}, ["ne"]), "`tasks`", "type"),
+    "module_tasks_item_int": (lambda: tmx.RecMetricModule([3], ["ne"]), "`tasks`", "type"),
+    "module_tasks_empty": (lambda: tmx.RecMetricModule([], ["ne"]), "`tasks`", "value"),
+    "module_metrics_str": (lambda: tmx.RecMetricModule(["click"], "ne"), "`metrics`", "type"),
+    "module_metrics_int": (lambda: tmx.RecMetricModule(["click"], 3), "`metrics`", "type"),
+    "module_metrics_empty_dict": (lambda: tmx.RecMetricModule(["click"], {}), "`metrics`", "value"),
+    "module_metrics_empty_list": (lambda: tmx.RecMetricModule(["click"], []), "`metrics`", "value"),
+    "config_task_int": (
+        lambda: tmx.RecMetricModule.from_config({"tasks": [3], "metrics": ["ne"]}),
+        "a task name",
+        "type",
+    ),
+    "ndcg_indexes_int_2d": (lambda: ndcg(P, Y, 3), "`indexes=None`", "type"),
+    "recall_indexes_list_2d": (lambda: recall_at_k(P, Y, [0, 1], k=2), "`indexes=None`", "type"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_wrong_type_is_a_wrong_type_error_and_a_wrong_value_a_plain_value_error(name: str) -> None:
+    call, argument, given = CASES[name]
+    with pytest.raises(ValueError) as info:  # every refused argument is a ValueError
+        call()
+    error = info.value
+    assert argument in str(error), str(error)
+    if given == "type":
+        assert type(error) is tmx.WrongTypeError, (type(error), error)
+    else:
+        assert type(error) is ValueError, (type(error), error)
+
+
+def test_a_tensor_indexes_with_2d_preds_is_still_refused_as_a_wrong_value() -> None:
+    """The 2-D layout takes no ``indexes`` tensor: that stays the value error it was (unchanged)."""
+    with pytest.raises(ValueError) as info:
+        ndcg(P, Y, torch.tensor([0, 1]))
+    assert type(info.value) is ValueError and "indexes" in str(info.value)

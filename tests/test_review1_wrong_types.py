@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 
 import torchmetrics_ext as tmx
+from torchmetrics_ext.evaluate import evaluate
 from torchmetrics_ext.functional import ndcg, recall_at_k
 
 P = torch.tensor([[0.9, 0.2, 0.4], [0.1, 0.8, 0.3]])
 Y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+FRAME = pd.DataFrame({"p": [0.2, 0.7], "y": [0, 1]})
 
 # name -> (call, text the message names, "type" or "value")
 CASES: dict[str, tuple[Callable[[], Any], str, str]] = {
@@ -34,6 +37,40 @@ CASES: dict[str, tuple[Callable[[], Any], str, str]] = {
         lambda: tmx.RecMetricModule.from_config({"tasks": [3], "metrics": ["ne"]}),
         "a task name",
         "type",
+    ),
+    "task_info_name_int": (lambda: tmx.RecTaskInfo(3), "`RecTaskInfo.name`", "type"),
+    "task_info_name_empty": (lambda: tmx.RecTaskInfo(""), "`RecTaskInfo.name`", "value"),
+    "task_info_label_name_int": (lambda: tmx.RecTaskInfo("a", label_name=3), "`RecTaskInfo.label_name`", "type"),
+    "task_info_weight_name_empty": (lambda: tmx.RecTaskInfo("a", weight_name=""), "`RecTaskInfo.weight_name`", "value"),
+    "state_metrics_value_int": (
+        lambda: tmx.RecMetricModule(["c"], ["ne"], state_metrics={"x": 3}),
+        "`state_metrics`",
+        "type",
+    ),
+    "state_metrics_name_int": (
+        lambda: tmx.RecMetricModule(["c"], ["ne"], state_metrics={3: lambda: 1.0}),
+        "`state_metrics`",
+        "type",
+    ),
+    "state_metrics_name_empty": (
+        lambda: tmx.RecMetricModule(["c"], ["ne"], state_metrics={"": lambda: 1.0}),
+        "`state_metrics`",
+        "value",
+    ),
+    "state_metrics_list": (lambda: tmx.RecMetricModule(["c"], ["ne"], state_metrics=[1]), "`state_metrics`", "type"),
+    "evaluate_tasks_int": (lambda: evaluate(FRAME, 3, ["ctr"]), "`tasks`", "type"),
+    "evaluate_tasks_empty_dict": (lambda: evaluate(FRAME, {}, ["ctr"]), "`tasks`", "value"),
+    "evaluate_task_columns_int": (lambda: evaluate(FRAME, {"c": 3}, ["ctr"]), "task 'c'", "type"),
+    "evaluate_task_columns_three": (lambda: evaluate(FRAME, {"c": ("p", "y", "y")}, ["ctr"]), "task 'c'", "value"),
+    "evaluate_on_invalid_int": (
+        lambda: evaluate(FRAME, {"c": ("p", "y")}, ["ctr"], on_invalid=1),
+        "`on_invalid`",
+        "type",
+    ),
+    "evaluate_on_invalid_unknown": (
+        lambda: evaluate(FRAME, {"c": ("p", "y")}, ["ctr"], on_invalid="drop"),
+        "`on_invalid`",
+        "value",
     ),
     "ndcg_indexes_int_2d": (lambda: ndcg(P, Y, 3), "`indexes=None`", "type"),
     "recall_indexes_list_2d": (lambda: recall_at_k(P, Y, [0, 1], k=2), "`indexes=None`", "type"),

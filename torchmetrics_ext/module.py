@@ -205,7 +205,10 @@ class RecTaskInfo:
                 object.__setattr__(self, f.name, value := as_str(value))
             if not (isinstance(value, str) and value) and not (optional and value is None):
                 expected = "a non-empty string" + (" or None" if optional else "")
-                raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
+                raise refusal(  # an int is a wrong type, an empty string a wrong value
+                    f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.",
+                    wrong_type=not isinstance(value, str),
+                )
         if not _entry_name_ok(self.name):
             raise ValueError(
                 "Expected `RecTaskInfo.name` to be printable, without '/', '|' or '.' (they separate key parts), "
@@ -484,10 +487,15 @@ class RecMetricModule(CheckpointLoading):
             if logits_flag is None:
                 raise WrongTypeError(f"Expected `from_logits` to be a bool or None, got {from_logits!r}.")
             from_logits = logits_flag
+        if state_metrics is not None and not isinstance(state_metrics, Mapping):
+            raise WrongTypeError(f"Expected `state_metrics` to be a dict of name -> callable, got {state_metrics!r}.")
         self.state_metrics = dict(state_metrics or {})
         for name, fn in self.state_metrics.items():
             if not isinstance(name, str) or not name or not callable(fn):
-                raise ValueError(f"Expected `state_metrics` to map names to callables, got {name!r}: {fn!r}.")
+                raise refusal(  # a name that is no str or a value that is no callable: a wrong type
+                    f"Expected `state_metrics` to map names to callables, got {name!r}: {fn!r}.",
+                    wrong_type=not isinstance(name, str) or not callable(fn),
+                )
             _check_metric_name(name)
             if name in metrics or name == "throughput":
                 raise ValueError(f"State metric {name!r} has the name of a metric; give it another name.")

@@ -18,6 +18,12 @@ import torch
 import torchmetrics_ext as tmx
 from torchmetrics_ext.evaluate import evaluate
 from torchmetrics_ext.functional import ndcg, recall_at_k
+from torchmetrics_ext.registry import torchrec_name_hint
+
+
+def _torchrec(rec_metrics: Any) -> tmx.RecMetricModule:
+    return tmx.RecMetricModule.from_torchrec_config({"rec_tasks": [{"name": "a"}], "rec_metrics": rec_metrics})
+
 
 P = torch.tensor([[0.9, 0.2, 0.4], [0.1, 0.8, 0.3]])
 Y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
@@ -72,6 +78,11 @@ CASES: dict[str, tuple[Callable[[], Any], str, str]] = {
         "`on_invalid`",
         "value",
     ),
+    "torchrec_metric_key_int": (lambda: _torchrec({3: {}}), "TorchRec metric", "type"),
+    "torchrec_metric_key_unknown": (lambda: _torchrec({"nope": {}}), "TorchRec metric", "value"),
+    "torchrec_rec_metrics_list": (lambda: _torchrec(["ne"]), "`rec_metrics`", "type"),
+    "torchrec_rec_metrics_empty": (lambda: _torchrec({}), "`rec_metrics`", "value"),
+    "torchrec_name_hint_int": (lambda: torchrec_name_hint(3), "`name`", "type"),  # type: ignore[arg-type]
     "ndcg_indexes_int_2d": (lambda: ndcg(P, Y, 3), "`indexes=None`", "type"),
     "recall_indexes_list_2d": (lambda: recall_at_k(P, Y, [0, 1], k=2), "`indexes=None`", "type"),
 }

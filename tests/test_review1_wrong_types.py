@@ -83,6 +83,8 @@ CASES: dict[str, tuple[Callable[[], Any], str, str]] = {
     "torchrec_rec_metrics_list": (lambda: _torchrec(["ne"]), "`rec_metrics`", "type"),
     "torchrec_rec_metrics_empty": (lambda: _torchrec({}), "`rec_metrics`", "value"),
     "torchrec_name_hint_int": (lambda: torchrec_name_hint(3), "`name`", "type"),  # type: ignore[arg-type]
+    "evaluate_weights_int": (lambda: evaluate(FRAME, {"c": ("p", "y")}, ["ctr"], weights=3), "`weights`", "type"),
+    "evaluate_weights_empty": (lambda: evaluate(FRAME, {"c": ("p", "y")}, ["ctr"], weights=""), "`weights`", "value"),
     "ndcg_indexes_int_2d": (lambda: ndcg(P, Y, 3), "`indexes=None`", "type"),
     "recall_indexes_list_2d": (lambda: recall_at_k(P, Y, [0, 1], k=2), "`indexes=None`", "type"),
 }

@@ -525,7 +525,9 @@ def _unused_ids_note(role: str, column: str, metrics: Sequence[str]) -> str:
 
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
-        raise ValueError(f"Expected `{name}` to be a column name or None, got {value!r}.")
+        raise refusal(  # an int is a wrong type, an empty name a wrong value
+            f"Expected `{name}` to be a column name or None, got {value!r}.", wrong_type=not isinstance(value, str)
+        )
     return value
 
 

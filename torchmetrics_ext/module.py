@@ -205,7 +205,10 @@ class RecTaskInfo:
                 object.__setattr__(self, f.name, value := as_str(value))
             if not (isinstance(value, str) and value) and not (optional and value is None):
                 expected = "a non-empty string" + (" or None" if optional else "")
-                raise ValueError(f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.")
+                raise refusal(  # an int is a wrong type, an empty string a wrong value
+                    f"Expected `RecTaskInfo.{f.name}` to be {expected}, got {value!r}.",
+                    wrong_type=not isinstance(value, str),
+                )
         if not _entry_name_ok(self.name):
             raise ValueError(
                 "Expected `RecTaskInfo.name` to be printable, without '/', '|' or '.' (they separate key parts), "
@@ -461,9 +464,10 @@ class RecMetricModule(CheckpointLoading):
         if names:  # registry names, as `from_config` takes them (a list, a tuple, a 1-D array of strings)
             metrics = _metric_specs(names, "`metrics`")
         if not isinstance(metrics, Mapping) or not metrics:
-            raise ValueError(
+            raise refusal(  # a str or an int is a wrong type, an empty dict or list a wrong value
                 f"Expected `metrics` to be a non-empty dict of name -> metric (or a list of registry names), "
-                f"got {metrics!r}."
+                f"got {metrics!r}.",
+                wrong_type=names is None and not isinstance(metrics, Mapping),
             )
         if window_size is not None:
             window_size = check_int("window_size", window_size, 1, " or None")
@@ -483,10 +487,15 @@ class RecMetricModule(CheckpointLoading):
             if logits_flag is None:
                 raise WrongTypeError(f"Expected `from_logits` to be a bool or None, got {from_logits!r}.")
             from_logits = logits_flag
+        if state_metrics is not None and not isinstance(state_metrics, Mapping):
+            raise WrongTypeError(f"Expected `state_metrics` to be a dict of name -> callable, got {state_metrics!r}.")
         self.state_metrics = dict(state_metrics or {})
         for name, fn in self.state_metrics.items():
             if not isinstance(name, str) or not name or not callable(fn):
-                raise ValueError(f"Expected `state_metrics` to map names to callables, got {name!r}: {fn!r}.")
+                raise refusal(  # a name that is no str or a value that is no callable: a wrong type
+                    f"Expected `state_metrics` to map names to callables, got {name!r}: {fn!r}.",
+                    wrong_type=not isinstance(name, str) or not callable(fn),
+                )
             _check_metric_name(name)
             if name in metrics or name == "throughput":
                 raise ValueError(f"State metric {name!r} has the name of a metric; give it another name.")
@@ -2168,13 +2177,16 @@ def _default_warmup_steps(compute_interval_steps: int) -> int:
 
 def _check_tasks(tasks: Sequence[RecTaskInfo | str]) -> tuple[RecTaskInfo, ...]:
     listed = _listed(tasks)
-    if not listed:
-        raise ValueError(f"Expected `tasks` to be a non-empty list of RecTaskInfo (or names), got {tasks!r}.")
+    if not listed:  # a str or a mapping is a wrong type, an empty list a wrong value
+        raise refusal(
+            f"Expected `tasks` to be a non-empty list of RecTaskInfo (or names), got {tasks!r}.",
+            wrong_type=listed is None,
+        )
     # a name (a NumPy string too) is a RecTaskInfo of that name; anything else is checked below
     out = tuple(RecTaskInfo(name) if (name := as_str(t)) is not None else cast(RecTaskInfo, t) for t in listed)
     for task in out:
         if not isinstance(task, RecTaskInfo):
-            raise ValueError(f"Expected `tasks` to hold RecTaskInfo or names, got {task!r}.")
+            raise WrongTypeError(f"Expected `tasks` to hold RecTaskInfo or names, got {task!r}.")
     names = [t.name for t in out]
     if len(set(names)) != len(names):
         raise ValueError(f"Expected distinct task names, got {names}.")
@@ -2203,7 +2215,9 @@ def _task_from_config(task: Any) -> RecTaskInfo:
         return RecTaskInfo(task)
     known = [f.name for f in fields(RecTaskInfo)]
     if not isinstance(task, Mapping):
-        raise ValueError(f"Expected a task name, a dict of RecTaskInfo fields {known} or a RecTaskInfo, got {task!r}.")
+        raise WrongTypeError(
+            f"Expected a task name, a dict of RecTaskInfo fields {known} or a RecTaskInfo, got {task!r}."
+        )
     unknown = sorted((key for key in task if key not in known), key=str)
     if unknown:
         raise ValueError(

@@ -463,6 +463,8 @@ def torchrec_name_hint(name: str) -> str | None:
         >>> torchrec_name_hint("ne") is None
         True
     """
+    if not isinstance(name, str):
+        raise WrongTypeError(f"Expected `name` to be a metric name (str), got {name!r} ({type(name).__name__}).")
     key = re.sub(r"[^a-z0-9]", "", name.lower())
     standalone = _STANDALONE_NAMES.get(key)
     if standalone is not None:

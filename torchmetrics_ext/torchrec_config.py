@@ -353,8 +353,9 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
     config_tasks = [_task(t, "rec_tasks") for t in fields_.get("rec_tasks") or []]
     rec_metrics = fields_.get("rec_metrics") or {}
     if not isinstance(rec_metrics, Mapping) or not rec_metrics:
-        raise ValueError(
-            f"Expected `rec_metrics` to be a non-empty dict of metric -> RecMetricDef, got {rec_metrics!r}."
+        raise refusal(  # a list is a wrong type, an empty dict a wrong value
+            f"Expected `rec_metrics` to be a non-empty dict of metric -> RecMetricDef, got {rec_metrics!r}.",
+            wrong_type=not isinstance(rec_metrics, Mapping),
         )
     tasks: dict[str, dict[str, Any]] = {t["name"]: t for t in config_tasks}
     used: set[str] = set()  # as TorchRec, a config task no metric names is never read
@@ -548,7 +549,7 @@ def _enum_value(value: Any) -> str:
     """``RecMetricEnum.NE``, ``"ne"`` or ``"NE"`` -> ``"ne"``."""
     raw = getattr(value, "value", value)
     if not isinstance(raw, str):
-        raise ValueError(f"Expected a TorchRec metric (RecMetricEnum or its name), got {value!r}.")
+        raise WrongTypeError(f"Expected a TorchRec metric (RecMetricEnum or its name), got {value!r}.")
     return raw.lower()
 
 

@@ -146,7 +146,10 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
                 )
             pair = _names_of(columns)  # a tuple, a list, a numpy array...
             if not (pair is not None and len(pair) == 2 and all(isinstance(c, str) for c in pair)):
-                raise ValueError(f"Expected task {name!r} as (predictions column, labels column), got {columns!r}.")
+                raise refusal(  # no sequence, or one of other than names: a wrong type; three names a wrong value
+                    f"Expected task {name!r} as (predictions column, labels column), got {columns!r}.",
+                    wrong_type=pair is None or not all(isinstance(c, str) for c in pair),
+                )
             out.append(TaskSpec(name, str(pair[0]), str(pair[1])))
     elif isinstance(tasks, (str, TaskSpec)):
         out = [_task(tasks)]
@@ -161,9 +164,10 @@ def _tasks(tasks: Any) -> list[TaskSpec]:
                     f"({type(task).__name__}); e.g. {{'click': ('p_click', 'y_click')}} or ['click=p_click:y_click']."
                 )
         out = [_task(t) for t in tasks]
-    else:
-        raise ValueError(
-            f"Expected `tasks` as {{name: (predictions, labels)}} or 'name=pred:label' strings, got {tasks!r}."
+    else:  # an empty mapping or list is a wrong value; an int, a set, None a wrong type
+        raise refusal(
+            f"Expected `tasks` as {{name: (predictions, labels)}} or 'name=pred:label' strings, got {tasks!r}.",
+            wrong_type=not isinstance(tasks, (Mapping, Sequence)) and _names_of(tasks) is None,
         )
     names = [t.name for t in out]
     if len(set(names)) != len(names):
@@ -521,7 +525,9 @@ def _unused_ids_note(role: str, column: str, metrics: Sequence[str]) -> str:
 
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
-        raise ValueError(f"Expected `{name}` to be a column name or None, got {value!r}.")
+        raise refusal(  # an int is a wrong type, an empty name a wrong value
+            f"Expected `{name}` to be a column name or None, got {value!r}.", wrong_type=not isinstance(value, str)
+        )
     return value
 
 
@@ -2093,7 +2099,10 @@ def evaluate(
         country=us  click     2  0.500000  1.000000
     """
     if on_invalid not in ON_INVALID:
-        raise ValueError(f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.")
+        raise refusal(
+            f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.",
+            wrong_type=not isinstance(on_invalid, str),
+        )
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
     batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
     sources = None

@@ -269,6 +269,11 @@ def _ranking_format(
                 raise WrongTypeError(f"Expected `indexes` to be an integer tensor, got dtype {indexes.dtype}.")
             _check_shape("indexes", indexes, preds.shape, preds.device)
         elif indexes is not None:
+            if not isinstance(indexes, Tensor):  # an int or a list here is a wrong type, not a shape to print
+                raise WrongTypeError(
+                    "Expected `indexes=None` for padded (queries, candidates) `preds`: every row is one query, "
+                    f"got {type(indexes).__name__} {indexes!r}."
+                )
             column = ""
             if preds.shape[1] == 1 and isinstance(indexes, Tensor) and indexes.numel() == preds.shape[0] > 1:
                 # a model head's (N, 1) output with flat query ids: flat rows meant

@@ -527,3 +527,18 @@ def test_quick_demo_piped_into_a_reader_that_leaves_ends_quietly():
     code = process.wait(timeout=300)
     process.stderr.close()
     assert "Traceback" not in err and code == 141, (code, err)
+
+
+def test_the_evaluate_pages_install_line_names_what_the_evaluate_extra_installs():
+    """docs/evaluate.md said pandas came "only if you pass frames"; pyproject's `evaluate` extra installs it."""
+    import re
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installed = {re.split(r"[<>=\[;]", dep)[0].strip() for dep in extras["evaluate"]}
+    assert installed == {"pyarrow", "pandas"}
+    text = (ROOT / "docs" / "evaluate.md").read_text()
+    sentence = " ".join(text.split("Needs the `evaluate` extra", 1)[1].split("\n\n", 1)[0].split())
+    stated = sentence.split("which installs ", 1)[1].split(":", 1)[0]
+    assert set(re.findall(r"[a-z]+", stated)) - {"and"} == installed, stated
+    assert "only if" not in sentence

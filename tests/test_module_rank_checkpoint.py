@@ -130,3 +130,38 @@ def test_an_unreadable_saved_rank_is_refused_by_set_extra_state(bad):
     with pytest.raises(ValueError, match="'rank'"):
         module.set_extra_state({"step": 0, "tasks": ["click"], "rank": bad, "world_size": 2})
     assert module.get_extra_state() == {"step": 0, "tasks": ["click"]}
+
+
+def _old_format(data: bytes) -> dict[str, torch.Tensor]:
+    """The checkpoint as a version before the module saved its ``_extra_state`` wrote it: no rank recorded."""
+    states = torch.load(io.BytesIO(data))
+    del states["_extra_state"]
+    return states
+
+
+def _job_then_old_format(rank: int, world_size: int) -> dict[str, object]:
+    import torch.distributed as dist
+
+    trained = _module()
+    trained.update(_step(rank, 0))
+    own = _save(trained)
+    box = [own if rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    module = _load(box[0])  # rank 0's states: the other rank's record says so
+    module.load_state_dict(_old_format(own), strict=False)  # then this rank's own, in the older format
+    out: dict[str, object] = {"own_old": _values(module)}
+    again = _load(box[0])
+    again.load_state_dict({}, strict=False)  # holds nothing of the module: rank 0's states stay, and the record
+    out["nothing"] = _values(again)
+    return out
+
+
+def test_a_later_load_without_a_recorded_rank_clears_the_record_of_the_earlier_one(ddp_pool):
+    results = ddp_pool.run(_job_then_old_format)
+    for rank, out in enumerate(results):
+        values, warned = out["own_old"]
+        assert warned == []  # each rank holds its own states now
+        assert values["ctr/click"] == pytest.approx(_ctr([(0, 0), (1, 0)]), abs=1e-12)
+        values, warned = out["nothing"]
+        assert len(warned) == (rank != 0)
+        assert values["ctr/click"] == pytest.approx(_ctr([(0, 0)]), abs=1e-12)

@@ -465,3 +465,35 @@ def test_the_unweighted_ne_hint_is_torchrecs_unweighted_ne():
     rate = y.mean()
     expected = cross_entropy / (-(y.sum() * np.log(rate) + (1 - y).sum() * np.log(1 - rate)))
     assert module.compute()["ne/click_unweighted"].item() == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_uauc_num_users_is_the_group_count_state_of_the_uauc_metric(seed):
+    """docs/migration_torchrec.md: ``metric_state["group_count_sum"]`` is TorchRec's ``uauc_num_users``."""
+    rng = np.random.default_rng([207, seed])
+    batches = _user_batches(rng)
+    metric = tmx.GroupedAUC(2, groups_complete_per_batch=True)
+    for p, y, w, users in batches:
+        metric.update(torch.tensor(p), torch.tensor(y), torch.tensor(users), torch.tensor(w))
+    # numpy: each batch's users with positive and negative weight, per task, summed over batches
+    expected = np.zeros(2)
+    for _, y, w, users in batches:
+        ids = np.unique(users, return_inverse=True)[1]
+        pos = np.stack([np.bincount(ids, w[t] * y[t]) for t in range(2)])
+        neg = np.stack([np.bincount(ids, w[t] * (1 - y[t])) for t in range(2)])
+        expected += ((pos > 0) & (neg > 0)).sum(1)
+    count = metric.metric_state["group_count_sum"]
+    assert count.dtype == torch.float64
+    np.testing.assert_array_equal(count.numpy(), expected)
+    np.testing.assert_array_equal(count.numpy(), _tr_uauc(batches)["num_users"])  # scores distinct in a batch
+    with metric.sync_context():  # the documented read of every rank's count (one process here: the same)
+        np.testing.assert_array_equal(metric.metric_state["group_count_sum"].numpy(), expected)
+
+
+def test_uauc_num_users_leaves_out_a_user_of_equal_scores_there_and_counts_it_here():
+    p, y = np.array([[0.9, 0.1, 0.4, 0.4]]), np.array([[1.0, 0.0, 1.0, 0.0]])
+    users = np.array([0, 0, 1, 1])
+    assert _tr_uauc([(p, y, np.ones((1, 4)), users)])["num_users"][0] == 1
+    metric = tmx.GroupedAUC(groups_complete_per_batch=True)
+    metric.update(torch.tensor(p[0]), torch.tensor(y[0]), torch.tensor(users))
+    assert metric.metric_state["group_count_sum"].tolist() == [2.0]

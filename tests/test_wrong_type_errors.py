@@ -191,3 +191,43 @@ def test_a_rejected_argument_leaves_the_state_untouched() -> None:
         else:
             assert torch.equal(value, after[key])
     assert auc.compute().item() == 1.0  # the one batch it took: sklearn's roc_auc_score([0, 1], [0.2, 0.8])
+
+
+_REQUIRED = {"k": 1, "num_classes": 3, "num_labels": 3, "window_size": 3, "num_segments": 2}
+
+
+def _metric_classes() -> list[str]:
+    import inspect
+
+    import torchmetrics
+
+    return sorted(
+        name
+        for name in tmx.__all__
+        if inspect.isclass(cls := getattr(tmx, name))
+        and issubclass(cls, torchmetrics.Metric)
+        and not inspect.isabstract(cls)
+    )
+
+
+@pytest.mark.parametrize("name", _metric_classes())
+def test_an_unknown_keyword_on_a_metric_is_torchmetrics_plain_value_error(name: str) -> None:
+    """docs/policies.md: every metric takes `**kwargs`, so TorchMetrics' "Unexpected keyword arguments" ValueError."""
+    import inspect
+
+    cls = getattr(tmx, name)
+    params = inspect.signature(cls).parameters
+    required = [p.name for p in params.values() if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
+    args = {p: tmx.CTR() if p == "metric" else _REQUIRED[p] for p in required}
+    error = _raised(lambda: cls(**args, batch_size=1))
+    assert type(error) is ValueError, (type(error), error)  # not a TypeError: `except ValueError` code relies on it
+    assert str(error).startswith(f"Unexpected keyword arguments: `batch_size` for {name}."), error
+
+
+def test_an_unknown_keyword_on_a_class_without_kwargs_stays_python_type_error() -> None:
+    for call in (
+        lambda: tmx.RecMetricModule(["click"], ["ne"], batch_size=1),
+        lambda: tmx.RecTaskInfo("click", batch_size=1),
+    ):
+        error = _raised(call)
+        assert type(error) is TypeError and "batch_size" in str(error), (type(error), error)

@@ -180,6 +180,11 @@ class CheckpointLoading(nn.Module):
                 del state_dict[key]  # nothing loads: neither the step counter nor any metric
             self.__dict__["_refused_prefix"] = prefix  # the metrics' "missing keys" are not the reason
             return
+        if any(key.startswith(prefix) for key in state_dict):
+            # the states loaded now replace those whose saving rank was recorded: only this load's
+            # `_extra_state` (`set_extra_state`) records one again; a checkpoint without it (an earlier
+            # version's) records none. A load holding nothing of the module leaves its states, and the record.
+            self.__dict__.pop(SAVED_BY, None)
         top = f"{prefix}metrics."
         metadata = _load_metadata(state_dict)
         saved_names = {key[len(top) :].split(".", 1)[0] for key in state_dict if key.startswith(top)}
@@ -467,7 +472,8 @@ class CheckpointLoading(nn.Module):
         and loads that file on every rank gives every rank rank 0's states: the synced values count its
         samples once per rank, without an error anywhere. The module records the rank that saved its
         states (:meth:`get_extra_state`, under DDP) and says so at the first ``compute()`` or
-        ``local_compute()`` on another rank; a ``reset()`` or a load of this rank's own states clears it.
+        ``local_compute()`` on another rank; a ``reset()`` or a load of other states clears it (this rank's own,
+        or a checkpoint that records no rank: one saved in one process or by a version before the rank was saved).
         Nothing is communicated (each rank reads its own record), so no rank waits for another.
         """
         saved_by = self.__dict__.pop(SAVED_BY, None)

@@ -51,11 +51,11 @@ def _with_progress(call: Any) -> tuple[Any, str]:
         sys.stderr = saved
 
 
-def _ddp_progress(rank: int, world_size: int, path: str) -> tuple[str, int, int, int]:
+def _ddp_progress(rank: int, world_size: int, path: str) -> tuple[str, int, int, int, dict]:
     result, text = _with_progress(lambda: evaluate(path, TASKS, ["ctr"], progress=True))
     quiet = count_collectives(lambda: evaluate(path, TASKS, ["ctr"], progress=False))
     loud = count_collectives(lambda: _with_progress(lambda: evaluate(path, TASKS, ["ctr"], progress=True)))
-    return text, result.rows_read, quiet, loud
+    return text, result.rows_read, quiet, loud, result.provenance
 
 
 @pytest.mark.ddp
@@ -64,22 +64,26 @@ def test_rank_0_progress_says_its_own_rows_then_every_rank_s_total(ddp_pool, tmp
     assert pq.ParquetFile(path).metadata.num_row_groups == 2
     outputs = ddp_pool.run(_ddp_progress, path)
     total = sum(GROUPS)
-    for _, rows_read, quiet, loud in outputs:
+    for _, rows_read, quiet, loud, provenance in outputs:
         assert rows_read == total
+        assert provenance["processes"] == 2 and provenance["inputs"] == [path]  # every rank's the same
         assert loud == quiet  # the progress adds no collective
     rank0, rank1 = outputs[0][0], outputs[1][0]
     assert rank1 == ""
     lines = [line for line in re.split(r"[\r\n]+", rank0) if line]
-    assert all(line.startswith(f"evaluate (rank 0 of 2): {GROUPS[0]} / {GROUPS[0]} rows") for line in lines[:-1])
-    assert re.fullmatch(rf"evaluate: {total} rows read by 2 ranks, [\d,]+ rows/s", lines[-1]), lines
+    assert all(line.startswith(f"evaluate (rank 0 of 2): {GROUPS[0]} / {GROUPS[0]} rows") for line in lines[:-2])
+    assert re.fullmatch(rf"evaluate: {total} rows read by 2 ranks, [\d,]+ rows/s", lines[-2]), lines
+    # then, once, the compute phase starting (every rank's rows)
+    assert lines[-1] == f"evaluate: computing 1 metric of 1 task on the {total} rows read...", lines
 
 
-def test_one_process_progress_is_unchanged(tmp_path):
+def test_one_process_progress_reads_then_says_the_compute_began(tmp_path):
     path = _parquet(tmp_path)
     _, text = _with_progress(lambda: evaluate(path, TASKS, ["ctr"], progress=True))
     total = sum(GROUPS)
     lines = [line for line in re.split(r"[\r\n]+", text) if line]
-    assert lines and re.fullmatch(rf"evaluate: {total} / {total} rows \(100.0%\), [\d,]+ rows/s", lines[-1]), lines
+    assert len(lines) > 1 and re.fullmatch(rf"evaluate: {total} / {total} rows \(100.0%\), [\d,]+ rows/s", lines[-2])
+    assert lines[-1] == f"evaluate: computing 1 metric of 1 task on the {total} rows read...", lines
 
 
 def _csvs(directory: Path) -> tuple[list[str], int]:

@@ -185,16 +185,10 @@ class _GivenOnce(argparse.Action):
 
 
 def _package_version() -> str:
-    """The installed distribution's version (``importlib.metadata``), else ``torchmetrics_ext.__version__``.
+    """The package's version, as :func:`~torchmetrics_ext.evaluate.report.package_version` finds it."""
+    from torchmetrics_ext.evaluate.report import package_version
 
-    The second is for a source tree run without installing it (``python -m torchmetrics_ext.cli``).
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("torchmetrics-ext")
-    except PackageNotFoundError:
-        return tmx.__version__
+    return package_version()
 
 
 class _Version(argparse.Action):
@@ -298,8 +292,12 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     return ev
 
 
-def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Run ``evaluate``: print the table on rank 0 and write ``--output``; 2 on bad input."""
+def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Run ``evaluate``: print the table on rank 0 and write ``--output``; 2 on bad input.
+
+    ``argv``: the command line's arguments (``sys.argv[1:]`` when ``None``), kept in the result's
+    ``provenance`` (``command``) with the ``--config`` file's path (``config``).
+    """
     try:
         from torchmetrics_ext.evaluate import (
             DEFAULT_METRICS,
@@ -410,6 +408,9 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             torch.distributed.destroy_process_group()
     if left_out is not None:
         result.warnings.insert(0, left_out)
+    # how the numbers were made, beside what evaluate records: the arguments as typed, the config file
+    result.provenance["command"] = ["torchmetrics-ext", *(sys.argv[1:] if argv is None else argv)]
+    result.provenance["config"] = args.config
     if not rank:  # one process, or rank 0 of a torchrun job
         # the file first: a reader of stdout that leaves early (`| head`) must not cost the results
         write_error = None
@@ -604,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # a subcommand's own mistakes are reported with its usage line, as argparse does for its arguments
     if args.command == "evaluate":
-        return run_evaluate(args, evaluate)
+        return run_evaluate(args, evaluate, argv)
     if args.command == "demo":
         try:
             code = run_demo_command(args, demo)

@@ -16,7 +16,15 @@ import pyarrow as pa
 
 from torchmetrics_ext.evaluate.checks import Problem
 
-__all__ = ["OUTPUT_SUFFIXES", "OVERALL", "EvaluationResult", "Progress", "check_output_path", "segment_text"]
+__all__ = [
+    "OUTPUT_SUFFIXES",
+    "OVERALL",
+    "EvaluationResult",
+    "Progress",
+    "check_output_path",
+    "package_version",
+    "segment_text",
+]
 
 OVERALL = "all"  # the ``segment`` label of the values over every row
 OUTPUT_SUFFIXES = (".json", ".csv", ".parquet", ".pq")
@@ -63,6 +71,21 @@ def segment_text(
     types = types or {}
     text = separator.join(f"{b}={_value_text(values[b], types.get(b))}" for b in by)
     return f"/{text}" if separator == "/" and text else text
+
+
+def package_version() -> str:
+    """The installed distribution's version (``importlib.metadata``), else ``torchmetrics_ext.__version__``.
+
+    The second is for a source tree run without installing it (``python -m torchmetrics_ext.cli``).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torchmetrics-ext")
+    except PackageNotFoundError:
+        import torchmetrics_ext
+
+        return torchmetrics_ext.__version__
 
 
 def check_output_path(path: str) -> None:
@@ -170,6 +193,13 @@ class EvaluationResult:
             one segmentation). The records come overall first, then each segmentation's as a run
             with that ``by`` alone gives them; a record holds its own segmentation's columns only
             (the others are null in :meth:`to_arrow` and the files written).
+        provenance: how the values were made, for a review to read beside them (the ``provenance`` key
+            of the ``.json`` file; ``docs/evaluate.md``, "The JSON output"): the package version, the
+            inputs read, each task's columns, the ``weights``/``user``/``session`` columns, the
+            segmentations, the metrics with their options, ``metric_tasks``, ``from_logits``,
+            ``on_invalid`` and the number of processes; the command line adds its arguments and
+            ``--config`` file. Not compared by ``==`` (the same values read from a file or a table,
+            by one process or four, are equal results).
 
     Examples:
         >>> import json, os, tempfile
@@ -193,6 +223,8 @@ class EvaluationResult:
         ...     records = json.load(file)["records"]
         >>> records
         [{'segment': 'all', 'task': 'click', 'rows': 4, 'ctr': 0.5, 'auc': 1.0}]
+        >>> result.provenance["inputs"], result.provenance["tasks"]
+        (['<pyarrow.Table>'], {'click': {'predictions': 'p', 'labels': 'y', 'weighted': True}})
     """
 
     tasks: tuple[str, ...]
@@ -207,6 +239,7 @@ class EvaluationResult:
     label_types: dict[str, pa.DataType] = field(default_factory=dict)
     by_categories: dict[str, tuple[pa.Array, bool]] = field(default_factory=dict)
     segmentations: tuple[tuple[str, ...], ...] = ()
+    provenance: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def values(self) -> dict[str, float]:
@@ -336,7 +369,7 @@ class EvaluationResult:
         return text
 
     def write(self, path: str) -> None:
-        r"""Write the records to ``.json`` (with the row counts and problems), ``.csv`` or ``.parquet``.
+        r"""Write the records to ``.json`` (with row counts, problems and :attr:`provenance`), ``.csv`` or ``.parquet``.
 
         Binary segment values (``bytes``) are written as Python bytes literals (``b'a'``,
         ``b'\xff'``, lossless: ``ast.literal_eval`` gives the bytes back) in ``.json`` and ``.csv``,
@@ -370,6 +403,7 @@ class EvaluationResult:
                 "problems": [vars(p) for p in self.problems],
                 "warnings": self.warnings,
                 "records": self.records,
+                "provenance": self.provenance,  # last: the keys before it are as they always were
             }
             with open(path, "w") as handle:  # strict JSON: an undefined value (nan, inf) is null
                 json.dump(_strict_json(payload), handle, indent=2, default=str, allow_nan=False)
@@ -467,6 +501,16 @@ class Progress:
         """Draw the final line, unless no row was read and nothing drawn (a run refused before its first row)."""
         if self.enabled and (self.rows or self._drawn):
             self._draw(time.perf_counter(), "\n")
+
+    def computing(self, text: str) -> None:
+        """Say on a line of its own that reading is over and ``text`` (what is computed) has begun.
+
+        Exact AUC, GAUC and the ranking sorts run after the last row is read and may take minutes:
+        without this line the progress sat at ``100.0%`` with nothing saying why.
+        """
+        if self.enabled:
+            self.stream.write(f"evaluate: computing {text}\n")
+            self.stream.flush()
 
     def all_ranks(self, rows: int, ranks: int) -> None:
         """Print every rank's rows, once known where the ranks synchronise anyway (no collective of its own)."""

@@ -56,7 +56,7 @@ from torchmetrics_ext.evaluate.checks import (
 )
 from torchmetrics_ext.evaluate.graded import graded_label_checks
 from torchmetrics_ext.evaluate.memory import release_free_memory
-from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, segment_text
+from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, package_version, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
 from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
@@ -565,6 +565,7 @@ class _Plan:
         self.by = tuple(dict.fromkeys(name for columns in self.segmentations for name in columns))
         entries = _metric_options(metrics)
         self.metric_names = tuple(entries)
+        self.entries = entries  # name as given -> (registry name, options): the result's provenance
         reserved = (*RECORD_FIELDS, *self.metric_names)
         for name in self.by:
             if name in reserved:
@@ -1362,6 +1363,7 @@ class _Run:
         release_free_memory()  # compute's temporaries start from the states, not from the reading's leftovers
         rows_read = sum(s[1] for s in summaries)
         self.progress.all_ranks(rows_read, self.world)
+        self.progress.computing(self._computing_text(rows_read))
         rows_skipped = sum(s[2] for s in summaries)
         order = self.task_order
         overall: list[dict] = []
@@ -1429,7 +1431,41 @@ class _Run:
             by_types={k: v for index in self.indexes for k, v in index.types.items()},
             label_types={k: v for index in self.indexes for k, v in index.label_types.items()},
             by_categories={k: v for index in self.indexes for k, v in index.categories.items()},
+            provenance=self._provenance(),
         )
+
+    def _computing_text(self, rows: int) -> str:
+        """What the compute phase computes, for its progress line (``Progress.computing``)."""
+        plan = self.plan
+        metrics, tasks = len(plan.metric_names), len(plan.tasks)
+        text = f"{metrics} metric{'s' * (metrics != 1)} of {tasks} task{'s' * (tasks != 1)} on the {rows:,} rows read"
+        segments = sum(len(index) for index in self.indexes)
+        if segments:
+            text += f", overall and in {segments:,} segment{'s' * (segments != 1)}"
+        return text + "..."
+
+    def _provenance(self) -> dict[str, Any]:
+        """How the values were made (:attr:`EvaluationResult.provenance`): the same on every rank."""
+        plan = self.plan
+        return {
+            "package": "torchmetrics-ext",
+            "version": package_version(),
+            "inputs": [source.label for source in self.sources],
+            "tasks": {
+                t.name: {"predictions": t.predictions, "labels": t.labels, "weighted": t.weighted} for t in plan.tasks
+            },
+            "weights": plan.weights,
+            "user": plan.user,
+            "session": plan.session,
+            "by": [list(columns) for columns in plan.segmentations],
+            "metrics": {key: {"name": name, "options": dict(options)} for key, (name, options) in plan.entries.items()},
+            "metric_tasks": {key: sorted(reads, key=self.task_order.__getitem__) for key, reads in plan.subsets.items()}
+            or None,
+            "from_logits": plan.from_logits,
+            "on_invalid": self.on_invalid,
+            "batch_size": self.batch_size,
+            "processes": self.world,
+        }
 
     def _empty_segments(self, by_segment: dict[int, list[dict]]) -> list[str]:
         """Give every segment found in the data a record for every task; return a line per task lacking rows.

@@ -281,3 +281,15 @@ def test_evaluate_gives_the_module_values_by_either_route_and_its_error_names_th
     clicked = _task_frame(logs, "conversion")[logs.conv >= 0]
     assert skipped.values["ndcg@10/conversion"] == pytest.approx(_ndcg10(clicked), rel=1e-9)
     assert skipped.values["ndcg@10/conversion"] != pytest.approx(online["ndcg@10/conversion"], rel=1e-3)
+
+
+def test_evaluate_refuses_the_modules_per_task_weight_columns_naming_both_routes():
+    """The module's task dicts (a conversion task with `weight_name: w_conv`) given to evaluate were refused with
+    "'weight_name' takes only None", no word of how to score such a head offline."""
+    logs = _logs(4)
+    tasks = [
+        {"name": "click", "prediction_name": "p_click", "label_name": "click", "weight_name": "w"},
+        {"name": "conversion", "prediction_name": "p_conv", "label_name": "conv", "weight_name": "w_conv"},
+    ]
+    with pytest.raises(ValueError, match=r"takes only None .*one run per weight column.*on_invalid='skip'"):
+        evaluate(logs, tasks, ["ne"], weights="w", progress=False)

@@ -293,7 +293,12 @@ def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
     if unknown:
         moved = [f"{key!r} (give `{shared[key]}`, shared by every task)" for key in unknown if key in shared]
         if "weight_name" in unknown:
-            moved.append("'weight_name' takes only None (null), a task without weights")
+            moved.append(
+                "'weight_name' takes only None (null), a task without weights (heads weighted by different "
+                "columns, such as a conversion head of weight 0 on unclicked rows, take one run per weight "
+                "column, or null labels where a head has none and on_invalid='skip' (--on-invalid skip): "
+                "docs/evaluate.md, 'Weights and ids')"
+            )
         hint = f"; not per task: {', '.join(moved)}" if moved else _close_to(unknown, _TASK_FIELDS)
         # RecTaskInfo's column fields are known, only not set per task here: "unknown" would send the user
         # looking for a typo

@@ -1165,16 +1165,17 @@ def test_a_nan_that_reads_as_null_is_named_as_written(tmp_path):
     Arrow table keeps null and NaN apart, each its own reason."""
     (tmp_path / "n.csv").write_text("p,y\n0.1,nan\n0.2,1\n0.3,\n0.4,NA\n")
     message = (
-        r"n\.csv: column 'y' \(labels of task 't'\) has 3 rows that are empty, NA, NaN or null \(first at line 2\)$"
+        r"n\.csv: column 'y' \(labels of task 't'\) has 3 rows that are empty, NA, NaN or null \(first at line 2\); "
+        r"if they mark rows without a label"
     )
     with pytest.raises(InvalidDataError, match=message):
         evaluate(tmp_path / "n.csv", {"t": ("p", "y")}, ["ctr"])
     (tmp_path / "n.csv").write_text("p,y\n0.1,nan\n0.2,1\n")
-    message = r"column 'y' \(labels of task 't'\) has 1 row that is empty, NA, NaN or null \(first at line 2\)$"
+    message = r"column 'y' \(labels of task 't'\) has 1 row that is empty, NA, NaN or null \(first at line 2\); if "
     with pytest.raises(InvalidDataError, match=message):
         evaluate(tmp_path / "n.csv", {"t": ("p", "y")}, ["ctr"])
     frame = pd.DataFrame({"p": [0.1, 0.2], "y": [np.nan, 1.0]})
-    message = r"<pandas\.DataFrame>: column 'y' .* has 1 row that is null or NaN \(first at 0-based data row 0\)$"
+    message = r"<pandas\.DataFrame>: column 'y' .* has 1 row that is null or NaN \(first at 0-based data row 0\); if "
     with pytest.raises(InvalidDataError, match=message):
         evaluate(frame, {"t": ("p", "y")}, ["ctr"])
     table = pa.table({"p": [0.1, 0.2, 0.3], "y": [np.nan, None, 1.0]})

@@ -293,7 +293,12 @@ def _task_from_dict(task: Mapping[Any, Any]) -> TaskSpec:
     if unknown:
         moved = [f"{key!r} (give `{shared[key]}`, shared by every task)" for key in unknown if key in shared]
         if "weight_name" in unknown:
-            moved.append("'weight_name' takes only None (null), a task without weights")
+            moved.append(
+                "'weight_name' takes only None (null), a task without weights (heads weighted by different "
+                "columns, such as a conversion head of weight 0 on unclicked rows, take one run per weight "
+                "column, or null labels where a head has none and on_invalid='skip' (--on-invalid skip): "
+                "docs/evaluate.md, 'Weights and ids')"
+            )
         hint = f"; not per task: {', '.join(moved)}" if moved else _close_to(unknown, _TASK_FIELDS)
         # RecTaskInfo's column fields are known, only not set per task here: "unknown" would send the user
         # looking for a typo
@@ -1137,6 +1142,20 @@ def _empty_text_lines(columns: Iterable[str]) -> list[str]:
     return lines
 
 
+# labels that mark "no label" (a conversion label on unclicked rows: null, NaN or -1) are rows to leave out
+# of their task alone, which `on_invalid="skip"` does (docs/evaluate.md, "Invalid rows")
+_NO_LABEL_HINT = (
+    "; if they mark rows without a label (a conversion label on unclicked rows, say), --on-invalid skip "
+    '(on_invalid="skip" in Python) leaves them out of the tasks reading this column alone, every other task '
+    "keeping them"
+)
+
+
+def _no_label_hint(problem: Problem) -> str:
+    """The way out for invalid rows of a label column (``""`` for other columns): skip them for its tasks."""
+    return _NO_LABEL_HINT if problem.role.startswith("labels of ") else ""
+
+
 class _Run:
     def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
@@ -1346,7 +1365,8 @@ class _Run:
             raise InvalidDataError(errors[0].message)
         if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
-            raise InvalidDataError("\n".join(f"{p}{self._graded_hint(p)}" for p in problems if p.source == first))
+            hinted = (f"{p}{self._graded_hint(p)}{_no_label_hint(p)}" for p in problems if p.source == first)
+            raise InvalidDataError("\n".join(hinted))
         # every rank's value combinations of every segmentation, in one collective
         shares: list[Any] = [[collector.share() for collector in self.collectors]]
         if self.world > 1 and self.collectors:

@@ -77,11 +77,28 @@ Label = bool | Literal["missing"]
 floating tensor also the range of its fractional parts) or :data:`MISSING`."""
 TargetDomain = Literal["unit", "binary", "nonnegative", "real"]
 
-# a label of -1 is the usual mark of a row without a label: such rows are given weight 0 here
-_NO_LABEL_HINT = (
-    " If -1 marks rows without a label, give them weight 0 and any label in [0, 1] "
-    "(`weights = (target >= 0)`, `target = target.clamp(min=0)`): they are then absent rows."
+# a label of -1 (or NaN) is the usual mark of a row without a label (a conversion label on an unclicked
+# impression): such rows are given weight 0 here, the user's own weights kept for the others
+_NO_LABEL_RECIPE = (
+    " If {mark} marks rows without a label, give them weight 0 and {label} "
+    "(`weights = weights * ({keep})`, or `weights = ({keep}).double()` without weights; `target = {fill}`; "
+    "in a RecMetricModule a weight column of the task's own, `RecTaskInfo(weight_name=...)`): "
+    "pointwise and AUC metrics then read them as absent rows (ranking metrics still rank them in their query)."
 )
+_NO_LABEL_HINT = _NO_LABEL_RECIPE.format(
+    mark="-1", label="any label in [0, 1]", keep="target >= 0", fill="target.clamp(min=0)"
+)
+_NAN_LABEL_HINT = _NO_LABEL_RECIPE.format(
+    mark="NaN", label="a valid label such as 0", keep="~target.isnan()", fill="target.nan_to_num(0.0)"
+)
+
+
+def _no_label_hint(low: float, target_domain: str) -> str:
+    """The weight-0 recipe for labels whose bounds start at -1 (labels in [0, 1]) or hold NaN (any labels)."""
+    if math.isnan(low):
+        return _NAN_LABEL_HINT
+    return _NO_LABEL_HINT if low == -1 and target_domain in ("unit", "binary") else ""
+
 
 _TARGET_TEXT = {
     "unit": "labels in [0, 1] (soft labels allowed)",
@@ -963,7 +980,7 @@ def _value_rules(
             raise ValueError(
                 f"Expected `target` to hold {_TARGET_TEXT[target_domain]}, got {observed_range(tmin, tmax)}"
                 + (" that are not all 0 or 1." if not_binary and ok_range else ".")
-                + (_NO_LABEL_HINT if tmin == -1 and target_domain in ("unit", "binary") else "")
+                + _no_label_hint(tmin, target_domain)
             )
     for bound in bounds[2:]:  # each on its own: NaN propagates within a tensor's bounds only
         if bound and not (bound[0] >= 0 and math.isfinite(bound[1])):

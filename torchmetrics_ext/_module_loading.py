@@ -359,6 +359,78 @@ class CheckpointLoading(nn.Module):
             if put_back:
                 guard[1]()
 
+    def load_saved_ranks(self, saved: Sequence[Mapping[str, Any]], strict: bool = True) -> None:
+        """Resume from every rank's ``state_dict`` of a run on another number of ranks (without Lightning).
+
+        Call it on every rank of the new process group, each with the whole list (one ``state_dict()``
+        per saved rank, in rank order). Rank 0 merges every saved rank's lifetime into its metrics (each
+        metric's ``merge_state``: sums added, exact AUC rows, groups and sessions joined) and every other
+        rank starts empty, so the synced lifetime values equal one process fed every sample seen before
+        the checkpoint and since. Windows restart on every rank (the newest samples of another world's
+        ranks have no order in this one), and so do the throughput's rates and window; its
+        ``total_examples`` carries. Every rank takes the saved step counter, so the ranks keep one
+        compute cadence (a fresh module on some ranks and a loaded one on others would compute at
+        different steps and wait for each other in the sync). In one process, or on the same number
+        of ranks, it merges all the same: to resume each rank's own states and windows on the same
+        number of ranks, ``load_state_dict`` each rank's own instead.
+
+        Args:
+            saved: the ``state_dict()`` of this module saved by each rank of the earlier run.
+            strict: as :meth:`load_state_dict`'s, for each saved ``state_dict``.
+
+        Raises:
+            TypeError: ``saved`` is not a list of mappings.
+            ValueError: ``saved`` is empty, or an entry holds no step counter.
+            RuntimeError: a saved ``state_dict`` does not load (its error), or its states cannot be merged;
+                raised on every rank (rank 0 says why), and the module is left as it was.
+
+        Examples:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> def module():
+            ...     return RecMetricModule(["click"], {"ctr": "ctr"}, window_size=8, throughput=False)
+            >>> ranks = [module(), module()]  # a run on two ranks, saved per rank
+            >>> ranks[0].update({"prediction": torch.tensor([0.5, 0.5]), "label": torch.tensor([1, 1])})
+            >>> ranks[1].update({"prediction": torch.tensor([0.5, 0.5]), "label": torch.tensor([0, 1])})
+            >>> resumed = module()  # resumed in one process
+            >>> resumed.load_saved_ranks([rank.state_dict() for rank in ranks])
+            >>> resumed.update({"prediction": torch.tensor([0.5, 0.5]), "label": torch.tensor([1, 0])})
+            >>> {key: round(value.item(), 4) for key, value in resumed.compute().items()}  # the window restarted
+            {'ctr/click': 0.6667, 'ctr/click/window': 0.5}
+        """
+        if isinstance(saved, Mapping) or not isinstance(saved, Sequence):
+            raise TypeError(f"Expected `saved` to be a list of state_dicts (one per saved rank), got {type(saved)}.")
+        if not saved:
+            raise ValueError("Expected `saved` to hold at least one state_dict, got an empty list.")
+        steps = []
+        for i, states in enumerate(saved):
+            if not isinstance(states, Mapping):
+                raise TypeError(f"Expected `saved[{i}]` to be a state_dict (a mapping), got {type(states)}.")
+            extra = states.get("_extra_state")
+            step = as_int(extra.get("step")) if isinstance(extra, Mapping) else None
+            if step is None or step < 0:
+                raise ValueError(
+                    f"Expected `saved[{i}]` to be a RecMetricModule's state_dict, with its step counter under "
+                    "'_extra_state' (saved from the module itself, not from a parent holding it), found none."
+                )
+            steps.append(step)
+        world = _world()
+        rank = 0 if world is None else world[0]
+        restore = snapshot(self, writes_in_place=True)
+        problem = None
+        try:
+            self._fold_saved_ranks(list(saved) if rank == 0 else [], strict=strict)
+        except Exception as error:  # said to every rank below: none may go on alone
+            problem = f"{type(error).__name__}: {error}"
+        if world is not None:
+            box = [problem]
+            dist.broadcast_object_list(box, src=0)
+            problem = box[0]
+        if problem is not None:
+            restore()
+            raise RuntimeError(f"RecMetricModule.load_saved_ranks: the saved states cannot be merged ({problem}).")
+        self._step = max(steps)  # the saved ranks' counters agree in a run whose ranks step together
+
     def _fold_saved_ranks(self, saved: Sequence[Mapping[str, Any] | None], strict: bool = True) -> None:
         """Hold the lifetime states of every saved rank at once, merged: a resume on another number of ranks.
 

@@ -2076,6 +2076,35 @@ class RecMetricModule(CheckpointLoading):
         if joint:  # the emptied windows' shared buffer is not kept until the next step
             joint.release()
 
+    def reset_lifetime(self) -> None:
+        """Clear every metric's lifetime and keep the windows: a lifetime that restarts (each day) beside a window.
+
+        Each windowed metric clears its lifetime with :meth:`~torchmetrics_ext.Windowed.reset_lifetime`,
+        so its ``.../window`` values go on as in an uninterrupted run while the lifetime keys cover the
+        steps from here on; without ``window_size`` this is :meth:`reset`'s clearing of the metrics. The
+        throughput keeps running (its rates, window and ``total_examples``: it has its own window in
+        seconds), and so do the step counter and the compute cadence. Under DDP call it on every rank
+        at the same step, as ``compute()``.
+
+        Examples:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> module = RecMetricModule(["click"], {"ctr": "ctr"}, window_size=4, throughput=False)
+            >>> module.update({"prediction": torch.tensor([0.9, 0.8]), "label": torch.tensor([1, 1])})
+            >>> module.reset_lifetime()  # midnight: a new day's lifetime, the window goes on
+            >>> module.update({"prediction": torch.tensor([0.2, 0.4]), "label": torch.tensor([0, 0])})
+            >>> {key: value.item() for key, value in module.compute().items()}
+            {'ctr/click': 0.0, 'ctr/click/window': 0.5}
+        """
+        for unit in self._all_units():
+            if unit is self.throughput:
+                continue
+            if isinstance(unit, Windowed):
+                unit.reset_lifetime()
+            else:
+                unit.reset()
+        self._mark_members()  # the groups' lifetimes emptied with their leaders: no reset of their own
+
     def set_dtype(self, dst_type: str | torch.dtype) -> RecMetricModule:
         """Cast the floating states of every metric to ``dst_type``, as ``MetricCollection.set_dtype``.
 

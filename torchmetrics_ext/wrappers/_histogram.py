@@ -137,6 +137,30 @@ class HistogramWindow:
         self.base = torch.zeros_like(self.default)  # lifetime: every block closed before the last turn
         self.spare: list[Tensor] = []  # dense tensors of dropped blocks, reused
 
+    def restart_lifetime(self) -> None:
+        """Empty the lifetime and keep the window: the lifetime then holds the updates pushed from now on.
+
+        The lifetime is ``base + back + open`` and the window reads the closed blocks through their
+        suffix sums: the open block is closed (a block of fewer updates than usual) and every closed
+        block turned into a suffix sum up to the newest (the two-stack's turn; the older suffix sums take
+        the newer blocks' sum), which leaves the window's sums where the window reads them and ``back``
+        and ``open`` empty; the base is then zeroed. Nothing is
+        subtracted, so the window and the new lifetime stay exact sums of their own updates.
+        """
+        with torch.inference_mode(False):
+            if self.open_count:
+                self.back += self.open
+                self.slots.append(self.open)
+                self.counts.append(self.open_count)
+                self.open, self.open_count, self.open_entries = self._fresh(), 0, 0
+            if len(self.slots) > self.front:  # raw closed blocks: their suffix sums, then into the older ones
+                self._suffix_sums_from(self.front)
+                for i in range(self.front):
+                    self.slots[i] += self.back
+                self.front = len(self.slots)
+                self.back.zero_()
+            self.base.zero_()
+
     # ------------------------------------------------------------------ per update
 
     def add(self, dense: Tensor, index: Tensor, values: Tensor | None) -> None:
@@ -217,6 +241,11 @@ class HistogramWindow:
     def _suffix_sums(self, count: int) -> None:
         """Turn the oldest ``count`` closed blocks into suffix sums among themselves, newest to oldest."""
         for i in range(count - 2, -1, -1):
+            self.slots[i] += self.slots[i + 1]
+
+    def _suffix_sums_from(self, start: int) -> None:
+        """Turn the closed blocks from ``start`` on into suffix sums among themselves, newest to oldest."""
+        for i in range(len(self.slots) - 2, start - 1, -1):
             self.slots[i] += self.slots[i + 1]
 
     def _flip(self) -> None:

@@ -1240,6 +1240,33 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         self.__dict__["_restored"] = False
         self._bind_window_lists()
 
+    def reset_lifetime(self) -> None:
+        """Clear the lifetime only: the window keeps its updates and goes on (a daily lifetime beside the last hour).
+
+        The lifetime then covers the updates from here on, as a plain metric ``reset()`` at this
+        point and fed the later updates; the window is unchanged, and later updates evict from it
+        as before (a window value equals the uninterrupted run's). :meth:`reset` clears both. Clear
+        the lifetime this way, never with ``metric.lifetime.reset()``: a binned AUC's lifetime
+        histogram is written from the window's sums when read, so a reset of the kept reference
+        alone comes back with the samples still in the window.
+
+        Examples:
+            >>> import torch
+            >>> from torchmetrics_ext import CTR, Windowed
+            >>> ctr = Windowed(CTR(), window_size=4)
+            >>> ctr.update(torch.tensor([0.5, 0.5]), torch.tensor([1, 1]))
+            >>> ctr.reset_lifetime()  # e.g. at midnight
+            >>> ctr.update(torch.tensor([0.5, 0.5]), torch.tensor([0, 0]))
+            >>> {name: value.item() for name, value in ctr.compute().items()}
+            {'lifetime': 0.0, 'window': 0.5}
+        """
+        with torch.inference_mode(False):  # a wrapped TorchMetrics metric's reset would make inference tensors
+            if self._hist is not None:  # its sums are the window's too: the lifetime's part alone is emptied
+                self._hist.restart_lifetime()
+            self._child("lifetime").reset()
+        self.__dict__["_lifetime_stale"] = False
+        self._computed = None
+
     def drop_lifetime_samples(self) -> None:
         """Empty the lifetime of a metric that stores samples (``cat`` states): for a window-only caller.
 

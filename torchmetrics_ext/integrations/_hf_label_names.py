@@ -20,6 +20,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_str, refuse_repeats, sequence_items
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 
 def _tensor(value: Any) -> Tensor:
@@ -265,7 +266,7 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
                 "prediction_loss_only=True): give the eval set those keys, and keep them through "
                 "`remove_unused_columns` (the model's forward must take them) and the data collator.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
 
     return _ComputeMetricsReached()

@@ -85,6 +85,7 @@ from torchmetrics_ext.utilities.checks import (
     sequence_items,
 )
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -930,7 +931,7 @@ class _Pointwise(HFComputeMetrics):
             "or calibration; build the callable with `pointwise_compute_metrics(..., from_logits=False)`. If they "
             "are logits, the values are right.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
 
     def compute(self) -> dict[str, float]:

@@ -407,3 +407,92 @@ def test_columns_every_metric_reads_still_build_and_one_entry_may_serve_groups_a
     assert got["segmented_ne.1"] == pytest.approx(
         segmented_ne_reference(y, _sigmoid(z), np.ones(8), u)["segmented_ne.1"], rel=1e-9
     )
+
+
+# ------------------------------------------- label_names=None: the names the Trainer takes from the model's forward
+
+
+class ClickLabelClicker(nn.Module):
+    """A model whose label argument is ``labels_click``: the Trainer's label names are ``['labels_click']``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, x, labels_click=None):
+        return {"logits": self.linear(x).squeeze(-1)}
+
+
+class TinyForQuestionAnswering(ClickLabelClicker):
+    """A QA model by name: the Trainer's label names are ``start_positions`` and ``end_positions``."""
+
+    def forward(self, x, start_positions=None, end_positions=None):
+        return {"logits": self.linear(x).squeeze(-1)}
+
+
+class NoLabelClicker(ClickLabelClicker):
+    """A forward without a label argument: the Trainer's label names are empty, it never finds labels."""
+
+    def forward(self, x):
+        return {"logits": self.linear(x).squeeze(-1)}
+
+
+class RowsOf(torch.utils.data.Dataset):
+    """Rows holding ``x`` and the given keys (each a 0/1 label)."""
+
+    def __init__(self, keys: tuple[str, ...], n: int = 12) -> None:
+        rng = np.random.default_rng(5)
+        self.x = torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32)
+        self.y = torch.tensor((rng.uniform(size=n) < 0.5).astype(np.int64))
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], **{key: self.y[i] for key in self.keys}}
+
+
+@pytest.mark.parametrize(
+    ("model", "keys", "absent"),
+    [
+        (ClickLabelClicker(), (), ["labels_click"]),
+        (TinyForQuestionAnswering(), ("start_positions",), ["end_positions"]),
+        (NoLabelClicker(), (), None),
+    ],
+    ids=["custom-label-argument", "question-answering", "no-label-argument"],
+)
+def test_callback_names_the_label_names_the_trainer_uses_when_none_are_given(tmp_path, model, keys, absent):
+    """``label_names=None``: the Trainer reads the model's forward (its ``label_names`` attribute is the reference);
+    the warning named ``('labels',)`` whatever the model took."""
+    compute_metrics = pointwise_compute_metrics(["ne"])
+    args = transformers.TrainingArguments(str(tmp_path), per_device_eval_batch_size=4, report_to=[], use_cpu=True)
+    assert args.label_names is None
+    run = transformers.Trainer(
+        model=model, args=args, eval_dataset=RowsOf(keys), compute_metrics=compute_metrics,
+        callbacks=[compute_metrics.callback()],
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="compute_metrics was not called") as caught:
+        run.evaluate()
+    message = str(next(w for w in caught if "compute_metrics was not called" in str(w.message)).message)
+    if absent is not None:
+        assert "['labels']" not in message, message
+        assert f"entry ({list(run.label_names)})" in message, message  # the Trainer's own label names
+        assert f"lack the label_names entries {absent}" in message
+        assert f"`{type(model).__name__}.forward`" in message
+    else:  # the model's forward takes no label: no entry to add to the rows, the argument to set instead
+        assert run.label_names == []
+        assert "label names are [] " in message and "no argument whose name holds 'label'" in message
+        assert "TrainingArguments(label_names=" in message
+
+
+def test_callback_without_a_model_or_label_names_guesses_no_names(tmp_path):
+    """The hook called without the Trainer's ``model`` (by hand) and ``label_names=None``: no names invented."""
+    callback = pointwise_compute_metrics(["ne"]).callback()
+    args = transformers.TrainingArguments(str(tmp_path), report_to=[], use_cpu=True)
+    with pytest.warns(UserWarning, match="compute_metrics was not called") as caught:
+        callback.on_evaluate(args, None, None, metrics={"eval_runtime": 0.1})
+    message = str(caught[0].message)
+    assert "TrainingArguments.label_names (None: the label arguments of the model's forward) entry and" in message
+    assert "['labels']" not in message

@@ -194,3 +194,107 @@ def test_the_module_formats_as_before_anywhere_else():
     assert f"{module}" == format(module, "") == str(module) == repr(module)
     with pytest.raises(TypeError):  # as any nn.Module: object.__format__ takes no spec
         format(module, ">10")
+
+
+# --------------------------------------------- the module inside a dict or list given to `self.log`, and formatting
+
+
+def _refusal_of(log) -> str:
+    """The message of the error a real fit raises when its ``training_step`` calls ``log(self)`` first."""
+
+    class Logs(_Model):
+        def training_step(self, batch, batch_idx):
+            log(self)
+            return super().training_step(batch, batch_idx)
+
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError) as caught:
+            trainer.fit(Logs(), _loader())
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("log", "call"),
+    [
+        (lambda self: self.log("v", {"a": self.train_metrics}), "self.log('v', ...)"),  # Lightning: `dict` values
+        (lambda self: self.log("v", [self.train_metrics]), "self.log('v', ...)"),  # `list` values
+        (lambda self: self.log("v", {"a": {"b": self.train_metrics}}), "self.log('v', ...)"),  # nested dictionaries
+        (lambda self: self.log_dict({"a": self.train_metrics}), "self.log('a', ...)"),
+        (lambda self: self.log_dict({"a": [self.train_metrics]}), "self.log('a', ...)"),
+    ],
+    ids=["log-dict", "log-list", "log-nested-dict", "log_dict", "log_dict-list"],
+)
+def test_a_module_inside_what_self_log_refuses_names_what_to_log_instead(log, call):
+    """Lightning's refusal formatted the container, whose ``repr`` printed the module's whole ``nn.Module`` tree."""
+    message = _refusal_of(log)
+    assert message.startswith(f"`{call}` was given a RecMetricModule"), message
+    assert "self.log_dict(module.compute())" in message and "RecMetricCallback" in message
+    assert "NormalizedEntropy" not in message and "MetricCollection" not in message and len(message) < 600
+
+
+def _lightning_refusal(function_name: str, module_name: str = "lightning.pytorch.core.module"):
+    """A function named ``function_name`` in a module named ``module_name`` formatting its ``value`` as Lightning's
+    ``__check_allowed`` does (a stand-in for a Lightning whose private refusal has another name, or another module)."""
+    namespace: dict = {"__name__": module_name}
+    source = f"def {function_name}(v, name, value):\n    return f'`self.log({{name}}, {{value}})` was called'\n"
+    exec(compile(source, f"<{module_name}>", "exec"), namespace)
+    return namespace[function_name]
+
+
+def test_the_module_formats_as_any_module_in_user_code():
+    module = tmx.RecMetricModule(TASKS, {"ne": "ne"}, prefix="train/")
+    tree = torch.nn.Module.__repr__(module)  # nn.Module's own repr, the reference
+    assert f"{module}" == f"{module!s}" == f"{module!r}" == format(module, "") == tree
+    templates = ["{}", "{!r}", "{!s}", "{0}", "{value}"]  # str.format, as a user's logging template calls it
+    assert {template.format(module, value=module) for template in templates} == {tree}
+    assert str(module) == repr(module) == tree
+    assert str({"a": module}) == f"{ {'a': module} }".strip() == "{'a': " + tree + "}"
+    assert repr([module]) == "[" + tree + "]"
+    holder = torch.nn.Module()
+    holder.train_metrics = module
+    assert tree.replace("\n", "\n  ") in repr(holder)  # a parent module's repr holds the child's, indented
+    with pytest.raises(TypeError):  # as any nn.Module: object.__format__ takes no spec
+        format(module, ">10")
+
+
+@pytest.mark.parametrize(
+    ("function_name", "module_name"),
+    [
+        ("_check_allowed", "lightning.pytorch.core.module"),  # Lightning renamed its private refusal
+        ("__check_value", "lightning.pytorch.core.module"),
+        ("__check_allowed", "lightning.pytorch.core.lightning_module"),  # moved it to another module
+        ("__check_allowed", "user_project.logging"),  # a user's function of that name
+    ],
+)
+def test_an_unrecognised_refusal_formats_the_module_as_usual(function_name, module_name):
+    module = tmx.RecMetricModule(TASKS, {"ne": "ne"}, prefix="train/")
+    refusal = _lightning_refusal(function_name, module_name)
+    tree = torch.nn.Module.__repr__(module)
+    assert refusal(module, "v", module) == f"`self.log(v, {tree})` was called"
+    assert refusal({"a": module}, "v", {"a": module}) == f"`self.log(v, {{'a': {tree}}})` was called"
+
+
+def test_the_recognised_refusal_raises_ours_and_a_failed_look_formats_as_usual(monkeypatch):
+    module = tmx.RecMetricModule(TASKS, {"ne": "ne"}, prefix="train/")
+    refusal = _lightning_refusal("__check_allowed")
+    with pytest.raises(ValueError, match=r"^`self\.log\('v', \.\.\.\)` was given a RecMetricModule"):
+        refusal(module, "v", module)
+    with pytest.raises(ValueError, match=r"^`self\.log\('v', \.\.\.\)` was given a RecMetricModule"):
+        refusal({"a": module}, "v", {"a": module})
+    assert _lightning_refusal("__check_allowed")(module, 3, module).endswith("` was called")  # a name of no str
+
+    def no_frames(depth=0):
+        raise ValueError("call stack is not deep enough")  # a Python without frame access, say
+
+    tree = torch.nn.Module.__repr__(module)
+    monkeypatch.setattr("sys._getframe", no_frames)
+    assert f"{module}" == repr(module) == tree
+    assert refusal(module, "v", module) == f"`self.log(v, {tree})` was called"

@@ -117,7 +117,7 @@ from torchmetrics_ext.utilities.distributed import (
 )
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
-from torchmetrics_ext.utilities.mapping import lightning_log_name
+from torchmetrics_ext.utilities.mapping import lightning_log_call
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
 from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
@@ -1707,27 +1707,30 @@ class RecMetricModule(CheckpointLoading):
         """
         return self._compute(sync=True)
 
-    def __format__(self, format_spec: str) -> str:
-        """As any object's; in ``LightningModule.log(name, module)``'s refusal, a ``ValueError`` naming the way.
+    def __repr__(self) -> str:
+        """As any ``nn.Module``'s; in ``LightningModule.log``'s refusal of the module, a ``ValueError`` naming the way.
 
-        ``self.log`` takes one number (a ``Tensor``, a ``Metric``), and refuses a module with a message that
-        prints the module's whole ``nn.Module`` tree (formatted here) and no way out. Raised instead, from
-        that formatting alone (nothing per step): the message names ``self.log_dict(module.compute())`` and
-        ``RecMetricCallback``. ``f"{module}"`` anywhere else is ``str(module)``, as before.
+        ``self.log`` takes one number (a ``Tensor``, a ``Metric``), and refuses a module, or a dict or list
+        holding one (``self.log("v", {"a": module})``), with a message that prints the module's whole
+        ``nn.Module`` tree and no way out. Raised instead, from that formatting alone (``f"{module}"``,
+        ``format`` and a dict's ``repr`` all reach ``repr``; nothing runs per step): the message names
+        ``self.log_dict(module.compute())`` and ``RecMetricCallback``. Anywhere else (``f"{module}"``,
+        ``str.format``, ``print``, a debugger, a parent module's ``repr``), and under a Lightning whose refusal
+        is not recognised, it is ``nn.Module``'s ``repr``.
 
         Raises:
             ValueError: when Lightning's ``log`` formats the module for its refusal.
         """
-        name = lightning_log_name(inspect.currentframe().f_back)  # type: ignore[union-attr]
-        if name is not None:
+        call = lightning_log_call()
+        if call is not None:
             raise ValueError(
-                f"`self.log({name!r}, ...)` was given a RecMetricModule, whose values are a dict (one per metric "
-                "and task), not one number: log them with `self.log_dict(module.compute())`, e.g. in "
-                "`on_validation_epoch_end` (a collective under DDP: every rank calls it; docs/module.md, 'Without "
-                "the callback', shows the training steps' way), or let "
-                "`torchmetrics_ext.integrations.lightning.RecMetricCallback` update and log the module."
+                f"`{call}` was given a RecMetricModule, whose values are a dict (one per metric and task), not one "
+                "number: log them with `self.log_dict(module.compute())`, e.g. in `on_validation_epoch_end` (a "
+                "collective under DDP: every rank calls it; docs/module.md, 'Without the callback', shows the "
+                "training steps' way), or let `torchmetrics_ext.integrations.lightning.RecMetricCallback` update and "
+                "log the module."
             )
-        return super().__format__(format_spec)
+        return super().__repr__()
 
     def items(self) -> Any:
         """Not a mapping of metrics: raises ``TypeError`` saying what to log instead.

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_str, refuse_repeats, sequence_items
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 
 def _tensor(value: Any) -> Tensor:
@@ -235,6 +236,31 @@ def _absent_entries(label_names: Sequence[str], dataloader: Any) -> list[str] | 
     return [name for name in label_names if row.get(name) is None]
 
 
+def _trainer_label_names(args: Any, model: Any) -> tuple[list[str] | None, str]:
+    """The label names ``transformers.Trainer`` reads each eval batch's labels by, and where they come from.
+
+    ``TrainingArguments.label_names`` where given; else, as the Trainer sets its ``label_names`` at
+    construction, transformers' ``find_labels`` of the model's class (a PEFT model's base model): the
+    forward's arguments whose name holds ``"label"`` (and ``start_positions``/``end_positions`` for a
+    ``...QuestionAnswering`` class), ``[]`` for a forward without one. ``None`` where neither is known (no model
+    given to the hook): said as the Trainer's default.
+    """
+    names = getattr(args, "label_names", None)
+    if names is not None:
+        return list(names), "TrainingArguments.label_names"
+    if model is None:
+        return None, "TrainingArguments.label_names (None: the label arguments of the model's forward)"
+    from transformers.utils import find_labels  # the `huggingface` extra, there when the Trainer calls this hook
+
+    try:
+        from transformers.trainer_utils import unwrap_peft_model  # as the Trainer inspects the model (recent)
+
+        model = unwrap_peft_model(model)
+    except Exception:  # an older transformers (no helper), or a PEFT model it cannot unwrap: the model's own class
+        pass
+    return list(find_labels(type(model))), f"label names the Trainer took from `{type(model).__name__}.forward`"
+
+
 def _skipped_metrics_callback(compute_metrics: Any) -> Any:
     """A ``TrainerCallback`` that warns after an evaluation that never reached ``compute_metrics`` (HFComputeMetrics).
 
@@ -249,10 +275,23 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
         def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if compute_metrics._take_computed():
                 return
-            label_names = list(args.label_names or ("labels",))  # the Trainer's default for a model taking labels
+            label_names, source = _trainer_label_names(args, kwargs.get("model"))
             runtime = [key for key in kwargs.get("metrics") or {} if key.endswith("_runtime")]
             prefix = runtime[0].removesuffix("_runtime") if runtime else "eval"
-            absent = _absent_entries(label_names, kwargs.get("eval_dataloader"))
+            if label_names == []:
+                warnings.warn(
+                    f"compute_metrics was not called in evaluation {prefix!r}, and the Trainer logged none of its "
+                    f"metrics: TrainingArguments.label_names is None and `{type(kwargs.get('model')).__name__}"
+                    ".forward` "
+                    "has no argument whose name holds 'label' (transformers' find_labels), so the Trainer's label "
+                    "names are [] and it never finds labels. Set TrainingArguments(label_names=[...]) to the eval "
+                    "set's label keys (the model's forward must take them), or give the forward a `labels` argument.",
+                    UserWarning,
+                    stacklevel=user_stacklevel(),
+                )
+                return
+            absent = None if label_names is None else _absent_entries(label_names, kwargs.get("eval_dataloader"))
+            listed = "" if label_names is None else f" ({label_names})"
             where = (
                 f"the eval rows lack the label_names entries {absent}, so the Trainer found no labels"
                 if absent
@@ -261,11 +300,11 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
             warnings.warn(
                 f"compute_metrics was not called in evaluation {prefix!r}: {where}, and logged none of its metrics. "
                 f"The Trainer calls compute_metrics only when every eval batch holds every "
-                f"TrainingArguments.label_names entry ({label_names}) and the model returns predictions (not with "
+                f"{source} entry{listed} and the model returns predictions (not with "
                 "prediction_loss_only=True): give the eval set those keys, and keep them through "
                 "`remove_unused_columns` (the model's forward must take them) and the data collator.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
 
     return _ComputeMetricsReached()

@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from torchmetrics_ext.aggregation import MetricsAggregator
 from torchmetrics_ext.utilities.errors import WrongTypeError
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 CHECKPOINT_KEY = "metrics_aggregators"  # checkpoint[CHECKPOINT_KEY][rank] = {entry name: aggregator.state_dict()}
 
@@ -133,7 +134,7 @@ class AggregatorCheckpoint(pl.Callback):
                 f"after `strategy='ddp_spawn'`): the aggregators {sorted(local)} here hold none of the ranks' "
                 "records, so a resume from it starts them empty. Save checkpoints during the fit (ModelCheckpoint).",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             per_rank: list[Any] = [None] * ranks
         elif world > 1:
@@ -159,14 +160,14 @@ class AggregatorCheckpoint(pl.Callback):
                 f"the records of saved rank(s) {list(range(world, saved))} are not carried (MetricsAggregator has no "
                 "merge); each rank of this run resumes the saved rank of its number.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         if isinstance(per_rank, list) and saved and all(entry is None for entry in per_rank):
             warnings.warn(
                 f"AggregatorCheckpoint: the checkpoint was saved outside the ranks of a `ddp_spawn` fit and holds "
                 f"none of their aggregators; {sorted(aggregators)} start empty.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
             for aggregator in aggregators.values():
                 aggregator.reset()
@@ -188,7 +189,7 @@ class AggregatorCheckpoint(pl.Callback):
             warnings.warn(
                 f"AggregatorCheckpoint: the checkpoint holds no states of {lacking}; they start empty.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         for name, aggregator in aggregators.items():
             if name in lacking:

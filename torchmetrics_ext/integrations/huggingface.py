@@ -85,6 +85,7 @@ from torchmetrics_ext.utilities.checks import (
     sequence_items,
 )
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -415,8 +416,10 @@ class HFComputeMetrics:
         the callback warns at ``on_evaluate`` (a ``UserWarning``) when this callable computed nothing
         since the last evaluation or ``predict()``, naming the ``label_names`` entries the eval set's
         first row lacks (a map-style eval set; a dataset column dropped by the Trainer's
-        ``remove_unused_columns`` counts as lacking). It reads nothing on the path where metrics are
-        computed.
+        ``remove_unused_columns`` counts as lacking). With ``label_names=None`` the names are those the
+        Trainer uses, read from the model's ``forward`` as transformers' ``find_labels`` reads them
+        (``labels_click``; ``start_positions``/``end_positions`` for a ``...QuestionAnswering`` class; none at
+        all, which it says). It reads nothing on the path where metrics are computed.
 
         Returns:
             A fresh ``transformers.TrainerCallback`` (the ``huggingface`` extra) watching this callable.
@@ -930,7 +933,7 @@ class _Pointwise(HFComputeMetrics):
             "or calibration; build the callable with `pointwise_compute_metrics(..., from_logits=False)`. If they "
             "are logits, the values are right.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
 
     def compute(self) -> dict[str, float]:

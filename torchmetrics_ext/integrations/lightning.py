@@ -47,7 +47,7 @@ try:
     from lightning.pytorch.strategies import Strategy
     from lightning.pytorch.trainer.states import TrainerFn
     from lightning.pytorch.utilities.model_helpers import is_overridden
-    from lightning.pytorch.utilities.rank_zero import rank_zero_warn
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
     from lightning.pytorch.utilities.warnings import PossibleUserWarning
 except ImportError as err:  # the extra this module needs: say where it comes from
     raise ImportError(
@@ -62,8 +62,19 @@ from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.distributed import unshare_memory
 from torchmetrics_ext.utilities.errors import WrongTypeError
+from torchmetrics_ext.utilities.warnings import user_stacklevel
 
 __all__ = ["AggregatorCheckpoint", "RecMetricCallback", "UnpaddedDistributedSampler"]
+
+
+def _warn_rank_zero(message: str, category: type[Warning]) -> None:
+    """``rank_zero_warn`` at the user's line (``user_stacklevel``: their ``LightningModule`` method, else ``fit``).
+
+    Lightning's ``rank_zero_warn`` counts a fixed ``stacklevel`` from this package's function, so its warnings named
+    a line of the callback; a hook's user is the one who called the Trainer.
+    """
+    if getattr(rank_zero_only, "rank", 0) == 0:
+        warnings.warn(message, category, stacklevel=user_stacklevel())
 
 
 class _EvalEpoch:
@@ -495,12 +506,12 @@ class RecMetricCallback(pl.Callback):
         used = [name for name in names if name is not None]
         if self._barebones and used:
             modules = ", ".join(f"`{type(pl_module).__name__}.{name}`" for name in used)
-            rank_zero_warn(
+            _warn_rank_zero(
                 f"RecMetricCallback: `Trainer(barebones=True)` disables logging (`self.log` logs nothing under it), "
                 f"so the callback updates {modules} at every step but computes and logs nothing (no sync either). "
                 f"Call their `compute()` after the run to read the values, or drop `barebones=True` to have them "
                 "logged.",
-                category=UserWarning,
+                UserWarning,
             )
         if stage == "fit":  # a callback reused for another fit (a fresh model, say) logs it from its first epoch
             self._train_logged_at = None
@@ -564,14 +575,14 @@ class RecMetricCallback(pl.Callback):
             if accumulate <= 1 or interval % accumulate == 0 or (interval, accumulate) in self._accumulation_warned:
                 continue
             self._accumulation_warned.add((interval, accumulate))
-            rank_zero_warn(
+            _warn_rank_zero(
                 f"RecMetricCallback: `{self.train}.compute_interval_steps={interval}` counts training batches, and "
                 f"`accumulate_grad_batches={accumulate}`{where} makes {accumulate} batches one optimizer step (one "
                 f"logging step): the module computes inside an accumulation, and computes that fall in one optimizer "
                 f"step are written at the same logging step. Use a multiple of {accumulate} "
                 f"(`compute_interval_steps={accumulate * max(1, round(interval / accumulate))}`: every "
                 f"{max(1, round(interval / accumulate))} optimizer step(s)).",
-                category=PossibleUserWarning,
+                PossibleUserWarning,
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -830,7 +841,7 @@ class RecMetricCallback(pl.Callback):
                 f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
                 f"sample to exactly one rank.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         world = trainer.world_size
         for i, size, sampler in _unsharded_samplers(loaders):
@@ -847,7 +858,7 @@ class RecMetricCallback(pl.Callback):
                 f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
                 f"sample to exactly one rank.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
 
     def _eval_batch_end(
@@ -882,7 +893,7 @@ class RecMetricCallback(pl.Callback):
                 f"dict from the `{stage}_step` (`return model_out`), or build the callback with "
                 f"{'test' if stage == 'test' else 'val'}=None for a model without {stage} metrics.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
         if len(eval_.counts) == 1:
             self._log(pl_module, eval_.modules[0])
@@ -1037,7 +1048,7 @@ class RecMetricCallback(pl.Callback):
                     f"after `strategy='ddp_spawn'`): the model's `{name}` holds rank 0's metric states alone, so a "
                     f"resume from it starts `{name}` afresh. Save checkpoints during the fit (ModelCheckpoint) to "
                     "resume the metrics.",
-                    stacklevel=2,
+                    stacklevel=user_stacklevel(),
                 )
             checkpoint["rec_metric_modules"] = _merge_per_rank(
                 checkpoint.get("rec_metric_modules"), [local] + [None] * (ranks - 1)
@@ -1123,7 +1134,7 @@ class RecMetricCallback(pl.Callback):
                     warnings.warn(
                         f"RecMetricCallback: the checkpoint holds no per-rank metric states (saved without this "
                         f"callback): its `{name}` states are rank 0's alone; `{name}` starts afresh.",
-                        stacklevel=2,
+                        stacklevel=user_stacklevel(),
                     )
                     self._restart(module)
             return
@@ -1139,7 +1150,9 @@ class RecMetricCallback(pl.Callback):
                     why = f"holds metric states of {len(per_rank)} rank(s), this run has {world}"
                 else:
                     why = "holds rank 0's metric states alone (saved in ddp_spawn's main process, after the fit)"
-                warnings.warn(f"RecMetricCallback: the checkpoint {why}; `{name}` starts afresh.", stacklevel=2)
+                warnings.warn(
+                    f"RecMetricCallback: the checkpoint {why}; `{name}` starts afresh.", stacklevel=user_stacklevel()
+                )
                 self._restart(module)
             elif name not in per_rank[rank]:
                 self._without_saved_states(name, module, sorted(per_rank[rank]), strict, restart=world > 1)
@@ -1165,7 +1178,7 @@ class RecMetricCallback(pl.Callback):
             entries = list(per_rank)  # rank 0's entry may be None: the model's state_dict, as its module's None
             if any(entry is not None and name not in entry for entry in entries):
                 lacking = next(sorted(entry) for entry in entries if entry is not None and name not in entry)
-                self._without_saved_states(name, module, lacking, strict, restart=True, stacklevel=4)
+                self._without_saved_states(name, module, lacking, strict, restart=True)
                 continue
             states = [None if entry is None else entry[name] for entry in entries]
             problem = None
@@ -1184,7 +1197,7 @@ class RecMetricCallback(pl.Callback):
                 warnings.warn(
                     f"RecMetricCallback: the checkpoint holds metric states of {saved} rank(s), this run has "
                     f"{world}, and they cannot be merged ({problem}); `{name}` starts afresh.",
-                    stacklevel=3,
+                    stacklevel=user_stacklevel(),
                 )
                 self._restart(module)
                 continue
@@ -1198,7 +1211,7 @@ class RecMetricCallback(pl.Callback):
             warnings.warn(
                 f"RecMetricCallback: lifetime values carried from {saved} ranks onto {world}; windows restart "
                 f"(`{name}`{throughput}).",
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
 
     def _without_saved_states(
@@ -1208,7 +1221,6 @@ class RecMetricCallback(pl.Callback):
         held: list[str],
         strict: bool,
         restart: bool,
-        stacklevel: int = 3,
     ) -> None:
         """A checkpoint whose per-rank entry lacks ``name`` (``held``: the names it holds).
 
@@ -1226,7 +1238,7 @@ class RecMetricCallback(pl.Callback):
             warnings.warn(
                 f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}`: what Lightning "
                 f"loaded into it is rank 0's alone; `{name}` starts afresh.",
-                stacklevel=stacklevel,
+                stacklevel=user_stacklevel(),
             )
             self._restart(module)
 
@@ -1279,7 +1291,7 @@ def _warn_restored_from_rank_zero(pl_module: pl.LightningModule, checkpoint: Map
             f"that the callback updates (it saves every rank's states and gives each its own back), or leave them "
             f"out of the checkpoint with `persistent(False)` (a resume then starts them afresh).",
             UserWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -1307,11 +1319,11 @@ def _warn_same_keys(owner: str, train: tuple[str, RecMetricModule], val: tuple[s
         return
     example = train_module._key(*common[0], tasks[0], window=False)
     prefix = f"prefix {train_module.prefix!r}" if train_module.prefix else "no prefix"
-    rank_zero_warn(
+    _warn_rank_zero(
         f"RecMetricCallback: `{owner}.{train_name}` and `{owner}.{val_name}` both have {prefix}, so they log the "
         f"same keys (e.g. {example!r}): the validation values replace the training ones in "
         "`trainer.callback_metrics`, and a `ModelCheckpoint`/`EarlyStopping` monitoring such a key reads whichever "
         f"was logged last. Give validation its own prefix: `self.{val_name} = self.{train_name}.clone"
         '(prefix="val/")`.',
-        category=UserWarning,
+        UserWarning,
     )

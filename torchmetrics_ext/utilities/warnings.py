@@ -11,6 +11,8 @@ undefined value cannot be mistaken for a real one in a dashboard. Silence the wa
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 import os
 import sys
@@ -89,6 +91,31 @@ _LIBRARY_DIRS = tuple(
     os.path.dirname(os.path.abspath(path)) + os.sep
     for path in (os.path.dirname(__file__), torchmetrics.__file__ or "", torch.__file__ or "")
 )
+# the trainers whose hooks run the package's code (callbacks, checkpoint loads, `compute_metrics`): passed over too,
+# so that a warning raised inside a hook names the user's `LightningModule` method where one is on the stack, else
+# the line that called `trainer.fit` / `validate` / `evaluate`, never a line of the trainer's loop
+_TRAINER_PACKAGES = (
+    "lightning",
+    "pytorch_lightning",
+    "lightning_fabric",
+    "lightning_utilities",
+    "transformers",
+    "accelerate",
+)
+
+
+@functools.cache
+def _passed_over() -> tuple[str, ...]:
+    """:data:`_LIBRARY_DIRS` and the folders of the installed trainer packages (found, not imported; once)."""
+    folders = list(_LIBRARY_DIRS)
+    for name in _TRAINER_PACKAGES:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # a broken install, a module without a spec: not passed over
+            continue
+        if spec is not None:
+            folders += [os.path.abspath(folder) + os.sep for folder in spec.submodule_search_locations or ()]
+    return tuple(folders)
 
 
 def user_stacklevel() -> int:
@@ -98,8 +125,14 @@ def user_stacklevel() -> int:
     supports (3.10+) and with one code path: frames of this package, TorchMetrics and torch are passed
     over, so a warning raised while ``compute()`` runs names the user's ``compute()`` (or ``log_dict``,
     ``metric(...)``) line however deep the call sits (a wrapper, a module's fused compute, a compute
-    group). Where nothing outside them is on the stack (the command line), the outermost frame is named.
-    The stack is walked only when a warning is actually raised.
+    group). So are the frames of Lightning (``lightning``, ``pytorch_lightning``, ``lightning_fabric``,
+    ``lightning_utilities``) and of transformers and accelerate: a warning raised inside a Trainer's hook
+    (``RecMetricCallback``, ``AggregatorCheckpoint``, a checkpoint load, ``compute_metrics``) names the
+    user's ``LightningModule`` method where one is on the stack, else the line that called
+    ``trainer.fit`` (``validate``, ``test``, ``evaluate``, ``train``), not a line of the trainer's loop.
+    A call the user makes themselves (``self.val_metrics.compute()`` in ``on_validation_epoch_end``) is
+    named as before: their frame comes first. Where nothing outside them is on the stack (the command
+    line), the outermost frame is named. The stack is walked only when a warning is actually raised.
 
     Examples:
         >>> import warnings
@@ -112,7 +145,8 @@ def user_stacklevel() -> int:
     """
     frame = sys._getframe(1)
     level = 1
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+    passed_over = _passed_over()
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(passed_over):
         frame = frame.f_back
         level += 1
     return level

@@ -15,12 +15,12 @@ from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric
 
 from torchmetrics_ext.metrics._checkpoints import load_explained
 from torchmetrics_ext.utilities.checks import as_int
+from torchmetrics_ext.utilities.distributed import _world
 from torchmetrics_ext.utilities.frames import running_locals
 from torchmetrics_ext.utilities.load_guard import guard_descendant_loads, loading_strictly
 from torchmetrics_ext.utilities.snapshot import snapshot
@@ -523,14 +523,6 @@ def _malformed_extra_state(state: Any) -> str | None:
         if value is not None and (number is None or number < 0):
             return f"{key!r}: {value!r}"
     return None
-
-
-def _world() -> tuple[int, int] | None:
-    """``(rank, world size)`` of this process under DDP (a process group of more than one rank), else ``None``."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    size = dist.get_world_size()
-    return (dist.get_rank(), size) if size > 1 else None
 
 
 def _after_load(module: nn.Module, incompatible_keys: Any) -> None:

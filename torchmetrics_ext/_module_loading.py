@@ -435,6 +435,14 @@ class CheckpointLoading(nn.Module):
         process group of one rank included): under DDP the states are that rank's share alone, and a rank
         that loads states another rank saved, or its own of another number of ranks, is warned of at its
         next compute (``_warn_other_rank``).
+
+        Examples:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> module = RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+            >>> module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+            >>> module.get_extra_state()  # saved in one process: rank 0 of 1, the whole run's states
+            {'step': 1, 'tasks': ['click'], 'rank': 0, 'world_size': 1}
         """
         state: dict[str, Any] = {"step": self._step, "tasks": [task.name for task in self.tasks]}
         subsets = self._metric_task_names()

@@ -55,7 +55,7 @@ class UnpaddedDistributedSampler(DistributedSampler):
             raise ValueError("UnpaddedDistributedSampler neither pads nor drops samples: `drop_last` is not accepted.")
         # what is not given is read from the process group where the sampler is used (see above)
         from_group = {name for name in ("num_replicas", "rank") if name not in kwargs}
-        if _world(min_size=1) is None:  # no process group (one of a single process counts)
+        if _world(min_size=1) is None:  # no process group at all (one of a single process is read as any other)
             kwargs.setdefault("num_replicas", 1)
             kwargs.setdefault("rank", 0)
         self._from_group: set[str] = set()  # DistributedSampler.__init__ reads the values it is given
@@ -74,8 +74,8 @@ class UnpaddedDistributedSampler(DistributedSampler):
             >>> sampler.num_replicas, sampler.rank, sampler.num_samples
             (1, 0, 5)
         """
-        if "num_replicas" in self._from_group and (group := _world(min_size=1)) is not None:
-            return group[1]
+        if "num_replicas" in self._from_group and (ranks := _world(min_size=1)) is not None:
+            return ranks[1]
         return self._num_replicas
 
     @num_replicas.setter
@@ -96,8 +96,8 @@ class UnpaddedDistributedSampler(DistributedSampler):
             ValueError: UnpaddedDistributedSampler(num_replicas=2) was given no `rank` ...
         """
         if "rank" in self._from_group:
-            if (group := _world(min_size=1)) is not None:
-                return group[0]
+            if (ranks := _world(min_size=1)) is not None:
+                return ranks[0]
             if self._num_replicas > 1:  # rank 0's share alone would be taken silently
                 raise ValueError(
                     f"UnpaddedDistributedSampler(num_replicas={self._num_replicas}) was given no `rank` and no "

@@ -2,8 +2,9 @@
 
 Checked without a process group, in a real gloo group of one process (a group of one rank is no
 DDP where the call sites said so, and a group where the sampler reads its rank from it), and on
-two spawned gloo ranks (a subgroup, a rank outside it). The expected values are written from
-torch's own ``dist.get_rank``/``dist.get_world_size`` or plain numbers, never from the helper.
+two spawned gloo ranks (a subgroup, a rank outside it; the ranks import neither Lightning nor
+``evaluate``, whose sites their own DDP tests cover). The expected values are written from torch's
+own ``dist.get_rank``/``dist.get_world_size`` or plain numbers, never from the helper.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ import torch.distributed as dist
 
 import torchmetrics_ext as tmx
 from torchmetrics_ext.aggregation import MetricsAggregator
-from torchmetrics_ext.evaluate import runner
 from torchmetrics_ext.integrations import UnpaddedDistributedSampler
-from torchmetrics_ext.integrations.lightning import _batch_counts_over_ranks
 from torchmetrics_ext.utilities.distributed import _world
 
 
@@ -41,6 +40,9 @@ def _module() -> tmx.RecMetricModule:
 
 
 def test_without_a_process_group_nothing_is_distributed():
+    from torchmetrics_ext.evaluate import runner
+    from torchmetrics_ext.integrations.lightning import _batch_counts_over_ranks
+
     assert not dist.is_initialized()
     assert _world() is None
     assert _world(min_size=1) is None
@@ -56,6 +58,9 @@ def test_without_a_process_group_nothing_is_distributed():
 
 
 def test_a_group_of_one_process_is_no_ddp_but_a_group_for_the_sampler(one_process_group):
+    from torchmetrics_ext.evaluate import runner
+    from torchmetrics_ext.integrations.lightning import _batch_counts_over_ranks
+
     assert (dist.get_rank(), dist.get_world_size()) == (0, 1)
     assert _world() is None  # a world of 1: nothing to sync with, nothing saved as a rank's share
     assert _world(min_size=1) == (0, 1)
@@ -89,10 +94,8 @@ def _ranks_job(rank: int, world_size: int) -> dict[str, object]:
         "both": _world(both),
         "first": _world(first),
         "first1": _world(first, min_size=1),
-        "runner": runner._world(),
         "aggregator": MetricsAggregator()._distributed(),
         "aggregator_first": MetricsAggregator(process_group=first)._distributed(),
-        "counts": _batch_counts_over_ranks([float(2 + rank), float(rank)], torch.device("cpu")),
         "sampler": list(UnpaddedDistributedSampler(range(5), shuffle=False)),
     }
 
@@ -107,8 +110,6 @@ def test_two_ranks_and_a_subgroup(ddp_pool):
         assert out["both"] == (rank, 2)
         assert out["first"] is None  # one rank in it (rank 0), or outside it (rank 1)
         assert out["first1"] == ((0, 1) if rank == 0 else None)
-        assert out["runner"] == (rank, 2)
         assert out["aggregator"] is True
         assert out["aggregator_first"] is False
-        assert out["counts"] == ([2.0, 0.0], [3.0, 1.0])  # min and max over ranks 0 (2, 0) and 1 (3, 1)
         assert out["sampler"] == [[0, 2, 4], [1, 3]][rank]

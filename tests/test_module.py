@@ -4381,7 +4381,7 @@ def test_an_unreadable_extra_state_is_refused_naming_it_and_loads_nothing(extra_
     assert other.get_extra_state()["step"] == 1
     # what get_extra_state saves, and a step held as a 0-dim integer tensor, restore the step
     other.set_extra_state({"step": torch.tensor(5), "tasks": ["click", "buy"]})
-    assert other.get_extra_state() == {"step": 5, "tasks": ["click", "buy"]}
+    assert other.get_extra_state() == {"step": 5, "tasks": ["click", "buy"], "rank": 0, "world_size": 1}
 
 
 def _windowed_module(eta: float = 1e-3, num_bins: int = 100, tasks: list = TASKS) -> tmx.RecMetricModule:

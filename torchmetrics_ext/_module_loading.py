@@ -21,6 +21,7 @@ from torchmetrics import Metric
 
 from torchmetrics_ext.metrics._checkpoints import load_explained
 from torchmetrics_ext.utilities.checks import as_int
+from torchmetrics_ext.utilities.distributed import _world
 from torchmetrics_ext.utilities.frames import running_locals
 from torchmetrics_ext.utilities.load_guard import guard_descendant_loads, loading_strictly
 from torchmetrics_ext.utilities.snapshot import snapshot
@@ -49,7 +50,8 @@ _STRICT_HINT = "_strict_keys_hint"
 _LOAD_GUARD = "_load_guard"
 # what the module's last successful load did not resume, {metric name (None: the throughput): parts}: see _afresh
 AFRESH_ON_LOAD = "_afresh_on_load"
-# (rank, world size) of the process that saved the states last loaded, when saved under DDP; see `_warn_other_rank`
+# (rank, world size) of the process that saved the states last loaded ((0, 1): one process, no group), when
+# the checkpoint records it; see `_warn_other_rank`
 SAVED_BY = "_saved_by"
 
 
@@ -495,22 +497,32 @@ class CheckpointLoading(nn.Module):
             for name in [*self._names]:
                 afresh[name] = afresh.get(name, frozenset()) | window
         self.__dict__[AFRESH_ON_LOAD] = afresh
+        self.__dict__.pop(SAVED_BY, None)  # every saved rank's states merged, as meant: no other rank's to warn of
         self._mark_members()  # the groups' states were replaced through their leaders: nothing to say at compute
 
     def get_extra_state(self) -> Any:
         """The step counter (so ``should_compute`` keeps its cadence after a restore) and the task names, in order.
 
         ``load_state_dict`` refuses a checkpoint of other task names or order (see ``_load_from_state_dict``).
-        Under DDP also the ``rank`` and ``world_size`` of the process that saves it: the states are that
-        rank's alone, and a rank that loads another's is warned of at its next compute (``_warn_other_rank``).
+        Also the ``rank`` and ``world_size`` of the process that saves it (rank 0 of 1 in one process, a
+        process group of one rank included): under DDP the states are that rank's share alone, and a rank
+        that loads states another rank saved, or its own of another number of ranks, is warned of at its
+        next compute (``_warn_other_rank``).
+
+        Examples:
+            >>> import torch
+            >>> from torchmetrics_ext import RecMetricModule
+            >>> module = RecMetricModule(["click"], {"ctr": "ctr"}, throughput=False)
+            >>> module.update({"prediction": torch.tensor([0.5]), "label": torch.tensor([1])})
+            >>> module.get_extra_state()  # saved in one process: rank 0 of 1, the whole run's states
+            {'step': 1, 'tasks': ['click'], 'rank': 0, 'world_size': 1}
         """
         state: dict[str, Any] = {"step": self._step, "tasks": [task.name for task in self.tasks]}
         subsets = self._metric_task_names()
         if subsets:  # only with `metric_tasks`: the checkpoints of other modules stay as they were
             state["metric_tasks"] = subsets
-        world = _world()
-        if world is not None:  # under DDP: which rank's states these are (see `_warn_other_rank`)
-            state["rank"], state["world_size"] = world
+        # which share of which run these states are: this rank's under DDP, the whole run's in one process
+        state["rank"], state["world_size"] = _world() or (0, 1)
         return state
 
     def _metric_task_names(self) -> dict[str, list[str]]:
@@ -538,27 +550,59 @@ class CheckpointLoading(nn.Module):
         self.__dict__[SAVED_BY] = saved_by
 
     def _warn_other_rank(self) -> None:
-        """Warn, once per load, where this rank holds the states another rank saved (a rank-0-only checkpoint).
+        """Warn, once per load, where this rank's states are not its own share of this run's samples.
 
-        A training loop without Lightning that saves on rank 0 alone (``if rank == 0: torch.save(...)``)
+        Each rank of a DDP run holds its share of the samples, and the synced values add the shares
+        up. A training loop without Lightning that saves on rank 0 alone (``if rank == 0: torch.save(...)``)
         and loads that file on every rank gives every rank rank 0's states: the synced values count its
-        samples once per rank, without an error anywhere. The module records the rank that saved its
-        states (:meth:`get_extra_state`, under DDP) and says so at the first ``compute()`` or
-        ``local_compute()`` on another rank; a ``reset()`` or a load of other states clears it (this rank's own,
-        or a checkpoint that records no rank: one saved in one process or by a version before the rank was saved).
-        Nothing is communicated (each rank reads its own record), so no rank waits for another.
+        samples once per rank, without an error anywhere. So does a checkpoint saved in one process
+        loaded on every rank of a DDP run, and per-rank files saved by another number of ranks leave
+        out the samples of a saved rank no rank loads (or count those of one several ranks load).
+        The module records the ``(rank, world size)`` that saved its states (:meth:`get_extra_state`;
+        rank 0 of 1 in one process) and, under DDP (a process group of more than one rank), says so at
+        the first ``compute()`` or ``local_compute()`` of a rank whose record is another rank's (a
+        one-process checkpoint: every rank but 0, where the whole run's states belong) or of another
+        world size (a one-process checkpoint on rank 0 excepted); a ``reset()`` or a load of other
+        states clears it (the rank's own, a checkpoint that records no rank, as earlier versions saved
+        them, or every saved rank's merged by ``RecMetricCallback``). Nothing is communicated (each
+        rank reads its own record), so no rank waits for another, and nothing is added to a step.
         """
         saved_by = self.__dict__.pop(SAVED_BY, None)
+        if saved_by is None:  # the usual case: no load since the last compute, nothing asked of torch
+            return
         world = _world()
-        if saved_by is None or world is None or saved_by[0] == world[0]:
+        if world is None or saved_by == world:
             return
         (saved_rank, saved_world), (rank, size) = saved_by, world
+        if saved_world == 1 and rank == 0:  # the whole of a one-process run, resumed on rank 0: its lifetime
+            return
+        source = "in one process (no process group)" if saved_world == 1 else f"by rank {saved_rank} of {saved_world}"
+        head = f"RecMetricModule: its states were saved {source}, and this is rank {rank} of {size}: "
+        if saved_world == size:
+            body = (
+                f"the synced values count rank {saved_rank}'s samples once more for every rank that loaded them (a "
+                "checkpoint saved on rank 0 alone and loaded on every rank counts them once per rank). Save each "
+                "rank's own `state_dict()` and load it on that rank, or `reset()` the module after loading to start "
+                "its values over (docs/module.md, Checkpoints)."
+            )
+        elif saved_world == 1:
+            body = (
+                "the synced values count that run's samples once more for every rank other than 0 that loaded them "
+                f"(loaded on every rank, {size} times). Load a one-process checkpoint on rank 0 alone and leave the "
+                "other ranks' modules empty, or `reset()` the module after loading to start its values over "
+                "(docs/module.md, Checkpoints)."
+            )
+        else:
+            body = (
+                "per-rank checkpoints resume a run of the same number of ranks; on another, the synced values leave "
+                "out the samples of a saved rank whose file no rank loads, and count those of a file several ranks "
+                "load once per rank. Pass the list of every saved rank's `state_dict()` to "
+                "`module.load_saved_ranks(saved)` on every rank instead (rank 0 merges them, the others start "
+                "empty; `RecMetricCallback` does this under Lightning; docs/module.md, Under DDP without "
+                "Lightning), or `reset()` the module after loading to start its values over."
+            )
         warnings.warn(
-            f"RecMetricModule: its states were saved by rank {saved_rank} of {saved_world}, and this is rank {rank} "
-            f"of {size}: the synced values count rank {saved_rank}'s samples once more for every rank that loaded "
-            "them (a checkpoint saved on rank 0 alone and loaded on every rank counts them once per rank). Save "
-            "each rank's own `state_dict()` and load it on that rank, or `reset()` the module after loading to "
-            "start its values over (docs/module.md, Checkpoints).",
+            head + body,
             stacklevel=user_stacklevel(),  # the user's compute()/local_compute() (or log_dict, a wrapper's)
         )
 
@@ -589,20 +633,12 @@ def _malformed_extra_state(state: Any) -> str | None:
     tasks = state.get("tasks")
     if tasks is not None and (isinstance(tasks, (str, bytes)) or not isinstance(tasks, Sequence)):
         return f"'tasks': {tasks!r}"
-    for key in ("rank", "world_size"):  # recorded under DDP only
+    for key in ("rank", "world_size"):  # absent from the checkpoints of earlier versions
         value = state.get(key)
         number = as_int(value)
         if value is not None and (number is None or number < 0):
             return f"{key!r}: {value!r}"
     return None
-
-
-def _world() -> tuple[int, int] | None:
-    """``(rank, world size)`` of this process under DDP (a process group of more than one rank), else ``None``."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    size = dist.get_world_size()
-    return (dist.get_rank(), size) if size > 1 else None
 
 
 def _after_load(module: nn.Module, incompatible_keys: Any) -> None:

@@ -31,7 +31,7 @@ from torchmetrics_ext.aggregation.sync import (
 from torchmetrics_ext.aggregation.types import AggregationType, Metric
 from torchmetrics_ext.metrics.base import GuardedMetric, counted_as_updated
 from torchmetrics_ext.utilities.data import ordered_union
-from torchmetrics_ext.utilities.distributed import TypedGather, has_untyped_list_states, outside_group
+from torchmetrics_ext.utilities.distributed import TypedGather, _world, has_untyped_list_states, outside_group
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.formatting import article, exact_text
 from torchmetrics_ext.utilities.warnings import (
@@ -715,7 +715,7 @@ class MetricsAggregator:
     # ------------------------------------------------------------------ logging
 
     def _distributed(self) -> bool:
-        return dist.is_available() and dist.is_initialized() and dist.get_world_size(self.process_group) > 1
+        return _world(self.process_group) is not None
 
     def _agree_on_keys(self) -> dict[Key, SyncEntry]:
         """Exchange keys across ranks (no values); create what this rank lacks; order keys like the union.

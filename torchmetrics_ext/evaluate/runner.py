@@ -63,6 +63,7 @@ from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import lookup
 from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
+from torchmetrics_ext.utilities.distributed import _world as _ddp_world
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.warnings import (
     NO_SAMPLES,
@@ -1090,9 +1091,8 @@ def _other_layouts(layouts: Sequence[_Layout]) -> str:
 
 
 def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    """``(rank, world size)``: ``(0, 1)`` in one process (a group of one process included)."""
+    return _ddp_world() or (0, 1)
 
 
 def _tensor(values: np.ndarray) -> Tensor:

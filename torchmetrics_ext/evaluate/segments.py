@@ -33,7 +33,7 @@ from torch import Tensor
 from torchmetrics_ext.evaluate.checks import check_column
 from torchmetrics_ext.evaluate.report import _value_text
 from torchmetrics_ext.evaluate.sources import InvalidDataError, Source, data_rows, read_text_as
-from torchmetrics_ext.utilities.distributed import fused_gather
+from torchmetrics_ext.utilities.distributed import _world, fused_gather
 
 __all__ = ["SegmentCollector", "SegmentIndex", "SegmentRows"]
 
@@ -616,8 +616,9 @@ class SegmentCollector:
         """
         mine = self._parts
         gathered, offset = mine, 0  # every rank's parts; this rank's are gathered[offset:offset + len(mine)]
-        if shares is None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            received: list[Any] = [None] * dist.get_world_size()
+        world = _world() if shares is None else None
+        if world is not None:
+            received: list[Any] = [None] * world[1]
             dist.all_gather_object(received, self.share())
             shares = received
         if shares is not None and len(shares) > 1:
@@ -1033,7 +1034,7 @@ class SegmentRows:
             self._chunks[name] = []
             local[name] = torch.cat(chunks) if chunks else torch.zeros(0, dtype=self.dtypes[name])
             del chunks
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if _world() is not None:
             gathered = fused_gather([local])[0]
             rows = {name: torch.cat(parts) for name, parts in gathered.items()}
         else:

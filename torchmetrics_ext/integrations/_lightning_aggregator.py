@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch.distributed as dist
 
 from torchmetrics_ext.aggregation import MetricsAggregator
+from torchmetrics_ext.utilities.distributed import _world
 from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import user_stacklevel
 
@@ -126,7 +127,7 @@ class AggregatorCheckpoint(pl.Callback):
     ) -> None:
         """Store each rank's ``state_dict()`` of every aggregator (one ``all_gather_object`` under DDP)."""
         local = {name: aggregator.state_dict() for name, aggregator in self._aggregators(pl_module).items()}
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        _, world = _world() or (0, 1)
         ranks = getattr(trainer, "world_size", 1)
         if world == 1 and ranks > 1:  # ddp_spawn's main process after the fit: the ranks' aggregators are gone
             warnings.warn(
@@ -150,8 +151,7 @@ class AggregatorCheckpoint(pl.Callback):
         """Give each rank back its own aggregator states (see the class docstring for the other cases)."""
         aggregators = self._aggregators(pl_module)
         per_rank = checkpoint.get(CHECKPOINT_KEY)
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        rank = dist.get_rank() if world > 1 else 0
+        rank, world = _world() or (0, 1)
         strict = getattr(pl_module, "strict_loading", True)
         saved = len(per_rank) if isinstance(per_rank, list) else 0
         if rank == 0 and saved > world:

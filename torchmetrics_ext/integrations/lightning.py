@@ -60,7 +60,7 @@ from torchmetrics_ext.integrations._lightning_aggregator import AggregatorCheckp
 from torchmetrics_ext.integrations.sampler import UnpaddedDistributedSampler
 from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
-from torchmetrics_ext.utilities.distributed import unshare_memory
+from torchmetrics_ext.utilities.distributed import _world, unshare_memory
 from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import user_stacklevel
 
@@ -101,7 +101,7 @@ class _EvalEpoch:
 def _batch_counts_over_ranks(counts: Sequence[float], device: torch.device) -> tuple[list[float], list[float]]:
     """The fewest and the most batches of each dataloader over the ranks (one ``all_reduce`` under DDP)."""
     local = torch.tensor([*counts, *(-float(n) for n in counts)], dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _world() is not None:
         dist.all_reduce(local, op=dist.ReduceOp.MIN)
     values = local.tolist()
     return values[: len(counts)], [-v for v in values[len(counts) :]]
@@ -641,13 +641,14 @@ class RecMetricCallback(pl.Callback):
         ``trainer.validate``/``test``, whose dataloaders are loaded inside the loop that skips such a rank,
         are not checked.
         """
-        if trainer is None or self._barebones or not (dist.is_available() and dist.is_initialized()):
+        ranks = _world()
+        if trainer is None or self._barebones or ranks is None:
             return
-        world = dist.get_world_size()
+        _, world = ranks
         val = self._val_name(pl_module)
         loop: Any = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "val_loop", None)
         # every condition is the same on every rank: all of them gather, or none
-        if world < 2 or val is None or getattr(loop, "_combined_loader", None) is None:
+        if val is None or getattr(loop, "_combined_loader", None) is None:
             return
         has = torch.tensor([float(sum(loop.max_batches) > 0)], dtype=torch.float64, device=pl_module.device)
         gathered = [torch.zeros_like(has) for _ in range(world)]
@@ -1032,8 +1033,7 @@ class RecMetricCallback(pl.Callback):
         Several callbacks (one per training module, of other attribute names) add their modules to
         the same entry: each rank's dict holds every callback's modules.
         """
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        rank = dist.get_rank() if world > 1 else 0
+        rank, world = _world() or (0, 1)
         resumed = self._resumed(pl_module)
         # rank 0 relies on the model's state_dict only where that is its own (see _model_state_is_rank_zeros)
         copy_rank_zero = world > 1 and not _model_state_is_rank_zeros(trainer)
@@ -1125,8 +1125,8 @@ class RecMetricCallback(pl.Callback):
         if trainer is not None and trainer.state.fn != TrainerFn.FITTING:
             return
         per_rank = checkpoint.get("rec_metric_modules")
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if world > 1 and dist.get_rank() == 0:
+        rank, world = _world() or (0, 1)
+        if world > 1 and rank == 0:
             _warn_restored_from_rank_zero(pl_module, checkpoint, world)
         if per_rank is None:
             if world > 1:
@@ -1138,7 +1138,6 @@ class RecMetricCallback(pl.Callback):
                     )
                     self._restart(module)
             return
-        rank = dist.get_rank() if world > 1 else 0
         strict = getattr(pl_module, "strict_loading", True)
         if 0 < len(per_rank) != world and all(entry is not None for entry in per_rank[1:]):
             self._load_other_world(pl_module, per_rank, world, rank, strict)

@@ -6,15 +6,11 @@ from collections.abc import Iterator, Sized
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from torchmetrics_ext.utilities.distributed import _world
+
 __all__ = ["UnpaddedDistributedSampler"]
-
-
-def _grouped() -> bool:
-    """Whether a default process group is up in this process."""
-    return dist.is_available() and dist.is_initialized()
 
 
 class UnpaddedDistributedSampler(DistributedSampler):
@@ -59,7 +55,7 @@ class UnpaddedDistributedSampler(DistributedSampler):
             raise ValueError("UnpaddedDistributedSampler neither pads nor drops samples: `drop_last` is not accepted.")
         # what is not given is read from the process group where the sampler is used (see above)
         from_group = {name for name in ("num_replicas", "rank") if name not in kwargs}
-        if not _grouped():
+        if _world(min_size=1) is None:  # no process group at all (one of a single process is read as any other)
             kwargs.setdefault("num_replicas", 1)
             kwargs.setdefault("rank", 0)
         self._from_group: set[str] = set()  # DistributedSampler.__init__ reads the values it is given
@@ -78,8 +74,8 @@ class UnpaddedDistributedSampler(DistributedSampler):
             >>> sampler.num_replicas, sampler.rank, sampler.num_samples
             (1, 0, 5)
         """
-        if "num_replicas" in self._from_group and _grouped():
-            return dist.get_world_size()
+        if "num_replicas" in self._from_group and (ranks := _world(min_size=1)) is not None:
+            return ranks[1]
         return self._num_replicas
 
     @num_replicas.setter
@@ -100,8 +96,8 @@ class UnpaddedDistributedSampler(DistributedSampler):
             ValueError: UnpaddedDistributedSampler(num_replicas=2) was given no `rank` ...
         """
         if "rank" in self._from_group:
-            if _grouped():
-                return dist.get_rank()
+            if (ranks := _world(min_size=1)) is not None:
+                return ranks[0]
             if self._num_replicas > 1:  # rank 0's share alone would be taken silently
                 raise ValueError(
                     f"UnpaddedDistributedSampler(num_replicas={self._num_replicas}) was given no `rank` and no "

@@ -11,6 +11,9 @@ TorchMetrics' own gather would have returned (the local tensor itself at this ra
 so the metrics reduce them with TorchMetrics' own arithmetic (see
 :meth:`~torchmetrics_ext.TaskMetric.synced_from`).
 
+:func:`_world` is the package's one test of "is this DDP": this process's rank and the world size
+where a process group of more than one rank is up, else ``None``.
+
 :class:`TypedGather` is a ``dist_sync_fn`` for a metric whose ``cat`` states declare no dtype (a
 TorchMetrics metric): TorchMetrics sends a rank's empty list state as a 1-D float32 tensor, which
 cannot be gathered with other ranks' int64 or 2-D samples (gloo aborts the process).
@@ -52,6 +55,34 @@ _DTYPES = (
 )
 _CODES = {dtype: code for code, dtype in enumerate(_DTYPES)}
 _MAX_DIMS = 8  # dimensions a rank sends; an empty tensor is reshaped only after a shape of at most these
+
+
+def _world(group: Any = None, *, min_size: int = 2) -> tuple[int, int] | None:
+    """``(rank, world size)`` of this process in ``group`` where a process group of ``min_size`` ranks or more is up.
+
+    ``None`` where ``torch.distributed`` is not built in, no default process group is initialised,
+    or ``group`` (``None``: the default group) has fewer than ``min_size`` ranks. With the default
+    ``min_size=2`` a group of one process is no group at all, which is what a caller deciding
+    whether to communicate (or whose states are this rank's share) wants; ``min_size=1`` tells a
+    group of one process (``(0, 1)``) from none. A process outside ``group`` (``dist.new_group``
+    without it) gets ``None``: it has no rank there. Nothing is communicated: a few calls into
+    torch, none of which waits for another rank.
+
+    Examples:
+        >>> import os, tempfile
+        >>> import torch.distributed as dist
+        >>> _world(), _world(min_size=1)  # no process group
+        (None, None)
+        >>> init = "file://" + os.path.join(tempfile.mkdtemp(), "init")
+        >>> dist.init_process_group("gloo", init_method=init, rank=0, world_size=1)
+        >>> _world(), _world(min_size=1)  # a group of one process: no DDP, but a group
+        (None, (0, 1))
+        >>> dist.destroy_process_group()
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    size = dist.get_world_size(group)
+    return (dist.get_rank(group), size) if size >= max(min_size, 1) else None
 
 
 def fused_gather(

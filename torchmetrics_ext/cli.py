@@ -302,8 +302,8 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
         from torchmetrics_ext.evaluate import (
             DEFAULT_METRICS,
             InvalidDataError,
+            ResultCaveatWarning,
             TaskSpec,
-            UnreadWeightsWarning,
             evaluate,
             parse_task,
         )
@@ -384,8 +384,8 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use
     rank = _init_distributed()
     try:
-        with warnings.catch_warnings():  # its note is printed below as a `warning:` line, once, by rank 0
-            warnings.simplefilter("ignore", UnreadWeightsWarning)
+        with warnings.catch_warnings():  # the notes are printed below as `warning:` lines, once, by rank 0
+            warnings.simplefilter("ignore", ResultCaveatWarning)  # UnreadWeightsWarning is one
             result = evaluate(
                 paths,
                 tasks,

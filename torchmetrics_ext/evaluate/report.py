@@ -178,7 +178,8 @@ class EvaluationResult:
             column, a note that the column was not used as their weights, then, where ``user``/``session``
             ids were given that no metric reads (so they were not read), a note for each, then, where
             ``from_logits=True`` with ``metric_tasks`` changed nothing (no metric of probabilities reads a task),
-            a note saying so.
+            a note saying so. ``evaluate()`` raises the notes that qualify the numbers as Python warnings too
+            (:mod:`~torchmetrics_ext.evaluate.notes` lists every note and its category).
         by_types: the Arrow type of each segment column's values, as read (integers keep their
             width and sign in :meth:`to_arrow`; a column missing here is inferred from the values).
         label_types: the Arrow type each segment column's labels are written for, where it is not

@@ -56,6 +56,7 @@ from torchmetrics_ext.evaluate.checks import (
 )
 from torchmetrics_ext.evaluate.graded import graded_label_checks
 from torchmetrics_ext.evaluate.memory import release_free_memory
+from torchmetrics_ext.evaluate.notes import Note, ResultCaveatWarning, UnreadWeightsWarning, raise_notes
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, package_version, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
 from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
@@ -68,11 +69,10 @@ from torchmetrics_ext.utilities.warnings import (
     NO_SAMPLES,
     NO_SAMPLES_IN_SEGMENT,
     UndefinedMetricWarning,
-    user_stacklevel,
 )
 from torchmetrics_ext.wrappers.segmented import Segmented
 
-__all__ = ["DEFAULT_METRICS", "TaskSpec", "UnreadWeightsWarning", "evaluate", "parse_task"]
+__all__ = ["DEFAULT_METRICS", "ResultCaveatWarning", "TaskSpec", "UnreadWeightsWarning", "evaluate", "parse_task"]
 
 DEFAULT_METRICS = ("ne", "log_loss", "calibration", "ctr", "auc")
 ON_INVALID = ("error", "skip")
@@ -217,30 +217,6 @@ def _plain_names_hint(tasks: Any) -> str:
     if len(tasks) == 2 and len(plain) == 2:  # ("p_click", "y_click"): one task's columns?
         hint += f"; for one task reading columns {tuple(tasks)!r}: {{'task': {tuple(tasks)!r}}}"
     return hint
-
-
-class UnreadWeightsWarning(UserWarning):
-    """The data holds a ``weight`` column that ``evaluate`` did not read: every row weighed 1.
-
-    ``evaluate`` takes weights from its ``weights`` argument alone (a column added to the logs never
-    changes past numbers), where a :class:`~torchmetrics_ext.RecMetricModule` weights a task by its
-    ``weight`` column. From Python the note is this warning as well as a line of the result's
-    ``warnings``, so a call that forgot ``weights=`` does not report unweighted values without a word;
-    ``torchmetrics-ext evaluate`` prints it as its ``warning:`` line instead.
-
-    Examples:
-        >>> import warnings
-        >>> import pyarrow as pa
-        >>> from torchmetrics_ext.evaluate import UnreadWeightsWarning, evaluate
-        >>> table = pa.table({"p": [0.2, 0.9, 0.6], "y": [0, 1, 0], "weight": [1.0, 1.0, 3.0]})
-        >>> with warnings.catch_warnings(record=True) as caught:
-        ...     warnings.simplefilter("always")
-        ...     result = evaluate(table, {"click": ("p", "y")}, ["ctr"])
-        >>> caught[0].category is UnreadWeightsWarning, round(result.values["ctr/click"], 4)
-        (True, 0.3333)
-        >>> round(evaluate(table, {"click": ("p", "y")}, ["ctr"], weights="weight").values["ctr/click"], 4)
-        0.2
-    """
 
 
 def _unread_weight_note(column: str, tasks: Sequence[str]) -> str:
@@ -654,8 +630,9 @@ class _Plan:
         # column no metric reads (`--user` next to ne and auc alone), which is not read, so its nulls drop no row
         # and fail no run (see `_unused_ids_note`); from_logits=True with metric_tasks where no task holds logits
         # (no metric of probabilities reads one), which changes nothing (see `_logits_unused_note`)
-        self.notes = [
-            _unused_ids_note(role, column, self.metric_names)
+        # (each with the category it is raised as from Python: `None` for a note of what was done as asked)
+        self.notes: list[Note] = [
+            (_unused_ids_note(role, column, self.metric_names), None)
             for role, column, readers in (
                 ("user", self.user, self.grouped_keys),
                 ("session", self.session, self.session_keys),
@@ -663,7 +640,7 @@ class _Plan:
             if column is not None and not readers
         ]
         if self.per_task and self.from_logits and not any(d.from_logits for d in self.task_domains.values()):
-            self.notes.append(_logits_unused_note(self.metric_names))
+            self.notes.append((_logits_unused_note(self.metric_names), ResultCaveatWarning))
         # the column keys each task's invalid rows are dropped for (see `task_columns`), set by `_columns`
         self._task_keys: dict[str, tuple[CheckKey, ...]] = {}
         self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
@@ -1395,29 +1372,36 @@ class _Run:
                     by_segment[s].setdefault(number, []).extend(mine)
             del kept, segment_ids
         overall.sort(key=lambda record: order[record["task"]])
+        # the notes, each with the category it is raised as from Python (`notes`): what may make the numbers
+        # other than the caller thinks as a caveat; an undefined value is a line only, its `nan` in every
+        # record being its own mark (raised, a filter `error::UndefinedMetricWarning`, this repository's own,
+        # would turn a run with one single-class segment among thousands into an exception, every value lost)
+        undefined_metric: type[Warning] | None = None
         # the groups' lines as one module's: a metric undefined for tasks of both groups is one line naming
         # them all, and the lines come metric by metric (then task by task), not group by group
-        caught = self._overall_lines(undefined)
+        caught: list[Note] = [(line, undefined_metric) for line in self._overall_lines(undefined)]
         segment_records: list[dict] = []
         for view, per_index, lines in zip(views, by_segment, segment_lines):
             empty_lines = view._empty_segments(per_index)
             for number in sorted(per_index):
                 segment_records += sorted(per_index[number], key=lambda record: order[record["task"]])
             lines.sort(key=lambda item: item[:2])
-            caught += [line for *_, line in lines]
-            caught += empty_lines
-            caught += _spaced_lines(view.segments)
+            caught += [(line, undefined_metric) for *_, line in lines]
+            caught += [(line, ResultCaveatWarning) for line in empty_lines + _spaced_lines(view.segments)]
         # after every segmentation's lines, each column once
-        caught += _empty_text_lines(
-            name for view in views if view.segments is not None for name in view.segments.empty_text()
-        )
-        caught[:0] = self.plan.notes + self._graded_skipped(problems)  # the arguments' and the data's, on every rank
+        caught += [
+            (line, ResultCaveatWarning)
+            for line in _empty_text_lines(
+                name for view in views if view.segments is not None for name in view.segments.empty_text()
+            )
+        ]
+        # the arguments' and the data's, on every rank
+        caught[:0] = self.plan.notes + [(line, ResultCaveatWarning) for line in self._graded_skipped(problems)]
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
+            # the numbers are unweighted: said where a Python caller looks, not in `warnings` alone
             note = _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks)
-            caught.insert(0, note)
-            # the numbers are unweighted: say so where a Python caller looks, not in `warnings` alone
-            warnings.warn(note, UnreadWeightsWarning, stacklevel=user_stacklevel())
-        return EvaluationResult(
+            caught.insert(0, (note, UnreadWeightsWarning))
+        result = EvaluationResult(
             tasks=tuple(t.name for t in self.plan.tasks),
             metrics=self.plan.metric_names,
             by=self.plan.by,
@@ -1426,13 +1410,16 @@ class _Run:
             rows_read=rows_read,
             rows_skipped=rows_skipped,
             problems=problems,
-            warnings=list(dict.fromkeys(caught)),
+            warnings=[line for line, _ in caught],
             # a column of several segmentations has the same values (and types) in each
             by_types={k: v for index in self.indexes for k, v in index.types.items()},
             label_types={k: v for index in self.indexes for k, v in index.label_types.items()},
             by_categories={k: v for index in self.indexes for k, v in index.categories.items()},
             provenance=self._provenance(),
         )
+        # last, once the result is whole: each note of a category raised at the caller's line, once
+        result.warnings = raise_notes(caught)
+        return result
 
     def _computing_text(self, rows: int) -> str:
         """What the compute phase computes, for its progress line (``Progress.computing``)."""

@@ -149,6 +149,7 @@ def test_json_output_records_how_the_values_were_made(tmp_path, capsys):
         "metrics": {"ne": {"name": "ne", "options": {}}, "gauc": {"name": "gauc", "options": {}}},
         "metric_tasks": None,
         "from_logits": False,
+        "ignore_index": None,
         "on_invalid": "skip",
         "batch_size": 16,
         "processes": 1,

@@ -204,6 +204,25 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _label_value(text: str) -> int | float:
+    """``--ignore-index``'s value: an integer (``-100``) or another finite number, as written."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number (the label of padded rows, e.g. -100), got {text!r}"
+        ) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number (the label of padded rows, e.g. -100), got {text!r}"
+        )
+    return value
+
+
 def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``evaluate`` subcommand's arguments (its parser returned: its errors print its own usage)."""
     ev = sub.add_parser(
@@ -284,6 +303,13 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         "column whose whole name is the value (commas and spaces included) is taken whole when a file has it "
         "(as evaluate(by='a,b') and a config's `by: a,b`); segments compare by value (each value is "
         "reported), so a column needs one type holding all its values in every file (ids compare by bit pattern)",
+    )
+    ev.add_argument(
+        "--ignore-index",
+        type=_label_value,
+        metavar="VALUE",
+        help="a label value marking rows without a label (TorchMetrics' ignore_index, e.g. -100 or -1): rows whose "
+        "label equals it are left out of the tasks reading that label column, counted in a warning line",
     )
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
     ev.add_argument("--on-invalid", choices=("error", "skip"), help="invalid rows: fail or drop them (default: error)")
@@ -399,6 +425,7 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
                 progress=not args.no_progress and config.get("progress", True),
                 from_logits=bool(_given(args.from_logits, config, "from_logits", False)),
                 metric_tasks=metric_tasks,
+                ignore_index=_given(args.ignore_index, config, "ignore_index", None),
             )
     except (InvalidDataError, ValueError, TypeError) as err:
         print(f"torchmetrics-ext evaluate: error: {err}", file=sys.stderr)

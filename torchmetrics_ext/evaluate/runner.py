@@ -63,7 +63,7 @@ from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDat
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import lookup
-from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
+from torchmetrics_ext.utilities.checks import as_bool, as_real, as_str, check_flag, check_int, refuse_repeats
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.warnings import (
     NO_SAMPLES,
@@ -499,6 +499,38 @@ def _unused_ids_note(role: str, column: str, metrics: Sequence[str]) -> str:
     )
 
 
+def _ignore_index(value: Any) -> int | float | None:
+    """``ignore_index`` checked: ``None``, or a finite number (TorchMetrics' padding mark, -100 or -1)."""
+    if value is None:
+        return None
+    number = as_real(value)
+    if number is None:
+        raise WrongTypeError(
+            f"Expected `ignore_index` to be a number (the label of padded rows, e.g. -100) or None, "
+            f"got {value!r} ({type(value).__name__})."
+        )
+    if not math.isfinite(number):
+        raise ValueError(
+            f"Expected `ignore_index` to be a finite number (the label of padded rows, e.g. -100), "
+            f"got {number!r}: no label equals it."
+        )
+    return number
+
+
+def _ignored_note(value: float, counts: Mapping[str, int], tasks: Sequence[TaskSpec]) -> str:
+    """The note of the rows ``ignore_index`` left out: how many of each label column, and for which tasks."""
+    parts = []
+    for column, count in counts.items():
+        names = [t.name for t in tasks if t.labels == column]
+        who = f"task {names[0]!r}" if len(names) == 1 else "tasks " + ", ".join(repr(n) for n in names)
+        parts.append(f"{count:,} row{'s' * (count != 1)} of label column {column!r} ({who})")
+    return (
+        f"ignore_index={value!r} (--ignore-index) left out {'; '.join(parts)}: a row whose label equals it counts "
+        f"for no metric of the tasks reading that label (ranking names: a masked candidate), and is in no record's "
+        f"`rows`; the other tasks keep it"
+    )
+
+
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
         raise refusal(  # an int is a wrong type, an empty name a wrong value
@@ -520,8 +552,10 @@ class _Plan:
         by: str | Sequence[str] | None,
         from_logits: bool = False,
         metric_tasks: Any = None,
+        ignore_index: Any = None,
     ) -> None:
         self.from_logits = check_flag("from_logits", from_logits)
+        self.ignore_index = _ignore_index(ignore_index)
         self.tasks = _tasks(tasks)
         self.weights = _optional_name("weights", weights)
         weighted = [t.name for t in self.tasks if t.weighted]  # tasks given `weight_name: None` have none
@@ -1123,7 +1157,18 @@ class _Run:
         # columns: a row invalid in one task's label is dropped for the tasks reading that column alone); a
         # group's rows (and with them its module and segments) are its own. Stopping at the first invalid
         # row, one module for every task: nothing is dropped.
-        self.groups = plan.task_groups() if on_invalid == "skip" else [(plan, ())]
+        # `ignore_index` drops rows per label column, as an invalid label would be: the same groups
+        ignoring = plan.ignore_index is not None
+        self.groups = plan.task_groups() if on_invalid == "skip" or ignoring else [(plan, ())]
+        # ignore_index: per label column, the rows counted whose label equals it; a column read is not checked
+        # in the rows every task reading it leaves out (a padded row's score or session may be anything)
+        self.ignored_counts: dict[str, int] = dict.fromkeys((t.labels for t in plan.tasks), 0) if ignoring else {}
+        self.exempt_of: dict[CheckKey, list[str]] = {}  # (column, kind) -> the label columns of its readers
+        if ignoring:
+            for task in plan.tasks:
+                for key in plan.task_columns(task):
+                    self.exempt_of.setdefault(key, []).append(task.labels)
+        self.group_labels = [list(dict.fromkeys(t.labels for t in group.tasks)) for group, _ in self.groups]
         self.modules = [group.module() for group, _ in self.groups]
         self.group_columns = [group.fed_columns() for group, _ in self.groups]  # each group's, once
         self.module = self.modules[0]
@@ -1244,7 +1289,8 @@ class _Run:
             except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
                 role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
-        valid = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason)
+        ignored, exempt = self._ignored(values, nulls)
+        valid = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason, exempt)
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more
         if valid:  # rows dropped for at least one task: those invalid in some column
@@ -1253,6 +1299,7 @@ class _Run:
         codes = [collector.add(source, order, batch) for collector in self.collectors]  # one per segmentation
         for g, ((_, columns), module) in enumerate(zip(self.groups, self.modules)):
             masks = [valid[pair] for pair in columns if pair in valid]  # the group's columns with invalid rows
+            masks += [~ignored[name] for name in self.group_labels[g] if name in ignored]  # ignore_index's rows
             keep = None if not masks else masks[0] if len(masks) == 1 else np.logical_and.reduce(masks)
             kept = {name: values[name] if keep is None else values[name][keep] for name in self.group_columns[g]}
             if keep is not None:
@@ -1268,6 +1315,37 @@ class _Run:
             rows = self.group_rows[g]
             if codes and rows is not None:
                 rows.append(tensors, [_tensor(c if keep is None else c[keep]) for c in codes])
+
+    def _ignored(
+        self, values: Mapping[str, np.ndarray], nulls: Mapping[str, np.ndarray | None]
+    ) -> tuple[dict[str, np.ndarray], dict[CheckKey, np.ndarray] | None]:
+        """The rows ``ignore_index`` leaves out: per label column where some row's label equals it, and per column read.
+
+        The first maps a label column to its rows equal to ``ignore_index`` (a null label is no such row:
+        it stays invalid), counted; the second a ``(column, kind)`` to the rows that every task reading it
+        leaves out, which its checks pass over. Both empty (``None``) without ``ignore_index``.
+        """
+        if not self.ignored_counts:
+            return {}, None
+        ignored: dict[str, np.ndarray] = {}
+        for name in self.ignored_counts:
+            hit = values[name] == self.plan.ignore_index
+            null = nulls.get(name)
+            if null is not None:
+                hit &= ~null
+            count = int(np.count_nonzero(hit))
+            if count:
+                ignored[name] = hit
+                self.ignored_counts[name] += count
+        if not ignored:
+            return {}, None
+        exempt = {}
+        for key, labels in self.exempt_of.items():
+            if all(name in ignored for name in labels):
+                exempt[key] = (
+                    ignored[labels[0]] if len(labels) == 1 else np.logical_and.reduce([ignored[n] for n in labels])
+                )
+        return ignored, exempt
 
     def _graded_hint(self, problem: Problem) -> str:
         """The reason a label column's invalid rows may be grades (see :mod:`~torchmetrics_ext.evaluate.graded`)."""
@@ -1300,6 +1378,7 @@ class _Run:
             self.weight_unread,
             self.group_skipped,
             self.layout,
+            self.ignored_counts,
         )
         summaries: list[Any] = [summary]
         if self.world > 1:
@@ -1396,7 +1475,11 @@ class _Run:
             )
         ]
         # the arguments' and the data's, on every rank
-        caught[:0] = self.plan.notes + [(line, ResultCaveatWarning) for line in self._graded_skipped(problems)]
+        caught[:0] = [
+            *self.plan.notes,
+            *self._ignored_notes([s[7] for s in summaries]),
+            *[(line, ResultCaveatWarning) for line in self._graded_skipped(problems)],
+        ]
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
             # the numbers are unweighted: said where a Python caller looks, not in `warnings` alone
             note = _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks)
@@ -1420,6 +1503,13 @@ class _Run:
         # last, once the result is whole: each note of a category raised at the caller's line, once
         result.warnings = raise_notes(caught)
         return result
+
+    def _ignored_notes(self, counts: Sequence[Mapping[str, int]]) -> list[Note]:
+        """The note of the rows ``ignore_index`` left out, every rank's counts summed (none without it)."""
+        if self.plan.ignore_index is None:
+            return []
+        total = {name: sum(c[name] for c in counts) for name in counts[0]}
+        return [(_ignored_note(self.plan.ignore_index, total, self.plan.tasks), None)]
 
     def _computing_text(self, rows: int) -> str:
         """What the compute phase computes, for its progress line (``Progress.computing``)."""
@@ -1449,6 +1539,7 @@ class _Run:
             "metric_tasks": {key: sorted(reads, key=self.task_order.__getitem__) for key, reads in plan.subsets.items()}
             or None,
             "from_logits": plan.from_logits,
+            "ignore_index": plan.ignore_index,
             "on_invalid": self.on_invalid,
             "batch_size": self.batch_size,
             "processes": self.world,
@@ -1486,12 +1577,15 @@ class _Run:
         total = len(labels)
         separator = "; " if len(self.by) > 1 else ", "
         lines = []
+        why = "invalid for it and skipped"
+        if self.plan.ignore_index is not None:
+            why = f"invalid for it and skipped, or labelled ignore_index={self.plan.ignore_index!r}"
         for name in sorted(empty, key=tasks.index):
             found = empty[name]
             examples = separator.join(found[:_EXAMPLES]) + (f"{separator}..." if len(found) > _EXAMPLES else "")
             lines.append(
                 f"task {name!r} has no valid row in {len(found):,} of {total:,} segment{'' if total == 1 else 's'} "
-                f"({examples}): every row there was invalid for it and skipped; its values there are nan, rows 0."
+                f"({examples}): every row there was {why}; its values there are nan, rows 0."
             )
         return lines
 
@@ -1968,6 +2062,7 @@ def evaluate(
     progress: bool = False,
     from_logits: bool = False,
     metric_tasks: Mapping[str, str | Sequence[str]] | None = None,
+    ignore_index: float | None = None,
 ) -> EvaluationResult:
     """Score logged predictions with the package's metrics, streaming the data in record batches.
 
@@ -2060,6 +2155,12 @@ def evaluate(
             evaluated alone on the rows valid for it; a segment without a valid row for a task still
             has its record, ``rows`` 0 and every value ``nan``.
         progress: print a progress line on stderr (rank 0 only).
+        ignore_index: a label value that marks rows without a label (TorchMetrics' ``ignore_index``,
+            ``-100`` in Hugging Face code, or ``-1``): a row whose label equals it is left out of each task
+            reading that label column, for every metric of the task (a masked candidate for the ranking
+            names), and counted in a note of ``warnings``; tasks of other label columns keep the row. Its
+            other columns are not checked for those tasks (a padded row's score may be anything). ``None``
+            (the default): every label is checked (a ``-100`` is then an invalid row). A finite number.
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
             them as such (``mse`` is that of ``sigmoid(logits)``), the others
             (``weighted_sum_predictions``, ...) read ``sigmoid(logits)`` whether or not a metric
@@ -2137,7 +2238,7 @@ def evaluate(
         by = SeveralBy(
             (_comma_columns(item, sources) if isinstance(item, str) else item for item in by), written=by.written
         )
-    plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks)
+    plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks, ignore_index)
     try:  # the data, as this rank finds it (its files, their footers)
         run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
     except Exception as err:

@@ -314,7 +314,14 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
     ev.add_argument("--on-invalid", choices=("error", "skip"), help="invalid rows: fail or drop them (default: error)")
     ev.add_argument("--batch-size", type=int, help="rows per record batch (default: 65536)")
-    ev.add_argument("--no-progress", action="store_true", default=None, help="do not print the progress line")
+    shown = ev.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="print the compute phase's progress too when stderr is no terminal (a log file, a pipe)",
+    )
+    shown.add_argument("--no-progress", action="store_true", default=None, help="do not print progress lines")
     return ev
 
 
@@ -422,7 +429,7 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
                 by=by,
                 batch_size=batch_size,
                 on_invalid=_given(args.on_invalid, config, "on_invalid", "error"),
-                progress=not args.no_progress and config.get("progress", True),
+                progress=_progress(args, config),
                 from_logits=bool(_given(args.from_logits, config, "from_logits", False)),
                 metric_tasks=metric_tasks,
                 ignore_index=_given(args.ignore_index, config, "ignore_index", None),
@@ -467,6 +474,18 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
 def _drop_stdout() -> None:
     """Send the rest of stdout nowhere: its reader left (``| head``); pending text is dropped, no traceback."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _progress(args: argparse.Namespace, config: dict[str, Any]) -> bool | str:
+    """``evaluate``'s ``progress``: ``--progress`` every line, ``--no-progress`` (or ``progress: false``) none.
+
+    Else ``"auto"``: the reading's line, and the compute phase's where stderr is a terminal.
+    """
+    if args.progress:
+        return True
+    if args.no_progress or config.get("progress", True) is False:
+        return False
+    return "auto"
 
 
 def _given(value: Any, config: dict[str, Any], key: str, default: Any) -> Any:

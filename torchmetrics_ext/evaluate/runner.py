@@ -1149,7 +1149,9 @@ def _empty_text_lines(columns: Iterable[str]) -> list[str]:
 
 
 class _Run:
-    def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
+    def __init__(
+        self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool | str
+    ) -> None:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
         self.rank, self.world = _world()
         self.task_order = {task.name: t for t, task in enumerate(plan.tasks)}  # every task's, also in a group's run
@@ -1208,7 +1210,9 @@ class _Run:
         # rank 0's line counts its own rows (a collective per chunk would cost every rank a wait): it says so,
         # and every rank's total is printed once the ranks gather their counts in `finish`
         label = "evaluate" if self.world == 1 else f"evaluate (rank 0 of {self.world})"
-        self.progress = Progress(total, enabled=progress and self.rank == 0, label=label)
+        # the compute phase's steps: shown where asked (True), or where stderr is a terminal ("auto")
+        compute = None if progress == "auto" else bool(progress)
+        self.progress = Progress(total, enabled=bool(progress) and self.rank == 0, label=label, compute=compute)
 
     def _by_source(self) -> Iterator[tuple[Source, list[tuple[int, Chunk]]]]:
         current: list[tuple[int, Chunk]] = []
@@ -1420,16 +1424,51 @@ class _Run:
         rows_read = sum(s[1] for s in summaries)
         self.progress.all_ranks(rows_read, self.world)
         self.progress.computing(self._computing_text(rows_read))
+        views = [self._segmentation(columns, index) for columns, index in zip(self.plan.segmentations, self.indexes)]
+        self.progress.start_steps(self._step_count(len(views)))
+        try:
+            result, notes = self._finish_computing(summaries, problems, rows_read, views)
+        finally:
+            self.progress.finish_steps()
+        # last, once the result is whole and the progress line ended: each note of a category raised at the
+        # caller's line, once
+        result.warnings = raise_notes(notes)
+        return result
+
+    def _of_tasks(self, plan: _Plan) -> str:
+        """``" of tasks 'a', 'b'"`` for a group of tasks fed apart (:meth:`_Plan.task_groups`), else ``""``."""
+        if len(self.groups) == 1:
+            return ""
+        names = [t.name for t in plan.tasks]
+        return f" of task {names[0]!r}" if len(names) == 1 else " of tasks " + ", ".join(repr(n) for n in names)
+
+    def _step_count(self, segmentations: int) -> int:
+        """The compute phase's steps (:meth:`Progress.step`).
+
+        Per group of tasks, its values over all rows and, per segmentation, each metric's kernel over every
+        segment and the records.
+        """
+        count = 0
+        for (plan, _), rows in zip(self.groups, self.group_rows):
+            count += 1
+            if rows is not None and segmentations:
+                count += segmentations * (len(plan._specs(None)) + 1)
+        return count
+
+    def _finish_computing(
+        self, summaries: list[Any], problems: list[Problem], rows_read: int, views: list[_Run]
+    ) -> tuple[EvaluationResult, list[Note]]:
+        """The second half of :meth:`finish`: every value, overall then per segment; the result and its notes."""
         rows_skipped = sum(s[2] for s in summaries)
         order = self.task_order
         overall: list[dict] = []
         undefined: list[_Undefined] = []
-        views = [self._segmentation(columns, index) for columns, index in zip(self.plan.segmentations, self.indexes)]
         # each segmentation's records and warning lines, as a run with that `by` alone gives them
         by_segment: list[dict[int, list[dict]]] = [{} for _ in views]
         segment_lines: list[list[tuple[tuple[int, int, int], int, str]]] = [[] for _ in views]
         for g, ((plan, _), module, rows) in enumerate(zip(self.groups, self.modules, self.group_rows)):
             group = self._group(plan, module, rows)  # this run as seen by one group of tasks
+            self.progress.step(f"the values over all rows{self._of_tasks(plan)}")
             records, found = group._compute(module)
             used = rows_read - sum(s[5][g] for s in summaries)
             for record in records:
@@ -1500,9 +1539,7 @@ class _Run:
             by_categories={k: v for index in self.indexes for k, v in index.categories.items()},
             provenance=self._provenance(),
         )
-        # last, once the result is whole: each note of a category raised at the caller's line, once
-        result.warnings = raise_notes(caught)
-        return result
+        return result, caught
 
     def _ignored_notes(self, counts: Sequence[Mapping[str, int]]) -> list[Note]:
         """The note of the rows ``ignore_index`` left out, every rank's counts summed (none without it)."""
@@ -1710,6 +1747,9 @@ class _Run:
         dense = torch.cumsum(counts > 0, 0).sub_(1)[segment]
         metrics = self.plan.metrics()
         computed = self._segment_values(metrics, self.plan.segment_batch(rows, dense, num_segments))
+        self.progress.step(
+            f"the records of {num_segments:,} segments by {', '.join(self.by)}{self._of_tasks(self.plan)}"
+        )
         per_segment = self._per_segment(computed.per_segment, rows, dense, num_segments)
         del rows, dense
         # every value as Python floats, (T, S) per key: one host copy each, turned (S, T) below
@@ -1749,11 +1789,18 @@ class _Run:
         the metric out).
         """
         fed = self.plan.fed_probabilities(metrics, self.module.input_domains.from_logits)
+        where = f" by {', '.join(self.by)}{self._of_tasks(self.plan)}"
+
+        def step(key: str) -> None:  # one step per metric (its kernel over every segment), none per segment
+            names = self.plan.ranking_groups.get(key) or self.plan.renames.get(key) or [key]
+            self.progress.step(f"{', '.join(names)} of {batch.num_segments:,} segments{where}")
+
         if not self.plan.subsets:
-            return segment_values(metrics, list(fed), batch)
+            return segment_values(metrics, list(fed), batch, step)
         out = SegmentValues()
         shape = (batch.num_tasks, batch.num_segments)
         for key, metric in metrics.items():
+            step(key)
             positions = [t for t, task in enumerate(self.plan.tasks) if self.plan.read_by(key, task.name)]
             index = torch.tensor(positions)
             part = batch
@@ -2059,7 +2106,7 @@ def evaluate(
     by: str | Sequence[str] | None = (),
     batch_size: int = 65_536,
     on_invalid: str = "error",
-    progress: bool = False,
+    progress: bool | str = False,
     from_logits: bool = False,
     metric_tasks: Mapping[str, str | Sequence[str]] | None = None,
     ignore_index: float | None = None,
@@ -2154,7 +2201,10 @@ def evaluate(
             Each task's values (and ``rows``, overall and per segment) are those of the task
             evaluated alone on the rows valid for it; a segment without a valid row for a task still
             has its record, ``rows`` 0 and every value ``nan``.
-        progress: print a progress line on stderr (rank 0 only).
+        progress: print progress on stderr (rank 0 only): ``True`` the reading's line (rows read, rate) and, once
+            the compute phase begins, a line redrawn every few seconds with its step (a metric's pass over every
+            segment, the records) and the time since it began; ``"auto"`` (the command line's default) the
+            compute phase's line only where stderr is a terminal; ``False`` (the default) nothing.
         ignore_index: a label value that marks rows without a label (TorchMetrics' ``ignore_index``,
             ``-100`` in Hugging Face code, or ``-1``): a row whose label equals it is left out of each task
             reading that label column, for every metric of the task (a masked candidate for the ranking
@@ -2227,6 +2277,14 @@ def evaluate(
             f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.",
             wrong_type=not isinstance(on_invalid, str),
         )
+    if not (isinstance(progress, str) and progress == "auto"):
+        flag = as_bool(progress)
+        if flag is None:  # a string other than "auto" is refused too, where it was truthy
+            raise refusal(
+                f"Expected `progress` to be a bool or 'auto', got {progress!r}.",
+                wrong_type=not isinstance(progress, str),
+            )
+        progress = flag
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
     batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
     sources = None

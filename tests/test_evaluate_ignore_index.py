@@ -194,3 +194,27 @@ def test_the_modules_padding_hint_names_the_option_of_evaluate():
     step = {"prediction": torch.rand(4), "label": torch.tensor([1.0, 0.0, -100.0, -100.0]), "s": torch.zeros(4).long()}
     with pytest.raises(ValueError, match=r"`evaluate` leaves them out itself with `ignore_index=-100`"):
         module.update(step)
+
+
+@pytest.mark.parametrize("mark", [-100, -1])
+@pytest.mark.parametrize("metrics", [["auc"], ["ndcg@2"], ["auc", "ndcg@2"]])
+def test_the_refusal_of_padding_labels_names_the_option(mark, metrics):
+    frame = _frame(15, 50).assign(y_click=lambda f: f["y_click"].replace(PAD, mark))
+    with pytest.raises(InvalidDataError) as refused:
+        evaluate(frame, {"click": ("p", "y_click")}, metrics, session="session")
+    message = str(refused.value)
+    assert f"if {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), pass ignore_index={mark}" in message
+    assert "graded relevance" not in message  # a padding mark is no grade
+    result = evaluate(frame, {"click": ("p", "y_click")}, metrics, session="session", ignore_index=mark)
+    kept = frame[frame["y_click"] != mark]
+    if "auc" in metrics:
+        assert result.values["auc/click"] == pytest.approx(roc_auc_score(kept["y_click"], kept["p"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("others", [[-3], [2], [-100, -1]])
+def test_other_invalid_labels_say_nothing_of_padding(others):
+    frame = _frame(17, 50)
+    frame.loc[frame.index[: len(others)], "y_click"] = others
+    with pytest.raises(InvalidDataError) as refused:
+        evaluate(frame, {"click": ("p", "y_click")}, ["auc"])
+    assert "ignore_index" not in str(refused.value)

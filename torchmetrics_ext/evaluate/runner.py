@@ -38,7 +38,7 @@ from torchmetrics_ext._module_config import (
     _metric_entries,
     _with_from_logits,
 )
-from torchmetrics_ext._module_domains import _fed_probabilities
+from torchmetrics_ext._module_domains import _PADDING_MARKS, _fed_probabilities
 from torchmetrics_ext._module_stack import _stack_columns
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, Undefined, segment_values
 from torchmetrics_ext.evaluate.checks import (
@@ -1171,6 +1171,12 @@ class _Run:
                 for key in plan.task_columns(task):
                     self.exempt_of.setdefault(key, []).append(task.labels)
         self.group_labels = [list(dict.fromkeys(t.labels for t in group.tasks)) for group, _ in self.groups]
+        # per label column with invalid rows, their distinct finite values while there are at most two (None
+        # past that): where they are one padding mark (-100, -1), the error names `ignore_index`
+        self.label_keys = {
+            key: t.labels for t in plan.tasks for key in plan.task_columns(t) if key[:2] == (t.labels, "label")
+        }
+        self.invalid_labels: dict[str, set[float] | None] = {}
         self.modules = [group.module() for group, _ in self.groups]
         self.group_columns = [group.fed_columns() for group, _ in self.groups]  # each group's, once
         self.module = self.modules[0]
@@ -1295,6 +1301,8 @@ class _Run:
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
         ignored, exempt = self._ignored(values, nulls)
         valid = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason, exempt)
+        if valid:  # the error path only: which values the invalid labels hold
+            self._note_invalid_labels(values, nulls, valid)
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more
         if valid:  # rows dropped for at least one task: those invalid in some column
@@ -1351,6 +1359,37 @@ class _Run:
                 )
         return ignored, exempt
 
+    def _note_invalid_labels(
+        self, values: Mapping[str, np.ndarray], nulls: Mapping[str, np.ndarray | None], valid: Mapping[CheckKey, Any]
+    ) -> None:
+        """Keep the distinct finite values of each label column's invalid rows, while they are at most two."""
+        for key, name in self.label_keys.items():
+            seen = self.invalid_labels.setdefault(name, set())
+            if key not in valid or seen is None:  # no invalid label here, or too many values already
+                continue
+            bad = ~valid[key]
+            null = nulls.get(name)
+            if null is not None:
+                bad &= ~null
+            found = values[name][bad]
+            seen.update(np.unique(found[np.isfinite(found)]).tolist())
+            if len(seen) > 2:
+                self.invalid_labels[name] = None
+
+    def _padding_hint(self, problem: Problem, marks: Mapping[str, set[float] | None]) -> str:
+        """``ignore_index``'s pointer for a label column whose invalid values are all one padding mark (-100, -1)."""
+        found = marks.get(problem.column)
+        if not problem.role.startswith("labels of") or not found or len(found) != 1:
+            return ""
+        mark = next(iter(found))
+        if mark not in _PADDING_MARKS or problem.reason == "that are NaN or infinite":  # the mark's line only
+            return ""
+        mark = int(mark)
+        return (
+            f"; if {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), pass ignore_index={mark} "
+            f"(--ignore-index {mark}): the rows whose label equals it are left out of the tasks reading it"
+        )
+
     def _graded_hint(self, problem: Problem) -> str:
         """The reason a label column's invalid rows may be grades (see :mod:`~torchmetrics_ext.evaluate.graded`)."""
         # the first task of that label column (two tasks of one label column read it alike)
@@ -1383,6 +1422,7 @@ class _Run:
             self.group_skipped,
             self.layout,
             self.ignored_counts,
+            self.invalid_labels,
         )
         summaries: list[Any] = [summary]
         if self.world > 1:
@@ -1406,7 +1446,16 @@ class _Run:
             raise InvalidDataError(errors[0].message)
         if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
-            raise InvalidDataError("\n".join(f"{p}{self._graded_hint(p)}" for p in problems if p.source == first))
+            marks: dict[str, set[float] | None] = {}  # every rank's invalid label values
+            for s in summaries:
+                for name, found in s[8].items():
+                    known = marks.setdefault(name, set())
+                    marks[name] = None if known is None or found is None else known | found
+            raise InvalidDataError(
+                "\n".join(
+                    f"{p}{self._padding_hint(p, marks) or self._graded_hint(p)}" for p in problems if p.source == first
+                )
+            )
         # every rank's value combinations of every segmentation, in one collective
         shares: list[Any] = [[collector.share() for collector in self.collectors]]
         if self.world > 1 and self.collectors:

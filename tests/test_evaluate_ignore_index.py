@@ -218,3 +218,22 @@ def test_other_invalid_labels_say_nothing_of_padding(others):
     with pytest.raises(InvalidDataError) as refused:
         evaluate(frame, {"click": ("p", "y_click")}, ["auc"])
     assert "ignore_index" not in str(refused.value)
+
+
+def _ddp_ignored(rank: int, world_size: int, path: str) -> tuple[list[dict], list[str]]:
+    result = evaluate(path, TASKS, METRICS, session="session", by="country", ignore_index=PAD)
+    return result.records, result.warnings
+
+
+@pytest.mark.ddp
+def test_two_ranks_leave_out_the_same_rows_and_count_every_ranks(ddp_pool, tmp_path):
+    frame = _frame(19, 160)
+    path = tmp_path / "d.parquet"
+    frame.to_parquet(path, row_group_size=40)  # four row groups: two per rank
+    (records0, warnings0), (records1, warnings1) = ddp_pool.run(_ddp_ignored, str(path))
+    assert records0 == records1 and warnings0 == warnings1
+    _check(records0, frame)
+    clicks = int((frame["y_click"] == PAD).sum())
+    assert warnings0[0].startswith(
+        f"ignore_index=-100 (--ignore-index) left out {clicks} rows of label column 'y_click'"
+    )

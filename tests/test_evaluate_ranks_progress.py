@@ -58,6 +58,13 @@ def _ddp_progress(rank: int, world_size: int, path: str) -> tuple[str, int, int,
     return text, result.rows_read, quiet, loud, result.provenance
 
 
+def _read_phase(text: str) -> list[str]:
+    """The lines up to the compute phase's start: ``progress=True`` then shows its steps, ending ``computed 1 step``."""
+    lines = [line for line in re.split(r"[\r\n]+", text) if line.strip()]
+    assert re.fullmatch(r"evaluate: computed 1 step in [\d.,]+ s *", lines[-1]), lines  # no segments: one step
+    return [line for line in lines if not re.match(r"evaluate: comput(ing .* \(step \d|ed )", line)]
+
+
 @pytest.mark.ddp
 def test_rank_0_progress_says_its_own_rows_then_every_rank_s_total(ddp_pool, tmp_path):
     path = _parquet(tmp_path)
@@ -70,7 +77,7 @@ def test_rank_0_progress_says_its_own_rows_then_every_rank_s_total(ddp_pool, tmp
         assert loud == quiet  # the progress adds no collective
     rank0, rank1 = outputs[0][0], outputs[1][0]
     assert rank1 == ""
-    lines = [line for line in re.split(r"[\r\n]+", rank0) if line]
+    lines = _read_phase(rank0)
     assert all(line.startswith(f"evaluate (rank 0 of 2): {GROUPS[0]} / {GROUPS[0]} rows") for line in lines[:-2])
     assert re.fullmatch(rf"evaluate: {total} rows read by 2 ranks, [\d,]+ rows/s", lines[-2]), lines
     # then, once, the compute phase starting (every rank's rows)
@@ -81,7 +88,7 @@ def test_one_process_progress_reads_then_says_the_compute_began(tmp_path):
     path = _parquet(tmp_path)
     _, text = _with_progress(lambda: evaluate(path, TASKS, ["ctr"], progress=True))
     total = sum(GROUPS)
-    lines = [line for line in re.split(r"[\r\n]+", text) if line]
+    lines = _read_phase(text)
     assert len(lines) > 1 and re.fullmatch(rf"evaluate: {total} / {total} rows \(100.0%\), [\d,]+ rows/s", lines[-2])
     assert lines[-1] == f"evaluate: computing 1 metric of 1 task on the {total} rows read...", lines
 

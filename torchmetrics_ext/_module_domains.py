@@ -289,6 +289,7 @@ def _padding_pointer(mark: int, key: str) -> str:
         f" `update`: `keep = model_out[{key!r}] != {mark}`, then"
         " `module.update({name: column[keep] for name, column in model_out.items()})`"
         " (docs/ranking.md, 'Padding in a module and in evaluate')."
+        f" `evaluate` leaves them out itself with `ignore_index={mark}` (`--ignore-index {mark}`)."
     )
 
 

@@ -204,6 +204,25 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+def _label_value(text: str) -> int | float:
+    """``--ignore-index``'s value: an integer (``-100``) or another finite number, as written."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number (the label of padded rows, e.g. -100), got {text!r}"
+        ) from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number (the label of padded rows, e.g. -100), got {text!r}"
+        )
+    return value
+
+
 def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
     """The ``evaluate`` subcommand's arguments (its parser returned: its errors print its own usage)."""
     ev = sub.add_parser(
@@ -285,10 +304,24 @@ def add_evaluate_parser(sub: Any) -> argparse.ArgumentParser:
         "(as evaluate(by='a,b') and a config's `by: a,b`); segments compare by value (each value is "
         "reported), so a column needs one type holding all its values in every file (ids compare by bit pattern)",
     )
+    ev.add_argument(
+        "--ignore-index",
+        type=_label_value,
+        metavar="VALUE",
+        help="a label value marking rows without a label (TorchMetrics' ignore_index, e.g. -100 or -1): rows whose "
+        "label equals it are left out of the tasks reading that label column, counted in a warning line",
+    )
     ev.add_argument("--output", help="write the results to a .json, .csv or .parquet file")
     ev.add_argument("--on-invalid", choices=("error", "skip"), help="invalid rows: fail or drop them (default: error)")
     ev.add_argument("--batch-size", type=int, help="rows per record batch (default: 65536)")
-    ev.add_argument("--no-progress", action="store_true", default=None, help="do not print the progress line")
+    shown = ev.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="print the compute phase's progress too when stderr is no terminal (a log file, a pipe)",
+    )
+    shown.add_argument("--no-progress", action="store_true", default=None, help="do not print progress lines")
     return ev
 
 
@@ -302,8 +335,8 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
         from torchmetrics_ext.evaluate import (
             DEFAULT_METRICS,
             InvalidDataError,
+            ResultCaveatWarning,
             TaskSpec,
-            UnreadWeightsWarning,
             evaluate,
             parse_task,
         )
@@ -384,8 +417,8 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
     map_large_buffers()  # this process only evaluates: keep its resident memory close to what is in use
     rank = _init_distributed()
     try:
-        with warnings.catch_warnings():  # its note is printed below as a `warning:` line, once, by rank 0
-            warnings.simplefilter("ignore", UnreadWeightsWarning)
+        with warnings.catch_warnings():  # the notes are printed below as `warning:` lines, once, by rank 0
+            warnings.simplefilter("ignore", ResultCaveatWarning)  # UnreadWeightsWarning is one
             result = evaluate(
                 paths,
                 tasks,
@@ -396,9 +429,10 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
                 by=by,
                 batch_size=batch_size,
                 on_invalid=_given(args.on_invalid, config, "on_invalid", "error"),
-                progress=not args.no_progress and config.get("progress", True),
+                progress=_progress(args, config),
                 from_logits=bool(_given(args.from_logits, config, "from_logits", False)),
                 metric_tasks=metric_tasks,
+                ignore_index=_given(args.ignore_index, config, "ignore_index", None),
             )
     except (InvalidDataError, ValueError, TypeError) as err:
         print(f"torchmetrics-ext evaluate: error: {err}", file=sys.stderr)
@@ -440,6 +474,18 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
 def _drop_stdout() -> None:
     """Send the rest of stdout nowhere: its reader left (``| head``); pending text is dropped, no traceback."""
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _progress(args: argparse.Namespace, config: dict[str, Any]) -> bool | str:
+    """``evaluate``'s ``progress``: ``--progress`` every line, ``--no-progress`` (or ``progress: false``) none.
+
+    Else ``"auto"``: the reading's line, and the compute phase's where stderr is a terminal.
+    """
+    if args.progress:
+        return True
+    if args.no_progress or config.get("progress", True) is False:
+        return False
+    return "auto"
 
 
 def _given(value: Any, config: dict[str, Any], key: str, default: Any) -> Any:

@@ -14,8 +14,9 @@ except ImportError as err:  # the one dependency the core install lacks: say whe
     ) from err
 
 from torchmetrics_ext.evaluate.checks import Problem
+from torchmetrics_ext.evaluate.notes import ResultCaveatWarning, UnreadWeightsWarning
 from torchmetrics_ext.evaluate.report import EvaluationResult
-from torchmetrics_ext.evaluate.runner import DEFAULT_METRICS, TaskSpec, UnreadWeightsWarning, evaluate, parse_task
+from torchmetrics_ext.evaluate.runner import DEFAULT_METRICS, TaskSpec, evaluate, parse_task
 from torchmetrics_ext.evaluate.sources import InvalidDataError
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "EvaluationResult",
     "InvalidDataError",
     "Problem",
+    "ResultCaveatWarning",
     "TaskSpec",
     "UnreadWeightsWarning",
     "evaluate",

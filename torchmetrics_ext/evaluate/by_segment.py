@@ -137,7 +137,10 @@ class SegmentValues:
 
 
 def segment_values(
-    metrics: Mapping[str, Metric], fed_probabilities: Collection[str], batch: SegmentBatch
+    metrics: Mapping[str, Metric],
+    fed_probabilities: Collection[str],
+    batch: SegmentBatch,
+    on_metric: Callable[[str], None] | None = None,
 ) -> SegmentValues:
     """Every segment's value of each metric, one vectorised pass per metric.
 
@@ -148,6 +151,7 @@ def segment_values(
         fed_probabilities: the keys of the metrics the module feeds ``sigmoid(preds)`` (logged
             logits read by metrics without ``from_logits``).
         batch: the rows and their segments.
+        on_metric: called with each metric's key before its pass (the compute phase's progress).
 
     Returns:
         The values and undefined entries of the metrics computed here, and the keys of the
@@ -156,6 +160,8 @@ def segment_values(
     out = SegmentValues()
     probabilities: Tensor | None = None
     for key, metric in metrics.items():
+        if on_metric is not None:
+            on_metric(key)
         family = _family(metric)
         if family is None:
             out.per_segment.append(key)

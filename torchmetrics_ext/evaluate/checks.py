@@ -612,6 +612,7 @@ class RowChecker:
         nulls: Mapping[str, np.ndarray | None],
         problems: Problems,
         null_reason: str = "that are null",
+        exempt: Mapping[CheckKey, np.ndarray] | None = None,
     ) -> dict[CheckKey, np.ndarray]:
         """Tally the batch's invalid rows into ``problems``; return the valid rows of each column and kind.
 
@@ -624,6 +625,8 @@ class RowChecker:
         kinds (``weights`` = a task's labels) makes a row invalid in each kind as that kind's checks
         say. ``null_reason`` says what a null row is in the source's own terms (a CSV file's ``nan``
         text and a pandas frame's NaN are nulls: :attr:`~torchmetrics_ext.evaluate.sources.Source.null_reason`).
+        ``exempt`` maps a ``(column, kind)`` to rows its checks pass over (``ignore_index``'s rows, left out
+        by every task reading the column: never invalid there).
 
         Examples:
             >>> import numpy as np
@@ -642,9 +645,12 @@ class RowChecker:
             if null is not None:
                 reasons.insert(0, (null_reason, null))
             invalid: np.ndarray | None = None
+            passed = exempt.get(column.key) if exempt else None
             for reason, bad in reasons:
                 if null is not None and reason != null_reason:
                     bad = bad & ~null
+                if passed is not None:
+                    bad = bad & ~passed
                 count = int(np.count_nonzero(bad))
                 if not count:
                     continue

@@ -19,6 +19,7 @@ the file's tasks that its ``metric_tasks`` gives to unselected metrics alone are
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,6 +51,7 @@ CONFIG_KEYS = (
     "from_logits",
     "output",
     "on_invalid",
+    "ignore_index",
     "batch_size",
     "progress",
 )
@@ -269,6 +271,10 @@ def _check(key: str, value: Any, base: str) -> Any:
     if key in ("from_logits", "progress"):
         if not isinstance(value, bool):
             raise _wrong(key, "true or false", value)
+        return value
+    if key == "ignore_index":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise _wrong(key, "a finite number (the label of padded rows, e.g. -100)", value)
         return value
     if key == "on_invalid":
         if value not in ON_INVALID:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -178,7 +179,8 @@ class EvaluationResult:
             column, a note that the column was not used as their weights, then, where ``user``/``session``
             ids were given that no metric reads (so they were not read), a note for each, then, where
             ``from_logits=True`` with ``metric_tasks`` changed nothing (no metric of probabilities reads a task),
-            a note saying so.
+            a note saying so. ``evaluate()`` raises the notes that qualify the numbers as Python warnings too
+            (:mod:`~torchmetrics_ext.evaluate.notes` lists every note and its category).
         by_types: the Arrow type of each segment column's values, as read (integers keep their
             width and sign in :meth:`to_arrow`; a column missing here is inferred from the values).
         label_types: the Arrow type each segment column's labels are written for, where it is not
@@ -437,6 +439,10 @@ def _number(value: float | None) -> str:
     return "nan" if math.isnan(value) else f"{value:.6f}"
 
 
+# seconds between two redraws of the compute phase's progress line (a step ending sooner redraws nothing)
+COMPUTE_INTERVAL = 2.0
+
+
 class Progress:
     """A plain-text progress line on stderr: rows read out of the total, percentage and rate.
 
@@ -447,6 +453,8 @@ class Progress:
         interval: seconds between redraws.
         label: the line's first words; under ``torchrun`` rank 0's line counts its own rows only, and
             says so (``"evaluate (rank 0 of 4)"``), until :meth:`all_ranks` prints every rank's total.
+        compute: show the compute phase's steps (:meth:`start_steps`): ``True`` wherever ``stream`` goes,
+            ``None`` only where it is a terminal (the command line's default), ``False`` never.
 
     Examples:
         >>> import io
@@ -468,6 +476,7 @@ class Progress:
         stream: IO[str] | None = None,
         interval: float = 0.5,
         label: str = "evaluate",
+        compute: bool | None = None,
     ):
         self.total = total
         self.enabled = enabled
@@ -477,6 +486,18 @@ class Progress:
         self.rows = 0
         self._drawn = False
         self._start = self._last = time.perf_counter()
+        # the compute phase's progress: `compute` True shows it, None where the stream is a terminal
+        if compute is None:
+            isatty = getattr(self.stream, "isatty", None)
+            compute = bool(isatty()) if callable(isatty) else False
+        self.compute_enabled = enabled and compute
+        self._steps = self._step = 0
+        self._what = ""
+        self._phase_start = self._phase_last = 0.0
+        self._width = 0  # the longest compute line drawn: a shorter one is padded over it
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None
+        self._ticker: threading.Thread | None = None
 
     def advance(self, rows: int) -> None:
         """Count ``rows`` more rows; redraw at most every ``interval`` seconds."""
@@ -511,6 +532,64 @@ class Progress:
         if self.enabled:
             self.stream.write(f"evaluate: computing {text}\n")
             self.stream.flush()
+
+    def start_steps(self, steps: int) -> None:
+        """Begin the compute phase's progress: ``steps`` steps, redrawn every :data:`COMPUTE_INTERVAL` seconds.
+
+        Only where :attr:`compute_enabled` (stderr a terminal, or asked for: ``--progress``). A thread redraws
+        the line (the step, its name and the time since the phase began), so that one long step (an exact AUC
+        over every row) still shows the run alive; the steps are metrics and segmentations, never segments.
+        """
+        if not self.compute_enabled:
+            return
+        self._steps, self._step = steps, 0
+        self._phase_start = self._phase_last = time.perf_counter()
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, args=(self._stop,), name="evaluate-progress", daemon=True)
+        self._ticker.start()
+
+    def step(self, what: str) -> None:
+        """Say that the next step, ``what`` (``"auc by country"``), has begun; redrawn at most every interval."""
+        if self._stop is None:
+            return
+        with self._lock:
+            self._step += 1
+            self._what = what
+            if time.perf_counter() - self._phase_last >= COMPUTE_INTERVAL:
+                self._draw_step()
+
+    def finish_steps(self) -> None:
+        """End the compute phase's progress: stop the redraws and end the line with the time it took."""
+        stop, self._stop = self._stop, None
+        if stop is None:
+            return
+        stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        self._ticker = None
+        elapsed = time.perf_counter() - self._phase_start
+        self._write(f"evaluate: computed {self._step} step{'s' * (self._step != 1)} in {elapsed:,.1f} s", "\n")
+
+    def _tick(self, stop: threading.Event) -> None:
+        while not stop.wait(max(COMPUTE_INTERVAL, 0.1)):  # never a busy loop
+            with self._lock:
+                if not stop.is_set() and self._what:
+                    self._draw_step()
+
+    def _draw_step(self) -> None:
+        """Redraw the compute line (the caller holds the lock)."""
+        now = time.perf_counter()
+        self._phase_last = now
+        step = max(self._step, 1)
+        self._write(
+            f"evaluate: computing {self._what} (step {step} of {self._steps}), {now - self._phase_start:,.1f} s"
+        )
+
+    def _write(self, text: str, end: str = "") -> None:
+        """``text`` over the compute line drawn last (padded over a longer one), then ``end``."""
+        self.stream.write(f"\r{text.ljust(self._width)}{end}")
+        self.stream.flush()
+        self._width = 0 if end else max(self._width, len(text))
 
     def all_ranks(self, rows: int, ranks: int) -> None:
         """Print every rank's rows, once known where the ranks synchronise anyway (no collective of its own)."""

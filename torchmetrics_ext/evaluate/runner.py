@@ -38,7 +38,7 @@ from torchmetrics_ext._module_config import (
     _metric_entries,
     _with_from_logits,
 )
-from torchmetrics_ext._module_domains import _fed_probabilities
+from torchmetrics_ext._module_domains import _PADDING_MARKS, _fed_probabilities
 from torchmetrics_ext._module_stack import _stack_columns
 from torchmetrics_ext.evaluate.by_segment import SegmentBatch, SegmentValues, Undefined, segment_values
 from torchmetrics_ext.evaluate.checks import (
@@ -56,24 +56,24 @@ from torchmetrics_ext.evaluate.checks import (
 )
 from torchmetrics_ext.evaluate.graded import graded_label_checks
 from torchmetrics_ext.evaluate.memory import release_free_memory
+from torchmetrics_ext.evaluate.notes import Note, ResultCaveatWarning, UnreadWeightsWarning, raise_notes
 from torchmetrics_ext.evaluate.report import OVERALL, EvaluationResult, Progress, package_version, segment_text
 from torchmetrics_ext.evaluate.segments import SegmentCollector, SegmentIndex, SegmentRows
 from torchmetrics_ext.evaluate.sources import Chunk, ConversionError, InvalidDataError, Source, open_sources
 from torchmetrics_ext.metrics.ranking import RankingMetrics
 from torchmetrics_ext.module import RecMetricModule, RecTaskInfo
 from torchmetrics_ext.registry import lookup
-from torchmetrics_ext.utilities.checks import as_bool, as_str, check_flag, check_int, refuse_repeats
+from torchmetrics_ext.utilities.checks import as_bool, as_real, as_str, check_flag, check_int, refuse_repeats
 from torchmetrics_ext.utilities.distributed import _world as _ddp_world
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.warnings import (
     NO_SAMPLES,
     NO_SAMPLES_IN_SEGMENT,
     UndefinedMetricWarning,
-    user_stacklevel,
 )
 from torchmetrics_ext.wrappers.segmented import Segmented
 
-__all__ = ["DEFAULT_METRICS", "TaskSpec", "UnreadWeightsWarning", "evaluate", "parse_task"]
+__all__ = ["DEFAULT_METRICS", "ResultCaveatWarning", "TaskSpec", "UnreadWeightsWarning", "evaluate", "parse_task"]
 
 DEFAULT_METRICS = ("ne", "log_loss", "calibration", "ctr", "auc")
 ON_INVALID = ("error", "skip")
@@ -218,30 +218,6 @@ def _plain_names_hint(tasks: Any) -> str:
     if len(tasks) == 2 and len(plain) == 2:  # ("p_click", "y_click"): one task's columns?
         hint += f"; for one task reading columns {tuple(tasks)!r}: {{'task': {tuple(tasks)!r}}}"
     return hint
-
-
-class UnreadWeightsWarning(UserWarning):
-    """The data holds a ``weight`` column that ``evaluate`` did not read: every row weighed 1.
-
-    ``evaluate`` takes weights from its ``weights`` argument alone (a column added to the logs never
-    changes past numbers), where a :class:`~torchmetrics_ext.RecMetricModule` weights a task by its
-    ``weight`` column. From Python the note is this warning as well as a line of the result's
-    ``warnings``, so a call that forgot ``weights=`` does not report unweighted values without a word;
-    ``torchmetrics-ext evaluate`` prints it as its ``warning:`` line instead.
-
-    Examples:
-        >>> import warnings
-        >>> import pyarrow as pa
-        >>> from torchmetrics_ext.evaluate import UnreadWeightsWarning, evaluate
-        >>> table = pa.table({"p": [0.2, 0.9, 0.6], "y": [0, 1, 0], "weight": [1.0, 1.0, 3.0]})
-        >>> with warnings.catch_warnings(record=True) as caught:
-        ...     warnings.simplefilter("always")
-        ...     result = evaluate(table, {"click": ("p", "y")}, ["ctr"])
-        >>> caught[0].category is UnreadWeightsWarning, round(result.values["ctr/click"], 4)
-        (True, 0.3333)
-        >>> round(evaluate(table, {"click": ("p", "y")}, ["ctr"], weights="weight").values["ctr/click"], 4)
-        0.2
-    """
 
 
 def _unread_weight_note(column: str, tasks: Sequence[str]) -> str:
@@ -529,6 +505,38 @@ def _unused_ids_note(role: str, column: str, metrics: Sequence[str]) -> str:
     )
 
 
+def _ignore_index(value: Any) -> int | float | None:
+    """``ignore_index`` checked: ``None``, or a finite number (TorchMetrics' padding mark, -100 or -1)."""
+    if value is None:
+        return None
+    number = as_real(value)
+    if number is None:
+        raise WrongTypeError(
+            f"Expected `ignore_index` to be a number (the label of padded rows, e.g. -100) or None, "
+            f"got {value!r} ({type(value).__name__})."
+        )
+    if not math.isfinite(number):
+        raise ValueError(
+            f"Expected `ignore_index` to be a finite number (the label of padded rows, e.g. -100), "
+            f"got {number!r}: no label equals it."
+        )
+    return number
+
+
+def _ignored_note(value: float, counts: Mapping[str, int], tasks: Sequence[TaskSpec]) -> str:
+    """The note of the rows ``ignore_index`` left out: how many of each label column, and for which tasks."""
+    parts = []
+    for column, count in counts.items():
+        names = [t.name for t in tasks if t.labels == column]
+        who = f"task {names[0]!r}" if len(names) == 1 else "tasks " + ", ".join(repr(n) for n in names)
+        parts.append(f"{count:,} row{'s' * (count != 1)} of label column {column!r} ({who})")
+    return (
+        f"ignore_index={value!r} (--ignore-index) left out {'; '.join(parts)}: a row whose label equals it counts "
+        f"for no metric of the tasks reading that label (ranking names: a masked candidate), and is in no record's "
+        f"`rows`; the other tasks keep it"
+    )
+
+
 def _optional_name(name: str, value: Any) -> str | None:
     if value is not None and not (isinstance(value, str) and value):
         raise refusal(  # an int is a wrong type, an empty name a wrong value
@@ -550,8 +558,10 @@ class _Plan:
         by: str | Sequence[str] | None,
         from_logits: bool = False,
         metric_tasks: Any = None,
+        ignore_index: Any = None,
     ) -> None:
         self.from_logits = check_flag("from_logits", from_logits)
+        self.ignore_index = _ignore_index(ignore_index)
         self.tasks = _tasks(tasks)
         self.weights = _optional_name("weights", weights)
         weighted = [t.name for t in self.tasks if t.weighted]  # tasks given `weight_name: None` have none
@@ -660,8 +670,9 @@ class _Plan:
         # column no metric reads (`--user` next to ne and auc alone), which is not read, so its nulls drop no row
         # and fail no run (see `_unused_ids_note`); from_logits=True with metric_tasks where no task holds logits
         # (no metric of probabilities reads one), which changes nothing (see `_logits_unused_note`)
-        self.notes = [
-            _unused_ids_note(role, column, self.metric_names)
+        # (each with the category it is raised as from Python: `None` for a note of what was done as asked)
+        self.notes: list[Note] = [
+            (_unused_ids_note(role, column, self.metric_names), None)
             for role, column, readers in (
                 ("user", self.user, self.grouped_keys),
                 ("session", self.session, self.session_keys),
@@ -669,7 +680,7 @@ class _Plan:
             if column is not None and not readers
         ]
         if self.per_task and self.from_logits and not any(d.from_logits for d in self.task_domains.values()):
-            self.notes.append(_logits_unused_note(self.metric_names))
+            self.notes.append((_logits_unused_note(self.metric_names), ResultCaveatWarning))
         # the column keys each task's invalid rows are dropped for (see `task_columns`), set by `_columns`
         self._task_keys: dict[str, tuple[CheckKey, ...]] = {}
         self.columns = self._columns()  # one per (name, kind): a column is checked in each of its kinds
@@ -1157,7 +1168,9 @@ def _no_label_hint(problem: Problem) -> str:
 
 
 class _Run:
-    def __init__(self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool) -> None:
+    def __init__(
+        self, plan: _Plan, sources: list[Source], batch_size: int, on_invalid: str, progress: bool | str
+    ) -> None:
         self.plan, self.sources, self.batch_size, self.on_invalid = plan, sources, batch_size, on_invalid
         self.rank, self.world = _world()
         self.task_order = {task.name: t for t, task in enumerate(plan.tasks)}  # every task's, also in a group's run
@@ -1165,7 +1178,24 @@ class _Run:
         # columns: a row invalid in one task's label is dropped for the tasks reading that column alone); a
         # group's rows (and with them its module and segments) are its own. Stopping at the first invalid
         # row, one module for every task: nothing is dropped.
-        self.groups = plan.task_groups() if on_invalid == "skip" else [(plan, ())]
+        # `ignore_index` drops rows per label column, as an invalid label would be: the same groups
+        ignoring = plan.ignore_index is not None
+        self.groups = plan.task_groups() if on_invalid == "skip" or ignoring else [(plan, ())]
+        # ignore_index: per label column, the rows counted whose label equals it; a column read is not checked
+        # in the rows every task reading it leaves out (a padded row's score or session may be anything)
+        self.ignored_counts: dict[str, int] = dict.fromkeys((t.labels for t in plan.tasks), 0) if ignoring else {}
+        self.exempt_of: dict[CheckKey, list[str]] = {}  # (column, kind) -> the label columns of its readers
+        if ignoring:
+            for task in plan.tasks:
+                for key in plan.task_columns(task):
+                    self.exempt_of.setdefault(key, []).append(task.labels)
+        self.group_labels = [list(dict.fromkeys(t.labels for t in group.tasks)) for group, _ in self.groups]
+        # per label column with invalid rows, their distinct finite values while there are at most two (None
+        # past that): where they are one padding mark (-100, -1), the error names `ignore_index`
+        self.label_keys = {
+            key: t.labels for t in plan.tasks for key in plan.task_columns(t) if key[:2] == (t.labels, "label")
+        }
+        self.invalid_labels: dict[str, set[float] | None] = {}
         self.modules = [group.module() for group, _ in self.groups]
         self.group_columns = [group.fed_columns() for group, _ in self.groups]  # each group's, once
         self.module = self.modules[0]
@@ -1205,7 +1235,9 @@ class _Run:
         # rank 0's line counts its own rows (a collective per chunk would cost every rank a wait): it says so,
         # and every rank's total is printed once the ranks gather their counts in `finish`
         label = "evaluate" if self.world == 1 else f"evaluate (rank 0 of {self.world})"
-        self.progress = Progress(total, enabled=progress and self.rank == 0, label=label)
+        # the compute phase's steps: shown where asked (True), or where stderr is a terminal ("auto")
+        compute = None if progress == "auto" else bool(progress)
+        self.progress = Progress(total, enabled=bool(progress) and self.rank == 0, label=label, compute=compute)
 
     def _by_source(self) -> Iterator[tuple[Source, list[tuple[int, Chunk]]]]:
         current: list[tuple[int, Chunk]] = []
@@ -1286,7 +1318,10 @@ class _Run:
             except InvalidDataError as err:  # a CSV label that is neither a number nor true/false
                 role = next(c.role for c in self.plan.columns if c.name == name and c.kind == kind)
                 raise InvalidDataError(f"{source.label}: column {name!r} ({role}): {err}") from None
-        valid = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason)
+        ignored, exempt = self._ignored(values, nulls)
+        valid = self.checker.check(source.label, first_row, values, nulls, self.problems, source.null_reason, exempt)
+        if valid:  # the error path only: which values the invalid labels hold
+            self._note_invalid_labels(values, nulls, valid)
         if self.problems and self.on_invalid == "error":
             return  # keep counting the bad rows of this file, feed nothing more
         if valid:  # rows dropped for at least one task: those invalid in some column
@@ -1295,6 +1330,7 @@ class _Run:
         codes = [collector.add(source, order, batch) for collector in self.collectors]  # one per segmentation
         for g, ((_, columns), module) in enumerate(zip(self.groups, self.modules)):
             masks = [valid[pair] for pair in columns if pair in valid]  # the group's columns with invalid rows
+            masks += [~ignored[name] for name in self.group_labels[g] if name in ignored]  # ignore_index's rows
             keep = None if not masks else masks[0] if len(masks) == 1 else np.logical_and.reduce(masks)
             kept = {name: values[name] if keep is None else values[name][keep] for name in self.group_columns[g]}
             if keep is not None:
@@ -1310,6 +1346,68 @@ class _Run:
             rows = self.group_rows[g]
             if codes and rows is not None:
                 rows.append(tensors, [_tensor(c if keep is None else c[keep]) for c in codes])
+
+    def _ignored(
+        self, values: Mapping[str, np.ndarray], nulls: Mapping[str, np.ndarray | None]
+    ) -> tuple[dict[str, np.ndarray], dict[CheckKey, np.ndarray] | None]:
+        """The rows ``ignore_index`` leaves out: per label column where some row's label equals it, and per column read.
+
+        The first maps a label column to its rows equal to ``ignore_index`` (a null label is no such row:
+        it stays invalid), counted; the second a ``(column, kind)`` to the rows that every task reading it
+        leaves out, which its checks pass over. Both empty (``None``) without ``ignore_index``.
+        """
+        if not self.ignored_counts:
+            return {}, None
+        ignored: dict[str, np.ndarray] = {}
+        for name in self.ignored_counts:
+            hit = values[name] == self.plan.ignore_index
+            null = nulls.get(name)
+            if null is not None:
+                hit &= ~null
+            count = int(np.count_nonzero(hit))
+            if count:
+                ignored[name] = hit
+                self.ignored_counts[name] += count
+        if not ignored:
+            return {}, None
+        exempt = {}
+        for key, labels in self.exempt_of.items():
+            if all(name in ignored for name in labels):
+                exempt[key] = (
+                    ignored[labels[0]] if len(labels) == 1 else np.logical_and.reduce([ignored[n] for n in labels])
+                )
+        return ignored, exempt
+
+    def _note_invalid_labels(
+        self, values: Mapping[str, np.ndarray], nulls: Mapping[str, np.ndarray | None], valid: Mapping[CheckKey, Any]
+    ) -> None:
+        """Keep the distinct finite values of each label column's invalid rows, while they are at most two."""
+        for key, name in self.label_keys.items():
+            seen = self.invalid_labels.setdefault(name, set())
+            if key not in valid or seen is None:  # no invalid label here, or too many values already
+                continue
+            bad = ~valid[key]
+            null = nulls.get(name)
+            if null is not None:
+                bad &= ~null
+            found = values[name][bad]
+            seen.update(np.unique(found[np.isfinite(found)]).tolist())
+            if len(seen) > 2:
+                self.invalid_labels[name] = None
+
+    def _padding_hint(self, problem: Problem, marks: Mapping[str, set[float] | None]) -> str:
+        """``ignore_index``'s pointer for a label column whose invalid values are all one padding mark (-100, -1)."""
+        found = marks.get(problem.column)
+        if not problem.role.startswith("labels of") or not found or len(found) != 1:
+            return ""
+        mark = next(iter(found))
+        if mark not in _PADDING_MARKS or problem.reason == "that are NaN or infinite":  # the mark's line only
+            return ""
+        mark = int(mark)
+        return (
+            f"; if {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), pass ignore_index={mark} "
+            f"(--ignore-index {mark}): the rows whose label equals it are left out of the tasks reading it"
+        )
 
     def _graded_hint(self, problem: Problem) -> str:
         """The reason a label column's invalid rows may be grades (see :mod:`~torchmetrics_ext.evaluate.graded`)."""
@@ -1342,6 +1440,8 @@ class _Run:
             self.weight_unread,
             self.group_skipped,
             self.layout,
+            self.ignored_counts,
+            self.invalid_labels,
         )
         summaries: list[Any] = [summary]
         if self.world > 1:
@@ -1365,7 +1465,17 @@ class _Run:
             raise InvalidDataError(errors[0].message)
         if invalid:  # the first file with invalid rows, all ranks' counts
             first = problems[0].source
-            hinted = (f"{p}{self._graded_hint(p)}{_no_label_hint(p)}" for p in problems if p.source == first)
+            marks: dict[str, set[float] | None] = {}  # every rank's invalid label values
+            for s in summaries:
+                for name, found in s[8].items():
+                    known = marks.setdefault(name, set())
+                    marks[name] = None if known is None or found is None else known | found
+            # one padding mark (-100, -1): ignore_index is the way; else grades, or rows without a label (skip)
+            hinted = (
+                f"{p}{self._padding_hint(p, marks) or self._graded_hint(p) + _no_label_hint(p)}"
+                for p in problems
+                if p.source == first
+            )
             raise InvalidDataError("\n".join(hinted))
         # every rank's value combinations of every segmentation, in one collective
         shares: list[Any] = [[collector.share() for collector in self.collectors]]
@@ -1384,16 +1494,51 @@ class _Run:
         rows_read = sum(s[1] for s in summaries)
         self.progress.all_ranks(rows_read, self.world)
         self.progress.computing(self._computing_text(rows_read))
+        views = [self._segmentation(columns, index) for columns, index in zip(self.plan.segmentations, self.indexes)]
+        self.progress.start_steps(self._step_count(len(views)))
+        try:
+            result, notes = self._finish_computing(summaries, problems, rows_read, views)
+        finally:
+            self.progress.finish_steps()
+        # last, once the result is whole and the progress line ended: each note of a category raised at the
+        # caller's line, once
+        result.warnings = raise_notes(notes)
+        return result
+
+    def _of_tasks(self, plan: _Plan) -> str:
+        """``" of tasks 'a', 'b'"`` for a group of tasks fed apart (:meth:`_Plan.task_groups`), else ``""``."""
+        if len(self.groups) == 1:
+            return ""
+        names = [t.name for t in plan.tasks]
+        return f" of task {names[0]!r}" if len(names) == 1 else " of tasks " + ", ".join(repr(n) for n in names)
+
+    def _step_count(self, segmentations: int) -> int:
+        """The compute phase's steps (:meth:`Progress.step`).
+
+        Per group of tasks, its values over all rows and, per segmentation, each metric's kernel over every
+        segment and the records.
+        """
+        count = 0
+        for (plan, _), rows in zip(self.groups, self.group_rows):
+            count += 1
+            if rows is not None and segmentations:
+                count += segmentations * (len(plan._specs(None)) + 1)
+        return count
+
+    def _finish_computing(
+        self, summaries: list[Any], problems: list[Problem], rows_read: int, views: list[_Run]
+    ) -> tuple[EvaluationResult, list[Note]]:
+        """The second half of :meth:`finish`: every value, overall then per segment; the result and its notes."""
         rows_skipped = sum(s[2] for s in summaries)
         order = self.task_order
         overall: list[dict] = []
         undefined: list[_Undefined] = []
-        views = [self._segmentation(columns, index) for columns, index in zip(self.plan.segmentations, self.indexes)]
         # each segmentation's records and warning lines, as a run with that `by` alone gives them
         by_segment: list[dict[int, list[dict]]] = [{} for _ in views]
         segment_lines: list[list[tuple[tuple[int, int, int], int, str]]] = [[] for _ in views]
         for g, ((plan, _), module, rows) in enumerate(zip(self.groups, self.modules, self.group_rows)):
             group = self._group(plan, module, rows)  # this run as seen by one group of tasks
+            self.progress.step(f"the values over all rows{self._of_tasks(plan)}")
             records, found = group._compute(module)
             used = rows_read - sum(s[5][g] for s in summaries)
             for record in records:
@@ -1415,29 +1560,40 @@ class _Run:
                     by_segment[s].setdefault(number, []).extend(mine)
             del kept, segment_ids
         overall.sort(key=lambda record: order[record["task"]])
+        # the notes, each with the category it is raised as from Python (`notes`): what may make the numbers
+        # other than the caller thinks as a caveat; an undefined value is a line only, its `nan` in every
+        # record being its own mark (raised, a filter `error::UndefinedMetricWarning`, this repository's own,
+        # would turn a run with one single-class segment among thousands into an exception, every value lost)
+        undefined_metric: type[Warning] | None = None
         # the groups' lines as one module's: a metric undefined for tasks of both groups is one line naming
         # them all, and the lines come metric by metric (then task by task), not group by group
-        caught = self._overall_lines(undefined)
+        caught: list[Note] = [(line, undefined_metric) for line in self._overall_lines(undefined)]
         segment_records: list[dict] = []
         for view, per_index, lines in zip(views, by_segment, segment_lines):
             empty_lines = view._empty_segments(per_index)
             for number in sorted(per_index):
                 segment_records += sorted(per_index[number], key=lambda record: order[record["task"]])
             lines.sort(key=lambda item: item[:2])
-            caught += [line for *_, line in lines]
-            caught += empty_lines
-            caught += _spaced_lines(view.segments)
+            caught += [(line, undefined_metric) for *_, line in lines]
+            caught += [(line, ResultCaveatWarning) for line in empty_lines + _spaced_lines(view.segments)]
         # after every segmentation's lines, each column once
-        caught += _empty_text_lines(
-            name for view in views if view.segments is not None for name in view.segments.empty_text()
-        )
-        caught[:0] = self.plan.notes + self._graded_skipped(problems)  # the arguments' and the data's, on every rank
+        caught += [
+            (line, ResultCaveatWarning)
+            for line in _empty_text_lines(
+                name for view in views if view.segments is not None for name in view.segments.empty_text()
+            )
+        ]
+        # the arguments' and the data's, on every rank
+        caught[:0] = [
+            *self.plan.notes,
+            *self._ignored_notes([s[7] for s in summaries]),
+            *[(line, ResultCaveatWarning) for line in self._graded_skipped(problems)],
+        ]
         if self.plan.unread_weight is not None and any(s[4] for s in summaries):  # any rank's file
+            # the numbers are unweighted: said where a Python caller looks, not in `warnings` alone
             note = _unread_weight_note(self.plan.unread_weight, self.plan.unread_weight_tasks)
-            caught.insert(0, note)
-            # the numbers are unweighted: say so where a Python caller looks, not in `warnings` alone
-            warnings.warn(note, UnreadWeightsWarning, stacklevel=user_stacklevel())
-        return EvaluationResult(
+            caught.insert(0, (note, UnreadWeightsWarning))
+        result = EvaluationResult(
             tasks=tuple(t.name for t in self.plan.tasks),
             metrics=self.plan.metric_names,
             by=self.plan.by,
@@ -1446,13 +1602,21 @@ class _Run:
             rows_read=rows_read,
             rows_skipped=rows_skipped,
             problems=problems,
-            warnings=list(dict.fromkeys(caught)),
+            warnings=[line for line, _ in caught],
             # a column of several segmentations has the same values (and types) in each
             by_types={k: v for index in self.indexes for k, v in index.types.items()},
             label_types={k: v for index in self.indexes for k, v in index.label_types.items()},
             by_categories={k: v for index in self.indexes for k, v in index.categories.items()},
             provenance=self._provenance(),
         )
+        return result, caught
+
+    def _ignored_notes(self, counts: Sequence[Mapping[str, int]]) -> list[Note]:
+        """The note of the rows ``ignore_index`` left out, every rank's counts summed (none without it)."""
+        if self.plan.ignore_index is None:
+            return []
+        total = {name: sum(c[name] for c in counts) for name in counts[0]}
+        return [(_ignored_note(self.plan.ignore_index, total, self.plan.tasks), None)]
 
     def _computing_text(self, rows: int) -> str:
         """What the compute phase computes, for its progress line (``Progress.computing``)."""
@@ -1482,6 +1646,7 @@ class _Run:
             "metric_tasks": {key: sorted(reads, key=self.task_order.__getitem__) for key, reads in plan.subsets.items()}
             or None,
             "from_logits": plan.from_logits,
+            "ignore_index": plan.ignore_index,
             "on_invalid": self.on_invalid,
             "batch_size": self.batch_size,
             "processes": self.world,
@@ -1519,12 +1684,15 @@ class _Run:
         total = len(labels)
         separator = "; " if len(self.by) > 1 else ", "
         lines = []
+        why = "invalid for it and skipped"
+        if self.plan.ignore_index is not None:
+            why = f"invalid for it and skipped, or labelled ignore_index={self.plan.ignore_index!r}"
         for name in sorted(empty, key=tasks.index):
             found = empty[name]
             examples = separator.join(found[:_EXAMPLES]) + (f"{separator}..." if len(found) > _EXAMPLES else "")
             lines.append(
                 f"task {name!r} has no valid row in {len(found):,} of {total:,} segment{'' if total == 1 else 's'} "
-                f"({examples}): every row there was invalid for it and skipped; its values there are nan, rows 0."
+                f"({examples}): every row there was {why}; its values there are nan, rows 0."
             )
         return lines
 
@@ -1649,6 +1817,9 @@ class _Run:
         dense = torch.cumsum(counts > 0, 0).sub_(1)[segment]
         metrics = self.plan.metrics()
         computed = self._segment_values(metrics, self.plan.segment_batch(rows, dense, num_segments))
+        self.progress.step(
+            f"the records of {num_segments:,} segments by {', '.join(self.by)}{self._of_tasks(self.plan)}"
+        )
         per_segment = self._per_segment(computed.per_segment, rows, dense, num_segments)
         del rows, dense
         # every value as Python floats, (T, S) per key: one host copy each, turned (S, T) below
@@ -1688,11 +1859,18 @@ class _Run:
         the metric out).
         """
         fed = self.plan.fed_probabilities(metrics, self.module.input_domains.from_logits)
+        where = f" by {', '.join(self.by)}{self._of_tasks(self.plan)}"
+
+        def step(key: str) -> None:  # one step per metric (its kernel over every segment), none per segment
+            names = self.plan.ranking_groups.get(key) or self.plan.renames.get(key) or [key]
+            self.progress.step(f"{', '.join(names)} of {batch.num_segments:,} segments{where}")
+
         if not self.plan.subsets:
-            return segment_values(metrics, list(fed), batch)
+            return segment_values(metrics, list(fed), batch, step)
         out = SegmentValues()
         shape = (batch.num_tasks, batch.num_segments)
         for key, metric in metrics.items():
+            step(key)
             positions = [t for t, task in enumerate(self.plan.tasks) if self.plan.read_by(key, task.name)]
             index = torch.tensor(positions)
             part = batch
@@ -1998,9 +2176,10 @@ def evaluate(
     by: str | Sequence[str] | None = (),
     batch_size: int = 65_536,
     on_invalid: str = "error",
-    progress: bool = False,
+    progress: bool | str = False,
     from_logits: bool = False,
     metric_tasks: Mapping[str, str | Sequence[str]] | None = None,
+    ignore_index: float | None = None,
 ) -> EvaluationResult:
     """Score logged predictions with the package's metrics, streaming the data in record batches.
 
@@ -2092,7 +2271,16 @@ def evaluate(
             Each task's values (and ``rows``, overall and per segment) are those of the task
             evaluated alone on the rows valid for it; a segment without a valid row for a task still
             has its record, ``rows`` 0 and every value ``nan``.
-        progress: print a progress line on stderr (rank 0 only).
+        progress: print progress on stderr (rank 0 only): ``True`` the reading's line (rows read, rate) and, once
+            the compute phase begins, a line redrawn every few seconds with its step (a metric's pass over every
+            segment, the records) and the time since it began; ``"auto"`` (the command line's default) the
+            compute phase's line only where stderr is a terminal; ``False`` (the default) nothing.
+        ignore_index: a label value that marks rows without a label (TorchMetrics' ``ignore_index``,
+            ``-100`` in Hugging Face code, or ``-1``): a row whose label equals it is left out of each task
+            reading that label column, for every metric of the task (a masked candidate for the ranking
+            names), and counted in a note of ``warnings``; tasks of other label columns keep the row. Its
+            other columns are not checked for those tasks (a padded row's score may be anything). ``None``
+            (the default): every label is checked (a ``-100`` is then an invalid row). A finite number.
         from_logits: the prediction columns hold logits: metrics with a ``from_logits`` option read
             them as such (``mse`` is that of ``sigmoid(logits)``), the others
             (``weighted_sum_predictions``, ...) read ``sigmoid(logits)`` whether or not a metric
@@ -2159,6 +2347,14 @@ def evaluate(
             f"Expected `on_invalid` to be one of {ON_INVALID}, got {on_invalid!r}.",
             wrong_type=not isinstance(on_invalid, str),
         )
+    if not (isinstance(progress, str) and progress == "auto"):
+        flag = as_bool(progress)
+        if flag is None:  # a string other than "auto" is refused too, where it was truthy
+            raise refusal(
+                f"Expected `progress` to be a bool or 'auto', got {progress!r}.",
+                wrong_type=not isinstance(progress, str),
+            )
+        progress = flag
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
     batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
     sources = None
@@ -2170,7 +2366,7 @@ def evaluate(
         by = SeveralBy(
             (_comma_columns(item, sources) if isinstance(item, str) else item for item in by), written=by.written
         )
-    plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks)
+    plan = _Plan(tasks, metrics, weights, user, session, by, from_logits, metric_tasks, ignore_index)
     try:  # the data, as this rank finds it (its files, their footers)
         run = _Run(plan, open_sources(data) if sources is None else sources, batch_size, on_invalid, progress)
     except Exception as err:

@@ -133,7 +133,8 @@ def test_module_refusing_a_padding_mark_points_to_leaving_the_rows_out_before_me
         module.update(step)
     message = str(refused.value)
     pointer = (
-        f"If {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), leave them out of the step before "
+        f"If {mark} marks padded or unlabelled rows (TorchMetrics' `ignore_index={mark}`), leave them out of the step "
+        "before "
         f"`update`: `keep = model_out['label'] != {mark}`, then "
         "`module.update({name: column[keep] for name, column in model_out.items()})` "
         "(docs/ranking.md, 'Padding in a module and in evaluate')."
@@ -171,3 +172,32 @@ def test_hugging_face_adapter_keeps_its_own_padding_advice():
     with pytest.raises(ValueError, match=r"got values in \[-1, 1\]") as refused:
         pointwise_compute_metrics(["ne"], ignore_index=None)(call)
     assert "padded rows" not in str(refused.value) and "module.update" not in str(refused.value)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_module_of_ne_refusing_minus_one_gives_one_recipe_and_it_gives_the_ne_of_the_labelled_rows(weighted):
+    """A module with NE and -1 labels said two recipes (weight 0, then leave the rows out) and the columns it reads;
+    it now says one, leaving the rows out (which also serves a ranking metric, which ranks rows of weight 0), with
+    the `metric_tasks` option for a task of other values. Reference: NE by its formula in numpy over the rows kept."""
+    p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
+    y = np.array([1.0, -1.0, 0.0, 1.0, -1.0, 0.5])
+    w = np.array([1.0, 2.0, 0.5, 1.0, 3.0, 2.0])
+    step = {"prediction": torch.tensor(p), "label": torch.tensor(y)}
+    if weighted:
+        step["weight"] = torch.tensor(w)
+    module = tmx.RecMetricModule(["click"], ["ne"], throughput=False)
+    with pytest.raises(ValueError) as refused:
+        module.update(step)
+    message = str(refused.value)
+    recipe = "leave them out of the step before `update`: `keep = model_out['label'] != -1`"
+    assert message.count(recipe) == 1 and "weight 0" not in message and "reads labels from" not in message
+    assert "`metric_tasks`" in message and message.index(recipe) < message.index("metric_tasks")
+    assert len(message) < 750  # 976 characters before
+    keep = step["label"] != -1
+    module.update({name: column[keep] for name, column in step.items()})
+    pk, yk, wk = p[y != -1], y[y != -1], (w if weighted else np.ones_like(w))[y != -1]
+    ce = -np.sum(wk * (yk * np.log(pk) + (1 - yk) * np.log(1 - pk))) / wk.sum()
+    rate = np.sum(wk * yk) / wk.sum()
+    assert module.compute()["ne/click"].item() == pytest.approx(
+        ce / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    )

@@ -283,9 +283,14 @@ _PADDING_MARKS = (-100, -1)
 
 
 def _padding_pointer(mark: int, key: str) -> str:
-    """Where padded rows marked ``mark`` in label column ``key`` go: out of the step, not out of a metric's tasks."""
+    """Where padded rows marked ``mark`` in label column ``key`` go: out of the step, not out of a metric's tasks.
+
+    Also the module's one recipe for rows without a label: a metric alone says to give them weight 0 (absent rows
+    for its sums), which a ranking metric of the module would still rank; leaving them out serves every metric.
+    """
     return (
-        f" If {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), leave them out of the step before"
+        f" If {mark} marks padded or unlabelled rows (TorchMetrics' `ignore_index={mark}`), leave them out of the"
+        " step before"
         f" `update`: `keep = model_out[{key!r}] != {mark}`, then"
         " `module.update({name: column[keep] for name, column in model_out.items()})`"
         " (docs/ranking.md, 'Padding in a module and in evaluate')."

@@ -98,6 +98,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.utilities.checks import (
+    _NO_LABEL_HINT,
     _check_values_bounds,
     all_unit_weights,
     as_bool,
@@ -1554,12 +1555,17 @@ class RecMetricModule(CheckpointLoading):
                     # a swap of the two columns shows as a range (or dtype) error, never as NaN (read from the
                     # column, not the message: the error path only, so the read costs no step anything)
                     nan = column.is_floating_point() and bool(column.isnan().any())
-                    read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
+                    said = str(_in_module(own))
+                    # padding (every negative label one usual mark): its recipe replaces the metric's weight-0 one
+                    # (leaving the rows out serves every metric; a ranking metric still ranks rows of weight 0) and
+                    # the columns read (a swapped prediction column holds no such mark), before the metric_tasks advice
+                    padding = _padding_hint(column, key) if field == "target" and not nan else ""
+                    read = f" {_columns_read(task)}" if field != "weights" and not nan and not padding else ""
+                    if padding:
+                        said, read = said.replace(_NO_LABEL_HINT, ""), padding
                     if field != "weights" and not nan:
                         read += self._domain_hint(field, t)
-                    if field == "target" and not nan:  # padding: leave the rows out (before the metric_tasks advice)
-                        read = _padding_hint(column, key) + read
-                    named = f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}"
+                    named = f"Task {task.name!r}, `model_out[{key!r}]`: {said}{read}"
                     return refusal(named, wrong_type=isinstance(own, TypeError))
         return _in_module(error)
 

@@ -2141,6 +2141,7 @@ def evaluate(
         )
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)
     batch_size = min(check_int("batch_size", batch_size, 1), _MAX_BATCH_SIZE)
+    progress = check_flag("progress", progress)  # a flag, as `from_logits` (a string "no" used to print)
     sources = None
     if _reads_commas(by):  # read against the data's columns
         sources = open_sources(data)

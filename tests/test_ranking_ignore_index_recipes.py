@@ -174,30 +174,51 @@ def test_hugging_face_adapter_keeps_its_own_padding_advice():
     assert "padded rows" not in str(refused.value) and "module.update" not in str(refused.value)
 
 
+def _ne(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    ce = -np.sum(w * (y * np.log(p) + (1 - y) * np.log(1 - p))) / w.sum()
+    rate = np.sum(w * y) / w.sum()
+    return ce / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+
+
 @pytest.mark.parametrize("weighted", [False, True])
-def test_module_of_ne_refusing_minus_one_gives_one_recipe_and_it_gives_the_ne_of_the_labelled_rows(weighted):
-    """A module with NE and -1 labels said two recipes (weight 0, then leave the rows out) and the columns it reads;
-    it now says one, leaving the rows out (which also serves a ranking metric, which ranks rows of weight 0), with
-    the `metric_tasks` option for a task of other values. Reference: NE by its formula in numpy over the rows kept."""
+def test_module_of_ne_refusing_minus_one_gives_one_recipe_that_keeps_the_other_task_whole(weighted):
+    """A module with NE and -1 labels said two recipes (the metric's weight 0, then leaving the rows out of the step)
+    and the columns it reads; it now says one. A task ranked in no session gets weight 0 naming its weight column
+    (leaving the rows out of the step would drop them for the other tasks too); followed literally, it gives NE of
+    the labelled rows for that task and of every row for the other. Reference: NE by its formula in numpy."""
     p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
     y = np.array([1.0, -1.0, 0.0, 1.0, -1.0, 0.5])
-    w = np.array([1.0, 2.0, 0.5, 1.0, 3.0, 2.0])
-    step = {"prediction": torch.tensor(p), "label": torch.tensor(y)}
+    like = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    w = np.array([1.0, 2.0, 0.5, 1.0, 3.0, 2.0]) if weighted else np.ones(6)
+    tasks = [tmx.RecTaskInfo("click", "y_click", "p_click", "w_click"), tmx.RecTaskInfo("like", "y_like", "p_like")]
+    step = {
+        "p_click": torch.tensor(p),
+        "y_click": torch.tensor(y),
+        "p_like": torch.tensor(p),
+        "y_like": torch.tensor(like),
+    }
     if weighted:
-        step["weight"] = torch.tensor(w)
-    module = tmx.RecMetricModule(["click"], ["ne"], throughput=False)
+        step["w_click"] = torch.tensor(w)
+    module = tmx.RecMetricModule(tasks, ["ne"], throughput=False)
     with pytest.raises(ValueError) as refused:
         module.update(step)
     message = str(refused.value)
-    recipe = "leave them out of the step before `update`: `keep = model_out['label'] != -1`"
-    assert message.count(recipe) == 1 and "weight 0" not in message and "reads labels from" not in message
-    assert "`metric_tasks`" in message and message.index(recipe) < message.index("metric_tasks")
-    assert len(message) < 750  # 976 characters before
-    keep = step["label"] != -1
-    module.update({name: column[keep] for name, column in step.items()})
-    pk, yk, wk = p[y != -1], y[y != -1], (w if weighted else np.ones_like(w))[y != -1]
-    ce = -np.sum(wk * (yk * np.log(pk) + (1 - yk) * np.log(1 - pk))) / wk.sum()
-    rate = np.sum(wk * yk) / wk.sum()
-    assert module.compute()["ne/click"].item() == pytest.approx(
-        ce / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+    recipe = (
+        "If -1 marks rows without a label, give them weight 0 and any label in [0, 1]: `model_out['w_click'] = "
+        + ("model_out['w_click'] * " if weighted else "")
+        + "(model_out['y_click'] != -1)`, `model_out['y_click'] = model_out['y_click'].clamp(min=0)`"
     )
+    assert recipe in message, message
+    assert "leave them out" not in message and "reads labels from" not in message
+    assert "`metric_tasks`" in message and message.index(recipe) < message.index("metric_tasks")
+    assert len(message) < 700  # 976 characters before, for one task
+    model_out = dict(step)
+    model_out["w_click"] = (
+        (model_out["w_click"] * (model_out["y_click"] != -1)) if weighted else (model_out["y_click"] != -1)
+    )
+    model_out["y_click"] = model_out["y_click"].clamp(min=0)
+    module.update(model_out)
+    values = {key: value.item() for key, value in module.compute().items()}
+    kept = y != -1
+    assert values["ne/click"] == pytest.approx(_ne(p[kept], y[kept], w[kept]), rel=1e-12)
+    assert values["ne/like"] == pytest.approx(_ne(p, like, np.ones(6)), rel=1e-12)  # every row: none left the step

@@ -52,11 +52,13 @@ from torchmetrics_ext._module_domains import (
     _domain_hint,
     _fed_probabilities,
     _in_module,
-    _padding_hint,
+    _padding_mark,
+    _padding_pointer,
     _rows_range,
     _strictest_over_tasks,
     _task_domains,
     _task_owners,
+    _zero_weight_pointer,
     warn_value_heads_read_as_logits,
 )
 from torchmetrics_ext._module_loading import SAVED_BY, CheckpointLoading
@@ -1556,13 +1558,19 @@ class RecMetricModule(CheckpointLoading):
                     # column, not the message: the error path only, so the read costs no step anything)
                     nan = column.is_floating_point() and bool(column.isnan().any())
                     said = str(_in_module(own))
-                    # padding (every negative label one usual mark): its recipe replaces the metric's weight-0 one
-                    # (leaving the rows out serves every metric; a ranking metric still ranks rows of weight 0) and
-                    # the columns read (a swapped prediction column holds no such mark), before the metric_tasks advice
-                    padding = _padding_hint(column, key) if field == "target" and not nan else ""
-                    read = f" {_columns_read(task)}" if field != "weights" and not nan and not padding else ""
-                    if padding:
-                        said, read = said.replace(_NO_LABEL_HINT, ""), padding
+                    # every negative label one usual mark (-1, -100): one recipe replaces the metric's and the columns
+                    # read (a swapped prediction column holds no such mark), before the metric_tasks advice: leaving
+                    # the rows out of the step where sessions rank them (a ranking metric ranks rows of weight 0),
+                    # else weight 0 (out of the step, they would leave every task's metrics)
+                    mark = _padding_mark(column) if field == "target" and not nan else None
+                    read = f" {_columns_read(task)}" if field != "weights" and not nan and mark is None else ""
+                    if mark is not None:  # one recipe: out of the step where sessions rank rows, else weight 0
+                        said = said.replace(_NO_LABEL_HINT, "")
+                        read = (
+                            _padding_pointer(mark, key)
+                            if task.session_id_name is not None
+                            else _zero_weight_pointer(mark, key, task.weight_name, columns[2] is not None)
+                        )
                     if field != "weights" and not nan:
                         read += self._domain_hint(field, t)
                     named = f"Task {task.name!r}, `model_out[{key!r}]`: {said}{read}"

@@ -302,9 +302,10 @@ class TowerQPS(TimeWindow, TaskMetric):
     ) -> None:
         """Count one step's examples (``preds.shape[-1]`` per task, or ``num_examples``) and time it."""
         examples, seconds = self._states()
-        if self._check_inputs:
+        check = self._check_inputs
+        if check:
             self._check_unread(preds, target, num_examples)
-        counts = self._counts(preds, num_examples, validate=self._check_inputs)
+        counts = self._counts(preds, num_examples, validate=check)
         if isinstance(counts, Tensor):
             counts = counts.to(examples.device)
         # a reading that is no number, NaN, or earlier than the last one raises here, before anything changes

@@ -300,7 +300,6 @@ def test_a_refused_aggregator_record_changes_nothing() -> None:
         (lambda: evaluate([], {"c": ("p", "y")}, ["ctr"]), "got an empty list"),
         (lambda: tmx.Throughput().plot([]), "got an empty list"),  # said "got list"
         (lambda: tmx.Windowed(tmx.CTR(), window_size=4).plot([]), "got an empty list"),
-        (lambda: F.ndcg(torch.rand(3), torch.ones(3)), "for flat (N,) `preds`, got None"),
     ],
 )
 def test_wrong_type_errors_kept_for_compatibility_say_the_problem(call: Callable[[], Any], said: str) -> None:

@@ -222,3 +222,19 @@ def test_module_of_ne_refusing_minus_one_gives_one_recipe_that_keeps_the_other_t
     kept = y != -1
     assert values["ne/click"] == pytest.approx(_ne(p[kept], y[kept], w[kept]), rel=1e-12)
     assert values["ne/like"] == pytest.approx(_ne(p, like, np.ones(6)), rel=1e-12)  # every row: none left the step
+
+
+def test_module_task_without_a_weight_column_is_told_the_weight_name_option():
+    """A task built with `weight_name=None` reads no weight column: the recipe names the option that gives it one,
+    and following it (the column and the option) gives NE of the labelled rows (numpy's formula)."""
+    p, y = np.array([0.2, 0.7, 0.4, 0.9]), np.array([1.0, -1.0, 0.0, 1.0])
+    step = {"prediction": torch.tensor(p), "label": torch.tensor(y)}
+    with pytest.raises(ValueError) as refused:
+        tmx.RecMetricModule([tmx.RecTaskInfo("click", weight_name=None)], ["ne"], throughput=False).update(step)
+    assert "(a weight column for the task: `RecTaskInfo(..., weight_name='weight')`)" in str(refused.value)
+    module = tmx.RecMetricModule([tmx.RecTaskInfo("click", weight_name="weight")], ["ne"], throughput=False)
+    module.update(
+        {"prediction": step["prediction"], "label": step["label"].clamp(min=0), "weight": step["label"] != -1}
+    )
+    kept = y != -1
+    assert module.compute()["ne/click"].item() == pytest.approx(_ne(p[kept], y[kept], np.ones(3)), rel=1e-12)

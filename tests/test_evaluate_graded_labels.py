@@ -40,10 +40,15 @@ def _ranx_ndcg(table: pa.Table, k: int) -> float:
     return float(ranx.evaluate(ranx.Qrels(qrels), ranx.Run(run), f"ndcg@{k}"))
 
 
-def _recipe(strict: list[str], ranked: list[str], said: str) -> str:
+def _recipe(strict: list[str], ranked: list[str], said: str, above_one: list[str] = ()) -> str:
+    also = (
+        rf" \({re.escape(repr(list(above_one)))} take labels in \[0, 1\], so they refuse only the grades above 1\)"
+        if above_one
+        else ""
+    )
     return (
         rf"if they are graded relevance, which {re.escape(repr(ranked))} read as grades while "
-        rf"{re.escape(repr(strict))} take {said} only: score .* on a 0/1 column of their own \(e\.g\. `y > 0`\) .*"
+        rf"{re.escape(repr(strict))} take {said} only{also}: score .* on a 0/1 column of their own \(e\.g\. `y > 0`\) .*"
         rf"`metric_tasks=\{{'{strict[0]}': \[<that task>\], '{ranked[0]}': \['click'\]\}}` \(--metric-tasks\)"
     )
 
@@ -53,7 +58,8 @@ def _recipe(strict: list[str], ranked: list[str], said: str) -> str:
     [
         (["auc", "ndcg@5"], ["auc"], "0/1 labels", "that are not 0 or 1"),
         (["ne", "ndcg@5", "mrr@5"], ["ne"], r"labels in \[0, 1\]", r"outside \[0, 1\]"),
-        (["ne", "auc", "ndcg@5"], ["ne", "auc"], r"labels in \[0, 1\] or 0/1 labels", "that are not 0 or 1"),
+        # rows "not 0 or 1" are refused by auc; ne takes soft labels and refuses only the grades above 1 among them
+        (["ne", "auc", "ndcg@5"], ["auc"], "0/1 labels", "that are not 0 or 1"),
         (
             {"auc": {"num_bins": 100}, "ndcg@5": {"exponential_gain": True}},
             ["auc"],
@@ -72,8 +78,27 @@ def test_grades_next_to_a_metric_of_binary_labels_are_refused_naming_both_kinds_
         rf"^<pyarrow\.Table>: column 'y' \(labels of task 'click'\) has {count} rows {reason} "
         rf"\(first at 0-based data row 0\); {_recipe(strict, ranked, said)}"
     )
+    above_one = [name for name in metrics if name in ("ne",) and "auc" in metrics]
+    match = match.replace(_recipe(strict, ranked, said), _recipe(strict, ranked, said, above_one))
     with pytest.raises(InvalidDataError, match=match):
         evaluate(table, {"click": ("p", "y")}, metrics, session="s", batch_size=16)
+
+
+def test_a_soft_label_is_no_grade_ne_refuses_and_the_message_says_so():
+    """NE takes labels in [0, 1]: a 0.5 next to the ranking names is scored, and next to AUC the refusal names AUC
+    alone as refusing it (it named NE too). Reference: NE by its formula in numpy."""
+    p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
+    y = np.array([0.0, 0.5, 1.0, 0.0, 1.0, 0.5])
+    table = pa.table({"p": p, "y": y, "s": np.array([0, 0, 0, 1, 1, 1])})
+    result = evaluate(table, {"click": ("p", "y")}, ["ne", "ndcg@2"], session="s")
+    ce = -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+    rate = y.mean()
+    assert result.values["ne/click"] == pytest.approx(ce / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
+    with pytest.raises(InvalidDataError) as refused:
+        evaluate(table, {"click": ("p", "y")}, ["ne", "auc", "ndcg@2"], session="s")
+    message = str(refused.value)
+    assert "while ['auc'] take 0/1 labels only (['ne'] take labels in [0, 1], so they refuse only the grades" in message
+    assert "['ne', 'auc'] take" not in message and "['auc', 'ne'] take" not in message
 
 
 def test_skipped_grades_are_warned_of_and_ndcg_is_ranx_over_the_rows_kept():

@@ -133,7 +133,8 @@ def test_module_refusing_a_padding_mark_points_to_leaving_the_rows_out_before_me
         module.update(step)
     message = str(refused.value)
     pointer = (
-        f"If {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), leave them out of the step before "
+        f"If {mark} marks padded or unlabelled rows (TorchMetrics' `ignore_index={mark}`), leave them out of the step "
+        "before "
         f"`update`: `keep = model_out['label'] != {mark}`, then "
         "`module.update({name: column[keep] for name, column in model_out.items()})` "
         "(docs/ranking.md, 'Padding in a module and in evaluate')."
@@ -171,3 +172,69 @@ def test_hugging_face_adapter_keeps_its_own_padding_advice():
     with pytest.raises(ValueError, match=r"got values in \[-1, 1\]") as refused:
         pointwise_compute_metrics(["ne"], ignore_index=None)(call)
     assert "padded rows" not in str(refused.value) and "module.update" not in str(refused.value)
+
+
+def _ne(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
+    ce = -np.sum(w * (y * np.log(p) + (1 - y) * np.log(1 - p))) / w.sum()
+    rate = np.sum(w * y) / w.sum()
+    return ce / -(rate * np.log(rate) + (1 - rate) * np.log(1 - rate))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_module_of_ne_refusing_minus_one_gives_one_recipe_that_keeps_the_other_task_whole(weighted):
+    """A module with NE and -1 labels said two recipes (the metric's weight 0, then leaving the rows out of the step)
+    and the columns it reads; it now says one. A task ranked in no session gets weight 0 naming its weight column
+    (leaving the rows out of the step would drop them for the other tasks too); followed literally, it gives NE of
+    the labelled rows for that task and of every row for the other. Reference: NE by its formula in numpy."""
+    p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
+    y = np.array([1.0, -1.0, 0.0, 1.0, -1.0, 0.5])
+    like = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0])
+    w = np.array([1.0, 2.0, 0.5, 1.0, 3.0, 2.0]) if weighted else np.ones(6)
+    tasks = [tmx.RecTaskInfo("click", "y_click", "p_click", "w_click"), tmx.RecTaskInfo("like", "y_like", "p_like")]
+    step = {
+        "p_click": torch.tensor(p),
+        "y_click": torch.tensor(y),
+        "p_like": torch.tensor(p),
+        "y_like": torch.tensor(like),
+    }
+    if weighted:
+        step["w_click"] = torch.tensor(w)
+    module = tmx.RecMetricModule(tasks, ["ne"], throughput=False)
+    with pytest.raises(ValueError) as refused:
+        module.update(step)
+    message = str(refused.value)
+    recipe = (
+        "If -1 marks rows without a label, give them weight 0 and any label in [0, 1]: `model_out['w_click'] = "
+        + ("model_out['w_click'] * " if weighted else "")
+        + "(model_out['y_click'] != -1)`, `model_out['y_click'] = model_out['y_click'].clamp(min=0)`"
+    )
+    assert recipe in message, message
+    assert "leave them out" not in message and "reads labels from" not in message
+    assert "`metric_tasks`" in message and message.index(recipe) < message.index("metric_tasks")
+    assert len(message) < 700  # 976 characters before, for one task
+    model_out = dict(step)
+    model_out["w_click"] = (
+        (model_out["w_click"] * (model_out["y_click"] != -1)) if weighted else (model_out["y_click"] != -1)
+    )
+    model_out["y_click"] = model_out["y_click"].clamp(min=0)
+    module.update(model_out)
+    values = {key: value.item() for key, value in module.compute().items()}
+    kept = y != -1
+    assert values["ne/click"] == pytest.approx(_ne(p[kept], y[kept], w[kept]), rel=1e-12)
+    assert values["ne/like"] == pytest.approx(_ne(p, like, np.ones(6)), rel=1e-12)  # every row: none left the step
+
+
+def test_module_task_without_a_weight_column_is_told_the_weight_name_option():
+    """A task built with `weight_name=None` reads no weight column: the recipe names the option that gives it one,
+    and following it (the column and the option) gives NE of the labelled rows (numpy's formula)."""
+    p, y = np.array([0.2, 0.7, 0.4, 0.9]), np.array([1.0, -1.0, 0.0, 1.0])
+    step = {"prediction": torch.tensor(p), "label": torch.tensor(y)}
+    with pytest.raises(ValueError) as refused:
+        tmx.RecMetricModule([tmx.RecTaskInfo("click", weight_name=None)], ["ne"], throughput=False).update(step)
+    assert "(a weight column for the task: `RecTaskInfo(..., weight_name='weight')`)" in str(refused.value)
+    module = tmx.RecMetricModule([tmx.RecTaskInfo("click", weight_name="weight")], ["ne"], throughput=False)
+    module.update(
+        {"prediction": step["prediction"], "label": step["label"].clamp(min=0), "weight": step["label"] != -1}
+    )
+    kept = y != -1
+    assert module.compute()["ne/click"].item() == pytest.approx(_ne(p[kept], y[kept], np.ones(3)), rel=1e-12)

@@ -171,7 +171,9 @@ def test_forward_reset_state_dict_pickle():
         (2**70, ValueError, rf"`batch` as an int to be a non-negative int64 .*, got {2**70}\."),
         (np.uint64(2**64 - 1), ValueError, rf"`batch` as an int to be a non-negative int64 .*, got {2**64 - 1}\."),
         (torch.tensor(5), ValueError, r"leading batch dimension, got a 0-dim tensor"),
-        ({"a": 1, "b": [2]}, ValueError, r"`batch` \(dict\) to hold a tensor"),
+        # no tensor at all: a wrong type (WrongTypeError, a ValueError too); no tensor with a batch dimension: a value
+        ({"a": 1, "b": [2]}, tmx.WrongTypeError, r"`batch` \(dict\) to hold tensors, .*got a dict of int, list"),
+        ([0.5, 0.5], tmx.WrongTypeError, r"`batch` \(list\) to hold tensors, .*got a list of float"),
         ([], ValueError, r"`batch` \(list\) to hold a tensor"),
         (
             {"loss": torch.tensor(0.3)},

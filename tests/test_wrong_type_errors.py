@@ -170,11 +170,29 @@ def test_the_class_is_public_and_both_builtin_errors() -> None:
 
 
 def test_a_call_python_itself_refuses_stays_a_plain_type_error() -> None:
-    """Calling a ``RecMetricModule`` or giving a class an option it has no parameter for is no argument's value."""
+    """Calling a ``RecMetricModule`` is no argument's value: Python's own ``TypeError`` (docs/policies.md)."""
     step = {"prediction": torch.tensor([0.2]), "label": torch.tensor([1.0])}
-    for call in (lambda: _module()(step), lambda: tmx.NDCG(top_k=10), lambda: tmx.Throughput(num_tasks=2)):
-        error = _raised(call)
-        assert type(error) is TypeError, (type(error), error)
+    error = _raised(lambda: _module()(step))
+    assert type(error) is TypeError, (type(error), error)
+
+
+@pytest.mark.parametrize(
+    "call, named",
+    [
+        (lambda: tmx.NDCG(top_k=10), "`top_k`"),
+        (lambda: tmx.NDCG(top_k=5.0), "`top_k`"),
+        (lambda: tmx.HitRate(top_k="5"), "`top_k`"),
+        (lambda: tmx.RankingMetrics(top_k=5), "`top_k`"),
+        (lambda: tmx.Throughput(num_tasks=2), "`num_tasks`"),
+        (lambda: tmx.MulticlassRecallAtK(2, 3, num_tasks=2.0), "`num_tasks`"),
+    ],
+)
+def test_a_keyword_refused_by_name_is_caught_by_both_except_clauses(call: Callable[[], Any], named: str) -> None:
+    """`top_k` (TorchMetrics' cutoff) and `num_tasks` on a metric without tasks were a plain ``TypeError``, which
+    ``except ValueError`` (what every other unknown keyword on a metric raises, TorchMetrics' rule) missed."""
+    error = _raised(call)
+    assert type(error) is tmx.WrongTypeError, (type(error), error)
+    assert named in str(error), str(error)
 
 
 def test_a_rejected_argument_leaves_the_state_untouched() -> None:

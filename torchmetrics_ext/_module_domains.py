@@ -283,14 +283,49 @@ _PADDING_MARKS = (-100, -1)
 
 
 def _padding_pointer(mark: int, key: str) -> str:
-    """Where padded rows marked ``mark`` in label column ``key`` go: out of the step, not out of a metric's tasks."""
+    """Where padded rows marked ``mark`` in label column ``key`` go: out of the step, not out of a metric's tasks.
+
+    The recipe of a task ranked in sessions: a ranking metric still ranks rows of weight 0, so they leave the step.
+    """
     return (
-        f" If {mark} marks padded rows (TorchMetrics' `ignore_index={mark}`), leave them out of the step before"
-        f" `update`: `keep = model_out[{key!r}] != {mark}`, then"
+        f" If {mark} marks padded or unlabelled rows (TorchMetrics' `ignore_index={mark}`), leave them out of the"
+        f" step before `update`: `keep = model_out[{key!r}] != {mark}`, then"
         " `module.update({name: column[keep] for name, column in model_out.items()})`"
         " (docs/ranking.md, 'Padding in a module and in evaluate')."
         f" `evaluate` leaves them out itself with `ignore_index={mark}` (`--ignore-index {mark}`)."
     )
+
+
+def _zero_weight_pointer(mark: int, key: str, weight_key: str | None, weighted: bool) -> str:
+    """The recipe of a task not ranked in sessions: weight 0 for its rows marked ``mark`` (absent rows).
+
+    Leaving the rows out of the step would drop them for every task of the module; a weight of 0 drops them for this
+    task alone. ``weight_key``: the task's weight column (``RecTaskInfo.weight_name``; ``None``: it has none);
+    ``weighted``: the step holds it.
+
+    Examples:
+        >>> print(_zero_weight_pointer(-1, "label", "weight", False))
+         If -1 marks rows without a label, give them weight 0 and any label in [0, 1]: ...
+    """
+    weight = weight_key or "weight"
+    given = f"model_out[{weight!r}] * " if weighted else ""
+    column = "" if weight_key else f" (a weight column for the task: `RecTaskInfo(..., weight_name={weight!r})`)"
+    return (
+        f" If {mark} marks rows without a label, give them weight 0 and any label in [0, 1]: "
+        f"`model_out[{weight!r}] = {given}(model_out[{key!r}] != {mark})`{column}, "
+        f"`model_out[{key!r}] = model_out[{key!r}].clamp(min=0)` (rows of weight 0 are absent rows)."
+    )
+
+
+def _padding_mark(labels: Tensor) -> int | None:
+    """The usual mark (-100 or -1) when every negative label of the column is that one mark, else ``None``."""
+    negative = labels[labels < 0]
+    if negative.numel() == 0:
+        return None
+    mark = negative.amin().item()
+    if mark not in _PADDING_MARKS or not bool((negative == mark).all()):
+        return None
+    return int(mark)
 
 
 def _padding_hint(labels: Tensor, key: str) -> str:
@@ -302,17 +337,12 @@ def _padding_hint(labels: Tensor, key: str) -> str:
     Examples:
         >>> import torch
         >>> print(_padding_hint(torch.tensor([1.0, -100.0, 0.0, -100.0]), "label")[:62])
-         If -100 marks padded rows (TorchMetrics' `ignore_index=-100`)
+         If -100 marks padded or unlabelled rows (TorchMetrics' `ignor
         >>> _padding_hint(torch.tensor([1.0, -100.0, -1.0]), "label"), _padding_hint(torch.tensor([-2, 1]), "label")
         ('', '')
     """
-    negative = labels[labels < 0]
-    if negative.numel() == 0:
-        return ""
-    mark = negative.amin().item()
-    if mark not in _PADDING_MARKS or not bool((negative == mark).all()):
-        return ""
-    return _padding_pointer(int(mark), key)
+    mark = _padding_mark(labels)
+    return "" if mark is None else _padding_pointer(mark, key)
 
 
 def warn_value_heads_read_as_logits(

@@ -52,11 +52,13 @@ from torchmetrics_ext._module_domains import (
     _domain_hint,
     _fed_probabilities,
     _in_module,
-    _padding_hint,
+    _padding_mark,
+    _padding_pointer,
     _rows_range,
     _strictest_over_tasks,
     _task_domains,
     _task_owners,
+    _zero_weight_pointer,
     warn_value_heads_read_as_logits,
 )
 from torchmetrics_ext._module_loading import SAVED_BY, CheckpointLoading
@@ -98,6 +100,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.metrics.ranking._base import sharing_row_copies
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.utilities.checks import (
+    _NO_LABEL_HINT,
     _check_values_bounds,
     all_unit_weights,
     as_bool,
@@ -1554,12 +1557,23 @@ class RecMetricModule(CheckpointLoading):
                     # a swap of the two columns shows as a range (or dtype) error, never as NaN (read from the
                     # column, not the message: the error path only, so the read costs no step anything)
                     nan = column.is_floating_point() and bool(column.isnan().any())
-                    read = f" {_columns_read(task)}" if field != "weights" and not nan else ""
+                    said = str(_in_module(own))
+                    # every negative label one usual mark (-1, -100): one recipe replaces the metric's and the columns
+                    # read (a swapped prediction column holds no such mark), before the metric_tasks advice: leaving
+                    # the rows out of the step where sessions rank them (a ranking metric ranks rows of weight 0),
+                    # else weight 0 (out of the step, they would leave every task's metrics)
+                    mark = _padding_mark(column) if field == "target" and not nan else None
+                    read = f" {_columns_read(task)}" if field != "weights" and not nan and mark is None else ""
+                    if mark is not None:  # one recipe: out of the step where sessions rank rows, else weight 0
+                        said = said.replace(_NO_LABEL_HINT, "")
+                        read = (
+                            _padding_pointer(mark, key)
+                            if task.session_id_name is not None
+                            else _zero_weight_pointer(mark, key, task.weight_name, columns[2] is not None)
+                        )
                     if field != "weights" and not nan:
                         read += self._domain_hint(field, t)
-                    if field == "target" and not nan:  # padding: leave the rows out (before the metric_tasks advice)
-                        read = _padding_hint(column, key) + read
-                    named = f"Task {task.name!r}, `model_out[{key!r}]`: {_in_module(own)}{read}"
+                    named = f"Task {task.name!r}, `model_out[{key!r}]`: {said}{read}"
                     return refusal(named, wrong_type=isinstance(own, TypeError))
         return _in_module(error)
 

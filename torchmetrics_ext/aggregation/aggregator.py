@@ -636,9 +636,11 @@ class MetricsAggregator:
         ``taken`` holds the ids of the metrics in use (held or fresh); it is filled at the first new key.
         """
         if not isinstance(agg_type, AggregationType) or agg_type not in self._factories:
-            raise ValueError(
+            # a name or number is the wrong type (as `register_handler` says); a member without a handler a value
+            raise refusal(
                 f"Metric {key[1]!r} of dataset {key[0]!r} has an unknown agg_type {_type_name(agg_type)}; "
-                "expected a member of torchmetrics_ext.aggregation.AggregationType."
+                "expected a member of torchmetrics_ext.aggregation.AggregationType.",
+                wrong_type=not isinstance(agg_type, AggregationType),
             )
         known = self._keys.get(key)
         if known is not None:
@@ -1049,7 +1051,11 @@ class MetricsAggregator:
         """
         metadata = state_dict.get("metadata") if isinstance(state_dict, dict) else None
         if not isinstance(metadata, dict) or metadata.get("format") != _FORMAT:
-            raise ValueError(f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r}).")
+            raise refusal(  # not even a dict: the wrong type; a dict of another format: a value
+                f"Expected a state dict made by MetricsAggregator.state_dict() (format {_FORMAT!r})"
+                + ("." if isinstance(state_dict, dict) else f", got {type(state_dict).__name__}."),
+                wrong_type=not isinstance(state_dict, dict),
+            )
         tensors, entries = state_dict.get("tensors"), metadata.get("metrics")
         if not isinstance(tensors, Mapping) or not isinstance(entries, list):
             raise ValueError(

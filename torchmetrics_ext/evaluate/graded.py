@@ -29,8 +29,8 @@ class GradedLabels:
 
     Examples:
         >>> check = GradedLabels("click", "y", ("ndcg@10",), (("auc", "binary"), ("ne", "unit")))
-        >>> print(check.hint("y", "that are not 0 or 1"))
-        ; if they are graded relevance, which ['ndcg@10'] read as grades while ['auc', 'ne'] take 0/1 labels or ...
+        >>> print(check.hint("y", "that are not 0 or 1"))  # `ne` takes a 0.5: it refuses grades above 1 only
+        ; if they are graded relevance, which ['ndcg@10'] read as grades while ['auc'] take 0/1 labels only (['ne'] ...
         >>> check.hint("p", "outside [0, 1] (probabilities expected)")
         ''
     """
@@ -40,35 +40,47 @@ class GradedLabels:
     graded: tuple[str, ...]  # the ranking names reading the task: they take the grades
     strict: tuple[tuple[str, str], ...]  # (name, "binary" or "unit"): the metrics of 0/1 labels (or in [0, 1])
 
-    def _refusing(self, reason: str) -> list[str]:
-        """The strict metrics, for a reason of labels (every one: a grade of 2 is outside [0, 1] too)."""
-        return [name for name, _ in self.strict] if reason in _REASONS else []
+    def _refusing(self, reason: str) -> tuple[list[str], list[str]]:
+        """The strict metrics that refuse every row of ``reason``, and those that refuse only its grades above 1.
 
-    def _recipe(self, refusing: list[str]) -> str:
+        Rows "that are not 0 or 1" (the rule of 0/1 labels, the strictest) are refused by the metrics of 0/1
+        labels; a metric of labels in [0, 1] (``ne``, ``calibration``) takes a soft label such as 0.5 and refuses
+        only the grades above 1 among them. Rows "outside [0, 1]" (no metric of 0/1 labels reads the task) are
+        refused by every strict metric.
+        """
+        if reason == _REASONS[1]:
+            return [name for name, _ in self.strict], []
+        if reason != _REASONS[0]:
+            return [], []
+        binary = [name for name, target in self.strict if target == "binary"]
+        return binary, [name for name, target in self.strict if target != "binary"]
+
+    def _recipe(self, refusing: list[str], above_one: list[str]) -> str:
         said = " or ".join(dict.fromkeys(_SAID[target] for name, target in self.strict if name in refusing))
         ranked = list(self.graded)
+        also = f" ({above_one} take labels in [0, 1], so they refuse only the grades above 1)" if above_one else ""
         return (
-            f"if they are graded relevance, which {ranked} read as grades while {refusing} take {said} only: score "
-            f"{refusing} on a 0/1 column of their own (e.g. `{self.column} > 0`) as another task and keep task "
-            f"{self.task!r} for the ranking names, `metric_tasks={{{refusing[0]!r}: [<that task>], {ranked[0]!r}: "
-            f"[{self.task!r}]}}` (--metric-tasks), or evaluate the ranking names without them"
+            f"if they are graded relevance, which {ranked} read as grades while {refusing} take {said} only{also}: "
+            f"score {refusing + above_one} on a 0/1 column of their own (e.g. `{self.column} > 0`) as another task and "
+            f"keep task {self.task!r} for the ranking names, `metric_tasks={{{refusing[0]!r}: [<that task>], "
+            f"{ranked[0]!r}: [{self.task!r}]}}` (--metric-tasks), or evaluate the ranking names without them"
         )
 
     def hint(self, column: str, reason: str) -> str:
         """What to append to the invalid-row line of ``column`` for ``reason``; ``""`` where it is not this case."""
-        refusing = self._refusing(reason) if column == self.column else []
-        return f"; {self._recipe(refusing)}" if refusing else ""
+        refusing, above_one = self._refusing(reason) if column == self.column else ([], [])
+        return f"; {self._recipe(refusing, above_one)}" if refusing else ""
 
     def skipped(self, column: str, reason: str, count: int) -> str | None:
         """The warning for ``count`` rows of ``column`` skipped for ``reason``; ``None`` where it is not this case."""
-        refusing = self._refusing(reason) if column == self.column else []
+        refusing, above_one = self._refusing(reason) if column == self.column else ([], [])
         if not refusing or not count:
             return None
         rows = "row" if count == 1 else "rows"
         return (
             f"{count:,} {rows} of column {self.column!r} (labels of task {self.task!r}) {reason} were skipped for "
             f"every metric of task {self.task!r}, {list(self.graded)} included, whose values leave them out; "
-            f"{self._recipe(refusing)}."
+            f"{self._recipe(refusing, above_one)}."
         )
 
 

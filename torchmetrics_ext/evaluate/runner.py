@@ -2352,7 +2352,7 @@ def evaluate(
         if flag is None:  # a string other than "auto" is refused too, where it was truthy
             raise refusal(
                 f"Expected `progress` to be a bool or 'auto', got {progress!r}.",
-                wrong_type=not isinstance(progress, str),
+                wrong_type=True,  # a flag's other strings ("no") too: a TypeError and a ValueError
             )
         progress = flag
     # rows per batch only bound memory: any size is fine, within what Arrow's readers take (int64)

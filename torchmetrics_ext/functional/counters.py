@@ -21,7 +21,9 @@ from torchmetrics_ext.utilities.checks import (
     PredsDomain,
     TargetDomain,
     as_bool,
+    check_flag,
     check_tensor,
+    checks_validate_args,
     format_pointwise,
     sequence_items,
     single_task,
@@ -158,6 +160,7 @@ def _weighted_flags(weighted: bool | Sequence[bool], num_tasks: int) -> Tensor |
 # ----------------------------------------------------------------------------- public functions
 
 
+@checks_validate_args
 def sum_weights(
     preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None, *, validate_args: bool = True
 ) -> Tensor:
@@ -183,6 +186,7 @@ def sum_weights(
     )
 
 
+@checks_validate_args
 def num_positive_samples(
     preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True
 ) -> Tensor:
@@ -208,6 +212,7 @@ def num_positive_samples(
     )
 
 
+@checks_validate_args
 def weighted_sum_predictions(
     preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None, *, validate_args: bool = True
 ) -> Tensor:
@@ -233,6 +238,7 @@ def weighted_sum_predictions(
     )
 
 
+@checks_validate_args
 def num_serving_examples(
     preds: Tensor, target: Tensor | None = None, weights: Tensor | None = None, *, validate_args: bool = True
 ) -> Tensor:
@@ -282,6 +288,7 @@ def _format_missing(
     return p, target.to(torch.float64).reshape(p.shape) if t is None else t, w
 
 
+@checks_validate_args
 def num_missing_labels(
     preds: Tensor,
     target: Tensor,
@@ -313,11 +320,13 @@ def num_missing_labels(
         >>> num_missing_labels(torch.zeros(4), target, torch.tensor([1.0, 2.0, 1.0, 0.0]), count_zero_weight=True)
         tensor(2., dtype=torch.float64)
     """
+    count_zero_weight = check_flag("count_zero_weight", count_zero_weight)  # as the class's constructor
     single = single_task(preds)
     _, t, w = _format_missing(preds, target, weights, None, validate_args)
     return _finish(_missing_update(t, w, count_zero_weight)[0], single)
 
 
+@checks_validate_args
 def label_average(
     preds: Tensor, target: Tensor, weights: Tensor | None = None, *, validate_args: bool = True
 ) -> Tensor:
@@ -345,6 +354,7 @@ def label_average(
     return _apply(_label_average_update, _label_average_compute, preds, target, weights, validate_args=validate_args)
 
 
+@checks_validate_args
 def tensor_weighted_average(
     values: Tensor,
     weights: Tensor | None = None,

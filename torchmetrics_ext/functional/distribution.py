@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from torchmetrics_ext.utilities.checks import as_real, check_tensor, sequence_items
+from torchmetrics_ext.utilities.checks import as_real, check_flag, check_tensor, sequence_items
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.formatting import exact_text
@@ -1048,7 +1048,7 @@ def distribution(
     """
     spec = SketchSpec(relative_accuracy, min_value, max_value)
     percentiles = _check_percentiles(percentiles)
-    if validate_args:
+    if check_flag("validate_args", validate_args):  # given by position too: the decorator reads keywords
         _check_finite("values", check_tensor("values", values))
     values = values.reshape(-1).to(torch.float64)
     zero = torch.zeros((), dtype=torch.float64, device=values.device)

@@ -32,7 +32,7 @@ from torchmetrics_ext.functional.pointwise import (
     _weighted_sum,
     _weighted_sums_update,
 )
-from torchmetrics_ext.utilities.checks import as_real, check_flag
+from torchmetrics_ext.utilities.checks import as_real, check_flag, checks_validate_args
 from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -76,6 +76,7 @@ def _ne_positive_compute(ce_positive_sum: Tensor, total: Tensor, pos: Tensor, ne
     return _normalized_entropy_compute(ce_positive_sum, total, pos, eta, "NEPositive", neg)
 
 
+@checks_validate_args
 def ne_positive(
     preds: Tensor,
     target: Tensor,
@@ -212,6 +213,7 @@ def _calibration_free_compute(
     return torch.where(undefined, math.nan, value)
 
 
+@checks_validate_args
 def calibration_free_ne(
     preds: Tensor,
     target: Tensor,
@@ -273,6 +275,7 @@ def calibration_free_ne(
 # ----------------------------------------------------------------------------- recalibration
 
 
+@checks_validate_args
 def recalibrated_ne(
     preds: Tensor,
     target: Tensor,
@@ -329,6 +332,7 @@ def recalibrated_ne(
     )
 
 
+@checks_validate_args
 def recalibrated_calibration(
     preds: Tensor,
     target: Tensor,

@@ -23,7 +23,15 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional._uniform import grid_on, thresholds_reached
-from torchmetrics_ext.utilities.checks import as_int, as_real, check_flag, format_pointwise, int_given, single_task
+from torchmetrics_ext.utilities.checks import (
+    as_int,
+    as_real,
+    check_flag,
+    checks_validate_args,
+    format_pointwise,
+    int_given,
+    single_task,
+)
 from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -122,6 +130,7 @@ def _hindsight_compute(pos_hist: Tensor, neg_hist: Tensor, target_precision: flo
     return {name: torch.where(overflowed, math.nan, value) for name, value in values.items()}
 
 
+@checks_validate_args
 def hindsight_target_pr(
     preds: Tensor,
     target: Tensor,

@@ -12,7 +12,14 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
-from torchmetrics_ext.utilities.checks import as_int, check_tensor, checked_bounds, format_pointwise, int_given
+from torchmetrics_ext.utilities.checks import (
+    as_int,
+    check_tensor,
+    checked_bounds,
+    checks_validate_args,
+    format_pointwise,
+    int_given,
+)
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.warnings import or_no_samples, safe_divide
@@ -141,6 +148,7 @@ def _multi_label_compute(tp: Tensor, fp: Tensor) -> Tensor:
     )
 
 
+@checks_validate_args
 def multi_label_precision(
     preds: Tensor, target: Tensor, weights: Tensor | None = None, *, num_labels: int, validate_args: bool = True
 ) -> Tensor:

@@ -24,7 +24,14 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional._sums import batch_sums, one_like, weight_total, weighted_sum
-from torchmetrics_ext.utilities.checks import as_real, check_choice, check_flag, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import (
+    as_real,
+    check_choice,
+    check_flag,
+    checks_validate_args,
+    format_pointwise,
+    single_task,
+)
 from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, warn_undefined
 
@@ -297,6 +304,7 @@ def _normalized_entropy_compute(
     return torch.where(undefined | overflowed, math.nan, ne)
 
 
+@checks_validate_args
 def normalized_entropy(
     preds: Tensor,
     target: Tensor,
@@ -353,6 +361,7 @@ def normalized_entropy(
     return _finish(_normalized_entropy_compute(ce_sum, total, pos, eta, neg_labels=neg), single)
 
 
+@checks_validate_args
 def log_loss(
     preds: Tensor,
     target: Tensor,
@@ -479,6 +488,7 @@ def _weighted_average_compute(weighted_pred_sum: Tensor, weighted_num_samples: T
     return safe_divide(weighted_pred_sum, weighted_num_samples, "WeightedAverage", NO_SAMPLES)
 
 
+@checks_validate_args
 def calibration(
     preds: Tensor,
     target: Tensor,
@@ -516,6 +526,7 @@ def calibration(
     return _finish(_calibration_compute(pred_sum, label_sum, weighted_num_samples=total), single)
 
 
+@checks_validate_args
 def ctr(
     preds: Tensor,
     target: Tensor,
@@ -556,6 +567,7 @@ def ctr(
     return _finish(_ctr_compute(label_sum, total), single)
 
 
+@checks_validate_args
 def weighted_average(
     preds: Tensor,
     target: Tensor | None = None,
@@ -664,6 +676,7 @@ def _thresholded(
     return _finish(compute_fn(*stats), single)  # type: ignore[operator]
 
 
+@checks_validate_args
 def weighted_accuracy(
     preds: Tensor,
     target: Tensor,
@@ -698,6 +711,7 @@ def weighted_accuracy(
     return _thresholded(_accuracy_compute, preds, target, weights, threshold, from_logits, validate_args)
 
 
+@checks_validate_args
 def weighted_precision(
     preds: Tensor,
     target: Tensor,
@@ -732,6 +746,7 @@ def weighted_precision(
     return _thresholded(_precision_compute, preds, target, weights, threshold, from_logits, validate_args)
 
 
+@checks_validate_args
 def weighted_recall(
     preds: Tensor,
     target: Tensor,
@@ -857,6 +872,7 @@ def _regression(
     return _finish(compute_fn(*_error_update(p, t, w, from_logits)), single)  # type: ignore[operator]
 
 
+@checks_validate_args
 def weighted_mse(
     preds: Tensor,
     target: Tensor,
@@ -889,6 +905,7 @@ def weighted_mse(
     return _regression(_mse_compute, preds, target, weights, from_logits, validate_args)
 
 
+@checks_validate_args
 def weighted_rmse(
     preds: Tensor,
     target: Tensor,
@@ -919,6 +936,7 @@ def weighted_rmse(
     return _regression(_rmse_compute, preds, target, weights, from_logits, validate_args)
 
 
+@checks_validate_args
 def weighted_mae(
     preds: Tensor,
     target: Tensor,

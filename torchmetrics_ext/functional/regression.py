@@ -20,7 +20,7 @@ from torch import Tensor
 from torchmetrics_ext.functional._sums import batch_sums
 from torchmetrics_ext.functional.counters import _apply
 from torchmetrics_ext.functional.pointwise import Stats, _error_update
-from torchmetrics_ext.utilities.checks import check_choice, check_flag
+from torchmetrics_ext.utilities.checks import check_choice, check_flag, checks_validate_args
 from torchmetrics_ext.utilities.warnings import NO_SAMPLES, warn_undefined
 
 __all__ = ["weighted_nmse", "weighted_nrmse", "weighted_r2"]
@@ -178,6 +178,7 @@ def _normalised(
     )
 
 
+@checks_validate_args
 def weighted_r2(
     preds: Tensor,
     target: Tensor,
@@ -220,6 +221,7 @@ def weighted_r2(
     return _apply(centred, _r2_compute, preds, target, weights, validate_args=validate_args)
 
 
+@checks_validate_args
 def weighted_nmse(
     preds: Tensor,
     target: Tensor,
@@ -267,6 +269,7 @@ def weighted_nmse(
     return _normalised(preds, target, weights, baseline, False, from_logits, validate_args)
 
 
+@checks_validate_args
 def weighted_nrmse(
     preds: Tensor,
     target: Tensor,

@@ -28,6 +28,7 @@ from torchmetrics_ext.utilities.checks import (
     as_int,
     as_real,
     check_flag,
+    checks_validate_args,
     format_pointwise,
     int_given,
     sequence_items,
@@ -147,6 +148,7 @@ def _reliability_compute(weight: Tensor, pred_sum: Tensor, target_sum: Tensor) -
     }
 
 
+@checks_validate_args
 def reliability(
     preds: Tensor,
     target: Tensor,

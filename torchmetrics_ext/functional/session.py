@@ -32,7 +32,14 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.functional.ranking._inputs import check_cutoff
-from torchmetrics_ext.utilities.checks import TargetDomain, check_choice, check_flag, check_tensor, format_pointwise
+from torchmetrics_ext.utilities.checks import (
+    TargetDomain,
+    check_choice,
+    check_flag,
+    check_tensor,
+    checks_validate_args,
+    format_pointwise,
+)
 from torchmetrics_ext.utilities.docstrings import with_sections
 from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import or_no_samples, warn_undefined
@@ -215,6 +222,7 @@ Args:
 """
 
 
+@checks_validate_args
 @with_sections(_SESSION_ARGS, before="Returns")
 def session_precision_at_k(
     preds: Tensor,
@@ -248,6 +256,7 @@ def session_precision_at_k(
     return _finish(_session_precision_compute(states, average), preds.ndim == 1)
 
 
+@checks_validate_args
 @with_sections(_SESSION_ARGS, before="Returns")
 def session_recall_at_k(
     preds: Tensor,

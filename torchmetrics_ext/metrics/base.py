@@ -964,14 +964,17 @@ def merge_settings_differ(theirs: Mapping[str, Any], ours: Mapping[str, Any], sa
 
 
 def one_task(metric: object, kwargs: Mapping[str, Any], instead: str | None = None) -> int:
-    """``1``, the ``num_tasks`` of a metric without a task dimension; ``TypeError`` if the caller gave one.
+    """``1``, the ``num_tasks`` of a metric without a task dimension; ``WrongTypeError`` if the caller gave one.
 
     For the ``__init__`` of such a metric: ``super().__init__(one_task(self, kwargs), ..., **kwargs)``.
-    ``instead``: what to do instead, for the message (default: build one metric per task).
+    ``instead``: what to do instead, for the message (default: build one metric per task). A keyword the
+    metric has no parameter for, refused by name: a ``TypeError`` as it always was, and a ``ValueError`` as
+    every other unknown keyword on a metric (TorchMetrics'), so ``except ValueError`` catches it too
+    (docs/policies.md, "Wrong types").
     """
     if "num_tasks" in kwargs:
         name = type(metric).__name__
-        raise TypeError(
+        raise WrongTypeError(
             f"{name} has no task dimension, so it takes no `num_tasks` (got {kwargs['num_tasks']!r}): "
             f"{instead or f'build one {name} per task'}."
         )

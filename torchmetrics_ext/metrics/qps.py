@@ -284,9 +284,17 @@ class TowerQPS(TimeWindow, TaskMetric):
                 )
         return float(preds.shape[-1])  # every task's count: a number, added without a host-to-device copy
 
+    @staticmethod
+    def _check_unread(preds: object, target: object, num_examples: object) -> None:
+        """``target`` (TorchRec's signature) and ``preds`` beside ``num_examples`` are not read: tensors or ``None``."""
+        for name, value in (("target", target), ("preds", preds if num_examples is not None else None)):
+            if value is not None and not isinstance(value, Tensor):
+                raise WrongTypeError(f"Expected `{name}` to be a torch.Tensor or None, got {type(value).__name__}.")
+
     def _validate(
         self, preds: Tensor | None = None, target: Tensor | None = None, num_examples: Tensor | int | None = None
     ) -> None:
+        self._check_unread(preds, target, num_examples)
         self._counts(preds, num_examples, validate=True)
 
     def update(
@@ -294,7 +302,10 @@ class TowerQPS(TimeWindow, TaskMetric):
     ) -> None:
         """Count one step's examples (``preds.shape[-1]`` per task, or ``num_examples``) and time it."""
         examples, seconds = self._states()
-        counts = self._counts(preds, num_examples, validate=self._check_inputs)
+        check = self._check_inputs
+        if check:
+            self._check_unread(preds, target, num_examples)
+        counts = self._counts(preds, num_examples, validate=check)
         if isinstance(counts, Tensor):
             counts = counts.to(examples.device)
         # a reading that is no number, NaN, or earlier than the last one raises here, before anything changes

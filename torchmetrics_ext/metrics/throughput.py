@@ -61,6 +61,13 @@ def _count_examples(batch: Any) -> int:
         values = batch.values() if isinstance(batch, Mapping) else batch
         # 0-dim tensors (a step's loss: Lightning's `{"loss": loss, **out}`) have no batch dimension
         tensor = next((v for v in values if isinstance(v, Tensor) and v.ndim > 0), None)
+        if tensor is None and values and not any(isinstance(v, Tensor) for v in values):  # no tensor at all: a type
+            held = sorted({type(v).__name__ for v in values})
+            raise WrongTypeError(
+                f"Expected `batch` ({type(batch).__name__}) to hold tensors, one with a leading batch dimension to "
+                f"count examples from, got a {type(batch).__name__} of {', '.join(held)} (pass the number of "
+                "examples as an int, or the batch's tensors)."
+            )
         if tensor is None:
             raise ValueError(
                 f"Expected `batch` ({type(batch).__name__}) to hold a tensor with a leading batch dimension "
@@ -423,9 +430,11 @@ class Throughput(TimeWindow, GuardedMetric):
             return self._plot(_rates_of(val), ax)
         if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and val:
             return self._plot([_rates_of(v) for v in val], ax)
+        # an empty list is a value, kept a WrongTypeError (a TypeError, as it always was): the message says which
+        empty = isinstance(val, Sequence) and not isinstance(val, (str, bytes))
         raise WrongTypeError(
             "Expected `val` to be a dict returned by Throughput.compute()/forward() or a non-empty list of them, "
-            f"got {type(val).__name__}."
+            + (f"got an empty {type(val).__name__}." if empty else f"got {type(val).__name__}.")
         )
 
     def reset(self) -> None:

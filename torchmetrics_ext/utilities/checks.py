@@ -26,8 +26,9 @@ import threading
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import wraps
+from typing import Any, Literal, NamedTuple, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor
@@ -50,6 +51,7 @@ __all__ = [
     "check_pointwise_values",
     "check_tensor",
     "checked_bounds",
+    "checks_validate_args",
     "format_pointwise",
     "int_given",
     "note_weight_bounds",
@@ -429,6 +431,36 @@ def check_flag(name: str, value: object) -> bool:
     if flag is None:
         raise WrongTypeError(f"Expected `{name}` to be a bool, got {value!r}.")
     return flag
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def checks_validate_args(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """A functional whose ``validate_args`` keyword, when given, must be a flag (:func:`check_flag`).
+
+    The classes check it once in their constructor; a functional read it as a truth value, so
+    ``validate_args="no"`` (a string read from a config) silently validated and ``validate_args=0`` silently
+    did not. One identity test per call when a ``bool`` is given.
+
+    Examples:
+        >>> import torch
+        >>> from torchmetrics_ext.functional import ctr
+        >>> ctr(torch.tensor([0.2]), torch.tensor([1.0]), validate_args="no")
+        Traceback (most recent call last):
+            ...
+        torchmetrics_ext.WrongTypeError: Expected `validate_args` to be a bool, got 'no'.
+    """
+
+    @wraps(function)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        flag = kwargs.get("validate_args", True)
+        if flag is not True and flag is not False:
+            kwargs["validate_args"] = check_flag("validate_args", flag)
+        return function(*args, **kwargs)
+
+    return checked
 
 
 def check_tensor(name: str, value: object, *, floating: bool = False) -> Tensor:

@@ -1797,7 +1797,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             return self._plot(named_series(val, axes=axes), ax)
         if isinstance(val, Sequence) and not isinstance(val, (str, bytes)) and val:
             return self._plot([named_series(v, axes=axes) for v in val], ax)
+        # an empty list is a value, kept a WrongTypeError (a TypeError, as it always was): the message says which
+        empty = isinstance(val, Sequence) and not isinstance(val, (str, bytes))
         raise WrongTypeError(
             "Expected `val` to be a dict returned by Windowed.compute()/forward() or a non-empty list of them, "
-            f"got {type(val).__name__}."
+            + (f"got an empty {type(val).__name__}." if empty else f"got {type(val).__name__}.")
         )

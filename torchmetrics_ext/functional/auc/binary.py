@@ -38,6 +38,7 @@ from torchmetrics_ext.utilities.checks import (
     broadcast_shape,
     check_choice,
     check_flag,
+    checks_validate_args,
     format_pointwise,
     int_given,
     sequence_items,
@@ -741,6 +742,7 @@ def _curve_stats(
     return _binned_curve_stats(hist)
 
 
+@checks_validate_args
 def auc(
     preds: Tensor,
     target: Tensor,
@@ -806,6 +808,7 @@ def auc(
     return value.squeeze(0) if single else value
 
 
+@checks_validate_args
 def auprc(
     preds: Tensor,
     target: Tensor,

@@ -39,6 +39,7 @@ from torchmetrics_ext.functional.auc.binary import (
     _format_curve_inputs,
     _signed_weights,
 )
+from torchmetrics_ext.utilities.checks import checks_validate_args
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["precision_recall_curve", "roc_curve"]
@@ -175,6 +176,7 @@ def _curve_points(
     return _binned_points(hist, logit_range, from_logits, bin_space)
 
 
+@checks_validate_args
 def roc_curve(
     preds: Tensor,
     target: Tensor,
@@ -233,6 +235,7 @@ def roc_curve(
     return _as_curve(_roc_from_points(points), preds.ndim == 1)
 
 
+@checks_validate_args
 def precision_recall_curve(
     preds: Tensor,
     target: Tensor,

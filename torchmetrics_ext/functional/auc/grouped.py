@@ -30,7 +30,14 @@ from torchmetrics_ext.functional.auc._kernels import (
     _sort_rows,
 )
 from torchmetrics_ext.functional.auc.binary import CurveStats, _signed_weights
-from torchmetrics_ext.utilities.checks import check_choice, check_flag, check_tensor, format_pointwise, single_task
+from torchmetrics_ext.utilities.checks import (
+    check_choice,
+    check_flag,
+    check_tensor,
+    checks_validate_args,
+    format_pointwise,
+    single_task,
+)
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import or_no_samples, safe_divide
@@ -382,6 +389,7 @@ def _grouped(
     return value.squeeze(0) if single else value
 
 
+@checks_validate_args
 def grouped_auc(
     preds: Tensor,
     target: Tensor,
@@ -436,6 +444,7 @@ def grouped_auc(
     )
 
 
+@checks_validate_args
 def grouped_auprc(
     preds: Tensor,
     target: Tensor,

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _format_real
-from torchmetrics_ext.utilities.checks import check_flag, single_task
+from torchmetrics_ext.utilities.checks import check_flag, checks_validate_args, single_task
 from torchmetrics_ext.utilities.summation import power_of_two
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -323,6 +323,7 @@ def _xauc_compute(counts: PairCounts, unseen: Callable[[], Tensor] | None = None
     return torch.where(undefined, torch.nan, value)
 
 
+@checks_validate_args
 def regression_auc(
     preds: Tensor,
     target: Tensor,
@@ -379,6 +380,7 @@ def regression_auc(
     return value.squeeze(0) if single else value
 
 
+@checks_validate_args
 def xauc(
     preds: Tensor,
     target: Tensor,

@@ -19,6 +19,8 @@ import inspect
 from collections.abc import Callable, Collection
 from typing import ParamSpec, TypeVar
 
+from torchmetrics_ext.utilities.checks import check_flag
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -116,6 +118,8 @@ def unexpected_keywords_message(name: str, parameters: Collection[str], kwargs: 
 def torchmetrics_hints(function: Callable[P, R]) -> Callable[P, R]:
     """Wrap a public ranking function: an unknown keyword is a ``TypeError`` naming what replaces it.
 
+    ``validate_args``, when given, must be a flag (``WrongTypeError`` otherwise), as for every functional.
+
     The wrapper keeps the function's name, docstring and signature (``functools.wraps``); the keywords
     are read only when the call raises ``TypeError`` (see the module docstring).
 
@@ -132,6 +136,9 @@ def torchmetrics_hints(function: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(function)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        flag = kwargs.get("validate_args", True)
+        if flag is not True and flag is not False:  # a flag, as the classes' (`checks_validate_args`)
+            kwargs["validate_args"] = check_flag("validate_args", flag)
         try:
             return function(*args, **kwargs)
         except TypeError:

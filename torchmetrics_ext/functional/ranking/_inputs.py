@@ -259,7 +259,7 @@ def _ranking_format(
         if preds.ndim == 1:
             if indexes is None:
                 n = preds.shape[0]
-                raise ValueError(
+                raise WrongTypeError(  # `None` where a value is needed (docs/policies.md, "Wrong types")
                     "Expected `indexes` (query id of every row) for flat (N,) `preds`, got None: pass "
                     f"`indexes=` ({n},) integer query ids, or padded (queries, candidates) rows, which need none "
                     f"(one query: `preds.unsqueeze(0)` and `target.unsqueeze(0)`, shape (1, {n}))."

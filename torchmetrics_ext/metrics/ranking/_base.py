@@ -60,6 +60,7 @@ from torchmetrics_ext.metrics.base import (
 from torchmetrics_ext.metrics.ranking._rows import row_state_problems
 from torchmetrics_ext.utilities.chunks import is_broadcast, join_chunks
 from torchmetrics_ext.utilities.device import on_device_path
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.warnings import or_no_samples
 
 _ROW_STATES = {
@@ -98,7 +99,9 @@ def _reject_top_k(cls: type[Any], kwargs: dict[str, Any]) -> None:
         return
     value, parameters = kwargs["top_k"], tuple(inspect.signature(cls.__init__).parameters)
     fix = _cutoff_fix(cls.__name__, parameters, value, inputs="")
-    raise TypeError(f"{cls.__name__} has no `top_k` argument ({_TORCHMETRICS['top_k'][0]}): {fix}.")
+    # a keyword refused by name: a TypeError as always, and a ValueError as every other unknown keyword on a
+    # metric (TorchMetrics'), so `except ValueError` catches it too (docs/policies.md, "Wrong types")
+    raise WrongTypeError(f"{cls.__name__} has no `top_k` argument ({_TORCHMETRICS['top_k'][0]}): {fix}.")
 
 
 # What a ranking class adds to the functions' `ignore_index` fix: a module and `evaluate` take no mask

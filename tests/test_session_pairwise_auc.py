@@ -453,3 +453,101 @@ def test_window_values_and_resume():
     """Lifetime and window from one update (``Windowed``), each batch and the window whole sessions."""
     W.check_window(WINDOW_CASE)
     W.check_window_state_dict(WINDOW_CASE)
+
+
+# ----------------------------------------------------------------------------- registry and module
+
+
+def test_registry_name_builds_the_metric():
+    entry, k = lookup("session_pairwise_auc")
+    metric = entry.build(num_tasks=2, k=k, weight_pairs=False)
+    assert type(metric) is tmx.SessionPairwiseAUC and metric.num_tasks == 2 and metric.weight_pairs is False
+
+
+def _module_steps(rng, steps=3):
+    """Two tasks, each with its own session column (``sid`` for click, ``sid_buy`` for buy); ids reused across steps."""
+    out = []
+    for _ in range(steps):
+        click, buy = _random_batch(rng, n=40), _random_batch(rng, n=40)
+        out.append(
+            {
+                "prediction": torch.tensor(click["preds"]),
+                "label": torch.tensor(click["target"]),
+                "weight": torch.tensor(click["weights"]),
+                "sid": torch.tensor(click["sessions"]),
+                "buy_p": torch.tensor(buy["preds"]),
+                "buy_y": torch.tensor(buy["target"]),
+                "buy_w": torch.tensor(buy["weights"]),
+                "sid_buy": torch.tensor(buy["sessions"]),
+            }
+        )
+    return out
+
+
+def _task_batches(steps, task):
+    keys = ("prediction", "label", "weight", "sid") if task == "click" else ("buy_p", "buy_y", "buy_w", "sid_buy")
+    return [dict(zip(("preds", "target", "weights", "sessions"), (s[k].numpy() for k in keys))) for s in steps]
+
+
+_TASKS = [
+    {"name": "click", "weight_name": "weight", "session_id_name": "sid"},
+    {
+        "name": "buy",
+        "label_name": "buy_y",
+        "prediction_name": "buy_p",
+        "weight_name": "buy_w",
+        "session_id_name": "sid_buy",
+    },
+]
+
+
+@pytest.mark.parametrize("window", [False, True])
+def test_module_reports_torchrecs_keys_per_task_from_each_tasks_session_column(window):
+    rng = np.random.default_rng(14)
+    steps = _module_steps(rng)
+    config = {
+        "tasks": _TASKS,
+        "metrics": {"spauc": {"metric": "session_pairwise_auc", "report_batch_coverage": True}, "mse": {}},
+        "throughput": False,
+        "key_style": "torchrec",
+        **({"window_size": 80} if window else {}),  # the window: the newest two steps of 40 rows
+    }
+    module = tmx.RecMetricModule.from_config(config)
+    for step in steps:
+        module.update(step)
+    values = _quiet(module.compute)
+    for task in ("click", "buy"):
+        batches = _task_batches(steps, task)
+        parts = {"lifetime": batches, "window": batches[-2:]} if window else {"lifetime": batches}
+        for part, seen in parts.items():
+            expected = _reference(seen, coverage=True)
+            for entry, want in expected.items():
+                key = f"session_pairwise_auc-{task}|{part}_{entry}"
+                assert float(values[key]) == pytest.approx(float(want), rel=1e-12), key
+
+
+def test_module_default_keys_and_a_metric_of_one_task():
+    """Default keys ``{name}/{task}``; with ``metric_tasks`` the metric reads that task's session column only."""
+    rng = np.random.default_rng(15)
+    steps = _module_steps(rng, 2)
+    module = tmx.RecMetricModule.from_config(
+        {
+            "tasks": _TASKS,
+            "metrics": ["session_pairwise_auc", "mse"],
+            "metric_tasks": {"session_pairwise_auc": ["buy"]},
+            "throughput": False,
+        }
+    )
+    for step in steps:
+        module.update(step)
+    values = _quiet(module.compute)
+    assert "session_pairwise_auc/click" not in values
+    want = _reference(_task_batches(steps, "buy"))
+    assert float(values["session_pairwise_auc/buy"]) == pytest.approx(float(want), rel=1e-12)
+
+
+def test_module_needs_a_session_column():
+    with pytest.raises(
+        ValueError, match=r"'session_pairwise_auc' needs ids: task 'click' must set RecTaskInfo.session_id_name"
+    ):
+        tmx.RecMetricModule.from_config({"tasks": ["click"], "metrics": ["session_pairwise_auc"], "throughput": False})

@@ -551,3 +551,14 @@ def test_module_needs_a_session_column():
         ValueError, match=r"'session_pairwise_auc' needs ids: task 'click' must set RecTaskInfo.session_id_name"
     ):
         tmx.RecMetricModule.from_config({"tasks": ["click"], "metrics": ["session_pairwise_auc"], "throughput": False})
+
+
+@pytest.mark.parametrize("by", [None, "g"])
+def test_evaluate_refuses_it_since_its_read_batches_would_split_sessions(by):
+    import pandas as pd
+
+    from torchmetrics_ext.evaluate import evaluate
+
+    frame = pd.DataFrame({"p": [0.1, 0.9, 0.4, 0.3], "y": [0.0, 1.0, 2.0, 0.0], "s": [0, 0, 1, 1], "g": [0, 1, 0, 1]})
+    with pytest.raises(ValueError, match=r"Metric 'session_pairwise_auc' .* would split a session"):
+        evaluate(frame, {"click": ("p", "y")}, ["session_pairwise_auc", "ndcg@3"], session="s", by=by)

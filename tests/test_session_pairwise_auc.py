@@ -562,3 +562,11 @@ def test_evaluate_refuses_it_since_its_read_batches_would_split_sessions(by):
     frame = pd.DataFrame({"p": [0.1, 0.9, 0.4, 0.3], "y": [0.0, 1.0, 2.0, 0.0], "s": [0, 0, 1, 1], "g": [0, 1, 0, 1]})
     with pytest.raises(ValueError, match=r"Metric 'session_pairwise_auc' .* would split a session"):
         evaluate(frame, {"click": ("p", "y")}, ["session_pairwise_auc", "ndcg@3"], session="s", by=by)
+
+
+def test_hugging_face_builder_refuses_it_naming_where_to_compute_it():
+    pytest.importorskip("transformers")
+    from torchmetrics_ext.integrations.huggingface import pointwise_compute_metrics
+
+    with pytest.raises(ValueError, match=r"'session_pairwise_auc' needs ids \(\['sessions'\]\).*whole sessions"):
+        pointwise_compute_metrics(["session_pairwise_auc"])

@@ -115,11 +115,13 @@ def _pairwise_update(
     batches = present.any(-1).to(torch.float64)
     ends = lower.cumsum(0)
     num_pairs = int(ends[-1]) if ends.numel() else 0
+    # pair number k of row i (counted from ends[i] - lower[i]) pairs it with the sorted row start[i] + k
+    first_partner = start - ends + lower
     correct, total = zeros.clone(), zeros.clone()
     for first in range(0, num_pairs, PAIR_CHUNK):
         pair = torch.arange(first, min(first + PAIR_CHUNK, num_pairs), device=preds.device)
         hi = torch.searchsorted(ends, pair, right=True)  # the row of the higher label
-        lo = start[hi] + pair - (ends[hi] - lower[hi])  # its partner, a lower label of its session
+        lo = first_partner[hi] + pair  # its partner, a lower label of its session
         p_hi, p_lo = p_sorted[hi], p_sorted[lo]
         credit = (p_hi > p_lo).to(torch.float64) + 0.5 * (p_hi == p_lo).to(torch.float64)
         pair_weight = w_sorted[hi] + w_sorted[lo] if weight_pairs else torch.ones_like(credit)

@@ -74,8 +74,10 @@ def make_batch(name: str, seed: int) -> dict[str, np.ndarray]:
         "target": target,
         "weights": rng.uniform(0.5, 2.0, size=(T, N)).astype(np.float32),
     }
-    if name in ("regression_auc", "xauc"):
+    if name in ("regression_auc", "xauc", "session_pairwise_auc"):
         batch["target"] = (target * rng.integers(1, 4, size=(T, N))).astype(np.float32)  # graded labels
+    if name == "session_pairwise_auc":  # whole sessions of 6 rows, each batch its own
+        batch["sessions"] = np.repeat(np.arange(4), N // 4) + 4 * seed
     if name in ("gauc", "gauprc"):
         batch["groups"] = np.repeat(np.arange(4), N // 4)
     if name == "segmented_ne":
@@ -122,6 +124,15 @@ def _pairs(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     return float(rauc), float(np.sum(pair * (dp == dy)) / np.sum(pair))
 
 
+def _session_pairs(p: np.ndarray, y: np.ndarray, w: np.ndarray, s: np.ndarray) -> float:
+    """Newer TorchRec's session pairwise AUC: pairs of one session, labels 1e-6 apart, weighted w_i + w_j."""
+    i, j = np.triu_indices(len(p), 1)
+    dp, dy = p[i] - p[j], y[i] - y[j]
+    pair = (s[i] == s[j]) & (np.abs(dy) >= 1e-6) & (w[i] * w[j] > 0)
+    pair_w = np.where(pair, w[i] + w[j], 0.0)
+    return float(np.sum(pair_w * ((dp * dy > 0) + 0.5 * (dp == 0))) / np.sum(pair_w))
+
+
 def _grouped(score: Callable[..., float], p: np.ndarray, y: np.ndarray, w: np.ndarray, g: np.ndarray) -> float:
     return float(np.mean([score(y[g == k], p[g == k], sample_weight=w[g == k]) for k in np.unique(g)]))
 
@@ -160,6 +171,7 @@ def _pointwise(name: str, p: np.ndarray, y: np.ndarray, w: np.ndarray, extra: di
         "segmented_ne": lambda: [_ne(*(a[extra["segments"] == s] for a in (p, y, w))) for s in range(S)],
         "regression_auc": lambda: _pairs(p, y, w)[0],
         "xauc": lambda: _pairs(p, y, w)[1],
+        "session_pairwise_auc": lambda: _session_pairs(p, y, w, extra["sessions"]),
     }
     return formulas[name]()
 
@@ -200,7 +212,7 @@ def reference(name: str, batches: list[dict[str, np.ndarray]]) -> np.ndarray:
         # a query weighs its largest row weight (docs/ranking.md); unweighted: 1
         weights = [np.max(data["weights"][ids == q]) if "weights" in data else 1.0 for q in queries]
         return np.array(np.average(values, weights=weights))
-    extra = {key: data[key].astype(np.int64) for key in ("groups", "segments") if key in data}
+    extra = {key: data[key].astype(np.int64) for key in ("groups", "segments", "sessions") if key in data}
     return np.array(
         [_pointwise(name, data["preds"][t], data["target"][t], data["weights"][t], extra) for t in range(T)]
     )
@@ -483,7 +495,10 @@ def test_one_sample_batches_and_zero_dim_inputs(name):
     for i in range(N):
         one = {key: value[..., i : i + 1] for key, value in batches[0].items()}
         feed(metric, tensors(one))
-    assert_matches(metric.compute(), name, batches)
+    if name == "session_pairwise_auc":  # a session lies within one batch: one row each, no pair (nan)
+        assert torch.isnan(metric.compute()).all()
+    else:
+        assert_matches(metric.compute(), name, batches)
     zero_dim = {
         key: torch.tensor(value[..., 0] if value.ndim == 1 else value[0, 0]) for key, value in batches[0].items()
     }
@@ -496,7 +511,8 @@ def test_one_sample_batches_and_zero_dim_inputs(name):
             assert torch.equal(value, before[key]), key
         else:
             assert len(value) == len(before[key]), key
-    assert_matches(metric.compute(), name, batches)
+    if name != "session_pairwise_auc":
+        assert_matches(metric.compute(), name, batches)
 
 
 # ----------------------------------------------------------------------------- 4. inputs overwritten after the call
@@ -571,6 +587,7 @@ def module_reference(batches: list[dict[str, np.ndarray]]) -> dict[str, float]:
                         "weights": np.stack([b["a_w"], b["b_w"]]),
                         "groups": b["g"],
                         "segments": b["g"],
+                        "sessions": b["s"],
                     }
                     for b in batches
                 ]

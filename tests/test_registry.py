@@ -517,8 +517,10 @@ OWN_KEYS = (
 REFUSED_NO_OPTION = ("xauc",)
 # registry names whose TorchRec keys and values are compared with TorchRec elsewhere: segmented_ne needs segment ids
 # in [0, num_segments), which the session ids here are not (tests/test_torchrec_config.py runs TorchRec's own
-# segmented_ne on a config of its own; test_segmented_ne_reports_torchrecs_keys_per_segment below checks the keys)
-COMPARED_ELSEWHERE = ("segmented_ne",)
+# segmented_ne on a config of its own; test_segmented_ne_reports_torchrecs_keys_per_segment below checks the keys);
+# session_pairwise_auc is newer than the TorchRec 1.9.2 run here: its keys and values are checked against a port of
+# TorchRec's formula in tests/test_session_pairwise_auc.py
+COMPARED_ELSEWHERE = ("segmented_ne", "session_pairwise_auc")
 # registry names whose own name is TorchRec's key of the metric they compute differently by default: refused,
 # naming the options that compute TorchRec's value
 REFUSED = {

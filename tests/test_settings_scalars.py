@@ -564,6 +564,16 @@ FLAGS = [
         _sessions,
         "rank_labels",
     ),
+    *[
+        Flag(
+            f"SessionPairwiseAUC.{name}",
+            lambda v, name=name: tmx.SessionPairwiseAUC(**{name: v}),
+            value,
+            _sessions,
+            name,
+        )
+        for name, value in (("rank_order_label", True), ("weight_pairs", False), ("report_batch_coverage", True))
+    ],
     Flag(
         "RecMetricModule.from_logits",
         lambda v: tmx.RecMetricModule(["click"], ["ne", "ctr"], from_logits=v, throughput=False),

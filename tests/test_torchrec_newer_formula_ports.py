@@ -116,11 +116,11 @@ def test_session_pairwise_auc_unit_pair_weights_are_regression_auc_of_the_nonzer
     assert np.abs(weighted.compute().numpy() - additive).max() > 1e-3
 
 
-def test_session_pairwise_auc_pools_pairs_over_sessions_which_no_metric_of_ours_computes():
+def test_session_pairwise_auc_pools_pairs_over_sessions_as_session_pairwise_auc_does():
     """Binary labels, unit weights: the pair-weighted mean of per-session AUCs (reference: scikit-learn).
 
-    GroupedAUC averages sessions with weight 1 (or their total row weight), RegressionAUC pairs rows
-    across sessions too: neither is this value (docs/migration_torchrec.md lists it as a gap).
+    SessionPairwiseAUC computes it; GroupedAUC averages sessions with weight 1 (or their total row
+    weight), RegressionAUC pairs rows across sessions too: neither is this value.
     """
     rng = np.random.default_rng(103)
     sessions = np.repeat(np.arange(6), [3, 5, 8, 12, 4, 20])
@@ -137,23 +137,51 @@ def test_session_pairwise_auc_pools_pairs_over_sessions_which_no_metric_of_ours_
     rauc = tmx.RegressionAUC()
     rauc.update(torch.tensor(p[0]), torch.tensor(y[0]))
     assert abs(gauc.compute().item() - theirs) > 1e-3 and abs(rauc.compute().item() - theirs) > 1e-3
+    ours = tmx.SessionPairwiseAUC()
+    ours.update(torch.tensor(p[0]), torch.tensor(y[0]), torch.tensor(sessions))
+    assert ours.compute().item() == pytest.approx(theirs, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_session_pairwise_auc_is_torchrecs_on_float32_inputs(seed):
+    """Several sessions and batches, graded labels, weights with zeros, both options: ours equals the port."""
+    rng = np.random.default_rng([104, seed])
+    for weight_pairs in (True, False):
+        for rank_order_label in (False, True):
+            metric = tmx.SessionPairwiseAUC(2, weight_pairs=weight_pairs, rank_order_label=rank_order_label)
+            correct, total = np.zeros(2), np.zeros(2)
+            for _ in range(3):
+                sessions, y, p = _session_batch(rng, 60, 7)
+                p = p.astype(np.float32)
+                w = rng.choice([0.0, 0.5, 1.0, 3.0], p.shape).astype(np.float32)
+                c, t = _tr_session_pairwise_states(
+                    p, y, w, sessions, weight_pairs=weight_pairs, rank_order_label=rank_order_label
+                )
+                correct, total = correct + c, total + t
+                metric.update(
+                    torch.tensor(p), torch.tensor(y, dtype=torch.float32), torch.tensor(sessions), torch.tensor(w)
+                )
+            np.testing.assert_allclose(metric.compute().numpy(), _tr_pairwise_auc(correct, total), rtol=1e-12)
 
 
 def test_session_pairwise_auc_without_a_pair_is_half_there_and_undefined_here():
     sessions, p = np.array([0, 1]), np.array([[0.2, 0.9]])
     y = np.array([[0.0, 1.0]])  # two sessions of one row: no pair within a session
     assert _tr_pairwise_auc(*_tr_session_pairwise_states(p, y, np.ones_like(p), sessions))[0] == 0.5
-    metric = tmx.RegressionAUC()
-    metric.update(torch.tensor([0.2]), torch.tensor([1.0]))  # one row: no pair here either
+    metric = tmx.SessionPairwiseAUC()
+    metric.update(torch.tensor(p[0]), torch.tensor(y[0]), torch.tensor(sessions))
     assert np.isnan(_quiet_compute(metric).item())
 
 
-def test_session_pairwise_auc_takes_labels_closer_than_1e_6_as_equal_where_ours_pairs_them():
+def test_session_pairwise_auc_takes_labels_closer_than_1e_6_as_equal_where_regression_auc_pairs_them():
     p, y, sessions = np.array([[0.2, 0.9]]), np.array([[0.5, 0.5000001]]), np.zeros(2, dtype=np.int64)
     assert _tr_session_pairwise_states(p, y, np.ones_like(p), sessions)[1][0] == 0.0  # no pair: 0.5 reported
     metric = tmx.RegressionAUC()
     metric.update(torch.tensor(p[0]), torch.tensor(y[0]))
     assert metric.compute().item() == 1.0
+    ours = tmx.SessionPairwiseAUC()
+    ours.update(torch.tensor(p[0]), torch.tensor(y[0]), torch.tensor(sessions))
+    assert np.isnan(_quiet_compute(ours).item())  # no pair, as TorchRec (which reports 0.5)
 
 
 # ----------------------------------------------------------------------------- uauc
@@ -402,7 +430,6 @@ def test_num_missing_labels_without_weights_counts_each_nan_label_once():
 @pytest.mark.parametrize(
     ("name", "what"),
     [
-        ("session_pairwise_auc", "which no metric here computes; 'regression_auc'"),
         ("uauc", "'gauc' with the option groups_complete_per_batch=True"),
         ("wuauc", "groups_complete_per_batch=True and weight_groups=True"),
         ("variance", "tmx.aggregation.Distribution"),
@@ -418,6 +445,16 @@ def test_newer_torchrec_names_are_refused_naming_what_computes_them(name, what):
     with pytest.raises(
         ValueError, match=rf"^TorchRec metric {name!r} is not supported by from_torchrec_config \({said}"
     ):
+        tmx.RecMetricModule.from_torchrec_config(config)
+
+
+def test_session_pairwise_auc_is_a_registry_name_and_from_torchrec_config_names_it():
+    """The registry builds it; from_torchrec_config (TorchRec 1.9.2's metrics) refuses it naming the registry entry."""
+    entry, _ = lookup("session_pairwise_auc")
+    assert entry.cls is tmx.SessionPairwiseAUC
+    config = {"rec_tasks": [{"name": "t"}], "rec_metrics": {"session_pairwise_auc": {"rec_task_indices": [0]}}}
+    said = r"TorchRec's metric of that name is the registry's 'session_pairwise_auc' \(tmx\.SessionPairwiseAUC\)"
+    with pytest.raises(ValueError, match=rf"^TorchRec metric 'session_pairwise_auc' is not supported [^;]*{said}"):
         tmx.RecMetricModule.from_torchrec_config(config)
 
 

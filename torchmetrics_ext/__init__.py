@@ -24,6 +24,7 @@ from torchmetrics_ext.metrics.ranking import *  # noqa: F403
 from torchmetrics_ext.metrics.regression import *  # noqa: F403
 from torchmetrics_ext.metrics.reliability import *  # noqa: F403
 from torchmetrics_ext.metrics.session import *  # noqa: F403
+from torchmetrics_ext.metrics.session_pairwise import *  # noqa: F403
 from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 from torchmetrics_ext.module import *  # noqa: F403
 from torchmetrics_ext.utilities.errors import WrongTypeError

@@ -256,10 +256,26 @@ class _Batch:
         return [c for c in self.columns[2] if c is not None]
 
 
+def _step_ids(batch: _Batch, keyword: str, positions: Sequence[int]) -> Tensor | None:
+    """The id column a stacked unit takes as ``keyword``: the group ids, or the session ids of the tasks read.
+
+    Session ids are the ``session_id_name`` columns of the tasks at ``positions``: that ``(N,)`` tensor where every task
+    read gives the same one (a shared column), else the ``(T, N)`` stack of them.
+    """
+    if keyword != "sessions":
+        return batch.groups
+    assert batch.sessions is not None
+    columns = [batch.sessions[t] for t in positions]
+    first = columns[0]
+    if all(column is first for column in columns[1:]):
+        return first
+    return torch.stack(columns)  # type: ignore[arg-type]
+
+
 class _StepPlan(NamedTuple):
     """What a step of :class:`RecMetricModule` updates, found once (see ``RecMetricModule._plan``)."""
 
-    # (unit, id keyword: "groups", "segments" or "", fed probabilities): leaders, then copies
+    # (unit, id keyword: "groups", "segments", "sessions" or "", fed probabilities): leaders, then copies
     updated: list[tuple[Metric, str, bool]]
     window_only: list[Metric]  # units whose lifetime samples are dropped after each step
     passes: list[tuple[bool, list[tuple[Metric, str, bool]]]]  # (fed probabilities, [(leader, id keyword, unwrapped)])
@@ -580,12 +596,14 @@ class RecMetricModule(CheckpointLoading):
                 per_task[name] = [metric] + [copy_metric(metric) for _ in range(copies - 1)]
         _check_unit_names(list(stacked), list(per_task))
         self._needs_groups = [n for n, m in stacked.items() if "groups" in inspect.signature(m.update).parameters]
+        # stacked metrics of session ids (SessionPairwiseAUC): each task's session_id_name column, as ranking metrics
+        self._needs_sessions = [n for n, m in stacked.items() if "sessions" in inspect.signature(m.update).parameters]
         # Segmented metrics: their segment ids are the tasks' group_id_name column (TorchRec's grouping_keys)
         self._segments = segment_counts(stacked)
         # the tasks whose group ids (one column for all) and session ids the module reads: those its grouped
         # and ranking metrics read (with `metric_tasks`, a task none of them reads may name no id column)
         self._group_tasks, self._session_tasks = _check_id_columns(
-            self.tasks, self._needs_groups + list(self._segments), list(per_task), self._subsets
+            self.tasks, self._needs_groups + list(self._segments), list(per_task) + self._needs_sessions, self._subsets
         )
         # TorchRec's cast_keys_to_int (set by from_torchrec_config): floating segment ids read as int64
         self._cast_segment_ids = False
@@ -1007,6 +1025,7 @@ class RecMetricModule(CheckpointLoading):
         # pickled before the id columns were read per reading task: every task's (each named one then)
         self.__dict__.setdefault("_group_tasks", tuple(range(len(self.tasks))))
         self.__dict__.setdefault("_session_tasks", tuple(range(len(self.tasks))))
+        self.__dict__.setdefault("_needs_sessions", [])
         if "_copy_tasks" not in state:  # pickled before `metric_tasks`: one copy per task of each ranking metric
             self._copy_tasks = _copy_tasks(list(self.ranking), {}, len(self.tasks))
         # each member's copy came linked to its copied leader, with its marks (see `copied_with_source`): what
@@ -1018,12 +1037,14 @@ class RecMetricModule(CheckpointLoading):
     def _updated_units(self) -> Iterator[tuple[Metric, str, bool]]:
         """``(unit, id keyword, fed probabilities)`` for every updated unit: group leaders, then per-task copies.
 
-        The id keyword names how the unit takes the group id column: ``"groups"`` (grouped AUC),
-        ``"segments"`` (``Segmented``) or ``""`` (not at all). A group's members share its leader's
+        The id keyword names how the unit takes an id column: ``"groups"`` (grouped AUC) or
+        ``"segments"`` (``Segmented``) the group ids, ``"sessions"`` (``SessionPairwiseAUC``) the tasks'
+        session ids, ``""`` none. A group's members share its leader's
         kernel and ``from_logits``, so the leader's input is theirs.
         """
         for lead in dict.fromkeys(self._leader.values()):
             ids = "groups" if lead in self._needs_groups else "segments" if lead in self._segments else ""
+            ids = "sessions" if lead in self._needs_sessions else ids
             yield self._unit(lead), ids, lead in self._fed_probabilities
         for name in self.ranking:
             for unit in self._copies(name):
@@ -1416,15 +1437,16 @@ class RecMetricModule(CheckpointLoading):
                         update = unit.update_unwrapped  # type: ignore[assignment]
                     elif type(unit) is Windowed:
                         # `Windowed.update` without its synced check, made for every windowed unit above
-                        if grouped:  # the id column as `groups` (grouped AUC) or `segments` (Segmented)
-                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False, known_zero=every_zero)
+                        if grouped:  # the id column as `groups` (grouped AUC), `segments` (Segmented) or `sessions`
+                            ids = _step_ids(batch, grouped, every_task)
+                            unit._step((p, y), {grouped: ids, "weights": w}, False, known_zero=every_zero)
                         else:
                             unit._step((p, y, w), {}, False, known_zero=every_zero)
                         continue
                     else:
                         update = unit.update
                     if grouped:
-                        update(p, y, weights=w, **{grouped: batch.groups})
+                        update(p, y, weights=w, **{grouped: _step_ids(batch, grouped, every_task)})
                     else:
                         update(p, y, w)
         for k, (as_probabilities, positions, units) in enumerate(plan.subsets):
@@ -1448,13 +1470,14 @@ class RecMetricModule(CheckpointLoading):
                     if type(unit) is Windowed:
                         zero = zero_subsets is not None and zero_subsets[k]
                         if grouped:
-                            unit._step((p, y), {grouped: batch.groups, "weights": w}, False, known_zero=zero)
+                            ids = _step_ids(batch, grouped, positions)
+                            unit._step((p, y), {grouped: ids, "weights": w}, False, known_zero=zero)
                         else:
                             unit._step((p, y, w), {}, False, known_zero=zero)
                         continue
                     update = unit.update_unwrapped if unwrapped else unit.update  # type: ignore[assignment]
                     if grouped:
-                        update(p, y, weights=w, **{grouped: batch.groups})
+                        update(p, y, weights=w, **{grouped: _step_ids(batch, grouped, positions)})
                     else:
                         update(p, y, w)
         if joint is not None:  # one push of the staging row into every joint unit's window and lifetime
@@ -1651,8 +1674,8 @@ class RecMetricModule(CheckpointLoading):
             ids = segment_ids(column(task, "group id", task.group_id_name), self._cast_segment_ids)
             groups = _id_column(ids, task, task.group_id_name, first)
         sessions = None
-        if self._num_copies:  # ranking metrics read the session ids
-            read = self._session_tasks  # a task no ranking metric reads has none
+        if self._num_copies or self._needs_sessions:  # ranking and session metrics read the session ids
+            read = self._session_tasks  # a task none of them reads has none
             sessions = [
                 _id_column(column(t, "session id", t.session_id_name), t, t.session_id_name, first)
                 if i in read
@@ -2007,8 +2030,8 @@ class RecMetricModule(CheckpointLoading):
             namespace, metric_name = self._torchrec[name]
             if entry is not None and name in self._segments:  # TorchRec's segmented_ne_{g}
                 metric_name = f"{metric_name}_{entry}"
-            elif entry is not None:
-                namespace, metric_name = name, entry
+            elif entry is not None:  # TorchRec's namespace where the metric has TorchRec's key (coverage keys)
+                namespace, metric_name = (namespace if self._torchrec_own.get(name) else name), entry
             if namespace == metric_name and (namespace, metric_name) != self._torchrec_own[name]:
                 _check_not_torchrecs(name, namespace)  # a dict entry named like its metric ("precision")
             if bare:  # a TorchRec counter reported without lifetime_/window_ (serving total_examples)

@@ -36,6 +36,7 @@ from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import ranking as _ranking
 from torchmetrics_ext.metrics import regression as _regression
+from torchmetrics_ext.metrics import session_pairwise as _session_pairwise
 from torchmetrics_ext.utilities.checks import as_int, int_given
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.wrappers.segmented import Segmented
@@ -252,6 +253,14 @@ _ENTRIES = (
     # TorchRec's segmented_ne: NE per segment id (its `grouping_keys` column: the tasks' group_id_name)
     MetricEntry("segmented_ne", Segmented, _key("segmented_ne", "segmented_ne"), wraps=_pointwise.NormalizedEntropy),
     MetricEntry("regression_auc", _auc.RegressionAUC, ()),
+    # newer TorchRec's session_pairwise_auc (not in 1.9.2): pairs within each batch's sessions, read from the
+    # tasks' session_id_name column; its options (rank_order_label, weight_pairs) are TorchRec's own, each
+    # computing TorchRec's value for that option, so every instance takes TorchRec's key
+    MetricEntry(
+        "session_pairwise_auc",
+        _session_pairwise.SessionPairwiseAUC,
+        _key("session_pairwise_auc", "session_pairwise_auc"),
+    ),
     MetricEntry("xauc", _auc.XAUC, ()),
     # TorchRec counts a session without relevance as NDCG 0 and scores each batch's sessions apart
     MetricEntry(
@@ -423,9 +432,10 @@ _STANDALONE_NAMES = {
     "hindsighttargetpr": "tmx.HindsightTargetPR: build it and give the object to RecMetricModule's `metrics`",
 }
 
-# TorchRec metrics that no registry entry of that name computes, newer than 1.9.2 (and 1.9.2's unweighted_ne):
-# what gives their value here, or that nothing does (docs/migration_torchrec.md, "TorchRec after 1.9.2"). Keyed
-# as _STANDALONE_NAMES; the value follows "TorchRec's metric of that name".
+# TorchRec metrics newer than 1.9.2 (and 1.9.2's unweighted_ne), which from_torchrec_config (1.9.2's metrics)
+# does not build: what gives their value here (docs/migration_torchrec.md, "TorchRec after 1.9.2"). Keyed as
+# _STANDALONE_NAMES; the value follows "TorchRec's metric of that name". The registry's own names among them
+# (session_pairwise_auc) are found by `lookup` before any hint.
 _TORCHREC_NAMES = {
     "uauc": (
         "is the registry's 'gauc' with the option groups_complete_per_batch=True (each batch's users scored apart, "
@@ -436,8 +446,9 @@ _TORCHREC_NAMES = {
         "{'gauc': {'groups_complete_per_batch': True, 'weight_groups': True}}"
     ),
     "sessionpairwiseauc": (
-        "pools the pairs within each batch's sessions, which no metric here computes; 'regression_auc' pools "
-        "every pair of the data, the same value only with one session per batch and 0/1 weights"
+        "is the registry's 'session_pairwise_auc' (tmx.SessionPairwiseAUC), which reads the session ids of the "
+        "tasks' session_id_name column: build it with RecMetricModule.from_config, e.g. "
+        "{'tasks': [{'name': 'click', 'session_id_name': 'session_id'}], 'metrics': ['session_pairwise_auc']}"
     ),
     "unweightedne": "is 'ne' on a task whose weight_name is None (a second task on the same label and prediction)",
     "variance": (

@@ -630,6 +630,13 @@ class _Plan:
                     "metric per segment itself: ask for 'ne' with by=<segment column> (--by)."
                 )
             parameters = inspect.signature(cls.update).parameters
+            if "sessions" in parameters:  # SessionPairwiseAUC: each batch's sessions apart, as TorchRec
+                raise ValueError(
+                    f"Metric {key!r} ({name}) pairs the rows of each batch's sessions, and evaluate reads its input "
+                    "in batches of `batch_size` rows, which would split a session in two: compute it where each "
+                    "batch holds whole sessions (RecMetricModule in the training loop, or "
+                    "torchmetrics_ext.functional.session_pairwise_auc)."
+                )
             if "groups" in parameters and self.user is None:
                 raise ValueError(f"Metric {key!r} averages over users: name the user id column (--user / user=).")
             if "indexes" in parameters and self.session is None:

@@ -14,6 +14,7 @@ from torchmetrics_ext.functional import ranking as _ranking
 from torchmetrics_ext.functional import regression as _regression
 from torchmetrics_ext.functional import reliability as _reliability
 from torchmetrics_ext.functional import session as _session
+from torchmetrics_ext.functional import session_pairwise as _session_pairwise
 from torchmetrics_ext.functional.auc import *  # noqa: F403
 from torchmetrics_ext.functional.counters import *  # noqa: F403
 from torchmetrics_ext.functional.distribution import distribution
@@ -25,6 +26,7 @@ from torchmetrics_ext.functional.ranking import *  # noqa: F403
 from torchmetrics_ext.functional.regression import *  # noqa: F403
 from torchmetrics_ext.functional.reliability import *  # noqa: F403
 from torchmetrics_ext.functional.session import *  # noqa: F403
+from torchmetrics_ext.functional.session_pairwise import *  # noqa: F403
 
 __all__: list[str] = ["distribution"]
 __all__ += _auc.__all__
@@ -37,6 +39,7 @@ __all__ += _ranking.__all__
 __all__ += _regression.__all__
 __all__ += _reliability.__all__
 __all__ += _session.__all__
+__all__ += _session_pairwise.__all__
 __all__.sort()
 
 # `MAP`'s snake_case twin under its class's name, for `tmx.functional.map(...)`; not in `__all__`,

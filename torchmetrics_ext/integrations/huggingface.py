@@ -485,9 +485,15 @@ def _ids_read(name: str, entry: Any) -> str | None:
         return None
     if len(ids) == 1 and next(iter(ids)) in _ID_ARGUMENTS:
         return _ID_ARGUMENTS[next(iter(ids))]
-    raise ValueError(  # no registry metric today; said rather than fed nothing
-        f"Metric {name!r} needs ids ({sorted(ids)}) that pointwise_compute_metrics cannot give it: score the logged "
-        "predictions with torchmetrics-ext evaluate."
+    # SessionPairwiseAUC scores each batch's sessions apart, which evaluate refuses too (its read batches split them)
+    where = (
+        "compute it where each batch holds whole sessions (RecMetricModule in the training loop, or "
+        "torchmetrics_ext.functional.session_pairwise_auc)"
+        if ids == {"sessions"}
+        else "score the logged predictions with torchmetrics-ext evaluate"
+    )
+    raise ValueError(
+        f"Metric {name!r} needs ids ({sorted(ids)}) that pointwise_compute_metrics cannot give it: {where}."
     )
 
 

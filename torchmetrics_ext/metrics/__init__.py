@@ -18,6 +18,7 @@ from torchmetrics_ext.metrics import (
     regression,
     reliability,
     session,
+    session_pairwise,
     throughput,
 )
 from torchmetrics_ext.metrics.auc import *  # noqa: F403
@@ -32,6 +33,7 @@ from torchmetrics_ext.metrics.ranking import *  # noqa: F403
 from torchmetrics_ext.metrics.regression import *  # noqa: F403
 from torchmetrics_ext.metrics.reliability import *  # noqa: F403
 from torchmetrics_ext.metrics.session import *  # noqa: F403
+from torchmetrics_ext.metrics.session_pairwise import *  # noqa: F403
 from torchmetrics_ext.metrics.throughput import *  # noqa: F403
 
 __all__: list[str] = []
@@ -47,5 +49,6 @@ __all__ += ranking.__all__
 __all__ += regression.__all__
 __all__ += reliability.__all__
 __all__ += session.__all__
+__all__ += session_pairwise.__all__
 __all__ += throughput.__all__
 __all__.sort()

@@ -46,7 +46,14 @@ def _batch(name: str) -> dict[str, Any]:
         return {"preds": p, "target": y, "indexes": ids, "weights": torch.ones(6)}  # the functions: flat rows
     if name in ("GroupedAUC", "GroupedAUPRC", "grouped_auc", "grouped_auprc"):
         return {"preds": p, "target": y, "groups": ids, "weights": torch.ones(6)}
-    if name in ("SessionPrecisionAtK", "SessionRecallAtK", "session_precision_at_k", "session_recall_at_k"):
+    if name in (
+        "SessionPrecisionAtK",
+        "SessionRecallAtK",
+        "SessionPairwiseAUC",
+        "session_precision_at_k",
+        "session_recall_at_k",
+        "session_pairwise_auc",
+    ):
         return {"preds": p, "target": y, "sessions": ids, "weights": torch.ones(6)}
     if name in ("MulticlassRecallAtK", "multiclass_recall_at_k"):
         return {"preds": p.reshape(2, 3), "target": torch.tensor([0, 2])}

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.functional.session import _format_sessions
-from torchmetrics_ext.utilities.checks import check_flag, format_pointwise
+from torchmetrics_ext.utilities.checks import check_flag, checks_validate_args, format_pointwise
 from torchmetrics_ext.utilities.docstrings import with_sections
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
@@ -187,6 +187,7 @@ Args:
 """
 
 
+@checks_validate_args
 @with_sections(_PAIRWISE_ARGS, before="Returns")
 def session_pairwise_auc(
     preds: Tensor,

@@ -1114,5 +1114,5 @@ def _joined(chunks: list[Tensor], dtype: torch.dtype) -> Tensor:
         out[start : start + chunk.numel()] = chunk
         start += chunk.numel()
         chunks[i] = out[:0]  # released: the caller's list no longer holds it
-    del chunk
+        del chunk
     return out

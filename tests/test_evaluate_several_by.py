@@ -317,8 +317,8 @@ def test_config_segmentation_errors_name_the_by_key(tmp_path, by, message):
     assert message in str(refused.value)
 
 
-def test_one_more_segmentation_keeps_one_int64_per_row():
-    """The rows kept for the segments are stored once; each segmentation adds its int64 ids, no other copy."""
+def test_one_more_segmentation_keeps_one_segment_id_per_row():
+    """The rows kept for the segments are stored once; each segmentation adds its int32 ids, no other copy."""
     rows = SegmentRows({"p": torch.float64, "y": torch.float64}, segmentations=3)
     columns = {"p": torch.rand(5, dtype=torch.float64), "y": torch.ones(5, dtype=torch.float64)}
     rows.append(columns, [torch.arange(5), torch.zeros(5, dtype=torch.int64), torch.arange(5) % 2])
@@ -327,7 +327,8 @@ def test_one_more_segmentation_keeps_one_int64_per_row():
     kept, segments = rows.gathered()
     assert sorted(kept) == ["p", "y"]
     assert [s.tolist() for s in segments] == [[10, 11, 12, 13, 14], [7] * 5, [3, 4, 3, 4, 3]]
-    assert all(s.dtype == torch.int64 for s in segments)
+    assert all(s.dtype == torch.int32 for s in segments)  # below 2**31 segments: 4 bytes a row
+    assert all(v.dtype == torch.float64 for v in kept.values())  # the columns as given
 
 
 def _ddp_several(rank: int, world_size: int, path: str) -> tuple[list[dict], list[str]]:

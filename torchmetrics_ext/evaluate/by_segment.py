@@ -81,13 +81,17 @@ class SegmentBatch:
     """Every kept row, its tasks stacked, with the dense id of its segment.
 
     Attributes:
-        preds: ``(T, N)`` float64 predictions (as read: logits when they are logits).
-        target: ``(T, N)`` float64 labels.
-        weights: ``(N,)`` float64 weights shared by the tasks, ``(T, N)`` where tasks differ (a task
-            without weights has ones), or ``None`` (weight 1).
-        groups: ``(N,)`` int64 user ids (``None`` when no metric needs them).
-        sessions: ``(N,)`` int64 session ids (``None`` when no metric needs them).
-        segment: ``(N,)`` int64 segment ids in ``[0, num_segments)``; every segment has a row.
+        preds: ``(T, N)`` predictions, float32 or float64 (as read: logits when they are logits).
+        target: ``(T, N)`` labels, of any real dtype (as read: int8, float32, ...).
+        weights: ``(N,)`` weights shared by the tasks, ``(T, N)`` where tasks differ (a task
+            without weights has ones), or ``None`` (weight 1); of any real dtype.
+        groups: ``(N,)`` int32 or int64 user ids (``None`` when no metric needs them).
+        sessions: ``(N,)`` int32 or int64 session ids (``None`` when no metric needs them).
+        segment: ``(N,)`` int32 or int64 segment ids in ``[0, num_segments)``; every segment has a row.
+
+    Every value is the same number in float64: each family computes as it would on float64 rows (the
+    sum statistics' terms from float64 pieces, sorts on the scores' order), so the values do not depend
+    on the dtypes (``tests/test_evaluate_kept_dtypes.py``).
         num_segments: ``S``.
     """
 
@@ -169,7 +173,7 @@ def segment_values(
         preds = batch.preds
         if key in fed_probabilities:
             if probabilities is None:
-                probabilities = torch.sigmoid(batch.preds)
+                probabilities = torch.sigmoid(batch.preds.double())  # as the module: float64 predictions
             preds = probabilities
         with collecting_undefined() as entries, naming_metric(key):  # warnings name the key, as the module's
             values = family(metric, batch, preds)
@@ -228,11 +232,12 @@ def _sums(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | None
         # each piece is added after the one before, as one call adds its rows, so the sums are the same
         for start in range(0, max(preds.shape[-1], 1), _SUM_ROWS):
             piece = slice(start, start + _SUM_ROWS)
+            # each piece in float64 (int64 ids), as the module feeds its metrics: the rows are kept as read
             segmented.update(
-                preds[:, piece],
-                batch.target[:, piece],
-                None if weights is None else weights[..., piece],
-                segments=batch.segment[piece],
+                preds[:, piece].double(),
+                batch.target[:, piece].double(),
+                None if weights is None else weights[..., piece].double(),
+                segments=batch.segment[piece].long(),
             )
     return {None: segmented.compute().reshape(batch.num_tasks, batch.num_segments)}
 
@@ -358,7 +363,7 @@ def _pairwise(metric: Metric, batch: SegmentBatch, preds: Tensor) -> dict[str | 
         shape = (num_tasks, members.numel(), length)
         padded = [torch.zeros(shape, dtype=torch.float64, device=preds.device) for _ in range(3)]
         for out, value in zip(padded, (preds[:, rows], batch.target[:, rows], weights[:, rows])):
-            out[:, row, column] = value
+            out[:, row, column] = value.to(torch.float64)  # the rows as read: converted exactly
         counts = _pairwise_counts(*(value.reshape(-1, length) for value in padded), relative=True)
         totals[:, :, members] = torch.stack(counts).reshape(len(PairCounts._fields), num_tasks, -1)
     compute = _xauc_compute if isinstance(metric, XAUC) else _regression_auc_compute
@@ -403,7 +408,7 @@ def _pair_order(segment: Tensor, num_segments: int, users: Tensor) -> tuple[Tens
         span = int(dense.max()) + 1
         if num_segments * span >= _INT64_IDS:
             return None
-        key = dense.add_(segment * span)
+        key = dense.add_(segment.long() * span)
         del dense
         perm, opens = _id_order(key)
     del key
@@ -418,7 +423,7 @@ def _pairs(segment: Tensor, num_segments: int, ids: Tensor) -> tuple[Tensor, Ten
     """
     num_ids = int(ids.max()) + 1 if ids.numel() else 1
     if num_segments * num_ids < _INT64_IDS:
-        uniq, pair = torch.unique(segment * num_ids + ids, return_inverse=True)
+        uniq, pair = torch.unique(segment.long() * num_ids + ids, return_inverse=True)
         return pair, torch.div(uniq, num_ids, rounding_mode="floor")
-    uniq, pair = torch.unique(torch.stack([segment, ids]), dim=1, return_inverse=True)
+    uniq, pair = torch.unique(torch.stack([segment.long(), ids]), dim=1, return_inverse=True)
     return pair, uniq[0]

@@ -1227,6 +1227,7 @@ class _Run:
         self.rows: SegmentRows | None = None
         self.group_rows: list[SegmentRows | None] = [None] * len(self.groups)
         if plan.segmentations:
+            # the dtypes of columns no rank kept a row of: every other column is kept in the dtypes it was read in
             dtypes = {name: torch.int64 if kind == "id" else torch.float64 for name, kind in plan.read_kinds.items()}
             # a group's rows hold its own columns only: split groups keep no column twice but the shared ones;
             # each segmentation adds its segment id per row, not a copy of the rows
@@ -1821,7 +1822,11 @@ class _Run:
         num_segments = present.numel()
         if num_segments == 0:
             return []
-        dense = torch.cumsum(counts > 0, 0).sub_(1)[segment]
+        # the kernels take segment ids in [0, num_segments): the ids themselves where every segment has rows (no
+        # copy), else each row's rank among the segments with rows (a copy in the ids' narrow dtype)
+        dense = segment
+        if num_segments < len(self.segments):
+            dense = torch.cumsum(counts > 0, 0).sub_(1).to(segment.dtype)[segment]
         metrics = self.plan.metrics()
         computed = self._segment_values(metrics, self.plan.segment_batch(rows, dense, num_segments))
         self.progress.step(
@@ -1888,7 +1893,8 @@ class _Run:
                 part = replace(batch, preds=batch.preds[index], target=batch.target[index], weights=weights)
             mask = fed.get(key)
             if mask is not None:  # sigmoid in the rows of its tasks that hold logits, the others as given
-                part = replace(part, preds=torch.where(mask, torch.sigmoid(part.preds), part.preds))
+                preds = part.preds.double()  # as the module: float64 predictions (the rows are kept as read)
+                part = replace(part, preds=torch.where(mask, torch.sigmoid(preds), preds))
             found = segment_values({key: metric}, [key] if key in fed and mask is None else [], part)
             for name, value in found.values.items():
                 out.values[name] = value.new_full(shape, math.nan)
@@ -1912,12 +1918,17 @@ class _Run:
         """
         if not keys:
             return {}
+        kinds = self.plan.read_kinds
         order = torch.argsort(segment, stable=True)
         ends = torch.cumsum(torch.bincount(segment, minlength=num_segments), 0).tolist()
         mine: list[tuple[str, int, dict[str, float], list[str]]] = []
         for i in range(self.rank, num_segments, self.world):  # every rank holds every row: each computes a share
             picked = order[(ends[i - 1] if i else 0) : ends[i]]
-            part = {name: value[picked] for name, value in rows.items()}
+            # as the float64/int64 rows the module would read in one process (its kept rows are as read)
+            part = {
+                name: value[picked].to(torch.int64 if kinds[name] == "id" else torch.float64)
+                for name, value in rows.items()
+            }
             for key in keys:
                 module = self.plan.module((key,))
                 module.update(part)
@@ -2264,7 +2275,7 @@ def evaluate(
             country,device`` and a config's ``by: [[country], [device], [country, device]]``):
             the overall records once, then each segmentation's records and warning lines as a run
             with that ``by`` alone gives them, from one read of the data (each more segmentation
-            keeps one int64 segment id per row, not another copy of the rows). Anything else (a
+            keeps one segment id per row, int32 below 2**31 segments, not another copy of the rows). Anything else (a
             number, a dict, a set, a list holding a non-string or an empty name, a list mixing
             names and lists, a segmentation given twice) is a ``ValueError``.
         batch_size: rows per record batch (memory per batch, not a result setting; any positive

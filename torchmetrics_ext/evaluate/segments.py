@@ -9,8 +9,8 @@ one ``index_in`` per column and one ``searchsorted``, one more per point where t
 made dense, for many or very large columns) is the same on every rank; the local codes then
 become segment ids.
 
-:class:`SegmentRows` keeps the rows a metric needs (float64/int64 columns plus the segment id,
-``8 * (columns + 1)`` bytes per row); at the end it gathers them from every rank with one fused
+:class:`SegmentRows` keeps the rows a metric needs (each column in the dtype it was read in, plus
+an int32 segment id); at the end it gathers them from every rank with one fused
 collective per dtype, and :mod:`~torchmetrics_ext.evaluate.by_segment` computes every metric on
 every segment's rows at once, so every segment value is the metric computed on exactly that
 segment's rows.
@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from torchmetrics_ext.evaluate.checks import check_column
+from torchmetrics_ext.evaluate.memory import release_free_memory
 from torchmetrics_ext.evaluate.report import _value_text
 from torchmetrics_ext.evaluate.sources import InvalidDataError, Source, data_rows, read_text_as
 from torchmetrics_ext.utilities.distributed import _world, fused_gather
@@ -996,11 +997,19 @@ def _clash_text(
 class SegmentRows:
     """Rows (equally long 1-D tensors, one per column) kept with their segment ids until the end.
 
-    Each segmentation (a ``by`` of its own: ``--by country --by device``) adds one int64 segment id
-    per row, not another copy of the rows: every segmentation is computed from the same kept rows.
+    Each column is kept in the dtype it was read in (float32 scores and weights, int8 labels, int32
+    ids: 4, 1 and 4 bytes a row, not 8): the kernels of :mod:`~torchmetrics_ext.evaluate.by_segment`
+    accumulate in float64 themselves, and every narrow value is the same number in float64. Batches
+    read in different dtypes (an int32 and an int64 batch of ids, files of float32 and float64 scores)
+    are joined in :meth:`gathered`, in the narrowest dtype holding every value of every rank (NumPy's
+    promotion: int32 with float32 is float64); a float narrower than float32 is kept as float32.
+
+    Each segmentation (a ``by`` of its own: ``--by country --by device``) adds one segment id per row
+    (int32 below 2**31 segments, else int64), not another copy of the rows: every segmentation is
+    computed from the same kept rows.
 
     Args:
-        dtypes: every column's dtype (float64 or int64), the same on every rank.
+        dtypes: every column's dtype when no rank kept a row of it (float64 or int64), the same on every rank.
         segmentations: how many segment ids each row has.
     """
 
@@ -1010,30 +1019,63 @@ class SegmentRows:
         self._chunks: dict[str, list[Tensor]] = {name: [] for name in self.dtypes}
 
     def append(self, columns: Mapping[str, Tensor], segments: Sequence[Tensor]) -> None:
-        """Keep one batch, with each segmentation's ids of its rows (local codes, :meth:`SegmentCollector.add`)."""
-        for name, value in {**columns, **dict(zip(self._segments, segments))}.items():
-            self._chunks[name].append(value.to(self.dtypes[name]))
+        """Keep one batch, with each segmentation's ids of its rows (local codes, :meth:`SegmentCollector.add`).
+
+        Each column is copied in its own dtype (a copy: the batch read, whose buffers it may view, is then
+        freed); the local codes as int32 where they fit.
+        """
+        for name, value in columns.items():
+            self._chunks[name].append(value.clone())
+        for name, codes in zip(self._segments, segments):
+            narrow = codes.numel() == 0 or int(codes.max()) <= _INT32_MAX
+            self._chunks[name].append(codes.to(torch.int32) if narrow else codes.clone())
 
     def number_segments(self, ids: np.ndarray, segmentation: int = 0) -> None:
-        """Replace every kept row's local code of a segmentation with its segment, ``ids[code]``."""
-        lookup = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64))
-        chunks = self._chunks[self._segments[segmentation]]
+        """Replace every kept row's local code of a segmentation with its segment, ``ids[code]``.
+
+        The segment ids are int32 where every id fits (below 2**31 segments; ``ids`` is the same on
+        every rank), else int64.
+        """
+        dtype = torch.int32 if len(ids) == 0 or int(ids.max()) <= _INT32_MAX else torch.int64
+        lookup = torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)).to(dtype)
+        name = self._segments[segmentation]
+        self.dtypes[name] = dtype
+        chunks = self._chunks[name]
         for i, codes in enumerate(chunks):  # each chunk replaced in turn: one chunk's copy at a time, not every chunk's
             chunks[i] = lookup[codes]
+
+    def _joined_dtypes(self) -> dict[str, torch.dtype]:
+        """Each column's dtype for every rank's rows: the promotion of the dtypes of every rank's non-empty chunks.
+
+        One ``all_gather_object`` when distributed (every rank joins its rows in the same dtypes).
+        """
+        local = {name: sorted({str(c.dtype) for c in chunks if c.numel()}) for name, chunks in self._chunks.items()}
+        seen = [local]
+        world = _world()
+        if world is not None:
+            seen = [{} for _ in range(world[1])]
+            dist.all_gather_object(seen, local)
+        out = {}
+        for name, default in self.dtypes.items():
+            names = sorted({dtype for share in seen for dtype in share[name]})
+            out[name] = _promoted([getattr(torch, n.removeprefix("torch.")) for n in names], default)
+        return out
 
     def gathered(self) -> tuple[dict[str, Tensor], list[Tensor]]:
         """Every kept row (from every rank when distributed) and its segment id of each segmentation.
 
-        This rank's copy is released. Every rank must call it (it gathers when distributed), and every
-        rank gets every row.
+        Each column is joined in one dtype for every rank (see the class). This rank's copy is
+        released. Every rank must call it (it gathers when distributed), and every rank gets every row.
         """
+        dtypes = self._joined_dtypes()
         local = {}
         # column by column, each column's chunks freed once joined: one column's copy at a time, not every column's
-        for name in self.dtypes:
+        for name, dtype in dtypes.items():
             chunks = self._chunks[name]
             self._chunks[name] = []
-            local[name] = torch.cat(chunks) if chunks else torch.zeros(0, dtype=self.dtypes[name])
+            local[name] = _joined(chunks, dtype)
             del chunks
+            release_free_memory()  # the freed chunks (int8 labels' are below the mmap threshold) go back
         if _world() is not None:
             gathered = fused_gather([local])[0]
             rows = {name: torch.cat(parts) for name, parts in gathered.items()}
@@ -1041,3 +1083,38 @@ class SegmentRows:
             rows = local
         segments = [rows.pop(name) for name in self._segments]
         return rows, segments
+
+
+_INT32_MAX = (1 << 31) - 1
+
+
+def _promoted(dtypes: Sequence[torch.dtype], default: torch.dtype) -> torch.dtype:
+    """The narrowest dtype holding every value of ``dtypes`` (NumPy's promotion), a float at least float32.
+
+    ``default`` where there is none (no rank kept a row). int32 with float32 is float64 (float32 does not hold
+    every int32), int8 with float32 float32; float16 (and bfloat16) become float32, which the sorts take.
+    """
+    if not dtypes:
+        return default
+    if any(d == torch.bfloat16 for d in dtypes):  # NumPy has no bfloat16: float32 holds every value of it
+        dtypes = [torch.float32 if d == torch.bfloat16 else d for d in dtypes]
+    numpy_type = np.result_type(*(torch.empty(0, dtype=d).numpy().dtype for d in dtypes))
+    dtype = torch.from_numpy(np.empty(0, numpy_type)).dtype
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
+def _joined(chunks: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """``chunks`` concatenated in ``dtype``, each chunk released (its list entry cleared) once copied.
+
+    The result's pages are written as the chunks are released, so joining a column holds about one copy
+    of it, not two (the caller holds no other reference to the chunks); each chunk is converted as it is
+    copied in, with no converted copy of all.
+    """
+    out = torch.empty(sum(chunk.numel() for chunk in chunks), dtype=dtype)
+    start = 0
+    for i, chunk in enumerate(chunks):  # a loop over the read batches (not rows), each written into its place
+        out[start : start + chunk.numel()] = chunk
+        start += chunk.numel()
+        chunks[i] = out[:0]  # released: the caller's list no longer holds it
+        del chunk
+    return out

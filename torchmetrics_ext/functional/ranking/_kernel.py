@@ -198,7 +198,8 @@ def rank_rows(preds: Tensor, target: Tensor, indexes: Tensor, weights: Tensor | 
     weight = None
     if weights is not None:
         weight = torch.zeros(num_groups, dtype=torch.float64, device=preds.device)
-        weight.scatter_reduce_(0, group, weights[perm], "amax")
+        # the largest of each query's weights, given in any real dtype (evaluate's kept rows: as read): exact in float64
+        weight.scatter_reduce_(0, group, weights[perm].to(torch.float64), "amax")
     return Ranked(rel_group, rel_rows - starts[rel_group], rel_target, size, weight, num_groups, top_grade)
 
 

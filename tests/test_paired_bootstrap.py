@@ -112,3 +112,28 @@ def test_the_interval_of_the_difference_matches_a_row_resampling_bootstrap(seed)
     # pairing matters: the independent bootstraps' spread of the difference is much wider
     unpaired = np.sqrt(auc_a.numpy().var() + auc_b.numpy().var())
     assert diff.std() < 0.8 * unpaired
+
+
+def test_per_segment_paired_bootstraps_through_segmented():
+    label, score_a, score_b, weight = _two_models(3, 900)
+    segment = np.random.default_rng(3).integers(0, 3, label.size)
+    boots = 5
+    counts = torch.poisson(
+        torch.ones(boots, label.size, dtype=torch.float64), generator=torch.Generator().manual_seed(3)
+    )
+    metric = tmx.Segmented(tmx.NormalizedEntropy(num_tasks=2 * boots), num_segments=3)
+    n = label.size
+    metric.update(
+        torch.cat([torch.from_numpy(score_a).expand(boots, n), torch.from_numpy(score_b).expand(boots, n)]),
+        torch.from_numpy(label).expand(2 * boots, n),
+        weights=(counts * torch.from_numpy(weight)).repeat(2, 1),
+        segments=torch.from_numpy(segment),
+    )
+    values = metric.compute()
+    assert values.shape == (2 * boots, 3)
+    for k in range(boots):
+        w = counts[k].numpy() * weight
+        for s in range(3):
+            rows = segment == s
+            assert values[k, s].item() == pytest.approx(_ne(label[rows], score_a[rows], w[rows]), rel=1e-9)
+            assert values[boots + k, s].item() == pytest.approx(_ne(label[rows], score_b[rows], w[rows]), rel=1e-9)

@@ -13,6 +13,7 @@ the object lives outside a bootstrap: a mark the per-step path reads inline, no 
 from __future__ import annotations
 
 import sys
+import warnings
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -59,6 +60,41 @@ def refuse_bootstrapped_tasks(metric: Any, args: tuple[Any, ...], kwargs: dict[s
         frame = frame.f_back
     # Updated outside a BootStrapper, this object never runs inside one: BootStrapper updates deep copies of
     # the metric it was given. A copy (deepcopy, pickle, clone) has another id, so it checks again.
+    state[OUTSIDE] = ident
+
+
+def warn_bootstrapped_flat_rows(metric: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Warn when ``BootStrapper`` resampled a ranking metric's flat rows (``(N,)`` with ``indexes``).
+
+    ``BootStrapper`` resamples the rows, so a resampled query holds some candidates twice and loses others:
+    its values are not those of resampled queries (a bootstrap of NDCG@10 on 300 lists of 20 sat about one
+    standard deviation below the full-data value). Padded ``(queries, candidates)`` lists are resampled per query and
+    do not warn. The callers are walked on an object's first update only; then the object is marked (outside
+    or inside a bootstrap) and later calls return at the mark.
+    """
+    state = metric.__dict__
+    ident = id(metric)
+    if state.get(OUTSIDE) == ident or state.get(INSIDE) == ident:
+        return
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_DEPTH):
+        if frame is None:
+            break
+        if frame.f_code is _BOOTSTRAP_UPDATE:
+            state[INSIDE] = ident
+            preds = args[0] if args else kwargs.get("preds")
+            indexes = args[2] if len(args) > 2 else kwargs.get("indexes")
+            if isinstance(preds, Tensor) and preds.ndim == 1 and indexes is not None:
+                warnings.warn(
+                    f"TorchMetrics' BootStrapper resamples rows, not queries: {type(metric).__name__} fed flat rows "
+                    "with `indexes` gets queries with repeated and missing candidates, so its bootstrap values are "
+                    "not those of resampled queries (biased). Feed padded `(queries, candidates)` lists (with "
+                    "`mask`), which it resamples per query.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+            return
+        frame = frame.f_back
     state[OUTSIDE] = ident
 
 

@@ -48,6 +48,9 @@ from torchmetrics_ext.functional.ranking._inputs import (
 )
 from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _NO_QUERY, _no_weighted_row, _ranking_compute, _ranking_update
+from torchmetrics_ext.metrics._bootstrap import INSIDE as _INSIDE_BOOTSTRAP
+from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
+from torchmetrics_ext.metrics._bootstrap import warn_bootstrapped_flat_rows
 from torchmetrics_ext.metrics.base import (
     InputDomains,
     TaskMetric,
@@ -140,6 +143,22 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
     plot_upper_bound = 1.0
 
     _torchmetrics_options: ClassVar[Mapping[str, str]] = {"ignore_index": _NO_MASK_THERE, "aggregation": ""}
+
+    def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The base checks, then a warning for flat rows that TorchMetrics' ``BootStrapper`` resampled.
+
+        (:func:`~torchmetrics_ext.metrics._bootstrap.warn_bootstrapped_flat_rows`: its mark is read here, so
+        an object updated outside a bootstrap pays one dict lookup per update.)
+        """
+        super()._before_update(args, kwargs)
+        state = self.__dict__
+        ident = id(self)
+        if (
+            state.get(_OUTSIDE_BOOTSTRAP) != ident
+            and state.get(_INSIDE_BOOTSTRAP) != ident
+            and not self._inputs_checked
+        ):
+            warn_bootstrapped_flat_rows(self, args, kwargs)
 
     weight_sum: Tensor
     preds: list[Tensor]

@@ -89,3 +89,13 @@ def test_an_entry_of_ranking_metrics_inside_a_bootstrapper_warns_for_flat_rows()
     boot = BootStrapper(tmx.RankingMetrics(ks=(10,), metrics=("ndcg",))["ndcg@10"], num_bootstraps=3)
     with pytest.warns(UserWarning, match="resamples rows, not queries"):
         boot.update(preds.flatten(), target.flatten(), indexes=indexes)
+
+
+def test_the_flat_rows_warning_names_the_callers_line():
+    preds, target, indexes = torch.rand(40), torch.randint(0, 2, (40,)), torch.arange(40) // 10
+    boot = BootStrapper(tmx.NDCG(k=3), num_bootstraps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        boot.update(preds, target, indexes=indexes)
+    flagged = [w for w in caught if "resamples rows, not queries" in str(w.message)]
+    assert flagged and flagged[0].filename == __file__

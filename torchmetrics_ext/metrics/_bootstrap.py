@@ -20,6 +20,8 @@ from typing import Any, NoReturn
 from torch import Tensor
 from torchmetrics.wrappers import BootStrapper
 
+from torchmetrics_ext.utilities.warnings import user_stacklevel
+
 # the function BootStrapper.update runs (TorchMetrics wraps it per instance; the class keeps the plain one)
 _BOOTSTRAP_UPDATE = BootStrapper.update.__code__
 # callers between BootStrapper.update and a metric's check: the metric's update wrapper, an expression's
@@ -91,7 +93,7 @@ def warn_bootstrapped_flat_rows(metric: Any, args: tuple[Any, ...], kwargs: dict
                     "not those of resampled queries (biased). Feed padded `(queries, candidates)` lists (with "
                     "`mask`), which it resamples per query.",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=user_stacklevel(),  # the user's bootstrap.update line, past TorchMetrics' frames
                 )
             return
         frame = frame.f_back

@@ -202,3 +202,60 @@ def test_the_bootstrap_check_is_not_called_again_once_an_update_was_outside_a_bo
     clone.update(P, Y)
     clone.update(P, Y)
     assert len(calls) == 2
+
+
+def _copies_until_address_reused(trials: int = 300) -> tuple[BootStrapper, int]:
+    """A copy of a ``BootStrapper`` whose single bootstrap sits at the address of a freed metric updated outside.
+
+    The freed metric's bootstrap mark was copied into the bootstrap (``BootStrapper`` deep-copies the
+    metric it is given); CPython hands the freed address to a later object of the same size every few
+    tries. Returns the copy and the number of tries (``trials`` when no address was reused).
+    """
+    for attempt in range(trials):
+        base = tmx.NormalizedEntropy(num_tasks=2)
+        base.update(P2[:, :8], Y2[:, :8])  # outside a bootstrap: marked so
+        freed = id(base)
+        wrapper = BootStrapper(base, num_bootstraps=1, sampling_strategy="multinomial")
+        del base
+        again = copy.deepcopy(wrapper)
+        if id(again.metrics[0]) == freed:
+            return again, attempt
+    return again, trials
+
+
+def test_a_copy_at_a_freed_metrics_address_still_refuses_task_first_batches() -> None:
+    """The mark of an update outside a bootstrap belongs to its object, not to an address that a copy may reuse.
+
+    An ``id()`` mark let the copy above skip the check, and its one bootstrap took a reshuffle of the
+    task rows: a task-first batch must be refused whatever address the copy got.
+    """
+    wrapper, _ = _copies_until_address_reused()
+    before = {k: v.clone() for k, v in wrapper.metrics[0].metric_state.items()}
+    with pytest.raises(ValueError, match="BootStrapper resamples dimension 0"):
+        wrapper.update(P2, Y2)
+    for name, value in wrapper.metrics[0].metric_state.items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "clone"])
+def test_copies_carry_no_bootstrap_mark(how: str) -> None:
+    """A copy of a metric updated outside a bootstrap checks its own first update (and still pickles)."""
+    import pickle
+
+    from torchmetrics_ext.metrics._bootstrap import INSIDE, OUTSIDE
+
+    metric = tmx.NormalizedEntropy(num_tasks=2)
+    metric.update(P2[:, :8], Y2[:, :8])
+    assert OUTSIDE in metric.__dict__
+    copied = {
+        "deepcopy": copy.deepcopy,
+        "pickle": lambda m: pickle.loads(pickle.dumps(m)),
+        "clone": lambda m: m.clone(),
+    }
+    twin = copied[how](metric)
+    assert OUTSIDE not in twin.__dict__ and INSIDE not in twin.__dict__
+    wrapper = BootStrapper(twin, num_bootstraps=2)
+    with pytest.raises(ValueError, match="BootStrapper resamples dimension 0"):
+        wrapper.update(P2, Y2)
+    twin.update(P2[:, :8], Y2[:, :8])  # the copy's own update outside marks it
+    assert twin.__dict__[OUTSIDE]() is twin

@@ -800,12 +800,16 @@ def _absolute(error: Tensor) -> Tensor:
     return error.abs() if error.requires_grad else error.abs_()
 
 
-def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_logits: bool = False) -> Stats:
+def _error_update(
+    preds: Tensor, target: Tensor, weights: Tensor | None, from_logits: bool = False, offset: float = 0.0
+) -> Stats:
     """Return ``(sum w·(p - y)², sum w·|p - y|, sum w, sum w·y, sum w·y²)`` per task.
 
     The last two (label moments) let R² and normalised MSE share these states, and so one
     compute group, with MSE, RMSE and MAE. With ``from_logits`` the prediction is
-    ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change.
+    ``p = sigmoid(preds)`` (see :func:`_sigmoid_error`); the label sums do not change. A non-zero
+    ``offset`` :math:`c` (R²'s ``label_offset``) gives the label moments about it,
+    ``sum w·(y - c)`` and ``sum w·(y - c)²``, in place of those about 0.
     """
     sums = batch_sums(preds, target, weights)
     # the error of either form (their sums are kept apart), made for both sums and released with this
@@ -816,6 +820,16 @@ def _error_update(preds: Tensor, target: Tensor, weights: Tensor | None, from_lo
     error = _sigmoid_error(preds, target) if from_logits else preds - target
     squared = sums.product(f"squared_error{suffix}", error, error)
     absolute = sums.weighted(f"absolute_error{suffix}", lambda: _absolute(error))
+    if offset != 0:
+        centred = target - offset
+        moment = sums.weighted(("offset_target", offset), centred)
+        return (
+            squared,
+            absolute,
+            sums.total(),
+            moment,
+            sums.product(("offset_target_squared", offset), centred, centred),
+        )
     label_sum = sums.label_sum()
     return (
         squared,

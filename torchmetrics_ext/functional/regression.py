@@ -42,11 +42,12 @@ _CANCELLED = 2.0**-40
 _NO_SPREAD = {
     "mean": (
         "the labels' spread is zero or below the rounding of their float64 sums (constant labels, or a "
-        "spread below ~1e-6 of their common offset: subtract the offset from preds and target)"
+        "spread below ~1e-6 of their common offset: give the class label_offset near the labels, or subtract "
+        "the offset from preds and target)"
     ),
     "one": (
         "the labels' distance to the baseline 1 is zero or below the rounding of their float64 sums "
-        "(below ~1e-6 of their size)"
+        "(below ~1e-6 of their size: give the class label_offset=1.0)"
     ),
 }
 

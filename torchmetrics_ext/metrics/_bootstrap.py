@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+import weakref
 from types import FrameType
 from typing import Any, NoReturn
 
@@ -29,10 +30,20 @@ _BOOTSTRAP_UPDATE = BootStrapper.update.__code__
 _DEPTH = 12
 
 
-# `metric.__dict__[OUTSIDE] == id(metric)`: updated outside a BootStrapper once, so never inside one (callers on a
-# per-step path test it inline before calling); `[INSIDE] == id(metric)`: a copy that BootStrapper updates
+# `metric.__dict__[OUTSIDE]()` is `metric`: updated outside a BootStrapper once, so never inside one (callers on a
+# per-step path test it inline before calling); `[INSIDE]()` is `metric`: a copy that BootStrapper updates. Each
+# mark is a weak reference to the object that set it, so a copy carrying it (BootStrapper's deep copies of a
+# metric updated outside) never reads as marked: an `id()` did once its object was freed and a later copy got
+# the same address. `TaskMetric.__getstate__` drops them (pickles, copies).
 OUTSIDE = "_outside_bootstrap"
 INSIDE = "_inside_bootstrap"
+MARKS = (OUTSIDE, INSIDE)
+
+
+def marked(state: dict[str, Any], key: str, metric: object) -> bool:
+    """Whether ``metric`` (whose ``__dict__`` is ``state``) set the mark ``key`` itself."""
+    mark = state.get(key)
+    return mark is not None and mark() is metric
 
 
 def refuse_bootstrapped_tasks(metric: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -43,12 +54,11 @@ def refuse_bootstrapped_tasks(metric: Any, args: tuple[Any, ...], kwargs: dict[s
     object is marked and later calls return at the mark (a dict lookup the per-step callers make inline).
     """
     state = metric.__dict__
-    ident = id(metric)
-    if state.get(OUTSIDE) == ident:
+    if marked(state, OUTSIDE, metric):
         return
     preds = args[0] if args else kwargs.get("preds")
     tasks_first = preds if isinstance(preds, Tensor) and preds.ndim >= 2 else None
-    if tasks_first is None and state.get(INSIDE) == ident:
+    if tasks_first is None and marked(state, INSIDE, metric):
         return  # a copy inside a BootStrapper fed (N,) rows: resampled correctly
     frame: FrameType | None = sys._getframe(1)
     for _ in range(_DEPTH):
@@ -57,12 +67,12 @@ def refuse_bootstrapped_tasks(metric: Any, args: tuple[Any, ...], kwargs: dict[s
         if frame.f_code is _BOOTSTRAP_UPDATE:
             if tasks_first is not None:
                 _refuse(metric, tasks_first)
-            state[INSIDE] = ident
+            state[INSIDE] = weakref.ref(metric)
             return
         frame = frame.f_back
     # Updated outside a BootStrapper, this object never runs inside one: BootStrapper updates deep copies of
-    # the metric it was given. A copy (deepcopy, pickle, clone) has another id, so it checks again.
-    state[OUTSIDE] = ident
+    # the metric it was given. A copy (deepcopy, pickle, clone) carries no mark of its own, so it checks again.
+    state[OUTSIDE] = weakref.ref(metric)
 
 
 def warn_bootstrapped_flat_rows(metric: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -75,15 +85,14 @@ def warn_bootstrapped_flat_rows(metric: Any, args: tuple[Any, ...], kwargs: dict
     or inside a bootstrap) and later calls return at the mark.
     """
     state = metric.__dict__
-    ident = id(metric)
-    if state.get(OUTSIDE) == ident or state.get(INSIDE) == ident:
+    if marked(state, OUTSIDE, metric) or marked(state, INSIDE, metric):
         return
     frame: FrameType | None = sys._getframe(1)
     for _ in range(_DEPTH):
         if frame is None:
             break
         if frame.f_code is _BOOTSTRAP_UPDATE:
-            state[INSIDE] = ident
+            state[INSIDE] = weakref.ref(metric)
             preds = args[0] if args else kwargs.get("preds")
             indexes = args[2] if len(args) > 2 else kwargs.get("indexes")
             if isinstance(preds, Tensor) and preds.ndim == 1 and indexes is not None:
@@ -97,7 +106,7 @@ def warn_bootstrapped_flat_rows(metric: Any, args: tuple[Any, ...], kwargs: dict
                 )
             return
         frame = frame.f_back
-    state[OUTSIDE] = ident
+    state[OUTSIDE] = weakref.ref(metric)
 
 
 def _refuse(metric: Any, preds: Tensor) -> NoReturn:

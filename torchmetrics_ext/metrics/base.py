@@ -23,6 +23,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from torchmetrics_ext.metrics._arithmetic import TensorArithmetic
+from torchmetrics_ext.metrics._bootstrap import MARKS as _BOOTSTRAP_MARKS
 from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
 from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
@@ -1665,10 +1666,22 @@ class TaskMetric(GuardedMetric):
         if self.validate_args and not self._inputs_checked:
             self._require_arguments(args, kwargs)
             # the bootstrap check's mark read here: no call once this object was updated outside a bootstrap
-            if self.__dict__.get(_OUTSIDE_BOOTSTRAP) != id(self) and self.sample_axis == -1:
+            mark = self.__dict__.get(_OUTSIDE_BOOTSTRAP)  # a weak reference to the object that set it
+            if (mark is None or mark() is not self) and self.sample_axis == -1:
                 refuse_bootstrapped_tasks(self, args, kwargs)
 
     # ------------------------------------------------------------------ samples (the unit of windows)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """TorchMetrics' state (pickles, ``deepcopy``, ``clone``) without the bootstrap check's marks.
+
+        The marks are weak references to the object that set them (see
+        :func:`~torchmetrics_ext.metrics._bootstrap.refuse_bootstrapped_tasks`): a copy checks its own first update.
+        """
+        state = super().__getstate__()
+        for key in _BOOTSTRAP_MARKS:
+            state.pop(key, None)
+        return state
 
     sample_axis: ClassVar[int] = -1
     """Axis of the update's tensors along which samples lie: the last one for ``(N,)``/``(T, N)`` inputs.

@@ -1133,7 +1133,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         """Add one batch (the wrapped metric's ``update`` arguments) to the lifetime and the window."""
         self._refuse_while_synced("update")
         scratch = self._scratch.__dict__  # the bootstrap check's gate read inline: no call on an unvalidated step
-        if scratch.get("validate_args") and scratch.get(_OUTSIDE_BOOTSTRAP) != id(self._scratch):
+        if scratch.get("validate_args") and (
+            (mark := scratch.get(_OUTSIDE_BOOTSTRAP)) is None or mark() is not self._scratch
+        ):
             self._refuse_bootstrapped_tasks(args, kwargs)
         self._step(args, kwargs, values=False)
 
@@ -1172,7 +1174,9 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         """Add one batch and return its values: ``{"lifetime": batch value, "window": value of its kept part}``."""
         self._refuse_while_synced("forward")
         scratch = self._scratch.__dict__  # the bootstrap check's gate read inline: no call on an unvalidated step
-        if scratch.get("validate_args") and scratch.get(_OUTSIDE_BOOTSTRAP) != id(self._scratch):
+        if scratch.get("validate_args") and (
+            (mark := scratch.get(_OUTSIDE_BOOTSTRAP)) is None or mark() is not self._scratch
+        ):
             self._refuse_bootstrapped_tasks(args, kwargs)
         lifetime_value, window_value = self._step(args, kwargs, values=True)
         return {"lifetime": lifetime_value, "window": window_value}

@@ -50,7 +50,7 @@ from torchmetrics_ext.functional.ranking._spec import RankingOptions, Request
 from torchmetrics_ext.functional.ranking._update import _NO_QUERY, _no_weighted_row, _ranking_compute, _ranking_update
 from torchmetrics_ext.metrics._bootstrap import INSIDE as _INSIDE_BOOTSTRAP
 from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
-from torchmetrics_ext.metrics._bootstrap import warn_bootstrapped_flat_rows
+from torchmetrics_ext.metrics._bootstrap import marked, warn_bootstrapped_flat_rows
 from torchmetrics_ext.metrics.base import (
     InputDomains,
     TaskMetric,
@@ -152,11 +152,10 @@ class _RankingMetric(_RejectsTopK, TaskMetric):
         """
         super()._before_update(args, kwargs)
         state = self.__dict__
-        ident = id(self)
         if (
-            state.get(_OUTSIDE_BOOTSTRAP) != ident
-            and state.get(_INSIDE_BOOTSTRAP) != ident
-            and not self._inputs_checked
+            not self._inputs_checked
+            and not marked(state, _OUTSIDE_BOOTSTRAP, self)
+            and not marked(state, _INSIDE_BOOTSTRAP, self)
         ):
             warn_bootstrapped_flat_rows(self, args, kwargs)
 

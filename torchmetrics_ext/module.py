@@ -1556,6 +1556,17 @@ class RecMetricModule(CheckpointLoading):
         owners = [] if self._task_owners is None else self._task_owners[task].get(field, [])
         return _domain_hint(owners, field, getattr(domains, field), bool(self._reported))
 
+    def _own_weight_column(self, task: RecTaskInfo) -> str | None:
+        """A weight column name of ``task``'s own where another task reads the one its weight-0 recipe would write."""
+        written = task.weight_name or "weight"
+        if not any(other is not task and other.weight_name == written for other in self.tasks):
+            return None
+        taken = {name for other in self.tasks for name in (other.weight_name, other.label_name, other.prediction_name)}
+        own = f"{written}_{task.name}"
+        while own in taken:
+            own += "_"
+        return own
+
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""
         fields = ("preds", "target", "weights")
@@ -1592,7 +1603,9 @@ class RecMetricModule(CheckpointLoading):
                         read = (
                             _padding_pointer(mark, key)
                             if task.session_id_name is not None
-                            else _zero_weight_pointer(mark, key, task.weight_name, columns[2] is not None)
+                            else _zero_weight_pointer(
+                                mark, key, task.weight_name, columns[2] is not None, self._own_weight_column(task)
+                            )
                         )
                     if field != "weights" and not nan:
                         read += self._domain_hint(field, t)

@@ -277,3 +277,33 @@ def test_module_recipe_for_minus_one_gives_the_task_a_weight_column_of_its_own_w
     kept = conv != -1
     assert values["ne/conv"] == pytest.approx(_ne(p[kept], conv[kept], w[kept]), rel=1e-12)
     assert values["ne/click"] == pytest.approx(_ne(p, click, w), rel=1e-12)  # every row, whole
+
+
+@pytest.mark.filterwarnings("ignore:.*has no weight column")  # the first step's, before the recipe's column
+def test_module_recipe_for_minus_one_is_weight_zero_where_no_ranking_metric_reads_the_task_sessions():
+    """A task that names a session column no ranking metric of the module reads (pointwise metrics alone) was told to
+    leave its -1 rows out of the step, which drops them for every task: followed, `ne/click` lost the rows where
+    `conv` is -1. Weight 0 is the recipe there, as for a task without sessions. Reference: NE by its formula in numpy.
+    """
+    p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
+    click = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    conv = np.array([1.0, -1.0, 0.0, 1.0, -1.0, 0.0])
+    tasks = [
+        tmx.RecTaskInfo("click", "y_click", "p_click", "w_click", session_id_name="sid"),
+        tmx.RecTaskInfo("conv", "y_conv", "p_conv", "w_conv", session_id_name="sid"),
+    ]
+    step = {name: torch.tensor(v) for name, v in [("p_click", p), ("y_click", click), ("p_conv", p), ("y_conv", conv)]}
+    step["sid"] = torch.tensor([0, 0, 0, 1, 1, 1])
+    module = tmx.RecMetricModule(tasks, ["ne", "session_pairwise_auc"], throughput=False)  # neither ranks weight 0
+    with pytest.raises(ValueError) as refused:
+        module.update(step)
+    message = str(refused.value)
+    assert "`model_out['w_conv'] = (model_out['y_conv'] != -1)`" in message, message
+    assert "leave them out of the step" not in message
+    step["w_conv"] = step["y_conv"] != -1
+    step["y_conv"] = step["y_conv"].clamp(min=0)
+    module.update(step)
+    values = {key: value.item() for key, value in module.compute().items()}
+    kept = conv != -1
+    assert values["ne/conv"] == pytest.approx(_ne(p[kept], conv[kept], np.ones(4)), rel=1e-12)
+    assert values["ne/click"] == pytest.approx(_ne(p, click, np.ones(6)), rel=1e-12)  # every row, whole

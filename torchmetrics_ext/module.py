@@ -1594,7 +1594,7 @@ class RecMetricModule(CheckpointLoading):
                     said = str(_in_module(own))
                     # every negative label one usual mark (-1, -100): one recipe replaces the metric's and the columns
                     # read (a swapped prediction column holds no such mark), before the metric_tasks advice: leaving
-                    # the rows out of the step where sessions rank them (a ranking metric ranks rows of weight 0),
+                    # the rows out of the step where a ranking metric reads the task (it ranks rows of weight 0),
                     # else weight 0 (out of the step, they would leave every task's metrics)
                     mark = _padding_mark(column) if field == "target" and not nan else None
                     read = f" {_columns_read(task)}" if field != "weights" and not nan and mark is None else ""
@@ -1602,7 +1602,7 @@ class RecMetricModule(CheckpointLoading):
                         said = said.replace(_NO_LABEL_HINT, "")
                         read = (
                             _padding_pointer(mark, key)
-                            if task.session_id_name is not None
+                            if any(ranked == t for ranked, _ in self._copy_tasks)  # a ranking metric reads the task
                             else _zero_weight_pointer(
                                 mark, key, task.weight_name, columns[2] is not None, self._own_weight_column(task)
                             )

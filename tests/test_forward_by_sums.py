@@ -118,6 +118,7 @@ CASES: dict[str, tuple[Callable[[], TaskMetric], Callable[[int, int], Batch]]] =
     "Reliability(tasks=2)": (lambda: tmx.Reliability(num_tasks=2, num_bins=5), _binary(2)),
     "SessionPrecisionAtK": (lambda: tmx.SessionPrecisionAtK(k=2), _sessions),
     "SessionRecallAtK": (lambda: tmx.SessionRecallAtK(k=2, average="micro"), _sessions),
+    "SessionPairwiseAUC": (lambda: tmx.SessionPairwiseAUC(), _sessions),
     "MultiLabelPrecision": (lambda: tmx.MultiLabelPrecision(num_labels=3), _bits()),
     "MultiLabelPrecision(tasks=2)": (lambda: tmx.MultiLabelPrecision(num_labels=3, num_tasks=2), _bits(2)),
     "MulticlassRecallAtK": (lambda: tmx.MulticlassRecallAtK(k=2, num_classes=4), _classes),

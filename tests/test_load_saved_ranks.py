@@ -102,10 +102,11 @@ def test_bad_saved_states_are_refused_and_change_nothing():
     before = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in module.state_dict().items()}
     other_tasks = tmx.RecMetricModule(["buy"], {"ne": "ne"}, window_size=301).state_dict()
     cases = [
-        (module.state_dict(), TypeError, "`saved` to be a list"),
+        # a wrong type is a WrongTypeError (TypeError and ValueError: docs/policies.md, "Wrong types")
+        (module.state_dict(), tmx.WrongTypeError, "`saved` to be a list.*got OrderedDict"),
         ([], ValueError, "at least one"),
         ([{"x": torch.zeros(1)}], ValueError, r"`saved\[0\]`.*step counter"),
-        ([3], TypeError, r"`saved\[0\]`"),
+        ([3], tmx.WrongTypeError, r"`saved\[0\]`.*got int"),
         ([module.state_dict(), other_tasks], RuntimeError, "cannot be merged"),
     ]
     for bad, error, match in cases:

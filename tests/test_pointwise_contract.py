@@ -1593,6 +1593,7 @@ _EVERY_METRIC = {
     "GroupedAUPRC": (tmx.GroupedAUPRC, {**_POINTWISE, "groups": _IDS}),
     "SessionPrecisionAtK": (lambda: tmx.SessionPrecisionAtK(k=1), {"preds": P, "target": Y, "sessions": _IDS}),
     "SessionRecallAtK": (lambda: tmx.SessionRecallAtK(k=1), {"preds": P, "target": Y, "sessions": _IDS}),
+    "SessionPairwiseAUC": (lambda: tmx.SessionPairwiseAUC(), {"preds": P, "target": Y, "sessions": _IDS}),
     "NumMissingLabels": (tmx.NumMissingLabels, {"preds": P, "target": torch.tensor([0.0, float("nan"), 1.0, 0.0])}),
     "TensorWeightedAverage": (tmx.TensorWeightedAverage, {"values": P, "weights": _W}),
     "MultiLabelPrecision": (lambda: tmx.MultiLabelPrecision(num_labels=2), {"preds": _IDS, "target": _IDS}),

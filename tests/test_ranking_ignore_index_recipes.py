@@ -238,3 +238,72 @@ def test_module_task_without_a_weight_column_is_told_the_weight_name_option():
     )
     kept = y != -1
     assert module.compute()["ne/click"].item() == pytest.approx(_ne(p[kept], y[kept], np.ones(3)), rel=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_module_recipe_for_minus_one_gives_the_task_a_weight_column_of_its_own_where_others_read_its_column(weighted):
+    """Two tasks of RecTaskInfo's default weight_name read one 'weight' column. The weight-0 recipe for the -1 labels
+    of one of them wrote that shared column (`model_out['weight'] = ...`), which zeroed the rows for the other task
+    too: followed literally, `ne/click` lost the rows where `conv` is -1. It now names a column of the task's own
+    and the option to read it; followed literally, `conv` gets NE of its labelled rows and `click` of every row.
+    Reference: NE by its formula in numpy."""
+    p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
+    click = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    conv = np.array([1.0, -1.0, 0.0, 1.0, -1.0, 0.0])
+    w = np.array([1.0, 2.0, 0.5, 1.0, 3.0, 2.0]) if weighted else np.ones(6)
+    tasks = [tmx.RecTaskInfo("click", "y_click", "p_click"), tmx.RecTaskInfo("conv", "y_conv", "p_conv")]
+    step = {name: torch.tensor(v) for name, v in [("p_click", p), ("y_click", click), ("p_conv", p), ("y_conv", conv)]}
+    if weighted:
+        step["weight"] = torch.tensor(w)
+    with pytest.raises(ValueError) as refused:
+        tmx.RecMetricModule(tasks, ["ne"], throughput=False).update(step)
+    message = str(refused.value)
+    recipe = (
+        "`model_out['weight_conv'] = "
+        + ("model_out['weight'] * " if weighted else "")
+        + "(model_out['y_conv'] != -1)` (a weight column of the task's own, read by it alone: "
+        "`RecTaskInfo(..., weight_name='weight_conv')`; other tasks read 'weight')"
+    )
+    assert recipe in message, message
+    model_out = dict(step)
+    model_out["weight_conv"] = (
+        (model_out["weight"] * (model_out["y_conv"] != -1)) if weighted else (model_out["y_conv"] != -1)
+    )
+    model_out["y_conv"] = model_out["y_conv"].clamp(min=0)
+    tasks[1] = tmx.RecTaskInfo("conv", "y_conv", "p_conv", "weight_conv")
+    module = tmx.RecMetricModule(tasks, ["ne"], throughput=False)
+    module.update(model_out)
+    values = {key: value.item() for key, value in module.compute().items()}
+    kept = conv != -1
+    assert values["ne/conv"] == pytest.approx(_ne(p[kept], conv[kept], w[kept]), rel=1e-12)
+    assert values["ne/click"] == pytest.approx(_ne(p, click, w), rel=1e-12)  # every row, whole
+
+
+@pytest.mark.filterwarnings("ignore:.*has no weight column")  # the first step's, before the recipe's column
+def test_module_recipe_for_minus_one_is_weight_zero_where_no_ranking_metric_reads_the_task_sessions():
+    """A task that names a session column no ranking metric of the module reads (pointwise metrics alone) was told to
+    leave its -1 rows out of the step, which drops them for every task: followed, `ne/click` lost the rows where
+    `conv` is -1. Weight 0 is the recipe there, as for a task without sessions. Reference: NE by its formula in numpy.
+    """
+    p = np.array([0.2, 0.7, 0.4, 0.9, 0.3, 0.6])
+    click = np.array([1.0, 0.0, 0.0, 1.0, 1.0, 0.0])
+    conv = np.array([1.0, -1.0, 0.0, 1.0, -1.0, 0.0])
+    tasks = [
+        tmx.RecTaskInfo("click", "y_click", "p_click", "w_click", session_id_name="sid"),
+        tmx.RecTaskInfo("conv", "y_conv", "p_conv", "w_conv", session_id_name="sid"),
+    ]
+    step = {name: torch.tensor(v) for name, v in [("p_click", p), ("y_click", click), ("p_conv", p), ("y_conv", conv)]}
+    step["sid"] = torch.tensor([0, 0, 0, 1, 1, 1])
+    module = tmx.RecMetricModule(tasks, ["ne", "session_pairwise_auc"], throughput=False)  # neither ranks weight 0
+    with pytest.raises(ValueError) as refused:
+        module.update(step)
+    message = str(refused.value)
+    assert "`model_out['w_conv'] = (model_out['y_conv'] != -1)`" in message, message
+    assert "leave them out of the step" not in message
+    step["w_conv"] = step["y_conv"] != -1
+    step["y_conv"] = step["y_conv"].clamp(min=0)
+    module.update(step)
+    values = {key: value.item() for key, value in module.compute().items()}
+    kept = conv != -1
+    assert values["ne/conv"] == pytest.approx(_ne(p[kept], conv[kept], np.ones(4)), rel=1e-12)
+    assert values["ne/click"] == pytest.approx(_ne(p, click, np.ones(6)), rel=1e-12)  # every row, whole

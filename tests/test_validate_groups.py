@@ -294,6 +294,12 @@ _CASES: dict[str, tuple[Callable[..., Metric], dict[str, torch.Tensor], list[dic
         )
         for name in ("SessionPrecisionAtK", "SessionRecallAtK")
     },
+    # scores and labels of any finite value: non-finite ones, negative or NaN weights and a length mismatch refused
+    "SessionPairwiseAUC": (
+        lambda **kw: tmx.SessionPairwiseAUC(**kw),
+        _SESSIONS_GOOD,
+        [bad | {"sessions": torch.tensor([0, 0])} for bad in _FLAT_BAD[2:4] + _FLAT_BAD[7:]],
+    ),
     "TensorWeightedAverage": (
         lambda **kw: tmx.TensorWeightedAverage(**kw),
         {"values": _P},

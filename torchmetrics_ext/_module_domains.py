@@ -296,23 +296,33 @@ def _padding_pointer(mark: int, key: str) -> str:
     )
 
 
-def _zero_weight_pointer(mark: int, key: str, weight_key: str | None, weighted: bool) -> str:
+def _zero_weight_pointer(mark: int, key: str, weight_key: str | None, weighted: bool, own: str | None = None) -> str:
     """The recipe of a task not ranked in sessions: weight 0 for its rows marked ``mark`` (absent rows).
 
     Leaving the rows out of the step would drop them for every task of the module; a weight of 0 drops them for this
     task alone. ``weight_key``: the task's weight column (``RecTaskInfo.weight_name``; ``None``: it has none);
-    ``weighted``: the step holds it.
+    ``weighted``: the step holds it. ``own``: where other tasks read the column the recipe would write (RecTaskInfo's
+    default ``"weight"`` is every task's), a column name of the task's own to write instead: weight 0 in the shared
+    column would drop the rows for those tasks too.
 
     Examples:
         >>> print(_zero_weight_pointer(-1, "label", "weight", False))
          If -1 marks rows without a label, give them weight 0 and any label in [0, 1]: ...
+        >>> print(_zero_weight_pointer(-1, "y_conv", "weight", True, own="weight_conv")[79:])
+        `model_out['weight_conv'] = model_out['weight'] * (model_out['y_conv'] != -1)` (a weight column of the ...
     """
     weight = weight_key or "weight"
     given = f"model_out[{weight!r}] * " if weighted else ""
-    column = "" if weight_key else f" (a weight column for the task: `RecTaskInfo(..., weight_name={weight!r})`)"
+    if own is not None:
+        column = (
+            f" (a weight column of the task's own, read by it alone: `RecTaskInfo(..., weight_name={own!r})`; "
+            f"other tasks read {weight!r})"
+        )
+    else:
+        column = "" if weight_key else f" (a weight column for the task: `RecTaskInfo(..., weight_name={weight!r})`)"
     return (
         f" If {mark} marks rows without a label, give them weight 0 and any label in [0, 1]: "
-        f"`model_out[{weight!r}] = {given}(model_out[{key!r}] != {mark})`{column}, "
+        f"`model_out[{own or weight!r}] = {given}(model_out[{key!r}] != {mark})`{column}, "
         f"`model_out[{key!r}] = model_out[{key!r}].clamp(min=0)` (rows of weight 0 are absent rows)."
     )
 

@@ -22,6 +22,7 @@ from torchmetrics import Metric
 from torchmetrics_ext.metrics._checkpoints import load_explained
 from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.distributed import _world
+from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.frames import running_locals
 from torchmetrics_ext.utilities.load_guard import guard_descendant_loads, loading_strictly
 from torchmetrics_ext.utilities.snapshot import snapshot
@@ -381,7 +382,7 @@ class CheckpointLoading(nn.Module):
             strict: as :meth:`load_state_dict`'s, for each saved ``state_dict``.
 
         Raises:
-            TypeError: ``saved`` is not a list of mappings.
+            WrongTypeError: (a ``TypeError`` and a ``ValueError``) ``saved`` is not a list of mappings.
             ValueError: ``saved`` is empty, or an entry holds no step counter.
             RuntimeError: a saved ``state_dict`` does not load (its error), or its states cannot be merged;
                 raised on every rank (rank 0 says why), and the module is left as it was.
@@ -401,13 +402,17 @@ class CheckpointLoading(nn.Module):
             {'ctr/click': 0.6667, 'ctr/click/window': 0.5}
         """
         if isinstance(saved, Mapping) or not isinstance(saved, Sequence):
-            raise TypeError(f"Expected `saved` to be a list of state_dicts (one per saved rank), got {type(saved)}.")
+            raise WrongTypeError(
+                f"Expected `saved` to be a list of state_dicts (one per saved rank), got {type(saved).__name__}."
+            )
         if not saved:
             raise ValueError("Expected `saved` to hold at least one state_dict, got an empty list.")
         steps = []
         for i, states in enumerate(saved):
             if not isinstance(states, Mapping):
-                raise TypeError(f"Expected `saved[{i}]` to be a state_dict (a mapping), got {type(states)}.")
+                raise WrongTypeError(
+                    f"Expected `saved[{i}]` to be a state_dict (a mapping), got {type(states).__name__}."
+                )
             extra = states.get("_extra_state")
             step = as_int(extra.get("step")) if isinstance(extra, Mapping) else None
             if step is None or step < 0:

@@ -1556,6 +1556,17 @@ class RecMetricModule(CheckpointLoading):
         owners = [] if self._task_owners is None else self._task_owners[task].get(field, [])
         return _domain_hint(owners, field, getattr(domains, field), bool(self._reported))
 
+    def _own_weight_column(self, task: RecTaskInfo) -> str | None:
+        """A weight column name of ``task``'s own where another task reads the one its weight-0 recipe would write."""
+        written = task.weight_name or "weight"
+        if not any(other is not task and other.weight_name == written for other in self.tasks):
+            return None
+        taken = {name for other in self.tasks for name in (other.weight_name, other.label_name, other.prediction_name)}
+        own = f"{written}_{task.name}"
+        while own in taken:
+            own += "_"
+        return own
+
     def _named_value_error(self, batch: _Batch, error: ValueError) -> ValueError:
         """``error`` (of the whole step's check) told about the first task and column that fail on their own."""
         fields = ("preds", "target", "weights")
@@ -1583,7 +1594,7 @@ class RecMetricModule(CheckpointLoading):
                     said = str(_in_module(own))
                     # every negative label one usual mark (-1, -100): one recipe replaces the metric's and the columns
                     # read (a swapped prediction column holds no such mark), before the metric_tasks advice: leaving
-                    # the rows out of the step where sessions rank them (a ranking metric ranks rows of weight 0),
+                    # the rows out of the step where a ranking metric reads the task (it ranks rows of weight 0),
                     # else weight 0 (out of the step, they would leave every task's metrics)
                     mark = _padding_mark(column) if field == "target" and not nan else None
                     read = f" {_columns_read(task)}" if field != "weights" and not nan and mark is None else ""
@@ -1591,8 +1602,10 @@ class RecMetricModule(CheckpointLoading):
                         said = said.replace(_NO_LABEL_HINT, "")
                         read = (
                             _padding_pointer(mark, key)
-                            if task.session_id_name is not None
-                            else _zero_weight_pointer(mark, key, task.weight_name, columns[2] is not None)
+                            if any(ranked == t for ranked, _ in self._copy_tasks)  # a ranking metric reads the task
+                            else _zero_weight_pointer(
+                                mark, key, task.weight_name, columns[2] is not None, self._own_weight_column(task)
+                            )
                         )
                     if field != "weights" and not nan:
                         read += self._domain_hint(field, t)

@@ -16,8 +16,9 @@ prefix of its session in that order, are counted with two ``searchsorted`` calls
 count, the coverage counts and the sessions' bounds take O(N log N) time and O(N) memory); the
 score comparisons then run over exactly those pairs, in chunks of at most :data:`PAIR_CHUNK`
 pairs: O(P) time for P valid pairs, memory O(N + PAIR_CHUNK) whatever the session sizes (a session
-of 5,000 rows of distinct labels is 12.5 million pairs, about 48 chunks). The batch's pair count
-is read on the host once per update. No loop over sessions, rows or tasks.
+of 5,000 rows of distinct labels is 12.5 million pairs, about 48 chunks). The device is waited on
+three times per update (the two ``torch.unique`` calls, sessions and labels, whose sizes depend on
+the data, and the batch's pair count, which sizes the chunks). No loop over sessions, rows or tasks.
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def _sorted_rows(target: Tensor, sessions: Tensor, present: Tensor) -> tuple[Ten
     """
     num_tasks, n = target.shape
     flat = num_tasks * n
-    session_ids = torch.unique(sessions, return_inverse=True)[1]
+    ids, session_ids = torch.unique(sessions, return_inverse=True)
     task = torch.arange(num_tasks, device=target.device).unsqueeze(-1)
-    num_ids = int(session_ids.max()) + 1 if flat else 1
+    num_ids = max(ids.numel(), 1)  # the unique ids' count: no read of the device beyond unique's own
     group = task * num_ids + session_ids
     alone = num_tasks * num_ids + torch.arange(flat, device=target.device).view(num_tasks, n)
     group = torch.where(present, group, alone).flatten()

@@ -48,7 +48,7 @@ class SessionPairwiseAUC(TaskMetric):
     ``searchsorted`` calls (O(N log N)), then the scores of exactly the valid pairs compared in
     chunks of at most 262,144 pairs, so memory stays O(N) whatever the session sizes and time is
     O(P) for P pairs (a session of ``m`` rows of distinct labels has ``m (m - 1) / 2``); the pair
-    count is read on the host once per batch.
+    count and the sizes of two ``torch.unique`` calls are read on the host (three waits per batch).
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.

@@ -20,7 +20,52 @@ from torchmetrics_ext.utilities.errors import WrongTypeError
 __all__ = ["SessionPrecisionAtK", "SessionRecallAtK"]
 
 
-class _SessionMetric(TaskMetric):
+class _SessionInputsMetric(TaskMetric):
+    """A metric fed whole sessions: ``update(preds, target, sessions, weights=None)`` adds per-task sums.
+
+    Subclasses name their sums' states in ``self._names`` (in the order their :meth:`_batch_sums` returns
+    them) and the options of ``format_pointwise`` their inputs take (:meth:`_format_options`); the session
+    ids' checks, the validation, the update and the states are shared here.
+    """
+
+    _names: tuple[str, ...]
+
+    def _format_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``format_pointwise`` besides the inputs (domains, dtype)."""
+        raise NotImplementedError
+
+    def _batch_sums(
+        self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None
+    ) -> tuple[Tensor, ...]:
+        """One non-empty batch's per-task sums, in the order of ``self._names``."""
+        raise NotImplementedError
+
+    def _format(
+        self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None, validate: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        if validate and sessions is None:
+            raise WrongTypeError(f"{type(self).__name__}.update() requires `sessions`.")
+        p, t, w = format_pointwise(
+            preds, target, weights, self.num_tasks, preds_domain="real", validate=validate, **self._format_options()
+        )
+        return p, t, F._format_sessions(sessions, p, validate), w  # type: ignore[return-value]
+
+    def _validate(self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None = None) -> None:
+        self._format(preds, target, sessions, weights, validate=True)
+
+    def update(self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None = None) -> None:
+        """Accumulate one batch: scores, labels and integer session ids, ``(N,)`` or ``(T, N)``; optional weights."""
+        p, t, s, w = self._format(preds, target, sessions, weights, validate=self._check_inputs)
+        if p.shape[-1] == 0:
+            return
+        for name, value in zip(self._names, self._batch_sums(p, t, s, w)):
+            getattr(self, name).add_(value)
+
+    def _states(self) -> tuple[Tensor, ...]:
+        return tuple(getattr(self, name) for name in self._names)
+
+
+class _SessionMetric(_SessionInputsMetric):
     is_differentiable = False
     higher_is_better = True
     plot_lower_bound = 0.0
@@ -46,35 +91,13 @@ class _SessionMetric(TaskMetric):
         for name in self._names:
             self._add_task_state(name)
 
-    def _format(
-        self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None, validate: bool
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        if validate and sessions is None:
-            raise WrongTypeError(f"{type(self).__name__}.update() requires `sessions`.")
-        p, t, w = format_pointwise(
-            preds,
-            target,
-            weights,
-            self.num_tasks,
-            preds_domain="real",
-            target_domain="real" if self.rank_labels else "unit",
-            validate=validate,
-        )
-        return p, t, F._format_sessions(sessions, p, validate), w  # type: ignore[return-value]
+    def _format_options(self) -> dict[str, Any]:
+        return {"target_domain": "real" if self.rank_labels else "unit"}
 
-    def _validate(self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None = None) -> None:
-        self._format(preds, target, sessions, weights, validate=True)
-
-    def update(self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None = None) -> None:
-        """Accumulate one batch: scores, labels and integer session ids, ``(N,)`` or ``(T, N)``; optional weights."""
-        p, t, s, w = self._format(preds, target, sessions, weights, validate=self._check_inputs)
-        if p.shape[-1] == 0:
-            return
-        for name, value in zip(self._names, F._session_update(p, t, s, w, self.k, self.rank_labels)):
-            getattr(self, name).add_(value)
-
-    def _states(self) -> tuple[Tensor, ...]:
-        return tuple(getattr(self, name) for name in self._names)
+    def _batch_sums(
+        self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None
+    ) -> tuple[Tensor, ...]:
+        return F._session_update(preds, target, sessions, weights, self.k, self.rank_labels)
 
 
 class SessionPrecisionAtK(_SessionMetric):

@@ -11,15 +11,13 @@ from typing import Any
 from torch import Tensor
 
 from torchmetrics_ext.functional import session_pairwise as F
-from torchmetrics_ext.functional.session import _format_sessions
-from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
-from torchmetrics_ext.utilities.checks import format_pointwise
-from torchmetrics_ext.utilities.errors import WrongTypeError
+from torchmetrics_ext.metrics.base import InputDomains
+from torchmetrics_ext.metrics.session import _SessionInputsMetric
 
 __all__ = ["SessionPairwiseAUC"]
 
 
-class SessionPairwiseAUC(TaskMetric):
+class SessionPairwiseAUC(_SessionInputsMetric):
     r"""Weighted share of concordant pairs inside each session (newer TorchRec's ``session_pairwise_auc``).
 
     A pair is two rows of one session, both of positive weight, whose labels are at least 1e-6
@@ -123,38 +121,13 @@ class SessionPairwiseAUC(TaskMetric):
         """Finite real scores and labels (graded labels, any finite value)."""
         return InputDomains("real", "real")
 
-    def _format(
-        self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None, validate: bool
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        if validate and sessions is None:
-            raise WrongTypeError(f"{type(self).__name__}.update() requires `sessions`.")
-        p, t, w = format_pointwise(
-            preds,
-            target,
-            weights,
-            self.num_tasks,
-            preds_domain="real",
-            target_domain="real",
-            validate=validate,
-            target_required=True,
-            dtype=None,
-        )
-        return p, t, _format_sessions(sessions, p, validate), w  # type: ignore[return-value]
+    def _format_options(self) -> dict[str, Any]:
+        return {"target_domain": "real", "target_required": True, "dtype": None}
 
-    def _validate(self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None = None) -> None:
-        self._format(preds, target, sessions, weights, validate=True)
-
-    def update(self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None = None) -> None:
-        """Accumulate one batch of whole sessions: scores, labels, integer session ids, optional weights."""
-        p, t, s, w = self._format(preds, target, sessions, weights, validate=self._check_inputs)
-        if p.shape[-1] == 0:
-            return
-        sums = F._pairwise_update(p, t, s, w, self.rank_order_label, self.weight_pairs)
-        for name, value in zip(self._names, sums):
-            getattr(self, name).add_(value)
-
-    def _states(self) -> tuple[Tensor, ...]:
-        return tuple(getattr(self, name) for name in self._names)
+    def _batch_sums(
+        self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None
+    ) -> tuple[Tensor, ...]:
+        return F._pairwise_update(preds, target, sessions, weights, self.rank_order_label, self.weight_pairs)
 
     def compute(self) -> Any:
         """The pooled pairwise AUC per task (with ``report_batch_coverage``, a dict with the coverage values)."""

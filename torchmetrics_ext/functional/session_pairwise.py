@@ -24,6 +24,7 @@ the data, and the batch's pair count, which sizes the chunks). No loop over sess
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -47,6 +48,10 @@ PAIRWISE_STATES = (
     "batch_count",
 )
 COVERAGE_ENTRIES = ("valid_pairs_per_batch", "effective_training_examples_per_batch")
+
+
+# format_pointwise's options for these inputs: labels of any finite value, required, kept in their dtype
+FORMAT_OPTIONS: dict[str, Any] = {"target_domain": "real", "target_required": True, "dtype": None}
 
 
 def _check_pairwise_args(rank_order_label: object, weight_pairs: object, report_batch_coverage: object) -> None:
@@ -161,15 +166,7 @@ def _pairwise_states(
     num_tasks: int | None = None,
 ) -> tuple[Tensor, ...]:
     p, t, w = format_pointwise(
-        preds,
-        target,
-        weights,
-        num_tasks,
-        preds_domain="real",
-        target_domain="real",
-        validate=validate_args,
-        target_required=True,
-        dtype=None,
+        preds, target, weights, num_tasks, preds_domain="real", validate=validate_args, **FORMAT_OPTIONS
     )
     s = _format_sessions(sessions, p, validate_args)
     return _pairwise_update(p, t, s, w, rank_order_label, weight_pairs)  # type: ignore[arg-type]

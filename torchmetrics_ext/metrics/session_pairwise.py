@@ -122,7 +122,7 @@ class SessionPairwiseAUC(_SessionInputsMetric):
         return InputDomains("real", "real")
 
     def _format_options(self) -> dict[str, Any]:
-        return {"target_domain": "real", "target_required": True, "dtype": None}
+        return F.FORMAT_OPTIONS
 
     def _batch_sums(
         self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None

@@ -183,8 +183,8 @@ def test_json_provenance_of_a_config_file_with_metric_options_and_metric_tasks(t
     assert provenance["config"] == str(config)
     assert provenance["command"] == ["torchmetrics-ext", "evaluate", "--config", str(config)]
     assert provenance["tasks"] == {
-        "click": {"predictions": "p", "labels": "y", "weighted": True},
-        "score": {"predictions": "w", "labels": "y", "weighted": True},
+        "click": {"predictions": "p", "labels": "y", "weighted": False},  # no `weights` in the config
+        "score": {"predictions": "w", "labels": "y", "weighted": False},
     }
     assert provenance["metrics"]["binned"]["name"] == "auc"
     assert provenance["metrics"]["binned"]["options"].get("num_bins") == 100
@@ -208,3 +208,28 @@ def test_python_results_carry_provenance_without_changing_equality(tmp_path):
     written = json.loads(out.read_text())["provenance"]
     assert "command" not in written and "config" not in written  # the command line's alone
     assert written["by"] == [["country"]] and written["on_invalid"] == "error" and written["processes"] == 1
+
+
+@pytest.mark.parametrize(
+    ("weights", "unweighted_task", "expected"),
+    [
+        (None, False, {"click": False, "view": False}),  # no weights column: every row weighs 1 for every task
+        ("w", False, {"click": True, "view": True}),
+        ("w", True, {"click": True, "view": False}),  # `view` given `weight_name: None`
+    ],
+)
+def test_provenance_says_a_task_is_weighted_only_where_a_weights_column_weights_it(weights, unweighted_task, expected):
+    data = _frame(40, seed=3)
+    data["y_view"] = 1 - data["y"]
+    view = {"name": "view", "prediction_name": "p", "label_name": "y_view"}
+    if unweighted_task:
+        view["weight_name"] = None
+    tasks = [{"name": "click", "prediction_name": "p", "label_name": "y"}, view]
+    metrics = {"ctr": {"metric": "ctr"}, "auc": {"metric": "auc"}}
+    result = evaluate(data[["p", "y", "y_view", "w"]], tasks, metrics, weights=weights)
+    assert {task: entry["weighted"] for task, entry in result.provenance["tasks"].items()} == expected
+    # the values agree with what `weighted` says: unweighted means the plain mean of the labels
+    for task, weighted in expected.items():
+        labels = data["y"] if task == "click" else data["y_view"]
+        ctr = np.average(labels, weights=data["w"] if weighted else None)
+        assert result.values[f"ctr/{task}"] == pytest.approx(ctr, rel=1e-12, abs=0)

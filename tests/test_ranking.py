@@ -628,6 +628,35 @@ def test_torchmetrics_agrees(k):
         np.testing.assert_allclose(ours.item(), expected.item(), rtol=1e-5, err_msg=type(metric).__name__)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_multiclass_rank_of_special_scores_matches_a_python_count(dtype):
+    """Signed zeros, ``±inf`` and heavy ties (a catalogue scored in half precision, seen items masked with
+    ``-inf``): the true class ranks behind every class scored at least as high, ``-0.0 == 0.0``, counted
+    by plain Python comparisons of the values as float64; unvalidated NaN rows too (they compare as
+    neither higher nor equal, so such a row ranks first)."""
+    rng = np.random.default_rng(5)
+    values = [float("inf"), float("-inf"), 0.0, -0.0, 1.0, -1.0, 0.5]
+    preds = torch.tensor(rng.choice(values, size=(300, 9))).to(dtype)
+    target = torch.tensor(rng.integers(0, 9, size=300))
+    weights = torch.tensor(rng.uniform(0, 2, size=300))
+    as_float = preds.double().tolist()
+    ranks = [sum(s >= row[c] for s in row) - 1 for row, c in zip(as_float, target.tolist(), strict=True)]
+    for k in (1, 2, 5, 9):
+        hits = np.array([r < k for r in ranks], dtype=float)
+        expected = (hits * weights.numpy()).sum() / weights.numpy().sum()
+        got = tmf.multiclass_recall_at_k(preds, target, weights, k=k, num_classes=9).item()
+        assert got == pytest.approx(expected, rel=1e-12, abs=0), k
+    nan_rows = preds.clone()
+    nan_rows[:50] = float("nan")  # validate_args=False reads them: no class counts ahead of a NaN score
+    nan_ranks = [-1] * 50 + ranks[50:]
+    metric = tmx.MulticlassRecallAtK(k=1, num_classes=9, validate_args=False)
+    metric.update(nan_rows, target, weights)
+    hits = np.array([r < 1 for r in nan_ranks], dtype=float)
+    assert metric.compute().item() == pytest.approx(
+        (hits * weights.numpy()).sum() / weights.numpy().sum(), rel=1e-12, abs=0
+    )
+
+
 def test_multiclass_matches_sklearn_without_ties():
     """Every cutoff, ``k >= num_classes`` included: every sample a hit (scikit-learn warns, TorchMetrics
     refuses ``k > num_classes``; a flat query shorter than ``k`` is ranked whole). Bug: ``k > num_classes``

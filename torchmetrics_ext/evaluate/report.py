@@ -226,7 +226,7 @@ class EvaluationResult:
         >>> records
         [{'segment': 'all', 'task': 'click', 'rows': 4, 'ctr': 0.5, 'auc': 1.0}]
         >>> result.provenance["inputs"], result.provenance["tasks"]
-        (['<pyarrow.Table>'], {'click': {'predictions': 'p', 'labels': 'y', 'weighted': True}})
+        (['<pyarrow.Table>'], {'click': {'predictions': 'p', 'labels': 'y', 'weighted': False}})
     """
 
     tasks: tuple[str, ...]

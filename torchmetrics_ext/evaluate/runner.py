@@ -1643,8 +1643,13 @@ class _Run:
             "package": "torchmetrics-ext",
             "version": package_version(),
             "inputs": [source.label for source in self.sources],
-            "tasks": {
-                t.name: {"predictions": t.predictions, "labels": t.labels, "weighted": t.weighted} for t in plan.tasks
+            "tasks": {  # `weighted`: whether a `weights` column weights the task's rows (never without one)
+                t.name: {
+                    "predictions": t.predictions,
+                    "labels": t.labels,
+                    "weighted": t.weighted and plan.weights is not None,
+                }
+                for t in plan.tasks
             },
             "weights": plan.weights,
             "user": plan.user,

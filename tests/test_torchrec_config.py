@@ -1167,3 +1167,110 @@ def test_local_compute_keys_carry_torchrecs_local_scope():
     ne = (w * ce).sum() / w.sum() / -(base * np.log2(base) + (1 - base) * np.log2(1 - base))
     np.testing.assert_allclose(local["ne-click|local_lifetime_ne"].item(), ne, rtol=1e-9)
     assert local["throughput-throughput|local_total_examples"].item() == sum(len(s["w"]) for s in steps)
+
+
+# an ads model's conversion task, trained on clicked rows only: its weight column is the click label
+CVR_TASKS = [
+    {"name": "ctr", "label_name": "click", "prediction_name": "click_pred", "weight_name": "w"},
+    {"name": "cvr", "label_name": "conv", "prediction_name": "conv_pred", "weight_name": "click"},
+]
+
+
+def _cvr_steps(num_steps: int, batch: int, no_click: list[int], seed: int = 5) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    steps = []
+    for i in range(num_steps):
+        click = torch.tensor([1.0, 0.0] * (batch // 2)) if i not in no_click else torch.zeros(batch)
+        conv = click * torch.tensor([1.0, 1.0, 0.0, 0.0] * (batch // 4))  # both classes on clicked rows
+        steps.append(
+            {
+                "click": click,
+                "click_pred": torch.rand(batch, generator=g).clamp(0.01, 0.99),
+                "w": torch.rand(batch, generator=g) + 0.5,
+                "conv": conv,
+                "conv_pred": torch.rand(batch, generator=g).clamp(0.01, 0.99),
+            }
+        )
+    return steps
+
+
+def test_a_metric_of_a_task_weighted_by_clicks_skips_a_step_without_clicks_and_warns_once():
+    """A cvr task weighted by the click label: a step without a click has cvr weights all zero while ctr's are
+    not. TorchRec (should_validate_update=False, its default) gives the step its room in every window; here a
+    metric reading only cvr gives it none (a step of zero weight changes nothing) and a metric reading ctr too
+    keeps it, so the cvr-only windows differ from TorchRec's: the module says so once, naming the metrics."""
+    window, batch = 12, 4
+    config = {
+        "rec_tasks": CVR_TASKS,
+        "rec_metrics": {
+            "ne": {"rec_task_indices": [0, 1], "window_size": window},
+            "calibration": {"rec_task_indices": [1], "window_size": window},
+            "ctr": {"rec_task_indices": [1], "window_size": window},
+        },
+    }
+    no_click = [6, 8]
+    steps = _cvr_steps(9, batch, no_click)
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in steps:
+            module.update(step)
+    notes = [str(w.message) for w in caught if "TorchRec" in str(w.message)]
+    assert len(notes) == 1, notes  # once per module, at the first such step
+    assert "task(s) ['cvr']" in notes[0] and "windows of ['calibration', 'ctr']" in notes[0]
+    assert "['ne'], which read a task with weight too, keep the step" in notes[0]
+    assert caught[0].filename == __file__  # pointed at the caller's update
+    values = run(module, [])
+
+    def column(kept: list, name: str) -> np.ndarray:
+        return torch.cat([s[name] for s in kept]).double().numpy()
+
+    torchrec_window = steps[-3:]  # TorchRec: the newest 12 samples, the step without clicks among them
+    ours_window = [s for i, s in enumerate(steps) if i not in no_click][-3:]  # steps 4, 5 and 7
+    for kept, key in ((torchrec_window, "ne-cvr|window_ne"), (steps, "ne-cvr|lifetime_ne")):
+        y, p, w = column(kept, "conv"), column(kept, "conv_pred"), column(kept, "click")
+        rate = np.average(y, weights=w)
+        expected = log_loss(y, p, sample_weight=w) / -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+        np.testing.assert_allclose(values[key], expected, rtol=1e-9)
+    for kept, part in ((ours_window, "window"), (steps, "lifetime")):
+        y, p, w = column(kept, "conv"), column(kept, "conv_pred"), column(kept, "click")
+        np.testing.assert_allclose(values[f"calibration-cvr|{part}_calibration"], (w * p).sum() / (w * y).sum())
+        np.testing.assert_allclose(values[f"ctr-cvr|{part}_ctr"], np.average(y, weights=w), rtol=1e-9)
+    y, p, w = column(torchrec_window, "conv"), column(torchrec_window, "conv_pred"), column(torchrec_window, "click")
+    theirs = (w * p).sum() / (w * y).sum()
+    assert abs(values["calibration-cvr|window_calibration"].item() - theirs) > 1e-3  # TorchRec's differs here
+
+
+def test_no_note_where_torchrec_skips_the_step_too_or_no_metric_skips_it():
+    """With one weight column and should_validate_update=True both skip such a step (no note); a metric that
+    reads both tasks keeps a step where only cvr weighs nothing, as TorchRec does (no note)."""
+    window, batch = 12, 4
+    both = {"rec_tasks": CVR_TASKS, "rec_metrics": {"ctr": {"rec_task_indices": [0, 1], "window_size": window}}}
+    shared = {
+        "rec_tasks": [dict(t, weight_name="w") for t in CVR_TASKS],
+        "rec_metrics": {"ctr": {"rec_task_indices": [1], "window_size": window}},
+        "should_validate_update": True,
+    }
+    for config in (both, shared):
+        steps = _cvr_steps(5, batch, no_click=[2])
+        if config is shared:
+            steps[2]["w"] = torch.zeros(batch)
+        module = tmx.RecMetricModule.from_torchrec_config(config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for step in steps:
+                module.update(step)
+
+
+def test_should_validate_update_refusal_says_which_windows_skip_zero_weight_steps_without_it():
+    """The refusal used to say that without the option every zero-weight step takes its room, as in TorchRec:
+    a metric whose every task weighs nothing in a step still gives it none."""
+    config = {
+        "rec_tasks": CVR_TASKS,
+        "rec_metrics": {"ctr": {"rec_task_indices": [0, 1], "window_size": 12}},
+        "should_validate_update": True,
+    }
+    with pytest.raises(ValueError, match="should_validate_update") as info:
+        tmx.RecMetricModule.from_torchrec_config(config)
+    assert "as in TorchRec without it" not in str(info.value)
+    assert "every task it reads" in str(info.value)

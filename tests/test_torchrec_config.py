@@ -1274,3 +1274,71 @@ def test_should_validate_update_refusal_says_which_windows_skip_zero_weight_step
         tmx.RecMetricModule.from_torchrec_config(config)
     assert "as in TorchRec without it" not in str(info.value)
     assert "every task it reads" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "mode", ["UNFUSED_TASKS_COMPUTATION", "FUSED_TASKS_COMPUTATION", "FUSED_TASKS_AND_STATES_COMPUTATION"]
+)
+def test_ads_model_of_three_tasks_over_a_stream_longer_than_the_window(mode):
+    """ctr, cvr weighted by clicks, a watch-time regression head; 20 steps of 32 rows, window 100 (not a multiple of
+    the batch): every compute mode gives the same keys and numbers, TorchRec's lifetime values (numpy over every
+    row) and window values (its WindowBuffer keeps the newest whole steps whose sizes add up to at most 100: 3 steps),
+    and should_compute() fires every compute_interval_steps updates."""
+    g = np.random.default_rng(0)
+    steps = []
+    for _ in range(20):
+        click = g.integers(0, 2, 32).astype(np.float64)
+        conv = click * g.integers(0, 2, 32)
+        wt = g.exponential(30.0, 32)
+        steps.append(
+            {
+                "click": click,
+                "click_pred": np.clip(0.3 + 0.4 * click + g.normal(0, 0.15, 32), 0.01, 0.99),
+                "w": g.uniform(0.5, 2.0, 32),
+                "conv": conv,
+                "conv_pred": np.clip(0.2 + 0.5 * conv + g.normal(0, 0.1, 32), 0.01, 0.99),
+                "wt": wt,
+                "wt_pred": wt + g.normal(0, 5.0, 32),
+            }
+        )
+    tasks = [*CVR_TASKS, {"name": "watch", "label_name": "wt", "prediction_name": "wt_pred", "weight_name": "w"}]
+    binary = {"rec_task_indices": [0, 1], "window_size": 100}
+    config = {
+        "rec_tasks": tasks,
+        "rec_metrics": {
+            "ne": {**binary, "arguments": {"include_logloss": True}},
+            "calibration": binary,
+            "ctr": binary,
+            "mse": {"rec_task_indices": [2], "window_size": 100, "arguments": {"include_r_squared": True}},
+        },
+        "compute_interval_steps": 5,
+        "rec_compute_mode": mode,
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    fired = []
+    for step in steps:
+        module.update({k: torch.from_numpy(v) for k, v in step.items()})
+        fired.append(module.should_compute())
+    assert [i + 1 for i, f in enumerate(fired) if f] == [5, 10, 15, 20]
+    values = {k: v.item() for k, v in module.compute().items()}
+    expected: dict[str, float] = {}
+    for part, kept in (("lifetime", steps), ("window", steps[-3:])):
+        col = {k: np.concatenate([s[k] for s in kept]) for k in kept[0]}
+        for name, y, p, w in (
+            ("ctr", col["click"], col["click_pred"], col["w"]),
+            ("cvr", col["conv"], col["conv_pred"], col["click"]),
+        ):
+            rate = np.average(y, weights=w)
+            ce = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum()
+            expected[f"ne-{name}|{part}_ne"] = ce / -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+            expected[f"ne-{name}|{part}_logloss"] = ce / math.log(2)
+            expected[f"calibration-{name}|{part}_calibration"] = (w * p).sum() / (w * y).sum()
+            expected[f"ctr-{name}|{part}_ctr"] = rate
+        y, p, w = col["wt"], col["wt_pred"], col["w"]
+        mse = np.average((p - y) ** 2, weights=w)
+        expected[f"mse-watch|{part}_mse"] = mse
+        expected[f"mse-watch|{part}_rmse"] = math.sqrt(mse)
+        expected[f"mse-watch|{part}_r_squared"] = 1 - mse / np.average((y - np.average(y, weights=w)) ** 2, weights=w)
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        assert values[key] == pytest.approx(value, rel=1e-9), key

@@ -191,6 +191,40 @@ def test_state_dict_round_trip_into_a_fresh_module_resumes() -> None:
         plain.load_state_dict(state, strict=False)
 
 
+def test_a_metric_added_since_the_checkpoint_starts_afresh_with_strict_false() -> None:
+    """A module with ``metric_tasks`` (every ``from_torchrec_config`` one of tasks of several kinds) given one metric
+    more than its checkpoint: with ``strict=False`` the saved metrics resume and the new one starts afresh, as
+    without ``metric_tasks`` (it used to be refused as a "metric_tasks mismatch", the new metric's tasks compared
+    with a checkpoint that has no such metric); a metric saved with other tasks is still refused."""
+    steps = _steps(12)
+    saved = _feed(_module(), steps[:2]).state_dict()
+    grown = tmx.RecMetricModule(
+        TASKS, [*METRICS, "ctr"], throughput=False, metric_tasks={**SUBSETS, "ctr": ["conversion"]}
+    )
+    result = grown.load_state_dict(saved, strict=False)
+    assert sorted(result.missing_keys) == sorted(k for k in grown.state_dict() if k.startswith("metrics.ctr."))
+    assert not result.unexpected_keys
+    _feed(grown, steps[2:])
+    values = _floats(grown.compute())
+    lifetime = _reference(_joined(steps))
+    for key, expected in lifetime.items():
+        assert values[key] == pytest.approx(expected, rel=1e-9), key
+    y = _joined(steps[2:])[COLUMNS["conversion"][1]]
+    w = _joined(steps[2:])["w"]
+    assert values["ctr/conversion"] == pytest.approx(np.sum(w * y) / np.sum(w), rel=1e-9)  # from the resume on
+    # one saved metric reading other tasks: refused as before, nothing loaded
+    moved = tmx.RecMetricModule(
+        TASKS, [*METRICS, "ctr"], throughput=False, metric_tasks={**SUBSETS, "ctr": ["conversion"], "mse": ["click"]}
+    )
+    with pytest.raises(RuntimeError, match=r"metric_tasks mismatch.*'mse'"):
+        moved.load_state_dict(saved, strict=False)
+    # a saved metric that read every task, now some: refused too
+    every = _feed(tmx.RecMetricModule(TASKS[:1] + TASKS[2:], ["ne"], throughput=False), steps[:1]).state_dict()
+    some = tmx.RecMetricModule(TASKS[:1] + TASKS[2:], ["ne", "ctr"], throughput=False, metric_tasks={"ne": ["click"]})
+    with pytest.raises(RuntimeError, match=r"metric_tasks mismatch.*'ne'"):
+        some.load_state_dict(every, strict=False)
+
+
 def test_reset_and_clone_keep_the_subsets() -> None:
     steps = _steps(5)
     module = _feed(_module(), steps[:2])

@@ -1167,3 +1167,178 @@ def test_local_compute_keys_carry_torchrecs_local_scope():
     ne = (w * ce).sum() / w.sum() / -(base * np.log2(base) + (1 - base) * np.log2(1 - base))
     np.testing.assert_allclose(local["ne-click|local_lifetime_ne"].item(), ne, rtol=1e-9)
     assert local["throughput-throughput|local_total_examples"].item() == sum(len(s["w"]) for s in steps)
+
+
+# an ads model's conversion task, trained on clicked rows only: its weight column is the click label
+CVR_TASKS = [
+    {"name": "ctr", "label_name": "click", "prediction_name": "click_pred", "weight_name": "w"},
+    {"name": "cvr", "label_name": "conv", "prediction_name": "conv_pred", "weight_name": "click"},
+]
+
+
+def _cvr_steps(num_steps: int, batch: int, no_click: list[int], seed: int = 5) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    steps = []
+    for i in range(num_steps):
+        click = torch.tensor([1.0, 0.0] * (batch // 2)) if i not in no_click else torch.zeros(batch)
+        conv = click * torch.tensor([1.0, 1.0, 0.0, 0.0] * (batch // 4))  # both classes on clicked rows
+        steps.append(
+            {
+                "click": click,
+                "click_pred": torch.rand(batch, generator=g).clamp(0.01, 0.99),
+                "w": torch.rand(batch, generator=g) + 0.5,
+                "conv": conv,
+                "conv_pred": torch.rand(batch, generator=g).clamp(0.01, 0.99),
+            }
+        )
+    return steps
+
+
+def test_a_metric_of_a_task_weighted_by_clicks_skips_a_step_without_clicks_and_warns_once():
+    """A cvr task weighted by the click label: a step without a click has cvr weights all zero while ctr's are
+    not. TorchRec (should_validate_update=False, its default) gives the step its room in every window; here a
+    metric reading only cvr gives it none (a step of zero weight changes nothing) and a metric reading ctr too
+    keeps it, so the cvr-only windows differ from TorchRec's: the module says so once, naming the metrics."""
+    window, batch = 12, 4
+    config = {
+        "rec_tasks": CVR_TASKS,
+        "rec_metrics": {
+            "ne": {"rec_task_indices": [0, 1], "window_size": window},
+            "calibration": {"rec_task_indices": [1], "window_size": window},
+            "ctr": {"rec_task_indices": [1], "window_size": window},
+        },
+    }
+    no_click = [6, 8]
+    steps = _cvr_steps(9, batch, no_click)
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in steps:
+            module.update(step)
+    notes = [str(w.message) for w in caught if "TorchRec" in str(w.message)]
+    assert len(notes) == 1, notes  # once per module, at the first such step
+    assert "task(s) ['cvr']" in notes[0] and "windows of ['calibration', 'ctr']" in notes[0]
+    assert "['ne'], which read a task with weight too, keep the step" in notes[0]
+    assert caught[0].filename == __file__  # pointed at the caller's update
+    values = run(module, [])
+
+    def column(kept: list, name: str) -> np.ndarray:
+        return torch.cat([s[name] for s in kept]).double().numpy()
+
+    torchrec_window = steps[-3:]  # TorchRec: the newest 12 samples, the step without clicks among them
+    ours_window = [s for i, s in enumerate(steps) if i not in no_click][-3:]  # steps 4, 5 and 7
+    for kept, key in ((torchrec_window, "ne-cvr|window_ne"), (steps, "ne-cvr|lifetime_ne")):
+        y, p, w = column(kept, "conv"), column(kept, "conv_pred"), column(kept, "click")
+        rate = np.average(y, weights=w)
+        expected = log_loss(y, p, sample_weight=w) / -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+        np.testing.assert_allclose(values[key], expected, rtol=1e-9)
+    for kept, part in ((ours_window, "window"), (steps, "lifetime")):
+        y, p, w = column(kept, "conv"), column(kept, "conv_pred"), column(kept, "click")
+        np.testing.assert_allclose(values[f"calibration-cvr|{part}_calibration"], (w * p).sum() / (w * y).sum())
+        np.testing.assert_allclose(values[f"ctr-cvr|{part}_ctr"], np.average(y, weights=w), rtol=1e-9)
+    y, p, w = column(torchrec_window, "conv"), column(torchrec_window, "conv_pred"), column(torchrec_window, "click")
+    theirs = (w * p).sum() / (w * y).sum()
+    assert abs(values["calibration-cvr|window_calibration"].item() - theirs) > 1e-3  # TorchRec's differs here
+
+
+def test_no_note_where_torchrec_skips_the_step_too_or_no_metric_skips_it():
+    """With one weight column and should_validate_update=True both skip such a step (no note); a metric that
+    reads both tasks keeps a step where only cvr weighs nothing, as TorchRec does (no note)."""
+    window, batch = 12, 4
+    both = {"rec_tasks": CVR_TASKS, "rec_metrics": {"ctr": {"rec_task_indices": [0, 1], "window_size": window}}}
+    shared = {
+        "rec_tasks": [dict(t, weight_name="w") for t in CVR_TASKS],
+        "rec_metrics": {"ctr": {"rec_task_indices": [1], "window_size": window}},
+        "should_validate_update": True,
+    }
+    for config in (both, shared):
+        steps = _cvr_steps(5, batch, no_click=[2])
+        if config is shared:
+            steps[2]["w"] = torch.zeros(batch)
+        module = tmx.RecMetricModule.from_torchrec_config(config)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for step in steps:
+                module.update(step)
+
+
+def test_should_validate_update_refusal_says_which_windows_skip_zero_weight_steps_without_it():
+    """The refusal used to say that without the option every zero-weight step takes its room, as in TorchRec:
+    a metric whose every task weighs nothing in a step still gives it none."""
+    config = {
+        "rec_tasks": CVR_TASKS,
+        "rec_metrics": {"ctr": {"rec_task_indices": [0, 1], "window_size": 12}},
+        "should_validate_update": True,
+    }
+    with pytest.raises(ValueError, match="should_validate_update") as info:
+        tmx.RecMetricModule.from_torchrec_config(config)
+    assert "as in TorchRec without it" not in str(info.value)
+    assert "every task it reads" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "mode", ["UNFUSED_TASKS_COMPUTATION", "FUSED_TASKS_COMPUTATION", "FUSED_TASKS_AND_STATES_COMPUTATION"]
+)
+def test_ads_model_of_three_tasks_over_a_stream_longer_than_the_window(mode):
+    """ctr, cvr weighted by clicks, a watch-time regression head; 20 steps of 32 rows, window 100 (not a multiple of
+    the batch): every compute mode gives the same keys and numbers, TorchRec's lifetime values (numpy over every
+    row) and window values (its WindowBuffer keeps the newest whole steps whose sizes add up to at most 100: 3 steps),
+    and should_compute() fires every compute_interval_steps updates."""
+    g = np.random.default_rng(0)
+    steps = []
+    for _ in range(20):
+        click = g.integers(0, 2, 32).astype(np.float64)
+        conv = click * g.integers(0, 2, 32)
+        wt = g.exponential(30.0, 32)
+        steps.append(
+            {
+                "click": click,
+                "click_pred": np.clip(0.3 + 0.4 * click + g.normal(0, 0.15, 32), 0.01, 0.99),
+                "w": g.uniform(0.5, 2.0, 32),
+                "conv": conv,
+                "conv_pred": np.clip(0.2 + 0.5 * conv + g.normal(0, 0.1, 32), 0.01, 0.99),
+                "wt": wt,
+                "wt_pred": wt + g.normal(0, 5.0, 32),
+            }
+        )
+    tasks = [*CVR_TASKS, {"name": "watch", "label_name": "wt", "prediction_name": "wt_pred", "weight_name": "w"}]
+    binary = {"rec_task_indices": [0, 1], "window_size": 100}
+    config = {
+        "rec_tasks": tasks,
+        "rec_metrics": {
+            "ne": {**binary, "arguments": {"include_logloss": True}},
+            "calibration": binary,
+            "ctr": binary,
+            "mse": {"rec_task_indices": [2], "window_size": 100, "arguments": {"include_r_squared": True}},
+        },
+        "compute_interval_steps": 5,
+        "rec_compute_mode": mode,
+    }
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    fired = []
+    for step in steps:
+        module.update({k: torch.from_numpy(v) for k, v in step.items()})
+        fired.append(module.should_compute())
+    assert [i + 1 for i, f in enumerate(fired) if f] == [5, 10, 15, 20]
+    values = {k: v.item() for k, v in module.compute().items()}
+    expected: dict[str, float] = {}
+    for part, kept in (("lifetime", steps), ("window", steps[-3:])):
+        col = {k: np.concatenate([s[k] for s in kept]) for k in kept[0]}
+        for name, y, p, w in (
+            ("ctr", col["click"], col["click_pred"], col["w"]),
+            ("cvr", col["conv"], col["conv_pred"], col["click"]),
+        ):
+            rate = np.average(y, weights=w)
+            ce = -(w * (y * np.log(p) + (1 - y) * np.log(1 - p))).sum() / w.sum()
+            expected[f"ne-{name}|{part}_ne"] = ce / -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+            expected[f"ne-{name}|{part}_logloss"] = ce / math.log(2)
+            expected[f"calibration-{name}|{part}_calibration"] = (w * p).sum() / (w * y).sum()
+            expected[f"ctr-{name}|{part}_ctr"] = rate
+        y, p, w = col["wt"], col["wt_pred"], col["w"]
+        mse = np.average((p - y) ** 2, weights=w)
+        expected[f"mse-watch|{part}_mse"] = mse
+        expected[f"mse-watch|{part}_rmse"] = math.sqrt(mse)
+        expected[f"mse-watch|{part}_r_squared"] = 1 - mse / np.average((y - np.average(y, weights=w)) ** 2, weights=w)
+    assert sorted(values) == sorted(expected)
+    for key, value in expected.items():
+        assert values[key] == pytest.approx(value, rel=1e-9), key

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 import warnings
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -176,7 +176,9 @@ class CheckpointLoading(nn.Module):
 
         ``edits`` and ``emptied`` record a window change (see :meth:`_resume_window_change`).
         """
-        problem = self._refused_extra_state(state_dict.get(prefix + "_extra_state"), prefix)
+        problem = self._refused_extra_state(
+            state_dict.get(prefix + "_extra_state"), prefix, _saved_metrics(state_dict, prefix)
+        )
         if problem is not None:
             error_msgs.append(problem)
             for key in [k for k in state_dict if k.startswith(prefix)]:
@@ -277,11 +279,14 @@ class CheckpointLoading(nn.Module):
             for i, unit in enumerate(self._copies(name)):
                 yield f"{prefix}ranking.{name}.{i}.", unit
 
-    def _refused_extra_state(self, extra_state: Any, prefix: str) -> str | None:
+    def _refused_extra_state(self, extra_state: Any, prefix: str, saved_metrics: Collection[str] = ()) -> str | None:
         """The error for a checkpoint whose ``_extra_state`` records other task names or order; ``None`` if not.
 
         Also for an ``_extra_state`` that is not this module's (not a dict holding a whole, non-negative
-        ``step``, and a list of task names if any): ``set_extra_state`` could not restore it.
+        ``step``, and a list of task names if any): ``set_extra_state`` could not restore it. ``metric_tasks``
+        are compared for the metrics both hold (``saved_metrics``: those with entries in the checkpoint): a
+        metric added since the checkpoint has no saved states to misplace (``strict=False`` starts it afresh),
+        and one the checkpoint holds but this module does not is an unexpected key.
         """
         malformed = _malformed_extra_state(extra_state)
         if malformed is not None:
@@ -296,11 +301,13 @@ class CheckpointLoading(nn.Module):
             if isinstance(extra_state, Mapping):
                 # the tasks each metric reads (`metric_tasks`): a metric's states are kept by its tasks' positions
                 saved_subsets = {k: list(v) for k, v in (extra_state.get("metric_tasks") or {}).items()}
-                if saved_subsets != self._metric_task_names():
+                ours = self._metric_task_names()
+                both = (set(saved_metrics) | set(saved_subsets)) & set(self._names)
+                if any(saved_subsets.get(name) != ours.get(name) for name in both):
                     return (
                         f"metric_tasks mismatch for {prefix[:-1] or 'RecMetricModule'}: the checkpoint was saved with "
                         f"metric_tasks {saved_subsets or None}, this RecMetricModule has "
-                        f"{self._metric_task_names() or None}. A metric's states are kept by the position of the tasks "
+                        f"{ours or None}. A metric's states are kept by the position of the tasks "
                         "it reads, so a metric would resume another task's values: build the module with the "
                         "checkpoint's metric_tasks. Nothing of the module was loaded."
                     )
@@ -808,3 +815,11 @@ def _load_metadata(state_dict: Mapping[str, Any]) -> MutableMapping[str, Any] | 
         return found if isinstance(found, MutableMapping) else None
     found = getattr(state_dict, "_metadata", None)
     return found if isinstance(found, MutableMapping) else None
+
+
+def _saved_metrics(state_dict: Mapping[str, Any], prefix: str) -> set[str]:
+    """The metric names with entries in a module's checkpoint (``{prefix}metrics.<name>.`` or ``ranking.<name>.``)."""
+    names: set[str] = set()
+    for part in (f"{prefix}metrics.", f"{prefix}ranking."):
+        names.update(key[len(part) :].split(".", 1)[0] for key in state_dict if key.startswith(part))
+    return names

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from contextvars import ContextVar
@@ -122,7 +123,7 @@ from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.mapping import lightning_log_call
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
-from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks
+from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks, user_stacklevel
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
 from torchmetrics_ext.wrappers.segmented import _ids_known_to_fit, _unchecked_ids_fit
 from torchmetrics_ext.wrappers.windowed import Windowed, first_synced
@@ -833,7 +834,10 @@ class RecMetricModule(CheckpointLoading):
                 windows skip such a validated step without it too, so it matters only when every
                 metric is built with ``validate_args=False``, where it keeps the weights' read, or
                 for ``grouped_auc``/``grouped_auprc``, whose zero-weight groups count: without it
-                their lifetime and window keep the step) and
+                their lifetime and window keep the step; without it, a metric whose every task
+                weighs nothing in a step, such as one reading only a conversion task weighted by
+                clicks at a step without a click, skips it where TorchRec's window takes it: the
+                module warns once, at the first such step) and
                 ``fused_update_limit`` (0 or 1: TorchRec's fusion of several steps into one
                 window entry is refused). TorchRec's other execution options
                 (``rec_compute_mode``, ``compute_on_all_ranks``, ...) are accepted and have no
@@ -904,6 +908,13 @@ class RecMetricModule(CheckpointLoading):
             _WINDOW_OPTIONS.reset(token)
             _TORCHREC_KEYS.reset(keys_token)
         module._skip_zero_weight_steps = plan.skip_zero_weight_steps
+        if not plan.skip_zero_weight_steps and plan.window_size is not None:
+            # the metrics whose windows skip a step where their tasks weigh nothing (TorchRec's take it)
+            module.__dict__["_torchrec_zero_steps"] = {
+                name: tuple(module._subsets.get(name, range(len(module.tasks))))
+                for name in module.metric_names
+                if isinstance(module._unit(name), Windowed) and module._unit(name).__dict__.get("_skips_zero_weights")
+            }
         module._cast_segment_ids = plan.cast_segment_ids  # segmented_ne's cast_keys_to_int
         for name, (namespace, metric_name, parts, task_names) in plan.keys.items():
             module._torchrec[name] = (namespace, metric_name)  # one TorchRec key may hold two values (auprc)
@@ -1229,6 +1240,8 @@ class RecMetricModule(CheckpointLoading):
                 zero = _zero_weight_tasks(
                     batch.columns[2], weight_bounds, None if per_task else weight_stack, self._domain_groups
                 )
+                if zero is not None and self.__dict__.get("_torchrec_zero_steps") and not self._skip_zero_weight_steps:
+                    self._note_torchrec_zero_step(zero)
             if not (self._skip_zero_weight_steps and zero is not None and all(zero)):
                 self._update_checked(
                     batch,
@@ -1291,6 +1304,38 @@ class RecMetricModule(CheckpointLoading):
         """
         self._check_window_shares()
         self._count_step(n)
+
+    def _note_torchrec_zero_step(self, zero_tasks: Sequence[bool]) -> None:
+        """Warn, once per module, that windows skip a step that TorchRec's windows would take.
+
+        Built by :meth:`from_torchrec_config` with ``should_validate_update=False`` (TorchRec's default), where
+        TorchRec's windows take every step, the module's skip a step in which every task a metric reads weighs
+        nothing (DESIGN: such a step changes nothing). With per-task weight columns (a conversion task weighted
+        by the click label) that happens at every step without a click, for the metrics of that task alone,
+        while the metrics reading another task keep the step: their windows then differ from TorchRec's.
+        ``_torchrec_zero_steps``: ``{metric name: task positions}`` of the metrics whose windows skip such steps.
+        """
+        skippers = self.__dict__["_torchrec_zero_steps"]
+        names = [name for name, positions in skippers.items() if all(zero_tasks[t] for t in positions)]
+        if not names:
+            return
+        self.__dict__["_torchrec_zero_steps"] = None  # once per module
+        tasks = [task.name for task, zero in zip(self.tasks, zero_tasks) if zero]
+        kept = [
+            name for name, positions in skippers.items() if name not in names and any(zero_tasks[t] for t in positions)
+        ]
+        warnings.warn(
+            f"RecMetricModule.update (step {self.__dict__['_step'] + 1}): the weights of task(s) {tasks} are all "
+            f"zero, so the windows of {names}, which read only such tasks, give this step no room (a step of "
+            "zero weight changes nothing here), while TorchRec's windows (should_validate_update=False, its "
+            "default) take every step and let older ones leave: from here on their window_ values can differ "
+            "from TorchRec's (lifetime values do not)"
+            + (f"; {kept}, which read a task with weight too, keep the step as TorchRec does" if kept else "")
+            + ". No option reproduces TorchRec's window here; said once per module "
+            "(docs/migration_torchrec.md, Differences with no option).",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
 
     def _count_step(self, n: int) -> None:
         """Count a step of ``n`` examples (throughput) once every metric has taken it."""

@@ -528,8 +528,10 @@ def _check_validate_update(name: str, tasks: list[dict[str, Any]], metric_tasks:
         + f"; the tasks read {columns} ({name}). TorchRec then skips a step whose weights are all zero "
         + ("for each task on its own" if name == _UNFUSED else "for each metric's tasks on their own")
         + ", so that task's window loses no room while the others' do; the module keeps one window for "
-        "all tasks and cannot. Give the tasks one weight column, or set should_validate_update=False "
-        "(zero-weight steps then take their room in the window, as in TorchRec without it)."
+        "all tasks and cannot. Give the tasks one weight column, or set should_validate_update=False: a step "
+        "then keeps its room in a metric's window unless the weights of every task it reads are all zero (a "
+        "metric reading only a task weighted by clicks skips a step without clicks, where TorchRec's window "
+        "without the option takes it; the module warns once when that happens)."
     )
 
 

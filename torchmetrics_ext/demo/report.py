@@ -98,6 +98,8 @@ def summary_table(
             f"{source:12s}" + "".join(_cell(v, 16, count=key in _COUNT_KEYS) for key, v in zip(_SOURCE_KEYS, values))
             for source, values in rows
         ]
+        # clicks / impressions is the impression-level rate (the CTR rows above); the column is another mean
+        lines.append("(training data; click_rate and session_length: means over sessions, not clicks / impressions)")
     return "\n".join(lines)
 
 

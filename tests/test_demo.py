@@ -256,6 +256,19 @@ def test_the_summary_table_formats_a_whole_ratio_as_a_ratio_and_counts_as_counts
     assert feed == ["feed", "1,200", "48", f"{0.04:.4f}", f"{3.0:.4f}"]
 
 
+def test_the_source_table_says_its_click_rate_is_a_mean_over_sessions():
+    """The default run printed feed 310,805 impressions, 35,839 clicks and click_rate 0.1151, where clicks / impressions
+    is 0.1153: the column is the mean of the sessions' click rates (data.py's MEAN record), which the table did not
+    say. Reference: two sessions of 1 and 3 impressions with 1 click each, rates 1 and 1/3."""
+    from torchmetrics_ext.demo.report import summary_table
+
+    mean_over_sessions, per_impression = (1 + 1 / 3) / 2, 2 / 4
+    train = {"train_feed/impressions": 4.0, "train_feed/clicks": 2.0, "train_feed/click_rate": mean_over_sessions}
+    table = summary_table(train, {}, ["click"])
+    assert f"{mean_over_sessions:.4f}" in table and f"{per_impression:.4f}" not in table
+    assert "click_rate and session_length: means over sessions, not clicks / impressions" in table
+
+
 def test_a_demo_shorter_than_its_warm_up_says_throughput_not_measured_and_validates_as_its_docstring_says(
     tmp_path, capsys
 ):

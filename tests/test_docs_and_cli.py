@@ -134,6 +134,16 @@ def test_cli_help_shows_no_markup(capsys):
     assert "``" not in capsys.readouterr().out
 
 
+def test_cli_without_a_command_names_the_commands(capsys):
+    """``torchmetrics-ext`` (or ``python -m torchmetrics_ext``) alone said "the following arguments are required:
+    command", a word the usage line (``{demo,evaluate}``) never shows."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error == "torchmetrics-ext: error: the following arguments are required: {demo,evaluate}"
+
+
 def test_public_surface_is_sorted_and_importable():
     for module in (torchmetrics_ext, tmf):
         # built from the family modules' lists, then sorted

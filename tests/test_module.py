@@ -4789,7 +4789,8 @@ def test_a_module_with_a_metrics_compute_as_state_metric_pickles():
 
 def test_a_weight_name_missing_from_the_first_step_is_warned_for_once():
     """A task's own ``weight_name`` absent from ``model_out`` means weight 1, said once at the first step (a typo
-    would otherwise leave the task unweighted silently); the default ``"weight"`` absent says nothing."""
+    would otherwise leave the task unweighted silently); the default ``"weight"`` absent says nothing (but for a
+    key like it, ``"click_weight"``: test_module_weight_lookalikes.py)."""
     task = tmx.RecTaskInfo("c", "y", "p", weight_name="click_w")
     step = {"p": torch.tensor([0.2, 0.7, 0.4]), "y": torch.tensor([0.0, 1.0, 1.0]), "click_weight": torch.ones(3)}
     module = tmx.RecMetricModule([task], {"ctr": "ctr"}, throughput=False)
@@ -4803,7 +4804,8 @@ def test_a_weight_name_missing_from_the_first_step_is_warned_for_once():
         warnings.simplefilter("error")
         module.update(step)  # once only
         plain = tmx.RecMetricModule([tmx.RecTaskInfo("c", "y", "p")], {"ctr": "ctr"}, throughput=False)
-        plain.update(step)  # "weight" (the default) absent: no word
+        # "weight" (the default) absent: no word, unless a key like it is there (test_module_weight_lookalikes.py)
+        plain.update({"p": step["p"], "y": step["y"]})
         named = tmx.RecMetricModule([task], {"ctr": "ctr"}, throughput=False)
         named.update({**step, "click_w": torch.tensor([1.0, 0.0, 3.0])})
     assert module.compute()["ctr/c"].item() == pytest.approx(2 / 3)

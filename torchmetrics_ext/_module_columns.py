@@ -3,7 +3,8 @@
 A missing column is named with the keys ``model_out`` has and the closest one; a column of another
 shape with the forms users meet (a model head of one output, one column per task); labels and
 predictions read from each other's columns with the task's column names; a weight column named but
-never given is warned for, once; id columns must be integers of the step's shape and device.
+never given is warned for, once, and so is a default ``"weight"`` column missing next to a key like it
+(``"weights"``); id columns must be integers of the step's shape and device.
 """
 
 from __future__ import annotations
@@ -83,6 +84,51 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
                 UserWarning,
                 stacklevel=user_stacklevel(),
             )
+    _warn_weight_lookalikes(tasks, model_out)
+
+
+def _warn_weight_lookalikes(tasks: Sequence[RecTaskInfo], model_out: Mapping[str, Any]) -> None:
+    """Warn for tasks on the default ``"weight"`` column when ``model_out`` lacks it but holds a key like it.
+
+    A step dict with ``"weights"``, ``"sample_weight"`` or ``"click_weight"`` and no ``"weight"`` left a
+    task of the default ``weight_name`` unweighted without a word: the key no task reads is most likely
+    the weights, under another name. A key some task reads (another task's ``weight_name``, a label) is
+    not one. ``weight_name=None`` says the task has no weights and is not warned for.
+
+    Examples:
+        >>> import warnings
+        >>> from torchmetrics_ext._module_columns import _warn_weight_lookalikes
+        >>> from torchmetrics_ext.module import RecTaskInfo
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _warn_weight_lookalikes([RecTaskInfo("click", "y", "p")], {"p": 0, "y": 0, "weights": 0})
+        >>> print(str(caught[0].message).split(":")[0])
+        Task 'click'
+    """
+    if "weight" in model_out:
+        return
+    defaults = [task for task in tasks if task.weight_name == "weight"]
+    if not defaults:
+        return
+    read = {
+        name
+        for task in tasks
+        for name in (task.label_name, task.prediction_name, task.weight_name, task.group_id_name, task.session_id_name)
+    }
+    lookalikes = [str(key) for key in model_out if "weight" in str(key).lower() and key not in read]
+    if not lookalikes:
+        return
+    for task in defaults:
+        own = [key for key in lookalikes if task.name.lower() in key.lower()]
+        guess = (own or lookalikes)[0]
+        warnings.warn(
+            f"Task {task.name!r}: `model_out` has no weight column 'weight' (RecTaskInfo's default weight_name), so "
+            f"its samples weigh 1, but it holds {lookalikes}, which no task reads. If {guess!r} holds the task's "
+            f"sample weights, name it: RecTaskInfo({task.name!r}, ..., weight_name={guess!r}); weight_name=None "
+            "says the task has no weights. This is said once, at the first step.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
 
 
 def _flat_column_hint(value: Tensor, key: str) -> str:

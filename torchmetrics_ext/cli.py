@@ -623,7 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``torchmetrics-ext``."""
     parser = argparse.ArgumentParser(prog="torchmetrics-ext", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument("--version", action=_Version, help="print the package version and exit")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # the metavar names the commands in "required: {demo,evaluate}" (the dest alone said "required: command")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,evaluate}")
     demo = sub.add_parser(
         "demo",
         help="train a two-task recommender with the metrics inside and write a report (--quick: tables only)",

@@ -37,18 +37,30 @@ _COUNT_KEYS = frozenset({"impressions", "clicks"})  # the rest are ratios and me
 
 
 def summary_table(
-    train: Mapping[str, float], val: Mapping[str, float], tasks: Sequence[str], warmup_steps: int | None = None
+    train: Mapping[str, float],
+    val: Mapping[str, float],
+    tasks: Sequence[str],
+    warmup_steps: int | None = None,
+    steps: int | None = None,
 ) -> str:
     """Train (lifetime) and validation values of every metric and task, then the per-source records.
 
     The training throughput line says "not measured" when the run ended before the throughput's clock
-    started (no training step after its ``warmup_steps``, given here to name them).
+    started (no training step after its ``warmup_steps``, given here to name them). Given the run's
+    training ``steps``, a note under the table says what its columns are: a ``train`` value is the lifetime
+    one, over every step from the untrained start, so it may trail ``val``'s, the trained model's.
 
     Examples:
         >>> print(summary_table({"train/ne/click": 0.81}, {"val/ne/click": 0.83}, ["click"]))
         metric       click train   click val
         ------------------------------------
         ne                0.8100      0.8300
+        >>> print(summary_table({"train/ne/click": 0.81}, {"val/ne/click": 0.83}, ["click"], steps=600))
+        metric       click train   click val
+        ------------------------------------
+        ne                0.8100      0.8300
+        (train: lifetime values over all 600 training steps, the untrained first steps included; the recent
+        window's values are the `/window` keys of logs/metrics.csv. val: the last validation, of the trained model.)
         >>> print(summary_table({"train/throughput/lifetime_throughput": float("nan")}, {}, ["click"], 5))
         metric       click train   click val
         ------------------------------------
@@ -62,6 +74,12 @@ def summary_table(
         if all(a is None and b is None for a, b in cells):
             continue
         lines.append(f"{name:12s}" + "".join(f"{_cell(a)}{_cell(b)}" for a, b in cells))
+    if steps is not None:
+        lines.append(
+            f"(train: lifetime values over all {steps:,} training steps, the untrained first steps included; the "
+            "recent\nwindow's values are the `/window` keys of logs/metrics.csv. val: the last validation, of the "
+            "trained model.)"
+        )
     rate = train.get("train/throughput/lifetime_throughput")
     if rate is not None and math.isfinite(rate):
         lines.append(f"\ntraining throughput: {rate:,.0f} impressions/s")
@@ -80,6 +98,8 @@ def summary_table(
             f"{source:12s}" + "".join(_cell(v, 16, count=key in _COUNT_KEYS) for key, v in zip(_SOURCE_KEYS, values))
             for source, values in rows
         ]
+        # clicks / impressions is the impression-level rate (the CTR rows above); the column is another mean
+        lines.append("(training data; click_rate and session_length: means over sessions, not clicks / impressions)")
     return "\n".join(lines)
 
 

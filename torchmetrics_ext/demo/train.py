@@ -195,7 +195,7 @@ def run_training_demo(config: DemoConfig) -> dict[str, Any] | None:
     train = {key: value for key, value in logged.items() if key.startswith("train/") or key.startswith("train_")}
     val = {key: value for key, value in logged.items() if key.startswith("val/")}
     tasks = [task.name for task in model.train_metrics.tasks]
-    summary = summary_table(train, val, tasks, model.throughput_warmup)
+    summary = summary_table(train, val, tasks, model.throughput_warmup, steps=trainer.global_step)
     print(summary)
     if not config.report:  # the predictions the README's evaluate command reads, without the report
         output_dir.mkdir(parents=True, exist_ok=True)

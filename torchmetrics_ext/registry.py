@@ -54,9 +54,9 @@ __all__ = [
     "torchrec_requirements",
 ]
 
-# TorchRec 1.9.2's names that are both a metric namespace (``MetricNamespace``) and a metric name
-# (``MetricName``): ``f"{x}-{task}|lifetime_{x}"`` reads as TorchRec's key of its metric ``x``, so a
-# metric keyed by its own name (``(name, name)``) may not take one of these names unless it is
+# TorchRec's names that are both a metric namespace (``MetricNamespace``) and a metric name
+# (``MetricName``), 1.9.2's and newer ones: ``f"{x}-{task}|lifetime_{x}"`` reads as TorchRec's key of its
+# metric ``x``, so a metric keyed by its own name (``(name, name)``) may not take one of these names unless it is
 # TorchRec's metric (tests/test_registry.py checks the list against TorchRec's enums).
 TORCHREC_SELF_NAMED = frozenset(
     {
@@ -98,7 +98,12 @@ TORCHREC_SELF_NAMED = frozenset(
         "weighted_sum_predictions",
         "xauc",
     }
+) | frozenset(
+    # newer TorchRec's self-named metrics (after 1.9.2): a module metric named so but computing something
+    # else would be logged under TorchRec's key for it
+    {"session_pairwise_auc"}
 )
+_NEWER_SELF_NAMED = frozenset({"session_pairwise_auc"})  # the above, for the test against TorchRec 1.9.2's enums
 _MISSING = object()
 
 

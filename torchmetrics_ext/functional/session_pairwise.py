@@ -203,7 +203,7 @@ def _pairwise_update(
     ``batch_count`` is 1 for a task with a row of positive weight, else 0.
 
     No pair is formed: a pair weighs ``w_i + w_j``, so its share of the sums splits between its two
-    rows, and each row needs only counts over its partners, which are one range of the rows sorted
+    rows, and each row needs only counts over its partners, which are two ranges of the rows sorted
     by (session, label): its lower-label partners before it, its higher-label ones after it. How many
     partners score below or level with the row is counted for every row at once
     (:func:`_count_below`, over each row's score rank within its session), in int64 (exact; a tie

@@ -437,10 +437,10 @@ _STANDALONE_NAMES = {
     "hindsighttargetpr": "tmx.HindsightTargetPR: build it and give the object to RecMetricModule's `metrics`",
 }
 
-# TorchRec metrics newer than 1.9.2 (and 1.9.2's unweighted_ne), which from_torchrec_config (1.9.2's metrics)
-# does not build: what gives their value here (docs/migration_torchrec.md, "TorchRec after 1.9.2"). Keyed as
-# _STANDALONE_NAMES; the value follows "TorchRec's metric of that name". The registry's own names among them
-# (session_pairwise_auc) are found by `lookup` before any hint.
+# TorchRec metrics newer than 1.9.2 (and 1.9.2's unweighted_ne), which from_torchrec_config (1.9.2's metrics and
+# session_pairwise_auc) does not build: what gives their value here (docs/migration_torchrec.md, "TorchRec after
+# 1.9.2"). Keyed as _STANDALONE_NAMES; the value follows "TorchRec's metric of that name". The registry's own names
+# among them (session_pairwise_auc) are found by `lookup` before any hint.
 _TORCHREC_NAMES = {
     "uauc": (
         "is the registry's 'gauc' with the option groups_complete_per_batch=True (each batch's users scored apart, "
@@ -453,7 +453,8 @@ _TORCHREC_NAMES = {
     "sessionpairwiseauc": (
         "is the registry's 'session_pairwise_auc' (tmx.SessionPairwiseAUC), which reads the session ids of the "
         "tasks' session_id_name column: build it with RecMetricModule.from_config, e.g. "
-        "{'tasks': [{'name': 'click', 'session_id_name': 'session_id'}], 'metrics': ['session_pairwise_auc']}"
+        "{'tasks': [{'name': 'click', 'session_id_name': 'session_id'}], 'metrics': ['session_pairwise_auc']}, "
+        "or from_torchrec_config (its session_key column)"
     ),
     "unweightedne": "is 'ne' on a task whose weight_name is None (a second task on the same label and prediction)",
     "variance": (

@@ -162,10 +162,10 @@ def main() -> None:
         f"torch {torch.__version__}, 1 thread; N={args.n:,} rows, sessions of {args.sessions_of}, "
         f"{args.rounds} rounds, {'wall' if args.wall else 'thread CPU'} time; value {reference:.9f} (all agree to 1e-9)"
     )
-    print(f"| {'contender':24s} | best s | median s | best vs ours |")
+    print(f"| {'contender':24s} | best ms | median ms | best vs ours |")
     print("|---|---|---|---|")
     for name, ts in times.items():
-        print(f"| {name:24s} | {min(ts):.3f} | {statistics.median(ts):.3f} | {min(ts) / ours:.2f}x |")
+        print(f"| {name:24s} | {1e3 * min(ts):.2f} | {1e3 * statistics.median(ts):.2f} | {min(ts) / ours:.2f}x |")
 
 
 if __name__ == "__main__":

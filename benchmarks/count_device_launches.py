@@ -6,8 +6,10 @@ of that cost. This script runs each metric's device path on CPU tensors
 (:func:`~torchmetrics_ext.utilities.device.force_device_path`) and counts the ATen operators one
 ``update`` dispatches (fresh tensors each update, after one untimed update), leaving out those that
 only make views or read metadata; ``reads`` counts the values brought back to the host (a GPU waits
-there). With ``--baseline DIR`` (another checkout's package, as ``ab_update_overhead.py`` takes it)
-both are counted side by side.
+there) through ``item``/``tolist``/``bool``, and ``waits`` every operator after which the host must wait
+for a device: a scalar read by any route (``int(t)`` too) or an output whose size depends on the values
+(``torch.unique``, ``nonzero``, boolean masks...), which CPU tensors hide. With ``--baseline DIR``
+(another checkout's package, as ``ab_update_overhead.py`` takes it) both are counted side by side.
 
     mkdir -p /tmp/base && git archive <rev> torchmetrics_ext | tar -x -C /tmp/base
     python benchmarks/count_device_launches.py --baseline /tmp/base
@@ -37,15 +39,21 @@ NO_KERNEL = {
     "lift_fresh", "empty", "empty_strided", "empty_like", "is_same_size", "sym_size", "sym_stride", "sym_numel",
 }  # fmt: skip
 READS = ("item", "tolist", "__bool__")  # Tensor methods that bring a value back to the host
+# operators that make the host wait for a device: a scalar copied back, or an output sized by the values
+WAITS = {
+    "_local_scalar_dense", "_unique", "_unique2", "unique_dim", "unique_consecutive", "unique_dim_consecutive",
+    "nonzero", "masked_select", "repeat_interleave", "bincount", "_assert_async",
+}  # fmt: skip
 
 
 class Counted(TorchDispatchMode):
-    """Every ATen operator dispatched inside the block, by name, and the host reads (``reads``)."""
+    """Every ATen operator dispatched inside the block, by name, the host reads (``reads``) and waits (``waits``)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.ops: Counter[str] = Counter()
         self.reads = 0
+        self.waits = 0
         self._saved: dict[str, Any] = {}
 
     def __enter__(self) -> Counted:
@@ -65,7 +73,9 @@ class Counted(TorchDispatchMode):
         super().__exit__(*exc)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.ops[func.overloadpacket.__name__] += 1
+        name = func.overloadpacket.__name__
+        self.ops[name] += 1
+        self.waits += name in WAITS
         return func(*args, **(kwargs or {}))
 
 
@@ -88,6 +98,18 @@ def grouped(n: int, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
     """One task's scores and labels with a group id per row (500 groups)."""
     inputs = batch(1, n, seed)
     inputs["groups"] = torch.randint(0, 500, (n,), generator=torch.Generator().manual_seed(seed))
+    return {key: value.to(device) for key, value in inputs.items()}
+
+
+def sessions(n: int, seed: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """One task's scores, graded labels 0-3 and weights, in sessions of about 20 rows (ids unsorted)."""
+    g = torch.Generator().manual_seed(seed)
+    inputs = {
+        "preds": torch.rand(n, generator=g),
+        "target": torch.randint(0, 4, (n,), generator=g).double(),
+        "sessions": torch.randint(0, max(1, n // 20), (n,), generator=g),
+        "weights": torch.rand(n, generator=g),
+    }
     return {key: value.to(device) for key, value in inputs.items()}
 
 
@@ -119,6 +141,7 @@ CASES: dict[str, Case] = {
     "GroupedAUC": (lambda m, va, t: m.GroupedAUC(validate_args=va), "grouped"),
     "NDCG(k=10)": (lambda m, va, t: m.NDCG(k=10, validate_args=va), "ranking"),
     "RecallAtK(k=10)": (lambda m, va, t: m.RecallAtK(k=10, validate_args=va), "ranking"),
+    "SessionPairwiseAUC": (lambda m, va, t: m.SessionPairwiseAUC(validate_args=va), "session"),
     "module: NE, calibration, CTR, binned AUC": (
         lambda m, va, t: m.RecMetricModule(
             tasks=[m.RecTaskInfo(x, label_name=f"{x}_label", prediction_name=f"{x}_pred") for x in ("click", "like")],
@@ -149,8 +172,8 @@ CASES: dict[str, Case] = {
 
 def count(
     package: ModuleType, name: str, validate: bool, num_tasks: int, n: int, device: str = "cpu"
-) -> tuple[int, int, str]:
-    """(launching operators, reads, the launching operators in order) of one update, the second one.
+) -> tuple[int, int, str, int]:
+    """(launching operators, reads, the launching operators in order, waits) of one update, the second one.
 
     On ``device`` (``"cuda"``: the real device path; ``"cpu"``: the device path forced on CPU tensors).
     """
@@ -158,12 +181,13 @@ def count(
     metric = factory(package, validate, num_tasks).to(device)
     with package.utilities.device.force_device_path(device == "cpu"):
         for seed in range(2):
-            make = {"module": module_step, "ranking": ranked, "grouped": grouped}.get(kind)
+            make = {"module": module_step, "ranking": ranked, "grouped": grouped, "session": sessions}.get(kind)
             inputs = make(n, seed, device) if make is not None else batch(num_tasks, n, seed, device)
             with Counted() as counted:
                 metric.update(inputs) if kind == "module" else metric.update(**inputs)
     launches = {op: k for op, k in counted.ops.items() if op not in NO_KERNEL and op != "_local_scalar_dense"}
-    return sum(launches.values()), counted.reads, " ".join(f"{op}x{k}" if k > 1 else op for op, k in launches.items())
+    listed = " ".join(f"{op}x{k}" if k > 1 else op for op, k in launches.items())
+    return sum(launches.values()), counted.reads, listed, counted.waits
 
 
 def main() -> None:
@@ -178,19 +202,22 @@ def main() -> None:
 
         base = load_checkout(args.baseline)
     where = "CPU tensors" if args.device == "cpu" else args.device
-    print(f"launching operators per update on the device path ({where}), N={args.n}; reads: values read back")
+    print(
+        f"launching operators per update on the device path ({where}), N={args.n}; reads: values read back; "
+        "waits: operators the host waits on"
+    )
     header = "| update | tasks | validated | " + ("baseline | " if base else "") + "this checkout | operators |"
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for name, (_, kind) in CASES.items():
         for num_tasks in (1, 3) if kind == "metric" else (1,):
             for validate in (True, False):
-                ours, reads, ops = count(new, name, validate, num_tasks, args.n, args.device)
+                ours, reads, ops, waits = count(new, name, validate, num_tasks, args.n, args.device)
                 cells = [name, str(2 if kind == "module" else num_tasks), "yes" if validate else "no"]
                 if base is not None:
-                    theirs, their_reads, _ = count(base, name, validate, num_tasks, args.n, args.device)
-                    cells.append(f"{theirs} (+{their_reads} reads)")
-                cells += [f"{ours} (+{reads} reads)", ops]
+                    theirs, their_reads, _, their_waits = count(base, name, validate, num_tasks, args.n, args.device)
+                    cells.append(f"{theirs} (+{their_reads} reads, {their_waits} waits)")
+                cells += [f"{ours} (+{reads} reads, {waits} waits)", ops]
                 print("| " + " | ".join(cells) + " |")
 
 

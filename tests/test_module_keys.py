@@ -233,6 +233,7 @@ def _steps(tasks, seed: int, n: int = 40) -> list[dict[str, torch.Tensor]]:
             out[f"y{i}"] = (torch.rand(n, generator=gen) < out[f"p{i}"]).float()
             out[f"w{i}"] = torch.rand(n, generator=gen) + 0.5
         out["grouping_keys"] = out["g"]
+        out["session_id"] = out["s"]  # session_pairwise_auc's default column in a TorchRec config
         steps.append(out)
     return steps
 
@@ -295,7 +296,13 @@ def test_module_keys_are_exactly_what_compute_returns_for_random_configurations(
 
 
 # TorchRec's boolean arguments that switch a value on, per metric (torchrec_config.TORCHREC_METRICS)
-SWITCHES = {"ne": "include_logloss", "auc": "grouped_auc", "auprc": "grouped_auprc", "mse": "include_r_squared"}
+SWITCHES = {
+    "ne": "include_logloss",
+    "auc": "grouped_auc",
+    "auprc": "grouped_auprc",
+    "mse": "include_r_squared",
+    "session_pairwise_auc": "report_batch_coverage",  # a dict value: three keys per part
+}
 
 
 @st.composite

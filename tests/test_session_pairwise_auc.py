@@ -25,7 +25,6 @@ from tests.helpers import tester as H
 from tests.helpers import window as W
 from torchmetrics_ext import UndefinedMetricWarning
 from torchmetrics_ext import functional as tmf
-from torchmetrics_ext.functional import session_pairwise as SP
 from torchmetrics_ext.registry import lookup
 
 SEEDS = range(int(os.environ.get("TMX_SPAUC_SEEDS", "4")))
@@ -151,15 +150,21 @@ def test_random_batches_match_torchrecs_formula(seed, tasks, options):
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_chunked_pair_comparisons_give_the_same_sums(seed, monkeypatch):
-    """Chunks of 1, 7 and 64 pairs (one session's pairs split across chunks, a chunk across sessions and tasks)."""
+def test_the_cpu_and_device_paths_count_the_same_pairs(seed):
+    """The CPU path's passes per bit of the longest session's ranks, the device path's per bit of N: same sums.
+
+    Sessions of 1 to 40 rows beside one of 90 (ranks of 7 bits against N's 8), two tasks with their own ids.
+    """
+    from torchmetrics_ext.utilities.device import force_device_path
+
     rng = np.random.default_rng([8, seed])
-    batch = _random_batch(rng, 2, n=90)
+    batch = _random_batch(rng, 2, n=200, task_sessions=True)
+    batch["sessions"][:, :90] = -5  # one long session per task (ids may be negative)
     expected = _reference([batch], 2, coverage=True)
-    for chunk in (1, 7, 64):
-        monkeypatch.setattr(SP, "PAIR_CHUNK", chunk)
+    for forced in (False, True):
         metric = tmx.SessionPairwiseAUC(2, report_batch_coverage=True)
-        metric.update(**_torch(batch))
+        with force_device_path(forced):
+            metric.update(**_torch(batch))
         _close(_quiet(metric.compute), expected)
 
 
@@ -178,7 +183,7 @@ def _numpy_large_reference(p, y, w, sessions):
 
 
 def test_a_session_of_thousands_of_rows_next_to_small_ones():
-    """1,500 rows in one session (about 1.1 million pairs, 5 chunks) beside sessions of 3 rows."""
+    """1,500 rows in one session (about 1.1 million pairs, none formed) beside sessions of 3 rows."""
     rng = np.random.default_rng(9)
     sessions = np.concatenate([np.zeros(1500, dtype=np.int64), np.repeat(np.arange(1, 101), 3)])
     n = sessions.size

@@ -192,7 +192,7 @@ class Optimizers:
 
 
 def make_steps(config: dict[str, Any], num_steps: int | None = None, batch: int = 64, seed: int = 0) -> list:
-    """Model outputs with every column the config names; some zero weights; group ids."""
+    """Model outputs with every column the config names; some zero weights; group ids; session ids."""
     g = torch.Generator().manual_seed(seed)
     warmup = (config.get("throughput_metric") or {}).get("warmup_steps", 0)
     steps = []
@@ -208,6 +208,7 @@ def make_steps(config: dict[str, Any], num_steps: int | None = None, batch: int 
                 out[task["label_name"]] = (torch.rand(batch, generator=g) * 600.0).round()
         # some groups hold a single class; segmented_ne's ids lie in [0, num_groups)
         out["grouping_keys"] = torch.randint(0, _id_range(config), (batch,), generator=g)
+        out["session_id"] = torch.arange(batch) // 8  # session_pairwise_auc's default column (no draw: g unchanged)
         steps.append(out)
     return steps
 

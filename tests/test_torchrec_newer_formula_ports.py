@@ -448,14 +448,31 @@ def test_newer_torchrec_names_are_refused_naming_what_computes_them(name, what):
         tmx.RecMetricModule.from_torchrec_config(config)
 
 
-def test_session_pairwise_auc_is_a_registry_name_and_from_torchrec_config_names_it():
-    """The registry builds it; from_torchrec_config (TorchRec 1.9.2's metrics) refuses it naming the registry entry."""
+def test_session_pairwise_auc_is_a_registry_name_and_from_torchrec_config_builds_it():
+    """The registry builds it; so does from_torchrec_config (it refused it), keyed as TorchRec keys it.
+
+    Values against the port of TorchRec's pair loop: tests/test_session_pairwise_kernel.py.
+    """
     entry, _ = lookup("session_pairwise_auc")
     assert entry.cls is tmx.SessionPairwiseAUC
     config = {"rec_tasks": [{"name": "t"}], "rec_metrics": {"session_pairwise_auc": {"rec_task_indices": [0]}}}
-    said = r"TorchRec's metric of that name is the registry's 'session_pairwise_auc' \(tmx\.SessionPairwiseAUC\)"
-    with pytest.raises(ValueError, match=rf"^TorchRec metric 'session_pairwise_auc' is not supported [^;]*{said}"):
-        tmx.RecMetricModule.from_torchrec_config(config)
+    module = tmx.RecMetricModule.from_torchrec_config(config)
+    assert isinstance(module.metrics["session_pairwise_auc"].lifetime, tmx.SessionPairwiseAUC)
+    assert [t.session_id_name for t in module.tasks] == ["session_id"]  # TorchRec's default session_key
+    module.update(
+        {
+            "prediction": torch.tensor([0.9, 0.2, 0.4]),
+            "label": torch.tensor([1.0, 0.0, 2.0]),
+            "weight": torch.ones(3),
+            "session_id": torch.tensor([0, 0, 0]),
+        }
+    )
+    values = module.compute()
+    assert sorted(values) == [
+        "session_pairwise_auc-t|lifetime_session_pairwise_auc",
+        "session_pairwise_auc-t|window_session_pairwise_auc",
+    ]
+    assert float(values["session_pairwise_auc-t|lifetime_session_pairwise_auc"]) == pytest.approx(2 / 3)
 
 
 def test_from_torchrec_config_names_the_class_of_a_standalone_torchrec_metric():

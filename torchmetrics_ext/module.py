@@ -859,7 +859,8 @@ class RecMetricModule(CheckpointLoading):
             reports are reported for the tasks its ``RecMetricDef`` names, and nothing else
             (TorchRec's AUC, grouped AUC and RAUC are window-only: their lifetime samples are not
             kept). Grouped AUC/AUPRC read TorchRec's ``"grouping_keys"`` column, and so does
-            ``segmented_ne`` (or the column its ``grouping_keys`` argument names) as segment ids.
+            ``segmented_ne`` (or the column its ``grouping_keys`` argument names) as segment ids;
+            ``session_pairwise_auc`` reads its ``session_key`` column (``"session_id"``) as session ids.
             ``reset()`` leaves the throughput running, as TorchRec's does. The throughput counts the rows each step
             holds (summed over ranks), where TorchRec adds its configured ``batch_size *
             world_size`` every step: the two differ on a partial or variable-size batch.

@@ -54,9 +54,9 @@ __all__ = [
     "torchrec_requirements",
 ]
 
-# TorchRec 1.9.2's names that are both a metric namespace (``MetricNamespace``) and a metric name
-# (``MetricName``): ``f"{x}-{task}|lifetime_{x}"`` reads as TorchRec's key of its metric ``x``, so a
-# metric keyed by its own name (``(name, name)``) may not take one of these names unless it is
+# TorchRec's names that are both a metric namespace (``MetricNamespace``) and a metric name
+# (``MetricName``), 1.9.2's and newer ones: ``f"{x}-{task}|lifetime_{x}"`` reads as TorchRec's key of its
+# metric ``x``, so a metric keyed by its own name (``(name, name)``) may not take one of these names unless it is
 # TorchRec's metric (tests/test_registry.py checks the list against TorchRec's enums).
 TORCHREC_SELF_NAMED = frozenset(
     {
@@ -98,7 +98,12 @@ TORCHREC_SELF_NAMED = frozenset(
         "weighted_sum_predictions",
         "xauc",
     }
+) | frozenset(
+    # newer TorchRec's self-named metrics (after 1.9.2): a module metric named so but computing something
+    # else would be logged under TorchRec's key for it
+    {"session_pairwise_auc"}
 )
+_NEWER_SELF_NAMED = frozenset({"session_pairwise_auc"})  # the above, for the test against TorchRec 1.9.2's enums
 _MISSING = object()
 
 
@@ -432,10 +437,10 @@ _STANDALONE_NAMES = {
     "hindsighttargetpr": "tmx.HindsightTargetPR: build it and give the object to RecMetricModule's `metrics`",
 }
 
-# TorchRec metrics newer than 1.9.2 (and 1.9.2's unweighted_ne), which from_torchrec_config (1.9.2's metrics)
-# does not build: what gives their value here (docs/migration_torchrec.md, "TorchRec after 1.9.2"). Keyed as
-# _STANDALONE_NAMES; the value follows "TorchRec's metric of that name". The registry's own names among them
-# (session_pairwise_auc) are found by `lookup` before any hint.
+# TorchRec metrics newer than 1.9.2 (and 1.9.2's unweighted_ne), which from_torchrec_config (1.9.2's metrics and
+# session_pairwise_auc) does not build: what gives their value here (docs/migration_torchrec.md, "TorchRec after
+# 1.9.2"). Keyed as _STANDALONE_NAMES; the value follows "TorchRec's metric of that name". The registry's own names
+# among them (session_pairwise_auc) are found by `lookup` before any hint.
 _TORCHREC_NAMES = {
     "uauc": (
         "is the registry's 'gauc' with the option groups_complete_per_batch=True (each batch's users scored apart, "
@@ -448,7 +453,8 @@ _TORCHREC_NAMES = {
     "sessionpairwiseauc": (
         "is the registry's 'session_pairwise_auc' (tmx.SessionPairwiseAUC), which reads the session ids of the "
         "tasks' session_id_name column: build it with RecMetricModule.from_config, e.g. "
-        "{'tasks': [{'name': 'click', 'session_id_name': 'session_id'}], 'metrics': ['session_pairwise_auc']}"
+        "{'tasks': [{'name': 'click', 'session_id_name': 'session_id'}], 'metrics': ['session_pairwise_auc']}, "
+        "or from_torchrec_config (its session_key column)"
     ),
     "unweightedne": "is 'ne' on a task whose weight_name is None (a second task on the same label and prediction)",
     "variance": (

@@ -24,6 +24,7 @@ from torchmetrics_ext.metrics import counters as _counters
 from torchmetrics_ext.metrics import entropy as _entropy
 from torchmetrics_ext.metrics import pointwise as _pointwise
 from torchmetrics_ext.metrics import regression as _regression
+from torchmetrics_ext.metrics import session_pairwise as _session_pairwise
 from torchmetrics_ext.metrics.base import TaskMetric
 from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import torchrec_name_hint
@@ -35,6 +36,7 @@ from torchmetrics_ext.wrappers.segmented import Segmented
 __all__ = ["TORCHREC_METRICS", "TorchRecPlan", "read_torchrec_config"]
 
 GROUPING_KEYS = "grouping_keys"  # the model output TorchRec's grouped AUC/AUPRC read
+SESSION_KEY = "session_id"  # the model output TorchRec's session_pairwise_auc reads by default (its `session_key`)
 _BOTH = ("lifetime", "window")
 
 
@@ -69,6 +71,7 @@ class _TorchRecMetric:
     arguments: tuple[str, ...] = ()
     grouped: bool = False  # reads TorchRec's ``grouping_keys`` column when a grouped value is on
     segmented: bool = False  # reads its ``grouping_keys`` argument's column as segment ids (segmented_ne)
+    sessions: bool = False  # reads its ``session_key`` argument's column as session ids (session_pairwise_auc)
 
 
 def _plain(cls: Callable[..., Metric], **options: Any) -> Callable[[int, Mapping[str, Any]], Metric]:
@@ -127,6 +130,41 @@ def _segment_column(arguments: Mapping[str, Any]) -> str:
             f"(`grouping_keys='country'`), got {column!r}; TorchRec's list of keys (several segmentations, "
             "keys suffixed '@{name}') is not: configure one segmented_ne per column in separate modules, or use "
             "standalone tmx.Segmented metrics."
+        )
+    return column
+
+
+def _session_pairwise_auc(num_tasks: int, arguments: Mapping[str, Any]) -> Metric:
+    """Newer TorchRec's ``session_pairwise_auc``: its options that choose the value passed on, the others refused.
+
+    ``score_key`` and ``pairwise_weight_key`` name other model outputs for the scores and weights: the
+    module reads each task's ``prediction_name`` and ``weight_name`` columns, so name those columns
+    there. ``remove_zero_weight_from_pair=False`` (pairs with a zero-weight row) has no counterpart.
+    """
+    for option in ("score_key", "pairwise_weight_key"):
+        if arguments.get(option) is not None:
+            column = "prediction_name" if option == "score_key" else "weight_name"
+            raise ValueError(
+                f"TorchRec metric 'session_pairwise_auc': `{option}={arguments[option]!r}` is not supported: "
+                f"the module reads each task's {column} column; set the task's {column} to that column instead."
+            )
+    if arguments.get("remove_zero_weight_from_pair", True) is not True:
+        raise ValueError(
+            "TorchRec metric 'session_pairwise_auc': only `remove_zero_weight_from_pair=True` (TorchRec's default) "
+            f"is supported, got {arguments['remove_zero_weight_from_pair']!r}: a row of weight 0 joins no pair here."
+        )
+    options = {k: arguments[k] for k in ("rank_order_label", "weight_pairs", "report_batch_coverage") if k in arguments}
+    return _session_pairwise.SessionPairwiseAUC(num_tasks, **options)
+
+
+def _session_column(arguments: Mapping[str, Any]) -> str:
+    """The column of session_pairwise_auc's session ids: its ``session_key`` argument (TorchRec's default)."""
+    column = arguments.get("session_key", SESSION_KEY)
+    if not isinstance(column, str) or not column:
+        raise refusal(
+            "TorchRec metric 'session_pairwise_auc': expected `session_key` to be the name of the model output "
+            f"holding the session ids (a non-empty string), got {column!r}.",
+            wrong_type=not isinstance(column, str),
         )
     return column
 
@@ -234,6 +272,22 @@ TORCHREC_METRICS: dict[str, _TorchRecMetric] = {
         ),
         arguments=("include_logloss", "num_groups", "grouping_keys", "cast_keys_to_int"),
         segmented=True,
+    ),
+    # newer TorchRec's (after 1.9.2): pairs within each batch's sessions, the ids read from its `session_key`
+    # model output (the tasks' session_id_name); keys session_pairwise_auc-{task}|lifetime_session_pairwise_auc,
+    # and with report_batch_coverage ..._valid_pairs_per_batch, ..._effective_training_examples_per_batch
+    "session_pairwise_auc": _TorchRecMetric(
+        (_Value("session_pairwise_auc", _session_pairwise_auc),),
+        arguments=(
+            "session_key",
+            "score_key",
+            "pairwise_weight_key",
+            "rank_order_label",
+            "remove_zero_weight_from_pair",
+            "weight_pairs",
+            "report_batch_coverage",
+        ),
+        sessions=True,
     ),
 }
 
@@ -411,10 +465,13 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
     )
     num_tasks = len(plan.tasks)
     columns: dict[str, str] = {}  # the id column each metric reads: {TorchRec metric: column}
+    sessions: dict[str, str] = {}  # the session id column of the tasks a session metric reads: {task: column}
     for name, spec, arguments, task_names in per_metric:
         if spec.segmented:
             columns[name] = _segment_column(arguments)
             plan.cast_segment_ids = bool(arguments.get("cast_keys_to_int", False))
+        if spec.sessions:
+            sessions.update(dict.fromkeys(task_names, _session_column(arguments)))
         for value in spec.values:
             if value.when is not None and not arguments.get(value.when):
                 continue
@@ -438,6 +495,7 @@ def read_torchrec_config(config: Any, state_metrics_mapping: Mapping[Any, Any] |
         )
     if columns:
         plan.tasks = [t | {"group_id_name": next(iter(columns.values()))} for t in plan.tasks]
+    plan.tasks = [t | {"session_id_name": sessions[t["name"]]} if t["name"] in sessions else t for t in plan.tasks]
     _check_fused_update_limit(fields_.get("fused_update_limit", 0))
     mode = _compute_mode(fields_.get("rec_compute_mode"))
     if fields_.get("should_validate_update", False):

@@ -76,7 +76,15 @@ def _check_session_args(k: int, average: str, rank_labels: bool) -> tuple[int, A
 
 
 def _format_sessions(sessions: Tensor, preds: Tensor, validate: bool) -> Tensor:
-    """``sessions`` as int64 ``(T, N)`` ids for the formatted ``(T, N)`` ``preds``; checked when ``validate``."""
+    """``sessions`` as int64 ``(T, N)`` ids for the formatted ``(T, N)`` ``preds``; checked when ``validate``.
+
+    A ``sessions`` that is not a tensor (``None``, a list) is refused even unvalidated: a named
+    ``WrongTypeError`` costs no more than the ``AttributeError`` it replaces.
+    """
+    if not isinstance(sessions, Tensor):
+        raise WrongTypeError(
+            f"Expected `sessions` to be a torch.Tensor of integer session ids, got {type(sessions).__name__}."
+        )
     shape = preds.shape
     if validate:
         check_tensor("sessions", sessions)

@@ -11,14 +11,17 @@ and a score tie counts one half. Each pair weighs :math:`w_i + w_j` (TorchRec's 
 over the sessions of every batch: large sessions, holding more pairs, weigh more. A session must
 lie within one batch (as in TorchRec): a session id seen in two batches is two sessions.
 
-Cost: rows are sorted once by (task, session, label) and each row's lower-label partners, a
-prefix of its session in that order, are counted with two ``searchsorted`` calls (so the pair
-count, the coverage counts and the sessions' bounds take O(N log N) time and O(N) memory); the
-score comparisons then run over exactly those pairs, in chunks of at most :data:`PAIR_CHUNK`
-pairs: O(P) time for P valid pairs, memory O(N + PAIR_CHUNK) whatever the session sizes (a session
-of 5,000 rows of distinct labels is 12.5 million pairs, about 48 chunks). The device is waited on
-three times per update (the two ``torch.unique`` calls, sessions and labels, whose sizes depend on
-the data, and the batch's pair count, which sizes the chunks). No loop over sessions, rows or tasks.
+Cost: no pair is formed. A pair's weight :math:`w_i + w_j` splits between its rows, so each row
+needs only how many of its partners score below, level with and above it; its partners are two
+ranges of its session once rows are sorted by (task, session, label) (the lower labels before it,
+the higher after it), and those counts come for every row at once from a wavelet matrix over the
+rows' score ranks within their sessions (one pass per bit of the rank: the longest session's on the
+CPU, ``N``'s on a device). Sorts of int64 keys, scans and gathers: O(N log N) time, O(N) memory,
+whatever the session sizes (a session of 5,000 rows of distinct labels, 12.5 million pairs, costs
+what 5,000 rows in sessions of 2 do, give or take the rank's bits). In ``update`` nothing has a
+size that depends on the data, so on a device it never waits for the device (no ``torch.unique``,
+no pair count). Counts are int64, exact; only their products with the weights are float64. No loop
+over sessions, rows or tasks.
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ from torch import Tensor
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.functional.session import _format_sessions
 from torchmetrics_ext.utilities.checks import check_flag, checks_validate_args, format_pointwise
+from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.docstrings import with_sections
 from torchmetrics_ext.utilities.warnings import warn_undefined
 
 __all__ = ["session_pairwise_auc"]
 
 LABEL_GAP = 1e-6  # labels closer than this are equal (TorchRec's threshold)
-PAIR_CHUNK = 1 << 18  # pairs compared at once: bounds the memory of one update
+_LOW_63 = (1 << 63) - 1  # every bit of an int64 but the sign
 # state order of _pairwise_update: pair sums, then the coverage counts, then the batches counted
 PAIRWISE_STATES = (
     "correct_pair_weight",
@@ -60,36 +64,129 @@ def _check_pairwise_args(rank_order_label: object, weight_pairs: object, report_
     check_flag("report_batch_coverage", report_batch_coverage)
 
 
-def _sorted_rows(target: Tensor, sessions: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Rows ordered by (task, session, label); per sorted row its session's first position and lower-label count.
+def _tie_starts(sorted_values: Tensor) -> Tensor:
+    """Per position of a sorted 1-D tensor, the first position holding the same value."""
+    position = torch.arange(sorted_values.numel(), device=sorted_values.device)
+    new = torch.ones_like(sorted_values, dtype=torch.bool)
+    new[1:] = sorted_values[1:] != sorted_values[:-1]
+    return torch.where(new, position, 0).cummax(0).values
 
-    Returns ``(order, start, lower, last)`` over the ``T * N`` flat rows: ``order`` the flat row at
-    each sorted position, ``start`` the sorted position where the row's session begins, ``lower``
-    the number of rows of its session with a label at least :data:`LABEL_GAP` below its own (they
-    are the positions ``start .. start + lower - 1``), ``last`` the session's last sorted position.
-    A row of weight 0 is a session of its own: it joins no pair.
+
+def _int_keys(values: Tensor) -> Tensor:
+    """int64 keys in the order of ``values`` (equal exactly where the values are): sorts of int64 run much faster.
+
+    Floating values go through float64 (exact for every floating dtype), ``-0.0`` made ``+0.0``, and
+    their bits read as an integer, the non-sign bits flipped for negative values.
     """
-    num_tasks, n = target.shape
-    flat = num_tasks * n
-    ids, session_ids = torch.unique(sessions, return_inverse=True)
-    task = torch.arange(num_tasks, device=target.device).unsqueeze(-1)
-    num_ids = max(ids.numel(), 1)  # the unique ids' count: no read of the device beyond unique's own
-    group = task * num_ids + session_ids
-    alone = num_tasks * num_ids + torch.arange(flat, device=target.device).view(num_tasks, n)
-    group = torch.where(present, group, alone).flatten()
-    labels, label_rank = torch.unique(target, return_inverse=True)
-    num_labels = labels.numel()
-    # the highest label rank at least LABEL_GAP below each row's label; below its own rank even where
+    if not values.is_floating_point():
+        return values.to(torch.int64)
+    bits = (values.to(torch.float64) + 0.0).view(torch.int64)
+    return torch.bitwise_xor(bits, torch.bitwise_and(torch.bitwise_right_shift(bits, 63), _LOW_63))
+
+
+def _ranks(keys: Tensor) -> Tensor:
+    """Per value of a 1-D int64 tensor, how many values are strictly below it (ties share it): a sort and a scan."""
+    ordered, order = torch.sort(keys)
+    return torch.empty_like(order).scatter_(0, order, _tie_starts(ordered))
+
+
+def _count_at_most(sorted_keys: Tensor, queries: Tensor) -> Tensor:
+    """Per query, how many of the sorted int64 ``sorted_keys`` are at most it (``searchsorted(..., right=True)``).
+
+    By one stable sort of both, the keys first (each query placed after the keys equal to it) and a
+    cumulative count: faster than a binary search per query on the CPU, and of fixed size.
+    """
+    n = sorted_keys.numel()
+    order = torch.sort(torch.cat([sorted_keys, queries]), stable=True).indices
+    keys_so_far = torch.cumsum(order < n, 0)
+    return torch.empty_like(order).scatter_(0, order, keys_so_far)[n:]
+
+
+def _session_numbers(sessions: Tensor, present: Tensor) -> Tensor:
+    """Per row of ``(T, N)``, its session's number (ranks, not ``torch.unique``: no size depends on the data).
+
+    Task ``t``'s sessions take ``t * 2N + [0, N)`` in the ids' order, and its row ``i`` of weight 0
+    ``t * 2N + N + i``, a session of its own.
+    """
+    num_tasks, n = sessions.shape
+    task = torch.arange(num_tasks, device=sessions.device).unsqueeze(-1)
+    if num_tasks == 1 or sessions.stride(0) == 0:  # one row of ids for every task: ranked once
+        within = _ranks(sessions[0]).expand(num_tasks, n)
+    else:  # ranks of (task, rank among every id): task t's ranks fall in t * N + [0, N)
+        by_task = task * (num_tasks * n) + _ranks(sessions.flatten()).view(num_tasks, n)
+        within = _ranks(by_task.flatten()).view(num_tasks, n) - task * n
+    return task * (2 * n) + torch.where(present, within, n + torch.arange(n, device=sessions.device))
+
+
+def _sorted_rows(target: Tensor, sessions: Tensor, present: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Rows ordered by (task, session, label), and per sorted row the bounds of its pairs.
+
+    Returns ``(order, group, start, lower_end, end)`` over the ``T * N`` flat rows: ``order`` the
+    flat row at each sorted position, ``group`` its session's number (ordered as the positions);
+    the row's lower-label partners (a label at least :data:`LABEL_GAP` below its own) are the
+    sorted positions ``start .. lower_end - 1``, a prefix of its session, which ends before
+    ``end``. Task ``t``'s rows are the positions ``t * N .. (t + 1) * N - 1``. A row of weight 0
+    is a session of its own: it joins no pair.
+    """
+    flat = target.numel()
+    group = _session_numbers(sessions, present).flatten()
+    labels = target.flatten()
+    label_keys = _int_keys(labels)
+    label_rank = _ranks(label_keys)
+    # the highest rank of a label at least LABEL_GAP below each row's label; below its own rank even where
     # y - LABEL_GAP rounds to y (labels above ~1e10), where every other label is that far below
-    below = torch.searchsorted(labels, target - LABEL_GAP, right=True) - 1
-    below = torch.minimum(below, label_rank - 1).flatten()
-    keys = group * num_labels + label_rank.flatten()  # < 2 * T * N * num_labels: no int64 overflow below 1e9 rows
+    below = _count_at_most(torch.sort(label_keys).values, _int_keys(labels - LABEL_GAP)) - 1
+    below = torch.minimum(below, label_rank - 1)
+    keys = group * flat + label_rank  # < 2 * (T * N) ** 2: no int64 overflow below 2e9 rows in all
     sorted_keys, order = torch.sort(keys)
-    base = group[order] * num_labels
-    start = torch.searchsorted(sorted_keys, base)
-    lower = torch.searchsorted(sorted_keys, base + below[order], right=True) - start
-    last = torch.searchsorted(sorted_keys, base + num_labels) - 1
-    return order, start, lower, last
+    group = group[order]
+    start = _tie_starts(group)
+    end = flat - _tie_starts(group.flip(0)).flip(0)
+    lower_end = _count_at_most(sorted_keys, group * flat + below[order])
+    return order, group, start, lower_end, end
+
+
+def _count_below(values: Tensor, bounds: Tensor, threshold: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """How many values of each range lie below its threshold, and how many equal it.
+
+    ``values`` are ``n`` int64 in ``[0, 2**bits)``; ``bounds`` ``(k, m)`` int64, non-decreasing along
+    the first dimension, cut ``k - 1`` ranges per column ``q``, ``values[bounds[r, q]:bounds[r + 1, q]]``,
+    each counted against the int64 ``threshold[q]``; both counts come back ``(k - 1, m)``. A wavelet
+    matrix, built and queried one bit at a time from the highest: each level stably moves the values
+    whose bit is 0 ahead of the others, and each range follows its values whose higher bits equal its
+    threshold's, counting those that go to the 0 side where the threshold's bit is 1. One table per
+    level, ``[zeros before i | n + 1 + i -> where the ones before i go]``, gives both the values' new
+    places and the bounds' new places. O((n + k * m) * bits) work in ``bits`` rounds of whole-array
+    operations, every size fixed by the inputs' shapes.
+    """
+    n = values.numel()
+    table = torch.zeros(2 * (n + 1), dtype=torch.int64, device=values.device)
+    zeros_before, ones_to = table[: n + 1], table[n + 1 :]
+    place = torch.arange(n + 1, device=values.device)
+    position = place[:n]
+    # every level's threshold bits at once, one byte each
+    levels = torch.arange(bits - 1, -1, -1, device=values.device).view(-1, *([1] * threshold.ndim))
+    up = torch.bitwise_and(torch.bitwise_right_shift(threshold, levels), 1).to(torch.uint8)
+    below = torch.zeros((bounds.shape[0] - 1, *bounds.shape[1:]), dtype=torch.int64, device=values.device)
+    size = bounds.diff(dim=0)
+    for step in range(bits):
+        bit = torch.bitwise_and(torch.bitwise_right_shift(values, bits - 1 - step), 1)
+        torch.cumsum(torch.bitwise_xor(bit, 1), 0, out=zeros_before[1:])
+        torch.sub(place, zeros_before, out=ones_to)
+        ones_to += zeros_before[n]
+        bounds = torch.take(table, bounds.add(up[step], alpha=n + 1))
+        kept = bounds.diff(dim=0)
+        below += up[step] * (size - kept)  # the range's values with a 0 here where the threshold has a 1
+        size = kept
+        values = torch.empty_like(values).scatter_(0, torch.take(table, position.add(bit, alpha=n + 1)), values)
+    return below, size
+
+
+def _bits(score: Tensor, n: int) -> int:
+    """Bits of the largest within-session score rank: read on the CPU path (free), ``N - 1``'s on a device."""
+    if on_device_path(score) or n < 2:
+        return max(1, (n - 1).bit_length())
+    return max(1, int(score.max()).bit_length())
 
 
 def _pairwise_update(
@@ -104,37 +201,61 @@ def _pairwise_update(
 
     ``preds``, ``target`` ``(T, N)``; ``sessions`` int64 ``(T, N)``; ``weights`` ``(T, N)``, ``(1, N)`` or ``None``.
     ``batch_count`` is 1 for a task with a row of positive weight, else 0.
+
+    No pair is formed: a pair weighs ``w_i + w_j``, so its share of the sums splits between its two
+    rows, and each row needs only counts over its partners, which are two ranges of the rows sorted
+    by (session, label): its lower-label partners before it, its higher-label ones after it. How many
+    partners score below or level with the row is counted for every row at once
+    (:func:`_count_below`, over each row's score rank within its session), in int64 (exact; a tie
+    counts 1 of 2).
     """
     num_tasks, n = preds.shape
     y = target.to(torch.float64)
     y = -y if rank_order_label else y
     w = torch.ones_like(y) if weights is None else weights.to(torch.float64).expand_as(y)
     present = w > 0
-    order, start, lower, last = _sorted_rows(y, sessions, present)
-    y_sorted, p_sorted, w_sorted = y.flatten()[order], preds.flatten()[order], w.flatten()[order]
-    task_sorted = torch.div(order, max(n, 1), rounding_mode="floor")
-    zeros = torch.zeros(num_tasks, dtype=torch.float64, device=preds.device)
-    valid = zeros.index_add(0, task_sorted, lower.to(torch.float64))
-    # a row pairs with a lower label (its session's first label is LABEL_GAP below) or a higher one
-    effective = (y_sorted - y_sorted[start] >= LABEL_GAP) | (y_sorted[last] - y_sorted >= LABEL_GAP)
-    effective_count = zeros.index_add(0, task_sorted, effective.to(torch.float64))
     batches = present.any(-1).to(torch.float64)
-    ends = lower.cumsum(0)
-    num_pairs = int(ends[-1]) if ends.numel() else 0
-    # pair number k of row i (counted from ends[i] - lower[i]) pairs it with the sorted row start[i] + k
-    first_partner = start - ends + lower
-    correct, total = zeros.clone(), zeros.clone()
-    for first in range(0, num_pairs, PAIR_CHUNK):
-        pair = torch.arange(first, min(first + PAIR_CHUNK, num_pairs), device=preds.device)
-        hi = torch.searchsorted(ends, pair, right=True)  # the row of the higher label
-        lo = first_partner[hi] + pair  # its partner, a lower label of its session
-        p_hi, p_lo = p_sorted[hi], p_sorted[lo]
-        credit = (p_hi > p_lo).to(torch.float64) + 0.5 * (p_hi == p_lo).to(torch.float64)
-        pair_weight = w_sorted[hi] + w_sorted[lo] if weight_pairs else torch.ones_like(credit)
-        task = task_sorted[hi]
-        correct.index_add_(0, task, credit * pair_weight)
-        total.index_add_(0, task, pair_weight)
-    return correct, total, valid, effective_count, batches
+    if n == 0:
+        zeros = torch.zeros(num_tasks, dtype=torch.float64, device=preds.device)
+        return zeros, zeros.clone(), zeros.clone(), zeros.clone(), batches
+    order, group, start, lower_end, end = _sorted_rows(y, sessions, present)
+    flat = order.numel()
+    # higher-label partners: the rows whose lower range reaches this one; lower_end never decreases, so
+    # they begin where the count of lower_end values at most the row's position says
+    reach = torch.zeros(flat + 1, dtype=torch.int64, device=preds.device)
+    reach.scatter_add_(0, lower_end, torch.ones_like(lower_end))
+    upper_start = torch.minimum(reach.cumsum(0)[:flat], end)
+    # each row's score rank within its session (ties share it) and its ties' count, in the sorted rows'
+    # order: a second sort, by (session, score rank), whose sessions take the same positions as the first's
+    by_score, within = torch.sort(group * flat + _ranks(_int_keys(preds.flatten()))[order])
+    tie_start = _tie_starts(by_score)
+    tie_end = flat - _tie_starts(by_score.flip(0)).flip(0)
+    score = torch.empty_like(within).scatter_(0, within, tie_start - start[within])
+    ties = torch.empty_like(within).scatter_(0, within, tie_end - tie_start)
+    # two ranges per row: its lower partners, then the rows of labels within LABEL_GAP of its own (itself
+    # among them); its higher partners are the rest of its session, where `score` rows score below it
+    # and `ties` level with it (itself among them) in all
+    ranges = torch.stack([start, lower_end, upper_start])
+    below, level = _count_below(score, ranges, score, _bits(score, n))
+    lower, upper = lower_end - start, end - upper_start
+    upper_below = score - below[0] - below[1]
+    upper_level = ties - level[0] - level[1]
+    # twice each row's credit: over its lower partners (above them: 2, level: 1), over its higher ones
+    credit_high = 2 * below[0] + level[0]
+    credit_low = 2 * (upper - upper_below - upper_level) + upper_level
+
+    def per_task(rows: Tensor) -> Tensor:
+        return rows.view(num_tasks, n).sum(-1, dtype=torch.float64)
+
+    if weight_pairs:
+        w_sorted = w.flatten()[order]
+        correct = per_task(w_sorted * (credit_high + credit_low)) / 2
+        total = per_task(w_sorted * (lower + upper))
+    else:
+        correct, total = per_task(credit_high) / 2, per_task(lower)
+    valid = per_task(lower)
+    effective = per_task((lower > 0) | (upper > 0))
+    return correct, total, valid, effective, batches
 
 
 def _pairwise_auc_compute(states: tuple[Tensor, ...], name: str = "SessionPairwiseAUC") -> Tensor:

@@ -43,7 +43,7 @@ class _SessionInputsMetric(TaskMetric):
     def _format(
         self, preds: Tensor, target: Tensor, sessions: Tensor, weights: Tensor | None, validate: bool
     ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-        if validate and sessions is None:
+        if sessions is None:  # even unvalidated: a named error, not an AttributeError from the kernel
             raise WrongTypeError(f"{type(self).__name__}.update() requires `sessions`.")
         p, t, w = format_pointwise(
             preds, target, weights, self.num_tasks, preds_domain="real", validate=validate, **self._format_options()

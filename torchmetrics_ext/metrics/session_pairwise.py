@@ -42,11 +42,11 @@ class SessionPairwiseAUC(_SessionInputsMetric):
     over the batches counted on every rank (0 before any).
 
     State: five float64 sums per task (correct and total pair weight, pair and row counts,
-    batches), constant memory, ``sum`` across ranks. Cost per batch: a sort of the rows and
-    ``searchsorted`` calls (O(N log N)), then the scores of exactly the valid pairs compared in
-    chunks of at most 262,144 pairs, so memory stays O(N) whatever the session sizes and time is
-    O(P) for P pairs (a session of ``m`` rows of distinct labels has ``m (m - 1) / 2``); the pair
-    count and the sizes of two ``torch.unique`` calls are read on the host (three waits per batch).
+    batches), constant memory, ``sum`` across ranks. Cost per batch: no pair is formed (each row's
+    partners are counted by score in O(log N) vectorised passes), so time is O(N log N) and memory
+    O(N) whatever the session sizes (a session of ``m`` rows of distinct labels holds
+    ``m (m - 1) / 2`` pairs), and on a device ``update`` never waits for it (with
+    ``validate_args=False``; the checks read the inputs' bounds once).
 
     Args:
         num_tasks: number of tasks ``T``; inputs are ``(N,)`` for one task or ``(T, N)``.

@@ -23,6 +23,7 @@ from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
 from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
+    carry_saved_ranks,
     derive_missing,
     drop_pending_load,
     end_loads_in_a_hook,
@@ -1401,6 +1402,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             finally:
                 life.__dict__.pop("_chunks_in_use", None)
         life.__dict__["_computed"] = None
+        carry_saved_ranks(self, incoming_state)  # a module's units: the saved ranks whose states they hold
 
     def sync(
         self,

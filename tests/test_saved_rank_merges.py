@@ -158,6 +158,13 @@ def test_one_saved_rank_loaded_in_one_process_warns_naming_load_saved_ranks(ddp_
         values, warned = _values(module)
         assert warned == []
         _check(values, [(0, 0), (1, 0)])
+    # a merge by hand that left metrics out: those leave out rank 1's rows, and the warning says so
+    partly = _load(files[0])
+    partly.metrics["ctr"].merge_state(_load(files[1]).metrics["ctr"])
+    values, warned = _values(partly)
+    _check({**values, "ctr/click": _reference([(0, 0)])["ctr/click"]}, [(0, 0)])
+    assert values["ctr/click"] == pytest.approx(_reference([(0, 0), (1, 0)])["ctr/click"], rel=1e-9)
+    assert len(warned) == 1 and "not every metric holds the samples of every rank" in warned[0]
     # reset() after the load starts the values over, and clears the record
     restarted = _load(files[0])
     restarted.reset()

@@ -597,11 +597,19 @@ class CheckpointLoading(nn.Module):
         head = f"RecMetricModule: its states were saved {source}, and this is {here}: "
         if world is None:
             held = sorted(r for r, w in self._saved_ranks_held() if w == saved_world) or [saved_rank]
+            some = sorted(r for r, w in self._saved_ranks_held(every=False) if w == saved_world)
+            ranks = f"saved rank{'s' if len(held) > 1 else ''} {', '.join(map(str, held))}"
+            what = (
+                f"they hold the samples of {ranks} alone, so its values leave out those of the other ranks of that run"
+                if some == held
+                else f"not every metric holds the samples of every rank of that run (each holds {ranks}; some, merged "
+                f"by hand, saved ranks {some}), so some of its values leave out those of the other ranks"
+            )
             body = (
-                f"they hold the samples of saved rank{'s' if len(held) > 1 else ''} {', '.join(map(str, held))} "
-                f"alone, so its values leave out those of the other ranks of that run. Pass the list of every saved "
-                "rank's `state_dict()` to `module.load_saved_ranks(saved)` to resume the whole run (docs/module.md, "
-                "Under DDP without Lightning), or `reset()` the module after loading to start its values over."
+                what
+                + ". Pass the list of every saved rank's `state_dict()` to `module.load_saved_ranks(saved)` to resume "
+                "the whole run (docs/module.md, Under DDP without Lightning), or `reset()` the module after loading "
+                "to start its values over."
             )
         elif saved_world == size:
             body = (
@@ -631,17 +639,18 @@ class CheckpointLoading(nn.Module):
             stacklevel=user_stacklevel(),  # the user's compute()/local_compute() (or log_dict, a wrapper's)
         )
 
-    def _saved_ranks_held(self) -> frozenset[tuple[int, int]]:
-        """The saved ranks whose states every metric of the module holds: loaded, or merged in since by hand.
+    def _saved_ranks_held(self, every: bool = True) -> frozenset[tuple[int, int]]:
+        """The saved ranks whose states every metric of the module holds (``every=False``: some metric).
 
-        Each metric records the saved rank of the checkpoint it was loaded from and those of the
-        metrics merged into it since (``merge_state`` of another module's metric, loaded from another
-        saved rank's ``state_dict``); a metric without a record holds none for certain.
+        Loaded, or merged in since by hand: each metric records the saved rank of the checkpoint it
+        was loaded from and those of the metrics merged into it since (``merge_state`` of another
+        module's metric, loaded from another saved rank's ``state_dict``); a metric without a record
+        holds none for certain.
         """
         held: frozenset[tuple[int, int]] | None = None
         for unit, _, _ in self._updated_units():
             ranks = saved_ranks(unit) or frozenset()
-            held = ranks if held is None else held & ranks
+            held = ranks if held is None else held & ranks if every else held | ranks
         return held or frozenset()
 
     def _holds_every_saved_rank(self, saved_world: int) -> bool:

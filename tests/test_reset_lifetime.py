@@ -14,6 +14,7 @@ online-training hunt), since that lifetime is written from the window's sums whe
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 
@@ -203,3 +204,66 @@ def test_module_reset_lifetime_without_a_window_clears_the_metrics_and_keeps_the
     assert got["ctr/click"].item() == pytest.approx(_reference("ctr", [b]), rel=1e-12)
     assert got["throughput/total_examples"].item() == 11
     assert module.should_compute()  # the step counter is kept
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+def test_a_reset_of_the_kept_lifetime_metric_is_reset_lifetime(name, seed):
+    """``metric.lifetime.reset()`` through a reference kept to it: the lifetime restarts, the window goes on.
+
+    It used to come back, for a binned AUC, with the samples still in the window (its lifetime
+    histogram is written from the window's sums when read): 0.8805 for scikit-learn's 0.8505.
+    """
+    g = np.random.default_rng(100 + seed)
+    window = 300
+    metric = tmx.Windowed(FACTORIES[name](), window_size=window)
+    life = metric.lifetime  # kept, as a logger or a MetricCollection keeps it
+    updates: list = []
+    since = 0
+    for step in range(60):
+        n = int(g.integers(1, 400)) if step % 17 == 5 else int(g.integers(1, 60))
+        batch = _batch(g, n)
+        metric.update(*(torch.tensor(a) for a in batch))
+        updates.append(batch)
+        if step % 23 == 10:
+            life.reset()
+            since = len(updates)
+        if step == 40:  # resumed mid-window: the resumed metric's own lifetime, kept again
+            resumed = tmx.Windowed(FACTORIES[name](), window_size=window)
+            resumed.load_state_dict(metric.state_dict())
+            metric, life = resumed, resumed.lifetime
+        if since == len(updates) or step % 3:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+            got = metric.compute()
+            kept = life.compute()
+        _check(got["lifetime"].item(), _reference(name, updates[since:]), f"step {step}: lifetime")
+        _check(kept.item(), _reference(name, updates[since:]), f"step {step}: the kept lifetime")
+        _check(got["window"].item(), _reference(name, _window(updates, window)), f"step {step}: window")
+    # a copy's lifetime is its own: its reset restarts the copy's lifetime and leaves this metric's alone
+    twin, extra = copy.deepcopy(metric), _batch(g, 40)
+    twin.lifetime.reset()
+    twin.update(*(torch.tensor(a) for a in extra))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)
+        got, theirs = metric.compute(), twin.compute()
+    _check(theirs["lifetime"].item(), _reference(name, [extra]), "the copy's lifetime")
+    _check(theirs["window"].item(), _reference(name, _window([*updates, extra], window)), "the copy's window")
+    _check(got["lifetime"].item(), _reference(name, updates[since:]), "the original's lifetime")
+
+
+def test_a_reset_of_the_metric_given_to_a_windowed_module_restarts_its_lifetime():
+    """The metric given to ``RecMetricModule(window_size=...)`` becomes its lifetime: its reset is the lifetime's."""
+    bauc = tmx.AUC(num_bins=BINS)
+    module = tmx.RecMetricModule(_tasks(), {"bauc": bauc, "ctr": "ctr"}, window_size=301, throughput=False)
+    g = np.random.default_rng(7)
+    updates = [_batch(g, int(g.integers(20, 80))) for _ in range(12)]
+    for i, (p, y, w) in enumerate(updates):
+        if i == 7:
+            bauc.reset()
+        module.update({"p": torch.tensor(p), "y": torch.tensor(y), "w": torch.tensor(w)})
+    got = module.compute()
+    _check(got["bauc/click"].item(), _reference("bauc", updates[7:]), "lifetime")
+    _check(got["bauc/click/window"].item(), _reference("bauc", _window(updates, 301)), "window")
+    _check(got["ctr/click"].item(), _reference("ctr", updates), "another metric's lifetime is left alone")

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from torchmetrics_ext.metrics._checkpoints import load_explained
+from torchmetrics_ext.metrics._checkpoints import load_explained, note_saved_ranks, saved_ranks
 from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.distributed import _world
 from torchmetrics_ext.utilities.errors import WrongTypeError
@@ -560,6 +560,8 @@ class CheckpointLoading(nn.Module):
         if state is not None and state.get("rank") is not None and state.get("world_size") is not None:
             saved_by = (as_int(state["rank"]), as_int(state["world_size"]))
         self.__dict__[SAVED_BY] = saved_by
+        for unit, _, _ in self._updated_units():  # what each holds; a merge of another saved rank's adds to it
+            note_saved_ranks(unit, None if saved_by is None else frozenset({saved_by}))  # type: ignore[arg-type]
 
     def _warn_other_rank(self) -> None:
         """Warn, once per load, where this rank's states are not its own share of this run's samples.
@@ -570,27 +572,53 @@ class CheckpointLoading(nn.Module):
         samples once per rank, without an error anywhere. So does a checkpoint saved in one process
         loaded on every rank of a DDP run, and per-rank files saved by another number of ranks leave
         out the samples of a saved rank no rank loads (or count those of one several ranks load).
+        In one process (or a process group of one rank), one DDP rank's file holds that rank's share
+        alone: the values leave out the other ranks' samples.
         The module records the ``(rank, world size)`` that saved its states (:meth:`get_extra_state`;
-        rank 0 of 1 in one process) and, under DDP (a process group of more than one rank), says so at
-        the first ``compute()`` or ``local_compute()`` of a rank whose record is another rank's (a
-        one-process checkpoint: every rank but 0, where the whole run's states belong) or of another
-        world size (a one-process checkpoint on rank 0 excepted); a ``reset()`` or a load of other
-        states clears it (the rank's own, a checkpoint that records no rank, as earlier versions saved
-        them, or every saved rank's merged by ``RecMetricCallback``). Nothing is communicated (each
-        rank reads its own record), so no rank waits for another, and nothing is added to a step.
+        rank 0 of 1 in one process) and says so at the first ``compute()`` or ``local_compute()`` of a
+        rank whose record is another rank's (a one-process checkpoint: every rank but 0, where the
+        whole run's states belong) or of another world size (a one-process checkpoint on rank 0
+        excepted), one process included; a ``reset()`` or a load of other states clears it (the rank's
+        own, a checkpoint that records no rank, as earlier versions saved them, or every saved rank's
+        merged by ``RecMetricCallback`` or :meth:`load_saved_ranks`). Nothing is said on rank 0 (or in
+        one process) where every metric holds every rank of the saved run: its own file, with each
+        other saved rank's merged into it by hand (``merge_state`` of the metrics of a module that
+        loaded it: each metric records the saved ranks it holds, see
+        :func:`~torchmetrics_ext.metrics._checkpoints.note_saved_ranks`), nor where a one-process
+        checkpoint holds no sample (saved before any update: nothing counts twice). Nothing is
+        communicated (each rank reads its own record), so no rank waits for another, and nothing is
+        added to a step.
         """
         saved_by = self.__dict__.pop(SAVED_BY, None)
         if saved_by is None:  # the usual case: no load since the last compute, nothing asked of torch
             return
         world = _world()
-        if world is None or saved_by == world:
+        rank, size = world or (0, 1)  # one process, or a process group of one rank: nothing is synced
+        if saved_by == (rank, size):
             return
-        (saved_rank, saved_world), (rank, size) = saved_by, world
-        if saved_world == 1 and rank == 0:  # the whole of a one-process run, resumed on rank 0: its lifetime
-            return
+        saved_rank, saved_world = saved_by
+        if rank == 0 and (saved_world == 1 or self._holds_every_saved_rank(saved_world)):
+            return  # the whole of the saved run (loaded, or merged by hand), resumed on rank 0: its lifetime
         source = "in one process (no process group)" if saved_world == 1 else f"by rank {saved_rank} of {saved_world}"
-        head = f"RecMetricModule: its states were saved {source}, and this is rank {rank} of {size}: "
-        if saved_world == size:
+        here = f"rank {rank} of {size}" if world is not None else "one process (no process group)"
+        head = f"RecMetricModule: its states were saved {source}, and this is {here}: "
+        if world is None:
+            held = sorted(r for r, w in self._saved_ranks_held() if w == saved_world) or [saved_rank]
+            some = sorted(r for r, w in self._saved_ranks_held(every=False) if w == saved_world)
+            ranks = f"saved rank{'s' if len(held) > 1 else ''} {', '.join(map(str, held))}"
+            what = (
+                f"they hold the samples of {ranks} alone, so its values leave out those of the other ranks of that run"
+                if some == held
+                else f"not every metric holds the samples of every rank of that run (each holds {ranks}; some, merged "
+                f"by hand, saved ranks {some}), so some of its values leave out those of the other ranks"
+            )
+            body = (
+                what
+                + ". Pass the list of every saved rank's `state_dict()` to `module.load_saved_ranks(saved)` to resume "
+                "the whole run (docs/module.md, Under DDP without Lightning), or `reset()` the module after loading "
+                "to start its values over."
+            )
+        elif saved_world == size:
             body = (
                 f"the synced values count rank {saved_rank}'s samples once more for every rank that loaded them (a "
                 "checkpoint saved on rank 0 alone and loaded on every rank counts them once per rank). Save each "
@@ -617,6 +645,24 @@ class CheckpointLoading(nn.Module):
             head + body,
             stacklevel=user_stacklevel(),  # the user's compute()/local_compute() (or log_dict, a wrapper's)
         )
+
+    def _saved_ranks_held(self, every: bool = True) -> frozenset[tuple[int, int]]:
+        """The saved ranks whose states every metric of the module holds (``every=False``: some metric).
+
+        Loaded, or merged in since by hand: each metric records the saved rank of the checkpoint it
+        was loaded from and those of the metrics merged into it since (``merge_state`` of another
+        module's metric, loaded from another saved rank's ``state_dict``); a metric without a record
+        holds none for certain.
+        """
+        held: frozenset[tuple[int, int]] | None = None
+        for unit, _, _ in self._updated_units():
+            ranks = saved_ranks(unit) or frozenset()
+            held = ranks if held is None else held & ranks if every else held | ranks
+        return held or frozenset()
+
+    def _holds_every_saved_rank(self, saved_world: int) -> bool:
+        """Whether every metric holds the states of every rank of a run of ``saved_world`` ranks (merged by hand)."""
+        return {(r, saved_world) for r in range(saved_world)} <= self._saved_ranks_held()
 
 
 def _total_examples(throughput: Metric) -> Tensor:
@@ -690,6 +736,26 @@ def _after_load(module: nn.Module, incompatible_keys: Any) -> None:
         # the load replaced every group's states, through resets of its own (a window change empties each
         # unit's window): neither those nor a reset of one metric alone before the load is said at `compute`
         module._mark_members()
+        saved_by = module.__dict__.get(SAVED_BY)
+        if saved_by is not None and saved_by[1] == 1 and _world() is not None and _holds_no_samples(module):
+            # a one-process run saved before its first sample: loaded on every rank, nothing counts twice
+            del module.__dict__[SAVED_BY]
+
+
+def _holds_no_samples(module: CheckpointLoading) -> bool:
+    """Whether every state of the module's metrics (lifetimes and windows) and its throughput's count are defaults."""
+    metrics: list[Metric] = []
+    for unit, _, _ in module._updated_units():
+        metrics.extend([unit.lifetime, unit.window] if isinstance(unit, Windowed) else [unit])
+    for metric in metrics:
+        for name, default in metric._defaults.items():
+            value = getattr(metric, name)
+            if isinstance(value, Tensor) and isinstance(default, Tensor):
+                if not torch.equal(value, default.to(value)):
+                    return False
+            elif not isinstance(value, list) or any(chunk.numel() for chunk in value):
+                return False
+    return module.throughput is None or not _total_examples(module.throughput).item()
 
 
 def _strict_keys_hint(module: nn.Module, prefix: str, incompatible_keys: Any) -> str | None:

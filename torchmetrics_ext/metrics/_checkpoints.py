@@ -35,6 +35,7 @@ from torchmetrics_ext.utilities.warnings import user_stacklevel
 __all__ = [
     "UNCHECKED_SUFFIX",
     "CheckpointedStates",
+    "carry_saved_ranks",
     "copied_with_source",
     "derive_missing",
     "drop_pending_load",
@@ -45,10 +46,12 @@ __all__ = [
     "load_explained",
     "load_own_entries",
     "note_checkpoint",
+    "note_saved_ranks",
     "note_settings",
     "reset_cleared_states",
     "reset_left_states",
     "resets_taken",
+    "saved_ranks",
     "settings_problems",
     "share_states_with",
     "standalone_state",
@@ -311,6 +314,39 @@ def _count_reset(metric: Metric, held: tuple[int, int, int] | None) -> None:
 def resets_taken(metric: Metric) -> int:
     """How many times ``metric`` has been reset (see :func:`_count_reset`), by its owner or anyone else."""
     return metric.__dict__.get("_resets_taken", 0)
+
+
+# the saved ranks whose states a metric holds, {(rank, world size)}: see note_saved_ranks
+_SAVED_RANKS = "_saved_ranks"
+
+
+def note_saved_ranks(metric: Metric, ranks: frozenset[tuple[int, int]] | None) -> None:
+    """Record which saved ranks' states ``metric`` holds now: ``{(rank, world size)}``; ``None`` forgets the record.
+
+    A ``RecMetricModule`` records it on each of its metrics when it loads a checkpoint that names the
+    rank that saved it; :func:`carry_saved_ranks` adds those of a metric merged in since. The module
+    reads them at its next ``compute`` (``_warn_other_rank``): a rank that loaded its own states of
+    another run and merged every other saved rank's into them by hand holds that whole run.
+    """
+    if ranks is None:
+        metric.__dict__.pop(_SAVED_RANKS, None)
+    else:
+        metric.__dict__[_SAVED_RANKS] = frozenset(ranks)
+
+
+def saved_ranks(metric: Metric) -> frozenset[tuple[int, int]] | None:
+    """The saved ranks whose states ``metric`` holds (see :func:`note_saved_ranks`); ``None``: unrecorded."""
+    return metric.__dict__.get(_SAVED_RANKS)
+
+
+def carry_saved_ranks(metric: Metric, incoming: Any) -> None:
+    """After ``metric.merge_state(incoming)``: ``metric`` holds the saved ranks recorded on ``incoming`` too.
+
+    Only where both record some (a dict of states, or a metric loaded outside a module, records none).
+    """
+    ours, theirs = saved_ranks(metric), incoming.__dict__.get(_SAVED_RANKS) if isinstance(incoming, Metric) else None
+    if ours is not None and theirs is not None:
+        metric.__dict__[_SAVED_RANKS] = ours | theirs
 
 
 def holds_anything(metric: Metric) -> bool:

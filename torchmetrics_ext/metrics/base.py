@@ -31,6 +31,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     CheckpointedStates,
     _count_reset,
     _count_states_written,
+    carry_saved_ranks,
     derive_missing,
     fill_from_source,
     held_states,
@@ -691,6 +692,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         ``reset``): a later update outside it writes into them in place.
         """
         refuse_while_synced(self, "merge_state")
+        merged = incoming_state
         if not isinstance(incoming_state, (dict, Metric)):  # TorchMetrics' check, before anything is read
             raise WrongTypeError(
                 f"Expected incoming state to be a dict or an instance of Metric but got {type(incoming_state)}"
@@ -754,6 +756,7 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         self._join_merged_chunks()
         self._computed = None
         _count_states_written(self)
+        carry_saved_ranks(self, merged)  # a module's units: the saved ranks whose states they hold
 
     def _states_under_own_names(self, states: Mapping[str, Any]) -> dict[str, Any]:
         """``states`` under this metric's names: those named as checkpoints or the other ``validate_args`` names them.

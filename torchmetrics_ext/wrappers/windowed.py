@@ -23,6 +23,7 @@ from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
 from torchmetrics_ext.metrics._bootstrap import refuse_bootstrapped_tasks
 from torchmetrics_ext.metrics._checkpoints import (
     _CHECKPOINT_VERSION,
+    carry_saved_ranks,
     derive_missing,
     drop_pending_load,
     end_loads_in_a_hook,
@@ -92,6 +93,24 @@ def _own(child: Module, owner: Windowed, name: str) -> None:
         if not getattr(current, "_writes_deferred", False):
             state[method] = _current(child, current)
     state["__getstate__"] = functools.partial(_current_state, child)
+    if name == "lifetime":
+        state["reset"] = functools.partial(_reset_lifetime_of, weakref.ref(owner), child)
+
+
+def _reset_lifetime_of(owner: weakref.ref[Windowed], child: Module) -> None:
+    """``reset`` of the lifetime metric of a ``Windowed`` ``owner``: the owner's ``reset_lifetime``, exactly.
+
+    A binned metric's lifetime histogram is the window's running sums plus a base, written into
+    the lifetime metric when read: a plain reset of that metric (a reference kept to it, the metric
+    given to ``RecMetricModule(window_size=...)``, or Lightning resetting a logged ``ne.lifetime``
+    at an epoch's end) came back with the samples still in the window at the next read. Through any
+    reference, the reset empties the lifetime only, as :meth:`Windowed.reset_lifetime` does.
+    """
+    windowed = owner()
+    if windowed is not None and windowed._modules.get("lifetime") is child:
+        windowed._restart_lifetime()
+    with torch.inference_mode(False):  # a wrapped TorchMetrics metric's reset would make inference tensors
+        type(child).reset(child)  # type: ignore[attr-defined]  # a Metric
 
 
 def _refresh_before_save(module: Module, prefix: str, keep_vars: bool) -> None:
@@ -122,7 +141,7 @@ def _current_state(child: Module) -> dict[str, Any]:
     """
     write_deferred_states(child)
     state = type(child).__getstate__(child)
-    for name in (*_READERS, "__getstate__"):
+    for name in (*_READERS, "__getstate__", "reset"):
         state.pop(name, None)
     return state
 
@@ -1235,12 +1254,12 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         """Clear the lifetime, the window and the ring (ordinary tensors, under ``torch.inference_mode()`` too)."""
         with torch.inference_mode(False):  # a wrapped TorchMetrics metric's reset would make inference tensors
             super().reset()
-            self.lifetime.reset()
-            self.window.reset()
             self._ring.clear()
             if self._hist is not None:
                 self._hist.clear()
-        self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
+            self.__dict__["_window_stale"] = self.__dict__["_lifetime_stale"] = False
+            self._child("lifetime").reset()
+            self._child("window").reset()
         self.__dict__["_restored"] = False
         self._bind_window_lists()
 
@@ -1249,10 +1268,11 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
 
         The lifetime then covers the updates from here on, as a plain metric ``reset()`` at this
         point and fed the later updates; the window is unchanged, and later updates evict from it
-        as before (a window value equals the uninterrupted run's). :meth:`reset` clears both. Clear
-        the lifetime this way, never with ``metric.lifetime.reset()``: a binned AUC's lifetime
-        histogram is written from the window's sums when read, so a reset of the kept reference
-        alone comes back with the samples still in the window.
+        as before (a window value equals the uninterrupted run's). :meth:`reset` clears both.
+        ``metric.lifetime.reset()`` (through any reference to the lifetime metric: the metric given to
+        ``RecMetricModule(window_size=...)``, a logged ``metric.lifetime`` that Lightning resets) does
+        the same: a binned AUC's lifetime histogram, written from the window's sums when read, is
+        emptied of the lifetime's part alone.
 
         Examples:
             >>> import torch
@@ -1264,10 +1284,12 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             >>> {name: value.item() for name, value in ctr.compute().items()}
             {'lifetime': 0.0, 'window': 0.5}
         """
-        with torch.inference_mode(False):  # a wrapped TorchMetrics metric's reset would make inference tensors
-            if self._hist is not None:  # its sums are the window's too: the lifetime's part alone is emptied
-                self._hist.restart_lifetime()
-            self._child("lifetime").reset()
+        self._child("lifetime").reset()  # through the reset of the lifetime metric: `_restart_lifetime` first
+
+    def _restart_lifetime(self) -> None:
+        """The wrapper's part of a lifetime reset: a binned metric's histogram keeps the window's part alone."""
+        if self._hist is not None:  # its sums are the window's too: the lifetime's part alone is emptied
+            self._hist.restart_lifetime()
         self.__dict__["_lifetime_stale"] = False
         self._computed = None
 
@@ -1380,6 +1402,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             finally:
                 life.__dict__.pop("_chunks_in_use", None)
         life.__dict__["_computed"] = None
+        carry_saved_ranks(self, incoming_state)  # a module's units: the saved ranks whose states they hold
 
     def sync(
         self,

@@ -1797,6 +1797,18 @@ class RecMetricModule(CheckpointLoading):
             "`torchmetrics_ext.integrations.lightning.RecMetricCallback` update, log and reset it."
         )
 
+    def values(self) -> Any:
+        """Not a mapping of metrics: raises the ``TypeError`` of :meth:`items`.
+
+        ``LightningModule.log_dict(module)`` on a model set up by ``lightning.fabric.Fabric`` reads ``values()``
+        first (Lightning's route through Fabric), where the missing method failed with Python's bare "object has
+        no attribute 'values'".
+
+        Raises:
+            TypeError: always, as :meth:`items`.
+        """
+        return self.items()
+
     def local_compute(self) -> dict[str, Tensor]:
         """Like :meth:`compute` for this rank's states only (no communication).
 

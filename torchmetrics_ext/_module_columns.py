@@ -9,7 +9,6 @@ never given is warned for, once; id columns must be integers of the step's shape
 from __future__ import annotations
 
 import difflib
-import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.errors import WrongTypeError
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo
@@ -77,11 +76,10 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
     for task in tasks:
         if task.weight_name not in ("weight", None) and task.weight_name not in model_out:
             text = _missing_column(task, "weight", task.weight_name, model_out)
-            warnings.warn(
+            warn_at_user(
                 f"{text} Its samples weigh 1 (a missing weight column means weight 1); this is said once, at the "
                 "first step.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
 
 

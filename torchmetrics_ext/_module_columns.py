@@ -10,7 +10,6 @@ never given is warned for, once, and so is a default ``"weight"`` column missing
 from __future__ import annotations
 
 import difflib
-import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.utilities.errors import WrongTypeError
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo
@@ -78,11 +77,10 @@ def _warn_unread_weight_names(tasks: Sequence[RecTaskInfo], model_out: Mapping[s
     for task in tasks:
         if task.weight_name not in ("weight", None) and task.weight_name not in model_out:
             text = _missing_column(task, "weight", task.weight_name, model_out)
-            warnings.warn(
+            warn_at_user(
                 f"{text} Its samples weigh 1 (a missing weight column means weight 1); this is said once, at the "
                 "first step.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
     _warn_weight_lookalikes(tasks, model_out)
 
@@ -121,13 +119,11 @@ def _warn_weight_lookalikes(tasks: Sequence[RecTaskInfo], model_out: Mapping[str
     for task in defaults:
         own = [key for key in lookalikes if task.name.lower() in key.lower()]
         guess = (own or lookalikes)[0]
-        warnings.warn(
+        warn_at_user(
             f"Task {task.name!r}: `model_out` has no weight column 'weight' (RecTaskInfo's default weight_name), so "
             f"its samples weigh 1, but it holds {lookalikes}, which no task reads. If {guess!r} holds the task's "
             f"sample weights, name it: RecTaskInfo({task.name!r}, ..., weight_name={guess!r}); weight_name=None "
             "says the task has no weights. This is said once, at the first step.",
-            UserWarning,
-            stacklevel=user_stacklevel(),
         )
 
 

@@ -11,7 +11,6 @@ logits (``metric_tasks`` giving it metrics of values alone).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from torchmetrics import Metric
 from torchmetrics_ext._module_stack import _rows
 from torchmetrics_ext.metrics.base import InputDomains
 from torchmetrics_ext.utilities.checks import _check_values_bounds_together, _ValueCheck
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 if TYPE_CHECKING:
     from torchmetrics_ext.module import RecTaskInfo, _Batch
@@ -382,7 +381,7 @@ def warn_value_heads_read_as_logits(
         return
     heads = "; ".join(f"task {name!r} by {readers}" for name, readers in found.items())
     columns = ", ".join(f"sigmoid({task.prediction_name})" for task in tasks if task.name in found)
-    warnings.warn(
+    warn_at_user(
         f"RecMetricModule(from_logits=True) reads every prediction column as logits, and metric_tasks gives some "
         f"tasks metrics of values alone ({heads}): they score {columns}. If those columns hold values (a "
         "regression head), give `from_logits=True` to the metrics of the heads that give logits instead of to the "
@@ -390,5 +389,4 @@ def warn_value_heads_read_as_logits(
         "`evaluate(..., from_logits=True, metric_tasks=...)` reads them. If they do hold logits, say so per metric "
         "the same way (`{'mse': {'from_logits': True}}`): nothing is warned then.",
         UserWarning,
-        stacklevel=user_stacklevel(),
     )

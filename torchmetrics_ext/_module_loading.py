@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ from torchmetrics_ext.utilities.errors import WrongTypeError
 from torchmetrics_ext.utilities.frames import running_locals
 from torchmetrics_ext.utilities.load_guard import guard_descendant_loads, loading_strictly
 from torchmetrics_ext.utilities.snapshot import snapshot
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 from torchmetrics_ext.utilities.window_resume import (
     Saved,
     as_plain,
@@ -641,9 +640,8 @@ class CheckpointLoading(nn.Module):
                 "empty; `RecMetricCallback` does this under Lightning; docs/module.md, Under DDP without "
                 "Lightning), or `reset()` the module after loading to start its values over."
             )
-        warnings.warn(
-            head + body,
-            stacklevel=user_stacklevel(),  # the user's compute()/local_compute() (or log_dict, a wrapper's)
+        warn_at_user(
+            head + body,  # the user's compute()/local_compute() (or log_dict, a wrapper's)
         )
 
     def _saved_ranks_held(self, every: bool = True) -> frozenset[tuple[int, int]]:

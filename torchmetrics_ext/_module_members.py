@@ -9,7 +9,6 @@ states are as built (its per-task copies then hold what fresh ones would).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from contextvars import ContextVar
 
@@ -24,7 +23,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     resets_taken,
     states_written,
 )
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 # where a compute group member keeps the leader's cached value it was last computed with (see _holds_states_of)
 _STATES_OF = "_computed_with_leader"
@@ -123,7 +122,7 @@ def _warn_changed_member(name: str, lead: str, what: str, cleared: Sequence[str]
             "`compute_groups`), whose states it reports. Feed the module's `update(model_out)`, merge into the "
             f"group's first metric (`module.metrics[{lead!r}]`), or use a metric outside the module."
         )
-    warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
+    warn_at_user(text, UserWarning)
 
 
 def _warn_carried_samples(carried: Sequence[str], groups: Sequence[Sequence[str]]) -> None:
@@ -138,13 +137,12 @@ def _warn_carried_samples(carried: Sequence[str], groups: Sequence[Sequence[str]
     for name in carried:
         others = ", ".join(repr(n) for g in groups if name in g for n in g if n != name)
         parts.append(f"{name!r} (with {others})")
-    warnings.warn(
+    warn_at_user(
         f"RecMetricModule: metric(s) {', '.join(parts)} were given already updated (or merged into, or loaded) and "
         "are reset: each shares its states with the other metrics of its compute group (see `compute_groups`), "
         "which would report its earlier samples as theirs, or drop them. Pass fresh instances (registry names, "
         "classes), or keep such a metric outside the module for a value of its own.",
         UserWarning,
-        stacklevel=user_stacklevel(),
     )
 
 

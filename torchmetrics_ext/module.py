@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack
 from contextvars import ContextVar
@@ -123,7 +122,7 @@ from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
 from torchmetrics_ext.utilities.mapping import lightning_log_call
 from torchmetrics_ext.utilities.ownership import owner_of, release_ownership, take_ownership
-from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks, user_stacklevel
+from torchmetrics_ext.utilities.warnings import naming_metric, naming_part, naming_tasks, warn_at_user
 from torchmetrics_ext.wrappers._shared import SharedRing, shareable
 from torchmetrics_ext.wrappers.segmented import _ids_known_to_fit, _unchecked_ids_fit
 from torchmetrics_ext.wrappers.windowed import Windowed, first_synced
@@ -1325,7 +1324,7 @@ class RecMetricModule(CheckpointLoading):
         kept = [
             name for name, positions in skippers.items() if name not in names and any(zero_tasks[t] for t in positions)
         ]
-        warnings.warn(
+        warn_at_user(
             f"RecMetricModule.update (step {self.__dict__['_step'] + 1}): the weights of task(s) {tasks} are all "
             f"zero, so the windows of {names}, which read only such tasks, give this step no room (a step of "
             "zero weight changes nothing here), while TorchRec's windows (should_validate_update=False, its "
@@ -1334,8 +1333,6 @@ class RecMetricModule(CheckpointLoading):
             + (f"; {kept}, which read a task with weight too, keep the step as TorchRec does" if kept else "")
             + ". No option reproduces TorchRec's window here; said once per module "
             "(docs/migration_torchrec.md, Differences with no option).",
-            UserWarning,
-            stacklevel=user_stacklevel(),
         )
 
     def _count_step(self, n: int) -> None:
@@ -1842,6 +1839,18 @@ class RecMetricModule(CheckpointLoading):
             "`self.log_dict(module.compute())` (a collective under DDP: every rank calls it), or let "
             "`torchmetrics_ext.integrations.lightning.RecMetricCallback` update, log and reset it."
         )
+
+    def values(self) -> Any:
+        """Not a mapping of metrics: raises the ``TypeError`` of :meth:`items`.
+
+        ``LightningModule.log_dict(module)`` on a model set up by ``lightning.fabric.Fabric`` reads ``values()``
+        first (Lightning's route through Fabric), where the missing method failed with Python's bare "object has
+        no attribute 'values'".
+
+        Raises:
+            TypeError: always, as :meth:`items`.
+        """
+        return self.items()
 
     def local_compute(self) -> dict[str, Tensor]:
         """Like :meth:`compute` for this rank's states only (no communication).

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from torchmetrics_ext.metrics.throughput import Throughput
 from torchmetrics_ext.registry import torchrec_name_hint
 from torchmetrics_ext.utilities.checks import as_int, int_given
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 from torchmetrics_ext.wrappers.segmented import Segmented
 
 __all__ = ["TORCHREC_METRICS", "TorchRecPlan", "read_torchrec_config"]
@@ -527,14 +526,13 @@ def _warn_compute_interval_bounds(fields_: Mapping[str, Any], steps: Any) -> Non
     low_set = low is not None and low != 0
     high_set = high is not None and high != math.inf
     if low_set or high_set:
-        warnings.warn(
+        warn_at_user(
             f"`min_compute_interval={low}`, `max_compute_interval={high}` (seconds) are not applied: TorchRec "
             "resets compute_interval_steps once, from the time between its first two computes, to fall within them; "
             f"this module keeps compute_interval_steps={steps}, so should_compute() (and your logging) fires on "
             "the config's step count. Set compute_interval_steps to the cadence you want, and leave the two "
             "at their defaults (0 and inf) to silence this.",
             UserWarning,
-            stacklevel=user_stacklevel(),
         )
 
 

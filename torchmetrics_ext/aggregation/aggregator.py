@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,7 +37,7 @@ from torchmetrics_ext.utilities.warnings import (
     UndefinedMetricWarning,
     naming_metric,
     silencing_undefined,
-    user_stacklevel,
+    warn_at_user,
 )
 
 __all__ = ["MetricsAggregator"]
@@ -855,13 +854,12 @@ class MetricsAggregator:
         if key in warned:
             return
         warned.add(key)
-        warnings.warn(
+        warn_at_user(
             f"MetricsAggregator: {key!r} is undefined ({type(metric).__name__}.compute() gave nan) and is left out of "
             "the logged dict (said once per key until reset()). A mean of no value (every record NaN under a "
             "handler whose nan_strategy drops them), a window or a handler's own nan do this; a nan_strategy="
             '"disable" handler logs its NaN.',
             UndefinedMetricWarning,
-            stacklevel=user_stacklevel(),
         )
 
     def get_metrics_for_logging(self, prefix: str = "train") -> dict[str, float]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, cast
 
@@ -48,7 +47,7 @@ from torchmetrics_ext.utilities.checks import (
     observed_range,
 )
 from torchmetrics_ext.utilities.errors import refusal
-from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, user_stacklevel, warn_undefined
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, safe_divide, warn_at_user, warn_undefined
 
 __all__ = ["ExtremeBatch", "Max", "Mean", "MeanBatch", "Min", "Sum", "SumBatch", "saved_state_names"]
 
@@ -313,7 +312,7 @@ class _ValueAggregation(AggregationMetric[S]):
         if any(with_nan) and self.nan_strategy == "warn" and getattr(rank_zero_only, "rank", 0) == 0:
             # TorchMetrics' text and rank-0 rule, at the user's line (its `rank_zero_warn` names its own file)
             text = "Encountered `nan` values in tensor. Will be removed."
-            warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
+            warn_at_user(text, UserWarning)
 
 
 # the states of TorchMetrics' aggregators, renamed here (see _ValueAggregation._name_states_after_settings)

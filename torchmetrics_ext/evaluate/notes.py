@@ -30,10 +30,9 @@ of them (nothing is said twice); it adds one note of its own, first, where ``--m
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable
 
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 __all__ = ["Note", "ResultCaveatWarning", "UnreadWeightsWarning", "raise_notes"]
 
@@ -103,5 +102,5 @@ def raise_notes(notes: Iterable[Note]) -> list[str]:
             lines[line] = category
     for line, category in lines.items():
         if category is not None:
-            warnings.warn(line, category, stacklevel=user_stacklevel())
+            warn_at_user(line, category)
     return list(lines)

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import math
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -65,7 +64,7 @@ from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.errors import refusal
 from torchmetrics_ext.utilities.formatting import exact_text
 from torchmetrics_ext.utilities.summation import compensated_add_
-from torchmetrics_ext.utilities.warnings import SketchRangeWarning, _named, user_stacklevel, warn_undefined
+from torchmetrics_ext.utilities.warnings import SketchRangeWarning, _named, warn_at_user, warn_undefined
 
 __all__ = ["LARGEST_MAGNITUDE", "SketchBatch", "SketchSpec", "distribution", "percentile_key"]
 
@@ -904,7 +903,7 @@ def _range_note(n: float, lo: float, hi: float, spec: SketchSpec) -> str | None:
 
 def _warn_range(metric: str, note: str) -> None:
     """Emit :class:`~torchmetrics_ext.utilities.warnings.SketchRangeWarning` for ``metric`` with ``note``."""
-    warnings.warn(f"{_named(metric)}: {note}", SketchRangeWarning, stacklevel=user_stacklevel())
+    warn_at_user(f"{_named(metric)}: {note}", SketchRangeWarning)
 
 
 def _distribution_compute(

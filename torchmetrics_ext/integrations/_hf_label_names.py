@@ -11,7 +11,6 @@ lacks an entry: :func:`_skipped_metrics_callback` is the ``TrainerCallback`` tha
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ from torch import Tensor
 
 from torchmetrics_ext.utilities.checks import as_str, refuse_repeats, sequence_items
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 
 def _tensor(value: Any) -> Tensor:
@@ -279,7 +278,7 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
             runtime = [key for key in kwargs.get("metrics") or {} if key.endswith("_runtime")]
             prefix = runtime[0].removesuffix("_runtime") if runtime else "eval"
             if label_names == []:
-                warnings.warn(
+                warn_at_user(
                     f"compute_metrics was not called in evaluation {prefix!r}, and the Trainer logged none of its "
                     f"metrics: TrainingArguments.label_names is None and `{type(kwargs.get('model')).__name__}"
                     ".forward` "
@@ -287,7 +286,6 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
                     "names are [] and it never finds labels. Set TrainingArguments(label_names=[...]) to the eval "
                     "set's label keys (the model's forward must take them), or give the forward a `labels` argument.",
                     UserWarning,
-                    stacklevel=user_stacklevel(),
                 )
                 return
             absent = None if label_names is None else _absent_entries(label_names, kwargs.get("eval_dataloader"))
@@ -297,14 +295,13 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
                 if absent
                 else "the Trainer found no labels or no predictions"
             )
-            warnings.warn(
+            warn_at_user(
                 f"compute_metrics was not called in evaluation {prefix!r}: {where}, and logged none of its metrics. "
                 f"The Trainer calls compute_metrics only when every eval batch holds every "
                 f"{source} entry{listed} and the model returns predictions (not with "
                 "prediction_loss_only=True): give the eval set those keys, and keep them through "
                 "`remove_unused_columns` (the model's forward must take them) and the data collator.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
 
     return _ComputeMetricsReached()

@@ -5,7 +5,6 @@ Imported through :mod:`torchmetrics_ext.integrations.lightning` (which needs ``l
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import torch.distributed as dist
 from torchmetrics_ext.aggregation import MetricsAggregator
 from torchmetrics_ext.utilities.distributed import _world
 from torchmetrics_ext.utilities.errors import WrongTypeError
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 CHECKPOINT_KEY = "metrics_aggregators"  # checkpoint[CHECKPOINT_KEY][rank] = {entry name: aggregator.state_dict()}
 
@@ -130,12 +129,11 @@ class AggregatorCheckpoint(pl.Callback):
         _, world = _world() or (0, 1)
         ranks = getattr(trainer, "world_size", 1)
         if world == 1 and ranks > 1:  # ddp_spawn's main process after the fit: the ranks' aggregators are gone
-            warnings.warn(
+            warn_at_user(
                 f"AggregatorCheckpoint: saving a checkpoint outside the {ranks} ranks of the fit (in the main process "
                 f"after `strategy='ddp_spawn'`): the aggregators {sorted(local)} here hold none of the ranks' "
                 "records, so a resume from it starts them empty. Save checkpoints during the fit (ModelCheckpoint).",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
             per_rank: list[Any] = [None] * ranks
         elif world > 1:
@@ -155,19 +153,17 @@ class AggregatorCheckpoint(pl.Callback):
         strict = getattr(pl_module, "strict_loading", True)
         saved = len(per_rank) if isinstance(per_rank, list) else 0
         if rank == 0 and saved > world:
-            warnings.warn(
+            warn_at_user(
                 f"AggregatorCheckpoint: the checkpoint holds the aggregators of {saved} ranks, this run has {world}: "
                 f"the records of saved rank(s) {list(range(world, saved))} are not carried (MetricsAggregator has no "
                 "merge); each rank of this run resumes the saved rank of its number.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
         if isinstance(per_rank, list) and saved and all(entry is None for entry in per_rank):
-            warnings.warn(
+            warn_at_user(
                 f"AggregatorCheckpoint: the checkpoint was saved outside the ranks of a `ddp_spawn` fit and holds "
                 f"none of their aggregators; {sorted(aggregators)} start empty.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
             for aggregator in aggregators.values():
                 aggregator.reset()
@@ -186,10 +182,9 @@ class AggregatorCheckpoint(pl.Callback):
                 "`self.strict_loading = False` in the LightningModule."
             )
         if lacking:
-            warnings.warn(
+            warn_at_user(
                 f"AggregatorCheckpoint: the checkpoint holds no states of {lacking}; they start empty.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
         for name, aggregator in aggregators.items():
             if name in lacking:

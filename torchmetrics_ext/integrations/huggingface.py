@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -85,7 +84,7 @@ from torchmetrics_ext.utilities.checks import (
     sequence_items,
 )
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
@@ -932,14 +931,13 @@ class _Pointwise(HFComputeMetrics):
         tasks = [task for task, flag in zip(self.tasks, inside) if flag]
         if not tasks:
             return
-        warnings.warn(
+        warn_at_user(
             f"pointwise_compute_metrics reads the predictions as logits (`from_logits=True`, the default), and every "
             f"score of task(s) {tasks} lies in [0, 1] this evaluation: if the model gives probabilities (a "
             "sigmoid head), they are scored as sigmoid(probability), which leaves AUC as it is but not NE, log loss "
             "or calibration; build the callable with `pointwise_compute_metrics(..., from_logits=False)`. If they "
             "are logits, the values are right.",
             UserWarning,
-            stacklevel=user_stacklevel(),
         )
 
     def compute(self) -> dict[str, float]:

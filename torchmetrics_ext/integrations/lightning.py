@@ -62,7 +62,7 @@ from torchmetrics_ext.module import RecMetricModule
 from torchmetrics_ext.utilities.checks import as_int
 from torchmetrics_ext.utilities.distributed import _world, unshare_memory
 from torchmetrics_ext.utilities.errors import WrongTypeError
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import note_spawned_from, spawn_origin, warn_at_user
 
 __all__ = ["AggregatorCheckpoint", "RecMetricCallback", "UnpaddedDistributedSampler"]
 
@@ -74,7 +74,7 @@ def _warn_rank_zero(message: str, category: type[Warning]) -> None:
     a line of the callback; a hook's user is the one who called the Trainer.
     """
     if getattr(rank_zero_only, "rank", 0) == 0:
-        warnings.warn(message, category, stacklevel=user_stacklevel())
+        warn_at_user(message, category)
 
 
 class _EvalEpoch:
@@ -435,6 +435,24 @@ class RecMetricCallback(pl.Callback):
         self._accumulation_warned: set[tuple[int, int]] = set()  # (interval, factor) pairs warned of in this fit
         self._padding_warned: set[tuple[str, int]] = set()  # (stage, dataloader) whose padded sampler was warned of
         self._barebones = False  # the trainer of the run forbids logging: update, never compute (see `setup`)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The callback's attributes, and, pickled into a rank by ``ddp_spawn``, the user's line that spawned it.
+
+        The ranks of ``strategy="ddp_spawn"`` run the hooks with no frame of the user's on their stack (the
+        ``trainer.fit`` call is the parent's): the callback's warnings there named ``multiprocessing/process.py``.
+        The line is taken here, in the parent (see :func:`~torchmetrics_ext.utilities.warnings.spawn_origin`), and
+        the rank's warnings name it, as under ``strategy="ddp"``. Any other pickle or copy takes none.
+        """
+        state = dict(self.__dict__)
+        state["_spawned_from"] = spawn_origin()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """The callback's attributes; in a spawned rank, the user's line its warnings name (see ``__getstate__``)."""
+        state = dict(state)
+        note_spawned_from(state.pop("_spawned_from", None))
+        self.__dict__.update(state)
 
     def _test_name(self, pl_module: pl.LightningModule) -> str | None:
         """The test module's attribute: ``None`` when ``test`` is the default name and that is no RecMetricModule.
@@ -835,21 +853,20 @@ class RecMetricCallback(pl.Callback):
                 continue
             self._padding_warned.add((stage, i))
             repeated = total - size
-            warnings.warn(
+            warn_at_user(
                 f"RecMetricCallback: {stage} dataloader {i} has a DistributedSampler that pads its {size} samples to "
                 f"{total} over {trainer.world_size} ranks, so `{type(pl_module).__name__}.{name}` counts {repeated} "
                 f"sample(s) twice and its values are not those of the {stage} set. Give the dataloader "
                 f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
                 f"sample to exactly one rank.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
         world = trainer.world_size
         for i, size, sampler in _unsharded_samplers(loaders):
             if (stage, i) in self._padding_warned:
                 continue
             self._padding_warned.add((stage, i))
-            warnings.warn(
+            warn_at_user(
                 f"RecMetricCallback: {stage} dataloader {i} reads its {size} samples with a {sampler}, not a "
                 f"DistributedSampler (`Trainer(use_distributed_sampler=False)`), so each of the {world} ranks "
                 f"reads all of them: unless each rank's dataset holds other samples, "
@@ -859,7 +876,6 @@ class RecMetricCallback(pl.Callback):
                 f"`sampler=UnpaddedDistributedSampler(dataset)` (torchmetrics_ext.integrations), which gives every "
                 f"sample to exactly one rank.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
 
     def _eval_batch_end(
@@ -888,13 +904,12 @@ class RecMetricCallback(pl.Callback):
             # a `validation_step` without its `return`: every value is nan, and the metrics' own warning
             # (labels of one class, or no weight) does not say why
             stage = eval_.stage
-            warnings.warn(
+            warn_at_user(
                 f"RecMetricCallback: every {stage} step of this epoch ({eval_.steps} on this rank) returned None (or "
                 f"an empty dict), so {eval_.owner} saw no sample and its values are nan. Return the model output "
                 f"dict from the `{stage}_step` (`return model_out`), or build the callback with "
                 f"{'test' if stage == 'test' else 'val'}=None for a model without {stage} metrics.",
                 UserWarning,
-                stacklevel=user_stacklevel(),
             )
         if len(eval_.counts) == 1:
             self._log(pl_module, eval_.modules[0])
@@ -1043,12 +1058,11 @@ class RecMetricCallback(pl.Callback):
         ranks = getattr(trainer, "world_size", 1)
         if world == 1 and ranks > 1:  # the main process of a spawn launch: the ranks have ended
             for name in resumed:
-                warnings.warn(
+                warn_at_user(
                     f"RecMetricCallback: saving a checkpoint outside the {ranks} ranks of the fit (in the main process "
                     f"after `strategy='ddp_spawn'`): the model's `{name}` holds rank 0's metric states alone, so a "
                     f"resume from it starts `{name}` afresh. Save checkpoints during the fit (ModelCheckpoint) to "
                     "resume the metrics.",
-                    stacklevel=user_stacklevel(),
                 )
             checkpoint["rec_metric_modules"] = _merge_per_rank(
                 checkpoint.get("rec_metric_modules"), [local] + [None] * (ranks - 1)
@@ -1131,10 +1145,9 @@ class RecMetricCallback(pl.Callback):
         if per_rank is None:
             if world > 1:
                 for name, module in self._resumed(pl_module).items():
-                    warnings.warn(
+                    warn_at_user(
                         f"RecMetricCallback: the checkpoint holds no per-rank metric states (saved without this "
                         f"callback): its `{name}` states are rank 0's alone; `{name}` starts afresh.",
-                        stacklevel=user_stacklevel(),
                     )
                     self._restart(module)
             return
@@ -1149,9 +1162,7 @@ class RecMetricCallback(pl.Callback):
                     why = f"holds metric states of {len(per_rank)} rank(s), this run has {world}"
                 else:
                     why = "holds rank 0's metric states alone (saved in ddp_spawn's main process, after the fit)"
-                warnings.warn(
-                    f"RecMetricCallback: the checkpoint {why}; `{name}` starts afresh.", stacklevel=user_stacklevel()
-                )
+                warn_at_user(f"RecMetricCallback: the checkpoint {why}; `{name}` starts afresh.")
                 self._restart(module)
             elif name not in per_rank[rank]:
                 self._without_saved_states(name, module, sorted(per_rank[rank]), strict, restart=world > 1)
@@ -1193,10 +1204,9 @@ class RecMetricCallback(pl.Callback):
                 dist.broadcast_object_list(box, src=0)
                 problem = box[0]
             if problem is not None:
-                warnings.warn(
+                warn_at_user(
                     f"RecMetricCallback: the checkpoint holds metric states of {saved} rank(s), this run has "
                     f"{world}, and they cannot be merged ({problem}); `{name}` starts afresh.",
-                    stacklevel=user_stacklevel(),
                 )
                 self._restart(module)
                 continue
@@ -1207,10 +1217,9 @@ class RecMetricCallback(pl.Callback):
                 if module.throughput is not None
                 else ""
             )
-            warnings.warn(
+            warn_at_user(
                 f"RecMetricCallback: lifetime values carried from {saved} ranks onto {world}; windows restart "
                 f"(`{name}`{throughput}).",
-                stacklevel=user_stacklevel(),
             )
 
     def _without_saved_states(
@@ -1234,10 +1243,9 @@ class RecMetricCallback(pl.Callback):
                 "without them, set `self.strict_loading = False` in the LightningModule."
             )
         if restart:
-            warnings.warn(
+            warn_at_user(
                 f"RecMetricCallback: the checkpoint holds no per-rank states of `{name}`: what Lightning "
                 f"loaded into it is rank 0's alone; `{name}` starts afresh.",
-                stacklevel=user_stacklevel(),
             )
             self._restart(module)
 
@@ -1282,7 +1290,7 @@ def _warn_restored_from_rank_zero(pl_module: pl.LightningModule, checkpoint: Map
     if found:
         owner = type(pl_module).__name__
         named = ", ".join(f"`{owner}.{name}`" for name in found)
-        warnings.warn(
+        warn_at_user(
             f"RecMetricCallback: {named} {'was' if len(found) == 1 else 'were'} restored from the checkpoint's "
             f"states on every rank: Lightning saves the checkpoint on rank 0, so those states are rank 0's alone, and "
             f"the synced values count rank 0's samples before the checkpoint {world} times and none of the other "
@@ -1290,7 +1298,6 @@ def _warn_restored_from_rank_zero(pl_module: pl.LightningModule, checkpoint: Map
             f"that the callback updates (it saves every rank's states and gives each its own back), or leave them "
             f"out of the checkpoint with `persistent(False)` (a resume then starts them afresh).",
             UserWarning,
-            stacklevel=user_stacklevel(),
         )
 
 

@@ -13,7 +13,6 @@ the object lives outside a bootstrap: a mark the per-step path reads inline, no 
 from __future__ import annotations
 
 import sys
-import warnings
 import weakref
 from types import FrameType
 from typing import Any, NoReturn
@@ -21,7 +20,7 @@ from typing import Any, NoReturn
 from torch import Tensor
 from torchmetrics.wrappers import BootStrapper
 
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 # the function BootStrapper.update runs (TorchMetrics wraps it per instance; the class keeps the plain one)
 _BOOTSTRAP_UPDATE = BootStrapper.update.__code__
@@ -96,13 +95,12 @@ def warn_bootstrapped_flat_rows(metric: Any, args: tuple[Any, ...], kwargs: dict
             preds = args[0] if args else kwargs.get("preds")
             indexes = args[2] if len(args) > 2 else kwargs.get("indexes")
             if isinstance(preds, Tensor) and preds.ndim == 1 and indexes is not None:
-                warnings.warn(
+                warn_at_user(
                     f"TorchMetrics' BootStrapper resamples rows, not queries: {type(metric).__name__} fed flat rows "
                     "with `indexes` gets queries with repeated and missing candidates, so its bootstrap values are "
                     "not those of resampled queries (biased). Feed padded `(queries, candidates)` lists (with "
                     "`mask`), which it resamples per query.",
-                    UserWarning,
-                    stacklevel=user_stacklevel(),  # the user's bootstrap.update line, past TorchMetrics' frames
+                    UserWarning,  # the user's bootstrap.update line, past TorchMetrics' frames
                 )
             return
         frame = frame.f_back

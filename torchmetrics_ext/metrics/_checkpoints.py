@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import re
-import warnings
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -30,7 +29,7 @@ from torchmetrics_ext.utilities.load_guard import (
 )
 from torchmetrics_ext.utilities.snapshot import snapshot
 from torchmetrics_ext.utilities.state_dtypes import dtype_problem
-from torchmetrics_ext.utilities.warnings import user_stacklevel
+from torchmetrics_ext.utilities.warnings import warn_at_user
 
 __all__ = [
     "UNCHECKED_SUFFIX",
@@ -85,7 +84,7 @@ def note_checkpoint(text: str) -> None:
     """
     notes = _LOAD_NOTES.get()
     if notes is None:
-        warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
+        warn_at_user(text, UserWarning)
     elif text not in notes:
         notes.append(text)
 
@@ -103,7 +102,7 @@ def load_explained(load: Callable[[], _T]) -> _T:
     finally:
         _LOAD_NOTES.reset(token)
     for text in notes:
-        warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
+        warn_at_user(text, UserWarning)
     return result
 
 
@@ -275,7 +274,7 @@ def _end_own_load(module: nn.Module, incompatible_keys: Any) -> None:
         pending.error_msgs.extend(text for text in pending.notes if text not in pending.error_msgs)
         return
     for text in pending.notes:
-        warnings.warn(text, UserWarning, stacklevel=user_stacklevel())
+        warn_at_user(text, UserWarning)
 
 
 def _count_states_written(metric: Metric) -> None:

@@ -794,6 +794,18 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         """
         raise not_a_dict_of_metrics(self)
 
+    def values(self) -> Any:
+        """Not a mapping of metrics: raises the ``TypeError`` of :meth:`items`.
+
+        ``LightningModule.log_dict(metric)`` on a model set up by ``lightning.fabric.Fabric`` reads ``values()``
+        first (Lightning's route through Fabric), where the missing method failed with Python's bare "object has
+        no attribute 'values'".
+
+        Raises:
+            TypeError: always, as :meth:`items`.
+        """
+        raise not_a_dict_of_metrics(self)
+
     @property
     def metric_state(self) -> dict[str, list[Tensor] | Tensor]:
         """TorchMetrics' ``metric_state`` named as ``state_dict`` saves them; states an owner writes, written first.

@@ -23,7 +23,6 @@ import numbers
 import struct
 import sys
 import threading
-import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -36,7 +35,7 @@ from torch import Tensor
 from torchmetrics_ext.utilities.device import on_device_path
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.formatting import article
-from torchmetrics_ext.utilities.warnings import SamplesFirstWarning, user_stacklevel
+from torchmetrics_ext.utilities.warnings import SamplesFirstWarning, warn_at_user
 
 __all__ = [
     "as_bool",
@@ -637,12 +636,11 @@ def check_pointwise(
         raise _task_shape_error(preds_name, shape, num_tasks)
     if ndim == 2 and _samples_first_column(shape, num_tasks):
         n = shape[0]
-        warnings.warn(
+        warn_at_user(
             f"`{preds_name}` of shape ({n}, 1) is read tasks-first: {n} tasks of one sample each. For one task of"
             f" {n} samples pass `{preds_name}.squeeze(1)` (and the other inputs alike), shape ({n},), or the"
             f" transpose, shape (1, {n}).",
             SamplesFirstWarning,
-            stacklevel=user_stacklevel(),
         )
     if ndim == 1 and num_tasks not in (None, 1):
         raise _task_shape_error(preds_name, shape, num_tasks)

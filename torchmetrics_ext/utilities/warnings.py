@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import math
+import multiprocessing
 import os
 import sys
 import warnings
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from types import FrameType
 
 import torch
 import torchmetrics
@@ -42,6 +44,7 @@ __all__ = [
     "safe_divide",
     "silencing_undefined",
     "user_stacklevel",
+    "warn_at_user",
     "warn_undefined",
     "warn_undefined_flags",
 ]
@@ -143,13 +146,89 @@ def user_stacklevel() -> int:
         >>> caught[0].filename.startswith("<doctest")  # this line, not a file of the package
         True
     """
-    frame = sys._getframe(1)
+    return _user_frame(sys._getframe(1))[1]
+
+
+def _user_frame(frame: FrameType, passed_over: tuple[str, ...] | None = None) -> tuple[FrameType, int]:
+    """The first frame from ``frame`` outward outside ``passed_over`` (:func:`_passed_over`), and its stack level."""
+    passed_over = _passed_over() if passed_over is None else passed_over
     level = 1
-    passed_over = _passed_over()
     while frame.f_back is not None and frame.f_code.co_filename.startswith(passed_over):
         frame = frame.f_back
         level += 1
-    return level
+    return frame, level
+
+
+# the standard library's `multiprocessing`: a spawned process starts in its bootstrap (`process.py`, reached from the
+# `-c` command `<string>`), and the parent pickles what it hands the child from inside it (`reduction.py`)
+_MULTIPROCESSING_DIR = os.path.dirname(os.path.abspath(multiprocessing.__file__)) + os.sep
+# in a process spawned by a trainer (Lightning's `ddp_spawn`), the user's line in the parent that started it
+_spawned_from: tuple[str, int] | None = None
+# the "once per location" registry of the warnings given that line (`warnings.warn_explicit` keeps none of its own)
+_SPAWN_REGISTRY: dict[str | tuple[str, type[Warning], int], int] = {}
+
+
+def spawn_origin() -> tuple[str, int] | None:
+    """In a ``__getstate__`` that pickles an object for a process being spawned, the user's line that spawns it.
+
+    Lightning's ``strategy="ddp_spawn"`` pickles the ``Trainer`` (its callbacks) into each rank from inside
+    ``trainer.fit``: the first frame outside the libraries and the standard library's ``multiprocessing`` is the
+    user's ``trainer.fit`` (``validate``, ``test``) line, which the ranks' stacks no longer hold. ``None`` for any
+    other pickling or copy (no ``multiprocessing`` frame on the way out), and where nothing outside them is found.
+
+    Examples:
+        >>> from torchmetrics_ext.utilities.warnings import spawn_origin
+        >>> print(spawn_origin())  # not pickled for a spawned process
+        None
+    """
+    passed_over = (*_passed_over(), _MULTIPROCESSING_DIR)
+    frame, spawning = sys._getframe(1), False
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(passed_over):
+        spawning = spawning or frame.f_code.co_filename.startswith(_MULTIPROCESSING_DIR)
+        frame = frame.f_back
+    if not spawning or frame.f_code.co_filename.startswith(passed_over):
+        return None
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+def note_spawned_from(origin: tuple[str, int] | None) -> None:
+    """Remember ``origin`` (:func:`spawn_origin`) for :func:`warn_at_user`; ``None`` changes nothing.
+
+    Called where an object pickled for a spawned process is unpickled: in that process, while ``multiprocessing``
+    loads what its parent handed it (before ``multiprocessing.parent_process()`` is set), so nothing else is asked.
+    """
+    global _spawned_from
+    if origin is not None:
+        _spawned_from = origin
+
+
+def warn_at_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message, category, stacklevel=user_stacklevel())``, also where no user frame is on the stack.
+
+    A hook that Lightning's ``ddp_spawn`` runs in a rank (a callback's) has no frame of the user's: the walk of
+    :func:`user_stacklevel` ends in ``multiprocessing``'s bootstrap, and the warning named
+    ``multiprocessing/process.py``. There it names the user's line that spawned the rank (``trainer.fit``, as
+    ``strategy="ddp"`` does, recorded by :func:`spawn_origin` when the callback was pickled for the rank), with
+    Python's warning filters and "once per location" as ``warnings.warn`` applies them.
+
+    Examples:
+        >>> import warnings
+        >>> from torchmetrics_ext.utilities.warnings import warn_at_user
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_at_user("from here")
+        >>> caught[0].filename.startswith("<doctest")  # this line, not a file of the package
+        True
+    """
+    frame, level = _user_frame(sys._getframe(1))
+    origin = _spawned_from
+    if origin is not None and (
+        frame.f_code.co_filename.startswith(_MULTIPROCESSING_DIR) or frame.f_code.co_filename == "<string>"
+    ):
+        filename, lineno = origin
+        warnings.warn_explicit(message, category, filename, lineno, registry=_SPAWN_REGISTRY)
+    else:
+        warnings.warn(message, category, stacklevel=level + 1)
 
 
 class UndefinedMetricWarning(UserWarning):
@@ -339,10 +418,9 @@ def _warn_entries(undefined: Tensor, metric: str, reason: str, axes: tuple[str, 
         return
     where = _where(undefined, axes, names)
     part = _PART.get()
-    warnings.warn(
+    warn_at_user(
         f"{metric}{'' if part is None else f' ({part})'} is undefined{where}: {reason}; returning nan.",
         UndefinedMetricWarning,
-        stacklevel=user_stacklevel(),
     )
 
 

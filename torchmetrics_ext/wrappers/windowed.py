@@ -1225,6 +1225,14 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         """
         raise not_a_dict_of_metrics(self)
 
+    def values(self) -> Any:
+        """Not a mapping of metrics: raises the ``TypeError`` of :meth:`items` (Fabric's ``log_dict`` reads it).
+
+        Raises:
+            TypeError: always, as :meth:`items`.
+        """
+        raise not_a_dict_of_metrics(self)
+
     def _entry_value_example(self, idx: Any) -> str | None:
         """``windowed["window"]`` of a dict-valued metric is a dict: an index of it (see :class:`TensorArithmetic`)."""
         life = self.lifetime

@@ -134,25 +134,40 @@ def _warn_lost_digits(
         spread = math.sqrt(base.reshape(-1)[lost_flat].sum().item() / weight.sum().item())
         return (
             f"its label variance comes from float64 sums of w*y and w*y^2 that cancel (labels far from 0 "
-            f"for their spread): relative error about {error:.0e} ({_digits(error)} significant digits left); "
+            f"for their spread): relative error up to about {_decade(error)} ({_digits(error)} significant digits "
+            f"left); "
             f"pass label_offset={_near(mean, spread)} (about the weighted label mean) to keep them."
         )
 
     warn_precision_loss(lost, name, detail)
 
 
+# The message's numbers are rounded (the error to its decade, the mean to the spread's leading digit) so that
+# its text stays the same from one compute to the next of a stream (and from batch to batch of `forward`):
+# Python's default filter then shows it once per line instead of at every step.
+
+
+def _decade(error: float) -> str:
+    """The power of ten at or above ``error`` (``2.3e-06 -> "1e-05"``)."""
+    return f"1e{math.ceil(math.log10(error)):+03d}"
+
+
 def _digits(error: float) -> str:
-    """The number of right significant digits of a value of relative error ``error``, in words."""
-    digits = max(0, math.floor(-math.log10(error)))
-    return f"about {digits}"
+    """The number of right significant digits of a value of relative error up to ``error``, in words."""
+    return f"about {max(0, -math.ceil(math.log10(error)))}"
 
 
 def _near(mean: float, spread: float) -> str:
-    """``mean`` printed to the digit of ``spread`` (a tenth of it): stable text while a stream's mean settles."""
-    if mean == 0 or not math.isfinite(mean) or not spread > 0:
+    """``mean`` rounded to the power of ten above ``spread``'s (sums about a point that near keep their digits).
+
+    ``(1e5 + 0.03, 1.0)`` is ``"100000"``, ``(1.7e9, 3600.0)`` ``"1700000000"``, ``(1.00001, 1e-5)`` ``"1.0000"``:
+    the batches of one stream, whose means differ by a fraction of the spread, mostly print the same text.
+    """
+    if not (math.isfinite(mean) and math.isfinite(spread) and spread > 0):
         return f"{mean:g}"
-    digits = math.floor(math.log10(abs(mean))) - math.floor(math.log10(spread)) + 2
-    return f"{mean:.{min(max(digits, 1), 17)}g}"
+    power = math.floor(math.log10(spread)) + 1
+    rounded = round(mean / 10.0**power) * 10.0**power
+    return f"{rounded:.{max(0, -power)}f}"
 
 
 def _over_baseline(

@@ -258,8 +258,8 @@ class PrecisionLossWarning(UserWarning):
         >>> caught[0].category is PrecisionLossWarning
         True
         >>> print(str(caught[0].message).split("; ")[-1])
-        pass label_offset=100000.77 (about the weighted label mean) to keep them.
-        >>> WeightedR2(label_offset=100000.77)(preds, target)  # no warning; scikit-learn: 0.80916...
+        pass label_offset=100001 (about the weighted label mean) to keep them.
+        >>> WeightedR2(label_offset=100001)(preds, target)  # no warning; scikit-learn: 0.80916...
         tensor(0.8092, dtype=torch.float64)
     """
 

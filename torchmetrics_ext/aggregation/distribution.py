@@ -66,7 +66,10 @@ class Distribution(AggregationMetric[SketchBatch]):
     Args:
         percentiles: percentiles in [0, 100] to report, named ``p05``, ``p50``, ``p95``, ``p99.9``,
             ``p99.99999``, ... (exact names, see :func:`~torchmetrics_ext.functional.distribution.percentile_key`).
-        relative_accuracy: relative error bound :math:`\alpha` of the percentiles (default 1%).
+        relative_accuracy: relative error bound :math:`\alpha` of the percentiles (default 1%):
+            :math:`|P_q - \text{np.percentile}(x, q)| \le \alpha\,((1-f)|x_{(j)}| + f|x_{(j+1)}|)` with
+            :math:`j + f = q(n-1)/100`, reached by values at a bucket's edge; merging ranks adds no
+            error (summed counts: the single-process percentiles, bit for bit).
         min_value: magnitudes below this count as 0 (absolute error below ``min_value``).
         max_value: magnitudes above this fall in the last bucket (no relative bound; estimates
             are still clipped to the exact max). Values beyond either end that a percentile may read

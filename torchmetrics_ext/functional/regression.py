@@ -11,6 +11,7 @@ their digits for labels with a large common offset.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -21,7 +22,7 @@ from torchmetrics_ext.functional._sums import batch_sums
 from torchmetrics_ext.functional.counters import _apply
 from torchmetrics_ext.functional.pointwise import Stats, _error_update
 from torchmetrics_ext.utilities.checks import check_choice, check_flag, checks_validate_args
-from torchmetrics_ext.utilities.warnings import NO_SAMPLES, warn_undefined
+from torchmetrics_ext.utilities.warnings import NO_SAMPLES, _functorch_wrapped, warn_precision_loss, warn_undefined
 
 __all__ = ["weighted_nmse", "weighted_nrmse", "weighted_r2"]
 
@@ -37,6 +38,14 @@ def _check_baseline(baseline: object) -> Baseline:
 # the one-pass formula (constant labels leave ~1e-16 of the sums): it counts as zero. In label
 # terms: a spread (RMS distance to the baseline) below about 2^-20 ~ 1e-6 of the labels' RMS size.
 _CANCELLED = 2.0**-40
+
+# The baseline error from the sums, sum w (y-s)^2 - ..., carries the rounding of those sums: about eps times
+# `scale` (their magnitude, see `_label_sse`), so its relative error is about eps * scale / error (labels
+# 1e6 + N(0, 1): 2e-16 * 1e12 = 2e-4). Past this estimate a PrecisionLossWarning says so (fewer than about
+# 6 right digits); past `_CANCELLED` (an estimate of ~2e-4) the value is nan instead.
+_LOST = 1e-6
+# up to this many values (tasks) on the CPU, the check reads them on the host instead of running kernels
+_FEW = 64
 
 # why a zero baseline error is undefined, when the labels have weight
 _NO_SPREAD = {
@@ -54,8 +63,11 @@ _NO_SPREAD = {
 
 def _label_sse(
     total: Tensor, label_sum: Tensor, label_sq_sum: Tensor, baseline: Baseline, shift: Tensor | None = None
-) -> Tensor:
-    """Weighted squared error of a constant prediction: 1 (TorchRec's baseline) or the weighted label mean.
+) -> tuple[Tensor, Tensor]:
+    """Weighted squared error of a constant prediction (1, TorchRec's baseline, or the label mean), and its scale.
+
+    Returns the error and the magnitude of the terms it is the difference of (its rounding is
+    about ``eps`` times that: see :func:`_warn_lost_digits`).
 
     ``label_sum`` and ``label_sq_sum`` are the sums of :math:`w (y - s)` and :math:`w (y - s)^2`
     about ``shift`` :math:`s` (per task; ``None``: about 0, the classes' running sums), and the
@@ -81,7 +93,81 @@ def _label_sse(
         mean = label_sum / torch.where(total > 0, total, 1.0)
         sse = label_sq_sum - mean * label_sum
         scale = label_sq_sum
-    return torch.where(sse > _CANCELLED * scale, sse, 0.0)
+    return torch.where(sse > _CANCELLED * scale, sse, 0.0), scale
+
+
+def _warn_lost_digits(
+    base: Tensor, scale: Tensor, total: Tensor, label_sum: Tensor, shift: Tensor | None, name: str
+) -> None:
+    """A :class:`~torchmetrics_ext.utilities.warnings.PrecisionLossWarning` where the baseline error lost its digits.
+
+    Its relative error is about ``eps * scale / base`` (the rounding of the sums it comes from,
+    over itself); past :data:`_LOST` the warning says how many digits are left and suggests the
+    weighted label mean of the flagged entries as ``label_offset`` (sums about it keep every
+    digit: the scale is then the error itself). Entries whose error counts as zero (``nan``, warned
+    for as undefined) or that overflowed are not flagged, nor are states narrowed by ``set_dtype``.
+    Read at compute only: a few operations on ``(T,)`` tensors and one host read.
+    """
+    if base.dtype != torch.float64:
+        # states narrowed by `set_dtype` (float32, half) round every update's sums to that dtype: digits the
+        # user chose to give up (half-precision states would warn on any data); the check is for float64 sums
+        return
+    eps = torch.finfo(base.dtype).eps
+    bound = eps / _LOST
+    if base.numel() <= _FEW and base.is_cpu and not _functorch_wrapped(base):  # a few values: read, no kernels
+        if base.numel() == 1:
+            if not 0 < base.item() < bound * scale.item():
+                return
+        elif not any(0 < b < bound * c for b, c in zip(base.reshape(-1).tolist(), scale.reshape(-1).tolist())):
+            return
+    # (an overflowed scale leaves an infinite or nan error: not flagged)
+    lost = (base > 0) & (base < eps / _LOST * scale)
+
+    def detail(flagged: Tensor) -> str:
+        lost_flat = lost.reshape(-1) & flagged.reshape(-1)
+        error = (eps * scale / torch.where(base > 0, base, 1.0)).reshape(-1)[lost_flat].max().item()
+        weight = total.reshape(-1)[lost_flat]
+        moment = label_sum.reshape(-1)[lost_flat]
+        if shift is not None:
+            moment = moment + shift.reshape(-1)[lost_flat] * weight
+        mean = (moment.sum() / weight.sum()).item()
+        spread = math.sqrt(base.reshape(-1)[lost_flat].sum().item() / weight.sum().item())
+        return (
+            f"its label variance comes from float64 sums of w*y and w*y^2 that cancel (labels far from 0 "
+            f"for their spread): relative error up to about {_decade(error)} ({_digits(error)} significant digits "
+            f"left); "
+            f"pass label_offset={_near(mean, spread)} (about the weighted label mean) to keep them."
+        )
+
+    warn_precision_loss(lost, name, detail)
+
+
+# The message's numbers are rounded (the error to its decade, the mean to the spread's leading digit) so that
+# its text stays the same from one compute to the next of a stream (and from batch to batch of `forward`):
+# Python's default filter then shows it once per line instead of at every step.
+
+
+def _decade(error: float) -> str:
+    """The power of ten at or above ``error`` (``2.3e-06 -> "1e-05"``)."""
+    return f"1e{math.ceil(math.log10(error)):+03d}"
+
+
+def _digits(error: float) -> str:
+    """The number of right significant digits of a value of relative error up to ``error``, in words."""
+    return f"about {max(0, -math.ceil(math.log10(error)))}"
+
+
+def _near(mean: float, spread: float) -> str:
+    """``mean`` rounded to the power of ten above ``spread``'s (sums about a point that near keep their digits).
+
+    ``(1e5 + 0.03, 1.0)`` is ``"100000"``, ``(1.7e9, 3600.0)`` ``"1700000000"``, ``(1.00001, 1e-5)`` ``"1.0000"``:
+    the batches of one stream, whose means differ by a fraction of the spread, mostly print the same text.
+    """
+    if not (math.isfinite(mean) and math.isfinite(spread) and spread > 0):
+        return f"{mean:g}"
+    power = math.floor(math.log10(spread)) + 1
+    rounded = round(mean / 10.0**power) * 10.0**power
+    return f"{rounded:.{max(0, -power)}f}"
 
 
 def _over_baseline(
@@ -101,9 +187,10 @@ def _over_baseline(
     without a warning, as in :func:`~torchmetrics_ext.utilities.warnings.safe_divide`: the label
     mean ``x / inf`` read 0 there (R² 0.5 for equal weights of 1e308 where it is 0).
     """
-    base = _label_sse(total, label_sum, label_sq_sum, baseline, shift)
+    base, scale = _label_sse(total, label_sum, label_sq_sum, baseline, shift)
     overflowed = ~torch.stack([sse, total, label_sum, label_sq_sum, base]).isfinite().all(0)
     undefined = (base == 0) & ~overflowed
+    _warn_lost_digits(base, scale, total, label_sum, shift, name)
     warn_undefined(undefined & (total == 0), name, NO_SAMPLES)
     warn_undefined(undefined & (total != 0), name, _NO_SPREAD[baseline])
     unknown = undefined | overflowed

@@ -107,6 +107,26 @@ def warn_bootstrapped_flat_rows(metric: Any, args: tuple[Any, ...], kwargs: dict
     state[OUTSIDE] = weakref.ref(metric)
 
 
+def warn_bootstrapped_groups(metric: Any) -> None:
+    """Warn that ``BootStrapper`` resamples a grouped metric's rows, not its groups (users).
+
+    Called once per copy, when the base's check (:func:`refuse_bootstrapped_tasks`) has just marked it as
+    updated inside a bootstrap. Every bootstrap then holds every user with some rows repeated and others
+    dropped: the differences between users, the unit a GAUC averages over, are never resampled, so the
+    interval is not a user-level one (GroupedAUC over 100 users of 40 rows whose AUCs differ: a row
+    bootstrap std about a third of a bootstrap over users; ``tests/test_bootstrap_grouped_rows.py``).
+    """
+    name = type(metric).__name__
+    warnings.warn(
+        f"TorchMetrics' BootStrapper resamples rows, not groups: {name} gets every group (user) in every "
+        "bootstrap, with repeated and missing rows, so its spread misses the differences between users. "
+        "Resample the groups yourself: draw each group's count and repeat its rows under new group ids, or, "
+        f"with {name}(weight_groups=True), multiply each row's weight by its group's count.",
+        UserWarning,
+        stacklevel=user_stacklevel(),  # the user's bootstrap.update line, past TorchMetrics' frames
+    )
+
+
 def _refuse(metric: Any, preds: Tensor) -> NoReturn:
     """The error, naming the metric, the resampled ``preds`` shape and the per-task workaround."""
     name = type(metric).__name__

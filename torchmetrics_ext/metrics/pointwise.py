@@ -884,12 +884,26 @@ class _ErrorMetric(_PointwiseMetric):
     _finite_sums = (0, 3)
     # the error `preds - target` (float64 labels) is the float64 error of predictions of any floating dtype
     _promotes_preds = True
+    # the point the label sums are taken about (R²'s `label_offset`; 0 for MSE, RMSE, MAE)
+    label_offset: float = 0.0
 
     def __init__(self, num_tasks: int = 1, *, from_logits: bool = False, **kwargs: Any) -> None:
         super().__init__(num_tasks, _from_logits=from_logits, **kwargs)
 
     def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
-        return F._error_update(preds, target, weights, self.from_logits)  # type: ignore[arg-type]
+        return F._error_update(preds, target, weights, self.from_logits, self.label_offset)  # type: ignore[arg-type]
+
+    @property
+    def shared_statistics_key(self) -> Hashable:
+        """One kernel for the family (MSE, RMSE, MAE, R², NMSE, NRMSE): equal states for equal names and options.
+
+        The base's key (the class defining ``_batch_stats``, the state names, ``from_logits``,
+        ``num_tasks``) plus the label offset itself, so that two offsets never share a compute group
+        even if their state names were ever to agree.
+        """
+        key = super().shared_statistics_key
+        assert isinstance(key, tuple)
+        return (*key, ("label_offset", self.label_offset))
 
 
 class WeightedMSE(_ErrorMetric):

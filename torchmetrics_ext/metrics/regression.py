@@ -8,14 +8,12 @@ groups updates MSE, RMSE, MAE, R², NMSE and NRMSE once.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional import regression as F
-from torchmetrics_ext.functional.pointwise import _error_update
 from torchmetrics_ext.metrics.base import _tag
 from torchmetrics_ext.metrics.pointwise import _ErrorMetric, _PointwiseMetric
 from torchmetrics_ext.utilities.checks import as_real
@@ -44,7 +42,6 @@ class _LabelMoments(_ErrorMetric):
     """
 
     _setting_dependent = ("label_sum", "label_squared_sum")
-    label_offset: float = 0.0
 
     def __init__(
         self, num_tasks: int = 1, *, label_offset: float = 0.0, from_logits: bool = False, **kwargs: Any
@@ -53,16 +50,6 @@ class _LabelMoments(_ErrorMetric):
         setting = f"offset_{_tag(offset)}" if offset != 0 else ""
         _PointwiseMetric.__init__(self, num_tasks, _setting=setting, _from_logits=from_logits, **kwargs)
         self.label_offset = offset
-
-    @property
-    def shared_statistics_key(self) -> Hashable:
-        """MSE's: the same kernel (the state names tell an offset apart)."""
-        key = super().shared_statistics_key
-        assert isinstance(key, tuple)
-        return (_ErrorMetric.__qualname__, *key[1:])
-
-    def _batch_stats(self, preds: Tensor, target: Tensor | None, weights: Tensor | None) -> tuple[Tensor, ...]:
-        return _error_update(preds, target, weights, self.from_logits, self.label_offset)  # type: ignore[arg-type]
 
     def _shift(self, total: Tensor) -> Tensor | None:
         """The label states' shift for :func:`~torchmetrics_ext.functional.regression._label_sse` (``None``: 0)."""
@@ -91,7 +78,9 @@ class WeightedR2(_LabelMoments):
         The label variance comes from the float64 sums :math:`\sum w y`, :math:`\sum w y^2`
         (sum-reducible across batches, ranks and windows), which cancel for labels with a large
         common offset: relative error about :math:`10^{-16}\,(\text{offset}/\text{spread})^2`,
-        and ``nan`` (with a warning saying so) once the spread is below ~1e-6 of the offset.
+        with a ``PrecisionLossWarning`` at compute once that estimate passes 1e-6 (saying how many
+        digits are left and the weighted label mean to pass as ``label_offset``), and ``nan``
+        (with an ``UndefinedMetricWarning`` saying so) once the spread is below ~1e-6 of the offset.
         ``label_offset=c`` keeps those digits: the states are then :math:`\sum w (y - c)` and
         :math:`\sum w (y - c)^2` (named after ``c``, so not shared with ``WeightedMSE``), the same
         constant on every batch, rank and window, so they still merge by addition, at the same cost
@@ -144,7 +133,8 @@ class WeightedNMSE(_LabelMoments):
         :class:`~torchmetrics_ext.WeightedMSE`, :math:`\sum w y^2 - 2c \sum w y + c^2 \sum w`, as in
         :class:`WeightedR2`: relative error about
         :math:`10^{-16}\,(\text{label size}/\text{distance to the baseline})^2` (RMS values), and
-        ``nan`` with an ``UndefinedMetricWarning`` once the distance is below ~1e-6 of the size. With
+        ``nan`` with an ``UndefinedMetricWarning`` once the distance is below ~1e-6 of the size
+        (a ``PrecisionLossWarning`` once the estimated error passes 1e-6, see :class:`WeightedR2`). With
         the baseline 1 that is labels close to 1: within ~1e-5 relative for labels 1 ± 1e-5,
         ``nan`` for 1 ± 1e-6 or closer. TorchRec sums its baseline error
         :math:`\sum w (1 - y)^2` per sample (``const_pred_error_sum``) and keeps those digits;

@@ -31,6 +31,7 @@ from torch import Tensor
 __all__ = [
     "NO_SAMPLES",
     "NO_SAMPLES_IN_SEGMENT",
+    "PrecisionLossWarning",
     "SamplesFirstWarning",
     "SketchRangeWarning",
     "UndefinedEntries",
@@ -45,6 +46,7 @@ __all__ = [
     "silencing_undefined",
     "user_stacklevel",
     "warn_at_user",
+    "warn_precision_loss",
     "warn_undefined",
     "warn_undefined_flags",
 ]
@@ -311,6 +313,36 @@ class SketchRangeWarning(UserWarning):
     """
 
 
+class PrecisionLossWarning(UserWarning):
+    r"""A value came out of float64 sums that cancel: only its first few significant digits are right.
+
+    Sum-reducible states (they merge by addition across batches, ranks and windows) hold moments
+    about a fixed point, and a spread derived from them, :math:`\sum w y^2 - (\sum w y)^2 / \sum w`,
+    loses about ``log10(sum w y^2 / sum w (y - mean)^2)`` of float64's 16 digits: labels of
+    ``1e6 + N(0, 1)`` keep about 4. Emitted at ``compute`` (never per update) when the estimated
+    relative error passes 1e-6, once per metric and value (tasks and segments listed in one
+    message); the message says how many digits are left and what option keeps them (a
+    ``label_offset`` near the labels' mean, printed). The value is still returned.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext import WeightedR2
+        >>> from torchmetrics_ext.utilities.warnings import PrecisionLossWarning
+        >>> target = 1e5 + torch.tensor([0.1, 0.7, 0.35, 1.9, 0.2, 1.3, 0.6, 1.05], dtype=torch.float64)
+        >>> preds = target + 0.25
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     value = WeightedR2()(preds, target)  # the sums of y and y^2 near 1e10: 5 digits left
+        >>> caught[0].category is PrecisionLossWarning
+        True
+        >>> print(str(caught[0].message).split("; ")[-1])
+        pass label_offset=100001 (about the weighted label mean) to keep them.
+        >>> WeightedR2(label_offset=100001)(preds, target)  # no warning; scikit-learn: 0.80916...
+        tensor(0.8092, dtype=torch.float64)
+    """
+
+
 @dataclass(frozen=True)
 class UndefinedEntries:
     """One undefined-value warning as data (see :func:`collecting_undefined`).
@@ -421,6 +453,48 @@ def _warn_entries(undefined: Tensor, metric: str, reason: str, axes: tuple[str, 
     warn_at_user(
         f"{metric}{'' if part is None else f' ({part})'} is undefined{where}: {reason}; returning nan.",
         UndefinedMetricWarning,
+    )
+
+
+def warn_precision_loss(
+    lost: Tensor, metric: str, detail: Callable[[Tensor], str], axes: tuple[str, ...] = ("task",)
+) -> None:
+    """One :class:`PrecisionLossWarning` for the entries flagged in the boolean tensor ``lost``.
+
+    The message names the metric and the entries as :func:`warn_undefined` does (inside
+    :func:`naming_metric`, :func:`naming_part`, :func:`naming_tasks` and :func:`flat_entries_as`:
+    a window, a segment, a task's name), then ``detail(flagged)``: what is left and what to do,
+    called only when something is flagged, with the flagged entries of the value's own shape that
+    are reported (tasks whose name is ``None`` left out). Not recorded by
+    :func:`collecting_undefined` nor silenced by :func:`silencing_undefined` (the value is not
+    ``nan``: it is returned, with fewer right digits than it shows). One host read.
+
+    Examples:
+        >>> import warnings
+        >>> import torch
+        >>> from torchmetrics_ext.utilities.warnings import warn_precision_loss
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_precision_loss(torch.tensor([False, True]), "Spread", lambda lost: "3 digits left")
+        >>> print(caught[0].message)
+        Spread for task(s) [1] lost precision: 3 digits left
+    """
+    if not bool(lost.any()):
+        return
+    shaped = lost
+    flat_as = _FLAT_AS.get()
+    if flat_as is not None and lost.ndim <= 1 and len(axes) == 1 and lost.numel() == math.prod(flat_as[0]):
+        shaped, axes = lost.reshape(flat_as[0]), flat_as[1]
+    names = _TASK_NAMES.get()
+    shaped = _reported_only(shaped, axes, names)
+    if not bool(shaped.any()):
+        return
+    part = _PART.get()
+    where = _where(shaped, axes, names)
+    warn_at_user(
+        f"{_named(metric)}{'' if part is None else f' ({part})'}{where} lost precision: "
+        f"{detail(shaped.reshape(lost.shape))}",
+        PrecisionLossWarning,
     )
 
 

@@ -17,6 +17,9 @@ from torch import Tensor
 
 from torchmetrics_ext.functional.auc import binary as FB
 from torchmetrics_ext.functional.auc import grouped as F
+from torchmetrics_ext.metrics._bootstrap import INSIDE as _INSIDE_BOOTSTRAP
+from torchmetrics_ext.metrics._bootstrap import OUTSIDE as _OUTSIDE_BOOTSTRAP
+from torchmetrics_ext.metrics._bootstrap import marked, warn_bootstrapped_groups
 from torchmetrics_ext.metrics.auc.binary import _one_task, _sample_major, _take_samples, appended_by, keeps_own_lists
 from torchmetrics_ext.metrics.base import InputDomains, TaskMetric
 from torchmetrics_ext.utilities.checks import check_flag
@@ -135,6 +138,18 @@ class _GroupedCurveMetric(TaskMetric):
         """Exact-mode ``GroupedAUC``/``GroupedAUPRC`` with the same settings hold equal states."""
         names = tuple(self._reductions)
         return ("_GroupedCurveMetric", names, self.weight_groups, self.from_logits, self.num_tasks)
+
+    def _before_update(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The base checks, then a warning when they found this copy inside TorchMetrics' ``BootStrapper``.
+
+        (:func:`~torchmetrics_ext.metrics._bootstrap.warn_bootstrapped_groups`: it resamples rows, not
+        groups. The base's mark is read, no second walk of the callers; outside a bootstrap: two dict lookups.)
+        """
+        state = self.__dict__
+        fresh = not marked(state, _OUTSIDE_BOOTSTRAP, self) and not marked(state, _INSIDE_BOOTSTRAP, self)
+        super()._before_update(args, kwargs)
+        if fresh and marked(state, _INSIDE_BOOTSTRAP, self):
+            warn_bootstrapped_groups(self)
 
     def update(self, preds: Tensor, target: Tensor, groups: Tensor, weights: Tensor | None = None) -> None:
         """Accumulate one batch: ``preds``/``target`` ``(N,)`` or ``(T, N)``, ``groups`` ``(N,)`` ids."""

@@ -117,14 +117,12 @@ def warn_bootstrapped_groups(metric: Any) -> None:
     bootstrap std about a third of a bootstrap over users; ``tests/test_bootstrap_grouped_rows.py``).
     """
     name = type(metric).__name__
-    warnings.warn(
+    warn_at_user(
         f"TorchMetrics' BootStrapper resamples rows, not groups: {name} gets every group (user) in every "
         "bootstrap, with repeated and missing rows, so its spread misses the differences between users. "
         "Resample the groups yourself: draw each group's count and repeat its rows under new group ids, or, "
         f"with {name}(weight_groups=True), multiply each row's weight by its group's count.",
-        UserWarning,
-        stacklevel=user_stacklevel(),  # the user's bootstrap.update line, past TorchMetrics' frames
-    )
+    )  # at the user's bootstrap.update line, past TorchMetrics' frames
 
 
 def _refuse(metric: Any, preds: Tensor) -> NoReturn:

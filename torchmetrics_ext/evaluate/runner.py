@@ -1169,9 +1169,24 @@ _NO_LABEL_HINT = (
 )
 
 
-def _no_label_hint(problem: Problem) -> str:
-    """The way out for invalid rows of a label column (``""`` for other columns): skip them for its tasks."""
-    return _NO_LABEL_HINT if problem.role.startswith("labels of ") else ""
+# the reasons of label values that are numbers out of the metrics' domain (2, 0.5, 5): a grade or a corrupt
+# label, no mark of a missing one unless it is negative (-1); every other reason of a label column is a null
+# or a NaN ("that are null", "that are NaN or infinite"...) or a negative value ("that are negative")
+_OUT_OF_DOMAIN = ("that are not 0 or 1", "outside [0, 1]")
+
+
+def _no_label_hint(problem: Problem, negative: Collection[str]) -> str:
+    """The way out for the invalid rows of a label column that may mark a missing label: skip them for its tasks.
+
+    ``""`` for other columns, and for labels that are numbers out of the metrics' domain none of which is
+    negative (a grade of 2, a 0.5 of a metric of 0/1 labels): those mark no missing label. ``negative``: the
+    label columns among whose invalid values a negative one was seen (every rank's).
+    """
+    if not problem.role.startswith("labels of "):
+        return ""
+    if problem.reason in _OUT_OF_DOMAIN and problem.column not in negative:
+        return ""
+    return _NO_LABEL_HINT
 
 
 class _Run:
@@ -1203,6 +1218,8 @@ class _Run:
             key: t.labels for t in plan.tasks for key in plan.task_columns(t) if key[:2] == (t.labels, "label")
         }
         self.invalid_labels: dict[str, set[float] | None] = {}
+        # the label columns among whose invalid rows a negative value was seen (-1 marking "no label", say)
+        self.negative_labels: set[str] = set()
         self.modules = [group.module() for group, _ in self.groups]
         self.group_columns = [group.fed_columns() for group, _ in self.groups]  # each group's, once
         self.module = self.modules[0]
@@ -1389,17 +1406,25 @@ class _Run:
     def _note_invalid_labels(
         self, values: Mapping[str, np.ndarray], nulls: Mapping[str, np.ndarray | None], valid: Mapping[CheckKey, Any]
     ) -> None:
-        """Keep the distinct finite values of each label column's invalid rows, while they are at most two."""
+        """Keep the distinct finite values of each label column's invalid rows, while they are at most two.
+
+        And whether any of them is negative (:attr:`negative_labels`), however many values there are.
+        """
         for key, name in self.label_keys.items():
             seen = self.invalid_labels.setdefault(name, set())
-            if key not in valid or seen is None:  # no invalid label here, or too many values already
+            if key not in valid or (seen is None and name in self.negative_labels):  # nothing more to learn
                 continue
             bad = ~valid[key]
             null = nulls.get(name)
             if null is not None:
                 bad &= ~null
             found = values[name][bad]
-            seen.update(np.unique(found[np.isfinite(found)]).tolist())
+            found = found[np.isfinite(found)]
+            if found.size and bool((found < 0).any()):
+                self.negative_labels.add(name)
+            if seen is None:
+                continue
+            seen.update(np.unique(found).tolist())
             if len(seen) > 2:
                 self.invalid_labels[name] = None
 
@@ -1450,6 +1475,7 @@ class _Run:
             self.layout,
             self.ignored_counts,
             self.invalid_labels,
+            self.negative_labels,
         )
         summaries: list[Any] = [summary]
         if self.world > 1:
@@ -1478,9 +1504,10 @@ class _Run:
                 for name, found in s[8].items():
                     known = marks.setdefault(name, set())
                     marks[name] = None if known is None or found is None else known | found
+            negative = {name for s in summaries for name in s[9]}  # every rank's
             # one padding mark (-100, -1): ignore_index is the way; else grades, or rows without a label (skip)
             hinted = (
-                f"{p}{self._padding_hint(p, marks) or self._graded_hint(p) + _no_label_hint(p)}"
+                f"{p}{self._padding_hint(p, marks) or self._graded_hint(p) + _no_label_hint(p, negative)}"
                 for p in problems
                 if p.source == first
             )

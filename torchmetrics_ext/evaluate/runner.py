@@ -1017,12 +1017,15 @@ class _Plan:
         return user, session
 
     def records(
-        self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: int
+        self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: Sequence[int]
     ) -> list[dict]:
-        """One record per task; ``values[key][t]`` is task ``t``'s value of a module key (``"ranking.ndcg@10"``)."""
+        """One record per task; ``values[key][t]`` is task ``t``'s value of a module key (``"ranking.ndcg@10"``).
+
+        ``rows[t]``: the rows that count for task ``t`` (kept for it, of non-zero weight where it is weighted).
+        """
         out = []
         for t, task in enumerate(self.tasks):
-            record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows}
+            record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows[t]}
             for key, names in self._renames_of(task.name):
                 record.update(dict.fromkeys(names, values[key][t]))
             out.append(record)
@@ -1233,6 +1236,8 @@ class _Run:
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0  # skipped: rows dropped for at least one task
         self.group_skipped = [0] * len(self.groups)  # rows dropped for each group's tasks
+        # each group's kept rows of weight 0: no row of its weighted tasks (their records' `rows` leave them out)
+        self.group_weightless = [0] * len(self.groups)
         self.weight_unread = False  # a file read holds the plan's `unread_weight` column
         self.unexpected: Exception | None = None  # an error of this rank that is not the data's (see `stream`)
         # the segmentation this run computes (one `by`; a view per segmentation of several: `_segmentation`)
@@ -1360,6 +1365,9 @@ class _Run:
             kept = {name: values[name] if keep is None else values[name][keep] for name in self.group_columns[g]}
             if keep is not None:
                 self.group_skipped[g] += n - int(np.count_nonzero(keep))
+            weights = self.groups[g][0].weights  # None where no task of the group is weighted
+            if weights is not None:
+                self.group_weightless[g] += int(np.count_nonzero(kept[weights] == 0))
             tensors = {name: _tensor(v) for name, v in kept.items()}
             try:
                 module.update(tensors)  # a rejected batch changes no metric
@@ -1476,6 +1484,7 @@ class _Run:
             self.ignored_counts,
             self.invalid_labels,
             self.negative_labels,
+            self.group_weightless,
         )
         summaries: list[Any] = [summary]
         if self.world > 1:
@@ -1537,7 +1546,8 @@ class _Run:
             self.progress.finish_steps()
         # last, once the result is whole and the progress line ended: each note of a category raised at the
         # caller's line, once
-        result.warnings = raise_notes(notes)
+        # (rank 0 only under torchrun: every rank has the same lines, a warning per process would repeat each)
+        result.warnings = raise_notes(notes, raising=self.rank == 0)
         return result
 
     def _of_tasks(self, plan: _Plan) -> str:
@@ -1575,9 +1585,10 @@ class _Run:
             group = self._group(plan, module, rows)  # this run as seen by one group of tasks
             self.progress.step(f"the values over all rows{self._of_tasks(plan)}")
             records, found = group._compute(module)
-            used = rows_read - sum(s[5][g] for s in summaries)
-            for record in records:
-                record["rows"] = used
+            used = rows_read - sum(s[5][g] for s in summaries)  # the rows kept for the group's tasks
+            weighted = used - sum(s[10][g] for s in summaries)  # of which those of non-zero weight
+            for record, task in zip(records, plan.tasks):
+                record["rows"] = weighted if plan.weights is not None and task.weighted else used
             overall += records
             undefined += found
         if views:
@@ -1596,10 +1607,10 @@ class _Run:
             del kept, segment_ids
         overall.sort(key=lambda record: order[record["task"]])
         # the notes, each with the category it is raised as from Python (`notes`): what may make the numbers
-        # other than the caller thinks as a caveat; an undefined value is a line only, its `nan` in every
-        # record being its own mark (raised, a filter `error::UndefinedMetricWarning`, this repository's own,
-        # would turn a run with one single-class segment among thousands into an exception, every value lost)
-        undefined_metric: type[Warning] | None = None
+        # other than the caller thinks as a caveat; a value undefined over all rows or in some segments as the
+        # package's UndefinedMetricWarning (its policy, as a metric's compute raises it), one per line: per
+        # metric(s), tasks and reason, with the count of segments and the first three, not one per segment
+        undefined_metric: type[Warning] = UndefinedMetricWarning
         # the groups' lines as one module's: a metric undefined for tasks of both groups is one line naming
         # them all, and the lines come metric by metric (then task by task), not group by group
         caught: list[Note] = [(line, undefined_metric) for line in self._overall_lines(undefined)]
@@ -1790,7 +1801,7 @@ class _Run:
         names = [task.name for task in self.plan.tasks]
         # a metric of some tasks (metric_tasks) has no value for the others: records leave it out
         by_key = {key: [float(values.get(f"{key}/{name}", math.nan)) for name in names] for key in self.plan.renames}
-        records = self.plan.records(by_key, OVERALL, dict.fromkeys(self.plan.by), 0)
+        records = self.plan.records(by_key, OVERALL, dict.fromkeys(self.plan.by), [0] * len(names))
         keys = module.metric_names
         found: list[_Undefined] = []
         for j, message in enumerate(messages):
@@ -1854,6 +1865,16 @@ class _Run:
         dense = segment
         if num_segments < len(self.segments):
             dense = torch.cumsum(counts > 0, 0).sub_(1).to(segment.dtype)[segment]
+        counted = counts[present].numpy().tolist()
+        # the rows that count per task: those of non-zero weight for a weighted task, every kept row otherwise
+        weighted = counted
+        if self.plan.weights is not None:
+            kept = segment[rows[self.plan.weights] != 0]
+            weighted = torch.bincount(kept, minlength=len(self.segments))[present].numpy().tolist()
+            del kept
+        per_task = [
+            weighted if self.plan.weights is not None and task.weighted else counted for task in self.plan.tasks
+        ]
         metrics = self.plan.metrics()
         computed = self._segment_values(metrics, self.plan.segment_batch(rows, dense, num_segments))
         self.progress.step(
@@ -1874,14 +1895,13 @@ class _Run:
         texts: list[str] = []
         records: list[list[dict]] = []
         labels = self.segments.labels
-        counted = counts[present].numpy().tolist()
         with _no_garbage_collection():  # millions of new dicts hold no cycle: no collection pass needed
             by_segment = {key: list(zip(*value)) for key, value in columns.items()}  # key -> S tuples of T
             del columns
             for i, index in enumerate(present.numpy().tolist()):
                 text = segment_text(self.by, labels[index], ", ", self.segments.label_types)
                 values = {key: value[i] for key, value in by_segment.items()}
-                mine = self.plan.records(values, text, labels[index], counted[i])
+                mine = self.plan.records(values, text, labels[index], [rows_of[i] for rows_of in per_task])
                 texts.append(text)
                 records.append(mine)
                 out.append((index, mine))

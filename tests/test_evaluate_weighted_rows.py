@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from torchmetrics_ext import UndefinedMetricWarning
 from torchmetrics_ext.evaluate import evaluate
 
 TASKS = [
@@ -96,6 +97,7 @@ def test_a_segment_of_weight_zero_rows_only_has_rows_zero_and_nan_values():
     table = pa.table(
         {"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 0], "w": [1.0, 2.0, 0.0, 0.0], "c": ["a", "a", "b", "b"]}
     )
-    result = evaluate(table, {"click": ("p", "y")}, ["ctr"], weights="w", by="c")
+    with pytest.warns(UndefinedMetricWarning, match=r"ctr is undefined .* \(c=b\): no samples seen in this segment"):
+        result = evaluate(table, {"click": ("p", "y")}, ["ctr"], weights="w", by="c")
     assert [(r["segment"], r["rows"]) for r in result.records] == [("all", 2), ("c=a", 2), ("c=b", 0)]
     assert np.isnan(result.records[2]["ctr"]) and result.records[1]["ctr"] == pytest.approx(2 / 3)

@@ -3802,6 +3802,7 @@ def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> tuple[list[s
     return result.warnings, {key: repr(value) for key, value in result.values.items()}  # nan == nan
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.ddp
 def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_path):
     """AUC is computed for every segment at once on every rank; XAUC, made a metric without a
@@ -3828,6 +3829,7 @@ def _ddp_reads(rank: int, world_size: int, paths: list[str], by: list[str]) -> l
     return out
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.ddp
 def test_each_rank_reads_only_its_share_with_by(ddp_pool, tmp_path):
     """Every rank read every file's --by columns (to find the segments); now a rank reads only its own

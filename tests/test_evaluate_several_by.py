@@ -345,6 +345,7 @@ def _ddp_several(rank: int, world_size: int, path: str) -> tuple[list[dict], lis
     return result.records, result.warnings
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.ddp
 def test_two_ranks_equal_each_run_alone(ddp_pool, tmp_path):
     data = _write(_frame(10, n=300), tmp_path, "parquet")

@@ -55,6 +55,8 @@ GROUPED = ("gauc",)  # read the user ids
 RANKED = ("ndcg", "recall", "mrr")  # read the session ids
 EXTRA_SEEDS = int(os.environ.get("TMX_EV3_SEEDS", "0"))
 TIMEOUT = 120.0  # a job that hangs (a rank left in a collective) fails the test instead
+# random datasets: some segments hold one class on purpose (their values nan, checked against the references)
+pytestmark = pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")
 
 
 @dataclass

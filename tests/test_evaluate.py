@@ -143,7 +143,7 @@ def test_values_equal_independent_references(dataset, frame):
 
 def test_segments_equal_the_metric_on_each_segments_rows(dataset, frame):
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UndefinedMetricWarning)  # undefined values are reported, not warned
+        warnings.simplefilter("error", UndefinedMetricWarning)  # every segment of this data is defined: no warning
         result = evaluate(dataset, TASKS, METRICS, by=["country", "dataset"], batch_size=500, **KW)
     keys = {(r["country"], r["dataset"]) for r in result.records if r["segment"] != "all"}
     expected_keys = set(frame.groupby(["country", "dataset"], dropna=False).groups)
@@ -200,6 +200,7 @@ def query_means(frame: pd.DataFrame, k: int) -> pd.DataFrame:
     )
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segment():
     """Segments computed at once (no module per segment) are each segment's values: sums, AUC from
     every pair, GAUC and ranking against pandas groupbys written here (AUC checked against
@@ -271,6 +272,7 @@ def test_thousands_of_segments_equal_a_pandas_groupby_and_sklearn_on_each_segmen
     assert len(result.warnings) <= 2 * 5  # a line per (metric, task) with an undefined segment, not per segment
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.parametrize("from_logits", [False, True])
 def test_every_registry_metric_of_a_segment_is_that_of_its_rows_alone(from_logits):
     """Each family's segment kernel (sums, AUC, GAUC, ranking) and the per-segment path of the
@@ -335,6 +337,7 @@ def pair_refs(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float
     return float(xauc), float(rauc)
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.parametrize("weighted", [False, True])
 def test_pairwise_metrics_of_many_segments_equal_every_pair_counted(weighted):
     """xauc and regression_auc of real-valued labels per segment (195 segments of 1 to 1770 rows,
@@ -393,6 +396,7 @@ def _segment_table(n: int = 3000, num_segments: int = 400) -> pa.Table:
     )
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_segments_are_computed_without_a_module_per_segment(monkeypatch):
     """Every registry family has a segment kernel: all segments are computed at once, and the one
     module built is the overall one (before: one more per segment)."""
@@ -410,6 +414,7 @@ def _without_kernel(*names: str):
     return lambda metric: None if type(metric).__name__ in names else family(metric)
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_a_metric_without_a_segment_kernel_is_computed_segment_by_segment(monkeypatch):
     """A metric no family computes at once (none of the registry's today) gets a module per
     segment, with the values and warning lines (in the same order) of the kernels."""
@@ -431,14 +436,18 @@ def test_a_metric_without_a_segment_kernel_is_computed_segment_by_segment(monkey
 
 def test_undefined_segment_values_are_nan_and_reported():
     table = pa.table({"p": [0.2, 0.8, 0.4], "y": [0, 1, 1], "g": ["x", "x", "y"]})
-    result = evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"])
-    assert result.values["auc/t/g=x"] == 1.0 and np.isnan(result.values["auc/t/g=y"])
-    assert result.warnings == [
+    line = (
         "auc is undefined for task 't' in 1 of 2 segments (g=y): the labels seen hold a single class (or no "
         "weight); returning nan."
-    ]
+    )
+    with pytest.warns(UndefinedMetricWarning) as caught:  # raised once, as the line
+        result = evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"])
+    assert [str(w.message) for w in caught if w.category is UndefinedMetricWarning] == [line]
+    assert result.values["auc/t/g=x"] == 1.0 and np.isnan(result.values["auc/t/g=y"])
+    assert result.warnings == [line]
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_undefined_segments_are_counted_in_one_line_per_metric_and_task(tmp_path, capsys):
     """Thousands of single-class segments give one warning line per metric and task (counting them and
     naming the first three), in the result and on the command line's stderr, not one per segment;
@@ -487,6 +496,7 @@ def test_no_python_warning_for_the_weight_key_evaluate_uses_internally(monkeypat
     assert weighted.values["ctr/t"] == pytest.approx(np.average([0, 1, 1, 0], weights=[1, 2, 1, 1]), rel=1e-12)
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_json_output_is_strict_json_with_null_for_undefined_values(tmp_path):
     table = pa.table({"p": [0.2, 0.8, 0.4], "y": [0, 1, 1], "g": ["x", "x", "y"]})
     evaluate(table, {"t": ("p", "y")}, ["auc"], by=["g"]).write(str(tmp_path / "out.json"))
@@ -499,6 +509,7 @@ def test_json_output_is_strict_json_with_null_for_undefined_values(tmp_path):
     assert by_segment == {"all": 1.0, "g=x": 1.0, "g=y": None}
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_undefined_value_warnings_name_the_task_and_segment():
     table = pa.table({"p": [0.2, 0.7, 0.4, 0.9], "y": [0, 1, 1, 1], "q": [0.3, 0.6, 0.1, 0.8], "z": [1, 1, 0, 1]})
     table = table.append_column("g", pa.array(["a", "a", "b", "b"]))
@@ -516,6 +527,7 @@ def test_undefined_value_warnings_name_the_task_and_segment():
     ]
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_undefined_value_warnings_name_the_metric_as_requested(tmp_path, capsys):
     """A line named the metric's class ("NormalizedEntropy is undefined ..."), not the name asked for
     (``--metrics ne``), and two names of one class (an exact and a binned AUC) could not be told apart:
@@ -537,6 +549,7 @@ def test_undefined_value_warnings_name_the_metric_as_requested(tmp_path, capsys)
     assert alone.warnings == [f"{key} is undefined for task 't' over all rows: {single_class}" for key in metrics]
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_undefined_value_warnings_name_every_task_past_ten():
     """Past ten tasks the module's warning lists ten and the count: the line names every undefined task."""
     columns = {**{f"p{i}": [0.2, 0.7, 0.05 * i] for i in range(12)}, "y": [1, 1, 1]}
@@ -704,6 +717,7 @@ def test_two_spellings_of_one_cutoff_each_get_the_value(dataset, frame, capsys):
 NO_QUERY = "no query counted (no query with a relevant candidate, or all query weights are zero); returning nan."
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_ranking_names_without_a_counted_query_are_nan_and_name_their_task(tmp_path, capsys):
     """Several ranking names share one RankingMetrics per task, whose warning names its keys, not its
     task: the line names the ranking names and the one task that has no counted query."""
@@ -1188,6 +1202,7 @@ def test_a_nan_that_reads_as_null_is_named_as_written(tmp_path):
     ]
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_columns_without_a_value_are_null_rows_in_every_source(tmp_path):
     """A column of Arrow type null (an all-None pandas object slice, a Parquet column pandas wrote
     from all-None values) is all null rows, as an all-empty CSV column is: the pandas slice crashed
@@ -2605,6 +2620,7 @@ def _by_frame(n: int, seed: int) -> pd.DataFrame:
     )
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.parametrize("by", [["country"], ["hour"], ["price"], ["country", "hour", "price"]])
 def test_by_reads_every_file_once(tmp_path, monkeypatch, by):
     """--by read a CSV file 2-6 times (once per type tried, once to find the segments, once to score)
@@ -2781,6 +2797,7 @@ def test_float16_segment_column_keeps_its_type_in_to_arrow_and_outputs(tmp_path)
         assert other.to_arrow().schema.field("h").type == pa.float32()
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.parametrize("row_groups", [0, 1])
 def test_an_empty_parquet_file_alone_keeps_its_segment_column_types(tmp_path, row_groups):
     """A Parquet file without rows (no row group, or one of 0 rows) gave its --by columns the type null in
@@ -3466,6 +3483,7 @@ def test_cli_prints_the_table_and_writes_every_output_format(dataset, tmp_path, 
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 6
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_to_arrow_holds_plain_arrow_columns_and_records_plain_python_values():
     """to_arrow (carried review item): segment columns keep the input's Arrow types, the rest are string,
     int64 and float64 columns, and the records it is built from hold Python scalars, never tensors or numpy."""
@@ -3784,6 +3802,7 @@ def _ddp_segment_warnings(rank: int, world_size: int, path: str) -> tuple[list[s
     return result.warnings, {key: repr(value) for key, value in result.values.items()}  # nan == nan
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.ddp
 def test_segment_warnings_computed_on_any_rank_reach_every_rank(ddp_pool, tmp_path):
     """AUC is computed for every segment at once on every rank; XAUC, made a metric without a
@@ -3810,6 +3829,7 @@ def _ddp_reads(rank: int, world_size: int, paths: list[str], by: list[str]) -> l
     return out
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.ddp
 def test_each_rank_reads_only_its_share_with_by(ddp_pool, tmp_path):
     """Every rank read every file's --by columns (to find the segments); now a rank reads only its own

@@ -52,6 +52,7 @@ def every_step(monkeypatch):
     monkeypatch.setattr(report, "COMPUTE_INTERVAL", 0.0)  # each step draws its line at once
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # random data: undefined segments
 def test_the_steps_are_metrics_and_segmentations_not_segments(every_step, capsys):
     frame = _frame()
     args = (frame, {"click": ("p", "y")}, ["ne", "auc", "gauc"])

@@ -174,6 +174,7 @@ def test_a_row_invalid_for_one_task_is_dropped_for_that_task_alone(as_table):
     }
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_per_segment_values_rows_and_undefined_lines_use_each_tasks_rows():
     """``--by``: every task's values and rows per segment are those of its kept rows; ``jp`` (no click, so no
     conversion label) has a record of 0 rows and nan values for conv, said in a line of its own, and conv's
@@ -190,6 +191,7 @@ def test_per_segment_values_rows_and_undefined_lines_use_each_tasks_rows():
     ) in result.warnings
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_clean_data_skipping_gives_the_values_of_stopping_at_errors():
     """Without an invalid row the tasks fed apart (one module per group of columns) give what one module
     gives: the same records, rows and warnings (merged as one module's), each against the references."""

@@ -169,6 +169,7 @@ def test_two_ranks_drop_invalid_weights_per_task_as_one_process(ddp_pool, tmp_pa
             _check(record, _reference(rows, record["task"], rows.w.to_numpy() if record["task"] == "a" else None))
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.parametrize("bad_weight", [False, True])
 def test_split_tasks_warn_as_one_module(bad_weight):
     """Fed apart, the weighted and unweighted tasks warned group by group: "auc is undefined for task 'a'",

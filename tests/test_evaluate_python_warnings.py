@@ -3,9 +3,11 @@
 The command line prints every note of ``EvaluationResult.warnings`` as a ``warning:`` line; from Python the
 lines sat in the result alone (but for the unread ``weight`` column's), so a notebook call whose rows were
 dropped for some metrics, or whose segments were split by stray spaces, reported its numbers without a word.
-Each caveat is now a :class:`ResultCaveatWarning` naming the test file as its filename; purely informational
-notes (ids no metric reads, undefined values, whose ``nan`` is in every record) stay lines only, and the
-command line still says each line once. References: pandas ``groupby`` and plain Python for the values.
+Each caveat is now a :class:`ResultCaveatWarning` naming the test file as its filename, and each line of undefined
+values (per metric, task and reason, counting the segments) the package's :class:`UndefinedMetricWarning`, raised
+once the result is complete; purely informational notes (ids no metric reads, ``ignore_index``'s count) stay lines
+only, and the command line still says each line once and raises none. References: pandas ``groupby`` and plain
+Python for the values.
 """
 
 from __future__ import annotations
@@ -99,13 +101,38 @@ def test_the_unread_weight_column_is_a_caveat_of_its_own_category():
     assert result.values == {"ctr/click": pytest.approx(1 / 3, rel=1e-12)}
 
 
-def test_informational_notes_and_undefined_values_stay_lines_only():
+def test_informational_notes_stay_lines_only_and_undefined_values_are_raised_once_per_line():
     table = pa.table({"p": [0.2, 0.9, 0.6, 0.4], "y": [0, 1, 0, 0], "u": [1, 1, 2, 2], "c": ["a", "a", "b", "b"]})
     result, caught = _caught(lambda: evaluate(table, {"click": ("p", "y")}, ["ctr", "auc"], user="u", by="c"))
-    assert not caught  # every line is informational: the ids were not read, b's AUC is nan
+    # the ids not read: a line only; b's AUC (a single class there, so nan): the package's UndefinedMetricWarning
+    undefined = _only(caught, "auc is undefined for task 'click' in 1 of 2 segments (c=b)")
+    assert undefined.category is UndefinedMetricWarning and len(caught) == 1
+    assert str(undefined.message) in result.warnings
     assert any("user ids 'u' (--user) were not read" in line for line in result.warnings)
-    assert any("auc is undefined for task 'click' in 1 of 2 segments (c=b)" in line for line in result.warnings)
     assert np.isnan(result.values["auc/click/c=b"]) and result.values["auc/click/c=a"] == 1.0
+
+
+def test_undefined_values_are_raised_once_per_metric_task_and_reason_not_per_segment():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"p": rng.random(400), "y": np.zeros(400, dtype=np.int64), "c": rng.integers(0, 50, 400)})
+    frame.loc[frame.index[:3], "y"] = 1  # at most 3 segments hold a click: every other one is one class
+    result, caught = _caught(lambda: evaluate(frame, {"click": ("p", "y")}, ["ne", "auc"], by="c"))
+    single = int((frame.groupby("c")["y"].nunique() == 1).sum())  # pandas: the segments of a single class
+    raised = [str(w.message) for w in caught if w.category is UndefinedMetricWarning]
+    assert len(raised) == 2 and raised == [line for line in result.warnings if "is undefined" in line]
+    assert f"ne is undefined for task 'click' in {single} of 50 segments" in raised[0]
+    assert f"auc is undefined for task 'click' in {single} of 50 segments" in raised[1]
+
+
+def test_an_error_filter_on_undefined_values_raises_after_the_result_is_complete():
+    table = pa.table({"p": [0.2, 0.9, 0.6, 0.4], "y": [0, 1, 0, 0], "c": ["a", "a", "b", "b"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        with pytest.raises(UndefinedMetricWarning, match=r"auc is undefined for task 'click' in 1 of 2 segments"):
+            evaluate(table, {"click": ("p", "y")}, ["auc"], by="c")
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # the documented way to keep the result
+        result = evaluate(table, {"click": ("p", "y")}, ["auc"], by="c")
+    assert result.values["auc/click/c=a"] == 1.0 and np.isnan(result.values["auc/click/c=b"])
 
 
 def test_each_warning_is_raised_once_even_where_two_segmentations_say_the_same_line():

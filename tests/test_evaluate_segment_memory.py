@@ -92,6 +92,7 @@ def test_one_task_rows_are_not_copied(monkeypatch: pytest.MonkeyPatch) -> None:
 SEGMENT_UNSEEN = "no samples seen in this segment (every row of weight 0 or skipped)"
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 def test_zero_weight_segment_says_so() -> None:
     """A segment whose rows all weigh 0 is named with the segment's reason, not "no update" (said of a metric never fed)."""
     table = pa.table(

@@ -113,6 +113,7 @@ def _check_combined(combined, singles: list, segmentations: list[list[str]]) -> 
     assert _nan_equal([combined.values]) == _nan_equal([expected])
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # random data: undefined segments
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
 @pytest.mark.parametrize("name", sorted(RUNS))
@@ -126,6 +127,7 @@ def test_several_segmentations_equal_each_run_alone(tmp_path, seed, kind, name):
     assert combined.by == ("country", "device")
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # random data: undefined segments
 @pytest.mark.parametrize("kind", ["parquet", "csv"])
 def test_skipped_rows_and_empty_segments_per_segmentation(tmp_path, kind):
     """``on_invalid="skip"`` with rows invalid for one task (a group of tasks of its own), segments it has none of."""
@@ -343,6 +345,7 @@ def _ddp_several(rank: int, world_size: int, path: str) -> tuple[list[dict], lis
     return result.records, result.warnings
 
 
+@pytest.mark.filterwarnings("ignore::torchmetrics_ext.UndefinedMetricWarning")  # undefined on purpose
 @pytest.mark.ddp
 def test_two_ranks_equal_each_run_alone(ddp_pool, tmp_path):
     data = _write(_frame(10, n=300), tmp_path, "parquet")

@@ -419,6 +419,7 @@ def run_evaluate(args: argparse.Namespace, parser: argparse.ArgumentParser, argv
     try:
         with warnings.catch_warnings():  # the notes are printed below as `warning:` lines, once, by rank 0
             warnings.simplefilter("ignore", ResultCaveatWarning)  # UnreadWeightsWarning is one
+            warnings.simplefilter("ignore", tmx.UndefinedMetricWarning)  # the undefined values' lines
             result = evaluate(
                 paths,
                 tasks,

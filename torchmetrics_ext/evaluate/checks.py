@@ -82,7 +82,7 @@ class Problem:
     Examples:
         >>> import pyarrow as pa
         >>> from torchmetrics_ext.evaluate import evaluate
-        >>> table = pa.table({"p": [0.1, 1.5, 2.0, 0.3], "y": [0, 1, 1, 0]})
+        >>> table = pa.table({"p": [0.1, 1.5, 2.0, 0.3], "y": [0, 1, 0, 1]})
         >>> result = evaluate(table, {"click": ("p", "y")}, ["ne"], on_invalid="skip")
         >>> problem = result.problems[0]
         >>> problem.column, problem.reason, problem.count, problem.first_row

@@ -15,15 +15,16 @@ a ``weight`` column in the data left unread (no ``weights``)  :class:`UnreadWeig
 ``from_logits=True`` that changed nothing (``metric_tasks``)  :class:`ResultCaveatWarning`
 rows left out by ``ignore_index``, per label column           (a line only: what was asked)
 graded labels skipped for the ranking names too               :class:`ResultCaveatWarning`
-a value undefined over all rows or in segments (``nan``)      (a line only: the ``nan`` is its mark)
+a value undefined over all rows or in segments (``nan``)      ``UndefinedMetricWarning`` per line
 a task without a valid row in segments (``rows`` 0, ``nan``)  :class:`ResultCaveatWarning`
 ``by`` text with spaces around it (a segment of its own)      :class:`ResultCaveatWarning`
 ``by`` text holding the empty text (not the null segment)     :class:`ResultCaveatWarning`
 ============================================================  =====================================
 
-An undefined value is not raised: its ``nan`` stands in every record, ``values`` and output file, and a filter
-``error::UndefinedMetricWarning`` (common in test suites) would turn a run with one single-class segment among
-thousands into an exception, every other value lost. The command line prints the lines itself and raises none
+An undefined value is the package's :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning`, as a
+metric's ``compute`` raises it, once per line (per metric, tasks and reason, counting the segments): a thousand
+single-class segments are one warning. Every warning is raised after the result is complete, by rank 0 alone
+under ``torchrun`` (every rank returns the same lines). The command line prints the lines itself and raises none
 of them (nothing is said twice); it adds one note of its own, first, where ``--metrics`` leaves out a task of a
 ``--config`` file.
 """
@@ -47,7 +48,8 @@ class ResultCaveatWarning(UserWarning):
     valid row in some segments (its values there ``nan``, ``rows`` 0), ``by`` text that makes segments
     of its own (spaces around a value, the empty text beside null), a ``from_logits=True`` that changed
     nothing. The same line is in the result's ``warnings`` (and a ``warning:`` line of the command line,
-    which raises no Python warning). Values that are undefined (``nan``) are lines of ``warnings`` only.
+    which raises no Python warning). Values that are undefined (``nan``) are raised as
+    :class:`~torchmetrics_ext.utilities.warnings.UndefinedMetricWarning` instead, one per line.
     Silence these with ``warnings.filterwarnings("ignore", category=ResultCaveatWarning)``.
 
     Examples:
@@ -90,17 +92,20 @@ class UnreadWeightsWarning(ResultCaveatWarning):
     """
 
 
-def raise_notes(notes: Iterable[Note]) -> list[str]:
+def raise_notes(notes: Iterable[Note], raising: bool = True) -> list[str]:
     """Raise each note that has a category, once per line, at the caller's line; return every line, once.
 
     Called last, once the result is built: a filter that turns a warning into an error stops the call
-    there, as it would stop a metric's ``compute``.
+    there, as it would stop a metric's ``compute``. ``raising=False`` (every rank of a ``torchrun`` job
+    but rank 0) raises nothing: the lines are the same on every rank, and a job of 8 processes would
+    show each warning 8 times.
     """
     lines: dict[str, type[Warning] | None] = {}
     for line, category in notes:
         if lines.get(line) is None:  # a line said twice keeps the category it has
             lines[line] = category
-    for line, category in lines.items():
-        if category is not None:
-            warn_at_user(line, category)
+    if raising:
+        for line, category in lines.items():
+            if category is not None:
+                warn_at_user(line, category)
     return list(lines)

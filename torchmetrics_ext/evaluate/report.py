@@ -161,7 +161,8 @@ class EvaluationResult:
             each once, in the order first given.
         records: one dict per (segment, task): ``segment`` (``"all"`` or ``"country=US, ..."``, see
             :func:`segment_text`),
-            the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` and
+            the ``by`` columns' values (``None`` on the overall records), ``task``, ``rows`` (the rows valid
+            for the task whose weight is not 0: every valid row of a task without weights) and
             one float per metric reading the task (every metric, unless ``metric_tasks`` leaves the task
             out of some: those are not in its records, nor in :attr:`values`; null in :meth:`to_arrow` and
             the ``.csv`` and ``.parquet`` files, ``-`` in :meth:`format_table`). Overall records come first.

@@ -1017,12 +1017,15 @@ class _Plan:
         return user, session
 
     def records(
-        self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: int
+        self, values: Mapping[str, Sequence[float]], segment: str, labels: Mapping[str, Any], rows: Sequence[int]
     ) -> list[dict]:
-        """One record per task; ``values[key][t]`` is task ``t``'s value of a module key (``"ranking.ndcg@10"``)."""
+        """One record per task; ``values[key][t]`` is task ``t``'s value of a module key (``"ranking.ndcg@10"``).
+
+        ``rows[t]``: the rows that count for task ``t`` (kept for it, of non-zero weight where it is weighted).
+        """
         out = []
         for t, task in enumerate(self.tasks):
-            record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows}
+            record: dict[str, Any] = {"segment": segment, **labels, "task": task.name, "rows": rows[t]}
             for key, names in self._renames_of(task.name):
                 record.update(dict.fromkeys(names, values[key][t]))
             out.append(record)
@@ -1169,9 +1172,24 @@ _NO_LABEL_HINT = (
 )
 
 
-def _no_label_hint(problem: Problem) -> str:
-    """The way out for invalid rows of a label column (``""`` for other columns): skip them for its tasks."""
-    return _NO_LABEL_HINT if problem.role.startswith("labels of ") else ""
+# the reasons of label values that are numbers out of the metrics' domain (2, 0.5, 5): a grade or a corrupt
+# label, no mark of a missing one unless it is negative (-1); every other reason of a label column is a null
+# or a NaN ("that are null", "that are NaN or infinite"...) or a negative value ("that are negative")
+_OUT_OF_DOMAIN = ("that are not 0 or 1", "outside [0, 1]")
+
+
+def _no_label_hint(problem: Problem, negative: Collection[str]) -> str:
+    """The way out for the invalid rows of a label column that may mark a missing label: skip them for its tasks.
+
+    ``""`` for other columns, and for labels that are numbers out of the metrics' domain none of which is
+    negative (a grade of 2, a 0.5 of a metric of 0/1 labels): those mark no missing label. ``negative``: the
+    label columns among whose invalid values a negative one was seen (every rank's).
+    """
+    if not problem.role.startswith("labels of "):
+        return ""
+    if problem.reason in _OUT_OF_DOMAIN and problem.column not in negative:
+        return ""
+    return _NO_LABEL_HINT
 
 
 class _Run:
@@ -1203,6 +1221,8 @@ class _Run:
             key: t.labels for t in plan.tasks for key in plan.task_columns(t) if key[:2] == (t.labels, "label")
         }
         self.invalid_labels: dict[str, set[float] | None] = {}
+        # the label columns among whose invalid rows a negative value was seen (-1 marking "no label", say)
+        self.negative_labels: set[str] = set()
         self.modules = [group.module() for group, _ in self.groups]
         self.group_columns = [group.fed_columns() for group, _ in self.groups]  # each group's, once
         self.module = self.modules[0]
@@ -1216,6 +1236,8 @@ class _Run:
         self.problems = Problems()
         self.rows_read = self.rows_skipped = 0  # skipped: rows dropped for at least one task
         self.group_skipped = [0] * len(self.groups)  # rows dropped for each group's tasks
+        # each group's kept rows of weight 0: no row of its weighted tasks (their records' `rows` leave them out)
+        self.group_weightless = [0] * len(self.groups)
         self.weight_unread = False  # a file read holds the plan's `unread_weight` column
         self.unexpected: Exception | None = None  # an error of this rank that is not the data's (see `stream`)
         # the segmentation this run computes (one `by`; a view per segmentation of several: `_segmentation`)
@@ -1343,6 +1365,9 @@ class _Run:
             kept = {name: values[name] if keep is None else values[name][keep] for name in self.group_columns[g]}
             if keep is not None:
                 self.group_skipped[g] += n - int(np.count_nonzero(keep))
+            weights = self.groups[g][0].weights  # None where no task of the group is weighted
+            if weights is not None:
+                self.group_weightless[g] += int(np.count_nonzero(kept[weights] == 0))
             tensors = {name: _tensor(v) for name, v in kept.items()}
             try:
                 module.update(tensors)  # a rejected batch changes no metric
@@ -1389,17 +1414,25 @@ class _Run:
     def _note_invalid_labels(
         self, values: Mapping[str, np.ndarray], nulls: Mapping[str, np.ndarray | None], valid: Mapping[CheckKey, Any]
     ) -> None:
-        """Keep the distinct finite values of each label column's invalid rows, while they are at most two."""
+        """Keep the distinct finite values of each label column's invalid rows, while they are at most two.
+
+        And whether any of them is negative (:attr:`negative_labels`), however many values there are.
+        """
         for key, name in self.label_keys.items():
             seen = self.invalid_labels.setdefault(name, set())
-            if key not in valid or seen is None:  # no invalid label here, or too many values already
+            if key not in valid or (seen is None and name in self.negative_labels):  # nothing more to learn
                 continue
             bad = ~valid[key]
             null = nulls.get(name)
             if null is not None:
                 bad &= ~null
             found = values[name][bad]
-            seen.update(np.unique(found[np.isfinite(found)]).tolist())
+            found = found[np.isfinite(found)]
+            if found.size and bool((found < 0).any()):
+                self.negative_labels.add(name)
+            if seen is None:
+                continue
+            seen.update(np.unique(found).tolist())
             if len(seen) > 2:
                 self.invalid_labels[name] = None
 
@@ -1450,6 +1483,8 @@ class _Run:
             self.layout,
             self.ignored_counts,
             self.invalid_labels,
+            self.negative_labels,
+            self.group_weightless,
         )
         summaries: list[Any] = [summary]
         if self.world > 1:
@@ -1478,9 +1513,10 @@ class _Run:
                 for name, found in s[8].items():
                     known = marks.setdefault(name, set())
                     marks[name] = None if known is None or found is None else known | found
+            negative = {name for s in summaries for name in s[9]}  # every rank's
             # one padding mark (-100, -1): ignore_index is the way; else grades, or rows without a label (skip)
             hinted = (
-                f"{p}{self._padding_hint(p, marks) or self._graded_hint(p) + _no_label_hint(p)}"
+                f"{p}{self._padding_hint(p, marks) or self._graded_hint(p) + _no_label_hint(p, negative)}"
                 for p in problems
                 if p.source == first
             )
@@ -1510,7 +1546,8 @@ class _Run:
             self.progress.finish_steps()
         # last, once the result is whole and the progress line ended: each note of a category raised at the
         # caller's line, once
-        result.warnings = raise_notes(notes)
+        # (rank 0 only under torchrun: every rank has the same lines, a warning per process would repeat each)
+        result.warnings = raise_notes(notes, raising=self.rank == 0)
         return result
 
     def _of_tasks(self, plan: _Plan) -> str:
@@ -1548,9 +1585,10 @@ class _Run:
             group = self._group(plan, module, rows)  # this run as seen by one group of tasks
             self.progress.step(f"the values over all rows{self._of_tasks(plan)}")
             records, found = group._compute(module)
-            used = rows_read - sum(s[5][g] for s in summaries)
-            for record in records:
-                record["rows"] = used
+            used = rows_read - sum(s[5][g] for s in summaries)  # the rows kept for the group's tasks
+            weighted = used - sum(s[10][g] for s in summaries)  # of which those of non-zero weight
+            for record, task in zip(records, plan.tasks):
+                record["rows"] = weighted if plan.weights is not None and task.weighted else used
             overall += records
             undefined += found
         if views:
@@ -1569,10 +1607,10 @@ class _Run:
             del kept, segment_ids
         overall.sort(key=lambda record: order[record["task"]])
         # the notes, each with the category it is raised as from Python (`notes`): what may make the numbers
-        # other than the caller thinks as a caveat; an undefined value is a line only, its `nan` in every
-        # record being its own mark (raised, a filter `error::UndefinedMetricWarning`, this repository's own,
-        # would turn a run with one single-class segment among thousands into an exception, every value lost)
-        undefined_metric: type[Warning] | None = None
+        # other than the caller thinks as a caveat; a value undefined over all rows or in some segments as the
+        # package's UndefinedMetricWarning (its policy, as a metric's compute raises it), one per line: per
+        # metric(s), tasks and reason, with the count of segments and the first three, not one per segment
+        undefined_metric: type[Warning] = UndefinedMetricWarning
         # the groups' lines as one module's: a metric undefined for tasks of both groups is one line naming
         # them all, and the lines come metric by metric (then task by task), not group by group
         caught: list[Note] = [(line, undefined_metric) for line in self._overall_lines(undefined)]
@@ -1768,7 +1806,7 @@ class _Run:
         names = [task.name for task in self.plan.tasks]
         # a metric of some tasks (metric_tasks) has no value for the others: records leave it out
         by_key = {key: [float(values.get(f"{key}/{name}", math.nan)) for name in names] for key in self.plan.renames}
-        records = self.plan.records(by_key, OVERALL, dict.fromkeys(self.plan.by), 0)
+        records = self.plan.records(by_key, OVERALL, dict.fromkeys(self.plan.by), [0] * len(names))
         keys = module.metric_names
         found: list[_Undefined] = []
         for j, message in enumerate(messages):
@@ -1832,6 +1870,16 @@ class _Run:
         dense = segment
         if num_segments < len(self.segments):
             dense = torch.cumsum(counts > 0, 0).sub_(1).to(segment.dtype)[segment]
+        counted = counts[present].numpy().tolist()
+        # the rows that count per task: those of non-zero weight for a weighted task, every kept row otherwise
+        weighted = counted
+        if self.plan.weights is not None:
+            kept = segment[rows[self.plan.weights] != 0]
+            weighted = torch.bincount(kept, minlength=len(self.segments))[present].numpy().tolist()
+            del kept
+        per_task = [
+            weighted if self.plan.weights is not None and task.weighted else counted for task in self.plan.tasks
+        ]
         metrics = self.plan.metrics()
         computed = self._segment_values(metrics, self.plan.segment_batch(rows, dense, num_segments))
         self.progress.step(
@@ -1852,14 +1900,13 @@ class _Run:
         texts: list[str] = []
         records: list[list[dict]] = []
         labels = self.segments.labels
-        counted = counts[present].numpy().tolist()
         with _no_garbage_collection():  # millions of new dicts hold no cycle: no collection pass needed
             by_segment = {key: list(zip(*value)) for key, value in columns.items()}  # key -> S tuples of T
             del columns
             for i, index in enumerate(present.numpy().tolist()):
                 text = segment_text(self.by, labels[index], ", ", self.segments.label_types)
                 values = {key: value[i] for key, value in by_segment.items()}
-                mine = self.plan.records(values, text, labels[index], counted[i])
+                mine = self.plan.records(values, text, labels[index], [rows_of[i] for rows_of in per_task])
                 texts.append(text)
                 records.append(mine)
                 out.append((index, mine))

@@ -243,6 +243,8 @@ class BatchSums:
         shape, device = preds.shape, preds.device
         kept = _UNWEIGHTED_TOTALS.get(device)
         if kept is None or kept[0] != shape:
+            if shape[:-1].numel() > _KEPT_TOTAL:  # a total per query or segment: not kept (it would stay resident)
+                return weight_total(preds, None)
             with torch.inference_mode(False):  # read by later batches outside inference mode too
                 kept = _UNWEIGHTED_TOTALS[device] = (shape, weight_total(preds, None))
         return kept[1]
@@ -322,8 +324,12 @@ class BatchSums:
         return found
 
 
-# per device: the shape of the last shared block without weights, and its total (see `sharing_sums._total`)
+# per device: the shape of the last shared block without weights, and its total (see `sharing_sums._total`);
+# kept for a training step's (T, N) block, whose total has T entries: a block of more rows than `_KEPT_TOTAL`
+# (`evaluate`'s segments feed (queries, L) blocks) has its total made afresh, since a kept one of a million
+# entries would stay resident after the call that made it
 _UNWEIGHTED_TOTALS: dict[torch.device, tuple[torch.Size, Tensor]] = {}
+_KEPT_TOTAL = 1 << 12
 
 _SHARED: ContextVar[BatchSums | None] = ContextVar("torchmetrics_ext_shared_sums", default=None)
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -421,6 +422,12 @@ class HFComputeMetrics:
         (``labels_click``; ``start_positions``/``end_positions`` for a ``...QuestionAnswering`` class; none at
         all, which it says). It reads nothing on the path where metrics are computed.
 
+        At ``on_train_begin`` it also warns when ``TrainingArguments.metric_for_best_model`` names a metric of this
+        callable (with or without ``eval_``, or behind an eval set's name, ``"valid_ne/click"``) whose better
+        direction ``greater_is_better`` contradicts: the Trainer guesses higher is better unless the name ends in
+        ``loss``, so for ``"ne"``, ``"ne/click"`` or ``"log_loss/click"`` ``load_best_model_at_end`` would keep the
+        worst checkpoint. Metrics without a direction (calibration, CTR) say nothing.
+
         Returns:
             A fresh ``transformers.TrainerCallback`` (the ``huggingface`` extra) watching this callable.
 
@@ -454,6 +461,14 @@ class HFComputeMetrics:
         """Whether this callable computed values since the last call of this method (which resets it)."""
         computed, self._computed = self._computed, False
         return computed
+
+    def _higher_is_better(self, key: str) -> bool | None:
+        """Whether a higher value of ``key`` is better (``None``: no key of this callable, or no direction).
+
+        ``key`` as ``TrainingArguments.metric_for_best_model`` may name it: with or without the Trainer's
+        ``eval_`` prefix, or behind an eval set's name (``"valid_ne/click"`` for ``eval_valid_ne/click``).
+        """
+        return None
 
 
 def _order_or_labels_only(metric: Any) -> bool:
@@ -611,6 +626,8 @@ class _Pointwise(HFComputeMetrics):
                     f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
                 ) from error
         self._reads = set(reading.values())
+        # each metric's better direction, for the callback's check of `metric_for_best_model`
+        self._directions = {name: getattr(metric, "higher_is_better", None) for name, metric in built.items()}
         unread = [argument for argument in ("groups", "segments", "sessions") if argument in named]
         for argument in unread:  # ids no chosen metric reads: refused as `num_segments` without segmented_ne
             if argument not in self._reads:
@@ -953,6 +970,18 @@ class _Pointwise(HFComputeMetrics):
         self.module.reset()
         self._score_range = None
 
+    def _higher_is_better(self, key: str) -> bool | None:
+        key = key.removeprefix("eval_")
+        if len(self.tasks) > 1:  # "{metric}/{task}"
+            key, slash, task = key.rpartition("/")
+            if not slash or task not in self.tasks:
+                return None
+        key = re.sub(r"\.\d+$", "", key)  # a segment's key, "segmented_ne.2"
+        for name in sorted(self._directions, key=len, reverse=True):  # "segmented_ne" before "ne"
+            if key == name or key.endswith(f"_{name}"):  # an eval set's name before it
+                return self._directions[name]
+        return None
+
 
 def pointwise_compute_metrics(
     metrics: Sequence[str] = ("ne", "log_loss", "auc"),
@@ -1053,7 +1082,7 @@ def pointwise_compute_metrics(
         (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several. Naming one in
         ``TrainingArguments(metric_for_best_model=...)``, give ``greater_is_better=False`` for NE and log
         loss: the Trainer's guess (lower is better only for a name ending in ``loss``) misses
-        ``"ne"`` and every ``"log_loss/{task}"``.
+        ``"ne"`` and every ``"log_loss/{task}"`` (the callable's ``callback()`` warns of it when training starts).
 
     Raises:
         TypeError: an entry of ``metrics`` that is no name (a metric object, ``None``), naming it.
@@ -1350,6 +1379,12 @@ class _Ranking(HFComputeMetrics):
 
     def reset(self) -> None:
         self.metric.reset()
+
+    def _higher_is_better(self, key: str) -> bool | None:
+        key = key.removeprefix("eval_")
+        logged = self.display.values()
+        ours = any(key == name or key.endswith(f"_{name}") for name in logged)
+        return self.metric.higher_is_better if ours else None
 
 
 def ranking_compute_metrics(

@@ -331,8 +331,8 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
                 f"compute_metrics was not called in evaluation {prefix!r}: {where}, and logged none of its metrics. "
                 f"The Trainer calls compute_metrics only when every eval batch holds every "
                 f"{source} entry{listed} and the model returns predictions (not with "
-                "prediction_loss_only=True): give the eval set those keys, and keep them through "
-                "`remove_unused_columns` (the model's forward must take them) and the data collator.",
+                "prediction_loss_only=True): give the eval set those keys and keep them through the data collator "
+                "(`remove_unused_columns` keeps every label_names entry; the model's forward must take them).",
                 UserWarning,
                 stacklevel=user_stacklevel(),
             )

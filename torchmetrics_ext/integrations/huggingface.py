@@ -59,7 +59,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext._module_columns import _columns_read
-from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE, _PADDING_MARKS, _padding_pointer
+from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE, _PADDING_MARKS, _padding_pointer, _scores_values
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.integrations._hf_label_names import (
     _COLUMNS,
@@ -471,6 +471,12 @@ class HFComputeMetrics:
         return None
 
 
+def _real_labels(metric: Any) -> bool:
+    """Whether ``metric`` takes labels of any real value (MSE, MAE, R²: a regression target), not 0/1 or [0, 1]."""
+    domains = getattr(metric, "input_domains", None)
+    return getattr(domains, "target", None) == "real"
+
+
 def _order_or_labels_only(metric: Any) -> bool:
     """Whether ``metric`` is the same on probabilities and on their ``sigmoid``.
 
@@ -665,6 +671,12 @@ class _Pointwise(HFComputeMetrics):
         # per task, the lowest and highest score of this evaluation (device tensors, read once in `compute`):
         # scores all in [0, 1] under `from_logits=True` are most likely a sigmoid model's probabilities
         self._score_range: tuple[Tensor, Tensor] | None = None
+        # metrics of values fed sigmoid(predictions) (mse, mae, r_squared...): a task whose labels of an evaluation
+        # leave [0, 1] is a regression head, not a binary one read as logits (no Brier score has such labels)
+        self._values_of_sigmoid = [
+            name for name, metric in built.items() if from_logits and _scores_values(metric) and _real_labels(metric)
+        ]
+        self._label_range: tuple[Tensor, Tensor] | None = None
         _check_ignore_value(self.ignore_index, self.module._domains.target)
         # every metric unchecked (validate_args=False), labels where -100 is none and it is no ignore_index: the
         # Trainer's -100 would be scored as a label; refused by the adapter (see `_refuse_trainer_padding`)
@@ -833,6 +845,11 @@ class _Pointwise(HFComputeMetrics):
             if self._score_range is not None:
                 low, high = torch.minimum(low, self._score_range[0]), torch.maximum(high, self._score_range[1])
             self._score_range = (low, high)
+        if self._values_of_sigmoid and labels.shape[0] > 0:  # one min/max per task and batch, read once in compute
+            low, high = torch.aminmax(labels.detach().reshape(labels.shape[0], t), dim=0)
+            if self._label_range is not None:
+                low, high = torch.minimum(low, self._label_range[0]), torch.maximum(high, self._label_range[1])
+            self._label_range = (low, high)
 
     def _accepted(self) -> str:
         """The shapes several tasks take, for the errors."""
@@ -959,8 +976,33 @@ class _Pointwise(HFComputeMetrics):
             stacklevel=user_stacklevel(),
         )
 
+    def _warn_regression_heads(self) -> None:
+        """Warn of the tasks whose labels of this evaluation leave [0, 1] while metrics of values read ``sigmoid``.
+
+        Such a task is a regression head (watch time, a rating): its predictions are no logits, and its MSE, MAE
+        or R² are those of ``sigmoid(predictions)``, in (0, 1), against labels outside it. Said once per
+        evaluation (one host read, in ``compute``); the values stay as documented.
+        """
+        if self._label_range is None:
+            return
+        low, high = (bound.double().tolist() for bound in self._label_range)
+        tasks = {task: (lo, hi) for task, lo, hi in zip(self.tasks, low, high, strict=True) if lo < 0 or hi > 1}
+        if not tasks:
+            return
+        said = ", ".join(f"{task!r} (labels in [{lo:.4g}, {hi:.4g}])" for task, (lo, hi) in tasks.items())
+        warnings.warn(
+            f"pointwise_compute_metrics reads the predictions as logits (`from_logits=True`, the default) and feeds "
+            f"{self._values_of_sigmoid} sigmoid(predictions), in (0, 1), but task(s) {said} have labels outside "
+            "[0, 1] this evaluation: a regression head, whose predictions are values, not logits. Build the callable "
+            "with `pointwise_compute_metrics(..., from_logits=False)`; for a regression head next to click heads, "
+            "score it in a second callable built so and merge the two dicts in your compute_metrics.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
+
     def compute(self) -> dict[str, float]:
         self._warn_probabilities()
+        self._warn_regression_heads()
         values = self.module.local_compute()  # the Trainer gathered the rows already
         if len(self.tasks) == 1:
             return {key.rsplit("/", 1)[0]: float(v) for key, v in values.items()}
@@ -969,6 +1011,7 @@ class _Pointwise(HFComputeMetrics):
     def reset(self) -> None:
         self.module.reset()
         self._score_range = None
+        self._label_range = None
 
     def _higher_is_better(self, key: str) -> bool | None:
         key = key.removeprefix("eval_")
@@ -1033,7 +1076,10 @@ def pointwise_compute_metrics(
             (``mse`` is then the Brier score). Probabilities given with ``from_logits=True`` are read as
             logits (scored as ``sigmoid(p)``, all in [0.5, 0.73]: NE, log loss and calibration change, exact AUC
             does not); a ``UserWarning`` names the tasks whose every score of an evaluation lies in [0, 1]
-            (once per evaluation, and only with a metric that the sigmoid changes).
+            (once per evaluation, and only with a metric that the sigmoid changes). A regression head (watch time)
+            needs ``from_logits=False`` too: a ``UserWarning`` names the tasks whose labels of an evaluation leave
+            [0, 1] while ``mse``, ``mae``, ``r_squared``... read ``sigmoid(predictions)`` (no Brier score has such
+            labels); the values stay those of the sigmoid.
         ignore_index: a label value (``-100``: the Trainer's label padding, the usual ignore index) that
             leaves an example out of that task only: the other tasks still count it, so a multi-task
             model whose examples lack some tasks' labels (a conversion label only for clicked examples)

@@ -718,8 +718,17 @@ class _Pointwise(HFComputeMetrics):
         shapes = [tuple(head.shape) for head in heads]
         expected = f"one (N, {t}) array or {t} per-task heads (one per task of {list(self.tasks)}), each (N,) or (N, 1)"
         if len(heads) != t:
+            extra = ""
+            if len(heads) > t:  # outputs next to the heads (embeddings, hidden states): the Trainer passes them all
+                extra = (
+                    " The Trainer passes every output of the model but the loss: keep the heads alone, with "
+                    "`trainer.evaluate(ignore_keys=[...])` and `trainer.train(ignore_keys_for_eval=[...])` (the other "
+                    "keys of the model's output dict, or its config's `keys_to_ignore_at_inference`), or "
+                    f"`Trainer(preprocess_logits_for_metrics=lambda logits, labels: logits[:{t}])` when the heads come "
+                    "first."
+                )
             raise ValueError(
-                f"Expected predictions as {expected}; got a tuple of {len(heads)} arrays of shapes {shapes}."
+                f"Expected predictions as {expected}; got a tuple of {len(heads)} arrays of shapes {shapes}.{extra}"
             )
         for i, shape in enumerate(shapes):
             if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] != shapes[0][0]:

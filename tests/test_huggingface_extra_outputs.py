@@ -74,3 +74,14 @@ def test_extra_outputs_are_refused_with_a_way_out_that_works(tmp_path, batch_eva
     values = trainer.evaluate()
     for key, value in expected.items():
         assert values[key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_one_task_whose_first_output_is_no_score_names_the_outputs():
+    """One task reads a tuple's first output: an embedding there is refused naming every output and the way out."""
+    compute_metrics = pointwise_compute_metrics(["auc"])
+    outputs = (rng.normal(size=(8, 3)), rng.normal(size=8))  # (embedding, logits), in the model's order
+    with pytest.raises(ValueError, match=r"2 outputs of shapes \[\(8, 3\), \(8,\)\].*ignore_keys=\[\.\.\.\]"):
+        compute_metrics(transformers.EvalPrediction(predictions=outputs, label_ids=rng.integers(0, 2, 8)))
+    logits, labels = outputs[1], rng.integers(0, 2, 8)
+    got = compute_metrics(transformers.EvalPrediction(predictions=(logits, outputs[0]), label_ids=labels))
+    assert got["auc"] == pytest.approx(roc_auc_score(labels, logits))  # scores first: the rest is not read

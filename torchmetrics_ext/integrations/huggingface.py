@@ -91,6 +91,13 @@ from torchmetrics_ext.utilities.warnings import user_stacklevel
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
 _IDS = {"groups", "indexes", "sessions"}  # update arguments of metrics that need id columns
+# said where a model's outputs hold more than its heads (the Trainer passes every output but the loss)
+_KEEP_THE_HEADS = (
+    " The Trainer passes every output of the model but the loss: keep the heads alone, with "
+    "`trainer.evaluate(ignore_keys=[...])` and `trainer.train(ignore_keys_for_eval=[...])` (the other keys of the "
+    "model's output dict, or its config's `keys_to_ignore_at_inference`), or "
+    "`Trainer(preprocess_logits_for_metrics=lambda logits, labels: logits[:{t}])` when the heads come first."
+)
 _TRAINER_PADDING = -100.0  # what transformers.Trainer pads predictions and labels of other widths with
 
 SEED_KEYS = {
@@ -709,6 +716,14 @@ class _Pointwise(HFComputeMetrics):
         """
         predictions = _joined(predictions)
         t = len(self.tasks)
+        if isinstance(predictions, tuple) and t == 1 and len(predictions) > 1:
+            shapes = [tuple(_tensor(output).shape) for output in predictions]
+            scores = [len(shape) == 1 or (len(shape) == 2 and shape[1] == 1) for shape in shapes]
+            if not scores[0] and any(scores[1:]):  # the scores behind an embedding or hidden states
+                raise ValueError(
+                    f"Expected the scores, (N,) or (N, 1), as the first of the model's outputs (one task reads the "
+                    f"first); got {len(shapes)} outputs of shapes {shapes}." + _KEEP_THE_HEADS.format(t=1)
+                )
         if not isinstance(predictions, tuple) or t == 1:
             return predictions[0] if isinstance(predictions, tuple) else predictions
         heads = [_tensor(head) for head in predictions]
@@ -718,15 +733,7 @@ class _Pointwise(HFComputeMetrics):
         shapes = [tuple(head.shape) for head in heads]
         expected = f"one (N, {t}) array or {t} per-task heads (one per task of {list(self.tasks)}), each (N,) or (N, 1)"
         if len(heads) != t:
-            extra = ""
-            if len(heads) > t:  # outputs next to the heads (embeddings, hidden states): the Trainer passes them all
-                extra = (
-                    " The Trainer passes every output of the model but the loss: keep the heads alone, with "
-                    "`trainer.evaluate(ignore_keys=[...])` and `trainer.train(ignore_keys_for_eval=[...])` (the other "
-                    "keys of the model's output dict, or its config's `keys_to_ignore_at_inference`), or "
-                    f"`Trainer(preprocess_logits_for_metrics=lambda logits, labels: logits[:{t}])` when the heads come "
-                    "first."
-                )
+            extra = _KEEP_THE_HEADS.format(t=t) if len(heads) > t else ""  # embeddings, hidden states next to them
             raise ValueError(
                 f"Expected predictions as {expected}; got a tuple of {len(heads)} arrays of shapes {shapes}.{extra}"
             )
@@ -1068,8 +1075,10 @@ def pointwise_compute_metrics(
             Trainer gives one per ``label_names`` entry, in that order: list ``label_names`` in the order of
             ``tasks``, as nothing else tells the tasks apart). A tuple
             whose first output is already ``(N, T)`` is read as that output (the others are not scores);
-            for one task, a tuple's first output is the scores. One example of several tasks may arrive
-            squeezed on one side (a model's ``logits.squeeze()`` on an eval batch of one row): ``(T,)``
+            for one task, a tuple's first output is the scores. More outputs than tasks (an embedding or hidden
+            states next to the heads; for one task, ahead of its scores) are refused with the ways to keep the heads
+            alone (``evaluate(ignore_keys=...)``, ``preprocess_logits_for_metrics``). One example of several tasks
+            may arrive squeezed on one side (a model's ``logits.squeeze()`` on an eval batch of one row): ``(T,)``
             predictions next to ``(1, T)`` labels (or one ``(1,)`` label array per task), or ``(1, T)``
             predictions next to ``(T,)`` labels, are that example, and so are ``T`` 0-dim heads (squeezed
             per-task heads, in a tuple or a list); ``(T,)`` on both sides is refused as ambiguous (one

@@ -1239,10 +1239,18 @@ class _Ranking(HFComputeMetrics):
         weights: str | None = None,
     ) -> None:
         if (label_names is None) != (sessions is None):  # flat rows need both; padded lists neither
+            padded = ""
+            if sessions is None and weights is not None:  # a weight per query of padded lists: not read here
+                padded = (
+                    " `weights` are read for flat rows only (a session weighs its rows' largest weight); the "
+                    "queries of padded candidate lists take no weights here: weigh them in your own evaluation loop "
+                    "over a RankingMetrics, `metric.update(scores, relevance, weights=query_weights)`."
+                )
             raise ValueError(
                 "Expected `label_names` (the Trainer's TrainingArguments.label_names, in order) and `sessions` (the "
                 "entry holding the session/query ids of flat rows) together, e.g. label_names=('labels', "
                 f"'session_id'), sessions='session_id'; got label_names={label_names!r}, sessions={sessions!r}."
+                + padded
             )
         own = ("ks", "metrics", "padding_value", "key_names", "label_names", "sessions", "weights")
         hint = _own_argument_hint("ranking_compute_metrics", own, kwargs)

@@ -5,10 +5,15 @@ query's best relevant score ``b``, and the rows ranked before it are those score
 plus the non-relevant rows scored exactly ``b``. So one segment max, one gather and one count
 give its rank, comparing the scores themselves (exact for any float, ``±inf`` included). The
 values equal the sort path's.
+
+Padded ``(Q, L)`` lists (:func:`grid_first_hit_values`) need no segment reduction: a row-wise
+``amax`` and one comparison per entry, whatever the width (a 50,000-candidate catalogue), where
+the row-wise sort of every list cost ~25x more.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import cached_property
 
@@ -16,6 +21,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext.functional.ranking._columns import Columns
+from torchmetrics_ext.functional.ranking._inputs import PaddedGrid
 from torchmetrics_ext.functional.ranking._kernel import Ranked
 from torchmetrics_ext.functional.ranking._spec import Request
 
@@ -94,3 +100,52 @@ def first_hit_values(
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(present.numel()))
     return Columns(requests, lambda i: value_fns[i](hits, requests[i][1])), num_rel.to(torch.float64), ranked
+
+
+def row_count(mask: Tensor) -> Tensor:
+    """``(G,)`` int64 count of ``True`` in each row of a ``(G, L)`` bool mask (int32 sums: ~2x faster than int64)."""
+    return mask.sum(1, dtype=torch.int32).to(torch.int64)
+
+
+def grid_first_hit_values(grid: PaddedGrid, requests: Sequence[Request]) -> tuple[Columns, Tensor, Ranked] | None:
+    """:func:`first_hit_values` of padded ``(Q, L)`` lists, or ``None`` unless every request has a ``first_hit_value``.
+
+    Each list's first relevant entry has the list's best relevant score ``b``; the entries ranked
+    before it are the kept, non-relevant ones scored at least ``b`` (relevant ones scored ``b``
+    come after it or are it, by the tie rule; no relevant one scores above ``b``). Entries
+    ``grid.keep`` drops are never read as candidates (their scores may be NaN); lists without a
+    kept entry are no query, as in :func:`~._kernel.rank_grid`. The values equal the row-wise
+    sort's (:func:`~._kernel.rank_grid`) bit for bit. The relevant count returned is 1 for a list
+    with a relevant entry, else 0: all that the empty-query policy reads of it.
+    """
+    value_fns = [fn for spec, _ in requests if (fn := spec.first_hit_value) is not None]
+    if not value_fns or len(value_fns) < len(requests):
+        return None
+    preds, target, keep, weights = grid
+    num_groups, width = preds.shape
+    relevant = target if target.dtype == torch.bool else target > 0
+    if keep is not None:
+        relevant = relevant & keep
+    best = torch.where(relevant, preds, -math.inf).amax(1, keepdim=True)  # -inf for a list without a relevant entry
+    ahead = preds >= best  # NaN (only where `keep` drops it) compares False
+    if keep is not None:
+        ahead &= keep
+    ahead = row_count(torch.gt(ahead, relevant, out=ahead))  # bools: `ahead & ~relevant` in one kernel
+    # whether each list has a relevant entry is all the first-hit values and the empty-query policy read of
+    # the relevant count (``any`` costs a fraction of a count)
+    has_rel = relevant.any(1)
+    weight = None
+    if weights is not None:  # a query's weight is its rows' largest, at least 0 (as rank_grid)
+        weight = torch.clamp_min(weights.to(torch.float64), 0.0).add_(0.0)
+    if keep is None:
+        size = torch.full((num_groups,), width, dtype=torch.int64, device=preds.device)
+    else:
+        size = row_count(keep)
+        present = size > 0
+        if not bool(present.all()):  # lists without a kept entry are no query
+            ahead, has_rel, size = ahead[present], has_rel[present], size[present]
+            weight = None if weight is None else weight[present]
+    hits = FirstHits(ahead, has_rel, width)
+    empty = torch.empty(0, dtype=torch.int64, device=preds.device)
+    ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(size.numel()))
+    return Columns(requests, lambda i: value_fns[i](hits, requests[i][1])), has_rel.to(torch.float64), ranked

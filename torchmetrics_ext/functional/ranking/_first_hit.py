@@ -149,3 +149,64 @@ def grid_first_hit_values(grid: PaddedGrid, requests: Sequence[Request]) -> tupl
     empty = torch.empty(0, dtype=torch.int64, device=preds.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, int(size.numel()))
     return Columns(requests, lambda i: value_fns[i](hits, requests[i][1])), has_rel.to(torch.float64), ranked
+
+
+FEW_RELEVANT = 4
+"""Padded lists with at most this many relevant entries each are ranked by counting (:func:`grid_relevant_ranks`)."""
+COUNTED_WIDTH = 2048
+"""... from this many candidates per list on (narrower lists sort each row for less)."""
+
+
+def grid_relevant_ranks(grid: PaddedGrid, top_grade: int | None) -> Ranked | None:
+    """The sort path's :class:`~._kernel.Ranked` of wide padded lists with few relevant entries, without a sort.
+
+    A relevant entry of score ``s``, relevance ``y`` and column ``c`` has before it the kept entries
+    scored above ``s``, and those scored ``s`` with a lower relevance, or an equal one and a lower
+    column: equal ``(score, relevance)`` pairs are interchangeable, so any order among them (here
+    the column) gives the sort's ranks. One comparison of each relevant entry with its list
+    (``(R, L)`` elementwise work for ``R`` relevant entries) replaces the row-wise sorts. ``None``
+    when a list holds more than :data:`FEW_RELEVANT` relevant entries (the sort is cheaper).
+    Lists without a kept entry are no query. ``top_grade``: the largest relevance when it is
+    an integer read before (as :func:`~._kernel.rank_rows` passes it on), else ``None``.
+    """
+    preds, target, keep, weights = grid
+    num_groups, width = preds.shape
+    relevant = target if target.dtype == torch.bool else target > 0
+    if keep is not None:
+        relevant = relevant & keep
+    rel_row, rel_col = relevant.nonzero().unbind(1)  # row-major: rows non-decreasing
+    if rel_row.numel() > FEW_RELEVANT * num_groups or (
+        rel_row.numel() and int(torch.bincount(rel_row, minlength=num_groups).max()) > FEW_RELEVANT
+    ):
+        return None
+    grades = target.view(torch.uint8) if target.dtype == torch.bool else target
+    score, grade = preds[rel_row, rel_col].unsqueeze(1), grades[rel_row, rel_col].unsqueeze(1)
+    lists, list_grades = preds.index_select(0, rel_row), grades.index_select(0, rel_row)  # (R, L)
+    tied = lists == score
+    ahead = lists > score
+    # ties: the lower relevance first, then (equal rows) the lower column
+    tied &= (list_grades < grade) | (
+        (list_grades == grade) & (torch.arange(width, device=preds.device) < rel_col[:, None])
+    )
+    ahead |= tied
+    if keep is not None:
+        ahead &= keep.index_select(0, rel_row)
+    pos = row_count(ahead)
+    weight = None
+    if weights is not None:  # a query's weight is its rows' largest, at least 0 (as rank_grid)
+        weight = torch.clamp_min(weights.to(torch.float64), 0.0).add_(0.0)
+    if keep is None:
+        size = torch.full((num_groups,), width, dtype=torch.int64, device=preds.device)
+        group = rel_row
+    else:
+        size = row_count(keep)
+        present = size > 0
+        group = rel_row
+        if not bool(present.all()):  # lists without a kept entry are no query: the others renumbered
+            group = (torch.cumsum(present, 0) - 1).index_select(0, rel_row)
+            size = size[present]
+            weight = None if weight is None else weight[present]
+    order = torch.sort(group * width + pos).indices  # each query's relevant entries in rank order
+    group, pos = group[order], pos[order]
+    rel_target = grade.reshape(-1)[order].to(torch.float64)
+    return Ranked(group, pos, rel_target, size, weight, int(size.numel()), top_grade)

@@ -26,7 +26,13 @@ from torch import Tensor
 from torchmetrics_ext.functional.ranking import _topk
 from torchmetrics_ext.functional.ranking._columns import Columns
 from torchmetrics_ext.functional.ranking._dense import DenseQueries, rank_rows_dense
-from torchmetrics_ext.functional.ranking._first_hit import FirstHits, first_hit_values, grid_first_hit_values
+from torchmetrics_ext.functional.ranking._first_hit import (
+    COUNTED_WIDTH,
+    FirstHits,
+    first_hit_values,
+    grid_first_hit_values,
+    grid_relevant_ranks,
+)
 from torchmetrics_ext.functional.ranking._inputs import (
     PaddedGrid,
     RankingRows,
@@ -160,6 +166,20 @@ def _update_sums(
         # padded lists (or flat rows that are) the top-k merge does not take: each row sorted on its own, the
         # sort path's values bit for bit (first-hit counting's too), at a fraction of the cost of sorting the
         # flattened rows by (query, score, relevance) keys; also for many lists (float relevance, float64 scores)
+        counted = None
+        if grid.preds.shape[1] >= COUNTED_WIDTH:  # wide lists of few relevant entries: their ranks counted instead
+            integer = rows.target_max is not None and not grid.target.is_floating_point()
+            counted = grid_relevant_ranks(grid, int(rows.target_max) if integer else None)  # type: ignore[arg-type]
+        if counted is not None:
+            counted_queries = SortedQueries(counted, options)
+            return reduce_columns(
+                sorted_columns(counted_queries, requests),
+                counted_queries.num_rel,
+                counted.size,
+                counted.weight,
+                empty_target_action,
+                remove_single_length_sessions,
+            )
         queries = GridQueries(*rank_grid(*grid), options, rows.target_max)
         size = queries.query_size if remove_single_length_sessions else None  # read for nothing else
         return reduce_columns(

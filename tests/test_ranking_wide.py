@@ -261,3 +261,21 @@ def test_a_numeric_mask_is_refused_with_the_fix(dtype):
         metric.update(preds, target, mask=attention_mask)
     metric.update(preds, target, mask=attention_mask.bool())  # the suggested fix is accepted
     assert metric.compute().isfinite()
+
+
+@pytest.mark.parametrize("target_dtype", [torch.bool, torch.int64])
+def test_mask_validation_reads_nan_only_in_kept_slots(target_dtype):
+    """Scores are checked for NaN without copying the grid when none has NaN; NaN under the mask stays accepted."""
+    preds = torch.tensor([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.4, 0.6]])
+    target = torch.tensor([[0, 1, 0, 0], [1, 0, 0, 0]]).to(target_dtype)
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    padded = preds.clone()
+    padded[0, 3] = float("nan")  # under the mask: never read
+    metric = tmx.MRR()
+    metric.update(padded, target, mask=mask)
+    assert metric.compute().item() == pytest.approx((1 / 3 + 1 / 4) / 2)  # 0.1 ranks third, 0.2 fourth
+    kept_nan = preds.clone()
+    kept_nan[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="Expected `preds` without NaN"):
+        metric.update(kept_nan, target, mask=mask)
+    assert metric.compute().item() == pytest.approx((1 / 3 + 1 / 4) / 2)  # the rejected batch changed nothing

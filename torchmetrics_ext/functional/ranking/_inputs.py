@@ -319,7 +319,8 @@ def _ranking_format(
         num_queries, width = preds.shape
         grid = PaddedGrid(preds, target, keep, weights)
         if keep is not None and compact:  # rows gathered only if a kernel reads them (RankingRows.compacting)
-            num_rows = int(keep.sum())
+            # int32 sums: ~2x faster than int64 (a (256, 50000) mask), exact below 2**31 entries
+            num_rows = int(keep.sum(dtype=torch.int32 if keep.numel() < 2**31 else torch.int64))
             top = None
             if validate and num_rows > 0:
                 top = _check_kept_values(grid, num_rows, lost)
@@ -433,11 +434,18 @@ def _check_kept_values(grid: PaddedGrid, num_rows: int, lost: Tensor | None = No
     if keep is None:
         raise ValueError("_check_kept_values needs a grid with `keep`.")
     width = preds.shape[1]
-    first = keep.reshape(-1).view(torch.uint8).argmax()  # the first kept entry (argmax: the first of equal values)
-    p = torch.where(keep, preds, preds.reshape(-1)[first])
-    t = target if target.dtype == torch.bool else torch.where(keep, target, target.reshape(-1)[first])
+    first = None
+    p = preds  # on the CPU, scores without NaN anywhere (one read) have none among the kept ones: no copy
+    if on_device_path(preds) or math.isnan(preds.max().item()):
+        first = keep.reshape(-1).view(torch.uint8).argmax()  # the first kept entry (argmax: the first of equal values)
+        p = torch.where(keep, preds, preds.reshape(-1)[first])
+    t = target
+    if target.dtype != torch.bool:
+        first = keep.reshape(-1).view(torch.uint8).argmax() if first is None else first
+        t = torch.where(keep, target, target.reshape(-1)[first])
     w = None
     if weights is not None:
+        first = keep.reshape(-1).view(torch.uint8).argmax() if first is None else first
         w = weights.to(torch.float64)
         w = torch.where(keep.any(1), w, w[first // width])
     return _check_values(p, t, w, lost)

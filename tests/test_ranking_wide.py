@@ -279,3 +279,34 @@ def test_mask_validation_reads_nan_only_in_kept_slots(target_dtype):
     with pytest.raises(ValueError, match="Expected `preds` without NaN"):
         metric.update(kept_nan, target, mask=mask)
     assert metric.compute().item() == pytest.approx((1 / 3 + 1 / 4) / 2)  # the rejected batch changed nothing
+
+
+@pytest.mark.parametrize("layout", ["one_query", "few_queries"])
+def test_flat_long_queries_take_cutoffs_above_64_bit_for_bit(monkeypatch, layout):
+    """Flat rows of long queries (one query, or a few with ids in any order) at cutoffs 65..1024: the sort's sums."""
+    rng = np.random.default_rng(9 + (layout == "few_queries"))
+    calls = []
+    real = _update.grid_topk_values
+
+    def selected(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_update, "grid_topk_values", selected)
+    for _ in range(3):
+        num_queries = 1 if layout == "one_query" else 3
+        n = 1200 * num_queries
+        batch = {
+            "preds": torch.tensor(np.round(rng.normal(size=n), 1), dtype=torch.float32),  # heavy ties
+            "target": torch.tensor(rng.integers(0, 3, size=n) * (rng.random(n) < 0.05)),
+            "indexes": torch.tensor(rng.permutation(np.repeat(np.arange(num_queries) * 7, 1200))),
+        }
+        options = {"queries_complete_per_batch": True, "exponential_gain": bool(rng.random() < 0.5)}
+        calls.clear()
+        ours = _sums(batch, (70, 150), ("ndcg", "recall", "precision", "map"), options)
+        assert any(calls)  # the lists' torch.topk took them, not the sort
+        with monkeypatch.context() as patch:
+            patch.setattr(_update, "grid_topk_values", lambda *args, **kwargs: None)
+            theirs = _sums(batch, (70, 150), ("ndcg", "recall", "precision", "map"), options)
+        _assert_bits(ours, theirs, layout)

@@ -128,6 +128,25 @@ def test_transform_refuses_a_tokens_field_of_more_than_one_dimension(tokens, sha
     assert [record.value for record in flat["metrics"]] == [1, n, n]  # samples_seen, tokens_seen, seq_len
 
 
+@pytest.mark.parametrize("field", ["tokens", "input_ids"])
+def test_transform_refuses_a_mapping_of_token_fields(field):
+    """A tokenizer's whole output (a dict, or transformers' ``BatchEncoding``, a ``Mapping``) under ``"tokens"``
+    was counted with len(): its number of fields, 2 tokens for a 5-token sample (tokens_seen 2, seq_len 2)."""
+    from collections import UserDict
+
+    encoded = {"input_ids": [101, 7, 8, 9, 102], "attention_mask": [1, 1, 1, 1, 1]}
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    for tokens in (encoded, UserDict(encoded)):  # UserDict: the base of BatchEncoding
+        sample = {field: tokens}
+        with pytest.raises(TypeError, match=rf"sample\[{field!r}\] to be a sequence of tokens .*got a mapping"):
+            transform(sample)
+        assert "metrics" not in sample  # the sample is left as it was
+    flat = transform({field: encoded["input_ids"]})  # what a user meant
+    n = len(encoded["input_ids"])
+    assert [record.value for record in flat["metrics"]] == [1, n, n]  # samples_seen, tokens_seen, seq_len
+
+
 @pytest.mark.parametrize("group", [1000, 2.5, True, "gloo"])
 def test_a_process_group_that_is_no_group_is_a_type_error_at_construction(group):
     """torchtune's ``MetricsAggregator(1000)`` is its ``dist_window_size``: here it became the process group, taken

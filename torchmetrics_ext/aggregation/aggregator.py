@@ -140,6 +140,18 @@ def _other_percentiles(key: Key, agg_type: AggregationType, group: Any, reported
     )
 
 
+def _saved_by(metadata: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The ``(rank, world size)`` a checkpoint's metadata says saved it; ``None`` where it does not say (older ones)."""
+    saved_by = metadata.get("saved_by")
+    if (
+        isinstance(saved_by, (list, tuple))
+        and len(saved_by) == 2
+        and all(type(number) is int and number >= 0 for number in saved_by)
+    ):
+        return saved_by[0], saved_by[1]
+    return None
+
+
 def _global(group: Any, rank: int) -> int:
     """The rank ``rank`` of ``group`` as the process's rank in the default group (a subgroup numbers its own from 0)."""
     return rank if group is None else dist.get_global_rank(group, rank)
@@ -403,6 +415,9 @@ class MetricsAggregator:
         self._probed: dict[AggregationType, _Probe] = {}
         # logged keys already said to be left out for nan (see _warn_left_out)
         self._left_out: set[str] = set()
+        # (rank, world size) that saved the checkpoint this rank loaded, where it held keys (see _warn_copies)
+        self._loaded_from: tuple[int, int] | None = None
+        self._copies_told = False
 
     # ------------------------------------------------------------------ configuration
 
@@ -566,6 +581,7 @@ class MetricsAggregator:
         self._next_id = 0
         self._loaded_updates = {}
         self._left_out = set()
+        self._loaded_from, self._copies_told = None, False
 
     # ------------------------------------------------------------------ update
 
@@ -744,11 +760,12 @@ class MetricsAggregator:
             names = metric.categories if kind == CATEGORIES and isinstance(metric, CategoricalCount) else None
             local.append((ds, name, agg_type.value, kind, names, state_layout(metric), reported_percentiles(metric)))
         gathered: list[Any] = [None] * dist.get_world_size(group)
-        dist.all_gather_object(gathered, (local, self._handler_kinds()), group=group)
+        dist.all_gather_object(gathered, (local, self._handler_kinds(), self._loaded_from), group=group)
+        self._warn_copies([loaded_from for _, _, loaded_from in gathered])
         union: dict[Key, AggregationType] = {}
         kinds: defaultdict[Key, dict[int, _Probe]] = defaultdict(dict)  # key -> {rank holding it: its metric's probe}
         categories: defaultdict[Key, list[Any]] = defaultdict(list)
-        for rank, (entries, _) in enumerate(gathered):
+        for rank, (entries, _, _) in enumerate(gathered):
             for ds, name, agg_value, kind, names, layout, reported in entries:
                 key, agg_type = (ds, name), AggregationType(agg_value)
                 if union.setdefault(key, agg_type) is not agg_type:
@@ -758,7 +775,7 @@ class MetricsAggregator:
         fused: dict[Key, str] = {}
         for key, agg_type in union.items():
             held = kinds[key]  # a rank without the key makes its metric with its handler
-            every = [held.get(r) or made.get(agg_type.value, _NO_PROBE) for r, (_, made) in enumerate(gathered)]
+            every = [held.get(r) or made.get(agg_type.value, _NO_PROBE) for r, (_, made, _) in enumerate(gathered)]
             failed = [(r, error) for r, (_, _, error, _) in enumerate(every) if error is not None]
             if failed:  # that rank would raise alone while creating the key, the others waiting in the sync
                 raise ValueError(_unmade(key, agg_type, group, *failed[0]))
@@ -779,6 +796,40 @@ class MetricsAggregator:
             key: (self._keys[key][2], kind, ordered_union(categories[key]) if kind == CATEGORIES else None)
             for key, kind in fused.items()
         }
+
+    def _warn_copies(self, loaded_from: list[tuple[int, int] | None]) -> None:
+        """Warn (once, until :meth:`reset` or a load) where several ranks loaded the checkpoint of one saved rank.
+
+        ``loaded_from[r]`` is the ``(rank, world size)`` that saved the state rank ``r`` loaded (``None``: none, an
+        empty one, or one written before it was recorded). A state holds one rank's records, so every rank that loads
+        it counts them once more in the synced values: a recipe that saves rank 0's ``state_dict()`` only (or a
+        single-process run's) and loads it everywhere. Nothing is changed (no rank can tell which of them should
+        keep the records); the information travels in the keys' exchange, no collective added.
+        """
+        if self._copies_told:
+            return
+        group = self.process_group
+        by_origin: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
+        for rank, origin in enumerate(loaded_from):
+            if origin is not None:
+                by_origin[origin].append(_global(group, rank))
+        copied = [(origin, ranks) for origin, ranks in by_origin.items() if len(ranks) > 1]
+        if not copied:
+            return
+        self._copies_told = True
+        told = "; ".join(
+            f"ranks {', '.join(map(str, ranks))} loaded the state that rank {saved_rank} of a {saved_world}-rank run "
+            f"saved, so its records are counted {len(ranks)} times"
+            for (saved_rank, saved_world), ranks in copied
+        )
+        warnings.warn(
+            f"MetricsAggregator: {told} in every logged value. A state_dict() holds the records of the rank that "
+            "saved it: save every rank's (torchmetrics_ext.integrations.lightning.AggregatorCheckpoint, or an "
+            "all_gather_object of the ranks' states) and load each on one rank; a rank without a saved state starts "
+            "empty.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
 
     def _make_missing(self, union: dict[Key, AggregationType], lacked: list[bool]) -> None:
         """Make and register the metrics of the keys of ``union`` this rank lacks; if one cannot, raise on every rank.
@@ -1028,7 +1079,9 @@ class MetricsAggregator:
             if extra:  # a wrapper's (Windowed's ring): only then, so other checkpoints keep their metadata
                 entry["extra_states"] = extra
             entries.append(entry)
-        return {"metadata": {"format": _FORMAT, "metrics": entries}, "tensors": tensors}
+        rank, world = _world(self.process_group, min_size=1) or (0, 1)
+        # who saved it ([rank, world size]): ranks that load one rank's state all count its records (_warn_copies)
+        return {"metadata": {"format": _FORMAT, "metrics": entries, "saved_by": [rank, world]}, "tensors": tensors}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a checkpoint from :meth:`state_dict` (replacing everything held now).
@@ -1124,3 +1177,4 @@ class MetricsAggregator:
             keys[key] = (agg_type, f"m{i}", metric)
             loaded[key] = updates
         self.metrics, self._keys, self._next_id, self._loaded_updates = metrics, keys, len(keys), loaded
+        self._loaded_from, self._copies_told = _saved_by(metadata) if keys else None, False

@@ -1038,7 +1038,9 @@ class MetricsAggregator:
         layout); ``tensors`` holds each metric's states (list states entry by entry), those of the metrics
         inside it (a wrapper's, such as a ``Windowed``'s ``lifetime.sum_value``) included. A module's extra state
         (``get_extra_state``: a ``Windowed``'s ring) is written in the entry's ``extra_states`` as JSON, its
-        tensors in ``tensors``.
+        tensors in ``tensors``. ``metadata["saved_by"]`` is ``[rank, world size]`` of the saving process: the
+        state holds that rank's records only, and ranks that load one rank's state count them once each (the next
+        :meth:`get_metrics_for_logging` warns, naming them).
 
         Examples:
             >>> import io

@@ -1539,3 +1539,33 @@ def test_transform_reads_a_plain_sequence_without_calling_the_several_sequences_
     transform.set_dataset_name("alpaca")
     transform({"tokens": tokens})
     assert calls == []
+
+
+def test_replacing_a_handler_after_a_resume_says_to_register_before_loading():
+    """The advice was "call reset() first", which on a resumed run forgets the state just loaded."""
+    saved = MetricsAggregator()
+    saved.update([Metric("alpaca", "seq_len", 3, A.DISTRIBUTION)])
+    resumed = MetricsAggregator()
+    resumed.load_state_dict(saved.state_dict())
+    with pytest.raises(ValueError, match=r"register handlers before .*load_state_dict\(\) \(to resume: register, then"):
+        resumed.register_handler(A.DISTRIBUTION, lambda: Distribution(percentiles=(50,)))
+    fresh = MetricsAggregator()  # what the message asks for: the same state under the new handler
+    fresh.register_handler(A.DISTRIBUTION, lambda: Distribution(percentiles=(50,)))
+    fresh.load_state_dict(saved.state_dict())
+    assert fresh.get_metrics_for_logging() == {
+        "train_alpaca/seq_len_stat_mean": 3.0,
+        "train_alpaca/seq_len_stat_min": 3.0,
+        "train_alpaca/seq_len_stat_max": 3.0,
+        "train_alpaca/seq_len_stat_p50": 3.0,
+    }
+
+
+@pytest.mark.parametrize("target", [torch.bfloat16, torch.float32, 3.5])
+def test_to_a_dtype_is_a_type_error_naming_device(target):
+    """``module.to(torch.bfloat16)`` is a habit; the aggregator's ``to`` takes a device and raised torch's own
+    "device() received an invalid combination of arguments"."""
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("alpaca", "tokens_seen", 5, A.SUM)])
+    with pytest.raises(TypeError, match=r"`device`.*float64"):
+        aggregator.to(target)
+    assert aggregator.get_metrics_for_logging() == {"train_alpaca/tokens_seen": 5.0}

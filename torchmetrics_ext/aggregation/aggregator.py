@@ -486,7 +486,7 @@ class MetricsAggregator:
             train_alpaca/tokens_stat_p99 98.52
             >>> aggregator.register_handler(AggregationType.MAX, MaxMetric)
             Traceback (most recent call last):
-            ValueError: Cannot replace the MAX handler: 1 metric(s) already use it (...); call reset() first.
+            ValueError: Cannot replace the MAX handler: 1 metric(s) already use it (...), or call reset() first, ...
 
             A window of the last two values (one per update here) next to the lifetime value:
 
@@ -543,7 +543,8 @@ class MetricsAggregator:
         if used:
             raise ValueError(
                 f"Cannot replace the {_type_name(agg_type)} handler: {len(used)} metric(s) already use it "
-                f"(e.g. {used[0]}); call reset() first."
+                f"(e.g. {used[0]}): register handlers before the first update() or load_state_dict() (to resume: "
+                "register, then load), or call reset() first, which forgets every key."
             )
         self._factories[agg_type] = metric_factory
         self.__dict__.get("_probed", {}).pop(agg_type, None)
@@ -553,7 +554,17 @@ class MetricsAggregator:
 
         Under ``torch.distributed`` the states are gathered as tensors of this device: a process group
         of NCCL alone (no CPU backend) needs the rank's GPU here (``to(f"cuda:{local_rank}")``).
+
+        Raises:
+            TypeError: if ``device`` is no device (a dtype, as ``module.to(torch.bfloat16)``: the states keep
+                their float64 accumulation whatever the model's dtype).
         """
+        if not isinstance(device, (torch.device, str, int)) or isinstance(device, bool):
+            raise WrongTypeError(
+                f"Expected `device` to be a torch.device, a device string or an index, got {device!r} "
+                f"({type(device).__name__}). MetricsAggregator.to moves its metrics only: their states stay float64 "
+                "(counts past 2**24 would round in float32)."
+            )
         self._device = torch.device(device)
         self.metrics.to(self._device)
         return self

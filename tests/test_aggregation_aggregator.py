@@ -1569,3 +1569,31 @@ def test_to_a_dtype_is_a_type_error_naming_device(target):
     with pytest.raises(TypeError, match=r"`device`.*float64"):
         aggregator.to(target)
     assert aggregator.get_metrics_for_logging() == {"train_alpaca/tokens_seen": 5.0}
+
+
+def test_a_float32_sum_handler_warns_once_that_counts_past_2_24_round():
+    """docs/migration_torchtune.md shows TorchMetrics' own classes as handlers; ``SumMetric`` keeps float32 states,
+    so a ``tokens_seen`` total of 16,777,217 (reached in minutes of LLM fine-tuning) logged 16,777,216 silently."""
+    from torchmetrics.aggregation import SumMetric
+
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.SUM, SumMetric)
+    records = [Metric("alpaca", "tokens_seen", n, A.SUM) for n in (2**24, 1)]
+    with pytest.warns(UserWarning, match=r"SUM handler's SumMetric keeps float32 .*2\*\*24") as caught:
+        aggregator.update(records)
+        aggregator.update([Metric("code", "tokens_seen", 3, A.SUM)])  # another key of the same handler: no repeat
+    assert sum("keeps float32" in str(w.message) for w in caught) == 1
+    assert aggregator.get_metrics_for_logging()["train_alpaca/tokens_seen"] != math.fsum([2**24, 1])  # as warned
+    exact = MetricsAggregator()  # the default Sum (float64) and a float64 SumMetric say nothing and count exactly
+    exact.register_handler(A.MEAN, MeanMetric)  # a float32 MEAN handler (the page's loss example) says nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact.update([*records, Metric("alpaca", "loss", 2.0, A.MEAN)])
+        assert exact.get_metrics_for_logging()["train_alpaca/tokens_seen"] == math.fsum([2**24, 1])
+    # TorchMetrics' .to(device), done to every new metric, resets an aggregator's input dtype to float32: with
+    # float64 states it still rounds each input, so it is told too
+    double = MetricsAggregator()
+    double.register_handler(A.SUM, lambda: SumMetric().set_dtype(torch.float64))
+    with pytest.warns(UserWarning, match=r"SumMetric keeps float32"):
+        double.update(records)
+    assert double.get_metrics_for_logging()["train_alpaca/tokens_seen"] != math.fsum([2**24, 1])

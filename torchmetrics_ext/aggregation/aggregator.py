@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric as TorchMetric
+from torchmetrics.aggregation import BaseAggregator
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
@@ -418,6 +419,7 @@ class MetricsAggregator:
         # (rank, world size) that saved the checkpoint this rank loaded, where it held keys (see _warn_copies)
         self._loaded_from: tuple[int, int] | None = None
         self._copies_told = False
+        self._told_low_precision = False  # a SUM handler of float32 states said so (see _warn_low_precision)
 
     # ------------------------------------------------------------------ configuration
 
@@ -708,7 +710,40 @@ class MetricsAggregator:
                 "(e.g. the class, or `lambda: Sum()`), not one instance."
             )
         taken.add(id(metric))
-        return self._prepared(metric)
+        metric = self._prepared(metric)
+        if agg_type is AggregationType.SUM and not self.__dict__.get("_told_low_precision", False):
+            self._warn_low_precision(metric)
+        return metric
+
+    def _warn_low_precision(self, metric: TorchMetric) -> None:
+        """Warn, once per aggregator, where the SUM handler's metric keeps floating states narrower than float64.
+
+        TorchMetrics' ``SumMetric`` keeps float32 states: a total past 2**24 (16,777,216) rounds, which a token
+        count reaches within minutes of fine-tuning. Its aggregators also cast every input to their ``dtype``,
+        which TorchMetrics' ``.to(device)`` (done to every new metric here) resets to float32: a
+        ``SumMetric().set_dtype(torch.float64)`` rounds its inputs too. One look at the new metric, only where a
+        SUM key is made (never per update).
+        """
+        dtypes: list[torch.dtype] = []
+        for part in metric.modules():
+            if not isinstance(part, TorchMetric):
+                continue
+            states = (getattr(part, state, None) for state in part._defaults)
+            dtypes += [value.dtype for value in states if isinstance(value, Tensor) and value.is_floating_point()]
+            if isinstance(part, BaseAggregator):  # the dtype it casts its inputs to
+                dtypes.append(part.dtype)
+        narrow = [dtype for dtype in dtypes if dtype.is_floating_point and torch.finfo(dtype).bits < 64]
+        if not narrow:
+            return
+        self._told_low_precision = True
+        dtype = str(narrow[0]).removeprefix("torch.")
+        warnings.warn(
+            f"MetricsAggregator: the SUM handler's {type(metric).__name__} keeps {dtype} states, so totals past 2**24 "
+            "(16,777,216) round (a tokens_seen of 16,777,217 logs 16,777,216). Register "
+            "torchmetrics_ext.aggregation.Sum (the default: float64 states and inputs) for counts.",
+            UserWarning,
+            stacklevel=user_stacklevel(),
+        )
 
     def _new_metric(self, agg_type: AggregationType) -> TorchMetric:
         """``metric_factory()`` of ``agg_type``'s handler, checked to be a ``torchmetrics.Metric`` (``TypeError``)."""

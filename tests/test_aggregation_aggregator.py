@@ -128,6 +128,25 @@ def test_transform_refuses_a_tokens_field_of_more_than_one_dimension(tokens, sha
     assert [record.value for record in flat["metrics"]] == [1, n, n]  # samples_seen, tokens_seen, seq_len
 
 
+@pytest.mark.parametrize("field", ["tokens", "input_ids"])
+def test_transform_refuses_a_mapping_of_token_fields(field):
+    """A tokenizer's whole output (a dict, or transformers' ``BatchEncoding``, a ``Mapping``) under ``"tokens"``
+    was counted with len(): its number of fields, 2 tokens for a 5-token sample (tokens_seen 2, seq_len 2)."""
+    from collections import UserDict
+
+    encoded = {"input_ids": [101, 7, 8, 9, 102], "attention_mask": [1, 1, 1, 1, 1]}
+    transform = DefaultTrainingMetricTransform()
+    transform.set_dataset_name("alpaca")
+    for tokens in (encoded, UserDict(encoded)):  # UserDict: the base of BatchEncoding
+        sample = {field: tokens}
+        with pytest.raises(TypeError, match=rf"sample\[{field!r}\] to be a sequence of tokens .*got a mapping"):
+            transform(sample)
+        assert "metrics" not in sample  # the sample is left as it was
+    flat = transform({field: encoded["input_ids"]})  # what a user meant
+    n = len(encoded["input_ids"])
+    assert [record.value for record in flat["metrics"]] == [1, n, n]  # samples_seen, tokens_seen, seq_len
+
+
 @pytest.mark.parametrize("group", [1000, 2.5, True, "gloo"])
 def test_a_process_group_that_is_no_group_is_a_type_error_at_construction(group):
     """torchtune's ``MetricsAggregator(1000)`` is its ``dist_window_size``: here it became the process group, taken
@@ -1520,3 +1539,61 @@ def test_transform_reads_a_plain_sequence_without_calling_the_several_sequences_
     transform.set_dataset_name("alpaca")
     transform({"tokens": tokens})
     assert calls == []
+
+
+def test_replacing_a_handler_after_a_resume_says_to_register_before_loading():
+    """The advice was "call reset() first", which on a resumed run forgets the state just loaded."""
+    saved = MetricsAggregator()
+    saved.update([Metric("alpaca", "seq_len", 3, A.DISTRIBUTION)])
+    resumed = MetricsAggregator()
+    resumed.load_state_dict(saved.state_dict())
+    with pytest.raises(ValueError, match=r"register handlers before .*load_state_dict\(\) \(to resume: register, then"):
+        resumed.register_handler(A.DISTRIBUTION, lambda: Distribution(percentiles=(50,)))
+    fresh = MetricsAggregator()  # what the message asks for: the same state under the new handler
+    fresh.register_handler(A.DISTRIBUTION, lambda: Distribution(percentiles=(50,)))
+    fresh.load_state_dict(saved.state_dict())
+    assert fresh.get_metrics_for_logging() == {
+        "train_alpaca/seq_len_stat_mean": 3.0,
+        "train_alpaca/seq_len_stat_min": 3.0,
+        "train_alpaca/seq_len_stat_max": 3.0,
+        "train_alpaca/seq_len_stat_p50": 3.0,
+    }
+
+
+@pytest.mark.parametrize("target", [torch.bfloat16, torch.float32, 3.5])
+def test_to_a_dtype_is_a_type_error_naming_device(target):
+    """``module.to(torch.bfloat16)`` is a habit; the aggregator's ``to`` takes a device and raised torch's own
+    "device() received an invalid combination of arguments"."""
+    aggregator = MetricsAggregator()
+    aggregator.update([Metric("alpaca", "tokens_seen", 5, A.SUM)])
+    with pytest.raises(TypeError, match=r"`device`.*float64"):
+        aggregator.to(target)
+    assert aggregator.get_metrics_for_logging() == {"train_alpaca/tokens_seen": 5.0}
+
+
+def test_a_float32_sum_handler_warns_once_that_counts_past_2_24_round():
+    """docs/migration_torchtune.md shows TorchMetrics' own classes as handlers; ``SumMetric`` keeps float32 states,
+    so a ``tokens_seen`` total of 16,777,217 (reached in minutes of LLM fine-tuning) logged 16,777,216 silently."""
+    from torchmetrics.aggregation import SumMetric
+
+    aggregator = MetricsAggregator()
+    aggregator.register_handler(A.SUM, SumMetric)
+    records = [Metric("alpaca", "tokens_seen", n, A.SUM) for n in (2**24, 1)]
+    with pytest.warns(UserWarning, match=r"SUM handler's SumMetric keeps float32 .*2\*\*24") as caught:
+        aggregator.update(records)
+        aggregator.update([Metric("code", "tokens_seen", 3, A.SUM)])  # another key of the same handler: no repeat
+    assert sum("keeps float32" in str(w.message) for w in caught) == 1
+    assert aggregator.get_metrics_for_logging()["train_alpaca/tokens_seen"] != math.fsum([2**24, 1])  # as warned
+    exact = MetricsAggregator()  # the default Sum (float64) and a float64 SumMetric say nothing and count exactly
+    exact.register_handler(A.MEAN, MeanMetric)  # a float32 MEAN handler (the page's loss example) says nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact.update([*records, Metric("alpaca", "loss", 2.0, A.MEAN)])
+        assert exact.get_metrics_for_logging()["train_alpaca/tokens_seen"] == math.fsum([2**24, 1])
+    # TorchMetrics' .to(device), done to every new metric, resets an aggregator's input dtype to float32: with
+    # float64 states it still rounds each input, so it is told too
+    double = MetricsAggregator()
+    double.register_handler(A.SUM, lambda: SumMetric().set_dtype(torch.float64))
+    with pytest.warns(UserWarning, match=r"SumMetric keeps float32"):
+        double.update(records)
+    assert double.get_metrics_for_logging()["train_alpaca/tokens_seen"] != math.fsum([2**24, 1])

@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics import Metric as TorchMetric
+from torchmetrics.aggregation import BaseAggregator
 
 from torchmetrics_ext.aggregation.base import AggregationMetric
 from torchmetrics_ext.aggregation.categorical import CategoricalCount, _Counted
@@ -137,6 +138,18 @@ def _other_percentiles(key: Key, agg_type: AggregationType, group: Any, reported
         f"so the ranks would log different keys: {each}. Register the same handlers on every rank "
         "(the ranks agree: every rank raises this)."
     )
+
+
+def _saved_by(metadata: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The ``(rank, world size)`` a checkpoint's metadata says saved it; ``None`` where it does not say (older ones)."""
+    saved_by = metadata.get("saved_by")
+    if (
+        isinstance(saved_by, (list, tuple))
+        and len(saved_by) == 2
+        and all(type(number) is int and number >= 0 for number in saved_by)
+    ):
+        return saved_by[0], saved_by[1]
+    return None
 
 
 def _global(group: Any, rank: int) -> int:
@@ -402,6 +415,10 @@ class MetricsAggregator:
         self._probed: dict[AggregationType, _Probe] = {}
         # logged keys already said to be left out for nan (see _warn_left_out)
         self._left_out: set[str] = set()
+        # (rank, world size) that saved the checkpoint this rank loaded, where it held keys (see _warn_copies)
+        self._loaded_from: tuple[int, int] | None = None
+        self._copies_told = False
+        self._told_low_precision = False  # a SUM handler of float32 states said so (see _warn_low_precision)
 
     # ------------------------------------------------------------------ configuration
 
@@ -470,7 +487,7 @@ class MetricsAggregator:
             train_alpaca/tokens_stat_p99 98.52
             >>> aggregator.register_handler(AggregationType.MAX, MaxMetric)
             Traceback (most recent call last):
-            ValueError: Cannot replace the MAX handler: 1 metric(s) already use it (...); call reset() first.
+            ValueError: Cannot replace the MAX handler: 1 metric(s) already use it (...), or call reset() first, ...
 
             A window of the last two values (one per update here) next to the lifetime value:
 
@@ -527,7 +544,8 @@ class MetricsAggregator:
         if used:
             raise ValueError(
                 f"Cannot replace the {_type_name(agg_type)} handler: {len(used)} metric(s) already use it "
-                f"(e.g. {used[0]}); call reset() first."
+                f"(e.g. {used[0]}): register handlers before the first update() or load_state_dict() (to resume: "
+                "register, then load), or call reset() first, which forgets every key."
             )
         self._factories[agg_type] = metric_factory
         self.__dict__.get("_probed", {}).pop(agg_type, None)
@@ -537,7 +555,17 @@ class MetricsAggregator:
 
         Under ``torch.distributed`` the states are gathered as tensors of this device: a process group
         of NCCL alone (no CPU backend) needs the rank's GPU here (``to(f"cuda:{local_rank}")``).
+
+        Raises:
+            TypeError: if ``device`` is no device (a dtype, as ``module.to(torch.bfloat16)``: the states keep
+                their float64 accumulation whatever the model's dtype).
         """
+        if not isinstance(device, (torch.device, str, int)) or isinstance(device, bool):
+            raise WrongTypeError(
+                f"Expected `device` to be a torch.device, a device string or an index, got {device!r} "
+                f"({type(device).__name__}). MetricsAggregator.to moves its metrics only: their states stay float64 "
+                "(counts past 2**24 would round in float32)."
+            )
         self._device = torch.device(device)
         self.metrics.to(self._device)
         return self
@@ -565,6 +593,7 @@ class MetricsAggregator:
         self._next_id = 0
         self._loaded_updates = {}
         self._left_out = set()
+        self._loaded_from, self._copies_told = None, False
 
     # ------------------------------------------------------------------ update
 
@@ -680,7 +709,38 @@ class MetricsAggregator:
                 "(e.g. the class, or `lambda: Sum()`), not one instance."
             )
         taken.add(id(metric))
-        return self._prepared(metric)
+        metric = self._prepared(metric)
+        if agg_type is AggregationType.SUM and not self.__dict__.get("_told_low_precision", False):
+            self._warn_low_precision(metric)
+        return metric
+
+    def _warn_low_precision(self, metric: TorchMetric) -> None:
+        """Warn, once per aggregator, where the SUM handler's metric keeps floating states narrower than float64.
+
+        TorchMetrics' ``SumMetric`` keeps float32 states: a total past 2**24 (16,777,216) rounds, which a token
+        count reaches within minutes of fine-tuning. Its aggregators also cast every input to their ``dtype``,
+        which TorchMetrics' ``.to(device)`` (done to every new metric here) resets to float32: a
+        ``SumMetric().set_dtype(torch.float64)`` rounds its inputs too. One look at the new metric, only where a
+        SUM key is made (never per update).
+        """
+        dtypes: list[torch.dtype] = []
+        for part in metric.modules():
+            if not isinstance(part, TorchMetric):
+                continue
+            states = (getattr(part, state, None) for state in part._defaults)
+            dtypes += [value.dtype for value in states if isinstance(value, Tensor) and value.is_floating_point()]
+            if isinstance(part, BaseAggregator):  # the dtype it casts its inputs to
+                dtypes.append(part.dtype)
+        narrow = [dtype for dtype in dtypes if dtype.is_floating_point and torch.finfo(dtype).bits < 64]
+        if not narrow:
+            return
+        self._told_low_precision = True
+        dtype = str(narrow[0]).removeprefix("torch.")
+        warn_at_user(
+            f"MetricsAggregator: the SUM handler's {type(metric).__name__} keeps {dtype} states, so totals past 2**24 "
+            "(16,777,216) round (a tokens_seen of 16,777,217 logs 16,777,216). Register "
+            "torchmetrics_ext.aggregation.Sum (the default: float64 states and inputs) for counts.",
+        )
 
     def _new_metric(self, agg_type: AggregationType) -> TorchMetric:
         """``metric_factory()`` of ``agg_type``'s handler, checked to be a ``torchmetrics.Metric`` (``TypeError``)."""
@@ -743,11 +803,12 @@ class MetricsAggregator:
             names = metric.categories if kind == CATEGORIES and isinstance(metric, CategoricalCount) else None
             local.append((ds, name, agg_type.value, kind, names, state_layout(metric), reported_percentiles(metric)))
         gathered: list[Any] = [None] * dist.get_world_size(group)
-        dist.all_gather_object(gathered, (local, self._handler_kinds()), group=group)
+        dist.all_gather_object(gathered, (local, self._handler_kinds(), self._loaded_from), group=group)
+        self._warn_copies([loaded_from for _, _, loaded_from in gathered])
         union: dict[Key, AggregationType] = {}
         kinds: defaultdict[Key, dict[int, _Probe]] = defaultdict(dict)  # key -> {rank holding it: its metric's probe}
         categories: defaultdict[Key, list[Any]] = defaultdict(list)
-        for rank, (entries, _) in enumerate(gathered):
+        for rank, (entries, _, _) in enumerate(gathered):
             for ds, name, agg_value, kind, names, layout, reported in entries:
                 key, agg_type = (ds, name), AggregationType(agg_value)
                 if union.setdefault(key, agg_type) is not agg_type:
@@ -757,7 +818,7 @@ class MetricsAggregator:
         fused: dict[Key, str] = {}
         for key, agg_type in union.items():
             held = kinds[key]  # a rank without the key makes its metric with its handler
-            every = [held.get(r) or made.get(agg_type.value, _NO_PROBE) for r, (_, made) in enumerate(gathered)]
+            every = [held.get(r) or made.get(agg_type.value, _NO_PROBE) for r, (_, made, _) in enumerate(gathered)]
             failed = [(r, error) for r, (_, _, error, _) in enumerate(every) if error is not None]
             if failed:  # that rank would raise alone while creating the key, the others waiting in the sync
                 raise ValueError(_unmade(key, agg_type, group, *failed[0]))
@@ -778,6 +839,38 @@ class MetricsAggregator:
             key: (self._keys[key][2], kind, ordered_union(categories[key]) if kind == CATEGORIES else None)
             for key, kind in fused.items()
         }
+
+    def _warn_copies(self, loaded_from: list[tuple[int, int] | None]) -> None:
+        """Warn (once, until :meth:`reset` or a load) where several ranks loaded the checkpoint of one saved rank.
+
+        ``loaded_from[r]`` is the ``(rank, world size)`` that saved the state rank ``r`` loaded (``None``: none, an
+        empty one, or one written before it was recorded). A state holds one rank's records, so every rank that loads
+        it counts them once more in the synced values: a recipe that saves rank 0's ``state_dict()`` only (or a
+        single-process run's) and loads it everywhere. Nothing is changed (no rank can tell which of them should
+        keep the records); the information travels in the keys' exchange, no collective added.
+        """
+        if self._copies_told:
+            return
+        group = self.process_group
+        by_origin: defaultdict[tuple[int, int], list[int]] = defaultdict(list)
+        for rank, origin in enumerate(loaded_from):
+            if origin is not None:
+                by_origin[origin].append(_global(group, rank))
+        copied = [(origin, ranks) for origin, ranks in by_origin.items() if len(ranks) > 1]
+        if not copied:
+            return
+        self._copies_told = True
+        told = "; ".join(
+            f"ranks {', '.join(map(str, ranks))} loaded the state that rank {saved_rank} of a {saved_world}-rank run "
+            f"saved, so its records are counted {len(ranks)} times"
+            for (saved_rank, saved_world), ranks in copied
+        )
+        warn_at_user(
+            f"MetricsAggregator: {told} in every logged value. A state_dict() holds the records of the rank that "
+            "saved it: save every rank's (torchmetrics_ext.integrations.lightning.AggregatorCheckpoint, or an "
+            "all_gather_object of the ranks' states) and load each on one rank; a rank without a saved state starts "
+            "empty.",
+        )
 
     def _make_missing(self, union: dict[Key, AggregationType], lacked: list[bool]) -> None:
         """Make and register the metrics of the keys of ``union`` this rank lacks; if one cannot, raise on every rank.
@@ -985,7 +1078,9 @@ class MetricsAggregator:
         layout); ``tensors`` holds each metric's states (list states entry by entry), those of the metrics
         inside it (a wrapper's, such as a ``Windowed``'s ``lifetime.sum_value``) included. A module's extra state
         (``get_extra_state``: a ``Windowed``'s ring) is written in the entry's ``extra_states`` as JSON, its
-        tensors in ``tensors``.
+        tensors in ``tensors``. ``metadata["saved_by"]`` is ``[rank, world size]`` of the saving process: the
+        state holds that rank's records only, and ranks that load one rank's state count them once each (the next
+        :meth:`get_metrics_for_logging` warns, naming them).
 
         Examples:
             >>> import io
@@ -1026,7 +1121,9 @@ class MetricsAggregator:
             if extra:  # a wrapper's (Windowed's ring): only then, so other checkpoints keep their metadata
                 entry["extra_states"] = extra
             entries.append(entry)
-        return {"metadata": {"format": _FORMAT, "metrics": entries}, "tensors": tensors}
+        rank, world = _world(self.process_group, min_size=1) or (0, 1)
+        # who saved it ([rank, world size]): ranks that load one rank's state all count its records (_warn_copies)
+        return {"metadata": {"format": _FORMAT, "metrics": entries, "saved_by": [rank, world]}, "tensors": tensors}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a checkpoint from :meth:`state_dict` (replacing everything held now).
@@ -1122,3 +1219,4 @@ class MetricsAggregator:
             keys[key] = (agg_type, f"m{i}", metric)
             loaded[key] = updates
         self.metrics, self._keys, self._next_id, self._loaded_updates = metrics, keys, len(keys), loaded
+        self._loaded_from, self._copies_told = _saved_by(metadata) if keys else None, False

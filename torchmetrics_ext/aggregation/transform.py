@@ -173,7 +173,8 @@ class DefaultTrainingMetricTransform(MetricTransform):
 
     Raises:
         KeyError: if the sample has neither ``"tokens"`` nor ``"input_ids"``.
-        TypeError: if that field has no length (``None``, a number, a 0-dim tensor).
+        TypeError: if that field has no length (``None``, a number, a 0-dim tensor), or is a mapping (a tokenizer's
+            whole output, such as a ``BatchEncoding``, whose ``len()`` counts its fields).
         ValueError: if that field holds several sequences (a tensor or array of more than one dimension, such as
             a tokenizer's ``(1, L)`` row, or a list of lists), whose ``len()`` counts rows, not tokens.
 
@@ -208,6 +209,12 @@ class DefaultTrainingMetricTransform(MetricTransform):
             if n and type(tokens[0]) is not int:
                 _check_one_sequence(field, tokens)
         elif getattr(tokens, "ndim", None) != 1:
+            if isinstance(tokens, Mapping):  # a tokenizer's whole output: len() counts its fields
+                raise WrongTypeError(
+                    f"Expected sample[{field!r}] to be a sequence of tokens (a list or a 1-D tensor), got a mapping "
+                    f"({type(tokens).__name__} with keys {sorted(map(str, tokens))}): its len() would count its "
+                    "fields, not tokens. Pass its token ids (e.g. its 'input_ids')."
+                )
             _check_one_sequence(field, tokens)
         return [
             self.new_metric("samples_seen", 1, AggregationType.SUM),

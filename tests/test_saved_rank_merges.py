@@ -245,3 +245,20 @@ def test_a_metric_forgets_its_saved_ranks_at_reset_and_keeps_them_through_forwar
         assert saved_ranks(metric) == {(0, 2)}
         metric.reset()
         assert saved_ranks(metric) is None
+
+
+def test_files_saved_without_a_window_merged_by_hand_into_windowed_modules_warn_of_nothing():
+    """A window change restarts each unit's window over the loaded lifetime: its saved ranks are still held."""
+    metrics = {"ctr": "ctr", "ne": "ne", "log_loss": "log_loss", "auc": "auc"}
+    files = []
+    for rank in range(3):
+        plain = tmx.RecMetricModule(["click"], metrics)
+        plain.update(_step(rank, 0))
+        states = plain.state_dict()
+        states["_extra_state"] = {**states["_extra_state"], "rank": rank, "world_size": 3}
+        files.append(_bytes(states))
+    module = _load(files[0])  # window_size=20: the window starts empty over each loaded lifetime
+    _merge_by_hand(module, files[1:])
+    values, warned = _values(module)
+    assert warned == []
+    _check(values, [(0, 0), (1, 0), (2, 0)])

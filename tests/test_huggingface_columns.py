@@ -280,6 +280,14 @@ def test_ranking_weights_need_sessions_and_an_entry():
         ranking_compute_metrics(ks=(1,), label_names=("y", "w"), weights="w")
 
 
+def test_ranking_weights_of_padded_lists_say_where_query_weights_go():
+    """Padded lists with a weight entry: the error says such weights are not read, and how to weigh queries."""
+    with pytest.raises(
+        ValueError, match=r"padded candidate lists.*RankingMetrics.*update\(scores, relevance, weights="
+    ):
+        ranking_compute_metrics(ks=(1,), label_names=("labels", "weight"), weights="weight")
+
+
 @pytest.mark.parametrize(
     ("arrays", "error", "match"),
     [

@@ -260,6 +260,31 @@ def _trainer_label_names(args: Any, model: Any) -> tuple[list[str] | None, str]:
     return list(find_labels(type(model))), f"label names the Trainer took from `{type(model).__name__}.forward`"
 
 
+def _warn_of_best_model_direction(compute_metrics: Any, args: Any) -> None:
+    """Warn where ``metric_for_best_model`` names a metric of ``compute_metrics`` read the wrong way round.
+
+    ``TrainingArguments`` guesses ``greater_is_better`` from the name alone (higher is better unless it ends in
+    ``loss``): wrong for ``"ne"`` and for every lower-is-better key of several tasks (``"log_loss/click"``), where
+    ``load_best_model_at_end`` then keeps the worst checkpoint and ``EarlyStoppingCallback`` stops as the model
+    improves. Metrics without a direction (calibration, CTR) and keys of no metric here say nothing.
+    """
+    metric = getattr(args, "metric_for_best_model", None)
+    greater = getattr(args, "greater_is_better", None)
+    if not isinstance(metric, str) or greater is None:
+        return
+    higher = compute_metrics._higher_is_better(metric)
+    if higher is None or bool(greater) == higher:
+        return
+    way = "lower" if not higher else "higher"
+    warn_at_user(
+        f"TrainingArguments(metric_for_best_model={metric!r}) names a metric of compute_metrics where {way} is "
+        f"better, but greater_is_better={bool(greater)} (unless given, the Trainer guesses it from the name: higher "
+        "is better unless it ends in 'loss'), so load_best_model_at_end would keep the worst checkpoint and "
+        "EarlyStoppingCallback would stop while the model improves. Give "
+        f"TrainingArguments(..., greater_is_better={higher}).",
+    )
+
+
 def _skipped_metrics_callback(compute_metrics: Any) -> Any:
     """A ``TrainerCallback`` that warns after an evaluation that never reached ``compute_metrics`` (HFComputeMetrics).
 
@@ -268,6 +293,9 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
     from transformers import TrainerCallback  # the `huggingface` extra, imported only when a callback is asked for
 
     class _ComputeMetricsReached(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            _warn_of_best_model_direction(compute_metrics, args)
+
         def on_predict(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
             compute_metrics._take_computed()  # predict() computes too: a later skipped evaluation is still seen
 
@@ -299,8 +327,8 @@ def _skipped_metrics_callback(compute_metrics: Any) -> Any:
                 f"compute_metrics was not called in evaluation {prefix!r}: {where}, and logged none of its metrics. "
                 f"The Trainer calls compute_metrics only when every eval batch holds every "
                 f"{source} entry{listed} and the model returns predictions (not with "
-                "prediction_loss_only=True): give the eval set those keys, and keep them through "
-                "`remove_unused_columns` (the model's forward must take them) and the data collator.",
+                "prediction_loss_only=True): give the eval set those keys and keep them through the data collator "
+                "(`remove_unused_columns` keeps every label_names entry; the model's forward must take them).",
                 UserWarning,
             )
 

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,7 +58,7 @@ import torch
 from torch import Tensor
 
 from torchmetrics_ext._module_columns import _columns_read
-from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE, _PADDING_MARKS, _padding_pointer
+from torchmetrics_ext._module_domains import _MODULE_LOGITS_ADVICE, _PADDING_MARKS, _padding_pointer, _scores_values
 from torchmetrics_ext.functional.ranking._spec import request_key
 from torchmetrics_ext.integrations._hf_label_names import (
     _COLUMNS,
@@ -89,6 +90,13 @@ from torchmetrics_ext.utilities.warnings import warn_at_user
 __all__ = ["HFComputeMetrics", "pointwise_compute_metrics", "ranking_compute_metrics"]
 
 _IDS = {"groups", "indexes", "sessions"}  # update arguments of metrics that need id columns
+# said where a model's outputs hold more than its heads (the Trainer passes every output but the loss)
+_KEEP_THE_HEADS = (
+    " The Trainer passes every output of the model but the loss: keep the heads alone, with "
+    "`trainer.evaluate(ignore_keys=[...])` and `trainer.train(ignore_keys_for_eval=[...])` (the other keys of the "
+    "model's output dict, or its config's `keys_to_ignore_at_inference`), or "
+    "`Trainer(preprocess_logits_for_metrics=lambda logits, labels: logits[:{t}])` when the heads come first."
+)
 _TRAINER_PADDING = -100.0  # what transformers.Trainer pads predictions and labels of other widths with
 
 SEED_KEYS = {
@@ -420,6 +428,12 @@ class HFComputeMetrics:
         (``labels_click``; ``start_positions``/``end_positions`` for a ``...QuestionAnswering`` class; none at
         all, which it says). It reads nothing on the path where metrics are computed.
 
+        At ``on_train_begin`` it also warns when ``TrainingArguments.metric_for_best_model`` names a metric of this
+        callable (with or without ``eval_``, or behind an eval set's name, ``"valid_ne/click"``) whose better
+        direction ``greater_is_better`` contradicts: the Trainer guesses higher is better unless the name ends in
+        ``loss``, so for ``"ne"``, ``"ne/click"`` or ``"log_loss/click"`` ``load_best_model_at_end`` would keep the
+        worst checkpoint. Metrics without a direction (calibration, CTR) say nothing.
+
         Returns:
             A fresh ``transformers.TrainerCallback`` (the ``huggingface`` extra) watching this callable.
 
@@ -453,6 +467,20 @@ class HFComputeMetrics:
         """Whether this callable computed values since the last call of this method (which resets it)."""
         computed, self._computed = self._computed, False
         return computed
+
+    def _higher_is_better(self, key: str) -> bool | None:
+        """Whether a higher value of ``key`` is better (``None``: no key of this callable, or no direction).
+
+        ``key`` as ``TrainingArguments.metric_for_best_model`` may name it: with or without the Trainer's
+        ``eval_`` prefix, or behind an eval set's name (``"valid_ne/click"`` for ``eval_valid_ne/click``).
+        """
+        return None
+
+
+def _real_labels(metric: Any) -> bool:
+    """Whether ``metric`` takes labels of any real value (MSE, MAE, R²: a regression target), not 0/1 or [0, 1]."""
+    domains = getattr(metric, "input_domains", None)
+    return getattr(domains, "target", None) == "real"
 
 
 def _order_or_labels_only(metric: Any) -> bool:
@@ -610,6 +638,8 @@ class _Pointwise(HFComputeMetrics):
                     f"{str(error).rstrip('.')}. Pass options only with metrics that all take them."
                 ) from error
         self._reads = set(reading.values())
+        # each metric's better direction, for the callback's check of `metric_for_best_model`
+        self._directions = {name: getattr(metric, "higher_is_better", None) for name, metric in built.items()}
         unread = [argument for argument in ("groups", "segments", "sessions") if argument in named]
         for argument in unread:  # ids no chosen metric reads: refused as `num_segments` without segmented_ne
             if argument not in self._reads:
@@ -647,6 +677,12 @@ class _Pointwise(HFComputeMetrics):
         # per task, the lowest and highest score of this evaluation (device tensors, read once in `compute`):
         # scores all in [0, 1] under `from_logits=True` are most likely a sigmoid model's probabilities
         self._score_range: tuple[Tensor, Tensor] | None = None
+        # metrics of values fed sigmoid(predictions) (mse, mae, r_squared...): a task whose labels of an evaluation
+        # leave [0, 1] is a regression head, not a binary one read as logits (no Brier score has such labels)
+        self._values_of_sigmoid = [
+            name for name, metric in built.items() if from_logits and _scores_values(metric) and _real_labels(metric)
+        ]
+        self._label_range: tuple[Tensor, Tensor] | None = None
         _check_ignore_value(self.ignore_index, self.module._domains.target)
         # every metric unchecked (validate_args=False), labels where -100 is none and it is no ignore_index: the
         # Trainer's -100 would be scored as a label; refused by the adapter (see `_refuse_trainer_padding`)
@@ -679,6 +715,14 @@ class _Pointwise(HFComputeMetrics):
         """
         predictions = _joined(predictions)
         t = len(self.tasks)
+        if isinstance(predictions, tuple) and t == 1 and len(predictions) > 1:
+            shapes = [tuple(_tensor(output).shape) for output in predictions]
+            scores = [len(shape) == 1 or (len(shape) == 2 and shape[1] == 1) for shape in shapes]
+            if not scores[0] and any(scores[1:]):  # the scores behind an embedding or hidden states
+                raise ValueError(
+                    f"Expected the scores, (N,) or (N, 1), as the first of the model's outputs (one task reads the "
+                    f"first); got {len(shapes)} outputs of shapes {shapes}." + _KEEP_THE_HEADS.format(t=1)
+                )
         if not isinstance(predictions, tuple) or t == 1:
             return predictions[0] if isinstance(predictions, tuple) else predictions
         heads = [_tensor(head) for head in predictions]
@@ -688,8 +732,9 @@ class _Pointwise(HFComputeMetrics):
         shapes = [tuple(head.shape) for head in heads]
         expected = f"one (N, {t}) array or {t} per-task heads (one per task of {list(self.tasks)}), each (N,) or (N, 1)"
         if len(heads) != t:
+            extra = _KEEP_THE_HEADS.format(t=t) if len(heads) > t else ""  # embeddings, hidden states next to them
             raise ValueError(
-                f"Expected predictions as {expected}; got a tuple of {len(heads)} arrays of shapes {shapes}."
+                f"Expected predictions as {expected}; got a tuple of {len(heads)} arrays of shapes {shapes}.{extra}"
             )
         for i, shape in enumerate(shapes):
             if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] != shapes[0][0]:
@@ -815,6 +860,11 @@ class _Pointwise(HFComputeMetrics):
             if self._score_range is not None:
                 low, high = torch.minimum(low, self._score_range[0]), torch.maximum(high, self._score_range[1])
             self._score_range = (low, high)
+        if self._values_of_sigmoid and labels.shape[0] > 0:  # one min/max per task and batch, read once in compute
+            low, high = torch.aminmax(labels.detach().reshape(labels.shape[0], t), dim=0)
+            if self._label_range is not None:
+                low, high = torch.minimum(low, self._label_range[0]), torch.maximum(high, self._label_range[1])
+            self._label_range = (low, high)
 
     def _accepted(self) -> str:
         """The shapes several tasks take, for the errors."""
@@ -940,8 +990,31 @@ class _Pointwise(HFComputeMetrics):
             UserWarning,
         )
 
+    def _warn_regression_heads(self) -> None:
+        """Warn of the tasks whose labels of this evaluation leave [0, 1] while metrics of values read ``sigmoid``.
+
+        Such a task is a regression head (watch time, a rating): its predictions are no logits, and its MSE, MAE
+        or R² are those of ``sigmoid(predictions)``, in (0, 1), against labels outside it. Said once per
+        evaluation (one host read, in ``compute``); the values stay as documented.
+        """
+        if self._label_range is None:
+            return
+        low, high = (bound.double().tolist() for bound in self._label_range)
+        tasks = {task: (lo, hi) for task, lo, hi in zip(self.tasks, low, high, strict=True) if lo < 0 or hi > 1}
+        if not tasks:
+            return
+        said = ", ".join(f"{task!r} (labels in [{lo:.4g}, {hi:.4g}])" for task, (lo, hi) in tasks.items())
+        warn_at_user(
+            f"pointwise_compute_metrics reads the predictions as logits (`from_logits=True`, the default) and feeds "
+            f"{self._values_of_sigmoid} sigmoid(predictions), in (0, 1), but task(s) {said} have labels outside "
+            "[0, 1] this evaluation: a regression head, whose predictions are values, not logits. Build the callable "
+            "with `pointwise_compute_metrics(..., from_logits=False)`; for a regression head next to click heads, "
+            "score it in a second callable built so and merge the two dicts in your compute_metrics.",
+        )
+
     def compute(self) -> dict[str, float]:
         self._warn_probabilities()
+        self._warn_regression_heads()
         values = self.module.local_compute()  # the Trainer gathered the rows already
         if len(self.tasks) == 1:
             return {key.rsplit("/", 1)[0]: float(v) for key, v in values.items()}
@@ -950,6 +1023,19 @@ class _Pointwise(HFComputeMetrics):
     def reset(self) -> None:
         self.module.reset()
         self._score_range = None
+        self._label_range = None
+
+    def _higher_is_better(self, key: str) -> bool | None:
+        key = key.removeprefix("eval_")
+        if len(self.tasks) > 1:  # "{metric}/{task}"
+            key, slash, task = key.rpartition("/")
+            if not slash or task not in self.tasks:
+                return None
+        key = re.sub(r"\.\d+$", "", key)  # a segment's key, "segmented_ne.2"
+        for name in sorted(self._directions, key=len, reverse=True):  # "segmented_ne" before "ne"
+            if key == name or key.endswith(f"_{name}"):  # an eval set's name before it
+                return self._directions[name]
+        return None
 
 
 def pointwise_compute_metrics(
@@ -985,8 +1071,10 @@ def pointwise_compute_metrics(
             Trainer gives one per ``label_names`` entry, in that order: list ``label_names`` in the order of
             ``tasks``, as nothing else tells the tasks apart). A tuple
             whose first output is already ``(N, T)`` is read as that output (the others are not scores);
-            for one task, a tuple's first output is the scores. One example of several tasks may arrive
-            squeezed on one side (a model's ``logits.squeeze()`` on an eval batch of one row): ``(T,)``
+            for one task, a tuple's first output is the scores. More outputs than tasks (an embedding or hidden
+            states next to the heads; for one task, ahead of its scores) are refused with the ways to keep the heads
+            alone (``evaluate(ignore_keys=...)``, ``preprocess_logits_for_metrics``). One example of several tasks
+            may arrive squeezed on one side (a model's ``logits.squeeze()`` on an eval batch of one row): ``(T,)``
             predictions next to ``(1, T)`` labels (or one ``(1,)`` label array per task), or ``(1, T)``
             predictions next to ``(T,)`` labels, are that example, and so are ``T`` 0-dim heads (squeezed
             per-task heads, in a tuple or a list); ``(T,)`` on both sides is refused as ambiguous (one
@@ -1002,7 +1090,10 @@ def pointwise_compute_metrics(
             (``mse`` is then the Brier score). Probabilities given with ``from_logits=True`` are read as
             logits (scored as ``sigmoid(p)``, all in [0.5, 0.73]: NE, log loss and calibration change, exact AUC
             does not); a ``UserWarning`` names the tasks whose every score of an evaluation lies in [0, 1]
-            (once per evaluation, and only with a metric that the sigmoid changes).
+            (once per evaluation, and only with a metric that the sigmoid changes). A regression head (watch time)
+            needs ``from_logits=False`` too: a ``UserWarning`` names the tasks whose labels of an evaluation leave
+            [0, 1] while ``mse``, ``mae``, ``r_squared``... read ``sigmoid(predictions)`` (no Brier score has such
+            labels); the values stay those of the sigmoid.
         ignore_index: a label value (``-100``: the Trainer's label padding, the usual ignore index) that
             leaves an example out of that task only: the other tasks still count it, so a multi-task
             model whose examples lack some tasks' labels (a conversion label only for clicked examples)
@@ -1051,7 +1142,7 @@ def pointwise_compute_metrics(
         (the Trainer logs ``eval_ne``) and ``"{metric}/{task}"`` for several. Naming one in
         ``TrainingArguments(metric_for_best_model=...)``, give ``greater_is_better=False`` for NE and log
         loss: the Trainer's guess (lower is better only for a name ending in ``loss``) misses
-        ``"ne"`` and every ``"log_loss/{task}"``.
+        ``"ne"`` and every ``"log_loss/{task}"`` (the callable's ``callback()`` warns of it when training starts).
 
     Raises:
         TypeError: an entry of ``metrics`` that is no name (a metric object, ``None``), naming it.
@@ -1144,10 +1235,18 @@ class _Ranking(HFComputeMetrics):
         weights: str | None = None,
     ) -> None:
         if (label_names is None) != (sessions is None):  # flat rows need both; padded lists neither
+            padded = ""
+            if sessions is None and weights is not None:  # a weight per query of padded lists: not read here
+                padded = (
+                    " `weights` are read for flat rows only (a session weighs its rows' largest weight); the "
+                    "queries of padded candidate lists take no weights here: weigh them in your own evaluation loop "
+                    "over a RankingMetrics, `metric.update(scores, relevance, weights=query_weights)`."
+                )
             raise ValueError(
                 "Expected `label_names` (the Trainer's TrainingArguments.label_names, in order) and `sessions` (the "
                 "entry holding the session/query ids of flat rows) together, e.g. label_names=('labels', "
                 f"'session_id'), sessions='session_id'; got label_names={label_names!r}, sessions={sessions!r}."
+                + padded
             )
         own = ("ks", "metrics", "padding_value", "key_names", "label_names", "sessions", "weights")
         hint = _own_argument_hint("ranking_compute_metrics", own, kwargs)
@@ -1348,6 +1447,12 @@ class _Ranking(HFComputeMetrics):
 
     def reset(self) -> None:
         self.metric.reset()
+
+    def _higher_is_better(self, key: str) -> bool | None:
+        key = key.removeprefix("eval_")
+        logged = self.display.values()
+        ours = any(key == name or key.endswith(f"_{name}") for name in logged)
+        return self.metric.higher_is_better if ours else None
 
 
 def ranking_compute_metrics(

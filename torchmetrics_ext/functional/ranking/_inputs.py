@@ -82,7 +82,7 @@ class RankingRows:
 
     @classmethod
     def compacting(cls, grid: PaddedGrid, num_rows: int, target_max: float | None) -> RankingRows:
-        """Rows of ``grid``'s ``num_rows`` kept entries (``grid.keep`` set), gathered when first read."""
+        """Rows of ``grid``'s ``num_rows`` kept entries (all without ``grid.keep``), gathered when first read."""
         rows = cls.__new__(cls)
         rows.padded, rows.preds_writable, rows.target_max = True, False, target_max
         rows.valid, rows.grid = None, grid
@@ -94,6 +94,10 @@ class RankingRows:
         """``(preds, target, indexes, weights)`` of the kept entries of ``grid`` (see :meth:`compacting`)."""
         preds, target, keep, weights = self.grid  # type: ignore[misc]
         num_queries, width = preds.shape
+        if keep is None:  # every entry a row: the lists flattened, each entry's query its list's number
+            ids = _padded_ids(num_queries, width, preds.device)
+            flat_weights = None if weights is None else weights.to(torch.float64)[ids]
+            return preds.reshape(-1), target.reshape(-1), ids, flat_weights
         qid = torch.arange(num_queries, device=preds.device).unsqueeze(1).expand(-1, width)[keep]
         return preds[keep], target[keep], qid, None if weights is None else weights.to(torch.float64)[qid]
 
@@ -254,7 +258,10 @@ def _ranking_format(
         if mask is not None:
             check_tensor("mask", mask)
             if mask.dtype != torch.bool:
-                raise WrongTypeError(f"Expected `mask` to be a bool tensor, got dtype {mask.dtype}.")
+                raise WrongTypeError(
+                    f"Expected `mask` to be a bool tensor, got dtype {mask.dtype}: pass `mask.bool()` for a 0/1 mask "
+                    "such as a Hugging Face `attention_mask` (nonzero = a real candidate, 0 = padding)."
+                )
             _check_shape("mask", mask, preds.shape, preds.device)
         if preds.ndim == 1:
             if indexes is None:
@@ -312,13 +319,18 @@ def _ranking_format(
         num_queries, width = preds.shape
         grid = PaddedGrid(preds, target, keep, weights)
         if keep is not None and compact:  # rows gathered only if a kernel reads them (RankingRows.compacting)
-            num_rows = int(keep.sum())
+            # int32 sums: ~2x faster than int64 (a (256, 50000) mask), exact below 2**31 entries
+            num_rows = int(keep.sum(dtype=torch.int32 if keep.numel() < 2**31 else torch.int64))
             top = None
             if validate and num_rows > 0:
                 top = _check_kept_values(grid, num_rows, lost)
             elif lost is not None and bool(lost.any()):  # all padding: no bounds read to join
                 raise _lost_error(lost)
             return RankingRows.compacting(grid, num_rows, top)
+        if keep is None:  # flattened (and the query ids made) only if a kernel reads the rows: the list
+            # kernels read `grid` (one entry per row; 50,000-candidate lists would make 8 bytes of ids per entry)
+            top = _check_values(preds, target, weights) if validate and preds.numel() > 0 else None
+            return RankingRows.compacting(grid, preds.numel(), top)
         qid = _padded_ids(num_queries, width, preds.device)
         p, t = preds.reshape(-1), target.reshape(-1)
         valid = None if keep is None else keep.reshape(-1)
@@ -422,11 +434,18 @@ def _check_kept_values(grid: PaddedGrid, num_rows: int, lost: Tensor | None = No
     if keep is None:
         raise ValueError("_check_kept_values needs a grid with `keep`.")
     width = preds.shape[1]
-    first = keep.reshape(-1).view(torch.uint8).argmax()  # the first kept entry (argmax: the first of equal values)
-    p = torch.where(keep, preds, preds.reshape(-1)[first])
-    t = target if target.dtype == torch.bool else torch.where(keep, target, target.reshape(-1)[first])
+    first = None
+    p = preds  # on the CPU, scores without NaN anywhere (one read) have none among the kept ones: no copy
+    if on_device_path(preds) or math.isnan(preds.max().item()):
+        first = keep.reshape(-1).view(torch.uint8).argmax()  # the first kept entry (argmax: the first of equal values)
+        p = torch.where(keep, preds, preds.reshape(-1)[first])
+    t = target
+    if target.dtype != torch.bool:
+        first = keep.reshape(-1).view(torch.uint8).argmax() if first is None else first
+        t = torch.where(keep, target, target.reshape(-1)[first])
     w = None
     if weights is not None:
+        first = keep.reshape(-1).view(torch.uint8).argmax() if first is None else first
         w = weights.to(torch.float64)
         w = torch.where(keep.any(1), w, w[first // width])
     return _check_values(p, t, w, lost)

@@ -363,12 +363,71 @@ def grouped_topk_values(
 
 
 GRID_TOPK_WIDTH = 256  # lists at least this long (and 8 times the largest cutoff) take torch.topk, not a sort
+GRID_MAX_K = 1024  # largest cutoff of torch.topk on lists (its (k, G) values cost little next to the lists)
+WIDE_LIST = 4096  # lists at least this long (and 16 times the cutoff) first find the entries that can rank in it
 
 
 def grid_topk_applies(width: int, requests: Sequence[Request]) -> bool:
-    """Whether :func:`grid_topk_values` takes lists of ``width`` candidates (long lists, small finite cutoffs)."""
-    cutoffs = [k for spec, k in requests if spec.topk_value is not None and k is not None and k <= MAX_K]
+    """Whether :func:`grid_topk_values` takes lists of ``width`` candidates (long lists, finite cutoffs).
+
+    Cutoffs up to :data:`GRID_MAX_K` (``RankingMetrics(ks=[1, 10, 100])`` on a catalogue), where
+    the merge stops at :data:`MAX_K`: a selection's cost grows with ``k`` far slower than its rounds'.
+    """
+    cutoffs = [k for spec, k in requests if spec.topk_value is not None and k is not None and k <= GRID_MAX_K]
     return len(cutoffs) == len(requests) and width >= max(GRID_TOPK_WIDTH, 8 * max(cutoffs))
+
+
+WIDE_CANDIDATES = 4
+"""A wide list's entries scored at least its ``k``-th best score are gathered when no list has more than this
+many times ``k`` (and at least 256) of them; heavy ties at the cutoff take the keys of every entry instead."""
+
+
+def _wide_candidates(preds: Tensor, keep: Tensor | None, kmax: int) -> tuple[Tensor, Tensor, int] | None:
+    """The entries of wide ``(G, L)`` lists that can rank in their list's top ``kmax``: ``(rows, columns, M)``.
+
+    An entry scored below its list's ``kmax``-th best (real) score has ``kmax`` entries ranked
+    before it whatever the tie rule, so each list's top ``kmax`` lies among the entries scored at
+    least that score (every kept entry of a list shorter than ``kmax``). One ``torch.topk`` of the
+    scores (padding as ``-inf``) finds the score, one comparison the entries, in row-major order;
+    ``M`` is the most any list holds. ``None`` when a list holds more than ``WIDE_CANDIDATES``
+    times ``kmax`` of them (heavy ties at the cutoff), or fewer than it must (NaN scores, which
+    validation rejects), so that every real entry is keyed as before.
+    """
+    width = preds.shape[1]
+    scores = preds if keep is None else preds.masked_fill(~keep, -math.inf)
+    kth = torch.topk(scores, kmax, dim=1, sorted=False).values.amin(1, keepdim=True)
+    candidate = preds >= kth  # NaN, only where `keep` drops it, compares False
+    if keep is not None:
+        candidate &= keep
+    count = candidate.sum(1, dtype=torch.int32)
+    size = torch.full_like(count, width) if keep is None else keep.sum(1, dtype=torch.int32)
+    # one read: the fewest candidates beyond the least a list must hold, and the most a list holds
+    short, most = (int(v) for v in torch.stack([(count - size.clamp_max(kmax)).min(), count.max()]))
+    if short < 0 or most > max(WIDE_CANDIDATES * kmax, GRID_TOPK_WIDTH):
+        return None
+    rows, columns = candidate.nonzero().unbind(1)
+    return rows, columns, most
+
+
+def _gather_candidates(
+    preds: Tensor, target: Tensor, found: tuple[Tensor, Tensor, int], kmax: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(preds, target, keep)``: ``(G, max(M, kmax))`` lists of each list's candidates (:func:`_wide_candidates`).
+
+    Unset slots are padding (``keep`` False), as a list shorter than its grid.
+    """
+    rows, columns, most = found
+    num_groups = preds.shape[0]
+    count = torch.bincount(rows, minlength=num_groups)
+    start = torch.cumsum(count, 0).sub_(count)
+    slot = torch.arange(rows.numel(), device=rows.device).sub_(start.index_select(0, rows))
+    shape = (num_groups, max(most, kmax))
+    sub_preds = preds.new_zeros(shape)
+    sub_preds[rows, slot] = preds[rows, columns]
+    sub_target = target.new_zeros(shape)
+    sub_target[rows, slot] = target[rows, columns]
+    sub_keep = torch.arange(shape[1], device=rows.device) < count.unsqueeze(1)
+    return sub_preds, sub_target, sub_keep
 
 
 def _drop_padding(
@@ -459,11 +518,18 @@ def grid_topk_values(
     most :data:`MAX_GRADE`, as :func:`integer_relevance` returns them), not read again. ``None``
     when :func:`grid_topk_applies` does not hold or the relevance is not a small integer.
     ``any_width``: lists of any width are taken (every request still needs a cutoff of at most
-    :data:`MAX_K`): many short padded lists, which the merge would first gather into flat rows.
+    :data:`GRID_MAX_K`): many short padded lists, which the merge would first gather into flat rows.
     """
     num_groups, width = preds.shape
     if num_groups == 0 or not grid_topk_applies(1 << 62 if any_width else width, requests):
         return None
+    kmax = min(max(k for _, k in requests if k is not None), width)
+    if width >= max(WIDE_LIST, 16 * kmax):
+        # wide lists (a catalogue): the rank keys (several passes over every entry, float64 for wide score
+        # ranges) are made for the few entries that can rank in the top kmax; counts and IDCG read every entry
+        found = _wide_candidates(preds, keep, kmax)
+        if found is not None:
+            return _wide_topk_values(preds, target, weights, requests, options, keep, top_grade, found, kmax)
     size = None
     if keep is not None:
         preds, target, keep, weights, size = _drop_padding(preds, target, keep, weights)
@@ -477,33 +543,105 @@ def grid_topk_values(
             return None
         grades, top_grade = graded
     grades = grades.to(torch.int32)
+    top = _top_keys(preds, grades, keep, top_grade, kmax, writable=keep is not None)
+    if top is None:
+        return None
+    return _topk_columns(top, grades, top_grade, keep is not None, size, weights, requests, options)
+
+
+def _top_keys(
+    preds: Tensor, grades: Tensor, keep: Tensor | None, top_grade: int, kmax: int, writable: bool
+) -> Tensor | None:
+    """``(kmax, G)`` rank keys of each ``(G, L)`` list's best ``kmax`` entries in rank order; ``None`` (float64 scores).
+
+    ``grades``: int32 relevance; ``keep``: the real entries (padded ones get the pad key, ranked
+    last with grade 0); ``writable``: ``preds`` may be overwritten.
+    """
+    num_groups, width = preds.shape
     grade_bits = max(top_grade.bit_length(), 1)
-    key = _rank_keys(preds.reshape(-1), grades.reshape(-1), grade_bits, writable=keep is not None)
+    key = _rank_keys(preds.reshape(-1), grades.reshape(-1), grade_bits, writable=writable)
     if key is None:
         return None
     if keep is not None:  # padded entries rank last with grade 0
         key.masked_fill_(~keep.reshape(-1), _bounds(key.dtype)[1])
-    cutoffs = [k for _, k in requests if k is not None]
-    kmax = min(max(cutoffs), width)
     key = key.reshape(num_groups, width)
     if kmax == width:  # the whole list: a row-wise sort (cheaper than a selection of every entry)
-        top = torch.sort(key, dim=1).values.t().contiguous()
-    else:
-        top = torch.topk(key, kmax, dim=1, largest=False, sorted=True).values.t().contiguous()
-    relevant = grades > 0
-    num_rel = relevant.sum(1)
+        return torch.sort(key, dim=1).values.t().contiguous()
+    return torch.topk(key, kmax, dim=1, largest=False, sorted=True).values.t().contiguous()
+
+
+def _topk_columns(
+    top: Tensor,
+    grades: Tensor,
+    top_grade: int,
+    padded: bool,
+    size: Tensor | None,
+    weights: Tensor | None,
+    requests: Sequence[Request],
+    options: RankingOptions,
+) -> tuple[Columns, Tensor, Ranked]:
+    """:func:`grid_topk_values`' result from the lists' ``top`` keys and every entry's ``grades`` (0 where padded).
+
+    ``size``: each list's real entries (``None``: the width of ``grades``); ``weights``: ``(G,)``.
+    """
+    num_groups, width = grades.shape
+    relevant = grades.view(torch.bool) if grades.dtype == torch.uint8 and top_grade <= 1 else grades > 0
+    num_rel = relevant.sum(1, dtype=torch.int32).to(torch.int64)  # int32 sums: ~2x faster than int64
     if size is None:
-        size = torch.full((num_groups,), width, dtype=torch.int64, device=preds.device)
+        size = torch.full((num_groups,), width, dtype=torch.int64, device=grades.device)
     ideal = None
     ideal_cutoffs = sum(spec.counts_grades for spec, _ in requests)
     if ideal_cutoffs:
         ideal = _grid_ideal_dcg(
-            grades, top_grade, num_rel, size, keep is not None, options.exponential_gain, ideal_cutoffs
+            grades.to(torch.int32), top_grade, num_rel, size, padded, options.exponential_gain, ideal_cutoffs
         )
-    queries = TopQueries(top, (1 << grade_bits) - 1, num_rel, size, ideal, options)
+    queries = TopQueries(top, (1 << max(top_grade.bit_length(), 1)) - 1, num_rel, size, ideal, options)
     weight = None if weights is None else weights.to(torch.float64).clamp_min(0.0).add_(0.0)  # as rank_grid
-    empty = torch.empty(0, dtype=torch.int64, device=preds.device)
+    empty = torch.empty(0, dtype=torch.int64, device=grades.device)
     ranked = Ranked(empty, empty, empty.to(torch.float64), size, weight, num_groups)
+    cutoffs = [k for _, k in requests if k is not None]
     value_fns = [spec.topk_value for spec, _ in requests]
     columns = Columns(requests, lambda i: value_fns[i](queries, cutoffs[i]), queries.forget)  # type: ignore[misc]
     return columns, queries.num_rel, ranked
+
+
+def _wide_topk_values(
+    preds: Tensor,
+    target: Tensor,
+    weights: Tensor | None,
+    requests: Sequence[Request],
+    options: RankingOptions,
+    keep: Tensor | None,
+    top_grade: int | None,
+    found: tuple[Tensor, Tensor, int],
+    kmax: int,
+) -> tuple[Columns, Tensor, Ranked] | None:
+    """:func:`grid_topk_values` of wide lists from their candidates (:func:`_wide_candidates`): its values bit for bit.
+
+    The top ``kmax`` keys are those of the candidates gathered into narrow lists (the same keys
+    of the same entries: the same grades in the same order); each list's size, relevant count
+    and IDCG come from all its entries, as there.
+    """
+    if keep is not None:
+        target = target.masked_fill(~keep, 0)  # padded entries count as grade 0 (their relevance may be anything)
+    grades = target
+    if top_grade is None:
+        graded = integer_relevance(target, MAX_GRADE, torch.int32)
+        if graded is None:
+            return None
+        grades, top_grade = graded
+    sub_preds, sub_grades, sub_keep = _gather_candidates(preds, grades, found, kmax)
+    size = None
+    if keep is not None:
+        size = keep.sum(1, dtype=torch.int32).to(torch.int64)
+        present = size > 0
+        if not bool(present.all()):  # lists without a kept entry are no query (and hold no candidate)
+            size, grades = size[present], grades[present]
+            sub_preds, sub_grades, sub_keep = sub_preds[present], sub_grades[present], sub_keep[present]
+            weights = None if weights is None else weights[present]
+        if size.numel() == 0:
+            return None
+    top = _top_keys(sub_preds, sub_grades.to(torch.int32), sub_keep, top_grade, kmax, writable=True)
+    if top is None:
+        return None
+    return _topk_columns(top, grades, top_grade, keep is not None, size, weights, requests, options)

@@ -5,7 +5,8 @@ queries, taking the cheapest computation path that applies to every request (eac
 spec says which apply):
 
 1. the top-k merge (:mod:`._topk`): finite cutoffs over rows grouped by query;
-2. first-hit counting (:mod:`._first_hit`): metrics that only need each query's first relevant row;
+2. first-hit counting (:mod:`._first_hit`): metrics that only need each query's first relevant row
+   (padded lists take it first, at any width);
 3. the sort path (:mod:`._kernel`): everything else.
 
 All three give the same values. :func:`_ranking_compute` divides the sums (weighted mean over
@@ -25,7 +26,13 @@ from torch import Tensor
 from torchmetrics_ext.functional.ranking import _topk
 from torchmetrics_ext.functional.ranking._columns import Columns
 from torchmetrics_ext.functional.ranking._dense import DenseQueries, rank_rows_dense
-from torchmetrics_ext.functional.ranking._first_hit import FirstHits, first_hit_values
+from torchmetrics_ext.functional.ranking._first_hit import (
+    COUNTED_WIDTH,
+    FirstHits,
+    first_hit_values,
+    grid_first_hit_values,
+    grid_relevant_ranks,
+)
 from torchmetrics_ext.functional.ranking._inputs import (
     PaddedGrid,
     RankingRows,
@@ -100,6 +107,16 @@ def _update_sums(
         device = (rows.preds if rows.grid is None else rows.grid.preds).device  # no rows gathered for it
         zero = torch.zeros((), dtype=torch.float64, device=device)
         return torch.zeros(len(requests), dtype=torch.float64, device=device), zero
+    grid_hits = None
+    if rows.padded and rows.grid is not None and (rows.grid.keep is None or not (dense or rows.valid is not None)):
+        # MRR and hit rate of padded lists: each list's first relevant entry counted in place (no sort, at any
+        # width); no host read without padding, so the device path takes it too
+        grid_hits = grid_first_hit_values(rows.grid, requests)
+    if grid_hits is not None:
+        columns, num_rel, ranked = grid_hits
+        return reduce_columns(
+            columns, num_rel, ranked.size, ranked.weight, empty_target_action, remove_single_length_sessions
+        )
     if dense or rows.valid is not None:
         ranked, relevant = rank_rows_dense(rows.preds, rows.target, rows.indexes, rows.weights, rows.valid)
         dense_queries = DenseQueries(ranked, relevant, options)
@@ -149,6 +166,20 @@ def _update_sums(
         # padded lists (or flat rows that are) the top-k merge does not take: each row sorted on its own, the
         # sort path's values bit for bit (first-hit counting's too), at a fraction of the cost of sorting the
         # flattened rows by (query, score, relevance) keys; also for many lists (float relevance, float64 scores)
+        counted = None
+        if grid.preds.shape[1] >= COUNTED_WIDTH:  # wide lists of few relevant entries: their ranks counted instead
+            integer = rows.target_max is not None and not grid.target.is_floating_point()
+            counted = grid_relevant_ranks(grid, int(rows.target_max) if integer else None)  # type: ignore[arg-type]
+        if counted is not None:
+            counted_queries = SortedQueries(counted, options)
+            return reduce_columns(
+                sorted_columns(counted_queries, requests),
+                counted_queries.num_rel,
+                counted.size,
+                counted.weight,
+                empty_target_action,
+                remove_single_length_sessions,
+            )
         queries = GridQueries(*rank_grid(*grid), options, rows.target_max)
         size = queries.query_size if remove_single_length_sessions else None  # read for nothing else
         return reduce_columns(

@@ -5,8 +5,9 @@ scores with ties, weights with zeros; one thread; a few seconds per round). Cont
 pre-generated data in the same process, interleaved over ``--rounds`` rounds (best and median reported;
 this thread's CPU time, which a shared machine's load disturbs less than the wall clock, unless ``--wall``):
 
-* ``ours``: ``tmx.functional.session_pairwise_auc(..., validate_args=False)`` (no pair is formed: per-row
-  counts over each row's partner range, O(N log N), no size that depends on the data);
+* ``ours``: ``tmx.functional.session_pairwise_auc(..., validate_args=False)`` on the CPU path: rows ordered
+  in NumPy, then every pair compared in blocks where the batch has at most 8 pairs per row and per bit of its
+  longest session, else per-row counts over each row's partner range (a wavelet matrix, O(N log N));
 * ``ours, previous kernel``: the kernel this replaced (commit 991f7289), kept below as written there: rows
   sorted by (session, label), then every valid pair compared, in chunks of 2**18 pairs (O(P) for P pairs;
   three host reads per update: two ``torch.unique`` sizes and the pair count);

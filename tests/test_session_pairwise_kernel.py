@@ -10,8 +10,10 @@ under TorchRec's keys. ``TMX_SPAUC_EXAMPLES`` raises the number of drawn batches
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from tests.helpers import tester as H
 from tests.test_session_pairwise_auc import _reference, _tr_batch
 from torchmetrics_ext import UndefinedMetricWarning
 from torchmetrics_ext import functional as tmf
+from torchmetrics_ext.functional import _session_pairwise_cpu as CPU
 from torchmetrics_ext.functional import session_pairwise as SP
 from torchmetrics_ext.utilities.device import force_device_path
 
@@ -33,6 +36,26 @@ LABELS = [0.0, 1.0, 1.0 + 4e-7, 1.0 + 2e-6, 2.5, -3.0]
 SCORES = [-1.0, 0.0, 0.1, 0.1 + 1e-9, 0.5, 2.0]
 
 
+# the kernel's three routes: the device path (forced on the CPU), and the CPU path's two ways to the sums,
+# every pair compared (in blocks of the default size or of 5 pairs) or the pairs counted by score
+PATHS = ["device", "cpu-pairs", "cpu-pairs-blocks-of-5", "cpu-counts"]
+
+
+@contextlib.contextmanager
+def on_path(path):
+    """Run the kernel on one route, whatever the batch's size would choose."""
+    per_row_bit = {"cpu-pairs": 10**9, "cpu-pairs-blocks-of-5": 10**9, "cpu-counts": -1}.get(
+        path, CPU.PAIRS_PER_ROW_BIT
+    )
+    block = 5 if path == "cpu-pairs-blocks-of-5" else CPU.PAIR_BLOCK
+    with (
+        force_device_path(path == "device"),
+        mock.patch.object(CPU, "PAIRS_PER_ROW_BIT", per_row_bit),
+        mock.patch.object(CPU, "PAIR_BLOCK", block),
+    ):
+        yield
+
+
 @st.composite
 def batches(draw):
     n = draw(st.integers(1, 40))
@@ -40,7 +63,10 @@ def batches(draw):
     shape = (n,) if tasks is None else (tasks, n)
     size = n if tasks is None else tasks * n
     ids = draw(st.sampled_from([[0, 1, 2], [-7, 5, 2**62], [3]]))  # few sessions: some of one row, some long
-    sessions = np.array(draw(st.lists(st.sampled_from(ids), min_size=n, max_size=n)), dtype=np.int64)
+    # sessions shared by the tasks, or each task's own ids ((T, N))
+    rows = n if tasks is None or draw(st.booleans()) else tasks * n
+    sessions = np.array(draw(st.lists(st.sampled_from(ids), min_size=rows, max_size=rows)), dtype=np.int64)
+    sessions = sessions.reshape(-1, n) if rows > n else sessions
     labels = np.array(draw(st.lists(st.sampled_from(LABELS), min_size=size, max_size=size))).reshape(shape)
     scores = np.array(draw(st.lists(st.sampled_from(SCORES), min_size=size, max_size=size))).reshape(shape)
     weights = np.array(draw(st.lists(st.sampled_from([0.0, 0.5, 1.0, 3.0]), min_size=n, max_size=n)))
@@ -50,9 +76,10 @@ def batches(draw):
 def _sums(batch, tasks, options):
     """The port's five sums per task (the batch counted where some weight is positive)."""
     p, y = np.atleast_2d(batch["preds"]), np.atleast_2d(batch["target"])
+    s = np.broadcast_to(np.atleast_2d(batch["sessions"]), p.shape)
     out = []
     for t in range(1 if tasks is None else tasks):
-        correct, total, pairs, rows = _tr_batch(p[t], y[t], batch["weights"], batch["sessions"], **options)
+        correct, total, pairs, rows = _tr_batch(p[t], y[t], batch["weights"], s[t], **options)
         out.append([correct, total, pairs, rows, float((batch["weights"] > 0).any())])
     return np.array(out)
 
@@ -62,9 +89,9 @@ def _sums(batch, tasks, options):
     drawn=batches(),
     options=st.sampled_from([{}, {"rank_order_label": True}, {"weight_pairs": False}]),
     dtype=st.sampled_from([torch.float64, torch.float32, torch.float16, torch.bfloat16]),
-    device_path=st.booleans(),
+    path=st.sampled_from(PATHS),
 )
-def test_kernel_sums_equal_the_pair_loop(drawn, options, dtype, device_path):
+def test_kernel_sums_equal_the_pair_loop(drawn, options, dtype, path):
     batch, tasks = drawn
     preds = torch.tensor(batch["preds"]).to(dtype)
     batch = dict(batch, preds=preds.double().numpy())  # the port sees the scores as cast (ties the cast makes)
@@ -74,10 +101,62 @@ def test_kernel_sums_equal_the_pair_loop(drawn, options, dtype, device_path):
         "sessions": torch.tensor(batch["sessions"]).expand(preds.view(-1, preds.shape[-1]).shape),
         "weights": torch.tensor(batch["weights"]).unsqueeze(0),
     }
-    with force_device_path(device_path):
+    with on_path(path):
         ours = SP._pairwise_update(**inputs, **{"rank_order_label": False, "weight_pairs": True, **options})
     expected = _sums(batch, tasks, options)
     np.testing.assert_allclose(torch.stack(ours, -1).numpy(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-ids", "own-ids"])
+def test_many_sessions_per_task_match_the_loop_on_every_route(path, shared):
+    """Two tasks of 300 rows in ~210 sessions each: more distinct ids in all (own ids) than rows per task."""
+    rng = np.random.default_rng(11)
+    n, tasks = 300, 2
+    pool = rng.integers(-(10**12), 10**12, (1 if shared else tasks, 400))
+    pool[1:, :40] = pool[0, :40]  # own ids: 40 of each task's 400 in both tasks
+    sessions = np.ascontiguousarray(pool[:, rng.integers(0, 400, n)])
+    assert shared or len(np.unique(sessions)) > n + 1
+    batch = {
+        "preds": rng.random((tasks, n)).round(2),
+        "target": rng.integers(0, 4, (tasks, n)).astype(np.float64),
+        "sessions": sessions[0] if shared else sessions,
+        "weights": rng.choice([0.0, 1.0, 2.5], n),
+    }
+    with on_path(path):
+        ours = SP._pairwise_update(
+            torch.tensor(batch["preds"]),
+            torch.tensor(batch["target"]),
+            torch.tensor(sessions).expand(tasks, n),
+            torch.tensor(batch["weights"]).unsqueeze(0),
+            False,
+            True,
+        )
+    np.testing.assert_allclose(torch.stack(ours, -1).numpy(), _sums(batch, tasks, {}), rtol=1e-12, atol=1e-12)
+
+
+def test_the_cpu_route_is_chosen_by_the_pairs_per_row_and_bit():
+    """Short sessions compare their pairs; one long session of distinct labels (many pairs per row) counts them."""
+    rng = np.random.default_rng(2)
+
+    def route(sessions, labels):
+        n = len(labels)
+        rows = CPU.cpu_sorted_rows(
+            torch.tensor(labels, dtype=torch.float64).view(1, n),
+            torch.tensor(sessions).view(1, n),
+            torch.ones(1, n, dtype=torch.bool),
+            SP.LABEL_GAP,
+        )
+        takes, num_pairs = CPU.takes_pairs(rows[2], rows[3], rows[4])
+        assert num_pairs == sum(  # the pairs of distinct labels, counted per session
+            int((labels[sessions == s][:, None] > labels[sessions == s][None, :]).sum()) for s in np.unique(sessions)
+        )
+        return takes, num_pairs / n / max(1, (int(np.unique(sessions, return_counts=True)[1].max()) - 1).bit_length())
+
+    short = route(np.repeat(np.arange(100), 4), rng.integers(0, 5, 400).astype(float))
+    long = route(np.zeros(400, dtype=np.int64), rng.permutation(400).astype(float))
+    assert short[0] and short[1] <= CPU.PAIRS_PER_ROW_BIT
+    assert not long[0] and long[1] > CPU.PAIRS_PER_ROW_BIT
 
 
 def test_one_row_sessions_equal_labels_and_zero_weights_form_no_pair():

@@ -94,6 +94,9 @@ class CheckpointLoading(nn.Module):
     def reset(self) -> None:  # pragma: no cover - provided by the module
         raise NotImplementedError
 
+    def _own_storages(self) -> None:  # pragma: no cover - provided by the module
+        raise NotImplementedError
+
     def _load_from_state_dict(
         self,
         state_dict: dict[str, Any],
@@ -335,6 +338,8 @@ class CheckpointLoading(nn.Module):
         and the step counter as they were, although the metrics load one after another; the error
         is raised as it was.
         """
+        if not self.__dict__.get("_storages_owned", False):  # a spawned rank's first write (see `_own_storages`)
+            self._own_storages()
         load = super().load_state_dict
         self.__dict__.pop(_STRICT_HINT, None)
         try:

@@ -117,6 +117,7 @@ from torchmetrics_ext.utilities.distributed import (
     copy_metric,
     fused_gather,
     outside_group,
+    own_storages_in_spawned_process,
 )
 from torchmetrics_ext.utilities.errors import WrongTypeError, refusal
 from torchmetrics_ext.utilities.inference import deepcopy_ordinary, ordinary_tensors
@@ -1025,6 +1026,7 @@ class RecMetricModule(CheckpointLoading):
         state["state_metrics"] = {
             name: fn.metric.compute if isinstance(fn, _ComputeOf) else fn for name, fn in state_metrics.items()
         }
+        state["_storages_owned"] = False  # unpickled in a spawned rank, its states may be in shared memory
         super().__setstate__(state)
         take_ownership(self._owned_metrics(), self)
         self.__dict__.setdefault("_segments", {})  # pickled before the module fed Segmented metrics: none
@@ -1103,6 +1105,8 @@ class RecMetricModule(CheckpointLoading):
             torch._C._set_grad_enabled(False)
         try:
             state = self.__dict__
+            if not state.get("_storages_owned", False):  # once per module and process: one dict lookup per step
+                self._own_storages()
             if isinstance(model_out, Mapping) and not state.get("_weight_names_read", False):
                 # at the first step that has columns (not `_step == 0`: an empty first step, a `training_step`
                 # that returned None, counts as a step and would have left the names unread)
@@ -1116,6 +1120,20 @@ class RecMetricModule(CheckpointLoading):
         finally:
             if grad_enabled:
                 torch._C._set_grad_enabled(True)
+
+    def _own_storages(self) -> None:
+        """Give the states storages of their own where the module reached a spawned process in shared memory.
+
+        ``fabric.launch(fn, module)`` under ``strategy="ddp_spawn"`` (and ``torch.multiprocessing.spawn``)
+        pickles its arguments into the ranks through ``torch.multiprocessing``, which puts every CPU
+        tensor in shared memory: the ranks held one storage per state, each rank's sums landed in the
+        others' (a synced ``throughput/total_examples`` of 40 for 20 samples on two ranks). Before the
+        first write in a process started by ``multiprocessing``, each shared storage is copied (the
+        values stay the parent's); nothing is read in the main process. A copy or an unpickled module
+        checks again (see ``__setstate__``).
+        """
+        self.__dict__["_storages_owned"] = True
+        own_storages_in_spawned_process(self)
 
     def _plan(self) -> _StepPlan:
         """The units a step updates (:meth:`_updated_units`), the window-only ones and their dispatch, found once.

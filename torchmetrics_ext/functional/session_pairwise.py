@@ -22,6 +22,12 @@ what 5,000 rows in sessions of 2 do, give or take the rank's bits). In ``update`
 size that depends on the data, so on a device it never waits for the device (no ``torch.unique``,
 no pair count). Counts are int64, exact; only their products with the weights are float64. No loop
 over sessions, rows or tasks.
+
+On the CPU, where reading a size costs nothing, the rows are ordered in NumPy
+(:mod:`~torchmetrics_ext.functional._session_pairwise_cpu`: PyTorch's fixed cost per operation
+dominated batches of a few thousand rows), and a batch with few pairs for its rows and its longest
+session's bits (short sessions: training batches) compares every pair, in blocks, instead of
+counting them; the choice is by size, at a measured crossover. Same sums, to float64 rounding.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from torchmetrics_ext.functional import _session_pairwise_cpu as CPU
 from torchmetrics_ext.functional.pointwise import _finish
 from torchmetrics_ext.functional.session import _format_sessions
 from torchmetrics_ext.utilities.checks import check_flag, checks_validate_args, format_pointwise
@@ -207,7 +214,8 @@ def _pairwise_update(
     by (session, label): its lower-label partners before it, its higher-label ones after it. How many
     partners score below or level with the row is counted for every row at once
     (:func:`_count_below`, over each row's score rank within its session), in int64 (exact; a tie
-    counts 1 of 2).
+    counts 1 of 2). On the CPU the rows are ordered in NumPy, and a batch of few pairs per row and bit
+    compares its pairs instead (:mod:`~torchmetrics_ext.functional._session_pairwise_cpu`).
     """
     num_tasks, n = preds.shape
     y = target.to(torch.float64)
@@ -218,7 +226,14 @@ def _pairwise_update(
     if n == 0:
         zeros = torch.zeros(num_tasks, dtype=torch.float64, device=preds.device)
         return zeros, zeros.clone(), zeros.clone(), zeros.clone(), batches
-    order, group, start, lower_end, end = _sorted_rows(y, sessions, present)
+    if on_device_path(preds):
+        order, group, start, lower_end, end = _sorted_rows(y, sessions, present)
+    else:  # the order in NumPy (no PyTorch cost per operation), and every pair compared where they are few
+        rows = CPU.cpu_sorted_rows(y, sessions, present, LABEL_GAP)
+        pairs, num_pairs = CPU.takes_pairs(rows[2], rows[3], rows[4])
+        if pairs:
+            return (*CPU.pair_sums(preds, w, rows, num_pairs, weight_pairs), batches)
+        order, group, start, lower_end, end = (torch.from_numpy(a) for a in rows)
     flat = order.numel()
     # higher-label partners: the rows whose lower range reaches this one; lower_end never decreases, so
     # they begin where the count of lower_end values at most the row's position says

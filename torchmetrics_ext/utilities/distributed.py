@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import multiprocessing
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -36,7 +37,15 @@ import torch.distributed as dist
 from torch import Tensor
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-__all__ = ["TypedGather", "copy_metric", "fused_gather", "has_untyped_list_states", "outside_group", "unshare_memory"]
+__all__ = [
+    "TypedGather",
+    "copy_metric",
+    "fused_gather",
+    "has_untyped_list_states",
+    "outside_group",
+    "own_storages_in_spawned_process",
+    "unshare_memory",
+]
 
 # dtypes a rank can name to the others (by position); a tensor of another dtype is gathered as it is
 _DTYPES = (
@@ -316,6 +325,26 @@ def unshare_memory(module: torch.nn.Module) -> int:
             elif isinstance(obj, torch.nn.Module) or type(obj).__module__.startswith("torchmetrics"):
                 stack.extend(getattr(obj, "__dict__", {}).values())
     return len(copies)
+
+
+def own_storages_in_spawned_process(module: torch.nn.Module) -> int:
+    """In a process started by ``multiprocessing`` (a spawned rank), :func:`unshare_memory` of ``module``; else nothing.
+
+    A module built in the parent and handed to the ranks as an argument (``fabric.launch(fn, module)``
+    under ``strategy="ddp_spawn"``, ``torch.multiprocessing.spawn(fn, args=(module,))``) arrives with
+    every CPU state in shared memory, one storage for all ranks (and the parent): each rank's sums
+    then land in the others' states and synced counts are multiplied by the world size. Called once
+    per module and process before its first write (a ``RecMetricModule``'s first ``update`` or
+    ``load_state_dict``), while no rank has written into the shared storages yet, the copies hold
+    what the parent held, and each rank goes on with storages of its own. In the main process
+    (``multiprocessing.parent_process()`` is ``None``) nothing is read.
+
+    Returns:
+        The number of storages copied.
+    """
+    if multiprocessing.parent_process() is None:
+        return 0
+    return unshare_memory(module)
 
 
 def has_untyped_list_states(metric: Any) -> bool:

@@ -161,6 +161,19 @@ class HistogramWindow:
                 self.back.zero_()
             self.base.zero_()
 
+    def restart_window(self) -> None:
+        """Empty the window and keep the lifetime: the window then holds the updates pushed from now on.
+
+        The lifetime (``base + back + open``, summed in the order :meth:`lifetime_into` sums it)
+        becomes the base, and every update, block and block sum of the window is forgotten: the
+        lifetime reads the same sums as before, the window starts from nothing.
+        """
+        with torch.inference_mode(False):
+            base = torch.add(self.base, self.back)
+            base += self.open
+            self._clear()
+            self.base = base
+
     # ------------------------------------------------------------------ per update
 
     def add(self, dense: Tensor, index: Tensor, values: Tensor | None) -> None:

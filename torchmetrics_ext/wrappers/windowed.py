@@ -94,8 +94,8 @@ def _own(child: Module, owner: Windowed, name: str) -> None:
         if not getattr(current, "_writes_deferred", False):
             state[method] = _current(child, current)
     state["__getstate__"] = functools.partial(_current_state, child)
-    if name == "lifetime":
-        state["reset"] = functools.partial(_reset_lifetime_of, weakref.ref(owner), child)
+    restart = _reset_lifetime_of if name == "lifetime" else _reset_window_of
+    state["reset"] = functools.partial(restart, weakref.ref(owner), child)
 
 
 def _reset_lifetime_of(owner: weakref.ref[Windowed], child: Module) -> None:
@@ -112,6 +112,22 @@ def _reset_lifetime_of(owner: weakref.ref[Windowed], child: Module) -> None:
         windowed._restart_lifetime()
     with torch.inference_mode(False):  # a wrapped TorchMetrics metric's reset would make inference tensors
         type(child).reset(child)  # type: ignore[attr-defined]  # a Metric
+
+
+def _reset_window_of(owner: weakref.ref[Windowed], child: Module) -> None:
+    """``reset`` of the window metric of a ``Windowed`` ``owner``: the window restarts, the lifetime goes on.
+
+    The window's states are written from the ring when read, so a plain reset of that metric (a
+    reference kept to ``metric.window``, or Lightning resetting a logged ``metric.window`` at an
+    epoch's end) came back at the next read with every update still in the ring. Through any
+    reference the reset now empties the ring too (:meth:`Windowed._restart_window`): the window
+    then holds the updates from here on (by the window rule), and the lifetime keeps everything.
+    """
+    with torch.inference_mode(False):  # a wrapped TorchMetrics metric's reset would make inference tensors
+        type(child).reset(child)  # type: ignore[attr-defined]  # a Metric
+    windowed = owner()
+    if windowed is not None and windowed._modules.get("window") is child:
+        windowed._restart_window()
 
 
 def _refresh_before_save(module: Module, prefix: str, keep_vars: bool) -> None:
@@ -469,8 +485,13 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
         state *attribute* read from such a kept reference may predate the last update (so may
         ``metric_state`` of a wrapped TorchMetrics metric, which has no hook for it); read it as
         ``metric.window.<state>``. Write to the lifetime and window through the wrapper
-        (:meth:`merge_state`, :meth:`reset`), not through a kept reference: the window's states
-        (and a binned lifetime histogram) are rewritten from the ring when next read.
+        (:meth:`merge_state`, :meth:`reset`, :meth:`reset_lifetime`), not through a kept reference:
+        the window's states (and a binned lifetime histogram) are rewritten from the ring when next
+        read. Resets through a kept reference are the exceptions: ``metric.lifetime.reset()`` is
+        :meth:`reset_lifetime`, and ``metric.window.reset()`` restarts the window (the ring forgets
+        its updates; the window then holds the updates from the reset on, by the window rule) while
+        the lifetime keeps everything; both (Lightning resetting a logged ``metric.lifetime`` and
+        ``metric.window`` at an epoch's end) are :meth:`reset`.
 
         ``forward`` returns the batch's values in the same dict form: ``"lifetime"`` over the
         whole batch, ``"window"`` over the part of it that the window keeps. With
@@ -1302,6 +1323,21 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             self._hist.restart_lifetime()
         self.__dict__["_lifetime_stale"] = False
         self._computed = None
+
+    def _restart_window(self) -> None:
+        """The wrapper's part of a window reset (after the window metric's own): the ring forgets its updates.
+
+        The lifetime is left exactly as it was: its sums and samples are its own states (the
+        window's exact chunks are views the lifetime holds too), and a binned metric's lifetime
+        histogram, the window's block sums plus a base, is first gathered into the base.
+        """
+        with torch.inference_mode(False):
+            self._ring.clear()
+            if self._hist is not None:
+                self._hist.restart_window()
+        self.__dict__["_window_stale"] = False
+        self._computed = None
+        self._bind_window_lists()
 
     def drop_lifetime_samples(self) -> None:
         """Empty the lifetime of a metric that stores samples (``cat`` states): for a window-only caller.

@@ -196,3 +196,69 @@ def test_an_empty_one_process_checkpoint_loaded_on_every_rank_warns_of_nothing(d
         values, warned = out["full"]
         _check(values, [(2, 0), (2, 0), (0, 1), (1, 1)])
         assert len(warned) == (rank != 0)
+
+
+@pytest.mark.parametrize("window_size", [20, None])
+def test_a_merged_module_reset_after_its_load_holds_no_saved_rank(window_size):
+    """The module merged in by hand was reset after loading saved rank 1's file: it holds none of rank 1's rows.
+
+    Its metrics (Windowed or plain) kept the record of the load through ``reset()``, so rank 0's file plus
+    those fresh rows passed for the whole run of 2 ranks, without a word.
+    """
+
+    def load(data: bytes) -> tmx.RecMetricModule:
+        module = tmx.RecMetricModule(
+            ["click"], {"ctr": "ctr", "ne": "ne", "log_loss": "log_loss", "auc": "auc"}, window_size=window_size
+        )
+        module.load_state_dict(torch.load(io.BytesIO(data)))
+        return module
+
+    def trained(rank: int) -> bytes:
+        module = tmx.RecMetricModule(
+            ["click"], {"ctr": "ctr", "ne": "ne", "log_loss": "log_loss", "auc": "auc"}, window_size=window_size
+        )
+        module.update(_step(rank, 0))
+        states = module.state_dict()
+        states["_extra_state"] = {**states["_extra_state"], "rank": rank, "world_size": 2}
+        return _bytes(states)
+
+    files = [trained(rank) for rank in range(2)]
+    module = load(files[0])
+    other = load(files[1])
+    other.reset()
+    other.update(_step(0, 1))
+    for group in module.compute_groups:
+        module.metrics[group[0]].merge_state(other.metrics[group[0]])
+    module.throughput.merge_state(other.throughput)
+    values, warned = _values(module)
+    _check(values, [(0, 0), (0, 1)])  # rank 0's saved rows and the fresh ones: rank 1's rows are missing
+    assert len(warned) == 1 and "saved rank 0 alone" in warned[0]
+
+
+def test_a_metric_forgets_its_saved_ranks_at_reset_and_keeps_them_through_forward():
+    """``forward`` by TorchMetrics' round (``compute_on_cpu``) resets the metric inside: the record stays."""
+    from torchmetrics_ext.metrics._checkpoints import note_saved_ranks, saved_ranks
+
+    for metric in (tmx.CTR(compute_on_cpu=True), tmx.CTR()):
+        note_saved_ranks(metric, frozenset({(0, 2)}))
+        metric(torch.tensor([0.2, 0.7]), torch.tensor([0.0, 1.0]))
+        assert saved_ranks(metric) == {(0, 2)}
+        metric.reset()
+        assert saved_ranks(metric) is None
+
+
+def test_files_saved_without_a_window_merged_by_hand_into_windowed_modules_warn_of_nothing():
+    """A window change restarts each unit's window over the loaded lifetime: its saved ranks are still held."""
+    metrics = {"ctr": "ctr", "ne": "ne", "log_loss": "log_loss", "auc": "auc"}
+    files = []
+    for rank in range(3):
+        plain = tmx.RecMetricModule(["click"], metrics)
+        plain.update(_step(rank, 0))
+        states = plain.state_dict()
+        states["_extra_state"] = {**states["_extra_state"], "rank": rank, "world_size": 3}
+        files.append(_bytes(states))
+    module = _load(files[0])  # window_size=20: the window starts empty over each loaded lifetime
+    _merge_by_hand(module, files[1:])
+    values, warned = _values(module)
+    assert warned == []
+    _check(values, [(0, 0), (1, 0), (2, 0)])

@@ -58,3 +58,33 @@ def test_the_callbacks_warnings_in_ddp_spawn_ranks_name_the_fit_line(tmp_path):
     for caught in ours.values():
         for w in caught:
             assert (w["file"], w["line"]) == (str(SCRIPT), _fit_line()), w
+
+
+def _origin_in_child(inbox, outbox) -> None:
+    """A spawned process: unpickle the callback sent to it, report the line its warnings would name."""
+    from torchmetrics_ext.utilities import warnings as package_warnings
+
+    inbox.get(timeout=60)
+    outbox.put(package_warnings._spawned_from)
+
+
+@pytest.mark.ddp  # a spawned process: about 20 s on a loaded box
+def test_a_callback_sent_through_a_queue_records_no_spawn_line():
+    """A ``multiprocessing.Queue`` pickles in its feeder thread: no user line there, none recorded.
+
+    The walk out of the feeder thread ended in ``threading.py``'s bootstrap, recorded as the "user's line" that
+    spawned the process, so a warning there without a user frame named ``threading.py:982`` (Python 3.11).
+    """
+    import multiprocessing
+
+    from torchmetrics_ext.integrations.lightning import RecMetricCallback
+
+    context = multiprocessing.get_context("spawn")
+    inbox, outbox = context.Queue(), context.Queue()
+    child = context.Process(target=_origin_in_child, args=(inbox, outbox))
+    child.start()
+    try:
+        inbox.put(RecMetricCallback())
+        assert outbox.get(timeout=60) is None
+    finally:
+        child.join(timeout=60)

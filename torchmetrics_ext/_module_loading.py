@@ -866,9 +866,10 @@ def _restart_window(unit: Windowed) -> None:
     holds the part of its lifetime histogram no window update holds (its base): reset and merged
     back, the lifetime's states become that part (``Windowed.merge_state``).
     """
-    states = dict(unit.lifetime.metric_state)
+    states, ranks = dict(unit.lifetime.metric_state), saved_ranks(unit)
     unit.reset()
     unit.merge_state(states)
+    note_saved_ranks(unit, ranks)  # the lifetime it holds is still the saved ranks' (a reset forgets them)
 
 
 def _load_metadata(state_dict: Mapping[str, Any]) -> MutableMapping[str, Any] | None:

@@ -35,6 +35,8 @@ from torchmetrics_ext.metrics._checkpoints import (
     derive_missing,
     fill_from_source,
     held_states,
+    note_saved_ranks,
+    saved_ranks,
 )
 from torchmetrics_ext.utilities.checks import PredsDomain, TargetDomain, check_flag, check_int, check_state_dtype
 from torchmetrics_ext.utilities.chunks import _JOIN, _RUNS_JOINED, join_chunks, join_runs_amortised, join_small_tails
@@ -569,9 +571,12 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         groups' states again after a reset.
 
         Each reset is counted (:func:`~torchmetrics_ext.metrics._checkpoints.resets_taken`): a
-        ``RecMetricModule`` tells a compute group member reset on its own from one it reset itself.
+        ``RecMetricModule`` tells a compute group member reset on its own from one it reset itself, and
+        the record of the saved ranks whose states it held (:func:`~torchmetrics_ext.metrics._checkpoints.saved_ranks`)
+        is forgotten: it holds none of them now.
         """
         held = held_states(self)
+        note_saved_ranks(self, None)
         for name, default in self._defaults.items():
             if isinstance(default, list):
                 setattr(self, name, [])
@@ -603,7 +608,11 @@ class GuardedMetric(TensorArithmetic, CheckpointedStates):
         which under inference mode makes inference tensors (see :meth:`reset`); they are copied
         back into ordinary ones (only under inference mode: a copy of each tensor state).
         """
-        value = super().forward(*args, **kwargs)
+        ranks = saved_ranks(self)  # TorchMetrics' round resets the metric, then adds the held states back
+        try:
+            value = super().forward(*args, **kwargs)
+        finally:
+            note_saved_ranks(self, ranks)
         if torch.is_inference_mode_enabled():
             self._ordinary_states()
         return value

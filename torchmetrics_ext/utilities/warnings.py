@@ -17,6 +17,7 @@ import math
 import multiprocessing
 import os
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -183,7 +184,8 @@ def spawn_origin() -> tuple[str, int] | None:
         >>> print(spawn_origin())  # not pickled for a spawned process
         None
     """
-    passed_over = (*_passed_over(), _MULTIPROCESSING_DIR)
+    # and `threading`: a `multiprocessing.Queue` pickles in its feeder thread, whose stack holds no user line
+    passed_over = (*_passed_over(), _MULTIPROCESSING_DIR, threading.__file__)
     frame, spawning = sys._getframe(1), False
     while frame.f_back is not None and frame.f_code.co_filename.startswith(passed_over):
         spawning = spawning or frame.f_code.co_filename.startswith(_MULTIPROCESSING_DIR)

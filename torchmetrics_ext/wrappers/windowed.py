@@ -30,6 +30,7 @@ from torchmetrics_ext.metrics._checkpoints import (
     load_explained,
     load_own_entries,
     note_checkpoint,
+    note_saved_ranks,
     note_settings,
     settings_problems,
     synced_problems,
@@ -1290,6 +1291,7 @@ class Windowed(StatesInChildren, TensorArithmetic, WrapperMetric):
             self._child("lifetime").reset()
             self._child("window").reset()
         self.__dict__["_restored"] = False
+        note_saved_ranks(self, None)  # it holds no saved rank's states now
         self._bind_window_lists()
 
     def reset_lifetime(self) -> None:

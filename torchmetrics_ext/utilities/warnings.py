@@ -321,10 +321,11 @@ class PrecisionLossWarning(UserWarning):
     Sum-reducible states (they merge by addition across batches, ranks and windows) hold moments
     about a fixed point, and a spread derived from them, :math:`\sum w y^2 - (\sum w y)^2 / \sum w`,
     loses about ``log10(sum w y^2 / sum w (y - mean)^2)`` of float64's 16 digits: labels of
-    ``1e6 + N(0, 1)`` keep about 4. Emitted at ``compute`` (never per update) when the estimated
-    relative error passes 1e-6, once per metric and value (tasks and segments listed in one
-    message); the message says how many digits are left and what option keeps them (a
-    ``label_offset`` near the labels' mean, printed). The value is still returned.
+    ``1e6 + N(0, 1)`` keep 3 to 4 (the message rounds the error bound up: "about 3"). Emitted at
+    ``compute`` (never per update) when the estimated relative error passes 1e-6, once per metric
+    and value (tasks and segments listed in one message); the message says how many digits are
+    left and what option keeps them (a ``label_offset`` near the labels' mean, printed). The value
+    is still returned.
 
     Examples:
         >>> import warnings

@@ -20,8 +20,10 @@ from torch.utils.data import DataLoader, TensorDataset
 import torchmetrics_ext as tmx
 from torchmetrics_ext.integrations.lightning import RecMetricCallback
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else os.environ["TMX_SPAWN_OUT"]
-os.environ["TMX_SPAWN_OUT"] = OUT  # the ranks read it (their argv is multiprocessing's)
+if __name__ == "__main__":
+    os.environ["TMX_SPAWN_OUT"] = sys.argv[1]  # the ranks read it (their argv is multiprocessing's)
+# empty where the file is only imported (pytest's --doctest-modules collects tests/helpers too): nothing is recorded
+OUT = os.environ.get("TMX_SPAWN_OUT", "")
 TASKS = [tmx.RecTaskInfo("click", "click_label", "click_pred"), tmx.RecTaskInfo("like", "like_label", "like_pred")]
 
 
@@ -31,8 +33,9 @@ def _record(message, category, filename, lineno, file=None, line=None):
         f.write("\n")
 
 
-warnings.showwarning = _record
-warnings.simplefilter("always")
+if OUT and __name__ in ("__main__", "__mp_main__"):  # the run and its spawned ranks, never an importer's process
+    warnings.showwarning = _record
+    warnings.simplefilter("always")
 
 
 class Model(L.LightningModule):

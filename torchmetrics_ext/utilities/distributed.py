@@ -341,6 +341,16 @@ def own_storages_in_spawned_process(module: torch.nn.Module) -> int:
 
     Returns:
         The number of storages copied.
+
+    Examples:
+        >>> import torch
+        >>> from torchmetrics_ext import CTR
+        >>> from torchmetrics_ext.utilities.distributed import own_storages_in_spawned_process
+        >>> metric = CTR()
+        >>> for state in metric.metric_state.values():  # what pickling it for a spawned process does
+        ...     _ = state.share_memory_()
+        >>> own_storages_in_spawned_process(metric)  # the main process: nothing is copied
+        0
     """
     if multiprocessing.parent_process() is None:
         return 0
